@@ -1,0 +1,42 @@
+"""zoo: classic CNNs reproduced from their papers, for Keras 3 / TensorFlow.
+
+Builders are registered by name and importable from the package::
+
+    from zoo import alexnet, get_model, list_models, layer_table
+    model = alexnet(num_classes=2)
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from zoo.registry import ModelInfo, get_model, list_models, model_info  # noqa: E402
+from zoo.tables import layer_table  # noqa: E402
+
+# Functions that live in modules with heavier imports, loaded on first use.
+_LAZY = {
+    "profile": ("zoo.profile", "profile"),
+    "export": ("zoo.export", "export"),
+    "feature_extractor": ("zoo.features", "feature_extractor"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    # Every registered builder is an attribute: ``from zoo import resnet50``.
+    from zoo.registry import _REGISTRY, _ensure_loaded
+    _ensure_loaded()
+    if name in _REGISTRY:
+        return _REGISTRY[name][0]
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(list_models()))
+
+
+__all__ = ["ModelInfo", "get_model", "list_models", "model_info", "layer_table",
+           *_LAZY]

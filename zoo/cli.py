@@ -1,0 +1,117 @@
+"""The ``zoo`` command line: ``zoo list | table | summary | train | export | predict | serve | tune``.
+
+Each subcommand lives beside the code it drives: the module named in
+``COMMANDS`` provides ``configure_<command>(parser)``, which adds the
+subcommand's arguments and returns the function that runs it. Only the module
+of the command being run is imported.
+
+Bad input ends the command with exit code 2 and one line on stderr
+(``zoo: error: ...``); set ``ZOO_DEBUG=1`` to see the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    "list": ("zoo.cli", "list the registered models"),
+    "table": ("zoo.cli", "print a model's layer table"),
+    "summary": ("zoo.profile", "per-layer parameters, multiply-adds, memory, receptive field"),
+    "train": ("zoo.train", "train a model on a dataset"),
+    "export": ("zoo.export", "export a trained model as a versioned SavedModel"),
+    "predict": ("zoo.serving", "predict images with an exported model"),
+    "serve": ("zoo.serving", "serve exported models over TensorFlow Serving's REST API"),
+    "tune": ("tuning.search", "hyperparameter search with keras-tuner"),
+}
+
+
+class CLIError(Exception):
+    """A user error the CLI reports in one line (exit code 2)."""
+
+
+def parse_shape(text: str) -> tuple:
+    """``"224,224,3"`` -> ``(224, 224, 3)``."""
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 224,224,3; received {text!r}") from None
+
+
+def configure_list(parser):
+    parser.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'resnet*'")
+    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+
+    def run(args):
+        from zoo import tables
+        from zoo.registry import model_info_table
+        print(tables.to_text(model_info_table(args.pattern), args.format).rstrip())
+        return 0
+
+    return run
+
+
+def configure_table(parser):
+    parser.add_argument("name", help="registered model name (see `zoo list`)")
+    parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C")
+    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+
+    def run(args):
+        import zoo
+        kwargs = {"input_shape": args.input_shape} if args.input_shape else {}
+        model = zoo.get_model(args.name, **kwargs)
+        print(zoo.tables.to_text(zoo.layer_table(model), args.format).rstrip())
+        return 0
+
+    return run
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(command=None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``command``'s subparser is configured."""
+    parser = _Parser(prog="zoo", description="Classic CNNs from their papers: build, "
+                     "tune, train, export, serve.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            configure = getattr(importlib.import_module(module), f"configure_{name}")
+            p.set_defaults(run=configure(p))
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    debug = os.environ.get("ZOO_DEBUG")
+    try:
+        parser = build_parser(command)
+        args = parser.parse_args(argv)
+        if not getattr(args, "run", None):
+            parser.print_help()
+            return 2
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit:
+        raise
+    except Exception as exc:  # one line, no traceback, for any failure
+        if debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"zoo: error: {message}", file=sys.stderr)
+        return 2 if isinstance(exc, (ValueError, CLIError, FileNotFoundError,
+                                     FileExistsError, TypeError, KeyError)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Argument checks and helpers shared by every builder.
+
+Every classifier builder takes the same keyword-only arguments::
+
+    input_shape=None, num_classes=1000, include_top=True, pooling=None,
+    classifier_activation="softmax", weights=None, name=None
+
+and calls :func:`check_classifier_args` before it creates a single layer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Optional, Sequence
+
+POOLINGS = (None, "avg", "max")
+
+
+def min_input_size(ops: Iterable[tuple], out: int = 1) -> int:
+    """Smallest spatial input size for which a chain of sliding-window
+    operations still leaves ``out`` pixels.
+
+    Args:
+        ops: ``(kernel, stride, padding)`` triples in forward order along the
+            architecture's path that shrinks the image the most; padding is
+            ``"valid"`` or ``"same"``.
+        out: required output size after the last operation.
+
+    Returns:
+        The minimum input size, obtained by inverting each operation's
+        output-size formula ``o = floor((i - k) / s) + 1`` (valid) or
+        ``o = ceil(i / s)`` (same), last operation first.
+    """
+    size = out
+    for kernel, stride, padding in reversed(list(ops)):
+        if padding == "valid":
+            size = (size - 1) * stride + kernel
+        elif padding == "same":
+            size = (size - 1) * stride + 1
+        else:
+            raise ValueError(f"padding must be 'valid' or 'same'. Received: {padding!r}")
+    return size
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
+    """Output size of one sliding-window operation (the seed notes' formula)."""
+    if padding == "valid":
+        return (size - kernel) // stride + 1
+    return -(-size // stride)
+
+
+def resolve_input_shape(model_name: str, input_shape, default_shape: Sequence[int],
+                        min_size: int, *, divisible_by: int = 1) -> tuple:
+    """Check ``input_shape`` and fill in the paper's default.
+
+    ``None`` gives ``default_shape``; ``(H, W, C)`` must have positive integer
+    entries with ``H, W >= min_size`` (and divisible by ``divisible_by``).
+    """
+    if input_shape is None:
+        return tuple(default_shape)
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise ValueError(f"{model_name}: input_shape must be a tuple (height, width, channels). "
+                         f"Received: input_shape={input_shape!r}") from None
+    if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                  for d in shape):
+        raise ValueError(f"{model_name}: input_shape must be three positive integers "
+                         f"(height, width, channels). Received: input_shape={input_shape!r}")
+    h, w, _ = shape
+    if h < min_size or w < min_size:
+        raise ValueError(f"{model_name}: input height and width must be at least {min_size} "
+                         f"(the smallest size the architecture reduces to a valid output). "
+                         f"Received: input_shape={shape}")
+    if divisible_by > 1 and (h % divisible_by or w % divisible_by):
+        raise ValueError(f"{model_name}: input height and width must be divisible by "
+                         f"{divisible_by}. Received: input_shape={shape}")
+    return shape
+
+
+def check_classifier_args(model_name: str, *, input_shape, default_shape, min_size,
+                          num_classes, include_top, pooling, classifier_activation,
+                          weights, published_weights: Sequence[str] = ()) -> tuple:
+    """Validate the shared classifier arguments; return the resolved input shape."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"{model_name}: num_classes must be an integer >= 1. "
+                         f"Received: num_classes={num_classes!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"{model_name}: pooling must be one of None, 'avg', 'max'. "
+                         f"Received: pooling={pooling!r}")
+    if not isinstance(include_top, bool):
+        raise ValueError(f"{model_name}: include_top must be True or False. "
+                         f"Received: include_top={include_top!r}")
+    if classifier_activation is not None and not isinstance(classifier_activation, str) \
+            and not callable(classifier_activation):
+        raise ValueError(f"{model_name}: classifier_activation must be an activation name, "
+                         f"a callable or None. Received: {classifier_activation!r}")
+    check_weights(model_name, weights, published_weights)
+    return resolve_input_shape(model_name, input_shape, default_shape, min_size)
+
+
+def check_weights(model_name: str, weights, published: Sequence[str] = ()) -> None:
+    """``weights`` must be None, a published name, or an existing file."""
+    if weights is None:
+        return
+    if isinstance(weights, (str, os.PathLike)):
+        w = os.fspath(weights)
+        if w in published:
+            return
+        if w == "imagenet":
+            raise ValueError(f"{model_name}: no published 'imagenet' weights exist for this "
+                             f"model. Allowed: None or a path to a weights file.")
+        if os.path.isfile(w):
+            return
+        raise ValueError(f"{model_name}: weights file not found. Received: weights={w!r}. "
+                         f"Allowed: None, {', '.join(repr(p) for p in published) + ', ' if published else ''}"
+                         f"or the path of an existing weights file.")
+    raise ValueError(f"{model_name}: weights must be None, a name or a file path. "
+                     f"Received: weights={weights!r}")
+
+
+def load_weights_file(model, path) -> None:
+    """Load a ``.weights.h5`` / legacy ``.h5`` / ``.keras`` file into ``model``."""
+    path = os.fspath(path)
+    if path.endswith(".keras"):
+        import keras
+        other = keras.saving.load_model(path, compile=False)
+        model.set_weights(other.get_weights())
+    else:
+        model.load_weights(path)
+
+
+def classifier_head(x, *, num_classes: int, include_top: bool, pooling: Optional[str],
+                    classifier_activation, prefix: str = ""):
+    """Global pooling + dense classifier, or the pooled/unpooled features."""
+    import keras
+    from keras import layers
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name=f"{prefix}avg_pool")(x)
+        return layers.Dense(num_classes, activation=classifier_activation,
+                            name=f"{prefix}predictions")(x)
+    return feature_pooling(x, pooling, prefix=prefix)
+
+
+def feature_pooling(x, pooling, prefix: str = ""):
+    """Apply ``pooling`` (None, "avg", "max") to a feature map (include_top=False)."""
+    from keras import layers
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name=f"{prefix}avg_pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name=f"{prefix}max_pool")(x)
+    return x

@@ -1,0 +1,209 @@
+"""The few custom layers the classic papers need; all serialisable.
+
+- :class:`Subsampling`: LeNet-5's S2/S4 (sum of a 2x2 window times one trainable
+  coefficient per map, plus one trainable bias per map).
+- :class:`PartialConv2D`: LeNet-5's C3, a convolution in which each output map
+  sees only a subset of the input maps (the 1998 paper's Table I).
+- :class:`RBFOutput`: LeNet-5's output layer of Euclidean radial basis units,
+  returning negative squared distances so they can be used as logits.
+- :class:`LocalResponseNormalization`: AlexNet's LRN across channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+from keras import ops
+
+_PACKAGE = "zoo"
+
+# LeCun et al. 1998, Table I: which S2 maps (rows 0-5) feed each C3 map (0-15).
+LENET5_C3_CONNECTIONS = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Subsampling(keras.layers.Layer):
+    """LeNet-5 subsampling: ``coef * sum(window) + bias`` per feature map.
+
+    Args:
+        pool_size: window size (square), also the stride.
+    """
+
+    def __init__(self, pool_size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = int(pool_size)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.coefficient = self.add_weight(name="coefficient", shape=(channels,),
+                                           initializer="ones")
+        self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros")
+
+    def call(self, inputs):
+        p = self.pool_size
+        pooled = ops.average_pool(inputs, pool_size=p, strides=p, padding="valid")
+        return pooled * float(p * p) * self.coefficient + self.bias
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        p = self.pool_size
+        return (b, None if h is None else h // p, None if w is None else w // p, c)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PartialConv2D(keras.layers.Layer):
+    """A valid convolution whose output map ``j`` only sees input maps
+    ``connections[j]``. Only the connected kernels are parameters.
+
+    Args:
+        connections: for each output map, the tuple of input maps it sees.
+        kernel_size: square kernel size.
+        activation: activation applied to the result (``None`` for linear).
+    """
+
+    def __init__(self, connections, kernel_size=5, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.connections = tuple(tuple(int(i) for i in c) for c in connections)
+        self.kernel_size = int(kernel_size)
+        self.activation = keras.activations.get(activation)
+        self.filters = len(self.connections)
+
+    def build(self, input_shape):
+        in_maps = int(input_shape[-1])
+        needed = max(max(c) for c in self.connections) + 1
+        if in_maps < needed:
+            raise ValueError(f"PartialConv2D needs at least {needed} input maps. "
+                             f"Received: {in_maps}")
+        pairs = [(i, j) for j, conn in enumerate(self.connections) for i in conn]
+        # One-hot matrix scattering the connected kernels into a dense kernel.
+        scatter = np.zeros((len(pairs), in_maps * self.filters), dtype="float32")
+        for n, (i, j) in enumerate(pairs):
+            scatter[n, i * self.filters + j] = 1.0
+        self._scatter = scatter
+        self._in_maps = in_maps
+        k = self.kernel_size
+        fan_in = k * k * len(pairs) / self.filters
+        limit = float(np.sqrt(6.0 / (fan_in + k * k)))
+        self.kernel = self.add_weight(
+            name="kernel", shape=(k, k, len(pairs)),
+            initializer=keras.initializers.RandomUniform(-limit, limit))
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+
+    def dense_kernel(self):
+        """The equivalent ``(k, k, in_maps, filters)`` kernel (zeros where unconnected)."""
+        k = self.kernel_size
+        scatter = ops.convert_to_tensor(self._scatter, dtype=self.kernel.dtype)
+        flat = ops.matmul(ops.reshape(self.kernel, (k * k, -1)), scatter)
+        return ops.reshape(flat, (k, k, self._in_maps, self.filters))
+
+    def call(self, inputs):
+        kernel = ops.cast(self.dense_kernel(), inputs.dtype)
+        x = ops.conv(inputs, kernel, strides=1, padding="valid")
+        x = x + ops.cast(self.bias, inputs.dtype)
+        return self.activation(x) if self.activation is not None else x
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        k = self.kernel_size
+        return (b, None if h is None else h - k + 1, None if w is None else w - k + 1,
+                self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "connections": [list(c) for c in self.connections],
+                "kernel_size": self.kernel_size,
+                "activation": keras.activations.serialize(self.activation)
+                if self.activation is not None else None}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class RBFOutput(keras.layers.Layer):
+    """Euclidean radial basis output units (LeNet-5's output layer).
+
+    Unit ``k`` computes the squared distance between its input vector and its
+    parameter vector ``c_k``; the layer returns ``-distance`` so the result
+    works as logits (the largest logit is the nearest prototype), optionally
+    followed by ``activation`` (e.g. softmax).
+
+    As in the paper, the parameter vectors are fixed ``+1/-1`` codes (chosen
+    once, deterministically from ``seed``) and are not trained, unless
+    ``trainable_centers=True``.
+
+    Args:
+        units: number of classes.
+        activation: applied to the negative distances (``None`` = logits).
+        trainable_centers: learn the parameter vectors too.
+        seed: seed of the fixed +1/-1 codes.
+    """
+
+    def __init__(self, units, activation=None, trainable_centers=False, seed=1998, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.activation = keras.activations.get(activation)
+        self.trainable_centers = bool(trainable_centers)
+        self.seed = int(seed)
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        codes = np.random.RandomState(self.seed).choice([-1.0, 1.0], size=(dim, self.units))
+        self.centers = self.add_weight(
+            name="centers", shape=(dim, self.units),
+            initializer=keras.initializers.Constant(codes.astype("float32")),
+            trainable=self.trainable_centers)
+
+    def call(self, inputs):
+        c = ops.cast(self.centers, inputs.dtype)
+        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2
+        dist = (ops.sum(ops.square(inputs), axis=-1, keepdims=True)
+                - 2.0 * ops.matmul(inputs, c)
+                + ops.sum(ops.square(c), axis=0, keepdims=True))
+        logits = -dist
+        return self.activation(logits) if self.activation is not None else logits
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "activation": keras.activations.serialize(self.activation)
+                if self.activation is not None else None,
+                "trainable_centers": self.trainable_centers, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LocalResponseNormalization(keras.layers.Layer):
+    """Local response normalisation across channels (Krizhevsky et al. 2012):
+    ``x / (bias + alpha * sum_{|c'-c| <= depth_radius} x_{c'}^2) ** beta``
+    (the ``tf.nn.local_response_normalization`` convention)."""
+
+    def __init__(self, depth_radius=2, bias=1.0, alpha=0.00002, beta=0.75, **kwargs):
+        super().__init__(**kwargs)
+        self.depth_radius = int(depth_radius)
+        self.bias = float(bias)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def call(self, inputs):
+        r = self.depth_radius
+        squared = ops.square(inputs)
+        # Sum over a window of 2r+1 channels: pad the channel axis and add shifts.
+        padded = ops.pad(squared, [[0, 0], [0, 0], [0, 0], [r, r]])
+        channels = ops.shape(inputs)[-1]
+        total = padded[..., 0:channels]
+        for shift in range(1, 2 * r + 1):
+            total = total + padded[..., shift:shift + channels]
+        return inputs / ops.power(self.bias + self.alpha * total, self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
+                "alpha": self.alpha, "beta": self.beta}

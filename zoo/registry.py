@@ -1,0 +1,140 @@
+"""The model registry: name -> builder + metadata.
+
+Every public builder is decorated with :func:`register`, which records a
+:class:`ModelInfo` beside it. ``list_models``, ``get_model`` and ``model_info``
+read the registry; nothing is discovered by import magic beyond importing
+``zoo.models`` once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+from typing import Callable, Optional
+
+__all__ = ["ModelInfo", "register", "list_models", "get_model", "model_info"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """Metadata recorded beside each registered builder.
+
+    Attributes:
+        name: registry name (also the builder's function name).
+        family: architecture family (``"lenet"``, ``"resnet"``, ...), selects the
+            layer-table format.
+        paper: the paper or book the architecture reproduces.
+        year: publication year.
+        task: ``"classification"`` or ``"segmentation"``.
+        default_input_shape: ``(H, W, C)`` the paper uses.
+        min_input_size: smallest ``H`` (= ``W``) the architecture accepts,
+            computed from its layer data.
+        params: published total parameter count at the default input shape
+            with the default number of classes (``None`` where none is published).
+        trainable_params: published trainable count, where the source gives one.
+        default_num_classes: the paper's number of classes.
+        weights: names of published weight sets (``("imagenet",)``) or ``()``.
+    """
+
+    name: str
+    family: str
+    paper: str
+    year: int
+    task: str
+    default_input_shape: tuple
+    min_input_size: int
+    params: Optional[int] = None
+    trainable_params: Optional[int] = None
+    default_num_classes: int = 1000
+    weights: tuple = ()
+
+
+_REGISTRY: dict[str, tuple[Callable, ModelInfo]] = {}
+
+
+def register(*, family, paper, year, default_input_shape, min_input_size,
+             task="classification", params=None, trainable_params=None,
+             default_num_classes=1000, weights=(), name=None):
+    """Decorator that registers a builder under its function name.
+
+    Raises:
+        ValueError: if the name is already registered.
+    """
+
+    def decorator(fn):
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"Model name {key!r} is already registered "
+                             f"(by {_REGISTRY[key][0].__module__}).")
+        info = ModelInfo(name=key, family=family, paper=paper, year=year,
+                         task=task, default_input_shape=tuple(default_input_shape),
+                         min_input_size=int(min_input_size), params=params,
+                         trainable_params=trainable_params,
+                         default_num_classes=default_num_classes,
+                         weights=tuple(weights))
+        _REGISTRY[key] = (fn, info)
+        fn.zoo_info = info
+        return fn
+
+    return decorator
+
+
+def _ensure_loaded():
+    # The builders register themselves when their modules are imported.
+    import zoo.models  # noqa: F401
+
+
+def list_models(pattern: Optional[str] = None) -> list[str]:
+    """Sorted names of the registered models, optionally filtered by a
+    shell-style wildcard such as ``"resnet*"``."""
+    _ensure_loaded()
+    names = sorted(_REGISTRY)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return names
+
+
+def _lookup(name):
+    _ensure_loaded()
+    if not isinstance(name, str) or name not in _REGISTRY:
+        known = sorted(_REGISTRY)
+        close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown model {name!r}.{hint} "
+                         f"Known models: {', '.join(known)}.")
+    return _REGISTRY[name]
+
+
+def get_model(name: str, **kwargs):
+    """Build the registered model ``name`` with the builder's keyword arguments."""
+    fn, _ = _lookup(name)
+    return fn(**kwargs)
+
+
+def get_builder(name: str) -> Callable:
+    """The builder function registered as ``name``."""
+    return _lookup(name)[0]
+
+
+def model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of the registered model ``name``."""
+    return _lookup(name)[1]
+
+
+def model_info_table(pattern: Optional[str] = None):
+    """The registry as a ``pandas.DataFrame``: name, task, default input,
+    minimum input, published parameters, paper."""
+    import pandas as pd
+    records = []
+    for name in list_models(pattern):
+        info = model_info(name)
+        records.append({
+            "name": name, "task": info.task,
+            "default input": "x".join(str(d) for d in info.default_input_shape),
+            "min input": info.min_input_size,
+            "params": f"{info.params:,}" if info.params else "",
+            "paper": f"{info.paper} ({info.year})",
+        })
+    return pd.DataFrame.from_records(records, columns=["name", "task", "default input",
+                                                        "min input", "params", "paper"])

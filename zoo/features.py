@@ -1,0 +1,217 @@
+"""Feature extraction: a classifier's feature maps at strides 2, 4, 8, 16, 32.
+
+:func:`feature_extractor` turns any registered classifier (or any functional
+model with a fixed input size) into a model whose outputs are its feature maps
+at the requested strides, the taps an encoder-decoder such as U-Net needs. The
+taps are found generically from the graph and the output shapes, not from
+per-family lists:
+
+- the stride of a layer is the input size divided by its output size, rounded
+  to the nearest power of two (unpadded convolutions make the ratio inexact:
+  Xception's 299x299 input gives 147, 74, 37, 19 and 10);
+- for each stride the tap is the last layer with that stride that is a *block
+  output*: a layer every path from the input to the output goes through (so
+  not a tensor inside a residual or inception block), preferring activations,
+  merges (add, concatenate) and layers with a built-in activation over
+  padding, pooling or batch-norm layers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import keras
+
+__all__ = ["feature_extractor", "feature_info", "feature_layers"]
+
+DEFAULT_STRIDES = (2, 4, 8, 16, 32)
+
+
+def _spatial(shape) -> Optional[tuple]:
+    """``(H, W)`` of a 4-D ``(batch, H, W, C)`` shape, else ``None``."""
+    if shape is None or len(shape) != 4 or shape[1] is None or shape[2] is None:
+        return None
+    return int(shape[1]), int(shape[2])
+
+
+def _stride(input_hw, output_hw) -> int:
+    ratio = max(input_hw[0] / output_hw[0], input_hw[1] / output_hw[1])
+    return 2 ** max(0, round(math.log2(ratio)))
+
+
+def _parents(layer) -> list:
+    parents = []
+    for node in layer._inbound_nodes:
+        for t in node.input_tensors:
+            parents.append(t._keras_history[0])
+    return parents
+
+
+def _preferred(layer) -> bool:
+    """Activations, merges and layers with a non-linear activation of their own."""
+    from keras import layers as L
+    if isinstance(layer, (L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.PReLU, L.Add,
+                          L.Concatenate, L.Multiply, L.Average, L.Maximum)):
+        return True
+    act = layer.get_config().get("activation") if hasattr(layer, "get_config") else None
+    if isinstance(act, dict):
+        act = act.get("config", {}).get("name", act.get("class_name"))
+    return act not in (None, "linear")
+
+
+def _check_strides(strides) -> tuple:
+    try:
+        values = tuple(strides)
+    except TypeError:
+        values = None
+    if not values or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
+                             for s in values):
+        raise ValueError("feature_extractor: strides must be a non-empty sequence of positive "
+                         f"integers such as (2, 4, 8, 16, 32). Received: strides={strides!r}")
+    return tuple(sorted(set(values)))
+
+
+def feature_layers(model, strides: Sequence[int] = DEFAULT_STRIDES) -> list:
+    """The tap of each available stride in a functional model.
+
+    Args:
+        model: a functional ``keras.Model`` with one image input of fixed size.
+        strides: the strides wanted.
+
+    Returns:
+        A list of dicts ``{"name", "stride", "channels", "shape"}`` in increasing
+        stride, one per requested stride the model reaches (``shape`` is
+        ``(H, W, C)``).
+
+    Raises:
+        ValueError: if the model has no single fixed-size image input, or
+            reaches none of the strides.
+    """
+    strides = _check_strides(strides)
+    if len(model.inputs) != 1 or _spatial(model.inputs[0].shape) is None:
+        raise ValueError("feature_extractor: the model needs one image input of fixed height "
+                         f"and width. Received inputs: {[tuple(t.shape) for t in model.inputs]}")
+    input_hw = _spatial(model.inputs[0].shape)
+    order = {id(layer): i for i, layer in enumerate(model.layers)}
+    # A layer is a block output when no edge of the graph jumps over its position
+    # in topological order (then every input-to-output path goes through it).
+    reach = [0] * len(model.layers)  # furthest later position an earlier layer feeds
+    for i, layer in enumerate(model.layers):
+        for parent in _parents(layer):
+            j = order.get(id(parent))
+            if j is not None:
+                reach[j] = max(reach[j], i)
+    furthest = -1
+    candidates = {}
+    for i, layer in enumerate(model.layers):
+        bypassed = furthest > i
+        furthest = max(furthest, reach[i])
+        if bypassed or i == 0:
+            continue
+        hw = _spatial(layer.output.shape)
+        if hw is None:
+            continue
+        s = _stride(input_hw, hw)
+        if s not in strides:
+            continue
+        # Keep the last preferred layer of each stride; a non-preferred one only
+        # while no preferred layer has been seen for that stride.
+        best = candidates.get(s)
+        if best is None or _preferred(layer) or not _preferred(best):
+            candidates[s] = layer
+    if not candidates:
+        raise ValueError(f"feature_extractor: {model.name!r} reaches none of the strides "
+                         f"{strides} at input size {input_hw[0]}x{input_hw[1]}.")
+    return [{"name": layer.name, "stride": s, "channels": int(layer.output.shape[-1]),
+             "shape": tuple(int(d) for d in layer.output.shape[1:])}
+            for s, layer in sorted(candidates.items())]
+
+
+def feature_info(model) -> list:
+    """Name, stride, channels and shape of each output of a feature extractor.
+
+    Works on a model returned by :func:`feature_extractor` and also after it was
+    saved and loaded again (the ``feature_info`` attribute is not saved): the
+    strides are recomputed from the output shapes.
+
+    Returns:
+        A list of dicts ``{"name", "stride", "channels", "shape"}``, one per output.
+    """
+    input_hw = _spatial(model.inputs[0].shape)
+    info = []
+    for t in model.outputs:
+        hw = _spatial(t.shape)
+        if hw is None or input_hw is None:
+            raise ValueError(f"feature_info: output {t.name!r} of {model.name!r} is not a "
+                             f"fixed-size feature map: {tuple(t.shape)}")
+        info.append({"name": t._keras_history[0].name, "stride": _stride(input_hw, hw),
+                     "channels": int(t.shape[-1]), "shape": tuple(int(d) for d in t.shape[1:])})
+    return info
+
+
+def feature_extractor(model_or_name, strides: Sequence[int] = DEFAULT_STRIDES, input_shape=None,
+                      weights=None, trainable: bool = True, **kwargs) -> keras.Model:
+    """A model returning a backbone's feature maps at strides 2, 4, 8, 16, 32.
+
+    For each requested stride the backbone reaches, the output is the last
+    block output at that stride (see the module docstring), e.g. for
+    ``xception`` at 299x299: ``block1_conv2_act`` (147x147x64),
+    ``block2_add`` (74x74x128), ``block3_add`` (37x37x256), ``block12_add``
+    (19x19x728) and ``block14_sepconv2_act`` (10x10x2048).
+
+    Args:
+        model_or_name: a registered classifier's name (built with
+            ``include_top=False``) or a functional ``keras.Model`` with a fixed
+            input size.
+        strides: the strides wanted; those the backbone does not reach are left out.
+        input_shape: ``(H, W, C)`` for a named backbone (default: its paper's).
+        weights: weights of a named backbone (``None``, ``"imagenet"`` or a path).
+        trainable: set to ``False`` to freeze the backbone (batch norm then runs
+            in inference mode).
+        **kwargs: further options of a named backbone's builder.
+
+    Returns:
+        A functional ``keras.Model`` named ``<backbone>_features`` with one output
+        per stride found, in increasing stride. Its ``feature_info`` attribute
+        lists ``{"name", "stride", "channels", "shape"}`` per output (also
+        available as :func:`feature_info` on a reloaded model).
+
+    Raises:
+        ValueError: for an unknown or non-classifier name, options given with a
+            built model, or a backbone that reaches none of the strides.
+
+    Example:
+        >>> fx = feature_extractor("xception", input_shape=(128, 128, 3))
+        >>> [f["stride"] for f in fx.feature_info]
+        [2, 4, 8, 16, 32]
+    """
+    from zoo.registry import get_builder, model_info
+    strides = _check_strides(strides)
+    if isinstance(model_or_name, str):
+        info = model_info(model_or_name)
+        if info.task != "classification":
+            raise ValueError(f"feature_extractor: {model_or_name!r} is a {info.task} model; "
+                             "a classifier backbone is needed.")
+        for key in ("include_top", "pooling"):
+            if key in kwargs:
+                raise ValueError(f"feature_extractor: {key} is set by the feature extractor. "
+                                 f"Received: {key}={kwargs[key]!r}")
+        backbone = get_builder(model_or_name)(input_shape=input_shape, weights=weights,
+                                              include_top=False, **kwargs)
+    elif isinstance(model_or_name, keras.Model):
+        given = {k: v for k, v in dict(input_shape=input_shape, weights=weights, **kwargs).items()
+                 if v is not None}
+        if given:
+            raise ValueError("feature_extractor: input_shape, weights and builder options apply "
+                             f"to a model name only. Received with a model: {sorted(given)}")
+        backbone = model_or_name
+    else:
+        raise ValueError("feature_extractor: model_or_name must be a registered model name or a "
+                         f"keras.Model. Received: {model_or_name!r}")
+    taps = feature_layers(backbone, strides)
+    backbone.trainable = bool(trainable)
+    outputs = [backbone.get_layer(t["name"]).output for t in taps]
+    model = keras.Model(backbone.inputs, outputs, name=f"{backbone.name}_features")
+    model.feature_info = taps
+    return model

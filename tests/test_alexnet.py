@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+import zoo
+from zoo import alexnet
+from test_lenet import _normalise
+
+
+@pytest.fixture(scope="module")
+def default():
+    return alexnet()
+
+
+def test_table_equals_published(default, published_table):
+    expected = published_table("alexnet_table_14_2.csv")
+    table = zoo.layer_table(default)
+    assert list(table.columns[:len(expected.columns)]) == list(expected.columns)
+    assert _normalise(table[expected.columns]).equals(_normalise(expected))
+
+
+def test_parameter_counts(default):
+    assert default.count_params() == 62_378_344
+    assert sum(int(np.prod(w.shape)) for w in default.non_trainable_weights) == 0
+    params = zoo.layer_table(default).set_index("Layer")["Params"]
+    assert params["C1"] == 34_944 and params["F8"] == 37_752_832 and params["Out"] == 4_097_000
+
+
+def test_dropout_and_lrn_belong_to_their_rows():
+    model = alexnet(input_shape=(67, 67, 3), num_classes=3, local_response_normalization=True)
+    names = [layer.name for layer in model.layers]
+    assert {"C1_lrn", "C3_lrn", "F8_dropout", "F9_dropout", "C7_pool"} <= set(names)
+    assert names.index("C1_lrn") == names.index("C1") + 1
+    assert model.get_layer("F8_dropout").rate == 0.5
+    table = zoo.layer_table(model)
+    assert list(table["Layer"]) == ["In", "C1", "S2", "C3", "S4", "C5", "C6", "C7", "F8", "F9",
+                                    "Out"]
+    assert alexnet(input_shape=(67, 67, 3), num_classes=3).count_params() == model.count_params()
+
+
+def test_lrn_matches_tensorflow():
+    import tensorflow as tf
+    from zoo.layers import LocalResponseNormalization
+    x = np.random.RandomState(0).randn(2, 5, 5, 11).astype("float32") * 30
+    expected = tf.nn.local_response_normalization(x, depth_radius=2, bias=1.0, alpha=2e-5,
+                                                  beta=0.75)
+    np.testing.assert_allclose(LocalResponseNormalization()(x), expected, rtol=1e-5)
+
+
+def test_other_sizes_and_channels():
+    model = alexnet(input_shape=(128, 128, 1), num_classes=10)
+    assert model.output.shape == (None, 10)
+    table = zoo.layer_table(model).set_index("Layer")
+    assert table.loc["C1", "Size"] == "30x30" and table.loc["In", "Maps"] == "1"
+    assert alexnet(input_shape=(128, 128, 1), include_top=False).output.shape == (None, 2, 2, 256)
+    assert alexnet(include_top=False, pooling="avg", input_shape=(99, 99, 3)).output.shape == \
+        (None, 256)
+    assert alexnet(input_shape=(67, 67, 3), classifier_activation=None).layers[-1] \
+        .get_config()["activation"] == "linear"
+
+
+def test_minimum_size():
+    alexnet(input_shape=(67, 67, 3))
+    with pytest.raises(ValueError, match=r"at least 67.*input_shape=\(66, 66, 3\)"):
+        alexnet(input_shape=(66, 66, 3))

@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+import pytest
+
+from zoo import cli
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_list(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "| alexnet" in out and "62,378,344" in out
+
+
+def test_table_csv(capsys):
+    assert cli.main(["table", "lenet5", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("Layer,Type,Maps,Size,Kernel size,Stride,Activation")
+    assert lines[4] == "C3,Convolution,16,10x10,5x5,1,tanh,1516"
+
+
+def test_table_input_shape(capsys):
+    assert cli.main(["table", "alexnet", "--input-shape", "128,128,1"]) == 0
+    assert "30x30" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["table", "alexnett"], "Unknown model 'alexnett'"),
+    (["table", "lenet5", "--input-shape", "20,20,1"], "at least 32"),
+    (["table", "lenet5", "--input-shape", "a,b"], "expected comma-separated integers"),
+])
+def test_errors_are_one_line(args, message):
+    result = run(*args)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("zoo")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,106 @@
+import re
+
+import numpy as np
+import pytest
+import keras
+
+import zoo
+from zoo import lenet5
+
+
+def _normalise(df):
+    """Compare values, not typography: '3 (RGB)' -> '3', '1,000' -> '1000', case-insensitive."""
+    out = df.copy()
+    for col in out.columns:
+        out[col] = [re.sub(r"\s*\(.*\)$", "", str(v)).replace(",", "").strip().lower()
+                    for v in out[col]]
+    return out.reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def classic():
+    return lenet5()
+
+
+def test_table_equals_published(classic, published_table):
+    expected = published_table("lenet5_table_14_1.csv")
+    table = zoo.layer_table(classic)
+    assert list(table.columns[:len(expected.columns)]) == list(expected.columns)
+    assert _normalise(table[expected.columns]).equals(_normalise(expected))
+
+
+def test_per_layer_parameters_match_paper(classic):
+    # LeCun et al. 1998: C1 156, S2 12, C3 1516, S4 32, C5 48120, F6 10164; RBF 84x10 fixed.
+    table = zoo.layer_table(classic).set_index("Layer")["Params"]
+    assert table.to_dict() == {"In": 0, "C1": 156, "S2": 12, "C3": 1516, "S4": 32,
+                               "C5": 48120, "F6": 10164, "Out": 840}
+    trainable = {w.path.split("/")[0]: 0 for w in classic.weights}
+    for w in classic.trainable_weights:
+        trainable[w.path.split("/")[0]] += int(np.prod(w.shape))
+    assert trainable["C3"] == 1516 and trainable["Out"] == 0
+    n_trainable = sum(int(np.prod(w.shape)) for w in classic.trainable_weights)
+    n_frozen = sum(int(np.prod(w.shape)) for w in classic.non_trainable_weights)
+    assert (n_trainable, n_frozen) == (60_000, 840)
+
+
+def test_c3_connection_table():
+    from zoo.layers import LENET5_C3_CONNECTIONS
+    model = lenet5()
+    dense = keras.ops.convert_to_numpy(model.get_layer("C3").dense_kernel())
+    connected = np.abs(dense).sum(axis=(0, 1)) > 0  # (6 inputs, 16 outputs)
+    for j, inputs in enumerate(LENET5_C3_CONNECTIONS):
+        assert set(np.flatnonzero(connected[:, j])) == set(inputs)
+    assert connected.sum() == 60
+
+
+def test_modern_variant():
+    model = lenet5(variant="modern")
+    assert model.count_params() == 61_706
+    assert zoo.layer_table(model).set_index("Layer").loc["Out", "Activation"] == "Softmax"
+
+
+def test_rbf_outputs_are_negative_distances():
+    model = lenet5(classifier_activation=None)
+    x = np.random.RandomState(0).rand(2, 32, 32, 1).astype("float32")
+    logits = model.predict(x, verbose=0)
+    f6 = keras.Model(model.input, model.get_layer("F6").output).predict(x, verbose=0)
+    centers = keras.ops.convert_to_numpy(model.get_layer("Out").centers)
+    expected = -((f6[:, :, None] - centers[None]) ** 2).sum(axis=1)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_shapes_for_other_inputs():
+    assert lenet5(input_shape=(64, 48, 3), num_classes=4).output.shape == (None, 4)
+    assert lenet5(include_top=False).output.shape == (None, 1, 1, 120)
+    assert lenet5(include_top=False, pooling="avg").output.shape == (None, 120)
+    assert lenet5(include_top=False, pooling="max", input_shape=(40, 40, 1)).output.shape == \
+        (None, 120)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(input_shape=(31, 32, 1)), "at least 32"),
+    (dict(num_classes=0), "num_classes must be an integer >= 1"),
+    (dict(pooling="mean"), "pooling must be one of"),
+    (dict(weights="/no/such/file.weights.h5"), "weights file not found"),
+    (dict(weights="imagenet"), "no published 'imagenet' weights"),
+    (dict(variant="new"), "variant must be one of"),
+    (dict(input_shape=(32, 32)), "three positive integers"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        lenet5(**kwargs)
+
+
+def test_classic_lenet_learns_digits():
+    """RBF distances used as logits: a few epochs on real digits learn well."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    x = np.pad(digits.images, ((0, 0), (12, 12), (12, 12)))[..., None] / 16.0
+    y = digits.target
+    keras.utils.set_random_seed(0)
+    model = lenet5()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x[:1400], y[:1400], epochs=6, batch_size=32, verbose=0)
+    _, accuracy = model.evaluate(x[1400:], y[1400:], verbose=0)
+    assert accuracy > 0.85

@@ -1,0 +1,66 @@
+import pytest
+
+import zoo
+from zoo import common
+from zoo.registry import register
+
+
+def test_list_models_and_pattern():
+    names = zoo.list_models()
+    assert names == sorted(names)
+    assert {"lenet5", "alexnet"} <= set(names)
+    assert zoo.list_models("lenet*") == ["lenet5"]
+    assert zoo.list_models("nothing*") == []
+
+
+def test_unknown_name_names_closest():
+    with pytest.raises(ValueError, match=r"Unknown model 'alexnett'.*Did you mean: alexnet"):
+        zoo.get_model("alexnett")
+
+
+def test_duplicate_registration_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        @register(family="lenet", paper="x", year=1, default_input_shape=(32, 32, 1),
+                  min_input_size=32)
+        def lenet5():  # noqa: F811
+            pass
+
+
+def test_model_info_fields():
+    info = zoo.model_info("lenet5")
+    assert (info.paper.startswith("LeCun"), info.year, info.task) == (True, 1998, "classification")
+    assert info.default_input_shape == (32, 32, 1)
+    assert info.min_input_size == 32
+    assert zoo.model_info("alexnet").min_input_size == 67
+    assert zoo.model_info("alexnet").params == 62_378_344
+
+
+def test_builders_importable_from_package():
+    from zoo import alexnet, lenet5
+    assert lenet5 is zoo.registry.get_builder("lenet5")
+    assert alexnet.zoo_info.name == "alexnet"
+    with pytest.raises(AttributeError):
+        zoo.no_such_builder  # noqa: B018
+
+
+@pytest.mark.parametrize("ops,expected", [
+    ([(3, 1, "valid")] * 3, 7),           # three valid 3x3 convs need 7 pixels
+    ([(2, 2, "valid")] * 2, 4),
+    ([(3, 1, "valid"), (2, 2, "valid"), (3, 2, "same")], 4),
+])
+def test_min_input_size_inverts_output_formula(ops, expected):
+    assert common.min_input_size(ops) == expected
+    size = expected
+    for k, s, p in ops:
+        size = common.conv_output_size(size, k, s, p)
+    assert size == 1
+    size = expected - 1
+    for k, s, p in ops:
+        size = common.conv_output_size(size, k, s, p)
+    assert size < 1
+
+
+def test_model_info_table_lists_every_model():
+    df = zoo.registry.model_info_table()
+    assert list(df["name"]) == zoo.list_models()
+    assert df.loc[df.name == "alexnet", "params"].item() == "62,378,344"

@@ -1,0 +1,749 @@
+"""Training: compile defaults by task, callbacks, ``fit`` into a run directory, ``zoo train``.
+
+``fit(model, "digits", run_dir="runs/lenet5")`` trains with the practice the lecture notes
+ask for: normalised inputs, augmentation on the training split only, a validation split
+watched by early stopping (best weights restored), the best model checkpointed, a run that
+can be killed and started again (``BackupAndRestore``), learning curves saved as a plot, and
+test metrics measured once at the end. The run directory holds::
+
+    model.keras          the best model (by validation loss)
+    info.json            {"model", "task", "dataset": DatasetInfo.to_dict(), "metrics", ...}
+    metrics.json         test metrics
+    history.csv          one row per epoch (CSVLogger)
+    learning_curves.png  train vs validation loss and metric
+    logs/                TensorBoard logs
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import time
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from zoo import data as zdata
+
+__all__ = ["compile_model", "fit", "SparseDiceLoss", "CrossEntropyDiceLoss", "build_for_dataset",
+           "configure_train", "TRAIN_DEFAULTS"]
+
+_PACKAGE = "zoo"
+
+
+# --------------------------------------------------------------------------------------
+# Losses.
+
+def _probabilities(y_pred, from_logits):
+    y_pred = ops.cast(y_pred, "float32")
+    return ops.softmax(y_pred, axis=-1) if from_logits else y_pred
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SparseDiceLoss(keras.losses.Loss):
+    """Soft Dice loss for integer masks and per-class probabilities (or logits).
+
+    For each class ``k`` and example, ``dice_k = (2 * sum(p_k * t_k) + smooth) /
+    (sum(p_k) + sum(t_k) + smooth)`` over the pixels, with ``t`` the one-hot mask; the loss
+    is ``1 - mean_k dice_k`` per example (Milletari et al. 2016, V-Net).
+
+    Args:
+        from_logits: ``y_pred`` are logits (softmax is applied first).
+        smooth: added to numerator and denominator (an absent class scores 1).
+        reduction, name, dtype: as for every ``keras.losses.Loss``.
+
+    Example:
+        >>> loss = SparseDiceLoss()
+        >>> loss(np.zeros((1, 4, 4)), np.eye(3)[np.zeros((1, 4, 4), int)])  # perfect -> 0
+    """
+
+    def __init__(self, from_logits=False, smooth=1.0, reduction="sum_over_batch_size",
+                 name="sparse_dice", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.from_logits = bool(from_logits)
+        self.smooth = float(smooth)
+
+    def call(self, y_true, y_pred):
+        probs = _probabilities(y_pred, self.from_logits)
+        k = ops.shape(probs)[-1]
+        y_true = ops.cast(y_true, "int32")
+        if len(y_true.shape) == len(probs.shape):
+            y_true = ops.squeeze(y_true, -1)
+        onehot = ops.one_hot(y_true, k, dtype="float32")
+        axes = tuple(range(1, len(probs.shape) - 1))
+        inter = ops.sum(onehot * probs, axis=axes)
+        total = ops.sum(onehot, axis=axes) + ops.sum(probs, axis=axes)
+        dice = (2.0 * inter + self.smooth) / (total + self.smooth)
+        return 1.0 - ops.mean(dice, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits, "smooth": self.smooth}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class CrossEntropyDiceLoss(keras.losses.Loss):
+    """Pixel-wise sparse categorical cross-entropy plus ``dice_weight`` times the soft Dice
+    loss: the usual segmentation loss (cross-entropy for per-pixel calibration, Dice against
+    class imbalance).
+
+    Args:
+        from_logits: ``y_pred`` are logits.
+        dice_weight: weight of the Dice term.
+        smooth: Dice smoothing.
+    """
+
+    def __init__(self, from_logits=False, dice_weight=1.0, smooth=1.0,
+                 reduction="sum_over_batch_size", name="ce_dice", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.from_logits = bool(from_logits)
+        self.dice_weight = float(dice_weight)
+        self.smooth = float(smooth)
+        self._dice = SparseDiceLoss(from_logits=from_logits, smooth=smooth, reduction=None)
+
+    def call(self, y_true, y_pred):
+        ce = keras.losses.sparse_categorical_crossentropy(
+            y_true, ops.cast(y_pred, "float32"), from_logits=self.from_logits)
+        ce = ops.mean(ce, axis=tuple(range(1, len(ce.shape))))
+        return ce + self.dice_weight * self._dice.call(y_true, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits,
+                "dice_weight": self.dice_weight, "smooth": self.smooth}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SparseSmoothedCrossEntropy(keras.losses.Loss):
+    """Categorical cross-entropy with label smoothing for integer labels (Keras' sparse
+    cross-entropy has no ``label_smoothing``)."""
+
+    def __init__(self, label_smoothing=0.1, from_logits=False,
+                 reduction="sum_over_batch_size", name="smoothed_crossentropy", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.label_smoothing = float(label_smoothing)
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.cast(y_pred, "float32")
+        y_true = ops.reshape(ops.cast(y_true, "int32"), ops.shape(y_pred)[:-1])
+        onehot = ops.one_hot(y_true, ops.shape(y_pred)[-1], dtype="float32")
+        return keras.losses.categorical_crossentropy(
+            onehot, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing,
+                "from_logits": self.from_logits}
+
+
+# --------------------------------------------------------------------------------------
+# Compile.
+
+TASKS = ("classification", "segmentation")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
+
+
+def _outputs_probabilities(model) -> bool:
+    """True if the model's output layer ends in softmax/sigmoid (else logits)."""
+    layer = model.outputs[0]._keras_history.operation
+    act = getattr(layer, "activation", None)
+    name = getattr(act, "__name__", str(act)) if act is not None else "linear"
+    return name in ("softmax", "sigmoid")
+
+
+def _num_outputs(model) -> int:
+    return int(model.outputs[0].shape[-1])
+
+
+def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
+    """A Keras optimizer from a name (``adam``, ``adamw``, ``sgd``, ...) or an instance."""
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer
+    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} or a "
+                         f"keras.optimizers.Optimizer. Received: optimizer={optimizer!r}")
+    if not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
+        raise ValueError(f"learning_rate must be a positive number. "
+                         f"Received: learning_rate={learning_rate!r}")
+    kw = {"learning_rate": float(learning_rate)}
+    if weight_decay:
+        kw["weight_decay"] = float(weight_decay)
+    name = optimizer.lower()
+    if name == "sgd":
+        kw["momentum"] = 0.9
+    cls = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+           "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
+           "nadam": keras.optimizers.Nadam, "adagrad": keras.optimizers.Adagrad}[name]
+    return cls(**kw)
+
+
+def compile_model(model, task="classification", *, optimizer="adam", learning_rate=1e-3,
+                  jit_compile=True, label_smoothing=0.0, weight_decay=None, num_classes=None):
+    """Compile ``model`` with the defaults of its task.
+
+    Classification: sparse categorical cross-entropy (with ``label_smoothing`` if > 0) and
+    accuracy. Segmentation: cross-entropy + Dice loss (:class:`CrossEntropyDiceLoss`),
+    pixel accuracy and mean IoU over all classes. Whether the model outputs probabilities
+    or logits is read from its output layer's activation.
+
+    Args:
+        model: a Keras model.
+        task: ``"classification"`` or ``"segmentation"``.
+        optimizer: a name (``adam``, ``adamw``, ``sgd`` (momentum 0.9), ``rmsprop``, ``nadam``,
+            ``adagrad``) or an optimizer instance.
+        learning_rate: learning rate for a named optimizer.
+        jit_compile: compile train/predict steps with XLA.
+        label_smoothing: classification label smoothing.
+        weight_decay: decoupled weight decay for a named optimizer.
+        num_classes: classes (default: the model's output width).
+
+    Returns:
+        The same model, compiled.
+
+    Raises:
+        ValueError: unknown task or optimizer, bad learning rate.
+
+    Example:
+        >>> from zoo import lenet5
+        >>> model = compile_model(lenet5(), learning_rate=3e-3)
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}. Received: task={task!r}")
+    num_classes = num_classes or _num_outputs(model)
+    from_logits = not _outputs_probabilities(model)
+    opt = make_optimizer(optimizer, learning_rate, weight_decay)
+    if task == "classification":
+        if label_smoothing:
+            loss = SparseSmoothedCrossEntropy(label_smoothing, from_logits=from_logits)
+        else:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    else:
+        loss = CrossEntropyDiceLoss(from_logits=from_logits)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                   keras.metrics.MeanIoU(num_classes=max(int(num_classes), 2),
+                                         sparse_y_pred=False, name="mean_iou")]
+    model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=jit_compile)
+    return model
+
+
+# --------------------------------------------------------------------------------------
+# Building for a dataset; precision and device placement.
+
+# Defaults of `zoo train` (and `fit` given a model name) per (model, dataset), measured on a
+# 2-core CPU; anything not listed uses GENERIC_DEFAULTS.
+GENERIC_DEFAULTS = dict(epochs=10, batch_size=32, learning_rate=1e-3, augment=True,
+                        image_size=None, model_args={})
+TRAIN_DEFAULTS = {
+    ("lenet5", "digits"): dict(epochs=40, batch_size=32, learning_rate=2e-3, augment=True),
+    ("unet", "shapes"): dict(epochs=30, batch_size=16, learning_rate=2e-3, augment=True,
+                             image_size=(64, 64),
+                             model_args={"base_filters": 16, "padding": "same"}),
+}
+
+
+def train_defaults(model_name, dataset) -> dict:
+    """The ``zoo train`` defaults for ``model_name`` on ``dataset``."""
+    out = {**GENERIC_DEFAULTS, **TRAIN_DEFAULTS.get((model_name, dataset), {})}
+    out["model_args"] = dict(out["model_args"])
+    return out
+
+
+def default_dataset(model_name) -> str:
+    """``digits`` for classifiers, ``shapes`` for segmentation models."""
+    from zoo.registry import model_info
+    return "shapes" if model_info(model_name).task == "segmentation" else "digits"
+
+
+def build_for_dataset(model_name, info: zdata.DatasetInfo, **model_args):
+    """Build the registered model ``model_name`` for a dataset: its input shape and classes.
+
+    Raises:
+        ValueError: the dataset's task differs from the model's, or the image size is below
+            the model's minimum.
+    """
+    from zoo.registry import get_model, model_info
+    minfo = model_info(model_name)
+    if minfo.task != info.task:
+        raise ValueError(f"{model_name} is a {minfo.task} model but dataset {info.name!r} is "
+                         f"for {info.task}.")
+    h, w, _ = info.input_shape
+    if min(h, w) < minfo.min_input_size:
+        raise ValueError(f"{model_name}: image size {h}x{w} is smaller than the model's "
+                         f"minimum {minfo.min_input_size}x{minfo.min_input_size}. "
+                         f"Received: image_size=({h}, {w})")
+    kwargs = dict(input_shape=tuple(info.input_shape), num_classes=info.num_classes)
+    kwargs.update(model_args)
+    return get_model(model_name, **kwargs)
+
+
+def _rebuild(model, policy: Optional[str] = None):
+    """A copy of ``model`` built in the current scope (e.g. a distribution strategy),
+    optionally with a mixed dtype policy on every layer but the output layers, which stay
+    float32 so outputs and losses are float32."""
+    config = model.get_config()
+    if policy:
+        outputs = {t._keras_history.operation.name for t in model.outputs}
+        for layer in config["layers"]:
+            if layer["class_name"] == "InputLayer" or layer["config"].get("name") in outputs:
+                continue
+            layer["config"]["dtype"] = policy
+    clone = model.__class__.from_config(config)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _strategy():
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else None
+
+
+# --------------------------------------------------------------------------------------
+# Files.
+
+def _atomic_write_text(path, text):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _write_json(path, obj):
+    _atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+def plot_learning_curves(history, path, *, title=None):
+    """Save train vs validation curves of the loss and each metric in ``history``.
+
+    Args:
+        history: DataFrame (``history.csv``) with ``epoch``, ``loss``, ``val_loss``, ...
+        path: output PNG.
+        title: figure title.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [c for c in history.columns
+             if c not in ("epoch", "learning_rate") and not c.startswith("val_")]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    epochs = history["epoch"] + 1 if "epoch" in history else np.arange(1, len(history) + 1)
+    for ax, name in zip(axes[0], names):
+        ax.plot(epochs, history[name], "o-", ms=3, label=f"train {name}")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], "s-", ms=3, label=f"validation {name}")
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if "val_loss" in history and len(history):
+        best = int(np.nanargmin(history["val_loss"].to_numpy()))
+        for ax in axes[0]:
+            ax.axvline(epochs.iloc[best] if hasattr(epochs, "iloc") else epochs[best],
+                       color="grey", ls="--", lw=1)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+class _EpochCounter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs_done = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs_done += 1
+
+
+def _label_guard(ds, num_classes, task):
+    """Fail with a clear message when a label or mask value is outside ``0..num_classes-1``."""
+    def check(x, y):
+        msg = (f"labels outside num_classes: the model has {num_classes} outputs, so "
+               f"{'mask values' if task == 'segmentation' else 'labels'} must be in "
+               f"0..{num_classes - 1}")
+        with tf.control_dependencies([
+                tf.debugging.assert_less(y, tf.cast(num_classes, y.dtype), message=msg),
+                tf.debugging.assert_non_negative(y, message=msg)]):
+            return tf.identity(x), tf.identity(y)
+    return ds.map(check)
+
+
+def _crop_masks(ds, out_hw):
+    """Centre-crop masks to the model's output size (U-Net with valid convolutions)."""
+    def crop(x, y):
+        h, w = y.shape[1], y.shape[2]
+        top, left = (h - out_hw[0]) // 2, (w - out_hw[1]) // 2
+        return x, y[:, top:top + out_hw[0], left:left + out_hw[1]]
+    return ds.map(crop)
+
+
+def _is_xla_failure(exc) -> bool:
+    text = str(exc).lower()
+    return any(k in text for k in ("xla", "jit", "compil", "tf2xla", "unsupported op"))
+
+
+# --------------------------------------------------------------------------------------
+# fit.
+
+def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate=1e-3,
+        optimizer="adam", augment=None, jit_compile=True, mixed_precision=False,
+        early_stopping=True, patience=8, seed=0, data_dir=None, verbose=1,
+        model_name=None, monitor="val_loss", label_smoothing=0.0, weight_decay=None,
+        callbacks=None, model_args=None, download=False, compile=True):
+    """Train ``model`` on ``dataset`` and write a run directory.
+
+    Args:
+        model: a Keras model, or a registered model name (built for the dataset: its
+            classes, channels and the model's default input size, or the size of a given
+            :class:`zoo.data.Splits`).
+        dataset: a dataset name for :func:`zoo.data.load_splits` (loaded at the model's
+            input size and channels) or a :class:`zoo.data.Splits`.
+        epochs: most epochs (early stopping may end sooner).
+        run_dir: output directory (default ``runs/<model>-<dataset>-<time>``). Started
+            again with the same ``run_dir`` after a crash or ``kill -9``, training resumes
+            from the last finished epoch.
+        batch_size: batch size when ``dataset`` is a name.
+        learning_rate, optimizer, label_smoothing, weight_decay: see :func:`compile_model`.
+        augment: the dataset's default augmentation (``None``/``True``), ``False``, or a
+            dict of settings (see :func:`zoo.data.augmenter`); training split only.
+        jit_compile: XLA; falls back to no XLA when the model does not compile with it.
+        mixed_precision: compute in float16 with float32 variables and float32 outputs.
+        early_stopping: stop when ``monitor`` stops improving for ``patience`` epochs and
+            restore the best weights.
+        patience: epochs without improvement before stopping.
+        seed: seeds Python, NumPy, TensorFlow and Keras (``keras.utils.set_random_seed``),
+            shuffling and augmentation.
+        data_dir, download: tensorflow-datasets data directory / allow downloads.
+        verbose: Keras progress output (0, 1 progress bar, 2 one line per epoch).
+        model_name: the registry name recorded in ``info.json`` (default: model.name).
+        monitor: quantity for early stopping and the best checkpoint (``val_loss``,
+            ``val_accuracy``, ``val_mean_iou``).
+        callbacks: extra Keras callbacks.
+        model_args: builder keyword arguments when ``model`` is a name.
+        download: let tensorflow-datasets download missing data.
+        compile: compile with :func:`compile_model` (``False``: keep the model's own
+            compilation).
+
+    Returns:
+        The history as a ``pandas.DataFrame`` (one row per epoch, also after a resume).
+
+    Raises:
+        ValueError: bad arguments, labels outside the model's classes, an image size the
+            model does not accept, a dataset for another task.
+
+    Example:
+        >>> from zoo import lenet5
+        >>> history = fit(lenet5(), "digits", epochs=5, run_dir="runs/lenet5")
+        >>> history[["epoch", "accuracy", "val_accuracy"]].tail(1)
+    """
+    import pandas as pd
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer. Received: epochs={epochs!r}")
+    keras.utils.set_random_seed(int(seed))
+    augment = True if augment is None else augment
+
+    # Data and model.
+    if isinstance(model, str):
+        from zoo.registry import model_info
+        model_name = model_name or model
+        minfo = model_info(model)
+        ds_name = dataset if isinstance(dataset, str) else dataset.info.name
+        defaults = train_defaults(model, ds_name)
+        model_args = {**defaults["model_args"], **(model_args or {})}
+        if isinstance(dataset, zdata.Splits):
+            splits = dataset
+        else:
+            size = defaults["image_size"] or tuple(minfo.default_input_shape[:2])
+            if min(size) < minfo.min_input_size:
+                raise ValueError(f"{model}: image size {size} is smaller than the model's "
+                                 f"minimum {minfo.min_input_size}.")
+            splits = zdata.load_splits(dataset, image_size=size, batch_size=batch_size,
+                                       augment=augment, data_dir=data_dir, seed=seed,
+                                       download=download)
+        model = build_for_dataset(model, splits.info, **model_args)
+    else:
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"model must be a keras.Model or a registered model name. "
+                             f"Received: {type(model).__name__}")
+        in_shape = tuple(model.inputs[0].shape[1:])
+        if isinstance(dataset, zdata.Splits):
+            splits = dataset
+        elif isinstance(dataset, str):
+            size = None if in_shape[0] is None else in_shape[:2]
+            splits = zdata.load_splits(dataset, image_size=size, channels=in_shape[2],
+                                       batch_size=batch_size, augment=augment,
+                                       data_dir=data_dir, seed=seed, download=download)
+        else:
+            raise ValueError(f"dataset must be a dataset name or a zoo.data.Splits. "
+                             f"Received: {type(dataset).__name__}")
+        want = splits.info.input_shape
+        if any(a is not None and a != b for a, b in zip(in_shape, want)):
+            raise ValueError(f"The model's input shape {in_shape} does not match the "
+                             f"dataset's input shape {tuple(want)}.")
+    info = splits.info
+    model_name = model_name or model.name
+    task = info.task
+    k = _num_outputs(model)
+    if info.num_classes > k:
+        raise ValueError(f"labels outside num_classes: dataset {info.name!r} has "
+                         f"{info.num_classes} classes but the model outputs {k}. Build the "
+                         f"model with num_classes={info.num_classes}.")
+
+    train, val, test = splits.train, splits.validation, splits.test
+    if task == "segmentation":
+        out_hw = tuple(model.outputs[0].shape[1:3])
+        if None not in out_hw and out_hw != tuple(info.input_shape[:2]):
+            train, val, test = (_crop_masks(d, out_hw) for d in (train, val, test))
+    train, val, test = (_label_guard(d, k, task) for d in (train, val, test))
+
+    strategy = _strategy()
+    if mixed_precision or strategy is not None:
+        policy = "mixed_float16" if mixed_precision else None
+        if strategy is not None:
+            with strategy.scope():
+                model = _rebuild(model, policy)
+        else:
+            model = _rebuild(model, policy)
+
+    # Run directory.
+    if run_dir is None:
+        run_dir = os.path.join("runs", f"{model_name}-{info.name.replace(os.sep, '_').replace(':', '_')}-"
+                               f"{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = os.path.abspath(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    backup_dir = os.path.join(run_dir, "backup")
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    os.makedirs(ckpt_dir, exist_ok=True)
+    best_path = os.path.join(ckpt_dir, "best.keras")
+    history_path = os.path.join(run_dir, "history.csv")
+    resuming = os.path.isdir(backup_dir) and bool(os.listdir(backup_dir))
+    if not resuming and os.path.exists(best_path):
+        os.remove(best_path)  # a fresh run in an old directory
+    mode = "min" if monitor.endswith("loss") else "max"
+    threshold = None
+    if resuming and os.path.exists(history_path):
+        try:
+            old = pd.read_csv(history_path)
+            if monitor in old and len(old):
+                threshold = float(old[monitor].min() if mode == "min" else old[monitor].max())
+        except Exception:
+            threshold = None
+
+    def make_callbacks():
+        cbs = [keras.callbacks.BackupAndRestore(backup_dir),
+               keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode=mode,
+                                               save_best_only=True,
+                                               initial_value_threshold=threshold),
+               keras.callbacks.CSVLogger(history_path, append=resuming),
+               keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+               keras.callbacks.TerminateOnNaN()]
+        if early_stopping:
+            cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
+                                                     patience=patience,
+                                                     restore_best_weights=True))
+        return cbs + list(callbacks or [])
+
+    def do_compile(jit):
+        if not compile:
+            return
+        scope = strategy.scope() if strategy is not None else _null()
+        with scope:
+            compile_model(model, task, optimizer=optimizer, learning_rate=learning_rate,
+                          jit_compile=jit, label_smoothing=label_smoothing,
+                          weight_decay=weight_decay, num_classes=info.num_classes)
+
+    do_compile(jit_compile)
+    start = time.time()
+    counter = _EpochCounter()
+    try:
+        try:
+            model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
+                      callbacks=make_callbacks() + [counter])
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+                tf.errors.InternalError) as exc:
+            if "labels outside num_classes" in str(exc):
+                raise
+            if not (jit_compile and compile and counter.epochs_done == 0
+                    and _is_xla_failure(exc)):
+                raise
+            if verbose:
+                print(f"XLA compilation failed for {model_name}; training without XLA.")
+            jit_compile = False
+            do_compile(False)
+            model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
+                      callbacks=make_callbacks() + [counter])
+    except tf.errors.InvalidArgumentError as exc:
+        text = str(exc)
+        if "labels outside num_classes" in text:
+            line = next(l for l in text.splitlines() if "labels outside num_classes" in l)
+            raise ValueError(line.strip()) from None
+        raise
+    seconds = time.time() - start
+
+    # Best weights (also across a resume), test metrics, files.
+    if os.path.exists(best_path):
+        model.load_weights(best_path)
+    test_metrics = model.evaluate(test, verbose=0, return_dict=True)
+    test_metrics = {f"test_{k}": float(v) for k, v in test_metrics.items()}
+    history = pd.read_csv(history_path) if os.path.exists(history_path) else pd.DataFrame()
+    metrics = dict(test_metrics)
+    if "val_loss" in history and len(history):
+        best = int(np.nanargmin(history["val_loss"].to_numpy()))
+        metrics["best_epoch"] = int(history["epoch"].iloc[best]) + 1
+        for col in history.columns:
+            if col.startswith("val_"):
+                metrics[f"best_{col}"] = float(history[col].iloc[best])
+    metrics["epochs"] = int(len(history))
+    metrics["train_seconds"] = round(seconds, 2)
+    _write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    tmp_model = os.path.join(run_dir, "model.tmp.keras")
+    model.save(tmp_model)
+    os.replace(tmp_model, os.path.join(run_dir, "model.keras"))
+    _write_json(os.path.join(run_dir, "info.json"), {
+        "model": model_name, "task": task, "dataset": info.to_dict(), "metrics": metrics,
+        "settings": {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer
+                     if isinstance(optimizer, str) else type(optimizer).__name__,
+                     "learning_rate": learning_rate, "augment": info.augmentation,
+                     "jit_compile": bool(jit_compile), "mixed_precision": bool(mixed_precision),
+                     "seed": seed, "monitor": monitor, "model_args": model_args or {}},
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    })
+    if len(history):
+        plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png"),
+                             title=f"{model_name} on {info.name}")
+    fit.last_model = model
+    fit.last_run_dir = run_dir
+    return history
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# --------------------------------------------------------------------------------------
+# CLI.
+
+def _parse_size(text):
+    try:
+        vals = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) < 1:
+        import argparse
+        raise argparse.ArgumentTypeError(f"expected H,W such as 32,32; received {text!r}")
+    return vals
+
+
+def _parse_model_arg(text):
+    import argparse
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE; received {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        pass  # a bare string such as padding=same
+    return key.strip(), value
+
+
+def configure_train(parser):
+    """``zoo train MODEL [--dataset NAME] [--epochs N] ...``; returns the run function."""
+    import argparse
+    parser.add_argument("model", help="registered model name (see `zoo list`)")
+    parser.add_argument("--dataset", default=None,
+                        help="digits (default for classifiers), shapes (default for "
+                             "segmentation), mnist, fashion_mnist, cifar10, cifar100, malaria, "
+                             "oxford_iiit_pet, imagenette, folder:PATH")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--image-size", type=_parse_size, default=None, metavar="H,W",
+                        help="model input size (default: the model's default input)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                        help="input channels (default: the dataset's)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate")
+    parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="augment the training split (default: on)")
+    parser.add_argument("--run-dir", default=None, help="default runs/MODEL-DATASET-TIME; "
+                        "the same directory again resumes a killed run")
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
+    parser.add_argument("--download", action="store_true",
+                        help="let tensorflow-datasets download missing data")
+    parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
+    parser.add_argument("--mixed-precision", action="store_true")
+    parser.add_argument("--patience", type=int, default=8)
+    parser.add_argument("--no-early-stopping", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-arg", type=_parse_model_arg, action="append", default=[],
+                        metavar="KEY=VALUE", help="builder option, e.g. base_filters=16")
+    parser.add_argument("--export", action="store_true",
+                        help="export the trained model (zoo.export.export_run)")
+    parser.add_argument("--base-dir", default="saved_models", help="export base directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def run(args):
+        from zoo.registry import model_info
+        t0 = time.time()
+        minfo = model_info(args.model)
+        dataset = args.dataset or default_dataset(args.model)
+        d = train_defaults(args.model, dataset)
+        epochs = args.epochs if args.epochs is not None else d["epochs"]
+        batch = args.batch_size if args.batch_size is not None else d["batch_size"]
+        lr = args.lr if args.lr is not None else d["learning_rate"]
+        augment = args.augment if args.augment is not None else d["augment"]
+        size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
+        if min(size) < minfo.min_input_size:
+            raise ValueError(f"{args.model}: --image-size {size[0]},{size[1]} is smaller than "
+                             f"the model's minimum {minfo.min_input_size},"
+                             f"{minfo.min_input_size}.")
+        for value, flag in ((epochs, "--epochs"), (batch, "--batch-size")):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1. Received: {value}")
+        keras.utils.set_random_seed(args.seed)
+        splits = zdata.load_splits(dataset, image_size=size, channels=args.channels,
+                                   batch_size=batch, augment=augment, data_dir=args.data_dir,
+                                   seed=args.seed, download=args.download)
+        model_args = {**d["model_args"], **dict(args.model_arg)}
+        model = build_for_dataset(args.model, splits.info, **model_args)
+        history = fit(model, splits, epochs=epochs, run_dir=args.run_dir, batch_size=batch,
+                      learning_rate=lr, optimizer=args.optimizer, augment=augment,
+                      jit_compile=not args.no_xla, mixed_precision=args.mixed_precision,
+                      early_stopping=not args.no_early_stopping, patience=args.patience,
+                      seed=args.seed, verbose=0 if args.quiet else 1, model_name=args.model,
+                      model_args=model_args)
+        run_dir = fit.last_run_dir
+        with open(os.path.join(run_dir, "metrics.json")) as f:
+            metrics = json.load(f)
+        key = "test_mean_iou" if splits.info.task == "segmentation" else "test_accuracy"
+        line = (f"{args.model} on {dataset}: {key.replace('_', ' ')} {metrics[key]:.4f} "
+                f"after {len(history)} epochs, {time.time() - t0:.1f} s "
+                f"(training {metrics['train_seconds']:.1f} s), run dir {run_dir}")
+        if args.export:
+            from zoo import export as zexport
+            path = zexport.export_run(run_dir, base_dir=args.base_dir, name=args.model)
+            line += f", exported to {path}"
+        print(line)
+        return 0
+
+    return run

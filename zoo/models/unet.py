@@ -1,0 +1,469 @@
+"""U-Net (Ronneberger, Fischer and Brox 2015) for image segmentation.
+
+The architecture is a list of :class:`Level` rows (filters and convolutions per
+resolution, :func:`unet_levels`) walked down by the contracting path and back up
+by the expanding path. The default is the paper's Fig. 1: 572x572x1 in,
+388x388x2 out, unpadded 3x3 convolutions, 31,030,658 parameters. Any zoo
+classifier can replace the contracting path (``backbone=``) through
+:func:`zoo.feature_extractor`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import keras
+from keras import layers
+
+from zoo import common
+from zoo.registry import register
+from zoo.tables import layer_names, size_str, table_format
+
+__all__ = ["Level", "unet_levels", "UNET_LEVELS", "unet", "valid_input_sizes",
+           "output_size", "unet_table"]
+
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", None)
+UPSAMPLINGS = ("transpose", "bilinear")
+PADDINGS = ("valid", "same")
+
+
+@dataclasses.dataclass(frozen=True)
+class Level:
+    """One resolution level of U-Net.
+
+    Attributes:
+        index: 0 for full resolution; level ``i`` is at stride ``2**i``.
+        filters: channels of the level's 3x3 convolutions (and of the
+            up-convolution that brings the expanding path to this level).
+        convs: 3x3 convolutions (+ ReLU) per level on each path.
+    """
+
+    index: int
+    filters: int
+    convs: int = 2
+
+
+def unet_levels(depth: int = 4, base_filters: int = 64) -> tuple:
+    """The levels of a U-Net with ``depth`` poolings: ``base_filters * 2**i``
+    filters at level ``i``; the last level is the bottom of the U."""
+    return tuple(Level(i, base_filters * 2 ** i) for i in range(depth + 1))
+
+
+# Ronneberger et al. 2015, Fig. 1: 64, 128, 256, 512, 1024 filters, 4 poolings.
+UNET_LEVELS = unet_levels(4, 64)
+DEFAULT_INPUT_SHAPE = (572, 572, 1)
+
+
+def output_size(size: int, levels=UNET_LEVELS, padding: str = "valid") -> Optional[int]:
+    """Output size of U-Net for input ``size``, or ``None`` if ``size`` is not
+    valid: every 2x2 max pooling must see an even size (the paper's rule, so that
+    the expanding path lines up with the contracting one) and every size must
+    stay positive."""
+    skips = []
+    for level in levels[:-1]:
+        for _ in range(level.convs):
+            size = common.conv_output_size(size, 3, 1, padding)
+            if size < 1:
+                return None
+        skips.append(size)
+        if size % 2:
+            return None
+        size //= 2
+    for _ in range(levels[-1].convs):
+        size = common.conv_output_size(size, 3, 1, padding)
+        if size < 1:
+            return None
+    for level, skip in zip(reversed(levels[:-1]), reversed(skips)):
+        size *= 2  # 2x2 up-convolution
+        if size > skip or (skip - size) % 2:
+            return None
+        for _ in range(level.convs):
+            size = common.conv_output_size(size, 3, 1, padding)
+            if size < 1:
+                return None
+    return size
+
+
+def valid_input_sizes(limit: int = 1024, levels=UNET_LEVELS, padding: str = "valid") -> list:
+    """All valid input sizes below ``limit`` (e.g. 188, 204, ..., 572, ... for the paper's
+    network)."""
+    return [s for s in range(1, limit) if output_size(s, levels, padding) is not None]
+
+
+def _nearest_valid(size: int, levels, padding: str) -> tuple:
+    period = 2 ** (len(levels) - 1)
+    below = next((s for s in range(size - 1, 0, -1)
+                  if output_size(s, levels, padding) is not None), None)
+    above = next(s for s in range(size + 1, size + 2 * period + 2 ** (len(levels) + 3))
+                 if output_size(s, levels, padding) is not None)
+    return below, above
+
+
+def _min_valid(levels, padding: str) -> int:
+    return next(s for s in range(1, 1 << 16) if output_size(s, levels, padding) is not None)
+
+
+MIN_SIZE = _min_valid(UNET_LEVELS, "valid")
+
+
+def _check_int(name, value, minimum):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"unet: {name} must be an integer >= {minimum}. "
+                         f"Received: {name}={value!r}")
+
+
+def _check_size(shape, levels, padding):
+    for what, size in (("height", shape[0]), ("width", shape[1])):
+        if output_size(size, levels, padding) is not None:
+            continue
+        depth = len(levels) - 1
+        below, above = _nearest_valid(size, levels, padding)
+        nearest = ", ".join(str(s) for s in (below, above) if s is not None)
+        if padding == "same":
+            rule = f"a multiple of 2**depth = {2 ** depth}"
+        else:
+            rule = ("a size for which every 2x2 max pooling sees an even size and the "
+                    "unpadded convolutions leave a positive output")
+        raise ValueError(f"unet: input {what} {size} is not valid for padding={padding!r} with "
+                         f"depth={depth}: it must be {rule}; nearest valid: {nearest}. "
+                         f"Received: input_shape={tuple(shape)}")
+
+
+def _convs(x, level: Level, prefix: str, *, padding, batch_norm):
+    for j in range(1, level.convs + 1):
+        name = f"{prefix}_conv{j}"
+        x = layers.Conv2D(level.filters, 3, padding=padding, use_bias=not batch_norm,
+                          kernel_initializer="he_normal", name=name)(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.Activation("relu", name=f"{name}_relu")(x)
+    return x
+
+
+def _up(x, filters: int, factor: int, prefix: str, upsampling: str):
+    """Bring ``x`` up by ``factor`` with ``filters`` channels."""
+    if upsampling == "transpose":
+        return layers.Conv2DTranspose(filters, factor, strides=factor,
+                                      kernel_initializer="he_normal",
+                                      name=f"{prefix}_upconv")(x)
+    x = layers.UpSampling2D(factor, interpolation="bilinear", name=f"{prefix}_upsample")(x)
+    return layers.Conv2D(filters, 1, kernel_initializer="he_normal", name=f"{prefix}_upconv")(x)
+
+
+def _match(x, target_hw, prefix):
+    """Resize ``x`` to ``target_hw`` when a backbone's unpadded layers make the
+    sizes differ by a pixel or so."""
+    if tuple(x.shape[1:3]) == tuple(target_hw):
+        return x
+    return layers.Resizing(*target_hw, interpolation="bilinear", name=f"{prefix}_resize")(x)
+
+
+def _head(x, num_classes, output_activation):
+    x = layers.Conv2D(num_classes, 1, kernel_initializer="he_normal", name="output_conv")(x)
+    if output_activation is not None:
+        x = layers.Activation(output_activation, name=f"output_{output_activation}")(x)
+    return x
+
+
+def _plain_unet(inputs, levels, *, padding, batch_norm, upsampling, dropout):
+    skips = []
+    x = inputs
+    for level in levels[:-1]:
+        x = _convs(x, level, f"down{level.index}", padding=padding, batch_norm=batch_norm)
+        skips.append(x)
+        x = layers.MaxPooling2D(2, strides=2, name=f"down{level.index}_pool")(x)
+    x = _convs(x, levels[-1], "bottom", padding=padding, batch_norm=batch_norm)
+    if dropout:
+        x = layers.Dropout(dropout, name="bottom_dropout")(x)
+    for level, skip in zip(reversed(levels[:-1]), reversed(skips)):
+        prefix = f"up{level.index}"
+        x = _up(x, level.filters, 2, prefix, upsampling)
+        crop = (skip.shape[1] - x.shape[1]) // 2
+        if crop:
+            skip = layers.Cropping2D(crop, name=f"{prefix}_crop")(skip)
+        x = layers.Concatenate(name=f"{prefix}_concat")([skip, x])
+        x = _convs(x, level, prefix, padding=padding, batch_norm=batch_norm)
+    return x
+
+
+def _backbone_unet(fx, base_filters, *, batch_norm, upsampling, dropout):
+    info = fx.feature_info
+    x = fx.outputs[-1]
+    if dropout:
+        x = layers.Dropout(dropout, name="bottom_dropout")(x)
+    stride = info[-1]["stride"]
+    targets = [(f["stride"], t) for f, t in zip(info[:-1], fx.outputs[:-1])]
+    image_hw = tuple(fx.inputs[0].shape[1:3])
+    for target_stride, skip in list(reversed(targets)) + [(1, None)]:
+        index = int(math.log2(target_stride))
+        level = Level(index, base_filters * 2 ** index)
+        prefix = f"up{index}"
+        x = _up(x, level.filters, stride // target_stride, prefix, upsampling)
+        x = _match(x, tuple(skip.shape[1:3]) if skip is not None else image_hw, prefix)
+        if skip is not None:
+            x = layers.Concatenate(name=f"{prefix}_concat")([skip, x])
+        x = _convs(x, level, prefix, padding="same", batch_norm=batch_norm)
+        stride = target_stride
+    return x
+
+
+@register(family="unet", paper="Ronneberger, Fischer and Brox, U-Net: Convolutional networks "
+          "for biomedical image segmentation", year=2015, task="segmentation",
+          default_input_shape=DEFAULT_INPUT_SHAPE, min_input_size=MIN_SIZE, params=31_030_658,
+          trainable_params=31_030_658, default_num_classes=2)
+def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=None,
+         weights=None, padding=None, batch_norm=False, upsampling="transpose", depth=None,
+         base_filters=64, dropout=0.0, backbone=None, backbone_weights=None,
+         freeze_backbone=False):
+    """U-Net.
+
+    Reference: Ronneberger, Fischer and Brox, "U-Net: Convolutional Networks
+    for Biomedical Image Segmentation", MICCAI 2015, Fig. 1. Contracting path:
+    per level two unpadded 3x3 convolutions + ReLU (64, 128, 256, 512, 1024
+    filters) and a 2x2 max pooling with stride 2; expanding path: a 2x2
+    up-convolution halving the filters, concatenation with the centre-cropped
+    feature map of the same level, two 3x3 convolutions + ReLU; a final 1x1
+    convolution to the classes. The default is that network: 572x572x1 in,
+    388x388x2 out, 31,030,658 parameters (31,030,593 with one class). The paper
+    adds dropout at the end of the contracting path (``dropout=0.5``).
+
+    With unpadded convolutions, an input size is valid when every 2x2 max
+    pooling sees an even size (sizes 188, 204, ..., 556, 572, ... for depth 4:
+    see :func:`valid_input_sizes`); the output is smaller than the input. With
+    ``padding="same"`` the output has the input's size, which must be a
+    multiple of ``2**depth``.
+
+    With ``backbone=NAME`` a zoo classifier is the contracting path: its feature
+    maps at strides 2, 4, ..., ``2**depth`` (:func:`zoo.feature_extractor`) are
+    the skip connections and the deepest one is the bottom of the U; the
+    expanding path has ``base_filters * 2**i`` filters at stride ``2**i``,
+    ``same`` padding, and ends at the input's resolution (a bilinear resize
+    evens out a pixel where the backbone's unpadded layers make sizes odd).
+
+    Args:
+        input_shape: ``(H, W, C)``; default ``(572, 572, 1)``, or the backbone's
+            default input.
+        num_classes: output channels (classes), default 2.
+        output_activation: ``"softmax"``, ``"sigmoid"`` or ``None`` (logits).
+        name: model name (default ``"unet"`` or ``"unet_<backbone>"``).
+        weights: ``None`` or the path of a weights file for the whole model.
+        padding: ``"valid"`` (default, the paper) or ``"same"``; a backbone
+            always uses ``"same"``.
+        batch_norm: batch normalisation after each 3x3 convolution (which then
+            has no bias).
+        upsampling: ``"transpose"`` (the paper's 2x2 up-convolution) or
+            ``"bilinear"`` (bilinear upsampling, then a 1x1 convolution halving
+            the filters).
+        depth: number of poolings (default 4); with a backbone, the deepest
+            stride used is ``2**depth`` (default: the deepest the backbone has,
+            up to 32).
+        base_filters: filters of the first level (64).
+        dropout: dropout rate at the end of the contracting path (0 = none).
+        backbone: name of a zoo classifier to use as the contracting path.
+        backbone_weights: the backbone's weights: ``None``, ``"imagenet"`` or a path.
+        freeze_backbone: make the backbone non-trainable.
+
+    Returns:
+        A functional ``keras.Model`` mapping images to per-pixel class scores.
+
+    Raises:
+        ValueError: on a bad argument, e.g. an input size that is not valid
+            (the message names the nearest valid sizes).
+
+    Example:
+        >>> model = unet()                                 # 572x572x1 -> 388x388x2
+        >>> small = unet(input_shape=(64, 64, 3), padding="same", num_classes=3)
+        >>> enc = unet(backbone="xception", input_shape=(128, 128, 3))  # doctest: +SKIP
+    """
+    _check_int("num_classes", num_classes, 1)
+    if output_activation not in OUTPUT_ACTIVATIONS:
+        raise ValueError(f"unet: output_activation must be one of {OUTPUT_ACTIVATIONS}. "
+                         f"Received: output_activation={output_activation!r}")
+    if padding not in (None,) + PADDINGS:
+        raise ValueError(f"unet: padding must be 'valid' or 'same'. Received: padding={padding!r}")
+    if upsampling not in UPSAMPLINGS:
+        raise ValueError(f"unet: upsampling must be one of {UPSAMPLINGS}. "
+                         f"Received: upsampling={upsampling!r}")
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"unet: batch_norm must be True or False. Received: {batch_norm!r}")
+    if not isinstance(freeze_backbone, bool):
+        raise ValueError("unet: freeze_backbone must be True or False. "
+                         f"Received: {freeze_backbone!r}")
+    if depth is not None:
+        _check_int("depth", depth, 1)
+    _check_int("base_filters", base_filters, 1)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"unet: dropout must be a number in [0, 1). Received: dropout={dropout!r}")
+    common.check_weights("unet", weights)
+
+    if backbone is None:
+        if backbone_weights is not None or freeze_backbone:
+            raise ValueError("unet: backbone_weights and freeze_backbone need a backbone. "
+                             f"Received: backbone_weights={backbone_weights!r}, "
+                             f"freeze_backbone={freeze_backbone!r}")
+        padding = padding or "valid"
+        levels = unet_levels(4 if depth is None else depth, base_filters)
+        shape = common.resolve_input_shape("unet", input_shape, DEFAULT_INPUT_SHAPE, 1)
+        _check_size(shape, levels, padding)
+        inputs = keras.Input(shape=shape, name="images")
+        x = _plain_unet(inputs, levels, padding=padding, batch_norm=batch_norm,
+                        upsampling=upsampling, dropout=dropout)
+        default_name = "unet"
+    else:
+        from zoo.features import feature_extractor
+        from zoo.registry import model_info
+        info = model_info(backbone)  # unknown names raise, listing the known ones
+        if info.task != "classification":
+            raise ValueError(f"unet: backbone must be a classifier. Received: backbone={backbone!r} "
+                             f"({info.task})")
+        if padding == "valid":
+            raise ValueError("unet: a backbone's expanding path uses padding='same'. "
+                             "Received: padding='valid'")
+        max_stride = 32 if depth is None else 2 ** depth
+        shape = common.resolve_input_shape(
+            "unet", input_shape, info.default_input_shape,
+            max(info.min_input_size, max_stride))
+        common.check_weights(f"unet: backbone {backbone}", backbone_weights, info.weights)
+        strides = tuple(2 ** i for i in range(1, int(math.log2(max_stride)) + 1))
+        fx = feature_extractor(backbone, strides=strides, input_shape=shape,
+                               weights=backbone_weights, trainable=not freeze_backbone)
+        if len(fx.outputs) < 2:
+            raise ValueError(f"unet: backbone {backbone!r} gives feature maps at strides "
+                             f"{[f['stride'] for f in fx.feature_info]} only; at least two "
+                             "are needed.")
+        inputs = fx.inputs[0]
+        x = _backbone_unet(fx, base_filters, batch_norm=batch_norm, upsampling=upsampling,
+                           dropout=dropout)
+        default_name = f"unet_{backbone}"
+    outputs = _head(x, num_classes, output_activation)
+    model = keras.Model(inputs, outputs, name=name or default_name)
+    if weights is not None:
+        common.load_weights_file(model, weights)
+    return model
+
+
+# ---------------------------------------------------------------------------
+# layer_table(unet()): one row per level.
+
+_OP_NAMES = {"MaxPooling2D": "max pool", "Cropping2D": "crop", "Concatenate": "concat",
+             "BatchNormalization": "BN", "Resizing": "resize", "Dropout": "dropout"}
+
+
+def _op(layer) -> str:
+    cfg = layer.get_config()
+    kind = type(layer).__name__
+    if kind == "Conv2D":
+        k = cfg["kernel_size"][0]
+        return f"conv {k}x{k}"
+    if kind == "Conv2DTranspose":
+        k = cfg["kernel_size"][0]
+        return f"up-conv {k}x{k}"
+    if kind == "UpSampling2D":
+        return f"{cfg['interpolation']} up x{cfg['size'][0]}"
+    if kind == "Activation":
+        act = cfg["activation"]
+        return {"relu": "ReLU"}.get(act, act)
+    if kind == "MaxPooling2D":
+        return f"max pool {cfg['pool_size'][0]}x{cfg['pool_size'][1]}"
+    if kind == "Dropout":
+        return f"dropout {cfg['rate']:g}"
+    return _OP_NAMES.get(kind, kind)
+
+
+def _is_unet(model) -> bool:
+    names = layer_names(model)
+    return "output_conv" in names and any(n.startswith("up") and n.endswith("_conv1")
+                                          for n in names)
+
+
+def _level_of(name: str):
+    """``("down", 2)``, ``("bottom", None)``, ``("up", 3)``, ``("output", None)`` or None."""
+    head = name.split("_", 1)[0]
+    for path in ("down", "up"):
+        if head.startswith(path) and head[len(path):].isdigit():
+            return path, int(head[len(path):])
+    if head in ("bottom", "output"):
+        return head, None
+    return None
+
+
+def _in_data_order(members):
+    """The level's layers in the order the data meets them: the crop of the skip
+    connection is listed next to the concatenation it feeds (the topological
+    order may put it first)."""
+    crops = [m for m in members if isinstance(m, layers.Cropping2D)]
+    rest = [m for m in members if not isinstance(m, layers.Cropping2D)]
+    for i, m in enumerate(rest):
+        if isinstance(m, layers.Concatenate):
+            return rest[:i] + crops + rest[i:]
+    return crops + rest
+
+
+@table_format("unet", detect=_is_unet)
+def unet_table(model):
+    """U-Net's level table, derived from the built model.
+
+    Columns: level, path (``contracting``, ``bottom``, ``expanding``,
+    ``output``; ``backbone`` for a backbone's feature taps), resolution (of the
+    level's last feature map), filters, operations (in order) and params.
+    """
+    import pandas as pd
+    groups = {}
+    backbone = []
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            continue
+        key = _level_of(layer.name)
+        if key is None:
+            backbone.append(layer)
+        else:
+            groups.setdefault(key, []).append(layer)
+    records = []
+    if backbone:
+        # The feature taps are the layers the expanding path reads from.
+        decoder = {id(layer) for members in groups.values() for layer in members}
+        taps = []
+        for members in groups.values():
+            for layer in members:
+                for node in layer._inbound_nodes:
+                    for t in node.input_tensors:
+                        src = t._keras_history[0]
+                        if id(src) not in decoder and not isinstance(src, layers.InputLayer):
+                            taps.append(src)
+        order = {id(layer): i for i, layer in enumerate(model.layers)}
+        taps = sorted({id(t): t for t in taps}.values(), key=lambda t: order[id(t)])
+        image_h = model.inputs[0].shape[1]
+        done = 0
+        for tap in taps:
+            upto = [layer for layer in backbone if order[id(layer)] <= order[id(tap)]]
+            params = sum(layer.count_params() for layer in upto) - done
+            done += params
+            stride = 2 ** round(math.log2(image_h / tap.output.shape[1]))
+            records.append({"level": int(math.log2(stride)), "path": "backbone",
+                            "resolution": size_str(tap.output.shape),
+                            "filters": int(tap.output.shape[-1]),
+                            "operations": f"feature map {tap.name}", "params": params})
+    names = {("down", None): "contracting", ("up", None): "expanding"}
+    keys = sorted((k for k in groups if k[0] == "down"), key=lambda k: k[1])
+    keys += [k for k in groups if k[0] == "bottom"]
+    keys += sorted((k for k in groups if k[0] == "up"), key=lambda k: -k[1])
+    keys += [k for k in groups if k[0] == "output"]
+    depth = max([k[1] for k in groups if k[0] in ("down", "up")] + [-1]) + 1
+    for key in keys:
+        members = groups[key]
+        path = names.get((key[0], None), key[0])
+        level = key[1] if key[1] is not None else (depth if key[0] == "bottom" else "")
+        convs = [m for m in members if type(m).__name__ in ("Conv2D", "Conv2DTranspose")]
+        spatial = [m for m in members if len(m.output.shape) == 4
+                   and type(m).__name__ not in ("MaxPooling2D", "Dropout")]
+        last = spatial[-1] if spatial else members[-1]
+        records.append({
+            "level": level, "path": path, "resolution": size_str(last.output.shape),
+            "filters": int(convs[-1].get_config()["filters"]) if convs else "",
+            "operations": ", ".join(_op(m) for m in _in_data_order(members)),
+            "params": sum(m.count_params() for m in members),
+        })
+    return pd.DataFrame.from_records(records, columns=["level", "path", "resolution", "filters",
+                                                       "operations", "params"])

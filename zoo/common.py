@@ -66,7 +66,8 @@ def resolve_input_shape(model_name: str, input_shape, default_shape: Sequence[in
     if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
                                   for d in shape):
         raise ValueError(f"{model_name}: input_shape must be three positive integers "
-                         f"(height, width, channels). Received: input_shape={input_shape!r}")
+                         f"(height, width, channels), height and width at least {min_size}. "
+                         f"Received: input_shape={input_shape!r}")
     h, w, _ = shape
     if h < min_size or w < min_size:
         raise ValueError(f"{model_name}: input height and width must be at least {min_size} "

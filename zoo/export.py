@@ -1,0 +1,610 @@
+"""Versioned, atomic SavedModel export with a stable serving signature.
+
+A model leaves the zoo as a TensorFlow SavedModel that TensorFlow Serving,
+``tf.saved_model.load`` and :mod:`zoo.serving` all read the same way::
+
+    saved_models/<name>/<version>/      integer versions, the layout TensorFlow Serving expects
+        saved_model.pb  variables/  fingerprint.pb
+        assets/zoo.json                 labels, input spec, preprocessing, metrics, versions
+
+The ``serving_default`` signature takes raw pixels and does everything else in the graph:
+
+- input ``images``: float32 ``[None, None, None, C]`` -- any batch size and any height and
+  width, pixel values in the dataset's raw range (0..255 for image data), ``C`` the
+  dataset's own channel count (the model's when no dataset is known). Images are resized to
+  the model's input size, channel-converted and normalised (``(x - mean) / std``) with
+  :func:`zoo.data.preprocess`, the function the training pipeline uses.
+- classifiers: ``probabilities`` float32 ``[None, K]`` and ``classes`` int64 ``[None]``;
+  segmentation: ``mask`` int64 ``[None, H, W]`` and ``probabilities`` float32
+  ``[None, H, W, K]`` at the model's output resolution. A model that returns logits
+  (``classifier_activation=None``) gets its softmax (sigmoid for one unit) in the signature.
+
+Exports are written to a hidden temporary directory inside ``base_dir/<name>/`` and renamed
+into place, so a watching server never sees half a model, and a killed export leaves no
+version directory behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import types
+from typing import Optional
+
+__all__ = ["export", "export_run", "configure_export", "SIGNATURE_NAME", "INPUT_NAME",
+           "PRECISIONS", "list_versions", "latest_version"]
+
+SIGNATURE_NAME = "serving_default"
+INPUT_NAME = "images"
+PRECISIONS = ("float32", "float16", "bfloat16")
+ZOO_JSON = os.path.join("assets", "zoo.json")
+TMP_PREFIX = ".tmp-"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+# --------------------------------------------------------------------------------------
+# Version directories.
+
+def list_versions(model_dir) -> list:
+    """Sorted integer versions under ``model_dir`` that hold a complete SavedModel.
+
+    Only directories named by a non-negative integer and containing ``saved_model.pb``
+    count; hidden temporary directories of exports in progress never do.
+    """
+    try:
+        entries = list(os.scandir(model_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    versions = []
+    for entry in entries:
+        if entry.name.isdigit() and entry.is_dir() and os.path.isfile(
+                os.path.join(entry.path, "saved_model.pb")):
+            versions.append(int(entry.name))
+    return sorted(versions)
+
+
+def latest_version(model_dir) -> Optional[int]:
+    """The highest version under ``model_dir`` (``None`` if there is none)."""
+    versions = list_versions(model_dir)
+    return versions[-1] if versions else None
+
+
+def _taken_versions(model_dir) -> set:
+    try:
+        return {int(e.name) for e in os.scandir(model_dir) if e.name.isdigit()}
+    except FileNotFoundError:
+        return set()
+
+
+def _remove_stale_temporaries(model_dir) -> None:
+    """Delete ``.tmp-<pid>-*`` directories left by exports whose process is gone."""
+    try:
+        entries = list(os.scandir(model_dir))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(TMP_PREFIX):
+            continue
+        try:
+            pid = int(entry.name[len(TMP_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except PermissionError:  # a live process of another user
+            pass
+
+
+# --------------------------------------------------------------------------------------
+# What the export knows about the data.
+
+def _resolve_info(info) -> tuple:
+    """``info`` -> ``(dataset dict or None, metrics dict, task or None, model name or None)``.
+
+    Accepts a ``zoo.data.DatasetInfo``, its dict form, or a training run's ``info.json``
+    dict (``{"model", "dataset", "metrics", "task"}``).
+    """
+    if info is None:
+        return None, {}, None, None
+    if hasattr(info, "to_dict"):
+        info = info.to_dict()
+    if not isinstance(info, dict):
+        raise ValueError("info must be a zoo.data.DatasetInfo, its dict form, a run's "
+                         f"info.json dict or None. Received: {type(info).__name__}")
+    if "dataset" in info:  # a training run's info.json
+        dataset = info.get("dataset")
+        if hasattr(dataset, "to_dict"):
+            dataset = dataset.to_dict()
+        return (dict(dataset) if dataset else None, dict(info.get("metrics") or {}),
+                info.get("task"), info.get("model"))
+    missing = {"input_shape", "num_classes"} - set(info)
+    if missing:
+        raise ValueError(f"info dict is missing {sorted(missing)}: pass DatasetInfo.to_dict() "
+                         "or a run's info.json.")
+    return dict(info), dict(info.get("metrics") or {}), info.get("task"), None
+
+
+def _main_output(model):
+    """The model's main output tensor (the one not named ``aux`` for multi-output models)."""
+    outputs = list(model.outputs)
+    if len(outputs) == 1:
+        return outputs[0]
+    named = [(o, _producer(o).name) for o in outputs]
+    main = [o for o, n in named if "aux" not in n.lower()]
+    return (main or outputs)[0]
+
+
+def _producer(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return history[0] if history is not None else None
+
+
+def _activation_name(layer) -> Optional[str]:
+    """``"softmax"``/``"sigmoid"``/``"linear"`` of an output layer, ``None`` if unknown."""
+    import keras
+    if layer is None:
+        return None
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    if isinstance(layer, keras.Model) and layer.outputs:  # a nested model: its last layer
+        return _activation_name(_producer(layer.outputs[0]))
+    act = getattr(layer, "activation", "missing")
+    if act == "missing":
+        return None
+    if act is None:
+        return "linear"
+    if isinstance(act, str):
+        return act
+    name = getattr(act, "__name__", None)
+    if name is None:
+        try:
+            name = keras.activations.serialize(act)
+        except Exception:
+            return None
+        if isinstance(name, dict):
+            name = name.get("config", {}).get("name") or name.get("class_name")
+    return str(name) if name else None
+
+
+def _output_kind(model, output, sample) -> str:
+    """``"probabilities"`` or ``"logits"`` for the model's main output."""
+    name = _activation_name(_producer(output))
+    if name in ("softmax", "sigmoid"):
+        return "probabilities"
+    if name == "linear":
+        return "logits"
+    # Unknown final layer: look at the numbers.
+    import numpy as np
+    y = np.asarray(model(sample, training=False), "float64")
+    if y.shape[-1] > 1:
+        if y.min() >= 0 and np.allclose(y.sum(-1), 1.0, atol=1e-3):
+            return "probabilities"
+        return "logits"
+    return "probabilities" if (y.min() >= 0 and y.max() <= 1) else "logits"
+
+
+# --------------------------------------------------------------------------------------
+# Precision.
+
+def _cast_model(model, precision):
+    """The same model with weights and compute in ``precision`` (float32 in, any out)."""
+    import keras
+    import numpy as np
+    if precision == "float32":
+        return model
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.InputLayer):
+            return layer.__class__.from_config(config)
+        config["dtype"] = precision
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    weights = model.get_weights()
+    targets = clone.get_weights()
+    if len(weights) != len(targets):
+        raise ValueError(f"cannot convert {model.name!r} to {precision}: the rebuilt model has "
+                         f"{len(targets)} weight arrays instead of {len(weights)}.")
+    clone.set_weights([w.astype(t.dtype) if np.issubdtype(w.dtype, np.floating) else w
+                       for w, t in zip(weights, targets)])
+    return clone
+
+
+# --------------------------------------------------------------------------------------
+# The serving function.
+
+def _fallback_preprocess(images, dataset):
+    """The formula of ``zoo.data.preprocess`` (resize, channel conversion, normalisation)."""
+    import tensorflow as tf
+    h, w, c = (int(v) for v in dataset["input_shape"])
+    have = images.shape[-1]
+    if have == 4 and c != 4:
+        images, have = images[..., :3], 3
+    if have == 1 and c == 3:
+        images = tf.image.grayscale_to_rgb(images)
+    elif have == 3 and c == 1:
+        images = tf.image.rgb_to_grayscale(images)
+    images = tf.image.resize(images, (h, w))
+    mean = tf.constant(dataset.get("mean", [0.0]), tf.float32)
+    std = tf.constant(dataset.get("std", [1.0]), tf.float32)
+    return (images - mean) / std
+
+
+def _preprocess_fn(dataset):
+    try:
+        from zoo.data import preprocess as data_preprocess
+    except ImportError:  # pragma: no cover - zoo.data always ships with the package
+        return lambda images: _fallback_preprocess(images, dataset)
+    return lambda images: data_preprocess(images, dataset)
+
+
+def _build_serving_fn(model, *, task, kind, in_channels, preprocess):
+    import tensorflow as tf
+    spec = tf.TensorSpec([None, None, None, in_channels], tf.float32, name=INPUT_NAME)
+
+    @tf.function(input_signature=[spec])
+    def serving_default(images):
+        x = preprocess(images)
+        y = tf.cast(model(x, training=False), tf.float32)
+        if kind == "logits":
+            probabilities = tf.nn.softmax(y, axis=-1) if y.shape[-1] > 1 else tf.sigmoid(y)
+        else:
+            probabilities = y
+        if probabilities.shape[-1] > 1:
+            classes = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        else:
+            classes = tf.cast(probabilities[..., 0] > 0.5, tf.int64)
+        if task == "segmentation":
+            return {"mask": classes, "probabilities": probabilities}
+        return {"probabilities": probabilities, "classes": classes}
+
+    return serving_default
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError("name must be a directory name of letters, digits, '.', '_' or '-' "
+                         f"(not starting with '.' or '-'). Received: name={name!r}")
+
+
+def _check_version(version):
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        if isinstance(version, str) and version.isdigit():
+            return int(version)
+        raise ValueError(f"version must be a non-negative integer or None (next free). "
+                         f"Received: version={version!r}")
+    return version
+
+
+def export(model, base_dir="saved_models", name=None, version=None, precision="float32",
+           info=None, overwrite=False, *, metrics=None) -> str:
+    """Export a Keras model as a versioned SavedModel with a raw-pixel serving signature.
+
+    The ``serving_default`` signature takes ``images`` (float32 ``[None, None, None, C]``,
+    raw pixels in the dataset's range, any size) and returns ``probabilities`` and
+    ``classes`` (classifiers) or ``mask`` and ``probabilities`` (segmentation); resizing,
+    channel conversion and normalisation run inside the graph. ``assets/zoo.json``
+    records labels, input spec, preprocessing, metrics and library versions.
+
+    Args:
+        model: a ``keras.Model`` (functional, with a known input shape). Models with
+            several outputs (e.g. GoogLeNet's auxiliary heads) export their main output.
+        base_dir: the directory holding one sub-directory per model name.
+        name: the model's directory name (default: the run's model name, else
+            ``model.name``).
+        version: integer version; default: one more than the highest existing version
+            (1 for the first).
+        precision: ``"float32"``, ``"float16"`` or ``"bfloat16"``: the dtype of the weights
+            and the computation (inputs and outputs stay float32).
+        info: a ``zoo.data.DatasetInfo``, its dict form, a training run's ``info.json``
+            dict, or ``None`` (raw range 0..255, no normalisation, labels ``"0".."K-1"``,
+            task from the output rank).
+        overwrite: replace an existing ``version``; otherwise an existing version raises.
+        metrics: training/test metrics to record (default: those in a run's ``info``).
+
+    Returns:
+        The path of the version directory, e.g. ``saved_models/lenet5/1``.
+
+    Raises:
+        ValueError: bad name, version, precision or info; a model without a fixed input.
+        FileExistsError: ``version`` exists and ``overwrite`` is False.
+
+    Example:
+        >>> import zoo
+        >>> path = zoo.export(zoo.lenet5(), "saved_models")   # saved_models/lenet5/1
+    """
+    import numpy as np
+    import keras
+    import tensorflow as tf
+    import zoo
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}. "
+                         f"Received: precision={precision!r}")
+    if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
+        raise ValueError("export needs a built functional keras.Model with an Input. "
+                         f"Received: {type(model).__name__}")
+    if len(model.inputs) != 1:
+        raise ValueError(f"export supports models with one image input. Received "
+                         f"{len(model.inputs)} inputs.")
+    dataset, run_metrics, run_task, run_model = _resolve_info(info)
+    name = name or run_model or model.name
+    _check_name(name)
+    version = _check_version(version)
+    if metrics is not None and not isinstance(metrics, dict):
+        raise ValueError(f"metrics must be a dict. Received: {type(metrics).__name__}")
+    metrics = dict(run_metrics if metrics is None else metrics)
+
+    model_dir = os.path.join(os.fspath(base_dir), name)
+    if version is not None and not overwrite and os.path.exists(
+            os.path.join(model_dir, str(version))):
+        raise FileExistsError(f"version {version} of {name!r} already exists in "
+                              f"{model_dir}; pass overwrite=True (--overwrite) to replace it.")
+
+    # The main output, its task and whether it is logits.
+    output = _main_output(model)
+    if len(model.outputs) > 1:
+        model = keras.Model(model.inputs, output, name=model.name)
+    in_shape = tuple(model.inputs[0].shape[1:])
+    out_shape = tuple(output.shape[1:])
+    if len(in_shape) != 3:
+        raise ValueError(f"export needs an image input (H, W, C). Received input shape "
+                         f"{in_shape}")
+    rank_task = {1: "classification", 3: "segmentation"}.get(len(out_shape))
+    task = (dataset or {}).get("task") or run_task
+    if task is None:
+        from zoo.registry import _REGISTRY, _ensure_loaded
+        _ensure_loaded()
+        task = _REGISTRY[model.name][1].task if model.name in _REGISTRY else rank_task
+    if task not in ("classification", "segmentation") or task != rank_task:
+        raise ValueError(f"cannot export {model.name!r}: its output shape {out_shape} does not "
+                         f"fit the task {task!r} (classification needs [N, K], segmentation "
+                         "[N, H, W, K]; export a model with include_top=True).")
+    num_classes = int(out_shape[-1])
+
+    # The input the model sees and the raw input the signature takes.
+    if dataset is not None:
+        model_input = tuple(int(v) for v in dataset["input_shape"])
+        fixed = tuple(v for v in in_shape)
+        if any(a is not None and a != b for a, b in zip(fixed, model_input)):
+            raise ValueError(f"info.input_shape {model_input} does not match the model's "
+                             f"input shape {fixed}.")
+        if int(dataset["num_classes"]) != num_classes and not (
+                num_classes == 1 and int(dataset["num_classes"]) == 2):
+            raise ValueError(f"info.num_classes={dataset['num_classes']} does not match the "
+                             f"model's {num_classes} outputs.")
+        raw_shape = dataset.get("raw_shape")
+        in_channels = int(raw_shape[-1]) if raw_shape and raw_shape[-1] else model_input[-1]
+    else:
+        if None in in_shape:
+            raise ValueError(f"the model's input shape {in_shape} is not fixed; pass info "
+                             "(a DatasetInfo) so the export knows the input size.")
+        model_input = tuple(int(v) for v in in_shape)
+        in_channels = model_input[-1]
+        dataset = {"name": None, "task": task, "num_classes": num_classes,
+                   "labels": [str(i) for i in range(num_classes)],
+                   "input_shape": list(model_input), "raw_range": [0.0, 255.0],
+                   "mean": [0.0], "std": [1.0], "raw_shape": None}
+    labels = [str(v) for v in dataset.get("labels") or range(num_classes)]
+    if len(labels) != num_classes and not (num_classes == 1 and len(labels) == 2):
+        raise ValueError(f"{len(labels)} labels for {num_classes} classes.")
+
+    sample = np.zeros((1, *model_input), "float32")
+    kind = _output_kind(model, output, sample)
+    served = _cast_model(model, precision)
+    serving_fn = _build_serving_fn(served, task=task, kind=kind, in_channels=in_channels,
+                                   preprocess=_preprocess_fn(dataset))
+    archive = keras.export.ExportArchive()
+    archive.track(served)
+    archive.add_endpoint(SIGNATURE_NAME, serving_fn)
+
+    outputs = ({"probabilities": {"dtype": "float32", "shape": [None, num_classes]},
+                "classes": {"dtype": "int64", "shape": [None]}}
+               if task == "classification" else
+               {"mask": {"dtype": "int64", "shape": [None, *out_shape[:2]]},
+                "probabilities": {"dtype": "float32", "shape": [None, *out_shape]}})
+    record = {
+        "format": 1,
+        "name": name,
+        "version": None,
+        "model": run_model or model.name,
+        "task": task,
+        "precision": precision,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"zoo": zoo.__version__, "keras": keras.__version__,
+                     "tensorflow": tf.__version__},
+        "signature": {"name": SIGNATURE_NAME,
+                      "inputs": {INPUT_NAME: {"dtype": "float32",
+                                              "shape": [None, None, None, in_channels]}},
+                      "outputs": outputs},
+        "input": {"raw_range": [float(v) for v in dataset.get("raw_range", (0.0, 255.0))],
+                  "channels": in_channels,
+                  "raw_shape": dataset.get("raw_shape"),
+                  "model_input_shape": list(model_input)},
+        "output": {"model_output_shape": list(out_shape), "model_returns": kind},
+        "preprocessing": {"resize": f"bilinear to {model_input[0]}x{model_input[1]}",
+                          "channels": f"{in_channels} -> {model_input[2]}",
+                          "normalization": "(x - mean) / std",
+                          "mean": [float(v) for v in dataset.get("mean", [0.0])],
+                          "std": [float(v) for v in dataset.get("std", [1.0])]},
+        "labels": labels,
+        "num_classes": num_classes,
+        "dataset": dataset,
+        "metrics": _jsonable(metrics),
+    }
+
+    os.makedirs(model_dir, exist_ok=True)
+    _remove_stale_temporaries(model_dir)
+    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; servers may run as other users
+        archive.write_out(tmp, verbose=False)
+        return _commit(tmp, model_dir, version, overwrite, record)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_record(tmp, record):
+    os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
+    with open(os.path.join(tmp, ZOO_JSON), "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _commit(tmp, model_dir, version, overwrite, record) -> str:
+    """Rename the finished temporary directory into its version directory."""
+    auto = version is None
+    if auto:
+        taken = _taken_versions(model_dir)
+        version = max(taken) + 1 if taken else 1
+    for _ in range(1000):
+        target = os.path.join(model_dir, str(version))
+        record["version"] = version
+        _write_record(tmp, record)
+        if os.path.exists(target) and overwrite and not auto:
+            trash = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-old-", dir=model_dir)
+            os.rename(target, os.path.join(trash, "old"))
+            os.rename(tmp, target)
+            shutil.rmtree(trash, ignore_errors=True)
+            return target
+        if os.path.exists(target):
+            if not auto:
+                raise FileExistsError(f"version {version} of {record['name']!r} already "
+                                      f"exists in {model_dir}; pass overwrite=True to "
+                                      "replace it.")
+            version += 1
+            continue
+        try:
+            os.rename(tmp, target)
+            return target
+        except OSError as exc:  # another export took this version meanwhile
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not auto:
+                raise
+            version += 1
+    raise RuntimeError(f"could not find a free version in {model_dir}")
+
+
+def _jsonable(value):
+    """Metrics as plain JSON values (numpy scalars become floats)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, bool, type(None), int, float)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+# --------------------------------------------------------------------------------------
+# Exporting a training run.
+
+def _load_run(path):
+    """``(model, info dict or None)`` from a run directory or a ``.keras`` file."""
+    import keras
+    import zoo.layers  # noqa: F401  (registers the custom layers for deserialisation)
+    import zoo.models  # noqa: F401
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        keras_file = os.path.join(path, "model.keras")
+        if not os.path.isfile(keras_file):
+            raise FileNotFoundError(f"{path} is not a training run: it has no model.keras. "
+                                    "Pass a run directory (model.keras + info.json) or a "
+                                    ".keras file.")
+    elif os.path.isfile(path):
+        if not path.endswith(".keras"):
+            raise ValueError(f"expected a run directory or a .keras file. Received: {path!r}")
+        keras_file = path
+    else:
+        raise FileNotFoundError(f"no such run directory or .keras file: {path!r}")
+    info_file = os.path.join(os.path.dirname(os.path.abspath(keras_file)), "info.json")
+    info = None
+    if os.path.isfile(info_file):
+        with open(info_file) as f:
+            info = json.load(f)
+    model = keras.saving.load_model(keras_file, compile=False)
+    return model, info
+
+
+def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, version=None,
+               precision="float32", overwrite=False) -> str:
+    """Export a training run (``model.keras`` + ``info.json``) or a bare ``.keras`` file.
+
+    The run's ``info.json`` supplies the dataset (labels, normalisation, input size), the
+    task, the model's registry name and the test metrics; a ``.keras`` file with an
+    ``info.json`` beside it uses that one.
+
+    Args:
+        run_dir_or_keras_file: a directory written by ``zoo train`` or a ``.keras`` file.
+        base_dir, name, version, precision, overwrite: as in :func:`export`.
+
+    Returns:
+        The version directory.
+
+    Raises:
+        FileNotFoundError: no run directory, ``model.keras`` or file.
+        ValueError: as in :func:`export`.
+
+    Example:
+        >>> export_run("runs/lenet5")          # saved_models/lenet5/<next version>
+    """
+    model, info = _load_run(run_dir_or_keras_file)
+    return export(model, base_dir=base_dir, name=name, version=version, precision=precision,
+                  info=info, overwrite=overwrite)
+
+
+def configure_export(parser):
+    """``zoo export RUN_DIR_OR_KERAS_FILE [--base-dir] [--name] [--version] ...``."""
+    parser.add_argument("run", metavar="RUN_DIR_OR_KERAS_FILE",
+                        help="a training run directory (model.keras + info.json) or a .keras file")
+    parser.add_argument("--base-dir", default="saved_models",
+                        help="where model directories live (default: saved_models)")
+    parser.add_argument("--name", default=None, help="model directory name (default: the "
+                        "run's model name)")
+    parser.add_argument("--version", type=int, default=None,
+                        help="integer version (default: next free)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="weights and compute dtype (inputs/outputs stay float32)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing version")
+
+    def run(args):
+        path = export_run(args.run, base_dir=args.base_dir, name=args.name,
+                          version=args.version, precision=args.precision,
+                          overwrite=args.overwrite)
+        print(path)
+        return 0
+
+    return run
+
+
+class _CallableModule(types.ModuleType):
+    """``zoo.export(model)`` keeps working after ``import zoo.export``.
+
+    Importing the submodule makes ``zoo.export`` refer to this module instead of the
+    function the package exposes lazily; calling the module calls :func:`export`.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

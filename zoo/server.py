@@ -1,0 +1,427 @@
+"""``zoo serve``: every model under a directory, over TensorFlow Serving's REST API.
+
+Clients written for TensorFlow Serving work unchanged::
+
+    GET  /v1/models/NAME[/versions/N]             version status
+    GET  /v1/models/NAME[/versions/N]/metadata    signature_def, as TensorFlow Serving prints it
+    POST /v1/models/NAME[/versions/N]:predict     {"instances": [...]} or {"inputs": ...}
+
+Models live in ``BASE_DIR/NAME/VERSION/`` (what :func:`zoo.export.export` writes); the newest
+version answers unless one is named. The model directory is rescanned on every request (one
+``os.scandir``), so a version renamed into place is served at once, with no restart. Models
+load lazily, once, in a worker thread; predictions and JSON encoding run in the thread pool,
+never on the event loop. Every client error is a 4xx answer ``{"error": "..."}``.
+
+Built on FastAPI and uvicorn (the ``serve`` extra).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import threading
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from zoo.export import SIGNATURE_NAME, list_versions
+
+__all__ = ["ModelStore", "create_app", "serve", "ServingError"]
+
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+_MODEL_PATH = re.compile(
+    r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<rest>/metadata|:[A-Za-z]+)?/?$")
+_PREDICT_BATCH = 64
+
+
+class ServingError(Exception):
+    """An error answered as ``{"error": message}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------
+# Models on disk.
+
+class ModelStore:
+    """Finds models under ``base_dir`` and keeps the loaded versions.
+
+    Args:
+        base_dir: directory of ``NAME/VERSION/`` SavedModels.
+        jit_compile: passed to :func:`zoo.serving.load`.
+    """
+
+    def __init__(self, base_dir, *, jit_compile="auto"):
+        self.base_dir = os.path.abspath(os.fspath(base_dir))
+        self.jit_compile = jit_compile
+        self._servables = {}
+        self._errors = {}
+        self._locks = {}
+        self._lock = threading.Lock()
+
+    def model_names(self) -> list:
+        try:
+            return sorted(e.name for e in os.scandir(self.base_dir)
+                          if e.is_dir() and not e.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def versions(self, name) -> list:
+        """The versions of ``name`` on disk now (evicting loaded versions that vanished)."""
+        if name.startswith(".") or "/" in name or name in ("", ".."):
+            return []
+        versions = list_versions(os.path.join(self.base_dir, name))
+        with self._lock:
+            for key in [k for k in self._servables if k[0] == name and k[1] not in versions]:
+                del self._servables[key]
+        return versions
+
+    def resolve(self, name, version=None) -> int:
+        """The version that answers for ``name`` (newest unless ``version``)."""
+        versions = self.versions(name)
+        if not versions:
+            raise ServingError(404, f"Servable not found for request: model {name!r} (no "
+                               f"versions under {os.path.join(self.base_dir, name)}; known "
+                               f"models: {', '.join(self.model_names()) or 'none'})")
+        if version is None:
+            return versions[-1]
+        if version not in versions:
+            raise ServingError(404, f"Servable not found for request: model {name!r} version "
+                               f"{version} (available versions: "
+                               f"{', '.join(map(str, versions))})")
+        return version
+
+    def get(self, name, version=None):
+        """The loaded :class:`zoo.serving.Servable` (loads it once, thread-safely)."""
+        from zoo.serving import load
+        version = self.resolve(name, version)
+        key = (name, version)
+        with self._lock:
+            if key in self._servables:
+                return self._servables[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                if key in self._servables:
+                    return self._servables[key]
+            try:
+                servable = load(os.path.join(self.base_dir, name, str(version)),
+                                jit_compile=self.jit_compile)
+            except Exception as exc:
+                with self._lock:
+                    self._errors[key] = str(exc)
+                raise ServingError(503, f"model {name!r} version {version} could not be "
+                                   f"loaded: {exc}") from None
+            with self._lock:
+                self._servables[key] = servable
+                self._errors.pop(key, None)
+            return servable
+
+    def status(self, name, version=None) -> dict:
+        """``{"model_version_status": [...]}`` as TensorFlow Serving answers it."""
+        versions = [self.resolve(name, version)] if version is not None else None
+        if versions is None:
+            self.resolve(name)
+            versions = sorted(self.versions(name), reverse=True)
+        entries = []
+        for v in versions:
+            error = self._errors.get((name, v))
+            entries.append({"version": str(v),
+                            "state": "END" if error else "AVAILABLE",
+                            "status": {"error_code": "UNKNOWN" if error else "OK",
+                                       "error_message": error or ""}})
+        return {"model_version_status": entries}
+
+    def preload(self):
+        """Load the newest version of every model (errors are kept for the status)."""
+        for name in self.model_names():
+            try:
+                self.get(name)
+            except ServingError:
+                pass
+
+
+def signature_def_map(version_dir) -> dict:
+    """The SavedModel's ``signature_def`` map as TensorFlow Serving's metadata JSON."""
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    meta = proto.meta_graphs[0]
+    kwargs = {"preserving_proto_field_name": True}
+    try:
+        as_dict = json_format.MessageToDict(meta, always_print_fields_with_no_presence=True,
+                                            **kwargs)
+    except TypeError:  # protobuf < 5
+        as_dict = json_format.MessageToDict(meta, including_default_value_fields=True,
+                                            **kwargs)
+    signatures = as_dict.get("signature_def", {})
+    return {k: v for k, v in signatures.items() if not k.startswith("__")}
+
+
+# --------------------------------------------------------------------------------------
+# Request bodies.
+
+def _decode_value(value, servable, where):
+    """One image from a JSON value: nested numbers or ``{"b64": "..."}``."""
+    if isinstance(value, dict):
+        if set(value) != {"b64"} or not isinstance(value["b64"], str):
+            raise ServingError(400, f"{where}: a binary value must be {{\"b64\": \"<base64 "
+                               f"string>\"}}; received keys {sorted(value)}")
+        try:
+            data = base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ServingError(400, f"{where}: invalid base64 data ({exc})") from None
+        from zoo.serving import decode_image
+        try:
+            return decode_image(data, servable.channels)
+        except ValueError as exc:
+            raise ServingError(400, f"{where}: {exc}") from None
+    if isinstance(value, (str, bool)) or value is None:
+        raise ServingError(400, f"{where}: expected an image as nested lists of numbers "
+                           f"[height][width][channels] or {{\"b64\": ...}}; received "
+                           f"{type(value).__name__} {str(value)[:40]!r}")
+    from zoo.serving import _as_array
+    try:
+        array = _as_array(value)
+    except ValueError as exc:
+        raise ServingError(400, f"{where}: {exc}") from None
+    return array
+
+
+def _images_from_instances(instances, servable, input_name):
+    if not isinstance(instances, list) or not instances:
+        raise ServingError(400, "'instances' must be a non-empty list (one entry per image)")
+    images = []
+    for i, row in enumerate(instances):
+        if isinstance(row, dict) and set(row) != {"b64"}:
+            if set(row) != {input_name}:
+                raise ServingError(400, f"instances[{i}]: named inputs must be exactly "
+                                   f"{{\"{input_name}\": ...}}; received keys {sorted(row)}")
+            row = row[input_name]
+        image = _decode_value(row, servable, f"instances[{i}]")
+        if image.ndim != 3:
+            raise ServingError(400, f"instances[{i}]: each instance must be one image "
+                               f"[height][width][channels]; received shape {image.shape}")
+        images.append(image)
+    return images
+
+
+def _images_from_inputs(inputs, servable, input_name):
+    if isinstance(inputs, dict) and set(inputs) != {"b64"}:
+        if set(inputs) != {input_name}:
+            raise ServingError(400, f"'inputs' must name the signature's input "
+                               f"{{\"{input_name}\": ...}}; received keys {sorted(inputs)}")
+        inputs = inputs[input_name]
+    if isinstance(inputs, dict):  # one b64 image
+        return [_decode_value(inputs, servable, "inputs")]
+    if not isinstance(inputs, list) or not inputs:
+        raise ServingError(400, "'inputs' must be a non-empty batch of images "
+                           "[batch][height][width][channels] or a list of {\"b64\": ...}")
+    if any(isinstance(v, dict) for v in inputs):
+        return [_decode_value(v, servable, f"inputs[{i}]") for i, v in enumerate(inputs)]
+    batch = _decode_value(inputs, servable, "inputs")
+    if batch.ndim != 4:
+        raise ServingError(400, f"'inputs' must be a batch [batch][height][width][channels]; "
+                           f"received shape {batch.shape}")
+    return batch
+
+
+def handle_predict(servable, payload) -> dict:
+    """Answer one ``:predict`` request body (already parsed JSON)."""
+    if not isinstance(payload, dict):
+        raise ServingError(400, "the request body must be a JSON object with 'instances' or "
+                           "'inputs'")
+    signature = payload.get("signature_name", SIGNATURE_NAME)
+    if not isinstance(signature, str):
+        raise ServingError(400, f"'signature_name' must be a string; received {signature!r}")
+    if signature == "":
+        signature = SIGNATURE_NAME
+    if signature not in servable.signature_names:
+        raise ServingError(400, f"signature_name {signature!r} not found; this model has: "
+                           f"{', '.join(servable.signature_names)}")
+    has_instances, has_inputs = "instances" in payload, "inputs" in payload
+    if has_instances == has_inputs:
+        raise ServingError(400, "the request must contain exactly one of 'instances' (row "
+                           "format) or 'inputs' (columnar format)"
+                           + ("; it has both" if has_instances else "; it has neither"))
+    name = servable.input_name
+    if has_instances:
+        images = _images_from_instances(payload["instances"], servable, name)
+    else:
+        images = _images_from_inputs(payload["inputs"], servable, name)
+    try:
+        outputs = servable.predict(images, batch_size=_PREDICT_BATCH, signature_name=signature)
+    except ValueError as exc:
+        raise ServingError(400, str(exc)) from None
+    except Exception as exc:
+        import tensorflow as tf
+        if isinstance(exc, tf.errors.InvalidArgumentError):
+            raise ServingError(400, exc.message.splitlines()[0]) from None
+        raise
+    if has_instances:
+        n = len(next(iter(outputs.values())))
+        keys = list(outputs)
+        columns = {k: outputs[k].tolist() for k in keys}
+        if len(keys) == 1:
+            return {"predictions": columns[keys[0]]}
+        return {"predictions": [{k: columns[k][i] for k in keys} for i in range(n)]}
+    if len(outputs) == 1:
+        return {"outputs": next(iter(outputs.values())).tolist()}
+    return {"outputs": {k: v.tolist() for k, v in outputs.items()}}
+
+
+# --------------------------------------------------------------------------------------
+# The application.
+
+def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_compile="auto",
+               preload=True):
+    """The FastAPI application serving ``base_dir``.
+
+    Args:
+        base_dir: directory of ``NAME/VERSION/`` SavedModels.
+        max_request_bytes: larger request bodies are refused with 413.
+        jit_compile: passed to :func:`zoo.serving.load`.
+        preload: load the newest version of every model at start-up.
+
+    Returns:
+        A ``fastapi.FastAPI`` application (its ``state.store`` is the :class:`ModelStore`).
+    """
+    import contextlib
+
+    store = ModelStore(base_dir, jit_compile=jit_compile)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if preload:
+            await run_in_threadpool(store.preload)
+        yield
+
+    app = FastAPI(title="zoo serve", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.store = store
+
+    def error(status, message):
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        message = {404: f"no such endpoint: {request.method} {request.url.path}",
+                   405: f"method {request.method} not allowed for {request.url.path}"}.get(
+            exc.status_code, str(exc.detail))
+        return error(exc.status_code, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc):
+        return error(400, str(exc))
+
+    @app.exception_handler(ServingError)
+    async def serving_error(request, exc):
+        return error(exc.status, exc.message)
+
+    def parse_path(path):
+        match = _MODEL_PATH.match(path)
+        if not match:
+            raise ServingError(404, f"no such endpoint: /v1/models/{path}")
+        version = match.group("version")
+        if version is not None:
+            if not version.isdigit():
+                raise ServingError(400, f"version must be a non-negative integer; received "
+                                   f"{version!r}")
+            version = int(version)
+        return match.group("name"), version, match.group("rest")
+
+    async def read_body(request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise ServingError(400, f"invalid Content-Length {length!r}") from None
+            if declared > max_request_bytes:
+                raise ServingError(413, f"request body of {declared} bytes exceeds the limit "
+                                   f"of {max_request_bytes} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_request_bytes:
+                raise ServingError(413, f"request body exceeds the limit of "
+                                   f"{max_request_bytes} bytes")
+        return bytes(body)
+
+    @app.get("/v1/models/{path:path}")
+    async def get_model(path: str):
+        name, version, rest = parse_path(path)
+        if rest is None:
+            return JSONResponse(await run_in_threadpool(store.status, name, version))
+        if rest != "/metadata":
+            raise ServingError(405, f"use POST for /v1/models/{path}")
+        servable = await run_in_threadpool(store.get, name, version)
+        signatures = await run_in_threadpool(signature_def_map, servable.path)
+        return JSONResponse({
+            "model_spec": {"name": name, "signature_name": "",
+                           "version": str(servable.version)},
+            "metadata": {"signature_def": {"signature_def": signatures}},
+        })
+
+    @app.post("/v1/models/{path:path}")
+    async def post_model(path: str, request: Request):
+        name, version, rest = parse_path(path)
+        if rest != ":predict":
+            if rest in (":classify", ":regress"):
+                raise ServingError(400, f"{rest[1:]} is not supported: zoo models export a "
+                                   "predict signature only; use :predict")
+            raise ServingError(404, f"no such endpoint: POST /v1/models/{path} (use "
+                               f"/v1/models/{name}[/versions/N]:predict)")
+        body = await read_body(request)
+        servable = await run_in_threadpool(store.get, name, version)
+
+        def work():
+            try:
+                payload = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ServingError(400, f"malformed JSON in the request body: {exc}") from None
+            return json.dumps(handle_predict(servable, payload)).encode()
+
+        content = await run_in_threadpool(work)
+        return Response(content, media_type="application/json")
+
+    return app
+
+
+def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES,
+          jit_compile="auto", log_level="warning"):
+    """Run the REST server until interrupted (uvicorn).
+
+    Args:
+        base_dir: directory of ``NAME/VERSION/`` SavedModels.
+        host: address to bind; the default ``127.0.0.1`` accepts local clients only.
+        port: TCP port (TensorFlow Serving's REST default, 8501).
+        max_request_bytes: request size limit (413 above it).
+        jit_compile: passed to :func:`zoo.serving.load`.
+        log_level: uvicorn's log level.
+
+    Raises:
+        FileNotFoundError: ``base_dir`` does not exist.
+    """
+    import uvicorn
+    if not os.path.isdir(base_dir):
+        raise FileNotFoundError(f"no such model directory: {base_dir}")
+    app = create_app(base_dir, max_request_bytes=max_request_bytes, jit_compile=jit_compile,
+                     preload=False)
+    app.state.store.preload()
+    names = app.state.store.model_names()
+    print(f"zoo serve: {len(names)} model(s) under {os.path.abspath(base_dir)} "
+          f"({', '.join(names) or 'none yet'}) at http://{host}:{port}/v1/models/NAME",
+          flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

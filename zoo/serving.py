@@ -1,0 +1,562 @@
+"""Load exported SavedModels and predict: a Python loader, ``zoo predict`` and ``zoo serve``.
+
+:func:`load` reads a version directory written by :func:`zoo.export.export` (or a model
+directory, meaning its newest version) and returns a :class:`Servable`, whose ``predict``
+takes raw pixels in whatever form is at hand -- a uint8 or float array, one image or a
+batch, PNG/JPEG file paths or encoded bytes -- and returns the signature's outputs as numpy
+arrays. At load time the serving function is wrapped in ``tf.function(jit_compile=True)``
+(XLA) where that compiles; the export itself never contains XLA, so the same directory
+also loads in TensorFlow Serving on CPU or GPU.
+
+``zoo serve BASE_DIR`` serves every model under ``BASE_DIR`` over TensorFlow Serving's REST
+API (see :mod:`zoo.server`); ``zoo predict MODEL_DIR IMAGE...`` prints the top-k labels.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+
+from zoo.export import INPUT_NAME, SIGNATURE_NAME, ZOO_JSON, latest_version, list_versions
+
+__all__ = ["load", "Servable", "resolve_version_dir", "decode_image", "configure_predict",
+           "configure_serve"]
+
+JIT_MODES = ("auto", True, False)
+_WARMUP_BATCH = 8
+_BENCH_ROUNDS = 5
+
+
+# --------------------------------------------------------------------------------------
+# Finding a version directory.
+
+def resolve_version_dir(path) -> tuple:
+    """``path`` (a version or model directory) -> ``(version_dir, name, version)``.
+
+    Raises:
+        FileNotFoundError: no such directory, or a model directory without versions.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no such SavedModel directory: {path}")
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        base = os.path.basename(path)
+        version = int(base) if base.isdigit() else None
+        name = os.path.basename(os.path.dirname(path)) if version is not None else base
+        return path, name, version
+    version = latest_version(path)
+    if version is None:
+        raise FileNotFoundError(
+            f"{path} holds no SavedModel: expected saved_model.pb in it or integer version "
+            "directories (1/, 2/, ...) holding one.")
+    return os.path.join(path, str(version)), os.path.basename(path), version
+
+
+# --------------------------------------------------------------------------------------
+# Decoding images.
+
+_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
+    """Decode PNG/JPEG (any format Pillow reads) bytes or a file path to ``[H, W, C]`` uint8.
+
+    Args:
+        data: encoded image bytes, or a path.
+        channels: 1, 3 or 4 to convert to (greyscale, RGB, RGBA); ``None`` keeps the
+            image's own (palette images become RGB/RGBA).
+
+    Raises:
+        ValueError: the data is not an image Pillow can decode, or bad ``channels``.
+        FileNotFoundError: a path that does not exist.
+    """
+    from PIL import Image, UnidentifiedImageError
+    if channels is not None and channels not in _MODES:
+        raise ValueError(f"images can be converted to 1, 3 or 4 channels; this model takes "
+                         f"{channels}.")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        source, what = io.BytesIO(bytes(data)), "the image bytes"
+    else:
+        path = os.fspath(data)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no such image file: {path}")
+        source, what = path, path
+    try:
+        with Image.open(source) as img:
+            img.load()
+            if channels is None:
+                mode = img.mode if img.mode in ("L", "RGB", "RGBA") else (
+                    "RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
+            else:
+                mode = _MODES[channels]
+            array = np.asarray(img.convert(mode))
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"could not decode {what} as an image (PNG, JPEG, ...): {exc}") \
+            from None
+    if array.ndim == 2:
+        array = array[..., None]
+    return array
+
+
+def _as_array(value) -> np.ndarray:
+    """A numeric array from an array-like, refusing strings, booleans and ragged lists."""
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"images must form a regular numeric array: {exc}") from None
+    if array.dtype == object:
+        raise ValueError("images must form a regular numeric array (every image the same "
+                         "height, width and channels, every value a number).")
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
+                                   or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"pixel values must be numbers (integers or floats). Received "
+                         f"dtype {array.dtype}.")
+    return array
+
+
+# --------------------------------------------------------------------------------------
+# The servable.
+
+class Servable:
+    """An exported model ready to predict.
+
+    Attributes:
+        path: the version directory.
+        name: model name (its directory name).
+        version: integer version (``None`` for a bare SavedModel directory).
+        info: the export's ``assets/zoo.json`` (labels, input spec, preprocessing, metrics);
+            a minimal dict for SavedModels written by other tools.
+        signature: ``{"name", "inputs", "outputs"}`` of the serving signature with dtypes and
+            shapes (``None`` for any size).
+        labels: class labels (``info["labels"]``).
+        jit_compiled: whether predictions run through XLA.
+        jit_error: why XLA is not used (compile error, or slower than the plain function).
+        jit_timing: compile time and warm-up timings of the XLA and plain functions.
+
+    Example:
+        >>> s = load("saved_models/lenet5")
+        >>> s.predict("digit.png")["classes"]
+        array([3])
+    """
+
+    def __init__(self, path, *, jit_compile="auto"):
+        import tensorflow as tf
+        if jit_compile not in JIT_MODES:
+            raise ValueError(f"jit_compile must be 'auto', True or False. Received: "
+                             f"{jit_compile!r}")
+        self.path, self.name, self.version = resolve_version_dir(path)
+        self._loaded = tf.saved_model.load(self.path)
+        signatures = dict(self._loaded.signatures)
+        if not signatures:
+            raise ValueError(f"{self.path} has no serving signatures.")
+        self._signatures = signatures
+        self.signature_names = sorted(signatures)
+        self.default_signature = (SIGNATURE_NAME if SIGNATURE_NAME in signatures
+                                  else self.signature_names[0])
+        fn = signatures[self.default_signature]
+        inputs = fn.structured_input_signature[1]
+        if len(inputs) != 1:
+            raise ValueError(f"{self.path}: the signature {self.default_signature!r} takes "
+                             f"{len(inputs)} inputs; only single-image signatures are served.")
+        (self.input_name, spec), = inputs.items()
+        self.input_shape = tuple(spec.shape.as_list())  # (None, H, W, C)
+        self.input_dtype = spec.dtype
+        self.signature = {
+            "name": self.default_signature,
+            "inputs": {self.input_name: {"dtype": spec.dtype.name,
+                                         "shape": list(self.input_shape)}},
+            "outputs": {k: {"dtype": v.dtype.name, "shape": v.shape.as_list()}
+                        for k, v in fn.structured_outputs.items()},
+        }
+        self.info = self._read_info()
+        self.labels = list(self.info.get("labels") or [])
+        self.channels = self.input_shape[-1]
+        self._lock = threading.Lock()
+        self._functions = {}
+        self._compiled = set()
+        self.jit_compiled = False
+        self.jit_error = None
+        self.jit_timing = {}
+        if jit_compile:
+            self._compile(strict=jit_compile is True)
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def _read_info(self) -> dict:
+        path = os.path.join(self.path, ZOO_JSON)
+        if os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+        return {"name": self.name, "version": self.version, "task": None, "labels": [],
+                "signature": self.signature}
+
+    def _plain(self, signature_name):
+        fn = self._signatures[signature_name]
+        key = self.input_name
+        return lambda images: fn(**{key: images})
+
+    def _compile(self, strict=False):
+        """Wrap the default signature in ``tf.function(jit_compile=True)`` and compile it.
+
+        With ``jit_compile="auto"`` (``strict=False``) a compile failure falls back to the
+        plain function, and so does an XLA function that is not at least 10% faster than
+        the plain one on a warm-up batch (on CPU it is usually slower). With ``True`` the
+        compiled function is always used and a failure raises.
+        """
+        import tensorflow as tf
+        plain = self._plain(self.default_signature)
+        compiled = tf.function(plain, jit_compile=True)
+        shape = [_WARMUP_BATCH] + [d if d is not None else s for d, s in zip(
+            self.input_shape[1:], self._warmup_hw() + [self.channels])]
+        x = tf.zeros(shape, self.input_dtype)
+        start = time.perf_counter()
+        try:
+            compiled(x)
+        except Exception as exc:  # XLA cannot compile some graphs: fall back silently
+            message = str(exc).strip().splitlines()
+            self.jit_error = f"{type(exc).__name__}: {message[0] if message else ''}"
+            if strict:
+                raise
+            return
+        self.jit_timing = {"compile_seconds": time.perf_counter() - start}
+        if not strict:
+            plain(x)
+            timing = {"xla": [], "plain": []}
+            for _ in range(_BENCH_ROUNDS):
+                for key, fn in (("xla", compiled), ("plain", plain)):
+                    t = time.perf_counter()
+                    fn(x)
+                    timing[key].append(time.perf_counter() - t)
+            xla_s, plain_s = (float(np.median(timing[k])) for k in ("xla", "plain"))
+            self.jit_timing.update(xla_seconds=xla_s, plain_seconds=plain_s,
+                                   batch=_WARMUP_BATCH)
+            if xla_s > 0.9 * plain_s:
+                self.jit_error = (f"XLA not used: {xla_s * 1e3:.2f} ms vs {plain_s * 1e3:.2f} ms "
+                                  f"plain for a batch of {_WARMUP_BATCH}")
+                return
+        self._functions[self.default_signature] = compiled
+        self._compiled.add(self.default_signature)
+        self.jit_compiled = True
+
+    def _warmup_hw(self) -> list:
+        shape = (self.info.get("input") or {}).get("model_input_shape")
+        return [int(shape[0]), int(shape[1])] if shape else [32, 32]
+
+    def function(self, signature_name=None):
+        """The callable behind ``signature_name`` (XLA-compiled where that worked)."""
+        name = signature_name or self.default_signature
+        if name not in self._signatures:
+            raise ValueError(f"unknown signature {name!r}; {self.name} has: "
+                             f"{', '.join(self.signature_names)}.")
+        with self._lock:
+            if name not in self._functions:
+                self._functions[name] = self._plain(name)
+            return self._functions[name]
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def _image_from(self, item) -> np.ndarray:
+        """One image ``[H, W, C]`` from a path, bytes, PIL image or array."""
+        if isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
+            return decode_image(item, self.channels)
+        if hasattr(item, "convert") and hasattr(item, "getbands"):  # a PIL image
+            from PIL import Image  # noqa: F401
+            arr = np.asarray(item.convert(_MODES.get(self.channels, "RGB")))
+            return arr[..., None] if arr.ndim == 2 else arr
+        array = _as_array(item)
+        if array.ndim == 2 and self.channels == 1:
+            array = array[..., None]
+        if array.ndim != 3:
+            raise ValueError(f"each image must be [height, width, channels]; received an "
+                             f"array of shape {array.shape}.")
+        return array
+
+    def to_batches(self, images) -> list:
+        """Normalise any accepted input to ``[(indices, float32 batch [N, H, W, C]), ...]``.
+
+        Images of different sizes form separate groups (each is resized in the graph).
+
+        Raises:
+            ValueError: an unsupported type, wrong rank or channel count, no images.
+        """
+        if hasattr(images, "numpy") and not isinstance(images, np.ndarray):
+            images = images.numpy()
+        if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)) or (
+                hasattr(images, "getbands")):
+            items = [self._image_from(images)]
+        elif isinstance(images, np.ndarray):
+            array = _as_array(images)
+            if array.ndim == 4:
+                items = None
+                batch = array
+            elif array.ndim == 3 and array.shape[-1] == self.channels:
+                items = None
+                batch = array[None]
+            elif array.ndim == 3 and self.channels == 1:
+                items = None
+                batch = array[..., None]
+            elif array.ndim == 2 and self.channels == 1:
+                items = None
+                batch = array[None, ..., None]
+            else:
+                raise ValueError(self._shape_message(array.shape))
+            if items is None:
+                return [(np.arange(len(batch)), self._check_batch(batch))]
+        elif isinstance(images, (list, tuple)):
+            if not images:
+                raise ValueError("no images to predict (received an empty list).")
+            if all(isinstance(v, (int, float, list, tuple)) and not isinstance(v, bool)
+                   for v in images) and not any(isinstance(v, (str, bytes)) for v in images):
+                return self.to_batches(_as_array(images))
+            items = [self._image_from(v) for v in images]
+        else:
+            raise ValueError("images must be a numpy array, a file path, encoded image bytes, "
+                             f"or a list of those. Received: {type(images).__name__}")
+        groups = {}
+        for i, image in enumerate(items):
+            groups.setdefault(image.shape, []).append(i)
+        return [(np.asarray(idx), self._check_batch(np.stack([items[i] for i in idx])))
+                for idx in groups.values()]
+
+    def _shape_message(self, shape) -> str:
+        c = self.channels
+        return (f"expected images of shape [batch, height, width, {c}] or a single image "
+                f"[height, width, {c}]{' (or [height, width])' if c == 1 else ''}; received "
+                f"an array of shape {tuple(shape)}.")
+
+    def _check_batch(self, batch) -> np.ndarray:
+        if batch.ndim != 4:
+            raise ValueError(self._shape_message(batch.shape))
+        if batch.shape[0] == 0:
+            raise ValueError("no images to predict (the batch is empty).")
+        if batch.shape[-1] != self.channels:
+            raise ValueError(f"{self.name} takes images with {self.channels} channel(s); "
+                             f"received {batch.shape[-1]} (array shape {tuple(batch.shape)}).")
+        for axis, want in ((1, self.input_shape[1]), (2, self.input_shape[2])):
+            if want is not None and batch.shape[axis] != want:
+                raise ValueError(f"{self.name} takes images of size "
+                                 f"{self.input_shape[1]}x{self.input_shape[2]}; received "
+                                 f"{batch.shape[1]}x{batch.shape[2]}.")
+        if min(batch.shape[1], batch.shape[2]) < 1:
+            raise ValueError(f"images must be at least 1x1; received shape {batch.shape}.")
+        batch = batch.astype(self.input_dtype.as_numpy_dtype, copy=False)
+        if not np.all(np.isfinite(batch)):
+            raise ValueError("pixel values must be finite numbers (no NaN or infinity).")
+        return batch
+
+    # -- prediction --------------------------------------------------------------------
+
+    def predict(self, images, batch_size=None, *, signature_name=None) -> dict:
+        """Run the serving signature on ``images``.
+
+        Args:
+            images: raw pixels in the model's raw range (``info["input"]["raw_range"]``,
+                0..255 for image data), as a uint8/integer/float array ``[N, H, W, C]`` or one
+                image ``[H, W, C]`` (``[H, W]`` for greyscale), any height and width; or
+                PNG/JPEG file paths or encoded bytes (converted to the model's channels),
+                or a list of these. A single image still gives a batch of one.
+            batch_size: run at most this many images at a time (default: all at once).
+            signature_name: default ``"serving_default"``.
+
+        Returns:
+            ``{output name: numpy array}``, e.g. ``probabilities [N, K]`` and
+            ``classes [N]`` for a classifier.
+
+        Raises:
+            ValueError: unsupported input, wrong rank or channel count, bad batch size.
+        """
+        if batch_size is not None and (isinstance(batch_size, bool) or
+                                       not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None. Received: "
+                             f"{batch_size!r}")
+        fn = self.function(signature_name)
+        groups = self.to_batches(images)
+        total = sum(len(idx) for idx, _ in groups)
+        results = {}
+        for idx, batch in groups:
+            step = batch_size or len(batch)
+            for start in range(0, len(batch), step):
+                out = self._call(fn, batch[start:start + step], signature_name)
+                for key, value in out.items():
+                    value = value.numpy()
+                    if key not in results:
+                        results[key] = np.zeros((total, *value.shape[1:]), value.dtype)
+                    results[key][idx[start:start + step]] = value
+        return results
+
+    def _call(self, fn, batch, signature_name):
+        """Call ``fn``; XLA-compiled functions get batches padded to a power of two, so
+        at most ~log2(N) batch shapes are ever compiled."""
+        n = len(batch)
+        if (signature_name or self.default_signature) not in self._compiled:
+            return fn(batch)
+        size = 1 << (n - 1).bit_length()
+        if size != n:
+            batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
+        return {k: v[:n] for k, v in fn(batch).items()}
+
+    def top_k(self, probabilities, k=5) -> list:
+        """``[[(label, probability), ...] per image]`` from a ``probabilities [N, K]`` array."""
+        probabilities = np.asarray(probabilities)
+        k = max(1, min(int(k), probabilities.shape[-1]))
+        order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
+        labels = self.labels or [str(i) for i in range(probabilities.shape[-1])]
+        return [[(labels[j] if j < len(labels) else str(j), float(p[j])) for j in row]
+                for p, row in zip(probabilities, order)]
+
+    def __repr__(self):
+        return (f"Servable(name={self.name!r}, version={self.version}, path={self.path!r}, "
+                f"jit_compiled={self.jit_compiled})")
+
+
+def load(path, *, jit_compile="auto") -> Servable:
+    """Load an exported model for prediction.
+
+    Args:
+        path: a version directory (``saved_models/lenet5/3``) or a model directory
+            (``saved_models/lenet5``: its newest version).
+        jit_compile: ``"auto"`` (default) compiles the serving function with XLA at load
+            time and falls back to the plain function if XLA fails; ``True`` raises
+            instead of falling back; ``False`` never compiles.
+
+    Returns:
+        A :class:`Servable`.
+
+    Raises:
+        FileNotFoundError: no SavedModel at ``path``.
+
+    Example:
+        >>> s = load("saved_models/lenet5")
+        >>> s.predict(np.zeros((2, 8, 8, 1), "uint8"))["probabilities"].shape
+        (2, 10)
+    """
+    return Servable(path, jit_compile=jit_compile)
+
+
+# --------------------------------------------------------------------------------------
+# CLI: zoo predict.
+
+def _write_png_atomic(array, path):
+    from PIL import Image
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _predict_table(servable, names, probabilities, top_k, truth=None):
+    import pandas as pd
+    rows = []
+    for i, (name, best) in enumerate(zip(names, servable.top_k(probabilities, top_k))):
+        for rank, (label, p) in enumerate(best, 1):
+            row = {"image": name if rank == 1 else "", "rank": rank, "label": label,
+                   "probability": f"{p:.4f}"}
+            if truth is not None:
+                row["true label"] = truth[i] if rank == 1 else ""
+            rows.append(row)
+    return pd.DataFrame.from_records(rows)
+
+
+def configure_predict(parser):
+    """``zoo predict MODEL_DIR IMAGE... [--top-k 5] [--out DIR] [--digits N]``."""
+    parser.add_argument("model_dir", metavar="MODEL_DIR",
+                        help="an exported model directory (newest version) or version directory")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="PNG/JPEG files")
+    parser.add_argument("--top-k", type=int, default=5, help="labels to show per image")
+    parser.add_argument("--digits", type=int, default=None, metavar="N",
+                        help="predict the first N test images of the embedded digits data")
+    parser.add_argument("--out", default="masks",
+                        help="segmentation: directory for the mask PNGs (default: masks)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
+    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+
+    def run(args):
+        from zoo.tables import to_text
+        if args.top_k < 1:
+            raise ValueError(f"--top-k must be >= 1. Received: {args.top_k}")
+        if args.digits is not None and args.digits < 1:
+            raise ValueError(f"--digits must be >= 1. Received: {args.digits}")
+        if not args.images and args.digits is None:
+            raise ValueError("give image files to predict, or --digits N")
+        servable = load(args.model_dir, jit_compile=not args.no_xla and "auto")
+        truth = None
+        if args.digits is not None:
+            from zoo.data import digits_arrays
+            x, y = digits_arrays("test")
+            n = min(args.digits, len(x))
+            images, names = x[:n], [f"digits test #{i}" for i in range(n)]
+            labels = servable.labels or [str(i) for i in range(10)]
+            truth = [labels[int(v)] if int(v) < len(labels) else str(int(v)) for v in y[:n]]
+        else:
+            images, names = list(args.images), list(args.images)
+            if images:
+                images = [decode_image(p, servable.channels) for p in images]
+        out = servable.predict(images, batch_size=args.batch_size)
+        task = servable.info.get("task") or ("segmentation" if "mask" in out else
+                                             "classification")
+        if task == "segmentation":
+            rows = []
+            for name, mask in zip(names, out["mask"]):
+                stem = os.path.splitext(os.path.basename(name))[0].replace(" ", "_").replace(
+                    "#", "")
+                target = os.path.join(args.out, f"{stem}_mask.png")
+                dtype = "uint8" if mask.max(initial=0) < 256 else "uint16"
+                _write_png_atomic(mask.astype(dtype), target)
+                counts = np.bincount(mask.ravel(), minlength=len(servable.labels or [0]))
+                top = int(np.argmax(counts))
+                label = servable.labels[top] if top < len(servable.labels) else str(top)
+                rows.append({"image": name, "mask": target, "most pixels": label,
+                             "share": f"{counts[top] / mask.size:.3f}"})
+            import pandas as pd
+            print(to_text(pd.DataFrame.from_records(rows), args.format).rstrip())
+            return 0
+        table = _predict_table(servable, names, out["probabilities"], args.top_k, truth)
+        print(to_text(table, args.format).rstrip())
+        if truth is not None:
+            labels = servable.labels or [str(i) for i in range(out["probabilities"].shape[-1])]
+            predicted = [labels[int(c)] for c in out["classes"]]
+            right = sum(p == t for p, t in zip(predicted, truth))
+            print(f"\n{right}/{len(truth)} correct ({servable.name} version "
+                  f"{servable.version}, XLA {'on' if servable.jit_compiled else 'off'})")
+        return 0
+
+    return run
+
+
+# --------------------------------------------------------------------------------------
+# CLI: zoo serve.
+
+def configure_serve(parser):
+    """``zoo serve BASE_DIR [--host 127.0.0.1] [--port 8501] [--max-request-mb 64]``."""
+    parser.add_argument("base_dir", metavar="BASE_DIR",
+                        help="directory of model directories (BASE_DIR/NAME/VERSION/)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    parser.add_argument("--max-request-mb", type=float, default=64.0,
+                        help="largest request body accepted, in MB (default 64)")
+    parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
+    parser.add_argument("--log-level", default="warning",
+                        choices=("critical", "error", "warning", "info", "debug"))
+
+    def run(args):
+        from zoo.server import serve
+        serve(args.base_dir, host=args.host, port=args.port,
+              max_request_bytes=int(args.max_request_mb * 1024 * 1024),
+              jit_compile=not args.no_xla and "auto", log_level=args.log_level)
+        return 0
+
+    return run

@@ -207,6 +207,8 @@ def xception(*, input_shape=None, num_classes=1000, include_top=True, pooling=No
         if shape[-1] != 3:
             raise ValueError("xception: weights='imagenet' needs 3 input channels. "
                              f"Received: input_shape={shape}")
+        # Fetch (or fail) before building anything.
+        weights = zoo_weights.fetch("xception", WEIGHT_FILES[include_top])
     inputs = keras.Input(shape=shape, name="images")
     x = build_modules(inputs)
     x = common.classifier_head(x, num_classes=num_classes, include_top=include_top,

@@ -33,7 +33,9 @@ Counting conventions (all figures are for one batch of ``batch_size`` images;
   ``Maximum``, ``Minimum``: ``inputs - 1`` per element), batch normalisation
   (a multiply and an add per element; at deployment it folds into the
   preceding convolution, so it is not a multiply-add of the network),
-  ``Rescaling``/``Normalization`` and the custom layers' extra additions.
+  ``Rescaling``/``Normalization`` (two per element), bilinear upsampling and
+  ``Resizing`` (four per output element) and the custom layers' extra
+  additions.
 - Activation functions, reshapes, padding, cropping, concatenation, dropout,
   noise and nearest-neighbour upsampling count zero arithmetic.
 - Any other layer counts zero and is named in a ``UserWarning`` (and in
@@ -55,7 +57,8 @@ axis) and jump (distance in input pixels between neighbouring output units):
 ``r_out = r_in + (k_eff - 1) * j_in`` and ``j_out = j_in * s`` for
 convolutions and pooling, ``k_eff = dilation * (k - 1) + 1``; transposed
 convolutions and upsampling divide the jump by the stride
-(``r_out = r_in + (ceil(k / s) - 1) * j_in``); layers that collapse the spatial
+(``r_out = r_in + (ceil(k / s) - 1) * j_in``), ``Resizing`` scales it by
+``in_size / out_size`` (bilinear interpolation adds one input step); layers that collapse the spatial
 axes (``Flatten``, global pooling) see their whole input map
 (``r_in + (n - 1) * j_in``, jump ``j_in * n``); layers with several inputs take
 the largest over their inputs (paths). Padding is ignored, so the receptive
@@ -407,6 +410,7 @@ def _layer_classes():
         "merge": get("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"),
         "affine": get("Rescaling", "Normalization"),
         "upsample": get("UpSampling1D", "UpSampling2D", "UpSampling3D"),
+        "resize": get("Resizing"),
         "flatten": get("Flatten"),
         "free": get("InputLayer", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "PReLU",
                     "Identity", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
@@ -483,9 +487,9 @@ def _cost(kind, op, ins, outs) -> tuple:
         return positions * dim * op.units, positions * dim * op.units
     if kind == "lrn":
         return _size(out) * (2 * op.depth_radius + 2), 2 * _size(out)
-    if kind == "upsample":
-        bilinear = getattr(op, "interpolation", "nearest") != "nearest"
-        return (2 * _size(out), 0) if bilinear else (0, 0)
+    if kind in ("upsample", "resize"):
+        nearest = getattr(op, "interpolation", "nearest") == "nearest"
+        return 0, 0 if nearest else 4 * _size(out)
     return 0, 0   # free layers, flatten
 
 
@@ -499,7 +503,7 @@ def _rf_window(r, j, kernel, stride, dilation=None):
     return r, j
 
 
-def _receptive_field(kind, op, ins, rfs, n_axes):
+def _receptive_field(kind, op, ins, outs, rfs, n_axes):
     """``(r, j)`` at the output of one call from its inputs' ``rfs``."""
     if not rfs:
         return (1,) * n_axes, (Fraction(1),) * n_axes
@@ -536,6 +540,11 @@ def _receptive_field(kind, op, ins, rfs, n_axes):
         if getattr(op, "interpolation", "nearest") != "nearest":
             r = tuple(ri + ji for ri, ji in zip(r, j))
         return r, tuple(ji / s for ji, s in zip(j, size))
+    if kind == "resize" and has_spatial:
+        spatial_out = _spatial(outs[0], op)
+        if getattr(op, "interpolation", "nearest") != "nearest":
+            r = tuple(ri + ji for ri, ji in zip(r, j))
+        return r, tuple(ji * Fraction(i, o) for ji, i, o in zip(j, spatial_in, spatial_out))
     if kind in ("flatten", "globalmax", "globalavg") and has_spatial:
         return _rf_window(r, j, spatial_in, spatial_in)
     return r, j
@@ -599,7 +608,7 @@ def profile(model, batch_size: int = 1) -> Profile:
             unknown.append((call.name, type(call.op).__name__))
         macs, other = _cost(kind, call.op, call.in_specs, call.out_specs) if kind else (0, 0)
         if call.inputs:
-            r, j = _receptive_field(kind, call.op, call.in_specs,
+            r, j = _receptive_field(kind, call.op, call.in_specs, call.out_specs,
                                     [rf[k] for k in call.inputs], n_axes)
         else:
             r, j = (1,) * n_axes, (Fraction(1),) * n_axes

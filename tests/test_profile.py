@@ -1,0 +1,466 @@
+"""zoo.profile: multiply-adds, activation memory and receptive field.
+
+Small hand-built graphs pin the rules with answers worked out by hand; the
+registered models pin the papers' figures. Building a model costs the same at
+any input size (no forward pass is run), so the registered models are built
+once each, at their default input, and only their profiles are kept.
+"""
+
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import keras
+from keras import layers as L
+
+import zoo
+import zoo.profile as zprofile
+from zoo import cli
+
+
+def conv(filters, kernel, name, **kw):
+    return L.Conv2D(filters, kernel, use_bias=False, name=name, **kw)
+
+
+def chain_model(sizes=(8, 8, 1), filters=(4, 2)):
+    x = inputs = keras.Input(sizes, name="x")
+    for i, f in enumerate(filters):
+        x = conv(f, 3, f"c{i + 1}", padding="same")(x)
+    return keras.Model(inputs, x, name="chain")
+
+
+def row(p, name):
+    return p.layers.set_index("name").loc[name]
+
+
+# ---------------------------------------------------------------------------
+# Multiply-adds per layer type, worked out by hand.
+
+def single_layer_macs(layer, input_shape):
+    x = keras.Input(input_shape, name="x")
+    p = zprofile.profile(keras.Model(x, layer(x)))
+    return p.layers.iloc[-1]
+
+
+@pytest.mark.parametrize("layer,input_shape,macs,other,out_shape", [
+    # 8x8 positions x 8 filters x 3x3 kernel x 4/2 input maps per group
+    (L.Conv2D(8, 3, padding="same", groups=2, name="l"), (8, 8, 4), 64 * 8 * 9 * 2, 0, (8, 8, 8)),
+    # stride 2: 4x4 positions
+    (L.Conv2D(8, 3, strides=2, padding="same", name="l"), (8, 8, 4), 16 * 8 * 9 * 4, 0, (4, 4, 8)),
+    # valid 5x5 on 32x32x1 (LeNet's C1)
+    (L.Conv2D(6, 5, name="l"), (32, 32, 1), 28 * 28 * 6 * 25, 0, (28, 28, 6)),
+    # depthwise, multiplier 2: 64 positions x 4 maps x 2 x 9
+    (L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="l"), (8, 8, 4),
+     64 * 4 * 2 * 9, 0, (8, 8, 8)),
+    # separable: depthwise 64*4*9 + pointwise 64*4*8
+    (L.SeparableConv2D(8, 3, padding="same", name="l"), (8, 8, 4), 64 * 4 * 9 + 64 * 4 * 8, 0,
+     (8, 8, 8)),
+    # transposed: every input pixel scatters a 2x2x3 kernel per input map: 16*5*4*3
+    (L.Conv2DTranspose(3, 2, strides=2, name="l"), (4, 4, 5), 16 * 5 * 4 * 3, 0, (8, 8, 3)),
+    (L.Dense(10, name="l"), (20,), 200, 0, (10,)),
+    # dense on a feature map acts per pixel
+    (L.Dense(3, name="l"), (2, 2, 5), 4 * 3 * 5, 0, (2, 2, 3)),
+    # max pool 2x2: 3 comparisons per output; average pool: 3 additions + 1 division
+    (L.MaxPooling2D(2, name="l"), (8, 8, 4), 0, 64 * 3, (4, 4, 4)),
+    (L.AveragePooling2D(2, name="l"), (8, 8, 4), 0, 64 * 4, (4, 4, 4)),
+    (L.MaxPooling2D(3, strides=2, name="l"), (9, 9, 2), 0, 4 * 4 * 2 * 8, (4, 4, 2)),
+    # global average pool over 4x4x3: 15 additions + 1 division per channel
+    (L.GlobalAveragePooling2D(name="l"), (4, 4, 3), 0, 3 * 16, (3,)),
+    (L.GlobalMaxPooling2D(name="l"), (4, 4, 3), 0, 3 * 15, (3,)),
+    # batch norm: a multiply and an add per element, not a multiply-add of the network
+    (L.BatchNormalization(name="l"), (4, 4, 3), 0, 2 * 48, (4, 4, 3)),
+    (L.Activation("relu", name="l"), (4, 4, 3), 0, 0, (4, 4, 3)),
+    (L.UpSampling2D(2, name="l"), (4, 4, 3), 0, 0, (8, 8, 3)),
+    (L.UpSampling2D(2, interpolation="bilinear", name="l"), (4, 4, 3), 0, 4 * 192, (8, 8, 3)),
+])
+def test_layer_macs(layer, input_shape, macs, other, out_shape):
+    r = single_layer_macs(layer, input_shape)
+    assert (r["macs"], r["other_ops"], r["output_shape"]) == (macs, other, out_shape)
+
+
+def test_merge_counts_one_op_per_extra_input():
+    x = keras.Input((4, 4, 2), name="x")
+    a, b = conv(2, 1, "a")(x), conv(2, 1, "b")(x)
+    added = L.Add(name="add3")([x, a, b])
+    summed = keras.ops.add(added, a)   # a keras op node in the graph
+    p = zprofile.profile(keras.Model(x, summed))
+    assert row(p, "add3")["other_ops"] == 2 * 32
+    assert p.layers.iloc[-1]["other_ops"] == 32
+    assert p.unknown == ()
+
+
+def test_custom_layers_lenet5():
+    p = zprofile.profile(zoo.lenet5())
+    macs = p.layers.set_index("name")["macs"].to_dict()
+    assert macs["C1"] == 28 * 28 * 6 * 25
+    assert macs["S2"] == 14 * 14 * 6            # coefficient x window sum + bias
+    assert row(p, "S2")["other_ops"] == 14 * 14 * 6 * 3
+    assert macs["C3"] == 10 * 10 * 25 * 60      # only the 60 connected 5x5 kernels
+    assert macs["S4"] == 5 * 5 * 16
+    assert macs["C5"] == 120 * 400
+    assert macs["F6"] == 84 * 120
+    assert macs["Out"] == 84 * 10               # squared distances to 10 RBF centres
+    assert p.totals.macs == 328_096 and p.totals.flops == 656_192
+    assert (p.totals.trainable_params, p.totals.non_trainable_params) == (60_000, 840)
+
+
+def test_local_response_normalization():
+    p = zprofile.profile(zoo.alexnet(local_response_normalization=True))
+    # depth radius 2: 5 squares summed + (bias + alpha * sum) per element
+    assert row(p, "C1_lrn")["macs"] == 55 * 55 * 96 * 6
+    assert row(p, "C1")["macs"] == 55 * 55 * 96 * 11 * 11 * 3
+
+
+def test_unknown_layers_warn_and_count_zero():
+    x = keras.Input((4, 4, 2), name="x")
+    y = L.Lambda(lambda t: t * 2.0, name="double")(conv(2, 1, "a")(x))
+    with pytest.warns(UserWarning, match=r"double \(Lambda\)"):
+        p = zprofile.profile(keras.Model(x, y))
+    assert p.unknown == (("double", "Lambda"),)
+    assert row(p, "double")["macs"] == 0 and p.totals.macs == 16 * 2 * 2
+
+
+def test_known_layers_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zprofile.profile(chain_model())
+
+
+def test_batch_size_scales_counts_and_memory():
+    one, three = zprofile.profile(chain_model()), zprofile.profile(chain_model(), batch_size=3)
+    assert three.totals.macs == 3 * one.totals.macs
+    assert three.totals.inference_activation_bytes == 3 * one.totals.inference_activation_bytes
+    assert three.totals.training_activation_bytes == 3 * one.totals.training_activation_bytes
+    assert three.totals.params == one.totals.params
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_bad_batch_size(bad):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        zprofile.profile(chain_model(), batch_size=bad)
+
+
+def test_unknown_input_size_is_refused():
+    x = keras.Input((None, None, 3), name="x")
+    with pytest.raises(ValueError, match="fixed input_shape"):
+        zprofile.profile(keras.Model(x, conv(2, 3, "c")(x)))
+
+
+def test_module_is_callable_and_package_attribute():
+    model = chain_model()
+    assert zoo.profile(model).totals.macs == zprofile.profile(model).totals.macs
+    assert zoo.profile.model_table is zprofile.model_table
+
+
+# ---------------------------------------------------------------------------
+# Activation memory, worked out by hand (float32 = 4 bytes).
+
+def test_chain_memory_is_two_consecutive_layers():
+    # x 8x8x1 = 256 B, c1 8x8x4 = 1024 B, c2 8x8x2 = 512 B
+    p = zprofile.profile(chain_model())
+    assert list(p.layers["activation_bytes"]) == [256, 1024, 512]
+    assert p.totals.inference_activation_bytes == max(256 + 1024, 1024 + 512)
+    assert p.totals.inference_peak_layer == "c2"
+    assert p.totals.training_activation_bytes == 256 + 1024 + 512
+    assert p.totals.macs == 64 * 4 * 9 * 1 + 64 * 2 * 9 * 4
+
+
+def skip_model(skip):
+    # x 4x4x1 = 64 B -> a 4x4x4 = 256 B -> b 4x4x4 = 256 B -> c 4x4x1 = 64 B [-> x + c]
+    x = keras.Input((4, 4, 1), name="x")
+    c = conv(1, 1, "c")(conv(4, 1, "b")(conv(4, 1, "a")(x)))
+    y = L.Add(name="add")([x, c]) if skip else c
+    return keras.Model(x, y)
+
+
+def test_skip_connection_keeps_its_tensor_alive():
+    plain, skip = zprofile.profile(skip_model(False)), zprofile.profile(skip_model(True))
+    # plain: x+a = 320, a+b = 512, b+c = 320
+    assert plain.totals.inference_activation_bytes == 512
+    # skip: x stays alive until the add: x+a = 320, x+a+b = 576, x+b+c = 384, x+c+add = 192
+    assert skip.totals.inference_activation_bytes == 576
+    assert skip.totals.inference_peak_layer == "b"
+    assert skip.totals.training_activation_bytes == 64 + 256 + 256 + 64 + 64
+    assert skip.totals.other_ops == 16
+
+
+def test_branches_are_alive_together():
+    # x 64 B; p, q 4x4x2 = 128 B each; concat 256 B.
+    x = keras.Input((4, 4, 1), name="x")
+    p, q = conv(2, 1, "p")(x), conv(2, 1, "q")(x)
+    y = L.Concatenate(name="cat")([p, q])
+    prof = zprofile.profile(keras.Model(x, y))
+    # p: x+p = 192; q: x+p+q = 320; cat: p+q+cat = 512
+    assert prof.totals.inference_activation_bytes == 512
+    assert prof.totals.training_activation_bytes == 64 + 128 + 128 + 256
+
+
+def test_model_outputs_are_kept():
+    # x 64 B -> a 256 B (an output) -> b 64 B -> c 64 B (an output)
+    x = keras.Input((4, 4, 1), name="x")
+    a = conv(4, 1, "a")(x)
+    c = conv(1, 1, "c")(conv(1, 1, "b")(a))
+    both = zprofile.profile(keras.Model(x, [a, c]))
+    last = zprofile.profile(keras.Model(x, c))
+    assert last.totals.inference_activation_bytes == 320          # x+a, a+b
+    assert both.totals.inference_activation_bytes == 256 + 64 + 64  # a kept while c runs
+
+
+def test_dtypes_set_the_bytes():
+    x = keras.Input((4, 4, 2), name="x")
+    h = L.Conv2D(4, 1, name="half", dtype="float16")(L.Activation("linear", dtype="float16",
+                                                                  name="cast")(x))
+    y = L.Conv2D(2, 1, name="mixed", dtype="mixed_float16")(h)
+    p = zprofile.profile(keras.Model(x, y))
+    assert list(p.layers["activation_bytes"]) == [16 * 2 * 4, 16 * 2 * 2, 16 * 4 * 2, 16 * 2 * 2]
+    # weights: half = (2*4 + 4) float16, mixed = (4*2 + 2) float32 (mixed keeps float32 weights)
+    assert p.totals.weight_bytes == {"float16": 12 * 2, "float32": 10 * 4}
+    assert p.totals.total_weight_bytes == 64
+
+
+# ---------------------------------------------------------------------------
+# Receptive field and jump.
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_stride_one_stack(depth):
+    p = zprofile.profile(chain_model(sizes=(32, 32, 1), filters=(2,) * depth))
+    assert list(p.layers["rf_h"]) == [1 + 2 * i for i in range(depth + 1)]
+    assert list(p.layers["rf_w"]) == list(p.layers["rf_h"])
+    assert set(p.layers["jump_h"]) == {1.0}
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_stride_two_stack(depth):
+    x = inputs = keras.Input((64, 64, 1), name="x")
+    for i in range(depth):
+        x = conv(2, 3, f"s{i}", strides=2, padding="same")(x)
+    p = zprofile.profile(keras.Model(inputs, x))
+    assert p.layers["rf_h"].iloc[-1] == 2 ** (depth + 1) - 1
+    assert p.layers["jump_h"].iloc[-1] == 2 ** depth
+
+
+def test_lenet5_c5_sees_the_whole_input():
+    for variant in ("classic", "modern"):
+        p = zprofile.profile(zoo.lenet5(variant=variant))
+        r = row(p, "C5")
+        assert (r["rf_h"], r["rf_w"], r["jump_h"]) == (32, 32, 4)
+        assert list(p.layers["rf_h"][:4]) == [1, 5, 6, 6 if variant == "classic" else 14]
+
+
+def test_branches_take_the_largest_path_and_axes_differ():
+    x = keras.Input((16, 16, 1), name="x")
+    wide = conv(1, (1, 7), "wide", padding="same")(x)
+    tall = conv(1, 5, "tall", padding="same", dilation_rate=2)(x)   # k_eff = 9
+    y = L.Concatenate(name="cat")([wide, tall])
+    p = zprofile.profile(keras.Model(x, y))
+    assert (row(p, "wide")["rf_h"], row(p, "wide")["rf_w"]) == (1, 7)
+    assert (row(p, "tall")["rf_h"], row(p, "tall")["rf_w"]) == (9, 9)
+    assert (row(p, "cat")["rf_h"], row(p, "cat")["rf_w"]) == (9, 9)
+
+
+def measured_receptive_field(model):
+    """Largest extent (rows, cols) of the input pixels that reach one output
+    pixel, measured by feeding every one-pixel image through a model with
+    positive weights (so nothing cancels)."""
+    h, w = model.inputs[0].shape[1:3]
+    deltas = np.eye(h * w, dtype="float32").reshape(h * w, h, w, 1)
+    out = model.predict(deltas, verbose=0, batch_size=256)[..., 0]   # (h*w, H, W)
+    reach = out.reshape(h, w, *out.shape[1:]) > 0
+    best = [0, 0]
+    for a in range(out.shape[1]):
+        for b in range(out.shape[2]):
+            rows, cols = np.nonzero(reach[:, :, a, b])
+            best[0] = max(best[0], rows.max() - rows.min() + 1)
+            best[1] = max(best[1], cols.max() - cols.min() + 1)
+    return tuple(best)
+
+
+def test_receptive_field_matches_measurement():
+    ones = dict(use_bias=False, kernel_initializer="ones")
+    x = keras.Input((40, 40, 1), name="x")
+    y = L.Conv2D(1, 3, name="c1", **ones)(x)
+    y = L.AveragePooling2D(2, name="pool")(y)
+    y = L.Conv2D(1, (3, 2), dilation_rate=2, name="c2", **ones)(y)
+    y = L.Conv2D(1, 3, strides=2, name="c3", **ones)(y)
+    y = L.Conv2DTranspose(1, 3, strides=2, name="up", **ones)(y)
+    y = L.Conv2D(1, 3, name="c4", **ones)(y)
+    model = keras.Model(x, y)
+    p = zprofile.profile(model)
+    last = p.layers.iloc[-1]
+    # c1 3, pool 4 (jump 2), c2 k_eff 5x3: 12x8, c3: 16x12 (jump 4),
+    # up ceil(3/2) = 2 input pixels: 20x16 (jump 2), c4: 24x20
+    assert (last["rf_h"], last["rf_w"]) == measured_receptive_field(model) == (24, 20)
+    assert last["jump_h"] == 2
+
+
+def test_global_pooling_sees_the_whole_map():
+    x = keras.Input((8, 8, 1), name="x")
+    y = L.GlobalAveragePooling2D(name="gap")(conv(1, 3, "c", padding="same")(x))
+    r = zprofile.profile(keras.Model(x, y)).layers.iloc[-1]
+    assert (r["rf_h"], r["jump_h"]) == (3 + 7, 8)
+
+
+# ---------------------------------------------------------------------------
+# Nested models and shared layers.
+
+def test_nested_models_are_flattened():
+    inp = keras.Input((16, 16, 3), name="x")
+    y = conv(4, 3, "c1", padding="same")(inp)
+    backbone = keras.Model(inp, conv(4, 3, "c2", strides=2, padding="same")(y), name="backbone")
+    head = keras.Sequential([keras.Input((8, 8, 4)), L.Conv2D(2, 1, name="s1")], name="head")
+    img = keras.Input((16, 16, 3), name="img")
+    out = L.Dense(3, name="fc")(L.Flatten(name="flat")(head(backbone(img))))
+    model = keras.Model(img, out)
+    p = zprofile.profile(model)
+    assert list(p.layers["name"]) == ["img", "backbone/c1", "backbone/c2", "head/s1", "flat", "fc"]
+    assert p.totals.params == model.count_params() == p.layers["params"].sum()
+    assert p.totals.macs == 256 * 4 * 27 + 64 * 4 * 36 + 64 * 2 * 4 + 3 * 128
+    assert list(p.layers["rf_h"]) == [1, 3, 5, 5, 5 + 7 * 2, 19]
+    # the nested model's output is the outer tensor, not a second copy
+    assert p.totals.training_activation_bytes == p.layers["activation_bytes"].sum()
+
+
+def test_shared_layer_counts_params_once():
+    x = keras.Input((4, 4, 2), name="x")
+    shared = conv(2, 1, "shared")
+    y = shared(shared(x))
+    p = zprofile.profile(keras.Model(x, y))
+    assert list(p.layers["name"]) == ["x", "shared", "shared#2"]
+    assert list(p.layers["params"]) == [0, 4, 0] and p.totals.params == 4
+    assert p.totals.macs == 2 * 16 * 2 * 2
+
+
+# ---------------------------------------------------------------------------
+# Registered models: each built once, at its default input.
+
+@pytest.fixture(scope="module")
+def profiles():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            model = zoo.get_model(name)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                p = zprofile.profile(model)
+            cache[name] = (p, model.count_params(), tuple(model.inputs[0].shape[1:]),
+                           [str(w.message) for w in caught if "profile" in str(w.message)])
+            del model
+            keras.backend.clear_session()
+        return cache[name]
+
+    return get
+
+
+def require(name):
+    if name not in zoo.list_models():
+        pytest.skip(f"{name} is not registered")
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_registered_model(profiles, name):
+    p, params, (h, w, _), messages = profiles(name)
+    assert messages == [] and p.unknown == ()
+    assert p.totals.params == params == p.layers["params"].sum()
+    assert p.totals.macs == p.layers["macs"].sum() > 0
+    assert p.totals.training_activation_bytes == p.layers["activation_bytes"].sum()
+    assert (p.layers["activation_bytes"].max() < p.totals.inference_activation_bytes
+            < p.totals.training_activation_bytes)
+    last = p.layers.iloc[-1]
+    if zoo.model_info(name).task == "classification":
+        assert last["rf_h"] >= h and last["rf_w"] >= w   # a class score sees the whole image
+    else:
+        assert last["jump_h"] == 1                        # a per-pixel output
+
+
+PAPER_MACS = {"resnet18": 1.8e9, "resnet34": 3.6e9, "resnet50": 3.8e9, "resnet101": 7.6e9,
+              "resnet152": 11.3e9}
+# shared/tables/README.md: an independent count on the keras.applications graphs.
+COUNTED_MACS = {"resnet50": 3.858e9, "resnet101": 7.570e9, "resnet152": 11.282e9,
+                "resnet50_v2": 3.482e9, "xception": 8.357e9, "inception_v3": 5.713e9}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_MACS))
+def test_resnet_paper_table_1(profiles, name):
+    require(name)
+    macs = profiles(name)[0].totals.macs
+    assert abs(macs / PAPER_MACS[name] - 1) < 0.03
+
+
+@pytest.mark.parametrize("name", sorted(COUNTED_MACS))
+def test_published_counts(profiles, name):
+    require(name)
+    p, _, shape, _ = profiles(name)
+    assert shape[:2] == ((299, 299) if name in ("xception", "inception_v3") else (224, 224))
+    assert abs(p.totals.macs / COUNTED_MACS[name] - 1) < 0.005
+
+
+def test_resnet18_exact_and_scaling(profiles):
+    """Every convolution of ResNet-18 scales with the image area when the side
+    is a multiple of 32; only the classifier's 512x1000 stays the same."""
+    require("resnet18")
+    p224 = profiles("resnet18")[0]
+    p64 = zprofile.profile(zoo.get_model("resnet18", input_shape=(64, 64, 3)))
+    fc = 512 * 1000
+    assert p224.totals.macs == 1_814_073_344
+    assert (p64.totals.macs - fc) * 49 == (p224.totals.macs - fc) * 4   # (224/64)^2 = 49/4
+    conv1 = row(p224, "conv1_conv")
+    assert (conv1["macs"], conv1["rf_h"], conv1["jump_h"]) == (112 * 112 * 64 * 49 * 3, 7, 2)
+    keras.backend.clear_session()
+
+
+# ---------------------------------------------------------------------------
+# model_table and the CLI.
+
+def test_model_table():
+    table = zprofile.model_table(["lenet5"])
+    assert list(table.columns) == ["name", "input", "params", "GMACs", "inference MB",
+                                   "training MB"]
+    assert table.to_dict("records") == [{
+        "name": "lenet5", "input": "32x32x1", "params": 60_840, "GMACs": 0.0,
+        # peak: C1 (28x28x6) + S2 (14x14x6) floats; all: 43,256 bytes
+        "inference MB": round((4704 + 1176) * 4 / 1e6, 2), "training MB": 0.04}]
+    with pytest.raises(ValueError, match="Unknown model"):
+        zprofile.model_table(["lenet6"])
+
+
+def test_cli_summary_csv(capsys):
+    assert cli.main(["summary", "lenet5", "--format", "csv", "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    layers_csv, totals_csv = out.strip().split("\n\n")
+    import io
+    df = pd.read_csv(io.StringIO(layers_csv))
+    c5 = df.set_index("layer").loc["C5"]
+    assert (c5["output"], c5["MACs"], str(c5["receptive field"]), str(c5["jump"])) == (
+        "1x1x120", 96_000, "32", "4")
+    assert "1,312,384" in totals_csv   # FLOPs for a batch of 2
+
+
+def test_cli_summary_markdown_input_shape_and_plot(capsys, tmp_path):
+    target = tmp_path / "lenet.png"
+    assert cli.main(["summary", "lenet5", "--input-shape", "36,36,1", "--plot",
+                     str(target)]) == 0
+    out = capsys.readouterr().out
+    assert "| C5 " in out and "2x2x120" in out and "multiply-adds (MACs)" in out
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(tmp_path) == ["lenet.png"]   # no temporary file left
+
+
+@pytest.mark.parametrize("args,message", [
+    (["summary", "lenet6"], "Unknown model 'lenet6'"),
+    (["summary", "lenet5", "--batch-size", "0"], "--batch-size must be a positive integer"),
+    (["summary", "lenet5", "--plot", "/nonexistent-dir/p.png"], "directory does not exist"),
+    (["summary", "lenet5", "--plot", "p.jpg"], "must name a .png file"),
+    (["summary", "lenet5", "--format", "html"], "invalid choice"),
+])
+def test_cli_errors_are_one_line(capsys, args, message):
+    try:
+        code = cli.main(args)
+    except SystemExit as exc:   # argparse errors
+        code = exc.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("zoo")]
+    assert code == 2 and len(lines) == 1 and message in lines[0]
+    assert "Traceback" not in err

@@ -568,7 +568,7 @@ def resnet_table(model) -> pd.DataFrame:
     column = f"{depth}-layer"
     df = pd.DataFrame.from_records(records, columns=["layer name", "output size", column])
     flops = _multiply_adds(model)
-    exponent = len(str(flops)) - 1
-    df.loc[len(df)] = ["FLOPs", "", f"{flops / 10 ** exponent:.1f}x10^{exponent}"]
+    exponent = 9 if flops >= 10 ** 9 else len(str(flops)) - 1  # the paper writes 11.3x10^9
+    df.loc[len(df)] = ["FLOPs", "", f"{flops / 10 ** exponent:.2f}x10^{exponent}"]
     df["params"] = pd.array([params.get(r) for r in df["layer name"]], dtype="Int64")
     return df

@@ -1,0 +1,703 @@
+"""Search spaces for every zoo family, as ``keras_tuner.HyperModel`` classes.
+
+Each HyperModel calls the zoo's own builder (``zoo.get_builder(name)``) with
+the architecture choices the builder exposes, compiles the model with
+``zoo.train.compile_model`` and trains it with ``model.fit``. No architecture
+code lives here.
+
+A space is a list of :class:`Param` entries. Every entry has a documented
+default equal to the builder's (architecture) or the training default
+(``zoo.train.compile_model``/``zoo.train.fit``), so a trial that draws all
+defaults trains exactly the model ``zoo train`` would train. A space can be
+printed (:meth:`ZooHyperModel.describe`), narrowed (:meth:`ZooHyperModel.set`)
+and fixed (:meth:`ZooHyperModel.fix`)::
+
+    hm = ResNetHyperModel(input_shape=(32, 32, 3), num_classes=10)
+    hm.fix("depth", 18).set("lr", (1e-4, 1e-2)).set("batch_size", [64, 128])
+    print(hm.describe())
+
+Narrowing rules (the same for ``--set name=...`` on the command line):
+
+- one value (``lr=1e-3``, or a scalar in Python) fixes the hyperparameter;
+- a comma list (``depth=18,34``; a Python list) makes it a choice of those values;
+- ``lo:hi`` (a Python 2-tuple) narrows a float or integer range, keeping its
+  sampling (log for the learning rate); on a numeric choice it keeps the
+  choices inside ``[lo, hi]``.
+
+Choices that name builder options (ResNet depth, LeNet variant, pooling, U-Net
+upsampling, optimizer) accept only their listed values; numbers accept any
+value in their valid range (learning rate > 0, dropout in [0, 1), ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Optional
+
+import keras
+import keras_tuner as kt
+
+from zoo.train import OPTIMIZERS
+
+__all__ = [
+    "Param", "ZooHyperModel", "LeNet5HyperModel", "AlexNetHyperModel", "GoogLeNetHyperModel",
+    "InceptionV3HyperModel", "XceptionHyperModel", "ResNetHyperModel", "UNetHyperModel",
+    "HYPERMODELS", "get_hypermodel", "parse_assignments", "augment_dataset", "rebatch",
+]
+
+KINDS = ("choice", "float", "int", "boolean", "fixed")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One hyperparameter of a search space.
+
+    Attributes:
+        name: the hyperparameter's name (``lr``, ``depth``, ...).
+        kind: ``"choice"``, ``"float"``, ``"int"``, ``"boolean"`` or ``"fixed"``.
+        default: the default value (the builder's or the training default).
+        values: the choices (``kind="choice"``).
+        min_value, max_value: the range (``float``/``int``).
+        step: quantisation step of the range (``None``: continuous floats).
+        sampling: ``"linear"`` or ``"log"``.
+        grid_step: the step used when the tuner is ``grid`` and ``step`` is None
+            (grid search needs a finite set of values).
+        group: ``"architecture"`` or ``"training"``.
+        arg: the builder keyword argument the value is passed to (``None`` for
+            values the HyperModel uses itself).
+        help: one-line description.
+        strict: choices must come from ``values`` (builder options).
+        valid: predicate any value must satisfy, with ``valid_text`` saying so.
+        vtype: the value type (``int``, ``float``, ``str``, ``bool``).
+    """
+
+    name: str
+    kind: str
+    default: Any
+    values: tuple = ()
+    min_value: Optional[float] = None
+    max_value: Optional[float] = None
+    step: Optional[float] = None
+    sampling: str = "linear"
+    grid_step: Optional[float] = None
+    group: str = "training"
+    arg: Optional[str] = None
+    help: str = ""
+    strict: bool = False
+    valid: Optional[Callable[[Any], bool]] = None
+    valid_text: str = ""
+    vtype: type = float
+
+    # -- declaring ---------------------------------------------------------------------
+    def declare(self, hp: kt.HyperParameters, grid: bool = False):
+        """Declare this hyperparameter on ``hp`` and return its current value."""
+        if self.kind == "fixed":
+            return hp.Fixed(self.name, self.default)
+        if self.kind == "choice":
+            return hp.Choice(self.name, list(self.values), default=self.default)
+        if self.kind == "boolean":
+            return hp.Boolean(self.name, default=self.default)
+        step = self.step if self.step is not None else (self.grid_step if grid else None)
+        if self.kind == "int":
+            return hp.Int(self.name, int(self.min_value), int(self.max_value),
+                          step=int(step) if step else None, sampling=self.sampling,
+                          default=self.default)
+        return hp.Float(self.name, self.min_value, self.max_value, step=step,
+                        sampling=self.sampling, default=self.default)
+
+    def describe(self) -> dict:
+        """One row of :meth:`ZooHyperModel.describe`."""
+        if self.kind in ("choice",):
+            values = ", ".join(_fmt(v) for v in self.values)
+        elif self.kind == "boolean":
+            values = "True, False"
+        elif self.kind == "fixed":
+            values = _fmt(self.default)
+        else:
+            values = f"{_fmt(self.min_value)} .. {_fmt(self.max_value)}"
+            extras = [self.sampling] if self.sampling != "linear" else []
+            if self.step:
+                extras.append(f"step {_fmt(self.step)}")
+            if extras:
+                values += f" ({', '.join(extras)})"
+        return {"name": self.name, "group": self.group, "type": self.kind,
+                "values": values, "default": _fmt(self.default),
+                "builder argument": self.arg or "", "description": self.help}
+
+    # -- values --------------------------------------------------------------------------
+    def convert(self, value):
+        """``value`` (or its text form) as this hyperparameter's type, checked."""
+        original = value
+        try:
+            if self.vtype is bool:
+                if isinstance(value, str):
+                    text = value.strip().lower()
+                    if text not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError
+                    value = text in ("true", "1", "yes")
+                elif not isinstance(value, bool):
+                    raise ValueError
+            elif self.vtype is int:
+                if isinstance(value, str):
+                    value = float(value.strip())
+                if isinstance(value, bool) or float(value) != int(value):
+                    raise ValueError
+                value = int(value)
+            elif self.vtype is float:
+                if isinstance(value, bool):
+                    raise ValueError
+                value = float(value.strip() if isinstance(value, str) else value)
+            else:
+                value = str(value).strip()
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"hyperparameter {self.name!r} takes {self.vtype.__name__} values. "
+                             f"Received: {original!r}") from None
+        if self.strict and value not in self.values:
+            raise ValueError(f"hyperparameter {self.name!r} must be one of "
+                             f"{', '.join(_fmt(v) for v in self.values)}. Received: {original!r}")
+        if self.valid is not None and not self.valid(value):
+            raise ValueError(f"hyperparameter {self.name!r} must be {self.valid_text}. "
+                             f"Received: {original!r}")
+        return value
+
+    def fixed(self, value) -> "Param":
+        """This hyperparameter fixed to ``value``."""
+        return dataclasses.replace(self, kind="fixed", default=self.convert(value))
+
+    def narrowed(self, spec) -> "Param":
+        """This hyperparameter narrowed to ``spec`` (see the module docstring)."""
+        spec = _parse_spec(spec)
+        if not isinstance(spec, (list, tuple)):
+            return self.fixed(spec)
+        if isinstance(spec, tuple):  # a range
+            if self.vtype not in (int, float) or self.kind not in ("float", "int", "choice"):
+                raise ValueError(f"hyperparameter {self.name!r} is a {self.kind}; a range "
+                                 f"lo:hi applies to numbers only. Received: "
+                                 f"{_fmt(spec[0])}:{_fmt(spec[1])}")
+            lo, hi = self.convert(spec[0]), self.convert(spec[1])
+            if lo > hi:
+                raise ValueError(f"hyperparameter {self.name!r}: range low must not exceed "
+                                 f"high. Received: {_fmt(lo)}:{_fmt(hi)}")
+            if self.kind == "choice":
+                kept = [v for v in self.values if lo <= v <= hi]
+                if not kept:
+                    raise ValueError(f"hyperparameter {self.name!r}: no choice of "
+                                     f"{', '.join(_fmt(v) for v in self.values)} lies in "
+                                     f"{_fmt(lo)}:{_fmt(hi)}")
+                return self._choice(kept)
+            if lo == hi:
+                return self.fixed(lo)
+            if self.kind == "fixed":
+                raise ValueError(f"hyperparameter {self.name!r} is fixed")
+            default = self.default if lo <= self.default <= hi else lo
+            return dataclasses.replace(self, min_value=lo, max_value=hi, default=default)
+        values = [self.convert(v) for v in spec]
+        values = list(dict.fromkeys(values))
+        if len(values) == 1:
+            return self.fixed(values[0])
+        if self.vtype is bool:
+            return dataclasses.replace(self, kind="boolean", values=(),
+                                       default=self.default if self.kind != "fixed" else False)
+        return self._choice(values)
+
+    def _choice(self, values) -> "Param":
+        if len(values) == 1:
+            return self.fixed(values[0])
+        default = self.default if self.default in values else values[0]
+        return dataclasses.replace(self, kind="choice", values=tuple(values), default=default)
+
+
+def _parse_spec(spec):
+    """Text ``"a,b"`` -> list, ``"lo:hi"`` -> tuple, other text -> scalar text;
+    Python lists/tuples/scalars pass through (a tuple must have two entries)."""
+    if isinstance(spec, str):
+        text = spec.strip()
+        if "," in text:
+            return [v for v in (p.strip() for p in text.split(",")) if v]
+        if ":" in text:
+            lo, _, hi = text.partition(":")
+            return (lo, hi)
+        return text
+    if isinstance(spec, tuple):
+        if len(spec) != 2:
+            raise ValueError(f"a range is a (low, high) pair. Received: {spec!r}")
+        return spec
+    if isinstance(spec, (list, set, frozenset)):
+        if not spec:
+            raise ValueError("a list of values must not be empty")
+        return list(spec)
+    return spec
+
+
+def parse_assignments(items, what="--set") -> dict:
+    """``["lr=1e-3", "depth=18,34"]`` -> ``{"lr": "1e-3", "depth": "18,34"}``.
+
+    Raises:
+        ValueError: an item without ``=`` or a name given twice.
+    """
+    result = {}
+    for item in items or ():
+        name, sep, value = str(item).partition("=")
+        name = name.strip()
+        if not sep or not name or not value.strip():
+            raise ValueError(f"{what} expects NAME=VALUE (e.g. lr=1e-3, depth=18,34, "
+                             f"lr=1e-4:1e-2). Received: {item!r}")
+        if name in result:
+            raise ValueError(f"{what} names {name!r} twice")
+        result[name] = value
+    return result
+
+
+# -- the shared training space --------------------------------------------------------------
+
+
+
+def _positive(v):
+    return v > 0 and math.isfinite(v)
+
+
+TRAINING = (
+    Param("optimizer", "choice", "adam", values=("adam", "sgd", "rmsprop"), vtype=str,
+          valid=lambda v: v in OPTIMIZERS, valid_text=f"one of {', '.join(OPTIMIZERS)}",
+          help="optimizer (zoo.train.compile_model; sgd has momentum 0.9)"),
+    Param("lr", "float", 1e-3, min_value=1e-4, max_value=1e-1, sampling="log", grid_step=10,
+          valid=lambda v: v > 0, valid_text="> 0", help="learning rate (log scale)"),
+    Param("weight_decay", "choice", 0.0, values=(0.0, 1e-5, 1e-4, 1e-3),
+          valid=lambda v: v >= 0, valid_text=">= 0",
+          help="decoupled weight decay of the optimizer (0: none)"),
+    Param("batch_size", "choice", 32, values=(16, 32, 64, 128), vtype=int,
+          valid=lambda v: v >= 1, valid_text=">= 1",
+          help="batch size (the training data is re-batched in fit)"),
+    Param("augment", "float", 1.0, min_value=0.0, max_value=2.0, step=0.5,
+          valid=lambda v: 0 <= v <= 4, valid_text="in [0, 4]",
+          help="augmentation strength: the dataset's own augmentation (zoo.data) scaled by "
+               "this factor; 0 none, 1 as zoo train --augment"),
+)
+LABEL_SMOOTHING = Param("label_smoothing", "float", 0.0, min_value=0.0, max_value=0.2, step=0.05,
+                        valid=lambda v: 0 <= v < 1, valid_text="in [0, 1)",
+                        help="label smoothing of the cross-entropy loss")
+
+
+def _dropout(default, max_value, arg=None, help="dropout rate"):
+    return Param("dropout", "float", default, min_value=0.0, max_value=max_value, step=0.1,
+                 group="architecture", arg=arg, valid=lambda v: 0 <= v < 1,
+                 valid_text="in [0, 1)", help=help)
+
+
+# -- data helpers used in fit --------------------------------------------------------------
+
+def _is_batched(dataset) -> bool:
+    import tensorflow as tf
+    spec = dataset.element_spec
+    first = spec[0] if isinstance(spec, tuple) else spec
+    return isinstance(first, tf.TensorSpec) and first.shape.rank == 4
+
+
+def rebatch(dataset, batch_size: int):
+    """``dataset`` batched by ``batch_size``: an already batched dataset is
+    unbatched first (``model.fit`` ignores ``batch_size=`` for datasets)."""
+    import tensorflow as tf
+    if _is_batched(dataset):
+        dataset = dataset.unbatch()
+    return dataset.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+
+
+# Used when a HyperModel knows nothing about its data: geometric only, no flips.
+GENERIC_AUGMENTATION = dict(flip=None, rotation=0.03, zoom=0.1, translation=0.1, contrast=0.0,
+                            fill_mode="nearest")
+_SCALED = ("rotation", "zoom", "translation", "contrast")
+
+
+def augment_dataset(dataset, strength: float, *, info=None, settings=None, seed: int = 0):
+    """Augment a batched ``(images, targets)`` dataset of normalised images.
+
+    The dataset's own augmentation (``zoo.data.augmenter`` with ``settings``,
+    e.g. no flips for digits) is scaled by ``strength``: rotation, zoom,
+    translation and contrast are multiplied by it, so 1 is the augmentation
+    ``zoo train --augment`` uses and 0 is none. Images are taken back to raw
+    pixels (``info.mean``/``info.std``), augmented, and normalised again;
+    segmentation masks move with their images.
+
+    Args:
+        dataset: batched ``tf.data.Dataset`` of normalised images and labels/masks.
+        strength: multiplier (``0`` returns ``dataset`` unchanged).
+        info: the data's ``zoo.data.DatasetInfo`` (``None``: images are taken as raw).
+        settings: ``zoo.data.augmenter`` settings; default: ``info.augmentation`` or
+            :data:`GENERIC_AUGMENTATION`.
+        seed: seed of the random layers.
+    """
+    if not strength:
+        return dataset
+    import numpy as np
+    import tensorflow as tf
+
+    from zoo.data import augmenter
+    settings = dict(settings or getattr(info, "augmentation", None) or GENERIC_AUGMENTATION)
+    scaled = {k: (min(1.0, v * strength) if k in _SCALED and v else v)
+              for k, v in settings.items()}
+    raw_range = tuple(info.raw_range) if info is not None else (-1e9, 1e9)
+    aug = augmenter(scaled, raw_range=raw_range, seed=seed)
+    mean = np.asarray(info.mean if info is not None else [0.0], "float32")
+    std = np.asarray(info.std if info is not None else [1.0], "float32")
+    segmentation = info is not None and info.task == "segmentation"
+
+    def apply(x, y):
+        raw = x * std + mean
+        if segmentation:
+            raw, y = aug(raw, y)
+        else:
+            raw = aug(raw)
+        return (raw - mean) / std, y
+
+    return dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+class FailOnNaN(keras.callbacks.Callback):
+    """Stop a trial whose loss is NaN or infinite by raising
+    ``keras_tuner.errors.FailedTrialError`` (the trial is recorded as failed
+    and the search goes on)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise kt.errors.FailedTrialError(
+                f"loss became {float(loss)} at batch {batch} of epoch {self.epoch + 1}")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+
+# -- the HyperModels ---------------------------------------------------------------------
+
+class ZooHyperModel(kt.HyperModel):
+    """A search space over one zoo family (architecture + training choices).
+
+    Subclasses set ``family`` (the name ``zoo tune`` takes), ``builder`` (the
+    registry name of the builder), ``task`` and ``ARCHITECTURE`` (their
+    :class:`Param` entries); the training entries are shared.
+
+    Args:
+        input_shape: the model input ``(H, W, C)``; default: ``info``'s, else the builder's.
+        num_classes: number of classes; default: ``info``'s, else the builder's.
+        info: the training data's ``zoo.data.DatasetInfo`` (normalisation and
+            augmentation settings for the ``augment`` hyperparameter).
+        augmentation: ``zoo.data.augmenter`` settings that ``augment`` scales
+            (default: ``info.augmentation``, else geometric only).
+        set: ``{name: spec}`` narrowing entries (see the module docstring).
+        fix: ``{name: value}`` fixing entries.
+        jit_compile: compile the train step with XLA (``zoo.train.compile_model``).
+        seed: seed of the augmentation layers.
+        name: the HyperModel's name (default: ``family``).
+
+    Raises:
+        ValueError: an unknown hyperparameter name (the message lists the known
+            ones) or a value the hyperparameter does not allow.
+
+    Example:
+        >>> hm = LeNet5HyperModel(fix={"variant": "modern"}, set={"lr": "1e-3:1e-2"})
+        >>> model = hm.build(keras_tuner.HyperParameters())
+    """
+
+    family: str = ""
+    builder: str = ""
+    task: str = "classification"
+    ARCHITECTURE: tuple = ()
+
+    def __init__(self, input_shape=None, num_classes=None, *, info=None, augmentation=None,
+                 set=None, fix=None, jit_compile=True, seed=0, name=None):
+        super().__init__(name=name or self.family)
+        from zoo.registry import model_info
+        defaults = model_info(self.builder)
+        if input_shape is None:
+            input_shape = info.input_shape if info is not None else defaults.default_input_shape
+        if num_classes is None:
+            num_classes = info.num_classes if info is not None else \
+                defaults.default_num_classes
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.num_classes = int(num_classes)
+        self.info = info
+        self.augmentation = augmentation
+        self.jit_compile = jit_compile
+        self.seed = seed
+        self.grid = False  # set by tuning.search for the grid tuner (finite ranges)
+        params = list(self.ARCHITECTURE) + list(TRAINING)
+        if self.task == "classification":
+            params.append(LABEL_SMOOTHING)
+        self.params = {p.name: p for p in params}
+        for key, spec in (set or {}).items():
+            self.set(key, spec)
+        for key, value in (fix or {}).items():
+            self.fix(key, value)
+
+    # -- the space -----------------------------------------------------------------------
+    def _param(self, name) -> Param:
+        if name not in self.params:
+            raise ValueError(f"unknown hyperparameter {name!r} for {self.family}. Known: "
+                             f"{', '.join(self.params)}.")
+        return self.params[name]
+
+    def set(self, name: str, spec) -> "ZooHyperModel":
+        """Narrow hyperparameter ``name`` to ``spec``; returns ``self``."""
+        self.params[name] = self._param(name).narrowed(spec)
+        return self
+
+    def fix(self, name: str, value) -> "ZooHyperModel":
+        """Fix hyperparameter ``name`` to ``value`` (``hp.Fixed``); returns ``self``."""
+        self.params[name] = self._param(name).fixed(value)
+        return self
+
+    def defaults(self) -> dict:
+        """``{name: default}`` for every hyperparameter."""
+        return {p.name: p.default for p in self.params.values()}
+
+    def describe(self):
+        """The space as a ``pandas.DataFrame`` (name, group, type, values,
+        default, builder argument, description)."""
+        import pandas as pd
+        return pd.DataFrame.from_records([p.describe() for p in self.params.values()])
+
+    def space_config(self) -> list:
+        """JSON-serialisable description of the space (used to fingerprint a search)."""
+        return [{k: v for k, v in p.describe().items() if k != "description"}
+                for p in self.params.values()] + [
+            {"input_shape": list(self.input_shape), "num_classes": self.num_classes,
+             "task": self.task, "family": self.family, "grid": self.grid}]
+
+    def declare_hyperparameters(self, hp):
+        self.values(hp)
+
+    def values(self, hp) -> dict:
+        """Declare every hyperparameter on ``hp``; return ``{name: value}``."""
+        return {p.name: p.declare(hp, self.grid) for p in self.params.values()}
+
+    # -- building --------------------------------------------------------------------------
+    def build(self, hp):
+        """Build the zoo model for ``hp`` and compile it with ``zoo.train.compile_model``."""
+        from zoo.train import compile_model
+        values = self.values(hp)
+        model = self.build_model(values)
+        return compile_model(
+            model, self.task, optimizer=values["optimizer"], learning_rate=values["lr"],
+            label_smoothing=values.get("label_smoothing", 0.0),
+            weight_decay=values["weight_decay"] or None, num_classes=self.num_classes,
+            jit_compile=self.jit_compile)
+
+    def builder_kwargs(self, values) -> dict:
+        """The builder's family options taken from ``values``."""
+        return {p.arg: values[p.name] for p in self.params.values()
+                if p.group == "architecture" and p.arg}
+
+    def min_input_size(self) -> int:
+        """Smallest input height/width the family's builder accepts."""
+        from zoo.registry import model_info
+        return model_info(self.builder).min_input_size
+
+    def build_model(self, values):
+        """The uncompiled model for hyperparameter ``values``."""
+        from zoo.registry import get_builder
+        return get_builder(self.builder)(input_shape=self.input_shape,
+                                         num_classes=self.num_classes,
+                                         **self.builder_kwargs(values))
+
+    # -- training --------------------------------------------------------------------------
+    def fit(self, hp, model, x=None, *args, validation_data=None, **kwargs):
+        """Re-batch and augment the training data per ``hp``, then ``model.fit``.
+
+        ``kwargs`` (the tuner's callbacks, Hyperband's ``epochs`` and
+        ``initial_epoch``, ...) are passed on to ``model.fit``; a callback that
+        fails the trial on a NaN loss is added.
+        """
+        values = self.values(hp)
+        kwargs.pop("batch_size", None)
+        x = augment_dataset(rebatch(x, values["batch_size"]), values["augment"],
+                            info=self.info, settings=self.augmentation, seed=self.seed)
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [FailOnNaN()]
+        return model.fit(x, *args, validation_data=validation_data, callbacks=callbacks,
+                         **kwargs)
+
+
+class LeNet5HyperModel(ZooHyperModel):
+    """LeNet-5 (``zoo.lenet5``): the paper's network or the modern simplification."""
+
+    family = "lenet5"
+    builder = "lenet5"
+    ARCHITECTURE = (
+        Param("variant", "choice", "classic", values=("classic", "modern"), strict=True,
+              vtype=str, group="architecture", arg="variant",
+              help="classic: subsampling, partial C3, RBF output; modern: avg pool, softmax"),
+    )
+
+
+class AlexNetHyperModel(ZooHyperModel):
+    """AlexNet (``zoo.alexnet``): local response normalisation and dropout."""
+
+    family = "alexnet"
+    builder = "alexnet"
+    ARCHITECTURE = (
+        Param("lrn", "boolean", False, vtype=bool, group="architecture",
+              arg="local_response_normalization",
+              help="local response normalisation after C1 and C3"),
+        _dropout(0.5, 0.7, arg="dropout", help="dropout after F8 and F9"),
+    )
+
+
+HEAD = (
+    Param("pooling", "choice", "avg", values=("avg", "max"), strict=True, vtype=str,
+          group="architecture",
+          help="global pooling before the classifier (avg: the builder's own head)"),
+    _dropout(0.0, 0.5, help="dropout before the classifier (0: the builder's own head)"),
+)
+
+
+class _GlobalPoolHyperModel(ZooHyperModel):
+    """A family whose classifier is global pooling + dense (GoogLeNet,
+    Inception-v3, Xception, ResNet).
+
+    With ``pooling="avg"`` and ``dropout=0`` (the defaults) the builder's own
+    model is built (``include_top=True``). Otherwise the builder gives the pooled
+    features (``include_top=False, pooling=...``) and the HyperModel adds dropout
+    (``head_dropout``) and the dense classifier (``predictions``).
+    """
+
+    ARCHITECTURE = HEAD
+
+    def build_model(self, values):
+        from keras import layers
+
+        from zoo.registry import get_builder
+        builder = get_builder(self.builder_name(values))
+        kwargs = self.builder_kwargs(values)
+        pooling, dropout = values["pooling"], values["dropout"]
+        if pooling == "avg" and (not dropout or "dropout" in kwargs):
+            return builder(input_shape=self.input_shape, num_classes=self.num_classes, **kwargs)
+        kwargs.pop("dropout", None)
+        base = builder(input_shape=self.input_shape, include_top=False, pooling=pooling, **kwargs)
+        x = base.output
+        if dropout:
+            x = layers.Dropout(dropout, name="head_dropout")(x)
+        outputs = layers.Dense(self.num_classes, activation="softmax", name="predictions")(x)
+        return keras.Model(base.input, outputs, name=base.name)
+
+    def builder_name(self, values) -> str:
+        return self.builder
+
+
+class GoogLeNetHyperModel(_GlobalPoolHyperModel):
+    """GoogLeNet (``zoo.googlenet``), Inception-v1: batch norm, LRN, pooling, dropout
+    (the builder's own dropout before the classifier, 0.4 as in the paper)."""
+
+    family = "googlenet"
+    builder = "googlenet"
+    ARCHITECTURE = (
+        Param("batch_norm", "boolean", False, vtype=bool, group="architecture",
+              arg="batch_norm", help="batch normalisation after every convolution"),
+        Param("lrn", "boolean", False, vtype=bool, group="architecture",
+              arg="local_response_normalization",
+              help="local response normalisation after pool1 and conv2 (paper Fig. 3)"),
+        HEAD[0],
+        _dropout(0.4, 0.7, arg="dropout", help="dropout before the classifier"),
+    )
+
+
+class InceptionV3HyperModel(_GlobalPoolHyperModel):
+    """Inception-v3 (``zoo.inception_v3``)."""
+
+    family = "inception_v3"
+    builder = "inception_v3"
+
+
+class XceptionHyperModel(_GlobalPoolHyperModel):
+    """Xception (``zoo.xception``)."""
+
+    family = "xception"
+    builder = "xception"
+
+
+class ResNetHyperModel(_GlobalPoolHyperModel):
+    """ResNet v1 at depth 18, 34 or 50 (``zoo.resnet18`` / ``resnet34`` / ``resnet50``)."""
+
+    family = "resnet"
+    builder = "resnet50"
+    ARCHITECTURE = (
+        Param("depth", "choice", 50, values=(18, 34, 50), strict=True, vtype=int,
+              group="architecture", help="number of weight layers: resnet18, resnet34, resnet50"),
+    ) + HEAD
+
+    def builder_name(self, values) -> str:
+        return f"resnet{values['depth']}"
+
+
+class UNetHyperModel(ZooHyperModel):
+    """U-Net (``zoo.unet``) for segmentation: depth, base filters, batch norm,
+    upsampling and dropout.
+
+    The model is built with ``padding="same"`` so that the predicted mask has
+    the size of the image (and of the dataset's masks); the input size must then
+    be a multiple of ``2**depth``.
+    """
+
+    family = "unet"
+    builder = "unet"
+    task = "segmentation"
+    ARCHITECTURE = (
+        Param("depth", "choice", 4, values=(2, 3, 4, 5), vtype=int, group="architecture",
+              arg="depth", valid=lambda v: v >= 1, valid_text=">= 1",
+              help="number of 2x2 poolings (levels - 1)"),
+        Param("base_filters", "choice", 64, values=(16, 32, 64), vtype=int,
+              group="architecture", arg="base_filters", valid=lambda v: v >= 1,
+              valid_text=">= 1", help="filters of the first level (doubling per level)"),
+        Param("batch_norm", "boolean", False, vtype=bool, group="architecture",
+              arg="batch_norm", help="batch normalisation after every 3x3 convolution"),
+        Param("upsampling", "choice", "transpose", values=("transpose", "bilinear"),
+              strict=True, vtype=str, group="architecture", arg="upsampling",
+              help="2x2 up-convolution (paper) or bilinear upsampling + 1x1 convolution"),
+        _dropout(0.0, 0.5, arg="dropout", help="dropout at the end of the contracting path"),
+    )
+
+    def min_input_size(self) -> int:
+        return 2 ** max(self.params["depth"].values or (self.params["depth"].default,))
+
+    def build_model(self, values):
+        from zoo.registry import get_builder
+        return get_builder(self.builder)(input_shape=self.input_shape,
+                                         num_classes=self.num_classes, padding="same",
+                                         **self.builder_kwargs(values))
+
+
+HYPERMODELS = {cls.family: cls for cls in (
+    LeNet5HyperModel, AlexNetHyperModel, GoogLeNetHyperModel, InceptionV3HyperModel,
+    XceptionHyperModel, ResNetHyperModel, UNetHyperModel)}
+ALIASES = {"lenet": "lenet5", "inception": "inception_v3", "inceptionv3": "inception_v3",
+           "resnet18": ("resnet", 18), "resnet34": ("resnet", 34), "resnet50": ("resnet", 50)}
+
+
+def get_hypermodel(name: str, **kwargs) -> ZooHyperModel:
+    """The HyperModel for a family name (``resnet``, ``lenet5``, ...) or a builder
+    name with a fixed depth (``resnet34`` = ``resnet`` with ``depth`` fixed to 34).
+
+    Args:
+        name: a key of :data:`HYPERMODELS`, or ``resnet18``/``resnet34``/``resnet50``.
+        **kwargs: :class:`ZooHyperModel` arguments.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    key = ALIASES.get(name, name)
+    fix = dict(kwargs.pop("fix", None) or {})
+    if isinstance(key, tuple):
+        key, depth = key
+        if "depth" in fix and int(fix["depth"]) != depth:
+            raise ValueError(f"{name} fixes depth={depth}; received fix depth={fix['depth']}. "
+                             f"Tune 'resnet' to choose the depth.")
+        fix["depth"] = depth
+    if key not in HYPERMODELS:
+        known = sorted(HYPERMODELS) + ["resnet18", "resnet34", "resnet50"]
+        raise ValueError(f"no search space for model {name!r}. Known: {', '.join(known)}.")
+    return HYPERMODELS[key](fix=fix, **kwargs)

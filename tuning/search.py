@@ -1,0 +1,663 @@
+"""Hyperparameter search jobs: run, resume, distribute; trials as a DataFrame.
+
+:func:`search` runs a keras-tuner search over a zoo family's space
+(:mod:`tuning.hypermodels`) on a zoo dataset, writes the trials table
+(``trials.csv``) and a plot (``search.png``) into the project directory,
+evaluates the best model on the test split and, if asked, exports it with
+``zoo.export``. ``zoo tune`` (:func:`configure_tune`) is the same on the command
+line, including keras-tuner's chief/worker mode.
+
+Project directory ``DIRECTORY/PROJECT/``: keras-tuner's own files (``oracle.json``,
+``trial_*/``), ``search.json`` (the search's fingerprint), ``timings/`` (start and
+end of every trial, one file per tuner process), ``trials.csv``, ``search.png``
+and ``best.json`` (best hyperparameters, score, test metrics, export path).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from typing import Optional
+
+__all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
+
+TUNERS = ("hyperband", "random", "bayesian", "grid")
+FINGERPRINT = "search.json"
+_UNTUNED = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round",
+            "tuner/trial_id")
+
+
+# -- small helpers -------------------------------------------------------------------------
+
+def _atomic_write(path, write):
+    """Call ``write(tmp_path)``, then rename the temporary file onto ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write_json(path, data):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=_json_default)
+    _atomic_write(path, write)
+
+
+def _json_default(value):
+    try:
+        import numpy as np
+        if isinstance(value, np.generic):
+            return value.item()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def _role() -> str:
+    """``"single"``, ``"chief"`` or ``"worker"`` from keras-tuner's environment variables."""
+    from keras_tuner.src.distribute import utils
+    if not utils.has_chief_oracle():
+        return "single"
+    return "chief" if utils.is_chief_oracle() else "worker"
+
+
+def _direction(objective: str) -> tuple:
+    """``"val_loss"`` -> ``("val_loss", "min")``; ``"val_iou:max"`` -> explicit."""
+    name, _, direction = objective.partition(":")
+    if direction and direction not in ("min", "max"):
+        raise ValueError(f"objective direction must be 'min' or 'max'. Received: {objective!r}")
+    if not direction:
+        direction = "min" if ("loss" in name or "error" in name) else "max"
+    return name, direction
+
+
+# -- the tuner ----------------------------------------------------------------------------
+
+def _tuner_class(name):
+    import keras_tuner as kt
+    classes = {"hyperband": kt.Hyperband, "random": kt.RandomSearch,
+               "bayesian": kt.BayesianOptimization, "grid": kt.GridSearch}
+    base = classes[name]
+
+    class ZooTuner(base):
+        """keras-tuner's tuner plus per-trial timings and memory release."""
+
+        def _populate_initial_space(self):
+            # Declare the space without building a model (keras-tuner builds one to
+            # discover conditional hyperparameters; the zoo spaces have none).
+            hp = self.oracle.get_space()
+            self.hypermodel.declare_hyperparameters(hp)
+            self.oracle.update_space(hp)
+
+        def on_trial_begin(self, trial):
+            self._zoo_started = time.time()
+            super().on_trial_begin(trial)
+
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            end = time.time()
+            path = os.path.join(self.project_dir, "timings", f"{self.tuner_id}.json")
+            timings = _read_json(path, {})
+            timings[trial.trial_id] = {"start": self._zoo_started, "end": end,
+                                       "seconds": round(end - self._zoo_started, 3),
+                                       "tuner": self.tuner_id}
+            _write_json(path, timings)
+            import keras
+            keras.backend.clear_session()
+            gc.collect()
+
+    ZooTuner.__name__ = f"Zoo{base.__name__}"
+    return ZooTuner
+
+
+def _read_json(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def _make_tuner(name, hypermodel, objective, *, max_trials, epochs, directory, project, seed,
+                max_consecutive_failed_trials, executions_per_trial):
+    import keras_tuner as kt
+    common = dict(objective=kt.Objective(*_direction(objective)), seed=seed,
+                  directory=directory, project_name=project, overwrite=False,
+                  max_consecutive_failed_trials=max_consecutive_failed_trials,
+                  executions_per_trial=executions_per_trial)
+    cls = _tuner_class(name)
+    if name == "hyperband":
+        tuner = cls(hypermodel, max_epochs=epochs, factor=3, **common)
+        # Hyperband plans its own brackets; max_trials caps the total.
+        tuner.oracle.max_trials = max_trials
+        return tuner
+    return cls(hypermodel, max_trials=max_trials, **common)
+
+
+# -- the results table ----------------------------------------------------------------------
+
+def trials_table(oracle, project_dir=None, hp_names=None):
+    """The trials of ``oracle`` as a ``pandas.DataFrame``, in start order.
+
+    Columns: ``trial``, ``status``, one column per hyperparameter (plus
+    ``epochs`` for Hyperband), ``score`` (the objective), ``best_step`` (epoch
+    index of the best score), ``seconds``, ``tuner`` (which tuner process ran
+    it, from ``project_dir/timings``) and ``message`` (the error of a failed trial).
+    """
+    import pandas as pd
+    timings = {}
+    if project_dir:
+        tdir = os.path.join(project_dir, "timings")
+        if os.path.isdir(tdir):
+            for fname in sorted(os.listdir(tdir)):
+                if fname.endswith(".json"):
+                    timings.update(_read_json(os.path.join(tdir, fname), {}))
+    order = list(oracle.start_order) + [t for t in oracle.trials if t not in oracle.start_order]
+    records = []
+    names = list(hp_names or [])
+    for trial_id in order:
+        trial = oracle.trials[trial_id]
+        values = trial.hyperparameters.values
+        row = {"trial": trial_id, "status": str(trial.status)}
+        for key in names or [k for k in values if k not in _UNTUNED]:
+            row[key] = values.get(key)
+        if "tuner/epochs" in values:
+            row["epochs"] = values["tuner/epochs"]
+        score = trial.score
+        row["score"] = None if score is None or (isinstance(score, float) and math.isnan(score)) \
+            else float(score)
+        row["best_step"] = trial.best_step
+        t = timings.get(trial_id, {})
+        row["seconds"] = t.get("seconds")
+        row["tuner"] = t.get("tuner")
+        message = (trial.message or "").strip().splitlines()
+        row["message"] = message[-1] if message else ""
+        records.append(row)
+    return pd.DataFrame.from_records(records)
+
+
+def _plot(df, path, objective, direction):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def write(tmp):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        done = df[df["score"].notna()]
+        x = range(len(df))
+        ax.plot([i for i, ok in zip(x, df["score"].notna()) if ok], done["score"], "o",
+                label="trial score")
+        best = done["score"].cummax() if direction == "max" else done["score"].cummin()
+        ax.step([i for i, ok in zip(x, df["score"].notna()) if ok], best, where="post",
+                label="best so far")
+        failed = [i for i, s in zip(x, df["status"]) if s not in ("COMPLETED", "RUNNING")]
+        if failed:
+            lo = done["score"].min() if len(done) else 0.0
+            ax.plot(failed, [lo] * len(failed), "x", color="red", label="failed")
+        ax.set_xlabel("trial (start order)")
+        ax.set_ylabel(objective)
+        ax.set_title(f"{objective} per trial")
+        ax.legend(loc="best")
+        fig.tight_layout()
+        fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+
+    _atomic_write(path, write)
+
+
+def _write_results(tuner, hypermodel, objective, direction):
+    project_dir = tuner.project_dir
+    df = trials_table(tuner.oracle, project_dir, [n for n in hypermodel.params])
+    _atomic_write(os.path.join(project_dir, "trials.csv"), lambda tmp: df.to_csv(tmp, index=False))
+    _plot(df, os.path.join(project_dir, "search.png"), objective, direction)
+    return df
+
+
+# -- fingerprint / resume ---------------------------------------------------------------------
+
+def _dataset_key(dataset, splits):
+    if isinstance(dataset, str):
+        return {"name": dataset, "input_shape": list(splits.info.input_shape)}
+    info = splits.info.to_dict()
+    cardinality = {}
+    for split in ("train", "validation"):
+        n = int(getattr(splits, split).cardinality().numpy())
+        cardinality[split] = n
+    return {"info": info, "batches": cardinality}
+
+
+def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
+    """Refuse to mix two different searches in one project directory; with
+    ``overwrite``, delete the project. The fingerprint is written later, by
+    :func:`_write_fingerprint`, once the search is known to be valid."""
+    path = os.path.join(project_dir, FINGERPRINT)
+    exists = os.path.isdir(project_dir) and any(
+        os.path.exists(os.path.join(project_dir, f)) for f in ("oracle.json", FINGERPRINT))
+    if role == "worker":
+        return  # the chief owns the project directory
+    if exists and overwrite:
+        shutil.rmtree(project_dir)
+        exists = False
+    if exists:
+        if not resume:
+            raise FileExistsError(
+                f"a search already exists in {project_dir}: pass resume=True (zoo tune resumes "
+                f"by default) to continue it, or overwrite=True (--overwrite) to start again")
+        old = _read_json(path)
+        if old is None:
+            raise FileExistsError(
+                f"{project_dir} holds a keras-tuner project that is not a zoo search "
+                f"(no {FINGERPRINT}); use --overwrite or another --project")
+        if old != fingerprint:
+            keys = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            raise ValueError(
+                f"a different search already exists in {project_dir} (it differs in: "
+                f"{', '.join(keys)}). Use --overwrite to replace it or --project to choose "
+                f"another name.")
+
+
+def _write_fingerprint(project_dir, fingerprint, role):
+    if role != "worker":
+        _write_json(os.path.join(project_dir, FINGERPRINT), fingerprint)
+
+
+def _check_objective(hypermodel, splits, objective):
+    """Evaluate the default model on one validation batch; the objective must be
+    one of the metrics it reports (with ``val_`` for validation metrics)."""
+    import keras
+    import keras_tuner as kt
+    model = hypermodel.build(kt.HyperParameters())
+    model.jit_compile = False
+    logs = model.evaluate(splits.validation.take(1), verbose=0, return_dict=True)
+    allowed = sorted(set(logs) | {f"val_{k}" for k in logs})
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+    name, _ = _direction(objective)
+    if name not in allowed:
+        raise ValueError(f"objective {name!r} is not a metric the {hypermodel.family} model "
+                         f"reports. Allowed: {', '.join(allowed)}.")
+
+
+# -- search -------------------------------------------------------------------------------------
+
+def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_trials=10,
+           epochs=10, directory="tuning_runs", project=None, resume=True, overwrite=False,
+           set=None, fix=None, export=False, export_dir="saved_models", export_name=None,
+           image_size=None, data_dir=None, seed=0, max_consecutive_failed_trials=3,
+           executions_per_trial=1, jit_compile=False, callbacks=None, verbose=0):
+    """Run (or resume) a hyperparameter search and return its trials.
+
+    Args:
+        model: a family name (``lenet5``, ``alexnet``, ``googlenet``,
+            ``inception_v3``, ``xception``, ``resnet``, ``unet``), ``resnet18``/
+            ``resnet34``/``resnet50`` (ResNet with the depth fixed), or a
+            :class:`tuning.hypermodels.ZooHyperModel`.
+        dataset: a ``zoo.data`` dataset name or a ``zoo.data.Splits``.
+        tuner: ``"hyperband"``, ``"random"``, ``"bayesian"`` or ``"grid"``.
+        objective: metric to optimise, e.g. ``"val_accuracy"`` (default for
+            classification) or ``"val_mean_iou"`` (default for segmentation); the
+            direction is ``min`` for names with ``loss``/``error``, else ``max``,
+            or explicit as ``"name:min"``.
+        max_trials: total number of trials (for Hyperband an upper bound on its
+            brackets).
+        epochs: epochs per trial (Hyperband: the most epochs one model trains).
+        directory: where projects live.
+        project: project name; default ``<model>_<dataset>_<tuner>``.
+        resume: continue an interrupted search in the same project (completed
+            trials are not run again); ``False`` refuses an existing project.
+        overwrite: delete the project first.
+        set: ``{name: spec}`` narrowing the space (see :mod:`tuning.hypermodels`).
+        fix: ``{name: value}`` fixing hyperparameters.
+        export: export the best model with ``zoo.export.export``.
+        export_dir: base directory of the export.
+        export_name: model name of the export (default: the best model's name).
+        image_size: ``(H, W)`` model input; default: the dataset's, raised to the
+            family's minimum input size where needed.
+        data_dir: tensorflow-datasets data directory.
+        seed: seed of the tuner and the data pipelines.
+        max_consecutive_failed_trials: stop after this many failed trials in a row.
+        executions_per_trial: trainings per trial (scores are averaged).
+        jit_compile: compile train steps with XLA (off by default: on short trials
+            the compilation takes longer than it saves).
+        callbacks: extra Keras callbacks for every trial's ``fit``.
+        verbose: ``model.fit`` verbosity and keras-tuner's trial display.
+
+    Returns:
+        A ``pandas.DataFrame`` of the trials (see :func:`trials_table`), also
+        written to ``trials.csv``; ``df.attrs`` holds ``best`` (hyperparameters,
+        score, test metrics, export path) and ``project_dir``. On a keras-tuner
+        worker (``KERASTUNER_TUNER_ID`` other than chief) returns ``None``: the
+        chief writes the table.
+
+    Raises:
+        ValueError: unknown model, tuner, dataset or hyperparameter; an objective
+            the model does not report; a different search in the same project.
+        FileExistsError: an existing project with ``resume=False``.
+        RuntimeError: too many consecutive failed trials (the table is written first).
+
+    Example:
+        >>> df = search("lenet5", "digits", tuner="random", max_trials=5, epochs=10,
+        ...             fix={"variant": "modern"}, set={"lr": "1e-3:1e-2"})
+        >>> df[["trial", "status", "lr", "score"]]
+    """
+    from tuning.hypermodels import ZooHyperModel, get_hypermodel
+
+    if tuner not in TUNERS:
+        raise ValueError(f"unknown tuner {tuner!r}. Allowed: {', '.join(TUNERS)}.")
+    for arg, value in (("max_trials", max_trials), ("epochs", epochs)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
+    role = _role()
+
+    # The search space (checked before any data is loaded).
+    if isinstance(model, ZooHyperModel):
+        hypermodel = model
+        for key, spec in (set or {}).items():
+            hypermodel.set(key, spec)
+        for key, value in (fix or {}).items():
+            hypermodel.fix(key, value)
+    elif isinstance(model, str):
+        hypermodel = get_hypermodel(model, set=set, fix=fix, jit_compile=jit_compile,
+                                    seed=seed)
+    else:
+        raise ValueError(f"model must be a family name or a ZooHyperModel. Received: {model!r}")
+    hypermodel.grid = tuner == "grid"
+
+    # The data.
+    splits, settings = _load(dataset, hypermodel, image_size=image_size, data_dir=data_dir,
+                              seed=seed)
+    if not isinstance(model, ZooHyperModel):
+        hypermodel.input_shape = tuple(splits.info.input_shape)
+        hypermodel.num_classes = splits.info.num_classes
+        hypermodel.info, hypermodel.augmentation = splits.info, settings
+    if splits.info.task != hypermodel.task:
+        raise ValueError(f"{hypermodel.family} is a {hypermodel.task} model; dataset "
+                         f"{splits.info.name!r} is a {splits.info.task} dataset")
+    if objective is None:
+        objective = "val_accuracy" if hypermodel.task == "classification" else "val_mean_iou"
+    name, direction = _direction(objective)
+
+    dataset_name = dataset if isinstance(dataset, str) else splits.info.name
+    project = project or f"{hypermodel.family}_{dataset_name}_{tuner}".replace(os.sep, "_")
+    project_dir = os.path.join(directory, project)
+    fingerprint = {"model": hypermodel.family, "space": hypermodel.space_config(),
+                   "tuner": tuner, "objective": [name, direction], "epochs": epochs,
+                   "dataset": _dataset_key(dataset, splits), "seed": seed,
+                   "executions_per_trial": executions_per_trial}
+    fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))
+    _check_project(project_dir, fingerprint, resume=resume, overwrite=overwrite, role=role)
+    _check_objective(hypermodel, splits, objective)
+    _write_fingerprint(project_dir, fingerprint, role)
+
+    kt_tuner = _make_tuner(tuner, hypermodel, objective, max_trials=max_trials, epochs=epochs,
+                           directory=directory, project=project, seed=seed,
+                           max_consecutive_failed_trials=max_consecutive_failed_trials,
+                           executions_per_trial=executions_per_trial)
+    try:
+        kt_tuner.search(splits.train, validation_data=splits.validation, epochs=epochs,
+                        callbacks=list(callbacks or []), verbose=verbose)
+    finally:
+        if role != "worker":
+            df = _write_results(kt_tuner, hypermodel, name, direction)
+    if role == "worker":
+        return None
+
+    best = _best(kt_tuner, df, splits, hypermodel, export=export, export_dir=export_dir,
+                 export_name=export_name, objective=name)
+    _write_json(os.path.join(kt_tuner.project_dir, "best.json"), best)
+    df.attrs["best"] = best
+    df.attrs["project_dir"] = kt_tuner.project_dir
+    return df
+
+
+def _load(dataset, hypermodel, *, image_size, data_dir, seed):
+    """Splits of ``dataset`` at a size the family accepts, and the dataset's own
+    augmentation settings (which the ``augment`` hyperparameter scales)."""
+    from zoo import data as zdata
+    if not isinstance(dataset, str):
+        if not isinstance(dataset, zdata.Splits):
+            raise ValueError(f"dataset must be a dataset name or a zoo.data.Splits. "
+                             f"Received: {type(dataset).__name__}")
+        return dataset, dataset.info.augmentation or None
+    if image_size is None:
+        _, probe = zdata.load(dataset, "validation", data_dir=data_dir)
+        minimum = hypermodel.min_input_size()
+        h, w = probe.input_shape[:2]
+        if min(h, w) < minimum:
+            image_size = (max(h, minimum), max(w, minimum))
+    splits = zdata.load_splits(dataset, image_size=image_size, data_dir=data_dir, seed=seed)
+    settings = zdata._augment_settings(zdata._source(dataset, data_dir), True)
+    return splits, settings
+
+
+def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, objective):
+    """Evaluate (and export) the best completed trial's model."""
+    completed = df[df["status"] == "COMPLETED"]
+    if completed.empty:
+        return {"trial": None, "message": "no trial completed"}
+    trial = kt_tuner.oracle.get_best_trials(1)[0]
+    model = kt_tuner.get_best_models(1)[0]
+    model.jit_compile = False
+    test = model.evaluate(splits.test, verbose=0, return_dict=True)
+    best = {"trial": trial.trial_id, "objective": objective, "score": float(trial.score),
+            "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
+                                if k not in _UNTUNED},
+            "test": {k: float(v) for k, v in test.items()}, "export": None}
+    if export:
+        from zoo.export import export as zoo_export
+        best["export"] = zoo_export(model, base_dir=export_dir,
+                                    name=export_name or model.name, info=splits.info)
+    return best
+
+
+# -- command line -------------------------------------------------------------------------------
+
+def _host_port(text):
+    import argparse
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 10.0.0.1:8000; "
+                                         f"received {text!r}")
+    return host, int(port)
+
+
+def configure_tune(parser):
+    """``zoo tune MODEL [--dataset NAME] [--tuner NAME] ...``; returns the runner."""
+    from zoo.cli import parse_shape
+    parser.add_argument("model", help="family: lenet5, alexnet, googlenet, inception_v3, "
+                        "xception, resnet (or resnet18/34/50), unet")
+    parser.add_argument("--dataset", default=None,
+                        help="zoo dataset name (default: digits; shapes for unet)")
+    parser.add_argument("--tuner", default="hyperband", choices=TUNERS)
+    parser.add_argument("--max-trials", type=int, default=10, metavar="N")
+    parser.add_argument("--epochs", type=int, default=10, metavar="N",
+                        help="epochs per trial (hyperband: the most one model trains)")
+    parser.add_argument("--objective", default=None,
+                        help="metric to optimise (default val_accuracy; val_mean_iou for unet); "
+                        "NAME:min or NAME:max to set the direction")
+    parser.add_argument("--directory", default="tuning_runs", metavar="DIR")
+    parser.add_argument("--project", default=None, metavar="NAME",
+                        help="default MODEL_DATASET_TUNER")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the project and start again (otherwise an interrupted "
+                        "search resumes; a different search is refused)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=SPEC",
+                        help="narrow a hyperparameter: one value fixes it, a,b,c is a choice, "
+                        "lo:hi a range (repeatable)")
+    parser.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                        help="fix a hyperparameter (repeatable)")
+    parser.add_argument("--export", action="store_true", help="export the best model")
+    parser.add_argument("--export-dir", default="saved_models", metavar="DIR")
+    parser.add_argument("--image-size", type=parse_shape, default=None, metavar="H,W")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jit", action="store_true",
+                        help="compile train steps with XLA (pays off for long trials only)")
+    parser.add_argument("--show-space", action="store_true",
+                        help="print the search space (after --set/--fix) and exit")
+    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--chief", type=_host_port, metavar="HOST:PORT",
+                       help="run the keras-tuner chief (the oracle) on HOST:PORT")
+    group.add_argument("--worker", type=_host_port, metavar="HOST:PORT",
+                       help="run trials for the chief at HOST:PORT (needs --worker-id)")
+    group.add_argument("--workers", type=int, metavar="N",
+                       help="start a chief and N workers on this machine and wait")
+    parser.add_argument("--worker-id", type=int, default=None, metavar="N")
+
+    def run(args):
+        from tuning.hypermodels import get_hypermodel, parse_assignments
+        set_ = parse_assignments(args.set, "--set")
+        fix = parse_assignments(args.fix, "--fix")
+        if args.worker and args.worker_id is None:
+            raise ValueError("--worker needs --worker-id N")
+        if args.worker_id is not None and not args.worker:
+            raise ValueError("--worker-id goes with --worker HOST:PORT")
+        if args.show_space:
+            hm = get_hypermodel(args.model, set=set_, fix=fix)
+            print(_text(hm.describe()))
+            return 0
+        if args.workers is not None:
+            return _run_local_cluster(args)
+        if args.chief:
+            _set_role("chief", *args.chief)
+        elif args.worker:
+            _set_role(f"tuner{args.worker_id}", *args.worker)
+        dataset = args.dataset or ("shapes" if args.model == "unet" else "digits")
+        df = search(args.model, dataset, tuner=args.tuner, objective=args.objective,
+                    max_trials=args.max_trials, epochs=args.epochs, directory=args.directory,
+                    project=args.project, overwrite=args.overwrite, set=set_, fix=fix,
+                    export=args.export, export_dir=args.export_dir,
+                    image_size=args.image_size, seed=args.seed, jit_compile=args.jit,
+                    verbose=args.verbose)
+        if df is None:
+            print(f"worker {args.worker_id}: done")
+            return 0
+        print(_text(df.drop(columns=["message"])))
+        _print_best(df.attrs["best"], df.attrs["project_dir"])
+        return 0
+
+    return run
+
+
+def _text(df):
+    try:
+        return df.to_markdown(index=False)
+    except ImportError:  # pragma: no cover - tabulate missing
+        return df.to_string(index=False)
+
+
+def _print_best(best, project_dir):
+    if best.get("trial") is None:
+        print(f"no trial completed; results in {project_dir}")
+        return
+    hps = ", ".join(f"{k}={v}" for k, v in best["hyperparameters"].items())
+    test = ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items())
+    print(f"best trial {best['trial']}: {best['objective']} {best['score']:.4f} ({hps})")
+    print(f"test: {test}")
+    if best.get("export"):
+        print(f"exported: {best['export']}")
+    print(f"results: {os.path.join(project_dir, 'trials.csv')}, "
+          f"{os.path.join(project_dir, 'search.png')}")
+
+
+def _set_role(tuner_id, host, port):
+    """keras-tuner's distributed mode is configured by environment variables,
+    read when the tuner is created."""
+    os.environ["KERASTUNER_TUNER_ID"] = tuner_id
+    os.environ["KERASTUNER_ORACLE_IP"] = host
+    os.environ["KERASTUNER_ORACLE_PORT"] = str(port)
+
+
+def _free_port(host="127.0.0.1"):
+    import socket
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _argv(args):
+    """The command line of one process of a local cluster (no --workers)."""
+    argv = [args.model, "--tuner", args.tuner, "--max-trials", str(args.max_trials),
+            "--epochs", str(args.epochs), "--directory", args.directory,
+            "--seed", str(args.seed), "--export-dir", args.export_dir,
+            "--verbose", str(args.verbose)]
+    for flag, value in (("--dataset", args.dataset), ("--objective", args.objective),
+                        ("--project", args.project)):
+        if value is not None:
+            argv += [flag, value]
+    if args.image_size:
+        argv += ["--image-size", ",".join(str(v) for v in args.image_size)]
+    for item in args.set:
+        argv += ["--set", item]
+    for item in args.fix:
+        argv += ["--fix", item]
+    if args.jit:
+        argv.append("--jit")
+    return argv
+
+
+def _wait_for_port(host, port, process, timeout):
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def _run_local_cluster(args):
+    """Start a chief and ``args.workers`` workers on 127.0.0.1 and wait for all."""
+    import subprocess
+    import sys
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1. Received: {args.workers}")
+    host, port = "127.0.0.1", _free_port()
+    base = [sys.executable, "-m", "tuning", *_argv(args)]
+    chief_cmd = base + ["--chief", f"{host}:{port}"]
+    chief_cmd += ["--overwrite"] if args.overwrite else []
+    chief_cmd += ["--export"] if args.export else []
+    procs = [("chief", subprocess.Popen(chief_cmd))]
+    try:
+        # Workers start once the chief serves (it has checked the project by then).
+        if not _wait_for_port(host, port, procs[0][1], timeout=3600):
+            code = procs[0][1].wait()
+            raise RuntimeError(f"the chief exited (code {code}) before serving on {host}:{port}")
+        for i in range(args.workers):
+            cmd = base + ["--worker", f"{host}:{port}", "--worker-id", str(i)]
+            procs.append((f"worker {i}", subprocess.Popen(cmd)))
+        failed = []
+        for name, proc in procs:
+            if proc.wait() != 0:
+                failed.append(f"{name} (exit code {proc.returncode})")
+        if failed:
+            raise RuntimeError(f"distributed search failed: {', '.join(failed)}")
+    finally:
+        for _, proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return 0

@@ -159,15 +159,39 @@ def _reference_h5(ref, path):
     return str(path)
 
 
+def _offline(monkeypatch, keras_home):
+    """No network, and an empty Keras cache at ``keras_home``; returns the URLs asked for."""
+    import keras.src.backend.config as keras_config
+    import keras.src.utils.file_utils as file_utils
+    asked = []
+
+    def no_network(url, *args, **kwargs):
+        asked.append(url)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(keras_home))
+    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
+    return asked
+
+
 @pytest.mark.parametrize("include_top", [True, False])
-def test_inception_v3_loads_keras_weight_layout(include_top, tmp_path):
+def test_inception_v3_loads_keras_weight_layout(include_top, tmp_path, monkeypatch):
     keras.utils.set_random_seed(0)
     # Logits (not softmax probabilities near 1/1000) so that the comparison is sharp.
     ref = keras.applications.InceptionV3(weights=None, include_top=include_top,
                                          input_shape=SMALL, classifier_activation=None)
-    path = _reference_h5(ref, tmp_path / "inception_v3.h5")
-    model = inception_v3(input_shape=SMALL, include_top=include_top, weights=path,
+    if include_top:  # weights=PATH
+        weights = _reference_h5(ref, tmp_path / "inception_v3.h5")
+    else:  # weights="imagenet", the no-top file already in the Keras cache
+        asked = _offline(monkeypatch, tmp_path)
+        (tmp_path / "models").mkdir()
+        _reference_h5(ref, tmp_path / "models" / inception.INCEPTION_V3_WEIGHTS[False].fname)
+        weights = "imagenet"
+    model = inception_v3(input_shape=SMALL, include_top=include_top, weights=weights,
                          classifier_activation=None)
+    if not include_top:
+        assert asked == []
     for mine, theirs in zip(model.weights, ref.weights):
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
     x = np.random.RandomState(1).rand(2, *SMALL).astype("float32") * 2 - 1
@@ -185,9 +209,12 @@ def test_inception_v3_loads_keras_weight_layout(include_top, tmp_path):
 
 
 def test_inception_v3_imagenet_offline_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    with pytest.raises(ValueError, match="inception_v3_weights_tf_dim_ordering_tf_kernels_notop"):
+    asked = _offline(monkeypatch, tmp_path)
+    with pytest.raises(ValueError, match="could not fetch.*put it at .*"
+                       "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"):
         inception_v3(weights="imagenet", include_top=False, input_shape=SMALL)
+    assert asked == ["https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
+                     "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"]
     with pytest.raises(ValueError, match="3 input channels"):
         inception_v3(weights="imagenet", input_shape=(299, 299, 1))
     with pytest.raises(ValueError, match="num_classes=1000"):

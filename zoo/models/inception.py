@@ -514,6 +514,8 @@ def inception_v3(*, input_shape=None, num_classes=1000, include_top=True, poolin
             raise ValueError(f"inception_v3: the 'imagenet' weights with include_top=True need "
                              f"num_classes=1000 (or use include_top=False). "
                              f"Received: num_classes={num_classes}")
+        # Fetch (or fail) before building anything.
+        weights = zoo_weights.fetch("inception_v3", INCEPTION_V3_WEIGHTS[include_top])
 
     inputs = keras.Input(shape=shape, name="images")
     x = inputs

@@ -12,6 +12,17 @@ from zoo.models import inception
 from test_lenet import _normalise
 
 
+AUTO_NAME = r"^(conv2d|batch_normalization|activation|concatenate|max_pooling2d|" \
+    r"average_pooling2d|dense|dropout|flatten|input_layer)(_\d+)?$"
+
+
+def _no_auto_names(model):
+    """No Keras automatic names (GoogLeNet's "dropout" is named on purpose)."""
+    import re
+    return [la.name for la in model.layers
+            if re.match(AUTO_NAME, la.name) and la.name != "dropout"] == []
+
+
 def _counts(model):
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     non_trainable = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
@@ -33,6 +44,7 @@ def test_googlenet_parameters_paper_faithful(goog):
     assert goog.get_layer("dropout").rate == 0.4
     assert goog.get_layer("inception_3a_1x1").use_bias
     assert not any(isinstance(la, keras.layers.BatchNormalization) for la in goog.layers)
+    assert _no_auto_names(goog)
 
 
 def test_googlenet_table_equals_published(goog, published_table):
@@ -63,6 +75,7 @@ def test_googlenet_table_follows_the_built_model():
 def test_googlenet_aux_logits():
     model = googlenet(aux_logits=True)
     assert [tuple(o.shape) for o in model.outputs] == [(None, 1000)] * 3
+    assert _no_auto_names(model)
     assert model.get_layer("aux1_avg_pool").output.shape == (None, 4, 4, 512)
     assert model.get_layer("aux2_avg_pool").output.shape == (None, 4, 4, 528)
     assert model.get_layer("aux1_dropout").rate == 0.7
@@ -131,6 +144,7 @@ def test_inception_v3_parameters_and_table():
     info = zoo.model_info("inception_v3")
     assert (info.params, info.trainable_params) == (23_851_784, 23_817_352)
     assert model.get_layer("mixed5_branch7x7_2_conv").kernel_size == (1, 7)
+    assert _no_auto_names(model)
     assert model.get_layer("mixed10").output.shape == (None, 8, 8, 2048)
     table = zoo.layer_table(model).set_index("layer")
     assert list(table.index[:7]) == ["stem_1a_3x3", "stem_2a_3x3", "stem_2b_3x3", "stem_3a",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import time
 from typing import Optional
@@ -235,12 +236,14 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
 # Defaults of `zoo train` (and `fit` given a model name) per (model, dataset), measured on a
 # 2-core CPU; anything not listed uses GENERIC_DEFAULTS.
 GENERIC_DEFAULTS = dict(epochs=10, batch_size=32, learning_rate=1e-3, augment=True,
-                        image_size=None, model_args={})
+                        lr_schedule="constant", image_size=None, model_args={})
 TRAIN_DEFAULTS = {
-    ("lenet5", "digits"): dict(epochs=40, batch_size=32, learning_rate=2e-3, augment=True),
-    ("unet", "shapes"): dict(epochs=30, batch_size=16, learning_rate=2e-3, augment=True,
-                             image_size=(64, 64),
-                             model_args={"base_filters": 16, "padding": "same"}),
+    ("lenet5", "digits"): dict(epochs=60, batch_size=32, learning_rate=2e-3, augment=True,
+                               lr_schedule="cosine"),
+    ("unet", "shapes"): dict(epochs=15, batch_size=16, learning_rate=3e-3, augment=True,
+                             lr_schedule="cosine", image_size=(64, 64),
+                             model_args={"base_filters": 8, "padding": "same", "depth": 3,
+                                         "batch_norm": True}),
 }
 
 
@@ -261,19 +264,15 @@ def build_for_dataset(model_name, info: zdata.DatasetInfo, **model_args):
     """Build the registered model ``model_name`` for a dataset: its input shape and classes.
 
     Raises:
-        ValueError: the dataset's task differs from the model's, or the image size is below
-            the model's minimum.
+        ValueError: the dataset's task differs from the model's, or the builder refuses the
+            input shape (e.g. an image size below the model's minimum, which the builder
+            computes for the chosen options such as U-Net's padding).
     """
     from zoo.registry import get_model, model_info
     minfo = model_info(model_name)
     if minfo.task != info.task:
         raise ValueError(f"{model_name} is a {minfo.task} model but dataset {info.name!r} is "
                          f"for {info.task}.")
-    h, w, _ = info.input_shape
-    if min(h, w) < minfo.min_input_size:
-        raise ValueError(f"{model_name}: image size {h}x{w} is smaller than the model's "
-                         f"minimum {minfo.min_input_size}x{minfo.min_input_size}. "
-                         f"Received: image_size=({h}, {w})")
     kwargs = dict(input_shape=tuple(info.input_shape), num_classes=info.num_classes)
     kwargs.update(model_args)
     return get_model(model_name, **kwargs)
@@ -404,7 +403,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         optimizer="adam", augment=None, jit_compile=True, mixed_precision=False,
         early_stopping=True, patience=8, seed=0, data_dir=None, verbose=1,
         model_name=None, monitor="val_loss", label_smoothing=0.0, weight_decay=None,
-        callbacks=None, model_args=None, download=False, compile=True):
+        callbacks=None, model_args=None, download=False, compile=True,
+        lr_schedule="constant"):
     """Train ``model`` on ``dataset`` and write a run directory.
 
     Args:
@@ -434,6 +434,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         monitor: quantity for early stopping and the best checkpoint (``val_loss``,
             ``val_accuracy``, ``val_mean_iou``).
         callbacks: extra Keras callbacks.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (per-epoch cosine decay from
+            ``learning_rate`` towards 0 over ``epochs``; resumes correctly).
         model_args: builder keyword arguments when ``model`` is a name.
         download: let tensorflow-datasets download missing data.
         compile: compile with :func:`compile_model` (``False``: keep the model's own
@@ -452,6 +454,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         >>> history[["epoch", "accuracy", "val_accuracy"]].tail(1)
     """
     import pandas as pd
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine'. "
+                         f"Received: lr_schedule={lr_schedule!r}")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer. Received: epochs={epochs!r}")
     keras.utils.set_random_seed(int(seed))
@@ -469,9 +474,6 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             splits = dataset
         else:
             size = defaults["image_size"] or tuple(minfo.default_input_shape[:2])
-            if min(size) < minfo.min_input_size:
-                raise ValueError(f"{model}: image size {size} is smaller than the model's "
-                                 f"minimum {minfo.min_input_size}.")
             splits = zdata.load_splits(dataset, image_size=size, batch_size=batch_size,
                                        augment=augment, data_dir=data_dir, seed=seed,
                                        download=download)
@@ -552,6 +554,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                keras.callbacks.CSVLogger(history_path, append=resuming),
                keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
                keras.callbacks.TerminateOnNaN()]
+        if lr_schedule == "cosine":
+            base = float(learning_rate)
+            cbs.append(keras.callbacks.LearningRateScheduler(
+                lambda epoch: base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))))
         if early_stopping:
             cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
                                                      patience=patience,
@@ -620,7 +626,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      if isinstance(optimizer, str) else type(optimizer).__name__,
                      "learning_rate": learning_rate, "augment": info.augmentation,
                      "jit_compile": bool(jit_compile), "mixed_precision": bool(mixed_precision),
-                     "seed": seed, "monitor": monitor, "model_args": model_args or {}},
+                     "seed": seed, "monitor": monitor, "lr_schedule": lr_schedule,
+                     "model_args": model_args or {}},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     })
     if len(history):
@@ -683,6 +690,8 @@ def configure_train(parser):
                         help="input channels (default: the dataset's)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate")
     parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
+                        help="learning-rate schedule (default: per model and dataset)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="augment the training split (default: on)")
     parser.add_argument("--run-dir", default=None, help="default runs/MODEL-DATASET-TIME; "
@@ -713,10 +722,6 @@ def configure_train(parser):
         lr = args.lr if args.lr is not None else d["learning_rate"]
         augment = args.augment if args.augment is not None else d["augment"]
         size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
-        if min(size) < minfo.min_input_size:
-            raise ValueError(f"{args.model}: --image-size {size[0]},{size[1]} is smaller than "
-                             f"the model's minimum {minfo.min_input_size},"
-                             f"{minfo.min_input_size}.")
         for value, flag in ((epochs, "--epochs"), (batch, "--batch-size")):
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1. Received: {value}")
@@ -731,7 +736,7 @@ def configure_train(parser):
                       jit_compile=not args.no_xla, mixed_precision=args.mixed_precision,
                       early_stopping=not args.no_early_stopping, patience=args.patience,
                       seed=args.seed, verbose=0 if args.quiet else 1, model_name=args.model,
-                      model_args=model_args)
+                      model_args=model_args, lr_schedule=args.lr_schedule or d["lr_schedule"])
         run_dir = fit.last_run_dir
         with open(os.path.join(run_dir, "metrics.json")) as f:
             metrics = json.load(f)

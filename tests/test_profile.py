@@ -419,7 +419,7 @@ def test_model_table():
     assert list(table.columns) == ["name", "input", "params", "GMACs", "inference MB",
                                    "training MB"]
     assert table.to_dict("records") == [{
-        "name": "lenet5", "input": "32x32x1", "params": 60_840, "GMACs": 0.0,
+        "name": "lenet5", "input": "32x32x1", "params": 60_840, "GMACs": 0.0003281,
         # peak: C1 (28x28x6) + S2 (14x14x6) floats; all: 43,256 bytes
         "inference MB": round((4704 + 1176) * 4 / 1e6, 2), "training MB": 0.04}]
     with pytest.raises(ValueError, match="Unknown model"):

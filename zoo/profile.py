@@ -30,7 +30,8 @@ Counting conventions (all figures are for one batch of ``batch_size`` images;
   papers leave out: pooling (``window - 1`` comparisons or additions per
   output, plus one division per output for averages), global pooling, the
   elementwise merges (``Add``, ``Subtract``, ``Multiply``, ``Average``,
-  ``Maximum``, ``Minimum``: ``inputs - 1`` per element), batch normalisation
+  ``Maximum``, ``Minimum``, and ``keras.ops`` arithmetic used directly in a
+  functional graph: ``inputs - 1`` per element), batch normalisation
   (a multiply and an add per element; at deployment it folds into the
   preceding convolution, so it is not a multiply-add of the network),
   ``Rescaling``/``Normalization`` (two per element), bilinear upsampling and
@@ -55,14 +56,15 @@ state are not included (see ``Totals.weight_bytes``).
 Receptive field (size of the input window an output unit sees, per spatial
 axis) and jump (distance in input pixels between neighbouring output units):
 ``r_out = r_in + (k_eff - 1) * j_in`` and ``j_out = j_in * s`` for
-convolutions and pooling, ``k_eff = dilation * (k - 1) + 1``; transposed
-convolutions and upsampling divide the jump by the stride
-(``r_out = r_in + (ceil(k / s) - 1) * j_in``), ``Resizing`` scales it by
-``in_size / out_size`` (bilinear interpolation adds one input step); layers that collapse the spatial
-axes (``Flatten``, global pooling) see their whole input map
-(``r_in + (n - 1) * j_in``, jump ``j_in * n``); layers with several inputs take
-the largest over their inputs (paths). Padding is ignored, so the receptive
-field can exceed the image.
+convolutions and pooling, ``k_eff = dilation * (k - 1) + 1``. Transposed
+convolutions and upsampling divide the jump by the stride, and an output unit
+of a transposed convolution sees ``ceil(k / s)`` input units
+(``r_out = r_in + (ceil(k / s) - 1) * j_in``); ``Resizing`` scales the jump by
+``in_size / out_size``; bilinear interpolation adds one input step. Layers
+that collapse the spatial axes (``Flatten``, global pooling) see their whole
+input map (``r_in + (n - 1) * j_in``, jump ``j_in * n``). Layers with several
+inputs take the largest over their inputs (paths). Padding is ignored, so the
+receptive field can exceed the image.
 """
 
 from __future__ import annotations
@@ -716,6 +718,13 @@ def _pair_str(h, w) -> str:
 # ---------------------------------------------------------------------------
 # The model table
 
+def _gmacs(macs: int) -> float:
+    """Multiply-adds in units of 10^9: three decimals, or four significant
+    digits below 1 (LeNet-5 has 0.0003281)."""
+    g = macs / 1e9
+    return float(f"{g:.4g}") if g < 1 else round(g, 3)
+
+
 def model_table(names: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """Cost of registered models at their default input, batch 1.
 
@@ -724,7 +733,8 @@ def model_table(names: Optional[Sequence[str]] = None) -> pd.DataFrame:
 
     Returns:
         A ``DataFrame`` with columns ``name``, ``input`` (``HxWxC``), ``params``,
-        ``GMACs`` (multiply-adds / 10^9), ``inference MB`` and ``training MB``
+        ``GMACs`` (multiply-adds / 10^9, three decimals or four significant digits
+        below 1), ``inference MB`` and ``training MB``
         (activation memory, 10^6 bytes, batch 1).
 
     Raises:
@@ -747,7 +757,7 @@ def model_table(names: Optional[Sequence[str]] = None) -> pd.DataFrame:
             "name": name,
             "input": "x".join(str(d) for d in info.default_input_shape),
             "params": p.totals.params,
-            "GMACs": round(p.totals.macs / 1e9, 3),
+            "GMACs": _gmacs(p.totals.macs),
             "inference MB": round(p.totals.inference_activation_bytes / 1e6, 2),
             "training MB": round(p.totals.training_activation_bytes / 1e6, 2),
         })

@@ -1,0 +1,286 @@
+"""zoo serve: a real server process answered by a real HTTP client (httpx)."""
+
+import base64
+import concurrent.futures
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import zoo  # noqa: E402
+from zoo import serving  # noqa: E402
+from zoo.data import DatasetInfo  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INFO = DatasetInfo(name="digits", task="classification", num_classes=10,
+                   labels=[str(i) for i in range(10)], input_shape=(32, 32, 1),
+                   mean=[80.0], std=[100.0], raw_shape=(8, 8, 1))
+LIMIT_MB = 1
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``zoo serve`` on a free localhost port over a directory holding lenet5 version 1."""
+    base = tmp_path_factory.mktemp("served")
+    tf.keras.utils.set_random_seed(11)
+    zoo.export(zoo.lenet5(variant="modern"), base, info=INFO)
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    log = open(base / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo", "serve", str(base), "--port", str(port), "--no-xla",
+         "--max-request-mb", str(LIMIT_MB)], cwd=REPO, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=url, timeout=60)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("zoo serve exited: " + (base / "server.log").read_text()[-2000:])
+            try:
+                if client.get("/v1/models/lenet5").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("zoo serve did not start in 240 s")
+            time.sleep(0.5)
+        yield {"client": client, "base": base, "url": url, "proc": proc}
+    finally:
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def local(server):
+    return serving.load(server["base"] / "lenet5" / "1", jit_compile=False)
+
+
+def images(n, seed=0, size=8):
+    return np.random.RandomState(seed).randint(0, 256, (n, size, size, 1)).astype("uint8")
+
+
+def png_b64(image):
+    buf = io.BytesIO()
+    Image.fromarray(image[..., 0]).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_binds_to_localhost_only(server):
+    proc = subprocess.run(["ss", "-ltn"], capture_output=True, text=True) \
+        if os.path.exists("/usr/bin/ss") or os.path.exists("/bin/ss") else None
+    port = server["url"].rsplit(":", 1)[1]
+    if proc is not None and proc.returncode == 0:
+        lines = [line for line in proc.stdout.splitlines() if f":{port} " in line]
+        assert lines and all("127.0.0.1:" in line for line in lines), lines
+
+
+def test_status_and_metadata(server):
+    c = server["client"]
+    r = c.get("/v1/models/lenet5")
+    assert r.status_code == 200
+    assert r.json() == {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK",
+                                                          "error_message": ""}}]}
+    assert c.get("/v1/models/lenet5/versions/1").json()["model_version_status"][0][
+        "version"] == "1"
+    meta = c.get("/v1/models/lenet5/metadata").json()
+    assert meta["model_spec"] == {"name": "lenet5", "signature_name": "", "version": "1"}
+    sig = meta["metadata"]["signature_def"]["signature_def"]
+    assert list(sig) == ["serving_default"]
+    sd = sig["serving_default"]
+    assert sd["method_name"] == "tensorflow/serving/predict"
+    assert sd["inputs"]["images"]["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in sd["inputs"]["images"]["tensor_shape"]["dim"]] == \
+        ["-1", "-1", "-1", "1"]
+    assert sd["outputs"]["probabilities"]["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in sd["outputs"]["probabilities"]["tensor_shape"]["dim"]] == \
+        ["-1", "10"]
+    assert sd["outputs"]["classes"]["dtype"] == "DT_INT64"
+    assert c.get("/v1/models/lenet5/versions/1/metadata").status_code == 200
+
+
+def test_row_and_columnar_requests(server, local):
+    c = server["client"]
+    x = images(3, seed=1)
+    want = local.predict(x)
+    r = c.post("/v1/models/lenet5:predict", json={"instances": x.tolist()})
+    assert r.status_code == 200, r.text
+    rows = r.json()["predictions"]
+    assert len(rows) == 3 and set(rows[0]) == {"probabilities", "classes"}
+    np.testing.assert_allclose([p["probabilities"] for p in rows], want["probabilities"],
+                               atol=1e-6)
+    assert [p["classes"] for p in rows] == want["classes"].tolist()
+
+    r = c.post("/v1/models/lenet5/versions/1:predict",
+               json={"signature_name": "serving_default", "inputs": {"images": x.tolist()}})
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"]
+    np.testing.assert_allclose(out["probabilities"], want["probabilities"], atol=1e-6)
+    assert out["classes"] == want["classes"].tolist()
+
+    r = c.post("/v1/models/lenet5:predict", json={"inputs": x.tolist()})
+    np.testing.assert_allclose(r.json()["outputs"]["probabilities"], want["probabilities"],
+                               atol=1e-6)
+    r = c.post("/v1/models/lenet5:predict",
+               json={"instances": [{"images": v} for v in x.tolist()]})
+    np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
+                               want["probabilities"], atol=1e-6)
+
+
+def test_b64_png_in_both_forms(server, local):
+    c = server["client"]
+    x = np.concatenate([images(1, seed=2, size=8), ], 0)
+    big = images(1, seed=3, size=20)
+    want_small = local.predict(x)["probabilities"]
+    want_big = local.predict(big)["probabilities"]
+    r = c.post("/v1/models/lenet5:predict",
+               json={"instances": [{"b64": png_b64(x[0])}, {"b64": png_b64(big[0])}]})
+    assert r.status_code == 200, r.text
+    got = [p["probabilities"] for p in r.json()["predictions"]]
+    np.testing.assert_allclose(got, np.concatenate([want_small, want_big]), atol=1e-6)
+    r = c.post("/v1/models/lenet5:predict", json={"inputs": {"images": [{"b64": png_b64(x[0])}]}})
+    np.testing.assert_allclose(r.json()["outputs"]["probabilities"], want_small, atol=1e-6)
+
+
+ERRORS = [
+    ("post", "/v1/models/lenet5:predict", b"{not json", 400, "malformed JSON"),
+    ("post", "/v1/models/lenet5:predict", b"[1, 2]", 400, "JSON object"),
+    ("post", "/v1/models/lenet5:predict", {"instances": [], "inputs": []}, 400, "both"),
+    ("post", "/v1/models/lenet5:predict", {"signature_name": "serving_default"}, 400,
+     "neither"),
+    ("post", "/v1/models/lenet5:predict", {"instances": []}, 400, "non-empty"),
+    ("post", "/v1/models/lenet5:predict", {"instances": [[[0.0]] * 8] * 8}, 400,
+     "each instance must be one image"),
+    ("post", "/v1/models/lenet5:predict", {"instances": np.zeros((1, 8, 8, 3)).tolist()}, 400,
+     "1 channel"),
+    ("post", "/v1/models/lenet5:predict", {"inputs": np.zeros((8, 8, 1)).tolist()}, 400,
+     "must be a batch"),
+    ("post", "/v1/models/lenet5:predict", {"instances": [[[["a"]]]]}, 400,
+     "pixel values must be numbers"),
+    ("post", "/v1/models/lenet5:predict", {"instances": [[[[True]]]]}, 400,
+     "pixel values must be numbers"),
+    ("post", "/v1/models/lenet5:predict", {"instances": ["text"]}, 400, "expected an image"),
+    ("post", "/v1/models/lenet5:predict", {"instances": [[[[0]], [[0], [1]]]]}, 400,
+     "regular numeric array"),
+    ("post", "/v1/models/lenet5:predict", {"instances": [{"b64": "***"}]}, 400,
+     "invalid base64"),
+    ("post", "/v1/models/lenet5:predict",
+     {"instances": [{"b64": base64.b64encode(b"plain text").decode()}]}, 400,
+     "could not decode"),
+    ("post", "/v1/models/lenet5:predict", {"instances": [{"pixels": 1}]}, 400,
+     "named inputs must be exactly"),
+    ("post", "/v1/models/lenet5:predict", {"inputs": {"x": [1]}}, 400, "input"),
+    ("post", "/v1/models/lenet5:predict",
+     {"signature_name": "classify", "instances": [[[[0]]]]}, 400, "signature_name"),
+    ("post", "/v1/models/nope:predict", {"instances": [[[[0]]]]}, 404, "Servable not found"),
+    ("post", "/v1/models/lenet5/versions/9:predict", {"instances": [[[[0]]]]}, 404,
+     "version 9"),
+    ("post", "/v1/models/lenet5/versions/x:predict", {"instances": [[[[0]]]]}, 400,
+     "version must be"),
+    ("post", "/v1/models/lenet5:classify", {"examples": []}, 400, "not supported"),
+    ("post", "/v1/models/lenet5:explode", {"instances": []}, 404, "no such endpoint"),
+    ("get", "/v1/models/nope", None, 404, "Servable not found"),
+    ("get", "/v1/models/lenet5/versions/3", None, 404, "version 3"),
+    ("get", "/v1/models/lenet5:predict", None, 405, "use POST"),
+    ("get", "/v1/other", None, 404, "no such endpoint"),
+    ("put", "/v1/models/lenet5", None, 405, "not allowed"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, status, message", ERRORS,
+                         ids=[f"{e[0]}-{e[4][:20]}" for e in ERRORS])
+def test_errors_are_4xx_json(server, method, path, body, status, message):
+    c = server["client"]
+    if isinstance(body, bytes):
+        r = c.request(method, path, content=body)
+    else:
+        r = c.request(method, path, json=body)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert message in r.json()["error"], r.json()
+
+
+def test_request_size_limit(server):
+    c = server["client"]
+    body = b'{"instances": [' + b"0," * (LIMIT_MB * 1024 * 1024 // 2 + 10) + b"0]}"
+    r = c.post("/v1/models/lenet5:predict", content=body)
+    assert r.status_code == 413
+    assert "exceeds the limit" in r.json()["error"]
+
+    def chunks():  # no Content-Length: the limit applies while reading
+        for _ in range(LIMIT_MB * 4):
+            yield b" " * (512 * 1024)
+
+    r = c.post("/v1/models/lenet5:predict", content=chunks())
+    assert r.status_code == 413
+    # The server is still healthy afterwards.
+    assert c.get("/v1/models/lenet5").status_code == 200
+
+
+def test_32_concurrent_requests_all_answered_correctly(server, local):
+    batches = [images(1 + i % 3, seed=100 + i) for i in range(32)]
+    want = [local.predict(b)["probabilities"] for b in batches]
+
+    def ask(i):
+        with httpx.Client(base_url=server["url"], timeout=120) as c:
+            body = ({"instances": batches[i].tolist()} if i % 2 else
+                    {"inputs": {"images": batches[i].tolist()}})
+            return c.post("/v1/models/lenet5:predict", json=body)
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(ask, range(32)))
+    for i, r in enumerate(answers):
+        assert r.status_code == 200, r.text
+        data = r.json()
+        got = ([p["probabilities"] for p in data["predictions"]] if i % 2 else
+               data["outputs"]["probabilities"])
+        np.testing.assert_allclose(got, want[i], atol=1e-6)
+
+
+def test_new_version_is_served_without_restart(server, local):
+    c = server["client"]
+    tf.keras.utils.set_random_seed(12)
+    model = zoo.lenet5(variant="modern")
+    zoo.export(model, server["base"], info=INFO)  # version 2, renamed into place
+    x = images(2, seed=7)
+    new = serving.load(server["base"] / "lenet5" / "2", jit_compile=False).predict(x)
+    old = local.predict(x)
+    assert np.abs(new["probabilities"] - old["probabilities"]).max() > 1e-3
+
+    status = c.get("/v1/models/lenet5").json()["model_version_status"]
+    assert [s["version"] for s in status] == ["2", "1"]
+    r = c.post("/v1/models/lenet5:predict", json={"instances": x.tolist()})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
+                               new["probabilities"], atol=1e-6)
+    r = c.post("/v1/models/lenet5/versions/1:predict", json={"instances": x.tolist()})
+    np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
+                               old["probabilities"], atol=1e-6)
+    assert c.get("/v1/models/lenet5/metadata").json()["model_spec"]["version"] == "2"

@@ -161,6 +161,7 @@ def test_chain_memory_is_two_consecutive_layers():
     # x 8x8x1 = 256 B, c1 8x8x4 = 1024 B, c2 8x8x2 = 512 B
     p = zprofile.profile(chain_model())
     assert list(p.layers["activation_bytes"]) == [256, 1024, 512]
+    assert list(p.layers["live_bytes"]) == [256, 256 + 1024, 1024 + 512]
     assert p.totals.inference_activation_bytes == max(256 + 1024, 1024 + 512)
     assert p.totals.inference_peak_layer == "c2"
     assert p.totals.training_activation_bytes == 256 + 1024 + 512
@@ -182,6 +183,8 @@ def test_skip_connection_keeps_its_tensor_alive():
     # skip: x stays alive until the add: x+a = 320, x+a+b = 576, x+b+c = 384, x+c+add = 192
     assert skip.totals.inference_activation_bytes == 576
     assert skip.totals.inference_peak_layer == "b"
+    assert list(skip.layers["live_bytes"]) == [64, 320, 576, 384, 192]
+    assert list(plain.layers["live_bytes"]) == [64, 320, 512, 320]
     assert skip.totals.training_activation_bytes == 64 + 256 + 256 + 64 + 64
     assert skip.totals.other_ops == 16
 
@@ -366,6 +369,7 @@ def test_every_registered_model(profiles, name):
     assert p.totals.params == params == p.layers["params"].sum()
     assert p.totals.macs == p.layers["macs"].sum() > 0
     assert p.totals.training_activation_bytes == p.layers["activation_bytes"].sum()
+    assert p.totals.inference_activation_bytes == p.layers["live_bytes"].max()
     assert (p.layers["activation_bytes"].max() < p.totals.inference_activation_bytes
             < p.totals.training_activation_bytes)
     last = p.layers.iloc[-1]
@@ -446,6 +450,9 @@ def test_cli_summary_markdown_input_shape_and_plot(capsys, tmp_path):
     assert "| C5 " in out and "2x2x120" in out and "multiply-adds (MACs)" in out
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(tmp_path) == ["lenet.png"]   # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 @pytest.mark.parametrize("args,message", [

@@ -85,7 +85,7 @@ import pandas as pd
 __all__ = ["Profile", "Totals", "profile", "model_table", "configure_summary"]
 
 LAYER_COLUMNS = ["name", "type", "output_shape", "params", "macs", "other_ops",
-                 "activation_bytes", "rf_h", "rf_w", "jump_h", "jump_w"]
+                 "activation_bytes", "live_bytes", "rf_h", "rf_w", "jump_h", "jump_w"]
 
 
 # ---------------------------------------------------------------------------
@@ -162,8 +162,11 @@ class Profile:
     Attributes:
         name: the model's name.
         layers: one row per layer call, columns :data:`LAYER_COLUMNS`
-            (``output_shape`` without the batch axis; ``rf_*`` receptive field and
-            ``jump_*`` effective stride along height and width, in input pixels).
+            (``output_shape`` without the batch axis; ``activation_bytes`` the
+            layer's output; ``live_bytes`` all activations alive while the layer
+            runs at inference, whose maximum is the inference peak; ``rf_*``
+            receptive field and ``jump_*`` effective stride along height and
+            width, in input pixels).
         totals: the whole-model :class:`Totals`.
         unknown: ``(name, type)`` of the layers without a cost rule (counted as zero).
     """
@@ -182,6 +185,7 @@ class Profile:
             "output": [_shape_str(s) for s in df["output_shape"]],
             "params": df["params"], "MACs": df["macs"], "other ops": df["other_ops"],
             "activation kB": (df["activation_bytes"] / 1e3).round(1),
+            "live kB": (df["live_bytes"] / 1e3).round(1),
             "receptive field": [_pair_str(h, w) for h, w in zip(df["rf_h"], df["rf_w"])],
             "jump": [_pair_str(h, w) for h, w in zip(df["jump_h"], df["jump_w"])],
         })
@@ -217,13 +221,13 @@ class Profile:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"plot: directory does not exist: {directory!r}")
-        import matplotlib
-        matplotlib.use("Agg")
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         df = self.layers
         x = np.arange(len(df))
         fig = Figure(figsize=(max(8.0, min(40.0, 0.12 * len(df))), 7), layout="constrained")
+        FigureCanvasAgg(fig)   # render with Agg, whatever pyplot's backend is
         ax1, ax2 = fig.subplots(2, 1, sharex=True)
         ax1.bar(x, df["macs"] / 1e6, color="tab:blue", label="multiply-adds")
         ax1.bar(x, df["other_ops"] / 1e6, bottom=df["macs"] / 1e6, color="tab:orange",
@@ -232,8 +236,11 @@ class Profile:
         ax1.set_title(f"{self.name}: {self.totals.macs / 1e9:.3f} GMACs, batch "
                       f"{self.totals.batch_size}")
         ax1.legend(loc="upper right")
-        ax2.bar(x, df["activation_bytes"] / 1e6, color="tab:green")
+        ax2.bar(x, df["activation_bytes"] / 1e6, color="tab:green", label="layer output")
+        ax2.step(x, df["live_bytes"] / 1e6, where="mid", color="tab:red",
+                 label="alive at inference")
         ax2.set_ylabel("activation MB")
+        ax2.legend(loc="upper right")
         ax2.set_title(f"inference peak {self.totals.inference_activation_bytes / 1e6:.2f} MB, "
                       f"training {self.totals.training_activation_bytes / 1e6:.2f} MB")
         step = max(1, len(df) // 40)
@@ -244,6 +251,9 @@ class Profile:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fig.savefig(fh, format="png", dpi=100)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -601,6 +611,9 @@ def profile(model, batch_size: int = 1) -> Profile:
     n_axes = max(1, len(_shape(specs[input_keys[0]])) - 1)
     classes = _layer_classes()
 
+    live = _live_bytes(calls, output_keys, specs, batch_size)
+    peak = max(live)
+    peak_at = calls[live.index(peak)].name
     rf = {}
     records = []
     unknown = []
@@ -627,11 +640,11 @@ def profile(model, batch_size: int = 1) -> Profile:
             "macs": int(macs) * batch_size,
             "other_ops": int(other) * batch_size,
             "activation_bytes": sum(_bytes(specs[k], batch_size) for k in call.outputs),
+            "live_bytes": live[len(records)],
             "rf_h": int(r[0]), "rf_w": int(r[1] if n_axes > 1 else r[0]),
             "jump_h": float(j[0]), "jump_w": float(j[1] if n_axes > 1 else j[0]),
         })
     layers = pd.DataFrame.from_records(records, columns=LAYER_COLUMNS)
-    peak, peak_at = _inference_peak(calls, output_keys, specs, batch_size)
     training = sum(_bytes(s, batch_size) for s in specs.values())
 
     trainable = _count(model.trainable_weights)
@@ -670,8 +683,8 @@ def _count(variables) -> int:
     return int(sum(_prod(tuple(v.shape)) for v in _unique(variables)))
 
 
-def _inference_peak(calls, output_keys, specs, batch_size):
-    """Peak bytes alive while running ``calls`` in order, and where it happens.
+def _live_bytes(calls, output_keys, specs, batch_size) -> list:
+    """Bytes alive while each of ``calls`` runs, in order.
 
     While a call runs, every live tensor (computed, still needed later or a
     model output) and the call's outputs are in memory; afterwards its inputs
@@ -683,12 +696,10 @@ def _inference_peak(calls, output_keys, specs, batch_size):
             remaining[k] = remaining.get(k, 0) + 1
     keep = set(output_keys)
     alive: dict = {}
-    peak, peak_at = 0, ""
+    live = []
     for call in calls:
         new = [k for k in call.outputs if k not in alive]
-        current = sum(alive.values()) + sum(_bytes(specs[k], batch_size) for k in new)
-        if current > peak:
-            peak, peak_at = current, call.name
+        live.append(sum(alive.values()) + sum(_bytes(specs[k], batch_size) for k in new))
         for k in new:
             alive[k] = _bytes(specs[k], batch_size)
         for k in set(call.inputs):
@@ -698,7 +709,7 @@ def _inference_peak(calls, output_keys, specs, batch_size):
         for k in new:
             if remaining.get(k, 0) == 0 and k not in keep:
                 alive.pop(k, None)
-    return peak, peak_at
+    return live
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,209 @@
+"""zoo.serving: loading exports, the inputs Servable.predict accepts, XLA at load, zoo predict."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import zoo  # noqa: E402
+from zoo import serving  # noqa: E402
+from zoo.data import DatasetInfo, digits_arrays, preprocess  # noqa: E402
+
+INFO = DatasetInfo(name="digits", task="classification", num_classes=10,
+                   labels=[f"digit {i}" for i in range(10)], input_shape=(32, 32, 1),
+                   mean=[80.0], std=[100.0], raw_shape=(8, 8, 1))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """lenet5 (modern) exported twice under base/lenet5 with different weights."""
+    base = tmp_path_factory.mktemp("models")
+    keras_models = {}
+    for version, seed in ((1, 1), (2, 2)):
+        tf.keras.utils.set_random_seed(seed)
+        model = zoo.lenet5(variant="modern")
+        zoo.export(model, base, info=INFO)
+        keras_models[version] = model
+    return base, keras_models
+
+
+@pytest.fixture(scope="module")
+def servable(exported):
+    base, _ = exported
+    return serving.load(base / "lenet5" / "2", jit_compile=False)
+
+
+def expected(model, raw):
+    return np.asarray(model(preprocess(np.asarray(raw, "float32"), INFO)))
+
+
+def test_load_model_dir_takes_the_newest_version(exported, servable):
+    base, models = exported
+    newest = serving.load(base / "lenet5", jit_compile=False)
+    assert (newest.name, newest.version) == ("lenet5", 2)
+    assert servable.labels == [f"digit {i}" for i in range(10)]
+    assert servable.info["task"] == "classification"
+    assert servable.signature == {
+        "name": "serving_default",
+        "inputs": {"images": {"dtype": "float32", "shape": [None, None, None, 1]}},
+        "outputs": {"probabilities": {"dtype": "float32", "shape": [None, 10]},
+                    "classes": {"dtype": "int64", "shape": [None]}}}
+    x = digits_arrays("test")[0][:3]
+    np.testing.assert_allclose(newest.predict(x)["probabilities"], expected(models[2], x),
+                               atol=1e-5)
+    first = serving.load(base / "lenet5" / "1", jit_compile=False)
+    np.testing.assert_allclose(first.predict(x)["probabilities"], expected(models[1], x),
+                               atol=1e-5)
+
+
+def test_missing_directories_raise(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such SavedModel directory"):
+        serving.load(tmp_path / "nothing")
+    (tmp_path / "empty" / ".tmp-1-x").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="holds no SavedModel"):
+        serving.load(tmp_path / "empty")
+
+
+def test_uint8_float_single_image_and_greyscale_forms_agree(servable):
+    rng = np.random.RandomState(0)
+    batch = rng.randint(0, 256, (5, 8, 8, 1)).astype("uint8")
+    ref = servable.predict(batch.astype("float32"))
+    assert ref["probabilities"].shape == (5, 10) and ref["classes"].shape == (5,)
+    for form in (batch, batch.astype("float64"), batch.astype("int32"), list(batch),
+                 batch[..., 0], batch.tolist()):
+        np.testing.assert_allclose(servable.predict(form)["probabilities"],
+                                   ref["probabilities"], atol=1e-6)
+    single = servable.predict(batch[2])  # [H, W, C] -> a batch of one
+    np.testing.assert_allclose(single["probabilities"], ref["probabilities"][2:3], atol=1e-6)
+    np.testing.assert_allclose(servable.predict(batch[2, ..., 0])["probabilities"],
+                               ref["probabilities"][2:3], atol=1e-6)
+    chunked = servable.predict(batch, batch_size=2)
+    np.testing.assert_allclose(chunked["probabilities"], ref["probabilities"], atol=1e-6)
+    np.testing.assert_array_equal(chunked["classes"], ref["classes"])
+
+
+def test_files_bytes_and_mixed_sizes(servable, tmp_path):
+    rng = np.random.RandomState(1)
+    small = rng.randint(0, 256, (8, 8)).astype("uint8")
+    large = rng.randint(0, 256, (20, 12)).astype("uint8")
+    png_small, png_large = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(small).save(png_small)
+    Image.fromarray(large).save(png_large)
+    # An RGB JPEG is converted to the model's one channel on decoding.
+    rgb = rng.randint(0, 256, (16, 16, 3)).astype("uint8")
+    jpeg = tmp_path / "c.jpg"
+    Image.fromarray(rgb).save(jpeg, quality=95)
+    grey_jpeg = np.asarray(Image.open(jpeg).convert("L"))[..., None]
+
+    out = servable.predict([png_small, str(png_large), jpeg])
+    assert out["probabilities"].shape == (3, 10)
+    for i, array in enumerate([small[..., None], large[..., None], grey_jpeg]):
+        np.testing.assert_allclose(out["probabilities"][i],
+                                   servable.predict(array)["probabilities"][0], atol=1e-6)
+    np.testing.assert_allclose(servable.predict(png_small.read_bytes())["probabilities"],
+                               out["probabilities"][:1], atol=1e-6)
+    np.testing.assert_allclose(servable.predict(str(png_small))["probabilities"],
+                               out["probabilities"][:1], atol=1e-6)
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.zeros((2, 8, 8, 3)), r"takes images with 1 channel\(s\); received 3"),
+    (np.zeros((1, 2, 8, 8, 1)), r"expected images of shape \[batch, height, width, 1\]"),
+    (np.zeros((0, 8, 8, 1)), "empty"),
+    ([], "empty list"),
+    (np.array([["a", "b"]]), "pixel values must be numbers"),
+    (np.zeros((2, 8, 8, 1), bool), "pixel values must be numbers"),
+    (np.full((1, 8, 8, 1), np.nan), "finite"),
+    ([[[0.0]], [[0.0], [1.0]]], "regular numeric array"),
+    (b"not an image", "could not decode"),
+    ({"images": 1}, "must be a numpy array"),
+])
+def test_bad_inputs_raise_clear_errors(servable, images, message):
+    with pytest.raises(ValueError, match=message):
+        servable.predict(images)
+
+
+def test_bad_paths_and_batch_size(servable, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such image file"):
+        servable.predict(str(tmp_path / "missing.png"))
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="could not decode"):
+        servable.predict(text)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        servable.predict(np.zeros((1, 8, 8, 1)), batch_size=0)
+    with pytest.raises(ValueError, match="unknown signature"):
+        servable.predict(np.zeros((1, 8, 8, 1)), signature_name="classify")
+
+
+def test_xla_compiled_at_load_matches_the_plain_function(exported, servable):
+    base, _ = exported
+    compiled = serving.load(base / "lenet5" / "2", jit_compile=True)
+    assert compiled.jit_compiled and compiled.jit_timing["compile_seconds"] > 0
+    x = np.random.RandomState(2).randint(0, 256, (3, 8, 8, 1))  # padded to a batch of 4
+    np.testing.assert_allclose(compiled.predict(x)["probabilities"],
+                               servable.predict(x)["probabilities"], atol=1e-5)
+    np.testing.assert_array_equal(compiled.predict(x)["classes"], servable.predict(x)["classes"])
+    # "auto" keeps XLA only where it compiled and was faster on a warm-up batch.
+    auto = serving.load(base / "lenet5" / "2")
+    assert auto.jit_compiled or auto.jit_error
+    if not auto.jit_compiled:
+        assert "plain" in auto.jit_error or "Error" in auto.jit_error
+    np.testing.assert_allclose(auto.predict(x)["probabilities"],
+                               servable.predict(x)["probabilities"], atol=1e-5)
+
+
+def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
+    from zoo.cli import main
+    base, _ = exported
+    img = np.random.RandomState(3).randint(0, 256, (8, 8)).astype("uint8")
+    path = tmp_path / "seven.png"
+    Image.fromarray(img).save(path)
+    assert main(["predict", str(base / "lenet5"), str(path), "--top-k", "3", "--no-xla",
+                 "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "image,rank,label,probability"
+    assert len(lines) == 4
+    probs = servable.predict(path)["probabilities"][0]
+    best = np.argsort(-probs)[:3]
+    for line, j in zip(lines[1:], best):
+        label, p = line.split(",")[2:4]
+        assert label == f"digit {j}" and float(p) == pytest.approx(probs[j], abs=1e-4)
+
+    assert main(["predict", str(base / "lenet5"), "--digits", "4", "--top-k", "1",
+                 "--no-xla", "--format", "csv"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    x, y = digits_arrays("test")
+    classes = servable.predict(x[:4])["classes"]
+    rows = [line.split(",") for line in out[1:5]]
+    assert [r[2] for r in rows] == [f"digit {c}" for c in classes]
+    assert [r[4] for r in rows] == [f"digit {t}" for t in y[:4]]
+    right = int(np.sum(classes == y[:4]))
+    assert out[-1].startswith(f"{right}/4 correct")
+
+    assert main(["predict", str(base / "lenet5"), "--no-xla"]) == 2
+    assert "give image files" in capsys.readouterr().err
+
+
+def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):
+    from zoo.cli import main
+    model = zoo.unet(input_shape=(32, 32, 3), num_classes=3, padding="same", depth=2,
+                     base_filters=4)
+    base = tmp_path / "models"
+    zoo.export(model, base, name="seg")
+    img = np.random.RandomState(4).randint(0, 256, (32, 32, 3)).astype("uint8")
+    Image.fromarray(img).save(tmp_path / "scene.png")
+    out_dir = tmp_path / "masks"
+    assert main(["predict", str(base / "seg"), str(tmp_path / "scene.png"), "--out",
+                 str(out_dir), "--no-xla"]) == 0
+    assert "scene_mask.png" in capsys.readouterr().out
+    assert os.listdir(out_dir) == ["scene_mask.png"]
+    mask = np.asarray(Image.open(out_dir / "scene_mask.png"))
+    want = np.asarray(model(img[None].astype("float32"))).argmax(-1)[0]
+    np.testing.assert_array_equal(mask, want)

@@ -168,7 +168,8 @@ def feature_extractor(model_or_name, strides: Sequence[int] = DEFAULT_STRIDES, i
         input_shape: ``(H, W, C)`` for a named backbone (default: its paper's).
         weights: weights of a named backbone (``None``, ``"imagenet"`` or a path).
         trainable: set to ``False`` to freeze the backbone (batch norm then runs
-            in inference mode).
+            in inference mode). It sets ``trainable`` on the backbone's layers,
+            which a passed-in model shares with the extractor.
         **kwargs: further options of a named backbone's builder.
 
     Returns:

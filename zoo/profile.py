@@ -145,12 +145,11 @@ class Totals:
         ]
         for dtype, n in sorted(self.weight_bytes.items()):
             rows.append((f"weight bytes ({dtype})", f"{n:,} ({n / 1e6:.2f} MB)"))
+        inference, training = self.inference_activation_bytes, self.training_activation_bytes
         rows += [
             ("inference activation memory",
-             f"{self.inference_activation_bytes:,} B ({self.inference_activation_bytes / 1e6:.2f} MB,"
-             f" peak at {self.inference_peak_layer})"),
-            ("training activation memory",
-             f"{self.training_activation_bytes:,} B ({self.training_activation_bytes / 1e6:.2f} MB)"),
+             f"{inference:,} B ({inference / 1e6:.2f} MB, peak at {self.inference_peak_layer})"),
+            ("training activation memory", f"{training:,} B ({training / 1e6:.2f} MB)"),
         ]
         return pd.DataFrame(rows, columns=["quantity", "value"])
 
@@ -594,7 +593,7 @@ def profile(model, batch_size: int = 1) -> Profile:
     Example:
         >>> import zoo
         >>> p = zoo.profile(zoo.lenet5())
-        >>> p.layers.set_index("name").loc["C5", "rf_h"]
+        >>> int(p.layers.set_index("name").loc["C5", "rf_h"])
         32
         >>> p.totals.macs
         328096

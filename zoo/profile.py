@@ -751,7 +751,9 @@ def model_table(names: Optional[Sequence[str]] = None) -> pd.DataFrame:
         ValueError: for an unknown model name.
 
     Example:
-        >>> model_table(["lenet5", "alexnet"])
+        >>> table = model_table(["lenet5"])
+        >>> float(table.loc[0, "GMACs"]), int(table.loc[0, "params"])
+        (0.0003281, 60840)
     """
     import keras
     from zoo.registry import get_model, list_models, model_info

@@ -1,0 +1,300 @@
+"""Tests of zoo.data: embedded sets, tfds loaders (mocked), folders, preprocessing, augmentation."""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from zoo import data
+
+
+def _batches(ds):
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+# --- digits ---------------------------------------------------------------------------
+
+def test_digits_split_fixed_stratified_raw_range():
+    x_tr, y_tr = data.digits_arrays("train")
+    x_va, y_va = data.digits_arrays("val")
+    x_te, y_te = data.digits_arrays("test")
+    assert (len(x_tr), len(x_va), len(x_te)) == (1257, 180, 360)
+    assert x_tr.shape[1:] == (8, 8, 1) and x_tr.dtype == np.float32
+    assert x_tr.min() == 0.0 and x_tr.max() == 255.0
+    # Stratified: every class has 36 test and 18 validation images (10 classes, ~equal).
+    assert np.bincount(y_te).min() >= 35 and np.bincount(y_te).max() <= 37
+    assert np.bincount(y_va).min() >= 17 and np.bincount(y_va).max() <= 19
+    # Fixed: a second call gives the same split.
+    np.testing.assert_array_equal(data.digits_arrays("test")[0], x_te)
+    from sklearn.datasets import load_digits
+    assert len(x_tr) + len(x_va) + len(x_te) == len(load_digits().images) == 1797
+
+
+def test_digits_pipeline_shapes_and_normalisation():
+    ds, info = data.load("digits", "train", image_size=(32, 32), batch_size=100, shuffle=False)
+    x, y = _batches(ds)
+    assert x.shape == (1257, 32, 32, 1) and x.dtype == np.float32
+    assert y.shape == (1257,) and y.dtype == np.int32
+    assert info.input_shape == (32, 32, 1) and info.num_classes == 10
+    assert info.labels == [str(i) for i in range(10)] and info.task == "classification"
+    assert info.splits == {"train": 1257, "validation": 180, "test": 360}
+    # mean/std were measured on the (first 512) raw training pixels: normalised ~ N(0, 1).
+    assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1.0) < 0.05
+    assert 60 < info.mean[0] < 100 and 60 < info.std[0] < 100
+
+
+def test_preprocess_is_what_the_pipeline_does():
+    ds, info = data.load("digits", "test", image_size=(32, 32), batch_size=64)
+    x, y = _batches(ds)
+    raw, labels = data.digits_arrays("test")
+    np.testing.assert_array_equal(y, labels)
+    np.testing.assert_allclose(data.preprocess(raw, info).numpy(), x, atol=1e-5)
+    # The dict form (what the export reads from info.json) works the same.
+    np.testing.assert_allclose(data.preprocess(raw[:3], info.to_dict()).numpy(), x[:3], atol=1e-5)
+
+
+def test_preprocess_resize_and_channels():
+    info = data.DatasetInfo("t", "classification", 2, ["a", "b"], (4, 6, 3),
+                            mean=[10.0, 20.0, 30.0], std=[2.0, 4.0, 5.0])
+    grey = np.full((2, 8, 12, 1), 50.0, "float32")
+    out = data.preprocess(grey, info).numpy()
+    assert out.shape == (2, 4, 6, 3)
+    np.testing.assert_allclose(out[0, 0, 0], [(50 - 10) / 2, (50 - 20) / 4, (50 - 30) / 5])
+    rgba = np.concatenate([np.full((1, 4, 6, 3), 100.0), np.zeros((1, 4, 6, 1))], -1)
+    np.testing.assert_allclose(data.preprocess(rgba, info).numpy()[0, 1, 1],
+                               [45.0, 20.0, 14.0])
+    info1 = data.DatasetInfo("t", "classification", 2, ["a", "b"], (4, 6, 1), mean=[0.0],
+                             std=[1.0])
+    rgb = np.zeros((1, 4, 6, 3), "float32")
+    rgb[..., 0] = 100.0
+    np.testing.assert_allclose(data.preprocess(rgb, info1).numpy()[0, 0, 0, 0], 29.89, atol=0.01)
+    with pytest.raises(ValueError, match="cannot convert 2-channel"):
+        data.preprocess(np.zeros((1, 4, 6, 2), "float32"), info1)
+
+
+def test_dataset_info_round_trip():
+    _, info = data.load("digits", "validation", image_size=(16, 16))
+    d = json.loads(json.dumps(info.to_dict()))
+    back = data.DatasetInfo.from_dict(d)
+    assert back == info
+    assert back.input_shape == (16, 16, 1)
+
+
+# --- shapes ---------------------------------------------------------------------------
+
+def test_make_shapes_seeded_with_all_classes():
+    x1, m1 = data.make_shapes(6, seed=5)
+    x2, m2 = data.make_shapes(6, seed=5)
+    x3, _ = data.make_shapes(6, seed=6)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(m1, m2)
+    assert not np.array_equal(x1, x3)
+    assert x1.shape == (6, 64, 64, 3) and x1.dtype == np.uint8 and m1.shape == (6, 64, 64)
+    x, m = data.make_shapes(40, seed=0)
+    assert set(np.unique(m)) == {0, 1, 2, 3}
+    # A shape pixel has the shape's colour: pixels of one mask region differ from background.
+    for i in range(5):
+        fg, bg = x[i][m[i] > 0].mean(0), x[i][m[i] == 0].mean(0)
+        assert np.abs(fg - bg).sum() > 40
+
+
+def test_shapes_splits():
+    s = data.load_splits("shapes", image_size=(32, 32), batch_size=50)
+    assert s.info.labels == ["background", "circle", "square", "triangle"]
+    assert s.info.task == "segmentation" and s.info.num_classes == 4
+    assert s.info.input_shape == (32, 32, 3)
+    x, m = _batches(s.test)
+    assert x.shape == (200, 32, 32, 3) and m.shape == (200, 32, 32) and m.dtype == np.int32
+    assert set(np.unique(m)) == {0, 1, 2, 3}
+    assert s.info.splits == {"train": 1000, "validation": 100, "test": 200}
+
+
+# --- augmentation ---------------------------------------------------------------------
+
+def test_augmentation_never_touches_validation_and_test():
+    plain = data.load_splits("digits", image_size=(16, 16), batch_size=400, augment=False)
+    aug = data.load_splits("digits", image_size=(16, 16), batch_size=400, augment=True)
+    for a, b in ((plain.validation, aug.validation), (plain.test, aug.test)):
+        np.testing.assert_array_equal(_batches(a)[0], _batches(b)[0])
+    x_plain, _ = _batches(data.load("digits", "train", image_size=(16, 16), batch_size=400,
+                                    shuffle=False)[0])
+    x_aug, _ = _batches(data.load("digits", "train", image_size=(16, 16), batch_size=400,
+                                  shuffle=False, augment=True)[0])
+    changed = np.abs(x_plain - x_aug).reshape(len(x_plain), -1).max(1) > 1e-3
+    assert changed.mean() > 0.9
+    assert aug.info.augmentation["flip"] is None  # never flip digits
+    assert aug.info.augmentation["rotation"] <= 0.05
+
+
+def test_augmentation_moves_masks_with_images():
+    rng = np.random.default_rng(0)
+    masks = np.zeros((8, 32, 32), "int32")
+    for i in range(8):
+        r, c = rng.integers(4, 20, 2)
+        masks[i, r:r + 9, c:c + 7] = 1 + i % 3
+    images = np.repeat((masks * 60.0)[..., None], 3, axis=-1).astype("float32")
+    aug = data.augmenter(dict(flip="horizontal_and_vertical", rotation=0.1, zoom=0.2,
+                              translation=0.2, fill_mode="constant"), seed=3)
+    out_x, out_m = aug(tf.constant(images), tf.constant(masks))
+    out_x, out_m = out_x.numpy(), out_m.numpy()
+    assert out_m.dtype == np.int32 and set(np.unique(out_m)) <= {0, 1, 2, 3}
+    assert (out_m != masks).any(axis=(1, 2)).sum() >= 6   # the masks moved ...
+    agree = np.round(out_x[..., 0] / 60.0) == out_m           # ... together with the images
+    assert agree.mean() > 0.97
+    # Contrast changes images only, never masks.
+    aug_c = data.augmenter(dict(contrast=0.5), seed=1)
+    cx, cm = aug_c(tf.constant(images), tf.constant(masks))
+    np.testing.assert_array_equal(cm.numpy(), masks)
+    assert not np.allclose(cx.numpy(), images)
+
+
+# --- tensorflow-datasets (mocked: nothing is downloaded) --------------------------------
+
+TFDS_CASES = {
+    "mnist": (10, (28, 28, 1)), "fashion_mnist": (10, (28, 28, 1)),
+    "cifar10": (10, (32, 32, 3)), "cifar100": (100, (32, 32, 3)),
+    "malaria": (2, (24, 24, 3)), "imagenette": (10, (24, 24, 3)),
+    "oxford_iiit_pet": (3, (24, 24, 3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TFDS_CASES))
+def test_tfds_loaders_under_mock_data(name, tmp_path):
+    import tensorflow_datasets as tfds
+    num_classes, shape = TFDS_CASES[name]
+    size = None if name in ("mnist", "fashion_mnist", "cifar10", "cifar100") else shape[:2]
+    with tfds.testing.mock_data(num_examples=6):
+        s = data.load_splits(name, image_size=size, batch_size=4, augment=True,
+                             data_dir=str(tmp_path))
+        assert s.info.num_classes == num_classes == len(s.info.labels)
+        assert s.info.input_shape == shape
+        for split in (s.train, s.validation, s.test):
+            x, y = _batches(split)
+            assert x.shape == (6,) + shape and x.dtype == np.float32
+            assert np.isfinite(x).all()
+            assert y.dtype == np.int32
+            if name == "oxford_iiit_pet":
+                assert s.info.task == "segmentation"
+                assert y.shape == (6,) + shape[:2]
+                assert set(np.unique(y)) <= {0, 1, 2}
+            else:
+                assert y.shape == (6,)
+                assert 0 <= y.min() and y.max() < num_classes
+        assert len(s.info.mean) == len(s.info.std) == shape[2]
+
+
+def test_tfds_channel_conversion_under_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=4):
+        ds, info = data.load("mnist", "test", image_size=(32, 32), channels=3,
+                             data_dir=str(tmp_path))
+        x, _ = _batches(ds)
+    assert x.shape == (4, 32, 32, 3) and info.mean == [33.32] * 3
+    np.testing.assert_allclose(x[..., 0], x[..., 2])
+
+
+def test_pet_trimap_remap():
+    np.testing.assert_array_equal(data.remap_trimap(np.array([[1, 2], [3, 1]], "uint8")),
+                                  [[0, 1], [2, 0]])
+
+
+def test_tfds_without_data_says_how_to_get_it(tmp_path):
+    with pytest.raises(ValueError) as err:
+        data.load("mnist", data_dir=str(tmp_path))
+    text = str(err.value)
+    assert "tfds build mnist --data_dir" in text and "--data-dir" in text
+    assert "digits" in text and "shapes" in text
+
+
+def test_bad_names_and_arguments(tmp_path):
+    with pytest.raises(ValueError, match="Unknown dataset 'mnits'.*Did you mean: mnist"):
+        data.load("mnits")
+    with pytest.raises(ValueError, match="not found"):
+        data.load(f"folder:{tmp_path}/missing")
+    with pytest.raises(ValueError, match="split must be one of"):
+        data.load("digits", "dev")
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        data.load("digits", batch_size=0)
+    with pytest.raises(ValueError, match="image_size must be"):
+        data.load("digits", image_size=(0, 3))
+    with pytest.raises(ValueError, match="no 'train' subfolder"):
+        data.load(str(tmp_path))
+
+
+# --- local folders --------------------------------------------------------------------
+
+COLOURS = {"cat": (200, 30, 30), "dog": (30, 30, 200)}
+
+
+@pytest.fixture(scope="module")
+def class_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pets")
+    for split, n in (("train", 10), ("test", 3)):
+        for label, colour in COLOURS.items():
+            os.makedirs(root / split / label)
+            for i in range(n):
+                img = np.zeros((10, 12, 3), "uint8") + np.array(colour, "uint8")
+                img[i % 10, :, :] = 255
+                ext = "png" if i % 2 else "jpg"
+                Image.fromarray(img).save(root / split / label / f"{i}.{ext}")
+    return root
+
+
+def test_classification_folder(class_folder):
+    s = data.load_splits(f"folder:{class_folder}", batch_size=4)
+    assert s.info.labels == ["cat", "dog"] and s.info.num_classes == 2
+    assert s.info.input_shape == (10, 12, 3)          # the images' own size by default
+    assert s.info.splits == {"train": 18, "validation": 2, "test": 6}
+    for ds in (s.train, s.validation, s.test):
+        x, y = _batches(ds)
+        raw = x * np.array(s.info.std) + np.array(s.info.mean)
+        # the label matches the folder: cats are red, dogs blue
+        red = np.median(raw[..., 0].reshape(len(x), -1), 1) > np.median(
+            raw[..., 2].reshape(len(x), -1), 1)
+        np.testing.assert_array_equal(red, y == 0)
+    # A plain path works too, with resizing and grey conversion.
+    ds, info = data.load(str(class_folder), "test", image_size=(8, 8), channels=1)
+    x, y = _batches(ds)
+    assert x.shape == (6, 8, 8, 1) and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def seg_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cells")
+    os.makedirs(root / "images")
+    os.makedirs(root / "masks")
+    for i in range(20):
+        mask = np.zeros((16, 16), "uint8")
+        mask[2 + i % 5:9 + i % 5, 3:10] = 1 + i % 2
+        Image.fromarray((mask * 100).astype("uint8")).convert("RGB").save(
+            root / "images" / f"im{i:02d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"im{i:02d}.png")
+    return root
+
+
+def test_segmentation_folder(seg_folder):
+    s = data.load_splits(str(seg_folder), batch_size=8)
+    assert s.info.task == "segmentation" and s.info.labels == ["0", "1", "2"]
+    assert s.info.splits == {"train": 16, "validation": 2, "test": 2}
+    x, m = _batches(s.train)
+    assert x.shape == (16, 16, 16, 3) and m.shape == (16, 16, 16) and m.dtype == np.int32
+    raw = x * np.array(s.info.std) + np.array(s.info.mean)
+    np.testing.assert_array_equal(np.round(raw[..., 0] / 100).astype(int), m)
+    # Resizing: masks stay class indices (nearest), images are interpolated.
+    ds, _ = data.load(f"folder:{seg_folder}", "test", image_size=(24, 24))
+    x, m = _batches(ds)
+    assert m.shape == (2, 24, 24) and set(np.unique(m)) <= {0, 1, 2}
+
+
+def test_segmentation_folder_missing_mask(tmp_path):
+    os.makedirs(tmp_path / "images")
+    os.makedirs(tmp_path / "masks")
+    Image.fromarray(np.zeros((4, 4), "uint8")).save(tmp_path / "images" / "a.png")
+    with pytest.raises(ValueError, match="has no mask"):
+        data.load(str(tmp_path))

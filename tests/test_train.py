@@ -1,0 +1,246 @@
+"""Tests of zoo.train: losses, compile defaults, fit's run directory, errors, resume after kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from zoo import data, train
+from zoo.cli import main as zoo_main
+
+
+def tiny_classifier(input_shape=(8, 8, 1), num_classes=10, activation="softmax"):
+    inputs = keras.Input(input_shape, name="images")
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(num_classes, activation=activation, name="predictions")(x)
+    return keras.Model(inputs, x, name="tiny")
+
+
+def tiny_segmenter(input_shape=(16, 16, 3), num_classes=4):
+    inputs = keras.Input(input_shape, name="images")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.Conv2D(num_classes, 1, activation="softmax", name="mask")(x)
+    return keras.Model(inputs, x, name="tiny_seg")
+
+
+def small(splits, n_train=3):
+    return data.Splits(splits.train.take(n_train), splits.validation.take(1),
+                       splits.test.take(1), splits.info)
+
+
+@pytest.fixture(scope="module")
+def digits8():
+    return small(data.load_splits("digits", image_size=(8, 8), batch_size=32, augment=True))
+
+
+# --- losses ---------------------------------------------------------------------------
+
+def test_dice_loss_values():
+    y_true = np.array([[[0, 1], [1, 2]]])                       # 1 x 2 x 2
+    perfect = np.eye(3)[y_true].astype("float32")
+    loss = train.SparseDiceLoss(smooth=0.0)
+    assert float(loss(y_true, perfect)) == pytest.approx(0.0, abs=1e-6)
+    uniform = np.full((1, 2, 2, 3), 1 / 3, "float32")
+    # class k: 2*sum(p t) / (sum p + sum t); counts 1, 2, 1; sum p = 4/3 each
+    dice = [2 * (n / 3) / (4 / 3 + n) for n in (1, 2, 1)]
+    assert float(loss(y_true, uniform)) == pytest.approx(1 - np.mean(dice), rel=1e-5)
+    logits = np.log(uniform)
+    assert float(train.SparseDiceLoss(smooth=0.0, from_logits=True)(y_true, logits)) == \
+        pytest.approx(1 - np.mean(dice), rel=1e-5)
+    both = train.CrossEntropyDiceLoss(smooth=0.0)(y_true, uniform)
+    assert float(both) == pytest.approx(np.log(3) + 1 - np.mean(dice), rel=1e-5)
+    # serialisable the Keras way
+    again = keras.losses.deserialize(keras.losses.serialize(train.CrossEntropyDiceLoss(dice_weight=0.5)))
+    assert isinstance(again, train.CrossEntropyDiceLoss) and again.dice_weight == 0.5
+
+
+def test_compile_defaults_by_task():
+    m = train.compile_model(tiny_classifier(), learning_rate=0.01, jit_compile=False)
+    assert isinstance(m.loss, keras.losses.SparseCategoricalCrossentropy)
+    assert m.loss.get_config()["from_logits"] is False
+    assert float(m.optimizer.learning_rate) == pytest.approx(0.01)
+    logits = train.compile_model(tiny_classifier(activation=None), optimizer="sgd")
+    assert logits.loss.get_config()["from_logits"] is True
+    assert isinstance(logits.optimizer, keras.optimizers.SGD)
+    seg = train.compile_model(tiny_segmenter(), "segmentation")
+    assert isinstance(seg.loss, train.CrossEntropyDiceLoss)
+    smooth = train.compile_model(tiny_classifier(), label_smoothing=0.1)
+    assert isinstance(smooth.loss, train.SparseSmoothedCrossEntropy)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        train.compile_model(tiny_classifier(), optimizer="adamm")
+    with pytest.raises(ValueError, match="task must be one of"):
+        train.compile_model(tiny_classifier(), "detection")
+
+
+def test_mixed_precision_keeps_float32_outputs():
+    m = train._rebuild(tiny_classifier(), "mixed_float16")
+    assert m.get_layer("conv").compute_dtype == "float16"
+    assert m.get_layer("conv").variable_dtype == "float32"
+    assert m.get_layer("predictions").compute_dtype == "float32"
+    assert m(np.zeros((1, 8, 8, 1), "float32")).dtype == "float32"
+
+
+# --- fit ------------------------------------------------------------------------------
+
+def test_fit_writes_the_run_directory(digits8, tmp_path):
+    run = tmp_path / "run"
+    history = train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
+                        learning_rate=0.01, model_name="tiny")
+    for f in ("model.keras", "info.json", "metrics.json", "history.csv",
+              "learning_curves.png"):
+        assert (run / f).is_file(), f
+    assert os.listdir(run / "logs")                      # TensorBoard
+    assert not (run / "backup").exists()                 # removed after a finished run
+    assert list(history["epoch"]) == [0, 1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
+    metrics = json.loads((run / "metrics.json").read_text())
+    info = json.loads((run / "info.json").read_text())
+    assert info["model"] == "tiny" and info["task"] == "classification"
+    assert data.DatasetInfo.from_dict(info["dataset"]) == digits8.info
+    assert info["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["epochs"] == 2
+    # The saved model is the trained one and evaluates to the recorded test metrics.
+    loaded = keras.saving.load_model(run / "model.keras")
+    got = loaded.evaluate(digits8.test, verbose=0, return_dict=True)
+    assert got["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    png = (run / "learning_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_segmentation(tmp_path):
+    s = small(data.load_splits("shapes", image_size=(16, 16), batch_size=16, augment=True), 2)
+    history = train.fit(tiny_segmenter(), s, epochs=1, run_dir=str(tmp_path), verbose=0,
+                        jit_compile=False)
+    assert {"mean_iou", "val_mean_iou", "accuracy"} <= set(history.columns)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_mean_iou"] <= 1.0
+    loaded = keras.saving.load_model(tmp_path / "model.keras")   # custom loss deserialises
+    assert isinstance(loaded.loss, train.CrossEntropyDiceLoss)
+
+
+def test_fit_by_name_builds_for_the_dataset(tmp_path):
+    s = small(data.load_splits("digits", image_size=(32, 32), batch_size=32), 1)
+    train.fit("lenet5", s, epochs=1, run_dir=str(tmp_path), verbose=0, early_stopping=False,
+              jit_compile=False)
+    model = train.fit.last_model
+    assert model.input_shape == (None, 32, 32, 1) and model.output_shape == (None, 10)
+    assert json.loads((tmp_path / "info.json").read_text())["model"] == "lenet5"
+
+
+def test_labels_outside_num_classes(digits8, tmp_path):
+    with pytest.raises(ValueError, match="labels outside num_classes.*has 10 classes but "
+                                         "the model outputs 5"):
+        train.fit(tiny_classifier(num_classes=5), digits8, epochs=1, run_dir=str(tmp_path),
+                  verbose=0)
+    # Data whose info claims fewer classes than its labels use: caught in the pipeline.
+    info = data.DatasetInfo.from_dict({**digits8.info.to_dict(), "num_classes": 5,
+                                       "labels": list("01234")})
+    lying = data.Splits(digits8.train, digits8.validation, digits8.test, info)
+    with pytest.raises(ValueError, match="labels outside num_classes.*0..4"):
+        train.fit(tiny_classifier(num_classes=5), lying, epochs=1, run_dir=str(tmp_path),
+                  verbose=0, jit_compile=False)
+
+
+def test_image_size_below_model_minimum(capsys):
+    _, info = data.load("digits", image_size=(16, 16))
+    with pytest.raises(ValueError, match="must be at least 32.*Received: input_shape=.16, 16, 1"):
+        train.build_for_dataset("lenet5", info)
+    assert zoo_main(["train", "lenet5", "--image-size", "16,16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo: error: lenet5: input height and width must be at least 32")
+    assert "\n" not in err
+    s = small(data.load_splits("digits", image_size=(8, 8)), 1)
+    with pytest.raises(ValueError, match="input shape .9, 9, 1. does not match the dataset's "
+                                         "input shape .8, 8, 1."):
+        train.fit(tiny_classifier((9, 9, 1)), s, epochs=1, verbose=0,
+                  run_dir="/nonexistent/never")
+
+
+@keras.saving.register_keras_serializable(package="zoo_tests")
+class PyIdentity(keras.layers.Layer):
+    """An op XLA cannot compile (a Python function in the graph)."""
+
+    def call(self, x):
+        y = tf.py_function(lambda t: t, [x], x.dtype)
+        y.set_shape(x.shape)
+        return y
+
+
+def test_xla_failure_falls_back(digits8, tmp_path, capsys):
+    inputs = keras.Input((8, 8, 1), name="images")
+    x = PyIdentity(name="py")(inputs)
+    x = keras.layers.Flatten(name="flat")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(x))
+    history = train.fit(model, small(digits8, 1), epochs=1, run_dir=str(tmp_path), verbose=1,
+                        jit_compile=True)
+    assert len(history) == 1
+    assert "training without XLA" in capsys.readouterr().out
+    assert json.loads((tmp_path / "info.json").read_text())["settings"]["jit_compile"] is False
+
+
+# --- resume after kill -9 -------------------------------------------------------------
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import keras
+    from zoo import data, train
+    run_dir, marker, slow = sys.argv[1], sys.argv[2], sys.argv[3] == "slow"
+
+    class Mark(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            with open(marker, "a") as f:
+                f.write(f"{epoch}\\n")
+        def on_epoch_end(self, epoch, logs=None):
+            if slow:
+                time.sleep(1.0)
+
+    s = data.load_splits("digits", image_size=(8, 8), batch_size=64)
+    s = data.Splits(s.train.take(2), s.validation.take(1), s.test.take(1), s.info)
+    inputs = keras.Input((8, 8, 1), name="images")
+    x = keras.layers.Flatten(name="flat")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(x))
+    train.fit(model, s, epochs=6, run_dir=run_dir, verbose=0, early_stopping=False,
+              callbacks=[Mark()])
+""")
+
+
+def test_killed_run_resumes_from_its_last_epoch(tmp_path):
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME_SCRIPT)
+    run, marker = tmp_path / "run", tmp_path / "epochs.txt"
+    proc = subprocess.Popen([sys.executable, str(script), str(run), str(marker), "slow"])
+    history = run / "history.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 3:  # 2 epochs
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(pd.read_csv(history))
+    assert 2 <= done_before < 6
+    assert (run / "backup").is_dir()
+    started_before = [int(v) for v in marker.read_text().split()]
+    subprocess.run([sys.executable, str(script), str(run), str(marker), "fast"], check=True,
+                   timeout=300)
+    started = [int(v) for v in marker.read_text().split()]
+    resumed_at = started[len(started_before)]
+    assert resumed_at >= done_before >= 2             # it did not start again at epoch 0
+    assert started[len(started_before):] == list(range(resumed_at, 6))
+    epochs = list(pd.read_csv(history)["epoch"])
+    assert epochs[-1] == 5 and epochs == sorted(epochs) and len(set(epochs)) == len(epochs)
+    assert (run / "model.keras").is_file() and not (run / "backup").exists()

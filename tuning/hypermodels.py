@@ -177,10 +177,13 @@ class Param:
         if not isinstance(spec, (list, tuple)):
             return self.fixed(spec)
         if isinstance(spec, tuple):  # a range
-            if self.vtype not in (int, float) or self.kind not in ("float", "int", "choice"):
-                raise ValueError(f"hyperparameter {self.name!r} is a {self.kind}; a range "
-                                 f"lo:hi applies to numbers only. Received: "
+            if self.vtype not in (int, float) or self.kind == "boolean":
+                raise ValueError(f"hyperparameter {self.name!r} takes {self.vtype.__name__} "
+                                 f"values; a range lo:hi applies to numbers only. Received: "
                                  f"{_fmt(spec[0])}:{_fmt(spec[1])}")
+            if self.kind == "fixed":
+                raise ValueError(f"hyperparameter {self.name!r} is fixed to "
+                                 f"{_fmt(self.default)}; it has no range to narrow")
             lo, hi = self.convert(spec[0]), self.convert(spec[1])
             if lo > hi:
                 raise ValueError(f"hyperparameter {self.name!r}: range low must not exceed "
@@ -194,8 +197,6 @@ class Param:
                 return self._choice(kept)
             if lo == hi:
                 return self.fixed(lo)
-            if self.kind == "fixed":
-                raise ValueError(f"hyperparameter {self.name!r} is fixed")
             default = self.default if lo <= self.default <= hi else lo
             return dataclasses.replace(self, min_value=lo, max_value=hi, default=default)
         values = [self.convert(v) for v in spec]
@@ -560,10 +561,11 @@ class _GlobalPoolHyperModel(ZooHyperModel):
     """A family whose classifier is global pooling + dense (GoogLeNet,
     Inception-v3, Xception, ResNet).
 
-    With ``pooling="avg"`` and ``dropout=0`` (the defaults) the builder's own
-    model is built (``include_top=True``). Otherwise the builder gives the pooled
-    features (``include_top=False, pooling=...``) and the HyperModel adds dropout
-    (``head_dropout``) and the dense classifier (``predictions``).
+    With ``pooling="avg"`` and no dropout (the defaults) the builder's own
+    model is built (``include_top=True``); so it is for any dropout when the
+    builder takes a ``dropout`` argument (GoogLeNet). Otherwise the builder gives
+    the pooled features (``include_top=False, pooling=...``) and the HyperModel
+    adds dropout (``head_dropout``) and the dense softmax classifier (``predictions``).
     """
 
     ARCHITECTURE = HEAD

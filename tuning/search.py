@@ -188,6 +188,9 @@ def trials_table(oracle, project_dir=None, hp_names=None):
         message = (trial.message or "").strip().splitlines()
         row["message"] = message[-1] if message else ""
         records.append(row)
+    if not records:
+        return pd.DataFrame(columns=["trial", "status", *names, "score", "best_step",
+                                     "seconds", "tuner", "message"])
     return pd.DataFrame.from_records(records)
 
 

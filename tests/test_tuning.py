@@ -1,0 +1,279 @@
+"""Tests of tuning/: search spaces, search jobs, resume, distributed search, bad input."""
+
+import inspect
+import os
+import subprocess
+import sys
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pandas as pd
+import pytest
+
+import zoo
+from tuning import hypermodels as hms
+from tuning.search import search
+
+# Small inputs each family accepts; num_classes 10 (U-Net: 3 classes).
+SHAPES = {"lenet5": (32, 32, 1), "alexnet": (67, 67, 1), "googlenet": (65, 65, 3),
+          "inception_v3": (75, 75, 3), "xception": (71, 71, 3), "resnet": (32, 32, 3),
+          "unet": (32, 32, 1)}
+# Parameters of the default model at SHAPES: the builder's own model (checked
+# against the published counts: e.g. ResNet-50 25,636,712 - 2048*990 - 990).
+DEFAULT_PARAMS = {"lenet5": 60_840, "alexnet": 21_598_922, "googlenet": 5_983_802,
+                  "inception_v3": 21_823_274, "xception": 20_881_970, "resnet": 23_608_202,
+                  "unet": 31_030_723}
+# hp.Fixed overrides: small variants where the family has them, a changed head otherwise.
+OVERRIDES = {
+    "lenet5": {"variant": "modern"},
+    "alexnet": {"lrn": True, "dropout": 0.2},
+    "googlenet": {"batch_norm": True, "pooling": "max", "dropout": 0.3},
+    "inception_v3": {"pooling": "max", "dropout": 0.2},
+    "xception": {"pooling": "max", "dropout": 0.0},
+    "resnet": {"depth": 18, "pooling": "max", "dropout": 0.2},
+    "unet": {"depth": 2, "base_filters": 8, "batch_norm": True, "upsampling": "bilinear"},
+}
+SLOW_OK = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _hypermodel(family, **kwargs):
+    return hms.HYPERMODELS[family](input_shape=SHAPES[family],
+                                   num_classes=3 if family == "unet" else 10,
+                                   jit_compile=False, **kwargs)
+
+
+def test_every_family_has_a_space():
+    registered_families = {zoo.model_info(n).family for n in zoo.list_models()}
+    covered = {zoo.model_info(cls.builder).family for cls in hms.HYPERMODELS.values()}
+    assert covered == registered_families
+
+
+@pytest.mark.parametrize("family", sorted(hms.HYPERMODELS))
+def test_defaults_are_the_builders_and_training_defaults(family):
+    from zoo import train
+    hm = _hypermodel(family)
+    builder = zoo.registry.get_builder(hm.builder)
+    signature = inspect.signature(builder).parameters
+    for p in hm.params.values():
+        if p.arg:
+            expected = signature[p.arg].default
+            if p.arg == "depth" and expected is None:  # U-Net: None means the paper's 4
+                expected = 4
+            assert p.default == expected, p.name
+    compile_defaults = inspect.signature(train.compile_model).parameters
+    d = hm.defaults()
+    assert d["optimizer"] == compile_defaults["optimizer"].default
+    assert d["lr"] == compile_defaults["learning_rate"].default
+    assert (d["weight_decay"] or None) == compile_defaults["weight_decay"].default
+    assert d["batch_size"] == inspect.signature(train.fit).parameters["batch_size"].default
+    assert d["augment"] == float(train.GENERIC_DEFAULTS["augment"])  # zoo train augments
+    if hm.task == "classification":
+        assert d["label_smoothing"] == compile_defaults["label_smoothing"].default
+
+
+@SLOW_OK
+@pytest.mark.parametrize("family", sorted(hms.HYPERMODELS))
+def test_hypermodel_builds_defaults_and_fixed_overrides_and_trains(family):
+    hm = _hypermodel(family)
+    model = hm.build(kt.HyperParameters())
+    assert model.count_params() == DEFAULT_PARAMS[family]
+    assert "head_dropout" not in [layer.name for layer in model.layers]
+    del model
+    keras.backend.clear_session()
+
+    hp = kt.HyperParameters()
+    for name, value in OVERRIDES[family].items():
+        hp.Fixed(name, value)
+    hp.Fixed("optimizer", "sgd")
+    hp.Fixed("lr", 0.01)
+    model = hm.build(hp)
+    names = [layer.name for layer in model.layers]
+    over = OVERRIDES[family]
+    if family == "resnet":
+        assert "conv2_block2_out" in names and "conv2_block3_out" not in names  # 2-2-2-2
+    if over.get("pooling") == "max":
+        assert any(isinstance(layer, keras.layers.GlobalMaxPooling2D) for layer in model.layers)
+    if over.get("dropout") and over.get("pooling") == "max":
+        assert model.get_layer("head_dropout").rate == over["dropout"]
+    if family == "unet":
+        assert model.output_shape == (None, 32, 32, 3)
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.01)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, *SHAPES[family])).astype("float32")
+    y = rng.integers(0, 3, size=(2, 32, 32) if family == "unet" else (2,)).astype("int32")
+    before = [w.numpy().copy() for w in model.trainable_weights[:2]]
+    model.run_eagerly = True  # one step: tracing the train graph would cost more than it
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+    keras.backend.clear_session()
+
+
+def test_space_describe_set_fix_and_errors():
+    hm = _hypermodel("resnet", fix={"depth": "34"}, set={"lr": "1e-4:1e-2",
+                                                          "batch_size": "16,64"})
+    table = hm.describe().set_index("name")
+    assert table.loc["depth", "type"] == "fixed" and table.loc["depth", "default"] == "34"
+    assert table.loc["lr", "values"] == "0.0001 .. 0.01 (log)"
+    assert table.loc["batch_size", "values"] == "16, 64"
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    assert hp.get("depth") == 34 and hp.get("batch_size") == 16  # default 32 not kept
+    assert isinstance(hp._hps["depth"][0], kt.engine.hyperparameters.Fixed)
+    hm.set("lr", "1e-3")                       # one value fixes
+    assert hm.params["lr"].kind == "fixed" and hm.params["lr"].default == 1e-3
+    hm.set("batch_size", (20, 200))            # narrowing is cumulative: 16, 64 -> 64
+    assert hm.params["batch_size"].kind == "fixed" and hm.params["batch_size"].default == 64
+    fresh = _hypermodel("resnet").set("batch_size", (20, 200))  # a range keeps the choices in it
+    assert fresh.params["batch_size"].values == (32, 64, 128)
+    with pytest.raises(ValueError, match=r"unknown hyperparameter 'width' for resnet\. "
+                                         r"Known: depth, pooling, dropout, optimizer, lr"):
+        hm.set("width", 3)
+    with pytest.raises(ValueError, match="'depth' must be one of 18, 34, 50. Received: '101'"):
+        hm.fix("depth", "101")
+    with pytest.raises(ValueError, match="'lr' is fixed to 0.001; it has no range"):
+        hm.set("lr", "1e-4:1e-2")
+    with pytest.raises(ValueError, match="'lr' must be > 0. Received: '-1'"):
+        fresh.set("lr", "-1:1")
+    with pytest.raises(ValueError, match="'pooling' takes str values; a range lo:hi applies"):
+        fresh.set("pooling", "1:2")
+    with pytest.raises(ValueError, match="no search space for model 'vgg16'"):
+        hms.get_hypermodel("vgg16")
+    with pytest.raises(ValueError, match="--set expects NAME=VALUE"):
+        hms.parse_assignments(["lr"])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """digits at 32x32: 3 train batches of 32, one validation and one test batch."""
+    from zoo import data
+    s = data.load_splits("digits", image_size=(32, 32))
+    return data.Splits(s.train.take(3), s.validation.take(1), s.test.take(1), s.info)
+
+
+FIX_ALL = {"variant": "modern", "optimizer": "sgd", "batch_size": 32, "augment": 0.5,
+           "label_smoothing": 0.0, "weight_decay": 0.0}
+
+
+@SLOW_OK
+def test_search_records_all_trials_a_failed_one_and_exports_the_best(tiny, tmp_path):
+    # lr=inf makes the loss NaN at the second batch: that trial fails, the other completes.
+    df = search("lenet5", tiny, tuner="random", max_trials=2, epochs=1,
+                directory=str(tmp_path), project="p", fix=FIX_ALL,
+                set={"lr": [1e-2, float("inf")]}, export=True,
+                export_dir=str(tmp_path / "saved"), export_name="lenet5_tuned")
+    assert list(df["trial"]) == ["0", "1"]
+    by_lr = df.set_index("lr")
+    assert by_lr.loc[1e-2, "status"] == "COMPLETED" and by_lr.loc[np.inf, "status"] == "FAILED"
+    assert "loss became nan" in by_lr.loc[np.inf, "message"]
+    assert 0 <= by_lr.loc[1e-2, "score"] <= 1 and pd.isna(by_lr.loc[np.inf, "score"])
+    assert (df["seconds"] > 0).all() and set(df["tuner"]) == {"tuner0"}
+    for column in ("variant", "optimizer", "batch_size", "augment", "best_step"):
+        assert column in df.columns
+    project = tmp_path / "p"
+    csv = pd.read_csv(project / "trials.csv")
+    assert list(csv["status"]) == list(df["status"])
+    assert (project / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = df.attrs["best"]
+    assert best["trial"] == by_lr.loc[1e-2, "trial"]
+    assert best["score"] == pytest.approx(by_lr.loc[1e-2, "score"])
+    assert set(best["test"]) == {"accuracy", "loss"}
+    assert os.path.isfile(os.path.join(best["export"], "saved_model.pb"))
+    assert best["export"].startswith(str(tmp_path / "saved" / "lenet5_tuned"))
+
+
+class _InterruptOnTrainBegin(keras.callbacks.Callback):
+    """Simulates Ctrl-C when the n-th training (counted across trials) starts."""
+
+    def __init__(self, counter_file, interrupt_at=None):
+        super().__init__()
+        self.counter_file, self.interrupt_at = str(counter_file), interrupt_at
+
+    def on_train_begin(self, logs=None):
+        n = int(open(self.counter_file).read()) + 1 if os.path.exists(self.counter_file) else 1
+        with open(self.counter_file, "w") as f:
+            f.write(str(n))
+        if n == self.interrupt_at:
+            raise KeyboardInterrupt
+
+
+@SLOW_OK
+def test_interrupted_search_resumes_without_repeating_trials(tiny, tmp_path):
+    kwargs = dict(tuner="random", max_trials=3, epochs=1, directory=str(tmp_path),
+                  project="r", fix={**FIX_ALL, "augment": 0.0}, set={"lr": "1e-3:1e-1"})
+    first = tmp_path / "first.txt"
+    with pytest.raises(KeyboardInterrupt):
+        search("lenet5", tiny, callbacks=[_InterruptOnTrainBegin(first, interrupt_at=2)],
+               **kwargs)
+    partial = pd.read_csv(tmp_path / "r" / "trials.csv", dtype={"trial": str})
+    assert list(partial["status"]) == ["COMPLETED", "RUNNING"]
+
+    second = tmp_path / "second.txt"
+    df = search("lenet5", tiny, callbacks=[_InterruptOnTrainBegin(second)], **kwargs)
+    assert int(second.read_text()) == 2          # the interrupted trial and the last one
+    assert list(df["status"]) == ["COMPLETED"] * 3
+    assert df.loc[0, "score"] == pytest.approx(partial.loc[0, "score"])
+    assert df.loc[1, "lr"] == pytest.approx(partial.loc[1, "lr"])   # same trial, re-run
+
+    # A finished search returns at once; a different one is refused.
+    again = search("lenet5", tiny, callbacks=[_InterruptOnTrainBegin(second)], **kwargs)
+    assert int(second.read_text()) == 2 and len(again) == 3
+    with pytest.raises(ValueError, match=r"a different search already exists .* differs in: "
+                                         r"space, tuner"):
+        search("lenet5", tiny, **{**kwargs, "tuner": "grid"})
+    with pytest.raises(FileExistsError, match="resume=True"):
+        search("lenet5", tiny, resume=False, **kwargs)
+
+
+def test_bad_input_errors(tiny, tmp_path):
+    with pytest.raises(ValueError, match="unknown tuner 'annealing'. Allowed: hyperband, "
+                                         "random, bayesian, grid"):
+        search("lenet5", tiny, tuner="annealing")
+    with pytest.raises(ValueError, match=r"objective 'val_auc' is not a metric the lenet5 "
+                                         r"model reports\. Allowed: accuracy, loss, "
+                                         r"val_accuracy, val_loss"):
+        search("lenet5", tiny, objective="val_auc", directory=str(tmp_path))
+    assert not (tmp_path / "lenet5_digits_hyperband" / "search.json").exists()
+    with pytest.raises(ValueError, match="unet is a segmentation model"):
+        search("unet", tiny, directory=str(tmp_path))
+
+
+def _zoo(*args, timeout=120):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "tuning", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_cli_bad_input_and_show_space(capsys):
+    from zoo.cli import main
+    assert main(["tune", "lenet5", "--set", "width=3"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "zoo: error: unknown hyperparameter 'width' for lenet5. Known: variant, optimizer, "
+        "lr, weight_decay, batch_size, augment, label_smoothing."]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "lenet5", "--tuner", "annealing"])
+    assert exit_info.value.code == 2 and "invalid choice: 'annealing'" in capsys.readouterr().err
+    assert main(["tune", "lenet5", "--worker", "127.0.0.1:1"]) == 2
+    assert capsys.readouterr().err.strip() == "zoo: error: --worker needs --worker-id N"
+    assert main(["tune", "resnet", "--fix", "depth=34", "--set", "lr=1e-4:1e-2",
+                 "--show-space"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split("|")[1].strip(): line for line in lines[2:]}
+    assert list(rows)[:4] == ["depth", "pooling", "dropout", "optimizer"]
+    assert "| fixed " in rows["depth"] and "0.0001 .. 0.01 (log)" in rows["lr"]
+
+
+@SLOW_OK
+def test_chief_and_two_workers_finish_all_trials(tmp_path):
+    r = _zoo("lenet5", "--dataset", "digits", "--tuner", "random", "--max-trials", "3",
+             "--epochs", "1", "--directory", str(tmp_path), "--project", "d", "--workers", "2",
+             "--fix", "variant=modern", "--fix", "augment=0", "--set", "batch_size=128",
+             timeout=400)
+    assert r.returncode == 0, r.stderr[-2000:]
+    df = pd.read_csv(tmp_path / "d" / "trials.csv")
+    assert len(df) == 3 and (df["status"] == "COMPLETED").all()
+    assert set(df["tuner"]) <= {"tuner0", "tuner1"}
+    assert "best trial" in r.stdout

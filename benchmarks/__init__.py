@@ -1,0 +1,6 @@
+"""Throughput and latency benchmarks of the zoo against keras.applications and PyTorch.
+
+Run ``python -m benchmarks [--quick] [--models ...] [--out DIR]``; see
+:mod:`benchmarks.__main__` for the sections and options. Each comparison is measured in one
+process with the variants interleaved, and reported as a ratio against its reference.
+"""

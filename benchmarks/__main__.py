@@ -1,0 +1,191 @@
+"""``python -m benchmarks [--quick] [--models ...] [--out DIR]``: run the benchmarks and
+write ``results.csv``, ``results.md`` and ``machine.json`` to ``DIR``.
+
+Sections (``--sections``, default all): ``train`` (training images/s vs keras.applications
+and PyTorch), ``inference`` (Servable vs model.predict vs the SavedModel signature vs
+PyTorch), ``serve`` (``zoo serve`` over HTTP vs in-process), ``pipeline`` (``zoo.data`` vs
+arrays in memory), ``accuracy`` (LeNet-5 on digits: time to 98% test accuracy).
+``--quick`` runs fewer models, batch sizes and repetitions (a few minutes on an idle
+2-core CPU); any setting can still be given explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+
+from benchmarks import core
+
+ALL_MODELS = ("resnet50", "xception", "inception_v3")
+
+#: Settings of a full run and of ``--quick``; command-line options override them.
+PRESETS = {
+    "full": dict(models=list(ALL_MODELS), image_size=160, batch_size=16, steps=1, repeats=3,
+                 warmup=1, inference_models=["resnet50"], batch_sizes=[1, 16, 32],
+                 inference_images=32, serve_models=["lenet5", "resnet50"],
+                 serve_batches=[1, 32], clients=[1, 8, 32], requests_per_client=2,
+                 min_requests=2, pipeline_epochs=2, pipeline_repeats=7, accuracy_repeats=3,
+                 keras_xla=False, zoo_keras_compile=False),
+    "quick": dict(models=["resnet50"], image_size=160, batch_size=16, steps=1, repeats=3,
+                  warmup=1, inference_models=["resnet50"], batch_sizes=[16],
+                  inference_images=16, serve_models=["lenet5"], serve_batches=[1, 32],
+                  clients=[1, 8, 32], requests_per_client=1, min_requests=2,
+                  pipeline_epochs=2, pipeline_repeats=4, accuracy_repeats=2,
+                  keras_xla=False, zoo_keras_compile=False),
+}
+
+
+def _ints(text):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers; received "
+                                         f"{text!r}") from None
+
+
+def _names(text):
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="the short preset (CI, < 5 minutes)")
+    p.add_argument("--models", type=_names, default=None,
+                   help="zoo models for the training section, comma-separated "
+                   f"(default {','.join(ALL_MODELS)}; quick: resnet50)")
+    p.add_argument("--out", default="benchmarks/results", help="output directory")
+    p.add_argument("--sections", type=_names, default=list(core.SECTIONS),
+                   help=f"comma-separated subset of {','.join(core.SECTIONS)}")
+    p.add_argument("--image-size", type=int, help="square input size (default 160)")
+    p.add_argument("--batch-size", type=int, help="training batch size (default 16)")
+    p.add_argument("--steps", type=int, help="training steps per repetition")
+    p.add_argument("--repeats", type=int, help="timed repetitions per variant")
+    p.add_argument("--warmup", type=int, help="untimed runs per variant first")
+    p.add_argument("--inference-models", type=_names, help="models for the inference section")
+    p.add_argument("--batch-sizes", type=_ints, help="inference batch sizes, e.g. 1,16,32")
+    p.add_argument("--inference-images", type=int, help="images per inference repetition")
+    p.add_argument("--serve-models", type=_names, help="models for the serve section")
+    p.add_argument("--serve-batches", type=_ints, help="images per request, e.g. 1,32")
+    p.add_argument("--clients", type=_ints, help="concurrent clients, e.g. 1,8,32")
+    p.add_argument("--requests-per-client", type=int)
+    p.add_argument("--min-requests", type=int)
+    p.add_argument("--serve-image-size", type=int, default=None,
+                   help="input size of the large serve models (default: --image-size)")
+    p.add_argument("--pipeline-epochs", type=int, help="epochs per pipeline repetition")
+    p.add_argument("--pipeline-repeats", type=int,
+                   help="pipeline repetitions (LeNet-5 epochs are short and noisy)")
+    p.add_argument("--accuracy-repeats", type=int, help="seeds for time to accuracy")
+    p.add_argument("--accuracy-target", type=float, default=0.98)
+    p.add_argument("--accuracy-epochs", type=int, default=None,
+                   help="most epochs per time-to-accuracy run (default: zoo train's)")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--keras-xla", action=argparse.BooleanOptionalAction, default=None,
+                   help="also measure keras.applications with jit_compile=True")
+    p.add_argument("--zoo-keras-compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="also measure the zoo model compiled with Keras' defaults")
+    return p
+
+
+def settings(args) -> dict:
+    """The preset with the explicit options applied."""
+    s = dict(PRESETS["quick" if args.quick else "full"])
+    for key in list(s):
+        value = getattr(args, key, None)
+        if value is not None:
+            s[key] = value
+    unknown = set(args.sections) - set(core.SECTIONS)
+    if unknown:
+        raise SystemExit(f"python -m benchmarks: error: unknown sections {sorted(unknown)}; "
+                         f"choose from {', '.join(core.SECTIONS)}")
+    from zoo.registry import list_models
+    known = set(list_models())
+    for key in ("models", "inference_models", "serve_models"):
+        bad = [m for m in s[key] if m not in known]
+        if bad:
+            raise SystemExit(f"python -m benchmarks: error: unknown models {bad} in --"
+                             f"{key.replace('_', '-')}; registered: {', '.join(sorted(known))}")
+    return s
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    s = settings(args)
+    from benchmarks import inference, training
+
+    command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in argv)
+    start = time.time()
+    info = core.machine()
+    core.log(f"{command}\n  {info['cpu']}, {info['cores']} cores, load {info['load_average']}")
+    os.makedirs(args.out, exist_ok=True)
+    with_torch = not args.no_torch
+    rows = []
+    for section in core.SECTIONS:
+        if section not in args.sections:
+            continue
+        t0 = time.time()
+        if section == "train":
+            for name in s["models"]:   # results written after each model
+                rows += training.train_section(
+                    [name], image_size=s["image_size"], batch_size=s["batch_size"],
+                    steps=s["steps"], repeats=s["repeats"], warmup=s["warmup"],
+                    with_torch=with_torch, keras_xla=s["keras_xla"],
+                    zoo_keras_compile=s["zoo_keras_compile"])
+                _write(rows, info, args.out, command, start)
+        elif section == "inference":
+            rows += inference.inference_section(
+                s["inference_models"], image_size=s["image_size"],
+                batch_sizes=s["batch_sizes"], images=s["inference_images"],
+                repeats=s["repeats"], warmup=s["warmup"], with_torch=with_torch)
+        elif section == "serve":
+            big = args.serve_image_size or s["image_size"]
+            configs = []
+            for name in s["serve_models"]:
+                for b in s["serve_batches"]:
+                    # Many clients with big batches of a big model take minutes per
+                    # repetition; those run with one client only.
+                    heavy = name in ALL_MODELS and b > 1
+                    configs.append((name, b, [s["clients"][0]] if heavy else s["clients"]))
+            sizes = {name: big for name in s["serve_models"] if name in ALL_MODELS}
+            rows += inference.serve_section(
+                configs, image_sizes=sizes, repeats=s["repeats"], warmup=s["warmup"],
+                requests_per_client=s["requests_per_client"], min_requests=s["min_requests"])
+        elif section == "pipeline":
+            rows += training.pipeline_section(epochs=s["pipeline_epochs"],
+                                              repeats=s["pipeline_repeats"], warmup=s["warmup"])
+        elif section == "accuracy":
+            rows += training.accuracy_section(repeats=s["accuracy_repeats"],
+                                              target=args.accuracy_target,
+                                              max_epochs=args.accuracy_epochs)
+        core.log(f"{section} done in {time.time() - t0:.0f} s")
+        # Partial results after every section, so a long run can be inspected.
+        _write(rows, info, args.out, command, start)
+    paths = _write(rows, info, args.out, command, start)
+    core.log(f"wrote {', '.join(paths)} in {(time.time() - start) / 60:.1f} min")
+    return 0
+
+
+def _write(rows, info, out, command, start):
+    info = dict(info)
+    try:
+        info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        info["load_average_end"] = None
+    info["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    csv_path = os.path.join(out, "results.csv")
+    md_path = os.path.join(out, "results.md")
+    json_path = os.path.join(out, "machine.json")
+    core.write_csv(rows, csv_path)
+    core.write_markdown(core.markdown(rows, info, command=command,
+                                      seconds=time.time() - start), md_path)
+    core._atomic_write(json_path, json.dumps({**info, "command": command}, indent=2) + "\n")
+    return [csv_path, md_path, json_path]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""Measurement, results and report writing shared by every benchmark section.
+
+A section measures several *variants* of the same work (e.g. one ResNet-50 training step
+from the zoo, from ``keras.applications`` and from PyTorch). :func:`measure` warms each
+variant up, then runs the repetitions interleaved -- repetition ``r`` runs every variant
+once, in an order rotated by ``r`` -- so that load from other processes hits all variants
+alike. Each group of rows has one *subject* (the zoo's way) or *reference*, and the other
+rows carry a ratio of throughputs paired by repetition index (``subject / this row``, or
+for ``zoo serve`` ``this row / in-process``), which cancels most of the slow drift of a
+shared machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from typing import Callable, Optional
+
+import numpy as np
+
+#: Columns of ``results.csv``, in order.
+COLUMNS = ("section", "model", "input", "batch", "clients", "variant", "metric", "unit",
+           "repeats", "median", "min", "max", "q1", "q3", "p50_ms", "p99_ms", "ratio_of",
+           "ratio", "ratio_min", "ratio_max", "target", "met", "first_seconds", "note")
+
+#: Section keys in run order, with their titles in the markdown report.
+SECTIONS = {
+    "train": "Training throughput",
+    "inference": "Inference throughput",
+    "serve": "zoo serve vs in-process",
+    "pipeline": "Input pipeline",
+    "accuracy": "Time to accuracy",
+}
+
+
+def log(message: str) -> None:
+    """Progress on stderr with a wall-clock stamp."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of ``results.csv``: a variant's measured values and its ratio."""
+
+    section: str
+    model: str
+    variant: str
+    metric: str
+    unit: str
+    values: list
+    input: str = ""
+    batch: Optional[int] = None
+    clients: Optional[int] = None
+    ratio_of: str = ""               # how ``ratios`` were formed, e.g. "zoo / this"
+    reference: bool = False          # the row the others are compared with
+    ratios: list = dataclasses.field(default_factory=list)
+    target: Optional[float] = None   # the ratio must reach at least this
+    p50_ms: Optional[float] = None
+    p99_ms: Optional[float] = None
+    first_seconds: Optional[float] = None
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        v = np.asarray(self.values, dtype="float64")
+        r = np.asarray(self.ratios, dtype="float64")
+        stats = {"median": np.median(v), "min": v.min(), "max": v.max(),
+                 "q1": np.percentile(v, 25), "q3": np.percentile(v, 75)} if v.size else {}
+        ratio = float(np.median(r)) if r.size else None
+        met = "" if self.target is None or ratio is None else ("yes" if ratio >= self.target
+                                                                else "no")
+        out = {
+            "section": self.section, "model": self.model, "input": self.input,
+            "batch": self.batch, "clients": self.clients, "variant": self.variant,
+            "metric": self.metric, "unit": self.unit, "repeats": int(v.size),
+            **{k: _round(float(x)) for k, x in stats.items()},
+            "p50_ms": _round(self.p50_ms), "p99_ms": _round(self.p99_ms),
+            "ratio_of": self.ratio_of, "ratio": _round(ratio, 3),
+            "ratio_min": _round(float(r.min()), 3) if r.size else None,
+            "ratio_max": _round(float(r.max()), 3) if r.size else None,
+            "target": self.target, "met": met,
+            "first_seconds": _round(self.first_seconds), "note": self.note,
+        }
+        return {k: out.get(k) for k in COLUMNS}
+
+
+def _round(x, digits=None):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return None
+    if digits is not None:
+        return round(x, digits)
+    # Three significant figures, whatever the scale.
+    return float(f"{x:.3g}") if abs(x) < 1000 else round(x, 1)
+
+
+@dataclasses.dataclass
+class Variant:
+    """A named piece of work: ``run()`` does one repetition and returns the items done, or
+    ``(items, seconds)`` when it times itself (to leave out its own set-up)."""
+
+    name: str
+    run: Callable[[], float]
+    target: Optional[float] = None   # minimum ratio subject / this variant
+    note: str = ""
+
+
+def measure(variants, *, repeats: int, warmup: int = 1) -> dict:
+    """Warm up, then time ``repeats`` interleaved repetitions of every variant.
+
+    A variant that raises is reported and dropped; the others go on.
+
+    Args:
+        variants: list of :class:`Variant`.
+        repeats: timed repetitions per variant.
+        warmup: untimed runs per variant first (the first one compiles).
+
+    Returns:
+        ``{name: {"rates": [items/s per repetition], "first": seconds of the first run,
+        "error": message or ""}}``.
+    """
+    out = {v.name: {"rates": [], "first": None, "error": ""} for v in variants}
+    alive = []
+    for v in variants:
+        try:
+            for i in range(max(1, warmup)):
+                t0 = time.perf_counter()
+                v.run()
+                if i == 0:
+                    out[v.name]["first"] = time.perf_counter() - t0
+            alive.append(v)
+            log(f"  warmed up {v.name} (first run {out[v.name]['first']:.1f} s)")
+        except Exception as exc:  # keep measuring the others
+            out[v.name]["error"] = _error_text(exc)
+            log(f"  {v.name} failed: {out[v.name]['error']}")
+    for r in range(repeats):
+        k = r % max(1, len(alive))
+        for v in alive[k:] + alive[:k]:
+            if out[v.name]["error"]:
+                continue
+            try:
+                t0 = time.perf_counter()
+                items = v.run()
+                seconds = time.perf_counter() - t0
+                if isinstance(items, tuple):
+                    items, seconds = items
+                out[v.name]["rates"].append(items / seconds)
+            except Exception as exc:
+                out[v.name]["error"] = _error_text(exc)
+                log(f"  {v.name} failed: {out[v.name]['error']}")
+        log("  repetition %d/%d: %s" % (r + 1, repeats, ", ".join(
+            f"{n} {m['rates'][-1]:.3g}/s" for n, m in out.items() if len(m["rates"]) == r + 1)))
+    return out
+
+
+def _error_text(exc) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if os.environ.get("ZOO_BENCH_DEBUG"):
+        traceback.print_exc()
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def rows_from(measured: dict, variants, *, section, model, metric, unit, subject, input="",
+              batch=None, clients=None, note="") -> list:
+    """Turn :func:`measure` output into rows with paired ratios against ``subject``."""
+    rows = []
+    subj = measured.get(subject, {}).get("rates", [])
+    for v in variants:
+        m = measured[v.name]
+        rates = m["rates"]
+        n = min(len(rates), len(subj))
+        ratios = [] if v.name == subject else [subj[i] / rates[i] for i in range(n)
+                                                if rates[i] > 0]
+        text = "; ".join(t for t in (note, v.note, m["error"] and f"failed: {m['error']}") if t)
+        rows.append(Row(section=section, model=model, variant=v.name, metric=metric,
+                        unit=unit, values=rates, input=input, batch=batch, clients=clients,
+                        ratio_of=f"{subject} / this", reference=v.name == subject,
+                        ratios=ratios if subj else [],
+                        target=v.target, first_seconds=m["first"], note=text))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# The machine.
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> list:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [x for x in ("avx", "avx2", "fma", "avx512f", "avx512_bf16",
+                                        "amx_tile") if x in flags]
+    except OSError:
+        pass
+    return []
+
+
+def _version(module: str) -> Optional[str]:
+    from importlib import metadata
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _gpus() -> list:
+    try:
+        import tensorflow as tf
+        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    except Exception:
+        gpus = []
+    if gpus:
+        try:
+            names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                   capture_output=True, text=True, timeout=10).stdout.split("\n")
+            gpus = [n.strip() for n in names if n.strip()] or gpus
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return gpus
+
+
+def machine() -> dict:
+    """CPU, cores, memory, GPUs, load and library versions of this machine."""
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        mem = None
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    libs = {name: _version(name) for name in ("zoo", "tensorflow", "keras", "numpy", "torch",
+                                              "fastapi", "uvicorn", "httpx")}
+    return {
+        "cpu": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "memory_gb": round(mem, 1) if mem else None,
+        "gpus": _gpus(),
+        "load_average": [round(x, 2) for x in load] if load else None,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "libraries": {k: v for k, v in libs.items() if v},
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Reports.
+
+def write_csv(rows, path) -> None:
+    """``results.csv`` with :data:`COLUMNS`, written atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in row.as_dict().items()})
+    _atomic_write(path, buf.getvalue())
+
+
+def _fmt(x) -> str:
+    if x is None or x == "":
+        return ""
+    if isinstance(x, float):
+        return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+    return str(x)
+
+
+def markdown(rows, info: dict, *, command: str, seconds: float) -> str:
+    """The markdown report: machine description, then one table per section."""
+    libs = ", ".join(f"{k} {v}" for k, v in info["libraries"].items())
+    lines = [
+        "# zoo benchmarks", "",
+        f"- command: `{command}`",
+        f"- machine: {info['cpu']} ({', '.join(info['cpu_flags']) or 'no AVX'}), "
+        f"{info['cores']} cores ({info['usable_cores']} usable), "
+        f"{info['memory_gb']} GB RAM, GPU: {', '.join(info['gpus']) or 'none'}",
+        f"- load average at start: {info.get('load_average')}; at end: "
+        f"{info.get('load_average_end')}",
+        f"- software: Python {info['python']}, {libs}",
+        f"- wall time: {seconds / 60:.1f} min; finished {info.get('finished', '')}",
+        "",
+        "Throughputs are medians over the repetitions after warm-up, with min-max and the",
+        "interquartile range. `ratio` is the median of the ratios of repetitions run back to",
+        "back (interleaved), with their min-max, as each section says; a target is met when",
+        "the median ratio reaches it.",
+    ]
+    for key, title in SECTIONS.items():
+        sec_rows = [r for r in rows if r.section == key]
+        if not sec_rows:
+            continue
+        sec = [r.as_dict() for r in sec_rows]
+        lines += ["", f"## {title}", ""]
+        forms = list(dict.fromkeys(r.ratio_of for r in sec_rows if r.ratio_of))
+        if forms:
+            lines += ["ratio = " + "; ".join(f"`{f}`" for f in forms), ""]
+        serve = key == "serve"
+        head = ["model", "input", "batch"] + (["clients"] if serve else []) + [
+            "variant", "median", "min-max", "IQR"] + (["p50 ms", "p99 ms"] if serve else []) + [
+            "ratio (min-max)", "target", "met", "note"]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "|".join("---" for _ in head) + "|")
+        for r, d in zip(sec_rows, sec):
+            unit = d["unit"]
+            ratio = ("reference" if r.reference else "" if d["ratio"] is None else
+                     f"{d['ratio']:.2f} ({d['ratio_min']:.2f}-{d['ratio_max']:.2f})")
+            cells = [d["model"], d["input"], _fmt(d["batch"])]
+            if serve:
+                cells.append(_fmt(d["clients"]))
+            cells += [d["variant"],
+                      f"{_fmt(d['median'])} {unit}" if d["median"] is not None else "-",
+                      f"{_fmt(d['min'])}-{_fmt(d['max'])}" if d["median"] is not None else "",
+                      f"{_fmt(d['q1'])}-{_fmt(d['q3'])}" if d["median"] is not None else ""]
+            if serve:
+                cells += [_fmt(d["p50_ms"]), _fmt(d["p99_ms"])]
+            cells += [ratio, "" if d["target"] is None else f">= {d['target']}", d["met"],
+                      (d["note"] or "").replace("|", "/")]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path, text) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_markdown(text, path) -> None:
+    """Write the markdown report atomically."""
+    _atomic_write(path, text)

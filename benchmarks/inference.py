@@ -1,0 +1,314 @@
+"""Inference benchmarks: the exported ``Servable`` against ``model.predict``, the bare
+SavedModel signature and PyTorch; ``zoo serve`` over HTTP against in-process predictions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks.core import Row, Variant, log, measure, rows_from
+from benchmarks.training import (KERAS_APPLICATIONS, TORCH_MODELS, _torch_model,
+                                 torch_available)
+
+TARGET_VS_PREDICT = 1.5
+TARGET_VS_TORCH = 1.0
+TARGET_SERVE = 0.85        # zoo serve throughput / in-process at batch 32: <= 15% overhead
+
+
+def serving_available() -> str:
+    """``""`` when ``zoo.export`` and ``zoo.serving`` import, else why not."""
+    try:
+        import zoo.export  # noqa: F401
+        import zoo.server  # noqa: F401
+        import zoo.serving  # noqa: F401
+    except ImportError as exc:
+        return f"zoo.export / zoo.serving not available ({exc})"
+    return ""
+
+
+def _images(shape, n, seed=0):
+    """Raw pixels 0..255, as a client would send them."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *shape)).astype("float32")
+
+
+def _export(model, base_dir, name):
+    from zoo.export import export
+    return export(model, base_dir=base_dir, name=name, overwrite=True, version=1)
+
+
+def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup,
+                      with_torch=True) -> list:
+    """Inference images/s per model and batch size.
+
+    Variants: ``zoo.serving.load(path).predict(x, batch_size=b)`` on the exported
+    SavedModel (the subject), ``model.predict(x, batch_size=b)`` of the Keras model with
+    Keras' defaults, the exported ``serving_default`` signature from
+    ``tf.saved_model.load`` called on each batch, and a PyTorch eager ResNet-50
+    (``eval()``, ``torch.inference_mode()``). A repetition predicts ``images`` raw-pixel
+    images (at least one batch).
+    """
+    import keras
+    import tensorflow as tf
+
+    import zoo
+    from zoo.registry import model_info
+
+    missing = serving_available()
+    if missing:
+        log(f"inference: skipped, {missing}")
+        return [Row(section="inference", model=", ".join(names), variant="-", metric="",
+                    unit="", values=[], note=f"skipped: {missing}")]
+    from zoo import serving
+
+    rows = []
+    for name in names:
+        info = model_info(name)
+        channels = info.default_input_shape[-1] or 3
+        size = (max(image_size, info.min_input_size) if name in KERAS_APPLICATIONS
+                else info.default_input_shape[0])
+        shape = (size, size, channels)
+        keras.backend.clear_session()
+        model = zoo.get_model(name, input_shape=shape)
+        with tempfile.TemporaryDirectory() as base:
+            path = _export(model, base, name)
+            servable = serving.load(path)
+            signature = tf.saved_model.load(path).signatures["serving_default"]
+            torch_model = None
+            if with_torch and name in TORCH_MODELS and torch_available():
+                torch_model = _torch_model(name, info.default_num_classes, channels).eval()
+            for b in batch_sizes:
+                n = max(b, (images // b) * b)
+                x = _images(shape, n)
+                log(f"inference: {name} {shape} batch {b}, {n} images per repetition")
+                batches = [x[i:i + b] for i in range(0, n, b)]
+
+                def run_servable():
+                    servable.predict(x, batch_size=b)
+                    return n
+
+                def run_predict():
+                    model.predict(x, batch_size=b, verbose=0)
+                    return n
+
+                def run_signature():
+                    for xb in batches:
+                        signature(images=tf.constant(xb))
+                    return n
+
+                subject = "zoo Servable.predict"
+                variants = [Variant(subject, run_servable),
+                            Variant("model.predict (Keras default)", run_predict,
+                                    target=TARGET_VS_PREDICT),
+                            Variant("tf.saved_model.load signature", run_signature,
+                                    note="the exported serving_default, called per batch")]
+                if torch_model is not None:
+                    variants.append(Variant("PyTorch eager", _torch_infer(torch_model, x, b),
+                                            target=TARGET_VS_TORCH))
+                measured = measure(variants, repeats=repeats, warmup=warmup)
+                rows += rows_from(measured, variants, section="inference", model=name,
+                                  input=f"{size}x{size}x{channels}", batch=b,
+                                  metric="inference images/s", unit="img/s", subject=subject)
+            del servable, signature, torch_model
+        del model
+        keras.backend.clear_session()
+    return rows
+
+
+def _torch_infer(model, x_np, batch_size):
+    import torch
+    x = torch.from_numpy(np.ascontiguousarray(x_np.transpose(0, 3, 1, 2)))
+    parts = torch.split(x, batch_size)
+
+    def run():
+        with torch.inference_mode():
+            for xb in parts:
+                model(xb)
+        return x.shape[0]
+    return run
+
+
+# ---------------------------------------------------------------------------------------
+# zoo serve.
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def zoo_server(base_dir, *, timeout=300.0, extra_args=()):
+    """Run ``zoo serve base_dir`` on a free 127.0.0.1 port; yields its base URL."""
+    import httpx
+    port = _free_port()
+    cmd = [sys.executable, "-m", "zoo", "serve", os.fspath(base_dir), "--host", "127.0.0.1",
+           "--port", str(port), *extra_args]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    log_file = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                log_file.seek(0)
+                tail = log_file.read().decode(errors="replace")[-800:]
+                raise RuntimeError(f"zoo serve exited with {proc.returncode}: {tail}")
+            try:
+                names = [d for d in os.listdir(base_dir) if not d.startswith(".")]
+                if all(httpx.get(f"{url}/v1/models/{n}", timeout=5).status_code == 200
+                       for n in names):
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"zoo serve did not answer within {timeout:.0f} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()
+
+
+async def _burst(url, body, requests, clients, expect):
+    """Send ``requests`` POSTs from ``clients`` concurrent clients over connections opened
+    beforehand; returns the latencies and the wall time of the requests, in seconds."""
+    import httpx
+    latencies = []
+    todo = iter(range(requests))
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=600) as client:
+        # Open the connections first: a client keeps its connection between requests.
+        status = url.rsplit(":", 1)[0]
+        await asyncio.gather(*(client.get(status) for _ in range(clients)))
+
+        async def worker():
+            for _ in todo:
+                t0 = time.perf_counter()
+                r = await client.post(url, content=body,
+                                      headers={"content-type": "application/json"})
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+                if expect is not None:
+                    n = len(r.json()["predictions"])
+                    if n != expect:
+                        raise RuntimeError(f"{n} predictions for {expect} images")
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        seconds = time.perf_counter() - start
+    return latencies, seconds
+
+
+def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
+                  min_requests) -> list:
+    """``zoo serve`` images/s and latency vs ``Servable.predict`` in the same process.
+
+    Both models are exported to one directory that one ``zoo serve`` process serves on
+    127.0.0.1. A client request is TensorFlow Serving's row format
+    ``{"instances": [...]}`` of raw pixels (integers 0..255) for ``batch`` images, encoded
+    once; a repetition sends ``max(min_requests, clients * requests_per_client)`` requests
+    from ``clients`` concurrent httpx clients. The reference is ``Servable.predict`` on the
+    same batch in this process, called as many times, one after the other.
+
+    Args:
+        configs: ``[(model name, batch, [clients, ...]), ...]``.
+        image_sizes: model name -> input size (square).
+    """
+    import keras
+
+    import zoo
+    from zoo.registry import model_info
+
+    missing = serving_available()
+    if missing:
+        log(f"serve: skipped, {missing}")
+        return [Row(section="serve", model=", ".join(dict.fromkeys(c[0] for c in configs)),
+                    variant="-", metric="", unit="", values=[], note=f"skipped: {missing}")]
+    from zoo import serving
+
+    rows = []
+    with tempfile.TemporaryDirectory() as base:
+        shapes, paths = {}, {}
+        for name in dict.fromkeys(c[0] for c in configs):
+            info = model_info(name)
+            size = max(image_sizes.get(name) or info.default_input_shape[0],
+                       info.min_input_size)
+            shapes[name] = (size, size, info.default_input_shape[-1] or 3)
+            keras.backend.clear_session()
+            paths[name] = _export(zoo.get_model(name, input_shape=shapes[name]), base, name)
+        log(f"serve: starting zoo serve for {', '.join(paths)}")
+        with zoo_server(base) as url:
+            for name, batch, clients_list in configs:
+                servable = serving.load(paths[name])
+                x = _images(shapes[name], batch)
+                body = json.dumps({"instances": x.astype("uint8").tolist()}).encode()
+                endpoint = f"{url}/v1/models/{name}:predict"
+                log(f"serve: {name} batch {batch}, clients {clients_list}, "
+                    f"request {len(body) / 1e6:.2f} MB")
+                latencies = {c: [] for c in clients_list}
+                counts = {c: max(min_requests, c * requests_per_client)
+                          for c in clients_list}
+
+                def in_process(count):
+                    def run():
+                        for _ in range(count):
+                            servable.predict(x)
+                        return count * batch
+                    return run
+
+                def over_http(c):
+                    def run():
+                        lat, seconds = asyncio.run(_burst(endpoint, body, counts[c], c, batch))
+                        latencies[c].extend(lat)
+                        return counts[c] * batch, seconds
+                    return run
+
+                ref = "in-process Servable.predict"
+                variants = [Variant(ref, in_process(min(counts.values())))]
+                variants += [Variant(f"zoo serve, {c} clients", over_http(c),
+                                     target=TARGET_SERVE if batch >= 32 and c == 1 else None)
+                             for c in clients_list]
+                measured = measure(variants, repeats=repeats, warmup=warmup)
+                for c in latencies:   # keep only timed repetitions' latencies
+                    latencies[c] = latencies[c][-(counts[c] * repeats):]
+                refs = measured[ref]["rates"]
+                common = dict(section="serve", model=name,
+                              input="x".join(str(s) for s in shapes[name]), batch=batch,
+                              metric="images/s", unit="img/s")
+                rows.append(Row(variant=ref, values=refs, clients=1, reference=True,
+                                first_seconds=measured[ref]["first"],
+                                note=measured[ref]["error"], **common))
+                for v, c in zip(variants[1:], clients_list):
+                    m = measured[v.name]
+                    rates = m["rates"]
+                    k = min(len(rates), len(refs))
+                    lat = np.asarray(latencies[c]) * 1000
+                    rps = np.median(rates) / batch if rates else float("nan")
+                    note = f"{counts[c]} requests per repetition, median {rps:.3g} requests/s"
+                    if m["error"]:
+                        note += f"; failed: {m['error']}"
+                    rows.append(Row(variant=v.name, values=rates, clients=c,
+                                    ratio_of=f"this / {ref}",
+                                    ratios=[rates[i] / refs[i] for i in range(k)],
+                                    target=v.target,
+                                    p50_ms=float(np.percentile(lat, 50)) if lat.size else None,
+                                    p99_ms=float(np.percentile(lat, 99)) if lat.size else None,
+                                    first_seconds=m["first"], note=note, **common))
+                del servable
+    return rows

@@ -1,0 +1,283 @@
+"""Training benchmarks: throughput against keras.applications and PyTorch, the input
+pipeline against tensors in memory, and LeNet-5's time to a test accuracy."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks.core import Row, Variant, log, measure, rows_from
+
+#: zoo name -> keras.applications class name (the same architecture, same weights layout).
+KERAS_APPLICATIONS = {"resnet50": "ResNet50", "xception": "Xception",
+                      "inception_v3": "InceptionV3"}
+
+#: zoo name -> PyTorch builder (only ResNet-50 is written in PyTorch here).
+TORCH_MODELS = {"resnet50": "benchmarks.torch_resnet:ResNet50"}
+
+#: Targets: zoo training images/s divided by the reference's must reach these.
+TARGET_VS_KERAS = 1.3
+TARGET_VS_TORCH = 1.0
+TARGET_PIPELINE = 0.95
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _batch(shape, batch_size, num_classes, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.0, 1.0, (batch_size, *shape)).astype("float32")
+    y = rng.integers(0, num_classes, batch_size).astype("int32")
+    return x, y
+
+
+def _keras_step(model, x, y, steps):
+    def run():
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        return steps * int(x.shape[0])
+    return run
+
+
+def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
+                  with_torch=True, keras_xla=False, zoo_keras_compile=False,
+                  num_classes=1000) -> list:
+    """Training images/s of each zoo model with its defaults vs the references.
+
+    Variants per model: the zoo model compiled by ``zoo.train.compile_model`` (the subject:
+    Adam, XLA), ``keras.applications`` with Keras' defaults (``model.compile`` with only
+    optimizer/loss/metrics: no XLA on CPU), a PyTorch eager ResNet-50, and optionally the
+    zoo model compiled with Keras' defaults (``zoo_keras_compile``) and
+    ``keras.applications`` with ``jit_compile=True`` (``keras_xla``). Every variant trains on the same in-memory batch with Adam (lr 1e-3) and
+    sparse cross-entropy; a repetition is ``steps`` optimizer steps.
+    """
+    import keras
+    import tensorflow as tf
+
+    import zoo
+    from zoo.registry import model_info
+    from zoo.train import compile_model
+
+    rows = []
+    for name in names:
+        info = model_info(name)
+        channels = info.default_input_shape[-1] or 3
+        # keras.applications' families at the asked size; others (LeNet-5) at their own.
+        size = (max(image_size, info.min_input_size) if name in KERAS_APPLICATIONS
+                else info.default_input_shape[0])
+        shape = (size, size, channels)
+        classes = num_classes if name in KERAS_APPLICATIONS else info.default_num_classes
+        x_np, y_np = _batch(shape, batch_size, classes)
+        x, y = tf.constant(x_np), tf.constant(y_np)
+        log(f"train: {name} {shape} batch {batch_size}")
+        keras.backend.clear_session()
+
+        variants = []
+        zm = zoo.get_model(name, input_shape=shape, num_classes=classes)
+        compile_model(zm)
+        subject = "zoo (compile_model: XLA)"
+        variants.append(Variant(subject, _keras_step(zm, x, y, steps)))
+
+        if zoo_keras_compile or name not in KERAS_APPLICATIONS:
+            zk = zoo.get_model(name, input_shape=shape, num_classes=classes)
+            zk.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                       metrics=["accuracy"])
+            variants.append(Variant("zoo, Keras default compile",
+                                    _keras_step(zk, x, y, steps),
+                                    note="same zoo model, Keras' default compile"))
+
+        if name in KERAS_APPLICATIONS:
+            cls = getattr(keras.applications, KERAS_APPLICATIONS[name])
+            ka = cls(weights=None, input_shape=shape, classes=classes)
+            ka.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                       metrics=["accuracy"])
+            variants.append(Variant(f"keras.applications.{cls.__name__} default",
+                                    _keras_step(ka, x, y, steps), target=TARGET_VS_KERAS))
+            if keras_xla:
+                kx = cls(weights=None, input_shape=shape, classes=classes)
+                kx.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                           metrics=["accuracy"], jit_compile=True)
+                variants.append(Variant(f"keras.applications.{cls.__name__} jit_compile=True",
+                                        _keras_step(kx, x, y, steps)))
+        if with_torch and name in TORCH_MODELS and torch_available():
+            variants.append(Variant("PyTorch eager", _torch_train(name, x_np, y_np, classes,
+                                                                  steps),
+                                    target=TARGET_VS_TORCH))
+        measured = measure(variants, repeats=repeats, warmup=warmup)
+        rows += rows_from(measured, variants, section="train", model=name,
+                          input=f"{size}x{size}x{channels}", batch=batch_size,
+                          metric="train images/s", unit="img/s", subject=subject)
+        del variants, zm
+        keras.backend.clear_session()
+    return rows
+
+
+def _torch_model(name, classes, channels):
+    import importlib
+    module, attr = TORCH_MODELS[name].split(":")
+    return getattr(importlib.import_module(module), attr)(num_classes=classes,
+                                                           in_channels=channels)
+
+
+def _torch_train(name, x_np, y_np, classes, steps):
+    import torch
+    torch.manual_seed(0)
+    model = _torch_model(name, classes, x_np.shape[-1]).train()
+    x = torch.from_numpy(np.ascontiguousarray(x_np.transpose(0, 3, 1, 2)))
+    y = torch.from_numpy(y_np.astype("int64"))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def run():
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+        return steps * x.shape[0]
+    return run
+
+
+# ---------------------------------------------------------------------------------------
+# Input pipeline.
+
+def pipeline_section(*, epochs, repeats, warmup, batch_size=32, model_name="lenet5",
+                     dataset="digits") -> list:
+    """Training images/s of ``model_name`` fed by ``zoo.data`` vs by arrays in memory.
+
+    The subject is ``model.fit`` on the ``zoo.data.load`` train pipeline (cached, shuffled,
+    batched, normalised, prefetched) without augmentation; the reference is ``model.fit`` on
+    the same normalised images and labels as NumPy arrays; the augmented pipeline (the
+    ``zoo train`` default for the dataset) is measured too. Each variant trains its own copy
+    of the model, compiled by ``zoo.train.compile_model``, for ``epochs`` epochs per
+    repetition.
+    """
+    import keras
+
+    import zoo
+    from zoo import data as zdata
+    from zoo.registry import model_info
+    from zoo.train import compile_model
+
+    info = model_info(model_name)
+    shape = tuple(info.default_input_shape)
+    log(f"pipeline: {model_name} on {dataset} {shape} batch {batch_size}")
+    keras.backend.clear_session()
+    plain, dinfo = zdata.load(dataset, "train", image_size=shape[:2], channels=shape[2],
+                              batch_size=batch_size, augment=False)
+    augmented, _ = zdata.load(dataset, "train", image_size=shape[:2], channels=shape[2],
+                              batch_size=batch_size, augment=True)
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in plain])
+    x_mem, y_mem = np.concatenate(xs), np.concatenate(ys)
+    n = len(x_mem)
+
+    def fitter(data, arrays):
+        model = zoo.get_model(model_name, input_shape=shape, num_classes=dinfo.num_classes)
+        compile_model(model)
+
+        def run():
+            if arrays:
+                model.fit(x_mem, y_mem, batch_size=batch_size, epochs=epochs, verbose=0)
+            else:
+                model.fit(data, epochs=epochs, verbose=0)
+            return epochs * n
+        return run
+
+    subject = "zoo.data pipeline"
+    variants = [Variant(subject, fitter(plain, False)),
+                Variant("arrays in memory (model.fit(x, y))", fitter(None, True),
+                        target=TARGET_PIPELINE),
+                Variant("zoo.data pipeline + augmentation", fitter(augmented, False),
+                        note="the zoo train default for this dataset")]
+    # ratio = pipeline / in-memory: the target is on the in-memory row.
+    measured = measure(variants, repeats=repeats, warmup=warmup)
+    rows = rows_from(measured, variants, section="pipeline", model=f"{model_name} / {dataset}",
+                     input="x".join(str(s) for s in shape), batch=batch_size,
+                     metric="train images/s", unit="img/s", subject=subject,
+                     note=f"{n} images x {epochs} epochs per repetition")
+    keras.backend.clear_session()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Time to accuracy.
+
+def accuracy_section(*, repeats, target=0.98, model_name="lenet5", dataset="digits",
+                     max_epochs=None) -> list:
+    """Seconds from calling ``zoo.train.fit`` to ``target`` test accuracy, per seed.
+
+    ``fit`` runs with the ``zoo train`` defaults for the model and dataset
+    (:func:`zoo.train.train_defaults`); after every epoch a callback measures the accuracy
+    on the test split (its own time is not counted) and stops training once it reaches
+    ``target``. The time includes loading the data, building and compiling the model.
+    """
+    import keras
+
+    from zoo import data as zdata
+    from zoo import train as ztrain
+    from zoo.registry import model_info
+
+    defaults = ztrain.train_defaults(model_name, dataset)
+    epochs = max_epochs or defaults["epochs"]
+    shape = tuple(model_info(model_name).default_input_shape)
+    size = tuple(defaults["image_size"] or shape[:2])
+    test, _ = zdata.load(dataset, "test", image_size=size, channels=shape[2],
+                         batch_size=512)
+    x_test, y_test = zip(*[(x.numpy(), y.numpy()) for x, y in test])
+    x_test, y_test = np.concatenate(x_test), np.concatenate(y_test)
+
+    class Stopwatch(keras.callbacks.Callback):
+        def __init__(self, start):
+            super().__init__()
+            self.start, self.excluded = start, 0.0
+            self.reached, self.epochs, self.best = None, 0, 0.0
+
+        def on_epoch_end(self, epoch, logs=None):
+            t0 = time.perf_counter()
+            elapsed = t0 - self.start - self.excluded   # earlier evaluations not counted
+            self.epochs = epoch + 1
+            pred = np.argmax(self.model.predict_on_batch(x_test), axis=-1)
+            acc = float(np.mean(pred == y_test))
+            self.best = max(self.best, acc)
+            self.excluded += time.perf_counter() - t0
+            if acc >= target and self.reached is None:
+                self.reached = elapsed
+                self.model.stop_training = True
+
+    seconds, epochs_needed, notes = [], [], []
+    log(f"accuracy: {model_name} on {dataset} to {target:.0%} test accuracy, {repeats} seeds")
+    for seed in range(repeats):
+        keras.backend.clear_session()
+        with tempfile.TemporaryDirectory() as run_dir:
+            start = time.perf_counter()
+            watch = Stopwatch(start)
+            ztrain.fit(model_name, dataset, epochs=epochs, run_dir=run_dir,
+                       batch_size=defaults["batch_size"],
+                       learning_rate=defaults["learning_rate"], augment=defaults["augment"],
+                       seed=seed, verbose=0, callbacks=[watch])
+        if watch.reached is not None:
+            seconds.append(watch.reached)
+            epochs_needed.append(watch.epochs)
+            log(f"  seed {seed}: {watch.reached:.1f} s, {watch.epochs} epochs")
+        else:
+            notes.append(f"seed {seed}: not reached in {watch.epochs} epochs "
+                         f"(best {watch.best:.3f})")
+            log(f"  seed {seed}: not reached (best {watch.best:.3f})")
+    note = (f"zoo.train.fit defaults: batch {defaults['batch_size']}, lr "
+            f"{defaults['learning_rate']}, augment {defaults['augment']}, XLA; epochs needed "
+            f"{sorted(epochs_needed)}; seeds {repeats}")
+    if notes:
+        note += "; " + "; ".join(notes)
+    return [Row(section="accuracy", model=f"{model_name} / {dataset}",
+                variant=f"zoo.train.fit to {target:.0%} test accuracy",
+                metric="seconds to accuracy", unit="s", values=seconds,
+                input="x".join(str(s) for s in (*size, shape[2])),
+                batch=defaults["batch_size"], note=note)]

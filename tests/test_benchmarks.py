@@ -1,0 +1,65 @@
+"""Smoke test of the benchmark harness: a tiny configuration runs end to end and writes
+results.csv, results.md and machine.json with the expected columns and rows. Speeds are
+not asserted (the machine is shared); only that they were measured."""
+
+import csv
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks import __main__ as bench  # noqa: E402
+from benchmarks import core  # noqa: E402
+
+
+def test_tiny_run_writes_table(tmp_path):
+    out = tmp_path / "bench"
+    argv = ["--quick", "--sections", "train,inference", "--models", "lenet5",
+            "--inference-models", "lenet5", "--batch-sizes", "4", "--inference-images", "8",
+            "--repeats", "2", "--warmup", "1", "--steps", "1", "--out", str(out)]
+    assert bench.main(argv) == 0
+
+    with open(out / "results.csv") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == core.COLUMNS
+        rows = list(reader)
+    got = [(r["section"], r["model"], r["variant"]) for r in rows]
+    assert got == [
+        ("train", "lenet5", "zoo (compile_model: XLA)"),
+        ("train", "lenet5", "zoo, Keras default compile"),
+        ("inference", "lenet5", "zoo Servable.predict"),
+        ("inference", "lenet5", "model.predict (Keras default)"),
+        ("inference", "lenet5", "tf.saved_model.load signature"),
+    ]
+    for r in rows:
+        assert r["repeats"] == "2", r
+        assert float(r["min"]) <= float(r["median"]) <= float(r["max"]), r
+        assert float(r["q1"]) <= float(r["q3"]), r
+        assert float(r["median"]) > 0 and r["unit"] == "img/s"
+        assert r["note"].find("failed") < 0, r
+    train, inference = rows[:2], rows[2:]
+    assert {r["input"] for r in train} == {"32x32x1"} and {r["batch"] for r in train} == {"16"}
+    assert {r["batch"] for r in inference} == {"4"}
+    # The subject row carries no ratio; the others a paired ratio with its range.
+    for group in (train, inference):
+        assert group[0]["ratio"] == ""
+        for r in group[1:]:
+            assert float(r["ratio_min"]) <= float(r["ratio"]) <= float(r["ratio_max"])
+            assert r["ratio_of"] == f"{group[0]['variant']} / this"
+    predict = rows[3]
+    assert predict["target"] == "1.5" and predict["met"] in ("yes", "no")
+    assert predict["met"] == ("yes" if float(predict["ratio"]) >= 1.5 else "no")
+
+    md = (out / "results.md").read_text()
+    assert "python -m benchmarks --quick --sections train,inference" in md
+    assert "## Training throughput" in md and "## Inference throughput" in md
+    assert "## Input pipeline" not in md  # not run
+    table = [line for line in md.splitlines() if line.startswith("| lenet5 |")]
+    assert len(table) == 5
+    assert all(line.count("|") == 12 for line in table)   # 11 columns
+    assert "| lenet5 | 32x32x1 | 4 | model.predict (Keras default) |" in md
+
+    machine = json.loads((out / "machine.json").read_text())
+    assert machine["cores"] >= 1 and machine["cpu"]
+    assert "tensorflow" in machine["libraries"] and "keras" in machine["libraries"]
+    assert machine["command"].startswith("python -m benchmarks --quick")

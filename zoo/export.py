@@ -195,10 +195,14 @@ def _output_kind(model, output, sample) -> str:
 # Precision.
 
 def _cast_model(model, precision):
-    """The same model with weights and compute in ``precision`` (float32 in, any out)."""
+    """The same model with weights and compute in ``precision`` (float32 in, any out).
+
+    A model trained under a mixed-precision policy is rebuilt too, so a float32 export
+    computes in float32.
+    """
     import keras
     import numpy as np
-    if precision == "float32":
+    if all(layer.dtype_policy.name == precision for layer in _all_layers(model)):
         return model
 
     def clone_layer(layer):
@@ -217,6 +221,16 @@ def _cast_model(model, precision):
     clone.set_weights([w.astype(t.dtype) if np.issubdtype(w.dtype, np.floating) else w
                        for w, t in zip(weights, targets)])
     return clone
+
+
+def _all_layers(model):
+    import keras
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 # --------------------------------------------------------------------------------------

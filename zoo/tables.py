@@ -29,7 +29,9 @@ def table_format(family: str, detect: Callable):
 def detect_family(model) -> Optional[str]:
     """The family whose layer names ``model`` carries, or ``None``."""
     import zoo.models  # noqa: F401  (families register their formats)
-    for family, (_, detect) in _FORMATS.items():
+    # Later families build on earlier ones (a U-Net may hold a ResNet encoder), so the
+    # most recently registered formats are tried first.
+    for family, (_, detect) in reversed(_FORMATS.items()):
         if detect(model):
             return family
     return None

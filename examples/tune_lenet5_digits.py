@@ -3,8 +3,10 @@
 The baseline is ``SVC(gamma=0.001)`` (scikit-learn's classic digits example)
 fitted on the zoo's digits train + validation splits (1,437 images: the
 stratified 80/20 split with ``random_state=0``) and scored on the zoo's test
-split (360 images). LeNet-5 is tuned on the train split (1,257 images), selected
-on the validation split, and its best model is scored on the same test split.
+split (360 images). LeNet-5 is tuned on the train split (1,257 images) and
+selected on the validation split (180 images); the best trial's model is scored
+on the same test split, and then, like the SVC, the best hyperparameters are
+trained on train + validation for the best trial's number of epochs and scored.
 
 Run (about 15 minutes on 2 CPU cores)::
 
@@ -36,6 +38,25 @@ def svc_baseline() -> float:
     return float(svc.score(x_te, y_te))
 
 
+def refit_on_train_and_validation(best, seed=0):
+    """Train the best hyperparameters again on train + validation (the 1,437 images
+    the SVC sees) for the best trial's number of epochs; return the test accuracy."""
+    import keras_tuner as kt
+
+    from tuning.hypermodels import get_hypermodel
+    from zoo import data
+    splits = data.load_splits("digits", seed=seed)
+    hm = get_hypermodel("lenet5", info=splits.info, jit_compile=False, seed=seed)
+    hm.augmentation = data._augment_settings(data._source("digits"), True)
+    hp = kt.HyperParameters()
+    for name, value in best["hyperparameters"].items():
+        hp.Fixed(name, value)
+    model = hm.build(hp)
+    both = splits.train.concatenate(splits.validation).unbatch().shuffle(2048, seed=seed)
+    hm.fit(hp, model, both, epochs=best["best_step"] + 1, verbose=0)
+    return float(model.evaluate(splits.test, verbose=0, return_dict=True)["accuracy"])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tuner", default="bayesian")
@@ -43,6 +64,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--directory", default="tuning_runs")
     parser.add_argument("--export", action="store_true")
+    parser.add_argument("--no-refit", dest="refit", action="store_false",
+                        help="do not retrain the best hyperparameters on train + validation")
     args = parser.parse_args()
 
     svc = svc_baseline()
@@ -54,11 +77,18 @@ def main():
              "batch_size": "16,32,64"})
     minutes = (time.time() - start) / 60
     best = df.attrs["best"]
+    best["best_step"] = int(df.set_index("trial").loc[best["trial"], "best_step"])
     print(df.drop(columns=["message"]).to_markdown(index=False))
     print(f"\nbest trial {best['trial']}: {best['hyperparameters']}")
     print(f"budget: {len(df)} trials x up to {args.epochs} epochs, {minutes:.1f} minutes")
-    print(f"tuned LeNet-5 test accuracy: {best['test']['accuracy']:.4f}")
-    print(f"SVC(gamma=0.001) test accuracy: {svc:.4f}")
+    print(f"tuned LeNet-5 test accuracy (best trial's model, trained on train): "
+          f"{best['test']['accuracy']:.4f}")
+    if args.refit:
+        start = time.time()
+        refit = refit_on_train_and_validation(best)
+        print(f"tuned LeNet-5 retrained on train + validation ({best['best_step'] + 1} epochs, "
+              f"{(time.time() - start) / 60:.1f} minutes) test accuracy: {refit:.4f}")
+    print(f"SVC(gamma=0.001) (trained on train + validation) test accuracy: {svc:.4f}")
 
 
 if __name__ == "__main__":

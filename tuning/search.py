@@ -454,8 +454,12 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
     completed = df[df["status"] == "COMPLETED"]
     if completed.empty:
         return {"trial": None, "message": "no trial completed"}
-    trial = kt_tuner.oracle.get_best_trials(1)[0]
-    model = kt_tuner.get_best_models(1)[0]
+    # Ties (common on small validation sets) go to the earliest trial, whatever order
+    # keras-tuner reloaded its trials in.
+    maximize = kt_tuner.oracle.objective.direction == "max"
+    scores = completed["score"] if maximize else -completed["score"]
+    trial = kt_tuner.oracle.get_trial(completed.loc[scores.idxmax(), "trial"])
+    model = kt_tuner.load_model(trial)
     model.jit_compile = False
     test = model.evaluate(splits.test, verbose=0, return_dict=True)
     best = {"trial": trial.trial_id, "objective": objective, "score": float(trial.score),

@@ -570,5 +570,5 @@ def resnet_table(model) -> pd.DataFrame:
     flops = _multiply_adds(model)
     exponent = 9 if flops >= 10 ** 9 else len(str(flops)) - 1  # the paper writes 11.3x10^9
     df.loc[len(df)] = ["FLOPs", "", f"{flops / 10 ** exponent:.2f}x10^{exponent}"]
-    df["params"] = pd.array([params.get(r) for r in df["layer name"]], dtype="Int64")
+    df["params"] = [params.get(r, "") for r in df["layer name"]]  # "" on the FLOPs row
     return df

@@ -121,10 +121,7 @@ def resize_and_convert(images, input_shape, *, method="bilinear"):
     ITU-R 601 luma weights (``tf.image.rgb_to_grayscale``), RGBA drops alpha.
     """
     h, w, c = (int(v) for v in input_shape)
-    images = tf.convert_to_tensor(images)
-    if not images.dtype.is_floating:
-        images = tf.cast(images, tf.float32)
-    images = tf.cast(images, tf.float32)
+    images = tf.cast(tf.convert_to_tensor(images), tf.float32)
     have = images.shape[-1]
     if have is None:
         raise ValueError("preprocess: the channel dimension of the images must be known. "

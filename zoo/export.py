@@ -587,7 +587,7 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
 
 def configure_export(parser):
     """``zoo export RUN_DIR_OR_KERAS_FILE [--base-dir] [--name] [--version] ...``."""
-    parser.add_argument("run", metavar="RUN_DIR_OR_KERAS_FILE",
+    parser.add_argument("source", metavar="RUN_DIR_OR_KERAS_FILE",
                         help="a training run directory (model.keras + info.json) or a .keras file")
     parser.add_argument("--base-dir", default="saved_models",
                         help="where model directories live (default: saved_models)")
@@ -601,7 +601,7 @@ def configure_export(parser):
                         help="replace an existing version")
 
     def run(args):
-        path = export_run(args.run, base_dir=args.base_dir, name=args.name,
+        path = export_run(args.source, base_dir=args.base_dir, name=args.name,
                           version=args.version, precision=args.precision,
                           overwrite=args.overwrite)
         print(path)

@@ -329,6 +329,10 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
     async def serving_error(request, exc):
         return error(exc.status, exc.message)
 
+    @app.exception_handler(Exception)
+    async def server_error(request, exc):  # a bug or resource failure, still as JSON
+        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+
     def parse_path(path):
         match = _MODEL_PATH.match(path)
         if not match:

@@ -96,7 +96,8 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
             else:
                 mode = _MODES[channels]
             array = np.asarray(img.convert(mode))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as exc:
         raise ValueError(f"could not decode {what} as an image (PNG, JPEG, ...): {exc}") \
             from None
     if array.ndim == 2:

@@ -47,7 +47,7 @@ def refit_on_train_and_validation(best, seed=0):
     from zoo import data
     splits = data.load_splits("digits", seed=seed)
     hm = get_hypermodel("lenet5", info=splits.info, jit_compile=False, seed=seed)
-    hm.augmentation = data._augment_settings(data._source("digits"), True)
+    hm.augmentation = data.load("digits", "train", augment=True)[1].augmentation
     hp = kt.HyperParameters()
     for name, value in best["hyperparameters"].items():
         hp.Fixed(name, value)

@@ -438,15 +438,17 @@ def _load(dataset, hypermodel, *, image_size, data_dir, seed):
             raise ValueError(f"dataset must be a dataset name or a zoo.data.Splits. "
                              f"Received: {type(dataset).__name__}")
         return dataset, dataset.info.augmentation or None
+    # The train split loaded with augment=True tells the dataset's own settings
+    # (and its default size); the search's pipelines are not augmented.
+    _, probe = zdata.load(dataset, "train", image_size=image_size, augment=True,
+                          data_dir=data_dir)
     if image_size is None:
-        _, probe = zdata.load(dataset, "validation", data_dir=data_dir)
         minimum = hypermodel.min_input_size()
         h, w = probe.input_shape[:2]
         if min(h, w) < minimum:
             image_size = (max(h, minimum), max(w, minimum))
     splits = zdata.load_splits(dataset, image_size=image_size, data_dir=data_dir, seed=seed)
-    settings = zdata._augment_settings(zdata._source(dataset, data_dir), True)
-    return splits, settings
+    return splits, dict(probe.augmentation)
 
 
 def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, objective):

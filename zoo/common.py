@@ -134,7 +134,6 @@ def load_weights_file(model, path) -> None:
 def classifier_head(x, *, num_classes: int, include_top: bool, pooling: Optional[str],
                     classifier_activation, prefix: str = ""):
     """Global pooling + dense classifier, or the pooled/unpooled features."""
-    import keras
     from keras import layers
     if include_top:
         x = layers.GlobalAveragePooling2D(name=f"{prefix}avg_pool")(x)
@@ -151,3 +150,22 @@ def feature_pooling(x, pooling, prefix: str = ""):
     if pooling == "max":
         return layers.GlobalMaxPooling2D(name=f"{prefix}max_pool")(x)
     return x
+
+
+def make_module_callable(module_name: str, function) -> None:
+    """Make the module ``module_name`` callable as ``function``.
+
+    ``zoo.profile`` and ``zoo.export`` are both functions of the package and modules
+    of the same name: importing the submodule rebinds the package attribute to the
+    module. A callable module keeps ``zoo.export(model)`` working either way, while
+    ``zoo.export.export_run`` still reaches the module's other functions.
+    """
+    import sys
+    import types
+
+    class CallableModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            return function(*args, **kwargs)
+
+    CallableModule.__call__.__doc__ = function.__doc__
+    sys.modules[module_name].__class__ = CallableModule

@@ -32,10 +32,10 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
-import types
 from typing import Optional
+
+from zoo import common
 
 __all__ = ["export", "export_run", "configure_export", "SIGNATURE_NAME", "INPUT_NAME",
            "PRECISIONS", "list_versions", "latest_version"]
@@ -610,15 +610,4 @@ def configure_export(parser):
     return run
 
 
-class _CallableModule(types.ModuleType):
-    """``zoo.export(model)`` keeps working after ``import zoo.export``.
-
-    Importing the submodule makes ``zoo.export`` refer to this module instead of the
-    function the package exposes lazily; calling the module calls :func:`export`.
-    """
-
-    def __call__(self, *args, **kwargs):
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+common.make_module_callable(__name__, export)

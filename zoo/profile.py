@@ -74,13 +74,14 @@ import math
 import os
 import sys
 import tempfile
-import types
 import warnings
 from fractions import Fraction
 from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+
+from zoo import common
 
 __all__ = ["Profile", "Totals", "profile", "model_table", "configure_summary"]
 
@@ -820,13 +821,4 @@ def configure_summary(parser):
     return run
 
 
-class _CallableModule(types.ModuleType):
-    """Importing ``zoo.profile`` binds the module to the package attribute
-    ``zoo.profile``; calling the module runs :func:`profile`, so both
-    ``zoo.profile(model)`` and ``zoo.profile.model_table()`` work."""
-
-    def __call__(self, model, batch_size: int = 1) -> Profile:
-        return profile(model, batch_size=batch_size)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+common.make_module_callable(__name__, profile)

@@ -18,3 +18,19 @@ def published_table():
         return pd.read_csv(TABLES / name, dtype=str, keep_default_na=False)
 
     return read
+
+
+# The deepest ResNets only add repeats of the blocks resnet50 / resnet50_v2 already cover
+# (same builder, same block code); each takes minutes per whole-model test on 2 cores, so
+# registry-wide tests run them with ZOO_FULL_TESTS=1 only.
+DEEP_MODELS = {"resnet101", "resnet152", "resnet101_v2", "resnet152_v2"}
+FULL_TESTS = bool(os.environ.get("ZOO_FULL_TESTS"))
+
+
+def registry_params():
+    """Every registered model as a pytest parameter; the deepest skipped unless FULL_TESTS."""
+    import zoo
+    return [pytest.param(n, marks=pytest.mark.skipif(
+        n in DEEP_MODELS and not FULL_TESTS,
+        reason="covered by resnet50/resnet50_v2; ZOO_FULL_TESTS=1 runs it"))
+        for n in zoo.list_models()]

@@ -9,6 +9,7 @@ import pytest
 import keras
 
 import zoo
+from conftest import registry_params
 
 
 def small_kwargs(name):
@@ -22,7 +23,7 @@ def first(outputs):
     return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
+@pytest.mark.parametrize("name", registry_params())
 def test_train_step_and_keras_round_trip(name, tmp_path):
     keras.utils.set_random_seed(0)
     model = zoo.get_model(name, **small_kwargs(name))

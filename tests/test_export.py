@@ -17,6 +17,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
+from conftest import registry_params  # noqa: E402
 from zoo import export as zoo_export  # noqa: E402
 from zoo.data import DatasetInfo, preprocess  # noqa: E402
 
@@ -45,17 +46,7 @@ def serve_fn(path):
     return tf.saved_model.load(path).signatures["serving_default"]
 
 
-# The deepest ResNets only add repeats of the blocks resnet50 / resnet50_v2 already export
-# (same builder, same block code); they take minutes each here, so they run with
-# ZOO_FULL_TESTS=1 only.
-DEEP = {"resnet101", "resnet152", "resnet101_v2", "resnet152_v2"}
-FULL = bool(os.environ.get("ZOO_FULL_TESTS"))
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.skipif(
-        n in DEEP and not FULL, reason="covered by resnet50/resnet50_v2; ZOO_FULL_TESTS=1 runs it"))
-    for n in zoo.list_models()])
+@pytest.mark.parametrize("name", registry_params())
 def test_every_model_round_trips_with_equal_outputs(name, tmp_path):
     model = tiny_model(name)
     path = zoo.export(model, tmp_path)

@@ -77,3 +77,24 @@ def load(model, model_name: str, weights, include_top: bool, files: dict) -> Non
     except ValueError as exc:
         raise ValueError(f"{model_name}: the weights in {path} do not fit this model "
                          f"({' '.join(str(exc).split())[:300]}).") from None
+
+
+def resolve(model_name: str, weights, shape: tuple, include_top: bool, num_classes: int,
+            files: dict):
+    """Check that ``weights="imagenet"`` fits the requested model and fetch the file
+    before anything is built; other values of ``weights`` pass through.
+
+    Raises:
+        ValueError: for ImageNet weights with other than 3 input channels, or with a
+            top whose ``num_classes`` is not 1000, or a file that cannot be fetched.
+    """
+    if weights != "imagenet":
+        return weights
+    if shape[-1] != 3:
+        raise ValueError(f"{model_name}: weights='imagenet' needs 3 input channels (RGB). "
+                         f"Received: input_shape={tuple(shape)}")
+    if include_top and num_classes != 1000:
+        raise ValueError(f"{model_name}: weights='imagenet' with include_top=True needs "
+                         f"num_classes=1000 (or use include_top=False). "
+                         f"Received: num_classes={num_classes}")
+    return fetch(model_name, files[include_top])

@@ -506,16 +506,8 @@ def inception_v3(*, input_shape=None, num_classes=1000, include_top=True, poolin
         min_size=INCEPTION_V3_MIN_SIZE, num_classes=num_classes, include_top=include_top,
         pooling=pooling, classifier_activation=classifier_activation, weights=weights,
         published_weights=("imagenet",))
-    if weights == "imagenet":
-        if shape[-1] != 3:
-            raise ValueError(f"inception_v3: the 'imagenet' weights need 3 input channels. "
-                             f"Received: input_shape={shape}")
-        if include_top and num_classes != 1000:
-            raise ValueError(f"inception_v3: the 'imagenet' weights with include_top=True need "
-                             f"num_classes=1000 (or use include_top=False). "
-                             f"Received: num_classes={num_classes}")
-        # Fetch (or fail) before building anything.
-        weights = zoo_weights.fetch("inception_v3", INCEPTION_V3_WEIGHTS[include_top])
+    weights = zoo_weights.resolve("inception_v3", weights, shape, include_top, num_classes,
+                                  INCEPTION_V3_WEIGHTS)
 
     inputs = keras.Input(shape=shape, name="images")
     x = inputs

@@ -26,7 +26,6 @@ from keras import layers
 
 from zoo import common
 from zoo import weights as zoo_weights
-from zoo.blocks import conv_bn_act
 from zoo.registry import register
 from zoo.tables import layer_names, size_str, table_format
 
@@ -281,15 +280,8 @@ def _resnet(model_name, *, input_shape, num_classes, include_top, pooling,
         min_size=MIN_SIZES[model_name], num_classes=num_classes, include_top=include_top,
         pooling=pooling, classifier_activation=classifier_activation, weights=weights,
         published_weights=published)
-    if weights == "imagenet":
-        if shape[-1] != 3:
-            raise ValueError(f"{model_name}: weights='imagenet' needs 3 input channels (RGB). "
-                             f"Received: input_shape={shape}")
-        if include_top and num_classes != 1000:
-            raise ValueError(f"{model_name}: weights='imagenet' with include_top=True needs "
-                             f"num_classes=1000. Received: num_classes={num_classes}")
-        # Fetch (or fail) before spending time on building the model.
-        weights = zoo_weights.fetch(model_name, WEIGHT_FILES[model_name][include_top])
+    weights = zoo_weights.resolve(model_name, weights, shape, include_top, num_classes,
+                                  WEIGHT_FILES.get(model_name, {}))
     model = build_resnet(depth=depth, version=version, input_shape=shape,
                          num_classes=num_classes, include_top=include_top, pooling=pooling,
                          classifier_activation=classifier_activation,

@@ -200,15 +200,8 @@ def xception(*, input_shape=None, num_classes=1000, include_top=True, pooling=No
         num_classes=num_classes, include_top=include_top, pooling=pooling,
         classifier_activation=classifier_activation, weights=weights,
         published_weights=("imagenet",))
-    if weights == "imagenet":
-        if include_top and num_classes != 1000:
-            raise ValueError("xception: weights='imagenet' with include_top=True needs "
-                             f"num_classes=1000. Received: num_classes={num_classes}")
-        if shape[-1] != 3:
-            raise ValueError("xception: weights='imagenet' needs 3 input channels. "
-                             f"Received: input_shape={shape}")
-        # Fetch (or fail) before building anything.
-        weights = zoo_weights.fetch("xception", WEIGHT_FILES[include_top])
+    weights = zoo_weights.resolve("xception", weights, shape, include_top, num_classes,
+                                  WEIGHT_FILES)
     inputs = keras.Input(shape=shape, name="images")
     x = build_modules(inputs)
     x = common.classifier_head(x, num_classes=num_classes, include_top=include_top,

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accuracy-epochs", type=int, default=None,
                    help="most epochs per time-to-accuracy run (default: zoo train's)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="PyTorch intra-op threads (default: PyTorch's, one per core). Its "
+                   "OpenMP threads stall when other processes oversubscribe the cores; "
+                   "on a shared machine 1 is faster")
     p.add_argument("--keras-xla", action=argparse.BooleanOptionalAction, default=None,
                    help="also measure keras.applications with jit_compile=True")
     p.add_argument("--zoo-keras-compile", action=argparse.BooleanOptionalAction, default=None,
@@ -124,6 +128,12 @@ def main(argv=None) -> int:
     core.log(f"{command}\n  {info['cpu']}, {info['cores']} cores, load {info['load_average']}")
     os.makedirs(args.out, exist_ok=True)
     with_torch = not args.no_torch
+    if with_torch and args.torch_threads and training.torch_available():
+        import torch
+        torch.set_num_threads(args.torch_threads)
+    if with_torch and training.torch_available():
+        import torch
+        info["torch_threads"] = torch.get_num_threads()
     rows = []
     for section in core.SECTIONS:
         if section not in args.sections:

@@ -296,7 +296,8 @@ def markdown(rows, info: dict, *, command: str, seconds: float) -> str:
         f"{info['memory_gb']} GB RAM, GPU: {', '.join(info['gpus']) or 'none'}",
         f"- load average at start: {info.get('load_average')}; at end: "
         f"{info.get('load_average_end')}",
-        f"- software: Python {info['python']}, {libs}",
+        f"- software: Python {info['python']}, {libs}"
+        + (f" (PyTorch threads: {info['torch_threads']})" if info.get("torch_threads") else ""),
         f"- wall time: {seconds / 60:.1f} min; finished {info.get('finished', '')}",
         "",
         "Throughputs are medians over the repetitions after warm-up, with min-max and the",

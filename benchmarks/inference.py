@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from benchmarks.core import Row, Variant, log, measure, rows_from
-from benchmarks.training import (KERAS_APPLICATIONS, TORCH_MODELS, _torch_model,
+from benchmarks.training import (KERAS_APPLICATIONS, bench_shape, TORCH_MODELS, _torch_model,
                                  torch_available)
 
 TARGET_VS_PREDICT = 1.5
@@ -73,10 +73,8 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
     rows = []
     for name in names:
         info = model_info(name)
-        channels = info.default_input_shape[-1] or 3
-        size = (max(image_size, info.min_input_size) if name in KERAS_APPLICATIONS
-                else info.default_input_shape[0])
-        shape = (size, size, channels)
+        shape = bench_shape(name, image_size)
+        size, _, channels = shape
         keras.backend.clear_session()
         model = zoo.get_model(name, input_shape=shape)
         with tempfile.TemporaryDirectory() as base:

@@ -24,6 +24,17 @@ TARGET_VS_TORCH = 1.0
 TARGET_PIPELINE = 0.95
 
 
+
+def bench_shape(name: str, image_size: int) -> tuple:
+    """Input shape a model is measured at: keras.applications' families at the asked
+    size (at least their minimum), others (LeNet-5) at their own default input."""
+    from zoo.registry import model_info
+    info = model_info(name)
+    channels = info.default_input_shape[-1] or 3
+    size = (max(image_size, info.min_input_size) if name in KERAS_APPLICATIONS
+            else info.default_input_shape[0])
+    return (size, size, channels)
+
 def torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -69,11 +80,8 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     rows = []
     for name in names:
         info = model_info(name)
-        channels = info.default_input_shape[-1] or 3
-        # keras.applications' families at the asked size; others (LeNet-5) at their own.
-        size = (max(image_size, info.min_input_size) if name in KERAS_APPLICATIONS
-                else info.default_input_shape[0])
-        shape = (size, size, channels)
+        shape = bench_shape(name, image_size)
+        size, _, channels = shape
         classes = num_classes if name in KERAS_APPLICATIONS else info.default_num_classes
         x_np, y_np = _batch(shape, batch_size, classes)
         x, y = tf.constant(x_np), tf.constant(y_np)

@@ -3,6 +3,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pathlib  # noqa: E402
+import re  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -18,6 +19,20 @@ def published_table():
         return pd.read_csv(TABLES / name, dtype=str, keep_default_na=False)
 
     return read
+
+
+def normalise_table(df):
+    """Compare values, not typography: '3 (RGB)' -> '3', '1,000' -> '1000', case-insensitive."""
+    out = df.copy()
+    for col in out.columns:
+        out[col] = [re.sub(r"\s*\(.*\)$", "", str(v)).replace(",", "").strip().lower()
+                    for v in out[col]]
+    return out.reset_index(drop=True)
+
+
+def assert_same_values(table, expected):
+    """``table``'s columns named in ``expected`` hold the same values, row for row."""
+    assert normalise_table(table[expected.columns]).equals(normalise_table(expected))
 
 
 # The deepest ResNets only add repeats of the blocks resnet50 / resnet50_v2 already cover

@@ -3,7 +3,7 @@ import pytest
 
 import zoo
 from zoo import alexnet
-from test_lenet import _normalise
+from conftest import assert_same_values
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def test_table_equals_published(default, published_table):
     expected = published_table("alexnet_table_14_2.csv")
     table = zoo.layer_table(default)
     assert list(table.columns[:len(expected.columns)]) == list(expected.columns)
-    assert _normalise(table[expected.columns]).equals(_normalise(expected))
+    assert_same_values(table, expected)
 
 
 def test_parameter_counts(default):

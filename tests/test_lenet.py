@@ -1,20 +1,10 @@
-import re
-
 import numpy as np
 import pytest
 import keras
 
 import zoo
 from zoo import lenet5
-
-
-def _normalise(df):
-    """Compare values, not typography: '3 (RGB)' -> '3', '1,000' -> '1000', case-insensitive."""
-    out = df.copy()
-    for col in out.columns:
-        out[col] = [re.sub(r"\s*\(.*\)$", "", str(v)).replace(",", "").strip().lower()
-                    for v in out[col]]
-    return out.reset_index(drop=True)
+from conftest import assert_same_values
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +16,7 @@ def test_table_equals_published(classic, published_table):
     expected = published_table("lenet5_table_14_1.csv")
     table = zoo.layer_table(classic)
     assert list(table.columns[:len(expected.columns)]) == list(expected.columns)
-    assert _normalise(table[expected.columns]).equals(_normalise(expected))
+    assert_same_values(table, expected)
 
 
 def test_per_layer_parameters_match_paper(classic):

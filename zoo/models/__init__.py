@@ -1,13 +1,7 @@
-"""One module per family; importing this package registers every builder."""
+"""One module per family; importing this package registers every builder.
 
-import importlib
+The order matters: ``layer_table`` tries the most recently registered family first, and
+U-Net (which may hold any classifier as its encoder) comes last.
+"""
 
-# Families are imported by name so that one family's import error names it.
-FAMILIES = ("lenet", "alexnet", "inception", "xception", "resnet", "unet")
-
-for _family in FAMILIES:
-    try:
-        importlib.import_module(f"zoo.models.{_family}")
-    except ModuleNotFoundError as exc:  # a family not written yet
-        if exc.name != f"zoo.models.{_family}":
-            raise
+from zoo.models import lenet, alexnet, inception, xception, resnet, unet  # noqa: F401, I001

@@ -18,6 +18,7 @@ import shlex
 import sys
 import time
 
+import zoo  # noqa: F401  (first: its TensorFlow process settings apply to the zoo variants)
 from benchmarks import core
 
 ALL_MODELS = ("resnet50", "xception", "inception_v3")

@@ -16,6 +16,8 @@ import time
 import numpy as np
 
 from benchmarks.core import Row, Variant, log, measure, rows_from
+from benchmarks.data import images as _images
+from benchmarks.worker import Reference
 from benchmarks.training import (KERAS_APPLICATIONS, bench_shape, TORCH_MODELS, _torch_model,
                                  torch_available)
 
@@ -35,12 +37,6 @@ def serving_available() -> str:
     return ""
 
 
-def _images(shape, n, seed=0):
-    """Raw pixels 0..255, as a client would send them."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, *shape)).astype("float32")
-
-
 def _export(model, base_dir, name):
     from zoo.export import export
     return export(model, base_dir=base_dir, name=name, overwrite=True, version=1)
@@ -51,8 +47,9 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
     """Inference images/s per model and batch size.
 
     Variants: ``zoo.serving.load(path).predict(x, batch_size=b)`` on the exported
-    SavedModel (the subject), ``model.predict(x, batch_size=b)`` of the Keras model with
-    Keras' defaults, the exported ``serving_default`` signature from
+    SavedModel (the subject), ``keras.applications``' ``model.predict(x, batch_size=b)``
+    in a reference process with TensorFlow's own settings (:mod:`benchmarks.worker`; the
+    target), the zoo Keras model's ``model.predict`` in this process, the exported ``serving_default`` signature from
     ``tf.saved_model.load`` called on each batch, and a PyTorch eager ResNet-50
     (``eval()``, ``torch.inference_mode()``). A repetition predicts ``images`` raw-pixel
     images (at least one batch).
@@ -104,15 +101,36 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                     return n
 
                 subject = "zoo Servable.predict"
-                variants = [Variant(subject, run_servable),
-                            Variant("model.predict (Keras default)", run_predict,
-                                    target=TARGET_VS_PREDICT),
-                            Variant("tf.saved_model.load signature", run_signature,
-                                    note="the exported serving_default, called per batch")]
+                variants = [Variant(subject, run_servable)]
+                reference = None
+                if name in KERAS_APPLICATIONS:
+                    cls_name = KERAS_APPLICATIONS[name]
+                    try:
+                        reference = Reference(kind="predict", model=cls_name,
+                                              shape=list(shape), batch=b, images=n,
+                                              classes=info.default_num_classes)
+                        variants.append(Variant(
+                            f"keras.applications.{cls_name}.predict, Keras/TensorFlow "
+                            "defaults", reference.run, target=TARGET_VS_PREDICT,
+                            note=f"own process without zoo (oneDNN "
+                                 f"{'on' if reference.info['onednn'] else 'off'})"))
+                    except RuntimeError as exc:
+                        log(f"  reference process failed: {exc}")
+                variants += [
+                    Variant("model.predict, this process", run_predict,
+                            target=None if reference else TARGET_VS_PREDICT,
+                            note="the zoo model's Keras predict, Keras' defaults, with the "
+                                 "zoo's process settings"),
+                    Variant("tf.saved_model.load signature", run_signature,
+                            note="the exported serving_default, called per batch")]
                 if torch_model is not None:
                     variants.append(Variant("PyTorch eager", _torch_infer(torch_model, x, b),
                                             target=TARGET_VS_TORCH))
-                measured = measure(variants, repeats=repeats, warmup=warmup)
+                try:
+                    measured = measure(variants, repeats=repeats, warmup=warmup)
+                finally:
+                    if reference is not None:
+                        reference.close()
                 rows += rows_from(measured, variants, section="inference", model=name,
                                   input=f"{size}x{size}x{channels}", batch=b,
                                   metric="inference images/s", unit="img/s", subject=subject)

@@ -10,6 +10,8 @@ import time
 import numpy as np
 
 from benchmarks.core import Row, Variant, log, measure, rows_from
+from benchmarks.data import batch as _batch
+from benchmarks.worker import Reference
 
 #: zoo name -> keras.applications class name (the same architecture, same weights layout).
 KERAS_APPLICATIONS = {"resnet50": "ResNet50", "xception": "Xception",
@@ -43,13 +45,6 @@ def torch_available() -> bool:
     return True
 
 
-def _batch(shape, batch_size, num_classes, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-1.0, 1.0, (batch_size, *shape)).astype("float32")
-    y = rng.integers(0, num_classes, batch_size).astype("int32")
-    return x, y
-
-
 def _keras_step(model, x, y, steps):
     def run():
         for _ in range(steps):
@@ -58,17 +53,28 @@ def _keras_step(model, x, y, steps):
     return run
 
 
+def _zoo_settings(model) -> str:
+    """How a model compiled by the zoo runs here, e.g. ``oneDNN, fused BN, no XLA``."""
+    from zoo.common import onednn_enabled
+    parts = ["oneDNN" if onednn_enabled() else "TensorFlow kernels", "fused BN",
+             "XLA" if model.jit_compile else "no XLA"]
+    return ", ".join(parts)
+
+
 def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                   with_torch=True, keras_xla=False, zoo_keras_compile=False,
                   num_classes=1000) -> list:
     """Training images/s of each zoo model with its defaults vs the references.
 
-    Variants per model: the zoo model compiled by ``zoo.train.compile_model`` (the subject:
-    Adam, XLA), ``keras.applications`` with Keras' defaults (``model.compile`` with only
-    optimizer/loss/metrics: no XLA on CPU), a PyTorch eager ResNet-50, and optionally the
-    zoo model compiled with Keras' defaults (``zoo_keras_compile``) and
-    ``keras.applications`` with ``jit_compile=True`` (``keras_xla``). Every variant trains on the same in-memory batch with Adam (lr 1e-3) and
-    sparse cross-entropy; a repetition is ``steps`` optimizer steps.
+    Variants per model: the zoo model compiled by ``zoo.train.compile_model`` in this
+    process (the subject: the zoo's defaults), ``keras.applications`` with Keras' defaults
+    (``model.compile`` with only optimizer/loss/metrics) in a reference process with
+    TensorFlow's own settings (:mod:`benchmarks.worker`; the target) and in this process
+    (for information: the same process settings as the zoo), a PyTorch eager ResNet-50, and
+    optionally the zoo model compiled with Keras' defaults (``zoo_keras_compile``) and
+    ``keras.applications`` with ``jit_compile=True`` (``keras_xla``). Every variant trains
+    on the same in-memory batch with Adam (lr 1e-3) and sparse cross-entropy; a repetition
+    is ``steps`` optimizer steps.
     """
     import keras
     import tensorflow as tf
@@ -91,7 +97,7 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
         variants = []
         zm = zoo.get_model(name, input_shape=shape, num_classes=classes)
         compile_model(zm)
-        subject = "zoo (compile_model: XLA)"
+        subject = f"zoo defaults ({_zoo_settings(zm)})"
         variants.append(Variant(subject, _keras_step(zm, x, y, steps)))
 
         if zoo_keras_compile or name not in KERAS_APPLICATIONS:
@@ -102,24 +108,44 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                                     _keras_step(zk, x, y, steps),
                                     note="same zoo model, Keras' default compile"))
 
+        reference = None
         if name in KERAS_APPLICATIONS:
-            cls = getattr(keras.applications, KERAS_APPLICATIONS[name])
+            cls_name = KERAS_APPLICATIONS[name]
+            try:
+                reference = Reference(kind="train", model=cls_name, shape=list(shape),
+                                      batch=batch_size, classes=classes, steps=steps)
+                variants.append(Variant(
+                    f"keras.applications.{cls_name}, Keras/TensorFlow defaults",
+                    reference.run, target=TARGET_VS_KERAS,
+                    note=f"own process without zoo (oneDNN "
+                         f"{'on' if reference.info['onednn'] else 'off'}, TensorFlow's "
+                         f"choice), Keras' default compile"))
+            except RuntimeError as exc:
+                log(f"  reference process failed: {exc}")
+            cls = getattr(keras.applications, cls_name)
             ka = cls(weights=None, input_shape=shape, classes=classes)
             ka.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                        metrics=["accuracy"])
-            variants.append(Variant(f"keras.applications.{cls.__name__} default",
-                                    _keras_step(ka, x, y, steps), target=TARGET_VS_KERAS))
+            variants.append(Variant(f"keras.applications.{cls_name}, this process",
+                                    _keras_step(ka, x, y, steps),
+                                    note="Keras' default compile, with the zoo's process "
+                                         "settings"))
             if keras_xla:
                 kx = cls(weights=None, input_shape=shape, classes=classes)
                 kx.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                            metrics=["accuracy"], jit_compile=True)
-                variants.append(Variant(f"keras.applications.{cls.__name__} jit_compile=True",
-                                        _keras_step(kx, x, y, steps)))
+                variants.append(Variant(f"keras.applications.{cls_name} jit_compile=True",
+                                        _keras_step(kx, x, y, steps),
+                                        note="this process"))
         if with_torch and name in TORCH_MODELS and torch_available():
             variants.append(Variant("PyTorch eager", _torch_train(name, x_np, y_np, classes,
                                                                   steps),
                                     target=TARGET_VS_TORCH))
-        measured = measure(variants, repeats=repeats, warmup=warmup)
+        try:
+            measured = measure(variants, repeats=repeats, warmup=warmup)
+        finally:
+            if reference is not None:
+                reference.close()
         rows += rows_from(measured, variants, section="train", model=name,
                           input=f"{size}x{size}x{channels}", batch=batch_size,
                           metric="train images/s", unit="img/s", subject=subject)

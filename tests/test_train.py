@@ -78,6 +78,17 @@ def test_compile_defaults_by_task():
     assert isinstance(seg.loss, train.CrossEntropyDiceLoss)
     smooth = train.compile_model(tiny_classifier(), label_smoothing=0.1)
     assert isinstance(smooth.loss, train.SparseSmoothedCrossEntropy)
+
+
+def test_jit_compile_auto_means_gpu_only():
+    import tensorflow as tf
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert train.resolve_jit_compile("auto") is has_gpu
+    assert train.resolve_jit_compile(True) is True and train.resolve_jit_compile(False) is False
+    assert train.compile_model(tiny_classifier()).jit_compile is has_gpu
+    assert train.compile_model(tiny_classifier(), jit_compile=True).jit_compile is True
+    with pytest.raises(ValueError, match=r"'auto', True or False. Received: 'yes'"):
+        train.resolve_jit_compile("yes")
     with pytest.raises(ValueError, match="optimizer must be one of"):
         train.compile_model(tiny_classifier(), optimizer="adamm")
     with pytest.raises(ValueError, match="task must be one of"):

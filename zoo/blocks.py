@@ -15,6 +15,7 @@ from typing import Optional
 
 from keras import layers
 
+from zoo import layers as zoo_layers
 from zoo import common
 
 
@@ -126,7 +127,7 @@ def conv_bn_act(x, filters, kernel_size, *, strides=1, padding="same", use_bias=
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
                       use_bias=use_bias, name=f"{name}_conv")(x)
     if batch_norm:
-        x = layers.BatchNormalization(axis=-1, epsilon=bn_epsilon, momentum=bn_momentum,
+        x = zoo_layers.BatchNormalization(axis=-1, epsilon=bn_epsilon, momentum=bn_momentum,
                                       name=f"{name}_bn")(x)
     if activation:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)

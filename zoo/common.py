@@ -169,3 +169,13 @@ def make_module_callable(module_name: str, function) -> None:
 
     CallableModule.__call__.__doc__ = function.__doc__
     sys.modules[module_name].__class__ = CallableModule
+
+
+def onednn_enabled() -> bool:
+    """Whether this process runs TensorFlow's oneDNN CPU kernels.
+
+    ``import zoo`` before TensorFlow turns them on (``TF_ENABLE_ONEDNN_OPTS=1``) unless
+    the environment says otherwise; TensorFlow decides once, when it is imported.
+    """
+    from tensorflow.python.util import _pywrap_util_port
+    return bool(_pywrap_util_port.IsMklEnabled())

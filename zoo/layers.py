@@ -7,6 +7,8 @@
 - :class:`RBFOutput`: LeNet-5's output layer of Euclidean radial basis units,
   returning negative squared distances so they can be used as logits.
 - :class:`LocalResponseNormalization`: AlexNet's LRN across channels.
+- :class:`BatchNormalization`: ``keras.layers.BatchNormalization`` computed with
+  TensorFlow's fused kernel where it applies (same weights, same results, faster).
 """
 
 from __future__ import annotations
@@ -207,3 +209,57 @@ class LocalResponseNormalization(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
                 "alpha": self.alpha, "beta": self.beta}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` that uses TensorFlow's fused kernel.
+
+    Keras 3 computes batch normalisation from separate ops (moments, then
+    ``(x - mean) * rsqrt(var + eps) * gamma + beta``), and its gradient is many more.
+    On the TensorFlow backend this layer calls ``FusedBatchNormV3`` (one op forward,
+    one backward, and a pattern the graph optimiser fuses with the preceding
+    convolution) whenever the input is 4-D, normalised over the last axis, without a
+    mask, renormalisation or synchronisation, with ``epsilon >= 1.001e-5`` (the fused
+    kernel's minimum). Otherwise it runs Keras' own computation. Weights, config,
+    moving-statistics update (the biased batch variance) and outputs are Keras'; the
+    class name is the same, so layer tables and weight files do not change.
+    """
+
+    _FUSED_MIN_EPSILON = 1.001e-5
+
+    def _can_fuse(self, inputs, mask):
+        return (keras.backend.backend() == "tensorflow" and mask is None
+                and len(inputs.shape) == 4 and self.axis in (-1, 3)
+                and not self.renorm and not self.synchronized
+                and self.epsilon >= self._FUSED_MIN_EPSILON
+                and keras.backend.standardize_dtype(inputs.dtype)
+                in ("float32", "float16", "bfloat16"))
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._can_fuse(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        channels = inputs.shape[-1]
+        gamma = self.gamma if self.scale else tf.ones([channels], "float32")
+        beta = self.beta if self.center else tf.zeros([channels], "float32")
+        gamma, beta = tf.cast(gamma, "float32"), tf.cast(beta, "float32")
+        if training and self.trainable:
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, epsilon=self.epsilon, data_format="NHWC",
+                is_training=True)
+            # The kernel returns the unbiased (n - 1) batch variance; Keras' moving
+            # variance follows the biased one it normalises with.
+            n = tf.cast(tf.size(inputs) // channels, "float32")
+            variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+            momentum = self.momentum
+            self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+            self.moving_variance.assign(
+                self.moving_variance * momentum + variance * (1.0 - momentum))
+        else:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, mean=tf.cast(self.moving_mean, "float32"),
+                variance=tf.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
+                data_format="NHWC", is_training=False)
+        return tf.cast(outputs, self.compute_dtype)

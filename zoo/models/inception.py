@@ -23,6 +23,7 @@ import keras
 import pandas as pd
 from keras import layers
 
+from zoo import layers as zoo_layers
 from zoo import common
 from zoo import weights as zoo_weights
 from zoo.registry import register
@@ -130,7 +131,7 @@ def _conv_relu(x, filters, kernel, *, strides=1, batch_norm, name):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same",
                       use_bias=not batch_norm, name=name)(x)
     if batch_norm:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = zoo_layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -423,7 +424,7 @@ def _conv_bn_relu(x, conv, name):
     """``name_conv`` (no bias), ``name_bn`` (no scale, as Keras' InceptionV3), ``name_relu``."""
     x = layers.Conv2D(conv.filters, conv.kernel, strides=conv.stride, padding=conv.padding,
                       use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(axis=-1, scale=False, name=f"{name}_bn")(x)
+    x = zoo_layers.BatchNormalization(axis=-1, scale=False, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 

@@ -24,6 +24,7 @@ import keras
 import pandas as pd
 from keras import layers
 
+from zoo import layers as zoo_layers
 from zoo import common
 from zoo import weights as zoo_weights
 from zoo.registry import register
@@ -160,7 +161,7 @@ def _stride_conv(kind):
 # The one builder.
 
 def _bn(x, name):
-    return layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, name=name)(x)
+    return zoo_layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, name=name)(x)
 
 
 def _conv(x, filters, kernel, stride, bias, name):

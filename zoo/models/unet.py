@@ -17,6 +17,7 @@ from typing import Optional
 import keras
 from keras import layers
 
+from zoo import layers as zoo_layers
 from zoo import common
 from zoo.registry import register
 from zoo.tables import layer_names, size_str, table_format
@@ -137,7 +138,7 @@ def _convs(x, level: Level, prefix: str, *, padding, batch_norm):
         x = layers.Conv2D(level.filters, 3, padding=padding, use_bias=not batch_norm,
                           kernel_initializer="he_normal", name=name)(x)
         if batch_norm:
-            x = layers.BatchNormalization(name=f"{name}_bn")(x)
+            x = zoo_layers.BatchNormalization(name=f"{name}_bn")(x)
         x = layers.Activation("relu", name=f"{name}_relu")(x)
     return x
 

@@ -15,6 +15,7 @@ from typing import Optional
 import keras
 from keras import layers
 
+from zoo import layers as zoo_layers
 from zoo import common, weights as zoo_weights
 from zoo.registry import register
 from zoo.tables import layer_names, table_format
@@ -115,7 +116,7 @@ def _module(x, module: XceptionModule, prefix: str, activated: bool):
         else:
             x = layers.SeparableConv2D(filters, 3, strides=stride, padding=module.padding,
                                        use_bias=False, name=name)(x)
-        x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+        x = zoo_layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                       name=f"{name}_bn")(x)
         if module.activation == "post":
             x = layers.Activation("relu", name=f"{name}_act")(x)
@@ -125,7 +126,7 @@ def _module(x, module: XceptionModule, prefix: str, activated: bool):
         shortcut = layers.Conv2D(module.filters[-1], 1, strides=2 if module.pool else 1,
                                  padding="same", use_bias=False,
                                  name=f"{prefix}_shortcut")(inputs)
-        shortcut = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+        shortcut = zoo_layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                              name=f"{prefix}_shortcut_bn")(shortcut)
     elif module.shortcut == "identity":
         shortcut = inputs

@@ -1,0 +1,20 @@
+"""The synthetic inputs every benchmark uses (NumPy only, so the reference process of
+:mod:`benchmarks.worker` can make the same ones without importing zoo)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def batch(shape, batch_size, num_classes, seed=0):
+    """One training batch: inputs uniform in [-1, 1] and integer labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.0, 1.0, (batch_size, *shape)).astype("float32")
+    y = rng.integers(0, num_classes, batch_size).astype("int32")
+    return x, y
+
+
+def images(shape, n, seed=0):
+    """Raw pixels 0..255, as a client would send them."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *shape)).astype("float32")

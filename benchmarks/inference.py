@@ -201,6 +201,16 @@ def zoo_server(base_dir, *, timeout=300.0, extra_args=()):
         log_file.close()
 
 
+def _b64_png_body(images) -> bytes:
+    """TensorFlow Serving's binary form: ``{"instances": [{"b64": <PNG>}, ...]}``."""
+    import base64
+
+    import tensorflow as tf
+    pngs = [base64.b64encode(tf.io.encode_png(im.astype("uint8")).numpy()).decode()
+            for im in images]
+    return json.dumps({"instances": [{"b64": p} for p in pngs]}).encode()
+
+
 async def _burst(url, body, requests, clients, expect):
     """Send ``requests`` POSTs from ``clients`` concurrent clients over connections opened
     beforehand; returns the latencies and the wall time of the requests, in seconds."""
@@ -238,7 +248,8 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
     Both models are exported to one directory that one ``zoo serve`` process serves on
     127.0.0.1. A client request is TensorFlow Serving's row format
     ``{"instances": [...]}`` of raw pixels (integers 0..255) for ``batch`` images, encoded
-    once; a repetition sends ``max(min_requests, clients * requests_per_client)`` requests
+    once, and for batches of more than one image also the binary form
+    ``{"instances": [{"b64": <PNG>}, ...]}`` (with the first client count); a repetition sends ``max(min_requests, clients * requests_per_client)`` requests
     from ``clients`` concurrent httpx clients. The reference is ``Servable.predict`` on the
     same batch in this process, called as many times, one after the other.
 
@@ -274,9 +285,10 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                 servable = serving.load(paths[name])
                 x = _images(shapes[name], batch)
                 body = json.dumps({"instances": x.astype("uint8").tolist()}).encode()
+                b64_body = _b64_png_body(x)
                 endpoint = f"{url}/v1/models/{name}:predict"
                 log(f"serve: {name} batch {batch}, clients {clients_list}, "
-                    f"request {len(body) / 1e6:.2f} MB")
+                    f"request {len(body) / 1e6:.2f} MB (b64 PNG {len(b64_body) / 1e6:.2f} MB)")
                 latencies = {c: [] for c in clients_list}
                 counts = {c: max(min_requests, c * requests_per_client)
                           for c in clients_list}
@@ -288,21 +300,32 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                         return count * batch
                     return run
 
-                def over_http(c):
+                def over_http(c, key, data):
                     def run():
-                        lat, seconds = asyncio.run(_burst(endpoint, body, counts[c], c, batch))
-                        latencies[c].extend(lat)
+                        lat, seconds = asyncio.run(_burst(endpoint, data, counts[c], c, batch))
+                        latencies[key].extend(lat)
                         return counts[c] * batch, seconds
                     return run
 
                 ref = "in-process Servable.predict"
                 variants = [Variant(ref, in_process(min(counts.values())))]
-                variants += [Variant(f"zoo serve, {c} clients", over_http(c),
-                                     target=TARGET_SERVE if batch >= 32 and c == 1 else None)
-                             for c in clients_list]
+                # (variant, clients, latency key): JSON pixel lists with every client count;
+                # for batches, also base64 PNG instances with the first client count.
+                http = [(Variant(f"zoo serve, {c} clients", over_http(c, c, body),
+                                 target=TARGET_SERVE if batch >= 32 and c == 1 else None), c, c)
+                        for c in clients_list]
+                if batch > 1:
+                    c = clients_list[0]
+                    latencies["b64"] = []
+                    counts["b64"] = counts[c]
+                    http.append((Variant(f"zoo serve, {c} clients, b64 PNG",
+                                         over_http(c, "b64", b64_body),
+                                         target=TARGET_SERVE if batch >= 32 and c == 1 else None),
+                                 c, "b64"))
+                variants += [v for v, _, _ in http]
                 measured = measure(variants, repeats=repeats, warmup=warmup)
-                for c in latencies:   # keep only timed repetitions' latencies
-                    latencies[c] = latencies[c][-(counts[c] * repeats):]
+                for key in latencies:   # keep only timed repetitions' latencies
+                    latencies[key] = latencies[key][-(counts[key] * repeats):]
                 refs = measured[ref]["rates"]
                 common = dict(section="serve", model=name,
                               input="x".join(str(s) for s in shapes[name]), batch=batch,
@@ -310,11 +333,11 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                 rows.append(Row(variant=ref, values=refs, clients=1, reference=True,
                                 first_seconds=measured[ref]["first"],
                                 note=measured[ref]["error"], **common))
-                for v, c in zip(variants[1:], clients_list):
+                for v, c, key in http:
                     m = measured[v.name]
                     rates = m["rates"]
                     k = min(len(rates), len(refs))
-                    lat = np.asarray(latencies[c]) * 1000
+                    lat = np.asarray(latencies[key]) * 1000
                     rps = np.median(rates) / batch if rates else float("nan")
                     note = f"{counts[c]} requests per repetition, median {rps:.3g} requests/s"
                     if m["error"]:

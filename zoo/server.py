@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 import re
 import threading
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -391,11 +391,13 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         servable = await run_in_threadpool(store.get, name, version)
 
         def work():
+            # orjson: request bodies of pixel lists are megabytes of JSON numbers; it parses
+            # them ~2x and writes answers ~20x faster than the json module (benchmarks/).
             try:
-                payload = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
                 raise ServingError(400, f"malformed JSON in the request body: {exc}") from None
-            return json.dumps(handle_predict(servable, payload)).encode()
+            return orjson.dumps(handle_predict(servable, payload))
 
         content = await run_in_threadpool(work)
         return Response(content, media_type="application/json")

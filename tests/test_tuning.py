@@ -68,6 +68,7 @@ def test_defaults_are_the_builders_and_training_defaults(family):
     assert (d["weight_decay"] or None) == compile_defaults["weight_decay"].default
     assert d["batch_size"] == inspect.signature(train.fit).parameters["batch_size"].default
     assert d["augment"] == float(train.GENERIC_DEFAULTS["augment"])  # zoo train augments
+    assert d["lr_schedule"] == inspect.signature(train.fit).parameters["lr_schedule"].default
     if hm.task == "classification":
         assert d["label_smoothing"] == compile_defaults["label_smoothing"].default
 
@@ -109,6 +110,30 @@ def test_hypermodel_builds_defaults_and_fixed_overrides_and_trains(family):
     logs = model.train_on_batch(x, y, return_dict=True)
     assert np.isfinite(logs["loss"])
     assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+    keras.backend.clear_session()
+
+
+def test_cosine_lr_schedule_decays_over_the_trial_epochs():
+    import tensorflow as tf
+    hm = _hypermodel("lenet5")
+    hp = kt.HyperParameters()
+    hp.Fixed("lr_schedule", "cosine")
+    hp.Fixed("lr", 0.01)
+    hp.Fixed("augment", 0.0)
+    model = hm.build(hp)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, *SHAPES["lenet5"])).astype("float32")
+    y = rng.integers(0, 10, size=8).astype("int32")
+    rates = []
+
+    class Record(keras.callbacks.Callback):   # the rate each epoch trained with
+        def on_epoch_end(self, epoch, logs=None):
+            rates.append(float(self.model.optimizer.learning_rate.numpy()))
+
+    hm.fit(hp, model, tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=4,
+           verbose=0, callbacks=[Record()])
+    expected = [0.01 * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(4)]
+    assert rates == pytest.approx(expected, rel=1e-5)   # 0.01, 0.0085, 0.005, 0.0015
     keras.backend.clear_session()
 
 
@@ -155,7 +180,7 @@ def tiny():
 
 
 FIX_ALL = {"variant": "modern", "optimizer": "sgd", "batch_size": 32, "augment": 0.5,
-           "label_smoothing": 0.0, "weight_decay": 0.0}
+           "label_smoothing": 0.0, "weight_decay": 0.0, "lr_schedule": "constant"}
 
 
 @SLOW_OK
@@ -252,7 +277,7 @@ def test_cli_bad_input_and_show_space(capsys):
     assert main(["tune", "lenet5", "--set", "width=3"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "zoo: error: unknown hyperparameter 'width' for lenet5. Known: variant, optimizer, "
-        "lr, weight_decay, batch_size, augment, label_smoothing."]
+        "lr, lr_schedule, weight_decay, batch_size, augment, label_smoothing."]
     with pytest.raises(SystemExit) as exit_info:
         main(["tune", "lenet5", "--tuner", "annealing"])
     assert exit_info.value.code == 2 and "invalid choice: 'annealing'" in capsys.readouterr().err

@@ -270,6 +270,10 @@ TRAINING = (
           help="optimizer (zoo.train.compile_model; sgd has momentum 0.9)"),
     Param("lr", "float", 1e-3, min_value=1e-4, max_value=1e-1, sampling="log", grid_step=10,
           valid=lambda v: v > 0, valid_text="> 0", help="learning rate (log scale)"),
+    Param("lr_schedule", "choice", "constant", values=("constant", "cosine"), vtype=str,
+          strict=True, valid=lambda v: v in ("constant", "cosine"),
+          valid_text="constant or cosine",
+          help="learning-rate schedule over the trial's epochs (zoo.train.fit's lr_schedule)"),
     Param("weight_decay", "choice", 0.0, values=(0.0, 1e-5, 1e-4, 1e-3),
           valid=lambda v: v >= 0, valid_text=">= 0",
           help="decoupled weight decay of the optimizer (0: none)"),
@@ -520,6 +524,9 @@ class ZooHyperModel(kt.HyperModel):
         x = augment_dataset(rebatch(x, values["batch_size"]), values["augment"],
                             info=self.info, settings=self.augmentation, seed=self.seed)
         callbacks = list(kwargs.pop("callbacks", None) or []) + [FailOnNaN()]
+        if values.get("lr_schedule", "constant") == "cosine":
+            from zoo.train import cosine_schedule
+            callbacks.append(cosine_schedule(values["lr"], int(kwargs.get("epochs", 1))))
         return model.fit(x, *args, validation_data=validation_data, callbacks=callbacks,
                          **kwargs)
 

@@ -410,6 +410,15 @@ def _crop_masks(ds, out_hw):
     return ds.map(crop)
 
 
+def cosine_schedule(learning_rate, epochs):
+    """A callback setting epoch ``e``'s learning rate to
+    ``learning_rate * (1 + cos(pi * e / epochs)) / 2`` (resumes correctly: it depends on
+    the epoch index only)."""
+    base, epochs = float(learning_rate), max(int(epochs), 1)
+    return keras.callbacks.LearningRateScheduler(
+        lambda epoch: base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)))
+
+
 def _is_xla_failure(exc) -> bool:
     text = str(exc).lower()
     return any(k in text for k in ("xla", "jit", "compil", "tf2xla", "unsupported op"))
@@ -575,9 +584,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
                keras.callbacks.TerminateOnNaN()]
         if lr_schedule == "cosine":
-            base = float(learning_rate)
-            cbs.append(keras.callbacks.LearningRateScheduler(
-                lambda epoch: base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))))
+            cbs.append(cosine_schedule(learning_rate, epochs))
         if early_stopping:
             cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
                                                      patience=patience,

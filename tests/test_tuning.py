@@ -1,6 +1,7 @@
 """Tests of tuning/: search spaces, search jobs, resume, distributed search, bad input."""
 
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -253,7 +254,68 @@ def test_interrupted_search_resumes_without_repeating_trials(tiny, tmp_path):
         search("lenet5", tiny, resume=False, **kwargs)
 
 
+class _CountFits(keras.callbacks.Callback):
+    fits = []   # class-level: keras-tuner deep-copies the callbacks of every fit
+
+    def on_train_begin(self, logs=None):
+        _CountFits.fits.append(1)
+
+
+def test_cv_folds_cover_train_and_validation_once_stratified(tiny):
+    import tensorflow as tf
+    from tuning.search import _arrays, _cv_folds
+    from zoo.data import Splits
+    (x_tr, y_tr), (x_va, y_va) = _arrays(tiny.train), _arrays(tiny.validation)
+    fixed = Splits(tf.data.Dataset.from_tensor_slices((x_tr, y_tr)).batch(32),
+                   tf.data.Dataset.from_tensor_slices((x_va, y_va)).batch(32),
+                   tiny.test, tiny.info)
+    folds, (x, y) = _cv_folds(fixed, 3, seed=0, task="classification")
+    n = len(y_tr) + len(y_va)
+    assert len(folds) == 3 and len(x) == len(y) == n == 128
+    held = [_arrays(h) for _, h in folds]
+    assert sum(len(hy) for _, hy in held) == n                       # each example once
+    assert sorted(np.concatenate([hy for _, hy in held])) == sorted(y)
+    for (train, _), (hx, hy) in zip(folds, held):
+        tx, ty = _arrays(train)
+        assert len(tx) + len(hx) == n
+        flat = {row.tobytes() for row in hx}
+        assert not any(row.tobytes() in flat for row in tx)          # disjoint
+        # stratified: every class's share of the held-out part is within one example
+        for c in np.unique(y):
+            assert abs((hy == c).sum() - (y == c).sum() / 3) <= 1
+    # The same folds whatever order (and batching) the pipelines deliver the examples in.
+    shuffled = Splits(fixed.train.unbatch().shuffle(200, seed=5).batch(7), fixed.validation,
+                      tiny.test, tiny.info)
+    again, _ = _cv_folds(shuffled, 3, seed=0, task="classification")
+    for (_, h1), (hx, hy) in zip(again, held):
+        np.testing.assert_array_equal(_arrays(h1)[0], hx)
+
+
+@SLOW_OK
+def test_cross_validated_search_trains_k_models_per_trial_and_refits_the_best(tiny, tmp_path):
+    _CountFits.fits.clear()
+    df = search("lenet5", tiny, tuner="random", max_trials=2, epochs=2, cv=2,
+                directory=str(tmp_path), project="cv", fix=FIX_ALL,
+                set={"lr": [1e-2, 3e-2]}, callbacks=[_CountFits()])
+    assert list(df["status"]) == ["COMPLETED"] * 2
+    assert len(_CountFits.fits) == 2 * 2                    # 2 trials x 2 folds
+    best = df.attrs["best"]
+    assert best["refit_epochs"] in (1, 2)
+    assert 0 <= best["test"]["accuracy"] <= 1
+    assert json.loads((tmp_path / "cv" / "search.json").read_text())["cv"] == 2
+    with pytest.raises(ValueError, match=r"a different search already exists .* differs in: "
+                                         r"cv"):
+        search("lenet5", tiny, tuner="random", max_trials=2, epochs=2, cv=3,
+               directory=str(tmp_path), project="cv", fix=FIX_ALL, set={"lr": [1e-2, 3e-2]})
+
+
 def test_bad_input_errors(tiny, tmp_path):
+    with pytest.raises(ValueError, match=r"cv must be None or an integer >= 2 \(folds\). "
+                                         r"Received: cv=1"):
+        search("lenet5", tiny, tuner="random", cv=1)
+    with pytest.raises(ValueError, match="cv .* works with the random, bayesian and grid "
+                                         "tuners.*Received: tuner='hyperband'"):
+        search("lenet5", tiny, cv=3)
     with pytest.raises(ValueError, match="unknown tuner 'annealing'. Allowed: hyperband, "
                                          "random, bayesian, grid"):
         search("lenet5", tiny, tuner="annealing")

@@ -104,6 +104,30 @@ def _tuner_class(name):
             self.hypermodel.declare_hyperparameters(hp)
             self.oracle.update_space(hp)
 
+        #: ``[(train, validation), ...]`` datasets of cross-validation folds, or None.
+        zoo_folds = None
+
+        def run_trial(self, trial, *args, **kwargs):
+            """With ``zoo_folds``: one model per fold, trained on the fold's train part and
+            scored on its held-out part; keras-tuner averages the folds' best objective
+            values (and best epochs), as it does for ``executions_per_trial``."""
+            if not self.zoo_folds:
+                return super().run_trial(trial, *args, **kwargs)
+            from keras_tuner.src.engine import tuner_utils
+            kwargs.pop("validation_data", None)
+            original_callbacks = kwargs.pop("callbacks", [])
+            hp = trial.hyperparameters
+            histories = []
+            for train, held_out in self.zoo_folds:
+                callbacks = self._deepcopy_callbacks(original_callbacks)
+                callbacks.append(tuner_utils.TunerCallback(self, trial))
+                model = self._try_build(hp)
+                histories.append(self.hypermodel.fit(hp, model, train, validation_data=held_out,
+                                                     callbacks=callbacks, **kwargs))
+                del model
+                gc.collect()
+            return histories
+
         def on_trial_begin(self, trial):
             self._zoo_started = time.time()
             super().on_trial_begin(trial)
@@ -303,7 +327,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
            epochs=10, directory="tuning_runs", project=None, resume=True, overwrite=False,
            set=None, fix=None, export=False, export_dir="saved_models", export_name=None,
            image_size=None, data_dir=None, seed=0, max_consecutive_failed_trials=3,
-           executions_per_trial=1, jit_compile=False, callbacks=None, verbose=0):
+           executions_per_trial=1, jit_compile=False, callbacks=None, verbose=0, cv=None):
     """Run (or resume) a hyperparameter search and return its trials.
 
     Args:
@@ -340,6 +364,14 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             the compilation takes longer than it saves).
         callbacks: extra Keras callbacks for every trial's ``fit``.
         verbose: ``model.fit`` verbosity and keras-tuner's trial display.
+        cv: ``None`` (score each trial on the validation split) or ``k >= 2``: score it
+            by k-fold cross-validation over the train and validation splits together
+            (read into memory; stratified for classifiers): k models per trial, the
+            score is the mean of their best objective values. The best hyperparameters
+            are then trained on all train + validation examples for the folds' mean best
+            epoch count, and that model is evaluated on the test split and exported. For
+            small datasets, where one validation split cannot tell trials apart. Not with
+            Hyperband (its brackets continue one model's training).
 
     Returns:
         A ``pandas.DataFrame`` of the trials (see :func:`trials_table`), also
@@ -366,6 +398,13 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     for arg, value in (("max_trials", max_trials), ("epochs", epochs)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
+    if cv is not None:
+        if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
+            raise ValueError(f"cv must be None or an integer >= 2 (folds). Received: cv={cv!r}")
+        if tuner == "hyperband":
+            raise ValueError("cv (cross-validation) works with the random, bayesian and grid "
+                             "tuners; hyperband continues one model's training across "
+                             "brackets. Received: tuner='hyperband'")
     role = _role()
 
     # The search space (checked before any data is loaded).
@@ -402,7 +441,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     fingerprint = {"model": hypermodel.family, "space": hypermodel.space_config(),
                    "tuner": tuner, "objective": [name, direction], "epochs": epochs,
                    "dataset": _dataset_key(dataset, splits), "seed": seed,
-                   "executions_per_trial": executions_per_trial}
+                   "executions_per_trial": executions_per_trial, "cv": cv}
     fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))
     _check_project(project_dir, fingerprint, resume=resume, overwrite=overwrite, role=role)
     _check_objective(hypermodel, splits, objective)
@@ -412,6 +451,9 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
                            directory=directory, project=project, seed=seed,
                            max_consecutive_failed_trials=max_consecutive_failed_trials,
                            executions_per_trial=executions_per_trial)
+    pooled = None
+    if cv:
+        kt_tuner.zoo_folds, pooled = _cv_folds(splits, cv, seed, hypermodel.task)
     try:
         kt_tuner.search(splits.train, validation_data=splits.validation, epochs=epochs,
                         callbacks=list(callbacks or []), verbose=verbose)
@@ -422,7 +464,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         return None
 
     best = _best(kt_tuner, df, splits, hypermodel, export=export, export_dir=export_dir,
-                 export_name=export_name, objective=name)
+                 export_name=export_name, objective=name, pooled=pooled, seed=seed)
     _write_json(os.path.join(kt_tuner.project_dir, "best.json"), best)
     df.attrs["best"] = best
     df.attrs["project_dir"] = kt_tuner.project_dir
@@ -451,7 +493,73 @@ def _load(dataset, hypermodel, *, image_size, data_dir, seed):
     return splits, dict(probe.augmentation)
 
 
-def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, objective):
+def _arrays(dataset):
+    """All ``(images, targets)`` of a batched pipeline as two NumPy arrays."""
+    import numpy as np
+    xs, ys = [], []
+    for x, y in dataset:
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _cv_folds(splits, k, seed, task, batch_size=32):
+    """``k`` folds over the train and validation splits together, read into memory.
+
+    The examples are put in a fixed order first (by a hash of their bytes), so the folds
+    do not depend on the order the pipelines deliver them in and are the same in every
+    process of a distributed search; classifiers get stratified folds
+    (``sklearn.model_selection.StratifiedKFold``), segmentation plain ``KFold``.
+
+    Returns:
+        ``([(train, held_out), ...], (all images, all targets))``: batched pipelines of
+        each fold and the pooled arrays (for the final refit).
+    """
+    import hashlib
+
+    import numpy as np
+    import tensorflow as tf
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    x_tr, y_tr = _arrays(splits.train)
+    x_va, y_va = _arrays(splits.validation)
+    x, y = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
+    keys = [hashlib.sha1(x[i].tobytes() + y[i].tobytes()).hexdigest() for i in range(len(x))]
+    order = np.argsort(keys, kind="stable")
+    x, y = x[order], y[order]
+    if task == "classification":
+        counts = np.bincount(y.astype("int64"))
+        if counts[counts > 0].min() < k:
+            raise ValueError(f"cv={k} needs at least {k} examples of every class in the train "
+                             f"and validation splits; the rarest class has "
+                             f"{int(counts[counts > 0].min())}")
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y)
+    else:
+        splitter = KFold(n_splits=k, shuffle=True, random_state=seed).split(x)
+    folds = []
+    for train_idx, held_idx in splitter:
+        train = (tf.data.Dataset.from_tensor_slices((x[train_idx], y[train_idx]))
+                 .shuffle(len(train_idx), seed=seed).batch(batch_size)
+                 .prefetch(tf.data.AUTOTUNE))
+        held = (tf.data.Dataset.from_tensor_slices((x[held_idx], y[held_idx]))
+                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+        folds.append((train, held))
+    return folds, (x, y)
+
+
+def _refit(hypermodel, trial, pooled, epochs, seed, batch_size=32):
+    """Train ``trial``'s hyperparameters on the pooled train + validation examples."""
+    import tensorflow as tf
+    x, y = pooled
+    data = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    model = hypermodel.build(trial.hyperparameters)
+    hypermodel.fit(trial.hyperparameters, model, data, epochs=epochs, verbose=0)
+    return model
+
+
+def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, objective,
+          pooled=None, seed=0):
     """Evaluate (and export) the best completed trial's model."""
     completed = df[df["status"] == "COMPLETED"]
     if completed.empty:
@@ -461,13 +569,22 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
     maximize = kt_tuner.oracle.objective.direction == "max"
     scores = completed["score"] if maximize else -completed["score"]
     trial = kt_tuner.oracle.get_trial(completed.loc[scores.idxmax(), "trial"])
-    model = kt_tuner.load_model(trial)
+    refit_epochs = None
+    if pooled is not None:
+        # Cross-validated: no single trained model stands for the trial; train its
+        # hyperparameters on all the train + validation examples for its best epoch count
+        # (the folds' mean).
+        refit_epochs = int(trial.best_step) + 1
+        model = _refit(hypermodel, trial, pooled, refit_epochs, seed)
+    else:
+        model = kt_tuner.load_model(trial)
     model.jit_compile = False
     test = model.evaluate(splits.test, verbose=0, return_dict=True)
     best = {"trial": trial.trial_id, "objective": objective, "score": float(trial.score),
             "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
                                 if k not in _UNTUNED},
-            "test": {k: float(v) for k, v in test.items()}, "export": None}
+            "test": {k: float(v) for k, v in test.items()}, "export": None,
+            "refit_epochs": refit_epochs}
     if export:
         from zoo.export import export as zoo_export
         best["export"] = zoo_export(model, base_dir=export_dir,
@@ -517,6 +634,9 @@ def configure_tune(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jit", action="store_true",
                         help="compile train steps with XLA (pays off for long trials only)")
+    parser.add_argument("--cv", type=int, default=None, metavar="K",
+                        help="score trials by K-fold cross-validation over train + validation "
+                        "(random/bayesian/grid); the best is refitted on both")
     parser.add_argument("--show-space", action="store_true",
                         help="print the search space (after --set/--fix) and exit")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
@@ -553,7 +673,7 @@ def configure_tune(parser):
                     project=args.project, overwrite=args.overwrite, set=set_, fix=fix,
                     export=args.export, export_dir=args.export_dir,
                     image_size=args.image_size, seed=args.seed, jit_compile=args.jit,
-                    verbose=args.verbose)
+                    verbose=args.verbose, cv=args.cv)
         if df is None:
             print(f"worker {args.worker_id}: done")
             return 0
@@ -618,6 +738,8 @@ def _argv(args):
         argv += ["--fix", item]
     if args.jit:
         argv.append("--jit")
+    if args.cv is not None:
+        argv += ["--cv", str(args.cv)]
     return argv
 
 

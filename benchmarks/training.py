@@ -3,7 +3,6 @@ pipeline against tensors in memory, and LeNet-5's time to a test accuracy."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 
@@ -63,7 +62,7 @@ def _zoo_settings(model) -> str:
 
 def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                   with_torch=True, keras_xla=False, zoo_keras_compile=False,
-                  num_classes=1000) -> list:
+                  before=True, num_classes=1000) -> list:
     """Training images/s of each zoo model with its defaults vs the references.
 
     Variants per model: the zoo model compiled by ``zoo.train.compile_model`` in this
@@ -72,7 +71,8 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     TensorFlow's own settings (:mod:`benchmarks.worker`; the target) and in this process
     (for information: the same process settings as the zoo), a PyTorch eager ResNet-50, and
     optionally the zoo model compiled with Keras' defaults (``zoo_keras_compile``) and
-    ``keras.applications`` with ``jit_compile=True`` (``keras_xla``). Every variant trains
+    ``keras.applications`` with ``jit_compile=True`` (``keras_xla``), and (``before``) the
+    zoo model as it ran before the speed defaults, in its own process. Every variant trains
     on the same in-memory batch with Adam (lr 1e-3) and sparse cross-entropy; a repetition
     is ``steps`` optimizer steps.
     """
@@ -108,12 +108,13 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                                     _keras_step(zk, x, y, steps),
                                     note="same zoo model, Keras' default compile"))
 
-        reference = None
+        references = []
         if name in KERAS_APPLICATIONS:
             cls_name = KERAS_APPLICATIONS[name]
             try:
                 reference = Reference(kind="train", model=cls_name, shape=list(shape),
                                       batch=batch_size, classes=classes, steps=steps)
+                references.append(reference)
                 variants.append(Variant(
                     f"keras.applications.{cls_name}, Keras/TensorFlow defaults",
                     reference.run, target=TARGET_VS_KERAS,
@@ -122,6 +123,18 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                          f"choice), Keras' default compile"))
             except RuntimeError as exc:
                 log(f"  reference process failed: {exc}")
+            if before:
+                try:
+                    old = Reference(kind="train", model=f"zoo:{name}", shape=list(shape),
+                                    batch=batch_size, classes=classes, steps=steps,
+                                    fused_bn=False, jit_compile=True)
+                    references.append(old)
+                    variants.append(Variant(
+                        "zoo before (TF kernels, Keras BN, XLA)", old.run,
+                        note="the zoo's previous defaults, in its own process: TensorFlow's "
+                             "kernel choice, keras.layers.BatchNormalization, jit_compile=True"))
+                except RuntimeError as exc:
+                    log(f"  reference process failed: {exc}")
             cls = getattr(keras.applications, cls_name)
             ka = cls(weights=None, input_shape=shape, classes=classes)
             ka.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
@@ -144,7 +157,7 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
         try:
             measured = measure(variants, repeats=repeats, warmup=warmup)
         finally:
-            if reference is not None:
+            for reference in references:
                 reference.close()
         rows += rows_from(measured, variants, section="train", model=name,
                           input=f"{size}x{size}x{channels}", batch=batch_size,

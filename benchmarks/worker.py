@@ -11,7 +11,9 @@ time: the parent waits while the child runs.
 
 Commands: ``{"op": "setup", "kind": "train"|"predict", "model": "ResNet50", "shape": [h, w,
 c], "batch": b, "classes": k, "steps": s, "images": n}`` and ``{"op": "run"}``, answered by
-``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. ``"model": "zoo:resnet50"`` with
+``"fused_bn": false, "jit_compile": true`` builds the zoo model the way it ran before its
+speed defaults (for the before/after rows).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 
 from benchmarks.data import batch as make_batch, images as make_images
 
@@ -33,11 +34,23 @@ def _setup(cmd):
     from tensorflow.python.util import _pywrap_util_port
 
     shape = tuple(cmd["shape"])
-    cls = getattr(keras.applications, cmd["model"])
-    model = cls(weights=None, input_shape=shape, classes=int(cmd["classes"]))
+    jit = False
+    if cmd["model"].startswith("zoo:"):
+        # The zoo model as it was before its speed defaults: imported after TensorFlow (so
+        # TensorFlow's own kernel choice), Keras' batch normalisation, XLA.
+        import zoo
+        from zoo import layers as zoo_layers
+        if not cmd.get("fused_bn", True):
+            zoo_layers.BatchNormalization = keras.layers.BatchNormalization
+        jit = bool(cmd.get("jit_compile", False))
+        model = zoo.get_model(cmd["model"][4:], input_shape=shape,
+                              num_classes=int(cmd["classes"]))
+    else:
+        cls = getattr(keras.applications, cmd["model"])
+        model = cls(weights=None, input_shape=shape, classes=int(cmd["classes"]))
     if cmd["kind"] == "train":
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+                      metrics=["accuracy"], jit_compile=jit)
         x_np, y_np = make_batch(shape, int(cmd["batch"]), int(cmd["classes"]))
         x, y = tf.constant(x_np), tf.constant(y_np)
         steps = int(cmd.get("steps", 1))
@@ -93,7 +106,11 @@ class Reference:
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True, env=env)
-        self.info = self._ask({"op": "setup", **setup})
+        try:
+            self.info = self._ask({"op": "setup", **setup})
+        except BaseException:
+            self.close()
+            raise
 
     def _ask(self, cmd):
         self.proc.stdin.write(json.dumps(cmd) + "\n")

@@ -24,11 +24,12 @@ def test_tiny_run_writes_table(tmp_path):
         assert tuple(reader.fieldnames) == core.COLUMNS
         rows = list(reader)
     got = [(r["section"], r["model"], r["variant"]) for r in rows]
-    assert got == [
-        ("train", "lenet5", "zoo (compile_model: XLA)"),
+    subject = got[0][2]
+    assert subject.startswith("zoo defaults (") and "fused BN" in subject
+    assert got[1:] == [
         ("train", "lenet5", "zoo, Keras default compile"),
         ("inference", "lenet5", "zoo Servable.predict"),
-        ("inference", "lenet5", "model.predict (Keras default)"),
+        ("inference", "lenet5", "model.predict, this process"),
         ("inference", "lenet5", "tf.saved_model.load signature"),
     ]
     for r in rows:
@@ -57,9 +58,30 @@ def test_tiny_run_writes_table(tmp_path):
     table = [line for line in md.splitlines() if line.startswith("| lenet5 |")]
     assert len(table) == 5
     assert all(line.count("|") == 12 for line in table)   # 11 columns
-    assert "| lenet5 | 32x32x1 | 4 | model.predict (Keras default) |" in md
+    assert "| lenet5 | 32x32x1 | 4 | model.predict, this process |" in md
 
     machine = json.loads((out / "machine.json").read_text())
     assert machine["cores"] >= 1 and machine["cpu"]
     assert "tensorflow" in machine["libraries"] and "keras" in machine["libraries"]
     assert machine["command"].startswith("python -m benchmarks --quick")
+
+
+def test_reference_process_runs_without_the_zoo_settings():
+    """benchmarks.worker: a child process with TensorFlow's own settings times its work."""
+    from benchmarks.worker import Reference
+    with Reference(kind="predict", model="zoo:lenet5", shape=[32, 32, 1], batch=4, images=8,
+                   classes=10, fused_bn=False) as ref:
+        assert isinstance(ref.info["onednn"], bool) and ref.info["tensorflow"]
+        items, seconds = ref.run()
+        assert items == 8 and seconds > 0
+        assert ref.run()[0] == 8
+    assert ref.proc.poll() is not None          # closed with the block
+    with Reference(kind="train", model="zoo:lenet5", shape=[32, 32, 1], batch=4, classes=10,
+                   steps=2, jit_compile=False) as ref:
+        assert ref.run()[0] == 8                 # 2 steps of 4 images
+    try:
+        Reference(kind="serve", model="zoo:lenet5", shape=[32, 32, 1], batch=4, classes=10)
+    except RuntimeError as exc:
+        assert "unknown kind 'serve'" in str(exc)
+    else:
+        raise AssertionError("a bad setup must fail")

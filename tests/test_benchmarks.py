@@ -85,3 +85,16 @@ def test_reference_process_runs_without_the_zoo_settings():
         assert "unknown kind 'serve'" in str(exc)
     else:
         raise AssertionError("a bad setup must fail")
+
+
+def test_profile_ops_sums_the_trace_by_op():
+    from benchmarks.profile_ops import main, profile
+    table, all_ms, rate, logdir = profile("lenet5", batch_size=8, steps=1, top=50)
+    assert list(table.columns) == ["op", "ms", "share", "calls"]
+    assert all_ms > 0 and rate > 0 and os.path.isdir(logdir)
+    assert (table["ms"] >= 0).all() and (table["calls"] >= 1).all()
+    assert 0.9 <= table["share"].sum() <= 1.01          # top 50 covers LeNet-5's ops
+    assert table["ms"].is_monotonic_decreasing
+    assert any("Conv2D" in op for op in table["op"])    # forward and backward convolutions
+    assert any("Backprop" in op for op in table["op"])
+    assert main(["lenet5", "--mode", "predict", "--steps", "1", "--top", "3"]) == 0

@@ -197,7 +197,7 @@ def _write(rows, info, out, command, start):
     core.write_csv(rows, csv_path)
     core.write_markdown(core.markdown(rows, info, command=command,
                                       seconds=time.time() - start), md_path)
-    core._atomic_write(json_path, json.dumps({**info, "command": command}, indent=2) + "\n")
+    core.atomic_write_text(json_path, json.dumps({**info, "command": command}, indent=2) + "\n")
     return [csv_path, md_path, json_path]
 
 

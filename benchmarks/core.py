@@ -26,6 +26,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from zoo.common import atomic_write_text
+
 #: Columns of ``results.csv``, in order.
 COLUMNS = ("section", "model", "input", "batch", "clients", "variant", "metric", "unit",
            "repeats", "median", "min", "max", "q1", "q3", "p50_ms", "p99_ms", "ratio_of",
@@ -274,7 +276,7 @@ def write_csv(rows, path) -> None:
     w.writeheader()
     for row in rows:
         w.writerow({k: ("" if v is None else v) for k, v in row.as_dict().items()})
-    _atomic_write(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def _fmt(x) -> str:
@@ -339,13 +341,6 @@ def markdown(rows, info: dict, *, command: str, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path, text) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_markdown(text, path) -> None:
     """Write the markdown report atomically."""
-    _atomic_write(path, text)
+    atomic_write_text(path, text)

@@ -20,9 +20,9 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
-from typing import Optional
+
+from zoo.common import atomic_write
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -34,26 +34,11 @@ _UNTUNED = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round
 
 # -- small helpers -------------------------------------------------------------------------
 
-def _atomic_write(path, write):
-    """Call ``write(tmp_path)``, then rename the temporary file onto ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _write_json(path, data):
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True, default=_json_default)
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _json_default(value):
@@ -244,13 +229,14 @@ def _plot(df, path, objective, direction):
         fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _write_results(tuner, hypermodel, objective, direction):
     project_dir = tuner.project_dir
     df = trials_table(tuner.oracle, project_dir, [n for n in hypermodel.params])
-    _atomic_write(os.path.join(project_dir, "trials.csv"), lambda tmp: df.to_csv(tmp, index=False))
+    atomic_write(os.path.join(project_dir, "trials.csv"),
+                 lambda tmp: df.to_csv(tmp, index=False))
     _plot(df, os.path.join(project_dir, "search.png"), objective, direction)
     return df
 

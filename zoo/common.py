@@ -179,3 +179,44 @@ def onednn_enabled() -> bool:
     """
     from tensorflow.python.util import _pywrap_util_port
     return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def atomic_write(path, write) -> str:
+    """Write ``path`` all at once: ``write(tmp)`` fills a temporary file beside it, which is
+    then renamed onto ``path``; on any failure the temporary file is removed and ``path``
+    is untouched. The file gets the usual ``0o666 & ~umask`` permissions.
+
+    Args:
+        path: the file to write (its directory is created).
+        write: called with the temporary path (same directory and extension, so writers
+            that pick a format from the name, such as ``savefig`` or ``model.save``, work).
+
+    Returns:
+        ``path``.
+    """
+    import tempfile
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    base = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.tmp-",
+                               suffix=os.path.splitext(base)[1])
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path, text: str) -> str:
+    """:func:`atomic_write` of a text file."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    return atomic_write(path, write)

@@ -73,7 +73,6 @@ import dataclasses
 import math
 import os
 import sys
-import tempfile
 import warnings
 from fractions import Fraction
 from typing import Optional, Sequence
@@ -247,19 +246,7 @@ class Profile:
         ax2.set_xticks(x[::step])
         ax2.set_xticklabels(df["name"].iloc[::step], rotation=90, fontsize=6)
         ax2.set_xlabel("layer (execution order)")
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".profile-", suffix=".png")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fig.savefig(fh, format="png", dpi=100)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        return path
+        return common.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 # ---------------------------------------------------------------------------

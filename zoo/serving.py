@@ -445,16 +445,9 @@ def load(path, *, jit_compile="auto") -> Servable:
 
 def _write_png_atomic(array, path):
     from PIL import Image
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    from zoo.common import atomic_write
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def _predict_table(servable, names, probabilities, top_k, truth=None):

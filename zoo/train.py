@@ -29,6 +29,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo import data as zdata
+from zoo.common import atomic_write, atomic_write_text
 
 __all__ = ["compile_model", "fit", "resolve_jit_compile", "SparseDiceLoss", "CrossEntropyDiceLoss", "build_for_dataset",
            "configure_train", "TRAIN_DEFAULTS"]
@@ -322,15 +323,8 @@ def _strategy():
 # --------------------------------------------------------------------------------------
 # Files.
 
-def _atomic_write_text(path, text):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _write_json(path, obj):
-    _atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(o):
@@ -374,10 +368,10 @@ def plot_learning_curves(history, path, *, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90))
+    finally:
+        plt.close(fig)
 
 
 class _EpochCounter(keras.callbacks.Callback):
@@ -646,9 +640,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     metrics["epochs"] = int(len(history))
     metrics["train_seconds"] = round(seconds, 2)
     _write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    tmp_model = os.path.join(run_dir, "model.tmp.keras")
-    model.save(tmp_model)
-    os.replace(tmp_model, os.path.join(run_dir, "model.keras"))
+    atomic_write(os.path.join(run_dir, "model.keras"), model.save)
     _write_json(os.path.join(run_dir, "info.json"), {
         "model": model_name, "task": task, "dataset": info.to_dict(), "metrics": metrics,
         "settings": {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer

@@ -309,7 +309,9 @@ def accuracy_section(*, repeats, target=0.98, model_name="lenet5", dataset="digi
             ztrain.fit(model_name, dataset, epochs=epochs, run_dir=run_dir,
                        batch_size=defaults["batch_size"],
                        learning_rate=defaults["learning_rate"], augment=defaults["augment"],
-                       seed=seed, verbose=0, callbacks=[watch])
+                       lr_schedule=defaults["lr_schedule"],
+                       early_stopping=defaults["early_stopping"], seed=seed, verbose=0,
+                       callbacks=[watch])
         if watch.reached is not None:
             seconds.append(watch.reached)
             epochs_needed.append(watch.epochs)
@@ -318,8 +320,10 @@ def accuracy_section(*, repeats, target=0.98, model_name="lenet5", dataset="digi
             notes.append(f"seed {seed}: not reached in {watch.epochs} epochs "
                          f"(best {watch.best:.3f})")
             log(f"  seed {seed}: not reached (best {watch.best:.3f})")
-    note = (f"zoo.train.fit defaults: batch {defaults['batch_size']}, lr "
-            f"{defaults['learning_rate']}, augment {defaults['augment']}, XLA; epochs needed "
+    note = (f"zoo train defaults: batch {defaults['batch_size']}, lr "
+            f"{defaults['learning_rate']} {defaults['lr_schedule']} over {epochs} epochs, "
+            f"augment {defaults['augment']}, early stopping "
+            f"{'on' if defaults['early_stopping'] else 'off'}; epochs needed "
             f"{sorted(epochs_needed)}; seeds {repeats}")
     if notes:
         note += "; " + "; ".join(notes)

@@ -82,6 +82,37 @@ def test_every_model_round_trips_with_equal_outputs(name, tmp_path):
     keras.backend.clear_session()
 
 
+@pytest.mark.parametrize("name,kwargs,left", [
+    ("resnet18", dict(input_shape=(40, 40, 3), num_classes=5), 0),         # conv -> BN
+    ("resnet50_v2", dict(input_shape=(40, 40, 3), num_classes=5), 17),     # pre-activation BNs stay
+    ("xception", dict(input_shape=(71, 71, 3), num_classes=5), 0),         # separable conv -> BN
+    ("unet", dict(input_shape=(32, 32, 3), base_filters=4, depth=2, padding="same",
+                  batch_norm=True, num_classes=3), 0),
+])
+def test_fold_batch_norm_keeps_outputs_and_leaves_the_model_alone(name, kwargs, left):
+    model = zoo.get_model(name, **kwargs)
+    rng = np.random.default_rng(0)
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in bns:   # statistics far from the initial 0/1, so folding has work to do
+        layer.moving_mean.assign(rng.normal(0, 0.5, layer.moving_mean.shape))
+        layer.moving_variance.assign(rng.uniform(0.3, 3.0, layer.moving_variance.shape))
+        if layer.scale:
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
+    before = [w.numpy().copy() for w in model.weights]
+    folded = zoo_export.fold_batch_norm(model)
+    remaining = [layer for layer in folded.layers
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(remaining) == left and len(bns) > left
+    assert sum(isinstance(layer, zoo.layers.FoldedBatchNormalization)
+               for layer in folded.layers) == len(bns) - left
+    x = rng.uniform(0, 1, (2, *model.input_shape[1:])).astype("float32")
+    np.testing.assert_allclose(folded(x, training=False), model(x, training=False),
+                               rtol=1e-4, atol=1e-5)
+    for a, b in zip(before, model.weights):    # the model itself is untouched
+        np.testing.assert_array_equal(a, b.numpy())
+    assert zoo_export.fold_batch_norm(zoo.get_model("lenet5")).name == "lenet5"  # nothing to fold
+
+
 def test_logits_get_softmax_in_the_signature(tmp_path):
     model = zoo.lenet5(variant="modern", classifier_activation=None, num_classes=4)
     fn = serve_fn(zoo.export(model, tmp_path))

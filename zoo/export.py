@@ -223,6 +223,89 @@ def _cast_model(model, precision):
     return clone
 
 
+def _foldable_pairs(model) -> dict:
+    """``{batch norm layer: convolution}`` for every batch normalisation of ``model``'s top
+    level whose only input is a ``Conv2D``/``SeparableConv2D`` (channels last, linear
+    activation, used once) that feeds nothing else."""
+    import keras
+    pairs = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization) or layer.renorm:
+            continue
+        if len(layer._inbound_nodes) != 1 or layer.axis not in (-1, 3):
+            continue
+        inputs = layer._inbound_nodes[0].input_tensors
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            continue
+        conv = inputs[0]._keras_history.operation
+        if not isinstance(conv, (keras.layers.Conv2D, keras.layers.SeparableConv2D)):
+            continue
+        if (len(conv._inbound_nodes) != 1 or len(conv._outbound_nodes) != 1
+                or conv.data_format != "channels_last"
+                or conv.activation is not keras.activations.linear):
+            continue
+        pairs[layer] = conv
+    return pairs
+
+
+def fold_batch_norm(model):
+    """An inference copy of ``model`` with batch normalisations folded into convolutions.
+
+    A batch norm in inference mode is a per-channel affine map, ``y = s * x + t`` with
+    ``s = gamma / sqrt(moving_variance + epsilon)`` and ``t = beta - s * moving_mean``;
+    after a convolution it folds into the convolution's kernel (output channels scaled by
+    ``s``; for a separable convolution, its pointwise kernel) and bias (``s * bias + t``).
+    The copy replaces each folded batch norm by :class:`zoo.layers.FoldedBatchNormalization`
+    (an identity with the same name) and
+    shares every other layer (and its weights) with ``model``. The exported serving function
+    then runs one fused convolution + bias (+ ReLU) op where it ran two or three ops.
+
+    Only for inference: the copy's convolutions carry the moving statistics. Returns
+    ``model`` itself when nothing folds (or it is not a functional model).
+    """
+    import keras
+    import numpy as np
+
+    from zoo.layers import FoldedBatchNormalization
+    if not isinstance(model, keras.Model):
+        return model
+    try:
+        pairs = _foldable_pairs(model)
+    except (AttributeError, IndexError):   # a subclassed model: no layer graph to read
+        return model
+    if not pairs:
+        return model
+    convs = {id(conv): bn for bn, conv in pairs.items()}
+    folded_bn = {id(bn) for bn in pairs}
+    new_convs = {}
+
+    def clone_layer(layer):
+        if id(layer) in folded_bn:
+            return FoldedBatchNormalization(name=layer.name)
+        if id(layer) in convs:
+            clone = layer.__class__.from_config({**layer.get_config(), "use_bias": True})
+            new_convs[id(layer)] = clone
+            return clone
+        return layer
+
+    copy = keras.models.clone_model(model, clone_function=clone_layer)
+    for bn, conv in pairs.items():
+        gamma = bn.gamma.numpy() if bn.scale else 1.0
+        beta = bn.beta.numpy() if bn.center else 0.0
+        s = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+        t = beta - s * bn.moving_mean.numpy()
+        weights = [w.numpy() for w in conv.weights]
+        kernel = weights[1] if isinstance(conv, keras.layers.SeparableConv2D) else weights[0]
+        bias = conv.bias.numpy() if conv.use_bias else 0.0
+        folded = (kernel * s).astype(kernel.dtype)
+        new = new_convs[id(conv)]
+        if isinstance(conv, keras.layers.SeparableConv2D):
+            new.set_weights([weights[0], folded, (s * bias + t).astype(kernel.dtype)])
+        else:
+            new.set_weights([folded, (s * bias + t).astype(kernel.dtype)])
+    return copy
+
+
 def _all_layers(model):
     import keras
     for layer in model.layers:
@@ -416,7 +499,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
 
     sample = np.zeros((1, *model_input), "float32")
     kind = _output_kind(model, output, sample)
-    served = _cast_model(model, precision)
+    served = _cast_model(fold_batch_norm(model), precision)
     serving_fn = _build_serving_fn(served, task=task, kind=kind, in_channels=in_channels,
                                    preprocess=_preprocess_fn(dataset))
     archive = keras.export.ExportArchive()

@@ -263,3 +263,15 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 variance=tf.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
                 data_format="NHWC", is_training=False)
         return tf.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FoldedBatchNormalization(keras.layers.Layer):
+    """An identity standing where ``zoo.export.fold_batch_norm`` folded a batch norm into
+    the convolution before it (inference copies only)."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

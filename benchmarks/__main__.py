@@ -30,13 +30,13 @@ PRESETS = {
                  inference_images=32, serve_models=["lenet5", "resnet50"],
                  serve_batches=[1, 32], clients=[1, 8, 32], requests_per_client=2,
                  min_requests=2, pipeline_epochs=2, pipeline_repeats=7, accuracy_repeats=3,
-                 keras_xla=False, zoo_keras_compile=False, before=True),
+                 keras_xla=False, zoo_keras_compile=False, before=True, keras_here=True),
     "quick": dict(models=["resnet50"], image_size=160, batch_size=16, steps=1, repeats=3,
                   warmup=1, inference_models=["resnet50"], batch_sizes=[16],
                   inference_images=16, serve_models=["lenet5"], serve_batches=[1, 32],
                   clients=[1, 8, 32], requests_per_client=1, min_requests=2,
-                  pipeline_epochs=2, pipeline_repeats=4, accuracy_repeats=2,
-                  keras_xla=False, zoo_keras_compile=False, before=False),
+                  pipeline_epochs=2, pipeline_repeats=3, accuracy_repeats=1,
+                  keras_xla=False, zoo_keras_compile=False, before=False, keras_here=False),
 }
 
 
@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also measure keras.applications with jit_compile=True")
     p.add_argument("--zoo-keras-compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also measure the zoo model compiled with Keras' defaults")
+    p.add_argument("--keras-here", action=argparse.BooleanOptionalAction, default=None,
+                   help="also measure keras.applications in the benchmark's own process, with "
+                   "the zoo's process settings (full run: on)")
     p.add_argument("--before", action=argparse.BooleanOptionalAction, default=None,
                    help="also measure the zoo model with its previous defaults (TensorFlow's "
                    "kernels, Keras' batch norm, XLA) in its own process (full run: on)")
@@ -149,7 +152,8 @@ def main(argv=None) -> int:
                     [name], image_size=s["image_size"], batch_size=s["batch_size"],
                     steps=s["steps"], repeats=s["repeats"], warmup=s["warmup"],
                     with_torch=with_torch, keras_xla=s["keras_xla"],
-                    zoo_keras_compile=s["zoo_keras_compile"], before=s["before"])
+                    zoo_keras_compile=s["zoo_keras_compile"], before=s["before"],
+                    keras_here=s["keras_here"])
                 _write(rows, info, args.out, command, start)
         elif section == "inference":
             rows += inference.inference_section(

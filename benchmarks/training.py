@@ -62,14 +62,14 @@ def _zoo_settings(model) -> str:
 
 def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                   with_torch=True, keras_xla=False, zoo_keras_compile=False,
-                  before=True, num_classes=1000) -> list:
+                  before=True, keras_here=True, num_classes=1000) -> list:
     """Training images/s of each zoo model with its defaults vs the references.
 
     Variants per model: the zoo model compiled by ``zoo.train.compile_model`` in this
     process (the subject: the zoo's defaults), ``keras.applications`` with Keras' defaults
     (``model.compile`` with only optimizer/loss/metrics) in a reference process with
     TensorFlow's own settings (:mod:`benchmarks.worker`; the target) and in this process
-    (for information: the same process settings as the zoo), a PyTorch eager ResNet-50, and
+    (``keras_here``; for information: the same process settings as the zoo), a PyTorch eager ResNet-50, and
     optionally the zoo model compiled with Keras' defaults (``zoo_keras_compile``) and
     ``keras.applications`` with ``jit_compile=True`` (``keras_xla``), and (``before``) the
     zoo model as it ran before the speed defaults, in its own process. Every variant trains
@@ -136,13 +136,14 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                 except RuntimeError as exc:
                     log(f"  reference process failed: {exc}")
             cls = getattr(keras.applications, cls_name)
-            ka = cls(weights=None, input_shape=shape, classes=classes)
-            ka.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                       metrics=["accuracy"])
-            variants.append(Variant(f"keras.applications.{cls_name}, this process",
-                                    _keras_step(ka, x, y, steps),
-                                    note="Keras' default compile, with the zoo's process "
-                                         "settings"))
+            if keras_here:
+                ka = cls(weights=None, input_shape=shape, classes=classes)
+                ka.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                           metrics=["accuracy"])
+                variants.append(Variant(f"keras.applications.{cls_name}, this process",
+                                        _keras_step(ka, x, y, steps),
+                                        note="Keras' default compile, with the zoo's "
+                                             "process settings"))
             if keras_xla:
                 kx = cls(weights=None, input_shape=shape, classes=classes)
                 kx.compile(optimizer="adam", loss="sparse_categorical_crossentropy",

@@ -31,8 +31,8 @@ from keras import ops
 from zoo import data as zdata
 from zoo.common import atomic_write, atomic_write_text
 
-__all__ = ["compile_model", "fit", "resolve_jit_compile", "SparseDiceLoss", "CrossEntropyDiceLoss", "build_for_dataset",
-           "configure_train", "TRAIN_DEFAULTS"]
+__all__ = ["compile_model", "fit", "resolve_jit_compile", "cosine_schedule", "SparseDiceLoss",
+           "CrossEntropyDiceLoss", "build_for_dataset", "configure_train", "TRAIN_DEFAULTS"]
 
 _PACKAGE = "zoo"
 
@@ -185,8 +185,9 @@ def resolve_jit_compile(jit_compile) -> bool:
     """``True``/``False`` as given; ``"auto"``: XLA when a GPU is visible, else not.
 
     On CPUs the zoo trains on TensorFlow's oneDNN kernels (see ``zoo/__init__.py``), which
-    XLA does not use: on this project's 2-core AVX2 CPU, XLA made ResNet-50 training 1.6x
-    slower than oneDNN with the fused batch norm, and LeNet-5 no faster (benchmarks/).
+    XLA does not use: on this project's 2-core AVX2 CPU, XLA made ResNet-50 training about
+    1.5x slower than oneDNN with the fused batch norm, and LeNet-5 no faster (README,
+    Performance).
     """
     if jit_compile == "auto":
         import tensorflow as tf
@@ -251,8 +252,8 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
 # --------------------------------------------------------------------------------------
 # Building for a dataset; precision and device placement.
 
-# Defaults of `zoo train` (and `fit` given a model name) per (model, dataset), measured on a
-# shared 2-core CPU (seed 0); anything not listed uses GENERIC_DEFAULTS.
+# Defaults of `zoo train` (and `fit` given a model name) per (model, dataset), measured on the
+# project's 2-core CPU; anything not listed uses GENERIC_DEFAULTS.
 # lenet5/digits: the whole 60-epoch cosine schedule, no early stopping: test accuracy
 # 0.9861 / 0.9833 / 0.9833 (seeds 0, 1, 2), 63-65 s of training on the idle 2 cores. With
 # early stopping (patience 8 on the 180-image validation loss) runs stopped after 24-30

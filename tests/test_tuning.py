@@ -316,6 +316,8 @@ def test_bad_input_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="cv .* works with the random, bayesian and grid "
                                          "tuners.*Received: tuner='hyperband'"):
         search("lenet5", tiny, cv=3)
+    with pytest.raises(ValueError, match="executions_per_trial must be 1 with it"):
+        search("lenet5", tiny, tuner="random", cv=3, executions_per_trial=2)
     with pytest.raises(ValueError, match="unknown tuner 'annealing'. Allowed: hyperband, "
                                          "random, bayesian, grid"):
         search("lenet5", tiny, tuner="annealing")

@@ -387,6 +387,9 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     if cv is not None:
         if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
             raise ValueError(f"cv must be None or an integer >= 2 (folds). Received: cv={cv!r}")
+        if executions_per_trial != 1:
+            raise ValueError(f"cv trains one model per fold; executions_per_trial must be 1 "
+                             f"with it. Received: executions_per_trial={executions_per_trial}")
         if tuner == "hyperband":
             raise ValueError("cv (cross-validation) works with the random, bayesian and grid "
                              "tuners; hyperband continues one model's training across "

@@ -256,9 +256,9 @@ def fold_batch_norm(model):
     after a convolution it folds into the convolution's kernel (output channels scaled by
     ``s``; for a separable convolution, its pointwise kernel) and bias (``s * bias + t``).
     The copy replaces each folded batch norm by :class:`zoo.layers.FoldedBatchNormalization`
-    (an identity with the same name) and
-    shares every other layer (and its weights) with ``model``. The exported serving function
-    then runs one fused convolution + bias (+ ReLU) op where it ran two or three ops.
+    (an identity with the same name) and shares every other layer (and its weights) with
+    ``model``. The exported serving function then runs one fused convolution + bias (+ ReLU)
+    op where it ran two or three ops.
 
     Only for inference: the copy's convolutions carry the moving statistics. Returns
     ``model`` itself when nothing folds (or it is not a functional model).

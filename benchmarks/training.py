@@ -69,8 +69,8 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     process (the subject: the zoo's defaults), ``keras.applications`` with Keras' defaults
     (``model.compile`` with only optimizer/loss/metrics) in a reference process with
     TensorFlow's own settings (:mod:`benchmarks.worker`; the target) and in this process
-    (``keras_here``; for information: the same process settings as the zoo), a PyTorch eager ResNet-50, and
-    optionally the zoo model compiled with Keras' defaults (``zoo_keras_compile``) and
+    (``keras_here``; for information: the same process settings as the zoo), a PyTorch
+    eager ResNet-50, and optionally the zoo model compiled with Keras' defaults (``zoo_keras_compile``) and
     ``keras.applications`` with ``jit_compile=True`` (``keras_xla``), and (``before``) the
     zoo model as it ran before the speed defaults, in its own process. Every variant trains
     on the same in-memory batch with Adam (lr 1e-3) and sparse cross-entropy; a repetition

@@ -223,8 +223,7 @@ def pipeline_section(*, epochs, repeats, warmup, batch_size=32, model_name="lene
                               batch_size=batch_size, augment=False)
     augmented, _ = zdata.load(dataset, "train", image_size=shape[:2], channels=shape[2],
                               batch_size=batch_size, augment=True)
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in plain])
-    x_mem, y_mem = np.concatenate(xs), np.concatenate(ys)
+    x_mem, y_mem = zdata.to_arrays(plain)
     n = len(x_mem)
 
     def fitter(data, arrays):
@@ -279,8 +278,7 @@ def accuracy_section(*, repeats, target=0.98, model_name="lenet5", dataset="digi
     size = tuple(defaults["image_size"] or shape[:2])
     test, _ = zdata.load(dataset, "test", image_size=size, channels=shape[2],
                          batch_size=512)
-    x_test, y_test = zip(*[(x.numpy(), y.numpy()) for x, y in test])
-    x_test, y_test = np.concatenate(x_test), np.concatenate(y_test)
+    x_test, y_test = zdata.to_arrays(test)
 
     class Stopwatch(keras.callbacks.Callback):
         def __init__(self, start):

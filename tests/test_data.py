@@ -13,11 +13,6 @@ from PIL import Image
 from zoo import data
 
 
-def _batches(ds):
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
-    return np.concatenate(xs), np.concatenate(ys)
-
-
 # --- digits ---------------------------------------------------------------------------
 
 def test_digits_split_fixed_stratified_raw_range():
@@ -38,7 +33,7 @@ def test_digits_split_fixed_stratified_raw_range():
 
 def test_digits_pipeline_shapes_and_normalisation():
     ds, info = data.load("digits", "train", image_size=(32, 32), batch_size=100, shuffle=False)
-    x, y = _batches(ds)
+    x, y = data.to_arrays(ds)
     assert x.shape == (1257, 32, 32, 1) and x.dtype == np.float32
     assert y.shape == (1257,) and y.dtype == np.int32
     assert info.input_shape == (32, 32, 1) and info.num_classes == 10
@@ -51,7 +46,7 @@ def test_digits_pipeline_shapes_and_normalisation():
 
 def test_preprocess_is_what_the_pipeline_does():
     ds, info = data.load("digits", "test", image_size=(32, 32), batch_size=64)
-    x, y = _batches(ds)
+    x, y = data.to_arrays(ds)
     raw, labels = data.digits_arrays("test")
     np.testing.assert_array_equal(y, labels)
     np.testing.assert_allclose(data.preprocess(raw, info).numpy(), x, atol=1e-5)
@@ -109,7 +104,7 @@ def test_shapes_splits():
     assert s.info.labels == ["background", "circle", "square", "triangle"]
     assert s.info.task == "segmentation" and s.info.num_classes == 4
     assert s.info.input_shape == (32, 32, 3)
-    x, m = _batches(s.test)
+    x, m = data.to_arrays(s.test)
     assert x.shape == (200, 32, 32, 3) and m.shape == (200, 32, 32) and m.dtype == np.int32
     assert set(np.unique(m)) == {0, 1, 2, 3}
     assert s.info.splits == {"train": 1000, "validation": 100, "test": 200}
@@ -121,10 +116,10 @@ def test_augmentation_never_touches_validation_and_test():
     plain = data.load_splits("digits", image_size=(16, 16), batch_size=400, augment=False)
     aug = data.load_splits("digits", image_size=(16, 16), batch_size=400, augment=True)
     for a, b in ((plain.validation, aug.validation), (plain.test, aug.test)):
-        np.testing.assert_array_equal(_batches(a)[0], _batches(b)[0])
-    x_plain, _ = _batches(data.load("digits", "train", image_size=(16, 16), batch_size=400,
+        np.testing.assert_array_equal(data.to_arrays(a)[0], data.to_arrays(b)[0])
+    x_plain, _ = data.to_arrays(data.load("digits", "train", image_size=(16, 16), batch_size=400,
                                     shuffle=False)[0])
-    x_aug, _ = _batches(data.load("digits", "train", image_size=(16, 16), batch_size=400,
+    x_aug, _ = data.to_arrays(data.load("digits", "train", image_size=(16, 16), batch_size=400,
                                   shuffle=False, augment=True)[0])
     changed = np.abs(x_plain - x_aug).reshape(len(x_plain), -1).max(1) > 1e-3
     assert changed.mean() > 0.9
@@ -175,7 +170,7 @@ def test_tfds_loaders_under_mock_data(name, tmp_path):
         assert s.info.num_classes == num_classes == len(s.info.labels)
         assert s.info.input_shape == shape
         for split in (s.train, s.validation, s.test):
-            x, y = _batches(split)
+            x, y = data.to_arrays(split)
             assert x.shape == (6,) + shape and x.dtype == np.float32
             assert np.isfinite(x).all()
             assert y.dtype == np.int32
@@ -194,7 +189,7 @@ def test_tfds_channel_conversion_under_mock_data(tmp_path):
     with tfds.testing.mock_data(num_examples=4):
         ds, info = data.load("mnist", "test", image_size=(32, 32), channels=3,
                              data_dir=str(tmp_path))
-        x, _ = _batches(ds)
+        x, _ = data.to_arrays(ds)
     assert x.shape == (4, 32, 32, 3) and info.mean == [33.32] * 3
     np.testing.assert_allclose(x[..., 0], x[..., 2])
 
@@ -252,7 +247,7 @@ def test_classification_folder(class_folder):
     assert s.info.input_shape == (10, 12, 3)          # the images' own size by default
     assert s.info.splits == {"train": 18, "validation": 2, "test": 6}
     for ds in (s.train, s.validation, s.test):
-        x, y = _batches(ds)
+        x, y = data.to_arrays(ds)
         raw = x * np.array(s.info.std) + np.array(s.info.mean)
         # the label matches the folder: cats are red, dogs blue
         red = np.median(raw[..., 0].reshape(len(x), -1), 1) > np.median(
@@ -260,7 +255,7 @@ def test_classification_folder(class_folder):
         np.testing.assert_array_equal(red, y == 0)
     # A plain path works too, with resizing and grey conversion.
     ds, info = data.load(str(class_folder), "test", image_size=(8, 8), channels=1)
-    x, y = _batches(ds)
+    x, y = data.to_arrays(ds)
     assert x.shape == (6, 8, 8, 1) and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]
 
 
@@ -282,13 +277,13 @@ def test_segmentation_folder(seg_folder):
     s = data.load_splits(str(seg_folder), batch_size=8)
     assert s.info.task == "segmentation" and s.info.labels == ["0", "1", "2"]
     assert s.info.splits == {"train": 16, "validation": 2, "test": 2}
-    x, m = _batches(s.train)
+    x, m = data.to_arrays(s.train)
     assert x.shape == (16, 16, 16, 3) and m.shape == (16, 16, 16) and m.dtype == np.int32
     raw = x * np.array(s.info.std) + np.array(s.info.mean)
     np.testing.assert_array_equal(np.round(raw[..., 0] / 100).astype(int), m)
     # Resizing: masks stay class indices (nearest), images are interpolated.
     ds, _ = data.load(f"folder:{seg_folder}", "test", image_size=(24, 24))
-    x, m = _batches(ds)
+    x, m = data.to_arrays(ds)
     assert m.shape == (2, 24, 24) and set(np.unique(m)) <= {0, 1, 2}
 
 

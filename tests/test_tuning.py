@@ -263,20 +263,21 @@ class _CountFits(keras.callbacks.Callback):
 
 def test_cv_folds_cover_train_and_validation_once_stratified(tiny):
     import tensorflow as tf
-    from tuning.search import _arrays, _cv_folds
+    from tuning.search import _cv_folds
+    from zoo.data import to_arrays
     from zoo.data import Splits
-    (x_tr, y_tr), (x_va, y_va) = _arrays(tiny.train), _arrays(tiny.validation)
+    (x_tr, y_tr), (x_va, y_va) = to_arrays(tiny.train), to_arrays(tiny.validation)
     fixed = Splits(tf.data.Dataset.from_tensor_slices((x_tr, y_tr)).batch(32),
                    tf.data.Dataset.from_tensor_slices((x_va, y_va)).batch(32),
                    tiny.test, tiny.info)
     folds, (x, y) = _cv_folds(fixed, 3, seed=0, task="classification")
     n = len(y_tr) + len(y_va)
     assert len(folds) == 3 and len(x) == len(y) == n == 128
-    held = [_arrays(h) for _, h in folds]
+    held = [to_arrays(h) for _, h in folds]
     assert sum(len(hy) for _, hy in held) == n                       # each example once
     assert sorted(np.concatenate([hy for _, hy in held])) == sorted(y)
     for (train, _), (hx, hy) in zip(folds, held):
-        tx, ty = _arrays(train)
+        tx, ty = to_arrays(train)
         assert len(tx) + len(hx) == n
         flat = {row.tobytes() for row in hx}
         assert not any(row.tobytes() in flat for row in tx)          # disjoint
@@ -288,7 +289,7 @@ def test_cv_folds_cover_train_and_validation_once_stratified(tiny):
                       tiny.test, tiny.info)
     again, _ = _cv_folds(shuffled, 3, seed=0, task="classification")
     for (_, h1), (hx, hy) in zip(again, held):
-        np.testing.assert_array_equal(_arrays(h1)[0], hx)
+        np.testing.assert_array_equal(to_arrays(h1)[0], hx)
 
 
 @SLOW_OK

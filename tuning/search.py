@@ -482,16 +482,6 @@ def _load(dataset, hypermodel, *, image_size, data_dir, seed):
     return splits, dict(probe.augmentation)
 
 
-def _arrays(dataset):
-    """All ``(images, targets)`` of a batched pipeline as two NumPy arrays."""
-    import numpy as np
-    xs, ys = [], []
-    for x, y in dataset:
-        xs.append(x.numpy())
-        ys.append(y.numpy())
-    return np.concatenate(xs), np.concatenate(ys)
-
-
 def _cv_folds(splits, k, seed, task, batch_size=32):
     """``k`` folds over the train and validation splits together, read into memory.
 
@@ -510,8 +500,9 @@ def _cv_folds(splits, k, seed, task, batch_size=32):
     import tensorflow as tf
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    x_tr, y_tr = _arrays(splits.train)
-    x_va, y_va = _arrays(splits.validation)
+    from zoo.data import to_arrays
+    x_tr, y_tr = to_arrays(splits.train)
+    x_va, y_va = to_arrays(splits.validation)
     x, y = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
     keys = [hashlib.sha1(x[i].tobytes() + y[i].tobytes()).hexdigest() for i in range(len(x))]
     order = np.argsort(keys, kind="stable")

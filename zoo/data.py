@@ -805,6 +805,16 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
     return ds, info
 
 
+def to_arrays(dataset) -> tuple:
+    """All ``(images, targets)`` of a batched pipeline, e.g. from :func:`load`, as two
+    NumPy arrays (read into memory)."""
+    xs, ys = [], []
+    for x, y in dataset:
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=False,
                 data_dir=None, seed=0, download=False) -> Splits:
     """Load the train, validation and test pipelines of a dataset.

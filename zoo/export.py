@@ -275,14 +275,14 @@ def fold_batch_norm(model):
         return model
     if not pairs:
         return model
-    convs = {id(conv): bn for bn, conv in pairs.items()}
+    folded_convs = {id(conv) for conv in pairs.values()}
     folded_bn = {id(bn) for bn in pairs}
     new_convs = {}
 
     def clone_layer(layer):
         if id(layer) in folded_bn:
             return FoldedBatchNormalization(name=layer.name)
-        if id(layer) in convs:
+        if id(layer) in folded_convs:
             clone = layer.__class__.from_config({**layer.get_config(), "use_bias": True})
             new_convs[id(layer)] = clone
             return clone

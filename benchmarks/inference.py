@@ -46,10 +46,11 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                       with_torch=True) -> list:
     """Inference images/s per model and batch size.
 
-    Variants: ``zoo.serving.load(path).predict(x, batch_size=b)`` on the exported
-    SavedModel (the subject), ``keras.applications``' ``model.predict(x, batch_size=b)``
+    Variants: ``zoo.serving.load(path).predict(x, batch_size=b)`` on the export (the
+    subject; LiteRT on CPUs), ``keras.applications``' ``model.predict(x, batch_size=b)``
     in a reference process with TensorFlow's own settings (:mod:`benchmarks.worker`; the
-    target), the zoo Keras model's ``model.predict`` in this process, the exported ``serving_default`` signature from
+    target), the same Servable on the TensorFlow runtime, the zoo Keras model's
+    ``model.predict`` in this process, the exported ``serving_default`` signature from
     ``tf.saved_model.load`` called on each batch, and a PyTorch eager ResNet-50
     (``eval()``, ``torch.inference_mode()``). A repetition predicts ``images`` raw-pixel
     images (at least one batch).
@@ -77,6 +78,9 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
         with tempfile.TemporaryDirectory() as base:
             path = _export(model, base, name)
             servable = serving.load(path)
+            on_tf = serving.load(path, runtime="tensorflow")
+            log(f"inference: {name} Servable runtime {servable.runtime}"
+                + (f" ({servable.runtime_note})" if servable.runtime_note else ""))
             signature = tf.saved_model.load(path).signatures["serving_default"]
             torch_model = None
             if with_torch and name in TORCH_MODELS and torch_available():
@@ -91,6 +95,10 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                     servable.predict(x, batch_size=b)
                     return n
 
+                def run_servable_tf():
+                    on_tf.predict(x, batch_size=b)
+                    return n
+
                 def run_predict():
                     model.predict(x, batch_size=b, verbose=0)
                     return n
@@ -100,7 +108,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                         signature(images=tf.constant(xb))
                     return n
 
-                subject = "zoo Servable.predict"
+                subject = f"zoo Servable.predict ({servable.runtime})"
                 variants = [Variant(subject, run_servable)]
                 reference = None
                 if name in KERAS_APPLICATIONS:
@@ -116,6 +124,11 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                                  f"{'on' if reference.info['onednn'] else 'off'})"))
                     except RuntimeError as exc:
                         log(f"  reference process failed: {exc}")
+                if servable.runtime != "tensorflow":
+                    variants.append(Variant(
+                        "zoo Servable.predict (tensorflow)", run_servable_tf,
+                        note="the same export on the TensorFlow runtime"
+                             + (", XLA" if on_tf.jit_compiled else "")))
                 variants += [
                     Variant("model.predict, this process", run_predict,
                             target=None if reference else TARGET_VS_PREDICT,
@@ -134,7 +147,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                 rows += rows_from(measured, variants, section="inference", model=name,
                                   input=f"{size}x{size}x{channels}", batch=b,
                                   metric="inference images/s", unit="img/s", subject=subject)
-            del servable, signature, torch_model
+            del servable, on_tf, signature, torch_model
         del model
         keras.backend.clear_session()
     return rows

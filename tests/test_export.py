@@ -20,6 +20,7 @@ import zoo  # noqa: E402
 from conftest import registry_params  # noqa: E402
 from zoo import export as zoo_export  # noqa: E402
 from zoo.data import DatasetInfo, preprocess  # noqa: E402
+from zoo.serving import load  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,6 +80,17 @@ def test_every_model_round_trips_with_equal_outputs(name, tmp_path):
     record = json.load(open(os.path.join(path, "assets", "zoo.json")))
     assert record["task"] == task and record["model"] == model.name
     assert record["labels"] == ["0", "1", "2"]
+
+    # The LiteRT copy of the signature: written, checked, and what a CPU Servable runs.
+    assert record["lite"]["file"] == "assets/serving_default.tflite", record["lite"]
+    assert 0 <= record["lite"]["max_abs_diff"] <= 1e-4
+    servable = load(path)
+    assert servable.runtime == "litert" and servable.runtime_note is None
+    lite = servable.predict(x)
+    assert set(lite) == set(got)
+    np.testing.assert_allclose(lite["probabilities"], want, atol=1e-4, rtol=0)
+    for key in got:
+        assert lite[key].dtype == got[key].dtype and lite[key].shape == got[key].shape
     keras.backend.clear_session()
 
 
@@ -190,7 +202,13 @@ def test_reduced_precision_export_within_tolerance(precision, tmp_path):
     want = np.asarray(model(preprocess(x, info), training=False))
     diff = np.abs(got["probabilities"].numpy() - want).max()
     assert diff < PRECISION_ATOL[precision], diff
-    assert json.load(open(os.path.join(path, "assets", "zoo.json")))["precision"] == precision
+    record = json.load(open(os.path.join(path, "assets", "zoo.json")))
+    assert record["precision"] == precision
+    # LiteRT copies are float32 only; these exports run on TensorFlow.
+    assert record["lite"] == {"file": None, "error": f"only float32 exports get a LiteRT "
+                                                     f"model (this one is {precision})"}
+    servable = load(path, jit_compile=False)
+    assert servable.runtime == "tensorflow" and "only float32" in servable.runtime_note
 
 
 def test_saved_model_cli_lists_the_named_signature(tmp_path):
@@ -266,6 +284,35 @@ def test_failure_during_write_leaves_no_version_and_no_temporary(tmp_path, monke
     assert os.listdir(tmp_path / "lenet5") == []
 
 
+def test_lite_conversion_failure_or_mismatch_leaves_a_working_export(tmp_path, monkeypatch):
+    model = zoo.lenet5(variant="modern")
+    x = raw_images(2, (32, 32, 1))
+    want = np.asarray(model(x))
+
+    def broken(*args, **kw):
+        raise RuntimeError("op FancyOp is neither a custom op nor a flex op\nmore detail")
+
+    with monkeypatch.context() as m:
+        m.setattr(tf.lite.TFLiteConverter, "from_saved_model", broken)
+        path = zoo.export(model, tmp_path, name="broken")
+    record = json.load(open(os.path.join(path, "assets", "zoo.json")))
+    assert record["lite"] == {"file": None, "error": "conversion failed: RuntimeError: op "
+                                                     "FancyOp is neither a custom op nor a "
+                                                     "flex op"}
+    servable = load(path, jit_compile=False)
+    assert servable.runtime == "tensorflow" and "FancyOp" in servable.runtime_note
+    np.testing.assert_allclose(servable.predict(x)["probabilities"], want, atol=1e-5)
+
+    monkeypatch.setattr(zoo_export, "LITE_TOLERANCE", -1.0)  # no difference is small enough
+    path = zoo.export(model, tmp_path, name="mismatch")
+    record = json.load(open(os.path.join(path, "assets", "zoo.json")))
+    assert record["lite"]["file"] is None
+    assert record["lite"]["error"].startswith("LiteRT outputs differ from the SavedModel's by")
+    assert not os.path.exists(os.path.join(path, zoo_export.LITE_FILE))
+    with pytest.raises(ValueError, match="lite must be True or False. Received: lite='yes'"):
+        zoo.export(model, tmp_path, lite="yes")
+
+
 def test_export_killed_before_rename_leaves_no_version(tmp_path):
     """A real ``kill -9`` at the last moment: the SavedModel is written but not renamed."""
     flag = tmp_path / "writing"
@@ -326,6 +373,13 @@ def test_export_run_and_cli(tmp_path, capsys):
     assert main(["export", str(run / "model.keras"), "--base-dir", str(tmp_path / "models"),
                  "--name", "bare", "--version", "3"]) == 0
     assert zoo_export.list_versions(tmp_path / "models" / "bare") == [3]
+    assert os.path.isfile(tmp_path / "models" / "bare" / "3" / zoo_export.LITE_FILE)
+    assert main(["export", str(run / "model.keras"), "--base-dir", str(tmp_path / "models"),
+                 "--name", "bare", "--version", "4", "--no-lite"]) == 0
+    capsys.readouterr()
+    assert not os.path.exists(tmp_path / "models" / "bare" / "4" / zoo_export.LITE_FILE)
+    record = json.load(open(tmp_path / "models" / "bare" / "4" / "assets" / "zoo.json"))
+    assert record["lite"] == {"file": None, "error": "not requested (lite=False)"}
 
     assert main(["export", str(tmp_path / "missing")]) == 2
     assert "zoo: error: no such run directory" in capsys.readouterr().err

@@ -284,3 +284,16 @@ def test_new_version_is_served_without_restart(server, local):
     np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
                                old["probabilities"], atol=1e-6)
     assert c.get("/v1/models/lenet5/metadata").json()["model_spec"]["version"] == "2"
+
+
+def test_store_runtime_choice(server, local):
+    from zoo.server import ModelStore, create_app
+    x = images(3, seed=21)
+    default = ModelStore(server["base"], jit_compile=False).get("lenet5", 1)
+    on_tf = ModelStore(server["base"], jit_compile=False, runtime="tensorflow").get("lenet5", 1)
+    assert (default.runtime, on_tf.runtime) == ("litert", "tensorflow")
+    np.testing.assert_allclose(on_tf.predict(x)["probabilities"],
+                               default.predict(x)["probabilities"], atol=1e-5)
+    with pytest.raises(ValueError, match="runtime must be one of 'auto', 'litert', "
+                                         "'tensorflow'. Received: 'onnx'"):
+        create_app(server["base"], runtime="onnx")

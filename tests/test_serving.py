@@ -1,4 +1,5 @@
-"""zoo.serving: loading exports, the inputs Servable.predict accepts, XLA at load, zoo predict."""
+"""zoo.serving: loading exports, the inputs Servable.predict accepts, the LiteRT and
+TensorFlow runtimes, XLA at load, zoo predict."""
 
 import io
 import os
@@ -151,12 +152,71 @@ def test_xla_compiled_at_load_matches_the_plain_function(exported, servable):
                                servable.predict(x)["probabilities"], atol=1e-5)
     np.testing.assert_array_equal(compiled.predict(x)["classes"], servable.predict(x)["classes"])
     # "auto" keeps XLA only where it compiled and was faster on a warm-up batch.
-    auto = serving.load(base / "lenet5" / "2")
+    auto = serving.load(base / "lenet5" / "2", runtime="tensorflow")
     assert auto.jit_compiled or auto.jit_error
     if not auto.jit_compiled:
         assert "plain" in auto.jit_error or "Error" in auto.jit_error
     np.testing.assert_allclose(auto.predict(x)["probabilities"],
                                servable.predict(x)["probabilities"], atol=1e-5)
+
+
+def test_litert_is_the_cpu_default_and_matches_tensorflow(exported, servable):
+    base, models = exported
+    assert servable.runtime == "litert" and servable.runtime_note is None
+    assert not servable.jit_compiled and "LiteRT" in servable.jit_error
+    assert "runtime='litert'" in repr(servable)
+    plain = serving.load(base / "lenet5" / "2", jit_compile=False, runtime="tensorflow")
+    assert plain.runtime == "tensorflow" and "asked for" in plain.runtime_note
+    rng = np.random.RandomState(5)
+    for x in (rng.randint(0, 256, (5, 8, 8, 1)).astype("uint8"),   # raw digits size
+              rng.uniform(0, 255, (3, 32, 32)).astype("float32"),  # model size, no channel
+              rng.uniform(0, 255, (1, 13, 21, 1)).astype("float32")):
+        for batch_size in (None, 2):
+            lite = servable.predict(x, batch_size=batch_size)
+            tf_out = plain.predict(x, batch_size=batch_size)
+            assert {k: (v.dtype, v.shape) for k, v in lite.items()} == {
+                k: (v.dtype, v.shape) for k, v in tf_out.items()}
+            np.testing.assert_allclose(lite["probabilities"], tf_out["probabilities"],
+                                       atol=1e-5, rtol=0)
+            np.testing.assert_array_equal(lite["classes"], tf_out["classes"])
+    x = digits_arrays("test")[0][:4]
+    np.testing.assert_allclose(servable.predict(x)["probabilities"], expected(models[2], x),
+                               atol=1e-5)
+
+
+def test_litert_calls_from_many_threads_agree(servable):
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.RandomState(6)
+    batches = [rng.randint(0, 256, (n, 8, 8, 1)).astype("uint8") for n in (1, 3, 7, 2) * 4]
+    alone = [servable.predict(b)["probabilities"] for b in batches]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda b: servable.predict(b)["probabilities"], batches))
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_runtime_choices_and_errors(tmp_path):
+    model = zoo.lenet5(variant="modern")
+    path = zoo.export(model, tmp_path, info=INFO, lite=False)
+    assert not os.path.exists(os.path.join(path, "assets", "serving_default.tflite"))
+    auto = serving.load(path, jit_compile=False)
+    assert auto.runtime == "tensorflow"
+    assert "no assets/serving_default.tflite: not requested (lite=False)" in auto.runtime_note
+    with pytest.raises(ValueError, match="runtime='litert' cannot be used for .*not "
+                                         "requested"):
+        serving.load(path, runtime="litert")
+    with pytest.raises(ValueError, match=r"runtime must be one of 'auto', 'litert', "
+                                         r"'tensorflow'. Received: 'onnx'"):
+        serving.load(path, runtime="onnx")
+    with pytest.raises(ValueError, match="jit_compile must be 'auto', True or False. "
+                                         "Received: 1"):
+        serving.load(path, jit_compile=1)
+    with_lite = zoo.export(model, tmp_path, info=INFO)
+    with pytest.raises(ValueError, match="cannot be combined with runtime='litert'"):
+        serving.load(with_lite, runtime="litert", jit_compile=True)
+    xla = serving.load(with_lite, jit_compile=True)  # XLA asked for: TensorFlow runs it
+    assert xla.runtime == "tensorflow" and "XLA" in xla.runtime_note and xla.jit_compiled
+    assert serving.load(with_lite, runtime="litert", jit_compile=False).runtime == "litert"
 
 
 def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
@@ -185,7 +245,12 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     assert [r[2] for r in rows] == [f"digit {c}" for c in classes]
     assert [r[4] for r in rows] == [f"digit {t}" for t in y[:4]]
     right = int(np.sum(classes == y[:4]))
-    assert out[-1].startswith(f"{right}/4 correct")
+    assert out[-1] == f"{right}/4 correct (lenet5 version 2, LiteRT)"
+    assert main(["predict", str(base / "lenet5"), "--digits", "4", "--top-k", "1",
+                 "--no-xla", "--runtime", "tensorflow", "--format", "csv"]) == 0
+    tf_out = capsys.readouterr().out.strip().splitlines()
+    assert tf_out[:-1] == out[:-1]
+    assert tf_out[-1] == f"{right}/4 correct (lenet5 version 2, TensorFlow, XLA off)"
 
     assert main(["predict", str(base / "lenet5"), "--no-xla"]) == 2
     assert "give image files" in capsys.readouterr().err

@@ -6,6 +6,7 @@ A model leaves the zoo as a TensorFlow SavedModel that TensorFlow Serving,
     saved_models/<name>/<version>/      integer versions, the layout TensorFlow Serving expects
         saved_model.pb  variables/  fingerprint.pb
         assets/zoo.json                 labels, input spec, preprocessing, metrics, versions
+        assets/serving_default.tflite   the same signature for the LiteRT runtime (CPU)
 
 The ``serving_default`` signature takes raw pixels and does everything else in the graph:
 
@@ -18,6 +19,13 @@ The ``serving_default`` signature takes raw pixels and does everything else in t
   segmentation: ``mask`` int64 ``[None, H, W]`` and ``probabilities`` float32
   ``[None, H, W, K]`` at the model's output resolution. A model that returns logits
   (``classifier_activation=None``) gets its softmax (sigmoid for one unit) in the signature.
+
+Beside the SavedModel, float32 exports carry ``serving_default`` converted to a LiteRT
+(TensorFlow Lite) flatbuffer, checked at export time against the SavedModel on random
+inputs (``zoo.json: "lite"`` records the largest difference). On CPUs,
+:class:`zoo.serving.Servable` runs it with LiteRT's XNNPACK kernels, which are faster
+than TensorFlow's at every batch size measured (see the README's Performance section);
+TensorFlow Serving and GPUs use the SavedModel and ignore the file.
 
 Exports are written to a hidden temporary directory inside ``base_dir/<name>/`` and renamed
 into place, so a watching server never sees half a model, and a killed export leaves no
@@ -38,12 +46,14 @@ from typing import Optional
 from zoo import common
 
 __all__ = ["export", "export_run", "configure_export", "SIGNATURE_NAME", "INPUT_NAME",
-           "PRECISIONS", "list_versions", "latest_version"]
+           "PRECISIONS", "LITE_FILE", "list_versions", "latest_version"]
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
 PRECISIONS = ("float32", "float16", "bfloat16")
 ZOO_JSON = os.path.join("assets", "zoo.json")
+LITE_FILE = os.path.join("assets", "serving_default.tflite")
+LITE_TOLERANCE = 1e-4      # largest |LiteRT - SavedModel| accepted on the check inputs
 TMP_PREFIX = ".tmp-"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -385,7 +395,7 @@ def _check_version(version):
 
 
 def export(model, base_dir="saved_models", name=None, version=None, precision="float32",
-           info=None, overwrite=False, *, metrics=None) -> str:
+           info=None, overwrite=False, *, metrics=None, lite=True) -> str:
     """Export a Keras model as a versioned SavedModel with a raw-pixel serving signature.
 
     The ``serving_default`` signature takes ``images`` (float32 ``[None, None, None, C]``,
@@ -409,12 +419,17 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
             task from the output rank).
         overwrite: replace an existing ``version``; otherwise an existing version raises.
         metrics: training/test metrics to record (default: those in a run's ``info``).
+        lite: also write ``assets/serving_default.tflite``, the signature converted for the
+            LiteRT runtime (float32 exports only). It is kept only if it matches the
+            SavedModel within ``1e-4`` on random check inputs; otherwise the export goes
+            on without it and ``zoo.json`` says why (``"lite": {"file": null, "error"}``).
 
     Returns:
         The path of the version directory, e.g. ``saved_models/lenet5/1``.
 
     Raises:
-        ValueError: bad name, version, precision or info; a model without a fixed input.
+        ValueError: bad name, version, precision, info or lite; a model without a fixed
+            input.
         FileExistsError: ``version`` exists and ``overwrite`` is False.
 
     Example:
@@ -429,6 +444,8 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}. "
                          f"Received: precision={precision!r}")
+    if not isinstance(lite, bool):
+        raise ValueError(f"lite must be True or False. Received: lite={lite!r}")
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise ValueError("export needs a built functional keras.Model with an Input. "
                          f"Received: {type(model).__name__}")
@@ -549,10 +566,74 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; servers may run as other users
         archive.write_out(tmp, verbose=False)
+        record["lite"] = (write_lite(tmp, serving_fn, record) if lite else
+                          {"file": None, "error": "not requested (lite=False)"})
         return _commit(tmp, model_dir, version, overwrite, record)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _check_inputs(record) -> list:
+    """Random raw-pixel batches for the LiteRT check: one at the model's input size and
+    one at another size, so the in-graph resize is compared too."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    low, high = record["input"]["raw_range"]
+    h, w = record["input"]["model_input_shape"][:2]
+    c = record["input"]["channels"]
+    return [rng.uniform(low, high, (n, hh, ww, c)).astype("float32")
+            for n, hh, ww in ((2, h, w), (1, h + 5, w + 3))]
+
+
+def write_lite(saved_model_dir, serving_fn, record) -> dict:
+    """Convert ``serving_default`` of ``saved_model_dir`` to a LiteRT flatbuffer, check it
+    against ``serving_fn`` and write it to ``LITE_FILE``.
+
+    Returns:
+        The ``zoo.json`` entry: ``{"file", "max_abs_diff", "tolerance", "converter"}``, or
+        ``{"file": None, "error": why}`` when the model is not float32, LiteRT is not
+        installed, conversion fails or the outputs differ by more than the tolerance.
+    """
+    import numpy as np
+    import tensorflow as tf
+    if record["precision"] != "float32":
+        return {"file": None, "error": f"only float32 exports get a LiteRT model (this one "
+                                       f"is {record['precision']})"}
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as exc:
+        return {"file": None, "error": f"the LiteRT runtime is not installed ({exc})"}
+    try:
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            saved_model_dir, signature_keys=[SIGNATURE_NAME])
+        blob = converter.convert()
+        runner = Interpreter(model_content=blob).get_signature_runner(SIGNATURE_NAME)
+        worst = 0.0
+        for x in _check_inputs(record):
+            want = {k: v.numpy() for k, v in serving_fn(tf.constant(x)).items()}
+            got = runner(**{INPUT_NAME: x})
+            if sorted(got) != sorted(want):
+                raise ValueError(f"outputs {sorted(got)} instead of {sorted(want)}")
+            for key, value in want.items():
+                if got[key].shape != value.shape or got[key].dtype != value.dtype:
+                    raise ValueError(f"output {key!r} is {got[key].dtype} "
+                                     f"{got[key].shape}, the SavedModel's {value.dtype} "
+                                     f"{value.shape}")
+            worst = max(worst, float(np.max(np.abs(got["probabilities"].astype("float64")
+                                                   - want["probabilities"]))))
+    except Exception as exc:  # an op LiteRT lacks, or a mismatch: the export goes on
+        lines = str(exc).strip().splitlines()
+        return {"file": None, "error": f"conversion failed: {type(exc).__name__}: "
+                                       f"{lines[0] if lines else ''}"}
+    if not worst <= LITE_TOLERANCE:
+        return {"file": None, "error": f"LiteRT outputs differ from the SavedModel's by "
+                                       f"{worst:.3g} (> {LITE_TOLERANCE:g})"}
+    os.makedirs(os.path.join(saved_model_dir, "assets"), exist_ok=True)
+    with open(os.path.join(saved_model_dir, LITE_FILE), "wb") as f:
+        f.write(blob)
+    return {"file": LITE_FILE.replace(os.sep, "/"), "max_abs_diff": worst,
+            "tolerance": LITE_TOLERANCE, "converter": f"tf.lite {tf.__version__}"}
 
 
 def _write_record(tmp, record):
@@ -642,7 +723,7 @@ def _load_run(path):
 
 
 def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, version=None,
-               precision="float32", overwrite=False) -> str:
+               precision="float32", overwrite=False, *, lite=True) -> str:
     """Export a training run (``model.keras`` + ``info.json``) or a bare ``.keras`` file.
 
     The run's ``info.json`` supplies the dataset (labels, normalisation, input size), the
@@ -651,7 +732,7 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
 
     Args:
         run_dir_or_keras_file: a directory written by ``zoo train`` or a ``.keras`` file.
-        base_dir, name, version, precision, overwrite: as in :func:`export`.
+        base_dir, name, version, precision, overwrite, lite: as in :func:`export`.
 
     Returns:
         The version directory.
@@ -665,7 +746,7 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
     """
     model, info = _load_run(run_dir_or_keras_file)
     return export(model, base_dir=base_dir, name=name, version=version, precision=precision,
-                  info=info, overwrite=overwrite)
+                  info=info, overwrite=overwrite, lite=lite)
 
 
 def configure_export(parser):
@@ -682,11 +763,14 @@ def configure_export(parser):
                         help="weights and compute dtype (inputs/outputs stay float32)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing version")
+    parser.add_argument("--no-lite", dest="lite", action="store_false",
+                        help="do not write the LiteRT model (assets/serving_default.tflite) "
+                        "that zoo.serving runs on CPUs")
 
     def run(args):
         path = export_run(args.source, base_dir=args.base_dir, name=args.name,
                           version=args.version, precision=args.precision,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, lite=args.lite)
         print(path)
         return 0
 

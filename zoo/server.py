@@ -57,12 +57,13 @@ class ModelStore:
 
     Args:
         base_dir: directory of ``NAME/VERSION/`` SavedModels.
-        jit_compile: passed to :func:`zoo.serving.load`.
+        jit_compile, runtime: passed to :func:`zoo.serving.load`.
     """
 
-    def __init__(self, base_dir, *, jit_compile="auto"):
+    def __init__(self, base_dir, *, jit_compile="auto", runtime="auto"):
         self.base_dir = os.path.abspath(os.fspath(base_dir))
         self.jit_compile = jit_compile
+        self.runtime = runtime
         self._servables = {}
         self._errors = {}
         self._locks = {}
@@ -115,7 +116,7 @@ class ModelStore:
                     return self._servables[key]
             try:
                 servable = load(os.path.join(self.base_dir, name, str(version)),
-                                jit_compile=self.jit_compile)
+                                jit_compile=self.jit_compile, runtime=self.runtime)
             except Exception as exc:
                 with self._lock:
                     self._errors[key] = str(exc)
@@ -285,13 +286,13 @@ def handle_predict(servable, payload) -> dict:
 # The application.
 
 def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_compile="auto",
-               preload=True):
+               runtime="auto", preload=True):
     """The FastAPI application serving ``base_dir``.
 
     Args:
         base_dir: directory of ``NAME/VERSION/`` SavedModels.
         max_request_bytes: larger request bodies are refused with 413.
-        jit_compile: passed to :func:`zoo.serving.load`.
+        jit_compile, runtime: passed to :func:`zoo.serving.load`.
         preload: load the newest version of every model at start-up.
 
     Returns:
@@ -299,7 +300,11 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
     """
     import contextlib
 
-    store = ModelStore(base_dir, jit_compile=jit_compile)
+    from zoo.serving import RUNTIMES
+    if not isinstance(runtime, str) or runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
+                         f"Received: {runtime!r}")
+    store = ModelStore(base_dir, jit_compile=jit_compile, runtime=runtime)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -406,7 +411,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
 
 
 def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES,
-          jit_compile="auto", log_level="warning"):
+          jit_compile="auto", runtime="auto", log_level="warning"):
     """Run the REST server until interrupted (uvicorn).
 
     Args:
@@ -414,7 +419,7 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
         host: address to bind; the default ``127.0.0.1`` accepts local clients only.
         port: TCP port (TensorFlow Serving's REST default, 8501).
         max_request_bytes: request size limit (413 above it).
-        jit_compile: passed to :func:`zoo.serving.load`.
+        jit_compile, runtime: passed to :func:`zoo.serving.load`.
         log_level: uvicorn's log level.
 
     Raises:
@@ -424,7 +429,7 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
     if not os.path.isdir(base_dir):
         raise FileNotFoundError(f"no such model directory: {base_dir}")
     app = create_app(base_dir, max_request_bytes=max_request_bytes, jit_compile=jit_compile,
-                     preload=False)
+                     runtime=runtime, preload=False)
     app.state.store.preload()
     names = app.state.store.model_names()
     print(f"zoo serve: {len(names)} model(s) under {os.path.abspath(base_dir)} "

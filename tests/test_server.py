@@ -297,3 +297,75 @@ def test_store_runtime_choice(server, local):
     with pytest.raises(ValueError, match="runtime must be one of 'auto', 'litert', "
                                          "'tensorflow'. Received: 'onnx'"):
         create_app(server["base"], runtime="onnx")
+
+
+REGULAR_CASES = [
+    (b"[[1,2],[3,4]]", (2, 2)), (b"[1]", (1,)), (b"[[[1],[2]],[[3],[4]]]", (2, 2, 1)),
+    (b"[ [1e3, -2.5] ,\n [3, 4] ]", (2, 2)), (b"[[1,2],[3,4],[5,6]]", (3, 2)),
+    (b"[[1,2],[3]]", None), (b"[[1,2],3]", None), (b"[3,[1,2]]", None), (b"[]", None),
+    (b"[[]]", None), (b"[[],[]]", None), (b"[[1],[]]", None), (b"[[1,2],[3,4,5],[6]]", None),
+    (b"[[1,2,3],[4],[5,6]]", None),              # 6 values, as many as (3, 2): still ragged
+    (b"[[[1],[2]],[[3,4]]]", None), (b"[[1,2],[[3],[4]]]", None),
+    (b"[[1,2],[3,4],5,6]", None), (b'[[1,2],["a",4]]', None), (b"[[1,2],[true,4]]", None),
+]
+
+
+@pytest.mark.parametrize("text, shape", REGULAR_CASES, ids=[c[0].decode() for c in REGULAR_CASES])
+def test_pixel_arrays_parse_straight_to_numpy_only_when_regular(text, shape):
+    import json
+
+    import simdjson
+
+    from zoo.server import _numeric_array
+    array = _numeric_array(simdjson.Parser().parse(text))
+    if shape is None:
+        assert array is None
+    else:
+        assert array.shape == shape and array.dtype == np.float64
+        assert array.tolist() == json.loads(text)
+
+
+def test_parse_body_fast_path_and_fallbacks(monkeypatch):
+    import orjson
+
+    from zoo import server as srv
+    x = np.random.RandomState(8).randint(0, 256, (24, 32, 32, 1))
+    for body, where in ((orjson.dumps({"instances": x.tolist()}), ("instances",)),
+                        (orjson.dumps({"inputs": x.tolist()}), ("inputs",)),
+                        (orjson.dumps({"signature_name": "serving_default",
+                                       "inputs": {"images": x.tolist()}}),
+                         ("inputs", "images"))):
+        assert len(body) >= srv._FAST_JSON_BYTES
+        payload = srv.parse_body(body)
+        value = payload[where[0]] if len(where) == 1 else payload[where[0]][where[1]]
+        assert isinstance(value, np.ndarray) and np.array_equal(value, x)
+        assert set(payload) == set(orjson.loads(body))
+    ragged = x.tolist()
+    ragged[3][4][5] = [1, 2]
+    payload = srv.parse_body(orjson.dumps({"instances": ragged}))
+    assert isinstance(payload["instances"], list)          # orjson's lists: the 400 path
+    with pytest.raises(srv.ServingError, match="malformed JSON"):
+        srv.parse_body(b'{"instances": [' + b"1," * 40000 + b"]")
+    monkeypatch.setitem(sys.modules, "simdjson", None)      # not installed: orjson parses
+    payload = srv.parse_body(orjson.dumps({"instances": x.tolist()}))
+    assert isinstance(payload["instances"], list) and np.array_equal(payload["instances"], x)
+
+
+def test_large_pixel_list_requests_answer_like_small_ones(server, local):
+    c = server["client"]
+    x = images(40, seed=31, size=32)                        # ~100 KB of JSON: the fast path
+    want = local.predict(x)
+    r = c.post("/v1/models/lenet5/versions/1:predict", json={"instances": x.tolist()})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
+                               want["probabilities"], atol=1e-6)
+    r = c.post("/v1/models/lenet5/versions/1:predict", json={"signature_name": "serving_default",
+                                                  "inputs": {"images": x.tolist()}})
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"]["classes"] == want["classes"].tolist()
+    ragged = x.tolist()
+    ragged[2][3] = ragged[2][3][:-1]
+    r = c.post("/v1/models/lenet5/versions/1:predict", json={"instances": ragged})
+    assert r.status_code == 400 and "regular numeric array" in r.json()["error"]
+    r = c.post("/v1/models/lenet5/versions/1:predict", json={"inputs": x[0].tolist() * 30})
+    assert r.status_code == 400 and "must be a batch" in r.json()["error"], r.text

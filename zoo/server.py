@@ -23,6 +23,7 @@ import os
 import re
 import threading
 
+import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,6 +39,7 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 _MODEL_PATH = re.compile(
     r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<rest>/metadata|:[A-Za-z]+)?/?$")
 _PREDICT_BATCH = 64
+_FAST_JSON_BYTES = 64 * 1024   # bodies from this size on try the pixel-array fast path
 
 
 class ServingError(Exception):
@@ -173,6 +175,105 @@ def signature_def_map(version_dir) -> dict:
 # --------------------------------------------------------------------------------------
 # Request bodies.
 
+def is_regular(text: bytes, shape) -> bool:
+    """Whether JSON ``text``, an array whose leaves are all numbers, has the regular
+    ``shape`` (a candidate read from its first elements).
+
+    With no strings in it, every bracket and comma is structural, and a regular array's
+    brackets and commas form one fixed pattern (``(2, 2)``: ``[[,],[,]]``): the check
+    compares the two. With the count of numbers equal to ``prod(shape)`` (the caller's
+    check), this excludes ragged arrays, numbers beside arrays and empty arrays.
+    """
+    b = np.frombuffer(text, np.uint8)
+    structure = b[(b == ord("[")) | (b == ord("]")) | (b == ord(","))]
+    pattern = b"[" + b"," * (shape[-1] - 1) + b"]"
+    for size in reversed(shape[:-1]):
+        pattern = b"[" + b",".join([pattern] * size) + b"]"
+    return structure.tobytes() == pattern
+
+
+def _first_shape(value):
+    """The shape read along the first elements of a simdjson array (``None`` if empty)."""
+    import simdjson
+    shape = []
+    while isinstance(value, simdjson.Array):
+        if len(value) == 0:
+            return None
+        shape.append(len(value))
+        value = value[0]
+    return tuple(shape)
+
+
+def _numeric_array(value, text=None):
+    """A simdjson array of numbers as a float64 numpy array, or ``None``.
+
+    ``text``: JSON whose brackets and commas are exactly the array's (the request body
+    when the array is its only value); default: the array's own minified JSON.
+    """
+    import simdjson
+    if not isinstance(value, simdjson.Array):
+        return None
+    try:
+        flat = np.frombuffer(value.as_buffer(of_type="d"), np.float64)
+    except (TypeError, ValueError):  # not all numbers: the general path answers
+        return None
+    shape = _first_shape(value)
+    if shape is None or int(np.prod(shape)) != flat.size or not is_regular(
+            value.mini if text is None else text, shape):
+        return None
+    return flat.reshape(shape)
+
+
+def _parse_pixels_fast(body: bytes):
+    """Parse a request whose images are one array of numbers with simdjson, reading the
+    numbers straight into numpy (no Python list per pixel). ``None`` when the body is
+    anything else, or not valid JSON, or simdjson is not installed: then orjson parses it."""
+    try:
+        import simdjson
+        doc = simdjson.Parser().parse(body)
+    except Exception:  # ImportError, malformed JSON: the general path gives the message
+        return None
+    if not isinstance(doc, simdjson.Object):
+        return None
+    keys = list(doc.keys())
+    for top in ("instances", "inputs"):
+        if top not in keys:
+            continue
+        value, named = doc[top], None
+        if top == "inputs" and isinstance(value, simdjson.Object) and len(value) == 1:
+            (named,) = value.keys()
+            value = value[named]
+        # The body alone holds just this array's brackets and commas when it is
+        # {"instances": [...]} or {"inputs": [...]}: no copy of the array's text then.
+        array = _numeric_array(value, body if keys == [top] and named is None else None)
+        if array is None:
+            return None
+        payload = {}
+        for key in keys:
+            item = doc[key]
+            if key != top:
+                payload[key] = (item.as_dict() if isinstance(item, simdjson.Object) else
+                                item.as_list() if isinstance(item, simdjson.Array) else item)
+        payload[top] = array if named is None else {named: array}
+        return payload
+    return None
+
+
+def parse_body(body: bytes):
+    """The request JSON. A large body of pixel lists has its pixels as one numpy array
+    (``instances`` ``[N, H, W, C]`` or ``inputs``), parsed ~9x faster than through Python
+    lists (a batch of 32 RGB 160x160 images: 0.1 s vs 0.9 s on the benchmark machine);
+    everything else goes through orjson."""
+    if len(body) >= _FAST_JSON_BYTES:
+        payload = _parse_pixels_fast(body)
+        if payload is not None:
+            return payload
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ServingError(400, f"malformed JSON in the request body: {exc}") from None
+
+
 def _decode_value(value, servable, where):
     """One image from a JSON value: nested numbers or ``{"b64": "..."}``."""
     if isinstance(value, dict):
@@ -201,6 +302,12 @@ def _decode_value(value, servable, where):
 
 
 def _images_from_instances(instances, servable, input_name):
+    if isinstance(instances, np.ndarray):  # pixel lists parsed straight into an array
+        if instances.ndim != 4:
+            raise ServingError(400, f"instances[0]: each instance must be one image "
+                               f"[height][width][channels]; received shape "
+                               f"{instances.shape[1:]}")
+        return instances
     if not isinstance(instances, list) or not instances:
         raise ServingError(400, "'instances' must be a non-empty list (one entry per image)")
     images = []
@@ -226,6 +333,11 @@ def _images_from_inputs(inputs, servable, input_name):
         inputs = inputs[input_name]
     if isinstance(inputs, dict):  # one b64 image
         return [_decode_value(inputs, servable, "inputs")]
+    if isinstance(inputs, np.ndarray):  # pixel lists parsed straight into an array
+        if inputs.ndim != 4:
+            raise ServingError(400, f"'inputs' must be a batch [batch][height][width]"
+                               f"[channels]; received shape {inputs.shape}")
+        return inputs
     if not isinstance(inputs, list) or not inputs:
         raise ServingError(400, "'inputs' must be a non-empty batch of images "
                            "[batch][height][width][channels] or a list of {\"b64\": ...}")
@@ -396,13 +508,10 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         servable = await run_in_threadpool(store.get, name, version)
 
         def work():
-            # orjson: request bodies of pixel lists are megabytes of JSON numbers; it parses
-            # them ~2x and writes answers ~20x faster than the json module (benchmarks/).
-            try:
-                payload = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise ServingError(400, f"malformed JSON in the request body: {exc}") from None
-            return orjson.dumps(handle_predict(servable, payload))
+            # Request bodies of pixel lists are megabytes of JSON numbers: simdjson reads
+            # them into numpy, orjson parses the rest and writes answers ~20x faster than
+            # the json module (benchmarks/).
+            return orjson.dumps(handle_predict(servable, parse_body(body)))
 
         content = await run_in_threadpool(work)
         return Response(content, media_type="application/json")

@@ -28,7 +28,8 @@ def test_tiny_run_writes_table(tmp_path):
     assert subject.startswith("zoo defaults (") and "fused BN" in subject
     assert got[1:] == [
         ("train", "lenet5", "zoo, Keras default compile"),
-        ("inference", "lenet5", "zoo Servable.predict"),
+        ("inference", "lenet5", "zoo Servable.predict (litert)"),
+        ("inference", "lenet5", "zoo Servable.predict (tensorflow)"),
         ("inference", "lenet5", "model.predict, this process"),
         ("inference", "lenet5", "tf.saved_model.load signature"),
     ]
@@ -47,7 +48,7 @@ def test_tiny_run_writes_table(tmp_path):
         for r in group[1:]:
             assert float(r["ratio_min"]) <= float(r["ratio"]) <= float(r["ratio_max"])
             assert r["ratio_of"] == f"{group[0]['variant']} / this"
-    predict = rows[3]
+    predict = rows[4]
     assert predict["target"] == "1.5" and predict["met"] in ("yes", "no")
     assert predict["met"] == ("yes" if float(predict["ratio"]) >= 1.5 else "no")
 
@@ -56,7 +57,7 @@ def test_tiny_run_writes_table(tmp_path):
     assert "## Training throughput" in md and "## Inference throughput" in md
     assert "## Input pipeline" not in md  # not run
     table = [line for line in md.splitlines() if line.startswith("| lenet5 |")]
-    assert len(table) == 5
+    assert len(table) == 6
     assert all(line.count("|") == 12 for line in table)   # 11 columns
     assert "| lenet5 | 32x32x1 | 4 | model.predict, this process |" in md
 

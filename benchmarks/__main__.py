@@ -30,13 +30,15 @@ PRESETS = {
                  inference_images=32, serve_models=["lenet5", "resnet50"],
                  serve_batches=[1, 32], clients=[1, 8, 32], requests_per_client=2,
                  min_requests=2, pipeline_epochs=2, pipeline_repeats=7, accuracy_repeats=3,
-                 keras_xla=False, zoo_keras_compile=False, before=True, keras_here=True),
+                 keras_xla=False, zoo_keras_compile=False, before=True, keras_here=True,
+                 bfloat16=True),
     "quick": dict(models=["resnet50"], image_size=160, batch_size=16, steps=1, repeats=3,
                   warmup=1, inference_models=["resnet50"], batch_sizes=[16],
                   inference_images=16, serve_models=["lenet5"], serve_batches=[1, 32],
                   clients=[1, 8, 32], requests_per_client=1, min_requests=2,
                   pipeline_epochs=2, pipeline_repeats=3, accuracy_repeats=1,
-                  keras_xla=False, zoo_keras_compile=False, before=False, keras_here=False),
+                  keras_xla=False, zoo_keras_compile=False, before=False, keras_here=False,
+                  bfloat16=False),
 }
 
 
@@ -98,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--before", action=argparse.BooleanOptionalAction, default=None,
                    help="also measure the zoo model with its previous defaults (TensorFlow's "
                    "kernels, Keras' batch norm, XLA) in its own process (full run: on)")
+    p.add_argument("--bfloat16", action=argparse.BooleanOptionalAction, default=None,
+                   help="also measure the zoo model under mixed_bfloat16 (opt-in training "
+                   "precision), on CPUs with native bfloat16 instructions (full run: on)")
     return p
 
 
@@ -153,7 +158,7 @@ def main(argv=None) -> int:
                     steps=s["steps"], repeats=s["repeats"], warmup=s["warmup"],
                     with_torch=with_torch, keras_xla=s["keras_xla"],
                     zoo_keras_compile=s["zoo_keras_compile"], before=s["before"],
-                    keras_here=s["keras_here"])
+                    keras_here=s["keras_here"], bfloat16=s["bfloat16"])
                 _write(rows, info, args.out, command, start)
         elif section == "inference":
             rows += inference.inference_section(

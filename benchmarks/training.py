@@ -62,7 +62,7 @@ def _zoo_settings(model) -> str:
 
 def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                   with_torch=True, keras_xla=False, zoo_keras_compile=False,
-                  before=True, keras_here=True, num_classes=1000) -> list:
+                  before=True, keras_here=True, bfloat16=False, num_classes=1000) -> list:
     """Training images/s of each zoo model with its defaults vs the references.
 
     Variants per model: the zoo model compiled by ``zoo.train.compile_model`` in this
@@ -74,14 +74,17 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     ``keras.applications`` with ``jit_compile=True`` (``keras_xla``), and (``before``) the
     zoo model as it ran before the speed defaults, in its own process. Every variant trains
     on the same in-memory batch with Adam (lr 1e-3) and sparse cross-entropy; a repetition
-    is ``steps`` optimizer steps.
+    is ``steps`` optimizer steps. ``bfloat16``: also the zoo model under
+    ``mixed_bfloat16`` (``fit(mixed_precision="bfloat16")``, opt-in), on CPUs with native
+    bfloat16 instructions only (others emulate it, many times slower).
     """
     import keras
     import tensorflow as tf
 
     import zoo
     from zoo.registry import model_info
-    from zoo.train import compile_model
+    from zoo.common import cpu_has_bfloat16
+    from zoo.train import _rebuild, compile_model
 
     rows = []
     for name in names:
@@ -99,6 +102,15 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
         compile_model(zm)
         subject = f"zoo defaults ({_zoo_settings(zm)})"
         variants.append(Variant(subject, _keras_step(zm, x, y, steps)))
+
+        if bfloat16 and cpu_has_bfloat16():
+            zb = _rebuild(zoo.get_model(name, input_shape=shape, num_classes=classes),
+                          "mixed_bfloat16")
+            compile_model(zb)
+            variants.append(Variant("zoo, mixed_bfloat16 (opt-in)", _keras_step(zb, x, y, steps),
+                                    note="fit(mixed_precision='bfloat16'): bfloat16 compute, "
+                                         "float32 variables and outputs; this CPU has native "
+                                         "bfloat16 instructions"))
 
         if zoo_keras_compile or name not in KERAS_APPLICATIONS:
             zk = zoo.get_model(name, input_shape=shape, num_classes=classes)

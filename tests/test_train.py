@@ -103,6 +103,33 @@ def test_mixed_precision_keeps_float32_outputs():
     assert m(np.zeros((1, 8, 8, 1), "float32")).dtype == "float32"
 
 
+def test_resolve_mixed_precision(monkeypatch):
+    monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
+    assert train.resolve_mixed_precision() is None                  # CPU: float32
+    assert train.resolve_mixed_precision("bfloat16") == "mixed_bfloat16"
+    assert train.resolve_mixed_precision("float16") == "mixed_float16"
+    assert train.resolve_mixed_precision(True) == "mixed_float16"
+    assert train.resolve_mixed_precision(False) is None
+    assert train.resolve_mixed_precision("off") is None
+    monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [(8, 0), (7, 5)])
+    assert train.resolve_mixed_precision("auto") == "mixed_float16"   # tensor cores
+    assert train.resolve_mixed_precision("off") is None
+    monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [(8, 0), (6, 1)])
+    assert train.resolve_mixed_precision("auto") is None               # one GPU without
+    with pytest.raises(ValueError, match=r"mixed_precision must be one of \('auto', 'off', "
+                                         r"'float16', 'bfloat16'\).*Received: "
+                                         r"mixed_precision='fp16'"):
+        train.resolve_mixed_precision("fp16")
+
+
+def test_float16_compute_gets_loss_scaling():
+    model = train.compile_model(train._rebuild(tiny_classifier(), "mixed_float16"))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    for policy in (None, "mixed_bfloat16"):      # bfloat16 has float32's range: no scaling
+        model = train.compile_model(train._rebuild(tiny_classifier(), policy))
+        assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
 # --- fit ------------------------------------------------------------------------------
 
 def test_fit_writes_the_run_directory(digits8, tmp_path):
@@ -128,6 +155,33 @@ def test_fit_writes_the_run_directory(digits8, tmp_path):
     assert got["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     png = (run / "learning_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("precision,policy,dtype",
+                         [("bfloat16", "mixed_bfloat16", "bfloat16"),
+                          ("float16", "mixed_float16", "float16")])
+def test_fit_mixed_precision(digits8, tmp_path, precision, policy, dtype):
+    history = train.fit(tiny_classifier(), small(digits8), epochs=2, run_dir=str(tmp_path),
+                        verbose=0, learning_rate=0.01, mixed_precision=precision,
+                        jit_compile=False)
+    assert np.isfinite(history["loss"]).all() and len(history) == 2
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["settings"]["mixed_precision"] == policy
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.get_layer("conv").compute_dtype == dtype
+    assert loaded.get_layer("conv").variable_dtype == "float32"
+    assert loaded.get_layer("predictions").compute_dtype == "float32"
+    out = loaded.predict(np.zeros((2, 8, 8, 1), "float32"), verbose=0)
+    assert out.dtype == np.float32 and np.allclose(out.sum(-1), 1, atol=1e-3)
+
+
+def test_mixed_precision_cli_choices(capsys):
+    with pytest.raises(SystemExit) as exit_info:       # argparse's one-line error
+        zoo_main(["train", "lenet5", "--mixed-precision", "fp8"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert "--mixed-precision" in err and "'fp8'" in err and "'bfloat16'" in err
 
 
 def test_fit_segmentation(tmp_path):
@@ -255,3 +309,14 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     epochs = list(pd.read_csv(history)["epoch"])
     assert epochs[-1] == 5 and epochs == sorted(epochs) and len(set(epochs)) == len(epochs)
     assert (run / "model.keras").is_file() and not (run / "backup").exists()
+
+
+@pytest.mark.parametrize("flags,expected", [("fpu avx2 avx512f avx512_bf16 fma", True),
+                                            ("fpu avx2 amx_bf16 amx_tile", True),
+                                            ("fpu avx2 avx512f fma", False)])
+def test_cpu_has_bfloat16(tmp_path, flags, expected):
+    from zoo.common import cpu_has_bfloat16
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
+    assert cpu_has_bfloat16(str(info)) is expected
+    assert cpu_has_bfloat16(str(tmp_path / "missing")) is False

@@ -181,6 +181,20 @@ def onednn_enabled() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16), which
+    TensorFlow's oneDNN kernels use for ``mixed_bfloat16`` (read from ``cpuinfo``; Linux;
+    ``False`` where it cannot be read)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False
+
+
 def atomic_write(path, write) -> str:
     """Write ``path`` all at once: ``write(tmp)`` fills a temporary file beside it, which is
     then renamed onto ``path``; on any failure the temporary file is removed and ``path``

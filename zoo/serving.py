@@ -10,8 +10,9 @@ Two runtimes run the ``serving_default`` signature:
 
 - ``"litert"``: the export's ``assets/serving_default.tflite`` on LiteRT's interpreter with
   its XNNPACK CPU kernels. The default when the export has that file and no GPU is
-  visible: on the 2-core CPU of the README's benchmarks it ran ResNet-50 at 2.2-3.4x the
-  speed of TensorFlow at batch 1 and 1.1-1.3x at batch 16-32.
+  visible. On the README's 2-core benchmark CPUs it ran ResNet-50 (160x160) at 2.2-3.4x
+  the speed of TensorFlow at batch 1 and 1.1-1.3x at batch 16-32 on an AVX2 CPU, and at
+  1.6-1.7x at batch 1 and 1.0-1.1x at batch 16-32 on an AVX-512 one.
 - ``"tensorflow"``: the SavedModel on TensorFlow (GPUs, exports without the LiteRT file,
   other signatures). With ``jit_compile="auto"`` the function is wrapped in
   ``tf.function(jit_compile=True)`` (XLA) at load time and kept if it compiles and is at

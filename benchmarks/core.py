@@ -203,16 +203,10 @@ def _cpu_model() -> str:
 
 
 def _cpu_flags() -> list:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return [x for x in ("avx", "avx2", "fma", "avx512f", "avx512_bf16",
-                                        "amx_tile") if x in flags]
-    except OSError:
-        pass
-    return []
+    from zoo.common import cpu_flags
+    flags = cpu_flags()
+    return [x for x in ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+            if x in flags]
 
 
 def _version(module: str) -> Optional[str]:

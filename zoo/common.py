@@ -181,18 +181,24 @@ def onednn_enabled() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
-def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16), which
-    TensorFlow's oneDNN kernels use for ``mixed_bfloat16`` (read from ``cpuinfo``; Linux;
-    ``False`` where it cannot be read)."""
+def cpu_flags(cpuinfo="/proc/cpuinfo") -> set:
+    """The CPU's feature flags (``avx2``, ``avx512_bf16``, ...) read from ``cpuinfo``
+    (Linux); empty where it cannot be read."""
     try:
         with open(cpuinfo) as f:
             for line in f:
                 if line.startswith("flags"):
-                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[1].split()))
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return set()
+
+
+def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16), which
+    TensorFlow's oneDNN kernels use for ``mixed_bfloat16`` (``False`` where ``cpuinfo``
+    cannot be read)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags(cpuinfo))
 
 
 def atomic_write(path, write) -> str:

@@ -15,7 +15,7 @@ from benchmarks import core  # noqa: E402
 def test_tiny_run_writes_table(tmp_path):
     out = tmp_path / "bench"
     argv = ["--quick", "--sections", "train,inference", "--models", "lenet5",
-            "--inference-models", "lenet5", "--batch-sizes", "4", "--inference-images", "8",
+            "--inference-models", "lenet5", "--batch-sizes", "4,16", "--inference-images", "16",
             "--repeats", "2", "--warmup", "1", "--steps", "1", "--out", str(out)]
     assert bench.main(argv) == 0
 
@@ -23,6 +23,17 @@ def test_tiny_run_writes_table(tmp_path):
         reader = csv.DictReader(f)
         assert tuple(reader.fieldnames) == core.COLUMNS
         rows = list(reader)
+    # Batch 16 runs on whichever runtime was faster at batches >= 16 (timed during the
+    # warm-up); then there is no separate TensorFlow row when TensorFlow was chosen.
+    large = [r for r in rows if r["batch"] == "16" and r["section"] == "inference"]
+    chosen = large[0]["variant"]
+    assert chosen in ("zoo Servable.predict (litert)", "zoo Servable.predict (tensorflow)")
+    assert "runtime='auto' chose" in large[0]["note"] and "ms/image on LiteRT" in large[0][
+        "note"]
+    assert [r["variant"] for r in large[1:]] == (
+        ["zoo Servable.predict (tensorflow)"] if chosen.endswith("(litert)") else []) + [
+        "model.predict, this process", "tf.saved_model.load signature"]
+    rows = [r for r in rows if r not in large]
     got = [(r["section"], r["model"], r["variant"]) for r in rows]
     subject = got[0][2]
     assert subject.startswith("zoo defaults (") and "fused BN" in subject
@@ -57,7 +68,7 @@ def test_tiny_run_writes_table(tmp_path):
     assert "## Training throughput" in md and "## Inference throughput" in md
     assert "## Input pipeline" not in md  # not run
     table = [line for line in md.splitlines() if line.startswith("| lenet5 |")]
-    assert len(table) == 6
+    assert len(table) == 6 + len(large)
     assert all(line.count("|") == 12 for line in table)   # 11 columns
     assert "| lenet5 | 32x32x1 | 4 | model.predict, this process |" in md
 

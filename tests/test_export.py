@@ -30,6 +30,7 @@ TINY = {"lenet5": 32, "alexnet": 67, "googlenet": 65, "inception_v3": 75, "xcept
 
 
 def tiny_model(name, **kw):
+    keras.utils.set_random_seed(0)   # the same weights whatever ran before
     info = zoo.model_info(name)
     size = TINY.get(name, max(32, info.min_input_size))
     args = dict(input_shape=(size, size, info.default_input_shape[-1]), num_classes=3)
@@ -66,7 +67,10 @@ def test_every_model_round_trips_with_equal_outputs(name, tmp_path):
         want = want[0]
     want = np.asarray(want)
     task = zoo.model_info(name).task
-    np.testing.assert_allclose(got["probabilities"], want, atol=1e-5, rtol=0)
+    # The export folds batch norms into the convolutions: float32 rounding then differs
+    # by up to ~1.4e-5 (untrained ResNet-34, probabilities near 0.75); a wrong fold is
+    # off by far more.
+    np.testing.assert_allclose(got["probabilities"], want, atol=1e-4, rtol=0)
     assert got["probabilities"].dtype == np.float32
     if task == "classification":
         assert set(got) == {"probabilities", "classes"}

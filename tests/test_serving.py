@@ -195,6 +195,64 @@ def test_litert_calls_from_many_threads_agree(servable):
         np.testing.assert_array_equal(a, b)
 
 
+def test_auto_runtime_times_large_batches_on_both_runtimes(exported):
+    base, _ = exported
+    auto = serving.load(base / "lenet5" / "2", jit_compile=False)
+    lite = serving.load(base / "lenet5" / "2", runtime="litert")
+    assert (auto.runtime, auto.large_batch_runtime) == ("litert", None)
+    assert (lite.large_batch_runtime, lite.runtime_timing) == ("litert", {})
+    assert auto.runtime_for(serving.LARGE_BATCH - 1) == "litert"
+    assert auto.runtime_for(serving.LARGE_BATCH) is None
+    rng = np.random.RandomState(9)
+    x = rng.randint(0, 256, (serving.LARGE_BATCH + 4, 8, 8, 1)).astype("uint8")
+    want = lite.predict(x)
+    # 1 warm-up + 2 rounds of (LiteRT, TensorFlow), then the choice; every answer agrees.
+    for call in range(1 + 2 * serving._TRIAL_ROUNDS + 2):
+        got = auto.predict(x)
+        np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
+        np.testing.assert_array_equal(got["classes"], want["classes"])
+        assert got["classes"].dtype == want["classes"].dtype
+        decided = call >= 2 * serving._TRIAL_ROUNDS
+        assert (auto.large_batch_runtime is not None) == decided
+    assert {k: len(v) for k, v in auto.runtime_timing.items()} == {
+        "litert": serving._TRIAL_ROUNDS, "tensorflow": serving._TRIAL_ROUNDS}
+    assert all(t > 0 for v in auto.runtime_timing.values() for t in v)
+    assert auto.runtime_for(64) == auto.large_batch_runtime in ("litert", "tensorflow")
+    assert auto.runtime_for(1) == "litert"
+    assert f"large_batch_runtime={auto.large_batch_runtime!r}" in repr(auto)
+
+
+@pytest.mark.parametrize("slow, chosen", [("litert", "tensorflow"), ("tensorflow", "litert")])
+def test_large_batches_run_on_the_runtime_that_was_faster(exported, slow, chosen):
+    import time
+    base, _ = exported
+    auto = serving.load(base / "lenet5" / "2", jit_compile=False)
+    calls = {"litert": 0, "tensorflow": 0}
+
+    def counted(name, fn):
+        def run(batch):
+            calls[name] += 1
+            if name == slow:
+                time.sleep(0.05)   # far above a LeNet-5 batch's few milliseconds
+            return fn(batch)
+        return run
+    auto._lite_run = counted("litert", auto._lite_run)
+    auto._functions["serving_default"] = auto._lite_run
+    auto._tf_run = counted("tensorflow", auto._tf_run)
+    x = np.random.RandomState(10).randint(0, 256, (serving.LARGE_BATCH, 8, 8, 1))
+    for _ in range(1 + 2 * serving._TRIAL_ROUNDS):
+        auto.predict(x)
+    assert calls == {"litert": serving._TRIAL_ROUNDS, "tensorflow": 1 + serving._TRIAL_ROUNDS}
+    assert auto.large_batch_runtime == chosen
+    assert min(auto.runtime_timing[slow]) > min(auto.runtime_timing[chosen])
+    before = dict(calls)
+    auto.predict(x)                                   # a large batch: the chosen runtime
+    auto.predict(x[:3])                               # a small one: LiteRT, always
+    auto.predict(x, batch_size=4)                     # small pieces of a large batch too
+    assert calls[chosen] - before[chosen] == 1 + (5 if chosen == "litert" else 0)
+    assert calls[slow] - before[slow] == (5 if slow == "litert" else 0)
+
+
 def test_runtime_choices_and_errors(tmp_path):
     model = zoo.lenet5(variant="modern")
     path = zoo.export(model, tmp_path, info=INFO, lite=False)

@@ -10,9 +10,12 @@ Two runtimes run the ``serving_default`` signature:
 
 - ``"litert"``: the export's ``assets/serving_default.tflite`` on LiteRT's interpreter with
   its XNNPACK CPU kernels. The default when the export has that file and no GPU is
-  visible. On the README's 2-core benchmark CPUs it ran ResNet-50 (160x160) at 2.2-3.4x
-  the speed of TensorFlow at batch 1 and 1.1-1.3x at batch 16-32 on an AVX2 CPU, and at
-  1.6-1.7x at batch 1 and 1.0-1.1x at batch 16-32 on an AVX-512 one.
+  visible. On the README's 2-core benchmark CPUs it ran ResNet-50 (160x160) at 1.4-3.4x
+  the speed of TensorFlow at batch 1; at batch 16-32 it was 1.1-1.3x faster on an AVX2
+  CPU, as fast on an AVX-512 AMD EPYC, and 0.75-0.9x as fast on an AVX-512 Intel Xeon.
+  So with ``runtime="auto"`` batches of :data:`LARGE_BATCH` images or more are timed on
+  both runtimes on their first calls and then run on the faster one (see
+  :meth:`Servable.runtime_for`).
 - ``"tensorflow"``: the SavedModel on TensorFlow (GPUs, exports without the LiteRT file,
   other signatures). With ``jit_compile="auto"`` the function is wrapped in
   ``tf.function(jit_compile=True)`` (XLA) at load time and kept if it compiles and is at
@@ -44,6 +47,13 @@ JIT_MODES = ("auto", True, False)
 RUNTIMES = ("auto", "litert", "tensorflow")
 _WARMUP_BATCH = 8
 _BENCH_ROUNDS = 5
+#: With ``runtime="auto"`` on LiteRT, batches of at least this many images run on
+#: whichever runtime was faster on the first such batches.
+LARGE_BATCH = 16
+#: Timed calls per runtime before the large-batch choice (after one untimed TensorFlow
+#: warm-up call); TensorFlow must be this much faster to be chosen, as for XLA.
+_TRIAL_ROUNDS = 2
+_TRIAL_MARGIN = 0.9
 
 
 # --------------------------------------------------------------------------------------
@@ -149,8 +159,14 @@ class Servable:
         signature: ``{"name", "inputs", "outputs"}`` of the serving signature with dtypes and
             shapes (``None`` for any size).
         labels: class labels (``info["labels"]``).
-        runtime: ``"litert"`` or ``"tensorflow"``: what runs the default signature.
+        runtime: ``"litert"`` or ``"tensorflow"``: what runs the default signature (for
+            batches under :data:`LARGE_BATCH` images, see :meth:`runtime_for`).
         runtime_note: why TensorFlow runs it (``None`` when LiteRT does).
+        large_batch_runtime: what runs batches of :data:`LARGE_BATCH` images or more:
+            ``runtime``, or with ``runtime="auto"`` on LiteRT ``None`` until the first
+            such batches have been timed on both runtimes, then the faster one.
+        runtime_timing: those timings, seconds per image: ``{"litert": [...],
+            "tensorflow": [...]}`` (empty when no choice is made).
         jit_compiled: whether predictions run through XLA.
         jit_error: why XLA is not used (LiteRT in use, compile error, or slower than the
             plain function).
@@ -210,6 +226,10 @@ class Servable:
         self.runtime = "tensorflow"
         self.runtime_note = None
         self._lite_lock = threading.Lock()
+        self.large_batch_runtime = None
+        self.runtime_timing = {}
+        self._trial_lock = threading.Lock()
+        self._trial = []
         if runtime == "tensorflow":
             self.runtime_note = "runtime='tensorflow' was asked for"
         elif jit_compile is True:
@@ -218,8 +238,16 @@ class Servable:
             self.runtime_note = self._open_lite(required=runtime == "litert")
         if self.runtime == "litert":
             self.jit_error = "XLA not used: the LiteRT runtime runs the signature"
+            if runtime == "auto":  # large batches: time both runtimes first
+                self.runtime_timing = {"litert": [], "tensorflow": []}
+                self._tf_run = self._plain(SIGNATURE_NAME)
+                # (runtime, timed): a TensorFlow warm-up, then the two take turns.
+                self._trial = [("tensorflow", False)] + [
+                    ("litert", True), ("tensorflow", True)] * _TRIAL_ROUNDS
         elif jit_compile:
             self._compile(strict=jit_compile is True)
+        if not self._trial:
+            self.large_batch_runtime = self.runtime
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -266,7 +294,7 @@ class Servable:
             with self._lite_lock:  # one interpreter: calls take turns
                 return {k: np.array(v) for k, v in runner(**{key: images}).items()}
 
-        self._functions[SIGNATURE_NAME] = run
+        self._functions[SIGNATURE_NAME] = self._lite_run = run
         self.runtime = "litert"
         return None
 
@@ -464,16 +492,52 @@ class Servable:
                     results[key][idx[start:start + step]] = value
         return results
 
+    def runtime_for(self, batch_size: int):
+        """The runtime that runs a batch of ``batch_size`` images of the default signature:
+        ``"litert"`` or ``"tensorflow"``, or ``None`` while large batches are still being
+        timed on both."""
+        return self.runtime if batch_size < LARGE_BATCH else self.large_batch_runtime
+
     def _call(self, fn, batch, signature_name):
         """Call ``fn``; XLA-compiled functions get batches padded to a power of two, so
         at most ~log2(N) batch shapes are ever compiled."""
         n = len(batch)
-        if (signature_name or self.default_signature) not in self._compiled:
+        name = signature_name or self.default_signature
+        if n >= LARGE_BATCH and name == SIGNATURE_NAME and self.runtime == "litert":
+            if self._trial:
+                return self._call_large(batch)
+            if self.large_batch_runtime == "tensorflow":
+                return self._tf_run(batch)
+        if name not in self._compiled:
             return fn(batch)
         size = 1 << (n - 1).bit_length()
         if size != n:
             batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
         return {k: v[:n] for k, v in fn(batch).items()}
+
+    def _call_large(self, batch):
+        """A large batch while the choice between the runtimes is open (``runtime="auto"``
+        on LiteRT): the first calls take turns -- one untimed TensorFlow warm-up (tracing,
+        kernel set-up), then ``_TRIAL_ROUNDS`` timed calls on each -- and every call's
+        answer is returned as usual. TensorFlow is chosen if its best time per image is at
+        least 10% below LiteRT's. Trial calls run one at a time so that their timings do
+        not overlap."""
+        with self._trial_lock:
+            if not self._trial:   # decided while this call waited
+                return self._call(self._lite_run, batch, SIGNATURE_NAME)
+            runtime, timed = self._trial.pop(0)
+            start = time.perf_counter()
+            if runtime == "litert":
+                out = self._lite_run(batch)
+            else:
+                out = {k: v.numpy() for k, v in self._tf_run(batch).items()}
+            if timed:
+                self.runtime_timing[runtime].append((time.perf_counter() - start) / len(batch))
+            if not self._trial:
+                lite, tf_ = (min(self.runtime_timing[k]) for k in ("litert", "tensorflow"))
+                self.large_batch_runtime = ("tensorflow" if tf_ < _TRIAL_MARGIN * lite
+                                            else "litert")
+            return out
 
     def top_k(self, probabilities, k=5) -> list:
         """``[[(label, probability), ...] per image]`` from a ``probabilities [N, K]`` array."""
@@ -486,7 +550,8 @@ class Servable:
 
     def __repr__(self):
         return (f"Servable(name={self.name!r}, version={self.version}, path={self.path!r}, "
-                f"runtime={self.runtime!r}, jit_compiled={self.jit_compiled})")
+                f"runtime={self.runtime!r}, large_batch_runtime={self.large_batch_runtime!r}"
+                f", jit_compiled={self.jit_compiled})")
 
 
 def _usable_cpus() -> int:
@@ -507,8 +572,11 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
             faster; ``True`` always uses XLA (and the TensorFlow runtime) and raises if it
             does not compile; ``False`` never compiles.
         runtime: ``"auto"`` (default): LiteRT when the export has its LiteRT model and no
-            GPU is visible, else TensorFlow; ``"litert"`` requires LiteRT (raises if the
-            export has no LiteRT model); ``"tensorflow"``: the SavedModel on TensorFlow.
+            GPU is visible, else TensorFlow; then batches of :data:`LARGE_BATCH` images or
+            more run on whichever of the two was faster on the first such batches
+            (:meth:`Servable.runtime_for`); ``"litert"`` requires LiteRT for every batch
+            (raises if the export has no LiteRT model); ``"tensorflow"``: the SavedModel on
+            TensorFlow.
 
     Returns:
         A :class:`Servable`.
@@ -615,6 +683,8 @@ def configure_predict(parser):
             right = sum(p == t for p, t in zip(predicted, truth))
             engine = ("LiteRT" if servable.runtime == "litert" else
                       f"TensorFlow, XLA {'on' if servable.jit_compiled else 'off'}")
+            if servable.large_batch_runtime not in (None, servable.runtime):
+                engine += f"; batches of {LARGE_BATCH}+ on {servable.large_batch_runtime}"
             print(f"\n{right}/{len(truth)} correct ({servable.name} version "
                   f"{servable.version}, {engine})")
         return 0

@@ -114,10 +114,12 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                     servable.predict(x[:b])
                 runtime = servable.runtime_for(b)
                 note = ""
-                if servable.runtime_timing and b >= serving.LARGE_BATCH:
-                    ms = {k: round(min(v) * 1e3, 1) for k, v in servable.runtime_timing.items()}
-                    note = (f"runtime='auto' chose {runtime} for batches >= "
-                            f"{serving.LARGE_BATCH}: best {ms['litert']} ms/image on LiteRT, "
+                size_class = serving._size_class(b)
+                if size_class in servable.runtime_timing:
+                    ms = {k: round(min(v) * 1e3, 1)
+                          for k, v in servable.runtime_timing[size_class].items()}
+                    note = (f"runtime='auto' chose {runtime} for batches of {size_class}-"
+                            f"{2 * size_class - 1}: best {ms['litert']} ms/image on LiteRT, "
                             f"{ms['tensorflow']} on TensorFlow")
                 log(f"inference: {name} batch {b}: the Servable runs {runtime}"
                     + (f" ({note})" if note else ""))
@@ -322,7 +324,7 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                 # here and in the server (with as many requests): settle both first.
                 while servable.runtime_for(batch) is None:
                     servable.predict(x)
-                if servable.runtime_timing and batch >= serving.LARGE_BATCH:
+                if serving._size_class(batch) in servable.runtime_timing:
                     asyncio.run(_burst(endpoint, body, 1 + 2 * serving._TRIAL_ROUNDS, 1,
                                        batch))
                     log(f"serve: {name} batch {batch} in process on "

@@ -199,27 +199,32 @@ def test_auto_runtime_times_large_batches_on_both_runtimes(exported):
     base, _ = exported
     auto = serving.load(base / "lenet5" / "2", jit_compile=False)
     lite = serving.load(base / "lenet5" / "2", runtime="litert")
-    assert (auto.runtime, auto.large_batch_runtime) == ("litert", None)
-    assert (lite.large_batch_runtime, lite.runtime_timing) == ("litert", {})
+    assert (auto.runtime, auto.runtime_choices, auto.runtime_timing) == ("litert", {}, {})
+    assert (lite.runtime_choices, lite.runtime_for(100)) == ({}, "litert")
     assert auto.runtime_for(serving.LARGE_BATCH - 1) == "litert"
     assert auto.runtime_for(serving.LARGE_BATCH) is None
     rng = np.random.RandomState(9)
-    x = rng.randint(0, 256, (serving.LARGE_BATCH + 4, 8, 8, 1)).astype("uint8")
+    x = rng.randint(0, 256, (40, 8, 8, 1)).astype("uint8")
     want = lite.predict(x)
-    # 1 warm-up + 2 rounds of (LiteRT, TensorFlow), then the choice; every answer agrees.
-    for call in range(1 + 2 * serving._TRIAL_ROUNDS + 2):
-        got = auto.predict(x)
-        np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
-        np.testing.assert_array_equal(got["classes"], want["classes"])
-        assert got["classes"].dtype == want["classes"].dtype
-        decided = call >= 2 * serving._TRIAL_ROUNDS
-        assert (auto.large_batch_runtime is not None) == decided
-    assert {k: len(v) for k, v in auto.runtime_timing.items()} == {
-        "litert": serving._TRIAL_ROUNDS, "tensorflow": serving._TRIAL_ROUNDS}
-    assert all(t > 0 for v in auto.runtime_timing.values() for t in v)
-    assert auto.runtime_for(64) == auto.large_batch_runtime in ("litert", "tensorflow")
-    assert auto.runtime_for(1) == "litert"
-    assert f"large_batch_runtime={auto.large_batch_runtime!r}" in repr(auto)
+    rounds = serving._TRIAL_ROUNDS
+    # Batches of 20 (size class 16): 1 TensorFlow warm-up + 2 rounds of (LiteRT,
+    # TensorFlow); then batches of 40 (class 32): 2 rounds, no warm-up. Every answer agrees.
+    for n, calls, size_class in ((20, 1 + 2 * rounds, 16), (40, 2 * rounds, 32)):
+        for call in range(calls + 2):
+            got = auto.predict(x[:n])
+            np.testing.assert_allclose(got["probabilities"], want["probabilities"][:n],
+                                       atol=1e-5)
+            np.testing.assert_array_equal(got["classes"], want["classes"][:n])
+            assert got["classes"].dtype == want["classes"].dtype
+            assert (auto.runtime_for(n) is not None) == (call >= calls - 1)
+        assert {k: len(v) for k, v in auto.runtime_timing[size_class].items()} == {
+            "litert": rounds, "tensorflow": rounds}
+        assert auto.runtime_for(n) == auto.runtime_choices[size_class]
+        assert auto.runtime_choices[size_class] in ("litert", "tensorflow")
+    assert sorted(auto.runtime_choices) == [16, 32]
+    assert all(t > 0 for c in auto.runtime_timing.values() for v in c.values() for t in v)
+    assert auto.runtime_for(64) is None and auto.runtime_for(1) == "litert"
+    assert f"runtime_choices={auto.runtime_choices!r}" in repr(auto)
 
 
 @pytest.mark.parametrize("slow, chosen", [("litert", "tensorflow"), ("tensorflow", "litert")])
@@ -243,8 +248,9 @@ def test_large_batches_run_on_the_runtime_that_was_faster(exported, slow, chosen
     for _ in range(1 + 2 * serving._TRIAL_ROUNDS):
         auto.predict(x)
     assert calls == {"litert": serving._TRIAL_ROUNDS, "tensorflow": 1 + serving._TRIAL_ROUNDS}
-    assert auto.large_batch_runtime == chosen
-    assert min(auto.runtime_timing[slow]) > min(auto.runtime_timing[chosen])
+    assert auto.runtime_choices == {serving.LARGE_BATCH: chosen}
+    timing = auto.runtime_timing[serving.LARGE_BATCH]
+    assert min(timing[slow]) > min(timing[chosen])
     before = dict(calls)
     auto.predict(x)                                   # a large batch: the chosen runtime
     auto.predict(x[:3])                               # a small one: LiteRT, always

@@ -14,8 +14,8 @@ Two runtimes run the ``serving_default`` signature:
   the speed of TensorFlow at batch 1; at batch 16-32 it was 1.1-1.3x faster on an AVX2
   CPU, as fast on an AVX-512 AMD EPYC, and 0.75-0.9x as fast on an AVX-512 Intel Xeon.
   So with ``runtime="auto"`` batches of :data:`LARGE_BATCH` images or more are timed on
-  both runtimes on their first calls and then run on the faster one (see
-  :meth:`Servable.runtime_for`).
+  both runtimes on their first calls, per size class (16-31, 32-63, ... images), and then
+  run on the faster one (see :meth:`Servable.runtime_for`).
 - ``"tensorflow"``: the SavedModel on TensorFlow (GPUs, exports without the LiteRT file,
   other signatures). With ``jit_compile="auto"`` the function is wrapped in
   ``tf.function(jit_compile=True)`` (XLA) at load time and kept if it compiles and is at
@@ -48,10 +48,11 @@ RUNTIMES = ("auto", "litert", "tensorflow")
 _WARMUP_BATCH = 8
 _BENCH_ROUNDS = 5
 #: With ``runtime="auto"`` on LiteRT, batches of at least this many images run on
-#: whichever runtime was faster on the first such batches.
+#: whichever runtime was faster on the first batches of their size class (16-31, 32-63...).
 LARGE_BATCH = 16
-#: Timed calls per runtime before the large-batch choice (after one untimed TensorFlow
-#: warm-up call); TensorFlow must be this much faster to be chosen, as for XLA.
+#: Timed calls per runtime before a size class's choice (after one untimed TensorFlow
+#: warm-up call, the first ever); TensorFlow must be this much faster to be chosen, as
+#: for XLA.
 _TRIAL_ROUNDS = 2
 _TRIAL_MARGIN = 0.9
 
@@ -162,11 +163,13 @@ class Servable:
         runtime: ``"litert"`` or ``"tensorflow"``: what runs the default signature (for
             batches under :data:`LARGE_BATCH` images, see :meth:`runtime_for`).
         runtime_note: why TensorFlow runs it (``None`` when LiteRT does).
-        large_batch_runtime: what runs batches of :data:`LARGE_BATCH` images or more:
-            ``runtime``, or with ``runtime="auto"`` on LiteRT ``None`` until the first
-            such batches have been timed on both runtimes, then the faster one.
-        runtime_timing: those timings, seconds per image: ``{"litert": [...],
-            "tensorflow": [...]}`` (empty when no choice is made).
+        runtime_choices: with ``runtime="auto"`` on LiteRT, what runs batches of
+            :data:`LARGE_BATCH` images or more, per size class: ``{16: "litert",
+            32: "tensorflow"}`` for 16-31 and 32-63 images, filled in as the first batches
+            of each class are timed on both runtimes (empty otherwise; see
+            :meth:`runtime_for`).
+        runtime_timing: those timings, seconds per image, per size class: ``{32:
+            {"litert": [...], "tensorflow": [...]}}``.
         jit_compiled: whether predictions run through XLA.
         jit_error: why XLA is not used (LiteRT in use, compile error, or slower than the
             plain function).
@@ -226,10 +229,11 @@ class Servable:
         self.runtime = "tensorflow"
         self.runtime_note = None
         self._lite_lock = threading.Lock()
-        self.large_batch_runtime = None
+        self.runtime_choices = {}
         self.runtime_timing = {}
+        self._adaptive = False
+        self._tf_warm = False
         self._trial_lock = threading.Lock()
-        self._trial = []
         if runtime == "tensorflow":
             self.runtime_note = "runtime='tensorflow' was asked for"
         elif jit_compile is True:
@@ -239,15 +243,10 @@ class Servable:
         if self.runtime == "litert":
             self.jit_error = "XLA not used: the LiteRT runtime runs the signature"
             if runtime == "auto":  # large batches: time both runtimes first
-                self.runtime_timing = {"litert": [], "tensorflow": []}
                 self._tf_run = self._plain(SIGNATURE_NAME)
-                # (runtime, timed): a TensorFlow warm-up, then the two take turns.
-                self._trial = [("tensorflow", False)] + [
-                    ("litert", True), ("tensorflow", True)] * _TRIAL_ROUNDS
+                self._adaptive = True
         elif jit_compile:
             self._compile(strict=jit_compile is True)
-        if not self._trial:
-            self.large_batch_runtime = self.runtime
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -494,19 +493,22 @@ class Servable:
 
     def runtime_for(self, batch_size: int):
         """The runtime that runs a batch of ``batch_size`` images of the default signature:
-        ``"litert"`` or ``"tensorflow"``, or ``None`` while large batches are still being
-        timed on both."""
-        return self.runtime if batch_size < LARGE_BATCH else self.large_batch_runtime
+        ``"litert"`` or ``"tensorflow"``, or ``None`` while batches of that size class are
+        still being timed on both (``runtime="auto"``)."""
+        if batch_size < LARGE_BATCH or not self._adaptive:
+            return self.runtime
+        return self.runtime_choices.get(_size_class(batch_size))
 
     def _call(self, fn, batch, signature_name):
         """Call ``fn``; XLA-compiled functions get batches padded to a power of two, so
         at most ~log2(N) batch shapes are ever compiled."""
         n = len(batch)
         name = signature_name or self.default_signature
-        if n >= LARGE_BATCH and name == SIGNATURE_NAME and self.runtime == "litert":
-            if self._trial:
+        if n >= LARGE_BATCH and name == SIGNATURE_NAME and self._adaptive:
+            choice = self.runtime_choices.get(_size_class(n))
+            if choice is None:
                 return self._call_large(batch)
-            if self.large_batch_runtime == "tensorflow":
+            if choice == "tensorflow":
                 return self._tf_run(batch)
         if name not in self._compiled:
             return fn(batch)
@@ -516,27 +518,33 @@ class Servable:
         return {k: v[:n] for k, v in fn(batch).items()}
 
     def _call_large(self, batch):
-        """A large batch while the choice between the runtimes is open (``runtime="auto"``
-        on LiteRT): the first calls take turns -- one untimed TensorFlow warm-up (tracing,
-        kernel set-up), then ``_TRIAL_ROUNDS`` timed calls on each -- and every call's
-        answer is returned as usual. TensorFlow is chosen if its best time per image is at
-        least 10% below LiteRT's. Trial calls run one at a time so that their timings do
-        not overlap."""
+        """A large batch whose size class has no runtime yet (``runtime="auto"`` on
+        LiteRT): the first calls take turns -- the first ever on TensorFlow untimed
+        (tracing, kernel set-up), then ``_TRIAL_ROUNDS`` timed calls on each -- and every
+        call's answer is returned as usual. TensorFlow is chosen if its best time per image
+        is at least 10% below LiteRT's. Trial calls run one at a time so that their timings
+        do not overlap."""
+        size_class = _size_class(len(batch))
         with self._trial_lock:
-            if not self._trial:   # decided while this call waited
+            if size_class in self.runtime_choices:   # decided while this call waited
                 return self._call(self._lite_run, batch, SIGNATURE_NAME)
-            runtime, timed = self._trial.pop(0)
+            timing = self.runtime_timing.setdefault(size_class, {"litert": [],
+                                                                 "tensorflow": []})
+            runtime = ("tensorflow" if not self._tf_warm or
+                       len(timing["tensorflow"]) < len(timing["litert"]) else "litert")
             start = time.perf_counter()
             if runtime == "litert":
                 out = self._lite_run(batch)
             else:
                 out = {k: v.numpy() for k, v in self._tf_run(batch).items()}
-            if timed:
-                self.runtime_timing[runtime].append((time.perf_counter() - start) / len(batch))
-            if not self._trial:
-                lite, tf_ = (min(self.runtime_timing[k]) for k in ("litert", "tensorflow"))
-                self.large_batch_runtime = ("tensorflow" if tf_ < _TRIAL_MARGIN * lite
-                                            else "litert")
+            if runtime == "tensorflow" and not self._tf_warm:
+                self._tf_warm = True
+            else:
+                timing[runtime].append((time.perf_counter() - start) / len(batch))
+            if all(len(v) >= _TRIAL_ROUNDS for v in timing.values()):
+                lite, tf_ = (min(timing[k]) for k in ("litert", "tensorflow"))
+                self.runtime_choices[size_class] = ("tensorflow" if tf_ < _TRIAL_MARGIN * lite
+                                                    else "litert")
             return out
 
     def top_k(self, probabilities, k=5) -> list:
@@ -550,8 +558,13 @@ class Servable:
 
     def __repr__(self):
         return (f"Servable(name={self.name!r}, version={self.version}, path={self.path!r}, "
-                f"runtime={self.runtime!r}, large_batch_runtime={self.large_batch_runtime!r}"
-                f", jit_compiled={self.jit_compiled})")
+                f"runtime={self.runtime!r}, runtime_choices={self.runtime_choices!r}, "
+                f"jit_compiled={self.jit_compiled})")
+
+
+def _size_class(batch_size: int) -> int:
+    """The power of two at or below ``batch_size``: 16 for 16-31 images, 32 for 32-63."""
+    return 1 << (batch_size.bit_length() - 1)
 
 
 def _usable_cpus() -> int:
@@ -573,8 +586,8 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
             does not compile; ``False`` never compiles.
         runtime: ``"auto"`` (default): LiteRT when the export has its LiteRT model and no
             GPU is visible, else TensorFlow; then batches of :data:`LARGE_BATCH` images or
-            more run on whichever of the two was faster on the first such batches
-            (:meth:`Servable.runtime_for`); ``"litert"`` requires LiteRT for every batch
+            more run on whichever of the two was faster on the first batches of their size
+            class (:meth:`Servable.runtime_for`); ``"litert"`` requires LiteRT for every batch
             (raises if the export has no LiteRT model); ``"tensorflow"``: the SavedModel on
             TensorFlow.
 
@@ -683,8 +696,10 @@ def configure_predict(parser):
             right = sum(p == t for p, t in zip(predicted, truth))
             engine = ("LiteRT" if servable.runtime == "litert" else
                       f"TensorFlow, XLA {'on' if servable.jit_compiled else 'off'}")
-            if servable.large_batch_runtime not in (None, servable.runtime):
-                engine += f"; batches of {LARGE_BATCH}+ on {servable.large_batch_runtime}"
+            switched = sorted(k for k, v in servable.runtime_choices.items()
+                              if v != servable.runtime)
+            if switched:
+                engine += f"; TensorFlow for batches of {switched[0]}+ images"
             print(f"\n{right}/{len(truth)} correct ({servable.name} version "
                   f"{servable.version}, {engine})")
         return 0

@@ -207,8 +207,9 @@ def test_auto_runtime_times_large_batches_on_both_runtimes(exported):
     x = rng.randint(0, 256, (40, 8, 8, 1)).astype("uint8")
     want = lite.predict(x)
     rounds = serving._TRIAL_ROUNDS
-    # Batches of 20 (size class 16): 1 TensorFlow warm-up + 2 rounds of (LiteRT,
-    # TensorFlow); then batches of 40 (class 32): 2 rounds, no warm-up. Every answer agrees.
+    # Batches of 20 (size class 16): 1 TensorFlow warm-up + `rounds` rounds of (LiteRT,
+    # TensorFlow); then batches of 40 (class 32): `rounds` rounds, no warm-up. Every
+    # answer agrees.
     for n, calls, size_class in ((20, 1 + 2 * rounds, 16), (40, 2 * rounds, 32)):
         for call in range(calls + 2):
             got = auto.predict(x[:n])

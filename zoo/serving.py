@@ -53,7 +53,7 @@ LARGE_BATCH = 16
 #: Timed calls per runtime before a size class's choice (after one untimed TensorFlow
 #: warm-up call, the first ever); TensorFlow must be this much faster to be chosen, as
 #: for XLA.
-_TRIAL_ROUNDS = 2
+_TRIAL_ROUNDS = 3
 _TRIAL_MARGIN = 0.9
 
 

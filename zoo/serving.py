@@ -10,9 +10,9 @@ Two runtimes run the ``serving_default`` signature:
 
 - ``"litert"``: the export's ``assets/serving_default.tflite`` on LiteRT's interpreter with
   its XNNPACK CPU kernels. The default when the export has that file and no GPU is
-  visible. On the README's 2-core benchmark CPUs it ran ResNet-50 (160x160) at 1.4-3.4x
+  visible. On the README's 2-core benchmark CPUs it ran ResNet-50 (160x160) at 1.15-3.4x
   the speed of TensorFlow at batch 1; at batch 16-32 it was 1.1-1.3x faster on an AVX2
-  CPU, as fast on an AVX-512 AMD EPYC, and 0.75-0.9x as fast on an AVX-512 Intel Xeon.
+  CPU, as fast on an AVX-512 AMD EPYC, and 0.7-1.05x as fast on an AVX-512 Intel Xeon.
   So with ``runtime="auto"`` batches of :data:`LARGE_BATCH` images or more are timed on
   both runtimes on their first calls, per size class (16-31, 32-63, ... images), and then
   run on the faster one (see :meth:`Servable.runtime_for`).

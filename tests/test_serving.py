@@ -316,6 +316,15 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     tf_out = capsys.readouterr().out.strip().splitlines()
     assert tf_out[:-1] == out[:-1]
     assert tf_out[-1] == f"{right}/4 correct (lenet5 version 2, TensorFlow, XLA off)"
+    # Enough batches of 16 for the large-batch choice; a margin that always picks TensorFlow.
+    n = 16 * (1 + 2 * serving._TRIAL_ROUNDS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(serving, "_TRIAL_MARGIN", 1e9)
+        assert main(["predict", str(base / "lenet5"), "--digits", str(n), "--top-k", "1",
+                     "--batch-size", "16", "--no-xla", "--format", "csv"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.endswith(" correct (lenet5 version 2, LiteRT; TensorFlow for batches of "
+                         "16-31 images)"), last
 
     assert main(["predict", str(base / "lenet5"), "--no-xla"]) == 2
     assert "give image files" in capsys.readouterr().err

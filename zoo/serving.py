@@ -699,7 +699,8 @@ def configure_predict(parser):
             switched = sorted(k for k, v in servable.runtime_choices.items()
                               if v != servable.runtime)
             if switched:
-                engine += f"; TensorFlow for batches of {switched[0]}+ images"
+                engine += "; TensorFlow for batches of " + ", ".join(
+                    f"{k}-{2 * k - 1}" for k in switched) + " images"
             print(f"\n{right}/{len(truth)} correct ({servable.name} version "
                   f"{servable.version}, {engine})")
         return 0

@@ -644,7 +644,8 @@ def configure_predict(parser):
     parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help="what runs the model: LiteRT on CPUs when the export has its "
-                        "LiteRT model (auto, the default), or TensorFlow")
+                        "LiteRT model, batches of 16+ on whichever of LiteRT and TensorFlow timed "
+                        "faster on the first ones (auto, the default); litert; tensorflow")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
 
     def run(args):
@@ -723,7 +724,8 @@ def configure_serve(parser):
     parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help="what runs the models: LiteRT on CPUs where the export has its "
-                        "LiteRT model (auto, the default), or TensorFlow")
+                        "LiteRT model, batches of 16+ on whichever of LiteRT and TensorFlow timed "
+                        "faster on the first ones (auto, the default); litert; tensorflow")
     parser.add_argument("--log-level", default="warning",
                         choices=("critical", "error", "warning", "info", "debug"))
 

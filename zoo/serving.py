@@ -51,9 +51,10 @@ _BENCH_ROUNDS = 5
 #: whichever runtime was faster on the first batches of their size class (16-31, 32-63...).
 LARGE_BATCH = 16
 #: Timed calls per runtime before a size class's choice (after one untimed TensorFlow
-#: warm-up call, the first ever); TensorFlow must be this much faster to be chosen, as
-#: for XLA.
+#: warm-up call, the first ever).
 _TRIAL_ROUNDS = 3
+#: An alternative to the default path (XLA at load; TensorFlow for a size class of large
+#: batches) is taken only if its time is below this fraction of the default's.
 _TRIAL_MARGIN = 0.9
 
 
@@ -337,7 +338,7 @@ class Servable:
             xla_s, plain_s = (float(np.median(timing[k])) for k in ("xla", "plain"))
             self.jit_timing.update(xla_seconds=xla_s, plain_seconds=plain_s,
                                    batch=_WARMUP_BATCH)
-            if xla_s > 0.9 * plain_s:
+            if xla_s > _TRIAL_MARGIN * plain_s:
                 self.jit_error = (f"XLA not used: {xla_s * 1e3:.2f} ms vs {plain_s * 1e3:.2f} ms "
                                   f"plain for a batch of {_WARMUP_BATCH}")
                 return
@@ -504,8 +505,8 @@ class Servable:
         at most ~log2(N) batch shapes are ever compiled."""
         n = len(batch)
         name = signature_name or self.default_signature
-        if n >= LARGE_BATCH and name == SIGNATURE_NAME and self._adaptive:
-            choice = self.runtime_choices.get(_size_class(n))
+        if name == SIGNATURE_NAME and self.runtime == "litert":
+            choice = self.runtime_for(n)
             if choice is None:
                 return self._call_large(batch)
             if choice == "tensorflow":

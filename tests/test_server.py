@@ -351,6 +351,39 @@ def test_parse_body_fast_path_and_fallbacks(monkeypatch):
     assert isinstance(payload["instances"], list) and np.array_equal(payload["instances"], x)
 
 
+def test_parse_body_reuses_its_simdjson_parsers(monkeypatch):
+    import orjson
+
+    from zoo import server as srv
+    monkeypatch.setattr(srv, "_PARSERS", [])
+    x = np.random.RandomState(9).randint(0, 256, (24, 32, 32, 1))
+    body = orjson.dumps({"instances": x.tolist()})
+    first = srv.parse_body(body)["instances"]
+    (parser,) = srv._PARSERS                           # kept after the parse
+    second = srv.parse_body(body)["instances"]         # parsed again by that parser
+    assert srv._PARSERS == [parser]
+    assert np.array_equal(first, x) and np.array_equal(second, x)
+    # A malformed body and a ragged one (orjson's path) leave the parser usable.
+    with pytest.raises(srv.ServingError, match="malformed JSON"):
+        srv.parse_body(body[:-1])
+    ragged = x.tolist()
+    ragged[0][0] = [1, 2]
+    assert isinstance(srv.parse_body(orjson.dumps({"instances": ragged}))["instances"], list)
+    assert srv._PARSERS == [parser]
+    assert np.array_equal(srv.parse_body(body)["instances"], x)
+    # At most _PARSER_POOL parsers are kept.
+    monkeypatch.setattr(srv, "_PARSER_POOL", 0)
+    srv._PARSERS.clear()
+    assert np.array_equal(srv.parse_body(body)["instances"], x)
+    assert srv._PARSERS == []
+    monkeypatch.setattr(srv, "_PARSER_POOL", 2)
+    # Bodies above _PARSER_KEEP_BYTES: their parser is not kept.
+    monkeypatch.setattr(srv, "_PARSER_KEEP_BYTES", len(body) - 1)
+    srv._PARSERS.clear()
+    assert np.array_equal(srv.parse_body(body)["instances"], x)
+    assert srv._PARSERS == []
+
+
 def test_large_pixel_list_requests_answer_like_small_ones(server, local):
     c = server["client"]
     x = images(40, seed=31, size=32)                        # ~100 KB of JSON: the fast path

@@ -371,6 +371,13 @@ def test_parse_body_reuses_its_simdjson_parsers(monkeypatch):
     assert isinstance(srv.parse_body(orjson.dumps({"instances": ragged}))["instances"], list)
     assert srv._PARSERS == [parser]
     assert np.array_equal(srv.parse_body(body)["instances"], x)
+    # Parses at once in several threads each get a parser of their own.
+    from concurrent.futures import ThreadPoolExecutor
+    bodies = [orjson.dumps({"instances": (x + i).tolist()}) for i in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        parsed = list(pool.map(lambda b: srv.parse_body(b)["instances"], bodies * 3))
+    assert all(np.array_equal(p, x + i % 8) for i, p in enumerate(parsed))
+    assert 1 <= len(srv._PARSERS) <= srv._PARSER_POOL
     # At most _PARSER_POOL parsers are kept.
     monkeypatch.setattr(srv, "_PARSER_POOL", 0)
     srv._PARSERS.clear()

@@ -42,6 +42,15 @@ def _export(model, base_dir, name):
     return export(model, base_dir=base_dir, name=name, overwrite=True, version=1)
 
 
+def _settle_runtime(servable, batch) -> str:
+    """Predict ``batch`` until ``servable`` has chosen its runtime for that batch size and
+    return it: ``runtime="auto"`` times LiteRT and TensorFlow on its first large batches,
+    and the repetitions must see the steady state."""
+    while servable.runtime_for(len(batch)) is None:
+        servable.predict(batch)
+    return servable.runtime_for(len(batch))
+
+
 def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup,
                       with_torch=True) -> list:
     """Inference images/s per model and batch size.
@@ -108,11 +117,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                         signature(images=tf.constant(xb))
                     return n
 
-                # runtime="auto" times LiteRT and TensorFlow on its first large batches:
-                # finish that choice first, so that the repetitions see the steady state.
-                while servable.runtime_for(b) is None:
-                    servable.predict(x[:b])
-                runtime = servable.runtime_for(b)
+                runtime = _settle_runtime(servable, x[:b])
                 note = ""
                 size_class = serving._size_class(b)
                 if size_class in servable.runtime_timing:
@@ -320,10 +325,8 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                 latencies = {c: [] for c in clients_list}
                 counts = {c: max(min_requests, c * requests_per_client)
                           for c in clients_list}
-                # runtime="auto" picks the large-batch runtime on the first large batches,
-                # here and in the server (with as many requests): settle both first.
-                while servable.runtime_for(batch) is None:
-                    servable.predict(x)
+                # The server's Servable settles its choice on as many requests.
+                _settle_runtime(servable, x)
                 if serving._size_class(batch) in servable.runtime_timing:
                     asyncio.run(_burst(endpoint, body, 1 + 2 * serving._TRIAL_ROUNDS, 1,
                                        batch))

@@ -631,6 +631,12 @@ def _predict_table(servable, names, probabilities, top_k, truth=None):
     return pd.DataFrame.from_records(rows)
 
 
+#: ``--runtime`` of ``zoo predict`` and ``zoo serve``.
+_RUNTIME_HELP = ("what runs a model: LiteRT on CPUs where the export has its LiteRT model, "
+                 f"batches of {LARGE_BATCH}+ on whichever of LiteRT and TensorFlow timed faster "
+                 "on the first ones (auto, the default); litert; tensorflow")
+
+
 def configure_predict(parser):
     """``zoo predict MODEL_DIR IMAGE... [--top-k 5] [--out DIR] [--digits N]``."""
     parser.add_argument("model_dir", metavar="MODEL_DIR",
@@ -644,9 +650,7 @@ def configure_predict(parser):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="what runs the model: LiteRT on CPUs when the export has its "
-                        "LiteRT model, batches of 16+ on whichever of LiteRT and TensorFlow timed "
-                        "faster on the first ones (auto, the default); litert; tensorflow")
+                        help=_RUNTIME_HELP)
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
 
     def run(args):
@@ -724,9 +728,7 @@ def configure_serve(parser):
                         help="largest request body accepted, in MB (default 64)")
     parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="what runs the models: LiteRT on CPUs where the export has its "
-                        "LiteRT model, batches of 16+ on whichever of LiteRT and TensorFlow timed "
-                        "faster on the first ones (auto, the default); litert; tensorflow")
+                        help=_RUNTIME_HELP)
     parser.add_argument("--log-level", default="warning",
                         choices=("critical", "error", "warning", "info", "debug"))
 

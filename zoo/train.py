@@ -221,7 +221,8 @@ def resolve_mixed_precision(mixed_precision="auto"):
     capability 7.0 or more), else float32. On CPUs float32 stays the default; ``"bfloat16"``
     opts in to bfloat16 compute, which CPUs without native bfloat16 instructions
     (AVX512_BF16, AMX) emulate slowly; with them it depends on the CPU (ResNet-50 training
-    1.67-2.1x faster than float32 on the README's AMD EPYC, 0.81-0.88x on its Intel Xeon). ``"float16"`` (or ``True``) and ``"off"`` (or ``False``/``None``) force.
+    1.67-2.1x faster than float32 on the README's AMD EPYC, 0.81-0.88x on its Intel Xeon).
+    ``"float16"`` (or ``True``) and ``"off"`` (or ``False``/``None``) force.
     Variables, the output layers and the loss stay float32 either way.
 
     Raises:

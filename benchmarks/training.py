@@ -52,12 +52,26 @@ def _keras_step(model, x, y, steps):
     return run
 
 
-def _zoo_settings(model) -> str:
-    """How a model compiled by the zoo runs here, e.g. ``oneDNN, fused BN, no XLA``."""
+def _zoo_settings(model, policy=None) -> str:
+    """How a model compiled by the zoo runs here, e.g. ``oneDNN, fused BN, no XLA`` (and
+    the dtype policy when it is not float32)."""
     from zoo.common import onednn_enabled
     parts = ["oneDNN" if onednn_enabled() else "TensorFlow kernels", "fused BN",
              "XLA" if model.jit_compile else "no XLA"]
+    if policy:
+        parts.append(policy)
     return ", ".join(parts)
+
+
+def _policy_note(policy) -> str:
+    """Why the zoo's default trains under ``policy`` on this machine ('' for float32)."""
+    if policy == "mixed_bfloat16":
+        return ("fit's mixed_precision='auto' on a CPU with AMX-BF16: bfloat16 compute, "
+                "float32 variables and outputs")
+    if policy == "mixed_float16":
+        return ("fit's mixed_precision='auto' with tensor-core GPUs: float16 compute, "
+                "float32 variables and outputs, loss scaling")
+    return ""
 
 
 def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
@@ -74,7 +88,10 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     ``keras.applications`` with ``jit_compile=True`` (``keras_xla``), and (``before``) the
     zoo model as it ran before the speed defaults, in its own process. Every variant trains
     on the same in-memory batch with Adam (lr 1e-3) and sparse cross-entropy; a repetition
-    is ``steps`` optimizer steps. ``bfloat16``: also the zoo model under
+    is ``steps`` optimizer steps. The subject trains under the dtype policy ``zoo.train.fit``
+    picks by default here (``mixed_precision="auto"``: bfloat16 on CPUs with AMX, float16 on
+    tensor-core GPUs, else float32); when that is not float32 the zoo model in float32 is
+    measured too. ``bfloat16``: where the default is float32, also the zoo model under
     ``mixed_bfloat16`` (``fit(mixed_precision="bfloat16")``, opt-in), on CPUs with native
     bfloat16 instructions only (others emulate it, many times slower).
     """
@@ -84,7 +101,7 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     import zoo
     from zoo.registry import model_info
     from zoo.common import cpu_has_bfloat16
-    from zoo.train import _rebuild, compile_model
+    from zoo.train import _rebuild, compile_model, resolve_mixed_precision
 
     rows = []
     for name in names:
@@ -98,12 +115,23 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
         keras.backend.clear_session()
 
         variants = []
+        policy = resolve_mixed_precision("auto")
         zm = zoo.get_model(name, input_shape=shape, num_classes=classes)
+        if policy:
+            zm = _rebuild(zm, policy)
         compile_model(zm)
-        subject = f"zoo defaults ({_zoo_settings(zm)})"
-        variants.append(Variant(subject, _keras_step(zm, x, y, steps)))
+        subject = f"zoo defaults ({_zoo_settings(zm, policy)})"
+        variants.append(Variant(subject, _keras_step(zm, x, y, steps),
+                                note=_policy_note(policy)))
 
-        if bfloat16 and cpu_has_bfloat16():
+        if policy:
+            zf = zoo.get_model(name, input_shape=shape, num_classes=classes)
+            compile_model(zf)
+            variants.append(Variant("zoo, float32 (mixed_precision='off')",
+                                    _keras_step(zf, x, y, steps),
+                                    note="fit(mixed_precision='off'): the zoo model and "
+                                         "compile in float32, as on CPUs without AMX"))
+        elif bfloat16 and cpu_has_bfloat16():
             zb = _rebuild(zoo.get_model(name, input_shape=shape, num_classes=classes),
                           "mixed_bfloat16")
             compile_model(zb)

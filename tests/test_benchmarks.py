@@ -12,7 +12,11 @@ from benchmarks import __main__ as bench  # noqa: E402
 from benchmarks import core  # noqa: E402
 
 
-def test_tiny_run_writes_table(tmp_path):
+def test_tiny_run_writes_table(tmp_path, monkeypatch):
+    # The rows below are those of a machine where the zoo trains in float32 by default.
+    from zoo import train as ztrain
+    monkeypatch.setattr(ztrain, "_gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(ztrain, "_cpu_has_amx_bfloat16", lambda: False)
     out = tmp_path / "bench"
     argv = ["--quick", "--sections", "train,inference", "--models", "lenet5",
             "--inference-models", "lenet5", "--batch-sizes", "4,16", "--inference-images", "16",
@@ -37,6 +41,7 @@ def test_tiny_run_writes_table(tmp_path):
     got = [(r["section"], r["model"], r["variant"]) for r in rows]
     subject = got[0][2]
     assert subject.startswith("zoo defaults (") and "fused BN" in subject
+    assert "mixed" not in subject
     assert got[1:] == [
         ("train", "lenet5", "zoo, Keras default compile"),
         ("inference", "lenet5", "zoo Servable.predict (litert)"),
@@ -110,3 +115,22 @@ def test_profile_ops_sums_the_trace_by_op():
     assert any("Conv2D" in op for op in table["op"])    # forward and backward convolutions
     assert any("Backprop" in op for op in table["op"])
     assert main(["lenet5", "--mode", "predict", "--steps", "1", "--top", "3"]) == 0
+
+
+def test_train_section_measures_the_default_precision(monkeypatch):
+    # On a CPU with AMX the zoo's default trains in bfloat16: the subject says so and the
+    # float32 zoo model is measured beside it.
+    from benchmarks import training
+    from zoo import train as ztrain
+    monkeypatch.setattr(ztrain, "_gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(ztrain, "_cpu_has_amx_bfloat16", lambda: True)
+    rows = training.train_section(["lenet5"], image_size=32, batch_size=8, steps=1,
+                                  repeats=2, warmup=1, with_torch=False, before=False,
+                                  keras_here=False, bfloat16=True)
+    variants = [r.variant for r in rows]
+    assert variants[0].startswith("zoo defaults (") and variants[0].endswith(
+        ", mixed_bfloat16)")
+    assert "AMX" in rows[0].note
+    assert variants[1:] == ["zoo, float32 (mixed_precision='off')",
+                            "zoo, Keras default compile"]
+    assert all(len(r.values) == 2 and min(r.values) > 0 for r in rows)

@@ -215,6 +215,26 @@ def test_reduced_precision_export_within_tolerance(precision, tmp_path):
     assert servable.runtime == "tensorflow" and "only float32" in servable.runtime_note
 
 
+def test_mixed_precision_model_exports_in_float32(tmp_path):
+    # fit's default on CPUs with AMX (and on tensor-core GPUs) trains under a mixed policy;
+    # the default export still computes in float32, equal to the float32 model.
+    from zoo.train import _rebuild
+    model = tiny_model("resnet18")
+    mixed = _rebuild(tiny_model("resnet18"), "mixed_bfloat16")
+    mixed.set_weights(model.get_weights())
+    assert mixed.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    info = digits_info(input_shape=(32, 32, 3), raw_shape=(32, 32, 3), num_classes=3,
+                       labels=list("abc"), mean=[127.5], std=[64.0])
+    path = zoo.export(mixed, tmp_path, info=info, lite=False)
+    loaded = tf.saved_model.load(path)
+    assert {v.dtype for v in loaded.variables} == {tf.float32}
+    x = raw_images(4, (32, 32, 3), seed=5)
+    got = loaded.signatures["serving_default"](images=tf.constant(x))["probabilities"]
+    want = np.asarray(model(preprocess(x, info), training=False))
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-5, rtol=0)
+    assert mixed.get_layer("conv1_conv").compute_dtype == "bfloat16"   # left alone
+
+
 def test_saved_model_cli_lists_the_named_signature(tmp_path):
     path = zoo.export(zoo.lenet5(), tmp_path)
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")

@@ -105,6 +105,7 @@ def test_mixed_precision_keeps_float32_outputs():
 
 def test_resolve_mixed_precision(monkeypatch):
     monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(train, "_cpu_has_amx_bfloat16", lambda: False)
     assert train.resolve_mixed_precision() is None                  # CPU: float32
     assert train.resolve_mixed_precision("bfloat16") == "mixed_bfloat16"
     assert train.resolve_mixed_precision("float16") == "mixed_float16"
@@ -116,6 +117,13 @@ def test_resolve_mixed_precision(monkeypatch):
     assert train.resolve_mixed_precision("off") is None
     monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [(8, 0), (6, 1)])
     assert train.resolve_mixed_precision("auto") is None               # one GPU without
+    monkeypatch.setattr(train, "_cpu_has_amx_bfloat16", lambda: True)
+    assert train.resolve_mixed_precision("auto") is None               # GPUs decide
+    monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
+    assert train.resolve_mixed_precision("auto") == "mixed_bfloat16"   # CPU with AMX
+    assert train.resolve_mixed_precision() == "mixed_bfloat16"
+    assert train.resolve_mixed_precision("off") is None
+    assert train.resolve_mixed_precision("float16") == "mixed_float16"
     with pytest.raises(ValueError, match=r"mixed_precision must be one of \('auto', 'off', "
                                          r"'float16', 'bfloat16'\).*Received: "
                                          r"mixed_precision='fp16'"):
@@ -173,6 +181,21 @@ def test_fit_mixed_precision(digits8, tmp_path, precision, policy, dtype):
     assert loaded.get_layer("predictions").compute_dtype == "float32"
     out = loaded.predict(np.zeros((2, 8, 8, 1), "float32"), verbose=0)
     assert out.dtype == np.float32 and np.allclose(out.sum(-1), 1, atol=1e-3)
+
+
+@pytest.mark.parametrize("amx,policy,dtype", [(True, "mixed_bfloat16", "bfloat16"),
+                                              (False, None, "float32")])
+def test_fit_auto_precision_on_cpus(digits8, tmp_path, monkeypatch, amx, policy, dtype):
+    # The default: bfloat16 compute on CPUs with AMX, float32 on others.
+    monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(train, "_cpu_has_amx_bfloat16", lambda: amx)
+    train.fit(tiny_classifier(), small(digits8), epochs=1, run_dir=str(tmp_path), verbose=0,
+              jit_compile=False)
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["settings"]["mixed_precision"] == policy
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.get_layer("conv").compute_dtype == dtype
+    assert loaded.get_layer("predictions").compute_dtype == "float32"
 
 
 def test_mixed_precision_cli_choices(capsys):
@@ -315,8 +338,10 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
                                             ("fpu avx2 amx_bf16 amx_tile", True),
                                             ("fpu avx2 avx512f fma", False)])
 def test_cpu_has_bfloat16(tmp_path, flags, expected):
-    from zoo.common import cpu_has_bfloat16
+    from zoo.common import cpu_has_amx_bfloat16, cpu_has_bfloat16
     info = tmp_path / "cpuinfo"
     info.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
     assert cpu_has_bfloat16(str(info)) is expected
+    assert cpu_has_amx_bfloat16(str(info)) is ("amx_bf16" in flags.split())
     assert cpu_has_bfloat16(str(tmp_path / "missing")) is False
+    assert cpu_has_amx_bfloat16(str(tmp_path / "missing")) is False

@@ -201,6 +201,13 @@ def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags(cpuinfo))
 
 
+def cpu_has_amx_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
+    """Whether this CPU has AMX tiles with bfloat16 products (``amx_bf16``), on which
+    oneDNN runs bfloat16 convolutions and matrix products (``False`` where ``cpuinfo``
+    cannot be read)."""
+    return "amx_bf16" in cpu_flags(cpuinfo)
+
+
 def atomic_write(path, write) -> str:
     """Write ``path`` all at once: ``write(tmp)`` fills a temporary file beside it, which is
     then renamed onto ``path``; on any failure the temporary file is removed and ``path``

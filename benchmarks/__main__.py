@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "kernels, Keras' batch norm, XLA) in its own process (full run: on)")
     p.add_argument("--bfloat16", action=argparse.BooleanOptionalAction, default=None,
                    help="also measure the zoo model under mixed_bfloat16 (opt-in training "
-                   "precision), on CPUs with native bfloat16 instructions (full run: on)")
+                   "precision where the default is float32), on CPUs with native bfloat16 "
+                   "instructions, and a bfloat16 export (opt-in) on CPUs with AMX "
+                   "(full run: on)")
     return p
 
 
@@ -164,7 +166,8 @@ def main(argv=None) -> int:
             rows += inference.inference_section(
                 s["inference_models"], image_size=s["image_size"],
                 batch_sizes=s["batch_sizes"], images=s["inference_images"],
-                repeats=s["repeats"], warmup=s["warmup"], with_torch=with_torch)
+                repeats=s["repeats"], warmup=s["warmup"], with_torch=with_torch,
+                bfloat16=s["bfloat16"])
         elif section == "serve":
             big = args.serve_image_size or s["image_size"]
             configs = []

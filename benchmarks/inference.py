@@ -37,9 +37,10 @@ def serving_available() -> str:
     return ""
 
 
-def _export(model, base_dir, name):
+def _export(model, base_dir, name, precision="float32"):
     from zoo.export import export
-    return export(model, base_dir=base_dir, name=name, overwrite=True, version=1)
+    return export(model, base_dir=base_dir, name=name, overwrite=True, version=1,
+                  precision=precision)
 
 
 def _settle_runtime(servable, batch) -> str:
@@ -52,7 +53,7 @@ def _settle_runtime(servable, batch) -> str:
 
 
 def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup,
-                      with_torch=True) -> list:
+                      with_torch=True, bfloat16=False) -> list:
     """Inference images/s per model and batch size.
 
     Variants: ``zoo.serving.load(path).predict(x, batch_size=b)`` on the export (the
@@ -61,13 +62,16 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
     target), the same Servable on the TensorFlow runtime, the zoo Keras model's
     ``model.predict`` in this process, the exported ``serving_default`` signature from
     ``tf.saved_model.load`` called on each batch, and a PyTorch eager ResNet-50
-    (``eval()``, ``torch.inference_mode()``). A repetition predicts ``images`` raw-pixel
-    images (at least one batch).
+    (``eval()``, ``torch.inference_mode()``). ``bfloat16``: on CPUs with AMX-BF16, also a
+    ``precision="bfloat16"`` export of the same model (opt-in; its largest probability
+    difference to the float32 export on the batch is in the note). A repetition predicts
+    ``images`` raw-pixel images (at least one batch).
     """
     import keras
     import tensorflow as tf
 
     import zoo
+    from zoo.common import cpu_has_amx_bfloat16
     from zoo.registry import model_info
 
     missing = serving_available()
@@ -88,6 +92,9 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
             path = _export(model, base, name)
             servable = serving.load(path)
             on_tf = serving.load(path, runtime="tensorflow")
+            on_bf16 = None
+            if bfloat16 and cpu_has_amx_bfloat16():
+                on_bf16 = serving.load(_export(model, base, f"{name}-bf16", "bfloat16"))
             log(f"inference: {name} Servable runtime {servable.runtime}"
                 + (f" ({servable.runtime_note})" if servable.runtime_note else ""))
             signature = tf.saved_model.load(path).signatures["serving_default"]
@@ -110,6 +117,10 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
 
                 def run_predict():
                     model.predict(x, batch_size=b, verbose=0)
+                    return n
+
+                def run_bf16():
+                    on_bf16.predict(x, batch_size=b)
                     return n
 
                 def run_signature():
@@ -159,6 +170,14 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                 if torch_model is not None:
                     variants.append(Variant("PyTorch eager", _torch_infer(torch_model, x, b),
                                             target=TARGET_VS_TORCH))
+                if on_bf16 is not None:
+                    diff = np.abs(on_bf16.predict(x[:b])["probabilities"]
+                                  - on_tf.predict(x[:b])["probabilities"]).max()
+                    variants.append(Variant(
+                        "zoo Servable.predict, bfloat16 export (opt-in)", run_bf16,
+                        note=f"zoo export --precision bfloat16 ({on_bf16.runtime}; oneDNN on "
+                             f"AMX tiles); largest probability difference to the float32 "
+                             f"export on this batch {diff:.1e}"))
                 try:
                     measured = measure(variants, repeats=repeats, warmup=warmup)
                 finally:
@@ -167,7 +186,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                 rows += rows_from(measured, variants, section="inference", model=name,
                                   input=f"{size}x{size}x{channels}", batch=b,
                                   metric="inference images/s", unit="img/s", subject=subject)
-            del servable, on_tf, signature, torch_model
+            del servable, on_tf, on_bf16, signature, torch_model
         del model
         keras.backend.clear_session()
     return rows
@@ -293,6 +312,7 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
     import keras
 
     import zoo
+    from zoo.common import cpu_has_amx_bfloat16
     from zoo.registry import model_info
 
     missing = serving_available()

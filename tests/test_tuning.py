@@ -50,6 +50,15 @@ def test_every_family_has_a_space():
     assert covered == registered_families
 
 
+def test_hypermodels_compile_without_xla_by_default_as_search_does():
+    hm = hms.HYPERMODELS["lenet5"]()
+    assert hm.jit_compile is False
+    assert inspect.signature(search).parameters["jit_compile"].default is False
+    assert hm.build(kt.HyperParameters()).jit_compile is False
+    with_xla = hms.HYPERMODELS["lenet5"](jit_compile=True).build(kt.HyperParameters())
+    assert with_xla.jit_compile is True
+
+
 @pytest.mark.parametrize("family", sorted(hms.HYPERMODELS))
 def test_defaults_are_the_builders_and_training_defaults(family):
     from zoo import train

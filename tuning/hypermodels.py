@@ -397,7 +397,9 @@ class ZooHyperModel(kt.HyperModel):
             (default: ``info.augmentation``, else geometric only).
         set: ``{name: spec}`` narrowing entries (see the module docstring).
         fix: ``{name: value}`` fixing entries.
-        jit_compile: compile the train step with XLA (``zoo.train.compile_model``).
+        jit_compile: compile the train step with XLA (``zoo.train.compile_model``; off by
+            default, as in ``tuning.search``: on short trials the compilation takes longer
+            than it saves).
         seed: seed of the augmentation layers.
         name: the HyperModel's name (default: ``family``).
 
@@ -416,7 +418,7 @@ class ZooHyperModel(kt.HyperModel):
     ARCHITECTURE: tuple = ()
 
     def __init__(self, input_shape=None, num_classes=None, *, info=None, augmentation=None,
-                 set=None, fix=None, jit_compile=True, seed=0, name=None):
+                 set=None, fix=None, jit_compile=False, seed=0, name=None):
         super().__init__(name=name or self.family)
         from zoo.registry import model_info
         defaults = model_info(self.builder)

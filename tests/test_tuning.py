@@ -376,3 +376,44 @@ def test_chief_and_two_workers_finish_all_trials(tmp_path):
     assert len(df) == 3 and (df["status"] == "COMPLETED").all()
     assert set(df["tuner"]) <= {"tuner0", "tuner1"}
     assert "best trial" in r.stdout
+
+
+@SLOW_OK
+def test_search_trains_under_the_mixed_precision_policy(tiny, tmp_path, monkeypatch):
+    from zoo import train
+    monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(train, "_cpu_has_amx_bfloat16", lambda: True)   # auto -> bfloat16
+    kwargs = dict(tuner="random", max_trials=1, epochs=1, directory=str(tmp_path),
+                  project="mp", fix={**FIX_ALL, "lr": 1e-2})
+    df = search("lenet5", tiny, **kwargs)
+    assert list(df["status"]) == ["COMPLETED"]
+    assert df.attrs["best"]["mixed_precision"] == "mixed_bfloat16"
+    fingerprint = json.loads((tmp_path / "mp" / "search.json").read_text())
+    assert fingerprint["mixed_precision"] == "mixed_bfloat16"
+    # The trials' models were built under the policy (the best one is rebuilt to load it).
+    best = json.loads((tmp_path / "mp" / "best.json").read_text())
+    assert best["mixed_precision"] == "mixed_bfloat16"
+    hm = hms.get_hypermodel("lenet5", fix=FIX_ALL, mixed_precision="mixed_bfloat16")
+    model = hm.build(kt.HyperParameters())
+    computes = {layer.compute_dtype for layer in model.layers if layer.weights}
+    assert "bfloat16" in computes and model.layers[-1].compute_dtype == "float32"
+    assert model.output.dtype == "float32"
+    # Resuming it in float32 would mix precisions in one search: refused.
+    with pytest.raises(ValueError, match=r"a different search already exists .* differs in: "
+                                         r"mixed_precision"):
+        search("lenet5", tiny, mixed_precision="off", **kwargs)
+    with pytest.raises(ValueError, match=r"mixed_precision must be one of .*"
+                                         r"Received: mixed_precision='fp8'"):
+        search("lenet5", tiny, mixed_precision="fp8", **kwargs)
+
+
+def test_cli_passes_mixed_precision_to_every_local_worker():
+    import argparse
+
+    from tuning.search import _argv, configure_tune
+    parser = argparse.ArgumentParser()
+    configure_tune(parser)
+    args = parser.parse_args(["lenet5", "--workers", "2", "--mixed-precision", "off"])
+    argv = _argv(args)
+    assert argv[argv.index("--mixed-precision") + 1] == "off"
+    assert parser.parse_args(["lenet5"]).mixed_precision == "auto"

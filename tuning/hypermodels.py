@@ -400,6 +400,10 @@ class ZooHyperModel(kt.HyperModel):
         jit_compile: compile the train step with XLA (``zoo.train.compile_model``; off by
             default, as in ``tuning.search``: on short trials the compilation takes longer
             than it saves).
+        mixed_precision: the dtype policy the models are built under
+            (``"mixed_bfloat16"``, ``"mixed_float16"``) or ``None`` (float32); variables and
+            output layers stay float32, as in ``zoo.train.fit``. ``tuning.search`` sets it
+            from its ``mixed_precision`` argument (``zoo.train.resolve_mixed_precision``).
         seed: seed of the augmentation layers.
         name: the HyperModel's name (default: ``family``).
 
@@ -418,7 +422,8 @@ class ZooHyperModel(kt.HyperModel):
     ARCHITECTURE: tuple = ()
 
     def __init__(self, input_shape=None, num_classes=None, *, info=None, augmentation=None,
-                 set=None, fix=None, jit_compile=False, seed=0, name=None):
+                 set=None, fix=None, jit_compile=False, mixed_precision=None, seed=0,
+                 name=None):
         super().__init__(name=name or self.family)
         from zoo.registry import model_info
         defaults = model_info(self.builder)
@@ -432,6 +437,7 @@ class ZooHyperModel(kt.HyperModel):
         self.info = info
         self.augmentation = augmentation
         self.jit_compile = jit_compile
+        self.mixed_precision = mixed_precision
         self.seed = seed
         self.grid = False  # set by tuning.search for the grid tuner (finite ranges)
         params = list(self.ARCHITECTURE) + list(TRAINING)
@@ -490,6 +496,9 @@ class ZooHyperModel(kt.HyperModel):
         from zoo.train import compile_model
         values = self.values(hp)
         model = self.build_model(values)
+        if self.mixed_precision:
+            from zoo.train import _rebuild
+            model = _rebuild(model, self.mixed_precision)
         return compile_model(
             model, self.task, optimizer=values["optimizer"], learning_rate=values["lr"],
             label_smoothing=values.get("label_smoothing", 0.0),

@@ -313,7 +313,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
            epochs=10, directory="tuning_runs", project=None, resume=True, overwrite=False,
            set=None, fix=None, export=False, export_dir="saved_models", export_name=None,
            image_size=None, data_dir=None, seed=0, max_consecutive_failed_trials=3,
-           executions_per_trial=1, jit_compile=False, callbacks=None, verbose=0, cv=None):
+           executions_per_trial=1, jit_compile=False, mixed_precision="auto", callbacks=None,
+           verbose=0, cv=None):
     """Run (or resume) a hyperparameter search and return its trials.
 
     Args:
@@ -348,6 +349,11 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         executions_per_trial: trainings per trial (scores are averaged).
         jit_compile: compile train steps with XLA (off by default: on short trials
             the compilation takes longer than it saves).
+        mixed_precision: the trials' compute dtype, as in ``zoo.train.fit``: ``"auto"``
+            (float16 on GPUs with tensor cores, bfloat16 on CPUs with AMX, else float32),
+            ``"float16"``, ``"bfloat16"`` or ``"off"``; it is part of the search's
+            fingerprint, so a search is not resumed under another precision. A
+            ``ZooHyperModel`` passed as ``model`` keeps its own ``mixed_precision``.
         callbacks: extra Keras callbacks for every trial's ``fit``.
         verbose: ``model.fit`` verbosity and keras-tuner's trial display.
         cv: ``None`` (score each trial on the validation split) or ``k >= 2``: score it
@@ -394,6 +400,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             raise ValueError("cv (cross-validation) works with the random, bayesian and grid "
                              "tuners; hyperband continues one model's training across "
                              "brackets. Received: tuner='hyperband'")
+    from zoo.train import resolve_mixed_precision
+    policy = resolve_mixed_precision(mixed_precision)
     role = _role()
 
     # The search space (checked before any data is loaded).
@@ -405,7 +413,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             hypermodel.fix(key, value)
     elif isinstance(model, str):
         hypermodel = get_hypermodel(model, set=set, fix=fix, jit_compile=jit_compile,
-                                    seed=seed)
+                                    mixed_precision=policy, seed=seed)
     else:
         raise ValueError(f"model must be a family name or a ZooHyperModel. Received: {model!r}")
     hypermodel.grid = tuner == "grid"
@@ -431,6 +439,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
                    "tuner": tuner, "objective": [name, direction], "epochs": epochs,
                    "dataset": _dataset_key(dataset, splits), "seed": seed,
                    "executions_per_trial": executions_per_trial, "cv": cv}
+    if hypermodel.mixed_precision:     # float32 searches keep their earlier fingerprint
+        fingerprint["mixed_precision"] = hypermodel.mixed_precision
     fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))
     _check_project(project_dir, fingerprint, resume=resume, overwrite=overwrite, role=role)
     _check_objective(hypermodel, splits, objective)
@@ -564,7 +574,7 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
             "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
                                 if k not in _UNTUNED},
             "test": {k: float(v) for k, v in test.items()}, "export": None,
-            "refit_epochs": refit_epochs}
+            "refit_epochs": refit_epochs, "mixed_precision": hypermodel.mixed_precision}
     if export:
         from zoo.export import export as zoo_export
         best["export"] = zoo_export(model, base_dir=export_dir,
@@ -586,6 +596,7 @@ def _host_port(text):
 def configure_tune(parser):
     """``zoo tune MODEL [--dataset NAME] [--tuner NAME] ...``; returns the runner."""
     from zoo.cli import parse_shape
+    from zoo.train import MIXED_PRECISION
     parser.add_argument("model", help="family: lenet5, alexnet, googlenet, inception_v3, "
                         "xception, resnet (or resnet18/34/50), unet")
     parser.add_argument("--dataset", default=None,
@@ -614,6 +625,10 @@ def configure_tune(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jit", action="store_true",
                         help="compile train steps with XLA (pays off for long trials only)")
+    parser.add_argument("--mixed-precision", default="auto", choices=MIXED_PRECISION,
+                        help="trials' compute dtype, as in zoo train: auto (float16 on GPUs "
+                        "with tensor cores, bfloat16 on CPUs with AMX, else float32), off, "
+                        "float16, bfloat16")
     parser.add_argument("--cv", type=int, default=None, metavar="K",
                         help="score trials by K-fold cross-validation over train + validation "
                         "(random/bayesian/grid); the best is refitted on both")
@@ -653,7 +668,7 @@ def configure_tune(parser):
                     project=args.project, overwrite=args.overwrite, set=set_, fix=fix,
                     export=args.export, export_dir=args.export_dir,
                     image_size=args.image_size, seed=args.seed, jit_compile=args.jit,
-                    verbose=args.verbose, cv=args.cv)
+                    mixed_precision=args.mixed_precision, verbose=args.verbose, cv=args.cv)
         if df is None:
             print(f"worker {args.worker_id}: done")
             return 0
@@ -718,6 +733,7 @@ def _argv(args):
         argv += ["--fix", item]
     if args.jit:
         argv.append("--jit")
+    argv += ["--mixed-precision", args.mixed_precision]
     if args.cv is not None:
         argv += ["--cv", str(args.cv)]
     return argv

@@ -198,6 +198,27 @@ def test_fit_auto_precision_on_cpus(digits8, tmp_path, monkeypatch, amx, policy,
     assert loaded.get_layer("predictions").compute_dtype == "float32"
 
 
+@pytest.mark.parametrize("precision,policy", [("auto", None), ("bfloat16", "mixed_bfloat16")])
+def test_zoo_train_cli_trains_exports_and_reports(tmp_path, capsys, monkeypatch, precision,
+                                                   policy):
+    monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(train, "_cpu_has_amx_bfloat16", lambda: False)   # auto -> float32
+    run = tmp_path / "run"
+    assert zoo_main(["train", "lenet5", "--epochs", "1", "--run-dir", str(run), "--quiet",
+                     "--mixed-precision", precision, "--export",
+                     "--base-dir", str(tmp_path / "models")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert line.startswith(f"lenet5 on digits: test accuracy {metrics['test_accuracy']:.4f} "
+                           f"after 1 epochs, ")
+    assert f", {policy or 'float32'}), run dir {run}, exported to " in line
+    info = json.loads((run / "info.json").read_text())
+    assert info["settings"]["mixed_precision"] == policy
+    exported = line.rsplit("exported to ", 1)[1]
+    assert exported == str(tmp_path / "models" / "lenet5" / "1")
+    assert (tmp_path / "models" / "lenet5" / "1" / "saved_model.pb").is_file()
+
+
 def test_mixed_precision_cli_choices(capsys):
     with pytest.raises(SystemExit) as exit_info:       # argparse's one-line error
         zoo_main(["train", "lenet5", "--mixed-precision", "fp8"])

@@ -847,10 +847,13 @@ def configure_train(parser):
         run_dir = fit.last_run_dir
         with open(os.path.join(run_dir, "metrics.json")) as f:
             metrics = json.load(f)
+        with open(os.path.join(run_dir, "info.json")) as f:
+            policy = json.load(f)["settings"]["mixed_precision"]
         key = "test_mean_iou" if splits.info.task == "segmentation" else "test_accuracy"
         line = (f"{args.model} on {dataset}: {key.replace('_', ' ')} {metrics[key]:.4f} "
                 f"after {len(history)} epochs, {time.time() - t0:.1f} s "
-                f"(training {metrics['train_seconds']:.1f} s), run dir {run_dir}")
+                f"(training {metrics['train_seconds']:.1f} s, {policy or 'float32'}), "
+                f"run dir {run_dir}")
         if args.export:
             from zoo import export as zexport
             path = zexport.export_run(run_dir, base_dir=args.base_dir, name=args.model)

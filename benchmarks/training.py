@@ -103,6 +103,7 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     from zoo.common import cpu_has_bfloat16
     from zoo.train import _rebuild, compile_model, resolve_mixed_precision
 
+    policy = resolve_mixed_precision("auto")     # what zoo.train.fit trains under here
     rows = []
     for name in names:
         info = model_info(name)
@@ -115,7 +116,6 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
         keras.backend.clear_session()
 
         variants = []
-        policy = resolve_mixed_precision("auto")
         zm = zoo.get_model(name, input_shape=shape, num_classes=classes)
         if policy:
             zm = _rebuild(zm, policy)

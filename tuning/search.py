@@ -596,7 +596,7 @@ def _host_port(text):
 def configure_tune(parser):
     """``zoo tune MODEL [--dataset NAME] [--tuner NAME] ...``; returns the runner."""
     from zoo.cli import parse_shape
-    from zoo.train import MIXED_PRECISION
+    from zoo.train import AUTO_PRECISION_HELP, MIXED_PRECISION
     parser.add_argument("model", help="family: lenet5, alexnet, googlenet, inception_v3, "
                         "xception, resnet (or resnet18/34/50), unet")
     parser.add_argument("--dataset", default=None,
@@ -626,9 +626,8 @@ def configure_tune(parser):
     parser.add_argument("--jit", action="store_true",
                         help="compile train steps with XLA (pays off for long trials only)")
     parser.add_argument("--mixed-precision", default="auto", choices=MIXED_PRECISION,
-                        help="trials' compute dtype, as in zoo train: auto (float16 on GPUs "
-                        "with tensor cores, bfloat16 on CPUs with AMX, else float32), off, "
-                        "float16, bfloat16")
+                        help=f"trials' compute dtype, as in zoo train: {AUTO_PRECISION_HELP}, "
+                        "off, float16, bfloat16")
     parser.add_argument("--cv", type=int, default=None, metavar="K",
                         help="score trials by K-fold cross-validation over train + validation "
                         "(random/bayesian/grid); the best is refitted on both")

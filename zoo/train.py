@@ -200,6 +200,11 @@ def resolve_jit_compile(jit_compile) -> bool:
 
 MIXED_PRECISION = ("auto", "off", "float16", "bfloat16")
 
+#: What ``mixed_precision="auto"`` picks, in the ``--mixed-precision`` help of ``zoo train``
+#: and ``zoo tune``.
+AUTO_PRECISION_HELP = ("auto (float16 on GPUs with tensor cores, bfloat16 on CPUs with AMX, "
+                       "else float32)")
+
 
 def _gpu_compute_capabilities() -> list:
     """``(major, minor)`` of every visible GPU (``(0, 0)`` where TensorFlow does not say)."""
@@ -824,8 +829,7 @@ def configure_train(parser):
     parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
                         help="compile with XLA (default: on GPUs only)")
     parser.add_argument("--mixed-precision", nargs="?", const="float16", default="auto",
-                        choices=MIXED_PRECISION, help="compute dtype: auto (float16 on GPUs "
-                        "with tensor cores, bfloat16 on CPUs with AMX, else float32), off, "
+                        choices=MIXED_PRECISION, help=f"compute dtype: {AUTO_PRECISION_HELP}, off, "
                         "float16 (the default without a value), bfloat16 (CPUs with "
                         "AVX512_BF16/AMX; faster on some)")
     parser.add_argument("--patience", type=int, default=8)

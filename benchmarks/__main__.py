@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bfloat16", action=argparse.BooleanOptionalAction, default=None,
                    help="also measure the zoo model under mixed_bfloat16 (opt-in training "
                    "precision where the default is float32), on CPUs with native bfloat16 "
-                   "instructions, and a bfloat16 export (opt-in) on CPUs with AMX "
+                   "instructions, and a bfloat16 export (opt-in) on CPUs where bfloat16 is fast "
+                   "(AMX, or AVX512_BF16 on AMD) "
                    "(full run: on)")
     return p
 

@@ -62,7 +62,8 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
     target), the same Servable on the TensorFlow runtime, the zoo Keras model's
     ``model.predict`` in this process, the exported ``serving_default`` signature from
     ``tf.saved_model.load`` called on each batch, and a PyTorch eager ResNet-50
-    (``eval()``, ``torch.inference_mode()``). ``bfloat16``: on CPUs with AMX-BF16, also a
+    (``eval()``, ``torch.inference_mode()``). ``bfloat16``: on CPUs where bfloat16 is fast (AMX-BF16, or
+    AVX512_BF16 on AMD: :func:`zoo.common.cpu_prefers_bfloat16`), also a
     ``precision="bfloat16"`` export of the same model (opt-in; its largest probability
     difference to the float32 export on the batch is in the note). A repetition predicts
     ``images`` raw-pixel images (at least one batch).
@@ -71,7 +72,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
     import tensorflow as tf
 
     import zoo
-    from zoo.common import cpu_has_amx_bfloat16
+    from zoo.common import cpu_prefers_bfloat16
     from zoo.registry import model_info
 
     missing = serving_available()
@@ -93,7 +94,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
             servable = serving.load(path)
             on_tf = serving.load(path, runtime="tensorflow")
             on_bf16 = None
-            if bfloat16 and cpu_has_amx_bfloat16():
+            if bfloat16 and cpu_prefers_bfloat16():
                 on_bf16 = serving.load(_export(model, base, f"{name}-bf16", "bfloat16"))
             log(f"inference: {name} Servable runtime {servable.runtime}"
                 + (f" ({servable.runtime_note})" if servable.runtime_note else ""))
@@ -175,8 +176,8 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                                   - on_tf.predict(x[:b])["probabilities"]).max()
                     variants.append(Variant(
                         "zoo Servable.predict, bfloat16 export (opt-in)", run_bf16,
-                        note=f"zoo export --precision bfloat16 ({on_bf16.runtime}; oneDNN on "
-                             f"AMX tiles); largest probability difference to the float32 "
+                        note=f"zoo export --precision bfloat16 ({on_bf16.runtime}; oneDNN's "
+                             f"bfloat16 kernels); largest probability difference to the float32 "
                              f"export on this batch {diff:.1e}"))
                 try:
                     measured = measure(variants, repeats=repeats, warmup=warmup)

@@ -66,8 +66,8 @@ def _zoo_settings(model, policy=None) -> str:
 def _policy_note(policy) -> str:
     """Why the zoo's default trains under ``policy`` on this machine ('' for float32)."""
     if policy == "mixed_bfloat16":
-        return ("fit's mixed_precision='auto' on a CPU with AMX-BF16: bfloat16 compute, "
-                "float32 variables and outputs")
+        return ("fit's mixed_precision='auto' on a CPU where bfloat16 trains faster (AMX-BF16, "
+                "or AVX512_BF16 on AMD): bfloat16 compute, float32 variables and outputs")
     if policy == "mixed_float16":
         return ("fit's mixed_precision='auto' with tensor-core GPUs: float16 compute, "
                 "float32 variables and outputs, loss scaling")
@@ -89,8 +89,8 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     zoo model as it ran before the speed defaults, in its own process. Every variant trains
     on the same in-memory batch with Adam (lr 1e-3) and sparse cross-entropy; a repetition
     is ``steps`` optimizer steps. The subject trains under the dtype policy ``zoo.train.fit``
-    picks by default here (``mixed_precision="auto"``: bfloat16 on CPUs with AMX, float16 on
-    tensor-core GPUs, else float32); when that is not float32 the zoo model in float32 is
+    picks by default here (``mixed_precision="auto"``: bfloat16 on CPUs with AMX and on AMD
+    CPUs with AVX512_BF16, float16 on tensor-core GPUs, else float32); when that is not float32 the zoo model in float32 is
     measured too. ``bfloat16``: where the default is float32, also the zoo model under
     ``mixed_bfloat16`` (``fit(mixed_precision="bfloat16")``, opt-in), on CPUs with native
     bfloat16 instructions only (others emulate it, many times slower).
@@ -130,7 +130,7 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
             variants.append(Variant("zoo, float32 (mixed_precision='off')",
                                     _keras_step(zf, x, y, steps),
                                     note="fit(mixed_precision='off'): the zoo model and "
-                                         "compile in float32, as on CPUs without AMX"))
+                                         "compile in float32, as on other CPUs"))
         elif bfloat16 and cpu_has_bfloat16():
             zb = _rebuild(zoo.get_model(name, input_shape=shape, num_classes=classes),
                           "mixed_bfloat16")

@@ -16,7 +16,7 @@ def test_tiny_run_writes_table(tmp_path, monkeypatch):
     # The rows below are those of a machine where the zoo trains in float32 by default.
     from zoo import train as ztrain
     monkeypatch.setattr(ztrain, "_gpu_compute_capabilities", lambda: [])
-    monkeypatch.setattr(ztrain, "_cpu_has_amx_bfloat16", lambda: False)
+    monkeypatch.setattr(ztrain, "_cpu_prefers_bfloat16", lambda: False)
     out = tmp_path / "bench"
     argv = ["--quick", "--sections", "train,inference", "--models", "lenet5",
             "--inference-models", "lenet5", "--batch-sizes", "4,16", "--inference-images", "16",
@@ -118,12 +118,12 @@ def test_profile_ops_sums_the_trace_by_op():
 
 
 def test_train_section_measures_the_default_precision(monkeypatch):
-    # On a CPU with AMX the zoo's default trains in bfloat16: the subject says so and the
-    # float32 zoo model is measured beside it.
+    # On a CPU with AMX (or an AMD one with AVX512_BF16) the zoo's default trains in
+    # bfloat16: the subject says so and the float32 zoo model is measured beside it.
     from benchmarks import training
     from zoo import train as ztrain
     monkeypatch.setattr(ztrain, "_gpu_compute_capabilities", lambda: [])
-    monkeypatch.setattr(ztrain, "_cpu_has_amx_bfloat16", lambda: True)
+    monkeypatch.setattr(ztrain, "_cpu_prefers_bfloat16", lambda: True)
     rows = training.train_section(["lenet5"], image_size=32, batch_size=8, steps=1,
                                   repeats=2, warmup=1, with_torch=False, before=False,
                                   keras_here=False, bfloat16=True)
@@ -136,12 +136,12 @@ def test_train_section_measures_the_default_precision(monkeypatch):
     assert all(len(r.values) == 2 and min(r.values) > 0 for r in rows)
 
 
-def test_inference_section_measures_a_bfloat16_export_on_amx(monkeypatch):
+def test_inference_section_measures_a_bfloat16_export_where_bfloat16_is_fast(monkeypatch):
     import keras
 
     from benchmarks import inference
     from zoo import common
-    monkeypatch.setattr(common, "cpu_has_amx_bfloat16", lambda *a: True)
+    monkeypatch.setattr(common, "cpu_prefers_bfloat16", lambda *a: True)
     keras.utils.set_random_seed(0)
     rows = inference.inference_section(["lenet5"], image_size=32, batch_sizes=[4], images=8,
                                        repeats=2, warmup=1, with_torch=False, bfloat16=True)
@@ -153,7 +153,7 @@ def test_inference_section_measures_a_bfloat16_export_on_amx(monkeypatch):
     # bfloat16 rounding shows; the classic LeNet-5's RBF logits make it the most sensitive
     # model (up to 9e-2 measured on its probabilities, README: Exporting).
     assert 0 < diff < 0.2
-    monkeypatch.setattr(common, "cpu_has_amx_bfloat16", lambda *a: False)
+    monkeypatch.setattr(common, "cpu_prefers_bfloat16", lambda *a: False)
     rows = inference.inference_section(["lenet5"], image_size=32, batch_sizes=[4], images=4,
                                        repeats=1, warmup=0, with_torch=False, bfloat16=True)
     assert not any("bfloat16" in r.variant for r in rows)

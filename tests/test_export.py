@@ -216,7 +216,7 @@ def test_reduced_precision_export_within_tolerance(precision, tmp_path):
 
 
 def test_mixed_precision_model_exports_in_float32(tmp_path):
-    # fit's default on CPUs with AMX (and on tensor-core GPUs) trains under a mixed policy;
+    # fit's default on CPUs with AMX or AMD AVX512_BF16 (and on tensor-core GPUs) trains under a mixed policy;
     # the default export still computes in float32, equal to the float32 model.
     from zoo.train import _rebuild
     model = tiny_model("resnet18")

@@ -105,7 +105,7 @@ def test_mixed_precision_keeps_float32_outputs():
 
 def test_resolve_mixed_precision(monkeypatch):
     monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
-    monkeypatch.setattr(train, "_cpu_has_amx_bfloat16", lambda: False)
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: False)
     assert train.resolve_mixed_precision() is None                  # CPU: float32
     assert train.resolve_mixed_precision("bfloat16") == "mixed_bfloat16"
     assert train.resolve_mixed_precision("float16") == "mixed_float16"
@@ -117,10 +117,10 @@ def test_resolve_mixed_precision(monkeypatch):
     assert train.resolve_mixed_precision("off") is None
     monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [(8, 0), (6, 1)])
     assert train.resolve_mixed_precision("auto") is None               # one GPU without
-    monkeypatch.setattr(train, "_cpu_has_amx_bfloat16", lambda: True)
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: True)
     assert train.resolve_mixed_precision("auto") is None               # GPUs decide
     monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
-    assert train.resolve_mixed_precision("auto") == "mixed_bfloat16"   # CPU with AMX
+    assert train.resolve_mixed_precision("auto") == "mixed_bfloat16"   # AMX, AMD AVX512_BF16
     assert train.resolve_mixed_precision() == "mixed_bfloat16"
     assert train.resolve_mixed_precision("off") is None
     assert train.resolve_mixed_precision("float16") == "mixed_float16"
@@ -141,9 +141,14 @@ def test_float16_compute_gets_loss_scaling():
 # --- fit ------------------------------------------------------------------------------
 
 def test_fit_writes_the_run_directory(digits8, tmp_path):
+    import warnings
     run = tmp_path / "run"
-    history = train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
-                        learning_rate=0.01, model_name="tiny")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run),
+                            verbose=0, learning_rate=0.01, model_name="tiny")
+    # The pipeline shuffles; Keras warns when fit is left with shuffle=True on a dataset.
+    assert not [str(w.message) for w in caught if "shuffle" in str(w.message)]
     for f in ("model.keras", "info.json", "metrics.json", "history.csv",
               "learning_curves.png"):
         assert (run / f).is_file(), f
@@ -186,9 +191,10 @@ def test_fit_mixed_precision(digits8, tmp_path, precision, policy, dtype):
 @pytest.mark.parametrize("amx,policy,dtype", [(True, "mixed_bfloat16", "bfloat16"),
                                               (False, None, "float32")])
 def test_fit_auto_precision_on_cpus(digits8, tmp_path, monkeypatch, amx, policy, dtype):
-    # The default: bfloat16 compute on CPUs with AMX, float32 on others.
+    # The default: bfloat16 compute on CPUs with AMX or AMD ones with AVX512_BF16, float32
+    # on others.
     monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
-    monkeypatch.setattr(train, "_cpu_has_amx_bfloat16", lambda: amx)
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: amx)
     train.fit(tiny_classifier(), small(digits8), epochs=1, run_dir=str(tmp_path), verbose=0,
               jit_compile=False)
     info = json.loads((tmp_path / "info.json").read_text())
@@ -202,7 +208,7 @@ def test_fit_auto_precision_on_cpus(digits8, tmp_path, monkeypatch, amx, policy,
 def test_zoo_train_cli_trains_exports_and_reports(tmp_path, capsys, monkeypatch, precision,
                                                    policy):
     monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
-    monkeypatch.setattr(train, "_cpu_has_amx_bfloat16", lambda: False)   # auto -> float32
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: False)   # auto -> float32
     run = tmp_path / "run"
     assert zoo_main(["train", "lenet5", "--epochs", "1", "--run-dir", str(run), "--quiet",
                      "--mixed-precision", precision, "--export",
@@ -253,7 +259,7 @@ class _Scale(keras.layers.Layer):
 def test_auto_precision_falls_back_to_float32_for_models_keras_cannot_rebuild(
         digits8, tmp_path, monkeypatch):
     monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
-    monkeypatch.setattr(train, "_cpu_has_amx_bfloat16", lambda: True)   # auto -> bfloat16
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: True)   # auto -> bfloat16
 
     def model():
         inputs = keras.Input((8, 8, 1))
@@ -420,3 +426,20 @@ def test_cpu_has_bfloat16(tmp_path, flags, expected):
     assert cpu_has_amx_bfloat16(str(info)) is ("amx_bf16" in flags.split())
     assert cpu_has_bfloat16(str(tmp_path / "missing")) is False
     assert cpu_has_amx_bfloat16(str(tmp_path / "missing")) is False
+
+
+@pytest.mark.parametrize("vendor,flags,expected", [
+    ("AuthenticAMD", "fpu avx2 avx512f avx512_bf16 fma", True),    # AMD EPYC (Zen 4)
+    ("GenuineIntel", "fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", True),
+    ("GenuineIntel", "fpu avx2 avx512f avx512_bf16 avx512_fp16", False),  # no AMX exposed
+    ("AuthenticAMD", "fpu avx2 fma", False),                         # emulated bfloat16
+    ("", "fpu avx2 avx512f avx512_bf16", False)])
+def test_cpu_prefers_bfloat16(tmp_path, vendor, flags, expected):
+    from zoo.common import cpu_prefers_bfloat16, cpu_vendor
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: 25\n"
+                    f"flags\t\t: {flags}\n\nprocessor\t: 1\nvendor_id\t: {vendor}\n")
+    assert cpu_vendor(str(info)) == vendor
+    assert cpu_prefers_bfloat16(str(info)) is expected
+    assert cpu_vendor(str(tmp_path / "missing")) == ""
+    assert cpu_prefers_bfloat16(str(tmp_path / "missing")) is False

@@ -382,7 +382,7 @@ def test_chief_and_two_workers_finish_all_trials(tmp_path):
 def test_search_trains_under_the_mixed_precision_policy(tiny, tmp_path, monkeypatch):
     from zoo import train
     monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
-    monkeypatch.setattr(train, "_cpu_has_amx_bfloat16", lambda: True)   # auto -> bfloat16
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: True)   # auto -> bfloat16
     kwargs = dict(tuner="random", max_trials=1, epochs=1, directory=str(tmp_path),
                   project="mp", fix={**FIX_ALL, "lr": 1e-2})
     df = search("lenet5", tiny, **kwargs)

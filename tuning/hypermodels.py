@@ -538,6 +538,7 @@ class ZooHyperModel(kt.HyperModel):
         if values.get("lr_schedule", "constant") == "cosine":
             from zoo.train import cosine_schedule
             callbacks.append(cosine_schedule(values["lr"], int(kwargs.get("epochs", 1))))
+        kwargs.setdefault("shuffle", False)   # the pipeline shuffles; Keras would warn
         return model.fit(x, *args, validation_data=validation_data, callbacks=callbacks,
                          **kwargs)
 

@@ -350,7 +350,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         jit_compile: compile train steps with XLA (off by default: on short trials
             the compilation takes longer than it saves).
         mixed_precision: the trials' compute dtype, as in ``zoo.train.fit``: ``"auto"``
-            (float16 on GPUs with tensor cores, bfloat16 on CPUs with AMX, else float32),
+            (float16 on GPUs with tensor cores, bfloat16 on CPUs with AMX and on AMD CPUs
+            with AVX512_BF16, else float32),
             ``"float16"``, ``"bfloat16"`` or ``"off"``; it is part of the search's
             fingerprint, so a search is not resumed under another precision. A
             ``ZooHyperModel`` passed as ``model`` keeps its own ``mixed_precision``.

@@ -202,8 +202,8 @@ MIXED_PRECISION = ("auto", "off", "float16", "bfloat16")
 
 #: What ``mixed_precision="auto"`` picks, in the ``--mixed-precision`` help of ``zoo train``
 #: and ``zoo tune``.
-AUTO_PRECISION_HELP = ("auto (float16 on GPUs with tensor cores, bfloat16 on CPUs with AMX, "
-                       "else float32)")
+AUTO_PRECISION_HELP = ("auto (float16 on GPUs with tensor cores, bfloat16 on CPUs with AMX and "
+                       "on AMD CPUs with AVX512_BF16, else float32)")
 
 
 def _gpu_compute_capabilities() -> list:
@@ -219,26 +219,27 @@ def _gpu_compute_capabilities() -> list:
     return out
 
 
-def _cpu_has_amx_bfloat16() -> bool:
-    from zoo.common import cpu_has_amx_bfloat16
-    return cpu_has_amx_bfloat16()
+def _cpu_prefers_bfloat16() -> bool:
+    from zoo.common import cpu_prefers_bfloat16
+    return cpu_prefers_bfloat16()
 
 
 def resolve_mixed_precision(mixed_precision="auto"):
     """The dtype policy that :func:`fit` trains under: ``"mixed_float16"``,
     ``"mixed_bfloat16"`` or ``None`` (float32).
 
-    ``"auto"``: mixed precision where the hardware has a matrix unit for it, float32
-    elsewhere. With GPUs visible: ``mixed_float16`` when all have tensor cores (compute
-    capability 7.0 or more), else float32. Without GPUs: ``mixed_bfloat16`` on CPUs with
-    AMX-BF16 (oneDNN runs bfloat16 convolutions and matrix products on AMX tiles; ResNet-50
-    training 1.57x, Inception-v3 1.59x, Xception 1.32x faster than float32 on the README's
-    Intel Xeon with AMX, LeNet-5 on digits as fast and as accurate), else float32.
-    ``"bfloat16"`` opts in elsewhere: CPUs without native bfloat16 instructions
-    (AVX512_BF16, AMX) emulate it slowly; with AVX512_BF16 alone it depends on the CPU
-    (ResNet-50 training 1.67-2.1x faster than float32 on the README's AMD EPYC, 0.81-0.88x
-    on its Intel Xeon without AMX). ``"float16"`` (or ``True``) and ``"off"`` (or
-    ``False``/``None``) force. Variables, the output layers and the loss stay float32
+    ``"auto"``: mixed precision where the hardware runs it faster, float32 elsewhere. With
+    GPUs visible: ``mixed_float16`` when all have tensor cores (compute capability 7.0 or
+    more), else float32. Without GPUs: ``mixed_bfloat16`` where
+    :func:`zoo.common.cpu_prefers_bfloat16` says so, from the README's benchmarks: CPUs
+    with AMX-BF16 (oneDNN runs bfloat16 convolutions on AMX tiles; ResNet-50 training 1.57x,
+    Inception-v3 1.59x, Xception 1.32x faster than float32 on an Intel Xeon with AMX) and
+    AMD CPUs with AVX512_BF16 (ResNet-50 1.67-2.1x, Inception-v3 1.45-1.7x, Xception
+    1.28-1.4x on an AMD EPYC); LeNet-5 on digits trained as accurately on both. Else
+    float32: on Intel CPUs with AVX512_BF16 but no AMX bfloat16 was slower (ResNet-50
+    0.81-0.88x on an Intel Xeon without AMX), and CPUs without native bfloat16 instructions
+    emulate it. ``"bfloat16"`` opts in anywhere, ``"float16"`` (or ``True``) and ``"off"``
+    (or ``False``/``None``) force. Variables, the output layers and the loss stay float32
     either way.
 
     Raises:
@@ -255,7 +256,7 @@ def resolve_mixed_precision(mixed_precision="auto"):
         ccs = _gpu_compute_capabilities()
         if ccs:
             return "mixed_float16" if min(ccs) >= (7, 0) else None
-        return "mixed_bfloat16" if _cpu_has_amx_bfloat16() else None
+        return "mixed_bfloat16" if _cpu_prefers_bfloat16() else None
     return None if mixed_precision == "off" else f"mixed_{mixed_precision}"
 
 
@@ -525,8 +526,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         jit_compile: XLA: ``True``, ``False`` or ``"auto"`` (on GPUs only; on CPUs the oneDNN
             kernels are faster); falls back to no XLA when the model does not compile with it.
         mixed_precision: ``"auto"`` (float16 compute on GPUs with tensor cores, bfloat16
-            on CPUs with AMX, float32 elsewhere), ``"float16"``/``True``, ``"bfloat16"``
-            (for CPUs with AVX512_BF16 or AMX; faster on some, measure) or
+            on CPUs with AMX and on AMD CPUs with AVX512_BF16, float32 elsewhere),
+            ``"float16"``/``True``, ``"bfloat16"`` (opt-in elsewhere; measure) or
             ``"off"``/``False``; variables and output layers stay float32 (see
             :func:`resolve_mixed_precision`).
         early_stopping: stop when ``monitor`` stops improving for ``patience`` epochs and
@@ -704,10 +705,12 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     do_compile(jit_compile)
     start = time.time()
     counter = _EpochCounter()
+    # shuffle=False: the zoo.data pipeline shuffles (Keras ignores shuffle for datasets and
+    # warns when it is left at True).
     try:
         try:
             model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
-                      callbacks=make_callbacks() + [counter])
+                      shuffle=False, callbacks=make_callbacks() + [counter])
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
                 tf.errors.InternalError) as exc:
             if "labels outside num_classes" in str(exc):
@@ -720,7 +723,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             jit_compile = False
             do_compile(False)
             model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
-                      callbacks=make_callbacks() + [counter])
+                      shuffle=False, callbacks=make_callbacks() + [counter])
     except tf.errors.InvalidArgumentError as exc:
         text = str(exc)
         if "labels outside num_classes" in text:
@@ -830,8 +833,8 @@ def configure_train(parser):
                         help="compile with XLA (default: on GPUs only)")
     parser.add_argument("--mixed-precision", nargs="?", const="float16", default="auto",
                         choices=MIXED_PRECISION, help=f"compute dtype: {AUTO_PRECISION_HELP}, off, "
-                        "float16 (the default without a value), bfloat16 (CPUs with "
-                        "AVX512_BF16/AMX; faster on some)")
+                        "float16 (the default without a value), bfloat16 (opt-in on other CPUs "
+                        "with AVX512_BF16; measure)")
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--early-stopping", action=argparse.BooleanOptionalAction,
                         default=None, help="stop when the validation loss stops improving "

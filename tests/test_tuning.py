@@ -407,6 +407,51 @@ def test_search_trains_under_the_mixed_precision_policy(tiny, tmp_path, monkeypa
         search("lenet5", tiny, mixed_precision="fp8", **kwargs)
 
 
+class _Oracle:
+    def __init__(self):
+        self.asked = 0
+
+    def get_space(self):
+        self.asked += 1
+
+
+def test_a_worker_joins_the_chiefs_search(tmp_path):
+    # A worker waits for the chief's oracle, then reads the chief's search.json from the
+    # shared directory: under "auto" it takes the chief's precision; other differences fail.
+    import types
+
+    from tuning.search import _join_chief
+    tuner = types.SimpleNamespace(oracle=_Oracle())
+    base = {"model": "lenet5", "tuner": "random", "epochs": 2, "seed": 0, "cv": None}
+    with pytest.raises(FileNotFoundError, match=r"the chief's .*search\.json is missing: a "
+                                                r"worker must see the chief's --directory"):
+        _join_chief(tuner, str(tmp_path), base, types.SimpleNamespace(mixed_precision=None),
+                    follow_precision=True)
+    assert tuner.oracle.asked == 1
+    (tmp_path / "search.json").write_text(json.dumps({**base, "mixed_precision":
+                                                      "mixed_bfloat16"}))
+    hm = types.SimpleNamespace(mixed_precision=None)          # this worker's auto: float32
+    got = _join_chief(tuner, str(tmp_path), base, hm, follow_precision=True)
+    assert hm.mixed_precision == "mixed_bfloat16"
+    assert got == {**base, "mixed_precision": "mixed_bfloat16"}
+    hm = types.SimpleNamespace(mixed_precision=None)          # explicit --mixed-precision off
+    with pytest.raises(ValueError, match=r"this worker's search differs from the chief's in "
+                                         r".*: mixed_precision \(chief: 'mixed_bfloat16', "
+                                         r"this worker: None\)\. Run the chief's zoo tune "
+                                         r"command on every worker\."):
+        _join_chief(tuner, str(tmp_path), base, hm, follow_precision=False)
+    hm = types.SimpleNamespace(mixed_precision=None)
+    with pytest.raises(ValueError, match=r"differs from the chief's in .*: epochs \(chief: 2, "
+                                         r"this worker: 3\)"):
+        _join_chief(tuner, str(tmp_path), {**base, "epochs": 3}, hm, follow_precision=True)
+    # A float32 chief (no mixed_precision key) and a worker whose auto means bfloat16.
+    (tmp_path / "search.json").write_text(json.dumps(base))
+    hm = types.SimpleNamespace(mixed_precision="mixed_bfloat16")
+    assert _join_chief(tuner, str(tmp_path), {**base, "mixed_precision": "mixed_bfloat16"},
+                       hm, follow_precision=True) == base
+    assert hm.mixed_precision is None and tuner.oracle.asked == 5
+
+
 def test_cli_passes_mixed_precision_to_every_local_worker():
     import argparse
 

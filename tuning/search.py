@@ -289,6 +289,37 @@ def _write_fingerprint(project_dir, fingerprint, role):
         _write_json(os.path.join(project_dir, FINGERPRINT), fingerprint)
 
 
+def _join_chief(kt_tuner, project_dir, fingerprint, hypermodel, *, follow_precision):
+    """On a worker: wait until the chief's oracle answers (the chief writes its fingerprint
+    before it serves), then check that this worker runs the chief's search, from the
+    chief's ``search.json`` in the shared directory. With ``follow_precision`` (the worker
+    was given ``mixed_precision="auto"``) the worker trains under the chief's precision, so
+    that a cluster of different machines trains every trial alike; any other difference
+    (an explicit precision included) is refused. Returns the worker's fingerprint."""
+    kt_tuner.oracle.get_space()          # blocks until the chief serves
+    path = os.path.join(project_dir, FINGERPRINT)
+    chief = _read_json(path)
+    if chief is None:
+        raise FileNotFoundError(
+            f"the chief's {path} is missing: a worker must see the chief's --directory "
+            f"(a shared file system) and run the chief's --project")
+    theirs = chief.get("mixed_precision")
+    if follow_precision and theirs != hypermodel.mixed_precision:
+        hypermodel.mixed_precision = theirs
+        fingerprint = {k: v for k, v in fingerprint.items() if k != "mixed_precision"}
+        if theirs:
+            fingerprint["mixed_precision"] = theirs
+    if chief != fingerprint:
+        keys = sorted(k for k in set(chief) | set(fingerprint)
+                      if chief.get(k) != fingerprint.get(k))
+        detail = ", ".join(f"{k} (chief: {chief.get(k)!r}, this worker: {fingerprint.get(k)!r})"
+                           if k in ("mixed_precision", "epochs", "seed", "tuner", "cv",
+                                    "executions_per_trial") else k for k in keys)
+        raise ValueError(f"this worker's search differs from the chief's in {project_dir}: "
+                         f"{detail}. Run the chief's zoo tune command on every worker.")
+    return fingerprint
+
+
 def _check_objective(hypermodel, splits, objective):
     """Evaluate the default model on one validation batch; the objective must be
     one of the metrics it reports (with ``val_`` for validation metrics)."""
@@ -355,6 +386,9 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             ``"float16"``, ``"bfloat16"`` or ``"off"``; it is part of the search's
             fingerprint, so a search is not resumed under another precision. A
             ``ZooHyperModel`` passed as ``model`` keeps its own ``mixed_precision``.
+            A worker given ``"auto"`` trains under the chief's precision (read from
+            the chief's ``search.json``), so different machines train alike; a worker
+            whose search differs from the chief's otherwise is refused.
         callbacks: extra Keras callbacks for every trial's ``fit``.
         verbose: ``model.fit`` verbosity and keras-tuner's trial display.
         cv: ``None`` (score each trial on the validation split) or ``k >= 2``: score it
@@ -452,6 +486,10 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
                            max_consecutive_failed_trials=max_consecutive_failed_trials,
                            executions_per_trial=executions_per_trial)
     pooled = None
+    if role == "worker":
+        _join_chief(kt_tuner, project_dir, fingerprint, hypermodel,
+                    follow_precision=mixed_precision == "auto" and not isinstance(
+                        model, ZooHyperModel))
     if cv:
         kt_tuner.zoo_folds, pooled = _cv_folds(splits, cv, seed, hypermodel.task)
     try:

@@ -301,12 +301,56 @@ def test_cv_folds_cover_train_and_validation_once_stratified(tiny):
         np.testing.assert_array_equal(to_arrays(h1)[0], hx)
 
 
-@SLOW_OK
+_SPURIOUS = ("Your input ran out of data", "Skipping variable loading for optimizer",
+             "`shuffle=True` was passed")
+
+
+def _spurious(caught):
+    return [str(w.message)[:80] for w in caught if any(t in str(w.message) for t in _SPURIOUS)]
+
+
+def test_rebatch_keeps_the_number_of_batches():
+    import tensorflow as tf
+
+    from tuning.hypermodels import rebatch, set_num_examples
+    x = np.zeros((70, 4, 4, 1), "float32")
+    y = np.arange(70)
+    unbatched = tf.data.Dataset.from_tensor_slices((x, y))
+    assert int(rebatch(unbatched, 32).cardinality()) == 3
+    batched = unbatched.batch(16)
+    assert int(rebatch(batched, 32).cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    set_num_examples(batched, 70)
+    again = rebatch(batched, 32)
+    assert int(again.cardinality()) == 3
+    assert [len(b[1]) for b in again] == [32, 32, 6]
+    assert sorted(np.concatenate([b[1] for b in again])) == list(range(70))
+    # A wrong count is not trusted silently: tf.data fails on it.
+    set_num_examples(batched, 100)
+    with pytest.raises(tf.errors.FailedPreconditionError, match="expected to contain 4"):
+        list(rebatch(batched, 32))
+
+
+def test_search_on_a_named_dataset_warns_of_nothing(tmp_path):
+    # keras-tuner trials rebatch the data (its length is kept), the best model is reloaded
+    # from a checkpoint with optimizer state: neither makes Keras warn.
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = search("lenet5", "digits", tuner="random", max_trials=1, epochs=1,
+                    directory=str(tmp_path), project="w", fix=FIX_ALL, verbose=0)
+    assert list(df["status"]) == ["COMPLETED"]
+    assert _spurious(caught) == []
+
+
 def test_cross_validated_search_trains_k_models_per_trial_and_refits_the_best(tiny, tmp_path):
+    import warnings
     _CountFits.fits.clear()
-    df = search("lenet5", tiny, tuner="random", max_trials=2, epochs=2, cv=2,
-                directory=str(tmp_path), project="cv", fix=FIX_ALL,
-                set={"lr": [1e-2, 3e-2]}, callbacks=[_CountFits()])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = search("lenet5", tiny, tuner="random", max_trials=2, epochs=2, cv=2,
+                    directory=str(tmp_path), project="cv", fix=FIX_ALL,
+                    set={"lr": [1e-2, 3e-2]}, callbacks=[_CountFits()])
+    assert _spurious(caught) == []            # the folds and the refit keep their length
     assert list(df["status"]) == ["COMPLETED"] * 2
     assert len(_CountFits.fits) == 2 * 2                    # 2 trials x 2 folds
     best = df.attrs["best"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from typing import Any, Callable, Optional
 
 import keras
@@ -305,13 +306,33 @@ def _is_batched(dataset) -> bool:
     return isinstance(first, tf.TensorSpec) and first.shape.rank == 4
 
 
+_NUM_EXAMPLES = weakref.WeakKeyDictionary()
+
+
+def set_num_examples(dataset, num_examples: int):
+    """Record that the batched ``dataset`` holds ``num_examples`` examples, so that
+    :func:`rebatch` can give the rebatched dataset its length: unbatching loses it, and
+    ``model.fit`` on a dataset of unknown length warns "Your input ran out of data" at the
+    end of its first epoch. Returns ``dataset``."""
+    _NUM_EXAMPLES[dataset] = int(num_examples)
+    return dataset
+
+
 def rebatch(dataset, batch_size: int):
     """``dataset`` batched by ``batch_size``: an already batched dataset is
-    unbatched first (``model.fit`` ignores ``batch_size=`` for datasets)."""
+    unbatched first (``model.fit`` ignores ``batch_size=`` for datasets). The result
+    keeps a known length: ``dataset``'s own where it is unbatched, else the number of
+    examples recorded with :func:`set_num_examples`."""
     import tensorflow as tf
+    batch_size = int(batch_size)
+    num_examples = None
     if _is_batched(dataset):
+        num_examples = _NUM_EXAMPLES.get(dataset)
         dataset = dataset.unbatch()
-    return dataset.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+    out = dataset.batch(batch_size)
+    if num_examples:
+        out = out.apply(tf.data.experimental.assert_cardinality(-(-num_examples // batch_size)))
+    return out.prefetch(tf.data.AUTOTUNE)
 
 
 # Used when a HyperModel knows nothing about its data: geometric only, no flips.

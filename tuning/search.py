@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 
 from zoo.common import atomic_write
 
@@ -486,6 +487,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
                            max_consecutive_failed_trials=max_consecutive_failed_trials,
                            executions_per_trial=executions_per_trial)
     pooled = None
+    _record_train_size(splits, dataset)
     if role == "worker":
         _join_chief(kt_tuner, project_dir, fingerprint, hypermodel,
                     follow_precision=mixed_precision == "auto" and not isinstance(
@@ -531,6 +533,18 @@ def _load(dataset, hypermodel, *, image_size, data_dir, seed):
     return splits, dict(probe.augmentation)
 
 
+def _record_train_size(splits, dataset, batch_size=32):
+    """Tell :func:`tuning.hypermodels.rebatch` how many examples the train split holds
+    (the pipelines' ``info.splits``, checked against the split's batch count), so that the
+    trials' rebatched data keeps its length."""
+    from tuning.hypermodels import set_num_examples
+    n = splits.info.splits.get("train")
+    if not isinstance(dataset, str) or not n:
+        return      # a Splits passed in: its batch size is not known here
+    if int(splits.train.cardinality()) == -(-int(n) // batch_size):   # load_splits' batches
+        set_num_examples(splits.train, n)
+
+
 def _cv_folds(splits, k, seed, task, batch_size=32):
     """``k`` folds over the train and validation splits together, read into memory.
 
@@ -549,6 +563,7 @@ def _cv_folds(splits, k, seed, task, batch_size=32):
     import tensorflow as tf
     from sklearn.model_selection import KFold, StratifiedKFold
 
+    from tuning.hypermodels import set_num_examples
     from zoo.data import to_arrays
     x_tr, y_tr = to_arrays(splits.train)
     x_va, y_va = to_arrays(splits.validation)
@@ -567,9 +582,10 @@ def _cv_folds(splits, k, seed, task, batch_size=32):
         splitter = KFold(n_splits=k, shuffle=True, random_state=seed).split(x)
     folds = []
     for train_idx, held_idx in splitter:
-        train = (tf.data.Dataset.from_tensor_slices((x[train_idx], y[train_idx]))
-                 .shuffle(len(train_idx), seed=seed).batch(batch_size)
-                 .prefetch(tf.data.AUTOTUNE))
+        train = set_num_examples(
+            tf.data.Dataset.from_tensor_slices((x[train_idx], y[train_idx]))
+            .shuffle(len(train_idx), seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE),
+            len(train_idx))
         held = (tf.data.Dataset.from_tensor_slices((x[held_idx], y[held_idx]))
                 .batch(batch_size).prefetch(tf.data.AUTOTUNE))
         folds.append((train, held))
@@ -580,8 +596,9 @@ def _refit(hypermodel, trial, pooled, epochs, seed, batch_size=32):
     """Train ``trial``'s hyperparameters on the pooled train + validation examples."""
     import tensorflow as tf
     x, y = pooled
-    data = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
-            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    from tuning.hypermodels import set_num_examples
+    data = set_num_examples(tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
+                            .batch(batch_size).prefetch(tf.data.AUTOTUNE), len(x))
     model = hypermodel.build(trial.hyperparameters)
     hypermodel.fit(trial.hyperparameters, model, data, epochs=epochs, verbose=0)
     return model
@@ -606,7 +623,11 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
         refit_epochs = int(trial.best_step) + 1
         model = _refit(hypermodel, trial, pooled, refit_epochs, seed)
     else:
-        model = kt_tuner.load_model(trial)
+        with warnings.catch_warnings():
+            # The checkpoint holds the trial's optimizer state, the rebuilt model a fresh
+            # optimizer; only the weights are wanted here (evaluation and export).
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model = kt_tuner.load_model(trial)
     model.jit_compile = False
     test = model.evaluate(splits.test, verbose=0, return_dict=True)
     best = {"trial": trial.trial_id, "objective": objective, "score": float(trial.score),

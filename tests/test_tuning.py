@@ -140,8 +140,9 @@ def test_cosine_lr_schedule_decays_over_the_trial_epochs():
         def on_epoch_end(self, epoch, logs=None):
             rates.append(float(self.model.optimizer.learning_rate.numpy()))
 
-    hm.fit(hp, model, tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=4,
-           verbose=0, callbacks=[Record()])
+    from tuning.hypermodels import set_num_examples
+    data = set_num_examples(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), 8)
+    hm.fit(hp, model, data, epochs=4, verbose=0, callbacks=[Record()])
     expected = [0.01 * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(4)]
     assert rates == pytest.approx(expected, rel=1e-5)   # 0.01, 0.0085, 0.005, 0.0015
     keras.backend.clear_session()

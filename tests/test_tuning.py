@@ -445,7 +445,8 @@ def test_search_trains_under_the_mixed_precision_policy(tiny, tmp_path, monkeypa
     assert model.output.dtype == "float32"
     # Resuming it in float32 would mix precisions in one search: refused.
     with pytest.raises(ValueError, match=r"a different search already exists .* differs in: "
-                                         r"mixed_precision"):
+                                         r"mixed_precision\)\..* To resume it as it ran, pass "
+                                         r"--mixed-precision bfloat16\.$"):
         search("lenet5", tiny, mixed_precision="off", **kwargs)
     with pytest.raises(ValueError, match=r"mixed_precision must be one of .*"
                                          r"Received: mixed_precision='fp8'"):

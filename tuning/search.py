@@ -279,10 +279,14 @@ def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
                 f"(no {FINGERPRINT}); use --overwrite or another --project")
         if old != fingerprint:
             keys = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            hint = ""
+            if "mixed_precision" in keys:     # e.g. another machine, or auto's rule changed
+                was = (old.get("mixed_precision") or "mixed_off").replace("mixed_", "")
+                hint = f" To resume it as it ran, pass --mixed-precision {was}."
             raise ValueError(
                 f"a different search already exists in {project_dir} (it differs in: "
                 f"{', '.join(keys)}). Use --overwrite to replace it or --project to choose "
-                f"another name.")
+                f"another name.{hint}")
 
 
 def _write_fingerprint(project_dir, fingerprint, role):

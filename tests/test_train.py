@@ -188,6 +188,44 @@ def test_fit_mixed_precision(digits8, tmp_path, precision, policy, dtype):
     assert out.dtype == np.float32 and np.allclose(out.sum(-1), 1, atol=1e-3)
 
 
+class _Killed(Exception):
+    pass
+
+
+class _KillAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):     # after BackupAndRestore saved the epoch
+        raise _Killed()
+
+
+def test_a_killed_run_resumes_under_the_precision_it_started_with(digits8, tmp_path,
+                                                                  monkeypatch):
+    # Started under auto = bfloat16 (an AMX CPU, say), resumed where auto means float32
+    # (another machine, or another zoo version): the run keeps bfloat16.
+    monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: True)
+    run = tmp_path / "run"
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(), small(digits8), epochs=3, run_dir=str(run), verbose=0,
+                  callbacks=[_KillAfterFirstEpoch()])
+    state = json.loads((run / "backup" / "zoo_run.json").read_text())
+    assert state == {"mixed_precision": "mixed_bfloat16"}
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: False)
+    with pytest.raises(ValueError, match=r"holds a killed run that trained under "
+                                         r"mixed_bfloat16; resume it with mixed_precision="
+                                         r"'bfloat16' .*Received: mixed_precision='off'"):
+        train.fit(tiny_classifier(), small(digits8), epochs=3, run_dir=str(run), verbose=0,
+                  mixed_precision="off")
+    history = train.fit(tiny_classifier(), small(digits8), epochs=3, run_dir=str(run),
+                        verbose=0)
+    assert list(history["epoch"]) == [0, 1, 2]          # resumed after epoch 0
+    info = json.loads((run / "info.json").read_text())
+    assert info["settings"]["mixed_precision"] == "mixed_bfloat16"
+    assert not (run / "backup").exists()
+    # A new run in the same directory follows auto again.
+    train.fit(tiny_classifier(), small(digits8), epochs=1, run_dir=str(run), verbose=0)
+    assert json.loads((run / "info.json").read_text())["settings"]["mixed_precision"] is None
+
+
 @pytest.mark.parametrize("amx,policy,dtype", [(True, "mixed_bfloat16", "bfloat16"),
                                               (False, None, "float32")])
 def test_fit_auto_precision_on_cpus(digits8, tmp_path, monkeypatch, amx, policy, dtype):

@@ -402,6 +402,10 @@ def _strategy():
 # --------------------------------------------------------------------------------------
 # Files.
 
+#: The file in a run's backup directory that records what a resumed run must keep.
+_RUN_STATE = "zoo_run.json"
+
+
 def _write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
@@ -629,6 +633,27 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             train, val, test = (_crop_masks(d, out_hw) for d in (train, val, test))
     train, val, test = (_label_guard(d, k, task) for d in (train, val, test))
 
+    # Run directory (created below, once the model is ready). A killed run resumes under
+    # the precision it started with, which its backup records.
+    if run_dir is None:
+        run_dir = os.path.join("runs", f"{model_name}-{info.name.replace(os.sep, '_').replace(':', '_')}-"
+                               f"{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = os.path.abspath(run_dir)
+    backup_dir = os.path.join(run_dir, "backup")
+    backup_files = set(os.listdir(backup_dir)) if os.path.isdir(backup_dir) else set()
+    resuming = bool(backup_files - {_RUN_STATE})
+    if resuming and _RUN_STATE in backup_files:
+        with open(os.path.join(backup_dir, _RUN_STATE)) as f:
+            started = json.load(f).get("mixed_precision")
+        if mixed_precision == "auto":
+            policy = started
+        elif policy != started:
+            raise ValueError(
+                f"{run_dir} holds a killed run that trained under "
+                f"{started or 'float32'}; resume it with mixed_precision="
+                f"{(started or 'off').replace('mixed_', '')!r} (--mixed-precision) or 'auto', "
+                f"or use another run directory. Received: mixed_precision={mixed_precision!r}")
+
     strategy = _strategy()
 
     def rebuild(policy):
@@ -653,17 +678,14 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                 model = rebuild(None)
 
     # Run directory.
-    if run_dir is None:
-        run_dir = os.path.join("runs", f"{model_name}-{info.name.replace(os.sep, '_').replace(':', '_')}-"
-                               f"{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir = os.path.abspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
-    backup_dir = os.path.join(run_dir, "backup")
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     os.makedirs(ckpt_dir, exist_ok=True)
     best_path = os.path.join(ckpt_dir, "best.keras")
     history_path = os.path.join(run_dir, "history.csv")
-    resuming = os.path.isdir(backup_dir) and bool(os.listdir(backup_dir))
+    # BackupAndRestore removes its directory when training ends, this record with it.
+    os.makedirs(backup_dir, exist_ok=True)
+    _write_json(os.path.join(backup_dir, _RUN_STATE), {"mixed_precision": policy})
     if not resuming and os.path.exists(best_path):
         os.remove(best_path)  # a fresh run in an old directory
     mode = "min" if monitor.endswith("loss") else "max"

@@ -255,6 +255,11 @@ def _dataset_key(dataset, splits):
     return {"info": info, "batches": cardinality}
 
 
+def _differing_keys(a: dict, b: dict) -> list:
+    """The sorted keys whose values differ between fingerprints ``a`` and ``b``."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
     """Refuse to mix two different searches in one project directory; with
     ``overwrite``, delete the project. The fingerprint is written later, by
@@ -278,11 +283,12 @@ def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
                 f"{project_dir} holds a keras-tuner project that is not a zoo search "
                 f"(no {FINGERPRINT}); use --overwrite or another --project")
         if old != fingerprint:
-            keys = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            keys = _differing_keys(old, fingerprint)
             hint = ""
             if "mixed_precision" in keys:     # e.g. another machine, or auto's rule changed
-                was = (old.get("mixed_precision") or "mixed_off").replace("mixed_", "")
-                hint = f" To resume it as it ran, pass --mixed-precision {was}."
+                from zoo.train import precision_value
+                hint = (f" To resume it as it ran, pass --mixed-precision "
+                        f"{precision_value(old.get('mixed_precision'))}.")
             raise ValueError(
                 f"a different search already exists in {project_dir} (it differs in: "
                 f"{', '.join(keys)}). Use --overwrite to replace it or --project to choose "
@@ -315,8 +321,7 @@ def _join_chief(kt_tuner, project_dir, fingerprint, hypermodel, *, follow_precis
         if theirs:
             fingerprint["mixed_precision"] = theirs
     if chief != fingerprint:
-        keys = sorted(k for k in set(chief) | set(fingerprint)
-                      if chief.get(k) != fingerprint.get(k))
+        keys = _differing_keys(chief, fingerprint)
         detail = ", ".join(f"{k} (chief: {chief.get(k)!r}, this worker: {fingerprint.get(k)!r})"
                            if k in ("mixed_precision", "epochs", "seed", "tuner", "cv",
                                     "executions_per_trial") else k for k in keys)

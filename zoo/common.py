@@ -181,17 +181,23 @@ def onednn_enabled() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
-def cpu_flags(cpuinfo="/proc/cpuinfo") -> set:
-    """The CPU's feature flags (``avx2``, ``avx512_bf16``, ...) read from ``cpuinfo``
-    (Linux); empty where it cannot be read."""
+def _cpuinfo_field(name, cpuinfo="/proc/cpuinfo") -> str:
+    """The value of the first ``name : value`` line of ``cpuinfo`` (Linux); ``""`` where
+    it cannot be read."""
     try:
         with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return ""
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo") -> set:
+    """The CPU's feature flags (``avx2``, ``avx512_bf16``, ...) read from ``cpuinfo``
+    (Linux); empty where it cannot be read."""
+    return set(_cpuinfo_field("flags", cpuinfo).split())
 
 
 def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
@@ -204,14 +210,7 @@ def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
 def cpu_vendor(cpuinfo="/proc/cpuinfo") -> str:
     """The CPU's ``vendor_id`` (``GenuineIntel``, ``AuthenticAMD``, ...) read from
     ``cpuinfo`` (Linux); ``""`` where it cannot be read."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    return _cpuinfo_field("vendor_id", cpuinfo)
 
 
 def cpu_prefers_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:

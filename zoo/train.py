@@ -260,6 +260,12 @@ def resolve_mixed_precision(mixed_precision="auto"):
     return None if mixed_precision == "off" else f"mixed_{mixed_precision}"
 
 
+def precision_value(policy) -> str:
+    """The ``mixed_precision`` value (``--mixed-precision``) that names dtype policy
+    ``policy``: ``"off"`` for ``None``, ``"bfloat16"`` for ``"mixed_bfloat16"``, ..."""
+    return policy.replace("mixed_", "") if policy else "off"
+
+
 def _computes_in_float16(model) -> bool:
     return any(getattr(layer, "compute_dtype", None) == "float16" for layer in model.layers)
 
@@ -651,7 +657,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             raise ValueError(
                 f"{run_dir} holds a killed run that trained under "
                 f"{started or 'float32'}; resume it with mixed_precision="
-                f"{(started or 'off').replace('mixed_', '')!r} (--mixed-precision) or 'auto', "
+                f"{precision_value(started)!r} (--mixed-precision) or 'auto', "
                 f"or use another run directory. Received: mixed_precision={mixed_precision!r}")
 
     strategy = _strategy()

@@ -31,7 +31,11 @@ from zoo.common import atomic_write_text
 #: Columns of ``results.csv``, in order.
 COLUMNS = ("section", "model", "input", "batch", "clients", "variant", "metric", "unit",
            "repeats", "median", "min", "max", "q1", "q3", "p50_ms", "p99_ms", "ratio_of",
-           "ratio", "ratio_min", "ratio_max", "target", "met", "first_seconds", "note")
+           "ratio", "ratio_min", "ratio_max", "target", "met", "first_seconds", "precision",
+           "gflops", "peak_share", "note")
+
+#: Side of the square matrices of :func:`matmul_peak`.
+PEAK_MATMUL_SIZE = 2048
 
 #: Section keys in run order, with their titles in the markdown report.
 SECTIONS = {
@@ -68,6 +72,9 @@ class Row:
     p50_ms: Optional[float] = None
     p99_ms: Optional[float] = None
     first_seconds: Optional[float] = None
+    precision: str = ""              # compute dtype of the variant, for its share of the peak
+    gflop_per_item: Optional[float] = None   # work per image (training: 3 x forward)
+    peak_gflops: Optional[float] = None      # matmul peak of ``precision`` measured in the run
     note: str = ""
 
     def as_dict(self) -> dict:
@@ -78,6 +85,9 @@ class Row:
         ratio = float(np.median(r)) if r.size else None
         met = "" if self.target is None or ratio is None else ("yes" if ratio >= self.target
                                                                 else "no")
+        gflops = (float(stats["median"]) * self.gflop_per_item
+                  if stats and self.gflop_per_item else None)
+        share = gflops / self.peak_gflops if gflops and self.peak_gflops else None
         out = {
             "section": self.section, "model": self.model, "input": self.input,
             "batch": self.batch, "clients": self.clients, "variant": self.variant,
@@ -88,7 +98,8 @@ class Row:
             "ratio_min": _round(float(r.min()), 3) if r.size else None,
             "ratio_max": _round(float(r.max()), 3) if r.size else None,
             "target": self.target, "met": met,
-            "first_seconds": _round(self.first_seconds), "note": self.note,
+            "first_seconds": _round(self.first_seconds), "precision": self.precision,
+            "gflops": _round(gflops), "peak_share": _round(share, 3), "note": self.note,
         }
         return {k: out.get(k) for k in COLUMNS}
 
@@ -111,6 +122,7 @@ class Variant:
     run: Callable[[], float]
     target: Optional[float] = None   # minimum ratio subject / this variant
     note: str = ""
+    precision: str = "float32"       # the dtype its convolutions compute in
 
 
 def measure(variants, *, repeats: int, warmup: int = 1) -> dict:
@@ -169,8 +181,10 @@ def _error_text(exc) -> str:
 
 
 def rows_from(measured: dict, variants, *, section, model, metric, unit, subject, input="",
-              batch=None, clients=None, note="") -> list:
-    """Turn :func:`measure` output into rows with paired ratios against ``subject``."""
+              batch=None, clients=None, note="", gflop_per_item=None) -> list:
+    """Turn :func:`measure` output into rows with paired ratios against ``subject``.
+
+    ``gflop_per_item``: the work of one item in GFLOP, for the rows' achieved GFLOP/s."""
     rows = []
     subj = measured.get(subject, {}).get("rates", [])
     for v in variants:
@@ -184,8 +198,53 @@ def rows_from(measured: dict, variants, *, section, model, metric, unit, subject
                         unit=unit, values=rates, input=input, batch=batch, clients=clients,
                         ratio_of=f"{subject} / this", reference=v.name == subject,
                         ratios=ratios if subj else [],
-                        target=v.target, first_seconds=m["first"], note=text))
+                        target=v.target, first_seconds=m["first"], note=text,
+                        precision=v.precision, gflop_per_item=gflop_per_item))
     return rows
+
+
+def model_gflop(model) -> float:
+    """GFLOP of one forward pass of ``model`` on one image: 2 x the multiply-adds of its
+    convolutions and dense layers (:func:`zoo.profile.profile`, the ResNet paper's
+    convention)."""
+    from zoo.profile import profile
+    return profile(model).totals.flops / 1e9
+
+
+#: A training step's work as a multiple of the forward pass: the forward products, and in
+#: the backward pass one product for the gradient of the input and one for the weights.
+TRAIN_FLOP_FACTOR = 3
+
+
+def matmul_peak(dtypes=("float32",), *, size=PEAK_MATMUL_SIZE, repeats=5, calls=8) -> dict:
+    """The best GFLOP/s of a ``size`` x ``size`` TensorFlow matmul in this process, per dtype.
+
+    This is what the machine's cores reach on the kernel that convolutions come down to;
+    every throughput row is set against it (``peak_share``). Best of ``repeats`` runs of
+    ``calls`` back-to-back products, after one warm-up call."""
+    import tensorflow as tf
+
+    out = {}
+    for dtype in dtypes:
+        a = tf.cast(tf.random.stateless_normal((size, size), seed=(1, 2)), dtype)
+        b = tf.cast(tf.random.stateless_normal((size, size), seed=(3, 4)), dtype)
+        product = tf.function(tf.linalg.matmul)
+        product(a, b).numpy()
+        best = 0.0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                c = product(a, b)
+            c.numpy()
+            best = max(best, calls * 2 * size ** 3 / (time.perf_counter() - t0) / 1e9)
+        out[dtype] = round(best, 1)
+    return out
+
+
+def set_peaks(rows, peaks: dict) -> None:
+    """Give every row the measured matmul peak of its precision (see :func:`matmul_peak`)."""
+    for row in rows:
+        row.peak_gflops = peaks.get(row.precision)
 
 
 # ---------------------------------------------------------------------------------------
@@ -295,11 +354,22 @@ def markdown(rows, info: dict, *, command: str, seconds: float) -> str:
         f"- software: Python {info['python']}, {libs}"
         + (f" (PyTorch threads: {info['torch_threads']})" if info.get("torch_threads") else ""),
         f"- wall time: {seconds / 60:.1f} min; finished {info.get('finished', '')}",
+    ]
+    if info.get("matmul_peak"):
+        lines.append(
+            f"- peak: a {PEAK_MATMUL_SIZE}x{PEAK_MATMUL_SIZE} TensorFlow matmul in this process "
+            "reaches " + ", ".join(f"{v:.0f} GFLOP/s in {k}"
+                                   for k, v in info["matmul_peak"].items())
+            + f" (best of {info.get('matmul_peak_runs', 1)} measurements in the run)")
+    lines += [
         "",
         "Throughputs are medians over the repetitions after warm-up, with min-max and the",
         "interquartile range. `ratio` is the median of the ratios of repetitions run back to",
         "back (interleaved), with their min-max, as each section says; a target is met when",
-        "the median ratio reaches it.",
+        "the median ratio reaches it. `GFLOP/s` is the median throughput times the model's",
+        "FLOPs per image (2 x the multiply-adds of its convolutions and dense layers, from",
+        "`zoo.profile`; a training step counts 3 x the forward pass), with its share of the",
+        "measured matmul peak in the precision the convolutions compute in.",
     ]
     for key, title in SECTIONS.items():
         sec_rows = [r for r in rows if r.section == key]
@@ -311,8 +381,10 @@ def markdown(rows, info: dict, *, command: str, seconds: float) -> str:
         if forms:
             lines += ["ratio = " + "; ".join(f"`{f}`" for f in forms), ""]
         serve = key == "serve"
+        work = any(d["gflops"] is not None for d in sec)
         head = ["model", "input", "batch"] + (["clients"] if serve else []) + [
-            "variant", "median", "min-max", "IQR"] + (["p50 ms", "p99 ms"] if serve else []) + [
+            "variant", "median", "min-max", "IQR"] + (["p50 ms", "p99 ms"] if serve else []) + (
+            ["GFLOP/s (of peak)"] if work else []) + [
             "ratio (min-max)", "target", "met", "note"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "|".join("---" for _ in head) + "|")
@@ -329,6 +401,10 @@ def markdown(rows, info: dict, *, command: str, seconds: float) -> str:
                       f"{_fmt(d['q1'])}-{_fmt(d['q3'])}" if d["median"] is not None else ""]
             if serve:
                 cells += [_fmt(d["p50_ms"]), _fmt(d["p99_ms"])]
+            if work:
+                cells.append("" if d["gflops"] is None else f"{d['gflops']:.0f}" + (
+                    f" ({d['peak_share']:.0%} of {d['precision']})"
+                    if d["peak_share"] is not None else f" ({d['precision']})"))
             cells += [ratio, "" if d["target"] is None else f">= {d['target']}", d["met"],
                       (d["note"] or "").replace("|", "/")]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")

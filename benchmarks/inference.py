@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from benchmarks.core import Row, Variant, log, measure, rows_from
+from benchmarks.core import Row, Variant, log, measure, model_gflop, rows_from
 from benchmarks.data import images as _images
 from benchmarks.worker import Reference
 from benchmarks.training import (KERAS_APPLICATIONS, bench_shape, TORCH_MODELS, _torch_model,
@@ -89,6 +89,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
         size, _, channels = shape
         keras.backend.clear_session()
         model = zoo.get_model(name, input_shape=shape)
+        gflop = model_gflop(model)
         with tempfile.TemporaryDirectory() as base:
             path = _export(model, base, name)
             servable = serving.load(path)
@@ -178,7 +179,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                         "zoo Servable.predict, bfloat16 export (opt-in)", run_bf16,
                         note=f"zoo export --precision bfloat16 ({on_bf16.runtime}; oneDNN's "
                              f"bfloat16 kernels); largest probability difference to the float32 "
-                             f"export on this batch {diff:.1e}"))
+                             f"export on this batch {diff:.1e}", precision="bfloat16"))
                 try:
                     measured = measure(variants, repeats=repeats, warmup=warmup)
                 finally:
@@ -186,7 +187,8 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                         reference.close()
                 rows += rows_from(measured, variants, section="inference", model=name,
                                   input=f"{size}x{size}x{channels}", batch=b,
-                                  metric="inference images/s", unit="img/s", subject=subject)
+                                  metric="inference images/s", unit="img/s", subject=subject,
+                                  gflop_per_item=gflop)
             del servable, on_tf, on_bf16, signature, torch_model
         del model
         keras.backend.clear_session()
@@ -294,6 +296,27 @@ async def _burst(url, body, requests, clients, expect):
     return latencies, seconds
 
 
+async def _round_trips(url, requests):
+    """Latencies in seconds of ``requests`` GETs of ``url``, one after the other on one
+    connection opened beforehand: HTTP's own cost, without model work."""
+    import httpx
+    latencies = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        (await client.get(url)).raise_for_status()
+        for _ in range(requests):
+            t0 = time.perf_counter()
+            r = await client.get(url)
+            latencies.append(time.perf_counter() - t0)
+            r.raise_for_status()
+    return latencies
+
+
+def http_ceiling(in_process_ms: float, round_trip_ms: float) -> float:
+    """The most a request served one at a time can reach, as a fraction of in-process
+    throughput, when HTTP alone takes ``round_trip_ms`` and the work ``in_process_ms``."""
+    return in_process_ms / (in_process_ms + round_trip_ms)
+
+
 def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                   min_requests) -> list:
     """``zoo serve`` images/s and latency vs ``Servable.predict`` in the same process.
@@ -304,7 +327,9 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
     once, and for batches of more than one image also the binary form
     ``{"instances": [{"b64": <PNG>}, ...]}`` (with the first client count); a repetition sends ``max(min_requests, clients * requests_per_client)`` requests
     from ``clients`` concurrent httpx clients. The reference is ``Servable.predict`` on the
-    same batch in this process, called as many times, one after the other.
+    same batch in this process, called as many times, one after the other. The one-client
+    rows also say what HTTP alone costs (the median of GETs of the model's status) and the
+    ratio that leaves at most (:func:`http_ceiling`).
 
     Args:
         configs: ``[(model name, batch, [clients, ...]), ...]``.
@@ -387,6 +412,12 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                 for key in latencies:   # keep only timed repetitions' latencies
                     latencies[key] = latencies[key][-(counts[key] * repeats):]
                 refs = measured[ref]["rates"]
+                trips = asyncio.run(_round_trips(f"{url}/v1/models/{name}", 20))
+                round_trip_ms = float(np.median(trips)) * 1000
+                work_ms = batch / float(np.median(refs)) * 1000 if refs else float("nan")
+                ceiling = (f"; HTTP alone (GET model status) {round_trip_ms:.2f} ms per "
+                           f"request, {work_ms:.2f} ms of work in process: at most "
+                           f"{http_ceiling(work_ms, round_trip_ms):.2f}x one at a time")
                 common = dict(section="serve", model=name,
                               input="x".join(str(s) for s in shapes[name]), batch=batch,
                               metric="images/s", unit="img/s")
@@ -400,6 +431,8 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                     lat = np.asarray(latencies[key]) * 1000
                     rps = np.median(rates) / batch if rates else float("nan")
                     note = f"{counts[c]} requests per repetition, median {rps:.3g} requests/s"
+                    if c == 1:
+                        note += ceiling
                     if m["error"]:
                         note += f"; failed: {m['error']}"
                     rows.append(Row(variant=v.name, values=rates, clients=c,

@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 
-from benchmarks.core import Row, Variant, log, measure, rows_from
+from benchmarks.core import (TRAIN_FLOP_FACTOR, Row, Variant, log, measure,
+                             model_gflop, rows_from)
 from benchmarks.data import batch as _batch
 from benchmarks.worker import Reference
 
@@ -61,6 +62,11 @@ def _zoo_settings(model, policy=None) -> str:
     if policy:
         parts.append(policy)
     return ", ".join(parts)
+
+
+def _compute_dtype(policy) -> str:
+    """The dtype a Keras dtype policy name computes in ("mixed_bfloat16" -> "bfloat16")."""
+    return policy.replace("mixed_", "") if policy else "float32"
 
 
 def _policy_note(policy) -> str:
@@ -121,8 +127,9 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
             zm = _rebuild(zm, policy)
         compile_model(zm)
         subject = f"zoo defaults ({_zoo_settings(zm, policy)})"
+        gflop = TRAIN_FLOP_FACTOR * model_gflop(zm)
         variants.append(Variant(subject, _keras_step(zm, x, y, steps),
-                                note=_policy_note(policy)))
+                                note=_policy_note(policy), precision=_compute_dtype(policy)))
 
         if policy:
             zf = zoo.get_model(name, input_shape=shape, num_classes=classes)
@@ -138,7 +145,8 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
             variants.append(Variant("zoo, mixed_bfloat16 (opt-in)", _keras_step(zb, x, y, steps),
                                     note="fit(mixed_precision='bfloat16'): bfloat16 compute, "
                                          "float32 variables and outputs; this CPU has native "
-                                         "bfloat16 instructions"))
+                                         "bfloat16 instructions"),
+                                    precision="bfloat16")
 
         if zoo_keras_compile or name not in KERAS_APPLICATIONS:
             zk = zoo.get_model(name, input_shape=shape, num_classes=classes)
@@ -202,7 +210,8 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                 reference.close()
         rows += rows_from(measured, variants, section="train", model=name,
                           input=f"{size}x{size}x{channels}", batch=batch_size,
-                          metric="train images/s", unit="img/s", subject=subject)
+                          metric="train images/s", unit="img/s", subject=subject,
+                          gflop_per_item=gflop)
         del variants, zm
         keras.backend.clear_session()
     return rows
@@ -274,7 +283,7 @@ def pipeline_section(*, epochs, repeats, warmup, batch_size=32, model_name="lene
             if arrays:
                 model.fit(x_mem, y_mem, batch_size=batch_size, epochs=epochs, verbose=0)
             else:
-                model.fit(data, epochs=epochs, verbose=0)
+                model.fit(data, epochs=epochs, verbose=0, shuffle=False)  # it shuffles
             return epochs * n
         return run
 

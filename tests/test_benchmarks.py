@@ -64,6 +64,22 @@ def test_tiny_run_writes_table(tmp_path, monkeypatch):
         for r in group[1:]:
             assert float(r["ratio_min"]) <= float(r["ratio"]) <= float(r["ratio_max"])
             assert r["ratio_of"] == f"{group[0]['variant']} / this"
+    # Achieved GFLOP/s: throughput x LeNet-5's FLOPs per image (3 x for a training step),
+    # set against the float32 matmul peak measured in the run.
+    from benchmarks.core import model_gflop
+    import zoo
+    forward = model_gflop(zoo.get_model("lenet5"))
+    assert 6e-4 < forward < 7e-4        # 0.328 M multiply-adds (README: zoo list)
+    machine = json.loads((out / "machine.json").read_text())
+    peak = machine["matmul_peak"]["float32"]
+    assert peak > 1
+    for r in rows:
+        per_image = forward * (3 if r["section"] == "train" else 1)
+        assert r["precision"] == "float32", r
+        assert abs(float(r["gflops"]) - float(r["median"]) * per_image) <= 0.01 * float(
+            r["gflops"]), r
+        assert abs(float(r["peak_share"]) - float(r["gflops"]) / peak) <= 0.001 + 0.01 * float(
+            r["peak_share"]), r
     predict = rows[4]
     assert predict["target"] == "1.5" and predict["met"] in ("yes", "no")
     assert predict["met"] == ("yes" if float(predict["ratio"]) >= 1.5 else "no")
@@ -74,10 +90,13 @@ def test_tiny_run_writes_table(tmp_path, monkeypatch):
     assert "## Input pipeline" not in md  # not run
     table = [line for line in md.splitlines() if line.startswith("| lenet5 |")]
     assert len(table) == 6 + len(large)
-    assert all(line.count("|") == 12 for line in table)   # 11 columns
+    assert all(line.count("|") == 13 for line in table)   # 12 columns
+    assert "% of float32) |" in table[0]
+    assert f"TensorFlow matmul in this process reaches {peak:.0f} GFLOP/s in float32" in md
     assert "| lenet5 | 32x32x1 | 4 | model.predict, this process |" in md
 
-    machine = json.loads((out / "machine.json").read_text())
+    from zoo.common import cpu_has_bfloat16
+    assert ("bfloat16" in machine["matmul_peak"]) == cpu_has_bfloat16()
     assert machine["cores"] >= 1 and machine["cpu"]
     assert "tensorflow" in machine["libraries"] and "keras" in machine["libraries"]
     assert machine["command"].startswith("python -m benchmarks --quick")
@@ -134,6 +153,22 @@ def test_train_section_measures_the_default_precision(monkeypatch):
     assert variants[1:] == ["zoo, float32 (mixed_precision='off')",
                             "zoo, Keras default compile"]
     assert all(len(r.values) == 2 and min(r.values) > 0 for r in rows)
+    # Each row's share of the peak is taken in the precision it computes in.
+    assert [r.precision for r in rows] == ["bfloat16", "float32", "float32"]
+    assert len({r.gflop_per_item for r in rows}) == 1 and rows[0].gflop_per_item > 0
+
+
+def test_rows_report_their_gflops_and_share_of_the_peak():
+    from benchmarks.core import Row, matmul_peak, set_peaks
+    rows = [Row(section="train", model="m", variant=v, metric="", unit="img/s",
+                values=[10.0, 20.0, 30.0], precision=p, gflop_per_item=2.0)
+            for v, p in (("a", "float32"), ("b", "bfloat16"))]
+    set_peaks(rows, {"float32": 80.0})
+    a, b = (r.as_dict() for r in rows)
+    assert a["gflops"] == 40.0 and a["peak_share"] == 0.5 and a["precision"] == "float32"
+    assert b["gflops"] == 40.0 and b["peak_share"] is None    # no bfloat16 peak measured
+    peak = matmul_peak(("float32",), size=256, repeats=2, calls=2)
+    assert list(peak) == ["float32"] and peak["float32"] > 0
 
 
 def test_inference_section_measures_a_bfloat16_export_where_bfloat16_is_fast(monkeypatch):
@@ -153,7 +188,67 @@ def test_inference_section_measures_a_bfloat16_export_where_bfloat16_is_fast(mon
     # bfloat16 rounding shows; the classic LeNet-5's RBF logits make it the most sensitive
     # model (up to 9e-2 measured on its probabilities, README: Exporting).
     assert 0 < diff < 0.2
+    assert bf16[0].precision == "bfloat16"
+    assert {r.precision for r in rows if r is not bf16[0]} == {"float32"}
     monkeypatch.setattr(common, "cpu_prefers_bfloat16", lambda *a: False)
     rows = inference.inference_section(["lenet5"], image_size=32, batch_sizes=[4], images=4,
                                        repeats=1, warmup=0, with_torch=False, bfloat16=True)
     assert not any("bfloat16" in r.variant for r in rows)
+
+
+def test_serve_pipeline_and_accuracy_sections_write_their_rows(tmp_path):
+    """The other three sections, tiny: zoo serve on LeNet-5 against in-process predictions,
+    the zoo.data pipeline against arrays in memory, and time to a low accuracy."""
+    out = tmp_path / "bench"
+    argv = ["--quick", "--sections", "serve,pipeline,accuracy", "--serve-models", "lenet5",
+            "--serve-batches", "1,4", "--clients", "1,2", "--repeats", "2", "--warmup", "1",
+            "--requests-per-client", "1", "--min-requests", "2", "--pipeline-epochs", "1",
+            "--pipeline-repeats", "2", "--accuracy-repeats", "1", "--accuracy-target", "0.5",
+            "--accuracy-epochs", "4", "--out", str(out)]
+    assert bench.main(argv) == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    serve = [r for r in rows if r["section"] == "serve"]
+    assert [(r["batch"], r["clients"], r["variant"]) for r in serve] == [
+        ("1", "1", "in-process Servable.predict"),
+        ("1", "1", "zoo serve, 1 clients"), ("1", "2", "zoo serve, 2 clients"),
+        ("4", "1", "in-process Servable.predict"),
+        ("4", "1", "zoo serve, 1 clients"), ("4", "2", "zoo serve, 2 clients"),
+        ("4", "1", "zoo serve, 1 clients, b64 PNG")]
+    for r in serve:
+        assert r["repeats"] == "2" and float(r["median"]) > 0 and "failed" not in r["note"], r
+        if r["variant"].startswith("zoo serve"):
+            assert r["ratio_of"] == "this / in-process Servable.predict"
+            assert float(r["ratio_min"]) <= float(r["ratio"]) <= float(r["ratio_max"])
+            assert 0 < float(r["p50_ms"]) <= float(r["p99_ms"])
+            # max(min_requests, clients x requests_per_client) = 2 either way
+            assert r["note"].startswith("2 requests per repetition")
+    # One client at a time: what HTTP alone costs bounds the ratio, and the ratio keeps
+    # under that bound (a request costs the round trip plus the work).
+    for r in serve:
+        if r["clients"] == "1" and r["variant"].startswith("zoo serve"):
+            part = r["note"].split("HTTP alone (GET model status) ")[1]
+            trip_ms = float(part.split(" ms")[0])
+            ceiling = float(part.split("at most ")[1].split("x")[0])
+            assert trip_ms > 0 and 0 < ceiling < 1
+            assert float(r["ratio"]) <= ceiling + 0.1, r
+    pipeline = [r for r in rows if r["section"] == "pipeline"]
+    assert [r["variant"] for r in pipeline] == [
+        "zoo.data pipeline", "arrays in memory (model.fit(x, y))",
+        "zoo.data pipeline + augmentation"]
+    assert pipeline[1]["target"] == "0.95" and pipeline[1]["met"] in ("yes", "no")
+    assert all(float(r["median"]) > 0 for r in pipeline)
+    (accuracy,) = [r for r in rows if r["section"] == "accuracy"]
+    assert accuracy["variant"] == "zoo.train.fit to 50% test accuracy"
+    assert accuracy["repeats"] == "1" and 0 < float(accuracy["median"]) < 120
+    assert "epochs needed [" in accuracy["note"]
+    md = (out / "results.md").read_text()
+    for title in ("## zoo serve vs in-process", "## Input pipeline", "## Time to accuracy"):
+        assert title in md
+    assert "## Training throughput" not in md
+
+
+def test_http_ceiling():
+    from benchmarks.inference import http_ceiling
+    assert http_ceiling(1.0, 1.0) == 0.5
+    assert http_ceiling(3.0, 1.0) == 0.75

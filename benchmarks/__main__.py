@@ -142,12 +142,7 @@ def main(argv=None) -> int:
     info = core.machine()
     core.log(f"{command}\n  {info['cpu']}, {info['cores']} cores, load {info['load_average']}")
     os.makedirs(args.out, exist_ok=True)
-    from zoo.common import cpu_has_bfloat16
-    peak_dtypes = ("float32", "bfloat16") if cpu_has_bfloat16() else ("float32",)
-    info["matmul_peak"] = core.matmul_peak(peak_dtypes)
-    info["matmul_peak_runs"] = 1
-    core.log("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s"
-                                         for k, v in info["matmul_peak"].items()))
+    _record_peak(info)
     with_torch = not args.no_torch
     if with_torch and args.torch_threads and training.torch_available():
         import torch
@@ -198,15 +193,22 @@ def main(argv=None) -> int:
         core.log(f"{section} done in {time.time() - t0:.0f} s")
         # Partial results after every section, so a long run can be inspected.
         _write(rows, info, args.out, command, start)
-    # Once more at the end: the peak is the best the cores did in the run.
-    again = core.matmul_peak(peak_dtypes)
-    info["matmul_peak"] = {k: max(v, again[k]) for k, v in info["matmul_peak"].items()}
-    info["matmul_peak_runs"] = 2
-    core.log("matmul peak at the end: " + ", ".join(f"{k} {v:.0f} GFLOP/s"
-                                                    for k, v in again.items()))
+    _record_peak(info)   # once more at the end: the peak is the best the cores did in the run
     paths = _write(rows, info, args.out, command, start)
     core.log(f"wrote {', '.join(paths)} in {(time.time() - start) / 60:.1f} min")
     return 0
+
+
+def _record_peak(info):
+    """Measure the matmul peak (float32, and bfloat16 where the CPU has it natively) and
+    keep in ``info`` the best of this and earlier measurements, with their count."""
+    from zoo.common import cpu_has_bfloat16
+    dtypes = ("float32", "bfloat16") if cpu_has_bfloat16() else ("float32",)
+    now = core.matmul_peak(dtypes)
+    core.log("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in now.items()))
+    best = info.get("matmul_peak", {})
+    info["matmul_peak"] = {k: max(v, best.get(k, 0.0)) for k, v in now.items()}
+    info["matmul_peak_runs"] = info.get("matmul_peak_runs", 0) + 1
 
 
 def _write(rows, info, out, command, start):

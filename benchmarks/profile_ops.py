@@ -62,17 +62,22 @@ def op_table(xplane_path, top=25):
 
 
 def profile(name, *, image_size=None, batch_size=16, steps=3, mode="train", jit_compile=False,
-            logdir=None, top=25):
-    """Trace ``steps`` steps of model ``name``; returns ``(table, compute ms, images/s)``."""
+            logdir=None, top=25, mixed_precision="auto"):
+    """Trace ``steps`` steps of model ``name``; returns ``(table, compute ms, images/s,
+    logdir)``. ``mixed_precision``: as in :func:`zoo.train.fit` (``"auto"``: the dtype
+    policy ``fit`` trains under on this machine)."""
     import numpy as np
     import tensorflow as tf
 
     from benchmarks.training import bench_shape
-    from zoo.train import compile_model
+    from zoo.train import _rebuild, compile_model, resolve_mixed_precision
 
     info = zoo.model_info(name)
     shape = bench_shape(name, image_size or info.default_input_shape[0])
     model = zoo.get_model(name, input_shape=shape)
+    policy = resolve_mixed_precision(mixed_precision)
+    if policy:
+        model = _rebuild(model, policy)
     compile_model(model, info.task, jit_compile=jit_compile)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(-1, 1, (batch_size, *shape)).astype("float32"))
@@ -111,16 +116,22 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--mode", choices=("train", "predict"), default="train")
     p.add_argument("--xla", action="store_true", help="compile the step with XLA")
+    p.add_argument("--mixed-precision", default="auto",
+                   choices=("auto", "off", "float16", "bfloat16"),
+                   help="dtype policy as in zoo train (default auto: what fit picks here)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--logdir", default=None)
     args = p.parse_args(argv)
     from zoo.common import onednn_enabled
+    from zoo.train import resolve_mixed_precision
     table, all_ms, rate, logdir = profile(
         args.model, image_size=args.image_size, batch_size=args.batch_size, steps=args.steps,
-        mode=args.mode, jit_compile=args.xla, logdir=args.logdir, top=args.top)
+        mode=args.mode, jit_compile=args.xla, logdir=args.logdir, top=args.top,
+        mixed_precision=args.mixed_precision)
     print(f"{args.model} {args.mode}, batch {args.batch_size}, {args.steps} steps "
           f"({rate:.3g} img/s under the profiler); oneDNN {'on' if onednn_enabled() else 'off'}"
-          f", XLA {'on' if args.xla else 'off'}; {all_ms:.0f} ms of op time on the compute "
+          f", XLA {'on' if args.xla else 'off'}, mixed precision {args.mixed_precision} "
+          f"({resolve_mixed_precision(args.mixed_precision) or 'float32'}); {all_ms:.0f} ms of op time on the compute "
           f"threads; trace in {logdir}")
     print(table.to_markdown(index=False))
     return 0

@@ -161,7 +161,10 @@ def _num_outputs(model) -> int:
 
 
 def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
-    """A Keras optimizer from a name (``adam``, ``adamw``, ``sgd``, ...) or an instance."""
+    """A Keras optimizer from a name (``adam``, ``adamw``, ``sgd``, ...) or an instance.
+
+    ``adam`` and ``adamw`` are :class:`zoo.optimizers.Adam` and :class:`zoo.optimizers.AdamW`:
+    Keras' classes with each variable's update as one fused TensorFlow op."""
     if isinstance(optimizer, keras.optimizers.Optimizer):
         return optimizer
     if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
@@ -176,7 +179,8 @@ def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
     name = optimizer.lower()
     if name == "sgd":
         kw["momentum"] = 0.9
-    cls = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+    from zoo import optimizers   # Adam and AdamW with one fused op per variable update
+    cls = {"adam": optimizers.Adam, "adamw": optimizers.AdamW,
            "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
            "nadam": keras.optimizers.Nadam, "adagrad": keras.optimizers.Adagrad}[name]
     return cls(**kw)

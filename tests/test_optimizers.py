@@ -93,3 +93,22 @@ def test_a_compiled_model_trains_saves_and_loads_with_its_optimizer(tmp_path):
     assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 80
     for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_fused_update_in_a_compiled_train_step_matches_keras(jit_compile):
+    """The same model trained with the fused and Keras' Adam, in Keras' train step (with XLA
+    too, the default on GPUs): the same weights."""
+    x = np.random.default_rng(2).normal(size=(64, 6)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int32")
+    weights = []
+    for adam in (optimizers.Adam, keras.optimizers.Adam):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6,))
+        model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(8)(inputs)))
+        model.compile(optimizer=adam(0.01), jit_compile=jit_compile,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

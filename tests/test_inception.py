@@ -246,3 +246,12 @@ def test_inception_v3_shapes_and_min_size():
         inception_v3(input_shape=(74, 74, 3))
     with pytest.raises(ValueError, match="75"):
         inception_v3(input_shape=(120, 74, 3))
+
+
+def test_convolutions_are_the_zoos_conv2d(goog):
+    """zoo.layers.Conv2D (1x1 kernel gradients from a matmul in bfloat16 training)."""
+    from zoo.layers import Conv2D
+    for model in (goog, inception_v3(input_shape=(75, 75, 3), num_classes=10)):
+        convs = [la for la in model.layers if isinstance(la, keras.layers.Conv2D)]
+        assert convs and all(type(la) is Conv2D for la in convs)
+        assert sum(la.kernel_size == (1, 1) for la in convs) >= 20

@@ -102,3 +102,90 @@ def test_serialises_with_the_same_class_name(tmp_path):
     assert isinstance(loaded.get_layer("bn"), BatchNormalization)
     x = np.random.default_rng(5).normal(size=(2, 6, 6, 3)).astype("float32")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+# --------------------------------------------------------------------------------------
+# zoo.layers.Conv2D: 1x1 stride-1 kernel gradients from a matmul in bfloat16 training.
+
+def _conv_pair(dtype, **kwargs):
+    from zoo.layers import Conv2D
+    kwargs = {"filters": 8, "kernel_size": 1, **kwargs}
+    ours, theirs = Conv2D(dtype=dtype, **kwargs), keras.layers.Conv2D(dtype=dtype, **kwargs)
+    ours.build((None, 6, 6, 5))
+    theirs.build((None, 6, 6, 5))
+    rng = np.random.default_rng(0)
+    theirs.set_weights([rng.normal(size=w.shape).astype("float32") for w in ours.weights])
+    ours.set_weights(theirs.get_weights())
+    return ours, theirs
+
+
+def _grads(layer, x, training):
+    """Outputs, gradients (input, then weights) and the op types of the traced graph."""
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(tf.cast(y, "float32") * tf.range(8, dtype="float32"))
+        return y, tape.gradient(loss, [x] + layer.trainable_variables)
+    y, grads = run(x)
+    ops = {op.type for op in run.get_concrete_function(x).graph.get_operations()}
+    return (tf.cast(y, "float32").numpy(), [tf.cast(g, "float32").numpy() for g in grads], ops)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_conv2d_bfloat16_training_takes_kernel_gradients_from_a_matmul(use_bias):
+    ours, theirs = _conv_pair("mixed_bfloat16", use_bias=use_bias)
+    reference, _ = _conv_pair("float32", use_bias=use_bias)
+    reference.set_weights(theirs.get_weights())
+    # Inputs that bfloat16 holds exactly, so float32 gives the exact gradients.
+    x = tf.cast(tf.cast(np.random.default_rng(1).normal(size=(4, 6, 6, 5)), "bfloat16"),
+                "float32")
+    y1, g1, ops1 = _grads(ours, x, training=True)
+    y2, g2, ops2 = _grads(theirs, x, training=True)
+    y0, g0, _ = _grads(reference, x, training=True)
+    assert "MatMul" in ops1 and "MatMul" not in ops2
+    assert "Conv2DBackpropFilter" in ops2 and "Conv2DBackpropFilter" not in ops1
+    np.testing.assert_array_equal(y1, y2)
+    assert len(g1) == len(g0) == (3 if use_bias else 2)
+    for a, b in zip(g1, g0):   # bfloat16 outputs: 8 bits of mantissa
+        assert np.max(np.abs(a - b)) <= 1e-2 * np.max(np.abs(b)) + 1e-3
+
+
+@pytest.mark.parametrize("dtype,kwargs,training", [
+    ("float32", {}, True),                                  # float32: Keras' call
+    ("mixed_bfloat16", {}, False),                          # inference: Keras' call
+    ("mixed_bfloat16", {"kernel_size": 3}, True),           # 3x3
+    ("mixed_bfloat16", {"strides": 2}, True),               # strided
+    ("mixed_bfloat16", {"activation": "relu"}, True),       # an activation
+])
+def test_conv2d_is_keras_everywhere_else(dtype, kwargs, training):
+    ours, theirs = _conv_pair(dtype, **kwargs)
+    x = tf.constant(np.random.default_rng(1).normal(size=(4, 6, 6, 5)), "float32")
+    y1, g1, ops1 = _grads(ours, x, training)
+    y2, g2, ops2 = _grads(theirs, x, training)
+    assert "MatMul" not in ops1
+    np.testing.assert_array_equal(y1, y2)
+    for a, b in zip(g1, g2):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conv2d_serialises_and_trains_in_a_model():
+    from zoo.layers import Conv2D
+    layer = Conv2D(4, 1, name="c")
+    config = keras.saving.serialize_keras_object(layer)
+    assert config["class_name"] == "Conv2D" and config["registered_name"] == "zoo>Conv2D"
+    assert type(keras.saving.deserialize_keras_object(config)) is Conv2D
+    inputs = keras.Input((6, 6, 3))
+    x = Conv2D(8, 1, dtype="mixed_bfloat16")(inputs)
+    x = BatchNormalization(dtype="mixed_bfloat16")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    model.compile(keras.optimizers.Adam(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(2).normal(size=(64, 6, 6, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > 0).astype("int32")
+    kernel = model.layers[1].kernel.numpy()
+    history = model.fit(x, y, epochs=10, batch_size=8, verbose=0).history["loss"]
+    assert not np.array_equal(kernel, model.layers[1].kernel.numpy())
+    assert history[-1] < history[0]

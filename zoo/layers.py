@@ -9,6 +9,8 @@
 - :class:`LocalResponseNormalization`: AlexNet's LRN across channels.
 - :class:`BatchNormalization`: ``keras.layers.BatchNormalization`` computed with
   TensorFlow's fused kernel where it applies (same weights, same results, faster).
+- :class:`Conv2D`: ``keras.layers.Conv2D`` whose 1x1 stride-1 convolutions, trained in
+  bfloat16, take their kernel gradient from a matmul (same weights, same results, faster).
 """
 
 from __future__ import annotations
@@ -275,3 +277,67 @@ class FoldedBatchNormalization(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+def _pointwise_conv_bias(inputs, kernel, bias=None):
+    """``conv2d(inputs, kernel) + bias`` for a 1x1 stride-1 kernel, whose kernel and bias
+    gradients are matmuls over the ``batch * height * width`` positions (the input gradient
+    stays the convolution's)."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def forward(x, w, *b):
+        y = tf.nn.conv2d(x, w, 1, "VALID")
+        if b:
+            y = tf.nn.bias_add(y, b[0])
+
+        def grad(dy):
+            cin, cout = w.shape[2], w.shape[3]
+            dy2 = tf.reshape(dy, [-1, cout])
+            dw = tf.reshape(tf.matmul(tf.reshape(x, [-1, cin]), dy2, transpose_a=True),
+                            w.shape)
+            dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w,
+                                                out_backprop=dy, strides=[1, 1, 1, 1],
+                                                padding="VALID")
+            if not b:
+                return dx, dw
+            # The bias gradient, a sum over positions, as a matmul too: float32
+            # accumulation (a bfloat16 sum of many terms loses most of its digits).
+            ones = tf.ones([1, tf.shape(dy2)[0]], dy2.dtype)
+            return dx, dw, tf.reshape(tf.matmul(ones, dy2), [cout])
+        return y, grad
+
+    return forward(inputs, kernel) if bias is None else forward(inputs, kernel, bias)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Conv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` with a faster kernel gradient for 1x1 stride-1 convolutions
+    trained in bfloat16.
+
+    On CPUs with AMX, oneDNN's bfloat16 weight-gradient kernel for 1x1 convolutions runs
+    no faster than its float32 one (ResNet-50's shapes at batch 16: 2.9-4.8 ms either way),
+    while the same product as a bfloat16 matmul takes 1.1-1.7 ms. In training (``training``
+    true), on the TensorFlow backend, with a bfloat16 compute dtype, channels-last data, a
+    1x1 kernel, stride 1, no dilation, one group and a linear activation, this layer computes
+    the convolution and bias as Keras does but takes the kernel and bias gradients from
+    matmuls (:func:`_pointwise_conv_bias`). Everything else -- float32 and float16,
+    inference, other kernels -- is Keras' own call. Weights, config and outputs are Keras';
+    the class name is the same, so layer tables and weight files do not change.
+    """
+
+    def _matmul_gradients(self, inputs, training) -> bool:
+        return (bool(training) and keras.backend.backend() == "tensorflow"
+                and self.compute_dtype == "bfloat16"
+                and keras.backend.standardize_dtype(inputs.dtype) == "bfloat16"
+                and self.data_format == "channels_last" and self.groups == 1
+                and tuple(self.kernel_size) == (1, 1) and tuple(self.strides) == (1, 1)
+                and tuple(self.dilation_rate) == (1, 1)
+                and self.activation is keras.activations.linear)
+
+    def call(self, inputs, training=None):
+        if not self._matmul_gradients(inputs, training):
+            return super().call(inputs)
+        kernel = ops.cast(self.kernel, self.compute_dtype)
+        bias = ops.cast(self.bias, self.compute_dtype) if self.use_bias else None
+        return _pointwise_conv_bias(inputs, kernel, bias)

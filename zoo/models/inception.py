@@ -128,8 +128,8 @@ GOOGLENET_MIN_SIZE = _googlenet_min_size()
 
 def _conv_relu(x, filters, kernel, *, strides=1, batch_norm, name):
     """Convolution (+ batch norm) + ReLU: ``name``, ``name_bn``, ``name_relu``."""
-    x = layers.Conv2D(filters, kernel, strides=strides, padding="same",
-                      use_bias=not batch_norm, name=name)(x)
+    x = zoo_layers.Conv2D(filters, kernel, strides=strides, padding="same",
+                          use_bias=not batch_norm, name=name)(x)
     if batch_norm:
         x = zoo_layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
@@ -422,8 +422,8 @@ def _kernel_str(kernel):
 
 def _conv_bn_relu(x, conv, name):
     """``name_conv`` (no bias), ``name_bn`` (no scale, as Keras' InceptionV3), ``name_relu``."""
-    x = layers.Conv2D(conv.filters, conv.kernel, strides=conv.stride, padding=conv.padding,
-                      use_bias=False, name=f"{name}_conv")(x)
+    x = zoo_layers.Conv2D(conv.filters, conv.kernel, strides=conv.stride,
+                          padding=conv.padding, use_bias=False, name=f"{name}_conv")(x)
     x = zoo_layers.BatchNormalization(axis=-1, scale=False, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 

@@ -172,8 +172,8 @@ def _conv(x, filters, kernel, stride, bias, name):
         padding = "valid"
     else:
         padding = "valid" if kernel == 1 else "same"
-    return layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=bias,
-                         name=f"{name}_conv")(x)
+    return zoo_layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=bias,
+                             name=f"{name}_conv")(x)
 
 
 def _block_v1(x, kind, width, stride, projection, name):
@@ -182,8 +182,8 @@ def _block_v1(x, kind, width, stride, projection, name):
     spec = BLOCKS[kind]
     out_channels = width * spec["expansion"]
     if projection:
-        shortcut = layers.Conv2D(out_channels, 1, strides=stride, use_bias=spec["shortcut_bias"],
-                                 name=f"{name}_0_conv")(x)
+        shortcut = zoo_layers.Conv2D(out_channels, 1, strides=stride,
+                                     use_bias=spec["shortcut_bias"], name=f"{name}_0_conv")(x)
         shortcut = _bn(shortcut, f"{name}_0_bn")
     else:
         shortcut = x
@@ -206,8 +206,9 @@ def _block_v2(x, kind, width, stride, projection, name):
     preact = _bn(x, f"{name}_preact_bn")
     preact = layers.Activation("relu", name=f"{name}_preact_relu")(preact)
     if projection:
-        shortcut = layers.Conv2D(width * spec["expansion"], 1, strides=stride,
-                                 use_bias=spec["shortcut_bias"], name=f"{name}_0_conv")(preact)
+        shortcut = zoo_layers.Conv2D(width * spec["expansion"], 1, strides=stride,
+                                     use_bias=spec["shortcut_bias"],
+                                     name=f"{name}_0_conv")(preact)
     elif stride > 1:
         shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
     else:
@@ -218,8 +219,8 @@ def _block_v2(x, kind, width, stride, projection, name):
         s = stride if i - 1 == _stride_conv(kind) else 1
         if kernel > 1:  # keras.applications pads the 3x3 explicitly, strided or not
             x = layers.ZeroPadding2D(kernel // 2, name=f"{name}_{i}_pad")(x)
-            x = layers.Conv2D(width * mult, kernel, strides=s, use_bias=bias,
-                              name=f"{name}_{i}_conv")(x)
+            x = zoo_layers.Conv2D(width * mult, kernel, strides=s, use_bias=bias,
+                                  name=f"{name}_{i}_conv")(x)
         else:
             x = _conv(x, width * mult, kernel, s, bias, f"{name}_{i}")
         if i < last:
@@ -242,8 +243,9 @@ def build_resnet(*, depth, version, input_shape, num_classes, include_top, pooli
     for stem_name, op, kernel, stride, pad in STEM:
         x = layers.ZeroPadding2D(pad, name=f"{stem_name}_pad")(x)
         if op == "conv":
-            x = layers.Conv2D(WIDTHS[0], kernel, strides=stride, use_bias=BLOCKS[kind]["stem_bias"],
-                              name=f"{stem_name}_conv")(x)
+            x = zoo_layers.Conv2D(WIDTHS[0], kernel, strides=stride,
+                                  use_bias=BLOCKS[kind]["stem_bias"],
+                                  name=f"{stem_name}_conv")(x)
             if not ver["preact"]:
                 x = _bn(x, f"{stem_name}_bn")
                 x = layers.Activation("relu", name=f"{stem_name}_relu")(x)

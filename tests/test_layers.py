@@ -134,7 +134,9 @@ def _grads(layer, x, training):
 
 
 @pytest.mark.parametrize("use_bias", [True, False])
-def test_conv2d_bfloat16_training_takes_kernel_gradients_from_a_matmul(use_bias):
+def test_conv2d_bfloat16_training_takes_kernel_gradients_from_a_matmul(use_bias, monkeypatch):
+    import zoo.layers   # on any CPU: the path is on by default where AMX-BF16 is
+    monkeypatch.setattr(zoo.layers, "matmul_gradients_measured_faster", lambda: True)
     ours, theirs = _conv_pair("mixed_bfloat16", use_bias=use_bias)
     reference, _ = _conv_pair("float32", use_bias=use_bias)
     reference.set_weights(theirs.get_weights())
@@ -158,8 +160,13 @@ def test_conv2d_bfloat16_training_takes_kernel_gradients_from_a_matmul(use_bias)
     ("mixed_bfloat16", {"kernel_size": 3}, True),           # 3x3
     ("mixed_bfloat16", {"strides": 2}, True),               # strided
     ("mixed_bfloat16", {"activation": "relu"}, True),       # an activation
+    ("mixed_bfloat16", {"machine": False}, True),           # not measured faster here
 ])
-def test_conv2d_is_keras_everywhere_else(dtype, kwargs, training):
+def test_conv2d_is_keras_everywhere_else(dtype, kwargs, training, monkeypatch):
+    import zoo.layers
+    kwargs = dict(kwargs)
+    machine = kwargs.pop("machine", True)
+    monkeypatch.setattr(zoo.layers, "matmul_gradients_measured_faster", lambda: machine)
     ours, theirs = _conv_pair(dtype, **kwargs)
     x = tf.constant(np.random.default_rng(1).normal(size=(4, 6, 6, 5)), "float32")
     y1, g1, ops1 = _grads(ours, x, training)
@@ -170,8 +177,10 @@ def test_conv2d_is_keras_everywhere_else(dtype, kwargs, training):
         np.testing.assert_array_equal(a, b)
 
 
-def test_conv2d_serialises_and_trains_in_a_model():
+def test_conv2d_serialises_and_trains_in_a_model(monkeypatch):
+    import zoo.layers
     from zoo.layers import Conv2D
+    monkeypatch.setattr(zoo.layers, "matmul_gradients_measured_faster", lambda: True)
     layer = Conv2D(4, 1, name="c")
     config = keras.saving.serialize_keras_object(layer)
     assert config["class_name"] == "Conv2D" and config["registered_name"] == "zoo>Conv2D"

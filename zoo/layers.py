@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import keras
 from keras import ops
@@ -279,6 +281,20 @@ class FoldedBatchNormalization(keras.layers.Layer):
         return input_shape
 
 
+@functools.lru_cache(maxsize=1)
+def matmul_gradients_measured_faster() -> bool:
+    """Where :class:`Conv2D` takes 1x1 kernel gradients from matmuls in bfloat16 training:
+    the TensorFlow backend on a CPU with AMX-BF16 and no visible GPU, where it was measured
+    (ResNet-50 1.085x, Inception-v3 1.095x on an Intel Xeon with AMX). Other machines keep
+    Keras' convolution gradients."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    from zoo.common import cpu_has_amx_bfloat16
+    return cpu_has_amx_bfloat16() and not tf.config.list_physical_devices("GPU")
+
+
 def _pointwise_conv_bias(inputs, kernel, bias=None):
     """``conv2d(inputs, kernel) + bias`` for a 1x1 stride-1 kernel, whose kernel and bias
     gradients are matmuls over the ``batch * height * width`` positions (the input gradient
@@ -318,7 +334,8 @@ class Conv2D(keras.layers.Conv2D):
     On CPUs with AMX, oneDNN's bfloat16 weight-gradient kernel for 1x1 convolutions runs
     no faster than its float32 one (ResNet-50's shapes at batch 16: 2.9-4.8 ms either way),
     while the same product as a bfloat16 matmul takes 1.1-1.7 ms. In training (``training``
-    true), on the TensorFlow backend, with a bfloat16 compute dtype, channels-last data, a
+    true), where :func:`matmul_gradients_measured_faster` (the TensorFlow backend on a CPU
+    with AMX-BF16 and no GPU), with a bfloat16 compute dtype, channels-last data, a
     1x1 kernel, stride 1, no dilation, one group and a linear activation, this layer computes
     the convolution and bias as Keras does but takes the kernel and bias gradients from
     matmuls (:func:`_pointwise_conv_bias`). Everything else -- float32 and float16,
@@ -327,8 +344,8 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def _matmul_gradients(self, inputs, training) -> bool:
-        return (bool(training) and keras.backend.backend() == "tensorflow"
-                and self.compute_dtype == "bfloat16"
+        return (bool(training) and self.compute_dtype == "bfloat16"
+                and matmul_gradients_measured_faster()
                 and keras.backend.standardize_dtype(inputs.dtype) == "bfloat16"
                 and self.data_format == "channels_last" and self.groups == 1
                 and tuple(self.kernel_size) == (1, 1) and tuple(self.strides) == (1, 1)

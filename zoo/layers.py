@@ -344,7 +344,8 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def _matmul_gradients(self, inputs, training) -> bool:
-        return (bool(training) and self.compute_dtype == "bfloat16"
+        return (isinstance(training, (bool, np.bool_)) and bool(training)
+                and self.compute_dtype == "bfloat16"
                 and matmul_gradients_measured_faster()
                 and keras.backend.standardize_dtype(inputs.dtype) == "bfloat16"
                 and self.data_format == "channels_last" and self.groups == 1

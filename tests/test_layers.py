@@ -177,7 +177,8 @@ def test_conv2d_is_keras_everywhere_else(dtype, kwargs, training, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-def test_conv2d_serialises_and_trains_in_a_model(monkeypatch):
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_conv2d_serialises_and_trains_in_a_model(monkeypatch, jit_compile):
     import zoo.layers
     from zoo.layers import Conv2D
     monkeypatch.setattr(zoo.layers, "matmul_gradients_measured_faster", lambda: True)
@@ -191,8 +192,9 @@ def test_conv2d_serialises_and_trains_in_a_model(monkeypatch):
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
     model.compile(keras.optimizers.Adam(0.01),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x = np.random.default_rng(2).normal(size=(64, 6, 6, 3)).astype("float32")
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit_compile)
+    x = np.random.default_rng(2).normal(size=(60, 6, 6, 3)).astype("float32")  # 7.5 batches
     y = (x[..., 0].mean(axis=(1, 2)) > 0).astype("int32")
     kernel = model.layers[1].kernel.numpy()
     history = model.fit(x, y, epochs=10, batch_size=8, verbose=0).history["loss"]

@@ -131,8 +131,8 @@ def main(argv=None) -> int:
     print(f"{args.model} {args.mode}, batch {args.batch_size}, {args.steps} steps "
           f"({rate:.3g} img/s under the profiler); oneDNN {'on' if onednn_enabled() else 'off'}"
           f", XLA {'on' if args.xla else 'off'}, mixed precision {args.mixed_precision} "
-          f"({resolve_mixed_precision(args.mixed_precision) or 'float32'}); {all_ms:.0f} ms of op time on the compute "
-          f"threads; trace in {logdir}")
+          f"({resolve_mixed_precision(args.mixed_precision) or 'float32'}); {all_ms:.0f} ms "
+          f"of op time on the compute threads; trace in {logdir}")
     print(table.to_markdown(index=False))
     return 0
 

@@ -307,6 +307,9 @@ REGULAR_CASES = [
     (b"[[1,2,3],[4],[5,6]]", None),              # 6 values, as many as (3, 2): still ragged
     (b"[[[1],[2]],[[3,4]]]", None), (b"[[1,2],[[3],[4]]]", None),
     (b"[[1,2],[3,4],5,6]", None), (b'[[1,2],["a",4]]', None), (b"[[1,2],[true,4]]", None),
+    # integers read as int64 unless one number has an exponent or exceeds int64
+    (b"[[-3,4],[0,255]]", (2, 2)), (b"[1e3,2]", (2,)), (b"[18446744073709551615,1]", (2,)),
+    (b"[9223372036854775807,-9223372036854775808]", (2,)), (b"[[1,2],[3,4.0]]", (2, 2)),
 ]
 
 
@@ -316,13 +319,17 @@ def test_pixel_arrays_parse_straight_to_numpy_only_when_regular(text, shape):
 
     import simdjson
 
-    from zoo.server import _numeric_array
-    array = _numeric_array(simdjson.Parser().parse(text))
+    from zoo.jsonarrays import numeric_array
+    array = numeric_array(simdjson.Parser().parse(text))
     if shape is None:
         assert array is None
     else:
-        assert array.shape == shape and array.dtype == np.float64
-        assert array.tolist() == json.loads(text)
+        values = np.ravel(np.array(json.loads(text), dtype=object))
+        integers = all(isinstance(v, int) and -2**63 <= v < 2**63 for v in values)
+        assert array.shape == shape
+        assert array.dtype == (np.int64 if integers else np.float64)
+        assert array.tolist() == (json.loads(text) if integers else
+                                  np.array(json.loads(text), dtype=np.float64).tolist())
 
 
 def test_parse_body_fast_path_and_fallbacks(monkeypatch):
@@ -354,14 +361,15 @@ def test_parse_body_fast_path_and_fallbacks(monkeypatch):
 def test_parse_body_reuses_its_simdjson_parsers(monkeypatch):
     import orjson
 
+    from zoo import jsonarrays as ja
     from zoo import server as srv
-    monkeypatch.setattr(srv, "_PARSERS", [])
+    monkeypatch.setattr(ja, "_PARSERS", [])
     x = np.random.RandomState(9).randint(0, 256, (24, 32, 32, 1))
     body = orjson.dumps({"instances": x.tolist()})
     first = srv.parse_body(body)["instances"]
-    (parser,) = srv._PARSERS                           # kept after the parse
+    (parser,) = ja._PARSERS                           # kept after the parse
     second = srv.parse_body(body)["instances"]         # parsed again by that parser
-    assert srv._PARSERS == [parser]
+    assert ja._PARSERS == [parser]
     assert np.array_equal(first, x) and np.array_equal(second, x)
     # A malformed body and a ragged one (orjson's path) leave the parser usable.
     with pytest.raises(srv.ServingError, match="malformed JSON"):
@@ -369,7 +377,7 @@ def test_parse_body_reuses_its_simdjson_parsers(monkeypatch):
     ragged = x.tolist()
     ragged[0][0] = [1, 2]
     assert isinstance(srv.parse_body(orjson.dumps({"instances": ragged}))["instances"], list)
-    assert srv._PARSERS == [parser]
+    assert ja._PARSERS == [parser]
     assert np.array_equal(srv.parse_body(body)["instances"], x)
     # Parses at once in several threads each get a parser of their own.
     from concurrent.futures import ThreadPoolExecutor
@@ -377,18 +385,55 @@ def test_parse_body_reuses_its_simdjson_parsers(monkeypatch):
     with ThreadPoolExecutor(4) as pool:
         parsed = list(pool.map(lambda b: srv.parse_body(b)["instances"], bodies * 3))
     assert all(np.array_equal(p, x + i % 8) for i, p in enumerate(parsed))
-    assert 1 <= len(srv._PARSERS) <= srv._PARSER_POOL
-    # At most _PARSER_POOL parsers are kept.
-    monkeypatch.setattr(srv, "_PARSER_POOL", 0)
-    srv._PARSERS.clear()
+    assert 1 <= len(ja._PARSERS) <= ja.PARSER_POOL
+    # At most PARSER_POOL parsers are kept.
+    monkeypatch.setattr(ja, "PARSER_POOL", 0)
+    ja._PARSERS.clear()
     assert np.array_equal(srv.parse_body(body)["instances"], x)
-    assert srv._PARSERS == []
-    monkeypatch.setattr(srv, "_PARSER_POOL", 2)
-    # Bodies above _PARSER_KEEP_BYTES: their parser is not kept.
-    monkeypatch.setattr(srv, "_PARSER_KEEP_BYTES", len(body) - 1)
-    srv._PARSERS.clear()
+    assert ja._PARSERS == []
+    monkeypatch.setattr(ja, "PARSER_POOL", 2)
+    # Bodies above PARSER_KEEP_BYTES: their parser is not kept.
+    monkeypatch.setattr(ja, "PARSER_KEEP_BYTES", len(body) - 1)
+    ja._PARSERS.clear()
     assert np.array_equal(srv.parse_body(body)["instances"], x)
-    assert srv._PARSERS == []
+    assert ja._PARSERS == []
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_json_bodies_parsed_in_parts_answer_alike(server, local):
+    """create_app's parse workers: a pixel-list body parsed in parts answers like one parsed
+    whole; the workers start and stop with the application."""
+    from fastapi.testclient import TestClient
+
+    from zoo.server import create_app
+    app = create_app(server["base"], parse_workers=1, preload=False)
+    splitter = app.state.splitter
+    splitter.min_bytes = 0                                  # every body is cut
+    x = images(40, seed=32, size=32)
+    url = "/v1/models/lenet5/versions/1:predict"
+    want = local.predict(x)
+    with TestClient(app) as c:
+        (worker,) = splitter._pool                          # started with the application
+        for body in ({"instances": x.tolist()}, {"inputs": (x / 255.0).tolist()}):
+            r = c.post(url, json=body)
+            assert r.status_code == 200, r.text
+        assert splitter.parsed == 2
+        got = r.json()["outputs"]["probabilities"]
+        np.testing.assert_allclose(got, local.predict(x / 255.0)["probabilities"], atol=1e-6)
+        r = c.post(url, json={"instances": x.tolist()})
+        np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
+                                   want["probabilities"], atol=1e-6)
+        ragged = x.tolist()
+        ragged[35][3] = ragged[35][3][:-1]                  # in the worker's part
+        r = c.post(url, json={"instances": ragged})
+        assert r.status_code == 400 and "regular numeric array" in r.json()["error"]
+        assert splitter.parsed == 3
+    assert not worker.process.is_alive() and splitter._pool == []
+    assert create_app(server["base"], parse_workers=0).state.splitter.workers == 0
+    for bad in (-1, "two", 1.5):
+        with pytest.raises(ValueError, match=f"parse_workers must be 'auto' or a non-negative "
+                                             f"integer. Received: {bad!r}"):
+            create_app(server["base"], parse_workers=bad)
 
 
 def test_large_pixel_list_requests_answer_like_small_ones(server, local):
@@ -409,3 +454,15 @@ def test_large_pixel_list_requests_answer_like_small_ones(server, local):
     assert r.status_code == 400 and "regular numeric array" in r.json()["error"]
     r = c.post("/v1/models/lenet5/versions/1:predict", json={"inputs": x[0].tolist() * 30})
     assert r.status_code == 400 and "must be a batch" in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "1.5", ""])
+def test_cli_parse_workers_must_be_auto_or_a_count(capsys, tmp_path, value):
+    from zoo import cli
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serve", str(tmp_path), "--parse-workers", value])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("zoo")]
+    assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert f"--parse-workers: expected 'auto' or a non-negative integer; received {value!r}" in (
+        lines[0])

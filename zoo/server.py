@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from zoo import jsonarrays
 from zoo.export import SIGNATURE_NAME, list_versions
 
 __all__ = ["ModelStore", "create_app", "serve", "ServingError"]
@@ -41,12 +42,6 @@ _MODEL_PATH = re.compile(
     r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<rest>/metadata|:[A-Za-z]+)?/?$")
 _PREDICT_BATCH = 64
 _FAST_JSON_BYTES = 64 * 1024   # bodies from this size on try the pixel-array fast path
-#: simdjson parsers kept for reuse by the pixel-array fast path, and the largest body after
-#: which one is still kept (it holds ~6x the body's size: ~200 MB at this limit).
-_PARSER_POOL = 2
-_PARSER_KEEP_BYTES = 32 * 1024 * 1024
-_PARSERS: list = []
-_PARSERS_LOCK = threading.Lock()
 
 
 class ServingError(Exception):
@@ -182,92 +177,24 @@ def signature_def_map(version_dir) -> dict:
 # --------------------------------------------------------------------------------------
 # Request bodies.
 
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b"[],")
-
-
-def is_regular(text: bytes, shape) -> bool:
-    """Whether JSON ``text``, an array whose leaves are all numbers, has the regular
-    ``shape`` (a candidate read from its first elements).
-
-    With no strings in it, every bracket and comma is structural, and a regular array's
-    brackets and commas form one fixed pattern (``(2, 2)``: ``[[,],[,]]``): the check
-    compares the two. With the count of numbers equal to ``prod(shape)`` (the caller's
-    check), this excludes ragged arrays, numbers beside arrays and empty arrays.
-    """
-    structure = text.translate(None, _NOT_STRUCTURE)
-    return structure == _regular_pattern(tuple(shape))
-
-
-@functools.lru_cache(maxsize=4)
-def _regular_pattern(shape) -> bytes:
-    """The brackets and commas of a regular array of ``shape``."""
-    pattern = b"[" + b"," * (shape[-1] - 1) + b"]"
-    for size in reversed(shape[:-1]):
-        pattern = b"[" + b",".join([pattern] * size) + b"]"
-    return pattern
-
-
-def _first_shape(value):
-    """The shape read along the first elements of a simdjson array (``None`` if empty)."""
-    import simdjson
-    shape = []
-    while isinstance(value, simdjson.Array):
-        if len(value) == 0:
-            return None
-        shape.append(len(value))
-        value = value[0]
-    return tuple(shape)
-
-
-def _numeric_array(value, text=None):
-    """A simdjson array of numbers as a float64 numpy array, or ``None``.
-
-    ``text``: JSON whose brackets and commas are exactly the array's (the request body
-    when the array is its only value); default: the array's own minified JSON.
-    """
-    import simdjson
-    if not isinstance(value, simdjson.Array):
-        return None
+def _read_pixels(body: bytes):
+    """A body whose images are one array of numbers, with that array parsed straight into
+    numpy (no Python list per pixel); ``None`` when the body is anything else, or not valid
+    JSON, or simdjson is not installed: then orjson parses it."""
     try:
-        flat = np.frombuffer(value.as_buffer(of_type="d"), np.float64)
-    except (TypeError, ValueError):  # not all numbers: the general path answers
-        return None
-    shape = _first_shape(value)
-    if shape is None or int(np.prod(shape)) != flat.size or not is_regular(
-            value.mini if text is None else text, shape):
-        return None
-    return flat.reshape(shape)
-
-
-def _parse_pixels_fast(body: bytes):
-    """Parse a request whose images are one array of numbers with simdjson, reading the
-    numbers straight into numpy (no Python list per pixel). ``None`` when the body is
-    anything else, or not valid JSON, or simdjson is not installed: then orjson parses it.
-
-    Parsers are reused (at most :data:`_PARSER_POOL`, for bodies up to
-    :data:`_PARSER_KEEP_BYTES`): a simdjson parser keeps the memory it grew to, about 6x
-    the body, and a new one pays for it again in page faults -- 82 ms instead of 28 ms to
-    parse 32 RGB 160x160 images (12.9 MB) on the AVX-512 AMD EPYC.
-    """
-    try:
-        import simdjson
+        import simdjson  # noqa: F401
     except ImportError:
         return None
-    with _PARSERS_LOCK:
-        parser = _PARSERS.pop() if _PARSERS else simdjson.Parser()
-    payload = _read_pixels(parser, body)
-    # Every simdjson object of this document went with _read_pixels' frame, so the parser
-    # may parse again (simdjson refuses while any is alive). Not reached on an exception,
-    # whose traceback keeps that frame: the parser is dropped then.
-    if len(body) <= _PARSER_KEEP_BYTES:
-        with _PARSERS_LOCK:
-            if len(_PARSERS) < _PARSER_POOL:
-                _PARSERS.append(parser)
+    parser = jsonarrays.borrow_parser()
+    payload = _read_pixels_with(parser, body)
+    # Every simdjson object of this document went with _read_pixels_with's frame, so the
+    # parser may parse again. Not reached on an exception, whose traceback keeps that frame:
+    # the parser is dropped then.
+    jsonarrays.return_parser(parser, len(body))
     return payload
 
 
-def _read_pixels(parser, body: bytes):
-    """:func:`_parse_pixels_fast` with ``parser``."""
+def _read_pixels_with(parser, body: bytes):
     import simdjson
     try:
         doc = parser.parse(body)
@@ -285,7 +212,8 @@ def _read_pixels(parser, body: bytes):
             value = value[named]
         # The body alone holds just this array's brackets and commas when it is
         # {"instances": [...]} or {"inputs": [...]}: no copy of the array's text then.
-        array = _numeric_array(value, body if keys == [top] and named is None else None)
+        array = jsonarrays.numeric_array(
+            value, body if keys == [top] and named is None else None)
         if array is None:
             return None
         payload = {}
@@ -299,14 +227,25 @@ def _read_pixels(parser, body: bytes):
     return None
 
 
-def parse_body(body: bytes):
+def parse_body(body: bytes, splitter=None, dtype=None):
     """The request JSON. A large body of pixel lists has its pixels as one numpy array
     (``instances`` ``[N, H, W, C]`` or ``inputs``), parsed ~10x faster than through Python
     lists (a batch of 32 RGB 160x160 images, 12.9 MB: 0.09-0.1 s vs 1.0-1.4 s through
     orjson and ``numpy.asarray`` on the benchmark machine); everything else goes through
-    orjson."""
+    orjson.
+
+    Args:
+        splitter: a :class:`zoo.jsonarrays.SplitParser` that parses a large
+            ``{"instances": [...]}`` / ``{"inputs": [...]}`` body in parts at once.
+        dtype: the dtype the splitter gives that array (the model's input dtype: each part
+            is converted where it is parsed); default: exact (int64 or float64).
+    """
+    if splitter is not None:
+        parsed = splitter.parse(body, dtype)
+        if parsed is not None:
+            return {parsed[0]: parsed[1]}
     if len(body) >= _FAST_JSON_BYTES:
-        payload = _parse_pixels_fast(body)
+        payload = _read_pixels(body)
         if payload is not None:
             return payload
     try:
@@ -438,8 +377,21 @@ def handle_predict(servable, payload) -> dict:
 # --------------------------------------------------------------------------------------
 # The application.
 
+def parse_workers_for(parse_workers) -> int:
+    """The number of JSON parsing worker processes ``parse_workers`` asks for: ``"auto"`` is
+    one fewer than the usable CPUs, at most 3 (none on one CPU)."""
+    if parse_workers == "auto":
+        from zoo.serving import _usable_cpus
+        return max(0, min(3, _usable_cpus() - 1))
+    if isinstance(parse_workers, bool) or not isinstance(parse_workers, int) or (
+            parse_workers < 0):
+        raise ValueError(f"parse_workers must be 'auto' or a non-negative integer. Received: "
+                         f"{parse_workers!r}")
+    return parse_workers
+
+
 def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_compile="auto",
-               runtime="auto", preload=True):
+               runtime="auto", preload=True, parse_workers="auto"):
     """The FastAPI application serving ``base_dir``.
 
     Args:
@@ -447,9 +399,14 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         max_request_bytes: larger request bodies are refused with 413.
         jit_compile, runtime: passed to :func:`zoo.serving.load`.
         preload: load the newest version of every model at start-up.
+        parse_workers: worker processes that parse large JSON pixel-list bodies in parts
+            beside the request's thread (:class:`zoo.jsonarrays.SplitParser`); ``"auto"``:
+            one fewer than the usable CPUs, at most 3; 0: none. Started with the
+            application, or by the first such body.
 
     Returns:
-        A ``fastapi.FastAPI`` application (its ``state.store`` is the :class:`ModelStore`).
+        A ``fastapi.FastAPI`` application (its ``state.store`` is the :class:`ModelStore`,
+        its ``state.splitter`` the :class:`~zoo.jsonarrays.SplitParser`).
     """
     import contextlib
 
@@ -457,17 +414,24 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
     if not isinstance(runtime, str) or runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
                          f"Received: {runtime!r}")
+    splitter = jsonarrays.SplitParser(parse_workers_for(parse_workers))
     store = ModelStore(base_dir, jit_compile=jit_compile, runtime=runtime)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         if preload:
             await run_in_threadpool(store.preload)
-        yield
+        if splitter.workers:
+            await run_in_threadpool(splitter.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(splitter.close)
 
     app = FastAPI(title="zoo serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.store = store
+    app.state.splitter = splitter
 
     def error(status, message):
         return JSONResponse({"error": message}, status_code=status)
@@ -552,7 +516,10 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             # Request bodies of pixel lists are megabytes of JSON numbers: simdjson reads
             # them into numpy, orjson parses the rest and writes answers ~20x faster than
             # the json module (benchmarks/).
-            return orjson.dumps(handle_predict(servable, parse_body(body)))
+            dtype = np.dtype(servable.input_dtype.as_numpy_dtype)
+            payload = parse_body(body, splitter,
+                                 dtype if np.issubdtype(dtype, np.floating) else None)
+            return orjson.dumps(handle_predict(servable, payload))
 
         content = await run_in_threadpool(work)
         return Response(content, media_type="application/json")
@@ -561,7 +528,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
 
 
 def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES,
-          jit_compile="auto", runtime="auto", log_level="warning"):
+          jit_compile="auto", runtime="auto", parse_workers="auto", log_level="warning"):
     """Run the REST server until interrupted (uvicorn).
 
     Args:
@@ -570,6 +537,7 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
         port: TCP port (TensorFlow Serving's REST default, 8501).
         max_request_bytes: request size limit (413 above it).
         jit_compile, runtime: passed to :func:`zoo.serving.load`.
+        parse_workers: JSON parsing worker processes (see :func:`create_app`).
         log_level: uvicorn's log level.
 
     Raises:
@@ -579,7 +547,7 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
     if not os.path.isdir(base_dir):
         raise FileNotFoundError(f"no such model directory: {base_dir}")
     app = create_app(base_dir, max_request_bytes=max_request_bytes, jit_compile=jit_compile,
-                     runtime=runtime, preload=False)
+                     runtime=runtime, preload=False, parse_workers=parse_workers)
     app.state.store.preload()
     names = app.state.store.model_names()
     print(f"zoo serve: {len(names)} model(s) under {os.path.abspath(base_dir)} "

@@ -717,6 +717,16 @@ def configure_predict(parser):
 # --------------------------------------------------------------------------------------
 # CLI: zoo serve.
 
+def _parse_workers_arg(text: str):
+    import argparse
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a non-negative integer; "
+                                         f"received {text!r}")
+    return int(text)
+
+
 def configure_serve(parser):
     """``zoo serve BASE_DIR [--host 127.0.0.1] [--port 8501] [--max-request-mb 64]``."""
     parser.add_argument("base_dir", metavar="BASE_DIR",
@@ -729,6 +739,11 @@ def configure_serve(parser):
     parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help=_RUNTIME_HELP)
+    parser.add_argument("--parse-workers", type=_parse_workers_arg, default="auto",
+                        metavar="N|auto",
+                        help="worker processes that parse large JSON pixel-list bodies in "
+                             "parts beside the request's thread (default auto: one fewer "
+                             "than the usable CPUs, at most 3; 0: none)")
     parser.add_argument("--log-level", default="warning",
                         choices=("critical", "error", "warning", "info", "debug"))
 
@@ -737,7 +752,7 @@ def configure_serve(parser):
         serve(args.base_dir, host=args.host, port=args.port,
               max_request_bytes=int(args.max_request_mb * 1024 * 1024),
               jit_compile=not args.no_xla and "auto", runtime=args.runtime,
-              log_level=args.log_level)
+              parse_workers=args.parse_workers, log_level=args.log_level)
         return 0
 
     return run

@@ -1,0 +1,204 @@
+"""zoo.jsonarrays: JSON pixel arrays into numpy, and large bodies parsed in parts by worker
+processes."""
+
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+
+simdjson = pytest.importorskip("simdjson")
+
+from zoo import jsonarrays as ja  # noqa: E402
+
+
+def body_of(x, key="instances", **dumps):
+    return json.dumps({key: x.tolist() if isinstance(x, np.ndarray) else x}, **dumps).encode()
+
+
+def pixels(n, seed=0, size=6, channels=3):
+    return np.random.RandomState(seed).randint(0, 256, (n, size, size, channels))
+
+
+@pytest.fixture(scope="module")
+def splitter():
+    """Two worker processes; every body is large enough to be cut."""
+    s = ja.SplitParser(2, min_bytes=0)
+    s.start()
+    yield s
+    s.close()
+
+
+def worker_pids(s):
+    return [w.process.pid for w in s._pool]
+
+
+@pytest.mark.parametrize("dumps", [{}, {"separators": (",", ":")}, {"indent": 1}],
+                         ids=["spaced", "compact", "indented"])
+def test_split_points_cut_between_whole_elements(dumps):
+    x = pixels(7)
+    body = body_of(x, **dumps)
+    key, ranges = ja.split_points(body, 3)
+    assert key == "instances" and len(ranges) == 3
+    parts = [json.loads(b"[" + body[b:e] + b"]") for b, e in ranges]
+    assert sum(parts, []) == x.tolist()                     # every image once, in order
+    assert all(parts)
+    # The runs cover the array exactly: only commas and white space between them.
+    for (_, end), (begin, _) in zip(ranges, ranges[1:]):
+        assert body[end:begin].strip() == b","
+    assert ja.split_points(body_of(x, key="inputs"), 2)[0] == "inputs"
+
+
+@pytest.mark.parametrize("body", [
+    b'{"instances": [1, 2, 3, 4]}',                           # elements are numbers
+    b'{"instances": [{"b64": "aa"}, {"b64": "bb"}]}',          # elements are objects
+    b'{"signature_name": "x", "instances": [[1], [2]]}',      # another key first
+    b'{"instances": [[1], [2]], "signature_name": "x"}',      # another key after
+    b'{"inputs": {"images": [[1], [2]]}}',                    # named input
+    b'[[1], [2]]',                                            # not an object
+    b'{"instances": [[1, 2, 3]]}',                            # one element: nothing to cut
+], ids=["numbers", "objects", "key-before", "key-after", "named", "bare-array", "one"])
+def test_split_points_refuse_other_forms(body):
+    assert ja.split_points(body, 2) is None
+
+
+def test_split_parser_gives_the_single_parse_array(splitter):
+    before = splitter.parsed
+    x = pixels(9, seed=1)
+    for key in ("instances", "inputs"):
+        got_key, array = splitter.parse(body_of(x, key))
+        assert got_key == key and array.dtype == np.int64 and np.array_equal(array, x)
+    floats = x / 7.0 - 3
+    key, array = splitter.parse(body_of(floats, indent=2))
+    assert array.dtype == np.float64 and np.array_equal(array, floats)
+    # Integers in one part, a fraction in another: float64 for all.
+    mixed = x.tolist()
+    mixed[8][0][0][0] = 0.5
+    _, array = splitter.parse(body_of(mixed))
+    assert array.dtype == np.float64 and array[8, 0, 0, 0] == 0.5
+    assert np.array_equal(array[:8], x[:8])
+    # A dtype asked for: each part converted where it is parsed, as astype would.
+    for values in (x, floats):
+        _, array = splitter.parse(body_of(values), np.float32)
+        assert array.dtype == np.float32 and np.array_equal(array, values.astype(np.float32))
+    # Two images: two parts (one worker used); a 1-D element array works too.
+    _, array = splitter.parse(body_of(x[:2]))
+    assert np.array_equal(array, x[:2])
+    _, array = splitter.parse(b'{"instances": [[1, 2], [3, 4], [5, 6]]}')
+    assert array.tolist() == [[1, 2], [3, 4], [5, 6]]
+    assert splitter.parsed - before == 8                    # all of them in parts
+
+
+def _ragged(where):
+    x = pixels(9, seed=2).tolist()
+    if where == "ragged-first":
+        x[0][1][2] = [1, 2]
+    elif where == "ragged-last":
+        x[8][5] = x[8][5][:-1]
+    elif where == "deeper-last":
+        x[8][0][0] = [[1, 2, 3]] * 3
+    elif where == "string-middle":
+        x[4][0][0][0] = "7"
+    elif where == "bool-last":
+        x[8][0][0][0] = True
+    elif where == "shapes-differ":                 # every part regular, not the same shape
+        x = pixels(4, size=6).tolist() + pixels(5, size=5).tolist()
+    elif where == "empty-last":
+        x[8] = []
+    return body_of(x)
+
+
+@pytest.mark.parametrize("where", ["ragged-first", "ragged-last", "deeper-last",
+                                   "string-middle", "bool-last", "shapes-differ",
+                                   "empty-last"])
+def test_split_parser_refuses_irregular_arrays_and_stays_usable(splitter, where):
+    pids = worker_pids(splitter)
+    assert splitter.parse(_ragged(where)) is None
+    assert splitter.parse(_ragged(where), np.float32) is None
+    # The workers answered in step: the same processes parse the next body correctly.
+    x = pixels(9, seed=3)
+    assert np.array_equal(splitter.parse(body_of(x))[1], x)
+    assert worker_pids(splitter) == pids
+
+
+def test_split_parser_refuses_malformed_json_and_stays_usable(splitter):
+    body = body_of(pixels(9, seed=4))
+    cut = body.rindex(b"]", 0, len(body) - 10)
+    for bad in (body[:cut] + body[cut + 1:],                    # a bracket missing
+                body.replace(b", ", b", ,", 1),                   # an empty element
+                body.replace(b"1", b"1x", 1)):
+        assert splitter.parse(bad) is None
+    x = pixels(9, seed=5)
+    assert np.array_equal(splitter.parse(body_of(x))[1], x)
+
+
+def test_split_parser_leaves_small_bodies_and_no_workers_to_the_caller():
+    x = pixels(9)
+    assert ja.SplitParser(1, min_bytes=10 ** 9).parse(body_of(x)) is None
+    none = ja.SplitParser(0, min_bytes=0)
+    assert none.parse(body_of(x)) is None and none._pool == []
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=f"workers must be a non-negative integer. "
+                                             f"Received: {bad!r}"):
+            ja.SplitParser(bad)
+
+
+def test_split_parser_replaces_a_dead_worker_and_stops_on_close():
+    s = ja.SplitParser(1, min_bytes=0)
+    x = pixels(5, seed=6)
+    assert np.array_equal(s.parse(body_of(x))[1], x)       # started by the first body
+    (first,) = s._pool
+    first.process.kill()
+    first.process.join()
+    assert np.array_equal(s.parse(body_of(x))[1], x)       # a new worker parsed it
+    (second,) = s._pool
+    assert second.process.pid != first.process.pid and second.process.is_alive()
+    # A worker dying while it holds a part: that body is left to the caller, the next
+    # one is parsed by a new worker.
+    second.process.kill()
+    second.process.join()
+    s._pool[0] = second                                     # still listed as the worker
+    s.start = lambda: None                                  # not replaced before the call
+    assert s.parse(body_of(x)) is None
+    del s.start
+    assert np.array_equal(s.parse(body_of(x))[1], x)
+    (third,) = s._pool
+    assert third.process.pid not in (first.process.pid, second.process.pid)
+    s.close()
+    assert not third.process.is_alive() and third.process.exitcode == 0
+    assert s.parse(body_of(x)) is None and s._pool == []
+
+
+def test_busy_workers_leave_the_body_to_the_caller(splitter):
+    """Bodies parsed at once in several threads: each gets the workers free at that moment
+    (none: ``None``), and every answer is right."""
+    bodies = [(pixels(9, seed=s), body_of(pixels(9, seed=s))) for s in range(6)]
+    results, errors = [], []
+
+    def run(x, body):
+        try:
+            for _ in range(5):
+                got = splitter.parse(body)
+                if got is None:
+                    got = ("caller", ja.parse_array(json.dumps(x.tolist()).encode()))
+                results.append(np.array_equal(got[1], x))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=b) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and all(results) and len(results) >= 30
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc (Linux)")
+def test_workers_import_no_tensorflow(splitter):
+    """The worker processes start from zoo.jsonarrays alone (numpy and simdjson)."""
+    for pid in worker_pids(splitter):
+        with open(f"/proc/{pid}/maps") as f:
+            maps = f.read()
+        assert "_pywrap_tensorflow" not in maps and "libtensorflow" not in maps
+

@@ -466,3 +466,28 @@ def test_cli_parse_workers_must_be_auto_or_a_count(capsys, tmp_path, value):
     assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err
     assert f"--parse-workers: expected 'auto' or a non-negative integer; received {value!r}" in (
         lines[0])
+
+
+@pytest.mark.parametrize("value", ["-1", "many", "2.5"])
+def test_cli_max_batch_size_must_be_a_count(capsys, tmp_path, value):
+    from zoo import cli
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serve", str(tmp_path), "--max-batch-size", value])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("zoo")]
+    assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert f"--max-batch-size: expected a non-negative integer; received {value!r}" in lines[0]
+
+
+def test_request_batcher_with_a_real_servable_answers_each_request_alike(local):
+    """Requests combined by the batcher get what each would get on its own."""
+    from zoo.server import RequestBatcher
+    batcher = RequestBatcher(64)
+    batches = [images(1 + i % 4, seed=200 + i, size=32) for i in range(24)]
+    want = [local.predict(b) for b in batches]
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        got = list(pool.map(lambda b: batcher.predict(local, b, "serving_default"), batches))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g["probabilities"], w["probabilities"], atol=1e-5)
+        assert g["classes"].tolist() == w["classes"].tolist()
+    assert batcher.requests == 24                  # every request went through the queue

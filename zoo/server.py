@@ -330,8 +330,103 @@ def _images_from_inputs(inputs, servable, input_name):
     return batch
 
 
-def handle_predict(servable, payload) -> dict:
-    """Answer one ``:predict`` request body (already parsed JSON)."""
+class _Pending:
+    """One request's images waiting in a :class:`RequestBatcher` queue."""
+
+    __slots__ = ("images", "event", "result", "error", "lead")
+
+    def __init__(self, images):
+        self.images = images
+        self.event = threading.Event()
+        self.result = self.error = None
+        self.lead = False
+
+
+class RequestBatcher:
+    """Server-side batching of concurrent requests, with no waiting added.
+
+    A request that finds its model idle runs at once. Requests that arrive while a batch of
+    the same model version, signature and image size runs queue up, and when it finishes the
+    queued ones run together as the next batch (up to ``max_batch`` images; the thread of
+    the first of them runs it, then hands on to the next request still queued). Each request
+    gets its own rows of the batch's outputs. Requests of several image sizes, or of
+    ``max_batch`` images or more, run on their own.
+
+    Args:
+        max_batch: the most images in one combined batch; below 2, requests are never
+            combined.
+    """
+
+    def __init__(self, max_batch: int = _PREDICT_BATCH):
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 0:
+            raise ValueError(f"max_batch must be a non-negative integer. Received: "
+                             f"{max_batch!r}")
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queues: dict = {}
+        self._running: set = set()
+        #: batches run and the requests they answered (combined ones count once)
+        self.batches = 0
+        self.requests = 0
+
+    def predict(self, servable, images, signature_name) -> dict:
+        """``servable.predict(images, signature_name=...)``, batched with concurrent calls."""
+        groups = servable.to_batches(images) if self.max_batch >= 2 else []
+        if len(groups) != 1 or len(groups[0][1]) >= self.max_batch:
+            return servable.predict(images, batch_size=_PREDICT_BATCH,
+                                    signature_name=signature_name)
+        (_, batch), = groups                  # one group: every image, in order
+        key = (servable, signature_name, batch.shape[1:])
+        me = _Pending(batch)
+        with self._lock:
+            self._queues.setdefault(key, []).append(me)
+            me.lead = key not in self._running
+            self._running.add(key)
+        if not me.lead:
+            me.event.wait()                   # answered, or handed the lead
+        if me.lead:
+            self._run_next(servable, signature_name, key)
+        if me.error is not None:
+            raise me.error
+        return me.result
+
+    def _run_next(self, servable, signature_name, key):
+        with self._lock:
+            queue = self._queues[key]
+            taken, count = [], 0
+            while queue and (not taken or count + len(queue[0].images) <= self.max_batch):
+                taken.append(queue.pop(0))
+                count += len(taken[-1].images)
+        try:
+            batch = (taken[0].images if len(taken) == 1 else
+                     np.concatenate([p.images for p in taken]))
+            outputs = servable.predict(batch, batch_size=_PREDICT_BATCH,
+                                       signature_name=signature_name)
+            start = 0
+            for p in taken:
+                p.result = {k: v[start:start + len(p.images)] for k, v in outputs.items()}
+                start += len(p.images)
+        except BaseException as exc:  # every request of the batch gets the error
+            for p in taken:
+                p.error = exc
+        finally:  # hand on, whatever happened: the queue never stalls
+            with self._lock:
+                self.batches += 1
+                self.requests += len(taken)
+                if queue:
+                    queue[0].lead = True
+                    queue[0].event.set()
+                else:
+                    del self._queues[key]
+                    self._running.discard(key)
+            for p in taken:
+                p.lead = False
+                p.event.set()
+
+
+def handle_predict(servable, payload, batcher=None) -> dict:
+    """Answer one ``:predict`` request body (already parsed JSON), its prediction batched
+    with concurrent requests' by ``batcher`` (a :class:`RequestBatcher`) if given."""
     if not isinstance(payload, dict):
         raise ServingError(400, "the request body must be a JSON object with 'instances' or "
                            "'inputs'")
@@ -354,7 +449,11 @@ def handle_predict(servable, payload) -> dict:
     else:
         images = _images_from_inputs(payload["inputs"], servable, name)
     try:
-        outputs = servable.predict(images, batch_size=_PREDICT_BATCH, signature_name=signature)
+        if batcher is None:
+            outputs = servable.predict(images, batch_size=_PREDICT_BATCH,
+                                       signature_name=signature)
+        else:
+            outputs = batcher.predict(servable, images, signature)
     except ValueError as exc:
         raise ServingError(400, str(exc)) from None
     except Exception as exc:
@@ -391,7 +490,7 @@ def parse_workers_for(parse_workers) -> int:
 
 
 def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_compile="auto",
-               runtime="auto", preload=True, parse_workers="auto"):
+               runtime="auto", preload=True, parse_workers="auto", max_batch=_PREDICT_BATCH):
     """The FastAPI application serving ``base_dir``.
 
     Args:
@@ -403,10 +502,14 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             beside the request's thread (:class:`zoo.jsonarrays.SplitParser`); ``"auto"``:
             one fewer than the usable CPUs, at most 3; 0: none. Started with the
             application, or by the first such body.
+        max_batch: concurrent requests' images are combined into batches of up to this
+            many (:class:`RequestBatcher`: only while the model is busy, no waiting added);
+            0 or 1: every request runs on its own.
 
     Returns:
         A ``fastapi.FastAPI`` application (its ``state.store`` is the :class:`ModelStore`,
-        its ``state.splitter`` the :class:`~zoo.jsonarrays.SplitParser`).
+        ``state.splitter`` the :class:`~zoo.jsonarrays.SplitParser`, ``state.batcher`` the
+        :class:`RequestBatcher`).
     """
     import contextlib
 
@@ -415,6 +518,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
                          f"Received: {runtime!r}")
     splitter = jsonarrays.SplitParser(parse_workers_for(parse_workers))
+    batcher = RequestBatcher(max_batch)
     store = ModelStore(base_dir, jit_compile=jit_compile, runtime=runtime)
 
     @contextlib.asynccontextmanager
@@ -432,6 +536,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
                   openapi_url=None)
     app.state.store = store
     app.state.splitter = splitter
+    app.state.batcher = batcher
 
     def error(status, message):
         return JSONResponse({"error": message}, status_code=status)
@@ -519,7 +624,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             dtype = np.dtype(servable.input_dtype.as_numpy_dtype)
             payload = parse_body(body, splitter,
                                  dtype if np.issubdtype(dtype, np.floating) else None)
-            return orjson.dumps(handle_predict(servable, payload))
+            return orjson.dumps(handle_predict(servable, payload, batcher))
 
         content = await run_in_threadpool(work)
         return Response(content, media_type="application/json")
@@ -528,7 +633,8 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
 
 
 def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES,
-          jit_compile="auto", runtime="auto", parse_workers="auto", log_level="warning"):
+          jit_compile="auto", runtime="auto", parse_workers="auto", max_batch=_PREDICT_BATCH,
+          log_level="warning"):
     """Run the REST server until interrupted (uvicorn).
 
     Args:
@@ -538,6 +644,8 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
         max_request_bytes: request size limit (413 above it).
         jit_compile, runtime: passed to :func:`zoo.serving.load`.
         parse_workers: JSON parsing worker processes (see :func:`create_app`).
+        max_batch: the largest batch concurrent requests are combined into (see
+            :func:`create_app`).
         log_level: uvicorn's log level.
 
     Raises:
@@ -547,7 +655,8 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
     if not os.path.isdir(base_dir):
         raise FileNotFoundError(f"no such model directory: {base_dir}")
     app = create_app(base_dir, max_request_bytes=max_request_bytes, jit_compile=jit_compile,
-                     runtime=runtime, preload=False, parse_workers=parse_workers)
+                     runtime=runtime, preload=False, parse_workers=parse_workers,
+                     max_batch=max_batch)
     app.state.store.preload()
     names = app.state.store.model_names()
     print(f"zoo serve: {len(names)} model(s) under {os.path.abspath(base_dir)} "

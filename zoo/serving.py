@@ -727,6 +727,13 @@ def _parse_workers_arg(text: str):
     return int(text)
 
 
+def _count_arg(text: str) -> int:
+    import argparse
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer; received {text!r}")
+    return int(text)
+
+
 def configure_serve(parser):
     """``zoo serve BASE_DIR [--host 127.0.0.1] [--port 8501] [--max-request-mb 64]``."""
     parser.add_argument("base_dir", metavar="BASE_DIR",
@@ -744,6 +751,10 @@ def configure_serve(parser):
                         help="worker processes that parse large JSON pixel-list bodies in "
                              "parts beside the request's thread (default auto: one fewer "
                              "than the usable CPUs, at most 3; 0: none)")
+    parser.add_argument("--max-batch-size", type=_count_arg, default=64, metavar="N",
+                        help="combine the images of requests that arrive while the model "
+                             "is busy into batches of up to N (default 64; 0 or 1: run every "
+                             "request on its own)")
     parser.add_argument("--log-level", default="warning",
                         choices=("critical", "error", "warning", "info", "debug"))
 
@@ -752,7 +763,8 @@ def configure_serve(parser):
         serve(args.base_dir, host=args.host, port=args.port,
               max_request_bytes=int(args.max_request_mb * 1024 * 1024),
               jit_compile=not args.no_xla and "auto", runtime=args.runtime,
-              parse_workers=args.parse_workers, log_level=args.log_level)
+              parse_workers=args.parse_workers, max_batch=args.max_batch_size,
+              log_level=args.log_level)
         return 0
 
     return run

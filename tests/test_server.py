@@ -456,27 +456,23 @@ def test_large_pixel_list_requests_answer_like_small_ones(server, local):
     assert r.status_code == 400 and "must be a batch" in r.json()["error"], r.text
 
 
-@pytest.mark.parametrize("value", ["two", "-1", "1.5", ""])
-def test_cli_parse_workers_must_be_auto_or_a_count(capsys, tmp_path, value):
+@pytest.mark.parametrize("option, value, allowed", [
+    ("--parse-workers", "two", "'auto' or a non-negative integer"),
+    ("--parse-workers", "-1", "'auto' or a non-negative integer"),
+    ("--parse-workers", "1.5", "'auto' or a non-negative integer"),
+    ("--parse-workers", "", "'auto' or a non-negative integer"),
+    ("--max-batch-size", "-1", "a non-negative integer"),
+    ("--max-batch-size", "many", "a non-negative integer"),
+    ("--max-batch-size", "2.5", "a non-negative integer"),
+])
+def test_cli_serve_counts_are_checked(capsys, tmp_path, option, value, allowed):
     from zoo import cli
     with pytest.raises(SystemExit) as exc:
-        cli.main(["serve", str(tmp_path), "--parse-workers", value])
+        cli.main(["serve", str(tmp_path), option, value])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("zoo")]
     assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err
-    assert f"--parse-workers: expected 'auto' or a non-negative integer; received {value!r}" in (
-        lines[0])
-
-
-@pytest.mark.parametrize("value", ["-1", "many", "2.5"])
-def test_cli_max_batch_size_must_be_a_count(capsys, tmp_path, value):
-    from zoo import cli
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["serve", str(tmp_path), "--max-batch-size", value])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("zoo")]
-    assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err
-    assert f"--max-batch-size: expected a non-negative integer; received {value!r}" in lines[0]
+    assert f"{option}: expected {allowed}; received {value!r}" in lines[0]
 
 
 def test_request_batcher_with_a_real_servable_answers_each_request_alike(local):

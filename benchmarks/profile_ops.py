@@ -70,14 +70,11 @@ def profile(name, *, image_size=None, batch_size=16, steps=3, mode="train", jit_
     import tensorflow as tf
 
     from benchmarks.training import bench_shape
-    from zoo.train import _rebuild, compile_model, resolve_mixed_precision
+    from zoo.train import compile_model, with_mixed_precision
 
     info = zoo.model_info(name)
     shape = bench_shape(name, image_size or info.default_input_shape[0])
-    model = zoo.get_model(name, input_shape=shape)
-    policy = resolve_mixed_precision(mixed_precision)
-    if policy:
-        model = _rebuild(model, policy)
+    model, _ = with_mixed_precision(zoo.get_model(name, input_shape=shape), mixed_precision)
     compile_model(model, info.task, jit_compile=jit_compile)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(-1, 1, (batch_size, *shape)).astype("float32"))

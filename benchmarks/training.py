@@ -107,7 +107,7 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     import zoo
     from zoo.registry import model_info
     from zoo.common import cpu_has_bfloat16
-    from zoo.train import _rebuild, compile_model, resolve_mixed_precision
+    from zoo.train import compile_model, resolve_mixed_precision, with_mixed_precision
 
     policy = resolve_mixed_precision("auto")     # what zoo.train.fit trains under here
     rows = []
@@ -122,9 +122,9 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
         keras.backend.clear_session()
 
         variants = []
-        zm = zoo.get_model(name, input_shape=shape, num_classes=classes)
-        if policy:
-            zm = _rebuild(zm, policy)
+        # under the policy fit picks here ("auto": `policy`)
+        zm, _ = with_mixed_precision(zoo.get_model(name, input_shape=shape,
+                                                   num_classes=classes))
         compile_model(zm)
         subject = f"zoo defaults ({_zoo_settings(zm, policy)})"
         gflop = TRAIN_FLOP_FACTOR * model_gflop(zm)
@@ -139,8 +139,8 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                                     note="fit(mixed_precision='off'): the zoo model and "
                                          "compile in float32, as on other CPUs"))
         elif bfloat16 and cpu_has_bfloat16():
-            zb = _rebuild(zoo.get_model(name, input_shape=shape, num_classes=classes),
-                          "mixed_bfloat16")
+            zb, _ = with_mixed_precision(
+                zoo.get_model(name, input_shape=shape, num_classes=classes), "bfloat16")
             compile_model(zb)
             variants.append(Variant("zoo, mixed_bfloat16 (opt-in)", _keras_step(zb, x, y, steps),
                                     note="fit(mixed_precision='bfloat16'): bfloat16 compute, "

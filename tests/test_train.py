@@ -103,6 +103,25 @@ def test_mixed_precision_keeps_float32_outputs():
     assert m(np.zeros((1, 8, 8, 1), "float32")).dtype == "float32"
 
 
+def test_with_mixed_precision_gives_fits_policy(monkeypatch):
+    monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
+    model = tiny_classifier()
+    x = np.random.RandomState(0).rand(2, 8, 8, 1).astype("float32")
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: True)
+    mixed, policy = train.with_mixed_precision(model)
+    assert policy == "mixed_bfloat16" and mixed is not model
+    assert mixed.get_layer("conv").compute_dtype == "bfloat16"
+    assert mixed.get_layer("predictions").compute_dtype == "float32"
+    assert all(np.array_equal(a, b) for a, b in zip(mixed.get_weights(), model.get_weights()))
+    np.testing.assert_allclose(mixed(x), model(x), atol=2e-2)     # bfloat16 rounding
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: False)
+    assert train.with_mixed_precision(model) == (model, None)      # float32: the model itself
+    same, policy = train.with_mixed_precision(model, "float16")
+    assert policy == "mixed_float16" and same.get_layer("conv").compute_dtype == "float16"
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        train.with_mixed_precision(model, "int8")
+
+
 def test_resolve_mixed_precision(monkeypatch):
     monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
     monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: False)

@@ -264,6 +264,22 @@ def resolve_mixed_precision(mixed_precision="auto"):
     return None if mixed_precision == "off" else f"mixed_{mixed_precision}"
 
 
+def with_mixed_precision(model, mixed_precision="auto"):
+    """``model`` under the dtype policy :func:`fit` would train it with, for a training loop
+    of one's own.
+
+    Returns:
+        ``(model, policy)``: ``policy`` from :func:`resolve_mixed_precision`; with a mixed
+        policy, a copy of ``model`` (same weights) computing in it on every layer but the
+        output layers, which stay float32; with float32 (``None``), ``model`` itself.
+
+    Raises:
+        ValueError: an unknown ``mixed_precision``.
+    """
+    policy = resolve_mixed_precision(mixed_precision)
+    return (_rebuild(model, policy) if policy else model), policy
+
+
 def precision_value(policy) -> str:
     """The ``mixed_precision`` value (``--mixed-precision``) that names dtype policy
     ``policy``: ``"off"`` for ``None``, ``"bfloat16"`` for ``"mixed_bfloat16"``, ..."""

@@ -10,7 +10,10 @@ Models live in ``BASE_DIR/NAME/VERSION/`` (what :func:`zoo.export.export` writes
 version answers unless one is named. The model directory is rescanned on every request (one
 ``os.scandir``), so a version renamed into place is served at once, with no restart. Models
 load lazily, once, in a worker thread; predictions and JSON encoding run in the thread pool,
-never on the event loop. Every client error is a 4xx answer ``{"error": "..."}``.
+never on the event loop. Requests that arrive while their model is busy are batched
+(:class:`RequestBatcher`); large JSON pixel-list bodies are parsed in parts by worker
+processes (:class:`zoo.jsonarrays.SplitParser`). Every client error is a 4xx answer
+``{"error": "..."}``.
 
 Built on FastAPI and uvicorn (the ``serve`` extra).
 """

@@ -618,9 +618,11 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             raise ServingError(404, f"no such endpoint: POST /v1/models/{path} (use "
                                f"/v1/models/{name}[/versions/N]:predict)")
         body = await read_body(request)
-        servable = await run_in_threadpool(store.get, name, version)
 
         def work():
+            # One trip to the thread pool per request: finding (or loading) the model, the
+            # parse, the prediction and the answer.
+            servable = store.get(name, version)
             # Request bodies of pixel lists are megabytes of JSON numbers: simdjson reads
             # them into numpy, orjson parses the rest and writes answers ~20x faster than
             # the json module (benchmarks/).

@@ -202,3 +202,16 @@ def test_workers_import_no_tensorflow(splitter):
             maps = f.read()
         assert "_pywrap_tensorflow" not in maps and "libtensorflow" not in maps
 
+
+
+def test_from_zoo_import_jsonarrays_loads_no_tensorflow():
+    """``from zoo import jsonarrays`` (a submodule asked for as an attribute first) imports
+    that module alone, not the builders and TensorFlow."""
+    import subprocess
+    import sys
+    code = ("import sys; from zoo import jsonarrays, tables; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules, jsonarrays.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         check=True).stdout.split()
+    assert out == ["False", "False", "zoo.jsonarrays"]

@@ -34,10 +34,15 @@ _LAZY = {
 
 
 def __getattr__(name):
+    import importlib
+    import importlib.util
     if name in _LAZY:
-        import importlib
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
+    # ``from zoo import jsonarrays`` asks for the attribute before importing the submodule:
+    # a submodule is imported on its own, without the builders (and TensorFlow).
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+        return importlib.import_module(f"{__name__}.{name}")
     # Every registered builder is an attribute: ``from zoo import resnet50``.
     from zoo.registry import _REGISTRY, _ensure_loaded
     _ensure_loaded()

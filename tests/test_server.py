@@ -487,3 +487,24 @@ def test_request_batcher_with_a_real_servable_answers_each_request_alike(local):
         np.testing.assert_allclose(g["probabilities"], w["probabilities"], atol=1e-5)
         assert g["classes"].tolist() == w["classes"].tolist()
     assert batcher.requests == 24                  # every request went through the queue
+
+
+def test_small_pixel_bodies_take_the_fast_path_and_b64_bodies_skip_it(monkeypatch):
+    import orjson
+
+    from zoo import server as srv
+    x = images(1, seed=40, size=32)                                # 6.8 KB of JSON
+    body = orjson.dumps({"instances": x.tolist()})
+    assert srv._FAST_JSON_BYTES <= len(body) < 8 * 1024
+    parsed = srv.parse_body(body)["instances"]
+    assert isinstance(parsed, np.ndarray) and np.array_equal(parsed, x)
+    tiny = orjson.dumps({"instances": [[[[1]]]]})                  # below the threshold
+    assert srv.parse_body(tiny) == {"instances": [[[[1]]]]}
+    calls = []
+    monkeypatch.setattr(srv, "_read_pixels", lambda b: calls.append(b))
+    b64 = orjson.dumps({"instances": [{"b64": png_b64(x[0])}] * 4})
+    assert len(b64) >= srv._FAST_JSON_BYTES
+    assert srv.parse_body(b64)["instances"][0] == {"b64": png_b64(x[0])}
+    assert calls == []                                             # orjson's at once
+    srv.parse_body(body)
+    assert calls == [body]

@@ -15,6 +15,7 @@ This module imports numpy and simdjson only: the worker processes start from it.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import re
 import threading
@@ -47,8 +48,10 @@ def is_regular(text: bytes, shape) -> bool:
     return structure == regular_pattern(tuple(shape))
 
 
+@functools.lru_cache(maxsize=4)
 def regular_pattern(shape) -> bytes:
-    """The brackets and commas of a regular array of ``shape``."""
+    """The brackets and commas of a regular array of ``shape`` (cached: ~6 ms to build for
+    32 RGB 160x160 images)."""
     pattern = b"[" + b"," * (shape[-1] - 1) + b"]"
     for size in reversed(shape[:-1]):
         pattern = b"[" + b",".join([pattern] * size) + b"]"

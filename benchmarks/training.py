@@ -107,9 +107,8 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     import zoo
     from zoo.registry import model_info
     from zoo.common import cpu_has_bfloat16
-    from zoo.train import compile_model, resolve_mixed_precision, with_mixed_precision
+    from zoo.train import compile_model, with_mixed_precision
 
-    policy = resolve_mixed_precision("auto")     # what zoo.train.fit trains under here
     rows = []
     for name in names:
         info = model_info(name)
@@ -122,9 +121,9 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
         keras.backend.clear_session()
 
         variants = []
-        # under the policy fit picks here ("auto": `policy`)
-        zm, _ = with_mixed_precision(zoo.get_model(name, input_shape=shape,
-                                                   num_classes=classes))
+        # under the dtype policy zoo.train.fit trains with here
+        zm, policy = with_mixed_precision(zoo.get_model(name, input_shape=shape,
+                                                        num_classes=classes))
         compile_model(zm)
         subject = f"zoo defaults ({_zoo_settings(zm, policy)})"
         gflop = TRAIN_FLOP_FACTOR * model_gflop(zm)

@@ -190,21 +190,12 @@ def _read_pixels(body: bytes):
         import simdjson  # noqa: F401
     except ImportError:
         return None
-    parser = jsonarrays.borrow_parser()
-    payload = _read_pixels_with(parser, body)
-    # Every simdjson object of this document went with _read_pixels_with's frame, so the
-    # parser may parse again. Not reached on an exception, whose traceback keeps that frame:
-    # the parser is dropped then.
-    jsonarrays.return_parser(parser, len(body))
-    return payload
+    return jsonarrays.parse_pooled(body, functools.partial(_pixels_payload, body=body))
 
 
-def _read_pixels_with(parser, body: bytes):
+def _pixels_payload(doc, body: bytes):
+    """:func:`_read_pixels`' payload from the parsed document ``doc`` of ``body``."""
     import simdjson
-    try:
-        doc = parser.parse(body)
-    except Exception:  # malformed JSON: the general path gives the message
-        return None
     if not isinstance(doc, simdjson.Object):
         return None
     keys = list(doc.keys())

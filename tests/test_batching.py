@@ -12,8 +12,8 @@ from zoo.server import RequestBatcher  # noqa: E402
 
 
 class FakeServable:
-    """``to_batches`` and ``predict`` as a Servable has them; ``predict`` records each batch's
-    size and, while ``hold`` is clear, blocks (the model is busy)."""
+    """``to_batches``, ``predict`` and ``predict_batches`` as a Servable has them; a prediction
+    records each batch's size and, while ``hold`` is clear, blocks (the model is busy)."""
 
     def __init__(self):
         self.calls = []
@@ -30,7 +30,11 @@ class FakeServable:
         return [(np.asarray(idx), np.stack([images[i] for i in idx])) for idx in groups.values()]
 
     def predict(self, images, batch_size=None, *, signature_name=None):
-        (_, batch), *rest = self.to_batches(images)
+        return self.predict_batches(self.to_batches(images), batch_size,
+                                    signature_name=signature_name)
+
+    def predict_batches(self, groups, batch_size=None, *, signature_name=None):
+        (_, batch), *rest = groups
         self.calls.append((signature_name, len(batch) + sum(len(b) for _, b in rest)))
         self.entered.set()
         assert self.hold.wait(10)

@@ -464,6 +464,10 @@ def test_large_pixel_list_requests_answer_like_small_ones(server, local):
     ("--max-batch-size", "-1", "a non-negative integer"),
     ("--max-batch-size", "many", "a non-negative integer"),
     ("--max-batch-size", "2.5", "a non-negative integer"),
+    ("--inline-ms", "-1", "a non-negative number of milliseconds"),
+    ("--inline-ms", "soon", "a non-negative number of milliseconds"),
+    ("--inline-ms", "nan", "a non-negative number of milliseconds"),
+    ("--inline-ms", "inf", "a non-negative number of milliseconds"),
 ])
 def test_cli_serve_counts_are_checked(capsys, tmp_path, option, value, allowed):
     from zoo import cli
@@ -508,3 +512,37 @@ def test_small_pixel_bodies_take_the_fast_path_and_b64_bodies_skip_it(monkeypatc
     assert calls == []                                             # orjson's at once
     srv.parse_body(body)
     assert calls == [body]
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_quick_requests_are_answered_on_the_event_loop_alike(server, local):
+    """After a first request in the thread pool, a LeNet-5 request is answered on the event
+    loop, with the same answer; inline_ms=0 keeps every request in the pool."""
+    from fastapi.testclient import TestClient
+
+    from zoo.server import ModelStore, ServingError, create_app
+    x = images(3, seed=50, size=32)
+    want = local.predict(x)["probabilities"]
+    url = "/v1/models/lenet5/versions/1:predict"  # another test adds version 2
+    # (inline, pooled): the first request measures the model; the 400 is answered inline too
+    for inline_ms, expect in ((1000.0, (6, 1)), (0, (0, 7))):
+        app = create_app(server["base"], inline_ms=inline_ms, parse_workers=0)
+        with TestClient(app) as c:
+            for _ in range(6):
+                r = c.post(url, json={"instances": x.tolist()})
+                assert r.status_code == 200, r.text
+                np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
+                                           want, atol=1e-5)
+            r = c.post(url, json={"instances": [[[1]]]})          # a 400 on the event loop
+            assert r.status_code == 400 and "error" in r.json()
+        assert (app.state.inline.inline, app.state.inline.pooled) == expect
+    store = ModelStore(server["base"])
+    assert store.loaded("lenet5", 1) is None                       # never loads
+    servable = store.get("lenet5", 1)
+    assert store.loaded("lenet5", 1) is servable
+    with pytest.raises(ServingError, match="model 'nothing'"):
+        store.loaded("nothing")
+    groups = local.to_batches(x)
+    np.testing.assert_array_equal(local.predict_batches(groups)["probabilities"], want)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer or None"):
+        local.predict_batches(groups, 0)

@@ -130,6 +130,13 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
     return array
 
 
+def _check_batch_size(batch_size) -> None:
+    if batch_size is not None and (isinstance(batch_size, bool) or
+                                   not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None. Received: "
+                         f"{batch_size!r}")
+
+
 def _as_array(value) -> np.ndarray:
     """A numeric array from an array-like, refusing strings, booleans and ragged lists."""
     try:
@@ -473,12 +480,17 @@ class Servable:
         Raises:
             ValueError: unsupported input, wrong rank or channel count, bad batch size.
         """
-        if batch_size is not None and (isinstance(batch_size, bool) or
-                                       not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or None. Received: "
-                             f"{batch_size!r}")
+        _check_batch_size(batch_size)
+        self.function(signature_name)       # an unknown signature fails before the input
+        return self.predict_batches(self.to_batches(images), batch_size,
+                                    signature_name=signature_name)
+
+    def predict_batches(self, groups, batch_size=None, *, signature_name=None) -> dict:
+        """:meth:`predict` for input :meth:`to_batches` has checked and grouped already
+        (``[(indices, batch), ...]``): the server checks a request's images once, before
+        they join a batch of concurrent requests."""
+        _check_batch_size(batch_size)
         fn = self.function(signature_name)
-        groups = self.to_batches(images)
         total = sum(len(idx) for idx, _ in groups)
         results = {}
         for idx, batch in groups:
@@ -717,21 +729,28 @@ def configure_predict(parser):
 # --------------------------------------------------------------------------------------
 # CLI: zoo serve.
 
+def _count_arg(text: str, expected: str = "a non-negative integer") -> int:
+    import argparse
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
+    return int(text)
+
+
 def _parse_workers_arg(text: str):
+    return text if text == "auto" else _count_arg(text, "'auto' or a non-negative integer")
+
+
+def _ms_arg(text: str) -> float:
     import argparse
-    if text == "auto":
-        return text
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a non-negative integer; "
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number of milliseconds; "
                                          f"received {text!r}")
-    return int(text)
-
-
-def _count_arg(text: str) -> int:
-    import argparse
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer; received {text!r}")
-    return int(text)
+    return value
 
 
 def configure_serve(parser):
@@ -755,6 +774,10 @@ def configure_serve(parser):
                         help="combine the images of requests that arrive while the model "
                              "is busy into batches of up to N (default 64; 0 or 1: run every "
                              "request on its own)")
+    parser.add_argument("--inline-ms", type=_ms_arg, default=2.0, metavar="MS",
+                        help="answer requests a model is predicted to answer within MS "
+                             "milliseconds on the event loop instead of the thread pool "
+                             "(default 2; 0: always the thread pool)")
     parser.add_argument("--log-level", default="warning",
                         choices=("critical", "error", "warning", "info", "debug"))
 
@@ -764,7 +787,7 @@ def configure_serve(parser):
               max_request_bytes=int(args.max_request_mb * 1024 * 1024),
               jit_compile=not args.no_xla and "auto", runtime=args.runtime,
               parse_workers=args.parse_workers, max_batch=args.max_batch_size,
-              log_level=args.log_level)
+              inline_ms=args.inline_ms, log_level=args.log_level)
         return 0
 
     return run

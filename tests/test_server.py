@@ -479,6 +479,15 @@ def test_cli_serve_counts_are_checked(capsys, tmp_path, option, value, allowed):
     assert f"{option}: expected {allowed}; received {value!r}" in lines[0]
 
 
+def test_cli_serve_defaults_are_the_servers(tmp_path):
+    from zoo import cli, server
+    args = cli.build_parser("serve").parse_args(["serve", str(tmp_path)])
+    assert (args.inline_ms, args.max_batch_size, args.parse_workers) == (
+        server.DEFAULT_INLINE_MS, server._PREDICT_BATCH, "auto")
+    assert cli.build_parser("serve").parse_args(
+        ["serve", str(tmp_path), "--inline-ms", "0.5"]).inline_ms == 0.5
+
+
 def test_request_batcher_with_a_real_servable_answers_each_request_alike(local):
     """Requests combined by the batcher get what each would get on its own."""
     from zoo.server import RequestBatcher

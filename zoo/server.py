@@ -10,10 +10,10 @@ Models live in ``BASE_DIR/NAME/VERSION/`` (what :func:`zoo.export.export` writes
 version answers unless one is named. The model directory is rescanned on every request (one
 ``os.scandir``), so a version renamed into place is served at once, with no restart. Models
 load lazily, once, in a worker thread; predictions and JSON encoding run in the thread pool,
-except for requests measured to take less than a millisecond or two, which are answered on the
-event loop (:class:`InlinePolicy`). Requests that arrive while their model is busy are batched
-(:class:`RequestBatcher`); large JSON pixel-list bodies are parsed in parts by worker
-processes (:class:`zoo.jsonarrays.SplitParser`). Every client error is a 4xx answer
+except for requests their model is measured to answer within a few milliseconds, which are
+answered on the event loop (:class:`InlinePolicy`). Requests that arrive while their model is
+busy are batched (:class:`RequestBatcher`); large JSON pixel-list bodies are parsed in parts
+by worker processes (:class:`zoo.jsonarrays.SplitParser`). Every client error is a 4xx answer
 ``{"error": "..."}``.
 
 Built on FastAPI and uvicorn (the ``serve`` extra).
@@ -54,7 +54,7 @@ _PREDICT_BATCH = 64
 #: 0.03 ms that way against 0.25 ms through orjson and numpy.asarray; 452 bytes: the same).
 _FAST_JSON_BYTES = 1024
 #: Requests predicted to take less than this run on the event loop (:class:`InlinePolicy`).
-DEFAULT_INLINE_MS = 2.0
+DEFAULT_INLINE_MS = 5.0
 
 
 class ServingError(Exception):
@@ -453,8 +453,11 @@ class InlinePolicy:
     - none of the model's requests is running in the thread pool (it would wait for it).
 
     Until a model has answered a request, its requests go to the thread pool. An answer on
-    the event loop delays other requests by at most about ``max_ms``; in return, LeNet-5
-    requests over HTTP are 1.2-1.9x as many per second (benchmarks/).
+    the event loop delays other requests by at most about ``max_ms``, but work of that size
+    holds the GIL for most of its time anyway (parsing, encoding, a small model's kernels),
+    and on 2 cores small models gained more than batching gave them: LeNet-5 and ResNet-18
+    at 32x32 and 64x64 answered 1.05-1.3x as many requests per second from 1 and 8 clients
+    (README, Performance).
 
     Args:
         max_ms: the longest predicted work, in milliseconds, answered on the event loop;

@@ -774,10 +774,10 @@ def configure_serve(parser):
                         help="combine the images of requests that arrive while the model "
                              "is busy into batches of up to N (default 64; 0 or 1: run every "
                              "request on its own)")
-    parser.add_argument("--inline-ms", type=_ms_arg, default=2.0, metavar="MS",
+    parser.add_argument("--inline-ms", type=_ms_arg, default=5.0, metavar="MS",
                         help="answer requests a model is predicted to answer within MS "
                              "milliseconds on the event loop instead of the thread pool "
-                             "(default 2; 0: always the thread pool)")
+                             "(default 5; 0: always the thread pool)")
     parser.add_argument("--log-level", default="warning",
                         choices=("critical", "error", "warning", "info", "debug"))
 

@@ -29,14 +29,14 @@ PRESETS = {
                  warmup=1, inference_models=["resnet50"], batch_sizes=[1, 16, 32],
                  inference_images=32, serve_models=["lenet5", "resnet50"],
                  serve_batches=[1, 32], clients=[1, 8, 32], requests_per_client=2,
-                 min_requests=2, pipeline_epochs=2, pipeline_repeats=7, accuracy_repeats=3,
+                 min_requests=2, serve_seconds=0.25, pipeline_epochs=2, pipeline_repeats=7, accuracy_repeats=3,
                  keras_xla=False, zoo_keras_compile=False, before=True, keras_here=True,
                  bfloat16=True),
     "quick": dict(models=["resnet50"], image_size=160, batch_size=16, steps=1, repeats=3,
                   warmup=1, inference_models=["resnet50"], batch_sizes=[16],
                   inference_images=16, serve_models=["lenet5"], serve_batches=[1, 32],
                   clients=[1, 8, 32], requests_per_client=1, min_requests=2,
-                  pipeline_epochs=2, pipeline_repeats=3, accuracy_repeats=1,
+                  serve_seconds=0.25, pipeline_epochs=2, pipeline_repeats=3, accuracy_repeats=1,
                   keras_xla=False, zoo_keras_compile=False, before=False, keras_here=False,
                   bfloat16=False),
 }
@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=_ints, help="concurrent clients, e.g. 1,8,32")
     p.add_argument("--requests-per-client", type=int)
     p.add_argument("--min-requests", type=int)
+    p.add_argument("--serve-seconds", type=float,
+                   help="a serve repetition sends as many more requests as fill this many "
+                        "seconds (default 0.25; 0: just the minimum)")
     p.add_argument("--serve-image-size", type=int, default=None,
                    help="input size of the large serve models (default: --image-size)")
     p.add_argument("--pipeline-epochs", type=int, help="epochs per pipeline repetition")
@@ -182,7 +185,8 @@ def main(argv=None) -> int:
             sizes = {name: big for name in s["serve_models"] if name in ALL_MODELS}
             rows += inference.serve_section(
                 configs, image_sizes=sizes, repeats=s["repeats"], warmup=s["warmup"],
-                requests_per_client=s["requests_per_client"], min_requests=s["min_requests"])
+                requests_per_client=s["requests_per_client"], min_requests=s["min_requests"],
+                seconds=s["serve_seconds"])
         elif section == "pipeline":
             rows += training.pipeline_section(epochs=s["pipeline_epochs"],
                                               repeats=s["pipeline_repeats"], warmup=s["warmup"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -317,23 +318,43 @@ def http_ceiling(in_process_ms: float, round_trip_ms: float) -> float:
     return in_process_ms / (in_process_ms + round_trip_ms)
 
 
+#: A serve repetition lasts at least this long (more requests for quick ones, up to
+#: SERVE_MAX_REQUESTS): two LeNet-5 requests, ~4 ms, measured the connection's start more
+#: than the server.
+SERVE_REPETITION_SECONDS = 0.25
+SERVE_MAX_REQUESTS = 512
+
+
+def requests_for(rate: float, floor: int, seconds: float = SERVE_REPETITION_SECONDS,
+                 cap: int = SERVE_MAX_REQUESTS) -> int:
+    """Calls per repetition: enough for ``seconds`` at ``rate`` calls/s, at least ``floor``,
+    at most ``cap`` (unless ``floor`` is more)."""
+    if not rate > 0 or not math.isfinite(rate):
+        return floor
+    return max(floor, min(cap, math.ceil(seconds * rate)))
+
+
 def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
-                  min_requests) -> list:
+                  min_requests, seconds=SERVE_REPETITION_SECONDS) -> list:
     """``zoo serve`` images/s and latency vs ``Servable.predict`` in the same process.
 
     Both models are exported to one directory that one ``zoo serve`` process serves on
     127.0.0.1. A client request is TensorFlow Serving's row format
     ``{"instances": [...]}`` of raw pixels (integers 0..255) for ``batch`` images, encoded
     once, and for batches of more than one image also the binary form
-    ``{"instances": [{"b64": <PNG>}, ...]}`` (with the first client count); a repetition sends ``max(min_requests, clients * requests_per_client)`` requests
-    from ``clients`` concurrent httpx clients. The reference is ``Servable.predict`` on the
-    same batch in this process, called as many times, one after the other. The one-client
+    ``{"instances": [{"b64": <PNG>}, ...]}`` (with the first client count); a repetition
+    sends at least ``max(min_requests, clients * requests_per_client)`` requests from
+    ``clients`` concurrent httpx clients, and as many more as a first burst says fill
+    ``seconds`` (:func:`requests_for`). The reference is
+    ``Servable.predict`` on the same batch in this process, called one after the other,
+    as many times as fill that time too. The one-client
     rows also say what HTTP alone costs (the median of GETs of the model's status) and the
     ratio that leaves at most (:func:`http_ceiling`).
 
     Args:
         configs: ``[(model name, batch, [clients, ...]), ...]``.
         image_sizes: model name -> input size (square).
+        seconds: the least time a repetition of quick requests (or in-process calls) fills.
     """
     import keras
 
@@ -368,8 +389,7 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                 log(f"serve: {name} batch {batch}, clients {clients_list}, "
                     f"request {len(body) / 1e6:.2f} MB (b64 PNG {len(b64_body) / 1e6:.2f} MB)")
                 latencies = {c: [] for c in clients_list}
-                counts = {c: max(min_requests, c * requests_per_client)
-                          for c in clients_list}
+                floors = {c: max(min_requests, c * requests_per_client) for c in clients_list}
                 # The server's Servable settles its choice on as many requests.
                 _settle_runtime(servable, x)
                 if serving._size_class(batch) in servable.runtime_timing:
@@ -377,6 +397,15 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                                        batch))
                     log(f"serve: {name} batch {batch} in process on "
                         f"{servable.runtime_for(batch)}")
+                # Requests per repetition from a first burst of each kind (a warm-up too).
+                counts = {}
+                for c in clients_list:
+                    _, took = asyncio.run(_burst(endpoint, body, floors[c], c, batch))
+                    counts[c] = requests_for(floors[c] / took, floors[c], seconds)
+                t0 = time.perf_counter()
+                servable.predict(x)
+                ref_count = requests_for(1 / (time.perf_counter() - t0), min(floors.values()),
+                                         seconds)
 
                 def in_process(count):
                     def run():
@@ -387,13 +416,14 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
 
                 def over_http(c, key, data):
                     def run():
-                        lat, seconds = asyncio.run(_burst(endpoint, data, counts[c], c, batch))
+                        lat, seconds = asyncio.run(_burst(endpoint, data, counts[key], c,
+                                                          batch))
                         latencies[key].extend(lat)
-                        return counts[c] * batch, seconds
+                        return counts[key] * batch, seconds
                     return run
 
                 ref = "in-process Servable.predict"
-                variants = [Variant(ref, in_process(min(counts.values())))]
+                variants = [Variant(ref, in_process(ref_count))]
                 # (variant, clients, latency key): JSON pixel lists with every client count;
                 # for batches, also base64 PNG instances with the first client count.
                 http = [(Variant(f"zoo serve, {c} clients", over_http(c, c, body),
@@ -402,7 +432,8 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                 if batch > 1:
                     c = clients_list[0]
                     latencies["b64"] = []
-                    counts["b64"] = counts[c]
+                    _, took = asyncio.run(_burst(endpoint, b64_body, floors[c], c, batch))
+                    counts["b64"] = requests_for(floors[c] / took, floors[c], seconds)
                     http.append((Variant(f"zoo serve, {c} clients, b64 PNG",
                                          over_http(c, "b64", b64_body),
                                          target=TARGET_SERVE if batch >= 32 and c == 1 else None),
@@ -430,7 +461,8 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                     k = min(len(rates), len(refs))
                     lat = np.asarray(latencies[key]) * 1000
                     rps = np.median(rates) / batch if rates else float("nan")
-                    note = f"{counts[c]} requests per repetition, median {rps:.3g} requests/s"
+                    note = (f"{counts[key]} requests per repetition, median {rps:.3g} "
+                            f"requests/s")
                     if c == 1:
                         note += ceiling
                     if m["error"]:

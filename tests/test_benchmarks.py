@@ -202,7 +202,8 @@ def test_serve_pipeline_and_accuracy_sections_write_their_rows(tmp_path):
     out = tmp_path / "bench"
     argv = ["--quick", "--sections", "serve,pipeline,accuracy", "--serve-models", "lenet5",
             "--serve-batches", "1,4", "--clients", "1,2", "--repeats", "2", "--warmup", "1",
-            "--requests-per-client", "1", "--min-requests", "2", "--pipeline-epochs", "1",
+            "--requests-per-client", "1", "--min-requests", "2", "--serve-seconds", "0.1",
+            "--pipeline-epochs", "1",
             "--pipeline-repeats", "2", "--accuracy-repeats", "1", "--accuracy-target", "0.5",
             "--accuracy-epochs", "4", "--out", str(out)]
     assert bench.main(argv) == 0
@@ -221,8 +222,11 @@ def test_serve_pipeline_and_accuracy_sections_write_their_rows(tmp_path):
             assert r["ratio_of"] == "this / in-process Servable.predict"
             assert float(r["ratio_min"]) <= float(r["ratio"]) <= float(r["ratio_max"])
             assert 0 < float(r["p50_ms"]) <= float(r["p99_ms"])
-            # max(min_requests, clients x requests_per_client) = 2 either way
-            assert r["note"].startswith("2 requests per repetition")
+            # at least max(min_requests, clients x requests_per_client) = 2 either way, and
+            # more for requests quick enough to fill 0.1 s (LeNet-5's take a few ms)
+            count = int(r["note"].split(" requests per repetition")[0])
+            assert 2 <= count <= 512
+            assert count > 2 or r["variant"].endswith("b64 PNG") or r["batch"] == "4", r
     # One client at a time: what HTTP alone costs bounds the ratio, and the ratio keeps
     # under that bound (a request costs the round trip plus the work).
     for r in serve:
@@ -246,6 +250,17 @@ def test_serve_pipeline_and_accuracy_sections_write_their_rows(tmp_path):
     for title in ("## zoo serve vs in-process", "## Input pipeline", "## Time to accuracy"):
         assert title in md
     assert "## Training throughput" not in md
+
+
+def test_requests_for_fills_a_repetition():
+    from benchmarks.inference import requests_for
+    assert requests_for(500.0, 2) == 125                  # 0.25 s of 500 requests/s
+    assert requests_for(1.9, 2) == 2                      # slow requests: the floor
+    assert requests_for(500.0, 64) == 125 and requests_for(100.0, 64) == 64
+    assert requests_for(1e6, 2) == 512                    # the cap ...
+    assert requests_for(1e6, 600) == 600                  # ... unless the floor is more
+    assert requests_for(500.0, 2, seconds=1.0) == 500
+    assert requests_for(float("inf"), 3) == 3 and requests_for(0.0, 3) == 3
 
 
 def test_http_ceiling():

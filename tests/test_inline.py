@@ -69,7 +69,7 @@ def test_no_inline_while_the_model_has_a_request_in_the_pool(clock):
     entered, release = threading.Event(), threading.Event()
 
     def pooled():
-        with policy.timed(model, b"x" * 1000, pooled=True):
+        with policy.pending(model), policy.timed(model, b"x" * 1000, pooled=True):
             entered.set()
             release.wait(10)
 
@@ -81,6 +81,11 @@ def test_no_inline_while_the_model_has_a_request_in_the_pool(clock):
     release.set()
     thread.join(10)
     assert policy.cheap(model, b"x" * 1000) and policy._pooled == {}
+    with policy.pending(model), policy.pending(model):
+        assert policy._pooled == {id(model): 2}
+    with policy.pending(None):                         # a model not loaded yet
+        assert policy._pooled == {}
+    assert policy._pooled == {}
 
 
 def test_zero_turns_it_off_and_bad_limits_are_refused(clock):

@@ -450,7 +450,8 @@ class InlinePolicy:
       successful requests) is within ``max_ms``;
     - the body holds pixel lists, not ``{"b64": ...}`` images (a compressed image's bytes say
       little of its size);
-    - none of the model's requests is running in the thread pool (it would wait for it).
+    - none of the model's requests is in the thread pool, sent there or running (this one
+      would wait for it in the batcher, holding up the event loop).
 
     Until a model has answered a request, its requests go to the thread pool. An answer on
     the event loop delays other requests by at most about ``max_ms``, but work of that size
@@ -492,13 +493,29 @@ class InlinePolicy:
                 and cost[0] * len(body) <= self.max_seconds and b'"b64"' not in body)
 
     @contextlib.contextmanager
+    def pending(self, servable):
+        """Mark a request of ``servable`` as sent to the thread pool, from before it is sent
+        (on the event loop) until it is answered; ``None``: a model not loaded yet."""
+        if servable is None:
+            yield
+            return
+        key = id(servable)
+        with self._lock:
+            self._pooled[key] = self._pooled.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._pooled[key] - 1
+                if left:
+                    self._pooled[key] = left
+                else:
+                    del self._pooled[key]
+
+    @contextlib.contextmanager
     def timed(self, servable, body: bytes, pooled: bool):
         """Time the work of answering ``body`` with ``servable`` (in the thread pool if
         ``pooled``); a successful answer updates the model's estimates."""
-        key = id(servable)
-        if pooled:
-            with self._lock:
-                self._pooled[key] = self._pooled.get(key, 0) + 1
         start = time.perf_counter()
         ok = False
         try:
@@ -509,11 +526,6 @@ class InlinePolicy:
             with self._lock:
                 if pooled:
                     self.pooled += 1
-                    left = self._pooled[key] - 1
-                    if left:
-                        self._pooled[key] = left
-                    else:
-                        del self._pooled[key]
                 else:
                     self.inline += 1
                 if ok:  # a quick 400 says nothing of the model's speed
@@ -747,7 +759,10 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             with inline.timed(servable, body, pooled=True):
                 return answer(servable)
 
-        content = await run_in_threadpool(work)
+        # Marked busy before it leaves the event loop: no later request of the model goes
+        # inline to wait there for this one in the batcher.
+        with inline.pending(servable):
+            content = await run_in_threadpool(work)
         return Response(content, media_type="application/json")
 
     # A plain Starlette route: FastAPI's parameter handling cost ~0.05 ms per request.

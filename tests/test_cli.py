@@ -33,6 +33,8 @@ def test_table_input_shape(capsys):
     (["table", "alexnett"], "Unknown model 'alexnett'"),
     (["table", "lenet5", "--input-shape", "20,20,1"], "at least 32"),
     (["table", "lenet5", "--input-shape", "a,b"], "expected comma-separated integers"),
+    (["train", "lenet5", "--patience", "-2"], "--patience must be >= 0. Received: -2"),
+    (["train", "lenet5", "--epochs", "0"], "--epochs must be >= 1. Received: 0"),
 ])
 def test_errors_are_one_line(args, message):
     result = run(*args)

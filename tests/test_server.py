@@ -468,6 +468,12 @@ def test_large_pixel_list_requests_answer_like_small_ones(server, local):
     ("--inline-ms", "soon", "a non-negative number of milliseconds"),
     ("--inline-ms", "nan", "a non-negative number of milliseconds"),
     ("--inline-ms", "inf", "a non-negative number of milliseconds"),
+    ("--port", "99999", "a TCP port, 1-65535"),
+    ("--port", "0", "a TCP port, 1-65535"),
+    ("--port", "http", "a TCP port, 1-65535"),
+    ("--max-request-mb", "-5", "a positive number of MB"),
+    ("--max-request-mb", "0", "a positive number of MB"),
+    ("--max-request-mb", "lots", "a positive number of MB"),
 ])
 def test_cli_serve_counts_are_checked(capsys, tmp_path, option, value, allowed):
     from zoo import cli
@@ -477,6 +483,18 @@ def test_cli_serve_counts_are_checked(capsys, tmp_path, option, value, allowed):
     lines = [line for line in err.splitlines() if line.startswith("zoo")]
     assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err
     assert f"{option}: expected {allowed}; received {value!r}" in lines[0]
+
+
+def test_serve_and_create_app_check_port_and_size_limit(tmp_path):
+    from zoo.server import create_app, serve
+    for bad in (0, 65536, "8501", True):
+        with pytest.raises(ValueError, match=f"port must be an integer from 1 to 65535. "
+                                             f"Received: {bad!r}"):
+            serve(tmp_path, port=bad)
+    for bad in (0, -1, 1.5, None):
+        with pytest.raises(ValueError, match=f"max_request_bytes must be a positive integer. "
+                                             f"Received: {bad!r}"):
+            create_app(tmp_path, max_request_bytes=bad)
 
 
 def test_cli_serve_defaults_are_the_servers(tmp_path):

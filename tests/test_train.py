@@ -500,3 +500,11 @@ def test_cpu_prefers_bfloat16(tmp_path, vendor, flags, expected):
     assert cpu_prefers_bfloat16(str(info)) is expected
     assert cpu_vendor(str(tmp_path / "missing")) == ""
     assert cpu_prefers_bfloat16(str(tmp_path / "missing")) is False
+
+
+@pytest.mark.parametrize("patience", [-1, 1.5, True, "8"])
+def test_fit_checks_patience_before_any_work(patience):
+    from zoo.train import fit
+    with pytest.raises(ValueError, match=f"patience must be a non-negative integer. "
+                                         f"Received: patience={patience!r}"):
+        fit("lenet5", "digits", patience=patience)

@@ -632,6 +632,10 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
     import contextlib
 
     from zoo.serving import RUNTIMES
+    if (isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int)
+            or max_request_bytes < 1):
+        raise ValueError(f"max_request_bytes must be a positive integer. Received: "
+                         f"{max_request_bytes!r}")
     if not isinstance(runtime, str) or runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
                          f"Received: {runtime!r}")
@@ -792,6 +796,8 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
         FileNotFoundError: ``base_dir`` does not exist.
     """
     import uvicorn
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 1 to 65535. Received: {port!r}")
     if not os.path.isdir(base_dir):
         raise FileNotFoundError(f"no such model directory: {base_dir}")
     app = create_app(base_dir, max_request_bytes=max_request_bytes, jit_compile=jit_compile,

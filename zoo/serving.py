@@ -740,6 +740,26 @@ def _parse_workers_arg(text: str):
     return text if text == "auto" else _count_arg(text, "'auto' or a non-negative integer")
 
 
+def _port_arg(text: str) -> int:
+    import argparse
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port, 1-65535; received {text!r}")
+    return int(text)
+
+
+def _mb_arg(text: str) -> float:
+    import argparse
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0 or value * 1024 * 1024 < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of MB; received "
+                                         f"{text!r}")
+    return value
+
+
 def _ms_arg(text: str) -> float:
     import argparse
     import math
@@ -759,8 +779,8 @@ def configure_serve(parser):
                         help="directory of model directories (BASE_DIR/NAME/VERSION/)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8501, help="port (default 8501)")
-    parser.add_argument("--max-request-mb", type=float, default=64.0,
+    parser.add_argument("--port", type=_port_arg, default=8501, help="port (default 8501)")
+    parser.add_argument("--max-request-mb", type=_mb_arg, default=64.0,
                         help="largest request body accepted, in MB (default 64)")
     parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",

@@ -602,6 +602,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                          f"Received: lr_schedule={lr_schedule!r}")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer. Received: epochs={epochs!r}")
+    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 0:
+        raise ValueError(f"patience must be a non-negative integer. Received: "
+                         f"patience={patience!r}")
     policy = resolve_mixed_precision(mixed_precision)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -910,9 +913,10 @@ def configure_train(parser):
         lr = args.lr if args.lr is not None else d["learning_rate"]
         augment = args.augment if args.augment is not None else d["augment"]
         size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
-        for value, flag in ((epochs, "--epochs"), (batch, "--batch-size")):
-            if value < 1:
-                raise ValueError(f"{flag} must be >= 1. Received: {value}")
+        for value, flag, least in ((epochs, "--epochs", 1), (batch, "--batch-size", 1),
+                                   (args.patience, "--patience", 0)):
+            if value < least:
+                raise ValueError(f"{flag} must be >= {least}. Received: {value}")
         keras.utils.set_random_seed(args.seed)
         splits = zdata.load_splits(dataset, image_size=size, channels=args.channels,
                                    batch_size=batch, augment=augment, data_dir=args.data_dir,

@@ -397,11 +397,12 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                                        batch))
                     log(f"serve: {name} batch {batch} in process on "
                         f"{servable.runtime_for(batch)}")
-                # Requests per repetition from a first burst of each kind (a warm-up too).
-                counts = {}
-                for c in clients_list:
-                    _, took = asyncio.run(_burst(endpoint, body, floors[c], c, batch))
-                    counts[c] = requests_for(floors[c] / took, floors[c], seconds)
+                def count_for(data, c):
+                    """Requests per repetition, from a first burst (a warm-up too)."""
+                    _, took = asyncio.run(_burst(endpoint, data, floors[c], c, batch))
+                    return requests_for(floors[c] / took, floors[c], seconds)
+
+                counts = {c: count_for(body, c) for c in clients_list}
                 t0 = time.perf_counter()
                 servable.predict(x)
                 ref_count = requests_for(1 / (time.perf_counter() - t0), min(floors.values()),
@@ -432,8 +433,7 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                 if batch > 1:
                     c = clients_list[0]
                     latencies["b64"] = []
-                    _, took = asyncio.run(_burst(endpoint, b64_body, floors[c], c, batch))
-                    counts["b64"] = requests_for(floors[c] / took, floors[c], seconds)
+                    counts["b64"] = count_for(b64_body, c)
                     http.append((Variant(f"zoo serve, {c} clients, b64 PNG",
                                          over_http(c, "b64", b64_body),
                                          target=TARGET_SERVE if batch >= 32 and c == 1 else None),

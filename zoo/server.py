@@ -629,8 +629,6 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         ``state.splitter`` the :class:`~zoo.jsonarrays.SplitParser`, ``state.batcher`` the
         :class:`RequestBatcher`, ``state.inline`` the :class:`InlinePolicy`).
     """
-    import contextlib
-
     from zoo.serving import RUNTIMES
     if (isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int)
             or max_request_bytes < 1):
@@ -757,11 +755,11 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             return Response(content, media_type="application/json")
 
         def work():
-            # One trip to the thread pool per request: finding (or loading) the model, the
-            # parse, the prediction and the answer.
-            servable = store.get(name, version)
-            with inline.timed(servable, body, pooled=True):
-                return answer(servable)
+            # One trip to the thread pool per request: loading the model if it is not loaded
+            # yet (found on the event loop otherwise), the parse, the prediction, the answer.
+            target = servable if servable is not None else store.get(name, version)
+            with inline.timed(target, body, pooled=True):
+                return answer(target)
 
         # Marked busy before it leaves the event loop: no later request of the model goes
         # inline to wait there for this one in the batcher.

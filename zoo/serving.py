@@ -481,16 +481,18 @@ class Servable:
             ValueError: unsupported input, wrong rank or channel count, bad batch size.
         """
         _check_batch_size(batch_size)
-        self.function(signature_name)       # an unknown signature fails before the input
-        return self.predict_batches(self.to_batches(images), batch_size,
-                                    signature_name=signature_name)
+        fn = self.function(signature_name)  # an unknown signature fails before the input
+        return self._predict_groups(fn, self.to_batches(images), batch_size, signature_name)
 
     def predict_batches(self, groups, batch_size=None, *, signature_name=None) -> dict:
         """:meth:`predict` for input :meth:`to_batches` has checked and grouped already
         (``[(indices, batch), ...]``): the server checks a request's images once, before
         they join a batch of concurrent requests."""
         _check_batch_size(batch_size)
-        fn = self.function(signature_name)
+        return self._predict_groups(self.function(signature_name), groups, batch_size,
+                                    signature_name)
+
+    def _predict_groups(self, fn, groups, batch_size, signature_name) -> dict:
         total = sum(len(idx) for idx, _ in groups)
         results = {}
         for idx, batch in groups:
@@ -747,30 +749,25 @@ def _port_arg(text: str) -> int:
     return int(text)
 
 
-def _mb_arg(text: str) -> float:
+def _number_arg(text: str, expected: str, least: float) -> float:
     import argparse
     import math
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0 or value * 1024 * 1024 < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of MB; received "
-                                         f"{text!r}")
+    if not math.isfinite(value) or value < least:
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
     return value
+
+
+def _mb_arg(text: str) -> float:
+    # at least one byte
+    return _number_arg(text, "a positive number of MB", least=1 / (1024 * 1024))
 
 
 def _ms_arg(text: str) -> float:
-    import argparse
-    import math
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number of milliseconds; "
-                                         f"received {text!r}")
-    return value
+    return _number_arg(text, "a non-negative number of milliseconds", least=0.0)
 
 
 def configure_serve(parser):

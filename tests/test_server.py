@@ -573,3 +573,39 @@ def test_quick_requests_are_answered_on_the_event_loop_alike(server, local):
     np.testing.assert_array_equal(local.predict_batches(groups)["probabilities"], want)
     with pytest.raises(ValueError, match="batch_size must be a positive integer or None"):
         local.predict_batches(groups, 0)
+
+
+def test_answers_carry_float32_exactly_in_fewer_bytes(server, local):
+    """Answers are written from numpy: each float32 as the shortest text that reads back as
+    the same float32 (as TensorFlow Serving writes them), not as Python floats."""
+    import orjson
+    c = server["client"]
+    x = images(4, seed=7)
+    want = local.predict(x)
+    r = c.post("/v1/models/lenet5/versions/1:predict", json={"instances": x.tolist()})
+    assert r.status_code == 200, r.text
+    rows = r.json()["predictions"]
+    got = np.asarray([p["probabilities"] for p in rows], np.float32)
+    np.testing.assert_array_equal(got, want["probabilities"])
+    assert [p["classes"] for p in rows] == want["classes"].tolist()
+    as_python_floats = orjson.dumps({"predictions": [
+        {"probabilities": p, "classes": k} for p, k in zip(want["probabilities"].tolist(),
+                                                           want["classes"].tolist())]})
+    assert len(r.content) < len(as_python_floats)
+    r = c.post("/v1/models/lenet5/versions/1:predict", json={"inputs": x.tolist()})
+    np.testing.assert_array_equal(np.asarray(r.json()["outputs"]["probabilities"], np.float32),
+                                  want["probabilities"])
+
+
+def test_answer_arrays_for_json():
+    import ml_dtypes
+
+    from zoo import server as srv
+    half = np.array([[0.1, 0.25]], ml_dtypes.bfloat16)
+    assert srv.dumps({"p": srv._answer_array(half)}) == b'{"p":[[0.100097656,0.25]]}'
+    strided = np.arange(6, dtype=np.float32).reshape(2, 3).T          # not C-contiguous
+    assert (srv.dumps({"p": srv._answer_array(strided)})
+            == b'{"p":[[0.0,3.0],[1.0,4.0],[2.0,5.0]]}')
+    assert srv.dumps({"p": srv._answer_array(np.array([True, False]))}) == b'{"p":[true,false]}'
+    assert srv.dumps({"p": srv._answer_array(np.float32([0.1]))}) == b'{"p":[0.1]}'
+    assert srv.dumps({"p": srv._answer_array(np.int64([2**40]))}) == b'{"p":[1099511627776]}'

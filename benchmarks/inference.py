@@ -63,8 +63,8 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
     target), the same Servable on the TensorFlow runtime, the zoo Keras model's
     ``model.predict`` in this process, the exported ``serving_default`` signature from
     ``tf.saved_model.load`` called on each batch, and a PyTorch eager ResNet-50
-    (``eval()``, ``torch.inference_mode()``). ``bfloat16``: on CPUs where bfloat16 is fast (AMX-BF16, or
-    AVX512_BF16 on AMD: :func:`zoo.common.cpu_prefers_bfloat16`), also a
+    (``eval()``, ``torch.inference_mode()``). ``bfloat16``: on CPUs where bfloat16 is fast
+    (AMX-BF16, or AVX512_BF16 on AMD: :func:`zoo.common.cpu_prefers_bfloat16`), also a
     ``precision="bfloat16"`` export of the same model (opt-in; its largest probability
     difference to the float32 export on the batch is in the note). A repetition predicts
     ``images`` raw-pixel images (at least one batch).

@@ -89,17 +89,18 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     process (the subject: the zoo's defaults), ``keras.applications`` with Keras' defaults
     (``model.compile`` with only optimizer/loss/metrics) in a reference process with
     TensorFlow's own settings (:mod:`benchmarks.worker`; the target) and in this process
-    (``keras_here``; for information: the same process settings as the zoo), a PyTorch
-    eager ResNet-50, and optionally the zoo model compiled with Keras' defaults (``zoo_keras_compile``) and
-    ``keras.applications`` with ``jit_compile=True`` (``keras_xla``), and (``before``) the
-    zoo model as it ran before the speed defaults, in its own process. Every variant trains
-    on the same in-memory batch with Adam (lr 1e-3) and sparse cross-entropy; a repetition
-    is ``steps`` optimizer steps. The subject trains under the dtype policy ``zoo.train.fit``
-    picks by default here (``mixed_precision="auto"``: bfloat16 on CPUs with AMX and on AMD
-    CPUs with AVX512_BF16, float16 on tensor-core GPUs, else float32); when that is not float32 the zoo model in float32 is
-    measured too. ``bfloat16``: where the default is float32, also the zoo model under
-    ``mixed_bfloat16`` (``fit(mixed_precision="bfloat16")``, opt-in), on CPUs with native
-    bfloat16 instructions only (others emulate it, many times slower).
+    (``keras_here``; for information: the same process settings as the zoo), a PyTorch eager
+    ResNet-50, and optionally the zoo model compiled with Keras' defaults
+    (``zoo_keras_compile``) and ``keras.applications`` with ``jit_compile=True``
+    (``keras_xla``), and (``before``) the zoo model as it ran before the speed defaults, in
+    its own process. Every variant trains on the same in-memory batch with Adam (lr 1e-3)
+    and sparse cross-entropy; a repetition is ``steps`` optimizer steps. The subject trains
+    under the dtype policy ``zoo.train.fit`` picks by default here
+    (``mixed_precision="auto"``: bfloat16 on CPUs with AMX and on AMD CPUs with AVX512_BF16,
+    float16 on tensor-core GPUs, else float32); when that is not float32 the zoo model in
+    float32 is measured too. ``bfloat16``: where the default is float32, also the zoo model
+    under ``mixed_bfloat16`` (``fit(mixed_precision="bfloat16")``, opt-in), on CPUs with
+    native bfloat16 instructions only (others emulate it, many times slower).
     """
     import keras
     import tensorflow as tf

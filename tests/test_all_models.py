@@ -41,7 +41,8 @@ def test_train_step_and_keras_round_trip(name, tmp_path):
     before = [w.numpy().copy() for w in model.trainable_weights]
     loss = model.train_on_batch(x, ys)
     assert np.all(np.isfinite(loss))
-    changed = sum(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+    changed = sum(not np.array_equal(b, w.numpy())
+                  for b, w in zip(before, model.trainable_weights))
     assert changed == len(before), f"{len(before) - changed} weights got no update"
 
     path = tmp_path / f"{name}.keras"
@@ -53,7 +54,8 @@ def test_train_step_and_keras_round_trip(name, tmp_path):
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in zoo.list_models() if zoo.model_info(n).min_input_size > 1])
+@pytest.mark.parametrize("name", [n for n in zoo.list_models()
+                                  if zoo.model_info(n).min_input_size > 1])
 def test_minimum_size_is_exact(name):
     info = zoo.model_info(name)
     m, c = info.min_input_size, info.default_input_shape[-1]

@@ -1,4 +1,5 @@
-"""Tests of zoo.data: embedded sets, tfds loaders (mocked), folders, preprocessing, augmentation."""
+"""Tests of zoo.data: embedded sets, tfds loaders (mocked), folders, preprocessing,
+augmentation."""
 
 import json
 import os

@@ -100,7 +100,8 @@ def test_every_model_round_trips_with_equal_outputs(name, tmp_path):
 
 @pytest.mark.parametrize("name,kwargs,left", [
     ("resnet18", dict(input_shape=(40, 40, 3), num_classes=5), 0),         # conv -> BN
-    ("resnet50_v2", dict(input_shape=(40, 40, 3), num_classes=5), 17),     # pre-activation BNs stay
+    # pre-activation BNs stay
+    ("resnet50_v2", dict(input_shape=(40, 40, 3), num_classes=5), 17),
     ("xception", dict(input_shape=(71, 71, 3), num_classes=5), 0),         # separable conv -> BN
     ("unet", dict(input_shape=(32, 32, 3), base_filters=4, depth=2, padding="same",
                   batch_norm=True, num_classes=3), 0),
@@ -216,7 +217,8 @@ def test_reduced_precision_export_within_tolerance(precision, tmp_path):
 
 
 def test_mixed_precision_model_exports_in_float32(tmp_path):
-    # fit's default on CPUs with AMX or AMD AVX512_BF16 (and on tensor-core GPUs) trains under a mixed policy;
+    # fit's default on CPUs with AMX or AMD AVX512_BF16 (and on tensor-core GPUs) trains
+    # under a mixed policy;
     # the default export still computes in float32, equal to the float32 model.
     from zoo.train import _rebuild
     model = tiny_model("resnet18")

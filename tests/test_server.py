@@ -56,7 +56,8 @@ def server(tmp_path_factory):
         deadline = time.monotonic() + 240
         while True:
             if proc.poll() is not None:
-                raise RuntimeError("zoo serve exited: " + (base / "server.log").read_text()[-2000:])
+                raise RuntimeError("zoo serve exited: "
+                                   + (base / "server.log").read_text()[-2000:])
             try:
                 if client.get("/v1/models/lenet5").status_code == 200:
                     break

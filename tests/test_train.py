@@ -62,7 +62,8 @@ def test_dice_loss_values():
     both = train.CrossEntropyDiceLoss(smooth=0.0)(y_true, uniform)
     assert float(both) == pytest.approx(np.log(3) + 1 - np.mean(dice), rel=1e-5)
     # serialisable the Keras way
-    again = keras.losses.deserialize(keras.losses.serialize(train.CrossEntropyDiceLoss(dice_weight=0.5)))
+    again = keras.losses.deserialize(
+        keras.losses.serialize(train.CrossEntropyDiceLoss(dice_weight=0.5)))
     assert isinstance(again, train.CrossEntropyDiceLoss) and again.dice_weight == 0.5
 
 

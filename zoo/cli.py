@@ -1,4 +1,5 @@
-"""The ``zoo`` command line: ``zoo list | table | summary | train | export | predict | serve | tune``.
+"""The ``zoo`` command line:
+``zoo list | table | summary | train | export | predict | serve | tune``.
 
 Each subcommand lives beside the code it drives: the module named in
 ``COMMANDS`` provides ``configure_<command>(parser)``, which adds the
@@ -42,7 +43,8 @@ def parse_shape(text: str) -> tuple:
 
 
 def configure_list(parser):
-    parser.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'resnet*'")
+    parser.add_argument("pattern", nargs="?", default=None,
+                        help="shell-style filter, e.g. 'resnet*'")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
 
     def run(args):

@@ -113,9 +113,9 @@ def check_weights(model_name: str, weights, published: Sequence[str] = ()) -> No
                              f"model. Allowed: None or a path to a weights file.")
         if os.path.isfile(w):
             return
+        names = "".join(f"{p!r}, " for p in published)
         raise ValueError(f"{model_name}: weights file not found. Received: weights={w!r}. "
-                         f"Allowed: None, {', '.join(repr(p) for p in published) + ', ' if published else ''}"
-                         f"or the path of an existing weights file.")
+                         f"Allowed: None, {names}or the path of an existing weights file.")
     raise ValueError(f"{model_name}: weights must be None, a name or a file path. "
                      f"Received: weights={weights!r}")
 

@@ -218,7 +218,8 @@ def augmenter(settings: dict, *, raw_range=(0.0, 255.0), seed=0):
     if s.get("flip"):
         pipeline.append(layers.RandomFlip(s["flip"], seed=seed, name="aug_flip"))
     if s.get("rotation"):
-        pipeline.append(layers.RandomRotation(s["rotation"], fill_mode=s.get("fill_mode", "reflect"),
+        pipeline.append(layers.RandomRotation(s["rotation"],
+                                              fill_mode=s.get("fill_mode", "reflect"),
                                               seed=seed + 1, name="aug_rotation"))
     if s.get("zoom"):
         pipeline.append(layers.RandomZoom(s["zoom"], fill_mode=s.get("fill_mode", "reflect"),
@@ -587,7 +588,8 @@ def _segmentation_folder(root, name, seg_roots):
             raise ValueError(f"Segmentation folder {root!r} needs root/images + root/masks or "
                              "root/train/images + root/train/masks.")
         files = {s: pairs(d) for s, d in seg_roots.items()}
-        files.setdefault("validation", files.get("test") or files["train"][-max(1, len(files["train"]) // 10):])
+        tail = files["train"][-max(1, len(files["train"]) // 10):]
+        files.setdefault("validation", files.get("test") or tail)
         files.setdefault("test", files["validation"])
     # Classes: labels.txt (one name a line) if present, else 0..max mask value.
     labels_file = os.path.join(root, "labels.txt")

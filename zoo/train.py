@@ -665,7 +665,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     # Run directory (created below, once the model is ready). A killed run resumes under
     # the precision it started with, which its backup records.
     if run_dir is None:
-        run_dir = os.path.join("runs", f"{model_name}-{info.name.replace(os.sep, '_').replace(':', '_')}-"
+        data_name = info.name.replace(os.sep, "_").replace(":", "_")
+        run_dir = os.path.join("runs", f"{model_name}-{data_name}-"
                                f"{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir = os.path.abspath(run_dir)
     backup_dir = os.path.join(run_dir, "backup")
@@ -883,7 +884,8 @@ def configure_train(parser):
     parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
                         help="compile with XLA (default: on GPUs only)")
     parser.add_argument("--mixed-precision", nargs="?", const="float16", default="auto",
-                        choices=MIXED_PRECISION, help=f"compute dtype: {AUTO_PRECISION_HELP}, off, "
+                        choices=MIXED_PRECISION,
+                        help=f"compute dtype: {AUTO_PRECISION_HELP}, off, "
                         "float16 (the default without a value), bfloat16 (opt-in on other CPUs "
                         "with AVX512_BF16; measure)")
     parser.add_argument("--patience", type=int, default=8)

@@ -20,12 +20,16 @@ import time
 
 import zoo  # noqa: F401  (first: its TensorFlow process settings apply to the zoo variants)
 from benchmarks import core
+from zoo.cli import OneLineParser
 
 ALL_MODELS = ("resnet50", "xception", "inception_v3")
 
 #: Settings of a full run and of ``--quick``; command-line options override them.
 PRESETS = {
+    # Inference repetitions are short, and Keras' predict (the reference) runs some calls at
+    # half speed on 2-core CPUs (README, Latest results): 7 of them in a full run.
     "full": dict(models=list(ALL_MODELS), image_size=160, batch_size=16, steps=1, repeats=3,
+                 inference_repeats=7,
                  warmup=1, inference_models=["resnet50"], batch_sizes=[1, 16, 32],
                  inference_images=32, serve_models=["lenet5", "resnet50"],
                  serve_batches=[1, 32], clients=[1, 8, 32], requests_per_client=2,
@@ -34,7 +38,7 @@ PRESETS = {
                  keras_xla=False, zoo_keras_compile=False, before=True, keras_here=True,
                  bfloat16=True),
     "quick": dict(models=["resnet50"], image_size=160, batch_size=16, steps=1, repeats=3,
-                  warmup=1, inference_models=["resnet50"], batch_sizes=[16],
+                  inference_repeats=3, warmup=1, inference_models=["resnet50"], batch_sizes=[16],
                   inference_images=16, serve_models=["lenet5"], serve_batches=[1, 32],
                   clients=[1, 8, 32], requests_per_client=1, min_requests=2,
                   serve_seconds=0.25, pipeline_epochs=2, pipeline_repeats=3,
@@ -46,10 +50,34 @@ PRESETS = {
 
 def _ints(text):
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers; received "
-                                         f"{text!r}") from None
+        values = None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers; "
+                                         f"received {text!r}")
+    return values
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0; received "
+                                         f"{text!r}")
+    return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1]; received {text!r}")
+    return value
 
 
 def _names(text):
@@ -57,7 +85,7 @@ def _names(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the short preset (CI, < 5 minutes)")
     p.add_argument("--models", type=_names, default=None,
                    help="zoo models for the training section, comma-separated "
@@ -65,33 +93,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="benchmarks/results", help="output directory")
     p.add_argument("--sections", type=_names, default=list(core.SECTIONS),
                    help=f"comma-separated subset of {','.join(core.SECTIONS)}")
-    p.add_argument("--image-size", type=int, help="square input size (default 160)")
-    p.add_argument("--batch-size", type=int, help="training batch size (default 16)")
-    p.add_argument("--steps", type=int, help="training steps per repetition")
-    p.add_argument("--repeats", type=int, help="timed repetitions per variant")
-    p.add_argument("--warmup", type=int, help="untimed runs per variant first")
+    p.add_argument("--image-size", type=core.count_type(1), help="square input size (default 160)")
+    p.add_argument("--batch-size", type=core.count_type(1), help="training batch size (default 16)")
+    p.add_argument("--steps", type=core.count_type(1), help="training steps per repetition")
+    p.add_argument("--repeats", type=core.count_type(1), help="timed repetitions per variant")
+    p.add_argument("--inference-repeats", type=core.count_type(1),
+                   help="timed repetitions per variant in the inference section (default: "
+                   "--repeats if given, else 7; quick: 3)")
+    p.add_argument("--warmup", type=core.count_type(0), help="untimed runs per variant first")
     p.add_argument("--inference-models", type=_names, help="models for the inference section")
     p.add_argument("--batch-sizes", type=_ints, help="inference batch sizes, e.g. 1,16,32")
-    p.add_argument("--inference-images", type=int, help="images per inference repetition")
+    p.add_argument("--inference-images", type=core.count_type(1), help="images per inference repetition")
     p.add_argument("--serve-models", type=_names, help="models for the serve section")
     p.add_argument("--serve-batches", type=_ints, help="images per request, e.g. 1,32")
     p.add_argument("--clients", type=_ints, help="concurrent clients, e.g. 1,8,32")
-    p.add_argument("--requests-per-client", type=int)
-    p.add_argument("--min-requests", type=int)
-    p.add_argument("--serve-seconds", type=float,
+    p.add_argument("--requests-per-client", type=core.count_type(1))
+    p.add_argument("--min-requests", type=core.count_type(1))
+    p.add_argument("--serve-seconds", type=_seconds,
                    help="a serve repetition sends as many more requests as fill this many "
                         "seconds (default 0.25; 0: just the minimum)")
-    p.add_argument("--serve-image-size", type=int, default=None,
+    p.add_argument("--serve-image-size", type=core.count_type(1), default=None,
                    help="input size of the large serve models (default: --image-size)")
-    p.add_argument("--pipeline-epochs", type=int, help="epochs per pipeline repetition")
-    p.add_argument("--pipeline-repeats", type=int,
+    p.add_argument("--pipeline-epochs", type=core.count_type(1), help="epochs per pipeline repetition")
+    p.add_argument("--pipeline-repeats", type=core.count_type(1),
                    help="pipeline repetitions (LeNet-5 epochs are short and noisy)")
-    p.add_argument("--accuracy-repeats", type=int, help="seeds for time to accuracy")
-    p.add_argument("--accuracy-target", type=float, default=0.98)
-    p.add_argument("--accuracy-epochs", type=int, default=None,
+    p.add_argument("--accuracy-repeats", type=core.count_type(1), help="seeds for time to accuracy")
+    p.add_argument("--accuracy-target", type=_fraction, default=0.98)
+    p.add_argument("--accuracy-epochs", type=core.count_type(1), default=None,
                    help="most epochs per time-to-accuracy run (default: zoo train's)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
-    p.add_argument("--torch-threads", type=int, default=None,
+    p.add_argument("--torch-threads", type=core.count_type(1), default=None,
                    help="PyTorch intra-op threads (default: PyTorch's, one per core). Its "
                    "OpenMP threads stall when other processes oversubscribe the cores; "
                    "on a shared machine 1 is faster")
@@ -121,6 +152,8 @@ def settings(args) -> dict:
         value = getattr(args, key, None)
         if value is not None:
             s[key] = value
+    if getattr(args, "inference_repeats", None) is None and getattr(args, "repeats", None):
+        s["inference_repeats"] = args.repeats
     unknown = set(args.sections) - set(core.SECTIONS)
     if unknown:
         raise SystemExit(f"python -m benchmarks: error: unknown sections {sorted(unknown)}; "
@@ -173,7 +206,7 @@ def main(argv=None) -> int:
             rows += inference.inference_section(
                 s["inference_models"], image_size=s["image_size"],
                 batch_sizes=s["batch_sizes"], images=s["inference_images"],
-                repeats=s["repeats"], warmup=s["warmup"], with_torch=with_torch,
+                repeats=s["inference_repeats"], warmup=s["warmup"], with_torch=with_torch,
                 bfloat16=s["bfloat16"])
         elif section == "serve":
             big = args.serve_image_size or s["image_size"]

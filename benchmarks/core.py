@@ -12,6 +12,7 @@ shared machine.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import io
@@ -414,3 +415,17 @@ def markdown(rows, info: dict, *, command: str, seconds: float) -> str:
 def write_markdown(text, path) -> None:
     """Write the markdown report atomically."""
     atomic_write_text(path, text)
+
+
+def count_type(least):
+    """An argparse type for the command lines here: an integer >= ``least``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}; received "
+                                             f"{text!r}")
+        return value
+    return parse

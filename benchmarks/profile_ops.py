@@ -16,7 +16,6 @@ ops that the fused kernel removes.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import glob
 import os
@@ -25,6 +24,7 @@ import tempfile
 import time
 
 import zoo  # noqa: F401  (first: its TensorFlow process settings apply)
+from zoo.cli import OneLineParser
 
 #: Lines of the host plane holding TensorFlow's op executions.
 _COMPUTE_LINE_PREFIXES = ("tf_Compute", "tf_pjrt", "tf_XLA", "tf_inter_op", "tf_intra_op")
@@ -105,18 +105,19 @@ def profile(name, *, image_size=None, batch_size=16, steps=3, mode="train", jit_
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_ops",
-                                description=__doc__.split("\n\n")[0])
+    from benchmarks.core import count_type
+    p = OneLineParser(prog="python -m benchmarks.profile_ops",
+                      description=__doc__.split("\n\n")[0])
     p.add_argument("model")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--image-size", type=count_type(1), default=None)
+    p.add_argument("--batch-size", type=count_type(1), default=16)
+    p.add_argument("--steps", type=count_type(1), default=3)
     p.add_argument("--mode", choices=("train", "predict"), default="train")
     p.add_argument("--xla", action="store_true", help="compile the step with XLA")
     p.add_argument("--mixed-precision", default="auto",
                    choices=("auto", "off", "float16", "bfloat16"),
                    help="dtype policy as in zoo train (default auto: what fit picks here)")
-    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--top", type=count_type(1), default=25)
     p.add_argument("--logdir", default=None)
     args = p.parse_args(argv)
     from zoo.common import onednn_enabled

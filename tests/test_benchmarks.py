@@ -6,6 +6,8 @@ import csv
 import json
 import os
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import __main__ as bench  # noqa: E402
@@ -267,3 +269,44 @@ def test_http_ceiling():
     from benchmarks.inference import http_ceiling
     assert http_ceiling(1.0, 1.0) == 0.5
     assert http_ceiling(3.0, 1.0) == 0.75
+
+
+def test_inference_repetitions_follow_the_preset_unless_asked():
+    def settings(*argv):
+        return bench.settings(bench.build_parser().parse_args(list(argv)))
+
+    assert settings()["inference_repeats"] == 7 and settings()["repeats"] == 3
+    assert settings("--quick")["inference_repeats"] == 3
+    assert settings("--repeats", "2")["inference_repeats"] == 2          # --repeats covers it
+    assert settings("--repeats", "2", "--inference-repeats", "5")["inference_repeats"] == 5
+    assert settings("--inference-repeats", "4")["repeats"] == 3
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--repeats", "0"], "--repeats: expected an integer >= 1; received '0'"),
+    (["--pipeline-repeats", "x"], "--pipeline-repeats: expected an integer >= 1; received 'x'"),
+    (["--warmup", "-1"], "--warmup: expected an integer >= 0; received '-1'"),
+    (["--batch-sizes", "16,0"], "--batch-sizes: expected comma-separated positive integers; "
+                                "received '16,0'"),
+    (["--clients", ","], "--clients: expected comma-separated positive integers"),
+    (["--serve-seconds", "-0.5"], "--serve-seconds: expected a number of seconds >= 0"),
+    (["--serve-seconds", "inf"], "--serve-seconds: expected a number of seconds >= 0"),
+    (["--accuracy-target", "98"], "--accuracy-target: expected a fraction in (0, 1]"),
+])
+def test_bad_options_are_one_line_errors(capsys, tmp_path, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main([*argv, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m benchmarks: error: argument ")
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_profile_ops_refuses_bad_counts(capsys):
+    from benchmarks import profile_ops
+    with pytest.raises(SystemExit) as exit_info:
+        profile_ops.main(["resnet50", "--steps", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("python -m benchmarks.profile_ops: error: argument "
+                                       "--steps: expected an integer >= 1; received '0'\n")

@@ -71,16 +71,18 @@ def configure_table(parser):
     return run
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``PROG: error: ...``, exit 2)."""
+
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser(command=None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s subparser is configured."""
-    parser = _Parser(prog="zoo", description="Classic CNNs from their papers: build, "
+    parser = OneLineParser(prog="zoo", description="Classic CNNs from their papers: build, "
                      "tune, train, export, serve.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:

@@ -59,25 +59,21 @@ def _ints(text):
     return values
 
 
-def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0; received "
-                                         f"{text!r}")
-    return value
+def _number_type(expected, accept):
+    """An argparse type: a number ``accept(value)`` is true of (``expected`` says which)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
+        return value
+    return parse
 
 
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1]; received {text!r}")
-    return value
+_seconds = _number_type("a number of seconds >= 0", lambda v: 0 <= v < float("inf"))
+_fraction = _number_type("a fraction in (0, 1]", lambda v: 0 < v <= 1)
 
 
 def _names(text):

@@ -304,7 +304,7 @@ def machine() -> dict:
     except OSError:
         load = None
     libs = {name: _version(name) for name in ("zoo", "tensorflow", "keras", "numpy", "torch",
-                                              "fastapi", "uvicorn", "httpx")}
+                                              "fastapi", "uvicorn", "aiohttp")}
     return {
         "cpu": _cpu_model(),
         "cpu_flags": _cpu_flags(),

@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", type=_names, default=list(core.SECTIONS),
                    help=f"comma-separated subset of {','.join(core.SECTIONS)}")
     p.add_argument("--image-size", type=core.count_type(1), help="square input size (default 160)")
-    p.add_argument("--batch-size", type=core.count_type(1), help="training batch size (default 16)")
+    p.add_argument("--batch-size", type=core.count_type(1),
+                   help="training batch size (default 16)")
     p.add_argument("--steps", type=core.count_type(1), help="training steps per repetition")
     p.add_argument("--repeats", type=core.count_type(1), help="timed repetitions per variant")
     p.add_argument("--inference-repeats", type=core.count_type(1),
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=core.count_type(0), help="untimed runs per variant first")
     p.add_argument("--inference-models", type=_names, help="models for the inference section")
     p.add_argument("--batch-sizes", type=_ints, help="inference batch sizes, e.g. 1,16,32")
-    p.add_argument("--inference-images", type=core.count_type(1), help="images per inference repetition")
+    p.add_argument("--inference-images", type=core.count_type(1),
+                   help="images per inference repetition")
     p.add_argument("--serve-models", type=_names, help="models for the serve section")
     p.add_argument("--serve-batches", type=_ints, help="images per request, e.g. 1,32")
     p.add_argument("--clients", type=_ints, help="concurrent clients, e.g. 1,8,32")
@@ -110,10 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "seconds (default 0.25; 0: just the minimum)")
     p.add_argument("--serve-image-size", type=core.count_type(1), default=None,
                    help="input size of the large serve models (default: --image-size)")
-    p.add_argument("--pipeline-epochs", type=core.count_type(1), help="epochs per pipeline repetition")
+    p.add_argument("--pipeline-epochs", type=core.count_type(1),
+                   help="epochs per pipeline repetition")
     p.add_argument("--pipeline-repeats", type=core.count_type(1),
                    help="pipeline repetitions (LeNet-5 epochs are short and noisy)")
-    p.add_argument("--accuracy-repeats", type=core.count_type(1), help="seeds for time to accuracy")
+    p.add_argument("--accuracy-repeats", type=core.count_type(1),
+                   help="seeds for time to accuracy")
     p.add_argument("--accuracy-target", type=_fraction, default=0.98)
     p.add_argument("--accuracy-epochs", type=core.count_type(1), default=None,
                    help="most epochs per time-to-accuracy run (default: zoo train's)")

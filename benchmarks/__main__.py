@@ -20,7 +20,7 @@ import time
 
 import zoo  # noqa: F401  (first: its TensorFlow process settings apply to the zoo variants)
 from benchmarks import core
-from zoo.cli import OneLineParser
+from zoo.cli import OneLineParser, number_type
 
 ALL_MODELS = ("resnet50", "xception", "inception_v3")
 
@@ -59,21 +59,8 @@ def _ints(text):
     return values
 
 
-def _number_type(expected, accept):
-    """An argparse type: a number ``accept(value)`` is true of (``expected`` says which)."""
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
-        return value
-    return parse
-
-
-_seconds = _number_type("a number of seconds >= 0", lambda v: 0 <= v < float("inf"))
-_fraction = _number_type("a fraction in (0, 1]", lambda v: 0 < v <= 1)
+_seconds = number_type("a number of seconds >= 0", lambda v: 0 <= v < float("inf"))
+_fraction = number_type("a fraction in (0, 1]", lambda v: 0 < v <= 1)
 
 
 def _names(text):

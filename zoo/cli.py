@@ -78,6 +78,20 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def number_type(expected: str, accept):
+    """An argparse type: a number ``accept(value)`` holds for (NaN for text that is not a
+    number), refused as ``expected {expected}; received '...'`` otherwise."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
+        return value
+    return parse
+
+
 def build_parser(command=None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s subparser is configured."""
     parser = OneLineParser(prog="zoo", description="Classic CNNs from their papers: build, "

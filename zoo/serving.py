@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import threading
 import time
@@ -37,6 +38,7 @@ from typing import Optional
 
 import numpy as np
 
+from zoo.cli import number_type
 from zoo.export import (INPUT_NAME, LITE_FILE, SIGNATURE_NAME, ZOO_JSON, latest_version,
                         list_versions)
 
@@ -749,25 +751,11 @@ def _port_arg(text: str) -> int:
     return int(text)
 
 
-def _number_arg(text: str, expected: str, least: float) -> float:
-    import argparse
-    import math
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < least:
-        raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
-    return value
-
-
-def _mb_arg(text: str) -> float:
-    # at least one byte
-    return _number_arg(text, "a positive number of MB", least=1 / (1024 * 1024))
-
-
-def _ms_arg(text: str) -> float:
-    return _number_arg(text, "a non-negative number of milliseconds", least=0.0)
+# A positive size (at least one byte) and a non-negative time, both finite.
+_mb_arg = number_type("a positive number of MB",
+                      lambda v: 1 / (1024 * 1024) <= v < math.inf)
+_ms_arg = number_type("a non-negative number of milliseconds",
+                      lambda v: 0 <= v < math.inf)
 
 
 def configure_serve(parser):

@@ -234,6 +234,11 @@ def zoo_server(base_dir, *, timeout=300.0, extra_args=()):
     log_file = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
+
+    def answers(name):
+        with urllib.request.urlopen(f"{url}/v1/models/{name}", timeout=5) as r:
+            return r.status == 200
+
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -243,9 +248,6 @@ def zoo_server(base_dir, *, timeout=300.0, extra_args=()):
                 raise RuntimeError(f"zoo serve exited with {proc.returncode}: {tail}")
             try:
                 names = [d for d in os.listdir(base_dir) if not d.startswith(".")]
-                def answers(name):
-                    with urllib.request.urlopen(f"{url}/v1/models/{name}", timeout=5) as r:
-                        return r.status == 200
                 if all(answers(n) for n in names):
                     break
             except (urllib.error.URLError, OSError):

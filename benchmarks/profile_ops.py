@@ -24,6 +24,7 @@ import tempfile
 import time
 
 import zoo  # noqa: F401  (first: its TensorFlow process settings apply)
+from benchmarks.core import count_type
 from zoo.cli import OneLineParser
 
 #: Lines of the host plane holding TensorFlow's op executions.
@@ -105,7 +106,6 @@ def profile(name, *, image_size=None, batch_size=16, steps=3, mode="train", jit_
 
 
 def main(argv=None) -> int:
-    from benchmarks.core import count_type
     p = OneLineParser(prog="python -m benchmarks.profile_ops",
                       description=__doc__.split("\n\n")[0])
     p.add_argument("model")

@@ -50,8 +50,8 @@ def _export(model, base_dir, name, precision="float32"):
 
 def _settle_runtime(servable, batch) -> str:
     """Predict ``batch`` until ``servable`` has chosen its runtime for that batch size and
-    return it: ``runtime="auto"`` times LiteRT and TensorFlow on its first large batches,
-    and the repetitions must see the steady state."""
+    return it: ``runtime="auto"`` times its runtimes on the first batches of each size
+    class, and the repetitions must see the steady state."""
     while servable.runtime_for(len(batch)) is None:
         servable.predict(batch)
     return servable.runtime_for(len(batch))
@@ -62,9 +62,10 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
     """Inference images/s per model and batch size.
 
     Variants: ``zoo.serving.load(path).predict(x, batch_size=b)`` on the export (the
-    subject; LiteRT on CPUs), ``keras.applications``' ``model.predict(x, batch_size=b)``
-    in a reference process with TensorFlow's own settings (:mod:`benchmarks.worker`; the
-    target), the same Servable on the TensorFlow runtime, the zoo Keras model's
+    subject; on CPUs the runtime ``runtime="auto"`` timed fastest for the batch size),
+    ``keras.applications``' ``model.predict(x, batch_size=b)`` in a reference process
+    with TensorFlow's own settings (:mod:`benchmarks.worker`; the target), the same
+    export on the LiteRT and TensorFlow runtimes (those not chosen), the zoo Keras model's
     ``model.predict`` in this process, the exported ``serving_default`` signature from
     ``tf.saved_model.load`` called on each batch, and a PyTorch eager ResNet-50
     (``eval()``, ``torch.inference_mode()``). ``bfloat16``: on CPUs where bfloat16 is fast
@@ -99,6 +100,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
             path = _export(model, base, name)
             servable = serving.load(path)
             on_tf = serving.load(path, runtime="tensorflow")
+            on_lite = serving.load(path, runtime="litert")
             on_bf16 = None
             if bfloat16 and cpu_prefers_bfloat16():
                 on_bf16 = serving.load(_export(model, base, f"{name}-bf16", "bfloat16"))
@@ -122,6 +124,10 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                     on_tf.predict(x, batch_size=b)
                     return n
 
+                def run_servable_lite():
+                    on_lite.predict(x, batch_size=b)
+                    return n
+
                 def run_predict():
                     model.predict(x, batch_size=b, verbose=0)
                     return n
@@ -139,11 +145,10 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                 note = ""
                 size_class = serving._size_class(b)
                 if size_class in servable.runtime_timing:
-                    ms = {k: round(min(v) * 1e3, 1)
-                          for k, v in servable.runtime_timing[size_class].items()}
-                    note = (f"runtime='auto' chose {runtime} for batches of {size_class}-"
-                            f"{2 * size_class - 1}: best {ms['litert']} ms/image on LiteRT, "
-                            f"{ms['tensorflow']} on TensorFlow")
+                    ms = ", ".join(f"{min(v) * 1e3:.2f} on {serving._ENGINE_NAMES[k]}"
+                                   for k, v in servable.runtime_timing[size_class].items())
+                    note = (f"runtime='auto' chose {runtime} for batches of "
+                            f"{serving.size_class_text(size_class)}: best ms/image {ms}")
                 log(f"inference: {name} batch {b}: the Servable runs {runtime}"
                     + (f" ({note})" if note else ""))
                 subject = f"zoo Servable.predict ({runtime})"
@@ -162,6 +167,10 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                                  f"{'on' if reference.info['onednn'] else 'off'})"))
                     except RuntimeError as exc:
                         log(f"  reference process failed: {exc}")
+                if runtime != "litert":
+                    variants.append(Variant(
+                        "zoo Servable.predict (litert)", run_servable_lite,
+                        note="the same export on the LiteRT runtime"))
                 if runtime != "tensorflow":
                     variants.append(Variant(
                         "zoo Servable.predict (tensorflow)", run_servable_tf,
@@ -194,7 +203,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                                   input=f"{size}x{size}x{channels}", batch=b,
                                   metric="inference images/s", unit="img/s", subject=subject,
                                   gflop_per_item=gflop)
-            del servable, on_tf, on_bf16, signature, torch_model
+            del servable, on_tf, on_lite, on_bf16, signature, torch_model
         del model
         keras.backend.clear_session()
     return rows
@@ -421,8 +430,8 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                 # The server's Servable settles its choice on as many requests.
                 _settle_runtime(servable, x)
                 if serving._size_class(batch) in servable.runtime_timing:
-                    asyncio.run(_burst(endpoint, body, 1 + 2 * serving._TRIAL_ROUNDS, 1,
-                                       batch))
+                    asyncio.run(_burst(endpoint, body, 1 + len(servable.runtimes)
+                                       * serving._TRIAL_ROUNDS, 1, batch))
                     log(f"serve: {name} batch {batch} in process on "
                         f"{servable.runtime_for(batch)}")
                 def count_for(data, c):

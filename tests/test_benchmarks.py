@@ -5,6 +5,7 @@ not asserted (the machine is shared); only that they were measured."""
 import csv
 import json
 import os
+import re
 
 import pytest
 
@@ -29,15 +30,18 @@ def test_tiny_run_writes_table(tmp_path, monkeypatch):
         reader = csv.DictReader(f)
         assert tuple(reader.fieldnames) == core.COLUMNS
         rows = list(reader)
-    # Batch 16 runs on whichever runtime was faster at batches >= 16 (timed during the
-    # warm-up); then there is no separate TensorFlow row when TensorFlow was chosen.
+    # Batch 16 runs on whichever runtime was fastest at batches of 16-31 (timed during the
+    # warm-up); the runtimes not chosen among LiteRT and TensorFlow have rows of their own.
     large = [r for r in rows if r["batch"] == "16" and r["section"] == "inference"]
     chosen = large[0]["variant"]
-    assert chosen in ("zoo Servable.predict (litert)", "zoo Servable.predict (tensorflow)")
-    assert "runtime='auto' chose" in large[0]["note"] and "ms/image on LiteRT" in large[0][
-        "note"]
-    assert [r["variant"] for r in large[1:]] == (
-        ["zoo Servable.predict (tensorflow)"] if chosen.endswith("(litert)") else []) + [
+    runtimes = ("litert", "openvino", "tensorflow")
+    assert chosen in [f"zoo Servable.predict ({r})" for r in runtimes]
+    assert re.fullmatch(r"runtime='auto' chose (litert|openvino|tensorflow) for batches of "
+                        r"16-31: best ms/image [\d.]+ on LiteRT, [\d.]+ on OpenVINO, [\d.]+ "
+                        r"on TensorFlow", large[0]["note"]), large[0]["note"]
+    assert [r["variant"] for r in large[1:]] == [
+        f"zoo Servable.predict ({r})" for r in ("litert", "tensorflow")
+        if not chosen.endswith(f"({r})")] + [
         "model.predict, this process", "tf.saved_model.load signature"]
     rows = [r for r in rows if r not in large]
     got = [(r["section"], r["model"], r["variant"]) for r in rows]

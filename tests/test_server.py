@@ -306,7 +306,7 @@ def test_store_runtime_choice(server, local):
     np.testing.assert_allclose(on_tf.predict(x)["probabilities"],
                                default.predict(x)["probabilities"], atol=1e-5)
     with pytest.raises(ValueError, match="runtime must be one of 'auto', 'litert', "
-                                         "'tensorflow'. Received: 'onnx'"):
+                                         "'openvino', 'tensorflow'. Received: 'onnx'"):
         create_app(server["base"], runtime="onnx")
 
 
@@ -592,20 +592,25 @@ def test_answers_carry_float32_exactly_in_fewer_bytes(server, local):
     import orjson
     c = server["client"]
     x = images(4, seed=7)
-    want = local.predict(x)
+    # The server's batch ran on one of the runtimes, which differ in the last bits: the
+    # answer must be one of theirs exactly.
+    candidates = [serving.load(server["base"] / "lenet5" / "1", runtime=r).predict(x)
+                  for r in ("litert", "openvino", "tensorflow")]
     r = c.post("/v1/models/lenet5/versions/1:predict", json={"instances": x.tolist()})
     assert r.status_code == 200, r.text
     rows = r.json()["predictions"]
     got = np.asarray([p["probabilities"] for p in rows], np.float32)
-    np.testing.assert_array_equal(got, want["probabilities"])
+    same = [w for w in candidates if np.array_equal(got, w["probabilities"])]
+    assert same, [np.abs(got - w["probabilities"]).max() for w in candidates]
+    want = same[0]
     assert [p["classes"] for p in rows] == want["classes"].tolist()
     as_python_floats = orjson.dumps({"predictions": [
         {"probabilities": p, "classes": k} for p, k in zip(want["probabilities"].tolist(),
                                                            want["classes"].tolist())]})
     assert len(r.content) < len(as_python_floats)
     r = c.post("/v1/models/lenet5/versions/1:predict", json={"inputs": x.tolist()})
-    np.testing.assert_array_equal(np.asarray(r.json()["outputs"]["probabilities"], np.float32),
-                                  want["probabilities"])
+    got = np.asarray(r.json()["outputs"]["probabilities"], np.float32)
+    assert any(np.array_equal(got, w["probabilities"]) for w in candidates)
 
 
 def test_answer_arrays_for_json():

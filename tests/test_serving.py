@@ -3,6 +3,7 @@ TensorFlow runtimes, XLA at load, zoo predict."""
 
 import io
 import os
+import re
 
 import numpy as np
 import pytest
@@ -184,8 +185,10 @@ def test_litert_is_the_cpu_default_and_matches_tensorflow(exported, servable):
                                atol=1e-5)
 
 
-def test_litert_calls_from_many_threads_agree(servable):
+@pytest.mark.parametrize("runtime", ["litert", "openvino"])
+def test_calls_from_many_threads_agree(exported, runtime):
     from concurrent.futures import ThreadPoolExecutor
+    servable = serving.load(exported[0] / "lenet5" / "2", runtime=runtime)
     rng = np.random.RandomState(6)
     batches = [rng.randint(0, 256, (n, 8, 8, 1)).astype("uint8") for n in (1, 3, 7, 2) * 4]
     alone = [servable.predict(b)["probabilities"] for b in batches]
@@ -195,22 +198,26 @@ def test_litert_calls_from_many_threads_agree(servable):
         np.testing.assert_array_equal(a, b)
 
 
-def test_auto_runtime_times_large_batches_on_both_runtimes(exported):
+def test_auto_runtime_times_each_size_class_on_its_runtimes(exported):
     base, _ = exported
     auto = serving.load(base / "lenet5" / "2", jit_compile=False)
     lite = serving.load(base / "lenet5" / "2", runtime="litert")
     assert (auto.runtime, auto.runtime_choices, auto.runtime_timing) == ("litert", {}, {})
-    assert (lite.runtime_choices, lite.runtime_for(100)) == ({}, "litert")
-    assert auto.runtime_for(serving.LARGE_BATCH - 1) == "litert"
-    assert auto.runtime_for(serving.LARGE_BATCH) is None
+    assert auto.runtimes == ("litert", "openvino", "tensorflow") and auto.openvino_note is None
+    assert (lite.runtimes, lite.runtime_choices, lite.runtime_for(100)) == (
+        ("litert",), {}, "litert")
+    assert auto.runtime_for(1) is None and auto.runtime_for(serving.LARGE_BATCH) is None
     rng = np.random.RandomState(9)
     x = rng.randint(0, 256, (40, 8, 8, 1)).astype("uint8")
     want = lite.predict(x)
     rounds = serving._TRIAL_ROUNDS
     # Batches of 20 (size class 16): 1 TensorFlow warm-up + `rounds` rounds of (LiteRT,
-    # TensorFlow); then batches of 40 (class 32): `rounds` rounds, no warm-up. Every
-    # answer agrees.
-    for n, calls, size_class in ((20, 1 + 2 * rounds, 16), (40, 2 * rounds, 32)):
+    # OpenVINO, TensorFlow); then batches of 40 (class 32): `rounds` rounds, no warm-up;
+    # then batches of 3 (class 2): `rounds` rounds of (LiteRT, OpenVINO), no TensorFlow.
+    # Every answer agrees.
+    for n, calls, size_class, timed in ((20, 1 + 3 * rounds, 16, auto.runtimes),
+                                        (40, 3 * rounds, 32, auto.runtimes),
+                                        (3, 2 * rounds, 2, ("litert", "openvino"))):
         for call in range(calls + 2):
             got = auto.predict(x[:n])
             np.testing.assert_allclose(got["probabilities"], want["probabilities"][:n],
@@ -219,45 +226,105 @@ def test_auto_runtime_times_large_batches_on_both_runtimes(exported):
             assert got["classes"].dtype == want["classes"].dtype
             assert (auto.runtime_for(n) is not None) == (call >= calls - 1)
         assert {k: len(v) for k, v in auto.runtime_timing[size_class].items()} == {
-            "litert": rounds, "tensorflow": rounds}
+            k: rounds for k in timed}
         assert auto.runtime_for(n) == auto.runtime_choices[size_class]
-        assert auto.runtime_choices[size_class] in ("litert", "tensorflow")
-    assert sorted(auto.runtime_choices) == [16, 32]
+        assert auto.runtime_choices[size_class] in timed
+    assert sorted(auto.runtime_choices) == [2, 16, 32]
     assert all(t > 0 for c in auto.runtime_timing.values() for v in c.values() for t in v)
-    assert auto.runtime_for(64) is None and auto.runtime_for(1) == "litert"
+    assert auto.runtime_for(64) is None and auto.runtime_for(1) is None
     assert f"runtime_choices={auto.runtime_choices!r}" in repr(auto)
 
 
-@pytest.mark.parametrize("slow, chosen", [("litert", "tensorflow"), ("tensorflow", "litert")])
-def test_large_batches_run_on_the_runtime_that_was_faster(exported, slow, chosen):
+@pytest.mark.parametrize("chosen", ["litert", "openvino", "tensorflow"])
+def test_each_size_class_runs_on_the_runtime_that_was_faster(exported, chosen):
     import time
     base, _ = exported
     auto = serving.load(base / "lenet5" / "2", jit_compile=False)
-    calls = {"litert": 0, "tensorflow": 0}
+    calls = {name: 0 for name in auto.runtimes}
 
     def counted(name, fn):
         def run(batch):
             calls[name] += 1
-            if name == slow:
+            if name != chosen:
                 time.sleep(0.05)   # far above a LeNet-5 batch's few milliseconds
             return fn(batch)
         return run
-    auto._lite_run = counted("litert", auto._lite_run)
-    auto._functions["serving_default"] = auto._lite_run
-    auto._tf_run = counted("tensorflow", auto._tf_run)
+    auto._runners = {k: counted(k, v) for k, v in auto._runners.items()}
+    rounds = serving._TRIAL_ROUNDS
     x = np.random.RandomState(10).randint(0, 256, (serving.LARGE_BATCH, 8, 8, 1))
-    for _ in range(1 + 2 * serving._TRIAL_ROUNDS):
+    for _ in range(1 + 3 * rounds):
         auto.predict(x)
-    assert calls == {"litert": serving._TRIAL_ROUNDS, "tensorflow": 1 + serving._TRIAL_ROUNDS}
+    assert calls == {"litert": rounds, "openvino": rounds, "tensorflow": 1 + rounds}
     assert auto.runtime_choices == {serving.LARGE_BATCH: chosen}
     timing = auto.runtime_timing[serving.LARGE_BATCH]
-    assert min(timing[slow]) > min(timing[chosen])
+    assert all(min(timing[k]) > min(timing[chosen]) for k in timing if k != chosen)
+    for _ in range(2 * rounds):                       # batches of 4: LiteRT and OpenVINO
+        auto.predict(x[:4])
+    small = chosen if chosen != "tensorflow" else "litert"   # both slow: LiteRT stays
+    assert auto.runtime_choices == {serving.LARGE_BATCH: chosen, 4: small}
     before = dict(calls)
     auto.predict(x)                                   # a large batch: the chosen runtime
-    auto.predict(x[:3])                               # a small one: LiteRT, always
+    auto.predict(x[:5])                               # a small one: its class's choice
     auto.predict(x, batch_size=4)                     # small pieces of a large batch too
-    assert calls[chosen] - before[chosen] == 1 + (5 if chosen == "litert" else 0)
-    assert calls[slow] - before[slow] == (5 if slow == "litert" else 0)
+    assert {k: calls[k] - before[k] for k in calls} == {
+        k: (k == chosen) + 5 * (k == small) for k in calls}
+
+
+def test_openvino_runtime_matches_litert_and_is_left_out_when_it_cannot_run(
+        exported, servable, monkeypatch):
+    base, _ = exported
+    on_ov = serving.load(base / "lenet5" / "2", runtime="openvino")
+    assert (on_ov.runtime, on_ov.runtimes, on_ov.runtime_note) == ("openvino", ("openvino",),
+                                                                   None)
+    assert "OpenVINO" in on_ov.jit_error and on_ov.runtime_for(64) == "openvino"
+    x = np.random.RandomState(11).randint(0, 256, (6, 8, 8, 1)).astype("uint8")
+    got, want = on_ov.predict(x), servable.predict(x)
+    assert {k: (v.dtype, v.shape) for k, v in got.items()} == {
+        k: (v.dtype, v.shape) for k, v in want.items()}
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
+    np.testing.assert_array_equal(got["classes"], want["classes"])
+    with pytest.raises(ValueError, match="cannot be combined with runtime='openvino'"):
+        serving.load(base / "lenet5" / "2", runtime="openvino", jit_compile=True)
+
+    def missing(path):
+        raise ImportError("No module named 'openvino'")
+    monkeypatch.setattr(serving, "_openvino_model", missing)
+    auto = serving.load(base / "lenet5" / "2", jit_compile=False)
+    assert auto.runtimes == ("litert", "tensorflow")
+    assert auto.openvino_note == "OpenVINO is not installed (No module named 'openvino')"
+    assert auto.runtime_for(1) == "litert" and auto.runtime_for(16) is None
+    with pytest.raises(ValueError, match=r"runtime='openvino' cannot be used for .*2: "
+                                         r"OpenVINO is not installed"):
+        serving.load(base / "lenet5" / "2", runtime="openvino")
+
+    # An OpenVINO model that disagrees with LiteRT is not used.
+    compiled = serving._OV_CORE.compile_model(
+        serving._OV_CORE.read_model(str(base / "lenet5" / "2" / "assets" /
+                                        "serving_default.tflite")), "CPU")
+
+    class Off:
+        outputs = compiled.outputs
+
+        def create_infer_request(self):
+            request = compiled.create_infer_request()
+
+            class Result:
+                def __init__(self, result):
+                    self.result = result
+
+                def __getitem__(self, port):
+                    v = self.result[port]
+                    return v + 0.01 if v.dtype.kind == "f" else v
+
+            class Request:
+                def infer(self, inputs):
+                    return Result(request.infer(inputs))
+            return Request()
+    monkeypatch.setattr(serving, "_openvino_model", lambda path: Off())
+    auto = serving.load(base / "lenet5" / "2", jit_compile=False)
+    assert auto.runtimes == ("litert", "tensorflow")
+    assert re.fullmatch(r"OpenVINO's outputs differ from LiteRT's by 1\.0\de-02 \(more than "
+                        r"0\.001\)", auto.openvino_note), auto.openvino_note
 
 
 def test_runtime_choices_and_errors(tmp_path):
@@ -271,7 +338,7 @@ def test_runtime_choices_and_errors(tmp_path):
                                          "requested"):
         serving.load(path, runtime="litert")
     with pytest.raises(ValueError, match=r"runtime must be one of 'auto', 'litert', "
-                                         r"'tensorflow'. Received: 'onnx'"):
+                                         r"'openvino', 'tensorflow'. Received: 'onnx'"):
         serving.load(path, runtime="onnx")
     with pytest.raises(ValueError, match="jit_compile must be 'auto', True or False. "
                                          "Received: 1"):
@@ -316,10 +383,10 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     tf_out = capsys.readouterr().out.strip().splitlines()
     assert tf_out[:-1] == out[:-1]
     assert tf_out[-1] == f"{right}/4 correct (lenet5 version 2, TensorFlow, XLA off)"
-    # Enough batches of 16 for the large-batch choice; a margin that always picks TensorFlow.
-    n = 16 * (1 + 2 * serving._TRIAL_ROUNDS)
+    # Enough batches of 16 for their size class's choice, made to pick TensorFlow.
+    n = 16 * (1 + 3 * serving._TRIAL_ROUNDS)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(serving, "_TRIAL_MARGIN", 1e9)
+        mp.setattr(serving, "_choose_runtime", lambda best, default: "tensorflow")
         assert main(["predict", str(base / "lenet5"), "--digits", str(n), "--top-k", "1",
                      "--batch-size", "16", "--no-xla", "--format", "csv"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]

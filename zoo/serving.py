@@ -6,21 +6,29 @@ takes raw pixels in whatever form is at hand -- a uint8 or float array, one imag
 batch, PNG/JPEG file paths or encoded bytes -- and returns the signature's outputs as numpy
 arrays.
 
-Two runtimes run the ``serving_default`` signature:
+Three runtimes run the ``serving_default`` signature:
 
 - ``"litert"``: the export's ``assets/serving_default.tflite`` on LiteRT's interpreter with
   its XNNPACK CPU kernels. The default when the export has that file and no GPU is
   visible. On the README's 2-core benchmark CPUs it ran ResNet-50 (160x160) at 1.15-3.4x
   the speed of TensorFlow at batch 1; at batch 16-32 it was 1.1-1.3x faster on an AVX2
   CPU, as fast on an AVX-512 AMD EPYC, and 0.7-1.05x as fast on an AVX-512 Intel Xeon.
-  So with ``runtime="auto"`` batches of :data:`LARGE_BATCH` images or more are timed on
-  both runtimes on their first calls, per size class (16-31, 32-63, ... images), and then
-  run on the faster one (see :meth:`Servable.runtime_for`).
+- ``"openvino"``: the same ``.tflite`` file read by OpenVINO's CPU plugin (oneDNN kernels,
+  float32 math: ``INFERENCE_PRECISION_HINT`` f32, so CPUs with AMX do not turn it into
+  bfloat16), checked against LiteRT on two images at load time. On the Intel Xeon with AMX
+  it ran ResNet-50 1.6x as fast as LiteRT at batch 1 and 1.2-1.3x as fast as TensorFlow at
+  batches 16-32, but LeNet-5 at half LiteRT's speed: which is faster depends on the model,
+  the batch size and the CPU.
 - ``"tensorflow"``: the SavedModel on TensorFlow (GPUs, exports without the LiteRT file,
   other signatures). With ``jit_compile="auto"`` the function is wrapped in
   ``tf.function(jit_compile=True)`` (XLA) at load time and kept if it compiles and is at
   least 10% faster than the plain function. The export itself never contains XLA, so the
   same directory also loads in TensorFlow Serving on CPU or GPU.
+
+So with ``runtime="auto"`` each size class of batches (1, 2-3, 4-7, ..., 16-31, 32-63...)
+is timed on its first calls on the runtimes that can run it -- LiteRT and OpenVINO, and for
+batches of :data:`LARGE_BATCH` images or more TensorFlow too (it never won below that) --
+and then runs on the fastest (see :meth:`Servable.runtime_for`).
 
 ``zoo serve BASE_DIR`` serves every model under ``BASE_DIR`` over TensorFlow Serving's REST
 API (see :mod:`zoo.server`); ``zoo predict MODEL_DIR IMAGE...`` prints the top-k labels.
@@ -39,24 +47,25 @@ from typing import Optional
 import numpy as np
 
 from zoo.cli import number_type
-from zoo.export import (INPUT_NAME, LITE_FILE, SIGNATURE_NAME, ZOO_JSON, latest_version,
-                        list_versions)
+from zoo.export import (INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME, ZOO_JSON,
+                        latest_version, list_versions)
 
 __all__ = ["load", "Servable", "resolve_version_dir", "decode_image", "configure_predict",
            "configure_serve"]
 
 JIT_MODES = ("auto", True, False)
-RUNTIMES = ("auto", "litert", "tensorflow")
+RUNTIMES = ("auto", "litert", "openvino", "tensorflow")
 _WARMUP_BATCH = 8
 _BENCH_ROUNDS = 5
-#: With ``runtime="auto"`` on LiteRT, batches of at least this many images run on
-#: whichever runtime was faster on the first batches of their size class (16-31, 32-63...).
+#: With ``runtime="auto"`` on LiteRT, TensorFlow is one of the runtimes timed for batches
+#: of at least this many images (16-31, 32-63...); smaller ones choose between LiteRT and
+#: OpenVINO.
 LARGE_BATCH = 16
 #: Timed calls per runtime before a size class's choice (after one untimed TensorFlow
-#: warm-up call, the first ever).
+#: warm-up call, the first ever on TensorFlow).
 _TRIAL_ROUNDS = 3
-#: An alternative to the default path (XLA at load; TensorFlow for a size class of large
-#: batches) is taken only if its time is below this fraction of the default's.
+#: An alternative to the default path (XLA at load; OpenVINO or TensorFlow for a size class
+#: of batches) is taken only if its time is below this fraction of the default's.
 _TRIAL_MARGIN = 0.9
 
 
@@ -170,16 +179,21 @@ class Servable:
         signature: ``{"name", "inputs", "outputs"}`` of the serving signature with dtypes and
             shapes (``None`` for any size).
         labels: class labels (``info["labels"]``).
-        runtime: ``"litert"`` or ``"tensorflow"``: what runs the default signature (for
-            batches under :data:`LARGE_BATCH` images, see :meth:`runtime_for`).
-        runtime_note: why TensorFlow runs it (``None`` when LiteRT does).
-        runtime_choices: with ``runtime="auto"`` on LiteRT, what runs batches of
-            :data:`LARGE_BATCH` images or more, per size class: ``{16: "litert",
-            32: "tensorflow"}`` for 16-31 and 32-63 images, filled in as the first batches
-            of each class are timed on both runtimes (empty otherwise; see
-            :meth:`runtime_for`).
+        runtime: ``"litert"``, ``"openvino"`` or ``"tensorflow"``: what runs the default
+            signature, unless a size class of batches timed faster on another runtime
+            (``runtime="auto"``; see :meth:`runtime_for`).
+        runtime_note: why TensorFlow runs it (``None`` when LiteRT or OpenVINO does).
+        runtimes: the runtimes ``runtime="auto"`` times and chooses from (``("litert",
+            "openvino", "tensorflow")`` where all can run the export; just
+            ``(runtime,)`` otherwise).
+        openvino_note: why OpenVINO is not among them (``None`` when it is, or when
+            another runtime was asked for).
+        runtime_choices: with ``runtime="auto"`` on LiteRT, what runs each size class of
+            batches: ``{1: "openvino", 16: "tensorflow"}`` for 1 and 16-31 images, filled in
+            as the first batches of each class are timed on the runtimes (empty otherwise;
+            see :meth:`runtime_for`).
         runtime_timing: those timings, seconds per image, per size class: ``{32:
-            {"litert": [...], "tensorflow": [...]}}``.
+            {"litert": [...], "openvino": [...], "tensorflow": [...]}}``.
         jit_compiled: whether predictions run through XLA.
         jit_error: why XLA is not used (LiteRT in use, compile error, or slower than the
             plain function).
@@ -200,9 +214,9 @@ class Servable:
         if not isinstance(runtime, str) or runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
                              f"Received: {runtime!r}")
-        if runtime == "litert" and jit_compile is True:
+        if runtime in ("litert", "openvino") and jit_compile is True:
             raise ValueError("jit_compile=True compiles the TensorFlow function with XLA; it "
-                             "cannot be combined with runtime='litert'.")
+                             f"cannot be combined with runtime={runtime!r}.")
         self.path, self.name, self.version = resolve_version_dir(path)
         self._loaded = tf.saved_model.load(self.path)
         signatures = dict(self._loaded.signatures)
@@ -239,8 +253,12 @@ class Servable:
         self.runtime = "tensorflow"
         self.runtime_note = None
         self._lite_lock = threading.Lock()
+        self._ov_lock = threading.Lock()
+        self.openvino_note = None
         self.runtime_choices = {}
         self.runtime_timing = {}
+        #: runtime name -> callable(batch) -> {output: numpy array}, default signature
+        self._runners = {}
         self._adaptive = False
         self._tf_warm = False
         self._trial_lock = threading.Lock()
@@ -249,14 +267,25 @@ class Servable:
         elif jit_compile is True:
             self.runtime_note = "jit_compile=True asks for XLA on TensorFlow"
         else:
-            self.runtime_note = self._open_lite(required=runtime == "litert")
+            self.runtime_note = self._open_lite(required=runtime in ("litert", "openvino"),
+                                                asked=runtime)
         if self.runtime == "litert":
             self.jit_error = "XLA not used: the LiteRT runtime runs the signature"
-            if runtime == "auto":  # large batches: time both runtimes first
-                self._tf_run = self._plain(SIGNATURE_NAME)
+            if runtime in ("auto", "openvino"):
+                self.openvino_note = self._open_openvino(required=runtime == "openvino")
+            if runtime == "openvino":
+                self.runtime = "openvino"
+                self.jit_error = "XLA not used: the OpenVINO runtime runs the signature"
+                self._functions[SIGNATURE_NAME] = self._runners["openvino"]
+                del self._runners["litert"]
+            elif runtime == "auto":  # time the runtimes on each size class's first batches
+                tf_fn = self._plain(SIGNATURE_NAME)
+                self._runners["tensorflow"] = lambda images: {
+                    k: v.numpy() for k, v in tf_fn(images).items()}
                 self._adaptive = True
         elif jit_compile:
             self._compile(strict=jit_compile is True)
+        self.runtimes = tuple(self._runners) if self._adaptive else (self.runtime,)
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -268,11 +297,12 @@ class Servable:
         return {"name": self.name, "version": self.version, "task": None, "labels": [],
                 "signature": self.signature}
 
-    def _open_lite(self, required) -> Optional[str]:
+    def _open_lite(self, required, asked="litert") -> Optional[str]:
         """Run the default signature on LiteRT if the export allows it.
 
         Returns:
-            ``None`` when LiteRT runs it, else why not (raised instead when ``required``).
+            ``None`` when LiteRT runs it, else why not (raised instead when ``required``:
+            ``runtime=asked``, which needs the LiteRT model).
         """
         import tensorflow as tf
         path = os.path.join(self.path, LITE_FILE)
@@ -293,7 +323,7 @@ class Servable:
                 reason = f"the LiteRT runtime is not installed ({exc})"
         if reason is not None:
             if required:
-                raise ValueError(f"runtime='litert' cannot be used for {self.path}: {reason}.")
+                raise ValueError(f"runtime={asked!r} cannot be used for {self.path}: {reason}.")
             return reason
         self._lite = Interpreter(model_path=path, num_threads=_usable_cpus())
         runner = self._lite.get_signature_runner(SIGNATURE_NAME)
@@ -303,8 +333,62 @@ class Servable:
             with self._lite_lock:  # one interpreter: calls take turns
                 return {k: np.array(v) for k, v in runner(**{key: images}).items()}
 
-        self._functions[SIGNATURE_NAME] = self._lite_run = run
+        self._functions[SIGNATURE_NAME] = self._runners["litert"] = run
         self.runtime = "litert"
+        return None
+
+    def _open_openvino(self, required) -> Optional[str]:
+        """Add OpenVINO, reading the export's LiteRT model, to the runtimes if it can run it
+        and agrees with LiteRT on two images (within the export's LiteRT tolerance).
+
+        Returns:
+            ``None`` when it was added, else why not (raised instead when ``required``).
+        """
+        reason = None
+        try:
+            compiled = _openvino_model(os.path.join(self.path, LITE_FILE))
+        except ImportError as exc:
+            reason = f"OpenVINO is not installed ({exc})"
+        except Exception as exc:  # a graph OpenVINO cannot read or compile
+            message = str(exc).strip().splitlines()
+            reason = (f"OpenVINO cannot run {LITE_FILE}: {type(exc).__name__}: "
+                      f"{message[0] if message else ''}")
+        if reason is None:
+            # Output names: the LiteRT signature's tensor indices -> tensor names -> ports.
+            tensor_names = {d["index"]: d["name"] for d in self._lite.get_tensor_details()}
+            outputs = self._lite.get_signature_runner(SIGNATURE_NAME).get_output_details()
+            ports = {}
+            for key, detail in outputs.items():
+                name = tensor_names.get(detail["index"])
+                port = next((p for p in compiled.outputs if name in p.get_names()), None)
+                if port is None:
+                    reason = f"OpenVINO's model has no output named {name!r} ({key})"
+                    break
+                ports[key] = port
+        if reason is None:
+            request = compiled.create_infer_request()
+
+            def run(images):
+                with self._ov_lock:  # one request: calls take turns
+                    result = request.infer({0: images})
+                    return {k: np.array(result[p]) for k, p in ports.items()}
+
+            x = np.random.default_rng(0).uniform(0, 255, (
+                2, *self._warmup_hw(), self.channels)).astype(self.input_dtype.as_numpy_dtype)
+            lite, ov = self._runners["litert"](x), run(x)
+            worst = max((float(np.max(np.abs(lite[k] - ov[k]))) for k in lite
+                         if lite[k].dtype.kind == "f"), default=0.0)
+            if {k: v.shape for k, v in ov.items()} != {k: v.shape for k, v in lite.items()}:
+                reason = "OpenVINO's outputs differ in shape from LiteRT's"
+            elif not worst <= LITE_TOLERANCE:
+                reason = (f"OpenVINO's outputs differ from LiteRT's by {worst:.2e} (more than "
+                          f"{LITE_TOLERANCE})")
+        if reason is not None:
+            if required:
+                raise ValueError(f"runtime='openvino' cannot be used for {self.path}: "
+                                 f"{reason}.")
+            return reason
+        self._runners["openvino"] = run
         return None
 
     def _plain(self, signature_name):
@@ -510,23 +594,27 @@ class Servable:
 
     def runtime_for(self, batch_size: int):
         """The runtime that runs a batch of ``batch_size`` images of the default signature:
-        ``"litert"`` or ``"tensorflow"``, or ``None`` while batches of that size class are
-        still being timed on both (``runtime="auto"``)."""
-        if batch_size < LARGE_BATCH or not self._adaptive:
+        ``"litert"``, ``"openvino"`` or ``"tensorflow"``, or ``None`` while batches of that
+        size class are still being timed (``runtime="auto"``)."""
+        if not self._adaptive:
             return self.runtime
+        candidates = self._candidates(batch_size)
+        if len(candidates) == 1:
+            return candidates[0]
         return self.runtime_choices.get(_size_class(batch_size))
+
+    def _candidates(self, batch_size: int) -> list:
+        """The runtimes timed for batches of ``batch_size``: TensorFlow for large ones only."""
+        return [r for r in self._runners if r != "tensorflow" or batch_size >= LARGE_BATCH]
 
     def _call(self, fn, batch, signature_name):
         """Call ``fn``; XLA-compiled functions get batches padded to a power of two, so
         at most ~log2(N) batch shapes are ever compiled."""
         n = len(batch)
         name = signature_name or self.default_signature
-        if name == SIGNATURE_NAME and self.runtime == "litert":
+        if name == SIGNATURE_NAME and self._adaptive:
             choice = self.runtime_for(n)
-            if choice is None:
-                return self._call_large(batch)
-            if choice == "tensorflow":
-                return self._tf_run(batch)
+            return self._call_trial(batch) if choice is None else self._runners[choice](batch)
         if name not in self._compiled:
             return fn(batch)
         size = 1 << (n - 1).bit_length()
@@ -534,34 +622,32 @@ class Servable:
             batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
         return {k: v[:n] for k, v in fn(batch).items()}
 
-    def _call_large(self, batch):
-        """A large batch whose size class has no runtime yet (``runtime="auto"`` on
-        LiteRT): the first calls take turns -- the first ever on TensorFlow untimed
+    def _call_trial(self, batch):
+        """A batch whose size class has no runtime yet (``runtime="auto"`` on LiteRT): the
+        first calls take turns over the runtimes -- the first ever on TensorFlow untimed
         (tracing, kernel set-up), then ``_TRIAL_ROUNDS`` timed calls on each -- and every
-        call's answer is returned as usual. TensorFlow is chosen if its best time per image
-        is at least 10% below LiteRT's. Trial calls run one at a time so that their timings
-        do not overlap."""
+        call's answer is returned as usual. LiteRT stays unless another runtime's best time
+        per image is at least 10% below its own; of those, the fastest is chosen. Trial
+        calls run one at a time so that their timings do not overlap."""
         size_class = _size_class(len(batch))
+        candidates = self._candidates(len(batch))
         with self._trial_lock:
             if size_class in self.runtime_choices:   # decided while this call waited
-                return self._call(self._lite_run, batch, SIGNATURE_NAME)
-            timing = self.runtime_timing.setdefault(size_class, {"litert": [],
-                                                                 "tensorflow": []})
-            runtime = ("tensorflow" if not self._tf_warm or
-                       len(timing["tensorflow"]) < len(timing["litert"]) else "litert")
+                return self._runners[self.runtime_choices[size_class]](batch)
+            timing = self.runtime_timing.setdefault(size_class, {r: [] for r in candidates})
+            if "tensorflow" in timing and not self._tf_warm:
+                runtime = "tensorflow"
+            else:   # the one timed least so far, in the order of self._runners
+                runtime = min(candidates, key=lambda r: len(timing[r]))
             start = time.perf_counter()
-            if runtime == "litert":
-                out = self._lite_run(batch)
-            else:
-                out = {k: v.numpy() for k, v in self._tf_run(batch).items()}
+            out = self._runners[runtime](batch)
             if runtime == "tensorflow" and not self._tf_warm:
                 self._tf_warm = True
             else:
                 timing[runtime].append((time.perf_counter() - start) / len(batch))
             if all(len(v) >= _TRIAL_ROUNDS for v in timing.values()):
-                lite, tf_ = (min(timing[k]) for k in ("litert", "tensorflow"))
-                self.runtime_choices[size_class] = ("tensorflow" if tf_ < _TRIAL_MARGIN * lite
-                                                    else "litert")
+                self.runtime_choices[size_class] = _choose_runtime(
+                    {r: min(v) for r, v in timing.items()}, self.runtime)
             return out
 
     def top_k(self, probabilities, k=5) -> list:
@@ -584,6 +670,38 @@ def _size_class(batch_size: int) -> int:
     return 1 << (batch_size.bit_length() - 1)
 
 
+def _choose_runtime(best: dict, default: str) -> str:
+    """The runtime for a size class from each one's best seconds per image: ``default``
+    unless the fastest took less than ``_TRIAL_MARGIN`` of its time."""
+    fastest = min(best, key=best.get)
+    return fastest if best[fastest] < _TRIAL_MARGIN * best[default] else default
+
+
+def size_class_text(size_class: int) -> str:
+    """``"1"``, ``"2-3"``, ..., ``"16-31"``: the batch sizes of a size class."""
+    return "1" if size_class == 1 else f"{size_class}-{2 * size_class - 1}"
+
+
+_OV_CORE = None
+_OV_CORE_LOCK = threading.Lock()
+
+
+def _openvino_model(tflite_path):
+    """OpenVINO's CPU plugin compiled for ``tflite_path``: float32 math (CPUs with AMX
+    would otherwise run it in bfloat16), tuned for latency (one stream), on the CPUs this
+    process may use."""
+    global _OV_CORE
+    import openvino as ov
+    with _OV_CORE_LOCK:
+        if _OV_CORE is None:
+            _OV_CORE = ov.Core()
+        core = _OV_CORE
+    model = core.read_model(tflite_path)
+    return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                             "PERFORMANCE_HINT": "LATENCY",
+                                             "INFERENCE_NUM_THREADS": _usable_cpus()})
+
+
 def _usable_cpus() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -602,10 +720,12 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
             faster; ``True`` always uses XLA (and the TensorFlow runtime) and raises if it
             does not compile; ``False`` never compiles.
         runtime: ``"auto"`` (default): LiteRT when the export has its LiteRT model and no
-            GPU is visible, else TensorFlow; then batches of :data:`LARGE_BATCH` images or
-            more run on whichever of the two was faster on the first batches of their size
-            class (:meth:`Servable.runtime_for`); ``"litert"`` requires LiteRT for every batch
-            (raises if the export has no LiteRT model); ``"tensorflow"``: the SavedModel on
+            GPU is visible, else TensorFlow; with LiteRT, each size class of batches then
+            runs on whichever of LiteRT, OpenVINO (when installed and it agrees with LiteRT)
+            and, from :data:`LARGE_BATCH` images, TensorFlow was fastest on the first
+            batches of that class (:meth:`Servable.runtime_for`); ``"litert"`` or
+            ``"openvino"`` requires that runtime for every batch (raises if the export has
+            no LiteRT model, or OpenVINO cannot run it); ``"tensorflow"``: the SavedModel on
             TensorFlow.
 
     Returns:
@@ -613,8 +733,9 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
 
     Raises:
         FileNotFoundError: no SavedModel at ``path``.
-        ValueError: a bad ``jit_compile`` or ``runtime``; ``runtime="litert"`` for an
-            export without its LiteRT model.
+        ValueError: a bad ``jit_compile`` or ``runtime``; ``runtime="litert"`` or
+            ``"openvino"`` for an export without its LiteRT model, ``"openvino"`` where
+            OpenVINO is missing or cannot run it.
 
     Example:
         >>> s = load("saved_models/lenet5")
@@ -648,9 +769,13 @@ def _predict_table(servable, names, probabilities, top_k, truth=None):
 
 
 #: ``--runtime`` of ``zoo predict`` and ``zoo serve``.
-_RUNTIME_HELP = ("what runs a model: LiteRT on CPUs where the export has its LiteRT model, "
-                 f"batches of {LARGE_BATCH}+ on whichever of LiteRT and TensorFlow timed faster "
-                 "on the first ones (auto, the default); litert; tensorflow")
+_RUNTIME_HELP = ("what runs a model: on CPUs where the export has its LiteRT model, each "
+                 "batch size class on whichever of LiteRT, OpenVINO and (batches of "
+                 f"{LARGE_BATCH}+) TensorFlow timed fastest on its first batches (auto, the "
+                 "default); litert; openvino; tensorflow")
+
+
+_ENGINE_NAMES = {"litert": "LiteRT", "openvino": "OpenVINO", "tensorflow": "TensorFlow"}
 
 
 def configure_predict(parser):
@@ -716,13 +841,15 @@ def configure_predict(parser):
             labels = servable.labels or [str(i) for i in range(out["probabilities"].shape[-1])]
             predicted = [labels[int(c)] for c in out["classes"]]
             right = sum(p == t for p, t in zip(predicted, truth))
-            engine = ("LiteRT" if servable.runtime == "litert" else
-                      f"TensorFlow, XLA {'on' if servable.jit_compiled else 'off'}")
-            switched = sorted(k for k, v in servable.runtime_choices.items()
-                              if v != servable.runtime)
-            if switched:
-                engine += "; TensorFlow for batches of " + ", ".join(
-                    f"{k}-{2 * k - 1}" for k in switched) + " images"
+            engine = (f"TensorFlow, XLA {'on' if servable.jit_compiled else 'off'}"
+                      if servable.runtime == "tensorflow" else _ENGINE_NAMES[servable.runtime])
+            for runtime in ("openvino", "tensorflow", "litert"):
+                switched = sorted(k for k, v in servable.runtime_choices.items()
+                                  if v == runtime != servable.runtime)
+                if switched:
+                    engine += (f"; {_ENGINE_NAMES[runtime]} for batches of "
+                               + ", ".join(map(size_class_text, switched))
+                               + (" image" if switched == [1] else " images"))
             print(f"\n{right}/{len(truth)} correct ({servable.name} version "
                   f"{servable.version}, {engine})")
         return 0

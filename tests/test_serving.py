@@ -383,6 +383,11 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     tf_out = capsys.readouterr().out.strip().splitlines()
     assert tf_out[:-1] == out[:-1]
     assert tf_out[-1] == f"{right}/4 correct (lenet5 version 2, TensorFlow, XLA off)"
+    assert main(["predict", str(base / "lenet5"), "--digits", "4", "--top-k", "1",
+                 "--no-xla", "--runtime", "openvino", "--format", "csv"]) == 0
+    ov_out = capsys.readouterr().out.strip().splitlines()
+    assert ov_out[:-1] == out[:-1]
+    assert ov_out[-1] == f"{right}/4 correct (lenet5 version 2, OpenVINO)"
     # Enough batches of 16 for their size class's choice, made to pick TensorFlow.
     n = 16 * (1 + 3 * serving._TRIAL_ROUNDS)
     with pytest.MonkeyPatch.context() as mp:

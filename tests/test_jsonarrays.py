@@ -133,6 +133,32 @@ def test_split_parser_refuses_malformed_json_and_stays_usable(splitter):
     assert np.array_equal(splitter.parse(body_of(x))[1], x)
 
 
+def test_split_parser_buffers_grow_and_leave_no_files():
+    """Runs and arrays pass through a buffer each worker shares with the caller: a larger
+    body gets a larger one, and no file is left behind (unlinked once both mapped it)."""
+    import glob
+    import tempfile
+    pattern = os.path.join("/dev/shm" if os.path.isdir("/dev/shm") else
+                           tempfile.gettempdir(), "zoo-json-*")
+    before = set(glob.glob(pattern))
+    s = ja.SplitParser(1, min_bytes=0)
+    try:
+        small, large = pixels(4, seed=8, size=8), pixels(6, seed=9, size=200)
+        assert np.array_equal(s.parse(body_of(small))[1], small)
+        (worker,) = s._pool
+        size = worker.size
+        assert size >= 1 << 20 and worker.buffer is not None
+        _, array = s.parse(body_of(large), np.float32)     # 3 images x 200x200x3 in the part
+        assert array.dtype == np.float32 and np.array_equal(array, large.astype(np.float32))
+        assert worker.size > size and s._pool == [worker]
+        assert np.array_equal(s.parse(body_of(small))[1], small)   # the larger one stays
+        assert worker.size > size
+        assert set(glob.glob(pattern)) == before
+    finally:
+        s.close()
+    assert worker.buffer is None
+
+
 def test_split_parser_leaves_small_bodies_and_no_workers_to_the_caller():
     x = pixels(9)
     assert ja.SplitParser(1, min_bytes=10 ** 9).parse(body_of(x)) is None

@@ -8,7 +8,8 @@ keeps ragged arrays out (:func:`parse_array`).
 simdjson holds the GIL while it parses, so threads cannot share that work. A body of one large
 array (``{"instances": [...]}`` or ``{"inputs": [...]}``) is instead cut between its images
 and the parts parsed at once: the calling thread parses the first, worker processes the rest
-(:class:`SplitParser`) -- on 2 cores 47 ms instead of 70 ms for those 12.9 MB (into float32).
+(:class:`SplitParser`), through buffers they share with the caller -- on 2 cores 41-43 ms
+instead of 70 ms for those 12.9 MB (into float32).
 
 This module imports numpy and simdjson only: the worker processes start from it.
 """
@@ -16,8 +17,11 @@ This module imports numpy and simdjson only: the worker processes start from it.
 from __future__ import annotations
 
 import functools
+import mmap
 import multiprocessing
+import os
 import re
+import tempfile
 import threading
 from typing import Optional
 
@@ -196,30 +200,58 @@ def split_points(body: bytes, parts: int):
     return opening.group(1).decode(), ranges
 
 
+def _aligned(n: int) -> int:
+    return (n + 63) // 64 * 64
+
+
+def _map_file(path: str, size: int) -> mmap.mmap:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+
+
 def _worker(conn) -> None:
-    """A worker process. Each task is two messages: the dtype wanted (empty: the exact one
-    :func:`numeric_array` gives) and an element run. The answer: the array's dtype and shape,
-    then its bytes -- or one empty message when the run is not a regular numeric array. An
-    empty run, or the server's end of the pipe closing, stops the worker."""
+    """A worker process. A task is one message, ``"<dtype> <n> [<path> <size>]"``: the
+    dtype wanted (``-``: the exact one :func:`numeric_array` gives), and the length of the
+    element run, in brackets, at the start of the shared buffer (first a new buffer to map,
+    when a path is given). The answer goes into the buffer after the run (from the next
+    multiple of 64 bytes), and the message back is its dtype and shape -- or empty when the
+    run is not a regular numeric array. An empty message, or the server's end of the pipe
+    closing, stops the worker."""
+    buffer = None
     while True:
         try:
-            dtype = conn.recv_bytes()
-            part = conn.recv_bytes()
+            task = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        if not part:
+        if not task:
             return
-        array = parse_array(b"[" + part + b"]")
+        fields = task.decode().split()
+        if len(fields) == 4:
+            if buffer is not None:
+                buffer.close()
+            buffer = _map_file(fields[2], int(fields[3]))
+            conn.send_bytes(b"mapped")
+            continue
+        wanted, n = fields[0], int(fields[1])
+        array = parse_array(buffer[:n])
         if array is None:
             conn.send_bytes(b"")
             continue
-        if dtype:
-            array = array.astype(np.dtype(dtype.decode()), copy=False)
-        conn.send_bytes(" ".join([array.dtype.str, *map(str, array.shape)]).encode())
-        conn.send_bytes(array)
+        dtype = array.dtype if wanted == "-" else np.dtype(wanted)
+        out = np.ndarray(array.shape, dtype, buffer=buffer, offset=_aligned(n))
+        np.copyto(out, array, casting="unsafe")
+        conn.send_bytes(" ".join([dtype.str, *map(str, array.shape)]).encode())
 
 
 class _Worker:
+    """A parser process and the buffer it shares with the server (a file in ``/dev/shm``
+    where there is one, mapped by both and unlinked once the worker has it): element runs
+    go in and arrays come out through it, not through the pipe -- 6.4 MB out and 4.8 MB back
+    took 11 ms over the pipe, a third of parsing them."""
+
     def __init__(self, context):
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_worker, args=(child,), daemon=True,
@@ -227,10 +259,40 @@ class _Worker:
         self.process.start()
         child.close()
         self.lock = threading.Lock()
+        self.buffer = None
+        self.size = 0
+        self.length = 0     # of the run in the buffer now
+
+    def ensure(self, size: int) -> None:
+        """A buffer of at least ``size`` bytes, shared with the worker."""
+        if size <= self.size:
+            return
+        size = max(size + size // 2, 1 << 20)
+        directory = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        fd, path = tempfile.mkstemp(prefix="zoo-json-", dir=directory)
+        try:
+            os.ftruncate(fd, size)
+            buffer = mmap.mmap(fd, size)
+            os.close(fd)
+            fd = None
+            self.conn.send_bytes(f"- 0 {path} {size}".encode())
+            if self.conn.recv_bytes() != b"mapped":
+                raise ValueError("the worker did not map its buffer")
+        finally:
+            if fd is not None:
+                os.close(fd)
+            os.unlink(path)
+        if self.buffer is not None:
+            self.buffer.close()
+        self.buffer, self.size = buffer, size
+
+    def _close_buffer(self) -> None:
+        if self.buffer is not None:
+            self.buffer.close()
+            self.buffer, self.size = None, 0
 
     def stop(self) -> None:
         try:
-            self.conn.send_bytes(b"")
             self.conn.send_bytes(b"")
         except OSError:
             pass
@@ -239,11 +301,13 @@ class _Worker:
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(timeout=5)
+        self._close_buffer()
 
     def kill(self) -> None:
         self.process.kill()
         self.process.join(timeout=5)
         self.conn.close()
+        self._close_buffer()
 
 
 class SplitParser:
@@ -326,11 +390,20 @@ class SplitParser:
 
     def _parse_parts(self, body, key, ranges, workers, dtype):
         sent = []
+        view = memoryview(body)
         try:
             for worker, (begin, end) in zip(workers, ranges[1:]):
                 sent.append(worker)
-                worker.conn.send_bytes(b"" if dtype is None else dtype.str.encode())
-                worker.conn.send_bytes(body, begin, end - begin)
+                n = end - begin + 2
+                # The run in brackets, then room for its array: a number takes >= 2 bytes.
+                itemsize = 8 if dtype is None else dtype.itemsize
+                worker.ensure(_aligned(n) + (n // 2 + 1) * itemsize)
+                buffer = worker.buffer
+                buffer[0:1] = b"["
+                buffer[1:n - 1] = view[begin:end]
+                buffer[n - 1:n] = b"]"
+                worker.conn.send_bytes(f"{'-' if dtype is None else dtype.str} {n}".encode())
+                worker.length = n
             first_begin, first_end = ranges[0]
             first = parse_array(b"[" + body[first_begin:first_end] + b"]")
             headers = []
@@ -338,30 +411,19 @@ class SplitParser:
                 header = worker.conn.recv_bytes().split()
                 headers.append((np.dtype(header[0].decode()), tuple(map(int, header[1:])))
                                if header else None)
-            arrays = None
-            if first is not None and all(
-                    h is not None and h[1][1:] == first.shape[1:] for h in headers):
-                total = len(first) + sum(h[1][0] for h in headers)
-                arrays = np.empty((total, *first.shape[1:]), np.result_type(
-                    first.dtype, *(h[0] for h in headers)) if dtype is None else dtype)
-                arrays[:len(first)] = first
-            offset = len(first) if arrays is not None else 0
-            for worker, header in zip(sent, headers):
-                if header is None:
-                    continue
-                if arrays is not None and header[0] == arrays.dtype:
-                    view = arrays[offset:offset + header[1][0]]
-                    if worker.conn.recv_bytes_into(memoryview(view).cast("B")) != view.nbytes:
-                        raise ValueError("a worker answered with the wrong number of bytes")
-                else:
-                    data = worker.conn.recv_bytes()
-                    if arrays is not None:
-                        arrays[offset:offset + header[1][0]] = np.frombuffer(
-                            data, header[0]).reshape(header[1])
-                offset += header[1][0]
             sent = []
-            if arrays is None:
+            if first is None or not all(
+                    h is not None and h[1][1:] == first.shape[1:] for h in headers):
                 return None
+            total = len(first) + sum(h[1][0] for h in headers)
+            arrays = np.empty((total, *first.shape[1:]), np.result_type(
+                first.dtype, *(h[0] for h in headers)) if dtype is None else dtype)
+            arrays[:len(first)] = first
+            offset = len(first)
+            for worker, (part_dtype, shape) in zip(workers, headers):
+                arrays[offset:offset + shape[0]] = np.ndarray(
+                    shape, part_dtype, buffer=worker.buffer, offset=_aligned(worker.length))
+                offset += shape[0]
             self.parsed += 1
             return key, arrays
         except (OSError, EOFError, ValueError, multiprocessing.BufferTooShort):

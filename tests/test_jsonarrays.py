@@ -133,30 +133,54 @@ def test_split_parser_refuses_malformed_json_and_stays_usable(splitter):
     assert np.array_equal(splitter.parse(body_of(x))[1], x)
 
 
-def test_split_parser_buffers_grow_and_leave_no_files():
+def test_split_parser_buffers_grow_and_leave_no_files(monkeypatch):
     """Runs and arrays pass through a buffer each worker shares with the caller: a larger
     body gets a larger one, and no file is left behind (unlinked once both mapped it)."""
-    import glob
-    import tempfile
-    pattern = os.path.join("/dev/shm" if os.path.isdir("/dev/shm") else
-                           tempfile.gettempdir(), "zoo-json-*")
-    before = set(glob.glob(pattern))
+    made = []
+    mkstemp = ja.tempfile.mkstemp
+
+    def recorded(*args, **kwargs):
+        fd, path = mkstemp(*args, **kwargs)
+        made.append(path)
+        return fd, path
+    monkeypatch.setattr(ja.tempfile, "mkstemp", recorded)
     s = ja.SplitParser(1, min_bytes=0)
     try:
         small, large = pixels(4, seed=8, size=8), pixels(6, seed=9, size=200)
         assert np.array_equal(s.parse(body_of(small))[1], small)
         (worker,) = s._pool
         size = worker.size
-        assert size >= 1 << 20 and worker.buffer is not None
+        assert size >= 1 << 20 and worker.buffer is not None and len(made) == 1
         _, array = s.parse(body_of(large), np.float32)     # 3 images x 200x200x3 in the part
         assert array.dtype == np.float32 and np.array_equal(array, large.astype(np.float32))
-        assert worker.size > size and s._pool == [worker]
+        assert worker.size > size and s._pool == [worker] and len(made) == 2
         assert np.array_equal(s.parse(body_of(small))[1], small)   # the larger one stays
-        assert worker.size > size
-        assert set(glob.glob(pattern)) == before
+        assert worker.size > size and len(made) == 2
+        assert made[0].startswith("/dev/shm/zoo-json-") or not os.path.isdir("/dev/shm")
+        assert not any(os.path.exists(p) for p in made)
     finally:
         s.close()
     assert worker.buffer is None
+
+
+def test_no_room_for_buffers_leaves_bodies_to_the_caller(monkeypatch):
+    """Space for the buffers is reserved up front: where there is none (a full /dev/shm and
+    temporary directory), the splitter says so and leaves every body to the caller."""
+    import errno
+    s = ja.SplitParser(1, min_bytes=0)
+    try:
+        s.start()
+
+        def full(fd, offset, length):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(ja.os, "posix_fallocate", full)
+        x = pixels(5, seed=10)
+        assert s.parse(body_of(x)) is None
+        assert s.error.startswith("no room for a shared buffer (") and "No space" in s.error
+        assert s.parse(body_of(x)) is None and s.parsed == 0
+        assert all(w.process.is_alive() for w in s._pool)     # not killed for it
+    finally:
+        s.close()
 
 
 def test_split_parser_leaves_small_bodies_and_no_workers_to_the_caller():

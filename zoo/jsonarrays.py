@@ -200,6 +200,10 @@ def split_points(body: bytes, parts: int):
     return opening.group(1).decode(), ranges
 
 
+class NoBufferRoom(Exception):
+    """No room for a buffer shared with a parse worker."""
+
+
 def _aligned(n: int) -> int:
     return (n + 63) // 64 * 64
 
@@ -264,27 +268,40 @@ class _Worker:
         self.length = 0     # of the run in the buffer now
 
     def ensure(self, size: int) -> None:
-        """A buffer of at least ``size`` bytes, shared with the worker."""
+        """A buffer of at least ``size`` bytes, shared with the worker.
+
+        Raises:
+            NoBufferRoom: no room for it in ``/dev/shm`` or the temporary directory.
+            OSError, EOFError, ValueError: the worker did not answer.
+        """
         if size <= self.size:
             return
         size = max(size + size // 2, 1 << 20)
-        directory = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        fd, path = tempfile.mkstemp(prefix="zoo-json-", dir=directory)
-        try:
-            os.ftruncate(fd, size)
-            buffer = mmap.mmap(fd, size)
-            os.close(fd)
-            fd = None
-            self.conn.send_bytes(f"- 0 {path} {size}".encode())
-            if self.conn.recv_bytes() != b"mapped":
-                raise ValueError("the worker did not map its buffer")
-        finally:
-            if fd is not None:
-                os.close(fd)
-            os.unlink(path)
-        if self.buffer is not None:
-            self.buffer.close()
-        self.buffer, self.size = buffer, size
+        errors = []
+        for directory in ("/dev/shm", tempfile.gettempdir()):
+            if not os.path.isdir(directory):
+                continue
+            fd, path = tempfile.mkstemp(prefix="zoo-json-", dir=directory)
+            try:
+                try:
+                    # Reserved now: a full tmpfs fails here, not with SIGBUS on a write.
+                    os.posix_fallocate(fd, 0, size)
+                    buffer = mmap.mmap(fd, size)
+                except OSError as exc:
+                    errors.append(f"{directory}: {exc}")
+                    continue
+                finally:
+                    os.close(fd)
+                self.conn.send_bytes(f"- 0 {path} {size}".encode())
+                if self.conn.recv_bytes() != b"mapped":
+                    buffer.close()
+                    raise ValueError("the worker did not map its buffer")
+            finally:
+                os.unlink(path)
+            self._close_buffer()
+            self.buffer, self.size = buffer, size
+            return
+        raise NoBufferRoom("; ".join(errors) or "no directory for it")
 
     def _close_buffer(self) -> None:
         if self.buffer is not None:
@@ -393,11 +410,15 @@ class SplitParser:
         view = memoryview(body)
         try:
             for worker, (begin, end) in zip(workers, ranges[1:]):
-                sent.append(worker)
                 n = end - begin + 2
                 # The run in brackets, then room for its array: a number takes >= 2 bytes.
                 itemsize = 8 if dtype is None else dtype.itemsize
-                worker.ensure(_aligned(n) + (n // 2 + 1) * itemsize)
+                try:
+                    worker.ensure(_aligned(n) + (n // 2 + 1) * itemsize)
+                except NoBufferRoom as exc:   # from now on the calling thread parses alone
+                    self.error = f"no room for a shared buffer ({exc})"
+                    return None
+                sent.append(worker)
                 buffer = worker.buffer
                 buffer[0:1] = b"["
                 buffer[1:n - 1] = view[begin:end]

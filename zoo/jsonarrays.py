@@ -265,7 +265,6 @@ class _Worker:
         self.lock = threading.Lock()
         self.buffer = None
         self.size = 0
-        self.length = 0     # of the run in the buffer now
 
     def ensure(self, size: int) -> None:
         """A buffer of at least ``size`` bytes, shared with the worker.
@@ -408,11 +407,12 @@ class SplitParser:
     def _parse_parts(self, body, key, ranges, workers, dtype):
         sent = []
         view = memoryview(body)
+        lengths = []   # of the runs, in brackets, in the workers' buffers
+        # Room for a run's array after it: a number takes >= 2 bytes of the run.
+        itemsize = 8 if dtype is None else dtype.itemsize
         try:
             for worker, (begin, end) in zip(workers, ranges[1:]):
                 n = end - begin + 2
-                # The run in brackets, then room for its array: a number takes >= 2 bytes.
-                itemsize = 8 if dtype is None else dtype.itemsize
                 try:
                     worker.ensure(_aligned(n) + (n // 2 + 1) * itemsize)
                 except NoBufferRoom as exc:   # from now on the calling thread parses alone
@@ -424,7 +424,7 @@ class SplitParser:
                 buffer[1:n - 1] = view[begin:end]
                 buffer[n - 1:n] = b"]"
                 worker.conn.send_bytes(f"{'-' if dtype is None else dtype.str} {n}".encode())
-                worker.length = n
+                lengths.append(n)
             first_begin, first_end = ranges[0]
             first = parse_array(b"[" + body[first_begin:first_end] + b"]")
             headers = []
@@ -441,9 +441,9 @@ class SplitParser:
                 first.dtype, *(h[0] for h in headers)) if dtype is None else dtype)
             arrays[:len(first)] = first
             offset = len(first)
-            for worker, (part_dtype, shape) in zip(workers, headers):
+            for worker, n, (part_dtype, shape) in zip(workers, lengths, headers):
                 arrays[offset:offset + shape[0]] = np.ndarray(
-                    shape, part_dtype, buffer=worker.buffer, offset=_aligned(worker.length))
+                    shape, part_dtype, buffer=worker.buffer, offset=_aligned(n))
                 offset += shape[0]
             self.parsed += 1
             return key, arrays

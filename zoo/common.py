@@ -233,6 +233,13 @@ def cpu_has_amx_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
     return "amx_bf16" in cpu_flags(cpuinfo)
 
 
+def exception_line(exc: BaseException) -> str:
+    """``TypeName: first line of its message``: an exception in one line, for a note that
+    says why a fallback was taken."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
 def atomic_write(path, write) -> str:
     """Write ``path`` all at once: ``write(tmp)`` fills a temporary file beside it, which is
     then renamed onto ``path``; on any failure the temporary file is removed and ``path``

@@ -623,9 +623,7 @@ def write_lite(saved_model_dir, serving_fn, record) -> dict:
             worst = max(worst, float(np.max(np.abs(got["probabilities"].astype("float64")
                                                    - want["probabilities"]))))
     except Exception as exc:  # an op LiteRT lacks, or a mismatch: the export goes on
-        lines = str(exc).strip().splitlines()
-        return {"file": None, "error": f"conversion failed: {type(exc).__name__}: "
-                                       f"{lines[0] if lines else ''}"}
+        return {"file": None, "error": f"conversion failed: {common.exception_line(exc)}"}
     if not worst <= LITE_TOLERANCE:
         return {"file": None, "error": f"LiteRT outputs differ from the SavedModel's by "
                                        f"{worst:.3g} (> {LITE_TOLERANCE:g})"}

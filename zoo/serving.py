@@ -47,6 +47,7 @@ from typing import Optional
 import numpy as np
 
 from zoo.cli import number_type
+from zoo.common import atomic_write, exception_line
 from zoo.export import (INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME, ZOO_JSON,
                         latest_version, list_versions)
 
@@ -350,9 +351,7 @@ class Servable:
         except ImportError as exc:
             reason = f"OpenVINO is not installed ({exc})"
         except Exception as exc:  # a graph OpenVINO cannot read or compile
-            message = str(exc).strip().splitlines()
-            reason = (f"OpenVINO cannot run {LITE_FILE}: {type(exc).__name__}: "
-                      f"{message[0] if message else ''}")
+            reason = f"OpenVINO cannot run {LITE_FILE}: {exception_line(exc)}"
         if reason is None:
             # Output names: the LiteRT signature's tensor indices -> tensor names -> ports.
             tensor_names = {d["index"]: d["name"] for d in self._lite.get_tensor_details()}
@@ -414,8 +413,7 @@ class Servable:
         try:
             compiled(x)
         except Exception as exc:  # XLA cannot compile some graphs: fall back silently
-            message = str(exc).strip().splitlines()
-            self.jit_error = f"{type(exc).__name__}: {message[0] if message else ''}"
+            self.jit_error = exception_line(exc)
             if strict:
                 raise
             return
@@ -750,8 +748,6 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
 
 def _write_png_atomic(array, path):
     from PIL import Image
-
-    from zoo.common import atomic_write
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 

@@ -375,13 +375,14 @@ class Servable:
             x = np.random.default_rng(0).uniform(0, 255, (
                 2, *self._warmup_hw(), self.channels)).astype(self.input_dtype.as_numpy_dtype)
             lite, ov = self._runners["litert"](x), run(x)
-            worst = max((float(np.max(np.abs(lite[k] - ov[k]))) for k in lite
-                         if lite[k].dtype.kind == "f"), default=0.0)
             if {k: v.shape for k, v in ov.items()} != {k: v.shape for k, v in lite.items()}:
                 reason = "OpenVINO's outputs differ in shape from LiteRT's"
-            elif not worst <= LITE_TOLERANCE:
-                reason = (f"OpenVINO's outputs differ from LiteRT's by {worst:.2e} (more than "
-                          f"{LITE_TOLERANCE})")
+            else:
+                worst = max((float(np.max(np.abs(lite[k] - ov[k]))) for k in lite
+                             if lite[k].dtype.kind == "f"), default=0.0)
+                if not worst <= LITE_TOLERANCE:
+                    reason = (f"OpenVINO's outputs differ from LiteRT's by {worst:.2e} (more "
+                              f"than {LITE_TOLERANCE})")
         if reason is not None:
             if required:
                 raise ValueError(f"runtime='openvino' cannot be used for {self.path}: "

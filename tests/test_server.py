@@ -343,10 +343,13 @@ def test_pixel_arrays_parse_straight_to_numpy_only_when_regular(text, shape):
                                   np.array(json.loads(text), dtype=np.float64).tolist())
 
 
-def test_parse_body_fast_path_and_fallbacks(monkeypatch):
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "simdjson"])
+def test_parse_body_fast_path_and_fallbacks(monkeypatch, compiled):
     import orjson
 
     from zoo import server as srv
+    if not compiled:     # the compiled reader (zoo.jsonscan) off: simdjson reads the arrays
+        monkeypatch.setattr(srv, "_scan_pixels", lambda *args: None)
     x = np.random.RandomState(8).randint(0, 256, (24, 32, 32, 1))
     for body, where in ((orjson.dumps({"instances": x.tolist()}), ("instances",)),
                         (orjson.dumps({"inputs": x.tolist()}), ("inputs",)),
@@ -366,7 +369,11 @@ def test_parse_body_fast_path_and_fallbacks(monkeypatch):
         srv.parse_body(b'{"instances": [' + b"1," * 40000 + b"]")
     monkeypatch.setitem(sys.modules, "simdjson", None)      # not installed: orjson parses
     payload = srv.parse_body(orjson.dumps({"instances": x.tolist()}))
-    assert isinstance(payload["instances"], list) and np.array_equal(payload["instances"], x)
+    # ... what the compiled reader does not read (it needs no simdjson)
+    assert isinstance(payload["instances"], np.ndarray if compiled else list)
+    assert np.array_equal(payload["instances"], x)
+    payload = srv.parse_body(orjson.dumps({"inputs": {"images": x.tolist()}}))
+    assert isinstance(payload["inputs"]["images"], list)
 
 
 def test_parse_body_reuses_its_simdjson_parsers(monkeypatch):
@@ -375,6 +382,7 @@ def test_parse_body_reuses_its_simdjson_parsers(monkeypatch):
     from zoo import jsonarrays as ja
     from zoo import server as srv
     monkeypatch.setattr(ja, "_PARSERS", [])
+    monkeypatch.setattr(srv, "_scan_pixels", lambda *args: None)   # simdjson reads them all
     x = np.random.RandomState(9).randint(0, 256, (24, 32, 32, 1))
     body = orjson.dumps({"instances": x.tolist()})
     first = srv.parse_body(body)["instances"]
@@ -413,13 +421,14 @@ def test_parse_body_reuses_its_simdjson_parsers(monkeypatch):
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_json_bodies_parsed_in_parts_answer_alike(server, local):
     """create_app's parse workers: a pixel-list body parsed in parts answers like one parsed
-    whole; the workers start and stop with the application."""
+    whole -- integers by the compiled reader's threads, 17-digit decimals by the worker
+    processes; the workers start and stop with the application."""
     from fastapi.testclient import TestClient
 
     from zoo.server import create_app
     app = create_app(server["base"], parse_workers=1, preload=False)
     splitter = app.state.splitter
-    splitter.min_bytes = 0                                  # every body is cut
+    splitter.min_bytes = splitter.scan_min_bytes = 0        # every body is cut
     x = images(40, seed=32, size=32)
     url = "/v1/models/lenet5/versions/1:predict"
     want = local.predict(x)
@@ -428,7 +437,7 @@ def test_json_bodies_parsed_in_parts_answer_alike(server, local):
         for body in ({"instances": x.tolist()}, {"inputs": (x / 255.0).tolist()}):
             r = c.post(url, json=body)
             assert r.status_code == 200, r.text
-        assert splitter.parsed == 2
+        assert splitter.scanned == 1 and splitter.parsed == 1
         got = r.json()["outputs"]["probabilities"]
         np.testing.assert_allclose(got, local.predict(x / 255.0)["probabilities"], atol=1e-6)
         r = c.post(url, json={"instances": x.tolist()})
@@ -438,8 +447,8 @@ def test_json_bodies_parsed_in_parts_answer_alike(server, local):
         ragged[35][3] = ragged[35][3][:-1]                  # in the worker's part
         r = c.post(url, json={"instances": ragged})
         assert r.status_code == 400 and "regular numeric array" in r.json()["error"]
-        assert splitter.parsed == 3
-    assert not worker.process.is_alive() and splitter._pool == []
+        assert splitter.scanned == 2 and splitter.parsed == 1
+    assert not worker.process.is_alive() and splitter._pool == [] and splitter._threads is None
     assert create_app(server["base"], parse_workers=0).state.splitter.workers == 0
     for bad in (-1, "two", 1.5):
         with pytest.raises(ValueError, match=f"parse_workers must be 'auto' or a non-negative "
@@ -542,14 +551,19 @@ def test_small_pixel_bodies_take_the_fast_path_and_b64_bodies_skip_it(monkeypatc
     assert isinstance(parsed, np.ndarray) and np.array_equal(parsed, x)
     tiny = orjson.dumps({"instances": [[[[1]]]]})                  # below the threshold
     assert srv.parse_body(tiny) == {"instances": [[[[1]]]]}
-    calls = []
+    calls, scans = [], []
     monkeypatch.setattr(srv, "_read_pixels", lambda b: calls.append(b))
+    scan = srv._scan_pixels
+    monkeypatch.setattr(srv, "_scan_pixels", lambda *args: scans.append(scan(*args)))
     b64 = orjson.dumps({"instances": [{"b64": png_b64(x[0])}] * 4})
     assert len(b64) >= srv._FAST_JSON_BYTES
     assert srv.parse_body(b64)["instances"][0] == {"b64": png_b64(x[0])}
-    assert calls == []                                             # orjson's at once
+    assert calls == [] and scans == [None]        # refused by the compiled reader; orjson's
+    srv.parse_body(tiny)
+    assert len(scans) == 1                        # below the threshold: orjson's at once
     srv.parse_body(body)
-    assert calls == [body]
+    assert calls == [body] and len(scans) == 2    # (the spy returned None): simdjson's
+    assert np.array_equal(scans[1][1], x)
 
 
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")

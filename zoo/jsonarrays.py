@@ -336,17 +336,22 @@ class SplitParser:
     on a later call.
     """
 
-    def __init__(self, workers: int, *, min_bytes: int = 2 * 1024 * 1024):
+    def __init__(self, workers: int, *, min_bytes: int = 2 * 1024 * 1024,
+                 scan_min_bytes: int = 256 * 1024):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"workers must be a non-negative integer. Received: {workers!r}")
         self.workers = workers
         self.min_bytes = min_bytes
+        self.scan_min_bytes = scan_min_bytes
+        self._threads = None
         self._pool: list = []
         self._lock = threading.Lock()
         self._closed = False
         self.error: Optional[str] = None
-        #: bodies parsed in parts so far
+        #: bodies parsed in parts by the worker processes so far
         self.parsed = 0
+        #: bodies read in parts by the compiled reader's threads so far
+        self.scanned = 0
 
     def start(self) -> None:
         """Start the worker processes now (else the first large body starts them)."""
@@ -361,11 +366,40 @@ class SplitParser:
             except Exception as exc:  # no processes here: parse in the calling thread
                 self.error = f"worker processes could not start ({exc})"
 
+    def scan(self, body: bytes, dtype=None):
+        """``(key, array)`` for a body the compiled reader takes
+        (:func:`zoo.jsonscan.scan_body`: integers and short decimals), else ``None``; from
+        ``scan_min_bytes`` on its images are cut into ``workers + 1`` runs read at once, the
+        first in the calling thread, the others in this parser's threads (the reader
+        releases the GIL: no processes are needed for it)."""
+        from zoo import jsonscan
+        if self.workers and not self._closed and len(body) >= self.scan_min_bytes:
+            with self._lock:
+                if self._threads is None:
+                    from concurrent.futures import ThreadPoolExecutor
+                    self._threads = ThreadPoolExecutor(
+                        self.workers, thread_name_prefix="zoo-json-scan")
+                threads = self._threads
+            try:
+                parsed = jsonscan.scan_body(body, dtype, executor=threads,
+                                            parts=self.workers + 1)
+            except RuntimeError:    # closed meanwhile: read it in this thread
+                parsed = jsonscan.scan_body(body, dtype)
+            else:
+                if parsed is not None:
+                    self.scanned += 1
+            return parsed
+        return jsonscan.scan_body(body, dtype)
+
     def close(self) -> None:
-        """Stop the worker processes; :meth:`parse` returns ``None`` afterwards."""
+        """Stop the worker processes and threads; :meth:`parse` returns ``None`` and
+        :meth:`scan` reads in the calling thread afterwards."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, []
+            threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=True)
         for worker in pool:
             with worker.lock:
                 worker.stop()

@@ -1,0 +1,213 @@
+"""zoo.jsonscan: the compiled one-pass reader of JSON pixel lists, against orjson and simdjson."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import orjson
+import pytest
+
+pytest.importorskip("numba")
+
+from zoo import jsonscan as js  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def threads():
+    with ThreadPoolExecutor(3) as pool:
+        yield pool
+
+
+def body_of(x, key="instances", **dumps):
+    return json.dumps({key: x.tolist() if isinstance(x, np.ndarray) else x}, **dumps).encode()
+
+
+def pixels(n, seed=0, size=6, channels=3):
+    return np.random.RandomState(seed).randint(0, 256, (n, size, size, channels))
+
+
+def test_the_kernel_is_available_and_matches_its_constant():
+    from zoo import _jsonkernel
+    assert js.available() is None
+    assert js.MAX_DEPTH == _jsonkernel.MAX_DEPTH
+
+
+@pytest.mark.parametrize("dumps", [{}, {"separators": (",", ":")}, {"indent": 1},
+                                   {"indent": "\t"}], ids=["spaced", "compact", "indented",
+                                                           "tabs"])
+@pytest.mark.parametrize("parts", [1, 2, 4])
+def test_integer_pixels_read_exactly_in_any_layout(dumps, parts, threads):
+    x = pixels(7, seed=parts)
+    for key in ("instances", "inputs"):
+        body = body_of(x, key, **dumps)
+        got_key, array = js.scan_body(body, executor=threads, parts=parts)
+        assert got_key == key and array.dtype == np.int64 and array.shape == x.shape
+        assert np.array_equal(array, x)
+        for dtype in (np.float32, np.float64, np.float16, np.uint8):
+            _, array = js.scan_body(body, dtype, executor=threads, parts=parts)
+            assert array.dtype == dtype and np.array_equal(array, x.astype(dtype))
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4), (2, 1, 3, 1, 2), (1, 1, 1, 1, 1, 1, 1, 2)])
+def test_every_depth_up_to_the_limit(shape):
+    x = np.arange(int(np.prod(shape))).reshape(shape) - 7
+    key, array = js.scan_body(body_of(x))
+    assert array.shape == shape and np.array_equal(array, x)
+    if len(shape) == js.MAX_DEPTH:   # one more dimension: left to the general parsers
+        assert js.scan_body(body_of(x[None])) is None
+
+
+def test_decimals_round_like_python_and_numpy():
+    """Every decimal the kernel takes is the correctly rounded double (Python's float) and,
+    as float32, numpy's rounding of that double -- what simdjson's path gives."""
+    rng = np.random.RandomState(3)
+    texts = []
+    for _ in range(4000):
+        digits = rng.randint(1, 16)
+        mantissa = rng.randint(0, 10 ** min(digits, 15), dtype=np.int64)
+        point = rng.randint(0, digits + 1)
+        s = str(mantissa).rjust(point + 1, "0")
+        text = (s[:len(s) - point] + "." + s[len(s) - point:]) if point else s
+        if rng.rand() < 0.3:
+            text += rng.choice(["e", "E"]) + rng.choice(["", "+", "-"]) + str(rng.randint(0, 8))
+        if rng.rand() < 0.5:
+            text = "-" + text
+        texts.append(text)
+    texts += ["0.1", "0.2", "0.3", "1e22", "1e-22", "9007199254740992e0", "-0.0", "0.0",
+              "2.5e-3", "123456789012345e7", "0.000000000000001"]
+    body = ('{"inputs": [' + ", ".join(texts) + "]}").encode()
+    _, got = js.scan_body(body)
+    want = np.array([float(t) for t in texts])
+    assert got.dtype == np.float64
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))    # bit for bit, -0.0 too
+    _, got32 = js.scan_body(body, np.float32)
+    assert np.array_equal(got32.view(np.int32), want.astype(np.float32).view(np.int32))
+
+
+def test_integers_and_a_decimal_give_float64_when_exact(threads):
+    x = pixels(6, seed=4).tolist()
+    x[5][0][0][0] = 0.5                     # in the last part
+    _, array = js.scan_body(body_of(x), executor=threads, parts=3)
+    assert array.dtype == np.float64 and array[5, 0, 0, 0] == 0.5
+    assert np.array_equal(array[:5], np.asarray(x[:5]))
+    _, big = js.scan_body(b'{"instances": [999999999999999999, -5]}')     # 18 digits
+    assert big.dtype == np.int64 and big.tolist() == [999999999999999999, -5]
+
+
+@pytest.mark.parametrize("text", [
+    "1234567890123456789",          # 19 digits
+    "0.12345678901234567",          # 17 significant digits (a float64 repr)
+    "1e23", "1e-23", "1.5e300",     # beyond 10**22
+    "9007199254740993.0",           # mantissa beyond 2**53
+], ids=["19-digits", "17-significant", "1e23", "1e-23", "1.5e300", "beyond-2**53"])
+def test_numbers_beyond_the_fast_path_are_left_to_the_general_parsers(text):
+    assert js.scan_body(f'{{"instances": [[1, 2], [3, {text}]]}}'.encode()) is None
+    assert js.scan_body(f'{{"instances": [[1, 2], [3, {text}]]}}'.encode(), np.float32) is None
+
+
+@pytest.mark.parametrize("body", [
+    '{"instances": []}', '{"instances": [[]]}', '{"instances": [[1], []]}',
+    '{"instances": [1, 2,]}', '{"instances": [1 2]}', '{"instances": [,1]}',
+    '{"instances": [01]}', '{"instances": [-]}', '{"instances": [1.]}', '{"instances": [.5]}',
+    '{"instances": [1e]}', '{"instances": [+1]}', '{"instances": [1e+]}',
+    '{"instances": [-01]}', '{"instances": [0x10]}', '{"instances": [NaN]}',
+    '{"instances": [Infinity]}', '{"instances": [true]}', '{"instances": [null]}',
+    '{"instances": ["1"]}', '{"instances": [{"b64": "aa"}]}',
+    '{"instances": [[1, 2], [3]]}', '{"instances": [[1, 2], 3]}', '{"instances": [1, [2]]}',
+    '{"instances": [[1, 2], [[3, 4]]]}', '{"instances": [[1, 2]], [3]}',
+    '{"instances": [[1, 2]]]}', '{"instances": [[1, 2]}', '{"instances": [1]',
+    '{"instances": [1]}x', '{"instances": [1], "signature_name": "a"}',
+    '{"signature_name": "a", "instances": [1]}', '{"inputs": {"x": [1]}}', '[1, 2]',
+    '{"instances": [1\x00]}', '{"instances": [1\x0b]}', '{"instances": [1\u00a0]}',
+], ids=lambda b: b[13:30])
+def test_everything_else_is_left_to_the_general_parsers(body, threads):
+    data = body.encode()
+    assert js.scan_body(data) is None
+    assert js.scan_body(data, np.float32, executor=threads, parts=2) is None
+
+
+def test_parts_must_agree(threads):
+    """Each run is regular alone; the runs must also agree with each other."""
+    x = pixels(4, seed=5)
+    good = body_of(x)
+    assert np.array_equal(js.scan_body(good, executor=threads, parts=2)[1], x)
+    other_size = body_of(x[:2].tolist() + pixels(2, seed=6, size=5).tolist())
+    assert js.scan_body(other_size, executor=threads, parts=2) is None
+    assert js.scan_body(other_size) is None
+    ragged = x.tolist()
+    ragged[3][2][1] = [1, 2]                  # in the last run only
+    assert js.scan_body(body_of(ragged), executor=threads, parts=2) is None
+
+
+def test_whatever_the_kernel_takes_is_json_of_the_same_numbers():
+    """Random edits of small bodies: whenever the kernel reads one, orjson reads the same
+    body to the same regular array (the kernel never takes what JSON does not say)."""
+    rng = random.Random(7)
+    alphabet = b"0123456789-+.eE[], \n\t\r{}\"ax"
+    seeds = [body_of(pixels(2, seed=8, size=2, channels=2)), body_of([[1.5, -2], [3e2, 0]]),
+             body_of([1, 2, 3], separators=(",", ":")), body_of([[[-0.25]]])]
+    taken = refused = 0
+    for _ in range(6000):
+        body = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            op, at = rng.random(), rng.randrange(len(body))
+            if op < 0.4:
+                body[at] = rng.choice(alphabet)
+            elif op < 0.7:
+                body.insert(at, rng.choice(alphabet))
+            else:
+                del body[at]
+        body = bytes(body)
+        got = js.scan_body(body)
+        if got is None:
+            refused += 1
+            continue
+        taken += 1
+        doc = orjson.loads(body)                 # raises if the kernel took invalid JSON
+        ((key, value),) = doc.items()
+        want = np.asarray(value)
+        assert key == got[0] and want.dtype != object and want.shape == got[1].shape, body
+        assert np.array_equal(want, got[1]), body
+        assert (want.dtype.kind == "i") == (got[1].dtype.kind == "i"), body
+    assert taken > 100 and refused > 100
+
+
+def test_without_numba_nothing_is_read(monkeypatch):
+    monkeypatch.setattr(js, "_KERNEL", None)
+    monkeypatch.setattr(js, "_KERNEL_ERROR", None)
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.delitem(sys.modules, "zoo._jsonkernel", raising=False)
+    assert "ModuleNotFoundError" in js.available() or "ImportError" in js.available()
+    assert js.scan_body(body_of(pixels(2))) is None
+
+
+def test_split_parser_scans_large_bodies_on_its_threads():
+    from zoo.jsonarrays import SplitParser
+    s = SplitParser(2, scan_min_bytes=1000)
+    try:
+        x = pixels(9, seed=9)
+        key, array = s.scan(body_of(x), np.float32)
+        assert key == "instances" and array.dtype == np.float32 and np.array_equal(array, x)
+        assert s.scanned == 1 and s._threads is not None and s._pool == []   # no processes
+        small = body_of(pixels(1, size=2))
+        assert len(small) < 1000 and np.array_equal(s.scan(small)[1], pixels(1, size=2))
+        assert s.scanned == 1                                  # read in the calling thread
+        assert s.scan(b'{"instances": [[1, 2], [3]]}' + b" " * 1000) is None
+    finally:
+        s.close()
+    assert s._threads is None
+    assert np.array_equal(s.scan(body_of(x))[1], x)           # after close: this thread
+    assert s.scanned == 1
+
+
+def test_from_zoo_import_jsonscan_loads_no_tensorflow():
+    code = ("import sys; from zoo import jsonscan; assert jsonscan.available() is None; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         check=True).stdout.split()
+    assert out == ["False", "False"]

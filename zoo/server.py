@@ -12,8 +12,9 @@ version answers unless one is named. The model directory is rescanned on every r
 load lazily, once, in a worker thread; predictions and JSON encoding run in the thread pool,
 except for requests their model is measured to answer within a few milliseconds, which are
 answered on the event loop (:class:`InlinePolicy`). Requests that arrive while their model is
-busy are batched (:class:`RequestBatcher`); large JSON pixel-list bodies are parsed in parts
-by worker processes (:class:`zoo.jsonarrays.SplitParser`). Every client error is a 4xx answer
+busy are batched (:class:`RequestBatcher`); JSON pixel-list bodies are read by compiled code
+(:mod:`zoo.jsonscan`) or simdjson, large ones in parts by threads or worker processes
+(:class:`zoo.jsonarrays.SplitParser`). Every client error is a 4xx answer
 ``{"error": "..."}``.
 
 Built on FastAPI and uvicorn (the ``serve`` extra).
@@ -629,7 +630,7 @@ def dumps(answer) -> bytes:
 # The application.
 
 def parse_workers_for(parse_workers) -> int:
-    """The number of JSON parsing worker processes ``parse_workers`` asks for: ``"auto"`` is
+    """The number of JSON parsing workers ``parse_workers`` asks for: ``"auto"`` is
     one fewer than the usable CPUs, at most 3 (none on one CPU)."""
     if parse_workers == "auto":
         from zoo.serving import _usable_cpus
@@ -651,10 +652,12 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         max_request_bytes: larger request bodies are refused with 413.
         jit_compile, runtime: passed to :func:`zoo.serving.load`.
         preload: load the newest version of every model at start-up.
-        parse_workers: worker processes that parse large JSON pixel-list bodies in parts
-            beside the request's thread (:class:`zoo.jsonarrays.SplitParser`); ``"auto"``:
-            one fewer than the usable CPUs, at most 3; 0: none. Started with the
-            application, or by the first such body.
+        parse_workers: threads of the compiled reader (:mod:`zoo.jsonscan`) and worker
+            processes for simdjson (bodies it does not take) that parse large JSON
+            pixel-list bodies in parts beside the request's thread
+            (:class:`zoo.jsonarrays.SplitParser`); ``"auto"``: one fewer than the usable
+            CPUs, at most 3; 0: none. The processes start with the application, or with the
+            first such body.
         max_batch: concurrent requests' images are combined into batches of up to this
             many (:class:`RequestBatcher`: only while the model is busy, no waiting added);
             0 or 1: every request runs on its own.

@@ -896,9 +896,10 @@ def configure_serve(parser):
                         help=_RUNTIME_HELP)
     parser.add_argument("--parse-workers", type=_parse_workers_arg, default="auto",
                         metavar="N|auto",
-                        help="worker processes that parse large JSON pixel-list bodies in "
-                             "parts beside the request's thread (default auto: one fewer "
-                             "than the usable CPUs, at most 3; 0: none)")
+                        help="threads (and, for bodies the compiled reader does not "
+                             "take, worker processes) that parse large JSON pixel-list "
+                             "bodies in parts beside the request's thread (default auto: "
+                             "one fewer than the usable CPUs, at most 3; 0: none)")
     parser.add_argument("--max-batch-size", type=_count_arg, default=64, metavar="N",
                         help="combine the images of requests that arrive while the model "
                              "is busy into batches of up to N (default 64; 0 or 1: run every "

@@ -30,9 +30,9 @@ __all__ = ["MAX_DEPTH", "available", "scan_body", "scan_elements"]
 
 #: The most dimensions of an array read (a batch of images has 4; the kernel's constant).
 MAX_DEPTH = 8
-#: Kernel answers below zero: not read here (malformed, irregular, another form); a number
-#: beyond the fast path; a decimal in an integer-only read.
-_REFUSED, _BEYOND, _DECIMAL = -1, -2, -3
+#: The kernel's answer for a decimal in an integer-only read (its other answers below zero:
+#: -1 malformed, irregular or another form; -2 a number beyond the fast path).
+_DECIMAL = -3
 #: The kernel's output dtypes; other dtypes are read exactly and cast.
 _OUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64))
 

@@ -211,3 +211,31 @@ def test_from_zoo_import_jsonscan_loads_no_tensorflow():
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_the_kernel_compiles_without_a_cache_directory(monkeypatch):
+    """numba refuses cache=True where it has no writable directory for its cache: the
+    kernel is then compiled in each process instead."""
+    import importlib
+
+    import numba
+
+    from zoo import _jsonkernel
+    njit = numba.njit
+
+    def no_cache(*args, **kwargs):
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function '_scan': no locator available")
+        return njit(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", no_cache)
+    try:
+        module = importlib.reload(_jsonkernel)
+        out, shape = np.empty(4, np.float32), np.empty(js.MAX_DEPTH + 1, np.int64)
+        assert module.scan(np.frombuffer(b"[1, 2], [3, 4]", np.uint8), 0, 14, out, shape,
+                           False) == (1, 4)
+        assert out.tolist() == [1, 2, 3, 4] and shape[:2].tolist() == [2, 2]
+        assert type(module.scan._cache).__name__ == "NullCache"      # numba's "no cache"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(_jsonkernel)

@@ -9,8 +9,7 @@ MAX_DEPTH = 8
 POWERS = np.array([10.0 ** i for i in range(23)])
 
 
-@numba.njit(nogil=True, cache=True)
-def scan(buf, begin, end, out, shape, ints_only):   # pragma: no cover (compiled)
+def _scan(buf, begin, end, out, shape, ints_only):   # pragma: no cover (compiled)
     """The elements of a JSON array, ``buf[begin:end]`` without its brackets, into
     ``out``; ``shape[0..depth]`` their shape. Returns ``(leaf depth or a code < 0, count
     of numbers)``."""
@@ -134,3 +133,9 @@ def scan(buf, begin, end, out, shape, ints_only):   # pragma: no cover (compiled
         return -1, n
     shape[0] = counts[0]
     return leaf, n
+
+
+try:
+    scan = numba.njit(nogil=True, cache=True)(_scan)
+except RuntimeError:    # no writable directory for numba's cache: compiled in each process
+    scan = numba.njit(nogil=True)(_scan)

@@ -328,12 +328,13 @@ class _Worker:
 
 class SplitParser:
     """Parses a large ``{"instances" | "inputs": [...]}`` body of numbers in parts at once:
-    the calling thread parses the first run of images, ``workers`` worker processes (started
-    on first use, or by :meth:`start`) one run each.
+    the calling thread reads the first run of images, ``workers`` helpers one run each.
 
-    A call uses the workers that are free at that moment (none free: ``parse`` returns
-    ``None`` and the caller parses the whole body itself). A worker that fails is replaced
-    on a later call.
+    :meth:`scan` is the compiled reader (:mod:`zoo.jsonscan`, integers and short decimals)
+    on ``workers`` threads, :meth:`parse` simdjson on ``workers`` worker processes (started
+    on first use, or by :meth:`start`) for the bodies it leaves. A ``parse`` call uses the
+    processes that are free at that moment (none free: it returns ``None`` and the caller
+    parses the whole body itself). A worker that fails is replaced on a later call.
     """
 
     def __init__(self, workers: int, *, min_bytes: int = 2 * 1024 * 1024,

@@ -302,7 +302,11 @@ def _client_session(clients):
 async def _burst(url, body, requests, clients, expect):
     """Send ``requests`` POSTs from ``clients`` concurrent clients over connections opened
     beforehand; returns the latencies and the wall time of the requests, in seconds. Every
-    answer is read and (``expect``: its number of predictions) checked, as a client would."""
+    answer is read and (``expect``: its number of predictions) checked, as a client would,
+    with orjson (the server's own dependency): the ``json`` module took 2.0 ms alone and ~5
+    ms beside the server per ResNet-50 batch-32 answer (32,000 probabilities, 340 KB),
+    orjson 0.5 ms alone."""
+    import orjson
     latencies = []
     todo = iter(range(requests))
     async with _client_session(clients) as session:
@@ -323,7 +327,7 @@ async def _burst(url, body, requests, clients, expect):
                 if r.status != 200:
                     raise RuntimeError(f"HTTP {r.status}: {data[:200].decode(errors='replace')}")
                 if expect is not None:
-                    n = len(json.loads(data)["predictions"])
+                    n = len(orjson.loads(data)["predictions"])
                     if n != expect:
                         raise RuntimeError(f"{n} predictions for {expect} images")
         start = time.perf_counter()

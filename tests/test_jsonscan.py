@@ -98,15 +98,23 @@ def test_integers_and_a_decimal_give_float64_when_exact(threads):
     assert big.dtype == np.int64 and big.tolist() == [999999999999999999, -5]
 
 
-@pytest.mark.parametrize("text", [
-    "1234567890123456789",          # 19 digits
-    "0.12345678901234567",          # 17 significant digits (a float64 repr)
-    "1e23", "1e-23", "1.5e300",     # beyond 10**22
-    "9007199254740993.0",           # mantissa beyond 2**53
-], ids=["19-digits", "17-significant", "1e23", "1e-23", "1.5e300", "beyond-2**53"])
-def test_numbers_beyond_the_fast_path_are_left_to_the_general_parsers(text):
-    assert js.scan_body(f'{{"instances": [[1, 2], [3, {text}]]}}'.encode()) is None
-    assert js.scan_body(f'{{"instances": [[1, 2], [3, {text}]]}}'.encode(), np.float32) is None
+@pytest.mark.parametrize("text, into_float32", [
+    ("1234567890123456789", False),     # 19 digits
+    ("0.12345678901234567", True),      # 17 significant digits (a float64 repr)
+    ("1e23", False), ("1e-23", False), ("1.5e300", False),     # beyond 10**22
+    ("9007199254740993.0", True),       # mantissa beyond 2**53
+    ("1234567890.1234567891", False),   # 20 significant digits
+], ids=["19-digits", "17-significant", "1e23", "1e-23", "1.5e300", "beyond-2**53",
+        "20-significant"])
+def test_numbers_beyond_the_fast_path_are_left_to_the_general_parsers(text, into_float32):
+    """... except long decimals into float32 (test_long_decimals_round_like_numpy_...)."""
+    body = f'{{"instances": [[1, 2], [3, {text}]]}}'.encode()
+    assert js.scan_body(body) is None and js.scan_body(body, np.float64) is None
+    got = js.scan_body(body, np.float32)
+    if into_float32:
+        assert got[1][1, 1] == np.float32(float(text))
+    else:
+        assert got is None
 
 
 @pytest.mark.parametrize("body", [
@@ -149,7 +157,8 @@ def test_whatever_the_kernel_takes_is_json_of_the_same_numbers():
     rng = random.Random(7)
     alphabet = b"0123456789-+.eE[], \n\t\r{}\"ax"
     seeds = [body_of(pixels(2, seed=8, size=2, channels=2)), body_of([[1.5, -2], [3e2, 0]]),
-             body_of([1, 2, 3], separators=(",", ":")), body_of([[[-0.25]]])]
+             body_of([1, 2, 3], separators=(",", ":")), body_of([[[-0.25]]]),
+             body_of([[0.12345678901234567, 2], [3, 4.5e-7]])]
     taken = refused = 0
     for _ in range(6000):
         body = bytearray(rng.choice(seeds))
@@ -162,17 +171,24 @@ def test_whatever_the_kernel_takes_is_json_of_the_same_numbers():
             else:
                 del body[at]
         body = bytes(body)
-        got = js.scan_body(body)
-        if got is None:
+        got, as_float32 = js.scan_body(body), js.scan_body(body, np.float32)
+        if got is None and as_float32 is None:
             refused += 1
             continue
         taken += 1
         doc = orjson.loads(body)                 # raises if the kernel took invalid JSON
         ((key, value),) = doc.items()
         want = np.asarray(value)
-        assert key == got[0] and want.dtype != object and want.shape == got[1].shape, body
-        assert np.array_equal(want, got[1]), body
-        assert (want.dtype.kind == "i") == (got[1].dtype.kind == "i"), body
+        assert want.dtype != object, body
+        if got is not None:
+            assert key == got[0] and want.shape == got[1].shape, body
+            assert np.array_equal(want, got[1]), body
+            assert (want.dtype.kind == "i") == (got[1].dtype.kind == "i"), body
+            assert as_float32 is not None, body
+        if as_float32 is not None:             # long decimals too
+            assert key == as_float32[0], body
+            assert np.array_equal(as_float32[1],
+                                  want.astype(np.float64).astype(np.float32)), body
     assert taken > 100 and refused > 100
 
 
@@ -233,9 +249,63 @@ def test_the_kernel_compiles_without_a_cache_directory(monkeypatch):
         module = importlib.reload(_jsonkernel)
         out, shape = np.empty(4, np.float32), np.empty(js.MAX_DEPTH + 1, np.int64)
         assert module.scan(np.frombuffer(b"[1, 2], [3, 4]", np.uint8), 0, 14, out, shape,
-                           False) == (1, 4)
+                           False, True) == (1, 4)
         assert out.tolist() == [1, 2, 3, 4] and shape[:2].tolist() == [2, 2]
         assert type(module.scan._cache).__name__ == "NullCache"      # numba's "no cache"
     finally:
         monkeypatch.undo()
         importlib.reload(_jsonkernel)
+
+
+def test_long_decimals_round_like_numpy_into_float32():
+    """Decimals of 16-18 significant digits (Python's repr of a float64) are read into
+    float32 as numpy rounds the correctly rounded double; into float64, and near a float32
+    rounding tie, they are left to simdjson."""
+    rng = np.random.RandomState(11)
+    values = np.concatenate([
+        rng.rand(3000), rng.randint(0, 256, 3000) / 255.0, rng.rand(3000) * 255,
+        (rng.rand(3000) * 255).astype(np.float32).astype(np.float64),
+        -rng.rand(3000) * 1e6, 1e-4 + rng.rand(3000) * 1e-3])
+    texts = [repr(float(v)) for v in values]
+    body = ('{"instances": [' + ", ".join(texts) + "]}").encode()
+    _, got = js.scan_body(body, np.float32)
+    want = np.array([float(t) for t in texts]).astype(np.float32)
+    assert np.array_equal(got.view(np.int32), want.view(np.int32))
+    assert js.scan_body(body) is None and js.scan_body(body, np.float64) is None
+    # Exactly between two float32s (a double, written exactly in <= 17 digits) and next to
+    # such a tie: read as numpy rounds them, or left to simdjson -- never rounded the other way.
+    floats = rng.rand(2000).astype(np.float32) * np.float32(100)
+    ties = (floats.astype(np.float64) + np.nextafter(floats, np.float32(1e9)).astype(
+        np.float64)) / 2
+    near = [np.nextafter(t, t + (1 if i % 2 else -1)) for i, t in enumerate(ties)]
+    long = 0
+    for v in list(ties) + near:
+        text = repr(float(v))
+        got = js.scan_body(f'{{"inputs": [{text}]}}'.encode(), np.float32)
+        digits = text.split("e")[0].replace(".", "").lstrip("-0")
+        if int(digits) > 2 ** 53:       # read approximately: must be left alone
+            long += 1
+            assert got is None, text
+        else:                           # read exactly: numpy's rounding, ties to even
+            assert got[1].view(np.int32)[0] == np.float32(float(text)).view(np.int32), text
+    assert long > 1000
+
+
+def test_too_little_room_is_read_again_with_enough(monkeypatch, threads):
+    """The output's room is estimated from a range's first bytes; a range holding more
+    numbers than that is read again with room for the most it can hold."""
+    x = pixels(5, seed=12)
+    body = body_of(x)
+    estimates = []
+    monkeypatch.setattr(js, "_room", lambda buf, b, e: estimates.append(e - b) or 7)
+    for parts in (1, 3):
+        for dtype in (None, np.float32):
+            key, array = js.scan_body(body, dtype, executor=threads, parts=parts)
+            assert np.array_equal(array, x)
+    assert len(estimates) == 2 * (1 + 3)                    # then the bound of every range
+    # Short numbers first, long ones later: the estimate from the start falls short.
+    monkeypatch.undo()
+    mixed = [[1] * 30000 + [123456789] * 30000]
+    _, array = js.scan_body(body_of(mixed))
+    assert np.array_equal(array, mixed)
+    assert js._room(np.frombuffer(body_of(mixed), np.uint8), 15, 100000) < 60000

@@ -9,11 +9,15 @@ MAX_DEPTH = 8
 POWERS = np.array([10.0 ** i for i in range(23)])
 
 
-def _scan(buf, begin, end, out, shape, ints_only):   # pragma: no cover (compiled)
+def _scan(buf, begin, end, out, shape, ints_only, to_float32):   # pragma: no cover
     """The elements of a JSON array, ``buf[begin:end]`` without its brackets, into
     ``out``; ``shape[0..depth]`` their shape. Returns ``(leaf depth or a code < 0, count
-    of numbers)``."""
+    of numbers)``; -4: ``out`` is too short. ``to_float32``: ``out`` is float32, and
+    decimals of 16-18 significant digits are read too (see below)."""
     counts = np.zeros(MAX_DEPTH + 1, np.int64)
+    room = len(out)
+    scratch = np.empty(1, np.float64)
+    bits = scratch.view(np.uint64)
     for d in range(MAX_DEPTH + 1):
         shape[d] = -1
     depth = 0
@@ -64,6 +68,8 @@ def _scan(buf, begin, end, out, shape, ints_only):   # pragma: no cover (compile
             leaf = depth
         elif depth != leaf:     # numbers beside arrays
             return -1, n
+        if n >= room:           # more numbers than the caller's estimate made room for
+            return -4, n
         mantissa = 0
         digits = 0              # significant digits in the mantissa
         if c == 48:             # 0: no digit may follow
@@ -114,13 +120,24 @@ def _scan(buf, begin, end, out, shape, ints_only):   # pragma: no cover (compile
         if decimal:
             if ints_only:
                 return -3, n
-            if mantissa > 9007199254740992 or exponent < -22 or exponent > 22:
+            if exponent < -22 or exponent > 22:
                 return -2, n
             value = float(mantissa)
             if exponent < 0:
                 value = value / POWERS[-exponent]
             else:
                 value = value * POWERS[exponent]
+            if mantissa > 9007199254740992:
+                # Two roundings (the mantissa, then the division or product): ``value`` is
+                # within ~2.5 ulps of the correctly rounded double, so both round to the
+                # same float32 unless a float32 midpoint (low 29 bits 0x10000000) lies
+                # within a few ulps -- or the value nears float32's largest.
+                if not to_float32:
+                    return -2, n
+                scratch[0] = value
+                low = np.int64(bits[0] & np.uint64(0x1FFFFFFF))
+                if abs(low - 0x10000000) <= 8 or value > 1e38:
+                    return -2, n
             out[n] = -value if negative else value
         elif negative and mantissa == 0 and not ints_only:
             out[n] = -0.0               # -0 as a float, as Python and simdjson read it

@@ -9,11 +9,14 @@ core against ~63 ms. It releases the GIL, so a large body's images are read in p
 threads at once (:func:`scan_body`).
 
 What it reads: a body that is exactly ``{"instances": [...]}`` or ``{"inputs": [...]}`` (white
-space anywhere JSON allows it) whose array is regular, of at most :data:`MAX_DEPTH` dimensions, of
-integers of up to 18 digits, or of decimals whose digits make a number of at most 2**53 and
-whose power of ten is within 10**±22 (each then one correctly rounded division or
-multiplication, as every JSON parser's fast path). Anything else -- other keys, b64 images,
-longer decimals, malformed or ragged arrays -- gives ``None`` and the general parsers answer
+space anywhere JSON allows it) whose array is regular, of at most :data:`MAX_DEPTH`
+dimensions, of integers of up to 18 digits, or of decimals whose power of ten is within
+10**±22 and whose digits make a number of at most 2**53 (each then one correctly rounded
+division or multiplication, as every JSON parser's fast path) -- or, into float32, of up to
+18 digits (Python's repr of a float64): approximated within a few ulps of the correctly
+rounded double, which rounds to the same float32 unless a float32 rounding tie lies that
+close, and then the body is left to simdjson. Anything else -- other keys, b64 images,
+longer numbers, malformed or ragged arrays -- gives ``None`` and the general parsers answer
 it, with their error messages.
 """
 
@@ -30,9 +33,14 @@ __all__ = ["MAX_DEPTH", "available", "scan_body", "scan_elements"]
 
 #: The most dimensions of an array read (a batch of images has 4; the kernel's constant).
 MAX_DEPTH = 8
-#: The kernel's answer for a decimal in an integer-only read (its other answers below zero:
-#: -1 malformed, irregular or another form; -2 a number beyond the fast path).
-_DECIMAL = -3
+#: The kernel's answers for a decimal in an integer-only read and for an output too short
+#: (its other answers below zero: -1 malformed, irregular or another form; -2 a number beyond
+#: the fast path).
+_DECIMAL, _NO_ROOM = -3, -4
+#: The output's room is estimated from the numbers in a range's first bytes (this many),
+#: with this margin; a range that holds more is read again with room for the most it can.
+_SAMPLE_BYTES = 64 * 1024
+_ROOM_MARGIN = 1.5
 #: The kernel's output dtypes; other dtypes are read exactly and cast.
 _OUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64))
 
@@ -74,6 +82,15 @@ def warm_up(dtypes=(np.float32,)) -> None:
         scan_elements(b"[1.5]", 1, 4, dtype)
 
 
+def _room(buf, begin: int, end: int) -> int:
+    """How many numbers ``buf[begin:end]`` probably holds, with :data:`_ROOM_MARGIN`: from
+    the commas among its first :data:`_SAMPLE_BYTES` (every number but the last is followed
+    by one)."""
+    sample = buf[begin:min(end, begin + _SAMPLE_BYTES)]
+    commas = int(np.count_nonzero(sample == 44)) + 1
+    return int((end - begin) * commas / max(len(sample), 1) * _ROOM_MARGIN) + 16
+
+
 def _out_dtype(dtype, ints_only):
     if dtype is not None and np.dtype(dtype) in _OUT_DTYPES[:2]:
         return np.dtype(dtype)
@@ -87,22 +104,36 @@ def _scan_ranges(buf, ranges, dtype, executor):
     if kernel is None:
         return None
     exact = dtype is None or np.dtype(dtype) not in _OUT_DTYPES[:2]
-    for ints_only in ((True, False) if exact else (False,)):
+    ints_only, estimate = exact, True
+    while True:
         out_dtype = _out_dtype(dtype, ints_only)
-        bounds = [(end - begin + 1) // 2 for begin, end in ranges]   # numbers in a range
+        to_float32 = out_dtype == np.float32
+        # Room for the numbers of each range: at most (its length + 1) // 2; usually far
+        # fewer (~2.6 bytes a number for spaced pixels, ~21 for float64 reprs), so first
+        # as many as its first bytes promise. A large fresh allocation costs its page
+        # faults (100 MB: 12 ms, and up to 175 ms when two threads fault it at once).
+        bounds = [(end - begin + 1) // 2 for begin, end in ranges]
+        if estimate:
+            bounds = [min(bound, _room(buf, begin, end)) for bound, (begin, end)
+                      in zip(bounds, ranges)]
         starts = np.cumsum([0] + bounds)
         out = np.empty(int(starts[-1]), out_dtype)
         shapes = [np.empty(MAX_DEPTH + 1, np.int64) for _ in ranges]
 
         def run(i, out=out, shapes=shapes):
             begin, end = ranges[i]
-            return kernel(buf, begin, end, out[starts[i]:starts[i + 1]], shapes[i], ints_only)
+            return kernel(buf, begin, end, out[starts[i]:starts[i + 1]], shapes[i], ints_only,
+                          to_float32)
 
         futures = [executor.submit(run, i) for i in range(1, len(ranges))]
         results = [run(0)] + [f.result() for f in futures]
         codes = [code for code, _ in results]
+        if _NO_ROOM in codes and estimate:
+            estimate = False                # more numbers than estimated: read again
+            continue
         if _DECIMAL in codes and ints_only:
-            continue                        # decimals among them: read again as float64
+            ints_only = False               # decimals among them: read again as float64
+            continue
         if min(codes) < 0 or len(set(codes)) != 1:
             return None
         leaf = codes[0]
@@ -120,7 +151,6 @@ def _scan_ranges(buf, ranges, dtype, executor):
         if dtype is not None and array.dtype != np.dtype(dtype):
             array = array.astype(dtype)
         return array
-    return None
 
 
 def scan_elements(text, begin: int, end: int, dtype=None) -> Optional[np.ndarray]:

@@ -162,26 +162,26 @@ _OPENERS = re.compile(rb"(?:\s*\[)+")
 _TAIL_BYTES = 64
 
 
-def split_points(body: bytes, parts: int):
-    """Where to cut ``body``, ``{"instances" | "inputs": [e1, e2, ...]}`` whose elements are
-    arrays, into ``parts`` runs of whole elements.
-
-    Returns:
-        ``(key, [(start, end), ...])``: byte ranges of the element runs (without the
-        enclosing brackets and the commas between runs), or ``None`` when the body has
-        another form, or too few elements. The cuts are found textually, after an element
-        depth's worth of closing brackets (white space between them allowed) and a comma;
-        a body that is not a regular array may be cut anywhere, and then its parts fail
-        :func:`parse_array`.
-    """
+def array_span(body: bytes):
+    """``(key, start, end)`` for a body ``{"instances" | "inputs": [...]}``: its key and the
+    byte range between its array's brackets; ``None`` for a body of another form."""
     opening = _OPENING.match(body)
-    if opening is None or parts < 2:
+    if opening is None:
         return None
-    tail_start = max(opening.end(), len(body) - _TAIL_BYTES)
-    closing = _CLOSING.search(body, tail_start)
+    closing = _CLOSING.search(body, max(opening.end(), len(body) - _TAIL_BYTES))
     if closing is None:
         return None
-    start, end = opening.end(), closing.start()
+    return opening.group(1).decode(), opening.end(), closing.start()
+
+
+def cut_runs(body: bytes, start: int, end: int, parts: int):
+    """Byte ranges of up to ``parts`` runs of whole elements of the array whose elements lie
+    in ``body[start:end]`` (without the commas between runs); ``None`` when the elements
+    are not arrays, or too few to cut. The cuts are found textually, after an element
+    depth's worth of closing brackets (white space between them allowed) and a comma; an
+    array that is not regular may be cut anywhere, and then its parts fail to parse."""
+    if parts < 2:
+        return None
     openers = _OPENERS.match(body, start, end)
     if openers is None:  # the elements are not arrays
         return None
@@ -197,7 +197,26 @@ def split_points(body: bytes, parts: int):
     if not ranges:
         return None
     ranges.append((begin, end))
-    return opening.group(1).decode(), ranges
+    return ranges
+
+
+def split_points(body: bytes, parts: int):
+    """Where to cut ``body``, ``{"instances" | "inputs": [e1, e2, ...]}`` whose elements are
+    arrays, into ``parts`` runs of whole elements.
+
+    Returns:
+        ``(key, [(start, end), ...])``: byte ranges of the element runs (without the
+        enclosing brackets and the commas between runs), or ``None`` when the body has
+        another form, or too few elements (:func:`array_span`, :func:`cut_runs`); a body
+        that is not a regular array may be cut anywhere, and then its parts fail
+        :func:`parse_array`.
+    """
+    span = array_span(body)
+    if span is None:
+        return None
+    key, start, end = span
+    ranges = cut_runs(body, start, end, parts)
+    return None if ranges is None else (key, ranges)
 
 
 class NoBufferRoom(Exception):
@@ -330,8 +349,8 @@ class SplitParser:
     """Parses a large ``{"instances" | "inputs": [...]}`` body of numbers in parts at once:
     the calling thread reads the first run of images, ``workers`` helpers one run each.
 
-    :meth:`scan` is the compiled reader (:mod:`zoo.jsonscan`, integers and short decimals)
-    on ``workers`` threads, :meth:`parse` simdjson on ``workers`` worker processes (started
+    :meth:`scan` is the compiled reader (:mod:`zoo.jsonscan`: integers and decimals it
+    reads exactly) on ``workers`` threads, :meth:`parse` simdjson on ``workers`` worker processes (started
     on first use, or by :meth:`start`) for the bodies it leaves. A ``parse`` call uses the
     processes that are free at that moment (none free: it returns ``None`` and the caller
     parses the whole body itself). A worker that fails is replaced on a later call.
@@ -369,7 +388,7 @@ class SplitParser:
 
     def scan(self, body: bytes, dtype=None):
         """``(key, array)`` for a body the compiled reader takes
-        (:func:`zoo.jsonscan.scan_body`: integers and short decimals), else ``None``; from
+        (:func:`zoo.jsonscan.scan_body`), else ``None``; from
         ``scan_min_bytes`` on its images are cut into ``workers + 1`` runs read at once, the
         first in the calling thread, the others in this parser's threads (the reader
         releases the GIL: no processes are needed for it)."""

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from zoo.jsonarrays import _CLOSING, _OPENING, _TAIL_BYTES, split_points
+from zoo.jsonarrays import array_span, cut_runs
 
 __all__ = ["MAX_DEPTH", "available", "scan_body", "scan_elements"]
 
@@ -41,8 +41,9 @@ _DECIMAL, _NO_ROOM = -3, -4
 #: with this margin; a range that holds more is read again with room for the most it can.
 _SAMPLE_BYTES = 64 * 1024
 _ROOM_MARGIN = 1.5
-#: The kernel's output dtypes; other dtypes are read exactly and cast.
-_OUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64))
+#: Dtypes the kernel writes as asked; for any other (or none) it reads exactly -- int64, or
+#: float64 once a decimal shows -- and the array is then cast.
+_DIRECT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 _KERNEL = None
 _KERNEL_ERROR: Optional[str] = None
@@ -91,22 +92,17 @@ def _room(buf, begin: int, end: int) -> int:
     return int((end - begin) * commas / max(len(sample), 1) * _ROOM_MARGIN) + 16
 
 
-def _out_dtype(dtype, ints_only):
-    if dtype is not None and np.dtype(dtype) in _OUT_DTYPES[:2]:
-        return np.dtype(dtype)
-    return np.dtype(np.int64) if ints_only else np.dtype(np.float64)
-
-
 def _scan_ranges(buf, ranges, dtype, executor):
     """Each range's elements through the kernel (the first in this thread, the others on
     ``executor``), into one array; ``None`` if any range is refused or they disagree."""
     kernel = _kernel()
     if kernel is None:
         return None
-    exact = dtype is None or np.dtype(dtype) not in _OUT_DTYPES[:2]
-    ints_only, estimate = exact, True
+    direct = dtype is not None and np.dtype(dtype) in _DIRECT_DTYPES
+    ints_only, estimate = not direct, True
     while True:
-        out_dtype = _out_dtype(dtype, ints_only)
+        out_dtype = np.dtype(dtype) if direct else np.dtype(np.int64 if ints_only else
+                                                             np.float64)
         to_float32 = out_dtype == np.float32
         # Room for the numbers of each range: at most (its length + 1) // 2; usually far
         # fewer (~2.6 bytes a number for spaced pixels, ~21 for float64 reprs), so first
@@ -172,18 +168,11 @@ def scan_body(body: bytes, dtype=None, *, executor=None, parts: int = 1):
             the images while the calling thread reads the first.
         parts: into how many runs of whole images the body is cut (fewer if it has fewer).
     """
-    opening = _OPENING.match(body)
-    if opening is None:
+    span = array_span(body)
+    if span is None:
         return None
-    if executor is not None and parts > 1:
-        layout = split_points(body, parts)
-        if layout is not None:
-            key, ranges = layout
-            array = _scan_ranges(np.frombuffer(body, np.uint8), ranges, dtype, executor)
-            return None if array is None else (key, array)
-    closing = _CLOSING.search(body, max(opening.end(), len(body) - _TAIL_BYTES))
-    if closing is None:
-        return None
-    array = _scan_ranges(np.frombuffer(body, np.uint8), [(opening.end(), closing.start())],
-                         dtype, None)
-    return None if array is None else (opening.group(1).decode(), array)
+    key, start, end = span
+    ranges = cut_runs(body, start, end, parts) if executor is not None else None
+    array = _scan_ranges(np.frombuffer(body, np.uint8), ranges or [(start, end)], dtype,
+                         executor)
+    return None if array is None else (key, array)

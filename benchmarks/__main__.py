@@ -20,6 +20,7 @@ import time
 
 import zoo  # noqa: F401  (first: its TensorFlow process settings apply to the zoo variants)
 from benchmarks import core
+from benchmarks.worker import Reference
 from zoo.cli import OneLineParser, number_type
 
 ALL_MODELS = ("resnet50", "xception", "inception_v3")
@@ -169,12 +170,6 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     _record_peak(info)
     with_torch = not args.no_torch
-    if with_torch and args.torch_threads and training.torch_available():
-        import torch
-        torch.set_num_threads(args.torch_threads)
-    if with_torch and training.torch_available():
-        import torch
-        info["torch_threads"] = torch.get_num_threads()
     rows = []
     for section in core.SECTIONS:
         if section not in args.sections:
@@ -187,14 +182,15 @@ def main(argv=None) -> int:
                     steps=s["steps"], repeats=s["repeats"], warmup=s["warmup"],
                     with_torch=with_torch, keras_xla=s["keras_xla"],
                     zoo_keras_compile=s["zoo_keras_compile"], before=s["before"],
-                    keras_here=s["keras_here"], bfloat16=s["bfloat16"])
+                    keras_here=s["keras_here"], bfloat16=s["bfloat16"],
+                    torch_threads=args.torch_threads)
                 _write(rows, info, args.out, command, start)
         elif section == "inference":
             rows += inference.inference_section(
                 s["inference_models"], image_size=s["image_size"],
                 batch_sizes=s["batch_sizes"], images=s["inference_images"],
                 repeats=s["inference_repeats"], warmup=s["warmup"], with_torch=with_torch,
-                bfloat16=s["bfloat16"])
+                bfloat16=s["bfloat16"], torch_threads=args.torch_threads)
         elif section == "serve":
             big = args.serve_image_size or s["image_size"]
             configs = []
@@ -239,6 +235,9 @@ def _record_peak(info):
 
 def _write(rows, info, out, command, start):
     info = dict(info)
+    torch_info = Reference.last_info.get("torch")
+    if torch_info:   # the PyTorch rows' process: what it ran with
+        info["torch_threads"] = torch_info["threads"]
     try:
         info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:

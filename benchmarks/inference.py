@@ -19,8 +19,8 @@ import numpy as np
 from benchmarks.core import Row, Variant, log, measure, model_gflop, rows_from
 from benchmarks.data import images as _images
 from benchmarks.worker import Reference
-from benchmarks.training import (KERAS_APPLICATIONS, bench_shape, TORCH_MODELS, _torch_model,
-                                 torch_available)
+from benchmarks.training import (KERAS_APPLICATIONS, bench_shape, TORCH_MODELS,
+                                 torch_available, torch_reference)
 
 TARGET_VS_PREDICT = 1.5
 TARGET_VS_TORCH = 1.0
@@ -58,7 +58,7 @@ def _settle_runtime(servable, batch) -> str:
 
 
 def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup,
-                      with_torch=True, bfloat16=False) -> list:
+                      with_torch=True, bfloat16=False, torch_threads=None) -> list:
     """Inference images/s per model and batch size.
 
     Variants: ``zoo.serving.load(path).predict(x, batch_size=b)`` on the export (the
@@ -68,7 +68,8 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
     export on the LiteRT and TensorFlow runtimes (those not chosen), the zoo Keras model's
     ``model.predict`` in this process, the exported ``serving_default`` signature from
     ``tf.saved_model.load`` called on each batch, and a PyTorch eager ResNet-50
-    (``eval()``, ``torch.inference_mode()``). ``bfloat16``: on CPUs where bfloat16 is fast
+    (``eval()``, ``torch.inference_mode()``) in a process of its own without TensorFlow
+    (``torch_threads``: its intra-op threads). ``bfloat16``: on CPUs where bfloat16 is fast
     (AMX-BF16, or AVX512_BF16 on AMD: :func:`zoo.common.cpu_prefers_bfloat16`), also a
     ``precision="bfloat16"`` export of the same model (opt-in; its largest probability
     difference to the float32 export on the batch is in the note). A repetition predicts
@@ -107,9 +108,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
             log(f"inference: {name} Servable runtime {servable.runtime}"
                 + (f" ({servable.runtime_note})" if servable.runtime_note else ""))
             signature = tf.saved_model.load(path).signatures["serving_default"]
-            torch_model = None
-            if with_torch and name in TORCH_MODELS and torch_available():
-                torch_model = _torch_model(name, info.default_num_classes, channels).eval()
+            with_torch_here = with_torch and name in TORCH_MODELS and torch_available()
             for b in batch_sizes:
                 n = max(b, (images // b) * b)
                 x = _images(shape, n)
@@ -153,7 +152,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                     + (f" ({note})" if note else ""))
                 subject = f"zoo Servable.predict ({runtime})"
                 variants = [Variant(subject, run_servable, note=note)]
-                reference = None
+                reference = torch_ref = None
                 if name in KERAS_APPLICATIONS:
                     cls_name = KERAS_APPLICATIONS[name]
                     try:
@@ -183,9 +182,15 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                                  "zoo's process settings"),
                     Variant("tf.saved_model.load signature", run_signature,
                             note="the exported serving_default, called per batch")]
-                if torch_model is not None:
-                    variants.append(Variant("PyTorch eager", _torch_infer(torch_model, x, b),
-                                            target=TARGET_VS_TORCH))
+                if with_torch_here:
+                    try:
+                        torch_ref, torch_note = torch_reference(
+                            name, kind="predict", shape=shape, batch=b, images=n,
+                            classes=info.default_num_classes, threads=torch_threads)
+                        variants.append(Variant("PyTorch eager", torch_ref.run,
+                                                target=TARGET_VS_TORCH, note=torch_note))
+                    except RuntimeError as exc:
+                        log(f"  PyTorch process failed: {exc}")
                 if on_bf16 is not None:
                     diff = np.abs(on_bf16.predict(x[:b])["probabilities"]
                                   - on_tf.predict(x[:b])["probabilities"]).max()
@@ -197,29 +202,17 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                 try:
                     measured = measure(variants, repeats=repeats, warmup=warmup)
                 finally:
-                    if reference is not None:
-                        reference.close()
+                    for ref in (reference, torch_ref):
+                        if ref is not None:
+                            ref.close()
                 rows += rows_from(measured, variants, section="inference", model=name,
                                   input=f"{size}x{size}x{channels}", batch=b,
                                   metric="inference images/s", unit="img/s", subject=subject,
                                   gflop_per_item=gflop)
-            del servable, on_tf, on_lite, on_bf16, signature, torch_model
+            del servable, on_tf, on_lite, on_bf16, signature
         del model
         keras.backend.clear_session()
     return rows
-
-
-def _torch_infer(model, x_np, batch_size):
-    import torch
-    x = torch.from_numpy(np.ascontiguousarray(x_np.transpose(0, 3, 1, 2)))
-    parts = torch.split(x, batch_size)
-
-    def run():
-        with torch.inference_mode():
-            for xb in parts:
-                model(xb)
-        return x.shape[0]
-    return run
 
 
 # ---------------------------------------------------------------------------------------

@@ -38,11 +38,19 @@ def bench_shape(name: str, image_size: int) -> tuple:
     return (size, size, channels)
 
 def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether PyTorch is installed (found, not imported: it runs in its own process)."""
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
+
+
+def torch_reference(name, *, kind, shape, batch, classes, threads=None, **setup):
+    """The PyTorch rows' process (:mod:`benchmarks.worker`, which never imports TensorFlow)
+    for zoo model ``name``, as a ``(Reference, note)`` pair; ``RuntimeError`` if it fails."""
+    reference = Reference(framework="torch", kind=kind, model=TORCH_MODELS[name],
+                          shape=list(shape), batch=batch, classes=classes, threads=threads,
+                          **setup)
+    return reference, (f"own process without TensorFlow, PyTorch {reference.info['torch']}, "
+                       f"{reference.info['threads']} threads")
 
 
 def _keras_step(model, x, y, steps):
@@ -82,7 +90,8 @@ def _policy_note(policy) -> str:
 
 def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                   with_torch=True, keras_xla=False, zoo_keras_compile=False,
-                  before=True, keras_here=True, bfloat16=False, num_classes=1000) -> list:
+                  before=True, keras_here=True, bfloat16=False, num_classes=1000,
+                  torch_threads=None) -> list:
     """Training images/s of each zoo model with its defaults vs the references.
 
     Variants per model: the zoo model compiled by ``zoo.train.compile_model`` in this
@@ -90,7 +99,8 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     (``model.compile`` with only optimizer/loss/metrics) in a reference process with
     TensorFlow's own settings (:mod:`benchmarks.worker`; the target) and in this process
     (``keras_here``; for information: the same process settings as the zoo), a PyTorch eager
-    ResNet-50, and optionally the zoo model compiled with Keras' defaults
+    ResNet-50 in a process of its own (``torch_threads``: its intra-op threads, default
+    PyTorch's choice), and optionally the zoo model compiled with Keras' defaults
     (``zoo_keras_compile``) and ``keras.applications`` with ``jit_compile=True``
     (``keras_xla``), and (``before``) the zoo model as it ran before the speed defaults, in
     its own process. Every variant trains on the same in-memory batch with Adam (lr 1e-3)
@@ -200,9 +210,15 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                                         _keras_step(kx, x, y, steps),
                                         note="this process"))
         if with_torch and name in TORCH_MODELS and torch_available():
-            variants.append(Variant("PyTorch eager", _torch_train(name, x_np, y_np, classes,
-                                                                  steps),
-                                    target=TARGET_VS_TORCH))
+            try:
+                reference, note = torch_reference(name, kind="train", shape=shape,
+                                                  batch=batch_size, classes=classes,
+                                                  steps=steps, threads=torch_threads)
+                references.append(reference)
+                variants.append(Variant("PyTorch eager", reference.run, target=TARGET_VS_TORCH,
+                                        note=note))
+            except RuntimeError as exc:
+                log(f"  PyTorch process failed: {exc}")
         try:
             measured = measure(variants, repeats=repeats, warmup=warmup)
         finally:
@@ -215,32 +231,6 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
         del variants, zm
         keras.backend.clear_session()
     return rows
-
-
-def _torch_model(name, classes, channels):
-    import importlib
-    module, attr = TORCH_MODELS[name].split(":")
-    return getattr(importlib.import_module(module), attr)(num_classes=classes,
-                                                           in_channels=channels)
-
-
-def _torch_train(name, x_np, y_np, classes, steps):
-    import torch
-    torch.manual_seed(0)
-    model = _torch_model(name, classes, x_np.shape[-1]).train()
-    x = torch.from_numpy(np.ascontiguousarray(x_np.transpose(0, 3, 1, 2)))
-    y = torch.from_numpy(y_np.astype("int64"))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def run():
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-        return steps * x.shape[0]
-    return run
 
 
 # ---------------------------------------------------------------------------------------

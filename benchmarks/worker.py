@@ -1,4 +1,5 @@
-"""A reference process with TensorFlow's own defaults, driven by the benchmark.
+"""Reference processes, driven by the benchmark: Keras with TensorFlow's own defaults, and
+PyTorch.
 
 ``import zoo`` changes process-wide TensorFlow settings (it turns on the oneDNN CPU kernels
 before TensorFlow is imported, see ``zoo/__init__.py``), so a ``keras.applications`` model
@@ -14,6 +15,13 @@ c], "batch": b, "classes": k, "steps": s, "images": n}`` and ``{"op": "run"}``, 
 ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. ``"model": "zoo:resnet50"`` with
 ``"fused_bn": false, "jit_compile": true`` builds the zoo model the way it ran before its
 speed defaults (for the before/after rows).
+
+``"framework": "torch"`` (with ``"model": "benchmarks.torch_resnet:ResNet50"`` and optional
+``"threads"``) runs the PyTorch rows here too, in a process that never imports TensorFlow:
+the two frameworks bundle native libraries that do not always share a process (PyTorch's
+CUDA wheels import Triton when an optimizer is built, and Triton's compiler loaded after
+TensorFlow crashes the process), and the PyTorch figures are then those of a plain PyTorch
+program.
 """
 
 from __future__ import annotations
@@ -28,7 +36,57 @@ import time
 from benchmarks.data import batch as make_batch, images as make_images
 
 
+def _setup_torch(cmd):
+    """A PyTorch training step or inference loop on the same synthetic data, no TensorFlow."""
+    import importlib
+
+    import numpy as np
+    import torch
+
+    if cmd.get("threads"):
+        torch.set_num_threads(int(cmd["threads"]))
+    torch.manual_seed(0)
+    shape = tuple(cmd["shape"])
+    module, attr = cmd["model"].split(":")
+    model = getattr(importlib.import_module(module), attr)(num_classes=int(cmd["classes"]),
+                                                           in_channels=shape[-1])
+    if cmd["kind"] == "train":
+        x_np, y_np = make_batch(shape, int(cmd["batch"]), int(cmd["classes"]))
+        x = torch.from_numpy(np.ascontiguousarray(x_np.transpose(0, 3, 1, 2)))
+        y = torch.from_numpy(y_np.astype("int64"))
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        steps = int(cmd.get("steps", 1))
+
+        def run():
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                opt.step()
+            return steps * int(x.shape[0])
+    elif cmd["kind"] == "predict":
+        b = int(cmd["batch"])
+        n = max(b, (int(cmd["images"]) // b) * b)
+        x = torch.from_numpy(np.ascontiguousarray(make_images(shape, n).transpose(0, 3, 1, 2)))
+        parts = torch.split(x, b)
+        model.eval()
+
+        def run():
+            with torch.inference_mode():
+                for xb in parts:
+                    model(xb)
+            return n
+    else:
+        raise ValueError(f"unknown kind {cmd['kind']!r}; expected 'train' or 'predict'")
+    return run, {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                 "tensorflow_imported": "tensorflow" in sys.modules}
+
+
 def _setup(cmd):
+    if cmd.get("framework", "keras") == "torch":
+        return _setup_torch(cmd)
     import keras
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port
@@ -96,7 +154,12 @@ def main() -> int:
 
 class Reference:
     """The parent's handle: ``Reference(kind=..., model=...)`` starts a child and sets up;
-    ``run()`` is a :class:`benchmarks.core.Variant` run returning ``(items, seconds)``."""
+    ``run()`` is a :class:`benchmarks.core.Variant` run returning ``(items, seconds)``.
+
+    ``Reference.last_info`` keeps the latest set-up answer per framework (the PyTorch
+    version and thread count for the machine description)."""
+
+    last_info: dict = {}
 
     def __init__(self, **setup):
         env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
@@ -108,6 +171,7 @@ class Reference:
                                      stderr=subprocess.DEVNULL, text=True, env=env)
         try:
             self.info = self._ask({"op": "setup", **setup})
+            Reference.last_info[setup.get("framework", "keras")] = dict(self.info)
         except BaseException:
             self.close()
             raise

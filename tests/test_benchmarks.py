@@ -3,6 +3,7 @@ results.csv, results.md and machine.json with the expected columns and rows. Spe
 not asserted (the machine is shared); only that they were measured."""
 
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -127,6 +128,40 @@ def test_reference_process_runs_without_the_zoo_settings():
         assert "unknown kind 'serve'" in str(exc)
     else:
         raise AssertionError("a bad setup must fail")
+
+
+_HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.mark.skipif(not _HAS_TORCH, reason="PyTorch is not installed (the bench extra)")
+def test_torch_reference_runs_in_a_process_without_tensorflow():
+    """The PyTorch rows run in benchmarks.worker without TensorFlow: Triton (PyTorch's CUDA
+    wheels) loaded after TensorFlow crashes a process, and the rows are a plain PyTorch
+    program's."""
+    from benchmarks.training import torch_reference
+    from benchmarks.worker import Reference
+    ref, note = torch_reference("resnet50", kind="predict", shape=(32, 32, 3), batch=2,
+                                classes=10, images=4, threads=1)
+    with ref:
+        assert ref.info["tensorflow_imported"] is False
+        assert ref.info["threads"] == 1 and ref.info["torch"]
+        assert note == f"own process without TensorFlow, PyTorch {ref.info['torch']}, 1 threads"
+        items, seconds = ref.run()
+        assert items == 4 and seconds > 0
+    assert Reference.last_info["torch"]["threads"] == 1
+    ref, _ = torch_reference("resnet50", kind="train", shape=(32, 32, 3), batch=2, classes=10,
+                             steps=2)
+    with ref:
+        assert ref.run()[0] == 4                 # 2 steps of 2 images
+
+
+@pytest.mark.skipif(_HAS_TORCH, reason="PyTorch is installed")
+def test_without_torch_the_torch_rows_are_left_out():
+    from benchmarks import training
+    assert training.torch_available() is False
+    with pytest.raises(RuntimeError, match="No module named 'torch'"):
+        training.torch_reference("resnet50", kind="predict", shape=(32, 32, 3), batch=2,
+                                 classes=10, images=2)
 
 
 def test_profile_ops_sums_the_trace_by_op():

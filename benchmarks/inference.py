@@ -346,6 +346,24 @@ async def _round_trips(url, requests):
     return latencies
 
 
+def server_runtimes(url, name) -> dict:
+    """The ``runtime`` part of ``zoo serve``'s metadata answer for model ``name``."""
+    import urllib.request
+    with urllib.request.urlopen(f"{url}/v1/models/{name}/metadata", timeout=30) as r:
+        return json.loads(r.read())["runtime"]
+
+
+def _runtimes_note(url, name, servable, batch) -> str:
+    """``; runtimes: the server's ..., in process ...`` for a serve row's note."""
+    try:
+        choices = server_runtimes(url, name)["choices"]
+    except (OSError, KeyError, ValueError) as exc:
+        return f"; the server's runtimes unknown ({exc})"
+    mine = servable.runtime_for(batch)
+    server = ", ".join(f"{k}: {v}" for k, v in choices.items()) or "none decided"
+    return f"; runtime by batch size in the server {server}; in process {mine}"
+
+
 def http_ceiling(in_process_ms: float, round_trip_ms: float) -> float:
     """The most a request served one at a time can reach, as a fraction of in-process
     throughput, when HTTP alone takes ``round_trip_ms`` and the work ``in_process_ms``."""
@@ -482,7 +500,8 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                 work_ms = batch / float(np.median(refs)) * 1000 if refs else float("nan")
                 ceiling = (f"; HTTP alone (GET model status) {round_trip_ms:.2f} ms per "
                            f"request, {work_ms:.2f} ms of work in process: at most "
-                           f"{http_ceiling(work_ms, round_trip_ms):.2f}x one at a time")
+                           f"{http_ceiling(work_ms, round_trip_ms):.2f}x one at a time"
+                           + _runtimes_note(url, name, servable, batch))
                 common = dict(section="serve", model=name,
                               input="x".join(str(s) for s in shapes[name]), batch=batch,
                               metric="images/s", unit="img/s")

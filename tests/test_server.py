@@ -126,6 +126,20 @@ def test_status_and_metadata(server):
         ["-1", "10"]
     assert sd["outputs"]["classes"]["dtype"] == "DT_INT64"
     assert c.get("/v1/models/lenet5/versions/1/metadata").status_code == 200
+    # Beside TensorFlow Serving's fields: what runs the model, as Servable.runtime_report.
+    from zoo import serving
+    want = serving.load(server["base"] / "lenet5" / "1").runtime_report()
+    assert set(meta["runtime"]) == {"runtime", "runtimes", "choices", "best_ms_per_image"}
+    assert [meta["runtime"][k] for k in ("runtime", "runtimes")] == [want["runtime"],
+                                                                    want["runtimes"]]
+    # Batches of 24 images (size class 16-31): timed on each runtime, then decided.
+    images = np.random.RandomState(3).randint(0, 256, (24, 32, 32, 1)).tolist()
+    for _ in range(1 + len(want["runtimes"]) * serving._TRIAL_ROUNDS):
+        assert c.post("/v1/models/lenet5:predict", json={"instances": images}).status_code == 200
+    runtime = c.get("/v1/models/lenet5/metadata").json()["runtime"]
+    assert runtime["choices"]["16-31"] in want["runtimes"]
+    assert set(runtime["best_ms_per_image"]["16-31"]) == set(want["runtimes"])
+    assert all(ms > 0 for ms in runtime["best_ms_per_image"]["16-31"].values())
 
 
 def test_row_and_columnar_requests(server, local):

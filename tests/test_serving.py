@@ -2,6 +2,7 @@
 TensorFlow runtimes, XLA at load, zoo predict."""
 
 import io
+import json
 import os
 import re
 
@@ -233,6 +234,17 @@ def test_auto_runtime_times_each_size_class_on_its_runtimes(exported):
     assert all(t > 0 for c in auto.runtime_timing.values() for v in c.values() for t in v)
     assert auto.runtime_for(64) is None and auto.runtime_for(1) is None
     assert f"runtime_choices={auto.runtime_choices!r}" in repr(auto)
+    report = auto.runtime_report()
+    assert json.loads(json.dumps(report)) == report      # JSON as it is
+    assert report["runtime"] == "litert" and report["runtimes"] == list(auto.runtimes)
+    assert report["choices"] == {"2-3": auto.runtime_choices[2],
+                                 "16-31": auto.runtime_choices[16],
+                                 "32-63": auto.runtime_choices[32]}
+    assert report["best_ms_per_image"]["2-3"] == {
+        r: round(min(v) * 1e3, 3) for r, v in auto.runtime_timing[2].items()}
+    assert set(report["best_ms_per_image"]["16-31"]) == set(auto.runtimes)
+    assert lite.runtime_report() == {"runtime": "litert", "runtimes": ["litert"],
+                                     "choices": {}, "best_ms_per_image": {}}
 
 
 @pytest.mark.parametrize("chosen", ["litert", "openvino", "tensorflow"])

@@ -768,10 +768,13 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             raise ServingError(405, f"use POST for /v1/models/{path}")
         servable = await run_in_threadpool(store.get, name, version)
         signatures = await run_in_threadpool(signature_def_map, servable.path)
+        runtime = await run_in_threadpool(servable.runtime_report)   # waits out a trial call
         return JSONResponse({
             "model_spec": {"name": name, "signature_name": "",
                            "version": str(servable.version)},
             "metadata": {"signature_def": {"signature_def": signatures}},
+            # Not in TensorFlow Serving's answer: what runs the model here.
+            "runtime": runtime,
         })
 
     async def post_model(request: Request):

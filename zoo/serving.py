@@ -602,6 +602,25 @@ class Servable:
             return candidates[0]
         return self.runtime_choices.get(_size_class(batch_size))
 
+    def runtime_report(self) -> dict:
+        """What runs the default signature, as JSON (``zoo serve``'s metadata answer has it):
+        ``{"runtime": "litert", "runtimes": ["litert", "openvino", "tensorflow"],
+        "choices": {"1": "litert", "32-63": "openvino"}, "best_ms_per_image": {"32-63":
+        {"litert": 8.61, "openvino": 7.93, "tensorflow": 8.35}}}``: the size classes decided
+        so far and the best trial time of each runtime (``runtime="auto"``)."""
+        with self._trial_lock:   # a trial call may be filling them in
+            choices = dict(self.runtime_choices)
+            timing = {k: {r: list(v) for r, v in t.items()}
+                      for k, t in self.runtime_timing.items()}
+        return {
+            "runtime": self.runtime,
+            "runtimes": list(self.runtimes),
+            "choices": {size_class_text(k): v for k, v in sorted(choices.items())},
+            "best_ms_per_image": {
+                size_class_text(k): {r: round(min(v) * 1e3, 3) for r, v in t.items() if v}
+                for k, t in sorted(timing.items())},
+        }
+
     def _candidates(self, batch_size: int) -> list:
         """The runtimes timed for batches of ``batch_size``: TensorFlow for large ones only."""
         return [r for r in self._runners if r != "tensorflow" or batch_size >= LARGE_BATCH]

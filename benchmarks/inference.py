@@ -445,8 +445,8 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                 # The server's Servable settles its choice on as many requests.
                 _settle_runtime(servable, x)
                 if serving._size_class(batch) in servable.runtime_timing:
-                    asyncio.run(_burst(endpoint, body, 1 + len(servable.runtimes)
-                                       * serving._TRIAL_ROUNDS, 1, batch))
+                    asyncio.run(_burst(endpoint, body, servable.trial_calls(batch), 1,
+                                       batch))
                     log(f"serve: {name} batch {batch} in process on "
                         f"{servable.runtime_for(batch)}")
                 def count_for(data, c):

@@ -62,8 +62,8 @@ _BENCH_ROUNDS = 5
 #: of at least this many images (16-31, 32-63...); smaller ones choose between LiteRT and
 #: OpenVINO.
 LARGE_BATCH = 16
-#: Timed calls per runtime before a size class's choice (after one untimed TensorFlow
-#: warm-up call, the first ever on TensorFlow).
+#: Timed calls per runtime before a size class's choice (after one untimed call on each
+#: runtime: see ``Servable._call_trial``).
 _TRIAL_ROUNDS = 3
 #: An alternative to the default path (XLA at load; OpenVINO or TensorFlow for a size class
 #: of batches) is taken only if its time is below this fraction of the default's.
@@ -261,7 +261,7 @@ class Servable:
         #: runtime name -> callable(batch) -> {output: numpy array}, default signature
         self._runners = {}
         self._adaptive = False
-        self._tf_warm = False
+        self._trial_warm = {}   # size class -> runtimes that had their untimed first call
         self._trial_lock = threading.Lock()
         if runtime == "tensorflow":
             self.runtime_note = "runtime='tensorflow' was asked for"
@@ -640,29 +640,38 @@ class Servable:
             batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
         return {k: v[:n] for k, v in fn(batch).items()}
 
+    def trial_calls(self, batch_size: int) -> int:
+        """How many calls of ``batch_size`` images the choice of runtime for their size
+        class takes (``runtime="auto"``; 0 where there is nothing to choose), decided or
+        not: a warm-up that leaves a fresh copy of the model (a server's) decided."""
+        candidates = self._candidates(batch_size)
+        if not self._adaptive or len(candidates) == 1:
+            return 0
+        return len(candidates) * (1 + _TRIAL_ROUNDS)
+
     def _call_trial(self, batch):
         """A batch whose size class has no runtime yet (``runtime="auto"`` on LiteRT): the
-        first calls take turns over the runtimes -- the first ever on TensorFlow untimed
-        (tracing, kernel set-up), then ``_TRIAL_ROUNDS`` timed calls on each -- and every
-        call's answer is returned as usual. LiteRT stays unless another runtime's best time
-        per image is at least 10% below its own; of those, the fastest is chosen. Trial
-        calls run one at a time so that their timings do not overlap."""
+        first calls go to each runtime in turn, back to back -- one untimed call (the new
+        batch shape's set-up, TensorFlow's kernel set-up, the previous runtime's threads
+        still spinning on the cores), then ``_TRIAL_ROUNDS`` timed calls -- and every call's
+        answer is returned as usual. LiteRT stays unless another runtime's best time per
+        image is at least 10% below its own; of those, the fastest is chosen. Trial calls
+        run one at a time so that their timings do not overlap."""
         size_class = _size_class(len(batch))
         candidates = self._candidates(len(batch))
         with self._trial_lock:
             if size_class in self.runtime_choices:   # decided while this call waited
                 return self._runners[self.runtime_choices[size_class]](batch)
             timing = self.runtime_timing.setdefault(size_class, {r: [] for r in candidates})
-            if "tensorflow" in timing and not self._tf_warm:
-                runtime = "tensorflow"
-            else:   # the one timed least so far, in the order of self._runners
-                runtime = min(candidates, key=lambda r: len(timing[r]))
+            warm = self._trial_warm.setdefault(size_class, set())
+            # In the order of self._runners, each until it has its timed calls.
+            runtime = next(r for r in candidates if len(timing[r]) < _TRIAL_ROUNDS)
             start = time.perf_counter()
             out = self._runners[runtime](batch)
-            if runtime == "tensorflow" and not self._tf_warm:
-                self._tf_warm = True
-            else:
+            if runtime in warm:
                 timing[runtime].append((time.perf_counter() - start) / len(batch))
+            else:
+                warm.add(runtime)
             if all(len(v) >= _TRIAL_ROUNDS for v in timing.values()):
                 self.runtime_choices[size_class] = _choose_runtime(
                     {r: min(v) for r, v in timing.items()}, self.runtime)

@@ -254,6 +254,16 @@ def test_auto_runtime_times_each_size_class_on_its_runtimes(exported):
                                      "choices": {}, "best_ms_per_image": {}}
 
 
+def test_another_runtime_is_chosen_only_when_clearly_faster():
+    choose = serving._choose_runtime
+    assert serving._RUNTIME_MARGIN == 0.95
+    assert choose({"litert": 10.0, "openvino": 9.6}, "litert") == "litert"      # 4%: a tie
+    assert choose({"litert": 10.0, "openvino": 9.4}, "litert") == "openvino"    # 6%
+    assert choose({"litert": 10.0, "openvino": 9.4, "tensorflow": 9.0},
+                  "litert") == "tensorflow"                                     # the fastest
+    assert choose({"litert": 9.0, "openvino": 9.4, "tensorflow": 12.0}, "litert") == "litert"
+
+
 @pytest.mark.parametrize("chosen", ["litert", "openvino", "tensorflow"])
 def test_each_size_class_runs_on_the_runtime_that_was_faster(exported, chosen):
     import time

@@ -68,6 +68,11 @@ _TRIAL_ROUNDS = 3
 #: An alternative to the default path (XLA at load; OpenVINO or TensorFlow for a size class
 #: of batches) is taken only if its time is below this fraction of the default's.
 _TRIAL_MARGIN = 0.9
+#: ``runtime="auto"``: another runtime runs a size class of batches only if its best trial
+#: time per image is below this fraction of LiteRT's. The trial times each runtime's calls
+#: back to back, best of ``_TRIAL_ROUNDS``, to within a few percent; a wider margin kept
+#: LiteRT where OpenVINO was 8-18% faster (Performance, item 24).
+_RUNTIME_MARGIN = 0.95
 
 
 # --------------------------------------------------------------------------------------
@@ -655,7 +660,7 @@ class Servable:
         batch shape's set-up, TensorFlow's kernel set-up, the previous runtime's threads
         still spinning on the cores), then ``_TRIAL_ROUNDS`` timed calls -- and every call's
         answer is returned as usual. LiteRT stays unless another runtime's best time per
-        image is at least 10% below its own; of those, the fastest is chosen. Trial calls
+        image is at least 5% below its own; of those, the fastest is chosen. Trial calls
         run one at a time so that their timings do not overlap."""
         size_class = _size_class(len(batch))
         candidates = self._candidates(len(batch))
@@ -699,9 +704,9 @@ def _size_class(batch_size: int) -> int:
 
 def _choose_runtime(best: dict, default: str) -> str:
     """The runtime for a size class from each one's best seconds per image: ``default``
-    unless the fastest took less than ``_TRIAL_MARGIN`` of its time."""
+    unless the fastest took less than ``_RUNTIME_MARGIN`` of its time."""
     fastest = min(best, key=best.get)
-    return fastest if best[fastest] < _TRIAL_MARGIN * best[default] else default
+    return fastest if best[fastest] < _RUNTIME_MARGIN * best[default] else default
 
 
 def size_class_text(size_class: int) -> str:

@@ -18,3 +18,9 @@ def images(shape, n, seed=0):
     """Raw pixels 0..255, as a client would send them."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (n, *shape)).astype("float32")
+
+
+def images_per_run(batch_size, images):
+    """Images an inference repetition predicts: ``images`` rounded down to whole batches,
+    at least one batch."""
+    return max(batch_size, (images // batch_size) * batch_size)

@@ -17,13 +17,12 @@ import time
 import numpy as np
 
 from benchmarks.core import Row, Variant, log, measure, model_gflop, rows_from
-from benchmarks.data import images as _images
+from benchmarks.data import images as _images, images_per_run
 from benchmarks.worker import Reference
 from benchmarks.training import (KERAS_APPLICATIONS, bench_shape, TORCH_MODELS,
-                                 torch_available, torch_reference)
+                                 torch_available, torch_variant)
 
 TARGET_VS_PREDICT = 1.5
-TARGET_VS_TORCH = 1.0
 TARGET_SERVE = 0.85        # zoo serve throughput / in-process at batch 32: <= 15% overhead
 
 
@@ -110,7 +109,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
             signature = tf.saved_model.load(path).signatures["serving_default"]
             with_torch_here = with_torch and name in TORCH_MODELS and torch_available()
             for b in batch_sizes:
-                n = max(b, (images // b) * b)
+                n = images_per_run(b, images)
                 x = _images(shape, n)
                 log(f"inference: {name} {shape} batch {b}, {n} images per repetition")
                 batches = [x[i:i + b] for i in range(0, n, b)]
@@ -183,14 +182,11 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                     Variant("tf.saved_model.load signature", run_signature,
                             note="the exported serving_default, called per batch")]
                 if with_torch_here:
-                    try:
-                        torch_ref, torch_note = torch_reference(
-                            name, kind="predict", shape=shape, batch=b, images=n,
-                            classes=info.default_num_classes, threads=torch_threads)
-                        variants.append(Variant("PyTorch eager", torch_ref.run,
-                                                target=TARGET_VS_TORCH, note=torch_note))
-                    except RuntimeError as exc:
-                        log(f"  PyTorch process failed: {exc}")
+                    torch_ref, torch_row = torch_variant(
+                        name, kind="predict", shape=shape, batch=b, images=n,
+                        classes=info.default_num_classes, threads=torch_threads)
+                    if torch_row is not None:
+                        variants.append(torch_row)
                 if on_bf16 is not None:
                     diff = np.abs(on_bf16.predict(x[:b])["probabilities"]
                                   - on_tf.predict(x[:b])["probabilities"]).max()

@@ -22,7 +22,7 @@ TORCH_MODELS = {"resnet50": "benchmarks.torch_resnet:ResNet50"}
 
 #: Targets: zoo training images/s divided by the reference's must reach these.
 TARGET_VS_KERAS = 1.3
-TARGET_VS_TORCH = 1.0
+TARGET_VS_TORCH = 1.0     # training and inference alike
 TARGET_PIPELINE = 0.95
 
 
@@ -51,6 +51,18 @@ def torch_reference(name, *, kind, shape, batch, classes, threads=None, **setup)
                           **setup)
     return reference, (f"own process without TensorFlow, PyTorch {reference.info['torch']}, "
                        f"{reference.info['threads']} threads")
+
+
+def torch_variant(name, **setup):
+    """``(Reference, Variant)`` of the "PyTorch eager" row (:func:`torch_reference`), or
+    ``(None, None)`` when its process failed (logged; the row is left out)."""
+    try:
+        reference, note = torch_reference(name, **setup)
+    except RuntimeError as exc:
+        log(f"  PyTorch process failed: {exc}")
+        return None, None
+    return reference, Variant("PyTorch eager", reference.run, target=TARGET_VS_TORCH,
+                              note=note)
 
 
 def _keras_step(model, x, y, steps):
@@ -210,15 +222,12 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                                         _keras_step(kx, x, y, steps),
                                         note="this process"))
         if with_torch and name in TORCH_MODELS and torch_available():
-            try:
-                reference, note = torch_reference(name, kind="train", shape=shape,
-                                                  batch=batch_size, classes=classes,
-                                                  steps=steps, threads=torch_threads)
+            reference, variant = torch_variant(name, kind="train", shape=shape,
+                                               batch=batch_size, classes=classes, steps=steps,
+                                               threads=torch_threads)
+            if reference is not None:
                 references.append(reference)
-                variants.append(Variant("PyTorch eager", reference.run, target=TARGET_VS_TORCH,
-                                        note=note))
-            except RuntimeError as exc:
-                log(f"  PyTorch process failed: {exc}")
+                variants.append(variant)
         try:
             measured = measure(variants, repeats=repeats, warmup=warmup)
         finally:

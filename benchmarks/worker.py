@@ -33,7 +33,7 @@ import sys
 import time
 
 
-from benchmarks.data import batch as make_batch, images as make_images
+from benchmarks.data import batch as make_batch, images as make_images, images_per_run
 
 
 def _setup_torch(cmd):
@@ -68,7 +68,7 @@ def _setup_torch(cmd):
             return steps * int(x.shape[0])
     elif cmd["kind"] == "predict":
         b = int(cmd["batch"])
-        n = max(b, (int(cmd["images"]) // b) * b)
+        n = images_per_run(b, int(cmd["images"]))
         x = torch.from_numpy(np.ascontiguousarray(make_images(shape, n).transpose(0, 3, 1, 2)))
         parts = torch.split(x, b)
         model.eval()
@@ -119,7 +119,7 @@ def _setup(cmd):
             return steps * int(x_np.shape[0])
     elif cmd["kind"] == "predict":
         b = int(cmd["batch"])
-        n = max(b, (int(cmd["images"]) // b) * b)
+        n = images_per_run(b, int(cmd["images"]))
         x = make_images(shape, n)
 
         def run():

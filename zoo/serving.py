@@ -65,8 +65,7 @@ LARGE_BATCH = 16
 #: Timed calls per runtime before a size class's choice (after one untimed call on each
 #: runtime: see ``Servable._call_trial``).
 _TRIAL_ROUNDS = 3
-#: An alternative to the default path (XLA at load; OpenVINO or TensorFlow for a size class
-#: of batches) is taken only if its time is below this fraction of the default's.
+#: XLA at load is kept only if its time is below this fraction of the plain function's.
 _TRIAL_MARGIN = 0.9
 #: ``runtime="auto"``: another runtime runs a size class of batches only if its best trial
 #: time per image is below this fraction of LiteRT's. The trial times each runtime's calls

@@ -134,7 +134,7 @@ def test_status_and_metadata(server):
                                                                     want["runtimes"]]
     # Batches of 24 images (size class 16-31): timed on each runtime, then decided.
     images = np.random.RandomState(3).randint(0, 256, (24, 32, 32, 1)).tolist()
-    for _ in range(len(want["runtimes"]) * (1 + serving._TRIAL_ROUNDS)):
+    for _ in range(len(want["runtimes"]) * 2 * serving._TRIAL_ROUNDS):
         assert c.post("/v1/models/lenet5:predict", json={"instances": images}).status_code == 200
     runtime = c.get("/v1/models/lenet5/metadata").json()["runtime"]
     assert runtime["choices"]["16-31"] in want["runtimes"]

@@ -212,15 +212,15 @@ def test_auto_runtime_times_each_size_class_on_its_runtimes(exported):
     x = rng.randint(0, 256, (40, 8, 8, 1)).astype("uint8")
     want = lite.predict(x)
     rounds = serving._TRIAL_ROUNDS
-    # Batches of 20 (size class 16): LiteRT, OpenVINO, TensorFlow in turn, each 1 untimed
-    # + `rounds` timed calls; then batches of 40 (class 32) the same; then batches of 3
-    # (class 2): LiteRT and OpenVINO only. Every answer agrees.
+    # Batches of 20 (size class 16): `rounds` rounds of LiteRT, OpenVINO, TensorFlow, two
+    # calls each (untimed, timed); then batches of 40 (class 32) the same; then batches of
+    # 3 (class 2): LiteRT and OpenVINO only. Every answer agrees.
     order = []
     auto._runners = {k: (lambda k, fn: lambda b: order.append(k) or fn(b))(k, fn)
                      for k, fn in auto._runners.items()}
-    for n, calls, size_class, timed in ((20, 3 * (1 + rounds), 16, auto.runtimes),
-                                        (40, 3 * (1 + rounds), 32, auto.runtimes),
-                                        (3, 2 * (1 + rounds), 2, ("litert", "openvino"))):
+    for n, calls, size_class, timed in ((20, 3 * 2 * rounds, 16, auto.runtimes),
+                                        (40, 3 * 2 * rounds, 32, auto.runtimes),
+                                        (3, 2 * 2 * rounds, 2, ("litert", "openvino"))):
         assert auto.trial_calls(n) == calls
         del order[:]
         for call in range(calls + 2):
@@ -232,7 +232,7 @@ def test_auto_runtime_times_each_size_class_on_its_runtimes(exported):
             assert (auto.runtime_for(n) is not None) == (call >= calls - 1)
         assert {k: len(v) for k, v in auto.runtime_timing[size_class].items()} == {
             k: rounds for k in timed}
-        assert order[:calls] == [r for r in timed for _ in range(1 + rounds)]   # back to back
+        assert order[:calls] == [r for _ in range(rounds) for r in timed for _ in range(2)]
         assert order[calls:] == [auto.runtime_choices[size_class]] * 2
         assert auto.trial_calls(n) == calls                # what deciding takes
         assert auto.runtime_for(n) == auto.runtime_choices[size_class]
@@ -283,11 +283,11 @@ def test_each_size_class_runs_on_the_runtime_that_was_faster(exported, chosen):
     x = np.random.RandomState(10).randint(0, 256, (serving.LARGE_BATCH, 8, 8, 1))
     for _ in range(auto.trial_calls(len(x))):
         auto.predict(x)
-    assert calls == {"litert": 1 + rounds, "openvino": 1 + rounds, "tensorflow": 1 + rounds}
+    assert calls == {"litert": 2 * rounds, "openvino": 2 * rounds, "tensorflow": 2 * rounds}
     assert auto.runtime_choices == {serving.LARGE_BATCH: chosen}
     timing = auto.runtime_timing[serving.LARGE_BATCH]
     assert all(min(timing[k]) > min(timing[chosen]) for k in timing if k != chosen)
-    for _ in range(2 * (1 + rounds)):                 # batches of 4: LiteRT and OpenVINO
+    for _ in range(auto.trial_calls(4)):              # batches of 4: LiteRT and OpenVINO
         auto.predict(x[:4])
     small = chosen if chosen != "tensorflow" else "litert"   # both slow: LiteRT stays
     assert auto.runtime_choices == {serving.LARGE_BATCH: chosen, 4: small}
@@ -418,7 +418,7 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     assert ov_out[:-1] == out[:-1]
     assert ov_out[-1] == f"{right}/4 correct (lenet5 version 2, OpenVINO)"
     # Enough batches of 16 for their size class's choice, made to pick TensorFlow.
-    n = 16 * 3 * (1 + serving._TRIAL_ROUNDS)
+    n = 16 * 3 * 2 * serving._TRIAL_ROUNDS
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(serving, "_choose_runtime", lambda best, default: "tensorflow")
         assert main(["predict", str(base / "lenet5"), "--digits", str(n), "--top-k", "1",

@@ -62,14 +62,14 @@ _BENCH_ROUNDS = 5
 #: of at least this many images (16-31, 32-63...); smaller ones choose between LiteRT and
 #: OpenVINO.
 LARGE_BATCH = 16
-#: Timed calls per runtime before a size class's choice (after one untimed call on each
-#: runtime: see ``Servable._call_trial``).
+#: Timed calls per runtime before a size class's choice, each after an untimed one (see
+#: ``Servable._call_trial``).
 _TRIAL_ROUNDS = 3
 #: XLA at load is kept only if its time is below this fraction of the plain function's.
 _TRIAL_MARGIN = 0.9
 #: ``runtime="auto"``: another runtime runs a size class of batches only if its best trial
 #: time per image is below this fraction of LiteRT's. The trial times each runtime's calls
-#: back to back, best of ``_TRIAL_ROUNDS``, to within a few percent; a wider margin kept
+#: after an untimed one, best of ``_TRIAL_ROUNDS``, to within a few percent; a wider margin kept
 #: LiteRT where OpenVINO was 8-18% faster (Performance, item 24).
 _RUNTIME_MARGIN = 0.95
 
@@ -265,7 +265,7 @@ class Servable:
         #: runtime name -> callable(batch) -> {output: numpy array}, default signature
         self._runners = {}
         self._adaptive = False
-        self._trial_warm = {}   # size class -> runtimes that had their untimed first call
+        self._trial_count = {}  # size class -> trial calls made so far
         self._trial_lock = threading.Lock()
         if runtime == "tensorflow":
             self.runtime_note = "runtime='tensorflow' was asked for"
@@ -651,31 +651,31 @@ class Servable:
         candidates = self._candidates(batch_size)
         if not self._adaptive or len(candidates) == 1:
             return 0
-        return len(candidates) * (1 + _TRIAL_ROUNDS)
+        return 2 * len(candidates) * _TRIAL_ROUNDS
 
     def _call_trial(self, batch):
         """A batch whose size class has no runtime yet (``runtime="auto"`` on LiteRT): the
-        first calls go to each runtime in turn, back to back -- one untimed call (the new
-        batch shape's set-up, TensorFlow's kernel set-up, the previous runtime's threads
-        still spinning on the cores), then ``_TRIAL_ROUNDS`` timed calls -- and every call's
-        answer is returned as usual. LiteRT stays unless another runtime's best time per
-        image is at least 5% below its own; of those, the fastest is chosen. Trial calls
-        run one at a time so that their timings do not overlap."""
+        first calls go round the runtimes ``_TRIAL_ROUNDS`` times, two calls on each in a
+        row, the first untimed (it takes the previous runtime's threads still spinning on
+        the cores, and the first time a new batch shape's set-up), the second timed; every
+        call's answer is returned as usual. The timed calls are spread over the whole trial,
+        so that one busy spell of the machine does not spoil all of a runtime's timings.
+        LiteRT stays unless another runtime's best time per image is at least 5% below its
+        own; of those, the fastest is chosen. Trial calls run one at a time so that their
+        timings do not overlap."""
         size_class = _size_class(len(batch))
         candidates = self._candidates(len(batch))
         with self._trial_lock:
             if size_class in self.runtime_choices:   # decided while this call waited
                 return self._runners[self.runtime_choices[size_class]](batch)
             timing = self.runtime_timing.setdefault(size_class, {r: [] for r in candidates})
-            warm = self._trial_warm.setdefault(size_class, set())
-            # In the order of self._runners, each until it has its timed calls.
-            runtime = next(r for r in candidates if len(timing[r]) < _TRIAL_ROUNDS)
+            call = self._trial_count.get(size_class, 0)
+            self._trial_count[size_class] = call + 1
+            runtime = candidates[(call // 2) % len(candidates)]
             start = time.perf_counter()
             out = self._runners[runtime](batch)
-            if runtime in warm:
+            if call % 2:
                 timing[runtime].append((time.perf_counter() - start) / len(batch))
-            else:
-                warm.add(runtime)
             if all(len(v) >= _TRIAL_ROUNDS for v in timing.values()):
                 self.runtime_choices[size_class] = _choose_runtime(
                     {r: min(v) for r, v in timing.items()}, self.runtime)

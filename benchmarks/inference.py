@@ -349,6 +349,19 @@ def server_runtimes(url, name) -> dict:
         return json.loads(r.read())["runtime"]
 
 
+def _settle_server(url, name, endpoint, body, batch, most) -> None:
+    """Send ``body`` (``batch`` images) until the server has chosen its runtime for that
+    batch size, as its metadata answer tells, a round of the trial at a time (at most
+    ``most`` requests, ``Servable.trial_calls``): a trial goes on longer for quick calls."""
+    from zoo import serving
+    size_class = serving.size_class_text(serving._size_class(batch))
+    per_round = max(1, most // serving._TRIAL_MAX_ROUNDS)
+    for _ in range(0, most, per_round):
+        if size_class in server_runtimes(url, name)["choices"]:
+            return
+        asyncio.run(_burst(endpoint, body, per_round, 1, batch))
+
+
 def _runtimes_note(url, name, servable, batch) -> str:
     """``; runtimes: the server's ..., in process ...`` for a serve row's note."""
     try:
@@ -438,11 +451,11 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                     f"request {len(body) / 1e6:.2f} MB (b64 PNG {len(b64_body) / 1e6:.2f} MB)")
                 latencies = {c: [] for c in clients_list}
                 floors = {c: max(min_requests, c * requests_per_client) for c in clients_list}
-                # The server's Servable settles its choice on as many requests.
+                # The server's Servable settles its choice on requests of the batch.
                 _settle_runtime(servable, x)
                 if serving._size_class(batch) in servable.runtime_timing:
-                    asyncio.run(_burst(endpoint, body, servable.trial_calls(batch), 1,
-                                       batch))
+                    _settle_server(url, name, endpoint, body, batch,
+                                   servable.trial_calls(batch))
                     log(f"serve: {name} batch {batch} in process on "
                         f"{servable.runtime_for(batch)}")
                 def count_for(data, c):

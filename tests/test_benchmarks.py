@@ -21,13 +21,6 @@ def test_tiny_run_writes_table(tmp_path, monkeypatch):
     from zoo import train as ztrain
     monkeypatch.setattr(ztrain, "_gpu_compute_capabilities", lambda: [])
     monkeypatch.setattr(ztrain, "_cpu_prefers_bfloat16", lambda: False)
-    # And where batches of 4 stay on LiteRT: a trial of LeNet-5's 0.01 ms calls is won by
-    # whatever the rest of the machine lets run (beside another test process, OpenVINO won
-    # it in CI). These rows are about the table; test_serving covers the choice itself.
-    from zoo import serving
-    choose = serving._choose_runtime
-    monkeypatch.setattr(serving, "_choose_runtime", lambda best, default: (
-        choose(best, default) if "tensorflow" in best else default))
     out = tmp_path / "bench"
     argv = ["--quick", "--sections", "train,inference", "--models", "lenet5",
             "--inference-models", "lenet5", "--batch-sizes", "4,16", "--inference-images", "16",
@@ -38,31 +31,30 @@ def test_tiny_run_writes_table(tmp_path, monkeypatch):
         reader = csv.DictReader(f)
         assert tuple(reader.fieldnames) == core.COLUMNS
         rows = list(reader)
-    # Batch 16 runs on whichever runtime was fastest at batches of 16-31 (timed during the
-    # warm-up); the runtimes not chosen among LiteRT and TensorFlow have rows of their own.
-    large = [r for r in rows if r["batch"] == "16" and r["section"] == "inference"]
-    chosen = large[0]["variant"]
-    runtimes = ("litert", "openvino", "tensorflow")
-    assert chosen in [f"zoo Servable.predict ({r})" for r in runtimes]
-    assert re.fullmatch(r"runtime='auto' chose (litert|openvino|tensorflow) for batches of "
-                        r"16-31: best ms/image [\d.]+ on LiteRT, [\d.]+ on OpenVINO, [\d.]+ "
-                        r"on TensorFlow", large[0]["note"]), large[0]["note"]
-    assert [r["variant"] for r in large[1:]] == [
-        f"zoo Servable.predict ({r})" for r in ("litert", "tensorflow")
-        if not chosen.endswith(f"({r})")] + [
-        "model.predict, this process", "tf.saved_model.load signature"]
-    rows = [r for r in rows if r not in large]
+    # Each batch size runs on whichever runtime was fastest for its size class (timed during
+    # the warm-up: LiteRT and OpenVINO for 4-7, TensorFlow too for 16-31); the runtimes not
+    # chosen among LiteRT and TensorFlow have rows of their own.
+    timed = {"4": ("4-7", r"[\d.]+ on LiteRT, [\d.]+ on OpenVINO"),
+             "16": ("16-31", r"[\d.]+ on LiteRT, [\d.]+ on OpenVINO, [\d.]+ on TensorFlow")}
+    groups = {}
+    for batch, (size_class, ms) in timed.items():
+        group = [r for r in rows if r["batch"] == batch and r["section"] == "inference"]
+        chosen = re.fullmatch(r"zoo Servable\.predict \((litert|openvino|tensorflow)\)",
+                              group[0]["variant"])
+        assert chosen and (batch == "16" or chosen[1] != "tensorflow"), group[0]
+        assert re.fullmatch(f"runtime='auto' chose {chosen[1]} for batches of {size_class}: "
+                            f"best ms/image {ms}", group[0]["note"]), group[0]["note"]
+        assert [r["variant"] for r in group[1:]] == [
+            f"zoo Servable.predict ({r})" for r in ("litert", "tensorflow") if r != chosen[1]
+        ] + ["model.predict, this process", "tf.saved_model.load signature"]
+        groups[batch] = group
+    rows = [r for r in rows if r["batch"] != "16" or r["section"] != "inference"]
     got = [(r["section"], r["model"], r["variant"]) for r in rows]
     subject = got[0][2]
     assert subject.startswith("zoo defaults (") and "fused BN" in subject
     assert "mixed" not in subject
-    assert got[1:] == [
-        ("train", "lenet5", "zoo, Keras default compile"),
-        ("inference", "lenet5", "zoo Servable.predict (litert)"),
-        ("inference", "lenet5", "zoo Servable.predict (tensorflow)"),
-        ("inference", "lenet5", "model.predict, this process"),
-        ("inference", "lenet5", "tf.saved_model.load signature"),
-    ]
+    assert got[1] == ("train", "lenet5", "zoo, Keras default compile")
+    assert [g[:2] for g in got[2:]] == [("inference", "lenet5")] * len(groups["4"])
     for r in rows:
         assert r["repeats"] == "2", r
         assert float(r["min"]) <= float(r["median"]) <= float(r["max"]), r
@@ -103,7 +95,7 @@ def test_tiny_run_writes_table(tmp_path, monkeypatch):
     assert "## Training throughput" in md and "## Inference throughput" in md
     assert "## Input pipeline" not in md  # not run
     table = [line for line in md.splitlines() if line.startswith("| lenet5 |")]
-    assert len(table) == 6 + len(large)
+    assert len(table) == 2 + len(groups["4"]) + len(groups["16"])
     assert all(line.count("|") == 13 for line in table)   # 12 columns
     assert "% of float32) |" in table[0]
     assert f"TensorFlow matmul in this process reaches {peak:.0f} GFLOP/s in float32" in md
@@ -284,6 +276,10 @@ def test_serve_pipeline_and_accuracy_sections_write_their_rows(tmp_path):
             ceiling = float(part.split("at most ")[1].split("x")[0])
             assert trip_ms > 0 and 0 < ceiling < 1
             assert float(r["ratio"]) <= ceiling + 0.1, r
+            # the server had chosen its runtime for the batch size before the timing
+            server = r["note"].split("runtime by batch size in the server ")[1]
+            assert re.search(("1" if r["batch"] == "1" else "4-7") + ": (litert|openvino)",
+                             server.split("; in process")[0]), r["note"]
     pipeline = [r for r in rows if r["section"] == "pipeline"]
     assert [r["variant"] for r in pipeline] == [
         "zoo.data pipeline", "arrays in memory (model.fit(x, y))",

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import types
 
 import numpy as np
 import pytest
@@ -199,7 +200,9 @@ def test_calls_from_many_threads_agree(exported, runtime):
         np.testing.assert_array_equal(a, b)
 
 
-def test_auto_runtime_times_each_size_class_on_its_runtimes(exported):
+def test_auto_runtime_times_each_size_class_on_its_runtimes(exported, monkeypatch):
+    # _TRIAL_ROUNDS rounds, however quick the calls (test_quick_calls_... has the rest).
+    monkeypatch.setattr(serving, "_TRIAL_SECONDS", 0.0)
     base, _ = exported
     auto = serving.load(base / "lenet5" / "2", jit_compile=False)
     lite = serving.load(base / "lenet5" / "2", runtime="litert")
@@ -221,7 +224,8 @@ def test_auto_runtime_times_each_size_class_on_its_runtimes(exported):
     for n, calls, size_class, timed in ((20, 3 * 2 * rounds, 16, auto.runtimes),
                                         (40, 3 * 2 * rounds, 32, auto.runtimes),
                                         (3, 2 * 2 * rounds, 2, ("litert", "openvino"))):
-        assert auto.trial_calls(n) == calls
+        # at most _TRIAL_MAX_ROUNDS rounds; these take _TRIAL_ROUNDS
+        assert auto.trial_calls(n) == calls // rounds * serving._TRIAL_MAX_ROUNDS
         del order[:]
         for call in range(calls + 2):
             got = auto.predict(x[:n])
@@ -234,7 +238,7 @@ def test_auto_runtime_times_each_size_class_on_its_runtimes(exported):
             k: rounds for k in timed}
         assert order[:calls] == [r for _ in range(rounds) for r in timed for _ in range(2)]
         assert order[calls:] == [auto.runtime_choices[size_class]] * 2
-        assert auto.trial_calls(n) == calls                # what deciding takes
+        assert auto.trial_calls(n) == calls // rounds * serving._TRIAL_MAX_ROUNDS
         assert auto.runtime_for(n) == auto.runtime_choices[size_class]
         assert auto.runtime_choices[size_class] in timed
     assert sorted(auto.runtime_choices) == [2, 16, 32]
@@ -264,9 +268,63 @@ def test_another_runtime_is_chosen_only_when_clearly_faster():
     assert choose({"litert": 9.0, "openvino": 9.4, "tensorflow": 12.0}, "litert") == "litert"
 
 
+@pytest.mark.parametrize("seconds_per_call, rounds", [
+    (0.01, 3),       # 3 timed calls add up to 0.03 s >= _TRIAL_SECONDS: _TRIAL_ROUNDS
+    (0.006, 4),      # 0.018 s after 3, 0.024 s after 4
+    (0.0, 30),       # never: _TRIAL_MAX_ROUNDS
+])
+def test_quick_calls_are_timed_over_more_rounds(exported, monkeypatch, seconds_per_call,
+                                                rounds):
+    """A trial goes on while a runtime's timed calls add up to less than _TRIAL_SECONDS, up
+    to _TRIAL_MAX_ROUNDS rounds: on a clock that each call moves on by a set time."""
+    assert (serving._TRIAL_ROUNDS, serving._TRIAL_SECONDS, serving._TRIAL_MAX_ROUNDS) == (
+        3, 0.02, 30)
+    base, _ = exported
+    auto = serving.load(base / "lenet5" / "2", jit_compile=False)
+    clock = [0.0]
+    monkeypatch.setattr(serving, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    calls = {name: 0 for name in auto.runtimes}
+
+    def timed(name, fn, seconds):
+        def run(batch):
+            calls[name] += 1
+            clock[0] += seconds
+            return fn(batch)
+        return run
+    # OpenVINO's calls take twice LiteRT's: the trial goes on until LiteRT's add up too.
+    auto._runners = {k: timed(k, v, seconds_per_call * (2 if k == "openvino" else 1))
+                     for k, v in auto._runners.items()}
+    x = np.random.RandomState(11).randint(0, 256, (2, 8, 8, 1))
+    assert auto.trial_calls(len(x)) == 2 * 2 * serving._TRIAL_MAX_ROUNDS
+    made = 0
+    while auto.runtime_for(len(x)) is None:
+        auto.predict(x)
+        made += 1
+        assert made <= auto.trial_calls(len(x))
+    assert made == 2 * 2 * rounds
+    assert calls == {"litert": 2 * rounds, "openvino": 2 * rounds, "tensorflow": 0}
+    assert {k: len(v) for k, v in auto.runtime_timing[2].items()} == {
+        "litert": rounds, "openvino": rounds}
+    assert auto.runtime_choices == {2: "litert"}
+    if seconds_per_call:
+        assert auto.runtime_report()["best_ms_per_image"]["2-3"] == {
+            "litert": round(seconds_per_call / 2 * 1e3, 3),
+            "openvino": round(seconds_per_call * 1e3, 3)}
+
+
+def test_trial_done_needs_every_runtime_timed_long_enough():
+    done = serving._trial_done
+    assert not done({"litert": [0.01, 0.01], "openvino": [0.01, 0.01]}, 1)  # 2 rounds
+    assert done({"litert": [0.01] * 3, "openvino": [0.01] * 3}, 1)
+    assert not done({"litert": [0.001] * 3, "openvino": [0.01] * 3}, 1)  # 0.003 s of LiteRT
+    assert done({"litert": [0.001] * 3, "openvino": [0.01] * 3}, 8)      # 0.024 s
+    assert done({"litert": [1e-6] * 30, "openvino": [1e-6] * 30}, 1)    # the last round
+
+
 @pytest.mark.parametrize("chosen", ["litert", "openvino", "tensorflow"])
-def test_each_size_class_runs_on_the_runtime_that_was_faster(exported, chosen):
+def test_each_size_class_runs_on_the_runtime_that_was_faster(exported, chosen, monkeypatch):
     import time
+    monkeypatch.setattr(serving, "_TRIAL_SECONDS", 0.0)   # _TRIAL_ROUNDS rounds
     base, _ = exported
     auto = serving.load(base / "lenet5" / "2", jit_compile=False)
     calls = {name: 0 for name in auto.runtimes}
@@ -281,13 +339,13 @@ def test_each_size_class_runs_on_the_runtime_that_was_faster(exported, chosen):
     auto._runners = {k: counted(k, v) for k, v in auto._runners.items()}
     rounds = serving._TRIAL_ROUNDS
     x = np.random.RandomState(10).randint(0, 256, (serving.LARGE_BATCH, 8, 8, 1))
-    for _ in range(auto.trial_calls(len(x))):
+    while auto.runtime_for(len(x)) is None:
         auto.predict(x)
     assert calls == {"litert": 2 * rounds, "openvino": 2 * rounds, "tensorflow": 2 * rounds}
     assert auto.runtime_choices == {serving.LARGE_BATCH: chosen}
     timing = auto.runtime_timing[serving.LARGE_BATCH]
     assert all(min(timing[k]) > min(timing[chosen]) for k in timing if k != chosen)
-    for _ in range(auto.trial_calls(4)):              # batches of 4: LiteRT and OpenVINO
+    while auto.runtime_for(4) is None:                # batches of 4: LiteRT and OpenVINO
         auto.predict(x[:4])
     small = chosen if chosen != "tensorflow" else "litert"   # both slow: LiteRT stays
     assert auto.runtime_choices == {serving.LARGE_BATCH: chosen, 4: small}
@@ -420,6 +478,7 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     # Enough batches of 16 for their size class's choice, made to pick TensorFlow.
     n = 16 * 3 * 2 * serving._TRIAL_ROUNDS
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(serving, "_TRIAL_SECONDS", 0.0)    # _TRIAL_ROUNDS rounds
         mp.setattr(serving, "_choose_runtime", lambda best, default: "tensorflow")
         assert main(["predict", str(base / "lenet5"), "--digits", str(n), "--top-k", "1",
                      "--batch-size", "16", "--no-xla", "--format", "csv"]) == 0

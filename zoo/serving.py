@@ -63,8 +63,13 @@ _BENCH_ROUNDS = 5
 #: OpenVINO.
 LARGE_BATCH = 16
 #: Timed calls per runtime before a size class's choice, each after an untimed one (see
-#: ``Servable._call_trial``).
+#: ``Servable._call_trial``): at least ``_TRIAL_ROUNDS``, more while a runtime's timed calls
+#: add up to less than ``_TRIAL_SECONDS``, at most ``_TRIAL_MAX_ROUNDS``. A small model's
+#: calls of a few hundredths of a millisecond are timed over more rounds, so that a busy
+#: spell of the machine does not decide its choice.
 _TRIAL_ROUNDS = 3
+_TRIAL_SECONDS = 0.02
+_TRIAL_MAX_ROUNDS = 30
 #: XLA at load is kept only if its time is below this fraction of the plain function's.
 _TRIAL_MARGIN = 0.9
 #: ``runtime="auto"``: another runtime runs a size class of batches only if its best trial
@@ -645,13 +650,15 @@ class Servable:
         return {k: v[:n] for k, v in fn(batch).items()}
 
     def trial_calls(self, batch_size: int) -> int:
-        """How many calls of ``batch_size`` images the choice of runtime for their size
-        class takes (``runtime="auto"``; 0 where there is nothing to choose), decided or
-        not: a warm-up that leaves a fresh copy of the model (a server's) decided."""
+        """At most how many calls of ``batch_size`` images the choice of runtime for their
+        size class takes (``runtime="auto"``; 0 where there is nothing to choose), decided
+        or not: ``2 x runtimes x _TRIAL_MAX_ROUNDS``. A model whose calls take longer than
+        ``_TRIAL_SECONDS / _TRIAL_ROUNDS`` decides after ``2 x runtimes x _TRIAL_ROUNDS``;
+        :meth:`runtime_for` tells when it has."""
         candidates = self._candidates(batch_size)
         if not self._adaptive or len(candidates) == 1:
             return 0
-        return 2 * len(candidates) * _TRIAL_ROUNDS
+        return 2 * len(candidates) * _TRIAL_MAX_ROUNDS
 
     def _call_trial(self, batch):
         """A batch whose size class has no runtime yet (``runtime="auto"`` on LiteRT): the
@@ -659,10 +666,12 @@ class Servable:
         row, the first untimed (it takes the previous runtime's threads still spinning on
         the cores, and the first time a new batch shape's set-up), the second timed; every
         call's answer is returned as usual. The timed calls are spread over the whole trial,
-        so that one busy spell of the machine does not spoil all of a runtime's timings.
-        LiteRT stays unless another runtime's best time per image is at least 5% below its
-        own; of those, the fastest is chosen. Trial calls run one at a time so that their
-        timings do not overlap."""
+        so that one busy spell of the machine does not spoil all of a runtime's timings;
+        rounds go on while a runtime's timed calls add up to less than ``_TRIAL_SECONDS``
+        (up to ``_TRIAL_MAX_ROUNDS``), so that calls of a few microseconds are timed over a
+        span of the machine's time as well. LiteRT stays unless another runtime's best time
+        per image is at least 5% below its own; of those, the fastest is chosen. Trial calls
+        run one at a time so that their timings do not overlap."""
         size_class = _size_class(len(batch))
         candidates = self._candidates(len(batch))
         with self._trial_lock:
@@ -676,7 +685,7 @@ class Servable:
             out = self._runners[runtime](batch)
             if call % 2:
                 timing[runtime].append((time.perf_counter() - start) / len(batch))
-            if all(len(v) >= _TRIAL_ROUNDS for v in timing.values()):
+            if call % 2 and runtime == candidates[-1] and _trial_done(timing, len(batch)):
                 self.runtime_choices[size_class] = _choose_runtime(
                     {r: min(v) for r, v in timing.items()}, self.runtime)
             return out
@@ -699,6 +708,15 @@ class Servable:
 def _size_class(batch_size: int) -> int:
     """The power of two at or below ``batch_size``: 16 for 16-31 images, 32 for 32-63."""
     return 1 << (batch_size.bit_length() - 1)
+
+
+def _trial_done(timing: dict, batch_size: int) -> bool:
+    """Whether a trial's timings of batches of ``batch_size`` (``{runtime: [seconds per
+    image, ...]}``, after a complete round) are enough to choose from: see
+    ``_TRIAL_ROUNDS``."""
+    rounds = min(len(v) for v in timing.values())
+    return rounds >= _TRIAL_MAX_ROUNDS or (rounds >= _TRIAL_ROUNDS and all(
+        sum(v) * batch_size >= _TRIAL_SECONDS for v in timing.values()))
 
 
 def _choose_runtime(best: dict, default: str) -> str:

@@ -60,6 +60,17 @@ def _ints(text):
     return values
 
 
+def _waits(text):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = None
+    if not values or not all(0 < v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive milliseconds; "
+                                         f"received {text!r}")
+    return values
+
+
 _seconds = number_type("a number of seconds >= 0", lambda v: 0 <= v < float("inf"))
 _fraction = number_type("a fraction in (0, 1]", lambda v: 0 < v <= 1)
 
@@ -93,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve-models", type=_names, help="models for the serve section")
     p.add_argument("--serve-batches", type=_ints, help="images per request, e.g. 1,32")
     p.add_argument("--clients", type=_ints, help="concurrent clients, e.g. 1,8,32")
+    p.add_argument("--serve-batch-waits", type=_waits, default=None, metavar="MS,...",
+                   help="also serve with zoo serve --batch-wait-ms MS, one server each, for "
+                   "the client counts above 1 (default: none)")
     p.add_argument("--requests-per-client", type=core.count_type(1))
     p.add_argument("--min-requests", type=core.count_type(1))
     p.add_argument("--serve-seconds", type=_seconds,
@@ -204,7 +218,7 @@ def main(argv=None) -> int:
             rows += inference.serve_section(
                 configs, image_sizes=sizes, repeats=s["repeats"], warmup=s["warmup"],
                 requests_per_client=s["requests_per_client"], min_requests=s["min_requests"],
-                seconds=s["serve_seconds"])
+                seconds=s["serve_seconds"], batch_waits=args.serve_batch_waits or ())
         elif section == "pipeline":
             rows += training.pipeline_section(epochs=s["pipeline_epochs"],
                                               repeats=s["pipeline_repeats"], warmup=s["warmup"])

@@ -396,7 +396,7 @@ def requests_for(rate: float, floor: int, seconds: float = SERVE_REPETITION_SECO
 
 
 def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
-                  min_requests, seconds=SERVE_REPETITION_SECONDS) -> list:
+                  min_requests, seconds=SERVE_REPETITION_SECONDS, batch_waits=()) -> list:
     """``zoo serve`` images/s and latency vs ``Servable.predict`` in the same process.
 
     Both models are exported to one directory that one ``zoo serve`` process serves on
@@ -410,13 +410,19 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
     ``Servable.predict`` on the same batch in this process, called one after the other,
     as many times as fill that time too. The one-client
     rows also say what HTTP alone costs (the median of GETs of the model's status) and the
-    ratio that leaves at most (:func:`http_ceiling`).
+    ratio that leaves at most (:func:`http_ceiling`). With ``batch_waits``, one more server
+    per wait (``zoo serve --batch-wait-ms W``) answers the JSON requests of every client
+    count above 1 in the same interleaved repetitions.
 
     Args:
         configs: ``[(model name, batch, [clients, ...]), ...]``.
         image_sizes: model name -> input size (square).
         seconds: the least time a repetition of quick requests (or in-process calls) fills.
+        batch_waits: milliseconds a request that finds its model idle waits for others
+            (``zoo serve --batch-wait-ms``), one server each; the main server waits none.
     """
+    import contextlib
+
     import keras
 
     import zoo
@@ -439,8 +445,12 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
             shapes[name] = (size, size, info.default_input_shape[-1] or 3)
             keras.backend.clear_session()
             paths[name] = _export(zoo.get_model(name, input_shape=shapes[name]), base, name)
-        log(f"serve: starting zoo serve for {', '.join(paths)}")
-        with zoo_server(base) as url:
+        log(f"serve: starting zoo serve for {', '.join(paths)}"
+            + (f", and one per batch wait {batch_waits} ms" if batch_waits else ""))
+        with contextlib.ExitStack() as servers:
+            url = servers.enter_context(zoo_server(base))
+            waiting = {w: servers.enter_context(
+                zoo_server(base, extra_args=["--batch-wait-ms", str(w)])) for w in batch_waits}
             for name, batch, clients_list in configs:
                 servable = serving.load(paths[name])
                 x = _images(shapes[name], batch)
@@ -454,13 +464,14 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                 # The server's Servable settles its choice on requests of the batch.
                 _settle_runtime(servable, x)
                 if serving._size_class(batch) in servable.runtime_timing:
-                    _settle_server(url, name, endpoint, body, batch,
-                                   servable.trial_calls(batch))
+                    for u in (url, *waiting.values()):
+                        _settle_server(u, name, f"{u}/v1/models/{name}:predict", body, batch,
+                                       servable.trial_calls(batch))
                     log(f"serve: {name} batch {batch} in process on "
                         f"{servable.runtime_for(batch)}")
-                def count_for(data, c):
+                def count_for(data, c, to=endpoint):
                     """Requests per repetition, from a first burst (a warm-up too)."""
-                    _, took = asyncio.run(_burst(endpoint, data, floors[c], c, batch))
+                    _, took = asyncio.run(_burst(to, data, floors[c], c, batch))
                     return requests_for(floors[c] / took, floors[c], seconds)
 
                 counts = {c: count_for(body, c) for c in clients_list}
@@ -476,10 +487,9 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                         return count * batch
                     return run
 
-                def over_http(c, key, data):
+                def over_http(c, key, data, to=endpoint):
                     def run():
-                        lat, seconds = asyncio.run(_burst(endpoint, data, counts[key], c,
-                                                          batch))
+                        lat, seconds = asyncio.run(_burst(to, data, counts[key], c, batch))
                         latencies[key].extend(lat)
                         return counts[key] * batch, seconds
                     return run
@@ -499,6 +509,15 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                                          over_http(c, "b64", b64_body),
                                          target=TARGET_SERVE if batch >= 32 and c == 1 else None),
                                  c, "b64"))
+                for w, u in waiting.items():
+                    to = f"{u}/v1/models/{name}:predict"
+                    for c in clients_list:
+                        if c > 1:
+                            key = (c, w)
+                            latencies[key] = []
+                            counts[key] = count_for(body, c, to)
+                            http.append((Variant(f"zoo serve, {c} clients, batch wait {w:g} ms",
+                                                 over_http(c, key, body, to)), c, key))
                 variants += [v for v, _, _ in http]
                 measured = measure(variants, repeats=repeats, warmup=warmup)
                 for key in latencies:   # keep only timed repetitions' latencies

@@ -1,5 +1,6 @@
 """zoo.server.RequestBatcher: concurrent requests combined while the model is busy."""
 
+import re
 import threading
 import time
 
@@ -144,3 +145,69 @@ def test_an_error_reaches_every_request_of_its_batch_and_the_queue_goes_on():
     servable.fail = None
     answer = batcher.predict(servable, image_batch(2, 7.0), "serving_default")
     assert answer["first"].tolist() == [7.0, 8.0]
+
+
+def ask_later(batcher, servable, images, delay, answers, **kwargs):
+    """A thread that sends ``images`` after ``delay`` seconds; its answer goes to
+    ``answers``."""
+    def run():
+        time.sleep(delay)
+        answers.append(batcher.predict(servable, images, "serving_default", **kwargs))
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_wait_ms_gathers_requests_that_arrive_while_the_first_waits():
+    servable, batcher = FakeServable(), RequestBatcher(64, wait_ms=2000)
+    answers = []
+    start = time.perf_counter()
+    # The first finds the model idle and waits; the others join it within the window.
+    threads = [ask_later(batcher, servable, image_batch(n, 10.0 * n), delay, answers)
+               for n, delay in ((1, 0.0), (2, 0.1), (3, 0.2))]
+    for t in threads:
+        t.join(10)
+    took = time.perf_counter() - start
+    assert servable.calls == [("serving_default", 6)]
+    assert (batcher.batches, batcher.requests) == (1, 3)
+    assert sorted(a["first"].tolist() for a in answers) == [[10.0], [20.0, 21.0],
+                                                            [30.0, 31.0, 32.0]]
+    assert 1.9 < took < 9          # the whole window: 6 images never fill max_batch
+    assert batcher._queues == {} and batcher._running == set()
+
+
+def test_wait_ms_ends_once_max_batch_images_have_arrived():
+    servable, batcher = FakeServable(), RequestBatcher(4, wait_ms=60_000)
+    answers = []
+    start = time.perf_counter()
+    threads = [ask_later(batcher, servable, image_batch(2, 10.0 * i), 0.1 * i, answers)
+               for i in range(2)]
+    for t in threads:
+        t.join(30)
+    assert time.perf_counter() - start < 20          # not the 60 s window
+    assert servable.calls == [("serving_default", 4)] and len(answers) == 2
+
+
+def test_no_wait_without_wait_ms_or_with_wait_false():
+    """wait_ms=0: the first request runs at once, a later one in a batch of its own; a
+    request with wait=False (answered on the event loop) does not wait either."""
+    for batcher, kwargs in ((RequestBatcher(64), {}),
+                            (RequestBatcher(64, wait_ms=60_000), {"wait": False})):
+        servable, answers = FakeServable(), []
+        start = time.perf_counter()
+        threads = [ask_later(batcher, servable, image_batch(1, 5.0), delay, answers, **kwargs)
+                   for delay in (0.0, 0.3)]
+        for t in threads:
+            t.join(30)
+        assert time.perf_counter() - start < 20
+        assert servable.calls == [("serving_default", 1)] * 2 and len(answers) == 2
+        assert batcher.batches == 2
+
+
+def test_wait_ms_is_checked():
+    assert RequestBatcher(8, wait_ms=2.5).wait_seconds == 0.0025
+    assert RequestBatcher(8).wait_seconds == 0.0
+    for bad in (-1, float("nan"), float("inf"), True, "5"):
+        with pytest.raises(ValueError, match=re.escape(
+                f"wait_ms must be a non-negative number of milliseconds. Received: {bad!r}")):
+            RequestBatcher(8, wait_ms=bad)

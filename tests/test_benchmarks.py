@@ -241,7 +241,8 @@ def test_serve_pipeline_and_accuracy_sections_write_their_rows(tmp_path):
     the zoo.data pipeline against arrays in memory, and time to a low accuracy."""
     out = tmp_path / "bench"
     argv = ["--quick", "--sections", "serve,pipeline,accuracy", "--serve-models", "lenet5",
-            "--serve-batches", "1,4", "--clients", "1,2", "--repeats", "2", "--warmup", "1",
+            "--serve-batches", "1,4", "--clients", "1,2", "--serve-batch-waits", "5",
+            "--repeats", "2", "--warmup", "1",
             "--requests-per-client", "1", "--min-requests", "2", "--serve-seconds", "0.1",
             "--pipeline-epochs", "1",
             "--pipeline-repeats", "2", "--accuracy-repeats", "1", "--accuracy-target", "0.5",
@@ -253,9 +254,11 @@ def test_serve_pipeline_and_accuracy_sections_write_their_rows(tmp_path):
     assert [(r["batch"], r["clients"], r["variant"]) for r in serve] == [
         ("1", "1", "in-process Servable.predict"),
         ("1", "1", "zoo serve, 1 clients"), ("1", "2", "zoo serve, 2 clients"),
+        ("1", "2", "zoo serve, 2 clients, batch wait 5 ms"),
         ("4", "1", "in-process Servable.predict"),
         ("4", "1", "zoo serve, 1 clients"), ("4", "2", "zoo serve, 2 clients"),
-        ("4", "1", "zoo serve, 1 clients, b64 PNG")]
+        ("4", "1", "zoo serve, 1 clients, b64 PNG"),
+        ("4", "2", "zoo serve, 2 clients, batch wait 5 ms")]
     for r in serve:
         assert r["repeats"] == "2" and float(r["median"]) > 0 and "failed" not in r["note"], r
         if r["variant"].startswith("zoo serve"):
@@ -266,7 +269,7 @@ def test_serve_pipeline_and_accuracy_sections_write_their_rows(tmp_path):
             # more for requests quick enough to fill 0.1 s (LeNet-5's take a few ms)
             count = int(r["note"].split(" requests per repetition")[0])
             assert 2 <= count <= 512
-            assert count > 2 or r["variant"].endswith("b64 PNG") or r["batch"] == "4", r
+            assert count > 2 or r["variant"].endswith(("b64 PNG", "ms")) or r["batch"] == "4", r
     # One client at a time: what HTTP alone costs bounds the ratio, and the ratio keeps
     # under that bound (a request costs the round trip plus the work).
     for r in serve:
@@ -332,6 +335,9 @@ def test_inference_repetitions_follow_the_preset_unless_asked():
                                 "received '16,0'"),
     (["--clients", ","], "--clients: expected comma-separated positive integers"),
     (["--serve-seconds", "-0.5"], "--serve-seconds: expected a number of seconds >= 0"),
+    (["--serve-batch-waits", "2,0"], "--serve-batch-waits: expected comma-separated positive "
+                                     "milliseconds; received '2,0'"),
+    (["--serve-batch-waits", "soon"], "--serve-batch-waits: expected comma-separated"),
     (["--serve-seconds", "inf"], "--serve-seconds: expected a number of seconds >= 0"),
     (["--accuracy-target", "98"], "--accuracy-target: expected a fraction in (0, 1]"),
 ])

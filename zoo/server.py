@@ -373,34 +373,46 @@ class _Pending:
 
 
 class RequestBatcher:
-    """Server-side batching of concurrent requests, with no waiting added.
+    """Server-side batching of concurrent requests.
 
-    A request that finds its model idle runs at once. Requests that arrive while a batch of
-    the same model version, signature and image size runs queue up, and when it finishes the
-    queued ones run together as the next batch (up to ``max_batch`` images; the thread of
-    the first of them runs it, then hands on to the next request still queued). Each request
-    gets its own rows of the batch's outputs. Requests of several image sizes, or of
-    ``max_batch`` images or more, run on their own.
+    A request that finds its model idle runs at once, or with ``wait_ms`` after up to that
+    long for others to join it (TensorFlow Serving's ``batch_timeout_micros``). Requests
+    that arrive while a batch of the same model version, signature and image size runs
+    queue up, and when it finishes the queued ones run together as the next batch (up to
+    ``max_batch`` images; the thread of the first of them runs it, then hands on to the next
+    request still queued). Each request gets its own rows of the batch's outputs. Requests
+    of several image sizes, or of ``max_batch`` images or more, run on their own.
 
     Args:
         max_batch: the most images in one combined batch; below 2, requests are never
             combined.
+        wait_ms: how long a request that finds its model idle waits for more requests, in
+            milliseconds; it runs as soon as ``max_batch`` images have arrived. 0 (the
+            default): no waiting.
     """
 
-    def __init__(self, max_batch: int = _PREDICT_BATCH):
+    def __init__(self, max_batch: int = _PREDICT_BATCH, wait_ms: float = 0.0):
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 0:
             raise ValueError(f"max_batch must be a non-negative integer. Received: "
                              f"{max_batch!r}")
+        if (isinstance(wait_ms, bool) or not isinstance(wait_ms, (int, float))
+                or not math.isfinite(wait_ms) or wait_ms < 0):
+            raise ValueError(f"wait_ms must be a non-negative number of milliseconds. "
+                             f"Received: {wait_ms!r}")
         self.max_batch = max_batch
+        self.wait_seconds = wait_ms / 1000.0
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)   # a request joined a queue
         self._queues: dict = {}
         self._running: set = set()
         #: batches run and the requests they answered (combined ones count once)
         self.batches = 0
         self.requests = 0
 
-    def predict(self, servable, images, signature_name) -> dict:
-        """``servable.predict(images, signature_name=...)``, batched with concurrent calls."""
+    def predict(self, servable, images, signature_name, *, wait=True) -> dict:
+        """``servable.predict(images, signature_name=...)``, batched with concurrent calls;
+        ``wait=False``: no waiting for others if the model is idle (a request answered on
+        the event loop, where no other request can arrive meanwhile)."""
         groups = servable.to_batches(images)
         if len(groups) != 1 or len(groups[0][1]) >= self.max_batch:
             return servable.predict_batches(groups, _PREDICT_BATCH,
@@ -409,9 +421,14 @@ class RequestBatcher:
         key = (servable, signature_name, batch.shape[1:])
         me = _Pending(batch)
         with self._lock:
-            self._queues.setdefault(key, []).append(me)
+            queue = self._queues.setdefault(key, [])
+            queue.append(me)
             me.lead = key not in self._running
             self._running.add(key)
+            if me.lead and wait and self.wait_seconds > 0:
+                self._gather(queue)
+            elif len(queue) > 1:
+                self._arrived.notify_all()
         if not me.lead:
             me.event.wait()                   # answered, or handed the lead
         if me.lead:
@@ -419,6 +436,16 @@ class RequestBatcher:
         if me.error is not None:
             raise me.error
         return me.result
+
+    def _gather(self, queue):
+        """Wait (holding ``_lock``, which the wait releases) until ``queue`` holds
+        ``max_batch`` images or ``wait_seconds`` have passed."""
+        deadline = time.monotonic() + self.wait_seconds
+        while sum(len(p.images) for p in queue) < self.max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._arrived.wait(left)
 
     def _run_next(self, servable, signature_name, key):
         with self._lock:
@@ -556,9 +583,10 @@ class InlinePolicy:
                         cost[1] = min(cost[1], seconds)
 
 
-def handle_predict(servable, payload, batcher=None) -> dict:
+def handle_predict(servable, payload, batcher=None, *, wait=True) -> dict:
     """Answer one ``:predict`` request body (already parsed JSON), its prediction batched
-    with concurrent requests' by ``batcher`` (a :class:`RequestBatcher`) if given."""
+    with concurrent requests' by ``batcher`` (a :class:`RequestBatcher`) if given
+    (``wait``: see :meth:`RequestBatcher.predict`)."""
     if not isinstance(payload, dict):
         raise ServingError(400, "the request body must be a JSON object with 'instances' or "
                            "'inputs'")
@@ -585,7 +613,7 @@ def handle_predict(servable, payload, batcher=None) -> dict:
             outputs = servable.predict(images, batch_size=_PREDICT_BATCH,
                                        signature_name=signature)
         else:
-            outputs = batcher.predict(servable, images, signature)
+            outputs = batcher.predict(servable, images, signature, wait=wait)
     except ValueError as exc:
         raise ServingError(400, str(exc)) from None
     except Exception as exc:
@@ -645,7 +673,7 @@ def parse_workers_for(parse_workers) -> int:
 
 def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_compile="auto",
                runtime="auto", preload=True, parse_workers="auto", max_batch=_PREDICT_BATCH,
-               inline_ms=DEFAULT_INLINE_MS):
+               inline_ms=DEFAULT_INLINE_MS, batch_wait_ms=0.0):
     """The FastAPI application serving ``base_dir``.
 
     Args:
@@ -660,11 +688,14 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             CPUs, at most 3; 0: none. The processes start with the application, or with the
             first such body.
         max_batch: concurrent requests' images are combined into batches of up to this
-            many (:class:`RequestBatcher`: only while the model is busy, no waiting added);
-            0 or 1: every request runs on its own.
+            many (:class:`RequestBatcher`: those that arrive while the model is busy, or
+            within ``batch_wait_ms``); 0 or 1: every request runs on its own.
         inline_ms: requests a model is predicted to answer within this many milliseconds
             are answered on the event loop, the others in the thread pool
             (:class:`InlinePolicy`); 0: all in the thread pool.
+        batch_wait_ms: how long a request that finds its model idle waits for others to
+            join its batch (:class:`RequestBatcher`'s ``wait_ms``; requests answered on the
+            event loop never wait); 0 (the default): no waiting.
 
     Returns:
         A ``fastapi.FastAPI`` application (its ``state.store`` is the :class:`ModelStore`,
@@ -680,7 +711,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
                          f"Received: {runtime!r}")
     splitter = jsonarrays.SplitParser(parse_workers_for(parse_workers))
-    batcher = RequestBatcher(max_batch)
+    batcher = RequestBatcher(max_batch, batch_wait_ms)
     inline = InlinePolicy(inline_ms)
     store = ModelStore(base_dir, jit_compile=jit_compile, runtime=runtime)
 
@@ -788,20 +819,20 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
                                f"/v1/models/{name}[/versions/N]:predict)")
         body = await read_body(request)
 
-        def answer(servable):
+        def answer(servable, wait=True):
             # Request bodies of pixel lists are megabytes of JSON numbers: simdjson reads
             # them into numpy, orjson parses the rest and writes answers ~20x faster than
             # the json module (benchmarks/).
             dtype = np.dtype(servable.input_dtype.as_numpy_dtype)
             payload = parse_body(body, splitter,
                                  dtype if np.issubdtype(dtype, np.floating) else None)
-            return dumps(handle_predict(servable, payload, batcher))
+            return dumps(handle_predict(servable, payload, batcher, wait=wait))
 
         # A loaded model that answers such a body within inline_ms: on the event loop.
         servable = store.loaded(name, version)
         if servable is not None and inline.cheap(servable, body):
             with inline.timed(servable, body, pooled=False):
-                content = answer(servable)
+                content = answer(servable, wait=False)   # nothing can arrive meanwhile
             return Response(content, media_type="application/json")
 
         def work():
@@ -824,7 +855,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
 
 def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES,
           jit_compile="auto", runtime="auto", parse_workers="auto", max_batch=_PREDICT_BATCH,
-          inline_ms=DEFAULT_INLINE_MS, log_level="warning"):
+          inline_ms=DEFAULT_INLINE_MS, batch_wait_ms=0.0, log_level="warning"):
     """Run the REST server until interrupted (uvicorn).
 
     Args:
@@ -838,6 +869,8 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
             :func:`create_app`).
         inline_ms: requests predicted to take less are answered on the event loop (see
             :func:`create_app`).
+        batch_wait_ms: how long a request that finds its model idle waits for others (see
+            :func:`create_app`).
         log_level: uvicorn's log level.
 
     Raises:
@@ -850,7 +883,7 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
         raise FileNotFoundError(f"no such model directory: {base_dir}")
     app = create_app(base_dir, max_request_bytes=max_request_bytes, jit_compile=jit_compile,
                      runtime=runtime, preload=False, parse_workers=parse_workers,
-                     max_batch=max_batch, inline_ms=inline_ms)
+                     max_batch=max_batch, inline_ms=inline_ms, batch_wait_ms=batch_wait_ms)
     app.state.store.preload()
     names = app.state.store.model_names()
     print(f"zoo serve: {len(names)} model(s) under {os.path.abspath(base_dir)} "

@@ -958,6 +958,10 @@ def configure_serve(parser):
                         help="answer requests a model is predicted to answer within MS "
                              "milliseconds on the event loop instead of the thread pool "
                              "(default 5; 0: always the thread pool)")
+    parser.add_argument("--batch-wait-ms", type=_ms_arg, default=0.0, metavar="MS",
+                        help="a request that finds its model idle waits up to MS "
+                             "milliseconds for others to join its batch (default 0: "
+                             "none; like TensorFlow Serving's batch_timeout_micros)")
     parser.add_argument("--log-level", default="warning",
                         choices=("critical", "error", "warning", "info", "debug"))
 
@@ -967,7 +971,8 @@ def configure_serve(parser):
               max_request_bytes=int(args.max_request_mb * 1024 * 1024),
               jit_compile=not args.no_xla and "auto", runtime=args.runtime,
               parse_workers=args.parse_workers, max_batch=args.max_batch_size,
-              inline_ms=args.inline_ms, log_level=args.log_level)
+              inline_ms=args.inline_ms, batch_wait_ms=args.batch_wait_ms,
+              log_level=args.log_level)
         return 0
 
     return run

@@ -559,6 +559,7 @@ def test_cli_serve_defaults_are_the_servers(tmp_path):
         server.create_app(tmp_path, batch_wait_ms=-1, parse_workers=0)
 
 
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_batch_wait_ms_combines_requests_sent_close_together(server, local):
     """With batch_wait_ms, requests sent within the window to an idle model run as one
     batch, each answered with its own rows."""

@@ -49,27 +49,22 @@ PRESETS = {
 }
 
 
-def _ints(text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers; "
-                                         f"received {text!r}")
-    return values
+def _number_list(convert, ok, what):
+    """An argparse type: comma-separated numbers ``convert`` reads and ``ok`` accepts."""
+    def parse(text):
+        try:
+            values = [convert(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = None
+        if not values or not all(ok(v) for v in values):
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}; "
+                                             f"received {text!r}")
+        return values
+    return parse
 
 
-def _waits(text):
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = None
-    if not values or not all(0 < v < float("inf") for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive milliseconds; "
-                                         f"received {text!r}")
-    return values
-
+_ints = _number_list(int, lambda v: v >= 1, "positive integers")
+_waits = _number_list(float, lambda v: 0 < v < float("inf"), "positive milliseconds")
 
 _seconds = number_type("a number of seconds >= 0", lambda v: 0 <= v < float("inf"))
 _fraction = number_type("a fraction in (0, 1]", lambda v: 0 < v <= 1)

@@ -117,7 +117,8 @@ def _round(x, digits=None):
 @dataclasses.dataclass
 class Variant:
     """A named piece of work: ``run()`` does one repetition and returns the items done, or
-    ``(items, seconds)`` when it times itself (to leave out its own set-up)."""
+    ``(items, seconds)`` when it times itself (to leave out its own set-up), or ``(items,
+    seconds, CPU seconds)`` when its work runs in another process."""
 
     name: str
     run: Callable[[], float]
@@ -137,10 +138,12 @@ def measure(variants, *, repeats: int, warmup: int = 1) -> dict:
         warmup: untimed runs per variant first (the first one compiles).
 
     Returns:
-        ``{name: {"rates": [items/s per repetition], "first": seconds of the first run,
-        "error": message or ""}}``.
+        ``{name: {"rates": [items/s per repetition], "cores": [busy cores per repetition],
+        "first": seconds of the first run, "error": message or ""}}``. Busy cores are CPU
+        seconds over wall seconds: of this process's threads for a plain run, the
+        variant's own figure when it times itself and gives one (none when it does not).
     """
-    out = {v.name: {"rates": [], "first": None, "error": ""} for v in variants}
+    out = {v.name: {"rates": [], "cores": [], "first": None, "error": ""} for v in variants}
     alive = []
     for v in variants:
         try:
@@ -160,12 +163,15 @@ def measure(variants, *, repeats: int, warmup: int = 1) -> dict:
             if out[v.name]["error"]:
                 continue
             try:
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 items = v.run()
                 seconds = time.perf_counter() - t0
-                if isinstance(items, tuple):
-                    items, seconds = items
+                cpu = time.process_time() - c0
+                if isinstance(items, tuple):   # timed by the variant: CPU time if it says
+                    items, seconds, cpu = (*items, None)[:3]
                 out[v.name]["rates"].append(items / seconds)
+                if cpu is not None:
+                    out[v.name]["cores"].append(cpu / seconds)
             except Exception as exc:
                 out[v.name]["error"] = _error_text(exc)
                 log(f"  {v.name} failed: {out[v.name]['error']}")
@@ -194,7 +200,12 @@ def rows_from(measured: dict, variants, *, section, model, metric, unit, subject
         n = min(len(rates), len(subj))
         ratios = [] if v.name == subject else [subj[i] / rates[i] for i in range(n)
                                                 if rates[i] > 0]
-        text = "; ".join(t for t in (note, v.note, m["error"] and f"failed: {m['error']}") if t)
+        cores = m.get("cores") and "busy cores per repetition " + " ".join(
+            f"{c:.1f}" for c in m["cores"])
+        if cores and v.target is not None and ratios:
+            cores += _busiest_ratio(subj, rates, m["cores"])
+        text = "; ".join(t for t in (note, v.note, cores,
+                                     m["error"] and f"failed: {m['error']}") if t)
         rows.append(Row(section=section, model=model, variant=v.name, metric=metric,
                         unit=unit, values=rates, input=input, batch=batch, clients=clients,
                         ratio_of=f"{subject} / this", reference=v.name == subject,
@@ -202,6 +213,26 @@ def rows_from(measured: dict, variants, *, section, model, metric, unit, subject
                         target=v.target, first_seconds=m["first"], note=text,
                         precision=v.precision, gflop_per_item=gflop_per_item))
     return rows
+
+
+#: A repetition counts among a variant's busiest when it kept at least this share of the
+#: most cores the variant kept busy in any of its repetitions.
+BUSIEST_SHARE = 0.75
+
+
+def _busiest_ratio(subject_rates, rates, cores) -> str:
+    """``"; ratio R on its k of n busiest repetitions"`` when some of a target row's
+    repetitions kept fewer cores busy than its others (Keras' ``predict`` runs some calls
+    on one core of two, README Performance), else ``""``: the ratio the target would get
+    if the reference always ran at its best."""
+    n = min(len(subject_rates), len(rates), len(cores))
+    top = max(cores[:n], default=0.0)
+    busiest = [i for i in range(n) if cores[i] >= BUSIEST_SHARE * top and rates[i] > 0]
+    if not busiest or len(busiest) == n:
+        return ""
+    ratio = float(np.median([subject_rates[i] / rates[i] for i in busiest]))
+    return (f"; ratio {ratio:.2f} on its {len(busiest)} of {n} repetitions with at least "
+            f"{BUSIEST_SHARE:.0%} of its most busy cores")
 
 
 def model_gflop(model) -> float:

@@ -428,8 +428,9 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
     once, and for batches of more than one image also the binary form
     ``{"instances": [{"b64": <PNG>}, ...]}`` (with the first client count); a repetition
     sends at least ``max(min_requests, clients * requests_per_client)`` requests from
-    ``clients`` concurrent aiohttp clients, and as many more as a first burst says fill
-    ``seconds`` (:func:`requests_for`). The reference is
+    ``clients`` concurrent aiohttp clients, and as many more as a burst says fill
+    ``seconds`` (:func:`requests_for`; for many clients, a burst after
+    :func:`_settle_batches`, in the server's steady state). The reference is
     ``Servable.predict`` on the same batch in this process, called one after the other,
     as many times as fill that time too. The one-client
     rows also say what HTTP alone costs (the median of GETs of the model's status) and the
@@ -503,6 +504,8 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                                               max(counts[c], 4 * c))
                     log(f"serve: {name} batch {batch}, {c} clients: the server's runtimes "
                         f"by batch size {choices}")
+                    # Sized again in the steady state: the first burst ran during trials.
+                    counts[c] = count_for(body, c)
                 t0 = time.perf_counter()
                 servable.predict(x)
                 ref_count = requests_for(1 / (time.perf_counter() - t0), min(floors.values()),
@@ -543,9 +546,9 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                         if c > 1:
                             key = (c, w)
                             latencies[key] = []
-                            counts[key] = count_for(body, c, to)
                             _settle_batches(u, name, to, body, c, batch,
-                                            max(counts[key], 4 * c))
+                                            max(count_for(body, c, to), 4 * c))
+                            counts[key] = count_for(body, c, to)
                             http.append((Variant(f"zoo serve, {c} clients, batch wait {w:g} ms",
                                                  over_http(c, key, body, to)), c, key))
                 variants += [v for v, _, _ in http]

@@ -12,7 +12,8 @@ time: the parent waits while the child runs.
 
 Commands: ``{"op": "setup", "kind": "train"|"predict", "model": "ResNet50", "shape": [h, w,
 c], "batch": b, "classes": k, "steps": s, "images": n}`` and ``{"op": "run"}``, answered by
-``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. ``"model": "zoo:resnet50"`` with
+``{"ok": true, ...}`` (for a run: items, wall and CPU seconds) or ``{"ok": false, "error":
+"..."}``. ``"model": "zoo:resnet50"`` with
 ``"fused_bn": false, "jit_compile": true`` builds the zoo model the way it ran before its
 speed defaults (for the before/after rows).
 
@@ -140,9 +141,10 @@ def main() -> int:
                 run, info = _setup(cmd)
                 answer = {"ok": True, **info}
             elif cmd["op"] == "run":
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 items = run()
-                answer = {"ok": True, "items": items, "seconds": time.perf_counter() - t0}
+                answer = {"ok": True, "items": items, "seconds": time.perf_counter() - t0,
+                          "cpu_seconds": time.process_time() - c0}
             else:
                 raise ValueError(f"unknown op {cmd['op']!r}")
         except Exception as exc:  # reported to the parent, which drops the variant
@@ -154,7 +156,8 @@ def main() -> int:
 
 class Reference:
     """The parent's handle: ``Reference(kind=..., model=...)`` starts a child and sets up;
-    ``run()`` is a :class:`benchmarks.core.Variant` run returning ``(items, seconds)``.
+    ``run()`` is a :class:`benchmarks.core.Variant` run returning ``(items, seconds, CPU
+    seconds)``.
 
     ``Reference.last_info`` keeps the latest set-up answer per framework (the PyTorch
     version and thread count for the machine description)."""
@@ -188,8 +191,9 @@ class Reference:
         return answer
 
     def run(self):
+        """``(items, seconds, CPU seconds of the child's threads)`` of one repetition."""
         answer = self._ask({"op": "run"})
-        return answer["items"], answer["seconds"]
+        return answer["items"], answer["seconds"], answer["cpu_seconds"]
 
     def close(self):
         if self.proc.poll() is None:

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import time
 
 import pytest
 
@@ -43,7 +44,8 @@ def test_tiny_run_writes_table(tmp_path, monkeypatch):
                               group[0]["variant"])
         assert chosen and (batch == "16" or chosen[1] != "tensorflow"), group[0]
         assert re.fullmatch(f"runtime='auto' chose {chosen[1]} for batches of {size_class}: "
-                            f"best ms/image {ms}", group[0]["note"]), group[0]["note"]
+                            f"best ms/image {ms}; busy cores per repetition [\\d.]+ [\\d.]+",
+                            group[0]["note"]), group[0]["note"]
         assert [r["variant"] for r in group[1:]] == [
             f"zoo Servable.predict ({r})" for r in ("litert", "tensorflow") if r != chosen[1]
         ] + ["model.predict, this process", "tf.saved_model.load signature"]
@@ -114,8 +116,8 @@ def test_reference_process_runs_without_the_zoo_settings():
     with Reference(kind="predict", model="zoo:lenet5", shape=[32, 32, 1], batch=4, images=8,
                    classes=10, fused_bn=False) as ref:
         assert isinstance(ref.info["onednn"], bool) and ref.info["tensorflow"]
-        items, seconds = ref.run()
-        assert items == 8 and seconds > 0
+        items, seconds, cpu_seconds = ref.run()
+        assert items == 8 and seconds > 0 and cpu_seconds > 0
         assert ref.run()[0] == 8
     assert ref.proc.poll() is not None          # closed with the block
     with Reference(kind="train", model="zoo:lenet5", shape=[32, 32, 1], batch=4, classes=10,
@@ -145,8 +147,8 @@ def test_torch_reference_runs_in_a_process_without_tensorflow():
         assert ref.info["tensorflow_imported"] is False
         assert ref.info["threads"] == 1 and ref.info["torch"]
         assert note == f"own process without TensorFlow, PyTorch {ref.info['torch']}, 1 threads"
-        items, seconds = ref.run()
-        assert items == 4 and seconds > 0
+        items, seconds, cpu_seconds = ref.run()
+        assert items == 4 and seconds > 0 and cpu_seconds > 0
     assert Reference.last_info["torch"]["threads"] == 1
     ref, _ = torch_reference("resnet50", kind="train", shape=(32, 32, 3), batch=2, classes=10,
                              steps=2)
@@ -211,6 +213,55 @@ def test_rows_report_their_gflops_and_share_of_the_peak():
     assert list(peak) == ["float32"] and peak["float32"] > 0
 
 
+def test_measure_reports_busy_cores_per_repetition():
+    """CPU seconds over wall seconds: this process's for a plain run, the variant's own when
+    it times itself and says, none when it does not. A reference that ran some calls on one
+    of two cores shows it in its row's note."""
+    from benchmarks.core import Variant, measure, rows_from
+
+    def spin():                       # one Python thread: about one busy core
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.05:
+            pass
+        return 1
+
+    def sleep():
+        time.sleep(0.05)
+        return 1
+
+    variants = [Variant("spin", spin), Variant("sleep", sleep),
+                Variant("child", lambda: (4, 2.0, 3.0)), Variant("self-timed", lambda: (4, 2.0))]
+    measured = measure(variants, repeats=3, warmup=1)
+    assert all(0.5 < c <= 1.2 for c in measured["spin"]["cores"])
+    assert all(c < 0.3 for c in measured["sleep"]["cores"])
+    assert measured["child"]["cores"] == [1.5] * 3 and measured["child"]["rates"] == [2.0] * 3
+    assert measured["self-timed"]["cores"] == [] and measured["self-timed"]["rates"] == [2.0] * 3
+    rows = {r.variant: r for r in rows_from(measured, variants, section="inference", model="m",
+                                            metric="", unit="img/s", subject="spin")}
+    assert rows["child"].note == "busy cores per repetition 1.5 1.5 1.5"
+    assert rows["self-timed"].note == ""
+
+
+def test_a_target_row_says_its_ratio_on_its_busiest_repetitions():
+    from benchmarks.core import Variant, rows_from
+    measured = {"zoo": {"rates": [120.0, 120.0, 120.0, 120.0], "cores": [2.0] * 4,
+                        "first": 1.0, "error": ""},
+                "keras": {"rates": [50.0, 80.0, 50.0, 75.0], "cores": [1.1, 1.8, 1.0, 1.7],
+                          "first": 1.0, "error": ""}}
+    variants = [Variant("zoo", None), Variant("keras", None, target=1.5)]
+    rows = rows_from(measured, variants, section="inference", model="m", metric="",
+                     unit="img/s", subject="zoo")
+    keras_row = rows[1].as_dict()
+    assert keras_row["ratio"] == 2.0                     # the median of 2.4, 1.5, 2.4, 1.6
+    assert keras_row["note"] == ("busy cores per repetition 1.1 1.8 1.0 1.7; ratio 1.55 on "
+                                 "its 2 of 4 repetitions with at least 75% of its most busy "
+                                 "cores")
+    measured["keras"]["cores"] = [1.8, 1.8, 1.7, 1.7]   # all alike: nothing to add
+    rows = rows_from(measured, variants, section="inference", model="m", metric="",
+                     unit="img/s", subject="zoo")
+    assert rows[1].note == "busy cores per repetition 1.8 1.8 1.7 1.7"
+
+
 def test_inference_section_measures_a_bfloat16_export_where_bfloat16_is_fast(monkeypatch):
     import keras
 
@@ -224,7 +275,8 @@ def test_inference_section_measures_a_bfloat16_export_where_bfloat16_is_fast(mon
     assert len(bf16) == 1 and len(bf16[0].values) == 2 and min(bf16[0].values) > 0
     note = bf16[0].note
     assert note.startswith("zoo export --precision bfloat16 (tensorflow;")
-    diff = float(note.rsplit(" ", 1)[1])
+    diff = float(re.search(r"largest probability difference to the float32 export on this "
+                           r"batch (\S+);", note)[1])
     # bfloat16 rounding shows; the classic LeNet-5's RBF logits make it the most sensitive
     # model (up to 9e-2 measured on its probabilities, README: Exporting).
     assert 0 < diff < 0.2

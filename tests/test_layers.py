@@ -90,6 +90,46 @@ def test_float16_inputs_keep_float16_outputs():
         assert np.isfinite(y.numpy()).all()
 
 
+def _kernel_dtypes(layer, x, training):
+    """The dtypes the fused batch-norm kernels of ``layer(x)`` run in (traced graph)."""
+    graph = tf.function(lambda t: layer(t, training=training)).get_concrete_function(
+        tf.TensorSpec(x.shape, x.dtype)).graph
+    return {op.get_attr("T").name for op in graph.get_operations()
+            if op.type == "FusedBatchNormV3"}
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("channels,kernel", [(24, "float32"), (32, "bfloat16")])
+def test_bfloat16_channels_not_a_multiple_of_16_run_in_float32(monkeypatch, training,
+                                                               channels, kernel):
+    """oneDNN's bfloat16 batch norm is ~7x slower when the channels are not a multiple of
+    16 (Xception's 728): on a CPU such inputs go through the float32 kernel, outputs
+    bfloat16 as before and gradients and moving statistics those of Keras' layer."""
+    from zoo import layers as zoo_layers
+    monkeypatch.setattr(zoo_layers, "bfloat16_batch_norm_slow_for_odd_channels", lambda: True)
+    x = np.random.default_rng(5).normal(1.0, 2.0, (2, 4, 4, channels)).astype("float32")
+    ref, fused = _pair(x.shape, dtype="mixed_bfloat16")
+    ref_f32, fused_f32 = _pair(x.shape)          # the same weights, float32 throughout
+    xb = tf.cast(x, "bfloat16")
+    assert _kernel_dtypes(fused, xb, training) == {kernel}
+    y_ref, g_ref, w_ref = _run(ref, xb, training)
+    y_fused, g_fused, w_fused = _run(fused, xb, training)
+    assert y_fused.dtype == y_ref.dtype == tf.bfloat16.as_numpy_dtype
+    tol = 2e-2 * max(1.0, float(np.abs(y_ref.astype("float32")).max()))
+    np.testing.assert_allclose(y_fused.astype("float32"), y_ref.astype("float32"), atol=tol)
+    for a, b in zip(g_fused[1:], g_ref[1:]):      # gamma, beta: float32 variables
+        np.testing.assert_allclose(a, b, rtol=3e-2, atol=3e-2)
+    for a, b in zip(w_fused, w_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-2)
+    if kernel == "float32":   # the float32 kernel on the bfloat16 values: float32's answer
+        y32, _, _ = _run(fused_f32, tf.cast(xb, "float32").numpy(), training)
+        np.testing.assert_array_equal(y_fused, tf.cast(y32, "bfloat16").numpy())
+    # Where the bfloat16 kernel is not slow (GPUs), it stays.
+    monkeypatch.setattr(zoo_layers, "bfloat16_batch_norm_slow_for_odd_channels", lambda: False)
+    assert _kernel_dtypes(BatchNormalization(dtype="mixed_bfloat16"), xb, training) == {
+        "bfloat16"}
+
+
 def test_serialises_with_the_same_class_name(tmp_path):
     inputs = keras.Input((6, 6, 3))
     outputs = BatchNormalization(name="bn")(keras.layers.Conv2D(4, 3)(inputs))

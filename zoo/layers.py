@@ -225,9 +225,12 @@ class BatchNormalization(keras.layers.BatchNormalization):
     one backward, and a pattern the graph optimiser fuses with the preceding
     convolution) whenever the input is 4-D, normalised over the last axis, without a
     mask, renormalisation or synchronisation, with ``epsilon >= 1.001e-5`` (the fused
-    kernel's minimum). Otherwise it runs Keras' own computation. Weights, config,
-    moving-statistics update (the biased batch variance) and outputs are Keras'; the
-    class name is the same, so layer tables and weight files do not change.
+    kernel's minimum). Otherwise it runs Keras' own computation. On a CPU, a bfloat16
+    input whose channel count is not a multiple of 16 goes to the float32 kernel, which
+    oneDNN runs several times faster for such counts (:meth:`_float32_for_bfloat16`); the
+    output is bfloat16 either way. Weights, config, moving-statistics update (the biased
+    batch variance) and outputs are Keras'; the class name is the same, so layer tables
+    and weight files do not change.
     """
 
     _FUSED_MIN_EPSILON = 1.001e-5

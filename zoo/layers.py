@@ -288,16 +288,23 @@ _BFLOAT16_BATCH_NORM_CHANNELS = 16
 
 
 @functools.lru_cache(maxsize=1)
+def _tensorflow_on_cpu() -> bool:
+    """The TensorFlow backend with no visible GPU: where the CPU kernel choices of
+    :func:`bfloat16_batch_norm_slow_for_odd_channels` and
+    :func:`matmul_gradients_measured_faster` were measured."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+    return not tf.config.list_physical_devices("GPU")
+
+
 def bfloat16_batch_norm_slow_for_odd_channels() -> bool:
     """Where :class:`BatchNormalization` computes a bfloat16 input whose channels are not a
     multiple of 16 in float32: the TensorFlow backend on a CPU (no visible GPU), where
     oneDNN's kernels were measured (AMD EPYC with AVX512_BF16, batch 16: 728 channels at
     20x20, forward and gradient, 15.8 ms in bfloat16, 2.3 ms with 720 channels, 7.9 ms in
     float32). GPUs keep the bfloat16 kernel."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-    return not tf.config.list_physical_devices("GPU")
+    return _tensorflow_on_cpu()
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -312,18 +319,14 @@ class FoldedBatchNormalization(keras.layers.Layer):
         return input_shape
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)   # it reads /proc/cpuinfo
 def matmul_gradients_measured_faster() -> bool:
     """Where :class:`Conv2D` takes 1x1 kernel gradients from matmuls in bfloat16 training:
     the TensorFlow backend on a CPU with AMX-BF16 and no visible GPU, where it was measured
     (ResNet-50 1.085x, Inception-v3 1.095x on an Intel Xeon with AMX). Other machines keep
     Keras' convolution gradients."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
     from zoo.common import cpu_has_amx_bfloat16
-    return cpu_has_amx_bfloat16() and not tf.config.list_physical_devices("GPU")
+    return _tensorflow_on_cpu() and cpu_has_amx_bfloat16()
 
 
 def _pointwise_conv_bias(inputs, kernel, bias=None):

@@ -498,14 +498,19 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                     _, took = asyncio.run(_burst(to, data, floors[c], c, batch))
                     return requests_for(floors[c] / took, floors[c], seconds)
 
+                def settled_count(u, to, c, first):
+                    """Bursts of ``c`` clients to server ``u`` (sized from ``first``
+                    requests) until its choices settle (:func:`_settle_batches`), then
+                    requests per repetition sized again in that steady state: the first
+                    burst ran during the trials. Returns ``(choices, count)``."""
+                    choices = _settle_batches(u, name, to, body, c, batch, max(first, 4 * c))
+                    return choices, count_for(body, c, to)
+
                 counts = {c: count_for(body, c) for c in clients_list}
                 for c in (c for c in clients_list if c > 1):
-                    choices = _settle_batches(url, name, endpoint, body, c, batch,
-                                              max(counts[c], 4 * c))
+                    choices, counts[c] = settled_count(url, endpoint, c, counts[c])
                     log(f"serve: {name} batch {batch}, {c} clients: the server's runtimes "
                         f"by batch size {choices}")
-                    # Sized again in the steady state: the first burst ran during trials.
-                    counts[c] = count_for(body, c)
                 t0 = time.perf_counter()
                 servable.predict(x)
                 ref_count = requests_for(1 / (time.perf_counter() - t0), min(floors.values()),
@@ -546,9 +551,7 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                         if c > 1:
                             key = (c, w)
                             latencies[key] = []
-                            _settle_batches(u, name, to, body, c, batch,
-                                            max(count_for(body, c, to), 4 * c))
-                            counts[key] = count_for(body, c, to)
+                            _, counts[key] = settled_count(u, to, c, count_for(body, c, to))
                             http.append((Variant(f"zoo serve, {c} clients, batch wait {w:g} ms",
                                                  over_http(c, key, body, to)), c, key))
                 variants += [v for v, _, _ in http]

@@ -208,6 +208,41 @@ def test_tfds_without_data_says_how_to_get_it(tmp_path):
     assert "digits" in text and "shapes" in text
 
 
+def test_autotune_off_on_a_cpu_and_on_where_a_gpu_computes(monkeypatch):
+    # No GPU here: every pipeline of load and load_splits comes with autotuning off.
+    assert data.autotune_by_default() is False
+    ds, _ = data.load("digits", "test", batch_size=64)
+    assert ds.options().autotune.enabled is False
+    splits = data.load_splits("shapes", image_size=(16, 16), batch_size=8)
+    assert [d.options().autotune.enabled for d in (splits.train, splits.validation,
+                                                   splits.test)] == [False] * 3
+    # The options follow the pipeline through maps of one's own (zoo.train's label check).
+    assert ds.map(lambda x, y: (x, y)).options().autotune.enabled is False
+    # Asked for, or where the model computes elsewhere (a GPU), tf.data's default stays.
+    ds, _ = data.load("digits", "test", batch_size=64, autotune=True)
+    assert ds.options().autotune.enabled is None
+    import zoo.layers
+    monkeypatch.setattr(zoo.layers, "_tensorflow_on_cpu", lambda: False)
+    assert data.autotune_by_default() is True
+    ds, _ = data.load("digits", "test", batch_size=64)
+    assert ds.options().autotune.enabled is None
+    ds, _ = data.load("digits", "test", batch_size=64, autotune=False)
+    assert ds.options().autotune.enabled is False
+
+
+def test_autotune_changes_no_example():
+    kw = dict(image_size=(16, 16), batch_size=50, seed=3)
+    for split, extra in (("test", {}), ("train", {"augment": False})):
+        on = data.to_arrays(data.load("digits", split, autotune=True, **kw, **extra)[0])
+        off = data.to_arrays(data.load("digits", split, autotune=False, **kw, **extra)[0])
+        np.testing.assert_array_equal(on[0], off[0])
+        np.testing.assert_array_equal(on[1], off[1])
+    # Data of one's own: without_autotune keeps the elements and their order.
+    ds = tf.data.Dataset.range(10).map(lambda i: i * 2, num_parallel_calls=tf.data.AUTOTUNE)
+    assert list(data.without_autotune(ds).as_numpy_iterator()) == list(range(0, 20, 2))
+    assert data.without_autotune(ds).options().autotune.enabled is False
+
+
 def test_bad_names_and_arguments(tmp_path):
     with pytest.raises(ValueError, match="Unknown dataset 'mnits'.*Did you mean: mnist"):
         data.load("mnits")
@@ -221,6 +256,11 @@ def test_bad_names_and_arguments(tmp_path):
         data.load("digits", image_size=(0, 3))
     with pytest.raises(ValueError, match="no 'train' subfolder"):
         data.load(str(tmp_path))
+    with pytest.raises(ValueError, match=r"autotune must be True, False or None .*"
+                                         r"Received: autotune='yes'"):
+        data.load("digits", autotune="yes")
+    with pytest.raises(ValueError, match="Received: autotune=1"):
+        data.load_splits("digits", autotune=1)
 
 
 # --- local folders --------------------------------------------------------------------

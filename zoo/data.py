@@ -32,7 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
-           "augmenter", "make_shapes", "digits_arrays", "OFFLINE_DATASETS"]
+           "augmenter", "make_shapes", "digits_arrays", "OFFLINE_DATASETS",
+           "autotune_by_default", "without_autotune"]
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
@@ -711,7 +712,47 @@ def _info(src: _Source, image_size, channels) -> DatasetInfo:
                        splits=dict(src.sizes), raw_shape=tuple(src.raw_shape))
 
 
-def _pipeline(src: _Source, info: DatasetInfo, split, *, batch_size, augment, seed, shuffle):
+def autotune_by_default() -> bool:
+    """Whether :func:`load` and :func:`load_splits` let tf.data autotune their pipelines
+    when ``autotune`` is not given: only where the model's compute is not on TensorFlow's
+    CPU thread pool (a GPU is visible, or another Keras backend runs the model).
+
+    On a CPU, while an autotuned iterator is alive, Keras' ``fit``, ``evaluate`` and
+    ``predict`` ran some epochs or calls with the model's two compute threads taking turns
+    instead of working together, at 55-60% of their speed, in a random order; with
+    autotuning off, never (README, Performance item 29). Without it a
+    ``num_parallel_calls=AUTOTUNE`` map runs min(16, cores) calls at once and a prefetch
+    buffer grows as it runs empty, which read the pipelines here as fast.
+    """
+    from zoo.layers import _tensorflow_on_cpu
+    return not _tensorflow_on_cpu()
+
+
+def without_autotune(dataset):
+    """``dataset`` with tf.data's autotuning off (see :func:`autotune_by_default`), for
+    data of one's own fed to Keras' ``fit``, ``evaluate`` or ``predict`` on a CPU.
+
+    Example:
+        >>> ds = tf.data.Dataset.from_tensor_slices(np.zeros((4, 2), "float32")).batch(2)
+        >>> without_autotune(ds).options().autotune.enabled
+        False
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
+def _check_autotune(autotune):
+    if autotune is None:
+        return autotune_by_default()
+    if not isinstance(autotune, (bool, np.bool_)):
+        raise ValueError(f"autotune must be True, False or None (the default: "
+                         f"{autotune_by_default()} here). Received: autotune={autotune!r}")
+    return bool(autotune)
+
+
+def _pipeline(src: _Source, info: DatasetInfo, split, *, batch_size, augment, seed, shuffle,
+              autotune=True):
     shape = info.input_shape
     seg = info.task == "segmentation"
 
@@ -739,7 +780,8 @@ def _pipeline(src: _Source, info: DatasetInfo, split, *, batch_size, augment, se
         else:
             ds = ds.map(lambda x, y: (aug(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(lambda x, y: (normalize(x, info), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    return ds if autotune else without_autotune(ds)
 
 
 def _augment_settings(src, augment):
@@ -763,7 +805,7 @@ def _check_batch(batch_size):
 
 
 def load(name, split="train", *, image_size=None, channels=None, batch_size=32, augment=False,
-         data_dir=None, seed=0, shuffle=None, download=False):
+         data_dir=None, seed=0, shuffle=None, download=False, autotune=None):
     """Load one split of a dataset as a batched, prefetched ``tf.data.Dataset``.
 
     Args:
@@ -782,6 +824,8 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
         seed: seed of shuffling and augmentation.
         shuffle: shuffle the examples; default: only the train split.
         download: let tensorflow-datasets download missing data.
+        autotune: let tf.data autotune the pipeline (``True``/``False``); default
+            (``None``): :func:`autotune_by_default`, off on a CPU-only machine.
 
     Returns:
         ``(dataset, info)``: the pipeline of ``(images, labels)`` (float32 normalised
@@ -798,12 +842,14 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
     """
     split = _split_name(split)
     _check_batch(batch_size)
+    autotune = _check_autotune(autotune)
     src = _source(name, data_dir, download)
     info = _info(src, image_size, channels)
     settings = _augment_settings(src, augment) if split == "train" else {}
     info.augmentation = settings
     ds = _pipeline(src, info, split, batch_size=batch_size, augment=settings, seed=seed,
-                   shuffle=(split == "train") if shuffle is None else bool(shuffle))
+                   shuffle=(split == "train") if shuffle is None else bool(shuffle),
+                   autotune=autotune)
     return ds, info
 
 
@@ -818,7 +864,7 @@ def to_arrays(dataset) -> tuple:
 
 
 def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=False,
-                data_dir=None, seed=0, download=False) -> Splits:
+                data_dir=None, seed=0, download=False, autotune=None) -> Splits:
     """Load the train, validation and test pipelines of a dataset.
 
     Same arguments as :func:`load`. Only the train pipeline is shuffled and augmented.
@@ -832,12 +878,13 @@ def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=
         ['background', 'circle', 'square', 'triangle']
     """
     _check_batch(batch_size)
+    autotune = _check_autotune(autotune)
     src = _source(name, data_dir, download)
     info = _info(src, image_size, channels)
     settings = _augment_settings(src, augment)
     info.augmentation = settings
     pipes = {split: _pipeline(src, info, split, batch_size=batch_size,
                               augment=settings if split == "train" else {}, seed=seed,
-                              shuffle=split == "train")
+                              shuffle=split == "train", autotune=autotune)
              for split in SPLITS}
     return Splits(pipes["train"], pipes["validation"], pipes["test"], info)

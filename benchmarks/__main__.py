@@ -25,6 +25,10 @@ from zoo.cli import OneLineParser, number_type
 
 ALL_MODELS = ("resnet50", "xception", "inception_v3")
 
+#: The pipeline section for a large model (ResNet-50): digits at 96x96x3, 4 epochs of 4
+#: batches of 32 per repetition, so each repetition averages over 4 iterators.
+BIG_PIPELINE = dict(image_size=96, channels=3, batches=4, epochs=4)
+
 #: Settings of a full run and of ``--quick``; command-line options override them.
 PRESETS = {
     # Inference repetitions are short, and Keras' predict (the reference) runs some calls at
@@ -35,7 +39,7 @@ PRESETS = {
                  inference_images=32, serve_models=["lenet5", "resnet50"],
                  serve_batches=[1, 32], clients=[1, 8, 32], requests_per_client=2,
                  min_requests=2, serve_seconds=0.25, pipeline_epochs=2, pipeline_repeats=7,
-                 accuracy_repeats=3,
+                 pipeline_models=["lenet5", "resnet50"], accuracy_repeats=3,
                  keras_xla=False, zoo_keras_compile=False, before=True, keras_here=True,
                  bfloat16=True),
     "quick": dict(models=["resnet50"], image_size=160, batch_size=16, steps=1, repeats=3,
@@ -43,7 +47,7 @@ PRESETS = {
                   inference_images=16, serve_models=["lenet5"], serve_batches=[1, 32],
                   clients=[1, 8, 32], requests_per_client=1, min_requests=2,
                   serve_seconds=0.25, pipeline_epochs=2, pipeline_repeats=3,
-                  accuracy_repeats=1,
+                  pipeline_models=["lenet5"], accuracy_repeats=1,
                   keras_xla=False, zoo_keras_compile=False, before=False, keras_here=False,
                   bfloat16=False),
 }
@@ -113,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs per pipeline repetition")
     p.add_argument("--pipeline-repeats", type=core.count_type(1),
                    help="pipeline repetitions (LeNet-5 epochs are short and noisy)")
+    p.add_argument("--pipeline-models", type=_names,
+                   help="models for the pipeline section (default lenet5,resnet50; quick: "
+                   "lenet5); the large ones train on BIG_PIPELINE's short epochs")
     p.add_argument("--accuracy-repeats", type=core.count_type(1),
                    help="seeds for time to accuracy")
     p.add_argument("--accuracy-target", type=_fraction, default=0.98)
@@ -157,7 +164,7 @@ def settings(args) -> dict:
                          f"choose from {', '.join(core.SECTIONS)}")
     from zoo.registry import list_models
     known = set(list_models())
-    for key in ("models", "inference_models", "serve_models"):
+    for key in ("models", "inference_models", "serve_models", "pipeline_models"):
         bad = [m for m in s[key] if m not in known]
         if bad:
             raise SystemExit(f"python -m benchmarks: error: unknown models {bad} in --"
@@ -215,8 +222,15 @@ def main(argv=None) -> int:
                 requests_per_client=s["requests_per_client"], min_requests=s["min_requests"],
                 seconds=s["serve_seconds"], batch_waits=args.serve_batch_waits or ())
         elif section == "pipeline":
-            rows += training.pipeline_section(epochs=s["pipeline_epochs"],
-                                              repeats=s["pipeline_repeats"], warmup=s["warmup"])
+            for name in s["pipeline_models"]:
+                if name == "lenet5":
+                    rows += training.pipeline_section(
+                        epochs=s["pipeline_epochs"], repeats=s["pipeline_repeats"],
+                        warmup=s["warmup"])
+                else:   # many short epochs: each draws its own iterator (item 29)
+                    rows += training.pipeline_section(
+                        model_name=name, repeats=s["repeats"], warmup=s["warmup"],
+                        augmented=False, **BIG_PIPELINE)
         elif section == "accuracy":
             rows += training.accuracy_section(repeats=s["accuracy_repeats"],
                                               target=args.accuracy_target,

@@ -246,15 +246,19 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
 # Input pipeline.
 
 def pipeline_section(*, epochs, repeats, warmup, batch_size=32, model_name="lenet5",
-                     dataset="digits") -> list:
+                     dataset="digits", image_size=None, channels=None, batches=None,
+                     augmented=True) -> list:
     """Training images/s of ``model_name`` fed by ``zoo.data`` vs by arrays in memory.
 
     The subject is ``model.fit`` on the ``zoo.data.load`` train pipeline (cached, shuffled,
-    batched, normalised, prefetched) without augmentation; the reference is ``model.fit`` on
-    the same normalised images and labels as NumPy arrays; the augmented pipeline (the
-    ``zoo train`` default for the dataset) is measured too. Each variant trains its own copy
-    of the model, compiled by ``zoo.train.compile_model``, for ``epochs`` epochs per
-    repetition.
+    batched, normalised, prefetched; tf.data's autotuning as ``zoo.data`` sets it) without
+    augmentation; the reference is ``model.fit`` on the same normalised images and labels as
+    NumPy arrays. Measured too: the augmented pipeline (the ``zoo train`` default for the
+    dataset; ``augmented``) and, where ``zoo.data`` turns tf.data's autotuning off (CPU-only
+    machines), the same pipeline with it on, as ``zoo.data`` had it before (item 29). Each
+    variant trains its own copy of the model, compiled by ``zoo.train.compile_model``, for
+    ``epochs`` epochs per repetition, of ``batches`` batches each if given (else the whole
+    split), at ``image_size`` x ``channels`` (default: the model's input shape).
     """
     import keras
 
@@ -263,14 +267,20 @@ def pipeline_section(*, epochs, repeats, warmup, batch_size=32, model_name="lene
     from zoo.registry import model_info
     from zoo.train import compile_model
 
-    info = model_info(model_name)
-    shape = tuple(info.default_input_shape)
+    shape = tuple(model_info(model_name).default_input_shape)
+    if image_size:
+        shape = (image_size, image_size, shape[2])
+    if channels:
+        shape = shape[:2] + (channels,)
     log(f"pipeline: {model_name} on {dataset} {shape} batch {batch_size}")
     keras.backend.clear_session()
-    plain, dinfo = zdata.load(dataset, "train", image_size=shape[:2], channels=shape[2],
-                              batch_size=batch_size, augment=False)
-    augmented, _ = zdata.load(dataset, "train", image_size=shape[:2], channels=shape[2],
-                              batch_size=batch_size, augment=True)
+
+    def load(**kw):
+        ds, dinfo = zdata.load(dataset, "train", image_size=shape[:2], channels=shape[2],
+                               batch_size=batch_size, **kw)
+        return (ds.take(batches) if batches else ds), dinfo
+
+    plain, dinfo = load(augment=False)
     x_mem, y_mem = zdata.to_arrays(plain)
     n = len(x_mem)
 
@@ -289,9 +299,17 @@ def pipeline_section(*, epochs, repeats, warmup, batch_size=32, model_name="lene
     subject = "zoo.data pipeline"
     variants = [Variant(subject, fitter(plain, False)),
                 Variant("arrays in memory (model.fit(x, y))", fitter(None, True),
-                        target=TARGET_PIPELINE),
-                Variant("zoo.data pipeline + augmentation", fitter(augmented, False),
-                        note="the zoo train default for this dataset")]
+                        target=TARGET_PIPELINE)]
+    if augmented:
+        variants.append(Variant("zoo.data pipeline + augmentation",
+                                fitter(load(augment=True)[0], False),
+                                note="the zoo train default for this dataset"))
+    if not zdata.autotune_by_default():
+        variants.append(Variant(
+            "zoo.data pipeline, tf.data autotuning on (before)",
+            fitter(load(augment=False, autotune=True)[0], False),
+            note="zoo.data.load(autotune=True): the pipeline as zoo.data made it before "
+                 "item 29, tf.data's default"))
     # ratio = pipeline / in-memory: the target is on the in-memory row.
     measured = measure(variants, repeats=repeats, warmup=warmup)
     rows = rows_from(measured, variants, section="pipeline", model=f"{model_name} / {dataset}",

@@ -336,9 +336,11 @@ def test_serve_pipeline_and_accuracy_sections_write_their_rows(tmp_path):
             assert re.search(("1" if r["batch"] == "1" else "4-7") + ": (litert|openvino)",
                              server.split("; in process")[0]), r["note"]
     pipeline = [r for r in rows if r["section"] == "pipeline"]
+    from zoo.data import autotune_by_default
     assert [r["variant"] for r in pipeline] == [
         "zoo.data pipeline", "arrays in memory (model.fit(x, y))",
-        "zoo.data pipeline + augmentation"]
+        "zoo.data pipeline + augmentation"] + (
+        [] if autotune_by_default() else ["zoo.data pipeline, tf.data autotuning on (before)"])
     assert pipeline[1]["target"] == "0.95" and pipeline[1]["met"] in ("yes", "no")
     assert all(float(r["median"]) > 0 for r in pipeline)
     (accuracy,) = [r for r in rows if r["section"] == "accuracy"]
@@ -377,6 +379,28 @@ def test_inference_repetitions_follow_the_preset_unless_asked():
     assert settings("--repeats", "2")["inference_repeats"] == 2          # --repeats covers it
     assert settings("--repeats", "2", "--inference-repeats", "5")["inference_repeats"] == 5
     assert settings("--inference-repeats", "4")["repeats"] == 3
+    assert settings()["pipeline_models"] == ["lenet5", "resnet50"]
+    assert settings("--quick")["pipeline_models"] == ["lenet5"]
+    assert settings("--pipeline-models", "resnet50")["pipeline_models"] == ["resnet50"]
+    with pytest.raises(SystemExit, match=r"unknown models \['resnet5'\] in --pipeline-models"):
+        settings("--pipeline-models", "resnet5")
+
+
+def test_pipeline_section_short_epochs_at_a_size_of_its_own():
+    """The large models' form of the pipeline section (BIG_PIPELINE): a few batches per
+    epoch at an input size and channels of its own, without the augmented variant; with
+    tf.data's autotuning off in zoo.data (here), the pipeline with it on beside it."""
+    from benchmarks.training import pipeline_section
+    from zoo.data import autotune_by_default
+    rows = [r.as_dict() for r in pipeline_section(
+        model_name="lenet5", image_size=36, channels=3, batches=2, epochs=2, repeats=1,
+        warmup=0, augmented=False)]
+    assert [r["variant"] for r in rows] == [
+        "zoo.data pipeline", "arrays in memory (model.fit(x, y))"] + (
+        [] if autotune_by_default() else ["zoo.data pipeline, tf.data autotuning on (before)"])
+    assert {r["input"] for r in rows} == {"36x36x3"} and {r["batch"] for r in rows} == {32}
+    assert all(r["note"].startswith("64 images x 2 epochs per repetition") for r in rows)
+    assert all(float(r["median"]) > 0 for r in rows)
 
 
 @pytest.mark.parametrize("argv,message", [

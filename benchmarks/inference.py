@@ -65,7 +65,8 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
     ``keras.applications``' ``model.predict(x, batch_size=b)`` in a reference process
     with TensorFlow's own settings (:mod:`benchmarks.worker`; the target), the same
     export on the LiteRT and TensorFlow runtimes (those not chosen), the zoo Keras model's
-    ``model.predict`` in this process, the exported ``serving_default`` signature from
+    ``model.predict`` in this process (on the images, and where ``zoo.data`` turns tf.data's
+    autotuning off, on a dataset of them without it), the exported ``serving_default`` signature from
     ``tf.saved_model.load`` called on each batch, and a PyTorch eager ResNet-50
     (``eval()``, ``torch.inference_mode()``) in a process of its own without TensorFlow
     (``torch_threads``: its intra-op threads). ``bfloat16``: on CPUs where bfloat16 is fast
@@ -78,6 +79,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
     import tensorflow as tf
 
     import zoo
+    from zoo import data as zdata
     from zoo.common import cpu_prefers_bfloat16
     from zoo.registry import model_info
 
@@ -130,6 +132,15 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                     model.predict(x, batch_size=b, verbose=0)
                     return n
 
+                # Keras' predict on the same images as a dataset without tf.data's
+                # autotuning: what zoo.data does on a CPU (item 29).
+                no_autotune = zdata.without_autotune(
+                    tf.data.Dataset.from_tensor_slices(x).batch(b))
+
+                def run_predict_no_autotune():
+                    model.predict(no_autotune, verbose=0)
+                    return n
+
                 def run_bf16():
                     on_bf16.predict(x, batch_size=b)
                     return n
@@ -179,6 +190,12 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                             target=None if reference else TARGET_VS_PREDICT,
                             note="the zoo model's Keras predict, Keras' defaults, with the "
                                  "zoo's process settings"),
+                    *([] if zdata.autotune_by_default() else [Variant(
+                        "model.predict, this process, dataset without autotuning",
+                        run_predict_no_autotune,
+                        note="the zoo model's Keras predict on zoo.data.without_autotune("
+                             "Dataset.from_tensor_slices(x).batch(b)), as zoo.data's "
+                             "pipelines come on a CPU (item 29)")]),
                     Variant("tf.saved_model.load signature", run_signature,
                             note="the exported serving_default, called per batch")]
                 if with_torch_here:

@@ -32,6 +32,7 @@ def test_tiny_run_writes_table(tmp_path, monkeypatch):
         reader = csv.DictReader(f)
         assert tuple(reader.fieldnames) == core.COLUMNS
         rows = list(reader)
+    from zoo.data import autotune_by_default
     # Each batch size runs on whichever runtime was fastest for its size class (timed during
     # the warm-up: LiteRT and OpenVINO for 4-7, TensorFlow too for 16-31); the runtimes not
     # chosen among LiteRT and TensorFlow have rows of their own.
@@ -48,7 +49,10 @@ def test_tiny_run_writes_table(tmp_path, monkeypatch):
                             group[0]["note"]), group[0]["note"]
         assert [r["variant"] for r in group[1:]] == [
             f"zoo Servable.predict ({r})" for r in ("litert", "tensorflow") if r != chosen[1]
-        ] + ["model.predict, this process", "tf.saved_model.load signature"]
+        ] + ["model.predict, this process"] + (
+            [] if autotune_by_default() else
+            ["model.predict, this process, dataset without autotuning"]) + [
+            "tf.saved_model.load signature"]
         groups[batch] = group
     rows = [r for r in rows if r["batch"] != "16" or r["section"] != "inference"]
     got = [(r["section"], r["model"], r["variant"]) for r in rows]
@@ -232,8 +236,13 @@ def test_measure_reports_busy_cores_per_repetition():
     variants = [Variant("spin", spin), Variant("sleep", sleep),
                 Variant("child", lambda: (4, 2.0, 3.0)), Variant("self-timed", lambda: (4, 2.0))]
     measured = measure(variants, repeats=3, warmup=1)
-    assert all(0.5 < c <= 1.2 for c in measured["spin"]["cores"])
-    assert all(c < 0.3 for c in measured["sleep"]["cores"])
+    # A spin keeps about one core busy, a sleep about none; with the other test worker on
+    # the same 2 cores the spin may get less than one (or this process's leftover threads
+    # add a little), so the bounds are loose and the two are compared.
+    spin_cores, sleep_cores = measured["spin"]["cores"], measured["sleep"]["cores"]
+    assert len(spin_cores) == len(sleep_cores) == 3
+    assert all(0.25 < c <= (os.cpu_count() or 1) + 0.2 for c in spin_cores), spin_cores
+    assert max(sleep_cores) < 0.3 and max(sleep_cores) < min(spin_cores), sleep_cores
     assert measured["child"]["cores"] == [1.5] * 3 and measured["child"]["rates"] == [2.0] * 3
     assert measured["self-timed"]["cores"] == [] and measured["self-timed"]["rates"] == [2.0] * 3
     rows = {r.variant: r for r in rows_from(measured, variants, section="inference", model="m",

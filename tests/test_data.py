@@ -226,6 +226,7 @@ def test_autotune_off_on_a_cpu_and_on_where_a_gpu_computes(monkeypatch):
     assert data.autotune_by_default() is True
     ds, _ = data.load("digits", "test", batch_size=64)
     assert ds.options().autotune.enabled is None
+    assert data.with_default_autotune(ds) is ds
     ds, _ = data.load("digits", "test", batch_size=64, autotune=False)
     assert ds.options().autotune.enabled is False
 
@@ -241,6 +242,7 @@ def test_autotune_changes_no_example():
     ds = tf.data.Dataset.range(10).map(lambda i: i * 2, num_parallel_calls=tf.data.AUTOTUNE)
     assert list(data.without_autotune(ds).as_numpy_iterator()) == list(range(0, 20, 2))
     assert data.without_autotune(ds).options().autotune.enabled is False
+    assert data.with_default_autotune(ds).options().autotune.enabled is False   # no GPU here
 
 
 def test_bad_names_and_arguments(tmp_path):

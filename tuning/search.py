@@ -573,7 +573,7 @@ def _cv_folds(splits, k, seed, task, batch_size=32):
     from sklearn.model_selection import KFold, StratifiedKFold
 
     from tuning.hypermodels import set_num_examples
-    from zoo.data import to_arrays
+    from zoo.data import to_arrays, with_default_autotune
     x_tr, y_tr = to_arrays(splits.train)
     x_va, y_va = to_arrays(splits.validation)
     x, y = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
@@ -591,12 +591,13 @@ def _cv_folds(splits, k, seed, task, batch_size=32):
         splitter = KFold(n_splits=k, shuffle=True, random_state=seed).split(x)
     folds = []
     for train_idx, held_idx in splitter:
-        train = set_num_examples(
+        train = set_num_examples(with_default_autotune(
             tf.data.Dataset.from_tensor_slices((x[train_idx], y[train_idx]))
-            .shuffle(len(train_idx), seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE),
+            .shuffle(len(train_idx), seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE)),
             len(train_idx))
-        held = (tf.data.Dataset.from_tensor_slices((x[held_idx], y[held_idx]))
-                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+        held = with_default_autotune(
+            tf.data.Dataset.from_tensor_slices((x[held_idx], y[held_idx]))
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
         folds.append((train, held))
     return folds, (x, y)
 
@@ -606,8 +607,10 @@ def _refit(hypermodel, trial, pooled, epochs, seed, batch_size=32):
     import tensorflow as tf
     x, y = pooled
     from tuning.hypermodels import set_num_examples
-    data = set_num_examples(tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
-                            .batch(batch_size).prefetch(tf.data.AUTOTUNE), len(x))
+    from zoo.data import with_default_autotune
+    data = set_num_examples(with_default_autotune(
+        tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
+        .batch(batch_size).prefetch(tf.data.AUTOTUNE)), len(x))
     model = hypermodel.build(trial.hyperparameters)
     hypermodel.fit(trial.hyperparameters, model, data, epochs=epochs, verbose=0)
     return model

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "make_shapes", "digits_arrays", "OFFLINE_DATASETS",
-           "autotune_by_default", "without_autotune"]
+           "autotune_by_default", "without_autotune", "with_default_autotune"]
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
@@ -740,6 +740,13 @@ def without_autotune(dataset):
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
+
+
+def with_default_autotune(dataset):
+    """``dataset`` with tf.data's autotuning as :func:`load` sets it by default: off where
+    :func:`autotune_by_default` says so, else ``dataset`` itself (for pipelines built from
+    arrays, as ``zoo tune``'s cross-validation folds are)."""
+    return dataset if autotune_by_default() else without_autotune(dataset)
 
 
 def _check_autotune(autotune):

@@ -291,7 +291,8 @@ _BFLOAT16_BATCH_NORM_CHANNELS = 16
 def _tensorflow_on_cpu() -> bool:
     """The TensorFlow backend with no visible GPU: where the CPU kernel choices of
     :func:`bfloat16_batch_norm_slow_for_odd_channels` and
-    :func:`matmul_gradients_measured_faster` were measured."""
+    :func:`matmul_gradients_measured_faster` were measured, and where ``zoo.data`` turns
+    tf.data's autotuning off (:func:`zoo.data.autotune_by_default`)."""
     if keras.backend.backend() != "tensorflow":
         return False
     import tensorflow as tf

@@ -66,8 +66,8 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
     with TensorFlow's own settings (:mod:`benchmarks.worker`; the target), the same
     export on the LiteRT and TensorFlow runtimes (those not chosen), the zoo Keras model's
     ``model.predict`` in this process (on the images, and where ``zoo.data`` turns tf.data's
-    autotuning off, on a dataset of them without it), the exported ``serving_default`` signature from
-    ``tf.saved_model.load`` called on each batch, and a PyTorch eager ResNet-50
+    autotuning off, on a dataset of them without it), the exported ``serving_default``
+    signature from ``tf.saved_model.load`` called on each batch, and a PyTorch eager ResNet-50
     (``eval()``, ``torch.inference_mode()``) in a process of its own without TensorFlow
     (``torch_threads``: its intra-op threads). ``bfloat16``: on CPUs where bfloat16 is fast
     (AMX-BF16, or AVX512_BF16 on AMD: :func:`zoo.common.cpu_prefers_bfloat16`), also a
@@ -133,8 +133,8 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                     return n
 
                 # Keras' predict on the same images as a dataset without tf.data's
-                # autotuning: what zoo.data does on a CPU (item 29).
-                no_autotune = zdata.without_autotune(
+                # autotuning, where zoo.data turns it off (item 29).
+                no_autotune = None if zdata.autotune_by_default() else zdata.without_autotune(
                     tf.data.Dataset.from_tensor_slices(x).batch(b))
 
                 def run_predict_no_autotune():
@@ -190,7 +190,7 @@ def inference_section(names, *, image_size, batch_sizes, images, repeats, warmup
                             target=None if reference else TARGET_VS_PREDICT,
                             note="the zoo model's Keras predict, Keras' defaults, with the "
                                  "zoo's process settings"),
-                    *([] if zdata.autotune_by_default() else [Variant(
+                    *([] if no_autotune is None else [Variant(
                         "model.predict, this process, dataset without autotuning",
                         run_predict_no_autotune,
                         note="the zoo model's Keras predict on zoo.data.without_autotune("

@@ -443,3 +443,50 @@ def test_profile_ops_refuses_bad_counts(capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == ("python -m benchmarks.profile_ops: error: argument "
                                        "--steps: expected an integer >= 1; received '0'\n")
+
+
+def test_autotune_calls_interleaves_the_two_pipelines(capsys):
+    """benchmarks.autotune_calls (item 29's measurement): every call of each pipeline timed,
+    with its busy cores, and a table of both."""
+    from benchmarks import autotune_calls
+    lines = []
+    measured = autotune_calls.measure_calls("lenet5", mode="evaluate", calls=3, batches=1,
+                                            batch_size=8, mixed_precision="off",
+                                            log=lines.append)
+    for kind in autotune_calls.KINDS:
+        assert len(measured[kind]["rates"]) == len(measured[kind]["cores"]) == 3
+        assert all(r > 0 for r in measured[kind]["rates"])
+        assert all(c >= 0 for c in measured[kind]["cores"])
+    best = max(max(measured[k]["rates"]) for k in autotune_calls.KINDS)
+    assert measured["slow_below"] == pytest.approx(0.75 * best)
+    # Interleaved, the order rotated every call.
+    assert [line.split(":")[0] for line in lines] == [
+        "call 1/3 autotuned (tf.data default)", "call 1/3 without autotuning",
+        "call 2/3 without autotuning", "call 2/3 autotuned (tf.data default)",
+        "call 3/3 autotuned (tf.data default)", "call 3/3 without autotuning"]
+    table = autotune_calls.table(measured)
+    assert list(table["pipeline"]) == list(autotune_calls.KINDS)
+    assert all(s.endswith(" of 3") for s in table["slow calls"])
+    assert (table["min"] <= table["median img/s"]).all()
+    assert (table["median img/s"] <= table["max"]).all()
+    assert autotune_calls.main(["lenet5", "--mode", "predict", "--calls", "1", "--batches", "1",
+                                "--mixed-precision", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "lenet5 predict: 1 calls per pipeline of 1 x 32 images" in out
+    assert "| without autotuning" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["resnet5"], "unknown model 'resnet5'; registered: "),
+    (["lenet5", "--calls", "0"], "--calls: expected an integer >= 1; received '0'"),
+    (["lenet5", "--slow", "1.5"], "--slow: expected a fraction in (0, 1); received '1.5'"),
+    (["lenet5", "--mode", "train"], "argument --mode: invalid choice: 'train'"),
+])
+def test_autotune_calls_refuses_bad_arguments(capsys, argv, message):
+    from benchmarks import autotune_calls
+    with pytest.raises(SystemExit) as exit_info:
+        autotune_calls.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m benchmarks.autotune_calls: error: ") and message in err
+    assert err.count("\n") == 1

@@ -169,6 +169,11 @@ def settings(args) -> dict:
         if bad:
             raise SystemExit(f"python -m benchmarks: error: unknown models {bad} in --"
                              f"{key.replace('_', '-')}; registered: {', '.join(sorted(known))}")
+    from zoo.registry import model_info
+    segmentation = [m for m in s["pipeline_models"] if model_info(m).task != "classification"]
+    if segmentation:
+        raise SystemExit(f"python -m benchmarks: error: --pipeline-models trains on digits, a "
+                         f"classification dataset; received segmentation models {segmentation}")
     return s
 
 

@@ -258,7 +258,8 @@ def pipeline_section(*, epochs, repeats, warmup, batch_size=32, model_name="lene
     machines), the same pipeline with it on, as ``zoo.data`` had it before (item 29). Each
     variant trains its own copy of the model, compiled by ``zoo.train.compile_model``, for
     ``epochs`` epochs per repetition, of ``batches`` batches each if given (else the whole
-    split), at ``image_size`` x ``channels`` (default: the model's input shape).
+    split), at ``image_size`` (at least the model's smallest input) x ``channels`` (default:
+    the model's input shape).
     """
     import keras
 
@@ -267,9 +268,11 @@ def pipeline_section(*, epochs, repeats, warmup, batch_size=32, model_name="lene
     from zoo.registry import model_info
     from zoo.train import compile_model
 
-    shape = tuple(model_info(model_name).default_input_shape)
-    if image_size:
-        shape = (image_size, image_size, shape[2])
+    minfo = model_info(model_name)
+    shape = tuple(minfo.default_input_shape)
+    if image_size:   # at least the model's smallest input
+        size = max(image_size, minfo.min_input_size or 1)
+        shape = (size, size, shape[2])
     if channels:
         shape = shape[:2] + (channels,)
     log(f"pipeline: {model_name} on {dataset} {shape} batch {batch_size}")

@@ -393,6 +393,9 @@ def test_inference_repetitions_follow_the_preset_unless_asked():
     assert settings("--pipeline-models", "resnet50")["pipeline_models"] == ["resnet50"]
     with pytest.raises(SystemExit, match=r"unknown models \['resnet5'\] in --pipeline-models"):
         settings("--pipeline-models", "resnet5")
+    with pytest.raises(SystemExit, match=r"classification dataset; received segmentation "
+                                         r"models \['unet'\]"):
+        settings("--pipeline-models", "lenet5,unet")
 
 
 def test_pipeline_section_short_epochs_at_a_size_of_its_own():

@@ -162,14 +162,13 @@ def settings(args) -> dict:
     if unknown:
         raise SystemExit(f"python -m benchmarks: error: unknown sections {sorted(unknown)}; "
                          f"choose from {', '.join(core.SECTIONS)}")
-    from zoo.registry import list_models
+    from zoo.registry import list_models, model_info
     known = set(list_models())
     for key in ("models", "inference_models", "serve_models", "pipeline_models"):
         bad = [m for m in s[key] if m not in known]
         if bad:
             raise SystemExit(f"python -m benchmarks: error: unknown models {bad} in --"
                              f"{key.replace('_', '-')}; registered: {', '.join(sorted(known))}")
-    from zoo.registry import model_info
     segmentation = [m for m in s["pipeline_models"] if model_info(m).task != "classification"]
     if segmentation:
         raise SystemExit(f"python -m benchmarks: error: --pipeline-models trains on digits, a "

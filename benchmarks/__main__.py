@@ -32,7 +32,7 @@ BIG_PIPELINE = dict(image_size=96, channels=3, batches=4, epochs=4)
 #: Settings of a full run and of ``--quick``; command-line options override them.
 PRESETS = {
     # Inference repetitions are short, and Keras' predict (the reference) runs some calls at
-    # half speed on 2-core CPUs (README, Latest results): 7 of them in a full run.
+    # half speed on 2-core CPUs (benchmarks/README.md, item 27): 7 of them in a full run.
     "full": dict(models=list(ALL_MODELS), image_size=160, batch_size=16, steps=1, repeats=3,
                  inference_repeats=7,
                  warmup=1, inference_models=["resnet50"], batch_sizes=[1, 16, 32],

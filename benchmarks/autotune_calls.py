@@ -12,8 +12,8 @@ images/s and the busy cores (CPU seconds over wall seconds of this process) of e
 a table per pipeline: median, min-max, and the slow calls (below ``--slow`` of the fastest
 call of either pipeline).
 
-This is the measurement behind ``zoo.data.autotune_by_default`` (README, Performance item
-29): on a 2-core AMD EPYC, Keras ran about half of its calls on an autotuned pipeline at
+This is the measurement behind ``zoo.data.autotune_by_default`` (benchmarks/README.md,
+item 29): on a 2-core AMD EPYC, Keras ran about half of its calls on an autotuned pipeline at
 55-60% of their speed, with TensorFlow's two compute threads taking turns, and none without
 autotuning. Run it on another machine before relying on that default there.
 """

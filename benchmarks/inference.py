@@ -391,7 +391,7 @@ def _settle_batches(url, name, endpoint, body, clients, batch, requests) -> dict
     Concurrent requests are run together in batches of several sizes, and each new size
     class is first timed on every runtime (``runtime="auto"``; TensorFlow too from 16
     images): the first repetitions of 32 one-image clients ran at 54-74 img/s, the later
-    ones at 84-102 (ResNet-50, README Performance item 26)."""
+    ones at 84-102 (ResNet-50, benchmarks/README.md, item 26)."""
     before = server_runtimes(url, name)["choices"]
     for _ in range(SETTLE_BURSTS):
         asyncio.run(_burst(endpoint, body, requests, clients, batch))

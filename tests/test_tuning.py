@@ -301,7 +301,7 @@ def test_cv_folds_cover_train_and_validation_once_stratified(tiny):
     for (_, h1), (hx, hy) in zip(again, held):
         np.testing.assert_array_equal(to_arrays(h1)[0], hx)
     # The folds come with tf.data's autotuning as zoo.data's pipelines have it (off on a
-    # CPU-only machine, as here: README, Performance item 29).
+    # CPU-only machine, as here: benchmarks/README.md, item 29).
     from zoo.data import autotune_by_default
     assert autotune_by_default() is False
     assert {d.options().autotune.enabled for fold in folds for d in fold} == {False}

@@ -15,7 +15,7 @@ import sys as _sys
 
 # TensorFlow enables its oneDNN CPU kernels by default only on CPUs with AVX-512 and newer
 # instruction sets; on AVX2 CPUs they are off, and training ResNet-50 on this project's
-# 2-core AVX2 machine is ~1.3x slower without them (see README, Performance). The zoo turns
+# 2-core AVX2 machine is ~1.3x slower without them (benchmarks/README.md, item 1). The zoo turns
 # them on unless the user chose (TF_ENABLE_ONEDNN_OPTS=0 keeps TensorFlow's kernels). It
 # only takes effect if TensorFlow is imported after zoo; `zoo.common.onednn_enabled()`
 # tells which kernels a process runs.

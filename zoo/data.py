@@ -720,7 +720,7 @@ def autotune_by_default() -> bool:
     On a CPU, while an autotuned iterator is alive, Keras' ``fit``, ``evaluate`` and
     ``predict`` ran some epochs or calls with the model's two compute threads taking turns
     instead of working together, at 55-60% of their speed, in a random order; with
-    autotuning off, never (README, Performance item 29). Without it a
+    autotuning off, never (benchmarks/README.md, item 29). Without it a
     ``num_parallel_calls=AUTOTUNE`` map runs min(16, cores) calls at once and a prefetch
     buffer grows as it runs empty, which read the pipelines here as fast.
     """

@@ -24,7 +24,7 @@ Beside the SavedModel, float32 exports carry ``serving_default`` converted to a 
 (TensorFlow Lite) flatbuffer, checked at export time against the SavedModel on random
 inputs (``zoo.json: "lite"`` records the largest difference). On CPUs,
 :class:`zoo.serving.Servable` runs it with LiteRT's XNNPACK kernels, which are faster
-than TensorFlow's at every batch size measured (see the README's Performance section);
+than TensorFlow's at every batch size measured (benchmarks/README.md, items 6 and 10);
 TensorFlow Serving and GPUs use the SavedModel and ignore the file.
 
 Exports are written to a hidden temporary directory inside ``base_dir/<name>/`` and renamed

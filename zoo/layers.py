@@ -238,7 +238,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def _float32_for_bfloat16(self, inputs) -> bool:
         """Whether the fused kernel gets this bfloat16 input as float32: oneDNN's bfloat16
         batch norm is ~7x slower when the channels are not a multiple of 16 (Xception's
-        728; README Performance, item 28), where float32 is 1.9-3.7x faster than bfloat16."""
+        728; benchmarks/README.md, item 28), where float32 is 1.9-3.7x faster than bfloat16."""
         return (keras.backend.standardize_dtype(inputs.dtype) == "bfloat16"
                 and inputs.shape[-1] is not None
                 and inputs.shape[-1] % _BFLOAT16_BATCH_NORM_CHANNELS != 0

@@ -14,7 +14,7 @@ stay Keras' (they act outside the per-variable update). Where the fused op does 
 -- another backend, ``amsgrad``, sparse gradients, a ``tf.distribute`` strategy -- Keras'
 update runs. Same config and variables as Keras' classes, so checkpoints carry over.
 On the 2-core Intel Xeon with AMX: ResNet-50 training 1.05x (bfloat16), LeNet-5 1.04x
-(README, Performance).
+(benchmarks/README.md, item 14).
 """
 
 from __future__ import annotations

@@ -503,7 +503,7 @@ class InlinePolicy:
     holds the GIL for most of its time anyway (parsing, encoding, a small model's kernels),
     and on 2 cores small models gained more than batching gave them: LeNet-5 and ResNet-18
     at 32x32 and 64x64 answered 1.05-1.3x as many requests per second from 1 and 8 clients
-    (README, Performance).
+    (benchmarks/README.md, item 18).
 
     Args:
         max_ms: the longest predicted work, in milliseconds, answered on the event loop;

@@ -53,14 +53,93 @@ def test_split_points_cut_between_whole_elements(dumps):
 @pytest.mark.parametrize("body", [
     b'{"instances": [1, 2, 3, 4]}',                           # elements are numbers
     b'{"instances": [{"b64": "aa"}, {"b64": "bb"}]}',          # elements are objects
-    b'{"signature_name": "x", "instances": [[1], [2]]}',      # another key first
-    b'{"instances": [[1], [2]], "signature_name": "x"}',      # another key after
-    b'{"inputs": {"images": [[1], [2]]}}',                    # named input
+    b'{"model": "x", "instances": [[1], [2]]}',               # another key first
+    b'{"instances": [[1], [2]], "model": "x"}',               # another key after
     b'[[1], [2]]',                                            # not an object
     b'{"instances": [[1, 2, 3]]}',                            # one element: nothing to cut
-], ids=["numbers", "objects", "key-before", "key-after", "named", "bare-array", "one"])
+], ids=["numbers", "objects", "key-before", "key-after", "bare-array", "one"])
 def test_split_points_refuse_other_forms(body):
     assert ja.split_points(body, 2) is None
+
+
+# Bodies of one array, as TensorFlow Serving's clients send them, and the payload each is.
+ONE_ARRAY_FORMS = [
+    (b'{"instances": [[1, 2], [3, 4], [5, 6], [7, 8]]}', {"instances": "A"}),
+    (b' {\n "inputs" :\t[[1, 2], [3, 4], [5, 6], [7, 8]] } \n', {"inputs": "A"}),
+    (b'{"signature_name": "serving_default", "instances": [[1, 2], [3, 4], [5, 6], [7, 8]]}',
+     {"signature_name": "serving_default", "instances": "A"}),
+    (b'{"instances": [[1, 2], [3, 4], [5, 6], [7, 8]], "signature_name": ""}',
+     {"signature_name": "", "instances": "A"}),
+    (b'{"inputs": {"images": [[1, 2], [3, 4], [5, 6], [7, 8]]}}', {"inputs": {"images": "A"}}),
+    (b'{"signature_name":"s","inputs":{"images":[[1, 2], [3, 4], [5, 6], [7, 8]]}}',
+     {"signature_name": "s", "inputs": {"images": "A"}}),
+    (b'{"inputs": { "images" : [[1, 2], [3, 4], [5, 6], [7, 8]] } , "signature_name": "a\\"]}\\u00e9"}',
+     {"signature_name": 'a"]}\u00e9', "inputs": {"images": "A"}}),
+]
+
+
+@pytest.mark.parametrize("body,payload", ONE_ARRAY_FORMS,
+                         ids=["instances", "inputs", "signature-first", "signature-last",
+                              "named", "named-signature-first", "named-escapes"])
+def test_one_array_forms_span_and_payload(body, payload):
+    """array_span finds the array of each form and payload_of rebuilds the request's payload
+    around it, as a JSON parser reads the body."""
+    key, start, end = ja.array_span(body)
+    array = [[1, 2], [3, 4], [5, 6], [7, 8]]
+    assert json.loads(b"[" + body[start:end] + b"]") == array
+    got = ja.payload_of(body, key, "A")
+    assert got == payload
+    want = json.loads(body)
+    if "signature_name" in want:
+        assert got["signature_name"] == want["signature_name"]
+    cut_key, ranges = ja.split_points(body, 2)
+    assert cut_key == key and len(ranges) == 2
+    assert sum((json.loads(b"[" + body[b:e] + b"]") for b, e in ranges), []) == array
+
+
+@pytest.mark.parametrize("body", [
+    b'{"signature_name": "a", "instances": [[1], [2]], "signature_name": "b"}',   # twice
+    b'{"instances": {"images": [[1], [2]]}}',                 # a named form of instances
+    b'{"inputs": {"images": [[1], [2]]}',                     # a brace short
+    b'{"inputs": [[1], [2]]}}',                               # a brace too many
+    b'{"signature_name": 1, "instances": [[1], [2]]}',        # not a string
+    b'{"signature_name": "a\x01", "instances": [[1], [2]]}',  # a control character
+    b'{"signature_name": "\\x", "instances": [[1], [2]]}',    # not a JSON escape
+    b'{"instances": [[1], [2]], "signature_name": "' + b"x" * 2000 + b'"}',   # past the tail
+], ids=["signature-twice", "named-instances", "brace-short", "brace-extra",
+        "signature-number", "control-character", "bad-escape", "long-signature-last"])
+def test_one_array_forms_refuse_the_rest(body):
+    """Other bodies are not one array: the general parsers answer them."""
+    assert ja.array_span(body) is None
+    assert ja.split_points(body, 2) is None
+    assert ja.payload_of(body, "instances", "A") is None
+    assert ja.payload_of(body, "inputs", "A") is None
+
+
+def test_spans_with_more_than_numbers_are_left_to_the_general_parsers(splitter):
+    """array_span finds the array textually, from the body's first and last bytes; the
+    readers take only numbers and brackets, so a span that holds more (here two named
+    inputs) is refused by them, and the body goes to the general parsers."""
+    body = b'{"inputs": {"images": [[1], [2], [3]], "labels": [[1], [2]]}}'
+    key, start, end = ja.array_span(body)
+    assert b'"labels"' in body[start:end]
+    assert splitter.parse(body) is None and ja.parse_array(b"[" + body[start:end] + b"]") is None
+
+
+def test_payload_of_needs_the_body_key():
+    assert ja.payload_of(b'{"instances": [[1], [2]]}', "inputs", "A") is None
+
+
+def test_split_parser_reads_every_one_array_form(splitter):
+    """The worker processes read the array of each form, as of the plain one."""
+    x = pixels(5)
+    text = json.dumps(x.tolist())
+    for form in ('{{"instances": {}}}', '{{"signature_name": "s", "inputs": {}}}',
+                 '{{"inputs": {{"images": {}}}, "signature_name": "s"}}'):
+        body = form.format(text).encode()
+        key, array = splitter.parse(body)
+        assert np.array_equal(array, x)
+        assert ja.payload_of(body, key, array).keys() == json.loads(body).keys()
 
 
 def test_split_parser_gives_the_single_parse_array(splitter):

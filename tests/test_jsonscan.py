@@ -52,6 +52,30 @@ def test_integer_pixels_read_exactly_in_any_layout(dumps, parts, threads):
             assert array.dtype == dtype and np.array_equal(array, x.astype(dtype))
 
 
+@pytest.mark.parametrize("form", [
+    '{{"signature_name": "serving_default", "instances": {}}}',
+    '{{"instances": {}, "signature_name": "serving_default"}}',
+    '{{"inputs": {{"images": {}}}}}',
+    '{{"signature_name": "s", "inputs": {{"images": {}}}}}',
+], ids=["signature-first", "signature-last", "named", "named-signature"])
+@pytest.mark.parametrize("parts", [1, 3])
+def test_bodies_with_a_signature_name_or_a_named_input(form, parts, threads):
+    """TensorFlow Serving's other one-array forms are read as the plain one, in parts too."""
+    from zoo.jsonarrays import payload_of
+    x = pixels(7, seed=11)
+    body = form.format(json.dumps(x.tolist())).encode()
+    key, array = js.scan_body(body, np.float32, executor=threads, parts=parts)
+    assert array.dtype == np.float32 and np.array_equal(array, x)
+    payload = payload_of(body, key, array)
+    want = json.loads(body)
+    assert payload.keys() == want.keys() and payload.get("signature_name") == \
+        want.get("signature_name")
+    # Two named inputs: the span from the first array to the body's end holds a key, which
+    # the reader refuses.
+    two = b'{"inputs": {"images": [[1], [2]], "labels": [[1], [2]]}}'
+    assert js.scan_body(two) is None and js.scan_body(two, executor=threads, parts=2) is None
+
+
 @pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4), (2, 1, 3, 1, 2), (1, 1, 1, 1, 1, 1, 1, 2)])
 def test_every_depth_up_to_the_limit(shape):
     x = np.arange(int(np.prod(shape))).reshape(shape) - 7
@@ -128,8 +152,9 @@ def test_numbers_beyond_the_fast_path_are_left_to_the_general_parsers(text, into
     '{"instances": [[1, 2], [3]]}', '{"instances": [[1, 2], 3]}', '{"instances": [1, [2]]}',
     '{"instances": [[1, 2], [[3, 4]]]}', '{"instances": [[1, 2]], [3]}',
     '{"instances": [[1, 2]]]}', '{"instances": [[1, 2]}', '{"instances": [1]',
-    '{"instances": [1]}x', '{"instances": [1], "signature_name": "a"}',
-    '{"signature_name": "a", "instances": [1]}', '{"inputs": {"x": [1]}}', '[1, 2]',
+    '{"instances": [1]}x', '{"instances": [1], "model": "a"}',
+    '{"model": "a", "instances": [1]}', '{"inputs": {"x": [1], "y": [2]}}',
+    '{"signature_name": "a", "instances": [1], "signature_name": "b"}', '[1, 2]',
     '{"instances": [1\x00]}', '{"instances": [1\x0b]}', '{"instances": [1\u00a0]}',
 ], ids=lambda b: b[13:30])
 def test_everything_else_is_left_to_the_general_parsers(body, threads):

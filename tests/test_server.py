@@ -369,16 +369,27 @@ def test_parse_body_fast_path_and_fallbacks(monkeypatch, compiled):
     if not compiled:     # the compiled reader (zoo.jsonscan) off: simdjson reads the arrays
         monkeypatch.setattr(srv, "_scan_pixels", lambda *args: None)
     x = np.random.RandomState(8).randint(0, 256, (24, 32, 32, 1))
+    simdjson_reads = []
+    if compiled:         # every one-array form below is the compiled reader's, not simdjson's
+        monkeypatch.setattr(srv, "_read_pixels", lambda body: simdjson_reads.append(body))
     for body, where in ((orjson.dumps({"instances": x.tolist()}), ("instances",)),
                         (orjson.dumps({"inputs": x.tolist()}), ("inputs",)),
                         (orjson.dumps({"signature_name": "serving_default",
                                        "inputs": {"images": x.tolist()}}),
-                         ("inputs", "images"))):
+                         ("inputs", "images")),
+                        (orjson.dumps({"instances": x.tolist(),
+                                       "signature_name": "serving_default"}),
+                         ("instances",))):
         assert len(body) >= srv._FAST_JSON_BYTES
-        payload = srv.parse_body(body)
+        payload = srv.parse_body(body, dtype=np.dtype(np.float32))
         value = payload[where[0]] if len(where) == 1 else payload[where[0]][where[1]]
         assert isinstance(value, np.ndarray) and np.array_equal(value, x)
-        assert set(payload) == set(orjson.loads(body))
+        assert payload.keys() == orjson.loads(body).keys()
+        assert payload.get("signature_name") == orjson.loads(body).get("signature_name")
+    assert simdjson_reads == []
+    monkeypatch.undo()
+    if not compiled:
+        monkeypatch.setattr(srv, "_scan_pixels", lambda *args: None)
     ragged = x.tolist()
     ragged[3][4][5] = [1, 2]
     payload = srv.parse_body(orjson.dumps({"instances": ragged}))
@@ -391,7 +402,9 @@ def test_parse_body_fast_path_and_fallbacks(monkeypatch, compiled):
     assert isinstance(payload["instances"], np.ndarray if compiled else list)
     assert np.array_equal(payload["instances"], x)
     payload = srv.parse_body(orjson.dumps({"inputs": {"images": x.tolist()}}))
-    assert isinstance(payload["inputs"]["images"], list)
+    assert isinstance(payload["inputs"]["images"], np.ndarray if compiled else list)
+    payload = srv.parse_body(orjson.dumps({"inputs": {"images": x.tolist()}, "model": "m"}))
+    assert isinstance(payload["inputs"]["images"], list) and payload["model"] == "m"
 
 
 def test_parse_body_reuses_its_simdjson_parsers(monkeypatch):
@@ -468,11 +481,20 @@ def test_json_bodies_parsed_in_parts_answer_alike(server, local):
         r = c.post(url, json={"instances": x.tolist()})
         np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
                                    want["probabilities"], atol=1e-6)
+        # With a signature name, as TensorFlow Serving's clients send it: the same reader.
+        for signature, status in (("serving_default", 200), ("classify", 400)):
+            r = c.post(url, json={"signature_name": signature, "inputs": {"images": x.tolist()}})
+            assert r.status_code == status, r.text
+        np.testing.assert_allclose(c.post(url, json={
+            "instances": x.tolist(), "signature_name": "serving_default"}).json()[
+                "predictions"][0]["probabilities"], want["probabilities"][0], atol=1e-6)
+        assert "signature_name 'classify' not found" in r.json()["error"]
+        assert splitter.scanned == 5 and splitter.parsed == 1
         ragged = x.tolist()
         ragged[35][3] = ragged[35][3][:-1]                  # in the worker's part
         r = c.post(url, json={"instances": ragged})
         assert r.status_code == 400 and "regular numeric array" in r.json()["error"]
-        assert splitter.scanned == 2 and splitter.parsed == 1
+        assert splitter.scanned == 5 and splitter.parsed == 1
     assert not worker.process.is_alive() and splitter._pool == [] and splitter._threads is None
     assert create_app(server["base"], parse_workers=0).state.splitter.workers == 0
     for bad in (-1, "two", 1.5):

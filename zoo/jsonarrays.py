@@ -6,7 +6,7 @@ into numpy without a Python object per number, and a check of the text's bracket
 keeps ragged arrays out (:func:`parse_array`).
 
 simdjson holds the GIL while it parses, so threads cannot share that work. A body of one large
-array (``{"instances": [...]}`` or ``{"inputs": [...]}``) is instead cut between its images
+array (``{"instances": [...]}`` or ``{"inputs": [...]}``, :func:`array_span`) is instead cut between its images
 and the parts parsed at once: the calling thread parses the first, worker processes the rest
 (:class:`SplitParser`), through buffers they share with the caller -- on 2 cores 41-43 ms
 instead of 70 ms for those 12.9 MB (into float32).
@@ -27,7 +27,8 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["SplitParser", "is_regular", "numeric_array", "parse_array"]
+__all__ = ["SplitParser", "array_span", "is_regular", "numeric_array", "parse_array",
+           "payload_of"]
 
 #: simdjson parsers kept for reuse, and the largest text after which one is still kept (it
 #: holds ~6x the text's size: ~200 MB at this limit).
@@ -154,24 +155,68 @@ def parse_array(text: bytes):
 # --------------------------------------------------------------------------------------
 # One large array, parsed in parts at once.
 
-#: ``{"instances": [`` or ``{"inputs": [`` opening a body.
-_OPENING = re.compile(rb'\s*\{\s*"(instances|inputs)"\s*:\s*\[')
-#: ``]}`` closing it (searched in its last bytes).
-_CLOSING = re.compile(rb"\]\s*\}\s*\Z")
+#: A JSON string (the escapes JSON allows; no control characters).
+_STRING = rb'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
+_SIGNATURE = rb'"signature_name"\s*:\s*(' + _STRING + rb')'
+#: The opening of a body of one array: ``{"instances": [`` or ``{"inputs": [``, the
+#: columnar form's ``{"inputs": {"<input name>": [``, each with an optional
+#: ``"signature_name": "..."`` member first.
+_OPENING = re.compile(rb'\s*\{\s*(?:' + _SIGNATURE + rb'\s*,\s*)?"(instances|inputs)"\s*:\s*'
+                      rb'(?:\{\s*(' + _STRING + rb')\s*:\s*)?\[')
+#: Its closing ``]}`` (``]}}`` after an input name), with an optional ``"signature_name"``
+#: member last; searched in the body's last :data:`_TAIL_BYTES`.
+_CLOSING = re.compile(rb"\](\s*\})?\s*(?:,\s*" + _SIGNATURE + rb"\s*)?\}\s*\Z")
 _OPENERS = re.compile(rb"(?:\s*\[)+")
-_TAIL_BYTES = 64
+_TAIL_BYTES = 1024
 
 
-def array_span(body: bytes):
-    """``(key, start, end)`` for a body ``{"instances" | "inputs": [...]}``: its key and the
-    byte range between its array's brackets; ``None`` for a body of another form."""
+def _body_form(body: bytes):
+    """``(key, start, end, members)`` for a body of one array (:data:`_OPENING`): its key,
+    the byte range between the array's brackets, and how the payload holds the array
+    (``members``: ``signature_name``'s value, the input's name); ``None`` for another
+    form, or a signature name given twice."""
     opening = _OPENING.match(body)
     if opening is None:
         return None
     closing = _CLOSING.search(body, max(opening.end(), len(body) - _TAIL_BYTES))
     if closing is None:
         return None
-    return opening.group(1).decode(), opening.end(), closing.start()
+    first_signature, key, name = opening.groups()
+    named, last_signature = closing.groups()
+    if (name is None) != (named is None) or (first_signature and last_signature):
+        return None
+    if name is not None and key != b"inputs":
+        return None
+    return (key.decode(), opening.end(), closing.start(),
+            (first_signature or last_signature, name))
+
+
+def array_span(body: bytes):
+    """``(key, start, end)`` for a body of one array of images --
+    ``{"instances" | "inputs": [...]}``, ``{"inputs": {"<input name>": [...]}}``, each with
+    an optional ``"signature_name"`` member first or last: its key and the byte range
+    between its array's brackets; ``None`` for a body of another form (:func:`payload_of`
+    builds the payload around the array read from that range)."""
+    form = _body_form(body)
+    return None if form is None else form[:3]
+
+
+def payload_of(body: bytes, key: str, array):
+    """The request payload of a body of one array (:func:`array_span`), with ``array`` --
+    read from the body's array -- in its place: ``{key: array}``, or ``{"inputs":
+    {"<input name>": array}}``, plus ``"signature_name"`` when the body has it. ``None``
+    when the body has another form, or a member string that is not valid JSON."""
+    import orjson
+    form = _body_form(body)
+    if form is None or form[0] != key:
+        return None
+    signature, name = form[3]
+    try:
+        payload = {} if signature is None else {"signature_name": orjson.loads(signature)}
+        payload[key] = array if name is None else {orjson.loads(name): array}
+    except orjson.JSONDecodeError:
+        return None
+    return payload
 
 
 def cut_runs(body: bytes, start: int, end: int, parts: int):
@@ -201,8 +246,8 @@ def cut_runs(body: bytes, start: int, end: int, parts: int):
 
 
 def split_points(body: bytes, parts: int):
-    """Where to cut ``body``, ``{"instances" | "inputs": [e1, e2, ...]}`` whose elements are
-    arrays, into ``parts`` runs of whole elements.
+    """Where to cut ``body``, a body of one array ``[e1, e2, ...]`` (:func:`array_span`)
+    whose elements are arrays, into ``parts`` runs of whole elements.
 
     Returns:
         ``(key, [(start, end), ...])``: byte ranges of the element runs (without the
@@ -346,7 +391,7 @@ class _Worker:
 
 
 class SplitParser:
-    """Parses a large ``{"instances" | "inputs": [...]}`` body of numbers in parts at once:
+    """Parses a large body of one array of numbers (:func:`array_span`) in parts at once:
     the calling thread reads the first run of images, ``workers`` helpers one run each.
 
     :meth:`scan` is the compiled reader (:mod:`zoo.jsonscan`: integers and decimals it

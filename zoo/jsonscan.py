@@ -8,8 +8,10 @@ each number into a numpy array of the model's input dtype -- 32 ms for those 12.
 core against ~63 ms. It releases the GIL, so a large body's images are read in parts by
 threads at once (:func:`scan_body`).
 
-What it reads: a body that is exactly ``{"instances": [...]}`` or ``{"inputs": [...]}`` (white
-space anywhere JSON allows it) whose array is regular, of at most :data:`MAX_DEPTH`
+What it reads: a body of one array -- ``{"instances": [...]}``, ``{"inputs": [...]}`` or
+``{"inputs": {"<input name>": [...]}}``, each with an optional ``"signature_name"`` member
+first or last (:func:`zoo.jsonarrays.array_span`; white space anywhere JSON allows it) --
+whose array is regular, of at most :data:`MAX_DEPTH`
 dimensions, of integers of up to 18 digits, or of decimals whose power of ten is within
 10**±22 and whose digits make a number of at most 2**53 (each then one correctly rounded
 division or multiplication, as every JSON parser's fast path) -- or, into float32, of up to
@@ -158,8 +160,9 @@ def scan_elements(text, begin: int, end: int, dtype=None) -> Optional[np.ndarray
 
 
 def scan_body(body: bytes, dtype=None, *, executor=None, parts: int = 1):
-    """``(key, array)`` for a body ``{"instances" | "inputs": [...]}`` the kernel reads
-    (module docstring), else ``None``.
+    """``(key, array)`` for a body of one array the kernel reads (module docstring;
+    :func:`zoo.jsonarrays.payload_of` builds the request's payload from them), else
+    ``None``.
 
     Args:
         dtype: the array's dtype (numbers are converted as they are read); default: int64

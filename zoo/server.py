@@ -242,8 +242,8 @@ def _pixels_payload(doc, body: bytes):
 
 def _scan_pixels(body: bytes, splitter, dtype):
     """``(key, array)`` from the compiled reader (:mod:`zoo.jsonscan`) for a body
-    ``{"instances" | "inputs": [...]}`` of integers or short decimals, in parts on the
-    splitter's threads when it is large; ``None`` for every other body."""
+    of one array (:func:`zoo.jsonarrays.array_span`) of integers or short decimals, in parts
+    on the splitter's threads when it is large; ``None`` for every other body."""
     if splitter is not None:
         return splitter.scan(body, dtype)
     return jsonscan.scan_body(body, dtype)
@@ -252,7 +252,8 @@ def _scan_pixels(body: bytes, splitter, dtype):
 def parse_body(body: bytes, splitter=None, dtype=None):
     """The request JSON. A body of pixel lists (from :data:`_FAST_JSON_BYTES` on) has its
     pixels as one numpy array (``instances`` ``[N, H, W, C]`` or ``inputs``), not Python lists:
-    ``{"instances" | "inputs": [...]}`` of integers or short decimals through the compiled
+    ``{"instances" | "inputs": [...]}`` (also with ``"signature_name"``, or the input named:
+    :func:`zoo.jsonarrays.array_span`) of integers or short decimals through the compiled
     reader (:mod:`zoo.jsonscan`; a batch of 32 RGB 160x160 images, 12.9 MB: 17 ms on two
     threads), other such bodies through simdjson (in parts by the splitter's worker
     processes when large, else :func:`_read_pixels`: ~0.1 s, against 1.0-1.4 s through
@@ -260,19 +261,21 @@ def parse_body(body: bytes, splitter=None, dtype=None):
 
     Args:
         splitter: a :class:`zoo.jsonarrays.SplitParser` whose threads and worker processes
-            read a large ``{"instances": [...]}`` / ``{"inputs": [...]}`` body in parts.
+            read a large body of one array in parts.
         dtype: the dtype wanted for that array (the model's input dtype: converted as it is
             read); default: exact (int64 or float64). The simdjson path without the
             splitter gives the exact dtype.
     """
     if len(body) >= _FAST_JSON_BYTES:
         parsed = _scan_pixels(body, splitter, dtype)
-        if parsed is not None:
-            return {parsed[0]: parsed[1]}
+        payload = None if parsed is None else jsonarrays.payload_of(body, *parsed)
+        if payload is not None:
+            return payload
     if splitter is not None:
         parsed = splitter.parse(body, dtype)
-        if parsed is not None:
-            return {parsed[0]: parsed[1]}
+        payload = None if parsed is None else jsonarrays.payload_of(body, *parsed)
+        if payload is not None:
+            return payload
     # Bodies of b64 images go to orjson at once: no numbers to read into numpy there.
     if len(body) >= _FAST_JSON_BYTES and b'"b64"' not in body:
         payload = _read_pixels(body)

@@ -405,6 +405,33 @@ def test_parse_body_fast_path_and_fallbacks(monkeypatch, compiled):
     assert isinstance(payload["inputs"]["images"], np.ndarray if compiled else list)
     payload = srv.parse_body(orjson.dumps({"inputs": {"images": x.tolist()}, "model": "m"}))
     assert isinstance(payload["inputs"]["images"], list) and payload["model"] == "m"
+    named = orjson.dumps({"instances": [{"images": image} for image in x.tolist()]})
+    assert isinstance(srv.parse_body(named)["instances"][0]["images"], list)
+
+
+def test_parse_body_reads_named_rows_into_numpy():
+    """The row format with a named input ([{"images": [...]}, ...]): simdjson reads each
+    instance into numpy; rows of other kinds go to orjson, for the usual errors."""
+    import orjson
+
+    from zoo import server as srv
+    pytest.importorskip("simdjson")
+    x = np.random.RandomState(9).randint(0, 256, (6, 32, 32, 1))
+    named = [{"images": image} for image in x.tolist()]
+    payload = srv.parse_body(orjson.dumps({"signature_name": "s", "instances": named}))
+    assert payload["signature_name"] == "s" and len(payload["instances"]) == 6
+    for row, image in zip(payload["instances"], x):
+        assert list(row) == ["images"] and isinstance(row["images"], np.ndarray)
+        assert np.array_equal(row["images"], image)
+    decimals = [{"images": (image / 255).tolist()} for image in x]
+    got = srv.parse_body(orjson.dumps({"instances": decimals}))["instances"]
+    assert all(np.array_equal(r["images"], image / 255) for r, image in zip(got, x))
+    for rows in (named[:3] + [{"images": "text"}] + named[3:],          # not numbers
+                 named[:3] + [{"a": 1, "b": 2}] + named[3:],              # two keys
+                 named[:3] + [[[[1]]]] + named[3:],                       # not an object
+                 named[:3] + [{"images": [[1], [2, 3]]}] + named[3:],     # ragged
+                 [{"b64": "aa"}] + named):                                # b64 first
+        assert srv.parse_body(orjson.dumps({"instances": rows})) == {"instances": rows}
 
 
 def test_parse_body_reuses_its_simdjson_parsers(monkeypatch):
@@ -521,6 +548,21 @@ def test_large_pixel_list_requests_answer_like_small_ones(server, local):
     assert r.status_code == 400 and "regular numeric array" in r.json()["error"]
     r = c.post("/v1/models/lenet5/versions/1:predict", json={"inputs": x[0].tolist() * 30})
     assert r.status_code == 400 and "must be a batch" in r.json()["error"], r.text
+    # The row format with a named input: each instance read into numpy, the same checks.
+    named = [{"images": image} for image in x.tolist()]
+    r = c.post("/v1/models/lenet5/versions/1:predict", json={"instances": named})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
+                               want["probabilities"], atol=1e-6)
+    for rows, message in (([{"pixels": image} for image in x.tolist()],
+                           "instances[0]: named inputs must be exactly {\"images\": ...}; "
+                           "received keys ['pixels']"),
+                          (named[:5] + [{"images": x[0].tolist()[0]}] + named[5:],
+                           "instances[5]: each instance must be one image"),
+                          (named[:2] + [{"images": 1, "labels": 2}] + named[2:],
+                           "instances[2]: named inputs must be exactly")):
+        r = c.post("/v1/models/lenet5/versions/1:predict", json={"instances": rows})
+        assert r.status_code == 400 and message in r.json()["error"], r.text
 
 
 @pytest.mark.parametrize("option, value, allowed", [

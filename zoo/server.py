@@ -223,10 +223,13 @@ def _pixels_payload(doc, body: bytes):
         if top == "inputs" and isinstance(value, simdjson.Object) and len(value) == 1:
             (named,) = value.keys()
             value = value[named]
-        # The body alone holds just this array's brackets and commas when it is
-        # {"instances": [...]} or {"inputs": [...]}: no copy of the array's text then.
-        array = jsonarrays.numeric_array(
-            value, body if keys == [top] and named is None else None)
+        if top == "instances" and _named_rows(value):
+            array = _named_instances(value)
+        else:
+            # The body alone holds just this array's brackets and commas when it is
+            # {"instances": [...]} or {"inputs": [...]}: no copy of the array's text then.
+            array = jsonarrays.numeric_array(
+                value, body if keys == [top] and named is None else None)
         if array is None:
             return None
         payload = {}
@@ -238,6 +241,35 @@ def _pixels_payload(doc, body: bytes):
         payload[top] = array if named is None else {named: array}
         return payload
     return None
+
+
+def _named_rows(value) -> bool:
+    """Whether a simdjson array's first element is an object of one key other than
+    ``b64``: the row format with a named input (``[{"images": [...]}, ...]``)."""
+    import simdjson
+    if not isinstance(value, simdjson.Array) or len(value) == 0:
+        return False
+    first = value[0]
+    return (isinstance(first, simdjson.Object) and len(first) == 1
+            and next(iter(first.keys())) != "b64")
+
+
+def _named_instances(value):
+    """``[{name: array}, ...]`` from the row format with a named input, each instance's
+    numbers read straight into numpy (:func:`zoo.jsonarrays.numeric_array`), for the usual
+    checks of the name and the shape; ``None`` when an instance is another object or not
+    a regular array of numbers (orjson then parses the body, for the usual errors)."""
+    import simdjson
+    rows = []
+    for row in value:
+        if not isinstance(row, simdjson.Object) or len(row) != 1:
+            return None
+        (name,) = row.keys()
+        array = jsonarrays.numeric_array(row[name])
+        if array is None or name == "b64":
+            return None
+        rows.append({name: array})
+    return rows
 
 
 def _scan_pixels(body: bytes, splitter, dtype):

@@ -73,7 +73,8 @@ ONE_ARRAY_FORMS = [
     (b'{"inputs": {"images": [[1, 2], [3, 4], [5, 6], [7, 8]]}}', {"inputs": {"images": "A"}}),
     (b'{"signature_name":"s","inputs":{"images":[[1, 2], [3, 4], [5, 6], [7, 8]]}}',
      {"signature_name": "s", "inputs": {"images": "A"}}),
-    (b'{"inputs": { "images" : [[1, 2], [3, 4], [5, 6], [7, 8]] } , "signature_name": "a\\"]}\\u00e9"}',
+    (b'{"inputs": { "images" : [[1, 2], [3, 4], [5, 6], [7, 8]] } , '
+     b'"signature_name": "a\\"]}\\u00e9"}',
      {"signature_name": 'a"]}\u00e9', "inputs": {"images": "A"}}),
 ]
 

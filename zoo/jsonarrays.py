@@ -6,10 +6,10 @@ into numpy without a Python object per number, and a check of the text's bracket
 keeps ragged arrays out (:func:`parse_array`).
 
 simdjson holds the GIL while it parses, so threads cannot share that work. A body of one large
-array (``{"instances": [...]}`` or ``{"inputs": [...]}``, :func:`array_span`) is instead cut between its images
-and the parts parsed at once: the calling thread parses the first, worker processes the rest
-(:class:`SplitParser`), through buffers they share with the caller -- on 2 cores 41-43 ms
-instead of 70 ms for those 12.9 MB (into float32).
+array (``{"instances": [...]}`` or ``{"inputs": [...]}``, :func:`array_span`) is instead cut
+between its images and the parts parsed at once: the calling thread parses the first, worker
+processes the rest (:class:`SplitParser`), through buffers they share with the caller -- on 2
+cores 41-43 ms instead of 70 ms for those 12.9 MB (into float32).
 
 This module imports numpy and simdjson only: the worker processes start from it.
 """

@@ -265,8 +265,8 @@ def _named_instances(value):
         if not isinstance(row, simdjson.Object) or len(row) != 1:
             return None
         (name,) = row.keys()
-        array = jsonarrays.numeric_array(row[name])
-        if array is None or name == "b64":
+        array = None if name == "b64" else jsonarrays.numeric_array(row[name])
+        if array is None:
             return None
         rows.append({name: array})
     return rows

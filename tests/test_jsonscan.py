@@ -245,6 +245,23 @@ def test_split_parser_scans_large_bodies_on_its_threads():
     assert s.scanned == 1
 
 
+def test_split_parser_cuts_from_128_kb_by_default():
+    """A LeNet-5 batch of 32 (~180 KB of JSON) is read in parts (0.31 against 0.45 ms on 2
+    cores, benchmarks/README.md item 30); 12 images (~67 KB) gained nothing and are not."""
+    from zoo.jsonarrays import SplitParser
+    s = SplitParser(1)
+    try:
+        assert s.scan_min_bytes == 128 * 1024
+        for n, scanned in ((12, 0), (32, 1)):
+            x = np.random.RandomState(n).randint(0, 256, (n, 32, 32, 1))
+            body = orjson.dumps({"instances": x.tolist()})
+            assert (len(body) >= 128 * 1024) == bool(scanned)
+            assert np.array_equal(s.scan(body, np.float32)[1], x)
+            assert s.scanned == scanned
+    finally:
+        s.close()
+
+
 def test_from_zoo_import_jsonscan_loads_no_tensorflow():
     code = ("import sys; from zoo import jsonscan; assert jsonscan.available() is None; "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")

@@ -402,7 +402,7 @@ class SplitParser:
     """
 
     def __init__(self, workers: int, *, min_bytes: int = 2 * 1024 * 1024,
-                 scan_min_bytes: int = 256 * 1024):
+                 scan_min_bytes: int = 128 * 1024):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"workers must be a non-negative integer. Received: {workers!r}")
         self.workers = workers

@@ -223,9 +223,8 @@ def _pixels_payload(doc, body: bytes):
         if top == "inputs" and isinstance(value, simdjson.Object) and len(value) == 1:
             (named,) = value.keys()
             value = value[named]
-        if top == "instances" and _named_rows(value):
-            array = _named_instances(value)
-        else:
+        array = _named_instances(value) if top == "instances" else None
+        if array is None:
             # The body alone holds just this array's brackets and commas when it is
             # {"instances": [...]} or {"inputs": [...]}: no copy of the array's text then.
             array = jsonarrays.numeric_array(
@@ -243,23 +242,16 @@ def _pixels_payload(doc, body: bytes):
     return None
 
 
-def _named_rows(value) -> bool:
-    """Whether a simdjson array's first element is an object of one key other than
-    ``b64``: the row format with a named input (``[{"images": [...]}, ...]``)."""
+def _named_instances(value):
+    """``[{name: array}, ...]`` from the row format with a named input
+    (``[{"images": [...]}, ...]``), each instance's numbers read straight into numpy
+    (:func:`zoo.jsonarrays.numeric_array`), for the usual checks of the name and the shape;
+    ``None`` when ``value`` is not a non-empty array of such rows, or an instance is another
+    object or not a regular array of numbers (a plain array of numbers is then read as one,
+    and anything else goes to orjson, for the usual errors)."""
     import simdjson
     if not isinstance(value, simdjson.Array) or len(value) == 0:
-        return False
-    first = value[0]
-    return (isinstance(first, simdjson.Object) and len(first) == 1
-            and next(iter(first.keys())) != "b64")
-
-
-def _named_instances(value):
-    """``[{name: array}, ...]`` from the row format with a named input, each instance's
-    numbers read straight into numpy (:func:`zoo.jsonarrays.numeric_array`), for the usual
-    checks of the name and the shape; ``None`` when an instance is another object or not
-    a regular array of numbers (orjson then parses the body, for the usual errors)."""
-    import simdjson
+        return None
     rows = []
     for row in value:
         if not isinstance(row, simdjson.Object) or len(row) != 1:

@@ -223,8 +223,8 @@ BUSIEST_SHARE = 0.75
 def _busiest_ratio(subject_rates, rates, cores) -> str:
     """``"; ratio R on its k of n busiest repetitions"`` when some of a target row's
     repetitions kept fewer cores busy than its others (Keras' ``predict`` runs some calls
-    on one core of two, benchmarks/README.md, item 27), else ``""``: the ratio the target would get
-    if the reference always ran at its best."""
+    on one core of two, benchmarks/README.md, item 27), else ``""``: the ratio the target
+    would get if the reference always ran at its best."""
     n = min(len(subject_rates), len(rates), len(cores))
     top = max(cores[:n], default=0.0)
     busiest = [i for i in range(n) if cores[i] >= BUSIEST_SHARE * top and rates[i] > 0]

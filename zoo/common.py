@@ -215,8 +215,8 @@ def cpu_vendor(cpuinfo="/proc/cpuinfo") -> str:
 
 def cpu_prefers_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
     """Whether bfloat16 compute trains faster than float32 on this CPU, as measured on the
-    CPUs of the benchmarks (benchmarks/README.md): with AMX-BF16 (oneDNN runs bfloat16 convolutions on AMX
-    tiles: ResNet-50 1.57x on an Intel Xeon) and on AMD CPUs with AVX512_BF16 (ResNet-50
+    CPUs of the benchmarks (benchmarks/README.md): with AMX-BF16 (oneDNN runs bfloat16
+    convolutions on AMX tiles: ResNet-50 1.57x on an Intel Xeon) and on AMD CPUs with AVX512_BF16 (ResNet-50
     1.67-2.1x on an AMD EPYC), but not with AVX512_BF16 alone on Intel CPUs (0.81-0.88x on an
     Intel Xeon whose AMX was not exposed) nor without native bfloat16 instructions, where it
     is emulated. ``False`` where ``cpuinfo`` cannot be read."""

@@ -191,8 +191,8 @@ def resolve_jit_compile(jit_compile) -> bool:
 
     On CPUs the zoo trains on TensorFlow's oneDNN kernels (see ``zoo/__init__.py``), which
     XLA does not use: on this project's 2-core AVX2 CPU, XLA made ResNet-50 training about
-    1.5x slower than oneDNN with the fused batch norm, and LeNet-5 no faster (benchmarks/README.md,
-    item 3).
+    1.5x slower than oneDNN with the fused batch norm, and LeNet-5 no faster
+    (benchmarks/README.md, item 3).
     """
     if jit_compile == "auto":
         import tensorflow as tf
@@ -235,8 +235,8 @@ def resolve_mixed_precision(mixed_precision="auto"):
     ``"auto"``: mixed precision where the hardware runs it faster, float32 elsewhere. With
     GPUs visible: ``mixed_float16`` when all have tensor cores (compute capability 7.0 or
     more), else float32. Without GPUs: ``mixed_bfloat16`` where
-    :func:`zoo.common.cpu_prefers_bfloat16` says so, from the benchmarks (benchmarks/README.md): CPUs
-    with AMX-BF16 (oneDNN runs bfloat16 convolutions on AMX tiles; ResNet-50 training 1.57x,
+    :func:`zoo.common.cpu_prefers_bfloat16` says so, from the benchmarks
+    (benchmarks/README.md): CPUs with AMX-BF16 (oneDNN runs bfloat16 convolutions on AMX tiles; ResNet-50 training 1.57x,
     Inception-v3 1.59x, Xception 1.32x faster than float32 on an Intel Xeon with AMX) and
     AMD CPUs with AVX512_BF16 (ResNet-50 1.67-2.1x, Inception-v3 1.45-1.7x, Xception
     1.28-1.4x on an AMD EPYC); LeNet-5 on digits trained as accurately on both. Else

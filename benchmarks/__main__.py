@@ -12,6 +12,7 @@ arrays in memory), ``accuracy`` (LeNet-5 on digits: time to 98% test accuracy).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
@@ -181,13 +182,13 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     s = settings(args)
+    _check_out(args.out)
     from benchmarks import inference, training
 
     command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in argv)
     start = time.time()
     info = core.machine()
     core.log(f"{command}\n  {info['cpu']}, {info['cores']} cores, load {info['load_average']}")
-    os.makedirs(args.out, exist_ok=True)
     _record_peak(info)
     with_torch = not args.no_torch
     rows = []
@@ -246,6 +247,19 @@ def main(argv=None) -> int:
     paths = _write(rows, info, args.out, command, start)
     core.log(f"wrote {', '.join(paths)} in {(time.time() - start) / 60:.1f} min")
     return 0
+
+
+def _check_out(out):
+    """Create ``out`` (and check it takes files) before any benchmark runs; a path that
+    cannot hold the results is a one-line error, not a traceback after minutes of work."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise SystemExit(f"python -m benchmarks: error: --out {out!r} cannot hold the "
+                         f"results: {reason}") from None
 
 
 def _record_peak(info):

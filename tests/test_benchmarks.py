@@ -439,6 +439,19 @@ def test_bad_options_are_one_line_errors(capsys, tmp_path, argv, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_out_that_cannot_hold_files_is_a_one_line_error_before_any_run(tmp_path,
+                                                                         monkeypatch):
+    taken = tmp_path / "a file"
+    taken.write_text("")
+    monkeypatch.setattr(bench.core, "machine", lambda: pytest.fail("ran past the check"))
+    for out, reason in ((taken, "File exists"), (taken / "sub", "Not a directory")):
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main(["--quick", "--out", str(out)])
+        assert str(exit_info.value) == (f"python -m benchmarks: error: --out {str(out)!r} "
+                                        f"cannot hold the results: {reason}")
+    assert taken.read_text() == ""
+
+
 def test_profile_ops_refuses_bad_counts(capsys):
     from benchmarks import profile_ops
     with pytest.raises(SystemExit) as exit_info:

@@ -19,7 +19,14 @@ import shlex
 import sys
 import time
 
-import zoo  # noqa: F401  (first: its TensorFlow process settings apply to the zoo variants)
+# TensorFlow's C++ start-up lines would precede a one-line error; hidden as by the zoo CLI.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from zoo.startlog import filter_tensorflow_start_up  # noqa: E402  (imports zoo first)
+
+filter_tensorflow_start_up()
+
+import zoo  # noqa: E402,F401  (first: its TensorFlow process settings apply to the zoo variants)
 from benchmarks import core
 from benchmarks.worker import Reference
 from zoo.cli import OneLineParser, number_type
@@ -179,7 +186,6 @@ def settings(args) -> dict:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     s = settings(args)
     _check_out(args.out)

@@ -23,7 +23,14 @@ import sys
 import tempfile
 import time
 
-import zoo  # noqa: F401  (first: its TensorFlow process settings apply)
+# TensorFlow's C++ start-up lines would precede a one-line error; hidden as by the zoo CLI.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from zoo.startlog import filter_tensorflow_start_up  # noqa: E402  (imports zoo first)
+
+filter_tensorflow_start_up()
+
+import zoo  # noqa: E402,F401  (first: its TensorFlow process settings apply)
 from benchmarks.core import count_type
 from zoo.cli import OneLineParser
 

@@ -108,6 +108,8 @@ def build_parser(command=None) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from zoo.startlog import filter_tensorflow_start_up
+    filter_tensorflow_start_up()   # TensorFlow's load-time lines obey the level too
     command = argv[0] if argv and argv[0] in COMMANDS else None
     debug = os.environ.get("ZOO_DEBUG")
     try:

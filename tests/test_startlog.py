@@ -1,0 +1,110 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from zoo import startlog
+
+ROOT = os.path.dirname(os.path.dirname(startlog.__file__))   # where `zoo` imports from
+
+LINES = [
+    startlog.BANNER,
+    "I0000 00:00:1796438457.446509   28962 port.cc:153] oneDNN custom operations are on.",
+    "W0000 00:00:1796438457.446821   28962 cudart_stub.cc:31] a warning",
+    "E0000 00:00:1796438457.483947   28962 cuda_platform.cc:52] an error",
+    "F0000 00:00:1796438457.483947   28962 x.cc:1] a fatal line",
+    "I0 not absl's form",
+    "Illegal instruction: a line of no level",
+]
+
+
+@pytest.mark.parametrize("level,kept", [
+    (0, LINES),
+    (1, LINES[2:]),
+    (2, LINES[3:]),
+    (3, LINES[4:]),
+])
+def test_hidden_follows_tf_cpp_min_log_level(level, kept):
+    assert [line for line in LINES if not startlog.hidden(line, level)] == kept
+
+
+@pytest.mark.parametrize("value,level", [("2", 2), ("0", 0), ("9", 3), ("-1", 0), ("x", 0),
+                                         (None, 0)])
+def test_min_log_level_reads_the_environment_as_tensorflow_does(value, level):
+    environ = {} if value is None else {"TF_CPP_MIN_LOG_LEVEL": value}
+    assert startlog.min_log_level(environ) == level
+
+
+def _run(code, tmp_path, level):
+    """``code`` in a fresh interpreter with a fake ``tensorflow`` package on its path that
+    writes LINES to file descriptor 2 when imported, as TensorFlow's C++ libraries do."""
+    package = tmp_path / "tensorflow"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text(textwrap.dedent(f"""
+        import os
+        for line in {LINES!r}:
+            os.write(2, (line + "\\n").encode())
+        LOADED = True
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT]),
+           "TF_CPP_MIN_LOG_LEVEL": str(level)}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_the_first_import_of_tensorflow_is_filtered_in_order(tmp_path, level):
+    result = _run("""
+        import os, sys
+        from zoo import startlog
+        installed = startlog.filter_tensorflow_start_up()
+        os.write(2, b"before\\n")
+        import tensorflow
+        os.write(2, b"after\\n")
+        hooks = [f for f in sys.meta_path if isinstance(f, startlog._FirstImport)]
+        own = "exec_module" in vars(tensorflow.__spec__.loader)
+        print(installed, tensorflow.LOADED, len(hooks), own)
+    """, tmp_path, level)
+    assert result.returncode == 0, result.stderr
+    kept = [line for line in LINES if not startlog.hidden(line, level)]
+    assert result.stderr.splitlines() == ["before", *kept, "after"]
+    # Installed only where it filters; afterwards the hook is gone and the loader is its own.
+    assert result.stdout.split() == [str(level > 0), "True", "0", "False"]
+
+
+def test_a_broken_import_restores_stderr_and_removes_the_hook(tmp_path):
+    package = tmp_path / "tensorflow"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import os\nos.write(2, b'I0000 00:00:1.0 1 a.cc:1] hidden\\nkept\\n')\n"
+        "raise RuntimeError('no AVX')\n")
+    code = textwrap.dedent("""
+        import os, sys
+        from zoo import startlog
+        startlog.filter_tensorflow_start_up()
+        try:
+            import tensorflow
+        except RuntimeError as e:
+            print("caught", e)
+        os.write(2, b"after\\n")
+        print(sum(isinstance(f, startlog._FirstImport) for f in sys.meta_path))
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.stdout.splitlines() == ["caught no AVX", "0"]
+    assert result.stderr.splitlines() == ["kept", "after"]
+
+
+def test_a_cli_error_is_one_line_on_stderr_with_tensorflow_loaded():
+    """`zoo train` imports TensorFlow to read its options: the error is still stderr's only
+    line (TensorFlow's load-time lines below TF_CPP_MIN_LOG_LEVEL, 2 by default, are held
+    back)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-m", "zoo", "train", "lenet5", "--epochs", "0"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["zoo: error: --epochs must be >= 1. Received: 0"]

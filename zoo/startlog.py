@@ -1,0 +1,129 @@
+"""TensorFlow's start-up lines, filtered by ``TF_CPP_MIN_LOG_LEVEL`` for the command lines.
+
+TensorFlow 2.21's C++ libraries log while they load, before absl's logging is initialised
+(``WARNING: All log messages before absl::InitializeLog() is called are written to STDERR``,
+then ``I0000 ... port.cc:153] oneDNN custom operations are on ...`` and ``I0000 ...
+cudart_stub.cc:31] Could not find cuda drivers ...``, twice, once per library), and those
+lines ignore ``TF_CPP_MIN_LOG_LEVEL``. So a CLI error that should be one line came after
+seven lines of TensorFlow's. :func:`filter_tensorflow_start_up` makes the first import of
+``tensorflow`` (by the zoo, Keras or anything else) run with file descriptor 2 passed
+through a small filter process that drops the lines below the level, as TensorFlow does for
+its later lines, and passes everything else on in order. A separate process, not a thread,
+so that a message written just before a crash in the import (an unsupported CPU, say) still
+reaches the terminal. The zoo's command lines install it; the library on its own does not
+touch file descriptors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import os
+import subprocess
+import sys
+
+#: absl's severity letters, in the order TF_CPP_MIN_LOG_LEVEL counts them.
+SEVERITIES = "IWEF"
+
+BANNER = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+# The filter process: stdin (the import's stderr) to stdout (the terminal's stderr), line by
+# line, without a line of a severity below the level (absl's ``I0000 ...`` form) or absl's
+# banner. -I -S: no site packages, ~10 ms to start.
+_FILTER = r"""
+import re, sys
+level = int(sys.argv[1])
+absl = re.compile(rb"^([IWEF])\d{4} ")
+banner = sys.argv[2].encode()
+out = sys.stdout.buffer
+for line in sys.stdin.buffer:
+    m = absl.match(line)
+    if m and b"IWEF".index(m.group(1)) < level or line.rstrip(b"\r\n") == banner:
+        continue
+    out.write(line)
+    out.flush()
+"""
+
+
+def min_log_level(environ=None) -> int:
+    """``TF_CPP_MIN_LOG_LEVEL`` as TensorFlow reads it: 0-3, anything else 0."""
+    value = (os.environ if environ is None else environ).get("TF_CPP_MIN_LOG_LEVEL", "0")
+    try:
+        return max(0, min(3, int(value)))
+    except ValueError:
+        return 0
+
+
+def hidden(line: str, level: int) -> bool:
+    """Whether the filter drops ``line`` at ``level`` (for tests and callers of their own)."""
+    if line.rstrip("\r\n") == BANNER:
+        return level > 0
+    return (len(line) > 5 and line[0] in SEVERITIES and line[1:5].isdigit()
+            and line[5] == " " and SEVERITIES.index(line[0]) < level)
+
+
+@contextlib.contextmanager
+def filtered_stderr(level: int):
+    """File descriptor 2 through the filter process for the ``with`` block."""
+    if level <= 0:
+        yield
+        return
+    sys.stderr.flush()
+    try:
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, str(level), BANNER],
+                                stdin=subprocess.PIPE, stdout=2)
+    except OSError:   # no filter: the lines pass unfiltered
+        yield
+        return
+    saved = os.dup(2)
+    os.dup2(proc.stdin.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)   # its last lines before anything written after the block
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class _FirstImport(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` once, with the real finders, and runs its module code filtered."""
+
+    def __init__(self, level: int):
+        self.level = level
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader, level = spec.loader, self.level
+        run = loader.exec_module
+
+        def exec_module(module):
+            try:
+                with filtered_stderr(level):
+                    run(module)
+            finally:
+                del loader.exec_module   # the loader's own method again
+        loader.exec_module = exec_module
+        return spec
+
+
+def filter_tensorflow_start_up(environ=None) -> bool:
+    """Filter the first import of ``tensorflow`` in this process (see the module's doc).
+    Returns whether it will: not when TensorFlow is already imported, the level is 0, or
+    it is installed already."""
+    level = min_log_level(environ)
+    if ("tensorflow" in sys.modules or level <= 0
+            or any(isinstance(f, _FirstImport) for f in sys.meta_path)):
+        return False
+    sys.meta_path.insert(0, _FirstImport(level))
+    return True

@@ -42,3 +42,21 @@ def test_errors_are_one_line(args, message):
     assert result.returncode != 0
     errors = result.stderr.splitlines()   # TensorFlow's load-time lines held back too
     assert len(errors) == 1 and re.match(r"zoo( \w+)?: error: ", errors[0]) and message in errors[0]
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "m", "--top-k", "3", "a.png", "--batch-size", "2", "b.png"],
+    ["predict", "--top-k", "3", "m", "a.png", "b.png", "--batch-size", "2"],
+    ["predict", "m", "a.png", "b.png", "--top-k", "3", "--batch-size", "2"],
+])
+def test_options_may_come_between_positional_arguments(argv):
+    args = cli.parse_args(cli.build_parser("predict"), argv)
+    assert (args.command, args.model_dir, args.images) == ("predict", "m", ["a.png", "b.png"])
+    assert (args.top_k, args.batch_size) == (3, 2)
+
+
+def test_an_unknown_option_between_positionals_is_still_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(cli.build_parser("predict"), ["predict", "m", "--topk", "3", "a.png"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "zoo predict: error: unrecognized arguments: --topk 3 a.png\n"

@@ -101,8 +101,20 @@ def build_parser(command=None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             configure = getattr(importlib.import_module(module), f"configure_{name}")
-            p.set_defaults(run=configure(p))
+            p.set_defaults(run=configure(p), command=name)
+            parser.command_parser = p
     return parser
+
+
+def parse_args(parser, argv):
+    """``argv`` parsed by ``parser`` (from :func:`build_parser`). A command's own arguments
+    are parsed intermixed, so options may come between positional arguments:
+    ``zoo predict MODEL --top-k 3 IMAGE``, not only ``zoo predict MODEL IMAGE --top-k 3``
+    (plain argparse would take MODEL alone as the positionals and call IMAGE unrecognized)."""
+    command_parser = getattr(parser, "command_parser", None)
+    if command_parser is None:
+        return parser.parse_args(argv)
+    return command_parser.parse_intermixed_args(argv[1:])
 
 
 def main(argv=None) -> int:
@@ -114,7 +126,7 @@ def main(argv=None) -> int:
     debug = os.environ.get("ZOO_DEBUG")
     try:
         parser = build_parser(command)
-        args = parser.parse_args(argv)
+        args = parse_args(parser, argv)
         if not getattr(args, "run", None):
             parser.print_help()
             return 2

@@ -96,8 +96,25 @@ def check_classifier_args(model_name: str, *, input_shape, default_shape, min_si
             and not callable(classifier_activation):
         raise ValueError(f"{model_name}: classifier_activation must be an activation name, "
                          f"a callable or None. Received: {classifier_activation!r}")
+    if isinstance(classifier_activation, str):
+        import keras
+        try:
+            keras.activations.get(classifier_activation)
+        except ValueError:
+            raise ValueError(f"{model_name}: unknown classifier_activation "
+                             f"{classifier_activation!r}; use a Keras activation name such as "
+                             f"'softmax', 'sigmoid' or 'linear', a callable, or None (logits)"
+                             ) from None
     check_weights(model_name, weights, published_weights)
     return resolve_input_shape(model_name, input_shape, default_shape, min_size)
+
+
+def check_bool(model_name: str, **kwargs) -> None:
+    """Each keyword's value must be True or False (not a truthy string such as ``"no"``)."""
+    for key, value in kwargs.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{model_name}: {key} must be True or False. "
+                             f"Received: {key}={value!r}")
 
 
 def check_weights(model_name: str, weights, published: Sequence[str] = ()) -> None:

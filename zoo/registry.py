@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import inspect
 from typing import Callable, Optional
 
 __all__ = ["ModelInfo", "register", "list_models", "get_model", "model_info"]
@@ -88,6 +89,9 @@ def _ensure_loaded():
 def list_models(pattern: Optional[str] = None) -> list[str]:
     """Sorted names of the registered models, optionally filtered by a
     shell-style wildcard such as ``"resnet*"``."""
+    if pattern is not None and not isinstance(pattern, str):
+        raise TypeError(f"list_models: pattern must be a shell-style pattern string such as "
+                        f"'resnet*' or None. Received: {pattern!r}")
     _ensure_loaded()
     names = sorted(_REGISTRY)
     if pattern:
@@ -109,6 +113,12 @@ def _lookup(name):
 def get_model(name: str, **kwargs):
     """Build the registered model ``name`` with the builder's keyword arguments."""
     fn, _ = _lookup(name)
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise TypeError(f"{name} takes no argument(s) {', '.join(map(repr, unknown))}; "
+                            f"its arguments: {', '.join(params)}")
     return fn(**kwargs)
 
 

@@ -41,7 +41,7 @@ def layer_table(model, family: Optional[str] = None) -> pd.DataFrame:
     """The layer table of a zoo model, in its family's documented format.
 
     Args:
-        model: a model built by a zoo builder.
+        model: a model built by a zoo builder, or a registered name (its default build).
         family: force a family's format (default: recognised from layer names).
 
     Returns:
@@ -51,6 +51,13 @@ def layer_table(model, family: Optional[str] = None) -> pd.DataFrame:
         ValueError: if the model is not recognised as a zoo model.
     """
     import zoo.models  # noqa: F401
+    if isinstance(model, str):   # a registered name: its model at the default input
+        from zoo.registry import get_model
+        model = get_model(model)
+    import keras
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"layer_table: expected a keras.Model built by a zoo builder or a "
+                        f"registered model name. Received: {type(model).__name__}")
     family = family or detect_family(model)
     if family not in _FORMATS:
         raise ValueError(f"layer_table: {getattr(model, 'name', model)!r} is not recognised as a "

@@ -159,13 +159,6 @@ def _aux_classifier(x, name, *, num_classes, classifier_activation, batch_norm):
                         name=f"{name}_predictions")(x)
 
 
-def _check_bool(model_name, **kwargs):
-    for key, value in kwargs.items():
-        if not isinstance(value, bool):
-            raise ValueError(f"{model_name}: {key} must be True or False. "
-                             f"Received: {key}={value!r}")
-
-
 @register(family="googlenet", paper="Szegedy et al., Going deeper with convolutions", year=2014,
           default_input_shape=(224, 224, 3), min_input_size=GOOGLENET_MIN_SIZE,
           params=6_998_552, trainable_params=6_998_552)
@@ -228,7 +221,7 @@ def googlenet(*, input_shape=None, num_classes=1000, include_top=True, pooling=N
         "googlenet", input_shape=input_shape, default_shape=(224, 224, 3),
         min_size=GOOGLENET_MIN_SIZE, num_classes=num_classes, include_top=include_top,
         pooling=pooling, classifier_activation=classifier_activation, weights=weights)
-    _check_bool("googlenet", aux_logits=aux_logits, batch_norm=batch_norm,
+    common.check_bool("googlenet", aux_logits=aux_logits, batch_norm=batch_norm,
                 local_response_normalization=local_response_normalization)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"googlenet: dropout must be a number in [0, 1). "

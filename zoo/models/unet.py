@@ -282,6 +282,11 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
     if output_activation not in OUTPUT_ACTIVATIONS:
         raise ValueError(f"unet: output_activation must be one of {OUTPUT_ACTIVATIONS}. "
                          f"Received: output_activation={output_activation!r}")
+    if num_classes == 1 and output_activation == "softmax":
+        raise ValueError("unet: a softmax over num_classes=1 channel is 1 everywhere; for one "
+                         "foreground class use output_activation='sigmoid' (or None for "
+                         "logits), or num_classes=2 with softmax. Received: num_classes=1, "
+                         "output_activation='softmax'")
     if padding not in (None,) + PADDINGS:
         raise ValueError(f"unet: padding must be 'valid' or 'same'. Received: padding={padding!r}")
     if upsampling not in UPSAMPLINGS:

@@ -455,6 +455,19 @@ def test_cli_summary_markdown_input_shape_and_plot(capsys, tmp_path):
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_cli_plot_into_a_directory_or_unwritable_place_is_refused_before_the_work(
+        capsys, tmp_path):
+    (tmp_path / "d.png").mkdir()
+    assert cli.main(["summary", "lenet5", "--plot", str(tmp_path / "d.png")]) == 2
+    assert capsys.readouterr().err == (f"zoo: error: --plot: {str(tmp_path / 'd.png')!r} is a "
+                                       f"directory; name a .png file\n")
+    # A place the temporary file cannot be made in is named as asked, not as the temporary.
+    (tmp_path / "f").write_text("")
+    with pytest.raises(FileExistsError, match=r"cannot write '.*/f/p.png' in '.*/f': File "):
+        zoo.common.atomic_write_text(str(tmp_path / "f" / "p.png"), "x")
+    assert sorted(os.listdir(tmp_path)) == ["d.png", "f"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["summary", "lenet6"], "Unknown model 'lenet6'"),
     (["summary", "lenet5", "--batch-size", "0"], "--batch-size must be a positive integer"),

@@ -142,7 +142,8 @@ def main(argv=None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"zoo: error: {message}", file=sys.stderr)
         return 2 if isinstance(exc, (ValueError, CLIError, FileNotFoundError,
-                                     FileExistsError, TypeError, KeyError)) else 1
+                                     FileExistsError, IsADirectoryError, NotADirectoryError,
+                                     PermissionError, TypeError, KeyError)) else 1
 
 
 if __name__ == "__main__":

@@ -272,10 +272,14 @@ def atomic_write(path, write) -> str:
     """
     import tempfile
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     base = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.tmp-",
-                               suffix=os.path.splitext(base)[1])
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.tmp-",
+                                   suffix=os.path.splitext(base)[1])
+    except OSError as e:   # named after the file asked for, not the temporary one
+        raise type(e)(e.errno, f"cannot write {os.fspath(path)!r} in {directory!r}: "
+                               f"{e.strerror or e}") from None
     os.close(fd)
     try:
         write(tmp)

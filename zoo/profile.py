@@ -217,9 +217,7 @@ class Profile:
         path = os.fspath(path)
         if not path.lower().endswith(".png"):
             raise ValueError(f"plot: the file name must end in .png. Received: {path!r}")
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"plot: directory does not exist: {directory!r}")
+        check_plot_path(path, "plot")
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -247,6 +245,18 @@ class Profile:
         ax2.set_xticklabels(df["name"].iloc[::step], rotation=90, fontsize=6)
         ax2.set_xlabel("layer (execution order)")
         return common.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+
+
+def check_plot_path(path, what: str) -> None:
+    """``path`` can take the plot: its directory exists and is writable, and it is not a
+    directory itself (checked before the work, not found out when the file is renamed)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{what}: directory does not exist: {directory!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what}: {path!r} is a directory; name a .png file")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what}: directory is not writable: {directory!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -789,9 +799,7 @@ def configure_summary(parser):
         if args.plot is not None:
             if not args.plot.lower().endswith(".png"):
                 raise ValueError(f"--plot must name a .png file. Received: {args.plot!r}")
-            directory = os.path.dirname(os.path.abspath(args.plot))
-            if not os.path.isdir(directory):
-                raise FileNotFoundError(f"--plot: directory does not exist: {directory!r}")
+            check_plot_path(args.plot, "--plot")
         kwargs = {"input_shape": args.input_shape} if args.input_shape else {}
         model = zoo.get_model(args.name, **kwargs)
         with warnings.catch_warnings(record=True) as caught:

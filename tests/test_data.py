@@ -336,3 +336,77 @@ def test_segmentation_folder_missing_mask(tmp_path):
     Image.fromarray(np.zeros((4, 4), "uint8")).save(tmp_path / "images" / "a.png")
     with pytest.raises(ValueError, match="has no mask"):
         data.load(str(tmp_path))
+
+
+def _class_tree(root, layout, size=(6, 6)):
+    """``layout``: {split: {label: number of images}}; returns ``root``."""
+    for split, labels in layout.items():
+        for k, (label, n) in enumerate(labels.items()):
+            os.makedirs(root / split / label)
+            for i in range(n):
+                Image.fromarray(np.full(size, 50 * k + i, "uint8")).save(
+                    root / split / label / f"{i}.png")
+    return root
+
+
+def test_folder_file_that_is_no_image_is_named(tmp_path):
+    root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}})
+    (root / "train" / "b" / "notes.png").write_text("not an image\n")
+    with pytest.raises(ValueError, match=f"'{root}/train/b/notes.png' is not an image: its "
+                                         "first bytes are no PNG, JPEG, GIF or BMP signature"):
+        data.load_splits(f"folder:{root}")
+    # Every format decode_image reads passes the check, whatever its extension.
+    (root / "train" / "b" / "notes.png").unlink()
+    for fmt, ext in (("JPEG", "jpg"), ("PNG", "jpeg")):
+        Image.fromarray(np.zeros((6, 6), "uint8")).save(root / "train" / "b" / f"x.{ext}", fmt)
+    assert data.load_splits(f"folder:{root}").info.splits["train"] + 1 == 3 + 3 + 2
+    for fmt, ext in (("GIF", "gif"), ("BMP", "bmp")):
+        Image.fromarray(np.zeros((6, 6, 3), "uint8")).save(root / "train" / "b" / f"x.{ext}", fmt)
+    assert {f"x.{ext}" for ext in ("gif", "bmp", "jpg", "jpeg")} <= {
+        os.path.basename(p) for p in data._image_files(root / "train" / "b")}
+    seg = tmp_path / "s"
+    os.makedirs(seg / "images")
+    os.makedirs(seg / "masks")
+    Image.fromarray(np.zeros((4, 4), "uint8")).save(seg / "images" / "a.png")
+    (seg / "masks" / "a.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=f"'{seg}/masks/a.png' is not an image"):
+        data.load(str(seg))
+
+
+def test_folder_image_that_cannot_be_decoded(tmp_path):
+    root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}})
+    png = (root / "train" / "a" / "1.png").read_bytes()
+    (root / "train" / "a" / "1.png").write_bytes(png[:len(png) - 20])   # truncated
+    with pytest.raises(ValueError, match=f"^Dataset folder '{root}': an image could not be "
+                                         r"decoded \(.+\)\. Check its image files for "
+                                         "truncated, damaged or unsupported ones.$"):
+        data.load_splits(f"folder:{root}")
+
+
+def test_folder_class_layout_needs_two_classes_with_images(tmp_path):
+    one = _class_tree(tmp_path / "one", {"train": {"a": 4}})
+    with pytest.raises(ValueError, match=f"'{one}/train' has one label subfolder \\('a'\\); "
+                                         "a classifier needs at least 2 classes"):
+        data.load_splits(f"folder:{one}")
+    empty = _class_tree(tmp_path / "empty", {"train": {"a": 4, "b": 4}})
+    os.makedirs(empty / "train" / "c")
+    (empty / "train" / "c" / "readme.txt").write_text("to do")
+    with pytest.raises(ValueError, match=f"Class folder '{empty}/train/c' has no images"):
+        data.load_splits(f"folder:{empty}")
+
+
+def test_segmentation_folder_masks_must_fit_labels_txt(seg_folder, tmp_path):
+    import shutil
+    root = tmp_path / "cells"
+    shutil.copytree(seg_folder, root)              # mask values 0, 1, 2
+    (root / "labels.txt").write_text("background\ncell\n")
+    with pytest.raises(ValueError, match=f"Mask '{root}/masks/im01.png' holds class 2, but "
+                                         f"'{root}/labels.txt' lists 2 labels, so mask values "
+                                         "must be in 0..1"):
+        data.load_splits(str(root))
+    (root / "labels.txt").write_text("background\n")
+    with pytest.raises(ValueError, match="lists 1 label\\(s\\); a segmentation dataset needs "
+                                         "at least 2 classes"):
+        data.load_splits(str(root))
+    (root / "labels.txt").write_text("background\ncell\nnucleus\n")
+    assert data.load_splits(str(root)).info.labels == ["background", "cell", "nucleus"]

@@ -418,3 +418,49 @@ def test_zoo_export_stays_callable_after_importing_the_module():
     import zoo.export  # noqa: F401  (rebinds the package attribute to the module)
     assert callable(zoo.export)
     assert zoo_export.export is zoo.export.export
+
+
+def test_a_run_directory_without_info_json_is_refused(tmp_path, capsys):
+    from zoo.cli import main
+    run = tmp_path / "run"
+    run.mkdir()
+    model = zoo.lenet5(variant="modern")
+    model.save(run / "model.keras")
+    with pytest.raises(FileNotFoundError, match=f"{run} is not a complete training run: it "
+                                                "has model.keras but no info.json"):
+        zoo_export.export_run(run, base_dir=tmp_path / "models")
+    assert main(["export", str(run), "--base-dir", str(tmp_path / "models")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"zoo: error: {run} is not a complete training "
+                                              "run: it has model.keras but no info.json")
+    assert not os.path.exists(tmp_path / "models")
+    # The .keras file itself still exports, as documented: raw pixels, no normalisation.
+    path = zoo_export.export_run(run / "model.keras", base_dir=tmp_path / "models", lite=False)
+    record = json.load(open(os.path.join(path, "assets", "zoo.json")))
+    assert record["preprocessing"]["mean"] == [0.0] and record["preprocessing"]["std"] == [1.0]
+
+
+def test_versions_beyond_int64_are_refused(tmp_path, capsys):
+    from zoo.cli import main
+    model = zoo.lenet5(variant="modern")
+    for version in (2 ** 63, 2 ** 70, str(2 ** 63)):
+        with pytest.raises(ValueError, match=r"version must be an integer from 0 to "
+                                             r"9223372036854775807 \(2\*\*63-1, the largest "
+                                             f"TensorFlow Serving loads\\).*Received: "
+                                             f"version={version!r}"):
+            zoo.export(model, tmp_path, version=version)
+    assert not os.path.exists(tmp_path / "lenet5")
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "info.json").write_text(json.dumps(
+        {"model": "lenet5", "task": "classification", "dataset": digits_info().to_dict()}))
+    assert main(["export", str(run), "--base-dir", str(tmp_path / "models"),
+                 "--version", "99999999999999999999999"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("zoo: error: version must be an integer from 0 "
+                                              "to 9223372036854775807")
+    assert not os.path.exists(tmp_path / "models")
+    top = zoo.export(model, tmp_path, version=2 ** 63 - 1, lite=False)
+    assert zoo_export.list_versions(tmp_path / "lenet5") == [2 ** 63 - 1]
+    assert os.path.basename(top) == str(2 ** 63 - 1)

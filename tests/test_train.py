@@ -228,7 +228,7 @@ def test_a_killed_run_resumes_under_the_precision_it_started_with(digits8, tmp_p
         train.fit(tiny_classifier(), small(digits8), epochs=3, run_dir=str(run), verbose=0,
                   callbacks=[_KillAfterFirstEpoch()])
     state = json.loads((run / "backup" / "zoo_run.json").read_text())
-    assert state == {"mixed_precision": "mixed_bfloat16"}
+    assert state == {"mixed_precision": "mixed_bfloat16", "model": "tiny", "dataset": "digits"}
     monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: False)
     with pytest.raises(ValueError, match=r"holds a killed run that trained under "
                                          r"mixed_bfloat16; resume it with mixed_precision="
@@ -509,3 +509,140 @@ def test_fit_checks_patience_before_any_work(patience):
     with pytest.raises(ValueError, match=f"patience must be a non-negative integer. "
                                          f"Received: patience={patience!r}"):
         fit("lenet5", "digits", patience=patience)
+
+
+# --- bad input ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(learning_rate=float("nan")), "learning_rate must be a positive finite number. "
+                                       "Received: learning_rate=nan"),
+    (dict(learning_rate=float("inf")), "Received: learning_rate=inf"),
+    (dict(learning_rate=0), "Received: learning_rate=0"),
+    (dict(label_smoothing=2), r"label_smoothing must be a number in \[0, 1\). "
+                              r"Received: label_smoothing=2"),
+    (dict(label_smoothing=-0.1), "Received: label_smoothing=-0.1"),
+    (dict(label_smoothing=1.0), "Received: label_smoothing=1.0"),
+    (dict(weight_decay=-1e-4), r"weight_decay must be None or a finite number >= 0. "
+                               r"Received: weight_decay=-0.0001"),
+    (dict(weight_decay=float("nan")), "Received: weight_decay=nan")])
+def test_fit_refuses_bad_numbers_before_any_work(kwargs, message, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        train.fit("lenet5", "digits", epochs=1, run_dir=str(run), verbose=0, **kwargs)
+    assert not run.exists()                      # nothing written, not even the directory
+    with pytest.raises(ValueError, match=message):
+        train.compile_model(tiny_classifier(), optimizer="adamw", **kwargs)
+
+
+def test_zoo_train_refuses_a_learning_rate_that_is_not_a_positive_finite_number(capsys):
+    for lr in ("nan", "inf", "0", "-1e-3", "fast"):
+        with pytest.raises(SystemExit) as exit_info:
+            zoo_main(["train", "lenet5", f"--lr={lr}"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err
+        assert err.endswith(f"argument --lr: expected a positive finite learning rate; "
+                            f"received '{lr}'")
+
+
+def test_fit_refuses_a_dataset_for_another_task(tmp_path):
+    from zoo import lenet5
+    with pytest.raises(ValueError, match="lenet5 is a classification model but dataset "
+                                         "'shapes' is for segmentation"):
+        train.fit(lenet5(), "shapes", epochs=1, run_dir=str(tmp_path / "a"), verbose=0)
+    digits = small(data.load_splits("digits", image_size=(16, 16), channels=3), 1)
+    with pytest.raises(ValueError, match="tiny_seg is a segmentation model but dataset "
+                                         "'digits' is for classification"):
+        train.fit(tiny_segmenter(), digits, epochs=1, run_dir=str(tmp_path / "b"), verbose=0)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_run_directory_of_another_model_or_dataset_is_refused(digits8, tmp_path):
+    run = tmp_path / "run"
+    train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run), verbose=0,
+              jit_compile=False)
+    files = {f: (run / f).read_bytes() for f in ("model.keras", "info.json", "history.csv")}
+    logs = sorted(p.name for p in (run / "logs").rglob("*"))
+    with pytest.raises(ValueError, match=f"{run} holds a finished run of tiny on digits, not "
+                                         f"of other on digits as asked; use another run "
+                                         r"directory \(run_dir, --run-dir\)"):
+        train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run), verbose=0,
+                  model_name="other")
+    renamed = data.DatasetInfo.from_dict({**digits8.info.to_dict(), "name": "folder:/x"})
+    with pytest.raises(ValueError, match="holds a finished run of tiny on digits, not of "
+                                         "tiny on folder:/x"):
+        train.fit(tiny_classifier(), data.Splits(digits8.train.take(1), digits8.validation,
+                                                 digits8.test, renamed),
+                  epochs=1, run_dir=str(run), verbose=0)
+    assert {f: (run / f).read_bytes() for f in files} == files      # untouched
+    assert sorted(p.name for p in (run / "logs").rglob("*")) == logs
+    # A killed run is kept for its own model only.
+    killed = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(), small(digits8), epochs=3, run_dir=str(killed),
+                  verbose=0, jit_compile=False, callbacks=[_KillAfterFirstEpoch()])
+    with pytest.raises(ValueError, match="holds a killed run of tiny on digits, not of other"):
+        train.fit(tiny_classifier(), small(digits8), epochs=3, run_dir=str(killed),
+                  verbose=0, model_name="other")
+    history = train.fit(tiny_classifier(), small(digits8), epochs=3, run_dir=str(killed),
+                        verbose=0, jit_compile=False)
+    assert list(history["epoch"]) == [0, 1, 2]          # resumed after epoch 0
+
+
+def test_a_failed_run_leaves_no_half_written_run_directory(tmp_path, capsys):
+    # Masks outside the labels: caught in the pipeline during the first epoch.
+    s = small(data.load_splits("shapes", image_size=(16, 16), batch_size=16), 1)
+    info = data.DatasetInfo.from_dict({**s.info.to_dict(), "num_classes": 3,
+                                       "labels": s.info.labels[:3]})
+    lying = data.Splits(s.train, s.validation, s.test, info)
+    run = tmp_path / "run"
+    with pytest.raises(ValueError) as exc_info:
+        train.fit(tiny_segmenter(num_classes=3), lying, epochs=1, run_dir=str(run),
+                  verbose=0, jit_compile=False)
+    assert str(exc_info.value) == ("labels outside num_classes: the model has 3 outputs, so "
+                                   "mask values must be in 0..2")
+    assert not run.exists()
+    # In a directory that was there before, only what the failed run created goes.
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="mask values must be in 0..2"):
+        train.fit(tiny_segmenter(num_classes=3), lying, epochs=1, run_dir=str(run),
+                  verbose=0, jit_compile=False)
+    assert os.listdir(run) == ["notes.txt"]
+    # From the command line: a segmentation folder whose masks exceed labels.txt.
+    root = tmp_path / "seg"
+    os.makedirs(root / "images")
+    os.makedirs(root / "masks")
+    from PIL import Image
+    for i in range(4):
+        Image.fromarray(np.full((16, 16, 3), 60 * i, "uint8")).save(root / "images" / f"{i}.png")
+        Image.fromarray(np.full((16, 16), i % 3, "uint8")).save(root / "masks" / f"{i}.png")
+    (root / "labels.txt").write_text("background\ncell\n")
+    assert zoo_main(["train", "unet", "--dataset", f"folder:{root}", "--epochs", "1",
+                     "--run-dir", str(tmp_path / "cli"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("zoo: error: Mask ")
+    assert "holds class 2" in err and "mask values must be in 0..1" in err
+    assert not (tmp_path / "cli").exists()
+
+
+def test_an_image_that_cannot_be_decoded_is_a_clear_error(tmp_path, capsys):
+    from PIL import Image
+    root = tmp_path / "photos"
+    for split, n in (("train", 6), ("test", 2)):
+        for k, label in enumerate(("a", "b")):
+            os.makedirs(root / split / label)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8), 100 * k + i, "uint8")).save(
+                    root / split / label / f"{i}.png")
+    png = (root / "test" / "b" / "1.png").read_bytes()
+    (root / "test" / "b" / "1.png").write_bytes(png[:len(png) // 2])   # truncated
+    run = tmp_path / "run"
+    assert zoo_main(["train", "lenet5", "--dataset", f"folder:{root}", "--epochs", "1",
+                     "--batch-size", "4", "--run-dir", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "function_node" not in err
+    assert err.startswith(f"zoo: error: Dataset folder '{root}': an image could not be "
+                          "decoded (Invalid PNG")
+    assert err.endswith("Check its image files for truncated, damaged or unsupported ones.")
+    assert not run.exists()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from typing import Optional
 
 import numpy as np
@@ -458,9 +459,43 @@ def _tfds_source(name, data_dir=None, download=False):
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
+# The first bytes of the image formats TensorFlow's decode_image reads.
+_IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM",
+                     b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
+_DECODE_OP = "zoo_decode_image"
+
+
+def _is_image_file(path) -> bool:
+    """Whether ``path`` starts with the signature of a format TensorFlow decodes."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return head.startswith(_IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
 def _image_files(folder):
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f.lower().endswith(_IMAGE_EXT))
+    """The image files in ``folder``, sorted; a file with an image extension that is not
+    an image (its first bytes are no PNG, JPEG, GIF or BMP signature) raises."""
+    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                   if f.lower().endswith(_IMAGE_EXT))
+    for path in paths:
+        if not _is_image_file(path):
+            raise ValueError(f"{path!r} is not an image: its first bytes are no PNG, JPEG, GIF "
+                             "or BMP signature. Remove or replace the file (dataset folders "
+                             "hold .png, .jpg, .jpeg, .bmp and .gif images).")
+    return paths
+
+
+def _decode_failure(exc, name):
+    """A ``ValueError`` for TensorFlow's error ``exc`` when an image of dataset ``name``
+    could not be decoded while the pipeline read it (e.g. a truncated file), else ``None``."""
+    text = str(exc)
+    if not isinstance(exc, tf.errors.InvalidArgumentError) or _DECODE_OP not in text:
+        return None
+    found = re.search(r"transformation with iterator: \S+: ([^\n]+)", text)
+    reason = found.group(1).strip() if found else "unknown format or damaged data"
+    folder = name[len("folder:"):] if name.startswith("folder:") else name
+    return ValueError(f"Dataset folder {folder!r}: an image could not be decoded ({reason}). "
+                      "Check its image files for truncated, damaged or unsupported ones.")
 
 
 def _image_channels(path):
@@ -480,7 +515,8 @@ def _find_split_dir(root, split):
 
 def _decode(path, channels):
     data = tf.io.read_file(path)
-    img = tf.io.decode_image(data, channels=channels, expand_animations=False)
+    # The op's name lets _decode_failure recognise TensorFlow's error when a file fails.
+    img = tf.io.decode_image(data, channels=channels, expand_animations=False, name=_DECODE_OP)
     return img
 
 
@@ -515,6 +551,10 @@ def _classification_folder(root, name):
     if not labels:
         raise ValueError(f"Dataset folder {split_dirs['train']!r} has no label subfolders "
                          "(expected train/<label>/*.png|jpg).")
+    if len(labels) < 2:
+        raise ValueError(f"Dataset folder {split_dirs['train']!r} has one label subfolder "
+                         f"({labels[0]!r}); a classifier needs at least 2 classes "
+                         "(train/<label>/*.png|jpg, one subfolder per class).")
     files = {}
     for split, d in split_dirs.items():
         if d is None:
@@ -524,6 +564,10 @@ def _classification_folder(root, name):
             sub = os.path.join(d, label)
             if os.path.isdir(sub):
                 found = _image_files(sub)
+                if not found and split == "train":
+                    raise ValueError(f"Class folder {sub!r} has no images (.png, .jpg, .jpeg, "
+                                     ".bmp, .gif); every class needs training images. Add "
+                                     "some or remove the folder.")
                 paths += found
                 ys += [k] * len(found)
         extra = sorted(set(x for x in os.listdir(d) if os.path.isdir(os.path.join(d, x)))
@@ -594,15 +638,25 @@ def _segmentation_folder(root, name, seg_roots):
         files.setdefault("test", files["validation"])
     # Classes: labels.txt (one name a line) if present, else 0..max mask value.
     labels_file = os.path.join(root, "labels.txt")
+    mask_files = sorted({m for split_files in files.values() for _, m in split_files})
     if os.path.isfile(labels_file):
         with open(labels_file) as f:
             labels = [line.strip() for line in f if line.strip()]
+        if len(labels) < 2:
+            raise ValueError(f"{labels_file!r} lists {len(labels)} label(s); a segmentation "
+                             "dataset needs at least 2 classes (e.g. background and object).")
+        for m in mask_files:   # checked here, before any training starts
+            with Image.open(m) as im:
+                top = int(np.asarray(im).max())
+            if top >= len(labels):
+                raise ValueError(f"Mask {m!r} holds class {top}, but {labels_file!r} lists "
+                                 f"{len(labels)} labels, so mask values must be in "
+                                 f"0..{len(labels) - 1}.")
     else:
         top = 0
-        for split_files in files.values():
-            for _, m in split_files:
-                with Image.open(m) as im:
-                    top = max(top, int(np.asarray(im).max()))
+        for m in mask_files:
+            with Image.open(m) as im:
+                top = max(top, int(np.asarray(im).max()))
         labels = [str(i) for i in range(top + 1)]
         labels = labels if len(labels) > 1 else ["0", "1"]
     channels, hw = _image_channels(files["train"][0][0])
@@ -688,11 +742,17 @@ def _stats(src: _Source, input_shape, max_images=512):
     total = np.zeros(c)
     total_sq = np.zeros(c)
     count = 0
-    for img in ds.batch(64).as_numpy_iterator():
-        pix = img.reshape(-1, c).astype("float64")
-        total += pix.sum(0)
-        total_sq += (pix ** 2).sum(0)
-        count += len(pix)
+    try:
+        for img in ds.batch(64).as_numpy_iterator():
+            pix = img.reshape(-1, c).astype("float64")
+            total += pix.sum(0)
+            total_sq += (pix ** 2).sum(0)
+            count += len(pix)
+    except tf.errors.InvalidArgumentError as exc:
+        error = _decode_failure(exc, src.name)
+        if error is None:
+            raise
+        raise error from None
     mean = total / max(count, 1)
     std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean ** 2, 0.0))
     std = np.where(std < 1e-3, 1.0, std)

@@ -383,14 +383,21 @@ def _check_name(name):
                          f"(not starting with '.' or '-'). Received: name={name!r}")
 
 
+#: The highest version TensorFlow Serving loads (its versions are int64).
+MAX_VERSION = 2 ** 63 - 1
+
+
 def _check_version(version):
     if version is None:
         return None
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        if isinstance(version, str) and version.isdigit():
-            return int(version)
-        raise ValueError(f"version must be a non-negative integer or None (next free). "
-                         f"Received: version={version!r}")
+    received = version
+    if isinstance(version, str) and version.isdigit():
+        version = int(version)
+    if (isinstance(version, bool) or not isinstance(version, int)
+            or not 0 <= version <= MAX_VERSION):
+        raise ValueError(f"version must be an integer from 0 to {MAX_VERSION} (2**63-1, the "
+                         f"largest TensorFlow Serving loads) or None (next free). "
+                         f"Received: version={received!r}")
     return version
 
 
@@ -410,8 +417,8 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         base_dir: the directory holding one sub-directory per model name.
         name: the model's directory name (default: the run's model name, else
             ``model.name``).
-        version: integer version; default: one more than the highest existing version
-            (1 for the first).
+        version: integer version from 0 to ``2**63 - 1`` (the largest TensorFlow Serving
+            loads); default: one more than the highest existing version (1 for the first).
         precision: ``"float32"``, ``"float16"`` or ``"bfloat16"``: the dtype of the weights
             and the computation (inputs and outputs stay float32).
         info: a ``zoo.data.DatasetInfo``, its dict form, a training run's ``info.json``
@@ -705,6 +712,13 @@ def _load_run(path):
             raise FileNotFoundError(f"{path} is not a training run: it has no model.keras. "
                                     "Pass a run directory (model.keras + info.json) or a "
                                     ".keras file.")
+        if not os.path.isfile(os.path.join(path, "info.json")):
+            # Without it the export would know no normalisation, labels or dataset.
+            raise FileNotFoundError(
+                f"{path} is not a complete training run: it has model.keras but no info.json "
+                "(the dataset's normalisation, labels and input size). Pass a run directory "
+                "written by zoo train (model.keras + info.json), or the .keras file itself to "
+                "export it without normalisation (raw pixels in, no (x - mean) / std).")
     elif os.path.isfile(path):
         if not path.endswith(".keras"):
             raise ValueError(f"expected a run directory or a .keras file. Received: {path!r}")
@@ -736,7 +750,8 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
         The version directory.
 
     Raises:
-        FileNotFoundError: no run directory, ``model.keras`` or file.
+        FileNotFoundError: no run directory, ``model.keras``, ``info.json`` (in a run
+            directory) or file.
         ValueError: as in :func:`export`.
 
     Example:
@@ -756,7 +771,7 @@ def configure_export(parser):
     parser.add_argument("--name", default=None, help="model directory name (default: the "
                         "run's model name)")
     parser.add_argument("--version", type=int, default=None,
-                        help="integer version (default: next free)")
+                        help="integer version, 0 to 2**63-1 (default: next free)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="weights and compute dtype (inputs/outputs stay float32)")
     parser.add_argument("--overwrite", action="store_true",

@@ -20,6 +20,7 @@ import ast
 import json
 import math
 import os
+import re
 import time
 import warnings
 from typing import Optional
@@ -160,6 +161,30 @@ def _num_outputs(model) -> int:
     return int(model.outputs[0].shape[-1])
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def _check_learning_rate(learning_rate):
+    if not _is_number(learning_rate) or not math.isfinite(learning_rate) or learning_rate <= 0:
+        raise ValueError(f"learning_rate must be a positive finite number. "
+                         f"Received: learning_rate={learning_rate!r}")
+
+
+def _check_weight_decay(weight_decay):
+    if weight_decay is not None and (not _is_number(weight_decay)
+                                     or not math.isfinite(weight_decay) or weight_decay < 0):
+        raise ValueError(f"weight_decay must be None or a finite number >= 0. "
+                         f"Received: weight_decay={weight_decay!r}")
+
+
+def _check_label_smoothing(label_smoothing):
+    if not _is_number(label_smoothing) or not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be a number in [0, 1). "
+                         f"Received: label_smoothing={label_smoothing!r}")
+
+
 def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
     """A Keras optimizer from a name (``adam``, ``adamw``, ``sgd``, ...) or an instance.
 
@@ -170,9 +195,8 @@ def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
     if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} or a "
                          f"keras.optimizers.Optimizer. Received: optimizer={optimizer!r}")
-    if not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
-        raise ValueError(f"learning_rate must be a positive number. "
-                         f"Received: learning_rate={learning_rate!r}")
+    _check_learning_rate(learning_rate)
+    _check_weight_decay(weight_decay)
     kw = {"learning_rate": float(learning_rate)}
     if weight_decay:
         kw["weight_decay"] = float(weight_decay)
@@ -318,7 +342,8 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
         The same model, compiled.
 
     Raises:
-        ValueError: unknown task or optimizer, bad learning rate.
+        ValueError: unknown task or optimizer, a learning rate that is not a positive
+            finite number, label smoothing outside [0, 1), a negative weight decay.
 
     Example:
         >>> from zoo import lenet5
@@ -326,6 +351,7 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}. Received: task={task!r}")
+    _check_label_smoothing(label_smoothing)
     num_classes = num_classes or _num_outputs(model)
     from_logits = not _outputs_probabilities(model)
     opt = make_optimizer(optimizer, learning_rate, weight_decay)
@@ -588,8 +614,13 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         The history as a ``pandas.DataFrame`` (one row per epoch, also after a resume).
 
     Raises:
-        ValueError: bad arguments, labels outside the model's classes, an image size the
-            model does not accept, a dataset for another task.
+        ValueError: bad arguments (checked before anything is loaded or written: e.g. a
+            learning rate that is not a positive finite number, label smoothing outside
+            [0, 1), a negative weight decay), labels outside the model's classes, an image
+            size the model does not accept, a dataset for another task, a ``run_dir`` that
+            holds a run of another model or dataset, an image a folder dataset cannot
+            decode. A run that fails removes what it wrote to ``run_dir``, unless a
+            finished epoch is backed up there to resume from.
 
     Example:
         >>> from zoo import lenet5
@@ -605,6 +636,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     if not isinstance(patience, int) or isinstance(patience, bool) or patience < 0:
         raise ValueError(f"patience must be a non-negative integer. Received: "
                          f"patience={patience!r}")
+    if isinstance(optimizer, str):   # an optimizer instance brings its own
+        _check_learning_rate(learning_rate)
+        _check_weight_decay(weight_decay)
+    _check_label_smoothing(label_smoothing)
     policy = resolve_mixed_precision(mixed_precision)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -642,6 +677,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         else:
             raise ValueError(f"dataset must be a dataset name or a zoo.data.Splits. "
                              f"Received: {type(dataset).__name__}")
+        model_task = {2: "classification", 4: "segmentation"}.get(len(model.outputs[0].shape))
+        if model_task and model_task != splits.info.task:
+            raise ValueError(f"{model_name or model.name} is a {model_task} model but dataset "
+                             f"{splits.info.name!r} is for {splits.info.task}.")
         want = splits.info.input_shape
         if any(a is not None and a != b for a, b in zip(in_shape, want)):
             raise ValueError(f"The model's input shape {in_shape} does not match the "
@@ -672,9 +711,13 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     backup_dir = os.path.join(run_dir, "backup")
     backup_files = set(os.listdir(backup_dir)) if os.path.isdir(backup_dir) else set()
     resuming = bool(backup_files - {_RUN_STATE})
+    state = {}
     if resuming and _RUN_STATE in backup_files:
         with open(os.path.join(backup_dir, _RUN_STATE)) as f:
-            started = json.load(f).get("mixed_precision")
+            state = json.load(f)
+    _check_run_dir_holds(run_dir, state, model_name, info.name)
+    if "mixed_precision" in state:
+        started = state["mixed_precision"]
         if mixed_precision == "auto":
             policy = started
         elif policy != started:
@@ -707,87 +750,99 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             if strategy is not None:
                 model = rebuild(None)
 
-    # Run directory.
-    os.makedirs(run_dir, exist_ok=True)
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    os.makedirs(ckpt_dir, exist_ok=True)
-    best_path = os.path.join(ckpt_dir, "best.keras")
-    history_path = os.path.join(run_dir, "history.csv")
-    # BackupAndRestore removes its directory when training ends, this record with it.
-    os.makedirs(backup_dir, exist_ok=True)
-    _write_json(os.path.join(backup_dir, _RUN_STATE), {"mixed_precision": policy})
-    if not resuming and os.path.exists(best_path):
-        os.remove(best_path)  # a fresh run in an old directory
-    mode = "min" if monitor.endswith("loss") else "max"
-    threshold = None
-    if resuming and os.path.exists(history_path):
-        try:
-            old = pd.read_csv(history_path)
-            if monitor in old and len(old):
-                threshold = float(old[monitor].min() if mode == "min" else old[monitor].max())
-        except Exception:
-            threshold = None
-
-    def make_callbacks():
-        cbs = [keras.callbacks.BackupAndRestore(backup_dir),
-               keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode=mode,
-                                               save_best_only=True,
-                                               initial_value_threshold=threshold),
-               keras.callbacks.CSVLogger(history_path, append=resuming),
-               keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
-               keras.callbacks.TerminateOnNaN()]
-        if lr_schedule == "cosine":
-            cbs.append(cosine_schedule(learning_rate, epochs))
-        if early_stopping:
-            cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
-                                                     patience=patience,
-                                                     restore_best_weights=True))
-        return cbs + list(callbacks or [])
-
-    def do_compile(jit):
-        if not compile:
-            return
-        scope = strategy.scope() if strategy is not None else _null()
-        with scope:
-            compile_model(model, task, optimizer=optimizer, learning_rate=learning_rate,
-                          jit_compile=jit, label_smoothing=label_smoothing,
-                          weight_decay=weight_decay, num_classes=info.num_classes)
-
-    jit_compile = resolve_jit_compile(jit_compile)
-    do_compile(jit_compile)
-    start = time.time()
-    counter = _EpochCounter()
-    # shuffle=False: the zoo.data pipeline shuffles (Keras ignores shuffle for datasets and
-    # warns when it is left at True).
+    # Run directory. A run that fails leaves nothing behind unless an epoch of it is
+    # backed up (then the same run_dir resumes it).
+    existed = set(os.listdir(run_dir)) if os.path.isdir(run_dir) else None
     try:
-        try:
-            model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
-                      shuffle=False, callbacks=make_callbacks() + [counter])
-        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
-                tf.errors.InternalError) as exc:
-            if "labels outside num_classes" in str(exc):
-                raise
-            if not (jit_compile and compile and counter.epochs_done == 0
-                    and _is_xla_failure(exc)):
-                raise
-            if verbose:
-                print(f"XLA compilation failed for {model_name}; training without XLA.")
-            jit_compile = False
-            do_compile(False)
-            model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
-                      shuffle=False, callbacks=make_callbacks() + [counter])
-    except tf.errors.InvalidArgumentError as exc:
-        text = str(exc)
-        if "labels outside num_classes" in text:
-            line = next(l for l in text.splitlines() if "labels outside num_classes" in l)
-            raise ValueError(line.strip()) from None
-        raise
-    seconds = time.time() - start
+        os.makedirs(run_dir, exist_ok=True)
+        ckpt_dir = os.path.join(run_dir, "checkpoints")
+        os.makedirs(ckpt_dir, exist_ok=True)
+        best_path = os.path.join(ckpt_dir, "best.keras")
+        history_path = os.path.join(run_dir, "history.csv")
+        # BackupAndRestore removes its directory when training ends, this record with it.
+        os.makedirs(backup_dir, exist_ok=True)
+        _write_json(os.path.join(backup_dir, _RUN_STATE),
+                    {"mixed_precision": policy, "model": model_name, "dataset": info.name})
+        if not resuming and os.path.exists(best_path):
+            os.remove(best_path)  # a fresh run in an old directory
+        mode = "min" if monitor.endswith("loss") else "max"
+        threshold = None
+        if resuming and os.path.exists(history_path):
+            try:
+                old = pd.read_csv(history_path)
+                if monitor in old and len(old):
+                    threshold = float(old[monitor].min() if mode == "min" else old[monitor].max())
+            except Exception:
+                threshold = None
 
-    # Best weights (also across a resume), test metrics, files.
-    if os.path.exists(best_path):
-        model.load_weights(best_path)
-    test_metrics = model.evaluate(test, verbose=0, return_dict=True)
+        def make_callbacks():
+            cbs = [keras.callbacks.BackupAndRestore(backup_dir),
+                   keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode=mode,
+                                                   save_best_only=True,
+                                                   initial_value_threshold=threshold),
+                   keras.callbacks.CSVLogger(history_path, append=resuming),
+                   keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+                   keras.callbacks.TerminateOnNaN()]
+            if lr_schedule == "cosine":
+                cbs.append(cosine_schedule(learning_rate, epochs))
+            if early_stopping:
+                cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
+                                                         patience=patience,
+                                                         restore_best_weights=True))
+            return cbs + list(callbacks or [])
+
+        def do_compile(jit):
+            if not compile:
+                return
+            scope = strategy.scope() if strategy is not None else _null()
+            with scope:
+                compile_model(model, task, optimizer=optimizer, learning_rate=learning_rate,
+                              jit_compile=jit, label_smoothing=label_smoothing,
+                              weight_decay=weight_decay, num_classes=info.num_classes)
+
+        jit_compile = resolve_jit_compile(jit_compile)
+        do_compile(jit_compile)
+        start = time.time()
+        counter = _EpochCounter()
+        # shuffle=False: the zoo.data pipeline shuffles (Keras ignores shuffle for datasets and
+        # warns when it is left at True).
+        try:
+            try:
+                model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
+                          shuffle=False, callbacks=make_callbacks() + [counter])
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+                    tf.errors.InternalError) as exc:
+                if "labels outside num_classes" in str(exc):
+                    raise
+                if not (jit_compile and compile and counter.epochs_done == 0
+                        and _is_xla_failure(exc)):
+                    raise
+                if verbose:
+                    print(f"XLA compilation failed for {model_name}; training without XLA.")
+                jit_compile = False
+                do_compile(False)
+                model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
+                          shuffle=False, callbacks=make_callbacks() + [counter])
+        except tf.errors.InvalidArgumentError as exc:
+            text = str(exc)
+            if "labels outside num_classes" in text:
+                # The assertion's message, without the tensors TensorFlow prints after it.
+                line = re.search(r"labels outside num_classes[^\]\n]*", text).group(0)
+                raise ValueError(line.strip()) from None
+            raise
+        seconds = time.time() - start
+
+        # Best weights (also across a resume), test metrics, files.
+        if os.path.exists(best_path):
+            model.load_weights(best_path)
+        test_metrics = model.evaluate(test, verbose=0, return_dict=True)
+    except BaseException as exc:
+        _abandon_run_dir(run_dir, existed)
+        error = (zdata._decode_failure(exc, info.name)
+                 if isinstance(exc, tf.errors.InvalidArgumentError) else None)
+        if error is not None:
+            raise error from None
+        raise
     test_metrics = {f"test_{k}": float(v) for k, v in test_metrics.items()}
     history = pd.read_csv(history_path) if os.path.exists(history_path) else pd.DataFrame()
     metrics = dict(test_metrics)
@@ -818,6 +873,43 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     fit.last_model = model
     fit.last_run_dir = run_dir
     return history
+
+
+def _check_run_dir_holds(run_dir, state, model_name, dataset_name):
+    """Refuse ``run_dir`` when it holds a run of another model or dataset: the killed run
+    its backup ``state`` records, else the finished run of its ``info.json``."""
+    kind = "killed"
+    if "model" not in state:
+        kind, info_file = "finished", os.path.join(run_dir, "info.json")
+        try:
+            with open(info_file) as f:
+                held = json.load(f)
+            state = {"model": held.get("model"), "dataset": (held.get("dataset") or {}).get("name")}
+        except (OSError, ValueError, AttributeError):
+            return
+    if (state.get("model"), state.get("dataset")) != (model_name, dataset_name):
+        raise ValueError(f"{run_dir} holds a {kind} run of {state.get('model')} on "
+                         f"{state.get('dataset')}, not of {model_name} on {dataset_name} as "
+                         f"asked; use another run directory (run_dir, --run-dir).")
+
+
+def _abandon_run_dir(run_dir, existed):
+    """Remove what a failed run created in ``run_dir`` (all of it if ``existed`` is
+    ``None``, else the entries not in ``existed``), unless its backup holds an epoch to
+    resume from."""
+    import shutil
+    backup_dir = os.path.join(run_dir, "backup")
+    if os.path.isdir(backup_dir) and set(os.listdir(backup_dir)) - {_RUN_STATE}:
+        return
+    if existed is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for entry in sorted(set(os.listdir(run_dir)) - existed):
+        path = os.path.join(run_dir, entry)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
 
 
 class _null:
@@ -859,6 +951,7 @@ def _parse_model_arg(text):
 def configure_train(parser):
     """``zoo train MODEL [--dataset NAME] [--epochs N] ...``; returns the run function."""
     import argparse
+    from zoo.cli import number_type
     parser.add_argument("model", help="registered model name (see `zoo list`)")
     parser.add_argument("--dataset", default=None,
                         help="digits (default for classifiers), shapes (default for "
@@ -870,7 +963,9 @@ def configure_train(parser):
                         help="model input size (default: the model's default input)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
                         help="input channels (default: the dataset's)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate")
+    parser.add_argument("--lr", type=number_type("a positive finite learning rate",
+                                                  lambda v: 0 < v < math.inf),
+                        default=None, help="learning rate")
     parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
                         help="learning-rate schedule (default: per model and dataset)")

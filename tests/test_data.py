@@ -373,6 +373,30 @@ def test_folder_file_that_is_no_image_is_named(tmp_path):
         data.load(str(seg))
 
 
+def test_a_greyscale_folder_reads_gif_and_bmp_files(tmp_path):
+    """TensorFlow decodes GIF and BMP to 3 or 4 channels only; a 1-channel folder turns them
+    grey itself, with the same values as the PNG of the same picture."""
+    root = tmp_path / "g"
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    for label in ("a", "b"):
+        os.makedirs(root / "train" / label)
+        Image.fromarray(grey).save(root / "train" / label / "p.png")
+        Image.fromarray(grey).convert("RGB").save(root / "train" / label / "q.bmp")
+        Image.fromarray(grey).save(root / "train" / label / "r.gif")
+    for name in ("p.png", "q.bmp", "r.gif"):
+        img = data._decode(str(root / "train" / "a" / name), 1).numpy()
+        assert img.shape == (8, 8, 1) and np.array_equal(img[..., 0], grey), name
+    rgba = rng.integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(root / "rgba.bmp")
+    expected = np.asarray(tf.image.rgb_to_grayscale(rgba[..., :3]))
+    assert np.array_equal(data._decode(str(root / "rgba.bmp"), 1).numpy(), expected)
+    splits = data.load_splits(f"folder:{root}", channels=1)
+    assert splits.info.input_shape[-1] == 1 and splits.info.splits["train"] >= 5
+    images, _ = next(iter(splits.train.unbatch().batch(64)))
+    assert images.shape[-1] == 1
+
+
 def test_folder_image_that_cannot_be_decoded(tmp_path):
     root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}})
     png = (root / "train" / "a" / "1.png").read_bytes()

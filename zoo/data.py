@@ -516,7 +516,27 @@ def _find_split_dir(root, split):
 def _decode(path, channels):
     data = tf.io.read_file(path)
     # The op's name lets _decode_failure recognise TensorFlow's error when a file fails.
-    img = tf.io.decode_image(data, channels=channels, expand_animations=False, name=_DECODE_OP)
+    if channels != 1:
+        return tf.io.decode_image(data, channels=channels, expand_animations=False,
+                                  name=_DECODE_OP)
+    # TensorFlow decodes GIF and BMP files to 3 or 4 channels only (channels=1 fails for
+    # them): those are decoded as they are and turned grey here (alpha dropped); PNG and JPEG
+    # keep their decoders' own grey conversion.
+    head = tf.strings.substr(data, 0, 3)
+    gif_or_bmp = tf.logical_or(tf.equal(head, "GIF"), tf.equal(tf.strings.substr(head, 0, 2),
+                                                                 "BM"))
+
+    def grey_of_native():
+        native = tf.io.decode_image(data, channels=0, expand_animations=False,
+                                    name=_DECODE_OP)
+        return tf.cond(tf.shape(native)[-1] >= 3,
+                       lambda: tf.image.rgb_to_grayscale(native[..., :3]),
+                       lambda: native[..., :1])
+
+    img = tf.cond(gif_or_bmp, grey_of_native,
+                  lambda: tf.io.decode_image(data, channels=1, expand_animations=False,
+                                             name=_DECODE_OP))
+    img.set_shape([None, None, 1])
     return img
 
 

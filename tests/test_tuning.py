@@ -196,16 +196,17 @@ FIX_ALL = {"variant": "modern", "optimizer": "sgd", "batch_size": 32, "augment":
 
 @SLOW_OK
 def test_search_records_all_trials_a_failed_one_and_exports_the_best(tiny, tmp_path):
-    # lr=inf makes the loss NaN at the second batch: that trial fails, the other completes.
+    # lr=1e38 (near float32's largest) makes the loss infinite at the second batch: that
+    # trial fails, the other completes.
     df = search("lenet5", tiny, tuner="random", max_trials=2, epochs=1,
                 directory=str(tmp_path), project="p", fix=FIX_ALL,
-                set={"lr": [1e-2, float("inf")]}, export=True,
+                set={"lr": [1e-2, 1e38]}, export=True,
                 export_dir=str(tmp_path / "saved"), export_name="lenet5_tuned")
     assert list(df["trial"]) == ["0", "1"]
     by_lr = df.set_index("lr")
-    assert by_lr.loc[1e-2, "status"] == "COMPLETED" and by_lr.loc[np.inf, "status"] == "FAILED"
-    assert "loss became nan" in by_lr.loc[np.inf, "message"]
-    assert 0 <= by_lr.loc[1e-2, "score"] <= 1 and pd.isna(by_lr.loc[np.inf, "score"])
+    assert by_lr.loc[1e-2, "status"] == "COMPLETED" and by_lr.loc[1e38, "status"] == "FAILED"
+    assert "loss became inf at batch 1 of epoch 1" in by_lr.loc[1e38, "message"]
+    assert 0 <= by_lr.loc[1e-2, "score"] <= 1 and pd.isna(by_lr.loc[1e38, "score"])
     assert (df["seconds"] > 0).all() and set(df["tuner"]) == {"tuner0"}
     for column in ("variant", "optimizer", "batch_size", "augment", "best_step"):
         assert column in df.columns
@@ -513,3 +514,114 @@ def test_cli_passes_mixed_precision_to_every_local_worker():
     argv = _argv(args)
     assert argv[argv.index("--mixed-precision") + 1] == "off"
     assert parser.parse_args(["lenet5"]).mixed_precision == "auto"
+
+
+def test_a_search_refused_by_its_data_leaves_no_project_behind(tiny, tmp_path):
+    # cv=100 needs 100 examples of every class: refused before search.json is written, so
+    # the corrected search is not taken for a different one; an existing search is kept,
+    # even with overwrite=True.
+    kwargs = dict(tuner="random", max_trials=1, epochs=1, directory=str(tmp_path),
+                  fix={**FIX_ALL, "lr": 1e-2})
+    with pytest.raises(ValueError, match="cv=100 needs at least 100 examples of every class"):
+        search("lenet5", tiny, project="p", cv=100, **kwargs)
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "search.json").write_text("{}")
+    with pytest.raises(ValueError, match="cv=100 needs at least 100 examples"):
+        search("lenet5", tiny, project="old", cv=100, overwrite=True, **kwargs)
+    assert os.listdir(tmp_path / "old") == ["search.json"]
+
+
+def test_a_project_made_while_starting_a_search_is_removed_if_the_start_fails(
+        tiny, tmp_path, monkeypatch):
+    import importlib
+    search_module = importlib.import_module("tuning.search")   # not the function
+
+    def failing_tuner(*args, **kwargs):
+        raise RuntimeError("no tuner")
+
+    monkeypatch.setattr(search_module, "_make_tuner", failing_tuner)
+    with pytest.raises(RuntimeError, match="no tuner"):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+               directory=str(tmp_path), project="p", fix=FIX_ALL)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("project", ["../x", "a/b", "..", ".", "", "/abs"])
+def test_a_project_name_must_be_one_directory_name(tiny, tmp_path, project):
+    with pytest.raises(ValueError, match=r"project must be a single directory name \(no "
+                                         r"'/', not '\.' or '\.\.', not empty\)\. "
+                                         r"Received: project="):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+               directory=str(tmp_path / "runs"), project=project, fix=FIX_ALL)
+    assert os.listdir(tmp_path) == []
+
+
+def test_seed_must_be_a_valid_random_seed(tiny, tmp_path):
+    for seed in (-1, 2**32):
+        with pytest.raises(ValueError, match=rf"seed must be an integer between 0 and "
+                                             rf"2\*\*32 - 1\. Received: seed={seed}$"):
+            search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, seed=seed,
+                   directory=str(tmp_path), project="s", fix=FIX_ALL)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_hyperparameter_cannot_be_both_fixed_and_set(tiny, tmp_path):
+    message = (r"hyperparameter 'lr' is given to both fix \(--fix lr=0\.001\) and set "
+               r"\(--set lr=0\.01\); give it to one of them")
+    with pytest.raises(ValueError, match=message):
+        hms.get_hypermodel("lenet5", fix={"lr": 1e-3}, set={"lr": 1e-2})
+    with pytest.raises(ValueError, match=message):
+        search(hms.get_hypermodel("lenet5"), tiny, tuner="random", max_trials=1, epochs=1,
+               directory=str(tmp_path), fix={**FIX_ALL, "lr": 1e-3}, set={"lr": 1e-2})
+    assert os.listdir(tmp_path) == []
+    # resnet34 fixes depth itself: narrowing depth stays allowed.
+    assert hms.get_hypermodel("resnet34", set={"depth": "18,34"}).params["depth"].default == 34
+
+
+def test_cli_refuses_bad_input_before_it_writes_anything(capsys, tmp_path):
+    from zoo.cli import main
+    tiny_search = ["tune", "lenet5", "--directory", str(tmp_path / "runs"), "--tuner",
+                   "random", "--max-trials", "1", "--epochs", "1", "--fix", "variant=modern"]
+
+    def error(argv):
+        code = main(tiny_search + argv)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, lines
+        return lines[0]
+
+    assert error(["--cv", "100000"]).startswith("zoo: error: cv=100000 needs at least 100000 "
+                                                "examples of every class")
+    assert not (tmp_path / "runs" / "lenet5_digits_random").exists()
+    assert error(["--project", "../etc"]) == (
+        "zoo: error: project must be a single directory name (no '/', not '.' or '..', not "
+        "empty). Received: project='../etc'")
+    assert error(["--project", "a/b"]).endswith("Received: project='a/b'")
+    assert error(["--seed", "-1"]) == ("zoo: error: seed must be an integer between 0 and "
+                                       "2**32 - 1. Received: seed=-1")
+    assert error(["--fix", "lr=1e-3", "--set", "lr=1e-2"]) == (
+        "zoo: error: hyperparameter 'lr' is given to both fix (--fix lr=1e-3) and set (--set "
+        "lr=1e-2); give it to one of them")
+    # A worker or chief with no peer waits for ever; --epochs 0 makes such a run fail at
+    # once in search() if the address or id were not refused first.
+    assert error(["--worker", "127.0.0.1:1", "--worker-id", "-1", "--epochs", "0"]) == (
+        "zoo: error: --worker-id must be >= 0. Received: -1")
+    assert os.listdir(tmp_path) == []
+    for flag, address in (("--chief", "127.0.0.1:99999"), ("--worker", "127.0.0.1:0"),
+                          ("--chief", "127.0.0.1"), ("--chief", ":8000")):
+        worker_id = ["--worker-id", "0"] if flag == "--worker" else []
+        with pytest.raises(SystemExit) as exit_info:
+            main(tiny_search + [flag, address, *worker_id, "--epochs", "0"])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(lines) == 1
+        assert lines[0].endswith(f"argument {flag}: expected HOST:PORT with a port from 1 to "
+                                 f"65535, such as 10.0.0.1:8000; received {address!r}")
+
+
+def test_a_local_cluster_refused_by_its_chief_reports_one_line(tmp_path):
+    r = _zoo("lenet5", "--directory", str(tmp_path), "--tuner", "random", "--epochs", "0",
+             "--workers", "1")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "zoo: error: epochs must be a positive integer. Received: epochs=0"]
+    assert os.listdir(tmp_path) == []

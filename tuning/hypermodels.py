@@ -44,7 +44,8 @@ from zoo.train import OPTIMIZERS
 __all__ = [
     "Param", "ZooHyperModel", "LeNet5HyperModel", "AlexNetHyperModel", "GoogLeNetHyperModel",
     "InceptionV3HyperModel", "XceptionHyperModel", "ResNetHyperModel", "UNetHyperModel",
-    "HYPERMODELS", "get_hypermodel", "parse_assignments", "augment_dataset", "rebatch",
+    "HYPERMODELS", "get_hypermodel", "parse_assignments", "check_set_fix", "augment_dataset",
+    "rebatch",
 ]
 
 KINDS = ("choice", "float", "int", "boolean", "fixed")
@@ -255,6 +256,16 @@ def parse_assignments(items, what="--set") -> dict:
             raise ValueError(f"{what} names {name!r} twice")
         result[name] = value
     return result
+
+
+def check_set_fix(set=None, fix=None):
+    """Refuse a hyperparameter both narrowed (``set``, ``--set``) and fixed (``fix``,
+    ``--fix``): one of them would silently win."""
+    for name in fix or {}:
+        if name in (set or {}):
+            raise ValueError(f"hyperparameter {name!r} is given to both fix (--fix "
+                             f"{name}={fix[name]}) and set (--set {name}={set[name]}); give it "
+                             f"to one of them")
 
 
 # -- the shared training space --------------------------------------------------------------
@@ -729,9 +740,11 @@ def get_hypermodel(name: str, **kwargs) -> ZooHyperModel:
         **kwargs: :class:`ZooHyperModel` arguments.
 
     Raises:
-        ValueError: an unknown name (the message lists the known ones).
+        ValueError: an unknown name (the message lists the known ones); a hyperparameter
+            given to both ``set`` and ``fix``.
     """
     key = ALIASES.get(name, name)
+    check_set_fix(kwargs.get("set"), kwargs.get("fix"))
     fix = dict(kwargs.pop("fix", None) or {})
     if isinstance(key, tuple):
         key, depth = key

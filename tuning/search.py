@@ -72,6 +72,22 @@ def _direction(objective: str) -> tuple:
     return name, direction
 
 
+def _check_seed(seed):
+    """The rule of ``zoo train`` (``keras.utils.set_random_seed``): 0 .. 2**32 - 1."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer between 0 and 2**32 - 1. "
+                         f"Received: seed={seed!r}")
+
+
+def _check_project_name(project):
+    """A project is one directory inside ``directory``: no path of its own."""
+    seps = {"/", os.sep, os.altsep} - {None}
+    if not isinstance(project, str) or project in ("", ".", "..") or \
+            any(sep in project for sep in seps) or "\0" in project:
+        raise ValueError(f"project must be a single directory name (no '/', not '.' or '..', "
+                         f"not empty). Received: project={project!r}")
+
+
 # -- the tuner ----------------------------------------------------------------------------
 
 def _tuner_class(name):
@@ -260,19 +276,19 @@ def _differing_keys(a: dict, b: dict) -> list:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
-    """Refuse to mix two different searches in one project directory; with
-    ``overwrite``, delete the project. The fingerprint is written later, by
-    :func:`_write_fingerprint`, once the search is known to be valid."""
-    path = os.path.join(project_dir, FINGERPRINT)
-    exists = os.path.isdir(project_dir) and any(
+def _project_exists(project_dir):
+    return os.path.isdir(project_dir) and any(
         os.path.exists(os.path.join(project_dir, f)) for f in ("oracle.json", FINGERPRINT))
-    if role == "worker":
-        return  # the chief owns the project directory
-    if exists and overwrite:
-        shutil.rmtree(project_dir)
-        exists = False
-    if exists:
+
+
+def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
+    """Refuse to mix two different searches in one project directory. Nothing is
+    written or deleted here: :func:`_write_fingerprint` does it (``overwrite``
+    deletes the project) once the search is known to be valid."""
+    path = os.path.join(project_dir, FINGERPRINT)
+    if role == "worker" or overwrite:
+        return  # the chief owns the project directory; overwrite replaces it
+    if _project_exists(project_dir):
         if not resume:
             raise FileExistsError(
                 f"a search already exists in {project_dir}: pass resume=True (zoo tune resumes "
@@ -295,9 +311,16 @@ def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
                 f"another name.{hint}")
 
 
-def _write_fingerprint(project_dir, fingerprint, role):
-    if role != "worker":
-        _write_json(os.path.join(project_dir, FINGERPRINT), fingerprint)
+def _write_fingerprint(project_dir, fingerprint, role, overwrite):
+    """Write ``search.json`` (the chief's or a single process's); with ``overwrite``,
+    delete the project first. Returns whether this made the project directory."""
+    if role == "worker":
+        return False
+    if overwrite and _project_exists(project_dir):
+        shutil.rmtree(project_dir)
+    made = not os.path.exists(project_dir)
+    _write_json(os.path.join(project_dir, FINGERPRINT), fingerprint)
+    return made
 
 
 def _join_chief(kt_tuner, project_dir, fingerprint, hypermodel, *, follow_precision):
@@ -373,19 +396,20 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             brackets).
         epochs: epochs per trial (Hyperband: the most epochs one model trains).
         directory: where projects live.
-        project: project name; default ``<model>_<dataset>_<tuner>``.
+        project: project name, one directory name (no ``/``, not ``.`` or ``..``);
+            default ``<model>_<dataset>_<tuner>``.
         resume: continue an interrupted search in the same project (completed
             trials are not run again); ``False`` refuses an existing project.
-        overwrite: delete the project first.
+        overwrite: delete the project first (once the search is known to be valid).
         set: ``{name: spec}`` narrowing the space (see :mod:`tuning.hypermodels`).
-        fix: ``{name: value}`` fixing hyperparameters.
+        fix: ``{name: value}`` fixing hyperparameters (not also in ``set``).
         export: export the best model with ``zoo.export.export``.
         export_dir: base directory of the export.
         export_name: model name of the export (default: the best model's name).
         image_size: ``(H, W)`` model input; default: the dataset's, raised to the
             family's minimum input size where needed.
         data_dir: tensorflow-datasets data directory.
-        seed: seed of the tuner and the data pipelines.
+        seed: seed of the tuner and the data pipelines, 0 .. 2**32 - 1.
         max_consecutive_failed_trials: stop after this many failed trials in a row.
         executions_per_trial: trainings per trial (scores are averaged).
         jit_compile: compile train steps with XLA (off by default: on short trials
@@ -418,8 +442,10 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         chief writes the table.
 
     Raises:
-        ValueError: unknown model, tuner, dataset or hyperparameter; an objective
-            the model does not report; a different search in the same project.
+        ValueError: unknown model, tuner, dataset or hyperparameter; a hyperparameter
+            in both ``set`` and ``fix``; a bad seed or project name; an objective the
+            model does not report; too few examples for ``cv``; a different search in
+            the same project. Nothing is written (or overwritten) before these checks.
         FileExistsError: an existing project with ``resume=False``.
         RuntimeError: too many consecutive failed trials (the table is written first).
 
@@ -428,7 +454,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         ...             fix={"variant": "modern"}, set={"lr": "1e-3:1e-2"})
         >>> df[["trial", "status", "lr", "score"]]
     """
-    from tuning.hypermodels import ZooHyperModel, get_hypermodel
+    from tuning.hypermodels import ZooHyperModel, check_set_fix, get_hypermodel
 
     if tuner not in TUNERS:
         raise ValueError(f"unknown tuner {tuner!r}. Allowed: {', '.join(TUNERS)}.")
@@ -445,12 +471,16 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             raise ValueError("cv (cross-validation) works with the random, bayesian and grid "
                              "tuners; hyperband continues one model's training across "
                              "brackets. Received: tuner='hyperband'")
+    _check_seed(seed)
+    if project is not None:
+        _check_project_name(project)
     from zoo.train import resolve_mixed_precision
     policy = resolve_mixed_precision(mixed_precision)
     role = _role()
 
     # The search space (checked before any data is loaded).
     if isinstance(model, ZooHyperModel):
+        check_set_fix(set, fix)
         hypermodel = model
         for key, spec in (set or {}).items():
             hypermodel.set(key, spec)
@@ -489,20 +519,26 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))
     _check_project(project_dir, fingerprint, resume=resume, overwrite=overwrite, role=role)
     _check_objective(hypermodel, splits, objective)
-    _write_fingerprint(project_dir, fingerprint, role)
+    folds, pooled = _cv_folds(splits, cv, seed, hypermodel.task) if cv else (None, None)
 
-    kt_tuner = _make_tuner(tuner, hypermodel, objective, max_trials=max_trials, epochs=epochs,
-                           directory=directory, project=project, seed=seed,
-                           max_consecutive_failed_trials=max_consecutive_failed_trials,
-                           executions_per_trial=executions_per_trial)
-    pooled = None
+    # Everything is checked: write. A project this call makes is removed if the tuner
+    # cannot be made, so that it does not block the next attempt.
+    made = _write_fingerprint(project_dir, fingerprint, role, overwrite)
+    try:
+        kt_tuner = _make_tuner(tuner, hypermodel, objective, max_trials=max_trials,
+                               epochs=epochs, directory=directory, project=project, seed=seed,
+                               max_consecutive_failed_trials=max_consecutive_failed_trials,
+                               executions_per_trial=executions_per_trial)
+    except BaseException:
+        if made:
+            shutil.rmtree(project_dir, ignore_errors=True)
+        raise
+    kt_tuner.zoo_folds = folds
     _record_train_size(splits, dataset)
     if role == "worker":
         _join_chief(kt_tuner, project_dir, fingerprint, hypermodel,
                     follow_precision=mixed_precision == "auto" and not isinstance(
                         model, ZooHyperModel))
-    if cv:
-        kt_tuner.zoo_folds, pooled = _cv_folds(splits, cv, seed, hypermodel.task)
     try:
         kt_tuner.search(splits.train, validation_data=splits.validation, epochs=epochs,
                         callbacks=list(callbacks or []), verbose=verbose)
@@ -659,9 +695,10 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
 def _host_port(text):
     import argparse
     host, sep, port = str(text).rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 10.0.0.1:8000; "
-                                         f"received {text!r}")
+    if not sep or not host.strip() or not (port.isascii() and port.isdigit()) or \
+            not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port from 1 to 65535, "
+                                         f"such as 10.0.0.1:8000; received {text!r}")
     return host, int(port)
 
 
@@ -716,13 +753,20 @@ def configure_tune(parser):
     parser.add_argument("--worker-id", type=int, default=None, metavar="N")
 
     def run(args):
-        from tuning.hypermodels import get_hypermodel, parse_assignments
+        from tuning.hypermodels import check_set_fix, get_hypermodel, parse_assignments
         set_ = parse_assignments(args.set, "--set")
         fix = parse_assignments(args.fix, "--fix")
+        check_set_fix(set_, fix)
         if args.worker and args.worker_id is None:
             raise ValueError("--worker needs --worker-id N")
         if args.worker_id is not None and not args.worker:
             raise ValueError("--worker-id goes with --worker HOST:PORT")
+        if args.worker_id is not None and args.worker_id < 0:
+            raise ValueError(f"--worker-id must be >= 0. Received: {args.worker_id}")
+        # Checked here too, before a local cluster's processes start.
+        _check_seed(args.seed)
+        if args.project is not None:
+            _check_project_name(args.project)
         if args.show_space:
             hm = get_hypermodel(args.model, set=set_, fix=fix)
             print(_text(hm.describe()))
@@ -840,6 +884,8 @@ def _run_local_cluster(args):
         # Workers start once the chief serves (it has checked the project by then).
         if not _wait_for_port(host, port, procs[0][1], timeout=3600):
             code = procs[0][1].wait()
+            if code > 0:   # the chief has said why, in its one line (bad input: code 2)
+                return code
             raise RuntimeError(f"the chief exited (code {code}) before serving on {host}:{port}")
         for i in range(args.workers):
             cmd = base + ["--worker", f"{host}:{port}", "--worker-id", str(i)]

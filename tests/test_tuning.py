@@ -172,8 +172,13 @@ def test_space_describe_set_fix_and_errors():
         hm.fix("depth", "101")
     with pytest.raises(ValueError, match="'lr' is fixed to 0.001; it has no range"):
         hm.set("lr", "1e-4:1e-2")
-    with pytest.raises(ValueError, match="'lr' must be > 0. Received: '-1'"):
+    with pytest.raises(ValueError, match="'lr' must be a finite number > 0. Received: '-1'"):
         fresh.set("lr", "-1:1")
+    with pytest.raises(ValueError, match="'lr' must be a finite number > 0. Received: 'inf'"):
+        fresh.set("lr", "inf")
+    with pytest.raises(ValueError, match="'weight_decay' must be a finite number >= 0. "
+                                         "Received: 'nan'"):
+        fresh.set("weight_decay", "nan")
     with pytest.raises(ValueError, match="'pooling' takes str values; a range lo:hi applies"):
         fresh.set("pooling", "1:2")
     with pytest.raises(ValueError, match="no search space for model 'vgg16'"):
@@ -555,6 +560,20 @@ def test_a_project_name_must_be_one_directory_name(tiny, tmp_path, project):
         search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
                directory=str(tmp_path / "runs"), project=project, fix=FIX_ALL)
     assert os.listdir(tmp_path) == []
+
+
+def test_an_export_target_is_checked_before_the_search(tiny, tmp_path):
+    with pytest.raises(ValueError, match=r"name must be a directory name .* "
+                                         r"Received: name='\.\./x'"):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, export=True,
+               export_name="../x", directory=str(tmp_path / "runs"), fix=FIX_ALL)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="export_dir \\(--export-dir\\) is not a "
+                                                 "directory: '.*file'"):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, export=True,
+               export_dir=str(tmp_path / "file"), directory=str(tmp_path / "runs"),
+               fix=FIX_ALL)
+    assert os.listdir(tmp_path) == ["file"]
 
 
 def test_seed_must_be_a_valid_random_seed(tiny, tmp_path):

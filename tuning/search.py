@@ -79,6 +79,16 @@ def _check_seed(seed):
                          f"Received: seed={seed!r}")
 
 
+def _check_export_target(export_dir, export_name):
+    """The best model's export can go to ``export_dir`` under ``export_name``."""
+    from zoo.export import _check_name
+    if export_name is not None:
+        _check_name(export_name)
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise NotADirectoryError(f"export_dir (--export-dir) is not a directory: "
+                                 f"{os.fspath(export_dir)!r}")
+
+
 def _check_project_name(project):
     """A project is one directory inside ``directory``: no path of its own."""
     seps = {"/", os.sep, os.altsep} - {None}
@@ -474,6 +484,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     _check_seed(seed)
     if project is not None:
         _check_project_name(project)
+    if export:   # refused now, not after the whole search
+        _check_export_target(export_dir, export_name)
     from zoo.train import resolve_mixed_precision
     policy = resolve_mixed_precision(mixed_precision)
     role = _role()

@@ -231,6 +231,23 @@ ERRORS = [
     ("get", "/v1/models/lenet5:predict", None, 405, "use POST"),
     ("get", "/v1/other", None, 404, "no such endpoint"),
     ("put", "/v1/models/lenet5", None, 405, "not allowed"),
+    # Model names no directory can have: 400, not a 500 from the file system.
+    ("post", "/v1/models/lenet5%00:predict", {"instances": [[[[0]]]]}, 400,
+     "invalid model name 'lenet5\\x00': it contains a NUL character"),
+    ("get", "/v1/models/lenet5%00", None, 400, "contains a NUL character"),
+    ("post", "/v1/models/" + "m" * 256 + ":predict", {"instances": [[[[0]]]]}, 400,
+     "(256 bytes): a model name is the name of a directory under the served directory, "
+     "at most 255 bytes"),
+    ("get", "/v1/models/" + "m" * 300, None, 400, "(300 bytes)"),
+    ("get", "/v1/models/" + "m" * 300 + "/metadata", None, 400, "at most 255 bytes"),
+    ("post", "/v1/models/lenet5:predict", {"instances": [{"b64": 5}]}, 400,
+     "instances[0]: the \"b64\" value must be a base64 string; received int"),
+    ("post", "/v1/models/lenet5:predict", {"inputs": {"b64": [1]}}, 400,
+     "inputs: the \"b64\" value must be a base64 string; received list"),
+    ("get", "/v1/models", None, 404, "GET /v1/models: a model name is needed"),
+    ("post", "/v1/models", {"instances": [[[[0]]]]}, 404,
+     "POST /v1/models: a model name is needed"),
+    ("get", "/v1/models/", None, 404, "GET /v1/models/: a model name is needed"),
 ]
 
 
@@ -245,6 +262,21 @@ def test_errors_are_4xx_json(server, method, path, body, status, message):
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
     assert message in r.json()["error"], r.json()
+
+
+def test_bad_model_names_answer_without_a_traceback_or_the_servers_paths(server):
+    c = server["client"]
+    for path in ("/v1/models/lenet5%00", "/v1/models/" + "m" * 300):
+        assert c.get(path).status_code == 400
+        assert c.post(path + ":predict", json={"instances": [[[[0]]]]}).status_code == 400
+    r = c.get("/v1/models/nope")
+    assert r.status_code == 404
+    assert r.json()["error"] == ("Servable not found for request: model 'nope' (no versions "
+                                 "of it in the served directory; known models: lenet5)")
+    assert str(server["base"]) not in r.text
+    assert c.get("/v1/models/lenet5").status_code == 200
+    log = (server["base"] / "server.log").read_text()
+    assert "Traceback" not in log and "null byte" not in log, log[-2000:]
 
 
 def test_request_size_limit(server):
@@ -565,6 +597,10 @@ def test_large_pixel_list_requests_answer_like_small_ones(server, local):
         assert r.status_code == 400 and message in r.json()["error"], r.text
 
 
+WORKERS_ALLOWED = (f"'auto' or an integer from 0 to {serving._usable_cpus()} (the usable "
+                   f"CPUs: each worker reads a part of a body on a core of its own)")
+
+
 @pytest.mark.parametrize("option, value, allowed", [
     ("--parse-workers", "two", "'auto' or a non-negative integer"),
     ("--parse-workers", "-1", "'auto' or a non-negative integer"),
@@ -585,6 +621,8 @@ def test_large_pixel_list_requests_answer_like_small_ones(server, local):
     ("--max-request-mb", "-5", "a positive number of MB"),
     ("--max-request-mb", "0", "a positive number of MB"),
     ("--max-request-mb", "lots", "a positive number of MB"),
+    ("--parse-workers", "1000", WORKERS_ALLOWED),
+    ("--parse-workers", str(serving._usable_cpus() + 1), WORKERS_ALLOWED),
 ])
 def test_cli_serve_counts_are_checked(capsys, tmp_path, option, value, allowed):
     from zoo import cli
@@ -594,6 +632,66 @@ def test_cli_serve_counts_are_checked(capsys, tmp_path, option, value, allowed):
     lines = err.splitlines()
     assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err
     assert f"{option}: expected {allowed}; received {value!r}" in lines[0]
+
+
+def test_parse_workers_are_at_most_the_usable_cpus(tmp_path):
+    from zoo.server import create_app, parse_workers_for
+    cpus = serving._usable_cpus()
+    assert parse_workers_for(cpus) == cpus
+    for bad in (cpus + 1, 1000):
+        with pytest.raises(ValueError, match=f"parse_workers must be 'auto' or an integer "
+                                             f"from 0 to {cpus} \\(the usable CPUs\\). "
+                                             f"Received: {bad}"):
+            create_app(tmp_path, parse_workers=bad, preload=False)
+
+
+def one_error_line(capsys):
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return captured.out, lines[0]
+
+
+def test_cli_serve_reports_an_address_it_cannot_bind_in_one_line(capsys, tmp_path):
+    """A port in use or an unknown host: one line naming them, before any model loads or
+    the address is announced."""
+    from zoo import cli
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["serve", str(tmp_path), "--port", str(port),
+                         "--parse-workers", "0"]) == 1
+        out, line = one_error_line(capsys)
+    assert line == f"zoo: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert out == ""
+    assert cli.main(["serve", str(tmp_path), "--host", "999.1.1.1", "--port", "8501",
+                     "--parse-workers", "0"]) == 1
+    out, line = one_error_line(capsys)
+    assert line.startswith("zoo: error: cannot listen on 999.1.1.1:8501: ") and out == ""
+
+
+def test_cli_serve_refuses_a_model_or_version_directory(capsys, tmp_path):
+    from zoo import cli
+    for version in (1, 2):
+        (tmp_path / "lenet5" / str(version)).mkdir(parents=True)
+        (tmp_path / "lenet5" / str(version) / "saved_model.pb").write_bytes(b"")
+    layout = "(the base directory holds MODEL/VERSION/saved_model.pb)"
+    # A host that cannot be bound: the directory is refused first (and no server starts
+    # if it were not).
+    serve = ["serve", "--host", "999.1.1.1", "--parse-workers", "0"]
+    assert cli.main(serve + [str(tmp_path / "lenet5")]) == 2
+    assert one_error_line(capsys) == ("", (
+        f"zoo: error: {tmp_path / 'lenet5'} is a model directory (it holds versions 1, 2), "
+        f"not a base directory: serve {tmp_path} instead {layout}"))
+    assert cli.main(serve + [str(tmp_path / "lenet5" / "2")]) == 2
+    assert one_error_line(capsys) == ("", (
+        f"zoo: error: {tmp_path / 'lenet5' / '2'} is a SavedModel version directory (it "
+        f"holds saved_model.pb), not a base directory: serve {tmp_path} instead {layout}"))
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "saved_model.pb").write_bytes(b"")
+    assert cli.main(serve + [str(tmp_path / "bare")]) == 2
+    assert "move it to BASE_DIR/bare/1/ and serve BASE_DIR" in one_error_line(capsys)[1]
 
 
 def test_serve_and_create_app_check_port_and_size_limit(tmp_path):

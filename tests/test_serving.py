@@ -133,6 +133,33 @@ def test_bad_inputs_raise_clear_errors(servable, images, message):
         servable.predict(images)
 
 
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_a_colour_image_for_a_greyscale_model_is_refused_not_read_as_a_batch(servable,
+                                                                             channels):
+    image = np.zeros((28, 28, channels), np.uint8)
+    message = (f"lenet5 takes images with 1 channel(s); received {channels} (array shape "
+               f"(28, 28, {channels}), read as one image [height, width, channels]). Convert "
+               f"it to greyscale; a batch of greyscale images is [batch, height, width, 1].")
+    for form in (image, image.tolist()):
+        with pytest.raises(ValueError) as exc:
+            servable.predict(form)
+        assert str(exc.value) == message
+    with pytest.raises(ValueError, match=r"takes images with 1 channel\(s\); received "
+                                         f"{channels}"):
+        servable.predict([image])
+    # A batch [N, H, W] of greyscale images whose width is not 2-4 is still one.
+    assert servable.predict(np.zeros((28, 28, 5), np.uint8))["probabilities"].shape == (28, 10)
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, True, "3"])
+def test_top_k_takes_a_positive_integer(servable, k):
+    probabilities = servable.predict(np.zeros((2, 8, 8, 1)))["probabilities"]
+    with pytest.raises(ValueError, match=f"k must be a positive integer. Received: {k!r}"):
+        servable.top_k(probabilities, k)
+    assert [len(row) for row in servable.top_k(probabilities, np.int64(2))] == [2, 2]
+    assert [len(row) for row in servable.top_k(probabilities, 50)] == [10, 10]
+
+
 def test_bad_paths_and_batch_size(servable, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such image file"):
         servable.predict(str(tmp_path / "missing.png"))
@@ -506,3 +533,24 @@ def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):
     mask = np.asarray(Image.open(out_dir / "scene_mask.png"))
     want = np.asarray(model(img[None].astype("float32"))).argmax(-1)[0]
     np.testing.assert_array_equal(mask, want)
+
+    # Images of one name in different folders: a mask each, none overwritten, and the
+    # table lists the files written.
+    (tmp_path / "sub").mkdir()
+    other = np.random.RandomState(5).randint(0, 256, (32, 32, 3)).astype("uint8")
+    Image.fromarray(other).save(tmp_path / "sub" / "scene.png")
+    Image.fromarray(other).save(tmp_path / "scene_1.png")
+    both = tmp_path / "both"
+    assert main(["predict", str(base / "seg"), str(tmp_path / "scene.png"),
+                 str(tmp_path / "sub" / "scene.png"), str(tmp_path / "scene_1.png"), "--out",
+                 str(both), "--no-xla", "--format", "csv"]) == 0
+    rows = [line.split(",") for line in capsys.readouterr().out.strip().splitlines()[1:]]
+    assert [r[1] for r in rows] == [str(both / "scene_2_mask.png"),
+                                    str(both / "scene_3_mask.png"),
+                                    str(both / "scene_1_mask.png")]
+    assert sorted(os.listdir(both)) == ["scene_1_mask.png", "scene_2_mask.png",
+                                        "scene_3_mask.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(both / "scene_2_mask.png")), want)
+    want_other = np.asarray(model(other[None].astype("float32"))).argmax(-1)[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(both / "scene_3_mask.png")),
+                                  want_other)

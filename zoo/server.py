@@ -71,6 +71,48 @@ class ServingError(Exception):
 # --------------------------------------------------------------------------------------
 # Models on disk.
 
+#: The longest model name, in bytes (UTF-8): a model is a directory, and file systems
+#: allow names of at most 255 bytes.
+MAX_NAME_BYTES = 255
+
+
+def check_model_name(name) -> None:
+    """Raise a 400 :class:`ServingError` for a model name no directory can have."""
+    shown = repr(name) if len(name) <= 40 else f"{name[:40]!r}..."
+    if "\0" in name:
+        raise ServingError(400, f"invalid model name {shown}: it contains a NUL character; a "
+                           f"model name is the name of a directory under the served "
+                           f"directory")
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME_BYTES:
+        raise ServingError(400, f"invalid model name {shown} ({size} bytes): a model name is "
+                           f"the name of a directory under the served directory, at most "
+                           f"{MAX_NAME_BYTES} bytes")
+
+
+def check_base_dir(base_dir) -> None:
+    """Raise ``ValueError`` for a model directory (``NAME/``, holding versions) or a version
+    directory (``NAME/VERSION/``, holding ``saved_model.pb``) given as the base directory,
+    which holds ``NAME/VERSION/saved_model.pb``; ``FileNotFoundError`` for no directory."""
+    path = os.path.abspath(os.fspath(base_dir))
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no such model directory: {base_dir}")
+    layout = "the base directory holds MODEL/VERSION/saved_model.pb"
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        if os.path.basename(path).isdigit():
+            hint = f"serve {os.path.dirname(os.path.dirname(path))} instead"
+        else:
+            hint = f"move it to BASE_DIR/{os.path.basename(path)}/1/ and serve BASE_DIR"
+        raise ValueError(f"{base_dir} is a SavedModel version directory (it holds "
+                         f"saved_model.pb), not a base directory: {hint} ({layout})")
+    versions = list_versions(path)
+    if versions:
+        raise ValueError(f"{base_dir} is a model directory (it holds version"
+                         f"{'s' if len(versions) > 1 else ''} "
+                         f"{', '.join(map(str, versions))}), not a base directory: serve "
+                         f"{os.path.dirname(path)} instead ({layout})")
+
+
 class ModelStore:
     """Finds models under ``base_dir`` and keeps the loaded versions.
 
@@ -106,12 +148,18 @@ class ModelStore:
         return versions
 
     def resolve(self, name, version=None) -> int:
-        """The version that answers for ``name`` (newest unless ``version``)."""
+        """The version that answers for ``name`` (newest unless ``version``).
+
+        Raises:
+            ServingError: 400 for a name that cannot be a directory's (a NUL character, more
+                than :data:`MAX_NAME_BYTES` bytes), 404 for a model or version not found.
+        """
+        check_model_name(name)
         versions = self.versions(name)
         if not versions:
             raise ServingError(404, f"Servable not found for request: model {name!r} (no "
-                               f"versions under {os.path.join(self.base_dir, name)}; known "
-                               f"models: {', '.join(self.model_names()) or 'none'})")
+                               f"versions of it in the served directory; known models: "
+                               f"{', '.join(self.model_names()) or 'none'})")
         if version is None:
             return versions[-1]
         if version not in versions:
@@ -314,9 +362,12 @@ def parse_body(body: bytes, splitter=None, dtype=None):
 def _decode_value(value, servable, where):
     """One image from a JSON value: nested numbers or ``{"b64": "..."}``."""
     if isinstance(value, dict):
-        if set(value) != {"b64"} or not isinstance(value["b64"], str):
+        if set(value) != {"b64"}:
             raise ServingError(400, f"{where}: a binary value must be {{\"b64\": \"<base64 "
                                f"string>\"}}; received keys {sorted(value)}")
+        if not isinstance(value["b64"], str):
+            raise ServingError(400, f"{where}: the \"b64\" value must be a base64 string; "
+                               f"received {type(value['b64']).__name__}")
         try:
             data = base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -687,14 +738,19 @@ def dumps(answer) -> bytes:
 
 def parse_workers_for(parse_workers) -> int:
     """The number of JSON parsing workers ``parse_workers`` asks for: ``"auto"`` is
-    one fewer than the usable CPUs, at most 3 (none on one CPU)."""
+    one fewer than the usable CPUs, at most 3 (none on one CPU). At most the usable CPUs:
+    each worker reads its part of a body beside the request's thread, so more could not
+    run at once, and each worker process takes ~65 MB."""
+    from zoo.serving import _usable_cpus
     if parse_workers == "auto":
-        from zoo.serving import _usable_cpus
         return max(0, min(3, _usable_cpus() - 1))
     if isinstance(parse_workers, bool) or not isinstance(parse_workers, int) or (
             parse_workers < 0):
         raise ValueError(f"parse_workers must be 'auto' or a non-negative integer. Received: "
                          f"{parse_workers!r}")
+    if parse_workers > _usable_cpus():
+        raise ValueError(f"parse_workers must be 'auto' or an integer from 0 to "
+                         f"{_usable_cpus()} (the usable CPUs). Received: {parse_workers!r}")
     return parse_workers
 
 
@@ -712,8 +768,8 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             processes for simdjson (bodies it does not take) that parse large JSON
             pixel-list bodies in parts beside the request's thread
             (:class:`zoo.jsonarrays.SplitParser`); ``"auto"``: one fewer than the usable
-            CPUs, at most 3; 0: none. The processes start with the application, or with the
-            first such body.
+            CPUs, at most 3; 0: none; at most the usable CPUs. The processes start with the
+            application, or with the first such body.
         max_batch: concurrent requests' images are combined into batches of up to this
             many (:class:`RequestBatcher`: those that arrive while the model is busy, or
             within ``batch_wait_ms``); 0 or 1: every request runs on its own.
@@ -787,7 +843,9 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
     async def server_error(request, exc):  # a bug or resource failure, still as JSON
         return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
-    def parse_path(path):
+    def parse_path(path, method):
+        if path == "":
+            raise no_model(method, "/v1/models/")
         match = _MODEL_PATH.match(path)
         if not match:
             raise ServingError(404, f"no such endpoint: /v1/models/{path}")
@@ -817,9 +875,18 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
                                    f"{max_request_bytes} bytes")
         return bytes(body)
 
+    def no_model(method, path):
+        return ServingError(404, f"no such endpoint: {method} {path}: a model name is "
+                            f"needed (/v1/models/NAME[/versions/N], [...]/metadata or "
+                            f"[...]:predict)")
+
+    @app.api_route("/v1/models", methods=["GET", "POST"])
+    async def models_root(request: Request):
+        raise no_model(request.method, request.url.path)
+
     @app.get("/v1/models/{path:path}")
     async def get_model(path: str):
-        name, version, rest = parse_path(path)
+        name, version, rest = parse_path(path, "GET")
         if rest is None:
             return JSONResponse(await run_in_threadpool(store.status, name, version))
         if rest != "/metadata":
@@ -837,7 +904,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
 
     async def post_model(request: Request):
         path = request.path_params["path"]
-        name, version, rest = parse_path(path)
+        name, version, rest = parse_path(path, "POST")
         if rest != ":predict":
             if rest in (":classify", ":regress"):
                 raise ServingError(400, f"{rest[1:]} is not supported: zoo models export a "
@@ -902,18 +969,47 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
 
     Raises:
         FileNotFoundError: ``base_dir`` does not exist.
+        ValueError: ``base_dir`` is a model or version directory (see :func:`check_base_dir`),
+            or another bad argument.
+        OSError: ``host`` and ``port`` cannot be bound (an unknown host, a port in use).
     """
     import uvicorn
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"port must be an integer from 1 to 65535. Received: {port!r}")
-    if not os.path.isdir(base_dir):
-        raise FileNotFoundError(f"no such model directory: {base_dir}")
+    check_base_dir(base_dir)
     app = create_app(base_dir, max_request_bytes=max_request_bytes, jit_compile=jit_compile,
                      runtime=runtime, preload=False, parse_workers=parse_workers,
                      max_batch=max_batch, inline_ms=inline_ms, batch_wait_ms=batch_wait_ms)
-    app.state.store.preload()
-    names = app.state.store.model_names()
-    print(f"zoo serve: {len(names)} model(s) under {os.path.abspath(base_dir)} "
-          f"({', '.join(names) or 'none yet'}) at http://{host}:{port}/v1/models/NAME",
-          flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # Bound before the models load and the address is announced: an address that cannot be
+    # bound is an error at once. uvicorn listens on this socket.
+    sock = _bind(host, port)
+    try:
+        app.state.store.preload()
+        names = app.state.store.model_names()
+        print(f"zoo serve: {len(names)} model(s) under {os.path.abspath(base_dir)} "
+              f"({', '.join(names) or 'none yet'}) at http://{host}:{port}/v1/models/NAME",
+              flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
+                                               log_level=log_level))
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+    finally:
+        sock.close()
+
+
+def _bind(host, port):
+    """A TCP socket bound to ``host:port`` (as uvicorn binds it), or an ``OSError`` that
+    names them."""
+    import socket
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: "
+                      f"{exc.strerror or exc}") from None
+    return sock

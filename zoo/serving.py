@@ -36,6 +36,7 @@ API (see :mod:`zoo.server`); ``zoo predict MODEL_DIR IMAGE...`` prints the top-k
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import math
@@ -501,6 +502,14 @@ class Servable:
             elif array.ndim == 3 and array.shape[-1] == self.channels:
                 items = None
                 batch = array[None]
+            elif array.ndim == 3 and self.channels == 1 and array.shape[-1] in (2, 3, 4):
+                # [H, W, 2-4] is one image with that many channels, never a batch of
+                # greyscale images 2-4 pixels wide.
+                raise ValueError(
+                    f"{self.name} takes images with 1 channel(s); received "
+                    f"{array.shape[-1]} (array shape {array.shape}, read as one image "
+                    f"[height, width, channels]). Convert it to greyscale; a batch of "
+                    f"greyscale images is [batch, height, width, 1].")
             elif array.ndim == 3 and self.channels == 1:
                 items = None
                 batch = array[..., None]
@@ -561,7 +570,10 @@ class Servable:
         Args:
             images: raw pixels in the model's raw range (``info["input"]["raw_range"]``,
                 0..255 for image data), as a uint8/integer/float array ``[N, H, W, C]`` or one
-                image ``[H, W, C]`` (``[H, W]`` for greyscale), any height and width; or
+                image ``[H, W, C]`` (``[H, W]`` for greyscale), any height and width; for a
+                1-channel model a 3-D array ``[N, H, W]`` is a batch of greyscale images,
+                unless its last axis is 2, 3 or 4: that is one image with as many channels,
+                refused as such; or
                 PNG/JPEG file paths or encoded bytes (converted to the model's channels),
                 or a list of these. A single image still gives a batch of one.
             batch_size: run at most this many images at a time (default: all at once).
@@ -691,9 +703,16 @@ class Servable:
             return out
 
     def top_k(self, probabilities, k=5) -> list:
-        """``[[(label, probability), ...] per image]`` from a ``probabilities [N, K]`` array."""
+        """``[[(label, probability), ...] per image]`` from a ``probabilities [N, K]`` array:
+        the ``k`` (a positive integer; at most K are given) most probable labels.
+
+        Raises:
+            ValueError: ``k`` is not a positive integer.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer. Received: {k!r}")
         probabilities = np.asarray(probabilities)
-        k = max(1, min(int(k), probabilities.shape[-1]))
+        k = min(int(k), probabilities.shape[-1])
         order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
         labels = self.labels or [str(i) for i in range(probabilities.shape[-1])]
         return [[(labels[j] if j < len(labels) else str(j), float(p[j])) for j in row]
@@ -815,6 +834,27 @@ def _predict_table(servable, names, probabilities, top_k, truth=None):
     return pd.DataFrame.from_records(rows)
 
 
+def _mask_names(names) -> list:
+    """The mask file name of each image: ``<stem>_mask.png``, where stems repeat (images of
+    one name in different folders) ``<stem>_1_mask.png``, ``<stem>_2_mask.png``... so that
+    no mask overwrites another."""
+    stems = [os.path.splitext(os.path.basename(name))[0].replace(" ", "_").replace("#", "")
+             for name in names]
+    counts = collections.Counter(stems)
+    taken = {f"{s}_mask.png" for s in stems if counts[s] == 1}
+    result = []
+    for stem in stems:
+        if counts[stem] == 1:
+            result.append(f"{stem}_mask.png")
+            continue
+        number = 1
+        while f"{stem}_{number}_mask.png" in taken:
+            number += 1
+        taken.add(f"{stem}_{number}_mask.png")
+        result.append(f"{stem}_{number}_mask.png")
+    return result
+
+
 #: ``--runtime`` of ``zoo predict`` and ``zoo serve``.
 _RUNTIME_HELP = ("what runs a model: on CPUs where the export has its LiteRT model, each "
                  "batch size class on whichever of LiteRT, OpenVINO and (batches of "
@@ -868,10 +908,8 @@ def configure_predict(parser):
                                              "classification")
         if task == "segmentation":
             rows = []
-            for name, mask in zip(names, out["mask"]):
-                stem = os.path.splitext(os.path.basename(name))[0].replace(" ", "_").replace(
-                    "#", "")
-                target = os.path.join(args.out, f"{stem}_mask.png")
+            for name, mask_name, mask in zip(names, _mask_names(names), out["mask"]):
+                target = os.path.join(args.out, mask_name)
                 dtype = "uint8" if mask.max(initial=0) < 256 else "uint16"
                 _write_png_atomic(mask.astype(dtype), target)
                 counts = np.bincount(mask.ravel(), minlength=len(servable.labels or [0]))
@@ -915,7 +953,15 @@ def _count_arg(text: str, expected: str = "a non-negative integer") -> int:
 
 
 def _parse_workers_arg(text: str):
-    return text if text == "auto" else _count_arg(text, "'auto' or a non-negative integer")
+    import argparse
+    if text == "auto":
+        return text
+    workers = _count_arg(text, "'auto' or a non-negative integer")
+    if workers > _usable_cpus():
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or an integer from 0 to {_usable_cpus()} (the usable CPUs: "
+            f"each worker reads a part of a body on a core of its own); received {text!r}")
+    return workers
 
 
 def _port_arg(text: str) -> int:
@@ -949,7 +995,8 @@ def configure_serve(parser):
                         help="threads (and, for bodies the compiled reader does not "
                              "take, worker processes) that parse large JSON pixel-list "
                              "bodies in parts beside the request's thread (default auto: "
-                             "one fewer than the usable CPUs, at most 3; 0: none)")
+                             "one fewer than the usable CPUs, at most 3; 0: none; at "
+                             "most the usable CPUs)")
     parser.add_argument("--max-batch-size", type=_count_arg, default=64, metavar="N",
                         help="combine the images of requests that arrive while the model "
                              "is busy into batches of up to N (default 64; 0 or 1: run every "

@@ -626,6 +626,26 @@ def test_a_failed_run_leaves_no_half_written_run_directory(tmp_path, capsys):
     assert not (tmp_path / "cli").exists()
 
 
+def test_a_failure_after_training_keeps_the_trained_model(digits8, tmp_path, monkeypatch):
+    """Only a run that failed before any epoch's weights were saved is removed: a failure in
+    the test evaluation keeps the checkpoint the epochs wrote."""
+    fit = keras.Model.fit
+
+    def fit_then_break_evaluate(self, *args, **kwargs):
+        history = fit(self, *args, **kwargs)   # validation inside fit runs as usual
+
+        def broken_evaluate(*args, **kwargs):
+            raise RuntimeError("evaluation failed")
+        self.evaluate = broken_evaluate
+        return history
+    monkeypatch.setattr(keras.Model, "fit", fit_then_break_evaluate)
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(run), verbose=0,
+                  model_name="tiny")
+    assert (run / "checkpoints" / "best.keras").is_file()
+
+
 def test_an_image_that_cannot_be_decoded_is_a_clear_error(tmp_path, capsys):
     from PIL import Image
     root = tmp_path / "photos"

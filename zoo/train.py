@@ -896,10 +896,13 @@ def _check_run_dir_holds(run_dir, state, model_name, dataset_name):
 def _abandon_run_dir(run_dir, existed):
     """Remove what a failed run created in ``run_dir`` (all of it if ``existed`` is
     ``None``, else the entries not in ``existed``), unless its backup holds an epoch to
-    resume from."""
+    resume from or an epoch's best weights were saved (a failure after training, in the
+    test evaluation say, keeps the trained model)."""
     import shutil
     backup_dir = os.path.join(run_dir, "backup")
     if os.path.isdir(backup_dir) and set(os.listdir(backup_dir)) - {_RUN_STATE}:
+        return
+    if os.path.exists(os.path.join(run_dir, "checkpoints", "best.keras")):
         return
     if existed is None:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -554,3 +554,21 @@ def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):
     want_other = np.asarray(model(other[None].astype("float32"))).argmax(-1)[0]
     np.testing.assert_array_equal(np.asarray(Image.open(both / "scene_3_mask.png")),
                                   want_other)
+
+
+@pytest.mark.parametrize("channels", [None, 1, 3])
+def test_a_16_bit_grey_png_reads_as_the_training_pipeline_reads_it(tmp_path, channels):
+    """Pillow's conversion of a 16-bit grey PNG to 8 bits clips every value above 255; the
+    zoo takes the high byte, as TensorFlow's decoder in the training pipeline does."""
+    import tensorflow as tf
+    from PIL import Image
+    wide = (np.arange(64, dtype=np.uint32).reshape(8, 8) * 1000).astype(np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(wide).save(path)
+    assert Image.open(path).mode.startswith("I")
+    ours = serving.decode_image(str(path), channels)
+    tf_channels = channels or 1
+    reference = tf.io.decode_image(path.read_bytes(), channels=tf_channels).numpy()
+    assert ours.shape == (8, 8, tf_channels) and ours.dtype == np.uint8
+    assert np.array_equal(ours, reference)
+    assert len(np.unique(ours)) > 32      # not clipped to 255

@@ -137,6 +137,11 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
     try:
         with Image.open(source) as img:
             img.load()
+            if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+                # 16-bit grey: to 8 bits by the high byte, as TensorFlow's decoders do
+                # (Pillow's own conversion to "L" clips every value above 255 to 255).
+                img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8)
+                                      .astype(np.uint8), "L")
             if channels is None:
                 mode = img.mode if img.mode in ("L", "RGB", "RGBA") else (
                     "RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")

@@ -515,6 +515,15 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
 
     assert main(["predict", str(base / "lenet5"), "--no-xla"]) == 2
     assert "give image files" in capsys.readouterr().err
+    # Refused before the model loads: images and --digits together, a bad batch size.
+    assert main(["predict", str(base / "lenet5"), str(path), "--digits", "3"]) == 2
+    assert capsys.readouterr().err == ("zoo: error: give image files or --digits N, not both. "
+                                       "Received: 1 image file(s) and --digits 3\n")
+    assert main(["predict", str(base / "lenet5"), str(path), "--batch-size", "0"]) == 2
+    assert capsys.readouterr().err == "zoo: error: --batch-size must be >= 1. Received: 0\n"
+    assert main(["predict", str(base / "lenet5"), str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"zoo: error: {tmp_path} is a directory, not an image "
+                                       f"file\n")
 
 
 def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):
@@ -554,6 +563,10 @@ def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):
     want_other = np.asarray(model(other[None].astype("float32"))).argmax(-1)[0]
     np.testing.assert_array_equal(np.asarray(Image.open(both / "scene_3_mask.png")),
                                   want_other)
+    assert main(["predict", str(base / "seg"), "--digits", "2"]) == 2
+    assert capsys.readouterr().err == ("zoo: error: --digits predicts the embedded digits with "
+                                       "a classifier; seg is a segmentation model: give image "
+                                       "files\n")
 
 
 @pytest.mark.parametrize("channels", [None, 1, 3])

@@ -131,6 +131,8 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
         source, what = io.BytesIO(bytes(data)), "the image bytes"
     else:
         path = os.fspath(data)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path} is a directory, not an image file")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no such image file: {path}")
         source, what = path, path
@@ -894,9 +896,17 @@ def configure_predict(parser):
             raise ValueError(f"--digits must be >= 1. Received: {args.digits}")
         if not args.images and args.digits is None:
             raise ValueError("give image files to predict, or --digits N")
+        if args.images and args.digits is not None:
+            raise ValueError(f"give image files or --digits N, not both. Received: "
+                             f"{len(args.images)} image file(s) and --digits {args.digits}")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1. Received: {args.batch_size}")
         servable = load(args.model_dir, jit_compile=not args.no_xla and "auto",
                         runtime=args.runtime)
         truth = None
+        if args.digits is not None and servable.info.get("task") == "segmentation":
+            raise ValueError(f"--digits predicts the embedded digits with a classifier; "
+                             f"{servable.name} is a segmentation model: give image files")
         if args.digits is not None:
             from zoo.data import digits_arrays
             x, y = digits_arrays("test")

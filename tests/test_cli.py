@@ -36,6 +36,8 @@ def test_table_input_shape(capsys):
     (["table", "lenet5", "--input-shape", "a,b"], "expected comma-separated integers"),
     (["train", "lenet5", "--patience", "-2"], "--patience must be >= 0. Received: -2"),
     (["train", "lenet5", "--epochs", "0"], "--epochs must be >= 1. Received: 0"),
+    (["train", "lenet5", "--seed", "-1"], "argument --seed: expected an integer from 0 to "
+                                          "2**32 - 1; received '-1'"),
 ])
 def test_errors_are_one_line(args, message):
     result = run(*args)

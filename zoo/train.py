@@ -926,6 +926,15 @@ class _null:
 # --------------------------------------------------------------------------------------
 # CLI.
 
+def _seed_arg(text):
+    import argparse
+    value = int(text) if text.isdigit() else -1
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1; "
+                                         f"received {text!r}")
+    return value
+
+
 def _parse_size(text):
     try:
         vals = tuple(int(v) for v in text.replace("x", ",").split(","))
@@ -991,7 +1000,7 @@ def configure_train(parser):
                         default=None, help="stop when the validation loss stops improving "
                         "(default: on, except where the model's defaults train a whole "
                         "schedule, e.g. lenet5 on digits)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed_arg, default=0, help="0 to 2**32 - 1")
     parser.add_argument("--deterministic", action="store_true",
                         help="bit-for-bit reproducible runs (TensorFlow's op determinism; "
                         "somewhat slower)")

@@ -2,6 +2,7 @@
 augmentation."""
 
 import json
+import re
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -256,6 +257,10 @@ def test_bad_names_and_arguments(tmp_path):
         data.load("digits", batch_size=0)
     with pytest.raises(ValueError, match="image_size must be"):
         data.load("digits", image_size=(0, 3))
+    for size in ((32.5, 32), (True, 8)):   # not cut or read as 1 unseen
+        with pytest.raises(ValueError, match=rf"positive integers. Received: image_size="
+                                             rf"{re.escape(repr(size))}"):
+            data.load("digits", image_size=size)
     with pytest.raises(ValueError, match="no 'train' subfolder"):
         data.load(str(tmp_path))
     with pytest.raises(ValueError, match=r"autotune must be True, False or None .*"

@@ -732,9 +732,12 @@ def _check_size(image_size):
         return None
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
-    try:
-        size = tuple(int(v) for v in image_size)
-    except (TypeError, ValueError):
+    try:   # whole numbers only: int() would cut 32.5 to 32 unseen
+        size = tuple(int(v) for v in image_size
+                     if not isinstance(v, bool) and float(v) == int(v))
+        if len(size) != len(tuple(image_size)):
+            size = ()
+    except (TypeError, ValueError, OverflowError):
         size = ()
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"image_size must be (height, width) with positive integers. "

@@ -626,8 +626,10 @@ WORKERS_ALLOWED = (f"'auto' or an integer from 0 to {serving._usable_cpus()} (th
 ])
 def test_cli_serve_counts_are_checked(capsys, tmp_path, option, value, allowed):
     from zoo import cli
+    # An address that cannot be bound: were a value let through, the command would end at
+    # once instead of serving (with, say, 1,000 parse-worker processes).
     with pytest.raises(SystemExit) as exc:
-        cli.main(["serve", str(tmp_path), option, value])
+        cli.main(["serve", str(tmp_path), option, value, "--host", "999.1.1.1"])
     err = capsys.readouterr().err
     lines = err.splitlines()
     assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err

@@ -19,12 +19,9 @@ import shlex
 import sys
 import time
 
-# TensorFlow's C++ start-up lines would precede a one-line error; hidden as by the zoo CLI.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from zoo.startlog import for_command_line   # (imports zoo first)
 
-from zoo.startlog import filter_tensorflow_start_up  # noqa: E402  (imports zoo first)
-
-filter_tensorflow_start_up()
+for_command_line()   # as the zoo CLI: TensorFlow's start-up lines would precede an error
 
 import zoo  # noqa: E402,F401  (first: its TensorFlow process settings apply to the zoo variants)
 from benchmarks import core

@@ -119,9 +119,8 @@ def parse_args(parser, argv):
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from zoo.startlog import filter_tensorflow_start_up
-    filter_tensorflow_start_up()   # TensorFlow's load-time lines obey the level too
+    from zoo.startlog import for_command_line
+    for_command_line()   # TF_CPP_MIN_LOG_LEVEL 2, TensorFlow's load-time lines obeying it too
     command = argv[0] if argv and argv[0] in COMMANDS else None
     debug = os.environ.get("ZOO_DEBUG")
     try:

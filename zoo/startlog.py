@@ -28,23 +28,6 @@ SEVERITIES = "IWEF"
 
 BANNER = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 
-# The filter process: stdin (the import's stderr) to stdout (the terminal's stderr), line by
-# line, without a line of a severity below the level (absl's ``I0000 ...`` form) or absl's
-# banner. -I -S: no site packages, ~10 ms to start.
-_FILTER = r"""
-import re, sys
-level = int(sys.argv[1])
-absl = re.compile(rb"^([IWEF])\d{4} ")
-banner = sys.argv[2].encode()
-out = sys.stdout.buffer
-for line in sys.stdin.buffer:
-    m = absl.match(line)
-    if m and b"IWEF".index(m.group(1)) < level or line.rstrip(b"\r\n") == banner:
-        continue
-    out.write(line)
-    out.flush()
-"""
-
 
 def min_log_level(environ=None) -> int:
     """``TF_CPP_MIN_LOG_LEVEL`` as TensorFlow reads it: 0-3, anything else 0."""
@@ -59,8 +42,8 @@ def hidden(line: str, level: int) -> bool:
     """Whether the filter drops ``line`` at ``level`` (for tests and callers of their own)."""
     if line.rstrip("\r\n") == BANNER:
         return level > 0
-    return (len(line) > 5 and line[0] in SEVERITIES and line[1:5].isdigit()
-            and line[5] == " " and SEVERITIES.index(line[0]) < level)
+    return (len(line) > 5 and line[0] in SEVERITIES and line[1:5].isascii()
+            and line[1:5].isdigit() and line[5] == " " and SEVERITIES.index(line[0]) < level)
 
 
 @contextlib.contextmanager
@@ -70,9 +53,9 @@ def filtered_stderr(level: int):
         yield
         return
     sys.stderr.flush()
-    try:
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, str(level), BANNER],
-                                stdin=subprocess.PIPE, stdout=2)
+    try:   # this module run as the filter (_filter_lines); -I -S: ~10 ms to start
+        proc = subprocess.Popen([sys.executable, "-I", "-S", os.path.abspath(__file__),
+                                 str(level)], stdin=subprocess.PIPE, stdout=2)
     except OSError:   # no filter: the lines pass unfiltered
         yield
         return
@@ -117,6 +100,13 @@ class _FirstImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+def for_command_line() -> bool:
+    """What the zoo's command lines do first: ``TF_CPP_MIN_LOG_LEVEL`` 2 unless the user set
+    it (warnings and info hidden), and :func:`filter_tensorflow_start_up`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return filter_tensorflow_start_up()
+
+
 def filter_tensorflow_start_up(environ=None) -> bool:
     """Filter the first import of ``tensorflow`` in this process (see the module's doc).
     Returns whether it will: not when TensorFlow is already imported, the level is 0, or
@@ -127,3 +117,16 @@ def filter_tensorflow_start_up(environ=None) -> bool:
         return False
     sys.meta_path.insert(0, _FirstImport(level))
     return True
+
+
+def _filter_lines(level: int, source, sink) -> None:
+    """The filter process's work: ``source`` to ``sink`` line by line (bytes), without the
+    lines :func:`hidden` drops at ``level``; each line passed on at once."""
+    for line in source:
+        if not hidden(line.decode("latin-1"), level):
+            sink.write(line)
+            sink.flush()
+
+
+if __name__ == "__main__":   # the filter process of filtered_stderr
+    _filter_lines(int(sys.argv[1]), sys.stdin.buffer, sys.stdout.buffer)

@@ -658,26 +658,24 @@ def _segmentation_folder(root, name, seg_roots):
         files.setdefault("test", files["validation"])
     # Classes: labels.txt (one name a line) if present, else 0..max mask value.
     labels_file = os.path.join(root, "labels.txt")
-    mask_files = sorted({m for split_files in files.values() for _, m in split_files})
+    # Each mask's largest class, read once (the test split may reuse validation's files).
+    tops = {}
+    for m in sorted({m for split_files in files.values() for _, m in split_files}):
+        with Image.open(m) as im:
+            tops[m] = int(np.asarray(im).max())
     if os.path.isfile(labels_file):
         with open(labels_file) as f:
             labels = [line.strip() for line in f if line.strip()]
         if len(labels) < 2:
             raise ValueError(f"{labels_file!r} lists {len(labels)} label(s); a segmentation "
                              "dataset needs at least 2 classes (e.g. background and object).")
-        for m in mask_files:   # checked here, before any training starts
-            with Image.open(m) as im:
-                top = int(np.asarray(im).max())
+        for m, top in tops.items():   # checked here, before any training starts
             if top >= len(labels):
                 raise ValueError(f"Mask {m!r} holds class {top}, but {labels_file!r} lists "
                                  f"{len(labels)} labels, so mask values must be in "
                                  f"0..{len(labels) - 1}.")
     else:
-        top = 0
-        for m in mask_files:
-            with Image.open(m) as im:
-                top = max(top, int(np.asarray(im).max()))
-        labels = [str(i) for i in range(top + 1)]
+        labels = [str(i) for i in range(max(tops.values(), default=0) + 1)]
         labels = labels if len(labels) > 1 else ["0", "1"]
     channels, hw = _image_channels(files["train"][0][0])
 

@@ -838,8 +838,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         test_metrics = model.evaluate(test, verbose=0, return_dict=True)
     except BaseException as exc:
         _abandon_run_dir(run_dir, existed)
-        error = (zdata._decode_failure(exc, info.name)
-                 if isinstance(exc, tf.errors.InvalidArgumentError) else None)
+        error = zdata._decode_failure(exc, info.name)   # None for any other failure
         if error is not None:
             raise error from None
         raise

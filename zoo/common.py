@@ -89,9 +89,7 @@ def check_classifier_args(model_name: str, *, input_shape, default_shape, min_si
     if pooling not in POOLINGS:
         raise ValueError(f"{model_name}: pooling must be one of None, 'avg', 'max'. "
                          f"Received: pooling={pooling!r}")
-    if not isinstance(include_top, bool):
-        raise ValueError(f"{model_name}: include_top must be True or False. "
-                         f"Received: include_top={include_top!r}")
+    check_bool(model_name, include_top=include_top)
     if classifier_activation is not None and not isinstance(classifier_activation, str) \
             and not callable(classifier_activation):
         raise ValueError(f"{model_name}: classifier_activation must be an activation name, "

@@ -292,11 +292,7 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
     if upsampling not in UPSAMPLINGS:
         raise ValueError(f"unet: upsampling must be one of {UPSAMPLINGS}. "
                          f"Received: upsampling={upsampling!r}")
-    if not isinstance(batch_norm, bool):
-        raise ValueError(f"unet: batch_norm must be True or False. Received: {batch_norm!r}")
-    if not isinstance(freeze_backbone, bool):
-        raise ValueError("unet: freeze_backbone must be True or False. "
-                         f"Received: {freeze_backbone!r}")
+    common.check_bool("unet", batch_norm=batch_norm, freeze_backbone=freeze_backbone)
     if depth is not None:
         _check_int("depth", depth, 1)
     _check_int("base_filters", base_filters, 1)

@@ -38,6 +38,8 @@ def test_table_input_shape(capsys):
     (["train", "lenet5", "--epochs", "0"], "--epochs must be >= 1. Received: 0"),
     (["train", "lenet5", "--seed", "-1"], "argument --seed: expected an integer from 0 to "
                                           "2**32 - 1; received '-1'"),
+    (["table", "lenet5", "--input-shape", "-32,32,1"],
+     "input_shape must be three positive integers"),
 ])
 def test_errors_are_one_line(args, message):
     result = run(*args)
@@ -55,6 +57,26 @@ def test_options_may_come_between_positional_arguments(argv):
     args = cli.parse_args(cli.build_parser("predict"), argv)
     assert (args.command, args.model_dir, args.images) == ("predict", "m", ["a.png", "b.png"])
     assert (args.top_k, args.batch_size) == (3, 2)
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["table", "lenet5", "--input-shape", "-32,32,1"], {"input_shape": "-32,32,1"}),
+    (["train", "lenet5", "--lr", "-1e-3", "--epochs", "2"], {"lr": "-1e-3", "epochs": "2"}),
+    (["train", "lenet5", "--lr", "--epochs", "2"], None),        # a value forgotten
+])
+def test_a_value_starting_with_a_dash_is_the_options_own(monkeypatch, argv, want):
+    """``--input-shape -32,32,1`` reaches the option's check, which names the value
+    (argparse alone would say "expected one argument"); an option name stays an option."""
+    parser = cli.build_parser(argv[0])
+    if want is None:
+        with pytest.raises(SystemExit):
+            cli.parse_args(parser, argv)
+        return
+    for action in parser.command_parser._actions:   # the raw text each option receives
+        if action.dest in want:
+            monkeypatch.setattr(action, "type", str)
+    args = cli.parse_args(parser, argv)
+    assert {k: getattr(args, k) for k in want} == want
 
 
 def test_an_unknown_option_between_positionals_is_still_refused(capsys):

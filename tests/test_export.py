@@ -409,6 +409,13 @@ def test_export_run_and_cli(tmp_path, capsys):
 
     assert main(["export", str(tmp_path / "missing")]) == 2
     assert "zoo: error: no such run directory" in capsys.readouterr().err
+    (tmp_path / "notes.keras").write_text("not a model")
+    assert main(["export", str(tmp_path / "notes.keras"), "--base-dir",
+                 str(tmp_path / "models2")]) == 2
+    assert capsys.readouterr().err == (f"zoo: error: {tmp_path / 'notes.keras'} is not a Keras "
+                                       "model file: a .keras file is a zip archive (written by "
+                                       "model.save), this one is not\n")
+    assert not os.path.exists(tmp_path / "models2")
     assert main(["export", str(run), "--base-dir", str(tmp_path / "models"),
                  "--version", "1"]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -81,6 +81,13 @@ def test_bad_arguments(kwargs, message):
         lenet5(**kwargs)
 
 
+def test_a_weights_file_named_keras_that_is_no_keras_file_is_named(tmp_path):
+    (tmp_path / "w.keras").write_text("not a model")
+    with pytest.raises(ValueError, match=r"w\.keras is not a Keras model file: a \.keras file "
+                                         r"is a zip archive"):
+        lenet5(weights=str(tmp_path / "w.keras"))
+
+
 def test_classic_lenet_learns_digits():
     """RBF distances used as logits: a few epochs on real digits learn well."""
     from sklearn.datasets import load_digits

@@ -279,6 +279,21 @@ def test_bad_model_names_answer_without_a_traceback_or_the_servers_paths(server)
     assert "Traceback" not in log and "null byte" not in log, log[-2000:]
 
 
+def test_a_client_that_disconnects_mid_body_leaves_no_traceback(server):
+    port = int(server["url"].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /v1/models/lenet5:predict HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 100000\r\n\r\n" + b'{"instances": [' + b"1," * 1000)
+        time.sleep(0.3)
+    c = server["client"]
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:   # the server notices the disconnect meanwhile
+        assert c.get("/v1/models/lenet5").status_code == 200
+        log = (server["base"] / "server.log").read_text()
+        assert "Traceback" not in log and "ClientDisconnect" not in log, log[-3000:]
+        time.sleep(0.5)
+
+
 def test_request_size_limit(server):
     c = server["client"]
     body = b'{"instances": [' + b"0," * (LIMIT_MB * 1024 * 1024 // 2 + 10) + b"0]}"
@@ -345,6 +360,75 @@ def test_new_version_is_served_without_restart(server, local, second_version):
     np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
                                old["probabilities"], atol=1e-6)
     assert c.get("/v1/models/lenet5/metadata").json()["model_spec"]["version"] == "2"
+
+
+def test_a_version_that_cannot_load_leaves_the_previous_one_answering(server, local,
+                                                                      tmp_path):
+    """As TensorFlow Serving's availability-preserving policy: a broken newest version is
+    listed with its error and skipped; it is tried again once its files change."""
+    c = server["client"]
+    base, x = server["base"], images(2, seed=8)
+    broken = base / "lenet5" / "2"
+    shutil.copytree(base / "lenet5" / "1", base / ".v2")
+    (base / ".v2" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    os.rename(base / ".v2", broken)
+    try:
+        r = c.post("/v1/models/lenet5:predict", json={"instances": x.tolist()})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
+                                   local.predict(x)["probabilities"], atol=1e-5)
+        assert c.get("/v1/models/lenet5/metadata").json()["model_spec"]["version"] == "1"
+        status = c.get("/v1/models/lenet5").json()["model_version_status"]
+        assert [(s["version"], s["state"], s["status"]["error_code"]) for s in status] == [
+            ("2", "END", "UNKNOWN"), ("1", "AVAILABLE", "OK")]
+        assert status[0]["status"]["error_message"].startswith(
+            "model 'lenet5' version 2 could not be loaded: ")
+        r = c.post("/v1/models/lenet5/versions/2:predict", json={"instances": x.tolist()})
+        assert r.status_code == 503 and r.json()["error"] == status[0]["status"]["error_message"]
+        assert str(base) not in r.text and "lenet5/2/saved_model.pb" in r.text
+        log = (base / "server.log").read_text()
+        assert log.count("model 'lenet5' version 2 could not be loaded") == 1, log[-2000:]
+
+        # Its files replaced by a good export: tried again, and it answers.
+        tf.keras.utils.set_random_seed(13)
+        zoo.export(zoo.lenet5(variant="modern"), tmp_path, info=INFO)
+        shutil.rmtree(broken)
+        os.rename(tmp_path / "lenet5" / "1", broken)
+        new = serving.load(broken, jit_compile=False).predict(x)
+        r = c.post("/v1/models/lenet5:predict", json={"instances": x.tolist()})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
+                                   new["probabilities"], atol=1e-5)
+        status = c.get("/v1/models/lenet5").json()["model_version_status"]
+        assert [s["state"] for s in status] == ["AVAILABLE", "AVAILABLE"]
+    finally:
+        shutil.rmtree(broken, ignore_errors=True)
+
+
+def test_store_loads_the_newest_version_that_loads(server, tmp_path):
+    """A store started over a broken newest version answers from the one before it."""
+    from zoo.server import ModelStore, ServingError
+    shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / "m" / "1")
+    shutil.copytree(tmp_path / "m" / "1", tmp_path / "m" / "3")
+    for f in (tmp_path / "m" / "3" / "variables").iterdir():
+        f.write_bytes(b"x")
+    store = ModelStore(tmp_path)
+    assert store.resolve("m") == 3 and store.loaded("m") is None
+    assert store.get("m").version == 1
+    assert store.resolve("m") == 1 and store.loaded("m").version == 1
+    assert store.failure("m", 3).startswith("model 'm' version 3 could not be loaded: ")
+    with pytest.raises(ServingError, match="version 3 could not be loaded") as err:
+        store.get("m", 3)
+    assert err.value.status == 503
+    shutil.rmtree(tmp_path / "m" / "3")     # gone: forgotten
+    assert store.resolve("m") == 1 and store.failure("m", 3) is None
+    shutil.rmtree(tmp_path / "m" / "1")
+    (tmp_path / "m" / "1").mkdir()
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"")
+    store = ModelStore(tmp_path)
+    with pytest.raises(ServingError, match="version 1 could not be loaded") as err:
+        store.get("m")
+    assert err.value.status == 503
 
 
 def test_store_runtime_choice(server, local):
@@ -439,6 +523,24 @@ def test_parse_body_fast_path_and_fallbacks(monkeypatch, compiled):
     assert isinstance(payload["inputs"]["images"], list) and payload["model"] == "m"
     named = orjson.dumps({"instances": [{"images": image} for image in x.tolist()]})
     assert isinstance(srv.parse_body(named)["instances"][0]["images"], list)
+
+
+@pytest.mark.parametrize("images_per_value", [1, 6], ids=["small", "large"])
+def test_a_name_given_twice_reads_as_its_last_value_at_any_body_size(images_per_value):
+    """JSON leaves duplicate names open: every body size reads them as orjson (and Python's
+    json) do, the last value counting, whichever parser answers it."""
+    from zoo import server as srv
+    first, last = (np.full((images_per_value, 8, 8, 1), v) for v in (1, 2))
+    for top in ("instances", "inputs"):
+        body = (f'{{"{top}": {first.tolist()}, "{top}": {last.tolist()}}}').encode()
+        assert (len(body) >= srv._FAST_JSON_BYTES) == (images_per_value > 1)
+        splitter = srv.jsonarrays.SplitParser(1, min_bytes=0, scan_min_bytes=0)
+        try:   # ... also when a large body's parts are read by threads and a process
+            for parser in (None, splitter):
+                got = srv.parse_body(body, parser, np.dtype(np.float32))
+                assert list(got) == [top] and np.array_equal(np.asarray(got[top]), last)
+        finally:
+            splitter.close()
 
 
 def test_parse_body_reads_named_rows_into_numpy():

@@ -114,7 +114,28 @@ def parse_args(parser, argv):
     command_parser = getattr(parser, "command_parser", None)
     if command_parser is None:
         return parser.parse_args(argv)
-    return command_parser.parse_intermixed_args(argv[1:])
+    return command_parser.parse_intermixed_args(_attach_dash_values(command_parser, argv[1:]))
+
+
+def _attach_dash_values(parser, args):
+    """``args`` with a value that starts with ``-`` attached to its option (``--input-shape
+    -32,32,1`` -> ``--input-shape=-32,32,1``): argparse takes such a value for an option of its
+    own and answers "expected one argument"; attached, the option's own check names it. A
+    token that is one of the parser's options stays an option."""
+    options = parser._option_string_actions
+    out, i = [], 0
+    while i < len(args):
+        token = args[i]
+        action = options.get(token)
+        if (action is not None and action.nargs is None and i + 1 < len(args)
+                and args[i + 1].startswith("-") and args[i + 1] != "--"
+                and args[i + 1].split("=", 1)[0] not in options):
+            out.append(f"{token}={args[i + 1]}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
 
 
 def main(argv=None) -> int:

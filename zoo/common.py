@@ -135,11 +135,21 @@ def check_weights(model_name: str, weights, published: Sequence[str] = ()) -> No
                      f"Received: weights={weights!r}")
 
 
+def check_keras_file(path) -> None:
+    """Raise a clear error unless ``path`` can be a Keras ``.keras`` file (a zip archive);
+    Keras' own answer to another file is "File not found"."""
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a Keras model file: a .keras file is a zip archive "
+                         f"(written by model.save), this one is not")
+
+
 def load_weights_file(model, path) -> None:
     """Load a ``.weights.h5`` / legacy ``.h5`` / ``.keras`` file into ``model``."""
     path = os.fspath(path)
     if path.endswith(".keras"):
         import keras
+        check_keras_file(path)
         other = keras.saving.load_model(path, compile=False)
         model.set_weights(other.get_weights())
     else:

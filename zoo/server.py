@@ -27,6 +27,7 @@ import base64
 import binascii
 import contextlib
 import functools
+import logging
 import math
 import os
 import re
@@ -41,12 +42,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from zoo import jsonarrays, jsonscan
 from zoo.export import SIGNATURE_NAME, list_versions
 
 __all__ = ["InlinePolicy", "ModelStore", "RequestBatcher", "ServingError", "create_app",
            "serve"]
+
+#: Where load failures are reported: uvicorn's own log, beside its other lines.
+_log = logging.getLogger("uvicorn.error")
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 _MODEL_PATH = re.compile(
@@ -116,6 +121,12 @@ def check_base_dir(base_dir) -> None:
 class ModelStore:
     """Finds models under ``base_dir`` and keeps the loaded versions.
 
+    A request without a version is answered by the newest version that loads, as
+    TensorFlow Serving's availability-preserving policy keeps the previous version serving
+    while a new one fails to load: a version that could not be loaded is listed with its
+    error (state ``END``) and skipped, and tried again only once its files change (a copy
+    completed, a version replaced). A request naming such a version gets 503 with the error.
+
     Args:
         base_dir: directory of ``NAME/VERSION/`` SavedModels.
         jit_compile, runtime: passed to :func:`zoo.serving.load`.
@@ -126,7 +137,7 @@ class ModelStore:
         self.jit_compile = jit_compile
         self.runtime = runtime
         self._servables = {}
-        self._errors = {}
+        self._failed = {}     # (name, version) -> (message, the files' stamp when it failed)
         self._locks = {}
         self._lock = threading.Lock()
 
@@ -138,40 +149,71 @@ class ModelStore:
             return []
 
     def versions(self, name) -> list:
-        """The versions of ``name`` on disk now (evicting loaded versions that vanished)."""
+        """The versions of ``name`` on disk now (forgetting versions that vanished)."""
         if name.startswith(".") or "/" in name or name in ("", ".."):
             return []
         versions = list_versions(os.path.join(self.base_dir, name))
         with self._lock:
-            for key in [k for k in self._servables if k[0] == name and k[1] not in versions]:
-                del self._servables[key]
+            for table in (self._servables, self._failed):
+                for key in [k for k in table if k[0] == name and k[1] not in versions]:
+                    del table[key]
         return versions
 
-    def resolve(self, name, version=None) -> int:
-        """The version that answers for ``name`` (newest unless ``version``).
-
-        Raises:
-            ServingError: 400 for a name that cannot be a directory's (a NUL character, more
-                than :data:`MAX_NAME_BYTES` bytes), 404 for a model or version not found.
-        """
+    def _all_versions(self, name) -> list:
         check_model_name(name)
         versions = self.versions(name)
         if not versions:
             raise ServingError(404, f"Servable not found for request: model {name!r} (no "
                                f"versions of it in the served directory; known models: "
                                f"{', '.join(self.model_names()) or 'none'})")
+        return versions
+
+    def resolve(self, name, version=None) -> int:
+        """The version that answers for ``name``: ``version`` if given, else the newest one
+        that is loaded or may still load (the newest on disk if none may).
+
+        Raises:
+            ServingError: 400 for a name that cannot be a directory's (a NUL character, more
+                than :data:`MAX_NAME_BYTES` bytes), 404 for a model or version not found.
+        """
+        versions = self._all_versions(name)
         if version is None:
-            return versions[-1]
+            return next((v for v in reversed(versions) if self.failure(name, v) is None),
+                        versions[-1])
         if version not in versions:
             raise ServingError(404, f"Servable not found for request: model {name!r} version "
                                f"{version} (available versions: "
                                f"{', '.join(map(str, versions))})")
         return version
 
-    def get(self, name, version=None):
-        """The loaded :class:`zoo.serving.Servable` (loads it once, thread-safely)."""
+    def _stamp(self, name, version):
+        """The version's files as (path, size, mtime): a load that failed is tried again
+        once this changes."""
+        root = os.path.join(self.base_dir, name, str(version))
+        stamp = []
+        for folder, dirs, files in os.walk(root):
+            dirs.sort()
+            for f in sorted(files):
+                path = os.path.join(folder, f)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                stamp.append((path, st.st_size, st.st_mtime_ns))
+        return tuple(stamp)
+
+    def failure(self, name, version):
+        """Why ``version`` of ``name`` could not be loaded, or ``None`` (never tried, loaded,
+        or its files changed since it failed: it may be tried again)."""
+        with self._lock:
+            failed = self._failed.get((name, version))
+        if failed is None:
+            return None
+        message, stamp = failed
+        return message if self._stamp(name, version) == stamp else None
+
+    def _load(self, name, version):
         from zoo.serving import load
-        version = self.resolve(name, version)
         key = (name, version)
         with self._lock:
             if key in self._servables:
@@ -181,18 +223,40 @@ class ModelStore:
             with self._lock:
                 if key in self._servables:
                     return self._servables[key]
+            error = self.failure(name, version)
+            if error is None:
+                stamp = self._stamp(name, version)
+                try:
+                    servable = load(os.path.join(self.base_dir, name, str(version)),
+                                    jit_compile=self.jit_compile, runtime=self.runtime)
+                except Exception as exc:
+                    # The message names the files under the served directory, not where
+                    # that directory is.
+                    error = (f"model {name!r} version {version} could not be loaded: "
+                             f"{str(exc).replace(self.base_dir + os.sep, '')}")
+                    with self._lock:
+                        self._failed[key] = (error, stamp)
+                    _log.warning("%s", error)
+                else:
+                    with self._lock:
+                        self._servables[key] = servable
+                        self._failed.pop(key, None)
+                    return servable
+            raise ServingError(503, error)
+
+    def get(self, name, version=None):
+        """The loaded :class:`zoo.serving.Servable` (loads it once, thread-safely): of
+        ``version``, or of the newest version that loads."""
+        if version is not None:
+            return self._load(name, self.resolve(name, version))
+        versions = self._all_versions(name)
+        newest_error = None
+        for v in reversed(versions):
             try:
-                servable = load(os.path.join(self.base_dir, name, str(version)),
-                                jit_compile=self.jit_compile, runtime=self.runtime)
-            except Exception as exc:
-                with self._lock:
-                    self._errors[key] = str(exc)
-                raise ServingError(503, f"model {name!r} version {version} could not be "
-                                   f"loaded: {exc}") from None
-            with self._lock:
-                self._servables[key] = servable
-                self._errors.pop(key, None)
-            return servable
+                return self._load(name, v)
+            except ServingError as exc:
+                newest_error = newest_error or exc
+        raise newest_error
 
     def loaded(self, name, version=None):
         """The :class:`zoo.serving.Servable` answering for ``name`` (and ``version``) if it is
@@ -205,11 +269,10 @@ class ModelStore:
         """``{"model_version_status": [...]}`` as TensorFlow Serving answers it."""
         versions = [self.resolve(name, version)] if version is not None else None
         if versions is None:
-            self.resolve(name)
-            versions = sorted(self.versions(name), reverse=True)
+            versions = sorted(self._all_versions(name), reverse=True)
         entries = []
         for v in versions:
-            error = self._errors.get((name, v))
+            error = self.failure(name, v)
             entries.append({"version": str(v),
                             "state": "END" if error else "AVAILABLE",
                             "status": {"error_code": "UNKNOWN" if error else "OK",
@@ -217,7 +280,8 @@ class ModelStore:
         return {"model_version_status": entries}
 
     def preload(self):
-        """Load the newest version of every model (errors are kept for the status)."""
+        """Load the newest version of every model that loads (errors are kept for the
+        status)."""
         for name in self.model_names():
             try:
                 self.get(name)
@@ -264,6 +328,8 @@ def _pixels_payload(doc, body: bytes):
     if not isinstance(doc, simdjson.Object):
         return None
     keys = list(doc.keys())
+    if len(set(keys)) != len(keys):
+        return None   # a name given twice: orjson's reading (the last one counts), as below 1 KB
     for top in ("instances", "inputs"):
         if top not in keys:
             continue
@@ -868,11 +934,16 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
                 raise ServingError(413, f"request body of {declared} bytes exceeds the limit "
                                    f"of {max_request_bytes} bytes")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_request_bytes:
-                raise ServingError(413, f"request body exceeds the limit of "
-                                   f"{max_request_bytes} bytes")
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_request_bytes:
+                    raise ServingError(413, f"request body exceeds the limit of "
+                                       f"{max_request_bytes} bytes")
+        except ClientDisconnect:
+            # Nobody to answer (uvicorn drops the answer): logged as a 400, no traceback.
+            raise ServingError(400, f"the client disconnected after {len(body)} bytes of "
+                               f"the request body") from None
         return bytes(body)
 
     def no_model(method, path):

@@ -481,6 +481,16 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     for line, j in zip(lines[1:], best):
         label, p = line.split(",")[2:4]
         assert label == f"digit {j}" and float(p) == pytest.approx(probs[j], abs=1e-4)
+    # A colour file for this greyscale model: converted as Servable.predict converts it.
+    colour = tmp_path / "colour.png"
+    Image.fromarray(np.random.RandomState(5).randint(0, 256, (8, 8, 3)).astype("uint8")).save(
+        colour)
+    assert main(["predict", str(base / "lenet5"), str(colour), "--top-k", "1", "--no-xla",
+                 "--format", "csv"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[1]
+    probs = servable.predict(colour)["probabilities"][0]
+    assert line.split(",")[2] == f"digit {np.argmax(probs)}"
+    assert float(line.split(",")[3]) == pytest.approx(probs.max(), abs=1e-4)
 
     assert main(["predict", str(base / "lenet5"), "--digits", "4", "--top-k", "1",
                  "--no-xla", "--format", "csv"]) == 0
@@ -524,6 +534,15 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     assert main(["predict", str(base / "lenet5"), str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"zoo: error: {tmp_path} is a directory, not an image "
                                        f"file\n")
+    # The images are read before the model loads: named even beside a model that is not there.
+    (tmp_path / "notes.png").write_text("not an image")
+    assert main(["predict", str(tmp_path / "no-model"), str(path),
+                 str(tmp_path / "notes.png")]) == 2
+    assert capsys.readouterr().err == (f"zoo: error: could not decode {tmp_path / 'notes.png'} "
+                                       f"as an image (PNG, JPEG, ...): cannot identify image "
+                                       f"file '{tmp_path / 'notes.png'}'\n")
+    assert main(["predict", str(tmp_path / "no-model"), str(tmp_path / "gone.png")]) == 2
+    assert capsys.readouterr().err == f"zoo: error: no such image file: {tmp_path / 'gone.png'}\n"
 
 
 def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):

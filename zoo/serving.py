@@ -901,6 +901,10 @@ def configure_predict(parser):
                              f"{len(args.images)} image file(s) and --digits {args.digits}")
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1. Received: {args.batch_size}")
+        # The images are read before the model loads (seconds for the large ones): a missing
+        # or undecodable file is named at once. Each in its own colours, converted below
+        # where the model takes another number of channels.
+        decoded = [decode_image(p) for p in args.images]
         servable = load(args.model_dir, jit_compile=not args.no_xla and "auto",
                         runtime=args.runtime)
         truth = None
@@ -915,9 +919,9 @@ def configure_predict(parser):
             labels = servable.labels or [str(i) for i in range(10)]
             truth = [labels[int(v)] if int(v) < len(labels) else str(int(v)) for v in y[:n]]
         else:
-            images, names = list(args.images), list(args.images)
-            if images:
-                images = [decode_image(p, servable.channels) for p in images]
+            names = list(args.images)
+            images = [a if a.shape[-1] == servable.channels else
+                      decode_image(p, servable.channels) for p, a in zip(names, decoded)]
         out = servable.predict(images, batch_size=args.batch_size)
         task = servable.info.get("task") or ("segmentation" if "mask" in out else
                                              "classification")

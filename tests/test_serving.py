@@ -545,6 +545,27 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     assert capsys.readouterr().err == f"zoo: error: no such image file: {tmp_path / 'gone.png'}\n"
 
 
+@pytest.mark.parametrize("level", ["0", None])
+def test_zoo_predict_hides_litert_info_line_below_the_level(exported, level):
+    """LiteRT writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once per
+    process, with no switch: the command line hides it as TensorFlow's INFO lines (shown
+    with TF_CPP_MIN_LOG_LEVEL=0)."""
+    import subprocess
+    import sys
+    base, _ = exported
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = level
+    result = subprocess.run([sys.executable, "-m", "zoo", "predict", str(base / "lenet5"),
+                             "--digits", "2", "--runtime", "litert", "--no-xla"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("correct (lenet5 version 2, LiteRT)")
+    shown = [line for line in result.stderr.splitlines() if "XNNPACK" in line]
+    assert shown == (["INFO: Created TensorFlow Lite XNNPACK delegate for CPU."]
+                     if level == "0" else []), result.stderr
+
+
 def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):
     from zoo.cli import main
     model = zoo.unet(input_shape=(32, 32, 3), num_classes=3, padding="same", depth=2,

@@ -30,6 +30,16 @@ def test_hidden_follows_tf_cpp_min_log_level(level, kept):
     assert [line for line in LINES if not startlog.hidden(line, level)] == kept
 
 
+@pytest.mark.parametrize("level,kept", [(0, 4), (1, 2), (2, 1), (3, 0)])
+def test_litert_lines_are_hidden_by_the_same_levels(level, kept):
+    lines = ["VERBOSE: v", "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+             "WARNING: w", "ERROR: e"]
+    assert [line for line in lines if not startlog.hidden(line, level)] == lines[4 - kept:]
+    # uvicorn's lines pad the level ("INFO:     ..."): never LiteRT's
+    assert not startlog.hidden("INFO:     127.0.0.1:5 - \"GET / HTTP/1.1\" 200 OK", level)
+    assert not startlog.hidden("WARNING:  model 'm' version 3 could not be loaded", level)
+
+
 @pytest.mark.parametrize("value,level", [("2", 2), ("0", 0), ("9", 3), ("-1", 0), ("x", 0),
                                          (None, 0)])
 def test_min_log_level_reads_the_environment_as_tensorflow_does(value, level):

@@ -336,14 +336,17 @@ class Servable:
             reason = "a GPU is visible: TensorFlow runs the SavedModel"
         else:
             try:
-                from ai_edge_litert.interpreter import Interpreter
+                from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+
+                from zoo.startlog import make_litert_interpreter
             except ImportError as exc:
                 reason = f"the LiteRT runtime is not installed ({exc})"
         if reason is not None:
             if required:
                 raise ValueError(f"runtime={asked!r} cannot be used for {self.path}: {reason}.")
             return reason
-        self._lite = Interpreter(model_path=path, num_threads=_usable_cpus())
+        # (LiteRT's INFO line hidden in a command line)
+        self._lite = make_litert_interpreter(model_path=path, num_threads=_usable_cpus())
         runner = self._lite.get_signature_runner(SIGNATURE_NAME)
         key = self.input_name
 

@@ -12,6 +12,11 @@ its later lines, and passes everything else on in order. A separate process, not
 so that a message written just before a crash in the import (an unsupported CPU, say) still
 reaches the terminal. The zoo's command lines install it; the library on its own does not
 touch file descriptors.
+
+LiteRT writes one line of its own when a process makes its first interpreter (``INFO:
+Created TensorFlow Lite XNNPACK delegate for CPU.``), with no switch of its own: in a command
+line, that first interpreter is made with the same filter (:func:`first_litert_interpreter`),
+which reads LiteRT's ``INFO:``/``WARNING:``/``ERROR:`` lines by the same levels.
 """
 
 from __future__ import annotations
@@ -22,11 +27,20 @@ import importlib.machinery
 import os
 import subprocess
 import sys
+import threading
 
 #: absl's severity letters, in the order TF_CPP_MIN_LOG_LEVEL counts them.
 SEVERITIES = "IWEF"
 
 BANNER = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+#: LiteRT's (TensorFlow Lite's) own log lines, ``INFO: <message>`` (one space), by severity
+#: as absl's letters.
+LITERT_PREFIXES = {"VERBOSE: ": 0, "INFO: ": 0, "WARNING: ": 1, "ERROR: ": 2}
+
+_command_line_level = None   # TF_CPP_MIN_LOG_LEVEL once for_command_line() ran
+_litert_lock = threading.Lock()
+_litert_made = False
 
 
 def min_log_level(environ=None) -> int:
@@ -42,6 +56,10 @@ def hidden(line: str, level: int) -> bool:
     """Whether the filter drops ``line`` at ``level`` (for tests and callers of their own)."""
     if line.rstrip("\r\n") == BANNER:
         return level > 0
+    for prefix, severity in LITERT_PREFIXES.items():
+        # One space after the colon: uvicorn's lines ("INFO:     ...") are not LiteRT's.
+        if line.startswith(prefix) and line[len(prefix):len(prefix) + 1] not in (" ", ""):
+            return severity < level
     return (len(line) > 5 and line[0] in SEVERITIES and line[1:5].isascii()
             and line[1:5].isdigit() and line[5] == " " and SEVERITIES.index(line[0]) < level)
 
@@ -102,9 +120,49 @@ class _FirstImport(importlib.abc.MetaPathFinder):
 
 def for_command_line() -> bool:
     """What the zoo's command lines do first: ``TF_CPP_MIN_LOG_LEVEL`` 2 unless the user set
-    it (warnings and info hidden), and :func:`filter_tensorflow_start_up`."""
+    it (warnings and info hidden), :func:`filter_tensorflow_start_up`, and LiteRT's first
+    interpreter filtered (:func:`first_litert_interpreter`)."""
+    global _command_line_level
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _command_line_level = min_log_level()
     return filter_tensorflow_start_up()
+
+
+@contextlib.contextmanager
+def first_litert_interpreter():
+    """Around the making of a LiteRT interpreter: the process's first one, in a command line
+    (:func:`for_command_line`), is made with file descriptor 2 through the filter, which
+    drops LiteRT's once-per-process ``INFO: Created TensorFlow Lite XNNPACK delegate`` line
+    below the level. LiteRT writes it when the interpreter first allocates its tensors, so
+    the block should do that when this yields ``True``. Elsewhere, and for later
+    interpreters, it does nothing and yields ``False``."""
+    global _litert_made
+    if _command_line_level is None or _litert_made:
+        yield False
+        return
+    with _litert_lock:   # another thread's first interpreter waits for this one
+        if _litert_made:
+            yield False
+            return
+        try:
+            with filtered_stderr(_command_line_level):
+                yield True
+        finally:
+            _litert_made = True
+
+
+def make_litert_interpreter(**kwargs):
+    """``ai_edge_litert.interpreter.Interpreter(**kwargs)``, made within
+    :func:`first_litert_interpreter`."""
+    from ai_edge_litert.interpreter import Interpreter
+    with first_litert_interpreter() as first:
+        interpreter = Interpreter(**kwargs)
+        if first:
+            try:   # where LiteRT writes its line (at the signature's smallest shapes)
+                interpreter.allocate_tensors()
+            except Exception:   # noqa: BLE001  (the first call allocates again anyway)
+                pass
+    return interpreter
 
 
 def filter_tensorflow_start_up(environ=None) -> bool:

@@ -186,6 +186,41 @@ def test_tfds_loaders_under_mock_data(name, tmp_path):
         assert len(s.info.mean) == len(s.info.std) == shape[2]
 
 
+def test_a_tfds_dataset_not_on_disk_is_one_clear_error(tmp_path, caplog):
+    """Nothing is downloaded unless asked: the error says how to get the data, and tfds' own
+    log records on its way to that ("Variant folder ... has no dataset_info.json") are
+    dropped, so the command line's error stays one line."""
+    import logging
+    for made in (False, True):   # no folder; a version folder without the data
+        if made:
+            (tmp_path / "mnist" / "3.0.1").mkdir(parents=True)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            with pytest.raises(ValueError) as err:
+                data.load_splits("mnist", data_dir=str(tmp_path))
+        assert str(err.value).startswith(
+            f"Dataset 'mnist' is not available in {tmp_path} and nothing is downloaded "
+            f"without download=True (--download). Get it once on a machine with internet: "
+            f"`tfds build mnist --data_dir DIR` and pass data_dir=DIR (`--data-dir DIR`).")
+        assert [r.getMessage() for r in caplog.records if r.name == "absl"] == []
+
+
+def test_tfds_log_records_pass_on_when_the_data_loads(tmp_path, caplog, monkeypatch):
+    import logging
+
+    import tensorflow_datasets as tfds
+    real = tfds.load
+
+    def load(*args, **kwargs):
+        logging.getLogger("absl").warning("a note from tfds")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tfds, "load", load)
+    with tfds.testing.mock_data(num_examples=4), caplog.at_level(logging.INFO):
+        data.load("mnist", "test", data_dir=str(tmp_path))
+    assert "a note from tfds" in [r.getMessage() for r in caplog.records if r.name == "absl"]
+
+
 def test_tfds_channel_conversion_under_mock_data(tmp_path):
     import tensorflow_datasets as tfds
     with tfds.testing.mock_data(num_examples=4):

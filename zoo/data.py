@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import re
 from typing import Optional
@@ -425,12 +426,27 @@ def _tfds_source(name, data_dir=None, download=False):
     splits, task, channels, raw_hw, default_size, stats, aug = _TFDS[name]
 
     def _load(split):
+        # tfds logs (absl's Python logger) on its way to finding no data ("Variant folder
+        # ... has no dataset_info.json"): held back, and dropped when the error below says
+        # what happened in one line; passed on otherwise.
+        absl_logger, held = logging.getLogger("absl"), []
+
+        def hold(record):
+            held.append(record)
+            return False
+
+        absl_logger.addFilter(hold)
         try:
             return tfds.load(name, split=splits[split], data_dir=data_dir,
                              download=download, with_info=True)
         except (AssertionError, tfds.core.registered.DatasetNotFoundError,
-                FileNotFoundError) as exc:
+                FileNotFoundError, KeyError) as exc:   # KeyError: a folder of no splits
+            held.clear()
             raise ValueError(_offline_message(name, data_dir, exc)) from None
+        finally:
+            absl_logger.removeFilter(hold)
+            for record in held:
+                absl_logger.handle(record)
 
     _, tinfo = _load("train")
     label_feature = tinfo.features["label"]

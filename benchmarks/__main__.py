@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=_names, default=None,
                    help="zoo models for the training section, comma-separated "
                    f"(default {','.join(ALL_MODELS)}; quick: resnet50)")
-    p.add_argument("--out", default="benchmarks/results", help="output directory")
+    p.add_argument("--out", default="bench_out",
+                   help="output directory (default: bench_out, which git ignores; the "
+                        "committed runs live in benchmarks/results/<machine>-<date>/)")
     p.add_argument("--sections", type=_names, default=list(core.SECTIONS),
                    help=f"comma-separated subset of {','.join(core.SECTIONS)}")
     p.add_argument("--image-size", type=core.count_type(1), help="square input size (default 160)")

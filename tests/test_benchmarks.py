@@ -415,6 +415,18 @@ def test_pipeline_section_short_epochs_at_a_size_of_its_own():
     assert all(float(r["median"]) > 0 for r in rows)
 
 
+def test_results_go_to_an_ignored_folder_by_default():
+    """Not into benchmarks/results, where the committed runs live."""
+    import subprocess
+    out = bench.build_parser().parse_args([]).out
+    assert out == "bench_out"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if subprocess.run(["git", "rev-parse"], cwd=root, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"{out}/results.csv"], cwd=root)
+    assert ignored.returncode == 0
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--repeats", "0"], "--repeats: expected an integer >= 1; received '0'"),
     (["--pipeline-repeats", "x"], "--pipeline-repeats: expected an integer >= 1; received 'x'"),

@@ -18,7 +18,7 @@ The same search from the command line::
 
     zoo tune lenet5 --dataset digits --tuner bayesian --max-trials 10 --epochs 40 --cv 3 \\
         --set lr=1e-3:1e-2 --set optimizer=adam,rmsprop --set augment=0.5,1,1.5 \\
-        --set batch_size=16,32,64 --fix lr_schedule=cosine
+        --set batch_size=16,32,64 --fix lr_schedule=cosine --project lenet5_digits_bayesian_cv
 """
 
 import argparse

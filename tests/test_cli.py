@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+import zoo
 from zoo import cli
 
 
@@ -16,6 +17,32 @@ def test_list(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "| alexnet" in out and "62,378,344" in out
+
+
+def test_list_marks_a_trainable_only_count_and_says_what_the_mark_means(capsys):
+    # resnet18/34 have only the trainable count torchvision publishes.
+    assert cli.main(["list", "resnet*"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
+            for line in lines if line.startswith("| resnet")}
+    params = [c.strip() for c in lines[0].split("|")[1:-1]].index("params")
+    assert (rows["resnet18"][params], rows["resnet34"][params]) == ("11,689,512*", "21,797,672*")
+    assert rows["resnet50"][params] == "25,636,712"
+    assert lines[-1] == "\\* trainable parameters, the only count the source publishes"
+    # No starred row, no footnote.
+    assert cli.main(["list", "resnet50*"]) == 0
+    assert "*" not in capsys.readouterr().out
+
+
+def test_list_csv_numbers_are_plain(capsys):
+    assert cli.main(["list", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "name,task,default input,min input,params,trainable params,paper"
+    rows = {line.split(",")[0]: line for line in lines[1:]}
+    assert rows["resnet101"].startswith("resnet101,classification,224x224x3,1,44707176,44601832,")
+    # No total published: an empty params cell beside the trainable count, no mark.
+    assert rows["resnet18"].startswith("resnet18,classification,224x224x3,1,,11689512,")
+    assert len(rows) == len(zoo.list_models())
 
 
 def test_table_csv(capsys):

@@ -7,6 +7,9 @@ once each, at their default input, and only their profiles are kept.
 """
 
 import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -152,6 +155,38 @@ def test_module_is_callable_and_package_attribute():
     model = chain_model()
     assert zoo.profile(model).totals.macs == zprofile.profile(model).totals.macs
     assert zoo.profile.model_table is zprofile.model_table
+
+
+# What each first access runs in a fresh process: the attribute must already be the
+# (callable) module, not the function of the same name; ``from zoo import ...`` then
+# gives the same modules.
+FIRST_ACCESS = {
+    "profile": """
+        assert zoo.profile.model_table(["lenet5"]).loc[0, "params"] == 60_840
+        assert zoo.profile(zoo.lenet5()).totals.macs == 328_096
+        assert zoo.profile is sys.modules["zoo.profile"]
+    """,
+    "export": """
+        assert zoo.export.export_run.__module__ == "zoo.export"
+        assert zoo.export.fold_batch_norm.__module__ == "zoo.export"
+        assert callable(zoo.export) and zoo.export is sys.modules["zoo.export"]
+    """,
+    "from": """
+        from zoo import export, profile
+        assert export is sys.modules["zoo.export"] and profile is sys.modules["zoo.profile"]
+        assert callable(export) and callable(profile)
+        assert export.export_run and profile.model_table
+    """,
+}
+
+
+@pytest.mark.parametrize("order", [("profile", "export"), ("export", "profile")])
+def test_zoo_profile_and_zoo_export_are_callable_modules_from_the_first_access(order):
+    code = "import sys\nimport zoo\n" + "".join(textwrap.dedent(FIRST_ACCESS[step])
+                                               for step in (*order, "from"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 # ---------------------------------------------------------------------------
@@ -439,7 +474,25 @@ def test_cli_summary_csv(capsys):
     c5 = df.set_index("layer").loc["C5"]
     assert (c5["output"], c5["MACs"], str(c5["receptive field"]), str(c5["jump"])) == (
         "1x1x120", 96_000, "32", "4")
-    assert "1,312,384" in totals_csv   # FLOPs for a batch of 2
+    totals = pd.read_csv(io.StringIO(totals_csv), dtype=str).set_index("quantity")["value"]
+    assert totals["FLOPs (2 x MACs)"] == "1312384"   # for a batch of 2
+
+
+def test_summary_numbers_are_plain_in_csv_and_separated_in_markdown(capsys):
+    assert cli.main(["summary", "lenet5", "--format", "csv"]) == 0
+    csv = capsys.readouterr().out.strip().split("\n\n")[1].splitlines()
+    assert csv == [
+        "quantity,value", "batch size,1", "parameters,60840", "trainable parameters,60000",
+        "non-trainable parameters,840", "multiply-adds (MACs),328096",
+        "FLOPs (2 x MACs),656192", '"other ops (adds, comparisons)",5568',
+        "weight bytes (float32),243360", "inference activation memory (bytes),23520",
+        "inference peak layer,S2", "training activation memory (bytes),43256"]
+    assert cli.main(["summary", "lenet5"]) == 0
+    markdown = capsys.readouterr().out
+    for row in ("| parameters                    | 60,840 ",
+                "| multiply-adds (MACs)          | 328,096 (0.000 G) ",
+                "| inference activation memory   | 23,520 B (0.02 MB, peak at S2) "):
+        assert row in markdown
 
 
 def test_cli_summary_markdown_input_shape_and_plot(capsys, tmp_path):

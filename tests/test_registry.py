@@ -63,4 +63,20 @@ def test_min_input_size_inverts_output_formula(ops, expected):
 def test_model_info_table_lists_every_model():
     df = zoo.registry.model_info_table()
     assert list(df["name"]) == zoo.list_models()
-    assert df.loc[df.name == "alexnet", "params"].item() == "62,378,344"
+    assert df.loc[df.name == "alexnet", "params"].item() == 62_378_344
+
+
+def test_model_info_table_holds_plain_counts_and_shows_them_for_people():
+    df = zoo.registry.model_info_table("resnet1[08]*")   # resnet101, resnet101_v2, resnet18
+    counts = df.set_index("name")[["params", "trainable params"]]
+    assert counts.loc["resnet101"].tolist() == [44_707_176, 44_601_832]
+    # Only the trainable count is published for resnet18.
+    assert counts["params"].isna().tolist() == [False, False, True]
+    assert counts.loc["resnet18", "trainable params"] == 11_689_512
+    markdown = zoo.tables.to_text(df, "markdown")
+    assert "|  44,707,176 |" in markdown and "| 11,689,512* |" in markdown
+    assert "trainable params" not in markdown
+    assert markdown.endswith("\n\n\\* trainable parameters, the only count the source publishes")
+    csv = zoo.tables.to_text(df, "csv").splitlines()
+    assert csv[1].startswith("resnet101,classification,224x224x3,1,44707176,44601832,")
+    assert csv[3].startswith("resnet18,classification,224x224x3,1,,11689512,")

@@ -274,13 +274,30 @@ def test_zoo_train_cli_trains_exports_and_reports(tmp_path, capsys, monkeypatch,
     line = capsys.readouterr().out.strip().splitlines()[-1]
     metrics = json.loads((run / "metrics.json").read_text())
     assert line.startswith(f"lenet5 on digits: test accuracy {metrics['test_accuracy']:.4f} "
-                           f"after 1 epochs, ")
+                           f"after 1 epoch, ")
     assert f", {policy or 'float32'}), run dir {run}, exported to " in line
     info = json.loads((run / "info.json").read_text())
     assert info["settings"]["mixed_precision"] == policy
     exported = line.rsplit("exported to ", 1)[1]
     assert exported == str(tmp_path / "models" / "lenet5" / "1")
     assert (tmp_path / "models" / "lenet5" / "1" / "saved_model.pb").is_file()
+
+
+def test_zoo_train_says_epoch_for_one_and_epochs_for_more(tmp_path, capsys, monkeypatch):
+    def quick_fit(model, splits, *, epochs, run_dir, **kwargs):   # the run files `zoo train` reads
+        os.makedirs(run_dir)
+        with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+            json.dump({"test_accuracy": 0.5, "train_seconds": 1.0}, f)
+        with open(os.path.join(run_dir, "info.json"), "w") as f:
+            json.dump({"settings": {"mixed_precision": None}}, f)
+        quick_fit.last_run_dir = run_dir
+        return pd.DataFrame({"epoch": range(epochs)})
+    monkeypatch.setattr(train, "fit", quick_fit)
+    for epochs, said in ((1, "after 1 epoch, "), (2, "after 2 epochs, ")):
+        assert zoo_main(["train", "lenet5", "--epochs", str(epochs), "--run-dir",
+                         str(tmp_path / f"run{epochs}"), "--quiet"]) == 0
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        assert line.startswith(f"lenet5 on digits: test accuracy 0.5000 {said}")
 
 
 def test_deterministic_runs_repeat_bit_for_bit(tmp_path):

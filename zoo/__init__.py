@@ -27,15 +27,20 @@ from zoo.tables import layer_table  # noqa: E402
 
 # Functions that live in modules with heavier imports, loaded on first use.
 _LAZY = {
-    "profile": ("zoo.profile", "profile"),
-    "export": ("zoo.export", "export"),
     "feature_extractor": ("zoo.features", "feature_extractor"),
 }
+# Modules named after their main function and callable as it
+# (``zoo.common.make_module_callable``): the attribute is the module itself, so that
+# ``zoo.profile(model)`` and ``zoo.profile.model_table()`` both work from the first
+# access on. Importing a submodule binds the package attribute to the module anyway.
+_CALLABLE_MODULES = ("profile", "export")
 
 
 def __getattr__(name):
     import importlib
     import importlib.util
+    if name in _CALLABLE_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
@@ -52,8 +57,8 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY) | set(list_models()))
+    return sorted(set(globals()) | set(_LAZY) | set(_CALLABLE_MODULES) | set(list_models()))
 
 
 __all__ = ["ModelInfo", "get_model", "list_models", "model_info", "layer_table",
-           *_LAZY]
+           *_CALLABLE_MODULES, *_LAZY]

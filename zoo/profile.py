@@ -133,7 +133,31 @@ class Totals:
         return dataclasses.asdict(self)
 
     def to_frame(self) -> pd.DataFrame:
-        """The totals as a two-column ``DataFrame`` (quantity, value), for printing."""
+        """The totals as a two-column ``DataFrame`` (quantity, value) of plain numbers
+        (bytes in bytes), as CSV writes them. Its markdown form
+        (:func:`zoo.tables.to_text`) is for people: thousands separators, MACs and
+        FLOPs also in G, bytes also in MB, the inference peak layer beside its memory."""
+        rows = [
+            ("batch size", self.batch_size),
+            ("parameters", self.params),
+            ("trainable parameters", self.trainable_params),
+            ("non-trainable parameters", self.non_trainable_params),
+            ("multiply-adds (MACs)", self.macs),
+            ("FLOPs (2 x MACs)", self.flops),
+            ("other ops (adds, comparisons)", self.other_ops),
+        ]
+        rows += [(f"weight bytes ({dtype})", n) for dtype, n in sorted(self.weight_bytes.items())]
+        rows += [
+            ("inference activation memory (bytes)", self.inference_activation_bytes),
+            ("inference peak layer", self.inference_peak_layer),
+            ("training activation memory (bytes)", self.training_activation_bytes),
+        ]
+        df = pd.DataFrame(rows, columns=["quantity", "value"])
+        df.attrs["markdown"] = lambda _: self._markdown_frame()
+        return df
+
+    def _markdown_frame(self) -> pd.DataFrame:
+        """The markdown form of :meth:`to_frame`."""
         rows = [
             ("batch size", f"{self.batch_size}"),
             ("parameters", f"{self.params:,}"),
@@ -191,7 +215,8 @@ class Profile:
         return out
 
     def to_text(self, fmt: str = "markdown") -> str:
-        """The per-layer table followed by the totals, as ``markdown`` or ``csv``."""
+        """The per-layer table followed by the totals, as ``markdown`` or ``csv``
+        (plain numbers; markdown writes the totals with thousands separators and units)."""
         from zoo.tables import to_text
         if fmt not in ("markdown", "csv"):
             raise ValueError(f"format must be 'markdown' or 'csv'. Received: {fmt!r}")

@@ -134,7 +134,15 @@ def model_info(name: str) -> ModelInfo:
 
 def model_info_table(pattern: Optional[str] = None):
     """The registry as a ``pandas.DataFrame``: name, task, default input,
-    minimum input, published parameters, paper."""
+    minimum input, published parameters, published trainable parameters, paper.
+
+    ``params`` and ``trainable params`` are plain integers, missing (``<NA>``, an
+    empty CSV cell) where the source publishes no such count: resnet18 and
+    resnet34 have only the trainable count torchvision publishes. The table's
+    markdown form (:func:`zoo.tables.to_text`) has one ``params`` column with
+    thousands separators: the total, or the trainable count marked ``*`` (named in
+    a footnote) where no total is published.
+    """
     import pandas as pd
     records = []
     for name in list_models(pattern):
@@ -143,8 +151,29 @@ def model_info_table(pattern: Optional[str] = None):
             "name": name, "task": info.task,
             "default input": "x".join(str(d) for d in info.default_input_shape),
             "min input": info.min_input_size,
-            "params": f"{info.params:,}" if info.params else "",
+            "params": info.params,
+            "trainable params": info.trainable_params,
             "paper": f"{info.paper} ({info.year})",
         })
-    return pd.DataFrame.from_records(records, columns=["name", "task", "default input",
-                                                        "min input", "params", "paper"])
+    df = pd.DataFrame.from_records(records, columns=["name", "task", "default input",
+                                                     "min input", "params", "trainable params",
+                                                     "paper"])
+    df = df.astype({"params": "Int64", "trainable params": "Int64"})
+    df.attrs["markdown"] = _model_info_markdown
+    return df
+
+
+_TRAINABLE_FOOTNOTE = "\\* trainable parameters, the only count the source publishes"
+
+
+def _model_info_markdown(df):
+    """``model_info_table``'s markdown form: one ``params`` column, thousands separators,
+    the trainable count marked ``*`` where no total is published, and a footnote saying so."""
+    from zoo.tables import thousands
+    only_trainable = df["params"].isna() & df["trainable params"].notna()
+    shown = df.drop(columns="trainable params")
+    shown["params"] = [f"{thousands(t)}*" if mark else thousands(p)
+                       for p, t, mark in zip(df["params"], df["trainable params"],
+                                             only_trainable)]
+    shown.attrs = {"footnotes": [_TRAINABLE_FOOTNOTE]} if only_trainable.any() else {}
+    return shown

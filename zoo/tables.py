@@ -169,9 +169,29 @@ def alexnet_table(model):
 
 
 def to_text(df: pd.DataFrame, fmt: str = "markdown") -> str:
-    """Render a table as ``markdown`` or ``csv``."""
+    """Render a table as ``markdown`` (for people) or ``csv`` (for machines).
+
+    CSV writes the values as they are, numbers plain (``44707176``). A table may
+    carry its markdown form in ``df.attrs["markdown"]``: a function that returns
+    the table to show instead (numbers with thousands separators, marks such as
+    ``*``); the lines of that table's ``attrs["footnotes"]`` follow it, and the
+    columns that are numeric in ``df`` stay right-aligned.
+    """
     if fmt == "csv":
         return df.to_csv(index=False)
     if fmt == "markdown":
-        return df.to_markdown(index=False)
+        render = df.attrs.get("markdown")
+        if render is None:
+            return df.to_markdown(index=False)
+        shown = render(df)
+        align = ["right" if c in df.columns and pd.api.types.is_numeric_dtype(df[c]) else "left"
+                 for c in shown.columns]
+        text = shown.to_markdown(index=False, colalign=align)
+        notes = shown.attrs.get("footnotes", ())
+        return text + "\n\n" + "\n".join(notes) if notes else text
     raise ValueError(f"format must be 'markdown' or 'csv'. Received: {fmt!r}")
+
+
+def thousands(value) -> str:
+    """``44707176`` -> ``"44,707,176"``; a missing value (``None``, ``NA``) -> ``""``."""
+    return "" if pd.isna(value) else f"{value:,}"

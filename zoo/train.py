@@ -1047,7 +1047,8 @@ def configure_train(parser):
             policy = json.load(f)["settings"]["mixed_precision"]
         key = "test_mean_iou" if splits.info.task == "segmentation" else "test_accuracy"
         line = (f"{args.model} on {dataset}: {key.replace('_', ' ')} {metrics[key]:.4f} "
-                f"after {len(history)} epochs, {time.time() - t0:.1f} s "
+                f"after {len(history)} epoch{'' if len(history) == 1 else 's'}, "
+                f"{time.time() - t0:.1f} s "
                 f"(training {metrics['train_seconds']:.1f} s, {policy or 'float32'}), "
                 f"run dir {run_dir}")
         if args.export:

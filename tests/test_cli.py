@@ -111,3 +111,13 @@ def test_an_unknown_option_between_positionals_is_still_refused(capsys):
         cli.parse_args(cli.build_parser("predict"), ["predict", "m", "--topk", "3", "a.png"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "zoo predict: error: unrecognized arguments: --topk 3 a.png\n"
+
+
+def test_a_closed_stdout_ends_the_command_quietly():
+    """`zoo list | head -1`: once the reader is gone, no "Broken pipe" error or traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()                  # the reader goes before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141
+    assert "Broken pipe" not in err and "Traceback" not in err and "Exception" not in err, err

@@ -154,6 +154,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout is gone (`zoo summary resnet50 | head`): stop quietly, as
+        # shell tools do, with stdout sent nowhere so that the flush at exit cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141   # 128 + SIGPIPE, a shell's code for a command ended by a closed pipe
     except SystemExit:
         raise
     except Exception as exc:  # one line, no traceback, for any failure

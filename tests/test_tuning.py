@@ -644,3 +644,182 @@ def test_a_local_cluster_refused_by_its_chief_reports_one_line(tmp_path):
     assert r.stderr.strip().splitlines() == [
         "zoo: error: epochs must be a positive integer. Received: epochs=0"]
     assert os.listdir(tmp_path) == []
+
+
+# -- zoo tune --data-dir / --download ----------------------------------------------------------
+
+_TUNE_SMALL = ["--tuner", "random", "--max-trials", "1", "--epochs", "1", "--fix",
+               "variant=modern", "--fix", "augment=0", "--fix", "batch_size=32"]
+
+
+# tfds' mock splits hold fewer examples than its metadata says: the trial's data has no
+# known length, and Keras says so at the end of the epoch.
+@pytest.mark.filterwarnings("ignore:Your input ran out of data:UserWarning")
+def test_cli_data_dir_and_download_reach_the_loader_and_not_the_fingerprint(
+        tmp_path, monkeypatch, capsys):
+    # Under tfds' mock data every tfds.load call of the search (the probe, the three
+    # splits) gets zoo tune's --data-dir and --download. Where the data lives is not what
+    # it is: the same search with the data in another directory resumes.
+    import tensorflow_datasets as tfds
+
+    from zoo.cli import main
+    calls, real = [], tfds.load
+
+    def load(*args, **kwargs):
+        calls.append((kwargs.get("data_dir"), kwargs.get("download")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tfds, "load", load)
+    runs = tmp_path / "runs"
+    argv = ["tune", "lenet5", "--dataset", "mnist", "--directory", str(runs), "--project",
+            "m", *_TUNE_SMALL]
+    with tfds.testing.mock_data(num_examples=40):
+        assert main(argv + ["--data-dir", str(tmp_path / "a")]) == 0
+        assert calls and set(calls) == {(str(tmp_path / "a"), False)}
+        calls.clear()
+        assert main(argv + ["--data-dir", str(tmp_path / "b"), "--download"]) == 0
+        assert calls and set(calls) == {(str(tmp_path / "b"), True)}
+    out = capsys.readouterr().out
+    assert out.count("best trial 0:") == 2          # resumed: still the one trial
+    assert str(tmp_path) not in (runs / "m" / "search.json").read_text()
+    assert len(pd.read_csv(runs / "m" / "trials.csv")) == 1
+
+
+def test_cli_missing_dataset_error_names_only_options_zoo_tune_has(tmp_path, capsys):
+    # The error for a tfds dataset that is not on disk tells how to get it: --data-dir DIR,
+    # --download. zoo tune takes both; the search writes nothing before the data loads.
+    import argparse
+    import re
+
+    from tuning.search import configure_tune
+    from zoo.cli import main
+    empty = tmp_path / "data"
+    empty.mkdir()
+    code = main(["tune", "lenet5", "--dataset", "mnist", "--data-dir", str(empty),
+                 "--directory", str(tmp_path / "runs"), *_TUNE_SMALL])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"zoo: error: Dataset 'mnist' is not available in {empty} ")
+    advice = re.sub(r"`tfds build [^`]*`", "", lines[0])   # tfds' own command line aside
+    named = set(re.findall(r"(?<![\w-])--[\w-]+", advice))
+    assert {"--data-dir", "--download"} <= named
+    parser = argparse.ArgumentParser()
+    configure_tune(parser)
+    options = {s for action in parser._actions for s in action.option_strings}
+    assert named <= options, named - options
+    assert sorted(os.listdir(tmp_path)) == ["data"] and os.listdir(empty) == []
+
+
+def test_cli_data_dir_and_download_are_zoo_trains_and_reach_every_local_worker():
+    import argparse
+
+    from tuning.search import _argv, configure_tune
+    from zoo.train import configure_train
+    tune, train = argparse.ArgumentParser(), argparse.ArgumentParser()
+    configure_tune(tune)
+    configure_train(train)
+    for dest in ("data_dir", "download"):
+        ours, theirs = ([a for a in p._actions if a.dest == dest][0] for p in (tune, train))
+        assert (ours.option_strings, ours.help, ours.default, ours.nargs) == (
+            theirs.option_strings, theirs.help, theirs.default, theirs.nargs)
+    args = tune.parse_args(["lenet5", "--workers", "2", "--data-dir", "some dir",
+                            "--download"])
+    again = tune.parse_args(_argv(args))     # a chief's or worker's command line
+    assert (again.data_dir, again.download) == ("some dir", True)
+    again = tune.parse_args(_argv(tune.parse_args(["lenet5", "--workers", "2"])))
+    assert (again.data_dir, again.download) == (None, False)
+
+
+# -- import tuning -----------------------------------------------------------------------------
+
+def test_import_tuning_reaches_its_submodules_and_stays_cheap():
+    code = ("import sys, tuning\n"
+            "assert 'keras' not in sys.modules, 'import tuning imported keras'\n"
+            "hm = tuning.hypermodels\n"
+            "assert 'hypermodels' in dir(tuning)\n"
+            "assert hm is sys.modules['tuning.hypermodels'] and hasattr(hm, 'get_hypermodel')\n"
+            "assert callable(tuning.search)\n"
+            "try:\n"
+            "    tuning.no_such_thing\n"
+            "except AttributeError as exc:\n"
+            "    assert str(exc) == \"module 'tuning' has no attribute 'no_such_thing'\"\n"
+            "else:\n"
+            "    raise AssertionError('no AttributeError')\n"
+            "print('ok')\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr[-2000:]
+
+
+# -- stepped float values --------------------------------------------------------------------
+
+def test_clean_float_removes_the_binary_noise_of_stepped_ranges():
+    assert 0.0 + 3 * 0.05 == 0.15000000000000002        # what keras-tuner computes
+    assert hms.clean_float(0.0 + 3 * 0.05, 0.05) == 0.15
+    assert [hms.clean_float(i * 0.1, 0.1) for i in range(6)] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    assert repr(hms.clean_float(-0.3 + 3 * 0.1 - 1e-17, 0.1)) == "0.0"      # not -0.0
+    assert hms.clean_float(0.25 + 0.125, 0.125, 0.25) == 0.375
+    assert hms.clean_float(3e-4 * 10.0 ** 3, 10.0, 3e-4, "log") == 0.3     # 0.30000000000000004
+    assert hms.clean_float(0.123456789123456789, None) == 0.123456789123456789   # continuous
+    assert hms.clean_float(3, 0.1) == 3 and hms.clean_float(True, 0.1) is True
+    f = kt.engine.hyperparameters.Float("x", 0.0, 0.2, step=0.05)
+    assert hms.clean_value(f, f._get_value_by_index(3)) == 0.15
+    assert hms.clean_value(kt.engine.hyperparameters.Fixed("y", 0.15000000000000002),
+                           0.15000000000000002) == 0.15000000000000002   # as the user gave it
+
+
+def test_a_stepped_float_trains_and_is_reported_without_binary_noise(tmp_path, monkeypatch,
+                                                                      capsys):
+    # keras-tuner draws label_smoothing 0 + 3 * 0.05 = 0.15000000000000002 (seed 12): the
+    # model trains with 0.15 and the summary line, the table, trials.csv and best.json say
+    # 0.15; keras-tuner's own trial record keeps its value (its oracles map values back to
+    # steps by floor division, and 0.15 // 0.05 is 2).
+    import importlib
+
+    from zoo.cli import main
+    train = importlib.import_module("zoo.train")
+    real, smoothing = train.compile_model, []
+
+    def compile_model(*args, **kwargs):
+        smoothing.append(kwargs.get("label_smoothing"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "compile_model", compile_model)
+    fixed = [f"{k}={v}" for k, v in {**FIX_ALL, "lr": 0.01}.items() if k != "label_smoothing"]
+    argv = ["tune", "lenet5", "--tuner", "random", "--max-trials", "1", "--epochs", "1",
+            "--seed", "12", "--directory", str(tmp_path), "--project", "ls"]
+    for item in fixed:
+        argv += ["--fix", item]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    project = tmp_path / "ls"
+    recorded = json.loads((project / "trial_0" / "trial.json").read_text())
+    assert recorded["hyperparameters"]["values"]["label_smoothing"] == 0.15000000000000002
+    assert "0.15000000000000002" not in out
+    best_line = [line for line in out.splitlines() if line.startswith("best trial 0:")]
+    assert best_line and best_line[0].endswith(", label_smoothing=0.15)"), best_line
+    assert "0.15000000000000002" not in (project / "trials.csv").read_text()
+    assert pd.read_csv(project / "trials.csv")["label_smoothing"].tolist() == [0.15]
+    best = json.loads((project / "best.json").read_text())
+    assert best["hyperparameters"]["label_smoothing"] == 0.15
+    assert 0.15 in smoothing and 0.15000000000000002 not in smoothing
+
+
+@pytest.mark.parametrize("family, name, set_, want", [
+    ("unet", "dropout", None, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]),
+    ("alexnet", "dropout", None, [round(0.1 * i, 1) for i in range(8)]),
+    ("lenet5", "label_smoothing", {"label_smoothing": "0.1:0.15"}, [0.1, 0.15]),
+    ("lenet5", "augment", None, [0.0, 0.5, 1.0, 1.5, 2.0]),
+])
+def test_a_stepped_range_can_reach_its_top(family, name, set_, want):
+    """keras-tuner counts (max - min) // step + 1 values, one short for 0 .. 0.5 step 0.1
+    (0.5 // 0.1 == 4.0): every value the space table shows must be one a trial can get."""
+    hm = hms.get_hypermodel(family, set=set_)
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    declared = next(p for p in hp.space if p.name == name)
+    got = sorted({hms.clean_float(declared.prob_to_value(q / 400), declared.step,
+                                  declared.min_value, declared.sampling)
+                  for q in range(400)})
+    assert got == want

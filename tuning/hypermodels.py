@@ -32,6 +32,7 @@ value in their valid range (learning rate > 0, dropout in [0, 1), ...).
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
 import weakref
 from typing import Any, Callable, Optional
@@ -45,7 +46,7 @@ __all__ = [
     "Param", "ZooHyperModel", "LeNet5HyperModel", "AlexNetHyperModel", "GoogLeNetHyperModel",
     "InceptionV3HyperModel", "XceptionHyperModel", "ResNetHyperModel", "UNetHyperModel",
     "HYPERMODELS", "get_hypermodel", "parse_assignments", "check_set_fix", "augment_dataset",
-    "rebatch",
+    "rebatch", "clean_float", "clean_value",
 ]
 
 KINDS = ("choice", "float", "int", "boolean", "fixed")
@@ -55,6 +56,36 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
+
+
+def _decimals(x) -> int:
+    """Digits after the decimal point of ``x``'s shortest form: 0.05 -> 2, 1e-05 -> 5."""
+    return max(0, -decimal.Decimal(repr(float(x))).as_tuple().exponent)
+
+
+def clean_float(value, step, min_value=0.0, sampling="linear"):
+    """``value``, drawn from a float range with ``step``, without binary noise.
+
+    keras-tuner computes a stepped value as ``min_value + i * step`` (``min_value *
+    step**i`` for log sampling), which gives e.g. ``0.15000000000000002`` for 3 steps of
+    0.05. A linear value is rounded to the decimals of ``step`` and ``min_value`` (0.15); a
+    log value to 12 significant digits. Continuous values (``step`` None), non-floats and
+    non-finite values are returned as they are.
+    """
+    if step is None or isinstance(value, bool) or not isinstance(value, float) or \
+            not math.isfinite(value):
+        return value
+    if sampling == "linear":
+        return round(value, max(_decimals(step), _decimals(min_value))) + 0.0   # no -0.0
+    return float(f"{value:.12g}") + 0.0
+
+
+def clean_value(hp, value):
+    """``value`` of the keras-tuner hyperparameter ``hp`` as :func:`clean_float` gives it
+    for a stepped ``Float``; any other value as it is."""
+    if isinstance(hp, kt.engine.hyperparameters.Float):
+        return clean_float(value, hp.step, hp.min_value, hp.sampling)
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +142,19 @@ class Param:
             return hp.Int(self.name, int(self.min_value), int(self.max_value),
                           step=int(step) if step else None, sampling=self.sampling,
                           default=self.default)
-        return hp.Float(self.name, self.min_value, self.max_value, step=step,
-                        sampling=self.sampling, default=self.default)
+        # The trial records keras-tuner's value (0.15000000000000002: its oracles map
+        # values back to steps by floor division, which 0.15 would miss); the model
+        # trains with the clean one (0.15), which tuning.search also reports.
+        top = self.max_value
+        if step and self.sampling == "linear":
+            # keras-tuner counts a linear range's values as (max - min) // step + 1, which
+            # floating point makes one short when the top is a multiple of the step
+            # (0.5 // 0.1 == 4.0): 0 .. 0.5 step 0.1 would never try 0.5. A millionth of a
+            # step above the top counts it, and adds no value beyond it.
+            top = self.max_value + step * 1e-6
+        value = hp.Float(self.name, self.min_value, top, step=step,
+                         sampling=self.sampling, default=self.default)
+        return clean_float(value, step, self.min_value, self.sampling)
 
     def describe(self) -> dict:
         """One row of :meth:`ZooHyperModel.describe`."""

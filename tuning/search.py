@@ -208,7 +208,7 @@ def trials_table(oracle, project_dir=None, hp_names=None):
     names = list(hp_names or [])
     for trial_id in order:
         trial = oracle.trials[trial_id]
-        values = trial.hyperparameters.values
+        values = _trial_values(trial)
         row = {"trial": trial_id, "status": str(trial.status)}
         for key in names or [k for k in values if k not in _UNTUNED]:
             row[key] = values.get(key)
@@ -228,6 +228,15 @@ def trials_table(oracle, project_dir=None, hp_names=None):
         return pd.DataFrame(columns=["trial", "status", *names, "score", "best_step",
                                      "seconds", "tuner", "message"])
     return pd.DataFrame.from_records(records)
+
+
+def _trial_values(trial) -> dict:
+    """``trial``'s hyperparameter values as its model trained with them: a stepped float
+    without keras-tuner's binary noise (0.15, not 0.15000000000000002)."""
+    from tuning.hypermodels import clean_value
+    hps = trial.hyperparameters
+    space = {hp.name: hp for hp in hps.space}
+    return {k: clean_value(space.get(k), v) for k, v in hps.values.items()}
 
 
 def _plot(df, path, objective, direction):
@@ -386,9 +395,9 @@ def _check_objective(hypermodel, splits, objective):
 def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_trials=10,
            epochs=10, directory="tuning_runs", project=None, resume=True, overwrite=False,
            set=None, fix=None, export=False, export_dir="saved_models", export_name=None,
-           image_size=None, data_dir=None, seed=0, max_consecutive_failed_trials=3,
-           executions_per_trial=1, jit_compile=False, mixed_precision="auto", callbacks=None,
-           verbose=0, cv=None):
+           image_size=None, data_dir=None, download=False, seed=0,
+           max_consecutive_failed_trials=3, executions_per_trial=1, jit_compile=False,
+           mixed_precision="auto", callbacks=None, verbose=0, cv=None):
     """Run (or resume) a hyperparameter search and return its trials.
 
     Args:
@@ -418,7 +427,11 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         export_name: model name of the export (default: the best model's name).
         image_size: ``(H, W)`` model input; default: the dataset's, raised to the
             family's minimum input size where needed.
-        data_dir: tensorflow-datasets data directory.
+        data_dir: tensorflow-datasets data directory (as in ``zoo.data.load``). Where the
+            data lives, not what it is: not part of the search's fingerprint, so a search
+            resumes (and a worker joins) with the same dataset in another directory.
+        download: let tensorflow-datasets download missing data (as in ``zoo.data.load``;
+            not part of the fingerprint either).
         seed: seed of the tuner and the data pipelines, 0 .. 2**32 - 1.
         max_consecutive_failed_trials: stop after this many failed trials in a row.
         executions_per_trial: trainings per trial (scores are averaged).
@@ -507,7 +520,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
 
     # The data.
     splits, settings = _load(dataset, hypermodel, image_size=image_size, data_dir=data_dir,
-                              seed=seed)
+                              download=download, seed=seed)
     if not isinstance(model, ZooHyperModel):
         hypermodel.input_shape = tuple(splits.info.input_shape)
         hypermodel.num_classes = splits.info.num_classes
@@ -568,7 +581,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     return df
 
 
-def _load(dataset, hypermodel, *, image_size, data_dir, seed):
+def _load(dataset, hypermodel, *, image_size, data_dir, seed, download=False):
     """Splits of ``dataset`` at a size the family accepts, and the dataset's own
     augmentation settings (which the ``augment`` hyperparameter scales)."""
     from zoo import data as zdata
@@ -580,13 +593,14 @@ def _load(dataset, hypermodel, *, image_size, data_dir, seed):
     # The train split loaded with augment=True tells the dataset's own settings
     # (and its default size); the search's pipelines are not augmented.
     _, probe = zdata.load(dataset, "train", image_size=image_size, augment=True,
-                          data_dir=data_dir)
+                          data_dir=data_dir, download=download)
     if image_size is None:
         minimum = hypermodel.min_input_size()
         h, w = probe.input_shape[:2]
         if min(h, w) < minimum:
             image_size = (max(h, minimum), max(w, minimum))
-    splits = zdata.load_splits(dataset, image_size=image_size, data_dir=data_dir, seed=seed)
+    splits = zdata.load_splits(dataset, image_size=image_size, data_dir=data_dir, seed=seed,
+                               download=download)
     return splits, dict(probe.augmentation)
 
 
@@ -691,7 +705,7 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
     model.jit_compile = False
     test = model.evaluate(splits.test, verbose=0, return_dict=True)
     best = {"trial": trial.trial_id, "objective": objective, "score": float(trial.score),
-            "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
+            "hyperparameters": {k: v for k, v in _trial_values(trial).items()
                                 if k not in _UNTUNED},
             "test": {k: float(v) for k, v in test.items()}, "export": None,
             "refit_epochs": refit_epochs, "mixed_precision": hypermodel.mixed_precision}
@@ -740,6 +754,11 @@ def configure_tune(parser):
                         "lo:hi a range (repeatable)")
     parser.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
                         help="fix a hyperparameter (repeatable)")
+    # As zoo train's (zoo.train.configure_train); neither is part of the search's
+    # fingerprint: where the data lives is not what it is.
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
+    parser.add_argument("--download", action="store_true",
+                        help="let tensorflow-datasets download missing data")
     parser.add_argument("--export", action="store_true", help="export the best model")
     parser.add_argument("--export-dir", default="saved_models", metavar="DIR")
     parser.add_argument("--image-size", type=parse_shape, default=None, metavar="H,W")
@@ -794,7 +813,8 @@ def configure_tune(parser):
                     max_trials=args.max_trials, epochs=args.epochs, directory=args.directory,
                     project=args.project, overwrite=args.overwrite, set=set_, fix=fix,
                     export=args.export, export_dir=args.export_dir,
-                    image_size=args.image_size, seed=args.seed, jit_compile=args.jit,
+                    image_size=args.image_size, data_dir=args.data_dir,
+                    download=args.download, seed=args.seed, jit_compile=args.jit,
                     mixed_precision=args.mixed_precision, verbose=args.verbose, cv=args.cv)
         if df is None:
             print(f"worker {args.worker_id}: done")
@@ -849,7 +869,7 @@ def _argv(args):
             "--seed", str(args.seed), "--export-dir", args.export_dir,
             "--verbose", str(args.verbose)]
     for flag, value in (("--dataset", args.dataset), ("--objective", args.objective),
-                        ("--project", args.project)):
+                        ("--project", args.project), ("--data-dir", args.data_dir)):
         if value is not None:
             argv += [flag, value]
     if args.image_size:
@@ -858,6 +878,8 @@ def _argv(args):
         argv += ["--set", item]
     for item in args.fix:
         argv += ["--fix", item]
+    if args.download:   # the chief prepares the data before any worker starts
+        argv.append("--download")
     if args.jit:
         argv.append("--jit")
     argv += ["--mixed-precision", args.mixed_precision]

@@ -823,3 +823,25 @@ def test_a_stepped_range_can_reach_its_top(family, name, set_, want):
                                   declared.min_value, declared.sampling)
                   for q in range(400)})
     assert got == want
+
+
+def test_the_refit_starts_from_the_seeds_weights_whatever_ran_before(monkeypatch):
+    """A cross-validated search's best trial is refitted from seeded weights: the same model
+    whether the search ran in this process or a finished one was resumed in a new one."""
+    import importlib
+    search_module = importlib.import_module("tuning.search")
+    hm = hms.get_hypermodel("lenet5", fix={"variant": "modern"})
+    hm.input_shape, hm.num_classes = (32, 32, 1), 10
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    trial = kt.engine.trial.Trial(hyperparameters=hp)
+    monkeypatch.setattr(hm, "fit", lambda *args, **kwargs: None)   # the weights as built
+    pooled = (np.zeros((4, 32, 32, 1), "float32"), np.zeros(4, "int32"))
+    weights = []
+    for noise in (1, 2):
+        np.random.seed(noise)
+        keras.utils.set_random_seed(noise)        # another history of the process
+        keras.random.uniform((noise,))
+        model = search_module._refit(hm, trial, pooled, 1, seed=7)
+        weights.append([w.copy() for w in model.get_weights()])
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))

@@ -673,6 +673,10 @@ def _refit(hypermodel, trial, pooled, epochs, seed, batch_size=32):
     data = set_num_examples(with_default_autotune(
         tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
         .batch(batch_size).prefetch(tf.data.AUTOTUNE)), len(x))
+    # Seeded here, so the refit's weights do not depend on what ran before in this
+    # process: a finished search resumed in a new process refits the same model.
+    import keras
+    keras.utils.set_random_seed(seed)
     model = hypermodel.build(trial.hyperparameters)
     hypermodel.fit(trial.hyperparameters, model, data, epochs=epochs, verbose=0)
     return model

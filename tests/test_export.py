@@ -3,6 +3,7 @@ precision, versioning, atomicity, zoo.json, the CLI."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -409,6 +410,17 @@ def test_export_run_and_cli(tmp_path, capsys):
 
     assert main(["export", str(tmp_path / "missing")]) == 2
     assert "zoo: error: no such run directory" in capsys.readouterr().err
+    # A .keras file alone: exported, with a note that it has no normalisation or labels.
+    (tmp_path / "alone").mkdir()
+    shutil.copy(run / "model.keras", tmp_path / "alone" / "m.keras")
+    assert main(["export", str(tmp_path / "alone" / "m.keras"), "--base-dir",
+                 str(tmp_path / "models"), "--name", "alone", "--no-lite"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.strip() == os.path.join(str(tmp_path / "models"), "alone", "1")
+    assert printed.err == (f"zoo export: note: no info.json beside {tmp_path / 'alone' / 'm.keras'}"
+                           f": exported without the dataset's normalisation and labels "
+                           f"(clients send the model's own inputs, not raw pixels to "
+                           f"normalise)\n")
     (tmp_path / "notes.keras").write_text("not a model")
     assert main(["export", str(tmp_path / "notes.keras"), "--base-dir",
                  str(tmp_path / "models2")]) == 2

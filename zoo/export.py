@@ -784,10 +784,16 @@ def configure_export(parser):
                         "that zoo.serving runs on CPUs")
 
     def run(args):
+        import sys
         path = export_run(args.source, base_dir=args.base_dir, name=args.name,
                           version=args.version, precision=args.precision,
                           overwrite=args.overwrite, lite=args.lite)
         print(path)
+        beside = os.path.join(os.path.dirname(os.path.abspath(args.source)), "info.json")
+        if os.path.isfile(args.source) and not os.path.isfile(beside):
+            print(f"zoo export: note: no info.json beside {args.source}: exported without "
+                  f"the dataset's normalisation and labels (clients send the model's own "
+                  f"inputs, not raw pixels to normalise)", file=sys.stderr)
         return 0
 
     return run

@@ -385,7 +385,7 @@ def test_a_version_that_cannot_load_leaves_the_previous_one_answering(server, lo
             "model 'lenet5' version 2 could not be loaded: ")
         r = c.post("/v1/models/lenet5/versions/2:predict", json={"instances": x.tolist()})
         assert r.status_code == 503 and r.json()["error"] == status[0]["status"]["error_message"]
-        assert str(base) not in r.text and "lenet5/2/saved_model.pb" in r.text
+        assert str(base) not in r.text and "file 'lenet5/2/saved_model.pb'" in r.text
         log = (base / "server.log").read_text()
         assert log.count("model 'lenet5' version 2 could not be loaded") == 1, log[-2000:]
 

@@ -232,8 +232,10 @@ class ModelStore:
                 except Exception as exc:
                     # The message names the files under the served directory, not where
                     # that directory is.
+                    # TensorFlow names files as bytes (b'/srv/models/m/2/saved_model.pb').
+                    text = re.sub(r"\bb'([^']*)'", r"'\1'", str(exc))
                     error = (f"model {name!r} version {version} could not be loaded: "
-                             f"{str(exc).replace(self.base_dir + os.sep, '')}")
+                             f"{text.replace(self.base_dir + os.sep, '')}")
                     with self._lock:
                         self._failed[key] = (error, stamp)
                     _log.warning("%s", error)

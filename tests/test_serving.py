@@ -99,11 +99,13 @@ def test_files_bytes_and_mixed_sizes(servable, tmp_path):
     png_small, png_large = tmp_path / "a.png", tmp_path / "b.png"
     Image.fromarray(small).save(png_small)
     Image.fromarray(large).save(png_large)
-    # An RGB JPEG is converted to the model's one channel on decoding.
+    # An RGB JPEG is converted to the model's one channel on decoding, as the training
+    # pipeline of a folder dataset decodes it (tests/test_skew.py).
     rgb = rng.randint(0, 256, (16, 16, 3)).astype("uint8")
     jpeg = tmp_path / "c.jpg"
     Image.fromarray(rgb).save(jpeg, quality=95)
-    grey_jpeg = np.asarray(Image.open(jpeg).convert("L"))[..., None]
+    from zoo.data import _decode
+    grey_jpeg = _decode(tf.constant(str(jpeg)), 1).numpy()
 
     out = servable.predict([png_small, str(png_large), jpeg])
     assert out["probabilities"].shape == (3, 10)

@@ -530,7 +530,18 @@ def _find_split_dir(root, split):
 
 
 def _decode(path, channels):
-    data = tf.io.read_file(path)
+    return _decode_bytes(tf.io.read_file(path), channels)
+
+
+def _decode_bytes(data, channels):
+    """Encoded image bytes (a string tensor) -> uint8 ``[H, W, channels]``, exactly as the
+    folder datasets' pipelines decode their files (``channels`` 1 or 3).
+
+    ``zoo.serving.decode_image`` decodes PNG, JPEG, GIF and BMP images with this function
+    too, so that a served model sees the pixels it was trained on: TensorFlow's JPEG decoder
+    (its default, libjpeg's fast integer IDCT) and grey conversions differ from Pillow's by
+    a few levels.
+    """
     # The op's name lets _decode_failure recognise TensorFlow's error when a file fails.
     if channels != 1:
         return tf.io.decode_image(data, channels=channels, expand_animations=False,

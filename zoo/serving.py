@@ -109,15 +109,47 @@ def resolve_version_dir(path) -> tuple:
 # Decoding images.
 
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+#: The first bytes of the formats a ``folder:`` dataset's training pipeline reads (PNG,
+#: JPEG, GIF, BMP): :func:`decode_image` decodes these with that pipeline's TensorFlow code.
+_TRAINING_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+
+
+def _own_mode(img) -> str:
+    """The Pillow mode ``decode_image(data)`` (no ``channels``) returns an image in."""
+    if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+        return "L"
+    if img.mode in ("L", "RGB", "RGBA"):
+        return img.mode
+    return "RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB"
+
+
+def _decode_as_trained(raw: bytes, channels: int):
+    """``raw`` decoded by the training pipeline's own function (``zoo.data``), or ``None``
+    where TensorFlow cannot decode it (e.g. CMYK JPEG to grey, 8-bit BMP)."""
+    import tensorflow as tf
+    from zoo.data import _decode_bytes
+    try:
+        return _decode_bytes(tf.constant(raw), channels).numpy()
+    except tf.errors.OpError:
+        return None
 
 
 def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
     """Decode PNG/JPEG (any format Pillow reads) bytes or a file path to ``[H, W, C]`` uint8.
 
+    PNG, JPEG, GIF and BMP images that end up with 1 or 3 channels are decoded exactly as
+    ``zoo train --dataset folder:PATH`` decodes its files (TensorFlow's decoders, through
+    ``zoo.data``), so that a served model sees the pixels it learned on: Pillow's JPEG
+    decoder (libjpeg's accurate IDCT, greyscale converted from RGB) differs from
+    TensorFlow's (fast IDCT, libjpeg's own luma) by up to about 10 levels, and its grey
+    conversion of RGB images rounds where TensorFlow's truncates. Other formats (WebP,
+    TIFF, ...), 4-channel results, and files TensorFlow cannot decode are read with Pillow.
+    EXIF orientation is ignored, as in training.
+
     Args:
         data: encoded image bytes, or a path.
         channels: 1, 3 or 4 to convert to (greyscale, RGB, RGBA); ``None`` keeps the
-            image's own (palette images become RGB/RGBA).
+            image's own (palette images become RGB/RGBA, 16-bit grey 8-bit grey).
 
     Raises:
         ValueError: the data is not an image Pillow can decode, or bad ``channels``.
@@ -128,28 +160,32 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
         raise ValueError(f"images can be converted to 1, 3 or 4 channels; this model takes "
                          f"{channels}.")
     if isinstance(data, (bytes, bytearray, memoryview)):
-        source, what = io.BytesIO(bytes(data)), "the image bytes"
+        raw, what = bytes(data), "the image bytes"
+        source = io.BytesIO(raw)
     else:
         path = os.fspath(data)
         if os.path.isdir(path):
             raise IsADirectoryError(f"{path} is a directory, not an image file")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no such image file: {path}")
+        with open(path, "rb") as f:
+            raw = f.read()
         source, what = path, path
     try:
+        # Opening reads the header only (and refuses decompression bombs).
         with Image.open(source) as img:
-            img.load()
-            if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
-                # 16-bit grey: to 8 bits by the high byte, as TensorFlow's decoders do
-                # (Pillow's own conversion to "L" clips every value above 255 to 255).
-                img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8)
-                                      .astype(np.uint8), "L")
-            if channels is None:
-                mode = img.mode if img.mode in ("L", "RGB", "RGBA") else (
-                    "RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
-            else:
-                mode = _MODES[channels]
-            array = np.asarray(img.convert(mode))
+            mode = _MODES[channels] if channels is not None else _own_mode(img)
+            array = None
+            if mode != "RGBA" and raw.startswith(_TRAINING_SIGNATURES):
+                array = _decode_as_trained(raw, 1 if mode == "L" else 3)
+            if array is None:
+                img.load()
+                if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+                    # 16-bit grey: to 8 bits by the high byte, as TensorFlow's decoders do
+                    # (Pillow's own conversion to "L" clips every value above 255 to 255).
+                    img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8)
+                                          .astype(np.uint8), "L")
+                array = np.asarray(img.convert(mode))
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
             ValueError) as exc:
         raise ValueError(f"could not decode {what} as an image (PNG, JPEG, ...): {exc}") \

@@ -1,0 +1,189 @@
+"""Train/serve skew: the serving path's decoder (``zoo.serving.decode_image``, used by
+``Servable.predict``, ``zoo predict`` and ``zoo serve``'s ``{"b64": ...}`` inputs) must give
+the pixels the training pipeline of a ``folder:`` dataset (``zoo.data._decode`` in a
+``tf.data`` map) gives for the same file, exactly.
+
+Before serving decoded with the training pipeline's own function, Pillow's decoding
+differed: every JPEG by up to 9 levels (Pillow's accurate IDCT against TensorFlow's
+default fast one; for one channel also Pillow's RGB -> L against libjpeg's own luma), and
+the grey conversion of RGB PNG, palette PNG, GIF and BMP by 1 level in 17-67% of pixels
+(Pillow rounds, libpng and ``tf.image.rgb_to_grayscale`` truncate), which was a bias of
+about half a level in the mean.
+"""
+
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from zoo import data, serving  # noqa: E402
+
+
+def _photo(h, w, seed=0):
+    """Gradients, hard colour edges and noise: content on which decoders disagree."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = 128 + 100 * np.sin(x / 5.0 + y / 9.0)
+    g = 128 + 90 * np.cos(y / 4.0) * np.sin(x / 11.0)
+    b = 255.0 * ((x // 7 + y // 5) % 2)
+    img = np.stack([r, g, b], -1) + rng.normal(0, 12, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _png16(path, arr16, color_type):
+    """A 16-bit PNG written by hand (Pillow cannot write 16-bit RGB)."""
+    h, w = arr16.shape[:2]
+    raw = b"".join(b"\x00" + arr16[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _build(d):
+    """The files, odd-sized (37 wide, 53 high), in every form a dataset folder may hold."""
+    h, w = 53, 37
+    rgb = _photo(h, w)
+    im = Image.fromarray(rgb)
+    alpha = (np.arange(w)[None, :] * 7 % 256).repeat(h, 0).astype(np.uint8)
+    rgba = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+    palette = im.quantize(64)
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # orientation: rotated 90 degrees
+    files = {
+        "baseline_q50.jpg": (im, {"quality": 50}),
+        "baseline_q75.jpg": (im, {"quality": 75}),
+        "baseline_q95.jpg": (im, {"quality": 95}),
+        "big_q90.jpg": (Image.fromarray(_photo(96, 131, seed=1)), {"quality": 90}),
+        "progressive.jpg": (im, {"quality": 85, "progressive": True}),
+        "s444.jpg": (im, {"quality": 90, "subsampling": 0}),
+        "s422.jpg": (im, {"quality": 90, "subsampling": 1}),
+        "s420.jpg": (im, {"quality": 90, "subsampling": 2}),
+        "grey.jpg": (im.convert("L"), {"quality": 85}),
+        "cmyk.jpg": (im.convert("CMYK"), {"quality": 90}),
+        "exif_orientation_6.jpg": (im, {"quality": 90, "exif": exif.tobytes()}),
+        "rgb.png": (im, {}),
+        "rgba.png": (rgba, {}),
+        "palette.png": (palette, {}),
+        "palette_transparent.png": (palette, {"transparency": 3}),
+        "grey.png": (im.convert("L"), {}),
+        "bilevel.png": (im.convert("1"), {}),
+        "grey16.png": (Image.fromarray((rgb[..., 0].astype(np.uint16) * 257
+                                        + rgb[..., 1]).astype(np.uint16)), {}),
+        "grey_alpha.png": (Image.merge("LA", (im.convert("L"), Image.fromarray(alpha))), {}),
+        "photo.gif": (im, {}),
+        "photo.bmp": (im, {}),
+        "rgba.bmp": (rgba, {}),
+    }
+    paths = {}
+    for name, (image, options) in files.items():
+        paths[name] = os.path.join(d, name)
+        image.save(paths[name], **options)
+    paths["rgb16.png"] = os.path.join(d, "rgb16.png")
+    _png16(paths["rgb16.png"], rgb.astype(np.uint16) * 257 + rgb[..., ::-1], 2)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return _build(str(tmp_path_factory.mktemp("skew")))
+
+
+def _trained_on(path, channels):
+    """The pixels ``zoo train --dataset folder:...`` trains on: zoo.data's decoding in a
+    tf.data map, as the folder pipelines run it (a dataset of that many channels)."""
+    ds = tf.data.Dataset.from_tensor_slices([str(path)]).map(
+        lambda p: data._decode(p, channels))
+    return next(iter(ds)).numpy()
+
+
+NAMES = ["baseline_q50.jpg", "baseline_q75.jpg", "baseline_q95.jpg", "big_q90.jpg",
+         "progressive.jpg", "s444.jpg", "s422.jpg", "s420.jpg", "grey.jpg", "cmyk.jpg",
+         "exif_orientation_6.jpg", "rgb.png", "rgba.png", "palette.png",
+         "palette_transparent.png", "grey.png", "bilevel.png", "grey16.png", "rgb16.png",
+         "grey_alpha.png", "photo.gif", "photo.bmp", "rgba.bmp"]
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("name", NAMES)
+def test_serving_decodes_the_pixels_training_read(files, name, channels):
+    if name == "cmyk.jpg" and channels == 1:
+        pytest.skip("TensorFlow cannot decode a CMYK JPEG to grey: training fails on it "
+                    "(see test_a_file_training_cannot_read_still_serves)")
+    want = _trained_on(files[name], channels)
+    for source in (files[name], open(files[name], "rb").read()):   # a path; b64 bytes
+        got = serving.decode_image(source, channels)
+        assert got.dtype == np.uint8 and got.shape == want.shape
+        diff = np.abs(got.astype(int) - want.astype(int))
+        assert diff.max() == 0, (f"{name}, {channels} channel(s): max difference "
+                                 f"{diff.max()}, mean {diff.mean():.3f}")
+
+
+@pytest.mark.parametrize("name, channels", [("s420.jpg", 3), ("grey.jpg", 1),
+                                            ("rgb.png", 3), ("grey.png", 1),
+                                            ("grey16.png", 1), ("photo.gif", 3),
+                                            ("photo.bmp", 3), ("palette.png", 3)])
+def test_the_images_own_channels_decode_as_trained(files, name, channels):
+    """``zoo predict`` decodes each file in its own channels (``channels=None``) and uses
+    that array when the model takes as many: it must be the training pixels too."""
+    got = serving.decode_image(files[name])
+    np.testing.assert_array_equal(got, _trained_on(files[name], channels))
+
+
+def test_exif_orientation_is_ignored_as_in_training(files):
+    """Training does not rotate by the EXIF orientation tag; serving must not either."""
+    assert Image.open(files["exif_orientation_6.jpg"]).getexif()[0x0112] == 6
+    got = serving.decode_image(files["exif_orientation_6.jpg"], 3)
+    assert got.shape == (53, 37, 3)
+    np.testing.assert_array_equal(got, serving.decode_image(files["s420.jpg"], 3))
+
+
+def test_a_file_training_cannot_read_still_serves(files, tmp_path):
+    """Files TensorFlow's decoders refuse (a CMYK JPEG to grey, alpha WebP) are no
+    training data (a folder pipeline fails on them): serving reads them with Pillow."""
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _trained_on(files["cmyk.jpg"], 1)
+    grey = serving.decode_image(files["cmyk.jpg"], 1)
+    want = np.asarray(Image.open(files["cmyk.jpg"]).convert("L"))[..., None]
+    np.testing.assert_array_equal(grey, want)
+    webp = tmp_path / "alpha.webp"
+    Image.open(files["rgba.png"]).save(webp, lossless=True)
+    assert serving.decode_image(str(webp), 3).shape == (53, 37, 3)
+    assert serving.decode_image(str(webp)).shape == (53, 37, 4)
+
+
+def test_a_served_jpeg_predicts_as_its_training_pixels(files, tmp_path):
+    """End to end: an export of a 3-channel folder-trained model predicts a JPEG's bytes
+    (as ``{"b64": ...}`` carries them) exactly as the pixels training read from it."""
+    import keras
+
+    import zoo
+    info = data.DatasetInfo(name="folder:x", task="classification", num_classes=3,
+                            labels=["a", "b", "c"], input_shape=(16, 16, 3),
+                            mean=[120.0, 110.0, 100.0], std=[60.0, 60.0, 60.0],
+                            raw_shape=(None, None, 3))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(3),
+                              keras.layers.Softmax()])
+    zoo.export(model, tmp_path / "models", name="tiny", info=info)
+    servable = serving.load(tmp_path / "models" / "tiny", runtime="tensorflow",
+                            jit_compile=False)
+    path = files["baseline_q95.jpg"]
+    want = servable.predict(_trained_on(path, 3))["probabilities"]
+    got = servable.predict(open(path, "rb").read())["probabilities"]
+    np.testing.assert_array_equal(got, want)
+    pillow = np.asarray(Image.open(path).convert("RGB"))
+    assert not np.array_equal(servable.predict(pillow)["probabilities"], want)

@@ -547,11 +547,15 @@ def _decode_bytes(data, channels):
         return tf.io.decode_image(data, channels=channels, expand_animations=False,
                                   name=_DECODE_OP)
     # TensorFlow decodes GIF and BMP files to 3 or 4 channels only (channels=1 fails for
-    # them): those are decoded as they are and turned grey here (alpha dropped); PNG and JPEG
-    # keep their decoders' own grey conversion.
+    # them), and CMYK JPEGs to RGB only ("Unsupported color conversion request"): those are
+    # decoded in colour and turned grey here (alpha dropped); PNG and other JPEGs keep their
+    # decoders' own grey conversion.
     head = tf.strings.substr(data, 0, 3)
     gif_or_bmp = tf.logical_or(tf.equal(head, "GIF"), tf.equal(tf.strings.substr(head, 0, 2),
                                                                  "BM"))
+    cmyk = tf.cond(tf.io.is_jpeg(data),   # four components in its frame header
+                   lambda: tf.equal(tf.io.extract_jpeg_shape(data, name=_DECODE_OP)[2], 4),
+                   lambda: tf.constant(False))
 
     def grey_of_native():
         native = tf.io.decode_image(data, channels=0, expand_animations=False,
@@ -560,7 +564,7 @@ def _decode_bytes(data, channels):
                        lambda: tf.image.rgb_to_grayscale(native[..., :3]),
                        lambda: native[..., :1])
 
-    img = tf.cond(gif_or_bmp, grey_of_native,
+    img = tf.cond(tf.logical_or(gif_or_bmp, cmyk), grey_of_native,
                   lambda: tf.io.decode_image(data, channels=1, expand_animations=False,
                                              name=_DECODE_OP))
     img.set_shape([None, None, 1])

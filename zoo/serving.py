@@ -125,7 +125,7 @@ def _own_mode(img) -> str:
 
 def _decode_as_trained(raw: bytes, channels: int):
     """``raw`` decoded by the training pipeline's own function (``zoo.data``), or ``None``
-    where TensorFlow cannot decode it (e.g. CMYK JPEG to grey, 8-bit BMP)."""
+    where TensorFlow cannot decode it (BMP variants its decoder does not read, say)."""
     import tensorflow as tf
     from zoo.data import _decode_bytes
     try:

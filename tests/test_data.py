@@ -393,7 +393,8 @@ def test_folder_file_that_is_no_image_is_named(tmp_path):
     root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}})
     (root / "train" / "b" / "notes.png").write_text("not an image\n")
     with pytest.raises(ValueError, match=f"'{root}/train/b/notes.png' is not an image: its "
-                                         "first bytes are no PNG, JPEG, GIF or BMP signature"):
+                                         "first bytes are no PNG, JPEG, GIF, BMP or WebP "
+                                         "signature"):
         data.load_splits(f"folder:{root}")
     # Every format decode_image reads passes the check, whatever its extension.
     (root / "train" / "b" / "notes.png").unlink()
@@ -435,6 +436,30 @@ def test_a_greyscale_folder_reads_gif_and_bmp_files(tmp_path):
     assert splits.info.input_shape[-1] == 1 and splits.info.splits["train"] >= 5
     images, _ = next(iter(splits.train.unbatch().batch(64)))
     assert images.shape[-1] == 1
+
+
+def test_folder_datasets_read_webp_files_in_colour_and_grey(tmp_path):
+    """.webp files are listed and decoded (TensorFlow reads WebP in its own channels only:
+    the pipeline drops an alpha channel, and turns the colour grey for one channel)."""
+    root = tmp_path / "w"
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    alpha = rng.integers(1, 256, (8, 8, 1), dtype=np.uint8)   # (fully clear pixels lose
+    # their colour in the encoder)
+    for label in ("a", "b"):
+        os.makedirs(root / "train" / label)
+        Image.fromarray(rgb).save(root / "train" / label / "p.webp", lossless=True)
+        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(root / "train" / label / "q.webp",
+                                                              lossless=True)
+    for name in ("p.webp", "q.webp"):
+        path = str(root / "train" / "a" / name)
+        np.testing.assert_array_equal(data._decode(path, 3).numpy(), rgb)
+        np.testing.assert_array_equal(data._decode(path, 1).numpy(),
+                                      tf.image.rgb_to_grayscale(rgb).numpy())
+    for channels in (3, 1):
+        splits = data.load_splits(f"folder:{root}", channels=channels)
+        images, _ = next(iter(splits.train.unbatch().batch(64)))
+        assert splits.info.splits["train"] >= 3 and images.shape[-1] == channels
 
 
 def test_folder_image_that_cannot_be_decoded(tmp_path):

@@ -86,6 +86,10 @@ def _build(d):
         "photo.gif": (im, {}),
         "photo.bmp": (im, {}),
         "rgba.bmp": (rgba, {}),
+        "lossy.webp": (im, {"quality": 80}),
+        "lossless.webp": (im, {"lossless": True}),
+        "rgba.webp": (rgba, {"lossless": True}),
+        "grey.webp": (im.convert("L"), {"quality": 80}),
     }
     paths = {}
     for name, (image, options) in files.items():
@@ -113,7 +117,8 @@ NAMES = ["baseline_q50.jpg", "baseline_q75.jpg", "baseline_q95.jpg", "big_q90.jp
          "progressive.jpg", "s444.jpg", "s422.jpg", "s420.jpg", "grey.jpg", "cmyk.jpg",
          "exif_orientation_6.jpg", "rgb.png", "rgba.png", "palette.png",
          "palette_transparent.png", "grey.png", "bilevel.png", "grey16.png", "rgb16.png",
-         "grey_alpha.png", "photo.gif", "photo.bmp", "rgba.bmp"]
+         "grey_alpha.png", "photo.gif", "photo.bmp", "rgba.bmp", "lossy.webp",
+         "lossless.webp", "rgba.webp", "grey.webp"]
 
 
 @pytest.mark.parametrize("channels", [3, 1])
@@ -158,13 +163,15 @@ def test_a_cmyk_jpeg_in_a_greyscale_dataset_is_its_colour_decode_turned_grey(fil
         tf.io.decode_jpeg(open(files["cmyk.jpg"], "rb").read(), channels=1)
 
 
-def test_a_file_training_cannot_read_still_serves(files, tmp_path):
-    """Files TensorFlow's decoders refuse (alpha WebP) are no training data (a folder
-    pipeline does not list them): serving reads them with Pillow."""
-    webp = tmp_path / "alpha.webp"
-    Image.open(files["rgba.png"]).save(webp, lossless=True)
-    assert serving.decode_image(str(webp), 3).shape == (53, 37, 3)
-    assert serving.decode_image(str(webp)).shape == (53, 37, 4)
+def test_webp_decodes_as_its_colour_for_any_channel_count(files):
+    """TensorFlow decodes WebP to its own channels only (3, or 4 with alpha): training reads
+    it that way, drops the alpha and turns it grey for one channel; an RGBA result (no
+    training equivalent) stays Pillow's."""
+    rgb = _trained_on(files["rgba.webp"], 3)
+    np.testing.assert_array_equal(rgb, np.asarray(Image.open(files["rgba.webp"]))[..., :3])
+    np.testing.assert_array_equal(_trained_on(files["rgba.webp"], 1),
+                                  tf.image.rgb_to_grayscale(rgb).numpy())
+    assert serving.decode_image(files["rgba.webp"]).shape == (53, 37, 4)
 
 
 def test_a_served_jpeg_predicts_as_its_training_pixels(files, tmp_path):

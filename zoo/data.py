@@ -472,7 +472,7 @@ def _tfds_source(name, data_dir=None, download=False):
 
 # --- local folders --------------------------------------------------------------------
 
-_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 # The first bytes of the image formats TensorFlow's decode_image reads.
@@ -490,14 +490,14 @@ def _is_image_file(path) -> bool:
 
 def _image_files(folder):
     """The image files in ``folder``, sorted; a file with an image extension that is not
-    an image (its first bytes are no PNG, JPEG, GIF or BMP signature) raises."""
+    an image (its first bytes are no PNG, JPEG, GIF, BMP or WebP signature) raises."""
     paths = sorted(os.path.join(folder, f) for f in os.listdir(folder)
                    if f.lower().endswith(_IMAGE_EXT))
     for path in paths:
         if not _is_image_file(path):
-            raise ValueError(f"{path!r} is not an image: its first bytes are no PNG, JPEG, GIF "
-                             "or BMP signature. Remove or replace the file (dataset folders "
-                             "hold .png, .jpg, .jpeg, .bmp and .gif images).")
+            raise ValueError(f"{path!r} is not an image: its first bytes are no PNG, JPEG, GIF, "
+                             "BMP or WebP signature. Remove or replace the file (dataset "
+                             "folders hold .png, .jpg, .jpeg, .bmp, .gif and .webp images).")
     return paths
 
 
@@ -543,11 +543,22 @@ def _decode_bytes(data, channels):
     a few levels.
     """
     # The op's name lets _decode_failure recognise TensorFlow's error when a file fails.
+    # TensorFlow decodes WebP files to their own channels only (3, or 4 with alpha; any
+    # other count fails): decoded as they are, alpha dropped, and for one channel turned
+    # grey below.
+    webp = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 4), "RIFF"),
+                          tf.equal(tf.strings.substr(data, 8, 4), "WEBP"))
     if channels != 1:
-        return tf.io.decode_image(data, channels=channels, expand_animations=False,
-                                  name=_DECODE_OP)
-    # TensorFlow decodes GIF and BMP files to 3 or 4 channels only (channels=1 fails for
-    # them), and CMYK JPEGs to RGB only ("Unsupported color conversion request"): those are
+        img = tf.cond(
+            webp,
+            lambda: tf.io.decode_image(data, channels=0, expand_animations=False,
+                                       name=_DECODE_OP)[..., :3],
+            lambda: tf.io.decode_image(data, channels=channels, expand_animations=False,
+                                       name=_DECODE_OP))
+        img.set_shape([None, None, channels])
+        return img
+    # TensorFlow decodes GIF, BMP and WebP files to 3 or 4 channels only (channels=1 fails
+    # for them), and CMYK JPEGs to RGB only ("Unsupported color conversion request"): those are
     # decoded in colour and turned grey here (alpha dropped); PNG and other JPEGs keep their
     # decoders' own grey conversion.
     head = tf.strings.substr(data, 0, 3)
@@ -564,7 +575,7 @@ def _decode_bytes(data, channels):
                        lambda: tf.image.rgb_to_grayscale(native[..., :3]),
                        lambda: native[..., :1])
 
-    img = tf.cond(tf.logical_or(gif_or_bmp, cmyk), grey_of_native,
+    img = tf.cond(tf.logical_or(tf.logical_or(gif_or_bmp, webp), cmyk), grey_of_native,
                   lambda: tf.io.decode_image(data, channels=1, expand_animations=False,
                                              name=_DECODE_OP))
     img.set_shape([None, None, 1])
@@ -617,7 +628,7 @@ def _classification_folder(root, name):
                 found = _image_files(sub)
                 if not found and split == "train":
                     raise ValueError(f"Class folder {sub!r} has no images (.png, .jpg, .jpeg, "
-                                     ".bmp, .gif); every class needs training images. Add "
+                                     ".bmp, .gif, .webp); every class needs training images. Add "
                                      "some or remove the folder.")
                 paths += found
                 ys += [k] * len(found)

@@ -110,7 +110,8 @@ def resolve_version_dir(path) -> tuple:
 
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 #: The first bytes of the formats a ``folder:`` dataset's training pipeline reads (PNG,
-#: JPEG, GIF, BMP): :func:`decode_image` decodes these with that pipeline's TensorFlow code.
+#: JPEG, GIF, BMP; and WebP, RIFF....WEBP): :func:`decode_image` decodes these with that
+#: pipeline's TensorFlow code.
 _TRAINING_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 
 
@@ -137,13 +138,13 @@ def _decode_as_trained(raw: bytes, channels: int):
 def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
     """Decode PNG/JPEG (any format Pillow reads) bytes or a file path to ``[H, W, C]`` uint8.
 
-    PNG, JPEG, GIF and BMP images that end up with 1 or 3 channels are decoded exactly as
+    PNG, JPEG, GIF, BMP and WebP images that end up with 1 or 3 channels are decoded exactly as
     ``zoo train --dataset folder:PATH`` decodes its files (TensorFlow's decoders, through
     ``zoo.data``), so that a served model sees the pixels it learned on: Pillow's JPEG
     decoder (libjpeg's accurate IDCT, greyscale converted from RGB) differs from
     TensorFlow's (fast IDCT, libjpeg's own luma) by up to about 10 levels, and its grey
-    conversion of RGB images rounds where TensorFlow's truncates. Other formats (WebP,
-    TIFF, ...), 4-channel results, and files TensorFlow cannot decode are read with Pillow.
+    conversion of RGB images rounds where TensorFlow's truncates. Other formats (TIFF,
+    ...), 4-channel results, and files TensorFlow cannot decode are read with Pillow.
     EXIF orientation is ignored, as in training.
 
     Args:
@@ -176,7 +177,8 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
         with Image.open(source) as img:
             mode = _MODES[channels] if channels is not None else _own_mode(img)
             array = None
-            if mode != "RGBA" and raw.startswith(_TRAINING_SIGNATURES):
+            if mode != "RGBA" and (raw.startswith(_TRAINING_SIGNATURES) or (
+                    raw[:4] == b"RIFF" and raw[8:12] == b"WEBP")):
                 array = _decode_as_trained(raw, 1 if mode == "L" else 3)
             if array is None:
                 img.load()

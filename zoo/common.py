@@ -135,6 +135,18 @@ def check_weights(model_name: str, weights, published: Sequence[str] = ()) -> No
                      f"Received: weights={weights!r}")
 
 
+# The first bytes of the image formats TensorFlow's decode_image reads (and WebP's,
+# RIFF....WEBP, in has_image_signature).
+_IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM",
+                     b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
+
+
+def has_image_signature(head: bytes) -> bool:
+    """Whether ``head`` (an image's first 12 bytes or more) starts with the signature of a
+    format TensorFlow decodes: the files a folder dataset's pipeline reads."""
+    return head.startswith(_IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
 def check_keras_file(path) -> None:
     """Raise a clear error unless ``path`` can be a Keras ``.keras`` file (a zip archive);
     Keras' own answer to another file is "File not found"."""

@@ -33,6 +33,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from zoo.common import has_image_signature
+
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "make_shapes", "digits_arrays", "OFFLINE_DATASETS",
            "autotune_by_default", "without_autotune", "with_default_autotune"]
@@ -475,17 +477,13 @@ def _tfds_source(name, data_dir=None, download=False):
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
-# The first bytes of the image formats TensorFlow's decode_image reads.
-_IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM",
-                     b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
 _DECODE_OP = "zoo_decode_image"
 
 
 def _is_image_file(path) -> bool:
     """Whether ``path`` starts with the signature of a format TensorFlow decodes."""
     with open(path, "rb") as f:
-        head = f.read(12)
-    return head.startswith(_IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+        return has_image_signature(f.read(12))
 
 
 def _image_files(folder):
@@ -537,8 +535,8 @@ def _decode_bytes(data, channels):
     """Encoded image bytes (a string tensor) -> uint8 ``[H, W, channels]``, exactly as the
     folder datasets' pipelines decode their files (``channels`` 1 or 3).
 
-    ``zoo.serving.decode_image`` decodes PNG, JPEG, GIF and BMP images with this function
-    too, so that a served model sees the pixels it was trained on: TensorFlow's JPEG decoder
+    ``zoo.serving.decode_image`` decodes PNG, JPEG, GIF, BMP and WebP images with this
+    function too, so that a served model sees the pixels it was trained on: TensorFlow's JPEG decoder
     (its default, libjpeg's fast integer IDCT) and grey conversions differ from Pillow's by
     a few levels.
     """

@@ -48,7 +48,7 @@ from typing import Optional
 import numpy as np
 
 from zoo.cli import number_type
-from zoo.common import atomic_write, exception_line
+from zoo.common import atomic_write, exception_line, has_image_signature
 from zoo.export import (INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME, ZOO_JSON,
                         latest_version, list_versions)
 
@@ -109,15 +109,15 @@ def resolve_version_dir(path) -> tuple:
 # Decoding images.
 
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
-#: The first bytes of the formats a ``folder:`` dataset's training pipeline reads (PNG,
-#: JPEG, GIF, BMP; and WebP, RIFF....WEBP): :func:`decode_image` decodes these with that
-#: pipeline's TensorFlow code.
-_TRAINING_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+
+
+def _sixteen_bit_grey(img) -> bool:
+    return img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG")
 
 
 def _own_mode(img) -> str:
     """The Pillow mode ``decode_image(data)`` (no ``channels``) returns an image in."""
-    if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+    if _sixteen_bit_grey(img):
         return "L"
     if img.mode in ("L", "RGB", "RGBA"):
         return img.mode
@@ -177,12 +177,12 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
         with Image.open(source) as img:
             mode = _MODES[channels] if channels is not None else _own_mode(img)
             array = None
-            if mode != "RGBA" and (raw.startswith(_TRAINING_SIGNATURES) or (
-                    raw[:4] == b"RIFF" and raw[8:12] == b"WEBP")):
+            # The formats a folder dataset's pipeline reads: decoded with its TensorFlow code.
+            if mode != "RGBA" and has_image_signature(raw):
                 array = _decode_as_trained(raw, 1 if mode == "L" else 3)
             if array is None:
                 img.load()
-                if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+                if _sixteen_bit_grey(img):
                     # 16-bit grey: to 8 bits by the high byte, as TensorFlow's decoders do
                     # (Pillow's own conversion to "L" clips every value above 255 to 255).
                     img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8)

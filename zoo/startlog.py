@@ -15,7 +15,7 @@ touch file descriptors.
 
 LiteRT writes one line of its own when a process makes its first interpreter (``INFO:
 Created TensorFlow Lite XNNPACK delegate for CPU.``), with no switch of its own: in a command
-line, that first interpreter is made with the same filter (:func:`first_litert_interpreter`),
+line, that first interpreter is made with the same filter (:func:`make_litert_interpreter`),
 which reads LiteRT's ``INFO:``/``WARNING:``/``ERROR:`` lines by the same levels.
 """
 
@@ -121,47 +121,35 @@ class _FirstImport(importlib.abc.MetaPathFinder):
 def for_command_line() -> bool:
     """What the zoo's command lines do first: ``TF_CPP_MIN_LOG_LEVEL`` 2 unless the user set
     it (warnings and info hidden), :func:`filter_tensorflow_start_up`, and LiteRT's first
-    interpreter filtered (:func:`first_litert_interpreter`)."""
+    interpreter filtered (:func:`make_litert_interpreter`)."""
     global _command_line_level
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _command_line_level = min_log_level()
     return filter_tensorflow_start_up()
 
 
-@contextlib.contextmanager
-def first_litert_interpreter():
-    """Around the making of a LiteRT interpreter: the process's first one, in a command line
-    (:func:`for_command_line`), is made with file descriptor 2 through the filter, which
-    drops LiteRT's once-per-process ``INFO: Created TensorFlow Lite XNNPACK delegate`` line
-    below the level. LiteRT writes it when the interpreter first allocates its tensors, so
-    the block should do that when this yields ``True``. Elsewhere, and for later
-    interpreters, it does nothing and yields ``False``."""
+def make_litert_interpreter(**kwargs):
+    """``ai_edge_litert.interpreter.Interpreter(**kwargs)``. In a command line
+    (:func:`for_command_line`) the process's first one is made, and its tensors allocated
+    (where LiteRT writes its once-per-process ``INFO: Created TensorFlow Lite XNNPACK
+    delegate`` line), with file descriptor 2 through the filter, which drops that line below
+    the level. Elsewhere, and for later interpreters, it is made as it is."""
     global _litert_made
+    from ai_edge_litert.interpreter import Interpreter
     if _command_line_level is None or _litert_made:
-        yield False
-        return
+        return Interpreter(**kwargs)
     with _litert_lock:   # another thread's first interpreter waits for this one
         if _litert_made:
-            yield False
-            return
+            return Interpreter(**kwargs)
         try:
             with filtered_stderr(_command_line_level):
-                yield True
+                interpreter = Interpreter(**kwargs)
+                try:   # at the signature's smallest shapes
+                    interpreter.allocate_tensors()
+                except Exception:   # noqa: BLE001  (the first call allocates again anyway)
+                    pass
         finally:
             _litert_made = True
-
-
-def make_litert_interpreter(**kwargs):
-    """``ai_edge_litert.interpreter.Interpreter(**kwargs)``, made within
-    :func:`first_litert_interpreter`."""
-    from ai_edge_litert.interpreter import Interpreter
-    with first_litert_interpreter() as first:
-        interpreter = Interpreter(**kwargs)
-        if first:
-            try:   # where LiteRT writes its line (at the signature's smallest shapes)
-                interpreter.allocate_tensors()
-            except Exception:   # noqa: BLE001  (the first call allocates again anyway)
-                pass
     return interpreter
 
 

@@ -702,6 +702,11 @@ def _jsonable(value):
 # --------------------------------------------------------------------------------------
 # Exporting a training run.
 
+def _info_beside(keras_file) -> str:
+    """The ``info.json`` a ``.keras`` file's export reads: the one beside it."""
+    return os.path.join(os.path.dirname(os.path.abspath(keras_file)), "info.json")
+
+
 def _load_run(path):
     """``(model, info dict or None)`` from a run directory or a ``.keras`` file."""
     import keras
@@ -727,7 +732,7 @@ def _load_run(path):
         keras_file = path
     else:
         raise FileNotFoundError(f"no such run directory or .keras file: {path!r}")
-    info_file = os.path.join(os.path.dirname(os.path.abspath(keras_file)), "info.json")
+    info_file = _info_beside(keras_file)
     info = None
     if os.path.isfile(info_file):
         with open(info_file) as f:
@@ -789,8 +794,7 @@ def configure_export(parser):
                           version=args.version, precision=args.precision,
                           overwrite=args.overwrite, lite=args.lite)
         print(path)
-        beside = os.path.join(os.path.dirname(os.path.abspath(args.source)), "info.json")
-        if os.path.isfile(args.source) and not os.path.isfile(beside):
+        if os.path.isfile(args.source) and not os.path.isfile(_info_beside(args.source)):
             print(f"zoo export: note: no info.json beside {args.source}: exported without "
                   f"the dataset's normalisation and labels (clients send the model's own "
                   f"inputs, not raw pixels to normalise)", file=sys.stderr)

@@ -499,3 +499,112 @@ def test_segmentation_folder_masks_must_fit_labels_txt(seg_folder, tmp_path):
         data.load_splits(str(root))
     (root / "labels.txt").write_text("background\ncell\nnucleus\n")
     assert data.load_splits(str(root)).info.labels == ["background", "cell", "nucleus"]
+
+
+def test_folder_skips_hidden_entries_and_reads_class_subfolders(tmp_path):
+    """Hidden files and folders (``.DS_Store``, macOS' ``._x.png`` resource forks,
+    ``.ipynb_checkpoints``) are no data; images in a class folder's subfolders belong to
+    the class; a folder named like an image is no file."""
+    root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}, "test": {"a": 1, "b": 1}})
+    os.makedirs(root / "train" / ".ipynb_checkpoints")
+    os.makedirs(root / "test" / ".Trash")
+    (root / "train" / "a" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1" + bytes(40))
+    (root / "train" / "a" / "._0.png").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X        ")
+    os.makedirs(root / "train" / "b" / "2024" / ".hidden")
+    os.makedirs(root / "train" / "b" / "album.png")
+    Image.fromarray(np.full((6, 6), 9, "uint8")).save(root / "train" / "b" / "2024" / "x.png")
+    Image.fromarray(np.full((6, 6), 9, "uint8")).save(
+        root / "train" / "b" / "2024" / ".hidden" / "y.png")
+    s = data.load_splits(f"folder:{root}", batch_size=8)
+    assert s.info.labels == ["a", "b"]
+    assert s.info.splits["train"] + s.info.splits["validation"] == 3 + 4
+    assert data._image_files(root / "train" / "b", recursive=True)[-1] == str(
+        root / "train" / "b" / "2024" / "x.png")
+
+
+def test_folder_channels_are_colour_when_any_training_image_is(tmp_path):
+    root = tmp_path / "mixed"
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        os.makedirs(root / "train" / label)
+        Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(
+            root / "train" / label / "0_grey.png")             # the first file of each class
+        for i in range(1, 4):
+            Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(
+                root / "train" / label / f"{i}_colour.png")
+    s = data.load_splits(f"folder:{root}", batch_size=8)
+    assert s.info.input_shape == (6, 6, 3) and len(s.info.mean) == 3
+    for label in ("a", "b"):
+        for i in range(1, 4):
+            Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).convert("LA").save(
+                root / "train" / label / f"{i}_colour.png")
+    assert data.load_splits(f"folder:{root}", batch_size=8).info.input_shape == (6, 6, 1)
+
+
+def test_folder_statistics_are_measured_on_every_class(tmp_path):
+    """The mean and std come from up to 512 training images spread over the folder, not
+    from its first files (which all belong to the first classes)."""
+    root = tmp_path / "bw"
+    for label, value in (("a_black", 0), ("b_white", 200)):
+        os.makedirs(root / "train" / label)
+        for i in range(300):
+            Image.fromarray(np.full((2, 2), value, "uint8")).save(
+                root / "train" / label / f"{i:03d}.png")
+    s = data.load_splits(f"folder:{root}", batch_size=64)
+    assert s.info.mean[0] == pytest.approx(100, abs=5)
+    assert s.info.std[0] == pytest.approx(100, abs=5)
+
+
+def test_folder_validation_hold_out_is_stratified(tmp_path):
+    root = _class_tree(tmp_path / "c", {"train": {"a": 10, "b": 1, "c": 10}})
+    s = data.load_splits(f"folder:{root}", batch_size=64)
+    assert s.info.splits == {"train": 19, "validation": 2, "test": 2}
+    _, y_train = data.to_arrays(s.train)
+    _, y_val = data.to_arrays(s.validation)
+    # Each class in proportion, and a class's only image stays in train.
+    assert np.bincount(y_val, minlength=3).tolist() == [1, 0, 1]
+    assert np.bincount(y_train, minlength=3).tolist() == [9, 1, 9]
+    again = data.load_splits(f"folder:{root}", batch_size=64, seed=5)
+    np.testing.assert_array_equal(data.to_arrays(again.validation)[0],
+                                  data.to_arrays(s.validation)[0])    # fixed, not seeded
+    root = _class_tree(tmp_path / "d", {"train": {"a": 30, "b": 10}})
+    _, y_val = data.to_arrays(data.load_splits(f"folder:{root}", batch_size=64).validation)
+    assert np.bincount(y_val, minlength=2).tolist() == [3, 1]
+
+
+def test_folder_splits_without_images_are_refused(tmp_path):
+    empty_val = _class_tree(tmp_path / "e", {"train": {"a": 3, "b": 3},
+                                             "validation": {"a": 0, "b": 0}})
+    with pytest.raises(ValueError, match=f"^No images .* found in the class folders of "
+                                         f"'{empty_val}/validation'. Add images, or remove"):
+        data.load_splits(f"folder:{empty_val}")
+    singles = _class_tree(tmp_path / "s", {"train": {"a": 1, "b": 1, "c": 1}})
+    with pytest.raises(ValueError, match=f"^Dataset folder '{singles}' has no validation "
+                                         "folder and too few training images to hold some "
+                                         "out: 3 images, one per class"):
+        data.load_splits(f"folder:{singles}")
+
+
+def test_segmentation_split_folders_hold_validation_out_of_train(tmp_path):
+    """Without a validation folder, validation is a fixed 10% taken out of train: neither
+    training images (early stopping would watch what it trains on) nor the test split
+    (the reported test score would have chosen the model)."""
+    for split, n in (("train", 10), ("test", 2)):
+        os.makedirs(tmp_path / split / "images")
+        os.makedirs(tmp_path / split / "masks")
+        for i in range(n):
+            value = i if split == "train" else 100 + i
+            Image.fromarray(np.full((4, 4, 3), value, "uint8")).save(
+                tmp_path / split / "images" / f"{i}.png")
+            Image.fromarray(np.full((4, 4), i % 2, "uint8")).save(
+                tmp_path / split / "masks" / f"{i}.png")
+    s = data.load_splits(str(tmp_path), batch_size=16)
+    assert s.info.splits == {"train": 9, "validation": 1, "test": 2}
+
+    def pixels(ds):
+        x, _ = data.to_arrays(ds)
+        raw = x * np.array(s.info.std) + np.array(s.info.mean)
+        return set(np.round(raw[:, 0, 0, 0]).astype(int).tolist())
+    train, val, test = pixels(s.train), pixels(s.validation), pixels(s.test)
+    assert len(val) == 1 and not val & train and not val & test and test == {100, 101}
+    assert train | val == set(range(10))

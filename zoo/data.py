@@ -269,6 +269,8 @@ class _Source:
     sizes: dict = dataclasses.field(default_factory=dict)
     stats: Optional[tuple] = None    # (mean, std) per raw channel, or None = measure
     small: bool = False              # cache after resizing
+    stats_sample: object = None      # () -> unbatched training examples to measure, spread
+                                     # over the split (None: its first ones)
 
 
 # --- digits ---------------------------------------------------------------------------
@@ -486,11 +488,27 @@ def _is_image_file(path) -> bool:
         return has_image_signature(f.read(12))
 
 
-def _image_files(folder):
-    """The image files in ``folder``, sorted; a file with an image extension that is not
-    an image (its first bytes are no PNG, JPEG, GIF, BMP or WebP signature) raises."""
-    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                   if f.lower().endswith(_IMAGE_EXT))
+def _visible(name) -> bool:
+    """Whether a file or folder name is not hidden (``.DS_Store``, macOS' ``._photo.jpg``
+    resource forks, ``.ipynb_checkpoints``): hidden ones are no data."""
+    return not name.startswith(".")
+
+
+def _image_files(folder, *, recursive=False):
+    """The image files in ``folder`` (and, ``recursive``, its subfolders), sorted by path;
+    hidden files and folders are skipped. A file with an image extension that is not an
+    image (its first bytes are no PNG, JPEG, GIF, BMP or WebP signature) raises."""
+    folder = os.fspath(folder)
+    if recursive:
+        paths = []
+        for top, dirs, names in os.walk(folder):
+            dirs[:] = [d for d in dirs if _visible(d)]
+            paths += [os.path.join(top, f) for f in names]
+    else:
+        paths = [os.path.join(folder, f) for f in os.listdir(folder)
+                 if not os.path.isdir(os.path.join(folder, f))]
+    paths = sorted(p for p in paths
+                   if _visible(os.path.basename(p)) and p.lower().endswith(_IMAGE_EXT))
     for path in paths:
         if not _is_image_file(path):
             raise ValueError(f"{path!r} is not an image: its first bytes are no PNG, JPEG, GIF, "
@@ -512,10 +530,32 @@ def _decode_failure(exc, name):
                       "Check its image files for truncated, damaged or unsupported ones.")
 
 
+_GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
 def _image_channels(path):
     from PIL import Image
     with Image.open(path) as im:
-        return (1 if im.mode in ("L", "1", "I", "I;16", "F") else 3), im.size[::-1]
+        return (1 if im.mode in _GREY_MODES else 3), im.size[::-1]
+
+
+def _spread(items, most):
+    """At most ``most`` of ``items``, evenly spaced over them (all of them when fewer):
+    a fixed sample that sees every class of a listing sorted by class."""
+    if len(items) <= most:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, most).round().astype(int)]
+
+
+def _folder_channels(paths):
+    """The channels of a folder dataset: 3 if any of ``paths`` (a sample of its training
+    images) is in colour, else 1; with the first image's ``(H, W)``."""
+    channels, hw = _image_channels(paths[0])
+    for path in paths[1:]:
+        if channels == 3:
+            break
+        channels = _image_channels(path)[0]
+    return channels, hw
 
 
 def _find_split_dir(root, split):
@@ -601,13 +641,17 @@ def _folder_source(root, data_dir=None, download=False):
 
 
 def _classification_folder(root, name):
+    """``root/<split>/<label>/`` images: the labels are train's class folders, sorted; a
+    class folder's subfolders belong to it; hidden files and folders are skipped. A missing
+    validation folder is a fixed, stratified 10% of train (a class's only image stays in
+    train); a missing test folder is the validation split."""
     split_dirs = {s: _find_split_dir(root, s) for s in SPLITS}
     if split_dirs["train"] is None:
         raise ValueError(f"Dataset folder {root!r} has no 'train' subfolder. Expected "
                          "root/train/<label>/*.png|jpg (+ root/validation, root/test), or "
                          "root/images + root/masks for segmentation.")
     labels = sorted(d for d in os.listdir(split_dirs["train"])
-                    if os.path.isdir(os.path.join(split_dirs["train"], d)))
+                    if _visible(d) and os.path.isdir(os.path.join(split_dirs["train"], d)))
     if not labels:
         raise ValueError(f"Dataset folder {split_dirs['train']!r} has no label subfolders "
                          "(expected train/<label>/*.png|jpg).")
@@ -623,32 +667,41 @@ def _classification_folder(root, name):
         for k, label in enumerate(labels):
             sub = os.path.join(d, label)
             if os.path.isdir(sub):
-                found = _image_files(sub)
+                found = _image_files(sub, recursive=True)
                 if not found and split == "train":
                     raise ValueError(f"Class folder {sub!r} has no images (.png, .jpg, .jpeg, "
                                      ".bmp, .gif, .webp); every class needs training images. Add "
                                      "some or remove the folder.")
                 paths += found
                 ys += [k] * len(found)
-        extra = sorted(set(x for x in os.listdir(d) if os.path.isdir(os.path.join(d, x)))
-                       - set(labels))
+        extra = sorted(set(x for x in os.listdir(d)
+                           if _visible(x) and os.path.isdir(os.path.join(d, x))) - set(labels))
         if extra:
             raise ValueError(f"Dataset folder {d!r} has labels not in train: {extra}. "
                              f"Train labels: {labels}.")
         files[split] = (paths, ys)
-    if not files["train"][0]:
-        raise ValueError(f"No images (.png, .jpg) found under {split_dirs['train']!r}.")
-    # Missing validation: a fixed 10% of train; missing test: the validation split.
+    for split, (paths, _) in files.items():
+        if not paths:
+            raise ValueError(f"No images (.png, .jpg, .jpeg, .bmp, .gif, .webp) found in the "
+                             f"class folders of {split_dirs[split]!r}. Add images, or remove "
+                             "the folder (a missing validation folder is a fixed 10% of "
+                             "train, a missing test folder the validation split).")
+    # Missing validation: a fixed 10% of train, stratified; missing test: the validation split.
     if "validation" not in files:
         paths, ys = files["train"]
-        order = np.random.default_rng(0).permutation(len(paths))
-        n_val = max(1, len(paths) // 10)
-        val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
+        val_idx = _stratified_holdout(ys, max(1, len(paths) // 10))
+        if not val_idx:
+            raise ValueError(f"Dataset folder {root!r} has no validation folder and too few "
+                             f"training images to hold some out: {len(paths)} images, one per "
+                             "class. Add images, or a validation folder "
+                             "(validation/<label>/*.png|jpg).")
+        train_idx = sorted(set(range(len(paths))) - set(val_idx))
         files["validation"] = ([paths[i] for i in val_idx], [ys[i] for i in val_idx])
         files["train"] = ([paths[i] for i in train_idx], [ys[i] for i in train_idx])
     if "test" not in files:
         files["test"] = files["validation"]
-    channels, hw = _image_channels(files["train"][0][0])
+    sample = _spread(list(zip(*files["train"])), _STATS_IMAGES)
+    channels, hw = _folder_channels([p for p, _ in sample])
 
     def get(split):
         paths, ys = files[split]
@@ -657,9 +710,37 @@ def _classification_folder(root, name):
         return ds.map(lambda p, y: (_decode(p, channels), y),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
+    def stats_sample():
+        paths, ys = (list(v) for v in zip(*sample))
+        ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
+                                                 tf.constant(ys, tf.int32)))
+        return ds.map(lambda p, y: (_decode(p, channels), y),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+
     sizes = {s: len(files[s][0]) for s in SPLITS}
     return _Source(name, "classification", labels, channels, (None, None, channels),
-                   tuple(hw), _AUG_PHOTO, get, sizes)
+                   tuple(hw), _AUG_PHOTO, get, sizes, stats_sample=stats_sample)
+
+
+def _stratified_holdout(ys, n_val):
+    """Indices of ``n_val`` examples (about; sorted) to hold out of labels ``ys``, drawn
+    from each class in proportion to its size (largest remainders first), never a class's
+    last example; fixed (seed 0)."""
+    ys = np.asarray(ys)
+    classes, counts = np.unique(ys, return_counts=True)
+    quota = n_val * counts / len(ys)
+    take = np.minimum(np.floor(quota).astype(int), counts - 1)
+    for k in np.argsort(-(quota - np.floor(quota)), kind="stable"):
+        if take.sum() >= n_val:
+            break
+        if take[k] < counts[k] - 1:
+            take[k] += 1
+    rng = np.random.default_rng(0)
+    out = []
+    for label, n in zip(classes, take):
+        members = np.flatnonzero(ys == label)
+        out += members[rng.permutation(len(members))[:n]].tolist()
+    return sorted(out)
 
 
 def _segmentation_folder(root, name, seg_roots):
@@ -693,8 +774,16 @@ def _segmentation_folder(root, name, seg_roots):
             raise ValueError(f"Segmentation folder {root!r} needs root/images + root/masks or "
                              "root/train/images + root/train/masks.")
         files = {s: pairs(d) for s, d in seg_roots.items()}
-        tail = files["train"][-max(1, len(files["train"]) // 10):]
-        files.setdefault("validation", files.get("test") or tail)
+        if "validation" not in files:   # a fixed 10% of train, as for classification
+            every = files["train"]
+            if len(every) < 2:
+                raise ValueError(f"Segmentation folder {seg_roots['train']!r} has one image "
+                                 "and no validation folder: add images, or a validation "
+                                 "folder (validation/images + validation/masks).")
+            order = np.random.default_rng(0).permutation(len(every))
+            n_val = max(1, len(every) // 10)
+            files["validation"] = [every[i] for i in sorted(order[:n_val])]
+            files["train"] = [every[i] for i in sorted(order[n_val:])]
         files.setdefault("test", files["validation"])
     # Classes: labels.txt (one name a line) if present, else 0..max mask value.
     labels_file = os.path.join(root, "labels.txt")
@@ -786,8 +875,12 @@ def _check_size(image_size):
 # --------------------------------------------------------------------------------------
 # Pipelines.
 
-def _stats(src: _Source, input_shape, max_images=512):
-    """Per-channel mean/std of raw pixels at the model input (resized, converted)."""
+_STATS_IMAGES = 512
+
+
+def _stats(src: _Source, input_shape, max_images=None):
+    """Per-channel mean/std of raw pixels at the model input (resized, converted), measured
+    on up to ``max_images`` training images (a folder's spread over all its classes)."""
     c = input_shape[2]
     if src.stats is not None:
         mean, std = (np.asarray(v, "float64") for v in src.stats)
@@ -798,8 +891,8 @@ def _stats(src: _Source, input_shape, max_images=512):
                 w = np.array([0.2989, 0.5870, 0.1140])
                 mean, std = np.array([w @ mean]), np.array([w @ std])
         return [float(v) for v in mean], [float(v) for v in std]
-    ds = src.get("train").take(max_images).map(
-        lambda x, y: resize_and_convert(x, input_shape))
+    ds = (src.stats_sample() if src.stats_sample is not None else src.get("train"))
+    ds = ds.take(max_images or _STATS_IMAGES).map(lambda x, y: resize_and_convert(x, input_shape))
     total = np.zeros(c)
     total_sq = np.zeros(c)
     count = 0

@@ -3,8 +3,8 @@
 ``fit`` mirrors the model over the GPUs when it sees more than one. This machine has none, so
 the test splits the CPU into two logical devices (which TensorFlow allows only before it
 initialises, hence a fresh process) and gives ``fit`` a MirroredStrategy over them: the
-same rebuild-in-scope, compile-in-scope, BackupAndRestore and export code a two-GPU machine
-runs."""
+same rebuild-in-scope, compile-in-scope, backup and export code a two-GPU machine runs. A
+``fit`` called inside the caller's own ``strategy.scope()`` trains under that strategy."""
 
 import json
 import os
@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent("""
     def mirrored():
         made.append(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
         return made[-1]
-    train._strategy = mirrored
+    train._gpu_strategy = mirrored
 
     class Kill(keras.callbacks.Callback):
         # stops the first run in its second epoch, as a killed job would
@@ -50,7 +50,15 @@ SCRIPT = textwrap.dedent("""
     model = keras.models.load_model(run_dir + "/model.keras")
     x, y = data.digits_arrays("test")
     served = load(export).predict(x[:64])
+    # fit inside the caller's own strategy scope trains under that strategy, even where
+    # it would make one of its own (two GPUs)
+    mine = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    before = len(made)
+    with mine.scope():
+        inside = train.fit("lenet5", "digits", epochs=1, run_dir=run_dir + "-inside",
+                           verbose=0, mixed_precision="bfloat16")
     print(json.dumps({
+        "inside": [len(made) - before, inside["val_accuracy"].tolist()],
         "replicas": [s.num_replicas_in_sync for s in made],
         "epochs": history["epoch"].tolist(),
         "val_accuracy": history["val_accuracy"].tolist(),
@@ -78,3 +86,4 @@ def test_fit_under_a_mirrored_strategy_resumes_and_exports(tmp_path):
     assert out["probabilities"] == [64, 10]
     assert out["served"] > 0.5
     assert not os.path.exists(tmp_path / "run" / "backup")
+    assert out["inside"][0] == 0 and out["inside"][1][0] > 0.5

@@ -686,3 +686,144 @@ def test_an_image_that_cannot_be_decoded_is_a_clear_error(tmp_path, capsys):
     # the run is not complete.
     assert (run / "checkpoints" / "best.keras").is_file()
     assert not (run / "model.keras").exists() and not (run / "info.json").exists()
+
+
+class _KillAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, last):
+        super().__init__()
+        self.last = last
+
+    def on_epoch_end(self, epoch, logs=None):     # after the run's own callbacks saved it
+        if epoch == self.last:
+            raise _Killed()
+
+
+def test_a_resumed_run_keeps_its_early_stopping_state(digits8, tmp_path):
+    """Early stopping continues to count the epochs waited before the kill: a run whose
+    monitored value never improves stops after `patience` epochs, resumed or not."""
+    kw = dict(epochs=8, verbose=0, learning_rate=1e-30, monitor="val_accuracy", patience=2,
+              mixed_precision="off", jit_compile=False)
+    straight = train.fit(tiny_classifier(), digits8, run_dir=str(tmp_path / "a"), **kw)
+    assert list(straight["epoch"]) == [0, 1, 2]
+    run = tmp_path / "b"
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(), digits8, run_dir=str(run),
+                  callbacks=[_KillAfterEpoch(1)], **kw)
+    resumed = train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert list(resumed["epoch"]) == [0, 1, 2]
+    assert json.loads((run / "metrics.json").read_text())["best_epoch"] == 1
+
+
+@pytest.mark.parametrize("method", ["save_weights", "save"])
+def test_a_kill_while_a_checkpoint_is_written_leaves_a_run_that_resumes(
+        digits8, tmp_path, monkeypatch, method):
+    """Killed in the middle of writing the epoch's backup (`save_weights`) or its best
+    model (`save`): the files written before stay whole and the run resumes."""
+    original, calls = getattr(keras.Model, method), []
+
+    def killed_while_writing(self, filepath, *args, **kwargs):
+        calls.append(filepath)
+        if len(calls) == 2:                        # epoch 1's: half a file, then the kill
+            with open(filepath, "wb") as f:
+                f.write(b"\x89HDF\r\n\x1a\n" + bytes(64))
+            raise _Killed()
+        return original(self, filepath, *args, **kwargs)
+
+    run = tmp_path / "run"
+    kw = dict(epochs=2, verbose=0, learning_rate=0.01, mixed_precision="off",
+              jit_compile=False)
+    monkeypatch.setattr(keras.Model, method, killed_while_writing)
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    monkeypatch.setattr(keras.Model, method, original)
+    assert len(calls) == 2
+    history = train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert list(history["epoch"]) == [0, 1]                 # epoch 1 trained again, once
+    assert keras.saving.load_model(run / "model.keras") is not None
+    assert not (run / "backup").exists()
+
+
+def test_best_epoch_is_the_monitored_one():
+    history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [1.0, 0.5, 0.4],
+                            "val_loss": [0.9, 0.6, 0.7], "val_accuracy": [0.5, 0.7, 0.8]})
+    assert train._best_epoch_metrics(history, "val_accuracy") == {
+        "best_epoch": 3, "best_val_loss": 0.7, "best_val_accuracy": 0.8}
+    assert train._best_epoch_metrics(history, "val_loss")["best_epoch"] == 2
+    assert train._best_epoch_metrics(history.drop(columns="val_loss"), "val_loss") == {}
+
+
+def test_a_diverged_run_is_one_clear_error(digits8, tmp_path, capsys):
+    inputs = keras.Input((8, 8, 1), name="images")
+    x = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"^Training diverged: the loss was nan in epoch 1 "
+                                         r"and no epoch had a finite val_loss, so there is no "
+                                         r"model to keep. Lower the learning rate \(received "
+                                         r"learning_rate=1e\+30\)"):
+        train.fit(model, digits8, epochs=3, run_dir=str(run), verbose=0, optimizer="sgd",
+                  learning_rate=1e30, mixed_precision="off", jit_compile=False)
+    assert not run.exists()
+
+
+def test_zoo_train_interrupted_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    fit = train.fit
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "fit", lambda *a, **kw: fit(*a, callbacks=[CtrlC()], **kw))
+    run = tmp_path / "run"
+    argv = ["train", "lenet5", "--epochs", "2", "--batch-size", "128", "--run-dir", str(run),
+            "--quiet", "--mixed-precision", "off"]
+    assert zoo_main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"zoo train: stopped after epoch 1 of 2; the same command with "
+                                f"--run-dir {run} resumes it", "zoo: interrupted"]
+    monkeypatch.setattr(train, "fit", fit)
+    assert zoo_main(argv) == 0
+    assert list(pd.read_csv(run / "history.csv")["epoch"]) == [0, 1]
+
+
+# --- loading a saved model in a fresh process ---------------------------------------------
+
+def test_zoo_load_model_reads_a_run_in_a_fresh_process(tmp_path):
+    """A run's model (custom layers, the segmentation loss, a zoo optimizer) loads after a
+    bare ``import zoo``, where keras.saving.load_model alone does not know the classes."""
+    from zoo import lenet5, unet
+    lenet = lenet5(input_shape=(32, 32, 1), num_classes=10)
+    train.compile_model(lenet, optimizer="sgd", jit_compile=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    lenet.save(run / "model.keras")
+    seg = unet(input_shape=(32, 32, 3), num_classes=3, depth=2, base_filters=4,
+               padding="same")
+    train.compile_model(seg, "segmentation", jit_compile=False, num_classes=3)
+    seg.save(tmp_path / "seg.keras")
+    script = textwrap.dedent(f"""
+        import json, zoo, keras
+        try:
+            keras.saving.load_model({str(run / "model.keras")!r})
+            plain = "loaded"
+        except Exception as exc:
+            plain = type(exc).__name__
+        lenet = zoo.load_model({str(run)!r})
+        seg = zoo.load_model({str(tmp_path / "seg.keras")!r})
+        print(json.dumps([plain, lenet.count_params(), type(lenet.optimizer).__name__,
+                          seg.count_params(), type(seg.loss).__name__]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plain, lenet_params, opt, seg_params, loss = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert plain != "loaded"          # the zoo's classes are unknown until imported
+    assert lenet_params == lenet.count_params()
+    assert opt == type(lenet.optimizer).__name__
+    assert seg_params == seg.count_params() and loss == type(seg.loss).__name__
+    with pytest.raises(FileNotFoundError, match="without model.keras"):
+        from zoo import load_model
+        load_model(tmp_path)
+    (tmp_path / "junk.keras").write_text("no zip")
+    with pytest.raises(ValueError, match="not a Keras model file"):
+        load_model(tmp_path / "junk.keras")

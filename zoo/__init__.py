@@ -28,6 +28,7 @@ from zoo.tables import layer_table  # noqa: E402
 # Functions that live in modules with heavier imports, loaded on first use.
 _LAZY = {
     "feature_extractor": ("zoo.features", "feature_extractor"),
+    "load_model": ("zoo.common", "load_model"),
 }
 # Modules named after their main function and callable as it
 # (``zoo.common.make_module_callable``): the attribute is the module itself, so that

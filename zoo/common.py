@@ -156,13 +156,35 @@ def check_keras_file(path) -> None:
                          f"(written by model.save), this one is not")
 
 
+def load_model(path, *, compile=True):
+    """A Keras model the zoo saved: a ``.keras`` file (``model.save``, a run's
+    ``model.keras`` or ``checkpoints/best.keras``) or a run directory (its ``model.keras``).
+
+    The zoo's custom layers, losses and optimizers are registered with Keras when their
+    modules are imported; this imports them first, so the file loads in a fresh process
+    (``keras.saving.load_model`` does too once ``zoo.layers``, ``zoo.optimizers`` and
+    ``zoo.train`` are imported). ``compile=False`` skips the optimizer and loss."""
+    import keras
+    import zoo.layers  # noqa: F401  (registers the custom layers)
+    import zoo.optimizers  # noqa: F401  (and optimizers)
+    import zoo.train  # noqa: F401  (and losses)
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.keras")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{os.path.dirname(path)} is a directory without "
+                                    f"model.keras: expected a run directory or a .keras file")
+    elif not os.path.isfile(path):
+        raise FileNotFoundError(f"no such run directory or .keras file: {path!r}")
+    check_keras_file(path)
+    return keras.saving.load_model(path, compile=compile)
+
+
 def load_weights_file(model, path) -> None:
     """Load a ``.weights.h5`` / legacy ``.h5`` / ``.keras`` file into ``model``."""
     path = os.fspath(path)
     if path.endswith(".keras"):
-        import keras
-        check_keras_file(path)
-        other = keras.saving.load_model(path, compile=False)
+        other = load_model(path, compile=False)
         model.set_weights(other.get_weights())
     else:
         model.load_weights(path)

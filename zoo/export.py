@@ -737,8 +737,7 @@ def _load_run(path):
     if os.path.isfile(info_file):
         with open(info_file) as f:
             info = json.load(f)
-    common.check_keras_file(keras_file)
-    model = keras.saving.load_model(keras_file, compile=False)
+    model = common.load_model(keras_file, compile=False)
     return model, info
 
 

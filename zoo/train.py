@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 import warnings
 from typing import Optional
@@ -447,6 +448,15 @@ def _rebuild(model, policy: Optional[str] = None):
 
 
 def _strategy():
+    """The strategy ``fit`` trains under: the caller's, when ``fit`` runs inside a
+    ``strategy.scope()``; else a ``MirroredStrategy`` over the GPUs when there are
+    several; else none."""
+    if tf.distribute.has_strategy():
+        return tf.distribute.get_strategy()
+    return _gpu_strategy()
+
+
+def _gpu_strategy():
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else None
 
@@ -495,7 +505,7 @@ def plot_learning_curves(history, path, *, title=None):
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend()
-    if "val_loss" in history and len(history):
+    if "val_loss" in history and history["val_loss"].notna().any():
         best = int(np.nanargmin(history["val_loss"].to_numpy()))
         for ax in axes[0]:
             ax.axvline(epochs.iloc[best] if hasattr(epochs, "iloc") else epochs[best],
@@ -516,6 +526,102 @@ class _EpochCounter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs_done += 1
+
+
+#: The backup's weights file (``keras.callbacks.BackupAndRestore``'s name for it).
+_BACKUP_WEIGHTS = "latest.weights.h5"
+
+
+def _has_backup(backup_dir) -> bool:
+    """Whether ``backup_dir`` holds a finished epoch to resume from."""
+    return os.path.isfile(os.path.join(backup_dir, _BACKUP_WEIGHTS))
+
+
+def _backup_epoch(backup_dir) -> int:
+    """The number of epochs the backup in ``backup_dir`` has finished (its weights file
+    records it; Keras' ``training_metadata.json`` otherwise)."""
+    import h5py
+    with h5py.File(os.path.join(backup_dir, _BACKUP_WEIGHTS), "r") as f:
+        if "zoo_epoch" in f.attrs:
+            return int(f.attrs["zoo_epoch"])
+    with open(os.path.join(backup_dir, "training_metadata.json")) as f:
+        return int(json.load(f)["epoch"])
+
+
+class _Backup(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose backup a kill cannot leave half-written: the weights (with
+    the optimizer's state) go to a temporary file that records the epoch it ends and is
+    then renamed onto the backup, so weights and epoch always belong together."""
+
+    def _save_model(self):
+        import h5py
+        os.makedirs(self.backup_dir, exist_ok=True)
+        tmp = os.path.join(self.backup_dir, ".saving.weights.h5")
+        self.model.save_weights(tmp, overwrite=True)
+        with h5py.File(tmp, "a") as f:
+            f.attrs["zoo_epoch"] = int(self._current_epoch)
+        os.replace(tmp, self._weights_path)
+        atomic_write_text(self._training_metadata_path, json.dumps(
+            {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+    def on_train_begin(self, logs=None):
+        if not _has_backup(self.backup_dir):
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self._weights_path)
+        self.model._initial_epoch = _backup_epoch(self.backup_dir)
+
+
+class _BestCheckpoint(keras.callbacks.Callback):
+    """Save the model to ``path`` (atomically) after each epoch whose ``monitor`` beats the
+    best so far (``best``: the best of the epochs before a resume, if any)."""
+
+    def __init__(self, path, monitor, mode, best=None):
+        super().__init__()
+        self.path, self.monitor, self.mode, self.best = path, monitor, mode, best
+        self._warned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.monitor)
+        if current is None:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"The best model is saved by {self.monitor!r}, which this run "
+                              f"does not log (it logs {', '.join(sorted(logs or {}))}); "
+                              "checkpoints/best.keras is not written.", stacklevel=2)
+            return
+        if not math.isfinite(float(current)):
+            return
+        current = float(current)
+        if self.best is None or (current < self.best if self.mode == "min"
+                                 else current > self.best):
+            self.best = current
+            atomic_write(self.path, self.model.save)
+
+
+class _EarlyStopping(keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` that a resumed run starts where the killed one stood: its best
+    value and the epochs waited since (``resume``: ``(best, wait)``, else ``None``)."""
+
+    def __init__(self, *args, resume=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._resume = resume
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._resume is not None:
+            self.best, self.wait = self._resume
+
+
+def _resume_state(history, monitor, mode):
+    """``(best, epochs waited since the best)`` of ``monitor`` in the epochs of a killed run
+    (a ``history.csv`` DataFrame), or ``None`` when it has none."""
+    if monitor not in history or not history[monitor].notna().any():
+        return None
+    values = history[monitor].to_numpy(dtype="float64")
+    best_at = int(np.nanargmin(values) if mode == "min" else np.nanargmax(values))
+    return float(values[best_at]), len(values) - 1 - best_at
 
 
 def _label_guard(ds, num_classes, task):
@@ -574,7 +680,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         epochs: most epochs (early stopping may end sooner).
         run_dir: output directory (default ``runs/<model>-<dataset>-<time>``). Started
             again with the same ``run_dir`` after a crash or ``kill -9``, training resumes
-            from the last finished epoch.
+            from the last finished epoch, with the optimizer's state, the learning-rate
+            schedule, early stopping and the best checkpoint where they stood; the data
+            order and augmentation start their random sequence again, so the result is
+            close to, not equal to, an uninterrupted run's.
         batch_size: batch size when ``dataset`` is a name.
         learning_rate, optimizer, label_smoothing, weight_decay: see :func:`compile_model`.
         augment: the dataset's default augmentation (``None``/``True``), ``False``, or a
@@ -703,16 +812,11 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
 
     # Run directory (created below, once the model is ready). A killed run resumes under
     # the precision it started with, which its backup records.
-    if run_dir is None:
-        data_name = info.name.replace(os.sep, "_").replace(":", "_")
-        run_dir = os.path.join("runs", f"{model_name}-{data_name}-"
-                               f"{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir = os.path.abspath(run_dir)
+    run_dir = os.path.abspath(run_dir or _default_run_dir(model_name, info.name))
     backup_dir = os.path.join(run_dir, "backup")
-    backup_files = set(os.listdir(backup_dir)) if os.path.isdir(backup_dir) else set()
-    resuming = bool(backup_files - {_RUN_STATE})
+    resuming = _has_backup(backup_dir)
     state = {}
-    if resuming and _RUN_STATE in backup_files:
+    if resuming and os.path.isfile(os.path.join(backup_dir, _RUN_STATE)):
         with open(os.path.join(backup_dir, _RUN_STATE)) as f:
             state = json.load(f)
     _check_run_dir_holds(run_dir, state, model_name, info.name)
@@ -766,29 +870,32 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         if not resuming and os.path.exists(best_path):
             os.remove(best_path)  # a fresh run in an old directory
         mode = "min" if monitor.endswith("loss") else "max"
-        threshold = None
+        # A resumed run keeps the killed run's epochs up to its backup (history.csv is
+        # written before the backup, so it may hold one epoch more, which is trained again)
+        # and starts early stopping and the best checkpoint where that run stood.
+        resume = None
         if resuming and os.path.exists(history_path):
             try:
                 old = pd.read_csv(history_path)
-                if monitor in old and len(old):
-                    threshold = float(old[monitor].min() if mode == "min" else old[monitor].max())
+                old = old[old["epoch"] < _backup_epoch(backup_dir)]
             except Exception:
-                threshold = None
+                old = None
+            if old is not None:
+                atomic_write_text(history_path, old.to_csv(index=False, lineterminator="\r\n"))
+                resume = _resume_state(old, monitor, mode)
 
         def make_callbacks():
-            cbs = [keras.callbacks.BackupAndRestore(backup_dir),
-                   keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode=mode,
-                                                   save_best_only=True,
-                                                   initial_value_threshold=threshold),
-                   keras.callbacks.CSVLogger(history_path, append=resuming),
+            cbs = [keras.callbacks.CSVLogger(history_path, append=resuming),
+                   _BestCheckpoint(best_path, monitor, mode,
+                                   best=None if resume is None else resume[0]),
+                   _Backup(backup_dir),
                    keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
                    keras.callbacks.TerminateOnNaN()]
             if lr_schedule == "cosine":
                 cbs.append(cosine_schedule(learning_rate, epochs))
             if early_stopping:
-                cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
-                                                         patience=patience,
-                                                         restore_best_weights=True))
+                cbs.append(_EarlyStopping(monitor=monitor, mode=mode, patience=patience,
+                                          restore_best_weights=True, resume=resume))
             return cbs + list(callbacks or [])
 
         def do_compile(jit):
@@ -835,6 +942,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # Best weights (also across a resume), test metrics, files.
         if os.path.exists(best_path):
             model.load_weights(best_path)
+        else:
+            _check_diverged(history_path, monitor, learning_rate)
         test_metrics = model.evaluate(test, verbose=0, return_dict=True)
     except BaseException as exc:
         _abandon_run_dir(run_dir, existed)
@@ -844,13 +953,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         raise
     test_metrics = {f"test_{k}": float(v) for k, v in test_metrics.items()}
     history = pd.read_csv(history_path) if os.path.exists(history_path) else pd.DataFrame()
-    metrics = dict(test_metrics)
-    if "val_loss" in history and len(history):
-        best = int(np.nanargmin(history["val_loss"].to_numpy()))
-        metrics["best_epoch"] = int(history["epoch"].iloc[best]) + 1
-        for col in history.columns:
-            if col.startswith("val_"):
-                metrics[f"best_{col}"] = float(history[col].iloc[best])
+    metrics = {**test_metrics, **_best_epoch_metrics(history, monitor)}
     metrics["epochs"] = int(len(history))
     metrics["train_seconds"] = round(seconds, 2)
     _write_json(os.path.join(run_dir, "metrics.json"), metrics)
@@ -872,6 +975,44 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     fit.last_model = model
     fit.last_run_dir = run_dir
     return history
+
+
+def _best_epoch_metrics(history, monitor) -> dict:
+    """``best_epoch`` (from 1) and its ``best_val_*`` values: the epoch whose model a run
+    keeps, the best by ``monitor`` (``val_loss`` where the history has no such column)."""
+    best_by = monitor if monitor in history else "val_loss"
+    if best_by not in history or not history[best_by].notna().any():
+        return {}
+    values = history[best_by].to_numpy(dtype="float64")
+    best = int(np.nanargmin(values) if best_by.endswith("loss") else np.nanargmax(values))
+    out = {"best_epoch": int(history["epoch"].iloc[best]) + 1}
+    for col in history.columns:
+        if col.startswith("val_"):
+            out[f"best_{col}"] = float(history[col].iloc[best])
+    return out
+
+
+def _default_run_dir(model_name, dataset_name) -> str:
+    """``runs/<model>-<dataset>-<time>``."""
+    data_name = dataset_name.replace(os.sep, "_").replace(":", "_")
+    return os.path.join("runs", f"{model_name}-{data_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _check_diverged(history_path, monitor, learning_rate):
+    """Raise when training stopped on a loss that is no finite number (TerminateOnNaN)
+    before any epoch gave a model worth keeping (no best checkpoint)."""
+    import pandas as pd
+    try:
+        history = pd.read_csv(history_path)
+        losses = history["loss"].to_numpy(dtype="float64")
+    except (OSError, ValueError, KeyError, pd.errors.EmptyDataError):
+        return
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if len(bad):
+        raise ValueError(f"Training diverged: the loss was {losses[bad[0]]} in epoch "
+                         f"{int(history['epoch'].iloc[bad[0]]) + 1} and no epoch had a finite "
+                         f"{monitor}, so there is no model to keep. Lower the learning rate "
+                         f"(received learning_rate={learning_rate!r}) or check the data.")
 
 
 def _check_run_dir_holds(run_dir, state, model_name, dataset_name):
@@ -898,8 +1039,7 @@ def _abandon_run_dir(run_dir, existed):
     resume from or an epoch's best weights were saved (a failure after training, in the
     test evaluation say, keeps the trained model)."""
     import shutil
-    backup_dir = os.path.join(run_dir, "backup")
-    if os.path.isdir(backup_dir) and set(os.listdir(backup_dir)) - {_RUN_STATE}:
+    if _has_backup(os.path.join(run_dir, "backup")):
         return
     if os.path.exists(os.path.join(run_dir, "checkpoints", "best.keras")):
         return
@@ -1031,16 +1171,25 @@ def configure_train(parser):
                                    seed=args.seed, download=args.download)
         model_args = {**d["model_args"], **dict(args.model_arg)}
         model = build_for_dataset(args.model, splits.info, **model_args)
-        history = fit(model, splits, epochs=epochs, run_dir=args.run_dir, batch_size=batch,
-                      learning_rate=lr, optimizer=args.optimizer, augment=augment,
-                      jit_compile="auto" if args.xla is None else args.xla,
-                      mixed_precision=args.mixed_precision,
-                      early_stopping=(d["early_stopping"] if args.early_stopping is None
-                                      else args.early_stopping), patience=args.patience,
-                      seed=args.seed, verbose=0 if args.quiet else 1, model_name=args.model,
-                      model_args=model_args, lr_schedule=args.lr_schedule or d["lr_schedule"],
-                      deterministic=args.deterministic)
-        run_dir = fit.last_run_dir
+        run_dir = os.path.abspath(args.run_dir or _default_run_dir(args.model, splits.info.name))
+        try:
+            history = fit(model, splits, epochs=epochs, run_dir=run_dir, batch_size=batch,
+                          learning_rate=lr, optimizer=args.optimizer, augment=augment,
+                          jit_compile="auto" if args.xla is None else args.xla,
+                          mixed_precision=args.mixed_precision,
+                          early_stopping=(d["early_stopping"] if args.early_stopping is None
+                                          else args.early_stopping), patience=args.patience,
+                          seed=args.seed, verbose=0 if args.quiet else 1,
+                          model_name=args.model, model_args=model_args,
+                          lr_schedule=args.lr_schedule or d["lr_schedule"],
+                          deterministic=args.deterministic)
+        except KeyboardInterrupt:
+            backup = os.path.join(run_dir, "backup")
+            if _has_backup(backup):   # Ctrl-C: say where the run waits to be resumed
+                print(f"zoo train: stopped after epoch {_backup_epoch(backup)} of {epochs}; "
+                      f"the same command with --run-dir {run_dir} resumes it",
+                      file=sys.stderr)
+            raise
         with open(os.path.join(run_dir, "metrics.json")) as f:
             metrics = json.load(f)
         with open(os.path.join(run_dir, "info.json")) as f:

@@ -248,6 +248,13 @@ ERRORS = [
     ("post", "/v1/models", {"instances": [[[[0]]]]}, 404,
      "POST /v1/models: a model name is needed"),
     ("get", "/v1/models/", None, 404, "GET /v1/models/: a model name is needed"),
+    # TensorFlow Serving's version labels: a model config assigns them; zoo serve has none.
+    ("get", "/v1/models/lenet5/labels/stable", None, 400,
+     "Unrecognized servable version label: 'stable': zoo serve assigns no version labels; "
+     "name a version instead: /v1/models/lenet5/versions/N[/metadata|:predict]"),
+    ("get", "/v1/models/lenet5/labels/stable/metadata", None, 400, "version label"),
+    ("post", "/v1/models/lenet5/labels/canary:predict", {"instances": [[[[0]]]]}, 400,
+     "Unrecognized servable version label: 'canary'"),
 ]
 
 
@@ -343,6 +350,21 @@ def second_version(server):
     assert [s["version"] for s in status] == ["1"]
 
 
+def wait_for_states(c, want, timeout=60):
+    """Poll the lenet5 status until its ``[(version, state), ...]`` is ``want``; every state
+    seen meanwhile (only a load in progress may show ``LOADING``)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        status = c.get("/v1/models/lenet5").json()["model_version_status"]
+        states = [(s["version"], s["state"]) for s in status]
+        seen.append(states)
+        if states == want:
+            return seen
+        assert time.monotonic() < deadline, seen[-5:]
+        time.sleep(0.05)
+
+
 def test_new_version_is_served_without_restart(server, local, second_version):
     c = server["client"]
     x = images(2, seed=7)
@@ -350,8 +372,15 @@ def test_new_version_is_served_without_restart(server, local, second_version):
     old = local.predict(x)
     assert np.abs(new["probabilities"] - old["probabilities"]).max() > 1e-3
 
-    status = c.get("/v1/models/lenet5").json()["model_version_status"]
-    assert [s["version"] for s in status] == ["2", "1"]
+    # The loaded version answers while the new one loads in the background, as TensorFlow
+    # Serving keeps the previous version serving: no request waits for a load.
+    r = c.post("/v1/models/lenet5:predict", json={"instances": x.tolist()})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
+                               old["probabilities"], atol=1e-6)
+    seen = wait_for_states(c, [("2", "AVAILABLE"), ("1", "AVAILABLE")])
+    assert all(states in ([("2", "LOADING"), ("1", "AVAILABLE")],
+                          [("2", "AVAILABLE"), ("1", "AVAILABLE")]) for states in seen), seen
     r = c.post("/v1/models/lenet5:predict", json={"instances": x.tolist()})
     assert r.status_code == 200, r.text
     np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
@@ -378,6 +407,7 @@ def test_a_version_that_cannot_load_leaves_the_previous_one_answering(server, lo
         np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
                                    local.predict(x)["probabilities"], atol=1e-5)
         assert c.get("/v1/models/lenet5/metadata").json()["model_spec"]["version"] == "1"
+        wait_for_states(c, [("2", "END"), ("1", "AVAILABLE")])   # tried in the background
         status = c.get("/v1/models/lenet5").json()["model_version_status"]
         assert [(s["version"], s["state"], s["status"]["error_code"]) for s in status] == [
             ("2", "END", "UNKNOWN"), ("1", "AVAILABLE", "OK")]
@@ -396,11 +426,12 @@ def test_a_version_that_cannot_load_leaves_the_previous_one_answering(server, lo
         os.rename(tmp_path / "lenet5" / "1", broken)
         new = serving.load(broken, jit_compile=False).predict(x)
         r = c.post("/v1/models/lenet5:predict", json={"instances": x.tolist()})
+        assert r.status_code == 200, r.text   # version 1, while version 2 loads
+        wait_for_states(c, [("2", "AVAILABLE"), ("1", "AVAILABLE")])
+        r = c.post("/v1/models/lenet5:predict", json={"instances": x.tolist()})
         assert r.status_code == 200, r.text
         np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
                                    new["probabilities"], atol=1e-5)
-        status = c.get("/v1/models/lenet5").json()["model_version_status"]
-        assert [s["state"] for s in status] == ["AVAILABLE", "AVAILABLE"]
     finally:
         shutil.rmtree(broken, ignore_errors=True)
 
@@ -960,3 +991,163 @@ def test_answer_arrays_for_json():
     assert srv.dumps({"p": srv._answer_array(np.array([True, False]))}) == b'{"p":[true,false]}'
     assert srv.dumps({"p": srv._answer_array(np.float32([0.1]))}) == b'{"p":[0.1]}'
     assert srv.dumps({"p": srv._answer_array(np.int64([2**40]))}) == b'{"p":[1099511627776]}'
+
+
+def test_nan_and_infinities_are_written_as_tensorflow_serving_writes_them(tmp_path):
+    """NaN, Infinity and -Infinity (TensorFlow Serving's JSON, read by Python's json), not
+    null, in both formats; the finite numbers beside them as the shortest float32 text."""
+    import json
+
+    from zoo.server import dumps, handle_predict
+
+    class Odd(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32,
+                                                    name="images")])
+        def serve(self, images):
+            x = images[:, 0, 0, 0]
+            zero = x - x
+            return {"values": tf.stack([tf.math.log(zero - 1.0), 1.0 / zero, -1.0 / zero,
+                                        zero + 0.1], axis=1),
+                    "scalar": 1.0 / zero}
+
+    module = Odd()
+    tf.saved_model.save(module, str(tmp_path / "odd" / "1"),
+                        signatures={"serving_default": module.serve})
+    odd = serving.load(tmp_path / "odd" / "1")
+    text = dumps(handle_predict(odd, {"instances": [[[[1]]], [[[2]]]]}))
+    assert text.count(b'"values":[NaN,Infinity,-Infinity,0.1]') == 2, text
+    assert text.count(b'"scalar":Infinity') == 2 and b"null" not in text, text
+    rows = json.loads(text)["predictions"]
+    assert np.isnan(rows[0]["values"][0]) and rows[1]["values"][1:] == [np.inf, -np.inf, 0.1]
+    text = dumps(handle_predict(odd, {"inputs": [[[[1]]]]}))
+    assert b'"values":[[NaN,Infinity,-Infinity,0.1]]' in text, text
+    assert b'"scalar":[Infinity]' in text, text
+
+
+def test_gzip_request_bodies_are_read_as_tensorflow_serving_reads_them(server, local):
+    """Content-Encoding: gzip bodies are decompressed (TensorFlow Serving does), within
+    --max-request-mb once decompressed; other encodings get 415."""
+    import gzip
+    import json
+    c = server["client"]
+    x = images(2, seed=31)
+    body = json.dumps({"instances": x.tolist()}).encode()
+    want = local.predict(x)["probabilities"]
+    big = images(3, seed=32, size=128)                   # over 64 KB compressed
+    big_body = gzip.compress(json.dumps({"inputs": big.tolist()}).encode())
+    assert len(big_body) > 64 * 1024
+    for data, encoding in ((gzip.compress(body), "gzip"), (gzip.compress(body), "x-gzip"),
+                           (gzip.compress(body[:40]) + gzip.compress(body[40:]), "GZIP")):
+        r = c.post("/v1/models/lenet5:predict", content=data,
+                   headers={"Content-Encoding": encoding})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
+                                   want, atol=1e-6)
+    r = c.post("/v1/models/lenet5:predict", content=big_body,
+               headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["outputs"]["probabilities"],
+                               local.predict(big)["probabilities"], atol=1e-6)
+    for data, encoding, status, message in (
+            (body, "gzip", 400, "not valid gzip data, as its Content-Encoding: gzip says"),
+            (gzip.compress(body)[:30], "gzip", 400, "is truncated: 30 bytes end inside"),
+            (gzip.compress(b" " * (LIMIT_MB * 1024 * 1024 + 1)), "gzip", 413,
+             f"decompresses to more than the limit of {LIMIT_MB * 1024 * 1024} bytes"),
+            (body, "br", 415, "unsupported Content-Encoding 'br' of the request body; zoo "
+                              "serve reads 'gzip' or uncompressed ('identity') bodies")):
+        r = c.post("/v1/models/lenet5:predict", content=data,
+                   headers={"Content-Encoding": encoding})
+        assert r.status_code == status, r.text
+        assert message in r.json()["error"], r.json()
+    r = c.post("/v1/models/lenet5:predict", content=body,
+               headers={"Content-Encoding": "identity"})
+    assert r.status_code == 200, r.text
+
+
+def test_head_and_the_allow_header_of_405_answers(server):
+    c = server["client"]
+    r = c.head("/v1/models/lenet5")
+    assert r.status_code == 200 and r.content == b""
+    assert c.head("/v1/models/lenet5/versions/1/metadata").status_code == 200
+    assert c.head("/v1/models/nope").status_code == 404
+    for method, path, allowed in (("put", "/v1/models/lenet5", "GET, HEAD"),
+                                  ("delete", "/v1/models/lenet5/metadata", "GET, HEAD"),
+                                  ("put", "/v1/models/lenet5:predict", "POST"),
+                                  ("get", "/v1/models/lenet5:predict", "POST"),
+                                  ("options", "/v1/models/lenet5/versions/1:predict", "POST")):
+        r = c.request(method, path)
+        assert r.status_code == 405, (method, path, r.text)
+        assert r.headers["allow"] == allowed, (method, path)
+        assert r.json()["error"], r.text
+
+
+def test_store_answers_with_the_loaded_version_while_a_new_one_loads(server, tmp_path,
+                                                                     monkeypatch):
+    """A new version loads in the background: requests without a version go on being
+    answered by the loaded one (none waits for the load), and the status says LOADING."""
+    import threading
+
+    from zoo.server import ModelStore
+    shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / "m" / "1")
+    store = ModelStore(tmp_path, jit_compile=False)
+    assert store.get("m").version == 1
+    release = threading.Event()
+    real_load = serving.load
+
+    def slow_load(path, **kwargs):
+        if os.path.basename(path) == "2":
+            assert release.wait(30)
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(serving, "load", slow_load)
+    shutil.copytree(tmp_path / "m" / "1", tmp_path / "m" / ".2")
+    os.rename(tmp_path / "m" / ".2", tmp_path / "m" / "2")
+    start = time.monotonic()
+    assert store.get("m").version == 1 and store.loaded("m").version == 1
+    assert time.monotonic() - start < 5
+    assert [(s["version"], s["state"]) for s in store.status("m")["model_version_status"]] == [
+        ("2", "LOADING"), ("1", "AVAILABLE")]
+    release.set()
+    deadline = time.monotonic() + 30
+    while store.loaded("m").version != 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert store.get("m").version == 2
+    assert [s["state"] for s in store.status("m")["model_version_status"]] == [
+        "AVAILABLE", "AVAILABLE"]
+
+
+def test_idle_connections_stay_open_longer_than_load_balancers_keep_theirs(tmp_path,
+                                                                           monkeypatch):
+    """uvicorn closes idle keep-alive connections after 5 s; a load balancer that keeps its
+    own for 60 s (AWS's, nginx's) then reuses a closing one and answers 502."""
+    import argparse
+
+    import uvicorn
+
+    from zoo import cli, server
+    from zoo.serving import _seconds_arg
+    args = cli.build_parser("serve").parse_args(["serve", str(tmp_path)])
+    assert args.keep_alive_s == server.DEFAULT_KEEP_ALIVE_SECONDS == 75
+    assert cli.build_parser("serve").parse_args(
+        ["serve", str(tmp_path), "--keep-alive-s", "2.5"]).keep_alive_s == 2.5
+    with pytest.raises(argparse.ArgumentTypeError,
+                       match="expected a positive number of seconds; received '0'"):
+        _seconds_arg("0")
+    seen = []
+
+    class Server:    # uvicorn's, recording its configuration instead of running
+        def __init__(self, config):
+            seen.append(config["timeout_keep_alive"])
+
+        def run(self, sockets=None):
+            pass
+
+    monkeypatch.setattr(uvicorn, "Config", lambda app, **kwargs: kwargs)
+    monkeypatch.setattr(uvicorn, "Server", Server)
+    server.serve(tmp_path, port=free_port(), parse_workers=0)
+    server.serve(tmp_path, port=free_port(), parse_workers=0, keep_alive_seconds=2.5)
+    assert seen == [75, 2.5]
+    with pytest.raises(ValueError, match="keep_alive_seconds must be a positive number of "
+                                         "seconds. Received: 0"):
+        server.serve(tmp_path, port=free_port(), parse_workers=0, keep_alive_seconds=0)

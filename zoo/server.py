@@ -2,14 +2,16 @@
 
 Clients written for TensorFlow Serving work unchanged::
 
-    GET  /v1/models/NAME[/versions/N]             version status
+    GET  /v1/models/NAME[/versions/N]             version status (also HEAD)
     GET  /v1/models/NAME[/versions/N]/metadata    signature_def, as TensorFlow Serving prints it
     POST /v1/models/NAME[/versions/N]:predict     {"instances": [...]} or {"inputs": ...}
+                                                  (plain or Content-Encoding: gzip)
 
 Models live in ``BASE_DIR/NAME/VERSION/`` (what :func:`zoo.export.export` writes); the newest
 version answers unless one is named. The model directory is rescanned on every request (one
-``os.scandir``), so a version renamed into place is served at once, with no restart. Models
-load lazily, once, in a worker thread; predictions and JSON encoding run in the thread pool,
+``os.scandir``), so a version renamed into place is served with no restart: loaded in the
+background while the version loaded before it goes on answering. Models load lazily, once,
+in a worker thread; predictions and JSON encoding run in the thread pool,
 except for requests their model is measured to answer within a few milliseconds, which are
 answered on the event loop (:class:`InlinePolicy`). Requests that arrive while their model is
 busy are batched (:class:`RequestBatcher`); JSON pixel-list bodies are read by compiled code
@@ -34,6 +36,7 @@ import re
 import threading
 import time
 import weakref
+import zlib
 
 import numpy as np
 import orjson
@@ -56,21 +59,32 @@ _log = logging.getLogger("uvicorn.error")
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 _MODEL_PATH = re.compile(
     r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<rest>/metadata|:[A-Za-z]+)?/?$")
+#: TensorFlow Serving's version labels (``/v1/models/NAME/labels/LABEL``), which a model
+#: config assigns; zoo serve has none.
+_LABEL_PATH = re.compile(
+    r"^(?P<name>[^/:]+)/labels/(?P<label>[^/:]+)(?:/metadata|:[A-Za-z]+)?/?$")
 _PREDICT_BATCH = 64
 #: Bodies from this size on try the pixel-array fast path (one 32x32 greyscale image, 6.8 KB:
 #: 0.03 ms that way against 0.25 ms through orjson and numpy.asarray; 452 bytes: the same).
 _FAST_JSON_BYTES = 1024
 #: Requests predicted to take less than this run on the event loop (:class:`InlinePolicy`).
 DEFAULT_INLINE_MS = 5.0
+#: How long an idle keep-alive connection stays open, in seconds: longer than the idle
+#: timeouts of the load balancers and proxies in front of servers (60 s for AWS's, nginx's
+#: keepalive_timeout), which would otherwise reuse a connection the server is closing and
+#: answer 502, and of clients' connection pools (uvicorn's own default is 5 s).
+DEFAULT_KEEP_ALIVE_SECONDS = 75.0
 
 
 class ServingError(Exception):
-    """An error answered as ``{"error": message}`` with an HTTP status."""
+    """An error answered as ``{"error": message}`` with an HTTP status (and ``headers``,
+    such as a 405's ``Allow``)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers=None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 # --------------------------------------------------------------------------------------
@@ -123,9 +137,12 @@ class ModelStore:
 
     A request without a version is answered by the newest version that loads, as
     TensorFlow Serving's availability-preserving policy keeps the previous version serving
-    while a new one fails to load: a version that could not be loaded is listed with its
-    error (state ``END``) and skipped, and tried again only once its files change (a copy
-    completed, a version replaced). A request naming such a version gets 503 with the error.
+    while a new one loads or fails to load: a newer version than the one answering is
+    loaded in a background thread (state ``LOADING``) while the loaded one goes on
+    answering, so no request waits for a load while a version of its model is loaded; a
+    version that could not be loaded is listed with its error (state ``END``) and skipped,
+    and tried again only once its files change (a copy completed, a version replaced). A
+    request naming such a version gets 503 with the error.
 
     Args:
         base_dir: directory of ``NAME/VERSION/`` SavedModels.
@@ -139,6 +156,8 @@ class ModelStore:
         self._servables = {}
         self._failed = {}     # (name, version) -> (message, the files' stamp when it failed)
         self._locks = {}
+        self._loading = set()      # (name, version) being loaded now
+        self._background = set()   # (name, version) with a background load started
         self._lock = threading.Lock()
 
     def model_names(self) -> list:
@@ -226,6 +245,8 @@ class ModelStore:
             error = self.failure(name, version)
             if error is None:
                 stamp = self._stamp(name, version)
+                with self._lock:
+                    self._loading.add(key)
                 try:
                     servable = load(os.path.join(self.base_dir, name, str(version)),
                                     jit_compile=self.jit_compile, runtime=self.runtime)
@@ -244,14 +265,60 @@ class ModelStore:
                         self._servables[key] = servable
                         self._failed.pop(key, None)
                     return servable
+                finally:
+                    with self._lock:
+                        self._loading.discard(key)
             raise ServingError(503, error)
+
+    def _load_in_background(self, name, version):
+        """Load ``version`` of ``name`` in a thread of its own, unless it is loaded or such a
+        load runs already (a failure is kept for the status, as any load's)."""
+        key = (name, version)
+        with self._lock:
+            if key in self._servables or key in self._background:
+                return
+            self._background.add(key)
+
+        def run():
+            try:
+                self._load(name, version)
+            except ServingError:
+                pass
+            finally:
+                with self._lock:
+                    self._background.discard(key)
+
+        threading.Thread(target=run, name=f"zoo-load-{name}-{version}", daemon=True).start()
+
+    def _answering(self, name):
+        """``(versions, the newest loaded version that may answer or None)`` for requests
+        without a version; a newer version that may still load is loaded in the
+        background meanwhile."""
+        versions = self._all_versions(name)
+        newer = ready = None   # only versions newer than a loaded one are checked for failures
+        for v in reversed(versions):
+            with self._lock:
+                if (name, v) in self._servables:
+                    ready = v
+                    break
+            if newer is None and self.failure(name, v) is None:
+                newer = v
+        if ready is not None and newer is not None:
+            self._load_in_background(name, newer)
+        return versions, ready
 
     def get(self, name, version=None):
         """The loaded :class:`zoo.serving.Servable` (loads it once, thread-safely): of
-        ``version``, or of the newest version that loads."""
+        ``version``, or of the newest version that loads; while a newer version than a
+        loaded one loads (in the background), the loaded one."""
         if version is not None:
             return self._load(name, self.resolve(name, version))
-        versions = self._all_versions(name)
+        versions, ready = self._answering(name)
+        if ready is not None:
+            with self._lock:
+                servable = self._servables.get((name, ready))
+            if servable is not None:   # not forgotten meanwhile
+                return servable
         newest_error = None
         for v in reversed(versions):
             try:
@@ -263,20 +330,25 @@ class ModelStore:
     def loaded(self, name, version=None):
         """The :class:`zoo.serving.Servable` answering for ``name`` (and ``version``) if it is
         loaded already, else ``None`` (never loads: for the event loop)."""
-        key = (name, self.resolve(name, version))
+        key = (name, self.resolve(name, version) if version is not None else
+               self._answering(name)[1])
         with self._lock:
             return self._servables.get(key)
 
     def status(self, name, version=None) -> dict:
         """``{"model_version_status": [...]}`` as TensorFlow Serving answers it."""
-        versions = [self.resolve(name, version)] if version is not None else None
-        if versions is None:
-            versions = sorted(self._all_versions(name), reverse=True)
+        if version is not None:
+            versions = [self.resolve(name, version)]
+        else:
+            versions = sorted(self._answering(name)[0], reverse=True)
         entries = []
         for v in versions:
             error = self.failure(name, v)
+            with self._lock:
+                loading = (((name, v) in self._loading or (name, v) in self._background)
+                           and (name, v) not in self._servables)
             entries.append({"version": str(v),
-                            "state": "END" if error else "AVAILABLE",
+                            "state": "END" if error else "LOADING" if loading else "AVAILABLE",
                             "status": {"error_code": "UNKNOWN" if error else "OK",
                                        "error_message": error or ""}})
         return {"model_version_status": entries}
@@ -425,6 +497,51 @@ def parse_body(body: bytes, splitter=None, dtype=None):
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ServingError(400, f"malformed JSON in the request body: {exc}") from None
+
+
+#: ``Content-Encoding`` values of request bodies read as they are, and of gzip bodies.
+_IDENTITY_ENCODINGS = ("", "identity")
+_GZIP_ENCODINGS = ("gzip", "x-gzip")
+#: gzip bodies from this size on are decompressed in the thread pool, off the event loop.
+_INLINE_GUNZIP_BYTES = 64 * 1024
+
+
+def _gzipped(content_encoding) -> bool:
+    """Whether a request body with this ``Content-Encoding`` header is gzip data (as
+    TensorFlow Serving, which decompresses such bodies); a 415 :class:`ServingError` for an
+    encoding that is neither gzip nor identity."""
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in _IDENTITY_ENCODINGS:
+        return False
+    if encoding in _GZIP_ENCODINGS:
+        return True
+    raise ServingError(415, f"unsupported Content-Encoding {content_encoding!r} of the "
+                       f"request body; zoo serve reads 'gzip' or uncompressed ('identity') "
+                       f"bodies")
+
+
+def gunzip_body(data, max_bytes: int) -> bytes:
+    """The decompressed body of a ``Content-Encoding: gzip`` request (one gzip member or
+    several in a row); a 413 :class:`ServingError` as soon as it grows beyond ``max_bytes``
+    (never decompressed in full), a 400 one for data that is not gzip."""
+    out = bytearray()
+    data = memoryview(data)
+    try:
+        while True:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out += inflater.decompress(data, max_bytes + 1 - len(out))
+            if len(out) > max_bytes:
+                raise ServingError(413, f"the gzip request body decompresses to more than "
+                                   f"the limit of {max_bytes} bytes")
+            if not inflater.eof:
+                raise ServingError(400, f"the gzip request body (Content-Encoding: gzip) "
+                                   f"is truncated: {len(data)} bytes end inside the data")
+            data = memoryview(inflater.unused_data)
+            if not data:
+                return bytes(out)
+    except zlib.error as exc:
+        raise ServingError(400, f"the request body is not valid gzip data, as its "
+                           f"Content-Encoding: gzip says ({exc})") from None
 
 
 def _decode_value(value, servable, where):
@@ -789,11 +906,30 @@ def _answer_array(value):
     TensorFlow Serving writes it: ~40% fewer bytes than through Python floats), other
     floats (bfloat16) as float32, anything else as Python lists."""
     value = np.asarray(value)
-    if value.dtype.kind in _NUMPY_JSON_KINDS and value.dtype.itemsize <= 8:
-        return np.ascontiguousarray(value)
-    if "float" in value.dtype.name:   # ml_dtypes' bfloat16 and float8 types
-        return np.ascontiguousarray(value.astype(np.float32))
-    return value.tolist()
+    if not (value.dtype.kind in _NUMPY_JSON_KINDS and value.dtype.itemsize <= 8):
+        if "float" not in value.dtype.name:
+            return value.tolist()
+        value = value.astype(np.float32)   # ml_dtypes' bfloat16 and float8 types
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        return _non_finite_answer(value)
+    return np.ascontiguousarray(value)
+
+
+#: How TensorFlow Serving writes the floats JSON has no number for (orjson: ``null``).
+_NON_FINITE_JSON = {"nan": orjson.Fragment(b"NaN"), "inf": orjson.Fragment(b"Infinity"),
+                    "-inf": orjson.Fragment(b"-Infinity")}
+
+
+def _non_finite_answer(value):
+    """A float array holding NaN or infinities as nested lists for :func:`dumps`: its
+    numbers as numpy scalars (each written as the shortest text of its own type, as the
+    array would be), NaN and infinities as ``NaN``, ``Infinity`` and ``-Infinity``, as
+    TensorFlow Serving writes them (and Python's ``json`` reads them)."""
+    items = np.empty(value.size, object)
+    items[:] = list(value.ravel())
+    for i in np.flatnonzero(~np.isfinite(value.ravel())):
+        items[i] = _NON_FINITE_JSON[str(float(items[i]))]
+    return items.reshape(value.shape).tolist()
 
 
 def dumps(answer) -> bytes:
@@ -889,15 +1025,21 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
     app.state.batcher = batcher
     app.state.inline = inline
 
-    def error(status, message):
-        return JSONResponse({"error": message}, status_code=status)
+    def error(status, message, headers=None):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc):
-        message = {404: f"no such endpoint: {request.method} {request.url.path}",
-                   405: f"method {request.method} not allowed for {request.url.path}"}.get(
+        path = request.url.path
+        message = {404: f"no such endpoint: {request.method} {path}",
+                   405: f"method {request.method} not allowed for {path}"}.get(
             exc.status_code, str(exc.detail))
-        return error(exc.status_code, message)
+        headers = None
+        if exc.status_code == 405:   # the methods of the endpoint, not of the route
+            allowed = "POST" if ":" in path.rsplit("/", 1)[-1] else "GET, HEAD"
+            message += f" (allowed: {allowed})"
+            headers = {"Allow": allowed}
+        return error(exc.status_code, message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc):
@@ -905,7 +1047,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
 
     @app.exception_handler(ServingError)
     async def serving_error(request, exc):
-        return error(exc.status, exc.message)
+        return error(exc.status, exc.message, exc.headers)
 
     @app.exception_handler(Exception)
     async def server_error(request, exc):  # a bug or resource failure, still as JSON
@@ -916,6 +1058,12 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             raise no_model(method, "/v1/models/")
         match = _MODEL_PATH.match(path)
         if not match:
+            label = _LABEL_PATH.match(path)
+            if label:   # TensorFlow Serving answers a label it does not know with 400
+                raise ServingError(400, f"Unrecognized servable version label: "
+                                   f"{label.group('label')!r}: zoo serve assigns no version "
+                                   f"labels; name a version instead: /v1/models/"
+                                   f"{label.group('name')}/versions/N[/metadata|:predict]")
             raise ServingError(404, f"no such endpoint: /v1/models/{path}")
         version = match.group("version")
         if version is not None:
@@ -946,7 +1094,11 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             # Nobody to answer (uvicorn drops the answer): logged as a 400, no traceback.
             raise ServingError(400, f"the client disconnected after {len(body)} bytes of "
                                f"the request body") from None
-        return bytes(body)
+        if not _gzipped(request.headers.get("content-encoding")):
+            return bytes(body)
+        if len(body) < _INLINE_GUNZIP_BYTES:
+            return gunzip_body(body, max_request_bytes)
+        return await run_in_threadpool(gunzip_body, body, max_request_bytes)
 
     def no_model(method, path):
         return ServingError(404, f"no such endpoint: {method} {path}: a model name is "
@@ -957,13 +1109,13 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
     async def models_root(request: Request):
         raise no_model(request.method, request.url.path)
 
-    @app.get("/v1/models/{path:path}")
+    @app.api_route("/v1/models/{path:path}", methods=["GET", "HEAD"])
     async def get_model(path: str):
         name, version, rest = parse_path(path, "GET")
         if rest is None:
             return JSONResponse(await run_in_threadpool(store.status, name, version))
         if rest != "/metadata":
-            raise ServingError(405, f"use POST for /v1/models/{path}")
+            raise ServingError(405, f"use POST for /v1/models/{path}", {"Allow": "POST"})
         servable = await run_in_threadpool(store.get, name, version)
         signatures = await run_in_threadpool(signature_def_map, servable.path)
         runtime = await run_in_threadpool(servable.runtime_report)   # waits out a trial call
@@ -1022,7 +1174,8 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
 
 def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES,
           jit_compile="auto", runtime="auto", parse_workers="auto", max_batch=_PREDICT_BATCH,
-          inline_ms=DEFAULT_INLINE_MS, batch_wait_ms=0.0, log_level="warning"):
+          inline_ms=DEFAULT_INLINE_MS, batch_wait_ms=0.0,
+          keep_alive_seconds=DEFAULT_KEEP_ALIVE_SECONDS, log_level="warning"):
     """Run the REST server until interrupted (uvicorn).
 
     Args:
@@ -1038,6 +1191,8 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
             :func:`create_app`).
         batch_wait_ms: how long a request that finds its model idle waits for others (see
             :func:`create_app`).
+        keep_alive_seconds: how long an idle keep-alive connection stays open (uvicorn's
+            ``timeout_keep_alive``; see :data:`DEFAULT_KEEP_ALIVE_SECONDS`).
         log_level: uvicorn's log level.
 
     Raises:
@@ -1049,6 +1204,11 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
     import uvicorn
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"port must be an integer from 1 to 65535. Received: {port!r}")
+    if (isinstance(keep_alive_seconds, bool)
+            or not isinstance(keep_alive_seconds, (int, float))
+            or not 0 < keep_alive_seconds < math.inf):
+        raise ValueError(f"keep_alive_seconds must be a positive number of seconds. "
+                         f"Received: {keep_alive_seconds!r}")
     check_base_dir(base_dir)
     app = create_app(base_dir, max_request_bytes=max_request_bytes, jit_compile=jit_compile,
                      runtime=runtime, preload=False, parse_workers=parse_workers,
@@ -1063,6 +1223,7 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
               f"({', '.join(names) or 'none yet'}) at http://{host}:{port}/v1/models/NAME",
               flush=True)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
+                                               timeout_keep_alive=keep_alive_seconds,
                                                log_level=log_level))
         try:
             server.run(sockets=[sock])

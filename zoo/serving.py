@@ -1031,9 +1031,10 @@ def _port_arg(text: str) -> int:
     return int(text)
 
 
-# A positive size (at least one byte) and a non-negative time, both finite.
+# A positive size (at least one byte), a positive and a non-negative time, all finite.
 _mb_arg = number_type("a positive number of MB",
                       lambda v: 1 / (1024 * 1024) <= v < math.inf)
+_seconds_arg = number_type("a positive number of seconds", lambda v: 0 < v < math.inf)
 _ms_arg = number_type("a non-negative number of milliseconds",
                       lambda v: 0 <= v < math.inf)
 
@@ -1069,6 +1070,10 @@ def configure_serve(parser):
                         help="a request that finds its model idle waits up to MS "
                              "milliseconds for others to join its batch (default 0: "
                              "none; like TensorFlow Serving's batch_timeout_micros)")
+    parser.add_argument("--keep-alive-s", type=_seconds_arg, default=75.0, metavar="S",
+                        help="keep idle connections open for S seconds (default 75: longer "
+                             "than the idle timeouts of load balancers in front, 60 s for "
+                             "AWS's and nginx's)")
     parser.add_argument("--log-level", default="warning",
                         choices=("critical", "error", "warning", "info", "debug"))
 
@@ -1079,7 +1084,7 @@ def configure_serve(parser):
               jit_compile=not args.no_xla and "auto", runtime=args.runtime,
               parse_workers=args.parse_workers, max_batch=args.max_batch_size,
               inline_ms=args.inline_ms, batch_wait_ms=args.batch_wait_ms,
-              log_level=args.log_level)
+              keep_alive_seconds=args.keep_alive_s, log_level=args.log_level)
         return 0
 
     return run

@@ -432,6 +432,9 @@ def test_chief_and_two_workers_finish_all_trials(tmp_path):
     assert len(df) == 3 and (df["status"] == "COMPLETED").all()
     assert set(df["tuner"]) <= {"tuner0", "tuner1"}
     assert "best trial" in r.stdout
+    # The chief saved its oracle once its workers stopped: no trial left as running (a
+    # later run of the chief's command would wait for a worker to train it again).
+    assert json.loads((tmp_path / "d" / "oracle.json").read_text())["ongoing_trials"] == {}
 
 
 @SLOW_OK
@@ -845,3 +848,144 @@ def test_the_refit_starts_from_the_seeds_weights_whatever_ran_before(monkeypatch
         model = search_module._refit(hm, trial, pooled, 1, seed=7)
         weights.append([w.copy() for w in model.get_weights()])
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
+
+
+# -- seeds, reloads, failures, the chief's address ---------------------------------------------
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
+def test_seed_zero_searches_the_same_hyperparameters_every_time(tmp_path, tuner):
+    # keras-tuner's oracles take `seed or random.randint(1, 10000)`: seed 0, the default,
+    # must still be the seed, or the same command searches other values each time.
+    from tuning.search import _make_tuner
+    drawn = []
+    for project in ("a", "b"):
+        kt_tuner = _make_tuner(tuner, hms.get_hypermodel("lenet5"), "val_accuracy",
+                               max_trials=3, epochs=2, directory=str(tmp_path),
+                               project=project, seed=0, max_consecutive_failed_trials=3,
+                               executions_per_trial=1)
+        assert kt_tuner.oracle.seed == 0
+        drawn.append([kt_tuner.oracle.create_trial(f"tuner{i}").hyperparameters.values
+                      for i in range(2)])
+    assert drawn[0] == drawn[1]
+
+
+@SLOW_OK
+def test_a_reloaded_search_does_not_run_an_ended_trial_again(tiny, tmp_path):
+    # A chief saves its oracle before it lets an ended trial go, and not again once its
+    # workers stop: the finished search's oracle.json still holds the last trial as
+    # running. Run again, that trial must not be trained a second time.
+    kwargs = dict(tuner="random", max_trials=1, epochs=1, directory=str(tmp_path),
+                  project="e", fix={**FIX_ALL, "lr": 1e-2})
+    first = search("lenet5", tiny, **kwargs)
+    oracle_file = tmp_path / "e" / "oracle.json"
+    state = json.loads(oracle_file.read_text())
+    assert state["ongoing_trials"] == {} and state["end_order"] == ["0"]
+    oracle_file.write_text(json.dumps({**state, "ongoing_trials": {"tuner0": "0"}}))
+    _CountFits.fits.clear()
+    again = search("lenet5", tiny, callbacks=[_CountFits()], **kwargs)
+    assert _CountFits.fits == []
+    assert list(again["status"]) == ["COMPLETED"]
+    assert again.loc[0, "score"] == pytest.approx(first.loc[0, "score"])
+    state = json.loads(oracle_file.read_text())
+    assert state["end_order"] == ["0"] and state["run_times"] == {"0": 1}
+
+
+@SLOW_OK
+def test_too_many_failed_trials_stop_the_search_with_one_line(tiny, tmp_path, capsys):
+    with pytest.raises(RuntimeError) as info:
+        search("lenet5", tiny, tuner="random", max_trials=3, epochs=1,
+               directory=str(tmp_path), project="f", fix=FIX_ALL,
+               set={"lr": [1e38, 1e37]}, max_consecutive_failed_trials=2)
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith("the search stopped after 2 consecutive failed trials (the "
+                              "last: keras_tuner.src.errors.FailedTrialError: loss became ")
+    assert message.endswith(f"; the trials are in {tmp_path / 'f' / 'trials.csv'}")
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line.split(":")[0] for line in err.splitlines() if line.startswith("trial ")] == [
+        "trial 0 failed", "trial 1 failed"]
+    table = pd.read_csv(tmp_path / "f" / "trials.csv")
+    assert list(table["status"]) == ["FAILED", "FAILED"]
+    assert (table["seconds"] > 0).all() and set(table["tuner"]) == {"tuner0"}  # the last too
+    assert table["score"].isna().all() and table["best_step"].isna().all()  # not epoch 0
+
+
+def test_a_chief_refuses_an_address_it_cannot_serve_on(tiny, tmp_path, monkeypatch):
+    # gRPC binds with SO_REUSEPORT: a second chief on a port in use would serve beside
+    # the first one, and workers would join either search.
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+        monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+        monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(port))
+        with pytest.raises(ValueError, match=rf"^the chief cannot serve on 127\.0\.0\.1:{port}: "
+                                             rf"Address already in use \(another chief or "
+                                             rf"program listens there, or the address is not "
+                                             rf"this machine's\)\. Choose another --chief "
+                                             rf"HOST:PORT$"):
+            search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+                   directory=str(tmp_path), project="c", fix=FIX_ALL)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_worker_that_loses_its_chief_says_what_to_do(monkeypatch):
+    import grpc
+
+    from tuning.search import _raise_lost_chief
+
+    class RpcError(grpc.RpcError):
+        def __init__(self, code, details):
+            self._code, self._details = code, details
+
+        def code(self):
+            return self._code
+
+        def details(self):
+            return self._details
+
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "10.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
+    with pytest.raises(RuntimeError, match=r"^this worker lost the chief at 10\.0\.0\.1:8000 "
+                                           r"\(Stream removed\)\. Start the chief again with "
+                                           r"its command, then this worker with the same "
+                                           r"--worker-id: the trial it was running is run "
+                                           r"again$"):
+        _raise_lost_chief(RpcError(grpc.StatusCode.UNAVAILABLE, "Stream\nremoved"))
+    with pytest.raises(RuntimeError, match=r"^the chief at 10\.0\.0\.1:8000 answered this "
+                                           r"worker with an error: Exception calling "
+                                           r"application: boom$"):
+        _raise_lost_chief(RpcError(grpc.StatusCode.UNKNOWN,
+                                   "Exception calling application: boom"))
+    _raise_lost_chief(ValueError("not gRPC"))     # anything else is raised as it is
+
+
+@SLOW_OK
+def test_a_search_killed_while_it_writes_its_state_can_be_resumed(tiny, tmp_path, monkeypatch):
+    # keras-tuner opens its state files for writing in place: a process killed between the
+    # open and the close (simulated here) left an empty oracle.json, and every later run
+    # failed on it ("Expecting value: line 1 column 1"). The search writes them all at once.
+    from keras_tuner.src.backend import io as kt_io
+    real = kt_io.File
+
+    class Killed(BaseException):   # nothing catches it, as nothing survives a kill
+        pass
+
+    def killed_while_writing(filename, mode):
+        if "w" in mode and os.path.basename(filename) in ("oracle.json", "tuner0.json",
+                                                          "trial.json"):
+            open(filename, "w").close()          # truncated, then the process dies
+            raise Killed(filename)
+        return real(filename, mode)
+
+    monkeypatch.setattr(kt_io, "File", killed_while_writing)
+    df = search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+                directory=str(tmp_path), project="k", fix={**FIX_ALL, "lr": 1e-2})
+    assert list(df["status"]) == ["COMPLETED"]
+    project = tmp_path / "k"
+    for name in ("oracle.json", "tuner0.json", "trial_0/trial.json"):
+        json.loads((project / name).read_text())
+    assert not [f for f in os.listdir(project) if ".tmp-" in f]

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 
@@ -109,9 +110,15 @@ def _tuner_class(name):
     class ZooTuner(base):
         """keras-tuner's tuner plus per-trial timings and memory release."""
 
+        #: the search's seed, given to a new oracle (see :func:`_seed_oracle`).
+        zoo_seed = None
+
         def _populate_initial_space(self):
             # Declare the space without building a model (keras-tuner builds one to
-            # discover conditional hyperparameters; the zoo spaces have none).
+            # discover conditional hyperparameters; the zoo spaces have none). Called for
+            # a new project only: a reloaded oracle keeps its own seed and state.
+            if self.zoo_seed is not None:
+                _seed_oracle(self.oracle, self.zoo_seed)
             hp = self.oracle.get_space()
             self.hypermodel.declare_hyperparameters(hp)
             self.oracle.update_space(hp)
@@ -145,7 +152,7 @@ def _tuner_class(name):
             super().on_trial_begin(trial)
 
         def on_trial_end(self, trial):
-            super().on_trial_end(trial)
+            # The timing first: ending the trial raises when it is one failure too many.
             end = time.time()
             path = os.path.join(self.project_dir, "timings", f"{self.tuner_id}.json")
             timings = _read_json(path, {})
@@ -153,12 +160,68 @@ def _tuner_class(name):
                                        "seconds": round(end - self._zoo_started, 3),
                                        "tuner": self.tuner_id}
             _write_json(path, timings)
-            import keras
-            keras.backend.clear_session()
-            gc.collect()
+            if str(trial.status) in ("FAILED", "INVALID"):   # the traceback: trial.json
+                lines = (trial.message or "").strip().splitlines()
+                print(f"trial {trial.trial_id} failed: {lines[-1] if lines else trial.status}",
+                      file=sys.stderr)
+            try:
+                super().on_trial_end(trial)
+            finally:
+                import keras
+                keras.backend.clear_session()
+                gc.collect()
+
+        def save(self):
+            # keras-tuner writes its state files in place: killed in the middle of a
+            # write, a search left an empty oracle.json that no run could reload.
+            if not self._is_worker():
+                self.oracle.save()
+            _write_text(self._get_tuner_fname(), json.dumps(self.get_state()))
+
+        def reload(self):
+            """keras-tuner's reload, without running an ended trial again: its oracle
+            saves its state before it lets an ended trial go (and a chief does not save
+            it again once its workers stop), so a reloaded oracle may hold an ended trial
+            as running and queue it for a retry."""
+            super().reload()
+            if not self._is_worker():
+                ended = set(self.oracle.end_order)
+                self.oracle._retry_queue = [t for t in self.oracle._retry_queue
+                                            if t not in ended]
 
     ZooTuner.__name__ = f"Zoo{base.__name__}"
     return ZooTuner
+
+
+def _write_text(path, text):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
+def _save_state_atomically(oracle):
+    """Make ``oracle`` write ``oracle.json`` and the trials' ``trial.json`` files all at once
+    (:func:`zoo.common.atomic_write`), as keras-tuner's own writers do not."""
+    if getattr(oracle, "_zoo_atomic", False):
+        return
+    oracle.save = lambda: _write_text(oracle._get_oracle_fname(),
+                                      json.dumps(oracle.get_state()))
+    oracle._save_trial = lambda trial: _write_text(
+        os.path.join(oracle._get_trial_dir(trial.trial_id), "trial.json"),
+        json.dumps(trial.get_state()))
+    oracle._zoo_atomic = True
+
+
+def _seed_oracle(oracle, seed):
+    """Seed keras-tuner's ``oracle`` with ``seed``. Its oracles take ``seed or
+    random.randint(1, 10000)``: seed 0, the zoo's default, would draw a new seed in every
+    process, and the same command would search other hyperparameters each time."""
+    oracle.seed = oracle._seed_state = seed
+    if hasattr(oracle, "_random_state"):      # BayesianOptimization's own generators
+        import numpy as np
+        oracle._random_state = np.random.RandomState(seed)
+        oracle.gpr = oracle._make_gpr()
 
 
 def _read_json(path, default=None):
@@ -177,12 +240,16 @@ def _make_tuner(name, hypermodel, objective, *, max_trials, epochs, directory, p
                   max_consecutive_failed_trials=max_consecutive_failed_trials,
                   executions_per_trial=executions_per_trial)
     cls = _tuner_class(name)
+    cls.zoo_seed = seed
     if name == "hyperband":
         tuner = cls(hypermodel, max_epochs=epochs, factor=3, **common)
         # Hyperband plans its own brackets; max_trials caps the total.
         tuner.oracle.max_trials = max_trials
-        return tuner
-    return cls(hypermodel, max_trials=max_trials, **common)
+    else:
+        tuner = cls(hypermodel, max_trials=max_trials, **common)
+    if not tuner._is_worker():     # a worker's oracle is the chief's
+        _save_state_atomically(tuner.oracle)
+    return tuner
 
 
 # -- the results table ----------------------------------------------------------------------
@@ -217,7 +284,8 @@ def trials_table(oracle, project_dir=None, hp_names=None):
         score = trial.score
         row["score"] = None if score is None or (isinstance(score, float) and math.isnan(score)) \
             else float(score)
-        row["best_step"] = trial.best_step
+        # keras-tuner's best_step is 0 until a trial is scored.
+        row["best_step"] = None if row["score"] is None else trial.best_step
         t = timings.get(trial_id, {})
         row["seconds"] = t.get("seconds")
         row["tuner"] = t.get("tuner")
@@ -227,7 +295,9 @@ def trials_table(oracle, project_dir=None, hp_names=None):
     if not records:
         return pd.DataFrame(columns=["trial", "status", *names, "score", "best_step",
                                      "seconds", "tuner", "message"])
-    return pd.DataFrame.from_records(records)
+    df = pd.DataFrame.from_records(records)
+    df["best_step"] = df["best_step"].astype("Int64")   # blank, not NaN, for unscored trials
+    return df
 
 
 def _trial_values(trial) -> dict:
@@ -370,6 +440,64 @@ def _join_chief(kt_tuner, project_dir, fingerprint, hypermodel, *, follow_precis
         raise ValueError(f"this worker's search differs from the chief's in {project_dir}: "
                          f"{detail}. Run the chief's zoo tune command on every worker.")
     return fingerprint
+
+
+def _raise_stopped(exc, project_dir):
+    """keras-tuner's error for too many failed trials in a row (its message holds the last
+    trial's whole traceback) as one line: how many, the last error, where the table is."""
+    text = str(exc)
+    if not text.startswith("Number of consecutive failures exceeded the limit of "):
+        return
+    limit = text.split("limit of ", 1)[1].split(".", 1)[0]
+    last = [line for line in text.strip().splitlines()[1:] if line.strip()]
+    reason = f" (the last: {last[-1].strip()})" if last else ""
+    raise RuntimeError(f"the search stopped after {limit} consecutive failed trials{reason}; "
+                       f"the trials are in {os.path.join(project_dir, 'trials.csv')}") from None
+
+
+def _raise_lost_chief(exc):
+    """On a worker: a gRPC error from the chief as one line saying what to do."""
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover - keras-tuner's distributed mode needs it
+        return
+    if not isinstance(exc, grpc.RpcError):
+        return
+    address = (f"{os.environ.get('KERASTUNER_ORACLE_IP')}:"
+               f"{os.environ.get('KERASTUNER_ORACLE_PORT')}")
+    code = exc.code() if callable(getattr(exc, "code", None)) else None
+    details = " ".join(str(exc.details() if callable(getattr(exc, "details", None))
+                           else exc).split())
+    if code == grpc.StatusCode.UNAVAILABLE:
+        raise RuntimeError(
+            f"this worker lost the chief at {address} ({details}). Start the chief again "
+            f"with its command, then this worker with the same --worker-id: the trial it "
+            f"was running is run again") from None
+    raise RuntimeError(f"the chief at {address} answered this worker with an error: "
+                       f"{details}") from None
+
+
+def _check_chief_address(host, port):
+    """The chief's oracle can serve on ``host:port``. gRPC binds with SO_REUSEPORT, so a
+    second chief on a port in use would serve beside the first, and workers would join
+    either search: a port in use (or not on this machine) is refused before anything
+    is written."""
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValueError(f"the chief cannot serve on {host}:{port}: unknown host "
+                         f"({exc}). --chief takes an address of this machine") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ValueError(f"the chief cannot serve on {host}:{port}: "
+                             f"{exc.strerror or exc} (another chief or program listens there, "
+                             f"or the address is not this machine's). Choose another "
+                             f"--chief HOST:PORT") from None
 
 
 def _check_objective(hypermodel, splits, objective):
@@ -543,6 +671,9 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         fingerprint["mixed_precision"] = hypermodel.mixed_precision
     fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))
     _check_project(project_dir, fingerprint, resume=resume, overwrite=overwrite, role=role)
+    if role == "chief":
+        _check_chief_address(os.environ["KERASTUNER_ORACLE_IP"],
+                             int(os.environ["KERASTUNER_ORACLE_PORT"]))
     _check_objective(hypermodel, splits, objective)
     folds, pooled = _cv_folds(splits, cv, seed, hypermodel.task) if cv else (None, None)
 
@@ -564,14 +695,31 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         _join_chief(kt_tuner, project_dir, fingerprint, hypermodel,
                     follow_precision=mixed_precision == "auto" and not isinstance(
                         model, ZooHyperModel))
+    from keras_tuner.src import config as kt_config
+    debug = kt_config.DEBUG
+    # keras-tuner prints every failed trial's traceback; a trial's line and its
+    # trial.json say it (ZOO_DEBUG=1 prints it as well).
+    kt_config.DEBUG = bool(os.environ.get("ZOO_DEBUG"))
     try:
-        kt_tuner.search(splits.train, validation_data=splits.validation, epochs=epochs,
-                        callbacks=list(callbacks or []), verbose=verbose)
-    finally:
-        if role != "worker":
-            df = _write_results(kt_tuner, hypermodel, name, direction)
+        try:
+            kt_tuner.search(splits.train, validation_data=splits.validation, epochs=epochs,
+                            callbacks=list(callbacks or []), verbose=verbose)
+        finally:
+            kt_config.DEBUG = debug
+            if role != "worker":
+                df = _write_results(kt_tuner, hypermodel, name, direction)
+    except RuntimeError as exc:
+        _raise_stopped(exc, kt_tuner.project_dir)
+        raise
+    except Exception as exc:
+        if role == "worker":
+            _raise_lost_chief(exc)
+        raise
     if role == "worker":
         return None
+    if role == "chief":
+        # Its workers have stopped: the oracle's state without the trials it last let go.
+        kt_tuner.save()
 
     best = _best(kt_tuner, df, splits, hypermodel, export=export, export_dir=export_dir,
                  export_name=export_name, objective=name, pooled=pooled, seed=seed)

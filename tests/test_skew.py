@@ -21,7 +21,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, PngImagePlugin  # noqa: E402
 
 from zoo import data, serving  # noqa: E402
 
@@ -60,6 +60,8 @@ def _build(d):
     alpha = (np.arange(w)[None, :] * 7 % 256).repeat(h, 0).astype(np.uint8)
     rgba = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
     palette = im.quantize(64)
+    gamma = PngImagePlugin.PngInfo()                   # a gAMA chunk of 1/2.2
+    gamma.add(b"gAMA", (45455).to_bytes(4, "big"))
     exif = Image.Exif()
     exif[0x0112] = 6                                   # orientation: rotated 90 degrees
     files = {
@@ -79,6 +81,8 @@ def _build(d):
         "palette.png": (palette, {}),
         "palette_transparent.png": (palette, {"transparency": 3}),
         "grey.png": (im.convert("L"), {}),
+        "gamma.png": (im, {"pnginfo": gamma}),
+        "grey_gamma.png": (im.convert("L"), {"pnginfo": gamma}),
         "bilevel.png": (im.convert("1"), {}),
         "grey16.png": (Image.fromarray((rgb[..., 0].astype(np.uint16) * 257
                                         + rgb[..., 1]).astype(np.uint16)), {}),
@@ -116,7 +120,8 @@ def _trained_on(path, channels):
 NAMES = ["baseline_q50.jpg", "baseline_q75.jpg", "baseline_q95.jpg", "big_q90.jpg",
          "progressive.jpg", "s444.jpg", "s422.jpg", "s420.jpg", "grey.jpg", "cmyk.jpg",
          "exif_orientation_6.jpg", "rgb.png", "rgba.png", "palette.png",
-         "palette_transparent.png", "grey.png", "bilevel.png", "grey16.png", "rgb16.png",
+         "palette_transparent.png", "grey.png", "gamma.png", "grey_gamma.png", "bilevel.png",
+         "grey16.png", "rgb16.png",
          "grey_alpha.png", "photo.gif", "photo.bmp", "rgba.bmp", "lossy.webp",
          "lossless.webp", "rgba.webp", "grey.webp"]
 

@@ -989,3 +989,30 @@ def test_a_search_killed_while_it_writes_its_state_can_be_resumed(tiny, tmp_path
     for name in ("oracle.json", "tuner0.json", "trial_0/trial.json"):
         json.loads((project / name).read_text())
     assert not [f for f in os.listdir(project) if ".tmp-" in f]
+
+
+def test_an_image_size_some_point_of_the_space_cannot_build_is_refused(capsys, tmp_path):
+    """U-Net's same-padded levels need a multiple of 2**depth: at 16x16 the default space's
+    depth 5 would fail every trial that draws it; a size below a family's minimum would fail
+    them all. Both are refused before anything is written."""
+    from zoo.cli import main
+
+    def error(argv):
+        code = main(["tune", *argv, "--directory", str(tmp_path / "runs"), "--tuner",
+                     "random", "--max-trials", "1", "--epochs", "1"])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, lines
+        return lines[0]
+
+    assert error(["unet", "--dataset", "shapes", "--image-size", "16,16"]) == (
+        "zoo: error: unet needs an image size that is a multiple of 2**depth; received image "
+        "size 16x16, which depth 5 of the space does not fit: limit the space to depth 2,3,4 "
+        "(--set depth=2,3,4) or use a size that is a multiple of 32")
+    assert error(["unet", "--dataset", "shapes", "--image-size", "24,24", "--set",
+                  "depth=4,5"]).endswith("which depth 4, 5 of the space does not fit: use a "
+                                         "size that is a multiple of 32")
+    assert error(["alexnet", "--image-size", "16,16"]) == (
+        "zoo: error: alexnet needs images of at least 67x67; received image size 16x16")
+    assert not (tmp_path / "runs").exists()
+    hm = hms.get_hypermodel("unet", set={"depth": "2,3"})
+    hm.check_input_shape((24, 40, 3))         # multiples of 8: every depth of the space

@@ -589,6 +589,15 @@ class ZooHyperModel(kt.HyperModel):
         from zoo.registry import model_info
         return model_info(self.builder).min_input_size
 
+    def check_input_shape(self, input_shape):
+        """Raise a ``ValueError`` unless every point of the space builds at ``input_shape``
+        (checked before a search starts, so that no trial fails for its size)."""
+        h, w = input_shape[:2]
+        minimum = self.min_input_size()
+        if min(h, w) < minimum:
+            raise ValueError(f"{self.family} needs images of at least {minimum}x{minimum}; "
+                             f"received image size {h}x{w}")
+
     def build_model(self, values):
         """The uncompiled model for hyperparameter ``values``."""
         from zoo.registry import get_builder
@@ -757,7 +766,25 @@ class UNetHyperModel(ZooHyperModel):
     )
 
     def min_input_size(self) -> int:
-        return 2 ** max(self.params["depth"].values or (self.params["depth"].default,))
+        return 2 ** max(self._depths())
+
+    def _depths(self):
+        return self.params["depth"].values or (self.params["depth"].default,)
+
+    def check_input_shape(self, input_shape):
+        """With ``padding="same"`` each depth needs a size that is a multiple of
+        ``2**depth``: a depth of the space that does not fit is refused, naming those that do."""
+        h, w = input_shape[:2]
+        depths = sorted(int(d) for d in self._depths())
+        bad = [d for d in depths if h % 2 ** d or w % 2 ** d]
+        if bad:
+            fit = [d for d in depths if d not in bad]
+            hint = (f"limit the space to depth {','.join(map(str, fit))} (--set depth="
+                    f"{','.join(map(str, fit))}) or " if fit else "")
+            raise ValueError(f"unet needs an image size that is a multiple of 2**depth; "
+                             f"received image size {h}x{w}, which depth "
+                             f"{', '.join(map(str, bad))} of the space does not fit: {hint}"
+                             f"use a size that is a multiple of {2 ** max(bad)}")
 
     def build_model(self, values):
         from zoo.registry import get_builder

@@ -656,6 +656,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     if splits.info.task != hypermodel.task:
         raise ValueError(f"{hypermodel.family} is a {hypermodel.task} model; dataset "
                          f"{splits.info.name!r} is a {splits.info.task} dataset")
+    hypermodel.check_input_shape(tuple(splits.info.input_shape))
     if objective is None:
         objective = "val_accuracy" if hypermodel.task == "classification" else "val_mean_iou"
     name, direction = _direction(objective)

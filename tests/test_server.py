@@ -207,6 +207,12 @@ ERRORS = [
     ("post", "/v1/models/lenet5:predict", {"instances": [[[[True]]]]}, 400,
      "pixel values must be numbers"),
     ("post", "/v1/models/lenet5:predict", {"instances": ["text"]}, 400, "expected an image"),
+    # NaN and infinities, which TensorFlow Serving's parser reads, in a small and a 1 KB+ body
+    ("post", "/v1/models/lenet5:predict", b'{"instances": [[[[0], [NaN]]]]}', 400,
+     "pixel values must be finite numbers (no NaN or infinity); the request body holds"),
+    ("post", "/v1/models/lenet5:predict",
+     b'{"instances": [[' + b", ".join([b"[1.5]"] * 400) + b", [-Infinity]]]}", 400,
+     "pixel values must be finite numbers (no NaN or infinity); the request body holds"),
     ("post", "/v1/models/lenet5:predict", {"instances": [[[[0]], [[0], [1]]]]}, 400,
      "regular numeric array"),
     ("post", "/v1/models/lenet5:predict", {"instances": [{"b64": "***"}]}, 400,

@@ -496,7 +496,16 @@ def parse_body(body: bytes, splitter=None, dtype=None):
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if _NON_FINITE_TOKEN.search(body):
+            # TensorFlow Serving's parser reads these tokens; an image cannot hold them.
+            raise ServingError(400, "pixel values must be finite numbers (no NaN or "
+                               "infinity); the request body holds NaN, Infinity or "
+                               "-Infinity") from None
         raise ServingError(400, f"malformed JSON in the request body: {exc}") from None
+
+
+#: NaN and infinity as TensorFlow Serving's JSON parser reads them (and Python's json).
+_NON_FINITE_TOKEN = re.compile(rb"[\[,:]\s*-?(?:NaN|Infinity)\s*[\],}]")
 
 
 #: ``Content-Encoding`` values of request bodies read as they are, and of gzip bodies.

@@ -608,3 +608,54 @@ def test_segmentation_split_folders_hold_validation_out_of_train(tmp_path):
     train, val, test = pixels(s.train), pixels(s.validation), pixels(s.test)
     assert len(val) == 1 and not val & train and not val & test and test == {100, 101}
     assert train | val == set(range(10))
+
+
+# --- examples per class (class_weight="balanced" in zoo.train) --------------------------
+
+def test_folder_class_counts_come_from_the_listing(tmp_path):
+    _class_tree(tmp_path, {"train": {"a": 6, "b": 3, "c": 1},
+                           "validation": {"a": 1, "b": 1, "c": 1}})
+    s = data.load_splits(str(tmp_path), batch_size=4)
+    assert s.info.labels == ["a", "b", "c"]
+    counts = data.train_class_counts(s)
+    assert counts.dtype == np.int64 and counts.tolist() == [6, 3, 1]
+    # Read from the file listing: no image is opened (they are gone) ...
+    for path in (tmp_path / "train").rglob("*.png"):
+        path.unlink()
+    assert data.train_class_counts(s).tolist() == [6, 3, 1]
+    # ... and a missing validation folder's hold-out is left out of train's counts.
+    other = _class_tree(tmp_path / "other", {"train": {"a": 19, "b": 2}})
+    s = data.load_splits(str(other), batch_size=4)
+    assert s.info.splits["train"] == 19 and data.train_class_counts(s).tolist() == [17, 2]
+    _, y = data.to_arrays(s.train)
+    assert np.bincount(y).tolist() == [17, 2]
+
+
+def test_class_counts_of_digits_and_of_splits_put_together():
+    s = data.load_splits("digits", image_size=(8, 8), batch_size=100, augment=True)
+    expected = np.bincount(data.digits_arrays("train")[1], minlength=10)
+    assert expected.sum() == 1257
+    assert data.train_class_counts(s).tolist() == expected.tolist()
+    # Splits of one's own: one pass over their train pipeline.
+    own = data.Splits(s.train, s.validation, s.test, s.info)
+    assert own.count_train_labels is None
+    assert data.train_class_counts(own).tolist() == expected.tolist()
+    few = data.Splits(data.load("digits", "test", image_size=(8, 8), batch_size=7)[0],
+                      s.validation, s.test, s.info)
+    assert data.train_class_counts(few).tolist() == np.bincount(
+        data.digits_arrays("test")[1], minlength=10).tolist()
+    with pytest.raises(ValueError, match="counted for classification datasets; 'shapes' is "
+                                         "a segmentation dataset"):
+        data.train_class_counts(data.load_splits("shapes", batch_size=50))
+
+
+@pytest.mark.parametrize("name", ["mnist", "malaria", "cifar100"])
+def test_tfds_class_counts_under_mock_data(name, tmp_path):
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=40):
+        s = data.load_splits(name, image_size=(8, 8), batch_size=16, augment=True,
+                             data_dir=str(tmp_path))
+        counts = data.train_class_counts(s)
+        _, y = data.to_arrays(s.train)
+    assert len(counts) == s.info.num_classes and counts.sum() == len(y) == 40
+    assert counts.tolist() == np.bincount(y, minlength=s.info.num_classes).tolist()

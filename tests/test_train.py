@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -827,3 +828,252 @@ def test_zoo_load_model_reads_a_run_in_a_fresh_process(tmp_path):
     (tmp_path / "junk.keras").write_text("no zip")
     with pytest.raises(ValueError, match="not a Keras model file"):
         load_model(tmp_path / "junk.keras")
+
+
+# --- class weights ----------------------------------------------------------------------
+
+TOY_LABELS = np.array([0] * 8 + [1] * 3 + [2] * 1, "int32")     # imbalanced: 8, 3, 1
+
+
+def toy_splits(labels=TOY_LABELS, names=("a", "b", "c")):
+    """One 12-image batch of fixed random images, as train, validation and test."""
+    x = np.random.default_rng(0).normal(size=(len(labels), 8, 8, 1)).astype("float32")
+    info = data.DatasetInfo("toy", "classification", len(names), list(names), (8, 8, 1))
+    ds = tf.data.Dataset.from_tensor_slices((x, labels)).batch(len(labels))
+    return data.Splits(ds, ds, ds, info), x
+
+
+def example_losses(model, x, labels, label_smoothing=0.0):
+    """Per-example cross-entropy of ``model`` (softmax outputs), computed by hand."""
+    p = model.predict(x, verbose=0).astype("float64")
+    q = np.eye(p.shape[1])[labels] * (1 - label_smoothing) + label_smoothing / p.shape[1]
+    return -(q * np.log(p)).sum(1), p
+
+
+def test_balanced_class_weights_are_scikit_learns():
+    from sklearn.utils.class_weight import compute_class_weight
+    splits, _ = toy_splits()
+    weights = train.resolve_class_weight("balanced", splits)
+    n, k = 12, 3
+    assert weights == [n / (k * 8), n / (k * 3), n / (k * 1)] == [0.5, 12 / 9, 4.0]
+    np.testing.assert_allclose(weights, compute_class_weight(
+        "balanced", classes=np.arange(3), y=TOY_LABELS), rtol=1e-15)
+    assert np.mean(np.array(weights)[TOY_LABELS]) == pytest.approx(1.0)   # average 1
+    # A mapping: by label name or index; classes not named get 1.
+    assert train.resolve_class_weight({"c": 5, 0: 0.25}, splits) == [0.25, 1.0, 5.0]
+    assert train.resolve_class_weight({"2": 5}, splits) == [1.0, 1.0, 5.0]   # as the CLI
+    assert train.resolve_class_weight(None, splits) is None
+    # A label name wins over an index: labels "1", "0" (class 0 is named "1").
+    named, _ = toy_splits(TOY_LABELS % 2, names=("1", "0"))
+    assert train.resolve_class_weight({"1": 3.0}, named) == [3.0, 1.0]
+    assert train.resolve_class_weight({1: 3.0}, named) == [1.0, 3.0]
+
+
+@pytest.mark.parametrize("precision,jit,smoothing,tolerance", [
+    ("off", False, 0.0, 1e-5), ("off", True, 0.1, 1e-5), ("bfloat16", False, 0.0, 1e-2),
+    ("float16", True, 0.0, 1e-2)])
+def test_the_weighted_loss_keras_reports_is_the_weighted_mean_of_example_losses(
+        tmp_path, precision, jit, smoothing, tolerance):
+    splits, x = toy_splits()
+    model = tiny_classifier(num_classes=3)
+    ce, _ = example_losses(model, x, TOY_LABELS, smoothing)
+    weights = np.array([3.0, 0.5, 0.0])
+    # One batch, one epoch: the loss is reported for the weights before the update. Keras
+    # multiplies each example's loss by its class's weight and divides by the batch size.
+    history = train.fit(model, splits, epochs=1, run_dir=str(tmp_path / "run"), verbose=0,
+                        class_weight={"a": 3.0, "b": 0.5, "c": 0}, mixed_precision=precision,
+                        jit_compile=jit, label_smoothing=smoothing, learning_rate=1e-3)
+    expected = float(np.sum(weights[TOY_LABELS] * ce) / len(ce))
+    assert history["loss"][0] == pytest.approx(expected, rel=tolerance)
+    settings = json.loads((tmp_path / "run" / "info.json").read_text())["settings"]
+    assert settings["jit_compile"] is jit                    # XLA compiled it (no fallback)
+    assert settings["mixed_precision"] == (None if precision == "off" else f"mixed_{precision}")
+    assert abs(expected - ce.mean()) > 0.5          # far from the unweighted loss
+    if precision == "off":
+        # Validation is not weighted: its loss is the plain mean of the trained model's.
+        trained, _ = example_losses(train.fit.last_model, x, TOY_LABELS, smoothing)
+        assert history["val_loss"][0] == pytest.approx(trained.mean(), rel=tolerance)
+
+
+def test_balanced_weights_are_recorded_and_accuracy_is_not_weighted(tmp_path):
+    splits, x = toy_splits()
+    model = tiny_classifier(num_classes=3)
+    _, p = example_losses(model, x, TOY_LABELS)
+    run = tmp_path / "run"
+    history = train.fit(model, splits, epochs=1, run_dir=str(run), verbose=0,
+                        class_weight="balanced", mixed_precision="off", jit_compile=False)
+    # Keras weights the loss only: the compiled accuracy counts every example once.
+    assert history["accuracy"][0] == pytest.approx(np.mean(p.argmax(1) == TOY_LABELS),
+                                                   abs=1e-6)
+    assert history["val_accuracy"][0] == pytest.approx(
+        np.mean(train.fit.last_model.predict(x, verbose=0).argmax(1) == TOY_LABELS), abs=1e-6)
+    info = json.loads((run / "info.json").read_text())
+    assert info["settings"]["class_weight"] == {
+        "method": "balanced", "weights": {"a": 0.5, "b": 12 / 9, "c": 4.0}}
+    train.fit(tiny_classifier(num_classes=3), splits, epochs=1, run_dir=str(run), verbose=0,
+              class_weight={"c": 2}, mixed_precision="off", jit_compile=False)
+    info = json.loads((run / "info.json").read_text())
+    assert info["settings"]["class_weight"] == {
+        "method": "given", "weights": {"a": 1.0, "b": 1.0, "c": 2.0}}
+    train.fit(tiny_classifier(num_classes=3), splits, epochs=1, run_dir=str(run), verbose=0,
+              mixed_precision="off", jit_compile=False)
+    assert json.loads((run / "info.json").read_text())["settings"]["class_weight"] is None
+
+
+@pytest.mark.parametrize("class_weight,message", [
+    ("Balanced", r"class_weight must be None, 'balanced' or a mapping \{class index or label "
+                 r"name: weight\} with finite weights >= 0. Received: class_weight='Balanced'"),
+    (["balanced"], r"Received: class_weight=\['balanced'\]"),
+    ([1.0, 2.0], r"Received: class_weight=\[1.0, 2.0\]"),
+    ({}, r"an empty mapping names no class. Received: class_weight=\{\}"),
+    ({"0": -1.0}, r"class '0' has weight -1.0. Received: class_weight=\{'0': -1.0\}"),
+    ({"0": float("nan")}, r"class '0' has weight nan"),
+    ({"0": float("inf")}, r"class '0' has weight inf"),
+    ({"0": "2"}, r"class '0' has weight '2'"),
+    ({"0": True}, r"class '0' has weight True"),
+    ({-1: 2.0}, r"class -1 is neither a label name nor an index >= 0"),
+    ({True: 2.0}, r"class True is neither a label name nor an index >= 0"),
+    ({1.0: 2.0}, r"class 1.0 is neither a label name nor an index >= 0")])
+def test_fit_refuses_a_bad_class_weight_before_any_work(class_weight, message, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        train.fit("lenet5", "digits", epochs=1, run_dir=str(run), verbose=0,
+                  class_weight=class_weight)
+    assert not run.exists()
+
+
+def test_fit_refuses_class_weights_the_dataset_cannot_take(tmp_path, monkeypatch):
+    splits, _ = toy_splits()
+    run = tmp_path / "run"
+    for class_weight, message in (
+            ({"d": 2.0}, r"class_weight names class 'd', which dataset 'toy' does not have. "
+                         r"Allowed: its label names \(a, b, c\) or indices 0..2. "
+                         r"Received: class_weight=\{'d': 2.0\}"),
+            ({"cc": 2.0}, r"class 'cc', which .* Did you mean: c\?"),
+            ({3: 2.0}, r"class 3, which dataset 'toy' does not have"),
+            ({"7": 2.0}, r"class '7', which dataset 'toy' does not have"),
+            ({0: 2.0, "a": 3.0}, r"class_weight names class 'a' \(index 0\) twice, as 0 and "
+                                 r"'a'"),
+            ({"a": 0, "b": 0.0, 2: 0}, r"class_weight gives every class of dataset 'toy' "
+                                       r"weight 0")):
+        with pytest.raises(ValueError, match=message):
+            train.fit(tiny_classifier(num_classes=3), splits, epochs=1, run_dir=str(run),
+                      verbose=0, class_weight=class_weight)
+        assert not run.exists()
+    # "balanced" needs every class in the train split.
+    missing, _ = toy_splits(names=("a", "b", "c", "d"))
+    with pytest.raises(ValueError, match=r"class_weight='balanced' needs training examples "
+                                         r"of every class, but the train split of dataset "
+                                         r"'toy' has none of class 'd' \(examples per class: "
+                                         r"\[8, 3, 1, 0\]\)"):
+        train.fit(tiny_classifier(num_classes=4), missing, epochs=1, run_dir=str(run),
+                  verbose=0, class_weight="balanced")
+    assert not run.exists()
+    # Segmentation is refused, before anything is loaded.
+    monkeypatch.setattr(data, "load_splits", lambda *a, **kw: pytest.fail("loaded"))
+    for model in (tiny_segmenter(), "unet"):
+        with pytest.raises(ValueError, match=r"class_weight is for classification, and model "
+                                             r"'(tiny_seg|unet)' is for segmentation: .*Dice "
+                                             r"term. Received: class_weight='balanced'"):
+            train.fit(model, "shapes", epochs=1, run_dir=str(run), verbose=0,
+                      class_weight="balanced")
+    assert not run.exists()
+
+
+def test_a_killed_run_resumes_with_the_class_weights_it_started_with(tmp_path):
+    splits, _ = toy_splits()
+    run = tmp_path / "run"
+    kw = dict(epochs=3, run_dir=str(run), verbose=0, mixed_precision="off", jit_compile=False)
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(num_classes=3), splits, class_weight="balanced",
+                  callbacks=[_KillAfterFirstEpoch()], **kw)
+    state = json.loads((run / "backup" / "zoo_run.json").read_text())
+    assert state["class_weight"] == {"method": "balanced",
+                                     "weights": {"a": 0.5, "b": 12 / 9, "c": 4.0}}
+    with pytest.raises(ValueError, match=re.escape(
+            f"{run} holds a killed run that trained with class weights {{'a': 0.5, 'b': "
+            f"{12 / 9!r}, 'c': 4.0}} (balanced); resume it with class_weight='balanced' "
+            f"(--class-weight balanced) on the same training data, or those weights")
+            + r".* Received: class_weight=None$"):
+        train.fit(tiny_classifier(num_classes=3), splits, **kw)
+    with pytest.raises(ValueError, match=r"Received: class_weight=\{'c': 4.0\} \(weights "
+                                         r"\{'a': 1.0, 'b': 1.0, 'c': 4.0\}\)$"):
+        train.fit(tiny_classifier(num_classes=3), splits, class_weight={"c": 4.0}, **kw)
+    # The same weights, given by class, resume it.
+    history = train.fit(tiny_classifier(num_classes=3), splits,
+                        class_weight={"a": 0.5, "b": 12 / 9, "c": 4.0}, **kw)
+    assert list(history["epoch"]) == [0, 1, 2]          # resumed after epoch 0
+    info = json.loads((run / "info.json").read_text())
+    assert info["settings"]["class_weight"]["weights"] == {"a": 0.5, "b": 12 / 9, "c": 4.0}
+    # A run killed without class weights does not resume with them.
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(num_classes=3), splits, callbacks=[_KillAfterFirstEpoch()],
+                  **kw)
+    assert "class_weight" not in json.loads((run / "backup" / "zoo_run.json").read_text())
+    with pytest.raises(ValueError, match=r"holds a killed run that trained without class "
+                                         r"weights; resume it with class_weight=None \(no "
+                                         r"--class-weight\), or use another run directory. "
+                                         r"Received: class_weight='balanced' \(weights "):
+        train.fit(tiny_classifier(num_classes=3), splits, class_weight="balanced", **kw)
+
+
+def test_zoo_train_class_weight_option(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+    root = tmp_path / "photos"
+    for split, counts in (("train", {"cat": 6, "dog": 2}), ("validation", {"cat": 1, "dog": 1})):
+        for k, (label, n) in enumerate(counts.items()):
+            os.makedirs(root / split / label)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8), 100 * k + i, "uint8")).save(
+                    root / split / label / f"{i}.png")
+    base = ["train", "lenet5", "--dataset", f"folder:{root}", "--epochs", "1", "--quiet",
+            "--image-size", "32,32", "--mixed-precision", "off"]
+    run = tmp_path / "run"
+    assert zoo_main(base + ["--class-weight", "balanced", "--run-dir", str(run)]) == 0
+    info = json.loads((run / "info.json").read_text())
+    assert info["settings"]["class_weight"] == {
+        "method": "balanced", "weights": {"cat": 8 / (2 * 6), "dog": 8 / (2 * 2)}}
+    capsys.readouterr()
+    # NAME=W, repeatable; a class name or index.
+    seen = {}
+
+    def no_fit(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("not trained")
+    monkeypatch.setattr(train, "fit", no_fit)
+    assert zoo_main(base + ["--class-weight", "dog=2.5", "--class-weight", "0=0.5"]) == 1
+    assert seen["class_weight"] == {"dog": 2.5, "0": 0.5}
+    capsys.readouterr()
+    # Bad input: one line, exit code 2, no traceback.
+    for args, message in (
+            (["--class-weight", "balance"], "zoo train: error: argument --class-weight: "
+                                            "expected balanced or NAME=W (a class name or "
+                                            "index and a finite weight >= 0, e.g. cat=2.5); "
+                                            "received 'balance'"),
+            (["--class-weight", "dog=-1"], "received 'dog=-1'"),
+            (["--class-weight", "dog=nan"], "received 'dog=nan'"),
+            (["--class-weight", "dog=heavy"], "received 'dog=heavy'"),
+            (["--class-weight", "=2"], "received '=2'"),
+            (["--class-weight", "balanced", "--class-weight", "dog=2"],
+             "zoo: error: --class-weight balanced cannot be combined with other "
+             "--class-weight values. Received: balanced, dog=2"),
+            (["--class-weight", "dog=2", "--class-weight", "dog=3"],
+             "zoo: error: --class-weight names 'dog' twice. Received: dog=2 and dog=3")):
+        try:
+            code = zoo_main(base + args)
+        except SystemExit as exc:      # argparse's errors
+            code = exc.code
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "\n" not in err and "Traceback" not in err
+        assert err.endswith(message), err
+    monkeypatch.undo()
+    assert zoo_main(base + ["--class-weight", "bird=2", "--run-dir", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(
+        f"zoo: error: class_weight names class 'bird', which dataset 'folder:{root}' does not "
+        f"have. Allowed: its label names (cat, dog) or indices 0..1.")
+    assert not (tmp_path / "b").exists()
+    assert zoo_main(["train", "unet", "--class-weight", "balanced"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo: error: class_weight is for classification, and model 'unet' "
+                          "is for segmentation") and "\n" not in err

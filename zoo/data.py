@@ -36,7 +36,7 @@ import tensorflow as tf
 from zoo.common import has_image_signature
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
-           "augmenter", "make_shapes", "digits_arrays", "OFFLINE_DATASETS",
+           "augmenter", "make_shapes", "digits_arrays", "train_class_counts", "OFFLINE_DATASETS",
            "autotune_by_default", "without_autotune", "with_default_autotune"]
 
 SPLITS = ("train", "validation", "test")
@@ -108,12 +108,21 @@ class DatasetInfo:
 
 @dataclasses.dataclass
 class Splits:
-    """The three batched, prefetched pipelines of a dataset and its :class:`DatasetInfo`."""
+    """The three batched, prefetched pipelines of a dataset and its :class:`DatasetInfo`.
+
+    ``count_train_labels`` (set by :func:`load_splits` for classification datasets):
+    ``() -> examples per class of the train split``, from what the dataset knows without
+    reading its images (a folder's file listing, digits' arrays, the labels of the
+    tensorflow-datasets records); ``None`` for splits put together otherwise, whose
+    :func:`train_class_counts` reads the ``train`` pipeline once.
+    """
 
     train: tf.data.Dataset
     validation: tf.data.Dataset
     test: tf.data.Dataset
     info: DatasetInfo
+    count_train_labels: Optional[object] = dataclasses.field(default=None, repr=False,
+                                                             compare=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -271,6 +280,8 @@ class _Source:
     small: bool = False              # cache after resizing
     stats_sample: object = None      # () -> unbatched training examples to measure, spread
                                      # over the split (None: its first ones)
+    counts: object = None            # split -> examples per class, no image decoded
+                                     # (classification; None: count a pass over the split)
 
 
 # --- digits ---------------------------------------------------------------------------
@@ -306,9 +317,13 @@ def _digits_source(data_dir=None, download=False):
     def get(split):
         x, y = digits_arrays(split)
         return tf.data.Dataset.from_tensor_slices((x, y))
+
+    def counts(split):
+        return _bincount(digits_arrays(split)[1], 10, "digits")
+
     sizes = {"train": 1797 - 540, "validation": 180, "test": 360}
     return _Source("digits", "classification", [str(i) for i in range(10)], 1, (8, 8, 1),
-                   (32, 32), _AUG_DIGITS, get, sizes, small=True)
+                   (32, 32), _AUG_DIGITS, get, sizes, small=True, counts=counts)
 
 
 # --- shapes ---------------------------------------------------------------------------
@@ -429,7 +444,7 @@ def _tfds_source(name, data_dir=None, download=False):
     import tensorflow_datasets as tfds
     splits, task, channels, raw_hw, default_size, stats, aug = _TFDS[name]
 
-    def _load(split):
+    def _load(split, **kwargs):
         # tfds logs (absl's Python logger) on its way to finding no data ("Variant folder
         # ... has no dataset_info.json"): held back, and dropped when the error below says
         # what happened in one line; passed on otherwise.
@@ -442,7 +457,7 @@ def _tfds_source(name, data_dir=None, download=False):
         absl_logger.addFilter(hold)
         try:
             return tfds.load(name, split=splits[split], data_dir=data_dir,
-                             download=download, with_info=True)
+                             download=download, with_info=True, **kwargs)
         except (AssertionError, tfds.core.registered.DatasetNotFoundError,
                 FileNotFoundError, KeyError) as exc:   # KeyError: a folder of no splits
             held.clear()
@@ -470,8 +485,17 @@ def _tfds_source(name, data_dir=None, download=False):
         return ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32)),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
+    def counts(split):
+        # tensorflow-datasets records no examples per class: one pass over the split's
+        # labels, its images left undecoded.
+        ds, _ = _load(split, decoders={"image": tfds.decode.SkipDecoding()})
+        total = np.zeros(len(labels), "int64")
+        for y in ds.map(lambda ex: ex["label"]).batch(4096).as_numpy_iterator():
+            total += _bincount(y, len(labels), name)
+        return total
+
     return _Source(name, task, labels, channels, (*raw_hw, channels), default_size, aug, get,
-                   sizes, stats=stats)
+                   sizes, stats=stats, counts=counts if task == "classification" else None)
 
 
 # --- local folders --------------------------------------------------------------------
@@ -717,9 +741,13 @@ def _classification_folder(root, name):
         return ds.map(lambda p, y: (_decode(p, channels), y),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
+    def counts(split):
+        return _bincount(files[split][1], len(labels), name)
+
     sizes = {s: len(files[s][0]) for s in SPLITS}
     return _Source(name, "classification", labels, channels, (None, None, channels),
-                   tuple(hw), _AUG_PHOTO, get, sizes, stats_sample=stats_sample)
+                   tuple(hw), _AUG_PHOTO, get, sizes, stats_sample=stats_sample,
+                   counts=counts)
 
 
 def _stratified_holdout(ys, n_val):
@@ -1108,4 +1136,55 @@ def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=
                               augment=settings if split == "train" else {}, seed=seed,
                               shuffle=split == "train", autotune=autotune)
              for split in SPLITS}
-    return Splits(pipes["train"], pipes["validation"], pipes["test"], info)
+    count = None
+    if src.task == "classification" and src.counts is not None:
+        def count():
+            return src.counts("train")
+    return Splits(pipes["train"], pipes["validation"], pipes["test"], info,
+                  count_train_labels=count)
+
+
+def _bincount(labels, num_classes, name) -> np.ndarray:
+    """Examples per class of ``labels`` (int64, ``num_classes`` long); a label outside
+    ``0..num_classes-1`` raises."""
+    labels = np.asarray(labels, "int64").reshape(-1)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)][0]
+        raise ValueError(f"labels outside num_classes: dataset {name!r} has {num_classes} "
+                         f"classes, so labels must be in 0..{num_classes - 1}; found {bad}.")
+    return np.bincount(labels, minlength=num_classes).astype("int64")
+
+
+def train_class_counts(splits: Splits) -> np.ndarray:
+    """Examples per class in the train split of a classification dataset.
+
+    Taken from what the dataset knows where it can (``splits.count_train_labels``: a
+    folder's file listing, digits' fixed arrays, a pass over the labels of the
+    tensorflow-datasets records that decodes no image); for :class:`Splits` put together
+    otherwise, counted in one pass over ``splits.train``.
+
+    Args:
+        splits: a :class:`Splits` (e.g. from :func:`load_splits`).
+
+    Returns:
+        int64 array of ``splits.info.num_classes`` counts, in the order of
+        ``splits.info.labels``.
+
+    Raises:
+        ValueError: a segmentation dataset, or a label outside ``0..num_classes-1``.
+
+    Example:
+        >>> train_class_counts(load_splits("digits")).tolist()
+        [124, 128, 124, 128, 127, 127, 127, 125, 121, 126]
+    """
+    info = splits.info
+    if info.task != "classification":
+        raise ValueError(f"Examples per class are counted for classification datasets; "
+                         f"{info.name!r} is a {info.task} dataset.")
+    if splits.count_train_labels is not None:
+        counts = np.asarray(splits.count_train_labels(), "int64")
+    else:
+        counts = np.zeros(info.num_classes, "int64")
+        for y in splits.train.map(lambda x, y: y).as_numpy_iterator():
+            counts += _bincount(y, info.num_classes, info.name)
+    return counts

@@ -24,6 +24,7 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from typing import Optional
 
 import keras
@@ -34,8 +35,9 @@ from keras import ops
 from zoo import data as zdata
 from zoo.common import atomic_write, atomic_write_text
 
-__all__ = ["compile_model", "fit", "resolve_jit_compile", "cosine_schedule", "SparseDiceLoss",
-           "CrossEntropyDiceLoss", "build_for_dataset", "configure_train", "TRAIN_DEFAULTS"]
+__all__ = ["compile_model", "fit", "resolve_jit_compile", "resolve_class_weight",
+           "cosine_schedule", "SparseDiceLoss", "CrossEntropyDiceLoss", "build_for_dataset",
+           "configure_train", "TRAIN_DEFAULTS"]
 
 _PACKAGE = "zoo"
 
@@ -184,6 +186,146 @@ def _check_label_smoothing(label_smoothing):
     if not _is_number(label_smoothing) or not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be a number in [0, 1). "
                          f"Received: label_smoothing={label_smoothing!r}")
+
+
+# --------------------------------------------------------------------------------------
+# Class weights.
+
+_CLASS_WEIGHT_ALLOWED = ("class_weight must be None, 'balanced' or a mapping {class index or "
+                         "label name: weight} with finite weights >= 0")
+
+
+def _check_class_weight(class_weight):
+    """Refuse a ``class_weight`` no dataset could take (before anything is loaded): not
+    ``None``, ``"balanced"`` or a non-empty mapping of label names or indices >= 0 to finite
+    weights >= 0."""
+    if class_weight is None or (isinstance(class_weight, str) and class_weight == "balanced"):
+        return
+    received = f"Received: class_weight={class_weight!r}"
+    if not isinstance(class_weight, Mapping):
+        raise ValueError(f"{_CLASS_WEIGHT_ALLOWED}. {received}")
+    if not class_weight:
+        raise ValueError(f"{_CLASS_WEIGHT_ALLOWED}; an empty mapping names no class. "
+                         f"{received}")
+    for key, weight in class_weight.items():
+        if not isinstance(key, str) and not (
+                isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_))
+                and key >= 0):
+            raise ValueError(f"{_CLASS_WEIGHT_ALLOWED}; class {key!r} is neither a label name "
+                             f"nor an index >= 0. {received}")
+        if not _is_number(weight) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"{_CLASS_WEIGHT_ALLOWED}; class {key!r} has weight {weight!r}. "
+                             f"{received}")
+
+
+def _refuse_segmentation_class_weight(task, what, class_weight):
+    """Class weights are for classification: the segmentation loss (cross-entropy + soft
+    Dice) averages the Dice score over the classes, so every class already counts the same
+    there whatever its pixel count."""
+    if class_weight is not None and task == "segmentation":
+        raise ValueError(f"class_weight is for classification, and {what} is for "
+                         f"segmentation: its loss (cross-entropy + soft Dice, "
+                         f"CrossEntropyDiceLoss) already weighs every class equally in its "
+                         f"Dice term. Received: class_weight={class_weight!r}")
+
+
+def _class_index(key, info, class_weight) -> int:
+    """The class index a ``class_weight`` key names: a label name, else an index (an int, or
+    a string of digits that is no label name, as ``--class-weight`` gives)."""
+    labels = [str(v) for v in info.labels]
+    if isinstance(key, str) and key in labels:
+        return labels.index(key)
+    if isinstance(key, str):
+        index = int(key) if key.isascii() and key.isdigit() else None
+    else:
+        index = int(key)
+    if index is None or not 0 <= index < len(labels):
+        import difflib
+        close = [] if str(key).isdigit() else difflib.get_close_matches(str(key), labels, n=3,
+                                                                          cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        shown = labels if len(labels) <= 20 else labels[:20] + ["..."]
+        raise ValueError(f"class_weight names class {key!r}, which dataset {info.name!r} does "
+                         f"not have.{hint} Allowed: its label names ({', '.join(shown)}) or "
+                         f"indices 0..{len(labels) - 1}. Received: class_weight={class_weight!r}")
+    return index
+
+
+def resolve_class_weight(class_weight, splits) -> Optional[list]:
+    """The weight of each class of a classification dataset that ``class_weight`` asks for.
+
+    Args:
+        class_weight: ``None`` (no weighting), ``"balanced"`` (``n_samples / (n_classes *
+            count_c)`` from the examples per class of the train split, as scikit-learn's
+            ``class_weight="balanced"``) or a mapping ``{class: weight}`` whose keys are
+            label names or indices (classes not named get 1.0).
+        splits: a :class:`zoo.data.Splits`; ``"balanced"`` counts its train split with
+            :func:`zoo.data.train_class_counts` (from the dataset's own listing or labels
+            where it has them).
+
+    Returns:
+        ``None`` for ``None``; else one float per class, in the order of
+        ``splits.info.labels``.
+
+    Raises:
+        ValueError: any other value; an unknown class name or index, a class named twice,
+            a weight that is no finite number >= 0, every class at weight 0, a segmentation
+            dataset, or (``"balanced"``) a class without training examples.
+
+    Example:
+        >>> from zoo import data
+        >>> resolve_class_weight({"cat": 2.0}, data.load_splits("folder:pets"))  # cat, dog
+        [2.0, 1.0]
+    """
+    _check_class_weight(class_weight)
+    if class_weight is None:
+        return None
+    info = splits.info
+    _refuse_segmentation_class_weight(info.task, f"dataset {info.name!r}", class_weight)
+    k = int(info.num_classes)
+    if isinstance(class_weight, str):   # "balanced"
+        counts = zdata.train_class_counts(splits)
+        empty = [str(info.labels[i]) for i in np.flatnonzero(counts == 0)]
+        if empty:
+            raise ValueError(f"class_weight='balanced' needs training examples of every class, "
+                             f"but the train split of dataset {info.name!r} has none of class "
+                             f"{', '.join(repr(v) for v in empty)} (examples per class: "
+                             f"{counts.tolist()}). Give the weights by class instead "
+                             f"(class_weight={{name: weight}}, --class-weight NAME=W).")
+        n = int(counts.sum())
+        weights = [n / (k * int(c)) for c in counts]
+    else:
+        weights, named = [1.0] * k, {}
+        for key, weight in class_weight.items():
+            index = _class_index(key, info, class_weight)
+            if index in named:
+                raise ValueError(f"class_weight names class {str(info.labels[index])!r} "
+                                 f"(index {index}) twice, as {named[index]!r} and {key!r}. "
+                                 f"Received: class_weight={class_weight!r}")
+            named[index] = key
+            weights[index] = float(weight)
+    if not any(weights):
+        raise ValueError(f"class_weight gives every class of dataset {info.name!r} weight 0, "
+                         f"so the loss would be 0: give some class a positive weight. "
+                         f"Received: class_weight={class_weight!r}")
+    return weights
+
+
+def _class_weight_record(class_weight, weights, info):
+    """How ``info.json`` and a run's backup record the class weights: ``None``, or
+    ``{"method": "balanced" | "given", "weights": {label: weight}}``."""
+    if weights is None:
+        return None
+    return {"method": "balanced" if isinstance(class_weight, str) else "given",
+            "weights": {str(label): float(w) for label, w in zip(info.labels, weights)}}
+
+
+def _same_class_weights(a, b) -> bool:
+    wa = None if a is None else list(a["weights"].values())
+    wb = None if b is None else list(b["weights"].values())
+    if wa is None or wb is None:
+        return wa is wb
+    return len(wa) == len(wb) and all(math.isclose(x, y, rel_tol=1e-9) for x, y in zip(wa, wb))
 
 
 def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
@@ -668,7 +810,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         early_stopping=True, patience=8, seed=0, data_dir=None, verbose=1,
         model_name=None, monitor="val_loss", label_smoothing=0.0, weight_decay=None,
         callbacks=None, model_args=None, download=False, compile=True,
-        lr_schedule="constant", deterministic=False):
+        lr_schedule="constant", deterministic=False, class_weight=None):
     """Train ``model`` on ``dataset`` and write a run directory.
 
     Args:
@@ -718,6 +860,16 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         download: let tensorflow-datasets download missing data.
         compile: compile with :func:`compile_model` (``False``: keep the model's own
             compilation).
+        class_weight: weights of the training examples by class, for imbalanced
+            classification data (Keras' ``fit(class_weight=...)``): ``None`` (none),
+            ``"balanced"`` (``n_samples / (n_classes * count_c)`` from the train split's
+            examples per class, as scikit-learn's; they average 1 over the split) or a
+            mapping ``{label name or class index: weight}`` (classes not named get 1.0). Keras
+            multiplies each training example's loss by its weight and divides by the batch
+            size; the metrics (accuracy) and the validation and test losses are not weighted.
+            Segmentation is refused (its Dice term already weighs every class equally).
+            ``info.json`` records the weights; a killed run resumes with the same weights
+            only. See :func:`resolve_class_weight`.
 
     Returns:
         The history as a ``pandas.DataFrame`` (one row per epoch, also after a resume).
@@ -725,9 +877,12 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     Raises:
         ValueError: bad arguments (checked before anything is loaded or written: e.g. a
             learning rate that is not a positive finite number, label smoothing outside
-            [0, 1), a negative weight decay), labels outside the model's classes, an image
-            size the model does not accept, a dataset for another task, a ``run_dir`` that
-            holds a run of another model or dataset, an image a folder dataset cannot
+            [0, 1), a negative weight decay, a ``class_weight`` of none of the allowed
+            forms), labels outside the model's classes, an image size the model does not
+            accept, a dataset for another task, class weights the dataset cannot take (an
+            unknown class, a class without training examples for ``"balanced"``,
+            segmentation), a ``run_dir`` that holds a run of another model or dataset or a
+            killed run with other class weights, an image a folder dataset cannot
             decode. A run that fails removes what it wrote to ``run_dir``, unless a
             finished epoch is backed up there to resume from.
 
@@ -749,6 +904,16 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         _check_learning_rate(learning_rate)
         _check_weight_decay(weight_decay)
     _check_label_smoothing(label_smoothing)
+    _check_class_weight(class_weight)
+    if class_weight is not None:   # refuse segmentation before anything is loaded
+        if isinstance(model, str):
+            from zoo.registry import model_info
+            _refuse_segmentation_class_weight(model_info(model).task, f"model {model!r}",
+                                              class_weight)
+        elif isinstance(model, keras.Model) and len(model.outputs[0].shape) == 4:
+            _refuse_segmentation_class_weight("segmentation",
+                                              f"model {model_name or model.name!r}",
+                                              class_weight)
     policy = resolve_mixed_precision(mixed_precision)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -802,6 +967,11 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         raise ValueError(f"labels outside num_classes: dataset {info.name!r} has "
                          f"{info.num_classes} classes but the model outputs {k}. Build the "
                          f"model with num_classes={info.num_classes}.")
+    weights = resolve_class_weight(class_weight, splits)
+    class_weights = _class_weight_record(class_weight, weights, info)
+    # Keras' class_weight: every model output, so that no label falls outside it.
+    keras_class_weight = None if weights is None else {
+        i: (weights[i] if i < len(weights) else 1.0) for i in range(k)}
 
     train, val, test = splits.train, splits.validation, splits.test
     if task == "segmentation":
@@ -830,6 +1000,20 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                 f"{started or 'float32'}; resume it with mixed_precision="
                 f"{precision_value(started)!r} (--mixed-precision) or 'auto', "
                 f"or use another run directory. Received: mixed_precision={mixed_precision!r}")
+    if resuming and not _same_class_weights(state.get("class_weight"), class_weights):
+        started = state.get("class_weight")
+        if started is None:
+            how, hint = "without class weights", "class_weight=None (no --class-weight)"
+        else:
+            how = f"with class weights {started['weights']} ({started['method']})"
+            hint = "those weights (class_weight={name: weight}, --class-weight NAME=W)"
+            if started["method"] == "balanced":
+                hint = (f"class_weight='balanced' (--class-weight balanced) on the same "
+                        f"training data, or {hint}")
+        got = "" if class_weights is None else f" (weights {class_weights['weights']})"
+        raise ValueError(f"{run_dir} holds a killed run that trained {how}; resume it with "
+                         f"{hint}, or use another run directory. Received: "
+                         f"class_weight={class_weight!r}{got}")
 
     strategy = _strategy()
 
@@ -865,8 +1049,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         history_path = os.path.join(run_dir, "history.csv")
         # BackupAndRestore removes its directory when training ends, this record with it.
         os.makedirs(backup_dir, exist_ok=True)
+        # No "class_weight" in the record: trained without class weights.
         _write_json(os.path.join(backup_dir, _RUN_STATE),
-                    {"mixed_precision": policy, "model": model_name, "dataset": info.name})
+                    {"mixed_precision": policy, "model": model_name, "dataset": info.name,
+                     **({"class_weight": class_weights} if class_weights else {})})
         if not resuming and os.path.exists(best_path):
             os.remove(best_path)  # a fresh run in an old directory
         mode = "min" if monitor.endswith("loss") else "max"
@@ -916,7 +1102,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         try:
             try:
                 model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
-                          shuffle=False, callbacks=make_callbacks() + [counter])
+                          shuffle=False, callbacks=make_callbacks() + [counter],
+                          class_weight=keras_class_weight)
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
                     tf.errors.InternalError) as exc:
                 if "labels outside num_classes" in str(exc):
@@ -929,7 +1116,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                 jit_compile = False
                 do_compile(False)
                 model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
-                          shuffle=False, callbacks=make_callbacks() + [counter])
+                          shuffle=False, callbacks=make_callbacks() + [counter],
+                          class_weight=keras_class_weight)
         except tf.errors.InvalidArgumentError as exc:
             text = str(exc)
             if "labels outside num_classes" in text:
@@ -966,7 +1154,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      "jit_compile": bool(jit_compile), "mixed_precision": policy,
                      "seed": seed, "deterministic": bool(deterministic),
                      "monitor": monitor, "lr_schedule": lr_schedule,
-                     "model_args": model_args or {}},
+                     "model_args": model_args or {}, "class_weight": class_weights},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     })
     if len(history):
@@ -1099,6 +1287,45 @@ def _parse_model_arg(text):
     return key.strip(), value
 
 
+def _parse_class_weight(text):
+    """``--class-weight`` value: ``balanced``, or ``NAME=W`` (a class name or index and a
+    finite weight >= 0) as ``(name, weight)``."""
+    import argparse
+    if text.strip() == "balanced":
+        return "balanced"
+    name, sep, value = text.rpartition("=")   # a folder's class name may hold "="
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = float("nan")
+    if not sep or not name.strip() or not (math.isfinite(weight) and weight >= 0):
+        raise argparse.ArgumentTypeError(f"expected balanced or NAME=W (a class name or index "
+                                         f"and a finite weight >= 0, e.g. cat=2.5); received "
+                                         f"{text!r}")
+    return name.strip(), weight
+
+
+def _class_weight_option(values):
+    """``fit``'s ``class_weight`` from the ``--class-weight`` values: ``None``,
+    ``"balanced"`` or ``{name: weight}``."""
+    if not values:
+        return None
+    if "balanced" in values:
+        if len(values) > 1:
+            raise ValueError("--class-weight balanced cannot be combined with other "
+                             "--class-weight values. Received: " + ", ".join(
+                                 v if isinstance(v, str) else f"{v[0]}={v[1]:g}"
+                                 for v in values))
+        return "balanced"
+    out = {}
+    for name, weight in values:
+        if name in out:
+            raise ValueError(f"--class-weight names {name!r} twice. Received: "
+                             f"{name}={out[name]:g} and {name}={weight:g}")
+        out[name] = weight
+    return out
+
+
 def configure_train(parser):
     """``zoo train MODEL [--dataset NAME] [--epochs N] ...``; returns the run function."""
     import argparse
@@ -1145,6 +1372,12 @@ def configure_train(parser):
                         "somewhat slower)")
     parser.add_argument("--model-arg", type=_parse_model_arg, action="append", default=[],
                         metavar="KEY=VALUE", help="builder option, e.g. base_filters=16")
+    parser.add_argument("--class-weight", type=_parse_class_weight, action="append",
+                        default=[], metavar="balanced|NAME=W",
+                        help="weight the training loss by class (classification): balanced "
+                        "(n_samples / (n_classes * count) from the train split), or a class "
+                        "name or index and its weight, e.g. cat=2.5 (repeatable; classes not "
+                        "named get 1)")
     parser.add_argument("--export", action="store_true",
                         help="export the trained model (zoo.export.export_run)")
     parser.add_argument("--base-dir", default="saved_models", help="export base directory")
@@ -1154,6 +1387,8 @@ def configure_train(parser):
         from zoo.registry import model_info
         t0 = time.time()
         minfo = model_info(args.model)
+        class_weight = _class_weight_option(args.class_weight)
+        _refuse_segmentation_class_weight(minfo.task, f"model {args.model!r}", class_weight)
         dataset = args.dataset or default_dataset(args.model)
         d = train_defaults(args.model, dataset)
         epochs = args.epochs if args.epochs is not None else d["epochs"]
@@ -1182,7 +1417,7 @@ def configure_train(parser):
                           seed=args.seed, verbose=0 if args.quiet else 1,
                           model_name=args.model, model_args=model_args,
                           lr_schedule=args.lr_schedule or d["lr_schedule"],
-                          deterministic=args.deterministic)
+                          deterministic=args.deterministic, class_weight=class_weight)
         except KeyboardInterrupt:
             backup = os.path.join(run_dir, "backup")
             if _has_backup(backup):   # Ctrl-C: say where the run waits to be resumed

@@ -715,6 +715,23 @@ def test_a_resumed_run_keeps_its_early_stopping_state(digits8, tmp_path):
     assert json.loads((run / "metrics.json").read_text())["best_epoch"] == 1
 
 
+def test_a_resumed_run_reports_the_training_time_of_all_its_epochs(digits8, tmp_path):
+    """train_seconds counts the epochs the killed run kept (its backup records their time)
+    and the resumed call's, not the resumed call's alone."""
+    class Slow(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):      # before the epoch's backup
+            time.sleep(0.6)
+
+    kw = dict(epochs=3, verbose=0, mixed_precision="off", jit_compile=False,
+              early_stopping=False)
+    run = tmp_path / "run"
+    with pytest.raises(_Killed):      # epochs 0 and 1 kept, 1.2 s of them asleep
+        train.fit(tiny_classifier(), digits8, run_dir=str(run),
+                  callbacks=[Slow(), _KillAfterEpoch(1)], **kw)
+    train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert json.loads((run / "metrics.json").read_text())["train_seconds"] >= 1.2
+
+
 @pytest.mark.parametrize("method", ["save_weights", "save"])
 def test_a_kill_while_a_checkpoint_is_written_leaves_a_run_that_resumes(
         digits8, tmp_path, monkeypatch, method):

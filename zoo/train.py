@@ -690,10 +690,26 @@ def _backup_epoch(backup_dir) -> int:
         return int(json.load(f)["epoch"])
 
 
+def _backup_seconds(backup_dir) -> float:
+    """The seconds of training the backup in ``backup_dir`` ends (0 where it has none)."""
+    import h5py
+    try:
+        with h5py.File(os.path.join(backup_dir, _BACKUP_WEIGHTS), "r") as f:
+            return float(f.attrs.get("zoo_seconds", 0.0))
+    except OSError:
+        return 0.0
+
+
 class _Backup(keras.callbacks.BackupAndRestore):
     """``BackupAndRestore`` whose backup a kill cannot leave half-written: the weights (with
     the optimizer's state) go to a temporary file that records the epoch it ends and is
-    then renamed onto the backup, so weights and epoch always belong together."""
+    then renamed onto the backup, so weights and epoch always belong together. ``seconds``
+    (``() -> the run's seconds of training so far``) is recorded with them, so that a
+    resumed run reports the training time of all its epochs."""
+
+    def __init__(self, backup_dir, seconds=None):
+        super().__init__(backup_dir)
+        self._seconds = seconds
 
     def _save_model(self):
         import h5py
@@ -702,6 +718,8 @@ class _Backup(keras.callbacks.BackupAndRestore):
         self.model.save_weights(tmp, overwrite=True)
         with h5py.File(tmp, "a") as f:
             f.attrs["zoo_epoch"] = int(self._current_epoch)
+            if self._seconds is not None:
+                f.attrs["zoo_seconds"] = float(self._seconds())
         os.replace(tmp, self._weights_path)
         atomic_write_text(self._training_metadata_path, json.dumps(
             {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
@@ -1074,7 +1092,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             cbs = [keras.callbacks.CSVLogger(history_path, append=resuming),
                    _BestCheckpoint(best_path, monitor, mode,
                                    best=None if resume is None else resume[0]),
-                   _Backup(backup_dir),
+                   _Backup(backup_dir, seconds=lambda: before + time.time() - start),
                    keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
                    keras.callbacks.TerminateOnNaN()]
             if lr_schedule == "cosine":
@@ -1095,6 +1113,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
 
         jit_compile = resolve_jit_compile(jit_compile)
         do_compile(jit_compile)
+        # A resumed run's time: its backup's (the epochs kept) and this call's.
+        before = _backup_seconds(backup_dir) if resuming else 0.0
         start = time.time()
         counter = _EpochCounter()
         # shuffle=False: the zoo.data pipeline shuffles (Keras ignores shuffle for datasets and
@@ -1125,7 +1145,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                 line = re.search(r"labels outside num_classes[^\]\n]*", text).group(0)
                 raise ValueError(line.strip()) from None
             raise
-        seconds = time.time() - start
+        seconds = before + time.time() - start
 
         # Best weights (also across a resume), test metrics, files.
         if os.path.exists(best_path):

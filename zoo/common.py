@@ -181,13 +181,65 @@ def load_model(path, *, compile=True):
 
 
 def load_weights_file(model, path) -> None:
-    """Load a ``.weights.h5`` / legacy ``.h5`` / ``.keras`` file into ``model``."""
+    """Load a ``.weights.h5`` / legacy ``.h5`` / ``.keras`` file into ``model``.
+
+    A ``.keras`` file's model gives its weights by layer name, looked up in nested models
+    too: every layer of ``model`` that has weights takes those of the layer of the same
+    name, and the file's other layers are left out. So a backbone (``include_top=False``)
+    loads a whole classifier's file, or a run's ``model.keras`` of a backbone fine-tuned
+    inside a model with a new head. A model whose layer names differ from the file's
+    loads by position when the weight shapes all match.
+
+    Raises:
+        ValueError: a ``.keras`` file without a layer of ``model``'s or whose weights
+            have other shapes (naming them).
+    """
     path = os.fspath(path)
     if path.endswith(".keras"):
         other = load_model(path, compile=False)
-        model.set_weights(other.get_weights())
+        _set_weights_by_name(model, other)
     else:
         model.load_weights(path)
+
+
+def _weighted_layers(model) -> dict:
+    """``{name: layer}`` of the layers with weights, nested models' layers included."""
+    import keras
+    found = {}
+    for layer in model._flatten_layers(include_self=False):
+        if layer.weights and not isinstance(layer, keras.Model):
+            found.setdefault(layer.name, layer)
+    return found
+
+
+def _set_weights_by_name(model, other) -> None:
+    """Copy ``other``'s weights into ``model`` layer by layer name (see
+    :func:`load_weights_file`)."""
+    def shapes(layer):
+        return [tuple(w.shape) for w in layer.weights]
+
+    targets, sources = _weighted_layers(model), _weighted_layers(other)
+    missing = [name for name in targets if name not in sources]
+    if missing and len(missing) == len(targets):
+        # No common names: the same architecture under other names loads by position.
+        theirs, ours = other.get_weights(), model.get_weights()
+        if len(theirs) == len(ours) and all(a.shape == b.shape for a, b in zip(theirs, ours)):
+            model.set_weights(theirs)
+            return
+    mismatched = [f"{name} {shapes(layer)} (file: {shapes(sources[name])})"
+                  for name, layer in targets.items()
+                  if name in sources and shapes(layer) != shapes(sources[name])]
+    if missing or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of the model's {len(targets)} layers with weights "
+                         f"are not in {other.name!r}, e.g. {', '.join(missing[:3])}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} layers have weights of other shapes, e.g. "
+                         f"{'; '.join(mismatched[:2])}")
+        raise ValueError("; ".join(parts))
+    for name, layer in targets.items():
+        layer.set_weights(sources[name].get_weights())
 
 
 def classifier_head(x, *, num_classes: int, include_top: bool, pooling: Optional[str],

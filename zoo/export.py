@@ -270,8 +270,10 @@ def fold_batch_norm(model):
     ``model``. The exported serving function then runs one fused convolution + bias (+ ReLU)
     op where it ran two or three ops.
 
-    Only for inference: the copy's convolutions carry the moving statistics. Returns
-    ``model`` itself when nothing folds (or it is not a functional model).
+    Models nested in ``model`` (a backbone called inside a model with a new head) are
+    folded the same way. Only for inference: the copy's convolutions carry the moving
+    statistics. Returns ``model`` itself when nothing folds (or it is not a functional
+    model).
     """
     import keras
     import numpy as np
@@ -283,13 +285,21 @@ def fold_batch_norm(model):
         pairs = _foldable_pairs(model)
     except (AttributeError, IndexError):   # a subclassed model: no layer graph to read
         return model
-    if not pairs:
+    nested = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            folded = fold_batch_norm(layer)
+            if folded is not layer:
+                nested[id(layer)] = folded
+    if not pairs and not nested:
         return model
     folded_convs = {id(conv) for conv in pairs.values()}
     folded_bn = {id(bn) for bn in pairs}
     new_convs = {}
 
     def clone_layer(layer):
+        if id(layer) in nested:
+            return nested[id(layer)]
         if id(layer) in folded_bn:
             return FoldedBatchNormalization(name=layer.name)
         if id(layer) in folded_convs:

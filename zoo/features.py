@@ -121,8 +121,11 @@ def feature_layers(model, strides: Sequence[int] = DEFAULT_STRIDES) -> list:
         if best is None or _preferred(layer) or not _preferred(best):
             candidates[s] = layer
     if not candidates:
+        nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+        hint = (f"; its feature maps are inside the nested model {nested[0]!r}: pass "
+                f"model.get_layer({nested[0]!r})" if nested else "")
         raise ValueError(f"feature_extractor: {model.name!r} reaches none of the strides "
-                         f"{strides} at input size {input_hw[0]}x{input_hw[1]}.")
+                         f"{strides} at input size {input_hw[0]}x{input_hw[1]}{hint}.")
     return [{"name": layer.name, "stride": s, "channels": int(layer.output.shape[-1]),
              "shape": tuple(int(d) for d in layer.output.shape[1:])}
             for s, layer in sorted(candidates.items())]
@@ -151,7 +154,7 @@ def feature_info(model) -> list:
 
 
 def feature_extractor(model_or_name, strides: Sequence[int] = DEFAULT_STRIDES, input_shape=None,
-                      weights=None, trainable: bool = True, **kwargs) -> keras.Model:
+                      weights=None, trainable: Optional[bool] = None, **kwargs) -> keras.Model:
     """A model returning a backbone's feature maps at strides 2, 4, 8, 16, 32.
 
     For each requested stride the backbone reaches, the output is the last
@@ -167,9 +170,12 @@ def feature_extractor(model_or_name, strides: Sequence[int] = DEFAULT_STRIDES, i
         strides: the strides wanted; those the backbone does not reach are left out.
         input_shape: ``(H, W, C)`` for a named backbone (default: its paper's).
         weights: weights of a named backbone (``None``, ``"imagenet"`` or a path).
-        trainable: set to ``False`` to freeze the backbone (batch norm then runs
-            in inference mode). It sets ``trainable`` on the backbone's layers,
-            which a passed-in model shares with the extractor.
+        trainable: ``False`` freezes the backbone (batch norm then runs in
+            inference mode), ``True`` makes all its layers trainable; it sets
+            ``trainable`` on the backbone's layers, which a passed-in model shares
+            with the extractor. ``None`` (the default) leaves the flags as they are:
+            a named backbone is trainable, a passed-in model keeps its frozen and
+            trainable layers (e.g. a backbone being fine-tuned).
         **kwargs: further options of a named backbone's builder.
 
     Returns:
@@ -180,7 +186,8 @@ def feature_extractor(model_or_name, strides: Sequence[int] = DEFAULT_STRIDES, i
 
     Raises:
         ValueError: for an unknown or non-classifier name, options given with a
-            built model, or a backbone that reaches none of the strides.
+            built model, a ``trainable`` other than ``None``/``True``/``False``, or a
+            backbone that reaches none of the strides.
 
     Example:
         >>> fx = feature_extractor("xception", input_shape=(128, 128, 3))
@@ -189,6 +196,9 @@ def feature_extractor(model_or_name, strides: Sequence[int] = DEFAULT_STRIDES, i
     """
     from zoo.registry import get_builder, model_info
     strides = _check_strides(strides)
+    if trainable is not None and not isinstance(trainable, bool):
+        raise ValueError("feature_extractor: trainable must be None (leave the layers as they "
+                         f"are), True or False. Received: trainable={trainable!r}")
     if isinstance(model_or_name, str):
         info = model_info(model_or_name)
         if info.task != "classification":
@@ -211,7 +221,8 @@ def feature_extractor(model_or_name, strides: Sequence[int] = DEFAULT_STRIDES, i
         raise ValueError("feature_extractor: model_or_name must be a registered model name or a "
                          f"keras.Model. Received: {model_or_name!r}")
     taps = feature_layers(backbone, strides)
-    backbone.trainable = bool(trainable)
+    if trainable is not None:
+        backbone.trainable = trainable
     outputs = [backbone.get_layer(t["name"]).output for t in taps]
     model = keras.Model(backbone.inputs, outputs, name=f"{backbone.name}_features")
     model.feature_info = taps

@@ -454,7 +454,8 @@ def precision_value(policy) -> str:
 
 
 def _computes_in_float16(model) -> bool:
-    return any(getattr(layer, "compute_dtype", None) == "float16" for layer in model.layers)
+    return any(getattr(layer, "compute_dtype", None) == "float16"
+               for layer in model._flatten_layers(include_self=False))
 
 
 def compile_model(model, task="classification", *, optimizer="adam", learning_rate=1e-3,
@@ -576,17 +577,55 @@ def build_for_dataset(model_name, info: zdata.DatasetInfo, **model_args):
 def _rebuild(model, policy: Optional[str] = None):
     """A copy of ``model`` built in the current scope (e.g. a distribution strategy),
     optionally with a mixed dtype policy on every layer but the output layers, which stay
-    float32 so outputs and losses are float32."""
+    float32 so outputs and losses are float32. The layers of nested models (a backbone
+    called inside a model with a new head) get the policy too; ``trainable`` flags and
+    weights are kept."""
     config = model.get_config()
     if policy:
         outputs = {t._keras_history.operation.name for t in model.outputs}
-        for layer in config["layers"]:
-            if layer["class_name"] == "InputLayer" or layer["config"].get("name") in outputs:
-                continue
-            layer["config"]["dtype"] = policy
+        _set_policy(config, policy, outputs)
     clone = model.__class__.from_config(config)
     clone.set_weights(model.get_weights())
     return clone
+
+
+_CONTAINERS = ("Functional", "Sequential")
+
+
+def _output_layer_names(config) -> set:
+    """The names of the layers whose outputs a functional or sequential model's config
+    returns."""
+    if "output_layers" not in config:   # Sequential: its last layer
+        return {config["layers"][-1]["config"]["name"]} if config["layers"] else set()
+    names = set()
+
+    def walk(item):
+        if isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], str) \
+                and isinstance(item[1], int):
+            names.add(item[0])
+        elif isinstance(item, (list, tuple)):
+            for x in item:
+                walk(x)
+        elif isinstance(item, dict):
+            for x in item.values():
+                walk(x)
+
+    walk(config["output_layers"])
+    return names
+
+
+def _set_policy(config, policy, keep) -> None:
+    """Set ``policy`` on the layers of a functional or sequential model's ``config``, and
+    of the models nested in it, but not on its input layers nor the layers named in
+    ``keep``; inside a nested model named in ``keep``, its own output layers are kept."""
+    for layer in config["layers"]:
+        name = layer["config"].get("name")
+        if layer["class_name"] in _CONTAINERS and isinstance(layer["config"].get("layers"),
+                                                              list):
+            inner = _output_layer_names(layer["config"]) if name in keep else set()
+            _set_policy(layer["config"], policy, inner)
+        elif layer["class_name"] != "InputLayer" and name not in keep:
+            layer["config"]["dtype"] = policy
 
 
 def _strategy():
@@ -834,7 +873,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     Args:
         model: a Keras model, or a registered model name (built for the dataset: its
             classes, channels and the model's default input size, or the size of a given
-            :class:`zoo.data.Splits`).
+            :class:`zoo.data.Splits`). A model trained under mixed precision or a strategy
+            is trained as a rebuilt copy (``fit.last_model``) whose weights (the best
+            epoch's) are copied back into the model passed in at the end.
         dataset: a dataset name for :func:`zoo.data.load_splits` (loaded at the model's
             input size and channels) or a :class:`zoo.data.Splits`.
         epochs: most epochs (early stopping may end sooner).
@@ -1034,6 +1075,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                          f"class_weight={class_weight!r}{got}")
 
     strategy = _strategy()
+    # A rebuilt copy trains under a dtype policy or a strategy; the trained weights go back
+    # into the model that was passed in, so it is the trained model (e.g. for a next stage
+    # of fine-tuning).
+    given = model
 
     def rebuild(policy):
         if strategy is None:
@@ -1159,6 +1204,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         if error is not None:
             raise error from None
         raise
+    if model is not given:
+        given.set_weights(model.get_weights())
     test_metrics = {f"test_{k}": float(v) for k, v in test_metrics.items()}
     history = pd.read_csv(history_path) if os.path.exists(history_path) else pd.DataFrame()
     metrics = {**test_metrics, **_best_epoch_metrics(history, monitor)}

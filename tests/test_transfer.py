@@ -1,0 +1,215 @@
+"""Transfer learning and fine-tuning: a zoo backbone with weights from a file, frozen inside
+a model with a new head, trained with ``zoo.train.fit``, partly unfrozen and fine-tuned, its
+features extracted, exported and served."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras
+
+import zoo
+from zoo import train
+from zoo.export import fold_batch_norm
+from zoo.features import feature_extractor
+
+SHAPE = (32, 32, 3)
+LABELS = ("cat", "dog", "fox")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A tiny 3-class folder dataset whose classes differ by colour."""
+    root = tmp_path_factory.mktemp("transfer_data")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("validation", 3), ("test", 3)):
+        for c, label in enumerate(LABELS):
+            (root / split / label).mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 80, (*SHAPE[:2], 3)).astype(np.uint8)
+                img[..., c] += 150
+                Image.fromarray(img).save(root / split / label / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def backbone_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("transfer_weights") / "resnet18_notop.weights.h5"
+    zoo.resnet18(include_top=False, pooling="avg", input_shape=SHAPE).save_weights(path)
+    return str(path)
+
+
+def _transfer_model(backbone_file):
+    """Keras' recipe: the frozen backbone called with training=False under a new head."""
+    backbone = zoo.resnet18(include_top=False, pooling="avg", input_shape=SHAPE,
+                            weights=backbone_file)
+    backbone.trainable = False
+    inputs = keras.Input(SHAPE, name="images")
+    x = backbone(inputs, training=False)
+    outputs = keras.layers.Dense(len(LABELS), activation="softmax", name="head")(x)
+    return keras.Model(inputs, outputs, name="pets"), backbone
+
+
+def _moving_stats(backbone):
+    return [w.numpy().copy() for layer in backbone.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+            for w in (layer.moving_mean, layer.moving_variance)]
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_fit_trains_the_model_passed_in_under_mixed_precision(folder, backbone_file, tmp_path):
+    """Under mixed precision fit trains a rebuilt copy: the weights must come back into
+    the model passed in (the next fine-tuning stage starts from it), with the frozen
+    backbone and its batch-norm statistics untouched."""
+    model, backbone = _transfer_model(backbone_file)
+    assert len(model.trainable_weights) == 2
+    head = model.get_layer("head").kernel.numpy().copy()
+    frozen, stats = backbone.get_weights(), _moving_stats(backbone)
+    train.fit(model, f"folder:{folder}", epochs=2, batch_size=8, learning_rate=1e-2,
+              mixed_precision="bfloat16", run_dir=str(tmp_path / "head"), verbose=0)
+    trained = train.fit.last_model
+    assert trained is not model
+    assert {layer.compute_dtype for layer in trained.get_layer(backbone.name).layers[1:]} \
+        == {"bfloat16"}
+    assert len(trained.trainable_weights) == 2
+    assert not np.allclose(model.get_layer("head").kernel.numpy(), head)
+    assert _same(model.get_weights(), trained.get_weights())
+    assert _same(backbone.get_weights(), frozen)
+    assert _same(_moving_stats(backbone), stats)
+
+    # Stage 2: unfreeze the last stage but its batch norms, fine-tune at a low learning
+    # rate. Keras 3's fit calls the model with training=True, which overrides the nested
+    # call's training=False (keras issue 20285): frozen batch norms stay in inference mode.
+    backbone.trainable = True
+    for layer in backbone.layers:
+        layer.trainable = (layer.name.startswith("conv5_")
+                           and not isinstance(layer, keras.layers.BatchNormalization))
+    conv5 = [layer for layer in backbone.layers if layer.trainable]
+    assert len(model.trainable_weights) == 2 + sum(len(layer.trainable_weights)
+                                                   for layer in conv5)
+    first = backbone.get_layer("conv1_conv").kernel.numpy().copy()
+    last = backbone.get_layer("conv5_block2_2_conv").kernel.numpy().copy()
+    train.fit(model, f"folder:{folder}", epochs=1, batch_size=8, learning_rate=1e-4,
+              mixed_precision="bfloat16", run_dir=str(tmp_path / "fine"), verbose=0,
+              early_stopping=False)
+    assert len(train.fit.last_model.trainable_weights) == len(model.trainable_weights)
+    assert np.array_equal(backbone.get_layer("conv1_conv").kernel.numpy(), first)
+    assert not np.array_equal(backbone.get_layer("conv5_block2_2_conv").kernel.numpy(), last)
+    assert _same(_moving_stats(backbone), stats)
+
+    # The run exports (a model not from the registry, with a custom head) and serves the
+    # Keras model's predictions, normalisation included.
+    from zoo import data, serving
+    path = zoo.export.export_run(str(tmp_path / "fine"), str(tmp_path / "saved"), lite=False)
+    reloaded = zoo.load_model(tmp_path / "fine")   # as trained: bfloat16 compute
+    assert _same(reloaded.get_weights(), model.get_weights())
+    raw = np.stack([np.asarray(Image.open(p), dtype=np.float32)
+                    for p in sorted((folder / "test").glob("*/*.png"))])
+    info = data.DatasetInfo.from_dict(
+        json.loads((tmp_path / "fine" / "info.json").read_text())["dataset"])
+    expected = model.predict(data.preprocess(raw, info), verbose=0)   # float32, as exported
+    np.testing.assert_allclose(serving.load(path).predict(raw)["probabilities"], expected,
+                               atol=1e-4)
+
+
+def test_mixed_precision_reaches_nested_models(backbone_file):
+    """with_mixed_precision (fit's rebuild) puts the policy on the layers of a nested
+    backbone too, keeps the output layer float32 and every trainable flag."""
+    model, backbone = _transfer_model(backbone_file)
+    backbone.trainable = True
+    for layer in backbone.layers:
+        layer.trainable = layer.name.startswith("conv5_")
+    mixed, policy = train.with_mixed_precision(model, "bfloat16")
+    assert policy == "mixed_bfloat16"
+    inner = mixed.get_layer(backbone.name)
+    assert inner.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    assert inner.get_layer("conv1_bn").compute_dtype == "bfloat16"
+    assert mixed.get_layer("head").compute_dtype == "float32"
+    assert mixed.outputs[0].dtype == "float32"
+    assert [layer.trainable for layer in inner.layers if layer.weights] \
+        == [layer.trainable for layer in backbone.layers if layer.weights]
+    assert len(mixed.trainable_weights) == len(model.trainable_weights)
+    assert _same(mixed.get_weights(), model.get_weights())
+    # float16 layers inside a nested model get dynamic loss scaling.
+    half, _ = train.with_mixed_precision(model, "float16")
+    train.compile_model(half)
+    assert isinstance(half.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_mixed_precision_of_a_nested_sequential_head():
+    """A nested model that is the output keeps its own output layer float32."""
+    inputs = keras.Input((8,))
+    head = keras.Sequential([keras.layers.Dense(4, name="hidden"),
+                             keras.layers.Dense(2, activation="softmax", name="out")],
+                            name="head")
+    model = keras.Model(inputs, head(keras.layers.Dense(8, name="first")(inputs)))
+    mixed, _ = train.with_mixed_precision(model, "bfloat16")
+    assert mixed.get_layer("first").compute_dtype == "bfloat16"
+    assert mixed.get_layer("head").get_layer("hidden").compute_dtype == "bfloat16"
+    assert mixed.get_layer("head").get_layer("out").compute_dtype == "float32"
+
+
+def test_backbone_weights_from_a_keras_file(backbone_file, tmp_path):
+    """weights= a .keras file: a whole classifier's file into a backbone, and a run's
+    model.keras of a backbone fine-tuned under a new head, by layer name."""
+    model, backbone = _transfer_model(backbone_file)
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.normal(size=w.shape).astype(w.dtype) for w in model.get_weights()])
+    model.save(tmp_path / "pets.keras")
+    loaded = zoo.resnet18(include_top=False, pooling="avg", input_shape=SHAPE,
+                          weights=str(tmp_path / "pets.keras"))
+    assert _same(loaded.get_weights(), backbone.get_weights())
+
+    full = zoo.resnet18(input_shape=SHAPE, num_classes=7)
+    full.save(tmp_path / "full.keras")
+    notop = zoo.resnet18(include_top=False, input_shape=SHAPE,
+                         weights=str(tmp_path / "full.keras"))
+    assert _same(notop.get_weights(), full.get_weights()[:-2])
+
+    with pytest.raises(ValueError, match=r"predictions \[\(512, 5\), \(5,\)\] "
+                                         r"\(file: \[\(512, 7\), \(7,\)\]\)"):
+        zoo.resnet18(input_shape=SHAPE, num_classes=5, weights=str(tmp_path / "full.keras"))
+    with pytest.raises(ValueError, match="layers with weights are not in 'pets', "
+                                         "e.g. predictions"):
+        zoo.resnet18(input_shape=SHAPE, num_classes=3, weights=str(tmp_path / "pets.keras"))
+
+
+def test_feature_extractor_keeps_a_fine_tuned_backbones_flags(backbone_file):
+    model, backbone = _transfer_model(backbone_file)
+    backbone.trainable = True
+    for layer in backbone.layers:
+        layer.trainable = layer.name.startswith("conv5_")
+    flags = [layer.trainable for layer in backbone.layers]
+    fx = feature_extractor(backbone)
+    assert [f["stride"] for f in fx.feature_info] == [2, 4, 8, 16, 32]
+    assert [layer.trainable for layer in backbone.layers] == flags
+    feature_extractor(backbone, trainable=False)
+    assert backbone.trainable_weights == []
+    with pytest.raises(ValueError, match="trainable must be None .* Received: trainable='no'"):
+        feature_extractor(backbone, trainable="no")
+    with pytest.raises(ValueError, match=r"nested model 'resnet18': pass "
+                                         r"model.get_layer\('resnet18'\)"):
+        feature_extractor(model)
+
+
+def test_fold_batch_norm_folds_a_nested_backbone(backbone_file):
+    model, backbone = _transfer_model(backbone_file)
+    rng = np.random.default_rng(2)
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c),
+                               rng.normal(0, 0.1, c), rng.uniform(0.5, 1.5, c)])
+    folded = fold_batch_norm(model)
+    assert folded is not model
+    inner = folded.get_layer(backbone.name)
+    assert type(inner.get_layer("conv1_bn")).__name__ == "FoldedBatchNormalization"
+    assert type(backbone.get_layer("conv1_bn")).__name__ == "BatchNormalization"
+    x = rng.normal(size=(2, *SHAPE)).astype("float32")
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5)

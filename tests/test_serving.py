@@ -496,31 +496,34 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
 
     assert main(["predict", str(base / "lenet5"), "--digits", "4", "--top-k", "1",
                  "--no-xla", "--format", "csv"]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
+    out = captured.out.strip().splitlines()
     x, y = digits_arrays("test")
     classes = servable.predict(x[:4])["classes"]
-    rows = [line.split(",") for line in out[1:5]]
+    rows = [line.split(",") for line in out[1:]]
+    assert len(rows) == 4      # CSV to its end: the summary goes to stderr
     assert [r[2] for r in rows] == [f"digit {c}" for c in classes]
     assert [r[4] for r in rows] == [f"digit {t}" for t in y[:4]]
     right = int(np.sum(classes == y[:4]))
-    assert out[-1] == f"{right}/4 correct (lenet5 version 2, LiteRT)"
+    assert captured.err.strip().splitlines()[-1] == f"{right}/4 correct (lenet5 version 2, LiteRT)"
     assert main(["predict", str(base / "lenet5"), "--digits", "4", "--top-k", "1",
                  "--no-xla", "--runtime", "tensorflow", "--format", "csv"]) == 0
-    tf_out = capsys.readouterr().out.strip().splitlines()
-    assert tf_out[:-1] == out[:-1]
-    assert tf_out[-1] == f"{right}/4 correct (lenet5 version 2, TensorFlow, XLA off)"
+    captured = capsys.readouterr()
+    assert captured.out.strip().splitlines() == out
+    assert captured.err.strip().splitlines()[-1] == (f"{right}/4 correct (lenet5 version 2, "
+                                                    f"TensorFlow, XLA off)")
     assert main(["predict", str(base / "lenet5"), "--digits", "4", "--top-k", "1",
-                 "--no-xla", "--runtime", "openvino", "--format", "csv"]) == 0
-    ov_out = capsys.readouterr().out.strip().splitlines()
-    assert ov_out[:-1] == out[:-1]
+                 "--no-xla", "--runtime", "openvino"]) == 0
+    ov_out = capsys.readouterr().out.strip().splitlines()   # markdown: the summary below
     assert ov_out[-1] == f"{right}/4 correct (lenet5 version 2, OpenVINO)"
+    assert ov_out[-2] == ""
     # Enough batches of 16 for their size class's choice, made to pick TensorFlow.
     n = 16 * 3 * 2 * serving._TRIAL_ROUNDS
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(serving, "_TRIAL_SECONDS", 0.0)    # _TRIAL_ROUNDS rounds
         mp.setattr(serving, "_choose_runtime", lambda best, default: "tensorflow")
         assert main(["predict", str(base / "lenet5"), "--digits", str(n), "--top-k", "1",
-                     "--batch-size", "16", "--no-xla", "--format", "csv"]) == 0
+                     "--batch-size", "16", "--no-xla"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.endswith(" correct (lenet5 version 2, LiteRT; TensorFlow for batches of "
                          "16-31 images)"), last
@@ -627,3 +630,223 @@ def test_a_16_bit_grey_png_reads_as_the_training_pipeline_reads_it(tmp_path, cha
     assert ours.shape == (8, 8, tf_channels) and ours.dtype == np.uint8
     assert np.array_equal(ours, reference)
     assert len(np.unique(ours)) > 32      # not clipped to 255
+
+
+def _peak_bytes(fn):
+    """The most memory Python and numpy held at once while ``fn()`` ran, beyond what they
+    held before."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_predict_runs_large_inputs_in_bounded_batches(servable, tmp_path, monkeypatch):
+    """An array is converted to float32 batch by batch, a list's files decoded batch by
+    batch, and without batch_size no call takes more than DEFAULT_BATCH_SIZE images: one
+    float32 copy of 512 images (8 MB here) or of every decoded file would grow with N."""
+    x = np.random.RandomState(0).randint(0, 256, (512, 64, 64, 1)).astype("uint8")  # 2 MB
+    ref = servable.predict(x, batch_size=16)
+    assert _peak_bytes(lambda: servable.predict(x, batch_size=16)) < 3_000_000
+    sizes = []
+    call = servable._call
+    monkeypatch.setattr(servable, "_call", lambda fn, batch, name: (
+        sizes.append(len(batch)), call(fn, batch, name))[1])
+    out = servable.predict(x)
+    assert max(sizes) == serving.DEFAULT_BATCH_SIZE and sum(sizes) == 512
+    np.testing.assert_allclose(out["probabilities"], ref["probabilities"], atol=1e-6)
+    monkeypatch.undo()
+
+    # 200 files of two sizes, in order; 64x64 grey PNGs decode to 4 KB each, 3.2 MB in all
+    # as float32.
+    paths = []
+    for i in range(200):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(x[i % 64, :64 - 16 * (i % 2), :, 0]).save(path)
+        paths.append(str(path))
+    want = [servable.predict(x[i, :64 - 16 * (i % 2)])["probabilities"][0] for i in range(64)]
+    got = {}
+    assert _peak_bytes(lambda: got.update(servable.predict(paths, batch_size=8))) < 1_000_000
+    for i in range(200):    # in the order given, whichever batch an image ran in
+        np.testing.assert_allclose(got["probabilities"][i], want[i % 64], atol=1e-6)
+
+
+def test_errors_in_a_list_name_the_image(servable, tmp_path):
+    good = np.zeros((8, 8, 1), np.uint8)
+    cases = [
+        ([good, b"not an image"], r"^images\[1\]: could not decode the image bytes"),
+        ([good, good, np.zeros((8, 8, 3))],
+         r"^images\[2\]: lenet5 takes images with 1 channel\(s\); received 3"),
+        ([good, np.zeros((2, 8, 8, 1))], r"^images\[1\]: each image must be \[height, width, "
+                                         r"channels\]; received an array of shape \(2, 8, 8, 1\)"),
+        ([good, good, good, np.full((8, 8, 1), np.inf)],
+         r"; image 3 holds NaN or infinity\.$"),
+        (np.concatenate([np.zeros((5, 8, 8, 1)), np.full((1, 8, 8, 1), np.nan)]),
+         r"; image 5 holds NaN or infinity\.$"),
+    ]
+    for images, message in cases:
+        with pytest.raises(ValueError, match=message):
+            servable.predict(images, batch_size=2)
+    # A path names itself; a missing one stays a FileNotFoundError.
+    (tmp_path / "notes.png").write_text("hello")
+    with pytest.raises(ValueError, match=f"^could not decode {re.escape(str(tmp_path))}"):
+        servable.predict([good, tmp_path / "notes.png"])
+    with pytest.raises(FileNotFoundError, match="^no such image file: .*gone.png$"):
+        servable.predict([good, str(tmp_path / "gone.png")])
+
+
+def test_iter_predict_yields_each_batch_with_its_indices(servable):
+    images = [np.full((8 + 4 * (i % 2), 8, 1), 20 * i, np.uint8) for i in range(7)]
+    want = servable.predict(images)["probabilities"]
+    seen = []
+    for idx, out in servable.iter_predict(images, 2):
+        assert len(idx) <= 2 and out["probabilities"].shape == (len(idx), 10)
+        np.testing.assert_allclose(out["probabilities"], want[idx], atol=1e-6)
+        seen += list(idx)
+    assert sorted(seen) == list(range(7))
+    # Checked at the call, not at the first batch.
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        servable.iter_predict(images, 0)
+    with pytest.raises(ValueError, match="empty list"):
+        servable.iter_predict([])
+
+
+def _digit_files(directory, n):
+    x, _ = digits_arrays("test")
+    paths = []
+    for i in range(n):
+        path = directory / f"d{i}.png"
+        Image.fromarray(x[i][..., 0].astype("uint8")).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _truncated_png(path):
+    data = io.BytesIO()
+    Image.fromarray(np.random.RandomState(0).randint(0, 256, (32, 32), np.uint8)).save(
+        data, format="PNG")
+    path.write_bytes(data.getvalue()[:200])   # a sound header, the pixels cut off
+    return str(path)
+
+
+def test_zoo_predict_jsonl_and_file_lists(exported, servable, tmp_path, capsys, monkeypatch):
+    from zoo.cli import main
+    base, _ = exported
+    paths = _digit_files(tmp_path, 5)
+    probs = servable.predict(paths)["probabilities"]
+    assert main(["predict", str(base / "lenet5"), *paths, "--top-k", "2", "--no-xla",
+                 "--format", "jsonl"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5
+    for line, path, p in zip(lines, paths, probs):
+        record = json.loads(line)
+        best = np.argsort(-p)[:2]
+        assert record == {"image": path, "labels": [f"digit {j}" for j in best],
+                          "probabilities": pytest.approx([p[j] for j in best], abs=1e-5)}
+    # --digits: the true label in each record, the summary on stderr.
+    assert main(["predict", str(base / "lenet5"), "--digits", "3", "--top-k", "1",
+                 "--no-xla", "--format", "jsonl"]) == 0
+    captured = capsys.readouterr()
+    _, y = digits_arrays("test")
+    assert [json.loads(line)["true_label"] for line in captured.out.splitlines()] == [
+        f"digit {v}" for v in y[:3]]
+    assert "/3 correct (lenet5 version 2" in captured.err
+
+    # Paths from a file or standard input, one a line, after the arguments.
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(paths[1:]) + "\n\n")
+    assert main(["predict", str(base / "lenet5"), paths[0], "--files-from", str(listing),
+                 "--no-xla", "--format", "jsonl"]) == 0
+    assert [json.loads(line)["image"] for line in capsys.readouterr().out.splitlines()] == paths
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(paths[:2]) + "\n"))
+    assert main(["predict", str(base / "lenet5"), "--files-from", "-", "--no-xla",
+                 "--format", "csv", "--top-k", "1"]) == 0
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == \
+        paths[:2]
+    for source, message in ((tmp_path / "none.txt", "--files-from: no such file: "),
+                            (tmp_path, "is a directory; expected a file of image paths")):
+        assert main(["predict", str(base / "lenet5"), "--files-from", str(source)]) == 2
+        assert message in capsys.readouterr().err
+    (tmp_path / "empty.txt").write_text("\n")
+    assert main(["predict", str(base / "lenet5"), "--files-from",
+                 str(tmp_path / "empty.txt")]) == 2
+    assert capsys.readouterr().err == (f"zoo: error: give image files to predict "
+                                       f"({tmp_path / 'empty.txt'} lists none), or --digits N\n")
+
+
+def test_zoo_predict_reads_headers_first_and_pixels_batch_by_batch(exported, tmp_path, capsys,
+                                                                   monkeypatch):
+    """Before the model loads only headers are read (a missing or non-image file is still
+    named at once); the pixels are decoded as their batches run, so memory stays bounded.
+    A file damaged after its header fails the run with one line and no output."""
+    from zoo.cli import main
+    base, _ = exported
+    paths = _digit_files(tmp_path, 6)
+    decoded = []
+    decode, load = serving.decode_image, serving.load
+    monkeypatch.setattr(serving, "decode_image", lambda *a: (decoded.append(a[0]),
+                                                             decode(*a))[1])
+    at_load = []
+    monkeypatch.setattr(serving, "load", lambda *a, **k: (at_load.append(len(decoded)),
+                                                          load(*a, **k))[1])
+    assert main(["predict", str(base / "lenet5"), *paths, "--batch-size", "2", "--no-xla",
+                 "--format", "csv"]) == 0
+    assert at_load == [0] and decoded == paths     # each file decoded once, after the load
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 6 * 5
+    bad = _truncated_png(tmp_path / "cut.png")
+    assert main(["predict", str(base / "lenet5"), *paths, bad, "--no-xla",
+                 "--format", "csv"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"zoo: error: could not decode {bad} as an image")
+    assert len(captured.err.splitlines()) == 1
+
+
+def test_segmentation_masks_are_written_all_or_none(tmp_path, capsys):
+    from zoo.cli import main
+    model = zoo.unet(input_shape=(32, 32, 3), num_classes=3, padding="same", depth=2,
+                     base_filters=4)
+    base = tmp_path / "models"
+    zoo.export(model, base, name="seg", lite=False)
+    rng = np.random.RandomState(6)
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"p{i}.png"
+        Image.fromarray(rng.randint(0, 256, (32 + 8 * (i % 2), 32, 3)).astype("uint8")).save(
+            path)
+        paths.append(str(path))
+    out = tmp_path / "masks"
+    out.mkdir()
+    (out / "p0_mask.png").write_bytes(b"an earlier run's mask")
+    bad = _truncated_png(tmp_path / "cut.png")
+    assert main(["predict", str(base / "seg"), *paths, bad, "--out", str(out), "--no-xla",
+                 "--batch-size", "2"]) == 2
+    assert capsys.readouterr().out == ""
+    assert os.listdir(out) == ["p0_mask.png"]           # as it was, and no hidden leftovers
+    assert (out / "p0_mask.png").read_bytes() == b"an earlier run's mask"
+    fresh = tmp_path / "fresh"
+    assert main(["predict", str(base / "seg"), *paths, bad, "--out", str(fresh),
+                 "--no-xla"]) == 2
+    assert not fresh.exists()                           # made by the run that failed
+    capsys.readouterr()
+
+    assert main(["predict", str(base / "seg"), *paths, "--out", str(out), "--no-xla",
+                 "--batch-size", "2", "--format", "jsonl"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in records] == paths
+    assert sorted(os.listdir(out)) == [f"p{i}_mask.png" for i in range(5)]
+    for path, record in zip(paths, records):
+        mask = np.asarray(Image.open(record["mask"]))
+        image = np.asarray(Image.open(path))[None].astype("float32")
+        want = np.asarray(model(tf.image.resize(image, (32, 32)))).argmax(-1)[0]
+        np.testing.assert_array_equal(mask, want)
+        assert record["share"] == pytest.approx(np.bincount(want.ravel()).max() / want.size,
+                                                abs=1e-3)
+    (tmp_path / "file").write_text("")
+    assert main(["predict", str(base / "seg"), *paths, "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err == (f"zoo: error: --out {tmp_path / 'file'} is a file; "
+                                       f"masks go into a directory\n")

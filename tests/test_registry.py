@@ -80,3 +80,15 @@ def test_model_info_table_holds_plain_counts_and_shows_them_for_people():
     csv = zoo.tables.to_text(df, "csv").splitlines()
     assert csv[1].startswith("resnet101,classification,224x224x3,1,44707176,44601832,")
     assert csv[3].startswith("resnet18,classification,224x224x3,1,,11689512,")
+
+
+def test_markdown_shows_text_as_written():
+    """Numbers a command formatted as text (zoo predict's probabilities) keep their digits:
+    tabulate would read "1.0000" as the number 1 and show "1"."""
+    import pandas as pd
+    df = pd.DataFrame({"image": ["a.png", ""], "rank": [1, 2], "label": ["7", "cat"],
+                       "probability": ["1.0000", "0.0000"], "share": [0.25, 0.5]})
+    lines = zoo.tables.to_text(df, "markdown").splitlines()
+    assert lines[1] == "|:--------|-------:|:--------|--------------:|--------:|"
+    assert lines[2] == "| a.png   |      1 | 7       |        1.0000 |    0.25 |"
+    assert lines[3] == "|         |      2 | cat     |        0.0000 |     0.5 |"

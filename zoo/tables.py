@@ -182,14 +182,40 @@ def to_text(df: pd.DataFrame, fmt: str = "markdown") -> str:
     if fmt == "markdown":
         render = df.attrs.get("markdown")
         if render is None:
-            return df.to_markdown(index=False)
+            align = ["right" if pd.api.types.is_numeric_dtype(df[c]) or _numeric_text(df[c])
+                     else "left" for c in df.columns]
+            return df.to_markdown(index=False, colalign=align,
+                                  disable_numparse=_text_columns(df))
         shown = render(df)
         align = ["right" if c in df.columns and pd.api.types.is_numeric_dtype(df[c]) else "left"
                  for c in shown.columns]
-        text = shown.to_markdown(index=False, colalign=align)
+        text = shown.to_markdown(index=False, colalign=align,
+                                 disable_numparse=_text_columns(shown))
         notes = shown.attrs.get("footnotes", ())
         return text + "\n\n" + "\n".join(notes) if notes else text
     raise ValueError(f"format must be 'markdown' or 'csv'. Received: {fmt!r}")
+
+
+def _text_columns(df) -> list:
+    """The positions of ``df``'s text columns: shown as written (``"1.0000"`` stays
+    ``1.0000``, where tabulate would read it as the number 1)."""
+    return [i for i, c in enumerate(df.columns)
+            if not pd.api.types.is_numeric_dtype(df[c]) and pd.api.types.is_string_dtype(df[c])]
+
+
+def _numeric_text(column) -> bool:
+    """Whether a text column holds numbers written as text (and blanks): right-aligned."""
+    if not pd.api.types.is_string_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        return False
+    values = [v for v in column if isinstance(v, str) and v.strip()]
+    if not values:
+        return False
+    try:
+        for v in values:
+            float(v)
+    except ValueError:
+        return False
+    return True
 
 
 def thousands(value) -> str:

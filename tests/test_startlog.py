@@ -118,3 +118,50 @@ def test_a_cli_error_is_one_line_on_stderr_with_tensorflow_loaded():
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["zoo: error: --epochs must be >= 1. Received: 0"]
+
+
+CUINIT_LINE = ("E0000 00:00:1796457616.522186   18170 cuda_platform.cc:52] failed call to cuInit: "
+               "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)")
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_the_cuinit_error_is_hidden_only_without_a_gpu_device(level):
+    assert startlog.hidden(CUINIT_LINE, level, no_gpu=True) == (level > 0)
+    assert not startlog.hidden(CUINIT_LINE, level, no_gpu=False)
+    assert not startlog.hidden(LINES[3], level, no_gpu=True)   # another ERROR line stays
+
+
+def test_the_filtered_import_looks_for_gpus_inside_the_filter(tmp_path):
+    """TensorFlow logs the failed cuInit when it first looks for GPUs, after its import: the
+    filtered import looks for them before the filter closes, so that the line is dropped
+    where no GPU device exists (and kept where one does)."""
+    package = tmp_path / "tensorflow"
+    package.mkdir()
+    (package / "__init__.py").write_text(textwrap.dedent(f"""
+        import os, types
+        asked = []
+        def list_physical_devices(kind):
+            asked.append(kind)
+            os.write(2, ({CUINIT_LINE!r} + "\\n").encode())
+            return []
+        config = types.SimpleNamespace(list_physical_devices=list_physical_devices)
+    """))
+    code = textwrap.dedent("""
+        import os
+        from zoo import startlog
+        startlog.filter_tensorflow_start_up()
+        import tensorflow
+        os.write(2, b"after\\n")
+        print(tensorflow.asked)
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    if startlog.gpu_absent():
+        assert result.stdout.strip() == "['GPU']"
+        assert result.stderr.splitlines() == ["after"]
+    else:
+        assert result.stdout.strip() == "[]"
+        assert result.stderr.splitlines() == ["after"]

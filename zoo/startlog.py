@@ -17,6 +17,12 @@ LiteRT writes one line of its own when a process makes its first interpreter (``
 Created TensorFlow Lite XNNPACK delegate for CPU.``), with no switch of its own: in a command
 line, that first interpreter is made with the same filter (:func:`make_litert_interpreter`),
 which reads LiteRT's ``INFO:``/``WARNING:``/``ERROR:`` lines by the same levels.
+
+TensorFlow's CUDA build logs ``E0000 ... cuda_platform.cc:52] failed call to cuInit: ...``
+at ERROR level when it first looks for GPUs on a machine with no NVIDIA driver: on every
+command, though the machine has no GPU to find. Where no NVIDIA (or WSL GPU) device exists
+(:func:`gpu_absent`), the filtered import looks for the GPUs itself and the filter drops
+that line; on a machine with a GPU device it stays, as it then tells why the GPU is unused.
 """
 
 from __future__ import annotations
@@ -52,10 +58,24 @@ def min_log_level(environ=None) -> int:
         return 0
 
 
-def hidden(line: str, level: int) -> bool:
-    """Whether the filter drops ``line`` at ``level`` (for tests and callers of their own)."""
+#: The device files of an NVIDIA driver (Linux) or of WSL's GPU.
+GPU_DEVICES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg")
+CUINIT = "] failed call to cuInit"
+
+
+def gpu_absent() -> bool:
+    """Whether this machine has no GPU device TensorFlow could use (none of
+    :data:`GPU_DEVICES`)."""
+    return not any(os.path.exists(p) for p in GPU_DEVICES)
+
+
+def hidden(line: str, level: int, no_gpu: bool = False) -> bool:
+    """Whether the filter drops ``line`` at ``level`` (for tests and callers of their own);
+    ``no_gpu``: also TensorFlow's ERROR line of a failed ``cuInit`` (see the module's doc)."""
     if line.rstrip("\r\n") == BANNER:
         return level > 0
+    if no_gpu and level > 0 and line.startswith("E") and CUINIT in line:
+        return True
     for prefix, severity in LITERT_PREFIXES.items():
         # One space after the colon: uvicorn's lines ("INFO:     ...") are not LiteRT's.
         if line.startswith(prefix) and line[len(prefix):len(prefix) + 1] not in (" ", ""):
@@ -65,7 +85,7 @@ def hidden(line: str, level: int) -> bool:
 
 
 @contextlib.contextmanager
-def filtered_stderr(level: int):
+def filtered_stderr(level: int, no_gpu: bool = False):
     """File descriptor 2 through the filter process for the ``with`` block."""
     if level <= 0:
         yield
@@ -73,7 +93,8 @@ def filtered_stderr(level: int):
     sys.stderr.flush()
     try:   # this module run as the filter (_filter_lines); -I -S: ~10 ms to start
         proc = subprocess.Popen([sys.executable, "-I", "-S", os.path.abspath(__file__),
-                                 str(level)], stdin=subprocess.PIPE, stdout=2)
+                                 str(level), str(int(no_gpu))], stdin=subprocess.PIPE,
+                                stdout=2)
     except OSError:   # no filter: the lines pass unfiltered
         yield
         return
@@ -109,9 +130,15 @@ class _FirstImport(importlib.abc.MetaPathFinder):
         run = loader.exec_module
 
         def exec_module(module):
+            no_gpu = gpu_absent()
             try:
-                with filtered_stderr(level):
+                with filtered_stderr(level, no_gpu):
                     run(module)
+                    if no_gpu:   # TensorFlow's cuInit line, if it has one, in the filter
+                        try:
+                            module.config.list_physical_devices("GPU")
+                        except Exception:   # noqa: BLE001  (asked again when used)
+                            pass
             finally:
                 del loader.exec_module   # the loader's own method again
         loader.exec_module = exec_module
@@ -165,14 +192,15 @@ def filter_tensorflow_start_up(environ=None) -> bool:
     return True
 
 
-def _filter_lines(level: int, source, sink) -> None:
+def _filter_lines(level: int, source, sink, no_gpu: bool = False) -> None:
     """The filter process's work: ``source`` to ``sink`` line by line (bytes), without the
     lines :func:`hidden` drops at ``level``; each line passed on at once."""
     for line in source:
-        if not hidden(line.decode("latin-1"), level):
+        if not hidden(line.decode("latin-1"), level, no_gpu):
             sink.write(line)
             sink.flush()
 
 
 if __name__ == "__main__":   # the filter process of filtered_stderr
-    _filter_lines(int(sys.argv[1]), sys.stdin.buffer, sys.stdout.buffer)
+    _filter_lines(int(sys.argv[1]), sys.stdin.buffer, sys.stdout.buffer,
+                  len(sys.argv) > 2 and sys.argv[2] == "1")

@@ -719,8 +719,6 @@ def _info_beside(keras_file) -> str:
 
 def _load_run(path):
     """``(model, info dict or None)`` from a run directory or a ``.keras`` file."""
-    import keras
-    import zoo.layers  # noqa: F401  (registers the custom layers for deserialisation)
     import zoo.models  # noqa: F401
     path = os.fspath(path)
     if os.path.isdir(path):

@@ -781,9 +781,11 @@ class UNetHyperModel(ZooHyperModel):
             fit = [d for d in depths if d not in bad]
             hint = (f"limit the space to depth {','.join(map(str, fit))} (--set depth="
                     f"{','.join(map(str, fit))}) or " if fit else "")
+            which = (f"depth {bad[0]} of the space does not fit" if len(bad) == 1 else
+                     f"depths {', '.join(map(str, bad[:-1]))} and {bad[-1]} of the space do "
+                     f"not fit")
             raise ValueError(f"unet needs an image size that is a multiple of 2**depth; "
-                             f"received image size {h}x{w}, which depth "
-                             f"{', '.join(map(str, bad))} of the space does not fit: {hint}"
+                             f"received image size {h}x{w}, which {which}: {hint}"
                              f"use a size that is a multiple of {2 ** max(bad)}")
 
     def build_model(self, values):

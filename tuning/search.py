@@ -19,6 +19,7 @@ import gc
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -162,8 +163,8 @@ def _tuner_class(name):
             _write_json(path, timings)
             if str(trial.status) in ("FAILED", "INVALID"):   # the traceback: trial.json
                 lines = (trial.message or "").strip().splitlines()
-                print(f"trial {trial.trial_id} failed: {lines[-1] if lines else trial.status}",
-                      file=sys.stderr)
+                last = _short_error(lines[-1]) if lines else trial.status
+                print(f"trial {trial.trial_id} failed: {last}", file=sys.stderr)
             try:
                 super().on_trial_end(trial)
             finally:
@@ -442,6 +443,11 @@ def _join_chief(kt_tuner, project_dir, fingerprint, hypermodel, *, follow_precis
     return fingerprint
 
 
+def _short_error(line) -> str:
+    """An error line without its class's module path (``keras_tuner.src.errors.``)."""
+    return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+: )", "", line.strip())
+
+
 def _raise_stopped(exc, project_dir):
     """keras-tuner's error for too many failed trials in a row (its message holds the last
     trial's whole traceback) as one line: how many, the last error, where the table is."""
@@ -450,7 +456,7 @@ def _raise_stopped(exc, project_dir):
         return
     limit = text.split("limit of ", 1)[1].split(".", 1)[0]
     last = [line for line in text.strip().splitlines()[1:] if line.strip()]
-    reason = f" (the last: {last[-1].strip()})" if last else ""
+    reason = f" (the last: {_short_error(last[-1])})" if last else ""
     raise RuntimeError(f"the search stopped after {limit} consecutive failed trials{reason}; "
                        f"the trials are in {os.path.join(project_dir, 'trials.csv')}") from None
 

@@ -235,7 +235,8 @@ def _set_weights_by_name(model, other) -> None:
             parts.append(f"{len(missing)} of the model's {len(targets)} layers with weights "
                          f"are not in {other.name!r}, e.g. {', '.join(missing[:3])}")
         if mismatched:
-            parts.append(f"{len(mismatched)} layers have weights of other shapes, e.g. "
+            parts.append(f"{len(mismatched)} layer{' has' if len(mismatched) == 1 else 's have'} "
+                         f"weights of other shapes, e.g. "
                          f"{'; '.join(mismatched[:2])}")
         raise ValueError("; ".join(parts))
     for name, layer in targets.items():

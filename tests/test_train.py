@@ -715,6 +715,22 @@ def test_a_resumed_run_keeps_its_early_stopping_state(digits8, tmp_path):
     assert json.loads((run / "metrics.json").read_text())["best_epoch"] == 1
 
 
+def test_a_resume_with_fewer_epochs_than_were_trained_is_refused(digits8, tmp_path):
+    """Two epochs kept, then epochs=1: Keras would train nothing and the run would record
+    epochs=1; refused before anything is written, and the killed run still resumes."""
+    kw = dict(verbose=0, mixed_precision="off", jit_compile=False, early_stopping=False)
+    run = tmp_path / "run"
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(), digits8, run_dir=str(run), epochs=4,
+                  callbacks=[_KillAfterEpoch(1)], **kw)
+    with pytest.raises(ValueError, match=r"holds a killed run that finished 2 epochs, more "
+                                         r"than epochs=1: resume it with epochs >= 2 "
+                                         r"\(--epochs\)"):
+        train.fit(tiny_classifier(), digits8, run_dir=str(run), epochs=1, **kw)
+    history = train.fit(tiny_classifier(), digits8, run_dir=str(run), epochs=3, **kw)
+    assert list(history["epoch"]) == [0, 1, 2]
+
+
 def test_a_resumed_run_reports_the_training_time_of_all_its_epochs(digits8, tmp_path):
     """train_seconds counts the epochs the killed run kept (its backup records their time)
     and the resumed call's, not the resumed call's alone."""

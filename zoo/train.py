@@ -1073,6 +1073,16 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         raise ValueError(f"{run_dir} holds a killed run that trained {how}; resume it with "
                          f"{hint}, or use another run directory. Received: "
                          f"class_weight={class_weight!r}{got}")
+    if resuming:
+        try:
+            done = _backup_epoch(backup_dir)
+        except (OSError, KeyError, ValueError):
+            done = 0
+        if epochs < done:   # Keras would stop at once, and the run would record epochs
+            raise ValueError(f"{run_dir} holds a killed run that finished {done} epochs, more "
+                             f"than epochs={epochs}: resume it with epochs >= {done} "
+                             f"(--epochs), or use another run directory. Received: "
+                             f"epochs={epochs}")
 
     strategy = _strategy()
     # A rebuilt copy trains under a dtype policy or a strategy; the trained weights go back

@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 
-from zoo.common import atomic_write
+from zoo.common import atomic_write, atomic_write_text
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -177,7 +177,7 @@ def _tuner_class(name):
             # write, a search left an empty oracle.json that no run could reload.
             if not self._is_worker():
                 self.oracle.save()
-            _write_text(self._get_tuner_fname(), json.dumps(self.get_state()))
+            atomic_write_text(self._get_tuner_fname(), json.dumps(self.get_state()))
 
         def reload(self):
             """keras-tuner's reload, without running an ended trial again: its oracle
@@ -194,21 +194,14 @@ def _tuner_class(name):
     return ZooTuner
 
 
-def _write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    atomic_write(path, write)
-
-
 def _save_state_atomically(oracle):
     """Make ``oracle`` write ``oracle.json`` and the trials' ``trial.json`` files all at once
-    (:func:`zoo.common.atomic_write`), as keras-tuner's own writers do not."""
+    (:func:`zoo.common.atomic_write_text`), as keras-tuner's own writers do not."""
     if getattr(oracle, "_zoo_atomic", False):
         return
-    oracle.save = lambda: _write_text(oracle._get_oracle_fname(),
-                                      json.dumps(oracle.get_state()))
-    oracle._save_trial = lambda trial: _write_text(
+    oracle.save = lambda: atomic_write_text(oracle._get_oracle_fname(),
+                                            json.dumps(oracle.get_state()))
+    oracle._save_trial = lambda trial: atomic_write_text(
         os.path.join(oracle._get_trial_dir(trial.trial_id), "trial.json"),
         json.dumps(trial.get_state()))
     oracle._zoo_atomic = True

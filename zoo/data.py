@@ -727,19 +727,17 @@ def _classification_folder(root, name):
     sample = _spread(list(zip(*files["train"])), _STATS_IMAGES)
     channels, hw = _folder_channels([p for p, _ in sample])
 
-    def get(split):
-        paths, ys = files[split]
+    def decoded(paths, ys):
         ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
                                                  tf.constant(ys, tf.int32)))
         return ds.map(lambda p, y: (_decode(p, channels), y),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
+    def get(split):
+        return decoded(*files[split])
+
     def stats_sample():
-        paths, ys = (list(v) for v in zip(*sample))
-        ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
-                                                 tf.constant(ys, tf.int32)))
-        return ds.map(lambda p, y: (_decode(p, channels), y),
-                      num_parallel_calls=tf.data.AUTOTUNE)
+        return decoded(*(list(v) for v in zip(*sample)))
 
     def counts(split):
         return _bincount(files[split][1], len(labels), name)

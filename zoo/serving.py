@@ -197,11 +197,14 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
                                           .astype(np.uint8), "L")
                 array = np.asarray(img.convert(mode))
     except _decode_errors() as exc:
-        raise ValueError(f"could not decode {what} as an image (PNG, JPEG, ...): {exc}") \
-            from None
+        raise _not_an_image(what, exc) from None
     if array.ndim == 2:
         array = array[..., None]
     return array
+
+
+def _not_an_image(what, exc) -> ValueError:
+    return ValueError(f"could not decode {what} as an image (PNG, JPEG, ...): {exc}")
 
 
 def _decode_errors() -> tuple:
@@ -232,8 +235,7 @@ def check_image_file(path) -> None:
         with Image.open(path):
             pass
     except _decode_errors() as exc:
-        raise ValueError(f"could not decode {path} as an image (PNG, JPEG, ...): {exc}") \
-            from None
+        raise _not_an_image(path, exc) from None
 
 
 def _numpy(outputs) -> dict:
@@ -689,10 +691,6 @@ class Servable:
         return (f"expected images of shape [batch, height, width, {c}] or a single image "
                 f"[height, width, {c}]{' (or [height, width])' if c == 1 else ''}; received "
                 f"an array of shape {tuple(shape)}.")
-
-    def _check_batch(self, batch) -> np.ndarray:
-        self._check_shape(batch)
-        return self._convert(batch, np.arange(len(batch)))
 
     def _check_shape(self, batch) -> None:
         if batch.ndim != 4:

@@ -813,14 +813,22 @@ class _EarlyStopping(keras.callbacks.EarlyStopping):
             self.best, self.wait = self._resume
 
 
+def _best_row(history, column, mode):
+    """The position of the best value of ``column`` in ``history`` (a DataFrame; ``mode``
+    ``"min"`` or ``"max"``), or ``None`` when it has no value."""
+    if column not in history or not history[column].notna().any():
+        return None
+    values = history[column].to_numpy(dtype="float64")
+    return int(np.nanargmin(values) if mode == "min" else np.nanargmax(values))
+
+
 def _resume_state(history, monitor, mode):
     """``(best, epochs waited since the best)`` of ``monitor`` in the epochs of a killed run
     (a ``history.csv`` DataFrame), or ``None`` when it has none."""
-    if monitor not in history or not history[monitor].notna().any():
+    best_at = _best_row(history, monitor, mode)
+    if best_at is None:
         return None
-    values = history[monitor].to_numpy(dtype="float64")
-    best_at = int(np.nanargmin(values) if mode == "min" else np.nanargmax(values))
-    return float(values[best_at]), len(values) - 1 - best_at
+    return float(history[monitor].iloc[best_at]), len(history) - 1 - best_at
 
 
 def _label_guard(ds, num_classes, task):
@@ -1246,10 +1254,9 @@ def _best_epoch_metrics(history, monitor) -> dict:
     """``best_epoch`` (from 1) and its ``best_val_*`` values: the epoch whose model a run
     keeps, the best by ``monitor`` (``val_loss`` where the history has no such column)."""
     best_by = monitor if monitor in history else "val_loss"
-    if best_by not in history or not history[best_by].notna().any():
+    best = _best_row(history, best_by, "min" if best_by.endswith("loss") else "max")
+    if best is None:
         return {}
-    values = history[best_by].to_numpy(dtype="float64")
-    best = int(np.nanargmin(values) if best_by.endswith("loss") else np.nanargmax(values))
     out = {"best_epoch": int(history["epoch"].iloc[best]) + 1}
     for col in history.columns:
         if col.startswith("val_"):

@@ -3,6 +3,7 @@ results.csv, results.md and machine.json with the expected columns and rows. Spe
 not asserted (the machine is shared); only that they were measured."""
 
 import csv
+import glob
 import importlib.util
 import json
 import os
@@ -169,17 +170,20 @@ def test_without_torch_the_torch_rows_are_left_out():
                                  classes=10, images=2)
 
 
-def test_profile_ops_sums_the_trace_by_op():
+def test_profile_ops_sums_the_trace_by_op(tmp_path):
     from benchmarks.profile_ops import main, profile
-    table, all_ms, rate, logdir = profile("lenet5", batch_size=8, steps=1, top=50)
+    table, all_ms, rate, logdir = profile("lenet5", batch_size=8, steps=1, top=50,
+                                          logdir=str(tmp_path / "train"))
     assert list(table.columns) == ["op", "ms", "share", "calls"]
-    assert all_ms > 0 and rate > 0 and os.path.isdir(logdir)
+    assert all_ms > 0 and rate > 0 and logdir == str(tmp_path / "train")
     assert (table["ms"] >= 0).all() and (table["calls"] >= 1).all()
     assert 0.9 <= table["share"].sum() <= 1.01          # top 50 covers LeNet-5's ops
     assert table["ms"].is_monotonic_decreasing
     assert any("Conv2D" in op for op in table["op"])    # forward and backward convolutions
     assert any("Backprop" in op for op in table["op"])
-    assert main(["lenet5", "--mode", "predict", "--steps", "1", "--top", "3"]) == 0
+    assert main(["lenet5", "--mode", "predict", "--steps", "1", "--top", "3",
+                 "--logdir", str(tmp_path / "predict")]) == 0
+    assert glob.glob(str(tmp_path / "predict" / "**" / "*.xplane.pb"), recursive=True)
 
 
 def test_train_section_measures_the_default_precision(monkeypatch):

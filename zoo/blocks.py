@@ -134,6 +134,36 @@ def conv_bn_act(x, filters, kernel_size, *, strides=1, padding="same", use_bias=
     return x
 
 
+def check_head_options(model_name: str, *, num_classes, include_top, pooling,
+                       classifier_activation):
+    """The classifier options that only make sense together; returns ``num_classes``
+    as a Python ``int`` (a NumPy integer such as ``labels.max() + 1`` is accepted).
+
+    Raises:
+        ValueError: ``pooling`` with ``include_top=True`` (the top has its own pooling;
+            ``pooling`` shapes the features of ``include_top=False``), or a softmax over
+            ``num_classes=1`` (always 1: one class takes ``"sigmoid"`` or ``None``).
+    """
+    import numbers
+    if isinstance(num_classes, numbers.Integral) and not isinstance(num_classes, bool):
+        num_classes = int(num_classes)
+    if include_top is True and pooling in common.POOLINGS and pooling is not None:
+        raise ValueError(f"{model_name}: pooling applies to include_top=False (the features); "
+                         f"the classifier of include_top=True has its own pooling. Received: "
+                         f"include_top=True, pooling={pooling!r}. Allowed: pooling=None, or "
+                         f"include_top=False with pooling None, 'avg' or 'max'.")
+    softmax = classifier_activation == "softmax" or (
+        callable(classifier_activation)
+        and getattr(classifier_activation, "__name__", None) == "softmax")
+    if include_top is True and type(num_classes) is int and num_classes == 1 and softmax:
+        raise ValueError(f"{model_name}: a softmax over num_classes=1 output is 1 for every "
+                         f"input; for one class (binary) use classifier_activation='sigmoid' "
+                         f"(probabilities) or None (logits), or num_classes=2 with softmax. "
+                         f"Received: num_classes=1, classifier_activation="
+                         f"{classifier_activation!r}")
+    return num_classes
+
+
 def min_size_of_rows(rows) -> int:
     """Minimum input size of a plain layer table (see :func:`zoo.common.min_input_size`)."""
     return common.min_input_size(spatial_ops(rows))

@@ -806,10 +806,14 @@ def model_table(names: Optional[Sequence[str]] = None) -> pd.DataFrame:
 # CLI: zoo summary
 
 def configure_summary(parser):
-    """``zoo summary NAME [--input-shape H,W,C] [--batch-size N] [--format markdown|csv]
-    [--plot FILE.png]``: the per-layer profile and totals of a registered model."""
+    """``zoo summary NAME|FILE [--input-shape H,W,C] [--batch-size N]
+    [--format markdown|csv] [--plot FILE.png]``: the per-layer profile and totals of a
+    registered model, or of a saved model (a ``.keras`` file or a run directory, e.g. a
+    zoo backbone with a head of its own)."""
     from zoo.cli import parse_shape
-    parser.add_argument("name", help="registered model name (see `zoo list`)")
+    parser.add_argument("name", help="registered model name (see `zoo list`), or a .keras "
+                                     "file or run directory (a path: ending in .keras or "
+                                     "containing a /)")
     parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
@@ -817,7 +821,6 @@ def configure_summary(parser):
                         help="draw multiply-adds and activation memory per layer")
 
     def run(args):
-        import zoo
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be a positive integer. "
                              f"Received: {args.batch_size}")
@@ -825,8 +828,7 @@ def configure_summary(parser):
             if not args.plot.lower().endswith(".png"):
                 raise ValueError(f"--plot must name a .png file. Received: {args.plot!r}")
             check_plot_path(args.plot, "--plot")
-        kwargs = {"input_shape": args.input_shape} if args.input_shape else {}
-        model = zoo.get_model(args.name, **kwargs)
+        model = summary_model(args.name, args.input_shape)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = profile(model, batch_size=args.batch_size)
@@ -839,6 +841,19 @@ def configure_summary(parser):
         return 0
 
     return run
+
+
+def summary_model(name: str, input_shape=None):
+    """The model ``zoo summary NAME`` profiles: a saved model when ``name`` is a path
+    (ends in ``.keras`` or contains a path separator: ``runs/pets``, ``./model.keras``),
+    else the registered model ``name`` (at ``input_shape``, default its paper's)."""
+    if name.endswith(".keras") or os.sep in name or (os.altsep and os.altsep in name):
+        if input_shape:
+            raise ValueError(f"--input-shape applies to a registered model name; the saved "
+                             f"model {name!r} has its own input size")
+        return common.load_model(name, compile=False)
+    from zoo.registry import get_model
+    return get_model(name, **({"input_shape": input_shape} if input_shape else {}))
 
 
 common.make_module_callable(__name__, profile)

@@ -110,6 +110,14 @@ def _lookup(name):
     return _REGISTRY[name]
 
 
+# keras.applications arguments the builders spell or handle otherwise.
+_KERAS_APPLICATIONS_HINTS = {
+    "classes": "keras.applications' classes is num_classes here",
+    "input_tensor": "keras.applications' input_tensor: build the model, then call it on the "
+                    "tensor, model(tensor)",
+}
+
+
 def get_model(name: str, **kwargs):
     """Build the registered model ``name`` with the builder's keyword arguments."""
     fn, _ = _lookup(name)
@@ -117,8 +125,12 @@ def get_model(name: str, **kwargs):
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(kwargs) - set(params))
         if unknown:
+            hints = [_KERAS_APPLICATIONS_HINTS[k] for k in unknown
+                     if k in _KERAS_APPLICATIONS_HINTS
+                     and (k != "classes" or "num_classes" in params)]
+            hint = f" ({'; '.join(hints)})" if hints else ""
             raise TypeError(f"{name} takes no argument(s) {', '.join(map(repr, unknown))}; "
-                            f"its arguments: {', '.join(params)}")
+                            f"its arguments: {', '.join(params)}{hint}")
     return fn(**kwargs)
 
 

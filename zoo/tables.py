@@ -3,27 +3,54 @@ documented format, derived from the model itself (layer names, configs and
 output shapes) — never from the data the model was built from — so that a
 table test checks the built architecture.
 
+Any other functional model (a zoo backbone with a head of the user's, nested
+or built on the backbone's output, or a model without zoo layers) gets the
+generic table: one row per layer with its type, output shape and parameters,
+a nested model as one row.
+
 Families add their format with :func:`table_format`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import re
+from typing import Callable, Optional, Union
 
 import pandas as pd
 
 _FORMATS: dict[str, tuple[Callable, Callable]] = {}
+# family -> predicate on a layer name: the names the family's builders give.
+_OWNS: dict[str, Callable[[str], bool]] = {}
+
+#: ``layer_table(model, family=GENERIC)`` asks for the generic per-layer table.
+GENERIC = "layers"
+GENERIC_COLUMNS = ["Layer", "Type", "Output", "Params"]
 
 
-def table_format(family: str, detect: Callable):
+def table_format(family: str, detect: Callable,
+                 owns: Union[str, Callable[[str], bool], None] = None):
     """Register ``fn(model) -> DataFrame`` as the table of ``family``;
-    ``detect(model) -> bool`` recognises a model of that family by its layer names."""
+    ``detect(model) -> bool`` recognises a model of that family by its layer names.
+
+    ``owns`` tells the layer names the family's builders give (a regular expression the
+    whole name matches, or a predicate); a model of the family with layers of other
+    names (a head added by the user) gets the generic table. ``None``: every name.
+    """
+    if isinstance(owns, str):
+        pattern = re.compile(owns)
+        owns = lambda name: pattern.fullmatch(name) is not None  # noqa: E731
 
     def decorator(fn):
         _FORMATS[family] = (fn, detect)
+        _OWNS[family] = owns or (lambda name: True)
         return fn
 
     return decorator
+
+
+def owned_by_any(name: str, *, but: Optional[str] = None) -> bool:
+    """Whether a zoo family (other than ``but``) gives layers the name ``name``."""
+    return any(owns(name) for family, owns in _OWNS.items() if family != but)
 
 
 def detect_family(model) -> Optional[str]:
@@ -37,18 +64,37 @@ def detect_family(model) -> Optional[str]:
     return None
 
 
+def foreign_layers(model, family: str) -> list:
+    """The layers of ``model`` (inputs aside) whose names ``family``'s builders do not
+    give: the layers a user added around a zoo network."""
+    import keras
+    owns = _OWNS.get(family, lambda name: True)
+    return [layer for layer in model.layers
+            if not isinstance(layer, keras.layers.InputLayer) and not owns(layer.name)]
+
+
 def layer_table(model, family: Optional[str] = None) -> pd.DataFrame:
-    """The layer table of a zoo model, in its family's documented format.
+    """The layer table of a model: a zoo model's in its family's documented format,
+    any other functional model's as the generic per-layer table.
 
     Args:
-        model: a model built by a zoo builder, or a registered name (its default build).
-        family: force a family's format (default: recognised from layer names).
+        model: a ``keras.Model`` (built by a zoo builder or not), or a registered name
+            (its default build).
+        family: force a family's format, or ``"layers"`` for the generic table
+            (default: the family recognised from the layer names; the generic table
+            for a model that is not a zoo model or has layers of its own around one).
 
     Returns:
-        A ``pandas.DataFrame``, one row per documented row.
+        A ``pandas.DataFrame``, one row per documented row. The generic table has the
+        columns ``Layer``, ``Type``, ``Output`` (``HxWxC``, without the batch axis) and
+        ``Params``, one row per layer in the model's order; a nested model is one row
+        whose type names its zoo family (``"Model (resnet)"``), e.g. a backbone inside a
+        fine-tuned classifier (``layer_table(model.get_layer("resnet50"))`` gives the
+        backbone's own table).
 
     Raises:
-        ValueError: if the model is not recognised as a zoo model.
+        TypeError: if ``model`` is neither a ``keras.Model`` nor a name.
+        ValueError: for an unknown ``family``.
     """
     import zoo.models  # noqa: F401
     if isinstance(model, str):   # a registered name: its model at the default input
@@ -56,13 +102,46 @@ def layer_table(model, family: Optional[str] = None) -> pd.DataFrame:
         model = get_model(model)
     import keras
     if not isinstance(model, keras.Model):
-        raise TypeError(f"layer_table: expected a keras.Model built by a zoo builder or a "
-                        f"registered model name. Received: {type(model).__name__}")
-    family = family or detect_family(model)
-    if family not in _FORMATS:
-        raise ValueError(f"layer_table: {getattr(model, 'name', model)!r} is not recognised as a "
-                         f"zoo model (family={family!r}). Known families: {sorted(_FORMATS)}.")
+        raise TypeError(f"layer_table: expected a keras.Model or a registered model name. "
+                        f"Received: {type(model).__name__}")
+    if family is not None and family != GENERIC and family not in _FORMATS:
+        raise ValueError(f"layer_table: unknown family {family!r}. Allowed: None (recognised "
+                         f"from the layer names), {GENERIC!r} (one row per layer) or one of "
+                         f"{sorted(_FORMATS)}.")
+    if family is None:
+        family = detect_family(model)
+        if family is not None and foreign_layers(model, family):
+            family = None
+    if family is None or family == GENERIC:
+        return generic_table(model)
     return _FORMATS[family][0](model)
+
+
+def _output_str(layer) -> str:
+    """``"28x28x6"`` for one output, ``"28x28x6, 10"`` for several, ``""`` if unknown."""
+    try:
+        outputs = layer.output
+    except (AttributeError, ValueError):
+        return ""
+    if not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
+    return ", ".join("x".join(str(d) for d in t.shape[1:]) for t in outputs)
+
+
+def generic_table(model) -> pd.DataFrame:
+    """One row per layer of ``model``, in order: ``Layer`` (name), ``Type`` (class; a
+    nested zoo model ``"Model (<family>)"``), ``Output`` (``HxWxC``) and ``Params``."""
+    import keras
+    records = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if isinstance(layer, keras.Model):
+            nested = detect_family(layer)
+            if nested is not None and not foreign_layers(layer, nested):
+                kind = f"Model ({nested})"
+        records.append({"Layer": layer.name, "Type": kind, "Output": _output_str(layer),
+                        "Params": int(layer.count_params()) if layer.built else 0})
+    return pd.DataFrame.from_records(records, columns=GENERIC_COLUMNS)
 
 
 # ---------------------------------------------------------------------------
@@ -157,13 +236,19 @@ _LENET_ROWS = ("C1", "S2", "C3", "S4", "C5", "F6", "Out")
 _ALEXNET_ROWS = ("C1", "S2", "C3", "S4", "C5", "C6", "C7", "F8", "F9", "Out")
 
 
+# The names the plain-table builders give: the rows, their auxiliary layers
+# (``<row>_<what>``), the input and the pooling of ``include_top=False``.
+_PLAIN_NAMES = r"images|avg_pool|max_pool|(?:C\d+|S\d+|F\d+|Out)(?:_\w+)?"
+
+
 @table_format("lenet", detect=lambda m: {"C1", "S2", "C3", "S4", "C5"} <= layer_names(m)
-              and "C6" not in layer_names(m))
+              and "C6" not in layer_names(m), owns=_PLAIN_NAMES)
 def lenet_table(model):
     return plain_table(model, _LENET_ROWS, with_padding=False)
 
 
-@table_format("alexnet", detect=lambda m: {"C1", "S2", "C3", "S4", "C7"} <= layer_names(m))
+@table_format("alexnet", detect=lambda m: {"C1", "S2", "C3", "S4", "C7"} <= layer_names(m),
+              owns=_PLAIN_NAMES)
 def alexnet_table(model):
     return plain_table(model, _ALEXNET_ROWS, with_padding=True)
 

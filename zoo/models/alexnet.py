@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from zoo import common
-from zoo.blocks import Row, build_rows, min_size_of_rows
+from zoo.blocks import Row, build_rows, check_head_options, min_size_of_rows
 from zoo.registry import register
 
 
@@ -70,6 +70,9 @@ def alexnet(*, input_shape=None, num_classes=1000, include_top=True, pooling=Non
     common.check_bool("alexnet", local_response_normalization=local_response_normalization)
     if not 0 <= dropout < 1:
         raise ValueError(f"alexnet: dropout must be in [0, 1). Received: dropout={dropout!r}")
+    num_classes = check_head_options(
+        "alexnet", num_classes=num_classes, include_top=include_top, pooling=pooling,
+        classifier_activation=classifier_activation)
     shape = common.check_classifier_args(
         "alexnet", input_shape=input_shape, default_shape=(227, 227, 3), min_size=MIN_SIZE,
         num_classes=num_classes, include_top=include_top, pooling=pooling,

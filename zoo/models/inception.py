@@ -26,6 +26,7 @@ from keras import layers
 from zoo import layers as zoo_layers
 from zoo import common
 from zoo import weights as zoo_weights
+from zoo.blocks import check_head_options
 from zoo.registry import register
 from zoo.tables import layer_names, layer_params, table_format
 
@@ -217,6 +218,9 @@ def googlenet(*, input_shape=None, num_classes=1000, include_top=True, pooling=N
         >>> model = googlenet(input_shape=(96, 96, 1), num_classes=10, batch_norm=True)
         >>> train_model = googlenet(aux_logits=True)   # outputs [main, aux1, aux2]
     """
+    num_classes = check_head_options(
+        "googlenet", num_classes=num_classes, include_top=include_top, pooling=pooling,
+        classifier_activation=classifier_activation)
     shape = common.check_classifier_args(
         "googlenet", input_shape=input_shape, default_shape=(224, 224, 3),
         min_size=GOOGLENET_MIN_SIZE, num_classes=num_classes, include_top=include_top,
@@ -495,6 +499,9 @@ def inception_v3(*, input_shape=None, num_classes=1000, include_top=True, poolin
         >>> model = inception_v3(weights="imagenet", include_top=False, pooling="avg")
         >>> small = inception_v3(input_shape=(96, 96, 1), num_classes=10)
     """
+    num_classes = check_head_options(
+        "inception_v3", num_classes=num_classes, include_top=include_top, pooling=pooling,
+        classifier_activation=classifier_activation)
     shape = common.check_classifier_args(
         "inception_v3", input_shape=input_shape, default_shape=(299, 299, 3),
         min_size=INCEPTION_V3_MIN_SIZE, num_classes=num_classes, include_top=include_top,
@@ -566,7 +573,9 @@ def _googlenet_row_key(name):
     return None  # the input and the auxiliary classifiers
 
 
-@table_format("googlenet", detect=lambda m: {"inception_3a", "conv2_3x3"} <= layer_names(m))
+@table_format("googlenet", detect=lambda m: {"inception_3a", "conv2_3x3"} <= layer_names(m),
+              owns=r"images|avg_pool|max_pool|dropout|predictions"
+                   r"|(?:conv\d+|pool\d+|inception_\d[a-z]|aux\d+)(?:_\w+)?")
 def googlenet_table(model) -> pd.DataFrame:
     """GoogLeNet's Table 1 (Szegedy et al. 2014) read back from a built model:
     type, patch size/stride, output size, depth, #1x1, #3x3 reduce, #3x3,
@@ -639,7 +648,8 @@ def _v3_step_str(layer):
     return f"{kind} pool {k[0]}x{k[1]}{'/' + str(s[0]) if s[0] > 1 else ''}"
 
 
-@table_format("inception_v3", detect=lambda m: "stem_1a_3x3_conv" in layer_names(m))
+@table_format("inception_v3", detect=lambda m: "stem_1a_3x3_conv" in layer_names(m),
+              owns=r"images|avg_pool|max_pool|predictions|(?:stem_\d[a-z]|mixed\d+)(?:_\w+)?")
 def inception_v3_table(model) -> pd.DataFrame:
     """Inception-v3 read back from a built model, one row per stem layer and per
     module (as the paper's Table 1 lists them): layer, type, patch size/stride,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from zoo import common
-from zoo.blocks import Row, build_rows, min_size_of_rows
+from zoo.blocks import Row, build_rows, check_head_options, min_size_of_rows
 from zoo.registry import register
 
 # The paper's network, row for row (Géron Table 14-1; LeCun et al. 1998).
@@ -78,6 +78,9 @@ def lenet5(*, input_shape=None, num_classes=10, include_top=True, pooling=None,
     if variant not in VARIANTS:
         raise ValueError(f"lenet5: variant must be one of {sorted(VARIANTS)}. "
                          f"Received: variant={variant!r}")
+    num_classes = check_head_options(
+        "lenet5", num_classes=num_classes, include_top=include_top, pooling=pooling,
+        classifier_activation=classifier_activation)
     shape = common.check_classifier_args(
         "lenet5", input_shape=input_shape, default_shape=(32, 32, 1), min_size=MIN_SIZE,
         num_classes=num_classes, include_top=include_top, pooling=pooling,

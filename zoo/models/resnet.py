@@ -27,6 +27,7 @@ from keras import layers
 from zoo import layers as zoo_layers
 from zoo import common
 from zoo import weights as zoo_weights
+from zoo.blocks import check_head_options
 from zoo.registry import register
 from zoo.tables import layer_names, size_str, table_format
 
@@ -278,6 +279,9 @@ def _resnet(model_name, *, input_shape, num_classes, include_top, pooling,
     """Check the shared arguments, build ``model_name`` and load its weights."""
     depth, version = _MODELS[model_name]
     published = ("imagenet",) if model_name in WEIGHT_FILES else ()
+    num_classes = check_head_options(
+        model_name, num_classes=num_classes, include_top=include_top, pooling=pooling,
+        classifier_activation=classifier_activation)
     shape = common.check_classifier_args(
         model_name, input_shape=input_shape, default_shape=DEFAULT_SHAPE,
         min_size=MIN_SIZES[model_name], num_classes=num_classes, include_top=include_top,
@@ -495,7 +499,11 @@ def _detect(model):
         layer_names(model)
 
 
-@table_format("resnet", detect=_detect)
+#: The layer names the ResNet builder gives (stages, stem, v2's post-activation, head).
+OWN_NAMES = r"images|avg_pool|max_pool|predictions|post_bn|post_relu|(?:conv\d+|pool\d+)_\w+"
+
+
+@table_format("resnet", detect=_detect, owns=OWN_NAMES)
 def resnet_table(model) -> pd.DataFrame:
     """He et al.'s Table 1 for a built ResNet: ``layer name``, ``output size``,
     the block specification in a column named ``"<depth>-layer"`` and ``params``;
@@ -520,7 +528,10 @@ def resnet_table(model) -> pd.DataFrame:
 
     params = {}
     row = None
+    own_name = re.compile(OWN_NAMES)
     for layer in model.layers:
+        if not own_name.fullmatch(layer.name):   # a layer of the user's: no row of Table 1
+            continue
         row = _row_of(layer.name) or row
         if row is not None:
             params[row] = params.get(row, 0) + layer.count_params()

@@ -20,7 +20,7 @@ from keras import layers
 from zoo import layers as zoo_layers
 from zoo import common
 from zoo.registry import register
-from zoo.tables import layer_names, size_str, table_format
+from zoo.tables import layer_names, owned_by_any, size_str, table_format
 
 __all__ = ["Level", "unet_levels", "UNET_LEVELS", "unet", "valid_input_sizes",
            "output_size", "unet_table"]
@@ -403,7 +403,12 @@ def _in_data_order(members):
     return crops + rest
 
 
-@table_format("unet", detect=_is_unet)
+def _unet_owns(name: str) -> bool:
+    """The names the U-Net builder gives: its levels, and its backbone's (any family's)."""
+    return _level_of(name) is not None or owned_by_any(name, but="unet")
+
+
+@table_format("unet", detect=_is_unet, owns=_unet_owns)
 def unet_table(model):
     """U-Net's level table, derived from the built model.
 

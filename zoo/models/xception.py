@@ -17,6 +17,7 @@ from keras import layers
 
 from zoo import layers as zoo_layers
 from zoo import common, weights as zoo_weights
+from zoo.blocks import check_head_options
 from zoo.registry import register
 from zoo.tables import layer_names, table_format
 
@@ -196,6 +197,9 @@ def xception(*, input_shape=None, num_classes=1000, include_top=True, pooling=No
         >>> model = xception(input_shape=(128, 128, 3), num_classes=5)
         >>> backbone = xception(include_top=False, weights="imagenet")  # doctest: +SKIP
     """
+    num_classes = check_head_options(
+        "xception", num_classes=num_classes, include_top=include_top, pooling=pooling,
+        classifier_activation=classifier_activation)
     shape = common.check_classifier_args(
         "xception", input_shape=input_shape, default_shape=(299, 299, 3), min_size=MIN_SIZE,
         num_classes=num_classes, include_top=include_top, pooling=pooling,
@@ -229,7 +233,8 @@ def _block_numbers(names) -> list:
     return sorted(blocks)
 
 
-@table_format("xception", detect=_is_xception)
+@table_format("xception", detect=_is_xception,
+              owns=r"images|avg_pool|max_pool|predictions|block\d+_\w+")
 def xception_table(model):
     """Xception's module table (Fig. 5), derived from the built model.
 

@@ -1,0 +1,175 @@
+"""Models built around zoo networks (a backbone with a head of the user's, nested or on
+the backbone's output) and the classifier options as keras.applications users pass them:
+layer tables, ``zoo summary`` of a saved model, option combinations."""
+
+import numpy as np
+import pytest
+import keras
+from keras import layers as L
+
+import zoo
+from zoo.cli import main
+from zoo.tables import GENERIC_COLUMNS, foreign_layers, layer_table
+
+
+def nested_classifier():
+    """A ResNet-18 backbone (64x48, pooled features) inside a classifier with its own head."""
+    backbone = zoo.resnet18(input_shape=(64, 48, 3), include_top=False, pooling="avg")
+    images = keras.Input((64, 48, 3), name="img")
+    x = L.Dropout(0.2, name="head_dropout")(backbone(images))
+    return keras.Model(images, L.Dense(5, activation="softmax", name="head")(x), name="pets")
+
+
+# ---------------------------------------------------------------------------
+# layer_table of models that are not (only) zoo models
+
+def test_a_nested_zoo_backbone_is_one_row_of_the_generic_table():
+    model = nested_classifier()
+    table = layer_table(model)
+    assert list(table.columns) == GENERIC_COLUMNS
+    assert table.to_dict("records") == [
+        {"Layer": "img", "Type": "InputLayer", "Output": "64x48x3", "Params": 0},
+        {"Layer": "resnet18", "Type": "Model (resnet)", "Output": "512", "Params": 11_186_112},
+        {"Layer": "head_dropout", "Type": "Dropout", "Output": "512", "Params": 0},
+        {"Layer": "head", "Type": "Dense", "Output": "5", "Params": 512 * 5 + 5},
+    ]
+    assert table["Params"].sum() == model.count_params()
+    # the backbone's own table is one call away
+    assert layer_table(model.get_layer("resnet18"))["layer name"].iloc[0] == "conv1"
+
+
+def test_a_head_on_the_backbone_output_lists_every_layer():
+    backbone = zoo.lenet5(include_top=False)
+    x = L.Flatten(name="flat")(backbone.output)
+    model = keras.Model(backbone.input, L.Dense(3, name="head")(x))
+    table = layer_table(model)
+    assert list(table["Layer"]) == ["images", "C1", "S2", "S2_act", "C3", "S4", "S4_act", "C5",
+                                    "flat", "head"]
+    assert list(table["Output"])[-3:] == ["1x1x120", "120", "3"]
+    assert table["Params"].sum() == model.count_params() == 49_836 + 363
+    assert [layer.name for layer in foreign_layers(model, "lenet")] == ["flat", "head"]
+
+
+def test_the_forced_family_table_leaves_the_users_layers_out():
+    backbone = zoo.resnet18(input_shape=(32, 32, 3), include_top=False)
+    expected = layer_table(backbone).set_index("layer name")["params"]
+    x = L.GlobalAveragePooling2D(name="gap")(backbone.output)
+    model = keras.Model(backbone.input, L.Dense(2, name="head")(x))
+    forced = layer_table(model, family="resnet").set_index("layer name")["params"]
+    assert forced["conv5_x"] == expected["conv5_x"] == 8_398_848   # not 8_399_874 (+ head)
+    assert list(forced.index) == list(expected.index)
+
+
+def test_a_model_without_zoo_layers_gets_the_generic_table():
+    model = keras.Sequential([keras.Input((8, 8, 2)), L.Conv2D(4, 3, name="c"),
+                              L.GlobalMaxPooling2D(name="g")], name="plain")
+    assert layer_table(model).to_dict("records") == [
+        {"Layer": "c", "Type": "Conv2D", "Output": "6x6x4", "Params": 76},
+        {"Layer": "g", "Type": "GlobalMaxPooling2D", "Output": "4", "Params": 0}]
+    assert layer_table(zoo.lenet5(), family="layers")["Type"].iloc[-1] == "RBFOutput"
+
+
+def test_an_unknown_family_is_refused_naming_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"unknown family 'bogus'. Allowed: None .*'layers'"
+                                         r" .*'resnet'"):
+        layer_table(zoo.lenet5(), family="bogus")
+
+
+ZOO_BUILDS = [
+    ("lenet5", {}, "lenet"),
+    ("lenet5", dict(variant="modern", include_top=False, pooling="max"), "lenet"),
+    ("alexnet", dict(input_shape=(67, 67, 3), local_response_normalization=True), "alexnet"),
+    ("googlenet", dict(input_shape=(65, 65, 3), aux_logits=True, batch_norm=True,
+                       local_response_normalization=True), "googlenet"),
+    ("inception_v3", dict(input_shape=(75, 75, 3), include_top=False, pooling="avg"),
+     "inception_v3"),
+    ("xception", dict(input_shape=(32, 32, 3)), "xception"),
+    ("resnet18", dict(input_shape=(32, 32, 3)), "resnet"),
+    ("resnet50_v2", dict(input_shape=(32, 32, 3), include_top=False, pooling="max"), "resnet"),
+    ("unet", dict(input_shape=(188, 188, 1), base_filters=8, batch_norm=True, dropout=0.5),
+     "unet"),
+    ("unet", dict(input_shape=(64, 64, 3), backbone="resnet18", base_filters=8), "unet"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,family", ZOO_BUILDS)
+def test_zoo_builds_keep_their_family_table(name, kwargs, family):
+    model = zoo.get_model(name, **kwargs)
+    assert zoo.tables.detect_family(model) == family
+    assert foreign_layers(model, family) == []
+    assert list(layer_table(model).columns) != GENERIC_COLUMNS
+    keras.backend.clear_session()
+
+
+def test_a_feature_extractor_keeps_its_family_table():
+    fx = zoo.feature_extractor("resnet18", input_shape=(32, 32, 3))
+    assert foreign_layers(fx, "resnet") == []
+    assert list(layer_table(fx)["layer name"]) == ["conv1", "conv2_x", "conv3_x", "conv4_x",
+                                                   "conv5_x", "FLOPs"]
+
+
+# ---------------------------------------------------------------------------
+# zoo summary of a saved model
+
+def test_zoo_summary_profiles_a_saved_model_with_a_custom_head(tmp_path, capsys):
+    backbone = zoo.lenet5(include_top=False, pooling="avg", input_shape=(32, 40, 1))
+    images = keras.Input((32, 40, 1), name="img")
+    model = keras.Model(images, L.Dense(3, name="fc")(backbone(images)), name="custom")
+    path = tmp_path / "custom.keras"
+    model.save(path)
+    assert main(["summary", str(path), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert "lenet5/C5,Conv2D,1x3x120,48120,144000," in out
+    assert "fc,Dense,3,363,360," in out
+    assert "multiply-adds (MACs),507632" in out   # C1..C5 and fc: 151200+1512+210000+560+...
+    assert main(["summary", str(path), "--input-shape", "32,32,1"]) == 2
+    assert "--input-shape applies to a registered model name" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# Classifier options that combine
+
+SMALL = {"lenet5": (32, 32, 1), "alexnet": (67, 67, 3), "googlenet": (65, 65, 3),
+         "inception_v3": (75, 75, 3), "xception": (32, 32, 3), "resnet18": (32, 32, 3),
+         "resnet50": (32, 32, 3)}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_pooling_with_the_top_is_refused(name):
+    with pytest.raises(ValueError, match=rf"^{name}: pooling applies to include_top=False .* "
+                                         r"Received: include_top=True, pooling='max'"):
+        zoo.get_model(name, input_shape=SMALL[name], pooling="max")
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_a_softmax_over_one_class_is_refused(name):
+    with pytest.raises(ValueError, match=rf"^{name}: a softmax over num_classes=1 output is 1 "
+                                         r"for every input; .* classifier_activation='sigmoid'"):
+        zoo.get_model(name, input_shape=SMALL[name], num_classes=1)
+
+
+def test_one_class_with_sigmoid_or_logits_builds():
+    model = zoo.resnet18(input_shape=(33, 47, 2), num_classes=1,
+                         classifier_activation="sigmoid")
+    assert model.output_shape == (None, 1)
+    assert model.get_layer("predictions").activation.__name__ == "sigmoid"
+    assert zoo.lenet5(num_classes=1, classifier_activation=None).output_shape == (None, 1)
+    with pytest.raises(ValueError, match="softmax over num_classes=1"):
+        zoo.alexnet(input_shape=(67, 67, 3), num_classes=1,
+                    classifier_activation=keras.activations.softmax)
+    # without the top, num_classes plays no part
+    assert zoo.lenet5(num_classes=1, include_top=False).output_shape == (None, 1, 1, 120)
+
+
+def test_a_numpy_integer_number_of_classes_is_taken():
+    labels = np.array([0, 3, 1])
+    model = zoo.lenet5(num_classes=labels.max() + 1)
+    assert model.output_shape == (None, 4) and type(model.get_layer("Out").units) is int
+
+
+def test_get_model_points_keras_applications_users_to_the_zoo_names():
+    with pytest.raises(TypeError, match=r"takes no argument\(s\) 'classes', 'input_tensor'; .* "
+                                        r"\(keras.applications' classes is num_classes here; "
+                                        r"keras.applications' input_tensor: build the model, "
+                                        r"then call it on the tensor"):
+        zoo.get_model("lenet5", classes=3, input_tensor=None)

@@ -124,6 +124,12 @@ def test_zoo_summary_profiles_a_saved_model_with_a_custom_head(tmp_path, capsys)
     assert "multiply-adds (MACs),507632" in out   # C1..C5 and fc: 151200+1512+210000+560+...
     assert main(["summary", str(path), "--input-shape", "32,32,1"]) == 2
     assert "--input-shape applies to a registered model name" in capsys.readouterr().err
+    assert main(["table", str(path), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "Layer,Type,Output,Params", "img,InputLayer,32x40x1,0",
+        "lenet5,Model (lenet),120,49836", "fc,Dense,3,363"]   # C1..C5: 156+12+1516+32+48120
+    assert main(["table", str(path), "--input-shape", "32,32,1"]) == 2
+    assert "--input-shape applies to a registered model name" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------

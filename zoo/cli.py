@@ -57,14 +57,16 @@ def configure_list(parser):
 
 
 def configure_table(parser):
-    parser.add_argument("name", help="registered model name (see `zoo list`)")
+    parser.add_argument("name", help="registered model name (see `zoo list`), or a .keras "
+                                     "file or run directory (a path: ending in .keras or "
+                                     "containing a /)")
     parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
 
     def run(args):
         import zoo
-        kwargs = {"input_shape": args.input_shape} if args.input_shape else {}
-        model = zoo.get_model(args.name, **kwargs)
+        from zoo.profile import summary_model
+        model = summary_model(args.name, args.input_shape)
         print(zoo.tables.to_text(zoo.layer_table(model), args.format).rstrip())
         return 0
 

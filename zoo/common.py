@@ -49,12 +49,17 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
     return -(-size // stride)
 
 
+MIN_SIZE_REASON = "the smallest size the architecture reduces to a valid output"
+
+
 def resolve_input_shape(model_name: str, input_shape, default_shape: Sequence[int],
-                        min_size: int, *, divisible_by: int = 1) -> tuple:
+                        min_size: int, *, divisible_by: int = 1,
+                        min_reason: str = MIN_SIZE_REASON) -> tuple:
     """Check ``input_shape`` and fill in the paper's default.
 
     ``None`` gives ``default_shape``; ``(H, W, C)`` must have positive integer
-    entries with ``H, W >= min_size`` (and divisible by ``divisible_by``).
+    entries with ``H, W >= min_size`` (and divisible by ``divisible_by``);
+    ``min_reason`` says where the minimum comes from.
     """
     if input_shape is None:
         return tuple(default_shape)
@@ -71,8 +76,7 @@ def resolve_input_shape(model_name: str, input_shape, default_shape: Sequence[in
     h, w, _ = shape
     if h < min_size or w < min_size:
         raise ValueError(f"{model_name}: input height and width must be at least {min_size} "
-                         f"(the smallest size the architecture reduces to a valid output). "
-                         f"Received: input_shape={shape}")
+                         f"({min_reason}). Received: input_shape={shape}")
     if divisible_by > 1 and (h % divisible_by or w % divisible_by):
         raise ValueError(f"{model_name}: input height and width must be divisible by "
                          f"{divisible_by}. Received: input_shape={shape}")
@@ -81,7 +85,8 @@ def resolve_input_shape(model_name: str, input_shape, default_shape: Sequence[in
 
 def check_classifier_args(model_name: str, *, input_shape, default_shape, min_size,
                           num_classes, include_top, pooling, classifier_activation,
-                          weights, published_weights: Sequence[str] = ()) -> tuple:
+                          weights, published_weights: Sequence[str] = (),
+                          min_reason: str = MIN_SIZE_REASON) -> tuple:
     """Validate the shared classifier arguments; return the resolved input shape."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"{model_name}: num_classes must be an integer >= 1. "
@@ -104,7 +109,8 @@ def check_classifier_args(model_name: str, *, input_shape, default_shape, min_si
                              f"'softmax', 'sigmoid' or 'linear', a callable, or None (logits)"
                              ) from None
     check_weights(model_name, weights, published_weights)
-    return resolve_input_shape(model_name, input_shape, default_shape, min_size)
+    return resolve_input_shape(model_name, input_shape, default_shape, min_size,
+                               min_reason=min_reason)
 
 
 def check_bool(model_name: str, **kwargs) -> None:

@@ -125,6 +125,10 @@ def _googlenet_min_size(table=GOOGLENET_TABLE_1, aux=GOOGLENET_AUX):
 
 
 GOOGLENET_MIN_SIZE = _googlenet_min_size()
+GOOGLENET_MIN_REASON = (
+    f"the auxiliary classifiers' unpadded {AUX_POOL}x{AUX_POOL}/{AUX_STRIDE} average pooling "
+    f"after inception 4a and 4d needs it (the main path is padded throughout); the limit "
+    f"holds with aux_logits=False too: it is one network, trained with them and used without")
 
 
 def _conv_relu(x, filters, kernel, *, strides=1, batch_norm, name):
@@ -224,7 +228,8 @@ def googlenet(*, input_shape=None, num_classes=1000, include_top=True, pooling=N
     shape = common.check_classifier_args(
         "googlenet", input_shape=input_shape, default_shape=(224, 224, 3),
         min_size=GOOGLENET_MIN_SIZE, num_classes=num_classes, include_top=include_top,
-        pooling=pooling, classifier_activation=classifier_activation, weights=weights)
+        pooling=pooling, classifier_activation=classifier_activation, weights=weights,
+        min_reason=GOOGLENET_MIN_REASON)
     common.check_bool("googlenet", aux_logits=aux_logits, batch_norm=batch_norm,
                 local_response_normalization=local_response_normalization)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:

@@ -842,7 +842,10 @@ def test_segmentation_masks_are_written_all_or_none(tmp_path, capsys):
     for path, record in zip(paths, records):
         mask = np.asarray(Image.open(record["mask"]))
         image = np.asarray(Image.open(path))[None].astype("float32")
-        want = np.asarray(model(tf.image.resize(image, (32, 32)))).argmax(-1)[0]
+        # At the image's own size (40x32 or 32x32): the probabilities resized, then arg-max.
+        probabilities = model(tf.image.resize(image, (32, 32)))
+        want = np.asarray(tf.image.resize(probabilities, image.shape[1:3])).argmax(-1)[0]
+        assert mask.shape == image.shape[1:3]
         np.testing.assert_array_equal(mask, want)
         assert record["share"] == pytest.approx(np.bincount(want.ravel()).max() / want.size,
                                                 abs=1e-3)

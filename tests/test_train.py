@@ -484,7 +484,9 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
                    timeout=300)
     started = [int(v) for v in marker.read_text().split()]
     resumed_at = started[len(started_before)]
-    assert resumed_at >= done_before >= 2             # it did not start again at epoch 0
+    # It did not start again at epoch 0. history.csv is written before the epoch's backup:
+    # a kill between the two leaves one epoch more in it, which is trained again.
+    assert resumed_at >= done_before - 1 >= 1
     assert started[len(started_before):] == list(range(resumed_at, 6))
     epochs = list(pd.read_csv(history)["epoch"])
     assert epochs[-1] == 5 and epochs == sorted(epochs) and len(set(epochs)) == len(epochs)

@@ -769,6 +769,52 @@ def _stratified_holdout(ys, n_val):
     return sorted(out)
 
 
+_COLOUR_MASK_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "HSV", "LAB")
+
+
+def _mask_values(path) -> np.ndarray:
+    """The class indices a segmentation mask file holds, ``[H, W]`` (uint8, or int32 for
+    16- and 32-bit files): grey PNG, BMP, GIF or lossless WebP values, a palette image's
+    palette indices (as the Pascal VOC masks are stored), 1-bit images' 0 and 1, and colour
+    files whose pixels are grey (R = G = B). Colour-coded masks and JPEG files (lossy
+    compression changes the values along every edge) raise a ``ValueError`` naming the file.
+    """
+    from PIL import Image
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:3] == b"\xff\xd8\xff" or (head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8 "):
+        kind = "JPEG" if head[:2] == b"\xff\xd8" else "lossy WebP"
+        raise ValueError(f"Mask {path!r} is a {kind} file: lossy compression changes class "
+                         "indices along every edge. Store masks losslessly (PNG).")
+    with Image.open(path) as im:
+        mode = im.mode
+        if mode == "1":
+            return np.asarray(im, dtype="uint8")
+        if mode in ("LA", "La", "PA"):
+            return np.asarray(im.getchannel(0))
+        if mode in _COLOUR_MASK_MODES:
+            rgb = np.asarray(im if mode in ("RGB", "RGBA", "RGBX") else im.convert("RGB"))
+            rgb = rgb[..., :3]
+            if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+                colours = np.unique(rgb.reshape(-1, 3), axis=0)
+                shown = ", ".join(str(tuple(int(v) for v in c)) for c in colours[:4])
+                raise ValueError(
+                    f"Mask {path!r} is a colour image with {len(colours)} colours ({shown}"
+                    f"{', ...' if len(colours) > 4 else ''}): masks hold class indices "
+                    "0..K-1, as grey values or a palette image's indices. Convert "
+                    "colour-coded masks to class indices first.")
+            return np.ascontiguousarray(rgb[..., 0])
+        values = np.asarray(im)
+    if values.ndim != 2:
+        raise ValueError(f"Mask {path!r} has {values.shape[-1]} channels in mode {mode!r}; "
+                         "masks are one channel of class indices (grey or palette images).")
+    bad = (values < 0) | (values != np.round(values))
+    if bad.any():
+        raise ValueError(f"Mask {path!r} holds values that are no class indices (integers "
+                         f">= 0), such as {values[bad][0]}.")
+    return values.astype("int32") if values.dtype.itemsize > 1 else values
+
+
 def _segmentation_folder(root, name, seg_roots):
     from PIL import Image
 
@@ -811,39 +857,89 @@ def _segmentation_folder(root, name, seg_roots):
             files["validation"] = [every[i] for i in sorted(order[:n_val])]
             files["train"] = [every[i] for i in sorted(order[n_val:])]
         files.setdefault("test", files["validation"])
-    # Classes: labels.txt (one name a line) if present, else 0..max mask value.
-    labels_file = os.path.join(root, "labels.txt")
-    # Each mask's largest class, read once (the test split may reuse validation's files).
+    # Every pair is read once here, before any training starts: a mask must be a lossless
+    # file of class indices at its image's size. The test split may reuse validation's files.
+    pairs_seen = sorted({pair for split_files in files.values() for pair in split_files})
+    present = np.zeros(0, "int64")      # how many masks hold each value
     tops = {}
-    for m in sorted({m for split_files in files.values() for _, m in split_files}):
-        with Image.open(m) as im:
-            tops[m] = int(np.asarray(im).max())
+    for image, mask in pairs_seen:
+        values = _mask_values(mask)
+        with Image.open(image) as im:
+            image_hw = im.size[::-1]
+        if tuple(values.shape) != tuple(image_hw):
+            raise ValueError(f"Mask {mask!r} is {values.shape[0]}x{values.shape[1]} (height x "
+                             f"width) but its image {image!r} is {image_hw[0]}x{image_hw[1]}: "
+                             "a mask must have its image's size, pixel for pixel.")
+        flat = values.ravel()
+        found = (np.flatnonzero(np.bincount(flat)) if flat.max(initial=0) < 1 << 16
+                 else np.unique(flat))
+        tops[mask] = int(found[-1])
+        if len(present) <= found[-1]:
+            present = np.pad(present, (0, int(found[-1]) + 1 - len(present)))
+        present[found] += 1
+    values = np.flatnonzero(present)
+    labels_file = os.path.join(root, "labels.txt")
+    labels = None
     if os.path.isfile(labels_file):
         with open(labels_file) as f:
             labels = [line.strip() for line in f if line.strip()]
         if len(labels) < 2:
             raise ValueError(f"{labels_file!r} lists {len(labels)} label(s); a segmentation "
                              "dataset needs at least 2 classes (e.g. background and object).")
-        for m, top in tops.items():   # checked here, before any training starts
+    # Binary masks stored as 0 and 255 (black and white) are background and object.
+    binary = values.tolist() == [0, 255] and (labels is None or len(labels) <= 255)
+    if binary:
+        tops = {m: min(top, 1) for m, top in tops.items()}
+        values = np.minimum(values, 1)
+    if labels is not None:
+        for m, top in tops.items():
             if top >= len(labels):
                 raise ValueError(f"Mask {m!r} holds class {top}, but {labels_file!r} lists "
                                  f"{len(labels)} labels, so mask values must be in "
                                  f"0..{len(labels) - 1}.")
     else:
-        labels = [str(i) for i in range(max(tops.values(), default=0) + 1)]
+        top = int(values.max(initial=0))
+        missing = sorted(set(range(top + 1)) - set(values.tolist()))
+        if missing:
+            shown = ", ".join(str(v) for v in values[:12]) + (", ..." if len(values) > 12
+                                                               else "")
+            raise ValueError(
+                f"The masks in {root!r} hold the values {shown} ({len(values)} in all), not "
+                f"every class 0..{top}: without labels.txt that would make {top + 1} classes, "
+                f"{len(missing)} of them in no mask. Store masks as class indices 0..K-1 (one "
+                f"value per class; 0 and 255 for one object class also work), or list the "
+                f"{top + 1} class names in labels.txt, one a line.")
+        labels = [str(i) for i in range(top + 1)]
         labels = labels if len(labels) > 1 else ["0", "1"]
-    channels, hw = _image_channels(files["train"][0][0])
+    image_paths = [p for p, _ in files["train"]]
+    channels, hw = _folder_channels(_spread(image_paths, _STATS_IMAGES))
+
+    def read_mask(path):
+        out = _mask_values(path.decode() if isinstance(path, bytes) else path)
+        if binary:
+            out = np.minimum(out, 1)
+        return out.astype("int32")[..., None]
+
+    def decode_mask(path):
+        mask = tf.numpy_function(read_mask, [path], tf.int32, stateful=False)
+        mask.set_shape([None, None, 1])
+        return mask
 
     def get(split):
         ims = [p for p, _ in files[split]]
         ms = [m for _, m in files[split]]
         ds = tf.data.Dataset.from_tensor_slices((tf.constant(ims), tf.constant(ms)))
-        return ds.map(lambda p, m: (_decode(p, channels), _decode(m, 1)),
+        return ds.map(lambda p, m: (_decode(p, channels), decode_mask(m)),
                       num_parallel_calls=tf.data.AUTOTUNE)
+
+    def stats_sample():   # images only, spread over the training split
+        paths = tf.constant(_spread(image_paths, _STATS_IMAGES))
+        return tf.data.Dataset.from_tensor_slices(paths).map(
+            lambda p: (_decode(p, channels), 0), num_parallel_calls=tf.data.AUTOTUNE)
 
     sizes = {s: len(files[s]) for s in SPLITS}
     return _Source(name, "segmentation", labels, channels, (None, None, channels), tuple(hw),
-                   _AUG_SHAPES, get, sizes)
+                   _AUG_SHAPES, get, sizes, stats_sample=stats_sample)
 
 
 _EMBEDDED = {"digits": _digits_source, "shapes": _shapes_source}

@@ -53,7 +53,7 @@ from zoo.export import (INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME, Z
                         latest_version, list_versions)
 
 __all__ = ["load", "Servable", "resolve_version_dir", "decode_image", "check_image_file",
-           "configure_predict", "configure_serve"]
+           "mask_at_size", "configure_predict", "configure_serve"]
 
 JIT_MODES = ("auto", True, False)
 RUNTIMES = ("auto", "litert", "openvino", "tensorflow")
@@ -1182,6 +1182,63 @@ def _print_jsonl(records) -> None:
     print("\n".join(json.dumps(r, ensure_ascii=False) for r in records))
 
 
+def _bilinear_taps(n_out: int, n_in: int) -> tuple:
+    """Source rows (lower, upper) and weights of the upper one for bilinear resizing from
+    ``n_in`` to ``n_out`` samples with pixel centres aligned, as ``tf.image.resize``
+    computes them (half-pixel centres, no antialiasing)."""
+    pos = (np.arange(n_out, dtype="float64") + 0.5) * (n_in / n_out) - 0.5
+    floor = np.floor(pos)
+    lower = np.clip(floor, 0, n_in - 1).astype("int64")
+    upper = np.clip(np.ceil(pos), 0, n_in - 1).astype("int64")
+    return lower, upper, (pos - floor).astype("float32")
+
+
+def mask_at_size(probabilities, size) -> np.ndarray:
+    """The class mask ``[H, W]`` (int64) of one image's per-pixel probabilities ``[h, w, K]``
+    brought to ``size = (H, W)``: each class's probabilities resized bilinearly as the
+    serving graph resizes images (``tf.image.resize``: pixel centres aligned), then the
+    arg-max, as the signature's own ``mask`` is at ``(h, w)``. For a segmentation model
+    whose output has its input's size, this is the mask at the size of the image it was
+    predicted for (what ``zoo predict`` writes). Memory: a few float32 ``[H, W]`` planes
+    besides the result, whatever ``K``.
+
+    Example:
+        >>> out = servable.predict("photo.png")      # mask at the model's output size
+        >>> mask = mask_at_size(out["probabilities"][0], (480, 640))
+    """
+    probabilities = np.asarray(probabilities, dtype="float32")
+    if probabilities.ndim != 3:
+        raise ValueError(f"probabilities must be one image's [height, width, classes]; "
+                         f"received shape {probabilities.shape}")
+    height, width = (int(v) for v in size)
+    if min(height, width) < 1:
+        raise ValueError(f"size must be (height, width) of at least 1x1; received {size}")
+    h, w, _ = probabilities.shape
+    if (h, w) == (height, width):
+        return probabilities.argmax(-1)
+    top, bottom, dy = _bilinear_taps(height, h)
+    left, right, dx = _bilinear_taps(width, w)
+    dy, dx = dy[:, None], dx[None, :]
+    best = mask = None
+    for k in range(probabilities.shape[-1]):
+        plane = probabilities[..., k]
+        rows = plane[top] + (plane[bottom] - plane[top]) * dy              # [H, w]
+        plane = rows[:, left] + (rows[:, right] - rows[:, left]) * dx     # [H, W]
+        if best is None:
+            best, mask = plane, np.zeros((height, width), "int64")
+        else:
+            better = plane > best      # ties keep the lower class, as arg-max does
+            best = np.where(better, plane, best)
+            mask[better] = k
+    return mask
+
+
+def _image_hw(path) -> tuple:
+    from PIL import Image
+    with Image.open(path) as im:
+        return im.size[::-1]
+
+
 def _write_masks(servable, images, names, args) -> None:
     """Predict a segmentation model's masks batch by batch and write them into ``args.out``
     all or none: each batch's masks go into a hidden directory there, renamed into place
@@ -1196,9 +1253,20 @@ def _write_masks(servable, images, names, args) -> None:
     staging = tempfile.mkdtemp(dir=args.out, prefix=f".tmp-{os.getpid()}-")
     rows = [None] * len(names)
     done = False
+    # A model whose output has its input's size (padding="same") gets masks at each image's
+    # own size; an output smaller than the input (unpadded convolutions: the centre of the
+    # resized image) is written as it is.
+    shapes = [(servable.info.get(key) or {}).get(shape) for key, shape in
+              (("input", "model_input_shape"), ("output", "model_output_shape"))]
+    own_size = (None not in shapes and list(shapes[0][:2]) == list(shapes[1][:2])
+                and isinstance(images, list))
     try:
         for idx, out in servable.iter_predict(images, args.batch_size):
-            for i, mask in zip(idx, out["mask"]):
+            for j, (i, mask) in enumerate(zip(idx, out["mask"])):
+                if own_size and "probabilities" in out:
+                    size = _image_hw(images[i])
+                    if tuple(size) != mask.shape:
+                        mask = mask_at_size(out["probabilities"][j], size)
                 dtype = "uint8" if mask.max(initial=0) < 256 else "uint16"
                 Image.fromarray(mask.astype(dtype)).save(
                     os.path.join(staging, mask_names[i]), format="PNG")

@@ -511,8 +511,11 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     else:
         loss = CrossEntropyDiceLoss(from_logits=from_logits)
+        # Over every class the model outputs: Keras' confusion matrix leaves out pixels
+        # predicted as a class beyond num_classes, which would count them as no error.
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                   keras.metrics.MeanIoU(num_classes=max(int(num_classes), 2),
+                   keras.metrics.MeanIoU(num_classes=max(int(num_classes),
+                                                         _num_outputs(model), 2),
                                          sparse_y_pred=False, name="mean_iou")]
     model.compile(optimizer=opt, loss=loss, metrics=metrics,
                   jit_compile=resolve_jit_compile(jit_compile))
@@ -811,6 +814,23 @@ class _EarlyStopping(keras.callbacks.EarlyStopping):
         super().on_train_begin(logs)
         if self._resume is not None:
             self.best, self.wait = self._resume
+
+
+class _TerminateOnNaN(keras.callbacks.TerminateOnNaN):
+    """Keras' ``TerminateOnNaN``, whose ``Batch N: Invalid loss, terminating training`` line
+    is printed only with ``verbose`` (beside the progress bars): the run then fails with
+    ``Training diverged: ...`` (or keeps its best epoch), which says it all."""
+
+    def __init__(self, verbose=1):
+        super().__init__()
+        self.verbose = verbose
+
+    def on_batch_end(self, batch, logs=None):
+        if self.verbose:
+            return super().on_batch_end(batch, logs)
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.model.stop_training = True
 
 
 def _best_row(history, column, mode):
@@ -1157,7 +1177,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                                    best=None if resume is None else resume[0]),
                    _Backup(backup_dir, seconds=lambda: before + time.time() - start),
                    keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
-                   keras.callbacks.TerminateOnNaN()]
+                   _TerminateOnNaN(verbose)]
             if lr_schedule == "cosine":
                 cbs.append(cosine_schedule(learning_rate, epochs))
             if early_stopping:

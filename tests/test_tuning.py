@@ -3,6 +3,7 @@
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -243,7 +244,7 @@ class _InterruptOnTrainBegin(keras.callbacks.Callback):
 
 
 @SLOW_OK
-def test_interrupted_search_resumes_without_repeating_trials(tiny, tmp_path):
+def test_interrupted_search_resumes_without_repeating_trials(tiny, tmp_path, capsys):
     kwargs = dict(tuner="random", max_trials=3, epochs=1, directory=str(tmp_path),
                   project="r", fix={**FIX_ALL, "augment": 0.0}, set={"lr": "1e-3:1e-1"})
     first = tmp_path / "first.txt"
@@ -254,7 +255,10 @@ def test_interrupted_search_resumes_without_repeating_trials(tiny, tmp_path):
     assert list(partial["status"]) == ["COMPLETED", "RUNNING"]
 
     second = tmp_path / "second.txt"
+    capsys.readouterr()
     df = search("lenet5", tiny, callbacks=[_InterruptOnTrainBegin(second)], **kwargs)
+    # verbose=0: keras-tuner's "Reloading Tuner from .../tuner0.json" is not printed.
+    assert capsys.readouterr().out == ""
     assert int(second.read_text()) == 2          # the interrupted trial and the last one
     assert list(df["status"]) == ["COMPLETED"] * 3
     assert df.loc[0, "score"] == pytest.approx(partial.loc[0, "score"])
@@ -641,11 +645,16 @@ def test_cli_refuses_bad_input_before_it_writes_anything(capsys, tmp_path):
 
 
 def test_a_local_cluster_refused_by_its_chief_reports_one_line(tmp_path):
-    r = _zoo("lenet5", "--directory", str(tmp_path), "--tuner", "random", "--epochs", "0",
+    r = _zoo("lenet5", "--directory", str(tmp_path), "--tuner", "random", "--cv", "1",
              "--workers", "1")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "zoo: error: epochs must be a positive integer. Received: epochs=0"]
+        "zoo: error: cv must be None or an integer >= 2 (folds). Received: cv=1"]
+    assert os.listdir(tmp_path) == []
+    # --epochs is refused before the chief starts.
+    r = _zoo("lenet5", "--directory", str(tmp_path), "--epochs", "0", "--workers", "1")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["zoo: error: --epochs must be >= 1. Received: 0"]
     assert os.listdir(tmp_path) == []
 
 
@@ -1017,3 +1026,113 @@ def test_an_image_size_some_point_of_the_space_cannot_build_is_refused(capsys, t
     assert not (tmp_path / "runs").exists()
     hm = hms.get_hypermodel("unet", set={"depth": "2,3"})
     hm.check_input_shape((24, 40, 3))         # multiples of 8: every depth of the space
+
+
+def test_the_printed_trials_table_leaves_missing_values_blank_as_trials_csv():
+    from tuning.search import _text
+    df = pd.DataFrame({"trial": ["0", "1", "2"], "status": ["COMPLETED", "FAILED", "RUNNING"],
+                       "lr": [1e-3, 1e38, 5e-3], "score": [0.8125, None, None],
+                       "best_step": pd.array([1, None, None], dtype="Int64"),
+                       "seconds": [1.5, 1.25, None], "tuner": ["tuner0", "tuner0", None]})
+    lines = _text(df).splitlines()
+    assert "nan" not in _text(df) and "<NA>" not in _text(df)
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert cells[0] == ["0", "COMPLETED", "0.001", "0.8125", "1", "1.5", "tuner0"]
+    assert cells[1] == ["1", "FAILED", "1e+38", "", "", "1.25", "tuner0"]
+    assert cells[2] == ["2", "RUNNING", "0.005", "", "", "", ""]
+    # trials.csv leaves the same cells blank.
+    assert df.to_csv(index=False).splitlines()[2:] == ["1,FAILED,1e+38,,,1.25,tuner0",
+                                                       "2,RUNNING,0.005,,,,"]
+
+
+def test_cli_quiet_is_verbose_0_and_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import importlib
+    from zoo.cli import main
+    module = importlib.import_module("tuning.search")
+    calls = []
+
+    def interrupted(model, dataset, **kwargs):
+        calls.append(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "search", interrupted)
+    runs = str(tmp_path / "runs")
+    assert main(["tune", "lenet5", "--quiet", "--directory", runs]) == 130
+    assert calls[-1]["verbose"] == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "zoo tune: stopped before the search began", "zoo: interrupted"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "lenet5", "--quiet", "--verbose", "1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "zoo tune: error: argument --verbose: not allowed with argument --quiet")
+    # Stopped during a search: how many trials completed and where it resumes.
+    project = tmp_path / "runs" / "lenet5_digits_random"
+    project.mkdir(parents=True)
+    (project / "trials.csv").write_text("trial,status,score\n0,COMPLETED,0.5\n1,RUNNING,\n")
+    assert main(["tune", "lenet5", "--tuner", "random", "--directory", runs]) == 130
+    assert calls[-1]["verbose"] == 0 and len(calls) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"zoo tune: stopped with 1 trial completed; the same command resumes the search in "
+        f"{project} (the interrupted trial runs again)", "zoo: interrupted"]
+    # --max-trials and --epochs are refused by their own names, before any search.
+    for flag in ("--max-trials", "--epochs"):
+        assert main(["tune", "lenet5", flag, "0", "--directory", runs]) == 2
+        assert capsys.readouterr().err.strip() == f"zoo: error: {flag} must be >= 1. Received: 0"
+    assert len(calls) == 2
+
+
+_E = re.escape
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"verbose": 5}, _E("verbose must be 0 (silent), 1 (progress bars) or 2 (one line per "
+                        "epoch). Received: verbose=5")),
+    ({"verbose": "x"}, "verbose must be 0 .*" + _E("Received: verbose='x'")),
+    ({"executions_per_trial": 0}, _E("executions_per_trial must be a positive integer. "
+                                     "Received: executions_per_trial=0")),
+    ({"max_consecutive_failed_trials": 0}, _E("max_consecutive_failed_trials must be a "
+                                              "positive integer. Received: "
+                                              "max_consecutive_failed_trials=0")),
+    ({"set": "lr=1e-3"}, _E("set must be a dict of hyperparameter names to values, such as "
+                            "set={'lr': '1e-4:1e-2'}, or None. Received: set='lr=1e-3'")),
+    ({"fix": ["lr=1e-3"]}, _E("fix must be a dict of hyperparameter names to values, such "
+                              "as fix={'lr': 0.001}, or None. Received: fix=['lr=1e-3']")),
+    ({"callbacks": 5}, _E("callbacks must be a list of keras.callbacks.Callback or None. "
+                          "Received: callbacks=5")),
+    ({"objective": 5}, _E("objective must be a metric name such as 'val_accuracy' (or "
+                          "'NAME:min', 'NAME:max') or None. Received: objective=5")),
+    ({"image_size": "32"}, _E("image_size must be (height, width) with positive integers. "
+                              "Received: image_size='32'")),
+    ({"directory": None}, _E("directory must be a path (str or os.PathLike). "
+                             "Received: directory=None")),
+])
+def test_search_refuses_arguments_of_the_wrong_kind_before_it_starts(tmp_path, monkeypatch,
+                                                                     kwargs, pattern):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=f"^{pattern}$"):
+        search("lenet5", "digits", **{"directory": "runs", "tuner": "random", **kwargs})
+    assert os.listdir(tmp_path) == []
+
+
+def _unshuffled_tiny(tiny):
+    """``tiny`` with its train and validation batches read once into fixed arrays."""
+    import tensorflow as tf
+    from zoo.data import Splits, to_arrays
+    train, val = to_arrays(tiny.train), to_arrays(tiny.validation)
+    return Splits(tf.data.Dataset.from_tensor_slices(train).batch(32),
+                  tf.data.Dataset.from_tensor_slices(val).batch(32), tiny.test, tiny.info)
+
+
+@SLOW_OK
+def test_a_trial_scores_the_same_whatever_ran_before_it(tiny, tmp_path):
+    # Each trial starts from the search's seed: the same search run twice in one process
+    # (the second after the first has drawn from the random generators) scores alike.
+    data = _unshuffled_tiny(tiny)
+    kwargs = dict(tuner="random", max_trials=2, epochs=1, directory=str(tmp_path),
+                  fix={**FIX_ALL, "augment": 0.0}, set={"lr": [1e-2, 3e-2]})
+    first = search("lenet5", data, project="a", **kwargs)
+    second = search("lenet5", data, project="b", **kwargs)
+    assert list(first["status"]) == list(second["status"]) == ["COMPLETED"] * 2
+    assert list(first["lr"]) == list(second["lr"])
+    assert list(first["score"]) == list(second["score"])

@@ -15,7 +15,9 @@ and ``best.json`` (best hyperparameters, score, test metrics, export path).
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import io
 import json
 import math
 import os
@@ -81,6 +83,31 @@ def _check_seed(seed):
                          f"Received: seed={seed!r}")
 
 
+def _check_types(*, objective, directory, set, fix, image_size, callbacks, verbose):
+    """:func:`search`'s arguments of the wrong kind, refused before anything runs."""
+    if objective is not None and not isinstance(objective, str):
+        raise ValueError(f"objective must be a metric name such as 'val_accuracy' (or "
+                         f"'NAME:min', 'NAME:max') or None. Received: objective={objective!r}")
+    if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory):
+        raise ValueError(f"directory must be a path (str or os.PathLike). "
+                         f"Received: directory={directory!r}")
+    for arg, value, example in (("set", set, "{'lr': '1e-4:1e-2'}"),
+                                ("fix", fix, "{'lr': 0.001}")):
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{arg} must be a dict of hyperparameter names to values, such "
+                             f"as {arg}={example}, or None. Received: {arg}={value!r}")
+    if isinstance(image_size, (str, bytes)):      # not a sequence of two sizes
+        raise ValueError(f"image_size must be (height, width) with positive integers. "
+                         f"Received: image_size={image_size!r}")
+    if callbacks is not None and (isinstance(callbacks, (str, bytes, dict)) or
+                                  not hasattr(callbacks, "__iter__")):
+        raise ValueError(f"callbacks must be a list of keras.callbacks.Callback or None. "
+                         f"Received: callbacks={callbacks!r}")
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0 (silent), 1 (progress bars) or 2 (one line per "
+                         f"epoch). Received: verbose={verbose!r}")
+
+
 def _check_export_target(export_dir, export_name):
     """The best model's export can go to ``export_dir`` under ``export_name``."""
     from zoo.export import _check_name
@@ -89,6 +116,10 @@ def _check_export_target(export_dir, export_name):
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise NotADirectoryError(f"export_dir (--export-dir) is not a directory: "
                                  f"{os.fspath(export_dir)!r}")
+
+
+def _default_project(family, dataset_name, tuner):
+    return f"{family}_{dataset_name}_{tuner}".replace(os.sep, "_")
 
 
 def _check_project_name(project):
@@ -150,6 +181,13 @@ def _tuner_class(name):
 
         def on_trial_begin(self, trial):
             self._zoo_started = time.time()
+            if self.zoo_seed is not None:
+                # Every trial starts from the search's seed (weights, dropout, shuffles):
+                # its score does not depend on what this process ran before, on which
+                # worker runs it, or on a resume, and trials differ by their
+                # hyperparameters only.
+                import keras
+                keras.utils.set_random_seed(self.zoo_seed)
             super().on_trial_begin(trial)
 
         def on_trial_end(self, trial):
@@ -226,6 +264,24 @@ def _read_json(path, default=None):
         return default
 
 
+@contextlib.contextmanager
+def _without_reload_line(quiet):
+    """With ``quiet``, drop keras-tuner's ``Reloading Tuner from .../tuner0.json`` (printed
+    on stdout whatever the verbosity when a search resumes); anything else printed goes
+    through."""
+    if not quiet:
+        yield
+        return
+    caught = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(caught):
+            yield
+    finally:
+        rest = "".join(line for line in caught.getvalue().splitlines(keepends=True)
+                       if not line.startswith("Reloading Tuner from "))
+        sys.stdout.write(rest)
+
+
 def _make_tuner(name, hypermodel, objective, *, max_trials, epochs, directory, project, seed,
                 max_consecutive_failed_trials, executions_per_trial):
     import keras_tuner as kt
@@ -284,7 +340,7 @@ def trials_table(oracle, project_dir=None, hp_names=None):
         row["seconds"] = t.get("seconds")
         row["tuner"] = t.get("tuner")
         message = (trial.message or "").strip().splitlines()
-        row["message"] = message[-1] if message else ""
+        row["message"] = _short_error(message[-1]) if message else ""
         records.append(row)
     if not records:
         return pd.DataFrame(columns=["trial", "status", *names, "score", "best_step",
@@ -559,7 +615,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             resumes (and a worker joins) with the same dataset in another directory.
         download: let tensorflow-datasets download missing data (as in ``zoo.data.load``;
             not part of the fingerprint either).
-        seed: seed of the tuner and the data pipelines, 0 .. 2**32 - 1.
+        seed: seed of the tuner and the data pipelines, 0 .. 2**32 - 1; every trial
+            starts from it (``keras.utils.set_random_seed``).
         max_consecutive_failed_trials: stop after this many failed trials in a row.
         executions_per_trial: trainings per trial (scores are averaged).
         jit_compile: compile train steps with XLA (off by default: on short trials
@@ -574,7 +631,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             the chief's ``search.json``), so different machines train alike; a worker
             whose search differs from the chief's otherwise is refused.
         callbacks: extra Keras callbacks for every trial's ``fit``.
-        verbose: ``model.fit`` verbosity and keras-tuner's trial display.
+        verbose: ``model.fit`` verbosity and keras-tuner's trial display: 0 (nothing,
+            not even keras-tuner's ``Reloading Tuner`` line on resume), 1 or 2.
         cv: ``None`` (score each trial on the validation split) or ``k >= 2``: score it
             by k-fold cross-validation over the train and validation splits together
             (read into memory; stratified for classifiers): k models per trial, the
@@ -608,9 +666,13 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
 
     if tuner not in TUNERS:
         raise ValueError(f"unknown tuner {tuner!r}. Allowed: {', '.join(TUNERS)}.")
-    for arg, value in (("max_trials", max_trials), ("epochs", epochs)):
+    for arg, value in (("max_trials", max_trials), ("epochs", epochs),
+                       ("executions_per_trial", executions_per_trial),
+                       ("max_consecutive_failed_trials", max_consecutive_failed_trials)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
+    _check_types(objective=objective, directory=directory, set=set, fix=fix,
+                 image_size=image_size, callbacks=callbacks, verbose=verbose)
     if cv is not None:
         if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
             raise ValueError(f"cv must be None or an integer >= 2 (folds). Received: cv={cv!r}")
@@ -661,7 +723,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     name, direction = _direction(objective)
 
     dataset_name = dataset if isinstance(dataset, str) else splits.info.name
-    project = project or f"{hypermodel.family}_{dataset_name}_{tuner}".replace(os.sep, "_")
+    project = project or _default_project(hypermodel.family, dataset_name, tuner)
     project_dir = os.path.join(directory, project)
     fingerprint = {"model": hypermodel.family, "space": hypermodel.space_config(),
                    "tuner": tuner, "objective": [name, direction], "epochs": epochs,
@@ -681,10 +743,12 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     # cannot be made, so that it does not block the next attempt.
     made = _write_fingerprint(project_dir, fingerprint, role, overwrite)
     try:
-        kt_tuner = _make_tuner(tuner, hypermodel, objective, max_trials=max_trials,
-                               epochs=epochs, directory=directory, project=project, seed=seed,
-                               max_consecutive_failed_trials=max_consecutive_failed_trials,
-                               executions_per_trial=executions_per_trial)
+        with _without_reload_line(quiet=not verbose):
+            kt_tuner = _make_tuner(
+                tuner, hypermodel, objective, max_trials=max_trials, epochs=epochs,
+                directory=directory, project=project, seed=seed,
+                max_consecutive_failed_trials=max_consecutive_failed_trials,
+                executions_per_trial=executions_per_trial)
     except BaseException:
         if made:
             shutil.rmtree(project_dir, ignore_errors=True)
@@ -925,7 +989,13 @@ def configure_tune(parser):
                         "(random/bayesian/grid); the best is refitted on both")
     parser.add_argument("--show-space", action="store_true",
                         help="print the search space (after --set/--fix) and exit")
-    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
+                        help="0 no progress output (the default), 1 keras-tuner's trial "
+                        "display and progress bars, 2 one line per epoch")
+    output.add_argument("--quiet", action="store_true",
+                        help="no progress output, as zoo train --quiet (the same as "
+                        "--verbose 0)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--chief", type=_host_port, metavar="HOST:PORT",
                        help="run the keras-tuner chief (the oracle) on HOST:PORT")
@@ -946,6 +1016,11 @@ def configure_tune(parser):
             raise ValueError("--worker-id goes with --worker HOST:PORT")
         if args.worker_id is not None and args.worker_id < 0:
             raise ValueError(f"--worker-id must be >= 0. Received: {args.worker_id}")
+        for value, flag in ((args.max_trials, "--max-trials"), (args.epochs, "--epochs")):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1. Received: {value}")
+        if args.quiet:
+            args.verbose = 0
         # Checked here too, before a local cluster's processes start.
         _check_seed(args.seed)
         if args.project is not None:
@@ -961,13 +1036,18 @@ def configure_tune(parser):
         elif args.worker:
             _set_role(f"tuner{args.worker_id}", *args.worker)
         dataset = args.dataset or ("shapes" if args.model == "unet" else "digits")
-        df = search(args.model, dataset, tuner=args.tuner, objective=args.objective,
-                    max_trials=args.max_trials, epochs=args.epochs, directory=args.directory,
-                    project=args.project, overwrite=args.overwrite, set=set_, fix=fix,
-                    export=args.export, export_dir=args.export_dir,
-                    image_size=args.image_size, data_dir=args.data_dir,
-                    download=args.download, seed=args.seed, jit_compile=args.jit,
-                    mixed_precision=args.mixed_precision, verbose=args.verbose, cv=args.cv)
+        try:
+            df = search(args.model, dataset, tuner=args.tuner, objective=args.objective,
+                        max_trials=args.max_trials, epochs=args.epochs,
+                        directory=args.directory, project=args.project,
+                        overwrite=args.overwrite, set=set_, fix=fix, export=args.export,
+                        export_dir=args.export_dir, image_size=args.image_size,
+                        data_dir=args.data_dir, download=args.download, seed=args.seed,
+                        jit_compile=args.jit, mixed_precision=args.mixed_precision,
+                        verbose=args.verbose, cv=args.cv)
+        except KeyboardInterrupt:
+            print(_stopped_line(args, dataset), file=sys.stderr)
+            raise
         if df is None:
             print(f"worker {args.worker_id}: done")
             return 0
@@ -978,11 +1058,36 @@ def configure_tune(parser):
     return run
 
 
-def _text(df):
+def _stopped_line(args, dataset):
+    """What a Ctrl-C left: the trials completed so far and the command that goes on."""
+    if args.worker:
+        return (f"zoo tune: worker {args.worker_id} stopped; the same command (same "
+                f"--worker-id) joins the chief again, and the trial it was running is run "
+                f"again")
     try:
-        return df.to_markdown(index=False)
+        import pandas as pd
+
+        from tuning.hypermodels import get_hypermodel
+        project = args.project or _default_project(get_hypermodel(args.model).family,
+                                                   dataset, args.tuner)
+        project_dir = os.path.join(args.directory, project)
+        done = int((pd.read_csv(os.path.join(project_dir, "trials.csv"))["status"]
+                    == "COMPLETED").sum())
+    except (OSError, ValueError, KeyError):     # stopped before the search began
+        return "zoo tune: stopped before the search began"
+    return (f"zoo tune: stopped with {done} trial{'' if done == 1 else 's'} completed; the "
+            f"same command resumes the search in {project_dir} (the interrupted trial "
+            f"runs again)")
+
+
+def _text(df):
+    """``df`` as a markdown table; missing values (a failed or unfinished trial's score,
+    best step, seconds) are blank cells, as in ``trials.csv``, not ``nan`` or ``<NA>``."""
+    blank = df.astype(object).where(df.notna(), None)
+    try:
+        return blank.to_markdown(index=False)
     except ImportError:  # pragma: no cover - tabulate missing
-        return df.to_string(index=False)
+        return df.to_string(index=False, na_rep="")
 
 
 def _print_best(best, project_dir):

@@ -180,12 +180,19 @@ def test_resizing_and_normalisation_run_in_the_graph(tmp_path):
 def test_rgb_model_on_grey_data_converts_channels_in_the_graph(tmp_path):
     model = zoo.lenet5(input_shape=(32, 32, 3))
     info = digits_info(input_shape=(32, 32, 3))
-    fn = serve_fn(zoo.export(model, tmp_path, info=info))
+    path = zoo.export(model, tmp_path, info=info)
+    fn = serve_fn(path)
     assert fn.structured_input_signature[1]["images"].shape.as_list() == [None, None, None, 1]
     raw = raw_images(2, (8, 8, 1), seed=2)
     np.testing.assert_allclose(fn(images=tf.constant(raw))["probabilities"].numpy(),
                                np.asarray(model(preprocess(raw, info), training=False)),
                                atol=1e-5, rtol=0)
+    # Grey to RGB is a tile, without tf.image.grayscale_to_rgb's run-time asserts (their
+    # string constants have no GPU kernel; the signature fixes the channel count anyway).
+    ops = {node.op for _, node in zoo_export.signature_nodes(path)}
+    assert "Tile" in ops and "Assert" not in ops
+    if _has_gpu_kernels():
+        assert zoo_export.gpu_check(path)["ops_without_gpu_kernel"] == []
 
 
 # Reduced-precision exports: the largest probability difference to float32 measured on
@@ -200,11 +207,17 @@ def test_reduced_precision_export_within_tolerance(precision, tmp_path):
                        labels=list("abcde"), mean=[127.5], std=[64.0])
     path = zoo.export(model, tmp_path, precision=precision, info=info)
     loaded = tf.saved_model.load(path)
-    dtypes = {v.dtype for v in loaded.variables}
-    assert dtypes == {tf.as_dtype(precision)}
+    # Weights in the reduced type, but the output layer's stay float32 (as in training
+    # under a mixed policy): its logits and softmax are computed in float32.
+    dtypes = {v.name: v.dtype for v in loaded.variables}
+    head = {k: d for k, d in dtypes.items() if k.startswith("predictions/")}
+    assert head == {"predictions/kernel:0": tf.float32, "predictions/bias:0": tf.float32}
+    assert {d for k, d in dtypes.items() if k not in head} == {tf.as_dtype(precision)}
     x = raw_images(8, (32, 32, 3), seed=3)
     got = loaded.signatures["serving_default"](images=tf.constant(x))
     assert got["probabilities"].dtype == tf.float32
+    # A float32 softmax sums to 1 within float32 rounding (a bfloat16 one is off by ~1e-3).
+    np.testing.assert_allclose(got["probabilities"].numpy().sum(-1), 1.0, atol=1e-6, rtol=0)
     want = np.asarray(model(preprocess(x, info), training=False))
     diff = np.abs(got["probabilities"].numpy() - want).max()
     assert diff < PRECISION_ATOL[precision], diff
@@ -236,6 +249,91 @@ def test_mixed_precision_model_exports_in_float32(tmp_path):
     want = np.asarray(model(preprocess(x, info), training=False))
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5, rtol=0)
     assert mixed.get_layer("conv1_conv").compute_dtype == "bfloat16"   # left alone
+
+
+def _has_gpu_kernels():
+    from tensorflow.python.framework import kernels
+    return any(k.device_type == "GPU"
+               for k in kernels.get_registered_kernels_for_op("Conv2D").kernel)
+
+
+needs_gpu_kernels = pytest.mark.skipif(
+    not _has_gpu_kernels(), reason="this TensorFlow build registers no GPU kernels")
+
+
+def _op_dtypes(path):
+    """``{op: {dtype of its T attribute}}`` over every node serving_default runs."""
+    from tensorflow.python.framework import op_def_registry
+    found = {}
+    for _, node in zoo_export.signature_nodes(path):
+        types = zoo_export._type_attrs(node, op_def_registry.get(node.op))
+        found.setdefault(node.op, set()).update(tf.as_dtype(t).name for t in types.get("T", ()))
+    return found
+
+
+@needs_gpu_kernels
+def test_gpu_check_finds_device_pins_and_ops_without_gpu_kernels(tmp_path):
+    # A deliberately bad serving graph: a node pinned to the CPU and a float16 LRN, whose
+    # GPU kernel is float32 only.
+    class Bad(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = tf.Variable(tf.ones([3], tf.float16))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
+                                                    name="images")])
+        def serve(self, images):
+            with tf.device("/CPU:0"):
+                x = tf.cast(images, tf.float16) * self.scale
+            y = tf.nn.local_response_normalization(x)
+            return {"probabilities": tf.cast(tf.reduce_mean(y, [1, 2]), tf.float32)}
+
+    bad = Bad()
+    tf.saved_model.save(bad, str(tmp_path), signatures={"serving_default": bad.serve})
+    report = zoo_export.gpu_check(str(tmp_path))
+    assert len(report["device_pins"]) == 2, report
+    assert report["device_pins"][0].endswith("/Cast (Cast) on /device:CPU:0")
+    assert report["device_pins"][1].endswith("/mul (Mul) on /device:CPU:0")
+    assert report["ops_without_gpu_kernel"] == ["LRN(T=float16)"]
+    # The checkpoint save/restore functions pin their nodes to the CPU by design; a server
+    # runs them once to load the variables, so they are not reported.
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(open(os.path.join(tmp_path, "saved_model.pb"), "rb").read())
+    pinned = sum(bool(n.device) for f in saved.meta_graphs[0].graph_def.library.function
+                 for n in f.node_def)
+    assert pinned > 10
+
+
+@needs_gpu_kernels
+@pytest.mark.parametrize("name,policy,precision", [
+    ("lenet5", None, "float32"),
+    ("lenet5", "mixed_bfloat16", "bfloat16"),      # trained in bfloat16 (this CPU's default)
+    ("resnet18", None, "float32"),
+    ("resnet18", "mixed_float16", "float16"),      # trained in float16 (the GPU default)
+])
+def test_exported_prediction_path_can_run_on_a_gpu(name, policy, precision, tmp_path):
+    # No node of serving_default is pinned to a device and every op has a GPU kernel for
+    # its dtypes, so a GPU server places the whole signature on the GPU.
+    from zoo.train import _rebuild
+    model = tiny_model(name)
+    if policy:
+        model = _rebuild(model, policy)
+    path = zoo.export(model, tmp_path, precision=precision, lite=False)
+    report = zoo_export.gpu_check(path)
+    assert report["device_pins"] == []
+    assert report["ops_without_gpu_kernel"] == []
+    record = json.load(open(os.path.join(path, "assets", "zoo.json")))
+    assert record["gpu"] == report
+    # The walk covered the prediction path: resize and normalisation in float32, the
+    # convolutions in the export's precision, the softmax of the output layer in float32.
+    ops = _op_dtypes(path)
+    assert report["nodes"] > 90
+    assert ops["ResizeBilinear"] == {"float32"} and ops["Sub"] >= {"float32"}
+    assert ops["Conv2D"] == {precision}
+    assert ops["Softmax"] == {"float32"}
+    assert ops["ArgMax"] == {"float32"}
+    assert ("Cast" in ops) == (precision != "float32")
 
 
 def test_saved_model_cli_lists_the_named_signature(tmp_path):

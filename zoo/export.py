@@ -27,6 +27,11 @@ inputs (``zoo.json: "lite"`` records the largest difference). On CPUs,
 than TensorFlow's at every batch size measured (benchmarks/README.md, items 6 and 10);
 TensorFlow Serving and GPUs use the SavedModel and ignore the file.
 
+Float16 and bfloat16 exports keep the output layers in float32, as the mixed policies of
+training do. ``zoo.json: "gpu"`` records :func:`gpu_check` of ``serving_default``: device
+pins and ops without a GPU kernel for their dtypes (none for the registered models), read
+from the graph with this TensorFlow build's kernel registry, so a CPU machine can tell.
+
 Exports are written to a hidden temporary directory inside ``base_dir/<name>/`` and renamed
 into place, so a watching server never sees half a model, and a killed export leaves no
 version directory behind.
@@ -46,7 +51,7 @@ from typing import Optional
 from zoo import common
 
 __all__ = ["export", "export_run", "configure_export", "SIGNATURE_NAME", "INPUT_NAME",
-           "PRECISIONS", "LITE_FILE", "list_versions", "latest_version"]
+           "PRECISIONS", "LITE_FILE", "list_versions", "latest_version", "gpu_check"]
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
@@ -204,22 +209,46 @@ def _output_kind(model, output, sample) -> str:
 # --------------------------------------------------------------------------------------
 # Precision.
 
+def _output_layers(model) -> set:
+    """``id``s of the layers that compute ``model``'s outputs (inside a nested model that
+    does, that model's own output layers)."""
+    import keras
+    ids = set()
+    for tensor in model.outputs:
+        layer = _producer(tensor)
+        if isinstance(layer, keras.Model) and getattr(layer, "outputs", None):
+            ids |= _output_layers(layer)
+        elif layer is not None:
+            ids.add(id(layer))
+    return ids
+
+
 def _cast_model(model, precision):
     """The same model with weights and compute in ``precision`` (float32 in, any out).
 
-    A model trained under a mixed-precision policy is rebuilt too, so a float32 export
-    computes in float32.
+    In a float16 or bfloat16 copy the output layers (the classifier's softmax layer, the
+    segmentation head, LeNet-5's RBF units) keep float32 weights and compute, as they do
+    under the mixed policies the zoo trains with: the logits and their softmax are not
+    rounded to 8 (bfloat16) or 11 (float16) significant bits, and every op has float32
+    inputs where the precision matters most. A model trained under a mixed-precision
+    policy is rebuilt too, so a float32 export computes in float32.
     """
     import keras
     import numpy as np
-    if all(layer.dtype_policy.name == precision for layer in _all_layers(model)):
+    keep = _output_layers(model) if precision != "float32" else set()
+
+    def target(layer):
+        return "float32" if id(layer) in keep else precision
+
+    if all(layer.dtype_policy.name == target(layer) for layer in _all_layers(model)
+           if not isinstance(layer, keras.Model)):
         return model
 
     def clone_layer(layer):
         config = layer.get_config()
         if isinstance(layer, keras.layers.InputLayer):
             return layer.__class__.from_config(config)
-        config["dtype"] = precision
+        config["dtype"] = target(layer)
         return layer.__class__.from_config(config)
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
@@ -347,7 +376,7 @@ def _fallback_preprocess(images, dataset):
     if have == 4 and c != 4:
         images, have = images[..., :3], 3
     if have == 1 and c == 3:
-        images = tf.image.grayscale_to_rgb(images)
+        images = _grey_to_rgb(images)
     elif have == 3 and c == 1:
         images = tf.image.rgb_to_grayscale(images)
     images = tf.image.resize(images, (h, w))
@@ -356,11 +385,24 @@ def _fallback_preprocess(images, dataset):
     return (images - mean) / std
 
 
-def _preprocess_fn(dataset):
+def _grey_to_rgb(images):
+    """``tf.image.grayscale_to_rgb`` for the signature's ``[N, H, W, 1]`` input: the same
+    tile, without its run-time shape assertions (the channel count is fixed by the
+    signature), whose string constants have no GPU kernel."""
+    import tensorflow as tf
+    return tf.tile(images, [1, 1, 1, 3])
+
+
+def _preprocess_fn(dataset, in_channels=None):
+    """The signature's preprocessing: :func:`zoo.data.preprocess` with ``dataset``; grey
+    input for an RGB model is tiled to three channels first (what ``preprocess`` would
+    do, as :func:`_grey_to_rgb`)."""
     try:
         from zoo.data import preprocess as data_preprocess
     except ImportError:  # pragma: no cover - zoo.data always ships with the package
         return lambda images: _fallback_preprocess(images, dataset)
+    if in_channels == 1 and int(dataset["input_shape"][-1]) == 3:
+        return lambda images: data_preprocess(_grey_to_rgb(images), dataset)
     return lambda images: data_preprocess(images, dataset)
 
 
@@ -430,7 +472,8 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         version: integer version from 0 to ``2**63 - 1`` (the largest TensorFlow Serving
             loads); default: one more than the highest existing version (1 for the first).
         precision: ``"float32"``, ``"float16"`` or ``"bfloat16"``: the dtype of the weights
-            and the computation (inputs and outputs stay float32).
+            and the computation (inputs and outputs stay float32, and so do the output
+            layers, as under the mixed policies of training).
         info: a ``zoo.data.DatasetInfo``, its dict form, a training run's ``info.json``
             dict, or ``None`` (raw range 0..255, no normalisation, labels ``"0".."K-1"``,
             task from the output rank).
@@ -535,7 +578,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     kind = _output_kind(model, output, sample)
     served = _cast_model(fold_batch_norm(model), precision)
     serving_fn = _build_serving_fn(served, task=task, kind=kind, in_channels=in_channels,
-                                   preprocess=_preprocess_fn(dataset))
+                                   preprocess=_preprocess_fn(dataset, in_channels))
     archive = keras.export.ExportArchive()
     archive.track(served)
     archive.add_endpoint(SIGNATURE_NAME, serving_fn)
@@ -583,6 +626,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; servers may run as other users
         archive.write_out(tmp, verbose=False)
+        record["gpu"] = _gpu_record(tmp)
         record["lite"] = (write_lite(tmp, serving_fn, record) if lite else
                           {"file": None, "error": "not requested (lite=False)"})
         return _commit(tmp, model_dir, version, overwrite, record)
@@ -601,6 +645,128 @@ def _check_inputs(record) -> list:
     c = record["input"]["channels"]
     return [rng.uniform(low, high, (n, hh, ww, c)).astype("float32")
             for n, hh, ww in ((2, h, w), (1, h + 5, w + 3))]
+
+
+# --------------------------------------------------------------------------------------
+# What a GPU server would run.
+
+def _type_attrs(node, op_def) -> dict:
+    """``{attr: (DataType, ...)}`` of a NodeDef's type attributes, defaults included (a
+    SavedModel leaves out attributes at their default value)."""
+    values = {}
+    if op_def is not None:
+        values.update((a.name, a.default_value) for a in op_def.attr
+                      if a.HasField("default_value"))
+    values.update(node.attr.items())
+    types = {}
+    for name, value in values.items():
+        kind = value.WhichOneof("value")
+        if kind == "type":
+            types[name] = (value.type,)
+        elif kind == "list" and value.list.type:
+            types[name] = tuple(value.list.type)
+    return types
+
+
+def _called_functions(node):
+    for value in node.attr.values():
+        kind = value.WhichOneof("value")
+        if kind == "func":
+            yield value.func.name
+        elif kind == "list":
+            yield from (f.name for f in value.list.func)
+
+
+def signature_nodes(saved_model_dir, signature=SIGNATURE_NAME) -> list:
+    """``[(function name, NodeDef)]`` of every node a signature runs: the signature's
+    outputs and their inputs in the top-level graph (function name ``""``), and every node
+    of the library functions they call, recursively (calls, ``If``/``While`` branches).
+    The checkpoint save/restore functions, which a server runs once to load the variables,
+    are not part of it."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    graph = saved.meta_graphs[0].graph_def
+    library = {f.signature.name: f for f in graph.library.function}
+    by_name = {n.name: n for n in graph.node}
+    sig = saved.meta_graphs[0].signature_def[signature]
+    todo = [t.name.split(":")[0] for t in sig.outputs.values()]
+    seen, nodes = set(), []
+    while todo:
+        name = todo.pop().lstrip("^").split(":")[0]
+        if name in seen or name not in by_name:
+            continue
+        seen.add(name)
+        nodes.append(("", by_name[name]))
+        todo.extend(by_name[name].input)
+    calls = [f for _, n in nodes for f in _called_functions(n)]
+    done = set()
+    while calls:
+        name = calls.pop()
+        if name in done or name not in library:
+            continue
+        done.add(name)
+        for node in library[name].node_def:
+            nodes.append((name, node))
+            calls.extend(_called_functions(node))
+    return nodes
+
+
+def gpu_check(saved_model_dir, signature=SIGNATURE_NAME) -> dict:
+    """Whether a signature of a SavedModel can run on a GPU, read from the graph alone
+    (no GPU needed): no node is pinned to a device, and every op has a GPU kernel for the
+    dtypes it uses in this TensorFlow build (kernels registered for every device count).
+
+    Returns:
+        ``{"device_pins": ["function/node (Op) on DEVICE", ...], "ops_without_gpu_kernel":
+        ["Op(T=bfloat16)", ...], "nodes": number of nodes}``; ``"ops_without_gpu_kernel"`` is
+        ``None`` with a ``"note"`` when this TensorFlow build registers no GPU kernels
+        (a CPU-only build cannot tell).
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework import kernels, op_def_registry
+
+    nodes = signature_nodes(saved_model_dir, signature)
+    pins = sorted({f"{fn or '<graph>'}/{n.name} ({n.op}) on {n.device}"
+                   for fn, n in nodes if n.device})
+    report = {"device_pins": pins, "ops_without_gpu_kernel": [], "nodes": len(nodes)}
+    if not any(k.device_type == "GPU"
+               for k in kernels.get_registered_kernels_for_op("Conv2D").kernel):
+        report["ops_without_gpu_kernel"] = None
+        report["note"] = (f"TensorFlow {tf.__version__} here registers no GPU kernels: "
+                          "kernels not checked")
+        return report
+    registered = {}
+    missing = set()
+    for _, node in nodes:
+        if node.op not in registered:
+            registered[node.op] = [
+                k for k in kernels.get_registered_kernels_for_op(node.op).kernel
+                if k.device_type in ("GPU", "DEFAULT")]
+        types = _type_attrs(node, op_def_registry.get(node.op))
+        if not any(all(set(types.get(c.name, ())) <= set(c.allowed_values.list.type)
+                       for c in k.constraint) for k in registered[node.op]):
+            missing.add(node.op + "(" + ", ".join(
+                f"{a}=" + "/".join(sorted({tf.as_dtype(t).name for t in types[a]}))
+                for a in sorted(types)) + ")")
+    report["ops_without_gpu_kernel"] = sorted(missing)
+    return report
+
+
+def _gpu_record(saved_model_dir) -> dict:
+    """``zoo.json``'s ``"gpu"``: :func:`gpu_check` of ``serving_default``, with a warning
+    when something in it would keep the signature (or part of it) off a GPU."""
+    import warnings
+    try:
+        report = gpu_check(saved_model_dir)
+    except Exception as exc:  # an unreadable graph is the SavedModel loader's to report
+        return {"error": common.exception_line(exc)}
+    if report["device_pins"] or report["ops_without_gpu_kernel"]:
+        warnings.warn(f"{SIGNATURE_NAME} would not run entirely on a GPU: device pins "
+                      f"{report['device_pins']}, ops without a GPU kernel "
+                      f"{report['ops_without_gpu_kernel']}", stacklevel=3)
+    return report
 
 
 def write_lite(saved_model_dir, serving_fn, record) -> dict:
@@ -788,7 +954,8 @@ def configure_export(parser):
     parser.add_argument("--version", type=int, default=None,
                         help="integer version, 0 to 2**63-1 (default: next free)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
-                        help="weights and compute dtype (inputs/outputs stay float32)")
+                        help="weights and compute dtype (inputs, outputs and the output "
+                        "layer stay float32)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing version")
     parser.add_argument("--no-lite", dest="lite", action="store_false",

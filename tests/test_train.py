@@ -284,6 +284,23 @@ def test_zoo_train_cli_trains_exports_and_reports(tmp_path, capsys, monkeypatch,
     assert (tmp_path / "models" / "lenet5" / "1" / "saved_model.pb").is_file()
 
 
+def test_zoo_train_exports_in_the_precision_asked(tmp_path, capsys):
+    run, models = tmp_path / "run", tmp_path / "models"
+    assert zoo_main(["train", "lenet5", "--epochs", "1", "--run-dir", str(run), "--quiet",
+                     "--mixed-precision", "off", "--export", "--export-precision", "float16",
+                     "--base-dir", str(models)]) == 0
+    record = json.loads((models / "lenet5" / "1" / "assets" / "zoo.json").read_text())
+    assert record["precision"] == "float16"
+    assert json.loads((run / "info.json").read_text())["settings"]["mixed_precision"] is None
+    # without --export it is refused before anything is trained or written
+    other = tmp_path / "other"
+    assert zoo_main(["train", "lenet5", "--epochs", "1", "--run-dir", str(other),
+                     "--export-precision", "bfloat16"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--export-precision bfloat16 goes with --export" in err
+    assert not other.exists()
+
+
 def test_zoo_train_says_epoch_for_one_and_epochs_for_more(tmp_path, capsys, monkeypatch):
     def quick_fit(model, splits, *, epochs, run_dir, **kwargs):   # the run files `zoo train` reads
         os.makedirs(run_dir)

@@ -1485,6 +1485,10 @@ def configure_train(parser):
     parser.add_argument("--export", action="store_true",
                         help="export the trained model (zoo.export.export_run)")
     parser.add_argument("--base-dir", default="saved_models", help="export base directory")
+    parser.add_argument("--export-precision", default=None,
+                        choices=("float32", "float16", "bfloat16"),
+                        help="with --export: the export's weights and compute dtype (default "
+                        "float32, whatever the training precision; float16 for GPU servers)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def run(args):
@@ -1492,6 +1496,10 @@ def configure_train(parser):
         t0 = time.time()
         minfo = model_info(args.model)
         class_weight = _class_weight_option(args.class_weight)
+        if args.export_precision and not args.export:
+            raise ValueError(f"--export-precision {args.export_precision} goes with --export "
+                             f"(or export later: zoo export RUN_DIR --precision "
+                             f"{args.export_precision})")
         _refuse_segmentation_class_weight(minfo.task, f"model {args.model!r}", class_weight)
         dataset = args.dataset or default_dataset(args.model)
         d = train_defaults(args.model, dataset)
@@ -1541,7 +1549,8 @@ def configure_train(parser):
                 f"run dir {run_dir}")
         if args.export:
             from zoo import export as zexport
-            path = zexport.export_run(run_dir, base_dir=args.base_dir, name=args.model)
+            path = zexport.export_run(run_dir, base_dir=args.base_dir, name=args.model,
+                                      precision=args.export_precision or "float32")
             line += f", exported to {path}"
         print(line)
         return 0

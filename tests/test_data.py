@@ -292,10 +292,11 @@ def test_bad_names_and_arguments(tmp_path):
         data.load("digits", batch_size=0)
     with pytest.raises(ValueError, match="image_size must be"):
         data.load("digits", image_size=(0, 3))
-    for size in ((32.5, 32), (True, 8)):   # not cut or read as 1 unseen
+    for size in ((32.5, 32), (True, 8), "32", ("3", "2")):   # not cut, read as 1 or (3, 2)
         with pytest.raises(ValueError, match=rf"positive integers. Received: image_size="
                                              rf"{re.escape(repr(size))}"):
             data.load("digits", image_size=size)
+    assert data.load("digits", "test", image_size=np.int64(8))[1].input_shape[:2] == (8, 8)
     with pytest.raises(ValueError, match="no 'train' subfolder"):
         data.load(str(tmp_path))
     with pytest.raises(ValueError, match=r"autotune must be True, False or None .*"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import numbers
 import os
 import re
 from typing import Optional
@@ -979,18 +980,21 @@ def _split_name(split):
 def _check_size(image_size):
     if image_size is None:
         return None
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
+    received = image_size
+    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
+        image_size = (int(image_size), int(image_size))
+    if isinstance(image_size, (str, bytes)):   # "32" would read as (3, 2)
+        image_size = ()
     try:   # whole numbers only: int() would cut 32.5 to 32 unseen
         size = tuple(int(v) for v in image_size
-                     if not isinstance(v, bool) and float(v) == int(v))
+                     if not isinstance(v, (bool, str, bytes)) and float(v) == int(v))
         if len(size) != len(tuple(image_size)):
             size = ()
     except (TypeError, ValueError, OverflowError):
         size = ()
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"image_size must be (height, width) with positive integers. "
-                         f"Received: image_size={image_size!r}")
+                         f"Received: image_size={received!r}")
     return size
 
 

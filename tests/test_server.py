@@ -468,6 +468,29 @@ def test_store_loads_the_newest_version_that_loads(server, tmp_path):
     assert err.value.status == 503
 
 
+def test_a_version_removed_from_disk_frees_its_model(server, tmp_path):
+    """A loaded model holds reference cycles: the store collects them once it drops a
+    version, so memory does not grow with every version a server has loaded."""
+    import gc
+    import weakref
+    from zoo.server import ModelStore
+    shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / "m" / "1")
+    shutil.copytree(tmp_path / "m" / "1", tmp_path / "m" / "2")
+    store = ModelStore(tmp_path, jit_compile=False)
+    enabled = gc.isenabled()
+    gc.disable()            # no collection but the store's own
+    try:
+        gone = weakref.ref(store.get("m", 1))
+        assert store.get("m", 2).version == 2 and gone() is not None
+        shutil.rmtree(tmp_path / "m" / "1")
+        assert store.versions("m") == [2]
+        assert gone() is None
+        assert store.get("m").version == 2
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def test_store_runtime_choice(server, local):
     from zoo.server import ModelStore, create_app
     x = images(3, seed=21)

@@ -29,6 +29,7 @@ import base64
 import binascii
 import contextlib
 import functools
+import gc
 import logging
 import math
 import os
@@ -173,9 +174,16 @@ class ModelStore:
             return []
         versions = list_versions(os.path.join(self.base_dir, name))
         with self._lock:
-            for table in (self._servables, self._failed):
-                for key in [k for k in table if k[0] == name and k[1] not in versions]:
-                    del table[key]
+            dropped = [self._servables.pop(k) for k in list(self._servables)
+                       if k[0] == name and k[1] not in versions]
+            for key in [k for k in self._failed if k[0] == name and k[1] not in versions]:
+                del self._failed[key]
+        if dropped:
+            # A loaded model holds reference cycles (Keras and TensorFlow objects), which
+            # only the garbage collector frees: without this, every version dropped kept
+            # its memory until a full collection happened to run (+7 MB a LeNet-5 version).
+            del dropped
+            gc.collect()
         return versions
 
     def _all_versions(self, name) -> list:

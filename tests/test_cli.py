@@ -121,3 +121,15 @@ def test_a_closed_stdout_ends_the_command_quietly():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141
     assert "Broken pipe" not in err and "Traceback" not in err and "Exception" not in err, err
+
+
+def test_version_names_zoo_and_its_libraries(capsys):
+    from importlib import metadata
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out.strip()
+    assert out == (f"zoo {zoo.__version__} (TensorFlow {metadata.version('tensorflow')}, "
+                   f"Keras {metadata.version('keras')}, keras-tuner "
+                   f"{metadata.version('keras-tuner')}, Python {sys.version.split()[0]})")
+    assert metadata.version("zoo") == zoo.__version__    # setup.cfg and zoo/__init__.py agree

@@ -94,10 +94,28 @@ def number_type(expected: str, accept):
     return parse
 
 
+def version_line() -> str:
+    """``zoo 0.1.0 (TensorFlow 2.21.0, Keras 3.15.1, keras-tuner 1.4.8, Python 3.11.7)``,
+    read from the installed packages' metadata (nothing is imported)."""
+    import platform
+    from importlib import metadata
+    from zoo import __version__
+    parts = []
+    for label, dist in (("TensorFlow", "tensorflow"), ("Keras", "keras"),
+                        ("keras-tuner", "keras-tuner")):
+        try:
+            parts.append(f"{label} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{label} not installed")
+    return f"zoo {__version__} ({', '.join(parts)}, Python {platform.python_version()})"
+
+
 def build_parser(command=None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s subparser is configured."""
     parser = OneLineParser(prog="zoo", description="Classic CNNs from their papers: build, "
                      "tune, train, export, serve.")
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print the versions of zoo and of the libraries it runs on")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

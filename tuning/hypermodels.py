@@ -107,7 +107,8 @@ class Param:
             values the HyperModel uses itself).
         help: one-line description.
         strict: choices must come from ``values`` (builder options).
-        valid: predicate any value must satisfy, with ``valid_text`` saying so.
+        valid: predicate any value must satisfy.
+        valid_text: what ``valid`` asks for, in error messages.
         vtype: the value type (``int``, ``float``, ``str``, ``bool``).
     """
 
@@ -284,6 +285,13 @@ def _parse_spec(spec):
 def parse_assignments(items, what="--set") -> dict:
     """``["lr=1e-3", "depth=18,34"]`` -> ``{"lr": "1e-3", "depth": "18,34"}``.
 
+    Args:
+        items: ``NAME=VALUE`` strings.
+        what: the option named in error messages.
+
+    Returns:
+        ``{name: value text}``.
+
     Raises:
         ValueError: an item without ``=`` or a name given twice.
     """
@@ -302,7 +310,15 @@ def parse_assignments(items, what="--set") -> dict:
 
 def check_set_fix(set=None, fix=None):
     """Refuse a hyperparameter both narrowed (``set``, ``--set``) and fixed (``fix``,
-    ``--fix``): one of them would silently win."""
+    ``--fix``): one of them would silently win.
+
+    Args:
+        set: ``{name: spec}`` of narrowed hyperparameters, or ``None``.
+        fix: ``{name: value}`` of fixed hyperparameters, or ``None``.
+
+    Raises:
+        ValueError: a name in both.
+    """
     for name in fix or {}:
         if name in (set or {}):
             raise ValueError(f"hyperparameter {name!r} is given to both fix (--fix "
@@ -375,7 +391,15 @@ def rebatch(dataset, batch_size: int):
     """``dataset`` batched by ``batch_size``: an already batched dataset is
     unbatched first (``model.fit`` ignores ``batch_size=`` for datasets). The result
     keeps a known length: ``dataset``'s own where it is unbatched, else the number of
-    examples recorded with :func:`set_num_examples`."""
+    examples recorded with :func:`set_num_examples`.
+
+    Args:
+        dataset: a ``tf.data.Dataset``, batched or not.
+        batch_size: the new batch size.
+
+    Returns:
+        The re-batched, prefetching dataset.
+    """
     import tensorflow as tf
     batch_size = int(batch_size)
     num_examples = None
@@ -486,6 +510,7 @@ class ZooHyperModel(kt.HyperModel):
             ones) or a value the hyperparameter does not allow.
 
     Example:
+        >>> import keras_tuner
         >>> hm = LeNet5HyperModel(fix={"variant": "modern"}, set={"lr": "1e-3:1e-2"})
         >>> model = hm.build(keras_tuner.HyperParameters())
     """
@@ -531,12 +556,34 @@ class ZooHyperModel(kt.HyperModel):
         return self.params[name]
 
     def set(self, name: str, spec) -> "ZooHyperModel":
-        """Narrow hyperparameter ``name`` to ``spec``; returns ``self``."""
+        """Narrow hyperparameter ``name`` to ``spec`` (as ``--set name=spec``).
+
+        Args:
+            name: a hyperparameter of the space.
+            spec: the narrowed range or choices (see the module docstring).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: an unknown name or a spec the hyperparameter does not allow.
+        """
         self.params[name] = self._param(name).narrowed(spec)
         return self
 
     def fix(self, name: str, value) -> "ZooHyperModel":
-        """Fix hyperparameter ``name`` to ``value`` (``hp.Fixed``); returns ``self``."""
+        """Fix hyperparameter ``name`` to ``value`` (``hp.Fixed``).
+
+        Args:
+            name: a hyperparameter of the space.
+            value: the value, or its text form.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: an unknown name or a value the hyperparameter does not allow.
+        """
         self.params[name] = self._param(name).fixed(value)
         return self
 
@@ -558,6 +605,7 @@ class ZooHyperModel(kt.HyperModel):
              "task": self.task, "family": self.family, "grid": self.grid}]
 
     def declare_hyperparameters(self, hp):
+        """Declare every hyperparameter of the space on ``hp``."""
         self.values(hp)
 
     def values(self, hp) -> dict:
@@ -566,7 +614,14 @@ class ZooHyperModel(kt.HyperModel):
 
     # -- building --------------------------------------------------------------------------
     def build(self, hp):
-        """Build the zoo model for ``hp`` and compile it with ``zoo.train.compile_model``."""
+        """Build the zoo model for ``hp`` and compile it with ``zoo.train.compile_model``.
+
+        Args:
+            hp: the trial's ``keras_tuner.HyperParameters``.
+
+        Returns:
+            The compiled ``keras.Model``.
+        """
         from zoo.train import compile_model
         values = self.values(hp)
         model = self.build_model(values)
@@ -612,6 +667,18 @@ class ZooHyperModel(kt.HyperModel):
         ``kwargs`` (the tuner's callbacks, Hyperband's ``epochs`` and
         ``initial_epoch``, ...) are passed on to ``model.fit``; a callback that
         fails the trial on a NaN loss is added.
+
+        Args:
+            hp: the trial's ``keras_tuner.HyperParameters``.
+            model: the model :meth:`build` returned.
+            x: the training ``tf.data.Dataset`` of normalised images and targets.
+            *args: passed on to ``model.fit``.
+            validation_data: the validation dataset, passed on as it is.
+            **kwargs: passed on to ``model.fit`` (``batch_size`` is dropped: the
+                data is batched by the ``batch_size`` hyperparameter).
+
+        Returns:
+            The ``keras.callbacks.History`` of ``model.fit``.
         """
         values = self.values(hp)
         kwargs.pop("batch_size", None)
@@ -690,6 +757,7 @@ class _GlobalPoolHyperModel(ZooHyperModel):
         return keras.Model(base.input, outputs, name=base.name)
 
     def builder_name(self, values) -> str:
+        """The registry name of the builder for hyperparameter ``values``."""
         return self.builder
 
 

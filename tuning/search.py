@@ -311,6 +311,15 @@ def trials_table(oracle, project_dir=None, hp_names=None):
     ``epochs`` for Hyperband), ``score`` (the objective), ``best_step`` (epoch
     index of the best score), ``seconds``, ``tuner`` (which tuner process ran
     it, from ``project_dir/timings``) and ``message`` (the error of a failed trial).
+
+    Args:
+        oracle: the tuner's ``keras_tuner`` oracle (on the chief, in a distributed search).
+        project_dir: the search's project directory, for the ``tuner`` and ``seconds``
+            columns (``None``: left empty).
+        hp_names: the hyperparameter columns, in order (``None``: those of the trials).
+
+    Returns:
+        A ``pandas.DataFrame``, one row per trial.
     """
     import pandas as pd
     timings = {}
@@ -945,7 +954,15 @@ def _host_port(text):
 
 
 def configure_tune(parser):
-    """``zoo tune MODEL [--dataset NAME] [--tuner NAME] ...``; returns the runner."""
+    """``zoo tune MODEL [--dataset NAME] [--tuner NAME] ...``.
+
+    Args:
+        parser: the command's ``argparse.ArgumentParser``; its options are added.
+
+    Returns:
+        ``run(args) -> int``: runs the command on the parsed arguments and returns its
+        exit code.
+    """
     from zoo.cli import parse_shape
     from zoo.train import AUTO_PRECISION_HELP, MIXED_PRECISION
     parser.add_argument("model", help="family: lenet5, alexnet, googlenet, inception_v3, "

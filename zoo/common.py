@@ -169,7 +169,19 @@ def load_model(path, *, compile=True):
     The zoo's custom layers, losses and optimizers are registered with Keras when their
     modules are imported; this imports them first, so the file loads in a fresh process
     (``keras.saving.load_model`` does too once ``zoo.layers``, ``zoo.optimizers`` and
-    ``zoo.train`` are imported). ``compile=False`` skips the optimizer and loss."""
+    ``zoo.train`` are imported).
+
+    Args:
+        path: a ``.keras`` file or a run directory holding ``model.keras``.
+        compile: restore the optimizer, loss and metrics; ``False`` skips them.
+
+    Returns:
+        The ``keras.Model``.
+
+    Raises:
+        FileNotFoundError: no such file, or a directory without ``model.keras``.
+        ValueError: a file that is not a ``.keras`` (zip) archive.
+    """
     import keras
     import zoo.layers  # noqa: F401  (registers the custom layers)
     import zoo.optimizers  # noqa: F401  (and optimizers)

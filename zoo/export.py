@@ -71,6 +71,13 @@ def list_versions(model_dir) -> list:
 
     Only directories named by a non-negative integer and containing ``saved_model.pb``
     count; hidden temporary directories of exports in progress never do.
+
+    Args:
+        model_dir: a model directory (``saved_models/lenet5``).
+
+    Returns:
+        A sorted list of ints; empty when ``model_dir`` does not exist or holds no
+        version.
     """
     try:
         entries = list(os.scandir(model_dir))
@@ -85,7 +92,14 @@ def list_versions(model_dir) -> list:
 
 
 def latest_version(model_dir) -> Optional[int]:
-    """The highest version under ``model_dir`` (``None`` if there is none)."""
+    """The highest version under ``model_dir`` (``None`` if there is none).
+
+    Args:
+        model_dir: a model directory, as for :func:`list_versions`.
+
+    Returns:
+        An int, or ``None`` when ``model_dir`` does not exist or holds no version.
+    """
     versions = list_versions(model_dir)
     return versions[-1] if versions else None
 
@@ -488,13 +502,14 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         The path of the version directory, e.g. ``saved_models/lenet5/1``.
 
     Raises:
-        ValueError: bad name, version, precision, info or lite; a model without a fixed
-            input.
+        ValueError: bad name, version, precision, info, metrics or lite; a model without
+            a fixed input, with several inputs, or whose output does not fit the task.
         FileExistsError: ``version`` exists and ``overwrite`` is False.
 
     Example:
         >>> import zoo
-        >>> path = zoo.export(zoo.lenet5(), "saved_models")   # saved_models/lenet5/1
+        >>> zoo.export(zoo.lenet5(), "saved_models")  # doctest: +SKIP
+        'saved_models/lenet5/1'
     """
     import numpy as np
     import keras
@@ -718,11 +733,18 @@ def gpu_check(saved_model_dir, signature=SIGNATURE_NAME) -> dict:
     (no GPU needed): no node is pinned to a device, and every op has a GPU kernel for the
     dtypes it uses in this TensorFlow build (kernels registered for every device count).
 
+    Args:
+        saved_model_dir: a SavedModel directory (a version directory of an export).
+        signature: the signature to check.
+
     Returns:
         ``{"device_pins": ["function/node (Op) on DEVICE", ...], "ops_without_gpu_kernel":
         ["Op(T=bfloat16)", ...], "nodes": number of nodes}``; ``"ops_without_gpu_kernel"`` is
         ``None`` with a ``"note"`` when this TensorFlow build registers no GPU kernels
         (a CPU-only build cannot tell).
+
+    Raises:
+        FileNotFoundError: no ``saved_model.pb`` in ``saved_model_dir``.
     """
     import tensorflow as tf
     from tensorflow.python.framework import kernels, op_def_registry
@@ -936,7 +958,8 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
         ValueError: as in :func:`export`.
 
     Example:
-        >>> export_run("runs/lenet5")          # saved_models/lenet5/<next version>
+        >>> export_run("runs/lenet5")  # doctest: +SKIP
+        'saved_models/lenet5/2'
     """
     model, info = _load_run(run_dir_or_keras_file)
     return export(model, base_dir=base_dir, name=name, version=version, precision=precision,
@@ -944,7 +967,15 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
 
 
 def configure_export(parser):
-    """``zoo export RUN_DIR_OR_KERAS_FILE [--base-dir] [--name] [--version] ...``."""
+    """``zoo export RUN_DIR_OR_KERAS_FILE [--base-dir] [--name] [--version] ...``.
+
+    Args:
+        parser: the command's ``argparse.ArgumentParser``; its options are added.
+
+    Returns:
+        ``run(args) -> int``: runs the command on the parsed arguments and returns its
+        exit code.
+    """
     parser.add_argument("source", metavar="RUN_DIR_OR_KERAS_FILE",
                         help="a training run directory (model.keras + info.json) or a .keras file")
     parser.add_argument("--base-dir", default="saved_models",

@@ -138,8 +138,15 @@ def feature_info(model) -> list:
     saved and loaded again (the ``feature_info`` attribute is not saved): the
     strides are recomputed from the output shapes.
 
+    Args:
+        model: a feature extractor (or any model whose outputs are fixed-size 4-D
+            feature maps).
+
     Returns:
         A list of dicts ``{"name", "stride", "channels", "shape"}``, one per output.
+
+    Raises:
+        ValueError: an input or output that is not a fixed-size feature map.
     """
     input_hw = _spatial(model.inputs[0].shape)
     info = []

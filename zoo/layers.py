@@ -11,6 +11,8 @@
   TensorFlow's fused kernel where it applies (same weights, same results, faster).
 - :class:`Conv2D`: ``keras.layers.Conv2D`` whose 1x1 stride-1 convolutions, trained in
   bfloat16, take their kernel gradient from a matmul (same weights, same results, faster).
+- :class:`FoldedBatchNormalization`: the identity left where ``zoo.export.fold_batch_norm``
+  folded a batch norm into its convolution.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import keras
 from keras import ops
 
 _PACKAGE = "zoo"
+
+__all__ = ["Subsampling", "PartialConv2D", "RBFOutput", "LocalResponseNormalization",
+           "BatchNormalization", "FoldedBatchNormalization", "Conv2D", "LENET5_C3_CONNECTIONS"]
 
 # LeCun et al. 1998, Table I: which S2 maps (rows 0-5) feed each C3 map (0-15).
 LENET5_C3_CONNECTIONS = (
@@ -187,7 +192,15 @@ class RBFOutput(keras.layers.Layer):
 class LocalResponseNormalization(keras.layers.Layer):
     """Local response normalisation across channels (Krizhevsky et al. 2012):
     ``x / (bias + alpha * sum_{|c'-c| <= depth_radius} x_{c'}^2) ** beta``
-    (the ``tf.nn.local_response_normalization`` convention)."""
+    (the ``tf.nn.local_response_normalization`` convention).
+
+    Args:
+        depth_radius: half-width of the channel window.
+        bias: the additive constant.
+        alpha: the scale of the sum of squares.
+        beta: the exponent.
+        **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
+    """
 
     def __init__(self, depth_radius=2, bias=1.0, alpha=0.00002, beta=0.75, **kwargs):
         super().__init__(**kwargs)

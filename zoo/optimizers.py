@@ -23,6 +23,8 @@ import keras
 
 _PACKAGE = "zoo"
 
+__all__ = ["Adam", "AdamW"]
+
 
 def _fusable(optimizer, gradient, variable) -> bool:
     if keras.backend.backend() != "tensorflow" or optimizer.amsgrad:

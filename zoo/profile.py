@@ -216,7 +216,17 @@ class Profile:
 
     def to_text(self, fmt: str = "markdown") -> str:
         """The per-layer table followed by the totals, as ``markdown`` or ``csv``
-        (plain numbers; markdown writes the totals with thousands separators and units)."""
+        (plain numbers; markdown writes the totals with thousands separators and units).
+
+        Args:
+            fmt: ``"markdown"`` or ``"csv"``.
+
+        Returns:
+            The text, ending with a newline.
+
+        Raises:
+            ValueError: another ``fmt``.
+        """
         from zoo.tables import to_text
         if fmt not in ("markdown", "csv"):
             raise ValueError(f"format must be 'markdown' or 'csv'. Received: {fmt!r}")
@@ -809,7 +819,15 @@ def configure_summary(parser):
     """``zoo summary NAME|FILE [--input-shape H,W,C] [--batch-size N]
     [--format markdown|csv] [--plot FILE.png]``: the per-layer profile and totals of a
     registered model, or of a saved model (a ``.keras`` file or a run directory, e.g. a
-    zoo backbone with a head of its own)."""
+    zoo backbone with a head of its own).
+
+    Args:
+        parser: the command's ``argparse.ArgumentParser``; its options are added.
+
+    Returns:
+        ``run(args) -> int``: runs the command on the parsed arguments and returns its
+        exit code.
+    """
     from zoo.cli import parse_shape
     parser.add_argument("name", help="registered model name (see `zoo list`), or a .keras "
                                      "file or run directory (a path: ending in .keras or "

@@ -59,8 +59,25 @@ def register(*, family, paper, year, default_input_shape, min_input_size,
              default_num_classes=1000, weights=(), name=None):
     """Decorator that registers a builder under its function name.
 
+    Args:
+        family: architecture family (``"resnet"``, ...); selects the layer-table format.
+        paper: the paper or book the architecture reproduces.
+        year: publication year.
+        default_input_shape: the paper's ``(H, W, C)``.
+        min_input_size: smallest ``H`` (= ``W``) the architecture accepts.
+        task: ``"classification"`` or ``"segmentation"``.
+        params: published total parameter count, or ``None``.
+        trainable_params: published trainable parameter count, or ``None``.
+        default_num_classes: the paper's number of classes.
+        weights: names of published weight sets, e.g. ``("imagenet",)``.
+        name: registry name (default: the builder's function name).
+
+    Returns:
+        The decorator; it records a :class:`ModelInfo` as the builder's ``zoo_info``
+        and returns the builder unchanged.
+
     Raises:
-        ValueError: if the name is already registered.
+        ValueError: (when the decorator is applied) if the name is already registered.
     """
 
     def decorator(fn):
@@ -88,7 +105,18 @@ def _ensure_loaded():
 
 def list_models(pattern: Optional[str] = None) -> list[str]:
     """Sorted names of the registered models, optionally filtered by a
-    shell-style wildcard such as ``"resnet*"``."""
+    shell-style wildcard.
+
+    Args:
+        pattern: a shell-style pattern such as ``"resnet*"`` (case-sensitive), or
+            ``None`` for every model.
+
+    Returns:
+        A sorted ``list`` of names (empty when nothing matches).
+
+    Raises:
+        TypeError: ``pattern`` is neither a string nor ``None``.
+    """
     if pattern is not None and not isinstance(pattern, str):
         raise TypeError(f"list_models: pattern must be a shell-style pattern string such as "
                         f"'resnet*' or None. Received: {pattern!r}")
@@ -119,7 +147,22 @@ _KERAS_APPLICATIONS_HINTS = {
 
 
 def get_model(name: str, **kwargs):
-    """Build the registered model ``name`` with the builder's keyword arguments."""
+    """Build the registered model ``name`` with the builder's keyword arguments.
+
+    Args:
+        name: a registered name (:func:`list_models`).
+        **kwargs: keyword arguments of that builder (``input_shape``,
+            ``num_classes``, ...).
+
+    Returns:
+        The ``keras.Model`` the builder returns.
+
+    Raises:
+        ValueError: an unknown ``name`` (the message suggests close names), or an
+            argument value the builder refuses.
+        TypeError: an argument the builder does not take (the message lists the
+            ones it does).
+    """
     fn, _ = _lookup(name)
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -135,12 +178,26 @@ def get_model(name: str, **kwargs):
 
 
 def get_builder(name: str) -> Callable:
-    """The builder function registered as ``name``."""
+    """The builder function registered as ``name``.
+
+    Raises:
+        ValueError: an unknown ``name``.
+    """
     return _lookup(name)[0]
 
 
 def model_info(name: str) -> ModelInfo:
-    """The :class:`ModelInfo` of the registered model ``name``."""
+    """The metadata of a registered model.
+
+    Args:
+        name: a registered name (:func:`list_models`).
+
+    Returns:
+        Its :class:`ModelInfo`.
+
+    Raises:
+        ValueError: an unknown ``name`` (the message suggests close names).
+    """
     return _lookup(name)[1]
 
 

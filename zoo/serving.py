@@ -94,6 +94,13 @@ _PENDING_BATCHES = 4
 def resolve_version_dir(path) -> tuple:
     """``path`` (a version or model directory) -> ``(version_dir, name, version)``.
 
+    Args:
+        path: a version directory (``saved_models/lenet5/3``), a model directory (its
+            newest version) or a bare SavedModel directory.
+
+    Returns:
+        ``(version_dir, name, version)``; ``version`` is ``None`` for a bare SavedModel.
+
     Raises:
         FileNotFoundError: no such directory, or a model directory without versions.
     """
@@ -163,6 +170,7 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
     Raises:
         ValueError: the data is not an image Pillow can decode, or bad ``channels``.
         FileNotFoundError: a path that does not exist.
+        IsADirectoryError: a path that is a directory.
     """
     from PIL import Image
     if channels is not None and channels not in _MODES:
@@ -228,7 +236,16 @@ def check_image_file(path) -> None:
     """Raise the error :func:`decode_image` would raise for ``path`` where its header
     already tells: a missing file, a directory, a file Pillow does not recognise as an
     image. Reads the header only (~0.04 ms a file), so that ``zoo predict`` names such a
-    file before its model loads; a file damaged after its header is named when decoded."""
+    file before its model loads; a file damaged after its header is named when decoded.
+
+    Args:
+        path: the image file's path.
+
+    Raises:
+        FileNotFoundError: no such file.
+        IsADirectoryError: ``path`` is a directory.
+        ValueError: a file that is not an image Pillow recognises.
+    """
     from PIL import Image
     path = _image_path(path)
     try:
@@ -300,9 +317,16 @@ class Servable:
             plain function).
         jit_timing: compile time and warm-up timings of the XLA and plain functions.
 
+    Args:
+        path, jit_compile, runtime: as for :func:`load`, which is the usual way to make
+            one.
+
+    Raises:
+        FileNotFoundError, ValueError: as for :func:`load`.
+
     Example:
-        >>> s = load("saved_models/lenet5")
-        >>> s.predict("digit.png")["classes"]
+        >>> s = load("saved_models/lenet5")  # doctest: +SKIP
+        >>> s.predict("digit.png")["classes"]  # doctest: +SKIP
         array([3])
     """
 
@@ -546,7 +570,18 @@ class Servable:
         return [int(shape[0]), int(shape[1])] if shape else [32, 32]
 
     def function(self, signature_name=None):
-        """The callable behind ``signature_name`` (XLA-compiled where that worked)."""
+        """The callable behind a signature (XLA-compiled where that worked).
+
+        Args:
+            signature_name: a name of :attr:`signature_names`; ``None``: the default
+                signature.
+
+        Returns:
+            A callable taking the signature's inputs and returning its outputs dict.
+
+        Raises:
+            ValueError: an unknown signature name (the message lists the known ones).
+        """
         name = signature_name or self.default_signature
         if name not in self._signatures:
             raise ValueError(f"unknown signature {name!r}; {self.name} has: "
@@ -633,6 +668,13 @@ class Servable:
         Images of different sizes form separate groups (each is resized in the graph).
         Every image is decoded and converted at once: :meth:`predict` and
         :meth:`iter_predict` do so batch by batch.
+
+        Args:
+            images: any input :meth:`predict` accepts.
+
+        Returns:
+            A list of ``(indices, batch)`` pairs: the positions in ``images`` and the
+            float32 batch of those images.
 
         Raises:
             ValueError: an unsupported type, wrong rank or channel count, no images; for a
@@ -737,17 +779,19 @@ class Servable:
                 and an array is converted to the signature's dtype batch by batch, so the
                 memory a call takes beyond its outputs does not grow with the number of
                 images.
-            signature_name: default ``"serving_default"``.
+            signature_name: the signature to run; ``None``: the default one
+                (``"serving_default"`` in the zoo's exports).
 
         Returns:
             ``{output name: numpy array}``, e.g. ``probabilities [N, K]`` and
             ``classes [N]`` for a classifier, in the order of ``images``.
 
         Raises:
-            ValueError: unsupported input, wrong rank or channel count, bad batch size; for
-                a list, the message names the image: its path, else its index
+            ValueError: unsupported input, wrong rank or channel count, bad batch size,
+                unknown signature name; for a list, the message names the image: its path, else its index
                 (``images[3]: ...``).
             FileNotFoundError: a path that does not exist (named).
+            IsADirectoryError: a path that is a directory (named).
         """
         total, outputs = self._iter_predict(images, batch_size, signature_name)
         return self._collect(outputs, total)
@@ -760,8 +804,17 @@ class Servable:
         of order where images of several sizes are mixed. The input's form, the batch size
         and the signature are checked at the call; a list's images as they are read.
 
+        Args:
+            images, batch_size, signature_name: as for :meth:`predict`.
+
+        Returns:
+            An iterator of ``(indices, {output name: numpy array})``.
+
+        Raises:
+            ValueError, FileNotFoundError: as for :meth:`predict`.
+
         Example:
-            >>> for idx, out in s.iter_predict(paths, 32):
+            >>> for idx, out in s.iter_predict(paths, 32):  # doctest: +SKIP
             ...     for i, mask in zip(idx, out["mask"]):
             ...         save(paths[i], mask)
         """
@@ -777,8 +830,19 @@ class Servable:
     def predict_batches(self, groups, batch_size=None, *, signature_name=None) -> dict:
         """:meth:`predict` for input :meth:`to_batches` has checked and grouped already
         (``[(indices, batch), ...]``): the server checks a request's images once, before
-        they join a batch of concurrent requests. ``batch_size=None`` runs each group at
-        once."""
+        they join a batch of concurrent requests.
+
+        Args:
+            groups: ``[(indices, batch), ...]`` as :meth:`to_batches` returns them.
+            batch_size: run at most this many images at a time; ``None`` runs each group
+                at once.
+            signature_name: as for :meth:`predict`.
+
+        Returns:
+            ``{output name: numpy array}`` in the order of the indices.
+
+        Raises:
+            ValueError: a bad batch size or an unknown signature name."""
         _check_batch_size(batch_size)
         fn = self.function(signature_name)
         total = sum(len(idx) for idx, _ in groups)
@@ -805,7 +869,10 @@ class Servable:
     def runtime_for(self, batch_size: int):
         """The runtime that runs a batch of ``batch_size`` images of the default signature:
         ``"litert"``, ``"openvino"`` or ``"tensorflow"``, or ``None`` while batches of that
-        size class are still being timed (``runtime="auto"``)."""
+        size class are still being timed (``runtime="auto"``).
+
+        Args:
+            batch_size: the number of images in the batch."""
         if not self._adaptive:
             return self.runtime
         candidates = self._candidates(batch_size)
@@ -856,7 +923,10 @@ class Servable:
         size class takes (``runtime="auto"``; 0 where there is nothing to choose), decided
         or not: ``2 x runtimes x _TRIAL_MAX_ROUNDS``. A model whose calls take longer than
         ``_TRIAL_SECONDS / _TRIAL_ROUNDS`` decides after ``2 x runtimes x _TRIAL_ROUNDS``;
-        :meth:`runtime_for` tells when it has."""
+        :meth:`runtime_for` tells when it has.
+
+        Args:
+            batch_size: the number of images in a call."""
         candidates = self._candidates(batch_size)
         if not self._adaptive or len(candidates) == 1:
             return 0
@@ -895,6 +965,14 @@ class Servable:
     def top_k(self, probabilities, k=5) -> list:
         """``[[(label, probability), ...] per image]`` from a ``probabilities [N, K]`` array:
         the ``k`` (a positive integer; at most K are given) most probable labels.
+
+        Args:
+            probabilities: ``[N, K]`` class probabilities, e.g. :meth:`predict`'s
+                ``"probabilities"``.
+            k: how many labels per image.
+
+        Returns:
+            One list of ``(label, probability)`` pairs per image, most probable first.
 
         Raises:
             ValueError: ``k`` is not a positive integer.
@@ -996,8 +1074,8 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
             OpenVINO is missing or cannot run it.
 
     Example:
-        >>> s = load("saved_models/lenet5")
-        >>> s.predict(np.zeros((2, 8, 8, 1), "uint8"))["probabilities"].shape
+        >>> s = load("saved_models/lenet5")  # doctest: +SKIP
+        >>> s.predict(np.zeros((2, 8, 8, 1), "uint8"))["probabilities"].shape  # doctest: +SKIP
         (2, 10)
     """
     return Servable(path, jit_compile=jit_compile, runtime=runtime)
@@ -1052,7 +1130,15 @@ _ENGINE_NAMES = {"litert": "LiteRT", "openvino": "OpenVINO", "tensorflow": "Tens
 
 def configure_predict(parser):
     """``zoo predict MODEL_DIR IMAGE... [--files-from FILE] [--top-k 5] [--out DIR]
-    [--digits N] [--format markdown|csv|jsonl]``."""
+    [--digits N] [--format markdown|csv|jsonl]``.
+
+    Args:
+        parser: the command's ``argparse.ArgumentParser``; its options are added.
+
+    Returns:
+        ``run(args) -> int``: runs the command on the parsed arguments and returns its
+        exit code.
+    """
     parser.add_argument("model_dir", metavar="MODEL_DIR",
                         help="an exported model directory (newest version) or version directory")
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="PNG/JPEG files")
@@ -1202,8 +1288,18 @@ def mask_at_size(probabilities, size) -> np.ndarray:
     predicted for (what ``zoo predict`` writes). Memory: a few float32 ``[H, W]`` planes
     besides the result, whatever ``K``.
 
+    Args:
+        probabilities: one image's ``[h, w, K]`` probabilities.
+        size: ``(H, W)`` of the mask to return, at least ``(1, 1)``.
+
+    Returns:
+        An int64 array ``[H, W]`` of class indices.
+
+    Raises:
+        ValueError: ``probabilities`` not 3-D, or a bad ``size``.
+
     Example:
-        >>> out = servable.predict("photo.png")      # mask at the model's output size
+        >>> out = servable.predict("photo.png")  # doctest: +SKIP
         >>> mask = mask_at_size(out["probabilities"][0], (480, 640))
     """
     probabilities = np.asarray(probabilities, dtype="float32")
@@ -1331,7 +1427,15 @@ _ms_arg = number_type("a non-negative number of milliseconds",
 
 
 def configure_serve(parser):
-    """``zoo serve BASE_DIR [--host 127.0.0.1] [--port 8501] [--max-request-mb 64]``."""
+    """``zoo serve BASE_DIR [--host 127.0.0.1] [--port 8501] [--max-request-mb 64]``.
+
+    Args:
+        parser: the command's ``argparse.ArgumentParser``; its options are added.
+
+    Returns:
+        ``run(args) -> int``: runs the command on the parsed arguments and returns its
+        exit code.
+    """
     parser.add_argument("base_dir", metavar="BASE_DIR",
                         help="directory of model directories (BASE_DIR/NAME/VERSION/)")
     parser.add_argument("--host", default="127.0.0.1",

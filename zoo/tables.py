@@ -26,6 +26,9 @@ _OWNS: dict[str, Callable[[str], bool]] = {}
 GENERIC = "layers"
 GENERIC_COLUMNS = ["Layer", "Type", "Output", "Params"]
 
+__all__ = ["layer_table", "generic_table", "table_format", "detect_family", "to_text",
+           "thousands", "GENERIC", "GENERIC_COLUMNS"]
+
 
 def table_format(family: str, detect: Callable,
                  owns: Union[str, Callable[[str], bool], None] = None):
@@ -35,6 +38,14 @@ def table_format(family: str, detect: Callable,
     ``owns`` tells the layer names the family's builders give (a regular expression the
     whole name matches, or a predicate); a model of the family with layers of other
     names (a head added by the user) gets the generic table. ``None``: every name.
+
+    Args:
+        family: the family's name (the registry's ``ModelInfo.family``).
+        detect: ``detect(model) -> bool``.
+        owns: a regular expression, a predicate on a layer name, or ``None``.
+
+    Returns:
+        A decorator that registers ``fn`` and returns it unchanged.
     """
     if isinstance(owns, str):
         pattern = re.compile(owns)
@@ -54,7 +65,14 @@ def owned_by_any(name: str, *, but: Optional[str] = None) -> bool:
 
 
 def detect_family(model) -> Optional[str]:
-    """The family whose layer names ``model`` carries, or ``None``."""
+    """The family whose layer names ``model`` carries.
+
+    Args:
+        model: a ``keras.Model``.
+
+    Returns:
+        The family's name, or ``None`` for a model of no zoo family.
+    """
     import zoo.models  # noqa: F401  (families register their formats)
     # Later families build on earlier ones (a U-Net may hold a ResNet encoder), so the
     # most recently registered formats are tried first.
@@ -130,7 +148,14 @@ def _output_str(layer) -> str:
 
 def generic_table(model) -> pd.DataFrame:
     """One row per layer of ``model``, in order: ``Layer`` (name), ``Type`` (class; a
-    nested zoo model ``"Model (<family>)"``), ``Output`` (``HxWxC``) and ``Params``."""
+    nested zoo model ``"Model (<family>)"``), ``Output`` (``HxWxC``) and ``Params``.
+
+    Args:
+        model: a ``keras.Model``.
+
+    Returns:
+        A ``pandas.DataFrame`` with the columns :data:`GENERIC_COLUMNS`.
+    """
     import keras
     records = []
     for layer in model.layers:
@@ -153,6 +178,7 @@ def size_str(shape) -> str:
 
 
 def layer_names(model) -> set:
+    """The names of ``model``'s layers (nested models as one name)."""
     return {layer.name for layer in model.layers}
 
 
@@ -244,12 +270,14 @@ _PLAIN_NAMES = r"images|avg_pool|max_pool|(?:C\d+|S\d+|F\d+|Out)(?:_\w+)?"
 @table_format("lenet", detect=lambda m: {"C1", "S2", "C3", "S4", "C5"} <= layer_names(m)
               and "C6" not in layer_names(m), owns=_PLAIN_NAMES)
 def lenet_table(model):
+    """LeNet-5's layer table (Géron Table 14-1) read back from a built model."""
     return plain_table(model, _LENET_ROWS, with_padding=False)
 
 
 @table_format("alexnet", detect=lambda m: {"C1", "S2", "C3", "S4", "C7"} <= layer_names(m),
               owns=_PLAIN_NAMES)
 def alexnet_table(model):
+    """AlexNet's layer table (Géron Table 14-2) read back from a built model."""
     return plain_table(model, _ALEXNET_ROWS, with_padding=True)
 
 
@@ -261,6 +289,16 @@ def to_text(df: pd.DataFrame, fmt: str = "markdown") -> str:
     the table to show instead (numbers with thousands separators, marks such as
     ``*``); the lines of that table's ``attrs["footnotes"]`` follow it, and the
     columns that are numeric in ``df`` stay right-aligned.
+
+    Args:
+        df: the table.
+        fmt: ``"markdown"`` or ``"csv"``.
+
+    Returns:
+        The text.
+
+    Raises:
+        ValueError: another ``fmt``.
     """
     if fmt == "csv":
         return df.to_csv(index=False)
@@ -304,5 +342,12 @@ def _numeric_text(column) -> bool:
 
 
 def thousands(value) -> str:
-    """``44707176`` -> ``"44,707,176"``; a missing value (``None``, ``NA``) -> ``""``."""
+    """``44707176`` -> ``"44,707,176"``; a missing value (``None``, ``NA``) -> ``""``.
+
+    Args:
+        value: an integer, or a missing value.
+
+    Returns:
+        The text.
+    """
     return "" if pd.isna(value) else f"{value:,}"

@@ -8,12 +8,21 @@ from zoo import common
 from zoo.blocks import Row, build_rows, check_head_options, min_size_of_rows
 from zoo.registry import register
 
+__all__ = ["alexnet", "alexnet_rows"]
+
 
 def alexnet_rows(local_response_normalization=False, dropout=0.5):
     """AlexNet's layer table (Géron Table 14-2) as data.
 
     The 3x3/2 max pooling after C7 that reduces 13x13 to 6x6 before F8 is not a
     row in the book's table; it belongs to C7 here (``C7_pool``).
+
+    Args:
+        local_response_normalization: add LRN after C1 and C3.
+        dropout: dropout rate after F8 and F9 (0: no dropout layers).
+
+    Returns:
+        A tuple of :class:`zoo.blocks.Row`, ``C1`` to ``Out``.
     """
     lrn = (("lrn",),) if local_response_normalization else ()
     drop = (("dropout", dropout),) if dropout else ()
@@ -63,6 +72,10 @@ def alexnet(*, input_shape=None, num_classes=1000, include_top=True, pooling=Non
 
     Returns:
         A functional ``keras.Model``.
+
+    Raises:
+        ValueError: on a bad argument, e.g. an input smaller than 67x67, a dropout
+            rate outside [0, 1) or a missing weights file.
 
     Example:
         >>> model = alexnet(input_shape=(128, 128, 1), num_classes=2)

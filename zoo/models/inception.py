@@ -30,8 +30,9 @@ from zoo.blocks import check_head_options
 from zoo.registry import register
 from zoo.tables import layer_names, layer_params, table_format
 
-__all__ = ["googlenet", "inception_v3", "GOOGLENET_TABLE_1", "INCEPTION_V3_STEM",
-           "INCEPTION_V3_MODULES", "INCEPTION_V3_MODULE_TYPES"]
+__all__ = ["googlenet", "inception_v3", "googlenet_table", "inception_v3_table",
+           "GOOGLENET_TABLE_1", "INCEPTION_V3_STEM", "INCEPTION_V3_MODULES",
+           "INCEPTION_V3_MODULE_TYPES"]
 
 
 # ---------------------------------------------------------------------------
@@ -501,7 +502,8 @@ def inception_v3(*, input_shape=None, num_classes=1000, include_top=True, poolin
             ImageNet weights cannot be fetched.
 
     Example:
-        >>> model = inception_v3(weights="imagenet", include_top=False, pooling="avg")
+        >>> model = inception_v3(weights="imagenet", include_top=False,  # doctest: +SKIP
+        ...                      pooling="avg")
         >>> small = inception_v3(input_shape=(96, 96, 1), num_classes=10)
     """
     num_classes = check_head_options(
@@ -584,7 +586,14 @@ def _googlenet_row_key(name):
 def googlenet_table(model) -> pd.DataFrame:
     """GoogLeNet's Table 1 (Szegedy et al. 2014) read back from a built model:
     type, patch size/stride, output size, depth, #1x1, #3x3 reduce, #3x3,
-    #5x5 reduce, #5x5, pool proj, plus the parameters of each row."""
+    #5x5 reduce, #5x5, pool proj, plus the parameters of each row.
+
+    Args:
+        model: a model built by :func:`googlenet`.
+
+    Returns:
+        A ``pandas.DataFrame``, one row per row of the paper's table.
+    """
     rows = {}
     for layer in model.layers:
         key = _googlenet_row_key(layer.name)
@@ -659,7 +668,14 @@ def inception_v3_table(model) -> pd.DataFrame:
     """Inception-v3 read back from a built model, one row per stem layer and per
     module (as the paper's Table 1 lists them): layer, type, patch size/stride,
     output size, the branches of each module (convolutions as ``kernel[/stride]
-    filters``, parallel ones joined by ``+``), and parameters."""
+    filters``, parallel ones joined by ``+``), and parameters.
+
+    Args:
+        model: a model built by :func:`inception_v3`.
+
+    Returns:
+        A ``pandas.DataFrame``, one row per stem layer, module and head layer.
+    """
     rows = {}
     for layer in model.layers:
         match = _V3_ROW.match(layer.name)

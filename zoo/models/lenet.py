@@ -8,6 +8,8 @@ from zoo import common
 from zoo.blocks import Row, build_rows, check_head_options, min_size_of_rows
 from zoo.registry import register
 
+__all__ = ["lenet5", "LENET5_ROWS", "LENET5_MODERN_ROWS"]
+
 # The paper's network, row for row (Géron Table 14-1; LeCun et al. 1998).
 LENET5_ROWS = (
     Row("C1", "conv", 6, 5, 1, activation="tanh"),

@@ -31,6 +31,10 @@ from zoo.blocks import check_head_options
 from zoo.registry import register
 from zoo.tables import layer_names, size_str, table_format
 
+__all__ = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet50_v2",
+           "resnet101_v2", "resnet152_v2", "build_resnet", "block_plan", "resnet_table",
+           "STAGES", "WIDTHS", "VERSIONS"]
+
 # ---------------------------------------------------------------------------
 # The architecture, as data.
 
@@ -105,9 +109,16 @@ WEIGHT_FILES = {
 def block_plan(depth: int, version: int):
     """The blocks of ``depth``/``version`` in order, from the tables above.
 
+    Args:
+        depth: a key of :data:`STAGES` (18, 34, 50, 101 or 152).
+        version: 1 (He et al. 2015) or 2 (pre-activation, bottleneck depths only).
+
     Returns:
         A list of ``(stage name, block index, kind, width, stride, projection)``
         tuples, e.g. ``("conv3", 1, "bottleneck", 128, 2, True)``.
+
+    Raises:
+        ValueError: an unknown depth or version, or version 2 with basic blocks.
     """
     if depth not in STAGES:
         raise ValueError(f"resnet: depth must be one of {sorted(STAGES)}. Received: depth={depth!r}")
@@ -234,7 +245,24 @@ def build_resnet(*, depth, version, input_shape, num_classes, include_top, pooli
                  classifier_activation, name):
     """Walk the stage and version tables and return the functional model.
 
-    Arguments are assumed to be checked (see :func:`_resnet`).
+    Arguments are assumed to be checked, as the registered builders (:func:`resnet18`
+    ...) do before they call this; no weights are loaded.
+
+    Args:
+        depth: a key of :data:`STAGES`.
+        version: 1 or 2 (:data:`VERSIONS`).
+        input_shape: ``(H, W, C)``.
+        num_classes: number of output classes (with ``include_top``).
+        include_top: end with global average pooling and the dense classifier.
+        pooling: with ``include_top=False``: ``None``, ``"avg"`` or ``"max"``.
+        classifier_activation: output activation, ``None`` for logits.
+        name: model name.
+
+    Returns:
+        A functional ``keras.Model``.
+
+    Raises:
+        ValueError: an unknown depth or version (:func:`block_plan`).
     """
     plan = block_plan(depth, version)
     ver = VERSIONS[version]
@@ -356,7 +384,8 @@ def resnet18(*, input_shape=None, num_classes=1000, include_top=True, pooling=No
 def resnet34(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
              classifier_activation="softmax", weights=None, name=None):
     """ResNet-34 (basic blocks, 3-4-6-3), convolutions without bias as in torchvision.
-    Arguments as :func:`resnet18`."""
+
+    Arguments, return value and errors as :func:`resnet18`."""
     return _resnet("resnet34", input_shape=input_shape, num_classes=num_classes,
                    include_top=include_top, pooling=pooling,
                    classifier_activation=classifier_activation, weights=weights, name=name)
@@ -366,7 +395,9 @@ def resnet34(*, input_shape=None, num_classes=1000, include_top=True, pooling=No
 def resnet50(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
              classifier_activation="softmax", weights=None, name=None):
     """ResNet-50 (bottlenecks, 3-4-6-3), the ``keras.applications.ResNet50``
-    architecture; ``weights="imagenet"`` loads its file. Arguments as :func:`resnet18`.
+    architecture; ``weights="imagenet"`` loads its file.
+
+    Arguments, return value and errors as :func:`resnet18`.
 
     Example:
         >>> model = resnet50(include_top=False, pooling="avg", input_shape=(160, 160, 3))
@@ -380,7 +411,9 @@ def resnet50(*, input_shape=None, num_classes=1000, include_top=True, pooling=No
 def resnet101(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
               classifier_activation="softmax", weights=None, name=None):
     """ResNet-101 (bottlenecks, 3-4-23-3), the ``keras.applications.ResNet101``
-    architecture. Arguments as :func:`resnet18`."""
+    architecture.
+
+    Arguments, return value and errors as :func:`resnet18`."""
     return _resnet("resnet101", input_shape=input_shape, num_classes=num_classes,
                    include_top=include_top, pooling=pooling,
                    classifier_activation=classifier_activation, weights=weights, name=name)
@@ -390,7 +423,9 @@ def resnet101(*, input_shape=None, num_classes=1000, include_top=True, pooling=N
 def resnet152(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
               classifier_activation="softmax", weights=None, name=None):
     """ResNet-152 (bottlenecks, 3-8-36-3), the ``keras.applications.ResNet152``
-    architecture. Arguments as :func:`resnet18`."""
+    architecture.
+
+    Arguments, return value and errors as :func:`resnet18`."""
     return _resnet("resnet152", input_shape=input_shape, num_classes=num_classes,
                    include_top=include_top, pooling=pooling,
                    classifier_activation=classifier_activation, weights=weights, name=name)
@@ -402,7 +437,9 @@ def resnet50_v2(*, input_shape=None, num_classes=1000, include_top=True, pooling
     """ResNet-50 v2 (pre-activation bottlenecks, 3-4-6-3; He et al., "Identity
     mappings in deep residual networks", ECCV 2016), the
     ``keras.applications.ResNet50V2`` architecture: the stride sits in the last
-    block of conv2..conv4. Arguments as :func:`resnet18`."""
+    block of conv2..conv4.
+
+    Arguments, return value and errors as :func:`resnet18`."""
     return _resnet("resnet50_v2", input_shape=input_shape, num_classes=num_classes,
                    include_top=include_top, pooling=pooling,
                    classifier_activation=classifier_activation, weights=weights, name=name)
@@ -412,7 +449,9 @@ def resnet50_v2(*, input_shape=None, num_classes=1000, include_top=True, pooling
 def resnet101_v2(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
                  classifier_activation="softmax", weights=None, name=None):
     """ResNet-101 v2 (pre-activation, 3-4-23-3), the ``keras.applications.ResNet101V2``
-    architecture. Arguments as :func:`resnet18`."""
+    architecture.
+
+    Arguments, return value and errors as :func:`resnet18`."""
     return _resnet("resnet101_v2", input_shape=input_shape, num_classes=num_classes,
                    include_top=include_top, pooling=pooling,
                    classifier_activation=classifier_activation, weights=weights, name=name)
@@ -422,7 +461,9 @@ def resnet101_v2(*, input_shape=None, num_classes=1000, include_top=True, poolin
 def resnet152_v2(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
                  classifier_activation="softmax", weights=None, name=None):
     """ResNet-152 v2 (pre-activation, 3-8-36-3), the ``keras.applications.ResNet152V2``
-    architecture. Arguments as :func:`resnet18`."""
+    architecture.
+
+    Arguments, return value and errors as :func:`resnet18`."""
     return _resnet("resnet152_v2", input_shape=input_shape, num_classes=num_classes,
                    include_top=include_top, pooling=pooling,
                    classifier_activation=classifier_activation, weights=weights, name=name)
@@ -513,6 +554,12 @@ def resnet_table(model) -> pd.DataFrame:
     the layer configs, blocks per stage from the layer names, output sizes from
     the output shapes, the depth from the number of main-path convolutions
     (+1 for the classifier, as the paper counts it).
+
+    Args:
+        model: a model built by one of the ResNet builders.
+
+    Returns:
+        A ``pandas.DataFrame``, one row per stage plus the ``FLOPs`` row.
     """
     names = layer_names(model)
     blocks = {}  # stage -> sorted block indices

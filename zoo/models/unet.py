@@ -48,7 +48,15 @@ class Level:
 
 def unet_levels(depth: int = 4, base_filters: int = 64) -> tuple:
     """The levels of a U-Net with ``depth`` poolings: ``base_filters * 2**i``
-    filters at level ``i``; the last level is the bottom of the U."""
+    filters at level ``i``; the last level is the bottom of the U.
+
+    Args:
+        depth: number of poolings.
+        base_filters: filters of level 0.
+
+    Returns:
+        A tuple of ``depth + 1`` :class:`Level` (the paper's is :data:`UNET_LEVELS`).
+    """
     return tuple(Level(i, base_filters * 2 ** i) for i in range(depth + 1))
 
 
@@ -61,7 +69,16 @@ def output_size(size: int, levels=UNET_LEVELS, padding: str = "valid") -> Option
     """Output size of U-Net for input ``size``, or ``None`` if ``size`` is not
     valid: every 2x2 max pooling must see an even size (the paper's rule, so that
     the expanding path lines up with the contracting one) and every size must
-    stay positive."""
+    stay positive.
+
+    Args:
+        size: input height (or width).
+        levels: the network's levels (:func:`unet_levels`); default the paper's.
+        padding: ``"valid"`` (the paper's unpadded convolutions) or ``"same"``.
+
+    Returns:
+        The output size, or ``None`` for an invalid ``size``.
+    """
     skips = []
     for level in levels[:-1]:
         for _ in range(level.convs):
@@ -89,7 +106,16 @@ def output_size(size: int, levels=UNET_LEVELS, padding: str = "valid") -> Option
 
 def valid_input_sizes(limit: int = 1024, levels=UNET_LEVELS, padding: str = "valid") -> list:
     """All valid input sizes below ``limit`` (e.g. 188, 204, ..., 572, ... for the paper's
-    network)."""
+    network).
+
+    Args:
+        limit: sizes from 1 up to ``limit - 1`` are tried.
+        levels: the network's levels (:func:`unet_levels`); default the paper's.
+        padding: ``"valid"`` or ``"same"``, as in :func:`output_size`.
+
+    Returns:
+        A sorted list of ints (empty when none is below ``limit``).
+    """
     return [s for s in range(1, limit) if output_size(s, levels, padding) is not None]
 
 
@@ -415,6 +441,12 @@ def unet_table(model):
     Columns: level, path (``contracting``, ``bottom``, ``expanding``,
     ``output``; ``backbone`` for a backbone's feature taps), resolution (of the
     level's last feature map), filters, operations (in order) and params.
+
+    Args:
+        model: a model built by :func:`unet`.
+
+    Returns:
+        A ``pandas.DataFrame``, one row per level and path.
     """
     import pandas as pd
     groups = {}

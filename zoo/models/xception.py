@@ -57,6 +57,7 @@ class XceptionModule:
     activation: str = "pre"
 
     def conv_strides(self) -> tuple:
+        """The stride of each convolution: :attr:`strides`, or all 1."""
         return self.strides or (1,) * len(self.filters)
 
 
@@ -242,6 +243,12 @@ def xception_table(model):
     convolutions, separable convolutions, shortcut and parameters; a final
     ``top`` row for the classifier when present. The middle flow is the run of
     modules with identity shortcuts; the entry flow precedes it.
+
+    Args:
+        model: a model built by :func:`xception`.
+
+    Returns:
+        A ``pandas.DataFrame``, one row per module (plus ``top``).
     """
     import pandas as pd
     from zoo.tables import size_str

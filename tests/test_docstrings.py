@@ -110,10 +110,7 @@ def _problems():
 
 
 # Known gaps in modules being reworked; a fixed one may leave this list.
-KNOWN = {
-    "zoo.train.CrossEntropyDiceLoss: Args names [] not in the signature; signature "
-    "arguments ['reduction', 'name', 'dtype'] not in Args",
-}
+KNOWN = set()
 
 
 @pytest.mark.parametrize("module_name", MODULES)

@@ -1214,10 +1214,15 @@ def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=
                 data_dir=None, seed=0, download=False, autotune=None) -> Splits:
     """Load the train, validation and test pipelines of a dataset.
 
-    Same arguments as :func:`load`. Only the train pipeline is shuffled and augmented.
+    The arguments are :func:`load`'s but ``split`` and ``shuffle``: only the train pipeline
+    is shuffled and augmented.
 
     Returns:
         A :class:`Splits` with ``train``, ``validation``, ``test`` and ``info``.
+
+    Raises:
+        ValueError: as :func:`load` (an unknown dataset, a missing folder or tfds data, bad
+            ``image_size``, ``batch_size``, ``augment`` or ``autotune``).
 
     Example:
         >>> s = load_splits("shapes", image_size=(64, 64), augment=True)

@@ -36,8 +36,9 @@ from zoo import data as zdata
 from zoo.common import atomic_write, atomic_write_text
 
 __all__ = ["compile_model", "fit", "resolve_jit_compile", "resolve_class_weight",
-           "cosine_schedule", "SparseDiceLoss", "CrossEntropyDiceLoss", "build_for_dataset",
-           "configure_train", "TRAIN_DEFAULTS"]
+           "resolve_mixed_precision", "with_mixed_precision", "cosine_schedule",
+           "SparseDiceLoss", "CrossEntropyDiceLoss", "build_for_dataset", "configure_train",
+           "TRAIN_DEFAULTS"]
 
 _PACKAGE = "zoo"
 
@@ -65,7 +66,8 @@ class SparseDiceLoss(keras.losses.Loss):
 
     Example:
         >>> loss = SparseDiceLoss()
-        >>> loss(np.zeros((1, 4, 4)), np.eye(3)[np.zeros((1, 4, 4), int)])  # perfect -> 0
+        >>> float(loss(np.zeros((1, 4, 4)), np.eye(3)[np.zeros((1, 4, 4), int)]))  # perfect
+        0.0
     """
 
     def __init__(self, from_logits=False, smooth=1.0, reduction="sum_over_batch_size",
@@ -101,6 +103,7 @@ class CrossEntropyDiceLoss(keras.losses.Loss):
         from_logits: ``y_pred`` are logits.
         dice_weight: weight of the Dice term.
         smooth: Dice smoothing.
+        reduction, name, dtype: as for every ``keras.losses.Loss``.
     """
 
     def __init__(self, from_logits=False, dice_weight=1.0, smooth=1.0,
@@ -274,7 +277,7 @@ def resolve_class_weight(class_weight, splits) -> Optional[list]:
 
     Example:
         >>> from zoo import data
-        >>> resolve_class_weight({"cat": 2.0}, data.load_splits("folder:pets"))  # cat, dog
+        >>> resolve_class_weight({"cat": 2.0}, data.load_splits("folder:pets"))  # doctest: +SKIP
         [2.0, 1.0]
     """
     _check_class_weight(class_weight)
@@ -360,6 +363,15 @@ def resolve_jit_compile(jit_compile) -> bool:
     XLA does not use: on this project's 2-core AVX2 CPU, XLA made ResNet-50 training about
     1.5x slower than oneDNN with the fused batch norm, and LeNet-5 no faster
     (benchmarks/README.md, item 3).
+
+    Args:
+        jit_compile: ``"auto"``, ``True`` or ``False``.
+
+    Returns:
+        Whether to compile with XLA.
+
+    Raises:
+        ValueError: any other value.
     """
     if jit_compile == "auto":
         import tensorflow as tf
@@ -561,6 +573,14 @@ def default_dataset(model_name) -> str:
 
 def build_for_dataset(model_name, info: zdata.DatasetInfo, **model_args):
     """Build the registered model ``model_name`` for a dataset: its input shape and classes.
+
+    Args:
+        model_name: a registered model name (``zoo list``).
+        info: the dataset's ``DatasetInfo`` (``load_splits(...).info``).
+        **model_args: builder options, which win over the dataset's.
+
+    Returns:
+        The uncompiled ``keras.Model``.
 
     Raises:
         ValueError: the dataset's task differs from the model's, or the builder refuses the
@@ -876,7 +896,15 @@ def _crop_masks(ds, out_hw):
 def cosine_schedule(learning_rate, epochs):
     """A callback setting epoch ``e``'s learning rate to
     ``learning_rate * (1 + cos(pi * e / epochs)) / 2`` (resumes correctly: it depends on
-    the epoch index only)."""
+    the epoch index only).
+
+    Args:
+        learning_rate: the first epoch's learning rate.
+        epochs: the number of epochs the schedule spans (at least 1 is used).
+
+    Returns:
+        A ``keras.callbacks.LearningRateScheduler``.
+    """
     base, epochs = float(learning_rate), max(int(epochs), 1)
     return keras.callbacks.LearningRateScheduler(
         lambda epoch: base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)))
@@ -975,8 +1003,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
 
     Example:
         >>> from zoo import lenet5
-        >>> history = fit(lenet5(), "digits", epochs=5, run_dir="runs/lenet5")
-        >>> history[["epoch", "accuracy", "val_accuracy"]].tail(1)
+        >>> history = fit(lenet5(), "digits", epochs=5, run_dir="runs/lenet5")  # doctest: +SKIP
+        >>> history[["epoch", "accuracy", "val_accuracy"]].tail(1)  # doctest: +SKIP
     """
     import pandas as pd
     if lr_schedule not in ("constant", "cosine"):
@@ -1431,7 +1459,14 @@ def _class_weight_option(values):
 
 
 def configure_train(parser):
-    """``zoo train MODEL [--dataset NAME] [--epochs N] ...``; returns the run function."""
+    """``zoo train MODEL [--dataset NAME] [--epochs N] ...``.
+
+    Args:
+        parser: the ``zoo train`` subparser, to which the options are added.
+
+    Returns:
+        ``run(args) -> int``, the command (0 on success).
+    """
     import argparse
     from zoo.cli import number_type
     parser.add_argument("model", help="registered model name (see `zoo list`)")

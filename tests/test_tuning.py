@@ -528,6 +528,38 @@ def test_cli_passes_mixed_precision_to_every_local_worker():
     assert parser.parse_args(["lenet5"]).mixed_precision == "auto"
 
 
+def test_deterministic_reaches_every_local_worker_and_turns_op_determinism_on(tmp_path):
+    import argparse
+
+    from tuning.search import _argv, configure_tune
+    from zoo.train import configure_train
+    tune, train = argparse.ArgumentParser(), argparse.ArgumentParser()
+    configure_tune(tune)
+    configure_train(train)
+    assert tune.parse_args(_argv(tune.parse_args(
+        ["lenet5", "--workers", "2", "--deterministic"]))).deterministic is True
+    assert tune.parse_args(_argv(tune.parse_args(["lenet5", "--workers", "2"]))
+                           ).deterministic is False
+    with pytest.raises(ValueError, match="deterministic must be True or False. "
+                                         "Received: deterministic='yes'"):
+        search("lenet5", "digits", deterministic="yes", directory=str(tmp_path))
+    # Op determinism is process-wide and cannot be turned off: a process of its own.
+    code = ("import sys\n"
+            "from tensorflow.python.framework.config import is_op_determinism_enabled\n"
+            "from tuning.search import search\n"
+            "from zoo import data\n"
+            "s = data.load_splits('digits', image_size=(32, 32))\n"
+            "s = data.Splits(s.train.take(1), s.validation.take(1), s.test.take(1), s.info)\n"
+            "assert not is_op_determinism_enabled()\n"
+            "df = search('lenet5', s, tuner='random', max_trials=1, epochs=1, "
+            "directory=sys.argv[1], deterministic=True, fix={'variant': 'modern'})\n"
+            "assert list(df['status']) == ['COMPLETED'], df\n"
+            "print(is_op_determinism_enabled())\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d")], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "True", r.stderr[-2000:]
+
+
 def test_a_search_refused_by_its_data_leaves_no_project_behind(tiny, tmp_path):
     # cv=100 needs 100 examples of every class: refused before search.json is written, so
     # the corrected search is not taken for a different one; an existing search is kept,

@@ -589,7 +589,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
            set=None, fix=None, export=False, export_dir="saved_models", export_name=None,
            image_size=None, data_dir=None, download=False, seed=0,
            max_consecutive_failed_trials=3, executions_per_trial=1, jit_compile=False,
-           mixed_precision="auto", callbacks=None, verbose=0, cv=None):
+           mixed_precision="auto", callbacks=None, verbose=0, cv=None, deterministic=False):
     """Run (or resume) a hyperparameter search and return its trials.
 
     Args:
@@ -630,6 +630,11 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         executions_per_trial: trainings per trial (scores are averaged).
         jit_compile: compile train steps with XLA (off by default: on short trials
             the compilation takes longer than it saves).
+        deterministic: ``True`` turns on TensorFlow's op determinism for this process
+            (``tf.config.experimental.enable_op_determinism``, which cannot be turned off
+            again), so the same search scores its trials bit for bit alike, as
+            ``zoo.train.fit(deterministic=True)``; slower where kernels are threaded. Not
+            part of the fingerprint (it changes floating-point noise only).
         mixed_precision: the trials' compute dtype, as in ``zoo.train.fit``: ``"auto"``
             (float16 on GPUs with tensor cores, bfloat16 on CPUs with AMX and on AMD CPUs
             with AVX512_BF16, else float32),
@@ -693,6 +698,9 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
                              "tuners; hyperband continues one model's training across "
                              "brackets. Received: tuner='hyperband'")
     _check_seed(seed)
+    if deterministic not in (True, False):
+        raise ValueError(f"deterministic must be True or False. "
+                         f"Received: deterministic={deterministic!r}")
     if project is not None:
         _check_project_name(project)
     if export:   # refused now, not after the whole search
@@ -747,6 +755,10 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
                              int(os.environ["KERASTUNER_ORACLE_PORT"]))
     _check_objective(hypermodel, splits, objective)
     folds, pooled = _cv_folds(splits, cv, seed, hypermodel.task) if cv else (None, None)
+
+    if deterministic:
+        import tensorflow as tf
+        tf.config.experimental.enable_op_determinism()
 
     # Everything is checked: write. A project this call makes is removed if the tuner
     # cannot be made, so that it does not block the next attempt.
@@ -998,6 +1010,9 @@ def configure_tune(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jit", action="store_true",
                         help="compile train steps with XLA (pays off for long trials only)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="TensorFlow's op determinism: the same command scores its trials "
+                        "bit for bit alike, as zoo train --deterministic (slower)")
     parser.add_argument("--mixed-precision", default="auto", choices=MIXED_PRECISION,
                         help=f"trials' compute dtype, as in zoo train: {AUTO_PRECISION_HELP}, "
                         "off, float16, bfloat16")
@@ -1061,6 +1076,7 @@ def configure_tune(parser):
                         export_dir=args.export_dir, image_size=args.image_size,
                         data_dir=args.data_dir, download=args.download, seed=args.seed,
                         jit_compile=args.jit, mixed_precision=args.mixed_precision,
+                        deterministic=args.deterministic,
                         verbose=args.verbose, cv=args.cv)
         except KeyboardInterrupt:
             print(_stopped_line(args, dataset), file=sys.stderr)
@@ -1156,6 +1172,8 @@ def _argv(args):
         argv.append("--download")
     if args.jit:
         argv.append("--jit")
+    if args.deterministic:
+        argv.append("--deterministic")
     argv += ["--mixed-precision", args.mixed_precision]
     if args.cv is not None:
         argv += ["--cv", str(args.cv)]

@@ -1180,3 +1180,129 @@ def test_idle_connections_stay_open_longer_than_load_balancers_keep_theirs(tmp_p
     with pytest.raises(ValueError, match="keep_alive_seconds must be a positive number of "
                                          "seconds. Received: 0"):
         server.serve(tmp_path, port=free_port(), parse_workers=0, keep_alive_seconds=0)
+
+
+def test_a_model_directory_removed_is_freed_by_requests_for_other_models(server, tmp_path):
+    """A whole model removed (or renamed) from the served directory is unloaded, as
+    TensorFlow Serving unloads versions gone from disk, though no request names it again."""
+    import gc
+    import weakref
+
+    from zoo.server import ModelStore
+    for name in ("a", "b"):
+        shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / name / "1")
+    store = ModelStore(tmp_path, jit_compile=False)
+    store.SWEEP_SECONDS = 0      # every request checks the other models' directories
+    enabled = gc.isenabled()
+    gc.disable()            # no collection but the store's own
+    try:
+        gone = weakref.ref(store.get("a"))
+        assert store.get("b").version == 1 and gone() is not None
+        os.rename(tmp_path / "a", tmp_path / ".a-old")
+        assert store.get("b").version == 1
+        assert gone() is None
+        assert store.loaded("b").version == 1
+        assert [s["state"] for s in store.status("b")["model_version_status"]] == [
+            "AVAILABLE"]
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def test_status_of_a_model_added_while_serving_is_loading_until_it_loads(server, tmp_path,
+                                                                       monkeypatch):
+    """A model that appears while the server runs is not AVAILABLE before it has loaded:
+    asking for its status loads it in the background (LOADING), and one that cannot load
+    goes to END, never through AVAILABLE, as a readiness check would otherwise see it."""
+    import threading
+
+    from zoo.server import ModelStore
+    shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / "good" / "1")
+    (tmp_path / "bad" / "1").mkdir(parents=True)
+    (tmp_path / "bad" / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    store = ModelStore(tmp_path, jit_compile=False)
+    release = threading.Event()
+    real_load = serving.load
+
+    def slow_load(path, **kwargs):
+        if "good" in str(path):
+            assert release.wait(30)
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(serving, "load", slow_load)
+
+    def states(name, version=None):
+        return [(s["version"], s["state"])
+                for s in store.status(name, version)["model_version_status"]]
+
+    assert states("good") == [("1", "LOADING")]
+    assert states("good", 1) == [("1", "LOADING")]
+    release.set()
+    deadline = time.monotonic() + 30
+    while states("good") != [("1", "AVAILABLE")]:
+        assert states("good") == [("1", "LOADING")]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert store.loaded("good").version == 1
+
+    seen = [states("bad")]
+    while seen[-1] != [("1", "END")]:
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.05)
+        seen.append(states("bad"))
+    assert set(map(tuple, seen)) <= {(("1", "LOADING"),), (("1", "END"),)}, seen
+    assert store.status("bad")["model_version_status"][0]["status"]["error_message"].startswith(
+        "model 'bad' version 1 could not be loaded: ")
+
+
+def test_a_model_directory_without_versions_is_not_listed_as_known(tmp_path):
+    from zoo.server import ModelStore, ServingError
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"")
+    store = ModelStore(tmp_path)
+    with pytest.raises(ServingError) as err:
+        store.resolve("empty")
+    assert (err.value.status, err.value.message) == (404, (
+        "Servable not found for request: model 'empty' (its directory holds no version yet, "
+        "such as 1/saved_model.pb; known models: m)"))
+    with pytest.raises(ServingError) as err:
+        store.resolve("nope")
+    assert err.value.message == ("Servable not found for request: model 'nope' (no versions "
+                                 "of it in the served directory; known models: m)")
+
+
+def test_serve_names_the_models_it_serves_and_those_it_cannot(server, tmp_path, capsys,
+                                                             monkeypatch):
+    """A model that cannot load does not keep the others from serving; the start-up lines
+    count only the models that answer, and name the others."""
+    import uvicorn
+
+    from zoo import server as zoo_server
+    shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / "good" / "1")
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    (tmp_path / "empty").mkdir()
+    stores = []
+
+    class Server:    # uvicorn's, keeping the application instead of running it
+        def __init__(self, config):
+            stores.append(config["app"].state.store)
+
+        def run(self, sockets=None):
+            pass
+
+    monkeypatch.setattr(uvicorn, "Config", lambda app, **kwargs: dict(kwargs, app=app))
+    monkeypatch.setattr(uvicorn, "Server", Server)
+    port = free_port()
+    zoo_server.serve(tmp_path, port=port, parse_workers=0, jit_compile=False)
+    out, err = capsys.readouterr()
+    assert out == (f"zoo serve: 1 model(s) under {tmp_path} (good) at "
+                   f"http://127.0.0.1:{port}/v1/models/NAME\n")
+    assert ("zoo serve: not loaded (GET /v1/models/NAME gives the error; tried again once "
+            "their files change): broken\n") in err
+    assert ("zoo serve: no versions yet (NAME/VERSION/saved_model.pb, VERSION an integer): "
+            "empty\n") in err
+    (store,) = stores
+    assert store.loaded("good").version == 1
+    assert store.status("broken")["model_version_status"][0]["state"] == "END"

@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 import time
 import weakref
@@ -160,6 +161,7 @@ class ModelStore:
         self._loading = set()      # (name, version) being loaded now
         self._background = set()   # (name, version) with a background load started
         self._lock = threading.Lock()
+        self._swept = -math.inf    # when the other models' directories were last checked
 
     def model_names(self) -> list:
         try:
@@ -169,15 +171,13 @@ class ModelStore:
             return []
 
     def versions(self, name) -> list:
-        """The versions of ``name`` on disk now (forgetting versions that vanished)."""
+        """The versions of ``name`` on disk now (forgetting versions that vanished, and, at
+        most once every :attr:`SWEEP_SECONDS`, the loaded versions of other models whose
+        directories or versions were removed)."""
         if name.startswith(".") or "/" in name or name in ("", ".."):
             return []
         versions = list_versions(os.path.join(self.base_dir, name))
-        with self._lock:
-            dropped = [self._servables.pop(k) for k in list(self._servables)
-                       if k[0] == name and k[1] not in versions]
-            for key in [k for k in self._failed if k[0] == name and k[1] not in versions]:
-                del self._failed[key]
+        dropped = self._forget(name, versions) + self._sweep(name)
         if dropped:
             # A loaded model holds reference cycles (Keras and TensorFlow objects), which
             # only the garbage collector frees: without this, every version dropped kept
@@ -186,13 +186,49 @@ class ModelStore:
             gc.collect()
         return versions
 
+    def _forget(self, name, versions) -> list:
+        """Drop the loaded versions and failures of ``name`` not in ``versions``; the
+        servables dropped."""
+        with self._lock:
+            dropped = [self._servables.pop(k) for k in list(self._servables)
+                       if k[0] == name and k[1] not in versions]
+            for key in [k for k in self._failed if k[0] == name and k[1] not in versions]:
+                del self._failed[key]
+        return dropped
+
+    #: How often, at most, a request checks the other loaded models' directories, in
+    #: seconds (TensorFlow Serving polls its model directories every second and unloads
+    #: the versions removed from disk).
+    SWEEP_SECONDS = 1.0
+
+    def _sweep(self, name) -> list:
+        """Drop the loaded versions (and failures) of models other than ``name`` that are no
+        longer on disk, such as a whole model directory removed or renamed, which no
+        request for its old name would otherwise ever free; at most once every
+        :attr:`SWEEP_SECONDS`. The servables dropped."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._swept < self.SWEEP_SECONDS:
+                return []
+            self._swept = now
+            names = {k[0] for k in self._servables} | {k[0] for k in self._failed}
+        names.discard(name)
+        dropped = []
+        for other in sorted(names):
+            dropped += self._forget(other, list_versions(os.path.join(self.base_dir, other)))
+        return dropped
+
     def _all_versions(self, name) -> list:
         check_model_name(name)
         versions = self.versions(name)
         if not versions:
-            raise ServingError(404, f"Servable not found for request: model {name!r} (no "
-                               f"versions of it in the served directory; known models: "
-                               f"{', '.join(self.model_names()) or 'none'})")
+            known = [n for n in self.model_names()
+                     if list_versions(os.path.join(self.base_dir, n))]
+            where = ("its directory holds no version yet, such as 1/saved_model.pb"
+                     if name in self.model_names() else
+                     "no versions of it in the served directory")
+            raise ServingError(404, f"Servable not found for request: model {name!r} "
+                               f"({where}; known models: {', '.join(known) or 'none'})")
         return versions
 
     def resolve(self, name, version=None) -> int:
@@ -344,11 +380,24 @@ class ModelStore:
             return self._servables.get(key)
 
     def status(self, name, version=None) -> dict:
-        """``{"model_version_status": [...]}`` as TensorFlow Serving answers it."""
+        """``{"model_version_status": [...]}`` as TensorFlow Serving answers it.
+
+        A version is ``AVAILABLE`` once loaded: the version asked for, or for a model with
+        no version loaded yet (one added while the server runs) the newest that may load,
+        starts loading in the background and is ``LOADING`` until it is loaded
+        (``AVAILABLE``) or has failed (``END``), so a readiness check never sees a model
+        that cannot load as available. Older versions not loaded are listed as
+        ``AVAILABLE``: a request naming one loads it."""
         if version is not None:
             versions = [self.resolve(name, version)]
+            start = versions[0]
         else:
-            versions = sorted(self._answering(name)[0], reverse=True)
+            found, ready = self._answering(name)
+            versions = sorted(found, reverse=True)
+            start = None if ready is not None else next(
+                (v for v in versions if self.failure(name, v) is None), None)
+        if start is not None and self.failure(name, start) is None:
+            self._load_in_background(name, start)   # nothing if loaded or loading
         entries = []
         for v in versions:
             error = self.failure(name, v)
@@ -1234,11 +1283,27 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
     # bound is an error at once. uvicorn listens on this socket.
     sock = _bind(host, port)
     try:
-        app.state.store.preload()
-        names = app.state.store.model_names()
-        print(f"zoo serve: {len(names)} model(s) under {os.path.abspath(base_dir)} "
-              f"({', '.join(names) or 'none yet'}) at http://{host}:{port}/v1/models/NAME",
+        store = app.state.store
+        store.preload()
+        served, failed, empty = [], [], []
+        for name in store.model_names():
+            if not store.versions(name):
+                empty.append(name)
+            elif store.loaded(name) is None:
+                failed.append(name)
+            else:
+                served.append(name)
+        print(f"zoo serve: {len(served)} model(s) under {os.path.abspath(base_dir)} "
+              f"({', '.join(served) or 'none yet'}) at http://{host}:{port}/v1/models/NAME",
               flush=True)
+        # Beside the load errors logged above: which models answer no request.
+        if failed:
+            print(f"zoo serve: not loaded (GET /v1/models/NAME gives the error; tried again "
+                  f"once their files change): {', '.join(failed)}", file=sys.stderr,
+                  flush=True)
+        if empty:
+            print(f"zoo serve: no versions yet (NAME/VERSION/saved_model.pb, VERSION an "
+                  f"integer): {', '.join(empty)}", file=sys.stderr, flush=True)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
                                                timeout_keep_alive=keep_alive_seconds,
                                                log_level=log_level))

@@ -131,6 +131,25 @@ def test_the_cuinit_error_is_hidden_only_without_a_gpu_device(level):
     assert not startlog.hidden(LINES[3], level, no_gpu=True)   # another ERROR line stays
 
 
+HALF_LINE = ("E0000 00:00:1796465104.703924   13273 util.cc:131] oneDNN supports DT_HALF only "
+             "on platforms with AVX-512. Falling back to the default Eigen-based implementation "
+             "if present.")
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_the_float16_fallback_note_is_hidden_as_a_warning(level):
+    assert startlog.hidden(HALF_LINE, level) == (level > 1)
+    assert not startlog.hidden(LINES[3], 2)   # another ERROR line stays
+
+
+def test_command_line_filter_is_nothing_outside_a_command_line(monkeypatch):
+    monkeypatch.setattr(startlog, "_command_line_level", None)
+    monkeypatch.setattr(startlog, "filtered_stderr",
+                        lambda *a: (_ for _ in ()).throw(AssertionError("filtered")))
+    with startlog.command_line_filter():
+        pass
+
+
 def test_the_filtered_import_looks_for_gpus_inside_the_filter(tmp_path):
     """TensorFlow logs the failed cuInit when it first looks for GPUs, after its import: the
     filtered import looks for them before the filter closes, so that the line is dropped

@@ -23,6 +23,13 @@ at ERROR level when it first looks for GPUs on a machine with no NVIDIA driver: 
 command, though the machine has no GPU to find. Where no NVIDIA (or WSL GPU) device exists
 (:func:`gpu_absent`), the filtered import looks for the GPUs itself and the filter drops
 that line; on a machine with a GPU device it stays, as it then tells why the GPU is unused.
+
+On CPUs without AVX-512 FP16, TensorFlow logs ``E0000 ... util.cc:131] oneDNN supports
+DT_HALF only on platforms with AVX-512. Falling back to the default Eigen-based
+implementation if present.`` the first time a process runs float16 ops: a note, at ERROR
+level, that Eigen's kernels run them (the results are right). The command lines run their
+first float16 ops (a float16 export, a float16 model served on TensorFlow) in the filter
+(:func:`command_line_filter`), which drops it below the level as it drops warnings.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ def min_log_level(environ=None) -> int:
 #: The device files of an NVIDIA driver (Linux) or of WSL's GPU.
 GPU_DEVICES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg")
 CUINIT = "] failed call to cuInit"
+#: TensorFlow's ERROR line when float16 ops fall back from oneDNN to Eigen's kernels.
+HALF_FALLBACK = "] oneDNN supports DT_HALF only on platforms with"
 
 
 def gpu_absent() -> bool:
@@ -75,6 +84,8 @@ def hidden(line: str, level: int, no_gpu: bool = False) -> bool:
     if line.rstrip("\r\n") == BANNER:
         return level > 0
     if no_gpu and level > 0 and line.startswith("E") and CUINIT in line:
+        return True
+    if level > 1 and line.startswith("E") and HALF_FALLBACK in line:   # a note, as a warning
         return True
     for prefix, severity in LITERT_PREFIXES.items():
         # One space after the colon: uvicorn's lines ("INFO:     ...") are not LiteRT's.
@@ -143,6 +154,18 @@ class _FirstImport(importlib.abc.MetaPathFinder):
                 del loader.exec_module   # the loader's own method again
         loader.exec_module = exec_module
         return spec
+
+
+@contextlib.contextmanager
+def command_line_filter():
+    """In a command line (:func:`for_command_line`), file descriptor 2 through the filter
+    for the ``with`` block, for TensorFlow's lines logged once per process at first use,
+    such as the float16 note (:data:`HALF_FALLBACK`); elsewhere nothing."""
+    if _command_line_level is None:
+        yield
+        return
+    with filtered_stderr(_command_line_level, gpu_absent()):
+        yield
 
 
 def for_command_line() -> bool:

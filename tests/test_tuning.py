@@ -528,6 +528,24 @@ def test_cli_passes_mixed_precision_to_every_local_worker():
     assert parser.parse_args(["lenet5"]).mixed_precision == "auto"
 
 
+def test_every_trial_reads_the_training_data_in_the_seeds_order(tmp_path, monkeypatch):
+    # A shuffled pipeline reads in a new order each time: every trial gets a new one, so
+    # its order does not depend on the trials run before it in the process.
+    from tuning.hypermodels import ZooHyperModel
+    firsts = []
+    fit = ZooHyperModel.fit
+
+    def recording_fit(self, hp, model, x=None, *args, **kwargs):
+        firsts.append(next(iter(x))[1].numpy().tolist())
+        return fit(self, hp, model, x.take(2), *args, **kwargs)
+
+    monkeypatch.setattr(ZooHyperModel, "fit", recording_fit)
+    df = search("lenet5", "digits", tuner="random", max_trials=3, epochs=1,
+                directory=str(tmp_path), fix=FIX_ALL, set={"lr": [1e-2, 2e-2, 3e-2]})
+    assert list(df["status"]) == ["COMPLETED"] * 3 and len(firsts) == 3
+    assert firsts[0] == firsts[1] == firsts[2] and len(set(firsts[0])) > 1
+
+
 def test_deterministic_reaches_every_local_worker_and_turns_op_determinism_on(tmp_path):
     import argparse
 

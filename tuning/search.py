@@ -157,11 +157,19 @@ def _tuner_class(name):
 
         #: ``[(train, validation), ...]`` datasets of cross-validation folds, or None.
         zoo_folds = None
+        #: ``() -> dataset``: the train pipeline made anew for each trial, or None. A
+        #: pipeline shuffles in a new order each time it is read, so a trial given the
+        #: search's one pipeline saw an order that depended on the trials this process
+        #: ran before it; a new one starts from the seed's first order.
+        zoo_train = None
 
         def run_trial(self, trial, *args, **kwargs):
             """With ``zoo_folds``: one model per fold, trained on the fold's train part and
             scored on its held-out part; keras-tuner averages the folds' best objective
-            values (and best epochs), as it does for ``executions_per_trial``."""
+            values (and best epochs), as it does for ``executions_per_trial``. With
+            ``zoo_train``, the trial trains on a new train pipeline."""
+            if self.zoo_train is not None and args:
+                args = (self.zoo_train(),) + args[1:]
             if not self.zoo_folds:
                 return super().run_trial(trial, *args, **kwargs)
             from keras_tuner.src.engine import tuner_utils
@@ -776,6 +784,14 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         raise
     kt_tuner.zoo_folds = folds
     _record_train_size(splits, dataset)
+    if isinstance(dataset, str):
+        def fresh_train():
+            from zoo import data as zdata
+            again = zdata.load_splits(dataset, image_size=tuple(splits.info.input_shape[:2]),
+                                      data_dir=data_dir, seed=seed, download=False)
+            _record_train_size(again, dataset)
+            return again.train
+        kt_tuner.zoo_train = fresh_train
     if role == "worker":
         _join_chief(kt_tuner, project_dir, fingerprint, hypermodel,
                     follow_precision=mixed_precision == "auto" and not isinstance(

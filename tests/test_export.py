@@ -164,6 +164,8 @@ def test_resizing_and_normalisation_run_in_the_graph(tmp_path):
 
     record = json.load(open(os.path.join(path, "assets", "zoo.json")))
     assert record["name"] == "digits_lenet" and record["version"] == 1
+    # The layout's number, which zoo.serving.load checks (every export so far is format 1).
+    assert record["format"] == zoo_export.FORMAT == 1
     assert record["labels"] == [f"digit {i}" for i in range(10)]
     assert record["preprocessing"]["mean"] == [80.0] and record["preprocessing"]["std"] == [100.0]
     assert record["input"]["model_input_shape"] == [32, 32, 1]

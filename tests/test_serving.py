@@ -467,6 +467,142 @@ def test_runtime_choices_and_errors(tmp_path):
     assert serving.load(with_lite, runtime="litert", jit_compile=False).runtime == "litert"
 
 
+
+def _copy_export(exported, tmp_path, edit=None):
+    """A copy of version 2 of ``exported`` under ``tmp_path/lenet5/2``, its ``zoo.json``
+    passed through ``edit(record)`` (which may return a replacement text)."""
+    import shutil
+    base, _ = exported
+    path = tmp_path / "lenet5" / "2"
+    shutil.copytree(base / "lenet5" / "2", path)
+    if edit is not None:
+        record_file = path / "assets" / "zoo.json"
+        record = json.loads(record_file.read_text())
+        text = edit(record)
+        record_file.write_text(text if isinstance(text, str) else json.dumps(record))
+    return path
+
+
+def test_an_export_from_before_litert_copies_loads_and_predicts_the_same(exported, servable,
+                                                                        tmp_path):
+    # Exports written before LiteRT copies existed: no .tflite file, no "lite" or "gpu"
+    # in zoo.json.
+    def old(record):
+        del record["lite"], record["gpu"]
+    path = _copy_export(exported, tmp_path, old)
+    (path / "assets" / "serving_default.tflite").unlink()
+    loaded = serving.load(path, jit_compile=False)
+    assert loaded.runtime == "tensorflow"
+    assert loaded.runtime_note == ("the export has no assets/serving_default.tflite (written "
+                                   "by a zoo before LiteRT copies: export the model again to "
+                                   "get one)")
+    assert loaded.labels == servable.labels and loaded.info["task"] == "classification"
+    x = digits_arrays("test")[0][:4]
+    want = servable.predict(x)
+    got = loaded.predict(x)
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
+    np.testing.assert_array_equal(got["classes"], want["classes"])
+
+
+def test_an_export_of_a_newer_format_is_refused_by_its_number(exported, tmp_path):
+    assert serving.read_record(_copy_export(exported, tmp_path))["format"] == 1
+
+    def future(record):
+        record["format"] = 2
+        record["versions"]["zoo"] = "9.9.0"
+    path = _copy_export(exported, tmp_path / "future", future)
+    message = (f"{path} is an export of format 2 (written by zoo 9.9.0); this zoo "
+               f"({zoo.__version__}) reads exports up to format 1: upgrade zoo to load it, "
+               "or export the model again with this version.")
+    with pytest.raises(ValueError) as info:
+        serving.load(path)
+    assert str(info.value) == message
+    with pytest.raises(ValueError) as info:  # the model directory too
+        serving.load(path.parent, runtime="tensorflow")
+    assert str(info.value) == message
+    for value, text in ((0, "0"), ("1", '"1"'), (1.5, "1.5"), (None, "null"), (True, "true")):
+        def bad(record, value=value):
+            record["format"] = value
+        bad_path = _copy_export(exported, tmp_path / f"bad{text}", bad)
+        with pytest.raises(ValueError, match=re.escape(
+                f'zoo.json: "format": {text} is not an export format (an integer from 1; '
+                'this zoo reads exports up to format 1).')):
+            serving.load(bad_path)
+
+    def no_format(record):  # a zoo.json written by hand or by another tool
+        del record["format"]
+    loaded = serving.load(_copy_export(exported, tmp_path / "hand", no_format),
+                          jit_compile=False)
+    assert loaded.labels[0] == "digit 0"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"format": 1, "labels": [', "is not valid JSON"),
+    ("[1, 2]", "holds a JSON list, not the object zoo exports write")])
+def test_a_damaged_zoo_json_is_named(exported, tmp_path, text, message):
+    path = _copy_export(exported, tmp_path, lambda record: text)
+    with pytest.raises(ValueError, match=re.escape(f"{path / 'assets' / 'zoo.json'} {message}")):
+        serving.load(path)
+
+
+def test_a_litert_file_this_litert_cannot_read_leaves_the_export_to_tensorflow(
+        exported, servable, tmp_path):
+    # A damaged file, or one from a converter newer than the installed LiteRT.
+    path = _copy_export(exported, tmp_path)
+    lite = path / "assets" / "serving_default.tflite"
+    lite.write_bytes(lite.read_bytes()[:1000])
+    loaded = serving.load(path, jit_compile=False)
+    assert loaded.runtime == "tensorflow" and loaded.runtimes == ("tensorflow",)
+    assert loaded.runtime_note.startswith("LiteRT cannot read "
+                                          "assets/serving_default.tflite: ValueError: ")
+    x = digits_arrays("test")[0][:4]
+    np.testing.assert_allclose(loaded.predict(x)["probabilities"],
+                               servable.predict(x)["probabilities"], atol=1e-5)
+    with pytest.raises(ValueError, match="runtime='litert' cannot be used for .*: LiteRT "
+                                         "cannot read assets/serving_default.tflite"):
+        serving.load(path, runtime="litert")
+
+
+def test_a_litert_file_with_another_signature_is_not_used(exported, tmp_path):
+    # The LiteRT file of another model's export: its outputs are not the SavedModel's.
+    tf.keras.utils.set_random_seed(0)
+    seg = zoo.export(zoo.unet(input_shape=(16, 16, 1), num_classes=2, padding="same",
+                              depth=1, base_filters=2), tmp_path / "seg", info=None)
+    path = _copy_export(exported, tmp_path)
+    (path / "assets" / "serving_default.tflite").write_bytes(
+        open(os.path.join(seg, "assets", "serving_default.tflite"), "rb").read())
+    loaded = serving.load(path, jit_compile=False)
+    assert loaded.runtime == "tensorflow"
+    assert loaded.runtime_note == (
+        "assets/serving_default.tflite's serving_default takes ['images'] and returns "
+        "['mask', 'probabilities'], the SavedModel's ['images'] and ['classes', "
+        "'probabilities']")
+
+
+def test_a_savedmodel_this_tensorflow_cannot_load_names_the_version_that_wrote_it(
+        exported, tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    def newer(record):
+        record["versions"]["tensorflow"] = "9.9.0"
+    path = _copy_export(exported, tmp_path, newer)
+    # An op this TensorFlow does not have, as in a graph written by a newer one.
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    renamed = 0
+    for function in saved.meta_graphs[0].graph_def.library.function:
+        for node in function.node_def:
+            if node.op == "Softmax":
+                node.op, renamed = "ZooFutureSoftmax", renamed + 1
+    assert renamed
+    (path / "saved_model.pb").write_bytes(saved.SerializeToString())
+    with pytest.raises(ValueError, match=re.escape(
+            f"TensorFlow {tf.__version__} cannot load the SavedModel in {path} (") +
+            ".*ZooFutureSoftmax.*" + re.escape(
+            "); it was written with TensorFlow 9.9.0 (assets/zoo.json): load it with "
+            "TensorFlow 9.9.0, or export the model again with this one.")):
+        serving.load(path, runtime="tensorflow")
+
 def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     from zoo.cli import main
     base, _ = exported

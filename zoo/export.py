@@ -35,6 +35,11 @@ from the graph with this TensorFlow build's kernel registry, so a CPU machine ca
 Exports are written to a hidden temporary directory inside ``base_dir/<name>/`` and renamed
 into place, so a watching server never sees half a model, and a killed export leaves no
 version directory behind.
+
+``zoo.json: "format"`` is :data:`FORMAT`, the export layout's number: it goes up only when
+a change would make an older :func:`zoo.serving.load` misread an export (keys added to
+``zoo.json`` do not count: older loaders ignore them), and :func:`zoo.serving.load` refuses
+a format above its own with a message saying so. Every export so far is format 1.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ from typing import Optional
 from zoo import common
 
 __all__ = ["export", "export_run", "configure_export", "SIGNATURE_NAME", "INPUT_NAME",
-           "PRECISIONS", "LITE_FILE", "list_versions", "latest_version", "gpu_check"]
+           "PRECISIONS", "LITE_FILE", "FORMAT", "list_versions", "latest_version",
+           "gpu_check"]
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
@@ -60,6 +66,9 @@ ZOO_JSON = os.path.join("assets", "zoo.json")
 LITE_FILE = os.path.join("assets", "serving_default.tflite")
 LITE_TOLERANCE = 1e-3      # largest |LiteRT - SavedModel| probability accepted on the check inputs
 TMP_PREFIX = ".tmp-"
+#: ``zoo.json: "format"`` of the exports written here (see the module's doc): raised only
+#: for a change an older loader would misread, which then refuses the export by this number.
+FORMAT = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -604,7 +613,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
                {"mask": {"dtype": "int64", "shape": [None, *out_shape[:2]]},
                 "probabilities": {"dtype": "float32", "shape": [None, *out_shape]}})
     record = {
-        "format": 1,
+        "format": FORMAT,
         "name": name,
         "version": None,
         "model": run_model or model.name,

@@ -49,11 +49,11 @@ import numpy as np
 
 from zoo.cli import number_type
 from zoo.common import exception_line, has_image_signature
-from zoo.export import (INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME, ZOO_JSON,
-                        latest_version, list_versions)
+from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
+                        ZOO_JSON, latest_version, list_versions)
 
-__all__ = ["load", "Servable", "resolve_version_dir", "decode_image", "check_image_file",
-           "mask_at_size", "configure_predict", "configure_serve"]
+__all__ = ["load", "Servable", "resolve_version_dir", "read_record", "decode_image",
+           "check_image_file", "mask_at_size", "configure_predict", "configure_serve"]
 
 JIT_MODES = ("auto", True, False)
 RUNTIMES = ("auto", "litert", "openvino", "tensorflow")
@@ -118,6 +118,56 @@ def resolve_version_dir(path) -> tuple:
             f"{path} holds no SavedModel: expected saved_model.pb in it or integer version "
             "directories (1/, 2/, ...) holding one.")
     return os.path.join(path, str(version)), os.path.basename(path), version
+
+
+def read_record(version_dir) -> Optional[dict]:
+    """The ``assets/zoo.json`` of an export, checked against the formats this zoo reads.
+
+    Every export written by zoo so far is format 1 (``zoo.json: "format"``,
+    :data:`zoo.export.FORMAT`); the number goes up only for a change an older loader would
+    misread, so a format above this zoo's is refused, with the versions that wrote it. A
+    ``zoo.json`` without ``"format"`` (written by hand or another tool) is read as it is.
+
+    Args:
+        version_dir: a SavedModel directory (a version directory of an export).
+
+    Returns:
+        The record as a dict, or ``None`` when the directory has no ``assets/zoo.json``
+        (a SavedModel not written by zoo).
+
+    Raises:
+        ValueError: ``zoo.json`` is not a JSON object, or its ``"format"`` is not one this
+            zoo reads (not an integer of at least 1, or newer than :data:`zoo.export.FORMAT`).
+    """
+    path = os.path.join(os.fspath(version_dir), ZOO_JSON)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:  # (JSONDecodeError is a ValueError)
+        raise ValueError(f"{path} is not valid JSON ({exc}): export the model again, or "
+                         f"delete that file to load the SavedModel without its labels and "
+                         f"input spec.") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds a JSON {type(record).__name__}, not the object zoo "
+                         f"exports write: export the model again, or delete that file to "
+                         f"load the SavedModel without its labels and input spec.")
+    fmt = record.get("format")
+    if fmt is None and "format" not in record:
+        return record
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise ValueError(f"{path}: \"format\": {json.dumps(fmt)} is not an export format "
+                         f"(an integer from 1; this zoo reads exports up to format {FORMAT}).")
+    if fmt > FORMAT:
+        import zoo
+        written = (record.get("versions") or {}).get("zoo")
+        raise ValueError(
+            f"{os.path.dirname(os.path.dirname(path))} is an export of format {fmt}"
+            + (f" (written by zoo {written})" if written else "")
+            + f"; this zoo ({zoo.__version__}) reads exports up to format {FORMAT}: upgrade "
+            f"zoo to load it, or export the model again with this version.")
+    return record
 
 
 # --------------------------------------------------------------------------------------
@@ -343,7 +393,20 @@ class Servable:
             raise ValueError("jit_compile=True compiles the TensorFlow function with XLA; it "
                              f"cannot be combined with runtime={runtime!r}.")
         self.path, self.name, self.version = resolve_version_dir(path)
-        self._loaded = tf.saved_model.load(self.path)
+        # zoo.json first: an export of a newer format is refused by its number, before
+        # TensorFlow reads a graph it may not understand.
+        record = read_record(self.path)
+        try:
+            self._loaded = tf.saved_model.load(self.path)
+        except Exception as exc:
+            written = ((record or {}).get("versions") or {}).get("tensorflow")
+            if not written or written == tf.__version__:
+                raise
+            raise ValueError(
+                f"TensorFlow {tf.__version__} cannot load the SavedModel in {self.path} "
+                f"({exception_line(exc)}); it was written with TensorFlow {written} "
+                f"({ZOO_JSON}): load it with TensorFlow {written}, or export the model again "
+                f"with this one.") from exc
         signatures = dict(self._loaded.signatures)
         if not signatures:
             raise ValueError(f"{self.path} has no serving signatures.")
@@ -366,7 +429,9 @@ class Servable:
             "outputs": {k: {"dtype": v.dtype.name, "shape": v.shape.as_list()}
                         for k, v in fn.structured_outputs.items()},
         }
-        self.info = self._read_info()
+        self.info = record if record is not None else {
+            "name": self.name, "version": self.version, "task": None, "labels": [],
+            "signature": self.signature}
         self.labels = list(self.info.get("labels") or [])
         self.channels = self.input_shape[-1]
         self._lock = threading.Lock()
@@ -414,14 +479,6 @@ class Servable:
 
     # -- set-up ------------------------------------------------------------------------
 
-    def _read_info(self) -> dict:
-        path = os.path.join(self.path, ZOO_JSON)
-        if os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
-        return {"name": self.name, "version": self.version, "task": None, "labels": [],
-                "signature": self.signature}
-
     def _open_lite(self, required, asked="litert") -> Optional[str]:
         """Run the default signature on LiteRT if the export allows it.
 
@@ -438,7 +495,9 @@ class Servable:
             lite = self.info.get("lite") or {}
             reason = (f"the export has no {LITE_FILE}"
                       + (f": {lite['error']}" if lite.get("error") else
-                         " (exported without it, or not by zoo)"))
+                         " (written by a zoo before LiteRT copies: export the model again "
+                         "to get one)" if "lite" not in self.info and "format" in self.info
+                         else " (exported without it, or not by zoo)"))
         elif not required and tf.config.list_physical_devices("GPU"):
             reason = "a GPU is visible: TensorFlow runs the SavedModel"
         else:
@@ -448,13 +507,28 @@ class Servable:
                 from zoo.startlog import make_litert_interpreter
             except ImportError as exc:
                 reason = f"the LiteRT runtime is not installed ({exc})"
+        if reason is None:
+            # A file this LiteRT cannot read (damaged, or written by a newer converter with
+            # ops or op versions it lacks) leaves the SavedModel to TensorFlow.
+            try:
+                # (LiteRT's INFO line hidden in a command line)
+                interpreter = make_litert_interpreter(model_path=path,
+                                                      num_threads=_usable_cpus())
+                runner = interpreter.get_signature_runner(SIGNATURE_NAME)
+                names = (sorted(runner.get_input_details()),
+                         sorted(runner.get_output_details()))
+            except Exception as exc:
+                reason = f"LiteRT cannot read {LITE_FILE}: {exception_line(exc)}"
+            else:
+                want = ([self.input_name], sorted(self.signature["outputs"]))
+                if names != want:
+                    reason = (f"{LITE_FILE}'s {SIGNATURE_NAME} takes {names[0]} and returns "
+                              f"{names[1]}, the SavedModel's {want[0]} and {want[1]}")
         if reason is not None:
             if required:
                 raise ValueError(f"runtime={asked!r} cannot be used for {self.path}: {reason}.")
             return reason
-        # (LiteRT's INFO line hidden in a command line)
-        self._lite = make_litert_interpreter(model_path=path, num_threads=_usable_cpus())
-        runner = self._lite.get_signature_runner(SIGNATURE_NAME)
+        self._lite = interpreter
         key = self.input_name
 
         def run(images):
@@ -1055,8 +1129,8 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
             serving function with XLA at load time and keeps it where it compiles and is
             faster; ``True`` always uses XLA (and the TensorFlow runtime) and raises if it
             does not compile; ``False`` never compiles.
-        runtime: ``"auto"`` (default): LiteRT when the export has its LiteRT model and no
-            GPU is visible, else TensorFlow; with LiteRT, each size class of batches then
+        runtime: ``"auto"`` (default): LiteRT when the export has a LiteRT model this
+            LiteRT can read and no GPU is visible, else TensorFlow; with LiteRT, each size class of batches then
             runs on whichever of LiteRT, OpenVINO (when installed and it agrees with LiteRT)
             and, from :data:`LARGE_BATCH` images, TensorFlow was fastest on the first
             batches of that class (:meth:`Servable.runtime_for`); ``"litert"`` or
@@ -1070,8 +1144,11 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
     Raises:
         FileNotFoundError: no SavedModel at ``path``.
         ValueError: a bad ``jit_compile`` or ``runtime``; ``runtime="litert"`` or
-            ``"openvino"`` for an export without its LiteRT model, ``"openvino"`` where
-            OpenVINO is missing or cannot run it.
+            ``"openvino"`` for an export without a LiteRT model this LiteRT can run,
+            ``"openvino"`` where OpenVINO is missing or cannot run it; an export of a newer
+            format than this zoo reads, or a damaged ``zoo.json`` (:func:`read_record`); a
+            SavedModel this TensorFlow cannot load, written with another TensorFlow
+            version (named from ``zoo.json``).
 
     Example:
         >>> s = load("saved_models/lenet5")  # doctest: +SKIP

@@ -131,6 +131,28 @@ def test_the_cuinit_error_is_hidden_only_without_a_gpu_device(level):
     assert not startlog.hidden(LINES[3], level, no_gpu=True)   # another ERROR line stays
 
 
+def test_float16_exports_and_predictions_print_no_kernel_note(tmp_path):
+    """A float16 export's first ops, at export and at load, run in the filter: TensorFlow's
+    ERROR-level note that Eigen runs float16 (CPUs without AVX-512 FP16) is not printed, so
+    the commands' stderr holds their own lines only."""
+    import numpy as np
+    from PIL import Image
+
+    import zoo
+    zoo.lenet5(variant="modern").save(tmp_path / "m.keras")
+    Image.fromarray(np.zeros((32, 32), "uint8")).save(tmp_path / "x.png")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    for argv in (["export", str(tmp_path / "m.keras"), "--precision", "float16", "--name",
+                  "m", "--base-dir", str(tmp_path / "out")],
+                 ["predict", str(tmp_path / "out" / "m"), str(tmp_path / "x.png"),
+                  "--runtime", "tensorflow", "--no-xla"]):
+        result = subprocess.run([sys.executable, "-m", "zoo", *argv], capture_output=True,
+                                text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert [line for line in result.stderr.splitlines()
+                if not line.startswith("zoo export: note: no info.json")] == []
+
+
 HALF_LINE = ("E0000 00:00:1796465104.703924   13273 util.cc:131] oneDNN supports DT_HALF only "
              "on platforms with AVX-512. Falling back to the default Eigen-based implementation "
              "if present.")

@@ -44,6 +44,7 @@ a format above its own with a message saying so. Every export so far is format 1
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import json
@@ -600,7 +601,10 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
 
     sample = np.zeros((1, *model_input), "float32")
     kind = _output_kind(model, output, sample)
-    served = _cast_model(fold_batch_norm(model), precision)
+    from zoo.startlog import command_line_filter
+    # float16's first ops, where TensorFlow logs its note on the kernels that run them
+    with command_line_filter() if precision == "float16" else contextlib.nullcontext():
+        served = _cast_model(fold_batch_norm(model), precision)
     serving_fn = _build_serving_fn(served, task=task, kind=kind, in_channels=in_channels,
                                    preprocess=_preprocess_fn(dataset, in_channels))
     archive = keras.export.ExportArchive()

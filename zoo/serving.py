@@ -37,6 +37,7 @@ API (see :mod:`zoo.server`); ``zoo predict MODEL_DIR IMAGE...`` prints the top-k
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import json
 import math
@@ -1155,7 +1156,13 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
         >>> s.predict(np.zeros((2, 8, 8, 1), "uint8"))["probabilities"].shape  # doctest: +SKIP
         (2, 10)
     """
-    return Servable(path, jit_compile=jit_compile, runtime=runtime)
+    from zoo.startlog import command_line_filter
+    try:   # a float16 export's first run, where TensorFlow logs its note on the kernels
+        half = (read_record(resolve_version_dir(path)[0]) or {}).get("precision") == "float16"
+    except (OSError, ValueError):   # Servable names what is wrong
+        half = False
+    with command_line_filter() if half else contextlib.nullcontext():
+        return Servable(path, jit_compile=jit_compile, runtime=runtime)
 
 
 # --------------------------------------------------------------------------------------

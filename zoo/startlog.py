@@ -52,7 +52,10 @@ BANNER = "WARNING: All log messages before absl::InitializeLog() is called are w
 LITERT_PREFIXES = {"VERBOSE: ": 0, "INFO: ": 0, "WARNING: ": 1, "ERROR: ": 2}
 
 _command_line_level = None   # TF_CPP_MIN_LOG_LEVEL once for_command_line() ran
-_litert_lock = threading.Lock()
+# File descriptor 2 is the process's: one filter at a time (another thread's waits), the
+# same thread's nested ones stacked.
+_fd2_lock = threading.RLock()
+_litert_lock = _fd2_lock
 _litert_made = False
 
 
@@ -97,10 +100,18 @@ def hidden(line: str, level: int, no_gpu: bool = False) -> bool:
 
 @contextlib.contextmanager
 def filtered_stderr(level: int, no_gpu: bool = False):
-    """File descriptor 2 through the filter process for the ``with`` block."""
+    """File descriptor 2 through the filter process for the ``with`` block (one thread's
+    at a time)."""
     if level <= 0:
         yield
         return
+    with _fd2_lock:
+        with _filtered(level, no_gpu):
+            yield
+
+
+@contextlib.contextmanager
+def _filtered(level: int, no_gpu: bool):
     sys.stderr.flush()
     try:   # this module run as the filter (_filter_lines); -I -S: ~10 ms to start
         proc = subprocess.Popen([sys.executable, "-I", "-S", os.path.abspath(__file__),

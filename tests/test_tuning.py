@@ -528,6 +528,7 @@ def test_cli_passes_mixed_precision_to_every_local_worker():
     assert parser.parse_args(["lenet5"]).mixed_precision == "auto"
 
 
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")   # 2 batches a trial
 def test_every_trial_reads_the_training_data_in_the_seeds_order(tmp_path, monkeypatch):
     # A shuffled pipeline reads in a new order each time: every trial gets a new one, so
     # its order does not depend on the trials run before it in the process.

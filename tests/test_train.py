@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+import zoo  # noqa: E402
 from zoo import data, train
 from zoo.cli import main as zoo_main
 
@@ -1129,3 +1130,81 @@ def test_zoo_train_class_weight_option(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert err.startswith("zoo: error: class_weight is for classification, and model 'unet' "
                           "is for segmentation") and "\n" not in err
+
+
+# --- batch-norm momentum, per-model defaults ---------------------------------------------
+
+def test_set_batch_norm_momentum_lowers_keras_default_in_nested_models_too():
+    backbone = zoo.resnet18(input_shape=(32, 32, 3), include_top=False, pooling="avg")
+    images = keras.Input((32, 32, 3))
+    model = keras.Model(images, keras.layers.Dense(3)(backbone(images)))
+    norms = [layer for layer in model._flatten_layers(include_self=False)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 20 and {n.momentum for n in norms} == {0.99}   # the builders' own
+    assert train.set_batch_norm_momentum(model, None) is None
+    assert {n.momentum for n in norms} == {0.99}
+    assert train.set_batch_norm_momentum(model) == 0.9
+    assert {n.momentum for n in norms} == {0.9}
+    assert train.set_batch_norm_momentum(model) is None        # none above 0.9 any more
+    norms[0].momentum = 0.5
+    assert train.set_batch_norm_momentum(model, "auto") is None and norms[0].momentum == 0.5
+    assert train.set_batch_norm_momentum(model, 0.97) == 0.97
+    assert {n.momentum for n in norms} == {0.97}
+    assert train.set_batch_norm_momentum(tiny_classifier()) is None   # no batch norm
+    for bad in (1.0, 0, "keep", True):
+        with pytest.raises(ValueError, match=r"batch_norm_momentum must be 'auto', None or a "
+                                             rf"number in \(0, 1\). Received: "
+                                             rf"batch_norm_momentum={re.escape(repr(bad))}"):
+            train.set_batch_norm_momentum(model, bad)
+
+
+def test_fit_trains_with_momentum_0_9_and_records_it(tmp_path, digits8):
+    inputs = keras.Input((8, 8, 1), name="images")
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax",
+                                                   name="predictions")(x))
+    train.fit(model, digits8, epochs=1, run_dir=str(tmp_path / "a"), verbose=0,
+              mixed_precision="off", jit_compile=False)
+    info = json.loads((tmp_path / "a" / "info.json").read_text())
+    assert info["settings"]["batch_norm_momentum"] == 0.9
+    saved = keras.saving.load_model(tmp_path / "a" / "model.keras")
+    assert saved.get_layer("bn").momentum == 0.9
+    model.get_layer("bn").momentum = 0.99
+    train.fit(model, digits8, epochs=1, run_dir=str(tmp_path / "b"), verbose=0,
+              mixed_precision="off", jit_compile=False, batch_norm_momentum=None)
+    info = json.loads((tmp_path / "b" / "info.json").read_text())
+    assert info["settings"]["batch_norm_momentum"] is None
+    assert model.get_layer("bn").momentum == 0.99
+    with pytest.raises(ValueError, match="batch_norm_momentum must be"):
+        train.fit(model, digits8, run_dir=str(tmp_path / "c"), batch_norm_momentum=2)
+    assert not (tmp_path / "c").exists()
+
+
+def test_zoo_train_defaults_per_model_on_digits():
+    d = train.train_defaults
+    assert (d("lenet5", "digits")["image_size"], d("lenet5", "digits")["learning_rate"]) == \
+        ((32, 32), 2e-3)
+    assert (d("alexnet", "digits")["image_size"], d("alexnet", "digits")["learning_rate"]) == \
+        ((67, 67), 1e-4)
+    assert (d("googlenet", "digits")["image_size"], d("googlenet", "digits")["learning_rate"]) \
+        == ((65, 65), 1e-4)
+    assert d("inception_v3", "digits")["image_size"] == (75, 75)
+    assert d("resnet50", "digits")["image_size"] == d("xception", "digits")["image_size"] == \
+        (32, 32)
+    assert d("resnet50", "digits")["learning_rate"] == 1e-3
+    assert d("alexnet", "cifar10")["image_size"] is None            # the model's own input
+    assert d("alexnet", "cifar10")["learning_rate"] == 1e-4
+    assert d("unet", "shapes")["image_size"] == (64, 64)
+
+
+def test_model_args_take_json_booleans_and_models_with_several_outputs_are_refused(tmp_path):
+    assert train._parse_model_arg("aux_logits=true") == ("aux_logits", True)
+    assert train._parse_model_arg("batch_norm=False") == ("batch_norm", False)
+    assert train._parse_model_arg("padding=same") == ("padding", "same")
+    model = zoo.googlenet(input_shape=(65, 65, 1), num_classes=10, aux_logits=True)
+    with pytest.raises(ValueError, match=r"fit trains models with one output; googlenet has 3 "
+                                         r"\(googlenet\(aux_logits=True\)'s auxiliary"):
+        train.fit(model, "digits", run_dir=str(tmp_path / "run"), verbose=0)
+    assert not (tmp_path / "run").exists()

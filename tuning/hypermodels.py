@@ -622,12 +622,14 @@ class ZooHyperModel(kt.HyperModel):
         Returns:
             The compiled ``keras.Model``.
         """
-        from zoo.train import compile_model
+        from zoo.train import compile_model, set_batch_norm_momentum
         values = self.values(hp)
         model = self.build_model(values)
         if self.mixed_precision:
             from zoo.train import _rebuild
             model = _rebuild(model, self.mixed_precision)
+        # As zoo.train.fit: moving statistics that keep up with short trials.
+        set_batch_norm_momentum(model, "auto")
         return compile_model(
             model, self.task, optimizer=values["optimizer"], learning_rate=values["lr"],
             label_smoothing=values.get("label_smoothing", 0.0),

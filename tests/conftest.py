@@ -11,6 +11,19 @@ import pytest  # noqa: E402
 TABLES = pathlib.Path(__file__).parent / "data" / "tables"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_in_the_session(tmp_path_factory):
+    """``tempfile``'s directory for the session's own process is a folder of pytest's base
+    temporary directory (which pytest prunes): tensorflow-datasets leaves an empty
+    ``mkdtemp("tfds")`` folder each time a mock builder looks for its metadata online, and
+    AutoGraph a converted file per function, which piled up in /tmp run after run."""
+    import tempfile
+    before = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tempfile"))
+    yield
+    tempfile.tempdir = before
+
+
 @pytest.fixture(scope="session")
 def published_table():
     """Read a published table from tests/data/tables as strings ("" for empty cells)."""

@@ -57,15 +57,13 @@ def configure_list(parser):
 
 
 def configure_table(parser):
-    parser.add_argument("name", help="registered model name (see `zoo list`), or a .keras "
-                                     "file or run directory (a path: ending in .keras or "
-                                     "containing a /)")
+    from zoo.profile import SUMMARY_MODEL_HELP, summary_model
+    parser.add_argument("name", help=SUMMARY_MODEL_HELP)
     parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
 
     def run(args):
         import zoo
-        from zoo.profile import summary_model
         model = summary_model(args.name, args.input_shape)
         print(zoo.tables.to_text(zoo.layer_table(model), args.format).rstrip())
         return 0

@@ -829,9 +829,7 @@ def configure_summary(parser):
         exit code.
     """
     from zoo.cli import parse_shape
-    parser.add_argument("name", help="registered model name (see `zoo list`), or a .keras "
-                                     "file or run directory (a path: ending in .keras or "
-                                     "containing a /)")
+    parser.add_argument("name", help=SUMMARY_MODEL_HELP)
     parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
@@ -859,6 +857,12 @@ def configure_summary(parser):
         return 0
 
     return run
+
+
+#: The help of the ``name`` argument :func:`summary_model` reads (``zoo summary``,
+#: ``zoo table``).
+SUMMARY_MODEL_HELP = ("registered model name (see `zoo list`), or a .keras file or run "
+                      "directory (a path: ending in .keras or containing a /)")
 
 
 def summary_model(name: str, input_shape=None):

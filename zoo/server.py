@@ -222,10 +222,10 @@ class ModelStore:
         check_model_name(name)
         versions = self.versions(name)
         if not versions:
-            known = [n for n in self.model_names()
-                     if list_versions(os.path.join(self.base_dir, n))]
+            names = self.model_names()
+            known = [n for n in names if list_versions(os.path.join(self.base_dir, n))]
             where = ("its directory holds no version yet, such as 1/saved_model.pb"
-                     if name in self.model_names() else
+                     if name in names else
                      "no versions of it in the served directory")
             raise ServingError(404, f"Servable not found for request: model {name!r} "
                                f"({where}; known models: {', '.join(known) or 'none'})")

@@ -283,7 +283,7 @@ def _image_path(data) -> str:
     return path
 
 
-def check_image_file(path) -> None:
+def check_image_file(path) -> tuple:
     """Raise the error :func:`decode_image` would raise for ``path`` where its header
     already tells: a missing file, a directory, a file Pillow does not recognise as an
     image. Reads the header only (~0.04 ms a file), so that ``zoo predict`` names such a
@@ -291,6 +291,9 @@ def check_image_file(path) -> None:
 
     Args:
         path: the image file's path.
+
+    Returns:
+        The image's ``(height, width)``, from its header.
 
     Raises:
         FileNotFoundError: no such file.
@@ -300,8 +303,8 @@ def check_image_file(path) -> None:
     from PIL import Image
     path = _image_path(path)
     try:
-        with Image.open(path):
-            pass
+        with Image.open(path) as img:
+            return img.size[::-1]
     except _decode_errors() as exc:
         raise _not_an_image(path, exc) from None
 
@@ -382,7 +385,6 @@ class Servable:
     """
 
     def __init__(self, path, *, jit_compile="auto", runtime="auto"):
-        import tensorflow as tf
         if jit_compile not in JIT_MODES or isinstance(jit_compile, int) and not isinstance(
                 jit_compile, bool):
             raise ValueError(f"jit_compile must be 'auto', True or False. Received: "
@@ -397,6 +399,17 @@ class Servable:
         # zoo.json first: an export of a newer format is refused by its number, before
         # TensorFlow reads a graph it may not understand.
         record = read_record(self.path)
+        from zoo.startlog import command_line_filter
+        # A float16 export's first ops (restoring its variables, a warm-up), where TensorFlow
+        # logs its note on the kernels that run them.
+        half = (record or {}).get("precision") == "float16"
+        with command_line_filter() if half else contextlib.nullcontext():
+            self._set_up(record, jit_compile=jit_compile, runtime=runtime)
+
+    def _set_up(self, record, *, jit_compile, runtime):
+        """Load the SavedModel, read its signature and choose the runtime (``__init__``'s
+        work once the arguments and ``zoo.json`` are checked)."""
+        import tensorflow as tf
         try:
             self._loaded = tf.saved_model.load(self.path)
         except Exception as exc:
@@ -1156,13 +1169,7 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
         >>> s.predict(np.zeros((2, 8, 8, 1), "uint8"))["probabilities"].shape  # doctest: +SKIP
         (2, 10)
     """
-    from zoo.startlog import command_line_filter
-    try:   # a float16 export's first run, where TensorFlow logs its note on the kernels
-        half = (read_record(resolve_version_dir(path)[0]) or {}).get("precision") == "float16"
-    except (OSError, ValueError):   # Servable names what is wrong
-        half = False
-    with command_line_filter() if half else contextlib.nullcontext():
-        return Servable(path, jit_compile=jit_compile, runtime=runtime)
+    return Servable(path, jit_compile=jit_compile, runtime=runtime)
 
 
 # --------------------------------------------------------------------------------------
@@ -1264,8 +1271,7 @@ def configure_predict(parser):
         # Before the model loads (seconds for the large ones), every file's header is read:
         # a missing file or one that is no image is named at once. The pixels are decoded
         # batch by batch as they are predicted, so memory does not grow with their number.
-        for path in paths:
-            check_image_file(path)
+        sizes = [check_image_file(path) for path in paths]
         servable = load(args.model_dir, jit_compile=not args.no_xla and "auto",
                         runtime=args.runtime)
         task = servable.info.get("task") or (
@@ -1284,7 +1290,7 @@ def configure_predict(parser):
         else:
             images = names = paths
         if task == "segmentation":
-            _write_masks(servable, images, names, args)
+            _write_masks(servable, images, names, args, sizes)
             return 0
         out = servable.predict(images, batch_size=args.batch_size)
         if args.format == "jsonl":
@@ -1413,17 +1419,12 @@ def mask_at_size(probabilities, size) -> np.ndarray:
     return mask
 
 
-def _image_hw(path) -> tuple:
-    from PIL import Image
-    with Image.open(path) as im:
-        return im.size[::-1]
-
-
-def _write_masks(servable, images, names, args) -> None:
+def _write_masks(servable, images, names, args, sizes=None) -> None:
     """Predict a segmentation model's masks batch by batch and write them into ``args.out``
     all or none: each batch's masks go into a hidden directory there, renamed into place
     once every image has been predicted (a run that fails leaves no masks of its own, and
-    the masks of an earlier run as they were). Prints a row per image."""
+    the masks of an earlier run as they were). Prints a row per image. ``sizes``: the
+    images' ``(height, width)``, for masks at each image's own size."""
     import shutil
     import tempfile
     from PIL import Image
@@ -1439,14 +1440,13 @@ def _write_masks(servable, images, names, args) -> None:
     shapes = [(servable.info.get(key) or {}).get(shape) for key, shape in
               (("input", "model_input_shape"), ("output", "model_output_shape"))]
     own_size = (None not in shapes and list(shapes[0][:2]) == list(shapes[1][:2])
-                and isinstance(images, list))
+                and sizes is not None)
     try:
         for idx, out in servable.iter_predict(images, args.batch_size):
             for j, (i, mask) in enumerate(zip(idx, out["mask"])):
                 if own_size and "probabilities" in out:
-                    size = _image_hw(images[i])
-                    if tuple(size) != mask.shape:
-                        mask = mask_at_size(out["probabilities"][j], size)
+                    if tuple(sizes[i]) != mask.shape:
+                        mask = mask_at_size(out["probabilities"][j], sizes[i])
                 dtype = "uint8" if mask.max(initial=0) < 256 else "uint16"
                 Image.fromarray(mask.astype(dtype)).save(
                     os.path.join(staging, mask_names[i]), format="PNG")

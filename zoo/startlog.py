@@ -53,9 +53,8 @@ LITERT_PREFIXES = {"VERBOSE: ": 0, "INFO: ": 0, "WARNING: ": 1, "ERROR: ": 2}
 
 _command_line_level = None   # TF_CPP_MIN_LOG_LEVEL once for_command_line() ran
 # File descriptor 2 is the process's: one filter at a time (another thread's waits), the
-# same thread's nested ones stacked.
+# same thread's nested ones stacked; also held while the first LiteRT interpreter is made.
 _fd2_lock = threading.RLock()
-_litert_lock = _fd2_lock
 _litert_made = False
 
 
@@ -199,7 +198,7 @@ def make_litert_interpreter(**kwargs):
     from ai_edge_litert.interpreter import Interpreter
     if _command_line_level is None or _litert_made:
         return Interpreter(**kwargs)
-    with _litert_lock:   # another thread's first interpreter waits for this one
+    with _fd2_lock:   # another thread's first interpreter waits for this one
         if _litert_made:
             return Interpreter(**kwargs)
         try:

@@ -1512,17 +1512,10 @@ def _parse_model_arg(text):
 
 def _parse_bn_momentum(text):
     """``--batch-norm-momentum`` value: ``auto``, ``keep`` (``None``) or a number in (0, 1)."""
-    import argparse
+    from zoo.cli import number_type
     if text in ("auto", "keep"):
         return None if text == "keep" else text
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected auto, keep or a number in (0, 1); "
-                                         f"received {text!r}")
-    return value
+    return number_type("auto, keep or a number in (0, 1)", lambda v: 0 < v < 1)(text)
 
 
 def _parse_class_weight(text):

@@ -297,6 +297,11 @@ def test_gpu_check_finds_device_pins_and_ops_without_gpu_kernels(tmp_path):
     assert report["device_pins"][0].endswith("/Cast (Cast) on /device:CPU:0")
     assert report["device_pins"][1].endswith("/mul (Mul) on /device:CPU:0")
     assert report["ops_without_gpu_kernel"] == ["LRN(T=float16)"]
+    # A signature the SavedModel does not have is named, with those it has (it was read
+    # as an empty signature of 0 nodes).
+    with pytest.raises(ValueError, match=r"no signature 'serve'; its signatures: "
+                                       r"\['serving_default'\]"):
+        zoo_export.gpu_check(str(tmp_path), signature="serve")
     # The checkpoint save/restore functions pin their nodes to the CPU by design; a server
     # runs them once to load the variables, so they are not reported.
     from tensorflow.core.protobuf import saved_model_pb2

@@ -718,7 +718,11 @@ def signature_nodes(saved_model_dir, signature=SIGNATURE_NAME) -> list:
     graph = saved.meta_graphs[0].graph_def
     library = {f.signature.name: f for f in graph.library.function}
     by_name = {n.name: n for n in graph.node}
-    sig = saved.meta_graphs[0].signature_def[signature]
+    signatures = saved.meta_graphs[0].signature_def
+    if signature not in signatures:  # indexing the protobuf map would add an empty one
+        raise ValueError(f"{saved_model_dir} has no signature {signature!r}; its "
+                         f"signatures: {sorted(k for k in signatures if not k.startswith('__'))}")
+    sig = signatures[signature]
     todo = [t.name.split(":")[0] for t in sig.outputs.values()]
     seen, nodes = set(), []
     while todo:
@@ -758,6 +762,7 @@ def gpu_check(saved_model_dir, signature=SIGNATURE_NAME) -> dict:
 
     Raises:
         FileNotFoundError: no ``saved_model.pb`` in ``saved_model_dir``.
+        ValueError: the SavedModel has no signature ``signature``.
     """
     import tensorflow as tf
     from tensorflow.python.framework import kernels, op_def_registry

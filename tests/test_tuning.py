@@ -290,7 +290,8 @@ def test_cv_folds_cover_train_and_validation_once_stratified(tiny):
     fixed = Splits(tf.data.Dataset.from_tensor_slices((x_tr, y_tr)).batch(32),
                    tf.data.Dataset.from_tensor_slices((x_va, y_va)).batch(32),
                    tiny.test, tiny.info)
-    folds, (x, y) = _cv_folds(fixed, 3, seed=0, task="classification")
+    make_folds, (x, y) = _cv_folds(fixed, 3, seed=0, task="classification")
+    folds = make_folds()
     n = len(y_tr) + len(y_va)
     assert len(folds) == 3 and len(x) == len(y) == n == 128
     held = [to_arrays(h) for _, h in folds]
@@ -308,7 +309,7 @@ def test_cv_folds_cover_train_and_validation_once_stratified(tiny):
     shuffled = Splits(fixed.train.unbatch().shuffle(200, seed=5).batch(7), fixed.validation,
                       tiny.test, tiny.info)
     again, _ = _cv_folds(shuffled, 3, seed=0, task="classification")
-    for (_, h1), (hx, hy) in zip(again, held):
+    for (_, h1), (hx, hy) in zip(again(), held):
         np.testing.assert_array_equal(to_arrays(h1)[0], hx)
     # The folds come with tf.data's autotuning as zoo.data's pipelines have it (off on a
     # CPU-only machine, as here: benchmarks/README.md, item 29).
@@ -545,6 +546,26 @@ def test_every_trial_reads_the_training_data_in_the_seeds_order(tmp_path, monkey
                 directory=str(tmp_path), fix=FIX_ALL, set={"lr": [1e-2, 2e-2, 3e-2]})
     assert list(df["status"]) == ["COMPLETED"] * 3 and len(firsts) == 3
     assert firsts[0] == firsts[1] == firsts[2] and len(set(firsts[0])) > 1
+
+
+def test_every_trial_reads_each_cv_fold_in_the_seeds_order(tiny, tmp_path, monkeypatch):
+    # The folds' train pipelines are made anew for each trial too: a fold read by the
+    # trial before would shuffle in a new order.
+    from tuning.hypermodels import ZooHyperModel
+    firsts = []
+    fit = ZooHyperModel.fit
+
+    def recording_fit(self, hp, model, x=None, *args, **kwargs):
+        firsts.append(next(iter(x))[1].numpy().tolist())
+        return fit(self, hp, model, x.take(1), *args, **kwargs)
+
+    monkeypatch.setattr(ZooHyperModel, "fit", recording_fit)
+    df = search("lenet5", tiny, tuner="random", max_trials=2, epochs=1, cv=2,
+                directory=str(tmp_path), fix=FIX_ALL, set={"lr": [1e-2, 2e-2]})
+    # Two folds of two trials, then the refit of the best on all examples.
+    assert list(df["status"]) == ["COMPLETED"] * 2 and len(firsts) == 5
+    assert firsts[0] == firsts[2] and firsts[1] == firsts[3]    # fold 0, fold 1 of each
+    assert firsts[0] != firsts[1] and len(set(firsts[0])) > 1
 
 
 def test_deterministic_reaches_every_local_worker_and_turns_op_determinism_on(tmp_path):

@@ -155,7 +155,9 @@ def _tuner_class(name):
             self.hypermodel.declare_hyperparameters(hp)
             self.oracle.update_space(hp)
 
-        #: ``[(train, validation), ...]`` datasets of cross-validation folds, or None.
+        #: ``() -> [(train, held_out), ...]``: the cross-validation folds' pipelines made
+        #: anew for each trial (a fold read by the trial before would shuffle in a new
+        #: order), or None.
         zoo_folds = None
         #: ``() -> dataset``: the train pipeline made anew for each trial, or None. A
         #: pipeline shuffles in a new order each time it is read, so a trial given the
@@ -177,7 +179,7 @@ def _tuner_class(name):
             original_callbacks = kwargs.pop("callbacks", [])
             hp = trial.hyperparameters
             histories = []
-            for train, held_out in self.zoo_folds:
+            for train, held_out in self.zoo_folds():
                 callbacks = self._deepcopy_callbacks(original_callbacks)
                 callbacks.append(tuner_utils.TunerCallback(self, trial))
                 model = self._try_build(hp)
@@ -874,8 +876,9 @@ def _cv_folds(splits, k, seed, task, batch_size=32):
     (``sklearn.model_selection.StratifiedKFold``), segmentation plain ``KFold``.
 
     Returns:
-        ``([(train, held_out), ...], (all images, all targets))``: batched pipelines of
-        each fold and the pooled arrays (for the final refit).
+        ``(make_folds, (all images, all targets))``: ``make_folds()`` makes the batched
+        pipelines of each fold, ``[(train, held_out), ...]``, anew (each starts from the
+        seed's first shuffle); the pooled arrays are for the final refit.
     """
     import hashlib
 
@@ -900,17 +903,21 @@ def _cv_folds(splits, k, seed, task, batch_size=32):
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y)
     else:
         splitter = KFold(n_splits=k, shuffle=True, random_state=seed).split(x)
-    folds = []
-    for train_idx, held_idx in splitter:
-        train = set_num_examples(with_default_autotune(
-            tf.data.Dataset.from_tensor_slices((x[train_idx], y[train_idx]))
-            .shuffle(len(train_idx), seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE)),
-            len(train_idx))
-        held = with_default_autotune(
-            tf.data.Dataset.from_tensor_slices((x[held_idx], y[held_idx]))
-            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-        folds.append((train, held))
-    return folds, (x, y)
+    indices = list(splitter)
+
+    def make_folds():
+        folds = []
+        for train_idx, held_idx in indices:
+            train = set_num_examples(with_default_autotune(
+                tf.data.Dataset.from_tensor_slices((x[train_idx], y[train_idx]))
+                .shuffle(len(train_idx), seed=seed).batch(batch_size)
+                .prefetch(tf.data.AUTOTUNE)), len(train_idx))
+            held = with_default_autotune(
+                tf.data.Dataset.from_tensor_slices((x[held_idx], y[held_idx]))
+                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+            folds.append((train, held))
+        return folds
+    return make_folds, (x, y)
 
 
 def _refit(hypermodel, trial, pooled, epochs, seed, batch_size=32):

@@ -28,13 +28,15 @@ TARGET_PIPELINE = 0.95
 
 
 def bench_shape(name: str, image_size: int) -> tuple:
-    """Input shape a model is measured at: keras.applications' families at the asked
-    size (at least their minimum), others (LeNet-5) at their own default input."""
+    """Input shape a model is measured at: the asked size (at least the model's minimum),
+    but a model whose smallest input is its default (LeNet-5's 32x32) at that input."""
     from zoo.registry import model_info
     info = model_info(name)
     channels = info.default_input_shape[-1] or 3
-    size = (max(image_size, info.min_input_size) if name in KERAS_APPLICATIONS
-            else info.default_input_shape[0])
+    default = info.default_input_shape[0]
+    size = (max(image_size, info.min_input_size)
+            if name in KERAS_APPLICATIONS or (info.min_input_size or default) < default
+            else default)
     return (size, size, channels)
 
 def torch_available() -> bool:

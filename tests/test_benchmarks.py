@@ -522,3 +522,12 @@ def test_autotune_calls_refuses_bad_arguments(capsys, argv, message):
     err = capsys.readouterr().err
     assert err.startswith("python -m benchmarks.autotune_calls: error: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_models_are_measured_at_the_asked_size_where_they_accept_it():
+    from benchmarks.training import bench_shape
+    assert bench_shape("resnet50", 32) == (32, 32, 3)
+    assert bench_shape("resnet18", 32) == (32, 32, 3)      # was its default 224x224
+    assert bench_shape("googlenet", 32) == (65, 65, 3)     # at least its smallest input
+    assert bench_shape("inception_v3", 32) == (75, 75, 3)
+    assert bench_shape("lenet5", 160) == (32, 32, 1)       # its one input size

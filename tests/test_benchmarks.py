@@ -240,12 +240,13 @@ def test_measure_reports_busy_cores_per_repetition():
     variants = [Variant("spin", spin), Variant("sleep", sleep),
                 Variant("child", lambda: (4, 2.0, 3.0)), Variant("self-timed", lambda: (4, 2.0))]
     measured = measure(variants, repeats=3, warmup=1)
-    # A spin keeps about one core busy, a sleep about none; with the other test worker on
-    # the same 2 cores the spin may get less than one (or this process's leftover threads
-    # add a little), so the bounds are loose and the two are compared.
+    # A spin keeps about one core busy, a sleep about none; with other processes on the
+    # same 2 cores the spin may get much less than one (0.21 of a core in one repetition of
+    # a CI run on a loaded machine), or this process's leftover threads add a little, so
+    # the bounds are loose and the two are compared.
     spin_cores, sleep_cores = measured["spin"]["cores"], measured["sleep"]["cores"]
     assert len(spin_cores) == len(sleep_cores) == 3
-    assert all(0.25 < c <= (os.cpu_count() or 1) + 0.2 for c in spin_cores), spin_cores
+    assert all(0.05 < c <= (os.cpu_count() or 1) + 0.2 for c in spin_cores), spin_cores
     assert max(sleep_cores) < 0.3 and max(sleep_cores) < min(spin_cores), sleep_cores
     assert measured["child"]["cores"] == [1.5] * 3 and measured["child"]["rates"] == [2.0] * 3
     assert measured["self-timed"]["cores"] == [] and measured["self-timed"]["rates"] == [2.0] * 3

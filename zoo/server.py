@@ -71,6 +71,10 @@ _PREDICT_BATCH = 64
 _FAST_JSON_BYTES = 1024
 #: Requests predicted to take less than this run on the event loop (:class:`InlinePolicy`).
 DEFAULT_INLINE_MS = 5.0
+
+#: How often a running server looks at its directory for new and removed versions, in
+#: seconds: TensorFlow Serving's ``--file_system_poll_wait_seconds`` default.
+DEFAULT_POLL_SECONDS = 1.0
 #: How long an idle keep-alive connection stays open, in seconds: longer than the idle
 #: timeouts of the load balancers and proxies in front of servers (60 s for AWS's, nginx's
 #: keepalive_timeout), which would otherwise reuse a connection the server is closing and
@@ -409,6 +413,33 @@ class ModelStore:
                             "status": {"error_code": "UNKNOWN" if error else "OK",
                                        "error_message": error or ""}})
         return {"model_version_status": entries}
+
+    def poll(self):
+        """One look at the served directory, as TensorFlow Serving's file-system poll takes
+        one every second: the loaded versions of models and versions removed from disk are
+        dropped, and each model's newest version that may load, if it is not loaded, is
+        loaded in the background (the loaded one answers meanwhile). So a version exported
+        while the server runs answers the requests that follow its load, and a model added
+        is loaded, without a request having to ask for it first."""
+        names = self.model_names()
+        with self._lock:
+            gone = ({k[0] for k in self._servables} | {k[0] for k in self._failed}) - set(names)
+        dropped = [s for name in sorted(gone) for s in self._forget(name, [])]
+        if dropped:
+            del dropped
+            gc.collect()   # as versions() does
+        for name in names:
+            if not self.versions(name):
+                continue
+            try:
+                versions, ready = self._answering(name)   # a newer one loads if one is loaded
+            except ServingError:    # its versions were removed meanwhile
+                continue
+            if ready is None:
+                newest = next((v for v in reversed(versions) if self.failure(name, v) is None),
+                              None)
+                if newest is not None:
+                    self._load_in_background(name, newest)
 
     def preload(self):
         """Load the newest version of every model that loads (errors are kept for the
@@ -1026,7 +1057,8 @@ def parse_workers_for(parse_workers) -> int:
 
 def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_compile="auto",
                runtime="auto", preload=True, parse_workers="auto", max_batch=_PREDICT_BATCH,
-               inline_ms=DEFAULT_INLINE_MS, batch_wait_ms=0.0):
+               inline_ms=DEFAULT_INLINE_MS, batch_wait_ms=0.0,
+               poll_seconds=DEFAULT_POLL_SECONDS):
     """The FastAPI application serving ``base_dir``.
 
     Args:
@@ -1049,6 +1081,11 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         batch_wait_ms: how long a request that finds its model idle waits for others to
             join its batch (:class:`RequestBatcher`'s ``wait_ms``; requests answered on the
             event loop never wait); 0 (the default): no waiting.
+        poll_seconds: while the application runs, a thread looks at ``base_dir`` this
+            often (:meth:`ModelStore.poll`): new versions and models are loaded without
+            waiting for a request, removed ones are dropped. 0: no polling; requests look
+            (a request without a version is answered by the loaded version while a newer
+            one loads, then by the newer one).
 
     Returns:
         A ``fastapi.FastAPI`` application (its ``state.store`` is the :class:`ModelStore`,
@@ -1063,6 +1100,10 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
     if not isinstance(runtime, str) or runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
                          f"Received: {runtime!r}")
+    if (isinstance(poll_seconds, bool) or not isinstance(poll_seconds, (int, float))
+            or not 0 <= poll_seconds < math.inf):
+        raise ValueError(f"poll_seconds must be a non-negative number of seconds (0: no "
+                         f"polling). Received: {poll_seconds!r}")
     splitter = jsonarrays.SplitParser(parse_workers_for(parse_workers))
     batcher = RequestBatcher(max_batch, batch_wait_ms)
     inline = InlinePolicy(inline_ms)
@@ -1079,9 +1120,18 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         if splitter.workers:
             await run_in_threadpool(splitter.start)
         await warm_up
+        stop = threading.Event()
+        poller = None
+        if poll_seconds:
+            poller = threading.Thread(target=_poll_loop, args=(store, poll_seconds, stop),
+                                      name="zoo-poll", daemon=True)
+            poller.start()
         try:
             yield
         finally:
+            stop.set()
+            if poller is not None:
+                await run_in_threadpool(poller.join, 5.0)
             await run_in_threadpool(splitter.close)
 
     app = FastAPI(title="zoo serve", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -1238,10 +1288,22 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
     return app
 
 
+def _poll_loop(store, seconds, stop):
+    """:meth:`ModelStore.poll` every ``seconds`` until ``stop`` is set; a failed look is
+    logged and the next one made."""
+    while not stop.wait(seconds):
+        try:
+            store.poll()
+        except Exception as exc:   # a directory unreadable for a moment, ...
+            _log.warning("looking for model versions under %s failed: %s", store.base_dir,
+                         exc)
+
+
 def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES,
           jit_compile="auto", runtime="auto", parse_workers="auto", max_batch=_PREDICT_BATCH,
           inline_ms=DEFAULT_INLINE_MS, batch_wait_ms=0.0,
-          keep_alive_seconds=DEFAULT_KEEP_ALIVE_SECONDS, log_level="warning"):
+          keep_alive_seconds=DEFAULT_KEEP_ALIVE_SECONDS, log_level="warning",
+          poll_seconds=DEFAULT_POLL_SECONDS):
     """Run the REST server until interrupted (uvicorn).
 
     Args:
@@ -1260,6 +1322,8 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
         keep_alive_seconds: how long an idle keep-alive connection stays open (uvicorn's
             ``timeout_keep_alive``; see :data:`DEFAULT_KEEP_ALIVE_SECONDS`).
         log_level: uvicorn's log level.
+        poll_seconds: how often the served directory is looked at for new and removed
+            versions (see :func:`create_app`); 0: requests look.
 
     Raises:
         FileNotFoundError: ``base_dir`` does not exist.
@@ -1278,7 +1342,8 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
     check_base_dir(base_dir)
     app = create_app(base_dir, max_request_bytes=max_request_bytes, jit_compile=jit_compile,
                      runtime=runtime, preload=False, parse_workers=parse_workers,
-                     max_batch=max_batch, inline_ms=inline_ms, batch_wait_ms=batch_wait_ms)
+                     max_batch=max_batch, inline_ms=inline_ms, batch_wait_ms=batch_wait_ms,
+                     poll_seconds=poll_seconds)
     # Bound before the models load and the address is announced: an address that cannot be
     # bound is an error at once. uvicorn listens on this socket.
     sock = _bind(host, port)

@@ -1508,6 +1508,8 @@ _mb_arg = number_type("a positive number of MB",
 _seconds_arg = number_type("a positive number of seconds", lambda v: 0 < v < math.inf)
 _ms_arg = number_type("a non-negative number of milliseconds",
                       lambda v: 0 <= v < math.inf)
+_poll_arg = number_type("a non-negative number of seconds (0: no polling)",
+                        lambda v: 0 <= v < math.inf)
 
 
 def configure_serve(parser):
@@ -1553,6 +1555,10 @@ def configure_serve(parser):
                         help="keep idle connections open for S seconds (default 75: longer "
                              "than the idle timeouts of load balancers in front, 60 s for "
                              "AWS's and nginx's)")
+    parser.add_argument("--poll-s", type=_poll_arg, default=1.0, metavar="S",
+                        help="look for new and removed model versions every S seconds and "
+                             "load the new ones before any request asks (default 1, as "
+                             "TensorFlow Serving; 0: requests look)")
     parser.add_argument("--log-level", default="warning",
                         choices=("critical", "error", "warning", "info", "debug"))
 
@@ -1563,7 +1569,8 @@ def configure_serve(parser):
               jit_compile=not args.no_xla and "auto", runtime=args.runtime,
               parse_workers=args.parse_workers, max_batch=args.max_batch_size,
               inline_ms=args.inline_ms, batch_wait_ms=args.batch_wait_ms,
-              keep_alive_seconds=args.keep_alive_s, log_level=args.log_level)
+              keep_alive_seconds=args.keep_alive_s, log_level=args.log_level,
+              poll_seconds=args.poll_s)
         return 0
 
     return run

@@ -19,6 +19,12 @@ int32 masks ``[N, H, W]``. The model input is produced by one function, :func:`p
 (resize, grey <-> RGB, ``(x - mean) / std`` on raw pixels), which the export embeds in the
 serving graph. Augmentation (Keras preprocessing layers, image and mask moved together) is
 applied to the training split only, on raw-range pixels before normalisation.
+
+Segmentation masks may mark pixels to leave out of training and evaluation with an ignore
+label (``ignore_label=255`` for Pascal VOC's void borders, as for Cityscapes' train ids): the
+classes are the other values, ``0..K-1``, and the ignore label lies outside them; it is
+recorded in :class:`DatasetInfo`. It is never guessed: a folder whose masks hold 255 beside
+classes that stop below it is refused, the message naming ``ignore_label=255``.
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ class DatasetInfo:
         splits: number of examples per split where known.
         raw_shape: the dataset's own ``(H, W, C)`` (``None`` entries where it varies).
         augmentation: the augmentation settings used for training (empty = none).
+        ignore_label: segmentation: the mask value of pixels that count in no loss and no
+            metric (``None``: every pixel counts); never one of the ``num_classes`` classes.
     """
 
     name: str
@@ -80,6 +88,7 @@ class DatasetInfo:
     splits: dict = dataclasses.field(default_factory=dict)
     raw_shape: Optional[tuple] = None
     augmentation: dict = dataclasses.field(default_factory=dict)
+    ignore_label: Optional[int] = None
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (tuples become lists)."""
@@ -92,6 +101,7 @@ class DatasetInfo:
         d["splits"] = {k: int(v) for k, v in self.splits.items()}
         d["raw_shape"] = None if self.raw_shape is None else [
             None if v is None else int(v) for v in self.raw_shape]
+        d["ignore_label"] = None if self.ignore_label is None else int(self.ignore_label)
         return d
 
     @classmethod
@@ -211,7 +221,7 @@ _AUG_SHAPES = dict(flip="horizontal_and_vertical", rotation=0.0, zoom=0.0, trans
                    contrast=0.2, fill_mode="reflect")
 
 
-def augmenter(settings: dict, *, raw_range=(0.0, 255.0), seed=0):
+def augmenter(settings: dict, *, raw_range=(0.0, 255.0), seed=0, ignore_label=None):
     """Build the augmentation function for ``settings``.
 
     Args:
@@ -221,11 +231,15 @@ def augmenter(settings: dict, *, raw_range=(0.0, 255.0), seed=0):
             ``fill_mode``.
         raw_range: pixel range (the contrast layer clips to it).
         seed: seed of the random layers.
+        ignore_label: the masks' ignore label: the pixels a rotation, zoom or translation
+            fills (``fill_mode="constant"``) get it in the masks, not class 0; ``None``:
+            they get 0, the fill value of the images.
 
     Returns:
         ``fn(images, masks=None) -> images`` or ``(images, masks)``: batched raw-range
         images ``[N, H, W, C]``; masks ``[N, H, W]`` (int) get the same geometric
-        transformation with nearest-neighbour interpolation and no contrast change.
+        transformation with nearest-neighbour interpolation (the ignore label stays as it
+        is) and no contrast change.
     """
     from keras import layers
     s = dict(settings)
@@ -252,11 +266,16 @@ def augmenter(settings: dict, *, raw_range=(0.0, 255.0), seed=0):
             for layer in pipeline:
                 images = layer(images, training=True)
             return images
-        data = {"images": images,
-                "segmentation_masks": tf.cast(masks[..., None], tf.float32)}
+        masks = tf.cast(masks[..., None], tf.float32)
+        if ignore_label is not None:
+            masks += 1.0   # 0 then marks the pixels the layers filled
+        data = {"images": images, "segmentation_masks": masks}
         for layer in pipeline:
             data = layer(data, training=True)
-        return data["images"], tf.cast(tf.round(data["segmentation_masks"][..., 0]), tf.int32)
+        masks = tf.cast(tf.round(data["segmentation_masks"][..., 0]), tf.int32)
+        if ignore_label is not None:
+            masks = tf.where(masks == 0, tf.constant(ignore_label, tf.int32), masks - 1)
+        return data["images"], masks
 
     apply.layers = pipeline
     return apply
@@ -283,6 +302,9 @@ class _Source:
                                      # over the split (None: its first ones)
     counts: object = None            # split -> examples per class, no image decoded
                                      # (classification; None: count a pass over the split)
+    ignore_label: Optional[int] = None   # mask value of pixels no loss or metric counts
+    ignorable_class: Optional[int] = None  # the last class, which ignore_label may name to
+                                           # leave it out (the pets' trimap border)
 
 
 # --- digits ---------------------------------------------------------------------------
@@ -429,7 +451,12 @@ PET_LABELS = ["pet", "background", "border"]
 
 
 def remap_trimap(mask):
-    """Oxford-IIIT Pet trimap values 1 (pet), 2 (background), 3 (border) -> 0, 1, 2."""
+    """Oxford-IIIT Pet trimap values 1 (pet), 2 (background), 3 (border) -> 0, 1, 2.
+
+    The border is the trimap's "not classified" band around each pet. It is a class by
+    default; ``load(..., ignore_label=2)`` leaves it out of losses and metrics instead,
+    which leaves two classes, pet and background.
+    """
     return tf.clip_by_value(tf.cast(mask, tf.int32) - 1, 0, 2)
 
 
@@ -496,7 +523,8 @@ def _tfds_source(name, data_dir=None, download=False):
         return total
 
     return _Source(name, task, labels, channels, (*raw_hw, channels), default_size, aug, get,
-                   sizes, stats=stats, counts=counts if task == "classification" else None)
+                   sizes, stats=stats, counts=counts if task == "classification" else None,
+                   ignorable_class=len(labels) - 1 if name == "oxford_iiit_pet" else None)
 
 
 # --- local folders --------------------------------------------------------------------
@@ -645,7 +673,7 @@ def _decode_bytes(data, channels):
     return img
 
 
-def _folder_source(root, data_dir=None, download=False):
+def _folder_source(root, data_dir=None, download=False, ignore_label=None):
     name = f"folder:{root}"
     if not os.path.isdir(root):
         raise ValueError(f"Dataset folder not found: {root!r}. Expected a directory laid out "
@@ -661,7 +689,7 @@ def _folder_source(root, data_dir=None, download=False):
                     os.path.isdir(os.path.join(d, "masks")):
                 seg_roots[split] = d
     if seg_roots:
-        return _segmentation_folder(root, name, seg_roots)
+        return _segmentation_folder(root, name, seg_roots, ignore_label)
     return _classification_folder(root, name)
 
 
@@ -816,7 +844,8 @@ def _mask_values(path) -> np.ndarray:
     return values.astype("int32") if values.dtype.itemsize > 1 else values
 
 
-def _segmentation_folder(root, name, seg_roots):
+def _segmentation_folder(root, name, seg_roots, ignore=None):
+    """A segmentation folder's source; ``ignore``: its masks' ignore label, or ``None``."""
     from PIL import Image
 
     def pairs(d):
@@ -862,7 +891,7 @@ def _segmentation_folder(root, name, seg_roots):
     # file of class indices at its image's size. The test split may reuse validation's files.
     pairs_seen = sorted({pair for split_files in files.values() for pair in split_files})
     present = np.zeros(0, "int64")      # how many masks hold each value
-    tops = {}
+    tops = {}                           # each mask's largest class (the ignore label aside)
     for image, mask in pairs_seen:
         values = _mask_values(mask)
         with Image.open(image) as im:
@@ -874,11 +903,13 @@ def _segmentation_folder(root, name, seg_roots):
         flat = values.ravel()
         found = (np.flatnonzero(np.bincount(flat)) if flat.max(initial=0) < 1 << 16
                  else np.unique(flat))
-        tops[mask] = int(found[-1])
+        kept = found if ignore is None else found[found != ignore]
+        tops[mask] = int(kept[-1]) if len(kept) else 0
         if len(present) <= found[-1]:
             present = np.pad(present, (0, int(found[-1]) + 1 - len(present)))
         present[found] += 1
     values = np.flatnonzero(present)
+    classes = values if ignore is None else values[values != ignore]   # all but the ignore label
     labels_file = os.path.join(root, "labels.txt")
     labels = None
     if os.path.isfile(labels_file):
@@ -888,28 +919,45 @@ def _segmentation_folder(root, name, seg_roots):
             raise ValueError(f"{labels_file!r} lists {len(labels)} label(s); a segmentation "
                              "dataset needs at least 2 classes (e.g. background and object).")
     # Binary masks stored as 0 and 255 (black and white) are background and object.
-    binary = values.tolist() == [0, 255] and (labels is None or len(labels) <= 255)
+    binary = classes.tolist() == [0, 255] and (labels is None or len(labels) <= 255)
     if binary:
         tops = {m: min(top, 1) for m, top in tops.items()}
-        values = np.minimum(values, 1)
+        classes = np.minimum(classes, 1)
     if labels is not None:
+        if ignore is not None and ignore < len(labels):
+            raise ValueError(f"ignore_label={ignore} is one of the {len(labels)} classes "
+                             f"{labels_file!r} lists (0..{len(labels) - 1}: "
+                             f"{labels[ignore]!r}); the ignore label must be a mask value "
+                             f"outside them, such as 255.")
         for m, top in tops.items():
             if top >= len(labels):
+                beyond = classes[classes >= len(labels)]
+                hint = _ignore_hint(beyond[0]) if ignore is None and len(beyond) == 1 else ""
                 raise ValueError(f"Mask {m!r} holds class {top}, but {labels_file!r} lists "
                                  f"{len(labels)} labels, so mask values must be in "
-                                 f"0..{len(labels) - 1}.")
+                                 f"0..{len(labels) - 1}.{hint}")
     else:
-        top = int(values.max(initial=0))
-        missing = sorted(set(range(top + 1)) - set(values.tolist()))
-        if missing:
+        top = int(classes.max(initial=0))
+        if ignore is not None and ignore <= top:
             shown = ", ".join(str(v) for v in values[:12]) + (", ..." if len(values) > 12
                                                                else "")
+            raise ValueError(f"ignore_label={ignore} lies among the classes of the masks in "
+                             f"{root!r}, which hold the values {shown}: the classes must be "
+                             f"0..K-1 and the ignore label a value above them, such as 255.")
+        missing = sorted(set(range(top + 1)) - set(classes.tolist()))
+        if missing:
+            shown = ", ".join(str(v) for v in classes[:12]) + (", ..." if len(classes) > 12
+                                                                else "")
+            besides = "" if ignore is None else f" besides the ignore label {ignore}"
+            below = classes[:-1].tolist()
+            hint = (_ignore_hint(top) if ignore is None and len(below) > 1
+                    and below == list(range(len(below))) else "")
             raise ValueError(
-                f"The masks in {root!r} hold the values {shown} ({len(values)} in all), not "
-                f"every class 0..{top}: without labels.txt that would make {top + 1} classes, "
-                f"{len(missing)} of them in no mask. Store masks as class indices 0..K-1 (one "
-                f"value per class; 0 and 255 for one object class also work), or list the "
-                f"{top + 1} class names in labels.txt, one a line.")
+                f"The masks in {root!r} hold the values {shown} ({len(classes)} in all"
+                f"{besides}), not every class 0..{top}: without labels.txt that would make "
+                f"{top + 1} classes, {len(missing)} of them in no mask. Store masks as class "
+                f"indices 0..K-1 (one value per class; 0 and 255 for one object class also "
+                f"work), or list the {top + 1} class names in labels.txt, one a line.{hint}")
         labels = [str(i) for i in range(top + 1)]
         labels = labels if len(labels) > 1 else ["0", "1"]
     image_paths = [p for p, _ in files["train"]]
@@ -918,7 +966,7 @@ def _segmentation_folder(root, name, seg_roots):
     def read_mask(path):
         out = _mask_values(path.decode() if isinstance(path, bytes) else path)
         if binary:
-            out = np.minimum(out, 1)
+            out = np.minimum(out, 1) if ignore is None else np.where(out == 255, 1, out)
         return out.astype("int32")[..., None]
 
     def decode_mask(path):
@@ -940,7 +988,15 @@ def _segmentation_folder(root, name, seg_roots):
 
     sizes = {s: len(files[s]) for s in SPLITS}
     return _Source(name, "segmentation", labels, channels, (None, None, channels), tuple(hw),
-                   _AUG_SHAPES, get, sizes, stats_sample=stats_sample)
+                   _AUG_SHAPES, get, sizes, stats_sample=stats_sample, ignore_label=ignore)
+
+
+def _ignore_hint(value) -> str:
+    """The end of the message refusing masks whose largest value ``value`` lies beyond
+    their classes: how to declare it the ignore label."""
+    return (f" If {value} marks pixels to leave out of training and evaluation (as Pascal "
+            f"VOC's 255 marks object borders), pass ignore_label={value} (zoo train "
+            f"--ignore-label {value}).")
 
 
 _EMBEDDED = {"digits": _digits_source, "shapes": _shapes_source}
@@ -951,22 +1007,72 @@ def list_datasets() -> list:
     return sorted(_EMBEDDED) + sorted(_TFDS) + ["folder:PATH"]
 
 
-def _source(name, data_dir=None, download=False) -> _Source:
+def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
     if not isinstance(name, (str, os.PathLike)):
         raise ValueError(f"Dataset name must be a string. Received: {name!r}")
     name = os.fspath(name)
     if name in _EMBEDDED:
-        return _EMBEDDED[name](data_dir, download)
+        return _with_ignore_label(_EMBEDDED[name](data_dir, download), ignore_label)
     if name in _TFDS:
-        return _tfds_source(name, data_dir, download)
+        return _with_ignore_label(_tfds_source(name, data_dir, download), ignore_label)
     if name.startswith("folder:"):
-        return _folder_source(os.path.abspath(os.path.expanduser(name[len("folder:"):])))
+        path = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
+        return _with_ignore_label(_folder_source(path, ignore_label=ignore_label),
+                                  ignore_label)
     if os.sep in name or name.startswith(".") or os.path.isdir(name):
-        return _folder_source(os.path.abspath(os.path.expanduser(name)))
+        path = os.path.abspath(os.path.expanduser(name))
+        return _with_ignore_label(_folder_source(path, ignore_label=ignore_label),
+                                  ignore_label)
     close = difflib.get_close_matches(name, list_datasets(), n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ValueError(f"Unknown dataset {name!r}.{hint} Known datasets: "
                      f"{', '.join(list_datasets())} (folder:PATH or a path for a local folder).")
+
+
+#: The largest ignore label: masks are 8- or 16-bit files, and augmentation moves them as
+#: float32, exact for integers far beyond it.
+MAX_IGNORE_LABEL = 65535
+
+
+def _check_ignore_label(ignore_label):
+    """``ignore_label`` as an int, or ``None``; anything but an integer in
+    ``0..MAX_IGNORE_LABEL`` raises."""
+    if ignore_label is None:
+        return None
+    if (isinstance(ignore_label, (bool, np.bool_))
+            or not isinstance(ignore_label, numbers.Integral)
+            or not 0 <= ignore_label <= MAX_IGNORE_LABEL):
+        raise ValueError(f"ignore_label must be None or an integer from 0 to "
+                         f"{MAX_IGNORE_LABEL}: the mask value of pixels to leave out of "
+                         f"training and evaluation, outside the classes 0..K-1 (Pascal VOC: "
+                         f"255). Received: ignore_label={ignore_label!r}")
+    return int(ignore_label)
+
+
+def _with_ignore_label(src: _Source, ignore_label) -> _Source:
+    """``src`` with its masks' ignore label: refused for classification and inside the
+    classes, except that it may name ``src.ignorable_class``, which then is no class."""
+    if ignore_label is None:
+        return src
+    if src.task != "segmentation":
+        raise ValueError(f"ignore_label is for segmentation datasets (a mask value to leave "
+                         f"out); {src.name!r} is a {src.task} dataset. Received: "
+                         f"ignore_label={ignore_label}")
+    if src.ignore_label == ignore_label:     # a folder's, checked against its masks
+        return src
+    k = len(src.labels)
+    if ignore_label < k:
+        if ignore_label != src.ignorable_class:
+            also = ("" if src.ignorable_class is None else
+                    f" (or {src.ignorable_class} to leave out its "
+                    f"{src.labels[src.ignorable_class]!r} class)")
+            raise ValueError(f"ignore_label={ignore_label} is one of the {k} classes of "
+                             f"dataset {src.name!r} (0..{k - 1}: "
+                             f"{', '.join(src.labels)}); the ignore label must be a mask value "
+                             f"outside them, such as 255{also}.")
+        src = dataclasses.replace(src, labels=[v for i, v in enumerate(src.labels)
+                                               if i != ignore_label])
+    return dataclasses.replace(src, ignore_label=ignore_label)
 
 
 def _split_name(split):
@@ -1049,7 +1155,8 @@ def _info(src: _Source, image_size, channels) -> DatasetInfo:
     mean, std = _stats(src, input_shape)
     return DatasetInfo(name=src.name, task=src.task, num_classes=len(src.labels),
                        labels=list(src.labels), input_shape=input_shape, mean=mean, std=std,
-                       splits=dict(src.sizes), raw_shape=tuple(src.raw_shape))
+                       splits=dict(src.sizes), raw_shape=tuple(src.raw_shape),
+                       ignore_label=src.ignore_label)
 
 
 def autotune_by_default() -> bool:
@@ -1121,7 +1228,8 @@ def _pipeline(src: _Source, info: DatasetInfo, split, *, batch_size, augment, se
         ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
     if augment:
-        aug = augmenter(augment, raw_range=info.raw_range, seed=seed)
+        aug = augmenter(augment, raw_range=info.raw_range, seed=seed,
+                        ignore_label=info.ignore_label)
         if seg:
             ds = ds.map(lambda x, y: aug(x, y), num_parallel_calls=tf.data.AUTOTUNE)
         else:
@@ -1152,7 +1260,8 @@ def _check_batch(batch_size):
 
 
 def load(name, split="train", *, image_size=None, channels=None, batch_size=32, augment=False,
-         data_dir=None, seed=0, shuffle=None, download=False, autotune=None):
+         data_dir=None, seed=0, shuffle=None, download=False, autotune=None,
+         ignore_label=None):
     """Load one split of a dataset as a batched, prefetched ``tf.data.Dataset``.
 
     Args:
@@ -1173,6 +1282,13 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
         download: let tensorflow-datasets download missing data.
         autotune: let tf.data autotune the pipeline (``True``/``False``); default
             (``None``): :func:`autotune_by_default`, off on a CPU-only machine.
+        ignore_label: segmentation: the mask value of pixels that count in no loss and no
+            metric (Pascal VOC's 255 on object borders and "difficult" regions), an integer
+            from 0 to 65535 outside the classes ``0..K-1``: a folder's classes are its other
+            mask values; for ``oxford_iiit_pet``, 2 leaves out the trimap's border, which
+            leaves the classes pet and background. ``None`` (default): every value is a
+            class. Recorded in ``info.ignore_label``; augmentation keeps it and fills the
+            pixels it adds (``fill_mode="constant"``) with it.
 
     Returns:
         ``(dataset, info)``: the pipeline of ``(images, labels)`` (float32 normalised
@@ -1180,7 +1296,8 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
 
     Raises:
         ValueError: unknown dataset or split, missing folder, data not available offline,
-            bad sizes.
+            bad sizes, an ignore label that is no integer in 0..65535, one of the classes
+            or given for a classification dataset.
 
     Example:
         >>> ds, info = load("digits", "train", image_size=(32, 32), augment=True)
@@ -1190,7 +1307,8 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
     split = _split_name(split)
     _check_batch(batch_size)
     autotune = _check_autotune(autotune)
-    src = _source(name, data_dir, download)
+    ignore_label = _check_ignore_label(ignore_label)
+    src = _source(name, data_dir, download, ignore_label)
     info = _info(src, image_size, channels)
     settings = _augment_settings(src, augment) if split == "train" else {}
     info.augmentation = settings
@@ -1211,7 +1329,8 @@ def to_arrays(dataset) -> tuple:
 
 
 def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=False,
-                data_dir=None, seed=0, download=False, autotune=None) -> Splits:
+                data_dir=None, seed=0, download=False, autotune=None,
+                ignore_label=None) -> Splits:
     """Load the train, validation and test pipelines of a dataset.
 
     The arguments are :func:`load`'s but ``split`` and ``shuffle``: only the train pipeline
@@ -1222,7 +1341,7 @@ def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=
 
     Raises:
         ValueError: as :func:`load` (an unknown dataset, a missing folder or tfds data, bad
-            ``image_size``, ``batch_size``, ``augment`` or ``autotune``).
+            ``image_size``, ``batch_size``, ``augment``, ``autotune`` or ``ignore_label``).
 
     Example:
         >>> s = load_splits("shapes", image_size=(64, 64), augment=True)
@@ -1231,7 +1350,8 @@ def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=
     """
     _check_batch(batch_size)
     autotune = _check_autotune(autotune)
-    src = _source(name, data_dir, download)
+    ignore_label = _check_ignore_label(ignore_label)
+    src = _source(name, data_dir, download, ignore_label)
     info = _info(src, image_size, channels)
     settings = _augment_settings(src, augment)
     info.augmentation = settings

@@ -38,8 +38,8 @@ from zoo.common import atomic_write, atomic_write_text
 __all__ = ["compile_model", "fit", "resolve_jit_compile", "resolve_class_weight",
            "resolve_mixed_precision", "with_mixed_precision", "cosine_schedule",
            "set_batch_norm_momentum",
-           "SparseDiceLoss", "CrossEntropyDiceLoss", "build_for_dataset", "configure_train",
-           "TRAIN_DEFAULTS"]
+           "SparseDiceLoss", "CrossEntropyDiceLoss", "SparsePixelAccuracy", "build_for_dataset",
+           "configure_train", "TRAIN_DEFAULTS"]
 
 _PACKAGE = "zoo"
 
@@ -52,17 +52,33 @@ def _probabilities(y_pred, from_logits):
     return ops.softmax(y_pred, axis=-1) if from_logits else y_pred
 
 
+def _sparse_masks(y_true, rank, ignore_label):
+    """Integer masks ``y_true`` of ``rank`` dimensions (a trailing channel of 1 dropped) and
+    the float32 weight of each pixel: 0 where the mask holds ``ignore_label``, else 1. The
+    ignored pixels' values become 0, a class, so that every op downstream sees a valid
+    index; their weight leaves them out. ``ignore_label=None``: the masks and ``None``."""
+    y_true = ops.cast(y_true, "int32")
+    if len(y_true.shape) == rank + 1:
+        y_true = ops.squeeze(y_true, -1)
+    if ignore_label is None:
+        return y_true, None
+    valid = ops.not_equal(y_true, int(ignore_label))
+    return ops.where(valid, y_true, 0), ops.cast(valid, "float32")
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SparseDiceLoss(keras.losses.Loss):
     """Soft Dice loss for integer masks and per-class probabilities (or logits).
 
     For each class ``k`` and example, ``dice_k = (2 * sum(p_k * t_k) + smooth) /
     (sum(p_k) + sum(t_k) + smooth)`` over the pixels, with ``t`` the one-hot mask; the loss
-    is ``1 - mean_k dice_k`` per example (Milletari et al. 2016, V-Net).
+    is ``1 - mean_k dice_k`` per example (Milletari et al. 2016, V-Net). Pixels whose mask
+    holds ``ignore_label`` are in none of the sums.
 
     Args:
         from_logits: ``y_pred`` are logits (softmax is applied first).
         smooth: added to numerator and denominator (an absent class scores 1).
+        ignore_label: the mask value of pixels to leave out (``None``: none).
         reduction, name, dtype: as for every ``keras.losses.Loss``.
 
     Example:
@@ -71,19 +87,21 @@ class SparseDiceLoss(keras.losses.Loss):
         0.0
     """
 
-    def __init__(self, from_logits=False, smooth=1.0, reduction="sum_over_batch_size",
-                 name="sparse_dice", dtype=None):
+    def __init__(self, from_logits=False, smooth=1.0, ignore_label=None,
+                 reduction="sum_over_batch_size", name="sparse_dice", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = bool(from_logits)
         self.smooth = float(smooth)
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
 
     def call(self, y_true, y_pred):
         probs = _probabilities(y_pred, self.from_logits)
         k = ops.shape(probs)[-1]
-        y_true = ops.cast(y_true, "int32")
-        if len(y_true.shape) == len(probs.shape):
-            y_true = ops.squeeze(y_true, -1)
+        y_true, weight = _sparse_masks(y_true, len(probs.shape) - 1, self.ignore_label)
         onehot = ops.one_hot(y_true, k, dtype="float32")
+        if weight is not None:
+            onehot = onehot * weight[..., None]
+            probs = probs * weight[..., None]
         axes = tuple(range(1, len(probs.shape) - 1))
         inter = ops.sum(onehot * probs, axis=axes)
         total = ops.sum(onehot, axis=axes) + ops.sum(probs, axis=axes)
@@ -91,7 +109,8 @@ class SparseDiceLoss(keras.losses.Loss):
         return 1.0 - ops.mean(dice, axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "from_logits": self.from_logits, "smooth": self.smooth}
+        return {**super().get_config(), "from_logits": self.from_logits, "smooth": self.smooth,
+                "ignore_label": self.ignore_label}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -100,30 +119,91 @@ class CrossEntropyDiceLoss(keras.losses.Loss):
     loss: the usual segmentation loss (cross-entropy for per-pixel calibration, Dice against
     class imbalance).
 
+    Per example, the cross-entropy is the mean over the pixels whose mask does not hold
+    ``ignore_label`` (0 for an example without any), and the Dice term leaves those pixels
+    out of its sums; the batch's loss is the mean over its examples.
+
     Args:
         from_logits: ``y_pred`` are logits.
         dice_weight: weight of the Dice term.
         smooth: Dice smoothing.
+        ignore_label: the mask value of pixels to leave out (``None``: none), as Pascal
+            VOC's 255.
         reduction, name, dtype: as for every ``keras.losses.Loss``.
     """
 
-    def __init__(self, from_logits=False, dice_weight=1.0, smooth=1.0,
+    def __init__(self, from_logits=False, dice_weight=1.0, smooth=1.0, ignore_label=None,
                  reduction="sum_over_batch_size", name="ce_dice", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = bool(from_logits)
         self.dice_weight = float(dice_weight)
         self.smooth = float(smooth)
-        self._dice = SparseDiceLoss(from_logits=from_logits, smooth=smooth, reduction=None)
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
+        self._dice = SparseDiceLoss(from_logits=from_logits, smooth=smooth,
+                                    ignore_label=ignore_label, reduction=None)
 
     def call(self, y_true, y_pred):
+        labels, weight = _sparse_masks(y_true, len(y_pred.shape) - 1, self.ignore_label)
         ce = keras.losses.sparse_categorical_crossentropy(
-            y_true, ops.cast(y_pred, "float32"), from_logits=self.from_logits)
-        ce = ops.mean(ce, axis=tuple(range(1, len(ce.shape))))
+            labels, ops.cast(y_pred, "float32"), from_logits=self.from_logits)
+        axes = tuple(range(1, len(ce.shape)))
+        if weight is None:
+            ce = ops.mean(ce, axis=axes)
+        else:
+            ce = ops.divide_no_nan(ops.sum(ce * weight, axis=axes), ops.sum(weight, axis=axes))
         return ce + self.dice_weight * self._dice.call(y_true, y_pred)
 
     def get_config(self):
         return {**super().get_config(), "from_logits": self.from_logits,
-                "dice_weight": self.dice_weight, "smooth": self.smooth}
+                "dice_weight": self.dice_weight, "smooth": self.smooth,
+                "ignore_label": self.ignore_label}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SparsePixelAccuracy(keras.metrics.Metric):
+    """Pixel accuracy of integer masks: the share of pixels whose arg-max prediction is
+    their mask's class, over every pixel seen since the last reset, leaving out the pixels
+    whose mask holds ``ignore_label``. Keras' ``SparseCategoricalAccuracy`` has no such
+    option (it counts an ignored pixel as an error: no class is ever predicted as it).
+
+    Args:
+        ignore_label: the mask value of pixels to leave out (``None``: count every pixel,
+            as ``SparseCategoricalAccuracy`` does).
+        name, dtype: as for every ``keras.metrics.Metric``.
+
+    Example:
+        >>> m = SparsePixelAccuracy(ignore_label=255)
+        >>> m.update_state([[0, 1, 255]], np.eye(3)[[[0, 0, 1]]])
+        >>> float(m.result())   # 1 of the 2 pixels that count
+        0.5
+    """
+
+    def __init__(self, ignore_label=None, name="accuracy", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
+        self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred = ops.convert_to_tensor(y_pred)
+        labels, weight = _sparse_masks(y_true, len(y_pred.shape) - 1, self.ignore_label)
+        if weight is None:
+            weight = ops.ones(ops.shape(labels), "float32")
+        if sample_weight is not None:
+            sample_weight = ops.cast(sample_weight, "float32")
+            while len(sample_weight.shape) < len(labels.shape):
+                sample_weight = ops.expand_dims(sample_weight, -1)
+            weight = weight * sample_weight
+        hit = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), labels),
+                       "float32")
+        self.correct.assign_add(ops.cast(ops.sum(hit * weight), self.dtype))
+        self.total.assign_add(ops.cast(ops.sum(weight), self.dtype))
+
+    def result(self):
+        return ops.divide_no_nan(self.correct, self.total)
+
+    def get_config(self):
+        return {**super().get_config(), "ignore_label": self.ignore_label}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -472,13 +552,16 @@ def _computes_in_float16(model) -> bool:
 
 
 def compile_model(model, task="classification", *, optimizer="adam", learning_rate=1e-3,
-                  jit_compile="auto", label_smoothing=0.0, weight_decay=None, num_classes=None):
+                  jit_compile="auto", label_smoothing=0.0, weight_decay=None, num_classes=None,
+                  ignore_label=None):
     """Compile ``model`` with the defaults of its task.
 
     Classification: sparse categorical cross-entropy (with ``label_smoothing`` if > 0) and
     accuracy. Segmentation: cross-entropy + Dice loss (:class:`CrossEntropyDiceLoss`),
-    pixel accuracy and mean IoU over all classes. Whether the model outputs probabilities
-    or logits is read from its output layer's activation.
+    pixel accuracy and mean IoU over all classes, all three leaving out the pixels whose
+    mask holds ``ignore_label`` (:class:`SparsePixelAccuracy`, Keras' ``MeanIoU`` with
+    ``ignore_class``). Whether the model outputs probabilities or logits is read from its
+    output layer's activation.
 
     Args:
         model: a Keras model.
@@ -491,6 +574,9 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
         label_smoothing: classification label smoothing.
         weight_decay: decoupled weight decay for a named optimizer.
         num_classes: classes (default: the model's output width).
+        ignore_label: segmentation: the mask value of pixels no loss or metric counts
+            (``DatasetInfo.ignore_label``, e.g. 255), outside the model's classes;
+            ``None``: every pixel counts.
 
     A model with float16 layers (``mixed_float16``) gets its optimizer wrapped in
     ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling).
@@ -500,7 +586,9 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
 
     Raises:
         ValueError: unknown task or optimizer, a learning rate that is not a positive
-            finite number, label smoothing outside [0, 1), a negative weight decay.
+            finite number, label smoothing outside [0, 1), a negative weight decay, an
+            ignore label for classification, that is no integer in 0..65535 or one of the
+            model's classes.
 
     Example:
         >>> from zoo import lenet5
@@ -510,6 +598,16 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
         raise ValueError(f"task must be one of {TASKS}. Received: task={task!r}")
     _check_label_smoothing(label_smoothing)
     num_classes = num_classes or _num_outputs(model)
+    ignore_label = zdata._check_ignore_label(ignore_label)
+    if ignore_label is not None:
+        if task != "segmentation":
+            raise ValueError(f"ignore_label is for segmentation (a mask value to leave out); "
+                             f"task is {task!r}. Received: ignore_label={ignore_label}")
+        classes = max(int(num_classes), _num_outputs(model))
+        if ignore_label < classes:
+            raise ValueError(f"ignore_label={ignore_label} is one of the model's {classes} "
+                             f"classes (0..{classes - 1}); the ignore label must be a mask "
+                             f"value outside them, such as 255.")
     from_logits = not _outputs_probabilities(model)
     opt = make_optimizer(optimizer, learning_rate, weight_decay)
     if _computes_in_float16(model) and not isinstance(opt, keras.optimizers.LossScaleOptimizer):
@@ -523,13 +621,17 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     else:
-        loss = CrossEntropyDiceLoss(from_logits=from_logits)
+        loss = CrossEntropyDiceLoss(from_logits=from_logits, ignore_label=ignore_label)
+        accuracy = (keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+                    if ignore_label is None else
+                    SparsePixelAccuracy(ignore_label=ignore_label, name="accuracy"))
         # Over every class the model outputs: Keras' confusion matrix leaves out pixels
         # predicted as a class beyond num_classes, which would count them as no error.
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        metrics = [accuracy,
                    keras.metrics.MeanIoU(num_classes=max(int(num_classes),
                                                          _num_outputs(model), 2),
-                                         sparse_y_pred=False, name="mean_iou")]
+                                         sparse_y_pred=False, ignore_class=ignore_label,
+                                         name="mean_iou")]
     model.compile(optimizer=opt, loss=loss, metrics=metrics,
                   jit_compile=resolve_jit_compile(jit_compile))
     return model
@@ -896,15 +998,22 @@ def _resume_state(history, monitor, mode):
     return float(history[monitor].iloc[best_at]), len(history) - 1 - best_at
 
 
-def _label_guard(ds, num_classes, task):
-    """Fail with a clear message when a label or mask value is outside ``0..num_classes-1``."""
+def _label_guard(ds, num_classes, task, ignore_label=None):
+    """Fail with a clear message when a label or mask value is outside ``0..num_classes-1``
+    and is not the masks' ``ignore_label``."""
     def check(x, y):
         msg = (f"labels outside num_classes: the model has {num_classes} outputs, so "
                f"{'mask values' if task == 'segmentation' else 'labels'} must be in "
                f"0..{num_classes - 1}")
-        with tf.control_dependencies([
-                tf.debugging.assert_less(y, tf.cast(num_classes, y.dtype), message=msg),
-                tf.debugging.assert_non_negative(y, message=msg)]):
+        if ignore_label is None:
+            checks = [tf.debugging.assert_less(y, tf.cast(num_classes, y.dtype), message=msg),
+                      tf.debugging.assert_non_negative(y, message=msg)]
+        else:
+            msg += f" or {ignore_label} (the ignore label)"
+            known = tf.logical_or(tf.logical_and(y >= 0, y < tf.cast(num_classes, y.dtype)),
+                                  tf.equal(y, tf.cast(ignore_label, y.dtype)))
+            checks = [tf.debugging.assert_equal(tf.reduce_all(known), True, message=msg)]
+        with tf.control_dependencies(checks):
             return tf.identity(x), tf.identity(y)
     return ds.map(check)
 
@@ -992,13 +1101,132 @@ def set_batch_norm_momentum(model, momentum="auto") -> Optional[float]:
     return target if changed else None
 
 
+# Auxiliary classifiers (GoogLeNet's, paper section 5): trained with the main output, their
+# losses weighted, and left out at inference (exports and zoo predict use the main output).
+
+#: The weight of each auxiliary classifier's loss by default: the GoogLeNet paper's.
+AUX_LOSS_WEIGHT = 0.3
+
+
+def _check_aux_loss_weight(aux_loss_weight):
+    if aux_loss_weight is not None and (not _is_number(aux_loss_weight)
+                                        or not math.isfinite(aux_loss_weight)
+                                        or aux_loss_weight < 0):
+        raise ValueError(f"aux_loss_weight must be None (the paper's {AUX_LOSS_WEIGHT} for a "
+                         f"model with auxiliary classifiers) or a finite number >= 0. "
+                         f"Received: aux_loss_weight={aux_loss_weight!r}")
+
+
+def _aux_heads(model, model_name):
+    """``(main, aux)``: the output names (Keras' ``model.output_names``) of the main output
+    and of the auxiliary classifiers of a model with several outputs, or ``None`` for a
+    model with one output. Auxiliary classifiers are the outputs whose layers' names start
+    with ``aux`` (``googlenet(aux_logits=True)``'s ``aux1_predictions``,
+    ``aux2_predictions``); one other output, the main one, and every output a classifier's
+    ``[N, K]`` of the same shape, so that the labels go to each.
+
+    Raises:
+        ValueError: several outputs of another kind.
+    """
+    if len(model.outputs) == 1:
+        return None
+    layers = [t._keras_history.operation.name for t in model.outputs]
+    shapes = [tuple(t.shape) for t in model.outputs]
+    main = [i for i, name in enumerate(layers) if not name.startswith("aux")]
+    if len(main) != 1 or len(shapes[0]) != 2 or len(set(shapes)) != 1:
+        received = ", ".join(f"{name} {shape}" for name, shape in zip(layers, shapes))
+        raise ValueError(f"fit trains models with one output, or with one main output and "
+                         f"auxiliary classifiers (output layers whose names start with 'aux', "
+                         f"as googlenet(aux_logits=True)'s) that all output [N, classes] "
+                         f"alike; {model_name} has {len(layers)} outputs of another kind. "
+                         f"Received: outputs {received}")
+    names = list(model.output_names)
+    return names[main[0]], tuple(n for i, n in enumerate(names) if i != main[0])
+
+
+def _aux_targets(ds, heads, class_weights=None):
+    """``ds`` of ``(images, labels)`` as ``(images, {output name: labels})``, the labels for
+    every output of ``heads`` (``(main, aux)``, see :func:`_aux_heads`). With
+    ``class_weights`` (one per class index) each example also gets its class's weight as
+    its sample weight, for every output's loss: what Keras' ``fit(class_weight=...)`` does
+    for a model with one output (it refuses several)."""
+    names = (heads[0], *heads[1])
+    table = None if class_weights is None else tf.constant(class_weights, tf.float32)
+
+    def fan_out(x, y):
+        targets = {name: y for name in names}
+        if table is None:
+            return x, targets
+        return x, targets, tf.gather(table, tf.cast(y, tf.int32))
+    return ds.map(fan_out)
+
+
+def _compile_aux(model, heads, aux_loss_weight):
+    """Compile ``model``, compiled by :func:`compile_model` (its loss, metrics, optimizer
+    and XLA setting), again for its auxiliary classifiers: the same loss on every output,
+    weighted 1 for the main output and ``aux_loss_weight`` for each auxiliary one, the
+    metrics on the main output only."""
+    main, aux = heads
+    config = model.get_compile_config()
+    metrics = (keras.saving.deserialize_keras_object(config["metrics"])
+               if config.get("metrics") else None)
+    model.compile(optimizer=model.optimizer, loss={name: model.loss for name in (main, *aux)},
+                  loss_weights={main: 1.0, **{name: float(aux_loss_weight) for name in aux}},
+                  metrics={main: metrics} if metrics else None,
+                  jit_compile=config["jit_compile"])
+
+
+def _main_output_logs(logs, heads) -> dict:
+    """``logs`` (Keras' for a model with auxiliary classifiers) under a one-output run's
+    names: the main output's loss and metrics lose their output's name
+    (``predictions_loss`` -> ``loss``, ``val_predictions_accuracy`` -> ``val_accuracy``);
+    Keras' ``loss``, the weighted sum that is minimised, becomes ``total_loss``; the
+    auxiliary classifiers' losses keep Keras' names (``aux1_predictions_loss``)."""
+    main, aux = heads
+    out = {}
+    for key, value in logs.items():
+        prefix, name = ("val_", key[4:]) if key.startswith("val_") else ("", key)
+        if name == "loss":
+            name = "total_loss"
+        elif name.startswith(f"{main}_") and not any(name.startswith(f"{a}_") for a in aux):
+            name = name[len(main) + 1:]
+        out[prefix + name] = value
+    return out
+
+
+class _MainOutputLogs(keras.callbacks.Callback):
+    """Rename the logs of a model with auxiliary classifiers in place
+    (:func:`_main_output_logs`). First of the callbacks, so that the others (history.csv,
+    the best checkpoint, early stopping, TensorBoard, the progress bar) see the names of a
+    one-output run and watch the main output."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = heads
+
+    def _rename(self, logs):
+        if logs:
+            renamed = _main_output_logs(logs, self.heads)
+            logs.clear()
+            logs.update(renamed)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._rename(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._rename(logs)
+
+    def on_train_end(self, logs=None):
+        self._rename(logs)
+
+
 def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate=1e-3,
         optimizer="adam", augment=None, jit_compile="auto", mixed_precision="auto",
         early_stopping=True, patience=8, seed=0, data_dir=None, verbose=1,
         model_name=None, monitor="val_loss", label_smoothing=0.0, weight_decay=None,
         callbacks=None, model_args=None, download=False, compile=True,
         lr_schedule="constant", deterministic=False, class_weight=None,
-        batch_norm_momentum="auto"):
+        batch_norm_momentum="auto", aux_loss_weight=None, ignore_label=None):
     """Train ``model`` on ``dataset`` and write a run directory.
 
     Args:
@@ -1065,6 +1293,26 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             the builders keep as the papers' networks and ``keras.applications`` have) to
             0.9, PyTorch's; ``None`` keeps the model's; a number in (0, 1) sets every batch
             norm's. See :func:`set_batch_norm_momentum`.
+        aux_loss_weight: for a model with auxiliary classifiers, the weight of each one's
+            loss in the loss that is minimised (the main output's is 1): ``None`` for
+            :data:`AUX_LOSS_WEIGHT`, the GoogLeNet paper's 0.3, or a finite number >= 0.
+            Refused for a model without them.
+        ignore_label: segmentation, for a ``dataset`` name: the mask value of pixels that
+            count in no loss and no metric (:func:`zoo.data.load`); a :class:`zoo.data.Splits`
+            brings its own, ``info.ignore_label``, which training and evaluation use.
+
+    A model with auxiliary classifiers (``googlenet(aux_logits=True)``: outputs whose layers'
+    names start with ``aux``, of the main output's shape) trains as the paper trains it: the
+    labels go to every output, the same loss (:func:`compile_model`'s, label smoothing and
+    class weights included) to each, weighted 1 for the main output and ``aux_loss_weight``
+    for the auxiliary ones, the metrics to the main output. ``history.csv``, ``info.json``,
+    ``metrics.json``, ``monitor`` and early stopping use a one-output run's names for the
+    main output (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``test_accuracy``)
+    and add ``total_loss`` (the weighted sum) and each auxiliary classifier's loss
+    (``aux1_predictions_loss``, ..., with ``val_``/``test_``). ``model.keras`` is the
+    trained model with its auxiliary classifiers (three outputs); exports
+    (:func:`zoo.export.export`) and ``zoo predict`` use its main output. Other models with
+    several outputs are refused.
 
     Returns:
         The history as a ``pandas.DataFrame`` (one row per epoch, also after a resume).
@@ -1073,7 +1321,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         ValueError: bad arguments (checked before anything is loaded or written: e.g. a
             learning rate that is not a positive finite number, label smoothing outside
             [0, 1), a negative weight decay, a ``class_weight`` of none of the allowed
-            forms), labels outside the model's classes, an image size the model does not
+            forms, an ``aux_loss_weight`` that is no finite number >= 0), labels outside
+            the model's classes, a model with several outputs that are not a main output
+            and auxiliary classifiers, an ``aux_loss_weight`` for a model without auxiliary
+            classifiers or with ``compile=False``, an image size the model does not
             accept, a dataset for another task, class weights the dataset cannot take (an
             unknown class, a class without training examples for ``"balanced"``,
             segmentation), a ``run_dir`` that holds a run of another model or dataset or a
@@ -1101,6 +1352,13 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     _check_label_smoothing(label_smoothing)
     _check_class_weight(class_weight)
     _check_batch_norm_momentum(batch_norm_momentum)
+    _check_aux_loss_weight(aux_loss_weight)
+    if aux_loss_weight is not None and not compile:
+        raise ValueError(f"aux_loss_weight weights the losses fit compiles; with compile=False "
+                         f"the model's own compilation weighs them. Received: "
+                         f"aux_loss_weight={aux_loss_weight!r}, compile=False")
+    if isinstance(model, keras.Model):   # other kinds of several outputs: before any loading
+        _aux_heads(model, model_name or model.name)
     if class_weight is not None:   # refuse segmentation before anything is loaded
         if isinstance(model, str):
             from zoo.registry import model_info
@@ -1130,7 +1388,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             size = defaults["image_size"] or tuple(minfo.default_input_shape[:2])
             splits = zdata.load_splits(dataset, image_size=size, batch_size=batch_size,
                                        augment=augment, data_dir=data_dir, seed=seed,
-                                       download=download)
+                                       download=download, ignore_label=ignore_label)
         model = build_for_dataset(model, splits.info, **model_args)
     else:
         if not isinstance(model, keras.Model):
@@ -1143,7 +1401,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             size = None if in_shape[0] is None else in_shape[:2]
             splits = zdata.load_splits(dataset, image_size=size, channels=in_shape[2],
                                        batch_size=batch_size, augment=augment,
-                                       data_dir=data_dir, seed=seed, download=download)
+                                       data_dir=data_dir, seed=seed, download=download,
+                                       ignore_label=ignore_label)
         else:
             raise ValueError(f"dataset must be a dataset name or a zoo.data.Splits. "
                              f"Received: {type(dataset).__name__}")
@@ -1157,11 +1416,14 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                              f"dataset's input shape {tuple(want)}.")
     info = splits.info
     model_name = model_name or model.name
-    if len(model.outputs) != 1:
-        raise ValueError(f"fit trains models with one output; {model_name} has "
-                         f"{len(model.outputs)} (googlenet(aux_logits=True)'s auxiliary "
-                         f"classifiers are for a training loop of your own: labels for each "
-                         f"output, loss_weights=[1, 0.3, 0.3]). Build it without them.")
+    heads = _aux_heads(model, model_name)   # (main, aux) output names, None for one output
+    if heads is None and aux_loss_weight is not None:
+        raise ValueError(f"aux_loss_weight weighs the losses of auxiliary classifiers, and "
+                         f"{model_name} has none (one output; googlenet has them with "
+                         f"aux_logits=True, --model-arg aux_logits=true). Received: "
+                         f"aux_loss_weight={aux_loss_weight!r}")
+    if heads is not None and aux_loss_weight is None:
+        aux_loss_weight = AUX_LOSS_WEIGHT
     task = info.task
     k = _num_outputs(model)
     if info.num_classes > k:
@@ -1179,7 +1441,14 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         out_hw = tuple(model.outputs[0].shape[1:3])
         if None not in out_hw and out_hw != tuple(info.input_shape[:2]):
             train, val, test = (_crop_masks(d, out_hw) for d in (train, val, test))
-    train, val, test = (_label_guard(d, k, task) for d in (train, val, test))
+    train, val, test = (_label_guard(d, k, task, info.ignore_label) for d in (train, val, test))
+    if heads is not None:
+        # The labels to every output; class weights as sample weights of every output's loss
+        # (Keras' class_weight takes models with one output only).
+        train = _aux_targets(train, heads, None if keras_class_weight is None else
+                             [keras_class_weight[i] for i in range(k)])
+        val, test = (_aux_targets(d, heads) for d in (val, test))
+        keras_class_weight = None
 
     # Run directory (created below, once the model is ready). A killed run resumes under
     # the precision it started with, which its backup records.
@@ -1288,7 +1557,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                 resume = _resume_state(old, monitor, mode)
 
         def make_callbacks():
-            cbs = [keras.callbacks.CSVLogger(history_path, append=resuming),
+            # First: the main output's logs under a one-output run's names, for the others.
+            cbs = [_MainOutputLogs(heads)] if heads is not None else []
+            cbs += [keras.callbacks.CSVLogger(history_path, append=resuming),
                    _BestCheckpoint(best_path, monitor, mode,
                                    best=None if resume is None else resume[0]),
                    _Backup(backup_dir, seconds=lambda: before + time.time() - start),
@@ -1308,7 +1579,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             with scope:
                 compile_model(model, task, optimizer=optimizer, learning_rate=learning_rate,
                               jit_compile=jit, label_smoothing=label_smoothing,
-                              weight_decay=weight_decay, num_classes=info.num_classes)
+                              weight_decay=weight_decay, num_classes=info.num_classes,
+                              ignore_label=info.ignore_label)
+                if heads is not None:
+                    _compile_aux(model, heads, aux_loss_weight)
 
         jit_compile = resolve_jit_compile(jit_compile)
         do_compile(jit_compile)
@@ -1352,6 +1626,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         else:
             _check_diverged(history_path, monitor, learning_rate)
         test_metrics = model.evaluate(test, verbose=0, return_dict=True)
+        if heads is not None:
+            test_metrics = _main_output_logs(test_metrics, heads)
     except BaseException as exc:
         _abandon_run_dir(run_dir, existed)
         error = zdata._decode_failure(exc, info.name)   # None for any other failure
@@ -1376,7 +1652,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      "seed": seed, "deterministic": bool(deterministic),
                      "monitor": monitor, "lr_schedule": lr_schedule,
                      "model_args": model_args or {}, "class_weight": class_weights,
-                     "batch_norm_momentum": bn_momentum},
+                     "batch_norm_momentum": bn_momentum,
+                     "aux_loss_weight": aux_loss_weight},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     })
     if len(history):
@@ -1518,6 +1795,12 @@ def _parse_bn_momentum(text):
     return number_type("auto, keep or a number in (0, 1)", lambda v: 0 < v < 1)(text)
 
 
+def _ignore_label_arg(text) -> int:
+    from zoo.cli import number_type
+    return int(number_type(f"an integer from 0 to {zdata.MAX_IGNORE_LABEL}",
+                           lambda v: v.is_integer() and 0 <= v <= zdata.MAX_IGNORE_LABEL)(text))
+
+
 def _parse_class_weight(text):
     """``--class-weight`` value: ``balanced``, or ``NAME=W`` (a class name or index and a
     finite weight >= 0) as ``(name, weight)``."""
@@ -1616,6 +1899,9 @@ def configure_train(parser):
                         "(n_samples / (n_classes * count) from the train split), or a class "
                         "name or index and its weight, e.g. cat=2.5 (repeatable; classes not "
                         "named get 1)")
+    parser.add_argument("--ignore-label", default=None, metavar="V", type=_ignore_label_arg,
+                        help="segmentation: the mask value of pixels no loss or metric counts "
+                        "(Pascal VOC's 255), outside the classes 0..K-1 (default: none)")
     parser.add_argument("--export", action="store_true",
                         help="export the trained model (zoo.export.export_run)")
     parser.add_argument("--base-dir", default="saved_models", help="export base directory")
@@ -1628,6 +1914,12 @@ def configure_train(parser):
                         help="momentum of the batch norms' moving statistics while training: "
                         "auto (default: 0.9 where the model has more, as Keras' 0.99), keep "
                         "(the model's), or a number in (0, 1)")
+    parser.add_argument("--aux-loss-weight", type=number_type("a finite number >= 0",
+                                                              lambda v: 0 <= v < math.inf),
+                        default=None, metavar="W",
+                        help="the weight of each auxiliary classifier's loss, for a model "
+                        f"with them (googlenet --model-arg aux_logits=true; default "
+                        f"{AUX_LOSS_WEIGHT}, the paper's; the main output's is 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def run(args):
@@ -1654,7 +1946,8 @@ def configure_train(parser):
         keras.utils.set_random_seed(args.seed)
         splits = zdata.load_splits(dataset, image_size=size, channels=args.channels,
                                    batch_size=batch, augment=augment, data_dir=args.data_dir,
-                                   seed=args.seed, download=args.download)
+                                   seed=args.seed, download=args.download,
+                                   ignore_label=args.ignore_label)
         model_args = {**d["model_args"], **dict(args.model_arg)}
         model = build_for_dataset(args.model, splits.info, **model_args)
         run_dir = os.path.abspath(args.run_dir or _default_run_dir(args.model, splits.info.name))
@@ -1669,7 +1962,8 @@ def configure_train(parser):
                           model_name=args.model, model_args=model_args,
                           lr_schedule=args.lr_schedule or d["lr_schedule"],
                           deterministic=args.deterministic, class_weight=class_weight,
-                          batch_norm_momentum=args.batch_norm_momentum)
+                          batch_norm_momentum=args.batch_norm_momentum,
+                          aux_loss_weight=args.aux_loss_weight)
         except KeyboardInterrupt:
             backup = os.path.join(run_dir, "backup")
             if _has_backup(backup):   # Ctrl-C: say where the run waits to be resumed

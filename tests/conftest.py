@@ -16,12 +16,17 @@ def _temporary_files_in_the_session(tmp_path_factory):
     """``tempfile``'s directory for the session's own process is a folder of pytest's base
     temporary directory (which pytest prunes): tensorflow-datasets leaves an empty
     ``mkdtemp("tfds")`` folder each time a mock builder looks for its metadata online, and
-    AutoGraph a converted file per function, which piled up in /tmp run after run."""
+    AutoGraph a converted file per function, which piled up in /tmp run after run. The
+    processes tests start (``zoo`` commands, servers, workers) inherit it as ``TMPDIR``."""
     import tempfile
-    before = tempfile.tempdir
-    tempfile.tempdir = str(tmp_path_factory.mktemp("tempfile"))
+    before, before_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("tempfile"))
     yield
     tempfile.tempdir = before
+    if before_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before_env
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,21 @@
 """Transfer learning on a local image folder: a frozen ResNet backbone with a new head, then
 the top stage unfrozen and fine-tuned with a lower learning rate.
 
-    python examples/finetune_resnet_folder.py --folder PATH [--weights imagenet]
+    python examples/finetune_resnet_folder.py --folder PATH [--model resnet50 --weights imagenet]
     python examples/finetune_resnet_folder.py            # builds a small demo folder first
 
 PATH is laid out as PATH/train/<label>/*.png|jpg (+ PATH/validation, PATH/test). With
-``--weights imagenet`` the backbone starts from the published ImageNet weights (fetched once when
-online); without it the backbone is random and the example only shows the mechanics.
+``--weights imagenet`` (ResNet-50/101/152 and v2, Xception, Inception-v3) the backbone starts
+from Keras' published ImageNet weights (fetched once when online), and a fixed layer,
+``zoo.weights.imagenet_input``, turns the zoo's normalised images into the input those weights
+were trained on (BGR minus the ImageNet mean for ResNet v1, [-1, 1] for the others); without
+it the backbone is random and the example only shows the mechanics. Any registered classifier
+works: stage 2 unfreezes the layers after the backbone's stride-16 feature map (ResNet's
+conv5_x, Xception's blocks 13-14, Inception-v3's mixed8-10), its batch norms kept frozen.
 """
 
 import argparse
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -18,7 +24,8 @@ import keras
 import numpy as np
 from PIL import Image
 
-from zoo import data, get_model, train
+from zoo import data, features, get_model, train
+from zoo import weights as zoo_weights
 
 
 def make_demo_folder(root, per_class=40):
@@ -38,7 +45,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", default=None)
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--weights", default=None, help="None or imagenet (resnet50 family)")
+    parser.add_argument("--weights", default=None,
+                        help="imagenet (models with published weights: zoo list) or a file")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--run-dir", default="runs/finetune")
@@ -56,17 +64,24 @@ def main():
                          pooling="avg", weights=args.weights)
     backbone.trainable = False
     inputs = keras.Input(info.input_shape, name="images")
-    x = backbone(inputs, training=False)
+    x = inputs
+    if args.weights == "imagenet":   # the input the published weights were trained on
+        x = zoo_weights.imagenet_input(args.model, info)(x)
+    x = backbone(x, training=False)
     x = keras.layers.Dropout(0.2, name="head_dropout")(x)
     outputs = keras.layers.Dense(info.num_classes, activation="softmax", name="head")(x)
     model = keras.Model(inputs, outputs, name=f"{args.model}_finetuned")
     train.fit(model, splits, epochs=args.epochs, learning_rate=1e-3, model_name=args.model,
               run_dir=os.path.join(args.run_dir, "1_head"), verbose=2)
+    print(f"head only: test accuracy {read_test_accuracy(train.fit.last_run_dir):.4f}")
 
-    # 2. Unfreeze the top stage (conv5_*) and fine-tune everything trainable, gently.
+    # 2. Unfreeze the top stage (the layers after the stride-16 feature map: ResNet's
+    # conv5_x) but its batch norms, and fine-tune everything trainable, gently.
+    names = [layer.name for layer in backbone.layers]
+    top_stage = set(names[names.index(features.feature_layers(backbone)[-2]["name"]) + 1:])
     backbone.trainable = True
     for layer in backbone.layers:
-        layer.trainable = layer.name.startswith("conv5_") and \
+        layer.trainable = layer.name in top_stage and \
             not isinstance(layer, keras.layers.BatchNormalization)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     print(f"fine-tuning {trainable:,} parameters (top stage + head)")
@@ -74,6 +89,12 @@ def main():
                         model_name=args.model, run_dir=os.path.join(args.run_dir, "2_top"),
                         verbose=2)
     print(history.tail(1).to_string(index=False))
+    print(f"fine-tuned: test accuracy {read_test_accuracy(train.fit.last_run_dir):.4f}")
+
+
+def read_test_accuracy(run_dir):
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        return json.load(f)["test_accuracy"]
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import keras
 import zoo
 from zoo import train
 from zoo.export import fold_batch_norm
-from zoo.features import feature_extractor
+from zoo.features import feature_extractor, feature_info
 
 SHAPE = (32, 32, 3)
 LABELS = ("cat", "dog", "fox")
@@ -213,3 +213,51 @@ def test_fold_batch_norm_folds_a_nested_backbone(backbone_file):
     x = rng.normal(size=(2, *SHAPE)).astype("float32")
     np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Feature strides: the product of the strides on the path from the input, not the size
+# ratio, which unpadded convolutions make larger (Inception-v3 at 150x150: 150 / 3 = 50
+# for mixed10, which rounded to 64 and left the stride-32 map out).
+
+@pytest.mark.parametrize("name, size, expected", [
+    ("resnet18", (33, 33), [("conv1_relu", 2, (17, 17)), ("conv2_block2_out", 4, (9, 9)),
+                            ("conv3_block2_out", 8, (5, 5)), ("conv4_block2_out", 16, (3, 3)),
+                            ("conv5_block2_out", 32, (2, 2))]),
+    # v2's stem ends in a linear convolution; its zero-padded copy is no tap.
+    ("resnet50_v2", (33, 47), [("conv1_conv", 2, (17, 24)), ("conv2_block2_out", 4, (9, 12)),
+                               ("conv3_block3_out", 8, (5, 6)),
+                               ("conv4_block5_out", 16, (3, 3)), ("post_relu", 32, (2, 2))]),
+    ("xception", (20, 20), [("block1_conv2_act", 2, (7, 7)), ("block2_add", 4, (4, 4)),
+                            ("block3_add", 8, (2, 2)), ("block12_add", 16, (1, 1)),
+                            ("block14_sepconv2_act", 32, (1, 1))]),
+    ("inception_v3", (150, 150), [("stem_2b_3x3_relu", 2, (72, 72)),
+                                  ("stem_4a_3x3_relu", 4, (33, 33)), ("mixed2", 8, (16, 16)),
+                                  ("mixed7", 16, (7, 7)), ("mixed10", 32, (3, 3))]),
+    # Unpadded 5x5 convolutions: C3 (10x10) is at S2's stride, C5 (1x1) at S4's.
+    ("lenet5", (32, 32), [("C3", 2, (10, 10)), ("C5", 4, (1, 1))]),
+])
+def test_feature_strides_follow_the_graph(name, size, expected):
+    channels = 1 if name == "lenet5" else 3
+    fx = feature_extractor(name, input_shape=(*size, channels))
+    assert [(f["name"], f["stride"], f["shape"][:2]) for f in fx.feature_info] == expected
+    assert [f["stride"] for f in feature_info(fx)] == [e[1] for e in expected]
+
+
+def test_unet_on_a_backbone_at_an_odd_size_keeps_every_level():
+    model = zoo.get_model("unet", backbone="resnet18", input_shape=(33, 33, 3), base_filters=4)
+    table = zoo.layer_table(model, family="unet")
+    backbone = table[table["path"] == "backbone"]
+    assert list(backbone["resolution"]) == ["17x17", "9x9", "5x5", "3x3", "2x2"]
+    assert tuple(model.output.shape) == (None, 33, 33, 2)
+
+
+def test_feature_info_of_a_reloaded_extractor_reads_the_graph(tmp_path):
+    inputs = keras.Input((20, 20, 3))
+    x = keras.layers.Conv2D(4, 5, activation="relu", name="c1")(inputs)              # 16x16
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="c2")(x)        # 7x7
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="c3")(x)        # 3x3
+    fx = feature_extractor(keras.Model(inputs, x))
+    assert [(f["name"], f["stride"]) for f in fx.feature_info] == [("c2", 2), ("c3", 4)]
+    fx.save(tmp_path / "fx.keras")
+    assert feature_info(keras.saving.load_model(tmp_path / "fx.keras")) == fx.feature_info

@@ -185,8 +185,9 @@ def test_feature_extractor_on_a_keras_model():
 
 def test_feature_extractor_by_name_and_saved(tmp_path):
     fx = feature_extractor("lenet5", strides=(2, 4, 8, 16, 32))
-    expected = [("S2_act", 2, 6, (14, 14, 6)), ("C3", 4, 16, (10, 10, 16)),
-                ("S4_act", 8, 16, (5, 5, 16)), ("C5", 32, 120, (1, 1, 120))]
+    # Strides along the graph: C3's pixels are 2 input pixels apart (S2 subsamples by 2,
+    # the unpadded 5x5 convolutions shrink the maps without striding), C5's 4.
+    expected = [("C3", 2, 16, (10, 10, 16)), ("C5", 4, 120, (1, 1, 120))]
     assert [(f["name"], f["stride"], f["channels"], f["shape"])
             for f in fx.feature_info] == expected
     path = tmp_path / "fx.keras"
@@ -194,8 +195,8 @@ def test_feature_extractor_by_name_and_saved(tmp_path):
     restored = keras.saving.load_model(path)
     assert not hasattr(restored, "feature_info")
     assert feature_info(restored) == fx.feature_info
-    sub = feature_extractor("lenet5", strides=[8, 2], trainable=False)
-    assert [f["stride"] for f in sub.feature_info] == [2, 8]
+    sub = feature_extractor("lenet5", strides=[4, 2], trainable=False)
+    assert [f["stride"] for f in sub.feature_info] == [2, 4]
     assert sub.trainable_weights == []
 
 

@@ -6,14 +6,19 @@ at the requested strides, the taps an encoder-decoder such as U-Net needs. The
 taps are found generically from the graph and the output shapes, not from
 per-family lists:
 
-- the stride of a layer is the input size divided by its output size, rounded
-  to the nearest power of two (unpadded convolutions make the ratio inexact:
-  Xception's 299x299 input gives 147, 74, 37, 19 and 10);
+- the stride of a layer is the product of the strides of the convolutions and
+  poolings on its path from the input (a layer without ``strides``, or one that
+  enlarges its input, counts its own size ratio rounded to a power of two). It
+  does not depend on the input size: unpadded convolutions shrink the maps by
+  more than their strides (Xception's 299x299 input gives 147, 74, 37, 19 and
+  10; Inception-v3's 150x150 gives mixed7 at 7x7, stride 16, and mixed10 at
+  3x3, stride 32, where the size ratio, 50, would round to 64);
 - for each stride the tap is the last layer with that stride that is a *block
   output*: a layer every path from the input to the output goes through (so
   not a tensor inside a residual or inception block), preferring activations,
   merges (add, concatenate) and layers with a built-in activation over
-  padding, pooling or batch-norm layers.
+  pooling or batch-norm layers. Zero-padding layers are never taps (their maps
+  are larger than the stride's grid, with a border of zeros).
 """
 
 from __future__ import annotations
@@ -35,9 +40,59 @@ def _spatial(shape) -> Optional[tuple]:
     return int(shape[1]), int(shape[2])
 
 
-def _stride(input_hw, output_hw) -> int:
-    ratio = max(input_hw[0] / output_hw[0], input_hw[1] / output_hw[1])
-    return 2 ** max(0, round(math.log2(ratio)))
+def _power_of_two(ratio: float) -> float:
+    """``ratio`` rounded to the nearest power of two (below 1 for upsampling)."""
+    return 2.0 ** round(math.log2(ratio))
+
+
+def _size_step(input_hw, output_hw) -> float:
+    return _power_of_two(max(input_hw[0] / output_hw[0], input_hw[1] / output_hw[1]))
+
+
+def _own_step(layer, input_hw, output_hw) -> float:
+    """The factor by which ``layer`` multiplies the stride: its ``strides`` when it
+    does not enlarge its input (a convolution or pooling, padded or not), else its
+    size ratio rounded to a power of two (upsampling, custom layers)."""
+    strides = getattr(layer, "strides", None)
+    if strides is not None and output_hw[0] <= input_hw[0] and output_hw[1] <= input_hw[1]:
+        values = tuple(strides) if isinstance(strides, (tuple, list)) else (strides,)
+        try:
+            return float(max(int(v) for v in values))
+        except (TypeError, ValueError):
+            pass
+    return _size_step(input_hw, output_hw)
+
+
+def _graph_strides(model) -> dict:
+    """``{id(layer): stride}`` for the layers of a functional ``model`` whose output is
+    a fixed-size feature map, walking the graph from the input (see the module
+    docstring). A layer fed by no such layer gets the size ratio to the input."""
+    input_hw = _spatial(model.inputs[0].shape)
+    strides, sizes = {}, {}
+    for layer in model.layers:
+        try:
+            hw = _spatial(layer.output.shape)
+        except (AttributeError, ValueError):   # no output, or several (a shared layer)
+            continue
+        if hw is None:
+            continue
+        parents = [p for p in _parents(layer) if id(p) in strides]
+        if isinstance(layer, keras.layers.InputLayer):
+            stride = 1.0
+        elif parents:
+            parent = max(parents, key=lambda p: strides[id(p)])
+            stride = strides[id(parent)] * _own_step(layer, sizes[id(parent)], hw)
+        elif input_hw is not None:
+            stride = _size_step(input_hw, hw)
+        else:
+            continue
+        strides[id(layer)], sizes[id(layer)] = stride, hw
+    return strides
+
+
+def _as_stride(value: float):
+    """An integer stride (``None`` for a fractional one, after upsampling)."""
+    return int(value) if value >= 1 and float(value).is_integer() else None
 
 
 def _parents(layer) -> list:
@@ -93,6 +148,7 @@ def feature_layers(model, strides: Sequence[int] = DEFAULT_STRIDES) -> list:
         raise ValueError("feature_extractor: the model needs one image input of fixed height "
                          f"and width. Received inputs: {[tuple(t.shape) for t in model.inputs]}")
     input_hw = _spatial(model.inputs[0].shape)
+    layer_strides = _graph_strides(model)
     order = {id(layer): i for i, layer in enumerate(model.layers)}
     # A layer is a block output when no edge of the graph jumps over its position
     # in topological order (then every input-to-output path goes through it).
@@ -107,12 +163,9 @@ def feature_layers(model, strides: Sequence[int] = DEFAULT_STRIDES) -> list:
     for i, layer in enumerate(model.layers):
         bypassed = furthest > i
         furthest = max(furthest, reach[i])
-        if bypassed or i == 0:
+        if bypassed or i == 0 or isinstance(layer, keras.layers.ZeroPadding2D):
             continue
-        hw = _spatial(layer.output.shape)
-        if hw is None:
-            continue
-        s = _stride(input_hw, hw)
+        s = _as_stride(layer_strides.get(id(layer), 0.5))
         if s not in strides:
             continue
         # Keep the last preferred layer of each stride; a non-preferred one only
@@ -136,7 +189,8 @@ def feature_info(model) -> list:
 
     Works on a model returned by :func:`feature_extractor` and also after it was
     saved and loaded again (the ``feature_info`` attribute is not saved): the
-    strides are recomputed from the output shapes.
+    strides are recomputed from the graph (an output the graph walk does not
+    reach gets its size ratio to the input, rounded to a power of two).
 
     Args:
         model: a feature extractor (or any model whose outputs are fixed-size 4-D
@@ -149,13 +203,16 @@ def feature_info(model) -> list:
         ValueError: an input or output that is not a fixed-size feature map.
     """
     input_hw = _spatial(model.inputs[0].shape)
+    layer_strides = _graph_strides(model) if input_hw is not None else {}
     info = []
     for t in model.outputs:
         hw = _spatial(t.shape)
         if hw is None or input_hw is None:
             raise ValueError(f"feature_info: output {t.name!r} of {model.name!r} is not a "
                              f"fixed-size feature map: {tuple(t.shape)}")
-        info.append({"name": t._keras_history[0].name, "stride": _stride(input_hw, hw),
+        layer = t._keras_history[0]
+        stride = layer_strides.get(id(layer)) or _size_step(input_hw, hw)
+        info.append({"name": layer.name, "stride": max(1, int(stride)),
                      "channels": int(t.shape[-1]), "shape": tuple(int(d) for d in t.shape[1:])})
     return info
 

@@ -5,12 +5,17 @@ the same architecture, zoo models are weight-compatible with those HDF5 files,
 and ``weights="imagenet"`` fetches them with ``keras.utils.get_file`` and their
 published hash (cached in ``~/.keras/models/``). Each family module passes the
 table of its files (:class:`WeightFile` per ``(model name, include_top)``).
+A file given as a path is read by what it holds, whatever its name (a published
+``.h5`` saved as ``.weights.h5`` loads). Those weights expect Keras' input
+preparation, not the zoo's normalised input: :func:`imagenet_input` converts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import tempfile
 
 from zoo import common
 
@@ -51,10 +56,137 @@ def fetch(model_name: str, wf: WeightFile) -> str:
         return keras.utils.get_file(wf.fname, wf.url, cache_subdir="models",
                                     file_hash=wf.file_hash)
     except Exception as exc:  # no network, bad hash, ...
+        detail = " ".join(str(exc).replace(f" on {wf.url}", "").split())[:200]
         raise ValueError(
             f"{model_name}: could not fetch the 'imagenet' weights {wf.fname} from {wf.url} "
-            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}). Offline, download "
-            f"the file elsewhere and put it at {cached}, or pass weights=PATH.") from None
+            f"({type(exc).__name__}: {detail}). Offline, download the file elsewhere and put "
+            f"it at {cached}, or pass weights=PATH.") from None
+
+
+def _file_format(path: str) -> str:
+    """What a weights file holds, read from its first bytes, not its name: ``"keras"`` (a
+    ``.keras`` zip archive), ``"legacy"`` (HDF5 in the layout of Keras 2's ``.h5`` files
+    and of the published files), ``"weights"`` (HDF5 written by Keras 3's
+    ``save_weights``, ``.weights.h5``) or ``"other"``."""
+    import zipfile
+
+    import h5py
+    if zipfile.is_zipfile(path):
+        return "keras"
+    if not h5py.is_hdf5(path):
+        return "other"
+    with h5py.File(path, "r") as f:
+        if "layer_names" in f.attrs or "model_weights" in f:
+            return "legacy"
+        if "layers" in f or "vars" in f:
+            return "weights"
+    return "other"
+
+
+#: The file name ending Keras reads each format by.
+_SUFFIX = {"keras": ".keras", "legacy": ".h5", "weights": ".weights.h5"}
+_DESCRIPTION = {"keras": "a Keras model (.keras)",
+                "legacy": "legacy HDF5 weights (Keras 2's .h5, as the published files)",
+                "weights": "Keras 3 weights (.weights.h5)"}
+
+
+def _named_as(path: str, fmt: str) -> bool:
+    if fmt == "legacy":
+        return path.endswith((".h5", ".hdf5")) and not path.endswith(".weights.h5")
+    return path.endswith(_SUFFIX[fmt])
+
+
+@contextlib.contextmanager
+def _readable_name(path: str, fmt: str):
+    """``path``, or a temporary link to it whose name ends as Keras reads ``fmt`` (Keras
+    chooses the reader by the name: a published file saved as ``x.weights.h5`` would be
+    read as a Keras 3 file)."""
+    if _named_as(path, fmt):
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        link = os.path.join(tmp, "weights" + _SUFFIX[fmt])
+        try:
+            os.symlink(os.path.abspath(path), link)
+        except OSError:
+            raise ValueError(f"{path} holds {_DESCRIPTION[fmt]}: rename it to end in "
+                             f"{_SUFFIX[fmt]}") from None
+        yield link
+
+
+def _legacy_layer_names(path: str) -> list:
+    """The names of the layers with weights in a legacy HDF5 file, in its order (the
+    order it loads in)."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        group = f if "layer_names" in f.attrs else f["model_weights"]
+        names = [n.decode("utf8") if isinstance(n, bytes) else str(n)
+                 for n in group.attrs["layer_names"]]
+        return [n for n in names if len(group[n].attrs.get("weight_names", ()))]
+
+
+def _legacy_mismatch(model, path: str) -> str:
+    """Why a legacy HDF5 file's layers differ from ``model``'s ("" when the layer names
+    agree): legacy files load by position among the layers with weights."""
+    try:
+        theirs = _legacy_layer_names(path)
+    except (OSError, KeyError, ValueError):
+        return ""
+    ours = [layer.name for layer in model.layers if layer.weights]
+    if theirs == ours:
+        return ""
+    if theirs[:len(ours)] == ours:
+        extra = theirs[len(ours):]
+        return (f"; the file has {len(extra)} more layer{'s' if len(extra) > 1 else ''} with "
+                f"weights after the model's last, from {extra[0]!r}: a file with the classifier "
+                f"top, for include_top=True")
+    if ours[:len(theirs)] == theirs:
+        return (f"; the file stops before the model's {ours[len(theirs)]!r}: a file without "
+                f"the classifier top, for include_top=False")
+    i = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
+    return (f"; the file has {len(theirs)} layers with weights, the model {len(ours)}, and the "
+            f"first that differs is #{i + 1}: {theirs[i]!r} in the file, {ours[i]!r} in the "
+            f"model (another architecture's weights?)")
+
+
+def load_file(model, model_name: str, path, published: WeightFile = None) -> None:
+    """Load the weights file ``path`` into ``model``, whatever its name: a ``.keras`` file
+    (by layer name, see :func:`zoo.common.load_weights_file`), Keras 3 weights
+    (``.weights.h5``) or legacy HDF5 weights (the published files, by position among
+    the layers with weights). The format is read from the file.
+
+    Args:
+        model: the ``keras.Model`` to load into.
+        model_name: the name errors begin with.
+        path: the file.
+        published: the published file ``path`` is the cached copy of, if any (its error
+            then says how to replace it).
+
+    Raises:
+        ValueError: a file that holds no Keras weights, or weights that do not fit
+            ``model`` (for legacy files, naming the first layer that differs and whether
+            the file is for the other ``include_top``).
+    """
+    path = os.fspath(path)
+    fmt = _file_format(path)
+    if published is not None:
+        cached = (f" It is the cached file for weights='imagenet': delete it (it is fetched "
+                  f"again when online) or replace it with {published.url}.")
+    else:
+        cached = ""
+    if fmt == "other":
+        if path.endswith(".keras"):
+            common.check_keras_file(path)   # its own error for a .keras name
+        raise ValueError(f"{model_name}: {path} is not a weights file: neither HDF5 weights "
+                         f"(.h5, .weights.h5) nor a .keras archive (an incomplete download?)."
+                         f"{cached}")
+    with _readable_name(path, fmt) as readable:
+        try:
+            common.load_weights_file(model, readable)
+        except (ValueError, OSError, KeyError) as exc:
+            why = _legacy_mismatch(model, path) if fmt == "legacy" else ""
+            raise ValueError(f"{model_name}: the weights in {path} do not fit this model "
+                             f"({' '.join(str(exc).split())[:300]}){why}.{cached}") from None
 
 
 def load(model, model_name: str, weights, include_top: bool, files: dict) -> None:
@@ -65,18 +197,18 @@ def load(model, model_name: str, weights, include_top: bool, files: dict) -> Non
     """
     if weights is None:
         return
+    published = files.get(include_top)
     if weights == "imagenet":
-        if include_top not in files:
+        if published is None:
             raise ValueError(f"{model_name}: no published 'imagenet' weights for "
                              f"include_top={include_top}.")
-        path = fetch(model_name, files[include_top])
+        path = fetch(model_name, published)
     else:
         path = os.fspath(weights)
-    try:
-        common.load_weights_file(model, path)
-    except ValueError as exc:
-        raise ValueError(f"{model_name}: the weights in {path} do not fit this model "
-                         f"({' '.join(str(exc).split())[:300]}).") from None
+    if published is None or os.path.basename(path) != published.fname \
+            or os.path.basename(os.path.dirname(os.path.abspath(path))) != "models":
+        published = None   # a file of the user's, not the cached published one
+    load_file(model, model_name, path, published)
 
 
 def resolve(model_name: str, weights, shape: tuple, include_top: bool, num_classes: int,
@@ -98,3 +230,76 @@ def resolve(model_name: str, weights, shape: tuple, include_top: bool, num_class
                          f"num_classes=1000 (or use include_top=False). "
                          f"Received: num_classes={num_classes}")
     return fetch(model_name, files[include_top])
+
+
+#: How the input of each model's published ImageNet weights was prepared (Keras'
+#: ``preprocess_input``): ``"caffe"``, BGR pixels 0..255 minus the ImageNet BGR mean;
+#: ``"tf"``, RGB pixels scaled to [-1, 1].
+IMAGENET_INPUT = {
+    "resnet50": "caffe", "resnet101": "caffe", "resnet152": "caffe",
+    "resnet50_v2": "tf", "resnet101_v2": "tf", "resnet152_v2": "tf",
+    "xception": "tf", "inception_v3": "tf",
+}
+
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def imagenet_input(model_name: str, info, name: str = "imagenet_input"):
+    """A fixed layer that turns the zoo's model input into what ``model_name``'s
+    published ImageNet weights expect.
+
+    ``zoo.data`` feeds ``(x - mean) / std`` of the dataset's statistics, RGB; Keras'
+    ImageNet weights were trained on other inputs (:data:`IMAGENET_INPUT`): the
+    ResNet v1 files on BGR pixels minus the ImageNet mean, the others on pixels scaled
+    to [-1, 1]. Put this layer between the input and a backbone built with
+    ``weights="imagenet"`` (or given Keras' published file as a path), for
+    ``zoo.train.fit`` and for the export, which embeds the dataset's normalisation. It
+    is a 1x1 convolution with fixed weights (3x3 kernel, 3 biases, not trainable),
+    saved and exported with the model.
+
+    Args:
+        model_name: a model with published ImageNet weights (``zoo.model_info(name).weights``).
+        info: the dataset's :class:`zoo.data.DatasetInfo` (its ``mean``, ``std`` and
+            ``raw_range``), e.g. ``load_splits(...).info``; 3 channels.
+        name: the layer's name.
+
+    Returns:
+        A ``keras.layers.Conv2D`` to call on the model input.
+
+    Raises:
+        ValueError: a model without published ImageNet weights, or a dataset whose
+            input does not have 3 channels.
+
+    Example:
+        >>> info = zoo.data.load_splits("folder:photos", channels=3).info  # doctest: +SKIP
+        >>> backbone = zoo.resnet50(include_top=False, weights="imagenet")  # doctest: +SKIP
+        >>> inputs = keras.Input(info.input_shape)  # doctest: +SKIP
+        >>> features = backbone(imagenet_input("resnet50", info)(inputs))  # doctest: +SKIP
+    """
+    import keras
+    import numpy as np
+    if model_name not in IMAGENET_INPUT:
+        raise ValueError(f"imagenet_input: {model_name!r} has no published ImageNet weights; "
+                         f"models with them: {sorted(IMAGENET_INPUT)}")
+    if len(info.input_shape) != 3 or info.input_shape[-1] != 3:
+        raise ValueError(f"imagenet_input: ImageNet weights need 3 input channels (RGB; "
+                         f"load_splits(..., channels=3)). Received: input_shape="
+                         f"{tuple(info.input_shape)}")
+    mean = np.broadcast_to(np.asarray(info.mean, "float64"), (3,))
+    std = np.broadcast_to(np.asarray(info.std, "float64"), (3,))
+    low, high = (float(v) for v in info.raw_range)
+    # The pixel on the 0..255 scale the weights were trained on: x * scale + shift.
+    scale, shift = std * 255.0 / (high - low), (mean - low) * 255.0 / (high - low)
+    kernel = np.zeros((1, 1, 3, 3))
+    if IMAGENET_INPUT[model_name] == "caffe":   # output channel j is input channel 2 - j
+        for j in range(3):
+            kernel[0, 0, 2 - j, j] = scale[2 - j]
+        bias = shift[::-1] - np.asarray(_CAFFE_MEAN_BGR)
+    else:
+        for j in range(3):
+            kernel[0, 0, j, j] = scale[j] / 127.5
+        bias = shift / 127.5 - 1.0
+    return keras.layers.Conv2D(
+        3, 1, name=name, trainable=False,
+        kernel_initializer=keras.initializers.Constant(kernel.tolist()),
+        bias_initializer=keras.initializers.Constant(bias.tolist()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from zoo import common
+from zoo import common, weights as zoo_weights
 from zoo.blocks import Row, build_rows, check_head_options, min_size_of_rows
 from zoo.registry import register
 
@@ -100,5 +100,5 @@ def alexnet(*, input_shape=None, num_classes=1000, include_top=True, pooling=Non
         x = common.feature_pooling(x, pooling)
     model = keras.Model(inputs, x, name=name or "alexnet")
     if weights is not None:
-        common.load_weights_file(model, weights)
+        zoo_weights.load_file(model, "alexnet", weights)
     return model

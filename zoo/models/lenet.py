@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from zoo import common
+from zoo import common, weights as zoo_weights
 from zoo.blocks import Row, build_rows, check_head_options, min_size_of_rows
 from zoo.registry import register
 
@@ -97,5 +97,5 @@ def lenet5(*, input_shape=None, num_classes=10, include_top=True, pooling=None,
         x = common.feature_pooling(x, pooling)
     model = keras.Model(inputs, x, name=name or "lenet5")
     if weights is not None:
-        common.load_weights_file(model, weights)
+        zoo_weights.load_file(model, "lenet5", weights)
     return model

@@ -19,6 +19,7 @@ from keras import layers
 
 from zoo import layers as zoo_layers
 from zoo import common
+from zoo import weights as zoo_weights
 from zoo.registry import register
 from zoo.tables import layer_names, owned_by_any, size_str, table_format
 
@@ -368,7 +369,7 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
     outputs = _head(x, num_classes, output_activation)
     model = keras.Model(inputs, outputs, name=name or default_name)
     if weights is not None:
-        common.load_weights_file(model, weights)
+        zoo_weights.load_file(model, "unet", weights)
     return model
 
 

@@ -156,7 +156,11 @@ def resize_and_convert(images, input_shape, *, method="bilinear"):
         have = 3
     if have != c:
         if have == 1 and c == 3:
-            images = tf.image.grayscale_to_rgb(images)
+            # A tile: tf.image.grayscale_to_rgb's run-time shape assertions carry string
+            # constants without a GPU kernel, and would sit in every export's graph.
+            rank = images.shape.rank
+            images = (tf.tile(images, [1] * (rank - 1) + [3]) if rank is not None
+                      else tf.image.grayscale_to_rgb(images))
         elif have == 3 and c == 1:
             images = tf.image.rgb_to_grayscale(images)
         else:

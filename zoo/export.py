@@ -400,7 +400,7 @@ def _fallback_preprocess(images, dataset):
     if have == 4 and c != 4:
         images, have = images[..., :3], 3
     if have == 1 and c == 3:
-        images = _grey_to_rgb(images)
+        images = tf.tile(images, [1, 1, 1, 3])
     elif have == 3 and c == 1:
         images = tf.image.rgb_to_grayscale(images)
     images = tf.image.resize(images, (h, w))
@@ -409,24 +409,13 @@ def _fallback_preprocess(images, dataset):
     return (images - mean) / std
 
 
-def _grey_to_rgb(images):
-    """``tf.image.grayscale_to_rgb`` for the signature's ``[N, H, W, 1]`` input: the same
-    tile, without its run-time shape assertions (the channel count is fixed by the
-    signature), whose string constants have no GPU kernel."""
-    import tensorflow as tf
-    return tf.tile(images, [1, 1, 1, 3])
-
-
-def _preprocess_fn(dataset, in_channels=None):
-    """The signature's preprocessing: :func:`zoo.data.preprocess` with ``dataset``; grey
-    input for an RGB model is tiled to three channels first (what ``preprocess`` would
-    do, as :func:`_grey_to_rgb`)."""
+def _preprocess_fn(dataset):
+    """The signature's preprocessing: :func:`zoo.data.preprocess` with ``dataset`` (grey
+    input for an RGB model is tiled to three channels there)."""
     try:
         from zoo.data import preprocess as data_preprocess
     except ImportError:  # pragma: no cover - zoo.data always ships with the package
         return lambda images: _fallback_preprocess(images, dataset)
-    if in_channels == 1 and int(dataset["input_shape"][-1]) == 3:
-        return lambda images: data_preprocess(_grey_to_rgb(images), dataset)
     return lambda images: data_preprocess(images, dataset)
 
 
@@ -606,7 +595,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     with command_line_filter() if precision == "float16" else contextlib.nullcontext():
         served = _cast_model(fold_batch_norm(model), precision)
     serving_fn = _build_serving_fn(served, task=task, kind=kind, in_channels=in_channels,
-                                   preprocess=_preprocess_fn(dataset, in_channels))
+                                   preprocess=_preprocess_fn(dataset))
     archive = keras.export.ExportArchive()
     archive.track(served)
     archive.add_endpoint(SIGNATURE_NAME, serving_fn)

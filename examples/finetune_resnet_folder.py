@@ -18,7 +18,11 @@ import argparse
 import json
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from zoo.startlog import for_command_line
+
+# As the zoo commands: TF_CPP_MIN_LOG_LEVEL 2 unless set, and TensorFlow's start-up lines
+# (which ignore it) filtered by it. Before TensorFlow is imported.
+for_command_line()
 
 import keras
 import numpy as np

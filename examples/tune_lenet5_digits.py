@@ -22,10 +22,13 @@ The same search from the command line::
 """
 
 import argparse
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from zoo.startlog import for_command_line
+
+# As the zoo commands: TF_CPP_MIN_LOG_LEVEL 2 unless set, and TensorFlow's start-up lines
+# (which ignore it) filtered by it. Before TensorFlow is imported.
+for_command_line()
 
 import numpy as np  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402

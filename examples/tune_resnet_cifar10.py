@@ -16,9 +16,12 @@ The same search on the command line, on one machine or spread over several
 
 import argparse
 import contextlib
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from zoo.startlog import for_command_line
+
+# As the zoo commands: TF_CPP_MIN_LOG_LEVEL 2 unless set, and TensorFlow's start-up lines
+# (which ignore it) filtered by it. Before TensorFlow is imported.
+for_command_line()
 
 import tuning  # noqa: E402
 

@@ -1,0 +1,78 @@
+"""Every script in examples/ runs, at its smallest settings, and prints what it says."""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+def run(script, *args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)     # the example's own default
+    r = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    # TensorFlow's start-up lines, which ignore TF_CPP_MIN_LOG_LEVEL, are filtered as in
+    # the zoo commands.
+    assert "I0000" not in r.stderr and "InitializeLog" not in r.stderr, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_every_example_is_tested():
+    tested = {"train_lenet5_digits.py", "unet_shapes.py", "finetune_resnet_folder.py",
+              "tune_lenet5_digits.py", "tune_resnet_cifar10.py"}
+    assert {p.name for p in EXAMPLES.glob("*.py")} == tested
+
+
+def test_train_lenet5_digits(tmp_path):
+    out = run("train_lenet5_digits.py", "--epochs", "1", "--run-dir", "run", cwd=tmp_path)
+    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1
+    assert (tmp_path / "run" / "model.keras").is_file()
+    assert (tmp_path / "run" / "learning_curves.png").is_file()
+    predicted = json.loads(re.search(r"predicted: (\[.*\])", out).group(1))
+    true = json.loads(re.search(r"true: +(\[.*\])", out).group(1))
+    assert len(predicted) == len(true) == 10 and set(predicted) <= set(range(10))
+
+
+def test_unet_shapes(tmp_path):
+    out = run("unet_shapes.py", "--epochs", "1", "--run-dir", "run", cwd=tmp_path)
+    metrics = json.load(open(tmp_path / "run" / "metrics.json"))
+    assert f"test mean IoU: {round(metrics['test_mean_iou'], 4)}" in out
+    ious = dict(re.findall(r"(\w+): IoU ([0-9.]+)", out))
+    assert set(ious) == {"background", "circle", "square", "triangle"}
+    assert all(0 <= float(v) <= 1 for v in ious.values())
+
+
+def test_finetune_resnet_folder(tmp_path):
+    out = run("finetune_resnet_folder.py", "--epochs", "1", "--image-size", "32",
+              "--run-dir", "run", cwd=tmp_path)
+    for stage, line in (("1_head", "head only"), ("2_top", "fine-tuned")):
+        accuracy = json.load(open(tmp_path / "run" / stage / "metrics.json"))["test_accuracy"]
+        assert f"{line}: test accuracy {accuracy:.4f}" in out
+    trainable = int(re.search(r"fine-tuning ([0-9,]+) parameters", out).group(1).replace(",", ""))
+    assert 0 < trainable < 11_200_000      # ResNet-18's top stage and the head, not all of it
+
+
+def test_tune_lenet5_digits(tmp_path):
+    out = run("tune_lenet5_digits.py", "--tuner", "random", "--max-trials", "1", "--epochs",
+              "1", "--cv", "2", "--directory", "runs", cwd=tmp_path)
+    assert "budget: 1 trials x 2 folds x 1 epochs" in out
+    tuned = float(re.search(r"tuned LeNet-5 .* test accuracy: ([0-9.]+)", out).group(1))
+    svc = float(re.search(r"SVC\(gamma=0.001\) .* test accuracy: ([0-9.]+)", out).group(1))
+    assert 0 <= tuned <= 1 and svc > 0.95       # scikit-learn's own SVC on digits: 0.9889
+    assert (tmp_path / "runs" / "lenet5_digits_random_cv" / "trials.csv").is_file()
+
+
+def test_tune_resnet_cifar10_on_mock_data(tmp_path):
+    out = run("tune_resnet_cifar10.py", "--mock", "8", "--max-trials", "1", "--epochs", "1",
+              "--directory", "runs", cwd=tmp_path)
+    assert re.search(r"best trial 0: \{'depth': (18|34),", out)
+    assert re.search(r"test: \{'accuracy': [0-9.]+, 'loss': [0-9.]+\}", out)

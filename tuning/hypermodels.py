@@ -418,7 +418,8 @@ GENERIC_AUGMENTATION = dict(flip=None, rotation=0.03, zoom=0.1, translation=0.1,
 _SCALED = ("rotation", "zoom", "translation", "contrast")
 
 
-def augment_dataset(dataset, strength: float, *, info=None, settings=None, seed: int = 0):
+def augment_dataset(dataset, strength: float, *, info=None, settings=None, seed: int = 0,
+                    ignore_label=None):
     """Augment a batched ``(images, targets)`` dataset of normalised images.
 
     The dataset's own augmentation (``zoo.data.augmenter`` with ``settings``,
@@ -426,7 +427,8 @@ def augment_dataset(dataset, strength: float, *, info=None, settings=None, seed:
     translation and contrast are multiplied by it, so 1 is the augmentation
     ``zoo train --augment`` uses and 0 is none. Images are taken back to raw
     pixels (``info.mean``/``info.std``), augmented, and normalised again;
-    segmentation masks move with their images.
+    segmentation masks move with their images, and the pixels a rotation, zoom or
+    translation adds (``fill_mode="constant"``) get the masks' ignore label, not class 0.
 
     Args:
         dataset: batched ``tf.data.Dataset`` of normalised images and labels/masks.
@@ -435,6 +437,8 @@ def augment_dataset(dataset, strength: float, *, info=None, settings=None, seed:
         settings: ``zoo.data.augmenter`` settings; default: ``info.augmentation`` or
             :data:`GENERIC_AUGMENTATION`.
         seed: seed of the random layers.
+        ignore_label: the masks' ignore label (``zoo.data.augmenter``); default:
+            ``info.ignore_label``.
     """
     if not strength:
         return dataset
@@ -446,7 +450,9 @@ def augment_dataset(dataset, strength: float, *, info=None, settings=None, seed:
     scaled = {k: (min(1.0, v * strength) if k in _SCALED and v else v)
               for k, v in settings.items()}
     raw_range = tuple(info.raw_range) if info is not None else (-1e9, 1e9)
-    aug = augmenter(scaled, raw_range=raw_range, seed=seed)
+    if ignore_label is None:
+        ignore_label = getattr(info, "ignore_label", None)
+    aug = augmenter(scaled, raw_range=raw_range, seed=seed, ignore_label=ignore_label)
     mean = np.asarray(info.mean if info is not None else [0.0], "float32")
     std = np.asarray(info.std if info is not None else [1.0], "float32")
     segmentation = info is not None and info.task == "segmentation"
@@ -503,11 +509,16 @@ class ZooHyperModel(kt.HyperModel):
             output layers stay float32, as in ``zoo.train.fit``. ``tuning.search`` sets it
             from its ``mixed_precision`` argument (``zoo.train.resolve_mixed_precision``).
         seed: seed of the augmentation layers.
+        ignore_label: segmentation: the mask value of pixels that count in no loss and no
+            metric (``zoo.train.compile_model``'s ``ignore_label``; augmentation fills with
+            it); default: ``info.ignore_label``, else ``None`` (every pixel counts).
+            ``tuning.search`` sets it from its data.
         name: the HyperModel's name (default: ``family``).
 
     Raises:
         ValueError: an unknown hyperparameter name (the message lists the known
-            ones) or a value the hyperparameter does not allow.
+            ones) or a value the hyperparameter does not allow; an ``ignore_label`` that
+            is no integer from 0 to 65535 or differs from ``info.ignore_label``.
 
     Example:
         >>> import keras_tuner
@@ -522,9 +533,18 @@ class ZooHyperModel(kt.HyperModel):
 
     def __init__(self, input_shape=None, num_classes=None, *, info=None, augmentation=None,
                  set=None, fix=None, jit_compile=False, mixed_precision=None, seed=0,
-                 name=None):
+                 ignore_label=None, name=None):
         super().__init__(name=name or self.family)
+        from zoo.data import _check_ignore_label
         from zoo.registry import model_info
+        ignore_label = _check_ignore_label(ignore_label)
+        declared = getattr(info, "ignore_label", None)
+        if ignore_label is None:
+            ignore_label = declared
+        elif declared is not None and declared != ignore_label:
+            raise ValueError(f"ignore_label must be None or the data's ignore label, "
+                             f"info.ignore_label={declared}. Received: "
+                             f"ignore_label={ignore_label}")
         defaults = model_info(self.builder)
         if input_shape is None:
             input_shape = info.input_shape if info is not None else defaults.default_input_shape
@@ -538,6 +558,7 @@ class ZooHyperModel(kt.HyperModel):
         self.jit_compile = jit_compile
         self.mixed_precision = mixed_precision
         self.seed = seed
+        self.ignore_label = ignore_label
         self.grid = False  # set by tuning.search for the grid tuner (finite ranges)
         params = list(self.ARCHITECTURE) + list(TRAINING)
         if self.task == "classification":
@@ -614,7 +635,9 @@ class ZooHyperModel(kt.HyperModel):
 
     # -- building --------------------------------------------------------------------------
     def build(self, hp):
-        """Build the zoo model for ``hp`` and compile it with ``zoo.train.compile_model``.
+        """Build the zoo model for ``hp`` and compile it with ``zoo.train.compile_model``
+        (a segmentation model's loss and metrics leave out the pixels labelled
+        ``ignore_label``).
 
         Args:
             hp: the trial's ``keras_tuner.HyperParameters``.
@@ -634,7 +657,7 @@ class ZooHyperModel(kt.HyperModel):
             model, self.task, optimizer=values["optimizer"], learning_rate=values["lr"],
             label_smoothing=values.get("label_smoothing", 0.0),
             weight_decay=values["weight_decay"] or None, num_classes=self.num_classes,
-            jit_compile=self.jit_compile)
+            jit_compile=self.jit_compile, ignore_label=self.ignore_label)
 
     def builder_kwargs(self, values) -> dict:
         """The builder's family options taken from ``values``."""
@@ -685,7 +708,8 @@ class ZooHyperModel(kt.HyperModel):
         values = self.values(hp)
         kwargs.pop("batch_size", None)
         x = augment_dataset(rebatch(x, values["batch_size"]), values["augment"],
-                            info=self.info, settings=self.augmentation, seed=self.seed)
+                            info=self.info, settings=self.augmentation, seed=self.seed,
+                            ignore_label=self.ignore_label)
         callbacks = list(kwargs.pop("callbacks", None) or []) + [FailOnNaN()]
         if values.get("lr_schedule", "constant") == "cosine":
             from zoo.train import cosine_schedule

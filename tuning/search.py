@@ -419,9 +419,17 @@ def _write_results(tuner, hypermodel, objective, direction):
 # -- fingerprint / resume ---------------------------------------------------------------------
 
 def _dataset_key(dataset, splits):
+    """What the data is, for the fingerprint. An ignore label is part of it; searches
+    without one keep the key they had before the zoo had ignore labels."""
+    ignore_label = splits.info.ignore_label
     if isinstance(dataset, str):
-        return {"name": dataset, "input_shape": list(splits.info.input_shape)}
+        key = {"name": dataset, "input_shape": list(splits.info.input_shape)}
+        if ignore_label is not None:
+            key["ignore_label"] = ignore_label
+        return key
     info = splits.info.to_dict()
+    if ignore_label is None:
+        info.pop("ignore_label", None)
     cardinality = {}
     for split in ("train", "validation"):
         n = int(getattr(splits, split).cardinality().numpy())
@@ -599,7 +607,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
            set=None, fix=None, export=False, export_dir="saved_models", export_name=None,
            image_size=None, data_dir=None, download=False, seed=0,
            max_consecutive_failed_trials=3, executions_per_trial=1, jit_compile=False,
-           mixed_precision="auto", callbacks=None, verbose=0, cv=None, deterministic=False):
+           mixed_precision="auto", callbacks=None, verbose=0, cv=None, deterministic=False,
+           ignore_label=None):
     """Run (or resume) a hyperparameter search and return its trials.
 
     Args:
@@ -665,6 +674,13 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             epoch count, and that model is evaluated on the test split and exported. For
             small datasets, where one validation split cannot tell trials apart. Not with
             Hyperband (its brackets continue one model's training).
+        ignore_label: segmentation, for a ``dataset`` name: the mask value of pixels that
+            count in no loss and no metric (``zoo.data.load``'s ``ignore_label``, e.g. 255
+            for Pascal VOC-style masks), so the trials' objective (``val_mean_iou``), the
+            cross-validation folds' scores and the best model's test metrics leave them
+            out. A ``zoo.data.Splits`` brings its own, ``info.ignore_label``, which is used
+            (``ignore_label`` must then be ``None`` or the same). Part of the search's
+            fingerprint, and recorded in ``best.json``.
 
     Returns:
         A ``pandas.DataFrame`` of the trials (see :func:`trials_table`), also
@@ -676,8 +692,10 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     Raises:
         ValueError: unknown model, tuner, dataset or hyperparameter; a hyperparameter
             in both ``set`` and ``fix``; a bad seed or project name; an objective the
-            model does not report; too few examples for ``cv``; a different search in
-            the same project. Nothing is written (or overwritten) before these checks.
+            model does not report; too few examples for ``cv``; an ignore label that is
+            no integer from 0 to 65535, inside the classes, given for a classification
+            dataset or not the ``Splits``' own; a different search in the same project.
+            Nothing is written (or overwritten) before these checks.
         FileExistsError: an existing project with ``resume=False``.
         RuntimeError: too many consecutive failed trials (the table is written first).
 
@@ -708,6 +726,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
                              "tuners; hyperband continues one model's training across "
                              "brackets. Received: tuner='hyperband'")
     _check_seed(seed)
+    from zoo.data import _check_ignore_label
+    ignore_label = _check_ignore_label(ignore_label)
     if deterministic not in (True, False):
         raise ValueError(f"deterministic must be True or False. "
                          f"Received: deterministic={deterministic!r}")
@@ -736,11 +756,17 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
 
     # The data.
     splits, settings = _load(dataset, hypermodel, image_size=image_size, data_dir=data_dir,
-                              download=download, seed=seed)
+                              download=download, seed=seed, ignore_label=ignore_label)
     if not isinstance(model, ZooHyperModel):
         hypermodel.input_shape = tuple(splits.info.input_shape)
         hypermodel.num_classes = splits.info.num_classes
         hypermodel.info, hypermodel.augmentation = splits.info, settings
+    elif hypermodel.ignore_label not in (None, splits.info.ignore_label):
+        raise ValueError(f"the ZooHyperModel's ignore_label must be None or the data's, "
+                         f"info.ignore_label={splits.info.ignore_label}. Received: "
+                         f"ignore_label={hypermodel.ignore_label}")
+    # The data's ignore label: every trial's loss and metrics, folds, refit and test.
+    hypermodel.ignore_label = splits.info.ignore_label
     if splits.info.task != hypermodel.task:
         raise ValueError(f"{hypermodel.family} is a {hypermodel.task} model; dataset "
                          f"{splits.info.name!r} is a {splits.info.task} dataset")
@@ -790,7 +816,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         def fresh_train():
             from zoo import data as zdata
             again = zdata.load_splits(dataset, image_size=tuple(splits.info.input_shape[:2]),
-                                      data_dir=data_dir, seed=seed, download=False)
+                                      data_dir=data_dir, seed=seed, download=False,
+                                      ignore_label=splits.info.ignore_label)
             _record_train_size(again, dataset)
             return again.train
         kt_tuner.zoo_train = fresh_train
@@ -832,26 +859,33 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     return df
 
 
-def _load(dataset, hypermodel, *, image_size, data_dir, seed, download=False):
+def _load(dataset, hypermodel, *, image_size, data_dir, seed, download=False,
+          ignore_label=None):
     """Splits of ``dataset`` at a size the family accepts, and the dataset's own
-    augmentation settings (which the ``augment`` hyperparameter scales)."""
+    augmentation settings (which the ``augment`` hyperparameter scales). A ``Splits``
+    brings its own ignore label: ``ignore_label`` must be ``None`` or the same."""
     from zoo import data as zdata
     if not isinstance(dataset, str):
         if not isinstance(dataset, zdata.Splits):
             raise ValueError(f"dataset must be a dataset name or a zoo.data.Splits. "
                              f"Received: {type(dataset).__name__}")
+        own = dataset.info.ignore_label
+        if ignore_label is not None and ignore_label != own:
+            raise ValueError(f"dataset is a zoo.data.Splits, which brings its own ignore "
+                             f"label (info.ignore_label={own}): ignore_label must be None "
+                             f"or {own}. Received: ignore_label={ignore_label}")
         return dataset, dataset.info.augmentation or None
     # The train split loaded with augment=True tells the dataset's own settings
     # (and its default size); the search's pipelines are not augmented.
     _, probe = zdata.load(dataset, "train", image_size=image_size, augment=True,
-                          data_dir=data_dir, download=download)
+                          data_dir=data_dir, download=download, ignore_label=ignore_label)
     if image_size is None:
         minimum = hypermodel.min_input_size()
         h, w = probe.input_shape[:2]
         if min(h, w) < minimum:
             image_size = (max(h, minimum), max(w, minimum))
     splits = zdata.load_splits(dataset, image_size=image_size, data_dir=data_dir, seed=seed,
-                               download=download)
+                               download=download, ignore_label=ignore_label)
     return splits, dict(probe.augmentation)
 
 
@@ -968,7 +1002,8 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
             "hyperparameters": {k: v for k, v in _trial_values(trial).items()
                                 if k not in _UNTUNED},
             "test": {k: float(v) for k, v in test.items()}, "export": None,
-            "refit_epochs": refit_epochs, "mixed_precision": hypermodel.mixed_precision}
+            "refit_epochs": refit_epochs, "mixed_precision": hypermodel.mixed_precision,
+            "ignore_label": splits.info.ignore_label}
     if export:
         from zoo.export import export as zoo_export
         best["export"] = zoo_export(model, base_dir=export_dir,
@@ -999,7 +1034,7 @@ def configure_tune(parser):
         exit code.
     """
     from zoo.cli import parse_shape
-    from zoo.train import AUTO_PRECISION_HELP, MIXED_PRECISION
+    from zoo.train import AUTO_PRECISION_HELP, MIXED_PRECISION, _ignore_label_arg
     parser.add_argument("model", help="family: lenet5, alexnet, googlenet, inception_v3, "
                         "xception, resnet (or resnet18/34/50), unet")
     parser.add_argument("--dataset", default=None,
@@ -1039,6 +1074,9 @@ def configure_tune(parser):
     parser.add_argument("--mixed-precision", default="auto", choices=MIXED_PRECISION,
                         help=f"trials' compute dtype, as in zoo train: {AUTO_PRECISION_HELP}, "
                         "off, float16, bfloat16")
+    parser.add_argument("--ignore-label", default=None, metavar="V", type=_ignore_label_arg,
+                        help="segmentation: the mask value of pixels no loss or metric counts "
+                        "(Pascal VOC's 255), outside the classes 0..K-1 (default: none)")
     parser.add_argument("--cv", type=int, default=None, metavar="K",
                         help="score trials by K-fold cross-validation over train + validation "
                         "(random/bayesian/grid); the best is refitted on both")
@@ -1100,7 +1138,7 @@ def configure_tune(parser):
                         data_dir=args.data_dir, download=args.download, seed=args.seed,
                         jit_compile=args.jit, mixed_precision=args.mixed_precision,
                         deterministic=args.deterministic,
-                        verbose=args.verbose, cv=args.cv)
+                        verbose=args.verbose, cv=args.cv, ignore_label=args.ignore_label)
         except KeyboardInterrupt:
             print(_stopped_line(args, dataset), file=sys.stderr)
             raise
@@ -1154,6 +1192,9 @@ def _print_best(best, project_dir):
     test = ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items())
     print(f"best trial {best['trial']}: {best['objective']} {best['score']:.4f} ({hps})")
     print(f"test: {test}")
+    if best.get("ignore_label") is not None:
+        print(f"scores leave out the pixels labelled {best['ignore_label']} "
+              f"(--ignore-label {best['ignore_label']})")
     if best.get("export"):
         print(f"exported: {best['export']}")
     print(f"results: {os.path.join(project_dir, 'trials.csv')}, "
@@ -1200,6 +1241,8 @@ def _argv(args):
     argv += ["--mixed-precision", args.mixed_precision]
     if args.cv is not None:
         argv += ["--cv", str(args.cv)]
+    if args.ignore_label is not None:
+        argv += ["--ignore-label", str(args.ignore_label)]
     return argv
 
 

@@ -1000,7 +1000,7 @@ def _ignore_hint(value) -> str:
     their classes: how to declare it the ignore label."""
     return (f" If {value} marks pixels to leave out of training and evaluation (as Pascal "
             f"VOC's 255 marks object borders), pass ignore_label={value} (zoo train "
-            f"--ignore-label {value}).")
+            f"or zoo tune --ignore-label {value}).")
 
 
 _EMBEDDED = {"digits": _digits_source, "shapes": _shapes_source}

@@ -1,0 +1,268 @@
+"""Hyperparameter search on masks with an ignore label (Pascal VOC's 255 on object borders):
+``search(ignore_label=)`` / ``zoo tune --ignore-label``, or a ``Splits`` loaded with one, reach
+every trial's loss and metrics, the cross-validation folds, the refit, the test metrics, the
+fingerprint and the local workers; the objective leaves the ignored pixels out, against a
+count by hand in NumPy."""
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from tuning import hypermodels as hms
+from tuning.search import _argv, _dataset_key, configure_tune, search
+from zoo import data
+from zoo.cli import main as zoo_main
+
+# Pascal VOC's palette for its first classes and 255 (void), as its mask PNGs store them.
+VOC_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 252 + [224, 224, 192]
+# A U-Net small enough for a trial of a few seconds.
+FIX = {"depth": 2, "base_filters": 4, "batch_norm": False, "upsampling": "transpose",
+       "dropout": 0.0, "optimizer": "adam", "lr_schedule": "constant", "weight_decay": 0.0,
+       "batch_size": 8}
+TINY = dict(tuner="random", epochs=1, mixed_precision="off", fix=FIX)
+
+
+def _voc_folder(root, n=40, shape=(32, 32), ring=True):
+    """``root/images`` + ``root/masks``: palette masks of classes 0, 1, 2, with a 2-pixel
+    255 ring around each object (``ring``); an image's red channel is 40 + 60 * its class
+    (ring pixels: 250), with noise."""
+    os.makedirs(root / "images")
+    os.makedirs(root / "masks")
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        mask = np.zeros(shape, "uint8")
+        top, left = 4 + i % 7, 4 + i % 5
+        if ring:
+            mask[top - 2:top + 16, left - 2:left + 16] = 255
+        mask[top:top + 14, left:left + 14] = 1 + i % 2
+        image = rng.integers(0, 30, shape + (3,)).astype("uint8")
+        image[..., 0] = np.where(mask == 255, 250, 40 + 60 * mask)
+        Image.fromarray(image).save(root / "images" / f"{i:02d}.png")
+        im = Image.fromarray(mask, "P")
+        im.putpalette(VOC_PALETTE)
+        im.save(root / "masks" / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    return _voc_folder(tmp_path_factory.mktemp("voc") / "voc")
+
+
+@pytest.fixture(scope="module")
+def splits(voc):
+    return data.load_splits(str(voc), batch_size=8, ignore_label=255)
+
+
+def _scores(p, y, k=3, ignore=255):
+    """NumPy: ``(pixel accuracy, mean IoU)`` of probabilities ``p`` for masks ``y``, the
+    pixels holding ``ignore`` left out."""
+    predicted = p.argmax(-1)
+    valid = y != ignore
+    cm = np.bincount(y[valid] * k + predicted[valid], minlength=k * k).reshape(k, k)
+    inter = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - inter
+    return float((predicted == y)[valid].mean()), float((inter / union)[union > 0].mean())
+
+
+@pytest.fixture
+def recorded(monkeypatch, splits):
+    """Every ``ZooHyperModel.fit`` of the search (trials, folds, refit): the trained model's
+    probabilities and the masks of its held-out data (``None`` for the refit) and of the
+    test split."""
+    runs = []
+    fit = hms.ZooHyperModel.fit
+    test_x, test_y = data.to_arrays(splits.test)
+
+    def recording_fit(self, hp, model, x=None, *args, validation_data=None, **kwargs):
+        history = fit(self, hp, model, x, *args, validation_data=validation_data, **kwargs)
+        held = None
+        if validation_data is not None:
+            vx, vy = data.to_arrays(validation_data)
+            held = (model.predict(vx, verbose=0), vy)
+        runs.append({"held_out": held, "test": (model.predict(test_x, verbose=0), test_y),
+                     "history": dict(history.history)})
+        return history
+
+    monkeypatch.setattr(hms.ZooHyperModel, "fit", recording_fit)
+    return runs
+
+
+# A Splits passed in: the rebatched train pipeline has no known length, and Keras says so at
+# the end of the first epoch.
+RAN_OUT = pytest.mark.filterwarnings("ignore:Your input ran out of data:UserWarning")
+
+
+@RAN_OUT
+def test_a_trials_val_mean_iou_leaves_out_the_ignored_pixels(splits, recorded, tmp_path):
+    assert (splits.info.ignore_label, splits.info.num_classes) == (255, 3)
+    df = search("unet", splits, max_trials=2, set={"lr": [1e-2, 3e-3], "augment": [0.0, 1.0]},
+                directory=str(tmp_path), project="p", **TINY)
+    assert list(df["status"]) == ["COMPLETED"] * 2 and len(recorded) == 2
+    for run, score in zip(recorded, df["score"]):
+        p, y = run["held_out"]
+        assert 0.05 < (y == 255).mean() < 0.5
+        accuracy, mean_iou = _scores(p, y)
+        assert score == pytest.approx(mean_iou, abs=1e-6)
+        assert run["history"]["val_accuracy"][-1] == pytest.approx(accuracy, abs=1e-6)
+        # Counted as background instead, the border would give another score.
+        assert abs(_scores(p, np.where(y == 255, 0, y), ignore=-1)[1] - mean_iou) > 1e-3
+    # The best model's test metrics leave them out too.
+    best = df.attrs["best"]
+    p, y = recorded[int(best["trial"])]["test"]
+    accuracy, mean_iou = _scores(p, y)
+    assert best["test"]["mean_iou"] == pytest.approx(mean_iou, abs=1e-6)
+    assert best["test"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert best["ignore_label"] == 255
+    assert json.loads((tmp_path / "p" / "best.json").read_text())["ignore_label"] == 255
+    fingerprint = json.loads((tmp_path / "p" / "search.json").read_text())
+    assert fingerprint["dataset"]["info"]["ignore_label"] == 255
+    assert list(pd.read_csv(tmp_path / "p" / "trials.csv")["score"]) == pytest.approx(
+        list(df["score"]))
+
+
+@RAN_OUT
+def test_cross_validation_folds_and_the_refit_leave_out_the_ignored_pixels(
+        splits, recorded, tmp_path):
+    df = search("unet", splits, max_trials=1, cv=2, fix={**FIX, "lr": 1e-2, "augment": 0.0},
+                directory=str(tmp_path), **{k: v for k, v in TINY.items() if k != "fix"})
+    assert list(df["status"]) == ["COMPLETED"] and len(recorded) == 3   # 2 folds, the refit
+    folds = [_scores(*run["held_out"])[1] for run in recorded[:2]]
+    assert all((run["held_out"][1] == 255).any() for run in recorded[:2])
+    assert df.loc[0, "score"] == pytest.approx(np.mean(folds), abs=1e-6)
+    refit = recorded[2]
+    assert refit["held_out"] is None
+    best = df.attrs["best"]
+    assert best["refit_epochs"] == 1
+    assert best["test"]["mean_iou"] == pytest.approx(_scores(*refit["test"])[1], abs=1e-6)
+
+
+def test_zoo_tune_ignore_label_on_a_voc_folder(voc, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    small = ["--dataset", f"folder:{voc}", "--directory", str(runs), "--project", "v",
+             "--tuner", "random", "--max-trials", "1", "--epochs", "1", "--mixed-precision",
+             "off", *[a for k, v in FIX.items() for a in ("--fix", f"{k}={v}")],
+             "--fix", "augment=1"]
+    # Without the ignore label the folder is refused, the message saying what to pass.
+    assert zoo_main(["tune", "unet", *small]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("pass ignore_label=255 (zoo train or zoo tune "
+                                             "--ignore-label 255).")
+    with pytest.raises(SystemExit) as exit_info:
+        zoo_main(["tune", "unet", *small, "--ignore-label", "-1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("zoo tune: error: argument --ignore-label: expected an "
+                                       "integer from 0 to 65535; received '-1'\n")
+    assert zoo_main(["tune", "unet", *small, "--ignore-label", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zoo: error: ignore_label=1 lies among the classes of the masks in ")
+    assert zoo_main(["tune", "lenet5", "--directory", str(runs), "--ignore-label", "255"]) == 2
+    assert capsys.readouterr().err == (
+        "zoo: error: ignore_label is for segmentation datasets (a mask value to leave out); "
+        "'digits' is a classification dataset. Received: ignore_label=255\n")
+    assert not runs.exists()          # refused before anything is written
+
+    assert zoo_main(["tune", "unet", *small, "--ignore-label", "255", "--export",
+                     "--export-dir", str(tmp_path / "saved")]) == 0
+    out = capsys.readouterr().out
+    assert "best trial 0: val_mean_iou " in out
+    assert "scores leave out the pixels labelled 255 (--ignore-label 255)" in out
+    project = runs / "v"
+    assert json.loads((project / "search.json").read_text())["dataset"] == {
+        "name": f"folder:{voc}", "input_shape": [32, 32, 3], "ignore_label": 255}
+    best = json.loads((project / "best.json").read_text())
+    assert best["ignore_label"] == 255 and 0 < best["score"] <= 1
+    assert pd.read_csv(project / "trials.csv")["score"][0] == pytest.approx(best["score"])
+    record = json.loads((tmp_path / "saved" / "unet" / "1" / "assets" / "zoo.json")
+                        .read_text())
+    assert record["dataset"]["ignore_label"] == 255 and record["num_classes"] == 3
+    # The same command resumes the finished search: it returns at once.
+    assert zoo_main(["tune", "unet", *small, "--ignore-label", "255"]) == 0
+    assert "best trial 0:" in capsys.readouterr().out
+
+
+def test_a_search_resumed_with_another_ignore_label_is_refused(tmp_path):
+    # Masks without the border: the folder loads with ignore_label=255 (a value its masks
+    # never hold) and without.
+    plain = str(_voc_folder(tmp_path / "plain", n=20, ring=False))
+    kwargs = dict(max_trials=1, directory=str(tmp_path / "runs"), project="p", **TINY)
+    df = search("unet", plain, ignore_label=255, **kwargs)
+    assert list(df["status"]) == ["COMPLETED"]
+    with pytest.raises(ValueError, match=r"a different search already exists .* \(it differs "
+                                         r"in: dataset\)"):
+        search("unet", plain, **kwargs)
+    assert len(search("unet", plain, ignore_label=255, **kwargs)) == 1     # resumed
+    # Searches without an ignore label keep the fingerprint they had before there was one.
+    s = data.load_splits(plain, batch_size=8)
+    assert "ignore_label" not in _dataset_key(plain, s)
+    assert "ignore_label" not in _dataset_key(s, s)["info"]
+    declared = data.load_splits(plain, batch_size=8, ignore_label=255)
+    assert _dataset_key(declared, declared)["info"]["ignore_label"] == 255
+
+
+def test_an_ignore_label_the_data_does_not_declare_is_refused(splits, tmp_path):
+    runs = tmp_path / "runs"
+    with pytest.raises(ValueError) as other:
+        search("unet", splits, ignore_label=254, max_trials=1, directory=str(runs), **TINY)
+    assert str(other.value) == ("dataset is a zoo.data.Splits, which brings its own ignore "
+                                "label (info.ignore_label=255): ignore_label must be None or "
+                                "255. Received: ignore_label=254")
+    with pytest.raises(ValueError, match=r"^ignore_label must be None or an integer from 0 to "
+                                         r"65535: .* Received: ignore_label='255'$"):
+        search("unet", splits, ignore_label="255", max_trials=1, directory=str(runs), **TINY)
+    hm = hms.UNetHyperModel(info=splits.info, fix=FIX)
+    assert hm.ignore_label == 255
+    with pytest.raises(ValueError) as mismatch:
+        hms.UNetHyperModel(info=splits.info, ignore_label=254)
+    assert str(mismatch.value) == ("ignore_label must be None or the data's ignore label, "
+                                   "info.ignore_label=255. Received: ignore_label=254")
+    no_ignore = data.Splits(splits.train, splits.validation, splits.test,
+                            data.DatasetInfo.from_dict({**splits.info.to_dict(),
+                                                        "ignore_label": None}))
+    with pytest.raises(ValueError) as wrong:
+        search(hm, no_ignore, max_trials=1, directory=str(runs), tuner="random", epochs=1)
+    assert str(wrong.value) == ("the ZooHyperModel's ignore_label must be None or the data's, "
+                                "info.ignore_label=None. Received: ignore_label=255")
+    assert not runs.exists()
+
+
+def test_a_hypermodel_compiles_and_augments_with_the_ignore_label(splits):
+    import keras_tuner as kt
+    model = hms.UNetHyperModel(info=splits.info, fix=FIX).build(kt.HyperParameters())
+    config = model.get_compile_config()
+    assert config["loss"]["config"]["ignore_label"] == 255
+    assert {m["class_name"]: m["config"].get("ignore_class", m["config"].get("ignore_label"))
+            for m in config["metrics"]} == {"SparsePixelAccuracy": 255, "MeanIoU": 255}
+    # Pixels a constant-fill translation adds get the ignore label, not class 0.
+    x, y = data.to_arrays(splits.train)
+    y = np.where(y == 255, 1, y)              # no 255 before: the fill is the only one
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x))
+    settings = dict(flip=None, rotation=0.0, zoom=0.0, translation=0.3, contrast=0.0,
+                    fill_mode="constant")
+    _, moved = next(iter(hms.augment_dataset(ds, 1.0, info=splits.info, settings=settings)))
+    moved = moved.numpy()
+    assert 0.01 < (moved == 255).mean() < 0.5
+    assert set(np.unique(moved).tolist()) == {0, 1, 2, 255}
+
+
+def test_ignore_label_is_zoo_trains_option_and_reaches_every_local_worker():
+    from zoo.train import configure_train
+    tune, train = argparse.ArgumentParser(), argparse.ArgumentParser()
+    configure_tune(tune)
+    configure_train(train)
+    ours, theirs = ([a for a in p._actions if a.dest == "ignore_label"][0]
+                    for p in (tune, train))
+    assert (ours.option_strings, ours.help, ours.default, ours.type, ours.metavar) == (
+        theirs.option_strings, theirs.help, theirs.default, theirs.type, theirs.metavar)
+    args = tune.parse_args(["unet", "--workers", "2", "--ignore-label", "255"])
+    assert tune.parse_args(_argv(args)).ignore_label == 255
+    assert tune.parse_args(_argv(tune.parse_args(["unet", "--workers", "2"]))
+                           ).ignore_label is None

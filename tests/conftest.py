@@ -39,6 +39,35 @@ def published_table():
     return read
 
 
+# Pascal VOC's palette for its first classes and 255 (void), as its mask PNGs store them.
+VOC_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 252 + [224, 224, 192]
+
+
+def make_voc_folder(root, *, n, shape, object_size, ring, first, spread):
+    """``root/images`` + ``root/masks`` in Pascal VOC's way: palette masks of classes 0, 1,
+    2 (one square object of ``object_size`` per image, at ``first + i % spread``) with a
+    ``ring``-pixel 255 band around it (0: none); an image's red channel is 40 + 60 * its
+    class (band pixels: 250), with noise."""
+    import numpy as np
+    from PIL import Image
+    os.makedirs(root / "images")
+    os.makedirs(root / "masks")
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        mask = np.zeros(shape, "uint8")
+        top, left = first[0] + i % spread[0], first[1] + i % spread[1]
+        if ring:
+            mask[top - ring:top + object_size + ring, left - ring:left + object_size + ring] = 255
+        mask[top:top + object_size, left:left + object_size] = 1 + i % 2
+        image = rng.integers(0, 30, shape + (3,)).astype("uint8")
+        image[..., 0] = np.where(mask == 255, 250, 40 + 60 * mask)
+        Image.fromarray(image).save(root / "images" / f"{i:02d}.png")
+        im = Image.fromarray(mask, "P")
+        im.putpalette(VOC_PALETTE)
+        im.save(root / "masks" / f"{i:02d}.png")
+    return root
+
+
 def normalise_table(df):
     """Compare values, not typography: '3 (RGB)' -> '3', '1,000' -> '1000', case-insensitive."""
     out = df.copy()

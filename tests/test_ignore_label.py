@@ -16,28 +16,12 @@ from PIL import Image
 from zoo import data, train
 from zoo.cli import main as zoo_main
 
-# Pascal VOC's palette for its first classes and 255 (void), as its mask PNGs store them.
-VOC_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 252 + [224, 224, 192]
-
+from conftest import make_voc_folder  # noqa: E402
 
 def _voc_folder(root, n=10, shape=(16, 16)):
-    """``root/images`` + ``root/masks``: palette masks of classes 0, 1, 2 with a 255 ring
-    around each object; an image's red channel is 40 + 60 * its class (255 pixels: 250)."""
-    os.makedirs(root / "images")
-    os.makedirs(root / "masks")
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        mask = np.zeros(shape, "uint8")
-        top, left = 2 + i % 4, 2 + i % 3
-        mask[top - 1:top + 8, left - 1:left + 8] = 255
-        mask[top:top + 7, left:left + 7] = 1 + i % 2
-        image = rng.integers(0, 30, shape + (3,)).astype("uint8")
-        image[..., 0] = np.where(mask == 255, 250, 40 + 60 * mask)
-        Image.fromarray(image).save(root / "images" / f"{i:02d}.png")
-        im = Image.fromarray(mask, "P")
-        im.putpalette(VOC_PALETTE)
-        im.save(root / "masks" / f"{i:02d}.png")
-    return root
+    """Palette masks of classes 0, 1, 2 with a 255 ring around each object (conftest)."""
+    return make_voc_folder(root, n=n, shape=shape, object_size=7, ring=1, first=(2, 2),
+                           spread=(4, 3))
 
 
 @pytest.fixture(scope="module")

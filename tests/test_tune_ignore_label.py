@@ -14,15 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from tuning import hypermodels as hms
 from tuning.search import _argv, _dataset_key, configure_tune, search
 from zoo import data
 from zoo.cli import main as zoo_main
 
-# Pascal VOC's palette for its first classes and 255 (void), as its mask PNGs store them.
-VOC_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 252 + [224, 224, 192]
+from conftest import make_voc_folder  # noqa: E402
+
 # A U-Net small enough for a trial of a few seconds.
 FIX = {"depth": 2, "base_filters": 4, "batch_norm": False, "upsampling": "transpose",
        "dropout": 0.0, "optimizer": "adam", "lr_schedule": "constant", "weight_decay": 0.0,
@@ -31,25 +30,10 @@ TINY = dict(tuner="random", epochs=1, mixed_precision="off", fix=FIX)
 
 
 def _voc_folder(root, n=40, shape=(32, 32), ring=True):
-    """``root/images`` + ``root/masks``: palette masks of classes 0, 1, 2, with a 2-pixel
-    255 ring around each object (``ring``); an image's red channel is 40 + 60 * its class
-    (ring pixels: 250), with noise."""
-    os.makedirs(root / "images")
-    os.makedirs(root / "masks")
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        mask = np.zeros(shape, "uint8")
-        top, left = 4 + i % 7, 4 + i % 5
-        if ring:
-            mask[top - 2:top + 16, left - 2:left + 16] = 255
-        mask[top:top + 14, left:left + 14] = 1 + i % 2
-        image = rng.integers(0, 30, shape + (3,)).astype("uint8")
-        image[..., 0] = np.where(mask == 255, 250, 40 + 60 * mask)
-        Image.fromarray(image).save(root / "images" / f"{i:02d}.png")
-        im = Image.fromarray(mask, "P")
-        im.putpalette(VOC_PALETTE)
-        im.save(root / "masks" / f"{i:02d}.png")
-    return root
+    """Palette masks of classes 0, 1, 2, with a 2-pixel 255 ring around each object
+    (``ring``; conftest)."""
+    return make_voc_folder(root, n=n, shape=shape, object_size=14, ring=2 if ring else 0,
+                           first=(4, 4), spread=(7, 5))
 
 
 @pytest.fixture(scope="module")

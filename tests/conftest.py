@@ -68,6 +68,38 @@ def make_voc_folder(root, *, n, shape, object_size, ring, first, spread):
     return root
 
 
+def make_colour_folder(root, labels, shape, counts=(("train", 8), ("validation", 3),
+                                                  ("test", 3))):
+    """A tiny classification folder (``root/<split>/<label>/*.png``) whose classes differ by
+    colour: class ``c``'s images are noise with 150 added to channel ``c``."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, n in counts:
+        for c, label in enumerate(labels):
+            (root / split / label).mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 80, (*shape[:2], 3)).astype(np.uint8)
+                img[..., c] += 150
+                Image.fromarray(img).save(root / split / label / f"{i}.png")
+    return root
+
+
+def randomise_batch_norms(model, seed=0):
+    """Distinct batch-norm statistics (nested models' too), so that weights that land in
+    the wrong layer, or are not a file's, change the outputs (fresh batch norms are all
+    alike)."""
+    import keras
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c),
+                               rng.normal(0, 0.1, c), rng.uniform(0.5, 1.5, c)])
+    return model
+
+
 def normalise_table(df):
     """Compare values, not typography: '3 (RGB)' -> '3', '1,000' -> '1000', case-insensitive."""
     out = df.copy()

@@ -13,18 +13,9 @@ from zoo import data, train
 from zoo import weights as zoo_weights
 from zoo.models import resnet as R
 
+from conftest import randomise_batch_norms  # noqa: E402
+
 SHAPE = (32, 32, 3)
-
-
-def _randomise(model, seed=0):
-    """Distinct batch-norm statistics, so that weights in the wrong layer show."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c),
-                               rng.normal(0, 0.1, c), rng.uniform(0.5, 1.5, c)])
-    return model
 
 
 def _write_legacy(model, path):
@@ -41,7 +32,7 @@ def _same(a, b):
 @pytest.fixture(scope="module")
 def source():
     """A ResNet-18 backbone with distinct weights."""
-    return _randomise(zoo.resnet18(include_top=False, input_shape=SHAPE))
+    return randomise_batch_norms(zoo.resnet18(include_top=False, input_shape=SHAPE))
 
 
 def _weights(model, path):
@@ -70,7 +61,7 @@ def test_a_weights_file_loads_whatever_its_name(source, tmp_path, write, fname):
 
 def test_errors_say_which_file_would_fit(source, tmp_path):
     notop = _write_legacy(source, tmp_path / "notop.h5")
-    top = _write_legacy(_randomise(zoo.resnet18(input_shape=SHAPE)), tmp_path / "top.h5")
+    top = _write_legacy(randomise_batch_norms(zoo.resnet18(input_shape=SHAPE)), tmp_path / "top.h5")
     deeper = _write_legacy(zoo.resnet34(include_top=False, input_shape=SHAPE),
                            tmp_path / "resnet34.h5")
     with pytest.raises(ValueError, match=r"the file has 1 more layer with weights after the "
@@ -130,7 +121,7 @@ def test_imagenet_input_is_keras_preprocess_input(name, reference):
 def test_a_zoo_resnet50_with_imagenet_input_equals_keras_applications(tmp_path):
     """The published file in a zoo model fed the zoo's normalised images gives Keras'
     outputs for the same photos (with Keras' preprocess_input)."""
-    ref = _randomise(keras.applications.ResNet50(weights=None, include_top=False,
+    ref = randomise_batch_norms(keras.applications.ResNet50(weights=None, include_top=False,
                                                  pooling="avg", input_shape=SHAPE))
     path = _write_legacy(ref, tmp_path / R.WEIGHT_FILES["resnet50"][False].fname)
     info = _info([118.0, 109.0, 101.0], [60.0, 58.0, 59.0])

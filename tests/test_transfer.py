@@ -15,6 +15,8 @@ from zoo import train
 from zoo.export import fold_batch_norm
 from zoo.features import feature_extractor, feature_info
 
+from conftest import make_colour_folder  # noqa: E402
+
 SHAPE = (32, 32, 3)
 LABELS = ("cat", "dog", "fox")
 
@@ -22,16 +24,7 @@ LABELS = ("cat", "dog", "fox")
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A tiny 3-class folder dataset whose classes differ by colour."""
-    root = tmp_path_factory.mktemp("transfer_data")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 8), ("validation", 3), ("test", 3)):
-        for c, label in enumerate(LABELS):
-            (root / split / label).mkdir(parents=True)
-            for i in range(n):
-                img = rng.integers(0, 80, (*SHAPE[:2], 3)).astype(np.uint8)
-                img[..., c] += 150
-                Image.fromarray(img).save(root / split / label / f"{i}.png")
-    return root
+    return make_colour_folder(tmp_path_factory.mktemp("transfer_data"), LABELS, SHAPE)
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ __all__ = ["compile_model", "fit", "resolve_jit_compile", "resolve_class_weight"
            "resolve_mixed_precision", "with_mixed_precision", "cosine_schedule",
            "set_batch_norm_momentum",
            "SparseDiceLoss", "CrossEntropyDiceLoss", "SparsePixelAccuracy", "build_for_dataset",
+           "pretrained_classifier",
            "configure_train", "TRAIN_DEFAULTS"]
 
 _PACKAGE = "zoo"
@@ -698,30 +699,413 @@ def default_dataset(model_name) -> str:
     return "shapes" if model_info(model_name).task == "segmentation" else "digits"
 
 
-def build_for_dataset(model_name, info: zdata.DatasetInfo, **model_args):
+#: What ``imagenet_input`` may be in :func:`pretrained_classifier` and :func:`build_for_dataset`.
+IMAGENET_INPUT_CHOICES = ("auto", True, False)
+
+#: The dropout in front of :func:`pretrained_classifier`'s new head by default (Keras'
+#: transfer-learning guide's).
+HEAD_DROPOUT = 0.2
+
+
+def _weights_record(weights):
+    """How a run records ``weights``: ``None``, ``"imagenet"`` or the file's absolute path."""
+    if weights is None or (isinstance(weights, str) and weights == "imagenet"):
+        return weights
+    return os.path.abspath(os.fspath(weights))
+
+
+def _resolve_pretrained_weights(model_name, weights, info, what):
+    """``weights`` for a pretrained backbone of ``model_name``, checked against the model and
+    the data before anything is built: ``"imagenet"`` (a model with published ImageNet
+    weights, 3-channel data) or an existing file (a run directory gives its
+    ``model.keras``), as an absolute path."""
+    from zoo.registry import list_models, model_info
+    if isinstance(weights, str) and weights == "imagenet":
+        if "imagenet" not in model_info(model_name).weights:
+            having = [n for n in list_models() if "imagenet" in model_info(n).weights]
+            raise ValueError(f"{what}: {model_name} has no published 'imagenet' weights "
+                             f"(models with them: {', '.join(having)}); give a weights file "
+                             f"instead (--weights PATH). Received: weights='imagenet'")
+        _check_imagenet_channels(model_name, info, what)
+        return weights
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"{what}: weights must be 'imagenet' or the path of a weights file "
+                         f"(.h5, .weights.h5, .keras or a run directory). "
+                         f"Received: weights={weights!r}")
+    path = os.fspath(weights)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "model.keras")):
+            raise ValueError(f"{what}: {path} is a directory without model.keras: weights must "
+                             f"be 'imagenet', a weights file or a run directory. "
+                             f"Received: weights={path!r}")
+        path = os.path.join(path, "model.keras")
+    elif not os.path.isfile(path):
+        raise ValueError(f"{what}: weights file not found. Received: weights={path!r}. "
+                         f"Allowed: 'imagenet' or the path of an existing weights file (.h5, "
+                         f".weights.h5, .keras) or run directory")
+    return os.path.abspath(path)
+
+
+def _check_imagenet_channels(model_name, info, what):
+    if tuple(info.input_shape)[-1:] != (3,):
+        raise ValueError(f"{what}: {model_name}'s ImageNet weights take 3-channel (RGB) "
+                         f"images and dataset {info.name!r} has {info.input_shape[-1]} "
+                         f"channel{'s' if info.input_shape[-1] != 1 else ''}: load it in RGB "
+                         f"(--channels 3, load_splits(..., channels=3)). Received: "
+                         f"input_shape={tuple(info.input_shape)}")
+
+
+def _check_imagenet_input_choice(imagenet_input, what):
+    if not any(imagenet_input is c or (isinstance(c, str) and imagenet_input == c)
+               for c in IMAGENET_INPUT_CHOICES):
+        raise ValueError(f"{what}: imagenet_input must be 'auto', True or False. "
+                         f"Received: imagenet_input={imagenet_input!r}")
+
+
+def _wants_imagenet_input(model_name, weights, imagenet_input, info, what) -> bool:
+    """Whether a backbone of ``model_name`` with ``weights`` gets
+    :func:`zoo.weights.imagenet_input` in front: ``"auto"`` reads it from the weights
+    (:func:`zoo.weights.expects_imagenet_input`), ``True``/``False`` force it."""
+    from zoo import weights as zoo_weights
+    use = (zoo_weights.expects_imagenet_input(model_name, weights)
+           if isinstance(imagenet_input, str) else imagenet_input)
+    if use:
+        if model_name not in zoo_weights.IMAGENET_INPUT:
+            raise ValueError(f"{what}: imagenet_input converts the input for Keras' ImageNet "
+                             f"weights, and {model_name} has none (models with them: "
+                             f"{', '.join(sorted(zoo_weights.IMAGENET_INPUT))}). "
+                             f"Received: imagenet_input=True")
+        _check_imagenet_channels(model_name, info, what)
+    return bool(use)
+
+
+def pretrained_classifier(model_name, info: zdata.DatasetInfo, *, weights,
+                          freeze_backbone=False, dropout=HEAD_DROPOUT, imagenet_input="auto",
+                          **model_args):
+    """A classifier of the dataset's classes on a pretrained backbone: fine-tuning.
+
+    The backbone is ``get_model(model_name, include_top=False, pooling="avg",
+    weights=weights, input_shape=info.input_shape)``, nested in the returned model under
+    its own name (``model.get_layer(model_name)``); the head is new: dropout, then
+    ``Dense(info.num_classes, activation="softmax", name="predictions")``. Where the weights
+    expect the input Keras' ImageNet files were trained on, a fixed
+    :func:`zoo.weights.imagenet_input` layer (built from the dataset's statistics) sits
+    between the input and the backbone, so that ``zoo.data``'s normalised images (and the
+    export's raw pixels) reach the backbone as the weights expect.
+
+    The model carries ``pretrained_info`` (``{"backbone", "weights", "freeze_backbone",
+    "imagenet_input", "head_dropout"}``), which :func:`fit` records in ``info.json`` and
+    checks when a killed run is resumed. Trained under mixed precision, the rebuilt copy
+    keeps the frozen layers, the weights and the fixed input layer.
+
+    Args:
+        model_name: a registered classifier.
+        info: the dataset's :class:`zoo.data.DatasetInfo` (``load_splits(...).info``): the
+            input shape, classes and, for ``imagenet_input``, the statistics.
+        weights: ``"imagenet"`` (Keras' published file, for the models
+            ``zoo.model_info(name).weights`` names; 3-channel data), or a file: a
+            published ``.h5``, a ``.weights.h5`` of the backbone, a ``.keras`` file or a
+            run directory (its ``model.keras``: the backbone's layers are taken by name,
+            from a whole classifier or from a model fine-tuned with a head).
+        freeze_backbone: train the head only: the backbone is not trainable and its batch
+            norms run in inference mode (Keras 3: a layer with ``trainable=False``), so its
+            moving statistics stay those of the weights.
+        dropout: the dropout rate in front of the head, in [0, 1) (0: none).
+        imagenet_input: ``"auto"`` puts :func:`zoo.weights.imagenet_input` in front when
+            the weights are Keras' ImageNet ones (:func:`zoo.weights.expects_imagenet_input`:
+            ``"imagenet"``, a file in the published layout, or a ``.keras`` file of a model
+            trained behind such a layer); ``True``/``False`` force it (a ``.weights.h5``
+            names no layers: a Keras ImageNet file saved so needs ``True``).
+        **model_args: further options of the backbone's builder (``pooling="max"`` instead
+            of ``"avg"``); ``include_top``, ``num_classes``, ``classifier_activation`` and
+            ``weights`` are this function's to set.
+
+    Returns:
+        The uncompiled ``keras.Model`` (``images`` in, class probabilities out).
+
+    Raises:
+        ValueError: a segmentation model or dataset (U-Net takes ``backbone_weights``), ImageNet
+            weights for a model without them or for data without 3 channels, a weights
+            file that does not exist or does not fit the backbone, ``imagenet_input=True``
+            for a model without ImageNet weights, a builder option this function sets, a
+            ``pooling`` other than ``"avg"``/``"max"``, a ``dropout`` outside [0, 1), a
+            ``freeze_backbone`` that is not a bool.
+
+    Example:
+        >>> from zoo import data, train
+        >>> splits = data.load_splits("folder:photos", channels=3)  # doctest: +SKIP
+        >>> model = train.pretrained_classifier("resnet50", splits.info, weights="imagenet",
+        ...                                     freeze_backbone=True)  # doctest: +SKIP
+        >>> train.fit(model, splits, model_name="resnet50", epochs=5)  # doctest: +SKIP
+    """
+    from zoo import weights as zoo_weights
+    from zoo.registry import get_model, model_info
+    what = "pretrained_classifier"
+    minfo = model_info(model_name)
+    if minfo.task != "classification":
+        raise ValueError(f"{what}: {model_name} is a {minfo.task} model; it takes a classifier "
+                         f"(U-Net's encoder takes weights as unet(backbone=NAME, "
+                         f"backbone_weights=...), --model-arg backbone=NAME --weights ...). "
+                         f"Received: model_name={model_name!r}")
+    if info.task != "classification":
+        raise ValueError(f"{what}: dataset {info.name!r} is for {info.task}; a classifier "
+                         f"needs a classification dataset.")
+    if not isinstance(freeze_backbone, bool):
+        raise ValueError(f"{what}: freeze_backbone must be True or False. "
+                         f"Received: freeze_backbone={freeze_backbone!r}")
+    if not _is_number(dropout) or not 0 <= dropout < 1:
+        raise ValueError(f"{what}: dropout must be a number in [0, 1). "
+                         f"Received: dropout={dropout!r}")
+    _check_imagenet_input_choice(imagenet_input, what)
+    for key in ("include_top", "num_classes", "classifier_activation", "weights"):
+        if key in model_args:
+            raise ValueError(f"{what} builds {model_name} with include_top=False under a new "
+                             f"softmax head of the dataset's {info.num_classes} classes, with "
+                             f"the weights given as weights=; {key} is not a builder option "
+                             f"here. Received: {key}={model_args[key]!r}")
+    pooling = model_args.pop("pooling", "avg")
+    if pooling not in ("avg", "max"):
+        raise ValueError(f"{what}: pooling must be 'avg' or 'max' (the features the head "
+                         f"reads). Received: pooling={pooling!r}")
+    if weights is None:
+        raise ValueError(f"{what}: weights must be 'imagenet' or a weights file; without "
+                         f"weights build the model with its own top "
+                         f"(build_for_dataset({model_name!r}, info)). Received: weights=None")
+    weights = _resolve_pretrained_weights(model_name, weights, info, what)
+    conversion = _wants_imagenet_input(model_name, weights, imagenet_input, info, what)
+    shape = tuple(info.input_shape)
+    backbone = get_model(model_name, input_shape=shape, include_top=False, pooling=pooling,
+                         weights=weights, **model_args)
+    if freeze_backbone:
+        backbone.trainable = False
+    inputs = keras.Input(shape, name="images")
+    x = zoo_weights.imagenet_input(model_name, info)(inputs) if conversion else inputs
+    x = backbone(x)
+    if dropout:
+        x = keras.layers.Dropout(float(dropout), name="head_dropout")(x)
+    outputs = keras.layers.Dense(int(info.num_classes), activation="softmax",
+                                 name="predictions")(x)
+    model = keras.Model(inputs, outputs, name=f"{model_name}_finetuned")
+    model.pretrained_info = {"backbone": model_name, "weights": _weights_record(weights),
+                             "freeze_backbone": freeze_backbone, "imagenet_input": conversion,
+                             "head_dropout": float(dropout)}
+    return model
+
+
+def _features_hint(model_name, info) -> str:
+    k = info.num_classes
+    return (f"add a classifier head (pooling and keras.layers.Dense({k}, "
+            f"activation='softmax')), or train a new head on the pretrained backbone: "
+            f"zoo.train.pretrained_classifier({model_name!r}, info, weights=...), "
+            f"zoo train {model_name} --weights imagenet|PATH")
+
+
+def build_for_dataset(model_name, info: zdata.DatasetInfo, *, backbone_weights=None,
+                      freeze_backbone=False, imagenet_input="auto", **model_args):
     """Build the registered model ``model_name`` for a dataset: its input shape and classes.
+
+    With ``backbone_weights`` (``zoo train --weights``), a classifier is
+    :func:`pretrained_classifier`: the pretrained backbone under a new head of the dataset's
+    classes. U-Net takes them as its own ``backbone_weights`` (with ``backbone=NAME``), and
+    a backbone with Keras' ImageNet weights gets :func:`zoo.weights.imagenet_input` from
+    ``info`` in front, as the classifier does (``unet(imagenet_input=info)``).
 
     Args:
         model_name: a registered model name (``zoo list``).
         info: the dataset's ``DatasetInfo`` (``load_splits(...).info``).
+        backbone_weights: ``None``, ``"imagenet"`` or a weights file: the pretrained
+            backbone's, see :func:`pretrained_classifier` (``weights``, a builder option,
+            stays the whole model's: a classifier of the dataset's classes, say).
+        freeze_backbone: with ``backbone_weights``, train the new head (U-Net: the decoder)
+            only.
+        imagenet_input: ``"auto"``, ``True`` or ``False``: whether
+            :func:`zoo.weights.imagenet_input` goes in front of a pretrained backbone
+            (``"auto"``: when its weights are Keras' ImageNet ones).
         **model_args: builder options, which win over the dataset's.
 
     Returns:
         The uncompiled ``keras.Model``.
 
     Raises:
-        ValueError: the dataset's task differs from the model's, or the builder refuses the
+        ValueError: the dataset's task differs from the model's; the builder refuses the
             input shape (e.g. an image size below the model's minimum, which the builder
-            computes for the chosen options such as U-Net's padding).
+            computes for the chosen options such as U-Net's padding); ``include_top=False``
+            (a backbone's features are no classifier of the dataset: use
+            ``backbone_weights``);
+            ImageNet weights with the 1000-class top for a dataset of other classes;
+            ``freeze_backbone`` or ``imagenet_input=True`` without pretrained weights;
+            ``backbone_weights`` for a U-Net without a backbone; see also
+            :func:`pretrained_classifier`.
     """
     from zoo.registry import get_model, model_info
     minfo = model_info(model_name)
     if minfo.task != info.task:
         raise ValueError(f"{model_name} is a {minfo.task} model but dataset {info.name!r} is "
                          f"for {info.task}.")
+    _check_imagenet_input_choice(imagenet_input, model_name)
+    if not isinstance(freeze_backbone, bool):
+        raise ValueError(f"{model_name}: freeze_backbone must be True or False. "
+                         f"Received: freeze_backbone={freeze_backbone!r}")
+    if minfo.task == "segmentation":
+        return _build_segmenter(model_name, info, backbone_weights, freeze_backbone,
+                                imagenet_input, model_args)
+    if backbone_weights is not None:
+        return pretrained_classifier(model_name, info, weights=backbone_weights,
+                                     freeze_backbone=freeze_backbone,
+                                     imagenet_input=imagenet_input, **model_args)
+    if freeze_backbone or imagenet_input is True:
+        given = "freeze_backbone=True" if freeze_backbone else "imagenet_input=True"
+        raise ValueError(f"{model_name}: {given} goes with pretrained weights "
+                         f"(backbone_weights='imagenet' or a file, --weights); without them "
+                         f"every layer of {model_name} is random. Received: "
+                         f"backbone_weights=None, {given}")
+    if "include_top" in model_args and not model_args["include_top"]:
+        raise ValueError(f"{model_name} with include_top=False is a feature extractor "
+                         f"({model_name}'s features, pooling={model_args.get('pooling')!r}), "
+                         f"not a classifier of dataset {info.name!r}'s {info.num_classes} "
+                         f"classes: {_features_hint(model_name, info)}. Received: "
+                         f"include_top=False")
+    if (isinstance(model_args.get("weights"), str) and model_args["weights"] == "imagenet"
+            and model_args.get("num_classes", info.num_classes) != 1000):
+        raise ValueError(f"{model_name}: weights='imagenet' as a builder option loads the "
+                         f"1000-class ImageNet classifier, and dataset {info.name!r} has "
+                         f"{info.num_classes} classes: to train a new head of them on the "
+                         f"ImageNet backbone use zoo train {model_name} --weights imagenet "
+                         f"(build_for_dataset(..., backbone_weights='imagenet'), "
+                         f"pretrained_classifier). Received: weights='imagenet'")
     kwargs = dict(input_shape=tuple(info.input_shape), num_classes=info.num_classes)
     kwargs.update(model_args)
     return get_model(model_name, **kwargs)
+
+
+def _build_segmenter(model_name, info, backbone_weights, freeze_backbone, imagenet_input,
+                     model_args):
+    """:func:`build_for_dataset` for a segmentation model: ``backbone_weights`` and
+    ``freeze_backbone`` go to U-Net's backbone, and a backbone with Keras' ImageNet weights
+    gets :func:`zoo.weights.imagenet_input` of ``info`` in front."""
+    from zoo.registry import get_model
+    model_args = dict(model_args)
+    backbone = model_args.get("backbone")
+    if backbone is None and (backbone_weights is not None or freeze_backbone):
+        given = (f"backbone_weights={backbone_weights!r}" if backbone_weights is not None
+                 else "freeze_backbone=True")
+        raise ValueError(f"{model_name} has no pretrained weights of its own; pretrained "
+                         f"weights are for its encoder, a classifier backbone: --model-arg "
+                         f"backbone=resnet50 --weights imagenet (backbone='resnet50', "
+                         f"backbone_weights='imagenet'). Received: {given}, no backbone")
+    if freeze_backbone and backbone_weights is None:
+        raise ValueError(f"{model_name}: freeze_backbone=True goes with pretrained backbone "
+                         f"weights (backbone_weights='imagenet' or a file, --weights); without "
+                         f"them the backbone is random. Received: backbone_weights=None, "
+                         f"freeze_backbone=True")
+    conversion = False
+    if backbone_weights is not None:
+        backbone_weights = _resolve_pretrained_weights(backbone, backbone_weights, info,
+                                                       model_name)
+        model_args["backbone_weights"] = backbone_weights
+        model_args["freeze_backbone"] = bool(freeze_backbone)
+        if "imagenet_input" in model_args:   # the builder's: a DatasetInfo or None
+            conversion = model_args["imagenet_input"] is not None
+        else:
+            conversion = _wants_imagenet_input(backbone, backbone_weights, imagenet_input,
+                                               info, model_name)
+            model_args["imagenet_input"] = info if conversion else None
+    elif imagenet_input is True:
+        raise ValueError(f"{model_name}: imagenet_input=True goes with a backbone's pretrained "
+                         f"weights (backbone=NAME, backbone_weights=..., --weights). Received: "
+                         f"backbone={backbone!r}, backbone_weights=None")
+    kwargs = dict(input_shape=tuple(info.input_shape), num_classes=info.num_classes)
+    kwargs.update(model_args)
+    model = get_model(model_name, **kwargs)
+    if backbone_weights is not None:
+        model.pretrained_info = {
+            "backbone": backbone, "weights": _weights_record(backbone_weights),
+            "freeze_backbone": bool(freeze_backbone), "imagenet_input": conversion,
+            "head_dropout": None}
+    return model
+
+
+# Layers whose output is no class score: a model ending in one of them outputs features.
+_FEATURE_LAYERS = tuple(getattr(keras.layers, n) for n in (
+    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "AveragePooling1D",
+    "AveragePooling2D", "AveragePooling3D", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+    "Flatten", "BatchNormalization", "LayerNormalization", "ReLU", "Add", "Concatenate",
+    "Multiply", "ZeroPadding2D"))
+
+#: Output activations of class scores: probabilities or logits.
+_SCORE_ACTIVATIONS = ("softmax", "sigmoid", "linear", "log_softmax")
+
+
+def _output_layer(model):
+    """The layer that computes ``model``'s (first) output: inside a nested model, that
+    model's own, and before a dropout (the identity at inference), what it drops from."""
+    layer = model.outputs[0]._keras_history.operation
+    for _ in range(100):
+        if isinstance(layer, keras.Model) and getattr(layer, "outputs", None):
+            layer = layer.outputs[0]._keras_history.operation
+        elif isinstance(layer, keras.layers.Dropout) and len(layer._inbound_nodes) == 1:
+            layer = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+        else:
+            break
+    return layer
+
+
+def _outputs_scores(layer) -> bool:
+    """Whether ``layer`` computes class scores (probabilities or logits) as far as can be
+    told: a softmax, a layer whose activation is softmax, sigmoid or linear (a ``Dense`` or
+    1x1 convolution head), or a layer of unknown kind; not a pooling, flattening,
+    normalisation, merge or padding layer, nor one with another activation (a ReLU: an
+    ``include_top=False`` backbone's last block)."""
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    if isinstance(layer, _FEATURE_LAYERS):
+        return False
+    if not hasattr(layer, "activation"):
+        return True
+    act = layer.activation
+    if act is None:
+        return True
+    name = act if isinstance(act, str) else getattr(act, "__name__", None)
+    return name is None or name in _SCORE_ACTIVATIONS
+
+
+def _check_output_fits(model, model_name, info):
+    """Refuse a model whose output is not class scores of ``info``'s task in an obvious way:
+    a classification dataset with 4-D output (a segmentation model's, or an
+    ``include_top=False`` backbone's feature maps), a 2-D output of features (an
+    ``include_top=False`` backbone with pooling: not ``num_classes`` wide and from a
+    pooling layer or a ReLU), per-pixel features for segmentation, or a classifier for a
+    segmentation dataset. A head of the user's with ``num_classes`` outputs passes whatever
+    its activation (a linear one gives logits), and so does a wider classifier (a softmax
+    or linear head of more classes than the dataset has)."""
+    from zoo.registry import list_models, model_info
+    out = model.outputs[0]
+    rank, width = len(out.shape), out.shape[-1]
+    layer = _output_layer(model)
+    scores = _outputs_scores(layer)
+    registered = model_info(model_name).task if model_name in list_models() else None
+    shape = tuple(out.shape)
+    received = f"Received: output {shape} from {type(layer).__name__} {layer.name!r}"
+    if info.task == "classification" and rank == 4:
+        if scores and registered != "classification":
+            raise ValueError(f"{model_name} is a segmentation model but dataset {info.name!r} "
+                             f"is for classification.")
+        raise ValueError(f"{model_name} outputs feature maps {shape}, not class scores "
+                         f"[batch, {info.num_classes}] for dataset {info.name!r} (an "
+                         f"include_top=False backbone?): {_features_hint(model_name, info)}. "
+                         f"{received}")
+    if info.task == "segmentation" and rank == 2:
+        raise ValueError(f"{model_name} is a classification model but dataset {info.name!r} "
+                         f"is for segmentation.")
+    if width is not None and width != info.num_classes and not scores:
+        what = ("features" if info.task == "classification" else "per-pixel features")
+        hint = (_features_hint(model_name, info) if info.task == "classification" else
+                f"add a head (keras.layers.Conv2D({info.num_classes}, 1, "
+                f"activation='softmax'))")
+        raise ValueError(f"{model_name} outputs {width} {what}, not class scores of dataset "
+                         f"{info.name!r}'s {info.num_classes} classes (an include_top=False "
+                         f"backbone?): {hint}. {received}")
 
 
 def _rebuild(model, policy: Optional[str] = None):
@@ -1067,7 +1451,7 @@ def _check_batch_norm_momentum(momentum):
 
 def set_batch_norm_momentum(model, momentum="auto") -> Optional[float]:
     """Set the momentum of the batch norms' moving statistics in ``model`` (nested models
-    included) for training.
+    included) for training: of the batch norms that train.
 
     The builders keep Keras' 0.99 (as the papers' networks and ``keras.applications``
     have it): the moving statistics average about 100 steps, and on a small dataset (the
@@ -1076,14 +1460,18 @@ def set_batch_norm_momentum(model, momentum="auto") -> Optional[float]:
     ResNet-50, Xception and Inception-v3 trained on digits for 5 epochs score 0.92-0.94 on
     the test split instead of 0.10.
 
+    A batch norm that is not trainable (a frozen backbone's) runs in inference mode in
+    Keras 3: its moving statistics do not move, and it is left as it is (its momentum is
+    its own again if it is unfrozen later).
+
     Args:
         model: a ``keras.Model``.
         momentum: ``"auto"`` (lower each momentum above :data:`AUTO_BATCH_NORM_MOMENTUM`
             to it), ``None`` (leave them) or a number in (0, 1) (set every one).
 
     Returns:
-        The momentum set (``None`` when nothing was asked, or the model has no batch norm
-        above it for ``"auto"``).
+        The momentum set (``None`` when nothing was asked, or no trainable batch norm was
+        changed: the model has none, all are frozen, or, for ``"auto"``, none is above it).
 
     Raises:
         ValueError: another ``momentum``.
@@ -1094,7 +1482,7 @@ def set_batch_norm_momentum(model, momentum="auto") -> Optional[float]:
     target = AUTO_BATCH_NORM_MOMENTUM if momentum == "auto" else float(momentum)
     changed = False
     for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.BatchNormalization) and (
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable and (
                 momentum != "auto" or layer.momentum > target):
             layer.momentum = target
             changed = True
@@ -1314,6 +1702,13 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     (:func:`zoo.export.export`) and ``zoo predict`` use its main output. Other models with
     several outputs are refused.
 
+    A model from :func:`pretrained_classifier` (a pretrained backbone under a new head)
+    trains as any other; ``info.json`` records its start (``settings.pretrained``:
+    backbone, weights, ``freeze_backbone``, ``imagenet_input``, ``head_dropout``; ``null``
+    for other models) and every run's parameter counts (``params``: trainable and
+    non-trainable), and a killed run resumes only with the same start. Frozen batch norms
+    keep their momentum (:func:`set_batch_norm_momentum`).
+
     Returns:
         The history as a ``pandas.DataFrame`` (one row per epoch, also after a resume).
 
@@ -1325,12 +1720,15 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             the model's classes, a model with several outputs that are not a main output
             and auxiliary classifiers, an ``aux_loss_weight`` for a model without auxiliary
             classifiers or with ``compile=False``, an image size the model does not
-            accept, a dataset for another task, class weights the dataset cannot take (an
+            accept, a dataset for another task, an output that is no class scores of the
+            dataset (an ``include_top=False`` backbone's features: 4-D maps, or a pooling
+            layer's or ReLU's output whose width is not the number of classes; the message
+            says how to add a head), class weights the dataset cannot take (an
             unknown class, a class without training examples for ``"balanced"``,
             segmentation), a ``run_dir`` that holds a run of another model or dataset or a
-            killed run with other class weights, an image a folder dataset cannot
-            decode. A run that fails removes what it wrote to ``run_dir``, unless a
-            finished epoch is backed up there to resume from.
+            killed run with other class weights or another pretrained start, an image a
+            folder dataset cannot decode. A run that fails removes what it wrote to
+            ``run_dir``, unless a finished epoch is backed up there to resume from.
 
     Example:
         >>> from zoo import lenet5
@@ -1406,10 +1804,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         else:
             raise ValueError(f"dataset must be a dataset name or a zoo.data.Splits. "
                              f"Received: {type(dataset).__name__}")
-        model_task = {2: "classification", 4: "segmentation"}.get(len(model.outputs[0].shape))
-        if model_task and model_task != splits.info.task:
-            raise ValueError(f"{model_name or model.name} is a {model_task} model but dataset "
-                             f"{splits.info.name!r} is for {splits.info.task}.")
+        _check_output_fits(model, model_name or model.name, splits.info)
         want = splits.info.input_shape
         if any(a is not None and a != b for a, b in zip(in_shape, want)):
             raise ValueError(f"The model's input shape {in_shape} does not match the "
@@ -1417,6 +1812,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     info = splits.info
     model_name = model_name or model.name
     heads = _aux_heads(model, model_name)   # (main, aux) output names, None for one output
+    pretrained = _pretrained_record(model)
     if heads is None and aux_loss_weight is not None:
         raise ValueError(f"aux_loss_weight weighs the losses of auxiliary classifiers, and "
                          f"{model_name} has none (one output; googlenet has them with "
@@ -1484,6 +1880,12 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         raise ValueError(f"{run_dir} holds a killed run that trained {how}; resume it with "
                          f"{hint}, or use another run directory. Received: "
                          f"class_weight={class_weight!r}{got}")
+    if resuming and state.get("pretrained") != pretrained:
+        raise ValueError(f"{run_dir} holds a killed run that trained "
+                         f"{_describe_pretrained(state.get('pretrained'))}; resume it with the "
+                         f"same weights and freezing (--weights, --freeze-backbone, "
+                         f"--imagenet-input), or use another run directory. Received: a model "
+                         f"{_describe_pretrained(pretrained)}")
     if resuming:
         try:
             done = _backup_epoch(backup_dir)
@@ -1538,7 +1940,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # No "class_weight" in the record: trained without class weights.
         _write_json(os.path.join(backup_dir, _RUN_STATE),
                     {"mixed_precision": policy, "model": model_name, "dataset": info.name,
-                     **({"class_weight": class_weights} if class_weights else {})})
+                     **({"class_weight": class_weights} if class_weights else {}),
+                     **({"pretrained": pretrained} if pretrained else {})})
         if not resuming and os.path.exists(best_path):
             os.remove(best_path)  # a fresh run in an old directory
         mode = "min" if monitor.endswith("loss") else "max"
@@ -1653,7 +2056,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      "monitor": monitor, "lr_schedule": lr_schedule,
                      "model_args": model_args or {}, "class_weight": class_weights,
                      "batch_norm_momentum": bn_momentum,
-                     "aux_loss_weight": aux_loss_weight},
+                     "aux_loss_weight": aux_loss_weight,
+                     "pretrained": pretrained},
+        "params": _param_counts(model),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     })
     if len(history):
@@ -1662,6 +2067,37 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     fit.last_model = model
     fit.last_run_dir = run_dir
     return history
+
+
+#: What a run records of a model's pretrained start (the rest of ``pretrained_info`` is
+#: descriptive): a killed run resumes only with the same.
+_PRETRAINED_KEYS = ("backbone", "weights", "freeze_backbone", "imagenet_input", "head_dropout")
+
+
+def _pretrained_record(model) -> Optional[dict]:
+    """The ``pretrained_info`` of a model built by :func:`pretrained_classifier` (or a U-Net
+    with backbone weights by :func:`build_for_dataset`), as ``info.json`` records it, or
+    ``None``."""
+    record = getattr(model, "pretrained_info", None)
+    if not isinstance(record, Mapping):
+        return None
+    return {key: record.get(key) for key in _PRETRAINED_KEYS}
+
+
+def _describe_pretrained(record) -> str:
+    if not record:
+        return "without pretrained weights (no --weights)"
+    frozen = "frozen" if record.get("freeze_backbone") else "trainable"
+    return (f"from {record.get('backbone')} weights {record.get('weights')!r} ({frozen} "
+            f"backbone, imagenet_input {bool(record.get('imagenet_input'))})")
+
+
+def _param_counts(model) -> dict:
+    """``{"trainable", "non_trainable"}`` parameter counts of ``model``, as Keras' summary
+    counts them (batch norms' moving statistics and frozen layers are non-trainable)."""
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    total = sum(int(np.prod(w.shape)) for w in model.weights)
+    return {"trainable": trainable, "non_trainable": total - trainable}
 
 
 def _best_epoch_metrics(history, monitor) -> dict:
@@ -1840,6 +2276,30 @@ def _class_weight_option(values):
     return out
 
 
+def _precheck_pretrained(model_name, weights, freeze_backbone, imagenet_input, model_args):
+    """``zoo train``'s refusals of ``--weights``, ``--freeze-backbone`` and
+    ``--imagenet-input`` that need no data, before the dataset is loaded (the others come
+    from :func:`build_for_dataset`)."""
+    from zoo.registry import list_models, model_info
+    minfo = model_info(model_name)
+    backbone = model_args.get("backbone") if minfo.task == "segmentation" else model_name
+    if weights is None and (freeze_backbone or imagenet_input):
+        flag = "--freeze-backbone" if freeze_backbone else "--imagenet-input"
+        raise ValueError(f"{flag} goes with pretrained weights: add --weights imagenet|PATH "
+                         f"(without them {model_name}'s backbone is random)")
+    if weights is None:
+        return
+    if backbone is None:
+        raise ValueError(f"{model_name} has no pretrained weights of its own; --weights are "
+                         f"for its encoder, a classifier backbone: --model-arg backbone=resnet50 "
+                         f"--weights imagenet. Received: --weights {weights}, no backbone")
+    if weights == "imagenet" and backbone in list_models() \
+            and "imagenet" not in model_info(backbone).weights:
+        having = [n for n in list_models() if "imagenet" in model_info(n).weights]
+        raise ValueError(f"{backbone} has no published 'imagenet' weights (models with them: "
+                         f"{', '.join(having)}); give a weights file instead: --weights PATH")
+
+
 def configure_train(parser):
     """``zoo train MODEL [--dataset NAME] [--epochs N] ...``.
 
@@ -1893,6 +2353,20 @@ def configure_train(parser):
                         "somewhat slower)")
     parser.add_argument("--model-arg", type=_parse_model_arg, action="append", default=[],
                         metavar="KEY=VALUE", help="builder option, e.g. base_filters=16")
+    parser.add_argument("--weights", default=None, metavar="imagenet|PATH",
+                        help="fine-tune from pretrained weights: the model's backbone "
+                        "(include_top=False, average pooling) with 'imagenet' (models with "
+                        "published weights; 3 channels) or a weights file (.h5, .weights.h5, "
+                        ".keras or a run directory), under a new softmax head of the "
+                        "dataset's classes; unet: its backbone's (--model-arg backbone=NAME)")
+    parser.add_argument("--freeze-backbone", action="store_true",
+                        help="with --weights: train the new head only (unet: the decoder); "
+                        "the backbone's batch norms stay in inference mode")
+    parser.add_argument("--imagenet-input", action=argparse.BooleanOptionalAction,
+                        default=None, help="with --weights: put the fixed conversion to "
+                        "the input of Keras' ImageNet weights in front of the backbone "
+                        "(default: when the weights are Keras' ImageNet ones: imagenet, a "
+                        "published file, a .keras file of a model trained behind it)")
     parser.add_argument("--class-weight", type=_parse_class_weight, action="append",
                         default=[], metavar="balanced|NAME=W",
                         help="weight the training loss by class (classification): balanced "
@@ -1943,13 +2417,32 @@ def configure_train(parser):
                                    (args.patience, "--patience", 0)):
             if value < least:
                 raise ValueError(f"{flag} must be >= {least}. Received: {value}")
+        # --weights and --freeze-backbone, or U-Net's builder options of the same meaning.
+        given = dict(args.model_arg)
+        if "imagenet_input" in given:
+            raise ValueError(f"imagenet_input is set by --imagenet-input/--no-imagenet-input "
+                             f"(default: from the weights), not --model-arg. Received: "
+                             f"--model-arg imagenet_input={given['imagenet_input']}")
+        backbone_weights = given.pop("backbone_weights", None)
+        if args.weights is not None and backbone_weights is not None:
+            raise ValueError(f"--weights {args.weights} and --model-arg backbone_weights="
+                             f"{backbone_weights} both give the backbone's weights; give one")
+        if args.weights is not None:
+            backbone_weights = args.weights
+        freeze_backbone = args.freeze_backbone or bool(given.pop("freeze_backbone", False))
+        _precheck_pretrained(args.model, backbone_weights, freeze_backbone,
+                             args.imagenet_input, given)
         keras.utils.set_random_seed(args.seed)
         splits = zdata.load_splits(dataset, image_size=size, channels=args.channels,
                                    batch_size=batch, augment=augment, data_dir=args.data_dir,
                                    seed=args.seed, download=args.download,
                                    ignore_label=args.ignore_label)
-        model_args = {**d["model_args"], **dict(args.model_arg)}
-        model = build_for_dataset(args.model, splits.info, **model_args)
+        model_args = {**d["model_args"], **given}
+        model = build_for_dataset(args.model, splits.info, backbone_weights=backbone_weights,
+                                  freeze_backbone=freeze_backbone,
+                                  imagenet_input=("auto" if args.imagenet_input is None
+                                                  else args.imagenet_input),
+                                  **model_args)
         run_dir = os.path.abspath(args.run_dir or _default_run_dir(args.model, splits.info.name))
         try:
             history = fit(model, splits, epochs=epochs, run_dir=run_dir, batch_size=batch,

@@ -7,7 +7,9 @@ published hash (cached in ``~/.keras/models/``). Each family module passes the
 table of its files (:class:`WeightFile` per ``(model name, include_top)``).
 A file given as a path is read by what it holds, whatever its name (a published
 ``.h5`` saved as ``.weights.h5`` loads). Those weights expect Keras' input
-preparation, not the zoo's normalised input: :func:`imagenet_input` converts.
+preparation, not the zoo's normalised input: :func:`imagenet_input` converts, and
+:func:`expects_imagenet_input` tells from a file whether its weights need it
+(``zoo.train.pretrained_classifier`` and ``zoo train --weights`` put it in front).
 """
 
 from __future__ import annotations
@@ -243,8 +245,93 @@ IMAGENET_INPUT = {
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
+#: The name :func:`imagenet_input` gives its layer (and what :func:`expects_imagenet_input`
+#: looks for in a model file).
+IMAGENET_INPUT_LAYER = "imagenet_input"
 
-def imagenet_input(model_name: str, info, name: str = "imagenet_input"):
+
+def _keras_file_layer_names(path: str) -> set:
+    """The names of every layer in a ``.keras`` archive's config, nested models' too."""
+    import json
+    import zipfile
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    names = set()
+
+    def walk(item):
+        if isinstance(item, dict):
+            if isinstance(item.get("layers"), list):
+                for layer in item["layers"]:
+                    if isinstance(layer, dict):
+                        names.add(layer.get("name") or (layer.get("config") or {}).get("name"))
+            for value in item.values():
+                walk(value)
+        elif isinstance(item, list):
+            for value in item:
+                walk(value)
+
+    walk(config)
+    return names
+
+
+def _legacy_layout(path: str) -> str:
+    """``"published"`` for legacy HDF5 weights alone (the layout of Keras' published files,
+    which ``save_weights`` wrote in Keras 2), ``"model"`` for a whole model saved as ``.h5``
+    (``model.save("m.h5")``: a ``model_weights`` group and the model's config)."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        return "published" if "layer_names" in f.attrs else "model"
+
+
+def expects_imagenet_input(model_name: str, weights) -> bool:
+    """Whether ``weights`` for ``model_name`` were trained on the input Keras' ImageNet files
+    were (so that :func:`imagenet_input` belongs in front of the model), read from the file.
+
+    ``"imagenet"``: yes. A path: a file in the layout of Keras' published files (legacy HDF5
+    weights alone; the zoo writes none: its files are ``.keras`` and ``.weights.h5``) yes;
+    a ``.keras`` file (a run's ``model.keras``) or a whole model saved as ``.h5`` yes when it
+    holds a layer named ``imagenet_input`` (a model fine-tuned behind one), else no (a zoo
+    run trained on ``zoo.data``'s normalised input); Keras 3 ``.weights.h5`` files name no
+    layers: no. Always no for a model without published ImageNet weights
+    (:data:`IMAGENET_INPUT`), whose files cannot be Keras' ImageNet ones.
+
+    Args:
+        model_name: the registered name of the model the weights are for.
+        weights: ``None``, ``"imagenet"`` or a file path.
+
+    Returns:
+        ``True`` or ``False``.
+    """
+    if weights is None or model_name not in IMAGENET_INPUT:
+        return False
+    if isinstance(weights, str) and weights == "imagenet":
+        return True
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        return False
+    fmt = _file_format(path)
+    try:
+        if fmt == "legacy":
+            if _legacy_layout(path) == "published":
+                return True
+            return IMAGENET_INPUT_LAYER in _legacy_layer_names_all(path)
+        if fmt == "keras":
+            return IMAGENET_INPUT_LAYER in _keras_file_layer_names(path)
+    except (OSError, KeyError, ValueError):
+        return False
+    return False
+
+
+def _legacy_layer_names_all(path: str) -> list:
+    """The names of every top-level layer of a whole model saved as ``.h5``."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        group = f if "layer_names" in f.attrs else f["model_weights"]
+        return [n.decode("utf8") if isinstance(n, bytes) else str(n)
+                for n in group.attrs["layer_names"]]
+
+
+def imagenet_input(model_name: str, info, name: str = IMAGENET_INPUT_LAYER):
     """A fixed layer that turns the zoo's model input into what ``model_name``'s
     published ImageNet weights expect.
 

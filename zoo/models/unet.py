@@ -216,6 +216,44 @@ def _plain_unet(inputs, levels, *, padding, batch_norm, upsampling, dropout):
     return x
 
 
+def _after_input(model, layer):
+    """A copy of the functional ``model`` (same layers, weights and ``trainable`` flags) with
+    ``layer`` between its input and the layers that read it, in one flat graph: the
+    backbone's layers stay the U-Net's own layers (feature taps, layer table, weights by
+    name), as they are without it."""
+    config = model.get_config()
+    first = config["input_layers"]
+    in_name = first[0] if isinstance(first[0], str) else first[0][0]
+
+    def rewire(item):
+        if isinstance(item, dict):
+            history = item.get("keras_history")
+            if isinstance(history, (list, tuple)) and history and history[0] == in_name:
+                item["keras_history"] = [layer.name, 0, 0]
+            for value in item.values():
+                rewire(value)
+        elif isinstance(item, (list, tuple)):
+            for value in item:
+                rewire(value)
+
+    for entry in config["layers"]:
+        if entry["name"] != in_name:
+            rewire(entry["inbound_nodes"])
+    shape = list(model.inputs[0].shape)
+    entry = keras.saving.serialize_keras_object(layer)
+    entry.update(name=layer.name, inbound_nodes=[{"args": [{
+        "class_name": "__keras_tensor__",
+        "config": {"shape": shape, "dtype": model.inputs[0].dtype,
+                   "keras_history": [in_name, 0, 0]}}], "kwargs": {}}])
+    position = next(i for i, e in enumerate(config["layers"]) if e["name"] == in_name)
+    config["layers"].insert(position + 1, entry)
+    clone = model.__class__.from_config(config)
+    for source in model.layers:
+        if source.weights:
+            clone.get_layer(source.name).set_weights(source.get_weights())
+    return clone
+
+
 def _backbone_unet(fx, base_filters, *, batch_norm, upsampling, dropout):
     info = fx.feature_info
     x = fx.outputs[-1]
@@ -244,7 +282,7 @@ def _backbone_unet(fx, base_filters, *, batch_norm, upsampling, dropout):
 def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=None,
          weights=None, padding=None, batch_norm=False, upsampling="transpose", depth=None,
          base_filters=64, dropout=0.0, backbone=None, backbone_weights=None,
-         freeze_backbone=False):
+         freeze_backbone=False, imagenet_input=None):
     """U-Net.
 
     Reference: Ronneberger, Fischer and Brox, "U-Net: Convolutional Networks
@@ -272,7 +310,7 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
 
     Args:
         input_shape: ``(H, W, C)``; default ``(572, 572, 1)``, or the backbone's
-            default input.
+            default input (``imagenet_input``'s images' with it).
         num_classes: output channels (classes), default 2.
         output_activation: ``"softmax"``, ``"sigmoid"`` or ``None`` (logits).
         name: model name (default ``"unet"`` or ``"unet_<backbone>"``).
@@ -291,19 +329,34 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
         dropout: dropout rate at the end of the contracting path (0 = none).
         backbone: name of a zoo classifier to use as the contracting path.
         backbone_weights: the backbone's weights: ``None``, ``"imagenet"`` or a path.
-        freeze_backbone: make the backbone non-trainable.
+            Keras' ImageNet weights expect their own input preparation, not
+            ``zoo.data``'s normalised images: pass ``imagenet_input`` for those
+            (``zoo.train.build_for_dataset`` and ``zoo train`` do), or feed what
+            Keras' ``preprocess_input`` gives.
+        freeze_backbone: make the backbone non-trainable (its batch norms then run
+            in inference mode).
+        imagenet_input: ``None``, or the :class:`zoo.data.DatasetInfo` of the data
+            the model is for (``load_splits(...).info``, 3 channels): a fixed
+            :func:`zoo.weights.imagenet_input` layer, built from the dataset's
+            statistics, then sits between the input and the backbone and turns
+            ``zoo.data``'s input into what the backbone's ImageNet weights expect.
+            Only with a backbone that has published ImageNet weights.
 
     Returns:
         A functional ``keras.Model`` mapping images to per-pixel class scores.
 
     Raises:
         ValueError: on a bad argument, e.g. an input size that is not valid
-            (the message names the nearest valid sizes).
+            (the message names the nearest valid sizes), or ``imagenet_input``
+            without a backbone that has published ImageNet weights.
 
     Example:
         >>> model = unet()                                 # 572x572x1 -> 388x388x2
         >>> small = unet(input_shape=(64, 64, 3), padding="same", num_classes=3)
         >>> enc = unet(backbone="xception", input_shape=(128, 128, 3))  # doctest: +SKIP
+        >>> info = zoo.data.load_splits("folder:cells", channels=3).info  # doctest: +SKIP
+        >>> pre = unet(backbone="resnet50", backbone_weights="imagenet",
+        ...            input_shape=info.input_shape, imagenet_input=info)  # doctest: +SKIP
     """
     _check_int("num_classes", num_classes, 1)
     if output_activation not in OUTPUT_ACTIVATIONS:
@@ -328,10 +381,11 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
     common.check_weights("unet", weights)
 
     if backbone is None:
-        if backbone_weights is not None or freeze_backbone:
-            raise ValueError("unet: backbone_weights and freeze_backbone need a backbone. "
-                             f"Received: backbone_weights={backbone_weights!r}, "
-                             f"freeze_backbone={freeze_backbone!r}")
+        if backbone_weights is not None or freeze_backbone or imagenet_input is not None:
+            raise ValueError("unet: backbone_weights, freeze_backbone and imagenet_input need "
+                             f"a backbone. Received: backbone_weights={backbone_weights!r}, "
+                             f"freeze_backbone={freeze_backbone!r}"
+                             + ("" if imagenet_input is None else ", imagenet_input=(given)"))
         padding = padding or "valid"
         levels = unet_levels(4 if depth is None else depth, base_filters)
         shape = common.resolve_input_shape("unet", input_shape, DEFAULT_INPUT_SHAPE, 1)
@@ -351,13 +405,29 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
             raise ValueError("unet: a backbone's expanding path uses padding='same'. "
                              "Received: padding='valid'")
         max_stride = 32 if depth is None else 2 ** depth
+        if input_shape is None and hasattr(imagenet_input, "input_shape"):
+            input_shape = tuple(imagenet_input.input_shape)   # the dataset's images
         shape = common.resolve_input_shape(
             "unet", input_shape, info.default_input_shape,
             max(info.min_input_size, max_stride))
         common.check_weights(f"unet: backbone {backbone}", backbone_weights, info.weights)
+        if imagenet_input is not None:
+            if not hasattr(imagenet_input, "input_shape") or not hasattr(imagenet_input, "mean"):
+                raise ValueError(f"unet: imagenet_input must be None or the dataset's "
+                                 f"zoo.data.DatasetInfo (load_splits(...).info). Received: "
+                                 f"{type(imagenet_input).__name__}")
+            if tuple(imagenet_input.input_shape) != tuple(shape):
+                raise ValueError(f"unet: imagenet_input is the DatasetInfo of images of shape "
+                                 f"{tuple(imagenet_input.input_shape)}, the model's input is "
+                                 f"{tuple(shape)}. Received: input_shape={input_shape!r}")
+            conversion = zoo_weights.imagenet_input(backbone, imagenet_input)
         strides = tuple(2 ** i for i in range(1, int(math.log2(max_stride)) + 1))
         fx = feature_extractor(backbone, strides=strides, input_shape=shape,
                                weights=backbone_weights, trainable=not freeze_backbone)
+        if imagenet_input is not None:
+            taps = fx.feature_info
+            fx = _after_input(fx, conversion)
+            fx.feature_info = taps
         if len(fx.outputs) < 2:
             raise ValueError(f"unet: backbone {backbone!r} gives feature maps at strides "
                              f"{[f['stride'] for f in fx.feature_info]} only; at least two "
@@ -431,8 +501,10 @@ def _in_data_order(members):
 
 
 def _unet_owns(name: str) -> bool:
-    """The names the U-Net builder gives: its levels, and its backbone's (any family's)."""
-    return _level_of(name) is not None or owned_by_any(name, but="unet")
+    """The names the U-Net builder gives: its levels, the conversion in front of an
+    ImageNet backbone, and its backbone's (any family's)."""
+    return (_level_of(name) is not None or name == zoo_weights.IMAGENET_INPUT_LAYER
+            or owned_by_any(name, but="unet"))
 
 
 @table_format("unet", detect=_is_unet, owns=_unet_owns)

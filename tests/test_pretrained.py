@@ -241,8 +241,9 @@ def test_a_killed_run_resumes_only_from_the_same_start(backbone_file, splits, tm
 
 @pytest.mark.parametrize("args, message", [
     (["resnet18", "--model-arg", "include_top=false"],
-     r"resnet18 with include_top=False is a feature extractor .*not a classifier of dataset "
-     r"'folder:.*'s 3 classes: add a classifier head .*--weights imagenet\|PATH"),
+     r"resnet18 with include_top=False is a feature extractor .*not a classifier of the 3 "
+     r"classes of dataset 'folder:.*': add a classifier head .*zoo train resnet18 --weights "
+     r"PATH\. Received"),
     (["resnet18", "--model-arg", "include_top=false", "--model-arg", "pooling=avg"],
      r"resnet18 with include_top=False is a feature extractor \(resnet18's features, "
      r"pooling='avg'\)"),
@@ -289,7 +290,7 @@ def test_imagenet_weights_need_rgb_and_unet_a_backbone(args, message, tmp_path, 
 def test_fit_refuses_a_backbones_features_and_takes_heads_of_ones_own(splits, tmp_path):
     kw = dict(epochs=1, verbose=0, mixed_precision="off")
     with pytest.raises(ValueError, match=r"resnet18 outputs 512 features, not class scores of "
-                                         r"dataset 'folder:.*'s 3 classes \(an include_top="
+                                         r"the 3 classes of dataset 'folder:.*' \(an include_top="
                                          r"False backbone\?\): add a classifier head .*"
                                          r"pretrained_classifier.*Received: output \(None, "
                                          r"512\) from GlobalAveragePooling2D 'avg_pool'"):

@@ -893,11 +893,13 @@ def pretrained_classifier(model_name, info: zdata.DatasetInfo, *, weights,
 
 
 def _features_hint(model_name, info) -> str:
+    from zoo.registry import list_models, model_info
     k = info.num_classes
+    published = model_name in list_models() and "imagenet" in model_info(model_name).weights
     return (f"add a classifier head (pooling and keras.layers.Dense({k}, "
             f"activation='softmax')), or train a new head on the pretrained backbone: "
             f"zoo.train.pretrained_classifier({model_name!r}, info, weights=...), "
-            f"zoo train {model_name} --weights imagenet|PATH")
+            f"zoo train {model_name} --weights {'imagenet|' if published else ''}PATH")
 
 
 def build_for_dataset(model_name, info: zdata.DatasetInfo, *, backbone_weights=None,
@@ -962,8 +964,8 @@ def build_for_dataset(model_name, info: zdata.DatasetInfo, *, backbone_weights=N
     if "include_top" in model_args and not model_args["include_top"]:
         raise ValueError(f"{model_name} with include_top=False is a feature extractor "
                          f"({model_name}'s features, pooling={model_args.get('pooling')!r}), "
-                         f"not a classifier of dataset {info.name!r}'s {info.num_classes} "
-                         f"classes: {_features_hint(model_name, info)}. Received: "
+                         f"not a classifier of the {info.num_classes} classes of dataset "
+                         f"{info.name!r}: {_features_hint(model_name, info)}. Received: "
                          f"include_top=False")
     if (isinstance(model_args.get("weights"), str) and model_args["weights"] == "imagenet"
             and model_args.get("num_classes", info.num_classes) != 1000):
@@ -1103,9 +1105,9 @@ def _check_output_fits(model, model_name, info):
         hint = (_features_hint(model_name, info) if info.task == "classification" else
                 f"add a head (keras.layers.Conv2D({info.num_classes}, 1, "
                 f"activation='softmax'))")
-        raise ValueError(f"{model_name} outputs {width} {what}, not class scores of dataset "
-                         f"{info.name!r}'s {info.num_classes} classes (an include_top=False "
-                         f"backbone?): {hint}. {received}")
+        raise ValueError(f"{model_name} outputs {width} {what}, not class scores of the "
+                         f"{info.num_classes} classes of dataset {info.name!r} (an "
+                         f"include_top=False backbone?): {hint}. {received}")
 
 
 def _rebuild(model, policy: Optional[str] = None):

@@ -548,6 +548,7 @@ def test_every_trial_reads_the_training_data_in_the_seeds_order(tmp_path, monkey
     assert firsts[0] == firsts[1] == firsts[2] and len(set(firsts[0])) > 1
 
 
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")   # 1 batch a fold
 def test_every_trial_reads_each_cv_fold_in_the_seeds_order(tiny, tmp_path, monkeypatch):
     # The folds' train pipelines are made anew for each trial too: a fold read by the
     # trial before would shuffle in a new order.

@@ -230,7 +230,8 @@ def test_a_killed_run_resumes_under_the_precision_it_started_with(digits8, tmp_p
         train.fit(tiny_classifier(), small(digits8), epochs=3, run_dir=str(run), verbose=0,
                   callbacks=[_KillAfterFirstEpoch()])
     state = json.loads((run / "backup" / "zoo_run.json").read_text())
-    assert state == {"mixed_precision": "mixed_bfloat16", "model": "tiny", "dataset": "digits"}
+    assert {k: state[k] for k in ("mixed_precision", "model", "dataset")} == {
+        "mixed_precision": "mixed_bfloat16", "model": "tiny", "dataset": "digits"}
     monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: False)
     with pytest.raises(ValueError, match=r"holds a killed run that trained under "
                                          r"mixed_bfloat16; resume it with mixed_precision="
@@ -1068,6 +1069,41 @@ def test_a_killed_run_resumes_with_the_class_weights_it_started_with(tmp_path):
                                          r"--class-weight\), or use another run directory. "
                                          r"Received: class_weight='balanced' \(weights "):
         train.fit(tiny_classifier(num_classes=3), splits, class_weight="balanced", **kw)
+
+
+def test_a_killed_run_resumes_only_with_the_optimizer_settings_it_started_with(tmp_path):
+    # The backup restores the optimizer's variables, its learning rate among them: a
+    # resume with another rate trained on at the old one while info.json recorded the new.
+    splits, _ = toy_splits()
+    run = tmp_path / "run"
+    kw = dict(epochs=3, run_dir=str(run), verbose=0, mixed_precision="off", jit_compile=False)
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(num_classes=3), splits, learning_rate=1e-3,
+                  label_smoothing=0.1, callbacks=[_KillAfterFirstEpoch()], **kw)
+    state = json.loads((run / "backup" / "zoo_run.json").read_text())
+    assert state["optimization"] == {"optimizer": "adam", "learning_rate": 1e-3,
+                                     "lr_schedule": "constant", "weight_decay": None,
+                                     "label_smoothing": 0.1, "aux_loss_weight": None}
+    with pytest.raises(ValueError, match=re.escape(
+            f"{run} holds a killed run that trained with --lr 0.001; resume it with the same "
+            f"(its optimizer's state, learning rate included, is restored from the backup), "
+            f"or use another run directory. Received: learning_rate=1e-05")):
+        train.fit(tiny_classifier(num_classes=3), splits, learning_rate=1e-5,
+                  label_smoothing=0.1, **kw)
+    with pytest.raises(ValueError, match=r"trained with --optimizer adam, --label-smoothing "
+                                         r"0.1; .* Received: optimizer='sgd', "
+                                         r"label_smoothing=0.0$"):
+        train.fit(tiny_classifier(num_classes=3), splits, optimizer="sgd", **kw)
+    rates = []
+
+    class Rate(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    history = train.fit(tiny_classifier(num_classes=3), splits, learning_rate=1e-3,
+                        label_smoothing=0.1, callbacks=[Rate()], **kw)
+    assert list(history["epoch"]) == [0, 1, 2] and rates == pytest.approx([1e-3, 1e-3])
+    assert json.loads((run / "info.json").read_text())["settings"]["learning_rate"] == 1e-3
 
 
 def test_zoo_train_class_weight_option(tmp_path, capsys, monkeypatch):

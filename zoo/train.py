@@ -1882,6 +1882,19 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         raise ValueError(f"{run_dir} holds a killed run that trained {how}; resume it with "
                          f"{hint}, or use another run directory. Received: "
                          f"class_weight={class_weight!r}{got}")
+    optimization = _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
+                                        label_smoothing, aux_loss_weight)
+    if resuming and "optimization" in state and state["optimization"] != optimization:
+        # The backup restores the optimizer's variables, its learning rate among them: a
+        # resume with another one trained on at the old rate while info.json said the new.
+        differ = [k for k in optimization if state["optimization"].get(k) != optimization[k]]
+        started = ", ".join(f"{_OPTIMIZATION_FLAGS[k]} {state['optimization'].get(k)}"
+                            for k in differ)
+        given = ", ".join(f"{k}={optimization[k]!r}" for k in differ)
+        raise ValueError(f"{run_dir} holds a killed run that trained with {started}; resume "
+                         f"it with the same (its optimizer's state, learning rate included, "
+                         f"is restored from the backup), or use another run directory. "
+                         f"Received: {given}")
     if resuming and state.get("pretrained") != pretrained:
         raise ValueError(f"{run_dir} holds a killed run that trained "
                          f"{_describe_pretrained(state.get('pretrained'))}; resume it with the "
@@ -1942,6 +1955,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # No "class_weight" in the record: trained without class weights.
         _write_json(os.path.join(backup_dir, _RUN_STATE),
                     {"mixed_precision": policy, "model": model_name, "dataset": info.name,
+                     "optimization": optimization,
                      **({"class_weight": class_weights} if class_weights else {}),
                      **({"pretrained": pretrained} if pretrained else {})})
         if not resuming and os.path.exists(best_path):
@@ -2069,6 +2083,35 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     fit.last_model = model
     fit.last_run_dir = run_dir
     return history
+
+
+#: The option of ``zoo train`` behind each setting :func:`_optimization_record` records.
+_OPTIMIZATION_FLAGS = {"optimizer": "--optimizer", "learning_rate": "--lr",
+                       "lr_schedule": "--lr-schedule", "weight_decay": "--weight-decay",
+                       "label_smoothing": "--label-smoothing",
+                       "aux_loss_weight": "--aux-loss-weight"}
+
+
+def _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
+                         label_smoothing, aux_loss_weight) -> dict:
+    """The settings of what a run minimises and how, as its backup records them: a killed
+    run resumes only with the same (an optimizer passed as an instance counts by its
+    class and learning rate)."""
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        rate = optimizer.learning_rate
+        try:
+            learning_rate = float(keras.ops.convert_to_numpy(rate))
+        except (TypeError, ValueError):   # a schedule
+            learning_rate = type(rate).__name__
+        optimizer = type(optimizer).__name__
+    else:
+        optimizer = str(optimizer).lower()
+        learning_rate = float(learning_rate)
+    return {"optimizer": optimizer, "learning_rate": learning_rate,
+            "lr_schedule": lr_schedule,
+            "weight_decay": None if not weight_decay else float(weight_decay),
+            "label_smoothing": float(label_smoothing or 0.0),
+            "aux_loss_weight": None if aux_loss_weight is None else float(aux_loss_weight)}
 
 
 #: What a run records of a model's pretrained start (the rest of ``pretrained_info`` is

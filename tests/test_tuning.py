@@ -529,19 +529,26 @@ def test_cli_passes_mixed_precision_to_every_local_worker():
     assert parser.parse_args(["lenet5"]).mixed_precision == "auto"
 
 
-@pytest.mark.filterwarnings("ignore:Your input ran out of data")   # 2 batches a trial
-def test_every_trial_reads_the_training_data_in_the_seeds_order(tmp_path, monkeypatch):
-    # A shuffled pipeline reads in a new order each time: every trial gets a new one, so
-    # its order does not depend on the trials run before it in the process.
+def _record_first_batches(monkeypatch, batches):
+    """Make every model the search trains record the labels of its first training batch
+    (in the returned list) and train on ``batches`` batches only."""
     from tuning.hypermodels import ZooHyperModel
     firsts = []
     fit = ZooHyperModel.fit
 
     def recording_fit(self, hp, model, x=None, *args, **kwargs):
         firsts.append(next(iter(x))[1].numpy().tolist())
-        return fit(self, hp, model, x.take(2), *args, **kwargs)
+        return fit(self, hp, model, x.take(batches), *args, **kwargs)
 
     monkeypatch.setattr(ZooHyperModel, "fit", recording_fit)
+    return firsts
+
+
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")   # 2 batches a trial
+def test_every_trial_reads_the_training_data_in_the_seeds_order(tmp_path, monkeypatch):
+    # A shuffled pipeline reads in a new order each time: every trial gets a new one, so
+    # its order does not depend on the trials run before it in the process.
+    firsts = _record_first_batches(monkeypatch, 2)
     df = search("lenet5", "digits", tuner="random", max_trials=3, epochs=1,
                 directory=str(tmp_path), fix=FIX_ALL, set={"lr": [1e-2, 2e-2, 3e-2]})
     assert list(df["status"]) == ["COMPLETED"] * 3 and len(firsts) == 3
@@ -552,15 +559,7 @@ def test_every_trial_reads_the_training_data_in_the_seeds_order(tmp_path, monkey
 def test_every_trial_reads_each_cv_fold_in_the_seeds_order(tiny, tmp_path, monkeypatch):
     # The folds' train pipelines are made anew for each trial too: a fold read by the
     # trial before would shuffle in a new order.
-    from tuning.hypermodels import ZooHyperModel
-    firsts = []
-    fit = ZooHyperModel.fit
-
-    def recording_fit(self, hp, model, x=None, *args, **kwargs):
-        firsts.append(next(iter(x))[1].numpy().tolist())
-        return fit(self, hp, model, x.take(1), *args, **kwargs)
-
-    monkeypatch.setattr(ZooHyperModel, "fit", recording_fit)
+    firsts = _record_first_batches(monkeypatch, 1)
     df = search("lenet5", tiny, tuner="random", max_trials=2, epochs=1, cv=2,
                 directory=str(tmp_path), fix=FIX_ALL, set={"lr": [1e-2, 2e-2]})
     # Two folds of two trials, then the refit of the best on all examples.

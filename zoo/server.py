@@ -206,8 +206,8 @@ class ModelStore:
     SWEEP_SECONDS = 1.0
 
     def _sweep(self, name) -> list:
-        """Drop the loaded versions (and failures) of models other than ``name`` that are no
-        longer on disk, such as a whole model directory removed or renamed, which no
+        """Drop the loaded versions (and failures) of models other than ``name`` (``None``:
+        of every model) that are no longer on disk, such as a whole model directory removed or renamed, which no
         request for its old name would otherwise ever free; at most once every
         :attr:`SWEEP_SECONDS`. The servables dropped."""
         now = time.monotonic()
@@ -338,11 +338,11 @@ class ModelStore:
 
         threading.Thread(target=run, name=f"zoo-load-{name}-{version}", daemon=True).start()
 
-    def _answering(self, name):
+    def _answering(self, name, versions=None):
         """``(versions, the newest loaded version that may answer or None)`` for requests
         without a version; a newer version that may still load is loaded in the
-        background meanwhile."""
-        versions = self._all_versions(name)
+        background meanwhile. ``versions``: the model's versions on disk, if just listed."""
+        versions = versions or self._all_versions(name)
         newer = ready = None   # only versions newer than a loaded one are checked for failures
         for v in reversed(versions):
             with self._lock:
@@ -421,20 +421,15 @@ class ModelStore:
         loaded in the background (the loaded one answers meanwhile). So a version exported
         while the server runs answers the requests that follow its load, and a model added
         is loaded, without a request having to ask for it first."""
-        names = self.model_names()
-        with self._lock:
-            gone = ({k[0] for k in self._servables} | {k[0] for k in self._failed}) - set(names)
-        dropped = [s for name in sorted(gone) for s in self._forget(name, [])]
+        dropped = self._sweep(None)   # models whose directories were removed
         if dropped:
             del dropped
             gc.collect()   # as versions() does
-        for name in names:
-            if not self.versions(name):
+        for name in self.model_names():
+            versions = self.versions(name)
+            if not versions:
                 continue
-            try:
-                versions, ready = self._answering(name)   # a newer one loads if one is loaded
-            except ServingError:    # its versions were removed meanwhile
-                continue
+            _, ready = self._answering(name, versions)   # a newer one loads if one is loaded
             if ready is None:
                 newest = next((v for v in reversed(versions) if self.failure(name, v) is None),
                               None)

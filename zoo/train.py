@@ -719,13 +719,8 @@ def _resolve_pretrained_weights(model_name, weights, info, what):
     the data before anything is built: ``"imagenet"`` (a model with published ImageNet
     weights, 3-channel data) or an existing file (a run directory gives its
     ``model.keras``), as an absolute path."""
-    from zoo.registry import list_models, model_info
     if isinstance(weights, str) and weights == "imagenet":
-        if "imagenet" not in model_info(model_name).weights:
-            having = [n for n in list_models() if "imagenet" in model_info(n).weights]
-            raise ValueError(f"{what}: {model_name} has no published 'imagenet' weights "
-                             f"(models with them: {', '.join(having)}); give a weights file "
-                             f"instead (--weights PATH). Received: weights='imagenet'")
+        _refuse_unpublished_imagenet(model_name, f"{what}: ")
         _check_imagenet_channels(model_name, info, what)
         return weights
     if not isinstance(weights, (str, os.PathLike)):
@@ -744,6 +739,18 @@ def _resolve_pretrained_weights(model_name, weights, info, what):
                          f"Allowed: 'imagenet' or the path of an existing weights file (.h5, "
                          f".weights.h5, .keras) or run directory")
     return os.path.abspath(path)
+
+
+def _refuse_unpublished_imagenet(model_name, prefix=""):
+    """Refuse ``weights="imagenet"`` for a model without published ImageNet weights, naming
+    the models that have them."""
+    from zoo.registry import list_models, model_info
+    if "imagenet" in model_info(model_name).weights:
+        return
+    having = [n for n in list_models() if "imagenet" in model_info(n).weights]
+    raise ValueError(f"{prefix}{model_name} has no published 'imagenet' weights (models with "
+                     f"them: {', '.join(having)}); give a weights file instead: --weights "
+                     f"PATH. Received: weights='imagenet'")
 
 
 def _check_imagenet_channels(model_name, info, what):
@@ -2338,11 +2345,8 @@ def _precheck_pretrained(model_name, weights, freeze_backbone, imagenet_input, m
         raise ValueError(f"{model_name} has no pretrained weights of its own; --weights are "
                          f"for its encoder, a classifier backbone: --model-arg backbone=resnet50 "
                          f"--weights imagenet. Received: --weights {weights}, no backbone")
-    if weights == "imagenet" and backbone in list_models() \
-            and "imagenet" not in model_info(backbone).weights:
-        having = [n for n in list_models() if "imagenet" in model_info(n).weights]
-        raise ValueError(f"{backbone} has no published 'imagenet' weights (models with them: "
-                         f"{', '.join(having)}); give a weights file instead: --weights PATH")
+    if weights == "imagenet" and backbone in list_models():
+        _refuse_unpublished_imagenet(backbone)
 
 
 def configure_train(parser):

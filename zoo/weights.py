@@ -116,14 +116,16 @@ def _readable_name(path: str, fmt: str):
         yield link
 
 
-def _legacy_layer_names(path: str) -> list:
+def _legacy_layer_names(path: str, with_weights: bool = True) -> list:
     """The names of the layers with weights in a legacy HDF5 file, in its order (the
-    order it loads in)."""
+    order it loads in); ``with_weights=False``: of every top-level layer it lists."""
     import h5py
     with h5py.File(path, "r") as f:
         group = f if "layer_names" in f.attrs else f["model_weights"]
         names = [n.decode("utf8") if isinstance(n, bytes) else str(n)
                  for n in group.attrs["layer_names"]]
+        if not with_weights:
+            return names
         return [n for n in names if len(group[n].attrs.get("weight_names", ()))]
 
 
@@ -314,21 +316,12 @@ def expects_imagenet_input(model_name: str, weights) -> bool:
         if fmt == "legacy":
             if _legacy_layout(path) == "published":
                 return True
-            return IMAGENET_INPUT_LAYER in _legacy_layer_names_all(path)
+            return IMAGENET_INPUT_LAYER in _legacy_layer_names(path, with_weights=False)
         if fmt == "keras":
             return IMAGENET_INPUT_LAYER in _keras_file_layer_names(path)
     except (OSError, KeyError, ValueError):
         return False
     return False
-
-
-def _legacy_layer_names_all(path: str) -> list:
-    """The names of every top-level layer of a whole model saved as ``.h5``."""
-    import h5py
-    with h5py.File(path, "r") as f:
-        group = f if "layer_names" in f.attrs else f["model_weights"]
-        return [n.decode("utf8") if isinstance(n, bytes) else str(n)
-                for n in group.attrs["layer_names"]]
 
 
 def imagenet_input(model_name: str, info, name: str = IMAGENET_INPUT_LAYER):

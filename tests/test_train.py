@@ -77,6 +77,16 @@ def test_compile_defaults_by_task():
     logits = train.compile_model(tiny_classifier(activation=None), optimizer="sgd")
     assert logits.loss.get_config()["from_logits"] is True
     assert isinstance(logits.optimizer, keras.optimizers.SGD)
+    # A Softmax layer at the end, and a whole model nested as the last layer, output
+    # probabilities too (both were read as logits, so the softmax was taken twice).
+    inputs = keras.Input((8,))
+    softmax = keras.Model(inputs, keras.layers.Softmax()(keras.layers.Dense(3)(inputs)))
+    images = keras.Input((8, 8, 1))
+    nested = keras.Model(images, tiny_classifier()(images))
+    for model in (softmax, nested):
+        assert train.compile_model(model).loss.get_config()["from_logits"] is False
+    plain = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    assert train.compile_model(plain).loss.get_config()["from_logits"] is True
     seg = train.compile_model(tiny_segmenter(), "segmentation")
     assert isinstance(seg.loss, train.CrossEntropyDiceLoss)
     smooth = train.compile_model(tiny_classifier(), label_smoothing=0.1)

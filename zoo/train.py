@@ -238,11 +238,11 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
 
 
 def _outputs_probabilities(model) -> bool:
-    """True if the model's output layer ends in softmax/sigmoid (else logits)."""
-    layer = model.outputs[0]._keras_history.operation
-    act = getattr(layer, "activation", None)
-    name = getattr(act, "__name__", str(act)) if act is not None else "linear"
-    return name in ("softmax", "sigmoid")
+    """True if the model's output layer ends in softmax/sigmoid (else logits): its
+    activation, a ``keras.layers.Softmax``, or a nested model's last layer, read as the
+    export reads it (``zoo.export._activation_name``)."""
+    from zoo.export import _activation_name, _producer
+    return _activation_name(_producer(model.outputs[0])) in ("softmax", "sigmoid")
 
 
 def _num_outputs(model) -> int:

@@ -273,3 +273,37 @@ def test_zoo_train_refuses_bad_aux_loss_weights_in_one_line(capsys, tmp_path):
                                               "of auxiliary classifiers, and lenet5 has none")
     assert err.endswith("Received: aux_loss_weight=0.5")
     assert not run.exists()
+
+
+def test_export_tells_the_main_output_by_the_rule_fit_uses(tmp_path):
+    """Export and fit share one rule (zoo.common.main_output_index): the main output is the
+    one output whose layer's name does not start with 'aux', wherever it sits, and a model
+    with several outputs and no single main one is refused, not exported by its first."""
+    from zoo.export import export
+    inputs = keras.Input((8, 8, 1), name="images")
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(inputs)
+    aux = keras.layers.Dense(10, activation="softmax", name="aux1_predictions")(pooled)
+    main = keras.layers.Dense(3, activation="softmax", name="predictions")(pooled)
+    aux_first = keras.Model(inputs, [aux, main], name="aux_first")
+    path = export(aux_first, base_dir=tmp_path / "models", lite=False)
+    record = json.loads((tmp_path / "models" / "aux_first" / "1" / "assets" / "zoo.json")
+                        .read_text())
+    assert path.endswith(os.path.join("aux_first", "1"))
+    assert record["num_classes"] == 3   # the main output's 3 classes, not aux1's 10
+    assert record["output"]["model_output_shape"] == [3]
+
+    # several outputs, none auxiliary: no main output to export
+    two = keras.Model(inputs, [keras.layers.Dense(10, name="a")(pooled),
+                               keras.layers.Dense(10, name="b")(pooled)], name="two")
+    with pytest.raises(ValueError, match=r"^export takes models with one output, or with one "
+                                         r"main output and auxiliary classifiers .*two has 2 "
+                                         r"outputs and 2 whose names do not start with 'aux'\. "
+                                         r"Received: outputs a \(None, 10\), b \(None, 10\)$"):
+        export(two, base_dir=tmp_path / "models", lite=False)
+    # an output whose name only contains 'aux' is not auxiliary: two main outputs
+    pair = keras.Model(inputs, [keras.layers.Dense(10, name="head")(pooled),
+                                keras.layers.Dense(10, name="head_aux")(pooled)], name="pair")
+    with pytest.raises(ValueError, match=r"pair has 2 outputs and 2 whose names"):
+        export(pair, base_dir=tmp_path / "models", lite=False)
+    assert not (tmp_path / "models" / "two").exists()
+    assert not (tmp_path / "models" / "pair").exists()

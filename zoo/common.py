@@ -363,6 +363,37 @@ def cpu_has_amx_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
     return "amx_bf16" in cpu_flags(cpuinfo)
 
 
+def main_output_index(model, what: str) -> int:
+    """The index in ``model.outputs`` of a model's main output: its only output, or, for a
+    model with auxiliary classifiers, the one output whose layer's name does not start with
+    ``aux`` (``googlenet(aux_logits=True)``'s ``aux1_predictions`` and ``aux2_predictions``
+    are auxiliary; its ``predictions`` is the main output). The one rule by which training
+    (``zoo.train``) and export (``zoo.export``) tell the main output from the others.
+
+    Raises:
+        ValueError: several outputs and not exactly one main output; ``what`` names the
+            caller ("fit trains", "export takes") in the message.
+    """
+    layers = [output_layer_name(t) for t in model.outputs]
+    if len(layers) == 1:
+        return 0
+    main = [i for i, name in enumerate(layers) if not name.startswith("aux")]
+    if len(main) != 1:
+        shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in zip(layers,
+                                                                          model.outputs))
+        raise ValueError(f"{what} models with one output, or with one main output and "
+                         f"auxiliary classifiers (output layers whose names start with 'aux', "
+                         f"as googlenet(aux_logits=True)'s); {model.name} has {len(layers)} "
+                         f"outputs and {len(main)} whose names do not start with 'aux'. "
+                         f"Received: outputs {shapes}")
+    return main[0]
+
+
+def output_layer_name(tensor) -> str:
+    """The name of the layer (or nested model) that produced a model's output ``tensor``."""
+    return tensor._keras_history.operation.name
+
+
 def exception_line(exc: BaseException) -> str:
     """``TypeName: first line of its message``: an exception in one line, for a note that
     says why a fallback was taken."""

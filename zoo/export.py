@@ -172,13 +172,9 @@ def _resolve_info(info) -> tuple:
 
 
 def _main_output(model):
-    """The model's main output tensor (the one not named ``aux`` for multi-output models)."""
-    outputs = list(model.outputs)
-    if len(outputs) == 1:
-        return outputs[0]
-    named = [(o, _producer(o).name) for o in outputs]
-    main = [o for o, n in named if "aux" not in n.lower()]
-    return (main or outputs)[0]
+    """The model's main output tensor: its only one, or the one that is not an auxiliary
+    classifier's (:func:`zoo.common.main_output_index`, the rule training uses too)."""
+    return model.outputs[common.main_output_index(model, "export takes")]
 
 
 def _producer(tensor):

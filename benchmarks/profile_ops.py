@@ -69,8 +69,9 @@ def op_table(xplane_path, top=25):
 def profile(name, *, image_size=None, batch_size=16, steps=3, mode="train", jit_compile=False,
             logdir=None, top=25, mixed_precision="auto"):
     """Trace ``steps`` steps of model ``name``; returns ``(table, compute ms, images/s,
-    logdir)``. ``mixed_precision``: as in :func:`zoo.train.fit` (``"auto"``: the dtype
-    policy ``fit`` trains under on this machine)."""
+    logdir, policy)``. ``mixed_precision``: as in :func:`zoo.train.fit` (``"auto"``: the
+    dtype policy ``fit`` trains the model under at this size on this machine), and
+    ``policy`` the one it resolved to (``None``: float32)."""
     import numpy as np
     import tensorflow as tf
 
@@ -79,7 +80,8 @@ def profile(name, *, image_size=None, batch_size=16, steps=3, mode="train", jit_
 
     info = zoo.model_info(name)
     shape = bench_shape(name, image_size or info.default_input_shape[0])
-    model, _ = with_mixed_precision(zoo.get_model(name, input_shape=shape), mixed_precision)
+    model, policy = with_mixed_precision(zoo.get_model(name, input_shape=shape),
+                                         mixed_precision)
     compile_model(model, info.task, jit_compile=jit_compile)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(-1, 1, (batch_size, *shape)).astype("float32"))
@@ -106,7 +108,7 @@ def profile(name, *, image_size=None, batch_size=16, steps=3, mode="train", jit_
     if not paths:
         raise RuntimeError(f"the profiler wrote no trace to {logdir}")
     table, all_ms = op_table(paths[-1], top=top)
-    return table, all_ms, steps * batch_size / seconds, logdir
+    return table, all_ms, steps * batch_size / seconds, logdir, policy
 
 
 def main(argv=None) -> int:
@@ -125,15 +127,14 @@ def main(argv=None) -> int:
     p.add_argument("--logdir", default=None)
     args = p.parse_args(argv)
     from zoo.common import onednn_enabled
-    from zoo.train import resolve_mixed_precision
-    table, all_ms, rate, logdir = profile(
+    table, all_ms, rate, logdir, policy = profile(
         args.model, image_size=args.image_size, batch_size=args.batch_size, steps=args.steps,
         mode=args.mode, jit_compile=args.xla, logdir=args.logdir, top=args.top,
         mixed_precision=args.mixed_precision)
     print(f"{args.model} {args.mode}, batch {args.batch_size}, {args.steps} steps "
           f"({rate:.3g} img/s under the profiler); oneDNN {'on' if onednn_enabled() else 'off'}"
           f", XLA {'on' if args.xla else 'off'}, mixed precision {args.mixed_precision} "
-          f"({resolve_mixed_precision(args.mixed_precision) or 'float32'}); {all_ms:.0f} ms "
+          f"({policy or 'float32'}); {all_ms:.0f} ms "
           f"of op time on the compute threads; trace in {logdir}")
     print(table.to_markdown(index=False))
     return 0

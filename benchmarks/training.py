@@ -102,6 +102,25 @@ def _policy_note(policy) -> str:
     return ""
 
 
+def _keras_model(cls_name, shape, classes):
+    """A function that builds ``keras.applications.<cls_name>`` for ``shape``, or ``None``
+    (logged) where Keras refuses that input (Xception below 71x71, Inception-v3 below
+    75x75): the section then measures the zoo's rows without the Keras ones (and their
+    reference process), where the zoo's model accepts the smaller input."""
+    import keras
+    from zoo.common import exception_line
+    cls = getattr(keras.applications, cls_name)
+    try:
+        built = [cls(weights=None, input_shape=shape, classes=classes)]
+    except ValueError as exc:
+        log(f"  no keras.applications.{cls_name} rows at {'x'.join(map(str, shape))}: "
+            f"Keras refuses it ({exception_line(exc)})")
+        return None
+    # the model built to ask is the first one handed out
+    return lambda: (built.pop() if built else
+                    cls(weights=None, input_shape=shape, classes=classes))
+
+
 def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                   with_torch=True, keras_xla=False, zoo_keras_compile=False,
                   before=True, keras_here=True, bfloat16=False, num_classes=1000,
@@ -181,8 +200,9 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                                     note="same zoo model, Keras' default compile"))
 
         references = []
-        if name in KERAS_APPLICATIONS:
-            cls_name = KERAS_APPLICATIONS[name]
+        cls_name = KERAS_APPLICATIONS.get(name)
+        keras_model = _keras_model(cls_name, shape, classes) if cls_name else None
+        if keras_model is not None:
             try:
                 reference = Reference(kind="train", model=cls_name, shape=list(shape),
                                       batch=batch_size, classes=classes, steps=steps)
@@ -195,34 +215,33 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                          f"choice), Keras' default compile"))
             except RuntimeError as exc:
                 log(f"  reference process failed: {exc}")
-            if before:
-                try:
-                    old = Reference(kind="train", model=f"zoo:{name}", shape=list(shape),
-                                    batch=batch_size, classes=classes, steps=steps,
-                                    fused_bn=False, jit_compile=True)
-                    references.append(old)
-                    variants.append(Variant(
-                        "zoo before (TF kernels, Keras BN, XLA)", old.run,
-                        note="the zoo's previous defaults, in its own process: TensorFlow's "
-                             "kernel choice, keras.layers.BatchNormalization, jit_compile=True"))
-                except RuntimeError as exc:
-                    log(f"  reference process failed: {exc}")
-            cls = getattr(keras.applications, cls_name)
-            if keras_here:
-                ka = cls(weights=None, input_shape=shape, classes=classes)
-                ka.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                           metrics=["accuracy"])
-                variants.append(Variant(f"keras.applications.{cls_name}, this process",
-                                        _keras_step(ka, x, y, steps),
-                                        note="Keras' default compile, with the zoo's "
-                                             "process settings"))
-            if keras_xla:
-                kx = cls(weights=None, input_shape=shape, classes=classes)
-                kx.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                           metrics=["accuracy"], jit_compile=True)
-                variants.append(Variant(f"keras.applications.{cls_name} jit_compile=True",
-                                        _keras_step(kx, x, y, steps),
-                                        note="this process"))
+        if cls_name and before:
+            try:
+                old = Reference(kind="train", model=f"zoo:{name}", shape=list(shape),
+                                batch=batch_size, classes=classes, steps=steps,
+                                fused_bn=False, jit_compile=True)
+                references.append(old)
+                variants.append(Variant(
+                    "zoo before (TF kernels, Keras BN, XLA)", old.run,
+                    note="the zoo's previous defaults, in its own process: TensorFlow's "
+                         "kernel choice, keras.layers.BatchNormalization, jit_compile=True"))
+            except RuntimeError as exc:
+                log(f"  reference process failed: {exc}")
+        if keras_model is not None and keras_here:
+            ka = keras_model()
+            ka.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                       metrics=["accuracy"])
+            variants.append(Variant(f"keras.applications.{cls_name}, this process",
+                                    _keras_step(ka, x, y, steps),
+                                    note="Keras' default compile, with the zoo's "
+                                         "process settings"))
+        if keras_model is not None and keras_xla:
+            kx = keras_model()
+            kx.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                       metrics=["accuracy"], jit_compile=True)
+            variants.append(Variant(f"keras.applications.{cls_name} jit_compile=True",
+                                    _keras_step(kx, x, y, steps),
+                                    note="this process"))
         if with_torch and name in TORCH_MODELS and torch_available():
             reference, variant = torch_variant(name, kind="train", shape=shape,
                                                batch=batch_size, classes=classes, steps=steps,

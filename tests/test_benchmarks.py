@@ -172,8 +172,8 @@ def test_without_torch_the_torch_rows_are_left_out():
 
 def test_profile_ops_sums_the_trace_by_op(tmp_path):
     from benchmarks.profile_ops import main, profile
-    table, all_ms, rate, logdir = profile("lenet5", batch_size=8, steps=1, top=50,
-                                          logdir=str(tmp_path / "train"))
+    table, all_ms, rate, logdir, _ = profile("lenet5", batch_size=8, steps=1, top=50,
+                                             logdir=str(tmp_path / "train"))
     assert list(table.columns) == ["op", "ms", "share", "calls"]
     assert all_ms > 0 and rate > 0 and logdir == str(tmp_path / "train")
     assert (table["ms"] >= 0).all() and (table["calls"] >= 1).all()
@@ -184,6 +184,19 @@ def test_profile_ops_sums_the_trace_by_op(tmp_path):
     assert main(["lenet5", "--mode", "predict", "--steps", "1", "--top", "3",
                  "--logdir", str(tmp_path / "predict")]) == 0
     assert glob.glob(str(tmp_path / "predict" / "**" / "*.xplane.pb"), recursive=True)
+
+
+def test_profile_ops_says_the_precision_it_profiled(tmp_path, capsys, monkeypatch):
+    # "auto" weighs the model and its size as fit does: Xception at 32x32 in float32 on a
+    # CPU that prefers bfloat16 (item 31), and the line says so.
+    from benchmarks.profile_ops import main
+    from zoo import train as ztrain
+    monkeypatch.setattr(ztrain, "_gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(ztrain, "_cpu_prefers_bfloat16", lambda: True)
+    assert main(["xception", "--image-size", "32", "--batch-size", "2", "--steps", "1",
+                 "--mode", "predict", "--top", "2", "--logdir", str(tmp_path)]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "mixed precision auto (float32);" in line
 
 
 def test_train_section_measures_the_default_precision(monkeypatch):
@@ -532,3 +545,21 @@ def test_models_are_measured_at_the_asked_size_where_they_accept_it():
     assert bench_shape("googlenet", 32) == (65, 65, 3)     # at least its smallest input
     assert bench_shape("inception_v3", 32) == (75, 75, 3)
     assert bench_shape("lenet5", 160) == (32, 32, 1)       # its one input size
+
+
+def test_train_section_leaves_out_the_keras_rows_where_keras_refuses_the_size(capsys):
+    # keras.applications.Xception refuses inputs below 71x71, the zoo's Xception does not:
+    # a sweep at 32x32 measures the zoo's rows and says why the Keras ones are missing,
+    # where it had stopped with Keras' traceback.
+    from benchmarks import training
+    rows = training.train_section(["xception"], image_size=32, batch_size=2, steps=1,
+                                  repeats=1, warmup=1, with_torch=False, before=False,
+                                  keras_here=True, bfloat16=False)
+    assert rows and all(r.input == "32x32x3" for r in rows)
+    assert not any("keras.applications" in r.variant for r in rows)
+    assert rows[0].variant.startswith("zoo defaults (")
+    assert all(len(r.values) == 1 and r.values[0] > 0 for r in rows)
+    err = capsys.readouterr().err
+    assert ("no keras.applications.Xception rows at 32x32x3: Keras refuses it (ValueError: "
+            "Input size must be at least 71x71") in err
+    assert "reference process" not in err

@@ -472,6 +472,28 @@ def test_search_trains_under_the_mixed_precision_policy(tiny, tmp_path, monkeypa
         search("lenet5", tiny, mixed_precision="fp8", **kwargs)
 
 
+@SLOW_OK
+def test_search_trains_small_xceptions_in_float32_as_fit_does(tiny, tmp_path, monkeypatch):
+    # As zoo.train.fit: "auto" weighs the models of the space at the data's size; Xception
+    # below 40x40 trains in float32 on a CPU that prefers bfloat16 (benchmarks item 31).
+    from zoo import train
+    monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: True)
+    assert hms.get_hypermodel("xception").model_names() == ("xception",)
+    assert hms.get_hypermodel("resnet").model_names() == ("resnet18", "resnet34", "resnet50")
+    assert hms.get_hypermodel("resnet34").model_names() == ("resnet34",)
+    assert hms.get_hypermodel("resnet", set={"depth": "18,34"}).model_names() == (
+        "resnet18", "resnet34")
+    df = search("xception", tiny, tuner="random", max_trials=1, epochs=1,
+                directory=str(tmp_path), project="x",
+                fix={"pooling": "avg", "dropout": 0.0, "optimizer": "sgd", "lr": 1e-2,
+                     "lr_schedule": "constant", "weight_decay": 0.0, "batch_size": 32,
+                     "augment": 0.0, "label_smoothing": 0.0})
+    assert list(df["status"]) == ["COMPLETED"]
+    assert df.attrs["best"]["mixed_precision"] is None
+    assert "mixed_precision" not in json.loads((tmp_path / "x" / "search.json").read_text())
+
+
 class _Oracle:
     def __init__(self):
         self.asked = 0

@@ -633,6 +633,11 @@ class ZooHyperModel(kt.HyperModel):
         """Declare every hyperparameter on ``hp``; return ``{name: value}``."""
         return {p.name: p.declare(hp, self.grid) for p in self.params.values()}
 
+    def model_names(self) -> tuple:
+        """The registry names of the models the space builds (``mixed_precision="auto"``
+        weighs them: ``zoo.train.resolve_mixed_precision``)."""
+        return (self.builder,)
+
     # -- building --------------------------------------------------------------------------
     def build(self, hp):
         """Build the zoo model for ``hp`` and compile it with ``zoo.train.compile_model``
@@ -830,6 +835,11 @@ class ResNetHyperModel(_GlobalPoolHyperModel):
 
     def builder_name(self, values) -> str:
         return f"resnet{values['depth']}"
+
+    def model_names(self) -> tuple:
+        depth = self.params["depth"]
+        depths = (depth.default,) if depth.kind == "fixed" else depth.values
+        return tuple(f"resnet{int(d)}" for d in depths)
 
 
 class UNetHyperModel(ZooHyperModel):

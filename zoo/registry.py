@@ -36,6 +36,10 @@ class ModelInfo:
         trainable_params: published trainable count, where the source gives one.
         default_num_classes: the paper's number of classes.
         weights: names of published weight sets (``("imagenet",)``) or ``()``.
+        bfloat16_min_input_size: smallest ``H`` (= ``W``) at which
+            ``mixed_precision="auto"`` trains the model in bfloat16 on a CPU that prefers it;
+            below it, float32, which trains faster there (measured: benchmarks/README.md,
+            item 31). ``0``: bfloat16 at every size.
     """
 
     name: str
@@ -49,6 +53,7 @@ class ModelInfo:
     trainable_params: Optional[int] = None
     default_num_classes: int = 1000
     weights: tuple = ()
+    bfloat16_min_input_size: int = 0
 
 
 _REGISTRY: dict[str, tuple[Callable, ModelInfo]] = {}
@@ -56,7 +61,7 @@ _REGISTRY: dict[str, tuple[Callable, ModelInfo]] = {}
 
 def register(*, family, paper, year, default_input_shape, min_input_size,
              task="classification", params=None, trainable_params=None,
-             default_num_classes=1000, weights=(), name=None):
+             default_num_classes=1000, weights=(), bfloat16_min_input_size=0, name=None):
     """Decorator that registers a builder under its function name.
 
     Args:
@@ -70,6 +75,7 @@ def register(*, family, paper, year, default_input_shape, min_input_size,
         trainable_params: published trainable parameter count, or ``None``.
         default_num_classes: the paper's number of classes.
         weights: names of published weight sets, e.g. ``("imagenet",)``.
+        bfloat16_min_input_size: see :class:`ModelInfo` (measured, not derived).
         name: registry name (default: the builder's function name).
 
     Returns:
@@ -90,7 +96,8 @@ def register(*, family, paper, year, default_input_shape, min_input_size,
                          min_input_size=int(min_input_size), params=params,
                          trainable_params=trainable_params,
                          default_num_classes=default_num_classes,
-                         weights=tuple(weights))
+                         weights=tuple(weights),
+                         bfloat16_min_input_size=int(bfloat16_min_input_size))
         _REGISTRY[key] = (fn, info)
         fn.zoo_info = info
         return fn

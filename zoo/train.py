@@ -468,7 +468,8 @@ MIXED_PRECISION = ("auto", "off", "float16", "bfloat16")
 #: What ``mixed_precision="auto"`` picks, in the ``--mixed-precision`` help of ``zoo train``
 #: and ``zoo tune``.
 AUTO_PRECISION_HELP = ("auto (float16 on GPUs with tensor cores, bfloat16 on CPUs with AMX and "
-                       "on AMD CPUs with AVX512_BF16, else float32)")
+                       "on AMD CPUs with AVX512_BF16 but for Xception below 40x40, else "
+                       "float32)")
 
 
 def _gpu_compute_capabilities() -> list:
@@ -489,7 +490,7 @@ def _cpu_prefers_bfloat16() -> bool:
     return cpu_prefers_bfloat16()
 
 
-def resolve_mixed_precision(mixed_precision="auto"):
+def resolve_mixed_precision(mixed_precision="auto", *, models=None, input_shape=None):
     """The dtype policy that :func:`fit` trains under: ``"mixed_float16"``,
     ``"mixed_bfloat16"`` or ``None`` (float32).
 
@@ -497,15 +498,26 @@ def resolve_mixed_precision(mixed_precision="auto"):
     GPUs visible: ``mixed_float16`` when all have tensor cores (compute capability 7.0 or
     more), else float32. Without GPUs: ``mixed_bfloat16`` where
     :func:`zoo.common.cpu_prefers_bfloat16` says so, from the benchmarks
-    (benchmarks/README.md): CPUs with AMX-BF16 (oneDNN runs bfloat16 convolutions on AMX tiles; ResNet-50 training 1.57x,
-    Inception-v3 1.59x, Xception 1.32x faster than float32 on an Intel Xeon with AMX) and
-    AMD CPUs with AVX512_BF16 (ResNet-50 1.67-2.1x, Inception-v3 1.45-1.7x, Xception
-    1.28-1.4x on an AMD EPYC); LeNet-5 on digits trained as accurately on both. Else
+    (benchmarks/README.md): CPUs with AMX-BF16 (oneDNN runs bfloat16 convolutions on AMX
+    tiles; ResNet-50 training 1.57x, Inception-v3 1.59x, Xception 1.32x faster than float32
+    on an Intel Xeon with AMX) and AMD CPUs with AVX512_BF16 (ResNet-50 1.67-2.1x,
+    Inception-v3 1.45-1.7x, Xception 1.28-1.4x on an AMD EPYC); LeNet-5 on digits trained as
+    accurately on both. There, a model given in ``models`` trains in float32 below its
+    measured ``bfloat16_min_input_size`` (:class:`zoo.registry.ModelInfo`): Xception below
+    40x40, where bfloat16 trained 0.76x as fast as float32 on both CPUs (item 31). Else
     float32: on Intel CPUs with AVX512_BF16 but no AMX bfloat16 was slower (ResNet-50
     0.81-0.88x on an Intel Xeon without AMX), and CPUs without native bfloat16 instructions
     emulate it. ``"bfloat16"`` opts in anywhere, ``"float16"`` (or ``True``) and ``"off"``
     (or ``False``/``None``) force. Variables, the output layers and the loss stay float32
     either way.
+
+    Args:
+        mixed_precision: ``"auto"``, ``"bfloat16"``, ``"float16"``, ``"off"`` (or
+            ``True``/``False``/``None``).
+        models: for ``"auto"``: the registry name of the model to train, or the names of
+            the models a search space builds (float32 only where every one of them is below
+            its size); ``None`` or names outside the registry: the CPU alone decides.
+        input_shape: ``(H, W, ...)`` of the images the models train on.
 
     Raises:
         ValueError: any other value.
@@ -521,8 +533,25 @@ def resolve_mixed_precision(mixed_precision="auto"):
         ccs = _gpu_compute_capabilities()
         if ccs:
             return "mixed_float16" if min(ccs) >= (7, 0) else None
-        return "mixed_bfloat16" if _cpu_prefers_bfloat16() else None
+        if not _cpu_prefers_bfloat16() or _bfloat16_slower_at(models, input_shape):
+            return None
+        return "mixed_bfloat16"
     return None if mixed_precision == "off" else f"mixed_{mixed_precision}"
+
+
+def _bfloat16_slower_at(models, input_shape) -> bool:
+    """Whether every model named in ``models`` is registered with a
+    ``bfloat16_min_input_size`` above the smaller side of ``input_shape``."""
+    from zoo.registry import _REGISTRY, _ensure_loaded
+    if models is None or input_shape is None:
+        return False
+    names = [models] if isinstance(models, str) else list(models)
+    if not names or any(d is None for d in tuple(input_shape)[:2]):
+        return False
+    _ensure_loaded()
+    size = min(int(d) for d in tuple(input_shape)[:2])
+    return all(name in _REGISTRY and size < _REGISTRY[name][1].bfloat16_min_input_size
+               for name in names)
 
 
 def with_mixed_precision(model, mixed_precision="auto"):
@@ -530,15 +559,24 @@ def with_mixed_precision(model, mixed_precision="auto"):
     of one's own.
 
     Returns:
-        ``(model, policy)``: ``policy`` from :func:`resolve_mixed_precision`; with a mixed
-        policy, a copy of ``model`` (same weights) computing in it on every layer but the
-        output layers, which stay float32; with float32 (``None``), ``model`` itself.
+        ``(model, policy)``: ``policy`` from :func:`resolve_mixed_precision` (for ``"auto"``,
+        of the registered model ``model.name`` names at ``model``'s input size); with a
+        mixed policy, a copy of ``model`` (same weights) computing in it on every layer but
+        the output layers, which stay float32; with float32 (``None``), ``model`` itself.
 
     Raises:
         ValueError: an unknown ``mixed_precision``.
     """
-    policy = resolve_mixed_precision(mixed_precision)
+    policy = resolve_mixed_precision(mixed_precision, **_auto_precision_args(model))
     return (_rebuild(model, policy) if policy else model), policy
+
+
+def _auto_precision_args(model, model_name=None) -> dict:
+    """``resolve_mixed_precision``'s ``models`` and ``input_shape`` for a built model: its
+    registry name (``model_name``, else the model's own name, as the zoo's builders name
+    their models) and its input's height and width."""
+    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    return {"models": model_name or model.name, "input_shape": shape}
 
 
 def precision_value(policy) -> str:
@@ -1517,28 +1555,29 @@ def _check_aux_loss_weight(aux_loss_weight):
 def _aux_heads(model, model_name):
     """``(main, aux)``: the output names (Keras' ``model.output_names``) of the main output
     and of the auxiliary classifiers of a model with several outputs, or ``None`` for a
-    model with one output. Auxiliary classifiers are the outputs whose layers' names start
-    with ``aux`` (``googlenet(aux_logits=True)``'s ``aux1_predictions``,
-    ``aux2_predictions``); one other output, the main one, and every output a classifier's
-    ``[N, K]`` of the same shape, so that the labels go to each.
+    model with one output. The main output is told from the auxiliary classifiers as the
+    export tells it (:func:`zoo.common.main_output_index`: auxiliary classifiers are the
+    outputs whose layers' names start with ``aux``), and every output must be a
+    classifier's ``[N, K]`` of the same shape, so that the labels go to each.
 
     Raises:
         ValueError: several outputs of another kind.
     """
+    from zoo.common import main_output_index, output_layer_name
     if len(model.outputs) == 1:
         return None
-    layers = [t._keras_history.operation.name for t in model.outputs]
+    main = main_output_index(model, "fit trains")
     shapes = [tuple(t.shape) for t in model.outputs]
-    main = [i for i, name in enumerate(layers) if not name.startswith("aux")]
-    if len(main) != 1 or len(shapes[0]) != 2 or len(set(shapes)) != 1:
-        received = ", ".join(f"{name} {shape}" for name, shape in zip(layers, shapes))
+    if len(shapes[0]) != 2 or len(set(shapes)) != 1:
+        received = ", ".join(f"{output_layer_name(t)} {shape}"
+                             for t, shape in zip(model.outputs, shapes))
         raise ValueError(f"fit trains models with one output, or with one main output and "
                          f"auxiliary classifiers (output layers whose names start with 'aux', "
                          f"as googlenet(aux_logits=True)'s) that all output [N, classes] "
-                         f"alike; {model_name} has {len(layers)} outputs of another kind. "
+                         f"alike; {model_name} has {len(shapes)} outputs of another kind. "
                          f"Received: outputs {received}")
     names = list(model.output_names)
-    return names[main[0]], tuple(n for i, n in enumerate(names) if i != main[0])
+    return names[main], tuple(n for i, n in enumerate(names) if i != main)
 
 
 def _aux_targets(ds, heads, class_weights=None):
@@ -1782,6 +1821,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     augment = True if augment is None else augment
 
     # Data and model.
+    registered = model if isinstance(model, str) else None   # its registry name
     if isinstance(model, str):
         from zoo.registry import model_info
         model_name = model_name or model
@@ -1820,6 +1860,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                              f"dataset's input shape {tuple(want)}.")
     info = splits.info
     model_name = model_name or model.name
+    if mixed_precision == "auto":   # now that the model and its input size are known
+        policy = resolve_mixed_precision("auto", **_auto_precision_args(model, registered))
     heads = _aux_heads(model, model_name)   # (main, aux) output names, None for one output
     pretrained = _pretrained_record(model)
     if heads is None and aux_loss_weight is not None:

@@ -147,10 +147,12 @@ def test_serialises_with_the_same_class_name(tmp_path):
 # --------------------------------------------------------------------------------------
 # zoo.layers.Conv2D: 1x1 stride-1 kernel gradients from a matmul in bfloat16 training.
 
-def _conv_pair(dtype, **kwargs):
-    from zoo.layers import Conv2D
+def _conv_pair(dtype, cls="Conv2D", **kwargs):
+    """zoo.layers' and keras.layers' ``cls`` with the same weights."""
+    import zoo.layers
     kwargs = {"filters": 8, "kernel_size": 1, **kwargs}
-    ours, theirs = Conv2D(dtype=dtype, **kwargs), keras.layers.Conv2D(dtype=dtype, **kwargs)
+    ours = getattr(zoo.layers, cls)(dtype=dtype, **kwargs)
+    theirs = getattr(keras.layers, cls)(dtype=dtype, **kwargs)
     ours.build((None, 6, 6, 5))
     theirs.build((None, 6, 6, 5))
     rng = np.random.default_rng(0)
@@ -173,25 +175,7 @@ def _grads(layer, x, training):
     return (tf.cast(y, "float32").numpy(), [tf.cast(g, "float32").numpy() for g in grads], ops)
 
 
-@pytest.mark.parametrize("use_bias", [True, False])
-def test_conv2d_bfloat16_training_takes_kernel_gradients_from_a_matmul(use_bias, monkeypatch):
-    import zoo.layers   # on any CPU: the path is on by default where AMX-BF16 is
-    monkeypatch.setattr(zoo.layers, "matmul_gradients_measured_faster", lambda: True)
-    ours, theirs = _conv_pair("mixed_bfloat16", use_bias=use_bias)
-    reference, _ = _conv_pair("float32", use_bias=use_bias)
-    reference.set_weights(theirs.get_weights())
-    # Inputs that bfloat16 holds exactly, so float32 gives the exact gradients.
-    x = tf.cast(tf.cast(np.random.default_rng(1).normal(size=(4, 6, 6, 5)), "bfloat16"),
-                "float32")
-    y1, g1, ops1 = _grads(ours, x, training=True)
-    y2, g2, ops2 = _grads(theirs, x, training=True)
-    y0, g0, _ = _grads(reference, x, training=True)
-    assert "MatMul" in ops1 and "MatMul" not in ops2
-    assert "Conv2DBackpropFilter" in ops2 and "Conv2DBackpropFilter" not in ops1
-    np.testing.assert_array_equal(y1, y2)
-    assert len(g1) == len(g0) == (3 if use_bias else 2)
-    for a, b in zip(g1, g0):   # bfloat16 outputs: 8 bits of mantissa
-        assert np.max(np.abs(a - b)) <= 1e-2 * np.max(np.abs(b)) + 1e-3
+_SEPARABLE = {"cls": "SeparableConv2D", "kernel_size": 3, "padding": "same"}
 
 
 @pytest.mark.parametrize("dtype,kwargs,training", [
@@ -201,6 +185,10 @@ def test_conv2d_bfloat16_training_takes_kernel_gradients_from_a_matmul(use_bias,
     ("mixed_bfloat16", {"strides": 2}, True),               # strided
     ("mixed_bfloat16", {"activation": "relu"}, True),       # an activation
     ("mixed_bfloat16", {"machine": False}, True),           # not measured faster here
+    ("float32", _SEPARABLE, True),                          # and the separable layer's
+    ("mixed_bfloat16", _SEPARABLE, False),
+    ("mixed_bfloat16", {**_SEPARABLE, "activation": "relu"}, True),
+    ("mixed_bfloat16", {**_SEPARABLE, "machine": False}, True),
 ])
 def test_conv2d_is_keras_everywhere_else(dtype, kwargs, training, monkeypatch):
     import zoo.layers
@@ -239,4 +227,64 @@ def test_conv2d_serialises_and_trains_in_a_model(monkeypatch, jit_compile):
     kernel = model.layers[1].kernel.numpy()
     history = model.fit(x, y, epochs=10, batch_size=8, verbose=0).history["loss"]
     assert not np.array_equal(kernel, model.layers[1].kernel.numpy())
+    assert history[-1] < history[0]
+
+
+# --------------------------------------------------------------------------------------
+# zoo.layers.SeparableConv2D: the pointwise kernel gradient from a matmul in bfloat16
+# training too (item 32); the depthwise part stays Keras'.
+
+@pytest.mark.parametrize("kwargs", [
+    {"use_bias": True}, {"use_bias": False},                               # Conv2D 1x1
+    {**_SEPARABLE, "use_bias": True}, {**_SEPARABLE, "use_bias": False},
+    {**_SEPARABLE, "use_bias": False, "strides": 2},     # the stride is the depthwise's
+    {**_SEPARABLE, "use_bias": False, "depth_multiplier": 2},
+])
+def test_bfloat16_training_takes_1x1_kernel_gradients_from_a_matmul(kwargs, monkeypatch):
+    import zoo.layers   # on any CPU: the path is on by default where AMX-BF16 is
+    monkeypatch.setattr(zoo.layers, "matmul_gradients_measured_faster", lambda: True)
+    separable = kwargs.get("cls") == "SeparableConv2D"
+    ours, theirs = _conv_pair("mixed_bfloat16", **kwargs)
+    reference, _ = _conv_pair("float32", **kwargs)
+    reference.set_weights(theirs.get_weights())
+    # Inputs that bfloat16 holds exactly, so float32 gives the exact gradients.
+    x = tf.cast(tf.cast(np.random.default_rng(1).normal(size=(4, 6, 6, 5)), "bfloat16"),
+                "float32")
+    y1, g1, ops1 = _grads(ours, x, training=True)
+    y2, g2, ops2 = _grads(theirs, x, training=True)
+    y0, g0, _ = _grads(reference, x, training=True)
+    assert "MatMul" in ops1 and "MatMul" not in ops2
+    assert "Conv2DBackpropFilter" in ops2 and "Conv2DBackpropFilter" not in ops1
+    assert separable == ("DepthwiseConv2dNativeBackpropFilter" in ops1)
+    if separable:   # the same two convolutions, each rounded to bfloat16 as Keras' are
+        np.testing.assert_allclose(y1, y2, rtol=1e-2, atol=1e-2 * np.abs(y2).max())
+    else:
+        np.testing.assert_array_equal(y1, y2)
+    assert len(g1) == len(g0) == len(ours.trainable_variables) + 1   # and the input's
+    tol = 2e-2 if separable else 1e-2   # two bfloat16 roundings in a row, or one
+    for a, b in zip(g1, g0):   # bfloat16 outputs: 8 bits of mantissa
+        assert np.max(np.abs(a - b)) <= tol * np.max(np.abs(b)) + 1e-3
+
+
+def test_separable_conv2d_serialises_and_trains_in_a_model(monkeypatch):
+    import zoo.layers
+    from zoo.layers import SeparableConv2D
+    monkeypatch.setattr(zoo.layers, "matmul_gradients_measured_faster", lambda: True)
+    layer = SeparableConv2D(4, 3, name="s")
+    config = keras.saving.serialize_keras_object(layer)
+    assert config["class_name"] == "SeparableConv2D"
+    assert config["registered_name"] == "zoo>SeparableConv2D"
+    assert type(keras.saving.deserialize_keras_object(config)) is SeparableConv2D
+    inputs = keras.Input((6, 6, 3))
+    x = SeparableConv2D(8, 3, padding="same", use_bias=False, dtype="mixed_bfloat16")(inputs)
+    x = BatchNormalization(dtype="mixed_bfloat16")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    model.compile(keras.optimizers.Adam(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(2).normal(size=(60, 6, 6, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > 0).astype("int32")
+    pointwise = model.layers[1].pointwise_kernel.numpy()
+    history = model.fit(x, y, epochs=10, batch_size=8, verbose=0).history["loss"]
+    assert not np.array_equal(pointwise, model.layers[1].pointwise_kernel.numpy())
     assert history[-1] < history[0]

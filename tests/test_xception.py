@@ -210,3 +210,12 @@ def test_feature_extractor_taps(xception_299):
     assert got == expected
     assert feature_info(fx) == fx.feature_info
     assert [tuple(t.shape[1:]) for t in fx.outputs] == [e[3] for e in expected]
+
+
+def test_separable_convolutions_are_the_zoos(xception_299):
+    """zoo.layers.SeparableConv2D (the pointwise kernel gradient from a matmul in bfloat16
+    training on AMX, item 32), with Keras' class name, weights and layer table."""
+    from zoo.layers import SeparableConv2D
+    seps = [la for la in xception_299.layers if isinstance(la, keras.layers.SeparableConv2D)]
+    assert len(seps) == 34 and all(type(la) is SeparableConv2D for la in seps)
+    assert all(la.__class__.__name__ == "SeparableConv2D" for la in seps)

@@ -26,7 +26,8 @@ from keras import ops
 _PACKAGE = "zoo"
 
 __all__ = ["Subsampling", "PartialConv2D", "RBFOutput", "LocalResponseNormalization",
-           "BatchNormalization", "FoldedBatchNormalization", "Conv2D", "LENET5_C3_CONNECTIONS"]
+           "BatchNormalization", "FoldedBatchNormalization", "Conv2D", "SeparableConv2D",
+           "LENET5_C3_CONNECTIONS"]
 
 # LeCun et al. 1998, Table I: which S2 maps (rows 0-5) feed each C3 map (0-15).
 LENET5_C3_CONNECTIONS = (
@@ -374,6 +375,19 @@ def _pointwise_conv_bias(inputs, kernel, bias=None):
     return forward(inputs, kernel) if bias is None else forward(inputs, kernel, bias)
 
 
+def _bfloat16_training_here(layer, inputs, training) -> bool:
+    """Whether a convolution ``layer`` takes its 1x1 kernel gradients from matmuls
+    (:class:`Conv2D`, :class:`SeparableConv2D`): a training call with bfloat16 inputs and
+    compute dtype where :func:`matmul_gradients_measured_faster`, channels-last data and a
+    linear activation."""
+    return (isinstance(training, (bool, np.bool_)) and bool(training)
+            and layer.compute_dtype == "bfloat16"
+            and matmul_gradients_measured_faster()
+            and keras.backend.standardize_dtype(inputs.dtype) == "bfloat16"
+            and layer.data_format == "channels_last"
+            and layer.activation is keras.activations.linear)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class Conv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D`` with a faster kernel gradient for 1x1 stride-1 convolutions
@@ -392,14 +406,9 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def _matmul_gradients(self, inputs, training) -> bool:
-        return (isinstance(training, (bool, np.bool_)) and bool(training)
-                and self.compute_dtype == "bfloat16"
-                and matmul_gradients_measured_faster()
-                and keras.backend.standardize_dtype(inputs.dtype) == "bfloat16"
-                and self.data_format == "channels_last" and self.groups == 1
+        return (_bfloat16_training_here(self, inputs, training) and self.groups == 1
                 and tuple(self.kernel_size) == (1, 1) and tuple(self.strides) == (1, 1)
-                and tuple(self.dilation_rate) == (1, 1)
-                and self.activation is keras.activations.linear)
+                and tuple(self.dilation_rate) == (1, 1))
 
     def call(self, inputs, training=None):
         if not self._matmul_gradients(inputs, training):
@@ -407,3 +416,36 @@ class Conv2D(keras.layers.Conv2D):
         kernel = ops.cast(self.kernel, self.compute_dtype)
         bias = ops.cast(self.bias, self.compute_dtype) if self.use_bias else None
         return _pointwise_conv_bias(inputs, kernel, bias)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SeparableConv2D(keras.layers.SeparableConv2D):
+    """``keras.layers.SeparableConv2D`` whose pointwise (1x1) kernel gradient is a matmul in
+    bfloat16 training, as :class:`Conv2D`'s for 1x1 convolutions.
+
+    A separable convolution is a depthwise convolution (which takes the strides and
+    dilation) followed by a 1x1 stride-1 pointwise convolution. In training (``training``
+    true), where :func:`matmul_gradients_measured_faster`, with a bfloat16 compute dtype,
+    channels-last data and a linear activation, the depthwise part is Keras' (TensorFlow's
+    depthwise convolution) and the pointwise part and bias are
+    :func:`_pointwise_conv_bias`: the same convolution forward and the same input gradient,
+    the kernel and bias gradients from matmuls. Xception's separable convolutions spent 30%
+    of a bfloat16 training step in oneDNN's 1x1 weight-gradient kernel on an Intel Xeon with
+    AMX (benchmarks/README.md, item 32). Everything else is Keras' own call; weights,
+    config and outputs are Keras', and the class name is the same.
+    """
+
+    def _matmul_gradients(self, inputs, training) -> bool:
+        return _bfloat16_training_here(self, inputs, training)
+
+    def call(self, inputs, training=None):
+        if not self._matmul_gradients(inputs, training):
+            return super().call(inputs)
+        depthwise = ops.depthwise_conv(inputs, ops.cast(self.depthwise_kernel,
+                                                        self.compute_dtype),
+                                       strides=self.strides, padding=self.padding,
+                                       data_format=self.data_format,
+                                       dilation_rate=self.dilation_rate)
+        pointwise = ops.cast(self.pointwise_kernel, self.compute_dtype)
+        bias = ops.cast(self.bias, self.compute_dtype) if self.use_bias else None
+        return _pointwise_conv_bias(depthwise, pointwise, bias)

@@ -116,8 +116,8 @@ def _module(x, module: XceptionModule, prefix: str, activated: bool):
             x = layers.Conv2D(filters, 3, strides=stride, padding=module.padding,
                               use_bias=False, name=name)(x)
         else:
-            x = layers.SeparableConv2D(filters, 3, strides=stride, padding=module.padding,
-                                       use_bias=False, name=name)(x)
+            x = zoo_layers.SeparableConv2D(filters, 3, strides=stride, padding=module.padding,
+                                           use_bias=False, name=name)(x)
         x = zoo_layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                       name=f"{name}_bn")(x)
         if module.activation == "post":

@@ -188,8 +188,8 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
             variants.append(Variant("zoo, mixed_bfloat16 (opt-in)", _keras_step(zb, x, y, steps),
                                     note="fit(mixed_precision='bfloat16'): bfloat16 compute, "
                                          "float32 variables and outputs; this CPU has native "
-                                         "bfloat16 instructions"),
-                                    precision="bfloat16")
+                                         "bfloat16 instructions",
+                                    precision="bfloat16"))
 
         if zoo_keras_compile or name not in KERAS_APPLICATIONS:
             zk = zoo.get_model(name, input_shape=shape, num_classes=classes)

@@ -221,6 +221,26 @@ def test_train_section_measures_the_default_precision(monkeypatch):
     assert len({r.gflop_per_item for r in rows}) == 1 and rows[0].gflop_per_item > 0
 
 
+def test_train_section_measures_opt_in_bfloat16_where_the_default_is_float32(monkeypatch):
+    # Where fit trains in float32 by default on a CPU with native bfloat16 (an Intel Xeon
+    # without AMX; Xception below 40x40 on any, item 31), --bfloat16 measures the opt-in
+    # beside it (this row had raised a TypeError before any repetition).
+    import zoo.common
+    from benchmarks import training
+    from zoo import train as ztrain
+    monkeypatch.setattr(ztrain, "_gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(ztrain, "_cpu_prefers_bfloat16", lambda: False)
+    monkeypatch.setattr(zoo.common, "cpu_has_bfloat16", lambda cpuinfo=None: True)
+    rows = training.train_section(["lenet5"], image_size=32, batch_size=8, steps=1,
+                                  repeats=2, warmup=1, with_torch=False, before=False,
+                                  keras_here=False, bfloat16=True)
+    assert [r.variant for r in rows] == ["zoo defaults (oneDNN, fused BN, no XLA)",
+                                         "zoo, mixed_bfloat16 (opt-in)",
+                                         "zoo, Keras default compile"]
+    assert [r.precision for r in rows] == ["float32", "bfloat16", "float32"]
+    assert all(len(r.values) == 2 and min(r.values) > 0 for r in rows)
+
+
 def test_rows_report_their_gflops_and_share_of_the_peak():
     from benchmarks.core import Row, matmul_peak, set_peaks
     rows = [Row(section="train", model="m", variant=v, metric="", unit="img/s",

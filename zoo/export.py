@@ -254,7 +254,7 @@ def _cast_model(model, precision):
     policy is rebuilt too, so a float32 export computes in float32.
     """
     import keras
-    import numpy as np
+    from zoo.train import _rebuild
     keep = _output_layers(model) if precision != "float32" else set()
 
     def target(layer):
@@ -263,23 +263,7 @@ def _cast_model(model, precision):
     if all(layer.dtype_policy.name == target(layer) for layer in _all_layers(model)
            if not isinstance(layer, keras.Model)):
         return model
-
-    def clone_layer(layer):
-        config = layer.get_config()
-        if isinstance(layer, keras.layers.InputLayer):
-            return layer.__class__.from_config(config)
-        config["dtype"] = target(layer)
-        return layer.__class__.from_config(config)
-
-    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    weights = model.get_weights()
-    targets = clone.get_weights()
-    if len(weights) != len(targets):
-        raise ValueError(f"cannot convert {model.name!r} to {precision}: the rebuilt model has "
-                         f"{len(targets)} weight arrays instead of {len(weights)}.")
-    clone.set_weights([w.astype(t.dtype) if np.issubdtype(w.dtype, np.floating) else w
-                       for w, t in zip(weights, targets)])
-    return clone
+    return _rebuild(model, precision, keep_outputs=precision != "float32")
 
 
 def _foldable_pairs(model) -> dict:

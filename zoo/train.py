@@ -1155,18 +1155,27 @@ def _check_output_fits(model, model_name, info):
                          f"include_top=False backbone?): {hint}. {received}")
 
 
-def _rebuild(model, policy: Optional[str] = None):
+def _rebuild(model, policy: Optional[str] = None, *, keep_outputs: bool = True):
     """A copy of ``model`` built in the current scope (e.g. a distribution strategy),
-    optionally with a mixed dtype policy on every layer but the output layers, which stay
-    float32 so outputs and losses are float32. The layers of nested models (a backbone
-    called inside a model with a new head) get the policy too; ``trainable`` flags and
-    weights are kept."""
+    optionally with dtype policy ``policy`` on every layer but the output layers, which
+    stay float32 so outputs and losses are float32 (``keep_outputs=False``: on them too).
+    The layers of nested models (a backbone called inside a model with a new head) get the
+    policy too; ``trainable`` flags and weights are kept, cast to the copy's variable
+    dtypes (a ``"bfloat16"`` policy, as the export's, has bfloat16 variables). The one
+    re-typing of a model: training's mixed policies and the export's precisions
+    (``zoo.export._cast_model``)."""
     config = model.get_config()
     if policy:
-        outputs = {t._keras_history.operation.name for t in model.outputs}
+        outputs = ({t._keras_history.operation.name for t in model.outputs} if keep_outputs
+                   else set())
         _set_policy(config, policy, outputs)
     clone = model.__class__.from_config(config)
-    clone.set_weights(model.get_weights())
+    weights, targets = model.get_weights(), clone.get_weights()
+    if len(weights) != len(targets):
+        raise ValueError(f"cannot rebuild {model.name!r} under {policy}: the copy has "
+                         f"{len(targets)} weight arrays instead of {len(weights)}.")
+    clone.set_weights([w if w.dtype == t.dtype else w.astype(t.dtype)
+                       for w, t in zip(weights, targets)])
     return clone
 
 

@@ -771,11 +771,12 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         raise ValueError(f"{hypermodel.family} is a {hypermodel.task} model; dataset "
                          f"{splits.info.name!r} is a {splits.info.task} dataset")
     hypermodel.check_input_shape(tuple(splits.info.input_shape))
-    if mixed_precision == "auto" and not isinstance(model, ZooHyperModel):
-        # as zoo.train.fit: float32 where every model of the space trains faster in it at
-        # this input size (Xception below 40x40)
+    if not isinstance(model, ZooHyperModel):
+        # as zoo.train.fit: "auto" is float32 where every model of the space trains faster
+        # in it at this input size (Xception below 40x40)
         hypermodel.mixed_precision = resolve_mixed_precision(
-            "auto", models=hypermodel.model_names(), input_shape=splits.info.input_shape)
+            mixed_precision, models=hypermodel.model_names(),
+            input_shape=splits.info.input_shape)
     if objective is None:
         objective = "val_accuracy" if hypermodel.task == "classification" else "val_mean_iou"
     name, direction = _direction(objective)

@@ -1166,8 +1166,8 @@ def _rebuild(model, policy: Optional[str] = None, *, keep_outputs: bool = True):
     (``zoo.export._cast_model``)."""
     config = model.get_config()
     if policy:
-        outputs = ({t._keras_history.operation.name for t in model.outputs} if keep_outputs
-                   else set())
+        from zoo.common import output_layer_name
+        outputs = {output_layer_name(t) for t in model.outputs} if keep_outputs else set()
         _set_policy(config, policy, outputs)
     clone = model.__class__.from_config(config)
     weights, targets = model.get_weights(), clone.get_weights()
@@ -1823,7 +1823,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             _refuse_segmentation_class_weight("segmentation",
                                               f"model {model_name or model.name!r}",
                                               class_weight)
-    policy = resolve_mixed_precision(mixed_precision)
+    resolve_mixed_precision(mixed_precision)   # a bad value, refused before any loading
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(int(seed))
@@ -1869,8 +1869,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                              f"dataset's input shape {tuple(want)}.")
     info = splits.info
     model_name = model_name or model.name
-    if mixed_precision == "auto":   # now that the model and its input size are known
-        policy = resolve_mixed_precision("auto", **_auto_precision_args(model, registered))
+    # now that the model and its input size are known ("auto" weighs them)
+    policy = resolve_mixed_precision(mixed_precision,
+                                     **_auto_precision_args(model, registered))
     heads = _aux_heads(model, model_name)   # (main, aux) output names, None for one output
     pretrained = _pretrained_record(model)
     if heads is None and aux_loss_weight is not None:

@@ -247,7 +247,9 @@ def test_fit_accepts_the_ignore_label_and_only_it(voc, tmp_path):
         train.fit(_segmenter(3), lying, epochs=1, run_dir=str(tmp_path / "a"), verbose=0,
                   jit_compile=False, mixed_precision="off")
     assert str(no_ignore.value) == ("labels outside num_classes: the model has 3 outputs, so "
-                                    "mask values must be in 0..2")
+                                    "mask values must be in 0..2; found 255 (if 255 marks "
+                                    "pixels to leave out of training and evaluation, pass "
+                                    "ignore_label=255)")
     other = data.Splits(splits.train, splits.validation, splits.test,
                         data.DatasetInfo.from_dict({**splits.info.to_dict(),
                                                     "ignore_label": 254}))
@@ -255,7 +257,7 @@ def test_fit_accepts_the_ignore_label_and_only_it(voc, tmp_path):
         train.fit(_segmenter(3), other, epochs=1, run_dir=str(tmp_path / "b"), verbose=0,
                   jit_compile=False, mixed_precision="off")
     assert str(wrong.value) == ("labels outside num_classes: the model has 3 outputs, so mask "
-                                "values must be in 0..2 or 254 (the ignore label)")
+                                "values must be in 0..2 or 254 (the ignore label); found 255")
 
 
 def test_zoo_train_ignore_label(voc, tmp_path, capsys):

@@ -701,7 +701,7 @@ def test_a_failed_run_leaves_no_half_written_run_directory(tmp_path, capsys):
         train.fit(tiny_segmenter(num_classes=3), lying, epochs=1, run_dir=str(run),
                   verbose=0, jit_compile=False)
     assert str(exc_info.value) == ("labels outside num_classes: the model has 3 outputs, so "
-                                   "mask values must be in 0..2")
+                                   "mask values must be in 0..2; found 3")
     assert not run.exists()
     # In a directory that was there before, only what the failed run created goes.
     run.mkdir()

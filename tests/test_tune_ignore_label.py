@@ -250,3 +250,55 @@ def test_ignore_label_is_zoo_trains_option_and_reaches_every_local_worker():
     assert tune.parse_args(_argv(args)).ignore_label == 255
     assert tune.parse_args(_argv(tune.parse_args(["unet", "--workers", "2"]))
                            ).ignore_label is None
+
+
+# The line zoo.train.fit and the search say for masks holding 255 that declare no ignore
+# label.
+UNDECLARED = ("labels outside num_classes: the model has 3 outputs, so mask values must be "
+              "in 0..2; found 255 (if 255 marks pixels to leave out of training and "
+              "evaluation, pass ignore_label=255)")
+
+
+def _undeclared(splits, *, dirty):
+    """``splits`` as a ``Splits`` whose info declares no ignore label; the splits not in
+    ``dirty`` get their 255 pixels as background."""
+    def clean(ds):
+        return ds.map(lambda x, y: (x, tf.where(y == 255, tf.zeros_like(y), y)))
+    pipes = {name: getattr(splits, name) if name in dirty else clean(getattr(splits, name))
+             for name in ("train", "validation", "test")}
+    return data.Splits(**pipes, info=data.DatasetInfo.from_dict(
+        {**splits.info.to_dict(), "ignore_label": None}))
+
+
+@RAN_OUT
+def test_a_search_on_mask_values_outside_the_classes_stops_with_fits_line(
+        splits, recorded, tmp_path):
+    runs = tmp_path / "runs"
+    kwargs = dict(max_trials=3, directory=str(runs), project="p", **TINY)
+    # 255 in the validation split: refused before anything is written.
+    with pytest.raises(ValueError) as everywhere:
+        search("unet", _undeclared(splits, dirty={"train", "validation", "test"}), **kwargs)
+    assert str(everywhere.value) == UNDECLARED
+    assert not runs.exists() and recorded == []
+    # 255 in the train split only: the first trial stops the search (every trial would fail
+    # alike), and the project it made goes.
+    with pytest.raises(ValueError) as in_train:
+        search("unet", _undeclared(splits, dirty={"train"}), **kwargs)
+    assert str(in_train.value) == UNDECLARED
+    assert not (runs / "p").exists() and recorded == []
+    # 255 in the test split only: the trials run; the best model's test metrics stop.
+    with pytest.raises(ValueError) as in_test:
+        search("unet", _undeclared(splits, dirty={"test"}), **kwargs)
+    assert str(in_test.value) == UNDECLARED
+    trials = pd.read_csv(runs / "p" / "trials.csv")
+    assert list(trials["status"]) == ["COMPLETED"] * 3 and len(recorded) == 3
+    assert not (runs / "p" / "best.json").exists()
+    # Another value outside the classes, with the ignore label declared.
+    declared = data.Splits(splits.train, splits.validation.map(
+        lambda x, y: (x, tf.where(y == 2, tf.fill(tf.shape(y), tf.cast(7, y.dtype)), y))),
+        splits.test, splits.info)
+    with pytest.raises(ValueError) as seven:
+        search("unet", declared, **{**kwargs, "project": "q"})
+    assert str(seven.value) == ("labels outside num_classes: the model has 3 outputs, so mask "
+                                "values must be in 0..2 or 255 (the ignore label); found 7")
+    assert not (runs / "q").exists()

@@ -703,25 +703,45 @@ class ZooHyperModel(kt.HyperModel):
             model: the model :meth:`build` returned.
             x: the training ``tf.data.Dataset`` of normalised images and targets.
             *args: passed on to ``model.fit``.
-            validation_data: the validation dataset, passed on as it is.
+            validation_data: the validation dataset, passed on with its labels checked.
             **kwargs: passed on to ``model.fit`` (``batch_size`` is dropped: the
                 data is batched by the ``batch_size`` hyperparameter).
 
         Returns:
             The ``keras.callbacks.History`` of ``model.fit``.
+
+        Raises:
+            keras_tuner.errors.FatalValueError: a label (mask value) outside the model's
+                ``0..num_classes-1`` that is not the ignore label, in either dataset (one
+                line, as ``zoo.train.fit`` says it); it ends the search, since every trial
+                would fail on it.
         """
+        import tensorflow as tf
+
+        from zoo.train import _label_guard, _num_outputs, label_error_line
         values = self.values(hp)
         kwargs.pop("batch_size", None)
-        x = augment_dataset(rebatch(x, values["batch_size"]), values["augment"],
-                            info=self.info, settings=self.augmentation, seed=self.seed,
-                            ignore_label=self.ignore_label)
+        # as zoo.train.fit: a label (mask value) the model has no output for, and that is
+        # not the ignore label, stops with one line instead of TensorFlow's error
+        k = _num_outputs(model)
+        x = _label_guard(rebatch(x, values["batch_size"]), k, self.task, self.ignore_label)
+        x = augment_dataset(x, values["augment"], info=self.info, settings=self.augmentation,
+                            seed=self.seed, ignore_label=self.ignore_label)
+        if isinstance(validation_data, tf.data.Dataset):
+            validation_data = _label_guard(validation_data, k, self.task, self.ignore_label)
         callbacks = list(kwargs.pop("callbacks", None) or []) + [FailOnNaN()]
         if values.get("lr_schedule", "constant") == "cosine":
             from zoo.train import cosine_schedule
             callbacks.append(cosine_schedule(values["lr"], int(kwargs.get("epochs", 1))))
         kwargs.setdefault("shuffle", False)   # the pipeline shuffles; Keras would warn
-        return model.fit(x, *args, validation_data=validation_data, callbacks=callbacks,
-                         **kwargs)
+        try:
+            return model.fit(x, *args, validation_data=validation_data, callbacks=callbacks,
+                             **kwargs)
+        except tf.errors.InvalidArgumentError as exc:
+            line = label_error_line(exc)
+            if line:   # the data's fault, not the trial's: every trial would fail alike
+                raise kt.errors.FatalValueError(line) from None
+            raise
 
 
 class LeNet5HyperModel(ZooHyperModel):

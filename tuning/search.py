@@ -582,6 +582,24 @@ def _check_chief_address(host, port):
                              f"--chief HOST:PORT") from None
 
 
+def _evaluate(model, dataset, hypermodel):
+    """``model.evaluate`` (a dict) on ``dataset`` with its labels checked as a trial's are:
+    a label outside the model's classes that is not the ignore label raises ValueError
+    with one line (as ``zoo.train.fit`` says it), not TensorFlow's error."""
+    import tensorflow as tf
+
+    from zoo.train import _label_guard, _num_outputs, label_error_line
+    dataset = _label_guard(dataset, _num_outputs(model), hypermodel.task,
+                           hypermodel.ignore_label)
+    try:
+        return model.evaluate(dataset, verbose=0, return_dict=True)
+    except tf.errors.InvalidArgumentError as exc:
+        line = label_error_line(exc)
+        if line:
+            raise ValueError(line) from None
+        raise
+
+
 def _check_objective(hypermodel, splits, objective):
     """Evaluate the default model on one validation batch; the objective must be
     one of the metrics it reports (with ``val_`` for validation metrics)."""
@@ -589,7 +607,7 @@ def _check_objective(hypermodel, splits, objective):
     import keras_tuner as kt
     model = hypermodel.build(kt.HyperParameters())
     model.jit_compile = False
-    logs = model.evaluate(splits.validation.take(1), verbose=0, return_dict=True)
+    logs = _evaluate(model, splits.validation.take(1), hypermodel)
     allowed = sorted(set(logs) | {f"val_{k}" for k in logs})
     del model
     keras.backend.clear_session()
@@ -831,6 +849,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         _join_chief(kt_tuner, project_dir, fingerprint, hypermodel,
                     follow_precision=mixed_precision == "auto" and not isinstance(
                         model, ZooHyperModel))
+    from keras_tuner import errors as kt_errors
     from keras_tuner.src import config as kt_config
     debug = kt_config.DEBUG
     # keras-tuner prints every failed trial's traceback; a trial's line and its
@@ -847,6 +866,12 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     except RuntimeError as exc:
         _raise_stopped(exc, kt_tuner.project_dir)
         raise
+    except kt_errors.FatalValueError as exc:
+        # A trial's data error (ZooHyperModel.fit's label check) as the ValueError it is.
+        # A project this call made, with no trial completed, is not left behind.
+        if made and role != "worker" and not (df["status"] == "COMPLETED").any():
+            shutil.rmtree(project_dir, ignore_errors=True)
+        raise ValueError(str(exc)) from None
     except Exception as exc:
         if role == "worker":
             _raise_lost_chief(exc)
@@ -1003,7 +1028,7 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model = kt_tuner.load_model(trial)
     model.jit_compile = False
-    test = model.evaluate(splits.test, verbose=0, return_dict=True)
+    test = _evaluate(model, splits.test, hypermodel)
     best = {"trial": trial.trial_id, "objective": objective, "score": float(trial.score),
             "hyperparameters": {k: v for k, v in _trial_values(trial).items()
                                 if k not in _UNTUNED},

@@ -1440,22 +1440,38 @@ def _resume_state(history, monitor, mode):
 
 def _label_guard(ds, num_classes, task, ignore_label=None):
     """Fail with a clear message when a label or mask value is outside ``0..num_classes-1``
-    and is not the masks' ``ignore_label``."""
+    and is not the masks' ``ignore_label``; :func:`label_error_line` reads it, with the
+    largest such value of the batch."""
     def check(x, y):
         msg = (f"labels outside num_classes: the model has {num_classes} outputs, so "
                f"{'mask values' if task == 'segmentation' else 'labels'} must be in "
                f"0..{num_classes - 1}")
-        if ignore_label is None:
-            checks = [tf.debugging.assert_less(y, tf.cast(num_classes, y.dtype), message=msg),
-                      tf.debugging.assert_non_negative(y, message=msg)]
-        else:
+        known = tf.logical_and(y >= 0, y < tf.cast(num_classes, y.dtype))
+        if ignore_label is not None:
             msg += f" or {ignore_label} (the ignore label)"
-            known = tf.logical_or(tf.logical_and(y >= 0, y < tf.cast(num_classes, y.dtype)),
-                                  tf.equal(y, tf.cast(ignore_label, y.dtype)))
-            checks = [tf.debugging.assert_equal(tf.reduce_all(known), True, message=msg)]
-        with tf.control_dependencies(checks):
+            known = tf.logical_or(known, tf.equal(y, tf.cast(ignore_label, y.dtype)))
+        found = tf.reduce_max(tf.where(known, tf.constant(y.dtype.min, y.dtype), y))
+        check = tf.debugging.Assert(tf.reduce_all(known), [msg + "; found", found],
+                                    summarize=1)
+        with tf.control_dependencies([check]):
             return tf.identity(x), tf.identity(y)
     return ds.map(check)
+
+
+def label_error_line(exc) -> Optional[str]:
+    """The one line of :func:`_label_guard`'s assertion in a TensorFlow error ``exc``
+    (without the op names TensorFlow prints around it), or ``None`` for another error.
+    Masks without an ignore label that hold 255 get the hint Pascal VOC-style data needs
+    (255 marks the pixels to leave out there)."""
+    found = re.search(r"(labels outside num_classes[^\]\n]*)\] \[([^\]\n]*)\]", str(exc))
+    if not found:
+        return None
+    line, value = found.group(1).strip(), found.group(2).strip()
+    line = f"{line} {value}"
+    if "mask values" in line and "ignore label" not in line and value == "255":
+        line += (f" (if {value} marks pixels to leave out of training and evaluation, "
+                 f"pass ignore_label={value})")
+    return line
 
 
 def _crop_masks(ds, out_hw):
@@ -2090,11 +2106,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                           shuffle=False, callbacks=make_callbacks() + [counter],
                           class_weight=keras_class_weight)
         except tf.errors.InvalidArgumentError as exc:
-            text = str(exc)
-            if "labels outside num_classes" in text:
-                # The assertion's message, without the tensors TensorFlow prints after it.
-                line = re.search(r"labels outside num_classes[^\]\n]*", text).group(0)
-                raise ValueError(line.strip()) from None
+            line = label_error_line(exc)
+            if line:
+                raise ValueError(line) from None
             raise
         seconds = before + time.time() - start
 

@@ -3,6 +3,7 @@
 import base64
 import concurrent.futures
 import io
+import json
 import os
 import shutil
 import socket
@@ -305,6 +306,81 @@ def test_a_client_that_disconnects_mid_body_leaves_no_traceback(server):
         log = (server["base"] / "server.log").read_text()
         assert "Traceback" not in log and "ClientDisconnect" not in log, log[-3000:]
         time.sleep(0.5)
+
+
+def _raw_answer(port, request):
+    """``(status, headers, body)`` of the answer to the bytes ``request`` (read until the
+    server closes the connection)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+# Bytes no HTTP/1.1 parser takes: no request line; a header without a colon; a chunk size
+# that is no hexadecimal number.
+MALFORMED = [b"GARBAGE\r\n\r\n",
+             b"GET /v1/models/lenet5 HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+             b"POST /v1/models/lenet5:predict HTTP/1.1\r\nHost: x\r\n"
+             b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"]
+
+
+def test_malformed_http_is_answered_with_a_json_400(server):
+    from zoo.server import MALFORMED_REQUEST
+    port = int(server["url"].rsplit(":", 1)[1])
+    for request in MALFORMED:
+        status, headers, body = _raw_answer(port, request)
+        assert (status, headers["content-type"]) == (400, "application/json"), request
+        assert json.loads(body) == {"error": MALFORMED_REQUEST}
+    assert server["client"].get("/v1/models/lenet5").status_code == 200
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_both_of_uvicorns_parsers_answer_malformed_http_with_json(parser):
+    """:func:`zoo.server.http_protocol` with either parser uvicorn may pick, in a server of
+    a one-line app: well-formed requests reach the app, malformed ones get the JSON 400."""
+    import threading
+
+    import uvicorn
+
+    from zoo.server import MALFORMED_REQUEST, http_protocol
+    if parser == "httptools":
+        pytest.importorskip("httptools")
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"app"})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           http=http_protocol(parser), log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.05)
+        for request in MALFORMED:
+            status, headers, body = _raw_answer(port, request)
+            assert (status, headers["content-type"]) == (400, "application/json"), request
+            assert headers["connection"] == "close"
+            assert json.loads(body) == {"error": MALFORMED_REQUEST}
+        status, _, body = _raw_answer(port, b"GET / HTTP/1.1\r\nHost: x\r\n"
+                                             b"Connection: close\r\n\r\n")
+        assert status == 200 and body.endswith(b"app\r\n0\r\n\r\n")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+    with pytest.raises(ValueError, match="parser must be None, 'httptools' or 'h11'. "
+                                         "Received: 'auto'"):
+        http_protocol("auto")
 
 
 def test_request_size_limit(server):

@@ -1366,13 +1366,51 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
                   f"integer): {', '.join(empty)}", file=sys.stderr, flush=True)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
                                                timeout_keep_alive=keep_alive_seconds,
-                                               log_level=log_level))
+                                               log_level=log_level, http=http_protocol()))
         try:
             server.run(sockets=[sock])
         except KeyboardInterrupt:
             pass
     finally:
         sock.close()
+
+
+#: The answer to bytes that are not an HTTP/1.1 request (uvicorn's own is text/plain).
+MALFORMED_REQUEST = ("malformed HTTP request: the request line, a header or the body's "
+                     "framing is not valid HTTP/1.1 (requests are e.g. POST "
+                     "/v1/models/NAME:predict with a JSON body); the connection is closed")
+
+
+def _send_json_400(self, msg):
+    """uvicorn's ``send_400_response`` (a request its parser refused: uvicorn logs ``msg``
+    and closes the connection), answering ``{"error": ...}`` as every other client error."""
+    body = orjson.dumps({"error": MALFORMED_REQUEST})
+    head = [b"HTTP/1.1 400 Bad Request\r\n"]
+    for name, value in self.server_state.default_headers:     # server, date
+        head += [name, b": ", value, b"\r\n"]
+    head += [b"content-type: application/json\r\n",
+             b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+             b"connection: close\r\n\r\n"]
+    self.transport.write(b"".join(head) + body)
+    self.transport.close()
+
+
+def http_protocol(parser=None):
+    """The uvicorn HTTP protocol class :func:`serve` runs: uvicorn's own (httptools' where it
+    is installed, as uvicorn's ``http="auto"`` picks, else h11's, or ``parser``) answering
+    a request it cannot parse with a JSON 400 (:data:`MALFORMED_REQUEST`)."""
+    if parser not in (None, "httptools", "h11"):
+        raise ValueError(f"parser must be None, 'httptools' or 'h11'. Received: {parser!r}")
+    base = None
+    if parser in (None, "httptools"):
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+        except ImportError:
+            if parser == "httptools":
+                raise
+    if base is None:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    return type(f"JSONError{base.__name__}", (base,), {"send_400_response": _send_json_400})
 
 
 def _bind(host, port):

@@ -465,6 +465,22 @@ def test_fit_by_name_builds_for_the_dataset(tmp_path):
     assert json.loads((tmp_path / "info.json").read_text())["model"] == "lenet5"
 
 
+def test_fit_on_data_of_unknown_length_warns_of_nothing(digits8, tmp_path):
+    # Keras says "Your input ran out of data" at the end of the first epoch over data of
+    # unknown length: that is how the epoch ends there, not a fault.
+    import warnings
+    uncounted = data.Splits(digits8.train.filter(lambda x, y: True),
+                            digits8.validation.filter(lambda x, y: True), digits8.test,
+                            digits8.info)
+    assert int(uncounted.train.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train.fit(tiny_classifier(input_shape=(8, 8, 1)), uncounted, epochs=2,
+                  run_dir=str(tmp_path), verbose=0, jit_compile=False, early_stopping=False)
+    assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [0, 1]
+    assert [str(w.message)[:40] for w in caught if "ran out of data" in str(w.message)] == []
+
+
 def test_labels_outside_num_classes(digits8, tmp_path):
     with pytest.raises(ValueError, match="labels outside num_classes.*has 10 classes but "
                                          "the model outputs 5"):

@@ -80,12 +80,6 @@ def recorded(monkeypatch, splits):
     return runs
 
 
-# A Splits passed in: the rebatched train pipeline has no known length, and Keras says so at
-# the end of the first epoch.
-RAN_OUT = pytest.mark.filterwarnings("ignore:Your input ran out of data:UserWarning")
-
-
-@RAN_OUT
 def test_a_trials_val_mean_iou_leaves_out_the_ignored_pixels(splits, recorded, tmp_path):
     assert (splits.info.ignore_label, splits.info.num_classes) == (255, 3)
     df = search("unet", splits, max_trials=2, set={"lr": [1e-2, 3e-3], "augment": [0.0, 1.0]},
@@ -113,7 +107,6 @@ def test_a_trials_val_mean_iou_leaves_out_the_ignored_pixels(splits, recorded, t
         list(df["score"]))
 
 
-@RAN_OUT
 def test_cross_validation_folds_and_the_refit_leave_out_the_ignored_pixels(
         splits, recorded, tmp_path):
     df = search("unet", splits, max_trials=1, cv=2, fix={**FIX, "lr": 1e-2, "augment": 0.0},
@@ -270,7 +263,6 @@ def _undeclared(splits, *, dirty):
         {**splits.info.to_dict(), "ignore_label": None}))
 
 
-@RAN_OUT
 def test_a_search_on_mask_values_outside_the_classes_stops_with_fits_line(
         splits, recorded, tmp_path):
     runs = tmp_path / "runs"

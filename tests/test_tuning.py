@@ -359,6 +359,26 @@ def test_search_on_a_named_dataset_warns_of_nothing(tmp_path):
     assert _spurious(caught) == []
 
 
+def test_search_on_a_splits_of_unknown_length_warns_of_nothing(tiny, tmp_path):
+    # A Splits passed in: the trials' rebatched train data has no known length, and Keras
+    # would say "Your input ran out of data" at the end of each trial's first epoch.
+    import warnings
+
+    import tensorflow as tf
+
+    from zoo.data import Splits
+    uncounted = Splits(tiny.train.filter(lambda x, y: True), tiny.validation, tiny.test,
+                       tiny.info)
+    assert int(uncounted.train.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = search("lenet5", uncounted, tuner="random", max_trials=2, epochs=2,
+                    directory=str(tmp_path), project="w", fix=FIX_ALL,
+                    set={"lr": [1e-2, 3e-2]})
+    assert list(df["status"]) == ["COMPLETED"] * 2
+    assert _spurious(caught) == []
+
+
 def test_cross_validated_search_trains_k_models_per_trial_and_refits_the_best(tiny, tmp_path):
     import warnings
     _CountFits.fits.clear()
@@ -566,7 +586,6 @@ def _record_first_batches(monkeypatch, batches):
     return firsts
 
 
-@pytest.mark.filterwarnings("ignore:Your input ran out of data")   # 2 batches a trial
 def test_every_trial_reads_the_training_data_in_the_seeds_order(tmp_path, monkeypatch):
     # A shuffled pipeline reads in a new order each time: every trial gets a new one, so
     # its order does not depend on the trials run before it in the process.
@@ -577,7 +596,6 @@ def test_every_trial_reads_the_training_data_in_the_seeds_order(tmp_path, monkey
     assert firsts[0] == firsts[1] == firsts[2] and len(set(firsts[0])) > 1
 
 
-@pytest.mark.filterwarnings("ignore:Your input ran out of data")   # 1 batch a fold
 def test_every_trial_reads_each_cv_fold_in_the_seeds_order(tiny, tmp_path, monkeypatch):
     # The folds' train pipelines are made anew for each trial too: a fold read by the
     # trial before would shuffle in a new order.
@@ -758,9 +776,6 @@ _TUNE_SMALL = ["--tuner", "random", "--max-trials", "1", "--epochs", "1", "--fix
                "variant=modern", "--fix", "augment=0", "--fix", "batch_size=32"]
 
 
-# tfds' mock splits hold fewer examples than its metadata says: the trial's data has no
-# known length, and Keras says so at the end of the epoch.
-@pytest.mark.filterwarnings("ignore:Your input ran out of data:UserWarning")
 def test_cli_data_dir_and_download_reach_the_loader_and_not_the_fingerprint(
         tmp_path, monkeypatch, capsys):
     # Under tfds' mock data every tfds.load call of the search (the probe, the three

@@ -31,6 +31,7 @@ value in their valid range (learning rate > 0, dropout in [0, 1), ...).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import decimal
 import math
@@ -718,7 +719,8 @@ class ZooHyperModel(kt.HyperModel):
         """
         import tensorflow as tf
 
-        from zoo.train import _label_guard, _num_outputs, label_error_line
+        from zoo.train import (_label_guard, _num_outputs, label_error_line,
+                               quiet_unknown_length)
         values = self.values(hp)
         kwargs.pop("batch_size", None)
         # as zoo.train.fit: a label (mask value) the model has no output for, and that is
@@ -734,9 +736,15 @@ class ZooHyperModel(kt.HyperModel):
             from zoo.train import cosine_schedule
             callbacks.append(cosine_schedule(values["lr"], int(kwargs.get("epochs", 1))))
         kwargs.setdefault("shuffle", False)   # the pipeline shuffles; Keras would warn
+        # Data of unknown length (a Splits passed in, which rebatching cannot count): no
+        # "ran out of data" warning at the end of every trial's first epoch.
+        quiet = (quiet_unknown_length(x, validation_data)
+                 if "steps_per_epoch" not in kwargs and "validation_steps" not in kwargs
+                 else contextlib.nullcontext())
         try:
-            return model.fit(x, *args, validation_data=validation_data, callbacks=callbacks,
-                             **kwargs)
+            with quiet:
+                return model.fit(x, *args, validation_data=validation_data,
+                                 callbacks=callbacks, **kwargs)
         except tf.errors.InvalidArgumentError as exc:
             line = label_error_line(exc)
             if line:   # the data's fault, not the trial's: every trial would fail alike

@@ -17,6 +17,7 @@ test metrics measured once at the end. The run directory holds::
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import math
 import os
@@ -2088,9 +2089,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # warns when it is left at True).
         try:
             try:
-                model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
-                          shuffle=False, callbacks=make_callbacks() + [counter],
-                          class_weight=keras_class_weight)
+                with quiet_unknown_length(train, val):
+                    model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
+                              shuffle=False, callbacks=make_callbacks() + [counter],
+                              class_weight=keras_class_weight)
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
                     tf.errors.InternalError) as exc:
                 if "labels outside num_classes" in str(exc):
@@ -2102,9 +2104,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                     print(f"XLA compilation failed for {model_name}; training without XLA.")
                 jit_compile = False
                 do_compile(False)
-                model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
-                          shuffle=False, callbacks=make_callbacks() + [counter],
-                          class_weight=keras_class_weight)
+                with quiet_unknown_length(train, val):
+                    model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
+                              shuffle=False, callbacks=make_callbacks() + [counter],
+                              class_weight=keras_class_weight)
         except tf.errors.InvalidArgumentError as exc:
             line = label_error_line(exc)
             if line:
@@ -2300,6 +2303,22 @@ class _null:
 
     def __exit__(self, *exc):
         return False
+
+
+@contextlib.contextmanager
+def quiet_unknown_length(*datasets):
+    """A context in which ``model.fit`` over ``datasets`` (``None`` entries skipped) does
+    not warn "Your input ran out of data" where one of them has no known length: Keras says
+    it at the end of the first epoch over such data, which is how that epoch ends when no
+    ``steps_per_epoch`` is asked for (Keras learns the length then), not a fault. Data of
+    known length keeps the warning."""
+    unknown = any(isinstance(d, tf.data.Dataset)
+                  and int(d.cardinality()) == tf.data.UNKNOWN_CARDINALITY for d in datasets)
+    with warnings.catch_warnings():
+        if unknown:
+            warnings.filterwarnings("ignore", message="Your input ran out of data",
+                                    category=UserWarning)
+        yield
 
 
 # --------------------------------------------------------------------------------------

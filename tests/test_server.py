@@ -930,6 +930,87 @@ def test_cli_serve_counts_are_checked(capsys, tmp_path, option, value, allowed):
     assert f"{option}: expected {allowed}; received {value!r}" in lines[0]
 
 
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_cors_headers_only_for_the_origins_allowed(server, local, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from zoo.server import create_app
+    page, other = "http://localhost:3000", "https://elsewhere.example"
+    predict = "/v1/models/lenet5:predict"
+    body = {"instances": images(2).tolist()}
+    preflight = {"Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type"}
+
+    def app(origins):
+        return TestClient(create_app(server["base"], jit_compile=False, parse_workers=0,
+                                     poll_seconds=0, allow_origins=origins))
+
+    with app(()) as c:     # the default, as TensorFlow Serving: no CORS
+        r = c.post(predict, json=body, headers={"Origin": page})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+        r = c.options(predict, headers={"Origin": page, **preflight})
+        assert (r.status_code, r.json()) == (405, {
+            "error": f"method OPTIONS not allowed for {predict} (allowed: POST)"})
+    with app([page + "/"]) as c:
+        r = c.post(predict, json=body, headers={"Origin": page})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == page
+        np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
+                                   local.predict(images(2))["probabilities"], atol=1e-5)
+        r = c.get("/v1/models/nope", headers={"Origin": page})    # errors carry it too
+        assert r.status_code == 404 and r.headers["access-control-allow-origin"] == page
+        r = c.post(predict, json=body, headers={"Origin": other})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+        r = c.options(predict, headers={"Origin": page, **preflight})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == page
+        assert r.headers["access-control-allow-methods"] == "GET, HEAD, POST"
+        assert int(r.headers["access-control-max-age"]) == 600
+        r = c.options(predict, headers={"Origin": other, **preflight})
+        assert (r.status_code, r.json()) == (400, {
+            "error": f"CORS preflight refused: origin {other!r} not allowed (allowed: origins "
+                     f"{page}; methods GET, HEAD, POST; headers Content-Type, "
+                     f"Content-Encoding)"})
+        r = c.options(predict, headers={"Origin": page,
+                                        "Access-Control-Request-Method": "DELETE"})
+        assert r.status_code == 400 and r.json()["error"].startswith(
+            "CORS preflight refused: method 'DELETE' not allowed")
+    with app("*") as c:
+        r = c.post(predict, json=body, headers={"Origin": other})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+
+
+@pytest.mark.parametrize("origin", ["localhost:3000", "http://a.example/app", "ftp://a.example",
+                                    ""])
+def test_allowed_origins_are_checked(capsys, tmp_path, origin):
+    from zoo import cli
+    from zoo.server import check_origins, create_app
+    with pytest.raises(ValueError) as exc:
+        create_app(tmp_path, preload=False, parse_workers=0, allow_origins=[origin])
+    assert str(exc.value) == (
+        f"an allowed origin is '*' (any web page) or scheme://host[:port] with scheme http "
+        f"or https and no path, as browsers send it (e.g. https://example.com, "
+        f"http://localhost:3000). Received: {origin!r}")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", str(tmp_path), "--allow-origin", origin, "--host", "999.1.1.1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert err.endswith("argument --allow-origin: expected * (any web page) or an origin "
+                        "scheme://host[:port] with scheme http or https and no path (e.g. "
+                        f"http://localhost:3000); received {origin!r}\n")
+    assert check_origins(["*", "https://a.example:8443/", "http://[::1]:3000"]) == (
+        "*", "https://a.example:8443", "http://[::1]:3000")
+
+
+def test_cli_serve_passes_the_allowed_origins_on(tmp_path, monkeypatch):
+    from zoo import cli, server
+    seen = []
+    monkeypatch.setattr(server, "serve", lambda base_dir, **kw: seen.append(kw))
+    assert cli.main(["serve", str(tmp_path)]) == 0
+    assert cli.main(["serve", str(tmp_path), "--allow-origin", "http://localhost:3000",
+                     "--allow-origin", "https://a.example/"]) == 0
+    assert [kw["allow_origins"] for kw in seen] == [
+        [], ["http://localhost:3000", "https://a.example"]]
+
+
 def test_parse_workers_are_at_most_the_usable_cpus(tmp_path):
     from zoo.server import create_app, parse_workers_for
     cpus = serving._usable_cpus()

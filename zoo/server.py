@@ -52,8 +52,8 @@ from starlette.requests import ClientDisconnect
 from zoo import jsonarrays, jsonscan
 from zoo.export import SIGNATURE_NAME, list_versions
 
-__all__ = ["InlinePolicy", "ModelStore", "RequestBatcher", "ServingError", "create_app",
-           "serve"]
+__all__ = ["InlinePolicy", "ModelStore", "RequestBatcher", "ServingError", "check_origins",
+           "create_app", "http_protocol", "serve"]
 
 #: Where load failures are reported: uvicorn's own log, beside its other lines.
 _log = logging.getLogger("uvicorn.error")
@@ -1053,7 +1053,7 @@ def parse_workers_for(parse_workers) -> int:
 def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_compile="auto",
                runtime="auto", preload=True, parse_workers="auto", max_batch=_PREDICT_BATCH,
                inline_ms=DEFAULT_INLINE_MS, batch_wait_ms=0.0,
-               poll_seconds=DEFAULT_POLL_SECONDS):
+               poll_seconds=DEFAULT_POLL_SECONDS, allow_origins=()):
     """The FastAPI application serving ``base_dir``.
 
     Args:
@@ -1081,6 +1081,10 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             waiting for a request, removed ones are dropped. 0: no polling; requests look
             (a request without a version is answered by the loaded version while a newer
             one loads, then by the newer one).
+        allow_origins: web pages whose scripts may call the server from a browser (CORS,
+            Starlette's ``CORSMiddleware``): origins ``scheme://host[:port]``, or ``"*"``
+            for any page; empty (the default, as TensorFlow Serving): no CORS headers, so
+            browsers keep other sites' pages from reading the answers.
 
     Returns:
         A ``fastapi.FastAPI`` application (its ``state.store`` is the :class:`ModelStore`,
@@ -1099,6 +1103,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             or not 0 <= poll_seconds < math.inf):
         raise ValueError(f"poll_seconds must be a non-negative number of seconds (0: no "
                          f"polling). Received: {poll_seconds!r}")
+    allow_origins = check_origins(allow_origins)
     splitter = jsonarrays.SplitParser(parse_workers_for(parse_workers))
     batcher = RequestBatcher(max_batch, batch_wait_ms)
     inline = InlinePolicy(inline_ms)
@@ -1131,6 +1136,12 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
 
     app = FastAPI(title="zoo serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    if allow_origins:
+        # Preflights (OPTIONS) are answered by the middleware; the methods and headers are
+        # the ones TensorFlow Serving's REST API takes.
+        app.add_middleware(_cors_middleware(), allow_origins=list(allow_origins),
+                           allow_methods=list(CORS_METHODS), allow_headers=list(CORS_HEADERS),
+                           max_age=CORS_MAX_AGE_SECONDS)
     app.state.store = store
     app.state.splitter = splitter
     app.state.batcher = batcher
@@ -1298,7 +1309,7 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
           jit_compile="auto", runtime="auto", parse_workers="auto", max_batch=_PREDICT_BATCH,
           inline_ms=DEFAULT_INLINE_MS, batch_wait_ms=0.0,
           keep_alive_seconds=DEFAULT_KEEP_ALIVE_SECONDS, log_level="warning",
-          poll_seconds=DEFAULT_POLL_SECONDS):
+          poll_seconds=DEFAULT_POLL_SECONDS, allow_origins=()):
     """Run the REST server until interrupted (uvicorn).
 
     Args:
@@ -1319,6 +1330,8 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
         log_level: uvicorn's log level.
         poll_seconds: how often the served directory is looked at for new and removed
             versions (see :func:`create_app`); 0: requests look.
+        allow_origins: web pages allowed to call the server from a browser (CORS; see
+            :func:`create_app`).
 
     Raises:
         FileNotFoundError: ``base_dir`` does not exist.
@@ -1338,7 +1351,7 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
     app = create_app(base_dir, max_request_bytes=max_request_bytes, jit_compile=jit_compile,
                      runtime=runtime, preload=False, parse_workers=parse_workers,
                      max_batch=max_batch, inline_ms=inline_ms, batch_wait_ms=batch_wait_ms,
-                     poll_seconds=poll_seconds)
+                     poll_seconds=poll_seconds, allow_origins=allow_origins)
     # Bound before the models load and the address is announced: an address that cannot be
     # bound is an error at once. uvicorn listens on this socket.
     sock = _bind(host, port)
@@ -1373,6 +1386,66 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
             pass
     finally:
         sock.close()
+
+
+#: How long browsers may keep a CORS preflight's answer (seconds).
+CORS_MAX_AGE_SECONDS = 600
+#: What pages of the allowed origins may send: TensorFlow Serving's REST API's methods, and
+#: the request headers beyond the ones browsers always allow.
+CORS_METHODS = ("GET", "HEAD", "POST")
+CORS_HEADERS = ("Content-Type", "Content-Encoding")
+
+
+def _cors_middleware():
+    """Starlette's ``CORSMiddleware``, refusing a preflight with ``{"error": ...}`` as every
+    other client error (Starlette's own answer is text/plain)."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    class JSONErrorCORSMiddleware(CORSMiddleware):
+        def preflight_response(self, request_headers):
+            response = super().preflight_response(request_headers)
+            if response.status_code < 400:
+                return response
+            refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
+            asked = {"origin": request_headers.get("origin"),
+                     "method": request_headers.get("access-control-request-method"),
+                     "headers": request_headers.get("access-control-request-headers")}
+            received = "; ".join(f"{k} {asked.get(k)!r}" for k in refused.split(", "))
+            allowed = ("*" if self.allow_all_origins
+                       else ", ".join(sorted(self.allow_origins)))
+            headers = {k: v for k, v in response.headers.items()
+                       if k not in ("content-length", "content-type")}
+            return JSONResponse(
+                {"error": f"CORS preflight refused: {received} not allowed (allowed: origins "
+                          f"{allowed}; methods {', '.join(CORS_METHODS)}; headers "
+                          f"{', '.join(CORS_HEADERS)})"},
+                status_code=response.status_code, headers=headers)
+    return JSONErrorCORSMiddleware
+
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+
+
+def check_origins(origins) -> tuple:
+    """``origins`` (``zoo serve --allow-origin``, :func:`create_app`'s ``allow_origins``) as
+    a tuple: each ``"*"`` or an origin ``http(s)://host[:port]`` without a path (a browser's
+    ``Origin`` header; a trailing ``/`` is dropped), else ValueError naming it."""
+    if isinstance(origins, str):
+        origins = (origins,)
+    try:
+        origins = tuple(origins)
+    except TypeError:
+        raise ValueError(f"allow_origins must be a list of origins. Received: "
+                         f"{origins!r}") from None
+    checked = []
+    for origin in origins:
+        text = origin.rstrip("/") if isinstance(origin, str) else origin
+        if text != "*" and not (isinstance(text, str) and _ORIGIN.fullmatch(text)):
+            raise ValueError(f"an allowed origin is '*' (any web page) or "
+                             f"scheme://host[:port] with scheme http or https and no path, "
+                             f"as browsers send it (e.g. https://example.com, "
+                             f"http://localhost:3000). Received: {origin!r}")
+        checked.append(text)
+    return tuple(checked)
 
 
 #: The answer to bytes that are not an HTTP/1.1 request (uvicorn's own is text/plain).

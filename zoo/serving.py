@@ -1512,6 +1512,18 @@ _poll_arg = number_type("a non-negative number of seconds (0: no polling)",
                         lambda v: 0 <= v < math.inf)
 
 
+def _origin_arg(text):
+    import argparse
+
+    from zoo.server import check_origins
+    try:
+        return check_origins((text,))[0]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected * (any web page) or an origin scheme://host[:port] with scheme http "
+            f"or https and no path (e.g. http://localhost:3000); received {text!r}") from None
+
+
 def configure_serve(parser):
     """``zoo serve BASE_DIR [--host 127.0.0.1] [--port 8501] [--max-request-mb 64]``.
 
@@ -1559,6 +1571,12 @@ def configure_serve(parser):
                         help="look for new and removed model versions every S seconds and "
                              "load the new ones before any request asks (default 1, as "
                              "TensorFlow Serving; 0: requests look)")
+    parser.add_argument("--allow-origin", action="append", default=[], type=_origin_arg,
+                        metavar="ORIGIN", dest="allow_origins",
+                        help="let scripts of web pages from ORIGIN (scheme://host[:port], "
+                             "e.g. http://localhost:3000; * for any page) call the server "
+                             "from a browser (CORS); repeatable (default: none, as "
+                             "TensorFlow Serving)")
     parser.add_argument("--log-level", default="warning",
                         choices=("critical", "error", "warning", "info", "debug"))
 
@@ -1570,7 +1588,7 @@ def configure_serve(parser):
               parse_workers=args.parse_workers, max_batch=args.max_batch_size,
               inline_ms=args.inline_ms, batch_wait_ms=args.batch_wait_ms,
               keep_alive_seconds=args.keep_alive_s, log_level=args.log_level,
-              poll_seconds=args.poll_s)
+              poll_seconds=args.poll_s, allow_origins=args.allow_origins)
         return 0
 
     return run

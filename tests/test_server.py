@@ -214,6 +214,9 @@ ERRORS = [
     ("post", "/v1/models/lenet5:predict",
      b'{"instances": [[' + b", ".join([b"[1.5]"] * 400) + b", [-Infinity]]]}", 400,
      "pixel values must be finite numbers (no NaN or infinity); the request body holds"),
+    ("post", "/v1/models/lenet5:predict", {"instances": [[[[0]] * 8] * 8, [[[-1e308]] * 8] * 8]},
+     400, "pixel values must be finite float32 numbers, from -3.403e+38 to 3.403e+38; image 1 "
+          "holds -1e+308"),
     ("post", "/v1/models/lenet5:predict", {"instances": [[[[0]], [[0], [1]]]]}, 400,
      "regular numeric array"),
     ("post", "/v1/models/lenet5:predict", {"instances": [{"b64": "***"}]}, 400,
@@ -231,6 +234,14 @@ ERRORS = [
      "version 9"),
     ("post", "/v1/models/lenet5/versions/x:predict", {"instances": [[[[0]]]]}, 400,
      "version must be"),
+    # Digits that are not ASCII ("²" int() refuses, "١" it reads as 1): no version numbers
+    # for TensorFlow Serving either.
+    ("post", "/v1/models/lenet5/versions/²:predict", {"instances": [[[[0]]]]}, 400,
+     "version must be a non-negative integer; received '²'"),
+    ("get", "/v1/models/lenet5/versions/①/metadata", None, 400,
+     "version must be a non-negative integer; received '①'"),
+    ("get", "/v1/models/lenet5/versions/١", None, 400,
+     "version must be a non-negative integer; received '١'"),
     ("post", "/v1/models/lenet5:classify", {"examples": []}, 400, "not supported"),
     ("post", "/v1/models/lenet5:explode", {"instances": []}, 404, "no such endpoint"),
     ("get", "/v1/models/nope", None, 404, "Servable not found"),
@@ -278,6 +289,22 @@ def test_errors_are_4xx_json(server, method, path, body, status, message):
     assert message in r.json()["error"], r.json()
 
 
+def test_a_websocket_upgrade_is_answered_as_plain_http(server):
+    # TensorFlow Serving's REST API has no WebSocket: the request is answered as the HTTP
+    # request it also is (uvicorn with a WebSocket library would refuse it with a text/plain
+    # 403), and a path that is no endpoint gets the JSON 404.
+    port = int(server["url"].rsplit(":", 1)[1])
+    upgrade = (b"Host: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+               b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+    status, headers, body = _raw_answer(
+        port, b"GET /v1/models/lenet5 HTTP/1.1\r\n" + upgrade + b"\r\n")
+    assert (status, headers["content-type"]) == (200, "application/json")
+    assert json.loads(body)["model_version_status"][0]["state"] == "AVAILABLE"
+    status, headers, body = _raw_answer(port, b"GET /ws HTTP/1.1\r\n" + upgrade + b"\r\n")
+    assert (status, headers["content-type"]) == (404, "application/json")
+    assert json.loads(body) == {"error": "no such endpoint: GET /ws"}
+
+
 def test_bad_model_names_answer_without_a_traceback_or_the_servers_paths(server):
     c = server["client"]
     for path in ("/v1/models/lenet5%00", "/v1/models/" + "m" * 300):
@@ -309,16 +336,19 @@ def test_a_client_that_disconnects_mid_body_leaves_no_traceback(server):
 
 
 def _raw_answer(port, request):
-    """``(status, headers, body)`` of the answer to the bytes ``request`` (read until the
-    server closes the connection)."""
+    """``(status, headers, body)`` of the answer to the bytes ``request``."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
         s.sendall(request)
         data = b""
-        while chunk := s.recv(65536):
+        while b"\r\n\r\n" not in data and (chunk := s.recv(65536)):
             data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        # the body: its declared length, else until the server closes the connection
+        length = int(headers.get("content-length", -1))
+        while (length < 0 or len(body) < length) and (chunk := s.recv(65536)):
+            body += chunk
     return int(lines[0].split()[1]), headers, body
 
 

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import warnings
 import types
 
 import numpy as np
@@ -823,10 +824,16 @@ def test_errors_in_a_list_name_the_image(servable, tmp_path):
          r"; image 3 holds NaN or infinity\.$"),
         (np.concatenate([np.zeros((5, 8, 8, 1)), np.full((1, 8, 8, 1), np.nan)]),
          r"; image 5 holds NaN or infinity\.$"),
+        # finite, but beyond float32's range (a cast would make it an infinity)
+        ([good, np.full((8, 8, 1), -1e308)],
+         r"^pixel values must be finite float32 numbers, from -3\.403e\+38 to 3\.403e\+38; "
+         r"image 1 holds -1e\+308\.$"),
     ]
     for images, message in cases:
-        with pytest.raises(ValueError, match=message):
-            servable.predict(images, batch_size=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")          # no RuntimeWarning of an overflow
+            with pytest.raises(ValueError, match=message):
+                servable.predict(images, batch_size=2)
     # A path names itself; a missing one stays a FileNotFoundError.
     (tmp_path / "notes.png").write_text("hello")
     with pytest.raises(ValueError, match=f"^could not decode {re.escape(str(tmp_path))}"):

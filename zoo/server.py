@@ -115,6 +115,12 @@ def check_model_name(name) -> None:
                            f"{MAX_NAME_BYTES} bytes")
 
 
+def _is_number_text(text) -> bool:
+    """``text`` is a version number as TensorFlow Serving reads one: ASCII digits only
+    (``str.isdigit`` also takes "²" and "١", which ``int`` refuses or reads as 1)."""
+    return text.isascii() and text.isdigit()
+
+
 def check_base_dir(base_dir) -> None:
     """Raise ``ValueError`` for a model directory (``NAME/``, holding versions) or a version
     directory (``NAME/VERSION/``, holding ``saved_model.pb``) given as the base directory,
@@ -124,7 +130,7 @@ def check_base_dir(base_dir) -> None:
         raise FileNotFoundError(f"no such model directory: {base_dir}")
     layout = "the base directory holds MODEL/VERSION/saved_model.pb"
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        if os.path.basename(path).isdigit():
+        if _is_number_text(os.path.basename(path)):
             hint = f"serve {os.path.dirname(os.path.dirname(path))} instead"
         else:
             hint = f"move it to BASE_DIR/{os.path.basename(path)}/1/ and serve BASE_DIR"
@@ -1189,7 +1195,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             raise ServingError(404, f"no such endpoint: /v1/models/{path}")
         version = match.group("version")
         if version is not None:
-            if not version.isdigit():
+            if not _is_number_text(version):
                 raise ServingError(400, f"version must be a non-negative integer; received "
                                    f"{version!r}")
             version = int(version)
@@ -1379,7 +1385,8 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
                   f"integer): {', '.join(empty)}", file=sys.stderr, flush=True)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
                                                timeout_keep_alive=keep_alive_seconds,
-                                               log_level=log_level, http=http_protocol()))
+                                               log_level=log_level, http=http_protocol(),
+                                               ws="none"))
         try:
             server.run(sockets=[sock])
         except KeyboardInterrupt:

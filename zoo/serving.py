@@ -110,7 +110,7 @@ def resolve_version_dir(path) -> tuple:
         raise FileNotFoundError(f"no such SavedModel directory: {path}")
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         base = os.path.basename(path)
-        version = int(base) if base.isdigit() else None
+        version = int(base) if base.isascii() and base.isdigit() else None
         name = os.path.basename(os.path.dirname(path)) if version is not None else base
         return path, name, version
     version = latest_version(path)
@@ -840,9 +840,18 @@ class Servable:
 
     def _convert(self, batch, idx) -> np.ndarray:
         """``batch`` (images ``idx`` of the input) in the signature's dtype, all finite."""
-        batch = batch.astype(self.input_dtype.as_numpy_dtype, copy=False)
+        given = batch
+        with np.errstate(over="ignore"):     # a finite value beyond the dtype's range
+            batch = batch.astype(self.input_dtype.as_numpy_dtype, copy=False)
         if batch.dtype.kind == "f" and not np.all(np.isfinite(batch)):
-            bad = int(idx[np.argmin(np.isfinite(batch).reshape(len(batch), -1).all(1))])
+            at = int(np.argmin(np.isfinite(batch).reshape(len(batch), -1).all(1)))
+            bad = int(idx[at])
+            if np.all(np.isfinite(given[at])):
+                limit = float(np.finfo(batch.dtype).max)
+                value = given[at].flat[int(np.argmax(np.abs(given[at]).reshape(-1)))]
+                raise ValueError(f"pixel values must be finite {batch.dtype.name} numbers, "
+                                 f"from {-limit:.4g} to {limit:.4g}; image {bad} holds "
+                                 f"{float(value):g}.")
             raise ValueError(f"pixel values must be finite numbers (no NaN or infinity); "
                              f"image {bad} holds NaN or infinity.")
         return batch
@@ -1478,7 +1487,7 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
 
 def _count_arg(text: str, expected: str = "a non-negative integer") -> int:
     import argparse
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
     return int(text)
 
@@ -1497,7 +1506,7 @@ def _parse_workers_arg(text: str):
 
 def _port_arg(text: str) -> int:
     import argparse
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"expected a TCP port, 1-65535; received {text!r}")
     return int(text)
 

@@ -1,5 +1,6 @@
 """Tests of tuning/: search spaces, search jobs, resume, distributed search, bad input."""
 
+import contextlib
 import inspect
 import json
 import os
@@ -1051,6 +1052,52 @@ def test_a_chief_refuses_an_address_it_cannot_serve_on(tiny, tmp_path, monkeypat
     assert os.listdir(tmp_path) == []
 
 
+def test_a_worker_waiting_for_its_chief_says_so_and_leaves_nothing_when_stopped(tmp_path):
+    # keras-tuner waits for the chief as long as it takes: the worker says it is waiting,
+    # and stopped before the chief answered it removes the directories it made.
+    import signal
+    import socket
+    import subprocess
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]        # nothing listens there
+    runs = tmp_path / "runs"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo", "tune", "lenet5", "--worker", f"127.0.0.1:{port}",
+         "--worker-id", "3", "--directory", str(runs), "--tuner", "random", "--max-trials",
+         "1", "--epochs", "1"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=dict(os.environ, PYTHONPATH=repo, TF_CPP_MIN_LOG_LEVEL="3"))
+    waiting = (f"zoo tune: worker 3 waits for the chief at 127.0.0.1:{port} (nothing answers "
+               f"there yet); start the chief's command (--chief 127.0.0.1:{port}), or press "
+               f"Ctrl-C to stop")
+    import queue
+    import threading
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x.rstrip("\n")) for x in proc.stderr],
+                     daemon=True).start()
+    try:
+        seen = []
+        while not seen or seen[-1] != waiting:
+            seen.append(lines.get(timeout=120))    # queue.Empty: no such line in 2 minutes
+        assert (runs / "lenet5_digits_random").is_dir()       # keras-tuner's, while waiting
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    err = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            err.append(lines.get(timeout=5))
+    assert proc.returncode == 130
+    assert err[-2:] == [
+        f"zoo tune: worker 3 stopped before the chief at 127.0.0.1:{port} answered; nothing "
+        f"was written", "zoo: interrupted"]
+    assert not runs.exists()
+    from tuning.search import _not_answering
+    assert _not_answering("name.invalid", port) == "the name name.invalid does not resolve"
+
+
 def test_a_worker_that_loses_its_chief_says_what_to_do(monkeypatch):
     import grpc
 
@@ -1209,6 +1256,13 @@ _E = re.escape
                               "as fix={'lr': 0.001}, or None. Received: fix=['lr=1e-3']")),
     ({"callbacks": 5}, _E("callbacks must be a list of keras.callbacks.Callback or None. "
                           "Received: callbacks=5")),
+    ({"callbacks": [5]}, _E("callbacks must be a list of keras.callbacks.Callback or None. "
+                            "Received: callbacks=[5]")),
+    # a string would count as True: overwrite="no" deleted the project
+    ({"overwrite": "no"}, _E("overwrite must be True or False. Received: overwrite='no'")),
+    ({"resume": "no"}, _E("resume must be True or False. Received: resume='no'")),
+    ({"export": "yes"}, _E("export must be True or False. Received: export='yes'")),
+    ({"download": None}, _E("download must be True or False. Received: download=None")),
     ({"objective": 5}, _E("objective must be a metric name such as 'val_accuracy' (or "
                           "'NAME:min', 'NAME:max') or None. Received: objective=5")),
     ({"image_size": "32"}, _E("image_size must be (height, width) with positive integers. "

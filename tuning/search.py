@@ -99,10 +99,12 @@ def _check_types(*, objective, directory, set, fix, image_size, callbacks, verbo
     if isinstance(image_size, (str, bytes)):      # not a sequence of two sizes
         raise ValueError(f"image_size must be (height, width) with positive integers. "
                          f"Received: image_size={image_size!r}")
-    if callbacks is not None and (isinstance(callbacks, (str, bytes, dict)) or
-                                  not hasattr(callbacks, "__iter__")):
-        raise ValueError(f"callbacks must be a list of keras.callbacks.Callback or None. "
-                         f"Received: callbacks={callbacks!r}")
+    if callbacks is not None:
+        import keras
+        if (isinstance(callbacks, (str, bytes, dict)) or not hasattr(callbacks, "__iter__")
+                or not all(isinstance(c, keras.callbacks.Callback) for c in callbacks)):
+            raise ValueError(f"callbacks must be a list of keras.callbacks.Callback or None. "
+                             f"Received: callbacks={callbacks!r}")
     if isinstance(verbose, bool) or verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0 (silent), 1 (progress bars) or 2 (one line per "
                          f"epoch). Received: verbose={verbose!r}")
@@ -489,6 +491,29 @@ def _write_fingerprint(project_dir, fingerprint, role, overwrite):
     return made
 
 
+#: The chiefs this process's workers have reached (what a Ctrl-C line says).
+_JOINED = []
+
+
+def _not_answering(host, port, timeout=2.0):
+    """Why nothing takes a TCP connection at ``host:port`` now, or ``None`` if something
+    does."""
+    import socket
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except socket.gaierror:
+        return f"the name {host} does not resolve"
+    except OSError:
+        return "nothing answers there yet"
+
+
+def _remove_if_empty(path):
+    """Remove the directory tree ``path`` if it holds no file."""
+    if os.path.isdir(path) and not any(files for _, _, files in os.walk(path)):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _join_chief(kt_tuner, project_dir, fingerprint, hypermodel, *, follow_precision):
     """On a worker: wait until the chief's oracle answers (the chief writes its fingerprint
     before it serves), then check that this worker runs the chief's search, from the
@@ -496,7 +521,17 @@ def _join_chief(kt_tuner, project_dir, fingerprint, hypermodel, *, follow_precis
     was given ``mixed_precision="auto"``) the worker trains under the chief's precision, so
     that a cluster of different machines trains every trial alike; any other difference
     (an explicit precision included) is refused. Returns the worker's fingerprint."""
+    host, port = os.environ.get("KERASTUNER_ORACLE_IP"), os.environ.get("KERASTUNER_ORACLE_PORT")
+    why = _not_answering(host, int(port)) if host and port else None
+    if why:   # keras-tuner waits for the chief as long as it takes: say so
+        tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "")
+        worker = tuner_id[len("tuner"):] if tuner_id.startswith("tuner") else tuner_id
+        print(f"zoo tune: worker {worker} waits for the chief at {host}:{port} ({why}); "
+              f"start the chief's command "
+              f"(--chief {host}:{port}), or press Ctrl-C to stop", file=sys.stderr,
+              flush=True)
     kt_tuner.oracle.get_space()          # blocks until the chief serves
+    _JOINED.append(f"{host}:{port}")
     path = os.path.join(project_dir, FINGERPRINT)
     chief = _read_json(path)
     if chief is None:
@@ -733,6 +768,10 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             raise ValueError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
     _check_types(objective=objective, directory=directory, set=set, fix=fix,
                  image_size=image_size, callbacks=callbacks, verbose=verbose)
+    for arg, value in (("resume", resume), ("overwrite", overwrite), ("export", export),
+                       ("download", download)):
+        if value not in (True, False):   # "no" would count as True: a project deleted
+            raise ValueError(f"{arg} must be True or False. Received: {arg}={value!r}")
     if cv is not None:
         if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
             raise ValueError(f"cv must be None or an integer >= 2 (folds). Received: cv={cv!r}")
@@ -822,6 +861,9 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
 
     # Everything is checked: write. A project this call makes is removed if the tuner
     # cannot be made, so that it does not block the next attempt.
+    # A worker writes no fingerprint; the directories keras-tuner makes for it are removed
+    # if it never joins its chief (stopped while waiting, or refused).
+    empty_before = [d for d in (project_dir, directory) if not os.path.exists(d)]
     made = _write_fingerprint(project_dir, fingerprint, role, overwrite)
     try:
         with _without_reload_line(quiet=not verbose):
@@ -846,9 +888,14 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             return again.train
         kt_tuner.zoo_train = fresh_train
     if role == "worker":
-        _join_chief(kt_tuner, project_dir, fingerprint, hypermodel,
-                    follow_precision=mixed_precision == "auto" and not isinstance(
-                        model, ZooHyperModel))
+        try:
+            _join_chief(kt_tuner, project_dir, fingerprint, hypermodel,
+                        follow_precision=mixed_precision == "auto" and not isinstance(
+                            model, ZooHyperModel))
+        except BaseException:
+            for path in empty_before:     # the project first, then the directory above it
+                _remove_if_empty(path)
+            raise
     from keras_tuner import errors as kt_errors
     from keras_tuner.src import config as kt_config
     debug = kt_config.DEBUG
@@ -1186,6 +1233,9 @@ def configure_tune(parser):
 def _stopped_line(args, dataset):
     """What a Ctrl-C left: the trials completed so far and the command that goes on."""
     if args.worker:
+        if not _JOINED:
+            return (f"zoo tune: worker {args.worker_id} stopped before the chief at "
+                    f"{args.worker[0]}:{args.worker[1]} answered; nothing was written")
         return (f"zoo tune: worker {args.worker_id} stopped; the same command (same "
                 f"--worker-id) joins the chief again, and the trial it was running is run "
                 f"again")

@@ -39,6 +39,22 @@ def published_table():
     return read
 
 
+def subclassed_model(name):
+    """A subclassed ``keras.Model`` of class ``Subclassed`` (one Dense layer): Keras defines
+    no outputs for it, called or not."""
+    import keras
+
+    class Subclassed(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    return Subclassed(name=name)
+
+
 # Pascal VOC's palette for its first classes and 255 (void), as its mask PNGs store them.
 VOC_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 252 + [224, 224, 192]
 

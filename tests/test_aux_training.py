@@ -16,6 +16,8 @@ import zoo  # noqa: E402
 from zoo import data, train  # noqa: E402
 from zoo.cli import main as zoo_main  # noqa: E402
 
+from conftest import subclassed_model  # noqa: E402
+
 AUX = ("aux1_predictions_loss", "aux2_predictions_loss")
 
 
@@ -307,3 +309,33 @@ def test_export_tells_the_main_output_by_the_rule_fit_uses(tmp_path):
         export(pair, base_dir=tmp_path / "models", lite=False)
     assert not (tmp_path / "models" / "two").exists()
     assert not (tmp_path / "models" / "pair").exists()
+
+
+def test_main_output_index_refuses_models_without_defined_outputs():
+    """The rule's ValueError, not Keras' AttributeError, for what has no outputs to tell
+    apart: a subclassed model (even called), a Sequential model not built, None."""
+    from zoo.common import main_output_index, output_layer_name
+    rule = ("export takes keras.Models whose outputs are defined: functional models, and "
+            "Sequential models built with an input shape (keras.Input first, or "
+            "model.build(input_shape)). Received: ")
+    subclassed = subclassed_model("sub")
+    subclassed(np.zeros((1, 3), "float32"))
+    for model, received in [(subclassed, "subclassed model 'sub' (class Subclassed)"),
+                            (keras.Sequential([keras.layers.Dense(2)], name="seq"),
+                             "Sequential model 'seq', not built yet"),
+                            (None, "None"), ("lenet5", "'lenet5'")]:
+        with pytest.raises(ValueError) as e:
+            main_output_index(model, "export takes")
+        assert str(e.value) == rule + received
+    tensor = ("output_layer_name takes an output tensor of a functional or Sequential model "
+              "(model.outputs), which records the layer that produced it. Received: ")
+    with pytest.raises(ValueError) as e:
+        output_layer_name(None)
+    assert str(e.value) == tensor + "None"
+    with pytest.raises(ValueError) as e:
+        output_layer_name(subclassed(np.zeros((1, 3), "float32")))
+    assert str(e.value).startswith(tensor) and str(e.value).endswith(" object")
+    # built with an input shape: the rule applies
+    built = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
+    assert main_output_index(built, "export takes") == 0
+    assert output_layer_name(built.outputs[0]) == "out"

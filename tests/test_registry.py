@@ -92,3 +92,29 @@ def test_markdown_shows_text_as_written():
     assert lines[1] == "|:--------|-------:|:--------|--------------:|--------:|"
     assert lines[2] == "| a.png   |      1 | 7       |        1.0000 |    0.25 |"
     assert lines[3] == "|         |      2 | cat     |        0.0000 |     0.5 |"
+
+
+def test_register_checks_bfloat16_min_input_size(monkeypatch):
+    import numpy as np
+
+    from zoo import registry
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    for value in ("abc", None, float("nan"), float("inf"), -5, 2.7, 40.0, True, "40"):
+        with pytest.raises(ValueError) as e:
+            @register(family="lenet", paper="x", year=1, default_input_shape=(32, 32, 1),
+                      min_input_size=32, bfloat16_min_input_size=value)
+            def bf16_probe():
+                pass
+        assert str(e.value) == (f"register: bfloat16_min_input_size must be a non-negative "
+                                f"integer (the smallest input height and width at which "
+                                f"mixed_precision='auto' trains the model in bfloat16; 0: "
+                                f"every size). Received: bfloat16_min_input_size={value!r}")
+        assert "bf16_probe" not in registry._REGISTRY
+    for i, value in enumerate((0, 40, np.int64(40))):
+        @register(family="lenet", paper="x", year=1, default_input_shape=(32, 32, 1),
+                  min_input_size=32, bfloat16_min_input_size=value, name=f"bf16_probe{i}")
+        def builder():
+            pass
+        info = registry._REGISTRY[f"bf16_probe{i}"][1]
+        assert info.bfloat16_min_input_size == int(value)
+        assert type(info.bfloat16_min_input_size) is int

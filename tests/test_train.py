@@ -21,6 +21,8 @@ import zoo  # noqa: E402
 from zoo import data, train
 from zoo.cli import main as zoo_main
 
+from conftest import subclassed_model  # noqa: E402
+
 
 def tiny_classifier(input_shape=(8, 8, 1), num_classes=10, activation="softmax"):
     inputs = keras.Input(input_shape, name="images")
@@ -403,10 +405,11 @@ def test_deterministic_runs_repeat_bit_for_bit(tmp_path):
 
 
 class _Scale(keras.layers.Layer):
-    """A custom layer with a required argument and no get_config: Keras cannot rebuild it."""
+    """A custom layer with a required argument and no get_config, not registered with Keras:
+    Keras cannot rebuild it."""
 
-    def __init__(self, factor):
-        super().__init__()
+    def __init__(self, factor, name=None):
+        super().__init__(name=name)
         self.factor = factor
 
     def call(self, x):
@@ -419,10 +422,7 @@ def test_auto_precision_falls_back_to_float32_for_models_keras_cannot_rebuild(
     monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: True)   # auto -> bfloat16
 
     def model():
-        inputs = keras.Input((8, 8, 1))
-        x = keras.layers.Conv2D(4, 3, name="conv")(_Scale(0.5)(inputs))
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+        return scaled_model()
 
     with pytest.warns(UserWarning, match=r"mixed_precision='auto' chose mixed_bfloat16 but "
                                          r".* cannot be rebuilt under it .*training in float32"):
@@ -431,9 +431,130 @@ def test_auto_precision_falls_back_to_float32_for_models_keras_cannot_rebuild(
     assert len(history) == 1
     info = json.loads((tmp_path / "a" / "info.json").read_text())
     assert info["settings"]["mixed_precision"] is None
-    with pytest.raises(TypeError):      # asked for explicitly: no silent fallback
+    with pytest.raises(ValueError) as e:      # asked for explicitly: no silent fallback
         train.fit(model(), small(digits8), epochs=1, run_dir=str(tmp_path / "b"), verbose=0,
                   jit_compile=False, mixed_precision="bfloat16")
+    assert str(e.value) == _cannot_rebuild("mixed_bfloat16")
+    assert not (tmp_path / "b").exists()
+
+
+def scaled_model(nested=False):
+    """A classifier with an unregistered custom layer (``_Scale``), in a nested backbone
+    with ``nested``."""
+    inputs = keras.Input((8, 8, 1), name="images")
+    x = keras.layers.Conv2D(4, 3, name="conv")(_Scale(0.5, name="scale")(inputs))
+    if nested:
+        x = keras.Model(inputs, x, name="backbone")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax",
+                                                  name="predictions")(x), name="scaled")
+
+
+def _cannot_rebuild(precision, tail=", or train or export in float32 (mixed_precision='off', "
+                                   "precision='float32')"):
+    return (f"precision {precision!r} needs a copy of model 'scaled' rebuilt from its config, "
+            f"and layer class _Scale could not be rebuilt (Keras cannot locate a class not "
+            f"registered with it): register the class with "
+            f"@keras.saving.register_keras_serializable() (with a get_config() that returns "
+            f"its __init__ arguments){tail}. Received: layer 'scale' of class _Scale")
+
+
+def test_rebuild_names_the_layer_class_keras_cannot_rebuild(tmp_path):
+    # the one re-typing (train._rebuild) of with_mixed_precision, fit and the export
+    from zoo.export import export
+    for nested in (False, True):
+        with pytest.raises(ValueError) as e:
+            train.with_mixed_precision(scaled_model(nested), "bfloat16")
+        assert str(e.value) == _cannot_rebuild("mixed_bfloat16")
+    with pytest.raises(ValueError) as e:
+        export(scaled_model(), base_dir=tmp_path / "models", precision="bfloat16", lite=False)
+    assert str(e.value) == _cannot_rebuild("bfloat16")
+    assert not (tmp_path / "models" / "scaled").exists()
+    with pytest.raises(ValueError) as e:     # float32 is no way out of a float32 re-typing
+        train._rebuild(scaled_model(), "float32", keep_outputs=False)
+    assert str(e.value) == _cannot_rebuild("float32", tail="")
+    # models whose outputs Keras does not define cannot be rebuilt from a config
+    rebuilt = ("precision 'mixed_bfloat16' needs a copy of the model rebuilt from its config, "
+               "which takes keras.Models whose outputs are defined: functional models, and "
+               "Sequential models built with an input shape (keras.Input first, or "
+               "model.build(input_shape)). Received: ")
+    with pytest.raises(ValueError) as e:
+        train.with_mixed_precision(subclassed_model("sub"), "bfloat16")
+    assert str(e.value) == rebuilt + "subclassed model 'sub' (class Subclassed)"
+    with pytest.raises(ValueError) as e:
+        train.with_mixed_precision(keras.Sequential([keras.layers.Dense(2)], name="seq"),
+                                   "bfloat16")
+    assert str(e.value) == rebuilt + "Sequential model 'seq', not built yet"
+
+
+def test_with_mixed_precision_refuses_what_is_not_a_model():
+    with pytest.raises(ValueError) as e:
+        train.with_mixed_precision("lenet5")
+    assert str(e.value) == ("with_mixed_precision takes a keras.Model (a registered model: "
+                            "build it first, zoo.get_model('lenet5')). Received: "
+                            "model='lenet5'")
+    with pytest.raises(ValueError) as e:
+        train.with_mixed_precision(None, "auto")
+    assert str(e.value) == "with_mixed_precision takes a keras.Model. Received: model=None"
+    with pytest.raises(ValueError) as e:
+        train.with_mixed_precision(np.zeros((1, 8, 8, 1)), "off")
+    assert str(e.value) == ("with_mixed_precision takes a keras.Model. Received: "
+                            "model=ndarray object")
+
+
+_BAD_MODELS = ("models must be None, a model name or a list or tuple of model names. "
+               "Received: models=")
+_BAD_SHAPE = ("input_shape must be None or the (H, W, ...) of the images: a tuple of at least "
+              "two positive integers (None for a size not known). Received: input_shape=")
+
+
+@pytest.mark.parametrize("gpus,bf16", [([], True), ([], False), ([(8, 0)], False)],
+                         ids=["cpu-bfloat16", "cpu-float32", "gpu"])
+def test_resolve_mixed_precision_checks_models_and_input_shape(monkeypatch, gpus, bf16):
+    # checked whatever decides (the CPU, the GPUs, an explicit value), not only where the
+    # model and its size are weighed
+    monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: gpus)
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: bf16)
+    resolve = train.resolve_mixed_precision
+    bad = [({"models": 5}, _BAD_MODELS + "5"),
+           ({"models": [["xception"]]}, _BAD_MODELS + "[['xception']]"),
+           ({"models": {"xception"}}, _BAD_MODELS + "{'xception'}"),
+           ({"models": ("xception", None)}, _BAD_MODELS + "('xception', None)"),
+           ({"input_shape": 32}, _BAD_SHAPE + "32"),
+           ({"input_shape": ()}, _BAD_SHAPE + "()"),
+           ({"input_shape": (32,)}, _BAD_SHAPE + "(32,)"),
+           ({"input_shape": ("a", "b", 3)}, _BAD_SHAPE + "('a', 'b', 3)"),
+           ({"input_shape": "32x32"}, _BAD_SHAPE + "'32x32'"),
+           ({"input_shape": (-5, -5, 3)}, _BAD_SHAPE + "(-5, -5, 3)"),
+           ({"input_shape": (0, 0, 3)}, _BAD_SHAPE + "(0, 0, 3)"),
+           ({"input_shape": (32.5, 32, 3)}, _BAD_SHAPE + "(32.5, 32, 3)"),
+           ({"input_shape": (True, 32, 3)}, _BAD_SHAPE + "(True, 32, 3)"),
+           ({"input_shape": (32, 32, 0)}, _BAD_SHAPE + "(32, 32, 0)")]
+    for value in ("auto", "bfloat16", "off"):
+        for kwargs, message in bad:
+            with pytest.raises(ValueError) as e:
+                resolve(value, **{"models": "xception", "input_shape": (32, 32, 3), **kwargs})
+            assert str(e.value) == message, (value, kwargs)
+    with pytest.raises(ValueError) as e:
+        resolve(np.array(["auto", "off"]))
+    assert str(e.value) == ("mixed_precision must be one of ('auto', 'off', 'float16', "
+                            "'bfloat16') (or True/False). Received: "
+                            "mixed_precision=array(['auto', 'off'], dtype='<U4')")
+    # the ways fit, with_mixed_precision and tuning call it keep working
+    auto = "mixed_float16" if gpus else "mixed_bfloat16" if bf16 else None
+    small_xception = None if not gpus else auto
+    assert resolve("auto", models=("xception",), input_shape=[32, 32, 3]) == small_xception
+    assert resolve("auto", models=["xception"], input_shape=(np.int64(32), 32, 3)) == \
+        small_xception
+    assert resolve("auto", models="xception", input_shape=(None, 32, 3)) == auto
+    assert resolve("auto", models=(), input_shape=(32, 32)) == auto
+    assert resolve("auto", models=None, input_shape=None) == auto
+    # a model without an image input: no (H, W) to weigh; the CPU or the GPUs decide
+    for shape in ((), (3,)):
+        inputs = keras.Input(shape, name="x")
+        flat = keras.layers.Reshape((-1,))(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(flat), name="xception")
+        assert train.with_mixed_precision(model, "auto")[1] == auto
 
 
 def test_mixed_precision_cli_choices(capsys):

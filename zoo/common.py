@@ -371,10 +371,12 @@ def main_output_index(model, what: str) -> int:
     (``zoo.train``) and export (``zoo.export``) tell the main output from the others.
 
     Raises:
-        ValueError: several outputs and not exactly one main output; ``what`` names the
-            caller ("fit trains", "export takes") in the message.
+        ValueError: several outputs and not exactly one main output, or ``model`` is not a
+            ``keras.Model`` whose outputs are defined (a subclassed model, a ``Sequential``
+            model not built yet); ``what`` names the caller ("fit trains", "export takes")
+            in the message.
     """
-    layers = [output_layer_name(t) for t in model.outputs]
+    layers = [output_layer_name(t) for t in model_outputs(model, what)]
     if len(layers) == 1:
         return 0
     main = [i for i, name in enumerate(layers) if not name.startswith("aux")]
@@ -389,9 +391,49 @@ def main_output_index(model, what: str) -> int:
     return main[0]
 
 
+def model_outputs(model, what: str) -> list:
+    """``model.outputs``: the output tensors of a functional model or of a ``Sequential``
+    model built with an input shape.
+
+    Raises:
+        ValueError: ``model`` is not a ``keras.Model``, or a model whose outputs Keras does
+            not define (a subclassed model, a ``Sequential`` model not built yet); ``what``
+            names the caller ("fit trains", "export takes") in the message.
+    """
+    import keras
+    if not isinstance(model, keras.Model):
+        received = repr(model) if model is None or isinstance(model, str) else \
+            f"{type(model).__name__} object"
+    else:
+        try:
+            outputs = model.outputs
+        except AttributeError:   # subclassed models, Sequential models not built yet
+            outputs = None
+        if outputs:
+            return list(outputs)
+        received = (f"Sequential model {model.name!r}, not built yet"
+                    if isinstance(model, keras.Sequential) else
+                    f"subclassed model {model.name!r} (class {type(model).__name__})")
+    raise ValueError(f"{what} keras.Models whose outputs are defined: functional models, and "
+                     f"Sequential models built with an input shape (keras.Input first, or "
+                     f"model.build(input_shape)). Received: {received}")
+
+
 def output_layer_name(tensor) -> str:
-    """The name of the layer (or nested model) that produced a model's output ``tensor``."""
-    return tensor._keras_history.operation.name
+    """The name of the layer (or nested model) that produced a model's output ``tensor``.
+
+    Raises:
+        ValueError: ``tensor`` is not the output tensor of a functional or ``Sequential``
+            model (no Keras history).
+    """
+    history = getattr(tensor, "_keras_history", None)
+    operation = getattr(history, "operation", None)
+    if operation is None:
+        received = repr(tensor) if tensor is None else f"{type(tensor).__name__} object"
+        raise ValueError(f"output_layer_name takes an output tensor of a functional or "
+                         f"Sequential model (model.outputs), which records the layer that "
+                         f"produced it. Received: {received}")
+    return operation.name
 
 
 def exception_line(exc: BaseException) -> str:

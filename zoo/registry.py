@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
+import numbers
 from typing import Callable, Optional
 
 __all__ = ["ModelInfo", "register", "list_models", "get_model", "model_info"]
@@ -83,8 +84,16 @@ def register(*, family, paper, year, default_input_shape, min_input_size,
         and returns the builder unchanged.
 
     Raises:
-        ValueError: (when the decorator is applied) if the name is already registered.
+        ValueError: ``bfloat16_min_input_size`` is not a non-negative integer; (when the
+            decorator is applied) the name is already registered.
     """
+    if (isinstance(bfloat16_min_input_size, bool)
+            or not isinstance(bfloat16_min_input_size, numbers.Integral)
+            or bfloat16_min_input_size < 0):
+        raise ValueError(f"register: bfloat16_min_input_size must be a non-negative integer "
+                         f"(the smallest input height and width at which "
+                         f"mixed_precision='auto' trains the model in bfloat16; 0: every "
+                         f"size). Received: bfloat16_min_input_size={bfloat16_min_input_size!r}")
 
     def decorator(fn):
         key = name or fn.__name__

@@ -20,6 +20,7 @@ import ast
 import contextlib
 import json
 import math
+import numbers
 import os
 import re
 import sys
@@ -515,21 +516,26 @@ def resolve_mixed_precision(mixed_precision="auto", *, models=None, input_shape=
     Args:
         mixed_precision: ``"auto"``, ``"bfloat16"``, ``"float16"``, ``"off"`` (or
             ``True``/``False``/``None``).
-        models: for ``"auto"``: the registry name of the model to train, or the names of
-            the models a search space builds (float32 only where every one of them is below
-            its size); ``None`` or names outside the registry: the CPU alone decides.
-        input_shape: ``(H, W, ...)`` of the images the models train on.
+        models: for ``"auto"``: the registry name of the model to train, or a list or
+            tuple of the names of the models a search space builds (float32 only where every
+            one of them is below its size); ``None`` or names outside the registry: the CPU
+            alone decides.
+        input_shape: ``(H, W, ...)`` of the images the models train on: a tuple or list of
+            at least two positive integers (``None`` for a size not known); ``None``: not
+            known.
 
     Raises:
-        ValueError: any other value.
+        ValueError: any other value (``models`` and ``input_shape`` are checked whatever
+            decides).
     """
     if mixed_precision is True:
         mixed_precision = "float16"
     elif mixed_precision is False or mixed_precision is None:
         mixed_precision = "off"
-    if mixed_precision not in MIXED_PRECISION:
+    if not isinstance(mixed_precision, str) or mixed_precision not in MIXED_PRECISION:
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION} (or True/False). "
                          f"Received: mixed_precision={mixed_precision!r}")
+    _check_auto_precision_args(models, input_shape)
     if mixed_precision == "auto":
         ccs = _gpu_compute_capabilities()
         if ccs:
@@ -538,6 +544,24 @@ def resolve_mixed_precision(mixed_precision="auto", *, models=None, input_shape=
             return None
         return "mixed_bfloat16"
     return None if mixed_precision == "off" else f"mixed_{mixed_precision}"
+
+
+def _check_auto_precision_args(models, input_shape) -> None:
+    """Refuse a ``models`` or an ``input_shape`` that :func:`resolve_mixed_precision` cannot
+    read."""
+    if models is not None and not isinstance(models, str) and (
+            not isinstance(models, (list, tuple))
+            or not all(isinstance(name, str) for name in models)):
+        raise ValueError(f"models must be None, a model name or a list or tuple of model "
+                         f"names. Received: models={models!r}")
+    if input_shape is not None and (
+            not isinstance(input_shape, (list, tuple)) or len(input_shape) < 2
+            or not all(d is None or (isinstance(d, numbers.Integral)
+                                     and not isinstance(d, bool) and d > 0)
+                       for d in input_shape)):
+        raise ValueError(f"input_shape must be None or the (H, W, ...) of the images: a tuple "
+                         f"of at least two positive integers (None for a size not known). "
+                         f"Received: input_shape={input_shape!r}")
 
 
 def _bfloat16_slower_at(models, input_shape) -> bool:
@@ -566,8 +590,17 @@ def with_mixed_precision(model, mixed_precision="auto"):
         the output layers, which stay float32; with float32 (``None``), ``model`` itself.
 
     Raises:
-        ValueError: an unknown ``mixed_precision``.
+        ValueError: ``model`` is not a ``keras.Model``; an unknown ``mixed_precision``; a
+            mixed policy and a model Keras cannot rebuild from its config (see
+            :func:`_rebuild`).
     """
+    if not isinstance(model, keras.Model):
+        received = repr(model) if model is None or isinstance(model, str) else \
+            f"{type(model).__name__} object"
+        hint = (f" (a registered model: build it first, zoo.get_model({model!r}))"
+                if isinstance(model, str) else "")
+        raise ValueError(f"with_mixed_precision takes a keras.Model{hint}. "
+                         f"Received: model={received}")
     policy = resolve_mixed_precision(mixed_precision, **_auto_precision_args(model))
     return (_rebuild(model, policy) if policy else model), policy
 
@@ -575,9 +608,11 @@ def with_mixed_precision(model, mixed_precision="auto"):
 def _auto_precision_args(model, model_name=None) -> dict:
     """``resolve_mixed_precision``'s ``models`` and ``input_shape`` for a built model: its
     registry name (``model_name``, else the model's own name, as the zoo's builders name
-    their models) and its input's height and width."""
+    their models) and its input's height and width (``None`` for an input that has no two
+    of them)."""
     shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
-    return {"models": model_name or model.name, "input_shape": shape}
+    return {"models": model_name or model.name,
+            "input_shape": shape if shape is not None and len(shape) >= 2 else None}
 
 
 def precision_value(policy) -> str:
@@ -1164,13 +1199,26 @@ def _rebuild(model, policy: Optional[str] = None, *, keep_outputs: bool = True):
     policy too; ``trainable`` flags and weights are kept, cast to the copy's variable
     dtypes (a ``"bfloat16"`` policy, as the export's, has bfloat16 variables). The one
     re-typing of a model: training's mixed policies and the export's precisions
-    (``zoo.export._cast_model``)."""
-    config = model.get_config()
-    if policy:
-        from zoo.common import output_layer_name
-        outputs = {output_layer_name(t) for t in model.outputs} if keep_outputs else set()
-        _set_policy(config, policy, outputs)
-    clone = model.__class__.from_config(config)
+    (``zoo.export._cast_model``).
+
+    Raises:
+        ValueError: a model whose outputs are not defined (a subclassed model), or one
+            Keras cannot rebuild from its config: the message names the layer classes it
+            cannot rebuild (a custom class not registered with
+            ``keras.saving.register_keras_serializable``) and how to do without.
+    """
+    from zoo.common import model_outputs, output_layer_name
+    what = f"precision {policy!r}" if policy else "training under a distribution strategy"
+    outputs = model_outputs(model, f"{what} needs a copy of the model rebuilt from its "
+                                   f"config, which takes")
+    try:
+        config = model.get_config()
+        if policy:
+            keep = {output_layer_name(t) for t in outputs} if keep_outputs else set()
+            _set_policy(config, policy, keep)
+        clone = model.__class__.from_config(config)
+    except Exception as exc:
+        raise _rebuild_error(model, what, policy, exc) from exc
     weights, targets = model.get_weights(), clone.get_weights()
     if len(weights) != len(targets):
         raise ValueError(f"cannot rebuild {model.name!r} under {policy}: the copy has "
@@ -1181,6 +1229,46 @@ def _rebuild(model, policy: Optional[str] = None, *, keep_outputs: bool = True):
 
 
 _CONTAINERS = ("Functional", "Sequential")
+
+
+def _unrebuildable_layers(model) -> list:
+    """``[(layer, exception)]``: the layers of ``model`` (and of the functional and
+    sequential models nested in it) that Keras cannot rebuild from their config."""
+    found = []
+    for layer in model.layers:
+        if type(layer).__name__ in _CONTAINERS:
+            found += _unrebuildable_layers(layer)
+            continue
+        try:
+            keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+        except Exception as exc:
+            found.append((layer, exc))
+    return found
+
+
+def _rebuild_error(model, what, policy, exc) -> ValueError:
+    """The one error of :func:`_rebuild` for a model Keras cannot rebuild from its config
+    (``exc``, Keras' error): which layer classes, and how to do without."""
+    from zoo.common import exception_line
+    fix = ("register the class with @keras.saving.register_keras_serializable() (with a "
+           "get_config() that returns its __init__ arguments)")
+    if policy and policy != "float32":
+        fix += ", or train or export in float32 (mixed_precision='off', precision='float32')"
+    layers = _unrebuildable_layers(model)
+    if not layers:
+        return ValueError(f"{what} needs a copy of model {model.name!r} rebuilt from its "
+                          f"config, and Keras could not rebuild it ({exception_line(exc)}): "
+                          f"for a custom layer class, {fix}.")
+    classes = list(dict.fromkeys(type(layer).__name__ for layer, _ in layers))
+    reason = exception_line(layers[0][1])
+    if "Could not locate class" in reason:
+        reason = "Keras cannot locate a class not registered with it"
+    received = ", ".join(f"layer {layer.name!r} of class {type(layer).__name__}"
+                         for layer, _ in layers)
+    return ValueError(f"{what} needs a copy of model {model.name!r} rebuilt from its config, "
+                      f"and layer class{'es' if len(classes) > 1 else ''} "
+                      f"{', '.join(classes)} could not be rebuilt ({reason}): {fix}. "
+                      f"Received: {received}")
 
 
 def _output_layer_names(config) -> set:
@@ -2004,8 +2092,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         try:
             model = rebuild(policy)
         except Exception as exc:
-            # A model Keras cannot rebuild from its config (a custom layer without
-            # get_config): "auto" falls back to float32; an explicit precision fails.
+            # A model Keras cannot rebuild from its config (a custom layer class not
+            # registered with Keras): "auto" falls back to float32; an explicit precision
+            # fails (_rebuild's ValueError).
             if mixed_precision != "auto" or not policy:
                 raise
             warnings.warn(f"mixed_precision='auto' chose {policy} but {model_name} cannot be "

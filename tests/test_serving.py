@@ -546,6 +546,56 @@ def test_a_damaged_zoo_json_is_named(exported, tmp_path, text, message):
         serving.load(path)
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("labels", 5, '"labels": 5 is not a list of class names (strings)'),
+    ("labels", ["a", 1], '"labels": ["a", 1] is not a list of class names (strings)'),
+    ("task", "detection", '"task": "detection" is not "classification" or "segmentation"'),
+    ("versions", ["2.16"], '"versions": ["2.16"] is not an object'),
+    ("input", {"model_input_shape": "32x32"},
+     '"input.model_input_shape": "32x32" is not a list of 3 positive integers'),
+])
+def test_bad_zoo_json_fields_are_named(exported, tmp_path, capsys, field, value, message):
+    from zoo.cli import main
+
+    def damage(record):
+        record[field] = value
+    path = _copy_export(exported, tmp_path, damage)
+    want = (f"{path / 'assets' / 'zoo.json'}: {message}: export the model again, or correct "
+            "that field.")
+    with pytest.raises(ValueError) as info:
+        serving.load(path)
+    assert str(info.value) == want
+    assert main(["predict", str(path), "--digits", "2"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"zoo: error: {want}\n" and captured.out == ""
+
+
+def test_labels_of_another_count_than_the_classes_are_named(exported, tmp_path):
+    def three(record):
+        record["labels"] = ["a", "b", "c"]
+    path = _copy_export(exported, tmp_path, three)
+    with pytest.raises(ValueError) as info:
+        serving.load(path, jit_compile=False)
+    assert str(info.value) == (f'{path / "assets" / "zoo.json"}: "labels" holds 3 class names, '
+                               "the signature's probabilities 10 classes: export the model "
+                               "again, or correct that field.")
+
+
+def test_a_savedmodel_without_its_variables_is_named_in_one_line(exported, tmp_path, capsys):
+    import shutil
+    from zoo.cli import main
+    path = _copy_export(exported, tmp_path)
+    shutil.rmtree(path / "variables")
+    want = (f"the SavedModel in {path} could not be loaded: FileNotFoundError: Unsuccessful "
+            "TensorSliceReader constructor: Failed to find any matching files for "
+            f"{path / 'variables' / 'variables'}")
+    with pytest.raises(FileNotFoundError) as info:
+        serving.load(path, runtime="tensorflow")
+    assert str(info.value) == want
+    assert main(["predict", str(path), "--digits", "2", "--runtime", "tensorflow"]) == 2
+    assert capsys.readouterr().err == f"zoo: error: {want}\n"
+
+
 def test_a_litert_file_this_litert_cannot_read_leaves_the_export_to_tensorflow(
         exported, servable, tmp_path):
     # A damaged file, or one from a converter newer than the installed LiteRT.

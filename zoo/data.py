@@ -44,7 +44,7 @@ from zoo.common import has_image_signature
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "make_shapes", "digits_arrays", "train_class_counts", "OFFLINE_DATASETS",
-           "autotune_by_default", "without_autotune", "with_default_autotune"]
+           "check_info_fields", "autotune_by_default", "without_autotune", "with_default_autotune"]
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
@@ -106,7 +106,21 @@ class DatasetInfo:
 
     @classmethod
     def from_dict(cls, d) -> "DatasetInfo":
-        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        """Inverse of :meth:`to_dict`; unknown keys are ignored.
+
+        Raises:
+            ValueError: ``d`` is not a dict, lacks a field without a default (``name``,
+                ``task``, ``num_classes``, ``labels``, ``input_shape``) or holds a value
+                the field does not allow (:func:`check_info_fields`).
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"DatasetInfo.from_dict takes a dict (DatasetInfo.to_dict()). "
+                             f"Received: {type(d).__name__}")
+        missing = [k for k in INFO_REQUIRED if k not in d]
+        if missing:
+            raise ValueError(f"DatasetInfo dict is missing {missing} (it needs "
+                             f"{list(INFO_REQUIRED)}). Received keys: {sorted(map(str, d))}")
+        check_info_fields(d, "DatasetInfo.")
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in dict(d).items() if k in fields}
         kw["input_shape"] = tuple(kw["input_shape"])
@@ -115,6 +129,110 @@ class DatasetInfo:
         if kw.get("raw_shape") is not None:
             kw["raw_shape"] = tuple(kw["raw_shape"])
         return cls(**kw)
+
+
+#: The fields of :class:`DatasetInfo` without a default: a dict form must have them.
+INFO_REQUIRED = ("name", "task", "num_classes", "labels", "input_shape")
+#: ``DatasetInfo.task`` values.
+TASKS = ("classification", "segmentation")
+
+
+def _short(value, limit=80) -> str:
+    """``repr(value)``, cut to ``limit`` characters for a message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_finite(value) -> bool:
+    return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+            and bool(np.isfinite(value)))
+
+
+def _as_list(value):
+    """``value`` as a list if it is a list, tuple or 1-D array, else ``None``."""
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1):
+        return list(value)
+    return None
+
+
+def check_info_fields(values, prefix="info.") -> None:
+    """Check the :class:`DatasetInfo` fields present in ``values`` (a dict of field name ->
+    value: a dict form, or an instance's attributes); fields not in it are not checked.
+
+    Args:
+        values: ``{field: value}``.
+        prefix: what the messages put before a field's name (``"info."``,
+            ``"runs/x/info.json: dataset."``).
+
+    Raises:
+        ValueError: naming the field, what it holds and what it allows.
+    """
+    def bad(field, allowed):
+        return ValueError(f"{prefix}{field} must be {allowed}. "
+                          f"Received: {field}={_short(values[field])}")
+
+    if "name" in values and values["name"] is not None and not isinstance(values["name"], str):
+        raise bad("name", "the dataset's name (a str) or None")
+    if "task" in values and values["task"] is not None and (
+            not isinstance(values["task"], str) or values["task"] not in TASKS):
+        raise bad("task", " or ".join(map(repr, TASKS)))
+    num_classes = values.get("num_classes")
+    if "num_classes" in values and not (_is_int(num_classes) and num_classes >= 1):
+        raise bad("num_classes", "a positive integer")
+    if "labels" in values:
+        labels = _as_list(values["labels"])
+        count = f"{num_classes} " if "num_classes" in values else ""
+        if labels is None or not all(isinstance(v, str) or _is_int(v) for v in labels):
+            raise bad("labels", f"a list of {count}class names (str)")
+        if "num_classes" in values and len(labels) != num_classes:
+            raise ValueError(f"{prefix}labels must be a list of {count}class names "
+                             f"(num_classes={num_classes}). Received: {len(labels)} label"
+                             f"{'' if len(labels) == 1 else 's'}")
+    shape = _as_list(values.get("input_shape"))
+    if "input_shape" in values and (shape is None or len(shape) != 3 or not all(
+            _is_int(v) and v >= 1 for v in shape)):
+        raise bad("input_shape", "(height, width, channels): 3 positive integers")
+    if values.get("raw_shape") is not None:
+        raw = _as_list(values["raw_shape"])
+        if raw is None or len(raw) != 3 or not all(v is None or _is_int(v) and v >= 1
+                                                   for v in raw):
+            raise bad("raw_shape", "None or (height, width, channels): 3 positive integers "
+                      "(None where they vary)")
+    if "raw_range" in values:
+        low_high = _as_list(values["raw_range"])
+        if (low_high is None or len(low_high) != 2 or not all(map(_is_finite, low_high))
+                or not low_high[0] < low_high[1]):
+            raise bad("raw_range", "(low, high): two finite numbers, low < high")
+    channels = int(shape[-1]) if "input_shape" in values else None
+    shape = tuple(int(v) for v in shape) if channels else None
+    for field, positive in (("mean", False), ("std", True)):
+        if field not in values:
+            continue
+        stats = _as_list(values[field])
+        if (stats is None or not stats or len(stats) not in {1, channels or len(stats)}
+                or not all(_is_finite(v) and (v > 0 or not positive) for v in stats)):
+            kind = "positive finite number" if positive else "finite number"
+            raise bad(field, f"a list of one {kind} (input_shape {shape} has one "
+                      f"channel)" if channels == 1 else
+                      f"a list of 1 or {channels} {kind}s (one for all channels, or one per "
+                      f"channel of input_shape {shape})" if channels else
+                      f"a list of {kind}s, one for all channels or one per channel")
+    if "splits" in values and not (isinstance(values["splits"], dict) and all(
+            isinstance(k, str) and _is_int(v) and v >= 0
+            for k, v in values["splits"].items())):
+        raise bad("splits", "a dict of split name -> number of examples")
+    if "augmentation" in values and not isinstance(values["augmentation"], dict):
+        raise bad("augmentation", "a dict of augmentation settings")
+    ignore = values.get("ignore_label")
+    if ignore is not None:
+        low = num_classes if _is_int(num_classes) else 0
+        if not (_is_int(ignore) and low <= ignore <= MAX_IGNORE_LABEL):
+            raise bad("ignore_label", f"None or an integer from {low} to {MAX_IGNORE_LABEL} "
+                      f"(a mask value outside the classes 0..num_classes-1)")
 
 
 @dataclasses.dataclass

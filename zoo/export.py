@@ -145,30 +145,67 @@ def _remove_stale_temporaries(model_dir) -> None:
 # --------------------------------------------------------------------------------------
 # What the export knows about the data.
 
-def _resolve_info(info) -> tuple:
+def _checked_dataset(dataset, what, prefix) -> dict:
+    """A ``DatasetInfo`` or its dict form as a dict, its fields checked
+    (:func:`zoo.data.check_info_fields`); ``what`` names it in a message about missing keys,
+    ``prefix`` goes before a field's name in the others."""
+    import dataclasses
+
+    from zoo.data import INFO_REQUIRED, DatasetInfo, check_info_fields
+    if isinstance(dataset, DatasetInfo):
+        # Checked before to_dict(), which would fail on a bad value with int()'s message.
+        check_info_fields({f.name: getattr(dataset, f.name)
+                           for f in dataclasses.fields(dataset)}, prefix)
+        return dataset.to_dict()
+    if not isinstance(dataset, dict):  # another object with a dict form
+        dataset = dataset.to_dict()
+    missing = [k for k in INFO_REQUIRED if k not in dataset]
+    if missing:
+        raise ValueError(f"{what} is missing {missing} (a DatasetInfo dict has "
+                         f"{list(INFO_REQUIRED)}): pass DatasetInfo.to_dict() or a run's "
+                         "info.json.")
+    check_info_fields(dataset, prefix)
+    return dict(dataset)
+
+
+def _resolve_info(info, source=None) -> tuple:
     """``info`` -> ``(dataset dict or None, metrics dict, task or None, model name or None)``.
 
     Accepts a ``zoo.data.DatasetInfo``, its dict form, or a training run's ``info.json``
-    dict (``{"model", "dataset", "metrics", "task"}``).
+    dict (``{"model", "dataset", "metrics", "task"}``); the dataset's fields are checked.
+    ``source``: the ``info.json`` file ``info`` was read from, named in the messages.
     """
+    from zoo.data import TASKS, _short
     if info is None:
         return None, {}, None, None
-    if hasattr(info, "to_dict"):
-        info = info.to_dict()
-    if not isinstance(info, dict):
+    top = "info" if source is None else source
+    field = "info." if source is None else f"{source}: "
+    if not isinstance(info, dict) and not hasattr(info, "to_dict"):
         raise ValueError("info must be a zoo.data.DatasetInfo, its dict form, a run's "
                          f"info.json dict or None. Received: {type(info).__name__}")
-    if "dataset" in info:  # a training run's info.json
+    if isinstance(info, dict) and "dataset" in info:  # a training run's info.json
         dataset = info.get("dataset")
-        if hasattr(dataset, "to_dict"):
-            dataset = dataset.to_dict()
-        return (dict(dataset) if dataset else None, dict(info.get("metrics") or {}),
-                info.get("task"), info.get("model"))
-    missing = {"input_shape", "num_classes"} - set(info)
-    if missing:
-        raise ValueError(f"info dict is missing {sorted(missing)}: pass DatasetInfo.to_dict() "
-                         "or a run's info.json.")
-    return dict(info), dict(info.get("metrics") or {}), info.get("task"), None
+        if dataset is not None and not isinstance(dataset, dict) and not hasattr(
+                dataset, "to_dict"):
+            raise ValueError(f"{field}dataset must be a DatasetInfo dict or None. "
+                             f"Received: dataset={_short(dataset)}")
+        if dataset:
+            dataset = _checked_dataset(dataset, f"{field}dataset", f"{field}dataset.")
+        model = info.get("model")
+        if model is not None and not isinstance(model, str):
+            raise ValueError(f"{field}model must be the model's name (a str) or None. "
+                             f"Received: model={_short(model)}")
+        task = info.get("task")
+        if task is not None and (not isinstance(task, str) or task not in TASKS):
+            raise ValueError(f"{field}task must be {' or '.join(map(repr, TASKS))}. "
+                             f"Received: task={_short(task)}")
+        metrics = info.get("metrics")
+        if metrics is not None and not isinstance(metrics, dict):
+            raise ValueError(f"{field}metrics must be a dict or None. "
+                             f"Received: metrics={_short(metrics)}")
+        return dataset or None, dict(metrics or {}), task, model
+    dataset = _checked_dataset(info, f"{top} dict" if source is None else top, field)
+    return dataset, dict(dataset.get("metrics") or {}), dataset.get("task"), None
 
 
 def _main_output(model):
@@ -422,6 +459,26 @@ def _build_serving_fn(model, *, task, kind, in_channels, preprocess):
     return serving_default
 
 
+def _check_base_dir(base_dir) -> str:
+    """``base_dir`` as a str path; anything but a non-empty str or ``os.PathLike`` raises."""
+    path = os.fspath(base_dir) if isinstance(base_dir, (str, os.PathLike)) else None
+    if not isinstance(path, str) or not path:
+        raise ValueError("base_dir must be a directory path (a non-empty str or os.PathLike; "
+                         f"'.' for the current directory). Received: base_dir={base_dir!r}")
+    return path
+
+
+def _missing_dirs(path) -> list:
+    """The directories of ``path`` (itself and its parents) that do not exist yet, deepest
+    first: what ``os.makedirs(path)`` creates."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
 def _check_name(name):
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError("name must be a directory name of letters, digits, '.', '_' or '-' "
@@ -481,8 +538,10 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         The path of the version directory, e.g. ``saved_models/lenet5/1``.
 
     Raises:
-        ValueError: bad name, version, precision, info, metrics or lite; a model without
-            a fixed input, with several inputs, or whose output does not fit the task.
+        ValueError: bad base_dir, name, version, precision, info (a field of the dataset
+            out of what it allows, named: :func:`zoo.data.check_info_fields`), metrics,
+            overwrite or lite; a model without a fixed input, with several inputs, or whose
+            output does not fit the task.
         FileExistsError: ``version`` exists and ``overwrite`` is False.
 
     Example:
@@ -495,11 +554,14 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     import tensorflow as tf
     import zoo
 
-    if precision not in PRECISIONS:
+    if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}. "
                          f"Received: precision={precision!r}")
     if not isinstance(lite, bool):
         raise ValueError(f"lite must be True or False. Received: lite={lite!r}")
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite must be True or False. Received: overwrite={overwrite!r}")
+    base_dir = _check_base_dir(base_dir)
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise ValueError("export needs a built functional keras.Model with an Input. "
                          f"Received: {type(model).__name__}")
@@ -507,14 +569,15 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         raise ValueError(f"export supports models with one image input. Received "
                          f"{len(model.inputs)} inputs.")
     dataset, run_metrics, run_task, run_model = _resolve_info(info)
-    name = name or run_model or model.name
+    if name is None:
+        name = run_model or model.name
     _check_name(name)
     version = _check_version(version)
     if metrics is not None and not isinstance(metrics, dict):
         raise ValueError(f"metrics must be a dict. Received: {type(metrics).__name__}")
     metrics = dict(run_metrics if metrics is None else metrics)
 
-    model_dir = os.path.join(os.fspath(base_dir), name)
+    model_dir = os.path.join(base_dir, name)
     if version is not None and not overwrite and os.path.exists(
             os.path.join(model_dir, str(version))):
         raise FileExistsError(f"version {version} of {name!r} already exists in "
@@ -615,10 +678,12 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         "metrics": _jsonable(metrics),
     }
 
-    os.makedirs(model_dir, exist_ok=True)
-    _remove_stale_temporaries(model_dir)
-    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir)
+    created = _missing_dirs(model_dir)
+    tmp = None
     try:
+        os.makedirs(model_dir, exist_ok=True)
+        _remove_stale_temporaries(model_dir)
+        tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; servers may run as other users
@@ -628,7 +693,13 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
                           {"file": None, "error": "not requested (lite=False)"})
         return _commit(tmp, model_dir, version, overwrite, record)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for directory in created:  # the model directory (and base_dir) this export made
+            try:
+                os.rmdir(directory)
+            except OSError:  # not empty: another export's meanwhile
+                break
         raise
 
 
@@ -918,8 +989,16 @@ def _load_run(path):
     info_file = _info_beside(keras_file)
     info = None
     if os.path.isfile(info_file):
-        with open(info_file) as f:
-            info = json.load(f)
+        try:
+            with open(info_file, encoding="utf-8") as f:
+                info = json.load(f)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"{info_file} is not valid JSON ({exc}): train the run again "
+                             f"(zoo train writes it), or repair the file.") from None
+        if not isinstance(info, dict):
+            raise ValueError(f"{info_file} holds a JSON {type(info).__name__}, not the object "
+                             f"zoo train writes ({{\"model\", \"dataset\", ...}}).")
+        _resolve_info(info, source=info_file)  # checked before the model loads
     model = common.load_model(keras_file, compile=False)
     return model, info
 
@@ -942,7 +1021,8 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
     Raises:
         FileNotFoundError: no run directory, ``model.keras``, ``info.json`` (in a run
             directory) or file.
-        ValueError: as in :func:`export`.
+        ValueError: as in :func:`export`; an ``info.json`` that is not valid JSON, not an
+            object or holds a bad dataset field (the message names the file).
 
     Example:
         >>> export_run("runs/lenet5")  # doctest: +SKIP

@@ -137,8 +137,11 @@ def read_record(version_dir) -> Optional[dict]:
         (a SavedModel not written by zoo).
 
     Raises:
-        ValueError: ``zoo.json`` is not a JSON object, or its ``"format"`` is not one this
-            zoo reads (not an integer of at least 1, or newer than :data:`zoo.export.FORMAT`).
+        ValueError: ``zoo.json`` is not a JSON object, its ``"format"`` is not one this
+            zoo reads (not an integer of at least 1, or newer than :data:`zoo.export.FORMAT`),
+            or a field the loader reads holds what it does not allow (``"labels"`` not a list
+            of strings, ``"task"``, ``"input"``, ``"output"``, ``"lite"``, ``"versions"``,
+            ``"precision"``; named with the file).
     """
     path = os.path.join(os.fspath(version_dir), ZOO_JSON)
     if not os.path.isfile(path):
@@ -156,19 +159,56 @@ def read_record(version_dir) -> Optional[dict]:
                          f"load the SavedModel without its labels and input spec.")
     fmt = record.get("format")
     if fmt is None and "format" not in record:
+        _check_record_fields(path, record)
         return record
     if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
         raise ValueError(f"{path}: \"format\": {json.dumps(fmt)} is not an export format "
                          f"(an integer from 1; this zoo reads exports up to format {FORMAT}).")
     if fmt > FORMAT:
         import zoo
-        written = (record.get("versions") or {}).get("zoo")
+        versions = record.get("versions")
+        written = versions.get("zoo") if isinstance(versions, dict) else None
         raise ValueError(
             f"{os.path.dirname(os.path.dirname(path))} is an export of format {fmt}"
             + (f" (written by zoo {written})" if written else "")
             + f"; this zoo ({zoo.__version__}) reads exports up to format {FORMAT}: upgrade "
             f"zoo to load it, or export the model again with this version.")
+    _check_record_fields(path, record)
     return record
+
+
+def _record_error(path, field, value, allowed) -> ValueError:
+    text = json.dumps(value)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return ValueError(f'{path}: "{field}": {text} is not {allowed}: export the model again, '
+                      f"or correct that field.")
+
+
+def _check_record_fields(path, record) -> None:
+    """The fields of ``zoo.json`` the loader and ``zoo predict`` read, where present: of the
+    kinds an export writes (``null`` stands for unknown)."""
+    labels = record.get("labels")
+    if labels is not None and not (isinstance(labels, list)
+                                   and all(isinstance(v, str) for v in labels)):
+        raise _record_error(path, "labels", labels, "a list of class names (strings)")
+    task = record.get("task")
+    if task is not None and task not in ("classification", "segmentation"):
+        raise _record_error(path, "task", task, '"classification" or "segmentation"')
+    precision = record.get("precision")
+    if precision is not None and not isinstance(precision, str):
+        raise _record_error(path, "precision", precision, "a dtype name (a string)")
+    for key in ("versions", "lite", "input", "output"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            raise _record_error(path, key, record[key], "an object")
+    for key, shape, ranks in (("input", "model_input_shape", (3,)),
+                              ("output", "model_output_shape", (1, 3))):
+        value = (record.get(key) or {}).get(shape)
+        if value is not None and not (
+                isinstance(value, list) and len(value) in ranks
+                and all(v is None or isinstance(v, int) and not isinstance(v, bool) and v > 0
+                        for v in value)):
+            raise _record_error(path, f"{key}.{shape}", value,
+                                f"a list of {' or '.join(map(str, ranks))} positive integers")
 
 
 # --------------------------------------------------------------------------------------
@@ -415,7 +455,12 @@ class Servable:
         except Exception as exc:
             written = ((record or {}).get("versions") or {}).get("tensorflow")
             if not written or written == tf.__version__:
-                raise
+                # TensorFlow's message runs on for lines (a missing variables/: "Unsuccessful
+                # TensorSliceReader constructor: ... You may be trying to load on a different
+                # device ..."): its first line says why.
+                kind = FileNotFoundError if isinstance(exc, FileNotFoundError) else ValueError
+                raise kind(f"the SavedModel in {self.path} could not be loaded: "
+                           f"{exception_line(exc)}") from exc
             raise ValueError(
                 f"TensorFlow {tf.__version__} cannot load the SavedModel in {self.path} "
                 f"({exception_line(exc)}); it was written with TensorFlow {written} "
@@ -447,6 +492,14 @@ class Servable:
             "name": self.name, "version": self.version, "task": None, "labels": [],
             "signature": self.signature}
         self.labels = list(self.info.get("labels") or [])
+        classes = (self.signature["outputs"].get("probabilities") or {}).get("shape")
+        classes = classes[-1] if classes else None
+        if (record is not None and self.labels and classes
+                and len(self.labels) != classes and not (classes == 1 and len(self.labels) == 2)):
+            raise ValueError(f'{os.path.join(self.path, ZOO_JSON)}: "labels" holds '
+                             f"{len(self.labels)} class names, the signature's probabilities "
+                             f"{classes} classes: export the model again, or correct that "
+                             f"field.")
         self.channels = self.input_shape[-1]
         self._lock = threading.Lock()
         self._functions = {}

@@ -1,0 +1,182 @@
+"""zoo.export refuses bad arguments and bad dataset info with one clear message (what was
+received, what is allowed) before anything is written, and a failed export leaves no model
+directory it made; ``zoo export`` says the same in one line with exit code 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import zoo  # noqa: E402
+from zoo import export as zoo_export  # noqa: E402
+from zoo.data import DatasetInfo, load_splits  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return zoo.lenet5(variant="modern")
+
+
+@pytest.fixture(scope="module")
+def info():
+    return load_splits("digits").info
+
+
+def _run_dir(path, model, info_json):
+    """A training run directory: ``model.keras`` and ``info.json`` (a dict, or raw text)."""
+    path.mkdir()
+    model.save(path / "model.keras")
+    (path / "info.json").write_text(info_json if isinstance(info_json, str)
+                                    else json.dumps(info_json))
+    return path
+
+
+def test_overwrite_must_be_true_or_false(model, tmp_path):
+    first = zoo.export(model, tmp_path, name="m", version=3, lite=False)
+    created = json.load(open(os.path.join(first, "assets", "zoo.json")))["created"]
+    for value in ("no", 1, None):
+        with pytest.raises(ValueError) as exc:
+            zoo.export(model, tmp_path, name="m", version=3, overwrite=value, lite=False)
+        assert str(exc.value) == f"overwrite must be True or False. Received: overwrite={value!r}"
+    # version 3 was not replaced
+    assert json.load(open(os.path.join(first, "assets", "zoo.json")))["created"] == created
+    assert sorted(os.listdir(tmp_path / "m")) == ["3"]
+
+
+def test_empty_name_and_bad_base_dirs_are_refused(model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as exc:
+        zoo.export(model, tmp_path / "models", name="")
+    assert str(exc.value) == ("name must be a directory name of letters, digits, '.', '_' or "
+                              "'-' (not starting with '.' or '-'). Received: name=''")
+    for base_dir in ("", None, 5, b"models"):
+        with pytest.raises(ValueError) as exc:
+            zoo.export(model, base_dir)
+        assert str(exc.value) == ("base_dir must be a directory path (a non-empty str or "
+                                  "os.PathLike; '.' for the current directory). Received: "
+                                  f"base_dir={base_dir!r}")
+    assert os.listdir(tmp_path) == []  # nothing in the current directory either
+
+
+DIGITS_SHAPE = "input_shape (32, 32, 1)"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("std", [0.0], f"std must be a list of one positive finite number ({DIGITS_SHAPE} has one "
+                   "channel). Received: std=[0.0]"),
+    ("std", [float("nan")], f"std must be a list of one positive finite number ({DIGITS_SHAPE}"
+                            " has one channel). Received: std=[nan]"),
+    ("mean", [1.0, 2.0, 3.0, 4.0], f"mean must be a list of one finite number ({DIGITS_SHAPE} "
+                                   "has one channel). Received: mean=[1.0, 2.0, 3.0, 4.0]"),
+    ("input_shape", "32,32,1", "input_shape must be (height, width, channels): 3 positive "
+                               "integers. Received: input_shape='32,32,1'"),
+    ("num_classes", "ten", "num_classes must be a positive integer. Received: "
+                           "num_classes='ten'"),
+    ("raw_range", "0-255", "raw_range must be (low, high): two finite numbers, low < high. "
+                           "Received: raw_range='0-255'"),
+    ("raw_range", [255, 0], "raw_range must be (low, high): two finite numbers, low < high. "
+                            "Received: raw_range=[255, 0]"),
+    ("labels", ["zero", "one"], "labels must be a list of 10 class names (num_classes=10). "
+                                "Received: 2 labels"),
+    ("task", "detection", "task must be 'classification' or 'segmentation'. Received: "
+                          "task='detection'"),
+])
+def test_bad_info_values_are_named(model, info, field, value, message, tmp_path):
+    as_dict = {**info.to_dict(), field: value}
+    with pytest.raises(ValueError) as exc:   # the dict form
+        zoo.export(model, tmp_path, info=as_dict)
+    assert str(exc.value) == "info." + message
+    with pytest.raises(ValueError) as exc:   # a DatasetInfo holding it
+        zoo.export(model, tmp_path, info=DatasetInfo(**{**vars(info), field: value}))
+    assert str(exc.value) == "info." + message
+    with pytest.raises(ValueError) as exc:   # a run's info.json dict
+        zoo.export(model, tmp_path, info={"model": "lenet5", "dataset": as_dict})
+    assert str(exc.value) == "info.dataset." + message
+    with pytest.raises(ValueError) as exc:   # where a DatasetInfo is built from a dict
+        DatasetInfo.from_dict(as_dict)
+    assert str(exc.value) == "DatasetInfo." + message
+    assert os.listdir(tmp_path) == []
+
+
+def test_from_dict_names_missing_keys(info):
+    with pytest.raises(ValueError) as exc:
+        DatasetInfo.from_dict({"name": "digits", "num_classes": 10})
+    assert str(exc.value) == ("DatasetInfo dict is missing ['task', 'labels', 'input_shape'] "
+                              "(it needs ['name', 'task', 'num_classes', 'labels', "
+                              "'input_shape']). Received keys: ['name', 'num_classes']")
+    assert DatasetInfo.from_dict(info.to_dict()) == info
+
+
+def test_precision_must_be_a_str_and_a_failed_export_leaves_no_model_directory(
+        model, tmp_path, monkeypatch):
+    with pytest.raises(ValueError) as exc:
+        zoo.export(model, tmp_path, name="arr", precision=np.array(["float32"]))
+    assert str(exc.value) == ("precision must be one of float32, float16, bfloat16. Received: "
+                              "precision=array(['float32'], dtype='<U7')")
+    assert os.listdir(tmp_path) == []
+
+    def unwritable(tmp, record):
+        raise TypeError("Object of type ndarray is not JSON serializable")
+
+    monkeypatch.setattr(zoo_export, "_write_record", unwritable)
+    base = tmp_path / "new" / "models"   # made by the export: removed again
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        zoo.export(model, base, name="arr", lite=False)
+    assert os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    kept = zoo.export(model, tmp_path, name="arr", lite=False)   # a model directory in use
+    monkeypatch.setattr(zoo_export, "_write_record", unwritable)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        zoo.export(model, tmp_path, name="arr", lite=False)
+    assert os.listdir(tmp_path / "arr") == ["1"] and kept.endswith(os.path.join("arr", "1"))
+
+
+def test_a_run_with_a_bad_or_corrupt_info_json_is_named(model, info, tmp_path, capsys):
+    from zoo.cli import main
+    models = tmp_path / "models"
+    cases = [
+        ({"model": "lenet5", "dataset": {"name": "digits"}},
+         "{file}: dataset is missing ['task', 'num_classes', 'labels', 'input_shape'] (a "
+         "DatasetInfo dict has ['name', 'task', 'num_classes', 'labels', 'input_shape']): pass "
+         "DatasetInfo.to_dict() or a run's info.json."),
+        ({"model": "lenet5", "dataset": {**info.to_dict(), "std": [0]}},
+         "{file}: dataset.std must be a list of one positive finite number (input_shape "
+         "(32, 32, 1) has one channel). Received: std=[0]"),
+        ('{"model": "lenet5", "dataset": ',
+         "{file} is not valid JSON (Expecting value: line 1 column 32 (char 31)): train the "
+         "run again (zoo train writes it), or repair the file."),
+        ("[1, 2]", "{file} holds a JSON list, not the object zoo train writes ({{\"model\", "
+                   "\"dataset\", ...}})."),
+    ]
+    for i, (content, message) in enumerate(cases):
+        run = _run_dir(tmp_path / f"run{i}", model, content)
+        message = message.format(file=run / "info.json")
+        with pytest.raises(ValueError) as exc:
+            zoo_export.export_run(run, base_dir=models)
+        assert str(exc.value) == message
+        assert main(["export", str(run), "--base-dir", str(models)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"zoo: error: {message}\n" and captured.out == ""
+    assert not os.path.exists(models)
+
+
+def test_zoo_export_refuses_an_empty_name_in_one_line(model, info, tmp_path):
+    run = _run_dir(tmp_path / "run", model,
+                   {"model": "lenet5", "task": "classification", "dataset": info.to_dict()})
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    for option, value, shown in (("--name", "", "name=''"), ("--base-dir", "", "base_dir=''")):
+        proc = subprocess.run([sys.executable, "-m", "zoo", "export", str(run), option, value],
+                              capture_output=True, text=True, cwd=tmp_path, env=env,
+                              timeout=300)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("zoo: error: ") and proc.stderr.rstrip().endswith(
+            f"Received: {shown}")
+    assert sorted(os.listdir(tmp_path)) == ["run"]

@@ -367,6 +367,16 @@ def test_versions_count_up_and_are_never_overwritten(tmp_path):
     assert zoo.export(model, tmp_path, name="m", version=7).endswith(os.path.join("m", "7"))
     assert zoo.export(model, tmp_path, name="m").endswith(os.path.join("m", "8"))
     assert zoo_export.list_versions(tmp_path / "m") == [1, 2, 7, 8]
+    # Directories named in other digits are no versions ("²": int() refuses it; "١" would
+    # read as 1), for listing, serving and the next free number alike.
+    for odd in ("²", "١"):
+        shutil.copytree(second, tmp_path / "m" / odd)
+    assert zoo_export.list_versions(tmp_path / "m") == [1, 2, 7, 8]
+    assert zoo.export(model, tmp_path, name="m").endswith(os.path.join("m", "9"))
+    with pytest.raises(ValueError, match="^version must be an integer from 0 to"):
+        zoo.export(model, tmp_path, name="m", version="١")
+    for odd in ("²", "١", "9"):
+        shutil.rmtree(tmp_path / "m" / odd)
 
     before = open(os.path.join(first, "saved_model.pb"), "rb").read()
     with pytest.raises(FileExistsError, match="version 1 .* already exists"):

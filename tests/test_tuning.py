@@ -1082,7 +1082,7 @@ def test_a_worker_waiting_for_its_chief_says_so_and_leaves_nothing_when_stopped(
             seen.append(lines.get(timeout=120))    # queue.Empty: no such line in 2 minutes
         assert (runs / "lenet5_digits_random").is_dir()       # keras-tuner's, while waiting
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        proc.wait(timeout=120)
     finally:
         proc.kill()
     err = []

@@ -530,6 +530,10 @@ def _join_chief(kt_tuner, project_dir, fingerprint, hypermodel, *, follow_precis
               f"start the chief's command "
               f"(--chief {host}:{port}), or press Ctrl-C to stop", file=sys.stderr,
               flush=True)
+        # Waited for here, in Python: Ctrl-C stops this loop at once, while gRPC's blocking
+        # call (which waits too) does not always give way to it.
+        while _not_answering(host, int(port)):
+            time.sleep(0.5)
     kt_tuner.oracle.get_space()          # blocks until the chief serves
     _JOINED.append(f"{host}:{port}")
     path = os.path.join(project_dir, FINGERPRINT)

@@ -1067,7 +1067,10 @@ def test_a_worker_waiting_for_its_chief_says_so_and_leaves_nothing_when_stopped(
         [sys.executable, "-m", "zoo", "tune", "lenet5", "--worker", f"127.0.0.1:{port}",
          "--worker-id", "3", "--directory", str(runs), "--tuner", "random", "--max-trials",
          "1", "--epochs", "1"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=dict(os.environ, PYTHONPATH=repo, TF_CPP_MIN_LOG_LEVEL="3"))
+        text=True, env=dict(os.environ, PYTHONPATH=repo, TF_CPP_MIN_LOG_LEVEL="3"),
+        # Ctrl-C's signal as a terminal sends it: a suite started in the background (bash
+        # "cmd &") inherits SIGINT ignored, and the worker would not see it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     waiting = (f"zoo tune: worker 3 waits for the chief at 127.0.0.1:{port} (nothing answers "
                f"there yet); start the chief's command (--chief 127.0.0.1:{port}), or press "
                f"Ctrl-C to stop")

@@ -27,7 +27,7 @@ import sys
 import time
 import warnings
 
-from zoo.common import atomic_write, atomic_write_text
+from zoo.common import atomic_write, atomic_write_text, is_digits
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -1098,7 +1098,7 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
 def _host_port(text):
     import argparse
     host, sep, port = str(text).rpartition(":")
-    if not sep or not host.strip() or not (port.isascii() and port.isdigit()) or \
+    if not sep or not host.strip() or not is_digits(port) or \
             not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port from 1 to 65535, "
                                          f"such as 10.0.0.1:8000; received {text!r}")
@@ -1332,16 +1332,13 @@ def _argv(args):
 
 
 def _wait_for_port(host, port, process, timeout):
-    import socket
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
             return False
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.5)
+        if _not_answering(host, port, timeout=1) is None:
+            return True
+        time.sleep(0.5)
     return False
 
 

@@ -436,6 +436,13 @@ def output_layer_name(tensor) -> str:
     return operation.name
 
 
+def is_digits(text) -> bool:
+    """``text`` is ASCII digits only, a non-negative integer as ``int`` reads it and as
+    TensorFlow Serving reads version numbers (``str.isdigit`` also takes "²", which ``int``
+    refuses, and "١", which it reads as 1)."""
+    return text.isascii() and text.isdigit()
+
+
 def exception_line(exc: BaseException) -> str:
     """``TypeName: first line of its message``: an exception in one line, for a note that
     says why a fallback was taken."""

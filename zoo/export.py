@@ -95,16 +95,10 @@ def list_versions(model_dir) -> list:
         return []
     versions = []
     for entry in entries:
-        if _is_version_name(entry.name) and entry.is_dir() and os.path.isfile(
+        if common.is_digits(entry.name) and entry.is_dir() and os.path.isfile(
                 os.path.join(entry.path, "saved_model.pb")):
             versions.append(int(entry.name))
     return sorted(versions)
-
-
-def _is_version_name(name) -> bool:
-    """A version directory's name: ASCII digits, as TensorFlow Serving reads them
-    (``str.isdigit`` also takes "²", which ``int`` refuses, and "١", which it reads as 1)."""
-    return name.isascii() and name.isdigit()
 
 
 def latest_version(model_dir) -> Optional[int]:
@@ -122,7 +116,7 @@ def latest_version(model_dir) -> Optional[int]:
 
 def _taken_versions(model_dir) -> set:
     try:
-        return {int(e.name) for e in os.scandir(model_dir) if _is_version_name(e.name)}
+        return {int(e.name) for e in os.scandir(model_dir) if common.is_digits(e.name)}
     except FileNotFoundError:
         return set()
 
@@ -499,7 +493,7 @@ def _check_version(version):
     if version is None:
         return None
     received = version
-    if isinstance(version, str) and _is_version_name(version):
+    if isinstance(version, str) and common.is_digits(version):
         version = int(version)
     if (isinstance(version, bool) or not isinstance(version, int)
             or not 0 <= version <= MAX_VERSION):

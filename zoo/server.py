@@ -50,6 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from zoo import jsonarrays, jsonscan
+from zoo.common import is_digits
 from zoo.export import SIGNATURE_NAME, list_versions
 
 __all__ = ["InlinePolicy", "ModelStore", "RequestBatcher", "ServingError", "check_origins",
@@ -115,12 +116,6 @@ def check_model_name(name) -> None:
                            f"{MAX_NAME_BYTES} bytes")
 
 
-def _is_number_text(text) -> bool:
-    """``text`` is a version number as TensorFlow Serving reads one: ASCII digits only
-    (``str.isdigit`` also takes "²" and "١", which ``int`` refuses or reads as 1)."""
-    return text.isascii() and text.isdigit()
-
-
 def check_base_dir(base_dir) -> None:
     """Raise ``ValueError`` for a model directory (``NAME/``, holding versions) or a version
     directory (``NAME/VERSION/``, holding ``saved_model.pb``) given as the base directory,
@@ -130,7 +125,7 @@ def check_base_dir(base_dir) -> None:
         raise FileNotFoundError(f"no such model directory: {base_dir}")
     layout = "the base directory holds MODEL/VERSION/saved_model.pb"
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        if _is_number_text(os.path.basename(path)):
+        if is_digits(os.path.basename(path)):
             hint = f"serve {os.path.dirname(os.path.dirname(path))} instead"
         else:
             hint = f"move it to BASE_DIR/{os.path.basename(path)}/1/ and serve BASE_DIR"
@@ -1195,7 +1190,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             raise ServingError(404, f"no such endpoint: /v1/models/{path}")
         version = match.group("version")
         if version is not None:
-            if not _is_number_text(version):
+            if not is_digits(version):
                 raise ServingError(400, f"version must be a non-negative integer; received "
                                    f"{version!r}")
             version = int(version)

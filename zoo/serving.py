@@ -49,7 +49,7 @@ from typing import Optional
 import numpy as np
 
 from zoo.cli import number_type
-from zoo.common import exception_line, has_image_signature
+from zoo.common import exception_line, has_image_signature, is_digits
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions)
 
@@ -110,7 +110,7 @@ def resolve_version_dir(path) -> tuple:
         raise FileNotFoundError(f"no such SavedModel directory: {path}")
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         base = os.path.basename(path)
-        version = int(base) if base.isascii() and base.isdigit() else None
+        version = int(base) if is_digits(base) else None
         name = os.path.basename(os.path.dirname(path)) if version is not None else base
         return path, name, version
     version = latest_version(path)
@@ -1540,7 +1540,7 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
 
 def _count_arg(text: str, expected: str = "a non-negative integer") -> int:
     import argparse
-    if not (text.isascii() and text.isdigit()):
+    if not is_digits(text):
         raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
     return int(text)
 
@@ -1559,7 +1559,7 @@ def _parse_workers_arg(text: str):
 
 def _port_arg(text: str) -> int:
     import argparse
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+    if not is_digits(text) or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"expected a TCP port, 1-65535; received {text!r}")
     return int(text)
 

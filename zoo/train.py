@@ -35,7 +35,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo import data as zdata
-from zoo.common import atomic_write, atomic_write_text
+from zoo.common import atomic_write, atomic_write_text, is_digits
 
 __all__ = ["compile_model", "fit", "resolve_jit_compile", "resolve_class_weight",
            "resolve_mixed_precision", "with_mixed_precision", "cosine_schedule",
@@ -323,7 +323,7 @@ def _class_index(key, info, class_weight) -> int:
     if isinstance(key, str) and key in labels:
         return labels.index(key)
     if isinstance(key, str):
-        index = int(key) if key.isascii() and key.isdigit() else None
+        index = int(key) if is_digits(key) else None
     else:
         index = int(key)
     if index is None or not 0 <= index < len(labels):

@@ -175,6 +175,28 @@ def test_row_and_columnar_requests(server, local):
                                want["probabilities"], atol=1e-6)
 
 
+def test_paths_match_in_any_case_as_tensorflow_serving_matches_them(server, local):
+    """TensorFlow Serving's REST paths match their fixed words in any case (``(?i)`` in its
+    path patterns); model names keep their case, and a verb must be lower case there too."""
+    c = server["client"]
+    x = images(2, seed=4)
+    want = local.predict(x)
+    for path in ("/V1/Models/lenet5:predict", "/v1/MODELS/lenet5/Versions/1:predict"):
+        r = c.post(path, json={"instances": x.tolist()})
+        assert r.status_code == 200, (path, r.text)
+        assert [p["classes"] for p in r.json()["predictions"]] == want["classes"].tolist()
+    status = c.get("/V1/MODELS/lenet5/VERSIONS/1")
+    assert status.status_code == 200 and status.json()["model_version_status"][0][
+        "version"] == "1"
+    meta = c.get("/v1/Models/lenet5/Metadata")
+    assert meta.status_code == 200 and meta.json()["model_spec"]["name"] == "lenet5"
+    assert c.get("/v1/models/LENET5").status_code == 404          # names keep their case
+    r = c.post("/v1/models/lenet5:PREDICT", json={"instances": x.tolist()})
+    assert r.status_code == 404 and ":predict" in r.json()["error"]
+    label = c.get("/V1/models/lenet5/Labels/stable")
+    assert label.status_code == 400 and "'stable'" in label.json()["error"]
+
+
 def test_b64_png_in_both_forms(server, local):
     c = server["client"]
     x = np.concatenate([images(1, seed=2, size=8), ], 0)

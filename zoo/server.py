@@ -60,12 +60,16 @@ __all__ = ["InlinePolicy", "ModelStore", "RequestBatcher", "ServingError", "chec
 _log = logging.getLogger("uvicorn.error")
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
-_MODEL_PATH = re.compile(
-    r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<rest>/metadata|:[A-Za-z]+)?/?$")
+#: The path after ``/v1/models/``. TensorFlow Serving matches its paths' fixed words in any
+#: case (``/V1/Models/NAME/Versions/2/Metadata``); model names keep theirs, and so do the
+#: verbs (its handler compares them in lower case: ``:PREDICT`` is a malformed request).
+_MODEL_PATH = re.compile(r"^(?P<name>[^/:]+)(?:(?i:/versions/)(?P<version>[^/:]+))?"
+                         r"(?P<rest>(?i:/metadata)|:[A-Za-z]+)?/?$")
 #: TensorFlow Serving's version labels (``/v1/models/NAME/labels/LABEL``), which a model
 #: config assigns; zoo serve has none.
 _LABEL_PATH = re.compile(
-    r"^(?P<name>[^/:]+)/labels/(?P<label>[^/:]+)(?:/metadata|:[A-Za-z]+)?/?$")
+    r"^(?P<name>[^/:]+)(?i:/labels/)(?P<label>[^/:]+)(?:(?i:/metadata)|:[A-Za-z]+)?/?$")
+_PREFIX = "/v1/models"
 _PREDICT_BATCH = 64
 #: Bodies from this size on try the pixel-array fast path (one 32x32 greyscale image, 6.8 KB:
 #: 0.03 ms that way against 0.25 ms through orjson and numpy.asarray; 452 bytes: the same).
@@ -1143,6 +1147,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         app.add_middleware(_cors_middleware(), allow_origins=list(allow_origins),
                            allow_methods=list(CORS_METHODS), allow_headers=list(CORS_HEADERS),
                            max_age=CORS_MAX_AGE_SECONDS)
+    app.add_middleware(_FoldedPrefix)
     app.state.store = store
     app.state.splitter = splitter
     app.state.batcher = batcher
@@ -1194,7 +1199,10 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
                 raise ServingError(400, f"version must be a non-negative integer; received "
                                    f"{version!r}")
             version = int(version)
-        return match.group("name"), version, match.group("rest")
+        rest = match.group("rest")
+        if rest is not None and rest[0] == "/":
+            rest = "/metadata"
+        return match.group("name"), version, rest
 
     async def read_body(request) -> bytes:
         length = request.headers.get("content-length")
@@ -1396,6 +1404,22 @@ CORS_MAX_AGE_SECONDS = 600
 #: the request headers beyond the ones browsers always allow.
 CORS_METHODS = ("GET", "HEAD", "POST")
 CORS_HEADERS = ("Content-Type", "Content-Encoding")
+
+
+class _FoldedPrefix:
+    """Routes ``/V1/Models...`` as ``/v1/models...``: TensorFlow Serving's REST paths match
+    in any case, and its clients may spell them so. A pure ASGI middleware: one string
+    comparison per request."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            path = scope["path"]
+            if not path.startswith(_PREFIX) and path[:len(_PREFIX)].lower() == _PREFIX:
+                scope = dict(scope, path=_PREFIX + path[len(_PREFIX):])
+        await self.app(scope, receive, send)
 
 
 def _cors_middleware():

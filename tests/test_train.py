@@ -827,6 +827,26 @@ def test_a_run_directory_of_another_model_or_dataset_is_refused(digits8, tmp_pat
     assert list(history["epoch"]) == [0, 1, 2]          # resumed after epoch 0
 
 
+def test_a_test_split_label_outside_the_classes_is_named_in_one_line(tmp_path, digits8):
+    # Train and validation are fine; the test split's first label is 12 for a 10-class model:
+    # found when the best model is scored, after training, and said as for the other splits.
+    import tensorflow as tf
+
+    def twelve(x, y):
+        return x, tf.tensor_scatter_nd_update(y, [[0]], tf.constant([12], y.dtype))
+    lying = data.Splits(digits8.train, digits8.validation, digits8.test.map(twelve),
+                        digits8.info)
+    run = tmp_path / "run"
+    with pytest.raises(ValueError) as exc_info:
+        train.fit(tiny_classifier(), lying, epochs=1, run_dir=str(run), verbose=0,
+                  jit_compile=False)
+    assert str(exc_info.value) == ("labels outside num_classes: the model has 10 outputs, so "
+                                   "labels must be in 0..9; found 12")
+    # The trained model stays (a failure after training keeps it); no run is written as done.
+    assert (run / "checkpoints" / "best.keras").exists()
+    assert not (run / "metrics.json").exists() and not (run / "model.keras").exists()
+
+
 def test_a_failed_run_leaves_no_half_written_run_directory(tmp_path, capsys):
     # Masks outside the labels: caught in the pipeline during the first epoch.
     s = small(data.load_splits("shapes", image_size=(16, 16), batch_size=16), 1)

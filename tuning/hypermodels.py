@@ -719,7 +719,7 @@ class ZooHyperModel(kt.HyperModel):
         """
         import tensorflow as tf
 
-        from zoo.train import (_label_guard, _num_outputs, label_error_line,
+        from zoo.train import (_label_guard, _num_outputs, label_errors_as,
                                quiet_unknown_length)
         values = self.values(hp)
         kwargs.pop("batch_size", None)
@@ -741,15 +741,11 @@ class ZooHyperModel(kt.HyperModel):
         quiet = (quiet_unknown_length(x, validation_data)
                  if "steps_per_epoch" not in kwargs and "validation_steps" not in kwargs
                  else contextlib.nullcontext())
-        try:
-            with quiet:
-                return model.fit(x, *args, validation_data=validation_data,
-                                 callbacks=callbacks, **kwargs)
-        except tf.errors.InvalidArgumentError as exc:
-            line = label_error_line(exc)
-            if line:   # the data's fault, not the trial's: every trial would fail alike
-                raise kt.errors.FatalValueError(line) from None
-            raise
+        # A label outside the classes is the data's fault, not the trial's: every trial would
+        # fail alike, so the search ends.
+        with label_errors_as(kt.errors.FatalValueError), quiet:
+            return model.fit(x, *args, validation_data=validation_data, callbacks=callbacks,
+                             **kwargs)
 
 
 class LeNet5HyperModel(ZooHyperModel):

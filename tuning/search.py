@@ -625,18 +625,11 @@ def _evaluate(model, dataset, hypermodel):
     """``model.evaluate`` (a dict) on ``dataset`` with its labels checked as a trial's are:
     a label outside the model's classes that is not the ignore label raises ValueError
     with one line (as ``zoo.train.fit`` says it), not TensorFlow's error."""
-    import tensorflow as tf
-
-    from zoo.train import _label_guard, _num_outputs, label_error_line
+    from zoo.train import _label_guard, _num_outputs, label_errors_as
     dataset = _label_guard(dataset, _num_outputs(model), hypermodel.task,
                            hypermodel.ignore_label)
-    try:
+    with label_errors_as(ValueError):
         return model.evaluate(dataset, verbose=0, return_dict=True)
-    except tf.errors.InvalidArgumentError as exc:
-        line = label_error_line(exc)
-        if line:
-            raise ValueError(line) from None
-        raise
 
 
 def _check_objective(hypermodel, splits, objective):

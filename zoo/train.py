@@ -1563,6 +1563,19 @@ def label_error_line(exc) -> Optional[str]:
     return line
 
 
+@contextlib.contextmanager
+def label_errors_as(error_type=ValueError):
+    """Inside, :func:`_label_guard`'s assertion leaves as ``error_type`` with its one line
+    (:func:`label_error_line`) instead of TensorFlow's error; any other error as it is."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as exc:
+        line = label_error_line(exc)
+        if line:
+            raise error_type(line) from None
+        raise
+
+
 def _crop_masks(ds, out_hw):
     """Centre-crop masks to the model's output size (U-Net with valid convolutions)."""
     def crop(x, y):
@@ -2176,7 +2189,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         counter = _EpochCounter()
         # shuffle=False: the zoo.data pipeline shuffles (Keras ignores shuffle for datasets and
         # warns when it is left at True).
-        try:
+        # A label outside the classes, in any split: fit's one line, not TensorFlow's error.
+        with label_errors_as(ValueError):
             try:
                 with quiet_unknown_length(train, val):
                     model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
@@ -2184,7 +2198,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                               class_weight=keras_class_weight)
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
                     tf.errors.InternalError) as exc:
-                if "labels outside num_classes" in str(exc):
+                if label_error_line(exc) is not None:
                     raise
                 if not (jit_compile and compile and counter.epochs_done == 0
                         and _is_xla_failure(exc)):
@@ -2197,19 +2211,14 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                     model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
                               shuffle=False, callbacks=make_callbacks() + [counter],
                               class_weight=keras_class_weight)
-        except tf.errors.InvalidArgumentError as exc:
-            line = label_error_line(exc)
-            if line:
-                raise ValueError(line) from None
-            raise
-        seconds = before + time.time() - start
+            seconds = before + time.time() - start
 
-        # Best weights (also across a resume), test metrics, files.
-        if os.path.exists(best_path):
-            model.load_weights(best_path)
-        else:
-            _check_diverged(history_path, monitor, learning_rate)
-        test_metrics = model.evaluate(test, verbose=0, return_dict=True)
+            # Best weights (also across a resume), test metrics, files.
+            if os.path.exists(best_path):
+                model.load_weights(best_path)
+            else:
+                _check_diverged(history_path, monitor, learning_rate)
+            test_metrics = model.evaluate(test, verbose=0, return_dict=True)
         if heads is not None:
             test_metrics = _main_output_logs(test_metrics, heads)
     except BaseException as exc:

@@ -14,6 +14,9 @@ import os
 from typing import Iterable, Optional, Sequence
 
 POOLINGS = (None, "avg", "max")
+#: What a model does with an image: a class per image or per pixel (``DatasetInfo.task``,
+#: ``zoo.train.compile_model``, an export's ``zoo.json``).
+TASKS = ("classification", "segmentation")
 
 
 def min_input_size(ops: Iterable[tuple], out: int = 1) -> int:
@@ -441,6 +444,11 @@ def is_digits(text) -> bool:
     TensorFlow Serving reads version numbers (``str.isdigit`` also takes "²", which ``int``
     refuses, and "١", which it reads as 1)."""
     return text.isascii() and text.isdigit()
+
+
+def clip_text(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (``...`` at the end) for an error message."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def exception_line(exc: BaseException) -> str:

@@ -40,7 +40,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from zoo.common import has_image_signature
+from zoo.common import TASKS, clip_text, has_image_signature
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "make_shapes", "digits_arrays", "train_class_counts", "OFFLINE_DATASETS",
@@ -133,14 +133,11 @@ class DatasetInfo:
 
 #: The fields of :class:`DatasetInfo` without a default: a dict form must have them.
 INFO_REQUIRED = ("name", "task", "num_classes", "labels", "input_shape")
-#: ``DatasetInfo.task`` values.
-TASKS = ("classification", "segmentation")
 
 
 def _short(value, limit=80) -> str:
     """``repr(value)``, cut to ``limit`` characters for a message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return clip_text(repr(value), limit)
 
 
 def _is_int(value) -> bool:

@@ -49,7 +49,7 @@ from typing import Optional
 import numpy as np
 
 from zoo.cli import number_type
-from zoo.common import exception_line, has_image_signature, is_digits
+from zoo.common import TASKS, clip_text, exception_line, has_image_signature, is_digits
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions)
 
@@ -178,9 +178,7 @@ def read_record(version_dir) -> Optional[dict]:
 
 
 def _record_error(path, field, value, allowed) -> ValueError:
-    text = json.dumps(value)
-    text = text if len(text) <= 80 else text[:77] + "..."
-    return ValueError(f'{path}: "{field}": {text} is not {allowed}: export the model again, '
+    return ValueError(f'{path}: "{field}": {clip_text(json.dumps(value))} is not {allowed}: export the model again, '
                       f"or correct that field.")
 
 
@@ -192,8 +190,8 @@ def _check_record_fields(path, record) -> None:
                                    and all(isinstance(v, str) for v in labels)):
         raise _record_error(path, "labels", labels, "a list of class names (strings)")
     task = record.get("task")
-    if task is not None and task not in ("classification", "segmentation"):
-        raise _record_error(path, "task", task, '"classification" or "segmentation"')
+    if task is not None and task not in TASKS:
+        raise _record_error(path, "task", task, " or ".join(map(json.dumps, TASKS)))
     precision = record.get("precision")
     if precision is not None and not isinstance(precision, str):
         raise _record_error(path, "precision", precision, "a dtype name (a string)")

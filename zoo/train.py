@@ -35,7 +35,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo import data as zdata
-from zoo.common import atomic_write, atomic_write_text, is_digits
+from zoo.common import TASKS, atomic_write, atomic_write_text, is_digits
 
 __all__ = ["compile_model", "fit", "resolve_jit_compile", "resolve_class_weight",
            "resolve_mixed_precision", "with_mixed_precision", "cosine_schedule",
@@ -235,7 +235,6 @@ class SparseSmoothedCrossEntropy(keras.losses.Loss):
 # --------------------------------------------------------------------------------------
 # Compile.
 
-TASKS = ("classification", "segmentation")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
 
 

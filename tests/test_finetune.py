@@ -83,10 +83,31 @@ def test_errors_say_which_file_would_fit(source, tmp_path):
         zoo.resnet18(include_top=False, input_shape=SHAPE, weights=str(tmp_path / "broken.h5"))
 
 
-def test_a_broken_cached_imagenet_file_says_how_to_replace_it(tmp_path, monkeypatch):
+def _truncated(source, path):
+    """The first half of a legacy HDF5 file: an interrupted download (its HDF5 signature
+    is intact, the rest is missing)."""
+    whole = _write_legacy(source, path.with_name("whole.h5")).read_bytes()
+    path.write_bytes(whole[:len(whole) // 2])
+    return path
+
+
+def test_a_truncated_weights_file_is_named_as_such(source, tmp_path):
+    path = _truncated(source, tmp_path / "resnet18_notop.h5")
+    with pytest.raises(ValueError, match=r"resnet18: .*resnet18_notop\.h5 is not a weights "
+                                         r"file: .*\(an incomplete download\?\)"):
+        zoo.resnet18(include_top=False, input_shape=SHAPE, weights=str(path))
+    assert not zoo_weights.expects_imagenet_input("resnet50", str(path))
+
+
+@pytest.mark.parametrize("truncated", [False, True])
+def test_a_broken_cached_imagenet_file_says_how_to_replace_it(source, tmp_path, monkeypatch,
+                                                             truncated):
     published = R.WEIGHT_FILES["resnet50"][False]
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / published.fname).write_bytes(b"\x89HDF truncated")
+    if truncated:
+        _truncated(source, tmp_path / "models" / published.fname)
+    else:
+        (tmp_path / "models" / published.fname).write_bytes(b"\x89HDF truncated")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(ValueError) as err:
         zoo.resnet50(include_top=False, input_shape=SHAPE, weights="imagenet")

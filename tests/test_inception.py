@@ -83,8 +83,15 @@ def test_googlenet_aux_logits():
     aux1 = 65_664 + 2_098_176 + 1_025_000
     aux2 = 67_712 + 2_098_176 + 1_025_000
     assert _counts(model) == (6_998_552 + aux1 + aux2, 0) == (13_378_280, 0)
-    # The main table is unchanged by the auxiliary heads.
-    assert len(zoo.layer_table(model)) == 19
+    # The paper's 19 rows are unchanged by the auxiliary heads; each head is one more row,
+    # so that the params column sums to the model's count.
+    table = zoo.layer_table(model)
+    assert table.iloc[:19].equals(zoo.layer_table(googlenet()))
+    assert table.iloc[19:][["type", "patch size/stride", "output size", "#1x1",
+                            "params"]].values.tolist() == [
+        ["auxiliary classifier (4a)", "5x5/3", "1x1x1000", "128", aux1],
+        ["auxiliary classifier (4d)", "5x5/3", "1x1x1000", "128", aux2]]
+    assert table["params"].sum() == model.count_params()
     small = googlenet(aux_logits=True, input_shape=(65, 65, 3), num_classes=5)
     x = np.random.RandomState(0).rand(2, 65, 65, 3).astype("float32")
     outs = small(x, training=False)

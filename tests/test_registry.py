@@ -18,6 +18,11 @@ def test_unknown_name_names_closest():
         zoo.get_model("alexnett")
 
 
+def test_get_model_passes_the_builders_name_argument():
+    # every builder takes name=...; get_model's own first parameter must not catch it
+    assert zoo.get_model("lenet5", name="digits_net").name == "digits_net"
+
+
 def test_duplicate_registration_refused():
     with pytest.raises(ValueError, match="already registered"):
         @register(family="lenet", paper="x", year=1, default_input_shape=(32, 32, 1),

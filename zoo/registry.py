@@ -162,13 +162,14 @@ _KERAS_APPLICATIONS_HINTS = {
 }
 
 
-def get_model(name: str, **kwargs):
+def get_model(name: str, /, **kwargs):
     """Build the registered model ``name`` with the builder's keyword arguments.
 
     Args:
-        name: a registered name (:func:`list_models`).
+        name: a registered name (:func:`list_models`), given by position: a ``name=``
+            keyword is the builder's (the Keras model's name).
         **kwargs: keyword arguments of that builder (``input_shape``,
-            ``num_classes``, ...).
+            ``num_classes``, ``name``, ...).
 
     Returns:
         The ``keras.Model`` the builder returns.

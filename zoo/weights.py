@@ -69,7 +69,8 @@ def _file_format(path: str) -> str:
     """What a weights file holds, read from its first bytes, not its name: ``"keras"`` (a
     ``.keras`` zip archive), ``"legacy"`` (HDF5 in the layout of Keras 2's ``.h5`` files
     and of the published files), ``"weights"`` (HDF5 written by Keras 3's
-    ``save_weights``, ``.weights.h5``) or ``"other"``."""
+    ``save_weights``, ``.weights.h5``) or ``"other"`` (also an HDF5 file that cannot be
+    opened: a truncated download keeps the signature and loses the rest)."""
     import zipfile
 
     import h5py
@@ -77,11 +78,14 @@ def _file_format(path: str) -> str:
         return "keras"
     if not h5py.is_hdf5(path):
         return "other"
-    with h5py.File(path, "r") as f:
-        if "layer_names" in f.attrs or "model_weights" in f:
-            return "legacy"
-        if "layers" in f or "vars" in f:
-            return "weights"
+    try:
+        with h5py.File(path, "r") as f:
+            if "layer_names" in f.attrs or "model_weights" in f:
+                return "legacy"
+            if "layers" in f or "vars" in f:
+                return "weights"
+    except OSError:
+        pass
     return "other"
 
 

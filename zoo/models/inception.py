@@ -592,7 +592,10 @@ def googlenet_table(model) -> pd.DataFrame:
         model: a model built by :func:`googlenet`.
 
     Returns:
-        A ``pandas.DataFrame``, one row per row of the paper's table.
+        A ``pandas.DataFrame``, one row per row of the paper's table, then (for
+        ``aux_logits=True``) one per auxiliary classifier: its 5x5/3 average pooling, 1x1
+        convolution, fully connected layer and output, so that ``params`` sums to the
+        model's ``count_params()``.
     """
     rows = {}
     for layer in model.layers:
@@ -646,6 +649,15 @@ def googlenet_table(model) -> pd.DataFrame:
         else:
             rec["type"] = type(last).__name__
         records.append(rec)
+    names = layer_names(model)
+    for aux, source in GOOGLENET_AUX:   # aux_logits=True: one row per auxiliary classifier
+        if f"{aux}_predictions" in names:
+            records.append(dict(
+                dict.fromkeys(_GOOGLENET_COLUMNS, ""),
+                type=f"auxiliary classifier ({source.split('_')[1]})",
+                **{"patch size/stride": f"{AUX_POOL}x{AUX_POOL}/{AUX_STRIDE}",
+                   "output size": _out_str(model.get_layer(f"{aux}_predictions").output.shape),
+                   "depth": "3", "#1x1": str(AUX_CONV), "params": layer_params(model, aux)}))
     return pd.DataFrame.from_records(records, columns=_GOOGLENET_COLUMNS + ["params"])
 
 

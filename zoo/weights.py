@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import os
 import tempfile
+import warnings
 
 from zoo import common
 
@@ -77,11 +78,15 @@ def _file_format(path: str) -> str:
         return "keras"
     if not h5py.is_hdf5(path):
         return "other"
-    with h5py.File(path, "r") as f:
-        if "layer_names" in f.attrs or "model_weights" in f:
-            return "legacy"
-        if "layers" in f or "vars" in f:
-            return "weights"
+    try:
+        with h5py.File(path, "r") as f:
+            if "layer_names" in f.attrs or "model_weights" in f:
+                return "legacy"
+            if "layers" in f or "vars" in f:
+                return "weights"
+    except OSError as exc:   # h5py's "truncated file: eof = ...", without the file's name
+        raise ValueError(f"{path} cannot be read as HDF5 weights: a truncated or damaged file "
+                         f"(an incomplete download?): {common.exception_line(exc)}") from None
     return "other"
 
 
@@ -184,13 +189,23 @@ def load_file(model, model_name: str, path, published: WeightFile = None) -> Non
         raise ValueError(f"{model_name}: {path} is not a weights file: neither HDF5 weights "
                          f"(.h5, .weights.h5) nor a .keras archive (an incomplete download?)."
                          f"{cached}")
+    if fmt == "keras":
+        common.check_keras_file(path)   # a zip archive, but a .keras file's?
     with _readable_name(path, fmt) as readable:
-        try:
-            common.load_weights_file(model, readable)
-        except (ValueError, OSError, KeyError) as exc:
-            why = _legacy_mismatch(model, path) if fmt == "legacy" else ""
-            raise ValueError(f"{model_name}: the weights in {path} do not fit this model "
-                             f"({' '.join(str(exc).split())[:300]}){why}.{cached}") from None
+        # Keras warns of each layer it skips (a page of "Skipping nested container" lines on
+        # stderr) before it raises: the error below says it; warnings of a load that works
+        # are shown.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                common.load_weights_file(model, readable)
+            except (ValueError, OSError, KeyError) as exc:
+                why = _legacy_mismatch(model, path) if fmt == "legacy" else ""
+                raise ValueError(f"{model_name}: the weights in {path} do not fit this model "
+                                 f"({' '.join(str(exc).split())[:300]}){why}.{cached}"
+                                 ) from None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def load(model, model_name: str, weights, include_top: bool, files: dict) -> None:

@@ -49,7 +49,11 @@ def configure_list(parser):
 
     def run(args):
         from zoo import tables
-        from zoo.registry import model_info_table
+        from zoo.registry import list_models, model_info_table
+        if args.pattern and not list_models(args.pattern):
+            raise CLIError(f"no registered model matches {args.pattern!r} (a shell-style, "
+                           f"case-sensitive pattern such as 'resnet*'). Known models: "
+                           f"{', '.join(list_models())}")
         print(tables.to_text(model_info_table(args.pattern), args.format).rstrip())
         return 0
 

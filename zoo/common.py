@@ -10,6 +10,8 @@ and calls :func:`check_classifier_args` before it creates a single layer.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from typing import Iterable, Optional, Sequence
 
@@ -71,11 +73,11 @@ def resolve_input_shape(model_name: str, input_shape, default_shape: Sequence[in
     except TypeError:
         raise ValueError(f"{model_name}: input_shape must be a tuple (height, width, channels). "
                          f"Received: input_shape={input_shape!r}") from None
-    if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
-                                  for d in shape):
+    if len(shape) != 3 or not all(_is_integer(d) and d > 0 for d in shape):
         raise ValueError(f"{model_name}: input_shape must be three positive integers "
                          f"(height, width, channels), height and width at least {min_size}. "
                          f"Received: input_shape={input_shape!r}")
+    shape = tuple(int(d) for d in shape)   # NumPy integers as Python ints
     h, w, _ = shape
     if h < min_size or w < min_size:
         raise ValueError(f"{model_name}: input height and width must be at least {min_size} "
@@ -91,29 +93,90 @@ def check_classifier_args(model_name: str, *, input_shape, default_shape, min_si
                           weights, published_weights: Sequence[str] = (),
                           min_reason: str = MIN_SIZE_REASON) -> tuple:
     """Validate the shared classifier arguments; return the resolved input shape."""
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"{model_name}: num_classes must be an integer >= 1. "
-                         f"Received: num_classes={num_classes!r}")
+    check_int(model_name, "num_classes", num_classes, 1)
     if pooling not in POOLINGS:
         raise ValueError(f"{model_name}: pooling must be one of None, 'avg', 'max'. "
                          f"Received: pooling={pooling!r}")
     check_bool(model_name, include_top=include_top)
-    if classifier_activation is not None and not isinstance(classifier_activation, str) \
-            and not callable(classifier_activation):
-        raise ValueError(f"{model_name}: classifier_activation must be an activation name, "
-                         f"a callable or None. Received: {classifier_activation!r}")
-    if isinstance(classifier_activation, str):
-        import keras
-        try:
-            keras.activations.get(classifier_activation)
-        except ValueError:
-            raise ValueError(f"{model_name}: unknown classifier_activation "
-                             f"{classifier_activation!r}; use a Keras activation name such as "
-                             f"'softmax', 'sigmoid' or 'linear', a callable, or None (logits)"
-                             ) from None
+    activation(model_name, "classifier_activation", classifier_activation)
     check_weights(model_name, weights, published_weights)
     return resolve_input_shape(model_name, input_shape, default_shape, min_size,
                                min_reason=min_reason)
+
+
+def _is_integer(value) -> bool:
+    """An integer, Python's or NumPy's (``labels.max() + 1``), and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(owner: str, name: str, value, minimum=None, maximum=None) -> int:
+    """``value`` as a Python ``int``: an integer (a NumPy integer too, not a bool) within
+    ``[minimum, maximum]`` (either end may be ``None``).
+
+    Raises:
+        ValueError: naming ``owner``, the argument, the allowed range and the value.
+    """
+    if not _is_integer(value) or (minimum is not None and value < minimum) \
+            or (maximum is not None and value > maximum):
+        if maximum is None:
+            allowed = "" if minimum is None else f" >= {minimum}"
+        elif minimum is None:
+            allowed = f" <= {maximum}"
+        else:
+            allowed = f" from {minimum} to {maximum}"
+        raise ValueError(f"{owner}: {name} must be an integer{allowed}. "
+                         f"Received: {name}={value!r}")
+    return int(value)
+
+
+def check_number(owner: str, name: str, value, *, minimum=None, above=None) -> float:
+    """``value`` as a ``float``: a finite real number (not a bool, not NaN), ``>= minimum``
+    and ``> above`` where given.
+
+    Raises:
+        ValueError: naming ``owner``, the argument, the allowed values and the value.
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and math.isfinite(value) and (minimum is None or value >= minimum) \
+        and (above is None or value > above)
+    if not ok:
+        allowed = "".join([f" >= {minimum}" if minimum is not None else "",
+                           f" > {above}" if above is not None else ""])
+        raise ValueError(f"{owner}: {name} must be a finite number{allowed}. "
+                         f"Received: {name}={value!r}")
+    return float(value)
+
+
+def check_rate(owner: str, name: str, value) -> float:
+    """A dropout rate: a real number in ``[0, 1)`` (not a bool, not NaN), as a ``float``.
+
+    Raises:
+        ValueError: naming ``owner``, the argument and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{owner}: {name} must be a number in [0, 1). "
+                         f"Received: {name}={value!r}")
+    return float(value)
+
+
+def activation(owner: str, name: str, value):
+    """``keras.activations.get(value)`` for an activation argument: a Keras activation
+    name, a callable, ``None`` (linear: logits) or a serialized activation (a layer's
+    config).
+
+    Raises:
+        ValueError: naming ``owner``, the argument, the allowed values and the value.
+    """
+    import keras
+    if value is not None and not isinstance(value, (str, dict)) and not callable(value):
+        raise ValueError(f"{owner}: {name} must be an activation name, a callable or None. "
+                         f"Received: {value!r}")
+    try:
+        return keras.activations.get(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{owner}: unknown {name} {value!r}; use a Keras activation name "
+                         f"such as 'softmax', 'sigmoid' or 'linear', a callable, or None "
+                         f"(logits)") from None
 
 
 def check_bool(model_name: str, **kwargs) -> None:
@@ -163,6 +226,15 @@ def check_keras_file(path) -> None:
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a Keras model file: a .keras file is a zip archive "
                          f"(written by model.save), this one is not")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{path} is not a readable Keras model file: a damaged zip archive "
+                         f"({exception_line(exc)})") from None
+    if "config.json" not in names:
+        raise ValueError(f"{path} is not a Keras model file: a zip archive without the "
+                         f"config.json a .keras file holds (written by model.save)")
 
 
 def load_model(path, *, compile=True):
@@ -183,12 +255,16 @@ def load_model(path, *, compile=True):
 
     Raises:
         FileNotFoundError: no such file, or a directory without ``model.keras``.
-        ValueError: a file that is not a ``.keras`` (zip) archive.
+        ValueError: a file that is not a ``.keras`` (zip) archive holding a config.json.
+        TypeError: ``path`` is not a path.
     """
     import keras
     import zoo.layers  # noqa: F401  (registers the custom layers)
     import zoo.optimizers  # noqa: F401  (and optimizers)
     import zoo.train  # noqa: F401  (and losses)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_model: path must be the path of a .keras file or a run "
+                        f"directory. Received: {path!r}")
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, "model.keras")

@@ -1135,6 +1135,9 @@ def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
     if name in _TFDS:
         return _with_ignore_label(_tfds_source(name, data_dir, download), ignore_label)
     if name.startswith("folder:"):
+        if not name[len("folder:"):]:
+            raise ValueError(f"folder:PATH needs the path of the dataset's folder, e.g. "
+                             f"folder:data/pets. Received: {name!r}")
         path = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
         return _with_ignore_label(_folder_source(path, ignore_label=ignore_label),
                                   ignore_label)

@@ -28,6 +28,8 @@ from typing import Optional, Sequence
 
 import keras
 
+from zoo.common import model_outputs
+
 __all__ = ["feature_extractor", "feature_info", "feature_layers"]
 
 DEFAULT_STRIDES = (2, 4, 8, 16, 32)
@@ -140,10 +142,12 @@ def feature_layers(model, strides: Sequence[int] = DEFAULT_STRIDES) -> list:
         ``(H, W, C)``).
 
     Raises:
-        ValueError: if the model has no single fixed-size image input, or
+        ValueError: if ``model`` is no ``keras.Model`` with a graph (a functional or a
+            built ``Sequential`` model), has no single fixed-size image input, or
             reaches none of the strides.
     """
     strides = _check_strides(strides)
+    model_outputs(model, "feature_extractor takes")   # a keras.Model with a graph
     if len(model.inputs) != 1 or _spatial(model.inputs[0].shape) is None:
         raise ValueError("feature_extractor: the model needs one image input of fixed height "
                          f"and width. Received inputs: {[tuple(t.shape) for t in model.inputs]}")
@@ -200,8 +204,10 @@ def feature_info(model) -> list:
         A list of dicts ``{"name", "stride", "channels", "shape"}``, one per output.
 
     Raises:
-        ValueError: an input or output that is not a fixed-size feature map.
+        ValueError: ``model`` is no ``keras.Model`` with a graph, or an input or output
+            that is not a fixed-size feature map.
     """
+    model_outputs(model, "feature_info takes")   # a keras.Model with a graph
     input_hw = _spatial(model.inputs[0].shape)
     layer_strides = _graph_strides(model) if input_hw is not None else {}
     info = []

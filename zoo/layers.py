@@ -23,6 +23,8 @@ import numpy as np
 import keras
 from keras import ops
 
+from zoo import common
+
 _PACKAGE = "zoo"
 
 __all__ = ["Subsampling", "PartialConv2D", "RBFOutput", "LocalResponseNormalization",
@@ -38,6 +40,36 @@ LENET5_C3_CONNECTIONS = (
 )
 
 
+def _check_window(layer, name, size, input_shape) -> None:
+    """A square unpadded window of ``size`` must fit in the input's height and width."""
+    hw = tuple(input_shape[1:3]) if len(input_shape) == 4 else ()
+    if len(input_shape) != 4 or any(d is not None and d < size for d in hw):
+        raise ValueError(f"{type(layer).__name__} {layer.name!r}: its {size}x{size} window "
+                         f"({name}={size}) needs 4-D input (batch, height, width, channels) "
+                         f"of height and width >= {size}. Received: input_shape="
+                         f"{tuple(input_shape)}")
+
+
+def _check_connections(connections) -> tuple:
+    """``PartialConv2D``'s connections: for each output map, a non-empty sequence of input
+    map indices (integers >= 0)."""
+    def fail():
+        raise ValueError(f"PartialConv2D: connections must be a non-empty sequence, for each "
+                         f"output map, of the input maps it sees (non-empty sequences of "
+                         f"integers >= 0, e.g. ((0, 1, 2), (1, 2, 3))). Received: "
+                         f"connections={connections!r}")
+    if isinstance(connections, (str, bytes)):
+        fail()
+    try:
+        rows = [list(c) for c in connections]
+    except TypeError:
+        fail()
+    if not rows or any(not row or not all(common._is_integer(i) and i >= 0 for i in row)
+                       for row in rows):
+        fail()
+    return tuple(tuple(int(i) for i in row) for row in rows)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class Subsampling(keras.layers.Layer):
     """LeNet-5 subsampling: ``coef * sum(window) + bias`` per feature map.
@@ -48,9 +80,10 @@ class Subsampling(keras.layers.Layer):
 
     def __init__(self, pool_size=2, **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = int(pool_size)
+        self.pool_size = common.check_int("Subsampling", "pool_size", pool_size, 1)
 
     def build(self, input_shape):
+        _check_window(self, "pool_size", self.pool_size, input_shape)
         channels = input_shape[-1]
         self.coefficient = self.add_weight(name="coefficient", shape=(channels,),
                                            initializer="ones")
@@ -83,12 +116,13 @@ class PartialConv2D(keras.layers.Layer):
 
     def __init__(self, connections, kernel_size=5, activation=None, **kwargs):
         super().__init__(**kwargs)
-        self.connections = tuple(tuple(int(i) for i in c) for c in connections)
-        self.kernel_size = int(kernel_size)
-        self.activation = keras.activations.get(activation)
+        self.connections = _check_connections(connections)
+        self.kernel_size = common.check_int("PartialConv2D", "kernel_size", kernel_size, 1)
+        self.activation = common.activation("PartialConv2D", "activation", activation)
         self.filters = len(self.connections)
 
     def build(self, input_shape):
+        _check_window(self, "kernel_size", self.kernel_size, input_shape)
         in_maps = int(input_shape[-1])
         needed = max(max(c) for c in self.connections) + 1
         if in_maps < needed:
@@ -157,10 +191,11 @@ class RBFOutput(keras.layers.Layer):
 
     def __init__(self, units, activation=None, trainable_centers=False, seed=1998, **kwargs):
         super().__init__(**kwargs)
-        self.units = int(units)
-        self.activation = keras.activations.get(activation)
-        self.trainable_centers = bool(trainable_centers)
-        self.seed = int(seed)
+        self.units = common.check_int("RBFOutput", "units", units, 1)
+        self.activation = common.activation("RBFOutput", "activation", activation)
+        common.check_bool("RBFOutput", trainable_centers=trainable_centers)
+        self.trainable_centers = trainable_centers
+        self.seed = common.check_int("RBFOutput", "seed", seed, 0, 2 ** 32 - 1)
 
     def build(self, input_shape):
         dim = int(input_shape[-1])
@@ -205,10 +240,12 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     def __init__(self, depth_radius=2, bias=1.0, alpha=0.00002, beta=0.75, **kwargs):
         super().__init__(**kwargs)
-        self.depth_radius = int(depth_radius)
-        self.bias = float(bias)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
+        owner = "LocalResponseNormalization"
+        self.depth_radius = common.check_int(owner, "depth_radius", depth_radius, 0)
+        # bias > 0 and alpha >= 0 keep the base of the power positive (no inf, no NaN)
+        self.bias = common.check_number(owner, "bias", bias, above=0)
+        self.alpha = common.check_number(owner, "alpha", alpha, minimum=0)
+        self.beta = common.check_number(owner, "beta", beta)
 
     def call(self, inputs):
         r = self.depth_radius

@@ -69,6 +69,7 @@ receptive field can exceed the image.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 import os
@@ -782,6 +783,7 @@ def model_table(names: Optional[Sequence[str]] = None) -> pd.DataFrame:
 
     Raises:
         ValueError: for an unknown model name.
+        TypeError: ``names`` is a string or not a sequence.
 
     Example:
         >>> table = model_table(["lenet5"])
@@ -790,6 +792,11 @@ def model_table(names: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """
     import keras
     from zoo.registry import get_model, list_models, model_info
+    if names is not None and (isinstance(names, (str, bytes))
+                              or not isinstance(names, collections.abc.Iterable)):
+        raise TypeError(f"model_table: names must be a list of registered model names "
+                        f"(a list for one too, ['lenet5']) or None for every model. Received: "
+                        f"names={names!r}")
     names = list_models() if names is None else list(names)
     for name in names:
         model_info(name)  # fails early on an unknown name

@@ -13,6 +13,7 @@ import difflib
 import fnmatch
 import inspect
 import numbers
+import re
 from typing import Callable, Optional
 
 __all__ = ["ModelInfo", "register", "list_models", "get_model", "model_info"]
@@ -175,8 +176,9 @@ def get_model(name: str, /, **kwargs):
         The ``keras.Model`` the builder returns.
 
     Raises:
-        ValueError: an unknown ``name`` (the message suggests close names), or an
-            argument value the builder refuses.
+        ValueError: an unknown ``name`` (the message suggests close names), an
+            argument value the builder refuses, or a model too large for the memory
+            (naming the arguments).
         TypeError: an argument the builder does not take (the message lists the
             ones it does).
     """
@@ -191,7 +193,24 @@ def get_model(name: str, /, **kwargs):
             hint = f" ({'; '.join(hints)})" if hints else ""
             raise TypeError(f"{name} takes no argument(s) {', '.join(map(repr, unknown))}; "
                             f"its arguments: {', '.join(params)}{hint}")
-    return fn(**kwargs)
+    try:
+        return fn(**kwargs)
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            raise
+        from zoo.common import exception_line
+        detail = exception_line(exc)
+        oom = re.search(r"OOM when allocating tensor with shape\[[^\]]*\]", detail)
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "its defaults"
+        raise ValueError(f"{name}: the model is too large to build in this machine's memory "
+                         f"({oom.group(0) if oom else detail[:200]}); use a smaller "
+                         f"input_shape, num_classes or width. Received: {given}") from None
+
+
+def _out_of_memory(exc) -> bool:
+    """Whether building failed for want of memory: NumPy's MemoryError (a weight
+    initialiser's array) or TensorFlow's ResourceExhaustedError (OOM when allocating)."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError"
 
 
 def get_builder(name: str) -> Callable:

@@ -112,7 +112,8 @@ def layer_table(model, family: Optional[str] = None) -> pd.DataFrame:
 
     Raises:
         TypeError: if ``model`` is neither a ``keras.Model`` nor a name.
-        ValueError: for an unknown ``family``.
+        ValueError: for an unknown ``family``, or a forced one the model's layer names
+            are not of.
     """
     import zoo.models  # noqa: F401
     if isinstance(model, str):   # a registered name: its model at the default input
@@ -132,7 +133,15 @@ def layer_table(model, family: Optional[str] = None) -> pd.DataFrame:
             family = None
     if family is None or family == GENERIC:
         return generic_table(model)
-    return _FORMATS[family][0](model)
+    make, detect = _FORMATS[family]
+    if not detect(model):   # the table would be empty, or fail on a missing layer
+        found = detect_family(model)
+        raise ValueError(f"layer_table: {model.name!r} is not a {family} model (it lacks the "
+                         f"layers the {family} builders name; its family: {found}). Allowed: "
+                         f"family=None (recognised from the layer names), {GENERIC!r} (one "
+                         f"row per layer)" + (f" or {found!r}" if found else "")
+                         + f". Received: family={family!r}")
+    return make(model)
 
 
 def _output_str(layer) -> str:
@@ -300,6 +309,8 @@ def to_text(df: pd.DataFrame, fmt: str = "markdown") -> str:
     Raises:
         ValueError: another ``fmt``.
     """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"to_text: expected a pandas.DataFrame. Received: {type(df).__name__}")
     if fmt == "csv":
         return df.to_csv(index=False)
     if fmt == "markdown":
@@ -319,9 +330,12 @@ def to_text(df: pd.DataFrame, fmt: str = "markdown") -> str:
     raise ValueError(f"format must be 'markdown' or 'csv'. Received: {fmt!r}")
 
 
-def _text_columns(df) -> list:
+def _text_columns(df):
     """The positions of ``df``'s text columns: shown as written (``"1.0000"`` stays
-    ``1.0000``, where tabulate would read it as the number 1)."""
+    ``1.0000``, where tabulate would read it as the number 1). ``True`` (no parsing) for a
+    table without rows, whose column list tabulate cannot index (an IndexError)."""
+    if df.empty:
+        return True
     return [i for i, c in enumerate(df.columns)
             if not pd.api.types.is_numeric_dtype(df[c]) and pd.api.types.is_string_dtype(df[c])]
 

@@ -1925,6 +1925,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     _check_class_weight(class_weight)
     _check_batch_norm_momentum(batch_norm_momentum)
     _check_aux_loss_weight(aux_loss_weight)
+    check_run_dir(run_dir)
     if aux_loss_weight is not None and not compile:
         raise ValueError(f"aux_loss_weight weights the losses fit compiles; with compile=False "
                          f"the model's own compilation weighs them. Received: "
@@ -2355,6 +2356,26 @@ def _check_diverged(history_path, monitor, learning_rate):
                          f"(received learning_rate={learning_rate!r}) or check the data.")
 
 
+def check_run_dir(run_dir, what: str = "run_dir") -> None:
+    """``run_dir`` can be a run directory: ``None`` (the default, ``runs/...``), or the path
+    of a directory or of none yet. Checked before the data is loaded (a file there made
+    ``os.makedirs`` fail with "File exists" once the model was built; ``""`` was taken for
+    the default).
+
+    Raises:
+        ValueError: an empty string or no path; ``what`` names the argument.
+        NotADirectoryError: a file at ``run_dir``.
+    """
+    if run_dir is None:
+        return
+    if not isinstance(run_dir, (str, os.PathLike)) or not os.fspath(run_dir):
+        raise ValueError(f"{what} must be the path of a run directory (None: the default "
+                         f"runs/MODEL-DATASET-TIME). Received: {what}={run_dir!r}")
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise NotADirectoryError(f"{what} {os.fspath(run_dir)!r} is a file; a run directory is "
+                                 f"a directory (a new one, or a killed run's to resume)")
+
+
 def _check_run_dir_holds(run_dir, state, model_name, dataset_name):
     """Refuse ``run_dir`` when it holds a run of another model or dataset: the killed run
     its backup ``state`` records, else the finished run of its ``info.json``."""
@@ -2637,7 +2658,9 @@ def configure_train(parser):
                              f"(or export later: zoo export RUN_DIR --precision "
                              f"{args.export_precision})")
         _refuse_segmentation_class_weight(minfo.task, f"model {args.model!r}", class_weight)
-        dataset = args.dataset or default_dataset(args.model)
+        check_run_dir(args.run_dir, "--run-dir")
+        # "" is no dataset (refused by the loader), not the default
+        dataset = args.dataset if args.dataset is not None else default_dataset(args.model)
         d = train_defaults(args.model, dataset)
         epochs = args.epochs if args.epochs is not None else d["epochs"]
         batch = args.batch_size if args.batch_size is not None else d["batch_size"]

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import os
 import tempfile
+import warnings
 
 from zoo import common
 
@@ -188,13 +189,23 @@ def load_file(model, model_name: str, path, published: WeightFile = None) -> Non
         raise ValueError(f"{model_name}: {path} is not a weights file: neither HDF5 weights "
                          f"(.h5, .weights.h5) nor a .keras archive (an incomplete download?)."
                          f"{cached}")
+    if fmt == "keras":
+        common.check_keras_file(path)   # a zip archive, but a .keras file's?
     with _readable_name(path, fmt) as readable:
-        try:
-            common.load_weights_file(model, readable)
-        except (ValueError, OSError, KeyError) as exc:
-            why = _legacy_mismatch(model, path) if fmt == "legacy" else ""
-            raise ValueError(f"{model_name}: the weights in {path} do not fit this model "
-                             f"({' '.join(str(exc).split())[:300]}){why}.{cached}") from None
+        # Keras warns of each layer it skips (a page of "Skipping nested container" lines on
+        # stderr) before it raises: the error below says it; warnings of a load that works
+        # are shown.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                common.load_weights_file(model, readable)
+            except (ValueError, OSError, KeyError) as exc:
+                why = _legacy_mismatch(model, path) if fmt == "legacy" else ""
+                raise ValueError(f"{model_name}: the weights in {path} do not fit this model "
+                                 f"({' '.join(str(exc).split())[:300]}){why}.{cached}"
+                                 ) from None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def load(model, model_name: str, weights, include_top: bool, files: dict) -> None:

@@ -81,8 +81,7 @@ def alexnet(*, input_shape=None, num_classes=1000, include_top=True, pooling=Non
         >>> model = alexnet(input_shape=(128, 128, 1), num_classes=2)
     """
     common.check_bool("alexnet", local_response_normalization=local_response_normalization)
-    if not 0 <= dropout < 1:
-        raise ValueError(f"alexnet: dropout must be in [0, 1). Received: dropout={dropout!r}")
+    common.check_rate("alexnet", "dropout", dropout)
     num_classes = check_head_options(
         "alexnet", num_classes=num_classes, include_top=include_top, pooling=pooling,
         classifier_activation=classifier_activation)

@@ -233,9 +233,7 @@ def googlenet(*, input_shape=None, num_classes=1000, include_top=True, pooling=N
         min_reason=GOOGLENET_MIN_REASON)
     common.check_bool("googlenet", aux_logits=aux_logits, batch_norm=batch_norm,
                 local_response_normalization=local_response_normalization)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"googlenet: dropout must be a number in [0, 1). "
-                         f"Received: dropout={dropout!r}")
+    common.check_rate("googlenet", "dropout", dropout)
     if aux_logits and not include_top:
         raise ValueError("googlenet: aux_logits=True needs include_top=True (the auxiliary "
                          "classifiers are classification heads). Received: include_top=False")

@@ -77,7 +77,7 @@ def lenet5(*, input_shape=None, num_classes=10, include_top=True, pooling=None,
         >>> model = lenet5()
         >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     """
-    if variant not in VARIANTS:
+    if not isinstance(variant, str) or variant not in VARIANTS:
         raise ValueError(f"lenet5: variant must be one of {sorted(VARIANTS)}. "
                          f"Received: variant={variant!r}")
     num_classes = check_head_options(

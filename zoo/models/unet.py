@@ -120,26 +120,32 @@ def valid_input_sizes(limit: int = 1024, levels=UNET_LEVELS, padding: str = "val
     return [s for s in range(1, limit) if output_size(s, levels, padding) is not None]
 
 
+def _smallest_valid(levels, padding: str) -> int:
+    """The smallest valid input size. Every valid size is that plus a multiple of
+    ``2**depth``: going down, each level's unpadded convolutions take ``2 * convs`` pixels
+    and its pooling halves, so an input is ``2**depth * bottom + c`` for the size ``bottom``
+    entering the lowest level, and the sizes that stay positive are those of the bottoms
+    from the smallest that works on. Found from the bottom up, not by trying every input
+    size (``2**depth`` of them between two valid ones: a search that never ended for a
+    large ``depth``)."""
+    for bottom in range(1, 1 << 16):
+        size = bottom
+        for level in reversed(levels[:-1]):
+            size = 2 * size + (2 * level.convs if padding == "valid" else 0)
+        if output_size(size, levels, padding) is not None:
+            return size
+    raise ValueError(f"unet: no valid input size for these levels: {levels!r}")
+
+
 def _nearest_valid(size: int, levels, padding: str) -> tuple:
-    period = 2 ** (len(levels) - 1)
-    below = next((s for s in range(size - 1, 0, -1)
-                  if output_size(s, levels, padding) is not None), None)
-    above = next(s for s in range(size + 1, size + 2 * period + 2 ** (len(levels) + 3))
-                 if output_size(s, levels, padding) is not None)
+    """The valid input sizes nearest ``size``: ``(below or None, above)``."""
+    smallest, period = _smallest_valid(levels, padding), 2 ** (len(levels) - 1)
+    below = None if size <= smallest else smallest + (size - 1 - smallest) // period * period
+    above = smallest if size < smallest else smallest + ((size - smallest) // period + 1) * period
     return below, above
 
 
-def _min_valid(levels, padding: str) -> int:
-    return next(s for s in range(1, 1 << 16) if output_size(s, levels, padding) is not None)
-
-
-MIN_SIZE = _min_valid(UNET_LEVELS, "valid")
-
-
-def _check_int(name, value, minimum):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"unet: {name} must be an integer >= {minimum}. "
-                         f"Received: {name}={value!r}")
+MIN_SIZE = _smallest_valid(UNET_LEVELS, "valid")
 
 
 def _check_size(shape, levels, padding):
@@ -358,7 +364,7 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
         >>> pre = unet(backbone="resnet50", backbone_weights="imagenet",
         ...            input_shape=info.input_shape, imagenet_input=info)  # doctest: +SKIP
     """
-    _check_int("num_classes", num_classes, 1)
+    num_classes = common.check_int("unet", "num_classes", num_classes, 1)
     if output_activation not in OUTPUT_ACTIVATIONS:
         raise ValueError(f"unet: output_activation must be one of {OUTPUT_ACTIVATIONS}. "
                          f"Received: output_activation={output_activation!r}")
@@ -374,10 +380,9 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
                          f"Received: upsampling={upsampling!r}")
     common.check_bool("unet", batch_norm=batch_norm, freeze_backbone=freeze_backbone)
     if depth is not None:
-        _check_int("depth", depth, 1)
-    _check_int("base_filters", base_filters, 1)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"unet: dropout must be a number in [0, 1). Received: dropout={dropout!r}")
+        depth = common.check_int("unet", "depth", depth, 1)
+    base_filters = common.check_int("unet", "base_filters", base_filters, 1)
+    common.check_rate("unet", "dropout", dropout)
     common.check_weights("unet", weights)
 
     if backbone is None:

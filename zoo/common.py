@@ -10,6 +10,7 @@ and calls :func:`check_classifier_args` before it creates a single layer.
 
 from __future__ import annotations
 
+import numbers
 import os
 from typing import Iterable, Optional, Sequence
 
@@ -122,6 +123,21 @@ def check_bool(model_name: str, **kwargs) -> None:
         if not isinstance(value, bool):
             raise ValueError(f"{model_name}: {key} must be True or False. "
                              f"Received: {key}={value!r}")
+
+
+#: The largest seed: NumPy's and Keras' seeds are 32-bit.
+MAX_SEED = 2 ** 32 - 1
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an ``int``: an integer (Python or NumPy, not a bool) from 0 to
+    :data:`MAX_SEED`, the seeds ``keras.utils.set_random_seed`` takes (as ``--seed``), else
+    a ``ValueError`` saying so."""
+    if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+            and 0 <= seed <= MAX_SEED):
+        raise ValueError(f"seed must be an integer between 0 and 2**32 - 1. "
+                         f"Received: seed={clip_text(repr(seed))}")
+    return int(seed)
 
 
 def check_weights(model_name: str, weights, published: Sequence[str] = ()) -> None:

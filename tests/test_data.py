@@ -660,3 +660,106 @@ def test_tfds_class_counts_under_mock_data(name, tmp_path):
         _, y = data.to_arrays(s.train)
     assert len(counts) == s.info.num_classes and counts.sum() == len(y) == 40
     assert counts.tolist() == np.bincount(y, minlength=s.info.num_classes).tolist()
+
+
+# --- bad input: counts, seeds, augmentation settings, Splits of one's own -------------------
+
+def test_counts_and_seeds_take_numpy_integers_and_refuse_the_rest():
+    # A NumPy integer is an integer: batch_size=np.int64(4) was refused as "must be a positive
+    # integer. Received: 4"; a bool was channels 1; seed 'a' / 1.5 / -1 failed in NumPy or
+    # TensorFlow ("not all arguments converted during string formatting", "Cannot convert 1.5
+    # to EagerTensor") or passed.
+    ds, info = data.load("digits", "test", image_size=(8, 8), batch_size=np.int64(4),
+                         seed=np.int64(3))
+    assert next(iter(ds))[0].shape[0] == 4
+    with pytest.raises(ValueError, match=r"^channels must be 1 or 3. Received: channels=True$"):
+        data.load("digits", image_size=(8, 8), channels=True)
+    for seed in ("a", 1.5, -1, 2 ** 32, None):
+        with pytest.raises(ValueError, match=rf"^seed must be an integer between 0 and "
+                                             rf"2\*\*32 - 1\. Received: seed="
+                                             rf"{re.escape(repr(seed))}$"):
+            data.load_splits("digits", image_size=(8, 8), seed=seed)
+    with pytest.raises(ValueError, match=r"^batch_size must be a positive integer. "
+                                         r"Received: batch_size=4.0$"):
+        data.load_splits("digits", batch_size=4.0)
+    with pytest.raises(ValueError, match=r"folder:PATH needs the path of the dataset's folder.*Received: 'folder:'"):
+        data.load_splits("folder:")   # was the current directory
+
+
+@pytest.mark.parametrize("setting, value, allowed", [
+    ("flip", "diagonal", "None, 'horizontal', 'vertical' or 'horizontal_and_vertical'"),
+    ("rotation", float("nan"), "a number from 0 to 1"),     # was a pipeline of NaN angles
+    ("rotation", -1, "a number from 0 to 1"),
+    ("rotation", "a", "a number from 0 to 1"),
+    ("zoom", 5, "a number from 0 to 1"),
+    ("translation", True, "a number from 0 to 1"),
+    ("contrast", 2, "a number from 0 to 1"),
+    ("fill_mode", "bogus", "'reflect', 'wrap', 'constant' or 'nearest'"),
+])
+def test_augmentation_settings_are_checked_by_name(setting, value, allowed):
+    # Before: "diagonal", NaN and True built a pipeline without a word; the others failed in
+    # Keras naming its layer's argument (factor=a, height_factor, NotImplementedError).
+    message = (rf"^augmentation setting {setting} must be {re.escape(allowed)}.*"
+               rf"Received: {setting}={re.escape(repr(value))}$")
+    with pytest.raises(ValueError, match=message):
+        data.load_splits("digits", image_size=(8, 8), augment={setting: value})
+    with pytest.raises(ValueError, match=message):
+        data.augmenter({setting: value})
+    settings = {"rotation": (-0.1, 0.2), "contrast": (0.1, 0.3), "flip": "vertical"}
+    assert data.check_augment_settings(settings) == settings
+
+
+def test_make_shapes_refuses_counts_that_are_no_integers():
+    # Before: NumPy's "negative dimensions are not allowed", "low >= high", "'float' object
+    # cannot be interpreted as an integer", and size=0 gave empty images.
+    for kwargs, message in (({"n": -1}, "n must be a non-negative integer. Received: n=-1"),
+                            ({"n": 2.5}, "n must be a non-negative integer. Received: n=2.5"),
+                            ({"n": True}, "n must be a non-negative integer. Received: n=True"),
+                            ({"n": 1, "size": 0}, "size must be a positive integer"),
+                            ({"n": 1, "max_shapes": 0}, "max_shapes must be a positive integer"),
+                            ({"n": 1, "seed": "a"}, "seed must be a non-negative integer")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            data.make_shapes(**kwargs)
+    images, masks = data.make_shapes(np.int64(1), size=np.int64(8))
+    assert images.shape == (1, 8, 8, 3) and masks.shape == (1, 8, 8)
+
+
+def _own_splits(x, y, info):
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    return data.Splits(ds, ds, ds, info)
+
+
+def test_check_splits_names_what_a_split_yields_and_what_its_info_asks():
+    x = np.zeros((8, 8, 8, 1), "float32")
+    y = np.arange(8, dtype="int32") % 3
+    info = data.DatasetInfo("toy", "classification", 3, ["a", "b", "c"], (8, 8, 1))
+    data.check_splits(_own_splits(x, y, info))
+    data.check_splits(_own_splits(x[..., 0], y, info))          # one channel, no channel axis
+    data.check_splits(_own_splits(x, y[:, None].astype("float32"), info))
+    cases = [
+        (_own_splits(x, np.eye(3, dtype="float32")[y], info),
+         r"Splits.train yields a 2-tuple \(\(None, 8, 8, 1\) float32, \(None, 3\) float32\), "
+         r"which does not fit its info \(classification, input_shape \(8, 8, 1\)\).*one-hot "
+         r"labels: take their argmax"),
+        (_own_splits(np.repeat(x, 3, -1), y, info), r"\(None, 8, 8, 3\) float32.*images "
+                                                     r"\[N, 8, 8, 1\]"),
+        (data.Splits(*[tf.data.Dataset.from_tensor_slices((x, y))] * 3, info),
+         r"\(\(8, 8, 1\) float32, \(\) int32\).*unbatched examples: \.batch\(n\)"),
+        (data.Splits(*[tf.data.Dataset.from_tensor_slices(
+            {"image": x, "label": y}).batch(4)] * 3, info),
+         r"must yield \(images, labels\) batches.*It yields a dict \{'image'"),
+        (data.Splits(*[tf.data.Dataset.from_tensor_slices((x, y, y)).batch(4)] * 3, info),
+         r"It yields a 3-tuple"),
+        (_own_splits(x, y, data.DatasetInfo("toy", "segmentation", 3, ["a", "b", "c"],
+                                            (8, 8, 1))),
+         r"masks \[N, 8, 8\] of class indices"),
+        (data.Splits(*[tf.data.Dataset.from_tensor_slices((x, y)).batch(4)] * 2,
+                     tf.data.Dataset.from_tensor_slices((x, y)).batch(4).take(0), info),
+         r"^Splits.test is empty: it yields no batch.$"),
+        (data.Splits(None, None, None, info), r"^Splits.train must be a tf.data.Dataset"),
+        (data.Splits(*[tf.data.Dataset.from_tensor_slices((x, y)).batch(4)] * 3,
+                     info.to_dict()), r"Splits.info must be a zoo.data.DatasetInfo.*dict"),
+    ]
+    for splits, message in cases:
+        with pytest.raises(ValueError, match=message):
+            data.check_splits(splits)

@@ -265,8 +265,8 @@ def test_weights_that_do_not_fit_raise_without_a_page_of_keras_warnings(files):
     # folder: with no path read the current directory
     (["--dataset", "folder:"], "zoo: error: folder:PATH needs the path of the dataset's "
                                "folder, e.g. folder:data/pets. Received: 'folder:'"),
-    (["--run-dir", ""], "zoo: error: --run-dir must be the path of a run directory (None: the "
-                        "default runs/MODEL-DATASET-TIME). Received: --run-dir=''"),
+    (["--run-dir", ""], "zoo: error: --run-dir must be the path of a run directory (a new "
+                        "one, or a killed run's to resume). Received: --run-dir=''"),
 ])
 def test_train_refuses_empty_names(capsys, argv, expected):
     code, line = one_error_line(capsys, ["train", "lenet5", "--epochs", "1", *argv])
@@ -280,9 +280,9 @@ def test_train_refuses_a_file_as_run_directory(capsys, tmp_path):
     code, line = one_error_line(capsys, ["train", "lenet5", "--epochs", "1", "--run-dir",
                                          str(path)])
     assert code == 2
-    assert line == (f"zoo: error: --run-dir {str(path)!r} is a file; a run directory is a "
-                    f"directory (a new one, or a killed run's to resume)")
+    assert line == (f"zoo: error: --run-dir must be a directory, and {path} is a file; use "
+                    f"another run directory.")
     from zoo.train import fit
-    with pytest.raises(NotADirectoryError, match="run_dir .* is a file"):
+    with pytest.raises(ValueError, match="run_dir must be a directory, and .* is a file"):
         fit(zoo.lenet5(), "digits", epochs=1, run_dir=path)
     assert path.read_text() == "x"

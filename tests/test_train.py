@@ -1459,3 +1459,158 @@ def test_model_args_take_json_booleans():
     assert train._parse_model_arg("aux_logits=true") == ("aux_logits", True)
     assert train._parse_model_arg("batch_norm=False") == ("batch_norm", False)
     assert train._parse_model_arg("padding=same") == ("padding", "same")
+
+
+# --- bad input: fit's other arguments, Splits of one's own, schedules, plots ---------------
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(seed="a"), r"seed must be an integer between 0 and 2\*\*32 - 1\. Received: seed='a'"),
+    (dict(seed=1.5), r"Received: seed=1\.5"),                 # was trained with seed 1
+    (dict(seed=None), r"Received: seed=None"),
+    (dict(verbose="a"), r"verbose must be 0 \(silent\), 1 \(progress bars\) or 2"),
+    (dict(deterministic="no"), r"fit: deterministic must be True or False\. "
+                               r"Received: deterministic='no'"),   # was turned on
+    (dict(early_stopping="no"), r"early_stopping must be True or False"),
+    (dict(callbacks=keras.callbacks.History()), r"callbacks must be a list of "
+                                                r"keras\.callbacks\.Callback or None"),
+    (dict(callbacks="abc"), r"Received: callbacks='abc'"),
+    (dict(monitor=5), r"monitor must be the name of a logged quantity.*Received: monitor=5"),
+    (dict(jit_compile="yes"), r"jit_compile must be 'auto', True or False"),
+    (dict(run_dir=""), r"run_dir must be the path of a run directory.*Received: run_dir=''"),
+    (dict(model_args=["x"]), r"model_args must be a dict"),
+])
+def test_fit_refuses_other_bad_arguments_before_any_work(kwargs, message, tmp_path,
+                                                         monkeypatch):
+    # Before: int('a')'s message, TypeErrors from Keras' callback list, an AttributeError
+    # ('int' object has no attribute 'endswith'), or the bad value trained on silently.
+    monkeypatch.chdir(tmp_path)
+    loaded = []
+    monkeypatch.setattr(data, "load_splits", lambda *a, **k: loaded.append(1))
+    kwargs.setdefault("run_dir", str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=message):
+        train.fit("lenet5", "digits", epochs=1, **kwargs)
+    assert loaded == [] and os.listdir(tmp_path) == []
+
+
+def test_fit_takes_numpy_integers_for_its_counts(digits8, tmp_path):
+    # epochs=np.int64(1) was refused as "epochs must be a positive integer. Received: 1".
+    history = train.fit(tiny_classifier(), small(digits8, 1), epochs=np.int64(1),
+                        patience=np.int64(2), seed=np.int64(1), run_dir=str(tmp_path / "r"),
+                        verbose=0, jit_compile=False, batch_norm_momentum=np.float32(0.5))
+    assert len(history) == 1
+
+
+def test_a_run_dir_that_is_a_file_is_refused_before_any_work(tmp_path, monkeypatch):
+    # Before: FileExistsError once the data had loaded and the model was built.
+    monkeypatch.setattr(data, "load_splits", lambda *a, **k: pytest.fail("loaded"))
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    with pytest.raises(ValueError, match=f"run_dir must be a directory, and {afile} is a file"):
+        train.fit("lenet5", "digits", run_dir=str(afile))
+    with pytest.raises(ValueError, match=f"run_dir {afile}/sub/run cannot be made: {afile} is "
+                                         f"a file"):
+        train.fit("lenet5", "digits", run_dir=str(afile / "sub" / "run"))
+    assert afile.read_text() == "mine"
+
+
+def test_fit_checks_a_splits_of_ones_own_before_any_work(digits8, tmp_path):
+    # Before: one-hot labels failed in Keras ("Argument `output` must have rank (ndim)
+    # `target.ndim - 1`"), dicts and 3-tuples in the label check's tf.function ("tf__check()
+    # missing 1 required positional argument: 'y'"), an unbatched dataset in a convolution
+    # ("Negative dimension size"), Splits.validation=None with an AttributeError.
+    x = np.zeros((8, 8, 8, 1), "float32")
+    y = np.arange(8, dtype="int32")
+    one_hot = tf.data.Dataset.from_tensor_slices((x, np.eye(10, dtype="float32")[y])).batch(4)
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"Splits.train yields a 2-tuple \(\(None, 8, 8, 1\) "
+                                         r"float32, \(None, 10\) float32\).*one-hot labels"):
+        train.fit(tiny_classifier(), data.Splits(one_hot, one_hot, one_hot, digits8.info),
+                  epochs=1, run_dir=str(run), verbose=0)
+    with pytest.raises(ValueError, match=r"^Splits.validation must be a tf.data.Dataset"):
+        train.fit(tiny_classifier(), data.Splits(digits8.train, None, digits8.test,
+                                                 digits8.info),
+                  epochs=1, run_dir=str(run), verbose=0)
+    # ignore_label is a dataset name's: a Splits brings its own (it was ignored).
+    with pytest.raises(ValueError, match=r"ignore_label is for a dataset name; a "
+                                         r"zoo.data.Splits brings its own \(info.ignore_label="
+                                         r"None\).*Received: ignore_label=255"):
+        train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(run), verbose=0,
+                  ignore_label=255)
+    assert not run.exists()
+
+
+def test_fractional_float_labels_are_refused_in_one_line(digits8, tmp_path):
+    # Float labels 2.7 trained as class 2 without a word; whole float labels still train.
+    x = np.zeros((8, 8, 8, 1), "float32")
+    for labels, ok in ((np.full(8, 2.0, "float32"), True), (np.full(8, 2.7, "float32"), False)):
+        ds = tf.data.Dataset.from_tensor_slices((x, labels)).batch(4)
+        splits = data.Splits(ds, ds, ds, digits8.info)
+        run = tmp_path / f"run{ok}"
+        if ok:
+            train.fit(tiny_classifier(), splits, epochs=1, run_dir=str(run), verbose=0,
+                      jit_compile=False)
+            continue
+        with pytest.raises(ValueError) as exc_info:
+            train.fit(tiny_classifier(), splits, epochs=1, run_dir=str(run), verbose=0,
+                      jit_compile=False)
+        assert str(exc_info.value) == ("labels outside num_classes: the model has 10 outputs, "
+                                       "so labels must be whole numbers in 0..9; found 2.7")
+        assert not run.exists()
+
+
+def test_an_unlogged_monitor_or_an_empty_split_stops_the_first_epoch(digits8, tmp_path):
+    # Before: a warning, then a run without best checkpoint nor early stopping that kept the
+    # last epoch's weights (an unknown monitor, or a validation split filtered to nothing);
+    # a training split filtered to nothing failed in the plot ("Number of columns must be a
+    # positive integer, not 0") after model.keras and info.json were written.
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"^monitor 'val_acc' is not logged by this run; .*"
+                                         r"It logs: accuracy, loss, val_accuracy, val_loss\. "
+                                         r"Received: monitor='val_acc'$"):
+        train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
+                  verbose=0, jit_compile=False, monitor="val_acc")
+    nothing = digits8.validation.filter(lambda x, y: False)
+    with pytest.raises(ValueError, match=r"^monitor 'val_loss' is not logged by this run "
+                                         r"\(the validation split yielded no batch\)"):
+        train.fit(tiny_classifier(), data.Splits(digits8.train.take(1), nothing, digits8.test,
+                                                 digits8.info),
+                  epochs=1, run_dir=str(run), verbose=0, jit_compile=False)
+    with pytest.raises(ValueError, match=r"^The training split yielded no batch in epoch 1"):
+        train.fit(tiny_classifier(), data.Splits(digits8.train.filter(lambda x, y: False),
+                                                 digits8.validation, digits8.test,
+                                                 digits8.info),
+                  epochs=1, run_dir=str(run), verbose=0, jit_compile=False)
+    assert not run.exists()
+
+
+def test_schedules_plots_compile_and_build_check_their_arguments(tmp_path, digits8):
+    # cosine_schedule(-1, 5) and (nan, 5) gave negative or NaN rates, epochs=0 was read as 1;
+    # plot_learning_curves of an empty history failed in matplotlib; compile_model took
+    # num_classes='a' or 0; build_for_dataset(name, info.to_dict()) raised AttributeError.
+    for lr in ("a", -1, float("nan")):
+        with pytest.raises(ValueError, match="learning_rate must be a positive finite number"):
+            train.cosine_schedule(lr, 5)
+    for epochs in (0, 2.5, None):
+        with pytest.raises(ValueError, match=rf"epochs must be a positive integer\. "
+                                             rf"Received: epochs={epochs}"):
+            train.cosine_schedule(1e-3, epochs)
+    assert train.cosine_schedule(1e-3, np.int64(2)).schedule(1) == pytest.approx(5e-4)
+    with pytest.raises(ValueError, match=r"history holds no epoch of a loss or metric to plot "
+                                         r"\(columns \['epoch'\], 2 rows\)"):
+        train.plot_learning_curves(pd.DataFrame({"epoch": [0, 1]}), str(tmp_path / "a.png"))
+    with pytest.raises(ValueError, match=r"history must be a pandas.DataFrame.*Received: str"):
+        train.plot_learning_curves("history.csv", str(tmp_path / "a.png"))
+    train.plot_learning_curves({"loss": [1.0, 0.5], "val_loss": [1.0, 0.7]},
+                               str(tmp_path / "b.png"))
+    assert (tmp_path / "b.png").exists() and not (tmp_path / "a.png").exists()
+    for k in ("a", 0, -3):
+        with pytest.raises(ValueError, match=rf"num_classes must be a positive integer\. "
+                                             rf"Received: num_classes={k!r}"):
+            train.compile_model(tiny_classifier(), num_classes=k)
+    with pytest.raises(ValueError, match="compile_model takes a keras.Model. Received: NoneType"):
+        train.compile_model(None)
+    _, info = data.load("digits", "test", image_size=(32, 32))
+    assert train.build_for_dataset("lenet5", info.to_dict()).output_shape == (None, 10)
+    with pytest.raises(ValueError, match=r"build_for_dataset takes a zoo.data.DatasetInfo.*"
+                                         r"Received: NoneType"):
+        train.build_for_dataset("lenet5", None)

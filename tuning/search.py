@@ -27,7 +27,7 @@ import sys
 import time
 import warnings
 
-from zoo.common import atomic_write, atomic_write_text, is_digits
+from zoo.common import atomic_write, atomic_write_text, check_seed, is_digits
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -76,13 +76,6 @@ def _direction(objective: str) -> tuple:
     return name, direction
 
 
-def _check_seed(seed):
-    """The rule of ``zoo train`` (``keras.utils.set_random_seed``): 0 .. 2**32 - 1."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an integer between 0 and 2**32 - 1. "
-                         f"Received: seed={seed!r}")
-
-
 def _check_types(*, objective, directory, set, fix, image_size, callbacks, verbose):
     """:func:`search`'s arguments of the wrong kind, refused before anything runs."""
     if objective is not None and not isinstance(objective, str):
@@ -99,15 +92,9 @@ def _check_types(*, objective, directory, set, fix, image_size, callbacks, verbo
     if isinstance(image_size, (str, bytes)):      # not a sequence of two sizes
         raise ValueError(f"image_size must be (height, width) with positive integers. "
                          f"Received: image_size={image_size!r}")
-    if callbacks is not None:
-        import keras
-        if (isinstance(callbacks, (str, bytes, dict)) or not hasattr(callbacks, "__iter__")
-                or not all(isinstance(c, keras.callbacks.Callback) for c in callbacks)):
-            raise ValueError(f"callbacks must be a list of keras.callbacks.Callback or None. "
-                             f"Received: callbacks={callbacks!r}")
-    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0 (silent), 1 (progress bars) or 2 (one line per "
-                         f"epoch). Received: verbose={verbose!r}")
+    from zoo.train import check_callbacks, check_verbose
+    check_callbacks(callbacks)
+    check_verbose(verbose)
 
 
 def _check_export_target(export_dir, export_name):
@@ -779,7 +766,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             raise ValueError("cv (cross-validation) works with the random, bayesian and grid "
                              "tuners; hyperband continues one model's training across "
                              "brackets. Received: tuner='hyperband'")
-    _check_seed(seed)
+    check_seed(seed)
     from zoo.data import _check_ignore_label
     ignore_label = _check_ignore_label(ignore_label)
     if deterministic not in (True, False):
@@ -1190,7 +1177,7 @@ def configure_tune(parser):
         if args.quiet:
             args.verbose = 0
         # Checked here too, before a local cluster's processes start.
-        _check_seed(args.seed)
+        check_seed(args.seed)
         if args.project is not None:
             _check_project_name(args.project)
         if args.show_space:

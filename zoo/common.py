@@ -187,6 +187,21 @@ def check_bool(model_name: str, **kwargs) -> None:
                              f"Received: {key}={value!r}")
 
 
+#: The largest seed: NumPy's and Keras' seeds are 32-bit.
+MAX_SEED = 2 ** 32 - 1
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an ``int``: an integer (Python or NumPy, not a bool) from 0 to
+    :data:`MAX_SEED`, the seeds ``keras.utils.set_random_seed`` takes (as ``--seed``), else
+    a ``ValueError`` saying so."""
+    if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+            and 0 <= seed <= MAX_SEED):
+        raise ValueError(f"seed must be an integer between 0 and 2**32 - 1. "
+                         f"Received: seed={clip_text(repr(seed))}")
+    return int(seed)
+
+
 def check_weights(model_name: str, weights, published: Sequence[str] = ()) -> None:
     """``weights`` must be None, a published name, or an existing file."""
     if weights is None:

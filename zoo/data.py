@@ -40,11 +40,12 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from zoo.common import TASKS, clip_text, has_image_signature
+from zoo.common import TASKS, check_seed, clip_text, has_image_signature
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
-           "augmenter", "make_shapes", "digits_arrays", "train_class_counts", "OFFLINE_DATASETS",
-           "check_info_fields", "autotune_by_default", "without_autotune", "with_default_autotune"]
+           "augmenter", "check_augment_settings", "make_shapes", "digits_arrays",
+           "train_class_counts", "OFFLINE_DATASETS", "check_info_fields", "check_splits",
+           "autotune_by_default", "without_autotune", "with_default_autotune"]
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
@@ -156,6 +157,15 @@ def _as_list(value):
     return None
 
 
+def check_count(name, value, low=1) -> int:
+    """``value`` as an ``int`` when it is an integer (Python or NumPy, not a bool) >= ``low``
+    (1 or 0), else a ``ValueError`` naming ``name``, what it allows and the value received."""
+    if not (_is_int(value) and value >= low):
+        allowed = "a positive integer" if low == 1 else "a non-negative integer"
+        raise ValueError(f"{name} must be {allowed}. Received: {name}={_short(value)}")
+    return int(value)
+
+
 def check_info_fields(values, prefix="info.") -> None:
     """Check the :class:`DatasetInfo` fields present in ``values`` (a dict of field name ->
     value: a dict form, or an instance's attributes); fields not in it are not checked.
@@ -251,6 +261,88 @@ class Splits:
                                                              compare=False)
 
 
+def as_info(info, what="info") -> DatasetInfo:
+    """``info`` as a :class:`DatasetInfo`: one itself, or its dict form
+    (:meth:`DatasetInfo.from_dict`); anything else raises a ``ValueError`` naming ``what``."""
+    if isinstance(info, DatasetInfo):
+        return info
+    if isinstance(info, dict):
+        return DatasetInfo.from_dict(info)
+    raise ValueError(f"{what} takes a zoo.data.DatasetInfo (or its dict form, "
+                     f"DatasetInfo.to_dict()), such as load_splits(...).info. Received: "
+                     f"{type(info).__name__}")
+
+
+def _spec_text(spec) -> str:
+    """A pipeline's element spec as a message shows it: ``(shape, dtype)`` per tensor."""
+    if isinstance(spec, tf.TensorSpec):
+        return f"{tuple(spec.shape) if spec.shape.rank is not None else 'any shape'} " \
+               f"{spec.dtype.name}"
+    if isinstance(spec, dict):
+        return "a dict {" + ", ".join(f"{k!r}: {_spec_text(v)}" for k, v in spec.items()) + "}"
+    if isinstance(spec, (tuple, list)):
+        return (f"a {len(spec)}-tuple (" + ", ".join(_spec_text(v) for v in spec) + ")")
+    return type(spec).__name__
+
+
+def check_splits(splits) -> None:
+    """Check a :class:`Splits` before anything trains on it: each split a
+    ``tf.data.Dataset`` of ``(images, labels)`` batches that fit its ``info`` (a
+    :class:`DatasetInfo` whose fields hold allowed values): images ``[N, H, W, C]`` of
+    ``info.input_shape`` (``[N, H, W]`` for one channel), labels ``[N]`` of class indices
+    (classification) or masks ``[N, H, W]`` (segmentation; a trailing axis of 1 allowed),
+    numbers, and no split known to be empty.
+
+    Raises:
+        ValueError: naming the split, what it yields and what ``info`` asks for (batches
+            of another size or channel count, one-hot labels, unbatched examples, dicts or
+            3-tuples, an empty split, an ``info`` of another kind).
+    """
+    if not isinstance(splits, Splits):
+        raise ValueError(f"Expected a zoo.data.Splits. Received: {type(splits).__name__}")
+    info = splits.info
+    if not isinstance(info, DatasetInfo):
+        raise ValueError(f"Splits.info must be a zoo.data.DatasetInfo (DatasetInfo.from_dict "
+                         f"makes one of its dict form). Received: {type(info).__name__}")
+    check_info_fields(dataclasses.asdict(info), "Splits.info.")
+    h, w, c = (int(v) for v in info.input_shape)
+    seg = info.task == "segmentation"
+    images_want = f"[N, {h}, {w}, {c}]" + (f" (or [N, {h}, {w}])" if c == 1 else "")
+    labels_want = (f"masks [N, {h}, {w}] of class indices (or [N, {h}, {w}, 1])" if seg else
+                   "labels [N] of class indices (or [N, 1]; one-hot labels: take their "
+                   "argmax)")
+
+    def fits(shape, want):
+        return shape is not None and len(shape) == len(want) and all(
+            a is None or b is None or a == b for a, b in zip(shape, want))
+
+    for split in SPLITS:
+        ds = getattr(splits, split)
+        where = f"Splits.{split}"
+        if not isinstance(ds, tf.data.Dataset):
+            raise ValueError(f"{where} must be a tf.data.Dataset of (images, labels) batches. "
+                             f"Received: {type(ds).__name__}")
+        spec = ds.element_spec
+        if not (isinstance(spec, tuple) and len(spec) == 2
+                and all(isinstance(v, tf.TensorSpec) for v in spec)):
+            raise ValueError(f"{where} must yield (images, labels) batches: images "
+                             f"{images_want} and {labels_want}. It yields {_spec_text(spec)}")
+        x, y = spec
+        x_shape = tuple(x.shape) if x.shape.rank is not None else None
+        y_shape = tuple(y.shape) if y.shape.rank is not None else None
+        numeric = all(v.dtype.is_floating or v.dtype.is_integer for v in spec)
+        images_fit = fits(x_shape, (None, h, w, c)) or (c == 1 and fits(x_shape, (None, h, w)))
+        labels_fit = (fits(y_shape, (None, h, w)) or fits(y_shape, (None, h, w, 1)) if seg
+                      else fits(y_shape, (None,)) or fits(y_shape, (None, 1)))
+        if not (numeric and images_fit and labels_fit):
+            raise ValueError(f"{where} yields {_spec_text(spec)}, which does not fit its "
+                             f"info ({info.task}, input_shape {(h, w, c)}): it must yield "
+                             f"batches of numbers, images {images_want} and {labels_want} "
+                             f"(unbatched examples: .batch(n)).")
+        if int(ds.cardinality()) == 0:
+            raise ValueError(f"{where} is empty: it yields no batch.")
+
+
 # --------------------------------------------------------------------------------------
 # Preprocessing: the one function the pipelines use and the export embeds.
 
@@ -312,8 +404,7 @@ def preprocess(images, info):
         >>> _, info = load("digits", image_size=(32, 32))
         >>> x = preprocess(np.zeros((2, 8, 8, 1), "float32"), info)   # (2, 32, 32, 1)
     """
-    if isinstance(info, dict):
-        info = DatasetInfo.from_dict(info)
+    info = as_info(info, "preprocess")
     return normalize(resize_and_convert(images, info.input_shape), info)
 
 
@@ -340,6 +431,52 @@ _AUG_SHAPES = dict(flip="horizontal_and_vertical", rotation=0.0, zoom=0.0, trans
                    contrast=0.2, fill_mode="reflect")
 
 
+#: The settings :func:`augmenter` takes, and what each allows.
+AUGMENT_SETTINGS = {
+    "flip": "None, 'horizontal', 'vertical' or 'horizontal_and_vertical'",
+    "rotation": "a number from 0 to 1 (a fraction of a full turn, either way) or a pair "
+                "(low, high) from -1 to 1",
+    "zoom": "a number from 0 to 1 (a fraction of the size, in or out) or a pair (low, high) "
+            "from -1 to 1",
+    "translation": "a number from 0 to 1 (a fraction of the size, either way) or a pair "
+                   "(low, high) from -1 to 1",
+    "contrast": "a number from 0 to 1 (a factor) or a pair (low, high) from 0 to 1",
+    "fill_mode": "'reflect', 'wrap', 'constant' or 'nearest'",
+}
+_FLIPS = (None, False, "horizontal", "vertical", "horizontal_and_vertical")
+_FILL_MODES = ("reflect", "wrap", "constant", "nearest")
+
+
+def check_augment_settings(settings) -> dict:
+    """``settings`` as a dict when each of its keys is one of :data:`AUGMENT_SETTINGS` with
+    a value that setting allows, else a ``ValueError`` naming the setting, what it allows
+    and what it holds (rather than Keras' error about a layer's ``factor`` once the
+    pipeline is built, or a flip mode or a NaN factor that silently did nothing)."""
+    if not isinstance(settings, dict):
+        raise ValueError(f"augmentation settings must be a dict of "
+                         f"{', '.join(AUGMENT_SETTINGS)}. Received: {_short(settings)}")
+    unknown = set(settings) - set(AUGMENT_SETTINGS)
+    if unknown:
+        raise ValueError(f"Unknown augmentation settings {sorted(map(str, unknown))}. Allowed: "
+                         f"{', '.join(AUGMENT_SETTINGS)}.")
+    for key, value in settings.items():
+        if key == "flip":
+            good = any(value is v or (isinstance(value, str) and value == v) for v in _FLIPS)
+        elif key == "fill_mode":
+            good = isinstance(value, str) and value in _FILL_MODES
+        else:
+            pair = _as_list(value)
+            if pair is not None:
+                good = (len(pair) == 2 and all(map(_is_finite, pair))
+                        and (0 if key == "contrast" else -1) <= pair[0] <= pair[1] <= 1)
+            else:
+                good = value is None or (_is_finite(value) and 0 <= value <= 1)
+        if not good:
+            raise ValueError(f"augmentation setting {key} must be {AUGMENT_SETTINGS[key]}. "
+                             f"Received: {key}={_short(value)}")
+    return dict(settings)
+
+
 def augmenter(settings: dict, *, raw_range=(0.0, 255.0), seed=0, ignore_label=None):
     """Build the augmentation function for ``settings``.
 
@@ -361,7 +498,7 @@ def augmenter(settings: dict, *, raw_range=(0.0, 255.0), seed=0, ignore_label=No
         is) and no contrast change.
     """
     from keras import layers
-    s = dict(settings)
+    s = check_augment_settings(settings)
     pipeline = []
     if s.get("flip"):
         pipeline.append(layers.RandomFlip(s["flip"], seed=seed, name="aug_flip"))
@@ -491,7 +628,13 @@ def make_shapes(n, *, size=64, seed=0, max_shapes=3):
     Returns:
         ``(images, masks)``: uint8 ``[n, size, size, 3]`` and uint8 ``[n, size, size]`` with
         0 = background, 1 = circle, 2 = square, 3 = triangle.
+
+    Raises:
+        ValueError: ``n`` or ``seed`` is no integer >= 0, ``size`` or ``max_shapes`` no
+            positive integer.
     """
+    n, seed = check_count("n", n, 0), check_count("seed", seed, 0)
+    size, max_shapes = check_count("size", size), check_count("max_shapes", max_shapes)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype("float32") + 0.5
     images = np.empty((n, size, size, 3), "uint8")
@@ -1135,7 +1278,7 @@ def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
     if name in _TFDS:
         return _with_ignore_label(_tfds_source(name, data_dir, download), ignore_label)
     if name.startswith("folder:"):
-        if not name[len("folder:"):]:
+        if not name[len("folder:"):].strip():
             raise ValueError(f"folder:PATH needs the path of the dataset's folder, e.g. "
                              f"folder:data/pets. Received: {name!r}")
         path = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
@@ -1271,7 +1414,7 @@ def _info(src: _Source, image_size, channels) -> DatasetInfo:
     size = _check_size(image_size) or tuple(src.default_size)
     if channels is None:
         channels = src.channels
-    if channels not in (1, 3):
+    if isinstance(channels, (bool, np.bool_)) or channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3. Received: channels={channels!r}")
     input_shape = (size[0], size[1], int(channels))
     mean, std = _stats(src, input_shape)
@@ -1367,18 +1510,12 @@ def _augment_settings(src, augment):
     if augment is True:
         return dict(src.augmentation)
     if isinstance(augment, dict):
-        unknown = set(augment) - {"flip", "rotation", "zoom", "translation", "contrast",
-                                  "fill_mode"}
-        if unknown:
-            raise ValueError(f"Unknown augmentation settings {sorted(unknown)}. Allowed: flip, "
-                             "rotation, zoom, translation, contrast, fill_mode.")
-        return {**src.augmentation, **augment}
+        return check_augment_settings({**src.augmentation, **augment})
     raise ValueError(f"augment must be True, False or a dict of settings. Received: {augment!r}")
 
 
 def _check_batch(batch_size):
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer. Received: {batch_size!r}")
+    return check_count("batch_size", batch_size)
 
 
 def load(name, split="train", *, image_size=None, channels=None, batch_size=32, augment=False,
@@ -1427,12 +1564,13 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
         (10, (32, 32, 1))
     """
     split = _split_name(split)
-    _check_batch(batch_size)
+    batch_size = _check_batch(batch_size)
+    seed = check_seed(seed)
     autotune = _check_autotune(autotune)
     ignore_label = _check_ignore_label(ignore_label)
     src = _source(name, data_dir, download, ignore_label)
-    info = _info(src, image_size, channels)
     settings = _augment_settings(src, augment) if split == "train" else {}
+    info = _info(src, image_size, channels)
     info.augmentation = settings
     ds = _pipeline(src, info, split, batch_size=batch_size, augment=settings, seed=seed,
                    shuffle=(split == "train") if shuffle is None else bool(shuffle),
@@ -1470,12 +1608,13 @@ def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=
         >>> s.info.labels
         ['background', 'circle', 'square', 'triangle']
     """
-    _check_batch(batch_size)
+    batch_size = _check_batch(batch_size)
+    seed = check_seed(seed)
     autotune = _check_autotune(autotune)
     ignore_label = _check_ignore_label(ignore_label)
     src = _source(name, data_dir, download, ignore_label)
-    info = _info(src, image_size, channels)
     settings = _augment_settings(src, augment)
+    info = _info(src, image_size, channels)
     info.augmentation = settings
     pipes = {split: _pipeline(src, info, split, batch_size=batch_size,
                               augment=settings if split == "train" else {}, seed=seed,

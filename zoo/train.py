@@ -35,7 +35,8 @@ import tensorflow as tf
 from keras import ops
 
 from zoo import data as zdata
-from zoo.common import TASKS, atomic_write, atomic_write_text, is_digits
+from zoo.common import (TASKS, atomic_write, atomic_write_text, check_bool, check_seed,
+                         is_digits)
 
 __all__ = ["compile_model", "fit", "resolve_jit_compile", "resolve_class_weight",
            "resolve_mixed_precision", "with_mixed_precision", "cosine_schedule",
@@ -272,6 +273,54 @@ def _check_label_smoothing(label_smoothing):
     if not _is_number(label_smoothing) or not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be a number in [0, 1). "
                          f"Received: label_smoothing={label_smoothing!r}")
+
+
+def check_callbacks(callbacks) -> list:
+    """``callbacks`` as a list when it is ``None`` or a list (or tuple) of
+    ``keras.callbacks.Callback``, else a ``ValueError`` (a single callback, a string)."""
+    if callbacks is None:
+        return []
+    if (not isinstance(callbacks, (list, tuple))
+            or not all(isinstance(c, keras.callbacks.Callback) for c in callbacks)):
+        raise ValueError(f"callbacks must be a list of keras.callbacks.Callback or None. "
+                         f"Received: callbacks={zdata._short(callbacks)}")
+    return list(callbacks)
+
+
+def check_verbose(verbose) -> None:
+    """Keras' progress output: 0, 1 or 2 (not a bool or another number)."""
+    if isinstance(verbose, (bool, np.bool_)) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0 (silent), 1 (progress bars) or 2 (one line per "
+                         f"epoch). Received: verbose={zdata._short(verbose)}")
+
+
+def check_run_dir(run_dir, what: str = "run_dir") -> None:
+    """``run_dir`` must be ``None`` (a new ``runs/<model>-<dataset>-<time>``) or a path where
+    a directory can be made: not empty, not an existing file, not under one, writable.
+    Checked before anything is loaded; ``what`` names the argument (``--run-dir``).
+
+    Raises:
+        ValueError: naming the argument, the path and what is wrong with it.
+    """
+    if run_dir is None:
+        return
+    if not isinstance(run_dir, (str, os.PathLike)) or not os.fspath(run_dir):
+        raise ValueError(f"{what} must be the path of a run directory (a new one, or a killed "
+                         f"run's to resume). Received: {what}={zdata._short(run_dir)}")
+    path = os.path.abspath(os.fspath(run_dir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{what} must be a directory, and {path} is a file; use another "
+                         f"run directory.")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{what} {path} cannot be made: {parent} is a file; use another "
+                         f"run directory.")
+    if not os.access(path if os.path.isdir(path) else parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path} cannot be written: no write permission on "
+                         f"{path if os.path.isdir(path) else parent}; use another run "
+                         f"directory.")
 
 
 # --------------------------------------------------------------------------------------
@@ -647,7 +696,7 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
             ``"auto"`` (on GPUs only, see :func:`resolve_jit_compile`).
         label_smoothing: classification label smoothing.
         weight_decay: decoupled weight decay for a named optimizer.
-        num_classes: classes (default: the model's output width).
+        num_classes: classes, a positive integer (default: the model's output width).
         ignore_label: segmentation: the mask value of pixels no loss or metric counts
             (``DatasetInfo.ignore_label``, e.g. 255), outside the model's classes;
             ``None``: every pixel counts.
@@ -662,7 +711,8 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
         ValueError: unknown task or optimizer, a learning rate that is not a positive
             finite number, label smoothing outside [0, 1), a negative weight decay, an
             ignore label for classification, that is no integer in 0..65535 or one of the
-            model's classes.
+            model's classes, a ``num_classes`` that is no positive integer, a ``model``
+            that is no ``keras.Model``.
 
     Example:
         >>> from zoo import lenet5
@@ -671,7 +721,10 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}. Received: task={task!r}")
     _check_label_smoothing(label_smoothing)
-    num_classes = num_classes or _num_outputs(model)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"compile_model takes a keras.Model. Received: {type(model).__name__}")
+    num_classes = (_num_outputs(model) if num_classes is None
+                   else zdata.check_count("num_classes", num_classes))
     ignore_label = zdata._check_ignore_label(ignore_label)
     if ignore_label is not None:
         if task != "segmentation":
@@ -918,6 +971,7 @@ def pretrained_classifier(model_name, info: zdata.DatasetInfo, *, weights,
         ...                                     freeze_backbone=True)  # doctest: +SKIP
         >>> train.fit(model, splits, model_name="resnet50", epochs=5)  # doctest: +SKIP
     """
+    info = zdata.as_info(info, "pretrained_classifier")
     from zoo import weights as zoo_weights
     from zoo.registry import get_model, model_info
     what = "pretrained_classifier"
@@ -1020,6 +1074,7 @@ def build_for_dataset(model_name, info: zdata.DatasetInfo, *, backbone_weights=N
             :func:`pretrained_classifier`.
     """
     from zoo.registry import get_model, model_info
+    info = zdata.as_info(info, "build_for_dataset")
     minfo = model_info(model_name)
     if minfo.task != info.task:
         raise ValueError(f"{model_name} is a {minfo.task} model but dataset {info.name!r} is "
@@ -1345,15 +1400,29 @@ def plot_learning_curves(history, path, *, title=None):
     """Save train vs validation curves of the loss and each metric in ``history``.
 
     Args:
-        history: DataFrame (``history.csv``) with ``epoch``, ``loss``, ``val_loss``, ...
+        history: DataFrame (``history.csv``) with ``epoch``, ``loss``, ``val_loss``, ...,
+            or a dict of such columns (Keras' ``History.history``).
         path: output PNG.
         title: figure title.
+
+    Raises:
+        ValueError: ``history`` of another kind, or without a row of a loss or metric.
     """
+    import pandas as pd
+    if isinstance(history, Mapping):   # Keras' History.history
+        history = pd.DataFrame(dict(history))
+    if not isinstance(history, pd.DataFrame):
+        raise ValueError(f"history must be a pandas.DataFrame (fit's result, "
+                         f"pandas.read_csv of history.csv) or a dict of columns. Received: "
+                         f"{type(history).__name__}")
+    names = [c for c in history.columns
+             if c not in ("epoch", "learning_rate") and not str(c).startswith("val_")]
+    if not names or not len(history):
+        raise ValueError(f"history holds no epoch of a loss or metric to plot (columns "
+                         f"{[str(c) for c in history.columns]}, {len(history)} rows).")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    names = [c for c in history.columns
-             if c not in ("epoch", "learning_rate") and not c.startswith("val_")]
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
     epochs = history["epoch"] + 1 if "epoch" in history else np.arange(1, len(history) + 1)
     for ax, name in zip(axes[0], names):
@@ -1457,17 +1526,20 @@ class _BestCheckpoint(keras.callbacks.Callback):
     def __init__(self, path, monitor, mode, best=None):
         super().__init__()
         self.path, self.monitor, self.mode, self.best = path, monitor, mode, best
-        self._warned = False
 
     def on_epoch_end(self, epoch, logs=None):
-        current = (logs or {}).get(self.monitor)
+        logs = logs or {}
+        if "loss" not in logs:   # Keras ends an epoch over data that yields nothing this way
+            raise ValueError(f"The training split yielded no batch in epoch {epoch + 1}, so "
+                             f"nothing was trained (an empty or filtered-out Splits.train?).")
+        current = logs.get(self.monitor)
         if current is None:
-            if not self._warned:
-                self._warned = True
-                warnings.warn(f"The best model is saved by {self.monitor!r}, which this run "
-                              f"does not log (it logs {', '.join(sorted(logs or {}))}); "
-                              "checkpoints/best.keras is not written.", stacklevel=2)
-            return
+            empty = self.monitor.startswith("val_") and not any(k.startswith("val_")
+                                                                 for k in logs)
+            raise ValueError(f"monitor {self.monitor!r} is not logged by this run"
+                             f"{' (the validation split yielded no batch)' if empty else ''}; "
+                             f"early stopping and the best checkpoint watch it. It logs: "
+                             f"{', '.join(sorted(logs))}. Received: monitor={self.monitor!r}")
         if not math.isfinite(float(current)):
             return
         current = float(current)
@@ -1531,10 +1603,14 @@ def _label_guard(ds, num_classes, task, ignore_label=None):
     and is not the masks' ``ignore_label``; :func:`label_error_line` reads it, with the
     largest such value of the batch."""
     def check(x, y):
+        # Float labels are class indices too, if whole: 2.7 would train as class 2 unseen.
+        whole = " whole numbers" if y.dtype.is_floating else ""
         msg = (f"labels outside num_classes: the model has {num_classes} outputs, so "
-               f"{'mask values' if task == 'segmentation' else 'labels'} must be in "
+               f"{'mask values' if task == 'segmentation' else 'labels'} must be{whole} in "
                f"0..{num_classes - 1}")
         known = tf.logical_and(y >= 0, y < tf.cast(num_classes, y.dtype))
+        if whole:
+            known = tf.logical_and(known, tf.equal(y, tf.floor(y)))
         if ignore_label is not None:
             msg += f" or {ignore_label} (the ignore label)"
             known = tf.logical_or(known, tf.equal(y, tf.cast(ignore_label, y.dtype)))
@@ -1590,13 +1666,17 @@ def cosine_schedule(learning_rate, epochs):
     the epoch index only).
 
     Args:
-        learning_rate: the first epoch's learning rate.
-        epochs: the number of epochs the schedule spans (at least 1 is used).
+        learning_rate: the first epoch's learning rate, a positive finite number.
+        epochs: the number of epochs the schedule spans, a positive integer.
 
     Returns:
         A ``keras.callbacks.LearningRateScheduler``.
+
+    Raises:
+        ValueError: another ``learning_rate`` or ``epochs``.
     """
-    base, epochs = float(learning_rate), max(int(epochs), 1)
+    _check_learning_rate(learning_rate)
+    base, epochs = float(learning_rate), zdata.check_count("epochs", epochs)
     return keras.callbacks.LearningRateScheduler(
         lambda epoch: base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)))
 
@@ -1616,8 +1696,7 @@ AUTO_BATCH_NORM_MOMENTUM = 0.9
 def _check_batch_norm_momentum(momentum):
     if momentum is None or momentum == "auto":
         return
-    if (isinstance(momentum, bool) or not isinstance(momentum, (int, float))
-            or not 0 < momentum < 1):
+    if not _is_number(momentum) or not 0 < momentum < 1:
         raise ValueError(f"batch_norm_momentum must be 'auto', None or a number in (0, 1). "
                          f"Received: batch_norm_momentum={momentum!r}")
 
@@ -1890,7 +1969,12 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         ValueError: bad arguments (checked before anything is loaded or written: e.g. a
             learning rate that is not a positive finite number, label smoothing outside
             [0, 1), a negative weight decay, a ``class_weight`` of none of the allowed
-            forms, an ``aux_loss_weight`` that is no finite number >= 0), labels outside
+            forms, an ``aux_loss_weight`` that is no finite number >= 0, ``epochs``,
+            ``patience`` or ``seed`` that are no integers in range, a ``verbose``, flag,
+            ``callbacks`` or ``monitor`` of the wrong kind, a ``run_dir`` that is a file, a
+            :class:`zoo.data.Splits` whose batches do not fit its info
+            (:func:`zoo.data.check_splits`)), a ``monitor`` the run does not log or a
+            training split that yields nothing (at the end of the first epoch), labels outside
             the model's classes, a model with several outputs that are not a main output
             and auxiliary classifiers, an ``aux_loss_weight`` for a model without auxiliary
             classifiers or with ``compile=False``, an image size the model does not
@@ -1913,11 +1997,28 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     if lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine'. "
                          f"Received: lr_schedule={lr_schedule!r}")
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer. Received: epochs={epochs!r}")
-    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 0:
-        raise ValueError(f"patience must be a non-negative integer. Received: "
-                         f"patience={patience!r}")
+    epochs = zdata.check_count("epochs", epochs)
+    patience = zdata.check_count("patience", patience, 0)
+    seed = check_seed(seed)
+    check_verbose(verbose)
+    check_bool("fit", early_stopping=early_stopping, compile=compile,
+               deterministic=deterministic, download=download)
+    callbacks = check_callbacks(callbacks)
+    check_run_dir(run_dir)
+    resolve_jit_compile(jit_compile)   # a bad value, refused before any loading
+    if not isinstance(monitor, str) or not monitor:
+        raise ValueError(f"monitor must be the name of a logged quantity, such as 'val_loss' "
+                         f"or 'val_accuracy'. Received: monitor={zdata._short(monitor)}")
+    if isinstance(dataset, zdata.Splits):
+        zdata.check_splits(dataset)
+        if ignore_label is not None and ignore_label != dataset.info.ignore_label:
+            raise ValueError(f"ignore_label is for a dataset name; a zoo.data.Splits brings "
+                             f"its own (info.ignore_label={dataset.info.ignore_label!r}): "
+                             f"load it with load_splits(..., ignore_label=...). Received: "
+                             f"ignore_label={ignore_label!r}")
+    if model_args is not None and not isinstance(model_args, Mapping):
+        raise ValueError(f"model_args must be a dict of the builder's keyword arguments or "
+                         f"None. Received: model_args={zdata._short(model_args)}")
     if isinstance(optimizer, str):   # an optimizer instance brings its own
         _check_learning_rate(learning_rate)
         _check_weight_decay(weight_decay)
@@ -1925,7 +2026,6 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     _check_class_weight(class_weight)
     _check_batch_norm_momentum(batch_norm_momentum)
     _check_aux_loss_weight(aux_loss_weight)
-    check_run_dir(run_dir)
     if aux_loss_weight is not None and not compile:
         raise ValueError(f"aux_loss_weight weights the losses fit compiles; with compile=False "
                          f"the model's own compilation weighs them. Received: "
@@ -1944,7 +2044,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     resolve_mixed_precision(mixed_precision)   # a bad value, refused before any loading
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(int(seed))
+    keras.utils.set_random_seed(seed)
     augment = True if augment is None else augment
 
     # Data and model.
@@ -2167,7 +2267,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             if early_stopping:
                 cbs.append(_EarlyStopping(monitor=monitor, mode=mode, patience=patience,
                                           restore_best_weights=True, resume=resume))
-            return cbs + list(callbacks or [])
+            return cbs + callbacks
 
         def do_compile(jit):
             if not compile:
@@ -2354,26 +2454,6 @@ def _check_diverged(history_path, monitor, learning_rate):
                          f"{int(history['epoch'].iloc[bad[0]]) + 1} and no epoch had a finite "
                          f"{monitor}, so there is no model to keep. Lower the learning rate "
                          f"(received learning_rate={learning_rate!r}) or check the data.")
-
-
-def check_run_dir(run_dir, what: str = "run_dir") -> None:
-    """``run_dir`` can be a run directory: ``None`` (the default, ``runs/...``), or the path
-    of a directory or of none yet. Checked before the data is loaded (a file there made
-    ``os.makedirs`` fail with "File exists" once the model was built; ``""`` was taken for
-    the default).
-
-    Raises:
-        ValueError: an empty string or no path; ``what`` names the argument.
-        NotADirectoryError: a file at ``run_dir``.
-    """
-    if run_dir is None:
-        return
-    if not isinstance(run_dir, (str, os.PathLike)) or not os.fspath(run_dir):
-        raise ValueError(f"{what} must be the path of a run directory (None: the default "
-                         f"runs/MODEL-DATASET-TIME). Received: {what}={run_dir!r}")
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise NotADirectoryError(f"{what} {os.fspath(run_dir)!r} is a file; a run directory is "
-                                 f"a directory (a new one, or a killed run's to resume)")
 
 
 def _check_run_dir_holds(run_dir, state, model_name, dataset_name):

@@ -224,7 +224,8 @@ ERRORS = [
      "invalid base64"),
     ("post", "/v1/models/lenet5:predict",
      {"instances": [{"b64": base64.b64encode(b"plain text").decode()}]}, 400,
-     "could not decode"),
+     "instances[0]: could not decode the image bytes as an image (PNG, JPEG, ...): "
+     "unrecognised image format"),
     ("post", "/v1/models/lenet5:predict", {"instances": [{"pixels": 1}]}, 400,
      "named inputs must be exactly"),
     ("post", "/v1/models/lenet5:predict", {"inputs": {"x": [1]}}, 400, "input"),

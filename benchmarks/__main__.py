@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings(args) -> dict:
-    """The preset with the explicit options applied."""
+    """The preset with the explicit options applied; unknown sections or models are usage
+    errors (one line, exit code 2), as bad option values are."""
+    error = build_parser().error
     s = dict(PRESETS["quick" if args.quick else "full"])
     for key in list(s):
         value = getattr(args, key, None)
@@ -167,19 +169,18 @@ def settings(args) -> dict:
         s["inference_repeats"] = args.repeats
     unknown = set(args.sections) - set(core.SECTIONS)
     if unknown:
-        raise SystemExit(f"python -m benchmarks: error: unknown sections {sorted(unknown)}; "
-                         f"choose from {', '.join(core.SECTIONS)}")
+        error(f"unknown sections {sorted(unknown)}; choose from {', '.join(core.SECTIONS)}")
     from zoo.registry import list_models, model_info
     known = set(list_models())
     for key in ("models", "inference_models", "serve_models", "pipeline_models"):
         bad = [m for m in s[key] if m not in known]
         if bad:
-            raise SystemExit(f"python -m benchmarks: error: unknown models {bad} in --"
-                             f"{key.replace('_', '-')}; registered: {', '.join(sorted(known))}")
+            error(f"unknown models {bad} in --{key.replace('_', '-')}; registered: "
+                  f"{', '.join(sorted(known))}")
     segmentation = [m for m in s["pipeline_models"] if model_info(m).task != "classification"]
     if segmentation:
-        raise SystemExit(f"python -m benchmarks: error: --pipeline-models trains on digits, a "
-                         f"classification dataset; received segmentation models {segmentation}")
+        error(f"--pipeline-models trains on digits, a classification dataset; received "
+              f"segmentation models {segmentation}")
     return s
 
 

@@ -598,3 +598,14 @@ def test_versions_beyond_int64_are_refused(tmp_path, capsys):
     top = zoo.export(model, tmp_path, version=2 ** 63 - 1, lite=False)
     assert zoo_export.list_versions(tmp_path / "lenet5") == [2 ** 63 - 1]
     assert os.path.basename(top) == str(2 ** 63 - 1)
+    # The next free version after the largest is none (it numbered the export 2**63, a
+    # version TensorFlow Serving cannot load), here and in zoo export.
+    with pytest.raises(ValueError, match=r"^'lenet5' has version 9223372036854775807 "
+                                         r"\(2\*\*63-1, the largest TensorFlow Serving "
+                                         r"loads\): there is no next version to number this "
+                                         r"export; pass version= \(--version\) a free one$"):
+        zoo.export(model, tmp_path, lite=False)
+    assert main(["export", str(run), "--base-dir", str(tmp_path), "--no-lite"]) == 2
+    assert capsys.readouterr().err.startswith("zoo: error: 'lenet5' has version ")
+    assert sorted(os.listdir(tmp_path / "lenet5")) == [str(2 ** 63 - 1)]
+    assert os.path.basename(zoo.export(model, tmp_path, version=7, lite=False)) == "7"

@@ -731,8 +731,8 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "no-model"), str(path),
                  str(tmp_path / "notes.png")]) == 2
     assert capsys.readouterr().err == (f"zoo: error: could not decode {tmp_path / 'notes.png'} "
-                                       f"as an image (PNG, JPEG, ...): cannot identify image "
-                                       f"file '{tmp_path / 'notes.png'}'\n")
+                                       f"as an image (PNG, JPEG, ...): unrecognised image "
+                                       f"format\n")
     assert main(["predict", str(tmp_path / "no-model"), str(tmp_path / "gone.png")]) == 2
     assert capsys.readouterr().err == f"zoo: error: no such image file: {tmp_path / 'gone.png'}\n"
 
@@ -865,7 +865,8 @@ def test_predict_runs_large_inputs_in_bounded_batches(servable, tmp_path, monkey
 def test_errors_in_a_list_name_the_image(servable, tmp_path):
     good = np.zeros((8, 8, 1), np.uint8)
     cases = [
-        ([good, b"not an image"], r"^images\[1\]: could not decode the image bytes"),
+        ([good, b"not an image"], r"^images\[1\]: could not decode the image bytes as an "
+                                  r"image \(PNG, JPEG, \.\.\.\): unrecognised image format$"),
         ([good, good, np.zeros((8, 8, 3))],
          r"^images\[2\]: lenet5 takes images with 1 channel\(s\); received 3"),
         ([good, np.zeros((2, 8, 8, 1))], r"^images\[1\]: each image must be \[height, width, "

@@ -121,6 +121,22 @@ def _taken_versions(model_dir) -> set:
         return set()
 
 
+def _next_version(model_dir, name) -> int:
+    """One more than the highest version in ``model_dir`` (1 for the first); ValueError once
+    :data:`MAX_VERSION` is taken (the number after it is one TensorFlow Serving cannot load)."""
+    taken = [v for v in _taken_versions(model_dir) if v <= MAX_VERSION]
+    version = max(taken) + 1 if taken else 1
+    _check_next_version(version, name)
+    return version
+
+
+def _check_next_version(version, name):
+    if version > MAX_VERSION:
+        raise ValueError(f"{name!r} has version {MAX_VERSION} (2**63-1, the largest "
+                         f"TensorFlow Serving loads): there is no next version to number "
+                         f"this export; pass version= (--version) a free one")
+
+
 def _remove_stale_temporaries(model_dir) -> None:
     """Delete ``.tmp-<pid>-*`` directories left by exports whose process is gone."""
     try:
@@ -582,6 +598,8 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
             os.path.join(model_dir, str(version))):
         raise FileExistsError(f"version {version} of {name!r} already exists in "
                               f"{model_dir}; pass overwrite=True (--overwrite) to replace it.")
+    if version is None:
+        _next_version(model_dir, name)  # before any work: a next version there must be
 
     # The main output, its task and whether it is logits.
     output = _main_output(model)
@@ -912,9 +930,9 @@ def _commit(tmp, model_dir, version, overwrite, record) -> str:
     """Rename the finished temporary directory into its version directory."""
     auto = version is None
     if auto:
-        taken = _taken_versions(model_dir)
-        version = max(taken) + 1 if taken else 1
+        version = _next_version(model_dir, record["name"])
     for _ in range(1000):
+        _check_next_version(version, record["name"])  # (other exports took the ones before)
         target = os.path.join(model_dir, str(version))
         record["version"] = version
         _write_record(tmp, record)

@@ -1494,22 +1494,95 @@ def _send_json_400(self, msg):
     self.transport.close()
 
 
+def _no_upgrade_warning(self):
+    """A request asking to switch protocols is answered as plain HTTP, which is no fault:
+    uvicorn's warning would tell the operator to install a WebSocket library."""
+
+
+def _new_httptools_parser(protocol):
+    """A request parser for ``protocol``, as uvicorn's ``HttpToolsProtocol`` makes it."""
+    import httptools
+    parser = httptools.HttpRequestParser(protocol)
+    try:
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)
+    except AttributeError:  # httptools < 0.6.3
+        pass
+    return parser
+
+
+#: What :class:`_PlainHTTPUpgrades` calls of uvicorn's ``HttpToolsProtocol`` (0.55).
+_UVICORN_INTERNALS = ("_should_upgrade", "_unset_keepalive_if_required",
+                      "handle_websocket_upgrade", "on_headers_complete", "on_message_complete",
+                      "send_400_response", "_unsupported_upgrade_warning")
+
+
+class _PlainHTTPUpgrades:
+    """For uvicorn's ``HttpToolsProtocol``: a request asking to switch protocols
+    (``Upgrade: h2c`` from ``curl --http2``, ``Upgrade: websocket``) that the server does not
+    switch is read as the plain HTTP request it also is, as h11 reads it. httptools stops at
+    the end of such a request's headers, so uvicorn ran it without its body (a ``:predict``
+    got "malformed JSON ... zero-length") and dropped what followed on the connection."""
+
+    def _cut_by_upgrade(self) -> bool:
+        return self.parser.should_upgrade() and not self._should_upgrade()
+
+    def on_headers_complete(self):
+        if not self._cut_by_upgrade():  # else run once read again in data_received
+            super().on_headers_complete()
+
+    def on_message_complete(self):
+        if not self._cut_by_upgrade():
+            super().on_message_complete()
+
+    def data_received(self, data):
+        import httptools
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:  # as uvicorn's
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade as exc:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+                return
+            # The request again without its Upgrade header, then its body and whatever
+            # followed it, through a new parser (httptools' stays stopped).
+            head = [self.parser.get_method(), b" ", self.url, b" HTTP/",
+                    self.parser.get_http_version().encode("ascii"), b"\r\n"]
+            for name, value in self.headers:
+                if name != b"upgrade":
+                    head += [name, b": ", value, b"\r\n"]
+            self.parser = _new_httptools_parser(self)
+            self.data_received(b"".join(head) + b"\r\n" + data[exc.args[0]:])
+
+
 def http_protocol(parser=None):
     """The uvicorn HTTP protocol class :func:`serve` runs: uvicorn's own (httptools' where it
     is installed, as uvicorn's ``http="auto"`` picks, else h11's, or ``parser``) answering
-    a request it cannot parse with a JSON 400 (:data:`MALFORMED_REQUEST`)."""
+    a request it cannot parse with a JSON 400 (:data:`MALFORMED_REQUEST`), and a request
+    asking to switch protocols (which the server never does) as plain HTTP, body included,
+    without a warning."""
     if parser not in (None, "httptools", "h11"):
         raise ValueError(f"parser must be None, 'httptools' or 'h11'. Received: {parser!r}")
-    base = None
+    bases = None
     if parser in (None, "httptools"):
         try:
-            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+            # The mixin leans on uvicorn's protocol internals: without them (another uvicorn
+            # version), uvicorn's own reading of such requests.
+            known = all(hasattr(HttpToolsProtocol, a) for a in _UVICORN_INTERNALS)
+            bases = ((_PlainHTTPUpgrades,) if known else ()) + (HttpToolsProtocol,)
         except ImportError:
             if parser == "httptools":
                 raise
-    if base is None:
-        from uvicorn.protocols.http.h11_impl import H11Protocol as base
-    return type(f"JSONError{base.__name__}", (base,), {"send_400_response": _send_json_400})
+    if bases is None:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+        bases = (H11Protocol,)
+    return type(f"JSONError{bases[-1].__name__}", bases,
+                {"send_400_response": _send_json_400,
+                 "_unsupported_upgrade_warning": _no_upgrade_warning})
 
 
 def _bind(host, port):

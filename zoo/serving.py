@@ -301,7 +301,12 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
 
 
 def _not_an_image(what, exc) -> ValueError:
-    return ValueError(f"could not decode {what} as an image (PNG, JPEG, ...): {exc}")
+    from PIL import UnidentifiedImageError
+    # Pillow's message for that names its file object (a path already in ``what``, or
+    # "<_io.BytesIO object at 0x...>" for bytes, as REST clients got for b64 images).
+    reason = ("unrecognised image format" if isinstance(exc, UnidentifiedImageError)
+              else exc)
+    return ValueError(f"could not decode {what} as an image (PNG, JPEG, ...): {reason}")
 
 
 def _decode_errors() -> tuple:

@@ -1160,6 +1160,20 @@ def test_cli_serve_reports_an_address_it_cannot_bind_in_one_line(capsys, tmp_pat
     assert line.startswith("zoo: error: cannot listen on 999.1.1.1:8501: ") and out == ""
 
 
+def test_cli_serve_without_the_serve_extra_says_what_to_install(capsys, tmp_path,
+                                                                 monkeypatch):
+    """Without the serve extra: one line naming the missing packages and the extra, exit 2
+    (was ``zoo: error: No module named 'fastapi'``, exit 1)."""
+    from zoo import cli
+    for name in ("fastapi", "orjson"):
+        monkeypatch.setitem(sys.modules, name, None)    # what import finds: no such module
+    monkeypatch.delitem(sys.modules, "zoo.server", raising=False)
+    assert cli.main(["serve", str(tmp_path), "--parse-workers", "0"]) == 2
+    out, line = one_error_line(capsys)
+    assert line == ("zoo: error: zoo serve needs the serve extra, and fastapi, orjson are not "
+                    "installed: pip install -e '.[serve]' in the zoo checkout") and out == ""
+
+
 def test_cli_serve_refuses_a_model_or_version_directory(capsys, tmp_path):
     from zoo import cli
     for version in (1, 2):

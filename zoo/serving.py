@@ -1589,6 +1589,11 @@ def _origin_arg(text):
             f"or https and no path (e.g. http://localhost:3000); received {text!r}") from None
 
 
+#: What ``zoo serve`` cannot run without (the ``serve`` extra; its simdjson and numba are
+#: optional: the JSON parsing falls back to orjson without them).
+SERVE_MODULES = ("fastapi", "uvicorn", "orjson")
+
+
 def configure_serve(parser):
     """``zoo serve BASE_DIR [--host 127.0.0.1] [--port 8501] [--max-request-mb 64]``.
 
@@ -1646,6 +1651,14 @@ def configure_serve(parser):
                         choices=("critical", "error", "warning", "info", "debug"))
 
     def run(args):
+        import importlib.util
+
+        from zoo.cli import CLIError
+        missing = [m for m in SERVE_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise CLIError(f"zoo serve needs the serve extra, and {', '.join(missing)} "
+                           f"{'is' if len(missing) == 1 else 'are'} not installed: "
+                           f"pip install -e '.[serve]' in the zoo checkout")
         from zoo.server import serve
         serve(args.base_dir, host=args.host, port=args.port,
               max_request_bytes=int(args.max_request_mb * 1024 * 1024),

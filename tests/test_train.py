@@ -847,6 +847,20 @@ def test_a_test_split_label_outside_the_classes_is_named_in_one_line(tmp_path, d
     assert not (run / "metrics.json").exists() and not (run / "model.keras").exists()
 
 
+def test_info_json_records_the_batch_size_the_data_has(tmp_path, digits8):
+    # A Splits of one's own batches itself (fit's batch_size is not used): info.json said 32.
+    train.fit(tiny_classifier(), digits8, epochs=1, batch_size=7, run_dir=str(tmp_path / "a"),
+              verbose=0, jit_compile=False)
+    settings = json.loads((tmp_path / "a" / "info.json").read_text())["settings"]
+    assert settings["batch_size"] is None
+    fixed = data.Splits(digits8.train.unbatch().batch(5, drop_remainder=True),
+                        digits8.validation, digits8.test, digits8.info)
+    train.fit(tiny_classifier(), fixed, epochs=1, run_dir=str(tmp_path / "b"), verbose=0,
+              jit_compile=False)
+    assert json.loads((tmp_path / "b" / "info.json").read_text())["settings"][
+        "batch_size"] == 5
+
+
 def test_a_failed_run_leaves_no_half_written_run_directory(tmp_path, capsys):
     # Masks outside the labels: caught in the pipeline during the first epoch.
     s = small(data.load_splits("shapes", image_size=(16, 16), batch_size=16), 1)

@@ -202,3 +202,30 @@ def test_a_served_jpeg_predicts_as_its_training_pixels(files, tmp_path):
     np.testing.assert_array_equal(got, want)
     pillow = np.asarray(Image.open(path).convert("RGB"))
     assert not np.array_equal(servable.predict(pillow)["probabilities"], want)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_16_bit_pillow_image_predicts_as_its_file(files, tmp_path, channels):
+    """``Servable.predict`` of a 16-bit grey Pillow image reads its high byte, as the
+    training pipeline (and a path or bytes) do: Pillow's own conversion clipped every
+    value above 255, a white image (pixels off by up to 254, probabilities by up to 0.99)."""
+    import keras
+
+    import zoo
+    info = data.DatasetInfo(name="folder:x", task="classification", num_classes=3,
+                            labels=["a", "b", "c"], input_shape=(16, 16, channels),
+                            mean=[120.0], std=[60.0], raw_shape=(None, None, channels))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16, 16, channels)), keras.layers.Conv2D(4, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(3),
+                              keras.layers.Softmax()])
+    zoo.export(model, tmp_path / "models", name="tiny", info=info, lite=False)
+    servable = serving.load(tmp_path / "models" / "tiny", runtime="tensorflow",
+                            jit_compile=False)
+    path = files["grey16.png"]
+    with Image.open(path) as image:
+        assert image.mode.startswith("I")
+        got = servable.predict(image)["probabilities"]
+    want = servable.predict(_trained_on(path, channels))["probabilities"]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(servable.predict(path)["probabilities"], want)

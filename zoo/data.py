@@ -561,6 +561,9 @@ class _Source:
     ignore_label: Optional[int] = None   # mask value of pixels no loss or metric counts
     ignorable_class: Optional[int] = None  # the last class, which ignore_label may name to
                                            # leave it out (the pets' trimap border)
+    shuffled: object = None          # (split, seed) -> the split in a new random order each
+                                     # pass, drawn from all of it before decoding (folders:
+                                     # their file lists); None: a 4096-example buffer
 
 
 # --- digits ---------------------------------------------------------------------------
@@ -1018,14 +1021,14 @@ def _classification_folder(root, name):
     sample = _spread(list(zip(*files["train"])), _STATS_IMAGES)
     channels, hw = _folder_channels([p for p, _ in sample])
 
-    def decoded(paths, ys):
-        ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
-                                                 tf.constant(ys, tf.int32)))
+    def decoded(paths, ys, seed=None):
+        ds = _shuffled_list(tf.data.Dataset.from_tensor_slices(
+            (tf.constant(paths, tf.string), tf.constant(ys, tf.int32))), len(paths), seed)
         return ds.map(lambda p, y: (_decode(p, channels), y),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
-    def get(split):
-        return decoded(*files[split])
+    def get(split, seed=None):
+        return decoded(*files[split], seed)
 
     def stats_sample():
         return decoded(*(list(v) for v in zip(*sample)))
@@ -1036,7 +1039,17 @@ def _classification_folder(root, name):
     sizes = {s: len(files[s][0]) for s in SPLITS}
     return _Source(name, "classification", labels, channels, (None, None, channels),
                    tuple(hw), _AUG_PHOTO, get, sizes, stats_sample=stats_sample,
-                   counts=counts)
+                   counts=counts, shuffled=get)
+
+
+def _shuffled_list(ds, n, seed):
+    """``ds`` (a folder's file list: paths, and labels or mask paths) in a new random order
+    each pass when ``seed`` is given, drawn from all ``n`` entries: the lists are sorted
+    (by class), and a 4096-entry buffer left the first 1,410 of 8,100 training images of
+    three classes without the third."""
+    if seed is None:
+        return ds
+    return ds.shuffle(max(int(n), 1), seed=seed, reshuffle_each_iteration=True)
 
 
 def _stratified_holdout(ys, n_val):
@@ -1236,10 +1249,12 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
         mask.set_shape([None, None, 1])
         return mask
 
-    def get(split):
+    def get(split, seed=None):
         ims = [p for p, _ in files[split]]
         ms = [m for _, m in files[split]]
-        ds = tf.data.Dataset.from_tensor_slices((tf.constant(ims), tf.constant(ms)))
+        ds = _shuffled_list(tf.data.Dataset.from_tensor_slices((tf.constant(ims),
+                                                                tf.constant(ms))),
+                            len(ims), seed)
         return ds.map(lambda p, m: (_decode(p, channels), decode_mask(m)),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -1250,7 +1265,8 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
 
     sizes = {s: len(files[s]) for s in SPLITS}
     return _Source(name, "segmentation", labels, channels, (None, None, channels), tuple(hw),
-                   _AUG_SHAPES, get, sizes, stats_sample=stats_sample, ignore_label=ignore)
+                   _AUG_SHAPES, get, sizes, stats_sample=stats_sample, ignore_label=ignore,
+                   shuffled=get)
 
 
 def _ignore_hint(value) -> str:
@@ -1481,24 +1497,32 @@ def _pipeline(src: _Source, info: DatasetInfo, split, *, batch_size, augment, se
             y = resize_masks(y, shape[:2])[..., 0]
         return x, tf.cast(y, tf.int32)
 
-    ds = src.get(split)
     if src.small:
-        ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).cache()
+        ds = src.get(split).map(convert, num_parallel_calls=tf.data.AUTOTUNE).cache()
         if shuffle:
             n = src.sizes.get(split, 2048)
             ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     else:
-        if shuffle:
-            ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+        if shuffle and src.shuffled is not None:
+            ds = src.shuffled(split, seed)
+        elif shuffle:
+            ds = src.get(split).shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+        else:
+            ds = src.get(split)
         ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
     if augment:
         aug = augmenter(augment, raw_range=info.raw_range, seed=seed,
                         ignore_label=info.ignore_label)
+        # One batch at a time: the random layers draw from a seeded generator whose state
+        # parallel calls would read in the order their threads ran, so the same seed gave
+        # other transformations to 1,426 of 2,514 digits of two epochs in a new process.
+        # As fast on the 2-core CPU (a batch's ops use every core): 32 images at 160x160,
+        # 251 against 249 ms.
         if seg:
-            ds = ds.map(lambda x, y: aug(x, y), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(lambda x, y: aug(x, y))
         else:
-            ds = ds.map(lambda x, y: (aug(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(lambda x, y: (aug(x), y))
     ds = ds.map(lambda x, y: (normalize(x, info), y), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds if autotune else without_autotune(ds)

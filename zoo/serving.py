@@ -219,6 +219,16 @@ def _sixteen_bit_grey(img) -> bool:
     return img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG")
 
 
+def _pillow_pixels(img, mode) -> np.ndarray:
+    """A Pillow image's pixels converted to ``mode``; 16-bit grey to 8 bits by the high
+    byte, as TensorFlow's decoders in the training pipeline read it (Pillow's own
+    conversion clips every value above 255 to 255)."""
+    from PIL import Image
+    if _sixteen_bit_grey(img):
+        img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8), "L")
+    return np.asarray(img.convert(mode))
+
+
 def _own_mode(img) -> str:
     """The Pillow mode ``decode_image(data)`` (no ``channels``) returns an image in."""
     if _sixteen_bit_grey(img):
@@ -287,12 +297,7 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
                 array = _decode_as_trained(raw, 1 if mode == "L" else 3)
             if array is None:
                 img.load()
-                if _sixteen_bit_grey(img):
-                    # 16-bit grey: to 8 bits by the high byte, as TensorFlow's decoders do
-                    # (Pillow's own conversion to "L" clips every value above 255 to 255).
-                    img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8)
-                                          .astype(np.uint8), "L")
-                array = np.asarray(img.convert(mode))
+                array = _pillow_pixels(img, mode)
     except _decode_errors() as exc:
         raise _not_an_image(what, exc) from None
     if array.ndim == 2:
@@ -742,8 +747,7 @@ class Servable:
         if isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
             return decode_image(item, self.channels)
         if hasattr(item, "convert") and hasattr(item, "getbands"):  # a PIL image
-            from PIL import Image  # noqa: F401
-            arr = np.asarray(item.convert(_MODES.get(self.channels, "RGB")))
+            arr = _pillow_pixels(item, _MODES.get(self.channels, "RGB"))
             return arr[..., None] if arr.ndim == 2 else arr
         array = _as_array(item)
         if array.ndim == 2 and self.channels == 1:

@@ -683,6 +683,54 @@ def test_metadata_of_a_version_removed_as_it_is_asked_for_is_the_loaded_models(
     assert r.json()["metadata"] == want["metadata"]
 
 
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_requests_waiting_for_a_load_leave_the_thread_pool_to_other_models(
+        server, tmp_path, monkeypatch):
+    """Requests for a model not loaded yet wait for its load on threads of their own: 48 of
+    them took every thread of the pool (anyio's 40), and a status check or request of another
+    model waited for that load."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from zoo.server import create_app
+    shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / "m" / "1")
+    app = create_app(tmp_path, jit_compile=False, parse_workers=0, poll_seconds=0,
+                     inline_ms=0)
+    entered, release = threading.Event(), threading.Event()
+    real_load = serving.load
+
+    def held_load(path, **kwargs):
+        if "new" in str(path):
+            entered.set()
+            assert release.wait(30)
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(serving, "load", held_load)
+    x = images(1, seed=3)
+    with TestClient(app) as c, concurrent.futures.ThreadPoolExecutor(48) as pool:
+        assert c.post("/v1/models/m:predict", json={"instances": x.tolist()}).status_code == 200
+        shutil.copytree(tmp_path / "m" / "1", tmp_path / "new" / "1")
+        waiting = [pool.submit(c.post, "/v1/models/new:predict", json={"instances": x.tolist()})
+                   for _ in range(48)]
+        assert entered.wait(30)
+        time.sleep(0.5)                        # every request has arrived and waits
+        timer = threading.Timer(10, release.set)   # (before: the answers below waited)
+        timer.start()
+        try:
+            start = time.monotonic()
+            assert c.get("/v1/models/m").status_code == 200
+            r = c.post("/v1/models/m:predict", json={"instances": x.tolist()})
+            assert r.status_code == 200, r.text
+            assert time.monotonic() - start < 5 and not release.is_set()
+        finally:
+            release.set()
+            timer.cancel()
+        assert [f.result().status_code for f in waiting] == [200] * 48
+    from zoo.server import LOAD_WAIT_THREADS
+    assert LOAD_WAIT_THREADS < 40
+
+
 def test_a_version_removed_from_disk_frees_its_model(server, tmp_path):
     """A loaded model holds reference cycles: the store collects them once it drops a
     version, so memory does not grow with every version a server has loaded."""

@@ -658,6 +658,139 @@ def test_store_loads_the_newest_version_that_loads(server, tmp_path):
     assert err.value.status == 503
 
 
+def test_a_version_moved_away_while_it_loads_is_loaded_once_it_is_back(server, tmp_path,
+                                                                       monkeypatch):
+    """A load that fails because the version's files went (or changed) while it ran is not
+    held against those files: moved back unchanged, the version loads (it used to stay END,
+    "no such SavedModel directory", until its files changed); a request naming a version
+    removed while it loaded gets 404, as any version not found (503 before)."""
+    import threading
+
+    from zoo.server import ModelStore, ServingError
+    shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / "m" / "1")
+    store = ModelStore(tmp_path, jit_compile=False)
+    assert store.get("m").version == 1
+    entered, release = threading.Event(), threading.Event()
+    real_load = serving.load
+
+    def held_load(path, **kwargs):
+        if os.path.basename(path) in ("2", "3"):
+            entered.set()
+            assert release.wait(30)
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(serving, "load", held_load)
+    shutil.copytree(tmp_path / "m" / "1", tmp_path / "m" / "2")
+    store.poll()                                        # version 2 loads in the background
+    assert entered.wait(30)
+    os.rename(tmp_path / "m" / "2", tmp_path / ".2")    # moved away while it loads
+    release.set()
+    _wait(lambda: not store._background)                # the load has failed
+    os.rename(tmp_path / ".2", tmp_path / "m" / "2")    # and back, unchanged
+    assert store.failure("m", 2) is None
+    store.poll()
+    _wait(lambda: _loaded_keys(store) == [("m", 1), ("m", 2)])
+    assert [(s["version"], s["state"]) for s in store.status("m")["model_version_status"]] == [
+        ("2", "AVAILABLE"), ("1", "AVAILABLE")]
+
+    entered.clear()
+    release.clear()
+    shutil.copytree(tmp_path / "m" / "1", tmp_path / "m" / "3")
+    errors = []
+
+    def ask():
+        try:
+            store.get("m", 3)
+        except ServingError as exc:
+            errors.append(exc)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    assert entered.wait(30)
+    shutil.rmtree(tmp_path / "m" / "3")                 # removed while the request loads it
+    release.set()
+    asking.join(30)
+    assert [e.status for e in errors] == [404], [e.message for e in errors]
+    assert errors[0].message.startswith("Servable not found for request: model 'm' version 3")
+    assert store.failure("m", 3) is None
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_metadata_of_a_version_removed_as_it_is_asked_for_is_the_loaded_models(
+        server, tmp_path, monkeypatch):
+    """The signatures are read when a version loads: a version removed from disk between a
+    metadata request finding it and reading them is answered from the loaded model (it was a
+    500 naming the server's path to saved_model.pb)."""
+    from fastapi.testclient import TestClient
+
+    from zoo.server import ModelStore, create_app
+    shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / "m" / "1")
+    want = server["client"].get("/v1/models/lenet5/versions/1/metadata").json()
+    app = create_app(tmp_path, jit_compile=False, parse_workers=0, poll_seconds=0,
+                     preload=False)
+    real_get = ModelStore.get
+
+    def get_then_remove(self, name, version=None):
+        servable = real_get(self, name, version)
+        shutil.rmtree(tmp_path / "m" / "1", ignore_errors=True)   # removed just after
+        return servable
+
+    monkeypatch.setattr(ModelStore, "get", get_then_remove)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/v1/models/m/versions/1/metadata")
+    assert r.status_code == 200, r.text
+    assert r.json()["model_spec"] == {"name": "m", "signature_name": "", "version": "1"}
+    assert r.json()["metadata"] == want["metadata"]
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_requests_waiting_for_a_load_leave_the_thread_pool_to_other_models(
+        server, tmp_path, monkeypatch):
+    """Requests for a model not loaded yet wait for its load on threads of their own: 48 of
+    them took every thread of the pool (anyio's 40), and a status check or request of another
+    model waited for that load."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from zoo.server import create_app
+    shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / "m" / "1")
+    app = create_app(tmp_path, jit_compile=False, parse_workers=0, poll_seconds=0,
+                     inline_ms=0)
+    entered, release = threading.Event(), threading.Event()
+    real_load = serving.load
+
+    def held_load(path, **kwargs):
+        if "new" in str(path):
+            entered.set()
+            assert release.wait(30)
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(serving, "load", held_load)
+    x = images(1, seed=3)
+    with TestClient(app) as c, concurrent.futures.ThreadPoolExecutor(48) as pool:
+        assert c.post("/v1/models/m:predict", json={"instances": x.tolist()}).status_code == 200
+        shutil.copytree(tmp_path / "m" / "1", tmp_path / "new" / "1")
+        waiting = [pool.submit(c.post, "/v1/models/new:predict", json={"instances": x.tolist()})
+                   for _ in range(48)]
+        assert entered.wait(30)
+        time.sleep(0.5)                        # every request has arrived and waits
+        timer = threading.Timer(10, release.set)   # (before: the answers below waited)
+        timer.start()
+        try:
+            start = time.monotonic()
+            assert c.get("/v1/models/m").status_code == 200
+            r = c.post("/v1/models/m:predict", json={"instances": x.tolist()})
+            assert r.status_code == 200, r.text
+            assert time.monotonic() - start < 5 and not release.is_set()
+        finally:
+            release.set()
+            timer.cancel()
+        assert [f.result().status_code for f in waiting] == [200] * 48
+    from zoo.server import LOAD_WAIT_THREADS
+    assert LOAD_WAIT_THREADS < 40
+
+
 def test_a_version_removed_from_disk_frees_its_model(server, tmp_path):
     """A loaded model holds reference cycles: the store collects them once it drops a
     version, so memory does not grow with every version a server has loaded."""

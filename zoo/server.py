@@ -77,6 +77,11 @@ _FAST_JSON_BYTES = 1024
 #: Requests predicted to take less than this run on the event loop (:class:`InlinePolicy`).
 DEFAULT_INLINE_MS = 5.0
 
+#: Threads that requests for a model not loaded yet wait on for its load: beside the thread
+#: pool's (anyio's 40), so such requests cannot take every thread of it while a model loads
+#: (other models' requests and status checks then waited for the load too).
+LOAD_WAIT_THREADS = 8
+
 #: How often a running server looks at its directory for new and removed versions, in
 #: seconds: TensorFlow Serving's ``--file_system_poll_wait_seconds`` default.
 DEFAULT_POLL_SECONDS = 1.0
@@ -301,8 +306,11 @@ class ModelStore:
                 with self._lock:
                     self._loading.add(key)
                 try:
-                    servable = load(os.path.join(self.base_dir, name, str(version)),
-                                    jit_compile=self.jit_compile, runtime=self.runtime)
+                    path = os.path.join(self.base_dir, name, str(version))
+                    servable = load(path, jit_compile=self.jit_compile, runtime=self.runtime)
+                    # Kept with the model: metadata answers need no file that may be
+                    # removed meanwhile (a 500 naming the server's path, before).
+                    servable.signature_defs = signature_def_map(path)
                 except Exception as exc:
                     # The message names the files under the served directory, not where
                     # that directory is.
@@ -310,9 +318,15 @@ class ModelStore:
                     text = re.sub(r"\bb'([^']*)'", r"'\1'", str(exc))
                     error = (f"model {name!r} version {version} could not be loaded: "
                              f"{text.replace(self.base_dir + os.sep, '')}")
-                    with self._lock:
-                        self._failed[key] = (error, stamp)
-                    _log.warning("%s", error)
+                    changed = self._stamp(name, version) != stamp
+                    self.resolve(name, version)   # 404 for a version gone from disk
+                    # Files that changed or went while it loaded are tried again: the
+                    # failure says nothing of the files there now (kept, it kept a version
+                    # moved away and back unchanged from ever loading).
+                    if not changed:
+                        with self._lock:
+                            self._failed[key] = (error, stamp)
+                        _log.warning("%s", error)
                 else:
                     with self._lock:
                         self._servables[key] = servable
@@ -458,16 +472,16 @@ def signature_def_map(version_dir) -> dict:
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
         proto.ParseFromString(f.read())
-    meta = proto.meta_graphs[0]
+    # The signatures alone: the whole graph as JSON took 22 ms for LeNet-5's 75 KB file.
+    signatures = {k: v for k, v in proto.meta_graphs[0].signature_def.items()
+                  if not k.startswith("__")}
     kwargs = {"preserving_proto_field_name": True}
     try:
-        as_dict = json_format.MessageToDict(meta, always_print_fields_with_no_presence=True,
-                                            **kwargs)
+        return {k: json_format.MessageToDict(v, always_print_fields_with_no_presence=True,
+                                             **kwargs) for k, v in signatures.items()}
     except TypeError:  # protobuf < 5
-        as_dict = json_format.MessageToDict(meta, including_default_value_fields=True,
-                                            **kwargs)
-    signatures = as_dict.get("signature_def", {})
-    return {k: v for k, v in signatures.items() if not k.startswith("__")}
+        return {k: json_format.MessageToDict(v, including_default_value_fields=True,
+                                             **kwargs) for k, v in signatures.items()}
 
 
 # --------------------------------------------------------------------------------------
@@ -1153,6 +1167,17 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
     app.state.batcher = batcher
     app.state.inline = inline
 
+    load_threads = None   # an anyio.CapacityLimiter of LOAD_WAIT_THREADS, made on the loop
+
+    async def get_servable(name, version):
+        """:meth:`ModelStore.get` on a thread of :data:`LOAD_WAIT_THREADS`: it may wait
+        for a load."""
+        import anyio
+        nonlocal load_threads
+        if load_threads is None:
+            load_threads = anyio.CapacityLimiter(LOAD_WAIT_THREADS)
+        return await anyio.to_thread.run_sync(store.get, name, version, limiter=load_threads)
+
     def error(status, message, headers=None):
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -1247,8 +1272,8 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             return JSONResponse(await run_in_threadpool(store.status, name, version))
         if rest != "/metadata":
             raise ServingError(405, f"use POST for /v1/models/{path}", {"Allow": "POST"})
-        servable = await run_in_threadpool(store.get, name, version)
-        signatures = await run_in_threadpool(signature_def_map, servable.path)
+        servable = await get_servable(name, version)
+        signatures = servable.signature_defs   # read when it loaded
         runtime = await run_in_threadpool(servable.runtime_report)   # waits out a trial call
         return JSONResponse({
             "model_spec": {"name": name, "signature_name": "",
@@ -1278,19 +1303,19 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
                                  dtype if np.issubdtype(dtype, np.floating) else None)
             return dumps(handle_predict(servable, payload, batcher, wait=wait))
 
-        # A loaded model that answers such a body within inline_ms: on the event loop.
         servable = store.loaded(name, version)
-        if servable is not None and inline.cheap(servable, body):
+        if servable is None:   # not loaded yet: its load is waited for off the thread pool
+            servable = await get_servable(name, version)
+        # A model that answers such a body within inline_ms: on the event loop.
+        if inline.cheap(servable, body):
             with inline.timed(servable, body, pooled=False):
                 content = answer(servable, wait=False)   # nothing can arrive meanwhile
             return Response(content, media_type="application/json")
 
         def work():
-            # One trip to the thread pool per request: loading the model if it is not loaded
-            # yet (found on the event loop otherwise), the parse, the prediction, the answer.
-            target = servable if servable is not None else store.get(name, version)
-            with inline.timed(target, body, pooled=True):
-                return answer(target)
+            # One trip to the thread pool per request: the parse, the prediction, the answer.
+            with inline.timed(servable, body, pooled=True):
+                return answer(servable)
 
         # Marked busy before it leaves the event loop: no later request of the model goes
         # inline to wait there for this one in the batcher.

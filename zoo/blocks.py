@@ -144,8 +144,7 @@ def check_head_options(model_name: str, *, num_classes, include_top, pooling,
             ``pooling`` shapes the features of ``include_top=False``), or a softmax over
             ``num_classes=1`` (always 1: one class takes ``"sigmoid"`` or ``None``).
     """
-    import numbers
-    if isinstance(num_classes, numbers.Integral) and not isinstance(num_classes, bool):
+    if common.is_integer(num_classes):
         num_classes = int(num_classes)
     if include_top is True and pooling in common.POOLINGS and pooling is not None:
         raise ValueError(f"{model_name}: pooling applies to include_top=False (the features); "

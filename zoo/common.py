@@ -73,7 +73,7 @@ def resolve_input_shape(model_name: str, input_shape, default_shape: Sequence[in
     except TypeError:
         raise ValueError(f"{model_name}: input_shape must be a tuple (height, width, channels). "
                          f"Received: input_shape={input_shape!r}") from None
-    if len(shape) != 3 or not all(_is_integer(d) and d > 0 for d in shape):
+    if len(shape) != 3 or not all(is_integer(d) and d > 0 for d in shape):
         raise ValueError(f"{model_name}: input_shape must be three positive integers "
                          f"(height, width, channels), height and width at least {min_size}. "
                          f"Received: input_shape={input_shape!r}")
@@ -104,7 +104,7 @@ def check_classifier_args(model_name: str, *, input_shape, default_shape, min_si
                                min_reason=min_reason)
 
 
-def _is_integer(value) -> bool:
+def is_integer(value) -> bool:
     """An integer, Python's or NumPy's (``labels.max() + 1``), and not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -116,7 +116,7 @@ def check_int(owner: str, name: str, value, minimum=None, maximum=None) -> int:
     Raises:
         ValueError: naming ``owner``, the argument, the allowed range and the value.
     """
-    if not _is_integer(value) or (minimum is not None and value < minimum) \
+    if not is_integer(value) or (minimum is not None and value < minimum) \
             or (maximum is not None and value > maximum):
         if maximum is None:
             allowed = "" if minimum is None else f" >= {minimum}"
@@ -195,8 +195,7 @@ def check_seed(seed) -> int:
     """``seed`` as an ``int``: an integer (Python or NumPy, not a bool) from 0 to
     :data:`MAX_SEED`, the seeds ``keras.utils.set_random_seed`` takes (as ``--seed``), else
     a ``ValueError`` saying so."""
-    if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
-            and 0 <= seed <= MAX_SEED):
+    if not (is_integer(seed) and 0 <= seed <= MAX_SEED):
         raise ValueError(f"seed must be an integer between 0 and 2**32 - 1. "
                          f"Received: seed={clip_text(repr(seed))}")
     return int(seed)

@@ -40,7 +40,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from zoo.common import TASKS, check_seed, clip_text, has_image_signature
+from zoo.common import TASKS, check_seed, clip_text, has_image_signature, is_integer
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "check_augment_settings", "make_shapes", "digits_arrays",
@@ -141,10 +141,6 @@ def _short(value, limit=80) -> str:
     return clip_text(repr(value), limit)
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
 def _is_finite(value) -> bool:
     return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
             and bool(np.isfinite(value)))
@@ -160,7 +156,7 @@ def _as_list(value):
 def check_count(name, value, low=1) -> int:
     """``value`` as an ``int`` when it is an integer (Python or NumPy, not a bool) >= ``low``
     (1 or 0), else a ``ValueError`` naming ``name``, what it allows and the value received."""
-    if not (_is_int(value) and value >= low):
+    if not (is_integer(value) and value >= low):
         allowed = "a positive integer" if low == 1 else "a non-negative integer"
         raise ValueError(f"{name} must be {allowed}. Received: {name}={_short(value)}")
     return int(value)
@@ -188,12 +184,12 @@ def check_info_fields(values, prefix="info.") -> None:
             not isinstance(values["task"], str) or values["task"] not in TASKS):
         raise bad("task", " or ".join(map(repr, TASKS)))
     num_classes = values.get("num_classes")
-    if "num_classes" in values and not (_is_int(num_classes) and num_classes >= 1):
+    if "num_classes" in values and not (is_integer(num_classes) and num_classes >= 1):
         raise bad("num_classes", "a positive integer")
     if "labels" in values:
         labels = _as_list(values["labels"])
         count = f"{num_classes} " if "num_classes" in values else ""
-        if labels is None or not all(isinstance(v, str) or _is_int(v) for v in labels):
+        if labels is None or not all(isinstance(v, str) or is_integer(v) for v in labels):
             raise bad("labels", f"a list of {count}class names (str)")
         if "num_classes" in values and len(labels) != num_classes:
             raise ValueError(f"{prefix}labels must be a list of {count}class names "
@@ -201,11 +197,11 @@ def check_info_fields(values, prefix="info.") -> None:
                              f"{'' if len(labels) == 1 else 's'}")
     shape = _as_list(values.get("input_shape"))
     if "input_shape" in values and (shape is None or len(shape) != 3 or not all(
-            _is_int(v) and v >= 1 for v in shape)):
+            is_integer(v) and v >= 1 for v in shape)):
         raise bad("input_shape", "(height, width, channels): 3 positive integers")
     if values.get("raw_shape") is not None:
         raw = _as_list(values["raw_shape"])
-        if raw is None or len(raw) != 3 or not all(v is None or _is_int(v) and v >= 1
+        if raw is None or len(raw) != 3 or not all(v is None or is_integer(v) and v >= 1
                                                    for v in raw):
             raise bad("raw_shape", "None or (height, width, channels): 3 positive integers "
                       "(None where they vary)")
@@ -229,15 +225,15 @@ def check_info_fields(values, prefix="info.") -> None:
                       f"channel of input_shape {shape})" if channels else
                       f"a list of {kind}s, one for all channels or one per channel")
     if "splits" in values and not (isinstance(values["splits"], dict) and all(
-            isinstance(k, str) and _is_int(v) and v >= 0
+            isinstance(k, str) and is_integer(v) and v >= 0
             for k, v in values["splits"].items())):
         raise bad("splits", "a dict of split name -> number of examples")
     if "augmentation" in values and not isinstance(values["augmentation"], dict):
         raise bad("augmentation", "a dict of augmentation settings")
     ignore = values.get("ignore_label")
     if ignore is not None:
-        low = num_classes if _is_int(num_classes) else 0
-        if not (_is_int(ignore) and low <= ignore <= MAX_IGNORE_LABEL):
+        low = num_classes if is_integer(num_classes) else 0
+        if not (is_integer(ignore) and low <= ignore <= MAX_IGNORE_LABEL):
             raise bad("ignore_label", f"None or an integer from {low} to {MAX_IGNORE_LABEL} "
                       f"(a mask value outside the classes 0..num_classes-1)")
 
@@ -1320,9 +1316,7 @@ def _check_ignore_label(ignore_label):
     ``0..MAX_IGNORE_LABEL`` raises."""
     if ignore_label is None:
         return None
-    if (isinstance(ignore_label, (bool, np.bool_))
-            or not isinstance(ignore_label, numbers.Integral)
-            or not 0 <= ignore_label <= MAX_IGNORE_LABEL):
+    if not is_integer(ignore_label) or not 0 <= ignore_label <= MAX_IGNORE_LABEL:
         raise ValueError(f"ignore_label must be None or an integer from 0 to "
                          f"{MAX_IGNORE_LABEL}: the mask value of pixels to leave out of "
                          f"training and evaluation, outside the classes 0..K-1 (Pascal VOC: "
@@ -1368,7 +1362,7 @@ def _check_size(image_size):
     if image_size is None:
         return None
     received = image_size
-    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
+    if is_integer(image_size):
         image_size = (int(image_size), int(image_size))
     if isinstance(image_size, (str, bytes)):   # "32" would read as (3, 2)
         image_size = ()

@@ -64,7 +64,7 @@ def _check_connections(connections) -> tuple:
         rows = [list(c) for c in connections]
     except TypeError:
         fail()
-    if not rows or any(not row or not all(common._is_integer(i) and i >= 0 for i in row)
+    if not rows or any(not row or not all(common.is_integer(i) and i >= 0 for i in row)
                        for row in rows):
         fail()
     return tuple(tuple(int(i) for i in row) for row in rows)

@@ -12,7 +12,6 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
-import numbers
 import re
 from typing import Callable, Optional
 
@@ -88,9 +87,8 @@ def register(*, family, paper, year, default_input_shape, min_input_size,
         ValueError: ``bfloat16_min_input_size`` is not a non-negative integer; (when the
             decorator is applied) the name is already registered.
     """
-    if (isinstance(bfloat16_min_input_size, bool)
-            or not isinstance(bfloat16_min_input_size, numbers.Integral)
-            or bfloat16_min_input_size < 0):
+    from zoo.common import is_integer
+    if not is_integer(bfloat16_min_input_size) or bfloat16_min_input_size < 0:
         raise ValueError(f"register: bfloat16_min_input_size must be a non-negative integer "
                          f"(the smallest input height and width at which "
                          f"mixed_precision='auto' trains the model in bfloat16; 0: every "

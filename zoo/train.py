@@ -20,7 +20,6 @@ import ast
 import contextlib
 import json
 import math
-import numbers
 import os
 import re
 import sys
@@ -36,7 +35,7 @@ from keras import ops
 
 from zoo import data as zdata
 from zoo.common import (TASKS, atomic_write, atomic_write_text, check_bool, check_seed,
-                         is_digits)
+                         is_digits, is_integer)
 
 __all__ = ["compile_model", "fit", "resolve_jit_compile", "resolve_class_weight",
            "resolve_mixed_precision", "with_mixed_precision", "cosine_schedule",
@@ -604,9 +603,7 @@ def _check_auto_precision_args(models, input_shape) -> None:
                          f"names. Received: models={models!r}")
     if input_shape is not None and (
             not isinstance(input_shape, (list, tuple)) or len(input_shape) < 2
-            or not all(d is None or (isinstance(d, numbers.Integral)
-                                     and not isinstance(d, bool) and d > 0)
-                       for d in input_shape)):
+            or not all(d is None or (is_integer(d) and d > 0) for d in input_shape)):
         raise ValueError(f"input_shape must be None or the (H, W, ...) of the images: a tuple "
                          f"of at least two positive integers (None for a size not known). "
                          f"Received: input_shape={input_shape!r}")

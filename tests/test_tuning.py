@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import keras
 import keras_tuner as kt
@@ -1302,3 +1303,125 @@ def test_a_trial_scores_the_same_whatever_ran_before_it(tiny, tmp_path):
     assert list(first["status"]) == list(second["status"]) == ["COMPLETED"] * 2
     assert list(first["lr"]) == list(second["lr"])
     assert list(first["score"]) == list(second["score"])
+
+
+_FAKE_CHIEF = """
+import os, socket, sys, time
+server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", int(sys.argv[1]))); server.listen(8)
+deadline = time.time() + 20          # as keras-tuner's chief: waits for its worker's trial
+while not os.path.exists(sys.argv[2]):
+    if time.time() > deadline:
+        sys.exit(3)
+    time.sleep(0.2)
+"""
+_FAKE_WORKER = """
+import os, signal, sys
+if not os.path.exists(sys.argv[1]):          # the first start is killed mid-trial
+    open(sys.argv[1], "w").close()
+    os.kill(os.getpid(), signal.SIGKILL)
+open(sys.argv[2], "w").close()                # started again: the trial ends
+"""
+
+
+def test_a_local_cluster_starts_a_killed_worker_again(tmp_path, monkeypatch, capsys):
+    # keras-tuner's chief waits for the trial a worker holds: a --workers N cluster whose
+    # worker was killed (out of memory, say) waited forever. The worker is started again
+    # with its id and runs its trial again (the chief here stands for keras-tuner's).
+    import argparse
+    import importlib
+    search_module = importlib.import_module("tuning.search")   # not the function
+    real = subprocess.Popen
+    started = []
+
+    def fake(cmd, **kwargs):
+        started.append(cmd)
+        if "--chief" in cmd:
+            port = cmd[cmd.index("--chief") + 1].rsplit(":", 1)[1]
+            return real([sys.executable, "-c", _FAKE_CHIEF, port, str(tmp_path / "done")])
+        return real([sys.executable, "-c", _FAKE_WORKER, str(tmp_path / "killed"),
+                     str(tmp_path / "done")])
+
+    monkeypatch.setattr(subprocess, "Popen", fake)
+    parser = argparse.ArgumentParser()
+    search_module.configure_tune(parser)
+    args = parser.parse_args(["lenet5", "--workers", "1", "--directory", str(tmp_path)])
+    assert search_module._run_local_cluster(args) == 0
+    assert (tmp_path / "done").exists()
+    workers = [cmd for cmd in started if "--worker" in cmd]
+    assert len(workers) == 2 and workers[0] == workers[1]      # the same --worker-id 0
+    assert capsys.readouterr().err == ("zoo tune: worker 0 stopped (killed by SIGKILL); "
+                                       "starting it again to run its trial again\n")
+
+
+def test_a_restarted_chief_keeps_each_running_trial_for_its_worker(tmp_path, monkeypatch):
+    # A chief killed while its workers train, and started again: keras-tuner queued their
+    # trials for the next worker that asked, which trained one again beside the worker
+    # still training it (end_order 0, 1, 2, 2, 3, 4). It stays the trial of its worker.
+    from tuning.search import _make_tuner
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "1")
+
+    def chief():
+        return _make_tuner("random", _hypermodel("lenet5"), "val_accuracy", max_trials=4,
+                           epochs=1, directory=str(tmp_path), project="c", seed=1,
+                           max_consecutive_failed_trials=3, executions_per_trial=1)
+
+    first = chief()
+    held = {w: first.oracle.create_trial(w).trial_id for w in ("tuner0", "tuner1")}
+    first.save()                                  # then the chief is killed
+    again = chief()
+    held["tuner2"] = again.oracle.create_trial("tuner2").trial_id
+    assert held["tuner2"] not in (held["tuner0"], held["tuner1"])
+    for worker in ("tuner0", "tuner1"):           # still training, or joined again
+        assert again.oracle.create_trial(worker).trial_id == held[worker]
+    # A --workers N cluster's chief (a new port: its old workers are gone) retries them.
+    monkeypatch.setenv("ZOO_TUNE_LOCAL_CLUSTER_CHIEF", "1")
+    again.save()
+    local = chief()
+    assert sorted(local.oracle.create_trial(f"tuner{i}").trial_id for i in (5, 6, 7)) == \
+        sorted(held.values())
+
+
+class _FailOnTrainBegin(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        raise RuntimeError("this trial was not to train")
+
+
+@SLOW_OK
+def test_a_second_search_in_a_running_projects_directory_is_refused(tmp_path):
+    # Two processes running one search trained every trial twice, into the same files.
+    argv = ["--tuner", "random", "--max-trials", "1", "--directory", str(tmp_path),
+            "--project", "s", "--fix", "variant=modern", "--fix", "augment=0",
+            "--fix", "lr=0.01"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    running = subprocess.Popen([sys.executable, "-m", "tuning", "lenet5", "--epochs", "500",
+                                *argv], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        oracle = tmp_path / "s" / "oracle.json"
+        for _ in range(600):
+            if oracle.exists() or running.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert oracle.exists()
+        with pytest.raises(FileExistsError, match=rf"another zoo tune \(process "
+                                                  rf"{running.pid} on .*\) is running the "
+                                                  rf"search in .*s: wait for it to end"):
+            search("lenet5", "digits", tuner="random", max_trials=1, epochs=500,
+                   directory=str(tmp_path), project="s",
+                   fix={"variant": "modern", "augment": 0, "lr": 0.01},
+                   callbacks=[_FailOnTrainBegin()])       # no long trial before the fix
+    finally:
+        os.killpg(running.pid, 9)
+        running.wait()
+    # Its process gone, the lock goes with it: the same command resumes the search.
+    from tuning.search import _lock_project, _lock_worker
+    os.close(_lock_project(str(tmp_path / "s"), made=False))
+    fd = _lock_worker(str(tmp_path / "s"), "tuner3")
+    with pytest.raises(FileExistsError, match=r"worker 3 already runs \(process \d+ on .*\) "
+                                              r"for the chief's search in .*: give this "
+                                              r"worker another --worker-id"):
+        _lock_worker(str(tmp_path / "s"), "tuner3")
+    os.close(fd)

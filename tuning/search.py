@@ -33,6 +33,10 @@ __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
 TUNERS = ("hyperband", "random", "bayesian", "grid")
 FINGERPRINT = "search.json"
+#: Set for a ``--workers N`` cluster's chief (:func:`_run_local_cluster`).
+_LOCAL_CLUSTER = "ZOO_TUNE_LOCAL_CLUSTER_CHIEF"
+#: The lock file of a search's process in its project (a worker's: ``.tunerN.lock``).
+LOCK = ".lock"
 _UNTUNED = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round",
             "tuner/trial_id")
 
@@ -216,16 +220,38 @@ def _tuner_class(name):
                 self.oracle.save()
             atomic_write_text(self._get_tuner_fname(), json.dumps(self.get_state()))
 
+        #: On a restarted chief: keep each trial that was running for the worker that
+        #: ran it (see :meth:`reload`). Off for a local cluster's chief, whose workers of
+        #: before cannot reach it (a new port) and whose trials are retried by any worker.
+        zoo_hold_running = False
+
         def reload(self):
             """keras-tuner's reload, without running an ended trial again: its oracle
             saves its state before it lets an ended trial go (and a chief does not save
             it again once its workers stop), so a reloaded oracle may hold an ended trial
-            as running and queue it for a retry."""
+            as running and queue it for a retry.
+
+            With ``zoo_hold_running`` (a restarted chief), a trial that was running stays
+            the trial of the worker that ran it, where keras-tuner queues it for the next
+            worker that asks: a worker still training it reports it to the new chief, and
+            one that stopped too gets it back when it joins again with its id; given to
+            another worker, it was trained twice at once, into the same checkpoint."""
             super().reload()
-            if not self._is_worker():
-                ended = set(self.oracle.end_order)
-                self.oracle._retry_queue = [t for t in self.oracle._retry_queue
-                                            if t not in ended]
+            if self._is_worker():
+                return
+            oracle = self.oracle
+            ended = set(oracle.end_order)
+            oracle._retry_queue = [t for t in oracle._retry_queue if t not in ended]
+            if not self.zoo_hold_running:
+                return
+            saved = (_read_json(oracle._get_oracle_fname(), {}) or {}).get("ongoing_trials", {})
+            for tuner_id, trial_id in saved.items():
+                if trial_id in ended or trial_id not in oracle.trials:
+                    continue
+                oracle.ongoing_trials[tuner_id] = oracle.trials[trial_id]
+                oracle.tuner_ids.add(tuner_id)
+                if trial_id in oracle._retry_queue:
+                    oracle._retry_queue.remove(trial_id)
 
     ZooTuner.__name__ = f"Zoo{base.__name__}"
     return ZooTuner
@@ -290,6 +316,7 @@ def _make_tuner(name, hypermodel, objective, *, max_trials, epochs, directory, p
                   executions_per_trial=executions_per_trial)
     cls = _tuner_class(name)
     cls.zoo_seed = seed
+    cls.zoo_hold_running = _role() == "chief" and not os.environ.get(_LOCAL_CLUSTER)
     if name == "hyperband":
         tuner = cls(hypermodel, max_epochs=epochs, factor=3, **common)
         # Hyperband plans its own brackets; max_trials caps the total.
@@ -468,14 +495,68 @@ def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
 
 def _write_fingerprint(project_dir, fingerprint, role, overwrite):
     """Write ``search.json`` (the chief's or a single process's); with ``overwrite``,
-    delete the project first. Returns whether this made the project directory."""
+    delete the project's files first (all but the lock this process holds). Returns
+    whether it deleted a project."""
     if role == "worker":
         return False
-    if overwrite and _project_exists(project_dir):
-        shutil.rmtree(project_dir)
-    made = not os.path.exists(project_dir)
+    cleared = overwrite and _project_exists(project_dir)
+    if cleared:
+        for entry in os.listdir(project_dir):
+            path = os.path.join(project_dir, entry)
+            if entry == LOCK:
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
     _write_json(os.path.join(project_dir, FINGERPRINT), fingerprint)
-    return made
+    return cleared
+
+
+def _lock(path, refusal):
+    """Hold an exclusive lock on the file ``path`` (made if missing) and return its file
+    descriptor; closing it, or the process's end, releases the lock. Held by another
+    process: ``FileExistsError(refusal)``, ``{holder}`` replaced by what the holder wrote
+    (its process id and machine). Where file locks are not available: ``None``."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+    import socket
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise FileExistsError(refusal.format(holder=holder)) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"process {os.getpid()} on {socket.gethostname()}".encode())
+    return fd
+
+
+def _lock_project(project_dir, made):
+    """Lock ``project_dir`` (made if missing) for this search's process: a second search
+    (or chief) in it is refused, with what holds it."""
+    os.makedirs(project_dir, exist_ok=True)
+    try:
+        return _lock(os.path.join(project_dir, LOCK),
+                     f"another zoo tune ({{holder}}) is running the search in {project_dir}: "
+                     f"wait for it to end (the same command then resumes or returns the "
+                     f"search), or choose another --project")
+    except FileExistsError:
+        if made:
+            _remove_if_empty(project_dir)
+        raise
+
+
+def _lock_worker(project_dir, tuner_id):
+    """Lock this worker's id in ``project_dir``: a second worker with the same id (to the
+    chief, the same worker: it would be given the same trial) is refused."""
+    worker = tuner_id[len("tuner"):] if tuner_id.startswith("tuner") else tuner_id
+    return _lock(os.path.join(project_dir, f".{tuner_id}{LOCK}"),
+                 f"worker {worker} already runs ({{holder}}) for the chief's search in "
+                 f"{project_dir}: give this worker another --worker-id")
 
 
 #: The chiefs this process's workers have reached (what a Ctrl-C line says).
@@ -848,77 +929,88 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     # A worker writes no fingerprint; the directories keras-tuner makes for it are removed
     # if it never joins its chief (stopped while waiting, or refused).
     empty_before = [d for d in (project_dir, directory) if not os.path.exists(d)]
-    made = _write_fingerprint(project_dir, fingerprint, role, overwrite)
+    made = project_dir in empty_before
+    # One process runs a search (two ran every trial twice, into the same files), and one
+    # worker each worker id: held until the search returns (or the process dies).
+    locks = []
+    if role != "worker":
+        locks.append(_lock_project(project_dir, made))
     try:
-        with _without_reload_line(quiet=not verbose):
-            kt_tuner = _make_tuner(
-                tuner, hypermodel, objective, max_trials=max_trials, epochs=epochs,
-                directory=directory, project=project, seed=seed,
-                max_consecutive_failed_trials=max_consecutive_failed_trials,
-                executions_per_trial=executions_per_trial)
-    except BaseException:
-        if made:
-            shutil.rmtree(project_dir, ignore_errors=True)
-        raise
-    kt_tuner.zoo_folds = folds
-    _record_train_size(splits, dataset)
-    if isinstance(dataset, str):
-        def fresh_train():
-            from zoo import data as zdata
-            again = zdata.load_splits(dataset, image_size=tuple(splits.info.input_shape[:2]),
-                                      data_dir=data_dir, seed=seed, download=False,
-                                      ignore_label=splits.info.ignore_label)
-            _record_train_size(again, dataset)
-            return again.train
-        kt_tuner.zoo_train = fresh_train
-    if role == "worker":
+        made = _write_fingerprint(project_dir, fingerprint, role, overwrite) or made
         try:
-            _join_chief(kt_tuner, project_dir, fingerprint, hypermodel,
-                        follow_precision=mixed_precision == "auto" and not isinstance(
-                            model, ZooHyperModel))
+            with _without_reload_line(quiet=not verbose):
+                kt_tuner = _make_tuner(
+                    tuner, hypermodel, objective, max_trials=max_trials, epochs=epochs,
+                    directory=directory, project=project, seed=seed,
+                    max_consecutive_failed_trials=max_consecutive_failed_trials,
+                    executions_per_trial=executions_per_trial)
         except BaseException:
-            for path in empty_before:     # the project first, then the directory above it
-                _remove_if_empty(path)
+            if made:
+                shutil.rmtree(project_dir, ignore_errors=True)
             raise
-    from keras_tuner import errors as kt_errors
-    from keras_tuner.src import config as kt_config
-    debug = kt_config.DEBUG
-    # keras-tuner prints every failed trial's traceback; a trial's line and its
-    # trial.json say it (ZOO_DEBUG=1 prints it as well).
-    kt_config.DEBUG = bool(os.environ.get("ZOO_DEBUG"))
-    try:
-        try:
-            kt_tuner.search(splits.train, validation_data=splits.validation, epochs=epochs,
-                            callbacks=list(callbacks or []), verbose=verbose)
-        finally:
-            kt_config.DEBUG = debug
-            if role != "worker":
-                df = _write_results(kt_tuner, hypermodel, name, direction)
-    except RuntimeError as exc:
-        _raise_stopped(exc, kt_tuner.project_dir)
-        raise
-    except kt_errors.FatalValueError as exc:
-        # A trial's data error (ZooHyperModel.fit's label check) as the ValueError it is.
-        # A project this call made, with no trial completed, is not left behind.
-        if made and role != "worker" and not (df["status"] == "COMPLETED").any():
-            shutil.rmtree(project_dir, ignore_errors=True)
-        raise ValueError(str(exc)) from None
-    except Exception as exc:
+        kt_tuner.zoo_folds = folds
+        _record_train_size(splits, dataset)
+        if isinstance(dataset, str):
+            def fresh_train():
+                from zoo import data as zdata
+                again = zdata.load_splits(
+                    dataset, image_size=tuple(splits.info.input_shape[:2]), data_dir=data_dir,
+                    seed=seed, download=False, ignore_label=splits.info.ignore_label)
+                _record_train_size(again, dataset)
+                return again.train
+            kt_tuner.zoo_train = fresh_train
         if role == "worker":
-            _raise_lost_chief(exc)
-        raise
-    if role == "worker":
-        return None
-    if role == "chief":
-        # Its workers have stopped: the oracle's state without the trials it last let go.
-        kt_tuner.save()
+            try:
+                _join_chief(kt_tuner, project_dir, fingerprint, hypermodel,
+                            follow_precision=mixed_precision == "auto" and not isinstance(
+                                model, ZooHyperModel))
+            except BaseException:
+                for path in empty_before:     # the project first, then the directory above it
+                    _remove_if_empty(path)
+                raise
+            locks.append(_lock_worker(project_dir, kt_tuner.tuner_id))
+        from keras_tuner import errors as kt_errors
+        from keras_tuner.src import config as kt_config
+        debug = kt_config.DEBUG
+        # keras-tuner prints every failed trial's traceback; a trial's line and its
+        # trial.json say it (ZOO_DEBUG=1 prints it as well).
+        kt_config.DEBUG = bool(os.environ.get("ZOO_DEBUG"))
+        try:
+            try:
+                kt_tuner.search(splits.train, validation_data=splits.validation, epochs=epochs,
+                                callbacks=list(callbacks or []), verbose=verbose)
+            finally:
+                kt_config.DEBUG = debug
+                if role != "worker":
+                    df = _write_results(kt_tuner, hypermodel, name, direction)
+        except RuntimeError as exc:
+            _raise_stopped(exc, kt_tuner.project_dir)
+            raise
+        except kt_errors.FatalValueError as exc:
+            # A trial's data error (ZooHyperModel.fit's label check) as the ValueError it is.
+            # A project this call made, with no trial completed, is not left behind.
+            if made and role != "worker" and not (df["status"] == "COMPLETED").any():
+                shutil.rmtree(project_dir, ignore_errors=True)
+            raise ValueError(str(exc)) from None
+        except Exception as exc:
+            if role == "worker":
+                _raise_lost_chief(exc)
+            raise
+        if role == "worker":
+            return None
+        if role == "chief":
+            # Its workers have stopped: the oracle's state without the trials it last let go.
+            kt_tuner.save()
 
-    best = _best(kt_tuner, df, splits, hypermodel, export=export, export_dir=export_dir,
-                 export_name=export_name, objective=name, pooled=pooled, seed=seed)
-    _write_json(os.path.join(kt_tuner.project_dir, "best.json"), best)
-    df.attrs["best"] = best
-    df.attrs["project_dir"] = kt_tuner.project_dir
-    return df
+        best = _best(kt_tuner, df, splits, hypermodel, export=export, export_dir=export_dir,
+                     export_name=export_name, objective=name, pooled=pooled, seed=seed)
+        _write_json(os.path.join(kt_tuner.project_dir, "best.json"), best)
+        df.attrs["best"] = best
+        df.attrs["project_dir"] = kt_tuner.project_dir
+        return df
+    finally:
+        for fd in locks:
+            os.close(fd)
 
 
 def _load(dataset, hypermodel, *, image_size, data_dir, seed, download=False,
@@ -1322,8 +1414,25 @@ def _wait_for_port(host, port, process, timeout):
     return False
 
 
-def _run_local_cluster(args):
-    """Start a chief and ``args.workers`` workers on 127.0.0.1 and wait for all."""
+def _exit_text(code):
+    """A process's exit code as words: ``exit code 1``, ``killed by SIGKILL``."""
+    if code < 0:
+        import signal
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _run_local_cluster(args, restarts=3, poll=0.5):
+    """Start a chief and ``args.workers`` workers on 127.0.0.1 and wait for all.
+
+    A worker that stops with an error or a signal while the chief runs (killed, out of
+    memory) is started again with its id, up to ``restarts`` times, and runs the trial it
+    held again: keras-tuner's chief waits for that trial, and for every worker that has
+    joined it, so without it the chief waited forever. A chief that stops with an error
+    stops the workers (they would wait for it for an hour)."""
     import subprocess
     import sys
     if args.workers < 1:
@@ -1333,25 +1442,47 @@ def _run_local_cluster(args):
     chief_cmd = base + ["--chief", f"{host}:{port}"]
     chief_cmd += ["--overwrite"] if args.overwrite else []
     chief_cmd += ["--export"] if args.export else []
-    procs = [("chief", subprocess.Popen(chief_cmd))]
+    # Its workers of before cannot reach this chief (a new port): the trials they were
+    # running are retried by any worker.
+    chief = subprocess.Popen(chief_cmd, env={**os.environ, _LOCAL_CLUSTER: "1"})
+    procs = {"chief": chief}
     try:
         # Workers start once the chief serves (it has checked the project by then).
-        if not _wait_for_port(host, port, procs[0][1], timeout=3600):
-            code = procs[0][1].wait()
+        if not _wait_for_port(host, port, chief, timeout=3600):
+            code = chief.wait()
             if code > 0:   # the chief has said why, in its one line (bad input: code 2)
                 return code
             raise RuntimeError(f"the chief exited (code {code}) before serving on {host}:{port}")
-        for i in range(args.workers):
-            cmd = base + ["--worker", f"{host}:{port}", "--worker-id", str(i)]
-            procs.append((f"worker {i}", subprocess.Popen(cmd)))
+        commands = {f"worker {i}": base + ["--worker", f"{host}:{port}", "--worker-id", str(i)]
+                    for i in range(args.workers)}
+        for name, cmd in commands.items():
+            procs[name] = subprocess.Popen(cmd)
+        started = dict.fromkeys(commands, 1)
+        while chief.poll() is None:
+            for name, cmd in commands.items():
+                code = procs[name].poll()
+                if not code:     # running, or done (the chief told it to stop)
+                    continue
+                if started[name] > restarts:
+                    raise RuntimeError(
+                        f"distributed search failed: {name} stopped {started[name]} times "
+                        f"(the last: {_exit_text(code)}); the same command resumes the search")
+                print(f"zoo tune: {name} stopped ({_exit_text(code)}); starting it again "
+                      f"to run its trial again", file=sys.stderr, flush=True)
+                procs[name] = subprocess.Popen(cmd)
+                started[name] += 1
+            time.sleep(poll)
+        if chief.returncode != 0:     # its workers would wait for it: stopped below
+            raise RuntimeError(f"distributed search failed: chief "
+                               f"({_exit_text(chief.returncode)})")
         failed = []
-        for name, proc in procs:
+        for name, proc in procs.items():
             if proc.wait() != 0:
-                failed.append(f"{name} (exit code {proc.returncode})")
+                failed.append(f"{name} ({_exit_text(proc.returncode)})")
         if failed:
             raise RuntimeError(f"distributed search failed: {', '.join(failed)}")
     finally:
-        for _, proc in procs:
+        for proc in procs.values():
             if proc.poll() is None:
                 proc.terminate()
                 try:

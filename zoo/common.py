@@ -129,6 +129,19 @@ def check_int(owner: str, name: str, value, minimum=None, maximum=None) -> int:
     return int(value)
 
 
+def is_finite_number(value) -> bool:
+    """A real number, Python's or NumPy's, not a bool, neither NaN nor infinite."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def received_text(value) -> str:
+    """How a message names a value of the wrong kind: ``None`` and strings as themselves,
+    anything else by its type (``"ndarray object"``), not a repr that may run for pages."""
+    return repr(value) if value is None or isinstance(value, str) else \
+        f"{type(value).__name__} object"
+
+
 def check_number(owner: str, name: str, value, *, minimum=None, above=None) -> float:
     """``value`` as a ``float``: a finite real number (not a bool, not NaN), ``>= minimum``
     and ``> above`` where given.
@@ -136,8 +149,7 @@ def check_number(owner: str, name: str, value, *, minimum=None, above=None) -> f
     Raises:
         ValueError: naming ``owner``, the argument, the allowed values and the value.
     """
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) \
-        and math.isfinite(value) and (minimum is None or value >= minimum) \
+    ok = is_finite_number(value) and (minimum is None or value >= minimum) \
         and (above is None or value > above)
     if not ok:
         allowed = "".join([f" >= {minimum}" if minimum is not None else "",
@@ -495,8 +507,7 @@ def model_outputs(model, what: str) -> list:
     """
     import keras
     if not isinstance(model, keras.Model):
-        received = repr(model) if model is None or isinstance(model, str) else \
-            f"{type(model).__name__} object"
+        received = received_text(model)
     else:
         try:
             outputs = model.outputs

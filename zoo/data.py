@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import numbers
 import os
 import re
 from typing import Optional
@@ -40,7 +39,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from zoo.common import TASKS, check_seed, clip_text, has_image_signature, is_integer
+from zoo.common import (TASKS, check_seed, clip_text, has_image_signature, is_finite_number,
+                         is_integer)
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "check_augment_settings", "make_shapes", "digits_arrays",
@@ -141,11 +141,6 @@ def _short(value, limit=80) -> str:
     return clip_text(repr(value), limit)
 
 
-def _is_finite(value) -> bool:
-    return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-            and bool(np.isfinite(value)))
-
-
 def _as_list(value):
     """``value`` as a list if it is a list, tuple or 1-D array, else ``None``."""
     if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1):
@@ -207,7 +202,7 @@ def check_info_fields(values, prefix="info.") -> None:
                       "(None where they vary)")
     if "raw_range" in values:
         low_high = _as_list(values["raw_range"])
-        if (low_high is None or len(low_high) != 2 or not all(map(_is_finite, low_high))
+        if (low_high is None or len(low_high) != 2 or not all(map(is_finite_number, low_high))
                 or not low_high[0] < low_high[1]):
             raise bad("raw_range", "(low, high): two finite numbers, low < high")
     channels = int(shape[-1]) if "input_shape" in values else None
@@ -217,7 +212,7 @@ def check_info_fields(values, prefix="info.") -> None:
             continue
         stats = _as_list(values[field])
         if (stats is None or not stats or len(stats) not in {1, channels or len(stats)}
-                or not all(_is_finite(v) and (v > 0 or not positive) for v in stats)):
+                or not all(is_finite_number(v) and (v > 0 or not positive) for v in stats)):
             kind = "positive finite number" if positive else "finite number"
             raise bad(field, f"a list of one {kind} (input_shape {shape} has one "
                       f"channel)" if channels == 1 else
@@ -463,10 +458,10 @@ def check_augment_settings(settings) -> dict:
         else:
             pair = _as_list(value)
             if pair is not None:
-                good = (len(pair) == 2 and all(map(_is_finite, pair))
+                good = (len(pair) == 2 and all(map(is_finite_number, pair))
                         and (0 if key == "contrast" else -1) <= pair[0] <= pair[1] <= 1)
             else:
-                good = value is None or (_is_finite(value) and 0 <= value <= 1)
+                good = value is None or (is_finite_number(value) and 0 <= value <= 1)
         if not good:
             raise ValueError(f"augmentation setting {key} must be {AUGMENT_SETTINGS[key]}. "
                              f"Received: {key}={_short(value)}")
@@ -557,9 +552,9 @@ class _Source:
     ignore_label: Optional[int] = None   # mask value of pixels no loss or metric counts
     ignorable_class: Optional[int] = None  # the last class, which ignore_label may name to
                                            # leave it out (the pets' trimap border)
-    shuffled: object = None          # (split, seed) -> the split in a new random order each
-                                     # pass, drawn from all of it before decoding (folders:
-                                     # their file lists); None: a 4096-example buffer
+    shuffles_files: bool = False     # get(split, seed) shuffles the whole file list before
+                                     # decoding, anew each pass (folders); else a shuffle
+                                     # buffer of 4096 decoded examples
 
 
 # --- digits ---------------------------------------------------------------------------
@@ -1035,7 +1030,7 @@ def _classification_folder(root, name):
     sizes = {s: len(files[s][0]) for s in SPLITS}
     return _Source(name, "classification", labels, channels, (None, None, channels),
                    tuple(hw), _AUG_PHOTO, get, sizes, stats_sample=stats_sample,
-                   counts=counts, shuffled=get)
+                   counts=counts, shuffles_files=True)
 
 
 def _shuffled_list(ds, n, seed):
@@ -1262,7 +1257,7 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
     sizes = {s: len(files[s]) for s in SPLITS}
     return _Source(name, "segmentation", labels, channels, (None, None, channels), tuple(hw),
                    _AUG_SHAPES, get, sizes, stats_sample=stats_sample, ignore_label=ignore,
-                   shuffled=get)
+                   shuffles_files=True)
 
 
 def _ignore_hint(value) -> str:
@@ -1497,8 +1492,8 @@ def _pipeline(src: _Source, info: DatasetInfo, split, *, batch_size, augment, se
             n = src.sizes.get(split, 2048)
             ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     else:
-        if shuffle and src.shuffled is not None:
-            ds = src.shuffled(split, seed)
+        if shuffle and src.shuffles_files:
+            ds = src.get(split, seed)
         elif shuffle:
             ds = src.get(split).shuffle(4096, seed=seed, reshuffle_each_iteration=True)
         else:
@@ -1530,10 +1525,6 @@ def _augment_settings(src, augment):
     if isinstance(augment, dict):
         return check_augment_settings({**src.augmentation, **augment})
     raise ValueError(f"augment must be True, False or a dict of settings. Received: {augment!r}")
-
-
-def _check_batch(batch_size):
-    return check_count("batch_size", batch_size)
 
 
 def load(name, split="train", *, image_size=None, channels=None, batch_size=32, augment=False,
@@ -1582,7 +1573,7 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
         (10, (32, 32, 1))
     """
     split = _split_name(split)
-    batch_size = _check_batch(batch_size)
+    batch_size = check_count("batch_size", batch_size)
     seed = check_seed(seed)
     autotune = _check_autotune(autotune)
     ignore_label = _check_ignore_label(ignore_label)
@@ -1626,7 +1617,7 @@ def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=
         >>> s.info.labels
         ['background', 'circle', 'square', 'triangle']
     """
-    batch_size = _check_batch(batch_size)
+    batch_size = check_count("batch_size", batch_size)
     seed = check_seed(seed)
     autotune = _check_autotune(autotune)
     ignore_label = _check_ignore_label(ignore_label)

@@ -195,7 +195,7 @@ class RBFOutput(keras.layers.Layer):
         self.activation = common.activation("RBFOutput", "activation", activation)
         common.check_bool("RBFOutput", trainable_centers=trainable_centers)
         self.trainable_centers = trainable_centers
-        self.seed = common.check_int("RBFOutput", "seed", seed, 0, 2 ** 32 - 1)
+        self.seed = common.check_int("RBFOutput", "seed", seed, 0, common.MAX_SEED)
 
     def build(self, input_shape):
         dim = int(input_shape[-1])

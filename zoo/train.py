@@ -35,7 +35,7 @@ from keras import ops
 
 from zoo import data as zdata
 from zoo.common import (TASKS, atomic_write, atomic_write_text, check_bool, check_seed,
-                         is_digits, is_integer)
+                         is_digits, is_integer, received_text)
 
 __all__ = ["compile_model", "fit", "resolve_jit_compile", "resolve_class_weight",
            "resolve_mixed_precision", "with_mixed_precision", "cosine_schedule",
@@ -342,9 +342,7 @@ def _check_class_weight(class_weight):
         raise ValueError(f"{_CLASS_WEIGHT_ALLOWED}; an empty mapping names no class. "
                          f"{received}")
     for key, weight in class_weight.items():
-        if not isinstance(key, str) and not (
-                isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_))
-                and key >= 0):
+        if not isinstance(key, str) and not (is_integer(key) and key >= 0):
             raise ValueError(f"{_CLASS_WEIGHT_ALLOWED}; class {key!r} is neither a label name "
                              f"nor an index >= 0. {received}")
         if not _is_number(weight) or not math.isfinite(weight) or weight < 0:
@@ -640,8 +638,7 @@ def with_mixed_precision(model, mixed_precision="auto"):
             :func:`_rebuild`).
     """
     if not isinstance(model, keras.Model):
-        received = repr(model) if model is None or isinstance(model, str) else \
-            f"{type(model).__name__} object"
+        received = received_text(model)
         hint = (f" (a registered model: build it first, zoo.get_model({model!r}))"
                 if isinstance(model, str) else "")
         raise ValueError(f"with_mixed_precision takes a keras.Model{hint}. "

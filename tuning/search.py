@@ -1010,7 +1010,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         return df
     finally:
         for fd in locks:
-            os.close(fd)
+            if fd is not None:   # None: no file locks here (_lock)
+                os.close(fd)
 
 
 def _load(dataset, hypermodel, *, image_size, data_dir, seed, download=False,

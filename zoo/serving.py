@@ -49,7 +49,8 @@ from typing import Optional
 import numpy as np
 
 from zoo.cli import number_type
-from zoo.common import TASKS, clip_text, exception_line, has_image_signature, is_digits
+from zoo.common import (TASKS, clip_text, exception_line, has_image_signature, is_digits,
+                         is_integer)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions)
 
@@ -157,29 +158,28 @@ def read_record(version_dir) -> Optional[dict]:
         raise ValueError(f"{path} holds a JSON {type(record).__name__}, not the object zoo "
                          f"exports write: export the model again, or delete that file to "
                          f"load the SavedModel without its labels and input spec.")
-    fmt = record.get("format")
-    if fmt is None and "format" not in record:
-        _check_record_fields(path, record)
-        return record
-    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
-        raise ValueError(f"{path}: \"format\": {json.dumps(fmt)} is not an export format "
-                         f"(an integer from 1; this zoo reads exports up to format {FORMAT}).")
-    if fmt > FORMAT:
-        import zoo
-        versions = record.get("versions")
-        written = versions.get("zoo") if isinstance(versions, dict) else None
-        raise ValueError(
-            f"{os.path.dirname(os.path.dirname(path))} is an export of format {fmt}"
-            + (f" (written by zoo {written})" if written else "")
-            + f"; this zoo ({zoo.__version__}) reads exports up to format {FORMAT}: upgrade "
-            f"zoo to load it, or export the model again with this version.")
+    if "format" in record:
+        fmt = record["format"]
+        if not is_integer(fmt) or fmt < 1:
+            raise ValueError(f"{path}: \"format\": {json.dumps(fmt)} is not an export format "
+                             f"(an integer from 1; this zoo reads exports up to format "
+                             f"{FORMAT}).")
+        if fmt > FORMAT:
+            import zoo
+            versions = record.get("versions")
+            written = versions.get("zoo") if isinstance(versions, dict) else None
+            raise ValueError(
+                f"{os.path.dirname(os.path.dirname(path))} is an export of format {fmt}"
+                + (f" (written by zoo {written})" if written else "")
+                + f"; this zoo ({zoo.__version__}) reads exports up to format {FORMAT}: "
+                f"upgrade zoo to load it, or export the model again with this version.")
     _check_record_fields(path, record)
     return record
 
 
 def _record_error(path, field, value, allowed) -> ValueError:
-    return ValueError(f'{path}: "{field}": {clip_text(json.dumps(value))} is not {allowed}: export the model again, '
-                      f"or correct that field.")
+    return ValueError(f'{path}: "{field}": {clip_text(json.dumps(value))} is not {allowed}: '
+                      f"export the model again, or correct that field.")
 
 
 def _check_record_fields(path, record) -> None:
@@ -203,8 +203,7 @@ def _check_record_fields(path, record) -> None:
         value = (record.get(key) or {}).get(shape)
         if value is not None and not (
                 isinstance(value, list) and len(value) in ranks
-                and all(v is None or isinstance(v, int) and not isinstance(v, bool) and v > 0
-                        for v in value)):
+                and all(v is None or is_integer(v) and v > 0 for v in value)):
             raise _record_error(path, f"{key}.{shape}", value,
                                 f"a list of {' or '.join(map(str, ranks))} positive integers")
 

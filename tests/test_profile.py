@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import numpy as np
@@ -519,6 +520,43 @@ def test_cli_plot_into_a_directory_or_unwritable_place_is_refused_before_the_wor
     with pytest.raises(FileExistsError, match=r"cannot write '.*/f/p.png' in '.*/f': File "):
         zoo.common.atomic_write_text(str(tmp_path / "f" / "p.png"), "x")
     assert sorted(os.listdir(tmp_path)) == ["d.png", "f"]
+
+
+def test_atomic_write_removes_the_temporary_a_killed_writer_left(tmp_path):
+    """A process killed while it writes (SIGKILL, SIGTERM) runs no clean-up: its temporary
+    file stayed beside the target for good, one more per kill (a model's size each, for the
+    run directory's checkpoints). The next write of that file removes it; the temporaries
+    of live writers stay."""
+    target, flag = tmp_path / "p.png", tmp_path / "writing"
+    script = textwrap.dedent(f"""
+        import time
+        from zoo.common import atomic_write
+        def stalled(tmp):
+            open(tmp, "w").write("half")
+            open({str(flag)!r}, "w").close()
+            time.sleep(600)
+        atomic_write({str(target)!r}, stalled)
+    """)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=repo,
+                            env=dict(os.environ, PYTHONPATH=repo))
+    try:
+        for _ in range(1200):   # up to 120 s on a busy machine
+            if flag.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert flag.exists(), "the writer never started"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    flag.unlink()
+    left = os.listdir(tmp_path)
+    assert len(left) == 1 and left[0].startswith(".p.png.tmp-")   # the killed write's
+    live = tmp_path / f".p.png.tmp-{os.getpid()}-x.png"   # a write under way in this process
+    live.write_text("")
+    zoo.common.atomic_write_text(str(target), "x")
+    assert sorted(os.listdir(tmp_path)) == [live.name, "p.png"]
+    assert target.read_text() == "x"
 
 
 @pytest.mark.parametrize("args,message", [

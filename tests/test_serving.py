@@ -1000,6 +1000,31 @@ def test_zoo_predict_reads_headers_first_and_pixels_batch_by_batch(exported, tmp
     assert len(captured.err.splitlines()) == 1
 
 
+def test_predict_removes_the_masks_a_killed_predict_left_half_written(tmp_path, capsys):
+    """A zoo predict killed while it wrote masks (SIGKILL, SIGTERM) left its hidden
+    .tmp-<pid>-* directory of masks in --out for good; the next predict into that directory
+    removes it (a live one's stays)."""
+    import subprocess
+    import sys
+    from zoo.cli import main
+    model = zoo.unet(input_shape=(32, 32, 3), num_classes=3, padding="same", depth=2,
+                     base_filters=4)
+    base = tmp_path / "models"
+    zoo.export(model, base, name="seg", lite=False)
+    image = tmp_path / "scene.png"
+    Image.fromarray(np.zeros((32, 32, 3), "uint8")).save(image)
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    out = tmp_path / "masks"
+    (out / f".tmp-{gone.pid}-abc").mkdir(parents=True)
+    (out / f".tmp-{gone.pid}-abc" / "scene_mask.png").write_bytes(b"half")
+    (out / f".tmp-{os.getpid()}-def").mkdir()
+    assert main(["predict", str(base / "seg"), str(image), "--out", str(out),
+                 "--no-xla"]) == 0
+    capsys.readouterr()
+    assert sorted(os.listdir(out)) == [f".tmp-{os.getpid()}-def", "scene_mask.png"]
+
+
 def test_segmentation_masks_are_written_all_or_none(tmp_path, capsys):
     from zoo.cli import main
     model = zoo.unet(input_shape=(32, 32, 3), num_classes=3, padding="same", depth=2,

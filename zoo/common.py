@@ -559,10 +559,42 @@ def exception_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
+def remove_stale_temporaries(directory, prefix) -> None:
+    """Delete the entries of ``directory`` named ``<prefix><pid>-...`` whose process ``pid``
+    is gone: the temporary files and directories of a writer that was killed (SIGKILL,
+    SIGTERM) before it could remove them. Those of live processes stay."""
+    import shutil
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        pid = entry.name[len(prefix):].split("-", 1)[0]
+        if not is_digits(pid):
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                try:
+                    os.remove(entry.path)
+                except FileNotFoundError:
+                    pass
+        except (PermissionError, OverflowError):  # a live process of another user; no pid
+            pass
+
+
 def atomic_write(path, write) -> str:
     """Write ``path`` all at once: ``write(tmp)`` fills a temporary file beside it, which is
     then renamed onto ``path``; on any failure the temporary file is removed and ``path``
-    is untouched. The file gets the usual ``0o666 & ~umask`` permissions.
+    is untouched. The temporary file is named after this process
+    (``.NAME.tmp-<pid>-...``), and a writer killed before it could remove its own leaves
+    it for the next write of ``path`` to remove. The file gets the usual
+    ``0o666 & ~umask`` permissions.
 
     Args:
         path: the file to write (its directory is created).
@@ -577,7 +609,8 @@ def atomic_write(path, write) -> str:
     base = os.path.basename(path)
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.tmp-",
+        remove_stale_temporaries(directory, f".{base}.tmp-")
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.tmp-{os.getpid()}-",
                                    suffix=os.path.splitext(base)[1])
     except OSError as e:   # named after the file asked for, not the temporary one
         raise type(e)(e.errno, f"cannot write {os.fspath(path)!r} in {directory!r}: "

@@ -137,27 +137,6 @@ def _check_next_version(version, name):
                          f"this export; pass version= (--version) a free one")
 
 
-def _remove_stale_temporaries(model_dir) -> None:
-    """Delete ``.tmp-<pid>-*`` directories left by exports whose process is gone."""
-    try:
-        entries = list(os.scandir(model_dir))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if not entry.name.startswith(TMP_PREFIX):
-            continue
-        try:
-            pid = int(entry.name[len(TMP_PREFIX):].split("-", 1)[0])
-        except ValueError:
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(entry.path, ignore_errors=True)
-        except PermissionError:  # a live process of another user
-            pass
-
-
 # --------------------------------------------------------------------------------------
 # What the export knows about the data.
 
@@ -700,7 +679,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     tmp = None
     try:
         os.makedirs(model_dir, exist_ok=True)
-        _remove_stale_temporaries(model_dir)
+        common.remove_stale_temporaries(model_dir, TMP_PREFIX)
         tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir)
         umask = os.umask(0)
         os.umask(umask)

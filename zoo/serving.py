@@ -50,7 +50,7 @@ import numpy as np
 
 from zoo.cli import number_type
 from zoo.common import (TASKS, clip_text, exception_line, has_image_signature, is_digits,
-                         is_integer)
+                         is_integer, remove_stale_temporaries)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions)
 
@@ -1491,7 +1491,8 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
     """Predict a segmentation model's masks batch by batch and write them into ``args.out``
     all or none: each batch's masks go into a hidden directory there, renamed into place
     once every image has been predicted (a run that fails leaves no masks of its own, and
-    the masks of an earlier run as they were). Prints a row per image. ``sizes``: the
+    the masks of an earlier run as they were; the hidden directory of a predict that was
+    killed is removed by the next). Prints a row per image. ``sizes``: the
     images' ``(height, width)``, for masks at each image's own size."""
     import shutil
     import tempfile
@@ -1499,6 +1500,7 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
     mask_names = _mask_names(names)
     created = not os.path.isdir(args.out)
     os.makedirs(args.out, exist_ok=True)
+    remove_stale_temporaries(args.out, ".tmp-")   # a killed predict's
     staging = tempfile.mkdtemp(dir=args.out, prefix=f".tmp-{os.getpid()}-")
     rows = [None] * len(names)
     done = False

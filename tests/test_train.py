@@ -827,6 +827,37 @@ def test_a_run_directory_of_another_model_or_dataset_is_refused(digits8, tmp_pat
     assert list(history["epoch"]) == [0, 1, 2]          # resumed after epoch 0
 
 
+def test_a_new_run_stopped_in_a_finished_runs_directory_leaves_no_run_that_looks_finished(
+        digits8, tmp_path):
+    """A new run in a finished run's directory removed that run's best checkpoint and
+    emptied its history.csv as it began, but kept its info.json, model.keras, metrics.json
+    and plot: stopped before its first epoch ended (Ctrl-C, a kill, an error), it left what
+    looked like a finished run with an empty history. The new run removes the old one's
+    files first; the next run in the directory is a new one again."""
+    run = tmp_path / "run"
+    train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run), verbose=0,
+              jit_compile=False)
+    assert (run / "info.json").is_file() and (run / "logs" / "train").is_dir()
+    (run / "notes.txt").write_text("mine")
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
+                  verbose=0, jit_compile=False, callbacks=[CtrlC()])
+    assert sorted(os.listdir(run)) == ["checkpoints", "notes.txt"]
+    assert os.listdir(run / "checkpoints") == []
+    history = train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
+                        verbose=0, jit_compile=False)
+    assert list(history["epoch"]) == [0]
+    assert sorted(os.listdir(run)) == ["checkpoints", "history.csv", "info.json",
+                                       "learning_curves.png", "logs", "metrics.json",
+                                       "model.keras", "notes.txt"]
+    assert len(os.listdir(run / "logs" / "train")) == 1     # this run's events only
+
+
 def test_a_test_split_label_outside_the_classes_is_named_in_one_line(tmp_path, digits8):
     # Train and validation are fine; the test split's first label is 12 for a 10-class model:
     # found when the best model is scored, after training, and said as for the other splits.

@@ -2215,6 +2215,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
 
     # Run directory. A run that fails leaves nothing behind unless an epoch of it is
     # backed up (then the same run_dir resumes it).
+    if not resuming:
+        _remove_finished_run(run_dir)
     existed = set(os.listdir(run_dir)) if os.path.isdir(run_dir) else None
     try:
         os.makedirs(run_dir, exist_ok=True)
@@ -2222,6 +2224,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         os.makedirs(ckpt_dir, exist_ok=True)
         best_path = os.path.join(ckpt_dir, "best.keras")
         history_path = os.path.join(run_dir, "history.csv")
+        if not resuming and os.path.exists(best_path):
+            os.remove(best_path)  # a fresh run in an old directory
         # BackupAndRestore removes its directory when training ends, this record with it.
         os.makedirs(backup_dir, exist_ok=True)
         # No "class_weight" in the record: trained without class weights.
@@ -2230,8 +2234,6 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      "optimization": optimization,
                      **({"class_weight": class_weights} if class_weights else {}),
                      **({"pretrained": pretrained} if pretrained else {})})
-        if not resuming and os.path.exists(best_path):
-            os.remove(best_path)  # a fresh run in an old directory
         mode = "min" if monitor.endswith("loss") else "max"
         # A resumed run keeps the killed run's epochs up to its backup (history.csv is
         # written before the backup, so it may hold one epoch more, which is trained again)
@@ -2469,6 +2471,28 @@ def _check_run_dir_holds(run_dir, state, model_name, dataset_name):
         raise ValueError(f"{run_dir} holds a {kind} run of {state.get('model')} on "
                          f"{state.get('dataset')}, not of {model_name} on {dataset_name} as "
                          f"asked; use another run directory (run_dir, --run-dir).")
+
+
+#: What a finished run leaves in its run directory, ``info.json`` (the mark of a finished run)
+#: first.
+_RUN_FILES = ("info.json", "metrics.json", "model.keras", "learning_curves.png", "history.csv",
+              os.path.join("checkpoints", "best.keras"), "logs")
+
+
+def _remove_finished_run(run_dir):
+    """Remove the files of the finished run in ``run_dir`` (one with an ``info.json``;
+    :data:`_RUN_FILES`, not others) before a new run starts there, so that a new run stopped
+    before it ends leaves no mix of the old run's model and record with its own history
+    that looks like a finished run."""
+    import shutil
+    if not os.path.isfile(os.path.join(run_dir, "info.json")):
+        return
+    for name in _RUN_FILES:
+        path = os.path.join(run_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
 
 
 def _abandon_run_dir(run_dir, existed):

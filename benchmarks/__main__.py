@@ -26,7 +26,7 @@ for_command_line()   # as the zoo CLI: TensorFlow's start-up lines would precede
 import zoo  # noqa: E402,F401  (first: its TensorFlow process settings apply to the zoo variants)
 from benchmarks import core
 from benchmarks.worker import Reference
-from zoo.cli import OneLineParser, number_type
+from zoo.cli import OneLineParser, interrupted, number_type, sigterm_as_interrupt
 
 ALL_MODELS = ("resnet50", "xception", "inception_v3")
 
@@ -185,6 +185,16 @@ def settings(args) -> dict:
 
 
 def main(argv=None) -> int:
+    """Run the benchmarks; Ctrl-C and SIGTERM stop them with one line (exit code 130, 143),
+    the results of the sections done so far kept in ``--out``."""
+    try:
+        with sigterm_as_interrupt():
+            return _main(argv)
+    except KeyboardInterrupt as exc:
+        return interrupted(exc, "python -m benchmarks")
+
+
+def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     s = settings(args)

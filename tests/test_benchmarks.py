@@ -516,6 +516,26 @@ def test_an_out_that_cannot_hold_files_is_a_one_line_error_before_any_run(tmp_pa
     assert taken.read_text() == ""
 
 
+@pytest.mark.parametrize("stop,code,line", [
+    (KeyboardInterrupt, 130, "python -m benchmarks: interrupted"),
+    (None, 143, "python -m benchmarks: terminated")])
+def test_an_interrupted_run_says_so_in_one_line(tmp_path, monkeypatch, capsys, stop, code,
+                                                line):
+    """Ctrl-C printed a long traceback; SIGTERM (zoo.cli.Terminated) ended the run with
+    nothing said and no clean-up (its zoo serve and reference processes were left)."""
+    from zoo.cli import Terminated
+    stop = stop or Terminated
+
+    def stopped(*args, **kwargs):
+        raise stop()
+
+    monkeypatch.setattr(bench, "_record_peak", stopped)
+    out = tmp_path / "out"
+    assert bench.main(["--quick", "--out", str(out)]) == code
+    err = capsys.readouterr().err       # the run's log lines, then the one line
+    assert err.splitlines()[-1] == line and "Traceback" not in err
+
+
 def test_profile_ops_refuses_bad_counts(capsys):
     from benchmarks import profile_ops
     with pytest.raises(SystemExit) as exit_info:

@@ -133,3 +133,46 @@ def test_version_names_zoo_and_its_libraries(capsys):
                    f"Keras {metadata.version('keras')}, keras-tuner "
                    f"{metadata.version('keras-tuner')}, Python {sys.version.split()[0]})")
     assert metadata.version("zoo") == zoo.__version__    # setup.cfg and zoo/__init__.py agree
+
+
+@pytest.mark.parametrize("sig,code,line", [("SIGTERM", 143, "zoo: terminated"),
+                                           ("SIGINT", 130, "zoo: interrupted")])
+def test_a_terminated_command_cleans_up_and_says_so_in_one_line(tmp_path, sig, code, line):
+    """SIGTERM (kill PID, timeout, a container stopping) ended the process at once: no
+    clean-up ran (temporaries stayed; zoo tune --workers left its chief and workers running
+    with the project locked) and nothing was said. It now stops a command as Ctrl-C does:
+    its clean-up runs, one line, exit code 143 (128 + SIGTERM)."""
+    import signal
+    import textwrap
+    import time
+    started, cleaned = tmp_path / "started", tmp_path / "cleaned"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from zoo import cli
+        def configure_list(parser):
+            def run(args):
+                try:
+                    open({str(started)!r}, "w").close()
+                    time.sleep(600)
+                finally:
+                    open({str(cleaned)!r}, "w").close()
+            return run
+        cli.configure_list = configure_list
+        sys.exit(cli.main(["list"]))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):   # up to 120 s on a busy machine
+            if started.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert started.exists(), "the command never started"
+        proc.send_signal(getattr(signal, sig))
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code
+    assert err.splitlines() == [line]
+    assert cleaned.exists()

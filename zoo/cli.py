@@ -7,15 +7,20 @@ subcommand's arguments and returns the function that runs it. Only the module
 of the command being run is imported.
 
 Bad input ends the command with exit code 2 and one line on stderr
-(``zoo: error: ...``); set ``ZOO_DEBUG=1`` to see the traceback.
+(``zoo: error: ...``); set ``ZOO_DEBUG=1`` to see the traceback. Ctrl-C and SIGTERM stop a
+command with its clean-up run and one line (``zoo: interrupted``, exit code 130;
+``zoo: terminated``, 143).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 
 COMMANDS = {
     "list": ("zoo.cli", "list the registered models"),
@@ -31,6 +36,39 @@ COMMANDS = {
 
 class CLIError(Exception):
     """A user error the CLI reports in one line (exit code 2)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C's ``KeyboardInterrupt`` is, so that a
+    command stops the same way: its clean-up runs (temporaries, child processes) and
+    ``zoo train`` / ``zoo tune`` say how to resume."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """A context in which SIGTERM raises :class:`Terminated` (once: a second SIGTERM ends
+    the process at once); without it Python ends at SIGTERM, no ``finally`` run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def interrupted(exc: KeyboardInterrupt, prog: str) -> int:
+    """Say in one line that ``prog`` was interrupted (Ctrl-C) or terminated (SIGTERM) and
+    return the exit code a shell gives a process ended by that signal (130, 143)."""
+    terminated = isinstance(exc, Terminated)
+    print(f"{prog}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
 
 
 def parse_shape(text: str) -> tuple:
@@ -167,15 +205,15 @@ def main(argv=None) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else None
     debug = os.environ.get("ZOO_DEBUG")
     try:
-        parser = build_parser(command)
-        args = parse_args(parser, argv)
-        if not getattr(args, "run", None):
-            parser.print_help()
-            return 2
-        return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        print("zoo: interrupted", file=sys.stderr)
-        return 130
+        with sigterm_as_interrupt():
+            parser = build_parser(command)
+            args = parse_args(parser, argv)
+            if not getattr(args, "run", None):
+                parser.print_help()
+                return 2
+            return int(args.run(args) or 0)
+    except KeyboardInterrupt as exc:   # Ctrl-C, SIGTERM
+        return interrupted(exc, "zoo")
     except BrokenPipeError:
         # The reader of stdout is gone (`zoo summary resnet50 | head`): stop quietly, as
         # shell tools do, with stdout sent nowhere so that the flush at exit cannot fail.

@@ -559,6 +559,24 @@ def test_atomic_write_removes_the_temporary_a_killed_writer_left(tmp_path):
     assert target.read_text() == "x"
 
 
+def test_atomic_write_names_the_file_a_failed_write_was_for(tmp_path):
+    """A write that failed (a full disk) said "[Errno 28] No space left on device" with no
+    file, or named the hidden temporary file; it names the file asked for."""
+    import errno
+
+    def disk_full(tmp):
+        open(tmp, "w").write("half")
+        raise OSError(errno.ENOSPC, "No space left on device", tmp)
+
+    target = tmp_path / "model.keras"
+    with pytest.raises(OSError) as info:
+        zoo.common.atomic_write(str(target), disk_full)
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value) == (f"[Errno 28] cannot write {str(target)!r}: No space left on "
+                               f"device")
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("args,message", [
     (["summary", "lenet6"], "Unknown model 'lenet6'"),
     (["summary", "lenet5", "--batch-size", "0"], "--batch-size must be a positive integer"),

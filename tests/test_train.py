@@ -1105,6 +1105,34 @@ def test_zoo_train_interrupted_says_how_to_resume(tmp_path, capsys, monkeypatch)
     assert list(pd.read_csv(run / "history.csv")["epoch"]) == [0, 1]
 
 
+def test_zoo_train_failing_mid_run_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    """A run that fails after an epoch was backed up (a full disk, a lost data directory)
+    keeps its run directory to resume from, but only Ctrl-C said so: a failure printed the
+    error alone."""
+    import errno
+    fit = train.fit
+
+    class DiskFull(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(train, "fit", lambda *a, **kw: fit(*a, callbacks=[DiskFull()], **kw))
+    run = tmp_path / "run"
+    argv = ["train", "lenet5", "--epochs", "2", "--batch-size", "128", "--run-dir", str(run),
+            "--quiet", "--mixed-precision", "off"]
+    assert zoo_main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"zoo train: stopped after epoch 1 of 2; the same command with "
+                                f"--run-dir {run} resumes it",
+                                "zoo: error: [Errno 28] No space left on device"]
+    monkeypatch.setattr(train, "fit", fit)
+    assert zoo_main(argv + ["--lr", "0.5"]) == 2        # a refused resume: its error alone
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "holds a killed run that trained with --lr" in err[0]
+    assert zoo_main(argv) == 0
+    assert list(pd.read_csv(run / "history.csv")["epoch"]) == [0, 1]
+
+
 # --- loading a saved model in a fresh process ---------------------------------------------
 
 def test_zoo_load_model_reads_a_run_in_a_fresh_process(tmp_path):

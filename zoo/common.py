@@ -622,9 +622,12 @@ def atomic_write(path, write) -> str:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno is not None:   # a full disk, say: the file
+            raise type(e)(e.errno, f"cannot write {os.fspath(path)!r}: "   # asked for, not
+                                   f"{e.strerror or e}") from None        # the temporary
         raise
     return path
 

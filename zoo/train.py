@@ -1470,6 +1470,14 @@ def _backup_epoch(backup_dir) -> int:
         return int(json.load(f)["epoch"])
 
 
+def _epochs_backed_up(backup_dir) -> int:
+    """:func:`_backup_epoch`, 0 where ``backup_dir`` holds no backup or one it cannot read."""
+    try:
+        return _backup_epoch(backup_dir) if _has_backup(backup_dir) else 0
+    except (OSError, KeyError, ValueError):
+        return 0
+
+
 def _backup_seconds(backup_dir) -> float:
     """The seconds of training the backup in ``backup_dir`` ends (0 where it has none)."""
     import h5py
@@ -2173,10 +2181,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                          f"--imagenet-input), or use another run directory. Received: a model "
                          f"{_describe_pretrained(pretrained)}")
     if resuming:
-        try:
-            done = _backup_epoch(backup_dir)
-        except (OSError, KeyError, ValueError):
-            done = 0
+        done = _epochs_backed_up(backup_dir)
         if epochs < done:   # Keras would stop at once, and the run would record epochs
             raise ValueError(f"{run_dir} holds a killed run that finished {done} epochs, more "
                              f"than epochs={epochs}: resume it with epochs >= {done} "
@@ -2799,6 +2804,8 @@ def configure_train(parser):
                                                   else args.imagenet_input),
                                   **model_args)
         run_dir = os.path.abspath(args.run_dir or _default_run_dir(args.model, splits.info.name))
+        backup = os.path.join(run_dir, "backup")
+        done_before = _epochs_backed_up(backup)
         try:
             history = fit(model, splits, epochs=epochs, run_dir=run_dir, batch_size=batch,
                           learning_rate=lr, optimizer=args.optimizer, augment=augment,
@@ -2812,9 +2819,11 @@ def configure_train(parser):
                           deterministic=args.deterministic, class_weight=class_weight,
                           batch_norm_momentum=args.batch_norm_momentum,
                           aux_loss_weight=args.aux_loss_weight)
-        except KeyboardInterrupt:
-            backup = os.path.join(run_dir, "backup")
-            if _has_backup(backup):   # Ctrl-C: say where the run waits to be resumed
+        except BaseException as exc:
+            # Ctrl-C, or a failure after this command backed up an epoch (not a refusal to
+            # resume): say where the run waits to be resumed.
+            if _has_backup(backup) and (isinstance(exc, KeyboardInterrupt)
+                                        or _epochs_backed_up(backup) > done_before):
                 print(f"zoo train: stopped after epoch {_backup_epoch(backup)} of {epochs}; "
                       f"the same command with --run-dir {run_dir} resumes it",
                       file=sys.stderr)

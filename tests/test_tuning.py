@@ -1354,6 +1354,57 @@ def test_a_local_cluster_starts_a_killed_worker_again(tmp_path, monkeypatch, cap
                                        "starting it again to run its trial again\n")
 
 
+_FAKE_TRAINING_WORKER = """
+import os, signal, socket, sys, time
+def stopped(signum, frame):        # did the chief outlive the worker's stop?
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5).close()
+        seen = "chief running"
+    except OSError:
+        seen = "chief gone"
+    open(sys.argv[3], "w").write(seen)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stopped)
+open(sys.argv[2], "w").close()
+time.sleep(60)
+"""
+
+
+def test_a_stopped_local_cluster_stops_its_workers_before_its_chief(tmp_path, monkeypatch):
+    # Ctrl-C or SIGTERM of zoo tune --workers N stopped the chief first: a worker still
+    # training lost it and said "trial 1 failed: ..." before it was stopped itself. The
+    # workers are stopped first, then the chief (which saves the search's state).
+    import argparse
+    import importlib
+    import types
+    search_module = importlib.import_module("tuning.search")   # not the function
+    real = subprocess.Popen
+    started, seen = tmp_path / "training", tmp_path / "seen"
+
+    def fake(cmd, **kwargs):
+        if "--chief" in cmd:
+            port = cmd[cmd.index("--chief") + 1].rsplit(":", 1)[1]
+            return real([sys.executable, "-c", _FAKE_CHIEF, port, str(tmp_path / "never")])
+        port = cmd[cmd.index("--worker") + 1].rsplit(":", 1)[1]
+        return real([sys.executable, "-c", _FAKE_TRAINING_WORKER, port, str(started),
+                     str(seen)])
+
+    def sleep(seconds):
+        if started.exists():
+            raise KeyboardInterrupt       # Ctrl-C (SIGTERM: zoo.cli.Terminated, one of it)
+        time.sleep(seconds)
+
+    monkeypatch.setattr(subprocess, "Popen", fake)
+    monkeypatch.setattr(search_module, "time", types.SimpleNamespace(time=time.time,
+                                                                     sleep=sleep))
+    parser = argparse.ArgumentParser()
+    search_module.configure_tune(parser)
+    args = parser.parse_args(["lenet5", "--workers", "1", "--directory", str(tmp_path)])
+    with pytest.raises(KeyboardInterrupt):
+        search_module._run_local_cluster(args, poll=0.05)
+    assert seen.read_text() == "chief running"
+
+
 def test_a_restarted_chief_keeps_each_running_trial_for_its_worker(tmp_path, monkeypatch):
     # A chief killed while its workers train, and started again: keras-tuner queued their
     # trials for the next worker that asked, which trained one again beside the worker

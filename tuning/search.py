@@ -1483,9 +1483,13 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
         if failed:
             raise RuntimeError(f"distributed search failed: {', '.join(failed)}")
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
+        # The workers first, then the chief: a worker still training that lost its chief
+        # said its trial failed before it was stopped itself.
+        for group in ([p for name, p in procs.items() if name != "chief"], [chief]):
+            for proc in group:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in group:
                 try:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:

@@ -29,6 +29,16 @@ def _temporary_files_in_the_session(tmp_path_factory):
         os.environ["TMPDIR"] = before_env
 
 
+def wait_for_marker(path, proc, what, seconds=240):
+    """Wait until the subprocess ``proc`` has written the file ``path`` (the moment a test
+    stops it at), or has ended; assert the file is there (``what``: what did not happen)."""
+    import time
+    deadline = time.monotonic() + seconds   # long: a busy machine
+    while not os.path.exists(path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert os.path.exists(path), what
+
+
 @pytest.fixture(scope="session")
 def published_table():
     """Read a published table from tests/data/tables as strings ("" for empty cells)."""

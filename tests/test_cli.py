@@ -5,6 +5,7 @@ import sys
 import pytest
 
 import zoo
+from conftest import wait_for_marker
 from zoo import cli
 
 
@@ -144,7 +145,6 @@ def test_a_terminated_command_cleans_up_and_says_so_in_one_line(tmp_path, sig, c
     its clean-up runs, one line, exit code 143 (128 + SIGTERM)."""
     import signal
     import textwrap
-    import time
     started, cleaned = tmp_path / "started", tmp_path / "cleaned"
     script = textwrap.dedent(f"""
         import sys, time
@@ -162,11 +162,7 @@ def test_a_terminated_command_cleans_up_and_says_so_in_one_line(tmp_path, sig, c
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(1200):   # up to 120 s on a busy machine
-            if started.exists() or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert started.exists(), "the command never started"
+        wait_for_marker(started, proc, "the command never started")
         proc.send_signal(getattr(signal, sig))
         err = proc.communicate(timeout=120)[1]
     finally:

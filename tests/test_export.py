@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
-from conftest import registry_params  # noqa: E402
+from conftest import registry_params, wait_for_marker  # noqa: E402
 from zoo import export as zoo_export  # noqa: E402
 from zoo.data import DatasetInfo, preprocess  # noqa: E402
 from zoo.serving import load  # noqa: E402
@@ -472,11 +471,7 @@ def test_export_killed_before_rename_leaves_no_version(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(1200):  # up to 240 s on a busy machine
-            if flag.exists() or proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        assert flag.exists(), "the export never reached the rename"
+        wait_for_marker(flag, proc, "the export never reached the rename")
     finally:
         proc.kill()
         proc.wait(timeout=30)

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 
 import numpy as np
@@ -21,6 +20,7 @@ from keras import layers as L
 
 import zoo
 import zoo.profile as zprofile
+from conftest import wait_for_marker
 from zoo import cli
 
 
@@ -541,11 +541,7 @@ def test_atomic_write_removes_the_temporary_a_killed_writer_left(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=repo,
                             env=dict(os.environ, PYTHONPATH=repo))
     try:
-        for _ in range(1200):   # up to 120 s on a busy machine
-            if flag.exists() or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert flag.exists(), "the writer never started"
+        wait_for_marker(flag, proc, "the writer never started")
     finally:
         proc.kill()
         proc.wait(timeout=30)

@@ -1886,7 +1886,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             from the last finished epoch, with the optimizer's state, the learning-rate
             schedule, early stopping and the best checkpoint where they stood; the data
             order and augmentation start their random sequence again, so the result is
-            close to, not equal to, an uninterrupted run's.
+            close to, not equal to, an uninterrupted run's. A finished run's directory
+            (same model and dataset) is trained in afresh, that run's files removed first.
         batch_size: batch size when ``dataset`` is a name.
         learning_rate, optimizer, label_smoothing, weight_decay: see :func:`compile_model`.
         augment: the dataset's default augmentation (``None``/``True``), ``False``, or a

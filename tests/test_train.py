@@ -118,6 +118,27 @@ def test_mixed_precision_keeps_float32_outputs():
     assert m(np.zeros((1, 8, 8, 1), "float32")).dtype == "float32"
 
 
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_a_model_built_under_a_global_mixed_policy_trains_with_float32_outputs(
+        policy, digits8, tmp_path):
+    # Keras' recipe for GPUs sets the policy globally before building, so the output
+    # layer computes in float16 too; training's rebuild left it so (float16 probabilities
+    # into the loss; under mixed_bfloat16 a float16 softmax).
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = tiny_classifier()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("predictions").compute_dtype == "float16"
+    m = train._rebuild(model, policy)
+    assert m.get_layer("predictions").dtype_policy.name == "float32"
+    assert m.get_layer("conv").dtype_policy.name == policy
+    train.fit(model, small(digits8), epochs=1, run_dir=str(tmp_path), verbose=0,
+              mixed_precision=policy.replace("mixed_", ""), jit_compile=False)
+    assert train.fit.last_model.outputs[0].dtype == "float32"
+    assert train.fit.last_model.get_layer("predictions").compute_dtype == "float32"
+
+
 def test_with_mixed_precision_gives_fits_policy(monkeypatch):
     monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
     model = tiny_classifier()

@@ -1343,16 +1343,17 @@ def _output_layer_names(config) -> set:
 
 def _set_policy(config, policy, keep) -> None:
     """Set ``policy`` on the layers of a functional or sequential model's ``config``, and
-    of the models nested in it, but not on its input layers nor the layers named in
-    ``keep``; inside a nested model named in ``keep``, its own output layers are kept."""
+    of the models nested in it, but not on its input layers; the layers named in ``keep``
+    get float32 (whatever they had: a model built under a global mixed policy has it on its
+    output layers too); inside a nested model named in ``keep``, its own output layers do."""
     for layer in config["layers"]:
         name = layer["config"].get("name")
         if layer["class_name"] in _CONTAINERS and isinstance(layer["config"].get("layers"),
                                                               list):
             inner = _output_layer_names(layer["config"]) if name in keep else set()
             _set_policy(layer["config"], policy, inner)
-        elif layer["class_name"] != "InputLayer" and name not in keep:
-            layer["config"]["dtype"] = policy
+        elif layer["class_name"] != "InputLayer":
+            layer["config"]["dtype"] = "float32" if name in keep else policy
 
 
 def _strategy():

@@ -110,6 +110,39 @@ def test_jit_compile_auto_means_gpu_only():
         train.compile_model(tiny_classifier(), "detection")
 
 
+def test_gpus_hidden_from_tensorflow_count_as_none(monkeypatch):
+    # tf.config.set_visible_devices([], "GPU") (TensorFlow's way to run on the CPU) hides
+    # the GPUs from computation but not from list_physical_devices: "auto" turned XLA on and
+    # picked float16 for a CPU run, and the serving and kernel choices took it for a GPU.
+    import tensorflow as tf
+    import zoo.layers
+    from zoo import serving
+    gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+    physical = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: [gpu] if kind == "GPU" else physical(kind))
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: {"compute_capability": (8, 0)})
+    visible = []
+    monkeypatch.setattr(tf.config, "get_visible_devices",
+                        lambda kind=None: list(visible) if kind == "GPU" else [])
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: False)
+    zoo.layers._tensorflow_on_cpu.cache_clear()
+    try:
+        assert train.resolve_jit_compile("auto") is False
+        assert train.resolve_mixed_precision("auto") is None
+        assert zoo.layers._tensorflow_on_cpu() is True
+        assert serving._gpu_visible() is False
+        visible.append(gpu)      # the same GPU left visible: it counts
+        zoo.layers._tensorflow_on_cpu.cache_clear()
+        assert train.resolve_jit_compile("auto") is True
+        assert train.resolve_mixed_precision("auto") == "mixed_float16"
+        assert zoo.layers._tensorflow_on_cpu() is False
+        assert serving._gpu_visible() is True
+    finally:
+        zoo.layers._tensorflow_on_cpu.cache_clear()
+
+
 def test_mixed_precision_keeps_float32_outputs():
     m = train._rebuild(tiny_classifier(), "mixed_float16")
     assert m.get_layer("conv").compute_dtype == "float16"

@@ -503,8 +503,8 @@ def resolve_jit_compile(jit_compile) -> bool:
         ValueError: any other value.
     """
     if jit_compile == "auto":
-        import tensorflow as tf
-        return bool(tf.config.list_physical_devices("GPU"))
+        from zoo.common import visible_gpus
+        return bool(visible_gpus())
     if jit_compile not in (True, False):
         raise ValueError(f"jit_compile must be 'auto', True or False. Received: {jit_compile!r}")
     return bool(jit_compile)
@@ -522,8 +522,10 @@ AUTO_PRECISION_HELP = ("auto (float16 on GPUs with tensor cores, bfloat16 on CPU
 def _gpu_compute_capabilities() -> list:
     """``(major, minor)`` of every visible GPU (``(0, 0)`` where TensorFlow does not say)."""
     import tensorflow as tf
+
+    from zoo.common import visible_gpus
     out = []
-    for gpu in tf.config.list_physical_devices("GPU"):
+    for gpu in visible_gpus():
         try:
             cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
         except Exception:

@@ -143,6 +143,36 @@ def test_gpus_hidden_from_tensorflow_count_as_none(monkeypatch):
         zoo.layers._tensorflow_on_cpu.cache_clear()
 
 
+def test_jit_compile_auto_is_off_under_a_strategy(digits8, tmp_path, monkeypatch):
+    # With several GPUs fit trains under a MirroredStrategy, and "auto" turned XLA on
+    # there: XLA cannot compile Keras' train step over mirrored variables ("Trying to
+    # access resource ... located in device CPU:1 from device CPU:0" on two logical CPUs),
+    # so every such run failed its first step and fell back. Keras' own "auto" turns XLA
+    # off under tf.distribute; so does the zoo's.
+    import tensorflow as tf
+    import zoo.common
+    import zoo.layers
+    gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+    monkeypatch.setattr(zoo.common, "visible_gpus", lambda: [gpu])
+    zoo.layers._tensorflow_on_cpu.cache_clear()
+    try:
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+        assert train.resolve_jit_compile("auto") is True
+        assert train.resolve_jit_compile("auto", strategy=strategy) is False
+        assert train.resolve_jit_compile(True, strategy=strategy) is True   # asked for
+        with strategy.scope():
+            assert train.resolve_jit_compile("auto") is False
+            assert train.compile_model(tiny_classifier()).jit_compile is False
+        monkeypatch.setattr(train, "_gpu_strategy", lambda: strategy)
+        train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(tmp_path), verbose=0,
+                  mixed_precision="off")
+        info = json.loads((tmp_path / "info.json").read_text())
+        assert info["settings"]["jit_compile"] is False
+        assert train.fit.last_model.jit_compile is False
+    finally:
+        zoo.layers._tensorflow_on_cpu.cache_clear()
+
+
 def test_mixed_precision_keeps_float32_outputs():
     m = train._rebuild(tiny_classifier(), "mixed_float16")
     assert m.get_layer("conv").compute_dtype == "float16"
@@ -326,6 +356,29 @@ def test_fit_mixed_precision(digits8, tmp_path, precision, policy, dtype):
     assert loaded.get_layer("predictions").compute_dtype == "float32"
     out = loaded.predict(np.zeros((2, 8, 8, 1), "float32"), verbose=0)
     assert out.dtype == np.float32 and np.allclose(out.sum(-1), 1, atol=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_compile_false_keeps_the_models_compilation_under_mixed_precision(precision, digits8,
+                                                                          tmp_path):
+    # Under a mixed policy (the default on tensor-core GPUs and on CPUs with AMX) or a
+    # strategy (several GPUs) fit trains a rebuilt copy, which compile=False left
+    # uncompiled: "You must call `compile()` before using the model".
+    model = tiny_classifier()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    history = train.fit(model, small(digits8), epochs=1, run_dir=str(tmp_path), verbose=0,
+                        compile=False, mixed_precision=precision, jit_compile=False)
+    assert np.isfinite(history["loss"]).all() and "accuracy" in history.columns
+    trained = train.fit.last_model
+    assert trained is not model and trained.get_layer("conv").compute_dtype == precision
+    opt = trained.optimizer
+    if precision == "float16":     # float16 gradients get loss scaling, as compile_model's
+        assert isinstance(opt, keras.optimizers.LossScaleOptimizer)
+        opt = opt.inner_optimizer
+    assert isinstance(opt, keras.optimizers.SGD)
+    assert float(opt.learning_rate.numpy()) == pytest.approx(0.05)
+    assert opt is not model.optimizer
 
 
 class _Killed(Exception):

@@ -485,16 +485,22 @@ def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
     return cls(**kw)
 
 
-def resolve_jit_compile(jit_compile) -> bool:
-    """``True``/``False`` as given; ``"auto"``: XLA when a GPU is visible, else not.
+def resolve_jit_compile(jit_compile, *, strategy=None) -> bool:
+    """``True``/``False`` as given; ``"auto"``: XLA when a GPU is visible and training runs
+    under no ``tf.distribute`` strategy, else not.
 
     On CPUs the zoo trains on TensorFlow's oneDNN kernels (see ``zoo/__init__.py``), which
     XLA does not use: on this project's 2-core AVX2 CPU, XLA made ResNet-50 training about
     1.5x slower than oneDNN with the fused batch norm, and LeNet-5 no faster
-    (benchmarks/README.md, item 3).
+    (benchmarks/README.md, item 3). Under a strategy (``fit``'s ``MirroredStrategy`` over
+    several GPUs) XLA cannot compile Keras' train step, whose variables are mirrored on
+    other devices ("Trying to access resource ... located in device"), and Keras' own
+    ``"auto"`` leaves it off there too.
 
     Args:
         jit_compile: ``"auto"``, ``True`` or ``False``.
+        strategy: the strategy training will run under (``None``: the one whose scope the
+            caller is in, if any).
 
     Returns:
         Whether to compile with XLA.
@@ -503,7 +509,11 @@ def resolve_jit_compile(jit_compile) -> bool:
         ValueError: any other value.
     """
     if jit_compile == "auto":
+        import tensorflow as tf
+
         from zoo.common import visible_gpus
+        if strategy is not None or tf.distribute.has_strategy():
+            return False
         return bool(visible_gpus())
     if jit_compile not in (True, False):
         raise ValueError(f"jit_compile must be 'auto', True or False. Received: {jit_compile!r}")
@@ -1814,6 +1824,22 @@ def _compile_aux(model, heads, aux_loss_weight):
                   jit_compile=config["jit_compile"])
 
 
+def _compile_like(model, given) -> None:
+    """Compile ``model``, a rebuilt copy of ``given`` (``fit(compile=False)`` under a mixed
+    policy or a strategy), as ``given`` is compiled: its loss, metrics and settings, and a
+    new optimizer of its optimizer's config, with loss scaling where ``model`` computes in
+    float16 (as :func:`compile_model`). A ``given`` never compiled is left to Keras' error."""
+    config = given.get_compile_config()
+    if not config:
+        return
+    kwargs = keras.saving.deserialize_keras_object(config)
+    opt = kwargs.get("optimizer")
+    if opt is not None and _computes_in_float16(model) and not isinstance(
+            opt, keras.optimizers.LossScaleOptimizer):
+        kwargs["optimizer"] = keras.optimizers.LossScaleOptimizer(opt)
+    model.compile(**kwargs)
+
+
 def _main_output_logs(logs, heads) -> dict:
     """``logs`` (Keras' for a model with auxiliary classifiers) under a one-output run's
     names: the main output's loss and metrics lose their output's name
@@ -1886,7 +1912,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         learning_rate, optimizer, label_smoothing, weight_decay: see :func:`compile_model`.
         augment: the dataset's default augmentation (``None``/``True``), ``False``, or a
             dict of settings (see :func:`zoo.data.augmenter`); training split only.
-        jit_compile: XLA: ``True``, ``False`` or ``"auto"`` (on GPUs only; on CPUs the oneDNN
+        jit_compile: XLA: ``True``, ``False`` or ``"auto"`` (on GPUs only, and not under a
+            strategy, which XLA cannot compile the train step under; on CPUs the oneDNN
             kernels are faster); falls back to no XLA when the model does not compile with it.
         mixed_precision: ``"auto"`` (float16 compute on GPUs with tensor cores, bfloat16
             on CPUs with AMX and on AMD CPUs with AVX512_BF16, float32 elsewhere),
@@ -2267,10 +2294,13 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             return cbs + callbacks
 
         def do_compile(jit):
-            if not compile:
+            if not compile and model is given:
                 return
             scope = strategy.scope() if strategy is not None else _null()
             with scope:
+                if not compile:   # a rebuilt copy: compiled as the model passed in was
+                    _compile_like(model, given)
+                    return
                 compile_model(model, task, optimizer=optimizer, learning_rate=learning_rate,
                               jit_compile=jit, label_smoothing=label_smoothing,
                               weight_decay=weight_decay, num_classes=info.num_classes,
@@ -2278,7 +2308,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                 if heads is not None:
                     _compile_aux(model, heads, aux_loss_weight)
 
-        jit_compile = resolve_jit_compile(jit_compile)
+        jit_compile = resolve_jit_compile(jit_compile, strategy=strategy)
         do_compile(jit_compile)
         # A resumed run's time: its backup's (the epochs kept) and this call's.
         before = _backup_seconds(backup_dir) if resuming else 0.0

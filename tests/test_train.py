@@ -511,6 +511,37 @@ def test_deterministic_runs_repeat_bit_for_bit(tmp_path):
     assert m1["test_accuracy"] == m2["test_accuracy"]
 
 
+_DETERMINISTIC_XLA = """
+import json, sys
+import tensorflow as tf
+import zoo, zoo.common
+from zoo import data, train
+tf.config.experimental.enable_op_determinism()
+gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+zoo.common.visible_gpus = lambda: [gpu]
+auto = train.resolve_jit_compile("auto")
+zoo.common.visible_gpus = lambda: []
+s = data.load_splits("digits", image_size=(32, 32), batch_size=32, augment=False)
+small = data.Splits(s.train.take(2), s.validation.take(1), s.test.take(1), s.info)
+train.fit(train.compile_model(zoo.lenet5(), jit_compile=False), small,
+          epochs=1, run_dir=sys.argv[1], verbose=0, jit_compile=True, deterministic=True)
+info = json.load(open(sys.argv[1] + "/info.json"))
+print(json.dumps([auto, info["settings"]["jit_compile"], train.fit.last_model.jit_compile]))
+"""
+
+
+def test_op_determinism_turns_xla_off_and_the_run_says_so(tmp_path):
+    # Keras compiles without XLA where op determinism is on (not every op has a
+    # deterministic XLA kernel): "auto" picked XLA on a GPU anyway (Keras then warned
+    # "Model doesn't support jit_compile=True") and info.json recorded XLA for a run that
+    # trained without it. In a process of its own: determinism cannot be turned off.
+    r = subprocess.run([sys.executable, "-c", _DETERMINISTIC_XLA, str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [False, False, False]
+
+
 class _Scale(keras.layers.Layer):
     """A custom layer with a required argument and no get_config, not registered with Keras:
     Keras cannot rebuild it."""

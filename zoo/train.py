@@ -495,7 +495,8 @@ def resolve_jit_compile(jit_compile, *, strategy=None) -> bool:
     (benchmarks/README.md, item 3). Under a strategy (``fit``'s ``MirroredStrategy`` over
     several GPUs) XLA cannot compile Keras' train step, whose variables are mirrored on
     other devices ("Trying to access resource ... located in device"), and Keras' own
-    ``"auto"`` leaves it off there too.
+    ``"auto"`` leaves it off there too; with op determinism on (``fit(deterministic=True)``)
+    Keras compiles without XLA whatever is asked.
 
     Args:
         jit_compile: ``"auto"``, ``True`` or ``False``.
@@ -512,7 +513,8 @@ def resolve_jit_compile(jit_compile, *, strategy=None) -> bool:
         import tensorflow as tf
 
         from zoo.common import visible_gpus
-        if strategy is not None or tf.distribute.has_strategy():
+        from tensorflow.python.framework.config import is_op_determinism_enabled
+        if strategy is not None or tf.distribute.has_strategy() or is_op_determinism_enabled():
             return False
         return bool(visible_gpus())
     if jit_compile not in (True, False):
@@ -2371,7 +2373,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      else splits.train.element_spec[0].shape[0], "optimizer": optimizer
                      if isinstance(optimizer, str) else type(optimizer).__name__,
                      "learning_rate": learning_rate, "augment": info.augmentation,
-                     "jit_compile": bool(jit_compile), "mixed_precision": policy,
+                     # Keras' own: it compiles without XLA under op determinism
+                     "jit_compile": bool(model.jit_compile), "mixed_precision": policy,
                      "seed": seed, "deterministic": bool(deterministic),
                      "monitor": monitor, "lr_schedule": lr_schedule,
                      "model_args": model_args or {}, "class_weight": class_weights,

@@ -18,7 +18,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
-from conftest import registry_params  # noqa: E402
+from conftest import built_under_global_policy, registry_params  # noqa: E402
 from zoo import export as zoo_export  # noqa: E402
 from zoo.data import DatasetInfo, preprocess  # noqa: E402
 from zoo.serving import load  # noqa: E402
@@ -238,12 +238,8 @@ def test_a_model_built_under_a_global_mixed_policy_exports_a_float32_output_laye
     # Keras' recipe for GPUs sets the policy globally before building: every layer of the
     # model, its softmax too, is then mixed_float16. The reduced-precision export kept that
     # policy on the output layer (a bfloat16 export then computed its softmax in float16).
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = zoo.resnet18(input_shape=(32, 32, 3), num_classes=5)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    assert model.get_layer("predictions").compute_dtype == "float16"
+    model = built_under_global_policy(
+        "mixed_float16", lambda: zoo.resnet18(input_shape=(32, 32, 3), num_classes=5))
     served = zoo_export._cast_model(model, precision)
     assert served.get_layer("predictions").dtype_policy.name == "float32"
     assert served.get_layer("conv1_conv").dtype_policy.name == precision

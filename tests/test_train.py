@@ -21,7 +21,7 @@ import zoo  # noqa: E402
 from zoo import data, train
 from zoo.cli import main as zoo_main
 
-from conftest import subclassed_model  # noqa: E402
+from conftest import built_under_global_policy, subclassed_model  # noqa: E402
 
 
 def tiny_classifier(input_shape=(8, 8, 1), num_classes=10, activation="softmax"):
@@ -187,12 +187,7 @@ def test_a_model_built_under_a_global_mixed_policy_trains_with_float32_outputs(
     # Keras' recipe for GPUs sets the policy globally before building, so the output
     # layer computes in float16 too; training's rebuild left it so (float16 probabilities
     # into the loss; under mixed_bfloat16 a float16 softmax).
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = tiny_classifier()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    assert model.get_layer("predictions").compute_dtype == "float16"
+    model = built_under_global_policy("mixed_float16", tiny_classifier)
     m = train._rebuild(model, policy)
     assert m.get_layer("predictions").dtype_policy.name == "float32"
     assert m.get_layer("conv").dtype_policy.name == policy

@@ -65,6 +65,20 @@ def subclassed_model(name):
     return Subclassed(name=name)
 
 
+def built_under_global_policy(policy, build):
+    """``build()`` under Keras' global dtype policy ``policy`` (Keras' recipe for mixed
+    precision on GPUs), set back to float32 afterwards; the output layer computes in
+    ``policy`` too."""
+    import keras
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = build()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.layers[-1].dtype_policy.name == policy
+    return model
+
+
 # Pascal VOC's palette for its first classes and 255 (void), as its mask PNGs store them.
 VOC_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 252 + [224, 224, 192]
 

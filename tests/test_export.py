@@ -17,7 +17,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
-from conftest import registry_params, wait_for_marker  # noqa: E402
+from conftest import built_under_global_policy, registry_params, wait_for_marker  # noqa: E402
 from zoo import export as zoo_export  # noqa: E402
 from zoo.data import DatasetInfo, preprocess  # noqa: E402
 from zoo.serving import load  # noqa: E402
@@ -229,6 +229,25 @@ def test_reduced_precision_export_within_tolerance(precision, tmp_path):
                                                      f"model (this one is {precision})"}
     servable = load(path, jit_compile=False)
     assert servable.runtime == "tensorflow" and "only float32" in servable.runtime_note
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_a_model_built_under_a_global_mixed_policy_exports_a_float32_output_layer(
+        precision, tmp_path):
+    # Keras' recipe for GPUs sets the policy globally before building: every layer of the
+    # model, its softmax too, is then mixed_float16. The reduced-precision export kept that
+    # policy on the output layer (a bfloat16 export then computed its softmax in float16).
+    model = built_under_global_policy(
+        "mixed_float16", lambda: zoo.resnet18(input_shape=(32, 32, 3), num_classes=5))
+    served = zoo_export._cast_model(model, precision)
+    assert served.get_layer("predictions").dtype_policy.name == "float32"
+    assert served.get_layer("conv1_conv").dtype_policy.name == precision
+    info = digits_info(input_shape=(32, 32, 3), raw_shape=(32, 32, 3), num_classes=5,
+                       labels=list("abcde"), mean=[127.5], std=[64.0])
+    path = zoo.export(model, tmp_path, precision=precision, info=info, lite=False)
+    x = raw_images(8, (32, 32, 3), seed=3)
+    got = serve_fn(path)(images=tf.constant(x))["probabilities"].numpy()
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-6, rtol=0)   # a float32 softmax
 
 
 def test_mixed_precision_model_exports_in_float32(tmp_path):

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import time
 import warnings
 import types
 
@@ -191,6 +192,40 @@ def test_xla_compiled_at_load_matches_the_plain_function(exported, servable):
         assert "plain" in auto.jit_error or "Error" in auto.jit_error
     np.testing.assert_allclose(auto.predict(x)["probabilities"],
                                servable.predict(x)["probabilities"], atol=1e-5)
+
+
+class _Pending:
+    """An output as a GPU returns it: the call has only queued the work, which ``numpy()``
+    waits for."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def numpy(self):
+        time.sleep(self.seconds)
+        return np.zeros(1, "float32")
+
+
+def test_xla_trial_times_the_results_not_the_launch(exported, monkeypatch):
+    # On a GPU a TensorFlow call returns once its kernels are queued: the trial timed the
+    # launches. Here the plain function launches at once and computes for 50 ms, the XLA
+    # one takes 10 ms in all: XLA is faster, and kept.
+    base, _ = exported
+    auto = serving.load(base / "lenet5" / "2", jit_compile=False, runtime="tensorflow")
+    monkeypatch.setattr(auto, "_plain", lambda name: lambda images: {
+        "probabilities": _Pending(0.05)})
+
+    def xla(fn, jit_compile):
+        def run(images):
+            time.sleep(0.01)
+            return {"probabilities": _Pending(0.0)}
+        return run
+
+    monkeypatch.setattr(tf, "function", xla)
+    auto._compile()
+    monkeypatch.undo()
+    assert auto.jit_timing["plain_seconds"] >= 0.05
+    assert auto.jit_compiled, auto.jit_error
 
 
 def test_litert_is_the_cpu_default_and_matches_tensorflow(exported, servable):

@@ -21,7 +21,7 @@ import zoo  # noqa: E402
 from zoo import data, train
 from zoo.cli import main as zoo_main
 
-from conftest import subclassed_model  # noqa: E402
+from conftest import built_under_global_policy, subclassed_model  # noqa: E402
 
 
 def tiny_classifier(input_shape=(8, 8, 1), num_classes=10, activation="softmax"):
@@ -110,12 +110,91 @@ def test_jit_compile_auto_means_gpu_only():
         train.compile_model(tiny_classifier(), "detection")
 
 
+def test_gpus_hidden_from_tensorflow_count_as_none(monkeypatch):
+    # tf.config.set_visible_devices([], "GPU") (TensorFlow's way to run on the CPU) hides
+    # the GPUs from computation but not from list_physical_devices: "auto" turned XLA on and
+    # picked float16 for a CPU run, and the serving and kernel choices took it for a GPU.
+    import tensorflow as tf
+    import zoo.layers
+    from zoo import serving
+    gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+    physical = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: [gpu] if kind == "GPU" else physical(kind))
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: {"compute_capability": (8, 0)})
+    visible = []
+    monkeypatch.setattr(tf.config, "get_visible_devices",
+                        lambda kind=None: list(visible) if kind == "GPU" else [])
+    monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: False)
+    zoo.layers._tensorflow_on_cpu.cache_clear()
+    try:
+        assert train.resolve_jit_compile("auto") is False
+        assert train.resolve_mixed_precision("auto") is None
+        assert zoo.layers._tensorflow_on_cpu() is True
+        assert serving._gpu_visible() is False
+        visible.append(gpu)      # the same GPU left visible: it counts
+        zoo.layers._tensorflow_on_cpu.cache_clear()
+        assert train.resolve_jit_compile("auto") is True
+        assert train.resolve_mixed_precision("auto") == "mixed_float16"
+        assert zoo.layers._tensorflow_on_cpu() is False
+        assert serving._gpu_visible() is True
+    finally:
+        zoo.layers._tensorflow_on_cpu.cache_clear()
+
+
+def test_jit_compile_auto_is_off_under_a_strategy(digits8, tmp_path, monkeypatch):
+    # With several GPUs fit trains under a MirroredStrategy, and "auto" turned XLA on
+    # there: XLA cannot compile Keras' train step over mirrored variables ("Trying to
+    # access resource ... located in device CPU:1 from device CPU:0" on two logical CPUs),
+    # so every such run failed its first step and fell back. Keras' own "auto" turns XLA
+    # off under tf.distribute; so does the zoo's.
+    import tensorflow as tf
+    import zoo.common
+    import zoo.layers
+    gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+    monkeypatch.setattr(zoo.common, "visible_gpus", lambda: [gpu])
+    zoo.layers._tensorflow_on_cpu.cache_clear()
+    try:
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+        assert train.resolve_jit_compile("auto") is True
+        assert train.resolve_jit_compile("auto", strategy=strategy) is False
+        assert train.resolve_jit_compile(True, strategy=strategy) is True   # asked for
+        with strategy.scope():
+            assert train.resolve_jit_compile("auto") is False
+            assert train.compile_model(tiny_classifier()).jit_compile is False
+        monkeypatch.setattr(train, "_gpu_strategy", lambda: strategy)
+        train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(tmp_path), verbose=0,
+                  mixed_precision="off")
+        info = json.loads((tmp_path / "info.json").read_text())
+        assert info["settings"]["jit_compile"] is False
+        assert train.fit.last_model.jit_compile is False
+    finally:
+        zoo.layers._tensorflow_on_cpu.cache_clear()
+
+
 def test_mixed_precision_keeps_float32_outputs():
     m = train._rebuild(tiny_classifier(), "mixed_float16")
     assert m.get_layer("conv").compute_dtype == "float16"
     assert m.get_layer("conv").variable_dtype == "float32"
     assert m.get_layer("predictions").compute_dtype == "float32"
     assert m(np.zeros((1, 8, 8, 1), "float32")).dtype == "float32"
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_a_model_built_under_a_global_mixed_policy_trains_with_float32_outputs(
+        policy, digits8, tmp_path):
+    # Keras' recipe for GPUs sets the policy globally before building, so the output
+    # layer computes in float16 too; training's rebuild left it so (float16 probabilities
+    # into the loss; under mixed_bfloat16 a float16 softmax).
+    model = built_under_global_policy("mixed_float16", tiny_classifier)
+    m = train._rebuild(model, policy)
+    assert m.get_layer("predictions").dtype_policy.name == "float32"
+    assert m.get_layer("conv").dtype_policy.name == policy
+    train.fit(model, small(digits8), epochs=1, run_dir=str(tmp_path), verbose=0,
+              mixed_precision=policy.replace("mixed_", ""), jit_compile=False)
+    assert train.fit.last_model.outputs[0].dtype == "float32"
+    assert train.fit.last_model.get_layer("predictions").compute_dtype == "float32"
 
 
 def test_with_mixed_precision_gives_fits_policy(monkeypatch):
@@ -274,6 +353,29 @@ def test_fit_mixed_precision(digits8, tmp_path, precision, policy, dtype):
     assert out.dtype == np.float32 and np.allclose(out.sum(-1), 1, atol=1e-3)
 
 
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_compile_false_keeps_the_models_compilation_under_mixed_precision(precision, digits8,
+                                                                          tmp_path):
+    # Under a mixed policy (the default on tensor-core GPUs and on CPUs with AMX) or a
+    # strategy (several GPUs) fit trains a rebuilt copy, which compile=False left
+    # uncompiled: "You must call `compile()` before using the model".
+    model = tiny_classifier()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    history = train.fit(model, small(digits8), epochs=1, run_dir=str(tmp_path), verbose=0,
+                        compile=False, mixed_precision=precision, jit_compile=False)
+    assert np.isfinite(history["loss"]).all() and "accuracy" in history.columns
+    trained = train.fit.last_model
+    assert trained is not model and trained.get_layer("conv").compute_dtype == precision
+    opt = trained.optimizer
+    if precision == "float16":     # float16 gradients get loss scaling, as compile_model's
+        assert isinstance(opt, keras.optimizers.LossScaleOptimizer)
+        opt = opt.inner_optimizer
+    assert isinstance(opt, keras.optimizers.SGD)
+    assert float(opt.learning_rate.numpy()) == pytest.approx(0.05)
+    assert opt is not model.optimizer
+
+
 class _Killed(Exception):
     pass
 
@@ -402,6 +504,37 @@ def test_deterministic_runs_repeat_bit_for_bit(tmp_path):
     for column in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert list(h1[column]) == list(h2[column]), column
     assert m1["test_accuracy"] == m2["test_accuracy"]
+
+
+_DETERMINISTIC_XLA = """
+import json, sys
+import tensorflow as tf
+import zoo, zoo.common
+from zoo import data, train
+tf.config.experimental.enable_op_determinism()
+gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+zoo.common.visible_gpus = lambda: [gpu]
+auto = train.resolve_jit_compile("auto")
+zoo.common.visible_gpus = lambda: []
+s = data.load_splits("digits", image_size=(32, 32), batch_size=32, augment=False)
+small = data.Splits(s.train.take(2), s.validation.take(1), s.test.take(1), s.info)
+train.fit(train.compile_model(zoo.lenet5(), jit_compile=False), small,
+          epochs=1, run_dir=sys.argv[1], verbose=0, jit_compile=True, deterministic=True)
+info = json.load(open(sys.argv[1] + "/info.json"))
+print(json.dumps([auto, info["settings"]["jit_compile"], train.fit.last_model.jit_compile]))
+"""
+
+
+def test_op_determinism_turns_xla_off_and_the_run_says_so(tmp_path):
+    # Keras compiles without XLA where op determinism is on (not every op has a
+    # deterministic XLA kernel): "auto" picked XLA on a GPU anyway (Keras then warned
+    # "Model doesn't support jit_compile=True") and info.json recorded XLA for a run that
+    # trained without it. In a process of its own: determinism cannot be turned off.
+    r = subprocess.run([sys.executable, "-c", _DETERMINISTIC_XLA, str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [False, False, False]
 
 
 class _Scale(keras.layers.Layer):

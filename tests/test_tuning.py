@@ -1405,6 +1405,57 @@ def test_a_stopped_local_cluster_stops_its_workers_before_its_chief(tmp_path, mo
     assert seen.read_text() == "chief running"
 
 
+@pytest.mark.parametrize("visible,gpus,expect", [
+    (None, 2, ["0", "1", "0"]),          # two GPUs: the workers take turns on them
+    ("2,3", 2, ["2", "3", "2"]),         # the GPUs CUDA_VISIBLE_DEVICES leaves
+    (None, 1, [None, None, None]),       # one GPU: shared, each process growing its memory
+    (None, 0, [None, None, None])])      # none: nothing to share
+def test_a_local_cluster_shares_the_gpus_among_its_processes(visible, gpus, expect,
+                                                             tmp_path, monkeypatch):
+    # By default TensorFlow maps nearly all the memory of every GPU it sees: the chief
+    # (which builds and evaluates a model before it serves) and each worker on one machine
+    # took it all in turn, so the next process found none, and every worker trained on
+    # GPU 0. Each process now grows its memory as it needs, and each worker gets a GPU.
+    import argparse
+    import importlib
+    search_module = importlib.import_module("tuning.search")
+    real = subprocess.Popen
+    envs = {}
+
+    def fake(cmd, env=None, **kwargs):
+        name = "chief" if "--chief" in cmd else cmd[cmd.index("--worker-id") + 1]
+        envs[name] = dict(os.environ if env is None else env)
+        if name == "chief":
+            port = cmd[cmd.index("--chief") + 1].rsplit(":", 1)[1]
+            return real([sys.executable, "-c", _FAKE_CHIEF, port, str(tmp_path / "done")])
+        return real([sys.executable, "-c", "import sys, pathlib; "
+                     "pathlib.Path(sys.argv[1]).touch()", str(tmp_path / "done")])
+
+    monkeypatch.setattr(subprocess, "Popen", fake)
+    monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setattr(search_module, "_gpu_count", lambda: gpus)
+    parser = argparse.ArgumentParser()
+    search_module.configure_tune(parser)
+    args = parser.parse_args(["lenet5", "--workers", "3", "--directory", str(tmp_path)])
+    assert search_module._run_local_cluster(args) == 0
+    assert sorted(envs) == ["0", "1", "2", "chief"]
+    assert [envs[str(i)].get("CUDA_VISIBLE_DEVICES") for i in range(3)] == [
+        e if e is not None else visible for e in expect]
+    assert envs["chief"].get("CUDA_VISIBLE_DEVICES") == visible   # the chief sees them all
+    want = "true" if gpus else None
+    assert {e.get("TF_FORCE_GPU_ALLOW_GROWTH") for e in envs.values()} == {want}
+    # a setting of one's own stays
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "false")
+    (tmp_path / "done").unlink()
+    envs.clear()
+    assert search_module._run_local_cluster(args) == 0
+    assert {e.get("TF_FORCE_GPU_ALLOW_GROWTH") for e in envs.values()} == {"false"}
+
+
 def test_a_restarted_chief_keeps_each_running_trial_for_its_worker(tmp_path, monkeypatch):
     # A chief killed while its workers train, and started again: keras-tuner queued their
     # trials for the next worker that asked, which trained one again beside the worker

@@ -1426,6 +1426,37 @@ def _exit_text(code):
     return f"exit code {code}"
 
 
+def _gpu_count() -> int:
+    """The GPUs TensorFlow sees here (``CUDA_VISIBLE_DEVICES`` applied); 0 without asking
+    TensorFlow where no GPU device exists (:func:`zoo.startlog.gpu_absent`)."""
+    from zoo.startlog import gpu_absent
+    if gpu_absent():
+        return 0
+    import tensorflow as tf
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def _cluster_envs(workers) -> tuple:
+    """``(chief's environment, [each worker's])`` of a local cluster. TensorFlow maps
+    nearly all the memory of every GPU it sees into the first process that uses it, so
+    with GPUs each process grows its memory as it needs instead
+    (``TF_FORCE_GPU_ALLOW_GROWTH=true``, unless set), and with several GPUs worker ``i``
+    sees only the ``i % n``-th (``CUDA_VISIBLE_DEVICES``); the chief, which trains
+    nothing, sees them all and so picks the precision its workers follow."""
+    gpus = _gpu_count()
+    base = dict(os.environ)
+    if gpus:
+        base.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    chief = {**base, _LOCAL_CLUSTER: "1"}
+    if gpus < 2:
+        return chief, [base] * workers
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = ([v.strip() for v in visible.split(",") if v.strip()] if visible
+           else [str(i) for i in range(gpus)])[:gpus]
+    return chief, [{**base, "CUDA_VISIBLE_DEVICES": ids[i % len(ids)]}
+                   for i in range(workers)]
+
+
 def _run_local_cluster(args, restarts=3, poll=0.5):
     """Start a chief and ``args.workers`` workers on 127.0.0.1 and wait for all.
 
@@ -1445,7 +1476,8 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
     chief_cmd += ["--export"] if args.export else []
     # Its workers of before cannot reach this chief (a new port): the trials they were
     # running are retried by any worker.
-    chief = subprocess.Popen(chief_cmd, env={**os.environ, _LOCAL_CLUSTER: "1"})
+    chief_env, worker_envs = _cluster_envs(args.workers)
+    chief = subprocess.Popen(chief_cmd, env=chief_env)
     procs = {"chief": chief}
     try:
         # Workers start once the chief serves (it has checked the project by then).
@@ -1456,8 +1488,9 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
             raise RuntimeError(f"the chief exited (code {code}) before serving on {host}:{port}")
         commands = {f"worker {i}": base + ["--worker", f"{host}:{port}", "--worker-id", str(i)]
                     for i in range(args.workers)}
+        envs = dict(zip(commands, worker_envs))
         for name, cmd in commands.items():
-            procs[name] = subprocess.Popen(cmd)
+            procs[name] = subprocess.Popen(cmd, env=envs[name])
         started = dict.fromkeys(commands, 1)
         while chief.poll() is None:
             for name, cmd in commands.items():
@@ -1470,7 +1503,7 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
                         f"(the last: {_exit_text(code)}); the same command resumes the search")
                 print(f"zoo tune: {name} stopped ({_exit_text(code)}); starting it again "
                       f"to run its trial again", file=sys.stderr, flush=True)
-                procs[name] = subprocess.Popen(cmd)
+                procs[name] = subprocess.Popen(cmd, env=envs[name])
                 started[name] += 1
             time.sleep(poll)
         if chief.returncode != 0:     # its workers would wait for it: stopped below

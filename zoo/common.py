@@ -416,6 +416,15 @@ def onednn_enabled() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+def visible_gpus() -> list:
+    """The GPUs TensorFlow computes on in this process: the physical GPUs left visible by
+    ``CUDA_VISIBLE_DEVICES`` and ``tf.config.set_visible_devices`` (which hides GPUs from
+    computation, not from ``tf.config.list_physical_devices``). Reading them does not start
+    TensorFlow's runtime, so memory growth and device settings can still follow."""
+    import tensorflow as tf
+    return tf.config.get_visible_devices("GPU")
+
+
 def _cpuinfo_field(name, cpuinfo="/proc/cpuinfo") -> str:
     """The value of the first ``name : value`` line of ``cpuinfo`` (Linux); ``""`` where
     it cannot be read."""

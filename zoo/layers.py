@@ -346,8 +346,7 @@ def _tensorflow_on_cpu() -> bool:
     tf.data's autotuning off (:func:`zoo.data.autotune_by_default`)."""
     if keras.backend.backend() != "tensorflow":
         return False
-    import tensorflow as tf
-    return not tf.config.list_physical_devices("GPU")
+    return not common.visible_gpus()
 
 
 def bfloat16_batch_norm_slow_for_odd_channels() -> bool:

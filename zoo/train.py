@@ -485,16 +485,23 @@ def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
     return cls(**kw)
 
 
-def resolve_jit_compile(jit_compile) -> bool:
-    """``True``/``False`` as given; ``"auto"``: XLA when a GPU is visible, else not.
+def resolve_jit_compile(jit_compile, *, strategy=None) -> bool:
+    """``True``/``False`` as given; ``"auto"``: XLA when a GPU is visible and training runs
+    under no ``tf.distribute`` strategy, else not.
 
     On CPUs the zoo trains on TensorFlow's oneDNN kernels (see ``zoo/__init__.py``), which
     XLA does not use: on this project's 2-core AVX2 CPU, XLA made ResNet-50 training about
     1.5x slower than oneDNN with the fused batch norm, and LeNet-5 no faster
-    (benchmarks/README.md, item 3).
+    (benchmarks/README.md, item 3). Under a strategy (``fit``'s ``MirroredStrategy`` over
+    several GPUs) XLA cannot compile Keras' train step, whose variables are mirrored on
+    other devices ("Trying to access resource ... located in device"), and Keras' own
+    ``"auto"`` leaves it off there too; with op determinism on (``fit(deterministic=True)``)
+    Keras compiles without XLA whatever is asked.
 
     Args:
         jit_compile: ``"auto"``, ``True`` or ``False``.
+        strategy: the strategy training will run under (``None``: the one whose scope the
+            caller is in, if any).
 
     Returns:
         Whether to compile with XLA.
@@ -504,7 +511,12 @@ def resolve_jit_compile(jit_compile) -> bool:
     """
     if jit_compile == "auto":
         import tensorflow as tf
-        return bool(tf.config.list_physical_devices("GPU"))
+
+        from zoo.common import visible_gpus
+        from tensorflow.python.framework.config import is_op_determinism_enabled
+        if strategy is not None or tf.distribute.has_strategy() or is_op_determinism_enabled():
+            return False
+        return bool(visible_gpus())
     if jit_compile not in (True, False):
         raise ValueError(f"jit_compile must be 'auto', True or False. Received: {jit_compile!r}")
     return bool(jit_compile)
@@ -522,8 +534,10 @@ AUTO_PRECISION_HELP = ("auto (float16 on GPUs with tensor cores, bfloat16 on CPU
 def _gpu_compute_capabilities() -> list:
     """``(major, minor)`` of every visible GPU (``(0, 0)`` where TensorFlow does not say)."""
     import tensorflow as tf
+
+    from zoo.common import visible_gpus
     out = []
-    for gpu in tf.config.list_physical_devices("GPU"):
+    for gpu in visible_gpus():
         try:
             cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
         except Exception:
@@ -1343,16 +1357,17 @@ def _output_layer_names(config) -> set:
 
 def _set_policy(config, policy, keep) -> None:
     """Set ``policy`` on the layers of a functional or sequential model's ``config``, and
-    of the models nested in it, but not on its input layers nor the layers named in
-    ``keep``; inside a nested model named in ``keep``, its own output layers are kept."""
+    of the models nested in it, but not on its input layers; the layers named in ``keep``
+    get float32 (whatever they had: a model built under a global mixed policy has it on its
+    output layers too); inside a nested model named in ``keep``, its own output layers do."""
     for layer in config["layers"]:
         name = layer["config"].get("name")
         if layer["class_name"] in _CONTAINERS and isinstance(layer["config"].get("layers"),
                                                               list):
             inner = _output_layer_names(layer["config"]) if name in keep else set()
             _set_policy(layer["config"], policy, inner)
-        elif layer["class_name"] != "InputLayer" and name not in keep:
-            layer["config"]["dtype"] = policy
+        elif layer["class_name"] != "InputLayer":
+            layer["config"]["dtype"] = "float32" if name in keep else policy
 
 
 def _strategy():
@@ -1819,6 +1834,22 @@ def _compile_aux(model, heads, aux_loss_weight):
                   jit_compile=config["jit_compile"])
 
 
+def _compile_like(model, given) -> None:
+    """Compile ``model``, a rebuilt copy of ``given`` (``fit(compile=False)`` under a mixed
+    policy or a strategy), as ``given`` is compiled: its loss, metrics and settings, and a
+    new optimizer of its optimizer's config, with loss scaling where ``model`` computes in
+    float16 (as :func:`compile_model`). A ``given`` never compiled is left to Keras' error."""
+    config = given.get_compile_config()
+    if not config:
+        return
+    kwargs = keras.saving.deserialize_keras_object(config)
+    opt = kwargs.get("optimizer")
+    if opt is not None and _computes_in_float16(model) and not isinstance(
+            opt, keras.optimizers.LossScaleOptimizer):
+        kwargs["optimizer"] = keras.optimizers.LossScaleOptimizer(opt)
+    model.compile(**kwargs)
+
+
 def _main_output_logs(logs, heads) -> dict:
     """``logs`` (Keras' for a model with auxiliary classifiers) under a one-output run's
     names: the main output's loss and metrics lose their output's name
@@ -1892,7 +1923,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         learning_rate, optimizer, label_smoothing, weight_decay: see :func:`compile_model`.
         augment: the dataset's default augmentation (``None``/``True``), ``False``, or a
             dict of settings (see :func:`zoo.data.augmenter`); training split only.
-        jit_compile: XLA: ``True``, ``False`` or ``"auto"`` (on GPUs only; on CPUs the oneDNN
+        jit_compile: XLA: ``True``, ``False`` or ``"auto"`` (on GPUs only, and not under a
+            strategy, which XLA cannot compile the train step under; on CPUs the oneDNN
             kernels are faster); falls back to no XLA when the model does not compile with it.
         mixed_precision: ``"auto"`` (float16 compute on GPUs with tensor cores, bfloat16
             on CPUs with AMX and on AMD CPUs with AVX512_BF16, float32 elsewhere),
@@ -2272,10 +2304,13 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             return cbs + callbacks
 
         def do_compile(jit):
-            if not compile:
+            if not compile and model is given:
                 return
             scope = strategy.scope() if strategy is not None else _null()
             with scope:
+                if not compile:   # a rebuilt copy: compiled as the model passed in was
+                    _compile_like(model, given)
+                    return
                 compile_model(model, task, optimizer=optimizer, learning_rate=learning_rate,
                               jit_compile=jit, label_smoothing=label_smoothing,
                               weight_decay=weight_decay, num_classes=info.num_classes,
@@ -2283,7 +2318,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                 if heads is not None:
                     _compile_aux(model, heads, aux_loss_weight)
 
-        jit_compile = resolve_jit_compile(jit_compile)
+        jit_compile = resolve_jit_compile(jit_compile, strategy=strategy)
         do_compile(jit_compile)
         # A resumed run's time: its backup's (the epochs kept) and this call's.
         before = _backup_seconds(backup_dir) if resuming else 0.0
@@ -2346,7 +2381,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      else splits.train.element_spec[0].shape[0], "optimizer": optimizer
                      if isinstance(optimizer, str) else type(optimizer).__name__,
                      "learning_rate": learning_rate, "augment": info.augmentation,
-                     "jit_compile": bool(jit_compile), "mixed_precision": policy,
+                     # Keras' own: it compiles without XLA under op determinism
+                     "jit_compile": bool(model.jit_compile), "mixed_precision": policy,
                      "seed": seed, "deterministic": bool(deterministic),
                      "monitor": monitor, "lr_schedule": lr_schedule,
                      "model_args": model_args or {}, "class_weight": class_weights,

@@ -19,7 +19,12 @@ import shlex
 import sys
 import time
 
-from zoo.startlog import for_command_line   # (imports zoo first)
+# The benchmark runs TensorFlow processes side by side (this one, the Keras reference's,
+# zoo serve's): on a GPU each grows its memory as it needs, where TensorFlow's default
+# maps nearly all of it into the first process, leaving the others none.
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+
+from zoo.startlog import for_command_line   # noqa: E402  (imports zoo first)
 
 for_command_line()   # as the zoo CLI: TensorFlow's start-up lines would precede an error
 

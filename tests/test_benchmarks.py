@@ -617,3 +617,21 @@ def test_train_section_leaves_out_the_keras_rows_where_keras_refuses_the_size(ca
     assert ("no keras.applications.Xception rows at 32x32x3: Keras refuses it (ValueError: "
             "Input size must be at least 71x71") in err
     assert "reference process" not in err
+
+
+@pytest.mark.parametrize("preset,expect", [(None, "true"), ("false", "false")])
+def test_the_benchmark_processes_grow_their_gpu_memory_unless_told(preset, expect):
+    # The benchmark runs TensorFlow processes side by side (its own, the Keras reference's,
+    # zoo serve's, all inheriting its environment): TensorFlow's default maps nearly all
+    # of a GPU's memory into the first, leaving the others none.
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "TF_FORCE_GPU_ALLOW_GROWTH"}
+    if preset is not None:
+        env["TF_FORCE_GPU_ALLOW_GROWTH"] = preset
+    out = subprocess.run([sys.executable, "-c", "import os, benchmarks.__main__; "
+                          "print(os.environ['TF_FORCE_GPU_ALLOW_GROWTH'])"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == expect

@@ -1,5 +1,6 @@
 """Every script in examples/ runs, at its smallest settings, and prints what it says."""
 
+import ast
 import json
 import os
 import pathlib
@@ -37,6 +38,9 @@ def test_train_lenet5_digits(tmp_path):
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1
     assert (tmp_path / "run" / "model.keras").is_file()
     assert (tmp_path / "run" / "learning_curves.png").is_file()
+    # zoo train lenet5's run: its cosine schedule (and the whole schedule, no early stopping)
+    settings = json.load(open(tmp_path / "run" / "info.json"))["settings"]
+    assert settings["lr_schedule"] == "cosine"
     predicted = json.loads(re.search(r"predicted: (\[.*\])", out).group(1))
     true = json.loads(re.search(r"true: +(\[.*\])", out).group(1))
     assert len(predicted) == len(true) == 10 and set(predicted) <= set(range(10))
@@ -45,6 +49,8 @@ def test_train_lenet5_digits(tmp_path):
 def test_unet_shapes(tmp_path):
     out = run("unet_shapes.py", "--epochs", "1", "--run-dir", "run", cwd=tmp_path)
     metrics = json.load(open(tmp_path / "run" / "metrics.json"))
+    settings = json.load(open(tmp_path / "run" / "info.json"))["settings"]
+    assert settings["lr_schedule"] == "cosine"      # zoo train unet --dataset shapes's
     assert f"test mean IoU: {round(metrics['test_mean_iou'], 4)}" in out
     ious = dict(re.findall(r"(\w+): IoU ([0-9.]+)", out))
     assert set(ious) == {"background", "circle", "square", "triangle"}
@@ -76,3 +82,30 @@ def test_tune_resnet_cifar10_on_mock_data(tmp_path):
               "--directory", "runs", cwd=tmp_path)
     assert re.search(r"best trial 0: \{'depth': (18|34),", out)
     assert re.search(r"test: \{'accuracy': [0-9.]+, 'loss': [0-9.]+\}", out)
+
+
+@pytest.mark.parametrize("script, model, dataset", [("train_lenet5_digits.py", "lenet5", "digits"),
+                                                    ("unet_shapes.py", "unet", "shapes")])
+def test_a_training_example_says_its_default_epochs(script, model, dataset):
+    from zoo import train
+    doc = ast.get_docstring(ast.parse((EXAMPLES / script).read_text()))
+    said = int(re.search(r"\[--epochs (\d+)\]", doc).group(1))
+    assert said == train.train_defaults(model, dataset)["epochs"]
+
+
+def _literal(tree, name):
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == [name]:
+            return ast.literal_eval(node.value)
+    return {}
+
+
+@pytest.mark.parametrize("script", ["tune_lenet5_digits.py", "tune_resnet_cifar10.py"])
+def test_a_tuning_examples_command_line_searches_its_space(script):
+    """The docstring's ``zoo tune`` command sets and fixes what the script's search does."""
+    tree = ast.parse((EXAMPLES / script).read_text())
+    command = ast.get_docstring(tree).split("zoo tune ", 1)[1].split("\n\n")[0]
+    command = command.replace("\\\n", " ")
+    for flag, name in (("--set", "SPACE"), ("--fix", "FIXED")):
+        given = dict(v.split("=", 1) for v in re.findall(flag + r" (\S+)", command))
+        assert given == _literal(tree, name), flag

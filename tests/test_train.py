@@ -345,6 +345,7 @@ def test_zoo_train_cli_trains_exports_and_reports(tmp_path, capsys, monkeypatch,
     assert f", {policy or 'float32'}), run dir {run}, exported to " in line
     info = json.loads((run / "info.json").read_text())
     assert info["settings"]["mixed_precision"] == policy
+    assert info["settings"]["batch_size"] == 32      # zoo train's (it said null)
     exported = line.rsplit("exported to ", 1)[1]
     assert exported == str(tmp_path / "models" / "lenet5" / "1")
     assert (tmp_path / "models" / "lenet5" / "1" / "saved_model.pb").is_file()
@@ -859,6 +860,13 @@ def test_info_json_records_the_batch_size_the_data_has(tmp_path, digits8):
               jit_compile=False)
     assert json.loads((tmp_path / "b" / "info.json").read_text())["settings"][
         "batch_size"] == 5
+    # load_splits' batch size, which the last, smaller batch hides from the pipeline's shape
+    loaded = data.load_splits("digits", image_size=(8, 8), batch_size=48)
+    assert loaded.batch_size == 48
+    train.fit(tiny_classifier(), loaded, epochs=1, batch_size=7, run_dir=str(tmp_path / "c"),
+              verbose=0, jit_compile=False)
+    assert json.loads((tmp_path / "c" / "info.json").read_text())["settings"][
+        "batch_size"] == 48
 
 
 def test_a_failed_run_leaves_no_half_written_run_directory(tmp_path, capsys):

@@ -2332,10 +2332,12 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     atomic_write(os.path.join(run_dir, "model.keras"), model.save)
     _write_json(os.path.join(run_dir, "info.json"), {
         "model": model_name, "task": task, "dataset": info.to_dict(), "metrics": metrics,
-        # A Splits of one's own batches its data itself: its static batch size, else null.
+        # A Splits batches its data itself: load_splits' batch size, else its static one,
+        # else null.
         "settings": {"epochs": epochs, "batch_size": batch_size
                      if not isinstance(dataset, zdata.Splits)
-                     else splits.train.element_spec[0].shape[0], "optimizer": optimizer
+                     else splits.batch_size or splits.train.element_spec[0].shape[0],
+                     "optimizer": optimizer
                      if isinstance(optimizer, str) else type(optimizer).__name__,
                      "learning_rate": learning_rate, "augment": info.augmentation,
                      "jit_compile": bool(jit_compile), "mixed_precision": policy,

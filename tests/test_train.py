@@ -368,6 +368,43 @@ def test_zoo_train_exports_in_the_precision_asked(tmp_path, capsys):
     assert not other.exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--patience", "3"], "--patience 3 goes with early stopping, which lenet5 on digits "
+                          "trains without by default (its whole schedule): add "
+                          "--early-stopping"),
+    (["--no-early-stopping", "--patience", "3"], "--patience 3 goes with early stopping, "
+                                                 "which --no-early-stopping turns off"),
+    (["--base-dir", "models"], "--base-dir models goes with --export"),
+])
+def test_zoo_train_refuses_an_option_it_would_ignore(argv, message, tmp_path, capsys):
+    # Before, the run trained without early stopping or export, exit code 0.
+    run = tmp_path / "run"
+    assert zoo_main(["train", "lenet5", "--epochs", "1", "--run-dir", str(run), "--quiet",
+                     *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not run.exists() and not (tmp_path / "models").exists()
+
+
+def test_zoo_train_passes_patience_to_early_stopping(tmp_path, capsys, monkeypatch):
+    seen = []
+
+    def quick_fit(model, splits, *, epochs, run_dir, **kwargs):   # the run files `zoo train` reads
+        seen.append((kwargs["early_stopping"], kwargs["patience"]))
+        os.makedirs(run_dir)
+        with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+            json.dump({"test_accuracy": 0.5, "train_seconds": 1.0}, f)
+        with open(os.path.join(run_dir, "info.json"), "w") as f:
+            json.dump({"settings": {"mixed_precision": None}}, f)
+        return pd.DataFrame({"epoch": range(epochs)})
+    monkeypatch.setattr(train, "fit", quick_fit)
+    for i, argv in enumerate((["--early-stopping", "--patience", "3"], ["--early-stopping"],
+                              [])):
+        assert zoo_main(["train", "lenet5", "--epochs", "1", "--quiet",
+                         "--run-dir", str(tmp_path / f"run{i}"), *argv]) == 0
+    assert seen == [(True, 3), (True, 8), (False, 8)]
+
+
 def test_zoo_train_says_epoch_for_one_and_epochs_for_more(tmp_path, capsys, monkeypatch):
     def quick_fit(model, splits, *, epochs, run_dir, **kwargs):   # the run files `zoo train` reads
         os.makedirs(run_dir)

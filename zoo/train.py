@@ -2673,7 +2673,9 @@ def configure_train(parser):
                         help=f"compute dtype: {AUTO_PRECISION_HELP}, off, "
                         "float16 (the default without a value), bfloat16 (opt-in on other CPUs "
                         "with AVX512_BF16; measure)")
-    parser.add_argument("--patience", type=int, default=8)
+    parser.add_argument("--patience", type=int, default=None,
+                        help="with early stopping: epochs without improvement before it stops "
+                        "(default 8)")
     parser.add_argument("--early-stopping", action=argparse.BooleanOptionalAction,
                         default=None, help="stop when the validation loss stops improving "
                         "(default: on, except where the model's defaults train a whole "
@@ -2709,7 +2711,8 @@ def configure_train(parser):
                         "(Pascal VOC's 255), outside the classes 0..K-1 (default: none)")
     parser.add_argument("--export", action="store_true",
                         help="export the trained model (zoo.export.export_run)")
-    parser.add_argument("--base-dir", default="saved_models", help="export base directory")
+    parser.add_argument("--base-dir", default=None,
+                        help="with --export: the export base directory (default saved_models)")
     parser.add_argument("--export-precision", default=None,
                         choices=("float32", "float16", "bfloat16"),
                         help="with --export: the export's weights and compute dtype (default "
@@ -2736,6 +2739,9 @@ def configure_train(parser):
             raise ValueError(f"--export-precision {args.export_precision} goes with --export "
                              f"(or export later: zoo export RUN_DIR --precision "
                              f"{args.export_precision})")
+        if args.base_dir is not None and not args.export:
+            raise ValueError(f"--base-dir {args.base_dir} goes with --export (or export later: "
+                             f"zoo export RUN_DIR --base-dir {args.base_dir})")
         _refuse_segmentation_class_weight(minfo.task, f"model {args.model!r}", class_weight)
         check_run_dir(args.run_dir, "--run-dir")
         # "" is no dataset (refused by the loader), not the default
@@ -2746,10 +2752,19 @@ def configure_train(parser):
         lr = args.lr if args.lr is not None else d["learning_rate"]
         augment = args.augment if args.augment is not None else d["augment"]
         size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
+        patience = args.patience if args.patience is not None else 8
         for value, flag, least in ((epochs, "--epochs", 1), (batch, "--batch-size", 1),
-                                   (args.patience, "--patience", 0)):
+                                   (patience, "--patience", 0)):
             if value < least:
                 raise ValueError(f"{flag} must be >= {least}. Received: {value}")
+        early_stopping = (d["early_stopping"] if args.early_stopping is None
+                          else args.early_stopping)
+        if args.patience is not None and not early_stopping:
+            raise ValueError(
+                f"--patience {args.patience} goes with early stopping, which " +
+                (f"{args.model} on {dataset} trains without by default (its whole schedule): "
+                 f"add --early-stopping" if args.early_stopping is None
+                 else "--no-early-stopping turns off"))
         # --weights and --freeze-backbone, or U-Net's builder options of the same meaning.
         given = dict(args.model_arg)
         if "imagenet_input" in given:
@@ -2782,8 +2797,7 @@ def configure_train(parser):
                           learning_rate=lr, optimizer=args.optimizer, augment=augment,
                           jit_compile="auto" if args.xla is None else args.xla,
                           mixed_precision=args.mixed_precision,
-                          early_stopping=(d["early_stopping"] if args.early_stopping is None
-                                          else args.early_stopping), patience=args.patience,
+                          early_stopping=early_stopping, patience=patience,
                           seed=args.seed, verbose=0 if args.quiet else 1,
                           model_name=args.model, model_args=model_args,
                           lr_schedule=args.lr_schedule or d["lr_schedule"],
@@ -2809,7 +2823,8 @@ def configure_train(parser):
                 f"run dir {run_dir}")
         if args.export:
             from zoo import export as zexport
-            path = zexport.export_run(run_dir, base_dir=args.base_dir, name=args.model,
+            path = zexport.export_run(run_dir, base_dir=args.base_dir or "saved_models",
+                                      name=args.model,
                                       precision=args.export_precision or "float32")
             line += f", exported to {path}"
         print(line)

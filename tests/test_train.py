@@ -885,6 +885,32 @@ def test_a_test_split_label_outside_the_classes_is_named_in_one_line(tmp_path, d
     assert not (run / "metrics.json").exists() and not (run / "model.keras").exists()
 
 
+def test_an_optimizer_instance_trains_and_is_recorded_at_its_learning_rate(digits8, tmp_path):
+    # fit's learning_rate is for a named optimizer. Before, info.json recorded it (1e-3) for
+    # SGD(0.05), and the cosine schedule started from it instead of 0.05.
+    for schedule, last in (("constant", 0.05), ("cosine", 0.025)):
+        run = tmp_path / schedule
+        train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
+                  jit_compile=False, mixed_precision="off", lr_schedule=schedule,
+                  optimizer=keras.optimizers.SGD(0.05))
+        assert float(train.fit.last_model.optimizer.learning_rate) == pytest.approx(last)
+        settings = json.loads((run / "info.json").read_text())["settings"]
+        assert (settings["optimizer"], settings["learning_rate"]) == ("SGD", pytest.approx(0.05))
+    # an optimizer with a schedule of its own: recorded by the schedule's class; no second
+    # schedule on top of it
+    decay = keras.optimizers.schedules.ExponentialDecay(0.05, 10, 0.9)
+    train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(tmp_path / "own"), verbose=0,
+              jit_compile=False, mixed_precision="off", optimizer=keras.optimizers.SGD(decay))
+    settings = json.loads((tmp_path / "own" / "info.json").read_text())["settings"]
+    assert settings["learning_rate"] == "ExponentialDecay"
+    with pytest.raises(ValueError, match=r"^lr_schedule='cosine' sets the learning rate of "
+                       r"every epoch, and the optimizer has a schedule of its own "
+                       r"\(ExponentialDecay\)"):
+        train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(tmp_path / "both"),
+                  lr_schedule="cosine", optimizer=keras.optimizers.SGD(decay))
+    assert not (tmp_path / "both").exists()
+
+
 def test_info_json_records_the_batch_size_the_data_has(tmp_path, digits8):
     # A Splits of one's own batches itself (fit's batch_size is not used): info.json said 32.
     train.fit(tiny_classifier(), digits8, epochs=1, batch_size=7, run_dir=str(tmp_path / "a"),

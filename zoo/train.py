@@ -1908,7 +1908,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             ``val_accuracy``, ``val_mean_iou``).
         callbacks: extra Keras callbacks.
         lr_schedule: ``"constant"`` or ``"cosine"`` (per-epoch cosine decay from
-            ``learning_rate`` towards 0 over ``epochs``; resumes correctly).
+            ``learning_rate``, or an optimizer instance's own, towards 0 over ``epochs``;
+            resumes correctly; refused for an optimizer with a schedule of its own).
         model_args: builder keyword arguments when ``model`` is a name.
         download: let tensorflow-datasets download missing data.
         compile: compile with :func:`compile_model` (``False``: keep the model's own
@@ -2016,6 +2017,15 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     if isinstance(optimizer, str):   # an optimizer instance brings its own
         _check_learning_rate(learning_rate)
         _check_weight_decay(weight_decay)
+    elif isinstance(optimizer, keras.optimizers.Optimizer):
+        # Its learning rate is the one it trains at, the cosine schedule's start and the
+        # one info.json records; fit's is for a named optimizer.
+        rate = _optimizer_rate(optimizer)
+        if isinstance(rate, str) and lr_schedule == "cosine":
+            raise ValueError(f"lr_schedule='cosine' sets the learning rate of every epoch, and "
+                             f"the optimizer has a schedule of its own ({rate}): use one. "
+                             f"Received: lr_schedule='cosine', optimizer's learning_rate={rate}")
+        learning_rate = rate
     _check_label_smoothing(label_smoothing)
     _check_class_weight(class_weight)
     _check_batch_norm_momentum(batch_norm_momentum)
@@ -2339,7 +2349,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      else splits.batch_size or splits.train.element_spec[0].shape[0],
                      "optimizer": optimizer
                      if isinstance(optimizer, str) else type(optimizer).__name__,
-                     "learning_rate": learning_rate, "augment": info.augmentation,
+                     "learning_rate": optimization["learning_rate"],
+                     "augment": info.augmentation,
                      "jit_compile": bool(jit_compile), "mixed_precision": policy,
                      "seed": seed, "deterministic": bool(deterministic),
                      "monitor": monitor, "lr_schedule": lr_schedule,
@@ -2365,17 +2376,25 @@ _OPTIMIZATION_FLAGS = {"optimizer": "--optimizer", "learning_rate": "--lr",
                        "aux_loss_weight": "--aux-loss-weight"}
 
 
+def _optimizer_rate(optimizer):
+    """An optimizer instance's learning rate: a float, or its schedule's class name (its
+    ``learning_rate`` property gives a schedule's current value; its config, the schedule)."""
+    rate = optimizer.get_config().get("learning_rate")
+    if isinstance(rate, dict):   # a schedule, or a function, serialised
+        return str(rate.get("class_name", "schedule"))
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except (TypeError, ValueError):
+        return type(optimizer.learning_rate).__name__
+
+
 def _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
                          label_smoothing, aux_loss_weight) -> dict:
     """The settings of what a run minimises and how, as its backup records them: a killed
     run resumes only with the same (an optimizer passed as an instance counts by its
     class and learning rate)."""
     if isinstance(optimizer, keras.optimizers.Optimizer):
-        rate = optimizer.learning_rate
-        try:
-            learning_rate = float(keras.ops.convert_to_numpy(rate))
-        except (TypeError, ValueError):   # a schedule
-            learning_rate = type(rate).__name__
+        learning_rate = _optimizer_rate(optimizer)
         optimizer = type(optimizer).__name__
     else:
         optimizer = str(optimizer).lower()

@@ -1563,6 +1563,10 @@ def test_model_args_take_json_booleans():
     (dict(jit_compile="yes"), r"jit_compile must be 'auto', True or False"),
     (dict(run_dir=""), r"run_dir must be the path of a run directory.*Received: run_dir=''"),
     (dict(model_args=["x"]), r"model_args must be a dict"),
+    # was recorded in info.json, whose run zoo export then refused
+    (dict(model_name=3), r"model_name must be the model's name \(a non-empty str\) or None\. "
+                         r"Received: model_name=3"),
+    (dict(model_name=""), r"Received: model_name=''"),
 ])
 def test_fit_refuses_other_bad_arguments_before_any_work(kwargs, message, tmp_path,
                                                          monkeypatch):

@@ -2011,6 +2011,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                              f"its own (info.ignore_label={dataset.info.ignore_label!r}): "
                              f"load it with load_splits(..., ignore_label=...). Received: "
                              f"ignore_label={ignore_label!r}")
+    if model_name is not None and (not isinstance(model_name, str) or not model_name):
+        raise ValueError(f"model_name must be the model's name (a non-empty str) or None. "
+                         f"Received: model_name={zdata._short(model_name)}")
     if model_args is not None and not isinstance(model_args, Mapping):
         raise ValueError(f"model_args must be a dict of the builder's keyword arguments or "
                          f"None. Received: model_args={zdata._short(model_args)}")

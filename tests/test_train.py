@@ -969,6 +969,33 @@ def test_a_failed_run_leaves_no_half_written_run_directory(tmp_path, capsys):
     assert not (tmp_path / "cli").exists()
 
 
+def test_a_failed_fresh_run_in_a_finished_runs_directory_leaves_that_run_as_it_was(
+        digits8, tmp_path):
+    # Before, the finished run lost its checkpoints/best.keras, its history.csv held the
+    # failed run's epoch under the finished run's info.json, and logs/ the failed run's events.
+    run = tmp_path / "run"
+    train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
+              jit_compile=False)
+
+    def files():
+        return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    finished = files()
+    assert "checkpoints/best.keras" in finished and len(finished["history.csv"].splitlines()) == 3
+    with pytest.raises(ValueError, match="monitor 'val_nope' is not logged by this run"):
+        train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
+                  jit_compile=False, monitor="val_nope")   # fails at the end of epoch 1
+    assert files() == finished
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        {name.split("/")[0] for name in finished})
+    # a fresh run that succeeds replaces it, leaving nothing of the set-aside files
+    train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(run), verbose=0,
+              jit_compile=False)
+    assert len((run / "history.csv").read_text().splitlines()) == 2
+    assert (run / "checkpoints" / "best.keras").is_file()
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        {name.split("/")[0] for name in finished})
+
+
 def test_a_failure_after_training_keeps_the_trained_model(digits8, tmp_path, monkeypatch):
     """Only a run that failed before any epoch's weights were saved is removed: a failure in
     the test evaluation keeps the checkpoint the epochs wrote."""

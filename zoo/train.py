@@ -22,7 +22,9 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -2228,7 +2230,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
 
     # Run directory. A run that fails leaves nothing behind unless an epoch of it is
     # backed up (then the same run_dir resumes it).
-    existed = set(os.listdir(run_dir)) if os.path.isdir(run_dir) else None
+    existed = _entries(run_dir) if os.path.isdir(run_dir) else None
+    previous = None   # a finished run's files that a fresh run rewrites, set aside
     try:
         os.makedirs(run_dir, exist_ok=True)
         ckpt_dir = os.path.join(run_dir, "checkpoints")
@@ -2243,8 +2246,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      "optimization": optimization,
                      **({"class_weight": class_weights} if class_weights else {}),
                      **({"pretrained": pretrained} if pretrained else {})})
-        if not resuming and os.path.exists(best_path):
-            os.remove(best_path)  # a fresh run in an old directory
+        if not resuming and existed:
+            # A fresh run in an old directory: the old run's files come back if it fails.
+            previous = _set_aside(run_dir, (_HISTORY, _BEST))
         mode = "min" if monitor.endswith("loss") else "max"
         # A resumed run keeps the killed run's epochs up to its backup (history.csv is
         # written before the backup, so it may hold one epoch more, which is trained again)
@@ -2329,11 +2333,14 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         if heads is not None:
             test_metrics = _main_output_logs(test_metrics, heads)
     except BaseException as exc:
-        _abandon_run_dir(run_dir, existed)
+        _abandon_run_dir(run_dir, existed, previous)
         error = zdata._decode_failure(exc, info.name)   # None for any other failure
         if error is not None:
             raise error from None
         raise
+    for name in os.listdir(run_dir):   # trained: the old run is replaced (also one set
+        if name.startswith(_PREVIOUS):  # aside by a run killed before it could put it back)
+            shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
     if model is not given:
         given.set_weights(model.get_weights())
     test_metrics = {f"test_{k}": float(v) for k, v in test_metrics.items()}
@@ -2495,25 +2502,60 @@ def _check_run_dir_holds(run_dir, state, model_name, dataset_name):
                          f"asked; use another run directory (run_dir, --run-dir).")
 
 
-def _abandon_run_dir(run_dir, existed):
+#: The files of a run directory that a fresh run rewrites before its first epoch ends.
+_HISTORY, _BEST = "history.csv", os.path.join("checkpoints", "best.keras")
+#: The prefix of the hidden folder that holds them meanwhile (:func:`_set_aside`).
+_PREVIOUS = ".previous-"
+
+
+def _entries(run_dir) -> set:
+    """The paths of the files and folders under ``run_dir``, relative to it."""
+    out = set()
+    for root, dirs, files in os.walk(run_dir):
+        out.update(os.path.relpath(os.path.join(root, n), run_dir) for n in dirs + files)
+    return out
+
+
+def _set_aside(run_dir, names) -> str:
+    """Move the files ``names`` (relative paths) of ``run_dir`` that exist into a new
+    hidden folder of it, under the same relative paths; returns the folder."""
+    folder = tempfile.mkdtemp(prefix=_PREVIOUS, dir=run_dir)
+    for name in names:
+        if os.path.isfile(os.path.join(run_dir, name)):
+            os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
+            os.replace(os.path.join(run_dir, name), os.path.join(folder, name))
+    return folder
+
+
+def _abandon_run_dir(run_dir, existed, previous=None):
     """Remove what a failed run created in ``run_dir`` (all of it if ``existed`` is
-    ``None``, else the entries not in ``existed``), unless its backup holds an epoch to
+    ``None``, else the files and folders not in ``existed``) and put back the files it
+    set aside in ``previous`` (:func:`_set_aside`), unless its backup holds an epoch to
     resume from or an epoch's best weights were saved (a failure after training, in the
-    test evaluation say, keeps the trained model)."""
-    import shutil
-    if _has_backup(os.path.join(run_dir, "backup")):
-        return
-    if os.path.exists(os.path.join(run_dir, "checkpoints", "best.keras")):
+    test evaluation say, keeps the trained model; the files set aside go)."""
+    if (_has_backup(os.path.join(run_dir, "backup"))
+            or os.path.exists(os.path.join(run_dir, _BEST))):
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
         return
     if existed is None:
         shutil.rmtree(run_dir, ignore_errors=True)
         return
-    for entry in sorted(set(os.listdir(run_dir)) - existed):
-        path = os.path.join(run_dir, entry)
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.remove(path)
+    if previous is not None:
+        for root, _, files in os.walk(previous):
+            for name in files:
+                path = os.path.join(root, name)
+                os.replace(path, os.path.join(run_dir, os.path.relpath(path, previous)))
+    for root, dirs, files in os.walk(run_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.relpath(path, run_dir) not in existed:
+                os.remove(path)
+        for name in list(dirs):
+            path = os.path.join(root, name)
+            if os.path.relpath(path, run_dir) not in existed:
+                shutil.rmtree(path, ignore_errors=True)
+                dirs.remove(name)
 
 
 class _null:

@@ -67,6 +67,15 @@ def test_finetune_resnet_folder(tmp_path):
     assert 0 < trainable < 11_200_000      # ResNet-18's top stage and the head, not all of it
 
 
+def test_finetune_resnet_folder_fine_tunes_a_top_stage_of_alexnet_too(tmp_path):
+    # AlexNet's stride-16 feature map is its last convolution's: the layers after it hold no
+    # weights, and stage 2 trained the head alone (771 parameters) as "top stage + head".
+    out = run("finetune_resnet_folder.py", "--model", "alexnet", "--epochs", "1",
+              "--image-size", "67", "--run-dir", "run", cwd=tmp_path)
+    trainable = int(re.search(r"fine-tuning ([0-9,]+) parameters", out).group(1).replace(",", ""))
+    assert trainable > 256 * 3 + 3                # more than the head's
+
+
 def test_tune_lenet5_digits(tmp_path):
     out = run("tune_lenet5_digits.py", "--tuner", "random", "--max-trials", "1", "--epochs",
               "1", "--cv", "2", "--directory", "runs", cwd=tmp_path)

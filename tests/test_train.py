@@ -911,6 +911,34 @@ def test_an_optimizer_instance_trains_and_is_recorded_at_its_learning_rate(digit
     assert not (tmp_path / "both").exists()
 
 
+@pytest.mark.parametrize("precision", ["off", "bfloat16"])
+def test_compile_false_trains_and_records_the_models_own_compilation(digits8, tmp_path,
+                                                                      precision):
+    # Before: info.json said adam at 1e-3 for a model compiled with SGD(0.05), and under
+    # mixed precision the rebuilt copy failed with "You must call `compile()` before using
+    # the model".
+    model = tiny_classifier()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    train.fit(model, digits8, epochs=1, run_dir=str(tmp_path / "run"), verbose=0,
+              jit_compile=False, compile=False, mixed_precision=precision)
+    trained = train.fit.last_model
+    assert (trained is model) == (precision == "off")
+    assert type(trained.optimizer).__name__ == "SGD"
+    assert float(trained.optimizer.learning_rate) == pytest.approx(0.05)
+    settings = json.loads((tmp_path / "run" / "info.json").read_text())["settings"]
+    assert (settings["optimizer"], settings["learning_rate"]) == ("SGD", pytest.approx(0.05))
+
+
+def test_compile_false_needs_a_compiled_model(digits8, tmp_path):
+    for model in (tiny_classifier(), "lenet5"):
+        with pytest.raises(ValueError, match=r"^compile=False trains with the model's own "
+                           r"compilation, and .* is not compiled: compile it first, or leave "
+                           r"compile=True"):
+            train.fit(model, digits8, epochs=1, run_dir=str(tmp_path / "run"), compile=False)
+        assert not (tmp_path / "run").exists()
+
+
 def test_info_json_records_the_batch_size_the_data_has(tmp_path, digits8):
     # A Splits of one's own batches itself (fit's batch_size is not used): info.json said 32.
     train.fit(tiny_classifier(), digits8, epochs=1, batch_size=7, run_dir=str(tmp_path / "a"),

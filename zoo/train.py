@@ -1915,7 +1915,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         model_args: builder keyword arguments when ``model`` is a name.
         download: let tensorflow-datasets download missing data.
         compile: compile with :func:`compile_model` (``False``: keep the model's own
-            compilation).
+            compilation, which a rebuilt copy gets too (``compile_from_config``), and whose
+            optimizer ``info.json`` records; a model that is not compiled is refused).
         class_weight: weights of the training examples by class, for imbalanced
             classification data (Keras' ``fit(class_weight=...)``): ``None`` (none),
             ``"balanced"`` (``n_samples / (n_classes * count_c)`` from the train split's
@@ -2019,6 +2020,22 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     if model_args is not None and not isinstance(model_args, Mapping):
         raise ValueError(f"model_args must be a dict of the builder's keyword arguments or "
                          f"None. Received: model_args={zdata._short(model_args)}")
+    _check_label_smoothing(label_smoothing)
+    _check_class_weight(class_weight)
+    _check_batch_norm_momentum(batch_norm_momentum)
+    _check_aux_loss_weight(aux_loss_weight)
+    if aux_loss_weight is not None and not compile:
+        raise ValueError(f"aux_loss_weight weights the losses fit compiles; with compile=False "
+                         f"the model's own compilation weighs them. Received: "
+                         f"aux_loss_weight={aux_loss_weight!r}, compile=False")
+    if not compile:   # the model's own compilation trains, its optimizer among it
+        if getattr(model, "optimizer", None) is None:
+            what = (f"model {model!r} (a registered name builds a model)"
+                    if isinstance(model, str) else f"model {getattr(model, 'name', model)!r}")
+            raise ValueError(f"compile=False trains with the model's own compilation, and "
+                             f"{what} is not compiled: compile it first, or leave "
+                             f"compile=True (compile_model's defaults)")
+        optimizer = model.optimizer
     if isinstance(optimizer, str):   # an optimizer instance brings its own
         _check_learning_rate(learning_rate)
         _check_weight_decay(weight_decay)
@@ -2031,14 +2048,6 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                              f"the optimizer has a schedule of its own ({rate}): use one. "
                              f"Received: lr_schedule='cosine', optimizer's learning_rate={rate}")
         learning_rate = rate
-    _check_label_smoothing(label_smoothing)
-    _check_class_weight(class_weight)
-    _check_batch_norm_momentum(batch_norm_momentum)
-    _check_aux_loss_weight(aux_loss_weight)
-    if aux_loss_weight is not None and not compile:
-        raise ValueError(f"aux_loss_weight weights the losses fit compiles; with compile=False "
-                         f"the model's own compilation weighs them. Received: "
-                         f"aux_loss_weight={aux_loss_weight!r}, compile=False")
     if isinstance(model, keras.Model):   # other kinds of several outputs: before any loading
         _aux_heads(model, model_name or model.name)
     if class_weight is not None:   # refuse segmentation before anything is loaded
@@ -2281,10 +2290,12 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             return cbs + callbacks
 
         def do_compile(jit):
-            if not compile:
-                return
             scope = strategy.scope() if strategy is not None else _null()
             with scope:
+                if not compile:
+                    if model is not given:   # a rebuilt copy: the model's own compilation
+                        model.compile_from_config(given.get_compile_config())
+                    return
                 compile_model(model, task, optimizer=optimizer, learning_rate=learning_rate,
                               jit_compile=jit, label_smoothing=label_smoothing,
                               weight_decay=weight_decay, num_classes=info.num_classes,

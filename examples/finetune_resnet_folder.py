@@ -6,7 +6,8 @@ the top stage unfrozen and fine-tuned with a lower learning rate.
 
 PATH is laid out as PATH/train/<label>/*.png|jpg (+ PATH/validation, PATH/test). With
 ``--weights imagenet`` (ResNet-50/101/152 and v2, Xception, Inception-v3) the backbone starts
-from Keras' published ImageNet weights (fetched once when online), and a fixed layer,
+from Keras' published ImageNet weights (fetched once when online; or ``--weights`` the
+published file's path), and a fixed layer,
 ``zoo.weights.imagenet_input``, turns the zoo's normalised images into the input those weights
 were trained on (BGR minus the ImageNet mean for ResNet v1, [-1, 1] for the others); without
 it the backbone is random and the example only shows the mechanics. Any registered classifier
@@ -70,7 +71,8 @@ def main():
     backbone.trainable = False
     inputs = keras.Input(info.input_shape, name="images")
     x = inputs
-    if args.weights == "imagenet":   # the input the published weights were trained on
+    # The input Keras' ImageNet weights were trained on: imagenet, or their published file.
+    if zoo_weights.expects_imagenet_input(args.model, args.weights):
         x = zoo_weights.imagenet_input(args.model, info)(x)
     x = backbone(x, training=False)
     x = keras.layers.Dropout(0.2, name="head_dropout")(x)

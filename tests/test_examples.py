@@ -76,6 +76,26 @@ def test_finetune_resnet_folder_fine_tunes_a_top_stage_of_alexnet_too(tmp_path):
     assert trainable > 256 * 3 + 3                # more than the head's
 
 
+def test_finetune_resnet_folder_converts_the_input_for_a_published_weights_file(tmp_path):
+    # A file in the layout of Keras' published ImageNet files, as --weights PATH offline:
+    # the backbone gets the input those weights were trained on, as with --weights imagenet
+    # (before, only the word imagenet did, and the file's backbone saw the zoo's input).
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+    path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    reference = keras.applications.ResNet50(weights=None, include_top=False,
+                                            input_shape=(32, 32, 3))
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    run("finetune_resnet_folder.py", "--model", "resnet50", "--weights", str(path),
+        "--epochs", "1", "--image-size", "32", "--run-dir", "run", cwd=tmp_path)
+    import zoo
+    from zoo import weights as zoo_weights
+    model = zoo.load_model(str(tmp_path / "run" / "1_head"))
+    assert zoo_weights.IMAGENET_INPUT_LAYER in [layer.name for layer in model.layers]
+
+
 def test_tune_lenet5_digits(tmp_path):
     out = run("tune_lenet5_digits.py", "--tuner", "random", "--max-trials", "1", "--epochs",
               "1", "--cv", "2", "--directory", "runs", cwd=tmp_path)

@@ -6,12 +6,14 @@ the top stage unfrozen and fine-tuned with a lower learning rate.
 
 PATH is laid out as PATH/train/<label>/*.png|jpg (+ PATH/validation, PATH/test). With
 ``--weights imagenet`` (ResNet-50/101/152 and v2, Xception, Inception-v3) the backbone starts
-from Keras' published ImageNet weights (fetched once when online), and a fixed layer,
+from Keras' published ImageNet weights (fetched once when online; or ``--weights`` the
+published file's path), and a fixed layer,
 ``zoo.weights.imagenet_input``, turns the zoo's normalised images into the input those weights
 were trained on (BGR minus the ImageNet mean for ResNet v1, [-1, 1] for the others); without
 it the backbone is random and the example only shows the mechanics. Any registered classifier
 works: stage 2 unfreezes the layers after the backbone's stride-16 feature map (ResNet's
-conv5_x, Xception's blocks 13-14, Inception-v3's mixed8-10), its batch norms kept frozen.
+conv5_x, Xception's blocks 13-14, Inception-v3's mixed8-10; AlexNet's, whose stride-16 map is
+its last convolution's, after its stride-8 one), its batch norms kept frozen.
 """
 
 import argparse
@@ -69,7 +71,8 @@ def main():
     backbone.trainable = False
     inputs = keras.Input(info.input_shape, name="images")
     x = inputs
-    if args.weights == "imagenet":   # the input the published weights were trained on
+    # The input Keras' ImageNet weights were trained on: imagenet, or their published file.
+    if zoo_weights.expects_imagenet_input(args.model, args.weights):
         x = zoo_weights.imagenet_input(args.model, info)(x)
     x = backbone(x, training=False)
     x = keras.layers.Dropout(0.2, name="head_dropout")(x)
@@ -80,9 +83,15 @@ def main():
     print(f"head only: test accuracy {read_test_accuracy(train.fit.last_run_dir):.4f}")
 
     # 2. Unfreeze the top stage (the layers after the stride-16 feature map: ResNet's
-    # conv5_x) but its batch norms, and fine-tune everything trainable, gently.
+    # conv5_x; after the one before where no layer after it has weights: AlexNet's last
+    # convolution makes its stride-16 map) but its batch norms, and fine-tune everything
+    # trainable, gently.
     names = [layer.name for layer in backbone.layers]
-    top_stage = set(names[names.index(features.feature_layers(backbone)[-2]["name"]) + 1:])
+    for feature in reversed(features.feature_layers(backbone)[:-1]):
+        top_stage = set(names[names.index(feature["name"]) + 1:])
+        if any(layer.weights and not isinstance(layer, keras.layers.BatchNormalization)
+               for layer in backbone.layers if layer.name in top_stage):
+            break
     backbone.trainable = True
     for layer in backbone.layers:
         layer.trainable = layer.name in top_stage and \

@@ -1,7 +1,7 @@
 """Train the paper's LeNet-5 on scikit-learn's handwritten digits (offline), look at the
 learning curves, and predict a few test images through the same preprocessing the export uses.
 
-    python examples/train_lenet5_digits.py [--epochs 40] [--run-dir runs/lenet5-digits]
+    python examples/train_lenet5_digits.py [--epochs 60] [--run-dir runs/lenet5-digits]
 
 The same run from the shell: ``zoo train lenet5``.
 """
@@ -33,8 +33,12 @@ def main():
                               augment=True, seed=0)
     print(splits.info)
     model = lenet5(input_shape=splits.info.input_shape, num_classes=splits.info.num_classes)
+    # zoo train's recipe: the whole cosine schedule, no early stopping.
     history = train.fit(model, splits, epochs=args.epochs, run_dir=args.run_dir,
-                        learning_rate=defaults["learning_rate"], model_name="lenet5", verbose=2)
+                        learning_rate=defaults["learning_rate"],
+                        lr_schedule=defaults["lr_schedule"],
+                        early_stopping=defaults["early_stopping"], model_name="lenet5",
+                        verbose=2)
     print(history.tail(3).to_string(index=False))
     print("learning curves:", os.path.join(args.run_dir, "learning_curves.png"))
 

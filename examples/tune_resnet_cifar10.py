@@ -1,4 +1,4 @@
-"""Hyperband search over ResNet-18/34/50 on CIFAR-10.
+"""Hyperband search over ResNet-18 and ResNet-34 on CIFAR-10.
 
 Needs the CIFAR-10 data from tensorflow-datasets (downloaded once with
 ``--download`` or present in ``--data-dir``). ``--mock N`` runs the same search
@@ -11,7 +11,7 @@ The same search on the command line, on one machine or spread over several
 (see the README, "Running on a cluster")::
 
     zoo tune resnet --dataset cifar10 --tuner hyperband --epochs 27 --max-trials 60 \\
-        --set depth=18,34 --export
+        --set depth=18,34 --set lr=1e-4:1e-2 --set batch_size=64,128 --export
 """
 
 import argparse
@@ -24,6 +24,8 @@ from zoo.startlog import for_command_line
 for_command_line()
 
 import tuning  # noqa: E402
+
+SPACE = {"depth": "18,34", "lr": "1e-4:1e-2", "batch_size": "64,128"}
 
 
 def main():
@@ -51,7 +53,7 @@ def main():
             "resnet", "cifar10", tuner=args.tuner, max_trials=args.max_trials,
             epochs=args.epochs, directory=args.directory, data_dir=args.data_dir,
             project="resnet_cifar10_mock" if args.mock else None, overwrite=bool(args.mock),
-            set={"depth": "18,34", "lr": "1e-4:1e-2", "batch_size": "64,128"},
+            set=SPACE,
             export=args.export)
     best = df.attrs["best"]
     print(df.drop(columns=["message"]).to_markdown(index=False))

@@ -1,6 +1,6 @@
 """Train a small U-Net on the generated `shapes` scenes (offline) and report mean IoU.
 
-    python examples/unet_shapes.py [--epochs 25] [--run-dir runs/unet-shapes]
+    python examples/unet_shapes.py [--epochs 48] [--run-dir runs/unet-shapes]
 
 The same run from the shell: ``zoo train unet --dataset shapes``.
 """
@@ -31,11 +31,14 @@ def main():
     # image and mask together; validation and test are never augmented.
     splits = data.load_splits("shapes", image_size=(64, 64), batch_size=defaults["batch_size"],
                               augment=True)
-    # A small U-Net: same padding (output = input size), 16 base filters, 3 poolings.
+    # A small U-Net: same padding (output = input size), 8 base filters, 3 poolings, batch
+    # norm.
     model = unet(input_shape=splits.info.input_shape, num_classes=splits.info.num_classes,
                  **defaults["model_args"])
     train.fit(model, splits, epochs=args.epochs, run_dir=args.run_dir,
-              learning_rate=defaults["learning_rate"], model_name="unet", verbose=2)
+              learning_rate=defaults["learning_rate"], lr_schedule=defaults["lr_schedule"],
+              early_stopping=defaults["early_stopping"], model_name="unet",
+              model_args=defaults["model_args"], verbose=2)
     with open(os.path.join(args.run_dir, "metrics.json")) as f:
         print("test mean IoU:", round(json.load(f)["test_mean_iou"], 4))
 

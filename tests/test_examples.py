@@ -1,5 +1,6 @@
 """Every script in examples/ runs, at its smallest settings, and prints what it says."""
 
+import ast
 import json
 import os
 import pathlib
@@ -37,6 +38,9 @@ def test_train_lenet5_digits(tmp_path):
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1
     assert (tmp_path / "run" / "model.keras").is_file()
     assert (tmp_path / "run" / "learning_curves.png").is_file()
+    # zoo train lenet5's run: its cosine schedule (and the whole schedule, no early stopping)
+    settings = json.load(open(tmp_path / "run" / "info.json"))["settings"]
+    assert settings["lr_schedule"] == "cosine"
     predicted = json.loads(re.search(r"predicted: (\[.*\])", out).group(1))
     true = json.loads(re.search(r"true: +(\[.*\])", out).group(1))
     assert len(predicted) == len(true) == 10 and set(predicted) <= set(range(10))
@@ -45,6 +49,8 @@ def test_train_lenet5_digits(tmp_path):
 def test_unet_shapes(tmp_path):
     out = run("unet_shapes.py", "--epochs", "1", "--run-dir", "run", cwd=tmp_path)
     metrics = json.load(open(tmp_path / "run" / "metrics.json"))
+    settings = json.load(open(tmp_path / "run" / "info.json"))["settings"]
+    assert settings["lr_schedule"] == "cosine"      # zoo train unet --dataset shapes's
     assert f"test mean IoU: {round(metrics['test_mean_iou'], 4)}" in out
     ious = dict(re.findall(r"(\w+): IoU ([0-9.]+)", out))
     assert set(ious) == {"background", "circle", "square", "triangle"}
@@ -59,6 +65,35 @@ def test_finetune_resnet_folder(tmp_path):
         assert f"{line}: test accuracy {accuracy:.4f}" in out
     trainable = int(re.search(r"fine-tuning ([0-9,]+) parameters", out).group(1).replace(",", ""))
     assert 0 < trainable < 11_200_000      # ResNet-18's top stage and the head, not all of it
+
+
+def test_finetune_resnet_folder_fine_tunes_a_top_stage_of_alexnet_too(tmp_path):
+    # AlexNet's stride-16 feature map is its last convolution's: the layers after it hold no
+    # weights, and stage 2 trained the head alone (771 parameters) as "top stage + head".
+    out = run("finetune_resnet_folder.py", "--model", "alexnet", "--epochs", "1",
+              "--image-size", "67", "--run-dir", "run", cwd=tmp_path)
+    trainable = int(re.search(r"fine-tuning ([0-9,]+) parameters", out).group(1).replace(",", ""))
+    assert trainable > 256 * 3 + 3                # more than the head's
+
+
+def test_finetune_resnet_folder_converts_the_input_for_a_published_weights_file(tmp_path):
+    # A file in the layout of Keras' published ImageNet files, as --weights PATH offline:
+    # the backbone gets the input those weights were trained on, as with --weights imagenet
+    # (before, only the word imagenet did, and the file's backbone saw the zoo's input).
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+    path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    reference = keras.applications.ResNet50(weights=None, include_top=False,
+                                            input_shape=(32, 32, 3))
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    run("finetune_resnet_folder.py", "--model", "resnet50", "--weights", str(path),
+        "--epochs", "1", "--image-size", "32", "--run-dir", "run", cwd=tmp_path)
+    import zoo
+    from zoo import weights as zoo_weights
+    model = zoo.load_model(str(tmp_path / "run" / "1_head"))
+    assert zoo_weights.IMAGENET_INPUT_LAYER in [layer.name for layer in model.layers]
 
 
 def test_tune_lenet5_digits(tmp_path):
@@ -76,3 +111,30 @@ def test_tune_resnet_cifar10_on_mock_data(tmp_path):
               "--directory", "runs", cwd=tmp_path)
     assert re.search(r"best trial 0: \{'depth': (18|34),", out)
     assert re.search(r"test: \{'accuracy': [0-9.]+, 'loss': [0-9.]+\}", out)
+
+
+@pytest.mark.parametrize("script, model, dataset", [("train_lenet5_digits.py", "lenet5", "digits"),
+                                                    ("unet_shapes.py", "unet", "shapes")])
+def test_a_training_example_says_its_default_epochs(script, model, dataset):
+    from zoo import train
+    doc = ast.get_docstring(ast.parse((EXAMPLES / script).read_text()))
+    said = int(re.search(r"\[--epochs (\d+)\]", doc).group(1))
+    assert said == train.train_defaults(model, dataset)["epochs"]
+
+
+def _literal(tree, name):
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == [name]:
+            return ast.literal_eval(node.value)
+    return {}
+
+
+@pytest.mark.parametrize("script", ["tune_lenet5_digits.py", "tune_resnet_cifar10.py"])
+def test_a_tuning_examples_command_line_searches_its_space(script):
+    """The docstring's ``zoo tune`` command sets and fixes what the script's search does."""
+    tree = ast.parse((EXAMPLES / script).read_text())
+    command = ast.get_docstring(tree).split("zoo tune ", 1)[1].split("\n\n")[0]
+    command = command.replace("\\\n", " ")
+    for flag, name in (("--set", "SPACE"), ("--fix", "FIXED")):
+        given = dict(v.split("=", 1) for v in re.findall(flag + r" (\S+)", command))
+        assert given == _literal(tree, name), flag

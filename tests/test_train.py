@@ -447,6 +447,7 @@ def test_zoo_train_cli_trains_exports_and_reports(tmp_path, capsys, monkeypatch,
     assert f", {policy or 'float32'}), run dir {run}, exported to " in line
     info = json.loads((run / "info.json").read_text())
     assert info["settings"]["mixed_precision"] == policy
+    assert info["settings"]["batch_size"] == 32      # zoo train's (it said null)
     exported = line.rsplit("exported to ", 1)[1]
     assert exported == str(tmp_path / "models" / "lenet5" / "1")
     assert (tmp_path / "models" / "lenet5" / "1" / "saved_model.pb").is_file()
@@ -467,6 +468,43 @@ def test_zoo_train_exports_in_the_precision_asked(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--export-precision bfloat16 goes with --export" in err
     assert not other.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--patience", "3"], "--patience 3 goes with early stopping, which lenet5 on digits "
+                          "trains without by default (its whole schedule): add "
+                          "--early-stopping"),
+    (["--no-early-stopping", "--patience", "3"], "--patience 3 goes with early stopping, "
+                                                 "which --no-early-stopping turns off"),
+    (["--base-dir", "models"], "--base-dir models goes with --export"),
+])
+def test_zoo_train_refuses_an_option_it_would_ignore(argv, message, tmp_path, capsys):
+    # Before, the run trained without early stopping or export, exit code 0.
+    run = tmp_path / "run"
+    assert zoo_main(["train", "lenet5", "--epochs", "1", "--run-dir", str(run), "--quiet",
+                     *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not run.exists() and not (tmp_path / "models").exists()
+
+
+def test_zoo_train_passes_patience_to_early_stopping(tmp_path, capsys, monkeypatch):
+    seen = []
+
+    def quick_fit(model, splits, *, epochs, run_dir, **kwargs):   # the run files `zoo train` reads
+        seen.append((kwargs["early_stopping"], kwargs["patience"]))
+        os.makedirs(run_dir)
+        with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+            json.dump({"test_accuracy": 0.5, "train_seconds": 1.0}, f)
+        with open(os.path.join(run_dir, "info.json"), "w") as f:
+            json.dump({"settings": {"mixed_precision": None}}, f)
+        return pd.DataFrame({"epoch": range(epochs)})
+    monkeypatch.setattr(train, "fit", quick_fit)
+    for i, argv in enumerate((["--early-stopping", "--patience", "3"], ["--early-stopping"],
+                              [])):
+        assert zoo_main(["train", "lenet5", "--epochs", "1", "--quiet",
+                         "--run-dir", str(tmp_path / f"run{i}"), *argv]) == 0
+    assert seen == [(True, 3), (True, 8), (False, 8)]
 
 
 def test_zoo_train_says_epoch_for_one_and_epochs_for_more(tmp_path, capsys, monkeypatch):
@@ -961,27 +999,39 @@ def test_a_run_directory_of_another_model_or_dataset_is_refused(digits8, tmp_pat
 
 
 def test_a_new_run_stopped_in_a_finished_runs_directory_leaves_no_run_that_looks_finished(
-        digits8, tmp_path):
+        digits8, tmp_path, monkeypatch):
     """A new run in a finished run's directory removed that run's best checkpoint and
     emptied its history.csv as it began, but kept its info.json, model.keras, metrics.json
-    and plot: stopped before its first epoch ended (Ctrl-C, a kill, an error), it left what
-    looked like a finished run with an empty history. The new run removes the old one's
-    files first; the next run in the directory is a new one again."""
+    and plot: killed before its first epoch ended, it left what looked like a finished run
+    with an empty history. The new run sets the old one's files aside first (info.json
+    first), puts them back when it is stopped (Ctrl-C), and removes them once it trained."""
     run = tmp_path / "run"
     train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run), verbose=0,
               jit_compile=False)
     assert (run / "info.json").is_file() and (run / "logs" / "train").is_dir()
     (run / "notes.txt").write_text("mine")
 
+    def files():
+        return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    finished = files()
+
     class CtrlC(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             raise KeyboardInterrupt
 
+    with pytest.raises(KeyboardInterrupt):      # stopped: the finished run comes back
+        train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
+                  verbose=0, jit_compile=False, callbacks=[CtrlC()])
+    assert files() == finished
+    # killed (kill -9: no clean-up runs): no finished-looking run is left in the directory
+    monkeypatch.setattr(train, "_abandon_run_dir", lambda *args, **kwargs: None)
     with pytest.raises(KeyboardInterrupt):
         train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
                   verbose=0, jit_compile=False, callbacks=[CtrlC()])
-    assert sorted(os.listdir(run)) == ["checkpoints", "notes.txt"]
-    assert os.listdir(run / "checkpoints") == []
+    monkeypatch.undo()
+    left = sorted(os.listdir(run))
+    assert not {"info.json", "model.keras", "metrics.json"} & set(left), left
+    assert [n for n in left if n.startswith(".previous-")], left
     history = train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
                         verbose=0, jit_compile=False)
     assert list(history["epoch"]) == [0]
@@ -1011,6 +1061,60 @@ def test_a_test_split_label_outside_the_classes_is_named_in_one_line(tmp_path, d
     assert not (run / "metrics.json").exists() and not (run / "model.keras").exists()
 
 
+def test_an_optimizer_instance_trains_and_is_recorded_at_its_learning_rate(digits8, tmp_path):
+    # fit's learning_rate is for a named optimizer. Before, info.json recorded it (1e-3) for
+    # SGD(0.05), and the cosine schedule started from it instead of 0.05.
+    for schedule, last in (("constant", 0.05), ("cosine", 0.025)):
+        run = tmp_path / schedule
+        train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
+                  jit_compile=False, mixed_precision="off", lr_schedule=schedule,
+                  optimizer=keras.optimizers.SGD(0.05))
+        assert float(train.fit.last_model.optimizer.learning_rate) == pytest.approx(last)
+        settings = json.loads((run / "info.json").read_text())["settings"]
+        assert (settings["optimizer"], settings["learning_rate"]) == ("SGD", pytest.approx(0.05))
+    # an optimizer with a schedule of its own: recorded by the schedule's class; no second
+    # schedule on top of it
+    decay = keras.optimizers.schedules.ExponentialDecay(0.05, 10, 0.9)
+    train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(tmp_path / "own"), verbose=0,
+              jit_compile=False, mixed_precision="off", optimizer=keras.optimizers.SGD(decay))
+    settings = json.loads((tmp_path / "own" / "info.json").read_text())["settings"]
+    assert settings["learning_rate"] == "ExponentialDecay"
+    with pytest.raises(ValueError, match=r"^lr_schedule='cosine' sets the learning rate of "
+                       r"every epoch, and the optimizer has a schedule of its own "
+                       r"\(ExponentialDecay\)"):
+        train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(tmp_path / "both"),
+                  lr_schedule="cosine", optimizer=keras.optimizers.SGD(decay))
+    assert not (tmp_path / "both").exists()
+
+
+@pytest.mark.parametrize("precision", ["off", "bfloat16"])
+def test_compile_false_trains_and_records_the_models_own_compilation(digits8, tmp_path,
+                                                                      precision):
+    # Before: info.json said adam at 1e-3 for a model compiled with SGD(0.05), and under
+    # mixed precision the rebuilt copy failed with "You must call `compile()` before using
+    # the model".
+    model = tiny_classifier()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    train.fit(model, digits8, epochs=1, run_dir=str(tmp_path / "run"), verbose=0,
+              jit_compile=False, compile=False, mixed_precision=precision)
+    trained = train.fit.last_model
+    assert (trained is model) == (precision == "off")
+    assert type(trained.optimizer).__name__ == "SGD"
+    assert float(trained.optimizer.learning_rate) == pytest.approx(0.05)
+    settings = json.loads((tmp_path / "run" / "info.json").read_text())["settings"]
+    assert (settings["optimizer"], settings["learning_rate"]) == ("SGD", pytest.approx(0.05))
+
+
+def test_compile_false_needs_a_compiled_model(digits8, tmp_path):
+    for model in (tiny_classifier(), "lenet5"):
+        with pytest.raises(ValueError, match=r"^compile=False trains with the model's own "
+                           r"compilation, and .* is not compiled: compile it first, or leave "
+                           r"compile=True"):
+            train.fit(model, digits8, epochs=1, run_dir=str(tmp_path / "run"), compile=False)
+        assert not (tmp_path / "run").exists()
+
+
 def test_info_json_records_the_batch_size_the_data_has(tmp_path, digits8):
     # A Splits of one's own batches itself (fit's batch_size is not used): info.json said 32.
     train.fit(tiny_classifier(), digits8, epochs=1, batch_size=7, run_dir=str(tmp_path / "a"),
@@ -1023,6 +1127,13 @@ def test_info_json_records_the_batch_size_the_data_has(tmp_path, digits8):
               jit_compile=False)
     assert json.loads((tmp_path / "b" / "info.json").read_text())["settings"][
         "batch_size"] == 5
+    # load_splits' batch size, which the last, smaller batch hides from the pipeline's shape
+    loaded = data.load_splits("digits", image_size=(8, 8), batch_size=48)
+    assert loaded.batch_size == 48
+    train.fit(tiny_classifier(), loaded, epochs=1, batch_size=7, run_dir=str(tmp_path / "c"),
+              verbose=0, jit_compile=False)
+    assert json.loads((tmp_path / "c" / "info.json").read_text())["settings"][
+        "batch_size"] == 48
 
 
 def test_a_failed_run_leaves_no_half_written_run_directory(tmp_path, capsys):
@@ -1060,6 +1171,33 @@ def test_a_failed_run_leaves_no_half_written_run_directory(tmp_path, capsys):
     assert "\n" not in err and err.startswith("zoo: error: Mask ")
     assert "holds class 2" in err and "mask values must be in 0..1" in err
     assert not (tmp_path / "cli").exists()
+
+
+def test_a_failed_fresh_run_in_a_finished_runs_directory_leaves_that_run_as_it_was(
+        digits8, tmp_path):
+    # Before, the finished run lost its checkpoints/best.keras, its history.csv held the
+    # failed run's epoch under the finished run's info.json, and logs/ the failed run's events.
+    run = tmp_path / "run"
+    train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
+              jit_compile=False)
+
+    def files():
+        return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    finished = files()
+    assert "checkpoints/best.keras" in finished and len(finished["history.csv"].splitlines()) == 3
+    with pytest.raises(ValueError, match="monitor 'val_nope' is not logged by this run"):
+        train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
+                  jit_compile=False, monitor="val_nope")   # fails at the end of epoch 1
+    assert files() == finished
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        {name.split("/")[0] for name in finished})
+    # a fresh run that succeeds replaces it, leaving nothing of the set-aside files
+    train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(run), verbose=0,
+              jit_compile=False)
+    assert len((run / "history.csv").read_text().splitlines()) == 2
+    assert (run / "checkpoints" / "best.keras").is_file()
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        {name.split("/")[0] for name in finished})
 
 
 def test_a_failure_after_training_keeps_the_trained_model(digits8, tmp_path, monkeypatch):
@@ -1666,6 +1804,10 @@ def test_model_args_take_json_booleans():
     (dict(jit_compile="yes"), r"jit_compile must be 'auto', True or False"),
     (dict(run_dir=""), r"run_dir must be the path of a run directory.*Received: run_dir=''"),
     (dict(model_args=["x"]), r"model_args must be a dict"),
+    # was recorded in info.json, whose run zoo export then refused
+    (dict(model_name=3), r"model_name must be the model's name \(a non-empty str\) or None\. "
+                         r"Received: model_name=3"),
+    (dict(model_name=""), r"Received: model_name=''"),
 ])
 def test_fit_refuses_other_bad_arguments_before_any_work(kwargs, message, tmp_path,
                                                          monkeypatch):

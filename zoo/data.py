@@ -242,6 +242,10 @@ class Splits:
     reading its images (a folder's file listing, digits' arrays, the labels of the
     tensorflow-datasets records); ``None`` for splits put together otherwise, whose
     :func:`train_class_counts` reads the ``train`` pipeline once.
+
+    ``batch_size`` (set by :func:`load_splits`): the size the pipelines were batched to,
+    which their last, smaller batch hides from their shapes; ``None`` for splits put
+    together otherwise.
     """
 
     train: tf.data.Dataset
@@ -250,6 +254,7 @@ class Splits:
     info: DatasetInfo
     count_train_labels: Optional[object] = dataclasses.field(default=None, repr=False,
                                                              compare=False)
+    batch_size: Optional[int] = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def as_info(info, what="info") -> DatasetInfo:
@@ -1634,7 +1639,7 @@ def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=
         def count():
             return src.counts("train")
     return Splits(pipes["train"], pipes["validation"], pipes["test"], info,
-                  count_train_labels=count)
+                  count_train_labels=count, batch_size=batch_size)
 
 
 def _bincount(labels, num_classes, name) -> np.ndarray:

@@ -22,7 +22,9 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -1918,7 +1920,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             schedule, early stopping and the best checkpoint where they stood; the data
             order and augmentation start their random sequence again, so the result is
             close to, not equal to, an uninterrupted run's. A finished run's directory
-            (same model and dataset) is trained in afresh, that run's files removed first.
+            (same model and dataset) is trained in afresh, that run's files set aside
+            first (put back if the new run fails before an epoch is backed up).
         batch_size: batch size when ``dataset`` is a name.
         learning_rate, optimizer, label_smoothing, weight_decay: see :func:`compile_model`.
         augment: the dataset's default augmentation (``None``/``True``), ``False``, or a
@@ -1949,11 +1952,13 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             ``val_accuracy``, ``val_mean_iou``).
         callbacks: extra Keras callbacks.
         lr_schedule: ``"constant"`` or ``"cosine"`` (per-epoch cosine decay from
-            ``learning_rate`` towards 0 over ``epochs``; resumes correctly).
+            ``learning_rate``, or an optimizer instance's own, towards 0 over ``epochs``;
+            resumes correctly; refused for an optimizer with a schedule of its own).
         model_args: builder keyword arguments when ``model`` is a name.
         download: let tensorflow-datasets download missing data.
         compile: compile with :func:`compile_model` (``False``: keep the model's own
-            compilation).
+            compilation, which a rebuilt copy gets too (``compile_from_config``), and whose
+            optimizer ``info.json`` records; a model that is not compiled is refused).
         class_weight: weights of the training examples by class, for imbalanced
             classification data (Keras' ``fit(class_weight=...)``): ``None`` (none),
             ``"balanced"`` (``n_samples / (n_classes * count_c)`` from the train split's
@@ -2051,12 +2056,12 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                              f"its own (info.ignore_label={dataset.info.ignore_label!r}): "
                              f"load it with load_splits(..., ignore_label=...). Received: "
                              f"ignore_label={ignore_label!r}")
+    if model_name is not None and (not isinstance(model_name, str) or not model_name):
+        raise ValueError(f"model_name must be the model's name (a non-empty str) or None. "
+                         f"Received: model_name={zdata._short(model_name)}")
     if model_args is not None and not isinstance(model_args, Mapping):
         raise ValueError(f"model_args must be a dict of the builder's keyword arguments or "
                          f"None. Received: model_args={zdata._short(model_args)}")
-    if isinstance(optimizer, str):   # an optimizer instance brings its own
-        _check_learning_rate(learning_rate)
-        _check_weight_decay(weight_decay)
     _check_label_smoothing(label_smoothing)
     _check_class_weight(class_weight)
     _check_batch_norm_momentum(batch_norm_momentum)
@@ -2065,6 +2070,26 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         raise ValueError(f"aux_loss_weight weights the losses fit compiles; with compile=False "
                          f"the model's own compilation weighs them. Received: "
                          f"aux_loss_weight={aux_loss_weight!r}, compile=False")
+    if not compile:   # the model's own compilation trains, its optimizer among it
+        if getattr(model, "optimizer", None) is None:
+            what = (f"model {model!r} (a registered name builds a model)"
+                    if isinstance(model, str) else f"model {getattr(model, 'name', model)!r}")
+            raise ValueError(f"compile=False trains with the model's own compilation, and "
+                             f"{what} is not compiled: compile it first, or leave "
+                             f"compile=True (compile_model's defaults)")
+        optimizer = model.optimizer
+    if isinstance(optimizer, str):   # an optimizer instance brings its own
+        _check_learning_rate(learning_rate)
+        _check_weight_decay(weight_decay)
+    elif isinstance(optimizer, keras.optimizers.Optimizer):
+        # Its learning rate is the one it trains at, the cosine schedule's start and the
+        # one info.json records; fit's is for a named optimizer.
+        rate = _optimizer_rate(optimizer)
+        if isinstance(rate, str) and lr_schedule == "cosine":
+            raise ValueError(f"lr_schedule='cosine' sets the learning rate of every epoch, and "
+                             f"the optimizer has a schedule of its own ({rate}): use one. "
+                             f"Received: lr_schedule='cosine', optimizer's learning_rate={rate}")
+        learning_rate = rate
     if isinstance(model, keras.Model):   # other kinds of several outputs: before any loading
         _aux_heads(model, model_name or model.name)
     if class_weight is not None:   # refuse segmentation before anything is loaded
@@ -2253,17 +2278,14 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
 
     # Run directory. A run that fails leaves nothing behind unless an epoch of it is
     # backed up (then the same run_dir resumes it).
-    if not resuming:
-        _remove_finished_run(run_dir)
-    existed = set(os.listdir(run_dir)) if os.path.isdir(run_dir) else None
+    existed = _entries(run_dir) if os.path.isdir(run_dir) else None
+    previous = None   # a finished run's files, set aside while a fresh run starts
     try:
         os.makedirs(run_dir, exist_ok=True)
         ckpt_dir = os.path.join(run_dir, "checkpoints")
         os.makedirs(ckpt_dir, exist_ok=True)
         best_path = os.path.join(ckpt_dir, "best.keras")
         history_path = os.path.join(run_dir, "history.csv")
-        if not resuming and os.path.exists(best_path):
-            os.remove(best_path)  # a fresh run in an old directory
         # BackupAndRestore removes its directory when training ends, this record with it.
         os.makedirs(backup_dir, exist_ok=True)
         # No "class_weight" in the record: trained without class weights.
@@ -2272,6 +2294,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      "optimization": optimization,
                      **({"class_weight": class_weights} if class_weights else {}),
                      **({"pretrained": pretrained} if pretrained else {})})
+        if not resuming and existed:
+            # A fresh run in an old directory: the old run's files (info.json first, so that
+            # a killed run leaves none that looks finished) come back if it fails.
+            previous = _set_aside(run_dir, _RUN_FILES)
         mode = "min" if monitor.endswith("loss") else "max"
         # A resumed run keeps the killed run's epochs up to its backup (history.csv is
         # written before the backup, so it may hold one epoch more, which is trained again)
@@ -2359,11 +2385,14 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         if heads is not None:
             test_metrics = _main_output_logs(test_metrics, heads)
     except BaseException as exc:
-        _abandon_run_dir(run_dir, existed)
+        _abandon_run_dir(run_dir, existed, previous)
         error = zdata._decode_failure(exc, info.name)   # None for any other failure
         if error is not None:
             raise error from None
         raise
+    for name in os.listdir(run_dir):   # trained: the old run is replaced (also one set
+        if name.startswith(_PREVIOUS):  # aside by a run killed before it could put it back)
+            shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
     if model is not given:
         given.set_weights(model.get_weights())
     test_metrics = {f"test_{k}": float(v) for k, v in test_metrics.items()}
@@ -2375,12 +2404,15 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     atomic_write(os.path.join(run_dir, "model.keras"), model.save)
     _write_json(os.path.join(run_dir, "info.json"), {
         "model": model_name, "task": task, "dataset": info.to_dict(), "metrics": metrics,
-        # A Splits of one's own batches its data itself: its static batch size, else null.
+        # A Splits batches its data itself: load_splits' batch size, else its static one,
+        # else null.
         "settings": {"epochs": epochs, "batch_size": batch_size
                      if not isinstance(dataset, zdata.Splits)
-                     else splits.train.element_spec[0].shape[0], "optimizer": optimizer
+                     else splits.batch_size or splits.train.element_spec[0].shape[0],
+                     "optimizer": optimizer
                      if isinstance(optimizer, str) else type(optimizer).__name__,
-                     "learning_rate": learning_rate, "augment": info.augmentation,
+                     "learning_rate": optimization["learning_rate"],
+                     "augment": info.augmentation,
                      # Keras' own: it compiles without XLA under op determinism
                      "jit_compile": bool(model.jit_compile), "mixed_precision": policy,
                      "seed": seed, "deterministic": bool(deterministic),
@@ -2407,17 +2439,25 @@ _OPTIMIZATION_FLAGS = {"optimizer": "--optimizer", "learning_rate": "--lr",
                        "aux_loss_weight": "--aux-loss-weight"}
 
 
+def _optimizer_rate(optimizer):
+    """An optimizer instance's learning rate: a float, or its schedule's class name (its
+    ``learning_rate`` property gives a schedule's current value; its config, the schedule)."""
+    rate = optimizer.get_config().get("learning_rate")
+    if isinstance(rate, dict):   # a schedule, or a function, serialised
+        return str(rate.get("class_name", "schedule"))
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except (TypeError, ValueError):
+        return type(optimizer.learning_rate).__name__
+
+
 def _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
                          label_smoothing, aux_loss_weight) -> dict:
     """The settings of what a run minimises and how, as its backup records them: a killed
     run resumes only with the same (an optimizer passed as an instance counts by its
     class and learning rate)."""
     if isinstance(optimizer, keras.optimizers.Optimizer):
-        rate = optimizer.learning_rate
-        try:
-            learning_rate = float(keras.ops.convert_to_numpy(rate))
-        except (TypeError, ValueError):   # a schedule
-            learning_rate = type(rate).__name__
+        learning_rate = _optimizer_rate(optimizer)
         optimizer = type(optimizer).__name__
     else:
         optimizer = str(optimizer).lower()
@@ -2516,46 +2556,74 @@ def _check_run_dir_holds(run_dir, state, model_name, dataset_name):
 
 
 #: What a finished run leaves in its run directory, ``info.json`` (the mark of a finished run)
-#: first.
+#: first: a fresh run there sets them aside as it starts (:func:`_set_aside`).
 _RUN_FILES = ("info.json", "metrics.json", "model.keras", "learning_curves.png", "history.csv",
               os.path.join("checkpoints", "best.keras"), "logs")
+_BEST = os.path.join("checkpoints", "best.keras")
+#: The prefix of the hidden folder that holds them meanwhile.
+_PREVIOUS = ".previous-"
 
 
-def _remove_finished_run(run_dir):
-    """Remove the files of the finished run in ``run_dir`` (one with an ``info.json``;
-    :data:`_RUN_FILES`, not others) before a new run starts there, so that a new run stopped
-    before it ends leaves no mix of the old run's model and record with its own history
-    that looks like a finished run."""
-    import shutil
-    if not os.path.isfile(os.path.join(run_dir, "info.json")):
-        return
+def _entries(run_dir) -> set:
+    """The paths of the files and folders under ``run_dir``, relative to it."""
+    out = set()
+    for root, dirs, files in os.walk(run_dir):
+        out.update(os.path.relpath(os.path.join(root, n), run_dir) for n in dirs + files)
+    return out
+
+
+def _set_aside(run_dir, names) -> str:
+    """Move the files and folders ``names`` (relative paths, in order) of ``run_dir`` that
+    exist into a new hidden folder of it, under the same relative paths; returns the folder."""
+    folder = tempfile.mkdtemp(prefix=_PREVIOUS, dir=run_dir)
+    for name in names:
+        if os.path.lexists(os.path.join(run_dir, name)):
+            os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
+            os.replace(os.path.join(run_dir, name), os.path.join(folder, name))
+    return folder
+
+
+def _put_back(run_dir, previous) -> None:
+    """Move what :func:`_set_aside` put in ``previous`` back into ``run_dir``, replacing
+    what a failed run wrote under the same names."""
     for name in _RUN_FILES:
-        path = os.path.join(run_dir, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        elif os.path.lexists(path):
-            os.remove(path)
+        source, target = os.path.join(previous, name), os.path.join(run_dir, name)
+        if not os.path.lexists(source):
+            continue
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        elif os.path.lexists(target):
+            os.remove(target)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(source, target)
 
 
-def _abandon_run_dir(run_dir, existed):
+def _abandon_run_dir(run_dir, existed, previous=None):
     """Remove what a failed run created in ``run_dir`` (all of it if ``existed`` is
-    ``None``, else the entries not in ``existed``), unless its backup holds an epoch to
+    ``None``, else the files and folders not in ``existed``) and put back the files it
+    set aside in ``previous`` (:func:`_set_aside`), unless its backup holds an epoch to
     resume from or an epoch's best weights were saved (a failure after training, in the
-    test evaluation say, keeps the trained model)."""
-    import shutil
-    if _has_backup(os.path.join(run_dir, "backup")):
-        return
-    if os.path.exists(os.path.join(run_dir, "checkpoints", "best.keras")):
+    test evaluation say, keeps the trained model; the files set aside go)."""
+    if (_has_backup(os.path.join(run_dir, "backup"))
+            or os.path.exists(os.path.join(run_dir, _BEST))):
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
         return
     if existed is None:
         shutil.rmtree(run_dir, ignore_errors=True)
         return
-    for entry in sorted(set(os.listdir(run_dir)) - existed):
-        path = os.path.join(run_dir, entry)
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.remove(path)
+    if previous is not None:
+        _put_back(run_dir, previous)
+    for root, dirs, files in os.walk(run_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.relpath(path, run_dir) not in existed:
+                os.remove(path)
+        for name in list(dirs):
+            path = os.path.join(root, name)
+            if os.path.relpath(path, run_dir) not in existed:
+                shutil.rmtree(path, ignore_errors=True)
+                dirs.remove(name)
 
 
 class _null:
@@ -2737,7 +2805,9 @@ def configure_train(parser):
                         help=f"compute dtype: {AUTO_PRECISION_HELP}, off, "
                         "float16 (the default without a value), bfloat16 (opt-in on other CPUs "
                         "with AVX512_BF16; measure)")
-    parser.add_argument("--patience", type=int, default=8)
+    parser.add_argument("--patience", type=int, default=None,
+                        help="with early stopping: epochs without improvement before it stops "
+                        "(default 8)")
     parser.add_argument("--early-stopping", action=argparse.BooleanOptionalAction,
                         default=None, help="stop when the validation loss stops improving "
                         "(default: on, except where the model's defaults train a whole "
@@ -2773,7 +2843,8 @@ def configure_train(parser):
                         "(Pascal VOC's 255), outside the classes 0..K-1 (default: none)")
     parser.add_argument("--export", action="store_true",
                         help="export the trained model (zoo.export.export_run)")
-    parser.add_argument("--base-dir", default="saved_models", help="export base directory")
+    parser.add_argument("--base-dir", default=None,
+                        help="with --export: the export base directory (default saved_models)")
     parser.add_argument("--export-precision", default=None,
                         choices=("float32", "float16", "bfloat16"),
                         help="with --export: the export's weights and compute dtype (default "
@@ -2800,6 +2871,9 @@ def configure_train(parser):
             raise ValueError(f"--export-precision {args.export_precision} goes with --export "
                              f"(or export later: zoo export RUN_DIR --precision "
                              f"{args.export_precision})")
+        if args.base_dir is not None and not args.export:
+            raise ValueError(f"--base-dir {args.base_dir} goes with --export (or export later: "
+                             f"zoo export RUN_DIR --base-dir {args.base_dir})")
         _refuse_segmentation_class_weight(minfo.task, f"model {args.model!r}", class_weight)
         check_run_dir(args.run_dir, "--run-dir")
         # "" is no dataset (refused by the loader), not the default
@@ -2810,10 +2884,19 @@ def configure_train(parser):
         lr = args.lr if args.lr is not None else d["learning_rate"]
         augment = args.augment if args.augment is not None else d["augment"]
         size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
+        patience = args.patience if args.patience is not None else 8
         for value, flag, least in ((epochs, "--epochs", 1), (batch, "--batch-size", 1),
-                                   (args.patience, "--patience", 0)):
+                                   (patience, "--patience", 0)):
             if value < least:
                 raise ValueError(f"{flag} must be >= {least}. Received: {value}")
+        early_stopping = (d["early_stopping"] if args.early_stopping is None
+                          else args.early_stopping)
+        if args.patience is not None and not early_stopping:
+            raise ValueError(
+                f"--patience {args.patience} goes with early stopping, which " +
+                (f"{args.model} on {dataset} trains without by default (its whole schedule): "
+                 f"add --early-stopping" if args.early_stopping is None
+                 else "--no-early-stopping turns off"))
         # --weights and --freeze-backbone, or U-Net's builder options of the same meaning.
         given = dict(args.model_arg)
         if "imagenet_input" in given:
@@ -2848,8 +2931,7 @@ def configure_train(parser):
                           learning_rate=lr, optimizer=args.optimizer, augment=augment,
                           jit_compile="auto" if args.xla is None else args.xla,
                           mixed_precision=args.mixed_precision,
-                          early_stopping=(d["early_stopping"] if args.early_stopping is None
-                                          else args.early_stopping), patience=args.patience,
+                          early_stopping=early_stopping, patience=patience,
                           seed=args.seed, verbose=0 if args.quiet else 1,
                           model_name=args.model, model_args=model_args,
                           lr_schedule=args.lr_schedule or d["lr_schedule"],
@@ -2877,7 +2959,8 @@ def configure_train(parser):
                 f"run dir {run_dir}")
         if args.export:
             from zoo import export as zexport
-            path = zexport.export_run(run_dir, base_dir=args.base_dir, name=args.model,
+            path = zexport.export_run(run_dir, base_dir=args.base_dir or "saved_models",
+                                      name=args.model,
                                       precision=args.export_precision or "float32")
             line += f", exported to {path}"
         print(line)

@@ -1425,3 +1425,74 @@ def test_a_second_search_in_a_running_projects_directory_is_refused(tmp_path):
                                               r"worker another --worker-id"):
         _lock_worker(str(tmp_path / "s"), "tuner3")
     os.close(fd)
+
+
+_KILLED_IN_ITS_THIRD_TRIAL = """
+import os, signal, sys
+import keras
+from tuning.search import search
+from zoo import data
+
+class Kill(keras.callbacks.Callback):
+    fits = 0   # class-level: keras-tuner deep-copies the callbacks of every fit
+
+    def on_train_begin(self, logs=None):
+        Kill.fits += 1
+        if Kill.fits == 3:
+            os.kill(os.getpid(), signal.SIGKILL)      # no finally runs
+
+s = data.load_splits("digits", image_size=(32, 32))
+tiny = data.Splits(s.train.take(3), s.validation.take(1), s.test.take(1), s.info)
+search("lenet5", tiny, tuner="random", max_trials=4, epochs=1, directory=sys.argv[1],
+       project="k", fix={"variant": "modern", "augment": 0.0, "batch_size": 32},
+       set={"lr": [1e-2, 2e-2, 3e-2, 4e-2]}, callbacks=[Kill()])
+"""
+
+
+@SLOW_OK
+def test_a_killed_search_leaves_a_trials_csv_of_every_trial_ended_so_far(tmp_path):
+    # trials.csv and search.png were written when the search returned: a search killed
+    # (or still running) showed the previous run's table, or none. They are rewritten
+    # after every trial ends.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run([sys.executable, "-c", _KILLED_IN_ITS_THIRD_TRIAL, str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == -9, r.stderr[-2000:]
+    project = tmp_path / "k"
+    table = pd.read_csv(project / "trials.csv", dtype={"trial": str})
+    assert list(table["trial"]) == ["0", "1"]
+    assert list(table["status"]) == ["COMPLETED", "COMPLETED"]
+    assert table["score"].between(0, 1).all() and (table["seconds"] > 0).all()
+    assert set(table["tuner"]) == {"tuner0"}
+    assert (project / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [f for f in os.listdir(project) if ".tmp-" in f]
+
+
+def test_a_chiefs_oracle_rewrites_trials_csv_as_each_trial_ends(tmp_path, monkeypatch):
+    # In a cluster the trials end in the chief's oracle (a worker's end_trial reaches it
+    # over gRPC): the chief rewrites the table then, not only once every worker has stopped.
+    from tuning.search import _make_tuner
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "1")
+    chief = _make_tuner("random", _hypermodel("lenet5"), "val_accuracy", max_trials=3,
+                        epochs=1, directory=str(tmp_path), project="c", seed=1,
+                        max_consecutive_failed_trials=3, executions_per_trial=1)
+    oracle = chief.oracle
+    first, second = (oracle.create_trial(w) for w in ("tuner0", "tuner1"))
+    table = tmp_path / "c" / "trials.csv"
+    assert not table.exists()
+    oracle.update_trial(first.trial_id, {"val_accuracy": 0.75})
+    first.status = "COMPLETED"
+    oracle.end_trial(first)
+    rows = pd.read_csv(table, dtype={"trial": str})
+    assert list(rows["trial"]) == [first.trial_id, second.trial_id]
+    assert list(rows["status"]) == ["COMPLETED", "RUNNING"]
+    assert rows.loc[0, "score"] == 0.75 and pd.isna(rows.loc[1, "score"])
+    assert list(rows.columns[2:10]) == list(_hypermodel("lenet5").params)
+    assert (tmp_path / "c" / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    second.status, second.message = "FAILED", "ValueError: out of memory"
+    oracle.end_trial(second)
+    rows = pd.read_csv(table, dtype={"trial": str})
+    assert list(rows["status"]) == ["COMPLETED", "FAILED"]
+    assert rows.loc[1, "message"] == "ValueError: out of memory"

@@ -2,7 +2,8 @@
 
 :func:`search` runs a keras-tuner search over a zoo family's space
 (:mod:`tuning.hypermodels`) on a zoo dataset, writes the trials table
-(``trials.csv``) and a plot (``search.png``) into the project directory,
+(``trials.csv``) and a plot (``search.png``) into the project directory (again each
+time a trial ends),
 evaluates the best model on the test split and, if asked, exports it with
 ``zoo.export``. ``zoo tune`` (:func:`configure_tune`) is the same on the command
 line, including keras-tuner's chief/worker mode.
@@ -24,6 +25,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 import warnings
 
@@ -325,6 +327,7 @@ def _make_tuner(name, hypermodel, objective, *, max_trials, epochs, directory, p
         tuner = cls(hypermodel, max_trials=max_trials, **common)
     if not tuner._is_worker():     # a worker's oracle is the chief's
         _save_state_atomically(tuner.oracle)
+        _write_results_as_trials_end(tuner, hypermodel, objective)
     return tuner
 
 
@@ -395,12 +398,14 @@ def _trial_values(trial) -> dict:
 
 
 def _plot(df, path, objective, direction):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # pyplot's figures are global state: a chief plots from its oracle's server thread.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     def write(tmp):
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig = Figure(figsize=(7, 4))
+        FigureCanvasAgg(fig)   # render with Agg, whatever pyplot's backend is
+        ax = fig.subplots()
         done = df[df["score"].notna()]
         x = range(len(df))
         ax.plot([i for i, ok in zip(x, df["score"].notna()) if ok], done["score"], "o",
@@ -418,18 +423,40 @@ def _plot(df, path, objective, direction):
         ax.legend(loc="best")
         fig.tight_layout()
         fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
 
     atomic_write(path, write)
 
 
+#: One writer of ``trials.csv`` and ``search.png`` at a time: a chief's oracle rewrites them
+#: from its server thread as trials end, and the search once more when it returns.
+_RESULTS_LOCK = threading.Lock()
+
+
 def _write_results(tuner, hypermodel, objective, direction):
+    """Write ``trials.csv`` and ``search.png`` (each all at once); return the table."""
     project_dir = tuner.project_dir
-    df = trials_table(tuner.oracle, project_dir, [n for n in hypermodel.params])
-    atomic_write(os.path.join(project_dir, "trials.csv"),
-                 lambda tmp: df.to_csv(tmp, index=False))
-    _plot(df, os.path.join(project_dir, "search.png"), objective, direction)
+    with _RESULTS_LOCK:
+        df = trials_table(tuner.oracle, project_dir, [n for n in hypermodel.params])
+        atomic_write(os.path.join(project_dir, "trials.csv"),
+                     lambda tmp: df.to_csv(tmp, index=False))
+        _plot(df, os.path.join(project_dir, "search.png"), objective, direction)
     return df
+
+
+def _write_results_as_trials_end(tuner, hypermodel, objective):
+    """Rewrite ``trials.csv`` and ``search.png`` each time ``tuner``'s oracle ends a trial
+    (in a single process or on a chief, whose workers end theirs over gRPC), so that a
+    search still running, or killed, shows every trial ended so far."""
+    oracle = tuner.oracle
+    end_trial = oracle.end_trial
+
+    def ended(trial):
+        try:
+            return end_trial(trial)    # raises when it is one failure too many
+        finally:
+            _write_results(tuner, hypermodel, *_direction(objective))
+
+    oracle.end_trial = ended
 
 
 # -- fingerprint / resume ---------------------------------------------------------------------

@@ -1496,3 +1496,93 @@ def test_a_chiefs_oracle_rewrites_trials_csv_as_each_trial_ends(tmp_path, monkey
     rows = pd.read_csv(table, dtype={"trial": str})
     assert list(rows["status"]) == ["COMPLETED", "FAILED"]
     assert rows.loc[1, "message"] == "ValueError: out of memory"
+
+
+@SLOW_OK
+def test_the_chiefs_command_on_a_finished_search_returns_at_once(tiny, tmp_path, monkeypatch):
+    # keras-tuner's chief serves until a worker has been told to stop: the chief's command
+    # run again on a finished search, with no worker, waited forever.
+    import signal
+    kwargs = dict(tuner="random", max_trials=2, epochs=1, directory=str(tmp_path),
+                  project="f", fix={**FIX_ALL, "augment": 0.0}, set={"lr": [1e-2, 2e-2]})
+    done = search("lenet5", tiny, **kwargs)
+    from tuning.search import _free_port
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(_free_port()))
+
+    def waited(signum, frame):
+        raise TimeoutError("the chief still serves a finished search")
+
+    previous = signal.signal(signal.SIGALRM, waited)
+    signal.alarm(120)
+    try:
+        again = search("lenet5", tiny, **kwargs)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert list(again["score"]) == list(done["score"])
+    assert again.attrs["best"]["trial"] == done.attrs["best"]["trial"]
+
+
+def test_a_chief_with_trials_left_gives_the_next_one_to_a_worker(tmp_path, monkeypatch):
+    # The chief asks its oracle whether a trial is left; one it draws is the next worker's.
+    from tuning.search import _make_tuner, _nothing_left
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "1")
+
+    def chief(max_trials):
+        return _make_tuner("random", _hypermodel("lenet5"), "val_accuracy",
+                           max_trials=max_trials, epochs=1, directory=str(tmp_path),
+                           project="c", seed=1, max_consecutive_failed_trials=3,
+                           executions_per_trial=1)
+
+    oracle = chief(2).oracle
+    assert not _nothing_left(oracle)
+    assert oracle.tuner_ids == set() and oracle.ongoing_trials == {}
+    first = oracle.create_trial("tuner0")
+    assert first.trial_id == "0" and list(oracle.trials) == ["0"]
+    assert not _nothing_left(oracle)              # trial 0 runs
+    oracle.update_trial("0", {"val_accuracy": 0.5})
+    first.status = "COMPLETED"
+    oracle.end_trial(first)
+    assert not _nothing_left(oracle)              # trial 1 is drawn, for the next worker
+    second = oracle.create_trial("tuner3")
+    assert second.trial_id == "1" and list(oracle.trials) == ["0", "1"]
+    oracle.update_trial("1", {"val_accuracy": 0.6})
+    second.status = "COMPLETED"
+    oracle.end_trial(second)
+    assert _nothing_left(chief(2).oracle)         # reloaded: finished
+    assert not _nothing_left(chief(3).oracle)     # max_trials may grow
+
+
+def test_a_search_resumed_as_a_chief_or_back_keeps_its_trials(tiny, tmp_path, monkeypatch):
+    # keras-tuner reloads a project only where this tuner id saved its (empty) state: a
+    # search begun in one process (tuner0.json) and resumed as a cluster's chief (chief.json),
+    # or the other way, began afresh and ran trial 0 again over the completed one.
+    from tuning.search import _make_tuner
+    search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, directory=str(tmp_path),
+           project="m", fix={**FIX_ALL, "augment": 0.0}, set={"lr": [1e-2, 2e-2]})
+
+    def tuner(max_trials):
+        return _make_tuner("random", _hypermodel("lenet5"), "val_accuracy",
+                           max_trials=max_trials, epochs=1, directory=str(tmp_path),
+                           project="m", seed=0, max_consecutive_failed_trials=3,
+                           executions_per_trial=1)
+
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "1")
+    chief = tuner(2)
+    assert list(chief.oracle.trials) == ["0"] and chief.oracle.end_order == ["0"]
+    assert chief.oracle.trials["0"].status == "COMPLETED"
+    trial = chief.oracle.create_trial("tuner1")
+    assert trial.trial_id == "1"                  # the next trial, not trial 0 again
+    chief.save()                                  # a chief killed while a worker trains
+    for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(name)
+    os.remove(tmp_path / "m" / "tuner0.json")     # as a project begun by a cluster
+    single = tuner(2)
+    assert list(single.oracle.trials) == ["0", "1"]
+    assert single.oracle.create_trial("tuner0").trial_id == "1"   # run again, here

@@ -141,6 +141,12 @@ def _tuner_class(name):
         zoo_seed = None
 
         def _populate_initial_space(self):
+            # keras-tuner reloads a project only where this tuner id saved its state
+            # ({tuner_id}.json, empty): a search begun in one process (tuner0) and resumed
+            # as a cluster's chief, or the other way, began afresh over its trials.
+            if not self._is_worker() and os.path.exists(self.oracle._get_oracle_fname()):
+                self.reload()
+                return
             # Declare the space without building a model (keras-tuner builds one to
             # discover conditional hyperparameters; the zoo spaces have none). Called for
             # a new project only: a reloaded oracle keeps its own seed and state.
@@ -238,9 +244,13 @@ def _tuner_class(name):
             worker that asks: a worker still training it reports it to the new chief, and
             one that stopped too gets it back when it joins again with its id; given to
             another worker, it was trained twice at once, into the same checkpoint."""
-            super().reload()
             if self._is_worker():
+                super().reload()
                 return
+            if os.path.exists(self._get_tuner_fname()):
+                super().reload()
+            else:       # the project of another tuner id: the tuner's own state is empty
+                self.oracle.reload()
             oracle = self.oracle
             ended = set(oracle.end_order)
             oracle._retry_queue = [t for t in oracle._retry_queue if t not in ended]
@@ -270,6 +280,23 @@ def _save_state_atomically(oracle):
         os.path.join(oracle._get_trial_dir(trial.trial_id), "trial.json"),
         json.dumps(trial.get_state()))
     oracle._zoo_atomic = True
+
+
+def _nothing_left(oracle):
+    """Whether a chief's ``oracle`` has no trial left to give, as a finished search's. Its
+    oracle is asked for a trial, as a worker would ask; a trial it gives is queued for the
+    next worker that asks. (keras-tuner's chief serves until a worker has been told to stop:
+    alone on a finished search, it waited forever.)"""
+    from keras_tuner.src.engine.trial import TrialStatus
+    if oracle.ongoing_trials or oracle._retry_queue:
+        return False
+    probe = "zoo-chief-probe"
+    trial = oracle.create_trial(probe)
+    oracle.tuner_ids.discard(probe)
+    if oracle.ongoing_trials.pop(probe, None) is not None:
+        oracle._retry_queue.append(trial.trial_id)
+        oracle.save()
+    return trial.status == TrialStatus.STOPPED
 
 
 def _seed_oracle(oracle, seed):
@@ -1004,8 +1031,12 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         kt_config.DEBUG = bool(os.environ.get("ZOO_DEBUG"))
         try:
             try:
-                kt_tuner.search(splits.train, validation_data=splits.validation, epochs=epochs,
-                                callbacks=list(callbacks or []), verbose=verbose)
+                if role == "chief":      # (keras-tuner's search sets it, after the probe)
+                    kt_tuner.oracle.verbose = verbose
+                if role != "chief" or not _nothing_left(kt_tuner.oracle):
+                    kt_tuner.search(splits.train, validation_data=splits.validation,
+                                    epochs=epochs, callbacks=list(callbacks or []),
+                                    verbose=verbose)
             finally:
                 kt_config.DEBUG = debug
                 if role != "worker":

@@ -1586,3 +1586,53 @@ def test_a_search_resumed_as_a_chief_or_back_keeps_its_trials(tiny, tmp_path, mo
     single = tuner(2)
     assert list(single.oracle.trials) == ["0", "1"]
     assert single.oracle.create_trial("tuner0").trial_id == "1"   # run again, here
+
+
+_SAYS_HOW_IT_TAKES_CTRL_C = """
+import signal, sys
+with open(sys.argv[1], "a") as f:
+    f.write(f"{signal.getsignal(signal.SIGINT) == signal.SIG_IGN}\\n")
+"""
+
+
+def test_ctrl_c_on_a_local_cluster_stops_it_with_one_line(tmp_path, monkeypatch, capsys):
+    # Ctrl-C reached the cluster's chief and workers as well: each worker said to start it
+    # again with its --worker-id, the chief (stopped by the cluster) said nothing, and no
+    # line said how many trials had completed. The cluster's processes leave Ctrl-C to it.
+    import importlib
+    from zoo.cli import main
+    module = importlib.import_module("tuning.search")
+    real = subprocess.Popen
+    said = tmp_path / "sigint.txt"
+
+    class Running:      # the process has said it; to the cluster it runs on
+        returncode = None
+
+        def poll(self):
+            return None
+
+        def wait(self, timeout=None):
+            return 0
+
+        def terminate(self):
+            pass
+
+    def fake(cmd, **kwargs):
+        real([sys.executable, "-c", _SAYS_HOW_IT_TAKES_CTRL_C, str(said)], **kwargs).wait()
+        return Running()
+
+    monkeypatch.setattr(subprocess, "Popen", fake)
+    monkeypatch.setattr(module, "_wait_for_port", lambda *args, **kwargs: True)
+    monkeypatch.setattr(module, "_free_port", lambda host="127.0.0.1": 1)
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: (_ for _ in ()).throw(
+        KeyboardInterrupt))
+    runs = tmp_path / "runs"
+    project = runs / "lenet5_digits_random"
+    project.mkdir(parents=True)
+    (project / "trials.csv").write_text("trial,status,score\n0,COMPLETED,0.5\n1,RUNNING,\n")
+    assert main(["tune", "lenet5", "--tuner", "random", "--directory", str(runs),
+                 "--workers", "2"]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        f"zoo tune: stopped with 1 trial completed; the same command resumes the search in "
+        f"{project} (the interrupted trial runs again)", "zoo: interrupted"]
+    assert said.read_text().splitlines() == ["True"] * 3     # the chief and both workers

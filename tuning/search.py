@@ -1335,13 +1335,17 @@ def configure_tune(parser):
             hm = get_hypermodel(args.model, set=set_, fix=fix)
             print(_text(hm.describe()))
             return 0
+        dataset = args.dataset or ("shapes" if args.model == "unet" else "digits")
         if args.workers is not None:
-            return _run_local_cluster(args)
+            try:
+                return _run_local_cluster(args)
+            except KeyboardInterrupt:    # its processes stopped: what the search left
+                print(_stopped_line(args, dataset), file=sys.stderr)
+                raise
         if args.chief:
             _set_role("chief", *args.chief)
         elif args.worker:
             _set_role(f"tuner{args.worker_id}", *args.worker)
-        dataset = args.dataset or ("shapes" if args.model == "unet" else "digits")
         try:
             df = search(args.model, dataset, tuner=args.tuner, objective=args.objective,
                         max_trials=args.max_trials, epochs=args.epochs,
@@ -1492,6 +1496,7 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
     held again: keras-tuner's chief waits for that trial, and for every worker that has
     joined it, so without it the chief waited forever. A chief that stops with an error
     stops the workers (they would wait for it for an hour)."""
+    import signal
     import subprocess
     import sys
     if args.workers < 1:
@@ -1501,9 +1506,16 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
     chief_cmd = base + ["--chief", f"{host}:{port}"]
     chief_cmd += ["--overwrite"] if args.overwrite else []
     chief_cmd += ["--export"] if args.export else []
+
+    def leave_ctrl_c_to_the_cluster():
+        # Ctrl-C reaches the terminal's whole process group: this process stops the
+        # others (each of which would say how to start it again on its own).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     # Its workers of before cannot reach this chief (a new port): the trials they were
     # running are retried by any worker.
-    chief = subprocess.Popen(chief_cmd, env={**os.environ, _LOCAL_CLUSTER: "1"})
+    chief = subprocess.Popen(chief_cmd, env={**os.environ, _LOCAL_CLUSTER: "1"},
+                             preexec_fn=leave_ctrl_c_to_the_cluster)
     procs = {"chief": chief}
     try:
         # Workers start once the chief serves (it has checked the project by then).
@@ -1515,7 +1527,7 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
         commands = {f"worker {i}": base + ["--worker", f"{host}:{port}", "--worker-id", str(i)]
                     for i in range(args.workers)}
         for name, cmd in commands.items():
-            procs[name] = subprocess.Popen(cmd)
+            procs[name] = subprocess.Popen(cmd, preexec_fn=leave_ctrl_c_to_the_cluster)
         started = dict.fromkeys(commands, 1)
         while chief.poll() is None:
             for name, cmd in commands.items():
@@ -1528,7 +1540,7 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
                         f"(the last: {_exit_text(code)}); the same command resumes the search")
                 print(f"zoo tune: {name} stopped ({_exit_text(code)}); starting it again "
                       f"to run its trial again", file=sys.stderr, flush=True)
-                procs[name] = subprocess.Popen(cmd)
+                procs[name] = subprocess.Popen(cmd, preexec_fn=leave_ctrl_c_to_the_cluster)
                 started[name] += 1
             time.sleep(poll)
         if chief.returncode != 0:     # its workers would wait for it: stopped below

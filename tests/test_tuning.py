@@ -1030,6 +1030,12 @@ def test_too_many_failed_trials_stop_the_search_with_one_line(tiny, tmp_path, ca
     assert list(table["status"]) == ["FAILED", "FAILED"]
     assert (table["seconds"] > 0).all() and set(table["tuner"]) == {"tuner0"}  # the last too
     assert table["score"].isna().all() and table["best_step"].isna().all()  # not epoch 0
+    # Each failed trial's traceback is in its trial.json, the last one's too (keras-tuner
+    # raises before it saves the trial that is one failure too many: it was left RUNNING).
+    for trial in ("0", "1"):
+        saved = json.loads((tmp_path / "f" / f"trial_{trial}" / "trial.json").read_text())
+        assert saved["status"] == "FAILED"
+        assert "Traceback" in saved["message"] and "loss became " in saved["message"]
 
 
 def test_a_chief_refuses_an_address_it_cannot_serve_on(tiny, tmp_path, monkeypatch):

@@ -279,6 +279,20 @@ def _save_state_atomically(oracle):
     oracle._save_trial = lambda trial: atomic_write_text(
         os.path.join(oracle._get_trial_dir(trial.trial_id), "trial.json"),
         json.dumps(trial.get_state()))
+    end_trial = oracle.end_trial
+
+    def end_trial_saved(trial):
+        try:
+            return end_trial(trial)
+        except RuntimeError:
+            # One failure too many: keras-tuner raises before it saves that trial, whose
+            # trial.json stayed RUNNING, without its traceback. Its own state stays as it
+            # was (the same command runs the trial again).
+            if trial.trial_id in oracle.trials:
+                oracle._save_trial(oracle.trials[trial.trial_id])
+            raise
+
+    oracle.end_trial = end_trial_saved
     oracle._zoo_atomic = True
 
 

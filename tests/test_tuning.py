@@ -1642,3 +1642,25 @@ def test_ctrl_c_on_a_local_cluster_stops_it_with_one_line(tmp_path, monkeypatch,
         f"zoo tune: stopped with 1 trial completed; the same command resumes the search in "
         f"{project} (the interrupted trial runs again)", "zoo: interrupted"]
     assert said.read_text().splitlines() == ["True"] * 3     # the chief and both workers
+
+
+@SLOW_OK
+def test_too_many_failed_trials_stop_a_cluster_with_one_line(tmp_path):
+    # The chief's oracle raised in the worker's request: the worker stopped with keras-tuner's
+    # error, a --workers cluster started it again to fail the same trial three more times, and
+    # a chief of hand-started workers served on, waiting. The chief tells its workers to stop
+    # and ends with a single process's line; a failed trial's error reaches trials.csv.
+    r = _zoo("lenet5", "--tuner", "random", "--max-trials", "5", "--epochs", "1",
+             "--directory", str(tmp_path), "--project", "f", "--workers", "1",
+             "--fix", "variant=modern", "--fix", "augment=0", "--set", "batch_size=128",
+             "--fix", "lr=1e38", timeout=400)
+    assert r.returncode == 1, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.startswith(("zoo", "trial "))]
+    assert [line.split(":")[0] for line in lines] == [
+        "trial 0 failed", "trial 1 failed", "trial 2 failed", "zoo"]
+    assert lines[-1].startswith("zoo: error: the search stopped after 3 consecutive failed "
+                                "trials (the last: FailedTrialError: loss became ")
+    assert lines[-1].endswith(f"; the trials are in {tmp_path / 'f' / 'trials.csv'}")
+    table = pd.read_csv(tmp_path / "f" / "trials.csv")
+    assert list(table["status"]) == ["FAILED"] * 3
+    assert table["message"].str.startswith("FailedTrialError: loss became ").all()

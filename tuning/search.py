@@ -209,10 +209,14 @@ def _tuner_class(name):
             timings[trial.trial_id] = {"start": self._zoo_started, "end": end,
                                        "seconds": round(end - self._zoo_started, 3),
                                        "tuner": self.tuner_id}
-            _write_json(path, timings)
-            if str(trial.status) in ("FAILED", "INVALID"):   # the traceback: trial.json
+            failed = str(trial.status) in ("FAILED", "INVALID")
+            if failed:     # the traceback: trial.json
                 lines = (trial.message or "").strip().splitlines()
                 last = _short_error(lines[-1]) if lines else trial.status
+                # A worker's trial reaches the chief's oracle without its message.
+                timings[trial.trial_id]["message"] = last
+            _write_json(path, timings)
+            if failed:
                 print(f"trial {trial.trial_id} failed: {last}", file=sys.stderr)
             try:
                 super().on_trial_end(trial)
@@ -313,6 +317,45 @@ def _nothing_left(oracle):
     return trial.status == TrialStatus.STOPPED
 
 
+def _stop_after_failures(oracle):
+    """On a chief: one failed trial too many stops the search as in a single process.
+    keras-tuner's oracle raised in the request of the worker whose trial it ended (that worker
+    stopped with keras-tuner's error, a ``--workers`` cluster started it again to fail the
+    same trial again, and the chief served on). The error is kept in ``oracle.zoo_stopped``
+    for the chief to raise once its workers have stopped, and every worker that asks for a
+    trial is told to stop."""
+    from keras_tuner.src.engine import oracle as kt_oracle
+    from keras_tuner.src.engine.trial import Trial, TrialStatus
+    end_trial, create_trial = oracle.end_trial, oracle.create_trial
+    oracle.zoo_stopped = None
+
+    def ended(trial):
+        try:
+            return end_trial(trial)
+        except RuntimeError as exc:
+            if not str(exc).startswith("Number of consecutive failures exceeded"):
+                raise
+            # keras-tuner's oracle lock is not released when its end_trial raises: the
+            # chief, which asks under it whether its workers are done, waited forever.
+            if kt_oracle.THREADS[oracle] == threading.current_thread().name:
+                kt_oracle.THREADS[oracle] = None
+                kt_oracle.LOCKS[oracle].release()
+            if oracle.zoo_stopped is None:     # the worker's error came in its timings
+                error = _read_timings(oracle._project_dir).get(trial.trial_id, {})
+                oracle.zoo_stopped = RuntimeError(f"{exc}\n{error.get('message', '')}")
+            for tuner_id, ongoing in list(oracle.ongoing_trials.items()):
+                if ongoing.trial_id == trial.trial_id:
+                    del oracle.ongoing_trials[tuner_id]
+
+    def create(tuner_id):
+        if oracle.zoo_stopped is None:
+            return create_trial(tuner_id)
+        oracle.tuner_ids.discard(tuner_id)
+        return Trial(oracle.get_space(), trial_id="stopped", status=TrialStatus.STOPPED)
+
+    oracle.end_trial, oracle.create_trial = ended, create
+
+
 def _seed_oracle(oracle, seed):
     """Seed keras-tuner's ``oracle`` with ``seed``. Its oracles take ``seed or
     random.randint(1, 10000)``: seed 0, the zoo's default, would draw a new seed in every
@@ -369,6 +412,8 @@ def _make_tuner(name, hypermodel, objective, *, max_trials, epochs, directory, p
     if not tuner._is_worker():     # a worker's oracle is the chief's
         _save_state_atomically(tuner.oracle)
         _write_results_as_trials_end(tuner, hypermodel, objective)
+    if _role() == "chief":
+        _stop_after_failures(tuner.oracle)
     return tuner
 
 
@@ -392,13 +437,7 @@ def trials_table(oracle, project_dir=None, hp_names=None):
         A ``pandas.DataFrame``, one row per trial.
     """
     import pandas as pd
-    timings = {}
-    if project_dir:
-        tdir = os.path.join(project_dir, "timings")
-        if os.path.isdir(tdir):
-            for fname in sorted(os.listdir(tdir)):
-                if fname.endswith(".json"):
-                    timings.update(_read_json(os.path.join(tdir, fname), {}))
+    timings = _read_timings(project_dir) if project_dir else {}
     order = list(oracle.start_order) + [t for t in oracle.trials if t not in oracle.start_order]
     records = []
     names = list(hp_names or [])
@@ -419,7 +458,7 @@ def trials_table(oracle, project_dir=None, hp_names=None):
         row["seconds"] = t.get("seconds")
         row["tuner"] = t.get("tuner")
         message = (trial.message or "").strip().splitlines()
-        row["message"] = _short_error(message[-1]) if message else ""
+        row["message"] = _short_error(message[-1]) if message else t.get("message", "")
         records.append(row)
     if not records:
         return pd.DataFrame(columns=["trial", "status", *names, "score", "best_step",
@@ -427,6 +466,18 @@ def trials_table(oracle, project_dir=None, hp_names=None):
     df = pd.DataFrame.from_records(records)
     df["best_step"] = df["best_step"].astype("Int64")   # blank, not NaN, for unscored trials
     return df
+
+
+def _read_timings(project_dir) -> dict:
+    """Trial id -> start, end, seconds, tuner (and a failed trial's error), from every tuner
+    process's file in ``project_dir/timings``."""
+    timings = {}
+    tdir = os.path.join(project_dir, "timings")
+    if os.path.isdir(tdir):
+        for fname in sorted(os.listdir(tdir)):
+            if fname.endswith(".json"):
+                timings.update(_read_json(os.path.join(tdir, fname), {}))
+    return timings
 
 
 def _trial_values(trial) -> dict:
@@ -1051,6 +1102,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
                     kt_tuner.search(splits.train, validation_data=splits.validation,
                                     epochs=epochs, callbacks=list(callbacks or []),
                                     verbose=verbose)
+                if role == "chief" and kt_tuner.oracle.zoo_stopped is not None:
+                    raise kt_tuner.oracle.zoo_stopped    # its workers have stopped
             finally:
                 kt_config.DEBUG = debug
                 if role != "worker":
@@ -1557,7 +1610,9 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
                 procs[name] = subprocess.Popen(cmd, preexec_fn=leave_ctrl_c_to_the_cluster)
                 started[name] += 1
             time.sleep(poll)
-        if chief.returncode != 0:     # its workers would wait for it: stopped below
+        if chief.returncode > 0:      # it has said why, in its one line (its workers have
+            return chief.returncode   # stopped, or wait for it: stopped below)
+        if chief.returncode != 0:
             raise RuntimeError(f"distributed search failed: chief "
                                f"({_exit_text(chief.returncode)})")
         failed = []

@@ -459,6 +459,10 @@ def test_chief_and_two_workers_finish_all_trials(tmp_path):
     assert len(df) == 3 and (df["status"] == "COMPLETED").all()
     assert set(df["tuner"]) <= {"tuner0", "tuner1"}
     assert "best trial" in r.stdout
+    # The best line names the hyperparameters in the table's order, as in one process (the
+    # chief had them in the order a worker's trial reached it: the fixed ones first).
+    best = re.search(r"best trial \d+: val_accuracy [0-9.]+ \((.*)\)", r.stdout).group(1)
+    assert [item.split("=")[0] for item in best.split(", ")] == list(df.columns[2:10])
     # The chief saved its oracle once its workers stopped: no trial left as running (a
     # later run of the chief's command would wait for a worker to train it again).
     assert json.loads((tmp_path / "d" / "oracle.json").read_text())["ongoing_trials"] == {}

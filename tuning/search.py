@@ -1278,9 +1278,12 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
             model = kt_tuner.load_model(trial)
     model.jit_compile = False
     test = _evaluate(model, splits.test, hypermodel)
+    values = _trial_values(trial)
+    # In the space's order (a chief has a worker's trial in the order it came in).
+    names = [k for k in hypermodel.params if k in values] + \
+        [k for k in values if k not in hypermodel.params and k not in _UNTUNED]
     best = {"trial": trial.trial_id, "objective": objective, "score": float(trial.score),
-            "hyperparameters": {k: v for k, v in _trial_values(trial).items()
-                                if k not in _UNTUNED},
+            "hyperparameters": {k: values[k] for k in names},
             "test": {k: float(v) for k, v in test.items()}, "export": None,
             "refit_epochs": refit_epochs, "mixed_precision": hypermodel.mixed_precision,
             "ignore_label": splits.info.ignore_label}

@@ -459,6 +459,10 @@ def test_chief_and_two_workers_finish_all_trials(tmp_path):
     assert len(df) == 3 and (df["status"] == "COMPLETED").all()
     assert set(df["tuner"]) <= {"tuner0", "tuner1"}
     assert "best trial" in r.stdout
+    # The best line names the hyperparameters in the table's order, as in one process (the
+    # chief had them in the order a worker's trial reached it: the fixed ones first).
+    best = re.search(r"best trial \d+: val_accuracy [0-9.]+ \((.*)\)", r.stdout).group(1)
+    assert [item.split("=")[0] for item in best.split(", ")] == list(df.columns[2:10])
     # The chief saved its oracle once its workers stopped: no trial left as running (a
     # later run of the chief's command would wait for a worker to train it again).
     assert json.loads((tmp_path / "d" / "oracle.json").read_text())["ongoing_trials"] == {}
@@ -1030,6 +1034,12 @@ def test_too_many_failed_trials_stop_the_search_with_one_line(tiny, tmp_path, ca
     assert list(table["status"]) == ["FAILED", "FAILED"]
     assert (table["seconds"] > 0).all() and set(table["tuner"]) == {"tuner0"}  # the last too
     assert table["score"].isna().all() and table["best_step"].isna().all()  # not epoch 0
+    # Each failed trial's traceback is in its trial.json, the last one's too (keras-tuner
+    # raises before it saves the trial that is one failure too many: it was left RUNNING).
+    for trial in ("0", "1"):
+        saved = json.loads((tmp_path / "f" / f"trial_{trial}" / "trial.json").read_text())
+        assert saved["status"] == "FAILED"
+        assert "Traceback" in saved["message"] and "loss became " in saved["message"]
 
 
 def test_a_chief_refuses_an_address_it_cannot_serve_on(tiny, tmp_path, monkeypatch):
@@ -1527,3 +1537,236 @@ def test_a_second_search_in_a_running_projects_directory_is_refused(tmp_path):
                                               r"worker another --worker-id"):
         _lock_worker(str(tmp_path / "s"), "tuner3")
     os.close(fd)
+
+
+_KILLED_IN_ITS_THIRD_TRIAL = """
+import os, signal, sys
+import keras
+from tuning.search import search
+from zoo import data
+
+class Kill(keras.callbacks.Callback):
+    fits = 0   # class-level: keras-tuner deep-copies the callbacks of every fit
+
+    def on_train_begin(self, logs=None):
+        Kill.fits += 1
+        if Kill.fits == 3:
+            os.kill(os.getpid(), signal.SIGKILL)      # no finally runs
+
+s = data.load_splits("digits", image_size=(32, 32))
+tiny = data.Splits(s.train.take(3), s.validation.take(1), s.test.take(1), s.info)
+search("lenet5", tiny, tuner="random", max_trials=4, epochs=1, directory=sys.argv[1],
+       project="k", fix={"variant": "modern", "augment": 0.0, "batch_size": 32},
+       set={"lr": [1e-2, 2e-2, 3e-2, 4e-2]}, callbacks=[Kill()])
+"""
+
+
+@SLOW_OK
+def test_a_killed_search_leaves_a_trials_csv_of_every_trial_ended_so_far(tmp_path):
+    # trials.csv and search.png were written when the search returned: a search killed
+    # (or still running) showed the previous run's table, or none. They are rewritten
+    # after every trial ends.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run([sys.executable, "-c", _KILLED_IN_ITS_THIRD_TRIAL, str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == -9, r.stderr[-2000:]
+    project = tmp_path / "k"
+    table = pd.read_csv(project / "trials.csv", dtype={"trial": str})
+    assert list(table["trial"]) == ["0", "1"]
+    assert list(table["status"]) == ["COMPLETED", "COMPLETED"]
+    assert table["score"].between(0, 1).all() and (table["seconds"] > 0).all()
+    assert set(table["tuner"]) == {"tuner0"}
+    assert (project / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [f for f in os.listdir(project) if ".tmp-" in f]
+
+
+def test_a_chiefs_oracle_rewrites_trials_csv_as_each_trial_ends(tmp_path, monkeypatch):
+    # In a cluster the trials end in the chief's oracle (a worker's end_trial reaches it
+    # over gRPC): the chief rewrites the table then, not only once every worker has stopped.
+    from tuning.search import _make_tuner
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "1")
+    chief = _make_tuner("random", _hypermodel("lenet5"), "val_accuracy", max_trials=3,
+                        epochs=1, directory=str(tmp_path), project="c", seed=1,
+                        max_consecutive_failed_trials=3, executions_per_trial=1)
+    oracle = chief.oracle
+    first, second = (oracle.create_trial(w) for w in ("tuner0", "tuner1"))
+    table = tmp_path / "c" / "trials.csv"
+    assert not table.exists()
+    oracle.update_trial(first.trial_id, {"val_accuracy": 0.75})
+    first.status = "COMPLETED"
+    oracle.end_trial(first)
+    rows = pd.read_csv(table, dtype={"trial": str})
+    assert list(rows["trial"]) == [first.trial_id, second.trial_id]
+    assert list(rows["status"]) == ["COMPLETED", "RUNNING"]
+    assert rows.loc[0, "score"] == 0.75 and pd.isna(rows.loc[1, "score"])
+    assert list(rows.columns[2:10]) == list(_hypermodel("lenet5").params)
+    assert (tmp_path / "c" / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    second.status, second.message = "FAILED", "ValueError: out of memory"
+    oracle.end_trial(second)
+    rows = pd.read_csv(table, dtype={"trial": str})
+    assert list(rows["status"]) == ["COMPLETED", "FAILED"]
+    assert rows.loc[1, "message"] == "ValueError: out of memory"
+
+
+@SLOW_OK
+def test_the_chiefs_command_on_a_finished_search_returns_at_once(tiny, tmp_path, monkeypatch):
+    # keras-tuner's chief serves until a worker has been told to stop: the chief's command
+    # run again on a finished search, with no worker, waited forever.
+    import signal
+    kwargs = dict(tuner="random", max_trials=2, epochs=1, directory=str(tmp_path),
+                  project="f", fix={**FIX_ALL, "augment": 0.0}, set={"lr": [1e-2, 2e-2]})
+    done = search("lenet5", tiny, **kwargs)
+    from tuning.search import _free_port
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(_free_port()))
+
+    def waited(signum, frame):
+        raise TimeoutError("the chief still serves a finished search")
+
+    previous = signal.signal(signal.SIGALRM, waited)
+    signal.alarm(120)
+    try:
+        again = search("lenet5", tiny, **kwargs)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert list(again["score"]) == list(done["score"])
+    assert again.attrs["best"]["trial"] == done.attrs["best"]["trial"]
+
+
+def test_a_chief_with_trials_left_gives_the_next_one_to_a_worker(tmp_path, monkeypatch):
+    # The chief asks its oracle whether a trial is left; one it draws is the next worker's.
+    from tuning.search import _make_tuner, _nothing_left
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "1")
+
+    def chief(max_trials):
+        return _make_tuner("random", _hypermodel("lenet5"), "val_accuracy",
+                           max_trials=max_trials, epochs=1, directory=str(tmp_path),
+                           project="c", seed=1, max_consecutive_failed_trials=3,
+                           executions_per_trial=1)
+
+    oracle = chief(2).oracle
+    assert not _nothing_left(oracle)
+    assert oracle.tuner_ids == set() and oracle.ongoing_trials == {}
+    first = oracle.create_trial("tuner0")
+    assert first.trial_id == "0" and list(oracle.trials) == ["0"]
+    assert not _nothing_left(oracle)              # trial 0 runs
+    oracle.update_trial("0", {"val_accuracy": 0.5})
+    first.status = "COMPLETED"
+    oracle.end_trial(first)
+    assert not _nothing_left(oracle)              # trial 1 is drawn, for the next worker
+    second = oracle.create_trial("tuner3")
+    assert second.trial_id == "1" and list(oracle.trials) == ["0", "1"]
+    oracle.update_trial("1", {"val_accuracy": 0.6})
+    second.status = "COMPLETED"
+    oracle.end_trial(second)
+    assert _nothing_left(chief(2).oracle)         # reloaded: finished
+    assert not _nothing_left(chief(3).oracle)     # max_trials may grow
+
+
+def test_a_search_resumed_as_a_chief_or_back_keeps_its_trials(tiny, tmp_path, monkeypatch):
+    # keras-tuner reloads a project only where this tuner id saved its (empty) state: a
+    # search begun in one process (tuner0.json) and resumed as a cluster's chief (chief.json),
+    # or the other way, began afresh and ran trial 0 again over the completed one.
+    from tuning.search import _make_tuner
+    search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, directory=str(tmp_path),
+           project="m", fix={**FIX_ALL, "augment": 0.0}, set={"lr": [1e-2, 2e-2]})
+
+    def tuner(max_trials):
+        return _make_tuner("random", _hypermodel("lenet5"), "val_accuracy",
+                           max_trials=max_trials, epochs=1, directory=str(tmp_path),
+                           project="m", seed=0, max_consecutive_failed_trials=3,
+                           executions_per_trial=1)
+
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "1")
+    chief = tuner(2)
+    assert list(chief.oracle.trials) == ["0"] and chief.oracle.end_order == ["0"]
+    assert chief.oracle.trials["0"].status == "COMPLETED"
+    trial = chief.oracle.create_trial("tuner1")
+    assert trial.trial_id == "1"                  # the next trial, not trial 0 again
+    chief.save()                                  # a chief killed while a worker trains
+    for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(name)
+    os.remove(tmp_path / "m" / "tuner0.json")     # as a project begun by a cluster
+    single = tuner(2)
+    assert sorted(single.oracle.trials) == ["0", "1"]   # (keras-tuner globs the trial dirs)
+    assert single.oracle.create_trial("tuner0").trial_id == "1"   # run again, here
+
+
+_SAYS_HOW_IT_TAKES_CTRL_C = """
+import signal, sys
+with open(sys.argv[1], "a") as f:
+    f.write(f"{signal.getsignal(signal.SIGINT) == signal.SIG_IGN}\\n")
+"""
+
+
+def test_ctrl_c_on_a_local_cluster_stops_it_with_one_line(tmp_path, monkeypatch, capsys):
+    # Ctrl-C reached the cluster's chief and workers as well: each worker said to start it
+    # again with its --worker-id, the chief (stopped by the cluster) said nothing, and no
+    # line said how many trials had completed. The cluster's processes leave Ctrl-C to it.
+    import importlib
+    from zoo.cli import main
+    module = importlib.import_module("tuning.search")
+    real = subprocess.Popen
+    said = tmp_path / "sigint.txt"
+
+    class Running:      # the process has said it; to the cluster it runs on
+        returncode = None
+
+        def poll(self):
+            return None
+
+        def wait(self, timeout=None):
+            return 0
+
+        def terminate(self):
+            pass
+
+    def fake(cmd, **kwargs):
+        real([sys.executable, "-c", _SAYS_HOW_IT_TAKES_CTRL_C, str(said)], **kwargs).wait()
+        return Running()
+
+    monkeypatch.setattr(subprocess, "Popen", fake)
+    monkeypatch.setattr(module, "_wait_for_port", lambda *args, **kwargs: True)
+    monkeypatch.setattr(module, "_free_port", lambda host="127.0.0.1": 1)
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: (_ for _ in ()).throw(
+        KeyboardInterrupt))
+    runs = tmp_path / "runs"
+    project = runs / "lenet5_digits_random"
+    project.mkdir(parents=True)
+    (project / "trials.csv").write_text("trial,status,score\n0,COMPLETED,0.5\n1,RUNNING,\n")
+    assert main(["tune", "lenet5", "--tuner", "random", "--directory", str(runs),
+                 "--workers", "2"]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        f"zoo tune: stopped with 1 trial completed; the same command resumes the search in "
+        f"{project} (the interrupted trial runs again)", "zoo: interrupted"]
+    assert said.read_text().splitlines() == ["True"] * 3     # the chief and both workers
+
+
+@SLOW_OK
+def test_too_many_failed_trials_stop_a_cluster_with_one_line(tmp_path):
+    # The chief's oracle raised in the worker's request: the worker stopped with keras-tuner's
+    # error, a --workers cluster started it again to fail the same trial three more times, and
+    # a chief of hand-started workers served on, waiting. The chief tells its workers to stop
+    # and ends with a single process's line; a failed trial's error reaches trials.csv.
+    r = _zoo("lenet5", "--tuner", "random", "--max-trials", "5", "--epochs", "1",
+             "--directory", str(tmp_path), "--project", "f", "--workers", "1",
+             "--fix", "variant=modern", "--fix", "augment=0", "--set", "batch_size=128",
+             "--fix", "lr=1e38", timeout=400)
+    assert r.returncode == 1, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.startswith(("zoo", "trial "))]
+    assert [line.split(":")[0] for line in lines] == [
+        "trial 0 failed", "trial 1 failed", "trial 2 failed", "zoo"]
+    assert lines[-1].startswith("zoo: error: the search stopped after 3 consecutive failed "
+                                "trials (the last: FailedTrialError: loss became ")
+    assert lines[-1].endswith(f"; the trials are in {tmp_path / 'f' / 'trials.csv'}")
+    table = pd.read_csv(tmp_path / "f" / "trials.csv")
+    assert list(table["status"]) == ["FAILED"] * 3
+    assert table["message"].str.startswith("FailedTrialError: loss became ").all()

@@ -2,7 +2,8 @@
 
 :func:`search` runs a keras-tuner search over a zoo family's space
 (:mod:`tuning.hypermodels`) on a zoo dataset, writes the trials table
-(``trials.csv``) and a plot (``search.png``) into the project directory,
+(``trials.csv``) and a plot (``search.png``) into the project directory (again each
+time a trial ends),
 evaluates the best model on the test split and, if asked, exports it with
 ``zoo.export``. ``zoo tune`` (:func:`configure_tune`) is the same on the command
 line, including keras-tuner's chief/worker mode.
@@ -24,6 +25,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 import warnings
 
@@ -139,6 +141,12 @@ def _tuner_class(name):
         zoo_seed = None
 
         def _populate_initial_space(self):
+            # keras-tuner reloads a project only where this tuner id saved its state
+            # ({tuner_id}.json, empty): a search begun in one process (tuner0) and resumed
+            # as a cluster's chief, or the other way, began afresh over its trials.
+            if not self._is_worker() and os.path.exists(self.oracle._get_oracle_fname()):
+                self.reload()
+                return
             # Declare the space without building a model (keras-tuner builds one to
             # discover conditional hyperparameters; the zoo spaces have none). Called for
             # a new project only: a reloaded oracle keeps its own seed and state.
@@ -201,10 +209,14 @@ def _tuner_class(name):
             timings[trial.trial_id] = {"start": self._zoo_started, "end": end,
                                        "seconds": round(end - self._zoo_started, 3),
                                        "tuner": self.tuner_id}
-            _write_json(path, timings)
-            if str(trial.status) in ("FAILED", "INVALID"):   # the traceback: trial.json
+            failed = str(trial.status) in ("FAILED", "INVALID")
+            if failed:     # the traceback: trial.json
                 lines = (trial.message or "").strip().splitlines()
                 last = _short_error(lines[-1]) if lines else trial.status
+                # A worker's trial reaches the chief's oracle without its message.
+                timings[trial.trial_id]["message"] = last
+            _write_json(path, timings)
+            if failed:
                 print(f"trial {trial.trial_id} failed: {last}", file=sys.stderr)
             try:
                 super().on_trial_end(trial)
@@ -236,9 +248,13 @@ def _tuner_class(name):
             worker that asks: a worker still training it reports it to the new chief, and
             one that stopped too gets it back when it joins again with its id; given to
             another worker, it was trained twice at once, into the same checkpoint."""
-            super().reload()
             if self._is_worker():
+                super().reload()
                 return
+            if os.path.exists(self._get_tuner_fname()):
+                super().reload()
+            else:       # the project of another tuner id: the tuner's own state is empty
+                self.oracle.reload()
             oracle = self.oracle
             ended = set(oracle.end_order)
             oracle._retry_queue = [t for t in oracle._retry_queue if t not in ended]
@@ -267,7 +283,77 @@ def _save_state_atomically(oracle):
     oracle._save_trial = lambda trial: atomic_write_text(
         os.path.join(oracle._get_trial_dir(trial.trial_id), "trial.json"),
         json.dumps(trial.get_state()))
+    end_trial = oracle.end_trial
+
+    def end_trial_saved(trial):
+        try:
+            return end_trial(trial)
+        except RuntimeError:
+            # One failure too many: keras-tuner raises before it saves that trial, whose
+            # trial.json stayed RUNNING, without its traceback. Its own state stays as it
+            # was (the same command runs the trial again).
+            if trial.trial_id in oracle.trials:
+                oracle._save_trial(oracle.trials[trial.trial_id])
+            raise
+
+    oracle.end_trial = end_trial_saved
     oracle._zoo_atomic = True
+
+
+def _nothing_left(oracle):
+    """Whether a chief's ``oracle`` has no trial left to give, as a finished search's. Its
+    oracle is asked for a trial, as a worker would ask; a trial it gives is queued for the
+    next worker that asks. (keras-tuner's chief serves until a worker has been told to stop:
+    alone on a finished search, it waited forever.)"""
+    from keras_tuner.src.engine.trial import TrialStatus
+    if oracle.ongoing_trials or oracle._retry_queue:
+        return False
+    probe = "zoo-chief-probe"
+    trial = oracle.create_trial(probe)
+    oracle.tuner_ids.discard(probe)
+    if oracle.ongoing_trials.pop(probe, None) is not None:
+        oracle._retry_queue.append(trial.trial_id)
+        oracle.save()
+    return trial.status == TrialStatus.STOPPED
+
+
+def _stop_after_failures(oracle):
+    """On a chief: one failed trial too many stops the search as in a single process.
+    keras-tuner's oracle raised in the request of the worker whose trial it ended (that worker
+    stopped with keras-tuner's error, a ``--workers`` cluster started it again to fail the
+    same trial again, and the chief served on). The error is kept in ``oracle.zoo_stopped``
+    for the chief to raise once its workers have stopped, and every worker that asks for a
+    trial is told to stop."""
+    from keras_tuner.src.engine import oracle as kt_oracle
+    from keras_tuner.src.engine.trial import Trial, TrialStatus
+    end_trial, create_trial = oracle.end_trial, oracle.create_trial
+    oracle.zoo_stopped = None
+
+    def ended(trial):
+        try:
+            return end_trial(trial)
+        except RuntimeError as exc:
+            if not str(exc).startswith("Number of consecutive failures exceeded"):
+                raise
+            # keras-tuner's oracle lock is not released when its end_trial raises: the
+            # chief, which asks under it whether its workers are done, waited forever.
+            if kt_oracle.THREADS[oracle] == threading.current_thread().name:
+                kt_oracle.THREADS[oracle] = None
+                kt_oracle.LOCKS[oracle].release()
+            if oracle.zoo_stopped is None:     # the worker's error came in its timings
+                error = _read_timings(oracle._project_dir).get(trial.trial_id, {})
+                oracle.zoo_stopped = RuntimeError(f"{exc}\n{error.get('message', '')}")
+            for tuner_id, ongoing in list(oracle.ongoing_trials.items()):
+                if ongoing.trial_id == trial.trial_id:
+                    del oracle.ongoing_trials[tuner_id]
+
+    def create(tuner_id):
+        if oracle.zoo_stopped is None:
+            return create_trial(tuner_id)
+        oracle.tuner_ids.discard(tuner_id)
+        return Trial(oracle.get_space(), trial_id="stopped", status=TrialStatus.STOPPED)
+
+    oracle.end_trial, oracle.create_trial = ended, create
 
 
 def _seed_oracle(oracle, seed):
@@ -325,6 +411,9 @@ def _make_tuner(name, hypermodel, objective, *, max_trials, epochs, directory, p
         tuner = cls(hypermodel, max_trials=max_trials, **common)
     if not tuner._is_worker():     # a worker's oracle is the chief's
         _save_state_atomically(tuner.oracle)
+        _write_results_as_trials_end(tuner, hypermodel, objective)
+    if _role() == "chief":
+        _stop_after_failures(tuner.oracle)
     return tuner
 
 
@@ -348,13 +437,7 @@ def trials_table(oracle, project_dir=None, hp_names=None):
         A ``pandas.DataFrame``, one row per trial.
     """
     import pandas as pd
-    timings = {}
-    if project_dir:
-        tdir = os.path.join(project_dir, "timings")
-        if os.path.isdir(tdir):
-            for fname in sorted(os.listdir(tdir)):
-                if fname.endswith(".json"):
-                    timings.update(_read_json(os.path.join(tdir, fname), {}))
+    timings = _read_timings(project_dir) if project_dir else {}
     order = list(oracle.start_order) + [t for t in oracle.trials if t not in oracle.start_order]
     records = []
     names = list(hp_names or [])
@@ -375,7 +458,7 @@ def trials_table(oracle, project_dir=None, hp_names=None):
         row["seconds"] = t.get("seconds")
         row["tuner"] = t.get("tuner")
         message = (trial.message or "").strip().splitlines()
-        row["message"] = _short_error(message[-1]) if message else ""
+        row["message"] = _short_error(message[-1]) if message else t.get("message", "")
         records.append(row)
     if not records:
         return pd.DataFrame(columns=["trial", "status", *names, "score", "best_step",
@@ -383,6 +466,18 @@ def trials_table(oracle, project_dir=None, hp_names=None):
     df = pd.DataFrame.from_records(records)
     df["best_step"] = df["best_step"].astype("Int64")   # blank, not NaN, for unscored trials
     return df
+
+
+def _read_timings(project_dir) -> dict:
+    """Trial id -> start, end, seconds, tuner (and a failed trial's error), from every tuner
+    process's file in ``project_dir/timings``."""
+    timings = {}
+    tdir = os.path.join(project_dir, "timings")
+    if os.path.isdir(tdir):
+        for fname in sorted(os.listdir(tdir)):
+            if fname.endswith(".json"):
+                timings.update(_read_json(os.path.join(tdir, fname), {}))
+    return timings
 
 
 def _trial_values(trial) -> dict:
@@ -395,12 +490,14 @@ def _trial_values(trial) -> dict:
 
 
 def _plot(df, path, objective, direction):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # pyplot's figures are global state: a chief plots from its oracle's server thread.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     def write(tmp):
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig = Figure(figsize=(7, 4))
+        FigureCanvasAgg(fig)   # render with Agg, whatever pyplot's backend is
+        ax = fig.subplots()
         done = df[df["score"].notna()]
         x = range(len(df))
         ax.plot([i for i, ok in zip(x, df["score"].notna()) if ok], done["score"], "o",
@@ -418,18 +515,40 @@ def _plot(df, path, objective, direction):
         ax.legend(loc="best")
         fig.tight_layout()
         fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
 
     atomic_write(path, write)
 
 
+#: One writer of ``trials.csv`` and ``search.png`` at a time: a chief's oracle rewrites them
+#: from its server thread as trials end, and the search once more when it returns.
+_RESULTS_LOCK = threading.Lock()
+
+
 def _write_results(tuner, hypermodel, objective, direction):
+    """Write ``trials.csv`` and ``search.png`` (each all at once); return the table."""
     project_dir = tuner.project_dir
-    df = trials_table(tuner.oracle, project_dir, [n for n in hypermodel.params])
-    atomic_write(os.path.join(project_dir, "trials.csv"),
-                 lambda tmp: df.to_csv(tmp, index=False))
-    _plot(df, os.path.join(project_dir, "search.png"), objective, direction)
+    with _RESULTS_LOCK:
+        df = trials_table(tuner.oracle, project_dir, [n for n in hypermodel.params])
+        atomic_write(os.path.join(project_dir, "trials.csv"),
+                     lambda tmp: df.to_csv(tmp, index=False))
+        _plot(df, os.path.join(project_dir, "search.png"), objective, direction)
     return df
+
+
+def _write_results_as_trials_end(tuner, hypermodel, objective):
+    """Rewrite ``trials.csv`` and ``search.png`` each time ``tuner``'s oracle ends a trial
+    (in a single process or on a chief, whose workers end theirs over gRPC), so that a
+    search still running, or killed, shows every trial ended so far."""
+    oracle = tuner.oracle
+    end_trial = oracle.end_trial
+
+    def ended(trial):
+        try:
+            return end_trial(trial)    # raises when it is one failure too many
+        finally:
+            _write_results(tuner, hypermodel, *_direction(objective))
+
+    oracle.end_trial = ended
 
 
 # -- fingerprint / resume ---------------------------------------------------------------------
@@ -977,8 +1096,14 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         kt_config.DEBUG = bool(os.environ.get("ZOO_DEBUG"))
         try:
             try:
-                kt_tuner.search(splits.train, validation_data=splits.validation, epochs=epochs,
-                                callbacks=list(callbacks or []), verbose=verbose)
+                if role == "chief":      # (keras-tuner's search sets it, after the probe)
+                    kt_tuner.oracle.verbose = verbose
+                if role != "chief" or not _nothing_left(kt_tuner.oracle):
+                    kt_tuner.search(splits.train, validation_data=splits.validation,
+                                    epochs=epochs, callbacks=list(callbacks or []),
+                                    verbose=verbose)
+                if role == "chief" and kt_tuner.oracle.zoo_stopped is not None:
+                    raise kt_tuner.oracle.zoo_stopped    # its workers have stopped
             finally:
                 kt_config.DEBUG = debug
                 if role != "worker":
@@ -1153,9 +1278,12 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
             model = kt_tuner.load_model(trial)
     model.jit_compile = False
     test = _evaluate(model, splits.test, hypermodel)
+    values = _trial_values(trial)
+    # In the space's order (a chief has a worker's trial in the order it came in).
+    names = [k for k in hypermodel.params if k in values] + \
+        [k for k in values if k not in hypermodel.params and k not in _UNTUNED]
     best = {"trial": trial.trial_id, "objective": objective, "score": float(trial.score),
-            "hyperparameters": {k: v for k, v in _trial_values(trial).items()
-                                if k not in _UNTUNED},
+            "hyperparameters": {k: values[k] for k in names},
             "test": {k: float(v) for k, v in test.items()}, "export": None,
             "refit_epochs": refit_epochs, "mixed_precision": hypermodel.mixed_precision,
             "ignore_label": splits.info.ignore_label}
@@ -1277,13 +1405,17 @@ def configure_tune(parser):
             hm = get_hypermodel(args.model, set=set_, fix=fix)
             print(_text(hm.describe()))
             return 0
+        dataset = args.dataset or ("shapes" if args.model == "unet" else "digits")
         if args.workers is not None:
-            return _run_local_cluster(args)
+            try:
+                return _run_local_cluster(args)
+            except KeyboardInterrupt:    # its processes stopped: what the search left
+                print(_stopped_line(args, dataset), file=sys.stderr)
+                raise
         if args.chief:
             _set_role("chief", *args.chief)
         elif args.worker:
             _set_role(f"tuner{args.worker_id}", *args.worker)
-        dataset = args.dataset or ("shapes" if args.model == "unet" else "digits")
         try:
             df = search(args.model, dataset, tuner=args.tuner, objective=args.objective,
                         max_trials=args.max_trials, epochs=args.epochs,
@@ -1465,6 +1597,7 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
     held again: keras-tuner's chief waits for that trial, and for every worker that has
     joined it, so without it the chief waited forever. A chief that stops with an error
     stops the workers (they would wait for it for an hour)."""
+    import signal
     import subprocess
     import sys
     if args.workers < 1:
@@ -1474,10 +1607,16 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
     chief_cmd = base + ["--chief", f"{host}:{port}"]
     chief_cmd += ["--overwrite"] if args.overwrite else []
     chief_cmd += ["--export"] if args.export else []
+
+    def leave_ctrl_c_to_the_cluster():
+        # Ctrl-C reaches the terminal's whole process group: this process stops the
+        # others (each of which would say how to start it again on its own).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     # Its workers of before cannot reach this chief (a new port): the trials they were
     # running are retried by any worker.
     chief_env, worker_envs = _cluster_envs(args.workers)
-    chief = subprocess.Popen(chief_cmd, env=chief_env)
+    chief = subprocess.Popen(chief_cmd, env=chief_env, preexec_fn=leave_ctrl_c_to_the_cluster)
     procs = {"chief": chief}
     try:
         # Workers start once the chief serves (it has checked the project by then).
@@ -1490,7 +1629,8 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
                     for i in range(args.workers)}
         envs = dict(zip(commands, worker_envs))
         for name, cmd in commands.items():
-            procs[name] = subprocess.Popen(cmd, env=envs[name])
+            procs[name] = subprocess.Popen(cmd, env=envs[name],
+                                           preexec_fn=leave_ctrl_c_to_the_cluster)
         started = dict.fromkeys(commands, 1)
         while chief.poll() is None:
             for name, cmd in commands.items():
@@ -1503,10 +1643,13 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
                         f"(the last: {_exit_text(code)}); the same command resumes the search")
                 print(f"zoo tune: {name} stopped ({_exit_text(code)}); starting it again "
                       f"to run its trial again", file=sys.stderr, flush=True)
-                procs[name] = subprocess.Popen(cmd, env=envs[name])
+                procs[name] = subprocess.Popen(cmd, env=envs[name],
+                                               preexec_fn=leave_ctrl_c_to_the_cluster)
                 started[name] += 1
             time.sleep(poll)
-        if chief.returncode != 0:     # its workers would wait for it: stopped below
+        if chief.returncode > 0:      # it has said why, in its one line (its workers have
+            return chief.returncode   # stopped, or wait for it: stopped below)
+        if chief.returncode != 0:
             raise RuntimeError(f"distributed search failed: chief "
                                f"({_exit_text(chief.returncode)})")
         failed = []

@@ -353,27 +353,33 @@ def test_fit_mixed_precision(digits8, tmp_path, precision, policy, dtype):
     assert out.dtype == np.float32 and np.allclose(out.sum(-1), 1, atol=1e-3)
 
 
-@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
-def test_compile_false_keeps_the_models_compilation_under_mixed_precision(precision, digits8,
-                                                                          tmp_path):
+@pytest.mark.parametrize("precision", ["off", "bfloat16", "float16"])
+def test_compile_false_trains_and_records_the_models_own_compilation(precision, digits8,
+                                                                     tmp_path):
     # Under a mixed policy (the default on tensor-core GPUs and on CPUs with AMX) or a
     # strategy (several GPUs) fit trains a rebuilt copy, which compile=False left
-    # uncompiled: "You must call `compile()` before using the model".
+    # uncompiled: "You must call `compile()` before using the model"; and info.json said
+    # adam at 1e-3 for a model compiled with SGD(0.05).
     model = tiny_classifier()
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    history = train.fit(model, small(digits8), epochs=1, run_dir=str(tmp_path), verbose=0,
+    run = tmp_path / "run"
+    history = train.fit(model, small(digits8), epochs=1, run_dir=str(run), verbose=0,
                         compile=False, mixed_precision=precision, jit_compile=False)
     assert np.isfinite(history["loss"]).all() and "accuracy" in history.columns
     trained = train.fit.last_model
-    assert trained is not model and trained.get_layer("conv").compute_dtype == precision
+    assert (trained is model) == (precision == "off")
+    if precision != "off":
+        assert trained.get_layer("conv").compute_dtype == precision
+        assert trained.optimizer is not model.optimizer
     opt = trained.optimizer
     if precision == "float16":     # float16 gradients get loss scaling, as compile_model's
         assert isinstance(opt, keras.optimizers.LossScaleOptimizer)
         opt = opt.inner_optimizer
     assert isinstance(opt, keras.optimizers.SGD)
     assert float(opt.learning_rate.numpy()) == pytest.approx(0.05)
-    assert opt is not model.optimizer
+    settings = json.loads((run / "info.json").read_text())["settings"]
+    assert (settings["optimizer"], settings["learning_rate"]) == ("SGD", pytest.approx(0.05))
 
 
 class _Killed(Exception):
@@ -1085,25 +1091,6 @@ def test_an_optimizer_instance_trains_and_is_recorded_at_its_learning_rate(digit
         train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(tmp_path / "both"),
                   lr_schedule="cosine", optimizer=keras.optimizers.SGD(decay))
     assert not (tmp_path / "both").exists()
-
-
-@pytest.mark.parametrize("precision", ["off", "bfloat16"])
-def test_compile_false_trains_and_records_the_models_own_compilation(digits8, tmp_path,
-                                                                      precision):
-    # Before: info.json said adam at 1e-3 for a model compiled with SGD(0.05), and under
-    # mixed precision the rebuilt copy failed with "You must call `compile()` before using
-    # the model".
-    model = tiny_classifier()
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    train.fit(model, digits8, epochs=1, run_dir=str(tmp_path / "run"), verbose=0,
-              jit_compile=False, compile=False, mixed_precision=precision)
-    trained = train.fit.last_model
-    assert (trained is model) == (precision == "off")
-    assert type(trained.optimizer).__name__ == "SGD"
-    assert float(trained.optimizer.learning_rate) == pytest.approx(0.05)
-    settings = json.loads((tmp_path / "run" / "info.json").read_text())["settings"]
-    assert (settings["optimizer"], settings["learning_rate"]) == ("SGD", pytest.approx(0.05))
 
 
 def test_compile_false_needs_a_compiled_model(digits8, tmp_path):

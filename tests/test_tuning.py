@@ -577,6 +577,42 @@ def test_cli_passes_mixed_precision_to_every_local_worker():
     assert parser.parse_args(["lenet5"]).mixed_precision == "auto"
 
 
+def test_export_dir_goes_with_export_and_reaches_a_local_clusters_chief(tmp_path, capsys,
+                                                                         monkeypatch):
+    # Before, --export-dir without --export was accepted and did nothing (exit code 0).
+    import argparse
+    import importlib
+
+    from zoo.cli import main
+    assert main(["tune", "lenet5", "--export-dir", "sm", "--directory",
+                 str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err.strip() == "zoo: error: --export-dir sm goes with --export"
+    assert not (tmp_path / "runs").exists()
+    search_module = importlib.import_module("tuning.search")
+    real = subprocess.Popen
+    commands = {}
+
+    def fake(cmd, **kwargs):
+        name = "chief" if "--chief" in cmd else "worker"
+        commands[name] = cmd
+        if name == "chief":
+            port = cmd[cmd.index("--chief") + 1].rsplit(":", 1)[1]
+            return real([sys.executable, "-c", _FAKE_CHIEF, port, str(tmp_path / "done")])
+        return real([sys.executable, "-c", "import sys, pathlib; "
+                     "pathlib.Path(sys.argv[1]).touch()", str(tmp_path / "done")])
+
+    monkeypatch.setattr(subprocess, "Popen", fake)
+    tune = argparse.ArgumentParser()
+    search_module.configure_tune(tune)
+    args = tune.parse_args(["lenet5", "--workers", "1", "--directory", str(tmp_path),
+                            "--export", "--export-dir", "sm"])
+    assert search_module._run_local_cluster(args) == 0
+    chief = tune.parse_args(commands["chief"][commands["chief"].index("lenet5"):])
+    worker = tune.parse_args(commands["worker"][commands["worker"].index("lenet5"):])
+    assert (chief.export, chief.export_dir) == (True, "sm")
+    assert (worker.export, worker.export_dir) == (False, None)   # the chief exports
+
+
 def _record_first_batches(monkeypatch, batches):
     """Make every model the search trains record the labels of its first training batch
     (in the returned list) and train on ``batches`` batches only."""

@@ -1346,7 +1346,8 @@ def configure_tune(parser):
     parser.add_argument("--download", action="store_true",
                         help="let tensorflow-datasets download missing data")
     parser.add_argument("--export", action="store_true", help="export the best model")
-    parser.add_argument("--export-dir", default="saved_models", metavar="DIR")
+    parser.add_argument("--export-dir", default=None, metavar="DIR",
+                        help="base directory of --export (default saved_models)")
     parser.add_argument("--image-size", type=parse_shape, default=None, metavar="H,W")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jit", action="store_true",
@@ -1395,6 +1396,8 @@ def configure_tune(parser):
         for value, flag in ((args.max_trials, "--max-trials"), (args.epochs, "--epochs")):
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1. Received: {value}")
+        if args.export_dir is not None and not args.export:
+            raise ValueError(f"--export-dir {args.export_dir} goes with --export")
         if args.quiet:
             args.verbose = 0
         # Checked here too, before a local cluster's processes start.
@@ -1421,7 +1424,8 @@ def configure_tune(parser):
                         max_trials=args.max_trials, epochs=args.epochs,
                         directory=args.directory, project=args.project,
                         overwrite=args.overwrite, set=set_, fix=fix, export=args.export,
-                        export_dir=args.export_dir, image_size=args.image_size,
+                        export_dir=args.export_dir or "saved_models",
+                        image_size=args.image_size,
                         data_dir=args.data_dir, download=args.download, seed=args.seed,
                         jit_compile=args.jit, mixed_precision=args.mixed_precision,
                         deterministic=args.deterministic,
@@ -1510,7 +1514,7 @@ def _argv(args):
     """The command line of one process of a local cluster (no --workers)."""
     argv = [args.model, "--tuner", args.tuner, "--max-trials", str(args.max_trials),
             "--epochs", str(args.epochs), "--directory", args.directory,
-            "--seed", str(args.seed), "--export-dir", args.export_dir,
+            "--seed", str(args.seed),
             "--verbose", str(args.verbose)]
     for flag, value in (("--dataset", args.dataset), ("--objective", args.objective),
                         ("--project", args.project), ("--data-dir", args.data_dir)):
@@ -1607,6 +1611,7 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
     chief_cmd = base + ["--chief", f"{host}:{port}"]
     chief_cmd += ["--overwrite"] if args.overwrite else []
     chief_cmd += ["--export"] if args.export else []
+    chief_cmd += ["--export-dir", args.export_dir] if args.export_dir is not None else []
 
     def leave_ctrl_c_to_the_cluster():
         # Ctrl-C reaches the terminal's whole process group: this process stops the

@@ -577,6 +577,22 @@ def test_cli_passes_mixed_precision_to_every_local_worker():
     assert parser.parse_args(["lenet5"]).mixed_precision == "auto"
 
 
+def _fake_cluster_popen(tmp_path, seen):
+    """A ``subprocess.Popen`` for a local cluster's processes: the chief a fake that serves
+    until a worker has run, each worker one that finishes at once; ``seen(cmd, kwargs)`` is
+    called with each command and its keyword arguments first."""
+    real = subprocess.Popen
+
+    def fake(cmd, **kwargs):
+        seen(cmd, kwargs)
+        if "--chief" in cmd:
+            port = cmd[cmd.index("--chief") + 1].rsplit(":", 1)[1]
+            return real([sys.executable, "-c", _FAKE_CHIEF, port, str(tmp_path / "done")])
+        return real([sys.executable, "-c", "import sys, pathlib; "
+                     "pathlib.Path(sys.argv[1]).touch()", str(tmp_path / "done")])
+    return fake
+
+
 def test_export_dir_goes_with_export_and_reaches_a_local_clusters_chief(tmp_path, capsys,
                                                                          monkeypatch):
     # Before, --export-dir without --export was accepted and did nothing (exit code 0).
@@ -589,19 +605,11 @@ def test_export_dir_goes_with_export_and_reaches_a_local_clusters_chief(tmp_path
     assert capsys.readouterr().err.strip() == "zoo: error: --export-dir sm goes with --export"
     assert not (tmp_path / "runs").exists()
     search_module = importlib.import_module("tuning.search")
-    real = subprocess.Popen
     commands = {}
 
-    def fake(cmd, **kwargs):
-        name = "chief" if "--chief" in cmd else "worker"
-        commands[name] = cmd
-        if name == "chief":
-            port = cmd[cmd.index("--chief") + 1].rsplit(":", 1)[1]
-            return real([sys.executable, "-c", _FAKE_CHIEF, port, str(tmp_path / "done")])
-        return real([sys.executable, "-c", "import sys, pathlib; "
-                     "pathlib.Path(sys.argv[1]).touch()", str(tmp_path / "done")])
-
-    monkeypatch.setattr(subprocess, "Popen", fake)
+    def seen(cmd, kwargs):
+        commands["chief" if "--chief" in cmd else "worker"] = cmd
+    monkeypatch.setattr(subprocess, "Popen", _fake_cluster_popen(tmp_path, seen))
     tune = argparse.ArgumentParser()
     search_module.configure_tune(tune)
     args = tune.parse_args(["lenet5", "--workers", "1", "--directory", str(tmp_path),
@@ -1465,19 +1473,12 @@ def test_a_local_cluster_shares_the_gpus_among_its_processes(visible, gpus, expe
     import argparse
     import importlib
     search_module = importlib.import_module("tuning.search")
-    real = subprocess.Popen
     envs = {}
 
-    def fake(cmd, env=None, **kwargs):
+    def seen(cmd, kwargs):
         name = "chief" if "--chief" in cmd else cmd[cmd.index("--worker-id") + 1]
-        envs[name] = dict(os.environ if env is None else env)
-        if name == "chief":
-            port = cmd[cmd.index("--chief") + 1].rsplit(":", 1)[1]
-            return real([sys.executable, "-c", _FAKE_CHIEF, port, str(tmp_path / "done")])
-        return real([sys.executable, "-c", "import sys, pathlib; "
-                     "pathlib.Path(sys.argv[1]).touch()", str(tmp_path / "done")])
-
-    monkeypatch.setattr(subprocess, "Popen", fake)
+        envs[name] = dict(kwargs.get("env") or os.environ)
+    monkeypatch.setattr(subprocess, "Popen", _fake_cluster_popen(tmp_path, seen))
     monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)
     if visible is None:
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

@@ -510,7 +510,7 @@ def test_zoo_train_passes_patience_to_early_stopping(tmp_path, capsys, monkeypat
                               [])):
         assert zoo_main(["train", "lenet5", "--epochs", "1", "--quiet",
                          "--run-dir", str(tmp_path / f"run{i}"), *argv]) == 0
-    assert seen == [(True, 3), (True, 8), (False, 8)]
+    assert seen == [(True, 3), (True, 8), (False, None)]
 
 
 def test_zoo_train_says_epoch_for_one_and_epochs_for_more(tmp_path, capsys, monkeypatch):
@@ -924,6 +924,16 @@ def test_fit_checks_patience_before_any_work(patience):
     with pytest.raises(ValueError, match=f"patience must be a non-negative integer. "
                                          f"Received: patience={patience!r}"):
         fit("lenet5", "digits", patience=patience)
+
+
+def test_fit_refuses_patience_without_early_stopping(digits8, tmp_path):
+    # Before, fit(early_stopping=False, patience=3) trained its whole schedule, patience unused.
+    with pytest.raises(ValueError, match=r"^patience goes with early stopping, which "
+                       r"early_stopping=False turns off. Received: patience=3, "
+                       r"early_stopping=False$"):
+        train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(tmp_path / "r"),
+                  early_stopping=False, patience=3)
+    assert not (tmp_path / "r").exists()
 
 
 # --- bad input ------------------------------------------------------------------------

@@ -1898,7 +1898,7 @@ class _MainOutputLogs(keras.callbacks.Callback):
 
 def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate=1e-3,
         optimizer="adam", augment=None, jit_compile="auto", mixed_precision="auto",
-        early_stopping=True, patience=8, seed=0, data_dir=None, verbose=1,
+        early_stopping=True, patience=None, seed=0, data_dir=None, verbose=1,
         model_name=None, monitor="val_loss", label_smoothing=0.0, weight_decay=None,
         callbacks=None, model_args=None, download=False, compile=True,
         lr_schedule="constant", deterministic=False, class_weight=None,
@@ -1936,7 +1936,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             :func:`resolve_mixed_precision`).
         early_stopping: stop when ``monitor`` stops improving for ``patience`` epochs and
             restore the best weights.
-        patience: epochs without improvement before stopping.
+        patience: epochs without improvement before stopping (default 8); refused with
+            ``early_stopping=False``, which it would not change.
         seed: seeds Python, NumPy, TensorFlow and Keras (``keras.utils.set_random_seed``),
             shuffling and augmentation: the same initial weights and data order, but
             threaded kernels still make two runs differ slightly unless ``deterministic``.
@@ -2038,11 +2039,15 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine'. "
                          f"Received: lr_schedule={lr_schedule!r}")
     epochs = zdata.check_count("epochs", epochs)
-    patience = zdata.check_count("patience", patience, 0)
     seed = check_seed(seed)
     check_verbose(verbose)
     check_bool("fit", early_stopping=early_stopping, compile=compile,
                deterministic=deterministic, download=download)
+    if patience is not None and early_stopping is False:
+        raise ValueError(f"patience goes with early stopping, which early_stopping=False "
+                         f"turns off. Received: patience={zdata._short(patience)}, "
+                         f"early_stopping=False")
+    patience = 8 if patience is None else zdata.check_count("patience", patience, 0)
     callbacks = check_callbacks(callbacks)
     check_run_dir(run_dir)
     resolve_jit_compile(jit_compile)   # a bad value, refused before any loading
@@ -2931,7 +2936,8 @@ def configure_train(parser):
                           learning_rate=lr, optimizer=args.optimizer, augment=augment,
                           jit_compile="auto" if args.xla is None else args.xla,
                           mixed_precision=args.mixed_precision,
-                          early_stopping=early_stopping, patience=patience,
+                          early_stopping=early_stopping,
+                          patience=patience if early_stopping else None,
                           seed=args.seed, verbose=0 if args.quiet else 1,
                           model_name=args.model, model_args=model_args,
                           lr_schedule=args.lr_schedule or d["lr_schedule"],

@@ -799,3 +799,18 @@ def test_check_splits_names_what_a_split_yields_and_what_its_info_asks():
     for splits, message in cases:
         with pytest.raises(ValueError, match=message):
             data.check_splits(splits)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(data_dir=5), "data_dir must be None (tensorflow-datasets' default) or the path of a "
+                       "tensorflow-datasets data directory. Received: data_dir=5"),
+    (dict(data_dir=""), "Received: data_dir=''"),
+    (dict(download="no"), "download must be True or False. Received: download='no'")])
+@pytest.mark.parametrize("name", ["digits", "mnist"])
+def test_load_refuses_a_data_dir_or_download_of_the_wrong_kind(name, kwargs, message):
+    # Before: ignored for the embedded datasets (data_dir=5 loaded digits), and for
+    # tensorflow-datasets' a TypeError from its builder ("expected str, bytes or
+    # os.PathLike object, not int"); download="no" asked tensorflow-datasets to download.
+    for call in (lambda: data.load(name, **kwargs), lambda: data.load_splits(name, **kwargs)):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call()

@@ -1317,10 +1317,14 @@ _E = re.escape
     ({"callbacks": [5]}, _E("callbacks must be a list of keras.callbacks.Callback or None. "
                             "Received: callbacks=[5]")),
     # a string would count as True: overwrite="no" deleted the project
-    ({"overwrite": "no"}, _E("overwrite must be True or False. Received: overwrite='no'")),
-    ({"resume": "no"}, _E("resume must be True or False. Received: resume='no'")),
-    ({"export": "yes"}, _E("export must be True or False. Received: export='yes'")),
-    ({"download": None}, _E("download must be True or False. Received: download=None")),
+    ({"overwrite": "no"}, _E("search: overwrite must be True or False. Received: overwrite='no'")),
+    ({"resume": "no"}, _E("search: resume must be True or False. Received: resume='no'")),
+    ({"export": "yes"}, _E("search: export must be True or False. Received: export='yes'")),
+    ({"download": None}, _E("search: download must be True or False. Received: download=None")),
+    # 1 and 0 passed as True and False (compared with ==)
+    ({"deterministic": 1}, _E("search: deterministic must be True or False. "
+                              "Received: deterministic=1")),
+    ({"overwrite": 0}, _E("search: overwrite must be True or False. Received: overwrite=0")),
     ({"objective": 5}, _E("objective must be a metric name such as 'val_accuracy' (or "
                           "'NAME:min', 'NAME:max') or None. Received: objective=5")),
     ({"image_size": "32"}, _E("image_size must be (height, width) with positive integers. "

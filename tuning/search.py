@@ -29,7 +29,7 @@ import threading
 import time
 import warnings
 
-from zoo.common import atomic_write, atomic_write_text, check_seed, is_digits
+from zoo.common import atomic_write, atomic_write_text, check_bool, check_seed, is_digits
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -952,10 +952,9 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             raise ValueError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
     _check_types(objective=objective, directory=directory, set=set, fix=fix,
                  image_size=image_size, callbacks=callbacks, verbose=verbose)
-    for arg, value in (("resume", resume), ("overwrite", overwrite), ("export", export),
-                       ("download", download)):
-        if value not in (True, False):   # "no" would count as True: a project deleted
-            raise ValueError(f"{arg} must be True or False. Received: {arg}={value!r}")
+    # ("no" would count as True: a project deleted; 1 and 0 are no flags either)
+    check_bool("search", resume=resume, overwrite=overwrite, export=export, download=download,
+               deterministic=deterministic)
     if cv is not None:
         if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
             raise ValueError(f"cv must be None or an integer >= 2 (folds). Received: cv={cv!r}")
@@ -969,9 +968,6 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     check_seed(seed)
     from zoo.data import _check_ignore_label
     ignore_label = _check_ignore_label(ignore_label)
-    if deterministic not in (True, False):
-        raise ValueError(f"deterministic must be True or False. "
-                         f"Received: deterministic={deterministic!r}")
     if project is not None:
         _check_project_name(project)
     if export:   # refused now, not after the whole search

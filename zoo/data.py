@@ -1284,6 +1284,13 @@ def list_datasets() -> list:
 def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
     if not isinstance(name, (str, os.PathLike)):
         raise ValueError(f"Dataset name must be a string. Received: {name!r}")
+    if data_dir is not None and (not isinstance(data_dir, (str, os.PathLike))
+                                 or not os.fspath(data_dir)):
+        raise ValueError(f"data_dir must be None (tensorflow-datasets' default) or the path "
+                         f"of a tensorflow-datasets data directory. "
+                         f"Received: data_dir={_short(data_dir)}")
+    if not isinstance(download, bool):
+        raise ValueError(f"download must be True or False. Received: download={_short(download)}")
     name = os.fspath(name)
     if name in _EMBEDDED:
         return _with_ignore_label(_EMBEDDED[name](data_dir, download), ignore_label)

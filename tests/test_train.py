@@ -1047,6 +1047,42 @@ def test_a_new_run_stopped_in_a_finished_runs_directory_leaves_no_run_that_looks
     assert len(os.listdir(run / "logs" / "train")) == 1     # this run's events only
 
 
+def test_a_finished_run_set_aside_by_a_killed_run_comes_back_or_is_guarded(
+        digits8, tmp_path, monkeypatch):
+    """A fresh run killed (kill -9) before its first epoch was backed up left the finished
+    run it replaced in a hidden .previous-* folder. The next fresh run there set the killed
+    run's files aside on top and, failing too, put those back: the finished run stayed
+    hidden for good; and with info.json hidden, a run of another model was not refused and,
+    trained, removed the finished run."""
+    run = tmp_path / "run"
+    train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run), verbose=0,
+              jit_compile=False)
+
+    def files():
+        return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    finished = files()
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_abandon_run_dir", lambda *args, **kwargs: None)  # kill -9
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
+                  verbose=0, jit_compile=False, callbacks=[CtrlC()])
+    monkeypatch.undo()
+    assert not (run / "info.json").exists()
+    with pytest.raises(ValueError, match="holds a finished run of tiny on digits, not of other"):
+        train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
+                  verbose=0, model_name="other", jit_compile=False)
+    assert files() == finished
+    with pytest.raises(KeyboardInterrupt):      # the same command, stopped again
+        train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
+                  verbose=0, jit_compile=False, callbacks=[CtrlC()])
+    assert files() == finished
+    assert not [n for n in os.listdir(run) if n.startswith(".previous-")]
+
+
 def test_a_test_split_label_outside_the_classes_is_named_in_one_line(tmp_path, digits8):
     # Train and validation are fine; the test split's first label is 12 for a 10-class model:
     # found when the best model is scored, after training, and said as for the other splits.

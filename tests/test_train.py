@@ -1004,6 +1004,16 @@ def test_a_run_directory_of_another_model_or_dataset_is_refused(digits8, tmp_pat
     assert list(history["epoch"]) == [0, 1, 2]          # resumed after epoch 0
 
 
+def _files(run):
+    """The files under ``run`` and their contents."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+class _CtrlC(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        raise KeyboardInterrupt
+
+
 def test_a_new_run_stopped_in_a_finished_runs_directory_leaves_no_run_that_looks_finished(
         digits8, tmp_path, monkeypatch):
     """A new run in a finished run's directory removed that run's best checkpoint and
@@ -1016,24 +1026,16 @@ def test_a_new_run_stopped_in_a_finished_runs_directory_leaves_no_run_that_looks
               jit_compile=False)
     assert (run / "info.json").is_file() and (run / "logs" / "train").is_dir()
     (run / "notes.txt").write_text("mine")
-
-    def files():
-        return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    finished = files()
-
-    class CtrlC(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            raise KeyboardInterrupt
-
+    finished = _files(run)
     with pytest.raises(KeyboardInterrupt):      # stopped: the finished run comes back
         train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
-                  verbose=0, jit_compile=False, callbacks=[CtrlC()])
-    assert files() == finished
+                  verbose=0, jit_compile=False, callbacks=[_CtrlC()])
+    assert _files(run) == finished
     # killed (kill -9: no clean-up runs): no finished-looking run is left in the directory
     monkeypatch.setattr(train, "_abandon_run_dir", lambda *args, **kwargs: None)
     with pytest.raises(KeyboardInterrupt):
         train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
-                  verbose=0, jit_compile=False, callbacks=[CtrlC()])
+                  verbose=0, jit_compile=False, callbacks=[_CtrlC()])
     monkeypatch.undo()
     left = sorted(os.listdir(run))
     assert not {"info.json", "model.keras", "metrics.json"} & set(left), left
@@ -1057,29 +1059,21 @@ def test_a_finished_run_set_aside_by_a_killed_run_comes_back_or_is_guarded(
     run = tmp_path / "run"
     train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run), verbose=0,
               jit_compile=False)
-
-    def files():
-        return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    finished = files()
-
-    class CtrlC(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            raise KeyboardInterrupt
-
+    finished = _files(run)
     monkeypatch.setattr(train, "_abandon_run_dir", lambda *args, **kwargs: None)  # kill -9
     with pytest.raises(KeyboardInterrupt):
         train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
-                  verbose=0, jit_compile=False, callbacks=[CtrlC()])
+                  verbose=0, jit_compile=False, callbacks=[_CtrlC()])
     monkeypatch.undo()
     assert not (run / "info.json").exists()
     with pytest.raises(ValueError, match="holds a finished run of tiny on digits, not of other"):
         train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
                   verbose=0, model_name="other", jit_compile=False)
-    assert files() == finished
+    assert _files(run) == finished
     with pytest.raises(KeyboardInterrupt):      # the same command, stopped again
         train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
-                  verbose=0, jit_compile=False, callbacks=[CtrlC()])
-    assert files() == finished
+                  verbose=0, jit_compile=False, callbacks=[_CtrlC()])
+    assert _files(run) == finished
     assert not [n for n in os.listdir(run) if n.startswith(".previous-")]
 
 
@@ -1203,15 +1197,12 @@ def test_a_failed_fresh_run_in_a_finished_runs_directory_leaves_that_run_as_it_w
     run = tmp_path / "run"
     train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
               jit_compile=False)
-
-    def files():
-        return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    finished = files()
+    finished = _files(run)
     assert "checkpoints/best.keras" in finished and len(finished["history.csv"].splitlines()) == 3
     with pytest.raises(ValueError, match="monitor 'val_nope' is not logged by this run"):
         train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
                   jit_compile=False, monitor="val_nope")   # fails at the end of epoch 1
-    assert files() == finished
+    assert _files(run) == finished
     assert sorted(p.name for p in run.iterdir()) == sorted(
         {name.split("/")[0] for name in finished})
     # a fresh run that succeeds replaces it, leaving nothing of the set-aside files

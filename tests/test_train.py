@@ -1077,6 +1077,21 @@ def test_a_finished_run_set_aside_by_a_killed_run_comes_back_or_is_guarded(
     assert not [n for n in os.listdir(run) if n.startswith(".previous-")]
 
 
+def test_a_fresh_run_sets_aside_only_a_finished_runs_files(digits8, tmp_path):
+    """Only a finished run (its info.json) is set aside by a fresh run in its directory, and
+    removed once that run trained; in a directory that holds none, the files of the user's
+    own under the names of a run's (a logs/ folder of other notes) were set aside too, and
+    removed with it."""
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "mine.txt").write_text("mine")
+    train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run), verbose=0,
+              jit_compile=False)
+    assert (run / "logs" / "mine.txt").read_text() == "mine"
+    assert (run / "info.json").is_file() and (run / "logs" / "train").is_dir()
+    assert not [n for n in os.listdir(run) if n.startswith(".previous-")]
+
+
 def test_a_test_split_label_outside_the_classes_is_named_in_one_line(tmp_path, digits8):
     # Train and validation are fine; the test split's first label is 12 for a 10-class model:
     # found when the best model is scored, after training, and said as for the other splits.

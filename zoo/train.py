@@ -2296,9 +2296,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      "optimization": optimization,
                      **({"class_weight": class_weights} if class_weights else {}),
                      **({"pretrained": pretrained} if pretrained else {})})
-        if not resuming and existed:
-            # A fresh run in an old directory: the old run's files (info.json first, so that
-            # a killed run leaves none that looks finished) come back if it fails.
+        if not resuming and existed and "info.json" in existed:
+            # A fresh run in a finished run's directory: that run's files (info.json first, so
+            # that a killed run leaves none that looks finished) come back if it fails.
             previous = _set_aside(run_dir, _RUN_FILES)
         mode = "min" if monitor.endswith("loss") else "max"
         # A resumed run keeps the killed run's epochs up to its backup (history.csv is

@@ -548,11 +548,33 @@ def test_atomic_write_removes_the_temporary_a_killed_writer_left(tmp_path):
     flag.unlink()
     left = os.listdir(tmp_path)
     assert len(left) == 1 and left[0].startswith(".p.png.tmp-")   # the killed write's
-    live = tmp_path / f".p.png.tmp-{os.getpid()}-x.png"   # a write under way in this process
+    # a write under way in this process
+    live = tmp_path / (zoo.common.temporary_prefix(".p.png.tmp-") + "x.png")
     live.write_text("")
     zoo.common.atomic_write_text(str(target), "x")
     assert sorted(os.listdir(tmp_path)) == [live.name, "p.png"]
     assert target.read_text() == "x"
+
+
+def test_stale_temporaries_are_removed_only_for_a_process_of_this_machine(tmp_path):
+    """A temporary is named after its writer's process id, and a dead one's is removed by the
+    next write; on a disk shared between machines, a live writer elsewhere has a process id
+    that does not exist here, and its temporary (an export's staging directory, a model
+    file half written) was removed under it. A temporary names its host too, and only this
+    host's dead writers' go; a user's file that merely starts like one stays."""
+    import socket
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    prefix = zoo.common.temporary_prefix(".tmp-")
+    assert prefix == f".tmp-{os.getpid()}-{socket.gethostname()}-"
+    dead_here = f".tmp-{gone.pid}-{socket.gethostname()}-abc"
+    elsewhere = f".tmp-{gone.pid}-{socket.gethostname()}x-abc"   # another machine's writer
+    mine = f".tmp-{gone.pid}-notes.txt"                          # the user's own file
+    for name in (dead_here, elsewhere):
+        (tmp_path / name).mkdir()
+    (tmp_path / mine).write_text("mine")
+    zoo.common.remove_stale_temporaries(tmp_path, ".tmp-")
+    assert sorted(os.listdir(tmp_path)) == sorted([elsewhere, mine])
 
 
 def test_atomic_write_names_the_file_a_failed_write_was_for(tmp_path):

@@ -1037,7 +1037,7 @@ def test_zoo_predict_reads_headers_first_and_pixels_batch_by_batch(exported, tmp
 
 def test_predict_removes_the_masks_a_killed_predict_left_half_written(tmp_path, capsys):
     """A zoo predict killed while it wrote masks (SIGKILL, SIGTERM) left its hidden
-    .tmp-<pid>-* directory of masks in --out for good; the next predict into that directory
+    .tmp-<pid>-<host>-* directory of masks in --out for good; the next predict into that directory
     removes it (a live one's stays)."""
     import subprocess
     import sys
@@ -1051,13 +1051,15 @@ def test_predict_removes_the_masks_a_killed_predict_left_half_written(tmp_path, 
     gone = subprocess.Popen([sys.executable, "-c", ""])
     gone.wait()
     out = tmp_path / "masks"
-    (out / f".tmp-{gone.pid}-abc").mkdir(parents=True)
-    (out / f".tmp-{gone.pid}-abc" / "scene_mask.png").write_bytes(b"half")
-    (out / f".tmp-{os.getpid()}-def").mkdir()
+    dead = zoo.common.temporary_prefix(".tmp-").replace(f"-{os.getpid()}-", f"-{gone.pid}-")
+    (out / f"{dead}abc").mkdir(parents=True)
+    (out / f"{dead}abc" / "scene_mask.png").write_bytes(b"half")
+    live = zoo.common.temporary_prefix(".tmp-") + "def"
+    (out / live).mkdir()
     assert main(["predict", str(base / "seg"), str(image), "--out", str(out),
                  "--no-xla"]) == 0
     capsys.readouterr()
-    assert sorted(os.listdir(out)) == [f".tmp-{os.getpid()}-def", "scene_mask.png"]
+    assert sorted(os.listdir(out)) == [live, "scene_mask.png"]
 
 
 def test_segmentation_masks_are_written_all_or_none(tmp_path, capsys):

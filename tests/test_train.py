@@ -1014,6 +1014,16 @@ def test_a_run_directory_of_another_model_or_dataset_is_refused(digits8, tmp_pat
     assert list(history["epoch"]) == [0, 1, 2]          # resumed after epoch 0
 
 
+def _files(run):
+    """The files under ``run`` and their contents."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+class _CtrlC(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        raise KeyboardInterrupt
+
+
 def test_a_new_run_stopped_in_a_finished_runs_directory_leaves_no_run_that_looks_finished(
         digits8, tmp_path, monkeypatch):
     """A new run in a finished run's directory removed that run's best checkpoint and
@@ -1026,24 +1036,16 @@ def test_a_new_run_stopped_in_a_finished_runs_directory_leaves_no_run_that_looks
               jit_compile=False)
     assert (run / "info.json").is_file() and (run / "logs" / "train").is_dir()
     (run / "notes.txt").write_text("mine")
-
-    def files():
-        return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    finished = files()
-
-    class CtrlC(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            raise KeyboardInterrupt
-
+    finished = _files(run)
     with pytest.raises(KeyboardInterrupt):      # stopped: the finished run comes back
         train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
-                  verbose=0, jit_compile=False, callbacks=[CtrlC()])
-    assert files() == finished
+                  verbose=0, jit_compile=False, callbacks=[_CtrlC()])
+    assert _files(run) == finished
     # killed (kill -9: no clean-up runs): no finished-looking run is left in the directory
     monkeypatch.setattr(train, "_abandon_run_dir", lambda *args, **kwargs: None)
     with pytest.raises(KeyboardInterrupt):
         train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
-                  verbose=0, jit_compile=False, callbacks=[CtrlC()])
+                  verbose=0, jit_compile=False, callbacks=[_CtrlC()])
     monkeypatch.undo()
     left = sorted(os.listdir(run))
     assert not {"info.json", "model.keras", "metrics.json"} & set(left), left
@@ -1055,6 +1057,49 @@ def test_a_new_run_stopped_in_a_finished_runs_directory_leaves_no_run_that_looks
                                        "learning_curves.png", "logs", "metrics.json",
                                        "model.keras", "notes.txt"]
     assert len(os.listdir(run / "logs" / "train")) == 1     # this run's events only
+
+
+def test_a_finished_run_set_aside_by_a_killed_run_comes_back_or_is_guarded(
+        digits8, tmp_path, monkeypatch):
+    """A fresh run killed (kill -9) before its first epoch was backed up left the finished
+    run it replaced in a hidden .previous-* folder. The next fresh run there set the killed
+    run's files aside on top and, failing too, put those back: the finished run stayed
+    hidden for good; and with info.json hidden, a run of another model was not refused and,
+    trained, removed the finished run."""
+    run = tmp_path / "run"
+    train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run), verbose=0,
+              jit_compile=False)
+    finished = _files(run)
+    monkeypatch.setattr(train, "_abandon_run_dir", lambda *args, **kwargs: None)  # kill -9
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
+                  verbose=0, jit_compile=False, callbacks=[_CtrlC()])
+    monkeypatch.undo()
+    assert not (run / "info.json").exists()
+    with pytest.raises(ValueError, match="holds a finished run of tiny on digits, not of other"):
+        train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
+                  verbose=0, model_name="other", jit_compile=False)
+    assert _files(run) == finished
+    with pytest.raises(KeyboardInterrupt):      # the same command, stopped again
+        train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
+                  verbose=0, jit_compile=False, callbacks=[_CtrlC()])
+    assert _files(run) == finished
+    assert not [n for n in os.listdir(run) if n.startswith(".previous-")]
+
+
+def test_a_fresh_run_sets_aside_only_a_finished_runs_files(digits8, tmp_path):
+    """Only a finished run (its info.json) is set aside by a fresh run in its directory, and
+    removed once that run trained; in a directory that holds none, the files of the user's
+    own under the names of a run's (a logs/ folder of other notes) were set aside too, and
+    removed with it."""
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "mine.txt").write_text("mine")
+    train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run), verbose=0,
+              jit_compile=False)
+    assert (run / "logs" / "mine.txt").read_text() == "mine"
+    assert (run / "info.json").is_file() and (run / "logs" / "train").is_dir()
+    assert not [n for n in os.listdir(run) if n.startswith(".previous-")]
 
 
 def test_a_test_split_label_outside_the_classes_is_named_in_one_line(tmp_path, digits8):
@@ -1177,15 +1222,12 @@ def test_a_failed_fresh_run_in_a_finished_runs_directory_leaves_that_run_as_it_w
     run = tmp_path / "run"
     train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
               jit_compile=False)
-
-    def files():
-        return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    finished = files()
+    finished = _files(run)
     assert "checkpoints/best.keras" in finished and len(finished["history.csv"].splitlines()) == 3
     with pytest.raises(ValueError, match="monitor 'val_nope' is not logged by this run"):
         train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
                   jit_compile=False, monitor="val_nope")   # fails at the end of epoch 1
-    assert files() == finished
+    assert _files(run) == finished
     assert sorted(p.name for p in run.iterdir()) == sorted(
         {name.split("/")[0] for name in finished})
     # a fresh run that succeeds replaces it, leaving nothing of the set-aside files

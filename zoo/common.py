@@ -568,20 +568,35 @@ def exception_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
+def _host() -> str:
+    import socket
+    return socket.gethostname().replace(os.sep, "_")
+
+
+def temporary_prefix(prefix) -> str:
+    """``<prefix><pid>-<host>-``: the start of the name of a temporary file or directory of
+    this process, which :func:`remove_stale_temporaries` removes once the process is gone."""
+    return f"{prefix}{os.getpid()}-{_host()}-"
+
+
 def remove_stale_temporaries(directory, prefix) -> None:
-    """Delete the entries of ``directory`` named ``<prefix><pid>-...`` whose process ``pid``
-    is gone: the temporary files and directories of a writer that was killed (SIGKILL,
-    SIGTERM) before it could remove them. Those of live processes stay."""
+    """Delete the entries of ``directory`` named ``<prefix><pid>-<host>-...``
+    (:func:`temporary_prefix`) whose process ``pid`` on this host is gone: the temporary
+    files and directories of a writer that was killed (SIGKILL, SIGTERM) before it could
+    remove them. Those of live processes stay, and so do those of another host (a disk
+    shared between machines: its process ids mean nothing here) and any other name."""
     import shutil
     try:
         entries = list(os.scandir(directory))
     except (FileNotFoundError, NotADirectoryError):
         return
+    host = _host()
     for entry in entries:
         if not entry.name.startswith(prefix):
             continue
         pid = entry.name[len(prefix):].split("-", 1)[0]
-        if not is_digits(pid):
+        if not is_digits(pid) or not entry.name[len(prefix) + len(pid):].startswith(
+                f"-{host}-"):
             continue
         try:
             os.kill(int(pid), 0)
@@ -601,7 +616,7 @@ def atomic_write(path, write) -> str:
     """Write ``path`` all at once: ``write(tmp)`` fills a temporary file beside it, which is
     then renamed onto ``path``; on any failure the temporary file is removed and ``path``
     is untouched. The temporary file is named after this process
-    (``.NAME.tmp-<pid>-...``), and a writer killed before it could remove its own leaves
+    (``.NAME.tmp-<pid>-<host>-...``), and a writer killed before it could remove its own leaves
     it for the next write of ``path`` to remove. The file gets the usual
     ``0o666 & ~umask`` permissions.
 
@@ -619,7 +634,7 @@ def atomic_write(path, write) -> str:
     try:
         os.makedirs(directory, exist_ok=True)
         remove_stale_temporaries(directory, f".{base}.tmp-")
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.tmp-{os.getpid()}-",
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=temporary_prefix(f".{base}.tmp-"),
                                    suffix=os.path.splitext(base)[1])
     except OSError as e:   # named after the file asked for, not the temporary one
         raise type(e)(e.errno, f"cannot write {os.fspath(path)!r} in {directory!r}: "

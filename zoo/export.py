@@ -680,7 +680,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     try:
         os.makedirs(model_dir, exist_ok=True)
         common.remove_stale_temporaries(model_dir, TMP_PREFIX)
-        tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir)
+        tmp = tempfile.mkdtemp(prefix=common.temporary_prefix(TMP_PREFIX), dir=model_dir)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; servers may run as other users
@@ -916,7 +916,8 @@ def _commit(tmp, model_dir, version, overwrite, record) -> str:
         record["version"] = version
         _write_record(tmp, record)
         if os.path.exists(target) and overwrite and not auto:
-            trash = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-old-", dir=model_dir)
+            trash = tempfile.mkdtemp(prefix=common.temporary_prefix(TMP_PREFIX) + "old-",
+                                     dir=model_dir)
             os.rename(target, os.path.join(trash, "old"))
             os.rename(tmp, target)
             shutil.rmtree(trash, ignore_errors=True)

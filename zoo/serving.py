@@ -50,7 +50,8 @@ import numpy as np
 
 from zoo.cli import number_type
 from zoo.common import (TASKS, clip_text, exception_line, has_image_signature, is_digits,
-                         is_integer, remove_stale_temporaries, visible_gpus)
+                         is_integer, remove_stale_temporaries, temporary_prefix,
+                         visible_gpus)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions)
 
@@ -1509,7 +1510,7 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
     created = not os.path.isdir(args.out)
     os.makedirs(args.out, exist_ok=True)
     remove_stale_temporaries(args.out, ".tmp-")   # a killed predict's
-    staging = tempfile.mkdtemp(dir=args.out, prefix=f".tmp-{os.getpid()}-")
+    staging = tempfile.mkdtemp(dir=args.out, prefix=temporary_prefix(".tmp-"))
     rows = [None] * len(names)
     done = False
     # A model whose output has its input's size (padding="same") gets masks at each image's

@@ -2195,6 +2195,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     run_dir = os.path.abspath(run_dir or _default_run_dir(model_name, info.name))
     backup_dir = os.path.join(run_dir, "backup")
     resuming = _has_backup(backup_dir)
+    if not resuming:
+        _recover_set_aside(run_dir)
     state = {}
     if resuming and os.path.isfile(os.path.join(backup_dir, _RUN_STATE)):
         with open(os.path.join(backup_dir, _RUN_STATE)) as f:
@@ -2299,9 +2301,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      "optimization": optimization,
                      **({"class_weight": class_weights} if class_weights else {}),
                      **({"pretrained": pretrained} if pretrained else {})})
-        if not resuming and existed:
-            # A fresh run in an old directory: the old run's files (info.json first, so that
-            # a killed run leaves none that looks finished) come back if it fails.
+        if not resuming and existed and "info.json" in existed:
+            # A fresh run in a finished run's directory: that run's files (info.json first, so
+            # that a killed run leaves none that looks finished) come back if it fails.
             previous = _set_aside(run_dir, _RUN_FILES)
         mode = "min" if monitor.endswith("loss") else "max"
         # A resumed run keeps the killed run's epochs up to its backup (history.csv is
@@ -2601,6 +2603,22 @@ def _put_back(run_dir, previous) -> None:
             os.remove(target)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(source, target)
+
+
+def _recover_set_aside(run_dir) -> None:
+    """Put back the finished run a fresh run set aside in ``run_dir`` and, killed (kill -9)
+    before it backed up an epoch, could not put back itself: where ``run_dir`` holds no
+    ``info.json`` but a ``.previous-*`` folder does, with no epoch to resume. The killed
+    run's files of the same names and its backup folder without a backup go."""
+    if os.path.exists(os.path.join(run_dir, "info.json")) or not os.path.isdir(run_dir):
+        return
+    for name in sorted(os.listdir(run_dir)):
+        folder = os.path.join(run_dir, name)
+        if name.startswith(_PREVIOUS) and os.path.isfile(os.path.join(folder, "info.json")):
+            _put_back(run_dir, folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
+            return
 
 
 def _abandon_run_dir(run_dir, existed, previous=None):

@@ -541,6 +541,30 @@ def test_folder_skips_hidden_entries_and_reads_class_subfolders(tmp_path):
         root / "train" / "b" / "2024" / "x.png")
 
 
+def test_folder_follows_linked_subfolders_once_and_names_a_broken_link(tmp_path):
+    """A class folder's subfolder that is a symbolic link is read like any other (its
+    images were dropped without a word); a folder reached twice (a link back to a folder
+    above, a link beside its target) is read once; a link to no file is named."""
+    root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}})
+    _class_tree(tmp_path / "elsewhere", {"more": {"x": 4}})
+    os.symlink(tmp_path / "elsewhere" / "more" / "x", root / "train" / "a" / "linked")
+    os.symlink(root / "train" / "a", root / "train" / "a" / "linked" / "loop")
+    os.makedirs(root / "train" / "b" / "sub")
+    Image.fromarray(np.full((6, 6), 7, "uint8")).save(root / "train" / "b" / "sub" / "x.png")
+    os.symlink(root / "train" / "b" / "sub", root / "train" / "b" / "sub_link")
+    found = data._image_files(root / "train" / "a", recursive=True)
+    assert len(found) == 3 + 4
+    assert str(root / "train" / "a" / "linked" / "0.png") in found
+    assert len(data._image_files(root / "train" / "b", recursive=True)) == 3 + 1
+    s = data.load_splits(f"folder:{root}", batch_size=8)
+    assert s.info.splits["train"] + s.info.splits["validation"] == 3 + 4 + 3 + 1
+    assert data.train_class_counts(s).sum() == s.info.splits["train"]
+    os.symlink(tmp_path / "gone.png", root / "train" / "b" / "broken.png")
+    with pytest.raises(ValueError, match=f"'{root}/train/b/broken.png' is a symbolic link "
+                                         f"to a file that does not exist"):
+        data.load_splits(f"folder:{root}")
+
+
 def test_folder_channels_are_colour_when_any_training_image_is(tmp_path):
     root = tmp_path / "mixed"
     rng = np.random.default_rng(0)

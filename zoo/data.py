@@ -810,13 +810,21 @@ def _visible(name) -> bool:
 
 def _image_files(folder, *, recursive=False):
     """The image files in ``folder`` (and, ``recursive``, its subfolders), sorted by path;
-    hidden files and folders are skipped. A file with an image extension that is not an
-    image (its first bytes are no PNG, JPEG, GIF, BMP or WebP signature) raises."""
+    hidden files and folders are skipped; linked subfolders are followed, each folder read
+    once (a link back to a folder above is no loop). A file with an image extension that
+    is not an image (its first bytes are no PNG, JPEG, GIF, BMP or WebP signature) or a
+    link to no file raises."""
     folder = os.fspath(folder)
     if recursive:
-        paths = []
-        for top, dirs, names in os.walk(folder):
-            dirs[:] = [d for d in dirs if _visible(d)]
+        paths, seen = [], {os.path.realpath(folder)}
+        for top, dirs, names in os.walk(folder, followlinks=True):
+            kept = []
+            for d in sorted(dirs):
+                real = os.path.realpath(os.path.join(top, d))
+                if _visible(d) and real not in seen:
+                    seen.add(real)
+                    kept.append(d)
+            dirs[:] = kept
             paths += [os.path.join(top, f) for f in names]
     else:
         paths = [os.path.join(folder, f) for f in os.listdir(folder)
@@ -824,6 +832,9 @@ def _image_files(folder, *, recursive=False):
     paths = sorted(p for p in paths
                    if _visible(os.path.basename(p)) and p.lower().endswith(_IMAGE_EXT))
     for path in paths:
+        if not os.path.exists(path):
+            raise ValueError(f"{path!r} is a symbolic link to a file that does not exist "
+                             f"({os.readlink(path)!r}). Remove the link or restore its file.")
         if not _is_image_file(path):
             raise ValueError(f"{path!r} is not an image: its first bytes are no PNG, JPEG, GIF, "
                              "BMP or WebP signature. Remove or replace the file (dataset "

@@ -646,6 +646,21 @@ def test_folder_splits_without_images_are_refused(tmp_path):
         data.load_splits(f"folder:{singles}")
 
 
+def test_folder_images_outside_the_class_folders_are_refused(tmp_path):
+    """An image lying in a split folder beside the class folders has no class: it was
+    left out without a word."""
+    root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}, "test": {"a": 1, "b": 1}})
+    for split, name in (("train", "x.png"), ("test", "y.JPG")):
+        Image.fromarray(np.zeros((6, 6), "uint8")).save(root / split / name, "PNG")
+        with pytest.raises(ValueError, match=f"^Dataset folder '{root}/{split}' holds 1 image "
+                                             f"outside its class folders \\(\\['{name}'\\]\\)"):
+            data.load_splits(f"folder:{root}")
+        (root / split / name).unlink()
+    (root / "train" / "notes.txt").write_text("not data\n")
+    (root / "train" / ".DS_Store").write_bytes(bytes(8))
+    assert data.load_splits(f"folder:{root}").info.labels == ["a", "b"]
+
+
 def test_segmentation_split_folders_hold_validation_out_of_train(tmp_path):
     """Without a validation folder, validation is a fixed 10% taken out of train: neither
     training images (early stopping would watch what it trains on) nor the test split

@@ -999,6 +999,13 @@ def _classification_folder(root, name):
                                      "some or remove the folder.")
                 paths += found
                 ys += [k] * len(found)
+        loose = sorted(x for x in os.listdir(d) if _visible(x) and x.lower().endswith(
+            _IMAGE_EXT) and not os.path.isdir(os.path.join(d, x)))
+        if loose:
+            raise ValueError(f"Dataset folder {d!r} holds {len(loose)} image"
+                             f"{'' if len(loose) == 1 else 's'} outside its class folders "
+                             f"({clip_text(repr(loose), 200)}): they have no class. Move them "
+                             f"into {os.path.basename(d)}/<label>/ or remove them.")
         extra = sorted(set(x for x in os.listdir(d)
                            if _visible(x) and os.path.isdir(os.path.join(d, x))) - set(labels))
         if extra:

@@ -397,6 +397,35 @@ def test_segmentation_folder_missing_mask(tmp_path):
         data.load(str(tmp_path))
 
 
+def test_segmentation_folder_refuses_what_it_would_pair_or_drop_unseen(tmp_path):
+    """Images in a subfolder of images/ were left out without a word, and of two masks with
+    an image's file name (a.png, a.bmp) one was taken without a word: both are refused,
+    naming the files; as are two images with one name, which one mask would serve."""
+    import shutil
+    for i in range(4):
+        for kind in ("images", "masks"):
+            os.makedirs(tmp_path / kind / "2024", exist_ok=True)
+            Image.fromarray(np.full((4, 4), i % 2, "uint8")).save(tmp_path / kind / f"{i}.png")
+    Image.fromarray(np.zeros((4, 4), "uint8")).save(tmp_path / "images" / "2024" / "x.png")
+    Image.fromarray(np.zeros((4, 4), "uint8")).save(tmp_path / "masks" / "2024" / "x.png")
+    with pytest.raises(ValueError, match=f"^'{tmp_path}/images/2024' holds images in a "
+                                         f"subfolder of 'images'"):
+        data.load_splits(str(tmp_path))
+    shutil.rmtree(tmp_path / "images" / "2024")
+    shutil.rmtree(tmp_path / "masks" / "2024")
+    assert data.load_splits(str(tmp_path)).info.splits == {"train": 2, "validation": 1,
+                                                            "test": 1}
+    Image.fromarray(np.ones((4, 4), "uint8")).save(tmp_path / "masks" / "1.bmp")
+    with pytest.raises(ValueError, match=f"^Two masks for one image: '{tmp_path}/masks/1.bmp' "
+                                         f"and '{tmp_path}/masks/1.png'"):
+        data.load_splits(str(tmp_path))
+    (tmp_path / "masks" / "1.bmp").unlink()
+    Image.fromarray(np.zeros((4, 4), "uint8")).save(tmp_path / "images" / "2.jpg")
+    with pytest.raises(ValueError, match=f"^Two images for one mask: '{tmp_path}/images/2.jpg' "
+                                         f"and '{tmp_path}/images/2.png'"):
+        data.load_splits(str(tmp_path))
+
+
 def _class_tree(root, layout, size=(6, 6)):
     """``layout``: {split: {label: number of images}}; returns ``root``."""
     for split, labels in layout.items():

@@ -1137,10 +1137,29 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
     """A segmentation folder's source; ``ignore``: its masks' ignore label, or ``None``."""
     from PIL import Image
 
+    def by_name(folder, what, other):
+        """``{file name without extension: path}`` of the images in ``folder``; images in
+        its subfolders, or two with one name, raise."""
+        for sub in sorted(os.listdir(folder)):
+            sub = os.path.join(folder, sub)
+            if _visible(os.path.basename(sub)) and os.path.isdir(sub) and _image_files(
+                    sub, recursive=True):
+                raise ValueError(f"{sub!r} holds images in a subfolder of "
+                                 f"{os.path.basename(folder)!r}: a segmentation folder's "
+                                 f"images and masks lie directly in images/ and masks/. Move "
+                                 f"them there (with file names of their own) or remove them.")
+        found = {}
+        for p in _image_files(folder):
+            stem = os.path.splitext(os.path.basename(p))[0]
+            if stem in found:
+                raise ValueError(f"Two {what}s for one {other}: {found[stem]!r} and {p!r} have "
+                                 f"one file name. Keep one of them.")
+            found[stem] = p
+        return found
+
     def pairs(d):
-        images = _image_files(os.path.join(d, "images"))
-        masks = {os.path.splitext(os.path.basename(p))[0]: p
-                 for p in _image_files(os.path.join(d, "masks"))}
+        images = by_name(os.path.join(d, "images"), "image", "mask").values()
+        masks = by_name(os.path.join(d, "masks"), "mask", "image")
         out = []
         for p in images:
             stem = os.path.splitext(os.path.basename(p))[0]

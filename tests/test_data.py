@@ -662,6 +662,16 @@ def test_folder_validation_hold_out_is_stratified(tmp_path):
     assert np.bincount(y_val, minlength=2).tolist() == [3, 1]
 
 
+def test_folder_with_two_folders_for_one_split_is_refused(tmp_path):
+    # Before, val/ was read as the validation split and validation/ beside it ignored.
+    root = _class_tree(tmp_path / "two", {"train": {"a": 3, "b": 3}, "val": {"a": 1, "b": 1},
+                                          "validation": {"a": 1, "b": 1}})
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root}' holds validation/ and val/: both would be its "
+            f"validation split. Keep one of them.")):
+        data.load_splits(f"folder:{root}")
+
+
 def test_folder_splits_without_images_are_refused(tmp_path):
     empty_val = _class_tree(tmp_path / "e", {"train": {"a": 3, "b": 3},
                                              "validation": {"a": 0, "b": 0}})

@@ -886,10 +886,11 @@ def _folder_channels(paths):
 def _find_split_dir(root, split):
     names = {"train": ("train",), "validation": ("validation", "val", "valid"),
              "test": ("test",)}[split]
-    for n in names:
-        if os.path.isdir(os.path.join(root, n)):
-            return os.path.join(root, n)
-    return None
+    found = [n for n in names if os.path.isdir(os.path.join(root, n))]
+    if len(found) > 1:   # one would be read, the other ignored without a word
+        raise ValueError(f"Dataset folder {root!r} holds {' and '.join(n + '/' for n in found)}: both would be "
+                         f"its {split} split. Keep one of them.")
+    return os.path.join(root, found[0]) if found else None
 
 
 def _decode(path, channels):

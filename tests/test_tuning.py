@@ -1791,6 +1791,38 @@ def test_ctrl_c_on_a_local_cluster_stops_it_with_one_line(tmp_path, monkeypatch,
     assert said.read_text().splitlines() == ["True"] * 3     # the chief and both workers
 
 
+@pytest.mark.parametrize("member", [False, True])
+def test_a_stopped_cluster_member_leaves_the_words_to_its_command(member, tmp_path,
+                                                                  monkeypatch, capsys):
+    # Ctrl-C or SIGTERM of zoo tune --workers N (SIGTERM reaches the whole process group as
+    # well, from a container's stop say): the command stops its processes with SIGTERM, and
+    # each said its own "stopped ..." and "zoo: terminated" lines beside the command's two
+    # (6 lines for one worker). A cluster's process now exits without a word.
+    import importlib
+
+    from zoo.cli import Terminated, main
+    module = importlib.import_module("tuning.search")
+
+    def stopped(*args, **kwargs):
+        raise Terminated()
+    monkeypatch.setattr(module, "search", stopped)
+    if member:
+        monkeypatch.setenv(module._CLUSTER_MEMBER, "1")
+    else:
+        monkeypatch.delenv(module._CLUSTER_MEMBER, raising=False)
+    argv = ["tune", "lenet5", "--tuner", "random", "--directory", str(tmp_path)]
+    if member:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 143 and capsys.readouterr().err == ""
+    else:
+        assert main(argv) == 143
+        assert capsys.readouterr().err.splitlines() == [
+            "zoo tune: stopped before the search began", "zoo: terminated"]
+    envs = module._cluster_envs(2)      # every process of a cluster is a member
+    assert [env.get(module._CLUSTER_MEMBER) for env in (envs[0], *envs[1])] == ["1"] * 3
+
+
 @SLOW_OK
 def test_too_many_failed_trials_stop_a_cluster_with_one_line(tmp_path):
     # The chief's oracle raised in the worker's request: the worker stopped with keras-tuner's

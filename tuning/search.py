@@ -37,6 +37,9 @@ TUNERS = ("hyperband", "random", "bayesian", "grid")
 FINGERPRINT = "search.json"
 #: Set for a ``--workers N`` cluster's chief (:func:`_run_local_cluster`).
 _LOCAL_CLUSTER = "ZOO_TUNE_LOCAL_CLUSTER_CHIEF"
+#: Set for every process of a ``--workers N`` cluster: stopped (by the command that started
+#: it, on Ctrl-C or SIGTERM), it exits without a word; that command says what was done.
+_CLUSTER_MEMBER = "ZOO_TUNE_LOCAL_CLUSTER_MEMBER"
 #: The lock file of a search's process in its project (a worker's: ``.tunerN.lock``).
 LOCK = ".lock"
 _UNTUNED = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round",
@@ -1426,7 +1429,10 @@ def configure_tune(parser):
                         jit_compile=args.jit, mixed_precision=args.mixed_precision,
                         deterministic=args.deterministic,
                         verbose=args.verbose, cv=args.cv, ignore_label=args.ignore_label)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            if os.environ.get(_CLUSTER_MEMBER):    # stopped by its --workers command,
+                from zoo.cli import signal_exit_code   # which speaks for the cluster
+                raise SystemExit(signal_exit_code(exc)) from None
             print(_stopped_line(args, dataset), file=sys.stderr)
             raise
         if df is None:
@@ -1574,9 +1580,10 @@ def _cluster_envs(workers) -> tuple:
     with GPUs each process grows its memory as it needs instead
     (``TF_FORCE_GPU_ALLOW_GROWTH=true``, unless set), and with several GPUs worker ``i``
     sees only the ``i % n``-th (``CUDA_VISIBLE_DEVICES``); the chief, which trains
-    nothing, sees them all and so picks the precision its workers follow."""
+    nothing, sees them all and so picks the precision its workers follow. Every process
+    is marked a cluster member (:data:`_CLUSTER_MEMBER`: stopped, it says nothing)."""
     gpus = _gpu_count()
-    base = dict(os.environ)
+    base = {**os.environ, _CLUSTER_MEMBER: "1"}
     if gpus:
         base.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     chief = {**base, _LOCAL_CLUSTER: "1"}

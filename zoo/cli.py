@@ -63,12 +63,18 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+def signal_exit_code(exc: KeyboardInterrupt) -> int:
+    """The exit code a shell gives a process ended by the signal behind ``exc``: 143 for
+    SIGTERM (:class:`Terminated`), 130 for Ctrl-C."""
+    return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+
+
 def interrupted(exc: KeyboardInterrupt, prog: str) -> int:
     """Say in one line that ``prog`` was interrupted (Ctrl-C) or terminated (SIGTERM) and
     return the exit code a shell gives a process ended by that signal (130, 143)."""
     terminated = isinstance(exc, Terminated)
     print(f"{prog}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    return signal_exit_code(exc)
 
 
 def parse_shape(text: str) -> tuple:

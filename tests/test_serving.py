@@ -588,6 +588,10 @@ def test_a_damaged_zoo_json_is_named(exported, tmp_path, text, message):
     ("versions", ["2.16"], '"versions": ["2.16"] is not an object'),
     ("input", {"model_input_shape": "32x32"},
      '"input.model_input_shape": "32x32" is not a list of 3 positive integers'),
+    ("input", {"raw_range": [0, "255"]},
+     '"input.raw_range": [0, "255"] is not two finite numbers [low, high], low < high'),
+    ("input", {"raw_range": [255, 0]},
+     '"input.raw_range": [255, 0] is not two finite numbers [low, high], low < high'),
 ])
 def test_bad_zoo_json_fields_are_named(exported, tmp_path, capsys, field, value, message):
     from zoo.cli import main
@@ -1109,3 +1113,39 @@ def test_segmentation_masks_are_written_all_or_none(tmp_path, capsys):
     assert main(["predict", str(base / "seg"), *paths, "--out", str(tmp_path / "file")]) == 2
     assert capsys.readouterr().err == (f"zoo: error: --out {tmp_path / 'file'} is a file; "
                                        f"masks go into a directory\n")
+
+
+def test_pixels_beyond_the_raw_range_or_scaled_to_0_1_are_refused_not_mispredicted(servable):
+    # The graph normalises raw pixels (0..255) itself: an image scaled to 0..1, normalised
+    # already, or 16-bit was predicted as some other image, without a word.
+    x = digits_arrays("test")[0][:4].astype("uint8")
+    want = servable.predict(x)["probabilities"]
+    scaled = (x / 255.0).astype("float32")
+    cases = [
+        (scaled, "lenet5 takes raw pixels from 0 to 255 (info['input']['raw_range']); "
+                 "image 0 holds fractions from 0 to 1: pixels scaled to 0..1? Multiply them "
+                 "by 255 (raw pixels that dark: round them to integers)."),
+        (np.concatenate([x, scaled[2:3] * 1]).astype("float64"), "image 4 holds fractions"),
+        ((x - 128.0) / 64.0, "lenet5 takes raw pixels from 0 to 255 "
+                             "(info['input']['raw_range']; it normalises them itself); image "
+                             "0 holds values from -2 to 1.98438."),
+        (x.astype("uint16") * 257, "image 0 holds values from 0 to 65535. 16-bit pixels? "
+                                   "Take their high byte (x >> 8), as a 16-bit PNG is read."),
+        (x.astype("float32") + 0.5, "image 0 holds values from 0.5 to 255.5"),
+    ]
+    for images, message in cases:
+        for form in (images, list(images), images.tolist()):
+            with pytest.raises(ValueError, match=re.escape(message)):
+                servable.predict(form, batch_size=3)
+    # Over the REST API too, where the same check answers 400.
+    from zoo.server import ServingError, handle_predict
+    with pytest.raises(ServingError, match="pixels scaled to 0..1") as info:
+        handle_predict(servable, {"instances": scaled.tolist()})
+    assert info.value.status == 400
+    # Raw pixels in any dtype, and dark ones (integers up to 1, a black image) still pass.
+    for form in (x.astype("float32"), x.astype("uint16"), x.astype("int64"),
+                 (x.astype("uint16") * 257) >> 8):
+        np.testing.assert_allclose(servable.predict(form)["probabilities"], want, atol=1e-6)
+    dark = np.zeros((2, 8, 8, 1), "float32")
+    dark[0, 3, 3] = 1.0
+    assert servable.predict(dark)["probabilities"].shape == (2, 10)

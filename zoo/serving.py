@@ -50,8 +50,8 @@ import numpy as np
 
 from zoo.cli import number_type
 from zoo.common import (TASKS, clip_text, exception_line, has_image_signature, is_digits,
-                         is_integer, remove_stale_temporaries, temporary_prefix,
-                         visible_gpus)
+                         is_finite_number, is_integer, remove_stale_temporaries,
+                         temporary_prefix, visible_gpus)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions)
 
@@ -207,6 +207,12 @@ def _check_record_fields(path, record) -> None:
                 and all(v is None or is_integer(v) and v > 0 for v in value)):
             raise _record_error(path, f"{key}.{shape}", value,
                                 f"a list of {' or '.join(map(str, ranks))} positive integers")
+    raw_range = (record.get("input") or {}).get("raw_range")
+    if raw_range is not None and not (
+            isinstance(raw_range, list) and len(raw_range) == 2
+            and all(is_finite_number(v) for v in raw_range) and raw_range[0] < raw_range[1]):
+        raise _record_error(path, "input.raw_range", raw_range,
+                            "two finite numbers [low, high], low < high")
 
 
 # --------------------------------------------------------------------------------------
@@ -500,6 +506,9 @@ class Servable:
             "name": self.name, "version": self.version, "task": None, "labels": [],
             "signature": self.signature}
         self.labels = list(self.info.get("labels") or [])
+        raw_range = (self.info.get("input") or {}).get("raw_range")
+        #: ``(low, high)`` of the raw pixels the default signature takes (``None``: unknown)
+        self.raw_range = tuple(float(v) for v in raw_range) if raw_range else None
         classes = (self.signature["outputs"].get("probabilities") or {}).get("shape")
         classes = classes[-1] if classes else None
         if (record is not None and self.labels and classes
@@ -916,7 +925,40 @@ class Servable:
                                  f"{float(value):g}.")
             raise ValueError(f"pixel values must be finite numbers (no NaN or infinity); "
                              f"image {bad} holds NaN or infinity.")
+        self._check_range(given, batch, idx)
         return batch
+
+    def _check_range(self, given, batch, idx) -> None:
+        """Refuse pixels beyond the model's raw range, and fractions from 0 to 1 for a model
+        of 0..255 pixels: the graph normalises raw pixels itself, so an image normalised or
+        scaled to 0..1 already, or 16-bit, would be predicted as some other image. Dark raw
+        pixels (integers up to 1, a black image) pass."""
+        if self.raw_range is None:
+            return
+        low, high = self.raw_range
+        if given.dtype.kind in "iu" and (low <= np.iinfo(given.dtype).min
+                                         and np.iinfo(given.dtype).max <= high):
+            return   # uint8 for 0..255: nothing to look at
+        flat = batch.reshape(len(batch), -1)
+        lo, hi = flat.min(1), flat.max(1)
+        where = (f"{self.name} takes raw pixels from {low:g} to {high:g} "
+                 f"(info['input']['raw_range']")
+        beyond = np.flatnonzero((lo < low) | (hi > high))
+        if beyond.size:
+            at = int(beyond[0])
+            hint = (" 16-bit pixels? Take their high byte (x >> 8), as a 16-bit PNG is read."
+                    if given.dtype.kind in "iu" and low == 0 and high == 255
+                    and lo[at] >= 0 and hi[at] <= 65535 else "")
+            raise ValueError(f"{where}; it normalises them itself); image {int(idx[at])} "
+                             f"holds values from {float(lo[at]):g} to {float(hi[at]):g}.{hint}")
+        if low == 0 and high > 1:
+            for at in np.flatnonzero((hi > 0) & (hi <= 1)):
+                if np.any(flat[at] != np.round(flat[at])):
+                    raise ValueError(
+                        f"{where}); image {int(idx[at])} holds fractions from "
+                        f"{float(lo[at]):g} to {float(hi[at]):g}: pixels scaled to 0..1? "
+                        f"Multiply them by {high:g} (raw pixels that dark: round them to "
+                        f"integers).")
 
     # -- prediction --------------------------------------------------------------------
 
@@ -925,7 +967,8 @@ class Servable:
 
         Args:
             images: raw pixels in the model's raw range (``info["input"]["raw_range"]``,
-                0..255 for image data), as a uint8/integer/float array ``[N, H, W, C]`` or one
+                0..255 for image data; values beyond it, and an image of fractions from 0
+                to 1 for a 0..255 model, are refused), as a uint8/integer/float array ``[N, H, W, C]`` or one
                 image ``[H, W, C]`` (``[H, W]`` for greyscale), any height and width; for a
                 1-channel model a 3-D array ``[N, H, W]`` is a batch of greyscale images,
                 unless its last axis is 2, 3 or 4: that is one image with as many channels,
@@ -946,7 +989,8 @@ class Servable:
             ``classes [N]`` for a classifier, in the order of ``images``.
 
         Raises:
-            ValueError: unsupported input, wrong rank or channel count, bad batch size,
+            ValueError: unsupported input, wrong rank or channel count, pixels beyond the
+                raw range or scaled to 0..1, bad batch size,
                 unknown signature name; for a list, the message names the image: its path, else its index
                 (``images[3]: ...``).
             FileNotFoundError: a path that does not exist (named).

@@ -834,6 +834,16 @@ def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):
     want_other = np.asarray(model(other[None].astype("float32"))).argmax(-1)[0]
     np.testing.assert_array_equal(np.asarray(Image.open(both / "scene_3_mask.png")),
                                   want_other)
+    # An RGB image [C, H, W] (channels first) is refused with the way to move them last.
+    seg = serving.load(base / "seg")
+    for chw in (img.transpose(2, 0, 1), img.transpose(2, 0, 1)[None]):
+        with pytest.raises(ValueError, match=r"; received an array of shape .*\. Channels "
+                           r"first\? Move them last: np\.moveaxis\(images, -3, -1\)\.$"
+                           if chw.ndim == 3 else r"received 32 \(array shape \(1, 3, 32, "
+                           r"32\)\)\. Channels first\? Move them last"):
+            seg.predict(chw)
+    np.testing.assert_array_equal(
+        seg.predict(np.moveaxis(img.transpose(2, 0, 1), -3, -1))["mask"][0], want)
     assert main(["predict", str(base / "seg"), "--digits", "2"]) == 2
     assert capsys.readouterr().err == ("zoo: error: --digits predicts the embedded digits with "
                                        "a classifier; seg is a segmentation model: give image "
@@ -918,6 +928,13 @@ def test_errors_in_a_list_name_the_image(servable, tmp_path):
         ([good, np.full((8, 8, 1), -1e308)],
          r"^pixel values must be finite float32 numbers, from -3\.403e\+38 to 3\.403e\+38; "
          r"image 1 holds -1e\+308\.$"),
+        # channels first [N, C, H, W]: the shape says so, and how to move them last
+        ([good, np.zeros((1, 8, 8))], r"^images\[1\]: lenet5 takes images with 1 "
+                                      r"channel\(s\); received 8 \(array shape \(1, 8, 8\)\)"
+                                      r"\. Channels first\? Move them last: "
+                                      r"np\.moveaxis\(images, -3, -1\)\.$"),
+        (np.zeros((2, 1, 8, 8)), r"received 8 \(array shape \(2, 1, 8, 8\)\)\. Channels "
+                                 r"first\? Move them last: np\.moveaxis\(images, -3, -1\)\.$"),
     ]
     for images, message in cases:
         with warnings.catch_warnings():

@@ -773,7 +773,7 @@ class Servable:
         input is a list (``indexed``), an error names the image's index (or its path)."""
         try:
             image = self._image_from(item)
-            self._check_shape(image[None])
+            self._check_shape(image[None], image.shape)
         except (ValueError, OSError) as exc:
             if not indexed or isinstance(item, (str, os.PathLike)) and os.fspath(item) in str(
                     exc):   # the path names it
@@ -891,16 +891,26 @@ class Servable:
         c = self.channels
         return (f"expected images of shape [batch, height, width, {c}] or a single image "
                 f"[height, width, {c}]{' (or [height, width])' if c == 1 else ''}; received "
-                f"an array of shape {tuple(shape)}.")
+                f"an array of shape {tuple(shape)}.{self._channels_first(shape)}")
 
-    def _check_shape(self, batch) -> None:
+    def _channels_first(self, shape) -> str:
+        """A hint for an array ``[C, H, W]`` or ``[N, C, H, W]`` of the model's channels."""
+        if len(shape) in (3, 4) and shape[-3] == self.channels != shape[-1]:
+            return " Channels first? Move them last: np.moveaxis(images, -3, -1)."
+        return ""
+
+    def _check_shape(self, batch, given=None) -> None:
+        """Check a batch ``[N, H, W, C]``; ``given``: the shape to name in an error (one
+        image's, where ``batch`` holds it alone)."""
         if batch.ndim != 4:
             raise ValueError(self._shape_message(batch.shape))
         if batch.shape[0] == 0:
             raise ValueError("no images to predict (the batch is empty).")
         if batch.shape[-1] != self.channels:
+            shape = tuple(batch.shape if given is None else given)
             raise ValueError(f"{self.name} takes images with {self.channels} channel(s); "
-                             f"received {batch.shape[-1]} (array shape {tuple(batch.shape)}).")
+                             f"received {batch.shape[-1]} (array shape {shape})."
+                             f"{self._channels_first(shape)}")
         for axis, want in ((1, self.input_shape[1]), (2, self.input_shape[2])):
             if want is not None and batch.shape[axis] != want:
                 raise ValueError(f"{self.name} takes images of size "

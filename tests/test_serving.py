@@ -1166,3 +1166,18 @@ def test_pixels_beyond_the_raw_range_or_scaled_to_0_1_are_refused_not_mispredict
     dark = np.zeros((2, 8, 8, 1), "float32")
     dark[0, 3, 3] = 1.0
     assert servable.predict(dark)["probabilities"].shape == (2, 10)
+
+
+def test_32_bit_pillow_images_keep_their_values(servable):
+    # Pillow's conversion of a float ("F") or 32-bit integer ("I") image to 8 bits clips and
+    # rounds: a float image of 0..1 became a black one, 16-bit values white, both predicted
+    # without a word. Their values are taken as they are, and checked as an array's.
+    x = digits_arrays("test")[0][0, ..., 0]
+    for image in (x * 0.9 + 0.4, x * 0.5):
+        np.testing.assert_allclose(
+            servable.predict(Image.fromarray(image.astype("float32")))["probabilities"],
+            servable.predict(image.astype("float32"))["probabilities"], atol=1e-6)
+    with pytest.raises(ValueError, match="pixels scaled to 0..1"):
+        servable.predict(Image.fromarray((x / 255).astype("float32")))
+    with pytest.raises(ValueError, match=r"from 0 to 65535\. 16-bit pixels\?"):
+        servable.predict([x, Image.fromarray(x.astype("int32") * 257)])

@@ -758,6 +758,16 @@ class Servable:
         if isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
             return decode_image(item, self.channels)
         if hasattr(item, "convert") and hasattr(item, "getbands"):  # a PIL image
+            if item.mode in ("F", "I") and not _sixteen_bit_grey(item):
+                # 32-bit grey, float or integer: its values as they are, checked as an
+                # array's (Pillow's conversion to 8 bits clips and rounds them: a float
+                # image of 0..1 became a black one, 16-bit values a white one).
+                arr = np.asarray(item)[..., None]
+                if self.channels in (3, 4):    # grey to RGB(A), as Pillow converts it
+                    arr = np.repeat(arr, 3, -1)
+                if self.channels == 4:
+                    arr = np.concatenate([arr, np.full_like(arr[..., :1], 255)], -1)
+                return arr
             arr = _pillow_pixels(item, _MODES.get(self.channels, "RGB"))
             return arr[..., None] if arr.ndim == 2 else arr
         array = _as_array(item)
@@ -957,8 +967,8 @@ class Servable:
         if beyond.size:
             at = int(beyond[0])
             hint = (" 16-bit pixels? Take their high byte (x >> 8), as a 16-bit PNG is read."
-                    if given.dtype.kind in "iu" and low == 0 and high == 255
-                    and lo[at] >= 0 and hi[at] <= 65535 else "")
+                    if low == 0 and high == 255 and lo[at] >= 0 and hi[at] <= 65535
+                    and np.all(flat[at] == np.round(flat[at])) else "")
             raise ValueError(f"{where}; it normalises them itself); image {int(idx[at])} "
                              f"holds values from {float(lo[at]):g} to {float(hi[at]):g}.{hint}")
         if low == 0 and high > 1:

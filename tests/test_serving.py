@@ -1181,3 +1181,16 @@ def test_32_bit_pillow_images_keep_their_values(servable):
         servable.predict(Image.fromarray((x / 255).astype("float32")))
     with pytest.raises(ValueError, match=r"from 0 to 65535\. 16-bit pixels\?"):
         servable.predict([x, Image.fromarray(x.astype("int32") * 257)])
+
+
+def test_zoo_predict_names_a_folder_and_what_to_give_instead(exported, tmp_path, capsys):
+    from zoo.cli import main
+    base, _ = exported
+    folder = tmp_path / "my photos"
+    folder.mkdir()
+    assert main(["predict", str(base / "lenet5"), str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"zoo: error: {folder} is a directory, not an image file: give "
+                            f"the images in it ('{folder}'/*.png), or list them with "
+                            f"--files-from FILE\n")

@@ -988,14 +988,13 @@ class Servable:
         Args:
             images: raw pixels in the model's raw range (``info["input"]["raw_range"]``,
                 0..255 for image data; values beyond it, and an image of fractions from 0
-                to 1 for a 0..255 model, are refused), as a uint8/integer/float array ``[N, H, W, C]`` or one
-                image ``[H, W, C]`` (``[H, W]`` for greyscale), any height and width; for a
-                1-channel model a 3-D array ``[N, H, W]`` is a batch of greyscale images,
-                unless its last axis is 2, 3 or 4: that is one image with as many channels,
-                refused as such; or
-                PNG/JPEG file paths or encoded bytes (converted to the model's channels),
-                or a list of these (of any sizes). A single image still gives a batch of
-                one.
+                to 1 for a 0..255 model, are refused), as a uint8/integer/float array
+                ``[N, H, W, C]`` or one image ``[H, W, C]`` (``[H, W]`` for greyscale), any
+                height and width; for a 1-channel model a 3-D array ``[N, H, W]`` is a batch
+                of greyscale images, unless its last axis is 2, 3 or 4: that is one image
+                with as many channels, refused as such; a Pillow image; or PNG/JPEG file
+                paths or encoded bytes (converted to the model's channels), or a list of
+                these (of any sizes). A single image still gives a batch of one.
             batch_size: run at most this many images at a time (default
                 :data:`DEFAULT_BATCH_SIZE`, 64). A list's files are decoded batch by batch,
                 and an array is converted to the signature's dtype batch by batch, so the
@@ -1412,7 +1411,15 @@ def configure_predict(parser):
         # Before the model loads (seconds for the large ones), every file's header is read:
         # a missing file or one that is no image is named at once. The pixels are decoded
         # batch by batch as they are predicted, so memory does not grow with their number.
-        sizes = [check_image_file(path) for path in paths]
+        sizes = []
+        for path in paths:
+            try:
+                sizes.append(check_image_file(path))
+            except IsADirectoryError as exc:
+                import shlex
+                raise IsADirectoryError(
+                    f"{exc}: give the images in it ({shlex.quote(path)}/*.png), or list "
+                    f"them with --files-from FILE") from None
         servable = load(args.model_dir, jit_compile=not args.no_xla and "auto",
                         runtime=args.runtime)
         task = servable.info.get("task") or (

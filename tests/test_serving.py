@@ -1126,6 +1126,17 @@ def test_segmentation_masks_are_written_all_or_none(tmp_path, capsys):
         np.testing.assert_array_equal(mask, want)
         assert record["share"] == pytest.approx(np.bincount(want.ravel()).max() / want.size,
                                                 abs=1e-3)
+    # A directory where a mask goes: named before any mask is written (the first masks were
+    # renamed into place, then the rename onto the directory failed, naming a hidden path).
+    (out / "p3_mask.png").unlink()
+    (out / "p3_mask.png").mkdir()
+    before = {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)}
+    assert main(["predict", str(base / "seg"), *paths, "--out", str(out), "--no-xla"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        f"zoo: error: --out {out} holds a directory p3_mask.png where the mask of {paths[3]} "
+        f"goes: remove or rename it, or give another --out\n")
+    assert {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)} == before
     (tmp_path / "file").write_text("")
     assert main(["predict", str(base / "seg"), *paths, "--out", str(tmp_path / "file")]) == 2
     assert capsys.readouterr().err == (f"zoo: error: --out {tmp_path / 'file'} is a file; "

@@ -1578,6 +1578,12 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
     import tempfile
     from PIL import Image
     mask_names = _mask_names(names)
+    for name, mask_name in zip(names, mask_names):   # a rename onto it would fail halfway
+        target = os.path.join(args.out, mask_name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise IsADirectoryError(f"--out {args.out} holds a directory {mask_name} where "
+                                    f"the mask of {name} goes: remove or rename it, or give "
+                                    f"another --out")
     created = not os.path.isdir(args.out)
     os.makedirs(args.out, exist_ok=True)
     remove_stale_temporaries(args.out, ".tmp-")   # a killed predict's

@@ -764,7 +764,8 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     assert capsys.readouterr().err == "zoo: error: --batch-size must be >= 1. Received: 0\n"
     assert main(["predict", str(base / "lenet5"), str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"zoo: error: {tmp_path} is a directory, not an image "
-                                       f"file\n")
+                                       f"file: give the images in it ({tmp_path}/*.png), or "
+                                       f"list them with --files-from FILE\n")
     # The images are read before the model loads: named even beside a model that is not there.
     (tmp_path / "notes.png").write_text("not an image")
     assert main(["predict", str(tmp_path / "no-model"), str(path),

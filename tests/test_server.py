@@ -1066,14 +1066,14 @@ def test_json_bodies_parsed_in_parts_answer_alike(server, local):
     with TestClient(app) as c:
         (worker,) = splitter._pool                          # started with the application
         # 25 decimals (beyond the compiled reader's 18 digits): simdjson's processes.
-        long = json.dumps((x / 255.0).tolist()).encode()
+        long = json.dumps((x / 3.0).tolist()).encode()
         long = re.sub(rb"[0-9.e-]+", lambda m: f"{float(m.group()):.25f}".encode(), long)
         for body in (orjson.dumps({"instances": x.tolist()}), b'{"inputs": ' + long + b"}"):
             r = c.post(url, content=body, headers={"content-type": "application/json"})
             assert r.status_code == 200, r.text
         assert splitter.scanned == 1 and splitter.parsed == 1
         got = r.json()["outputs"]["probabilities"]
-        np.testing.assert_allclose(got, local.predict(x / 255.0)["probabilities"], atol=1e-6)
+        np.testing.assert_allclose(got, local.predict(x / 3.0)["probabilities"], atol=1e-6)
         r = c.post(url, json={"instances": x.tolist()})
         np.testing.assert_allclose([p["probabilities"] for p in r.json()["predictions"]],
                                    want["probabilities"], atol=1e-6)

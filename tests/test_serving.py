@@ -588,6 +588,10 @@ def test_a_damaged_zoo_json_is_named(exported, tmp_path, text, message):
     ("versions", ["2.16"], '"versions": ["2.16"] is not an object'),
     ("input", {"model_input_shape": "32x32"},
      '"input.model_input_shape": "32x32" is not a list of 3 positive integers'),
+    ("input", {"raw_range": [0, "255"]},
+     '"input.raw_range": [0, "255"] is not two finite numbers [low, high], low < high'),
+    ("input", {"raw_range": [255, 0]},
+     '"input.raw_range": [255, 0] is not two finite numbers [low, high], low < high'),
 ])
 def test_bad_zoo_json_fields_are_named(exported, tmp_path, capsys, field, value, message):
     from zoo.cli import main
@@ -760,7 +764,8 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     assert capsys.readouterr().err == "zoo: error: --batch-size must be >= 1. Received: 0\n"
     assert main(["predict", str(base / "lenet5"), str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"zoo: error: {tmp_path} is a directory, not an image "
-                                       f"file\n")
+                                       f"file: give the images in it ({tmp_path}/*.png), or "
+                                       f"list them with --files-from FILE\n")
     # The images are read before the model loads: named even beside a model that is not there.
     (tmp_path / "notes.png").write_text("not an image")
     assert main(["predict", str(tmp_path / "no-model"), str(path),
@@ -830,6 +835,16 @@ def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):
     want_other = np.asarray(model(other[None].astype("float32"))).argmax(-1)[0]
     np.testing.assert_array_equal(np.asarray(Image.open(both / "scene_3_mask.png")),
                                   want_other)
+    # An RGB image [C, H, W] (channels first) is refused with the way to move them last.
+    seg = serving.load(base / "seg")
+    for chw in (img.transpose(2, 0, 1), img.transpose(2, 0, 1)[None]):
+        with pytest.raises(ValueError, match=r"; received an array of shape .*\. Channels "
+                           r"first\? Move them last: np\.moveaxis\(images, -3, -1\)\.$"
+                           if chw.ndim == 3 else r"received 32 \(array shape \(1, 3, 32, "
+                           r"32\)\)\. Channels first\? Move them last"):
+            seg.predict(chw)
+    np.testing.assert_array_equal(
+        seg.predict(np.moveaxis(img.transpose(2, 0, 1), -3, -1))["mask"][0], want)
     assert main(["predict", str(base / "seg"), "--digits", "2"]) == 2
     assert capsys.readouterr().err == ("zoo: error: --digits predicts the embedded digits with "
                                        "a classifier; seg is a segmentation model: give image "
@@ -914,6 +929,13 @@ def test_errors_in_a_list_name_the_image(servable, tmp_path):
         ([good, np.full((8, 8, 1), -1e308)],
          r"^pixel values must be finite float32 numbers, from -3\.403e\+38 to 3\.403e\+38; "
          r"image 1 holds -1e\+308\.$"),
+        # channels first [N, C, H, W]: the shape says so, and how to move them last
+        ([good, np.zeros((1, 8, 8))], r"^images\[1\]: lenet5 takes images with 1 "
+                                      r"channel\(s\); received 8 \(array shape \(1, 8, 8\)\)"
+                                      r"\. Channels first\? Move them last: "
+                                      r"np\.moveaxis\(images, -3, -1\)\.$"),
+        (np.zeros((2, 1, 8, 8)), r"received 8 \(array shape \(2, 1, 8, 8\)\)\. Channels "
+                                 r"first\? Move them last: np\.moveaxis\(images, -3, -1\)\.$"),
     ]
     for images, message in cases:
         with warnings.catch_warnings():
@@ -1105,7 +1127,82 @@ def test_segmentation_masks_are_written_all_or_none(tmp_path, capsys):
         np.testing.assert_array_equal(mask, want)
         assert record["share"] == pytest.approx(np.bincount(want.ravel()).max() / want.size,
                                                 abs=1e-3)
+    # A directory where a mask goes: named before any mask is written (the first masks were
+    # renamed into place, then the rename onto the directory failed, naming a hidden path).
+    (out / "p3_mask.png").unlink()
+    (out / "p3_mask.png").mkdir()
+    before = {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)}
+    assert main(["predict", str(base / "seg"), *paths, "--out", str(out), "--no-xla"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        f"zoo: error: --out {out} holds a directory p3_mask.png where the mask of {paths[3]} "
+        f"goes: remove or rename it, or give another --out\n")
+    assert {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)} == before
     (tmp_path / "file").write_text("")
     assert main(["predict", str(base / "seg"), *paths, "--out", str(tmp_path / "file")]) == 2
     assert capsys.readouterr().err == (f"zoo: error: --out {tmp_path / 'file'} is a file; "
                                        f"masks go into a directory\n")
+
+
+def test_pixels_beyond_the_raw_range_or_scaled_to_0_1_are_refused_not_mispredicted(servable):
+    # The graph normalises raw pixels (0..255) itself: an image scaled to 0..1, normalised
+    # already, or 16-bit was predicted as some other image, without a word.
+    x = digits_arrays("test")[0][:4].astype("uint8")
+    want = servable.predict(x)["probabilities"]
+    scaled = (x / 255.0).astype("float32")
+    cases = [
+        (scaled, "lenet5 takes raw pixels from 0 to 255 (info['input']['raw_range']); "
+                 "image 0 holds fractions from 0 to 1: pixels scaled to 0..1? Multiply them "
+                 "by 255 (raw pixels that dark: round them to integers)."),
+        (np.concatenate([x, scaled[2:3] * 1]).astype("float64"), "image 4 holds fractions"),
+        ((x - 128.0) / 64.0, "lenet5 takes raw pixels from 0 to 255 "
+                             "(info['input']['raw_range']; it normalises them itself); image "
+                             "0 holds values from -2 to 1.98438."),
+        (x.astype("uint16") * 257, "image 0 holds values from 0 to 65535. 16-bit pixels? "
+                                   "Take their high byte (x >> 8), as a 16-bit PNG is read."),
+        (x.astype("float32") + 0.5, "image 0 holds values from 0.5 to 255.5"),
+    ]
+    for images, message in cases:
+        for form in (images, list(images), images.tolist()):
+            with pytest.raises(ValueError, match=re.escape(message)):
+                servable.predict(form, batch_size=3)
+    # Over the REST API too, where the same check answers 400.
+    from zoo.server import ServingError, handle_predict
+    with pytest.raises(ServingError, match="pixels scaled to 0..1") as info:
+        handle_predict(servable, {"instances": scaled.tolist()})
+    assert info.value.status == 400
+    # Raw pixels in any dtype, and dark ones (integers up to 1, a black image) still pass.
+    for form in (x.astype("float32"), x.astype("uint16"), x.astype("int64"),
+                 (x.astype("uint16") * 257) >> 8):
+        np.testing.assert_allclose(servable.predict(form)["probabilities"], want, atol=1e-6)
+    dark = np.zeros((2, 8, 8, 1), "float32")
+    dark[0, 3, 3] = 1.0
+    assert servable.predict(dark)["probabilities"].shape == (2, 10)
+
+
+def test_32_bit_pillow_images_keep_their_values(servable):
+    # Pillow's conversion of a float ("F") or 32-bit integer ("I") image to 8 bits clips and
+    # rounds: a float image of 0..1 became a black one, 16-bit values white, both predicted
+    # without a word. Their values are taken as they are, and checked as an array's.
+    x = digits_arrays("test")[0][0, ..., 0]
+    for image in (x * 0.9 + 0.4, x * 0.5):
+        np.testing.assert_allclose(
+            servable.predict(Image.fromarray(image.astype("float32")))["probabilities"],
+            servable.predict(image.astype("float32"))["probabilities"], atol=1e-6)
+    with pytest.raises(ValueError, match="pixels scaled to 0..1"):
+        servable.predict(Image.fromarray((x / 255).astype("float32")))
+    with pytest.raises(ValueError, match=r"from 0 to 65535\. 16-bit pixels\?"):
+        servable.predict([x, Image.fromarray(x.astype("int32") * 257)])
+
+
+def test_zoo_predict_names_a_folder_and_what_to_give_instead(exported, tmp_path, capsys):
+    from zoo.cli import main
+    base, _ = exported
+    folder = tmp_path / "my photos"
+    folder.mkdir()
+    assert main(["predict", str(base / "lenet5"), str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"zoo: error: {folder} is a directory, not an image file: give "
+                            f"the images in it ('{folder}'/*.png), or list them with "
+                            f"--files-from FILE\n")

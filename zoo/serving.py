@@ -50,8 +50,8 @@ import numpy as np
 
 from zoo.cli import number_type
 from zoo.common import (TASKS, clip_text, exception_line, has_image_signature, is_digits,
-                         is_integer, remove_stale_temporaries, temporary_prefix,
-                         visible_gpus)
+                         is_finite_number, is_integer, remove_stale_temporaries,
+                         temporary_prefix, visible_gpus)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions)
 
@@ -207,6 +207,12 @@ def _check_record_fields(path, record) -> None:
                 and all(v is None or is_integer(v) and v > 0 for v in value)):
             raise _record_error(path, f"{key}.{shape}", value,
                                 f"a list of {' or '.join(map(str, ranks))} positive integers")
+    raw_range = (record.get("input") or {}).get("raw_range")
+    if raw_range is not None and not (
+            isinstance(raw_range, list) and len(raw_range) == 2
+            and all(is_finite_number(v) for v in raw_range) and raw_range[0] < raw_range[1]):
+        raise _record_error(path, "input.raw_range", raw_range,
+                            "two finite numbers [low, high], low < high")
 
 
 # --------------------------------------------------------------------------------------
@@ -500,6 +506,9 @@ class Servable:
             "name": self.name, "version": self.version, "task": None, "labels": [],
             "signature": self.signature}
         self.labels = list(self.info.get("labels") or [])
+        raw_range = (self.info.get("input") or {}).get("raw_range")
+        #: ``(low, high)`` of the raw pixels the default signature takes (``None``: unknown)
+        self.raw_range = tuple(float(v) for v in raw_range) if raw_range else None
         classes = (self.signature["outputs"].get("probabilities") or {}).get("shape")
         classes = classes[-1] if classes else None
         if (record is not None and self.labels and classes
@@ -749,6 +758,16 @@ class Servable:
         if isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
             return decode_image(item, self.channels)
         if hasattr(item, "convert") and hasattr(item, "getbands"):  # a PIL image
+            if item.mode in ("F", "I") and not _sixteen_bit_grey(item):
+                # 32-bit grey, float or integer: its values as they are, checked as an
+                # array's (Pillow's conversion to 8 bits clips and rounds them: a float
+                # image of 0..1 became a black one, 16-bit values a white one).
+                arr = np.asarray(item)[..., None]
+                if self.channels in (3, 4):    # grey to RGB(A), as Pillow converts it
+                    arr = np.repeat(arr, 3, -1)
+                if self.channels == 4:
+                    arr = np.concatenate([arr, np.full_like(arr[..., :1], 255)], -1)
+                return arr
             arr = _pillow_pixels(item, _MODES.get(self.channels, "RGB"))
             return arr[..., None] if arr.ndim == 2 else arr
         array = _as_array(item)
@@ -764,7 +783,7 @@ class Servable:
         input is a list (``indexed``), an error names the image's index (or its path)."""
         try:
             image = self._image_from(item)
-            self._check_shape(image[None])
+            self._check_shape(image[None], image.shape)
         except (ValueError, OSError) as exc:
             if not indexed or isinstance(item, (str, os.PathLike)) and os.fspath(item) in str(
                     exc):   # the path names it
@@ -882,16 +901,26 @@ class Servable:
         c = self.channels
         return (f"expected images of shape [batch, height, width, {c}] or a single image "
                 f"[height, width, {c}]{' (or [height, width])' if c == 1 else ''}; received "
-                f"an array of shape {tuple(shape)}.")
+                f"an array of shape {tuple(shape)}.{self._channels_first(shape)}")
 
-    def _check_shape(self, batch) -> None:
+    def _channels_first(self, shape) -> str:
+        """A hint for an array ``[C, H, W]`` or ``[N, C, H, W]`` of the model's channels."""
+        if len(shape) in (3, 4) and shape[-3] == self.channels != shape[-1]:
+            return " Channels first? Move them last: np.moveaxis(images, -3, -1)."
+        return ""
+
+    def _check_shape(self, batch, given=None) -> None:
+        """Check a batch ``[N, H, W, C]``; ``given``: the shape to name in an error (one
+        image's, where ``batch`` holds it alone)."""
         if batch.ndim != 4:
             raise ValueError(self._shape_message(batch.shape))
         if batch.shape[0] == 0:
             raise ValueError("no images to predict (the batch is empty).")
         if batch.shape[-1] != self.channels:
+            shape = tuple(batch.shape if given is None else given)
             raise ValueError(f"{self.name} takes images with {self.channels} channel(s); "
-                             f"received {batch.shape[-1]} (array shape {tuple(batch.shape)}).")
+                             f"received {batch.shape[-1]} (array shape {shape})."
+                             f"{self._channels_first(shape)}")
         for axis, want in ((1, self.input_shape[1]), (2, self.input_shape[2])):
             if want is not None and batch.shape[axis] != want:
                 raise ValueError(f"{self.name} takes images of size "
@@ -916,7 +945,40 @@ class Servable:
                                  f"{float(value):g}.")
             raise ValueError(f"pixel values must be finite numbers (no NaN or infinity); "
                              f"image {bad} holds NaN or infinity.")
+        self._check_range(given, batch, idx)
         return batch
+
+    def _check_range(self, given, batch, idx) -> None:
+        """Refuse pixels beyond the model's raw range, and fractions from 0 to 1 for a model
+        of 0..255 pixels: the graph normalises raw pixels itself, so an image normalised or
+        scaled to 0..1 already, or 16-bit, would be predicted as some other image. Dark raw
+        pixels (integers up to 1, a black image) pass."""
+        if self.raw_range is None:
+            return
+        low, high = self.raw_range
+        if given.dtype.kind in "iu" and (low <= np.iinfo(given.dtype).min
+                                         and np.iinfo(given.dtype).max <= high):
+            return   # uint8 for 0..255: nothing to look at
+        flat = batch.reshape(len(batch), -1)
+        lo, hi = flat.min(1), flat.max(1)
+        where = (f"{self.name} takes raw pixels from {low:g} to {high:g} "
+                 f"(info['input']['raw_range']")
+        beyond = np.flatnonzero((lo < low) | (hi > high))
+        if beyond.size:
+            at = int(beyond[0])
+            hint = (" 16-bit pixels? Take their high byte (x >> 8), as a 16-bit PNG is read."
+                    if low == 0 and high == 255 and lo[at] >= 0 and hi[at] <= 65535
+                    and np.all(flat[at] == np.round(flat[at])) else "")
+            raise ValueError(f"{where}; it normalises them itself); image {int(idx[at])} "
+                             f"holds values from {float(lo[at]):g} to {float(hi[at]):g}.{hint}")
+        if low == 0 and high > 1:
+            for at in np.flatnonzero((hi > 0) & (hi <= 1)):
+                if np.any(flat[at] != np.round(flat[at])):
+                    raise ValueError(
+                        f"{where}); image {int(idx[at])} holds fractions from "
+                        f"{float(lo[at]):g} to {float(hi[at]):g}: pixels scaled to 0..1? "
+                        f"Multiply them by {high:g} (raw pixels that dark: round them to "
+                        f"integers).")
 
     # -- prediction --------------------------------------------------------------------
 
@@ -925,14 +987,14 @@ class Servable:
 
         Args:
             images: raw pixels in the model's raw range (``info["input"]["raw_range"]``,
-                0..255 for image data), as a uint8/integer/float array ``[N, H, W, C]`` or one
-                image ``[H, W, C]`` (``[H, W]`` for greyscale), any height and width; for a
-                1-channel model a 3-D array ``[N, H, W]`` is a batch of greyscale images,
-                unless its last axis is 2, 3 or 4: that is one image with as many channels,
-                refused as such; or
-                PNG/JPEG file paths or encoded bytes (converted to the model's channels),
-                or a list of these (of any sizes). A single image still gives a batch of
-                one.
+                0..255 for image data; values beyond it, and an image of fractions from 0
+                to 1 for a 0..255 model, are refused), as a uint8/integer/float array
+                ``[N, H, W, C]`` or one image ``[H, W, C]`` (``[H, W]`` for greyscale), any
+                height and width; for a 1-channel model a 3-D array ``[N, H, W]`` is a batch
+                of greyscale images, unless its last axis is 2, 3 or 4: that is one image
+                with as many channels, refused as such; a Pillow image; or PNG/JPEG file
+                paths or encoded bytes (converted to the model's channels), or a list of
+                these (of any sizes). A single image still gives a batch of one.
             batch_size: run at most this many images at a time (default
                 :data:`DEFAULT_BATCH_SIZE`, 64). A list's files are decoded batch by batch,
                 and an array is converted to the signature's dtype batch by batch, so the
@@ -946,7 +1008,8 @@ class Servable:
             ``classes [N]`` for a classifier, in the order of ``images``.
 
         Raises:
-            ValueError: unsupported input, wrong rank or channel count, bad batch size,
+            ValueError: unsupported input, wrong rank or channel count, pixels beyond the
+                raw range or scaled to 0..1, bad batch size,
                 unknown signature name; for a list, the message names the image: its path, else its index
                 (``images[3]: ...``).
             FileNotFoundError: a path that does not exist (named).
@@ -1348,7 +1411,15 @@ def configure_predict(parser):
         # Before the model loads (seconds for the large ones), every file's header is read:
         # a missing file or one that is no image is named at once. The pixels are decoded
         # batch by batch as they are predicted, so memory does not grow with their number.
-        sizes = [check_image_file(path) for path in paths]
+        sizes = []
+        for path in paths:
+            try:
+                sizes.append(check_image_file(path))
+            except IsADirectoryError as exc:
+                import shlex
+                raise IsADirectoryError(
+                    f"{exc}: give the images in it ({shlex.quote(path)}/*.png), or list "
+                    f"them with --files-from FILE") from None
         servable = load(args.model_dir, jit_compile=not args.no_xla and "auto",
                         runtime=args.runtime)
         task = servable.info.get("task") or (
@@ -1507,6 +1578,12 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
     import tempfile
     from PIL import Image
     mask_names = _mask_names(names)
+    for name, mask_name in zip(names, mask_names):   # a rename onto it would fail halfway
+        target = os.path.join(args.out, mask_name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise IsADirectoryError(f"--out {args.out} holds a directory {mask_name} where "
+                                    f"the mask of {name} goes: remove or rename it, or give "
+                                    f"another --out")
     created = not os.path.isdir(args.out)
     os.makedirs(args.out, exist_ok=True)
     remove_stale_temporaries(args.out, ".tmp-")   # a killed predict's

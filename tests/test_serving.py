@@ -760,6 +760,11 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     assert main(["predict", str(base / "lenet5"), str(path), "--digits", "3"]) == 2
     assert capsys.readouterr().err == ("zoo: error: give image files or --digits N, not both. "
                                        "Received: 1 image file(s) and --digits 3\n")
+    for n in ("0", "361"):   # 361 predicted the 360 there are, without a word
+        assert main(["predict", str(base / "lenet5"), "--digits", n]) == 2
+        assert capsys.readouterr().err == (f"zoo: error: --digits must be from 1 to 360, the "
+                                           f"test images of the embedded digits. Received: "
+                                           f"{n}\n")
     assert main(["predict", str(base / "lenet5"), str(path), "--batch-size", "0"]) == 2
     assert capsys.readouterr().err == "zoo: error: --batch-size must be >= 1. Received: 0\n"
     assert main(["predict", str(base / "lenet5"), str(tmp_path)]) == 2

@@ -202,6 +202,10 @@ def check_bool(model_name: str, **kwargs) -> None:
 #: The largest seed: NumPy's and Keras' seeds are 32-bit.
 MAX_SEED = 2 ** 32 - 1
 
+#: The test images of the embedded ``digits`` dataset (``zoo predict --digits N`` takes up to
+#: that many).
+DIGITS_TEST_SIZE = 360
+
 
 def check_seed(seed) -> int:
     """``seed`` as an ``int``: an integer (Python or NumPy, not a bool) from 0 to

@@ -39,8 +39,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from zoo.common import (TASKS, check_seed, clip_text, has_image_signature, is_finite_number,
-                         is_integer)
+from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_seed, clip_text, has_image_signature,
+                         is_finite_number, is_integer)
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "check_augment_settings", "make_shapes", "digits_arrays",
@@ -564,7 +564,7 @@ class _Source:
 
 # --- digits ---------------------------------------------------------------------------
 
-_DIGITS_SPLIT = {"test": 360, "validation": 180}
+_DIGITS_SPLIT = {"test": DIGITS_TEST_SIZE, "validation": 180}
 
 
 def digits_arrays(split="train"):

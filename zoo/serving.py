@@ -49,9 +49,9 @@ from typing import Optional
 import numpy as np
 
 from zoo.cli import number_type
-from zoo.common import (TASKS, clip_text, exception_line, has_image_signature, is_digits,
-                         is_finite_number, is_integer, remove_stale_temporaries,
-                         temporary_prefix, visible_gpus)
+from zoo.common import (DIGITS_TEST_SIZE, TASKS, clip_text, exception_line,
+                         has_image_signature, is_digits, is_finite_number, is_integer,
+                         remove_stale_temporaries, temporary_prefix, visible_gpus)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions)
 
@@ -1393,8 +1393,9 @@ def configure_predict(parser):
         import sys
         if args.top_k < 1:
             raise ValueError(f"--top-k must be >= 1. Received: {args.top_k}")
-        if args.digits is not None and args.digits < 1:
-            raise ValueError(f"--digits must be >= 1. Received: {args.digits}")
+        if args.digits is not None and not 1 <= args.digits <= DIGITS_TEST_SIZE:
+            raise ValueError(f"--digits must be from 1 to {DIGITS_TEST_SIZE}, the test images of "
+                             f"the embedded digits. Received: {args.digits}")
         paths = list(args.images) + (_read_file_list(args.files_from)
                                      if args.files_from is not None else [])
         if not paths and args.digits is None:
@@ -1431,7 +1432,7 @@ def configure_predict(parser):
         if args.digits is not None:
             from zoo.data import digits_arrays
             x, y = digits_arrays("test")
-            n = min(args.digits, len(x))
+            n = args.digits
             images, names = x[:n], [f"digits test #{i}" for i in range(n)]
             labels = servable.labels or [str(i) for i in range(10)]
             truth = [labels[int(v)] if int(v) < len(labels) else str(int(v)) for v in y[:n]]

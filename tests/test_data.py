@@ -437,6 +437,22 @@ def _class_tree(root, layout, size=(6, 6)):
     return root
 
 
+def test_folder_images_the_pipeline_cannot_decode_are_refused_not_skipped(tmp_path):
+    # Before, the TIFF files were left out without a word: class b trained on 3 of 5 images.
+    root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}})
+    for i in range(2):
+        Image.fromarray(np.full((6, 6), 9, "uint8")).save(root / "train" / "b" / f"scan{i}.TIF")
+    (root / "train" / "b" / "notes.txt").write_text("other files stay ignored\n")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root / 'train' / 'b'}' holds 2 images in a format the pipeline "
+            f"cannot decode ('scan0.TIF', 'scan1.TIF'): dataset folders hold .png, .jpg, "
+            f".jpeg, .bmp, .gif and .webp images. Convert them (to PNG, say) or remove them.")):
+        data.load_splits(f"folder:{root}")
+    for i in range(2):
+        os.remove(root / "train" / "b" / f"scan{i}.TIF")
+    assert data.load_splits(f"folder:{root}").info.splits["train"] == 5
+
+
 def test_folder_file_that_is_no_image_is_named(tmp_path):
     root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}})
     (root / "train" / "b" / "notes.png").write_text("not an image\n")

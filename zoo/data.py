@@ -791,6 +791,10 @@ def _tfds_source(name, data_dir=None, download=False):
 # --- local folders --------------------------------------------------------------------
 
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+#: Image formats TensorFlow's decoders do not read: a dataset folder holding them is refused
+#: (they would be left out without a word).
+_OTHER_IMAGE_EXT = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".ppm",
+                    ".pgm", ".pbm", ".pnm", ".ico", ".dng", ".raw", ".cr2", ".nef")
 
 
 _DECODE_OP = "zoo_decode_image"
@@ -829,8 +833,16 @@ def _image_files(folder, *, recursive=False):
     else:
         paths = [os.path.join(folder, f) for f in os.listdir(folder)
                  if not os.path.isdir(os.path.join(folder, f))]
-    paths = sorted(p for p in paths
-                   if _visible(os.path.basename(p)) and p.lower().endswith(_IMAGE_EXT))
+    paths = sorted(p for p in paths if _visible(os.path.basename(p)))
+    other = [p for p in paths if p.lower().endswith(_OTHER_IMAGE_EXT)]
+    if other:
+        shown = ", ".join(repr(os.path.relpath(p, folder)) for p in other[:3])
+        raise ValueError(f"Dataset folder {folder!r} holds {len(other)} image"
+                         f"{'' if len(other) == 1 else 's'} in a format the pipeline cannot "
+                         f"decode ({shown}{', ...' if len(other) > 3 else ''}): dataset "
+                         f"folders hold .png, .jpg, .jpeg, .bmp, .gif and .webp images. "
+                         f"Convert them (to PNG, say) or remove them.")
+    paths = [p for p in paths if p.lower().endswith(_IMAGE_EXT)]
     for path in paths:
         if not os.path.exists(path):
             raise ValueError(f"{path!r} is a symbolic link to a file that does not exist "

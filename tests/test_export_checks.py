@@ -65,6 +65,35 @@ def test_empty_name_and_bad_base_dirs_are_refused(model, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []  # nothing in the current directory either
 
 
+
+@pytest.mark.parametrize("name", ["lenet5\n", "lenet5\nx"])
+def test_a_name_with_a_line_break_is_refused(model, name, tmp_path):
+    # "$" in the name's pattern matched before a final line break: "lenet5\n" made a
+    # directory whose name ends in one.
+    with pytest.raises(ValueError) as exc:
+        zoo.export(model, tmp_path / "models", name=name, lite=False)
+    assert str(exc.value) == ("name must be a directory name of letters, digits, '.', '_' or "
+                              f"'-' (not starting with '.' or '-'). Received: name={name!r}")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_base_dir_or_model_directory_that_is_a_file_is_named(model, tmp_path):
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "lenet5").write_text("")
+    for base_dir, version, path in [(tmp_path / "afile", None, tmp_path / "afile"),
+                                    (tmp_path / "afile" / "sub", 3, tmp_path / "afile"),
+                                    (tmp_path / "models", None, tmp_path / "models/lenet5"),
+                                    (tmp_path / "models", 3, tmp_path / "models/lenet5")]:
+        with pytest.raises(ValueError) as exc:
+            zoo.export(model, base_dir, version=version, lite=False)
+        assert str(exc.value) == (f"{path} is a file, not a directory: the export goes to "
+                                  f"{os.path.join(base_dir, 'lenet5')}/<version>; pass "
+                                  "another base_dir (--base-dir) or name (--name).")
+    assert sorted(os.listdir(tmp_path)) == ["afile", "models"]
+    assert os.listdir(tmp_path / "models") == ["lenet5"]
+
+
 DIGITS_SHAPE = "input_shape (32, 32, 1)"
 
 

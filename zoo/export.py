@@ -474,8 +474,22 @@ def _missing_dirs(path) -> list:
     return missing
 
 
+def _check_model_dir(model_dir):
+    """ValueError naming the file when ``model_dir`` or one of its parents is one."""
+    path = model_dir
+    while path and not os.path.isdir(path):
+        if os.path.exists(path):
+            raise ValueError(f"{path} is a file, not a directory: the export goes to "
+                             f"{model_dir}/<version>; pass another base_dir (--base-dir) "
+                             "or name (--name).")
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+
+
 def _check_name(name):
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError("name must be a directory name of letters, digits, '.', '_' or '-' "
                          f"(not starting with '.' or '-'). Received: name={name!r}")
 
@@ -573,6 +587,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     metrics = dict(run_metrics if metrics is None else metrics)
 
     model_dir = os.path.join(base_dir, name)
+    _check_model_dir(model_dir)
     if version is not None and not overwrite and os.path.exists(
             os.path.join(model_dir, str(version))):
         raise FileExistsError(f"version {version} of {name!r} already exists in "

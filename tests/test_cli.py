@@ -160,7 +160,11 @@ def test_a_terminated_command_cleans_up_and_says_so_in_one_line(tmp_path, sig, c
         cli.configure_list = configure_list
         sys.exit(cli.main(["list"]))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as in a terminal: a process started in the background (a CI runner's
+        # "cmd &") inherits SIGINT ignored, and the command would not see it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for_marker(started, proc, "the command never started")
         proc.send_signal(getattr(signal, sig))

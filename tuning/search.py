@@ -29,7 +29,8 @@ import threading
 import time
 import warnings
 
-from zoo.common import atomic_write, atomic_write_text, check_bool, check_seed, is_digits
+from zoo.common import (atomic_write, atomic_write_text, check_bool, check_seed, is_digits,
+                         remove_path)
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -624,13 +625,8 @@ def _write_fingerprint(project_dir, fingerprint, role, overwrite):
     cleared = overwrite and _project_exists(project_dir)
     if cleared:
         for entry in os.listdir(project_dir):
-            path = os.path.join(project_dir, entry)
-            if entry == LOCK:
-                continue
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
+            if entry != LOCK:
+                remove_path(os.path.join(project_dir, entry))
     _write_json(os.path.join(project_dir, FINGERPRINT), fingerprint)
     return cleared
 
@@ -1565,13 +1561,11 @@ def _exit_text(code):
 
 
 def _gpu_count() -> int:
-    """The GPUs TensorFlow sees here (``CUDA_VISIBLE_DEVICES`` applied); 0 without asking
-    TensorFlow where no GPU device exists (:func:`zoo.startlog.gpu_absent`)."""
+    """The GPUs TensorFlow computes on here (:func:`zoo.common.visible_gpus`); 0 without
+    asking TensorFlow where no GPU device exists (:func:`zoo.startlog.gpu_absent`)."""
+    from zoo.common import visible_gpus
     from zoo.startlog import gpu_absent
-    if gpu_absent():
-        return 0
-    import tensorflow as tf
-    return len(tf.config.list_physical_devices("GPU"))
+    return 0 if gpu_absent() else len(visible_gpus())
 
 
 def _cluster_envs(workers) -> tuple:

@@ -583,13 +583,25 @@ def temporary_prefix(prefix) -> str:
     return f"{prefix}{os.getpid()}-{_host()}-"
 
 
+def remove_path(path, *, ignore_errors=False) -> None:
+    """Remove the file, link (itself, not what it leads to) or directory tree at ``path``;
+    nothing there, nothing done. ``ignore_errors``: as ``shutil.rmtree``'s, for a tree."""
+    import shutil
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+    else:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
 def remove_stale_temporaries(directory, prefix) -> None:
     """Delete the entries of ``directory`` named ``<prefix><pid>-<host>-...``
     (:func:`temporary_prefix`) whose process ``pid`` on this host is gone: the temporary
     files and directories of a writer that was killed (SIGKILL, SIGTERM) before it could
     remove them. Those of live processes stay, and so do those of another host (a disk
     shared between machines: its process ids mean nothing here) and any other name."""
-    import shutil
     try:
         entries = list(os.scandir(directory))
     except (FileNotFoundError, NotADirectoryError):
@@ -605,13 +617,7 @@ def remove_stale_temporaries(directory, prefix) -> None:
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                try:
-                    os.remove(entry.path)
-                except FileNotFoundError:
-                    pass
+            remove_path(entry.path, ignore_errors=True)
         except (PermissionError, OverflowError):  # a live process of another user; no pid
             pass
 

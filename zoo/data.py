@@ -39,8 +39,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_seed, clip_text, has_image_signature,
-                         is_finite_number, is_integer)
+from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_bool, check_seed, clip_text,
+                         has_image_signature, is_finite_number, is_integer)
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "check_augment_settings", "make_shapes", "digits_arrays",
@@ -900,8 +900,9 @@ def _find_split_dir(root, split):
              "test": ("test",)}[split]
     found = [n for n in names if os.path.isdir(os.path.join(root, n))]
     if len(found) > 1:   # one would be read, the other ignored without a word
-        raise ValueError(f"Dataset folder {root!r} holds {' and '.join(n + '/' for n in found)}: both would be "
-                         f"its {split} split. Keep one of them.")
+        both = " and ".join(n + "/" for n in found)
+        raise ValueError(f"Dataset folder {root!r} holds {both}: both would be its {split} "
+                         f"split. Keep one of them.")
     return os.path.join(root, found[0]) if found else None
 
 
@@ -1339,8 +1340,7 @@ def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
         raise ValueError(f"data_dir must be None (tensorflow-datasets' default) or the path "
                          f"of a tensorflow-datasets data directory. "
                          f"Received: data_dir={_short(data_dir)}")
-    if not isinstance(download, bool):
-        raise ValueError(f"download must be True or False. Received: download={_short(download)}")
+    check_bool("zoo.data", download=download)
     name = os.fspath(name)
     if name in _EMBEDDED:
         return _with_ignore_label(_EMBEDDED[name](data_dir, download), ignore_label)

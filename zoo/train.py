@@ -37,7 +37,7 @@ from keras import ops
 
 from zoo import data as zdata
 from zoo.common import (TASKS, atomic_write, atomic_write_text, check_bool, check_seed,
-                         is_digits, is_integer, received_text)
+                         is_digits, is_integer, received_text, remove_path)
 
 __all__ = ["compile_model", "fit", "resolve_jit_compile", "resolve_class_weight",
            "resolve_mixed_precision", "with_mixed_precision", "cosine_schedule",
@@ -1896,6 +1896,10 @@ class _MainOutputLogs(keras.callbacks.Callback):
         self._rename(logs)
 
 
+#: Epochs without improvement before early stopping ends a run (``fit``, ``zoo train``).
+PATIENCE = 8
+
+
 def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate=1e-3,
         optimizer="adam", augment=None, jit_compile="auto", mixed_precision="auto",
         early_stopping=True, patience=None, seed=0, data_dir=None, verbose=1,
@@ -1958,8 +1962,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         model_args: builder keyword arguments when ``model`` is a name.
         download: let tensorflow-datasets download missing data.
         compile: compile with :func:`compile_model` (``False``: keep the model's own
-            compilation, which a rebuilt copy gets too (``compile_from_config``), and whose
-            optimizer ``info.json`` records; a model that is not compiled is refused).
+            compilation, which a rebuilt copy gets too (a new optimizer of its config, with
+            loss scaling in float16), and whose optimizer ``info.json`` records; a model
+            that is not compiled is refused).
         class_weight: weights of the training examples by class, for imbalanced
             classification data (Keras' ``fit(class_weight=...)``): ``None`` (none),
             ``"balanced"`` (``n_samples / (n_classes * count_c)`` from the train split's
@@ -2047,7 +2052,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         raise ValueError(f"patience goes with early stopping, which early_stopping=False "
                          f"turns off. Received: patience={zdata._short(patience)}, "
                          f"early_stopping=False")
-    patience = 8 if patience is None else zdata.check_count("patience", patience, 0)
+    patience = PATIENCE if patience is None else zdata.check_count("patience", patience, 0)
     callbacks = check_callbacks(callbacks)
     check_run_dir(run_dir)
     resolve_jit_compile(jit_compile)   # a bad value, refused before any loading
@@ -2597,10 +2602,7 @@ def _put_back(run_dir, previous) -> None:
         source, target = os.path.join(previous, name), os.path.join(run_dir, name)
         if not os.path.lexists(source):
             continue
-        if os.path.isdir(target) and not os.path.islink(target):
-            shutil.rmtree(target)
-        elif os.path.lexists(target):
-            os.remove(target)
+        remove_path(target)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(source, target)
 
@@ -2907,7 +2909,7 @@ def configure_train(parser):
         lr = args.lr if args.lr is not None else d["learning_rate"]
         augment = args.augment if args.augment is not None else d["augment"]
         size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
-        patience = args.patience if args.patience is not None else 8
+        patience = args.patience if args.patience is not None else PATIENCE
         for value, flag, least in ((epochs, "--epochs", 1), (batch, "--batch-size", 1),
                                    (patience, "--patience", 0)):
             if value < least:

@@ -50,6 +50,24 @@ def test_overwrite_must_be_true_or_false(model, tmp_path):
     assert sorted(os.listdir(tmp_path / "m")) == ["3"]
 
 
+def test_a_version_spelled_otherwise_is_the_same_version(model, tmp_path):
+    """``007`` and ``7`` are one version to TensorFlow Serving and to list_versions: an
+    export of version 7 beside ``007`` (with or without overwrite) would make two."""
+    zoo.export(model, tmp_path, name="m", version=7, lite=False)
+    os.rename(tmp_path / "m" / "7", tmp_path / "m" / "007")
+    assert zoo_export.list_versions(tmp_path / "m") == [7]
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError) as exc:
+            zoo.export(model, tmp_path, name="m", version=7, overwrite=overwrite, lite=False)
+        assert str(exc.value) == (f"version 7 of 'm' is already in {tmp_path / 'm' / '007'} "
+                                  "(the same number written otherwise); rename or remove "
+                                  "that directory.")
+    assert sorted(os.listdir(tmp_path / "m")) == ["007"]
+    # The next free number counts it; another explicit version is fine.
+    assert zoo.export(model, tmp_path, name="m", lite=False).endswith(os.path.join("m", "8"))
+    assert zoo.export(model, tmp_path, name="m", version="70", lite=False).endswith("70")
+
+
 def test_empty_name_and_bad_base_dirs_are_refused(model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError) as exc:

@@ -121,6 +121,21 @@ def _taken_versions(model_dir) -> set:
         return set()
 
 
+def _check_same_number(model_dir, version, name):
+    """Refuse ``version`` when a directory spells its number otherwise (``007`` for 7):
+    TensorFlow Serving and :func:`list_versions` read both as one version, so a ``7`` beside
+    it would make two."""
+    try:
+        others = sorted(e.name for e in os.scandir(model_dir) if common.is_digits(e.name)
+                        and int(e.name) == version and e.name != str(version))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if others:
+        raise FileExistsError(f"version {version} of {name!r} is already in "
+                              f"{os.path.join(model_dir, others[0])} (the same number "
+                              f"written otherwise); rename or remove that directory.")
+
+
 def _next_version(model_dir, name) -> int:
     """One more than the highest version in ``model_dir`` (1 for the first); ValueError once
     :data:`MAX_VERSION` is taken (the number after it is one TensorFlow Serving cannot load)."""
@@ -588,6 +603,8 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
 
     model_dir = os.path.join(base_dir, name)
     _check_model_dir(model_dir)
+    if version is not None:
+        _check_same_number(model_dir, version, name)
     if version is not None and not overwrite and os.path.exists(
             os.path.join(model_dir, str(version))):
         raise FileExistsError(f"version {version} of {name!r} already exists in "

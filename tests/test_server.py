@@ -251,6 +251,12 @@ ERRORS = [
     ("post", "/v1/models/lenet5:predict", {"instances": [{"pixels": 1}]}, 400,
      "named inputs must be exactly"),
     ("post", "/v1/models/lenet5:predict", {"inputs": {"x": [1]}}, 400, "input"),
+    # JSON's true and false among the pixels, small and large bodies (were read as 1 and 0)
+    ("post", "/v1/models/lenet5:predict", {"instances": [[[[0], [True]], [[9], [9]]]]}, 400,
+     "instances[0]: pixel values must be numbers (integers or floats). Received booleans "
+     "(true or false) among them."),
+    ("post", "/v1/models/lenet5:predict", {"inputs": [[[[0]] * 31 + [[False]]] * 32]}, 400,
+     "inputs: pixel values must be numbers (integers or floats). Received booleans"),
     ("post", "/v1/models/lenet5:predict",
      {"signature_name": "classify", "instances": [[[[0]]]]}, 400, "signature_name"),
     ("post", "/v1/models/nope:predict", {"instances": [[[[0]]]]}, 404, "Servable not found"),
@@ -1328,6 +1334,11 @@ def test_cli_serve_refuses_a_model_or_version_directory(capsys, tmp_path):
     (tmp_path / "bare" / "saved_model.pb").write_bytes(b"")
     assert cli.main(serve + [str(tmp_path / "bare")]) == 2
     assert "move it to BASE_DIR/bare/1/ and serve BASE_DIR" in one_error_line(capsys)[1]
+    # A file: named as one (was "no such model directory")
+    assert cli.main(serve + [str(tmp_path / "bare" / "saved_model.pb")]) == 2
+    assert one_error_line(capsys) == ("", (
+        f"zoo: error: {tmp_path / 'bare' / 'saved_model.pb'} is a file, not a directory "
+        f"{layout}"))
 
 
 def test_serve_and_create_app_check_port_and_size_limit(tmp_path):
@@ -1576,6 +1587,11 @@ def test_head_and_the_allow_header_of_405_answers(server):
     assert c.head("/v1/models/nope").status_code == 404
     for method, path, allowed in (("put", "/v1/models/lenet5", "GET, HEAD"),
                                   ("delete", "/v1/models/lenet5/metadata", "GET, HEAD"),
+                                  # POST on the status and metadata endpoints (was a 404
+                                  # "no such endpoint" naming :predict)
+                                  ("post", "/v1/models/lenet5", "GET, HEAD"),
+                                  ("post", "/v1/models/lenet5/versions/1/metadata",
+                                   "GET, HEAD"),
                                   ("put", "/v1/models/lenet5:predict", "POST"),
                                   ("get", "/v1/models/lenet5:predict", "POST"),
                                   ("options", "/v1/models/lenet5/versions/1:predict", "POST")):
@@ -1583,6 +1599,8 @@ def test_head_and_the_allow_header_of_405_answers(server):
         assert r.status_code == 405, (method, path, r.text)
         assert r.headers["allow"] == allowed, (method, path)
         assert r.json()["error"], r.text
+    r = c.post("/v1/models/lenet5/versions/1", json={"instances": [[[[0]]]]})
+    assert r.json() == {"error": "use GET for /v1/models/lenet5/versions/1"}
 
 
 def test_store_answers_with_the_loaded_version_while_a_new_one_loads(server, tmp_path,
@@ -1781,3 +1799,34 @@ def test_serve_names_the_models_it_serves_and_those_it_cannot(server, tmp_path, 
     (store,) = stores
     assert store.loaded("good").version == 1
     assert store.status("broken")["model_version_status"][0]["state"] == "END"
+
+
+def test_an_ipv6_host_is_announced_and_named_in_brackets(tmp_path, capsys, monkeypatch):
+    """``--host ::1``: the address announced is a URL (``http://[::1]:PORT/...``; was
+    ``http://::1:PORT/...``), and so is the one a bind error names."""
+    import uvicorn
+
+    from zoo import server as zoo_server
+    with socket.socket(socket.AF_INET6) as taken:
+        try:
+            taken.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError) as exc:
+            zoo_server.serve(tmp_path, host="::1", port=port, parse_workers=0)
+        assert str(exc.value) == f"cannot listen on [::1]:{port}: Address already in use"
+
+    class Server:    # uvicorn's, without running
+        def __init__(self, config):
+            pass
+
+        def run(self, sockets=None):
+            pass
+
+    monkeypatch.setattr(uvicorn, "Config", lambda app, **kwargs: kwargs)
+    monkeypatch.setattr(uvicorn, "Server", Server)
+    zoo_server.serve(tmp_path, host="::1", port=port, parse_workers=0)
+    assert capsys.readouterr().out == (f"zoo serve: 0 model(s) under {tmp_path} (none yet) "
+                                       f"at http://[::1]:{port}/v1/models/NAME\n")

@@ -127,6 +127,7 @@ def test_files_bytes_and_mixed_sizes(servable, tmp_path):
     ([], "empty list"),
     (np.array([["a", "b"]]), "pixel values must be numbers"),
     (np.zeros((2, 8, 8, 1), bool), "pixel values must be numbers"),
+    ([[[[0.0], [True]]]], r"Received booleans \(true or false\) among them"),
     (np.full((1, 8, 8, 1), np.nan), "finite"),
     ([[[0.0]], [[0.0], [1.0]]], "regular numeric array"),
     (b"not an image", "could not decode"),

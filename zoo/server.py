@@ -128,11 +128,14 @@ def check_model_name(name) -> None:
 def check_base_dir(base_dir) -> None:
     """Raise ``ValueError`` for a model directory (``NAME/``, holding versions) or a version
     directory (``NAME/VERSION/``, holding ``saved_model.pb``) given as the base directory,
-    which holds ``NAME/VERSION/saved_model.pb``; ``FileNotFoundError`` for no directory."""
+    which holds ``NAME/VERSION/saved_model.pb``, or a file; ``FileNotFoundError`` for
+    nothing there."""
     path = os.path.abspath(os.fspath(base_dir))
+    layout = "the base directory holds MODEL/VERSION/saved_model.pb"
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{base_dir} is a file, not a directory ({layout})")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no such model directory: {base_dir}")
-    layout = "the base directory holds MODEL/VERSION/saved_model.pb"
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         if is_digits(os.path.basename(path)):
             hint = f"serve {os.path.dirname(os.path.dirname(path))} instead"
@@ -1287,6 +1290,9 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         path = request.path_params["path"]
         name, version, rest = parse_path(path, "POST")
         if rest != ":predict":
+            if rest is None or rest == "/metadata":   # the status and metadata endpoints
+                raise ServingError(405, f"use GET for /v1/models/{path}",
+                                   {"Allow": "GET, HEAD"})
             if rest in (":classify", ":regress"):
                 raise ServingError(400, f"{rest[1:]} is not supported: zoo models export a "
                                    "predict signature only; use :predict")
@@ -1369,8 +1375,8 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
 
     Raises:
         FileNotFoundError: ``base_dir`` does not exist.
-        ValueError: ``base_dir`` is a model or version directory (see :func:`check_base_dir`),
-            or another bad argument.
+        ValueError: ``base_dir`` is a model or version directory or a file (see
+            :func:`check_base_dir`), or another bad argument.
         OSError: ``host`` and ``port`` cannot be bound (an unknown host, a port in use).
     """
     import uvicorn
@@ -1401,8 +1407,8 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
             else:
                 served.append(name)
         print(f"zoo serve: {len(served)} model(s) under {os.path.abspath(base_dir)} "
-              f"({', '.join(served) or 'none yet'}) at http://{host}:{port}/v1/models/NAME",
-              flush=True)
+              f"({', '.join(served) or 'none yet'}) at http://{_host_port(host, port)}"
+              f"/v1/models/NAME", flush=True)
         # Beside the load errors logged above: which models answer no request.
         if failed:
             print(f"zoo serve: not loaded (GET /v1/models/NAME gives the error; tried again "
@@ -1621,6 +1627,11 @@ def _bind(host, port):
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: "
+        raise OSError(f"cannot listen on {_host_port(host, port)}: "
                       f"{exc.strerror or exc}") from None
     return sock
+
+
+def _host_port(host, port) -> str:
+    """``host:port`` as URLs write it: an IPv6 address in brackets (``[::1]:8501``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

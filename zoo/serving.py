@@ -387,6 +387,13 @@ def _as_array(value) -> np.ndarray:
                                    or np.issubdtype(array.dtype, np.floating)):
         raise ValueError(f"pixel values must be numbers (integers or floats). Received "
                          f"dtype {array.dtype}.")
+    if isinstance(value, (list, tuple)):
+        # numpy reads True and False among numbers as 1 and 0 (a JSON true in a REST
+        # request's pixels was predicted as a pixel of 1).
+        kinds = set(map(type, np.asarray(value, dtype=object).ravel().tolist()))
+        if bool in kinds or np.bool_ in kinds:
+            raise ValueError("pixel values must be numbers (integers or floats). Received "
+                             "booleans (true or false) among them.")
     return array
 
 

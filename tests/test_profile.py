@@ -146,6 +146,15 @@ def test_bad_batch_size(bad):
         zprofile.profile(chain_model(), batch_size=bad)
 
 
+def test_numpy_integer_batch_size():
+    """A NumPy integer (``len(ds) // steps``) is a batch size, as it is a number of classes
+    for the builders; it was refused as not a positive integer."""
+    one, three = zprofile.profile(chain_model()), zprofile.profile(chain_model(),
+                                                                  batch_size=np.int64(3))
+    assert three.totals.macs == 3 * one.totals.macs == 3 * (64 * 4 * 9 + 64 * 2 * 9 * 4)
+    assert type(three.totals.batch_size) is int and three.totals.batch_size == 3
+
+
 def test_unknown_input_size_is_refused():
     x = keras.Input((None, None, 3), name="x")
     with pytest.raises(ValueError, match="fixed input_shape"):
@@ -332,6 +341,47 @@ def test_receptive_field_matches_measurement():
     # up ceil(3/2) = 2 input pixels: 20x16 (jump 2), c4: 24x20
     assert (last["rf_h"], last["rf_w"]) == measured_receptive_field(model) == (24, 20)
     assert last["jump_h"] == 2
+
+
+def test_image_input_after_a_non_image_input():
+    """The axes of the receptive field are those of the model's largest input, not of its
+    first: with a vector first, the image path's convolutions were counted as seeing one
+    pixel."""
+    vec, img, seq = (keras.Input((5,), name="vec"), keras.Input((8, 8, 3), name="img"),
+                     keras.Input((12, 2), name="seq"))
+    pooled = L.GlobalMaxPooling2D(name="gmp")(conv(2, 3, "c", strides=2, padding="same")(img))
+    series = L.Flatten(name="flat")(L.Conv1D(2, 3, name="c1d")(seq))   # 10x2
+    y = L.Concatenate(name="cat")([vec, pooled, series])
+    p = zprofile.profile(keras.Model([vec, img, seq], y))
+    assert (row(p, "c")["rf_h"], row(p, "c")["rf_w"], row(p, "c")["jump_h"]) == (3, 3, 2)
+    assert (row(p, "gmp")["rf_h"], row(p, "gmp")["rf_w"]) == (3 + 3 * 2, 3 + 3 * 2)
+    assert (row(p, "c1d")["rf_h"], row(p, "c1d")["rf_w"]) == (3, 1)   # along its one axis
+    assert row(p, "flat")["rf_h"] == 3 + 9
+    assert (row(p, "cat")["rf_h"], row(p, "cat")["rf_w"]) == (12, 9)
+    assert (row(p, "vec")["rf_h"], row(p, "vec")["rf_w"]) == (1, 1)
+
+
+@pytest.mark.parametrize("layer,input_shape,taps,jump", [
+    # An output reads 2 (bilinear), 4 (bicubic), 6 (lanczos3), 10 (lanczos5) input samples
+    # per axis (measured with tf.image.resize on one-pixel images); bicubic and Lanczos
+    # were counted as bilinear.
+    (L.UpSampling2D(2, interpolation="bilinear", name="l"), (8, 8, 1), (2, 2), 0.5),
+    (L.UpSampling2D(2, interpolation="bicubic", name="l"), (8, 8, 1), (4, 4), 0.5),
+    (L.UpSampling2D((2, 3), interpolation="lanczos3", name="l"), (8, 8, 1), (6, 6), 0.5),
+    (L.Resizing(32, 24, interpolation="lanczos5", name="l"), (16, 16, 1), (10, 10), 0.5),
+    (L.Resizing(8, 8, interpolation="bicubic", name="l"), (16, 16, 1), (4, 4), 2),
+    # Downscaling with antialias=True and "area" widen the kernel by in / out: bilinear's
+    # 2 samples become 4 at 32 -> 16 and 3 at 32 -> 24; an area 48 -> 16 averages 3.
+    (L.Resizing(16, 24, antialias=True, name="l"), (32, 32, 1), (4, 3), 2),
+    (L.Resizing(16, 16, interpolation="area", name="l"), (48, 48, 1), (3, 3), 3),
+    (L.Resizing(16, 16, interpolation="nearest", antialias=True, name="l"), (48, 48, 1),
+     (1, 1), 3),
+])
+def test_interpolation_kernels(layer, input_shape, taps, jump):
+    r = single_layer_macs(layer, input_shape)
+    assert (r["rf_h"], r["rf_w"], r["jump_h"]) == (taps[0], taps[1], jump)
+    nearest = layer.interpolation == "nearest"
+    assert r["other_ops"] == (0 if nearest else taps[0] * taps[1] * np.prod(r["output_shape"]))
 
 
 def test_global_pooling_sees_the_whole_map():

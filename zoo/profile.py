@@ -34,8 +34,10 @@ Counting conventions (all figures are for one batch of ``batch_size`` images;
   functional graph: ``inputs - 1`` per element), batch normalisation
   (a multiply and an add per element; at deployment it folds into the
   preceding convolution, so it is not a multiply-add of the network),
-  ``Rescaling``/``Normalization`` (two per element), bilinear upsampling and
-  ``Resizing`` (four per output element) and the custom layers' extra
+  ``Rescaling``/``Normalization`` (two per element), interpolating upsampling
+  and ``Resizing`` (one per input sample read: 2x2 per output element for
+  bilinear, 4x4 bicubic, 6x6 and 10x10 Lanczos, more for a downscaling
+  ``"area"`` or ``antialias=True`` resize) and the custom layers' extra
   additions.
 - Activation functions, reshapes, padding, cropping, concatenation, dropout,
   noise and nearest-neighbour upsampling count zero arithmetic.
@@ -60,11 +62,15 @@ convolutions and pooling, ``k_eff = dilation * (k - 1) + 1``. Transposed
 convolutions and upsampling divide the jump by the stride, and an output unit
 of a transposed convolution sees ``ceil(k / s)`` input units
 (``r_out = r_in + (ceil(k / s) - 1) * j_in``); ``Resizing`` scales the jump by
-``in_size / out_size``; bilinear interpolation adds one input step. Layers
-that collapse the spatial axes (``Flatten``, global pooling) see their whole
-input map (``r_in + (n - 1) * j_in``, jump ``j_in * n``). Layers with several
-inputs take the largest over their inputs (paths). Padding is ignored, so the
-receptive field can exceed the image.
+``in_size / out_size``; an interpolation reading ``t`` input samples per axis
+(nearest 1, bilinear 2, bicubic 4, lanczos3 6, lanczos5 10, times ``in / out``
+when an ``"area"`` or ``antialias=True`` resize downscales) adds ``t - 1``
+input steps. Layers that collapse the spatial axes (``Flatten``, global
+pooling) see their whole input map (``r_in + (n - 1) * j_in``, jump
+``j_in * n``). Layers with several inputs take the largest over their inputs
+(paths). The axes are those of the model's input with the most (an image
+beside a vector or a sequence; a 1-D path fills the first). Padding is
+ignored, so the receptive field can exceed the image.
 """
 
 from __future__ import annotations
@@ -533,9 +539,29 @@ def _cost(kind, op, ins, outs) -> tuple:
     if kind == "lrn":
         return _size(out) * (2 * op.depth_radius + 2), 2 * _size(out)
     if kind in ("upsample", "resize"):
-        nearest = getattr(op, "interpolation", "nearest") == "nearest"
-        return 0, 0 if nearest else 4 * _size(out)
+        if getattr(op, "interpolation", "nearest") == "nearest":
+            return 0, 0   # a copy
+        return 0, _prod(_interpolation_taps(op, _spatial(ins[0], op), _spatial(out, op))) \
+            * _size(out)
     return 0, 0   # free layers, flatten
+
+
+#: Input samples per axis one output of ``tf.image.resize`` reads, by interpolation.
+_INTERPOLATION_TAPS = {"nearest": 1, "bilinear": 2, "bicubic": 4, "lanczos3": 6,
+                       "lanczos5": 10, "area": 1}
+
+
+def _interpolation_taps(op, spatial_in, spatial_out) -> tuple:
+    """Input samples per spatial axis that one output of an upsampling or resizing layer
+    reads: its kernel's taps, widened by the factor ``in / out`` of a downscaling
+    ``"area"`` or ``antialias=True`` resize (whose kernel spans the input pixels an output
+    covers)."""
+    interpolation = getattr(op, "interpolation", "nearest")
+    taps = _INTERPOLATION_TAPS.get(interpolation, 2)
+    widened = interpolation != "nearest" and (interpolation == "area"
+                                              or getattr(op, "antialias", False))
+    return tuple(math.ceil(taps * max(Fraction(int(i), int(o)), 1)) if widened else taps
+                 for i, o in zip(spatial_in, spatial_out))
 
 
 # ---------------------------------------------------------------------------
@@ -555,11 +581,13 @@ def _receptive_field(kind, op, ins, outs, rfs, n_axes):
     r = tuple(max(x[0][a] for x in rfs) for a in range(n_axes))
     j = tuple(max(x[1][a] for x in rfs) for a in range(n_axes))
     spatial_in = _spatial(ins[0], op) if ins else ()
-    has_spatial = len(spatial_in) == n_axes
+    has_spatial = 1 <= len(spatial_in) <= n_axes   # a 1-D path beside images: its first axis
 
     def pad(values, fill):
         values = tuple(values)[:n_axes]
         return values + (fill,) * (n_axes - len(values))
+
+    spatial_in = pad(spatial_in, 1)
 
     if kind in ("conv", "depthwise", "separable") and has_spatial:
         kernel = pad(_tuple(op.kernel_size, n_axes), 1)
@@ -580,18 +608,13 @@ def _receptive_field(kind, op, ins, outs, rfs, n_axes):
         stride = pad(_tuple(op.strides, n_axes), 1)
         r = tuple(ri + (math.ceil(k / s) - 1) * ji for ri, ji, k, s in zip(r, j, kernel, stride))
         return r, tuple(ji / s for ji, s in zip(j, stride))
-    if kind == "upsample" and has_spatial:
-        size = pad(_tuple(op.size, n_axes), 1)
-        if getattr(op, "interpolation", "nearest") != "nearest":
-            r = tuple(ri + ji for ri, ji in zip(r, j))
-        return r, tuple(ji / s for ji, s in zip(j, size))
-    if kind == "resize" and has_spatial:
-        spatial_out = _spatial(outs[0], op)
-        if getattr(op, "interpolation", "nearest") != "nearest":
-            r = tuple(ri + ji for ri, ji in zip(r, j))
+    if kind in ("upsample", "resize") and has_spatial:
+        spatial_out = pad(_spatial(outs[0], op), 1)
+        taps = _interpolation_taps(op, spatial_in, spatial_out)
+        r = tuple(ri + (t - 1) * ji for ri, ji, t in zip(r, j, taps))
         return r, tuple(ji * Fraction(i, o) for ji, i, o in zip(j, spatial_in, spatial_out))
     if kind in ("flatten", "globalmax", "globalavg") and has_spatial:
-        return _rf_window(r, j, spatial_in, spatial_in)
+        return _rf_window(r, j, spatial_in, spatial_in)   # padded: 1 on a missing axis
     return r, j
 
 
@@ -611,7 +634,8 @@ def profile(model, batch_size: int = 1) -> Profile:
     Args:
         model: a functional ``keras.Model`` (or a built ``Sequential``) with a
             fixed input size; nested models are flattened into their layers.
-        batch_size: images per batch (every count and byte figure scales with it).
+        batch_size: images per batch, an integer (Python's or NumPy's); every count and
+            byte figure scales with it.
 
     Returns:
         A :class:`Profile` with ``.layers`` (a ``pandas.DataFrame``) and ``.totals``.
@@ -632,16 +656,17 @@ def profile(model, batch_size: int = 1) -> Profile:
         >>> p.totals.macs
         328096
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not common.is_integer(batch_size) or batch_size < 1:
         raise ValueError(f"profile: batch_size must be a positive integer. "
                          f"Received: batch_size={batch_size!r}")
+    batch_size = int(batch_size)
     calls, input_keys, output_keys, specs = _flatten_graph(model)
     for key, spec in specs.items():
         if any(d is None for d in _shape(spec)):
             raise ValueError(f"profile: {model.name!r} has a tensor of unknown size "
                              f"{tuple(spec.shape)}; build the model with a fixed input_shape "
                              f"(H, W, C).")
-    n_axes = max(1, len(_shape(specs[input_keys[0]])) - 1)
+    n_axes = max([1] + [len(_shape(specs[k])) - 1 for k in input_keys])   # the largest input's
     classes = _layer_classes()
 
     live = _live_bytes(calls, output_keys, specs, batch_size)

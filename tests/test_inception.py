@@ -99,6 +99,28 @@ def test_googlenet_aux_logits():
     np.testing.assert_allclose(np.sum(outs[1], axis=-1), 1.0, rtol=1e-5)
 
 
+
+def test_googlenet_trained_with_auxiliary_heads_loads_without_them(tmp_path):
+    """One network, trained with its auxiliary classifiers and used without: the .keras file
+    gives the weights by layer name; a .weights.h5 file pairs layers by type and order, and
+    its error says so (with the shapes that differ, not Keras' repr of the variable)."""
+    keras.utils.set_random_seed(0)
+    trained = googlenet(aux_logits=True, input_shape=(65, 65, 3), num_classes=3)
+    trained.save(tmp_path / "aux.keras")
+    trained.save_weights(tmp_path / "aux.weights.h5")
+    x = np.random.RandomState(0).rand(2, 65, 65, 3).astype("float32")
+    used = googlenet(input_shape=(65, 65, 3), num_classes=3, weights=tmp_path / "aux.keras")
+    np.testing.assert_array_equal(used(x, training=False), trained(x, training=False)[0])
+    with pytest.raises(ValueError) as error:
+        googlenet(input_shape=(65, 65, 3), num_classes=3, weights=tmp_path / "aux.weights.h5")
+    message = str(error.value)
+    assert "<Dense name=predictions, built=True>: shapes differ: variable.shape=(1024, 3), " \
+           "Received: value.shape=(128, 1024). List of objects" in message
+    assert message.endswith("; a .weights.h5 file pairs layers by type and order, not by name: "
+                            "for a model with layers added or left out (googlenet with and "
+                            "without aux_logits) use the .keras file, which pairs them by name.")
+    assert "Target variable" not in message and "\n" not in message
+
 def test_googlenet_batch_norm():
     model = googlenet(batch_norm=True)
     # 57 convolutions lose their biases (7,280 values); each gets gamma, beta

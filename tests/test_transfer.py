@@ -254,3 +254,33 @@ def test_feature_info_of_a_reloaded_extractor_reads_the_graph(tmp_path):
     assert [(f["name"], f["stride"]) for f in fx.feature_info] == [("c2", 2), ("c3", 4)]
     fx.save(tmp_path / "fx.keras")
     assert feature_info(keras.saving.load_model(tmp_path / "fx.keras")) == fx.feature_info
+
+
+def test_a_sequential_model_gives_the_taps_of_its_functional_twin():
+    # Keras lists no InputLayer among a Sequential model's layers: its first layer is a
+    # layer of the network (a tap), and its stride follows from the input as any other's
+    # (an unpadded 5x5 convolution halves an 8x8 input at stride 1).
+    def stack():
+        return [keras.layers.Conv2D(4, 5, activation="relu", name="c1"),                # 4x4
+                keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu",
+                                    name="c2"),                                          # 2x2
+                keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu",
+                                    name="c3")]                                          # 1x1
+    sequential = keras.Sequential([keras.Input((8, 8, 3)), *stack()])
+    inputs = keras.Input((8, 8, 3))
+    x = inputs
+    for layer in stack():
+        x = layer(x)
+    expected = [("c1", 1, (4, 4)), ("c2", 2, (2, 2)), ("c3", 4, (1, 1))]
+    for model in (sequential, keras.Model(inputs, x)):
+        fx = feature_extractor(model, strides=(1, 2, 4, 8))
+        assert [(f["name"], f["stride"], f["shape"][:2]) for f in fx.feature_info] == expected
+
+
+def test_strides_may_be_numpy_integers():
+    fx = feature_extractor("lenet5", strides=np.array([4, 2]))
+    assert [(f["name"], f["stride"]) for f in fx.feature_info] == [("C3", 2), ("C5", 4)]
+    assert all(type(f["stride"]) is int for f in fx.feature_info)
+    with pytest.raises(ValueError, match=r"strides must be a non-empty sequence of positive "
+                                         r"integers .* Received: strides=\(2, 0\)"):
+        feature_extractor("lenet5", strides=(2, 0))

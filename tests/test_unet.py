@@ -167,6 +167,33 @@ def test_resnet34_backbone_with_depth():
     assert list(table[table["path"] == "backbone"]["filters"]) == [64, 64, 128, 256]
 
 
+def test_a_depth_the_backbone_does_not_reach_is_refused():
+    # LeNet-5's feature maps stop at stride 4: depth 3 (stride 8) was built as depth 2.
+    with pytest.raises(ValueError, match=r"^unet: depth=3 takes the backbone's feature maps "
+                                         r"down to stride 2\*\*depth = 8; backbone 'lenet5' at "
+                                         r"32x32 reaches stride 4 at most. Allowed: depth <= 2, "
+                                         r"or None \(the deepest it has\). Received: depth=3$"):
+        unet(backbone="lenet5", depth=3)
+    model = unet(backbone="lenet5", depth=2, base_filters=4)
+    assert [layer.name for layer in model.layers if layer.name.endswith("_upconv")] \
+        == ["up1_upconv", "up0_upconv"]
+    assert model.count_params() == unet(backbone="lenet5", base_filters=4).count_params()
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    (dict(depth=4), r"at least 16 \(a feature map at the deepest stride, 2\*\*depth = 16\)"),
+    (dict(), r"at least 32 \(a feature map at the default deepest stride, 32; a smaller depth "
+             r"takes smaller inputs\)"),
+])
+def test_a_backbones_minimum_input_says_where_it_comes_from(kwargs, reason):
+    with pytest.raises(ValueError, match=rf"^unet: input height and width must be {reason}. "
+                                         rf"Received: input_shape=\(8, 8, 3\)$"):
+        unet(backbone="resnet18", input_shape=(8, 8, 3), **kwargs)
+    with pytest.raises(ValueError, match=r"at least 75 \(the smallest input of backbone "
+                                         r"'inception_v3'\)"):
+        unet(backbone="inception_v3", input_shape=(60, 60, 3))
+
+
 # ---------------------------------------------------------------------------
 # feature_extractor
 

@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 
 import keras
 
-from zoo.common import model_outputs
+from zoo.common import is_integer, model_outputs
 
 __all__ = ["feature_extractor", "feature_info", "feature_layers"]
 
@@ -66,11 +66,14 @@ def _own_step(layer, input_hw, output_hw) -> float:
 
 
 def _graph_strides(model) -> dict:
-    """``{id(layer): stride}`` for the layers of a functional ``model`` whose output is
-    a fixed-size feature map, walking the graph from the input (see the module
+    """``{id(layer): stride}`` for the layers of a functional or ``Sequential`` ``model``
+    whose output is a fixed-size feature map, walking the graph from the input (see the module
     docstring). A layer fed by no such layer gets the size ratio to the input."""
     input_hw = _spatial(model.inputs[0].shape)
     strides, sizes = {}, {}
+    if input_hw is not None:   # a Sequential model does not list its InputLayer
+        source = model.inputs[0]._keras_history[0]
+        strides[id(source)], sizes[id(source)] = 1.0, input_hw
     for layer in model.layers:
         try:
             hw = _spatial(layer.output.shape)
@@ -122,11 +125,10 @@ def _check_strides(strides) -> tuple:
         values = tuple(strides)
     except TypeError:
         values = None
-    if not values or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
-                             for s in values):
+    if not values or not all(is_integer(s) and s >= 1 for s in values):
         raise ValueError("feature_extractor: strides must be a non-empty sequence of positive "
                          f"integers such as (2, 4, 8, 16, 32). Received: strides={strides!r}")
-    return tuple(sorted(set(values)))
+    return tuple(sorted({int(s) for s in values}))
 
 
 def feature_layers(model, strides: Sequence[int] = DEFAULT_STRIDES) -> list:
@@ -167,7 +169,9 @@ def feature_layers(model, strides: Sequence[int] = DEFAULT_STRIDES) -> list:
     for i, layer in enumerate(model.layers):
         bypassed = furthest > i
         furthest = max(furthest, reach[i])
-        if bypassed or i == 0 or isinstance(layer, keras.layers.ZeroPadding2D):
+        # The input is no tap (a Sequential model does not list its InputLayer: its
+        # first layer is a layer of the network).
+        if bypassed or isinstance(layer, (keras.layers.InputLayer, keras.layers.ZeroPadding2D)):
             continue
         s = _as_stride(layer_strides.get(id(layer), 0.5))
         if s not in strides:

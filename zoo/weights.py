@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import tempfile
 import warnings
 
@@ -158,6 +159,26 @@ def _legacy_mismatch(model, path: str) -> str:
             f"model (another architecture's weights?)")
 
 
+#: Why a Keras 3 ``.weights.h5`` file may not fit where a ``.keras`` file of the same model does.
+_BY_POSITION = ("; a .weights.h5 file pairs layers by type and order, not by name: for a model "
+                "with layers added or left out (googlenet with and without aux_logits) use "
+                "the .keras file, which pairs them by name")
+
+
+_ASSIGN_BOILERPLATE = ("The shape of the target variable and the shape of the target value "
+                       "in `variable.assign(value)` must match. ")
+
+
+def _load_error_text(exc, limit: int = 300) -> str:
+    """Keras' error for weights that do not fit, on one line and without what hides the point
+    within ``limit`` characters: its sentence about ``variable.assign`` (the shapes follow it)
+    and the target variable's values."""
+    text = " ".join(str(exc).split()).replace(_ASSIGN_BOILERPLATE, "shapes differ: ")
+    text = re.sub(r" Target variable: .*?(?= List of objects that could not be loaded|$)", "",
+                  text)
+    return common.clip_text(text, limit)
+
+
 def load_file(model, model_name: str, path, published: WeightFile = None) -> None:
     """Load the weights file ``path`` into ``model``, whatever its name: a ``.keras`` file
     (by layer name, see :func:`zoo.common.load_weights_file`), Keras 3 weights
@@ -200,10 +221,10 @@ def load_file(model, model_name: str, path, published: WeightFile = None) -> Non
             try:
                 common.load_weights_file(model, readable)
             except (ValueError, OSError, KeyError) as exc:
-                why = _legacy_mismatch(model, path) if fmt == "legacy" else ""
+                why = _legacy_mismatch(model, path) if fmt == "legacy" else \
+                    _BY_POSITION if fmt == "weights" else ""
                 raise ValueError(f"{model_name}: the weights in {path} do not fit this model "
-                                 f"({' '.join(str(exc).split())[:300]}){why}.{cached}"
-                                 ) from None
+                                 f"({_load_error_text(exc)}){why}.{cached}") from None
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 

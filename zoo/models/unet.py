@@ -329,8 +329,8 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
             ``"bilinear"`` (bilinear upsampling, then a 1x1 convolution halving
             the filters).
         depth: number of poolings (default 4); with a backbone, the deepest
-            stride used is ``2**depth`` (default: the deepest the backbone has,
-            up to 32).
+            stride used is ``2**depth``, which the backbone must reach at the
+            input size (default: the deepest the backbone has, up to 32).
         base_filters: filters of the first level (64).
         dropout: dropout rate at the end of the contracting path (0 = none).
         backbone: name of a zoo classifier to use as the contracting path.
@@ -412,9 +412,16 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
         max_stride = 32 if depth is None else 2 ** depth
         if input_shape is None and hasattr(imagenet_input, "input_shape"):
             input_shape = tuple(imagenet_input.input_shape)   # the dataset's images
+        if max_stride > info.min_input_size:
+            reason = (f"a feature map at the deepest stride, 2**depth = {max_stride}"
+                      if depth is not None else
+                      f"a feature map at the default deepest stride, {max_stride}; a smaller "
+                      f"depth takes smaller inputs")
+        else:
+            reason = f"the smallest input of backbone {backbone!r}"
         shape = common.resolve_input_shape(
             "unet", input_shape, info.default_input_shape,
-            max(info.min_input_size, max_stride))
+            max(info.min_input_size, max_stride), min_reason=reason)
         common.check_weights(f"unet: backbone {backbone}", backbone_weights, info.weights)
         if imagenet_input is not None:
             if not hasattr(imagenet_input, "input_shape") or not hasattr(imagenet_input, "mean"):
@@ -437,6 +444,13 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
             raise ValueError(f"unet: backbone {backbone!r} gives feature maps at strides "
                              f"{[f['stride'] for f in fx.feature_info]} only; at least two "
                              "are needed.")
+        deepest = fx.feature_info[-1]["stride"]
+        if depth is not None and deepest < max_stride:
+            raise ValueError(f"unet: depth={depth} takes the backbone's feature maps down to "
+                             f"stride 2**depth = {max_stride}; backbone {backbone!r} at "
+                             f"{shape[0]}x{shape[1]} reaches stride {deepest} at most. Allowed: "
+                             f"depth <= {int(math.log2(deepest))}, or None (the deepest it "
+                             f"has). Received: depth={depth}")
         inputs = fx.inputs[0]
         x = _backbone_unet(fx, base_filters, batch_norm=batch_norm, upsampling=upsampling,
                            dropout=dropout)

@@ -76,6 +76,31 @@ def test_missing_directories_raise(tmp_path):
         serving.load(tmp_path / "empty")
 
 
+def test_a_base_dir_a_run_dir_and_files_are_named_with_what_to_load(exported, tmp_path):
+    base, _ = exported
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"It is a base directory of models (lenet5): load one of them "
+            f"({base / 'lenet5'}).")):
+        serving.load(base)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"PK")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{run} holds no SavedModel: expected saved_model.pb in it or integer version "
+            f"directories (1/, 2/, ...) holding one. It is a training run directory: export "
+            f"it first (zoo export {run}, or zoo.export in Python) and load the export.")):
+        serving.load(run)
+    # a file was "no such SavedModel directory"
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{run / 'model.keras'} is a Keras model file, not a SavedModel directory: "
+            f"export it first (zoo export {run / 'model.keras'}")):
+        serving.load(run / "model.keras")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{base / 'lenet5' / '1' / 'saved_model.pb'} is a file, not a SavedModel "
+            f"directory.")):
+        serving.load(base / "lenet5" / "1" / "saved_model.pb")
+
+
 def test_uint8_float_single_image_and_greyscale_forms_agree(servable):
     rng = np.random.RandomState(0)
     batch = rng.randint(0, 256, (5, 8, 8, 1)).astype("uint8")
@@ -164,6 +189,16 @@ def test_top_k_takes_a_positive_integer(servable, k):
     assert [len(row) for row in servable.top_k(probabilities, 50)] == [10, 10]
 
 
+@pytest.mark.parametrize("shape", [(10,), (1, 4, 4, 10), (2, 0)])
+def test_top_k_names_probabilities_that_are_not_n_by_k(servable, shape):
+    # (one image's row, a segmentation model's [N, H, W, K]: an IndexError and "The truth
+    # value of an array ... is ambiguous" before)
+    with pytest.raises(ValueError, match=re.escape(
+            f"top_k takes class probabilities [N, K] (a classifier's "
+            f"predict(...)['probabilities']); received an array of shape {shape}.")):
+        servable.top_k(np.full(shape, 0.1), 1)
+
+
 def test_bad_paths_and_batch_size(servable, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such image file"):
         servable.predict(str(tmp_path / "missing.png"))
@@ -173,6 +208,11 @@ def test_bad_paths_and_batch_size(servable, tmp_path):
         servable.predict(text)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         servable.predict(np.zeros((1, 8, 8, 1)), batch_size=0)
+    x = np.arange(5 * 8 * 8).reshape(5, 8, 8, 1) % 256
+    batches = [idx.tolist() for idx, _ in servable.iter_predict(x, np.int64(2))]
+    assert batches == [[0, 1], [2, 3], [4]]   # a NumPy integer (was refused as none)
+    np.testing.assert_array_equal(servable.predict(x, batch_size=np.int32(3))["classes"],
+                                  servable.predict(x)["classes"])
     with pytest.raises(ValueError, match="unknown signature"):
         servable.predict(np.zeros((1, 8, 8, 1)), signature_name="classify")
 

@@ -105,9 +105,17 @@ def resolve_version_dir(path) -> tuple:
         ``(version_dir, name, version)``; ``version`` is ``None`` for a bare SavedModel.
 
     Raises:
-        FileNotFoundError: no such directory, or a model directory without versions.
+        FileNotFoundError: no such directory, a file, or a directory without a SavedModel
+            or versions (a base directory of several models, a training run directory and
+            a ``.keras`` file are named as such, with what to load instead).
     """
     path = os.path.abspath(os.fspath(path))
+    export_first = (f"export it first (zoo export {path}, or zoo.export in Python) and load "
+                    f"the export")
+    if os.path.isfile(path):
+        kind = "a Keras model file" if path.endswith(".keras") else "a file"
+        raise FileNotFoundError(f"{path} is {kind}, not a SavedModel directory"
+                                + (f": {export_first}." if kind != "a file" else "."))
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no such SavedModel directory: {path}")
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
@@ -117,9 +125,18 @@ def resolve_version_dir(path) -> tuple:
         return path, name, version
     version = latest_version(path)
     if version is None:
+        hint = ""
+        if os.path.isfile(os.path.join(path, "model.keras")):
+            hint = f" It is a training run directory: {export_first}."
+        else:
+            models = sorted(e.name for e in os.scandir(path)
+                            if e.is_dir() and latest_version(e.path) is not None)
+            if models:
+                hint = (f" It is a base directory of models ({clip_text(', '.join(models))}): "
+                        f"load one of them ({os.path.join(path, models[0])}).")
         raise FileNotFoundError(
             f"{path} holds no SavedModel: expected saved_model.pb in it or integer version "
-            "directories (1/, 2/, ...) holding one.")
+            f"directories (1/, 2/, ...) holding one.{hint}")
     return os.path.join(path, str(version)), os.path.basename(path), version
 
 
@@ -368,8 +385,7 @@ def _numpy(outputs) -> dict:
 
 
 def _check_batch_size(batch_size) -> None:
-    if batch_size is not None and (isinstance(batch_size, bool) or
-                                   not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (not is_integer(batch_size) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None. Received: "
                          f"{batch_size!r}")
 
@@ -1197,11 +1213,16 @@ class Servable:
             One list of ``(label, probability)`` pairs per image, most probable first.
 
         Raises:
-            ValueError: ``k`` is not a positive integer.
+            ValueError: ``k`` is not a positive integer, or ``probabilities`` is not
+                ``[N, K]``.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        if not is_integer(k) or k < 1:
             raise ValueError(f"k must be a positive integer. Received: {k!r}")
         probabilities = np.asarray(probabilities)
+        if probabilities.ndim != 2 or not probabilities.shape[-1]:
+            raise ValueError(f"top_k takes class probabilities [N, K] (a classifier's "
+                             f"predict(...)['probabilities']); received an array of shape "
+                             f"{probabilities.shape}.")
         k = min(int(k), probabilities.shape[-1])
         order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
         labels = self.labels or [str(i) for i in range(probabilities.shape[-1])]

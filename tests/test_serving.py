@@ -843,6 +843,36 @@ def test_zoo_predict_hides_litert_info_line_below_the_level(exported, level):
                      if level == "0" else []), result.stderr
 
 
+def test_zoo_predict_refuses_an_option_of_the_other_task(exported, tmp_path, capsys,
+                                                         monkeypatch):
+    """--top-k for a segmentation model and --out for a classifier were ignored; a file
+    named like the default --out (masks) stopped a classifier's predict."""
+    from zoo.cli import main
+    base, _ = exported
+    seg = zoo.unet(input_shape=(16, 16, 1), num_classes=2, padding="same", depth=1,
+                   base_filters=2)
+    zoo.export(seg, tmp_path / "models", name="seg", lite=False)
+    Image.fromarray(np.zeros((8, 8), "uint8")).save(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "models/seg", "a.png", "--top-k", "3", "--no-xla"]) == 2
+    assert capsys.readouterr().err == (
+        "zoo: error: --top-k ranks a classifier's labels; seg is a segmentation model, which "
+        "writes masks (--out DIR)\n")
+    assert not os.path.exists("masks")
+    assert main(["predict", str(base / "lenet5"), "a.png", "--out", "x", "--no-xla"]) == 2
+    assert capsys.readouterr().err == (
+        "zoo: error: --out is where a segmentation model's masks go; lenet5 is a classifier, "
+        "which prints its top labels\n")
+    (tmp_path / "masks").write_text("not a directory")
+    assert main(["predict", str(base / "lenet5"), "a.png", "--top-k", "2", "--no-xla",
+                 "--format", "csv"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+    assert main(["predict", "models/seg", "a.png", "--no-xla"]) == 2
+    assert capsys.readouterr().err == (
+        "zoo: error: --out masks (the default) is a file; masks go into a directory: give "
+        "another --out\n")
+
+
 def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):
     from zoo.cli import main
     model = zoo.unet(input_shape=(32, 32, 3), num_classes=3, padding="same", depth=2,

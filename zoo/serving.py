@@ -1397,10 +1397,11 @@ def configure_predict(parser):
     parser.add_argument("--files-from", default=None, metavar="FILE",
                         help="read image paths from FILE, one a line ('-': standard input), "
                              "after any IMAGE arguments")
-    parser.add_argument("--top-k", type=int, default=5, help="labels to show per image")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="classifiers: labels to show per image (default: 5)")
     parser.add_argument("--digits", type=int, default=None, metavar="N",
                         help="predict the first N test images of the embedded digits data")
-    parser.add_argument("--out", default="masks",
+    parser.add_argument("--out", default=None,
                         help="segmentation: directory for the mask PNGs (default: masks)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
@@ -1412,7 +1413,7 @@ def configure_predict(parser):
 
     def run(args):
         import sys
-        if args.top_k < 1:
+        if args.top_k is not None and args.top_k < 1:
             raise ValueError(f"--top-k must be >= 1. Received: {args.top_k}")
         if args.digits is not None and not 1 <= args.digits <= DIGITS_TEST_SIZE:
             raise ValueError(f"--digits must be from 1 to {DIGITS_TEST_SIZE}, the test images of "
@@ -1428,7 +1429,7 @@ def configure_predict(parser):
                              f"{len(paths)} image file(s) and --digits {args.digits}")
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1. Received: {args.batch_size}")
-        if os.path.exists(args.out) and not os.path.isdir(args.out):
+        if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
             raise NotADirectoryError(f"--out {args.out} is a file; masks go into a directory")
         # Before the model loads (seconds for the large ones), every file's header is read:
         # a missing file or one that is no image is named at once. The pixels are decoded
@@ -1447,6 +1448,19 @@ def configure_predict(parser):
         task = servable.info.get("task") or (
             "segmentation" if "mask" in servable.signature["outputs"] else "classification")
         truth = None
+        # An option of the other task is refused, not ignored.
+        if task == "segmentation" and args.top_k is not None:
+            raise ValueError(f"--top-k ranks a classifier's labels; {servable.name} is a "
+                             f"segmentation model, which writes masks (--out DIR)")
+        if task != "segmentation" and args.out is not None:
+            raise ValueError(f"--out is where a segmentation model's masks go; "
+                             f"{servable.name} is a classifier, which prints its top labels")
+        args.top_k = 5 if args.top_k is None else args.top_k
+        if args.out is None:
+            args.out = "masks"
+            if task == "segmentation" and os.path.isfile(args.out):
+                raise NotADirectoryError(f"--out {args.out} (the default) is a file; masks "
+                                         f"go into a directory: give another --out")
         if args.digits is not None and task == "segmentation":
             raise ValueError(f"--digits predicts the embedded digits with a classifier; "
                              f"{servable.name} is a segmentation model: give image files")

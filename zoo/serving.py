@@ -1580,9 +1580,11 @@ def mask_at_size(probabilities, size) -> np.ndarray:
     if probabilities.ndim != 3:
         raise ValueError(f"probabilities must be one image's [height, width, classes]; "
                          f"received shape {probabilities.shape}")
+    if (isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2
+            or not all(is_integer(v) and v >= 1 for v in size)):
+        raise ValueError(f"size must be (height, width): two integers of at least 1; "
+                         f"received {size!r}")
     height, width = (int(v) for v in size)
-    if min(height, width) < 1:
-        raise ValueError(f"size must be (height, width) of at least 1x1; received {size}")
     h, w, _ = probabilities.shape
     if (h, w) == (height, width):
         return probabilities.argmax(-1)

@@ -843,10 +843,11 @@ def test_zoo_predict_hides_litert_info_line_below_the_level(exported, level):
                      if level == "0" else []), result.stderr
 
 
-def test_zoo_predict_refuses_an_option_of_the_other_task(exported, tmp_path, capsys,
-                                                         monkeypatch):
+def test_zoo_predict_refuses_options_the_model_cannot_use(exported, tmp_path, capsys,
+                                                          monkeypatch):
     """--top-k for a segmentation model and --out for a classifier were ignored; a file
-    named like the default --out (masks) stopped a classifier's predict."""
+    named like the default --out (masks) stopped a classifier's predict; --digits for a
+    colour model is named as such."""
     from zoo.cli import main
     base, _ = exported
     seg = zoo.unet(input_shape=(16, 16, 1), num_classes=2, padding="same", depth=1,
@@ -863,6 +864,17 @@ def test_zoo_predict_refuses_an_option_of_the_other_task(exported, tmp_path, cap
     assert capsys.readouterr().err == (
         "zoo: error: --out is where a segmentation model's masks go; lenet5 is a classifier, "
         "which prints its top labels\n")
+    # --digits for a colour model: named as such (was "takes images with 3 channel(s);
+    # received 1 (array shape (3, 8, 8, 1))", naming an array the user never gave)
+    import keras
+    inputs = keras.Input((8, 8, 3))
+    colour = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(
+        keras.layers.Flatten()(inputs)), name="colour")
+    zoo.export(colour, tmp_path / "models", lite=False)
+    assert main(["predict", "models/colour", "--digits", "3", "--no-xla"]) == 2
+    assert capsys.readouterr().err == (
+        "zoo: error: --digits predicts the embedded digits, greyscale images; colour takes "
+        "3-channel images: give image files\n")
     (tmp_path / "masks").write_text("not a directory")
     assert main(["predict", str(base / "lenet5"), "a.png", "--top-k", "2", "--no-xla",
                  "--format", "csv"]) == 0

@@ -1464,6 +1464,10 @@ def configure_predict(parser):
         if args.digits is not None and task == "segmentation":
             raise ValueError(f"--digits predicts the embedded digits with a classifier; "
                              f"{servable.name} is a segmentation model: give image files")
+        if args.digits is not None and servable.channels != 1:
+            raise ValueError(f"--digits predicts the embedded digits, greyscale images; "
+                             f"{servable.name} takes {servable.channels}-channel images: "
+                             f"give image files")
         if args.digits is not None:
             from zoo.data import digits_arrays
             x, y = digits_arrays("test")

@@ -199,6 +199,36 @@ def test_top_k_names_probabilities_that_are_not_n_by_k(servable, shape):
         servable.top_k(np.full(shape, 0.1), 1)
 
 
+def test_a_binary_classifiers_sigmoid_unit_ranks_both_classes(tmp_path, capsys):
+    """One sigmoid unit is P(class 1) (its ``classes`` output reads it so); top_k and zoo
+    predict named it after class 0 ("cat 1.0000" for a dog)."""
+    import keras
+    from zoo.cli import main
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", kernel_initializer=
+                                                   "ones")(keras.layers.Flatten()(inputs)),
+                        name="binary")
+    info = DatasetInfo(name="pets", task="classification", num_classes=2,
+                       labels=["cat", "dog"], input_shape=(8, 8, 1), mean=[100.0],
+                       std=[100.0])
+    path = zoo.export(model, tmp_path, info=info, lite=False)
+    s = serving.load(path, jit_compile=False)
+    # (x - 100) / 100 summed over 64 pixels: 0 (p = 0.5), -64 (cat) and +64 (dog)
+    out = s.predict(np.stack([np.full((8, 8), v, "uint8") for v in (100, 0, 200)]))
+    np.testing.assert_array_equal(out["classes"], [0, 0, 1])
+    ranked = s.top_k(out["probabilities"], 5)
+    assert [[label for label, _ in row] for row in ranked] == [["cat", "dog"], ["cat", "dog"],
+                                                               ["dog", "cat"]]
+    np.testing.assert_allclose([[p for _, p in row] for row in ranked],
+                               [[0.5, 0.5], [1.0, 0.0], [1.0, 0.0]], atol=1e-6)
+    Image.fromarray(np.full((8, 8), 200, "uint8")).save(tmp_path / "dog.png")
+    assert main(["predict", path, str(tmp_path / "dog.png"), "--format", "jsonl",
+                 "--no-xla"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "image": str(tmp_path / "dog.png"), "labels": ["dog", "cat"],
+        "probabilities": [1.0, 0.0]}
+
+
 def test_bad_paths_and_batch_size(servable, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such image file"):
         servable.predict(str(tmp_path / "missing.png"))

@@ -1202,7 +1202,9 @@ class Servable:
 
     def top_k(self, probabilities, k=5) -> list:
         """``[[(label, probability), ...] per image]`` from a ``probabilities [N, K]`` array:
-        the ``k`` (a positive integer; at most K are given) most probable labels.
+        the ``k`` (a positive integer; at most K are given) most probable labels. A binary
+        classifier's one sigmoid unit (``[N, 1]``: the probability of class 1, as its
+        ``classes`` output reads it) ranks both classes, ``1 - p`` and ``p``.
 
         Args:
             probabilities: ``[N, K]`` class probabilities, e.g. :meth:`predict`'s
@@ -1223,6 +1225,8 @@ class Servable:
             raise ValueError(f"top_k takes class probabilities [N, K] (a classifier's "
                              f"predict(...)['probabilities']); received an array of shape "
                              f"{probabilities.shape}.")
+        if probabilities.shape[-1] == 1:
+            probabilities = np.concatenate([1 - probabilities, probabilities], axis=-1)
         k = min(int(k), probabilities.shape[-1])
         order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
         labels = self.labels or [str(i) for i in range(probabilities.shape[-1])]

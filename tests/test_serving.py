@@ -1297,6 +1297,24 @@ def test_pixels_beyond_the_raw_range_or_scaled_to_0_1_are_refused_not_mispredict
     assert servable.predict(dark)["probabilities"].shape == (2, 10)
 
 
+def test_an_export_without_dataset_info_takes_the_models_own_inputs(tmp_path):
+    """Exported without info (zoo.export(model, base), zoo export of a bare .keras file),
+    the signature takes the model's own inputs, with no normalisation: their range is
+    unknown, so none is checked. The export recorded 0..255, and the model's inputs --
+    normalised values, fractions of 0..1 -- were refused (the message even told to
+    multiply fractions by 255, which the model would have mispredicted)."""
+    tf.keras.utils.set_random_seed(0)
+    model = zoo.lenet5(variant="modern")
+    path = zoo.export(model, tmp_path, lite=False)
+    assert json.load(open(os.path.join(path, "assets", "zoo.json")))["input"]["raw_range"] is None
+    s = serving.load(path, jit_compile=False)
+    assert s.raw_range is None
+    rng = np.random.default_rng(0)
+    for x in (rng.normal(0, 1, (3, 32, 32, 1)), rng.random((3, 32, 32, 1))):
+        np.testing.assert_allclose(s.predict(x)["probabilities"],
+                                   np.asarray(model(x.astype("float32"))), atol=1e-5)
+
+
 def test_32_bit_pillow_images_keep_their_values(servable):
     # Pillow's conversion of a float ("F") or 32-bit integer ("I") image to 8 bits clips and
     # rounds: a float image of 0..1 became a black one, 16-bit values white, both predicted

@@ -129,8 +129,12 @@ def resolve_version_dir(path) -> tuple:
         if os.path.isfile(os.path.join(path, "model.keras")):
             hint = f" It is a training run directory: {export_first}."
         else:
-            models = sorted(e.name for e in os.scandir(path)
-                            if e.is_dir() and latest_version(e.path) is not None)
+            models = []
+            for entry in os.scandir(path):
+                with contextlib.suppress(OSError):   # (a folder it may not read)
+                    if entry.is_dir() and latest_version(entry.path) is not None:
+                        models.append(entry.name)
+            models.sort()
             if models:
                 hint = (f" It is a base directory of models ({clip_text(', '.join(models))}): "
                         f"load one of them ({os.path.join(path, models[0])}).")

@@ -4,6 +4,7 @@ hand, and masks predicted at each image's own size."""
 
 import json
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -156,6 +157,13 @@ def test_mask_at_size_is_the_arg_max_of_bilinearly_resized_probabilities():
         np.testing.assert_array_equal(serving.mask_at_size(p, size), want)
     with pytest.raises(ValueError, match=r"one image's \[height, width, classes\]"):
         serving.mask_at_size(p[None], (4, 4))
+    assert serving.mask_at_size(p, (np.int64(5), 7)).shape == (5, 7)
+    # (a float was cut to an integer, a string or one number failed inside the unpacking)
+    for size in [(2.5, 3), (5,), "ab", (0, 3), (4, True), 5]:
+        with pytest.raises(ValueError, match=re.escape(
+                f"size must be (height, width): two integers of at least 1; received "
+                f"{size!r}")):
+            serving.mask_at_size(p, size)
 
 
 def test_a_folder_trains_exports_and_predicts_masks_at_each_images_size(tmp_path, capsys):

@@ -76,6 +76,31 @@ def test_missing_directories_raise(tmp_path):
         serving.load(tmp_path / "empty")
 
 
+def test_a_base_dir_a_run_dir_and_files_are_named_with_what_to_load(exported, tmp_path):
+    base, _ = exported
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"It is a base directory of models (lenet5): load one of them "
+            f"({base / 'lenet5'}).")):
+        serving.load(base)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"PK")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{run} holds no SavedModel: expected saved_model.pb in it or integer version "
+            f"directories (1/, 2/, ...) holding one. It is a training run directory: export "
+            f"it first (zoo export {run}, or zoo.export in Python) and load the export.")):
+        serving.load(run)
+    # a file was "no such SavedModel directory"
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{run / 'model.keras'} is a Keras model file, not a SavedModel directory: "
+            f"export it first (zoo export {run / 'model.keras'}")):
+        serving.load(run / "model.keras")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{base / 'lenet5' / '1' / 'saved_model.pb'} is a file, not a SavedModel "
+            f"directory.")):
+        serving.load(base / "lenet5" / "1" / "saved_model.pb")
+
+
 def test_uint8_float_single_image_and_greyscale_forms_agree(servable):
     rng = np.random.RandomState(0)
     batch = rng.randint(0, 256, (5, 8, 8, 1)).astype("uint8")
@@ -165,6 +190,46 @@ def test_top_k_takes_a_positive_integer(servable, k):
     assert [len(row) for row in servable.top_k(probabilities, 50)] == [10, 10]
 
 
+@pytest.mark.parametrize("shape", [(10,), (1, 4, 4, 10), (2, 0)])
+def test_top_k_names_probabilities_that_are_not_n_by_k(servable, shape):
+    # (one image's row, a segmentation model's [N, H, W, K]: an IndexError and "The truth
+    # value of an array ... is ambiguous" before)
+    with pytest.raises(ValueError, match=re.escape(
+            f"top_k takes class probabilities [N, K] (a classifier's "
+            f"predict(...)['probabilities']); received an array of shape {shape}.")):
+        servable.top_k(np.full(shape, 0.1), 1)
+
+
+def test_a_binary_classifiers_sigmoid_unit_ranks_both_classes(tmp_path, capsys):
+    """One sigmoid unit is P(class 1) (its ``classes`` output reads it so); top_k and zoo
+    predict named it after class 0 ("cat 1.0000" for a dog)."""
+    import keras
+    from zoo.cli import main
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", kernel_initializer=
+                                                   "ones")(keras.layers.Flatten()(inputs)),
+                        name="binary")
+    info = DatasetInfo(name="pets", task="classification", num_classes=2,
+                       labels=["cat", "dog"], input_shape=(8, 8, 1), mean=[100.0],
+                       std=[100.0])
+    path = zoo.export(model, tmp_path, info=info, lite=False)
+    s = serving.load(path, jit_compile=False)
+    # (x - 100) / 100 summed over 64 pixels: 0 (p = 0.5), -64 (cat) and +64 (dog)
+    out = s.predict(np.stack([np.full((8, 8), v, "uint8") for v in (100, 0, 200)]))
+    np.testing.assert_array_equal(out["classes"], [0, 0, 1])
+    ranked = s.top_k(out["probabilities"], 5)
+    assert [[label for label, _ in row] for row in ranked] == [["cat", "dog"], ["cat", "dog"],
+                                                               ["dog", "cat"]]
+    np.testing.assert_allclose([[p for _, p in row] for row in ranked],
+                               [[0.5, 0.5], [1.0, 0.0], [1.0, 0.0]], atol=1e-6)
+    Image.fromarray(np.full((8, 8), 200, "uint8")).save(tmp_path / "dog.png")
+    assert main(["predict", path, str(tmp_path / "dog.png"), "--format", "jsonl",
+                 "--no-xla"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "image": str(tmp_path / "dog.png"), "labels": ["dog", "cat"],
+        "probabilities": [1.0, 0.0]}
+
+
 def test_bad_paths_and_batch_size(servable, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such image file"):
         servable.predict(str(tmp_path / "missing.png"))
@@ -174,6 +239,11 @@ def test_bad_paths_and_batch_size(servable, tmp_path):
         servable.predict(text)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         servable.predict(np.zeros((1, 8, 8, 1)), batch_size=0)
+    x = np.arange(5 * 8 * 8).reshape(5, 8, 8, 1) % 256
+    batches = [idx.tolist() for idx, _ in servable.iter_predict(x, np.int64(2))]
+    assert batches == [[0, 1], [2, 3], [4]]   # a NumPy integer (was refused as none)
+    np.testing.assert_array_equal(servable.predict(x, batch_size=np.int32(3))["classes"],
+                                  servable.predict(x)["classes"])
     with pytest.raises(ValueError, match="unknown signature"):
         servable.predict(np.zeros((1, 8, 8, 1)), signature_name="classify")
 
@@ -804,6 +874,48 @@ def test_zoo_predict_hides_litert_info_line_below_the_level(exported, level):
                      if level == "0" else []), result.stderr
 
 
+def test_zoo_predict_refuses_options_the_model_cannot_use(exported, tmp_path, capsys,
+                                                          monkeypatch):
+    """--top-k for a segmentation model and --out for a classifier were ignored; a file
+    named like the default --out (masks) stopped a classifier's predict; --digits for a
+    colour model is named as such."""
+    from zoo.cli import main
+    base, _ = exported
+    seg = zoo.unet(input_shape=(16, 16, 1), num_classes=2, padding="same", depth=1,
+                   base_filters=2)
+    zoo.export(seg, tmp_path / "models", name="seg", lite=False)
+    Image.fromarray(np.zeros((8, 8), "uint8")).save(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "models/seg", "a.png", "--top-k", "3", "--no-xla"]) == 2
+    assert capsys.readouterr().err == (
+        "zoo: error: --top-k ranks a classifier's labels; seg is a segmentation model, which "
+        "writes masks (--out DIR)\n")
+    assert not os.path.exists("masks")
+    assert main(["predict", str(base / "lenet5"), "a.png", "--out", "x", "--no-xla"]) == 2
+    assert capsys.readouterr().err == (
+        "zoo: error: --out is where a segmentation model's masks go; lenet5 is a classifier, "
+        "which prints its top labels\n")
+    # --digits for a colour model: named as such (was "takes images with 3 channel(s);
+    # received 1 (array shape (3, 8, 8, 1))", naming an array the user never gave)
+    import keras
+    inputs = keras.Input((8, 8, 3))
+    colour = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(
+        keras.layers.Flatten()(inputs)), name="colour")
+    zoo.export(colour, tmp_path / "models", lite=False)
+    assert main(["predict", "models/colour", "--digits", "3", "--no-xla"]) == 2
+    assert capsys.readouterr().err == (
+        "zoo: error: --digits predicts the embedded digits, greyscale images; colour takes "
+        "3-channel images: give image files\n")
+    (tmp_path / "masks").write_text("not a directory")
+    assert main(["predict", str(base / "lenet5"), "a.png", "--top-k", "2", "--no-xla",
+                 "--format", "csv"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+    assert main(["predict", "models/seg", "a.png", "--no-xla"]) == 2
+    assert capsys.readouterr().err == (
+        "zoo: error: --out masks (the default) is a file; masks go into a directory: give "
+        "another --out\n")
+
+
 def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):
     from zoo.cli import main
     model = zoo.unet(input_shape=(32, 32, 3), num_classes=3, padding="same", depth=2,
@@ -1184,6 +1296,24 @@ def test_pixels_beyond_the_raw_range_or_scaled_to_0_1_are_refused_not_mispredict
     dark = np.zeros((2, 8, 8, 1), "float32")
     dark[0, 3, 3] = 1.0
     assert servable.predict(dark)["probabilities"].shape == (2, 10)
+
+
+def test_an_export_without_dataset_info_takes_the_models_own_inputs(tmp_path):
+    """Exported without info (zoo.export(model, base), zoo export of a bare .keras file),
+    the signature takes the model's own inputs, with no normalisation: their range is
+    unknown, so none is checked. The export recorded 0..255, and the model's inputs --
+    normalised values, fractions of 0..1 -- were refused (the message even told to
+    multiply fractions by 255, which the model would have mispredicted)."""
+    tf.keras.utils.set_random_seed(0)
+    model = zoo.lenet5(variant="modern")
+    path = zoo.export(model, tmp_path, lite=False)
+    assert json.load(open(os.path.join(path, "assets", "zoo.json")))["input"]["raw_range"] is None
+    s = serving.load(path, jit_compile=False)
+    assert s.raw_range is None
+    rng = np.random.default_rng(0)
+    for x in (rng.normal(0, 1, (3, 32, 32, 1)), rng.random((3, 32, 32, 1))):
+        np.testing.assert_allclose(s.predict(x)["probabilities"],
+                                   np.asarray(model(x.astype("float32"))), atol=1e-5)
 
 
 def test_32_bit_pillow_images_keep_their_values(servable):

@@ -549,8 +549,9 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
             and the computation (inputs and outputs stay float32, and so do the output
             layers, as under the mixed policies of training).
         info: a ``zoo.data.DatasetInfo``, its dict form, a training run's ``info.json``
-            dict, or ``None`` (raw range 0..255, no normalisation, labels ``"0".."K-1"``,
-            task from the output rank).
+            dict, or ``None`` (the model's own inputs: no normalisation, and no raw range
+            recorded, so loaders check no pixel range; labels ``"0".."K-1"``, task from the
+            output rank).
         overwrite: replace an existing ``version``; otherwise an existing version raises.
         metrics: training/test metrics to record (default: those in a run's ``info``).
         lite: also write ``assets/serving_default.tflite``, the signature converted for the
@@ -646,15 +647,20 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
                              f"model's {num_classes} outputs.")
         raw_shape = dataset.get("raw_shape")
         in_channels = int(raw_shape[-1]) if raw_shape and raw_shape[-1] else model_input[-1]
+        raw_range = [float(v) for v in dataset.get("raw_range", (0.0, 255.0))]
     else:
         if None in in_shape:
             raise ValueError(f"the model's input shape {in_shape} is not fixed; pass info "
                              "(a DatasetInfo) so the export knows the input size.")
         model_input = tuple(int(v) for v in in_shape)
         in_channels = model_input[-1]
+        # No dataset: the signature takes the model's own inputs, whatever their range
+        # (normalised values, fractions of 0..1, ...), so none is recorded for the
+        # loaders to check pixels against.
+        raw_range = None
         dataset = {"name": None, "task": task, "num_classes": num_classes,
                    "labels": [str(i) for i in range(num_classes)],
-                   "input_shape": list(model_input), "raw_range": [0.0, 255.0],
+                   "input_shape": list(model_input),
                    "mean": [0.0], "std": [1.0], "raw_shape": None}
     labels = [str(v) for v in dataset.get("labels") or range(num_classes)]
     if len(labels) != num_classes and not (num_classes == 1 and len(labels) == 2):
@@ -691,7 +697,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
                       "inputs": {INPUT_NAME: {"dtype": "float32",
                                               "shape": [None, None, None, in_channels]}},
                       "outputs": outputs},
-        "input": {"raw_range": [float(v) for v in dataset.get("raw_range", (0.0, 255.0))],
+        "input": {"raw_range": raw_range,
                   "channels": in_channels,
                   "raw_shape": dataset.get("raw_shape"),
                   "model_input_shape": list(model_input)},
@@ -737,7 +743,7 @@ def _check_inputs(record) -> list:
     one at another size, so the in-graph resize is compared too."""
     import numpy as np
     rng = np.random.default_rng(0)
-    low, high = record["input"]["raw_range"]
+    low, high = record["input"]["raw_range"] or (0.0, 255.0)   # unknown: pixel values
     h, w = record["input"]["model_input_shape"][:2]
     c = record["input"]["channels"]
     return [rng.uniform(low, high, (n, hh, ww, c)).astype("float32")

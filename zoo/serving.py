@@ -105,9 +105,17 @@ def resolve_version_dir(path) -> tuple:
         ``(version_dir, name, version)``; ``version`` is ``None`` for a bare SavedModel.
 
     Raises:
-        FileNotFoundError: no such directory, or a model directory without versions.
+        FileNotFoundError: no such directory, a file, or a directory without a SavedModel
+            or versions (a base directory of several models, a training run directory and
+            a ``.keras`` file are named as such, with what to load instead).
     """
     path = os.path.abspath(os.fspath(path))
+    export_first = (f"export it first (zoo export {path}, or zoo.export in Python) and load "
+                    f"the export")
+    if os.path.isfile(path):
+        kind = "a Keras model file" if path.endswith(".keras") else "a file"
+        raise FileNotFoundError(f"{path} is {kind}, not a SavedModel directory"
+                                + (f": {export_first}." if kind != "a file" else "."))
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no such SavedModel directory: {path}")
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
@@ -117,9 +125,22 @@ def resolve_version_dir(path) -> tuple:
         return path, name, version
     version = latest_version(path)
     if version is None:
+        hint = ""
+        if os.path.isfile(os.path.join(path, "model.keras")):
+            hint = f" It is a training run directory: {export_first}."
+        else:
+            models = []
+            for entry in os.scandir(path):
+                with contextlib.suppress(OSError):   # (a folder it may not read)
+                    if entry.is_dir() and latest_version(entry.path) is not None:
+                        models.append(entry.name)
+            models.sort()
+            if models:
+                hint = (f" It is a base directory of models ({clip_text(', '.join(models))}): "
+                        f"load one of them ({os.path.join(path, models[0])}).")
         raise FileNotFoundError(
             f"{path} holds no SavedModel: expected saved_model.pb in it or integer version "
-            "directories (1/, 2/, ...) holding one.")
+            f"directories (1/, 2/, ...) holding one.{hint}")
     return os.path.join(path, str(version)), os.path.basename(path), version
 
 
@@ -368,8 +389,7 @@ def _numpy(outputs) -> dict:
 
 
 def _check_batch_size(batch_size) -> None:
-    if batch_size is not None and (isinstance(batch_size, bool) or
-                                   not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (not is_integer(batch_size) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None. Received: "
                          f"{batch_size!r}")
 
@@ -1193,7 +1213,9 @@ class Servable:
 
     def top_k(self, probabilities, k=5) -> list:
         """``[[(label, probability), ...] per image]`` from a ``probabilities [N, K]`` array:
-        the ``k`` (a positive integer; at most K are given) most probable labels.
+        the ``k`` (a positive integer; at most K are given) most probable labels. A binary
+        classifier's one sigmoid unit (``[N, 1]``: the probability of class 1, as its
+        ``classes`` output reads it) ranks both classes, ``1 - p`` and ``p``.
 
         Args:
             probabilities: ``[N, K]`` class probabilities, e.g. :meth:`predict`'s
@@ -1204,11 +1226,18 @@ class Servable:
             One list of ``(label, probability)`` pairs per image, most probable first.
 
         Raises:
-            ValueError: ``k`` is not a positive integer.
+            ValueError: ``k`` is not a positive integer, or ``probabilities`` is not
+                ``[N, K]``.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        if not is_integer(k) or k < 1:
             raise ValueError(f"k must be a positive integer. Received: {k!r}")
         probabilities = np.asarray(probabilities)
+        if probabilities.ndim != 2 or not probabilities.shape[-1]:
+            raise ValueError(f"top_k takes class probabilities [N, K] (a classifier's "
+                             f"predict(...)['probabilities']); received an array of shape "
+                             f"{probabilities.shape}.")
+        if probabilities.shape[-1] == 1:
+            probabilities = np.concatenate([1 - probabilities, probabilities], axis=-1)
         k = min(int(k), probabilities.shape[-1])
         order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
         labels = self.labels or [str(i) for i in range(probabilities.shape[-1])]
@@ -1383,10 +1412,11 @@ def configure_predict(parser):
     parser.add_argument("--files-from", default=None, metavar="FILE",
                         help="read image paths from FILE, one a line ('-': standard input), "
                              "after any IMAGE arguments")
-    parser.add_argument("--top-k", type=int, default=5, help="labels to show per image")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="classifiers: labels to show per image (default: 5)")
     parser.add_argument("--digits", type=int, default=None, metavar="N",
                         help="predict the first N test images of the embedded digits data")
-    parser.add_argument("--out", default="masks",
+    parser.add_argument("--out", default=None,
                         help="segmentation: directory for the mask PNGs (default: masks)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
@@ -1398,7 +1428,7 @@ def configure_predict(parser):
 
     def run(args):
         import sys
-        if args.top_k < 1:
+        if args.top_k is not None and args.top_k < 1:
             raise ValueError(f"--top-k must be >= 1. Received: {args.top_k}")
         if args.digits is not None and not 1 <= args.digits <= DIGITS_TEST_SIZE:
             raise ValueError(f"--digits must be from 1 to {DIGITS_TEST_SIZE}, the test images of "
@@ -1414,7 +1444,7 @@ def configure_predict(parser):
                              f"{len(paths)} image file(s) and --digits {args.digits}")
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1. Received: {args.batch_size}")
-        if os.path.exists(args.out) and not os.path.isdir(args.out):
+        if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
             raise NotADirectoryError(f"--out {args.out} is a file; masks go into a directory")
         # Before the model loads (seconds for the large ones), every file's header is read:
         # a missing file or one that is no image is named at once. The pixels are decoded
@@ -1433,9 +1463,26 @@ def configure_predict(parser):
         task = servable.info.get("task") or (
             "segmentation" if "mask" in servable.signature["outputs"] else "classification")
         truth = None
+        # An option of the other task is refused, not ignored.
+        if task == "segmentation" and args.top_k is not None:
+            raise ValueError(f"--top-k ranks a classifier's labels; {servable.name} is a "
+                             f"segmentation model, which writes masks (--out DIR)")
+        if task != "segmentation" and args.out is not None:
+            raise ValueError(f"--out is where a segmentation model's masks go; "
+                             f"{servable.name} is a classifier, which prints its top labels")
+        args.top_k = 5 if args.top_k is None else args.top_k
+        if args.out is None:
+            args.out = "masks"
+            if task == "segmentation" and os.path.isfile(args.out):
+                raise NotADirectoryError(f"--out {args.out} (the default) is a file; masks "
+                                         f"go into a directory: give another --out")
         if args.digits is not None and task == "segmentation":
             raise ValueError(f"--digits predicts the embedded digits with a classifier; "
                              f"{servable.name} is a segmentation model: give image files")
+        if args.digits is not None and servable.channels != 1:
+            raise ValueError(f"--digits predicts the embedded digits, greyscale images; "
+                             f"{servable.name} takes {servable.channels}-channel images: "
+                             f"give image files")
         if args.digits is not None:
             from zoo.data import digits_arrays
             x, y = digits_arrays("test")
@@ -1552,9 +1599,11 @@ def mask_at_size(probabilities, size) -> np.ndarray:
     if probabilities.ndim != 3:
         raise ValueError(f"probabilities must be one image's [height, width, classes]; "
                          f"received shape {probabilities.shape}")
+    if (isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2
+            or not all(is_integer(v) and v >= 1 for v in size)):
+        raise ValueError(f"size must be (height, width): two integers of at least 1; "
+                         f"received {size!r}")
     height, width = (int(v) for v in size)
-    if min(height, width) < 1:
-        raise ValueError(f"size must be (height, width) of at least 1x1; received {size}")
     h, w, _ = probabilities.shape
     if (h, w) == (height, width):
         return probabilities.argmax(-1)

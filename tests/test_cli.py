@@ -176,3 +176,12 @@ def test_a_terminated_command_cleans_up_and_says_so_in_one_line(tmp_path, sig, c
     assert proc.returncode == code
     assert err.splitlines() == [line]
     assert cleaned.exists()
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_option_of_every_command_says_what_it_does(command):
+    """``zoo COMMAND --help`` explains each argument (its default where it has one)."""
+    parser = cli.build_parser(command).command_parser
+    silent = [action.option_strings[0] if action.option_strings else action.dest
+              for action in parser._actions if not action.help]
+    assert silent == []

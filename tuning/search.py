@@ -1317,14 +1317,17 @@ def configure_tune(parser):
                         "xception, resnet (or resnet18/34/50), unet")
     parser.add_argument("--dataset", default=None,
                         help="zoo dataset name (default: digits; shapes for unet)")
-    parser.add_argument("--tuner", default="hyperband", choices=TUNERS)
-    parser.add_argument("--max-trials", type=int, default=10, metavar="N")
+    parser.add_argument("--tuner", default="hyperband", choices=TUNERS,
+                        help="search algorithm (default: hyperband)")
+    parser.add_argument("--max-trials", type=int, default=10, metavar="N",
+                        help="trials to run at most (default: 10)")
     parser.add_argument("--epochs", type=int, default=10, metavar="N",
                         help="epochs per trial (hyperband: the most one model trains)")
     parser.add_argument("--objective", default=None,
                         help="metric to optimise (default val_accuracy; val_mean_iou for unet); "
                         "NAME:min or NAME:max to set the direction")
-    parser.add_argument("--directory", default="tuning_runs", metavar="DIR")
+    parser.add_argument("--directory", default="tuning_runs", metavar="DIR",
+                        help="where projects are kept (default: tuning_runs)")
     parser.add_argument("--project", default=None, metavar="NAME",
                         help="default MODEL_DATASET_TUNER")
     parser.add_argument("--overwrite", action="store_true",
@@ -1343,8 +1346,10 @@ def configure_tune(parser):
     parser.add_argument("--export", action="store_true", help="export the best model")
     parser.add_argument("--export-dir", default=None, metavar="DIR",
                         help="base directory of --export (default saved_models)")
-    parser.add_argument("--image-size", type=parse_shape, default=None, metavar="H,W")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=parse_shape, default=None, metavar="H,W",
+                        help="model input size (default: the model's default input)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the tuner and the data pipelines (default: 0)")
     parser.add_argument("--jit", action="store_true",
                         help="compile train steps with XLA (pays off for long trials only)")
     parser.add_argument("--deterministic", action="store_true",
@@ -1375,7 +1380,8 @@ def configure_tune(parser):
                        help="run trials for the chief at HOST:PORT (needs --worker-id)")
     group.add_argument("--workers", type=int, metavar="N",
                        help="start a chief and N workers on this machine and wait")
-    parser.add_argument("--worker-id", type=int, default=None, metavar="N")
+    parser.add_argument("--worker-id", type=int, default=None, metavar="N",
+                        help="with --worker: this worker's number, 0, 1, 2, ...")
 
     def run(args):
         from tuning.hypermodels import check_set_fix, get_hypermodel, parse_assignments

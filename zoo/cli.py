@@ -89,7 +89,8 @@ def parse_shape(text: str) -> tuple:
 def configure_list(parser):
     parser.add_argument("pattern", nargs="?", default=None,
                         help="shell-style filter, e.g. 'resnet*'")
-    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown",
+                        help="output format (default: markdown)")
 
     def run(args):
         from zoo import tables
@@ -107,8 +108,10 @@ def configure_list(parser):
 def configure_table(parser):
     from zoo.profile import SUMMARY_MODEL_HELP, summary_model
     parser.add_argument("name", help=SUMMARY_MODEL_HELP)
-    parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C")
-    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+    parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C",
+                        help="input size (default: the model's default input)")
+    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown",
+                        help="output format (default: markdown)")
 
     def run(args):
         import zoo

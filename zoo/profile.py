@@ -862,9 +862,12 @@ def configure_summary(parser):
     """
     from zoo.cli import parse_shape
     parser.add_argument("name", help=SUMMARY_MODEL_HELP)
-    parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C")
-    parser.add_argument("--batch-size", type=int, default=1, metavar="N")
-    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+    parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C",
+                        help="input size (default: the model's default input)")
+    parser.add_argument("--batch-size", type=int, default=1, metavar="N",
+                        help="images per batch for activation memory (default: 1)")
+    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown",
+                        help="output format (default: markdown)")
     parser.add_argument("--plot", default=None, metavar="FILE.png",
                         help="draw multiply-adds and activation memory per layer")
 

@@ -1418,7 +1418,8 @@ def configure_predict(parser):
                         help="predict the first N test images of the embedded digits data")
     parser.add_argument("--out", default=None,
                         help="segmentation: directory for the mask PNGs (default: masks)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="images per model call (default: 32)")
     parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help=_RUNTIME_HELP)
@@ -1796,7 +1797,8 @@ def configure_serve(parser):
                              "from a browser (CORS); repeatable (default: none, as "
                              "TensorFlow Serving)")
     parser.add_argument("--log-level", default="warning",
-                        choices=("critical", "error", "warning", "info", "debug"))
+                        choices=("critical", "error", "warning", "info", "debug"),
+                        help="server log level; info logs every request (default: warning)")
 
     def run(args):
         import importlib.util

@@ -2804,8 +2804,10 @@ def configure_train(parser):
                         help="digits (default for classifiers), shapes (default for "
                              "segmentation), mnist, fashion_mnist, cifar10, cifar100, malaria, "
                              "oxford_iiit_pet, imagenette, folder:PATH")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs (default: per model and dataset)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per training step (default: per model and dataset)")
     parser.add_argument("--image-size", type=_parse_size, default=None, metavar="H,W",
                         help="model input size (default: the model's default input)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
@@ -2813,7 +2815,8 @@ def configure_train(parser):
     parser.add_argument("--lr", type=number_type("a positive finite learning rate",
                                                   lambda v: 0 < v < math.inf),
                         default=None, help="learning rate")
-    parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
+    parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
+                        help="optimizer (default: adam)")
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
                         help="learning-rate schedule (default: per model and dataset)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,

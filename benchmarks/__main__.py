@@ -85,7 +85,12 @@ _fraction = number_type("a fraction in (0, 1]", lambda v: 0 < v <= 1)
 
 
 def _names(text):
-    return [v.strip() for v in text.split(",") if v.strip()]
+    """An argparse type: comma-separated names, each once (an empty list would measure
+    nothing and still write a table)."""
+    names = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names; received {text!r}")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inference-repeats", type=core.count_type(1),
                    help="timed repetitions per variant in the inference section (default: "
                    "--repeats if given, else 7; quick: 3)")
-    p.add_argument("--warmup", type=core.count_type(0), help="untimed runs per variant first")
+    p.add_argument("--warmup", type=core.count_type(1),
+                   help="untimed runs per variant before the timed ones (at least 1: the "
+                   "first run compiles)")
     p.add_argument("--inference-models", type=_names, help="models for the inference section")
     p.add_argument("--batch-sizes", type=_ints, help="inference batch sizes, e.g. 1,16,32")
     p.add_argument("--inference-images", type=core.count_type(1),

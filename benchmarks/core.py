@@ -135,7 +135,7 @@ def measure(variants, *, repeats: int, warmup: int = 1) -> dict:
     Args:
         variants: list of :class:`Variant`.
         repeats: timed repetitions per variant.
-        warmup: untimed runs per variant first (the first one compiles).
+        warmup: untimed runs per variant first, at least one (the first one compiles).
 
     Returns:
         ``{name: {"rates": [items/s per repetition], "cores": [busy cores per repetition],

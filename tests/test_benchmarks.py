@@ -448,6 +448,32 @@ def test_pipeline_section_short_epochs_at_a_size_of_its_own():
     assert all(float(r["median"]) > 0 for r in rows)
 
 
+@pytest.mark.parametrize("argv,message", [
+    # at least one warm-up: 0 was accepted, and one warm-up run anyway
+    (["--warmup", "0"], "--warmup: expected an integer >= 1; received '0'"),
+    # no names: the section measured nothing and the run wrote a table of what was left
+    (["--models", ""], "--models: expected comma-separated names; received ''"),
+    (["--sections", ","], "--sections: expected comma-separated names; received ','"),
+    (["--inference-models", " "], "--inference-models: expected comma-separated names"),
+    (["--serve-models", ""], "--serve-models: expected comma-separated names"),
+    (["--pipeline-models", ""], "--pipeline-models: expected comma-separated names"),
+])
+def test_options_that_would_measure_nothing_or_ignore_a_value_are_refused(capsys, argv,
+                                                                          message):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m benchmarks: error: argument ")
+    assert message in err
+
+
+def test_a_name_given_twice_is_measured_once():
+    s = bench.settings(bench.build_parser().parse_args(
+        ["--models", "resnet50,xception,resnet50", "--sections", "train,train"]))
+    assert s["models"] == ["resnet50", "xception"]
+
+
 def test_results_go_to_an_ignored_folder_by_default():
     """Not into benchmarks/results, where the committed runs live."""
     import subprocess
@@ -463,7 +489,7 @@ def test_results_go_to_an_ignored_folder_by_default():
 @pytest.mark.parametrize("argv,message", [
     (["--repeats", "0"], "--repeats: expected an integer >= 1; received '0'"),
     (["--pipeline-repeats", "x"], "--pipeline-repeats: expected an integer >= 1; received 'x'"),
-    (["--warmup", "-1"], "--warmup: expected an integer >= 0; received '-1'"),
+    (["--warmup", "-1"], "--warmup: expected an integer >= 1; received '-1'"),
     (["--batch-sizes", "16,0"], "--batch-sizes: expected comma-separated positive integers; "
                                 "received '16,0'"),
     (["--clients", ","], "--clients: expected comma-separated positive integers"),

@@ -324,6 +324,13 @@ def _gpus() -> list:
     return gpus
 
 
+#: Distributions whose versions the machine description lists (those installed): the
+#: frameworks, the ``Servable``'s runtimes (LiteRT, OpenVINO), PyTorch, and ``zoo serve``'s
+#: server, JSON libraries and compiled reader, and the load generator.
+LIBRARIES = ("zoo", "tensorflow", "keras", "numpy", "ai-edge-litert", "openvino", "torch",
+             "fastapi", "uvicorn", "orjson", "pysimdjson", "numba", "aiohttp")
+
+
 def machine() -> dict:
     """CPU, cores, memory, GPUs, load and library versions of this machine."""
     try:
@@ -334,8 +341,7 @@ def machine() -> dict:
         load = os.getloadavg()
     except OSError:
         load = None
-    libs = {name: _version(name) for name in ("zoo", "tensorflow", "keras", "numpy", "torch",
-                                              "fastapi", "uvicorn", "aiohttp")}
+    libs = {name: _version(name) for name in LIBRARIES}
     return {
         "cpu": _cpu_model(),
         "cpu_flags": _cpu_flags(),

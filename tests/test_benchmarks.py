@@ -241,6 +241,19 @@ def test_train_section_measures_opt_in_bfloat16_where_the_default_is_float32(mon
     assert all(len(r.values) == 2 and min(r.values) > 0 for r in rows)
 
 
+def test_the_machine_description_names_the_runtimes_that_ran_the_rows():
+    """The Servable's rows run on LiteRT or OpenVINO, zoo serve's on its JSON readers: their
+    versions are part of what was measured (they were left out)."""
+    from importlib import metadata
+    libraries = core.machine()["libraries"]
+    for name in ("tensorflow", "keras", "ai-edge-litert", "openvino", "orjson", "pysimdjson"):
+        assert libraries[name] == metadata.version(name), name
+    md = core.markdown([], {**core.machine(), "load_average_end": None}, command="c",
+                       seconds=60)
+    assert f"openvino {metadata.version('openvino')}" in md
+    assert f"ai-edge-litert {metadata.version('ai-edge-litert')}" in md
+
+
 def test_rows_report_their_gflops_and_share_of_the_peak():
     from benchmarks.core import Row, matmul_peak, set_peaks
     rows = [Row(section="train", model="m", variant=v, metric="", unit="img/s",

@@ -40,9 +40,9 @@ def measure_calls(name="resnet50", *, mode="predict", calls=12, image_size=None,
     """Interleaved calls of Keras ``mode`` on an autotuned pipeline and on one without
     autotuning. Returns ``{kind: {"rates": [...], "cores": [...]}}`` per :data:`KINDS`,
     plus ``"slow_below"``: the images/s under which a call counts as slow."""
-    import numpy as np
     import tensorflow as tf
 
+    from benchmarks.data import batch, label_shape
     from benchmarks.training import bench_shape
     from zoo.data import without_autotune
     from zoo.train import compile_model, with_mixed_precision
@@ -52,9 +52,7 @@ def measure_calls(name="resnet50", *, mode="predict", calls=12, image_size=None,
     model, _ = with_mixed_precision(zoo.get_model(name, input_shape=shape), mixed_precision)
     compile_model(model, info.task)
     n = batch_size * batches
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (n, *shape)).astype("float32")
-    y = rng.integers(0, info.default_num_classes, n).astype("int32")
+    x, y = batch(shape, n, info.default_num_classes, label_shape=label_shape(model))
 
     def pipeline(autotuned):
         ds = (tf.data.Dataset.from_tensor_slices((x, y))

@@ -6,12 +6,21 @@ from __future__ import annotations
 import numpy as np
 
 
-def batch(shape, batch_size, num_classes, seed=0):
-    """One training batch: inputs uniform in [-1, 1] and integer labels."""
+def batch(shape, batch_size, num_classes, seed=0, label_shape=()):
+    """One training batch: inputs uniform in [-1, 1] and integer labels, one per image, or
+    with ``label_shape`` (a segmentation model's output height and width, see
+    :func:`label_shape`) one per output pixel."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1.0, 1.0, (batch_size, *shape)).astype("float32")
-    y = rng.integers(0, num_classes, batch_size).astype("int32")
+    y = rng.integers(0, num_classes, (batch_size, *label_shape)).astype("int32")
     return x, y
+
+
+def label_shape(model) -> tuple:
+    """The shape of one image's labels for ``model``'s output ``[N, ..., classes]``: ``()``
+    for a classifier, the mask's height and width for a segmentation model (U-Net's
+    unpadded convolutions make its output smaller than its input)."""
+    return tuple(model.output_shape[1:-1])
 
 
 def images(shape, n, seed=0):

@@ -72,9 +72,9 @@ def profile(name, *, image_size=None, batch_size=16, steps=3, mode="train", jit_
     logdir, policy)``. ``mixed_precision``: as in :func:`zoo.train.fit` (``"auto"``: the
     dtype policy ``fit`` trains the model under at this size on this machine), and
     ``policy`` the one it resolved to (``None``: float32)."""
-    import numpy as np
     import tensorflow as tf
 
+    from benchmarks.data import batch, label_shape
     from benchmarks.training import bench_shape
     from zoo.train import compile_model, with_mixed_precision
 
@@ -83,9 +83,8 @@ def profile(name, *, image_size=None, batch_size=16, steps=3, mode="train", jit_
     model, policy = with_mixed_precision(zoo.get_model(name, input_shape=shape),
                                          mixed_precision)
     compile_model(model, info.task, jit_compile=jit_compile)
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.uniform(-1, 1, (batch_size, *shape)).astype("float32"))
-    y = tf.constant(rng.integers(0, info.default_num_classes, batch_size).astype("int32"))
+    x, y = (tf.constant(a) for a in batch(shape, batch_size, info.default_num_classes,
+                                          label_shape=label_shape(model)))
     predict = tf.function(lambda a: model(a, training=False))
 
     def step():
@@ -126,6 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=count_type(1), default=25)
     p.add_argument("--logdir", default=None)
     args = p.parse_args(argv)
+    if args.model not in zoo.list_models():
+        p.error(f"unknown model {args.model!r}; registered: {', '.join(zoo.list_models())}")
     from zoo.common import onednn_enabled
     table, all_ms, rate, logdir, policy = profile(
         args.model, image_size=args.image_size, batch_size=args.batch_size, steps=args.steps,

@@ -10,7 +10,7 @@ import numpy as np
 
 from benchmarks.core import (TRAIN_FLOP_FACTOR, Row, Variant, log, measure,
                              model_gflop, rows_from)
-from benchmarks.data import batch as _batch
+from benchmarks.data import batch as _batch, label_shape
 from benchmarks.worker import Reference
 
 #: zoo name -> keras.applications class name (the same architecture, same weights layout).
@@ -137,7 +137,9 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
     (``zoo_keras_compile``) and ``keras.applications`` with ``jit_compile=True``
     (``keras_xla``), and (``before``) the zoo model as it ran before the speed defaults, in
     its own process. Every variant trains on the same in-memory batch with Adam (lr 1e-3)
-    and sparse cross-entropy; a repetition is ``steps`` optimizer steps. The subject trains
+    and sparse cross-entropy (a segmentation model on a label per output pixel, and where
+    ``compile_model`` compiles it with its task's loss); a repetition is ``steps``
+    optimizer steps. The subject trains
     under the dtype policy ``zoo.train.fit`` picks by default here
     (``mixed_precision="auto"``: bfloat16 on CPUs with AMX and on AMD CPUs with AVX512_BF16,
     float16 on tensor-core GPUs, else float32); when that is not float32 the zoo model in
@@ -159,8 +161,6 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
         shape = bench_shape(name, image_size)
         size, _, channels = shape
         classes = num_classes if name in KERAS_APPLICATIONS else info.default_num_classes
-        x_np, y_np = _batch(shape, batch_size, classes)
-        x, y = tf.constant(x_np), tf.constant(y_np)
         log(f"train: {name} {shape} batch {batch_size}")
         keras.backend.clear_session()
 
@@ -168,7 +168,10 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
         # under the dtype policy zoo.train.fit trains with here
         zm, policy = with_mixed_precision(zoo.get_model(name, input_shape=shape,
                                                         num_classes=classes))
-        compile_model(zm)
+        compile_model(zm, info.task)
+        # a label per image, or per output pixel for a segmentation model
+        x_np, y_np = _batch(shape, batch_size, classes, label_shape=label_shape(zm))
+        x, y = tf.constant(x_np), tf.constant(y_np)
         subject = f"zoo defaults ({_zoo_settings(zm, policy)})"
         gflop = TRAIN_FLOP_FACTOR * model_gflop(zm)
         variants.append(Variant(subject, _keras_step(zm, x, y, steps),
@@ -176,7 +179,7 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
 
         if policy:
             zf = zoo.get_model(name, input_shape=shape, num_classes=classes)
-            compile_model(zf)
+            compile_model(zf, info.task)
             variants.append(Variant("zoo, float32 (mixed_precision='off')",
                                     _keras_step(zf, x, y, steps),
                                     note="fit(mixed_precision='off'): the zoo model and "
@@ -184,7 +187,7 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
         elif bfloat16 and cpu_has_bfloat16():
             zb, _ = with_mixed_precision(
                 zoo.get_model(name, input_shape=shape, num_classes=classes), "bfloat16")
-            compile_model(zb)
+            compile_model(zb, info.task)
             variants.append(Variant("zoo, mixed_bfloat16 (opt-in)", _keras_step(zb, x, y, steps),
                                     note="fit(mixed_precision='bfloat16'): bfloat16 compute, "
                                          "float32 variables and outputs; this CPU has native "

@@ -10,6 +10,7 @@ import os
 import re
 import time
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -575,13 +576,63 @@ def test_an_interrupted_run_says_so_in_one_line(tmp_path, monkeypatch, capsys, s
     assert err.splitlines()[-1] == line and "Traceback" not in err
 
 
-def test_profile_ops_refuses_bad_counts(capsys):
+@pytest.mark.parametrize("argv,message", [
+    (["resnet50", "--steps", "0"], "argument --steps: expected an integer >= 1; received '0'"),
+    # was zoo.registry's traceback
+    (["resnet5"], "unknown model 'resnet5'; registered: alexnet, googlenet, "),
+])
+def test_profile_ops_refuses_bad_arguments(capsys, argv, message):
     from benchmarks import profile_ops
     with pytest.raises(SystemExit) as exit_info:
-        profile_ops.main(["resnet50", "--steps", "0"])
+        profile_ops.main(argv)
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == ("python -m benchmarks.profile_ops: error: argument "
-                                       "--steps: expected an integer >= 1; received '0'\n")
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m benchmarks.profile_ops: error: {message}")
+    assert err.count("\n") == 1
+
+
+def test_segmentation_models_train_on_a_label_per_output_pixel(monkeypatch, tmp_path):
+    """U-Net's output is a mask: the training benchmarks gave it one label per image and its
+    loss failed (profile_ops and autotune_calls with a traceback, the train section with
+    rows that said only "failed: ValueError: Argument `output` must have rank ...")."""
+    import zoo
+    from benchmarks import autotune_calls, profile_ops, training
+    from benchmarks.data import batch, label_shape
+
+    get_model = zoo.get_model
+
+    def small(name, **kwargs):   # the paper's U-Net takes seconds a step on a CPU
+        return get_model(name, **kwargs, **(dict(depth=2, base_filters=4)
+                                            if name == "unet" else {}))
+
+    monkeypatch.setattr(zoo, "get_model", small)
+    from zoo import train as ztrain     # float32, as on most CPUs: two training rows
+    monkeypatch.setattr(ztrain, "_gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(ztrain, "_cpu_prefers_bfloat16", lambda: False)
+    unet = small("unet", input_shape=(188, 188, 1))
+    assert label_shape(unet) == (148, 148) and label_shape(get_model("lenet5")) == ()
+    x, y = batch((188, 188, 1), 3, 2, label_shape=(148, 148))
+    assert x.shape == (3, 188, 188, 1) and y.shape == (3, 148, 148)
+    assert set(np.unique(y)) == {0, 1}
+    # the same images and labels as before for a classifier
+    x1, y1 = batch((8, 8, 1), 4, 10)
+    rng = np.random.default_rng(0)
+    assert (x1 == rng.uniform(-1, 1, (4, 8, 8, 1)).astype("float32")).all()
+    assert (y1 == rng.integers(0, 10, 4)).all() and y1.dtype == np.int32
+
+    rows = training.train_section(["unet"], image_size=188, batch_size=1, steps=1, repeats=1,
+                                  warmup=1, with_torch=False, before=False, keras_here=False)
+    assert len(rows) == 2 and rows[1].variant == "zoo, Keras default compile"
+    for row in rows:
+        assert len(row.values) == 1 and row.values[0] > 0, row.note
+        assert "failed" not in row.note
+    *_, rate, _, policy = profile_ops.profile("unet", batch_size=1, steps=1, top=3,
+                                              logdir=str(tmp_path), mixed_precision="off")
+    assert rate > 0 and policy is None
+    measured = autotune_calls.measure_calls("unet", mode="fit", calls=1, batch_size=1,
+                                            batches=1, mixed_precision="off",
+                                            log=lambda line: None)
+    assert all(measured[kind]["rates"][0] > 0 for kind in autotune_calls.KINDS)
 
 
 def test_autotune_calls_interleaves_the_two_pipelines(capsys):

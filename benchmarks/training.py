@@ -215,7 +215,8 @@ def train_section(names, *, image_size, batch_size, steps, repeats, warmup,
                     reference.run, target=TARGET_VS_KERAS,
                     note=f"own process without zoo (oneDNN "
                          f"{'on' if reference.info['onednn'] else 'off'}, TensorFlow's "
-                         f"choice), Keras' default compile"))
+                         f"choice), Keras' default compile (XLA "
+                         f"{'on' if reference.info['jit_compile'] else 'off'})"))
             except RuntimeError as exc:
                 log(f"  reference process failed: {exc}")
         if cls_name and before:

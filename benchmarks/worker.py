@@ -15,7 +15,9 @@ c], "batch": b, "classes": k, "steps": s, "images": n}`` and ``{"op": "run"}``, 
 ``{"ok": true, ...}`` (for a run: items, wall and CPU seconds) or ``{"ok": false, "error":
 "..."}``. ``"model": "zoo:resnet50"`` with
 ``"fused_bn": false, "jit_compile": true`` builds the zoo model the way it ran before its
-speed defaults (for the before/after rows).
+speed defaults (for the before/after rows). Without ``"jit_compile"`` a model is compiled
+with Keras' default, ``"auto"`` (XLA on GPUs, not on CPUs); the set-up answer says which
+(``"jit_compile"``).
 
 ``"framework": "torch"`` (with ``"model": "benchmarks.torch_resnet:ResNet50"`` and optional
 ``"threads"``) runs the PyTorch rows here too, in a process that never imports TensorFlow:
@@ -93,7 +95,8 @@ def _setup(cmd):
     from tensorflow.python.util import _pywrap_util_port
 
     shape = tuple(cmd["shape"])
-    jit = False
+    # Keras' default: "auto", XLA on GPUs and off on CPUs (its trainer's own choice)
+    jit = cmd.get("jit_compile", "auto")
     if cmd["model"].startswith("zoo:"):
         # The zoo model as it was before its speed defaults: imported after TensorFlow (so
         # TensorFlow's own kernel choice), Keras' batch normalisation, XLA.
@@ -101,7 +104,6 @@ def _setup(cmd):
         from zoo import layers as zoo_layers
         if not cmd.get("fused_bn", True):
             zoo_layers.BatchNormalization = keras.layers.BatchNormalization
-        jit = bool(cmd.get("jit_compile", False))
         model = zoo.get_model(cmd["model"][4:], input_shape=shape,
                               num_classes=int(cmd["classes"]))
     else:
@@ -129,7 +131,7 @@ def _setup(cmd):
     else:
         raise ValueError(f"unknown kind {cmd['kind']!r}; expected 'train' or 'predict'")
     return run, {"onednn": bool(_pywrap_util_port.IsMklEnabled()),
-                 "tensorflow": tf.__version__}
+                 "tensorflow": tf.__version__, "jit_compile": bool(model.jit_compile)}
 
 
 def main() -> int:

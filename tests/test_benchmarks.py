@@ -137,6 +137,31 @@ def test_reference_process_runs_without_the_zoo_settings():
         raise AssertionError("a bad setup must fail")
 
 
+def test_the_keras_reference_compiles_with_keras_default_jit_compile(monkeypatch):
+    """"Keras/TensorFlow defaults": Keras' compile takes jit_compile="auto", XLA on GPUs;
+    the reference process passed False, so on a GPU it was not Keras' default."""
+    import keras
+
+    from benchmarks import worker
+    asked = []
+    compile_model = keras.Model.compile
+
+    def compile_spy(self, *args, **kwargs):
+        asked.append(kwargs.get("jit_compile", "auto"))
+        return compile_model(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "compile", compile_spy)
+    _, info = worker._setup({"kind": "train", "model": "ResNet50", "shape": [32, 32, 3],
+                             "batch": 2, "classes": 10})
+    assert asked == ["auto"]
+    import tensorflow as tf
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert info["jit_compile"] is on_gpu        # Keras' own choice here
+    _, info = worker._setup({"kind": "train", "model": "zoo:lenet5", "shape": [32, 32, 1],
+                             "batch": 2, "classes": 10, "jit_compile": True})
+    assert asked == ["auto", True] and info["jit_compile"] is True   # the "before" rows
+
+
 _HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 

@@ -52,7 +52,7 @@ def torch_reference(name, *, kind, shape, batch, classes, threads=None, **setup)
                           shape=list(shape), batch=batch, classes=classes, threads=threads,
                           **setup)
     return reference, (f"own process without TensorFlow, PyTorch {reference.info['torch']}, "
-                       f"{reference.info['threads']} threads")
+                       f"{reference.info['threads']} threads, on {reference.info['device']}")
 
 
 def torch_variant(name, **setup):

@@ -40,7 +40,12 @@ from benchmarks.data import batch as make_batch, images as make_images, images_p
 
 
 def _setup_torch(cmd):
-    """A PyTorch training step or inference loop on the same synthetic data, no TensorFlow."""
+    """A PyTorch training step or inference loop on the same synthetic data, no TensorFlow.
+
+    On a CUDA GPU when PyTorch sees one, as TensorFlow runs the other rows on it; the data
+    starts in host memory, as theirs does, and every step's loss (as Keras'
+    ``train_on_batch`` returns it) and every batch's output is fetched to the host, so a
+    repetition ends when its work has run, not when it has been queued."""
     import importlib
 
     import numpy as np
@@ -49,10 +54,11 @@ def _setup_torch(cmd):
     if cmd.get("threads"):
         torch.set_num_threads(int(cmd["threads"]))
     torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shape = tuple(cmd["shape"])
     module, attr = cmd["model"].split(":")
     model = getattr(importlib.import_module(module), attr)(num_classes=int(cmd["classes"]),
-                                                           in_channels=shape[-1])
+                                                           in_channels=shape[-1]).to(device)
     if cmd["kind"] == "train":
         x_np, y_np = make_batch(shape, int(cmd["batch"]), int(cmd["classes"]))
         x = torch.from_numpy(np.ascontiguousarray(x_np.transpose(0, 3, 1, 2)))
@@ -65,9 +71,10 @@ def _setup_torch(cmd):
         def run():
             for _ in range(steps):
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(model(x.to(device)), y.to(device))
                 loss.backward()
                 opt.step()
+                loss.item()
             return steps * int(x.shape[0])
     elif cmd["kind"] == "predict":
         b = int(cmd["batch"])
@@ -79,11 +86,13 @@ def _setup_torch(cmd):
         def run():
             with torch.inference_mode():
                 for xb in parts:
-                    model(xb)
+                    model(xb.to(device)).cpu()
             return n
     else:
         raise ValueError(f"unknown kind {cmd['kind']!r}; expected 'train' or 'predict'")
     return run, {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                 "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                            else "CPU"),
                  "tensorflow_imported": "tensorflow" in sys.modules}
 
 

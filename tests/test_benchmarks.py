@@ -177,7 +177,12 @@ def test_torch_reference_runs_in_a_process_without_tensorflow():
     with ref:
         assert ref.info["tensorflow_imported"] is False
         assert ref.info["threads"] == 1 and ref.info["torch"]
-        assert note == f"own process without TensorFlow, PyTorch {ref.info['torch']}, 1 threads"
+        # on the GPU where PyTorch sees one, as TensorFlow's rows run on it (it ran on the
+        # CPU there), and the row says where
+        device = ref.info["device"]
+        assert device == "CPU" or (device and device != "cuda"), device   # a GPU's name
+        assert note == (f"own process without TensorFlow, PyTorch {ref.info['torch']}, "
+                        f"1 threads, on {device}")
         items, seconds, cpu_seconds = ref.run()
         assert items == 4 and seconds > 0 and cpu_seconds > 0
     assert Reference.last_info["torch"]["threads"] == 1

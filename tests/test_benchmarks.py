@@ -192,6 +192,38 @@ def test_torch_reference_runs_in_a_process_without_tensorflow():
         assert ref.run()[0] == 4                 # 2 steps of 2 images
 
 
+@pytest.mark.skipif(not _HAS_TORCH, reason="PyTorch is not installed (the bench extra)")
+def test_the_torch_resnet50_is_the_zoo_network():
+    """Same parameters (total and trainable, batch-norm statistics counted as Keras does)
+    and the same convolutions' output shapes, so the same strides, at 160x160."""
+    import subprocess
+    import sys
+
+    import keras
+
+    import zoo
+    code = ("import json, torch\n"
+            "from benchmarks.torch_resnet import ResNet50, count_parameters\n"
+            "m = ResNet50(num_classes=1000).eval()\n"
+            "shapes = []\n"
+            "for c in m.modules():\n"
+            "    if isinstance(c, torch.nn.Conv2d):\n"
+            "        c.register_forward_hook(lambda c, i, o: shapes.append(o.shape[1:]))\n"
+            "m(torch.zeros(1, 3, 160, 160))\n"
+            "print(json.dumps([count_parameters(m), sorted((h, w, c) for c, h, w in shapes)]))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+    (total, trainable), torch_shapes = json.loads(out.splitlines()[-1])
+    model = zoo.get_model("resnet50", input_shape=(160, 160, 3))
+    assert total == model.count_params() == 25_636_712
+    assert trainable == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == len(torch_shapes) == 53
+    assert sorted(list(layer.output.shape[1:]) for layer in convs) == torch_shapes
+    assert torch_shapes[0] == [5, 5, 512]           # stride 32 in all
+
+
 @pytest.mark.skipif(_HAS_TORCH, reason="PyTorch is installed")
 def test_without_torch_the_torch_rows_are_left_out():
     from benchmarks import training

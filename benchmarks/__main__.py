@@ -125,8 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve-batch-waits", type=_waits, default=None, metavar="MS,...",
                    help="also serve with zoo serve --batch-wait-ms MS, one server each, for "
                    "the client counts above 1 (default: none)")
-    p.add_argument("--requests-per-client", type=core.count_type(1))
-    p.add_argument("--min-requests", type=core.count_type(1))
+    p.add_argument("--requests-per-client", type=core.count_type(1),
+                   help="a serve repetition sends at least this many requests per client "
+                   "(default 2; quick: 1)")
+    p.add_argument("--min-requests", type=core.count_type(1),
+                   help="and at least this many in all (default 2)")
     p.add_argument("--serve-seconds", type=_seconds,
                    help="a serve repetition sends as many more requests as fill this many "
                         "seconds (default 0.25; 0: just the minimum)")
@@ -141,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "lenet5); the large ones train on BIG_PIPELINE's short epochs")
     p.add_argument("--accuracy-repeats", type=core.count_type(1),
                    help="seeds for time to accuracy")
-    p.add_argument("--accuracy-target", type=_fraction, default=0.98)
+    p.add_argument("--accuracy-target", type=_fraction, default=0.98,
+                   help="test accuracy the time-to-accuracy runs train to (default 0.98)")
     p.add_argument("--accuracy-epochs", type=core.count_type(1), default=None,
                    help="most epochs per time-to-accuracy run (default: zoo train's)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")

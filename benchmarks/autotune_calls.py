@@ -28,7 +28,7 @@ from zoo.startlog import for_command_line   # (imports zoo first)
 for_command_line()   # as the zoo CLI: TensorFlow's start-up lines would precede an error
 
 import zoo  # noqa: E402,F401  (first: its TensorFlow process settings apply)
-from benchmarks.core import count_type
+from benchmarks.core import count_type, known_model
 from zoo.cli import OneLineParser, number_type
 
 KINDS = ("autotuned (tf.data default)", "without autotuning")
@@ -97,14 +97,19 @@ def table(measured) -> "pandas.DataFrame":
     return pd.DataFrame(rows)
 
 
-def main(argv=None) -> int:
+def build_parser():
     p = OneLineParser(prog="python -m benchmarks.autotune_calls",
                       description=__doc__.split("\n\n")[0].replace("\n", " "))
-    p.add_argument("model", nargs="?", default="resnet50")
-    p.add_argument("--mode", choices=("predict", "evaluate", "fit"), default="predict")
-    p.add_argument("--calls", type=count_type(1), default=12)
-    p.add_argument("--image-size", type=count_type(1), default=None)
-    p.add_argument("--batch-size", type=count_type(1), default=32)
+    p.add_argument("model", nargs="?", default="resnet50",
+                   help="a registered zoo model (default resnet50)")
+    p.add_argument("--mode", choices=("predict", "evaluate", "fit"), default="predict",
+                   help="the Keras call to time (fit: one epoch; default predict)")
+    p.add_argument("--calls", type=count_type(1), default=12,
+                   help="timed calls per pipeline, after one warm-up call each (default 12)")
+    p.add_argument("--image-size", type=count_type(1), default=None,
+                   help="square input size (default: the model's; at least its smallest)")
+    p.add_argument("--batch-size", type=count_type(1), default=32,
+                   help="images per batch (default 32)")
     p.add_argument("--batches", type=count_type(1), default=2,
                    help="batches per call (fit: per epoch)")
     p.add_argument("--mixed-precision", default="auto",
@@ -112,9 +117,13 @@ def main(argv=None) -> int:
                    help="dtype policy as in zoo train (default auto: what fit picks here)")
     p.add_argument("--slow", type=number_type("a fraction in (0, 1)", lambda v: 0 < v < 1),
                    default=0.75, help="a call below this share of the fastest is slow")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
-    if args.model not in zoo.list_models():
-        p.error(f"unknown model {args.model!r}; registered: {', '.join(zoo.list_models())}")
+    known_model(p, args.model)
     measured = measure_calls(args.model, mode=args.mode, calls=args.calls,
                              image_size=args.image_size, batch_size=args.batch_size,
                              batches=args.batches, mixed_precision=args.mixed_precision,

@@ -466,3 +466,12 @@ def count_type(least):
                                              f"{text!r}")
         return value
     return parse
+
+
+def known_model(parser, name) -> str:
+    """``name`` if the zoo registers a model of that name, else ``parser``'s one-line usage
+    error (exit code 2) listing the registered ones."""
+    from zoo.registry import list_models
+    if name not in list_models():
+        parser.error(f"unknown model {name!r}; registered: {', '.join(list_models())}")
+    return name

@@ -544,6 +544,14 @@ def test_options_that_would_measure_nothing_or_ignore_a_value_are_refused(capsys
     assert message in err
 
 
+def test_every_option_of_the_benchmark_commands_has_help_text():
+    from benchmarks import autotune_calls, profile_ops
+    for parser in (bench.build_parser(), profile_ops.build_parser(),
+                   autotune_calls.build_parser()):
+        missing = [a.option_strings or [a.dest] for a in parser._actions if not a.help]
+        assert not missing, (parser.prog, missing)
+
+
 def test_a_name_given_twice_is_measured_once():
     s = bench.settings(bench.build_parser().parse_args(
         ["--models", "resnet50,xception,resnet50", "--sections", "train,train"]))

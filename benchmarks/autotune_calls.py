@@ -28,7 +28,7 @@ from zoo.startlog import for_command_line   # (imports zoo first)
 for_command_line()   # as the zoo CLI: TensorFlow's start-up lines would precede an error
 
 import zoo  # noqa: E402,F401  (first: its TensorFlow process settings apply)
-from benchmarks.core import count_type, known_model
+from benchmarks.core import add_model_options, count_type, known_model
 from zoo.cli import OneLineParser, number_type
 
 KINDS = ("autotuned (tf.data default)", "without autotuning")
@@ -106,15 +106,9 @@ def build_parser():
                    help="the Keras call to time (fit: one epoch; default predict)")
     p.add_argument("--calls", type=count_type(1), default=12,
                    help="timed calls per pipeline, after one warm-up call each (default 12)")
-    p.add_argument("--image-size", type=count_type(1), default=None,
-                   help="square input size (default: the model's; at least its smallest)")
-    p.add_argument("--batch-size", type=count_type(1), default=32,
-                   help="images per batch (default 32)")
+    add_model_options(p, batch_size=32, batch_help="images per batch")
     p.add_argument("--batches", type=count_type(1), default=2,
                    help="batches per call (fit: per epoch)")
-    p.add_argument("--mixed-precision", default="auto",
-                   choices=("auto", "off", "float16", "bfloat16"),
-                   help="dtype policy as in zoo train (default auto: what fit picks here)")
     p.add_argument("--slow", type=number_type("a fraction in (0, 1)", lambda v: 0 < v < 1),
                    default=0.75, help="a call below this share of the fastest is slow")
     return p

@@ -475,3 +475,17 @@ def known_model(parser, name) -> str:
     if name not in list_models():
         parser.error(f"unknown model {name!r}; registered: {', '.join(list_models())}")
     return name
+
+
+def add_model_options(parser, *, batch_size: int, batch_help: str) -> None:
+    """The options the one-model tools share: ``--image-size``, ``--batch-size`` (default
+    ``batch_size``) and ``--mixed-precision``."""
+    parser.add_argument("--image-size", type=count_type(1), default=None,
+                        help="square input size (default: the model's; at least its "
+                        "smallest)")
+    parser.add_argument("--batch-size", type=count_type(1), default=batch_size,
+                        help=f"{batch_help} (default {batch_size})")
+    parser.add_argument("--mixed-precision", default="auto",
+                        choices=("auto", "off", "float16", "bfloat16"),
+                        help="dtype policy as in zoo train (default auto: what fit picks "
+                        "here)")

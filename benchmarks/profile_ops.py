@@ -28,7 +28,7 @@ from zoo.startlog import for_command_line   # (imports zoo first)
 for_command_line()   # as the zoo CLI: TensorFlow's start-up lines would precede an error
 
 import zoo  # noqa: E402,F401  (first: its TensorFlow process settings apply)
-from benchmarks.core import count_type, known_model
+from benchmarks.core import add_model_options, count_type, known_model
 from zoo.cli import OneLineParser
 
 #: Lines of the host plane holding TensorFlow's op executions.
@@ -114,18 +114,12 @@ def build_parser():
     p = OneLineParser(prog="python -m benchmarks.profile_ops",
                       description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="a registered zoo model")
-    p.add_argument("--image-size", type=count_type(1), default=None,
-                   help="square input size (default: the model's; at least its smallest)")
-    p.add_argument("--batch-size", type=count_type(1), default=16,
-                   help="images per step (default 16)")
+    add_model_options(p, batch_size=16, batch_help="images per step")
     p.add_argument("--steps", type=count_type(1), default=3,
                    help="steps traced, after two warm-up steps (default 3)")
     p.add_argument("--mode", choices=("train", "predict"), default="train",
                    help="a training step or a forward pass (default train)")
     p.add_argument("--xla", action="store_true", help="compile the step with XLA")
-    p.add_argument("--mixed-precision", default="auto",
-                   choices=("auto", "off", "float16", "bfloat16"),
-                   help="dtype policy as in zoo train (default auto: what fit picks here)")
     p.add_argument("--top", type=count_type(1), default=25,
                    help="op types in the table (default 25)")
     p.add_argument("--logdir", default=None,

@@ -33,6 +33,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -174,15 +175,20 @@ class Reference:
     version and thread count for the machine description)."""
 
     last_info: dict = {}
+    #: The child's command after the interpreter.
+    COMMAND = ("-m", "benchmarks.worker")
 
     def __init__(self, **setup):
         env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker"],
+        # The child's stderr (TensorFlow's log lines, a traceback) goes to a file, whose
+        # last line says why a child that died without an answer died.
+        self._stderr = tempfile.TemporaryFile(mode="w+", errors="replace")
+        self.proc = subprocess.Popen([sys.executable, *self.COMMAND],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, env=env)
+                                     stderr=self._stderr, text=True, env=env)
         try:
             self.info = self._ask({"op": "setup", **setup})
             Reference.last_info[setup.get("framework", "keras")] = dict(self.info)
@@ -195,7 +201,11 @@ class Reference:
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"reference process exited (code {self.proc.wait()})")
+            code = self.proc.wait()
+            self._stderr.seek(0)
+            lines = [t.strip() for t in self._stderr.read().splitlines() if t.strip()]
+            raise RuntimeError(f"reference process exited (code {code})"
+                               + (f": {lines[-1]}" if lines else ""))
         answer = json.loads(line)
         if not answer.pop("ok"):
             raise RuntimeError(f"reference process: {answer['error']}")
@@ -214,6 +224,7 @@ class Reference:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._stderr.close()
 
     def __enter__(self):
         return self

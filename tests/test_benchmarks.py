@@ -137,6 +137,19 @@ def test_reference_process_runs_without_the_zoo_settings():
         raise AssertionError("a bad setup must fail")
 
 
+def test_a_reference_process_that_dies_says_why(monkeypatch):
+    """A child that exits without answering (an import failing, a crash) is reported with
+    the last line it wrote to stderr, not its exit code alone."""
+    from benchmarks.worker import Reference
+    monkeypatch.setattr(Reference, "COMMAND", (
+        "-c", "import sys; print('loading', file=sys.stderr); "
+              "sys.exit('ImportError: libtorch_cpu.so: cannot open shared object file')"))
+    with pytest.raises(RuntimeError) as exc:
+        Reference(kind="predict", model="zoo:lenet5")
+    assert str(exc.value) == ("reference process exited (code 1): ImportError: "
+                              "libtorch_cpu.so: cannot open shared object file")
+
+
 def test_the_keras_reference_compiles_with_keras_default_jit_compile(monkeypatch):
     """"Keras/TensorFlow defaults": Keras' compile takes jit_compile="auto", XLA on GPUs;
     the reference process passed False, so on a GPU it was not Keras' default."""

@@ -129,6 +129,25 @@ def test_augmentation_never_touches_validation_and_test():
     assert aug.info.augmentation["rotation"] <= 0.05
 
 
+def test_load_augments_the_train_split_only():
+    plain, _ = data.load("digits", "validation", image_size=(16, 16), batch_size=400)
+    asked, info = data.load("digits", "validation", image_size=(16, 16), batch_size=400,
+                            augment=True)
+    np.testing.assert_array_equal(data.to_arrays(asked)[0], data.to_arrays(plain)[0])
+    assert info.augmentation == {}
+
+
+def test_the_train_order_changes_each_epoch(tmp_path):
+    # Arrays cached in memory (digits) and a folder's file list: a shuffle that drew one
+    # order for every epoch fed the same sequence of batches again and again.
+    root = _class_tree(tmp_path / "c", {"train": {"a": 20, "b": 20}, "validation": {"a": 1}})
+    for name in ("digits", f"folder:{root}"):
+        train = data.load_splits(name, image_size=(8, 8), batch_size=16).train
+        first, second = (data.to_arrays(train)[1] for _ in range(2))
+        assert sorted(first) == sorted(second) and len(first) in (1257, 40)
+        assert (first != second).mean() > 0.3
+
+
 def test_the_same_seed_gives_the_same_augmented_batches():
     # The augmentation's random layers draw from a seeded generator: run in parallel
     # tf.data calls, the batches took its draws in the order their threads ran, and the
@@ -247,6 +266,15 @@ def test_tfds_channel_conversion_under_mock_data(tmp_path):
         x, _ = data.to_arrays(ds)
     assert x.shape == (4, 32, 32, 3) and info.mean == [33.32] * 3
     np.testing.assert_allclose(x[..., 0], x[..., 2])
+
+
+def test_tfds_colour_statistics_become_grey_by_the_luma_weights(tmp_path):
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=4):
+        _, info = data.load("cifar10", "test", channels=1, data_dir=str(tmp_path))
+    # ITU-R 601: 0.2989 R + 0.5870 G + 0.1140 B of cifar10's [125.31, 122.95, 113.87].
+    assert info.mean == pytest.approx([122.6080], abs=1e-3)
+    assert info.std == pytest.approx([62.8783], abs=1e-3)
 
 
 def test_pet_trimap_remap():
@@ -641,6 +669,19 @@ def test_folder_statistics_are_measured_on_every_class(tmp_path):
     s = data.load_splits(f"folder:{root}", batch_size=64)
     assert s.info.mean[0] == pytest.approx(100, abs=5)
     assert s.info.std[0] == pytest.approx(100, abs=5)
+
+
+def test_a_channel_without_spread_is_divided_by_one(tmp_path):
+    """A constant channel has std 0: it is divided by 1, so an image that differs from
+    the training images keeps its differences in pixel units (not thousands)."""
+    root = tmp_path / "flat"
+    for label in ("a", "b"):
+        os.makedirs(root / "train" / label)
+        for i in range(3):
+            Image.fromarray(np.full((4, 4), 80, "uint8")).save(root / "train" / label / f"{i}.png")
+    info = data.load_splits(f"folder:{root}", batch_size=8).info
+    assert info.mean == [80.0] and info.std == [1.0]
+    assert data.preprocess(np.full((1, 4, 4, 1), 90.0), info).numpy().max() == 10.0
 
 
 def test_folder_training_order_draws_from_every_file(tmp_path):

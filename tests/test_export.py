@@ -142,6 +142,26 @@ def test_logits_get_softmax_in_the_signature(tmp_path):
     np.testing.assert_allclose(got["probabilities"].numpy().sum(-1), 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("returns", ["probabilities", "logits"])
+def test_an_unknown_last_layer_is_read_by_its_numbers(returns, tmp_path):
+    # A last layer without an activation to read (a Lambda): probabilities pass as they
+    # are, logits get their softmax.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="images")
+    x = keras.layers.Dense(4, name="dense")(keras.layers.Flatten(name="flatten")(inputs))
+    head = keras.ops.softmax if returns == "probabilities" else (lambda t: 3.0 * t)
+    model = keras.Model(inputs, keras.layers.Lambda(head, name="head")(x), name="lambda_head")
+    path = zoo.export(model, tmp_path, lite=False)
+    record = json.load(open(os.path.join(path, "assets", "zoo.json")))
+    assert record["output"]["model_returns"] == returns
+    x = raw_images(3, (8, 8, 1))
+    y = np.asarray(model(x))
+    want = y if returns == "probabilities" else tf.nn.softmax(y).numpy()
+    got = serve_fn(path)(images=tf.constant(x))["probabilities"].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.abs(tf.nn.softmax(want).numpy() - want).max() > 1e-2   # softmax again differs
+
+
 def digits_info(**kw):
     args = dict(name="digits", task="classification", num_classes=10,
                 labels=[f"digit {i}" for i in range(10)], input_shape=(32, 32, 1),

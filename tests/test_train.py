@@ -95,6 +95,19 @@ def test_compile_defaults_by_task():
     assert isinstance(smooth.loss, train.SparseSmoothedCrossEntropy)
 
 
+def test_label_smoothing_reads_the_output_and_sgd_has_momentum():
+    y = np.array([0, 2])
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], "float32")
+    probs = tf.nn.softmax(logits).numpy()
+    want = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(np.eye(3)[y], probs)
+    for activation, y_pred in (("softmax", probs), (None, logits)):
+        model = train.compile_model(tiny_classifier(num_classes=3, activation=activation),
+                                    label_smoothing=0.1, jit_compile=False)
+        assert float(model.loss(y, y_pred)) == pytest.approx(float(want), rel=1e-5)
+    assert float(want) == pytest.approx(0.34546, abs=1e-4)   # 0.17546 unsmoothed
+    assert train.make_optimizer("sgd", 0.1).momentum == pytest.approx(0.9)
+
+
 def test_jit_compile_auto_means_gpu_only():
     import tensorflow as tf
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -791,6 +804,13 @@ def test_labels_outside_num_classes(digits8, tmp_path):
     with pytest.raises(ValueError, match="labels outside num_classes.*0..4"):
         train.fit(tiny_classifier(num_classes=5), lying, epochs=1, run_dir=str(tmp_path),
                   verbose=0, jit_compile=False)
+    # Only one label past the last class: 9 for the 9 outputs of classes 0..8.
+    info = data.DatasetInfo.from_dict({**digits8.info.to_dict(), "num_classes": 9,
+                                       "labels": list("012345678")})
+    lying = data.Splits(digits8.train, digits8.validation, digits8.test, info)
+    with pytest.raises(ValueError, match=r"labels outside num_classes.*0\.\.8; found 9$"):
+        train.fit(tiny_classifier(num_classes=9), lying, epochs=1, run_dir=str(tmp_path),
+                  verbose=0, jit_compile=False)
 
 
 def test_image_size_below_model_minimum(capsys):
@@ -1294,7 +1314,8 @@ class _KillAfterEpoch(keras.callbacks.Callback):
             raise _Killed()
 
 
-def test_a_resumed_run_keeps_its_early_stopping_state(digits8, tmp_path):
+@pytest.mark.parametrize("killed_after", [1, 0])
+def test_a_resumed_run_keeps_its_early_stopping_state(digits8, tmp_path, killed_after):
     """Early stopping continues to count the epochs waited before the kill: a run whose
     monitored value never improves stops after `patience` epochs, resumed or not."""
     kw = dict(epochs=8, verbose=0, learning_rate=1e-30, monitor="val_accuracy", patience=2,
@@ -1304,10 +1325,52 @@ def test_a_resumed_run_keeps_its_early_stopping_state(digits8, tmp_path):
     run = tmp_path / "b"
     with pytest.raises(_Killed):
         train.fit(tiny_classifier(), digits8, run_dir=str(run),
-                  callbacks=[_KillAfterEpoch(1)], **kw)
+                  callbacks=[_KillAfterEpoch(killed_after)], **kw)
     resumed = train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
     assert list(resumed["epoch"]) == [0, 1, 2]
     assert json.loads((run / "metrics.json").read_text())["best_epoch"] == 1
+
+
+class _SpoilEpoch(keras.callbacks.Callback):
+    """Before epoch ``spoil``: keeps the weights, then turns the classifier's scores
+    around (the epoch ends far worse by loss and by accuracy)."""
+
+    def __init__(self, spoil):
+        super().__init__()
+        self.spoil, self.kept = spoil, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.spoil:
+            self.kept = self.model.get_weights()
+            for v in self.model.get_layer("predictions").weights:
+                v.assign(-20.0 * v)
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
+def test_the_run_keeps_the_weights_of_its_best_epoch(digits8, tmp_path, monitor):
+    # Without early stopping (zoo train lenet5 on digits) or when it never stops, the
+    # best checkpoint is what the run keeps: model.keras, the test metrics, the model.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="images")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name="linear")
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
+    model.fit(digits8.train.repeat(20), verbose=0, shuffle=False)   # far better than chance
+    spoil = _SpoilEpoch(1)
+    history = train.fit(model, digits8, epochs=2, run_dir=str(tmp_path), verbose=0,
+                        learning_rate=1e-4, monitor=monitor, early_stopping=False,
+                        mixed_precision="off", jit_compile=False, callbacks=[spoil])
+    loss, accuracy = history["val_loss"].to_numpy(), history["val_accuracy"].to_numpy()
+    assert loss[1] > loss[0] + 1 and accuracy[1] < accuracy[0] - 0.2
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["best_epoch"] == 1
+    saved = keras.saving.load_model(tmp_path / "model.keras")
+    for kept, got, trained in zip(spoil.kept, saved.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, kept)
+        np.testing.assert_array_equal(trained, kept)
+    got = saved.evaluate(digits8.test, verbose=0, return_dict=True)
+    assert got["loss"] == pytest.approx(metrics["test_loss"], rel=1e-5)
 
 
 def test_a_resume_with_fewer_epochs_than_were_trained_is_refused(digits8, tmp_path):

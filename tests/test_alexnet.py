@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -62,3 +63,18 @@ def test_minimum_size():
     alexnet(input_shape=(67, 67, 3))
     with pytest.raises(ValueError, match=r"at least 67.*input_shape=\(66, 66, 3\)"):
         alexnet(input_shape=(66, 66, 3))
+
+
+def test_lrn_layers_use_the_documented_parameters():
+    # Documented: depth radius 2, bias 1, alpha 2e-5, beta 0.75 after the ReLU of C1 and C3.
+    import tensorflow as tf
+    model = alexnet(input_shape=(67, 67, 3), num_classes=3, local_response_normalization=True)
+    x = np.random.RandomState(0).rand(1, 67, 67, 3).astype("float32") * 255
+    for row in ("C1", "C3"):
+        relu, lrn = keras.Model(model.input, [model.get_layer(row).output,
+                                              model.get_layer(f"{row}_lrn").output]).predict(
+            x, verbose=0)
+        expected = tf.nn.local_response_normalization(relu, depth_radius=2, bias=1.0,
+                                                      alpha=2e-5, beta=0.75)
+        np.testing.assert_allclose(lrn, expected, rtol=1e-5)
+        assert np.abs(lrn - relu).max() > 1e-3 * np.abs(relu).max()

@@ -286,3 +286,18 @@ def test_convolutions_are_the_zoos_conv2d(goog):
         convs = [la for la in model.layers if isinstance(la, keras.layers.Conv2D)]
         assert convs and all(type(la) is Conv2D for la in convs)
         assert sum(la.kernel_size == (1, 1) for la in convs) >= 20
+
+
+def test_googlenet_module_concatenates_its_branches_in_the_papers_order():
+    """Figure 2(b): 1x1, 3x3, 5x5 and 3x3/1 max pooling + projection, concatenated in the
+    order of Table 1's columns (#1x1, #3x3, #5x5, pool proj)."""
+    import tensorflow as tf
+    model = googlenet(input_shape=(65, 65, 3), num_classes=3)
+    names = ["pool2", "inception_3a_pool", "inception_3a_1x1_relu", "inception_3a_3x3_relu",
+             "inception_3a_5x5_relu", "inception_3a_pool_proj_relu", "inception_3a"]
+    x = np.random.RandomState(0).rand(1, 65, 65, 3).astype("float32")
+    pool2, pool, b1, b2, b3, b4, out = keras.Model(
+        model.input, [model.get_layer(n).output for n in names]).predict(x, verbose=0)
+    np.testing.assert_allclose(pool, tf.nn.max_pool2d(pool2, 3, 1, "SAME"), rtol=1e-6)
+    assert [b.shape[-1] for b in (b1, b2, b3, b4)] == [64, 128, 32, 32]
+    np.testing.assert_array_equal(out, np.concatenate([b1, b2, b3, b4], axis=-1))

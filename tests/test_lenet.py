@@ -101,3 +101,50 @@ def test_classic_lenet_learns_digits():
     model.fit(x[:1400], y[:1400], epochs=6, batch_size=32, verbose=0)
     _, accuracy = model.evaluate(x[1400:], y[1400:], verbose=0)
     assert accuracy > 0.85
+
+
+def test_c3_connections_are_the_papers_table_i():
+    # LeCun et al. 1998, Table I: row i = S2 map i, column j = C3 map j, X = connected.
+    table_i = ["X   XXX  XXXX XX",
+               "XX   XXX  XXXX X",
+               "XXX   XXX  X XXX",
+               " XXX  XXXX  X XX",
+               "  XXX  XXXX XX X",
+               "   XXX  XXXX XXX"]
+    expected = np.array([[c == "X" for c in row] for row in table_i])
+    dense = keras.ops.convert_to_numpy(lenet5().get_layer("C3").dense_kernel())
+    np.testing.assert_array_equal(np.abs(dense).sum(axis=(0, 1)) > 0, expected)
+
+
+def test_subsampling_adds_the_window_then_scales_and_shifts():
+    # The paper's S2/S4: the four inputs are added, multiplied by a trainable
+    # coefficient and added to a trainable bias (one of each per map).
+    from zoo.layers import Subsampling
+    layer = Subsampling(2)
+    x = np.arange(2 * 4 * 4 * 2, dtype="float32").reshape(2, 4, 4, 2)
+    layer.build(x.shape)
+    layer.set_weights([np.array([0.5, 2.0], "float32"), np.array([0.25, -1.0], "float32")])
+    window_sums = x.reshape(2, 2, 2, 2, 2, 2).sum(axis=(2, 4))
+    expected = window_sums * [0.5, 2.0] + [0.25, -1.0]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected, rtol=1e-6)
+    assert float(keras.ops.convert_to_numpy(layer(x))[0, 0, 0, 0]) == 0.5 * (0 + 2 + 8 + 10) + 0.25
+
+
+def test_partial_c3_equals_a_convolution_with_its_dense_kernel_and_bias():
+    model = lenet5()
+    c3 = model.get_layer("C3")
+    rng = np.random.RandomState(0)
+    c3.bias.assign(rng.randn(16).astype("float32"))
+    x = rng.randn(2, 14, 14, 6).astype("float32")
+    dense = keras.ops.convert_to_numpy(c3.dense_kernel())
+    expected = np.tanh(keras.ops.convert_to_numpy(keras.ops.conv(x, dense, padding="valid"))
+                       + c3.bias.numpy())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(c3(x)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_modern_variant_pools_by_averaging():
+    model = lenet5(variant="modern")
+    x = np.random.RandomState(0).rand(1, 32, 32, 1).astype("float32")
+    c1, s2 = keras.Model(model.input, [model.get_layer("C1").output,
+                                       model.get_layer("S2").output]).predict(x, verbose=0)
+    np.testing.assert_allclose(s2, c1.reshape(1, 14, 2, 14, 2, 6).mean(axis=(2, 4)), rtol=1e-5)

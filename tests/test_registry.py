@@ -123,3 +123,18 @@ def test_register_checks_bfloat16_min_input_size(monkeypatch):
         info = registry._REGISTRY[f"bf16_probe{i}"][1]
         assert info.bfloat16_min_input_size == int(value)
         assert type(info.bfloat16_min_input_size) is int
+
+
+def test_default_num_classes_is_the_builders_default():
+    import inspect
+    for name in zoo.list_models():
+        builder = zoo.registry.get_builder(name)
+        default = inspect.signature(builder).parameters["num_classes"].default
+        assert zoo.model_info(name).default_num_classes == default, name
+    assert [zoo.model_info(n).default_num_classes for n in ("lenet5", "unet", "alexnet")] == \
+        [10, 2, 1000]
+
+
+def test_list_models_pattern_is_case_sensitive():
+    assert zoo.list_models("LeNet*") == []
+    assert zoo.list_models("lenet?") == ["lenet5"]

@@ -244,3 +244,20 @@ def test_feature_extractor_options_need_a_name():
     model = zoo.lenet5(include_top=False)
     with pytest.raises(ValueError, match="apply to a model name only"):
         feature_extractor(model, input_shape=(64, 64, 1))
+
+
+def test_bilinear_upsampling_and_the_skip_go_first_in_the_concatenation():
+    """upsampling='bilinear' interpolates bilinearly (not nearest); each concatenation is
+    [contracting-path map, upsampled map], the paper's Fig. 1 order."""
+    import tensorflow as tf
+    model = unet(input_shape=(16, 16, 1), depth=2, base_filters=4, padding="same",
+                 upsampling="bilinear")
+    names = ["bottom_conv2_relu", "up1_upsample", "down1_conv2_relu", "up1_upconv", "up1_concat"]
+    x = np.random.RandomState(0).rand(1, 16, 16, 1).astype("float32")
+    bottom, up, skip, upconv, concat = keras.Model(
+        model.input, [model.get_layer(n).output for n in names]).predict(x, verbose=0)
+    assert bottom.shape == (1, 4, 4, 16) and concat.shape == (1, 8, 8, 16)
+    np.testing.assert_allclose(up, tf.image.resize(bottom, (8, 8), "bilinear"), rtol=1e-5,
+                               atol=1e-6)
+    assert np.abs(up - tf.image.resize(bottom, (8, 8), "nearest")).max() > 1e-3
+    np.testing.assert_array_equal(concat, np.concatenate([skip, upconv], axis=-1))

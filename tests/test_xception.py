@@ -219,3 +219,32 @@ def test_separable_convolutions_are_the_zoos(xception_299):
     seps = [la for la in xception_299.layers if isinstance(la, keras.layers.SeparableConv2D)]
     assert len(seps) == 34 and all(type(la) is SeparableConv2D for la in seps)
     assert all(la.__class__.__name__ == "SeparableConv2D" for la in seps)
+
+
+def test_batch_norms_match_the_reference(reference, ours):
+    """Epsilon (outputs) and momentum (how training moves the statistics), layer by layer."""
+    _, ref, _, _, _ = reference
+    bn = (keras.layers.BatchNormalization,)
+    ours_bn = [(la.epsilon, la.momentum) for la in ours.layers if isinstance(la, bn)]
+    theirs_bn = [(la.epsilon, la.momentum) for la in ref.layers if isinstance(la, bn)]
+    assert len(ours_bn) == len(theirs_bn) == 40
+    assert ours_bn == theirs_bn
+    assert set(theirs_bn) == {(1e-3, 0.99)}
+
+
+def test_every_residual_sum_equals_the_reference(reference):
+    """The final output hides a module's main path behind the shortcuts (a missing ReLU
+    moves it by ~1e-5): compare each module's sum, where such a change is ~100x larger."""
+    include_top, ref, path, x, _ = reference
+    model = xception(input_shape=(SIZE, SIZE, 3), include_top=include_top,
+                     classifier_activation=None, weights=str(path))
+
+    def sums(m):
+        adds = [la.output for la in m.layers if isinstance(la, keras.layers.Add)]
+        return [keras.ops.convert_to_numpy(t) for t in keras.Model(m.input, adds)(x)]
+
+    theirs, mine = sums(ref), sums(model)
+    assert len(mine) == len(theirs) == 12
+    for got, expected in zip(mine, theirs):
+        assert np.std(expected) > 0.1
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)

@@ -5,7 +5,7 @@
   named exactly as the row (``C1``, ``S2``, ...); auxiliary layers (activation,
   LRN, dropout, flatten, extra pooling) are named ``<row>_<what>`` and belong
   to their row in :func:`zoo.layer_table`.
-- :func:`conv_bn_act`: convolution (+ batch norm) (+ activation) with stable names.
+- :func:`check_head_options`: the classifier options that only make sense together.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Optional
 
 from keras import layers
 
-from zoo import layers as zoo_layers
 from zoo import common
 
 
@@ -115,22 +114,6 @@ def build_rows(x, rows, *, num_classes=None, classifier_activation=None, stop_be
                 x = layers.MaxPooling2D(aux[1], strides=aux[2], name=f"{row.name}_pool")(x)
             else:
                 raise ValueError(f"Unknown auxiliary layer {aux!r} in row {row.name}")
-    return x
-
-
-def conv_bn_act(x, filters, kernel_size, *, strides=1, padding="same", use_bias=False,
-                batch_norm=True, activation="relu", name, bn_epsilon=1.001e-5, bn_momentum=0.99):
-    """Convolution, optional batch norm, optional activation.
-
-    Layers are named ``{name}_conv``, ``{name}_bn`` and ``{name}_{activation}``.
-    """
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
-                      use_bias=use_bias, name=f"{name}_conv")(x)
-    if batch_norm:
-        x = zoo_layers.BatchNormalization(axis=-1, epsilon=bn_epsilon, momentum=bn_momentum,
-                                      name=f"{name}_bn")(x)
-    if activation:
-        x = layers.Activation(activation, name=f"{name}_{activation}")(x)
     return x
 
 

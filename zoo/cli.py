@@ -86,11 +86,17 @@ def parse_shape(text: str) -> tuple:
             f"expected comma-separated integers such as 224,224,3; received {text!r}") from None
 
 
+def add_format_option(parser):
+    """``--format markdown|csv``: how ``zoo list``, ``zoo table`` and ``zoo summary`` print
+    their tables (:func:`zoo.tables.to_text`)."""
+    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown",
+                        help="output format (default: markdown)")
+
+
 def configure_list(parser):
     parser.add_argument("pattern", nargs="?", default=None,
                         help="shell-style filter, e.g. 'resnet*'")
-    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown",
-                        help="output format (default: markdown)")
+    add_format_option(parser)
 
     def run(args):
         from zoo import tables
@@ -106,12 +112,9 @@ def configure_list(parser):
 
 
 def configure_table(parser):
-    from zoo.profile import SUMMARY_MODEL_HELP, summary_model
-    parser.add_argument("name", help=SUMMARY_MODEL_HELP)
-    parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C",
-                        help="input size (default: the model's default input)")
-    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown",
-                        help="output format (default: markdown)")
+    from zoo.profile import add_model_arguments, summary_model
+    add_model_arguments(parser)
+    add_format_option(parser)
 
     def run(args):
         import zoo

@@ -860,14 +860,11 @@ def configure_summary(parser):
         ``run(args) -> int``: runs the command on the parsed arguments and returns its
         exit code.
     """
-    from zoo.cli import parse_shape
-    parser.add_argument("name", help=SUMMARY_MODEL_HELP)
-    parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C",
-                        help="input size (default: the model's default input)")
+    from zoo.cli import add_format_option
+    add_model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images per batch for activation memory (default: 1)")
-    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown",
-                        help="output format (default: markdown)")
+    add_format_option(parser)
     parser.add_argument("--plot", default=None, metavar="FILE.png",
                         help="draw multiply-adds and activation memory per layer")
 
@@ -894,10 +891,14 @@ def configure_summary(parser):
     return run
 
 
-#: The help of the ``name`` argument :func:`summary_model` reads (``zoo summary``,
-#: ``zoo table``).
-SUMMARY_MODEL_HELP = ("registered model name (see `zoo list`), or a .keras file or run "
-                      "directory (a path: ending in .keras or containing a /)")
+def add_model_arguments(parser) -> None:
+    """``NAME`` and ``--input-shape H,W,C``: what :func:`summary_model` reads, for ``zoo
+    summary`` and ``zoo table``."""
+    from zoo.cli import parse_shape
+    parser.add_argument("name", help="registered model name (see `zoo list`), or a .keras "
+                        "file or run directory (a path: ending in .keras or containing a /)")
+    parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C",
+                        help="input size (default: the model's default input)")
 
 
 def summary_model(name: str, input_shape=None):

@@ -114,22 +114,25 @@ def latest_version(model_dir) -> Optional[int]:
     return versions[-1] if versions else None
 
 
-def _taken_versions(model_dir) -> set:
+def _number_names(model_dir) -> list:
+    """The names in ``model_dir`` that are version numbers (complete or not); none when it
+    does not exist."""
     try:
-        return {int(e.name) for e in os.scandir(model_dir) if common.is_digits(e.name)}
-    except FileNotFoundError:
-        return set()
+        return [e.name for e in os.scandir(model_dir) if common.is_digits(e.name)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _taken_versions(model_dir) -> set:
+    return {int(n) for n in _number_names(model_dir)}
 
 
 def _check_same_number(model_dir, version, name):
     """Refuse ``version`` when a directory spells its number otherwise (``007`` for 7):
     TensorFlow Serving and :func:`list_versions` read both as one version, so a ``7`` beside
     it would make two."""
-    try:
-        others = sorted(e.name for e in os.scandir(model_dir) if common.is_digits(e.name)
-                        and int(e.name) == version and e.name != str(version))
-    except (FileNotFoundError, NotADirectoryError):
-        return
+    others = sorted(n for n in _number_names(model_dir)
+                    if int(n) == version and n != str(version))
     if others:
         raise FileExistsError(f"version {version} of {name!r} is already in "
                               f"{os.path.join(model_dir, others[0])} (the same number "

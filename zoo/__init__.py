@@ -40,6 +40,10 @@ _CALLABLE_MODULES = ("profile", "export")
 def __getattr__(name):
     import importlib
     import importlib.util
+    if name == "__all__":
+        # ``from zoo import *`` gives the builders too; they are only known once the
+        # builder modules (and TensorFlow) are imported, so the list is made on demand.
+        return [*_PUBLIC, *list_models()]
     if name in _CALLABLE_MODULES:
         return importlib.import_module(f"{__name__}.{name}")
     if name in _LAZY:
@@ -61,5 +65,5 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY) | set(_CALLABLE_MODULES) | set(list_models()))
 
 
-__all__ = ["ModelInfo", "get_model", "list_models", "model_info", "layer_table",
+_PUBLIC = ["ModelInfo", "get_model", "list_models", "model_info", "layer_table",
            *_CALLABLE_MODULES, *_LAZY]

@@ -494,16 +494,11 @@ def _missing_dirs(path) -> list:
 
 def _check_model_dir(model_dir):
     """ValueError naming the file when ``model_dir`` or one of its parents is one."""
-    path = model_dir
-    while path and not os.path.isdir(path):
+    for path in _missing_dirs(model_dir):
         if os.path.exists(path):
             raise ValueError(f"{path} is a file, not a directory: the export goes to "
                              f"{model_dir}/<version>; pass another base_dir (--base-dir) "
                              "or name (--name).")
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
 
 
 def _check_name(name):

@@ -531,12 +531,14 @@ def test_export_run_and_cli(tmp_path, capsys):
     model = zoo.lenet5(variant="modern")
     model.save(run / "model.keras")
     info = {"model": "lenet5", "task": "classification", "dataset": digits_info().to_dict(),
-            "metrics": {"test_accuracy": 0.9}}
+            "metrics": {"test_accuracy": 0.9},
+            "settings": {"epochs": 3, "optimizer": "adam", "learning_rate": 0.001}}
     (run / "info.json").write_text(json.dumps(info))
 
     path = zoo_export.export_run(run, base_dir=tmp_path / "models")
     record = json.load(open(os.path.join(path, "assets", "zoo.json")))
     assert record["name"] == "lenet5" and record["metrics"] == {"test_accuracy": 0.9}
+    assert record["training"] == {"source": str(run), "settings": info["settings"]}
     assert record["labels"][3] == "digit 3"
     raw = raw_images(2, (8, 8, 1))
     np.testing.assert_allclose(serve_fn(path)(images=tf.constant(raw))["probabilities"],
@@ -556,6 +558,14 @@ def test_export_run_and_cli(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "models" / "bare" / "4" / zoo_export.LITE_FILE)
     record = json.load(open(tmp_path / "models" / "bare" / "4" / "assets" / "zoo.json"))
     assert record["lite"] == {"file": None, "error": "not requested (lite=False)"}
+    assert record["training"] == {"source": str(run / "model.keras"),
+                                  "settings": info["settings"]}
+    # A model exported from memory: no source, no settings; a source that is no path: refused.
+    record = json.load(open(os.path.join(zoo.export(model, tmp_path / "mem", lite=False),
+                                         "assets", "zoo.json")))
+    assert record["training"] == {"source": None, "settings": None}
+    with pytest.raises(ValueError, match="source must be a path .* Received: int"):
+        zoo.export(model, tmp_path / "mem", lite=False, source=3)
 
     assert main(["export", str(tmp_path / "missing")]) == 2
     assert "zoo: error: no such run directory" in capsys.readouterr().err

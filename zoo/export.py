@@ -526,14 +526,15 @@ def _check_version(version):
 
 
 def export(model, base_dir="saved_models", name=None, version=None, precision="float32",
-           info=None, overwrite=False, *, metrics=None, lite=True) -> str:
+           info=None, overwrite=False, *, metrics=None, lite=True, source=None) -> str:
     """Export a Keras model as a versioned SavedModel with a raw-pixel serving signature.
 
     The ``serving_default`` signature takes ``images`` (float32 ``[None, None, None, C]``,
     raw pixels in the dataset's range, any size) and returns ``probabilities`` and
     ``classes`` (classifiers) or ``mask`` and ``probabilities`` (segmentation); resizing,
     channel conversion and normalisation run inside the graph. ``assets/zoo.json``
-    records labels, input spec, preprocessing, metrics and library versions.
+    records labels, input spec, preprocessing, metrics, library versions and where the
+    model came from (``training``: the source and a run's settings).
 
     Args:
         model: a ``keras.Model`` (functional, with a known input shape). Models with
@@ -556,6 +557,10 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
             LiteRT runtime (float32 exports only). It is kept only if it matches the
             SavedModel within ``1e-3`` on random check inputs; otherwise the export goes
             on without it and ``zoo.json`` says why (``"lite": {"file": null, "error"}``).
+        source: where the model came from (a run directory or a ``.keras`` file), recorded
+            as ``zoo.json``'s ``training.source`` (absolute); :func:`export_run` gives its
+            own. A run's ``info.json`` given as ``info`` adds its ``settings`` (epochs,
+            optimizer, learning rate, augmentation, seed, ...) as ``training.settings``.
 
     Returns:
         The path of the version directory, e.g. ``saved_models/lenet5/1``.
@@ -592,6 +597,12 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         raise ValueError(f"export supports models with one image input. Received "
                          f"{len(model.inputs)} inputs.")
     dataset, run_metrics, run_task, run_model = _resolve_info(info)
+    if source is not None and not isinstance(source, (str, os.PathLike)):
+        raise ValueError("source must be a path (the run directory or file the model came "
+                         f"from) or None. Received: {type(source).__name__}")
+    training = {"source": None if source is None else os.path.abspath(os.fspath(source)),
+                "settings": info.get("settings") if isinstance(info, dict)
+                and "dataset" in info else None}
     if name is None:
         name = run_model or model.name
     _check_name(name)
@@ -709,6 +720,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         "num_classes": num_classes,
         "dataset": dataset,
         "metrics": _jsonable(metrics),
+        "training": _jsonable(training),
     }
 
     created = _missing_dirs(model_dir)
@@ -1042,8 +1054,9 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
     """Export a training run (``model.keras`` + ``info.json``) or a bare ``.keras`` file.
 
     The run's ``info.json`` supplies the dataset (labels, normalisation, input size), the
-    task, the model's registry name and the test metrics; a ``.keras`` file with an
-    ``info.json`` beside it uses that one.
+    task, the model's registry name, the test metrics and the training settings; a
+    ``.keras`` file with an ``info.json`` beside it uses that one. ``zoo.json`` records the
+    run directory or file as ``training.source``.
 
     Args:
         run_dir_or_keras_file: a directory written by ``zoo train`` or a ``.keras`` file.
@@ -1064,7 +1077,7 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
     """
     model, info = _load_run(run_dir_or_keras_file)
     return export(model, base_dir=base_dir, name=name, version=version, precision=precision,
-                  info=info, overwrite=overwrite, lite=lite)
+                  info=info, overwrite=overwrite, lite=lite, source=run_dir_or_keras_file)
 
 
 def configure_export(parser):

@@ -554,14 +554,51 @@ def test_folder_datasets_read_webp_files_in_colour_and_grey(tmp_path):
         assert splits.info.splits["train"] >= 3 and images.shape[-1] == channels
 
 
-def test_folder_image_that_cannot_be_decoded(tmp_path):
+def _truncate(path, cut=20):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - cut])
+
+
+def test_folder_image_that_cannot_be_decoded_is_named(tmp_path):
     root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}})
-    png = (root / "train" / "a" / "1.png").read_bytes()
-    (root / "train" / "a" / "1.png").write_bytes(png[:len(png) - 20])   # truncated
-    with pytest.raises(ValueError, match=f"^Dataset folder '{root}': an image could not be "
-                                         r"decoded \(.+\)\. Check its image files for "
-                                         "truncated, damaged or unsupported ones.$"):
+    _truncate(root / "train" / "a" / "1.png")
+    with pytest.raises(ValueError, match=f"^Dataset folder '{root}': 1 image could not be "
+                                         r"decoded \(.+\): 'train/a/1.png'\. Remove or "
+                                         r"replace the damaged \(e\.g\. truncated\) files\.$"):
         data.load_splits(f"folder:{root}")
+    # Several, in any split (also those the statistics do not read): up to three named.
+    for split, label, i in [("train", "b", 0), ("train", "b", 2)]:
+        _truncate(root / split / label / f"{i}.png")
+    with pytest.raises(ValueError, match=r"3 images could not be decoded \(.+\): "
+                                         r"'train/a/1.png', 'train/b/0.png', 'train/b/2.png'\. "):
+        data.load_splits(f"folder:{root}")
+    # Cut inside its header: named by the channel check, which reads the headers of a sample.
+    _truncate(root / "train" / "a" / "0.png", cut=len((root / "train" / "a" / "0.png")
+                                                      .read_bytes()) - 12)
+    with pytest.raises(ValueError, match=re.escape(
+            f"{str(root / 'train' / 'a' / '0.png')!r} could not be read as an image "
+            "(UnidentifiedImageError: its header is damaged or cut short). Remove or replace "
+            "the file.")):
+        data.load_splits(f"folder:{root}")
+
+
+def test_an_image_that_fails_after_the_statistics_is_named_too(tmp_path):
+    from zoo.train import fit, label_errors_as
+    root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}, "test": {"a": 2, "b": 2}})
+    _truncate(root / "test" / "b" / "1.png")
+    splits = data.load_splits(f"folder:{root}", image_size=32)   # statistics: train/ only
+    # (label_errors_as: what a search's trials and evaluation read their data under)
+    with pytest.raises(ValueError, match=r"1 image could not be decoded \(.+\): "
+                                         r"'test/b/1.png'\. Remove"):
+        with label_errors_as(ValueError, splits.info.name):
+            list(splits.test)
+    with pytest.raises(tf.errors.InvalidArgumentError):   # without a dataset: as it is
+        with label_errors_as(ValueError):
+            list(splits.test)
+    # zoo.train.fit: after training, in the test split's evaluation.
+    with pytest.raises(ValueError, match=r"1 image could not be decoded \(.+\): "
+                                         r"'test/b/1.png'\. Remove"):
+        fit("lenet5", splits, epochs=1, run_dir=tmp_path / "run", verbose=0)
 
 
 def test_folder_class_layout_needs_two_classes_with_images(tmp_path):
@@ -949,3 +986,27 @@ def test_load_refuses_a_data_dir_or_download_of_the_wrong_kind(name, kwargs, mes
     for call in (lambda: data.load(name, **kwargs), lambda: data.load_splits(name, **kwargs)):
         with pytest.raises(ValueError, match=re.escape(message)):
             call()
+
+
+def test_a_search_on_a_folder_with_a_damaged_image_ends_naming_it(tmp_path):
+    import keras_tuner as kt
+    from tuning.hypermodels import LeNet5HyperModel
+    from tuning.search import search
+    root = _class_tree(tmp_path / "c", {"train": {"a": 8, "b": 8},
+                                        "validation": {"a": 2, "b": 2}}, size=(32, 32))
+    _truncate(root / "validation" / "a" / "1.png")
+    fix = {"variant": "modern", "optimizer": "sgd", "batch_size": 8, "augment": 0.0,
+           "label_smoothing": 0.0, "weight_decay": 0.0, "lr_schedule": "constant"}
+    # found by the objective's check on a validation batch, before any trial
+    with pytest.raises(ValueError, match=r"1 image could not be decoded \(.+\): "
+                                         r"'validation/a/1.png'\. Remove") as exc:
+        search("lenet5", f"folder:{root}", tuner="random", max_trials=3, epochs=1,
+               directory=str(tmp_path / "s"), project="p", fix=fix)
+    assert "\n" not in str(exc.value)
+    assert not list((tmp_path / "s" / "p").glob("trial_*"))
+    # in a trial's training: fatal (the search ends), every trial would fail alike
+    splits = data.load_splits(f"folder:{root}", batch_size=8)
+    hypermodel = LeNet5HyperModel(info=splits.info, fix=fix)
+    hp = kt.HyperParameters()
+    with pytest.raises(kt.errors.FatalValueError, match=r"'validation/a/1.png'\. Remove"):
+        hypermodel.fit(hp, hypermodel.build(hp), splits.validation, epochs=1, verbose=0)

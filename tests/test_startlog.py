@@ -172,6 +172,19 @@ def test_command_line_filter_is_nothing_outside_a_command_line(monkeypatch):
         pass
 
 
+@pytest.mark.parametrize("level", [None, 2])
+def test_command_line_quiet_shuts_file_descriptor_2_in_a_command_line_only(monkeypatch, capfd,
+                                                                          level):
+    monkeypatch.setattr(startlog, "_command_line_level", level)
+    os.write(2, b"before\n")
+    with startlog.command_line_quiet():
+        os.write(2, b"a C library's line\n")
+    os.write(2, b"after\n")
+    shown = capfd.readouterr().err
+    assert shown == ("before\na C library's line\nafter\n" if level is None
+                     else "before\nafter\n")
+
+
 def test_the_filtered_import_looks_for_gpus_inside_the_filter(tmp_path):
     """TensorFlow logs the failed cuInit when it first looks for GPUs, after its import: the
     filtered import looks for them before the filter closes, so that the line is dropped

@@ -714,7 +714,8 @@ class ZooHyperModel(kt.HyperModel):
         Raises:
             keras_tuner.errors.FatalValueError: a label (mask value) outside the model's
                 ``0..num_classes-1`` that is not the ignore label, in either dataset (one
-                line, as ``zoo.train.fit`` says it); it ends the search, since every trial
+                line, as ``zoo.train.fit`` says it), or an image of a folder dataset that
+                cannot be decoded (the files named); it ends the search, since every trial
                 would fail on it.
         """
         import tensorflow as tf
@@ -741,9 +742,9 @@ class ZooHyperModel(kt.HyperModel):
         quiet = (quiet_unknown_length(x, validation_data)
                  if "steps_per_epoch" not in kwargs and "validation_steps" not in kwargs
                  else contextlib.nullcontext())
-        # A label outside the classes is the data's fault, not the trial's: every trial would
-        # fail alike, so the search ends.
-        with label_errors_as(kt.errors.FatalValueError), quiet:
+        # A label outside the classes, or an image that cannot be decoded, is the data's
+        # fault, not the trial's: every trial would fail alike, so the search ends.
+        with label_errors_as(kt.errors.FatalValueError, getattr(self.info, "name", None)), quiet:
             return model.fit(x, *args, validation_data=validation_data, callbacks=callbacks,
                              **kwargs)
 

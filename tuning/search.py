@@ -814,7 +814,7 @@ def _evaluate(model, dataset, hypermodel):
     from zoo.train import _label_guard, _num_outputs, label_errors_as
     dataset = _label_guard(dataset, _num_outputs(model), hypermodel.task,
                            hypermodel.ignore_label)
-    with label_errors_as(ValueError):
+    with label_errors_as(ValueError, getattr(hypermodel.info, "name", None)):
         return model.evaluate(dataset, verbose=0, return_dict=True)
 
 

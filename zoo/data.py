@@ -856,15 +856,43 @@ def _image_files(folder, *, recursive=False):
 
 def _decode_failure(exc, name):
     """A ``ValueError`` for TensorFlow's error ``exc`` when an image of dataset ``name``
-    could not be decoded while the pipeline read it (e.g. a truncated file), else ``None``."""
+    could not be decoded while the pipeline read it (e.g. a truncated file), else ``None``.
+    TensorFlow's error does not say which file: a folder's images are decoded again to name
+    the ones that fail (:func:`_undecodable`)."""
     text = str(exc)
     if not isinstance(exc, tf.errors.InvalidArgumentError) or _DECODE_OP not in text:
         return None
     found = re.search(r"transformation with iterator: \S+: ([^\n]+)", text)
     reason = found.group(1).strip() if found else "unknown format or damaged data"
     folder = name[len("folder:"):] if name.startswith("folder:") else name
-    return ValueError(f"Dataset folder {folder!r}: an image could not be decoded ({reason}). "
-                      "Check its image files for truncated, damaged or unsupported ones.")
+    broken = _undecodable(folder) if os.path.isdir(folder) else []
+    if not broken:
+        return ValueError(f"Dataset folder {folder!r}: an image could not be decoded "
+                          f"({reason}). Check its image files for truncated, damaged or "
+                          "unsupported ones.")
+    shown = ", ".join(repr(os.path.relpath(p, folder)) for p in broken[:3])
+    return ValueError(f"Dataset folder {folder!r}: {len(broken)} image"
+                      f"{' could' if len(broken) == 1 else 's could'} not be decoded "
+                      f"({reason}): {shown}{', ...' if len(broken) > 3 else ''}. Remove or "
+                      "replace the damaged (e.g. truncated) files.")
+
+
+def _undecodable(folder) -> list:
+    """The image files under ``folder`` (all its splits) that the pipeline's decoder fails
+    on, sorted by path. Each is decoded once, in parallel, by a tf.data pipeline that skips
+    the failures; in a command line, file descriptor 2 is shut meanwhile (libjpeg writes a
+    line of its own for each damaged JPEG)."""
+    from zoo.startlog import command_line_quiet
+    paths = _image_files(folder, recursive=True)
+    if not paths:
+        return []
+    ds = (tf.data.Dataset.from_tensor_slices(paths)
+          .map(lambda p: (p, tf.shape(_decode(p, 3))), num_parallel_calls=tf.data.AUTOTUNE,
+               deterministic=False)
+          .ignore_errors())
+    with command_line_quiet():
+        decoded = {os.fsdecode(p) for p, _ in ds.as_numpy_iterator()}
+    return [p for p in paths if p not in decoded]
 
 
 _GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
@@ -872,8 +900,13 @@ _GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"
 
 def _image_channels(path):
     from PIL import Image
-    with Image.open(path) as im:
-        return (1 if im.mode in _GREY_MODES else 3), im.size[::-1]
+    try:
+        with Image.open(path) as im:
+            return (1 if im.mode in _GREY_MODES else 3), im.size[::-1]
+    except OSError as exc:   # PIL.UnidentifiedImageError: no readable header
+        raise ValueError(f"{path!r} could not be read as an image ({exc.__class__.__name__}: "
+                         "its header is damaged or cut short). Remove or replace the file."
+                         ) from None
 
 
 def _spread(items, most):

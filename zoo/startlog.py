@@ -119,14 +119,10 @@ def _filtered(level: int, no_gpu: bool):
     except OSError:   # no filter: the lines pass unfiltered
         yield
         return
-    saved = os.dup(2)
-    os.dup2(proc.stdin.fileno(), 2)
     try:
-        yield
+        with _fd2_to(proc.stdin.fileno()):
+            yield
     finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
         proc.stdin.close()
         try:
             proc.wait(timeout=10)   # its last lines before anything written after the block
@@ -176,6 +172,36 @@ def command_line_filter():
         return
     with filtered_stderr(_command_line_level, gpu_absent()):
         yield
+
+
+@contextlib.contextmanager
+def command_line_quiet():
+    """In a command line (:func:`for_command_line`), file descriptor 2 shut (to the null
+    device) for the ``with`` block, for C libraries' own lines on work whose outcome the
+    command reports itself; elsewhere nothing."""
+    if _command_line_level is None:
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        with _fd2_lock, _fd2_to(null):
+            yield
+    finally:
+        os.close(null)
+
+
+@contextlib.contextmanager
+def _fd2_to(fd: int):
+    """File descriptor 2 a copy of ``fd`` for the ``with`` block, then what it was."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def for_command_line() -> bool:

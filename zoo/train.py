@@ -1658,15 +1658,20 @@ def label_error_line(exc) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def label_errors_as(error_type=ValueError):
+def label_errors_as(error_type=ValueError, dataset=None):
     """Inside, :func:`_label_guard`'s assertion leaves as ``error_type`` with its one line
-    (:func:`label_error_line`) instead of TensorFlow's error; any other error as it is."""
+    (:func:`label_error_line`) instead of TensorFlow's error, and so does an image of the
+    dataset named ``dataset`` (a folder's) that cannot be decoded, naming the files
+    (``zoo.data._decode_failure``); any other error as it is."""
     try:
         yield
     except tf.errors.InvalidArgumentError as exc:
         line = label_error_line(exc)
         if line:
             raise error_type(line) from None
+        error = zdata._decode_failure(exc, dataset) if dataset is not None else None
+        if error is not None:
+            raise error_type(str(error)) from None
         raise
 
 

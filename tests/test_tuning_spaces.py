@@ -4,6 +4,7 @@ results table and best trial (no search is run)."""
 
 import importlib
 import math
+import re
 import types
 
 import keras
@@ -54,6 +55,15 @@ def test_every_space_is_the_documented_one(family):
                                      "builder argument"]].itertuples(index=False)]
     want = SPACES[family] + TRAINING + (SMOOTHING if family != "unet" else [])
     assert rows == want
+
+
+def test_the_grid_tuner_tries_the_documented_learning_rates():
+    hm = hms.LeNet5HyperModel()
+    hm.grid = True          # as tuning.search sets it for tuner="grid"
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    lr = next(p for p in hp.space if p.name == "lr")
+    assert [hms.clean_value(lr, v) for v in lr.values] == [1e-4, 1e-3, 1e-2, 1e-1]
 
 
 def _fixed(**values):
@@ -170,19 +180,22 @@ def test_narrowing_keeps_or_moves_the_default_and_the_range_ends():
 
 
 def test_values_are_converted_and_checked():
-    hm = hms.AlexNetHyperModel()
-    assert hm.fix("lrn", "yes").params["lrn"].default is True
+    assert hms.AlexNetHyperModel().fix("lrn", "yes").params["lrn"].default is True
     assert hms.AlexNetHyperModel().fix("lrn", "no").params["lrn"].default is False
-    with pytest.raises(ValueError, match="'batch_size' takes int values. Received: '32.5'"):
-        hm.fix("batch_size", "32.5")
-    with pytest.raises(ValueError, match="'lrn' takes bool values. Received: 'maybe'"):
-        hm.fix("lrn", "maybe")
-    with pytest.raises(ValueError, match="range low must not exceed high. Received: 0.01:0.001"):
-        hm.set("lr", "1e-2:1e-3")
-    with pytest.raises(ValueError, match="--fix names 'lr' twice"):
-        hms.parse_assignments(["lr=1e-3", "lr=1e-2"], "--fix")
-    with pytest.raises(ValueError, match="'lr' is given to both fix"):
-        hms.check_set_fix(set={"lr": "1e-4:1e-2"}, fix={"lr": "1e-3"})
+    refused = [
+        (lambda hm: hm.fix("batch_size", "32.5"), "'batch_size' takes int values. Received: "
+                                                  "'32.5'"),
+        (lambda hm: hm.fix("lrn", "maybe"), "'lrn' takes bool values. Received: 'maybe'"),
+        (lambda hm: hm.set("lr", "1e-2:1e-3"), "range low must not exceed high. Received: "
+                                               "0.01:0.001"),
+        (lambda hm: hms.parse_assignments(["lr=1e-3", "lr=1e-2"], "--fix"),
+         "--fix names 'lr' twice"),
+        (lambda hm: hms.check_set_fix(set={"lr": "1e-4:1e-2"}, fix={"lr": "1e-3"}),
+         "'lr' is given to both fix"),
+    ]
+    for call, message in refused:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call(hms.AlexNetHyperModel())
 
 
 # -- training data -------------------------------------------------------------------------

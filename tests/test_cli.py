@@ -185,3 +185,57 @@ def test_every_option_of_every_command_says_what_it_does(command):
     silent = [action.option_strings[0] if action.option_strings else action.dest
               for action in parser._actions if not action.help]
     assert silent == []
+
+
+@pytest.mark.parametrize("exc, code, line", [
+    (ValueError("input_shape must be\n   three integers"), 2,
+     "zoo: error: input_shape must be three integers"),
+    (cli.CLIError("no registered model matches 'x*'"), 2,
+     "zoo: error: no registered model matches 'x*'"),
+    (FileNotFoundError("no such file: a.png"), 2, "zoo: error: no such file: a.png"),
+    (KeyError("images"), 2, "zoo: error: 'images'"),
+    (RuntimeError("the GPU ran out of memory"), 1, "zoo: error: the GPU ran out of memory"),
+    (RuntimeError(), 1, "zoo: error: RuntimeError"),
+])
+def test_bad_input_exits_with_2_and_other_failures_with_1_in_one_line(monkeypatch, capsys, exc,
+                                                                      code, line):
+    from zoo import startlog
+    monkeypatch.delenv("ZOO_DEBUG", raising=False)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setattr(startlog, "_command_line_level", None)
+
+    def configure_list(parser):
+        def run(args):
+            raise exc
+        return run
+
+    monkeypatch.setattr(cli, "configure_list", configure_list)
+    assert cli.main(["list"]) == code
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_no_command_prints_the_help_and_exits_with_2(monkeypatch, capsys):
+    from zoo import startlog
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setattr(startlog, "_command_line_level", None)
+    assert cli.main([]) == 2
+    assert capsys.readouterr().out.startswith("usage: zoo [-h] [--version] COMMAND ...")
+
+
+def test_signal_exit_codes_are_the_shells():
+    assert cli.signal_exit_code(cli.Terminated()) == 143
+    assert cli.signal_exit_code(KeyboardInterrupt()) == 130
+
+
+def test_shapes_and_numbers_from_the_command_line():
+    import argparse
+    import math
+    assert cli.parse_shape("32x32x1") == (32, 32, 1) == cli.parse_shape("32,32,1")
+    non_negative = cli.number_type("a non-negative number of milliseconds",
+                                   lambda v: 0 <= v < math.inf)
+    assert non_negative("0") == 0.0 and non_negative("2.5") == 2.5
+    for text in ("abc", "nan", "-1", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match=f"expected a non-negative number of milliseconds; received "
+                                 f"'{text}'"):
+            non_negative(text)

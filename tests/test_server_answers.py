@@ -1,0 +1,98 @@
+"""zoo.server in-process, without a model or a server process: the answer forms of
+``:predict`` (TensorFlow Serving's row and columnar formats, one output or several) and the
+version a request without one is answered by."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+
+from zoo.server import ModelStore, ServingError, dumps, handle_predict  # noqa: E402
+
+
+class FakeServable:
+    """A model of ``outputs`` whose every output is the images' pixel sums times a factor."""
+
+    input_name = "images"
+    signature_names = ("serving_default", "other")
+
+    def __init__(self, *outputs):
+        self.outputs = outputs
+        self.signatures = []
+
+    def predict(self, images, batch_size=None, *, signature_name=None):
+        self.signatures.append(signature_name)
+        sums = np.asarray(images, np.float32).reshape(len(images), -1).sum(1)
+        return {name: sums * (i + 1) for i, name in enumerate(self.outputs)}
+
+
+IMAGES = [[[[1.0], [2.0]], [[3.0], [4.0]]], [[[0.0], [0.0]], [[0.0], [0.5]]]]
+
+
+def answer(servable, payload):
+    """The JSON answer as a client reads it."""
+    return json.loads(dumps(handle_predict(servable, payload)))
+
+
+def test_one_output_is_answered_without_its_name_in_both_formats():
+    servable = FakeServable("probabilities")
+    assert answer(servable, {"instances": IMAGES}) == {"predictions": [10.0, 0.5]}
+    assert answer(servable, {"inputs": IMAGES}) == {"outputs": [10.0, 0.5]}
+
+
+def test_several_outputs_are_rows_of_named_values_or_named_columns():
+    servable = FakeServable("probabilities", "classes")
+    assert answer(servable, {"instances": IMAGES}) == {"predictions": [
+        {"probabilities": 10.0, "classes": 20.0}, {"probabilities": 0.5, "classes": 1.0}]}
+    assert answer(servable, {"inputs": {"images": IMAGES}}) == {"outputs": {
+        "probabilities": [10.0, 0.5], "classes": [20.0, 1.0]}}
+
+
+def test_an_empty_signature_name_is_the_default_one():
+    servable = FakeServable("probabilities")
+    handle_predict(servable, {"signature_name": "", "instances": IMAGES})
+    handle_predict(servable, {"instances": IMAGES})
+    handle_predict(servable, {"signature_name": "other", "inputs": IMAGES})
+    assert servable.signatures == ["serving_default", "serving_default", "other"]
+
+
+@pytest.mark.parametrize("payload, ending", [
+    ({"instances": IMAGES, "inputs": IMAGES}, "; it has both"),
+    ({"signature_name": "other"}, "; it has neither"),
+])
+def test_exactly_one_of_instances_and_inputs(payload, ending):
+    with pytest.raises(ServingError) as info:
+        handle_predict(FakeServable("probabilities"), payload)
+    assert info.value.status == 400
+    assert info.value.message == ("the request must contain exactly one of 'instances' (row "
+                                  "format) or 'inputs' (columnar format)" + ending)
+
+
+def _versions(base, name, versions):
+    for v in versions:
+        os.makedirs(base / name / str(v))
+        (base / name / str(v) / "saved_model.pb").write_bytes(b"")
+
+
+def test_the_newest_version_that_may_load_answers_and_others_must_exist(tmp_path):
+    _versions(tmp_path, "m", [1, 3, 10])
+    (tmp_path / "m" / "20").mkdir()                  # no saved_model.pb: not a version
+    store = ModelStore(str(tmp_path))
+    assert store.resolve("m") == 10                   # 10 > 3 as numbers, not as text
+    assert store.resolve("m", 3) == 3
+    store._failed[("m", 10)] = ("could not be loaded", store._stamp("m", 10))
+    assert store.resolve("m") == 3                    # the newest that may still load
+    store._failed[("m", 3)] = ("could not be loaded", store._stamp("m", 3))
+    store._failed[("m", 1)] = ("could not be loaded", store._stamp("m", 1))
+    assert store.resolve("m") == 10                   # none may: the newest on disk
+    with pytest.raises(ServingError) as info:
+        store.resolve("m", 2)
+    assert info.value.status == 404
+    assert info.value.message == ("Servable not found for request: model 'm' version 2 "
+                                  "(available versions: 1, 3, 10)")
+    with pytest.raises(ServingError) as info:
+        store.resolve("other")
+    assert info.value.status == 404 and "known models: m)" in info.value.message

@@ -1,0 +1,343 @@
+"""Fast tests of tuning/: each family's search space, what a trial's hyperparameters do to
+the built and compiled model and to its training data, narrowing rules, and the search's
+results table and best trial (no search is run)."""
+
+import importlib
+import math
+import re
+import types
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pandas as pd
+import pytest
+
+from tuning import hypermodels as hms
+
+tsearch = importlib.import_module("tuning.search")   # (tuning.search is also the function)
+
+# The README's table ("Hyperparameter search"): name, type, values, default, builder argument.
+TRAINING = [
+    ("optimizer", "choice", "adam, sgd, rmsprop", "adam", ""),
+    ("lr", "float", "0.0001 .. 0.1 (log)", "0.001", ""),
+    ("lr_schedule", "choice", "constant, cosine", "constant", ""),
+    ("weight_decay", "choice", "0, 1e-05, 0.0001, 0.001", "0", ""),
+    ("batch_size", "choice", "16, 32, 64, 128", "32", ""),
+    ("augment", "float", "0 .. 2 (step 0.5)", "1", ""),
+]
+SMOOTHING = [("label_smoothing", "float", "0 .. 0.2 (step 0.05)", "0", "")]
+HEAD = [("pooling", "choice", "avg, max", "avg", ""),
+        ("dropout", "float", "0 .. 0.5 (step 0.1)", "0", "")]
+SPACES = {
+    "lenet5": [("variant", "choice", "classic, modern", "classic", "variant")],
+    "alexnet": [("lrn", "boolean", "True, False", "False", "local_response_normalization"),
+                ("dropout", "float", "0 .. 0.7 (step 0.1)", "0.5", "dropout")],
+    "googlenet": [("batch_norm", "boolean", "True, False", "False", "batch_norm"),
+                  ("lrn", "boolean", "True, False", "False", "local_response_normalization"),
+                  ("pooling", "choice", "avg, max", "avg", ""),
+                  ("dropout", "float", "0 .. 0.7 (step 0.1)", "0.4", "dropout")],
+    "inception_v3": HEAD,
+    "xception": HEAD,
+    "resnet": [("depth", "choice", "18, 34, 50", "50", "")] + HEAD,
+    "unet": [("depth", "choice", "2, 3, 4, 5", "4", "depth"),
+             ("base_filters", "choice", "16, 32, 64", "64", "base_filters"),
+             ("batch_norm", "boolean", "True, False", "False", "batch_norm"),
+             ("upsampling", "choice", "transpose, bilinear", "transpose", "upsampling"),
+             ("dropout", "float", "0 .. 0.5 (step 0.1)", "0", "dropout")],
+}
+
+
+@pytest.mark.parametrize("family", sorted(SPACES))
+def test_every_space_is_the_documented_one(family):
+    table = hms.HYPERMODELS[family]().describe()
+    rows = [tuple(r) for r in table[["name", "type", "values", "default",
+                                     "builder argument"]].itertuples(index=False)]
+    want = SPACES[family] + TRAINING + (SMOOTHING if family != "unet" else [])
+    assert rows == want
+
+
+def test_the_grid_tuner_tries_the_documented_learning_rates():
+    hm = hms.LeNet5HyperModel()
+    hm.grid = True          # as tuning.search sets it for tuner="grid"
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    lr = next(p for p in hp.space if p.name == "lr")
+    assert [hms.clean_value(lr, v) for v in lr.values] == [1e-4, 1e-3, 1e-2, 1e-1]
+
+
+def _fixed(**values):
+    hp = kt.HyperParameters()
+    for name, value in values.items():
+        hp.Fixed(name, value)
+    return hp
+
+
+def test_a_trials_training_choices_reach_the_compiled_model():
+    hm = hms.LeNet5HyperModel(fix={"variant": "modern"})
+    model = hm.build(_fixed(optimizer="rmsprop", lr=0.02, weight_decay=1e-4,
+                            label_smoothing=0.1))
+    assert isinstance(model.optimizer, keras.optimizers.RMSprop)
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.02)
+    assert model.optimizer.weight_decay == pytest.approx(1e-4)
+    assert model.loss.label_smoothing == pytest.approx(0.1)
+    # the defaults: no weight decay, no smoothing
+    model = hm.build(kt.HyperParameters())
+    assert model.optimizer.weight_decay is None
+    assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
+    keras.backend.clear_session()
+
+
+def _head(model):
+    kinds = [type(layer).__name__ for layer in model.layers]
+    dropout = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    return kinds[-3:], dropout
+
+
+def test_the_global_pool_head_follows_pooling_and_dropout():
+    hm = hms.ResNetHyperModel(input_shape=(32, 32, 3), num_classes=10, fix={"depth": 18})
+    # avg, no dropout: the builder's own model
+    own = hm.build_model(hm.defaults())
+    assert _head(own)[1] == [] and own.count_params() == 11_191_242
+    # avg with dropout: the pooled features, the dropout, a softmax classifier
+    model = hm.build_model({**hm.defaults(), "dropout": 0.3})
+    assert _head(model) == (["GlobalAveragePooling2D", "Dropout", "Dense"], [0.3])
+    assert model.get_layer("head_dropout").rate == pytest.approx(0.3)
+    assert model.count_params() == own.count_params()
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    assert np.asarray(model(x)).sum(axis=-1) == pytest.approx([1.0, 1.0], abs=1e-5)
+    # max, no dropout
+    model = hm.build_model({**hm.defaults(), "pooling": "max"})
+    assert _head(model) == (["Activation", "GlobalMaxPooling2D", "Dense"], [])
+    assert model.get_layer("predictions").activation is keras.activations.softmax
+    keras.backend.clear_session()
+
+
+def test_googlenets_dropout_is_its_builders_own():
+    hm = hms.GoogLeNetHyperModel(input_shape=(65, 65, 3), num_classes=10)
+    model = hm.build_model({**hm.defaults(), "dropout": 0.6})
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] \
+        == [0.6]
+    assert "head_dropout" not in [layer.name for layer in model.layers]
+    keras.backend.clear_session()
+
+
+def test_resnet_depth_picks_the_builder_and_the_models_weighed():
+    hm = hms.ResNetHyperModel(input_shape=(32, 32, 3), num_classes=10)
+    assert hm.model_names() == ("resnet18", "resnet34", "resnet50")
+    assert hm.builder_name({"depth": 34}) == "resnet34"
+    assert hms.get_hypermodel("resnet", set={"depth": "18,34"}).model_names() == \
+        ("resnet18", "resnet34")
+    assert hms.get_hypermodel("resnet34").model_names() == ("resnet34",)
+    with pytest.raises(ValueError, match="resnet34 fixes depth=34; received fix depth=18"):
+        hms.get_hypermodel("resnet34", fix={"depth": 18})
+
+
+def test_unet_sizes_are_checked_on_height_and_width_for_every_depth():
+    hm = hms.UNetHyperModel(input_shape=(32, 32, 1), num_classes=3)
+    assert hm.min_input_size() == 32
+    assert hms.UNetHyperModel(set={"depth": "2,3"}).min_input_size() == 8
+    hm.set("depth", "2,3")
+    hm.check_input_shape((24, 40, 1))
+    with pytest.raises(ValueError, match="received image size 24x36, which depth 3 of the "
+                                         "space does not fit"):
+        hm.check_input_shape((24, 36, 1))
+    with pytest.raises(ValueError, match="received image size 36x24, which depth 3"):
+        hm.check_input_shape((36, 24, 1))
+
+
+def test_unet_batch_norm_reaches_the_builder():
+    hm = hms.UNetHyperModel(input_shape=(16, 16, 1), num_classes=3,
+                            fix={"depth": 2, "base_filters": 4})
+    plain = hm.build_model(hm.defaults())
+    normed = hm.build_model({**hm.defaults(), "batch_norm": True})
+    count = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in normed.layers)
+    assert count == 10 and not any(isinstance(layer, keras.layers.BatchNormalization)
+                                   for layer in plain.layers)
+    keras.backend.clear_session()
+
+
+# -- narrowing -----------------------------------------------------------------------------
+
+def test_narrowing_keeps_or_moves_the_default_and_the_range_ends():
+    hm = hms.LeNet5HyperModel()
+    hm.set("lr", "2e-3:1e-2")
+    assert (hm.params["lr"].min_value, hm.params["lr"].max_value) == (2e-3, 1e-2)
+    assert hm.params["lr"].default == 2e-3          # the default 1e-3 lies below: the low end
+    hm.set("batch_size", "16:64")                   # both ends kept
+    assert hm.params["batch_size"].values == (16, 32, 64)
+    assert hm.params["batch_size"].default == 32
+    hm.set("batch_size", "16,64")                   # 32 is gone: the first choice
+    assert hm.params["batch_size"].default == 16
+    fresh = hms.LeNet5HyperModel().set("batch_size", "64,32")
+    assert fresh.params["batch_size"].default == 32   # the default, where it is a choice
+    lr = hms.LeNet5HyperModel().set("lr", "5e-3:5e-3").params["lr"]
+    assert lr.kind == "fixed" and lr.default == 5e-3
+    twice = hms.LeNet5HyperModel().set("batch_size", "64,64").params["batch_size"]
+    assert twice.kind == "fixed" and twice.default == 64
+    trailing = hms.LeNet5HyperModel().set("batch_size", "16,32,").params["batch_size"]
+    assert trailing.values == (16, 32)
+
+
+def test_values_are_converted_and_checked():
+    assert hms.AlexNetHyperModel().fix("lrn", "yes").params["lrn"].default is True
+    assert hms.AlexNetHyperModel().fix("lrn", "no").params["lrn"].default is False
+    refused = [
+        (lambda hm: hm.fix("batch_size", "32.5"), "'batch_size' takes int values. Received: "
+                                                  "'32.5'"),
+        (lambda hm: hm.fix("lrn", "maybe"), "'lrn' takes bool values. Received: 'maybe'"),
+        (lambda hm: hm.set("lr", "1e-2:1e-3"), "range low must not exceed high. Received: "
+                                               "0.01:0.001"),
+        (lambda hm: hms.parse_assignments(["lr=1e-3", "lr=1e-2"], "--fix"),
+         "--fix names 'lr' twice"),
+        (lambda hm: hms.check_set_fix(set={"lr": "1e-4:1e-2"}, fix={"lr": "1e-3"}),
+         "'lr' is given to both fix"),
+    ]
+    for call, message in refused:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call(hms.AlexNetHyperModel())
+
+
+# -- training data -------------------------------------------------------------------------
+
+class _Batches(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.count = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.count += 1
+
+
+@pytest.mark.parametrize("batch_size, batches", [(16, 3), (32, 2)])
+def test_fit_batches_the_data_by_the_batch_size_hyperparameter(batch_size, batches):
+    import tensorflow as tf
+    hm = hms.LeNet5HyperModel(fix={"variant": "modern", "augment": 0.0,
+                                   "batch_size": batch_size})
+    hp = kt.HyperParameters()
+    model = hm.build(hp)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 32, 32, 1)).astype("float32")
+    y = rng.integers(0, 10, size=48).astype("int32")
+    data = hms.set_num_examples(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), 48)
+    counter = _Batches()
+    hm.fit(hp, model, data, epochs=1, verbose=0, callbacks=[counter])
+    assert counter.count == batches
+    keras.backend.clear_session()
+
+
+def test_fit_augments_by_the_trials_strength(monkeypatch):
+    seen = []
+
+    def augment(dataset, strength, **kwargs):
+        seen.append(strength)
+        return dataset
+
+    monkeypatch.setattr(hms, "augment_dataset", augment)
+    import tensorflow as tf
+    hm = hms.LeNet5HyperModel(fix={"variant": "modern", "augment": 1.5})
+    hp = kt.HyperParameters()
+    model = hm.build(hp)
+    data = tf.data.Dataset.from_tensor_slices((np.zeros((4, 32, 32, 1), "float32"),
+                                               np.zeros(4, "int32"))).batch(4)
+    hm.fit(hp, model, data, epochs=1, verbose=0)
+    assert seen == [1.5]
+    keras.backend.clear_session()
+
+
+def test_augment_strength_scales_the_datasets_own_settings(monkeypatch):
+    import zoo.data
+    seen = []
+
+    def augmenter(settings, **kwargs):
+        seen.append(settings)
+        return lambda x: x
+
+    monkeypatch.setattr(zoo.data, "augmenter", augmenter)
+    import tensorflow as tf
+    data = tf.data.Dataset.from_tensor_slices(np.zeros((2, 8, 8, 1), "float32")).map(
+        lambda x: (x, 0)).batch(2)
+    settings = dict(flip=None, rotation=0.05, zoom=0.6, translation=0.1, contrast=0.0,
+                    fill_mode="nearest")
+    hms.augment_dataset(data, 2.0, settings=settings)
+    assert seen[-1] == dict(settings, rotation=0.1, zoom=1.0, translation=0.2)  # zoom capped
+    hms.augment_dataset(data, 0.5, settings=settings)
+    assert seen[-1] == dict(settings, rotation=0.025, zoom=0.3, translation=0.05)
+    assert hms.augment_dataset(data, 0.0, settings=settings) is data
+
+
+@pytest.mark.parametrize("loss", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_loss_fails_the_trial(loss):
+    callback = hms.FailOnNaN()
+    callback.on_epoch_begin(1)
+    callback.on_train_batch_end(3, {"loss": 2.5})
+    with pytest.raises(kt.errors.FailedTrialError, match=f"loss became {loss} at batch 3 of "
+                                                         f"epoch 2"):
+        callback.on_train_batch_end(3, {"loss": loss})
+
+
+# -- the results table and the best trial ----------------------------------------------------
+
+@pytest.mark.parametrize("objective, want", [
+    ("val_accuracy", ("val_accuracy", "max")), ("val_loss", ("val_loss", "min")),
+    ("val_error_rate", ("val_error_rate", "min")), ("val_mean_iou", ("val_mean_iou", "max")),
+    ("val_loss:max", ("val_loss", "max")), ("val_accuracy:min", ("val_accuracy", "min")),
+])
+def test_the_objectives_direction(objective, want):
+    assert tsearch._direction(objective) == want
+
+
+def _trial(trial_id, status, score, best_step=0, **values):
+    hp = kt.HyperParameters()
+    for name, value in values.items():
+        hp.Fixed(name, value)
+    trial = kt.engine.trial.Trial(hp, trial_id=trial_id, status=status)
+    trial.score, trial.best_step = score, best_step
+    return trial
+
+
+def _oracle(trials, direction="max", start_order=None):
+    return types.SimpleNamespace(
+        trials={t.trial_id: t for t in trials},
+        start_order=list(start_order or [t.trial_id for t in trials]),
+        objective=types.SimpleNamespace(direction=direction),
+        get_trial=lambda trial_id: {t.trial_id: t for t in trials}[trial_id])
+
+
+def test_the_trials_table_lists_trials_in_start_order_with_their_scores():
+    trials = [_trial("2", "COMPLETED", 0.5, 3, lr=0.01, batch_size=16),
+              _trial("0", "COMPLETED", 0.75, 1, lr=0.001, batch_size=32),
+              _trial("1", "FAILED", float("nan"), 0, lr=1e38, batch_size=64)]
+    for trial, epochs in zip(trials, (4, 2, 2)):     # Hyperband's
+        trial.hyperparameters.Fixed("tuner/epochs", epochs)
+    trials[2].message = ("Traceback ...\nkeras_tuner.src.errors.FailedTrialError: loss became "
+                         "inf at batch 1 of epoch 1")
+    df = tsearch.trials_table(_oracle(trials, start_order=["0", "1", "2"]),
+                              hp_names=["lr", "batch_size"])
+    assert list(df.columns) == ["trial", "status", "lr", "batch_size", "epochs", "score",
+                                "best_step", "seconds", "tuner", "message"]
+    assert list(df["trial"]) == ["0", "1", "2"]
+    assert list(df["batch_size"]) == [32, 64, 16]
+    assert df["score"].tolist()[0] == 0.75 and pd.isna(df["score"][1]) and \
+        df["score"][2] == 0.5
+    assert df["best_step"].tolist() == [1, pd.NA, 3]
+    assert df["message"].tolist() == [
+        "", "FailedTrialError: loss became inf at batch 1 of epoch 1", ""]
+    assert df["epochs"].tolist() == [2, 2, 4]
+
+
+@pytest.mark.parametrize("direction, best", [("max", "1"), ("min", "2")])
+def test_the_best_trial_follows_the_objectives_direction(direction, best, monkeypatch):
+    trials = [_trial("0", "COMPLETED", 0.5, lr=0.1), _trial("1", "COMPLETED", 0.9, lr=0.2),
+              _trial("2", "COMPLETED", 0.25, lr=0.3), _trial("3", "FAILED", None, lr=0.4),
+              _trial("4", "COMPLETED", 0.9, lr=0.5), _trial("5", "COMPLETED", 0.25, lr=0.6)]
+    oracle = _oracle(trials, direction)
+    monkeypatch.setattr(tsearch, "_evaluate", lambda model, data, hm: {"loss": 1.0})
+    tuner = types.SimpleNamespace(oracle=oracle, load_model=lambda trial: keras.Sequential())
+    df = tsearch.trials_table(oracle, hp_names=["lr"])
+    hm = hms.LeNet5HyperModel()
+    result = tsearch._best(tuner, df, types.SimpleNamespace(
+        test=None, info=types.SimpleNamespace(ignore_label=None)), hm, export=False,
+        export_dir=None, export_name=None, objective="val_x")
+    assert result["trial"] == best       # ties go to the earliest trial
+    assert result["hyperparameters"] == {"lr": {"1": 0.2, "2": 0.3}[best]}
+    assert result["score"] == {"1": 0.9, "2": 0.25}[best]

@@ -69,6 +69,18 @@ def test_a_model_without_zoo_layers_gets_the_generic_table():
     assert layer_table(zoo.lenet5(), family="layers")["Type"].iloc[-1] == "RBFOutput"
 
 
+def test_a_nested_model_with_two_outputs_shows_both():
+    inner_in = keras.Input((8, 8, 2))
+    c = L.Conv2D(4, 3, name="c")(inner_in)
+    inner = keras.Model(inner_in, [c, L.GlobalMaxPooling2D(name="g")(c)], name="two")
+    inputs = keras.Input((8, 8, 2), name="x")
+    maps, pooled = inner(inputs)
+    model = keras.Model(inputs, [maps, L.Dense(3, name="d")(pooled)])
+    assert layer_table(model).to_dict("records")[1:] == [
+        {"Layer": "two", "Type": "Functional", "Output": "6x6x4, 4", "Params": 76},
+        {"Layer": "d", "Type": "Dense", "Output": "3", "Params": 15}]
+
+
 def test_an_unknown_family_is_refused_naming_the_allowed_ones():
     with pytest.raises(ValueError, match=r"unknown family 'bogus'. Allowed: None .*'layers'"
                                          r" .*'resnet'"):

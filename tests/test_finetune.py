@@ -2,6 +2,8 @@
 that say which file fits, and ``zoo.weights.imagenet_input``, the input Keras' published
 ImageNet weights were trained on, from the zoo's normalised images."""
 
+import dataclasses
+
 import h5py
 import keras
 import numpy as np
@@ -181,3 +183,38 @@ def test_imagenet_input_errors():
                             labels=[str(i) for i in range(10)], input_shape=(32, 32, 1))
     with pytest.raises(ValueError, match=r"3 input channels .* input_shape=\(32, 32, 1\)"):
         zoo_weights.imagenet_input("resnet50", grey)
+
+
+def test_a_whole_model_saved_as_h5_loads_as_weights(source, tmp_path):
+    """``model.save("m.h5")`` keeps the weights in a ``model_weights`` group beside the
+    model's config: legacy HDF5 weights, not "no weights file"."""
+    path = tmp_path / "whole.h5"
+    source.save(path)
+    model = zoo.resnet18(include_top=False, input_shape=SHAPE, weights=str(path))
+    assert _same(model.get_weights(), source.get_weights())
+    assert not zoo_weights.expects_imagenet_input("resnet50", str(path))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(input_shape=(32, 32, 1)), r"^resnet50: weights='imagenet' needs 3 input channels "
+                                     r"\(RGB\)\. Received: input_shape=\(32, 32, 1\)$"),
+    (dict(num_classes=10), r"^resnet50: weights='imagenet' with include_top=True needs "
+                           r"num_classes=1000 \(or use include_top=False\)\. Received: "
+                           r"num_classes=10$"),
+])
+def test_imagenet_weights_that_cannot_fit_are_refused_before_the_download(kwargs, message,
+                                                                          tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))   # nothing cached: a fetch would fail
+    with pytest.raises(ValueError, match=message):
+        zoo.resnet50(weights="imagenet", **kwargs)
+
+
+def test_imagenet_input_from_another_raw_range():
+    """Raw pixels in [-1, 1] (``raw_range``) are the 0..255 pixels the weights saw, mapped."""
+    raw = np.random.default_rng(3).uniform(-1, 1, (2, *SHAPE)).astype("float32")
+    info = dataclasses.replace(_info([0.1, -0.05, 0.2], [0.5, 0.45, 0.55]), raw_range=(-1.0, 1.0))
+    zoo_input = data.preprocess(raw, info)
+    for name, reference in (("resnet50", keras.applications.resnet.preprocess_input),
+                            ("xception", keras.applications.xception.preprocess_input)):
+        got = keras.ops.convert_to_numpy(zoo_weights.imagenet_input(name, info)(zoo_input))
+        np.testing.assert_allclose(got, reference((raw + 1.0) * 127.5), atol=1e-3)

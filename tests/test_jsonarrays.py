@@ -186,12 +186,17 @@ def _ragged(where):
         x = pixels(4, size=6).tolist() + pixels(5, size=5).tolist()
     elif where == "empty-last":
         x[8] = []
+    elif where == "channels-differ":   # every part regular; one image's shape broadcasts
+        x = pixels(4, size=6).tolist() + pixels(4, size=6, channels=1).tolist()
+        assert [ja.parse_array(b"[" + body_of(x)[begin:end] + b"]").shape for begin, end
+                in ja.split_points(body_of(x), 3)[1]] == [(2, 6, 6, 3), (2, 6, 6, 3),
+                                                          (4, 6, 6, 1)]
     return body_of(x)
 
 
 @pytest.mark.parametrize("where", ["ragged-first", "ragged-last", "deeper-last",
                                    "string-middle", "bool-last", "shapes-differ",
-                                   "empty-last"])
+                                   "empty-last", "channels-differ"])
 def test_split_parser_refuses_irregular_arrays_and_stays_usable(splitter, where):
     pids = worker_pids(splitter)
     assert splitter.parse(_ragged(where)) is None
@@ -200,6 +205,14 @@ def test_split_parser_refuses_irregular_arrays_and_stays_usable(splitter, where)
     x = pixels(9, seed=3)
     assert np.array_equal(splitter.parse(body_of(x))[1], x)
     assert worker_pids(splitter) == pids
+
+
+@pytest.mark.parametrize("text", [b"[[1], [2, 3], []]", b"[[1, 2], [3], [4]]",
+                                  b"[[1, [2]], [3, 4]]"])
+def test_ragged_arrays_with_as_many_numbers_as_their_first_shape_are_refused(text):
+    """simdjson flattens a ragged array: [[1], [2, 3], []] gives 3 numbers, as many as its
+    first elements' shape (3, 1) holds; only the check of its brackets refuses it."""
+    assert ja.parse_array(text) is None
 
 
 def test_split_parser_refuses_malformed_json_and_stays_usable(splitter):

@@ -128,8 +128,11 @@ def test_integers_and_a_decimal_give_float64_when_exact(threads):
     ("1e23", False), ("1e-23", False), ("1.5e300", False),     # beyond 10**22
     ("9007199254740993.0", True),       # mantissa beyond 2**53
     ("1234567890.1234567891", False),   # 20 significant digits
+    # exponents beyond int64 (Python: inf and 0.0), not wrapped round to 10 and 1.5
+    ("1e18446744073709551617", False), ("1.5e18446744073709551616", False),
+    ("1e-18446744073709551615", False),
 ], ids=["19-digits", "17-significant", "1e23", "1e-23", "1.5e300", "beyond-2**53",
-        "20-significant"])
+        "20-significant", "exponent-2**64+1", "exponent-2**64", "exponent-minus-2**64"])
 def test_numbers_beyond_the_fast_path_are_left_to_the_general_parsers(text, into_float32):
     """... except long decimals into float32 (test_long_decimals_round_like_numpy_...)."""
     body = f'{{"instances": [[1, 2], [3, {text}]]}}'.encode()
@@ -151,6 +154,7 @@ def test_numbers_beyond_the_fast_path_are_left_to_the_general_parsers(text, into
     '{"instances": ["1"]}', '{"instances": [{"b64": "aa"}]}',
     '{"instances": [[1, 2], [3]]}', '{"instances": [[1, 2], 3]}', '{"instances": [1, [2]]}',
     '{"instances": [[1, 2], [[3, 4]]]}', '{"instances": [[1, 2]], [3]}',
+    '{"instances": [1], [2]}',
     '{"instances": [[1, 2]]]}', '{"instances": [[1, 2]}', '{"instances": [1]',
     '{"instances": [1]}x', '{"instances": [1], "model": "a"}',
     '{"model": "a", "instances": [1]}', '{"inputs": {"x": [1], "y": [2]}}',

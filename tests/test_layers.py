@@ -288,3 +288,31 @@ def test_separable_conv2d_serialises_and_trains_in_a_model(monkeypatch):
     history = model.fit(x, y, epochs=10, batch_size=8, verbose=0).history["loss"]
     assert not np.array_equal(pointwise, model.layers[1].pointwise_kernel.numpy())
     assert history[-1] < history[0]
+
+
+# --------------------------------------------------------------------------------------
+# The classic papers' custom layers keep their arguments through a save and load.
+
+def test_custom_layers_with_other_arguments_survive_a_save_and_load(tmp_path):
+    from zoo.layers import LocalResponseNormalization, PartialConv2D, RBFOutput, Subsampling
+    inputs = keras.Input((12, 12, 3))
+    x = LocalResponseNormalization(depth_radius=1, bias=2.0, alpha=0.5, beta=0.6,
+                                   name="lrn")(inputs)
+    x = Subsampling(3, name="sub")(x)                                          # 4x4x3
+    x = PartialConv2D(((0, 1), (2,)), kernel_size=3, activation="tanh", name="pc")(x)  # 2x2x2
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, RBFOutput(4, trainable_centers=True, seed=7, name="rbf")(x))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for name in ("lrn", "sub", "pc", "rbf"):
+        assert loaded.get_layer(name).get_config() == model.get_layer(name).get_config()
+    assert len(loaded.get_layer("rbf").trainable_weights) == 1
+    lrn = loaded.get_layer("lrn")
+    assert (lrn.depth_radius, lrn.bias, lrn.alpha, lrn.beta) == (1, 2.0, 0.5, 0.6)
+    x = np.random.default_rng(6).normal(size=(2, 12, 12, 3)).astype("float32")
+    expected = tf.nn.local_response_normalization(x, depth_radius=1, bias=2.0, alpha=0.5,
+                                                  beta=0.6)
+    np.testing.assert_allclose(lrn(x), expected, rtol=1e-5)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-6)

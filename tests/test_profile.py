@@ -61,6 +61,13 @@ def single_layer_macs(layer, input_shape):
     # separable: depthwise 64*4*9 + pointwise 64*4*8
     (L.SeparableConv2D(8, 3, padding="same", name="l"), (8, 8, 4), 64 * 4 * 9 + 64 * 4 * 8, 0,
      (8, 8, 8)),
+    # depth multiplier 2: 8 intermediate maps, depthwise 64*8*9 and pointwise 64*8*8
+    (L.SeparableConv2D(8, 3, depth_multiplier=2, padding="same", name="l"), (8, 8, 4),
+     64 * 8 * 9 + 64 * 8 * 8, 0, (8, 8, 8)),
+    # channels first: 6x6 positions x 8 filters x 3x3 x 4 input maps (the first axis)
+    (L.Conv2D(8, 3, padding="same", data_format="channels_first", name="l"), (4, 6, 6),
+     36 * 8 * 9 * 4, 0, (8, 6, 6)),
+    (L.MaxPooling2D(2, data_format="channels_first", name="l"), (4, 6, 6), 0, 36 * 3, (4, 3, 3)),
     # transposed: every input pixel scatters a 2x2x3 kernel per input map: 16*5*4*3
     (L.Conv2DTranspose(3, 2, strides=2, name="l"), (4, 4, 5), 16 * 5 * 4 * 3, 0, (8, 8, 3)),
     (L.Dense(10, name="l"), (20,), 200, 0, (10,)),
@@ -76,6 +83,8 @@ def single_layer_macs(layer, input_shape):
     # batch norm: a multiply and an add per element, not a multiply-add of the network
     (L.BatchNormalization(name="l"), (4, 4, 3), 0, 2 * 48, (4, 4, 3)),
     (L.Activation("relu", name="l"), (4, 4, 3), 0, 0, (4, 4, 3)),
+    # rescaling: a multiply and an add per element
+    (L.Rescaling(1 / 127.5, offset=-1, name="l"), (4, 4, 3), 0, 2 * 48, (4, 4, 3)),
     (L.UpSampling2D(2, name="l"), (4, 4, 3), 0, 0, (8, 8, 3)),
     (L.UpSampling2D(2, interpolation="bilinear", name="l"), (4, 4, 3), 0, 4 * 192, (8, 8, 3)),
 ])
@@ -138,6 +147,22 @@ def test_batch_size_scales_counts_and_memory():
     assert three.totals.inference_activation_bytes == 3 * one.totals.inference_activation_bytes
     assert three.totals.training_activation_bytes == 3 * one.totals.training_activation_bytes
     assert three.totals.params == one.totals.params
+
+
+def test_batch_size_scales_the_other_ops_too():
+    # LeNet-5's 5,568 other ops per image (the summary's): S2/S4 window sums and RBF sums
+    one, three = zprofile.profile(zoo.lenet5()), zprofile.profile(zoo.lenet5(), batch_size=3)
+    assert one.totals.other_ops == 5_568 and three.totals.other_ops == 3 * 5_568
+    assert list(three.layers["other_ops"]) == [3 * n for n in one.layers["other_ops"]]
+
+
+def test_bfloat16_activations_take_two_bytes():
+    x = keras.Input((4, 4, 2), name="x")
+    y = L.Conv2D(2, 1, name="c", dtype="mixed_bfloat16")(x)
+    p = zprofile.profile(keras.Model(x, y))
+    # the float32 input, then the bfloat16 output: 32 elements of 4 and 2 bytes
+    assert list(p.layers["activation_bytes"]) == [32 * 4, 32 * 2]
+    assert p.totals.weight_bytes == {"float32": (2 * 2 + 2) * 4}   # mixed keeps float32 weights
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
@@ -343,6 +368,23 @@ def test_receptive_field_matches_measurement():
     assert last["jump_h"] == 2
 
 
+def test_overlapping_pooling_steps_by_its_strides():
+    """A pooling window larger than its stride (AlexNet's and GoogLeNet's 3x3/2) moves by
+    the stride, not by the window."""
+    ones = dict(use_bias=False, kernel_initializer="ones")
+    x = keras.Input((24, 24, 1), name="x")
+    y = L.Conv2D(1, 3, name="c1", **ones)(x)
+    y = L.AveragePooling2D(3, strides=2, name="pool")(y)
+    y = L.Conv2D(1, 3, name="c2", **ones)(y)
+    model = keras.Model(x, y)
+    p = zprofile.profile(model)
+    # c1 3, pool 3 + 2 = 5 (jump 2), c2 5 + 2 * 2 = 9
+    assert (row(p, "pool")["rf_h"], row(p, "pool")["jump_h"]) == (5, 2)
+    last = p.layers.iloc[-1]
+    assert (last["rf_h"], last["rf_w"]) == measured_receptive_field(model) == (9, 9)
+    assert last["jump_h"] == 2
+
+
 def test_image_input_after_a_non_image_input():
     """The axes of the receptive field are those of the model's largest input, not of its
     first: with a vector first, the image path's convolutions were counted as seeing one
@@ -376,6 +418,8 @@ def test_image_input_after_a_non_image_input():
     (L.Resizing(16, 16, interpolation="area", name="l"), (48, 48, 1), (3, 3), 3),
     (L.Resizing(16, 16, interpolation="nearest", antialias=True, name="l"), (48, 48, 1),
      (1, 1), 3),
+    # Upscaling with antialias=True reads what bilinear reads: 2 samples, not 2 * 8 / 16.
+    (L.Resizing(16, 16, antialias=True, name="l"), (8, 8, 1), (2, 2), 0.5),
 ])
 def test_interpolation_kernels(layer, input_shape, taps, jump):
     r = single_layer_macs(layer, input_shape)

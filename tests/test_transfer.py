@@ -13,7 +13,7 @@ import keras
 import zoo
 from zoo import train
 from zoo.export import fold_batch_norm
-from zoo.features import feature_extractor, feature_info
+from zoo.features import feature_extractor, feature_info, feature_layers
 
 from conftest import make_colour_folder  # noqa: E402
 
@@ -284,3 +284,23 @@ def test_strides_may_be_numpy_integers():
     with pytest.raises(ValueError, match=r"strides must be a non-empty sequence of positive "
                                          r"integers .* Received: strides=\(2, 0\)"):
         feature_extractor("lenet5", strides=(2, 0))
+
+
+def test_taps_of_linear_stages_and_of_a_transposed_convolution():
+    """Where a stride has no activation, its tap is its last block output (the batch norm
+    after a linear convolution, not the convolution); a transposed convolution divides the
+    stride by its strides (it enlarges its input), and its output is back at stride 2."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="stem")(inputs)       # 8x8
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu",
+                            name="down")(x)                                             # 4x4
+    x = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", name="up")(x)     # 8x8
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="up_bn")(x))
+    taps = feature_layers(model, strides=(1, 2, 4, 8))
+    assert [(t["name"], t["stride"], t["shape"]) for t in taps] == [
+        ("up_bn", 2, (8, 8, 4)), ("down", 4, (4, 4, 4))]
+    assert [(f["name"], f["stride"]) for f in feature_info(model)] == [("up_bn", 2)]
+    head = keras.Model(inputs, model.get_layer("down").output)
+    assert [(t["name"], t["stride"]) for t in feature_layers(head, strides=(2, 4))] == [
+        ("stem_bn", 2), ("down", 4)]

@@ -11,6 +11,8 @@ import sys
 import pandas as pd
 import pytest
 
+from conftest import make_colour_folder
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
@@ -88,8 +90,12 @@ def test_finetune_resnet_folder_converts_the_input_for_a_published_weights_file(
                                             input_shape=(32, 32, 3))
     with h5py.File(path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    # One batch per split (the input layer is the point, not the demo folder's 240 images).
+    folder = make_colour_folder(tmp_path / "folder", ["a", "b"], (32, 32),
+                                counts=(("train", 4), ("validation", 2), ("test", 2)))
     run("finetune_resnet_folder.py", "--model", "resnet50", "--weights", str(path),
-        "--epochs", "1", "--image-size", "32", "--run-dir", "run", cwd=tmp_path)
+        "--folder", str(folder), "--epochs", "1", "--image-size", "32", "--run-dir", "run",
+        cwd=tmp_path)
     import zoo
     from zoo import weights as zoo_weights
     model = zoo.load_model(str(tmp_path / "run" / "1_head"))

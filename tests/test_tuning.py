@@ -200,6 +200,29 @@ def tiny():
 
 FIX_ALL = {"variant": "modern", "optimizer": "sgd", "batch_size": 32, "augment": 0.5,
            "label_smoothing": 0.0, "weight_decay": 0.0, "lr_schedule": "constant"}
+# The search of the `finished` fixture: search("lenet5", tiny, directory=..., project="f",
+# **FINISHED) resumes it.
+# (a third lr left: a search resumed with max_trials=3 has a trial to draw)
+FINISHED = dict(tuner="random", max_trials=2, epochs=1, fix={**FIX_ALL, "augment": 0.0},
+                set={"lr": [1e-2, 2e-2, 3e-2]})
+
+
+@pytest.fixture(scope="module")
+def _finished_search(tiny, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("finished")
+    df = search("lenet5", tiny, directory=str(directory), project="f", **FINISHED)
+    return directory / "f", df
+
+
+@pytest.fixture
+def finished(_finished_search, tmp_path):
+    """One finished search of FINISHED's 2 trials, run once for the tests that resume or
+    reload it: a copy of its project in ``tmp_path / "f"``, and its table."""
+    import copy
+    import shutil
+    project, df = _finished_search
+    shutil.copytree(project, tmp_path / "f")
+    return copy.deepcopy(df)
 
 
 @SLOW_OK
@@ -1038,24 +1061,22 @@ def test_seed_zero_searches_the_same_hyperparameters_every_time(tmp_path, tuner)
 
 
 @SLOW_OK
-def test_a_reloaded_search_does_not_run_an_ended_trial_again(tiny, tmp_path):
+def test_a_reloaded_search_does_not_run_an_ended_trial_again(tiny, tmp_path, finished):
     # A chief saves its oracle before it lets an ended trial go, and not again once its
     # workers stop: the finished search's oracle.json still holds the last trial as
     # running. Run again, that trial must not be trained a second time.
-    kwargs = dict(tuner="random", max_trials=1, epochs=1, directory=str(tmp_path),
-                  project="e", fix={**FIX_ALL, "lr": 1e-2})
-    first = search("lenet5", tiny, **kwargs)
-    oracle_file = tmp_path / "e" / "oracle.json"
+    kwargs = dict(directory=str(tmp_path), project="f", **FINISHED)
+    oracle_file = tmp_path / "f" / "oracle.json"
     state = json.loads(oracle_file.read_text())
-    assert state["ongoing_trials"] == {} and state["end_order"] == ["0"]
-    oracle_file.write_text(json.dumps({**state, "ongoing_trials": {"tuner0": "0"}}))
+    assert state["ongoing_trials"] == {} and state["end_order"] == ["0", "1"]
+    oracle_file.write_text(json.dumps({**state, "ongoing_trials": {"tuner0": "1"}}))
     _CountFits.fits.clear()
     again = search("lenet5", tiny, callbacks=[_CountFits()], **kwargs)
     assert _CountFits.fits == []
-    assert list(again["status"]) == ["COMPLETED"]
-    assert again.loc[0, "score"] == pytest.approx(first.loc[0, "score"])
+    assert list(again["status"]) == ["COMPLETED"] * 2
+    assert list(again["score"]) == pytest.approx(list(finished["score"]))
     state = json.loads(oracle_file.read_text())
-    assert state["end_order"] == ["0"] and state["run_times"] == {"0": 1}
+    assert state["end_order"] == ["0", "1"] and state["run_times"] == {"0": 1, "1": 1}
 
 
 @SLOW_OK
@@ -1652,13 +1673,13 @@ def test_a_chiefs_oracle_rewrites_trials_csv_as_each_trial_ends(tmp_path, monkey
 
 
 @SLOW_OK
-def test_the_chiefs_command_on_a_finished_search_returns_at_once(tiny, tmp_path, monkeypatch):
+def test_the_chiefs_command_on_a_finished_search_returns_at_once(tiny, tmp_path, monkeypatch,
+                                                                 finished):
     # keras-tuner's chief serves until a worker has been told to stop: the chief's command
     # run again on a finished search, with no worker, waited forever.
     import signal
-    kwargs = dict(tuner="random", max_trials=2, epochs=1, directory=str(tmp_path),
-                  project="f", fix={**FIX_ALL, "augment": 0.0}, set={"lr": [1e-2, 2e-2]})
-    done = search("lenet5", tiny, **kwargs)
+    kwargs = dict(directory=str(tmp_path), project="f", **FINISHED)
+    done = finished
     from tuning.search import _free_port
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
@@ -1710,35 +1731,33 @@ def test_a_chief_with_trials_left_gives_the_next_one_to_a_worker(tmp_path, monke
     assert not _nothing_left(chief(3).oracle)     # max_trials may grow
 
 
-def test_a_search_resumed_as_a_chief_or_back_keeps_its_trials(tiny, tmp_path, monkeypatch):
+def test_a_search_resumed_as_a_chief_or_back_keeps_its_trials(tmp_path, monkeypatch, finished):
     # keras-tuner reloads a project only where this tuner id saved its (empty) state: a
     # search begun in one process (tuner0.json) and resumed as a cluster's chief (chief.json),
     # or the other way, began afresh and ran trial 0 again over the completed one.
     from tuning.search import _make_tuner
-    search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, directory=str(tmp_path),
-           project="m", fix={**FIX_ALL, "augment": 0.0}, set={"lr": [1e-2, 2e-2]})
 
     def tuner(max_trials):
         return _make_tuner("random", _hypermodel("lenet5"), "val_accuracy",
                            max_trials=max_trials, epochs=1, directory=str(tmp_path),
-                           project="m", seed=0, max_consecutive_failed_trials=3,
+                           project="f", seed=0, max_consecutive_failed_trials=3,
                            executions_per_trial=1)
 
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "1")
-    chief = tuner(2)
-    assert list(chief.oracle.trials) == ["0"] and chief.oracle.end_order == ["0"]
-    assert chief.oracle.trials["0"].status == "COMPLETED"
+    chief = tuner(3)
+    assert sorted(chief.oracle.trials) == ["0", "1"] and chief.oracle.end_order == ["0", "1"]
+    assert {t.status for t in chief.oracle.trials.values()} == {"COMPLETED"}
     trial = chief.oracle.create_trial("tuner1")
-    assert trial.trial_id == "1"                  # the next trial, not trial 0 again
+    assert trial.trial_id == "2"                  # the next trial, not trial 0 again
     chief.save()                                  # a chief killed while a worker trains
     for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         monkeypatch.delenv(name)
-    os.remove(tmp_path / "m" / "tuner0.json")     # as a project begun by a cluster
-    single = tuner(2)
-    assert sorted(single.oracle.trials) == ["0", "1"]   # (keras-tuner globs the trial dirs)
-    assert single.oracle.create_trial("tuner0").trial_id == "1"   # run again, here
+    os.remove(tmp_path / "f" / "tuner0.json")     # as a project begun by a cluster
+    single = tuner(3)
+    assert sorted(single.oracle.trials) == ["0", "1", "2"]   # (keras-tuner globs the dirs)
+    assert single.oracle.create_trial("tuner0").trial_id == "2"   # run again, here
 
 
 _SAYS_HOW_IT_TAKES_CTRL_C = """

@@ -341,3 +341,44 @@ def test_the_best_trial_follows_the_objectives_direction(direction, best, monkey
     assert result["trial"] == best       # ties go to the earliest trial
     assert result["hyperparameters"] == {"lr": {"1": 0.2, "2": 0.3}[best]}
     assert result["score"] == {"1": 0.9, "2": 0.25}[best]
+
+
+def test_a_cross_validated_search_refuses_a_class_with_fewer_examples_than_folds():
+    import tensorflow as tf
+
+    def splits(labels):
+        x = np.arange(len(labels) * 4, dtype="float32").reshape(len(labels), 2, 2, 1)
+        y = np.array(labels, "int64")
+        half = len(labels) // 2
+        return types.SimpleNamespace(
+            train=tf.data.Dataset.from_tensor_slices((x[:half], y[:half])).batch(4),
+            validation=tf.data.Dataset.from_tensor_slices((x[half:], y[half:])).batch(4))
+
+    make_folds, (x, y) = tsearch._cv_folds(splits([0, 1, 2, 0, 1, 2, 0, 1, 2]), 3, 0,
+                                           "classification")
+    assert len(make_folds()) == 3 and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    with pytest.raises(ValueError, match=re.escape(
+            "cv=3 needs at least 3 examples of every class in the train and validation "
+            "splits; the rarest class has 2")):
+        tsearch._cv_folds(splits([0, 1, 2, 0, 1, 0, 1, 2, 0]), 3, 0, "classification")
+
+
+def test_a_cross_validated_best_trial_is_refit_for_its_best_epoch_count(monkeypatch):
+    trials = [_trial("0", "COMPLETED", 0.5, 3, lr=0.1), _trial("1", "COMPLETED", 0.9, 4, lr=0.2)]
+    oracle = _oracle(trials)
+    refits = []
+
+    def refit(hypermodel, trial, pooled, epochs, seed):
+        refits.append((trial.trial_id, pooled, epochs, seed))
+        return keras.Sequential()
+
+    monkeypatch.setattr(tsearch, "_refit", refit)
+    monkeypatch.setattr(tsearch, "_evaluate", lambda model, data, hm: {"loss": 1.0})
+    tuner = types.SimpleNamespace(oracle=oracle, load_model=None)
+    result = tsearch._best(tuner, tsearch.trials_table(oracle, hp_names=["lr"]),
+                           types.SimpleNamespace(test=None, info=types.SimpleNamespace(
+                               ignore_label=None)), hms.LeNet5HyperModel(), export=False,
+                           export_dir=None, export_name=None, objective="val_x",
+                           pooled="pooled", seed=7)
+    assert refits == [("1", "pooled", 5, 7)]      # best_step 4 counts from 0: 5 epochs
+    assert (result["trial"], result["refit_epochs"]) == ("1", 5)

@@ -239,3 +239,39 @@ def test_shapes_and_numbers_from_the_command_line():
                            match=f"expected a non-negative number of milliseconds; received "
                                  f"'{text}'"):
             non_negative(text)
+
+
+@pytest.mark.parametrize("argv", [["train", "lenet5", "--lr", "--epochs", "2"],
+                                  ["train", "lenet5", "--lr", "--epochs=2"],
+                                  ["train", "lenet5", "--lr", "--", "2"]])
+def test_an_option_name_or_dashes_after_an_option_are_no_value_of_it(capsys, argv):
+    """A value forgotten before another option (or ``--``) is named as forgotten, not read as
+    the value (``--lr=--epochs``)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(cli.build_parser("train"), argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "zoo train: error: argument --lr: expected one argument")
+
+
+def test_list_with_a_pattern_no_model_matches_is_an_error(monkeypatch, capsys):
+    from zoo import startlog
+    monkeypatch.setattr(startlog, "_command_line_level", None)
+    assert cli.main(["list", "resnet5*"]) == 0
+    assert cli.main(["list", "ResNet*"]) == 2
+    captured = capsys.readouterr()
+    assert "| resnet50" in captured.out and "resnet18" not in captured.out
+    assert captured.err == ("zoo: error: no registered model matches 'ResNet*' (a shell-style, "
+                            "case-sensitive pattern such as 'resnet*'). Known models: "
+                            f"{', '.join(zoo.list_models())}\n")
+
+
+def test_a_second_sigterm_ends_the_process_at_once():
+    import signal
+    before = signal.getsignal(signal.SIGTERM)
+    with cli.sigterm_as_interrupt():
+        handler = signal.getsignal(signal.SIGTERM)
+        with pytest.raises(cli.Terminated):
+            handler(signal.SIGTERM, None)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -96,3 +96,68 @@ def test_the_newest_version_that_may_load_answers_and_others_must_exist(tmp_path
     with pytest.raises(ServingError) as info:
         store.resolve("other")
     assert info.value.status == 404 and "known models: m)" in info.value.message
+
+
+def test_a_version_that_failed_to_load_is_end_with_its_error(tmp_path):
+    _versions(tmp_path, "m", [1, 2])
+    store = ModelStore(str(tmp_path))
+    for v in (1, 2):
+        store._failed[("m", v)] = (f"version {v} could not be loaded", store._stamp("m", v))
+    ended = [{"version": str(v), "state": "END",
+              "status": {"error_code": "UNKNOWN",
+                         "error_message": f"version {v} could not be loaded"}} for v in (2, 1)]
+    assert store.status("m") == {"model_version_status": ended}
+    assert store.status("m", 1) == {"model_version_status": ended[1:]}
+
+
+def test_an_unknown_signature_name_is_a_400_naming_the_models_signatures():
+    with pytest.raises(ServingError) as info:
+        handle_predict(FakeServable("probabilities"), {"signature_name": "classify",
+                                                       "instances": IMAGES})
+    assert info.value.status == 400
+    assert info.value.message == ("signature_name 'classify' not found; this model has: "
+                                  "serving_default, other")
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"instances": [{"images": IMAGES[0], "labels": 1}]},
+     "instances[0]: named inputs must be exactly {\"images\": ...}; received keys ['images', "
+     "'labels']"),
+    ({"inputs": {"images": IMAGES, "labels": [1, 2]}},
+     "'inputs' must name the signature's input {\"images\": ...}; received keys ['images', "
+     "'labels']"),
+])
+def test_a_named_input_beside_the_models_own_is_refused(payload, message):
+    """Not ignored: a model of one input given two was asked something it cannot answer."""
+    with pytest.raises(ServingError) as info:
+        handle_predict(FakeServable("probabilities"), payload)
+    assert (info.value.status, info.value.message) == (400, message)
+
+
+def test_a_gzip_body_may_decompress_to_exactly_the_limit():
+    import gzip
+
+    from zoo.server import gunzip_body
+    body = b"[" + b"0," * 49 + b"0]"                  # 101 bytes
+    assert gunzip_body(gzip.compress(body), 101) == body
+    with pytest.raises(ServingError) as info:
+        gunzip_body(gzip.compress(body), 100)
+    assert info.value.status == 413
+
+
+def test_request_limits_and_version_numbers_before_any_model(tmp_path):
+    """A body of exactly ``max_request_bytes`` is read (and answered 404: no such model), one
+    byte more is a 413; a version of digits that are not ASCII is a 400."""
+    fastapi_testclient = pytest.importorskip("fastapi.testclient")
+    from zoo.server import create_app
+    app = create_app(tmp_path, max_request_bytes=1000, preload=False, parse_workers=0,
+                     poll_seconds=0, jit_compile=False)
+    with fastapi_testclient.TestClient(app) as c:
+        for size, status in ((1000, 404), (1001, 413)):
+            body = b'{"instances": [' + b" " * (size - 18) + b'0]}'
+            assert len(body) == size
+            r = c.post("/v1/models/m:predict", content=body)
+            assert r.status_code == status, r.text
+        r = c.post("/v1/models/m/versions/\u00b2:predict", content=b'{"instances": [0]}')
+        assert r.status_code == 400
+        assert r.json()["error"] == "version must be a non-negative integer; received '\u00b2'"

@@ -219,3 +219,52 @@ def test_the_filtered_import_looks_for_gpus_inside_the_filter(tmp_path):
     else:
         assert result.stdout.strip() == "[]"
         assert result.stderr.splitlines() == ["after"]
+
+
+@pytest.mark.parametrize("line", ["E1234: a program's own line", "W2026:12:06 a timestamp",
+                                  "I12345 a number too long"])
+def test_only_a_letter_four_digits_and_a_space_make_an_absl_line(line):
+    assert not startlog.hidden(line, 3)
+
+
+@pytest.mark.parametrize("user, level", [(None, 2), ("0", 0), ("3", 3)])
+def test_a_command_line_hides_warnings_unless_the_user_set_the_level(monkeypatch, user, level):
+    if user is None:
+        monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    else:
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", user)
+    monkeypatch.setattr(startlog, "_command_line_level", None)
+    monkeypatch.setattr(startlog, "filter_tensorflow_start_up", lambda environ=None: True)
+    startlog.for_command_line()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == str(level)
+    assert startlog._command_line_level == level
+
+
+@pytest.mark.parametrize("level, filtered", [(None, []), (2, [2])])
+def test_only_a_command_lines_first_litert_interpreter_is_made_in_the_filter(monkeypatch, level,
+                                                                             filtered):
+    import contextlib
+    import types
+    made, seen = [], []
+
+    class Interpreter:
+        def __init__(self, **kwargs):
+            made.append(kwargs)
+
+        def allocate_tensors(self):
+            pass
+
+    @contextlib.contextmanager
+    def filtered_stderr(level, no_gpu=False):
+        seen.append(level)
+        yield
+
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter",
+                        types.SimpleNamespace(Interpreter=Interpreter))
+    monkeypatch.setattr(startlog, "_command_line_level", level)
+    monkeypatch.setattr(startlog, "_litert_made", False)
+    monkeypatch.setattr(startlog, "filtered_stderr", filtered_stderr)
+    for i in range(3):
+        assert isinstance(startlog.make_litert_interpreter(model_path=f"m{i}"), Interpreter)
+    assert made == [{"model_path": "m0"}, {"model_path": "m1"}, {"model_path": "m2"}]
+    assert seen == filtered

@@ -341,3 +341,94 @@ def test_the_best_trial_follows_the_objectives_direction(direction, best, monkey
     assert result["trial"] == best       # ties go to the earliest trial
     assert result["hyperparameters"] == {"lr": {"1": 0.2, "2": 0.3}[best]}
     assert result["score"] == {"1": 0.9, "2": 0.25}[best]
+
+
+def test_a_cross_validated_search_refuses_a_class_with_fewer_examples_than_folds():
+    import tensorflow as tf
+
+    def splits(labels):
+        x = np.arange(len(labels) * 4, dtype="float32").reshape(len(labels), 2, 2, 1)
+        y = np.array(labels, "int64")
+        half = len(labels) // 2
+        return types.SimpleNamespace(
+            train=tf.data.Dataset.from_tensor_slices((x[:half], y[:half])).batch(4),
+            validation=tf.data.Dataset.from_tensor_slices((x[half:], y[half:])).batch(4))
+
+    make_folds, (x, y) = tsearch._cv_folds(splits([0, 1, 2, 0, 1, 2, 0, 1, 2]), 3, 0,
+                                           "classification")
+    assert len(make_folds()) == 3 and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    with pytest.raises(ValueError, match=re.escape(
+            "cv=3 needs at least 3 examples of every class in the train and validation "
+            "splits; the rarest class has 2")):
+        tsearch._cv_folds(splits([0, 1, 2, 0, 1, 0, 1, 2, 0]), 3, 0, "classification")
+
+
+def test_a_cross_validated_best_trial_is_refit_for_its_best_epoch_count(monkeypatch):
+    trials = [_trial("0", "COMPLETED", 0.5, 3, lr=0.1), _trial("1", "COMPLETED", 0.9, 4, lr=0.2)]
+    oracle = _oracle(trials)
+    refits = []
+
+    def refit(hypermodel, trial, pooled, epochs, seed):
+        refits.append((trial.trial_id, pooled, epochs, seed))
+        return keras.Sequential()
+
+    monkeypatch.setattr(tsearch, "_refit", refit)
+    monkeypatch.setattr(tsearch, "_evaluate", lambda model, data, hm: {"loss": 1.0})
+    tuner = types.SimpleNamespace(oracle=oracle, load_model=None)
+    result = tsearch._best(tuner, tsearch.trials_table(oracle, hp_names=["lr"]),
+                           types.SimpleNamespace(test=None, info=types.SimpleNamespace(
+                               ignore_label=None)), hms.LeNet5HyperModel(), export=False,
+                           export_dir=None, export_name=None, objective="val_x",
+                           pooled="pooled", seed=7)
+    assert refits == [("1", "pooled", 5, 7)]      # best_step 4 counts from 0: 5 epochs
+    assert (result["trial"], result["refit_epochs"]) == ("1", 5)
+
+
+def test_the_default_objective_is_validation_accuracy_maximised(monkeypatch, tmp_path):
+    class Checked(Exception):
+        pass
+
+    def check_project(project_dir, fingerprint, **kwargs):
+        raise Checked(fingerprint["objective"])
+
+    monkeypatch.setattr(tsearch, "_check_project", check_project)
+    with pytest.raises(Checked) as info:
+        tsearch.search("lenet5", "digits", tuner="random", directory=str(tmp_path))
+    assert info.value.args == (["val_accuracy", "max"],)
+
+
+@pytest.mark.parametrize("text, want", [("10.0.0.1:1", ("10.0.0.1", 1)),
+                                        ("h:65535", ("h", 65535)), ("h:0", None),
+                                        ("h:65536", None), ("h:", None), (":80", None)])
+def test_a_chief_address_is_host_and_a_port_from_1_to_65535(text, want):
+    import argparse
+    if want:
+        assert tsearch._host_port(text) == want
+        return
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(
+            f"expected HOST:PORT with a port from 1 to 65535, such as 10.0.0.1:8000; "
+            f"received {text!r}")):
+        tsearch._host_port(text)
+
+
+def test_a_project_resumes_only_the_same_search(tmp_path):
+    import json
+    fingerprint = {"model": "lenet5", "tuner": "random", "epochs": 2, "seed": 0}
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "search.json").write_text(json.dumps(fingerprint))
+    check = dict(resume=True, overwrite=False, role=None)
+    tsearch._check_project(str(project), fingerprint, **check)           # the same: resumed
+    with pytest.raises(ValueError, match=re.escape(
+            f"a different search already exists in {project} (it differs in: epochs, seed). "
+            f"Use --overwrite to replace it or --project to choose another name.")):
+        tsearch._check_project(str(project), {**fingerprint, "epochs": 3, "seed": 1}, **check)
+    with pytest.raises(FileExistsError, match="pass resume=True"):
+        tsearch._check_project(str(project), fingerprint, **{**check, "resume": False})
+    tsearch._check_project(str(project), {}, **{**check, "overwrite": True})
+    tsearch._check_project(str(project), {}, **{**check, "role": "worker"})
+    (project / "search.json").unlink()
+    (project / "oracle.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=re.escape(
+            f"{project} holds a keras-tuner project that is not a zoo search (no search.json)")):
+        tsearch._check_project(str(project), fingerprint, **check)

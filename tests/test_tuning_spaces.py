@@ -432,3 +432,21 @@ def test_a_project_resumes_only_the_same_search(tmp_path):
     with pytest.raises(FileExistsError, match=re.escape(
             f"{project} holds a keras-tuner project that is not a zoo search (no search.json)")):
         tsearch._check_project(str(project), fingerprint, **check)
+
+
+def test_zoo_tune_freezes_the_collector_before_its_search(monkeypatch, capsys):
+    """Each trial ends with a full collection: the command moves what its imports made out of
+    the collector's reach first (measured: 8 LeNet-5 trials 29 s -> 21 s)."""
+    import gc
+
+    from zoo.cli import main
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+
+    def fake_search(*args, **kwargs):
+        calls.append("search")
+        raise ValueError("stop here")
+    monkeypatch.setattr(tsearch, "search", fake_search)
+    assert main(["tune", "lenet5", "--max-trials", "1", "--epochs", "1"]) == 2
+    assert calls == ["freeze", "search"]
+    assert "zoo: error: stop here" in capsys.readouterr().err

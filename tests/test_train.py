@@ -1295,9 +1295,10 @@ def test_an_image_that_cannot_be_decoded_is_a_clear_error(tmp_path, capsys):
                      "--batch-size", "4", "--run-dir", str(run), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "function_node" not in err
-    assert err.startswith(f"zoo: error: Dataset folder '{root}': an image could not be "
+    assert err.startswith(f"zoo: error: Dataset folder '{root}': 1 image could not be "
                           "decoded (Invalid PNG")
-    assert err.endswith("Check its image files for truncated, damaged or unsupported ones.")
+    assert err.endswith("): 'test/b/1.png'. Remove or replace the damaged (e.g. truncated) "
+                        "files.")
     # The broken file is in the test split: training finished, so its weights are kept, but
     # the run is not complete.
     assert (run / "checkpoints" / "best.keras").is_file()

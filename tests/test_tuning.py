@@ -251,6 +251,13 @@ def test_search_records_all_trials_a_failed_one_and_exports_the_best(tiny, tmp_p
     assert set(best["test"]) == {"accuracy", "loss"}
     assert os.path.isfile(os.path.join(best["export"], "saved_model.pb"))
     assert best["export"].startswith(str(tmp_path / "saved" / "lenet5_tuned"))
+    record = json.loads(open(os.path.join(best["export"], "assets", "zoo.json")).read())
+    assert record["training"]["source"] == str(project / f"trial_{best['trial']}")
+    assert os.path.isdir(record["training"]["source"])
+    assert record["training"]["settings"]["hyperparameters"] == best["hyperparameters"]
+    assert record["training"]["settings"]["trial"] == best["trial"]
+    assert record["metrics"] == {f"test_{k}": v for k, v in best["test"].items()}
+    assert record["labels"][3] == "3" and record["dataset"]["name"] == "digits"
 
 
 class _InterruptOnTrainBegin(keras.callbacks.Callback):

@@ -182,7 +182,8 @@ def _checked_dataset(dataset, what, prefix) -> dict:
 
 
 def _resolve_info(info, source=None) -> tuple:
-    """``info`` -> ``(dataset dict or None, metrics dict, task or None, model name or None)``.
+    """``info`` -> ``(dataset dict or None, metrics dict, task or None, model name or None,
+    settings or None)``; the settings are a training run's (``info.json``'s ``settings``).
 
     Accepts a ``zoo.data.DatasetInfo``, its dict form, or a training run's ``info.json``
     dict (``{"model", "dataset", "metrics", "task"}``); the dataset's fields are checked.
@@ -190,7 +191,7 @@ def _resolve_info(info, source=None) -> tuple:
     """
     from zoo.data import TASKS, _short
     if info is None:
-        return None, {}, None, None
+        return None, {}, None, None, None
     top = "info" if source is None else source
     field = "info." if source is None else f"{source}: "
     if not isinstance(info, dict) and not hasattr(info, "to_dict"):
@@ -216,9 +217,9 @@ def _resolve_info(info, source=None) -> tuple:
         if metrics is not None and not isinstance(metrics, dict):
             raise ValueError(f"{field}metrics must be a dict or None. "
                              f"Received: metrics={_short(metrics)}")
-        return dataset or None, dict(metrics or {}), task, model
+        return dataset or None, dict(metrics or {}), task, model, info.get("settings")
     dataset = _checked_dataset(info, f"{top} dict" if source is None else top, field)
-    return dataset, dict(dataset.get("metrics") or {}), dataset.get("task"), None
+    return dataset, dict(dataset.get("metrics") or {}), dataset.get("task"), None, None
 
 
 def _main_output(model):
@@ -596,13 +597,12 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     if len(model.inputs) != 1:
         raise ValueError(f"export supports models with one image input. Received "
                          f"{len(model.inputs)} inputs.")
-    dataset, run_metrics, run_task, run_model = _resolve_info(info)
+    dataset, run_metrics, run_task, run_model, run_settings = _resolve_info(info)
     if source is not None and not isinstance(source, (str, os.PathLike)):
         raise ValueError("source must be a path (the run directory or file the model came "
                          f"from) or None. Received: {type(source).__name__}")
     training = {"source": None if source is None else os.path.abspath(os.fspath(source)),
-                "settings": info.get("settings") if isinstance(info, dict)
-                and "dataset" in info else None}
+                "settings": run_settings}
     if name is None:
         name = run_model or model.name
     _check_name(name)

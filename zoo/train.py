@@ -2369,8 +2369,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         counter = _EpochCounter()
         # shuffle=False: the zoo.data pipeline shuffles (Keras ignores shuffle for datasets and
         # warns when it is left at True).
-        # A label outside the classes, in any split: fit's one line, not TensorFlow's error.
-        with label_errors_as(ValueError):
+        # A label outside the classes, or a folder's image that cannot be decoded, in any
+        # split: fit's one line, not TensorFlow's error.
+        with label_errors_as(ValueError, info.name):
             try:
                 with quiet_unknown_length(train, val):
                     model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
@@ -2401,11 +2402,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             test_metrics = model.evaluate(test, verbose=0, return_dict=True)
         if heads is not None:
             test_metrics = _main_output_logs(test_metrics, heads)
-    except BaseException as exc:
+    except BaseException:
         _abandon_run_dir(run_dir, existed, previous)
-        error = zdata._decode_failure(exc, info.name)   # None for any other failure
-        if error is not None:
-            raise error from None
         raise
     for name in os.listdir(run_dir):   # trained: the old run is replaced (also one set
         if name.startswith(_PREVIOUS):  # aside by a run killed before it could put it back)

@@ -4,7 +4,8 @@ the top stage unfrozen and fine-tuned with a lower learning rate.
     python examples/finetune_resnet_folder.py --folder PATH [--model resnet50 --weights imagenet]
     python examples/finetune_resnet_folder.py            # builds a small demo folder first
 
-PATH is laid out as PATH/train/<label>/*.png|jpg (+ PATH/validation, PATH/test). With
+PATH is laid out as PATH/train/<label>/*.png|jpg (+ PATH/validation, PATH/test), or as
+PATH/<label>/*.png|jpg, which the zoo splits 80/10/10 into train, validation and test. With
 ``--weights imagenet`` (ResNet-50/101/152 and v2, Xception, Inception-v3) the backbone starts
 from Keras' published ImageNet weights (fetched once when online; or ``--weights`` the
 published file's path), and a fixed layer,

@@ -343,7 +343,10 @@ def test_bad_names_and_arguments(tmp_path):
                                              rf"{re.escape(repr(size))}"):
             data.load("digits", image_size=size)
     assert data.load("digits", "test", image_size=np.int64(8))[1].input_shape[:2] == (8, 8)
-    with pytest.raises(ValueError, match="no 'train' subfolder"):
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{tmp_path}' has no subfolders. Expected root/train/<label>/"
+            f"*.png|jpg (+ root/validation, root/test), or root/<label>/*.png|jpg (split "
+            f"80/10/10 here), or root/images + root/masks for segmentation.")):
         data.load(str(tmp_path))
     with pytest.raises(ValueError, match=r"autotune must be True, False or None .*"
                                          r"Received: autotune='yes'"):
@@ -754,6 +757,75 @@ def test_folder_validation_hold_out_is_stratified(tmp_path):
     root = _class_tree(tmp_path / "d", {"train": {"a": 30, "b": 10}})
     _, y_val = data.to_arrays(data.load_splits(f"folder:{root}", batch_size=64).validation)
     assert np.bincount(y_val, minlength=2).tolist() == [3, 1]
+
+
+def test_folder_of_class_folders_is_split_80_10_10(tmp_path):
+    """A folder holding only class folders (root/<label>/*, as most photo collections come)
+    was refused for having no train/ folder: it is split here into fixed, stratified test and
+    validation parts of 10% each, a class's only image staying in train."""
+    root = _class_tree(tmp_path / "c", {"": {"a": 30, "b": 10, "c": 1}})
+    s = data.load_splits(f"folder:{root}", batch_size=64)
+    assert s.info.labels == ["a", "b", "c"]
+    assert s.info.splits == {"train": 33, "validation": 4, "test": 4}
+
+    def values(ds):   # every image is one grey value of its own (50 * class + index)
+        x, y = data.to_arrays(ds)
+        raw = x * np.array(s.info.std) + np.array(s.info.mean)
+        return np.round(raw[:, 0, 0, 0]).astype(int), y
+    (train, y_train), (val, y_val), (test, y_test) = map(values, (s.train, s.validation,
+                                                                  s.test))
+    assert np.bincount(y_test, minlength=3).tolist() == [3, 1, 0]
+    assert np.bincount(y_val, minlength=3).tolist() == [3, 1, 0]
+    assert np.bincount(y_train, minlength=3).tolist() == [24, 8, 1]
+    assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
+    assert sorted({*train, *val, *test}) == [*range(30), *range(50, 60), 100]
+    np.testing.assert_array_equal(y_train, train // 50)   # labels follow the folders
+    again = data.load_splits(f"folder:{root}", batch_size=64, seed=5)   # fixed, not seeded
+    assert sorted(values(again.test)[0]) == sorted(test)
+    assert sorted(values(again.validation)[0]) == sorted(val)
+    assert data.load(str(root), "test", image_size=(4, 4))[1].splits == s.info.splits
+
+
+def test_folder_of_class_folders_refusals(tmp_path):
+    # Folders named like splits would be read as classes ("Test" and "Train").
+    for names in (("Test", "Train"), ("test_set", "training_set"), ("VAL", "a", "b")):
+        root = _class_tree(tmp_path / "_".join(names), {"": {n: 2 for n in names}})
+        shown = ", ".join(repr(n) for n in names if n not in ("a", "b"))
+        with pytest.raises(ValueError, match=re.escape(
+                f"Dataset folder '{root}' has no train/ folder, but its folders {shown} look "
+                f"like splits, not classes. Name the split folders train/, validation/ (or "
+                f"val/, valid/) and test/, in lower case; a folder holding only class folders "
+                f"(root/<label>/*.png|jpg) is split 80/10/10.")):
+            data.load_splits(str(root))
+    # Too few images for both parts: two classes of one image; 2 + 1 images (the test part
+    # takes a's second image, and then no class has one to spare).
+    for counts in ({"a": 1, "b": 1}, {"a": 2, "b": 1}):
+        root = _class_tree(tmp_path / f"few{len(counts)}{counts['a']}", {"": counts})
+        n = sum(counts.values())
+        with pytest.raises(ValueError, match=re.escape(
+                f"Dataset folder '{root}' has too few images to hold out a validation and a "
+                f"test split ({n} images in 2 class folders; a class's only image stays in "
+                f"train). Add images, or split them yourself into train/<label>/, "
+                f"validation/<label>/ and test/<label>/.")):
+            data.load_splits(str(root))
+    # One class folder; an image beside the class folders.
+    one = _class_tree(tmp_path / "one", {"": {"photos": 4}})
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{one}' has one label subfolder ('photos'); a classifier needs "
+            f"at least 2 classes (<label>/*.png|jpg, one subfolder per class).")):
+        data.load_splits(str(one))
+    loose = _class_tree(tmp_path / "loose", {"": {"a": 10, "b": 10}})
+    Image.fromarray(np.zeros((6, 6), "uint8")).save(loose / "x.png")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{loose}' holds 1 image outside its class folders (['x.png']): "
+            f"they have no class. Move them into loose/<label>/ or remove them.")):
+        data.load_splits(str(loose))
+    # A validation or test folder without train/ is still refused.
+    no_train = _class_tree(tmp_path / "nt", {"validation": {"a": 2, "b": 2}})
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{no_train}' has no 'train' subfolder beside its validation or "
+            f"test folder.")):
+        data.load_splits(str(no_train))
 
 
 def test_folder_with_two_folders_for_one_split_is_refused(tmp_path):

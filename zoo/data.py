@@ -8,7 +8,7 @@ Three kinds of source, all behind :func:`load` and :func:`load_splits`:
   ``imagenette``. Nothing is downloaded unless ``download=True``; without the data a
   ``ValueError`` says how to get it.
 - **local folders** (``"folder:/path"`` or just a path): classification
-  ``root/<split>/<label>/*.png|jpg``; segmentation ``root/images`` + ``root/masks`` (or
+  ``root/<split>/<label>/*.png|jpg``, or ``root/<label>/*.png|jpg`` split 80/10/10; segmentation ``root/images`` + ``root/masks`` (or
   ``root/<split>/images`` + ``root/<split>/masks``), masks holding class indices.
 - **embedded, offline, deterministic**: ``digits`` (scikit-learn's 1,797 real 8x8 handwritten
   digits, raw pixels 0..255, fixed stratified train/validation/test split) and ``shapes``
@@ -996,7 +996,7 @@ def _folder_source(root, data_dir=None, download=False, ignore_label=None):
     name = f"folder:{root}"
     if not os.path.isdir(root):
         raise ValueError(f"Dataset folder not found: {root!r}. Expected a directory laid out "
-                         "as root/<split>/<label>/*.png|jpg (classification) or root/images + "
+                         f"as {_CLASSIFICATION_LAYOUT} (classification) or root/images + "
                          "root/masks (segmentation).")
     seg_roots = {}
     if os.path.isdir(os.path.join(root, "images")) and os.path.isdir(os.path.join(root, "masks")):
@@ -1012,25 +1012,63 @@ def _folder_source(root, data_dir=None, download=False, ignore_label=None):
     return _classification_folder(root, name)
 
 
+_CLASSIFICATION_LAYOUT = ("root/train/<label>/*.png|jpg (+ root/validation, root/test), or "
+                          "root/<label>/*.png|jpg (split 80/10/10 here)")
+
+# Folder names a user may have given a split (Train/, training_set/, Test/, val_images/): with
+# no train/ folder beside them they would otherwise be read as classes.
+_SPLIT_LIKE = re.compile(r"(train|training|trn|val|valid|validation|validate|dev|test|testing|"
+                         r"tst|eval|evaluation)([ _.-]?(set|data|split|images|imgs|img))?",
+                         re.IGNORECASE)
+
+
+def _hold_out(paths, ys, n):
+    """``(kept, held)``: ``(paths, ys)`` pairs of a fixed, stratified holdout of about ``n``
+    of the examples (:func:`_stratified_holdout`) and the rest, or ``None`` when no example
+    can be held out (every class has one)."""
+    held = _stratified_holdout(ys, n)
+    if not held:
+        return None
+    kept = sorted(set(range(len(paths))) - set(held))
+    return (([paths[i] for i in kept], [ys[i] for i in kept]),
+            ([paths[i] for i in held], [ys[i] for i in held]))
+
+
 def _classification_folder(root, name):
     """``root/<split>/<label>/`` images: the labels are train's class folders, sorted; a
     class folder's subfolders belong to it; hidden files and folders are skipped. A missing
     validation folder is a fixed, stratified 10% of train (a class's only image stays in
-    train); a missing test folder is the validation split."""
+    train); a missing test folder is the validation split. A folder with no split folder
+    at all holds the class folders itself (``root/<label>/``), split 80/10/10: fixed,
+    stratified test and validation parts of 10% each."""
     split_dirs = {s: _find_split_dir(root, s) for s in SPLITS}
-    if split_dirs["train"] is None:
-        raise ValueError(f"Dataset folder {root!r} has no 'train' subfolder. Expected "
-                         "root/train/<label>/*.png|jpg (+ root/validation, root/test), or "
+    whole = all(d is None for d in split_dirs.values())   # root/<label>/*, split here
+    if whole:
+        split_like = sorted(d for d in os.listdir(root)
+                            if os.path.isdir(os.path.join(root, d)) and _SPLIT_LIKE.fullmatch(d))
+        if split_like:
+            raise ValueError(f"Dataset folder {root!r} has no train/ folder, but its folders "
+                             f"{', '.join(repr(d) for d in split_like)} look like splits, not "
+                             "classes. Name the split folders train/, validation/ (or val/, "
+                             "valid/) and test/, in lower case; a folder holding only class "
+                             "folders (root/<label>/*.png|jpg) is split 80/10/10.")
+        split_dirs["train"] = root
+    elif split_dirs["train"] is None:
+        raise ValueError(f"Dataset folder {root!r} has no 'train' subfolder beside its "
+                         f"validation or test folder. Expected {_CLASSIFICATION_LAYOUT}, or "
                          "root/images + root/masks for segmentation.")
+    where = "<label>" if whole else "train/<label>"
     labels = sorted(d for d in os.listdir(split_dirs["train"])
                     if _visible(d) and os.path.isdir(os.path.join(split_dirs["train"], d)))
     if not labels:
-        raise ValueError(f"Dataset folder {split_dirs['train']!r} has no label subfolders "
-                         "(expected train/<label>/*.png|jpg).")
+        raise ValueError(f"Dataset folder {split_dirs['train']!r} has no " +
+                         (f"subfolders. Expected {_CLASSIFICATION_LAYOUT}, or root/images + "
+                          "root/masks for segmentation." if whole else
+                          "label subfolders (expected train/<label>/*.png|jpg)."))
     if len(labels) < 2:
         raise ValueError(f"Dataset folder {split_dirs['train']!r} has one label subfolder "
                          f"({labels[0]!r}); a classifier needs at least 2 classes "
-                         "(train/<label>/*.png|jpg, one subfolder per class).")
+                         f"({where}/*.png|jpg, one subfolder per class).")
     files = {}
     for split, d in split_dirs.items():
         if d is None:
@@ -1052,7 +1090,8 @@ def _classification_folder(root, name):
             raise ValueError(f"Dataset folder {d!r} holds {len(loose)} image"
                              f"{'' if len(loose) == 1 else 's'} outside its class folders "
                              f"({clip_text(repr(loose), 200)}): they have no class. Move them "
-                             f"into {os.path.basename(d)}/<label>/ or remove them.")
+                             f"into {os.path.basename(os.path.normpath(d))}/<label>/ or "
+                             "remove them.")
         extra = sorted(set(x for x in os.listdir(d)
                            if _visible(x) and os.path.isdir(os.path.join(d, x))) - set(labels))
         if extra:
@@ -1065,18 +1104,28 @@ def _classification_folder(root, name):
                              f"class folders of {split_dirs[split]!r}. Add images, or remove "
                              "the folder (a missing validation folder is a fixed 10% of "
                              "train, a missing test folder the validation split).")
+    if whole:   # fixed, stratified 10% test, then 10% validation of the rest
+        paths, ys = files["train"]
+        n = max(1, len(paths) // 10)
+        test = _hold_out(paths, ys, n)
+        validation = test and _hold_out(*test[0], n)
+        if not validation:
+            raise ValueError(f"Dataset folder {root!r} has too few images to hold out a "
+                             f"validation and a test split ({len(paths)} images in "
+                             f"{len(labels)} class folders; a class's only image stays in "
+                             "train). Add images, or split them yourself into "
+                             "train/<label>/, validation/<label>/ and test/<label>/.")
+        files = {"train": validation[0], "validation": validation[1], "test": test[1]}
     # Missing validation: a fixed 10% of train, stratified; missing test: the validation split.
     if "validation" not in files:
         paths, ys = files["train"]
-        val_idx = _stratified_holdout(ys, max(1, len(paths) // 10))
-        if not val_idx:
+        parts = _hold_out(paths, ys, max(1, len(paths) // 10))
+        if not parts:
             raise ValueError(f"Dataset folder {root!r} has no validation folder and too few "
                              f"training images to hold some out: {len(paths)} images, one per "
                              "class. Add images, or a validation folder "
                              "(validation/<label>/*.png|jpg).")
-        train_idx = sorted(set(range(len(paths))) - set(val_idx))
-        files["validation"] = ([paths[i] for i in val_idx], [ys[i] for i in val_idx])
-        files["train"] = ([paths[i] for i in train_idx], [ys[i] for i in train_idx])
+        files["train"], files["validation"] = parts
     if "test" not in files:
         files["test"] = files["validation"]
     sample = _spread(list(zip(*files["train"])), _STATS_IMAGES)

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-MODULES = ["zoo", "zoo.data", "zoo.train", "zoo.export", "zoo.serving", "zoo.profile",
+MODULES = ["zoo", "zoo.data", "zoo.train", "zoo.export", "zoo.serving", "zoo.evaluation",
+           "zoo.profile",
            "zoo.tables", "zoo.features", "zoo.registry", "zoo.layers", "zoo.optimizers",
            "zoo.models.alexnet", "zoo.models.lenet", "zoo.models.inception",
            "zoo.models.resnet", "zoo.models.unet", "zoo.models.xception",

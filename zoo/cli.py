@@ -29,6 +29,7 @@ COMMANDS = {
     "train": ("zoo.train", "train a model on a dataset"),
     "export": ("zoo.export", "export a trained model as a versioned SavedModel"),
     "predict": ("zoo.serving", "predict images with an exported model"),
+    "evaluate": ("zoo.evaluation", "evaluate an exported model on a dataset split"),
     "serve": ("zoo.serving", "serve exported models over TensorFlow Serving's REST API"),
     "tune": ("tuning.search", "hyperparameter search with keras-tuner"),
 }

@@ -45,7 +45,8 @@ from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_bool, check_seed, clip_te
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "check_augment_settings", "make_shapes", "digits_arrays",
            "train_class_counts", "OFFLINE_DATASETS", "check_info_fields", "check_splits",
-           "autotune_by_default", "without_autotune", "with_default_autotune"]
+           "autotune_by_default", "without_autotune", "with_default_autotune", "load_raw",
+           "RawSplit", "convert_channels"]
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
@@ -342,13 +343,12 @@ def check_splits(splits) -> None:
 # --------------------------------------------------------------------------------------
 # Preprocessing: the one function the pipelines use and the export embeds.
 
-def resize_and_convert(images, input_shape, *, method="bilinear"):
-    """Resize raw images to ``input_shape[:2]`` and convert channels to ``input_shape[2]``.
-
-    Values stay in the raw range. Grey -> RGB repeats the channel, RGB -> grey uses the
-    ITU-R 601 luma weights (``tf.image.rgb_to_grayscale``), RGBA drops alpha.
-    """
-    h, w, c = (int(v) for v in input_shape)
+def convert_channels(images, channels):
+    """Raw images ``[..., H, W, C]`` as float32 with ``channels`` channels, values in the raw
+    range: grey -> RGB repeats the channel, RGB -> grey uses the ITU-R 601 luma weights
+    (``tf.image.rgb_to_grayscale``), RGBA drops alpha; the pipelines' conversion, which
+    the export embeds too."""
+    c = int(channels)
     images = tf.cast(tf.convert_to_tensor(images), tf.float32)
     have = images.shape[-1]
     if have is None:
@@ -369,6 +369,17 @@ def resize_and_convert(images, input_shape, *, method="bilinear"):
         else:
             raise ValueError(f"preprocess: cannot convert {have}-channel images to {c} "
                              "channels (allowed: 1 <-> 3, 4 -> 3 or 1).")
+    return images
+
+
+def resize_and_convert(images, input_shape, *, method="bilinear"):
+    """Resize raw images to ``input_shape[:2]`` and convert channels to ``input_shape[2]``.
+
+    Values stay in the raw range. Grey -> RGB repeats the channel, RGB -> grey uses the
+    ITU-R 601 luma weights (``tf.image.rgb_to_grayscale``), RGBA drops alpha.
+    """
+    h, w, c = (int(v) for v in input_shape)
+    images = convert_channels(images, c)
     static = images.shape[-3:-1]
     if tuple(static) != (h, w):
         images = tf.image.resize(images, (h, w), method=method)
@@ -1559,13 +1570,18 @@ def _stats(src: _Source, input_shape, max_images=None):
     return [float(v) for v in mean], [float(v) for v in std]
 
 
-def _info(src: _Source, image_size, channels) -> DatasetInfo:
-    size = _check_size(image_size) or tuple(src.default_size)
+def _channels_of(src: _Source, channels) -> int:
+    """``channels`` (1 or 3) checked, or ``src``'s own where it is ``None``."""
     if channels is None:
-        channels = src.channels
+        return src.channels
     if isinstance(channels, (bool, np.bool_)) or channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3. Received: channels={channels!r}")
-    input_shape = (size[0], size[1], int(channels))
+    return int(channels)
+
+
+def _info(src: _Source, image_size, channels) -> DatasetInfo:
+    size = _check_size(image_size) or tuple(src.default_size)
+    input_shape = (size[0], size[1], _channels_of(src, channels))
     mean, std = _stats(src, input_shape)
     return DatasetInfo(name=src.name, task=src.task, num_classes=len(src.labels),
                        labels=list(src.labels), input_shape=input_shape, mean=mean, std=std,
@@ -1739,6 +1755,60 @@ def to_arrays(dataset) -> tuple:
         xs.append(x.numpy())
         ys.append(y.numpy())
     return np.concatenate(xs), np.concatenate(ys)
+
+
+@dataclasses.dataclass
+class RawSplit:
+    """One split of a dataset as stored (:func:`load_raw`)."""
+    dataset: object      # unbatched tf.data.Dataset of (image, label or mask)
+    name: str
+    split: str
+    task: str
+    labels: list
+    size: int            # examples in the split
+    raw_shape: tuple     # (H, W, C) of the images, None where it varies
+    ignore_label: Optional[int] = None
+
+
+def load_raw(name, split="test", *, channels=None, data_dir=None, download=False,
+             ignore_label=None) -> RawSplit:
+    """One split's examples as they are stored, at their own size and in their raw range:
+    what an exported model takes (it resizes and normalises them itself), for evaluating
+    it (:func:`zoo.evaluation.evaluate`).
+
+    Args:
+        name, split, data_dir, download, ignore_label: as for :func:`load`.
+        channels: 1 or 3 to convert the images to (grey <-> RGB, as :func:`load` does);
+            ``None``: the dataset's own.
+
+    Returns:
+        A :class:`RawSplit`: ``dataset``, unbatched, in a fixed order, of ``(image,
+        target)``: float32 ``[H, W, C]`` raw pixels and an int32 label, or an int32 mask
+        ``[H, W]`` of class indices (and ``ignore_label``) at the image's size; with the
+        dataset's ``task``, ``labels``, ``size`` and ``raw_shape``.
+
+    Raises:
+        ValueError: as :func:`load`.
+
+    Example:
+        >>> raw = load_raw("digits", "test")
+        >>> raw.size, raw.raw_shape, raw.dataset.element_spec[0].shape
+        (360, (8, 8, 1), TensorShape([8, 8, 1]))
+    """
+    split = _split_name(split)
+    ignore_label = _check_ignore_label(ignore_label)
+    src = _source(name, data_dir, download, ignore_label)
+    c = _channels_of(src, channels)
+    seg = src.task == "segmentation"
+
+    def convert(x, y):
+        y = tf.cast(y, tf.int32)
+        return convert_channels(x, c), (y[..., 0] if seg else y)
+
+    raw_shape = tuple(src.raw_shape[:2]) + (c,)
+    return RawSplit(src.get(split).map(convert, num_parallel_calls=tf.data.AUTOTUNE),
+                    src.name, split, src.task, list(src.labels), int(src.sizes[split]),
+                    raw_shape, src.ignore_label)
 
 
 def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=False,

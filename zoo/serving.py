@@ -56,7 +56,8 @@ from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE
                         ZOO_JSON, latest_version, list_versions)
 
 __all__ = ["load", "Servable", "resolve_version_dir", "read_record", "decode_image",
-           "check_image_file", "mask_at_size", "configure_predict", "configure_serve"]
+           "check_image_file", "mask_at_size", "engine_text", "configure_predict",
+           "configure_serve"]
 
 JIT_MODES = ("auto", True, False)
 RUNTIMES = ("auto", "litert", "openvino", "tensorflow")
@@ -1395,6 +1396,19 @@ _RUNTIME_HELP = ("what runs a model: on CPUs where the export has its LiteRT mod
 _ENGINE_NAMES = {"litert": "LiteRT", "openvino": "OpenVINO", "tensorflow": "TensorFlow"}
 
 
+def add_model_dir_argument(parser):
+    """The ``MODEL_DIR`` argument of the commands that load an export."""
+    parser.add_argument("model_dir", metavar="MODEL_DIR",
+                        help="an exported model directory (newest version) or version directory")
+
+
+def add_runtime_options(parser):
+    """``--no-xla`` and ``--runtime``: how the commands that run an export run it
+    (``args.no_xla``, ``args.runtime``; :func:`load`'s ``jit_compile`` and ``runtime``)."""
+    parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto", help=_RUNTIME_HELP)
+
+
 def configure_predict(parser):
     """``zoo predict MODEL_DIR IMAGE... [--files-from FILE] [--top-k 5] [--out DIR]
     [--digits N] [--format markdown|csv|jsonl]``.
@@ -1406,8 +1420,7 @@ def configure_predict(parser):
         ``run(args) -> int``: runs the command on the parsed arguments and returns its
         exit code.
     """
-    parser.add_argument("model_dir", metavar="MODEL_DIR",
-                        help="an exported model directory (newest version) or version directory")
+    add_model_dir_argument(parser)
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="PNG/JPEG files")
     parser.add_argument("--files-from", default=None, metavar="FILE",
                         help="read image paths from FILE, one a line ('-': standard input), "
@@ -1420,9 +1433,7 @@ def configure_predict(parser):
                         help="segmentation: directory for the mask PNGs (default: masks)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="images per model call (default: 32)")
-    parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help=_RUNTIME_HELP)
+    add_runtime_options(parser)
     parser.add_argument("--format", choices=("markdown", "csv", "jsonl"), default="markdown",
                         help="markdown (for people, the default), csv (rank by rank) or "
                              "jsonl (one JSON object per image)")
@@ -1508,19 +1519,10 @@ def configure_predict(parser):
             labels = servable.labels or [str(i) for i in range(out["probabilities"].shape[-1])]
             predicted = [labels[int(c)] for c in out["classes"]]
             right = sum(p == t for p, t in zip(predicted, truth))
-            engine = (f"TensorFlow, XLA {'on' if servable.jit_compiled else 'off'}"
-                      if servable.runtime == "tensorflow" else _ENGINE_NAMES[servable.runtime])
-            for runtime in ("openvino", "tensorflow", "litert"):
-                switched = sorted(k for k, v in servable.runtime_choices.items()
-                                  if v == runtime != servable.runtime)
-                if switched:
-                    engine += (f"; {_ENGINE_NAMES[runtime]} for batches of "
-                               + ", ".join(map(size_class_text, switched))
-                               + (" image" if switched == [1] else " images"))
             # Below the table for people; on stderr beside csv and jsonl, which stay
             # machine-readable to their end.
             summary = f"{right}/{len(truth)} correct ({servable.name} version " \
-                      f"{servable.version}, {engine})"
+                      f"{servable.version}, {engine_text(servable)})"
             if args.format == "markdown":
                 print(f"\n{summary}")
             else:
@@ -1528,6 +1530,22 @@ def configure_predict(parser):
         return 0
 
     return run
+
+
+def engine_text(servable) -> str:
+    """What ran ``servable``'s batches, for people: ``"TensorFlow, XLA off"``, ``"LiteRT"``,
+    ``"LiteRT; OpenVINO for batches of 16-31 images"`` (the runtimes ``runtime="auto"``
+    chose per batch size, so far)."""
+    engine = (f"TensorFlow, XLA {'on' if servable.jit_compiled else 'off'}"
+              if servable.runtime == "tensorflow" else _ENGINE_NAMES[servable.runtime])
+    for runtime in ("openvino", "tensorflow", "litert"):
+        switched = sorted(k for k, v in servable.runtime_choices.items()
+                          if v == runtime != servable.runtime)
+        if switched:
+            engine += (f"; {_ENGINE_NAMES[runtime]} for batches of "
+                       + ", ".join(map(size_class_text, switched))
+                       + (" image" if switched == [1] else " images"))
+    return engine
 
 
 def _read_file_list(source) -> list:
@@ -1760,9 +1778,7 @@ def configure_serve(parser):
     parser.add_argument("--port", type=_port_arg, default=8501, help="port (default 8501)")
     parser.add_argument("--max-request-mb", type=_mb_arg, default=64.0,
                         help="largest request body accepted, in MB (default 64)")
-    parser.add_argument("--no-xla", action="store_true", help="do not compile with XLA")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help=_RUNTIME_HELP)
+    add_runtime_options(parser)
     parser.add_argument("--parse-workers", type=_parse_workers_arg, default="auto",
                         metavar="N|auto",
                         help="threads (and, for bodies the compiled reader does not "

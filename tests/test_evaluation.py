@@ -1,0 +1,234 @@
+"""zoo.evaluation: an exported model evaluated on a dataset split through its serving
+signature, against scikit-learn's metrics on the same predictions and against the Keras
+model on the training pipeline; zoo evaluate."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+from PIL import Image  # noqa: E402
+from sklearn import metrics  # noqa: E402
+
+import zoo  # noqa: E402
+from zoo import data, serving  # noqa: E402
+from zoo.cli import main  # noqa: E402
+from zoo.evaluation import evaluate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory):
+    """LeNet-5 trained for two epochs on digits (far from perfect: every cell of the
+    report matters), exported; with the Keras model and the training info."""
+    keras.utils.set_random_seed(0)
+    splits = data.load_splits("digits", image_size=(32, 32), batch_size=64)
+    model = zoo.lenet5(variant="modern")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(splits.train, epochs=2, verbose=0)
+    path = zoo.export(model, tmp_path_factory.mktemp("models"), info=splits.info, lite=False)
+    return path, model, splits
+
+
+def test_classification_report_equals_scikit_learns_on_the_served_predictions(digits_model):
+    path, model, splits = digits_model
+    r = evaluate(path, top_k=3)
+    assert (r["model"], r["version"], r["dataset"], r["split"], r["task"], r["examples"]) == (
+        "lenet5", 1, "digits", "test", "classification", 360)
+    # The reference: the same signature on the embedded arrays (another reader of the data).
+    x, y = data.digits_arrays("test")
+    out = serving.load(path, jit_compile=False).predict(x)
+    assert 0.3 < r["accuracy"] < 0.99   # two epochs: neither chance nor perfect
+    assert r["accuracy"] == metrics.accuracy_score(y, out["classes"])
+    assert r["top_k"] == 3 and r["top_k_accuracy"] == metrics.top_k_accuracy_score(
+        y, out["probabilities"], k=3, labels=range(10))
+    assert r["confusion_matrix"] == metrics.confusion_matrix(y, out["classes"],
+                                                             labels=range(10)).tolist()
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        y, out["classes"], labels=range(10), zero_division=0)
+    assert [c["label"] for c in r["per_class"]] == [str(i) for i in range(10)]
+    np.testing.assert_allclose([c["precision"] for c in r["per_class"]], precision)
+    np.testing.assert_allclose([c["recall"] for c in r["per_class"]], recall)
+    np.testing.assert_allclose([c["f1"] for c in r["per_class"]], f1)
+    assert [c["support"] for c in r["per_class"]] == support.tolist()
+    np.testing.assert_allclose([r["macro"][k] for k in ("precision", "recall", "f1")],
+                               [precision.mean(), recall.mean(), f1.mean()])
+    # The Keras model on the training pipeline's test split: the same answers, but for
+    # float rounding between the two graphs (at most one image of 360).
+    keras_right = sum(int((model.predict(xb, verbose=0).argmax(-1) == yb.numpy()).sum())
+                      for xb, yb in splits.test)
+    assert abs(keras_right - round(r["accuracy"] * 360)) <= 1
+    # Other splits, sizes and batch sizes give the split's count.
+    assert evaluate(path, "digits", "validation", batch_size=7)["examples"] == 180
+
+
+def test_a_folder_of_colour_images_is_converted_to_the_models_channels(digits_model,
+                                                                        tmp_path):
+    """The digits' test images stored as RGB PNGs in a folder of their classes: the
+    greyscale model sees them converted (grey -> RGB -> grey: x 0.9999), with the same
+    report but for images that sit on a decision boundary."""
+    path, _, _ = digits_model
+    x, y = data.digits_arrays("test")
+    for split in ("train", "test"):
+        for i, (image, label) in enumerate(zip(x, y)):
+            folder = tmp_path / split / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            if split == "test" or i < 60:   # train: some of every class
+                Image.fromarray(np.repeat(image.astype("uint8"), 3, -1)).save(
+                    folder / f"{i:03d}.png")
+    raw = data.load_raw(str(tmp_path), "test", channels=1)
+    assert raw.raw_shape == (None, None, 1) and raw.size == 360
+    first, label = next(raw.dataset.as_numpy_iterator())   # the folder's first: class 0
+    index = int(np.flatnonzero(y == 0)[0])
+    assert first.shape == (8, 8, 1) and label == 0
+    np.testing.assert_allclose(first, x[index].astype("uint8") * 0.9999, atol=0.01)   # ITU-R 601
+    on_folder = evaluate(path, f"folder:{tmp_path}")
+    on_digits = evaluate(path, "digits")
+    assert on_folder["examples"] == 360 and on_folder["dataset"] == f"folder:{tmp_path}"
+    diff = np.abs(np.subtract(on_folder["confusion_matrix"], on_digits["confusion_matrix"]))
+    assert diff.sum() <= 4   # each image that changes class moves two cells
+
+
+def test_datasets_of_other_classes_or_tasks_and_bad_arguments_are_refused(digits_model,
+                                                                         tmp_path):
+    path, _, _ = digits_model
+    for label in ("cat", "dog"):
+        (tmp_path / "pets" / label).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((8, 8), 10 * i, "uint8")).save(
+                tmp_path / "pets" / label / f"{i}.png")
+    with pytest.raises(ValueError, match=re.escape(
+            f"dataset 'folder:{tmp_path / 'pets'}' has the classes ['cat', 'dog'] (2), lenet5 "
+            f"was trained on ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'] (10): a model "
+            f"is evaluated on data with its own classes, in its order.")):
+        evaluate(path, str(tmp_path / "pets"))
+    with pytest.raises(ValueError, match="^lenet5 is a classification model; dataset 'shapes' "
+                                         "is a segmentation dataset.$"):
+        evaluate(path, "shapes")
+    with pytest.raises(ValueError, match="split must be one of"):
+        evaluate(path, split="dev")
+    with pytest.raises(ValueError, match=r"top_k must be a positive integer. Received: "
+                                         r"top_k=0"):
+        evaluate(path, top_k=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        evaluate(path, batch_size=0)
+    with pytest.raises(ValueError, match="ignore_label is for segmentation datasets"):
+        evaluate(path, ignore_label=255)
+
+
+def test_segmentation_iou_equals_scikit_learns_and_the_ignore_label_counts_nowhere(tmp_path):
+    # A folder of 0/1 masks with a 255 border around each object, exported with it.
+    root = tmp_path / "cells"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        mask = np.zeros((12 + i % 3, 16), "uint8")
+        top, left = rng.integers(1, 5, 2)
+        mask[top - 1:top + 7, left - 1:left + 9] = 255
+        mask[top:top + 6, left:left + 8] = 1
+        image = (rng.integers(0, 60, mask.shape) + 150 * (mask == 1)).astype("uint8")
+        Image.fromarray(image).save(root / "images" / f"{i:02d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i:02d}.png")
+    keras.utils.set_random_seed(1)
+    splits = data.load_splits(str(root), image_size=(16, 16), batch_size=8, ignore_label=255)
+    model = zoo.unet(input_shape=(16, 16, 1), num_classes=2, padding="same", depth=1,
+                     base_filters=4)
+    path = zoo.export(model, tmp_path / "models", info=splits.info, lite=False)
+    r = evaluate(path, split="train")   # the folder and ignore label recorded in zoo.json
+    assert (r["task"], r["examples"], r["dataset"]) == ("segmentation", 24, f"folder:{root}")
+    # The reference: each training image predicted alone, its mask brought to the image's
+    # size as zoo predict writes it, scored by scikit-learn over the pixels not ignored.
+    raw = data.load_raw(str(root), "train", ignore_label=255)
+    s = serving.load(path, jit_compile=False)
+    truth, predicted = [], []
+    for image, mask in raw.dataset.as_numpy_iterator():
+        p = serving.mask_at_size(s.predict(image)["probabilities"][0], mask.shape)
+        truth.append(mask[mask != 255])
+        predicted.append(p[mask != 255])
+    truth, predicted = np.concatenate(truth), np.concatenate(predicted)
+    all_pixels = sum(mask.size for _, mask in raw.dataset.as_numpy_iterator())
+    assert r["pixels"] == len(truth) and 0 < all_pixels - len(truth) < all_pixels / 2
+    assert r["pixel_accuracy"] == metrics.accuracy_score(truth, predicted)
+    iou = metrics.jaccard_score(truth, predicted, labels=[0, 1], average=None,
+                                zero_division=0)
+    np.testing.assert_allclose([c["iou"] for c in r["per_class"]], iou)
+    present = [k for k in (0, 1) if (truth == k).any() or (predicted == k).any()]
+    np.testing.assert_allclose(r["mean_iou"], iou[present].mean())
+    assert r["confusion_matrix"] == metrics.confusion_matrix(truth, predicted,
+                                                             labels=[0, 1]).tolist()
+    # Without the ignore label the masks' 255 is no class: refused as load refuses it.
+    with pytest.raises(ValueError, match="pass ignore_label=255"):
+        evaluate(path, split="train", ignore_label=None)
+
+
+
+def test_zoo_evaluate_prints_the_report_in_three_formats(digits_model, capsys):
+    path, _, _ = digits_model
+    expected = evaluate(path, runtime="tensorflow", jit_compile=False)
+    assert main(["evaluate", path, "--format", "json", "--runtime", "tensorflow",
+                 "--no-xla"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(expected))
+    assert main(["evaluate", path, "--no-xla", "--runtime", "tensorflow"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"lenet5 version 1 on digits (test, 360 images, TensorFlow, XLA off): "
+                        f"accuracy {expected['accuracy']:.4f}, top-5 accuracy "
+                        f"{expected['top_k_accuracy']:.4f}")
+    rows = [line for line in lines if line.startswith("| ")]
+    assert rows[0].split("|")[1:-1] == [" label           ", "   precision ", "   recall ",
+                                        "     f1 ", "   support "]
+    three = next(line for line in rows if line.startswith("| 3 "))
+    c = expected["per_class"][3]
+    assert [cell.strip() for cell in three.split("|")[1:-1]] == [
+        "3", f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}",
+        str(c["support"])]
+    assert any(line.startswith("| (macro average) ") and line.rstrip().endswith("360 |")
+               for line in rows)
+    confusion = rows[rows.index(next(r for r in rows if "true \\ predicted" in r)) + 1:]
+    assert [[int(v) for v in line.split("|")[2:-1]] for line in confusion] == \
+        expected["confusion_matrix"]
+    assert main(["evaluate", path, "--format", "csv", "--split", "val", "--top-k", "2",
+                 "--no-xla"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "label,precision,recall,f1,support" and \
+        len(out.splitlines()) == 12 and out.splitlines()[-1].endswith(",180")
+    assert err.startswith("lenet5 version 1 on digits (validation, 180 images, ") and \
+        ", top-2 accuracy " in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--split", "dev"], "split must be one of 'train', 'validation' (or 'val'), 'test'. "
+                         "Received: split='dev'"),
+    (["--top-k", "0"], "argument --top-k: expected a positive integer; received '0'"),
+    (["--batch-size", "2.5"], "argument --batch-size: expected a positive integer; "
+                              "received '2.5'"),
+    (["--ignore-label", "x"], "--ignore-label takes a mask value (an integer from 0 to 65535) "
+                              "or 'none'. Received: 'x'"),
+    (["--dataset", "shapes"], "lenet5 is a classification model; dataset 'shapes' is a "
+                              "segmentation dataset."),
+    (["--dataset", "mnits"], "Unknown dataset 'mnits'. Did you mean: mnist, digits?"),
+])
+def test_zoo_evaluate_refuses_bad_input_in_one_line(digits_model, capsys, args, message):
+    path, _, _ = digits_model
+    try:
+        code = main(["evaluate", path, "--no-xla", *args])
+    except SystemExit as exc:   # argparse's refusals
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(("zoo: error: ", "zoo evaluate: error: "))
+    assert message in err
+
+
+def test_zoo_evaluate_names_a_missing_model_and_an_export_without_a_dataset(tmp_path,
+                                                                            capsys):
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert capsys.readouterr().err == (f"zoo: error: model directory not found: "
+                                       f"{tmp_path / 'nothing'}\n")
+    path = zoo.export(zoo.lenet5(), tmp_path, lite=False)
+    with pytest.raises(ValueError, match="^lenet5 version 1 records no dataset"):
+        evaluate(path)

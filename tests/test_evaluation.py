@@ -120,13 +120,13 @@ def test_datasets_of_other_classes_or_tasks_and_bad_arguments_are_refused(digits
         evaluate(path, ignore_label=255)
 
 
-def test_segmentation_iou_equals_scikit_learns_and_the_ignore_label_counts_nowhere(tmp_path):
-    # A folder of 0/1 masks with a 255 border around each object, exported with it.
-    root = tmp_path / "cells"
+def _cells(root, n=30):
+    """A segmentation folder of ``n`` grey images of 12-14x16 with 0/1 masks, a 255 border
+    around each object."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     rng = np.random.default_rng(0)
-    for i in range(30):
+    for i in range(n):
         mask = np.zeros((12 + i % 3, 16), "uint8")
         top, left = rng.integers(1, 5, 2)
         mask[top - 1:top + 7, left - 1:left + 9] = 255
@@ -134,6 +134,12 @@ def test_segmentation_iou_equals_scikit_learns_and_the_ignore_label_counts_nowhe
         image = (rng.integers(0, 60, mask.shape) + 150 * (mask == 1)).astype("uint8")
         Image.fromarray(image).save(root / "images" / f"{i:02d}.png")
         Image.fromarray(mask).save(root / "masks" / f"{i:02d}.png")
+    return root
+
+
+def test_segmentation_iou_equals_scikit_learns_and_the_ignore_label_counts_nowhere(tmp_path):
+    # A folder of 0/1 masks with a 255 border around each object, exported with it.
+    root = _cells(tmp_path / "cells")
     keras.utils.set_random_seed(1)
     splits = data.load_splits(str(root), image_size=(16, 16), batch_size=8, ignore_label=255)
     model = zoo.unet(input_shape=(16, 16, 1), num_classes=2, padding="same", depth=1,
@@ -232,3 +238,28 @@ def test_zoo_evaluate_names_a_missing_model_and_an_export_without_a_dataset(tmp_
     path = zoo.export(zoo.lenet5(), tmp_path, lite=False)
     with pytest.raises(ValueError, match="^lenet5 version 1 records no dataset"):
         evaluate(path)
+
+
+def test_an_unpadded_unet_is_scored_on_the_centre_as_training_scores_it(tmp_path):
+    """A U-Net with unpadded convolutions answers for the centre of the resized image: its
+    masks are compared there (resized to the input, then cropped), as zoo.train's test
+    split is, and agree with the Keras model on that pipeline."""
+    from zoo.train import _crop_masks
+    root = _cells(tmp_path / "cells")
+    splits = data.load_splits(str(root), image_size=(20, 20), batch_size=8, ignore_label=255)
+    keras.utils.set_random_seed(3)
+    model = zoo.unet(input_shape=(20, 20, 1), num_classes=2, padding="valid", depth=1,
+                     base_filters=4)
+    assert model.output_shape[1:3] == (4, 4)
+    path = zoo.export(model, tmp_path / "models", info=splits.info, lite=False)
+    r = evaluate(path, split="train", runtime="tensorflow", jit_compile=False)
+    truth, predicted = [], []
+    for x, y in _crop_masks(data.load(str(root), "train", image_size=(20, 20), shuffle=False,
+                                      ignore_label=255)[0], (4, 4)):
+        p, y = model.predict(x, verbose=0).argmax(-1), y.numpy()
+        truth.append(y[y != 255])
+        predicted.append(p[y != 255])
+    truth, predicted = np.concatenate(truth), np.concatenate(predicted)
+    assert r["pixels"] == len(truth) and len(truth) > 24 * 4
+    assert r["confusion_matrix"] == metrics.confusion_matrix(truth, predicted,
+                                                             labels=[0, 1]).tolist()

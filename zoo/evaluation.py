@@ -12,8 +12,10 @@ folder of new images).
 - segmentation: pixel accuracy, mean IoU over the classes present in the labels or the
   predictions (as Keras' ``MeanIoU``), each class's IoU, precision, recall and pixels, and
   the confusion matrix over pixels, at each image's own size (the masks ``zoo predict``
-  writes; training's ``test_mean_iou`` is measured at the model's input size). Pixels
-  holding the ignore label count in nothing.
+  writes; training's ``test_mean_iou`` is measured at the model's input size); for a model
+  whose output is smaller than its input (unpadded convolutions), on the centre of the
+  mask resized to the input, as training scores it. Pixels holding the ignore label count
+  in nothing.
 
 ``zoo evaluate MODEL_DIR [--dataset NAME] [--split test]`` prints them.
 """
@@ -65,6 +67,13 @@ def _check_labels(servable, raw):
 def _names(labels, most=12) -> str:
     shown = ", ".join(repr(v) for v in list(labels)[:most])
     return f"[{shown}{', ...' if len(labels) > most else ''}] ({len(labels)})"
+
+
+def _centre(mask, hw):
+    """The centre ``hw`` of ``mask``, as training crops masks for a U-Net with unpadded
+    convolutions (``zoo.train``'s ``_crop_masks``)."""
+    top, left = (mask.shape[0] - hw[0]) // 2, (mask.shape[1] - hw[1]) // 2
+    return mask[top:top + hw[0], left:left + hw[1]]
 
 
 def _per_class(confusion, labels) -> list:
@@ -144,6 +153,8 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
     labels = list(raw.labels)
     k = len(labels)
     step = batch_size or serving.DEFAULT_BATCH_SIZE
+    own_size = serving.output_has_input_size(servable)
+    in_hw = tuple(servable.info["input"]["model_input_shape"][:2]) if not own_size else None
     confusion = np.zeros((k, k), np.int64)
     top_right = examples = 0
     for chunk in _chunks(raw, step):
@@ -161,7 +172,12 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
             for idx, out in servable.iter_predict(images, step):
                 for i, probabilities in zip(idx, out["probabilities"]):
                     mask = chunk[i][1]
-                    predicted = serving.mask_at_size(probabilities, mask.shape)
+                    if own_size:
+                        predicted = serving.mask_at_size(probabilities, mask.shape)
+                    else:   # the centre of the resized image, as training scores it
+                        predicted = probabilities.argmax(-1)
+                        mask = _centre(data.resize_masks(mask[..., None], in_hw)[..., 0]
+                                       .numpy(), predicted.shape)
                     kept = (mask != raw.ignore_label) if raw.ignore_label is not None else \
                         np.ones(mask.shape, bool)
                     truth = mask[kept].astype(np.int64)

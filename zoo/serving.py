@@ -1643,6 +1643,16 @@ def mask_at_size(probabilities, size) -> np.ndarray:
     return mask
 
 
+def output_has_input_size(servable) -> bool:
+    """Whether a segmentation export's output has its model input's size
+    (``padding="same"``), so that its masks can be brought to each image's own size
+    (:func:`mask_at_size`); an output smaller than the input (unpadded convolutions) is
+    the centre of the resized image."""
+    shapes = [(servable.info.get(key) or {}).get(shape) for key, shape in
+              (("input", "model_input_shape"), ("output", "model_output_shape"))]
+    return None not in shapes and list(shapes[0][:2]) == list(shapes[1][:2])
+
+
 def _write_masks(servable, images, names, args, sizes=None) -> None:
     """Predict a segmentation model's masks batch by batch and write them into ``args.out``
     all or none: each batch's masks go into a hidden directory there, renamed into place
@@ -1669,10 +1679,7 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
     # A model whose output has its input's size (padding="same") gets masks at each image's
     # own size; an output smaller than the input (unpadded convolutions: the centre of the
     # resized image) is written as it is.
-    shapes = [(servable.info.get(key) or {}).get(shape) for key, shape in
-              (("input", "model_input_shape"), ("output", "model_output_shape"))]
-    own_size = (None not in shapes and list(shapes[0][:2]) == list(shapes[1][:2])
-                and sizes is not None)
+    own_size = sizes is not None and output_has_input_size(servable)
     try:
         for idx, out in servable.iter_predict(images, args.batch_size):
             for j, (i, mask) in enumerate(zip(idx, out["mask"])):

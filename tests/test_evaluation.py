@@ -263,3 +263,20 @@ def test_an_unpadded_unet_is_scored_on_the_centre_as_training_scores_it(tmp_path
     assert r["pixels"] == len(truth) and len(truth) > 24 * 4
     assert r["confusion_matrix"] == metrics.confusion_matrix(truth, predicted,
                                                              labels=[0, 1]).tolist()
+
+
+def test_a_tensorflow_datasets_split_under_mock_data(digits_model, tmp_path):
+    """mnist's 28x28 test images (mocked: nothing is downloaded) through the digits model,
+    whose graph resizes them to 32x32: the same classes, so it may be evaluated there."""
+    import tensorflow_datasets as tfds
+    path, _, _ = digits_model
+    with tfds.testing.mock_data(num_examples=6):
+        raw = data.load_raw("mnist", "test", data_dir=str(tmp_path))
+        images, labels = map(np.stack, zip(*raw.dataset.as_numpy_iterator()))
+        r = evaluate(path, "mnist", data_dir=str(tmp_path), runtime="tensorflow",
+                     jit_compile=False)
+    assert images.shape == (6, 28, 28, 1) and raw.raw_shape == (28, 28, 1)
+    out = serving.load(path, jit_compile=False).predict(images)
+    assert (r["dataset"], r["examples"]) == ("mnist", 6)
+    assert r["confusion_matrix"] == metrics.confusion_matrix(labels, out["classes"],
+                                                             labels=range(10)).tolist()

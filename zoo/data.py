@@ -1765,7 +1765,7 @@ class RawSplit:
     split: str
     task: str
     labels: list
-    size: int            # examples in the split
+    size: Optional[int]  # examples in the split (None: unknown until read)
     raw_shape: tuple     # (H, W, C) of the images, None where it varies
     ignore_label: Optional[int] = None
 
@@ -1785,7 +1785,8 @@ def load_raw(name, split="test", *, channels=None, data_dir=None, download=False
         A :class:`RawSplit`: ``dataset``, unbatched, in a fixed order, of ``(image,
         target)``: float32 ``[H, W, C]`` raw pixels and an int32 label, or an int32 mask
         ``[H, W]`` of class indices (and ``ignore_label``) at the image's size; with the
-        dataset's ``task``, ``labels``, ``size`` and ``raw_shape``.
+        dataset's ``task``, ``labels``, ``size`` (``None`` where tensorflow-datasets does
+        not record it) and ``raw_shape``.
 
     Raises:
         ValueError: as :func:`load`.
@@ -1807,7 +1808,7 @@ def load_raw(name, split="test", *, channels=None, data_dir=None, download=False
 
     raw_shape = tuple(src.raw_shape[:2]) + (c,)
     return RawSplit(src.get(split).map(convert, num_parallel_calls=tf.data.AUTOTUNE),
-                    src.name, split, src.task, list(src.labels), int(src.sizes[split]),
+                    src.name, split, src.task, list(src.labels), src.sizes.get(split),
                     raw_shape, src.ignore_label)
 
 

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 import zoo
@@ -97,6 +99,19 @@ def test_markdown_shows_text_as_written():
     assert lines[1] == "|:--------|-------:|:--------|--------------:|--------:|"
     assert lines[2] == "| a.png   |      1 | 7       |        1.0000 |    0.25 |"
     assert lines[3] == "|         |      2 | cat     |        0.0000 |     0.5 |"
+
+
+def test_markdown_escapes_pipes_in_cells_and_column_names():
+    """An image file named ``a|b.png`` split zoo predict's markdown row into one cell more;
+    the pipe is written ``\\|``, as markdown tables escape it (csv keeps it as it is)."""
+    import pandas as pd
+    df = pd.DataFrame({"image": ["a|b.png", "c.png"], "rank": [1, 1], "x|y": ["|", "z"]})
+    lines = zoo.tables.to_text(df, "markdown").splitlines()
+    assert lines[0] == r"| image    |   rank | x\|y   |"
+    assert lines[2] == r"| a\|b.png |      1 | \|     |"
+    assert [len(re.split(r"(?<!\\)\|", line)) for line in lines] == [5] * 4
+    assert zoo.tables.to_text(df, "csv").splitlines()[1] == "a|b.png,1,|"
+    assert list(df["image"]) == ["a|b.png", "c.png"]   # the caller's table is left alone
 
 
 def test_register_checks_bfloat16_min_input_size(monkeypatch):

@@ -61,7 +61,10 @@ def test_an_empty_signature_name_is_the_default_one():
 
 @pytest.mark.parametrize("payload, ending", [
     ({"instances": IMAGES, "inputs": IMAGES}, "; it has both"),
-    ({"signature_name": "other"}, "; it has neither"),
+    ({"signature_name": "other"}, "; it has neither (its keys: 'signature_name')"),
+    ({"instance": IMAGES, "signature_name": ""}, "; it has neither (its keys: 'instance', "
+                                                 "'signature_name')"),
+    ({}, "; it has neither"),
 ])
 def test_exactly_one_of_instances_and_inputs(payload, ending):
     with pytest.raises(ServingError) as info:

@@ -979,7 +979,9 @@ def handle_predict(servable, payload, batcher=None, *, wait=True) -> dict:
     if has_instances == has_inputs:
         raise ServingError(400, "the request must contain exactly one of 'instances' (row "
                            "format) or 'inputs' (columnar format)"
-                           + ("; it has both" if has_instances else "; it has neither"))
+                           + ("; it has both" if has_instances else "; it has neither" + (
+                               f" (its keys: {', '.join(repr(k) for k in list(payload)[:8])})"
+                               if payload else "")))
     name = servable.input_name
     if has_instances:
         images = _images_from_instances(payload["instances"], servable, name)

@@ -316,11 +316,12 @@ def to_text(df: pd.DataFrame, fmt: str = "markdown") -> str:
     if fmt == "markdown":
         render = df.attrs.get("markdown")
         if render is None:
+            df = _escape_pipes(df)
             align = ["right" if pd.api.types.is_numeric_dtype(df[c]) or _numeric_text(df[c])
                      else "left" for c in df.columns]
             return df.to_markdown(index=False, colalign=align,
                                   disable_numparse=_text_columns(df))
-        shown = render(df)
+        shown = _escape_pipes(render(df))
         align = ["right" if c in df.columns and pd.api.types.is_numeric_dtype(df[c]) else "left"
                  for c in shown.columns]
         text = shown.to_markdown(index=False, colalign=align,
@@ -328,6 +329,23 @@ def to_text(df: pd.DataFrame, fmt: str = "markdown") -> str:
         notes = shown.attrs.get("footnotes", ())
         return text + "\n\n" + "\n".join(notes) if notes else text
     raise ValueError(f"format must be 'markdown' or 'csv'. Received: {fmt!r}")
+
+
+def _escape_pipes(df):
+    """``df`` with ``|`` in its text cells and column names written ``\\|``, as markdown
+    tables escape it: an image file named ``a|b.png`` split its row into one cell more."""
+    def escape(value):
+        return value.replace("|", "\\|") if isinstance(value, str) else value
+    text = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if not any(isinstance(c, str) and "|" in c for c in df.columns) and not any(
+            df[c].map(lambda v: isinstance(v, str) and "|" in v).any() for c in text):
+        return df
+    out = df.copy()
+    for c in text:
+        out[c] = out[c].map(escape)
+    out = out.rename(columns=escape)
+    out.attrs = dict(df.attrs)
+    return out
 
 
 def _text_columns(df):

@@ -2047,3 +2047,93 @@ def test_schedules_plots_compile_and_build_check_their_arguments(tmp_path, digit
     with pytest.raises(ValueError, match=r"build_for_dataset takes a zoo.data.DatasetInfo.*"
                                          r"Received: NoneType"):
         train.build_for_dataset("lenet5", None)
+
+
+# --- one process per run directory ----------------------------------------------------
+
+_HOLD_DIR = textwrap.dedent("""
+    import fcntl, os, sys
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    open(sys.argv[2], "w").close()
+    sys.stdin.read()
+""")
+
+
+@pytest.fixture
+def held_run_dir(tmp_path):
+    """A run directory (with a file of one's own) that another process holds as a training
+    run holds its run directory (an flock on the directory), until the test ends."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_DIR, str(run), str(ready)],
+                            stdin=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            if ready.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert ready.exists()
+        yield run, proc.pid
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def test_a_run_directory_another_process_trains_in_is_refused(digits8, held_run_dir,
+                                                              capsys):
+    # Before, two runs in one directory wrote over each other's files: one ended with
+    # "Unable to synchronously create file (unable to lock file ...)" and said it could be
+    # resumed, the other's history.csv held a row of each.
+    run, pid = held_run_dir
+    with pytest.raises(FileExistsError) as exc_info:
+        train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(run), verbose=0,
+                  jit_compile=False)
+    assert str(exc_info.value) == (
+        f"{run} is in use: process {pid} is training in it (zoo train or zoo.train.fit); "
+        f"wait for it to end, or use another run directory (run_dir, --run-dir)")
+    assert os.listdir(run) == ["notes.txt"]
+    assert zoo_main(["train", "lenet5", "--dataset", "digits", "--epochs", "1",
+                     "--run-dir", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"zoo: error: {run} is in use: process {pid} is training in it (zoo train "
+                   f"or zoo.train.fit); wait for it to end, or use another run directory "
+                   f"(run_dir, --run-dir)\n")
+    assert os.listdir(run) == ["notes.txt"]
+
+
+def test_a_run_directory_is_held_while_fit_runs_and_released_after(digits8, tmp_path):
+    run = tmp_path / "run"
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            r = subprocess.run([sys.executable, "-c", _HOLD_DIR, str(run),
+                                str(tmp_path / "ready")], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True)
+            seen.append("BlockingIOError" in r.stderr)
+
+    train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(run), verbose=0,
+              jit_compile=False, callbacks=[Probe()])
+    assert seen == [True]                       # held while training
+    assert not (tmp_path / "ready").exists()
+    with train.hold_run_dir(run) as path:       # released after
+        assert path == str(run)
+        with train.hold_run_dir(run):           # nested in one process: one hold
+            pass
+    assert (run / "info.json").exists()
+
+
+def test_default_run_directories_made_in_one_second_are_distinct(tmp_path, monkeypatch):
+    # Before, two runs started in the same second trained into one default directory.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-000000")
+    with train.hold_run_dir(model_name="lenet5", dataset_name="digits") as first:
+        with train.hold_run_dir(model_name="lenet5", dataset_name="digits") as second:
+            (tmp_path / "runs" / "lenet5-digits-20260101-000000-2" / "f").write_text("x")
+    assert first == str(tmp_path / "runs" / "lenet5-digits-20260101-000000")
+    assert second == first + "-2"
+    # A directory made for a run that wrote nothing is removed; one with files stays.
+    assert os.listdir(tmp_path / "runs") == ["lenet5-digits-20260101-000000-2"]

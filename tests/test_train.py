@@ -2137,3 +2137,48 @@ def test_default_run_directories_made_in_one_second_are_distinct(tmp_path, monke
     assert second == first + "-2"
     # A directory made for a run that wrote nothing is removed; one with files stays.
     assert os.listdir(tmp_path / "runs") == ["lenet5-digits-20260101-000000-2"]
+
+
+class _CountBatches(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batches += 1
+
+
+class _StopAfterFirstEpoch(keras.callbacks.Callback):   # as early stopping ends a run
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_a_run_killed_after_its_training_ended_resumes_without_training_again(
+        digits8, tmp_path, monkeypatch):
+    # Before, Keras removed the backup as training ended: a run killed while it scored the
+    # test split or wrote its files trained all its epochs again.
+    real = keras.Model.evaluate
+
+    def killed_while_scoring(self, *args, **kwargs):
+        if kwargs.get("_use_cached_eval_dataset"):      # fit's validation
+            return real(self, *args, **kwargs)
+        raise _Killed()
+
+    kw = dict(verbose=0, mixed_precision="off", jit_compile=False, early_stopping=False)
+    for name, epochs, stop, again, trained_again, rows in (
+            ("done", 2, [], 2, 0, [0, 1]),
+            ("early", 3, [_StopAfterFirstEpoch()], 3, 0, [0]),   # stopped early: stays so
+            ("longer", 2, [], 3, 1, [0, 1, 2])):                 # more epochs: trains on
+        run = tmp_path / name
+        with monkeypatch.context() as m:
+            m.setattr(keras.Model, "evaluate", killed_while_scoring)
+            with pytest.raises(_Killed):
+                train.fit(tiny_classifier(), digits8, run_dir=str(run), epochs=epochs,
+                          callbacks=stop, **kw)
+        assert (run / "backup").is_dir() and not (run / "info.json").exists()
+        count = _CountBatches()
+        history = train.fit(tiny_classifier(), digits8, run_dir=str(run), epochs=again,
+                            callbacks=[count], **kw)
+        assert count.batches == 3 * trained_again, name        # 3 batches an epoch
+        assert list(history["epoch"]) == rows, name
+        assert (run / "info.json").is_file() and not (run / "backup").exists()

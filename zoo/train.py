@@ -1515,7 +1515,9 @@ class _Backup(keras.callbacks.BackupAndRestore):
     resumed run reports the training time of all its epochs."""
 
     def __init__(self, backup_dir, seconds=None):
-        super().__init__(backup_dir)
+        # Kept when training ends: fit removes it once the run's files are written, so that
+        # a run killed in between (scoring the test split, writing) resumes without training.
+        super().__init__(backup_dir, delete_checkpoint=False)
         self._seconds = seconds
 
     def _save_model(self):
@@ -2377,6 +2379,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         with open(os.path.join(backup_dir, _RUN_STATE)) as f:
             state = json.load(f)
     _check_run_dir_holds(run_dir, state, model_name, info.name)
+    # Killed after its training ended (scoring the test split, writing its files): resumed
+    # from its backup's last epoch, it trains again only to go on to more epochs than it
+    # was started with (an early-stopped run does not train on).
+    trained = state.get("trained") if resuming else None
     if "mixed_precision" in state:
         started = state["mixed_precision"]
         if mixed_precision == "auto":
@@ -2471,11 +2477,11 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # BackupAndRestore removes its directory when training ends, this record with it.
         os.makedirs(backup_dir, exist_ok=True)
         # No "class_weight" in the record: trained without class weights.
-        _write_json(os.path.join(backup_dir, _RUN_STATE),
-                    {"mixed_precision": policy, "model": model_name, "dataset": info.name,
+        run_state = {"mixed_precision": policy, "model": model_name, "dataset": info.name,
                      "optimization": optimization,
                      **({"class_weight": class_weights} if class_weights else {}),
-                     **({"pretrained": pretrained} if pretrained else {})})
+                     **({"pretrained": pretrained} if pretrained else {})}
+        _write_json(os.path.join(backup_dir, _RUN_STATE), run_state)
         if not resuming and existed and "info.json" in existed:
             # A fresh run in a finished run's directory: that run's files (info.json first, so
             # that a killed run leaves none that looks finished) come back if it fails.
@@ -2528,6 +2534,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
 
         jit_compile = resolve_jit_compile(jit_compile, strategy=strategy)
         do_compile(jit_compile)
+        done = _epochs_backed_up(backup_dir)
+        fit_epochs = done if trained and done < trained["epochs"] else epochs
         # A resumed run's time: its backup's (the epochs kept) and this call's.
         before = _backup_seconds(backup_dir) if resuming else 0.0
         start = time.time()
@@ -2539,7 +2547,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         with label_errors_as(ValueError, info.name):
             try:
                 with quiet_unknown_length(train, val):
-                    model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
+                    model.fit(train, validation_data=val, epochs=fit_epochs, verbose=verbose,
                               shuffle=False, callbacks=make_callbacks() + [counter],
                               class_weight=keras_class_weight)
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
@@ -2554,16 +2562,22 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                 jit_compile = False
                 do_compile(False)
                 with quiet_unknown_length(train, val):
-                    model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
+                    model.fit(train, validation_data=val, epochs=fit_epochs, verbose=verbose,
                               shuffle=False, callbacks=make_callbacks() + [counter],
                               class_weight=keras_class_weight)
             seconds = before + time.time() - start
+            _write_json(os.path.join(backup_dir, _RUN_STATE), {**run_state, "trained": {
+                "epochs": epochs if fit_epochs == epochs else trained["epochs"]}})
 
             # Best weights (also across a resume), test metrics, files.
             if os.path.exists(best_path):
                 model.load_weights(best_path)
             else:
-                _check_diverged(history_path, monitor, learning_rate)
+                try:
+                    _check_diverged(history_path, monitor, learning_rate)
+                except ValueError:   # nothing worth resuming: the run directory goes
+                    shutil.rmtree(backup_dir, ignore_errors=True)
+                    raise
             test_metrics = model.evaluate(test, verbose=0, return_dict=True)
         if heads is not None:
             test_metrics = _main_output_logs(test_metrics, heads)
@@ -2607,6 +2621,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     if len(history):
         plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png"),
                              title=f"{model_name} on {info.name}")
+    shutil.rmtree(backup_dir, ignore_errors=True)   # the run is written: nothing to resume
     fit.last_model = model
     fit.last_run_dir = run_dir
     return history

@@ -41,9 +41,9 @@ from zoo import data as zdata
 from zoo.common import (TASKS, atomic_write, atomic_write_text, check_bool, check_seed,
                          is_digits, is_integer, received_text, remove_path)
 
-__all__ = ["compile_model", "fit", "resolve_jit_compile", "resolve_class_weight",
-           "resolve_mixed_precision", "with_mixed_precision", "cosine_schedule",
-           "set_batch_norm_momentum",
+__all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
+           "resolve_class_weight", "resolve_mixed_precision", "with_mixed_precision",
+           "cosine_schedule", "set_batch_norm_momentum",
            "SparseDiceLoss", "CrossEntropyDiceLoss", "SparsePixelAccuracy", "build_for_dataset",
            "pretrained_classifier",
            "configure_train", "TRAIN_DEFAULTS"]

@@ -512,7 +512,7 @@ def test_zoo_train_passes_patience_to_early_stopping(tmp_path, capsys, monkeypat
 
     def quick_fit(model, splits, *, epochs, run_dir, **kwargs):   # the run files `zoo train` reads
         seen.append((kwargs["early_stopping"], kwargs["patience"]))
-        os.makedirs(run_dir)
+        os.makedirs(run_dir, exist_ok=True)   # zoo train holds it, made
         with open(os.path.join(run_dir, "metrics.json"), "w") as f:
             json.dump({"test_accuracy": 0.5, "train_seconds": 1.0}, f)
         with open(os.path.join(run_dir, "info.json"), "w") as f:
@@ -528,7 +528,7 @@ def test_zoo_train_passes_patience_to_early_stopping(tmp_path, capsys, monkeypat
 
 def test_zoo_train_says_epoch_for_one_and_epochs_for_more(tmp_path, capsys, monkeypatch):
     def quick_fit(model, splits, *, epochs, run_dir, **kwargs):   # the run files `zoo train` reads
-        os.makedirs(run_dir)
+        os.makedirs(run_dir, exist_ok=True)   # zoo train holds it, made
         with open(os.path.join(run_dir, "metrics.json"), "w") as f:
             json.dump({"test_accuracy": 0.5, "train_seconds": 1.0}, f)
         with open(os.path.join(run_dir, "info.json"), "w") as f:
@@ -1293,15 +1293,18 @@ def test_an_image_that_cannot_be_decoded_is_a_clear_error(tmp_path, capsys):
     run = tmp_path / "run"
     assert zoo_main(["train", "lenet5", "--dataset", f"folder:{root}", "--epochs", "1",
                      "--batch-size", "4", "--run-dir", str(run), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "function_node" not in err
+    # The broken file is in the test split: training finished, so the run waits to be
+    # resumed (once the file is fixed, without training again), and says so first.
+    resume, err = capsys.readouterr().err.strip().split("\n")
+    assert resume == (f"zoo train: stopped after epoch 1 of 1; the same command with "
+                      f"--run-dir {run} resumes it")
+    assert "function_node" not in err
     assert err.startswith(f"zoo: error: Dataset folder '{root}': 1 image could not be "
                           "decoded (Invalid PNG")
     assert err.endswith("): 'test/b/1.png'. Remove or replace the damaged (e.g. truncated) "
                         "files.")
-    # The broken file is in the test split: training finished, so its weights are kept, but
-    # the run is not complete.
-    assert (run / "checkpoints" / "best.keras").is_file()
+    # Its weights and backup are kept, but the run is not complete.
+    assert (run / "checkpoints" / "best.keras").is_file() and (run / "backup").is_dir()
     assert not (run / "model.keras").exists() and not (run / "info.json").exists()
 
 

@@ -2365,9 +2365,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         val, test = (_aux_targets(d, heads) for d in (val, test))
         keras_class_weight = None
 
-    # Run directory (created below, once the model is ready). A killed run resumes under
-    # the precision it started with, which its backup records.
-    # Held until fit returns: a second process training into it is refused.
+    # Run directory, made (if missing) and held until fit returns: a second process
+    # training into it is refused. A killed run resumes under the precision it started
+    # with, which its backup records.
     made = run_dir is None or not os.path.isdir(run_dir)
     run_dir = _hold_for_call(run_dir, model_name, info.name)
     backup_dir = os.path.join(run_dir, "backup")

@@ -524,6 +524,74 @@ def test_export_killed_before_rename_leaves_no_version(tmp_path):
     assert os.listdir(tmp_path / "lenet5") == ["1"]
 
 
+def test_an_overwrite_never_leaves_the_version_missing(tmp_path, monkeypatch):
+    # Before, the old version was renamed away and the new one renamed in after it: a kill
+    # between the two left the model directory without the version (and a server polling
+    # it dropped the version meanwhile).
+    model_dir = tmp_path / "m"
+    zoo.export(zoo.lenet5(variant="modern"), tmp_path, name="m", version=1)
+    seen = []
+    real_rename, real_rmtree = os.rename, shutil.rmtree
+
+    def look():
+        seen.append(zoo_export.list_versions(model_dir))
+
+    def rename(src, dst):
+        look()
+        real_rename(src, dst)
+        look()
+
+    def rmtree(path, *args, **kw):
+        look()
+        real_rmtree(path, *args, **kw)
+
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    zoo.export(zoo.lenet5(variant="modern", num_classes=3), tmp_path, name="m", version=1,
+               overwrite=True)
+    monkeypatch.undo()
+    assert seen and all(versions == [1] for versions in seen), seen
+    assert serve_fn(str(model_dir / "1"))(
+        images=tf.zeros([1, 32, 32, 1]))["probabilities"].shape == (1, 3)
+    assert sorted(os.listdir(model_dir)) == ["1"]   # the old version's files are gone
+
+
+def test_an_overwrite_where_directories_cannot_be_swapped(tmp_path, monkeypatch):
+    # A file system without renameat2's exchange: the old version is renamed away first.
+    zoo.export(zoo.lenet5(variant="modern"), tmp_path, name="m", version=1)
+    monkeypatch.setattr(zoo_export, "_exchange", lambda a, b: False)
+    path = zoo.export(zoo.lenet5(variant="modern", num_classes=3), tmp_path, name="m",
+                      version=1, overwrite=True)
+    assert serve_fn(path)(images=tf.zeros([1, 32, 32, 1]))["probabilities"].shape == (1, 3)
+    assert os.listdir(tmp_path / "m") == ["1"]
+
+
+def test_an_export_that_loses_its_version_to_another_says_so(tmp_path, monkeypatch):
+    # Another export renamed the same version into place between the check and the rename:
+    # before, a raw "[Errno 39] Directory not empty: '.../.tmp-...' -> '.../m/3'".
+    model = zoo.lenet5(variant="modern")
+    real_rename = os.rename
+
+    def taken_meanwhile(src, dst):
+        if os.path.basename(dst) in ("3", "4") and not os.path.exists(dst):
+            os.makedirs(os.path.join(dst, "variables"))   # the other export's version
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", taken_meanwhile)
+    with pytest.raises(FileExistsError) as exc_info:
+        zoo.export(model, tmp_path, name="m", version=3)
+    assert str(exc_info.value) == (f"version 3 of 'm' already exists in {tmp_path / 'm'}; "
+                                   f"pass overwrite=True (--overwrite) to replace it.")
+    assert os.listdir(tmp_path / "m") == ["3"]     # the other's, and no temporary left
+    # Without a version given, the export takes the next free one; with overwrite, it
+    # replaces the other's.
+    assert zoo.export(model, tmp_path, name="m").endswith(os.path.join("m", "5"))
+    path = zoo.export(model, tmp_path, name="m", version=3, overwrite=True)
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+    assert zoo_export.list_versions(tmp_path / "m") == [3, 5]
+    assert sorted(os.listdir(tmp_path / "m")) == ["3", "4", "5"]
+
+
 def test_export_run_and_cli(tmp_path, capsys):
     from zoo.cli import main
     run = tmp_path / "run"

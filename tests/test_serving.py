@@ -969,6 +969,47 @@ def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):
                                        "files\n")
 
 
+def test_a_failed_predict_leaves_another_predicts_masks_in_the_out_it_made(tmp_path, capsys,
+                                                                          monkeypatch):
+    # Two predicts into one new --out: the one that made it failed and, before, removed the
+    # whole directory, the other's masks (and its hidden staging directory) with it.
+    from zoo.cli import main
+    model = zoo.unet(input_shape=(32, 32, 3), num_classes=3, padding="same", depth=2,
+                     base_filters=4)
+    zoo.export(model, tmp_path / "models", name="seg", lite=False)
+    img = np.random.RandomState(4).randint(0, 256, (32, 32, 3)).astype("uint8")
+    for name in ("a", "b"):
+        Image.fromarray(img).save(tmp_path / f"{name}.png")
+    out = tmp_path / "masks"
+    original = serving.Servable.iter_predict
+
+    def fail_after_the_other_wrote(self, images, batch_size=None, **kw):
+        for item in original(self, images, batch_size, **kw):
+            yield item
+            (out / "other_mask.png").write_bytes(b"the other predict's")
+            raise ValueError("b.png cannot be decoded")
+
+    monkeypatch.setattr(serving.Servable, "iter_predict", fail_after_the_other_wrote)
+    assert main(["predict", str(tmp_path / "models" / "seg"), str(tmp_path / "a.png"),
+                 str(tmp_path / "b.png"), "--out", str(out), "--no-xla",
+                 "--batch-size", "1"]) == 2
+    assert capsys.readouterr().err == "zoo: error: b.png cannot be decoded\n"
+    assert os.listdir(out) == ["other_mask.png"]
+    assert (out / "other_mask.png").read_bytes() == b"the other predict's"
+    # Alone, a failed predict still leaves no directory it made.
+    (out / "other_mask.png").unlink()
+    os.rmdir(out)
+
+    def fail(self, images, batch_size=None, **kw):
+        raise ValueError("b.png cannot be decoded")
+        yield   # a generator, as iter_predict is
+
+    monkeypatch.setattr(serving.Servable, "iter_predict", fail)
+    assert main(["predict", str(tmp_path / "models" / "seg"), str(tmp_path / "a.png"),
+                 "--out", str(out), "--no-xla"]) == 2
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("channels", [None, 1, 3])
 def test_a_16_bit_grey_png_reads_as_the_training_pipeline_reads_it(tmp_path, channels):
     """Pillow's conversion of a 16-bit grey PNG to 8 bits clips every value above 255; the

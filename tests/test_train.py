@@ -512,7 +512,7 @@ def test_zoo_train_passes_patience_to_early_stopping(tmp_path, capsys, monkeypat
 
     def quick_fit(model, splits, *, epochs, run_dir, **kwargs):   # the run files `zoo train` reads
         seen.append((kwargs["early_stopping"], kwargs["patience"]))
-        os.makedirs(run_dir)
+        os.makedirs(run_dir, exist_ok=True)   # zoo train holds it, made
         with open(os.path.join(run_dir, "metrics.json"), "w") as f:
             json.dump({"test_accuracy": 0.5, "train_seconds": 1.0}, f)
         with open(os.path.join(run_dir, "info.json"), "w") as f:
@@ -528,7 +528,7 @@ def test_zoo_train_passes_patience_to_early_stopping(tmp_path, capsys, monkeypat
 
 def test_zoo_train_says_epoch_for_one_and_epochs_for_more(tmp_path, capsys, monkeypatch):
     def quick_fit(model, splits, *, epochs, run_dir, **kwargs):   # the run files `zoo train` reads
-        os.makedirs(run_dir)
+        os.makedirs(run_dir, exist_ok=True)   # zoo train holds it, made
         with open(os.path.join(run_dir, "metrics.json"), "w") as f:
             json.dump({"test_accuracy": 0.5, "train_seconds": 1.0}, f)
         with open(os.path.join(run_dir, "info.json"), "w") as f:
@@ -1293,15 +1293,18 @@ def test_an_image_that_cannot_be_decoded_is_a_clear_error(tmp_path, capsys):
     run = tmp_path / "run"
     assert zoo_main(["train", "lenet5", "--dataset", f"folder:{root}", "--epochs", "1",
                      "--batch-size", "4", "--run-dir", str(run), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "function_node" not in err
+    # The broken file is in the test split: training finished, so the run waits to be
+    # resumed (once the file is fixed, without training again), and says so first.
+    resume, err = capsys.readouterr().err.strip().split("\n")
+    assert resume == (f"zoo train: stopped after epoch 1 of 1; the same command with "
+                      f"--run-dir {run} resumes it")
+    assert "function_node" not in err
     assert err.startswith(f"zoo: error: Dataset folder '{root}': 1 image could not be "
                           "decoded (Invalid PNG")
     assert err.endswith("): 'test/b/1.png'. Remove or replace the damaged (e.g. truncated) "
                         "files.")
-    # The broken file is in the test split: training finished, so its weights are kept, but
-    # the run is not complete.
-    assert (run / "checkpoints" / "best.keras").is_file()
+    # Its weights and backup are kept, but the run is not complete.
+    assert (run / "checkpoints" / "best.keras").is_file() and (run / "backup").is_dir()
     assert not (run / "model.keras").exists() and not (run / "info.json").exists()
 
 
@@ -2047,3 +2050,131 @@ def test_schedules_plots_compile_and_build_check_their_arguments(tmp_path, digit
     with pytest.raises(ValueError, match=r"build_for_dataset takes a zoo.data.DatasetInfo.*"
                                          r"Received: NoneType"):
         train.build_for_dataset("lenet5", None)
+
+
+# --- one process per run directory ----------------------------------------------------
+
+_HOLD_DIR = textwrap.dedent("""
+    import fcntl, os, sys
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    open(sys.argv[2], "w").close()
+    sys.stdin.read()
+""")
+
+
+@pytest.fixture
+def held_run_dir(tmp_path):
+    """A run directory (with a file of one's own) that another process holds as a training
+    run holds its run directory (an flock on the directory), until the test ends."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_DIR, str(run), str(ready)],
+                            stdin=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            if ready.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert ready.exists()
+        yield run, proc.pid
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def test_a_run_directory_another_process_trains_in_is_refused(digits8, held_run_dir,
+                                                              capsys):
+    # Before, two runs in one directory wrote over each other's files: one ended with
+    # "Unable to synchronously create file (unable to lock file ...)" and said it could be
+    # resumed, the other's history.csv held a row of each.
+    run, pid = held_run_dir
+    with pytest.raises(FileExistsError) as exc_info:
+        train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(run), verbose=0,
+                  jit_compile=False)
+    assert str(exc_info.value) == (
+        f"{run} is in use: process {pid} is training in it (zoo train or zoo.train.fit); "
+        f"wait for it to end, or use another run directory (run_dir, --run-dir)")
+    assert os.listdir(run) == ["notes.txt"]
+    assert zoo_main(["train", "lenet5", "--dataset", "digits", "--epochs", "1",
+                     "--run-dir", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"zoo: error: {run} is in use: process {pid} is training in it (zoo train "
+                   f"or zoo.train.fit); wait for it to end, or use another run directory "
+                   f"(run_dir, --run-dir)\n")
+    assert os.listdir(run) == ["notes.txt"]
+
+
+def test_a_run_directory_is_held_while_fit_runs_and_released_after(digits8, tmp_path):
+    run = tmp_path / "run"
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            r = subprocess.run([sys.executable, "-c", _HOLD_DIR, str(run),
+                                str(tmp_path / "ready")], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True)
+            seen.append("BlockingIOError" in r.stderr)
+
+    train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(run), verbose=0,
+              jit_compile=False, callbacks=[Probe()])
+    assert seen == [True]                       # held while training
+    assert not (tmp_path / "ready").exists()
+    with train.hold_run_dir(run) as path:       # released after
+        assert path == str(run)
+        with train.hold_run_dir(run):           # nested in one process: one hold
+            pass
+    assert (run / "info.json").exists()
+
+
+def test_default_run_directories_made_in_one_second_are_distinct(tmp_path, monkeypatch):
+    # Before, two runs started in the same second trained into one default directory.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-000000")
+    with train.hold_run_dir(model_name="lenet5", dataset_name="digits") as first:
+        with train.hold_run_dir(model_name="lenet5", dataset_name="digits") as second:
+            (tmp_path / "runs" / "lenet5-digits-20260101-000000-2" / "f").write_text("x")
+    assert first == str(tmp_path / "runs" / "lenet5-digits-20260101-000000")
+    assert second == first + "-2"
+    # A directory made for a run that wrote nothing is removed; one with files stays.
+    assert os.listdir(tmp_path / "runs") == ["lenet5-digits-20260101-000000-2"]
+
+
+class _StopAfterFirstEpoch(keras.callbacks.Callback):   # as early stopping ends a run
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_a_run_killed_after_its_training_ended_resumes_without_training_again(
+        digits8, tmp_path, monkeypatch):
+    # Before, Keras removed the backup as training ended: a run killed while it scored the
+    # test split or wrote its files trained all its epochs again.
+    real = keras.Model.evaluate
+
+    def killed_while_scoring(self, *args, **kwargs):
+        if kwargs.get("_use_cached_eval_dataset"):      # fit's validation
+            return real(self, *args, **kwargs)
+        raise _Killed()
+
+    kw = dict(verbose=0, mixed_precision="off", jit_compile=False, early_stopping=False)
+    for name, epochs, stop, again, trained_again, rows in (
+            ("done", 2, [], 2, 0, [0, 1]),
+            ("early", 3, [_StopAfterFirstEpoch()], 3, 0, [0]),   # stopped early: stays so
+            ("longer", 2, [], 3, 1, [0, 1, 2])):                 # more epochs: trains on
+        run = tmp_path / name
+        with monkeypatch.context() as m:
+            m.setattr(keras.Model, "evaluate", killed_while_scoring)
+            with pytest.raises(_Killed):
+                train.fit(tiny_classifier(), digits8, run_dir=str(run), epochs=epochs,
+                          callbacks=stop, **kw)
+        assert (run / "backup").is_dir() and not (run / "info.json").exists()
+        batches = []
+        count = keras.callbacks.LambdaCallback(
+            on_train_batch_begin=lambda batch, logs: batches.append(batch))
+        history = train.fit(tiny_classifier(), digits8, run_dir=str(run), epochs=again,
+                            callbacks=[count], **kw)
+        assert len(batches) == 3 * trained_again, name        # 3 batches an epoch
+        assert list(history["epoch"]) == rows, name
+        assert (run / "info.json").is_file() and not (run / "backup").exists()

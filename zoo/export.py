@@ -617,8 +617,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         _check_same_number(model_dir, version, name)
     if version is not None and not overwrite and os.path.exists(
             os.path.join(model_dir, str(version))):
-        raise FileExistsError(f"version {version} of {name!r} already exists in "
-                              f"{model_dir}; pass overwrite=True (--overwrite) to replace it.")
+        raise _version_exists(version, name, model_dir)
     if version is None:
         _next_version(model_dir, name)  # before any work: a next version there must be
 
@@ -953,6 +952,60 @@ def _write_record(tmp, record):
         os.fsync(f.fileno())
 
 
+def _version_exists(version, name, model_dir) -> FileExistsError:
+    return FileExistsError(f"version {version} of {name!r} already exists in {model_dir}; "
+                           f"pass overwrite=True (--overwrite) to replace it.")
+
+
+def _exchange(a, b) -> bool:
+    """Swap the directories ``a`` and ``b`` in one step (Linux's ``renameat2`` with
+    ``RENAME_EXCHANGE``), so that ``b`` is never missing; ``False`` where the system or the
+    file system cannot (nothing done).
+
+    Raises:
+        FileNotFoundError: ``b`` (or ``a``) does not exist.
+    """
+    import ctypes
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):   # not Linux, or a C library without it
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), a, None, b)
+
+
+def _replace_version(tmp, target) -> bool:
+    """Put the finished ``tmp`` in the place of the existing version ``target``, the old
+    version's files then removed; ``False`` if ``target`` is gone (nothing done). Swapped in
+    one step where the file system can, so that neither a server polling the directory nor a
+    kill at any moment finds the version missing; elsewhere the old version is renamed away
+    first."""
+    try:
+        if _exchange(tmp, target):
+            shutil.rmtree(tmp, ignore_errors=True)   # the old version's files now
+            return True
+    except FileNotFoundError:
+        return False
+    model_dir = os.path.dirname(target)
+    trash = tempfile.mkdtemp(prefix=common.temporary_prefix(TMP_PREFIX) + "old-",
+                             dir=model_dir)
+    try:
+        os.rename(target, os.path.join(trash, "old"))
+    except FileNotFoundError:
+        os.rmdir(trash)
+        return False
+    os.rename(tmp, target)
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
 def _commit(tmp, model_dir, version, overwrite, record) -> str:
     """Rename the finished temporary directory into its version directory."""
     auto = version is None
@@ -964,26 +1017,24 @@ def _commit(tmp, model_dir, version, overwrite, record) -> str:
         record["version"] = version
         _write_record(tmp, record)
         if os.path.exists(target) and overwrite and not auto:
-            trash = tempfile.mkdtemp(prefix=common.temporary_prefix(TMP_PREFIX) + "old-",
-                                     dir=model_dir)
-            os.rename(target, os.path.join(trash, "old"))
-            os.rename(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
-            return target
+            if _replace_version(tmp, target):
+                return target
+            continue   # removed meanwhile (by another export replacing it): renamed below
         if os.path.exists(target):
             if not auto:
-                raise FileExistsError(f"version {version} of {record['name']!r} already "
-                                      f"exists in {model_dir}; pass overwrite=True to "
-                                      "replace it.")
+                raise _version_exists(version, record["name"], model_dir)
             version += 1
             continue
         try:
             os.rename(tmp, target)
             return target
         except OSError as exc:  # another export took this version meanwhile
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not auto:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
-            version += 1
+            if not auto and not overwrite:
+                raise _version_exists(version, record["name"], model_dir) from None
+            if auto:
+                version += 1
     raise RuntimeError(f"could not find a free version in {model_dir}")
 
 

@@ -51,7 +51,8 @@ import numpy as np
 from zoo.cli import number_type
 from zoo.common import (DIGITS_TEST_SIZE, TASKS, clip_text, exception_line,
                          has_image_signature, is_digits, is_finite_number, is_integer,
-                         remove_stale_temporaries, temporary_prefix, visible_gpus)
+                         remove_path, remove_stale_temporaries, temporary_prefix,
+                         visible_gpus)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions)
 
@@ -1676,6 +1677,7 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
     staging = tempfile.mkdtemp(dir=args.out, prefix=temporary_prefix(".tmp-"))
     rows = [None] * len(names)
     done = False
+    renamed = []
     # A model whose output has its input's size (padding="same") gets masks at each image's
     # own size; an output smaller than the input (unpadded convolutions: the centre of the
     # resized image) is written as it is.
@@ -1696,11 +1698,17 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
                            "most pixels": label, "share": round(counts[top] / mask.size, 3)}
         for mask_name in mask_names:
             os.replace(os.path.join(staging, mask_name), os.path.join(args.out, mask_name))
+            renamed.append(os.path.join(args.out, mask_name))
         done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not done:
-            shutil.rmtree(args.out, ignore_errors=True)   # made by this run, and empty
+            # Made by this run: its masks go, and the directory unless another predict
+            # writes into it meanwhile (whose files stay).
+            for path in renamed:
+                remove_path(path)
+            with contextlib.suppress(OSError):
+                os.rmdir(args.out)
     if args.format == "jsonl":
         _print_jsonl([{"image": r["image"], "mask": r["mask"], "most_pixels": r["most pixels"],
                        "share": r["share"]} for r in rows])

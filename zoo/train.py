@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -39,9 +41,9 @@ from zoo import data as zdata
 from zoo.common import (TASKS, atomic_write, atomic_write_text, check_bool, check_seed,
                          is_digits, is_integer, received_text, remove_path)
 
-__all__ = ["compile_model", "fit", "resolve_jit_compile", "resolve_class_weight",
-           "resolve_mixed_precision", "with_mixed_precision", "cosine_schedule",
-           "set_batch_norm_momentum",
+__all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
+           "resolve_class_weight", "resolve_mixed_precision", "with_mixed_precision",
+           "cosine_schedule", "set_batch_norm_momentum",
            "SparseDiceLoss", "CrossEntropyDiceLoss", "SparsePixelAccuracy", "build_for_dataset",
            "pretrained_classifier",
            "configure_train", "TRAIN_DEFAULTS"]
@@ -1513,7 +1515,9 @@ class _Backup(keras.callbacks.BackupAndRestore):
     resumed run reports the training time of all its epochs."""
 
     def __init__(self, backup_dir, seconds=None):
-        super().__init__(backup_dir)
+        # Kept when training ends: fit removes it once the run's files are written, so that
+        # a run killed in between (scoring the test split, writing) resumes without training.
+        super().__init__(backup_dir, delete_checkpoint=False)
         self._seconds = seconds
 
     def _save_model(self):
@@ -1905,6 +1909,165 @@ class _MainOutputLogs(keras.callbacks.Callback):
 PATIENCE = 8
 
 
+def _new_run_dir(model_name, dataset_name) -> str:
+    """A new directory ``runs/<model>-<dataset>-<time>`` made now (absolute path), with
+    ``-2``, ``-3``, ... added when that name is taken: runs started in the same second (a
+    sweep launched at once) each get their own instead of training into one."""
+    base = os.path.abspath(_default_run_dir(model_name, dataset_name))
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    for n in range(1, 10000):
+        path = base if n == 1 else f"{base}-{n}"
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free run directory name {base}-N; pass run_dir (--run-dir)")
+
+
+#: The run directories this process holds (:func:`hold_run_dir`): path -> [fd, holds].
+_HELD_RUN_DIRS = {}
+_HELD_LOCK = threading.Lock()
+
+
+def _flock_holder(fd) -> str:
+    """``process PID``: the process holding a ``flock`` on ``fd``'s file, as Linux's
+    ``/proc/locks`` names it; ``another process`` where it cannot be read."""
+    st = os.fstat(fd)
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return "another process"
+    for line in lines:   # "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF"
+        parts = line.split()
+        if "->" in parts or "FLOCK" not in parts or len(parts) < 6:
+            continue      # a waiter's line, or another kind of lock
+        try:
+            major, minor, inode = parts[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) == want:
+                return f"process {int(parts[4])}"
+        except ValueError:
+            continue
+    return "another process"
+
+
+def _lock_dir(path):
+    """An exclusive ``flock`` on the directory ``path`` (made if missing), held by the file
+    descriptor returned; ``None`` where the file system has no such locks.
+
+    Raises:
+        FileExistsError: another process holds it.
+    """
+    import fcntl
+    while True:
+        os.makedirs(path, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except FileNotFoundError:   # removed meanwhile (a failed run's clean-up)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _flock_holder(fd)
+            os.close(fd)
+            raise FileExistsError(
+                f"{path} is in use: {holder} is training in it (zoo train or "
+                f"zoo.train.fit); wait for it to end, or use another run directory "
+                f"(run_dir, --run-dir)") from None
+        except OSError:   # no flock here (some network file systems)
+            os.close(fd)
+            return None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)   # locked a directory removed (and maybe made again) since it opened
+
+
+@contextlib.contextmanager
+def hold_run_dir(run_dir=None, *, model_name=None, dataset_name=None):
+    """Hold a run directory for this process while the context runs, so that a second
+    process training into it (``zoo train``, :func:`fit`) is refused instead of writing over
+    this one's files (its checkpoints, backup and ``history.csv``). The hold is an exclusive
+    ``flock`` on the directory itself (no file is added to it), released when the context
+    ends or the process dies; holds of one directory nested in a process are one hold.
+
+    Args:
+        run_dir: the run directory (made if missing), or ``None`` for a new
+            ``runs/<model_name>-<dataset_name>-<time>`` (``-2``, ``-3``, ... added when that
+            name is taken).
+        model_name, dataset_name: the default directory's name, when ``run_dir`` is ``None``.
+
+    Yields:
+        The run directory's absolute path. A directory made here that is empty at the end
+        (a run that failed and removed what it wrote) is removed.
+
+    Raises:
+        FileExistsError: another process holds the directory (naming its process id).
+    """
+    if run_dir is None:
+        path, made = _new_run_dir(model_name, dataset_name), True
+    else:
+        path = os.path.abspath(os.fspath(run_dir))
+        made = not os.path.isdir(path)
+    with _HELD_LOCK:
+        held = _HELD_RUN_DIRS.get(path)
+        if held is not None:
+            held[1] += 1
+    if held is None:
+        try:
+            held = [_lock_dir(path), 1]
+        except BaseException:
+            if made:
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+            raise
+        with _HELD_LOCK:
+            _HELD_RUN_DIRS[path] = held
+    try:
+        yield path
+    finally:
+        with _HELD_LOCK:
+            held[1] -= 1
+            last = held[1] == 0
+            if last:
+                del _HELD_RUN_DIRS[path]
+        if last:
+            if made:
+                with contextlib.suppress(OSError):   # not empty: the run's files stay
+                    os.rmdir(path)
+            if held[0] is not None:
+                os.close(held[0])
+
+
+_FIT_HOLDS = threading.local()
+
+
+def _holding_run_dir(function):
+    """``fit``: the run directory its call holds (:func:`_hold_for_call`) is released when
+    the call returns or raises."""
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        outer = getattr(_FIT_HOLDS, "stack", None)
+        with contextlib.ExitStack() as stack:
+            _FIT_HOLDS.stack = stack
+            try:
+                return function(*args, **kwargs)
+            finally:
+                _FIT_HOLDS.stack = outer
+    return call
+
+
+def _hold_for_call(run_dir, model_name, dataset_name) -> str:
+    """Hold ``run_dir`` (``None``: a new default one) until the ``fit`` call ends; its path."""
+    return _FIT_HOLDS.stack.enter_context(
+        hold_run_dir(run_dir, model_name=model_name, dataset_name=dataset_name))
+
+
+@_holding_run_dir
 def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate=1e-3,
         optimizer="adam", augment=None, jit_compile="auto", mixed_precision="auto",
         early_stopping=True, patience=None, seed=0, data_dir=None, verbose=1,
@@ -1923,7 +2086,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         dataset: a dataset name for :func:`zoo.data.load_splits` (loaded at the model's
             input size and channels) or a :class:`zoo.data.Splits`.
         epochs: most epochs (early stopping may end sooner).
-        run_dir: output directory (default ``runs/<model>-<dataset>-<time>``). Started
+        run_dir: output directory (default ``runs/<model>-<dataset>-<time>``, ``-2``,
+            ``-3``, ... added when that name is taken). Held while the call runs: another
+            process training into it is refused (:func:`hold_run_dir`). Started
             again with the same ``run_dir`` after a crash or ``kill -9``, training resumes
             from the last finished epoch, with the optimizer's state, the learning-rate
             schedule, early stopping and the best checkpoint where they stood; the data
@@ -2200,9 +2365,11 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         val, test = (_aux_targets(d, heads) for d in (val, test))
         keras_class_weight = None
 
-    # Run directory (created below, once the model is ready). A killed run resumes under
-    # the precision it started with, which its backup records.
-    run_dir = os.path.abspath(run_dir or _default_run_dir(model_name, info.name))
+    # Run directory, made (if missing) and held until fit returns: a second process
+    # training into it is refused. A killed run resumes under the precision it started
+    # with, which its backup records.
+    made = run_dir is None or not os.path.isdir(run_dir)
+    run_dir = _hold_for_call(run_dir, model_name, info.name)
     backup_dir = os.path.join(run_dir, "backup")
     resuming = _has_backup(backup_dir)
     if not resuming:
@@ -2212,6 +2379,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         with open(os.path.join(backup_dir, _RUN_STATE)) as f:
             state = json.load(f)
     _check_run_dir_holds(run_dir, state, model_name, info.name)
+    # Killed after its training ended (scoring the test split, writing its files): resumed
+    # from its backup's last epoch, it trains again only to go on to more epochs than it
+    # was started with (an early-stopped run does not train on).
+    trained = state.get("trained") if resuming else None
     if "mixed_precision" in state:
         started = state["mixed_precision"]
         if mixed_precision == "auto":
@@ -2295,7 +2466,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
 
     # Run directory. A run that fails leaves nothing behind unless an epoch of it is
     # backed up (then the same run_dir resumes it).
-    existed = _entries(run_dir) if os.path.isdir(run_dir) else None
+    existed = None if made else _entries(run_dir)
     previous = None   # a finished run's files, set aside while a fresh run starts
     try:
         os.makedirs(run_dir, exist_ok=True)
@@ -2306,11 +2477,11 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # BackupAndRestore removes its directory when training ends, this record with it.
         os.makedirs(backup_dir, exist_ok=True)
         # No "class_weight" in the record: trained without class weights.
-        _write_json(os.path.join(backup_dir, _RUN_STATE),
-                    {"mixed_precision": policy, "model": model_name, "dataset": info.name,
+        run_state = {"mixed_precision": policy, "model": model_name, "dataset": info.name,
                      "optimization": optimization,
                      **({"class_weight": class_weights} if class_weights else {}),
-                     **({"pretrained": pretrained} if pretrained else {})})
+                     **({"pretrained": pretrained} if pretrained else {})}
+        _write_json(os.path.join(backup_dir, _RUN_STATE), run_state)
         if not resuming and existed and "info.json" in existed:
             # A fresh run in a finished run's directory: that run's files (info.json first, so
             # that a killed run leaves none that looks finished) come back if it fails.
@@ -2363,6 +2534,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
 
         jit_compile = resolve_jit_compile(jit_compile, strategy=strategy)
         do_compile(jit_compile)
+        done = _epochs_backed_up(backup_dir)
+        fit_epochs = done if trained and done < trained["epochs"] else epochs
         # A resumed run's time: its backup's (the epochs kept) and this call's.
         before = _backup_seconds(backup_dir) if resuming else 0.0
         start = time.time()
@@ -2374,7 +2547,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         with label_errors_as(ValueError, info.name):
             try:
                 with quiet_unknown_length(train, val):
-                    model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
+                    model.fit(train, validation_data=val, epochs=fit_epochs, verbose=verbose,
                               shuffle=False, callbacks=make_callbacks() + [counter],
                               class_weight=keras_class_weight)
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
@@ -2389,16 +2562,22 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                 jit_compile = False
                 do_compile(False)
                 with quiet_unknown_length(train, val):
-                    model.fit(train, validation_data=val, epochs=epochs, verbose=verbose,
+                    model.fit(train, validation_data=val, epochs=fit_epochs, verbose=verbose,
                               shuffle=False, callbacks=make_callbacks() + [counter],
                               class_weight=keras_class_weight)
             seconds = before + time.time() - start
+            _write_json(os.path.join(backup_dir, _RUN_STATE), {**run_state, "trained": {
+                "epochs": epochs if fit_epochs == epochs else trained["epochs"]}})
 
             # Best weights (also across a resume), test metrics, files.
             if os.path.exists(best_path):
                 model.load_weights(best_path)
             else:
-                _check_diverged(history_path, monitor, learning_rate)
+                try:
+                    _check_diverged(history_path, monitor, learning_rate)
+                except ValueError:   # nothing worth resuming: the run directory goes
+                    shutil.rmtree(backup_dir, ignore_errors=True)
+                    raise
             test_metrics = model.evaluate(test, verbose=0, return_dict=True)
         if heads is not None:
             test_metrics = _main_output_logs(test_metrics, heads)
@@ -2442,6 +2621,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     if len(history):
         plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png"),
                              title=f"{model_name} on {info.name}")
+    shutil.rmtree(backup_dir, ignore_errors=True)   # the run is written: nothing to resume
     fit.last_model = model
     fit.last_run_dir = run_dir
     return history
@@ -2954,48 +3134,51 @@ def configure_train(parser):
                                   imagenet_input=("auto" if args.imagenet_input is None
                                                   else args.imagenet_input),
                                   **model_args)
-        run_dir = os.path.abspath(args.run_dir or _default_run_dir(args.model, splits.info.name))
-        backup = os.path.join(run_dir, "backup")
-        done_before = _epochs_backed_up(backup)
-        try:
-            history = fit(model, splits, epochs=epochs, run_dir=run_dir, batch_size=batch,
-                          learning_rate=lr, optimizer=args.optimizer, augment=augment,
-                          jit_compile="auto" if args.xla is None else args.xla,
-                          mixed_precision=args.mixed_precision,
-                          early_stopping=early_stopping,
-                          patience=patience if early_stopping else None,
-                          seed=args.seed, verbose=0 if args.quiet else 1,
-                          model_name=args.model, model_args=model_args,
-                          lr_schedule=args.lr_schedule or d["lr_schedule"],
-                          deterministic=args.deterministic, class_weight=class_weight,
-                          batch_norm_momentum=args.batch_norm_momentum,
-                          aux_loss_weight=args.aux_loss_weight)
-        except BaseException as exc:
-            # Ctrl-C, or a failure after this command backed up an epoch (not a refusal to
-            # resume): say where the run waits to be resumed.
-            if _has_backup(backup) and (isinstance(exc, KeyboardInterrupt)
-                                        or _epochs_backed_up(backup) > done_before):
-                print(f"zoo train: stopped after epoch {_backup_epoch(backup)} of {epochs}; "
-                      f"the same command with --run-dir {run_dir} resumes it",
-                      file=sys.stderr)
-            raise
-        with open(os.path.join(run_dir, "metrics.json")) as f:
-            metrics = json.load(f)
-        with open(os.path.join(run_dir, "info.json")) as f:
-            policy = json.load(f)["settings"]["mixed_precision"]
-        key = "test_mean_iou" if splits.info.task == "segmentation" else "test_accuracy"
-        line = (f"{args.model} on {dataset}: {key.replace('_', ' ')} {metrics[key]:.4f} "
-                f"after {len(history)} epoch{'' if len(history) == 1 else 's'}, "
-                f"{time.time() - t0:.1f} s "
-                f"(training {metrics['train_seconds']:.1f} s, {policy or 'float32'}), "
-                f"run dir {run_dir}")
-        if args.export:
-            from zoo import export as zexport
-            path = zexport.export_run(run_dir, base_dir=args.base_dir or "saved_models",
-                                      name=args.model,
-                                      precision=args.export_precision or "float32")
-            line += f", exported to {path}"
-        print(line)
+        # Held until the command ends (the export included): a second zoo train into it
+        # is refused.
+        with hold_run_dir(args.run_dir, model_name=args.model,
+                          dataset_name=splits.info.name) as run_dir:
+            backup = os.path.join(run_dir, "backup")
+            done_before = _epochs_backed_up(backup)
+            try:
+                history = fit(model, splits, epochs=epochs, run_dir=run_dir, batch_size=batch,
+                              learning_rate=lr, optimizer=args.optimizer, augment=augment,
+                              jit_compile="auto" if args.xla is None else args.xla,
+                              mixed_precision=args.mixed_precision,
+                              early_stopping=early_stopping,
+                              patience=patience if early_stopping else None,
+                              seed=args.seed, verbose=0 if args.quiet else 1,
+                              model_name=args.model, model_args=model_args,
+                              lr_schedule=args.lr_schedule or d["lr_schedule"],
+                              deterministic=args.deterministic, class_weight=class_weight,
+                              batch_norm_momentum=args.batch_norm_momentum,
+                              aux_loss_weight=args.aux_loss_weight)
+            except BaseException as exc:
+                # Ctrl-C, or a failure after this command backed up an epoch (not a refusal to
+                # resume): say where the run waits to be resumed.
+                if _has_backup(backup) and (isinstance(exc, KeyboardInterrupt)
+                                            or _epochs_backed_up(backup) > done_before):
+                    print(f"zoo train: stopped after epoch {_backup_epoch(backup)} of {epochs}; "
+                          f"the same command with --run-dir {run_dir} resumes it",
+                          file=sys.stderr)
+                raise
+            with open(os.path.join(run_dir, "metrics.json")) as f:
+                metrics = json.load(f)
+            with open(os.path.join(run_dir, "info.json")) as f:
+                policy = json.load(f)["settings"]["mixed_precision"]
+            key = "test_mean_iou" if splits.info.task == "segmentation" else "test_accuracy"
+            line = (f"{args.model} on {dataset}: {key.replace('_', ' ')} {metrics[key]:.4f} "
+                    f"after {len(history)} epoch{'' if len(history) == 1 else 's'}, "
+                    f"{time.time() - t0:.1f} s "
+                    f"(training {metrics['train_seconds']:.1f} s, {policy or 'float32'}), "
+                    f"run dir {run_dir}")
+            if args.export:
+                from zoo import export as zexport
+                path = zexport.export_run(run_dir, base_dir=args.base_dir or "saved_models",
+                                          name=args.model,
+                                          precision=args.export_precision or "float32")
+                line += f", exported to {path}"
+            print(line)
         return 0
 
     return run

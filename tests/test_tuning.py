@@ -490,6 +490,22 @@ def _zoo(*args, timeout=120):
                           text=True, timeout=timeout, env=env)
 
 
+def test_the_default_project_is_named_by_the_family_as_the_help_says(capsys):
+    # zoo tune resnet18 and zoo tune resnet34 share the default project (the help said
+    # MODEL_DATASET_TUNER, and the second search was refused as a different one there).
+    from tuning.search import _default_project
+    from zoo.cli import main
+    families = {hms.get_hypermodel(name).family for name in ("resnet18", "resnet34")}
+    assert families == {"resnet"}
+    assert _default_project("resnet", "folder:photos", "random") == \
+        "resnet_folder:photos_random"
+    with pytest.raises(SystemExit):
+        main(["tune", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--project NAME default FAMILY_DATASET_TUNER (zoo tune resnet34: " \
+           "resnet_DATASET_TUNER, as resnet18's)" in help_text
+
+
 def test_cli_bad_input_and_show_space(capsys):
     from zoo.cli import main
     assert main(["tune", "lenet5", "--set", "width=3"]) == 2

@@ -875,7 +875,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         epochs: epochs per trial (Hyperband: the most epochs one model trains).
         directory: where projects live.
         project: project name, one directory name (no ``/``, not ``.`` or ``..``);
-            default ``<model>_<dataset>_<tuner>``.
+            default ``<family>_<dataset>_<tuner>`` (``resnet`` for ``"resnet34"`` too).
         resume: continue an interrupted search in the same project (completed
             trials are not run again); ``False`` refuses an existing project.
         overwrite: delete the project first (once the search is known to be valid).
@@ -1352,7 +1352,8 @@ def configure_tune(parser):
     parser.add_argument("--directory", default="tuning_runs", metavar="DIR",
                         help="where projects are kept (default: tuning_runs)")
     parser.add_argument("--project", default=None, metavar="NAME",
-                        help="default MODEL_DATASET_TUNER")
+                        help="default FAMILY_DATASET_TUNER (zoo tune resnet34: "
+                        "resnet_DATASET_TUNER, as resnet18's)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the project and start again (otherwise an interrupted "
                         "search resumes; a different search is refused)")

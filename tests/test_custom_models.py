@@ -184,6 +184,12 @@ def test_a_directory_that_is_no_run_is_named_with_what_to_give_instead(tmp_path,
             assert main([command, path]) == 2
             assert capsys.readouterr().err.splitlines() == [
                 f"zoo: error: {path} {error} {hint}"], (command, path)
+        # and as zoo train --weights
+        assert main(["train", "resnet18", "--weights", path, "--epochs", "1"]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"zoo: error: pretrained_classifier: {path} is a directory without model.keras: "
+            f"weights must be 'imagenet', a weights file or a run directory. Received: "
+            f"weights={path!r}. {hint}"], path
     # A directory named as a bare word is read as a model name: the error says how to
     # give it as a path.
     assert main(["summary", "runs"]) == 2

@@ -121,7 +121,10 @@ def not_a_run_hint(path) -> str:
     trials; ``""`` for any other directory. Appended to the errors of the commands that
     read a run directory (``zoo export``, ``zoo summary``, ``zoo table``)."""
     path = os.fspath(path)
-    versions = list_versions(path)
+    try:
+        versions = list_versions(path)
+    except OSError:       # a directory it may not read: the error says what it can
+        return ""
     if os.path.isfile(os.path.join(path, "saved_model.pb")) or versions:
         what = ("an exported SavedModel" if not versions else
                 f"a model directory of exported SavedModels (versions "

@@ -119,7 +119,8 @@ def not_a_run_hint(path) -> str:
     to give instead: ``" It is an exported SavedModel ...: give the run it was exported
     from (runs/pets)."``, a model directory of exports, a ``zoo tune`` search or one of its
     trials; ``""`` for any other directory. Appended to the errors of the commands that
-    read a run directory (``zoo export``, ``zoo summary``, ``zoo table``)."""
+    read a run directory (``zoo export``, ``zoo summary``, ``zoo table``, ``zoo train
+    --weights``)."""
     path = os.fspath(path)
     try:
         versions = list_versions(path)

@@ -1122,31 +1122,6 @@ def test_a_fresh_run_sets_aside_only_a_finished_runs_files(digits8, tmp_path):
     assert not [n for n in os.listdir(run) if n.startswith(".previous-")]
 
 
-def test_runs_started_in_the_same_second_get_default_run_directories_of_their_own(
-        digits8, tmp_path, monkeypatch):
-    """The default run directory is named by the second a run starts: two `zoo train`
-    commands started at once wrote into one directory, the second run's files over the
-    first's (both said they succeeded), and a run finding a finished run there started
-    afresh in it, removing that run's files."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(train.time, "strftime", lambda fmt, *args: "20260101-000000")
-    first = train.fit(tiny_classifier(), small(digits8, 1), epochs=1, verbose=0,
-                      jit_compile=False, model_name="tiny")
-    taken = tmp_path / "runs" / "tiny-digits-20260101-000000"
-    assert train.fit.last_run_dir == str(taken) and len(first) == 1
-    before = _files(taken)
-    # A killed run's backup there would not be resumed either: the default is a new run.
-    (taken / "backup").mkdir()
-    (taken / "backup" / "mine").write_text("x")
-    train.fit(tiny_classifier(), small(digits8, 1), epochs=1, verbose=0, jit_compile=False,
-              model_name="tiny")
-    assert train.fit.last_run_dir == f"{taken}-2"
-    assert _files(taken) == {**before, "backup/mine": b"x"}
-    assert (tmp_path / "runs" / "tiny-digits-20260101-000000-2" / "info.json").is_file()
-    assert sorted(os.listdir(tmp_path / "runs")) == [
-        "tiny-digits-20260101-000000", "tiny-digits-20260101-000000-2"]
-
-
 def test_a_test_split_label_outside_the_classes_is_named_in_one_line(tmp_path, digits8):
     # Train and validation are fine; the test split's first label is 12 for a 10-class model:
     # found when the best model is scored, after training, and said as for the other splits.

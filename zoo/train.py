@@ -1925,8 +1925,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         dataset: a dataset name for :func:`zoo.data.load_splits` (loaded at the model's
             input size and channels) or a :class:`zoo.data.Splits`.
         epochs: most epochs (early stopping may end sooner).
-        run_dir: output directory (default ``runs/<model>-<dataset>-<time>``, made anew:
-            ``-2``, ... where a run started in the same second has it). Started
+        run_dir: output directory (default ``runs/<model>-<dataset>-<time>``). Started
             again with the same ``run_dir`` after a crash or ``kill -9``, training resumes
             from the last finished epoch, with the optimizer's state, the learning-rate
             schedule, early stopping and the best checkpoint where they stood; the data
@@ -2204,21 +2203,17 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         keras_class_weight = None
 
     # Run directory (created below, once the model is ready). A killed run resumes under
-    # the precision it started with, which its backup records. The default one is a new
-    # directory of this run's own, never one to resume or start afresh in: another run
-    # started in the same second may have taken its name (_new_run_dir).
-    default_dir = run_dir is None
+    # the precision it started with, which its backup records.
     run_dir = os.path.abspath(run_dir or _default_run_dir(model_name, info.name))
     backup_dir = os.path.join(run_dir, "backup")
-    resuming = not default_dir and _has_backup(backup_dir)
-    if not resuming and not default_dir:
+    resuming = _has_backup(backup_dir)
+    if not resuming:
         _recover_set_aside(run_dir)
     state = {}
     if resuming and os.path.isfile(os.path.join(backup_dir, _RUN_STATE)):
         with open(os.path.join(backup_dir, _RUN_STATE)) as f:
             state = json.load(f)
-    if not default_dir:
-        _check_run_dir_holds(run_dir, state, model_name, info.name)
+    _check_run_dir_holds(run_dir, state, model_name, info.name)
     if "mixed_precision" in state:
         started = state["mixed_precision"]
         if mixed_precision == "auto":
@@ -2302,14 +2297,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
 
     # Run directory. A run that fails leaves nothing behind unless an epoch of it is
     # backed up (then the same run_dir resumes it).
-    if default_dir:
-        run_dir = _new_run_dir(run_dir)
-        backup_dir = os.path.join(run_dir, "backup")
-    existed = _entries(run_dir) if os.path.isdir(run_dir) and not default_dir else None
+    existed = _entries(run_dir) if os.path.isdir(run_dir) else None
     previous = None   # a finished run's files, set aside while a fresh run starts
     try:
         os.makedirs(run_dir, exist_ok=True)
-        fit.last_run_dir = run_dir
         ckpt_dir = os.path.join(run_dir, "checkpoints")
         os.makedirs(ckpt_dir, exist_ok=True)
         best_path = os.path.join(ckpt_dir, "best.keras")
@@ -2541,25 +2532,9 @@ def _best_epoch_metrics(history, monitor) -> dict:
 
 
 def _default_run_dir(model_name, dataset_name) -> str:
-    """``runs/<model>-<dataset>-<time>`` (:func:`_new_run_dir` makes it, or ``-2``, ...)."""
+    """``runs/<model>-<dataset>-<time>``."""
     data_name = dataset_name.replace(os.sep, "_").replace(":", "_")
     return os.path.join("runs", f"{model_name}-{data_name}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-
-def _new_run_dir(path) -> str:
-    """Make the directory ``path``, or ``path-2``, ``path-3``, ... where another run has
-    taken it, and return it. Two runs of a model on a dataset started in the same second
-    (a script starting them at once) had the same default directory and wrote their files
-    over each other's, both reporting success."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    n = 1
-    while True:
-        candidate = path if n == 1 else f"{path}-{n}"
-        try:
-            os.mkdir(candidate)
-            return candidate
-        except FileExistsError:
-            n += 1
 
 
 def _check_diverged(history_path, monitor, learning_rate):
@@ -2981,10 +2956,9 @@ def configure_train(parser):
                                   imagenet_input=("auto" if args.imagenet_input is None
                                                   else args.imagenet_input),
                                   **model_args)
-        # The default run directory is made by fit (fit.last_run_dir): one of this run's own.
-        run_dir = os.path.abspath(args.run_dir) if args.run_dir else None
-        done_before = _epochs_backed_up(os.path.join(run_dir, "backup")) if run_dir else 0
-        fit.last_run_dir = None
+        run_dir = os.path.abspath(args.run_dir or _default_run_dir(args.model, splits.info.name))
+        backup = os.path.join(run_dir, "backup")
+        done_before = _epochs_backed_up(backup)
         try:
             history = fit(model, splits, epochs=epochs, run_dir=run_dir, batch_size=batch,
                           learning_rate=lr, optimizer=args.optimizer, augment=augment,
@@ -3001,15 +2975,12 @@ def configure_train(parser):
         except BaseException as exc:
             # Ctrl-C, or a failure after this command backed up an epoch (not a refusal to
             # resume): say where the run waits to be resumed.
-            run_dir = run_dir or fit.last_run_dir
-            backup = os.path.join(run_dir, "backup") if run_dir else None
-            if backup and _has_backup(backup) and (isinstance(exc, KeyboardInterrupt)
-                                                   or _epochs_backed_up(backup) > done_before):
+            if _has_backup(backup) and (isinstance(exc, KeyboardInterrupt)
+                                        or _epochs_backed_up(backup) > done_before):
                 print(f"zoo train: stopped after epoch {_backup_epoch(backup)} of {epochs}; "
                       f"the same command with --run-dir {run_dir} resumes it",
                       file=sys.stderr)
             raise
-        run_dir = run_dir or fit.last_run_dir
         with open(os.path.join(run_dir, "metrics.json")) as f:
             metrics = json.load(f)
         with open(os.path.join(run_dir, "info.json")) as f:

@@ -49,7 +49,7 @@ def make_demo_folder(root, per_class=40):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--folder", default=None)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--weights", default=None,

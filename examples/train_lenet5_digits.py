@@ -21,7 +21,7 @@ from zoo import data, lenet5, train
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     defaults = train.train_defaults("lenet5", "digits")
     parser.add_argument("--epochs", type=int, default=defaults["epochs"])
     parser.add_argument("--run-dir", default="runs/lenet5-digits")

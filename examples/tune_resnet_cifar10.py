@@ -29,7 +29,7 @@ SPACE = {"depth": "18,34", "lr": "1e-4:1e-2", "batch_size": "64,128"}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--tuner", default="hyperband")
     parser.add_argument("--max-trials", type=int, default=60)
     parser.add_argument("--epochs", type=int, default=27, help="Hyperband's most epochs")

@@ -21,7 +21,7 @@ from zoo import data, train, unet
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     defaults = train.train_defaults("unet", "shapes")
     parser.add_argument("--epochs", type=int, default=defaults["epochs"])
     parser.add_argument("--run-dir", default="runs/unet-shapes")

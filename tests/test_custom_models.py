@@ -144,6 +144,62 @@ def test_zoo_summary_profiles_a_saved_model_with_a_custom_head(tmp_path, capsys)
     assert "--input-shape applies to a registered model name" in capsys.readouterr().err
 
 
+def test_a_directory_that_is_no_run_is_named_with_what_to_give_instead(tmp_path, capsys,
+                                                                      monkeypatch):
+    # An export, a model directory of exports, a zoo tune search or trial: zoo summary,
+    # zoo table and zoo export said only "a directory without model.keras".
+    import json
+    run = tmp_path / "runs" / "pets"
+    run.mkdir(parents=True)
+    (run / "model.keras").write_bytes(b"")
+    for version, source in (("1", str(run)), ("2", None)):
+        (tmp_path / "saved" / "pets" / version / "assets").mkdir(parents=True)
+        (tmp_path / "saved" / "pets" / version / "saved_model.pb").write_bytes(b"")
+        if source:
+            (tmp_path / "saved" / "pets" / version / "assets" / "zoo.json").write_text(
+                json.dumps({"training": {"source": source}}))
+    (tmp_path / "tune" / "p" / "trial_0").mkdir(parents=True)
+    (tmp_path / "tune" / "p" / "search.json").write_text("{}")
+    (tmp_path / "tune" / "p" / "trial_0" / "trial.json").write_text("{}")
+    saved = "holds no Keras model: give the run "
+    tune = ("whose trials keep weights only: the same zoo tune command with --export "
+            "exports the best trial's model (best.json names it).")
+    monkeypatch.chdir(tmp_path)
+    for path, hint in [
+            ("saved/pets/1", f"It is an exported SavedModel, which {saved}it was exported "
+                             f"from ({run})."),
+            ("saved/pets", "It is a model directory of exported SavedModels (versions 1, 2), "
+                           f"which {saved}directory or .keras file it was exported from."),
+            ("saved/pets/2", f"It is an exported SavedModel, which {saved}directory or .keras "
+                             f"file it was exported from."),
+            ("tune/p", f"It is a zoo tune search, {tune}"),
+            ("tune/p/trial_0", f"It is a trial of a zoo tune search, {tune}")]:
+        for command, error in (("summary", "is a directory without model.keras: expected a "
+                                           "run directory or a .keras file."),
+                               ("table", "is a directory without model.keras: expected a "
+                                         "run directory or a .keras file."),
+                               ("export", "is not a training run: it has no model.keras. "
+                                          "Pass a run directory (model.keras + info.json) "
+                                          "or a .keras file.")):
+            assert main([command, path]) == 2
+            assert capsys.readouterr().err.splitlines() == [
+                f"zoo: error: {path} {error} {hint}"], (command, path)
+        # and as zoo train --weights
+        assert main(["train", "resnet18", "--weights", path, "--epochs", "1"]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"zoo: error: pretrained_classifier: {path} is a directory without model.keras: "
+            f"weights must be 'imagenet', a weights file or a run directory. Received: "
+            f"weights={path!r}. {hint}"], path
+    # A directory named as a bare word is read as a model name: the error says how to
+    # give it as a path.
+    assert main(["summary", "runs"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "zoo: error: 'runs' is not a registered model name (see zoo list); to read the run "
+        "directory or .keras file 'runs', give it as a path: ./runs"]
+    assert main(["table", "lenet"]) == 2
+    assert "Unknown model 'lenet'. Did you mean: lenet5" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------
 # Classifier options that combine
 

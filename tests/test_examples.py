@@ -35,6 +35,22 @@ def test_every_example_is_tested():
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
+def test_every_examples_help_describes_it_with_its_docstrings_first_paragraph():
+    # Two scripts' --help cut their description at the docstring's first line, mid-sentence
+    # ("... a frozen ResNet backbone with a new head, then").
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
+    procs = {p.name: subprocess.Popen([sys.executable, str(p), "--help"], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for p in sorted(EXAMPLES.glob("*.py"))}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        doc = ast.get_docstring(ast.parse((EXAMPLES / name).read_text()))
+        first = " ".join(doc.split("\n\n")[0].split())
+        described = " ".join(out.split("\n\n")[1].split())
+        assert described == first and described.endswith("."), name
+
+
 def test_train_lenet5_digits(tmp_path):
     out = run("train_lenet5_digits.py", "--epochs", "1", "--run-dir", "run", cwd=tmp_path)
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1

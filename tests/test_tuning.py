@@ -411,6 +411,37 @@ def test_search_on_a_splits_of_unknown_length_warns_of_nothing(tiny, tmp_path):
     assert _spurious(caught) == []
 
 
+def test_search_on_a_small_folder_logs_no_retracing_warning(tmp_path):
+    # Each trial traces its own model's functions, and TensorFlow counts the traces of
+    # every trial against one function: on a folder of 36 training images the second trial
+    # logged "5 out of the last 6 calls to ... triggered tf.function retracing" twice.
+    import logging
+
+    from conftest import make_colour_folder
+    folder = make_colour_folder(tmp_path / "photos", ["blue", "green", "red"], (40, 40),
+                                counts=(("train", 12), ("validation", 4), ("test", 4)))
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("tensorflow")
+    filters, keep = list(logger.filters), Keep()
+    logger.addHandler(keep)
+    try:
+        df = search("lenet5", f"folder:{folder}", tuner="random", max_trials=2, epochs=1,
+                    directory=str(tmp_path), project="small", verbose=0)
+        logger.warning("5 out of the last 6 calls to f triggered tf.function retracing.")
+    finally:
+        logger.removeHandler(keep)
+    assert list(df["status"]) == ["COMPLETED"] * 2
+    # The search's trials logged none; after it, TensorFlow's warning goes through again.
+    assert [m for m in records if "retracing" in m] == [
+        "5 out of the last 6 calls to f triggered tf.function retracing."]
+    assert logger.filters == filters
+
+
 def test_cross_validated_search_trains_k_models_per_trial_and_refits_the_best(tiny, tmp_path):
     import warnings
     _CountFits.fits.clear()
@@ -457,6 +488,22 @@ def _zoo(*args, timeout=120):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run([sys.executable, "-m", "tuning", *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+def test_the_default_project_is_named_by_the_family_as_the_help_says(capsys):
+    # zoo tune resnet18 and zoo tune resnet34 share the default project (the help said
+    # MODEL_DATASET_TUNER, and the second search was refused as a different one there).
+    from tuning.search import _default_project
+    from zoo.cli import main
+    families = {hms.get_hypermodel(name).family for name in ("resnet18", "resnet34")}
+    assert families == {"resnet"}
+    assert _default_project("resnet", "folder:photos", "random") == \
+        "resnet_folder:photos_random"
+    with pytest.raises(SystemExit):
+        main(["tune", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--project NAME default FAMILY_DATASET_TUNER (zoo tune resnet34: " \
+           "resnet_DATASET_TUNER, as resnet18's)" in help_text
 
 
 def test_cli_bad_input_and_show_space(capsys):

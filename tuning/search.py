@@ -20,6 +20,7 @@ import contextlib
 import gc
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -395,6 +396,17 @@ def _without_reload_line(quiet):
         rest = "".join(line for line in caught.getvalue().splitlines(keepends=True)
                        if not line.startswith("Reloading Tuner from "))
         sys.stdout.write(rest)
+
+
+class _RetracingFilter(logging.Filter):
+    """Drops TensorFlow's ``N out of the last M calls to ... triggered tf.function
+    retracing`` warning. Every trial builds a model of its own, whose train and test
+    functions trace anew; TensorFlow counts those traces against one function (it keys them
+    by their code), so on a small dataset (a few batches an epoch) the second trial already
+    wrote two such warnings, which advise changes that do not apply to a search."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
 
 
 def _make_tuner(name, hypermodel, objective, *, max_trials, epochs, directory, project, seed,
@@ -863,7 +875,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         epochs: epochs per trial (Hyperband: the most epochs one model trains).
         directory: where projects live.
         project: project name, one directory name (no ``/``, not ``.`` or ``..``);
-            default ``<model>_<dataset>_<tuner>``.
+            default ``<family>_<dataset>_<tuner>`` (``resnet`` for ``"resnet34"`` too).
         resume: continue an interrupted search in the same project (completed
             trials are not run again); ``False`` refuses an existing project.
         overwrite: delete the project first (once the search is known to be valid).
@@ -1049,6 +1061,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     locks = []
     if role != "worker":
         locks.append(_lock_project(project_dir, made))
+    retracing = _RetracingFilter()
+    logging.getLogger("tensorflow").addFilter(retracing)
     try:
         made = _write_fingerprint(project_dir, fingerprint, role, overwrite) or made
         try:
@@ -1129,6 +1143,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         df.attrs["project_dir"] = kt_tuner.project_dir
         return df
     finally:
+        logging.getLogger("tensorflow").removeFilter(retracing)
         for fd in locks:
             if fd is not None:   # None: no file locks here (_lock)
                 os.close(fd)
@@ -1337,7 +1352,8 @@ def configure_tune(parser):
     parser.add_argument("--directory", default="tuning_runs", metavar="DIR",
                         help="where projects are kept (default: tuning_runs)")
     parser.add_argument("--project", default=None, metavar="NAME",
-                        help="default MODEL_DATASET_TUNER")
+                        help="default FAMILY_DATASET_TUNER (zoo tune resnet34: "
+                        "resnet_DATASET_TUNER, as resnet18's)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the project and start again (otherwise an interrupted "
                         "search resumes; a different search is refused)")

@@ -299,8 +299,11 @@ def load_model(path, *, compile=True):
     if os.path.isdir(path):
         path = os.path.join(path, "model.keras")
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{os.path.dirname(path)} is a directory without "
-                                    f"model.keras: expected a run directory or a .keras file")
+            from zoo.export import not_a_run_hint
+            directory = os.path.dirname(path)
+            raise FileNotFoundError(f"{directory} is a directory without model.keras: "
+                                    f"expected a run directory or a .keras file."
+                                    + not_a_run_hint(directory))
     elif not os.path.isfile(path):
         raise FileNotFoundError(f"no such run directory or .keras file: {path!r}")
     check_keras_file(path)

@@ -114,6 +114,44 @@ def latest_version(model_dir) -> Optional[int]:
     return versions[-1] if versions else None
 
 
+def not_a_run_hint(path) -> str:
+    """What a directory without ``model.keras`` is, where it is one the zoo writes, and what
+    to give instead: ``" It is an exported SavedModel ...: give the run it was exported
+    from (runs/pets)."``, a model directory of exports, a ``zoo tune`` search or one of its
+    trials; ``""`` for any other directory. Appended to the errors of the commands that
+    read a run directory (``zoo export``, ``zoo summary``, ``zoo table``, ``zoo train
+    --weights``)."""
+    path = os.fspath(path)
+    try:
+        versions = list_versions(path)
+    except OSError:       # a directory it may not read: the error says what it can
+        return ""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")) or versions:
+        what = ("an exported SavedModel" if not versions else
+                f"a model directory of exported SavedModels (versions "
+                f"{common.clip_text(', '.join(map(str, versions)))})")
+        version_dir = os.path.join(path, str(versions[-1])) if versions else path
+        source = None
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            with open(os.path.join(version_dir, ZOO_JSON), encoding="utf-8") as f:
+                source = json.load(f).get("training", {}).get("source")
+        if isinstance(source, str) and os.path.isfile(os.path.join(source, "model.keras")):
+            return f" It is {what}, which holds no Keras model: give the run it was exported " \
+                   f"from ({source})."
+        return f" It is {what}, which holds no Keras model: give the run directory or " \
+               f".keras file it was exported from."
+    search_dir = path if os.path.isfile(os.path.join(path, "search.json")) else None
+    if search_dir is None and os.path.isfile(os.path.join(path, "trial.json")):
+        parent = os.path.dirname(os.path.abspath(path))
+        if os.path.isfile(os.path.join(parent, "search.json")):
+            search_dir = parent
+    if search_dir is None:
+        return ""
+    what = "a zoo tune search" if search_dir == path else "a trial of a zoo tune search"
+    return (f" It is {what}, whose trials keep weights only: the same zoo tune command with "
+            f"--export exports the best trial's model (best.json names it).")
+
+
 def _number_names(model_dir) -> list:
     """The names in ``model_dir`` that are version numbers (complete or not); none when it
     does not exist."""
@@ -1069,7 +1107,7 @@ def _load_run(path):
         if not os.path.isfile(keras_file):
             raise FileNotFoundError(f"{path} is not a training run: it has no model.keras. "
                                     "Pass a run directory (model.keras + info.json) or a "
-                                    ".keras file.")
+                                    ".keras file." + not_a_run_hint(path))
         if not os.path.isfile(os.path.join(path, "info.json")):
             # Without it the export would know no normalisation, labels or dataset.
             raise FileNotFoundError(

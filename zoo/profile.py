@@ -910,7 +910,11 @@ def summary_model(name: str, input_shape=None):
             raise ValueError(f"--input-shape applies to a registered model name; the saved "
                              f"model {name!r} has its own input size")
         return common.load_model(name, compile=False)
-    from zoo.registry import get_model
+    from zoo.registry import get_model, list_models
+    if name not in list_models() and os.path.exists(name):
+        raise ValueError(f"{name!r} is not a registered model name (see zoo list); to read the "
+                         f"run directory or .keras file {name!r}, give it as a path: "
+                         f"{os.path.join('.', name)}")
     return get_model(name, **({"input_shape": input_shape} if input_shape else {}))
 
 

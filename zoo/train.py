@@ -868,9 +868,11 @@ def _resolve_pretrained_weights(model_name, weights, info, what):
     path = os.fspath(weights)
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "model.keras")):
+            from zoo.export import not_a_run_hint
+            hint = not_a_run_hint(path)
             raise ValueError(f"{what}: {path} is a directory without model.keras: weights must "
                              f"be 'imagenet', a weights file or a run directory. "
-                             f"Received: weights={path!r}")
+                             f"Received: weights={path!r}" + (f".{hint}" if hint else ""))
         path = os.path.join(path, "model.keras")
     elif not os.path.isfile(path):
         raise ValueError(f"{what}: weights file not found. Received: weights={path!r}. "

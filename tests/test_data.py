@@ -828,6 +828,29 @@ def test_folder_of_class_folders_refusals(tmp_path):
         data.load_splits(str(no_train))
 
 
+def test_info_says_whether_the_test_split_is_the_validation_split(tmp_path, seg_folder):
+    """A folder without test/ serves its validation split as test (the test score is then
+    on the split that chose the model): DatasetInfo.test_is_validation says so, and its
+    dict form keeps it (older dicts without it read as False)."""
+    cases = {"train": {"train": {"a": 10, "b": 10}},
+             "train+val": {"train": {"a": 10, "b": 10}, "validation": {"a": 2, "b": 2}},
+             "train+test": {"train": {"a": 10, "b": 10}, "test": {"a": 2, "b": 2}},
+             "whole": {"": {"a": 10, "b": 10}}}
+    got = {name: data.load_splits(str(_class_tree(tmp_path / name.replace("+", "_"), layout)))
+           .info.test_is_validation for name, layout in cases.items()}
+    assert got == {"train": True, "train+val": True, "train+test": False, "whole": False}
+    assert data.load_splits(str(seg_folder)).info.test_is_validation is False   # 80/10/10
+    assert data.load_splits("digits").info.test_is_validation is False
+    info = data.load_splits(str(tmp_path / "train")).info
+    assert info.to_dict()["test_is_validation"] is True
+    assert data.DatasetInfo.from_dict(info.to_dict()) == info
+    older = {k: v for k, v in info.to_dict().items() if k != "test_is_validation"}
+    assert data.DatasetInfo.from_dict(older).test_is_validation is False
+    with pytest.raises(ValueError, match=r"DatasetInfo.test_is_validation must be True or "
+                                         r"False. Received: test_is_validation='yes'"):
+        data.DatasetInfo.from_dict({**older, "test_is_validation": "yes"})
+
+
 def test_folder_with_two_folders_for_one_split_is_refused(tmp_path):
     # Before, val/ was read as the validation split and validation/ beside it ignored.
     root = _class_tree(tmp_path / "two", {"train": {"a": 3, "b": 3}, "val": {"a": 1, "b": 1},

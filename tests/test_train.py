@@ -472,6 +472,32 @@ def test_zoo_train_cli_trains_exports_and_reports(tmp_path, capsys, monkeypatch,
     assert (tmp_path / "models" / "lenet5" / "1" / "saved_model.pb").is_file()
 
 
+def test_zoo_train_says_when_the_test_score_is_on_the_validation_split(tmp_path, capsys):
+    """A folder without test/ has its validation split serve as test: the summary line's
+    test accuracy was printed as any other, on the split that chose the model."""
+    from PIL import Image
+    for split in ("train", "train_and_test"):
+        root = tmp_path / split
+        for label, value in (("dark", 40), ("light", 200)):
+            for part in ("train", "test") if split == "train_and_test" else ("train",):
+                (root / part / label).mkdir(parents=True)
+                for i in range(6):
+                    Image.fromarray(np.full((8, 8), value + i, "uint8")).save(
+                        root / part / label / f"{i}.png")
+        assert zoo_main(["train", "lenet5", "--dataset", str(root), "--epochs", "1",
+                         "--run-dir", str(tmp_path / f"run-{split}"), "--quiet",
+                         "--image-size", "32,32"]) == 0
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        info = json.loads((tmp_path / f"run-{split}" / "info.json").read_text())
+        alone = split == "train"
+        assert info["dataset"]["test_is_validation"] is alone
+        assert (" (on the validation split: the dataset has no test split) after 1 epoch, "
+                in line) is alone
+        assert re.match(rf"lenet5 on {re.escape(str(root))}: test accuracy \d\.\d{{4}}"
+                        rf"( \(on the validation split: the dataset has no test split\))? "
+                        rf"after 1 epoch, ", line)
+
+
 def test_zoo_train_exports_in_the_precision_asked(tmp_path, capsys):
     run, models = tmp_path / "run", tmp_path / "models"
     assert zoo_main(["train", "lenet5", "--epochs", "1", "--run-dir", str(run), "--quiet",

@@ -581,6 +581,8 @@ def _dataset_key(dataset, splits):
     info = splits.info.to_dict()
     if ignore_label is None:
         info.pop("ignore_label", None)
+    info.pop("test_is_validation", None)   # the test split is not searched on; and older
+                                           # searches' fingerprints lack it
     cardinality = {}
     for split in ("train", "validation"):
         n = int(getattr(splits, split).cardinality().numpy())

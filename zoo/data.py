@@ -77,6 +77,9 @@ class DatasetInfo:
         augmentation: the augmentation settings used for training (empty = none).
         ignore_label: segmentation: the mask value of pixels that count in no loss and no
             metric (``None``: every pixel counts); never one of the ``num_classes`` classes.
+        test_is_validation: the dataset has no test split of its own and its validation
+            split serves as test (a folder without ``test/``), so that a test score is on
+            the split that chose the model.
     """
 
     name: str
@@ -91,6 +94,7 @@ class DatasetInfo:
     raw_shape: Optional[tuple] = None
     augmentation: dict = dataclasses.field(default_factory=dict)
     ignore_label: Optional[int] = None
+    test_is_validation: bool = False
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (tuples become lists)."""
@@ -104,6 +108,7 @@ class DatasetInfo:
         d["raw_shape"] = None if self.raw_shape is None else [
             None if v is None else int(v) for v in self.raw_shape]
         d["ignore_label"] = None if self.ignore_label is None else int(self.ignore_label)
+        d["test_is_validation"] = bool(self.test_is_validation)
         return d
 
     @classmethod
@@ -226,6 +231,9 @@ def check_info_fields(values, prefix="info.") -> None:
         raise bad("splits", "a dict of split name -> number of examples")
     if "augmentation" in values and not isinstance(values["augmentation"], dict):
         raise bad("augmentation", "a dict of augmentation settings")
+    if "test_is_validation" in values and not isinstance(values["test_is_validation"],
+                                                         (bool, np.bool_)):
+        raise bad("test_is_validation", "True or False")
     ignore = values.get("ignore_label")
     if ignore is not None:
         low = num_classes if is_integer(num_classes) else 0
@@ -571,6 +579,7 @@ class _Source:
     shuffles_files: bool = False     # get(split, seed) shuffles the whole file list before
                                      # decoding, anew each pass (folders); else a shuffle
                                      # buffer of 4096 decoded examples
+    test_is_validation: bool = False  # no test split of its own: validation's files serve
 
 
 # --- digits ---------------------------------------------------------------------------
@@ -1137,7 +1146,8 @@ def _classification_folder(root, name):
                              "class. Add images, or a validation folder "
                              "(validation/<label>/*.png|jpg).")
         files["train"], files["validation"] = parts
-    if "test" not in files:
+    test_is_validation = "test" not in files
+    if test_is_validation:
         files["test"] = files["validation"]
     sample = _spread(list(zip(*files["train"])), _STATS_IMAGES)
     channels, hw = _folder_channels([p for p, _ in sample])
@@ -1160,7 +1170,7 @@ def _classification_folder(root, name):
     sizes = {s: len(files[s][0]) for s in SPLITS}
     return _Source(name, "classification", labels, channels, (None, None, channels),
                    tuple(hw), _AUG_PHOTO, get, sizes, stats_sample=stats_sample,
-                   counts=counts, shuffles_files=True)
+                   counts=counts, shuffles_files=True, test_is_validation=test_is_validation)
 
 
 def _shuffled_list(ds, n, seed):
@@ -1278,6 +1288,7 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
             raise ValueError(f"No images found in {os.path.join(d, 'images')!r}.")
         return out
 
+    test_is_validation = False
     if "all" in seg_roots:
         every = pairs(seg_roots["all"])
         order = np.random.default_rng(0).permutation(len(every))
@@ -1301,6 +1312,7 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
             n_val = max(1, len(every) // 10)
             files["validation"] = [every[i] for i in sorted(order[:n_val])]
             files["train"] = [every[i] for i in sorted(order[n_val:])]
+        test_is_validation = "test" not in files
         files.setdefault("test", files["validation"])
     # Every pair is read once here, before any training starts: a mask must be a lossless
     # file of class indices at its image's size. The test split may reuse validation's files.
@@ -1406,7 +1418,7 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
     sizes = {s: len(files[s]) for s in SPLITS}
     return _Source(name, "segmentation", labels, channels, (None, None, channels), tuple(hw),
                    _AUG_SHAPES, get, sizes, stats_sample=stats_sample, ignore_label=ignore,
-                   shuffles_files=True)
+                   shuffles_files=True, test_is_validation=test_is_validation)
 
 
 def _ignore_hint(value) -> str:
@@ -1586,7 +1598,7 @@ def _info(src: _Source, image_size, channels) -> DatasetInfo:
     return DatasetInfo(name=src.name, task=src.task, num_classes=len(src.labels),
                        labels=list(src.labels), input_shape=input_shape, mean=mean, std=std,
                        splits=dict(src.sizes), raw_shape=tuple(src.raw_shape),
-                       ignore_label=src.ignore_label)
+                       ignore_label=src.ignore_label, test_is_validation=src.test_is_validation)
 
 
 def autotune_by_default() -> bool:

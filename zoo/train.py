@@ -3169,8 +3169,10 @@ def configure_train(parser):
             with open(os.path.join(run_dir, "info.json")) as f:
                 policy = json.load(f)["settings"]["mixed_precision"]
             key = "test_mean_iou" if splits.info.task == "segmentation" else "test_accuracy"
-            line = (f"{args.model} on {dataset}: {key.replace('_', ' ')} {metrics[key]:.4f} "
-                    f"after {len(history)} epoch{'' if len(history) == 1 else 's'}, "
+            on_validation = (" (on the validation split: the dataset has no test split)"
+                             if splits.info.test_is_validation else "")
+            line = (f"{args.model} on {dataset}: {key.replace('_', ' ')} {metrics[key]:.4f}"
+                    f"{on_validation} after {len(history)} epoch{'' if len(history) == 1 else 's'}, "
                     f"{time.time() - t0:.1f} s "
                     f"(training {metrics['train_seconds']:.1f} s, {policy or 'float32'}), "
                     f"run dir {run_dir}")

@@ -592,6 +592,39 @@ def test_an_export_that_loses_its_version_to_another_says_so(tmp_path, monkeypat
     assert sorted(os.listdir(tmp_path / "m")) == ["3", "4", "5"]
 
 
+def test_an_export_with_other_classes_than_the_version_it_replaces_is_noted(tmp_path,
+                                                                           capsys):
+    """zoo train --export on digits, then on a folder of two classes, put both under
+    saved_models/lenet5: clients of the newest version got other classes without a word."""
+    from zoo.cli import main
+    digits = digits_info()
+    pets = DatasetInfo(name="folder:/data/pets", task="classification", num_classes=2,
+                       labels=["cat", "dog"], input_shape=(32, 32, 1), mean=[0.0], std=[1.0])
+    model_dir = tmp_path / "models" / "lenet5"
+    for info in (digits, digits):
+        zoo.export(zoo.lenet5(variant="modern"), tmp_path / "models", info=info, lite=False)
+    assert zoo_export.changed_classes_note(model_dir / "1") is None     # the first
+    assert zoo_export.changed_classes_note(model_dir / "2") is None     # the same classes
+    run = tmp_path / "run"
+    run.mkdir()
+    zoo.lenet5(variant="modern", num_classes=2).save(run / "model.keras")
+    (run / "info.json").write_text(json.dumps({"model": "lenet5", "task": "classification",
+                                               "dataset": pets.to_dict()}))
+    assert main(["export", str(run), "--base-dir", str(tmp_path / "models"), "--no-lite"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == str(model_dir / "3")
+    assert err == (f"zoo export: note: {model_dir} version 3 answers with other classes than "
+                   f"version 2, which it replaces for clients of the newest version: "
+                   f"classification of 2 classes ['cat', 'dog'], 1-channel input, trained on "
+                   f"folder:/data/pets; version 2: classification of 10 classes ['digit 0', "
+                   f"'digit 1', 'digit 2', 'digit 3', 'digit 4', '..., 1-channel input, "
+                   f"trained on digits. Export under another name (--name) to serve both.\n")
+    # An older version exported after a newer one is compared with the one below it.
+    zoo.export(zoo.lenet5(variant="modern"), tmp_path / "models", info=digits, lite=False,
+               version=0)
+    assert zoo_export.changed_classes_note(model_dir / "0") is None
+
+
 def test_export_run_and_cli(tmp_path, capsys):
     from zoo.cli import main
     run = tmp_path / "run"

@@ -1916,3 +1916,27 @@ def test_too_many_failed_trials_stop_a_cluster_with_one_line(tmp_path):
     table = pd.read_csv(tmp_path / "f" / "trials.csv")
     assert list(table["status"]) == ["FAILED"] * 3
     assert table["message"].str.startswith("FailedTrialError: loss became ").all()
+
+
+def test_the_best_trials_export_with_other_classes_than_the_version_before_is_noted(
+        tmp_path, capsys):
+    import zoo
+    from tuning.search import _print_best
+    from zoo.data import DatasetInfo
+
+    def info(labels):
+        return DatasetInfo(name="d", task="classification", num_classes=len(labels),
+                           labels=labels, input_shape=(32, 32, 1))
+    first = zoo.export(zoo.lenet5(), tmp_path, info=info([str(i) for i in range(10)]),
+                       lite=False)
+    second = zoo.export(zoo.lenet5(num_classes=2), tmp_path, info=info(["a", "b"]),
+                        lite=False)
+    best = {"trial": "0001", "objective": "val_accuracy", "score": 0.5,
+            "hyperparameters": {"lr": 0.01}, "test": {"accuracy": 0.5}}
+    for path, noted in ((first, False), (second, True)):
+        _print_best({**best, "export": path}, str(tmp_path / "project"))
+        out, err = capsys.readouterr()
+        assert f"exported: {path}\n" in out
+        assert err.startswith(f"zoo tune: note: {tmp_path / 'lenet5'} version 2 answers with "
+                              f"other classes than version 1, ") is noted and (
+            noted or err == "")

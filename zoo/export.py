@@ -114,6 +114,54 @@ def latest_version(model_dir) -> Optional[int]:
     return versions[-1] if versions else None
 
 
+def _classes_of(record) -> tuple:
+    """``(task, labels or number of classes, input channels)`` of a ``zoo.json`` record:
+    what a client of the model relies on."""
+    record = record or {}
+    return (record.get("task"), record.get("labels") or record.get("num_classes"),
+            (record.get("input") or {}).get("channels"))
+
+
+def changed_classes_note(version_dir) -> Optional[str]:
+    """A note for people when the export at ``version_dir`` answers with other classes
+    (task, labels or input channels) than the version below it in its model directory,
+    which it replaces for clients asking for the newest (a model trained on another
+    dataset exported under the same name); ``None`` otherwise, or when either has no
+    ``zoo.json``.
+
+    Args:
+        version_dir: a version directory just exported (``saved_models/lenet5/2``).
+
+    Returns:
+        The note's text, or ``None``.
+    """
+    from zoo.serving import read_record
+    model_dir, name = os.path.split(os.path.normpath(version_dir))
+    if not common.is_digits(name):
+        return None
+    below = [v for v in list_versions(model_dir) if v < int(name)]
+    if not below:
+        return None
+    try:
+        new, old = (read_record(os.path.join(model_dir, str(v))) for v in (int(name), below[-1]))
+    except ValueError:   # a damaged zoo.json is the loader's to name
+        return None
+    if new is None or old is None or _classes_of(new) == _classes_of(old):
+        return None
+
+    def described(record):
+        task, classes, channels = _classes_of(record)
+        shown = (f"{len(classes)} classes {common.clip_text(repr(classes), 60)}"
+                 if isinstance(classes, list) else f"{classes} classes")
+        dataset = (record.get("dataset") or {}).get("name")
+        return (f"{task} of {shown}, {channels}-channel input"
+                + (f", trained on {dataset}" if dataset else ""))
+    return (f"{model_dir} version {name} answers with other classes than version "
+            f"{below[-1]}, which it replaces for clients of the newest version: "
+            f"{described(new)}; version {below[-1]}: {described(old)}. Export under "
+            f"another name (--name) to serve both.")
+
+
 def not_a_run_hint(path) -> str:
     """What a directory without ``model.keras`` is, where it is one the zoo writes, and what
     to give instead: ``" It is an exported SavedModel ...: give the run it was exported
@@ -1202,6 +1250,9 @@ def configure_export(parser):
                           version=args.version, precision=args.precision,
                           overwrite=args.overwrite, lite=args.lite)
         print(path)
+        note = changed_classes_note(path)
+        if note:
+            print(f"zoo export: note: {note}", file=sys.stderr)
         if os.path.isfile(args.source) and not os.path.isfile(_info_beside(args.source)):
             print(f"zoo export: note: no info.json beside {args.source}: exported without "
                   f"the dataset's normalisation and labels (clients send the model's own "

@@ -3182,6 +3182,9 @@ def configure_train(parser):
                                           name=args.model,
                                           precision=args.export_precision or "float32")
                 line += f", exported to {path}"
+                note = zexport.changed_classes_note(path)
+                if note:
+                    print(f"zoo train: note: {note}", file=sys.stderr)
             print(line)
         return 0
 

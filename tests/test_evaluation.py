@@ -355,3 +355,75 @@ def test_the_macro_average_leaves_out_a_class_neither_in_the_split_nor_predicted
     assert 0 < expected[2] < 1
     np.testing.assert_allclose([r["macro"][k] for k in ("precision", "recall", "f1")],
                                expected)
+
+
+def _two_classes(root, n=10):
+    """A folder of class folders neg/ and pos/ of 6x6 grey images, darker for neg."""
+    rng = np.random.default_rng(0)
+    for k, label in enumerate(("neg", "pos")):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            value = int(np.clip(80 + 100 * k + rng.normal(0, 60), 0, 255))
+            Image.fromarray(np.full((6, 6), value, "uint8")).save(root / label / f"{i}.png")
+    return root
+
+
+def test_a_one_sigmoid_unit_classifier_ranks_both_classes_for_top_k(tmp_path):
+    """A binary classifier's one sigmoid unit is P(class 1): top-1 accuracy ranks 1 - p and
+    p, and equals the accuracy (the unit alone would rank class 0 first every time)."""
+    root = _two_classes(tmp_path / "photos")
+    splits = data.load_splits(str(root), image_size=(6, 6), batch_size=8)
+    inputs = keras.Input((6, 6, 1))
+    dense = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([np.array([[4.0]], "float32"), np.zeros(1, "float32")])
+    path = zoo.export(model, tmp_path / "models", info=splits.info, lite=False)
+    r = evaluate(path, split="train", top_k=1, batch_size=5, runtime="tensorflow",
+                 jit_compile=False)
+    images, y = zip(*data.load_raw(str(root), "train").dataset.as_numpy_iterator())
+    predicted = serving.load(path, jit_compile=False).predict(list(images))["classes"]
+    assert r["examples"] == 16 and 0.5 < r["accuracy"] < 1
+    assert r["accuracy"] == metrics.accuracy_score(y, predicted)
+    assert (r["top_k"], r["top_k_accuracy"]) == (1, r["accuracy"])
+    assert evaluate(path, split="train", top_k=2)["top_k_accuracy"] is None   # 2 classes
+
+
+def test_a_segmentation_model_on_a_classification_dataset_names_both_tasks(tmp_path):
+    """The model's ignore label (255) was applied to the classification dataset, which
+    refused it: 'ignore_label is for segmentation datasets', though none was given."""
+    root = _cells(tmp_path / "cells", n=10)
+    splits = data.load_splits(str(root), image_size=(16, 16), batch_size=8, ignore_label=255)
+    model = zoo.unet(input_shape=(16, 16, 1), num_classes=2, padding="same", depth=1,
+                     base_filters=4)
+    path = zoo.export(model, tmp_path / "models", info=splits.info, lite=False)
+    photos = _two_classes(tmp_path / "photos")
+    with pytest.raises(ValueError, match=re.escape(
+            f"unet is a segmentation model; dataset 'folder:{photos}' is a classification "
+            f"dataset.")):
+        evaluate(path, str(photos))
+    with pytest.raises(ValueError, match="ignore_label is for segmentation datasets"):
+        evaluate(path, str(photos), ignore_label=7)   # given: refused as given
+
+
+def test_mean_iou_leaves_out_a_class_in_no_mask_and_no_prediction_as_keras(tmp_path):
+    """labels.txt lists a third class that no mask holds and the model never predicts: its
+    IoU is 0 in the table, and mean IoU is over the other two, as Keras' MeanIoU."""
+    root = _cells(tmp_path / "cells", n=10)
+    (root / "labels.txt").write_text("background\ncell\nunused\n")
+    splits = data.load_splits(str(root), image_size=(16, 16), batch_size=8, ignore_label=255)
+    inputs = keras.Input((16, 16, 1))
+    conv = keras.layers.Conv2D(3, 1, activation="softmax")
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.array([[[[-3.0, 3.0, 0.0]]]], "float32"),
+                      np.array([0.0, 0.0, -50.0], "float32")])   # never "unused"
+    path = zoo.export(model, tmp_path / "models", info=splits.info, lite=False)
+    r = evaluate(path, split="train", runtime="tensorflow", jit_compile=False)
+    s = serving.load(path, jit_compile=False, runtime="tensorflow")
+    reference = keras.metrics.MeanIoU(num_classes=3, ignore_class=255)
+    for image, mask in data.load_raw(str(root), "train", ignore_label=255).dataset \
+            .as_numpy_iterator():
+        p = tf.image.resize(s.predict(image)["probabilities"][0], mask.shape).numpy()
+        reference.update_state(mask, p.argmax(-1))
+    assert r["per_class"][2]["iou"] == 0.0 and r["confusion_matrix"][2] == [0, 0, 0]
+    assert r["mean_iou"] > 0.5
+    np.testing.assert_allclose(r["mean_iou"], float(reference.result()), rtol=1e-6)

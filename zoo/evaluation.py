@@ -146,10 +146,23 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
             raise ValueError(f"{servable.name} version {servable.version} records no "
                              f"dataset (an export without one): give the dataset to "
                              f"evaluate on.")
-    if isinstance(ignore_label, str) and ignore_label == "model":
+    from_model = isinstance(ignore_label, str) and ignore_label == "model"
+    if from_model:
         ignore_label = recorded.get("ignore_label")
-    raw = data.load_raw(dataset, split, channels=servable.channels, data_dir=data_dir,
-                        download=download, ignore_label=ignore_label)
+    try:
+        raw = data.load_raw(dataset, split, channels=servable.channels, data_dir=data_dir,
+                            download=download, ignore_label=ignore_label)
+    except ValueError:
+        if not from_model or ignore_label is None:
+            raise
+        try:   # the model's ignore label refused by a dataset of another task: name the task
+            other = data.load_raw(dataset, split, channels=servable.channels,
+                                  data_dir=data_dir, download=download)
+        except ValueError:
+            other = None
+        if other is not None and other.task == "classification":
+            _check_labels(servable, other)
+        raise
     task = _check_labels(servable, raw)
     labels = list(raw.labels)
     k = len(labels)

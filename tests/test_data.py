@@ -1105,3 +1105,15 @@ def test_a_search_on_a_folder_with_a_damaged_image_ends_naming_it(tmp_path):
     hp = kt.HyperParameters()
     with pytest.raises(kt.errors.FatalValueError, match=r"'validation/a/1.png'\. Remove"):
         hypermodel.fit(hp, hypermodel.build(hp), splits.validation, epochs=1, verbose=0)
+
+
+def test_folder_of_class_folders_named_like_a_split_word_only_in_part_is_kept(tmp_path):
+    """Only whole names read as splits: classes 'devil', 'testudo' and 'Trainer' are
+    classes ('Test' beside them is refused, in any case)."""
+    root = _class_tree(tmp_path / "animals", {"": {"devil": 10, "testudo": 10, "Trainer": 10}})
+    s = data.load_splits(str(root), batch_size=8)
+    assert s.info.labels == ["Trainer", "devil", "testudo"]
+    assert s.info.splits == {"train": 24, "validation": 3, "test": 3}
+    os.makedirs(root / "tEsT_Set")
+    with pytest.raises(ValueError, match="its folders 'tEsT_Set' look like splits"):
+        data.load_splits(str(root))

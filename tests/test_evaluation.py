@@ -12,6 +12,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn import metrics  # noqa: E402
 
@@ -280,3 +281,149 @@ def test_a_tensorflow_datasets_split_under_mock_data(digits_model, tmp_path):
     assert (r["dataset"], r["examples"]) == ("mnist", 6)
     assert r["confusion_matrix"] == metrics.confusion_matrix(labels, out["classes"],
                                                              labels=range(10)).tolist()
+
+
+def test_mask_at_size_reads_one_sigmoid_unit_as_the_signature_does():
+    """A binary U-Net with one sigmoid unit gives probabilities [h, w, 1], P(class 1): its
+    arg-max was 0 everywhere, so every mask brought to an image's size was background."""
+    p = np.array([[[0.2], [0.7]], [[0.5], [0.9]]], "float32")
+    assert serving.mask_at_size(p, (2, 2)).tolist() == [[0, 1], [0, 1]]   # 0.5: class 0
+    assert serving.mask_at_size(p, (2, 4)).tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]
+    two = np.concatenate([1 - p, p], -1)
+    assert serving.mask_at_size(p, (5, 3)).tolist() == serving.mask_at_size(two, (5, 3)).tolist()
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_a_one_sigmoid_unit_unet_is_scored_on_its_masks(tmp_path, padding):
+    """A U-Net with one sigmoid unit (class 1 where P > 0.5, as the signature's mask reads
+    it) was scored as if it predicted background everywhere: at each image's size
+    ("same") and on the centre ("valid")."""
+    root = _cells(tmp_path / "cells", n=10)
+    splits = data.load_splits(str(root), image_size=(16, 16), batch_size=8, ignore_label=255)
+    inputs = keras.Input((16, 16, 1))
+    unit = keras.layers.Conv2D(1, 5 if padding == "valid" else 1, padding=padding,
+                               activation="sigmoid")
+    model = keras.Model(inputs, unit(inputs))
+    unit.set_weights([np.full(unit.get_weights()[0].shape, 3.0, "float32"),
+                      np.zeros(1, "float32")])   # bright pixels (the objects): class 1
+    path = zoo.export(model, tmp_path / "models", info=splits.info, lite=False)
+    r = evaluate(path, split="train", runtime="tensorflow", jit_compile=False)
+    s = serving.load(path, jit_compile=False, runtime="tensorflow")
+    truth, predicted = [], []
+    for image, mask in data.load_raw(str(root), "train", ignore_label=255).dataset \
+            .as_numpy_iterator():
+        out = s.predict(image)
+        if padding == "same":   # the probability of class 1 resized to the image's size
+            p = tf.image.resize(out["probabilities"][0], mask.shape).numpy()[..., 0] > 0.5
+        else:                   # the signature's mask, on the centre of the resized mask
+            p = out["mask"][0]
+            mask = data.resize_masks(mask[..., None], (16, 16))[..., 0].numpy()[2:-2, 2:-2]
+        truth.append(mask[mask != 255])
+        predicted.append(p[mask != 255].astype(int))
+    truth, predicted = np.concatenate(truth), np.concatenate(predicted)
+    expected = metrics.confusion_matrix(truth, predicted, labels=[0, 1])
+    assert expected[:, 1].sum() > 50 and r["pixels"] == len(truth)
+    assert r["confusion_matrix"] == expected.tolist()
+
+
+def test_the_macro_average_leaves_out_a_class_neither_in_the_split_nor_predicted(tmp_path):
+    """A folder's class with one image stays in train (the split 80/10/10 holds none of it
+    out): in the test split it has no example and no prediction, and its precision and
+    recall (0 by zero_division) pulled the macro average down by a third."""
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for k, (label, n) in enumerate((("a", 30), ("b", 30), ("c", 1))):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            value = int(np.clip(60 + 120 * k + rng.normal(0, 70), 0, 255))
+            Image.fromarray(np.full((6, 6), value, "uint8")).save(root / label / f"{i}.png")
+    splits = data.load_splits(str(root), image_size=(6, 6), batch_size=8)
+    inputs = keras.Input((6, 6, 1))
+    dense = keras.layers.Dense(3, activation="softmax")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([np.array([[-4.0, 4.0, 0.0]], "float32"),
+                       np.array([0.0, 0.0, -50.0], "float32")])   # never c
+    path = zoo.export(model, tmp_path / "models", info=splits.info, lite=False)
+    r = evaluate(path, runtime="tensorflow", jit_compile=False)
+    images, y = zip(*data.load_raw(str(root), "test").dataset.as_numpy_iterator())
+    predicted = serving.load(path, jit_compile=False).predict(list(images))["classes"]
+    assert r["examples"] == 6 and sorted(set(y)) == [0, 1] and 2 not in predicted
+    assert r["per_class"][2] == {"label": "c", "precision": 0.0, "recall": 0.0, "f1": 0.0,
+                                 "support": 0}
+    expected = metrics.precision_recall_fscore_support(y, predicted, average="macro",
+                                                       zero_division=0)[:3]
+    assert 0 < expected[2] < 1
+    np.testing.assert_allclose([r["macro"][k] for k in ("precision", "recall", "f1")],
+                               expected)
+
+
+def _two_classes(root, n=10):
+    """A folder of class folders neg/ and pos/ of 6x6 grey images, darker for neg."""
+    rng = np.random.default_rng(0)
+    for k, label in enumerate(("neg", "pos")):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            value = int(np.clip(80 + 100 * k + rng.normal(0, 60), 0, 255))
+            Image.fromarray(np.full((6, 6), value, "uint8")).save(root / label / f"{i}.png")
+    return root
+
+
+def test_a_one_sigmoid_unit_classifier_ranks_both_classes_for_top_k(tmp_path):
+    """A binary classifier's one sigmoid unit is P(class 1): top-1 accuracy ranks 1 - p and
+    p, and equals the accuracy (the unit alone would rank class 0 first every time)."""
+    root = _two_classes(tmp_path / "photos")
+    splits = data.load_splits(str(root), image_size=(6, 6), batch_size=8)
+    inputs = keras.Input((6, 6, 1))
+    dense = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([np.array([[4.0]], "float32"), np.zeros(1, "float32")])
+    path = zoo.export(model, tmp_path / "models", info=splits.info, lite=False)
+    r = evaluate(path, split="train", top_k=1, batch_size=5, runtime="tensorflow",
+                 jit_compile=False)
+    images, y = zip(*data.load_raw(str(root), "train").dataset.as_numpy_iterator())
+    predicted = serving.load(path, jit_compile=False).predict(list(images))["classes"]
+    assert r["examples"] == 16 and 0.5 < r["accuracy"] < 1
+    assert r["accuracy"] == metrics.accuracy_score(y, predicted)
+    assert (r["top_k"], r["top_k_accuracy"]) == (1, r["accuracy"])
+    assert evaluate(path, split="train", top_k=2)["top_k_accuracy"] is None   # 2 classes
+
+
+def test_a_segmentation_model_on_a_classification_dataset_names_both_tasks(tmp_path):
+    """The model's ignore label (255) was applied to the classification dataset, which
+    refused it: 'ignore_label is for segmentation datasets', though none was given."""
+    root = _cells(tmp_path / "cells", n=10)
+    splits = data.load_splits(str(root), image_size=(16, 16), batch_size=8, ignore_label=255)
+    model = zoo.unet(input_shape=(16, 16, 1), num_classes=2, padding="same", depth=1,
+                     base_filters=4)
+    path = zoo.export(model, tmp_path / "models", info=splits.info, lite=False)
+    photos = _two_classes(tmp_path / "photos")
+    with pytest.raises(ValueError, match=re.escape(
+            f"unet is a segmentation model; dataset 'folder:{photos}' is a classification "
+            f"dataset.")):
+        evaluate(path, str(photos))
+    with pytest.raises(ValueError, match="ignore_label is for segmentation datasets"):
+        evaluate(path, str(photos), ignore_label=7)   # given: refused as given
+
+
+def test_mean_iou_leaves_out_a_class_in_no_mask_and_no_prediction_as_keras(tmp_path):
+    """labels.txt lists a third class that no mask holds and the model never predicts: its
+    IoU is 0 in the table, and mean IoU is over the other two, as Keras' MeanIoU."""
+    root = _cells(tmp_path / "cells", n=10)
+    (root / "labels.txt").write_text("background\ncell\nunused\n")
+    splits = data.load_splits(str(root), image_size=(16, 16), batch_size=8, ignore_label=255)
+    inputs = keras.Input((16, 16, 1))
+    conv = keras.layers.Conv2D(3, 1, activation="softmax")
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.array([[[[-3.0, 3.0, 0.0]]]], "float32"),
+                      np.array([0.0, 0.0, -50.0], "float32")])   # never "unused"
+    path = zoo.export(model, tmp_path / "models", info=splits.info, lite=False)
+    r = evaluate(path, split="train", runtime="tensorflow", jit_compile=False)
+    s = serving.load(path, jit_compile=False, runtime="tensorflow")
+    reference = keras.metrics.MeanIoU(num_classes=3, ignore_class=255)
+    for image, mask in data.load_raw(str(root), "train", ignore_label=255).dataset \
+            .as_numpy_iterator():
+        p = tf.image.resize(s.predict(image)["probabilities"][0], mask.shape).numpy()
+        reference.update_state(mask, p.argmax(-1))
+    assert r["per_class"][2]["iou"] == 0.0 and r["confusion_matrix"][2] == [0, 0, 0]
+    assert r["mean_iou"] > 0.5
+    np.testing.assert_allclose(r["mean_iou"], float(reference.result()), rtol=1e-6)

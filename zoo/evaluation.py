@@ -116,7 +116,8 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
         A dict: ``model``, ``version``, ``dataset``, ``split``, ``task``, ``examples``,
         ``runtime`` (what ran the batches, :func:`zoo.serving.engine_text`); classification: ``accuracy``, ``top_k``, ``top_k_accuracy`` (``None``
         with ``top_k`` classes or fewer), ``per_class`` (``label``, ``precision``,
-        ``recall``, ``f1``, ``support``), ``macro`` (their unweighted means) and
+        ``recall``, ``f1``, ``support``), ``macro`` (their unweighted means over the classes
+        in the labels or the predictions, as scikit-learn's default) and
         ``confusion_matrix`` (rows: true class, columns: predicted); segmentation:
         ``pixel_accuracy``, ``mean_iou``, ``pixels``, ``per_class`` (``label``, ``iou``,
         ``precision``, ``recall``, ``pixels``: of the class in the labels) and
@@ -145,10 +146,23 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
             raise ValueError(f"{servable.name} version {servable.version} records no "
                              f"dataset (an export without one): give the dataset to "
                              f"evaluate on.")
-    if isinstance(ignore_label, str) and ignore_label == "model":
+    from_model = isinstance(ignore_label, str) and ignore_label == "model"
+    if from_model:
         ignore_label = recorded.get("ignore_label")
-    raw = data.load_raw(dataset, split, channels=servable.channels, data_dir=data_dir,
-                        download=download, ignore_label=ignore_label)
+    try:
+        raw = data.load_raw(dataset, split, channels=servable.channels, data_dir=data_dir,
+                            download=download, ignore_label=ignore_label)
+    except ValueError:
+        if not from_model or ignore_label is None:
+            raise
+        try:   # the model's ignore label refused by a dataset of another task: name the task
+            other = data.load_raw(dataset, split, channels=servable.channels,
+                                  data_dir=data_dir, download=download)
+        except ValueError:
+            other = None
+        if other is not None and other.task == "classification":
+            _check_labels(servable, other)
+        raise
     task = _check_labels(servable, raw)
     labels = list(raw.labels)
     k = len(labels)
@@ -175,7 +189,8 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
                     if own_size:
                         predicted = serving.mask_at_size(probabilities, mask.shape)
                     else:   # the centre of the resized image, as training scores it
-                        predicted = probabilities.argmax(-1)
+                        predicted = serving.mask_at_size(probabilities,
+                                                         probabilities.shape[:2])
                         mask = _centre(data.resize_masks(mask[..., None], in_hw)[..., 0]
                                        .numpy(), predicted.shape)
                     kept = (mask != raw.ignore_label) if raw.ignore_label is not None else \
@@ -190,11 +205,15 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
     total = int(confusion.sum())
     right = int(np.trace(confusion))
     per_class = _per_class(confusion, labels)
+    # Classes in the labels or the predictions: one in neither has no precision or recall
+    # to average (scikit-learn's default labels; mean IoU's classes).
+    present = (confusion.sum(0) + confusion.sum(1)) > 0
     if task == "classification":
         result.update(accuracy=right / max(examples, 1), top_k=int(top_k),
                       top_k_accuracy=top_right / max(examples, 1) if k > top_k else None,
                       per_class=per_class,
-                      macro={key: float(np.mean([c[key] for c in per_class]))
+                      macro={key: float(np.mean([c[key] for c, seen in zip(per_class, present)
+                                                 if seen]) if present.any() else 0.0)
                              for key in ("precision", "recall", "f1")})
     else:
         predicted, actual = confusion.sum(0), confusion.sum(1)
@@ -205,7 +224,7 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
             row["pixels"] = row.pop("support")
             del row["f1"]
         result.update(pixel_accuracy=right / max(total, 1),
-                      mean_iou=float(iou[union > 0].mean()) if (union > 0).any() else 0.0,
+                      mean_iou=float(iou[present].mean()) if present.any() else 0.0,
                       pixels=total, per_class=per_class)
     result["confusion_matrix"] = confusion.tolist()
     return result

@@ -1596,7 +1596,8 @@ def mask_at_size(probabilities, size) -> np.ndarray:
     """The class mask ``[H, W]`` (int64) of one image's per-pixel probabilities ``[h, w, K]``
     brought to ``size = (H, W)``: each class's probabilities resized bilinearly as the
     serving graph resizes images (``tf.image.resize``: pixel centres aligned), then the
-    arg-max, as the signature's own ``mask`` is at ``(h, w)``. For a segmentation model
+    arg-max, as the signature's own ``mask`` is at ``(h, w)`` (one sigmoid unit ``[h, w, 1]``:
+    class 1 where its probability is above 0.5). For a segmentation model
     whose output has its input's size, this is the mask at the size of the image it was
     predicted for (what ``zoo predict`` writes). Memory: a few float32 ``[H, W]`` planes
     besides the result, whatever ``K``.
@@ -1624,6 +1625,8 @@ def mask_at_size(probabilities, size) -> np.ndarray:
         raise ValueError(f"size must be (height, width): two integers of at least 1; "
                          f"received {size!r}")
     height, width = (int(v) for v in size)
+    if probabilities.shape[-1] == 1:   # one sigmoid unit: P(class 1), as the signature reads it
+        probabilities = np.concatenate([1 - probabilities, probabilities], -1)
     h, w, _ = probabilities.shape
     if (h, w) == (height, width):
         return probabilities.argmax(-1)

@@ -208,8 +208,8 @@ def test_zoo_evaluate_prints_the_report_in_three_formats(digits_model, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--split", "dev"], "split must be one of 'train', 'validation' (or 'val'), 'test'. "
-                         "Received: split='dev'"),
+    (["--split", "dev"], "split must be one of 'train', 'validation' (or 'val'), 'test', "
+                         "'all'. Received: split='dev'"),
     (["--top-k", "0"], "argument --top-k: expected a positive integer; received '0'"),
     (["--batch-size", "2.5"], "argument --batch-size: expected a positive integer; "
                               "received '2.5'"),
@@ -427,3 +427,36 @@ def test_mean_iou_leaves_out_a_class_in_no_mask_and_no_prediction_as_keras(tmp_p
     assert r["per_class"][2]["iou"] == 0.0 and r["confusion_matrix"][2] == [0, 0, 0]
     assert r["mean_iou"] > 0.5
     np.testing.assert_allclose(r["mean_iou"], float(reference.result()), rtol=1e-6)
+
+
+def test_split_all_scores_every_image_once_whatever_the_layout(digits_model, tmp_path,
+                                                                capsys):
+    """A folder of new images in class folders is split 80/10/10, so its test split held
+    a tenth of them: "all" scores each image once (a folder whose test split is its
+    validation split counts those once), and a test split that is the validation split
+    is said to be so."""
+    path, _, _ = digits_model
+    x, y = data.digits_arrays("test")
+    for i, (image, label) in enumerate(zip(x, y)):
+        for root in ("whole", "train_only/train"):
+            folder = tmp_path / root / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[..., 0].astype("uint8")).save(folder / f"{i:03d}.png")
+    whole, train_only = tmp_path / "whole", tmp_path / "train_only"
+    assert evaluate(path, str(whole))["examples"] == 36              # the 10% test part
+    every = evaluate(path, str(whole), "all")
+    assert (every["split"], every["examples"]) == ("all", 360)
+    assert data.load_raw(str(whole), "all").size == 360
+    # The same images, in the digits' order and as uint8 PNGs: the same confusion matrix.
+    out = serving.load(path, jit_compile=False).predict(x.astype("uint8"))
+    assert every["confusion_matrix"] == metrics.confusion_matrix(
+        y, out["classes"], labels=range(10)).tolist()
+    assert evaluate(path, str(train_only), "all")["confusion_matrix"] == \
+        every["confusion_matrix"]                                     # validation once
+    assert evaluate(path, "digits", "ALL")["examples"] == 1797
+    assert main(["evaluate", path, "--dataset", str(train_only), "--no-xla"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"lenet5 version 1 on folder:{train_only} (test: the validation "
+                            f"split, the dataset has no test split, 36 images, ")
+    assert evaluate(path, str(train_only))["test_is_validation"] is True
+    assert evaluate(path, "digits")["test_is_validation"] is False

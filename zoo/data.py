@@ -1780,6 +1780,7 @@ class RawSplit:
     size: Optional[int]  # examples in the split (None: unknown until read)
     raw_shape: tuple     # (H, W, C) of the images, None where it varies
     ignore_label: Optional[int] = None
+    test_is_validation: bool = False   # the dataset's test split is its validation split
 
 
 def load_raw(name, split="test", *, channels=None, data_dir=None, download=False,
@@ -1789,7 +1790,10 @@ def load_raw(name, split="test", *, channels=None, data_dir=None, download=False
     it (:func:`zoo.evaluation.evaluate`).
 
     Args:
-        name, split, data_dir, download, ignore_label: as for :func:`load`.
+        name, data_dir, download, ignore_label: as for :func:`load`.
+        split: ``"train"``, ``"validation"`` (``"val"``), ``"test"``, or ``"all"``: every
+            example once (train, validation, then test where it is not the validation
+            split: a folder of new images, whatever its layout).
         channels: 1 or 3 to convert the images to (grey <-> RGB, as :func:`load` does);
             ``None``: the dataset's own.
 
@@ -1798,7 +1802,7 @@ def load_raw(name, split="test", *, channels=None, data_dir=None, download=False
         target)``: float32 ``[H, W, C]`` raw pixels and an int32 label, or an int32 mask
         ``[H, W]`` of class indices (and ``ignore_label``) at the image's size; with the
         dataset's ``task``, ``labels``, ``size`` (``None`` where tensorflow-datasets does
-        not record it) and ``raw_shape``.
+        not record it), ``raw_shape`` and ``test_is_validation``.
 
     Raises:
         ValueError: as :func:`load`.
@@ -1808,20 +1812,33 @@ def load_raw(name, split="test", *, channels=None, data_dir=None, download=False
         >>> raw.size, raw.raw_shape, raw.dataset.element_spec[0].shape
         (360, (8, 8, 1), TensorShape([8, 8, 1]))
     """
-    split = _split_name(split)
+    every = isinstance(split, str) and split.lower() == "all"
+    if not every:
+        try:
+            split = _split_name(split)
+        except ValueError:
+            raise ValueError(f"split must be one of 'train', 'validation' (or 'val'), 'test', "
+                             f"'all'. Received: split={split!r}") from None
     ignore_label = _check_ignore_label(ignore_label)
     src = _source(name, data_dir, download, ignore_label)
     c = _channels_of(src, channels)
     seg = src.task == "segmentation"
+    parts = [s for s in SPLITS if not (s == "test" and src.test_is_validation)] if every \
+        else [split]
+    ds = src.get(parts[0])
+    for part in parts[1:]:
+        ds = ds.concatenate(src.get(part))
+    sizes = [src.sizes.get(part) for part in parts]
 
     def convert(x, y):
         y = tf.cast(y, tf.int32)
         return convert_channels(x, c), (y[..., 0] if seg else y)
 
     raw_shape = tuple(src.raw_shape[:2]) + (c,)
-    return RawSplit(src.get(split).map(convert, num_parallel_calls=tf.data.AUTOTUNE),
-                    src.name, split, src.task, list(src.labels), src.sizes.get(split),
-                    raw_shape, src.ignore_label)
+    return RawSplit(ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE), src.name,
+                    "all" if every else split, src.task, list(src.labels),
+                    None if None in sizes else sum(sizes), raw_shape, src.ignore_label,
+                    src.test_is_validation)
 
 
 def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=False,

@@ -101,7 +101,8 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
             with ``runtime`` and ``jit_compile``, as :func:`zoo.serving.load`).
         dataset: a dataset name (:func:`zoo.data.load`'s); ``None``: the one the model
             was trained on (its ``zoo.json``). Its classes must be the model's, in order.
-        split: ``"train"``, ``"validation"`` or ``"test"``.
+        split: ``"train"``, ``"validation"``, ``"test"`` or ``"all"`` (every example once:
+            a folder of new images, whatever its layout).
         batch_size: images per model call (default :data:`zoo.serving.DEFAULT_BATCH_SIZE`).
         top_k: classification: also count an image right when its label is among the
             ``top_k`` most probable (reported when the model has more classes).
@@ -114,7 +115,9 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
 
     Returns:
         A dict: ``model``, ``version``, ``dataset``, ``split``, ``task``, ``examples``,
-        ``runtime`` (what ran the batches, :func:`zoo.serving.engine_text`); classification: ``accuracy``, ``top_k``, ``top_k_accuracy`` (``None``
+        ``test_is_validation`` (the dataset's test split is its validation split),
+        ``runtime`` (what ran the batches, :func:`zoo.serving.engine_text`);
+        classification: ``accuracy``, ``top_k``, ``top_k_accuracy`` (``None``
         with ``top_k`` classes or fewer), ``per_class`` (``label``, ``precision``,
         ``recall``, ``f1``, ``support``), ``macro`` (their unweighted means over the classes
         in the labels or the predictions, as scikit-learn's default) and
@@ -201,6 +204,7 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
         examples += len(chunk)
     result = {"model": servable.name, "version": servable.version, "dataset": raw.name,
               "split": raw.split, "task": task, "examples": examples,
+              "test_is_validation": raw.test_is_validation,
               "runtime": serving.engine_text(servable)}
     total = int(confusion.sum())
     right = int(np.trace(confusion))
@@ -248,8 +252,11 @@ def _report_tables(result):
 
 
 def _summary_line(result) -> str:
+    split = result["split"]
+    if split == "test" and result.get("test_is_validation"):
+        split = "test: the validation split, the dataset has no test split"
     head = (f"{result['model']} version {result['version']} on {result['dataset']} "
-            f"({result['split']}, {result['examples']} images, {result['runtime']}): ")
+            f"({split}, {result['examples']} images, {result['runtime']}): ")
     if result["task"] == "segmentation":
         return head + (f"pixel accuracy {result['pixel_accuracy']:.4f}, mean IoU "
                        f"{result['mean_iou']:.4f} ({result['pixels']:,} pixels)")
@@ -277,7 +284,8 @@ def configure_evaluate(parser):
                         help="dataset to evaluate on, with the model's classes (default: the "
                              "one the model was trained on, from its zoo.json)")
     parser.add_argument("--split", default="test",
-                        help="train, validation or test (default: test)")
+                        help="train, validation, test or all (every image once: a folder "
+                             "of new images) (default: test)")
     positive = number_type("a positive integer", lambda v: v >= 1 and v == int(v))
     parser.add_argument("--batch-size", type=positive, default=None,
                         help=f"images per model call (default: {serving.DEFAULT_BATCH_SIZE})")

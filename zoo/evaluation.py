@@ -235,7 +235,7 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
 
 
 def _report_tables(result):
-    """``(per-class table, confusion table or None)`` as pandas DataFrames."""
+    """``(per-class table, confusion-matrix table)`` as pandas DataFrames."""
     import pandas as pd
     seg = result["task"] == "segmentation"
     keys = ("iou", "precision", "recall", "pixels") if seg else (

@@ -1528,10 +1528,8 @@ def _print_best(best, project_dir):
               f"(--ignore-label {best['ignore_label']})")
     if best.get("export"):
         print(f"exported: {best['export']}")
-        from zoo.export import changed_classes_note
-        note = changed_classes_note(best["export"])
-        if note:
-            print(f"zoo tune: note: {note}", file=sys.stderr)
+        from zoo.export import print_changed_classes_note
+        print_changed_classes_note(best["export"], "tune")
     print(f"results: {os.path.join(project_dir, 'trials.csv')}, "
           f"{os.path.join(project_dir, 'search.png')}")
 

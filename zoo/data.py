@@ -8,8 +8,9 @@ Three kinds of source, all behind :func:`load` and :func:`load_splits`:
   ``imagenette``. Nothing is downloaded unless ``download=True``; without the data a
   ``ValueError`` says how to get it.
 - **local folders** (``"folder:/path"`` or just a path): classification
-  ``root/<split>/<label>/*.png|jpg``, or ``root/<label>/*.png|jpg`` split 80/10/10; segmentation ``root/images`` + ``root/masks`` (or
-  ``root/<split>/images`` + ``root/<split>/masks``), masks holding class indices.
+  ``root/<split>/<label>/*.png|jpg``, or ``root/<label>/*.png|jpg`` split 80/10/10;
+  segmentation ``root/images`` + ``root/masks`` (or ``root/<split>/images`` +
+  ``root/<split>/masks``), masks holding class indices.
 - **embedded, offline, deterministic**: ``digits`` (scikit-learn's 1,797 real 8x8 handwritten
   digits, raw pixels 0..255, fixed stratified train/validation/test split) and ``shapes``
   (seeded generated scenes of circles, squares and triangles with their masks).

@@ -47,8 +47,7 @@ def _chunks(raw, size):
 
 def _check_labels(servable, raw):
     """Refuse a dataset whose classes are not the model's (another count or order)."""
-    task = servable.info.get("task") or (
-        "segmentation" if "mask" in servable.signature["outputs"] else "classification")
+    task = servable.task
     if task != raw.task:
         raise ValueError(f"{servable.name} is a {task} model; dataset {raw.name!r} is a "
                          f"{raw.task} dataset.")
@@ -179,9 +178,8 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
         if task == "classification":
             truth = np.asarray([int(t) for _, t in chunk])
             out = servable.predict(images, step)
-            probabilities, predicted = out["probabilities"], out["classes"].astype(np.int64)
-            if probabilities.shape[-1] == 1:   # one sigmoid unit: P(class 1)
-                probabilities = np.concatenate([1 - probabilities, probabilities], -1)
+            probabilities = serving.class_probabilities(out["probabilities"])
+            predicted = out["classes"].astype(np.int64)
             confusion += np.bincount(truth * k + predicted, minlength=k * k).reshape(k, k)
             ranked = np.argsort(-probabilities, -1, kind="stable")[:, :top_k]
             top_right += int((ranked == truth[:, None]).any(1).sum())

@@ -51,6 +51,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from typing import Optional
 
@@ -160,6 +161,14 @@ def changed_classes_note(version_dir) -> Optional[str]:
             f"{below[-1]}, which it replaces for clients of the newest version: "
             f"{described(new)}; version {below[-1]}: {described(old)}. Export under "
             f"another name (--name) to serve both.")
+
+
+def print_changed_classes_note(version_dir, command) -> None:
+    """:func:`changed_classes_note` of ``version_dir``, if any, on stderr as ``zoo COMMAND:
+    note: ...`` (``zoo export``, ``zoo train --export``, ``zoo tune --export``)."""
+    note = changed_classes_note(version_dir)
+    if note:
+        print(f"zoo {command}: note: {note}", file=sys.stderr)
 
 
 def not_a_run_hint(path) -> str:
@@ -1245,14 +1254,11 @@ def configure_export(parser):
                         "that zoo.serving runs on CPUs")
 
     def run(args):
-        import sys
         path = export_run(args.source, base_dir=args.base_dir, name=args.name,
                           version=args.version, precision=args.precision,
                           overwrite=args.overwrite, lite=args.lite)
         print(path)
-        note = changed_classes_note(path)
-        if note:
-            print(f"zoo export: note: {note}", file=sys.stderr)
+        print_changed_classes_note(path, "export")
         if os.path.isfile(args.source) and not os.path.isfile(_info_beside(args.source)):
             print(f"zoo export: note: no info.json beside {args.source}: exported without "
                   f"the dataset's normalisation and labels (clients send the model's own "

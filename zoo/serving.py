@@ -434,6 +434,8 @@ class Servable:
         signature: ``{"name", "inputs", "outputs"}`` of the serving signature with dtypes and
             shapes (``None`` for any size).
         labels: class labels (``info["labels"]``).
+        task: ``"classification"`` or ``"segmentation"`` (``info["task"]``; for a
+            SavedModel written by another tool, a ``mask`` output means segmentation).
         runtime: ``"litert"``, ``"openvino"`` or ``"tensorflow"``: what runs the default
             signature, unless a size class of batches timed faster on another runtime
             (``runtime="auto"``; see :meth:`runtime_for`).
@@ -535,6 +537,8 @@ class Servable:
             "name": self.name, "version": self.version, "task": None, "labels": [],
             "signature": self.signature}
         self.labels = list(self.info.get("labels") or [])
+        self.task = self.info.get("task") or (
+            "segmentation" if "mask" in self.signature["outputs"] else "classification")
         raw_range = (self.info.get("input") or {}).get("raw_range")
         #: ``(low, high)`` of the raw pixels the default signature takes (``None``: unknown)
         self.raw_range = tuple(float(v) for v in raw_range) if raw_range else None
@@ -1238,8 +1242,7 @@ class Servable:
             raise ValueError(f"top_k takes class probabilities [N, K] (a classifier's "
                              f"predict(...)['probabilities']); received an array of shape "
                              f"{probabilities.shape}.")
-        if probabilities.shape[-1] == 1:
-            probabilities = np.concatenate([1 - probabilities, probabilities], axis=-1)
+        probabilities = class_probabilities(probabilities)
         k = min(int(k), probabilities.shape[-1])
         order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
         labels = self.labels or [str(i) for i in range(probabilities.shape[-1])]
@@ -1473,8 +1476,7 @@ def configure_predict(parser):
                     f"them with --files-from FILE") from None
         servable = load(args.model_dir, jit_compile=not args.no_xla and "auto",
                         runtime=args.runtime)
-        task = servable.info.get("task") or (
-            "segmentation" if "mask" in servable.signature["outputs"] else "classification")
+        task = servable.task
         truth = None
         # An option of the other task is refused, not ignored.
         if task == "segmentation" and args.top_k is not None:
@@ -1592,6 +1594,15 @@ def _bilinear_taps(n_out: int, n_in: int) -> tuple:
     return lower, upper, (pos - floor).astype("float32")
 
 
+def class_probabilities(probabilities) -> np.ndarray:
+    """``probabilities`` (``[..., K]``) with one sigmoid unit (``K == 1``: the probability of
+    class 1, as the signature's ``classes`` and ``mask`` read it) as two classes, ``1 - p``
+    and ``p``; other arrays as they are."""
+    if probabilities.shape[-1] == 1:
+        return np.concatenate([1 - probabilities, probabilities], axis=-1)
+    return probabilities
+
+
 def mask_at_size(probabilities, size) -> np.ndarray:
     """The class mask ``[H, W]`` (int64) of one image's per-pixel probabilities ``[h, w, K]``
     brought to ``size = (H, W)``: each class's probabilities resized bilinearly as the
@@ -1625,8 +1636,7 @@ def mask_at_size(probabilities, size) -> np.ndarray:
         raise ValueError(f"size must be (height, width): two integers of at least 1; "
                          f"received {size!r}")
     height, width = (int(v) for v in size)
-    if probabilities.shape[-1] == 1:   # one sigmoid unit: P(class 1), as the signature reads it
-        probabilities = np.concatenate([1 - probabilities, probabilities], -1)
+    probabilities = class_probabilities(probabilities)
     h, w, _ = probabilities.shape
     if (h, w) == (height, width):
         return probabilities.argmax(-1)

@@ -3171,8 +3171,9 @@ def configure_train(parser):
             key = "test_mean_iou" if splits.info.task == "segmentation" else "test_accuracy"
             on_validation = (" (on the validation split: the dataset has no test split)"
                              if splits.info.test_is_validation else "")
+            epochs_done = f"{len(history)} epoch{'' if len(history) == 1 else 's'}"
             line = (f"{args.model} on {dataset}: {key.replace('_', ' ')} {metrics[key]:.4f}"
-                    f"{on_validation} after {len(history)} epoch{'' if len(history) == 1 else 's'}, "
+                    f"{on_validation} after {epochs_done}, "
                     f"{time.time() - t0:.1f} s "
                     f"(training {metrics['train_seconds']:.1f} s, {policy or 'float32'}), "
                     f"run dir {run_dir}")
@@ -3182,9 +3183,7 @@ def configure_train(parser):
                                           name=args.model,
                                           precision=args.export_precision or "float32")
                 line += f", exported to {path}"
-                note = zexport.changed_classes_note(path)
-                if note:
-                    print(f"zoo train: note: {note}", file=sys.stderr)
+                zexport.print_changed_classes_note(path, "train")
             print(line)
         return 0
 

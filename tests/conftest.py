@@ -29,6 +29,23 @@ def _temporary_files_in_the_session(tmp_path_factory):
         os.environ["TMPDIR"] = before_env
 
 
+@pytest.fixture(autouse=True)
+def _same_random_state_for_every_test():
+    """Each test starts from the same random state (``keras.utils.set_random_seed(0)``), so
+    what it builds and trains does not depend on which tests ran before it in its xdist
+    worker. A test asserting on a trained model's outcome (which epoch was best, say) passed
+    or failed with the order of the run before."""
+    import random
+    import sys
+
+    import numpy as np
+    random.seed(0)
+    np.random.seed(0)
+    if "keras" in sys.modules:   # a test that never imports Keras is not made to
+        sys.modules["keras"].utils.set_random_seed(0)
+    yield
+
+
 def wait_for_marker(path, proc, what, seconds=240):
     """Wait until the subprocess ``proc`` has written the file ``path`` (the moment a test
     stops it at), or has ended; assert the file is there (``what``: what did not happen)."""

@@ -100,7 +100,7 @@ def test_history_and_metrics_name_the_main_output_as_one_output_runs_do(googlene
     run, model, splits = googlenet_run["run"], googlenet_run["model"], googlenet_run["splits"]
     history = pd.read_csv(run / "history.csv")
     assert set(history.columns) == {
-        "epoch", "loss", "accuracy", "total_loss", *AUX,
+        "epoch", "loss", "accuracy", "total_loss", *AUX, "learning_rate",
         "val_loss", "val_accuracy", "val_total_loss", *(f"val_{a}" for a in AUX)}
     metrics = json.loads((run / "metrics.json").read_text())
     # The kept model is the best epoch's (by val_loss): its main output scores, by hand,

@@ -1186,10 +1186,13 @@ def test_an_optimizer_instance_trains_and_is_recorded_at_its_learning_rate(digit
     # epoch's when the second did not improve.)
     for schedule, rates in (("constant", [0.05, 0.05]), ("cosine", [0.05, 0.025])):
         run, seen = tmp_path / schedule, []
-        train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
-                  jit_compile=False, mixed_precision="off", lr_schedule=schedule,
-                  optimizer=keras.optimizers.SGD(0.05), callbacks=[Rates()])
+        history = train.fit(tiny_classifier(), digits8, epochs=2, run_dir=str(run), verbose=0,
+                            jit_compile=False, mixed_precision="off", lr_schedule=schedule,
+                            optimizer=keras.optimizers.SGD(0.05), callbacks=[Rates()])
         assert seen == pytest.approx(rates)
+        # history.csv records them (Keras' scheduler sets the rate without logging it)
+        assert history["learning_rate"].tolist() == pytest.approx(rates)
+        assert pd.read_csv(run / "history.csv")["learning_rate"].tolist() == pytest.approx(rates)
         settings = json.loads((run / "info.json").read_text())["settings"]
         assert (settings["optimizer"], settings["learning_rate"]) == ("SGD", pytest.approx(0.05))
     # an optimizer with a schedule of its own: recorded by the schedule's class; no second
@@ -1199,6 +1202,10 @@ def test_an_optimizer_instance_trains_and_is_recorded_at_its_learning_rate(digit
               jit_compile=False, mixed_precision="off", optimizer=keras.optimizers.SGD(decay))
     settings = json.loads((tmp_path / "own" / "info.json").read_text())["settings"]
     assert settings["learning_rate"] == "ExponentialDecay"
+    # its rate at the epoch's end: 0.05 * 0.9 ** (steps / 10)
+    steps = len(list(digits8.train))
+    rate = pd.read_csv(tmp_path / "own" / "history.csv")["learning_rate"]
+    assert rate.tolist() == pytest.approx([0.05 * 0.9 ** (steps / 10)])
     with pytest.raises(ValueError, match=r"^lr_schedule='cosine' sets the learning rate of "
                        r"every epoch, and the optimizer has a schedule of its own "
                        r"\(ExponentialDecay\)"):
@@ -1372,6 +1379,31 @@ def test_a_resumed_run_keeps_its_early_stopping_state(digits8, tmp_path, killed_
     resumed = train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
     assert list(resumed["epoch"]) == [0, 1, 2]
     assert json.loads((run / "metrics.json").read_text())["best_epoch"] == 1
+
+
+def test_a_run_killed_before_learning_rates_were_logged_resumes_with_aligned_columns(
+        digits8, tmp_path):
+    # history.csv of a run started before the learning rate was logged has no such column;
+    # the resumed run appends rows with it, which CSVLogger writes without a header: they
+    # were one column out of line with the killed run's.
+    kw = dict(epochs=3, verbose=0, learning_rate=0.01, early_stopping=False,
+              mixed_precision="off", jit_compile=False)
+    run = tmp_path / "run"
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(), digits8, run_dir=str(run),
+                  callbacks=[_KillAfterEpoch(1)], **kw)
+    old = pd.read_csv(run / "history.csv").drop(columns="learning_rate")
+    old.to_csv(run / "history.csv", index=False)
+    history = train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    on_disk = pd.read_csv(run / "history.csv")
+    assert list(on_disk.columns) == ["epoch", "accuracy", "learning_rate", "loss",
+                                     "val_accuracy", "val_loss"]
+    assert list(on_disk["epoch"]) == list(history["epoch"]) == [0, 1, 2]
+    assert on_disk["learning_rate"].isna().tolist() == [True, True, False]
+    assert on_disk["learning_rate"].iloc[2] == pytest.approx(0.01)
+    for column in ("accuracy", "val_accuracy"):   # each in its place: a fraction of the split
+        assert on_disk[column].between(0, 1).all()
+    assert (on_disk["loss"] > 1).all() and (on_disk["val_loss"] > 1).all()   # ~ln(10)
 
 
 class _SpoilEpoch(keras.callbacks.Callback):
@@ -2040,7 +2072,8 @@ def test_an_unlogged_monitor_or_an_empty_split_stops_the_first_epoch(digits8, tm
     # positive integer, not 0") after model.keras and info.json were written.
     run = tmp_path / "run"
     with pytest.raises(ValueError, match=r"^monitor 'val_acc' is not logged by this run; .*"
-                                         r"It logs: accuracy, loss, val_accuracy, val_loss\. "
+                                         r"It logs: accuracy, learning_rate, loss, "
+                                         r"val_accuracy, val_loss\. "
                                          r"Received: monitor='val_acc'$"):
         train.fit(tiny_classifier(), small(digits8, 1), epochs=1, run_dir=str(run),
                   verbose=0, jit_compile=False, monitor="val_acc")

@@ -9,7 +9,7 @@ test metrics measured once at the end. The run directory holds::
     model.keras          the best model (by validation loss)
     info.json            {"model", "task", "dataset": DatasetInfo.to_dict(), "metrics", ...}
     metrics.json         test metrics
-    history.csv          one row per epoch (CSVLogger)
+    history.csv          one row per epoch (CSVLogger), with the epoch's learning rate
     learning_curves.png  train vs validation loss and metric
     logs/                TensorBoard logs
 """
@@ -1881,6 +1881,19 @@ def _main_output_logs(logs, heads) -> dict:
     return out
 
 
+class _LearningRateLog(keras.callbacks.Callback):
+    """Add the learning rate an epoch trained at to its logs (``learning_rate``), before the
+    callbacks that write them (``history.csv``, TensorBoard, the progress bar). Keras 3's
+    ``LearningRateScheduler`` sets the rate without logging it, so a cosine schedule's
+    epochs could not be read back."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            # the optimizer's current rate: a schedule of its own gives it at the epoch's end
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 class _MainOutputLogs(keras.callbacks.Callback):
     """Rename the logs of a model with auxiliary classifiers in place
     (:func:`_main_output_logs`). First of the callbacks, so that the others (history.csv,
@@ -2500,13 +2513,19 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             except Exception:
                 old = None
             if old is not None:
+                # CSVLogger appends this run's rows without a header: the columns must be
+                # its own (``epoch``, then the logs' names sorted), also for a run started
+                # before ``learning_rate`` was logged.
+                old = old.reindex(columns=["epoch"] + sorted(
+                    {*old.columns, "learning_rate"} - {"epoch"}))
                 atomic_write_text(history_path, old.to_csv(index=False, lineterminator="\r\n"))
                 resume = _resume_state(old, monitor, mode)
 
         def make_callbacks():
             # First: the main output's logs under a one-output run's names, for the others.
             cbs = [_MainOutputLogs(heads)] if heads is not None else []
-            cbs += [keras.callbacks.CSVLogger(history_path, append=resuming),
+            cbs += [_LearningRateLog(),
+                    keras.callbacks.CSVLogger(history_path, append=resuming),
                    _BestCheckpoint(best_path, monitor, mode,
                                    best=None if resume is None else resume[0]),
                    _Backup(backup_dir, seconds=lambda: before + time.time() - start),

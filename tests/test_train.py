@@ -1023,6 +1023,69 @@ def test_zoo_train_refuses_a_learning_rate_that_is_not_a_positive_finite_number(
                             f"received '{lr}'")
 
 
+def test_zoo_train_weight_decay_and_label_smoothing_options(tmp_path, capsys, monkeypatch):
+    # They were fit's only: a search's best (weight decay and label smoothing among its
+    # hyperparameters) could not be trained again from the command line.
+    run = tmp_path / "run"
+    assert zoo_main(["train", "lenet5", "--epochs", "1", "--quiet", "--mixed-precision", "off",
+                     "--weight-decay", "1e-3", "--label-smoothing", "0.1",
+                     "--run-dir", str(run)]) == 0
+    settings = json.loads((run / "info.json").read_text())["settings"]
+    assert (settings["weight_decay"], settings["label_smoothing"]) == (1e-3, 0.1)
+    model = zoo.load_model(str(run))
+    assert isinstance(model.loss, train.SparseSmoothedCrossEntropy)
+    assert model.loss.label_smoothing == pytest.approx(0.1)
+    assert model.optimizer.weight_decay == pytest.approx(1e-3)
+    capsys.readouterr()
+    # their defaults: none, as fit's
+    seen = {}
+
+    def no_fit(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("not trained")
+    monkeypatch.setattr(train, "fit", no_fit)
+    assert zoo_main(["train", "lenet5", "--epochs", "1"]) == 1
+    assert (seen["weight_decay"], seen["label_smoothing"]) == (None, 0.0)
+    capsys.readouterr()
+    # bad values: argparse's one line
+    for flag, value, expected in (("--weight-decay", "-1e-4", "a finite weight decay >= 0"),
+                                  ("--weight-decay", "inf", "a finite weight decay >= 0"),
+                                  ("--label-smoothing", "1", "a label smoothing in [0, 1)"),
+                                  ("--label-smoothing", "-0.1", "a label smoothing in [0, 1)"),
+                                  ("--label-smoothing", "some", "a label smoothing in [0, 1)")):
+        with pytest.raises(SystemExit) as exit_info:
+            zoo_main(["train", "lenet5", f"{flag}={value}"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.endswith(
+            f"argument {flag}: expected {expected}; received '{value}'")
+    # label smoothing is refused for segmentation (its loss has none), before any loading
+    monkeypatch.setattr(data, "load_splits", lambda *a, **kw: pytest.fail("loaded"))
+    assert zoo_main(["train", "unet", "--label-smoothing", "0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err == (
+        "zoo: error: label_smoothing is for classification, and model 'unet' is for "
+        "segmentation: its loss (cross-entropy + soft Dice, CrossEntropyDiceLoss) has no "
+        "label smoothing (it would change nothing). Received: label_smoothing=0.1")
+
+
+def test_label_smoothing_is_refused_for_segmentation(tmp_path, monkeypatch):
+    # It was ignored: the segmentation loss has none.
+    message = (r"^label_smoothing is for classification, and {} is for segmentation: its "
+               r"loss \(cross-entropy \+ soft Dice, CrossEntropyDiceLoss\) has no label "
+               r"smoothing \(it would change nothing\)\. Received: label_smoothing=0\.2$")
+    with pytest.raises(ValueError, match=message.format(r"the model \(task='segmentation'\)")):
+        train.compile_model(tiny_segmenter(), "segmentation", label_smoothing=0.2)
+    assert train.compile_model(tiny_segmenter(), "segmentation", label_smoothing=0.0).loss
+    monkeypatch.setattr(data, "load_splits", lambda *a, **kw: pytest.fail("loaded"))
+    run = tmp_path / "run"
+    for model, name in ((tiny_segmenter(), "tiny_seg"), ("unet", "unet")):
+        with pytest.raises(ValueError, match=message.format(f"model '{name}'")):
+            train.fit(model, "shapes", epochs=1, run_dir=str(run), verbose=0,
+                      label_smoothing=0.2)
+    assert not run.exists()
+
+
 def test_fit_refuses_a_dataset_for_another_task(tmp_path):
     from zoo import lenet5
     with pytest.raises(ValueError, match="lenet5 is a classification model but dataset "

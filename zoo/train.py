@@ -354,15 +354,27 @@ def _check_class_weight(class_weight):
                              f"{received}")
 
 
-def _refuse_segmentation_class_weight(task, what, class_weight):
-    """Class weights are for classification: the segmentation loss (cross-entropy + soft
-    Dice) averages the Dice score over the classes, so every class already counts the same
-    there whatever its pixel count."""
-    if class_weight is not None and task == "segmentation":
-        raise ValueError(f"class_weight is for classification, and {what} is for "
-                         f"segmentation: its loss (cross-entropy + soft Dice, "
-                         f"CrossEntropyDiceLoss) already weighs every class equally in its "
-                         f"Dice term. Received: class_weight={class_weight!r}")
+#: Why a setting of the classification loss is refused for segmentation, whose loss is
+#: cross-entropy + soft Dice (CrossEntropyDiceLoss).
+_CLASSIFICATION_ONLY = {
+    # the Dice term averages the score over the classes: every class counts the same there
+    "class_weight": "already weighs every class equally in its Dice term",
+    "label_smoothing": "has no label smoothing (it would change nothing)",
+}
+
+
+def _given(value) -> bool:
+    """A setting given: not ``None`` nor 0 (``label_smoothing``'s default)."""
+    return value is not None and not (_is_number(value) and value == 0)
+
+
+def _refuse_for_segmentation(task, what, name, value):
+    """Refuse ``name=value`` (``class_weight``, ``label_smoothing``: given, i.e. not
+    ``None`` or 0) for a ``task`` of segmentation; ``what`` names the model or dataset."""
+    if _given(value) and task == "segmentation":
+        raise ValueError(f"{name} is for classification, and {what} is for segmentation: "
+                         f"its loss (cross-entropy + soft Dice, CrossEntropyDiceLoss) "
+                         f"{_CLASSIFICATION_ONLY[name]}. Received: {name}={value!r}")
 
 
 def _class_index(key, info, class_weight) -> int:
@@ -417,7 +429,7 @@ def resolve_class_weight(class_weight, splits) -> Optional[list]:
     if class_weight is None:
         return None
     info = splits.info
-    _refuse_segmentation_class_weight(info.task, f"dataset {info.name!r}", class_weight)
+    _refuse_for_segmentation(info.task, f"dataset {info.name!r}", "class_weight", class_weight)
     k = int(info.num_classes)
     if isinstance(class_weight, str):   # "balanced"
         counts = zdata.train_class_counts(splits)
@@ -733,6 +745,8 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}. Received: task={task!r}")
     _check_label_smoothing(label_smoothing)
+    _refuse_for_segmentation(task, f"the model (task={task!r})", "label_smoothing",
+                             label_smoothing)
     if not isinstance(model, keras.Model):
         raise ValueError(f"compile_model takes a keras.Model. Received: {type(model).__name__}")
     num_classes = (_num_outputs(model) if num_classes is None
@@ -2287,15 +2301,16 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         learning_rate = rate
     if isinstance(model, keras.Model):   # other kinds of several outputs: before any loading
         _aux_heads(model, model_name or model.name)
-    if class_weight is not None:   # refuse segmentation before anything is loaded
+    for name, value in (("class_weight", class_weight), ("label_smoothing", label_smoothing)):
+        # refused for segmentation before anything is loaded
+        if not _given(value):
+            continue
         if isinstance(model, str):
             from zoo.registry import model_info
-            _refuse_segmentation_class_weight(model_info(model).task, f"model {model!r}",
-                                              class_weight)
+            _refuse_for_segmentation(model_info(model).task, f"model {model!r}", name, value)
         elif isinstance(model, keras.Model) and len(model.outputs[0].shape) == 4:
-            _refuse_segmentation_class_weight("segmentation",
-                                              f"model {model_name or model.name!r}",
-                                              class_weight)
+            _refuse_for_segmentation("segmentation", f"model {model_name or model.name!r}",
+                                     name, value)
     resolve_mixed_precision(mixed_precision)   # a bad value, refused before any loading
     if deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -2627,6 +2642,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      "optimizer": optimizer
                      if isinstance(optimizer, str) else type(optimizer).__name__,
                      "learning_rate": optimization["learning_rate"],
+                     "weight_decay": optimization["weight_decay"],
+                     "label_smoothing": optimization["label_smoothing"],
                      "augment": info.augmentation,
                      # Keras' own: it compiles without XLA under op determinism
                      "jit_compile": bool(model.jit_compile), "mixed_precision": policy,
@@ -3021,6 +3038,16 @@ def configure_train(parser):
                         default=None, help="learning rate")
     parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
                         help="optimizer (default: adam)")
+    parser.add_argument("--weight-decay", type=number_type(
+                            "a finite weight decay >= 0", lambda v: 0 <= v < math.inf),
+                        default=None, metavar="WD",
+                        help="decoupled weight decay of the optimizer's updates, e.g. 1e-4 "
+                             "(default: none)")
+    parser.add_argument("--label-smoothing", type=number_type(
+                            "a label smoothing in [0, 1)", lambda v: 0 <= v < 1),
+                        default=0.0, metavar="S",
+                        help="classification: label smoothing of the cross-entropy loss, "
+                             "e.g. 0.1 (default 0)")
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
                         help="learning-rate schedule (default: per model and dataset)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -3106,7 +3133,9 @@ def configure_train(parser):
         if args.base_dir is not None and not args.export:
             raise ValueError(f"--base-dir {args.base_dir} goes with --export (or export later: "
                              f"zoo export RUN_DIR --base-dir {args.base_dir})")
-        _refuse_segmentation_class_weight(minfo.task, f"model {args.model!r}", class_weight)
+        for name, value in (("class_weight", class_weight),
+                            ("label_smoothing", args.label_smoothing)):
+            _refuse_for_segmentation(minfo.task, f"model {args.model!r}", name, value)
         check_run_dir(args.run_dir, "--run-dir")
         # "" is no dataset (refused by the loader), not the default
         dataset = args.dataset if args.dataset is not None else default_dataset(args.model)
@@ -3173,7 +3202,9 @@ def configure_train(parser):
                               lr_schedule=args.lr_schedule or d["lr_schedule"],
                               deterministic=args.deterministic, class_weight=class_weight,
                               batch_norm_momentum=args.batch_norm_momentum,
-                              aux_loss_weight=args.aux_loss_weight)
+                              aux_loss_weight=args.aux_loss_weight,
+                              weight_decay=args.weight_decay,
+                              label_smoothing=args.label_smoothing)
             except BaseException as exc:
                 # Ctrl-C, or a failure after this command backed up an epoch (not a refusal to
                 # resume): say where the run waits to be resumed.

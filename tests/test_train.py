@@ -44,6 +44,18 @@ def small(splits, n_train=3):
                        splits.test.take(1), splits.info)
 
 
+def fit_arguments(monkeypatch) -> dict:
+    """Replace ``train.fit`` by one that records the keyword arguments it is given, then
+    fails (``zoo train`` exits 1): what the command passes, without training."""
+    seen = {}
+
+    def no_fit(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("not trained")
+    monkeypatch.setattr(train, "fit", no_fit)
+    return seen
+
+
 @pytest.fixture(scope="module")
 def digits8():
     return small(data.load_splits("digits", image_size=(8, 8), batch_size=32, augment=True))
@@ -1038,12 +1050,7 @@ def test_zoo_train_weight_decay_and_label_smoothing_options(tmp_path, capsys, mo
     assert model.optimizer.weight_decay == pytest.approx(1e-3)
     capsys.readouterr()
     # their defaults: none, as fit's
-    seen = {}
-
-    def no_fit(*args, **kwargs):
-        seen.update(kwargs)
-        raise RuntimeError("not trained")
-    monkeypatch.setattr(train, "fit", no_fit)
+    seen = fit_arguments(monkeypatch)
     assert zoo_main(["train", "lenet5", "--epochs", "1"]) == 1
     assert (seen["weight_decay"], seen["label_smoothing"]) == (None, 0.0)
     capsys.readouterr()
@@ -1909,12 +1916,7 @@ def test_zoo_train_class_weight_option(tmp_path, capsys, monkeypatch):
         "method": "balanced", "weights": {"cat": 8 / (2 * 6), "dog": 8 / (2 * 2)}}
     capsys.readouterr()
     # NAME=W, repeatable; a class name or index.
-    seen = {}
-
-    def no_fit(*args, **kwargs):
-        seen.update(kwargs)
-        raise RuntimeError("not trained")
-    monkeypatch.setattr(train, "fit", no_fit)
+    seen = fit_arguments(monkeypatch)
     assert zoo_main(base + ["--class-weight", "dog=2.5", "--class-weight", "0=0.5"]) == 1
     assert seen["class_weight"] == {"dog": 2.5, "0": 0.5}
     capsys.readouterr()

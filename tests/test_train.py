@@ -1476,6 +1476,89 @@ def test_a_run_killed_before_learning_rates_were_logged_resumes_with_aligned_col
     assert (on_disk["loss"] > 1).all() and (on_disk["val_loss"] > 1).all()   # ~ln(10)
 
 
+def test_plateau_schedule_divides_the_rate_by_10_after_3_epochs_without_improvement():
+    model = tiny_classifier()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    # improves (best 1.0, then 0.9), 3 epochs without (0.9 again counts as none) -> 0.01;
+    # 0.5 improves; 3 without -> 0.001; 3 without -> 0.0001 (1/1000 of 0.1: the lowest);
+    # 3 more without: stays; a NaN epoch counts as nothing
+    values = [1.0, 0.9, 0.95, 0.9, 1.2, 0.5, 0.6, 0.7, 0.8, 0.9, 0.9, 0.9, 0.9,
+              float("nan"), 0.9, 0.9, 0.9]
+    expected = [0.1] * 5 + [0.01] * 4 + [0.001] * 3 + [0.0001] * 5
+    schedule = train.PlateauSchedule("val_loss", "min", 0.1)
+    schedule.set_model(model)
+    rates = []
+    for epoch, value in enumerate(values):
+        rates.append(float(model.optimizer.learning_rate))   # the rate the epoch trains at
+        schedule.on_epoch_end(epoch, {"val_loss": value})
+    assert rates == pytest.approx(expected, rel=1e-6)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-4, rel=1e-6)
+    # a resumed run replays the killed run's values: the same rates from any epoch on
+    for k in range(1, len(values)):
+        model.optimizer.learning_rate = expected[k]   # restored with the optimizer
+        resumed = train.PlateauSchedule("val_loss", "min", 0.1, done=values[:k])
+        resumed.set_model(model)
+        for epoch in range(k, len(values)):
+            assert float(model.optimizer.learning_rate) == pytest.approx(expected[epoch],
+                                                                         rel=1e-6), (k, epoch)
+            resumed.on_epoch_end(epoch, {"val_loss": values[epoch]})
+    # "max" for accuracies: a fall is no improvement
+    model.optimizer.learning_rate = 0.1
+    schedule = train.PlateauSchedule("val_accuracy", "max", 0.1)
+    schedule.set_model(model)
+    for epoch, value in enumerate([0.5, 0.4, 0.5, 0.3]):
+        schedule.on_epoch_end(epoch, {"val_accuracy": value})
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01, rel=1e-6)
+
+
+@pytest.mark.parametrize("killed_after", [None, 2, 3, 4])
+def test_fit_plateau_schedule_lowers_the_rate_and_resumes_where_it_stood(digits8, tmp_path,
+                                                                          killed_after):
+    # At 1e-30 the weights do not move: val_loss never improves after the first epoch, so
+    # the rate is divided by 10 at the ends of epochs 4 and 7 (from 1). A run killed just
+    # before or after a division resumes with the same rates.
+    kw = dict(epochs=8, verbose=0, learning_rate=1e-30, lr_schedule="plateau",
+              early_stopping=False, mixed_precision="off", jit_compile=False)
+    run = tmp_path / "run"
+    if killed_after is not None:
+        with pytest.raises(_Killed):
+            train.fit(tiny_classifier(), digits8, run_dir=str(run),
+                      callbacks=[_KillAfterEpoch(killed_after)], **kw)
+    history = train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert list(history["epoch"]) == list(range(8))
+    assert history["learning_rate"].tolist() == pytest.approx(   # (approx's abs is 1e-12)
+        [1e-30] * 4 + [1e-31] * 3 + [1e-32], rel=1e-6, abs=0)
+    settings = json.loads((run / "info.json").read_text())["settings"]
+    assert settings["lr_schedule"] == "plateau"
+
+
+def test_plateau_schedule_refusals(digits8, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"^lr_schedule='plateau' lowers the learning rate "
+                                         r"after 3 epochs without improvement, and early "
+                                         r"stopping with patience=3 would end the run first"):
+        train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(run), patience=3,
+                  lr_schedule="plateau")
+    decay = keras.optimizers.schedules.ExponentialDecay(0.05, 10, 0.9)
+    with pytest.raises(ValueError, match=r"^lr_schedule='plateau' lowers the learning rate "
+                                         r"on plateaus, and the optimizer has a schedule of "
+                                         r"its own \(ExponentialDecay\)"):
+        train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(run),
+                  lr_schedule="plateau", optimizer=keras.optimizers.SGD(decay))
+    with pytest.raises(ValueError, match=r"^lr_schedule must be one of 'constant', 'cosine', "
+                                         r"'plateau'\. Received: lr_schedule='step'$"):
+        train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(run), lr_schedule="step")
+    assert not run.exists()
+    assert zoo_main(["train", "lenet5", "--lr-schedule", "plateau", "--early-stopping",
+                     "--patience", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("zoo: error: lr_schedule='plateau' lowers the "
+                                              "learning rate after 3 epochs")
+    seen = fit_arguments(monkeypatch)
+    assert zoo_main(["train", "lenet5", "--lr-schedule", "plateau"]) == 1
+    assert seen["lr_schedule"] == "plateau"
+
+
 class _SpoilEpoch(keras.callbacks.Callback):
     """Before epoch ``spoil``: keeps the weights, then turns the classifier's scores
     around (the epoch ends far worse by loss and by accuracy)."""

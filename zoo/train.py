@@ -43,7 +43,7 @@ from zoo.common import (TASKS, atomic_write, atomic_write_text, check_bool, chec
 
 __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
            "resolve_class_weight", "resolve_mixed_precision", "with_mixed_precision",
-           "cosine_schedule", "set_batch_norm_momentum",
+           "cosine_schedule", "PlateauSchedule", "set_batch_norm_momentum",
            "SparseDiceLoss", "CrossEntropyDiceLoss", "SparsePixelAccuracy", "build_for_dataset",
            "pretrained_classifier",
            "configure_train", "TRAIN_DEFAULTS"]
@@ -1725,6 +1725,70 @@ def cosine_schedule(learning_rate, epochs):
         lambda epoch: base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)))
 
 
+#: ``lr_schedule="plateau"``: the learning rate is divided by 10 after this many epochs in a
+#: row without improvement of the monitored value (AlexNet's and ResNet's papers divide it
+#: by 10 when the validation error stops improving), at most 3 times (down to 1/1000).
+PLATEAU_PATIENCE, PLATEAU_FACTOR, PLATEAU_LOWEST = 3, 0.1, 1e-3
+
+#: The learning-rate schedules of ``fit`` and ``zoo train --lr-schedule``.
+LR_SCHEDULES = ("constant", "cosine", "plateau")
+
+
+class PlateauSchedule(keras.callbacks.Callback):
+    """Divide the learning rate by 10 (``PLATEAU_FACTOR``) when ``monitor`` has not improved
+    for ``PLATEAU_PATIENCE`` epochs, down to ``PLATEAU_LOWEST`` times the first rate, as
+    Keras' ``ReduceLROnPlateau`` with ``cooldown=0`` and ``min_delta=0`` (early stopping's
+    and the best checkpoint's notion of improvement).
+
+    Args:
+        monitor: the logged quantity watched (``val_loss``, ``val_accuracy``, ...).
+        mode: ``"min"`` or ``"max"``.
+        learning_rate: the first epoch's rate (``PLATEAU_LOWEST`` is relative to it).
+        done: the monitored values of the epochs trained before a resume, replayed so the
+            schedule stands where a killed run's stood (the rate itself is restored with the
+            optimizer).
+        verbose: print a line when the rate is lowered.
+    """
+
+    def __init__(self, monitor, mode, learning_rate, *, done=(), verbose=0):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max'. Received: mode={mode!r}")
+        _check_learning_rate(learning_rate)
+        self.monitor, self.mode, self.verbose = monitor, mode, verbose
+        self.lowest = float(learning_rate) * PLATEAU_LOWEST
+        self.best, self.wait, self.rate = None, 0, float(learning_rate)
+        for value in done:
+            self._step(value, self.rate)
+
+    def _step(self, current, rate):
+        """Count one epoch whose monitored value is ``current``, at ``rate``: the new rate
+        when it is to be lowered, else ``None``."""
+        if current is None or not math.isfinite(float(current)):
+            return None
+        current = float(current)
+        if self.best is None or (current < self.best if self.mode == "min"
+                                 else current > self.best):
+            self.best, self.wait = current, 0
+            return None
+        self.wait += 1
+        # (a relative margin: the rate is a float32 variable)
+        if self.wait < PLATEAU_PATIENCE or rate <= self.lowest * (1 + 1e-4):
+            return None
+        self.wait = 0
+        self.rate = max(rate * PLATEAU_FACTOR, self.lowest)
+        return self.rate
+
+    def on_epoch_end(self, epoch, logs=None):
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        lowered = self._step((logs or {}).get(self.monitor), rate)
+        if lowered is not None:
+            self.model.optimizer.learning_rate = lowered
+            if self.verbose:
+                print(f"\nEpoch {epoch + 1}: {self.monitor} has not improved for "
+                      f"{PLATEAU_PATIENCE} epochs; learning rate lowered to {lowered:.4g}")
+
+
 def _is_xla_failure(exc) -> bool:
     text = str(exc).lower()
     return any(k in text for k in ("xla", "jit", "compil", "tf2xla", "unsupported op"))
@@ -2155,9 +2219,12 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         monitor: quantity for early stopping and the best checkpoint (``val_loss``,
             ``val_accuracy``, ``val_mean_iou``).
         callbacks: extra Keras callbacks.
-        lr_schedule: ``"constant"`` or ``"cosine"`` (per-epoch cosine decay from
-            ``learning_rate``, or an optimizer instance's own, towards 0 over ``epochs``;
-            resumes correctly; refused for an optimizer with a schedule of its own).
+        lr_schedule: ``"constant"``, ``"cosine"`` (per-epoch cosine decay from
+            ``learning_rate``, or an optimizer instance's own, towards 0 over ``epochs``) or
+            ``"plateau"`` (divided by 10 after ``PLATEAU_PATIENCE`` epochs without
+            improvement of ``monitor``, at most 3 times: :class:`PlateauSchedule`; with early
+            stopping, ``patience`` must exceed ``PLATEAU_PATIENCE``). Both resume where a
+            killed run stood; refused for an optimizer with a schedule of its own.
         model_args: builder keyword arguments when ``model`` is a name.
         download: let tensorflow-datasets download missing data.
         compile: compile with :func:`compile_model` (``False``: keep the model's own
@@ -2239,8 +2306,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         >>> history[["epoch", "accuracy", "val_accuracy"]].tail(1)  # doctest: +SKIP
     """
     import pandas as pd
-    if lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine'. "
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(map(repr, LR_SCHEDULES))}. "
                          f"Received: lr_schedule={lr_schedule!r}")
     epochs = zdata.check_count("epochs", epochs)
     seed = check_seed(seed)
@@ -2252,6 +2319,12 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                          f"turns off. Received: patience={zdata._short(patience)}, "
                          f"early_stopping=False")
     patience = PATIENCE if patience is None else zdata.check_count("patience", patience, 0)
+    if lr_schedule == "plateau" and early_stopping and patience <= PLATEAU_PATIENCE:
+        raise ValueError(f"lr_schedule='plateau' lowers the learning rate after "
+                         f"{PLATEAU_PATIENCE} epochs without improvement, and early stopping "
+                         f"with patience={patience} would end the run first: give a patience "
+                         f"above {PLATEAU_PATIENCE} (default {PATIENCE}) or no early stopping. "
+                         f"Received: lr_schedule='plateau', patience={patience}")
     callbacks = check_callbacks(callbacks)
     check_run_dir(run_dir)
     resolve_jit_compile(jit_compile)   # a bad value, refused before any loading
@@ -2294,10 +2367,12 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # Its learning rate is the one it trains at, the cosine schedule's start and the
         # one info.json records; fit's is for a named optimizer.
         rate = _optimizer_rate(optimizer)
-        if isinstance(rate, str) and lr_schedule == "cosine":
-            raise ValueError(f"lr_schedule='cosine' sets the learning rate of every epoch, and "
-                             f"the optimizer has a schedule of its own ({rate}): use one. "
-                             f"Received: lr_schedule='cosine', optimizer's learning_rate={rate}")
+        if isinstance(rate, str) and lr_schedule != "constant":
+            does = {"cosine": "sets the learning rate of every epoch",
+                    "plateau": "lowers the learning rate on plateaus"}[lr_schedule]
+            raise ValueError(f"lr_schedule={lr_schedule!r} {does}, and the optimizer has a "
+                             f"schedule of its own ({rate}): use one. Received: "
+                             f"lr_schedule={lr_schedule!r}, optimizer's learning_rate={rate}")
         learning_rate = rate
     if isinstance(model, keras.Model):   # other kinds of several outputs: before any loading
         _aux_heads(model, model_name or model.name)
@@ -2520,7 +2595,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # A resumed run keeps the killed run's epochs up to its backup (history.csv is
         # written before the backup, so it may hold one epoch more, which is trained again)
         # and starts early stopping and the best checkpoint where that run stood.
-        resume = None
+        resume, done_values = None, []
         if resuming and os.path.exists(history_path):
             try:
                 old = pd.read_csv(history_path)
@@ -2535,17 +2610,23 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                     {*old.columns, "learning_rate"} - {"epoch"}))
                 atomic_write_text(history_path, old.to_csv(index=False, lineterminator="\r\n"))
                 resume = _resume_state(old, monitor, mode)
+                if monitor in old:
+                    done_values = old[monitor].tolist()
 
         def make_callbacks():
             # First: the main output's logs under a one-output run's names, for the others.
             cbs = [_MainOutputLogs(heads)] if heads is not None else []
             cbs += [_LearningRateLog(),
                     keras.callbacks.CSVLogger(history_path, append=resuming),
-                   _BestCheckpoint(best_path, monitor, mode,
-                                   best=None if resume is None else resume[0]),
-                   _Backup(backup_dir, seconds=lambda: before + time.time() - start),
-                   keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
-                   _TerminateOnNaN(verbose)]
+                    _BestCheckpoint(best_path, monitor, mode,
+                                    best=None if resume is None else resume[0])]
+            if lr_schedule == "plateau":   # before the backup, which then holds its rate
+                cbs.append(PlateauSchedule(monitor, mode, learning_rate, done=done_values,
+                                           verbose=verbose))
+            cbs += [_Backup(backup_dir, seconds=lambda: before + time.time() - start),
+                    keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
+                                                write_graph=False),
+                    _TerminateOnNaN(verbose)]
             if lr_schedule == "cosine":
                 cbs.append(cosine_schedule(learning_rate, epochs))
             if early_stopping:
@@ -3048,8 +3129,11 @@ def configure_train(parser):
                         default=0.0, metavar="S",
                         help="classification: label smoothing of the cross-entropy loss, "
                              "e.g. 0.1 (default 0)")
-    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
-                        help="learning-rate schedule (default: per model and dataset)")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
+                        help="learning-rate schedule: constant, cosine (decay to 0 over "
+                             "the epochs) or plateau (divided by 10 after "
+                             f"{PLATEAU_PATIENCE} epochs without improvement, at most 3 "
+                             "times) (default: per model and dataset)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="augment the training split (default: on)")
     parser.add_argument("--run-dir", default=None, help="default runs/MODEL-DATASET-TIME; "

@@ -1532,6 +1532,38 @@ def test_fit_plateau_schedule_lowers_the_rate_and_resumes_where_it_stood(digits8
     assert settings["lr_schedule"] == "plateau"
 
 
+def test_zoo_train_monitor_option(tmp_path, capsys, monkeypatch):
+    # fit's monitor, which the command lacked: the best checkpoint, early stopping and the
+    # plateau schedule watched val_loss whatever the user wanted kept.
+    run = tmp_path / "run"
+    assert zoo_main(["train", "lenet5", "--epochs", "3", "--quiet", "--mixed-precision", "off",
+                     "--monitor", "val_accuracy", "--run-dir", str(run)]) == 0
+    assert json.loads((run / "info.json").read_text())["settings"]["monitor"] == "val_accuracy"
+    history = pd.read_csv(run / "history.csv")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_epoch"] == int(history["val_accuracy"].idxmax()) + 1
+    capsys.readouterr()
+    seen = fit_arguments(monkeypatch)
+    assert zoo_main(["train", "lenet5"]) == 1
+    assert seen["monitor"] == "val_loss"
+    assert zoo_main(["train", "unet", "--monitor", "val_mean_iou"]) == 1
+    assert seen["monitor"] == "val_mean_iou"
+    capsys.readouterr()
+    # refused before anything is loaded, naming what the model's task logs
+    monkeypatch.setattr(data, "load_splits", lambda *a, **kw: pytest.fail("loaded"))
+    for model, monitor, allowed in (
+            ("lenet5", "val_mean_iou", "val_loss, val_accuracy, loss, accuracy for a "
+                                       "classification model"),
+            ("lenet5", "val_acc", "val_loss, val_accuracy, loss, accuracy for a "
+                                  "classification model"),
+            ("unet", "iou", "val_loss, val_accuracy, val_mean_iou, loss, accuracy, mean_iou "
+                            "for a segmentation model")):
+        assert zoo_main(["train", model, "--monitor", monitor]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"zoo: error: --monitor must be one of {allowed}. Received: --monitor " \
+                      f"{monitor}"
+
+
 def test_plateau_schedule_refusals(digits8, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     with pytest.raises(ValueError, match=r"^lr_schedule='plateau' lowers the learning rate "

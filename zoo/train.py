@@ -3090,6 +3090,16 @@ def _precheck_pretrained(model_name, weights, freeze_backbone, imagenet_input, m
         _refuse_unpublished_imagenet(backbone)
 
 
+def _check_monitor_option(monitor, task):
+    """``zoo train --monitor``: one of the quantities a run of ``task`` logs, refused before
+    anything is loaded (``fit`` finds an unlogged one at the end of the first epoch)."""
+    names = ["loss", "accuracy"] + (["mean_iou"] if task == "segmentation" else [])
+    allowed = [f"val_{n}" for n in names] + names
+    if monitor not in allowed:
+        raise ValueError(f"--monitor must be one of {', '.join(allowed)} for a {task} model. "
+                         f"Received: --monitor {monitor}")
+
+
 def configure_train(parser):
     """``zoo train MODEL [--dataset NAME] [--epochs N] ...``.
 
@@ -3148,12 +3158,18 @@ def configure_train(parser):
                         help=f"compute dtype: {AUTO_PRECISION_HELP}, off, "
                         "float16 (the default without a value), bfloat16 (opt-in on other CPUs "
                         "with AVX512_BF16; measure)")
+    parser.add_argument("--monitor", default="val_loss", metavar="NAME",
+                        help="what early stopping, the best checkpoint and --lr-schedule "
+                             "plateau watch: val_loss (default), val_accuracy, or "
+                             "val_mean_iou (segmentation); loss, accuracy, mean_iou for the "
+                             "training split's")
     parser.add_argument("--patience", type=int, default=None,
                         help="with early stopping: epochs without improvement before it stops "
                         "(default 8)")
     parser.add_argument("--early-stopping", action=argparse.BooleanOptionalAction,
-                        default=None, help="stop when the validation loss stops improving "
-                        "(default: on, except where the model's defaults train a whole "
+                        default=None, help="stop when the monitored value (--monitor) "
+                        "stops improving (default: on, except where the model's defaults "
+                        "train a whole "
                         "schedule, e.g. lenet5 on digits)")
     parser.add_argument("--seed", type=_seed_arg, default=0, help="0 to 2**32 - 1")
     parser.add_argument("--deterministic", action="store_true",
@@ -3230,6 +3246,7 @@ def configure_train(parser):
         augment = args.augment if args.augment is not None else d["augment"]
         size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
         patience = args.patience if args.patience is not None else PATIENCE
+        _check_monitor_option(args.monitor, minfo.task)
         for value, flag, least in ((epochs, "--epochs", 1), (batch, "--batch-size", 1),
                                    (patience, "--patience", 0)):
             if value < least:
@@ -3288,7 +3305,7 @@ def configure_train(parser):
                               batch_norm_momentum=args.batch_norm_momentum,
                               aux_loss_weight=args.aux_loss_weight,
                               weight_decay=args.weight_decay,
-                              label_smoothing=args.label_smoothing)
+                              label_smoothing=args.label_smoothing, monitor=args.monitor)
             except BaseException as exc:
                 # Ctrl-C, or a failure after this command backed up an epoch (not a refusal to
                 # resume): say where the run waits to be resumed.

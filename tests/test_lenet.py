@@ -100,7 +100,9 @@ def test_classic_lenet_learns_digits():
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x[:1400], y[:1400], epochs=6, batch_size=32, verbose=0)
     _, accuracy = model.evaluate(x[1400:], y[1400:], verbose=0)
-    assert accuracy > 0.85
+    # 0.834-0.872 on the 397 held-out digits for seeds 0-9 (0.85 failed for one of them, as
+    # another CPU's rounding could for seed 0); RBF logits of the wrong sign give 0.04-0.10.
+    assert accuracy > 0.75
 
 
 def test_c3_connections_are_the_papers_table_i():

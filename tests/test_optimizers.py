@@ -110,5 +110,8 @@ def test_fused_update_in_a_compiled_train_step_matches_keras(jit_compile):
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0)
         weights.append(model.get_weights())
+    # 12 steps of lr 0.01 through the network: the two updates' rounding grows to 7e-7-8e-7
+    # (0.42-0.68 of an atol of 1e-6 for seeds 0-5, a trajectory another CPU may change); a
+    # step 0.1% off differs by 1e-4.
     for a, b in zip(*weights):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

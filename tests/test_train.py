@@ -2430,3 +2430,97 @@ def test_a_run_killed_after_its_training_ended_resumes_without_training_again(
         assert len(batches) == 3 * trained_again, name        # 3 batches an epoch
         assert list(history["epoch"]) == rows, name
         assert (run / "info.json").is_file() and not (run / "backup").exists()
+
+
+def test_adamw_trains_and_records_the_weight_decay_it_applies(digits8, tmp_path):
+    # Keras' AdamW decays by 0.004 by default: `--optimizer adamw` trained with it while
+    # info.json recorded none, and `--weight-decay 0` (0 read as none) did not turn it off.
+    def one_step(optimizer):   # a zero gradient: only the decay moves the weight from 1
+        v = keras.Variable(np.ones((3,), "float32"))
+        optimizer.build([v])
+        optimizer.apply([keras.ops.zeros((3,))], [v])
+        return float(v.numpy()[0])
+
+    for weight_decay, decay, after in ((None, 0.004, 1 - 0.01 * 0.004), (0, 0.0, 1.0),
+                                       (0.1, 0.1, 1 - 0.01 * 0.1)):
+        optimizer = train.make_optimizer("adamw", 0.01, weight_decay)
+        assert optimizer.weight_decay == pytest.approx(decay)
+        assert one_step(optimizer) == pytest.approx(after, rel=1e-7)
+    kw = dict(epochs=1, verbose=0, mixed_precision="off", jit_compile=False)
+    for weight_decay, decay in ((None, 0.004), (0, 0.0), (1e-3, 1e-3)):
+        run = tmp_path / f"adamw-{weight_decay}"
+        train.fit(tiny_classifier(), small(digits8, 1), run_dir=str(run), optimizer="adamw",
+                  weight_decay=weight_decay, **kw)
+        settings = json.loads((run / "info.json").read_text())["settings"]
+        assert settings["weight_decay"] == pytest.approx(decay)
+        assert zoo.load_model(str(run)).optimizer.weight_decay == pytest.approx(decay)
+    # the others decay by none without one given, or with 0
+    for name in ("adam", "sgd", "rmsprop", "nadam", "adagrad"):
+        for weight_decay in (None, 0):
+            assert one_step(train.make_optimizer(name, 0.01, weight_decay)) == 1.0
+        assert one_step(train.make_optimizer(name, 0.01, 0.1)) == pytest.approx(0.999)
+
+
+def test_a_weight_decay_fit_would_not_apply_is_refused(digits8, tmp_path):
+    # An optimizer instance brings its own weight decay: a weight_decay given with it was
+    # ignored, and recorded in info.json; the instance's own was not recorded. With
+    # compile=False, label_smoothing was ignored and recorded too.
+    run = tmp_path / "run"
+    kw = dict(epochs=1, verbose=0, mixed_precision="off", jit_compile=False)
+    with pytest.raises(ValueError, match=re.escape(
+            "weight_decay is for a named optimizer (adam, adamw, sgd, rmsprop, nadam, "
+            "adagrad); an optimizer instance brings its own (SGD with weight_decay=None): set "
+            "it there. Received: weight_decay=0.001")):
+        train.fit(tiny_classifier(), digits8, run_dir=str(run),
+                  optimizer=keras.optimizers.SGD(0.05), weight_decay=1e-3, **kw)
+    with pytest.raises(ValueError, match=re.escape(
+            "an optimizer instance brings its own (AdamW with weight_decay=0.004): set it "
+            "there. Received: weight_decay=0")):
+        train.compile_model(tiny_classifier(), optimizer=keras.optimizers.AdamW(0.01),
+                            weight_decay=0)
+    compiled = tiny_classifier()
+    compiled.compile(optimizer=keras.optimizers.SGD(0.05, weight_decay=0.01),
+                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with pytest.raises(ValueError, match=re.escape(
+            "the model's own optimizer (compile=False) brings its own (SGD with "
+            "weight_decay=0.01): set it there. Received: weight_decay=0.001")):
+        train.fit(compiled, digits8, run_dir=str(run), compile=False, weight_decay=1e-3, **kw)
+    with pytest.raises(ValueError, match=re.escape(
+            "label_smoothing is a setting of the loss fit compiles; with compile=False the "
+            "model's own compilation trains (its loss): give it there. Received: "
+            "label_smoothing=0.1, compile=False")):
+        train.fit(compiled, digits8, run_dir=str(run), compile=False, label_smoothing=0.1,
+                  **kw)
+    assert not run.exists()
+    # the instance's own weight decay is recorded
+    for name, model, extra in (
+            ("adamw", tiny_classifier(), dict(optimizer=keras.optimizers.AdamW(0.01))),
+            ("own", compiled, dict(compile=False))):
+        train.fit(model, small(digits8, 1), run_dir=str(tmp_path / name), **extra, **kw)
+        settings = json.loads((tmp_path / name / "info.json").read_text())["settings"]
+        assert settings["weight_decay"] == pytest.approx({"adamw": 0.004, "own": 0.01}[name])
+
+
+def test_a_killed_adamw_run_recorded_without_its_weight_decay_resumes(tmp_path):
+    # A run killed before AdamW's default decay was recorded holds weight_decay None (and
+    # trained at 0.004): it resumes, without a --weight-decay no option could match.
+    splits, _ = toy_splits()
+    run = tmp_path / "run"
+    kw = dict(epochs=2, run_dir=str(run), verbose=0, mixed_precision="off", jit_compile=False,
+              optimizer="adamw")
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(num_classes=3), splits, callbacks=[_KillAfterFirstEpoch()],
+                  **kw)
+    path = run / "backup" / "zoo_run.json"
+    state = json.loads(path.read_text())
+    assert state["optimization"]["weight_decay"] == 0.004
+    state["optimization"]["weight_decay"] = None
+    path.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match=r"holds a killed run that trained with "
+                                         r"--weight-decay 0.004; .* Received: "
+                                         r"weight_decay=0.0$"):
+        train.fit(tiny_classifier(num_classes=3), splits, weight_decay=0, **kw)
+    history = train.fit(tiny_classifier(num_classes=3), splits, **kw)
+    assert list(history["epoch"]) == [0, 1]
+    assert json.loads((run / "info.json").read_text())["settings"]["weight_decay"] == 0.004
+

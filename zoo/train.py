@@ -476,12 +476,49 @@ def _same_class_weights(a, b) -> bool:
     return len(wa) == len(wb) and all(math.isclose(x, y, rel_tol=1e-9) for x, y in zip(wa, wb))
 
 
+#: The weight decay of ``adamw`` without one given (Keras' ``AdamW`` default).
+ADAMW_WEIGHT_DECAY = 0.004
+
+
+def _own_weight_decay(optimizer):
+    """An optimizer instance's decoupled weight decay (a float, or ``None``: none); a
+    ``LossScaleOptimizer``'s is its inner optimizer's."""
+    decay = getattr(getattr(optimizer, "inner_optimizer", optimizer), "weight_decay", None)
+    return None if decay is None else float(decay)
+
+
+def _trained_weight_decay(optimizer, weight_decay):
+    """The decoupled weight decay a run trains with (``None``: none): an instance's own, a
+    named optimizer's ``weight_decay`` (0 is none), or ``adamw``'s default when none is
+    given (``ADAMW_WEIGHT_DECAY``; 0 stays 0.0 there: ``--weight-decay 0``)."""
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return _own_weight_decay(optimizer)
+    if str(optimizer).lower() == "adamw":
+        return ADAMW_WEIGHT_DECAY if weight_decay is None else float(weight_decay)
+    return float(weight_decay) if weight_decay else None
+
+
+def _refuse_weight_decay_for_instance(optimizer, weight_decay, what):
+    """``weight_decay`` is for a named optimizer: ``what`` (an optimizer instance) brings
+    its own, which a given one would not change."""
+    if weight_decay is not None:
+        raise ValueError(f"weight_decay is for a named optimizer ({', '.join(OPTIMIZERS)}); "
+                         f"{what} brings its own ({type(optimizer).__name__} with "
+                         f"weight_decay={_own_weight_decay(optimizer)}): set it there. "
+                         f"Received: weight_decay={weight_decay!r}")
+
+
 def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
     """A Keras optimizer from a name (``adam``, ``adamw``, ``sgd``, ...) or an instance.
 
     ``adam`` and ``adamw`` are :class:`zoo.optimizers.Adam` and :class:`zoo.optimizers.AdamW`:
-    Keras' classes with each variable's update as one fused TensorFlow op."""
+    Keras' classes with each variable's update as one fused TensorFlow op.
+
+    ``weight_decay``: the decoupled weight decay of a named optimizer; ``None`` is none, except
+    for ``adamw``, which then decays by Keras' default (``ADAMW_WEIGHT_DECAY``, 0.004), and
+    which ``weight_decay=0`` trains without. An instance brings its own (refused here)."""
     if isinstance(optimizer, keras.optimizers.Optimizer):
+        _refuse_weight_decay_for_instance(optimizer, weight_decay, "an optimizer instance")
         return optimizer
     if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} or a "
@@ -489,9 +526,11 @@ def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
     _check_learning_rate(learning_rate)
     _check_weight_decay(weight_decay)
     kw = {"learning_rate": float(learning_rate)}
-    if weight_decay:
-        kw["weight_decay"] = float(weight_decay)
     name = optimizer.lower()
+    if name == "adamw":   # its default is a decay, and 0 is none
+        kw["weight_decay"] = ADAMW_WEIGHT_DECAY if weight_decay is None else float(weight_decay)
+    elif weight_decay:
+        kw["weight_decay"] = float(weight_decay)
     if name == "sgd":
         kw["momentum"] = 0.9
     from zoo import optimizers   # Adam and AdamW with one fused op per variable update
@@ -719,7 +758,9 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
         jit_compile: compile train/predict steps with XLA: ``True``, ``False`` or
             ``"auto"`` (on GPUs only, see :func:`resolve_jit_compile`).
         label_smoothing: classification label smoothing.
-        weight_decay: decoupled weight decay for a named optimizer.
+        weight_decay: decoupled weight decay for a named optimizer (``None``: none; for
+            ``adamw``, its default, ``ADAMW_WEIGHT_DECAY``); refused with an instance, which
+            brings its own.
         num_classes: classes, a positive integer (default: the model's output width).
         ignore_label: segmentation: the mask value of pixels no loss or metric counts
             (``DatasetInfo.ignore_label``, e.g. 255), outside the model's classes;
@@ -733,8 +774,8 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
 
     Raises:
         ValueError: unknown task or optimizer, a learning rate that is not a positive
-            finite number, label smoothing outside [0, 1), a negative weight decay, an
-            ignore label for classification, that is no integer in 0..65535 or one of the
+            finite number, label smoothing outside [0, 1), a negative weight decay or one
+            given with an optimizer instance, an ignore label for classification, that is no integer in 0..65535 or one of the
             model's classes, a ``num_classes`` that is no positive integer, a ``model``
             that is no ``keras.Model``.
 
@@ -2230,7 +2271,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         compile: compile with :func:`compile_model` (``False``: keep the model's own
             compilation, which a rebuilt copy gets too (a new optimizer of its config, with
             loss scaling in float16), and whose optimizer ``info.json`` records; a model
-            that is not compiled is refused).
+            that is not compiled is refused; so are ``label_smoothing`` and ``weight_decay``
+            with it, settings of fit's compilation).
         class_weight: weights of the training examples by class, for imbalanced
             classification data (Keras' ``fit(class_weight=...)``): ``None`` (none),
             ``"balanced"`` (``n_samples / (n_classes * count_c)`` from the train split's
@@ -2352,6 +2394,11 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         raise ValueError(f"aux_loss_weight weights the losses fit compiles; with compile=False "
                          f"the model's own compilation weighs them. Received: "
                          f"aux_loss_weight={aux_loss_weight!r}, compile=False")
+    if not compile and _given(label_smoothing):
+        raise ValueError(f"label_smoothing is a setting of the loss fit compiles; with "
+                         f"compile=False the model's own compilation trains (its loss): give "
+                         f"it there. Received: label_smoothing={label_smoothing!r}, "
+                         f"compile=False")
     if not compile:   # the model's own compilation trains, its optimizer among it
         if getattr(model, "optimizer", None) is None:
             what = (f"model {model!r} (a registered name builds a model)"
@@ -2364,6 +2411,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         _check_learning_rate(learning_rate)
         _check_weight_decay(weight_decay)
     elif isinstance(optimizer, keras.optimizers.Optimizer):
+        _refuse_weight_decay_for_instance(
+            optimizer, weight_decay, "an optimizer instance" if compile
+            else "the model's own optimizer (compile=False)")
         # Its learning rate is the one it trains at, the cosine schedule's start and the
         # one info.json records; fit's is for a named optimizer.
         rate = _optimizer_rate(optimizer)
@@ -2514,12 +2564,17 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                          f"class_weight={class_weight!r}{got}")
     optimization = _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
                                         label_smoothing, aux_loss_weight)
-    if resuming and "optimization" in state and state["optimization"] != optimization:
+    recorded = dict(state.get("optimization") or {})
+    if recorded.get("optimizer") in ("adamw", "AdamW") and recorded.get("weight_decay") is None:
+        # recorded as none before AdamW's own decay was recorded: a named one trained with
+        # its default, an instance with its own
+        recorded["weight_decay"] = (ADAMW_WEIGHT_DECAY if recorded["optimizer"] == "adamw"
+                                    else optimization["weight_decay"])
+    if resuming and "optimization" in state and recorded != optimization:
         # The backup restores the optimizer's variables, its learning rate among them: a
         # resume with another one trained on at the old rate while info.json said the new.
-        differ = [k for k in optimization if state["optimization"].get(k) != optimization[k]]
-        started = ", ".join(f"{_OPTIMIZATION_FLAGS[k]} {state['optimization'].get(k)}"
-                            for k in differ)
+        differ = [k for k in optimization if recorded.get(k) != optimization[k]]
+        started = ", ".join(f"{_OPTIMIZATION_FLAGS[k]} {recorded.get(k)}" for k in differ)
         given = ", ".join(f"{k}={optimization[k]!r}" for k in differ)
         raise ValueError(f"{run_dir} holds a killed run that trained with {started}; resume "
                          f"it with the same (its optimizer's state, learning rate included, "
@@ -2769,7 +2824,9 @@ def _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
                          label_smoothing, aux_loss_weight) -> dict:
     """The settings of what a run minimises and how, as its backup records them: a killed
     run resumes only with the same (an optimizer passed as an instance counts by its
-    class and learning rate)."""
+    class, learning rate and weight decay). ``weight_decay`` is the one it trains with
+    (:func:`_trained_weight_decay`)."""
+    weight_decay = _trained_weight_decay(optimizer, weight_decay)
     if isinstance(optimizer, keras.optimizers.Optimizer):
         learning_rate = _optimizer_rate(optimizer)
         optimizer = type(optimizer).__name__
@@ -2777,8 +2834,7 @@ def _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
         optimizer = str(optimizer).lower()
         learning_rate = float(learning_rate)
     return {"optimizer": optimizer, "learning_rate": learning_rate,
-            "lr_schedule": lr_schedule,
-            "weight_decay": None if not weight_decay else float(weight_decay),
+            "lr_schedule": lr_schedule, "weight_decay": weight_decay,
             "label_smoothing": float(label_smoothing or 0.0),
             "aux_loss_weight": None if aux_loss_weight is None else float(aux_loss_weight)}
 

@@ -2524,3 +2524,32 @@ def test_a_killed_adamw_run_recorded_without_its_weight_decay_resumes(tmp_path):
     assert list(history["epoch"]) == [0, 1]
     assert json.loads((run / "info.json").read_text())["settings"]["weight_decay"] == 0.004
 
+
+def test_a_killed_run_resumes_only_with_the_monitor_it_started_with(digits8, tmp_path):
+    # Its best checkpoint holds the best epoch by the killed run's monitor: resumed with
+    # another, model.keras kept that epoch while metrics.json named the best by the new one
+    # (seed 0: best_epoch 3, val_accuracy 0.094, but model.keras scored epoch 1's 0.0625).
+    run = tmp_path / "run"
+    kw = dict(epochs=3, run_dir=str(run), verbose=0, mixed_precision="off", jit_compile=False,
+              early_stopping=False)
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(), digits8, callbacks=[_KillAfterFirstEpoch()], **kw)
+    with pytest.raises(ValueError, match=re.escape(
+            f"{run} holds a killed run that watched monitor='val_loss' (its best checkpoint, "
+            f"early stopping and plateau schedule count by it); resume it with the same "
+            f"(--monitor val_loss), or use another run directory. Received: "
+            f"monitor='val_accuracy'")):
+        train.fit(tiny_classifier(), digits8, monitor="val_accuracy", **kw)
+    path = run / "backup" / "zoo_run.json"   # still there to resume
+    state = json.loads(path.read_text())
+    assert state["monitor"] == "val_loss"
+    with pytest.raises(_Killed):   # the same resumes (killed again after epoch 2)
+        train.fit(tiny_classifier(), digits8, callbacks=[_KillAfterEpoch(1)], **kw)
+    state = json.loads(path.read_text())
+    assert train._epochs_backed_up(str(run / "backup")) == 2
+    # a backup recorded before the monitor was (no such key) resumes with any
+    del state["monitor"]
+    path.write_text(json.dumps(state))
+    history = train.fit(tiny_classifier(), digits8, monitor="val_accuracy", **kw)
+    assert list(history["epoch"]) == [0, 1, 2]
+    assert json.loads((run / "info.json").read_text())["settings"]["monitor"] == "val_accuracy"

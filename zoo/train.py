@@ -2548,6 +2548,14 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                 f"{started or 'float32'}; resume it with mixed_precision="
                 f"{precision_value(started)!r} (--mixed-precision) or 'auto', "
                 f"or use another run directory. Received: mixed_precision={mixed_precision!r}")
+    if resuming and state.get("monitor", monitor) != monitor:
+        # (its best checkpoint holds the best epoch by that one: kept, it would not be the
+        # epoch metrics.json names by this one)
+        raise ValueError(f"{run_dir} holds a killed run that watched monitor="
+                         f"{state['monitor']!r} (its best checkpoint, early stopping and "
+                         f"plateau schedule count by it); resume it with the same (--monitor "
+                         f"{state['monitor']}), or use another run directory. Received: "
+                         f"monitor={monitor!r}")
     if resuming and not _same_class_weights(state.get("class_weight"), class_weights):
         started = state.get("class_weight")
         if started is None:
@@ -2638,7 +2646,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         os.makedirs(backup_dir, exist_ok=True)
         # No "class_weight" in the record: trained without class weights.
         run_state = {"mixed_precision": policy, "model": model_name, "dataset": info.name,
-                     "optimization": optimization,
+                     "monitor": monitor, "optimization": optimization,
                      **({"class_weight": class_weights} if class_weights else {}),
                      **({"pretrained": pretrained} if pretrained else {})}
         _write_json(os.path.join(backup_dir, _RUN_STATE), run_state)

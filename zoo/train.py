@@ -2003,8 +2003,9 @@ def _main_output_logs(logs, heads) -> dict:
 class _LearningRateLog(keras.callbacks.Callback):
     """Add the learning rate an epoch trained at to its logs (``learning_rate``), before the
     callbacks that write them (``history.csv``, TensorBoard, the progress bar). Keras 3's
-    ``LearningRateScheduler`` sets the rate without logging it, so a cosine schedule's
-    epochs could not be read back."""
+    ``LearningRateScheduler`` logs it after them, so a cosine schedule's epochs could not be
+    read back. An optimizer with a schedule of its own changes the rate every step: its
+    value at the epoch's end (the next step's) is logged."""
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

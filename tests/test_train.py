@@ -2553,3 +2553,23 @@ def test_a_killed_run_resumes_only_with_the_monitor_it_started_with(digits8, tmp
     history = train.fit(tiny_classifier(), digits8, monitor="val_accuracy", **kw)
     assert list(history["epoch"]) == [0, 1, 2]
     assert json.loads((run / "info.json").read_text())["settings"]["monitor"] == "val_accuracy"
+
+
+def test_tensorboard_logs_the_rate_each_epoch_trained_at_as_history_csv(digits8, tmp_path):
+    # TensorBoard logs the optimizer's rate as it finds it at an epoch's end: it came after
+    # the plateau schedule, so the epoch that lowered the rate was logged at the lowered one
+    # (epoch 4 at 1e-31, trained at 1e-30), unlike history.csv.
+    history = train.fit(tiny_classifier(), digits8, run_dir=str(tmp_path), epochs=5, verbose=0,
+                        learning_rate=1e-30, lr_schedule="plateau", early_stopping=False,
+                        mixed_precision="off", jit_compile=False)
+    logged = {}
+    for path in (tmp_path / "logs" / "train").glob("events*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == "epoch_learning_rate":
+                    logged[event.step] = float(tf.make_ndarray(value.tensor))
+    assert [logged[epoch] for epoch in sorted(logged)] == pytest.approx(
+        history["learning_rate"].tolist(), rel=1e-6, abs=0)
+    assert history["learning_rate"].tolist() == pytest.approx([1e-30] * 4 + [1e-31],
+                                                              rel=1e-6, abs=0)
+

@@ -775,9 +775,9 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
     Raises:
         ValueError: unknown task or optimizer, a learning rate that is not a positive
             finite number, label smoothing outside [0, 1), a negative weight decay or one
-            given with an optimizer instance, an ignore label for classification, that is no integer in 0..65535 or one of the
-            model's classes, a ``num_classes`` that is no positive integer, a ``model``
-            that is no ``keras.Model``.
+            given with an optimizer instance, an ignore label for classification, that is
+            no integer in 0..65535 or one of the model's classes, a ``num_classes`` that
+            is no positive integer, a ``model`` that is no ``keras.Model``.
 
     Example:
         >>> from zoo import lenet5
@@ -2680,16 +2680,18 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         def make_callbacks():
             # First: the main output's logs under a one-output run's names, for the others.
             cbs = [_MainOutputLogs(heads)] if heads is not None else []
+            # TensorBoard logs the optimizer's rate as it finds it: before the plateau
+            # schedule lowers it, as history.csv
             cbs += [_LearningRateLog(),
                     keras.callbacks.CSVLogger(history_path, append=resuming),
                     _BestCheckpoint(best_path, monitor, mode,
-                                    best=None if resume is None else resume[0])]
+                                    best=None if resume is None else resume[0]),
+                    keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
+                                                write_graph=False)]
             if lr_schedule == "plateau":   # before the backup, which then holds its rate
                 cbs.append(PlateauSchedule(monitor, mode, learning_rate, done=done_values,
                                            verbose=verbose))
             cbs += [_Backup(backup_dir, seconds=lambda: before + time.time() - start),
-                    keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
-                                                write_graph=False),
                     _TerminateOnNaN(verbose)]
             if lr_schedule == "cosine":
                 cbs.append(cosine_schedule(learning_rate, epochs))

@@ -2573,3 +2573,32 @@ def test_tensorboard_logs_the_rate_each_epoch_trained_at_as_history_csv(digits8,
     assert history["learning_rate"].tolist() == pytest.approx([1e-30] * 4 + [1e-31],
                                                               rel=1e-6, abs=0)
 
+
+def test_learning_curves_mark_the_best_epoch_by_the_monitor(digits8, tmp_path, monkeypatch):
+    # The dashed line marked the lowest val_loss whatever the monitor: with
+    # monitor="val_accuracy" (zoo train --monitor) not the epoch the run kept.
+    import matplotlib.axes
+    marked = []
+    real = matplotlib.axes.Axes.axvline
+
+    def axvline(self, x=0, *args, **kwargs):
+        marked.append(float(x))
+        return real(self, x, *args, **kwargs)
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline", axvline)
+    history = pd.DataFrame({"epoch": [0, 1, 2, 3], "loss": [2.0, 1.5, 1.2, 1.0],
+                            "val_loss": [1.9, 1.4, 1.6, 1.7],
+                            "accuracy": [0.1, 0.3, 0.5, 0.6],
+                            "val_accuracy": [0.1, 0.3, 0.6, 0.5]})
+    for monitor, epoch in (("val_loss", 2), ("val_accuracy", 3), ("loss", 4), ("accuracy", 4),
+                           ("val_mean_iou", 2)):   # (not logged: val_loss's)
+        marked.clear()
+        train.plot_learning_curves(history, str(tmp_path / "curves.png"), monitor=monitor)
+        assert marked == [epoch, epoch], monitor   # one line on each of the two plots
+    # fit marks the run's monitor
+    seen = []
+    plot = train.plot_learning_curves
+    monkeypatch.setattr(train, "plot_learning_curves",
+                        lambda *a, **kw: seen.append(kw.get("monitor")) or plot(*a, **kw))
+    train.fit(tiny_classifier(), small(digits8, 1), run_dir=str(tmp_path / "run"), epochs=1,
+              verbose=0, monitor="val_accuracy", mixed_precision="off", jit_compile=False)
+    assert seen == ["val_accuracy"]

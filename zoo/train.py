@@ -1466,14 +1466,17 @@ def _json_default(o):
     return str(o)
 
 
-def plot_learning_curves(history, path, *, title=None):
-    """Save train vs validation curves of the loss and each metric in ``history``.
+def plot_learning_curves(history, path, *, title=None, monitor="val_loss"):
+    """Save train vs validation curves of the loss and each metric in ``history``, with a
+    dashed line at the best epoch by ``monitor`` (the one a run keeps).
 
     Args:
         history: DataFrame (``history.csv``) with ``epoch``, ``loss``, ``val_loss``, ...,
             or a dict of such columns (Keras' ``History.history``).
         path: output PNG.
         title: figure title.
+        monitor: the column whose best epoch is marked (the lowest of a ``...loss``, else
+            the highest; ``val_loss`` where ``history`` has no such column).
 
     Raises:
         ValueError: ``history`` of another kind, or without a row of a loss or metric.
@@ -1503,8 +1506,8 @@ def plot_learning_curves(history, path, *, title=None):
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend()
-    if "val_loss" in history and history["val_loss"].notna().any():
-        best = int(np.nanargmin(history["val_loss"].to_numpy()))
+    best = _kept_row(history, monitor)
+    if best is not None:
         for ax in axes[0]:
             ax.axvline(epochs.iloc[best] if hasattr(epochs, "iloc") else epochs[best],
                        color="grey", ls="--", lw=1)
@@ -1667,6 +1670,14 @@ def _best_row(history, column, mode):
         return None
     values = history[column].to_numpy(dtype="float64")
     return int(np.nanargmin(values) if mode == "min" else np.nanargmax(values))
+
+
+def _kept_row(history, monitor):
+    """The position in ``history`` of the epoch a run keeps, the best by ``monitor`` (the
+    lowest of a ``...loss``, else the highest; ``val_loss`` where ``history`` has no such
+    column), or ``None``."""
+    best_by = monitor if monitor in history else "val_loss"
+    return _best_row(history, best_by, "min" if str(best_by).endswith("loss") else "max")
 
 
 def _resume_state(history, monitor, mode):
@@ -2805,7 +2816,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     })
     if len(history):
         plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png"),
-                             title=f"{model_name} on {info.name}")
+                             title=f"{model_name} on {info.name}", monitor=monitor)
     shutil.rmtree(backup_dir, ignore_errors=True)   # the run is written: nothing to resume
     fit.last_model = model
     fit.last_run_dir = run_dir
@@ -2884,8 +2895,7 @@ def _param_counts(model) -> dict:
 def _best_epoch_metrics(history, monitor) -> dict:
     """``best_epoch`` (from 1) and its ``best_val_*`` values: the epoch whose model a run
     keeps, the best by ``monitor`` (``val_loss`` where the history has no such column)."""
-    best_by = monitor if monitor in history else "val_loss"
-    best = _best_row(history, best_by, "min" if best_by.endswith("loss") else "max")
+    best = _kept_row(history, monitor)
     if best is None:
         return {}
     out = {"best_epoch": int(history["epoch"].iloc[best]) + 1}

@@ -2602,3 +2602,26 @@ def test_learning_curves_mark_the_best_epoch_by_the_monitor(digits8, tmp_path, m
     train.fit(tiny_classifier(), small(digits8, 1), run_dir=str(tmp_path / "run"), epochs=1,
               verbose=0, monitor="val_accuracy", mixed_precision="off", jit_compile=False)
     assert seen == ["val_accuracy"]
+
+
+def test_a_loss_scaled_optimizer_with_a_schedule_of_its_own_is_seen_as_one(digits8, tmp_path):
+    # A LossScaleOptimizer (Keras wraps a mixed_float16 model's in one as it compiles: fit's
+    # compile=False) has no learning_rate in its config: its schedule was read as a number,
+    # so lr_schedule='cosine' failed in Keras' scheduler as training began ("its learning
+    # rate is not settable"), 'plateau' after a plateau, and info.json recorded 0.05.
+    decay = keras.optimizers.schedules.ExponentialDecay(0.05, 10, 0.9)
+    run = tmp_path / "run"
+    kw = dict(epochs=1, verbose=0, mixed_precision="off", jit_compile=False)
+    for schedule in ("cosine", "plateau"):
+        with pytest.raises(ValueError, match=rf"^lr_schedule='{schedule}' .* the optimizer has "
+                                             rf"a schedule of its own \(ExponentialDecay\)"):
+            train.fit(tiny_classifier(), digits8, run_dir=str(run), lr_schedule=schedule,
+                      early_stopping=False,
+                      optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(decay)),
+                      **kw)
+        assert not run.exists()
+    train.fit(tiny_classifier(), small(digits8, 1), run_dir=str(run),
+              optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(decay)), **kw)
+    settings = json.loads((run / "info.json").read_text())["settings"]
+    assert (settings["optimizer"], settings["learning_rate"]) == ("LossScaleOptimizer",
+                                                                  "ExponentialDecay")

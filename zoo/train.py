@@ -2832,7 +2832,9 @@ _OPTIMIZATION_FLAGS = {"optimizer": "--optimizer", "learning_rate": "--lr",
 
 def _optimizer_rate(optimizer):
     """An optimizer instance's learning rate: a float, or its schedule's class name (its
-    ``learning_rate`` property gives a schedule's current value; its config, the schedule)."""
+    ``learning_rate`` property gives a schedule's current value; its config, the schedule).
+    A ``LossScaleOptimizer``'s is its inner optimizer's (its own config has none)."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     rate = optimizer.get_config().get("learning_rate")
     if isinstance(rate, dict):   # a schedule, or a function, serialised
         return str(rate.get("class_name", "schedule"))

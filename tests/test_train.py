@@ -2430,3 +2430,198 @@ def test_a_run_killed_after_its_training_ended_resumes_without_training_again(
         assert len(batches) == 3 * trained_again, name        # 3 batches an epoch
         assert list(history["epoch"]) == rows, name
         assert (run / "info.json").is_file() and not (run / "backup").exists()
+
+
+def test_adamw_trains_and_records_the_weight_decay_it_applies(digits8, tmp_path):
+    # Keras' AdamW decays by 0.004 by default: `--optimizer adamw` trained with it while
+    # info.json recorded none, and `--weight-decay 0` (0 read as none) did not turn it off.
+    def one_step(optimizer):   # a zero gradient: only the decay moves the weight from 1
+        v = keras.Variable(np.ones((3,), "float32"))
+        optimizer.build([v])
+        optimizer.apply([keras.ops.zeros((3,))], [v])
+        return float(v.numpy()[0])
+
+    for weight_decay, decay, after in ((None, 0.004, 1 - 0.01 * 0.004), (0, 0.0, 1.0),
+                                       (0.1, 0.1, 1 - 0.01 * 0.1)):
+        optimizer = train.make_optimizer("adamw", 0.01, weight_decay)
+        assert optimizer.weight_decay == pytest.approx(decay)
+        assert one_step(optimizer) == pytest.approx(after, rel=1e-7)
+    kw = dict(epochs=1, verbose=0, mixed_precision="off", jit_compile=False)
+    for weight_decay, decay in ((None, 0.004), (0, 0.0), (1e-3, 1e-3)):
+        run = tmp_path / f"adamw-{weight_decay}"
+        train.fit(tiny_classifier(), small(digits8, 1), run_dir=str(run), optimizer="adamw",
+                  weight_decay=weight_decay, **kw)
+        settings = json.loads((run / "info.json").read_text())["settings"]
+        assert settings["weight_decay"] == pytest.approx(decay)
+        assert zoo.load_model(str(run)).optimizer.weight_decay == pytest.approx(decay)
+    # the others decay by none without one given, or with 0
+    for name in ("adam", "sgd", "rmsprop", "nadam", "adagrad"):
+        for weight_decay in (None, 0):
+            assert one_step(train.make_optimizer(name, 0.01, weight_decay)) == 1.0
+        assert one_step(train.make_optimizer(name, 0.01, 0.1)) == pytest.approx(0.999)
+
+
+def test_a_weight_decay_fit_would_not_apply_is_refused(digits8, tmp_path):
+    # An optimizer instance brings its own weight decay: a weight_decay given with it was
+    # ignored, and recorded in info.json; the instance's own was not recorded. With
+    # compile=False, label_smoothing was ignored and recorded too.
+    run = tmp_path / "run"
+    kw = dict(epochs=1, verbose=0, mixed_precision="off", jit_compile=False)
+    with pytest.raises(ValueError, match=re.escape(
+            "weight_decay is for a named optimizer (adam, adamw, sgd, rmsprop, nadam, "
+            "adagrad); an optimizer instance brings its own (SGD with weight_decay=None): set "
+            "it there. Received: weight_decay=0.001")):
+        train.fit(tiny_classifier(), digits8, run_dir=str(run),
+                  optimizer=keras.optimizers.SGD(0.05), weight_decay=1e-3, **kw)
+    with pytest.raises(ValueError, match=re.escape(
+            "an optimizer instance brings its own (AdamW with weight_decay=0.004): set it "
+            "there. Received: weight_decay=0")):
+        train.compile_model(tiny_classifier(), optimizer=keras.optimizers.AdamW(0.01),
+                            weight_decay=0)
+    compiled = tiny_classifier()
+    compiled.compile(optimizer=keras.optimizers.SGD(0.05, weight_decay=0.01),
+                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with pytest.raises(ValueError, match=re.escape(
+            "the model's own optimizer (compile=False) brings its own (SGD with "
+            "weight_decay=0.01): set it there. Received: weight_decay=0.001")):
+        train.fit(compiled, digits8, run_dir=str(run), compile=False, weight_decay=1e-3, **kw)
+    with pytest.raises(ValueError, match=re.escape(
+            "label_smoothing is a setting of the loss fit compiles; with compile=False the "
+            "model's own compilation trains (its loss): give it there. Received: "
+            "label_smoothing=0.1, compile=False")):
+        train.fit(compiled, digits8, run_dir=str(run), compile=False, label_smoothing=0.1,
+                  **kw)
+    assert not run.exists()
+    # the instance's own weight decay is recorded
+    for name, model, extra in (
+            ("adamw", tiny_classifier(), dict(optimizer=keras.optimizers.AdamW(0.01))),
+            ("own", compiled, dict(compile=False))):
+        train.fit(model, small(digits8, 1), run_dir=str(tmp_path / name), **extra, **kw)
+        settings = json.loads((tmp_path / name / "info.json").read_text())["settings"]
+        assert settings["weight_decay"] == pytest.approx({"adamw": 0.004, "own": 0.01}[name])
+
+
+def test_a_killed_adamw_run_recorded_without_its_weight_decay_resumes(tmp_path):
+    # A run killed before AdamW's default decay was recorded holds weight_decay None (and
+    # trained at 0.004): it resumes, without a --weight-decay no option could match.
+    splits, _ = toy_splits()
+    run = tmp_path / "run"
+    kw = dict(epochs=2, run_dir=str(run), verbose=0, mixed_precision="off", jit_compile=False,
+              optimizer="adamw")
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(num_classes=3), splits, callbacks=[_KillAfterFirstEpoch()],
+                  **kw)
+    path = run / "backup" / "zoo_run.json"
+    state = json.loads(path.read_text())
+    assert state["optimization"]["weight_decay"] == 0.004
+    state["optimization"]["weight_decay"] = None
+    path.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match=r"holds a killed run that trained with "
+                                         r"--weight-decay 0.004; .* Received: "
+                                         r"weight_decay=0.0$"):
+        train.fit(tiny_classifier(num_classes=3), splits, weight_decay=0, **kw)
+    history = train.fit(tiny_classifier(num_classes=3), splits, **kw)
+    assert list(history["epoch"]) == [0, 1]
+    assert json.loads((run / "info.json").read_text())["settings"]["weight_decay"] == 0.004
+
+
+def test_a_killed_run_resumes_only_with_the_monitor_it_started_with(digits8, tmp_path):
+    # Its best checkpoint holds the best epoch by the killed run's monitor: resumed with
+    # another, model.keras kept that epoch while metrics.json named the best by the new one
+    # (seed 0: best_epoch 3, val_accuracy 0.094, but model.keras scored epoch 1's 0.0625).
+    run = tmp_path / "run"
+    kw = dict(epochs=3, run_dir=str(run), verbose=0, mixed_precision="off", jit_compile=False,
+              early_stopping=False)
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(), digits8, callbacks=[_KillAfterFirstEpoch()], **kw)
+    with pytest.raises(ValueError, match=re.escape(
+            f"{run} holds a killed run that watched monitor='val_loss' (its best checkpoint, "
+            f"early stopping and plateau schedule count by it); resume it with the same "
+            f"(--monitor val_loss), or use another run directory. Received: "
+            f"monitor='val_accuracy'")):
+        train.fit(tiny_classifier(), digits8, monitor="val_accuracy", **kw)
+    path = run / "backup" / "zoo_run.json"   # still there to resume
+    state = json.loads(path.read_text())
+    assert state["monitor"] == "val_loss"
+    with pytest.raises(_Killed):   # the same resumes (killed again after epoch 2)
+        train.fit(tiny_classifier(), digits8, callbacks=[_KillAfterEpoch(1)], **kw)
+    state = json.loads(path.read_text())
+    assert train._epochs_backed_up(str(run / "backup")) == 2
+    # a backup recorded before the monitor was (no such key) resumes with any
+    del state["monitor"]
+    path.write_text(json.dumps(state))
+    history = train.fit(tiny_classifier(), digits8, monitor="val_accuracy", **kw)
+    assert list(history["epoch"]) == [0, 1, 2]
+    assert json.loads((run / "info.json").read_text())["settings"]["monitor"] == "val_accuracy"
+
+
+def test_tensorboard_logs_the_rate_each_epoch_trained_at_as_history_csv(digits8, tmp_path):
+    # TensorBoard logs the optimizer's rate as it finds it at an epoch's end: it came after
+    # the plateau schedule, so the epoch that lowered the rate was logged at the lowered one
+    # (epoch 4 at 1e-31, trained at 1e-30), unlike history.csv.
+    history = train.fit(tiny_classifier(), digits8, run_dir=str(tmp_path), epochs=5, verbose=0,
+                        learning_rate=1e-30, lr_schedule="plateau", early_stopping=False,
+                        mixed_precision="off", jit_compile=False)
+    logged = {}
+    for path in (tmp_path / "logs" / "train").glob("events*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == "epoch_learning_rate":
+                    logged[event.step] = float(tf.make_ndarray(value.tensor))
+    assert [logged[epoch] for epoch in sorted(logged)] == pytest.approx(
+        history["learning_rate"].tolist(), rel=1e-6, abs=0)
+    assert history["learning_rate"].tolist() == pytest.approx([1e-30] * 4 + [1e-31],
+                                                              rel=1e-6, abs=0)
+
+
+def test_learning_curves_mark_the_best_epoch_by_the_monitor(digits8, tmp_path, monkeypatch):
+    # The dashed line marked the lowest val_loss whatever the monitor: with
+    # monitor="val_accuracy" (zoo train --monitor) not the epoch the run kept.
+    import matplotlib.axes
+    marked = []
+    real = matplotlib.axes.Axes.axvline
+
+    def axvline(self, x=0, *args, **kwargs):
+        marked.append(float(x))
+        return real(self, x, *args, **kwargs)
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline", axvline)
+    history = pd.DataFrame({"epoch": [0, 1, 2, 3], "loss": [2.0, 1.5, 1.2, 1.0],
+                            "val_loss": [1.9, 1.4, 1.6, 1.7],
+                            "accuracy": [0.1, 0.3, 0.5, 0.6],
+                            "val_accuracy": [0.1, 0.3, 0.6, 0.5]})
+    for monitor, epoch in (("val_loss", 2), ("val_accuracy", 3), ("loss", 4), ("accuracy", 4),
+                           ("val_mean_iou", 2)):   # (not logged: val_loss's)
+        marked.clear()
+        train.plot_learning_curves(history, str(tmp_path / "curves.png"), monitor=monitor)
+        assert marked == [epoch, epoch], monitor   # one line on each of the two plots
+    # fit marks the run's monitor
+    seen = []
+    plot = train.plot_learning_curves
+    monkeypatch.setattr(train, "plot_learning_curves",
+                        lambda *a, **kw: seen.append(kw.get("monitor")) or plot(*a, **kw))
+    train.fit(tiny_classifier(), small(digits8, 1), run_dir=str(tmp_path / "run"), epochs=1,
+              verbose=0, monitor="val_accuracy", mixed_precision="off", jit_compile=False)
+    assert seen == ["val_accuracy"]
+
+
+def test_a_loss_scaled_optimizer_with_a_schedule_of_its_own_is_seen_as_one(digits8, tmp_path):
+    # A LossScaleOptimizer (Keras wraps a mixed_float16 model's in one as it compiles: fit's
+    # compile=False) has no learning_rate in its config: its schedule was read as a number,
+    # so lr_schedule='cosine' failed in Keras' scheduler as training began ("its learning
+    # rate is not settable"), 'plateau' after a plateau, and info.json recorded 0.05.
+    decay = keras.optimizers.schedules.ExponentialDecay(0.05, 10, 0.9)
+    run = tmp_path / "run"
+    kw = dict(epochs=1, verbose=0, mixed_precision="off", jit_compile=False)
+    for schedule in ("cosine", "plateau"):
+        with pytest.raises(ValueError, match=rf"^lr_schedule='{schedule}' .* the optimizer has "
+                                             rf"a schedule of its own \(ExponentialDecay\)"):
+            train.fit(tiny_classifier(), digits8, run_dir=str(run), lr_schedule=schedule,
+                      early_stopping=False,
+                      optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(decay)),
+                      **kw)
+        assert not run.exists()
+    train.fit(tiny_classifier(), small(digits8, 1), run_dir=str(run),
+              optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(decay)), **kw)
+    settings = json.loads((run / "info.json").read_text())["settings"]
+    assert (settings["optimizer"], settings["learning_rate"]) == ("LossScaleOptimizer",
+                                                                  "ExponentialDecay")

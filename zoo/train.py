@@ -476,12 +476,49 @@ def _same_class_weights(a, b) -> bool:
     return len(wa) == len(wb) and all(math.isclose(x, y, rel_tol=1e-9) for x, y in zip(wa, wb))
 
 
+#: The weight decay of ``adamw`` without one given (Keras' ``AdamW`` default).
+ADAMW_WEIGHT_DECAY = 0.004
+
+
+def _own_weight_decay(optimizer):
+    """An optimizer instance's decoupled weight decay (a float, or ``None``: none); a
+    ``LossScaleOptimizer``'s is its inner optimizer's."""
+    decay = getattr(getattr(optimizer, "inner_optimizer", optimizer), "weight_decay", None)
+    return None if decay is None else float(decay)
+
+
+def _trained_weight_decay(optimizer, weight_decay):
+    """The decoupled weight decay a run trains with (``None``: none): an instance's own, a
+    named optimizer's ``weight_decay`` (0 is none), or ``adamw``'s default when none is
+    given (``ADAMW_WEIGHT_DECAY``; 0 stays 0.0 there: ``--weight-decay 0``)."""
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return _own_weight_decay(optimizer)
+    if str(optimizer).lower() == "adamw":
+        return ADAMW_WEIGHT_DECAY if weight_decay is None else float(weight_decay)
+    return float(weight_decay) if weight_decay else None
+
+
+def _refuse_weight_decay_for_instance(optimizer, weight_decay, what):
+    """``weight_decay`` is for a named optimizer: ``what`` (an optimizer instance) brings
+    its own, which a given one would not change."""
+    if weight_decay is not None:
+        raise ValueError(f"weight_decay is for a named optimizer ({', '.join(OPTIMIZERS)}); "
+                         f"{what} brings its own ({type(optimizer).__name__} with "
+                         f"weight_decay={_own_weight_decay(optimizer)}): set it there. "
+                         f"Received: weight_decay={weight_decay!r}")
+
+
 def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
     """A Keras optimizer from a name (``adam``, ``adamw``, ``sgd``, ...) or an instance.
 
     ``adam`` and ``adamw`` are :class:`zoo.optimizers.Adam` and :class:`zoo.optimizers.AdamW`:
-    Keras' classes with each variable's update as one fused TensorFlow op."""
+    Keras' classes with each variable's update as one fused TensorFlow op.
+
+    ``weight_decay``: the decoupled weight decay of a named optimizer; ``None`` is none, except
+    for ``adamw``, which then decays by Keras' default (``ADAMW_WEIGHT_DECAY``, 0.004), and
+    which ``weight_decay=0`` trains without. An instance brings its own (refused here)."""
     if isinstance(optimizer, keras.optimizers.Optimizer):
+        _refuse_weight_decay_for_instance(optimizer, weight_decay, "an optimizer instance")
         return optimizer
     if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} or a "
@@ -489,9 +526,11 @@ def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
     _check_learning_rate(learning_rate)
     _check_weight_decay(weight_decay)
     kw = {"learning_rate": float(learning_rate)}
-    if weight_decay:
-        kw["weight_decay"] = float(weight_decay)
     name = optimizer.lower()
+    if name == "adamw":   # its default is a decay, and 0 is none
+        kw["weight_decay"] = ADAMW_WEIGHT_DECAY if weight_decay is None else float(weight_decay)
+    elif weight_decay:
+        kw["weight_decay"] = float(weight_decay)
     if name == "sgd":
         kw["momentum"] = 0.9
     from zoo import optimizers   # Adam and AdamW with one fused op per variable update
@@ -719,7 +758,9 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
         jit_compile: compile train/predict steps with XLA: ``True``, ``False`` or
             ``"auto"`` (on GPUs only, see :func:`resolve_jit_compile`).
         label_smoothing: classification label smoothing.
-        weight_decay: decoupled weight decay for a named optimizer.
+        weight_decay: decoupled weight decay for a named optimizer (``None``: none; for
+            ``adamw``, its default, ``ADAMW_WEIGHT_DECAY``); refused with an instance, which
+            brings its own.
         num_classes: classes, a positive integer (default: the model's output width).
         ignore_label: segmentation: the mask value of pixels no loss or metric counts
             (``DatasetInfo.ignore_label``, e.g. 255), outside the model's classes;
@@ -733,10 +774,10 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
 
     Raises:
         ValueError: unknown task or optimizer, a learning rate that is not a positive
-            finite number, label smoothing outside [0, 1), a negative weight decay, an
-            ignore label for classification, that is no integer in 0..65535 or one of the
-            model's classes, a ``num_classes`` that is no positive integer, a ``model``
-            that is no ``keras.Model``.
+            finite number, label smoothing outside [0, 1), a negative weight decay or one
+            given with an optimizer instance, an ignore label for classification, that is
+            no integer in 0..65535 or one of the model's classes, a ``num_classes`` that
+            is no positive integer, a ``model`` that is no ``keras.Model``.
 
     Example:
         >>> from zoo import lenet5
@@ -1425,14 +1466,17 @@ def _json_default(o):
     return str(o)
 
 
-def plot_learning_curves(history, path, *, title=None):
-    """Save train vs validation curves of the loss and each metric in ``history``.
+def plot_learning_curves(history, path, *, title=None, monitor="val_loss"):
+    """Save train vs validation curves of the loss and each metric in ``history``, with a
+    dashed line at the best epoch by ``monitor`` (the one a run keeps).
 
     Args:
         history: DataFrame (``history.csv``) with ``epoch``, ``loss``, ``val_loss``, ...,
             or a dict of such columns (Keras' ``History.history``).
         path: output PNG.
         title: figure title.
+        monitor: the column whose best epoch is marked (the lowest of a ``...loss``, else
+            the highest; ``val_loss`` where ``history`` has no such column).
 
     Raises:
         ValueError: ``history`` of another kind, or without a row of a loss or metric.
@@ -1462,8 +1506,8 @@ def plot_learning_curves(history, path, *, title=None):
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend()
-    if "val_loss" in history and history["val_loss"].notna().any():
-        best = int(np.nanargmin(history["val_loss"].to_numpy()))
+    best = _kept_row(history, monitor)
+    if best is not None:
         for ax in axes[0]:
             ax.axvline(epochs.iloc[best] if hasattr(epochs, "iloc") else epochs[best],
                        color="grey", ls="--", lw=1)
@@ -1626,6 +1670,14 @@ def _best_row(history, column, mode):
         return None
     values = history[column].to_numpy(dtype="float64")
     return int(np.nanargmin(values) if mode == "min" else np.nanargmax(values))
+
+
+def _kept_row(history, monitor):
+    """The position in ``history`` of the epoch a run keeps, the best by ``monitor`` (the
+    lowest of a ``...loss``, else the highest; ``val_loss`` where ``history`` has no such
+    column), or ``None``."""
+    best_by = monitor if monitor in history else "val_loss"
+    return _best_row(history, best_by, "min" if str(best_by).endswith("loss") else "max")
 
 
 def _resume_state(history, monitor, mode):
@@ -1962,8 +2014,9 @@ def _main_output_logs(logs, heads) -> dict:
 class _LearningRateLog(keras.callbacks.Callback):
     """Add the learning rate an epoch trained at to its logs (``learning_rate``), before the
     callbacks that write them (``history.csv``, TensorBoard, the progress bar). Keras 3's
-    ``LearningRateScheduler`` sets the rate without logging it, so a cosine schedule's
-    epochs could not be read back."""
+    ``LearningRateScheduler`` logs it after them, so a cosine schedule's epochs could not be
+    read back. An optimizer with a schedule of its own changes the rate every step: its
+    value at the epoch's end (the next step's) is logged."""
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -2230,7 +2283,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         compile: compile with :func:`compile_model` (``False``: keep the model's own
             compilation, which a rebuilt copy gets too (a new optimizer of its config, with
             loss scaling in float16), and whose optimizer ``info.json`` records; a model
-            that is not compiled is refused).
+            that is not compiled is refused; so are ``label_smoothing`` and ``weight_decay``
+            with it, settings of fit's compilation).
         class_weight: weights of the training examples by class, for imbalanced
             classification data (Keras' ``fit(class_weight=...)``): ``None`` (none),
             ``"balanced"`` (``n_samples / (n_classes * count_c)`` from the train split's
@@ -2352,6 +2406,11 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         raise ValueError(f"aux_loss_weight weights the losses fit compiles; with compile=False "
                          f"the model's own compilation weighs them. Received: "
                          f"aux_loss_weight={aux_loss_weight!r}, compile=False")
+    if not compile and _given(label_smoothing):
+        raise ValueError(f"label_smoothing is a setting of the loss fit compiles; with "
+                         f"compile=False the model's own compilation trains (its loss): give "
+                         f"it there. Received: label_smoothing={label_smoothing!r}, "
+                         f"compile=False")
     if not compile:   # the model's own compilation trains, its optimizer among it
         if getattr(model, "optimizer", None) is None:
             what = (f"model {model!r} (a registered name builds a model)"
@@ -2364,6 +2423,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         _check_learning_rate(learning_rate)
         _check_weight_decay(weight_decay)
     elif isinstance(optimizer, keras.optimizers.Optimizer):
+        _refuse_weight_decay_for_instance(
+            optimizer, weight_decay, "an optimizer instance" if compile
+            else "the model's own optimizer (compile=False)")
         # Its learning rate is the one it trains at, the cosine schedule's start and the
         # one info.json records; fit's is for a named optimizer.
         rate = _optimizer_rate(optimizer)
@@ -2498,6 +2560,14 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                 f"{started or 'float32'}; resume it with mixed_precision="
                 f"{precision_value(started)!r} (--mixed-precision) or 'auto', "
                 f"or use another run directory. Received: mixed_precision={mixed_precision!r}")
+    if resuming and state.get("monitor", monitor) != monitor:
+        # (its best checkpoint holds the best epoch by that one: kept, it would not be the
+        # epoch metrics.json names by this one)
+        raise ValueError(f"{run_dir} holds a killed run that watched monitor="
+                         f"{state['monitor']!r} (its best checkpoint, early stopping and "
+                         f"plateau schedule count by it); resume it with the same (--monitor "
+                         f"{state['monitor']}), or use another run directory. Received: "
+                         f"monitor={monitor!r}")
     if resuming and not _same_class_weights(state.get("class_weight"), class_weights):
         started = state.get("class_weight")
         if started is None:
@@ -2514,12 +2584,17 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                          f"class_weight={class_weight!r}{got}")
     optimization = _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
                                         label_smoothing, aux_loss_weight)
-    if resuming and "optimization" in state and state["optimization"] != optimization:
+    recorded = dict(state.get("optimization") or {})
+    if recorded.get("optimizer") in ("adamw", "AdamW") and recorded.get("weight_decay") is None:
+        # recorded as none before AdamW's own decay was recorded: a named one trained with
+        # its default, an instance with its own
+        recorded["weight_decay"] = (ADAMW_WEIGHT_DECAY if recorded["optimizer"] == "adamw"
+                                    else optimization["weight_decay"])
+    if resuming and "optimization" in state and recorded != optimization:
         # The backup restores the optimizer's variables, its learning rate among them: a
         # resume with another one trained on at the old rate while info.json said the new.
-        differ = [k for k in optimization if state["optimization"].get(k) != optimization[k]]
-        started = ", ".join(f"{_OPTIMIZATION_FLAGS[k]} {state['optimization'].get(k)}"
-                            for k in differ)
+        differ = [k for k in optimization if recorded.get(k) != optimization[k]]
+        started = ", ".join(f"{_OPTIMIZATION_FLAGS[k]} {recorded.get(k)}" for k in differ)
         given = ", ".join(f"{k}={optimization[k]!r}" for k in differ)
         raise ValueError(f"{run_dir} holds a killed run that trained with {started}; resume "
                          f"it with the same (its optimizer's state, learning rate included, "
@@ -2583,7 +2658,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         os.makedirs(backup_dir, exist_ok=True)
         # No "class_weight" in the record: trained without class weights.
         run_state = {"mixed_precision": policy, "model": model_name, "dataset": info.name,
-                     "optimization": optimization,
+                     "monitor": monitor, "optimization": optimization,
                      **({"class_weight": class_weights} if class_weights else {}),
                      **({"pretrained": pretrained} if pretrained else {})}
         _write_json(os.path.join(backup_dir, _RUN_STATE), run_state)
@@ -2616,16 +2691,18 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         def make_callbacks():
             # First: the main output's logs under a one-output run's names, for the others.
             cbs = [_MainOutputLogs(heads)] if heads is not None else []
+            # TensorBoard logs the optimizer's rate as it finds it: before the plateau
+            # schedule lowers it, as history.csv
             cbs += [_LearningRateLog(),
                     keras.callbacks.CSVLogger(history_path, append=resuming),
                     _BestCheckpoint(best_path, monitor, mode,
-                                    best=None if resume is None else resume[0])]
+                                    best=None if resume is None else resume[0]),
+                    keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
+                                                write_graph=False)]
             if lr_schedule == "plateau":   # before the backup, which then holds its rate
                 cbs.append(PlateauSchedule(monitor, mode, learning_rate, done=done_values,
                                            verbose=verbose))
             cbs += [_Backup(backup_dir, seconds=lambda: before + time.time() - start),
-                    keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
-                                                write_graph=False),
                     _TerminateOnNaN(verbose)]
             if lr_schedule == "cosine":
                 cbs.append(cosine_schedule(learning_rate, epochs))
@@ -2739,7 +2816,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     })
     if len(history):
         plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png"),
-                             title=f"{model_name} on {info.name}")
+                             title=f"{model_name} on {info.name}", monitor=monitor)
     shutil.rmtree(backup_dir, ignore_errors=True)   # the run is written: nothing to resume
     fit.last_model = model
     fit.last_run_dir = run_dir
@@ -2755,7 +2832,9 @@ _OPTIMIZATION_FLAGS = {"optimizer": "--optimizer", "learning_rate": "--lr",
 
 def _optimizer_rate(optimizer):
     """An optimizer instance's learning rate: a float, or its schedule's class name (its
-    ``learning_rate`` property gives a schedule's current value; its config, the schedule)."""
+    ``learning_rate`` property gives a schedule's current value; its config, the schedule).
+    A ``LossScaleOptimizer``'s is its inner optimizer's (its own config has none)."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     rate = optimizer.get_config().get("learning_rate")
     if isinstance(rate, dict):   # a schedule, or a function, serialised
         return str(rate.get("class_name", "schedule"))
@@ -2769,7 +2848,9 @@ def _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
                          label_smoothing, aux_loss_weight) -> dict:
     """The settings of what a run minimises and how, as its backup records them: a killed
     run resumes only with the same (an optimizer passed as an instance counts by its
-    class and learning rate)."""
+    class, learning rate and weight decay). ``weight_decay`` is the one it trains with
+    (:func:`_trained_weight_decay`)."""
+    weight_decay = _trained_weight_decay(optimizer, weight_decay)
     if isinstance(optimizer, keras.optimizers.Optimizer):
         learning_rate = _optimizer_rate(optimizer)
         optimizer = type(optimizer).__name__
@@ -2777,8 +2858,7 @@ def _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
         optimizer = str(optimizer).lower()
         learning_rate = float(learning_rate)
     return {"optimizer": optimizer, "learning_rate": learning_rate,
-            "lr_schedule": lr_schedule,
-            "weight_decay": None if not weight_decay else float(weight_decay),
+            "lr_schedule": lr_schedule, "weight_decay": weight_decay,
             "label_smoothing": float(label_smoothing or 0.0),
             "aux_loss_weight": None if aux_loss_weight is None else float(aux_loss_weight)}
 
@@ -2817,8 +2897,7 @@ def _param_counts(model) -> dict:
 def _best_epoch_metrics(history, monitor) -> dict:
     """``best_epoch`` (from 1) and its ``best_val_*`` values: the epoch whose model a run
     keeps, the best by ``monitor`` (``val_loss`` where the history has no such column)."""
-    best_by = monitor if monitor in history else "val_loss"
-    best = _best_row(history, best_by, "min" if best_by.endswith("loss") else "max")
+    best = _kept_row(history, monitor)
     if best is None:
         return {}
     out = {"best_epoch": int(history["epoch"].iloc[best]) + 1}

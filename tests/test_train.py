@@ -1481,7 +1481,7 @@ def test_plateau_schedule_divides_the_rate_by_10_after_3_epochs_without_improvem
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     # improves (best 1.0, then 0.9), 3 epochs without (0.9 again counts as none) -> 0.01;
     # 0.5 improves; 3 without -> 0.001; 3 without -> 0.0001 (1/1000 of 0.1: the lowest);
-    # 3 more without: stays; a NaN epoch counts as nothing
+    # 3 more without (a NaN among them): stays
     values = [1.0, 0.9, 0.95, 0.9, 1.2, 0.5, 0.6, 0.7, 0.8, 0.9, 0.9, 0.9, 0.9,
               float("nan"), 0.9, 0.9, 0.9]
     expected = [0.1] * 5 + [0.01] * 4 + [0.001] * 3 + [0.0001] * 5
@@ -1502,6 +1502,19 @@ def test_plateau_schedule_divides_the_rate_by_10_after_3_epochs_without_improvem
             assert float(model.optimizer.learning_rate) == pytest.approx(expected[epoch],
                                                                          rel=1e-6), (k, epoch)
             resumed.on_epoch_end(epoch, {"val_loss": values[epoch]})
+    # a value that is no finite number is an epoch without improvement (Keras' early
+    # stopping and ReduceLROnPlateau count it so), the first one included
+    for values in ([1.0, float("nan"), float("inf"), float("nan")],
+                   [float("nan"), float("nan"), float("nan"), 1.0]):
+        model.optimizer.learning_rate = 0.1
+        schedule = train.PlateauSchedule("val_loss", "min", 0.1)
+        schedule.set_model(model)
+        for epoch, value in enumerate(values[:3]):
+            schedule.on_epoch_end(epoch, {"val_loss": value})
+        lowered = float(model.optimizer.learning_rate)
+        schedule.on_epoch_end(3, {"val_loss": values[3]})
+        assert (lowered, float(model.optimizer.learning_rate)) == pytest.approx(
+            (0.1 if values[0] == 1.0 else 0.01, 0.01))
     # "max" for accuracies: a fall is no improvement
     model.optimizer.learning_rate = 0.1
     schedule = train.PlateauSchedule("val_accuracy", "max", 0.1)

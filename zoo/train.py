@@ -1816,11 +1816,15 @@ class PlateauSchedule(keras.callbacks.Callback):
     def _step(self, current, rate):
         """Count one epoch whose monitored value is ``current``, at ``rate``: the new rate
         when it is to be lowered, else ``None``."""
-        if current is None or not math.isfinite(float(current)):
+        if current is None:
             return None
+        # A value that is no finite number is an epoch without improvement, as Keras'
+        # early stopping and ReduceLROnPlateau count it (a lower rate may recover a run
+        # whose validation loss overflowed).
         current = float(current)
-        if self.best is None or (current < self.best if self.mode == "min"
-                                 else current > self.best):
+        if math.isfinite(current) and (
+                self.best is None or (current < self.best if self.mode == "min"
+                                      else current > self.best)):
             self.best, self.wait = current, 0
             return None
         self.wait += 1

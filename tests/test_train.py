@@ -1561,6 +1561,10 @@ def test_zoo_train_monitor_option(tmp_path, capsys, monkeypatch):
     assert seen["monitor"] == "val_loss"
     assert zoo_main(["train", "unet", "--monitor", "val_mean_iou"]) == 1
     assert seen["monitor"] == "val_mean_iou"
+    # the weighted sum a model with auxiliary classifiers minimises
+    assert zoo_main(["train", "googlenet", "--model-arg", "aux_logits=true",
+                     "--monitor", "val_total_loss"]) == 1
+    assert seen["monitor"] == "val_total_loss"
     capsys.readouterr()
     # refused before anything is loaded, naming what the model's task logs
     monkeypatch.setattr(data, "load_splits", lambda *a, **kw: pytest.fail("loaded"))
@@ -1570,7 +1574,9 @@ def test_zoo_train_monitor_option(tmp_path, capsys, monkeypatch):
             ("lenet5", "val_acc", "val_loss, val_accuracy, loss, accuracy for a "
                                   "classification model"),
             ("unet", "iou", "val_loss, val_accuracy, val_mean_iou, loss, accuracy, mean_iou "
-                            "for a segmentation model")):
+                            "for a segmentation model"),
+            ("googlenet", "val_total_loss", "val_loss, val_accuracy, loss, accuracy for a "
+                                            "classification model")):
         assert zoo_main(["train", model, "--monitor", monitor]) == 2
         err = capsys.readouterr().err.strip()
         assert err == f"zoo: error: --monitor must be one of {allowed}. Received: --monitor " \

@@ -3173,13 +3173,16 @@ def _precheck_pretrained(model_name, weights, freeze_backbone, imagenet_input, m
         _refuse_unpublished_imagenet(backbone)
 
 
-def _check_monitor_option(monitor, task):
-    """``zoo train --monitor``: one of the quantities a run of ``task`` logs, refused before
+def _check_monitor_option(monitor, task, aux=False):
+    """``zoo train --monitor``: one of the quantities a run of ``task`` logs (``aux``: a
+    model with auxiliary classifiers, which logs ``total_loss`` too), refused before
     anything is loaded (``fit`` finds an unlogged one at the end of the first epoch)."""
-    names = ["loss", "accuracy"] + (["mean_iou"] if task == "segmentation" else [])
+    names = (["loss", "accuracy"] + (["mean_iou"] if task == "segmentation" else [])
+             + (["total_loss"] if aux else []))
     allowed = [f"val_{n}" for n in names] + names
     if monitor not in allowed:
-        raise ValueError(f"--monitor must be one of {', '.join(allowed)} for a {task} model. "
+        raise ValueError(f"--monitor must be one of {', '.join(allowed)} for a {task} model"
+                         f"{' with auxiliary classifiers' if aux else ''}. "
                          f"Received: --monitor {monitor}")
 
 
@@ -3244,8 +3247,9 @@ def configure_train(parser):
     parser.add_argument("--monitor", default="val_loss", metavar="NAME",
                         help="what early stopping, the best checkpoint and --lr-schedule "
                              "plateau watch: val_loss (default), val_accuracy, or "
-                             "val_mean_iou (segmentation); loss, accuracy, mean_iou for the "
-                             "training split's")
+                             "val_mean_iou (segmentation), val_total_loss (auxiliary "
+                             "classifiers: the weighted sum minimised); loss, accuracy, "
+                             "mean_iou, total_loss for the training split's")
     parser.add_argument("--patience", type=int, default=None,
                         help="with early stopping: epochs without improvement before it stops "
                         "(default 8)")
@@ -3329,7 +3333,8 @@ def configure_train(parser):
         augment = args.augment if args.augment is not None else d["augment"]
         size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
         patience = args.patience if args.patience is not None else PATIENCE
-        _check_monitor_option(args.monitor, minfo.task)
+        _check_monitor_option(args.monitor, minfo.task,
+                              aux=dict(args.model_arg).get("aux_logits") is True)
         for value, flag, least in ((epochs, "--epochs", 1), (batch, "--batch-size", 1),
                                    (patience, "--patience", 0)):
             if value < least:

@@ -2623,6 +2623,37 @@ def test_learning_curves_mark_the_best_epoch_by_the_monitor(digits8, tmp_path, m
     assert seen == ["val_accuracy"]
 
 
+def test_learning_curves_plot_the_learning_rate_when_it_changed(tmp_path, monkeypatch):
+    import matplotlib.axes
+    scales = []
+    real = matplotlib.axes.Axes.set_yscale
+
+    def set_yscale(self, value, **kwargs):
+        scales.append(value)
+        return real(self, value, **kwargs)
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_yscale", set_yscale)
+    base = {"epoch": [0, 1, 2, 3], "loss": [2.0, 1.5, 1.2, 1.0], "val_loss": [1.9, 1.4, 1.6, 1.7]}
+    path = tmp_path / "curves.png"
+    # a plateau schedule's rates: a panel of its own, on a log scale
+    assert train.plot_learning_curves({**base, "learning_rate": [1e-2, 1e-2, 1e-3, 1e-3]},
+                                      str(path)) == ["loss", "learning_rate"]
+    assert path.stat().st_size > 0 and scales == ["log"]
+    # a constant rate, or none logged (a run from before): no such panel
+    for history in ({**base, "learning_rate": [1e-3] * 4}, base):
+        scales.clear()
+        assert train.plot_learning_curves(history, str(path)) == ["loss"]
+        assert scales == []
+    # fit's run with a cosine schedule draws it
+    seen = []
+    plot = train.plot_learning_curves
+    monkeypatch.setattr(train, "plot_learning_curves",
+                        lambda *a, **kw: seen.append(plot(*a, **kw)))
+    digits = small(data.load_splits("digits", image_size=(8, 8), batch_size=32), 1)
+    train.fit(tiny_classifier(), digits, run_dir=str(tmp_path / "run"), epochs=2, verbose=0,
+              lr_schedule="cosine", mixed_precision="off", jit_compile=False)
+    assert seen == [["accuracy", "loss", "learning_rate"]]
+
+
 def test_a_loss_scaled_optimizer_with_a_schedule_of_its_own_is_seen_as_one(digits8, tmp_path):
     # A LossScaleOptimizer (Keras wraps a mixed_float16 model's in one as it compiles: fit's
     # compile=False) has no learning_rate in its config: its schedule was read as a number,

@@ -1468,7 +1468,8 @@ def _json_default(o):
 
 def plot_learning_curves(history, path, *, title=None, monitor="val_loss"):
     """Save train vs validation curves of the loss and each metric in ``history``, with a
-    dashed line at the best epoch by ``monitor`` (the one a run keeps).
+    dashed line at the best epoch by ``monitor`` (the one a run keeps), and the learning
+    rate of each epoch (log scale) when it changed (a cosine or plateau schedule).
 
     Args:
         history: DataFrame (``history.csv``) with ``epoch``, ``loss``, ``val_loss``, ...,
@@ -1477,6 +1478,10 @@ def plot_learning_curves(history, path, *, title=None, monitor="val_loss"):
         title: figure title.
         monitor: the column whose best epoch is marked (the lowest of a ``...loss``, else
             the highest; ``val_loss`` where ``history`` has no such column).
+
+    Returns:
+        The names of the plots drawn, in order: the losses and metrics (``loss``,
+        ``accuracy``, ...), then ``learning_rate`` if it changed.
 
     Raises:
         ValueError: ``history`` of another kind, or without a row of a loss or metric.
@@ -1493,11 +1498,23 @@ def plot_learning_curves(history, path, *, title=None, monitor="val_loss"):
     if not names or not len(history):
         raise ValueError(f"history holds no epoch of a loss or metric to plot (columns "
                          f"{[str(c) for c in history.columns]}, {len(history)} rows).")
+    rates = (pd.to_numeric(history["learning_rate"], errors="coerce")
+             if "learning_rate" in history else pd.Series(dtype="float64"))
+    rates = rates.where(rates > 0)   # (log scale)
+    changed = rates.dropna().nunique() > 1
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    panels = names + (["learning_rate"] if changed else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     epochs = history["epoch"] + 1 if "epoch" in history else np.arange(1, len(history) + 1)
+    if changed:
+        ax = axes[0][-1]
+        ax.plot(epochs, rates, "o-", ms=3, color="tab:green")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title("learning rate")
+        ax.grid(alpha=0.3)
     for ax, name in zip(axes[0], names):
         ax.plot(epochs, history[name], "o-", ms=3, label=f"train {name}")
         if f"val_{name}" in history:
@@ -1518,6 +1535,7 @@ def plot_learning_curves(history, path, *, title=None, monitor="val_loss"):
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90))
     finally:
         plt.close(fig)
+    return panels
 
 
 class _EpochCounter(keras.callbacks.Callback):

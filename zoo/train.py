@@ -3237,7 +3237,8 @@ def configure_train(parser):
                             "a finite weight decay >= 0", lambda v: 0 <= v < math.inf),
                         default=None, metavar="WD",
                         help="decoupled weight decay of the optimizer's updates, e.g. 1e-4 "
-                             "(default: none)")
+                             f"(default: none; adamw: {ADAMW_WEIGHT_DECAY}, Keras' AdamW "
+                             f"default, which 0 turns off)")
     parser.add_argument("--label-smoothing", type=number_type(
                             "a label smoothing in [0, 1)", lambda v: 0 <= v < 1),
                         default=0.0, metavar="S",
@@ -3264,10 +3265,10 @@ def configure_train(parser):
                         "with AVX512_BF16; measure)")
     parser.add_argument("--monitor", default="val_loss", metavar="NAME",
                         help="what early stopping, the best checkpoint and --lr-schedule "
-                             "plateau watch: val_loss (default), val_accuracy, or "
-                             "val_mean_iou (segmentation), val_total_loss (auxiliary "
-                             "classifiers: the weighted sum minimised); loss, accuracy, "
-                             "mean_iou, total_loss for the training split's")
+                             "plateau watch: val_loss (default), val_accuracy, val_mean_iou "
+                             "(segmentation) or val_total_loss (auxiliary classifiers: the "
+                             "weighted sum minimised); loss, accuracy, mean_iou or "
+                             "total_loss for the training split's")
     parser.add_argument("--patience", type=int, default=None,
                         help="with early stopping: epochs without improvement before it stops "
                         "(default 8)")

@@ -527,10 +527,9 @@ def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
     _check_weight_decay(weight_decay)
     kw = {"learning_rate": float(learning_rate)}
     name = optimizer.lower()
-    if name == "adamw":   # its default is a decay, and 0 is none
-        kw["weight_decay"] = ADAMW_WEIGHT_DECAY if weight_decay is None else float(weight_decay)
-    elif weight_decay:
-        kw["weight_decay"] = float(weight_decay)
+    decay = _trained_weight_decay(name, weight_decay)   # adamw's default; 0 is none
+    if decay is not None:
+        kw["weight_decay"] = decay
     if name == "sgd":
         kw["momentum"] = 0.9
     from zoo import optimizers   # Adam and AdamW with one fused op per variable update
@@ -1644,8 +1643,7 @@ class _BestCheckpoint(keras.callbacks.Callback):
         if not math.isfinite(float(current)):
             return
         current = float(current)
-        if self.best is None or (current < self.best if self.mode == "min"
-                                 else current > self.best):
+        if _improves(current, self.best, self.mode):
             self.best = current
             atomic_write(self.path, self.model.save)
 
@@ -1690,12 +1688,23 @@ def _best_row(history, column, mode):
     return int(np.nanargmin(values) if mode == "min" else np.nanargmax(values))
 
 
+def _mode(monitor) -> str:
+    """``"min"`` for a loss (a name ending in ``loss``), else ``"max"``: which way
+    ``monitor`` improves."""
+    return "min" if str(monitor).endswith("loss") else "max"
+
+
+def _improves(current, best, mode) -> bool:
+    """Whether ``current`` is better than ``best`` (``None``: nothing yet) in ``mode``."""
+    return best is None or (current < best if mode == "min" else current > best)
+
+
 def _kept_row(history, monitor):
     """The position in ``history`` of the epoch a run keeps, the best by ``monitor`` (the
     lowest of a ``...loss``, else the highest; ``val_loss`` where ``history`` has no such
     column), or ``None``."""
     best_by = monitor if monitor in history else "val_loss"
-    return _best_row(history, best_by, "min" if str(best_by).endswith("loss") else "max")
+    return _best_row(history, best_by, _mode(best_by))
 
 
 def _resume_state(history, monitor, mode):
@@ -1840,9 +1849,7 @@ class PlateauSchedule(keras.callbacks.Callback):
         # early stopping and ReduceLROnPlateau count it (a lower rate may recover a run
         # whose validation loss overflowed).
         current = float(current)
-        if math.isfinite(current) and (
-                self.best is None or (current < self.best if self.mode == "min"
-                                      else current > self.best)):
+        if math.isfinite(current) and _improves(current, self.best, self.mode):
             self.best, self.wait = current, 0
             return None
         self.wait += 1
@@ -1854,8 +1861,8 @@ class PlateauSchedule(keras.callbacks.Callback):
         return self.rate
 
     def on_epoch_end(self, epoch, logs=None):
-        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        lowered = self._step((logs or {}).get(self.monitor), rate)
+        lowered = self._step((logs or {}).get(self.monitor),
+                             _current_rate(self.model.optimizer))
         if lowered is not None:
             self.model.optimizer.learning_rate = lowered
             if self.verbose:
@@ -2042,9 +2049,8 @@ class _LearningRateLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            # the optimizer's current rate: a schedule of its own gives it at the epoch's end
-            logs["learning_rate"] = float(
-                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            # a schedule of its own gives it at the epoch's end
+            logs["learning_rate"] = _current_rate(self.model.optimizer)
 
 
 class _MainOutputLogs(keras.callbacks.Callback):
@@ -2688,7 +2694,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             # A fresh run in a finished run's directory: that run's files (info.json first, so
             # that a killed run leaves none that looks finished) come back if it fails.
             previous = _set_aside(run_dir, _RUN_FILES)
-        mode = "min" if monitor.endswith("loss") else "max"
+        mode = _mode(monitor)
         # A resumed run keeps the killed run's epochs up to its backup (history.csv is
         # written before the backup, so it may hold one epoch more, which is trained again)
         # and starts early stopping and the best checkpoint where that run stood.
@@ -2852,6 +2858,11 @@ _OPTIMIZATION_FLAGS = {"optimizer": "--optimizer", "learning_rate": "--lr",
                        "aux_loss_weight": "--aux-loss-weight"}
 
 
+def _current_rate(optimizer) -> float:
+    """The learning rate ``optimizer`` takes its next step at (a schedule's current value)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
 def _optimizer_rate(optimizer):
     """An optimizer instance's learning rate: a float, or its schedule's class name (its
     ``learning_rate`` property gives a schedule's current value; its config, the schedule).
@@ -2861,7 +2872,7 @@ def _optimizer_rate(optimizer):
     if isinstance(rate, dict):   # a schedule, or a function, serialised
         return str(rate.get("class_name", "schedule"))
     try:
-        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        return _current_rate(optimizer)
     except (TypeError, ValueError):
         return type(optimizer.learning_rate).__name__
 

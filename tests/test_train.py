@@ -2009,7 +2009,8 @@ def test_a_killed_run_resumes_only_with_the_optimizer_settings_it_started_with(t
     state = json.loads((run / "backup" / "zoo_run.json").read_text())
     assert state["optimization"] == {"optimizer": "adam", "learning_rate": 1e-3,
                                      "lr_schedule": "constant", "weight_decay": None,
-                                     "label_smoothing": 0.1, "aux_loss_weight": None}
+                                     "clip_norm": None, "label_smoothing": 0.1,
+                                     "aux_loss_weight": None}
     with pytest.raises(ValueError, match=re.escape(
             f"{run} holds a killed run that trained with --lr 0.001; resume it with the same "
             f"(its optimizer's state, learning rate included, is restored from the backup), "
@@ -2480,30 +2481,38 @@ def test_adamw_trains_and_records_the_weight_decay_it_applies(digits8, tmp_path)
         assert one_step(train.make_optimizer(name, 0.01, 0.1)) == pytest.approx(0.999)
 
 
-def test_a_weight_decay_fit_would_not_apply_is_refused(digits8, tmp_path):
-    # An optimizer instance brings its own weight decay: a weight_decay given with it was
-    # ignored, and recorded in info.json; the instance's own was not recorded. With
-    # compile=False, label_smoothing was ignored and recorded too.
+def test_a_weight_decay_or_clip_norm_fit_would_not_apply_is_refused(digits8, tmp_path):
+    # An optimizer instance brings its own weight decay (and gradient clipping): a
+    # weight_decay given with it was ignored, and recorded in info.json; the instance's own
+    # was not recorded. With compile=False, label_smoothing was ignored and recorded too.
     run = tmp_path / "run"
     kw = dict(epochs=1, verbose=0, mixed_precision="off", jit_compile=False)
-    with pytest.raises(ValueError, match=re.escape(
-            "weight_decay is for a named optimizer (adam, adamw, sgd, rmsprop, nadam, "
-            "adagrad); an optimizer instance brings its own (SGD with weight_decay=None): set "
-            "it there. Received: weight_decay=0.001")):
-        train.fit(tiny_classifier(), digits8, run_dir=str(run),
-                  optimizer=keras.optimizers.SGD(0.05), weight_decay=1e-3, **kw)
+    compiled = tiny_classifier()
+    compiled.compile(optimizer=keras.optimizers.SGD(0.05, weight_decay=0.01,
+                                                    global_clipnorm=2.0),
+                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    for name, value, own, compiled_own in (
+            ("weight_decay", 1e-3, "weight_decay=None", "weight_decay=0.01"),
+            ("clip_norm", 1.0, "global_clipnorm=None", "global_clipnorm=2.0")):
+        with pytest.raises(ValueError, match=re.escape(
+                f"{name} is for a named optimizer (adam, adamw, sgd, rmsprop, nadam, "
+                f"adagrad); an optimizer instance brings its own (SGD with {own}): set "
+                f"it there. Received: {name}={value}")):
+            train.fit(tiny_classifier(), digits8, run_dir=str(run),
+                      optimizer=keras.optimizers.SGD(0.05), **{name: value}, **kw)
+        with pytest.raises(ValueError, match=re.escape(
+                f"the model's own optimizer (compile=False) brings its own (SGD with "
+                f"{compiled_own}): set it there. Received: {name}={value}")):
+            train.fit(compiled, digits8, run_dir=str(run), compile=False, **{name: value},
+                      **kw)
+        with pytest.raises(ValueError, match=f"Received: {name}={value}"):
+            train.compile_model(tiny_classifier(), optimizer=keras.optimizers.Adam(),
+                                **{name: value})
     with pytest.raises(ValueError, match=re.escape(
             "an optimizer instance brings its own (AdamW with weight_decay=0.004): set it "
             "there. Received: weight_decay=0")):
         train.compile_model(tiny_classifier(), optimizer=keras.optimizers.AdamW(0.01),
                             weight_decay=0)
-    compiled = tiny_classifier()
-    compiled.compile(optimizer=keras.optimizers.SGD(0.05, weight_decay=0.01),
-                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    with pytest.raises(ValueError, match=re.escape(
-            "the model's own optimizer (compile=False) brings its own (SGD with "
-            "weight_decay=0.01): set it there. Received: weight_decay=0.001")):
-        train.fit(compiled, digits8, run_dir=str(run), compile=False, weight_decay=1e-3, **kw)
     with pytest.raises(ValueError, match=re.escape(
             "label_smoothing is a setting of the loss fit compiles; with compile=False the "
             "model's own compilation trains (its loss): give it there. Received: "
@@ -2511,13 +2520,14 @@ def test_a_weight_decay_fit_would_not_apply_is_refused(digits8, tmp_path):
         train.fit(compiled, digits8, run_dir=str(run), compile=False, label_smoothing=0.1,
                   **kw)
     assert not run.exists()
-    # the instance's own weight decay is recorded
+    # the instance's own weight decay and clipping are recorded
     for name, model, extra in (
             ("adamw", tiny_classifier(), dict(optimizer=keras.optimizers.AdamW(0.01))),
             ("own", compiled, dict(compile=False))):
         train.fit(model, small(digits8, 1), run_dir=str(tmp_path / name), **extra, **kw)
         settings = json.loads((tmp_path / name / "info.json").read_text())["settings"]
         assert settings["weight_decay"] == pytest.approx({"adamw": 0.004, "own": 0.01}[name])
+        assert settings["clip_norm"] == {"adamw": None, "own": 2.0}[name]
 
 
 def test_a_killed_adamw_run_recorded_without_its_weight_decay_resumes(tmp_path):
@@ -2542,6 +2552,120 @@ def test_a_killed_adamw_run_recorded_without_its_weight_decay_resumes(tmp_path):
     history = train.fit(tiny_classifier(num_classes=3), splits, **kw)
     assert list(history["epoch"]) == [0, 1]
     assert json.loads((run / "info.json").read_text())["settings"]["weight_decay"] == 0.004
+
+
+def test_clip_norm_scales_each_steps_gradients_together_to_the_global_norm():
+    # Keras' global_clipnorm: the gradients of all variables are scaled by one factor, so
+    # their joint norm is at most clip_norm (clipnorm would clip each variable's alone).
+    def one_step(optimizer):   # SGD's first step moves by learning rate x gradient
+        a, b = keras.Variable(np.zeros(2, "float32")), keras.Variable(np.zeros(2, "float32"))
+        optimizer.build([a, b])
+        optimizer.apply([keras.ops.convert_to_tensor([3.0, 0.0]),
+                         keras.ops.convert_to_tensor([0.0, 4.0])], [a, b])   # norm 5
+        return np.concatenate([a.numpy(), b.numpy()])
+
+    np.testing.assert_allclose(one_step(train.make_optimizer("sgd", 0.1)),
+                               [-0.3, 0, 0, -0.4], rtol=1e-6)
+    np.testing.assert_allclose(one_step(train.make_optimizer("sgd", 0.1, clip_norm=10)),
+                               [-0.3, 0, 0, -0.4], rtol=1e-6)         # 5 < 10: unclipped
+    np.testing.assert_allclose(one_step(train.make_optimizer("sgd", 0.1, clip_norm=1.0)),
+                               [-0.06, 0, 0, -0.08], rtol=1e-5)       # scaled by 1/5
+    # under float16 loss scaling (compile_model's wrapper) the unscaled gradients are clipped
+    scaled = keras.optimizers.LossScaleOptimizer(
+        train.make_optimizer("sgd", 0.1, clip_norm=1.0), initial_scale=1024.0)
+    a, b = keras.Variable(np.zeros(2, "float32")), keras.Variable(np.zeros(2, "float32"))
+    scaled.build([a, b])
+    scaled.apply([keras.ops.convert_to_tensor([3072.0, 0.0]),
+                  keras.ops.convert_to_tensor([0.0, 4096.0])], [a, b])
+    np.testing.assert_allclose(np.concatenate([a.numpy(), b.numpy()]),
+                               [-0.06, 0, 0, -0.08], rtol=1e-5)
+    for name in train.OPTIMIZERS:
+        optimizer = train.make_optimizer(name, 0.01, clip_norm=2)
+        assert optimizer.global_clipnorm == 2.0 and optimizer.clipnorm is None, name
+        assert train.make_optimizer(name, 0.01).global_clipnorm is None, name
+
+
+def test_fit_trains_with_clip_norm_and_records_it(digits8, tmp_path):
+    kw = dict(epochs=1, verbose=0, mixed_precision="off", jit_compile=False,
+              early_stopping=False)
+    start = tiny_classifier()
+    run = tmp_path / "clipped"
+    # 3 steps of SGD (momentum 0.9) at rate 1, each step's gradients clipped to 1e-4: the
+    # weights move by at most 1e-4 (1 + 1.9 + 2.71); unclipped, by far more
+    clipped = keras.models.clone_model(start)
+    clipped.set_weights(start.get_weights())
+    train.fit(clipped, digits8, run_dir=str(run), optimizer="sgd", learning_rate=1.0,
+              clip_norm=1e-4, **kw)
+    free = keras.models.clone_model(start)
+    free.set_weights(start.get_weights())
+    train.fit(free, digits8, run_dir=str(tmp_path / "free"), optimizer="sgd",
+              learning_rate=1.0, **kw)
+
+    def moved(model):
+        return np.sqrt(sum(np.sum((w.numpy() - w0) ** 2) for w, w0 in
+                           zip(model.trainable_weights, start.get_weights())))
+    assert 0 < moved(clipped) <= 5.61e-4 * (1 + 1e-5)
+    assert moved(free) > 100 * moved(clipped)
+    settings = json.loads((run / "info.json").read_text())["settings"]
+    assert settings["clip_norm"] == 1e-4
+    assert zoo.load_model(str(run)).optimizer.global_clipnorm == pytest.approx(1e-4)
+    assert json.loads((tmp_path / "free" / "info.json").read_text())[
+        "settings"]["clip_norm"] is None
+
+
+@pytest.mark.parametrize("clip_norm", [0, -1.0, float("nan"), float("inf"), "2", True])
+def test_a_clip_norm_that_is_no_positive_finite_number_is_refused(clip_norm, digits8, tmp_path):
+    message = ("clip_norm must be None or a finite number > 0 (the largest global norm of a "
+               f"step's gradients). Received: clip_norm={clip_norm!r}")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train.make_optimizer("adam", 1e-3, clip_norm=clip_norm)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train.fit(tiny_classifier(), digits8, run_dir=str(tmp_path / "run"),
+                  clip_norm=clip_norm, epochs=1, verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_killed_run_resumes_only_with_the_clip_norm_it_started_with(tmp_path):
+    splits, _ = toy_splits()
+    run = tmp_path / "run"
+    kw = dict(epochs=2, run_dir=str(run), verbose=0, mixed_precision="off", jit_compile=False)
+    with pytest.raises(_Killed):
+        train.fit(tiny_classifier(num_classes=3), splits, clip_norm=2.0,
+                  callbacks=[_KillAfterFirstEpoch()], **kw)
+    path = run / "backup" / "zoo_run.json"
+    assert json.loads(path.read_text())["optimization"]["clip_norm"] == 2.0
+    with pytest.raises(ValueError, match=re.escape(
+            f"{run} holds a killed run that trained with --clip-norm 2.0; resume it with the "
+            f"same (its optimizer's state, learning rate included, is restored from the "
+            f"backup), or use another run directory. Received: clip_norm=None")):
+        train.fit(tiny_classifier(num_classes=3), splits, **kw)
+    # a backup written before clipping was recorded trained without it, and resumes so
+    state = json.loads(path.read_text())
+    del state["optimization"]["clip_norm"]
+    path.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match=r"trained with --clip-norm None; .* "
+                                         r"Received: clip_norm=2\.0$"):
+        train.fit(tiny_classifier(num_classes=3), splits, clip_norm=2.0, **kw)
+    history = train.fit(tiny_classifier(num_classes=3), splits, **kw)
+    assert list(history["epoch"]) == [0, 1]
+
+
+def test_zoo_train_clip_norm_option(monkeypatch, capsys):
+    seen = fit_arguments(monkeypatch)
+    assert zoo_main(["train", "lenet5", "--epochs", "1", "--clip-norm", "2"]) == 1
+    assert seen["clip_norm"] == 2.0
+    seen.clear()
+    assert zoo_main(["train", "lenet5", "--epochs", "1"]) == 1
+    assert seen["clip_norm"] is None
+    capsys.readouterr()
+    for value in ("0", "-1", "inf", "nan", "x"):
+        with pytest.raises(SystemExit) as exit_info:
+            zoo_main(["train", "lenet5", "--clip-norm", value])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err
+        assert err.endswith(f"argument --clip-norm: expected a finite gradient norm > 0; "
+                            f"received '{value}'")
 
 
 def test_a_killed_run_resumes_only_with_the_monitor_it_started_with(digits8, tmp_path):

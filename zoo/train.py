@@ -498,17 +498,43 @@ def _trained_weight_decay(optimizer, weight_decay):
     return float(weight_decay) if weight_decay else None
 
 
-def _refuse_weight_decay_for_instance(optimizer, weight_decay, what):
-    """``weight_decay`` is for a named optimizer: ``what`` (an optimizer instance) brings
-    its own, which a given one would not change."""
-    if weight_decay is not None:
-        raise ValueError(f"weight_decay is for a named optimizer ({', '.join(OPTIMIZERS)}); "
-                         f"{what} brings its own ({type(optimizer).__name__} with "
-                         f"weight_decay={_own_weight_decay(optimizer)}): set it there. "
-                         f"Received: weight_decay={weight_decay!r}")
+def _check_clip_norm(clip_norm):
+    if clip_norm is not None and (not _is_number(clip_norm) or not math.isfinite(clip_norm)
+                                  or clip_norm <= 0):
+        raise ValueError(f"clip_norm must be None or a finite number > 0 (the largest global "
+                         f"norm of a step's gradients). Received: clip_norm={clip_norm!r}")
 
 
-def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
+def _own_clip_norm(optimizer):
+    """An optimizer instance's global gradient-norm clipping (Keras' ``global_clipnorm``: a
+    float, or ``None``: none); a ``LossScaleOptimizer``'s is its inner optimizer's."""
+    norm = getattr(getattr(optimizer, "inner_optimizer", optimizer), "global_clipnorm", None)
+    return None if norm is None else float(norm)
+
+
+def _trained_clip_norm(optimizer, clip_norm):
+    """The global gradient norm a run clips to (``None``: none): an instance's own, else
+    ``clip_norm``."""
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return _own_clip_norm(optimizer)
+    return None if clip_norm is None else float(clip_norm)
+
+
+def _refuse_for_instance(optimizer, what, *, weight_decay=None, clip_norm=None):
+    """``weight_decay`` and ``clip_norm`` are for a named optimizer: ``what`` (an optimizer
+    instance) brings its own (Keras' ``weight_decay`` and ``global_clipnorm``), which a
+    given one would not change."""
+    for name, value, attr, own in (
+            ("weight_decay", weight_decay, "weight_decay", _own_weight_decay),
+            ("clip_norm", clip_norm, "global_clipnorm", _own_clip_norm)):
+        if value is not None:
+            raise ValueError(f"{name} is for a named optimizer ({', '.join(OPTIMIZERS)}); "
+                             f"{what} brings its own ({type(optimizer).__name__} with "
+                             f"{attr}={own(optimizer)}): set it there. "
+                             f"Received: {name}={value!r}")
+
+
+def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None, clip_norm=None):
     """A Keras optimizer from a name (``adam``, ``adamw``, ``sgd``, ...) or an instance.
 
     ``adam`` and ``adamw`` are :class:`zoo.optimizers.Adam` and :class:`zoo.optimizers.AdamW`:
@@ -516,20 +542,27 @@ def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None):
 
     ``weight_decay``: the decoupled weight decay of a named optimizer; ``None`` is none, except
     for ``adamw``, which then decays by Keras' default (``ADAMW_WEIGHT_DECAY``, 0.004), and
-    which ``weight_decay=0`` trains without. An instance brings its own (refused here)."""
+    which ``weight_decay=0`` trains without. ``clip_norm``: each step's gradients are scaled
+    down together to this global norm when theirs is larger (Keras' ``global_clipnorm``;
+    ``None``: no clipping); the Inception-v3 paper clips at 2.0. An instance brings its own
+    of both (refused here)."""
     if isinstance(optimizer, keras.optimizers.Optimizer):
-        _refuse_weight_decay_for_instance(optimizer, weight_decay, "an optimizer instance")
+        _refuse_for_instance(optimizer, "an optimizer instance", weight_decay=weight_decay,
+                             clip_norm=clip_norm)
         return optimizer
     if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} or a "
                          f"keras.optimizers.Optimizer. Received: optimizer={optimizer!r}")
     _check_learning_rate(learning_rate)
     _check_weight_decay(weight_decay)
+    _check_clip_norm(clip_norm)
     kw = {"learning_rate": float(learning_rate)}
     name = optimizer.lower()
     decay = _trained_weight_decay(name, weight_decay)   # adamw's default; 0 is none
     if decay is not None:
         kw["weight_decay"] = decay
+    if clip_norm is not None:
+        kw["global_clipnorm"] = float(clip_norm)
     if name == "sgd":
         kw["momentum"] = 0.9
     from zoo import optimizers   # Adam and AdamW with one fused op per variable update
@@ -737,8 +770,8 @@ def _computes_in_float16(model) -> bool:
 
 
 def compile_model(model, task="classification", *, optimizer="adam", learning_rate=1e-3,
-                  jit_compile="auto", label_smoothing=0.0, weight_decay=None, num_classes=None,
-                  ignore_label=None):
+                  jit_compile="auto", label_smoothing=0.0, weight_decay=None, clip_norm=None,
+                  num_classes=None, ignore_label=None):
     """Compile ``model`` with the defaults of its task.
 
     Classification: sparse categorical cross-entropy (with ``label_smoothing`` if > 0) and
@@ -760,6 +793,9 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
         weight_decay: decoupled weight decay for a named optimizer (``None``: none; for
             ``adamw``, its default, ``ADAMW_WEIGHT_DECAY``); refused with an instance, which
             brings its own.
+        clip_norm: the global norm a named optimizer clips each step's gradients to (Keras'
+            ``global_clipnorm``; ``None``: none); refused with an instance, which brings its
+            own.
         num_classes: classes, a positive integer (default: the model's output width).
         ignore_label: segmentation: the mask value of pixels no loss or metric counts
             (``DatasetInfo.ignore_label``, e.g. 255), outside the model's classes;
@@ -773,8 +809,9 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
 
     Raises:
         ValueError: unknown task or optimizer, a learning rate that is not a positive
-            finite number, label smoothing outside [0, 1), a negative weight decay or one
-            given with an optimizer instance, an ignore label for classification, that is
+            finite number, label smoothing outside [0, 1), a negative weight decay, a
+            ``clip_norm`` that is not a finite number > 0, either given with an optimizer
+            instance, an ignore label for classification, that is
             no integer in 0..65535 or one of the model's classes, a ``num_classes`` that
             is no positive integer, a ``model`` that is no ``keras.Model``.
 
@@ -802,7 +839,7 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
                              f"classes (0..{classes - 1}); the ignore label must be a mask "
                              f"value outside them, such as 255.")
     from_logits = not _outputs_probabilities(model)
-    opt = make_optimizer(optimizer, learning_rate, weight_decay)
+    opt = make_optimizer(optimizer, learning_rate, weight_decay, clip_norm)
     if _computes_in_float16(model) and not isinstance(opt, keras.optimizers.LossScaleOptimizer):
         # float16 gradients underflow without it; Keras adds it only for a model whose own
         # policy is mixed_float16, not for one whose layers are (zoo.train.fit's rebuild).
@@ -2246,7 +2283,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         optimizer="adam", augment=None, jit_compile="auto", mixed_precision="auto",
         early_stopping=True, patience=None, seed=0, data_dir=None, verbose=1,
         model_name=None, monitor="val_loss", label_smoothing=0.0, weight_decay=None,
-        callbacks=None, model_args=None, download=False, compile=True,
+        clip_norm=None, callbacks=None, model_args=None, download=False, compile=True,
         lr_schedule="constant", deterministic=False, class_weight=None,
         batch_norm_momentum="auto", aux_loss_weight=None, ignore_label=None):
     """Train ``model`` on ``dataset`` and write a run directory.
@@ -2271,7 +2308,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             (same model and dataset) is trained in afresh, that run's files set aside
             first (put back if the new run fails before an epoch is backed up).
         batch_size: batch size when ``dataset`` is a name.
-        learning_rate, optimizer, label_smoothing, weight_decay: see :func:`compile_model`.
+        learning_rate, optimizer, label_smoothing, weight_decay, clip_norm: see
+            :func:`compile_model`.
         augment: the dataset's default augmentation (``None``/``True``), ``False``, or a
             dict of settings (see :func:`zoo.data.augmenter`); training split only.
         jit_compile: XLA: ``True``, ``False`` or ``"auto"`` (on GPUs only, and not under a
@@ -2450,10 +2488,11 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     if isinstance(optimizer, str):   # an optimizer instance brings its own
         _check_learning_rate(learning_rate)
         _check_weight_decay(weight_decay)
+        _check_clip_norm(clip_norm)
     elif isinstance(optimizer, keras.optimizers.Optimizer):
-        _refuse_weight_decay_for_instance(
-            optimizer, weight_decay, "an optimizer instance" if compile
-            else "the model's own optimizer (compile=False)")
+        _refuse_for_instance(optimizer, "an optimizer instance" if compile
+                             else "the model's own optimizer (compile=False)",
+                             weight_decay=weight_decay, clip_norm=clip_norm)
         # Its learning rate is the one it trains at, the cosine schedule's start and the
         # one info.json records; fit's is for a named optimizer.
         rate = _optimizer_rate(optimizer)
@@ -2611,8 +2650,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                          f"{hint}, or use another run directory. Received: "
                          f"class_weight={class_weight!r}{got}")
     optimization = _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
-                                        label_smoothing, aux_loss_weight)
+                                        clip_norm, label_smoothing, aux_loss_weight)
     recorded = dict(state.get("optimization") or {})
+    recorded.setdefault("clip_norm", None)   # recorded before clipping was an option
     if recorded.get("optimizer") in ("adamw", "AdamW") and recorded.get("weight_decay") is None:
         # recorded as none before AdamW's own decay was recorded: a named one trained with
         # its default, an instance with its own
@@ -2749,7 +2789,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                     return
                 compile_model(model, task, optimizer=optimizer, learning_rate=learning_rate,
                               jit_compile=jit, label_smoothing=label_smoothing,
-                              weight_decay=weight_decay, num_classes=info.num_classes,
+                              weight_decay=weight_decay, clip_norm=clip_norm,
+                              num_classes=info.num_classes,
                               ignore_label=info.ignore_label)
                 if heads is not None:
                     _compile_aux(model, heads, aux_loss_weight)
@@ -2829,6 +2870,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                      if isinstance(optimizer, str) else type(optimizer).__name__,
                      "learning_rate": optimization["learning_rate"],
                      "weight_decay": optimization["weight_decay"],
+                     "clip_norm": optimization["clip_norm"],
                      "label_smoothing": optimization["label_smoothing"],
                      "augment": info.augmentation,
                      # Keras' own: it compiles without XLA under op determinism
@@ -2854,6 +2896,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
 #: The option of ``zoo train`` behind each setting :func:`_optimization_record` records.
 _OPTIMIZATION_FLAGS = {"optimizer": "--optimizer", "learning_rate": "--lr",
                        "lr_schedule": "--lr-schedule", "weight_decay": "--weight-decay",
+                       "clip_norm": "--clip-norm",
                        "label_smoothing": "--label-smoothing",
                        "aux_loss_weight": "--aux-loss-weight"}
 
@@ -2877,13 +2920,14 @@ def _optimizer_rate(optimizer):
         return type(optimizer.learning_rate).__name__
 
 
-def _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
+def _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay, clip_norm,
                          label_smoothing, aux_loss_weight) -> dict:
     """The settings of what a run minimises and how, as its backup records them: a killed
     run resumes only with the same (an optimizer passed as an instance counts by its
-    class, learning rate and weight decay). ``weight_decay`` is the one it trains with
-    (:func:`_trained_weight_decay`)."""
+    class, learning rate, weight decay and clipping). ``weight_decay`` and ``clip_norm`` are
+    the ones it trains with (:func:`_trained_weight_decay`, :func:`_trained_clip_norm`)."""
     weight_decay = _trained_weight_decay(optimizer, weight_decay)
+    clip_norm = _trained_clip_norm(optimizer, clip_norm)
     if isinstance(optimizer, keras.optimizers.Optimizer):
         learning_rate = _optimizer_rate(optimizer)
         optimizer = type(optimizer).__name__
@@ -2891,7 +2935,7 @@ def _optimization_record(optimizer, learning_rate, lr_schedule, weight_decay,
         optimizer = str(optimizer).lower()
         learning_rate = float(learning_rate)
     return {"optimizer": optimizer, "learning_rate": learning_rate,
-            "lr_schedule": lr_schedule, "weight_decay": weight_decay,
+            "lr_schedule": lr_schedule, "weight_decay": weight_decay, "clip_norm": clip_norm,
             "label_smoothing": float(label_smoothing or 0.0),
             "aux_loss_weight": None if aux_loss_weight is None else float(aux_loss_weight)}
 
@@ -3250,6 +3294,11 @@ def configure_train(parser):
                         help="decoupled weight decay of the optimizer's updates, e.g. 1e-4 "
                              f"(default: none; adamw: {ADAMW_WEIGHT_DECAY}, Keras' AdamW "
                              f"default, which 0 turns off)")
+    parser.add_argument("--clip-norm", type=number_type(
+                            "a finite gradient norm > 0", lambda v: 0 < v < math.inf),
+                        default=None, metavar="N",
+                        help="clip each step's gradients to this global norm, e.g. 2.0 as "
+                             "Inception-v3's paper (default: no clipping)")
     parser.add_argument("--label-smoothing", type=number_type(
                             "a label smoothing in [0, 1)", lambda v: 0 <= v < 1),
                         default=0.0, metavar="S",
@@ -3422,7 +3471,7 @@ def configure_train(parser):
                               deterministic=args.deterministic, class_weight=class_weight,
                               batch_norm_momentum=args.batch_norm_momentum,
                               aux_loss_weight=args.aux_loss_weight,
-                              weight_decay=args.weight_decay,
+                              weight_decay=args.weight_decay, clip_norm=args.clip_norm,
                               label_smoothing=args.label_smoothing, monitor=args.monitor)
             except BaseException as exc:
                 # Ctrl-C, or a failure after this command backed up an epoch (not a refusal to

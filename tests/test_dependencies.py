@@ -3,6 +3,7 @@ code imports is declared (or comes with a declared one that requires it), and th
 Dependencies table names exactly the declared packages."""
 import ast
 import configparser
+import functools
 import os
 import re
 import sys
@@ -53,8 +54,13 @@ def _imports(folder) -> set:
     return {m for m in found if m not in sys.stdlib_module_names and m not in own}
 
 
+@functools.lru_cache(maxsize=None)
+def _distributions() -> dict:
+    return metadata.packages_distributions()
+
+
 def _distribution(module) -> str:
-    dists = metadata.packages_distributions().get(module)
+    dists = _distributions().get(module)
     if not dists:
         pytest.skip(f"{module} is not installed here")
     # google.protobuf: protobuf (googleapis-common-protos shares the namespace)

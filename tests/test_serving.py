@@ -1383,3 +1383,28 @@ def test_zoo_predict_names_a_folder_and_what_to_give_instead(exported, tmp_path,
     assert captured.err == (f"zoo: error: {folder} is a directory, not an image file: give "
                             f"the images in it ('{folder}'/*.png), or list them with "
                             f"--files-from FILE\n")
+
+
+@pytest.mark.parametrize("no_xla, want", [([], "auto"), (["--no-xla"], False)])
+def test_no_xla_loads_the_export_without_xla_in_every_command(no_xla, want, monkeypatch,
+                                                              tmp_path, capsys):
+    """``--no-xla`` is ``jit_compile=False`` in zoo predict, zoo evaluate and zoo serve;
+    without it, ``"auto"``."""
+    from zoo import evaluation, server
+    from zoo.cli import main
+    seen = {}
+
+    def record(command):
+        def stand_in(*args, jit_compile, **kwargs):
+            seen[command] = jit_compile
+            raise ValueError("stopped here")
+        return stand_in
+
+    monkeypatch.setattr(serving, "load", record("predict"))
+    monkeypatch.setattr(evaluation, "evaluate", record("evaluate"))
+    monkeypatch.setattr(server, "serve", record("serve"))
+    model = str(tmp_path)
+    for argv in (["predict", model, "--digits", "1"], ["evaluate", model], ["serve", model]):
+        assert main(argv + no_xla) == 2
+    assert "zoo: error: stopped here" in capsys.readouterr().err
+    assert seen == {"predict": want, "evaluate": want, "serve": want}

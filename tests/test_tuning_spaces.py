@@ -450,3 +450,26 @@ def test_zoo_tune_freezes_the_collector_before_its_search(monkeypatch, capsys):
     assert main(["tune", "lenet5", "--max-trials", "1", "--epochs", "1"]) == 2
     assert calls == ["freeze", "search"]
     assert "zoo: error: stop here" in capsys.readouterr().err
+
+
+def test_a_search_trains_at_the_datasets_size_raised_to_the_familys_smallest(tmp_path):
+    """Not at the model's default input, as zoo train does (ResNet-18: 224x224)."""
+    import argparse
+
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+                tmp_path / label / f"{i}.png")
+    dataset = f"folder:{tmp_path}"
+    sizes = {family: tsearch._load(dataset, hms.get_hypermodel(family), image_size=None,
+                                   data_dir=None, seed=0)[0].info.input_shape
+             for family in ("resnet18", "alexnet")}
+    assert sizes == {"resnet18": (40, 40, 3), "alexnet": (67, 67, 3)}
+    parser = argparse.ArgumentParser()
+    tsearch.configure_tune(parser)
+    help_text = next(a.help for a in parser._actions if a.dest == "image_size")
+    assert help_text.startswith("model input size (default: the dataset's own, raised to the "
+                                "family's smallest input")

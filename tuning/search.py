@@ -1373,7 +1373,9 @@ def configure_tune(parser):
     parser.add_argument("--export-dir", default=None, metavar="DIR",
                         help="base directory of --export (default saved_models)")
     parser.add_argument("--image-size", type=parse_shape, default=None, metavar="H,W",
-                        help="model input size (default: the model's default input)")
+                        help="model input size (default: the dataset's own, raised to the "
+                             "family's smallest input where it is below; zoo train's default "
+                             "is the model's default input)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the tuner and the data pipelines (default: 0)")
     parser.add_argument("--jit", action="store_true",

@@ -84,10 +84,11 @@ def test_empty_name_and_bad_base_dirs_are_refused(model, tmp_path, monkeypatch):
 
 
 
-@pytest.mark.parametrize("name", ["lenet5\n", "lenet5\nx"])
-def test_a_name_with_a_line_break_is_refused(model, name, tmp_path):
+@pytest.mark.parametrize("name", ["lenet5\n", "lenet5\nx", "a b", "../x", "a/b", ".x", "-x"])
+def test_a_name_that_is_no_plain_directory_name_is_refused(model, name, tmp_path):
     # "$" in the name's pattern matched before a final line break: "lenet5\n" made a
-    # directory whose name ends in one.
+    # directory whose name ends in one. A path, a space or a leading '.' or '-' is refused
+    # too (the README's rule for name).
     with pytest.raises(ValueError) as exc:
         zoo.export(model, tmp_path / "models", name=name, lite=False)
     assert str(exc.value) == ("name must be a directory name of letters, digits, '.', '_' or "

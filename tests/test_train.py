@@ -2157,6 +2157,19 @@ def test_zoo_train_defaults_per_model_on_digits():
     assert d("unet", "shapes")["image_size"] == (64, 64)
 
 
+def test_zoo_train_help_says_which_defaults_depend_on_model_and_dataset():
+    # --image-size and --lr come from train_defaults as --epochs and --batch-size do: the
+    # help said "the model's default input" (digits trains at the smallest input, unet on
+    # shapes at 64x64) and gave no default for --lr (1e-3; alexnet and googlenet 1e-4).
+    import argparse
+    parser = argparse.ArgumentParser()
+    train.configure_train(parser)
+    helps = {a.dest: " ".join(a.help.split()) for a in parser._actions if a.help}
+    for dest in ("epochs", "batch_size", "image_size", "lr", "lr_schedule"):
+        assert "(default: per model and dataset" in helps[dest], (dest, helps[dest])
+    assert "at least 32,32" in helps["image_size"] and "1e-4" in helps["lr"]
+
+
 def test_model_args_take_json_booleans():
     # Models with auxiliary classifiers (aux_logits=true) train: tests/test_aux_training.py.
     assert train._parse_model_arg("aux_logits=true") == ("aux_logits", True)

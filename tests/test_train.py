@@ -77,6 +77,8 @@ def test_dice_loss_values():
         pytest.approx(1 - np.mean(dice), rel=1e-5)
     both = train.CrossEntropyDiceLoss(smooth=0.0)(y_true, uniform)
     assert float(both) == pytest.approx(np.log(3) + 1 - np.mean(dice), rel=1e-5)
+    half = train.CrossEntropyDiceLoss(smooth=0.0, dice_weight=0.5)(y_true, uniform)
+    assert float(half) == pytest.approx(np.log(3) + 0.5 * (1 - np.mean(dice)), rel=1e-5)
     # serialisable the Keras way
     again = keras.losses.deserialize(
         keras.losses.serialize(train.CrossEntropyDiceLoss(dice_weight=0.5)))

@@ -2493,6 +2493,10 @@ def test_adamw_trains_and_records_the_weight_decay_it_applies(digits8, tmp_path)
     for name in ("adam", "sgd", "rmsprop", "nadam", "adagrad"):
         for weight_decay in (None, 0):
             assert one_step(train.make_optimizer(name, 0.01, weight_decay)) == 1.0
+            # and record none (a run started without one resumes with --weight-decay 0)
+            assert train.make_optimizer(name, 0.01, weight_decay).weight_decay is None
+            assert train._optimization_record(name, 0.01, "constant", weight_decay, None, 0.0,
+                                              None)["weight_decay"] is None
         assert one_step(train.make_optimizer(name, 0.01, 0.1)) == pytest.approx(0.999)
 
 

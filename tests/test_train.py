@@ -1517,6 +1517,15 @@ def test_plateau_schedule_divides_the_rate_by_10_after_3_epochs_without_improvem
         schedule.on_epoch_end(3, {"val_loss": values[3]})
         assert (lowered, float(model.optimizer.learning_rate)) == pytest.approx(
             (0.1 if values[0] == 1.0 else 0.01, 0.01))
+    # an improvement starts the count again: lowered 3 epochs after the last one
+    model.optimizer.learning_rate = 0.1
+    schedule = train.PlateauSchedule("val_loss", "min", 0.1)
+    schedule.set_model(model)
+    rates = []
+    for epoch, value in enumerate([1.0, 1.1, 1.1, 0.9, 1.0, 1.0, 1.0, 1.0]):
+        schedule.on_epoch_end(epoch, {"val_loss": value})
+        rates.append(float(model.optimizer.learning_rate))
+    assert rates == pytest.approx([0.1] * 6 + [0.01] * 2, rel=1e-6)
     # "max" for accuracies: a fall is no improvement
     model.optimizer.learning_rate = 0.1
     schedule = train.PlateauSchedule("val_accuracy", "max", 0.1)
@@ -1524,6 +1533,22 @@ def test_plateau_schedule_divides_the_rate_by_10_after_3_epochs_without_improvem
     for epoch, value in enumerate([0.5, 0.4, 0.5, 0.3]):
         schedule.on_epoch_end(epoch, {"val_accuracy": value})
     assert float(model.optimizer.learning_rate) == pytest.approx(0.01, rel=1e-6)
+
+
+def test_plateau_schedule_says_each_lowering_once_and_stops_at_the_lowest(capsys):
+    # At 1e-3 the lowest rate, 1e-6, is a float32 a little above 1e-6: read back from the
+    # optimizer, it is no rate to lower further.
+    model = tiny_classifier()
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="sparse_categorical_crossentropy")
+    schedule = train.PlateauSchedule("val_loss", "min", 1e-3, verbose=1)
+    schedule.set_model(model)
+    for epoch in range(16):
+        schedule.on_epoch_end(epoch, {"val_loss": 1.0})
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert [line.split(": ")[0] for line in lines] == ["Epoch 4", "Epoch 7", "Epoch 10"]
+    assert lines[-1] == ("Epoch 10: val_loss has not improved for 3 epochs; learning rate "
+                         "lowered to 1e-06")
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-6, rel=1e-6)
 
 
 @pytest.mark.parametrize("killed_after", [None, 2, 3, 4])

@@ -1652,17 +1652,23 @@ class _SpoilEpoch(keras.callbacks.Callback):
                 v.assign(-20.0 * v)
 
 
-@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
-def test_the_run_keeps_the_weights_of_its_best_epoch(digits8, tmp_path, monitor):
-    # Without early stopping (zoo train lenet5 on digits) or when it never stops, the
-    # best checkpoint is what the run keeps: model.keras, the test metrics, the model.
+def _trained_linear(digits8):
+    """A linear classifier of digits8, far better than chance."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1), name="images")
     x = keras.layers.Flatten(name="flatten")(inputs)
     outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
     model = keras.Model(inputs, outputs, name="linear")
     model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
-    model.fit(digits8.train.repeat(20), verbose=0, shuffle=False)   # far better than chance
+    model.fit(digits8.train.repeat(20), verbose=0, shuffle=False)
+    return model
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
+def test_the_run_keeps_the_weights_of_its_best_epoch(digits8, tmp_path, monitor):
+    # Without early stopping (zoo train lenet5 on digits) or when it never stops, the
+    # best checkpoint is what the run keeps: model.keras, the test metrics, the model.
+    model = _trained_linear(digits8)
     spoil = _SpoilEpoch(1)
     history = train.fit(model, digits8, epochs=2, run_dir=str(tmp_path), verbose=0,
                         learning_rate=1e-4, monitor=monitor, early_stopping=False,
@@ -1677,6 +1683,25 @@ def test_the_run_keeps_the_weights_of_its_best_epoch(digits8, tmp_path, monitor)
         np.testing.assert_array_equal(trained, kept)
     got = saved.evaluate(digits8.test, verbose=0, return_dict=True)
     assert got["loss"] == pytest.approx(metrics["test_loss"], rel=1e-5)
+
+
+def test_a_resumed_run_keeps_the_best_epoch_of_the_killed_run(digits8, tmp_path):
+    # The best checkpoint starts from the killed run's best value: a resumed epoch that is
+    # worse does not replace the killed run's best epoch.
+    model = _trained_linear(digits8)
+    kw = dict(epochs=2, run_dir=str(tmp_path), verbose=0, learning_rate=1e-4,
+              early_stopping=False, mixed_precision="off", jit_compile=False)
+    with pytest.raises(_Killed):
+        train.fit(model, digits8, callbacks=[_KillAfterEpoch(0)], **kw)
+    best = keras.saving.load_model(tmp_path / "checkpoints" / "best.keras").get_weights()
+    history = train.fit(model, digits8, callbacks=[_SpoilEpoch(1)], **kw)
+    loss = history["val_loss"].to_numpy()
+    assert loss[1] > loss[0] + 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["best_epoch"] == 1
+    saved = keras.saving.load_model(tmp_path / "model.keras")
+    for kept, got, trained in zip(best, saved.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, kept)
+        np.testing.assert_array_equal(trained, kept)
 
 
 def test_a_resume_with_fewer_epochs_than_were_trained_is_refused(digits8, tmp_path):

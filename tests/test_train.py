@@ -1704,6 +1704,54 @@ def test_a_resumed_run_keeps_the_best_epoch_of_the_killed_run(digits8, tmp_path)
         np.testing.assert_array_equal(trained, kept)
 
 
+def test_of_epochs_equally_good_the_run_keeps_the_first(digits8, tmp_path):
+    # As early stopping and metrics.json's best_epoch count them: a later epoch must beat
+    # the best, not equal it, to be kept.
+    model = _trained_linear(digits8)
+    ends = _EpochEndWeights()
+    history = train.fit(model, digits8, epochs=2, run_dir=str(tmp_path), verbose=0,
+                        learning_rate=1e-4, monitor="val_accuracy", early_stopping=False,
+                        mixed_precision="off", jit_compile=False, callbacks=[ends])
+    assert history["val_accuracy"].iloc[0] == history["val_accuracy"].iloc[1]
+    assert json.loads((tmp_path / "metrics.json").read_text())["best_epoch"] == 1
+    saved = keras.saving.load_model(tmp_path / "model.keras")
+    assert not np.array_equal(ends.weights[0][0], ends.weights[1][0])   # the epochs differ
+    for got, first in zip(saved.get_weights(), ends.weights[0]):
+        np.testing.assert_array_equal(got, first)
+
+
+class _EpochEndWeights(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+
+
+def test_a_run_killed_between_its_history_row_and_its_backup_trains_that_epoch_again(
+        digits8, tmp_path, monkeypatch):
+    # history.csv is written before the epoch's backup: the resumed run drops the row of
+    # the epoch it trains again, so that each epoch has one row.
+    kw = dict(epochs=3, verbose=0, learning_rate=0.01, early_stopping=False,
+              mixed_precision="off", jit_compile=False)
+    save = train._Backup._save_model
+
+    def killed_at_second_backup(self):
+        if self._current_epoch == 2:
+            raise _Killed()
+        save(self)
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(train._Backup, "_save_model", killed_at_second_backup)
+        with pytest.raises(_Killed):
+            train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
+    history = train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert history["epoch"].tolist() == [0, 1, 2]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
+
+
 def test_a_resume_with_fewer_epochs_than_were_trained_is_refused(digits8, tmp_path):
     """Two epochs kept, then epochs=1: Keras would train nothing and the run would record
     epochs=1; refused before anything is written, and the killed run still resumes."""

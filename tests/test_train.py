@@ -1827,14 +1827,28 @@ def test_a_diverged_run_is_one_clear_error(digits8, tmp_path, capsys):
     inputs = keras.Input((8, 8, 1), name="images")
     x = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(inputs))
     model = keras.Model(inputs, keras.layers.Dense(10)(x))
-    run = tmp_path / "run"
+    run, ends = tmp_path / "run", _EpochEndWeights()
     with pytest.raises(ValueError, match=r"^Training diverged: the loss was nan in epoch 1 "
                                          r"and no epoch had a finite val_loss, so there is no "
                                          r"model to keep. Lower the learning rate \(received "
                                          r"learning_rate=1e\+30\)"):
         train.fit(model, digits8, epochs=3, run_dir=str(run), verbose=0, optimizer="sgd",
-                  learning_rate=1e30, mixed_precision="off", jit_compile=False)
+                  learning_rate=1e30, mixed_precision="off", jit_compile=False,
+                  callbacks=[ends])
     assert not run.exists()
+    assert len(ends.weights) == 1   # stopped in its first epoch
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_a_loss_that_is_no_finite_number_stops_training(verbose, capsys):
+    stop = train._TerminateOnNaN(verbose)
+    stop.set_model(tiny_classifier())
+    for loss, stops in ((2.3, False), (float("inf"), True), (float("nan"), True)):
+        stop.model.stop_training = False
+        stop.on_batch_end(4, {"loss": loss})
+        assert stop.model.stop_training is stops, loss
+    said = capsys.readouterr().out
+    assert ("Batch 4: Invalid loss, terminating training" in said) is bool(verbose)
 
 
 @pytest.mark.parametrize("stop,code,line", [

@@ -230,6 +230,10 @@ def test_pixel_accuracy_weighs_each_example_by_its_sample_weight():
     y = np.array([[0, 1, 255], [2, 2, 2]])
     p = np.eye(3)[[[0, 0, 1], [2, 0, 2]]]     # 1 of 2 counted pixels right, then 2 of 3
     metric = train.SparsePixelAccuracy(ignore_label=255)
+    assert float(metric.result()) == 0.0   # no pixel counted yet, as Keras' accuracies
+    metric.update_state(y[:, 2:], p[:, 2:], sample_weight=np.array([1.0, 0.0]))
+    assert float(metric.result()) == 0.0
+    metric.reset_state()
     metric.update_state(y, p)
     assert float(metric.result()) == pytest.approx(3 / 5)
     metric.reset_state()

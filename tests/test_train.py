@@ -1839,6 +1839,20 @@ def test_a_diverged_run_is_one_clear_error(digits8, tmp_path, capsys):
     assert len(ends.weights) == 1   # stopped in its first epoch
 
 
+def test_an_infinite_loss_is_a_diverged_run(digits8, tmp_path):
+    # an infinite loss whose gradient is finite (0): the weights never move, no epoch has a
+    # finite val_loss
+    def infinite(y_true, y_pred):
+        return keras.ops.mean(y_pred, axis=-1) * 0.0 + float("inf")
+    model = tiny_classifier()
+    model.compile(optimizer="sgd", loss=infinite)
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"^Training diverged: the loss was inf in epoch 1 "):
+        train.fit(model, digits8, epochs=2, run_dir=str(run), verbose=0, compile=False,
+                  mixed_precision="off", jit_compile=False)
+    assert not run.exists()
+
+
 @pytest.mark.parametrize("verbose", [0, 1])
 def test_a_loss_that_is_no_finite_number_stops_training(verbose, capsys):
     stop = train._TerminateOnNaN(verbose)
@@ -2644,6 +2658,14 @@ def test_a_weight_decay_or_clip_norm_fit_would_not_apply_is_refused(digits8, tmp
             "there. Received: weight_decay=0")):
         train.compile_model(tiny_classifier(), optimizer=keras.optimizers.AdamW(0.01),
                             weight_decay=0)
+    # a loss-scaled optimizer's are its inner optimizer's
+    scaled = keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.SGD(0.05, weight_decay=0.01, global_clipnorm=2.0))
+    for name, value, own in (("weight_decay", 1e-3, "weight_decay=0.01"),
+                             ("clip_norm", 1.0, "global_clipnorm=2.0")):
+        with pytest.raises(ValueError, match=re.escape(f"(LossScaleOptimizer with {own})")):
+            train.fit(tiny_classifier(), digits8, run_dir=str(run), optimizer=scaled,
+                      **{name: value}, **kw)
     with pytest.raises(ValueError, match=re.escape(
             "label_smoothing is a setting of the loss fit compiles; with compile=False the "
             "model's own compilation trains (its loss): give it there. Received: "

@@ -814,6 +814,22 @@ def test_fit_segmentation(tmp_path):
     assert isinstance(loaded.loss, train.CrossEntropyDiceLoss)
 
 
+def test_a_segmenter_with_unpadded_convolutions_trains_on_the_masks_centres(tmp_path):
+    s = small(data.load_splits("shapes", image_size=(16, 16), batch_size=16, augment=True), 2)
+    inputs = keras.Input((16, 16, 3), name="images")
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    outputs = keras.layers.Conv2D(4, 3, activation="softmax", name="mask")(x)
+    model = keras.Model(inputs, outputs, name="unpadded")
+    assert model.output_shape[1:3] == (12, 12)
+    train.fit(model, s, epochs=1, run_dir=str(tmp_path), verbose=0, jit_compile=False,
+              mixed_precision="off")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    x, y = data.to_arrays(s.test)
+    got = model.evaluate(x, y[:, 2:14, 2:14], verbose=0, return_dict=True)
+    assert metrics["test_accuracy"] == pytest.approx(got["accuracy"], abs=1e-6)
+    assert metrics["test_loss"] == pytest.approx(got["loss"], rel=1e-5)
+
+
 def test_fit_by_name_builds_for_the_dataset(tmp_path):
     s = small(data.load_splits("digits", image_size=(32, 32), batch_size=32), 1)
     train.fit("lenet5", s, epochs=1, run_dir=str(tmp_path), verbose=0, early_stopping=False,

@@ -1032,12 +1032,16 @@ def test_fit_refuses_patience_without_early_stopping(digits8, tmp_path):
     (dict(label_smoothing=1.0), "Received: label_smoothing=1.0"),
     (dict(weight_decay=-1e-4), r"weight_decay must be None or a finite number >= 0. "
                                r"Received: weight_decay=-0.0001"),
-    (dict(weight_decay=float("nan")), "Received: weight_decay=nan")])
-def test_fit_refuses_bad_numbers_before_any_work(kwargs, message, tmp_path):
-    run = tmp_path / "run"
-    with pytest.raises(ValueError, match=message):
-        train.fit("lenet5", "digits", epochs=1, run_dir=str(run), verbose=0, **kwargs)
-    assert not run.exists()                      # nothing written, not even the directory
+    (dict(weight_decay=float("nan")), "Received: weight_decay=nan"),
+    (dict(clip_norm=0), r"clip_norm must be None or a finite number > 0 \(the largest global "
+                        r"norm of a step's gradients\). Received: clip_norm=0")])
+def test_fit_refuses_bad_numbers_before_any_work(kwargs, message, tmp_path, monkeypatch):
+    run, loaded = tmp_path / "run", []
+    with monkeypatch.context() as patch:
+        patch.setattr(data, "load_splits", lambda *a, **k: loaded.append(1))
+        with pytest.raises(ValueError, match=message):
+            train.fit("lenet5", "digits", epochs=1, run_dir=str(run), verbose=0, **kwargs)
+    assert not run.exists() and loaded == []     # nothing loaded or written
     with pytest.raises(ValueError, match=message):
         train.compile_model(tiny_classifier(), optimizer="adamw", **kwargs)
 

@@ -913,6 +913,21 @@ def test_xla_failure_falls_back(digits8, tmp_path, capsys):
     assert json.loads((tmp_path / "info.json").read_text())["settings"]["jit_compile"] is False
 
 
+def test_an_xla_failure_after_an_epoch_is_not_retried_without_xla(digits8, tmp_path, capsys):
+    # An epoch trained: the model compiles with XLA, and the failure is another one.
+    class FailOnce(keras.callbacks.Callback):
+        failed = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1 and not FailOnce.failed:
+                FailOnce.failed = True
+                raise tf.errors.InvalidArgumentError(None, None, "XLA compilation failed")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="XLA compilation failed"):
+        train.fit(tiny_classifier(), small(digits8, 1), epochs=2, run_dir=str(tmp_path / "r"),
+                  verbose=1, jit_compile=True, mixed_precision="off", callbacks=[FailOnce()])
+    assert "training without XLA" not in capsys.readouterr().out
+
+
 # --- resume after kill -9 -------------------------------------------------------------
 
 RESUME_SCRIPT = textwrap.dedent("""

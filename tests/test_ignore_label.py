@@ -226,6 +226,24 @@ def test_loss_accuracy_and_mean_iou_leave_out_ignored_pixels(voc):
     assert metric.ignore_label == 255 and metric.name == "accuracy"
 
 
+def test_pixel_accuracy_weighs_each_example_by_its_sample_weight():
+    y = np.array([[0, 1, 255], [2, 2, 2]])
+    p = np.eye(3)[[[0, 0, 1], [2, 0, 2]]]     # 1 of 2 counted pixels right, then 2 of 3
+    metric = train.SparsePixelAccuracy(ignore_label=255)
+    assert float(metric.result()) == 0.0   # no pixel counted yet, as Keras' accuracies
+    metric.update_state(y[:, 2:], p[:, 2:], sample_weight=np.array([1.0, 0.0]))
+    assert float(metric.result()) == 0.0
+    metric.reset_state()
+    metric.update_state(y, p)
+    assert float(metric.result()) == pytest.approx(3 / 5)
+    metric.reset_state()
+    metric.update_state(y, p, sample_weight=np.array([1.0, 3.0]))
+    assert float(metric.result()) == pytest.approx((1 + 3 * 2) / (2 + 3 * 3))
+    metric.reset_state()   # per pixel: the second example's miss weighs 0
+    metric.update_state(y, p, sample_weight=np.array([[1.0, 1, 1], [1, 0, 1]]))
+    assert float(metric.result()) == pytest.approx(3 / 4)
+
+
 def test_fit_accepts_the_ignore_label_and_only_it(voc, tmp_path):
     splits = data.load_splits(str(voc), batch_size=4, ignore_label=255)
     train.fit(_segmenter(3), splits, epochs=1, run_dir=str(tmp_path / "run"), verbose=0,

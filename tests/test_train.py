@@ -77,6 +77,8 @@ def test_dice_loss_values():
         pytest.approx(1 - np.mean(dice), rel=1e-5)
     both = train.CrossEntropyDiceLoss(smooth=0.0)(y_true, uniform)
     assert float(both) == pytest.approx(np.log(3) + 1 - np.mean(dice), rel=1e-5)
+    half = train.CrossEntropyDiceLoss(smooth=0.0, dice_weight=0.5)(y_true, uniform)
+    assert float(half) == pytest.approx(np.log(3) + 0.5 * (1 - np.mean(dice)), rel=1e-5)
     # serialisable the Keras way
     again = keras.losses.deserialize(
         keras.losses.serialize(train.CrossEntropyDiceLoss(dice_weight=0.5)))
@@ -812,6 +814,22 @@ def test_fit_segmentation(tmp_path):
     assert isinstance(loaded.loss, train.CrossEntropyDiceLoss)
 
 
+def test_a_segmenter_with_unpadded_convolutions_trains_on_the_masks_centres(tmp_path):
+    s = small(data.load_splits("shapes", image_size=(16, 16), batch_size=16, augment=True), 2)
+    inputs = keras.Input((16, 16, 3), name="images")
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    outputs = keras.layers.Conv2D(4, 3, activation="softmax", name="mask")(x)
+    model = keras.Model(inputs, outputs, name="unpadded")
+    assert model.output_shape[1:3] == (12, 12)
+    train.fit(model, s, epochs=1, run_dir=str(tmp_path), verbose=0, jit_compile=False,
+              mixed_precision="off")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    x, y = data.to_arrays(s.test)
+    got = model.evaluate(x, y[:, 2:14, 2:14], verbose=0, return_dict=True)
+    assert metrics["test_accuracy"] == pytest.approx(got["accuracy"], abs=1e-6)
+    assert metrics["test_loss"] == pytest.approx(got["loss"], rel=1e-5)
+
+
 def test_fit_by_name_builds_for_the_dataset(tmp_path):
     s = small(data.load_splits("digits", image_size=(32, 32), batch_size=32), 1)
     train.fit("lenet5", s, epochs=1, run_dir=str(tmp_path), verbose=0, early_stopping=False,
@@ -893,6 +911,21 @@ def test_xla_failure_falls_back(digits8, tmp_path, capsys):
     assert len(history) == 1
     assert "training without XLA" in capsys.readouterr().out
     assert json.loads((tmp_path / "info.json").read_text())["settings"]["jit_compile"] is False
+
+
+def test_an_xla_failure_after_an_epoch_is_not_retried_without_xla(digits8, tmp_path, capsys):
+    # An epoch trained: the model compiles with XLA, and the failure is another one.
+    class FailOnce(keras.callbacks.Callback):
+        failed = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1 and not FailOnce.failed:
+                FailOnce.failed = True
+                raise tf.errors.InvalidArgumentError(None, None, "XLA compilation failed")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="XLA compilation failed"):
+        train.fit(tiny_classifier(), small(digits8, 1), epochs=2, run_dir=str(tmp_path / "r"),
+                  verbose=1, jit_compile=True, mixed_precision="off", callbacks=[FailOnce()])
+    assert "training without XLA" not in capsys.readouterr().out
 
 
 # --- resume after kill -9 -------------------------------------------------------------
@@ -1014,12 +1047,16 @@ def test_fit_refuses_patience_without_early_stopping(digits8, tmp_path):
     (dict(label_smoothing=1.0), "Received: label_smoothing=1.0"),
     (dict(weight_decay=-1e-4), r"weight_decay must be None or a finite number >= 0. "
                                r"Received: weight_decay=-0.0001"),
-    (dict(weight_decay=float("nan")), "Received: weight_decay=nan")])
-def test_fit_refuses_bad_numbers_before_any_work(kwargs, message, tmp_path):
-    run = tmp_path / "run"
-    with pytest.raises(ValueError, match=message):
-        train.fit("lenet5", "digits", epochs=1, run_dir=str(run), verbose=0, **kwargs)
-    assert not run.exists()                      # nothing written, not even the directory
+    (dict(weight_decay=float("nan")), "Received: weight_decay=nan"),
+    (dict(clip_norm=0), r"clip_norm must be None or a finite number > 0 \(the largest global "
+                        r"norm of a step's gradients\). Received: clip_norm=0")])
+def test_fit_refuses_bad_numbers_before_any_work(kwargs, message, tmp_path, monkeypatch):
+    run, loaded = tmp_path / "run", []
+    with monkeypatch.context() as patch:
+        patch.setattr(data, "load_splits", lambda *a, **k: loaded.append(1))
+        with pytest.raises(ValueError, match=message):
+            train.fit("lenet5", "digits", epochs=1, run_dir=str(run), verbose=0, **kwargs)
+    assert not run.exists() and loaded == []     # nothing loaded or written
     with pytest.raises(ValueError, match=message):
         train.compile_model(tiny_classifier(), optimizer="adamw", **kwargs)
 
@@ -1515,6 +1552,15 @@ def test_plateau_schedule_divides_the_rate_by_10_after_3_epochs_without_improvem
         schedule.on_epoch_end(3, {"val_loss": values[3]})
         assert (lowered, float(model.optimizer.learning_rate)) == pytest.approx(
             (0.1 if values[0] == 1.0 else 0.01, 0.01))
+    # an improvement starts the count again: lowered 3 epochs after the last one
+    model.optimizer.learning_rate = 0.1
+    schedule = train.PlateauSchedule("val_loss", "min", 0.1)
+    schedule.set_model(model)
+    rates = []
+    for epoch, value in enumerate([1.0, 1.1, 1.1, 0.9, 1.0, 1.0, 1.0, 1.0]):
+        schedule.on_epoch_end(epoch, {"val_loss": value})
+        rates.append(float(model.optimizer.learning_rate))
+    assert rates == pytest.approx([0.1] * 6 + [0.01] * 2, rel=1e-6)
     # "max" for accuracies: a fall is no improvement
     model.optimizer.learning_rate = 0.1
     schedule = train.PlateauSchedule("val_accuracy", "max", 0.1)
@@ -1522,6 +1568,22 @@ def test_plateau_schedule_divides_the_rate_by_10_after_3_epochs_without_improvem
     for epoch, value in enumerate([0.5, 0.4, 0.5, 0.3]):
         schedule.on_epoch_end(epoch, {"val_accuracy": value})
     assert float(model.optimizer.learning_rate) == pytest.approx(0.01, rel=1e-6)
+
+
+def test_plateau_schedule_says_each_lowering_once_and_stops_at_the_lowest(capsys):
+    # At 1e-3 the lowest rate, 1e-6, is a float32 a little above 1e-6: read back from the
+    # optimizer, it is no rate to lower further.
+    model = tiny_classifier()
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="sparse_categorical_crossentropy")
+    schedule = train.PlateauSchedule("val_loss", "min", 1e-3, verbose=1)
+    schedule.set_model(model)
+    for epoch in range(16):
+        schedule.on_epoch_end(epoch, {"val_loss": 1.0})
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert [line.split(": ")[0] for line in lines] == ["Epoch 4", "Epoch 7", "Epoch 10"]
+    assert lines[-1] == ("Epoch 10: val_loss has not improved for 3 epochs; learning rate "
+                         "lowered to 1e-06")
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-6, rel=1e-6)
 
 
 @pytest.mark.parametrize("killed_after", [None, 2, 3, 4])
@@ -1625,17 +1687,23 @@ class _SpoilEpoch(keras.callbacks.Callback):
                 v.assign(-20.0 * v)
 
 
-@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
-def test_the_run_keeps_the_weights_of_its_best_epoch(digits8, tmp_path, monitor):
-    # Without early stopping (zoo train lenet5 on digits) or when it never stops, the
-    # best checkpoint is what the run keeps: model.keras, the test metrics, the model.
+def _trained_linear(digits8):
+    """A linear classifier of digits8, far better than chance."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1), name="images")
     x = keras.layers.Flatten(name="flatten")(inputs)
     outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
     model = keras.Model(inputs, outputs, name="linear")
     model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
-    model.fit(digits8.train.repeat(20), verbose=0, shuffle=False)   # far better than chance
+    model.fit(digits8.train.repeat(20), verbose=0, shuffle=False)
+    return model
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
+def test_the_run_keeps_the_weights_of_its_best_epoch(digits8, tmp_path, monitor):
+    # Without early stopping (zoo train lenet5 on digits) or when it never stops, the
+    # best checkpoint is what the run keeps: model.keras, the test metrics, the model.
+    model = _trained_linear(digits8)
     spoil = _SpoilEpoch(1)
     history = train.fit(model, digits8, epochs=2, run_dir=str(tmp_path), verbose=0,
                         learning_rate=1e-4, monitor=monitor, early_stopping=False,
@@ -1650,6 +1718,73 @@ def test_the_run_keeps_the_weights_of_its_best_epoch(digits8, tmp_path, monitor)
         np.testing.assert_array_equal(trained, kept)
     got = saved.evaluate(digits8.test, verbose=0, return_dict=True)
     assert got["loss"] == pytest.approx(metrics["test_loss"], rel=1e-5)
+
+
+def test_a_resumed_run_keeps_the_best_epoch_of_the_killed_run(digits8, tmp_path):
+    # The best checkpoint starts from the killed run's best value: a resumed epoch that is
+    # worse does not replace the killed run's best epoch.
+    model = _trained_linear(digits8)
+    kw = dict(epochs=2, run_dir=str(tmp_path), verbose=0, learning_rate=1e-4,
+              early_stopping=False, mixed_precision="off", jit_compile=False)
+    with pytest.raises(_Killed):
+        train.fit(model, digits8, callbacks=[_KillAfterEpoch(0)], **kw)
+    best = keras.saving.load_model(tmp_path / "checkpoints" / "best.keras").get_weights()
+    history = train.fit(model, digits8, callbacks=[_SpoilEpoch(1)], **kw)
+    loss = history["val_loss"].to_numpy()
+    assert loss[1] > loss[0] + 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["best_epoch"] == 1
+    saved = keras.saving.load_model(tmp_path / "model.keras")
+    for kept, got, trained in zip(best, saved.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, kept)
+        np.testing.assert_array_equal(trained, kept)
+
+
+def test_of_epochs_equally_good_the_run_keeps_the_first(digits8, tmp_path):
+    # As early stopping and metrics.json's best_epoch count them: a later epoch must beat
+    # the best, not equal it, to be kept.
+    model = _trained_linear(digits8)
+    ends = _EpochEndWeights()
+    history = train.fit(model, digits8, epochs=2, run_dir=str(tmp_path), verbose=0,
+                        learning_rate=1e-4, monitor="val_accuracy", early_stopping=False,
+                        mixed_precision="off", jit_compile=False, callbacks=[ends])
+    assert history["val_accuracy"].iloc[0] == history["val_accuracy"].iloc[1]
+    assert json.loads((tmp_path / "metrics.json").read_text())["best_epoch"] == 1
+    saved = keras.saving.load_model(tmp_path / "model.keras")
+    assert not np.array_equal(ends.weights[0][0], ends.weights[1][0])   # the epochs differ
+    for got, first in zip(saved.get_weights(), ends.weights[0]):
+        np.testing.assert_array_equal(got, first)
+
+
+class _EpochEndWeights(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+
+
+def test_a_run_killed_between_its_history_row_and_its_backup_trains_that_epoch_again(
+        digits8, tmp_path, monkeypatch):
+    # history.csv is written before the epoch's backup: the resumed run drops the row of
+    # the epoch it trains again, so that each epoch has one row.
+    kw = dict(epochs=3, verbose=0, learning_rate=0.01, early_stopping=False,
+              mixed_precision="off", jit_compile=False)
+    save = train._Backup._save_model
+
+    def killed_at_second_backup(self):
+        if self._current_epoch == 2:
+            raise _Killed()
+        save(self)
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(train._Backup, "_save_model", killed_at_second_backup)
+        with pytest.raises(_Killed):
+            train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
+    history = train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert history["epoch"].tolist() == [0, 1, 2]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
 
 
 def test_a_resume_with_fewer_epochs_than_were_trained_is_refused(digits8, tmp_path):
@@ -1727,14 +1862,42 @@ def test_a_diverged_run_is_one_clear_error(digits8, tmp_path, capsys):
     inputs = keras.Input((8, 8, 1), name="images")
     x = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(inputs))
     model = keras.Model(inputs, keras.layers.Dense(10)(x))
-    run = tmp_path / "run"
+    run, ends = tmp_path / "run", _EpochEndWeights()
     with pytest.raises(ValueError, match=r"^Training diverged: the loss was nan in epoch 1 "
                                          r"and no epoch had a finite val_loss, so there is no "
                                          r"model to keep. Lower the learning rate \(received "
                                          r"learning_rate=1e\+30\)"):
         train.fit(model, digits8, epochs=3, run_dir=str(run), verbose=0, optimizer="sgd",
-                  learning_rate=1e30, mixed_precision="off", jit_compile=False)
+                  learning_rate=1e30, mixed_precision="off", jit_compile=False,
+                  callbacks=[ends])
     assert not run.exists()
+    assert len(ends.weights) == 1   # stopped in its first epoch
+
+
+def test_an_infinite_loss_is_a_diverged_run(digits8, tmp_path):
+    # an infinite loss whose gradient is finite (0): the weights never move, no epoch has a
+    # finite val_loss
+    def infinite(y_true, y_pred):
+        return keras.ops.mean(y_pred, axis=-1) * 0.0 + float("inf")
+    model = tiny_classifier()
+    model.compile(optimizer="sgd", loss=infinite)
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"^Training diverged: the loss was inf in epoch 1 "):
+        train.fit(model, digits8, epochs=2, run_dir=str(run), verbose=0, compile=False,
+                  mixed_precision="off", jit_compile=False)
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_a_loss_that_is_no_finite_number_stops_training(verbose, capsys):
+    stop = train._TerminateOnNaN(verbose)
+    stop.set_model(tiny_classifier())
+    for loss, stops in ((2.3, False), (float("inf"), True), (float("nan"), True)):
+        stop.model.stop_training = False
+        stop.on_batch_end(4, {"loss": loss})
+        assert stop.model.stop_training is stops, loss
+    said = capsys.readouterr().out
+    assert ("Batch 4: Invalid loss, terminating training" in said) is bool(verbose)
 
 
 @pytest.mark.parametrize("stop,code,line", [
@@ -2491,6 +2654,10 @@ def test_adamw_trains_and_records_the_weight_decay_it_applies(digits8, tmp_path)
     for name in ("adam", "sgd", "rmsprop", "nadam", "adagrad"):
         for weight_decay in (None, 0):
             assert one_step(train.make_optimizer(name, 0.01, weight_decay)) == 1.0
+            # and record none (a run started without one resumes with --weight-decay 0)
+            assert train.make_optimizer(name, 0.01, weight_decay).weight_decay is None
+            assert train._optimization_record(name, 0.01, "constant", weight_decay, None, 0.0,
+                                              None)["weight_decay"] is None
         assert one_step(train.make_optimizer(name, 0.01, 0.1)) == pytest.approx(0.999)
 
 
@@ -2526,6 +2693,14 @@ def test_a_weight_decay_or_clip_norm_fit_would_not_apply_is_refused(digits8, tmp
             "there. Received: weight_decay=0")):
         train.compile_model(tiny_classifier(), optimizer=keras.optimizers.AdamW(0.01),
                             weight_decay=0)
+    # a loss-scaled optimizer's are its inner optimizer's
+    scaled = keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.SGD(0.05, weight_decay=0.01, global_clipnorm=2.0))
+    for name, value, own in (("weight_decay", 1e-3, "weight_decay=0.01"),
+                             ("clip_norm", 1.0, "global_clipnorm=2.0")):
+        with pytest.raises(ValueError, match=re.escape(f"(LossScaleOptimizer with {own})")):
+            train.fit(tiny_classifier(), digits8, run_dir=str(run), optimizer=scaled,
+                      **{name: value}, **kw)
     with pytest.raises(ValueError, match=re.escape(
             "label_smoothing is a setting of the loss fit compiles; with compile=False the "
             "model's own compilation trains (its loss): give it there. Received: "

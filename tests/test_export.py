@@ -180,24 +180,27 @@ def test_one_logit_unit_gets_its_sigmoid_in_the_signature(tmp_path):
     np.testing.assert_array_equal(lite.predict(x)["classes"], [0, 0, 1, 0])
 
 
+@pytest.mark.parametrize("units", [4, 1])
 @pytest.mark.parametrize("returns", ["probabilities", "logits"])
-def test_an_unknown_last_layer_is_read_by_its_numbers(returns, tmp_path):
+def test_an_unknown_last_layer_is_read_by_its_numbers(returns, units, tmp_path):
     # A last layer without an activation to read (a Lambda): probabilities pass as they
-    # are, logits get their softmax.
+    # are, logits get their softmax (one unit: its sigmoid). A one-unit head of logits
+    # was read as probabilities: on a zero image alone its logit is its bias, 0 here.
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1), name="images")
-    x = keras.layers.Dense(4, name="dense")(keras.layers.Flatten(name="flatten")(inputs))
-    head = keras.ops.softmax if returns == "probabilities" else (lambda t: 3.0 * t)
+    x = keras.layers.Dense(units, name="dense")(keras.layers.Flatten(name="flatten")(inputs))
+    squash = keras.ops.softmax if units > 1 else keras.ops.sigmoid
+    head = squash if returns == "probabilities" else (lambda t: 3.0 * t)
     model = keras.Model(inputs, keras.layers.Lambda(head, name="head")(x), name="lambda_head")
     path = zoo.export(model, tmp_path, lite=False)
     record = json.load(open(os.path.join(path, "assets", "zoo.json")))
     assert record["output"]["model_returns"] == returns
     x = raw_images(3, (8, 8, 1))
     y = np.asarray(model(x))
-    want = y if returns == "probabilities" else tf.nn.softmax(y).numpy()
+    want = y if returns == "probabilities" else np.asarray(squash(y))
     got = serve_fn(path)(images=tf.constant(x))["probabilities"].numpy()
     np.testing.assert_allclose(got, want, atol=1e-6)
-    assert np.abs(tf.nn.softmax(want).numpy() - want).max() > 1e-2   # softmax again differs
+    assert np.abs(np.asarray(squash(want)) - want).max() > 1e-2   # squashed again differs
 
 
 def digits_info(**kw):

@@ -130,6 +130,20 @@ def test_fold_batch_norm_keeps_outputs_and_leaves_the_model_alone(name, kwargs, 
     assert zoo_export.fold_batch_norm(zoo.get_model("lenet5")).name == "lenet5"  # nothing to fold
 
 
+def test_a_batch_norm_after_an_activated_convolution_is_not_folded():
+    # BN(relu(conv(x))) is no convolution with other weights: folding it into the kernel
+    # would compute relu(s * conv(x) + t).
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(3, 3, activation="relu", name="conv")(inputs)
+    bn = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, bn(x))
+    bn.moving_mean.assign([0.5, -0.3, 0.2])
+    bn.moving_variance.assign([2.0, 0.5, 1.5])
+    bn.beta.assign([0.1, 0.2, -0.4])
+    assert zoo_export.fold_batch_norm(model) is model
+
+
 def test_logits_get_softmax_in_the_signature(tmp_path):
     model = zoo.lenet5(variant="modern", classifier_activation=None, num_classes=4)
     fn = serve_fn(zoo.export(model, tmp_path))
@@ -142,24 +156,51 @@ def test_logits_get_softmax_in_the_signature(tmp_path):
     np.testing.assert_allclose(got["probabilities"].numpy().sum(-1), 1.0, atol=1e-6)
 
 
+def test_one_logit_unit_gets_its_sigmoid_in_the_signature(tmp_path):
+    # A binary classifier returning one logit (classifier_activation=None): its probability
+    # of class 1 is the sigmoid (a softmax over one unit is 1.0 for every image).
+    inputs = keras.Input((8, 8, 1), name="images")
+    logit = keras.layers.Dense(1, kernel_initializer="ones", name="logit")(
+        keras.layers.Flatten(name="flatten")(inputs))
+    model = keras.Model(inputs, logit, name="binary_logit")
+    info = DatasetInfo(name="pets", task="classification", num_classes=2,
+                       labels=["cat", "dog"], input_shape=(8, 8, 1), mean=[100.0], std=[100.0])
+    path = zoo.export(model, tmp_path, info=info)
+    record = json.load(open(os.path.join(path, "assets", "zoo.json")))
+    assert record["output"]["model_returns"] == "logits"
+    # (x - 100) / 100 summed over 64 pixels: logits 0, -0.64, 0.64 and -6.4
+    x = np.stack([np.full((8, 8, 1), v, "float32") for v in (100, 99, 101, 90)])
+    want = [0.5, 0.345247, 0.654753, 0.001658]
+    got = serve_fn(path)(images=tf.constant(x))
+    np.testing.assert_allclose(got["probabilities"].numpy()[:, 0], want, atol=1e-6)
+    np.testing.assert_array_equal(got["classes"].numpy(), [0, 0, 1, 0])
+    lite = load(path)   # the LiteRT copy alike
+    assert lite.runtime == "litert"
+    np.testing.assert_allclose(lite.predict(x)["probabilities"][:, 0], want, atol=1e-5)
+    np.testing.assert_array_equal(lite.predict(x)["classes"], [0, 0, 1, 0])
+
+
+@pytest.mark.parametrize("units", [4, 1])
 @pytest.mark.parametrize("returns", ["probabilities", "logits"])
-def test_an_unknown_last_layer_is_read_by_its_numbers(returns, tmp_path):
+def test_an_unknown_last_layer_is_read_by_its_numbers(returns, units, tmp_path):
     # A last layer without an activation to read (a Lambda): probabilities pass as they
-    # are, logits get their softmax.
+    # are, logits get their softmax (one unit: its sigmoid). A one-unit head of logits
+    # was read as probabilities: on a zero image alone its logit is its bias, 0 here.
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1), name="images")
-    x = keras.layers.Dense(4, name="dense")(keras.layers.Flatten(name="flatten")(inputs))
-    head = keras.ops.softmax if returns == "probabilities" else (lambda t: 3.0 * t)
+    x = keras.layers.Dense(units, name="dense")(keras.layers.Flatten(name="flatten")(inputs))
+    squash = keras.ops.softmax if units > 1 else keras.ops.sigmoid
+    head = squash if returns == "probabilities" else (lambda t: 3.0 * t)
     model = keras.Model(inputs, keras.layers.Lambda(head, name="head")(x), name="lambda_head")
     path = zoo.export(model, tmp_path, lite=False)
     record = json.load(open(os.path.join(path, "assets", "zoo.json")))
     assert record["output"]["model_returns"] == returns
     x = raw_images(3, (8, 8, 1))
     y = np.asarray(model(x))
-    want = y if returns == "probabilities" else tf.nn.softmax(y).numpy()
+    want = y if returns == "probabilities" else np.asarray(squash(y))
     got = serve_fn(path)(images=tf.constant(x))["probabilities"].numpy()
     np.testing.assert_allclose(got, want, atol=1e-6)
-    assert np.abs(tf.nn.softmax(want).numpy() - want).max() > 1e-2   # softmax again differs
+    assert np.abs(np.asarray(squash(want)) - want).max() > 1e-2   # squashed again differs
 
 
 def digits_info(**kw):
@@ -212,6 +253,12 @@ def test_rgb_model_on_grey_data_converts_channels_in_the_graph(tmp_path):
     # string constants have no GPU kernel; the signature fixes the channel count anyway).
     ops = {node.op for _, node in zoo_export.signature_nodes(path)}
     assert "Tile" in ops and "Assert" not in ops
+    # zoo.json names the channels clients send (the data's), and the LiteRT copy, checked
+    # on such inputs, is written.
+    record = json.load(open(os.path.join(path, "assets", "zoo.json")))
+    assert record["input"]["channels"] == 1 and record["input"]["model_input_shape"] == [32, 32, 3]
+    assert record["preprocessing"]["channels"] == "1 -> 3"
+    assert record["lite"]["file"] == "assets/serving_default.tflite", record["lite"]
     if _has_gpu_kernels():
         assert zoo_export.gpu_check(path)["ops_without_gpu_kernel"] == []
 
@@ -399,7 +446,14 @@ def test_saved_model_cli_lists_the_named_signature(tmp_path):
 
 def test_versions_count_up_and_are_never_overwritten(tmp_path):
     model = zoo.lenet5(variant="modern")
-    first = zoo.export(model, tmp_path, name="m")
+    umask = os.umask(0o022)
+    try:
+        first = zoo.export(model, tmp_path, name="m")
+    finally:
+        os.umask(umask)
+    # Readable by a server running as another user (the temporary directory it was
+    # renamed from is made 0700).
+    assert os.stat(first).st_mode & 0o777 == 0o755
     second = zoo.export(model, tmp_path, name="m")
     assert [os.path.basename(first), os.path.basename(second)] == ["1", "2"]
     assert zoo.export(model, tmp_path, name="m", version=7).endswith(os.path.join("m", "7"))
@@ -491,6 +545,45 @@ def test_lite_conversion_failure_or_mismatch_leaves_a_working_export(tmp_path, m
     assert not os.path.exists(os.path.join(path, zoo_export.LITE_FILE))
     with pytest.raises(ValueError, match="lite must be True or False. Received: lite='yes'"):
         zoo.export(model, tmp_path, lite="yes")
+
+
+class _OffWhenResized:
+    """A LiteRT interpreter whose signature's probabilities are off by ``offset`` for
+    images not at the model's 32x32 input size."""
+
+    def __init__(self, interpreter, offset):
+        self.interpreter, self.offset = interpreter, offset
+
+    def get_signature_runner(self, name):
+        run = self.interpreter.get_signature_runner(name)
+
+        def call(images):
+            out = run(images=images)
+            if images.shape[1:3] != (32, 32):
+                out["probabilities"] = out["probabilities"] + np.float32(self.offset)
+            return out
+        return call
+
+
+@pytest.mark.parametrize("offset", [5e-4, 2e-3])
+def test_a_litert_copy_is_kept_only_within_the_tolerance_at_every_size(
+        offset, tmp_path, monkeypatch):
+    # The check runs the copy at the model's input size and at another one (the in-graph
+    # resize): a copy off by more than LITE_TOLERANCE (1e-3) on either is not written.
+    from zoo import startlog
+    real = startlog.make_litert_interpreter
+    monkeypatch.setattr(startlog, "make_litert_interpreter",
+                        lambda **kw: _OffWhenResized(real(**kw), offset))
+    path = zoo.export(zoo.lenet5(variant="modern"), tmp_path)
+    lite = json.load(open(os.path.join(path, "assets", "zoo.json")))["lite"]
+    if offset < zoo_export.LITE_TOLERANCE:
+        assert lite["file"] == "assets/serving_default.tflite"
+        assert lite["max_abs_diff"] == pytest.approx(offset, abs=1e-5)
+        assert os.path.isfile(os.path.join(path, zoo_export.LITE_FILE))
+    else:
+        assert lite["file"] is None
+        assert lite["error"] == "LiteRT outputs differ from the SavedModel's by 0.002 (> 0.001)"
+        assert not os.path.exists(os.path.join(path, zoo_export.LITE_FILE))
 
 
 def test_export_killed_before_rename_leaves_no_version(tmp_path):
@@ -619,6 +712,10 @@ def test_an_export_with_other_classes_than_the_version_it_replaces_is_noted(tmp_
                    f"folder:/data/pets; version 2: classification of 10 classes ['digit 0', "
                    f"'digit 1', 'digit 2', 'digit 3', 'digit 4', '..., 1-channel input, "
                    f"trained on digits. Export under another name (--name) to serve both.\n")
+    # Compared with the version just below: a copy of version 3 as 4 answers as 3 did,
+    # though 1 and 2 answer otherwise.
+    shutil.copytree(model_dir / "3", model_dir / "4")
+    assert zoo_export.changed_classes_note(model_dir / "4") is None
     # An older version exported after a newer one is compared with the one below it.
     zoo.export(zoo.lenet5(variant="modern"), tmp_path / "models", info=digits, lite=False,
                version=0)
@@ -691,6 +788,17 @@ def test_export_run_and_cli(tmp_path, capsys):
     assert main(["export", str(run), "--base-dir", str(tmp_path / "models"),
                  "--version", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_runs_own_model_name_names_the_export_and_its_record(tmp_path):
+    # fit(model, model_name="digits_net") records that name in info.json; the Keras model
+    # itself is "lenet5".
+    info = {"model": "digits_net", "task": "classification",
+            "dataset": digits_info().to_dict()}
+    path = zoo.export(zoo.lenet5(variant="modern"), tmp_path, info=info, lite=False)
+    assert path == os.path.join(str(tmp_path), "digits_net", "1")
+    record = json.load(open(os.path.join(path, "assets", "zoo.json")))
+    assert record["name"] == "digits_net" and record["model"] == "digits_net"
 
 
 def test_zoo_export_stays_callable_after_importing_the_module():

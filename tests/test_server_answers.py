@@ -164,3 +164,15 @@ def test_request_limits_and_version_numbers_before_any_model(tmp_path):
         r = c.post("/v1/models/m/versions/\u00b2:predict", content=b'{"instances": [0]}')
         assert r.status_code == 400
         assert r.json()["error"] == "version must be a non-negative integer; received '\u00b2'"
+
+
+def test_a_model_name_may_take_255_bytes_as_a_directory_name_may(tmp_path):
+    store = ModelStore(tmp_path)
+    with pytest.raises(ServingError) as info:
+        store.resolve("m" * 255)
+    assert info.value.status == 404
+    for name in ("m" * 256, "é" * 128):   # bytes in UTF-8, not characters
+        with pytest.raises(ServingError) as info:
+            store.resolve(name)
+        assert info.value.status == 400
+        assert "(256 bytes)" in info.value.message and "at most 255 bytes" in info.value.message

@@ -252,10 +252,20 @@ def test_xla_compiled_at_load_matches_the_plain_function(exported, servable):
     base, _ = exported
     compiled = serving.load(base / "lenet5" / "2", jit_compile=True)
     assert compiled.jit_compiled and compiled.jit_timing["compile_seconds"] > 0
-    x = np.random.RandomState(2).randint(0, 256, (3, 8, 8, 1))  # padded to a batch of 4
-    np.testing.assert_allclose(compiled.predict(x)["probabilities"],
-                               servable.predict(x)["probabilities"], atol=1e-5)
-    np.testing.assert_array_equal(compiled.predict(x)["classes"], servable.predict(x)["classes"])
+    x = np.random.RandomState(2).randint(0, 256, (5, 8, 8, 1))
+    # Batches padded to a power of two: XLA compiles at most ~log2(N) batch shapes.
+    calls = []
+    fn = compiled.function()
+    compiled._functions["serving_default"] = lambda images: (calls.append(len(images)),
+                                                             fn(images))[1]
+    for n in (3, 5):
+        got = compiled.predict(x[:n])
+        assert got["probabilities"].shape == (n, 10) and got["classes"].shape == (n,)
+        np.testing.assert_allclose(got["probabilities"],
+                                   servable.predict(x[:n])["probabilities"], atol=1e-5)
+        np.testing.assert_array_equal(got["classes"], servable.predict(x[:n])["classes"])
+    assert calls == [4, 8]
+    x = x[:3]
     # "auto" keeps XLA only where it compiled and was faster on a warm-up batch.
     auto = serving.load(base / "lenet5" / "2", runtime="tensorflow")
     assert auto.jit_compiled or auto.jit_error
@@ -663,6 +673,8 @@ def test_a_damaged_zoo_json_is_named(exported, tmp_path, text, message):
      '"input.raw_range": [0, "255"] is not two finite numbers [low, high], low < high'),
     ("input", {"raw_range": [255, 0]},
      '"input.raw_range": [255, 0] is not two finite numbers [low, high], low < high'),
+    ("input", {"raw_range": [255, 255]},
+     '"input.raw_range": [255, 255] is not two finite numbers [low, high], low < high'),
 ])
 def test_bad_zoo_json_fields_are_named(exported, tmp_path, capsys, field, value, message):
     from zoo.cli import main
@@ -1069,6 +1081,26 @@ def test_predict_runs_large_inputs_in_bounded_batches(servable, tmp_path, monkey
     assert _peak_bytes(lambda: got.update(servable.predict(paths, batch_size=8))) < 1_000_000
     for i in range(200):    # in the order given, whichever batch an image ran in
         np.testing.assert_allclose(got["probabilities"][i], want[i % 64], atol=1e-6)
+
+
+def test_a_list_of_many_sizes_holds_a_bounded_number_of_images(servable, monkeypatch):
+    """A list's images wait for a batch of their size until _PENDING_BATCHES batches' worth
+    are held, then every size runs: 40 images of 20 sizes, batch_size 2, never hold more
+    than 8 decoded images, and each is predicted as on its own."""
+    images = [np.full((8 + i % 20, 8, 1), 6 * i, "uint8") for i in range(40)]
+    read = []
+    item = servable._item
+    monkeypatch.setattr(servable, "_item", lambda i, image, indexed: (
+        read.append(i), item(i, image, indexed))[1])
+    done, held = [], []
+    for idx, out in servable.iter_predict(images, 2):
+        done += idx.tolist()
+        held.append(len(read) - len(done))
+        for i, p in zip(idx, out["probabilities"]):
+            np.testing.assert_allclose(p, servable.predict(images[i])["probabilities"][0],
+                                       atol=1e-6)
+    assert sorted(done) == list(range(40))
+    assert max(held) == serving._PENDING_BATCHES * 2 - 1   # 8 read, the first of them out
 
 
 def test_errors_in_a_list_name_the_image(servable, tmp_path):

@@ -769,7 +769,10 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     if len(labels) != num_classes and not (num_classes == 1 and len(labels) == 2):
         raise ValueError(f"{len(labels)} labels for {num_classes} classes.")
 
-    sample = np.zeros((1, *model_input), "float32")
+    # A zero image and random ones to read an unknown last layer's numbers by (on a zero
+    # image alone, a one-unit head's logit is its bias: 0 untrained, read as a probability).
+    sample = np.concatenate([np.zeros((1, *model_input)), np.random.default_rng(0).normal(
+        0.0, 1.0, (3, *model_input))]).astype("float32")
     kind = _output_kind(model, output, sample)
     from zoo.startlog import command_line_filter
     # float16's first ops, where TensorFlow logs its note on the kernels that run them

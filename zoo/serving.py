@@ -1197,7 +1197,7 @@ class Servable:
         rounds go on while a runtime's timed calls add up to less than ``_TRIAL_SECONDS``
         (up to ``_TRIAL_MAX_ROUNDS``), so that calls of a few microseconds are timed over a
         span of the machine's time as well. LiteRT stays unless another runtime's best time
-        per image is at least 5% below its own; of those, the fastest is chosen. Trial calls
+        per image is more than 5% below its own; of those, the fastest is chosen. Trial calls
         run one at a time so that their timings do not overlap."""
         size_class = _size_class(len(batch))
         candidates = self._candidates(len(batch))

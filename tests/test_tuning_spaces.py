@@ -182,6 +182,10 @@ def test_narrowing_keeps_or_moves_the_default_and_the_range_ends():
 def test_values_are_converted_and_checked():
     assert hms.AlexNetHyperModel().fix("lrn", "yes").params["lrn"].default is True
     assert hms.AlexNetHyperModel().fix("lrn", "no").params["lrn"].default is False
+    # a list of both values is the boolean again (a fixed value's default goes)
+    both = hms.AlexNetHyperModel().fix("lrn", "yes").set("lrn", "true,false").params["lrn"]
+    assert (both.kind, both.values, both.default) == ("boolean", (), False)
+    assert both.describe()["values"] == "True, False"
     refused = [
         (lambda hm: hm.fix("batch_size", "32.5"), "'batch_size' takes int values. Received: "
                                                   "'32.5'"),
@@ -190,6 +194,8 @@ def test_values_are_converted_and_checked():
                                                "0.01:0.001"),
         (lambda hm: hms.parse_assignments(["lr=1e-3", "lr=1e-2"], "--fix"),
          "--fix names 'lr' twice"),
+        (lambda hm: hms.parse_assignments(["lr= "], "--set"),
+         "--set expects NAME=VALUE (e.g. lr=1e-3, depth=18,34, lr=1e-4:1e-2). Received: 'lr= '"),
         (lambda hm: hms.check_set_fix(set={"lr": "1e-4:1e-2"}, fix={"lr": "1e-3"}),
          "'lr' is given to both fix"),
     ]
@@ -473,3 +479,131 @@ def test_a_search_trains_at_the_datasets_size_raised_to_the_familys_smallest(tmp
     help_text = next(a.help for a in parser._actions if a.dest == "image_size")
     assert help_text.startswith("model input size (default: the dataset's own, raised to the "
                                 "family's smallest input")
+
+
+# -- what a search is, and what it runs ------------------------------------------------------
+
+def test_a_trials_batch_norms_train_with_momentum_0_9_as_zoo_train_does():
+    """The builders keep Keras' 0.99; a trial lowers it to 0.9 as zoo train does (with 0.99
+    deep networks scored near chance on digits after short trainings)."""
+    hm = hms.UNetHyperModel(input_shape=(16, 16, 1), num_classes=3,
+                            fix={"depth": 2, "base_filters": 4, "batch_norm": True})
+    norms = [layer for layer in hm.build(kt.HyperParameters()).layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 10 and {n.momentum for n in norms} == {0.9}
+    built = hm.build_model(hm.defaults())      # the builder's own, for comparison
+    assert {layer.momentum for layer in built.layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}
+    keras.backend.clear_session()
+
+
+def _hyperband_epochs(tmp_path, epochs, max_trials):
+    """The epochs of each trial a Hyperband search of ``epochs`` and ``max_trials`` gives,
+    every trial ended with a score as it comes, and the search's trials.csv."""
+    kt_tuner = tsearch._make_tuner(
+        "hyperband", hms.get_hypermodel("lenet5"), "val_accuracy", max_trials=max_trials,
+        epochs=epochs, directory=str(tmp_path), project=f"hb{epochs}_{max_trials}", seed=0,
+        max_consecutive_failed_trials=3, executions_per_trial=1)
+    oracle = kt_tuner.oracle
+    oracle.verbose = 0
+    given = []
+    for i in range(50):
+        trial = oracle.create_trial("tuner0")
+        if str(trial.status) == "STOPPED":
+            break
+        given.append(trial.hyperparameters.values["tuner/epochs"])
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5 + 0.01 * i})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    return given, pd.read_csv(tmp_path / f"hb{epochs}_{max_trials}" / "trials.csv")
+
+
+def test_hyperband_trains_at_most_epochs_and_runs_at_most_max_trials(tmp_path):
+    """README: with hyperband, --epochs is the most epochs one model trains (brackets of
+    factor 3: 1, then 3) and --max-trials caps the number of trials."""
+    given, table = _hyperband_epochs(tmp_path, epochs=3, max_trials=50)
+    assert given == [1, 1, 1, 3, 3, 3]
+    assert table["epochs"].tolist() == given and len(table) == 6
+    given, table = _hyperband_epochs(tmp_path, epochs=9, max_trials=4)
+    assert given == [1, 1, 1, 1] and len(table) == 4
+
+
+def test_a_search_is_another_search_with_other_epochs_seed_objective_or_executions(
+        monkeypatch, tmp_path):
+    """Each of these makes another search: resumed with another, a project is refused (its
+    fingerprint differs in that key alone)."""
+    from zoo import data
+
+    class Checked(Exception):
+        pass
+
+    def check_project(project_dir, fingerprint, **kwargs):
+        raise Checked(fingerprint)
+
+    monkeypatch.setattr(tsearch, "_check_project", check_project)
+    s = data.load_splits("digits", image_size=(32, 32))
+    base = dict(tuner="random", max_trials=2, epochs=2, directory=str(tmp_path), seed=0,
+                objective="val_loss", executions_per_trial=1)
+
+    def fingerprint(**changes):
+        with pytest.raises(Checked) as info:
+            tsearch.search("lenet5", s, **{**base, **changes})
+        return info.value.args[0]
+
+    first = fingerprint()
+    assert first["objective"] == ["val_loss", "min"]
+    for changes, key in (({"epochs": 3}, "epochs"), ({"seed": 1}, "seed"),
+                         ({"objective": "val_loss:max"}, "objective"),
+                         ({"objective": "val_accuracy"}, "objective"),
+                         ({"executions_per_trial": 2}, "executions_per_trial"),
+                         ({"tuner": "bayesian"}, "tuner")):
+        assert tsearch._differing_keys(first, fingerprint(**changes)) == [key], changes
+    assert tsearch._differing_keys(first, fingerprint(max_trials=5)) == []   # may grow
+
+
+def test_the_default_project_makes_a_folder_path_one_directory_name():
+    assert tsearch._default_project("lenet5", "folder:data/photos", "random") == \
+        "lenet5_folder:data_photos_random"
+    project = tsearch._default_project("unet", "folder:/srv/VOC", "hyperband")
+    assert project == "unet_folder:_srv_VOC_hyperband"
+    tsearch._check_project_name(project)
+
+
+def test_a_local_clusters_processes_get_every_option_of_the_search():
+    """Each process of a --workers cluster runs _argv's command: every option that defines
+    the search comes through it (the cluster's own options are the command's)."""
+    import argparse
+    parser = argparse.ArgumentParser()
+    tsearch.configure_tune(parser)
+    argv = ["resnet", "--workers", "2", "--dataset", "folder:photos", "--tuner", "bayesian",
+            "--max-trials", "7", "--epochs", "3", "--objective", "val_loss:max",
+            "--directory", "runs", "--project", "p1", "--set", "lr=1e-4:1e-2",
+            "--set", "depth=18,34", "--fix", "pooling=max", "--data-dir", "tfds",
+            "--download", "--image-size", "48,40", "--seed", "5", "--jit", "--deterministic",
+            "--mixed-precision", "bfloat16", "--ignore-label", "255", "--cv", "3",
+            "--verbose", "2"]
+    args = parser.parse_args(argv)
+    again = vars(parser.parse_args(tsearch._argv(args)))
+    cluster = {"workers", "chief", "worker", "worker_id", "overwrite", "export", "export_dir",
+               "show_space", "quiet"}
+    want = {k: v for k, v in vars(args).items() if k not in cluster}
+    assert {k: v for k, v in again.items() if k not in cluster} == want
+    assert {k for k, v in vars(parser.parse_args(["resnet"])).items()
+            if v != want.get(k, v)} == set(want) - {"model"}      # every one was changed
+    assert again["workers"] is None and again["chief"] is None
+
+
+def test_the_plot_steps_through_the_best_score_so_far_in_the_objectives_direction(
+        tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+    steps = []
+    real = Axes.step
+    monkeypatch.setattr(Axes, "step", lambda self, x, y, *a, **k: (
+        steps.append((list(x), list(y))), real(self, x, y, *a, **k))[1])
+    df = pd.DataFrame({"trial": ["0", "1", "2", "3"],
+                       "status": ["COMPLETED", "FAILED", "COMPLETED", "COMPLETED"],
+                       "score": [0.5, None, 0.25, 0.75]})
+    tsearch._plot(df, str(tmp_path / "min.png"), "val_loss", "min")
+    tsearch._plot(df, str(tmp_path / "max.png"), "val_accuracy", "max")
+    assert steps == [([0, 2, 3], [0.5, 0.25, 0.25]), ([0, 2, 3], [0.5, 0.5, 0.75])]
+    assert (tmp_path / "min.png").read_bytes()[:4] == b"\x89PNG"

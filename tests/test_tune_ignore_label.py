@@ -85,8 +85,13 @@ def test_a_trials_val_mean_iou_leaves_out_the_ignored_pixels(splits, recorded, t
     df = search("unet", splits, max_trials=2, set={"lr": [1e-2, 3e-3], "augment": [0.0, 1.0]},
                 directory=str(tmp_path), project="p", **TINY)
     assert list(df["status"]) == ["COMPLETED"] * 2 and len(recorded) == 2
+    # Trials are scored on the validation split, not the test split (held out for the best).
+    masks = {name: data.to_arrays(getattr(splits, name))[1] for name in ("validation", "test")}
+    assert masks["validation"].shape != masks["test"].shape or \
+        not np.array_equal(masks["validation"], masks["test"])
     for run, score in zip(recorded, df["score"]):
         p, y = run["held_out"]
+        np.testing.assert_array_equal(y, masks["validation"])
         assert 0.05 < (y == 255).mean() < 0.5
         accuracy, mean_iou = _scores(p, y)
         assert score == pytest.approx(mean_iou, abs=1e-6)

@@ -70,6 +70,8 @@ def single_layer_macs(layer, input_shape):
     (L.MaxPooling2D(2, data_format="channels_first", name="l"), (4, 6, 6), 0, 36 * 3, (4, 3, 3)),
     # transposed: every input pixel scatters a 2x2x3 kernel per input map: 16*5*4*3
     (L.Conv2DTranspose(3, 2, strides=2, name="l"), (4, 4, 5), 16 * 5 * 4 * 3, 0, (8, 8, 3)),
+    # a 3x3 kernel at stride 2 overlaps: still every input pixel times the whole kernel
+    (L.Conv2DTranspose(3, 3, strides=2, name="l"), (4, 4, 5), 16 * 5 * 9 * 3, 0, (9, 9, 3)),
     (L.Dense(10, name="l"), (20,), 200, 0, (10,)),
     # dense on a feature map acts per pixel
     (L.Dense(3, name="l"), (2, 2, 5), 4 * 3 * 5, 0, (2, 2, 3)),
@@ -80,6 +82,9 @@ def single_layer_macs(layer, input_shape):
     # global average pool over 4x4x3: 15 additions + 1 division per channel
     (L.GlobalAveragePooling2D(name="l"), (4, 4, 3), 0, 3 * 16, (3,)),
     (L.GlobalMaxPooling2D(name="l"), (4, 4, 3), 0, 3 * 15, (3,)),
+    # channels first: 3 maps of 4x5, 19 additions + 1 division each
+    (L.GlobalAveragePooling2D(data_format="channels_first", name="l"), (3, 4, 5), 0, 3 * 20,
+     (3,)),
     # batch norm: a multiply and an add per element, not a multiply-add of the network
     (L.BatchNormalization(name="l"), (4, 4, 3), 0, 2 * 48, (4, 4, 3)),
     (L.Activation("relu", name="l"), (4, 4, 3), 0, 0, (4, 4, 3)),
@@ -123,6 +128,8 @@ def test_local_response_normalization():
     p = zprofile.profile(zoo.alexnet(local_response_normalization=True))
     # depth radius 2: 5 squares summed + (bias + alpha * sum) per element
     assert row(p, "C1_lrn")["macs"] == 55 * 55 * 96 * 6
+    # then a power and a division per element
+    assert row(p, "C1_lrn")["other_ops"] == 55 * 55 * 96 * 2
     assert row(p, "C1")["macs"] == 55 * 55 * 96 * 11 * 11 * 3
 
 
@@ -270,6 +277,24 @@ def test_branches_are_alive_together():
     assert prof.totals.training_activation_bytes == 64 + 128 + 128 + 256
 
 
+def test_a_tensor_read_twice_by_one_layer_stays_alive_for_its_next_consumer():
+    # x 64 B -> a 4x4x4 = 256 B -> sq = a * a 256 B -> a + sq 256 B
+    x = keras.Input((4, 4, 1), name="x")
+    a = conv(4, 1, "a")(x)
+    sq = L.Multiply(name="sq")([a, a])
+    p = zprofile.profile(keras.Model(x, L.Add(name="add")([sq, a])))
+    # a is still needed by the add after sq read it twice
+    assert list(p.layers["live_bytes"]) == [64, 320, 512, 768]
+    assert p.totals.other_ops == 2 * 64
+
+
+def test_the_peak_layer_is_the_first_to_reach_the_peak():
+    # x 8x8x1 = 256 B -> c1 8x8x2 = 512 B -> c2 8x8x2 = 512 B: 768, then 1024 twice
+    p = zprofile.profile(chain_model(filters=(2, 2, 2)))
+    assert list(p.layers["live_bytes"]) == [256, 768, 1024, 1024]
+    assert p.totals.inference_peak_layer == "c2"
+
+
 def test_model_outputs_are_kept():
     # x 64 B -> a 256 B (an output) -> b 64 B -> c 64 B (an output)
     x = keras.Input((4, 4, 1), name="x")
@@ -331,6 +356,25 @@ def test_branches_take_the_largest_path_and_axes_differ():
     assert (row(p, "wide")["rf_h"], row(p, "wide")["rf_w"]) == (1, 7)
     assert (row(p, "tall")["rf_h"], row(p, "tall")["rf_w"]) == (9, 9)
     assert (row(p, "cat")["rf_h"], row(p, "cat")["rf_w"]) == (9, 9)
+
+
+def test_strides_and_jumps_differ_per_axis():
+    x = keras.Input((16, 16, 1), name="x")
+    y = conv(1, 3, "c1", strides=(1, 2), padding="same")(x)       # jump 1x2
+    y = conv(1, 3, "c2", strides=(2, 1), padding="same")(y)       # rf 3 + 2 * (1, 2)
+    p = zprofile.profile(keras.Model(x, y))
+    assert tuple(row(p, "c1")[["rf_h", "rf_w", "jump_h", "jump_w"]]) == (3, 3, 1, 2)
+    assert tuple(row(p, "c2")[["rf_h", "rf_w", "jump_h", "jump_w"]]) == (5, 7, 2, 2)
+
+
+def test_depthwise_and_separable_convolutions_widen_the_receptive_field():
+    x = keras.Input((32, 32, 2), name="x")
+    y = L.DepthwiseConv2D(5, strides=2, padding="same", name="dw")(x)                # 5, jump 2
+    y = L.SeparableConv2D(2, 3, dilation_rate=2, padding="same", name="sep")(y)      # k_eff 5
+    p = zprofile.profile(keras.Model(x, y))
+    assert (row(p, "dw")["rf_h"], row(p, "dw")["jump_h"]) == (5, 2)
+    assert (row(p, "sep")["rf_h"], row(p, "sep")["rf_w"], row(p, "sep")["jump_h"]) == (
+        5 + 4 * 2, 5 + 4 * 2, 2)
 
 
 def measured_receptive_field(model):
@@ -400,6 +444,8 @@ def test_image_input_after_a_non_image_input():
     assert (row(p, "c1d")["rf_h"], row(p, "c1d")["rf_w"]) == (3, 1)   # along its one axis
     assert row(p, "flat")["rf_h"] == 3 + 9
     assert (row(p, "cat")["rf_h"], row(p, "cat")["rf_w"]) == (12, 9)
+    # the largest jump over the inputs: the flattened series' 10, the pooled map's 8
+    assert (row(p, "cat")["jump_h"], row(p, "cat")["jump_w"]) == (10, 8)
     assert (row(p, "vec")["rf_h"], row(p, "vec")["rf_w"]) == (1, 1)
 
 
@@ -556,6 +602,11 @@ def test_model_table():
         "name": "lenet5", "input": "32x32x1", "params": 60_840, "GMACs": 0.0003281,
         # peak: C1 (28x28x6) + S2 (14x14x6) floats; all: 43,256 bytes
         "inference MB": round((4704 + 1176) * 4 / 1e6, 2), "training MB": 0.04}]
+    # megabytes are 10^6 bytes: ResNet-18's peak, conv1_relu (112x112x64 floats) and
+    # pool1_pad (114x114x64), is 6,538,240 B (6.24 MiB); all activations 39,069,520 B
+    resnet18 = zprofile.model_table(["resnet18"]).loc[0]
+    assert (resnet18["GMACs"], resnet18["inference MB"], resnet18["training MB"]) == (
+        1.814, 6.54, 39.07)
     with pytest.raises(ValueError, match="Unknown model"):
         zprofile.model_table(["lenet6"])
 

@@ -150,3 +150,27 @@ def test_modern_variant_pools_by_averaging():
     c1, s2 = keras.Model(model.input, [model.get_layer("C1").output,
                                        model.get_layer("S2").output]).predict(x, verbose=0)
     np.testing.assert_allclose(s2, c1.reshape(1, 14, 2, 14, 2, 6).mean(axis=(2, 4)), rtol=1e-5)
+
+
+def test_rbf_centres_are_the_seeds_plus_minus_one_codes_and_rebuild_from_the_config():
+    # The paper's parameter vectors are fixed +1/-1 codes, chosen from the seed (1998 by
+    # default); a layer rebuilt from its config without weights has the same codes.
+    from zoo.layers import RBFOutput
+    for kwargs in ({}, {"seed": 7}):
+        layer = RBFOutput(4, **kwargs)
+        layer.build((None, 12))
+        centres = keras.ops.convert_to_numpy(layer.centers)
+        expected = np.random.RandomState(kwargs.get("seed", 1998)).choice([-1.0, 1.0], (12, 4))
+        np.testing.assert_array_equal(centres, expected)
+        twin = RBFOutput.from_config(layer.get_config())
+        twin.build((None, 12))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(twin.centers), centres)
+    assert RBFOutput(4).get_config()["seed"] == 1998
+
+
+def test_subsampling_drops_a_partial_window_as_its_output_shape_says():
+    from zoo.layers import Subsampling
+    inputs = keras.Input((5, 7, 2))
+    model = keras.Model(inputs, Subsampling(2)(inputs))
+    assert tuple(model.output.shape) == (None, 2, 3, 2)
+    assert model.predict(np.ones((1, 5, 7, 2), "float32"), verbose=0).shape == (1, 2, 3, 2)

@@ -3,6 +3,7 @@ that say which file fits, and ``zoo.weights.imagenet_input``, the input Keras' p
 ImageNet weights were trained on, from the zoo's normalised images."""
 
 import dataclasses
+import os
 
 import h5py
 import keras
@@ -128,8 +129,10 @@ def _info(mean, std):
 
 
 @pytest.mark.parametrize("name, reference", [
-    ("resnet50", keras.applications.resnet.preprocess_input),         # BGR minus the mean
-    ("resnet50_v2", keras.applications.resnet_v2.preprocess_input),   # [-1, 1]
+    *[(f"resnet{depth}", keras.applications.resnet.preprocess_input)         # BGR minus the mean
+      for depth in (50, 101, 152)],
+    *[(f"resnet{depth}_v2", keras.applications.resnet_v2.preprocess_input)   # [-1, 1]
+      for depth in (50, 101, 152)],
     ("xception", keras.applications.xception.preprocess_input),
     ("inception_v3", keras.applications.inception_v3.preprocess_input),
 ])
@@ -207,6 +210,18 @@ def test_imagenet_weights_that_cannot_fit_are_refused_before_the_download(kwargs
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))   # nothing cached: a fetch would fail
     with pytest.raises(ValueError, match=message):
         zoo.resnet50(weights="imagenet", **kwargs)
+
+
+def test_every_model_with_published_weights_has_its_input_conversion_tested():
+    assert sorted(zoo_weights.IMAGENET_INPUT) == sorted(
+        name for name in zoo.list_models() if "imagenet" in zoo.model_info(name).weights)
+
+
+def test_imagenet_weights_without_the_top_take_any_num_classes(monkeypatch):
+    """num_classes is the new head's, not the file's, when include_top=False."""
+    monkeypatch.setattr(zoo_weights, "fetch", lambda name, wf: os.path.join("cache", wf.fname))
+    got = zoo_weights.resolve("resnet50", "imagenet", SHAPE, False, 10, R.WEIGHT_FILES["resnet50"])
+    assert got == os.path.join("cache", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
 
 
 def test_imagenet_input_from_another_raw_range():

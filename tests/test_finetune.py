@@ -201,6 +201,9 @@ def test_a_whole_model_saved_as_h5_loads_as_weights(source, tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(input_shape=(32, 32, 1)), r"^resnet50: weights='imagenet' needs 3 input channels "
                                      r"\(RGB\)\. Received: input_shape=\(32, 32, 1\)$"),
+    # channels first is not the published files' layout either
+    (dict(input_shape=(3, 32, 32)), r"needs 3 input channels \(RGB\)\. Received: "
+                                    r"input_shape=\(3, 32, 32\)$"),
     (dict(num_classes=10), r"^resnet50: weights='imagenet' with include_top=True needs "
                            r"num_classes=1000 \(or use include_top=False\)\. Received: "
                            r"num_classes=10$"),

@@ -304,3 +304,14 @@ def test_taps_of_linear_stages_and_of_a_transposed_convolution():
     head = keras.Model(inputs, model.get_layer("down").output)
     assert [(t["name"], t["stride"]) for t in feature_layers(head, strides=(2, 4))] == [
         ("stem_bn", 2), ("down", 4)]
+
+
+def test_a_concatenation_is_the_tap_rather_than_the_activation_it_gathers():
+    """A dense-block concatenation of an activation and of a convolution of it is the block
+    output at its stride: a merge is preferred as an activation is, and the later wins."""
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="a")(inputs)
+    b = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="b")(a)
+    model = keras.Model(inputs, keras.layers.Concatenate(name="cat")([a, b]))
+    assert [(t["name"], t["stride"], t["shape"]) for t in feature_layers(model, strides=(2,))] \
+        == [("cat", 2, (4, 4, 8))]

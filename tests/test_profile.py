@@ -22,6 +22,7 @@ import zoo
 import zoo.profile as zprofile
 from conftest import wait_for_marker
 from zoo import cli
+from zoo.layers import PartialConv2D, RBFOutput, Subsampling
 
 
 def conv(filters, kernel, name, **kw):
@@ -92,6 +93,12 @@ def single_layer_macs(layer, input_shape):
     (L.Rescaling(1 / 127.5, offset=-1, name="l"), (4, 4, 3), 0, 2 * 48, (4, 4, 3)),
     (L.UpSampling2D(2, name="l"), (4, 4, 3), 0, 0, (8, 8, 3)),
     (L.UpSampling2D(2, interpolation="bilinear", name="l"), (4, 4, 3), 0, 4 * 192, (8, 8, 3)),
+    # the zoo's layers away from LeNet-5's sizes: a 3x3 subsampling window, one multiply-add
+    # and 8 additions per output; 6 connected 3x3 kernels over 4x4 positions; 5 RBF units
+    (Subsampling(3, name="l"), (9, 9, 2), 18, 18 * 8, (3, 3, 2)),
+    (PartialConv2D(((0, 1), (1,), (0, 1, 2)), kernel_size=3, name="l"), (6, 6, 3),
+     16 * 9 * 6, 0, (4, 4, 3)),
+    (RBFOutput(5, name="l"), (7,), 35, 35, (5,)),
 ])
 def test_layer_macs(layer, input_shape, macs, other, out_shape):
     r = single_layer_macs(layer, input_shape)
@@ -472,6 +479,13 @@ def test_interpolation_kernels(layer, input_shape, taps, jump):
     assert (r["rf_h"], r["rf_w"], r["jump_h"]) == (taps[0], taps[1], jump)
     nearest = layer.interpolation == "nearest"
     assert r["other_ops"] == (0 if nearest else taps[0] * taps[1] * np.prod(r["output_shape"]))
+
+
+def test_subsampling_steps_by_its_window():
+    x = keras.Input((9, 9, 1), name="x")
+    y = Subsampling(3, name="s")(conv(1, 3, "c", padding="same")(x))
+    r = zprofile.profile(keras.Model(x, y)).layers.iloc[-1]
+    assert (r["rf_h"], r["rf_w"], r["jump_h"]) == (3 + 2, 3 + 2, 3)
 
 
 def test_global_pooling_sees_the_whole_map():

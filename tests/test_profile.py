@@ -655,6 +655,20 @@ def test_summary_numbers_are_plain_in_csv_and_separated_in_markdown(capsys):
         assert row in markdown
 
 
+def test_markdown_totals_are_in_units_of_10_to_the_9_and_10_to_the_6():
+    from zoo.tables import to_text
+    totals = zprofile.Totals(
+        batch_size=1, params=25_636_712, trainable_params=25_583_592,
+        non_trainable_params=53_120, macs=3_857_973_248, flops=7_715_946_496, other_ops=1,
+        weight_bytes={"float32": 102_546_848}, inference_activation_bytes=25_690_112,
+        inference_peak_layer="conv1_bn", training_activation_bytes=438_000_000)
+    markdown = to_text(totals.to_frame(), "markdown")
+    for value in ("| 3,857,973,248 (3.858 G) ", "| 7,715,946,496 (7.716 G) ",
+                  "| 102,546,848 (102.55 MB) ", "| 25,690,112 B (25.69 MB, peak at conv1_bn) ",
+                  "| 438,000,000 B (438.00 MB) "):
+        assert value in markdown
+
+
 def test_cli_summary_markdown_input_shape_and_plot(capsys, tmp_path):
     target = tmp_path / "lenet.png"
     assert cli.main(["summary", "lenet5", "--input-shape", "36,36,1", "--plot",

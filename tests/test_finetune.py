@@ -120,6 +120,16 @@ def test_a_broken_cached_imagenet_file_says_how_to_replace_it(source, tmp_path, 
             f"when online) or replace it with {published.url}.") in message
 
 
+def test_a_broken_file_of_ones_own_with_the_published_name_is_not_called_the_cached_one(
+        tmp_path):
+    published = R.WEIGHT_FILES["resnet50"][False]
+    (tmp_path / published.fname).write_bytes(b"\x89HDF truncated")
+    with pytest.raises(ValueError) as err:
+        zoo.resnet50(include_top=False, input_shape=SHAPE, weights=str(tmp_path / published.fname))
+    assert "is not a weights file" in str(err.value)
+    assert "cached file" not in str(err.value)
+
+
 # ---------------------------------------------------------------------------
 # The input the published weights expect.
 

@@ -230,6 +230,11 @@ class LocalResponseNormalization(keras.layers.Layer):
     ``x / (bias + alpha * sum_{|c'-c| <= depth_radius} x_{c'}^2) ** beta``
     (the ``tf.nn.local_response_normalization`` convention).
 
+    The defaults are those of AlexNet's layer table source (Géron's Keras example: radius 2,
+    bias 1, alpha 2e-5, beta 0.75), which are Caffe's reference AlexNet (k=1 and alpha/n =
+    1e-4/5 per square). The paper's own constants (k=2, n=5, alpha=1e-4 on the sum, beta 0.75)
+    are ``LocalResponseNormalization(depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75)``.
+
     Args:
         depth_radius: half-width of the channel window.
         bias: the additive constant.

@@ -1064,6 +1064,17 @@ def test_segmentation_folder_of_images_and_masks_is_split_80_10_10_apart(tmp_pat
     assert sorted(train + val + test) == list(range(30))   # each image in one split
 
 
+def test_segmentation_split_folders_without_test_serve_validation_as_test(tmp_path):
+    _seg_tree(tmp_path / "train", 10)
+    s = data.load_splits(str(tmp_path), batch_size=16)
+    assert (s.info.splits, s.info.test_is_validation) == (
+        {"train": 9, "validation": 1, "test": 1}, True)
+    _seg_tree(tmp_path / "test", 2, start=100)
+    s = data.load_splits(str(tmp_path), batch_size=16)
+    assert (s.info.splits, s.info.test_is_validation) == (
+        {"train": 9, "validation": 1, "test": 2}, False)
+
+
 def test_segmentation_train_folder_of_one_image_without_validation_is_refused(tmp_path):
     _seg_tree(tmp_path / "train", 1)
     with pytest.raises(ValueError, match=re.escape(

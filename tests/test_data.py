@@ -46,6 +46,24 @@ def test_digits_pipeline_shapes_and_normalisation():
     assert 60 < info.mean[0] < 100 and 60 < info.std[0] < 100
 
 
+def test_digits_split_and_statistics_stay_the_same():
+    """The fixed split (scores stay comparable between versions) and the statistics,
+    measured on the first 512 training images at the model's input size: not on another
+    split, not on fewer images, not before resizing."""
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (data.digits_arrays(s)
+                                                for s in ("train", "validation", "test"))
+    assert y_tr[:12].tolist() == [9, 1, 7, 5, 5, 2, 9, 4, 2, 8, 0, 2]
+    assert y_va[:12].tolist() == [7, 4, 7, 6, 0, 0, 5, 6, 8, 6, 6, 8]
+    assert y_te[:12].tolist() == [7, 6, 3, 7, 7, 3, 2, 8, 9, 3, 2, 6]
+    assert [float(x.sum()) for x in (x_tr, x_va, x_te)] == [6254417.0, 907385.625, 1790578.125]
+    info = data.load("digits", "test", image_size=(32, 32))[1]
+    first = tf.image.resize(x_tr[:512], (32, 32)).numpy().astype("float64")
+    assert info.mean == pytest.approx([first.mean()], abs=1e-4) == [77.6063]
+    assert info.std == pytest.approx([first.std()], abs=1e-4) == [82.3678]
+    assert data.load("digits", "test", image_size=(8, 8))[1].std == pytest.approx([95.8084],
+                                                                                  abs=1e-4)
+
+
 def test_preprocess_is_what_the_pipeline_does():
     ds, info = data.load("digits", "test", image_size=(32, 32), batch_size=64)
     x, y = data.to_arrays(ds)
@@ -71,6 +89,10 @@ def test_preprocess_resize_and_channels():
     rgb = np.zeros((1, 4, 6, 3), "float32")
     rgb[..., 0] = 100.0
     np.testing.assert_allclose(data.preprocess(rgb, info1).numpy()[0, 0, 0, 0], 29.89, atol=0.01)
+    # Images are resized bilinearly (half-pixel centres); masks keep nearest neighbour.
+    ramp = data.DatasetInfo("t", "classification", 2, ["a", "b"], (1, 4, 1))
+    np.testing.assert_allclose(data.preprocess(np.array([[[[0.0], [100.0]]]]), ramp).numpy()
+                               .ravel(), [0.0, 25.0, 75.0, 100.0])
     with pytest.raises(ValueError, match="cannot convert 2-channel"):
         data.preprocess(np.zeros((1, 4, 6, 2), "float32"), info1)
 
@@ -112,6 +134,31 @@ def test_shapes_splits():
     assert s.info.splits == {"train": 1000, "validation": 100, "test": 200}
 
 
+def test_shapes_splits_share_no_scene():
+    scenes = {}
+    for split in ("train", "validation", "test"):
+        raw = data.load_raw("shapes", split)
+        scenes[split] = {x.tobytes() for x, _ in raw.dataset.as_numpy_iterator()}
+        assert len(scenes[split]) == raw.size
+    assert not (scenes["train"] & scenes["validation"] or scenes["train"] & scenes["test"]
+                or scenes["validation"] & scenes["test"])
+
+
+def test_make_shapes_draws_shapes_of_radius_7_to_16():
+    _, masks = data.make_shapes(60, seed=0, max_shapes=1)
+    areas = {1: [], 2: [], 3: []}
+    for mask in masks:
+        kinds = np.unique(mask[mask > 0])
+        assert len(kinds) == 1
+        areas[int(kinds[0])].append(int((mask > 0).sum()))
+    # circle pi r^2, square (1.6 r)^2, triangle 3 sqrt(3) / 4 r^2, r from 7 to 16 pixels (a
+    # shape near the border loses a little of its area)
+    for kind, factor in ((1, np.pi), (2, 1.6 ** 2), (3, 3 * np.sqrt(3) / 4)):
+        assert len(areas[kind]) >= 15
+        assert 0.8 * factor * 7 ** 2 <= min(areas[kind])
+        assert max(areas[kind]) <= factor * 16 ** 2 + 4
+
+
 # --- augmentation ---------------------------------------------------------------------
 
 def test_augmentation_never_touches_validation_and_test():
@@ -146,6 +193,18 @@ def test_the_train_order_changes_each_epoch(tmp_path):
         first, second = (data.to_arrays(train)[1] for _ in range(2))
         assert sorted(first) == sorted(second) and len(first) in (1257, 40)
         assert (first != second).mean() > 0.3
+
+
+def test_the_train_order_follows_the_seed(tmp_path):
+    root = _class_tree(tmp_path / "c", {"train": {"a": 20, "b": 20}, "validation": {"a": 1}})
+    for name in ("digits", f"folder:{root}"):
+        def order(seed):
+            train = data.load_splits(name, image_size=(8, 8), batch_size=64, seed=seed).train
+            return data.to_arrays(train)[0]
+        first, again, other = order(1), order(1), order(2)
+        np.testing.assert_array_equal(first, again)
+        assert not np.array_equal(first, other)
+        np.testing.assert_array_equal(np.sort(first, axis=None), np.sort(other, axis=None))
 
 
 def test_the_same_seed_gives_the_same_augmented_batches():
@@ -221,6 +280,48 @@ def test_tfds_loaders_under_mock_data(name, tmp_path):
                 assert y.shape == (6,)
                 assert 0 <= y.min() and y.max() < num_classes
         assert len(s.info.mean) == len(s.info.std) == shape[2]
+
+
+def test_tfds_train_order_follows_the_seed(tmp_path):
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=64):
+        def order(seed):
+            ds, _ = data.load("mnist", "train", image_size=(8, 8), batch_size=64, seed=seed,
+                              data_dir=str(tmp_path))
+            return data.to_arrays(ds)[0]
+        first, again, other = order(3), order(3), order(4)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_tfds_splits_are_disjoint_and_cover_the_upstream_splits():
+    """Under tfds.testing.mock_data every split expression reads the same fake examples: the
+    slices are checked here, resolved by tensorflow-datasets itself on upstream splits of
+    odd sizes (rounding)."""
+    import types
+
+    import tensorflow_datasets as tfds
+    upstream = {"train": 1001, "validation": 97, "test": 203}
+    infos = {k: types.SimpleNamespace(num_examples=n) for k, n in upstream.items()}
+    sizes = {}
+    for name in data.list_datasets():
+        if name not in data._TFDS:
+            continue
+        owner = {}
+        for split, expression in data._TFDS[name][0].items():
+            for part in tfds.core.ReadInstruction.from_spec(expression).to_absolute(infos):
+                for i in range(upstream[part.splitname])[part.from_:part.to]:
+                    assert (part.splitname, i) not in owner, (name, split, owner[
+                        (part.splitname, i)])
+                    owner[(part.splitname, i)] = split
+        used = {u for u, _ in owner}
+        assert len(owner) == sum(upstream[u] for u in used), name
+        sizes[name] = {s: sum(v == s for v in owner.values()) for s in data.SPLITS}
+    assert sizes == {
+        **{name: {"train": 901, "validation": 100, "test": 203} for name in
+           ("mnist", "fashion_mnist", "cifar10", "cifar100", "oxford_iiit_pet")},
+        "imagenette": {"train": 901, "validation": 100, "test": 97},
+        "malaria": {"train": 801, "validation": 100, "test": 100}}
 
 
 def test_a_tfds_dataset_not_on_disk_is_one_clear_error(tmp_path, caplog):
@@ -757,6 +858,10 @@ def test_folder_validation_hold_out_is_stratified(tmp_path):
     root = _class_tree(tmp_path / "d", {"train": {"a": 30, "b": 10}})
     _, y_val = data.to_arrays(data.load_splits(f"folder:{root}", batch_size=64).validation)
     assert np.bincount(y_val, minlength=2).tolist() == [3, 1]
+    root = _class_tree(tmp_path / "e", {"train": {"a": 30, "b": 15}})   # 45 // 10: 4 held out
+    s = data.load_splits(f"folder:{root}", batch_size=64)
+    assert s.info.splits == {"train": 41, "validation": 4, "test": 4}
+    assert np.bincount(data.to_arrays(s.validation)[1], minlength=2).tolist() == [3, 1]
 
 
 def test_folder_of_class_folders_is_split_80_10_10(tmp_path):
@@ -861,6 +966,27 @@ def test_folder_with_two_folders_for_one_split_is_refused(tmp_path):
         data.load_splits(f"folder:{root}")
 
 
+
+def test_folder_split_names_val_and_valid_are_the_validation_split(tmp_path):
+    for name in ("val", "valid"):
+        root = _class_tree(tmp_path / name, {"train": {"a": 5, "b": 5}, name: {"a": 1, "b": 2}})
+        s = data.load_splits(str(root), batch_size=8)
+        assert s.info.splits == {"train": 10, "validation": 3, "test": 3}
+        assert s.info.test_is_validation is True
+        assert data.to_arrays(s.validation)[1].tolist() == [0, 1, 1]
+
+
+def test_folder_split_with_a_class_train_does_not_have_is_refused(tmp_path):
+    """Its images would have no class to train: they were left out without a word."""
+    for split in ("validation", "test"):
+        root = _class_tree(tmp_path / split, {"train": {"a": 3, "b": 3},
+                                              split: {"a": 1, "b": 1, "c": 1}})
+        with pytest.raises(ValueError, match=re.escape(
+                f"Dataset folder '{root / split}' has labels not in train: ['c']. Train "
+                f"labels: ['a', 'b'].")):
+            data.load_splits(str(root))
+
+
 def test_folder_splits_without_images_are_refused(tmp_path):
     empty_val = _class_tree(tmp_path / "e", {"train": {"a": 3, "b": 3},
                                              "validation": {"a": 0, "b": 0}})
@@ -914,6 +1040,50 @@ def test_segmentation_split_folders_hold_validation_out_of_train(tmp_path):
     assert train | val == set(range(10))
 
 
+
+def _seg_tree(root, n, start=0):
+    """``root/images`` + ``root/masks``: ``n`` 4x4 images, each one grey value of its own
+    (``start``, ``start + 1``, ...), masks of classes 0 and 1."""
+    os.makedirs(root / "images")
+    os.makedirs(root / "masks")
+    for i in range(n):
+        Image.fromarray(np.full((4, 4, 3), start + i, "uint8")).save(root / "images" / f"{i}.png")
+        Image.fromarray(np.full((4, 4), i % 2, "uint8")).save(root / "masks" / f"{i}.png")
+    return root
+
+
+def test_segmentation_folder_of_images_and_masks_is_split_80_10_10_apart(tmp_path):
+    s = data.load_splits(str(_seg_tree(tmp_path / "seg", 30)), batch_size=64)
+    assert s.info.splits == {"train": 24, "validation": 3, "test": 3}
+
+    def pixels(ds):
+        x, _ = data.to_arrays(ds)
+        raw = x * np.array(s.info.std) + np.array(s.info.mean)
+        return np.round(raw[:, 0, 0, 0]).astype(int).tolist()
+    train, val, test = pixels(s.train), pixels(s.validation), pixels(s.test)
+    assert sorted(train + val + test) == list(range(30))   # each image in one split
+
+
+def test_segmentation_split_folders_without_test_serve_validation_as_test(tmp_path):
+    _seg_tree(tmp_path / "train", 10)
+    s = data.load_splits(str(tmp_path), batch_size=16)
+    assert (s.info.splits, s.info.test_is_validation) == (
+        {"train": 9, "validation": 1, "test": 1}, True)
+    _seg_tree(tmp_path / "test", 2, start=100)
+    s = data.load_splits(str(tmp_path), batch_size=16)
+    assert (s.info.splits, s.info.test_is_validation) == (
+        {"train": 9, "validation": 1, "test": 2}, False)
+
+
+def test_segmentation_train_folder_of_one_image_without_validation_is_refused(tmp_path):
+    _seg_tree(tmp_path / "train", 1)
+    with pytest.raises(ValueError, match=re.escape(
+            f"Segmentation folder '{tmp_path / 'train'}' has one image and no validation "
+            f"folder: add images, or a validation folder (validation/images + "
+            f"validation/masks).")):
+        data.load_splits(str(tmp_path))
+
+
 # --- examples per class (class_weight="balanced" in zoo.train) --------------------------
 
 def test_folder_class_counts_come_from_the_listing(tmp_path):
@@ -948,6 +1118,12 @@ def test_class_counts_of_digits_and_of_splits_put_together():
                       s.validation, s.test, s.info)
     assert data.train_class_counts(few).tolist() == np.bincount(
         data.digits_arrays("test")[1], minlength=10).tolist()
+    # A label outside the classes (3 of 3) is named, not counted as a fourth class.
+    y = np.array([0, 1, 2, 3], "int32")
+    toy = data.DatasetInfo("toy", "classification", 3, ["a", "b", "c"], (2, 2, 1))
+    with pytest.raises(ValueError, match=r"^labels outside num_classes: dataset 'toy' has 3 "
+                                         r"classes, so labels must be in 0..2; found 3.$"):
+        data.train_class_counts(_own_splits(np.zeros((4, 2, 2, 1), "float32"), y, toy))
     with pytest.raises(ValueError, match="counted for classification datasets; 'shapes' is "
                                          "a segmentation dataset"):
         data.train_class_counts(data.load_splits("shapes", batch_size=50))

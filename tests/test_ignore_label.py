@@ -77,6 +77,45 @@ def test_an_ignore_label_beside_binary_masks_and_one_that_is_never_there(tmp_pat
     assert (s.info.num_classes, s.info.ignore_label) == (4, 255)
 
 
+
+def _masks_folder(root, masks):
+    """``root/images`` + ``root/masks`` holding ``masks`` (uint8 arrays) as grey PNGs."""
+    os.makedirs(root / "images")
+    os.makedirs(root / "masks")
+    for i, mask in enumerate(masks):
+        Image.fromarray(np.dstack([mask] * 3)).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    return root
+
+
+def test_the_ignore_label_may_be_any_value_above_the_classes_up_to_65535(tmp_path):
+    for value in (4, 65535):    # shapes' classes are 0..3
+        _, info = data.load("shapes", "test", image_size=(8, 8), ignore_label=value)
+        assert (info.num_classes, info.ignore_label) == (4, value)
+    # With labels.txt, the value just above its classes: 3 names, ignore label 3.
+    masks = [np.array([[0, 1], [2, 3]], "uint8")[np.indices((8, 8))[0] // 4,
+                                                  (np.indices((8, 8))[1] + i) % 8 // 4]
+             for i in range(10)]
+    root = _masks_folder(tmp_path / "listed", masks)
+    (root / "labels.txt").write_text("background\ncell\nnucleus\n")
+    s = data.load_splits(str(root), batch_size=16, ignore_label=3)
+    assert (s.info.labels, s.info.ignore_label) == (["background", "cell", "nucleus"], 3)
+    assert sorted(np.unique(data.to_arrays(s.train)[1]).tolist()) == [0, 1, 2, 3]
+
+
+def test_an_ignore_label_that_is_the_object_class_of_binary_masks_is_refused(tmp_path):
+    """Masks of 0, 1 and 255 with ignore_label=1: 0 and 255 would be read as background and
+    object (class 1), and every object pixel then be ignored."""
+    masks = [np.zeros((8, 8), "uint8") for _ in range(10)]
+    for i, mask in enumerate(masks):
+        mask[2:6, 2:6] = 255
+        mask[0, :] = i % 2
+    root = _masks_folder(tmp_path / "binary", masks)
+    with pytest.raises(ValueError, match=r"^ignore_label=1 lies among the classes of the masks "
+                                         r"in '.*/binary', which hold the values 0, 1, 255: "):
+        data.load_splits(str(root), ignore_label=1)
+
+
 @pytest.mark.parametrize("value", [-1, 2.0, 255.5, True, "255", 65536])
 def test_an_ignore_label_that_is_no_integer_from_0_to_65535_is_refused(voc, value):
     with pytest.raises(ValueError, match=rf"^ignore_label must be None or an integer from 0 to "

@@ -99,6 +99,45 @@ def test_masks_that_are_no_class_indices_are_refused_by_name(tmp_path, form, mas
     assert sorted(np.unique(m).tolist()) == [0, 1, 2]
 
 
+
+def test_masks_in_colours_whose_red_and_green_agree_are_refused(tmp_path):
+    root = _folder(tmp_path / "cells")
+    yellow = np.stack([_classes(0) * 100] * 2 + [np.zeros((16, 24), "uint8")], -1)
+    Image.fromarray(yellow).save(root / "masks" / "im00.png")
+    with pytest.raises(ValueError, match=r"^Mask '.*/masks/im00.png' is a colour image with 3 "
+                                         r"colours \(\(0, 0, 0\), \(100, 100, 0\), "
+                                         r"\(200, 200, 0\)\)"):
+        data.load_splits(str(root), image_size=(16, 24))
+
+
+def test_lossy_webp_masks_are_refused_in_either_layout(tmp_path):
+    """Lossy WebP changes class indices: refused in the simple layout and in the extended
+    one (a VP8X header, as metadata or alpha give it), whose values were read as they came
+    (every pixel of classes 1 and 2 read as 0 here)."""
+    exif = Image.Exif()
+    exif[0x010E] = "mask"
+    for name, kwargs in (("simple", {}), ("extended", {"exif": exif.tobytes()})):
+        root = _folder(tmp_path / name)
+        Image.fromarray(_classes(0)).save(root / "masks" / "im00.webp", **kwargs)
+        (root / "masks" / "im00.png").unlink()
+        with pytest.raises(ValueError, match=r"^Mask '.*/masks/im00.webp' is a lossy WebP "
+                                             r"file: lossy compression changes class indices "
+                                             r"along every edge. Store masks losslessly "
+                                             r"\(PNG\).$"):
+            data.load_splits(str(root), image_size=(16, 24))
+    Image.fromarray(_classes(0)).save(root / "masks" / "im00.webp", lossless=True,
+                                      exif=exif.tobytes())
+    assert data.load_splits(str(root), image_size=(16, 24)).info.labels == ["0", "1", "2"]
+
+
+def test_masks_of_0_and_255_are_classes_0_and_255_when_labels_txt_lists_256(tmp_path):
+    root = _folder(tmp_path / "cells", "0/255")
+    (root / "labels.txt").write_text("".join(f"class {k}\n" for k in range(256)))
+    s = data.load_splits(str(root), image_size=(16, 24), batch_size=16)
+    assert s.info.num_classes == 256
+    assert sorted(np.unique(data.to_arrays(s.train)[1]).tolist()) == [0, 255]
+
+
 def test_a_mask_of_another_size_than_its_image_is_refused(tmp_path):
     root = _folder(tmp_path / "cells")
     Image.fromarray(_classes(3)[:, :16]).save(root / "masks" / "im03.png")

@@ -1208,6 +1208,22 @@ def _stratified_holdout(ys, n_val):
 _COLOUR_MASK_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "HSV", "LAB")
 
 
+def _lossy_webp(f) -> bool:
+    """Whether the WebP file ``f`` holds a lossy (``VP8 ``) image, in the simple layout or
+    the extended one (a ``VP8X`` header, as metadata, alpha or animation give it, followed
+    by chunks; an animation frame holds chunks of its own)."""
+    f.seek(12)
+    while True:
+        head = f.read(8)
+        if len(head) < 8:
+            return False
+        tag, size = head[:4], int.from_bytes(head[4:], "little")
+        if tag == b"VP8 ":
+            return True
+        # an animation frame: 16 bytes of its own, then its chunks; else the next chunk
+        f.seek(16 if tag == b"ANMF" else size + (size & 1), 1)
+
+
 def _mask_values(path) -> np.ndarray:
     """The class indices a segmentation mask file holds, ``[H, W]`` (uint8, or int32 for
     16- and 32-bit files): grey PNG, BMP, GIF or lossless WebP values, a palette image's
@@ -1218,7 +1234,8 @@ def _mask_values(path) -> np.ndarray:
     from PIL import Image
     with open(path, "rb") as f:
         head = f.read(16)
-    if head[:3] == b"\xff\xd8\xff" or (head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8 "):
+        lossy_webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP" and _lossy_webp(f)
+    if head[:3] == b"\xff\xd8\xff" or lossy_webp:
         kind = "JPEG" if head[:2] == b"\xff\xd8" else "lossy WebP"
         raise ValueError(f"Mask {path!r} is a {kind} file: lossy compression changes class "
                          "indices along every edge. Store masks losslessly (PNG).")

@@ -574,7 +574,7 @@ def test_runtime_choices_and_errors(tmp_path):
                                          r"'openvino', 'tensorflow'. Received: 'onnx'"):
         serving.load(path, runtime="onnx")
     with pytest.raises(ValueError, match="jit_compile must be 'auto', True or False. "
-                                         "Received: 1"):
+                                         "Received: jit_compile=1$"):
         serving.load(path, jit_compile=1)
     with_lite = zoo.export(model, tmp_path, info=INFO)
     with pytest.raises(ValueError, match="cannot be combined with runtime='litert'"):

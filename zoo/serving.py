@@ -473,7 +473,7 @@ class Servable:
         if jit_compile not in JIT_MODES or isinstance(jit_compile, int) and not isinstance(
                 jit_compile, bool):
             raise ValueError(f"jit_compile must be 'auto', True or False. Received: "
-                             f"{jit_compile!r}")
+                             f"jit_compile={jit_compile!r}")
         if not isinstance(runtime, str) or runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
                              f"Received: {runtime!r}")

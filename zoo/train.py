@@ -605,7 +605,8 @@ def resolve_jit_compile(jit_compile, *, strategy=None) -> bool:
             return False
         return bool(visible_gpus())
     if jit_compile not in (True, False):
-        raise ValueError(f"jit_compile must be 'auto', True or False. Received: {jit_compile!r}")
+        raise ValueError(f"jit_compile must be 'auto', True or False. "
+                         f"Received: jit_compile={jit_compile!r}")
     return bool(jit_compile)
 
 

@@ -480,11 +480,11 @@ def _same_class_weights(a, b) -> bool:
 ADAMW_WEIGHT_DECAY = 0.004
 
 
-def _own_weight_decay(optimizer):
-    """An optimizer instance's decoupled weight decay (a float, or ``None``: none); a
-    ``LossScaleOptimizer``'s is its inner optimizer's."""
-    decay = getattr(getattr(optimizer, "inner_optimizer", optimizer), "weight_decay", None)
-    return None if decay is None else float(decay)
+def _own_setting(optimizer, attr):
+    """An optimizer instance's ``attr`` (``weight_decay``, ``global_clipnorm``: a float, or
+    ``None``: none); a ``LossScaleOptimizer``'s is its inner optimizer's."""
+    value = getattr(getattr(optimizer, "inner_optimizer", optimizer), attr, None)
+    return None if value is None else float(value)
 
 
 def _trained_weight_decay(optimizer, weight_decay):
@@ -492,7 +492,7 @@ def _trained_weight_decay(optimizer, weight_decay):
     named optimizer's ``weight_decay`` (0 is none), or ``adamw``'s default when none is
     given (``ADAMW_WEIGHT_DECAY``; 0 stays 0.0 there: ``--weight-decay 0``)."""
     if isinstance(optimizer, keras.optimizers.Optimizer):
-        return _own_weight_decay(optimizer)
+        return _own_setting(optimizer, "weight_decay")
     if str(optimizer).lower() == "adamw":
         return ADAMW_WEIGHT_DECAY if weight_decay is None else float(weight_decay)
     return float(weight_decay) if weight_decay else None
@@ -505,18 +505,11 @@ def _check_clip_norm(clip_norm):
                          f"norm of a step's gradients). Received: clip_norm={clip_norm!r}")
 
 
-def _own_clip_norm(optimizer):
-    """An optimizer instance's global gradient-norm clipping (Keras' ``global_clipnorm``: a
-    float, or ``None``: none); a ``LossScaleOptimizer``'s is its inner optimizer's."""
-    norm = getattr(getattr(optimizer, "inner_optimizer", optimizer), "global_clipnorm", None)
-    return None if norm is None else float(norm)
-
-
 def _trained_clip_norm(optimizer, clip_norm):
     """The global gradient norm a run clips to (``None``: none): an instance's own, else
     ``clip_norm``."""
     if isinstance(optimizer, keras.optimizers.Optimizer):
-        return _own_clip_norm(optimizer)
+        return _own_setting(optimizer, "global_clipnorm")
     return None if clip_norm is None else float(clip_norm)
 
 
@@ -524,13 +517,12 @@ def _refuse_for_instance(optimizer, what, *, weight_decay=None, clip_norm=None):
     """``weight_decay`` and ``clip_norm`` are for a named optimizer: ``what`` (an optimizer
     instance) brings its own (Keras' ``weight_decay`` and ``global_clipnorm``), which a
     given one would not change."""
-    for name, value, attr, own in (
-            ("weight_decay", weight_decay, "weight_decay", _own_weight_decay),
-            ("clip_norm", clip_norm, "global_clipnorm", _own_clip_norm)):
+    for name, value, attr in (("weight_decay", weight_decay, "weight_decay"),
+                              ("clip_norm", clip_norm, "global_clipnorm")):
         if value is not None:
             raise ValueError(f"{name} is for a named optimizer ({', '.join(OPTIMIZERS)}); "
                              f"{what} brings its own ({type(optimizer).__name__} with "
-                             f"{attr}={own(optimizer)}): set it there. "
+                             f"{attr}={_own_setting(optimizer, attr)}): set it there. "
                              f"Received: {name}={value!r}")
 
 
@@ -561,8 +553,9 @@ def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=None, clip
     decay = _trained_weight_decay(name, weight_decay)   # adamw's default; 0 is none
     if decay is not None:
         kw["weight_decay"] = decay
-    if clip_norm is not None:
-        kw["global_clipnorm"] = float(clip_norm)
+    norm = _trained_clip_norm(name, clip_norm)
+    if norm is not None:
+        kw["global_clipnorm"] = norm
     if name == "sgd":
         kw["momentum"] = 0.9
     from zoo import optimizers   # Adam and AdamW with one fused op per variable update

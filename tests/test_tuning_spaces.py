@@ -3,6 +3,7 @@ the built and compiled model and to its training data, narrowing rules, and the 
 results table and best trial (no search is run)."""
 
 import importlib
+import json
 import math
 import re
 import types
@@ -518,14 +519,37 @@ def _hyperband_epochs(tmp_path, epochs, max_trials):
     return given, pd.read_csv(tmp_path / f"hb{epochs}_{max_trials}" / "trials.csv")
 
 
-def test_hyperband_trains_at_most_epochs_and_runs_at_most_max_trials(tmp_path):
+def test_hyperband_trains_at_most_epochs_and_runs_max_trials(tmp_path):
     """README: with hyperband, --epochs is the most epochs one model trains (brackets of
-    factor 3: 1, then 3) and --max-trials caps the number of trials."""
-    given, table = _hyperband_epochs(tmp_path, epochs=3, max_trials=50)
-    assert given == [1, 1, 1, 3, 3, 3]
-    assert table["epochs"].tolist() == given and len(table) == 6
+    factor 3: 1, then 3) and --max-trials is the number of trials: the brackets repeat
+    until it is reached (one iteration of --epochs 3 holds 6 trials, of --epochs 1 one)."""
+    given, table = _hyperband_epochs(tmp_path, epochs=3, max_trials=10)
+    assert given == [1, 1, 1, 3, 3, 3, 1, 1, 1, 3]
+    assert table["epochs"].tolist() == given and len(table) == 10
     given, table = _hyperband_epochs(tmp_path, epochs=9, max_trials=4)
     assert given == [1, 1, 1, 1] and len(table) == 4
+    given, table = _hyperband_epochs(tmp_path, epochs=1, max_trials=5)
+    assert given == [1] * 5 and len(table) == 5
+    assert len(set(table["lr"])) == 5      # five points of the space, not one again
+
+
+def test_a_hyperband_project_made_before_keeps_its_one_iteration(tmp_path):
+    """A project whose oracle.json records one Hyperband iteration (as every project made
+    before the brackets repeated) keeps it when resumed: a finished search stays finished."""
+    given, _ = _hyperband_epochs(tmp_path, epochs=1, max_trials=1)
+    assert given == [1]
+    path = tmp_path / "hb1_1" / "oracle.json"
+    state = json.loads(path.read_text())
+    assert state["hyperband_iterations"] == float("inf")
+    state["hyperband_iterations"] = 1
+    path.write_text(json.dumps(state))
+    kt_tuner = tsearch._make_tuner(
+        "hyperband", hms.get_hypermodel("lenet5"), "val_accuracy", max_trials=50,
+        epochs=1, directory=str(tmp_path), project="hb1_1", seed=0,
+        max_consecutive_failed_trials=3, executions_per_trial=1)
+    kt_tuner.oracle.verbose = 0
+    assert kt_tuner.oracle.hyperband_iterations == 1
+    assert str(kt_tuner.oracle.create_trial("tuner0").status) == "STOPPED"
 
 
 def test_a_search_is_another_search_with_other_epochs_seed_objective_or_executions(

@@ -420,8 +420,12 @@ def _make_tuner(name, hypermodel, objective, *, max_trials, epochs, directory, p
     cls.zoo_seed = seed
     cls.zoo_hold_running = _role() == "chief" and not os.environ.get(_LOCAL_CLUSTER)
     if name == "hyperband":
-        tuner = cls(hypermodel, max_epochs=epochs, factor=3, **common)
-        # Hyperband plans its own brackets; max_trials caps the total.
+        # Hyperband plans its own brackets and repeats them (a new iteration starts again
+        # from the bracket of most models and fewest epochs) until max_trials trials have
+        # run: one iteration alone can hold fewer (--epochs 1 gives 1 trial, --epochs 3
+        # gives 6). A project made before keeps its own count of iterations (1).
+        tuner = cls(hypermodel, max_epochs=epochs, factor=3,
+                    hyperband_iterations=float("inf"), **common)
         tuner.oracle.max_trials = max_trials
     else:
         tuner = cls(hypermodel, max_trials=max_trials, **common)
@@ -872,8 +876,9 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             classification) or ``"val_mean_iou"`` (default for segmentation); the
             direction is ``min`` for names with ``loss``/``error``, else ``max``,
             or explicit as ``"name:min"``.
-        max_trials: total number of trials (for Hyperband an upper bound on its
-            brackets).
+        max_trials: total number of trials (Hyperband repeats its brackets until
+            it is reached; a search stops before it only when the space has no
+            untried point left).
         epochs: epochs per trial (Hyperband: the most epochs one model trains).
         directory: where projects live.
         project: project name, one directory name (no ``/``, not ``.`` or ``..``);

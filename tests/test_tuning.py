@@ -1940,3 +1940,56 @@ def test_the_best_trials_export_with_other_classes_than_the_version_before_is_no
         assert err.startswith(f"zoo tune: note: {tmp_path / 'lenet5'} version 2 answers with "
                               f"other classes than version 1, ") is noted and (
             noted or err == "")
+
+
+def test_clip_norm_is_off_and_silent_until_set_and_then_searched(tiny, tmp_path, monkeypatch):
+    """clip_norm (zoo train's --clip-norm) is in every space fixed to 0 (none): no trial
+    declares it, trials.csv has no column for it and a search's fingerprint is the one it
+    had before the spaces had it. --set makes it a choice: each trial clips at its value
+    (global_clipnorm), trials.csv, best.json and the export record it."""
+    import importlib
+    train = importlib.import_module("zoo.train")
+    real, clipped = train.compile_model, []
+
+    def compile_model(*args, **kwargs):
+        model = real(*args, **kwargs)
+        clipped.append(model.optimizer.global_clipnorm)
+        return model
+
+    monkeypatch.setattr(train, "compile_model", compile_model)
+    off = hms.LeNet5HyperModel(input_shape=(32, 32, 1))
+    assert off.params["clip_norm"].silent()
+    assert "clip_norm" not in off.declared_names()
+    assert [r["name"] for r in off.space_config()[:-1]] == off.declared_names()
+    hp = kt.HyperParameters()
+    off.declare_hyperparameters(hp)
+    assert "clip_norm" not in hp.values and off.values(hp)["clip_norm"] == 0.0
+    assert hms.LeNet5HyperModel(fix={"clip_norm": "0"}).params["clip_norm"].silent()
+    assert hms.LeNet5HyperModel(set={"clip_norm": "0,2"}).params["clip_norm"].kind == "choice"
+    with pytest.raises(ValueError, match=r"^hyperparameter 'clip_norm' must be a finite "
+                       r"number >= 0. Received: '-1'$"):
+        hms.LeNet5HyperModel(fix={"clip_norm": "-1"})
+    with pytest.raises(ValueError, match=r"'clip_norm' is fixed to 0; it has no range to "
+                       r"narrow \(give values as a list: clip_norm=a,b,c\)$"):
+        hms.LeNet5HyperModel(set={"clip_norm": "1:5"})
+
+    df = search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, seed=0,
+                directory=str(tmp_path), project="off", fix=FIX_ALL)
+    assert "clip_norm" not in df.columns and clipped and set(clipped) == {None}
+    fingerprint = json.loads((tmp_path / "off" / "search.json").read_text())
+    assert "clip_norm" not in json.dumps(fingerprint["space"])
+
+    clipped.clear()
+    df = search("lenet5", tiny, tuner="grid", max_trials=4, epochs=1, seed=0,
+                directory=str(tmp_path), project="on", fix={**FIX_ALL, "lr": 0.01},
+                set={"clip_norm": "0,2.5"}, export=True,
+                export_dir=str(tmp_path / "saved"))
+    assert sorted(df["clip_norm"]) == [0.0, 2.5]
+    assert set(clipped) == {2.5, None}
+    best = json.loads((tmp_path / "on" / "best.json").read_text())
+    assert best["hyperparameters"]["clip_norm"] in (0.0, 2.5)
+    assert pd.read_csv(tmp_path / "on" / "trials.csv")["clip_norm"].tolist() == \
+        df["clip_norm"].tolist()
+    zoo_json = json.loads(next((tmp_path / "saved").rglob("zoo.json")).read_text())
+    assert zoo_json["training"]["settings"]["hyperparameters"]["clip_norm"] == \
+        best["hyperparameters"]["clip_norm"]

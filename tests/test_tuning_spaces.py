@@ -24,6 +24,7 @@ TRAINING = [
     ("lr", "float", "0.0001 .. 0.1 (log)", "0.001", ""),
     ("lr_schedule", "choice", "constant, cosine", "constant", ""),
     ("weight_decay", "choice", "0, 1e-05, 0.0001, 0.001", "0", ""),
+    ("clip_norm", "fixed", "0", "0", ""),
     ("batch_size", "choice", "16, 32, 64, 128", "32", ""),
     ("augment", "float", "0 .. 2 (step 0.5)", "1", ""),
 ]

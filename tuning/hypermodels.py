@@ -111,6 +111,11 @@ class Param:
         valid: predicate any value must satisfy.
         valid_text: what ``valid`` asks for, in error messages.
         vtype: the value type (``int``, ``float``, ``str``, ``bool``).
+        off: the value that turns a training feature off (``clip_norm`` 0), for a
+            hyperparameter the spaces gained after searches existed: while it is fixed
+            to this value, it is not declared to keras-tuner, not a column of the
+            trials, and not part of a search's fingerprint (:meth:`Param.silent`), so a
+            search that does not use it is the search it was before.
     """
 
     name: str
@@ -129,6 +134,11 @@ class Param:
     valid: Optional[Callable[[Any], bool]] = None
     valid_text: str = ""
     vtype: type = float
+    off: Any = None
+
+    def silent(self) -> bool:
+        """Whether this hyperparameter is fixed to its ``off`` value (see ``off``)."""
+        return self.off is not None and self.kind == "fixed" and self.default == self.off
 
     # -- declaring ---------------------------------------------------------------------
     def declare(self, hp: kt.HyperParameters, grid: bool = False):
@@ -229,7 +239,8 @@ class Param:
                                  f"{_fmt(spec[0])}:{_fmt(spec[1])}")
             if self.kind == "fixed":
                 raise ValueError(f"hyperparameter {self.name!r} is fixed to "
-                                 f"{_fmt(self.default)}; it has no range to narrow")
+                                 f"{_fmt(self.default)}; it has no range to narrow (give "
+                                 f"values as a list: {self.name}=a,b,c)")
             lo, hi = self.convert(spec[0]), self.convert(spec[1])
             if lo > hi:
                 raise ValueError(f"hyperparameter {self.name!r}: range low must not exceed "
@@ -348,6 +359,10 @@ TRAINING = (
     Param("weight_decay", "choice", 0.0, values=(0.0, 1e-5, 1e-4, 1e-3),
           valid=lambda v: 0 <= v < math.inf, valid_text="a finite number >= 0",
           help="decoupled weight decay of the optimizer (0: none)"),
+    Param("clip_norm", "fixed", 0.0, valid=lambda v: 0 <= v < math.inf,
+          valid_text="a finite number >= 0", off=0.0,
+          help="global gradient-norm clipping (zoo.train.fit's clip_norm; 0: none); not "
+               "searched unless --set (a list: clip_norm=0,1,5)"),
     Param("batch_size", "choice", 32, values=(16, 32, 64, 128), vtype=int,
           valid=lambda v: v >= 1, valid_text=">= 1",
           help="batch size (the training data is re-batched in fit)"),
@@ -622,7 +637,7 @@ class ZooHyperModel(kt.HyperModel):
     def space_config(self) -> list:
         """JSON-serialisable description of the space (used to fingerprint a search)."""
         return [{k: v for k, v in p.describe().items() if k != "description"}
-                for p in self.params.values()] + [
+                for p in self.params.values() if not p.silent()] + [
             {"input_shape": list(self.input_shape), "num_classes": self.num_classes,
              "task": self.task, "family": self.family, "grid": self.grid}]
 
@@ -632,7 +647,13 @@ class ZooHyperModel(kt.HyperModel):
 
     def values(self, hp) -> dict:
         """Declare every hyperparameter on ``hp``; return ``{name: value}``."""
-        return {p.name: p.declare(hp, self.grid) for p in self.params.values()}
+        return {p.name: p.default if p.silent() else p.declare(hp, self.grid)
+                for p in self.params.values()}
+
+    def declared_names(self) -> list:
+        """The names of the hyperparameters a trial declares, in the space's order (those
+        fixed to their ``off`` value are not: :attr:`Param.off`)."""
+        return [p.name for p in self.params.values() if not p.silent()]
 
     def model_names(self) -> tuple:
         """The registry names of the models the space builds (``mixed_precision="auto"``
@@ -662,7 +683,8 @@ class ZooHyperModel(kt.HyperModel):
         return compile_model(
             model, self.task, optimizer=values["optimizer"], learning_rate=values["lr"],
             label_smoothing=values.get("label_smoothing", 0.0),
-            weight_decay=values["weight_decay"] or None, num_classes=self.num_classes,
+            weight_decay=values["weight_decay"] or None, clip_norm=values["clip_norm"] or None,
+            num_classes=self.num_classes,
             jit_compile=self.jit_compile, ignore_label=self.ignore_label)
 
     def builder_kwargs(self, values) -> dict:

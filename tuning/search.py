@@ -548,7 +548,7 @@ def _write_results(tuner, hypermodel, objective, direction):
     """Write ``trials.csv`` and ``search.png`` (each all at once); return the table."""
     project_dir = tuner.project_dir
     with _RESULTS_LOCK:
-        df = trials_table(tuner.oracle, project_dir, [n for n in hypermodel.params])
+        df = trials_table(tuner.oracle, project_dir, hypermodel.declared_names())
         atomic_write(os.path.join(project_dir, "trials.csv"),
                      lambda tmp: df.to_csv(tmp, index=False))
         _plot(df, os.path.join(project_dir, "search.png"), objective, direction)
@@ -1297,7 +1297,7 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
     test = _evaluate(model, splits.test, hypermodel)
     values = _trial_values(trial)
     # In the space's order (a chief has a worker's trial in the order it came in).
-    names = [k for k in hypermodel.params if k in values] + \
+    names = [k for k in hypermodel.declared_names() if k in values] + \
         [k for k in values if k not in hypermodel.params and k not in _UNTUNED]
     best = {"trial": trial.trial_id, "objective": objective, "score": float(trial.score),
             "hyperparameters": {k: values[k] for k in names},

@@ -196,6 +196,7 @@ def test_every_option_of_every_command_says_what_it_does(command):
     (KeyError("images"), 2, "zoo: error: 'images'"),
     (RuntimeError("the GPU ran out of memory"), 1, "zoo: error: the GPU ran out of memory"),
     (RuntimeError(), 1, "zoo: error: RuntimeError"),
+    (OSError(28, "No space left on device"), 1, "zoo: error: [Errno 28] No space left on device"),
 ])
 def test_bad_input_exits_with_2_and_other_failures_with_1_in_one_line(monkeypatch, capsys, exc,
                                                                       code, line):

@@ -343,6 +343,11 @@ def test_cv_folds_cover_train_and_validation_once_stratified(tiny):
     again, _ = _cv_folds(shuffled, 3, seed=0, task="classification")
     for (_, h1), (hx, hy) in zip(again(), held):
         np.testing.assert_array_equal(to_arrays(h1)[0], hx)
+    # The seed draws the folds (StratifiedKFold's shuffle): another seed, other folds.
+    other, _ = _cv_folds(fixed, 3, seed=1, task="classification")
+    other_held = [to_arrays(h)[0] for _, h in other()]
+    assert sorted(len(h) for h in other_held) == sorted(len(hx) for hx, _ in held)
+    assert not all(np.array_equal(a, b) for a, (b, _) in zip(other_held, held))
     # The folds come with tf.data's autotuning as zoo.data's pipelines have it (off on a
     # CPU-only machine, as here: benchmarks/README.md, item 29).
     from zoo.data import autotune_by_default

@@ -1,10 +1,12 @@
 """Tests of tuning/: search spaces, search jobs, resume, distributed search, bad input."""
 
 import contextlib
+import importlib
 import inspect
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -226,7 +228,7 @@ def finished(_finished_search, tmp_path):
 
 
 @SLOW_OK
-def test_search_records_all_trials_a_failed_one_and_exports_the_best(tiny, tmp_path):
+def test_search_records_all_trials_a_failed_one_and_exports_the_best(tiny, tmp_path, capsys):
     # lr=1e38 (near float32's largest) makes the loss infinite at the second batch: that
     # trial fails, the other completes.
     df = search("lenet5", tiny, tuner="random", max_trials=2, epochs=1,
@@ -258,6 +260,25 @@ def test_search_records_all_trials_a_failed_one_and_exports_the_best(tiny, tmp_p
     assert record["training"]["settings"]["trial"] == best["trial"]
     assert record["metrics"] == {f"test_{k}": v for k, v in best["test"].items()}
     assert record["labels"][3] == "3" and record["dataset"]["name"] == "digits"
+    # Run again, the finished search reports the version it exported and exports no other;
+    # with that version gone, or to another directory, it exports the model again.
+    again = dict(tuner="random", max_trials=2, epochs=1, directory=str(tmp_path), project="p",
+                 fix=FIX_ALL, set={"lr": [1e-2, 1e38]}, export=True,
+                 export_name="lenet5_tuned")
+    versions = tmp_path / "saved" / "lenet5_tuned"
+    rerun = search("lenet5", tiny, export_dir=str(tmp_path / "saved"), **again).attrs["best"]
+    assert rerun["export"] == best["export"] and rerun["exported_before"] is True
+    assert sorted(os.listdir(versions)) == ["1"]
+    assert json.loads((project / "best.json").read_text())["export"] == best["export"]
+    other = search("lenet5", tiny, export_dir=str(tmp_path / "other"), **again).attrs["best"]
+    assert other["export"] == str(tmp_path / "other" / "lenet5_tuned" / "1")
+    assert "exported_before" not in other
+    shutil.rmtree(tmp_path / "other")
+    assert search("lenet5", tiny, export_dir=str(tmp_path / "other"),
+                  **again).attrs["best"]["export"] == other["export"]
+    importlib.import_module("tuning.search")._print_best(rerun, str(project))
+    assert f"exported before: {best['export']} (this search's best, exported by an earlier " \
+        "run; not exported again)\n" in capsys.readouterr().out
 
 
 class _InterruptOnTrainBegin(keras.callbacks.Callback):
@@ -516,7 +537,7 @@ def test_cli_bad_input_and_show_space(capsys):
     assert main(["tune", "lenet5", "--set", "width=3"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "zoo: error: unknown hyperparameter 'width' for lenet5. Known: variant, optimizer, "
-        "lr, lr_schedule, weight_decay, batch_size, augment, label_smoothing."]
+        "lr, lr_schedule, weight_decay, clip_norm, batch_size, augment, label_smoothing."]
     with pytest.raises(SystemExit) as exit_info:
         main(["tune", "lenet5", "--tuner", "annealing"])
     assert exit_info.value.code == 2 and "invalid choice: 'annealing'" in capsys.readouterr().err

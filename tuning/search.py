@@ -1313,10 +1313,37 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
                "settings": {k: best[k] for k in ("trial", "objective", "score",
                                                   "hyperparameters", "refit_epochs",
                                                   "mixed_precision")}}
-        best["export"] = zoo_export(model, base_dir=export_dir,
-                                    name=export_name or model.name, info=run,
-                                    source=kt_tuner.oracle._get_trial_dir(trial.trial_id))
+        name = export_name or model.name
+        source = kt_tuner.oracle._get_trial_dir(trial.trial_id)
+        best["export"] = _earlier_export(kt_tuner.project_dir, best, export_dir, name, source)
+        if best["export"] is None:
+            best["export"] = zoo_export(model, base_dir=export_dir, name=name, info=run,
+                                        source=source)
+        else:
+            best["exported_before"] = True
     return best
+
+
+def _earlier_export(project_dir, best, export_dir, name, source):
+    """The version directory an earlier run of this search exported ``best``'s model to,
+    when it is still there, under ``export_dir/name``, with this trial, score and
+    ``source`` in its ``zoo.json``; else ``None``. A finished search run again
+    with ``--export`` then reports that version instead of exporting the model once more."""
+    before = _read_json(os.path.join(project_dir, "best.json"), {})
+    path = before.get("export") if isinstance(before, dict) else None
+    if not isinstance(path, str) or before.get("trial") != best["trial"] or \
+            before.get("score") != best["score"]:
+        return None
+    if os.path.realpath(os.path.dirname(path)) != \
+            os.path.realpath(os.path.join(export_dir, name)):
+        return None
+    record = _read_json(os.path.join(path, "assets", "zoo.json"), {})
+    training = (record.get("training") if isinstance(record, dict) else None) or {}
+    settings = training.get("settings") or {}
+    if training.get("source") != os.path.abspath(source) or \
+            settings.get("trial") != best["trial"] or settings.get("score") != best["score"]:
+        return None
+    return path
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -1533,7 +1560,10 @@ def _print_best(best, project_dir):
     if best.get("ignore_label") is not None:
         print(f"scores leave out the pixels labelled {best['ignore_label']} "
               f"(--ignore-label {best['ignore_label']})")
-    if best.get("export"):
+    if best.get("exported_before"):
+        print(f"exported before: {best['export']} (this search's best, exported by an earlier "
+              f"run; not exported again)")
+    elif best.get("export"):
         print(f"exported: {best['export']}")
         from zoo.export import print_changed_classes_note
         print_changed_classes_note(best["export"], "tune")

@@ -931,6 +931,13 @@ def test_folder_of_class_folders_refusals(tmp_path):
             f"Dataset folder '{no_train}' has no 'train' subfolder beside its validation or "
             f"test folder.")):
         data.load_splits(str(no_train))
+    # A class named like a split, beside other class folders: the message says so.
+    named = _class_tree(tmp_path / "named", {"": {"cat": 2, "dog": 2, "test": 2}})
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{named}' holds test/ beside other folders (cat/, dog/): test/ "
+            f"is read as a split, which needs train/ beside it. If test/ is a class, rename "
+            f"it (e.g. test_/); else move the class folders into train/.")):
+        data.load_splits(str(named))
 
 
 def test_info_says_whether_the_test_split_is_the_validation_split(tmp_path, seg_folder):

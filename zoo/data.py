@@ -1075,6 +1075,18 @@ def _classification_folder(root, name):
                              "folders (root/<label>/*.png|jpg) is split 80/10/10.")
         split_dirs["train"] = root
     elif split_dirs["train"] is None:
+        found = sorted(os.path.basename(d) + "/" for d in split_dirs.values() if d)
+        others = sorted(d + "/" for d in os.listdir(root) if _visible(d)
+                        and os.path.isdir(os.path.join(root, d)) and d + "/" not in found)
+        if others:   # root/<label>/ with a class named like a split
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise ValueError(
+                f"Dataset folder {root!r} holds {' and '.join(found)} beside other folders "
+                f"({shown}): {' and '.join(found)} {'is' if len(found) == 1 else 'are'} read "
+                f"as a split, which needs train/ beside it. If {' and '.join(found)} "
+                f"{'is a class' if len(found) == 1 else 'are classes'}, rename "
+                f"{'it' if len(found) == 1 else 'them'} (e.g. {found[0][:-1]}_/); else move "
+                f"the class folders into train/.")
         raise ValueError(f"Dataset folder {root!r} has no 'train' subfolder beside its "
                          f"validation or test folder. Expected {_CLASSIFICATION_LAYOUT}, or "
                          "root/images + root/masks for segmentation.")

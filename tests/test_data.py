@@ -779,6 +779,30 @@ def test_folder_follows_linked_subfolders_once_and_names_a_broken_link(tmp_path)
         data.load_splits(f"folder:{root}")
 
 
+def test_two_class_folders_that_are_one_through_a_link_are_refused(tmp_path):
+    """A class folder that is a link to another (kitty -> cat), or to a folder inside
+    another's tree, would read the same images under two labels: refused, naming both."""
+    root = _class_tree(tmp_path / "same", {"": {"cat": 3, "dog": 3}})
+    os.symlink(root / "cat", root / "kitty")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Class folders 'cat' and 'kitty' of '{root}' are the same folder, through a "
+            f"symbolic link ({root}/cat): their images would have both labels. Remove the "
+            f"link, or merge the classes.")):
+        data.load_splits(str(root))
+    inside = _class_tree(tmp_path / "in", {"train": {"cat": 3, "dog": 3}})
+    os.makedirs(inside / "train" / "cat" / "persian")
+    Image.fromarray(np.zeros((6, 6), "uint8")).save(inside / "train" / "cat" / "persian" / "p.png")
+    os.symlink(inside / "train" / "cat" / "persian", inside / "train" / "persian")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Class folders 'cat' and 'persian' of '{inside}/train' are one folder and a "
+            f"folder inside it ('persian' is in 'cat'), through a symbolic link "
+            f"({inside}/train/cat/persian)")):
+        data.load_splits(str(inside))
+    os.remove(inside / "train" / "persian")   # a link to a folder elsewhere is a class
+    os.symlink(tmp_path / "same" / "dog", inside / "train" / "hound")
+    assert data.load_splits(str(inside)).info.labels == ["cat", "dog", "hound"]
+
+
 def test_folder_channels_are_colour_when_any_training_image_is(tmp_path):
     root = tmp_path / "mixed"
     rng = np.random.default_rng(0)

@@ -1055,6 +1055,23 @@ def _hold_out(paths, ys, n):
             ([paths[i] for i in held], [ys[i] for i in held]))
 
 
+def _check_distinct_classes(split_dir, labels):
+    """Refuse two class folders of ``split_dir`` that are one folder, or one inside the
+    other, through a symbolic link (``kitty -> cat``): their images would be read under
+    both labels."""
+    real = {label: os.path.realpath(os.path.join(split_dir, label)) for label in labels
+            if os.path.isdir(os.path.join(split_dir, label))}
+    for a in real:
+        for b in real:
+            if a != b and (real[a] == real[b] and a < b
+                           or real[b].startswith(real[a].rstrip(os.sep) + os.sep)):
+                how = ("are the same folder" if real[a] == real[b] else
+                       f"are one folder and a folder inside it ({b!r} is in {a!r})")
+                raise ValueError(f"Class folders {a!r} and {b!r} of {split_dir!r} {how}, "
+                                 f"through a symbolic link ({real[b]}): their images would "
+                                 f"have both labels. Remove the link, or merge the classes.")
+
+
 def _classification_folder(root, name):
     """``root/<split>/<label>/`` images: the labels are train's class folders, sorted; a
     class folder's subfolders belong to it; hidden files and folders are skipped. A missing
@@ -1106,6 +1123,7 @@ def _classification_folder(root, name):
     for split, d in split_dirs.items():
         if d is None:
             continue
+        _check_distinct_classes(d, labels)
         paths, ys = [], []
         for k, label in enumerate(labels):
             sub = os.path.join(d, label)

@@ -1830,3 +1830,45 @@ def test_an_ipv6_host_is_announced_and_named_in_brackets(tmp_path, capsys, monke
     zoo_server.serve(tmp_path, host="::1", port=port, parse_workers=0)
     assert capsys.readouterr().out == (f"zoo serve: 0 model(s) under {tmp_path} (none yet) "
                                        f"at http://[::1]:{port}/v1/models/NAME\n")
+
+
+def test_a_version_replaced_on_disk_is_loaded_again_at_the_next_poll(server, tmp_path,
+                                                                     caplog):
+    """zoo export --overwrite swaps another model in under a loaded version: the next poll
+    loads it again in the background (the copy loaded before answers meanwhile), and it
+    answers from then on. Replaced by files that do not load, the copy loaded before goes
+    on answering, with a warning, and the files are not tried again until they change."""
+    import logging
+
+    from zoo.server import ModelStore
+    shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / "m" / "1")
+    store = ModelStore(tmp_path, jit_compile=False)
+    x = images(3, seed=4)
+    first = store.get("m")
+    before = first.predict(x)["probabilities"]
+    store.poll()                                  # nothing changed: nothing loads
+    assert not store._background and store.loaded("m") is first
+    tf.keras.utils.set_random_seed(21)
+    zoo.export(zoo.lenet5(variant="modern"), tmp_path, name="m", version=1, overwrite=True,
+               info=INFO)
+    want = serving.load(tmp_path / "m" / "1", jit_compile=False).predict(x)["probabilities"]
+    assert np.abs(want - before).max() > 1e-3
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        store.poll()
+        _wait(lambda: store.loaded("m") is not first and not store._background)
+    np.testing.assert_allclose(store.get("m").predict(x)["probabilities"], want, atol=1e-6)
+    assert "model 'm' version 1 was replaced on disk: reloaded" in caplog.text
+    assert [(s["version"], s["state"]) for s in store.status("m")["model_version_status"]] == [
+        ("1", "AVAILABLE")]
+
+    second = store.loaded("m")
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        store.poll()
+        _wait(lambda: not store._background)
+        store.poll()                              # the same broken files: not tried again
+        assert not store._background
+    assert caplog.text.count("model 'm' version 1 was replaced on disk but could not be "
+                             "loaded (the model loaded before goes on answering): ") == 1
+    assert store.loaded("m") is second and store.get("m") is second

@@ -173,6 +173,7 @@ class ModelStore:
         self.jit_compile = jit_compile
         self.runtime = runtime
         self._servables = {}
+        self._loaded_stamps = {}   # (name, version) -> its files' stamp when it was loaded
         self._failed = {}     # (name, version) -> (message, the files' stamp when it failed)
         self._locks = {}
         self._loading = set()      # (name, version) being loaded now
@@ -209,6 +210,8 @@ class ModelStore:
         with self._lock:
             dropped = [self._servables.pop(k) for k in list(self._servables)
                        if k[0] == name and k[1] not in versions]
+            for key in [k for k in self._loaded_stamps if k[0] == name and k[1] not in versions]:
+                del self._loaded_stamps[key]
             for key in [k for k in self._failed if k[0] == name and k[1] not in versions]:
                 del self._failed[key]
         return dropped
@@ -292,8 +295,23 @@ class ModelStore:
         message, stamp = failed
         return message if self._stamp(name, version) == stamp else None
 
-    def _load(self, name, version):
+    def _read(self, name, version):
+        """``version`` of ``name`` loaded from disk (:func:`zoo.serving.load`), with its
+        signatures kept: metadata answers need no file that may be removed meanwhile (a
+        500 naming the server's path, before)."""
         from zoo.serving import load
+        path = os.path.join(self.base_dir, name, str(version))
+        servable = load(path, jit_compile=self.jit_compile, runtime=self.runtime)
+        servable.signature_defs = signature_def_map(path)
+        return servable
+
+    def _load_error(self, exc) -> str:
+        """A load's error ``exc`` naming the files under the served directory, not where
+        that directory is (TensorFlow names them as bytes: b'/srv/models/m/2/...')."""
+        text = re.sub(r"\bb'([^']*)'", r"'\1'", str(exc))
+        return text.replace(self.base_dir + os.sep, "")
+
+    def _load(self, name, version):
         key = (name, version)
         with self._lock:
             if key in self._servables:
@@ -309,18 +327,10 @@ class ModelStore:
                 with self._lock:
                     self._loading.add(key)
                 try:
-                    path = os.path.join(self.base_dir, name, str(version))
-                    servable = load(path, jit_compile=self.jit_compile, runtime=self.runtime)
-                    # Kept with the model: metadata answers need no file that may be
-                    # removed meanwhile (a 500 naming the server's path, before).
-                    servable.signature_defs = signature_def_map(path)
+                    servable = self._read(name, version)
                 except Exception as exc:
-                    # The message names the files under the served directory, not where
-                    # that directory is.
-                    # TensorFlow names files as bytes (b'/srv/models/m/2/saved_model.pb').
-                    text = re.sub(r"\bb'([^']*)'", r"'\1'", str(exc))
                     error = (f"model {name!r} version {version} could not be loaded: "
-                             f"{text.replace(self.base_dir + os.sep, '')}")
+                             f"{self._load_error(exc)}")
                     changed = self._stamp(name, version) != stamp
                     self.resolve(name, version)   # 404 for a version gone from disk
                     # Files that changed or went while it loaded are tried again: the
@@ -333,6 +343,7 @@ class ModelStore:
                 else:
                     with self._lock:
                         self._servables[key] = servable
+                        self._loaded_stamps[key] = stamp
                         self._failed.pop(key, None)
                     return servable
                 finally:
@@ -359,6 +370,44 @@ class ModelStore:
                     self._background.discard(key)
 
         threading.Thread(target=run, name=f"zoo-load-{name}-{version}", daemon=True).start()
+
+    def _reload_if_replaced(self, name, version):
+        """Load ``version`` of ``name`` again, in the background, when its files changed
+        since it was loaded (``zoo export --overwrite`` swapped in another model under the
+        same version): the copy loaded before answers until the new one is loaded, and goes
+        on answering if it fails to load (a warning says why; tried again once the files
+        change again)."""
+        key = (name, version)
+        stamp = self._stamp(name, version)
+        with self._lock:
+            if (key not in self._servables or key in self._background
+                    or self._loaded_stamps.get(key) == stamp):
+                return
+            self._background.add(key)
+            self._loaded_stamps[key] = stamp   # tried once for these files
+
+        def run():
+            try:
+                servable = self._read(name, version)
+            except Exception as exc:
+                _log.warning("model %r version %s was replaced on disk but could not be "
+                             "loaded (the model loaded before goes on answering): %s", name,
+                             version, self._load_error(exc))
+            else:
+                with self._lock:
+                    old = self._servables.get(key)
+                    if old is not None:   # not forgotten meanwhile (its directory removed)
+                        self._servables[key] = servable
+                if old is not None:
+                    _log.info("model %r version %s was replaced on disk: reloaded", name,
+                              version)
+                    del old
+                    gc.collect()   # as versions() does for a dropped version
+            finally:
+                with self._lock:
+                    self._background.discard(key)
+
+        threading.Thread(target=run, name=f"zoo-reload-{name}-{version}", daemon=True).start()
 
     def _answering(self, name, versions=None):
         """``(versions, the newest loaded version that may answer or None)`` for requests
@@ -439,8 +488,9 @@ class ModelStore:
     def poll(self):
         """One look at the served directory, as TensorFlow Serving's file-system poll takes
         one every second: the loaded versions of models and versions removed from disk are
-        dropped, and each model's newest version that may load, if it is not loaded, is
-        loaded in the background (the loaded one answers meanwhile). So a version exported
+        dropped, each model's newest version that may load, if it is not loaded, is
+        loaded in the background (the loaded one answers meanwhile), and a loaded version
+        whose files were replaced is loaded again (:meth:`_reload_if_replaced`). So a version exported
         while the server runs answers the requests that follow its load, and a model added
         is loaded, without a request having to ask for it first."""
         dropped = self._sweep(None)   # models whose directories were removed
@@ -451,6 +501,10 @@ class ModelStore:
             versions = self.versions(name)
             if not versions:
                 continue
+            with self._lock:
+                loaded = [v for n, v in self._servables if n == name]
+            for v in loaded:
+                self._reload_if_replaced(name, v)
             _, ready = self._answering(name, versions)   # a newer one loads if one is loaded
             if ready is None:
                 newest = next((v for v in reversed(versions) if self.failure(name, v) is None),

@@ -1743,7 +1743,7 @@ def test_a_chiefs_oracle_rewrites_trials_csv_as_each_trial_ends(tmp_path, monkey
     assert list(rows["trial"]) == [first.trial_id, second.trial_id]
     assert list(rows["status"]) == ["COMPLETED", "RUNNING"]
     assert rows.loc[0, "score"] == 0.75 and pd.isna(rows.loc[1, "score"])
-    assert list(rows.columns[2:10]) == list(_hypermodel("lenet5").params)
+    assert list(rows.columns[2:10]) == _hypermodel("lenet5").declared_names()
     assert (tmp_path / "c" / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     second.status, second.message = "FAILED", "ValueError: out of memory"
     oracle.end_trial(second)

@@ -261,3 +261,31 @@ def test_bilinear_upsampling_and_the_skip_go_first_in_the_concatenation():
                                atol=1e-6)
     assert np.abs(up - tf.image.resize(bottom, (8, 8), "nearest")).max() > 1e-3
     np.testing.assert_array_equal(concat, np.concatenate([skip, upconv], axis=-1))
+
+
+def test_skip_connections_are_centre_cropped():
+    """Fig. 1: the contracting path's map is cropped at its centre to the up-convolution's
+    size (a crop from a corner has the same shapes and parameters)."""
+    model = unet(input_shape=(188, 188, 1), base_filters=4)
+    names = ["down3_conv2_relu", "up3_crop", "up3_upconv"]
+    x = np.random.RandomState(0).rand(1, 188, 188, 1).astype("float32")
+    skip, crop, upconv = keras.Model(
+        model.input, [model.get_layer(n).output for n in names]).predict(x, verbose=0)
+    assert skip.shape == (1, 16, 16, 32) and crop.shape == upconv.shape == (1, 8, 8, 32)
+    np.testing.assert_array_equal(crop, skip[:, 4:12, 4:12])
+
+
+def test_backbone_skip_goes_first_and_odd_sizes_are_resized_bilinearly():
+    """With a backbone: each concatenation is [backbone feature map, upsampled map], and a
+    size the up-convolution misses (LeNet's 1x1 C5 up to C3's 10x10) is resized bilinearly."""
+    import tensorflow as tf
+    model = unet(backbone="lenet5", base_filters=4)
+    names = ["up1_upconv", "up1_resize", "C3", "up1_concat"]
+    x = np.random.RandomState(0).rand(1, 32, 32, 1).astype("float32")
+    up, resized, skip, concat = keras.Model(
+        model.input, [model.get_layer(n).output for n in names]).predict(x, verbose=0)
+    assert up.shape == (1, 2, 2, 8) and resized.shape == (1, 10, 10, 8)
+    np.testing.assert_allclose(resized, tf.image.resize(up, (10, 10), "bilinear"), rtol=1e-5,
+                               atol=1e-6)
+    assert np.abs(resized - tf.image.resize(up, (10, 10), "nearest")).max() > 1e-3
+    np.testing.assert_array_equal(concat, np.concatenate([skip, resized], axis=-1))

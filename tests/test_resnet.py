@@ -87,6 +87,7 @@ def test_table_1(built, name, published_table):
         return float(mantissa) * 10 ** int(exponent)
 
     assert value(ours) == pytest.approx(value(paper), rel=0.02)
+    assert ours.endswith("x10^9")   # written as the paper writes it, 11.28x10^9 for ResNet-152
 
 
 def test_table_v2_layout(built):

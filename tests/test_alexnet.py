@@ -78,3 +78,20 @@ def test_lrn_layers_use_the_documented_parameters():
                                                       alpha=2e-5, beta=0.75)
         np.testing.assert_allclose(lrn, expected, rtol=1e-5)
         assert np.abs(lrn - relu).max() > 1e-3 * np.abs(relu).max()
+
+
+def test_dropout_rate_reaches_both_dropout_layers():
+    model = alexnet(input_shape=(67, 67, 3), num_classes=3, dropout=0.3)
+    assert [model.get_layer(f"{row}_dropout").rate for row in ("F8", "F9")] == [0.3, 0.3]
+    names = {layer.name for layer in alexnet(input_shape=(67, 67, 3), num_classes=3,
+                                              dropout=0).layers}
+    assert not {"F8_dropout", "F9_dropout"} & names
+
+
+def test_table_spells_padding_types_and_activations_as_published(default, published_table):
+    # assert_same_values compares case-insensitively; the book's spelling is pinned here.
+    expected = published_table("alexnet_table_14_2.csv")
+    columns = ["Type", "Padding", "Activation"]
+    table = zoo.layer_table(default)
+    assert table[columns].values.tolist() == expected[columns].values.tolist()
+    assert table.set_index("Layer").loc["C3", columns].tolist() == ["Convolution", "SAME", "ReLU"]

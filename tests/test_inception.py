@@ -301,3 +301,22 @@ def test_googlenet_module_concatenates_its_branches_in_the_papers_order():
     np.testing.assert_allclose(pool, tf.nn.max_pool2d(pool2, 3, 1, "SAME"), rtol=1e-6)
     assert [b.shape[-1] for b in (b1, b2, b3, b4)] == [64, 128, 32, 32]
     np.testing.assert_array_equal(out, np.concatenate([b1, b2, b3, b4], axis=-1))
+
+
+def test_googlenet_auxiliary_classifier_pools_by_averaging_and_uses_relu():
+    """Section 5: 5x5/3 average pooling, 1x1 convolution + ReLU, FC 1024 + ReLU, 70% dropout,
+    FC to the classes, in that order."""
+    import tensorflow as tf
+    model = googlenet(aux_logits=True, input_shape=(65, 65, 3), num_classes=3)
+    names = ["inception_4d", "aux2_avg_pool", "aux2_conv", "aux2_fc", "aux2_dropout"]
+    x = np.random.RandomState(0).rand(2, 65, 65, 3).astype("float32")
+    source, pool, conv, fc, drop = keras.Model(
+        model.input, [model.get_layer(n).output for n in names]).predict(x, verbose=0)
+    np.testing.assert_allclose(pool, tf.nn.avg_pool2d(source, 5, 3, "VALID"), rtol=1e-5,
+                               atol=1e-6)
+    assert conv.shape == (2, 1, 1, 128) and fc.shape == (2, 1024)
+    assert fc.min() == 0 and (fc > 0).any()   # a ReLU output
+    np.testing.assert_array_equal(drop, fc)   # dropout is the identity at inference
+    assert model.get_layer("aux2_fc").get_config()["activation"] == "relu"
+    assert [p.name for p in inception._parents(model.get_layer("aux2_predictions"))] == \
+        ["aux2_dropout"]

@@ -174,3 +174,13 @@ def test_subsampling_drops_a_partial_window_as_its_output_shape_says():
     model = keras.Model(inputs, Subsampling(2)(inputs))
     assert tuple(model.output.shape) == (None, 2, 3, 2)
     assert model.predict(np.ones((1, 5, 7, 2), "float32"), verbose=0).shape == (1, 2, 3, 2)
+
+
+def test_feature_pooling_takes_the_max_or_the_mean_of_c5():
+    x = np.random.RandomState(0).rand(2, 40, 40, 1).astype("float32")
+    for pooling, reduce in (("max", np.max), ("avg", np.mean)):
+        model = lenet5(include_top=False, pooling=pooling, input_shape=(40, 40, 1))
+        c5, pooled = keras.Model(model.input, [model.get_layer("C5").output,
+                                               model.output]).predict(x, verbose=0)
+        assert c5.shape == (2, 3, 3, 120)
+        np.testing.assert_allclose(pooled, reduce(c5, axis=(1, 2)), rtol=1e-5, atol=1e-6)

@@ -153,3 +153,57 @@ def test_default_num_classes_is_the_builders_default():
 def test_list_models_pattern_is_case_sensitive():
     assert zoo.list_models("LeNet*") == []
     assert zoo.list_models("lenet?") == ["lenet5"]
+
+
+def test_unknown_name_message_names_three_close_names_and_every_model():
+    with pytest.raises(ValueError) as e:
+        zoo.get_model("resnet5")
+    assert str(e.value) == (f"Unknown model 'resnet5'. Did you mean: resnet50, resnet152, "
+                            f"resnet34? Known models: {', '.join(zoo.list_models())}.")
+
+
+def _probe(monkeypatch, fn, **counts):
+    """Register ``fn`` (a builder) in a copy of the registry, for this test only."""
+    from zoo import registry
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    register(family="probe", paper="x", year=1, default_input_shape=(8, 8, 1),
+             min_input_size=1, **counts)(fn)
+    return fn.__name__
+
+
+def test_classes_hint_only_for_builders_that_take_num_classes(monkeypatch):
+    def probe_without_classes(*, input_shape=None):
+        pass
+    name = _probe(monkeypatch, probe_without_classes)
+    with pytest.raises(TypeError) as e:
+        zoo.get_model(name, classes=3, input_tensor=None)
+    assert str(e.value) == ("probe_without_classes takes no argument(s) 'classes', "
+                            "'input_tensor'; its arguments: input_shape (keras.applications' "
+                            "input_tensor: build the model, then call it on the tensor, "
+                            "model(tensor))")
+
+
+def test_tensorflow_out_of_memory_is_named_with_the_arguments(monkeypatch):
+    import tensorflow as tf
+
+    def probe_oom(*, width=1):
+        raise tf.errors.ResourceExhaustedError(
+            None, None, "OOM when allocating tensor with shape[100000,100000] and type float "
+                        "on /job:localhost/replica:0/task:0/device:CPU:0 by allocator cpu")
+    name = _probe(monkeypatch, probe_oom)
+    with pytest.raises(ValueError) as e:
+        zoo.get_model(name, width=10 ** 5)
+    assert str(e.value) == ("probe_oom: the model is too large to build in this machine's "
+                            "memory (OOM when allocating tensor with shape[100000,100000]); use "
+                            "a smaller input_shape, num_classes or width. Received: width=100000")
+
+
+def test_model_info_markdown_leaves_a_model_without_counts_blank(monkeypatch):
+    def probe_uncounted(*, input_shape=None):
+        pass
+    _probe(monkeypatch, probe_uncounted)
+    df = zoo.registry.model_info_table("probe_uncounted")
+    assert df["params"].isna().all() and df["trainable params"].isna().all()
+    markdown = zoo.tables.to_text(df, "markdown")
+    assert "*" not in markdown and "trainable parameters" not in markdown
+    assert markdown.splitlines()[2].startswith("| probe_uncounted | classification | 8x8x1 ")

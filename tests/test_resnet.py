@@ -87,6 +87,7 @@ def test_table_1(built, name, published_table):
         return float(mantissa) * 10 ** int(exponent)
 
     assert value(ours) == pytest.approx(value(paper), rel=0.02)
+    assert ours.endswith("x10^9")   # written as the paper writes it, 11.28x10^9 for ResNet-152
 
 
 def test_table_v2_layout(built):
@@ -292,3 +293,21 @@ def test_convolutions_are_the_zoos_conv2d(built):
     convs = [la for la in built("resnet50").layers if isinstance(la, keras.layers.Conv2D)]
     assert len(convs) == 53
     assert sum(la.kernel_size == (1, 1) and la.strides == (1, 1) for la in convs) == 30
+
+
+def test_basic_blocks_pad_their_strided_convolution_on_every_side():
+    """torchvision's basic block strides its first 3x3 convolution with one pixel of zeros on
+    every side; Keras' "same" at stride 2 pads an even map on the bottom and right only (same
+    shapes and parameters, other values)."""
+    import tensorflow as tf
+    model = zoo.resnet18(input_shape=(32, 32, 3), include_top=False)
+    x = np.random.RandomState(0).rand(1, 32, 32, 3).astype("float32")
+    block_input, conv = keras.Model(model.input, [
+        model.get_layer("conv2_block2_out").output,
+        model.get_layer("conv3_block1_1_conv").output])(x)
+    assert tuple(block_input.shape) == (1, 8, 8, 64) and tuple(conv.shape) == (1, 4, 4, 128)
+    kernel = model.get_layer("conv3_block1_1_conv").kernel
+    padded = tf.pad(block_input, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    expected = tf.nn.conv2d(padded, kernel, strides=2, padding="VALID")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(conv), expected, rtol=1e-5,
+                               atol=1e-5)

@@ -246,18 +246,38 @@ def test_feature_extractor_options_need_a_name():
         feature_extractor(model, input_shape=(64, 64, 1))
 
 
-def test_bilinear_upsampling_and_the_skip_go_first_in_the_concatenation():
-    """upsampling='bilinear' interpolates bilinearly (not nearest); each concatenation is
-    [contracting-path map, upsampled map], the paper's Fig. 1 order."""
+@pytest.mark.parametrize("kwargs, names, size", [
+    (dict(input_shape=(16, 16, 1), depth=2, base_filters=4, padding="same",
+          upsampling="bilinear"),
+     ["bottom_conv2_relu", "up1_upsample", "down1_conv2_relu", "up1_upconv", "up1_concat"],
+     (8, 8)),
+    # LeNet-5's 1x1 C5, up-convolved to 2x2, is resized to C3's 10x10.
+    (dict(backbone="lenet5", base_filters=4),
+     ["up1_upconv", "up1_resize", "C3", "up1_resize", "up1_concat"], (10, 10)),
+], ids=["bilinear_upsampling", "backbone_resize"])
+def test_bilinear_enlargement_and_the_skip_go_first_in_the_concatenation(kwargs, names, size):
+    """upsampling='bilinear', and the resize of a backbone's odd sizes, interpolate bilinearly
+    (not nearest); each concatenation is [contracting-path or backbone map, upsampled map],
+    the paper's Fig. 1 order."""
     import tensorflow as tf
-    model = unet(input_shape=(16, 16, 1), depth=2, base_filters=4, padding="same",
-                 upsampling="bilinear")
-    names = ["bottom_conv2_relu", "up1_upsample", "down1_conv2_relu", "up1_upconv", "up1_concat"]
-    x = np.random.RandomState(0).rand(1, 16, 16, 1).astype("float32")
-    bottom, up, skip, upconv, concat = keras.Model(
+    model = unet(**kwargs)
+    x = np.random.RandomState(0).rand(1, *model.input.shape[1:]).astype("float32")
+    small, up, skip, upconv, concat = keras.Model(
         model.input, [model.get_layer(n).output for n in names]).predict(x, verbose=0)
-    assert bottom.shape == (1, 4, 4, 16) and concat.shape == (1, 8, 8, 16)
-    np.testing.assert_allclose(up, tf.image.resize(bottom, (8, 8), "bilinear"), rtol=1e-5,
+    assert small.shape[1] < size[0] and up.shape[1:3] == skip.shape[1:3] == size
+    np.testing.assert_allclose(up, tf.image.resize(small, size, "bilinear"), rtol=1e-5,
                                atol=1e-6)
-    assert np.abs(up - tf.image.resize(bottom, (8, 8), "nearest")).max() > 1e-3
+    assert np.abs(up - tf.image.resize(small, size, "nearest")).max() > 1e-3
     np.testing.assert_array_equal(concat, np.concatenate([skip, upconv], axis=-1))
+
+
+def test_skip_connections_are_centre_cropped():
+    """Fig. 1: the contracting path's map is cropped at its centre to the up-convolution's
+    size (a crop from a corner has the same shapes and parameters)."""
+    model = unet(input_shape=(188, 188, 1), base_filters=4)
+    names = ["down3_conv2_relu", "up3_crop", "up3_upconv"]
+    x = np.random.RandomState(0).rand(1, 188, 188, 1).astype("float32")
+    skip, crop, upconv = keras.Model(
+        model.input, [model.get_layer(n).output for n in names]).predict(x, verbose=0)
+    assert skip.shape == (1, 16, 16, 32) and crop.shape == upconv.shape == (1, 8, 8, 32)
+    np.testing.assert_array_equal(crop, skip[:, 4:12, 4:12])

@@ -248,3 +248,16 @@ def test_every_residual_sum_equals_the_reference(reference):
     for got, expected in zip(mine, theirs):
         assert np.std(expected) > 0.1
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_every_layer_is_the_references_in_order(reference, ours):
+    """Layers without weights too (activations, pools, sums): the same types in the same
+    order, named as Keras names them (its shortcut layers and sums are unnamed)."""
+    import re
+    _, ref, _, _, _ = reference
+    mine = [(type(la).__name__, la.name) for la in ours.layers[1:]]
+    theirs = [(type(la).__name__, la.name) for la in ref.layers[1:]]
+    assert [t for t, _ in mine] == [t for t, _ in theirs]
+    auto = re.compile(r"(conv2d|batch_normalization|add)(_\d+)?")
+    named = [(n, r) for (_, n), (_, r) in zip(mine, theirs) if not auto.fullmatch(r)]
+    assert len(named) > 100 and all(n == r for n, r in named)

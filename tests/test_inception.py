@@ -72,7 +72,7 @@ def test_googlenet_table_follows_the_built_model():
     assert {"pool1_lrn", "conv2_lrn"} <= {la.name for la in model.layers}
 
 
-def test_googlenet_aux_logits():
+def test_googlenet_aux_logits(monkeypatch):
     model = googlenet(aux_logits=True)
     assert [tuple(o.shape) for o in model.outputs] == [(None, 1000)] * 3
     assert _no_auto_names(model)
@@ -92,6 +92,12 @@ def test_googlenet_aux_logits():
         ["auxiliary classifier (4a)", "5x5/3", "1x1x1000", "128", aux1],
         ["auxiliary classifier (4d)", "5x5/3", "1x1x1000", "128", aux2]]
     assert table["params"].sum() == model.count_params()
+    # The auxiliary rows are read from the model's layers, not from the constants it was
+    # built from.
+    monkeypatch.setattr(inception, "AUX_POOL", 4)
+    monkeypatch.setattr(inception, "AUX_CONV", 64)
+    assert zoo.layer_table(model).iloc[19:][["patch size/stride", "#1x1"]].values.tolist() \
+        == [["5x5/3", "128"]] * 2
     small = googlenet(aux_logits=True, input_shape=(65, 65, 3), num_classes=5)
     x = np.random.RandomState(0).rand(2, 65, 65, 3).astype("float32")
     outs = small(x, training=False)

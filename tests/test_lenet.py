@@ -184,3 +184,15 @@ def test_feature_pooling_takes_the_max_or_the_mean_of_c5():
                                                model.output]).predict(x, verbose=0)
         assert c5.shape == (2, 3, 3, 120)
         np.testing.assert_allclose(pooled, reduce(c5, axis=(1, 2)), rtol=1e-5, atol=1e-6)
+
+
+def test_a_subsampling_row_whose_stride_is_not_its_window_is_refused():
+    """Subsampling's stride is its window: a table row asking for another stride would be
+    built with the window's without a word."""
+    from zoo.blocks import Row, build_rows
+    inputs = keras.Input((8, 8, 1))
+    same = build_rows(inputs, [Row("S2", "subsample", None, 2, 2)])
+    assert tuple(same.shape) == (None, 4, 4, 1)
+    with pytest.raises(ValueError, match=r"^Row S2: a subsampling layer's stride is its "
+                                         r"window \(2\). Received: stride=1$"):
+        build_rows(inputs, [Row("S2", "subsample", None, 2, 1)])

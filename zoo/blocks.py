@@ -96,6 +96,9 @@ def build_rows(x, rows, *, num_classes=None, classifier_activation=None, stop_be
                 x = layers.MaxPooling2D(row.kernel, strides=row.stride, padding=row.padding,
                                         name=row.name)(x)
             else:
+                if row.stride not in (None, row.kernel):
+                    raise ValueError(f"Row {row.name}: a subsampling layer's stride is its "
+                                     f"window ({row.kernel}). Received: stride={row.stride}")
                 x = Subsampling(row.kernel, name=row.name)(x)
             if activation:
                 x = layers.Activation(activation, name=f"{row.name}_act")(x)

@@ -649,13 +649,15 @@ def googlenet_table(model) -> pd.DataFrame:
         records.append(rec)
     names = layer_names(model)
     for aux, source in GOOGLENET_AUX:   # aux_logits=True: one row per auxiliary classifier
-        if f"{aux}_predictions" in names:
+        if f"{aux}_predictions" in names:   # read from the model, as every row above
+            pool, conv = model.get_layer(f"{aux}_avg_pool"), model.get_layer(f"{aux}_conv")
+            k, s = _pair(pool.pool_size), _pair(pool.strides)
             records.append(dict(
                 dict.fromkeys(_GOOGLENET_COLUMNS, ""),
                 type=f"auxiliary classifier ({source.split('_')[1]})",
-                **{"patch size/stride": f"{AUX_POOL}x{AUX_POOL}/{AUX_STRIDE}",
+                **{"patch size/stride": f"{k[0]}x{k[1]}/{s[0]}",
                    "output size": _out_str(model.get_layer(f"{aux}_predictions").output.shape),
-                   "depth": "3", "#1x1": str(AUX_CONV), "params": layer_params(model, aux)}))
+                   "depth": "3", "#1x1": str(conv.filters), "params": layer_params(model, aux)}))
     return pd.DataFrame.from_records(records, columns=_GOOGLENET_COLUMNS + ["params"])
 
 

@@ -615,3 +615,17 @@ def test_zoo_evaluate_says_no_top_k_accuracy_for_a_model_of_k_classes_or_fewer(
     assert capsys.readouterr().out.splitlines()[0] == (
         "m version 2 on d (test, 3 images, LiteRT): accuracy 0.9877")
 
+
+def test_an_export_without_its_zoo_json_is_evaluated_on_the_dataset_given(digits_model,
+                                                                          tmp_path):
+    """zoo.serving.load takes a SavedModel without its zoo.json (no labels, no input
+    record): a classifier's report needs neither, and it failed on the missing input
+    record ("zoo: error: 'input'")."""
+    import shutil
+    path, _, _ = digits_model
+    bare = tmp_path / "lenet5" / "1"
+    shutil.copytree(path, bare)
+    os.remove(bare / "assets" / "zoo.json")
+    r = evaluate(str(bare), "digits", runtime="tensorflow", jit_compile=False)
+    expected = evaluate(path, runtime="tensorflow", jit_compile=False)
+    assert (r["examples"], r["confusion_matrix"]) == (360, expected["confusion_matrix"])

@@ -330,17 +330,23 @@ def test_a_one_sigmoid_unit_unet_is_scored_on_its_masks(tmp_path, padding):
     assert r["confusion_matrix"] == expected.tolist()
 
 
-def test_the_macro_average_leaves_out_a_class_neither_in_the_split_nor_predicted(tmp_path):
-    """A folder's class with one image stays in train (the split 80/10/10 holds none of it
-    out): in the test split it has no example and no prediction, and its precision and
-    recall (0 by zero_division) pulled the macro average down by a third."""
-    root = tmp_path / "photos"
+def _photos_abc(root):
+    """A folder of class folders a/ and b/ of 30 grey 6x6 images each, brighter by class,
+    and c/ of one image (which the 80/10/10 split keeps in train)."""
     rng = np.random.default_rng(0)
     for k, (label, n) in enumerate((("a", 30), ("b", 30), ("c", 1))):
         (root / label).mkdir(parents=True)
         for i in range(n):
             value = int(np.clip(60 + 120 * k + rng.normal(0, 70), 0, 255))
             Image.fromarray(np.full((6, 6), value, "uint8")).save(root / label / f"{i}.png")
+    return root
+
+
+def test_the_macro_average_leaves_out_a_class_neither_in_the_split_nor_predicted(tmp_path):
+    """A folder's class with one image stays in train (the split 80/10/10 holds none of it
+    out): in the test split it has no example and no prediction, and its precision and
+    recall (0 by zero_division) pulled the macro average down by a third."""
+    root = _photos_abc(tmp_path / "photos")
     splits = data.load_splits(str(root), image_size=(6, 6), batch_size=8)
     inputs = keras.Input((6, 6, 1))
     dense = keras.layers.Dense(3, activation="softmax")
@@ -522,13 +528,7 @@ def test_the_macro_average_counts_a_class_predicted_but_in_no_label(tmp_path):
     """scikit-learn's default classes are those in the labels or the predictions: a class
     the split holds no example of but the model predicts counts in the macro average (its
     precision 0), as the confusion matrix's column shows it."""
-    root = tmp_path / "photos"
-    rng = np.random.default_rng(0)
-    for k, (label, n) in enumerate((("a", 30), ("b", 30), ("c", 1))):
-        (root / label).mkdir(parents=True)
-        for i in range(n):
-            value = int(np.clip(60 + 120 * k + rng.normal(0, 70), 0, 255))
-            Image.fromarray(np.full((6, 6), value, "uint8")).save(root / label / f"{i}.png")
+    root = _photos_abc(tmp_path / "photos")
 
     def answer(image):   # c for the brightest images, though the test split holds none
         return np.eye(3)[int(np.searchsorted([120, 190], image.mean()))]

@@ -37,7 +37,9 @@ def test_list_marks_a_trainable_only_count_and_says_what_the_mark_means(capsys):
 
 def test_list_csv_numbers_are_plain(capsys):
     assert cli.main(["list", "--format", "csv"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and not out.endswith("\n\n")   # no blank line at the end
+    lines = out.strip().splitlines()
     assert lines[0] == "name,task,default input,min input,params,trainable params,paper"
     rows = {line.split(",")[0]: line for line in lines[1:]}
     assert rows["resnet101"].startswith("resnet101,classification,224x224x3,1,44707176,44601832,")
@@ -105,6 +107,11 @@ def test_a_value_starting_with_a_dash_is_the_options_own(monkeypatch, argv, want
             monkeypatch.setattr(action, "type", str)
     args = cli.parse_args(parser, argv)
     assert {k: getattr(args, k) for k in want} == want
+
+
+def test_a_flag_takes_no_value_so_a_dash_after_it_stays_an_argument():
+    args = cli.parse_args(cli.build_parser("predict"), ["predict", "m", "--no-xla", "-"])
+    assert (args.no_xla, args.images) == (True, ["-"])
 
 
 def test_an_unknown_option_between_positionals_is_still_refused(capsys):
@@ -194,6 +201,11 @@ def test_every_option_of_every_command_says_what_it_does(command):
      "zoo: error: no registered model matches 'x*'"),
     (FileNotFoundError("no such file: a.png"), 2, "zoo: error: no such file: a.png"),
     (KeyError("images"), 2, "zoo: error: 'images'"),
+    (FileExistsError("runs/x exists"), 2, "zoo: error: runs/x exists"),
+    (IsADirectoryError("a.png is a directory"), 2, "zoo: error: a.png is a directory"),
+    (NotADirectoryError("m is not a directory"), 2, "zoo: error: m is not a directory"),
+    (PermissionError("out: permission denied"), 2, "zoo: error: out: permission denied"),
+    (TypeError("batch_size must be an int"), 2, "zoo: error: batch_size must be an int"),
     (RuntimeError("the GPU ran out of memory"), 1, "zoo: error: the GPU ran out of memory"),
     (RuntimeError(), 1, "zoo: error: RuntimeError"),
     (OSError(28, "No space left on device"), 1, "zoo: error: [Errno 28] No space left on device"),
@@ -244,10 +256,11 @@ def test_shapes_and_numbers_from_the_command_line():
 
 @pytest.mark.parametrize("argv", [["train", "lenet5", "--lr", "--epochs", "2"],
                                   ["train", "lenet5", "--lr", "--epochs=2"],
-                                  ["train", "lenet5", "--lr", "--", "2"]])
+                                  ["train", "lenet5", "--lr", "--", "2"],
+                                  ["train", "lenet5", "--epochs", "2", "--lr"]])
 def test_an_option_name_or_dashes_after_an_option_are_no_value_of_it(capsys, argv):
-    """A value forgotten before another option (or ``--``) is named as forgotten, not read as
-    the value (``--lr=--epochs``)."""
+    """A value forgotten before another option (or ``--``, or at the end) is named as
+    forgotten, not read as the value (``--lr=--epochs``)."""
     with pytest.raises(SystemExit) as exit_info:
         cli.parse_args(cli.build_parser("train"), argv)
     assert exit_info.value.code == 2
@@ -276,3 +289,19 @@ def test_a_second_sigterm_ends_the_process_at_once():
             handler(signal.SIGTERM, None)
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_sigterm_as_interrupt_restores_the_handler_it_found():
+    import signal
+    before = signal.getsignal(signal.SIGTERM)
+
+    def own(signum, frame):
+        pass
+
+    signal.signal(signal.SIGTERM, own)
+    try:
+        with cli.sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGTERM) is not own
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, before)

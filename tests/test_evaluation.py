@@ -330,17 +330,23 @@ def test_a_one_sigmoid_unit_unet_is_scored_on_its_masks(tmp_path, padding):
     assert r["confusion_matrix"] == expected.tolist()
 
 
-def test_the_macro_average_leaves_out_a_class_neither_in_the_split_nor_predicted(tmp_path):
-    """A folder's class with one image stays in train (the split 80/10/10 holds none of it
-    out): in the test split it has no example and no prediction, and its precision and
-    recall (0 by zero_division) pulled the macro average down by a third."""
-    root = tmp_path / "photos"
+def _photos_abc(root):
+    """A folder of class folders a/ and b/ of 30 grey 6x6 images each, brighter by class,
+    and c/ of one image (which the 80/10/10 split keeps in train)."""
     rng = np.random.default_rng(0)
     for k, (label, n) in enumerate((("a", 30), ("b", 30), ("c", 1))):
         (root / label).mkdir(parents=True)
         for i in range(n):
             value = int(np.clip(60 + 120 * k + rng.normal(0, 70), 0, 255))
             Image.fromarray(np.full((6, 6), value, "uint8")).save(root / label / f"{i}.png")
+    return root
+
+
+def test_the_macro_average_leaves_out_a_class_neither_in_the_split_nor_predicted(tmp_path):
+    """A folder's class with one image stays in train (the split 80/10/10 holds none of it
+    out): in the test split it has no example and no prediction, and its precision and
+    recall (0 by zero_division) pulled the macro average down by a third."""
+    root = _photos_abc(tmp_path / "photos")
     splits = data.load_splits(str(root), image_size=(6, 6), batch_size=8)
     inputs = keras.Input((6, 6, 1))
     dense = keras.layers.Dense(3, activation="softmax")
@@ -429,6 +435,8 @@ def test_mean_iou_leaves_out_a_class_in_no_mask_and_no_prediction_as_keras(tmp_p
         p = tf.image.resize(s.predict(image)["probabilities"][0], mask.shape).numpy()
         reference.update_state(mask, p.argmax(-1))
     assert r["per_class"][2]["iou"] == 0.0 and r["confusion_matrix"][2] == [0, 0, 0]
+    assert sorted(r["per_class"][0]) == ["iou", "label", "pixels", "precision", "recall"]
+    assert [c["pixels"] for c in r["per_class"]] == [sum(row) for row in r["confusion_matrix"]]
     assert r["mean_iou"] > 0.5
     np.testing.assert_allclose(r["mean_iou"], float(reference.result()), rtol=1e-6)
 
@@ -464,3 +472,160 @@ def test_split_all_scores_every_image_once_whatever_the_layout(digits_model, tmp
                             f"split, the dataset has no test split, 36 images, ")
     assert evaluate(path, str(train_only))["test_is_validation"] is True
     assert evaluate(path, "digits")["test_is_validation"] is False
+
+
+class _Answers(serving.Servable):
+    """A stand-in for a loaded export: answers each image with ``answer(image)``, class
+    probabilities ``[K]`` (classification) or ``[h, w, K]`` at the image's size
+    (segmentation), so that a report can be checked on known predictions."""
+
+    def __init__(self, labels, answer, dataset=None, task="classification", **info):
+        self.name, self.version, self.task, self.channels = "m", 1, task, 1
+        self.labels, self.answer = list(labels), answer
+        self.info = {"dataset": {"name": dataset}, "input": {"model_input_shape": [8, 8, 1]},
+                     **info}
+        self.runtime, self.jit_compiled, self.runtime_choices = "tensorflow", False, {}
+
+    def predict(self, images, batch_size=None):
+        p = np.stack([self.answer(image) for image in images]).astype("float32")
+        return {"probabilities": p, "classes": p.argmax(-1)}
+
+    def iter_predict(self, images, batch_size=None):
+        yield range(len(images)), {"probabilities": [self.answer(image) for image in images]}
+
+
+def test_a_model_without_class_names_is_refused_on_a_dataset_of_another_class_count():
+    """An export whose zoo.json names no classes is checked by its class count."""
+    model = _Answers([], None, "digits", num_classes=3)
+    with pytest.raises(ValueError, match=r"^dataset 'digits' has 10 classes, m predicts 3\.$"):
+        evaluate(model)
+
+
+@pytest.mark.parametrize("n, shown", [
+    (12, "['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11'] (12)"),
+    (13, "['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', ...] (13)")])
+def test_a_refusal_names_at_most_twelve_classes(n, shown):
+    model = _Answers([str(i) for i in range(n)], None, "digits")
+    with pytest.raises(ValueError, match=re.escape(f"m was trained on {shown}: a model")):
+        evaluate(model)
+
+
+def test_top_k_is_a_positive_integer(tmp_path):
+    for top_k in (2.5, True, 0):
+        with pytest.raises(ValueError, match=re.escape(
+                f"top_k must be a positive integer. Received: top_k={top_k!r}")):
+            evaluate(str(tmp_path), top_k=top_k)
+
+
+def test_the_centre_of_a_mask_is_cropped_by_its_height_and_width():
+    from zoo.evaluation import _centre
+    mask = np.arange(7 * 10).reshape(7, 10)
+    assert _centre(mask, (3, 4)).tolist() == mask[2:5, 3:7].tolist()
+    assert _centre(mask, (7, 10)).tolist() == mask.tolist()
+
+
+def test_the_macro_average_counts_a_class_predicted_but_in_no_label(tmp_path):
+    """scikit-learn's default classes are those in the labels or the predictions: a class
+    the split holds no example of but the model predicts counts in the macro average (its
+    precision 0), as the confusion matrix's column shows it."""
+    root = _photos_abc(tmp_path / "photos")
+
+    def answer(image):   # c for the brightest images, though the test split holds none
+        return np.eye(3)[int(np.searchsorted([120, 190], image.mean()))]
+
+    r = evaluate(_Answers("abc", answer, str(root)))
+    images, y = zip(*data.load_raw(str(root), "test").dataset.as_numpy_iterator())
+    predicted = [int(answer(image).argmax()) for image in images]
+    assert 2 not in y and 2 in predicted and r["examples"] == 6
+    assert r["confusion_matrix"] == metrics.confusion_matrix(y, predicted,
+                                                             labels=[0, 1, 2]).tolist()
+    expected = metrics.precision_recall_fscore_support(y, predicted, average="macro",
+                                                       zero_division=0)[:3]
+    np.testing.assert_allclose([r["macro"][k] for k in ("precision", "recall", "f1")],
+                               expected)
+
+
+def _stand_in_report(task, k):
+    """A report as evaluate returns it, of ``k`` classes."""
+    labels = [f"c{i}" for i in range(k)]
+    result = {"model": "m", "version": 2, "dataset": "d", "split": "test", "task": task,
+              "examples": 3, "test_is_validation": False, "runtime": "LiteRT",
+              "confusion_matrix": np.eye(k, dtype=int).tolist()}
+    if task == "segmentation":
+        result.update(pixel_accuracy=0.123456, mean_iou=0.5, pixels=1234567, per_class=[
+            {"label": c, "precision": 1.0, "recall": 1.0, "iou": 2 / 3, "pixels": 1}
+            for c in labels])
+    else:
+        result.update(accuracy=0.987654, top_k=5, top_k_accuracy=None, per_class=[
+            {"label": c, "precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}
+            for c in labels], macro={"precision": 1.0, "recall": 1.0, "f1": 1.0})
+    return result
+
+
+def test_zoo_evaluate_passes_each_option_on(monkeypatch, tmp_path, capsys):
+    from zoo import evaluation
+    seen = []
+
+    def stand_in(*args, **kwargs):
+        seen.append((args, kwargs))
+        return _stand_in_report("classification", 2)
+
+    monkeypatch.setattr(evaluation, "evaluate", stand_in)
+    model = str(tmp_path)
+    assert main(["evaluate", model, "--dataset", "mnist", "--split", "train", "--batch-size",
+                 "7", "--top-k", "2", "--data-dir", "dd", "--ignore-label", "255",
+                 "--runtime", "litert", "--format", "json"]) == 0
+    assert seen.pop() == ((model, "mnist", "train"), {
+        "batch_size": 7, "top_k": 2, "data_dir": "dd", "ignore_label": 255,
+        "runtime": "litert", "jit_compile": "auto"})
+    for text, ignore in ((" None ", None), ("none", None), ("0", 0)):
+        assert main(["evaluate", model, "--ignore-label", text, "--format", "json"]) == 0
+        assert seen.pop() == ((model, None, "test"), {
+            "batch_size": None, "top_k": 5, "data_dir": None, "ignore_label": ignore,
+            "runtime": "auto", "jit_compile": "auto"})
+    capsys.readouterr()
+    assert main(["evaluate", model, "--dataset", " "]) == 2
+    assert capsys.readouterr().err == ("zoo: error: --dataset needs a dataset name or folder. "
+                                       "Received: ''\n")
+    assert seen == []
+
+
+@pytest.mark.parametrize("k, printed", [(20, True), (21, False)])
+def test_zoo_evaluate_prints_a_segmentation_report_and_a_confusion_matrix_up_to_20_classes(
+        monkeypatch, tmp_path, capsys, k, printed):
+    from zoo import evaluation
+    monkeypatch.setattr(evaluation, "evaluate",
+                        lambda *a, **kw: _stand_in_report("segmentation", k))
+    assert main(["evaluate", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("m version 2 on d (test, 3 images, LiteRT): pixel accuracy 0.1235, "
+                        "mean IoU 0.5000 (1,234,567 pixels)")
+    assert [cell.strip() for cell in lines[4].split("|")[1:-1]] == [
+        "c0", "0.6667", "1.0000", "1.0000", "1"]
+    assert any("true \\ predicted" in line for line in lines) == printed
+    assert (lines[-1] == f"(confusion matrix of {k} classes: --format json)") != printed
+
+
+def test_zoo_evaluate_says_no_top_k_accuracy_for_a_model_of_k_classes_or_fewer(
+        monkeypatch, tmp_path, capsys):
+    from zoo import evaluation
+    monkeypatch.setattr(evaluation, "evaluate",
+                        lambda *a, **kw: _stand_in_report("classification", 3))
+    assert main(["evaluate", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "m version 2 on d (test, 3 images, LiteRT): accuracy 0.9877")
+
+
+def test_an_export_without_its_zoo_json_is_evaluated_on_the_dataset_given(digits_model,
+                                                                          tmp_path):
+    """zoo.serving.load takes a SavedModel without its zoo.json (no labels, no input
+    record): a classifier's report needs neither, and it failed on the missing input
+    record ("zoo: error: 'input'")."""
+    import shutil
+    path, _, _ = digits_model
+    bare = tmp_path / "lenet5" / "1"
+    shutil.copytree(path, bare)
+    os.remove(bare / "assets" / "zoo.json")
+    r = evaluate(str(bare), "digits", runtime="tensorflow", jit_compile=False)
+    expected = evaluate(path, runtime="tensorflow", jit_compile=False)
+    assert (r["examples"], r["confusion_matrix"]) == (360, expected["confusion_matrix"])

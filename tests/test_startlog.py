@@ -222,7 +222,9 @@ def test_the_filtered_import_looks_for_gpus_inside_the_filter(tmp_path):
 
 
 @pytest.mark.parametrize("line", ["E1234: a program's own line", "W2026:12:06 a timestamp",
-                                  "I12345 a number too long"])
+                                  "I12345 a number too long", "I0000",
+                                  "W\u0661\u0662\u0663\u0664 Arabic-Indic digits",
+                                  "D0000 a letter of no severity"])
 def test_only_a_letter_four_digits_and_a_space_make_an_absl_line(line):
     assert not startlog.hidden(line, 3)
 
@@ -245,19 +247,21 @@ def test_only_a_command_lines_first_litert_interpreter_is_made_in_the_filter(mon
                                                                              filtered):
     import contextlib
     import types
-    made, seen = [], []
+    made, seen, allocated, filtering = [], [], [], []
 
     class Interpreter:
         def __init__(self, **kwargs):
             made.append(kwargs)
 
-        def allocate_tensors(self):
-            pass
+        def allocate_tensors(self):   # where LiteRT writes its line: in the filter
+            allocated.append(list(filtering))
 
     @contextlib.contextmanager
     def filtered_stderr(level, no_gpu=False):
         seen.append(level)
+        filtering.append(level)
         yield
+        filtering.pop()
 
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter",
                         types.SimpleNamespace(Interpreter=Interpreter))
@@ -268,3 +272,71 @@ def test_only_a_command_lines_first_litert_interpreter_is_made_in_the_filter(mon
         assert isinstance(startlog.make_litert_interpreter(model_path=f"m{i}"), Interpreter)
     assert made == [{"model_path": "m0"}, {"model_path": "m1"}, {"model_path": "m2"}]
     assert seen == filtered
+    assert allocated == ([[2]] if level else [])   # the first one's tensors, in the filter
+
+
+@pytest.mark.parametrize("line", [
+    "a program's own line: x] failed call to cuInit: y",
+    "a program's own line: x] oneDNN supports DT_HALF only on platforms with AVX-512"])
+def test_a_line_quoting_tensorflows_notes_is_no_error_line_of_its_own(line):
+    assert not startlog.hidden(line, 3, no_gpu=True)
+
+
+def test_the_filter_is_installed_once_and_not_after_tensorflow(monkeypatch):
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    environ = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    monkeypatch.setitem(sys.modules, "tensorflow", object())     # already imported
+    assert startlog.filter_tensorflow_start_up(environ) is False
+    monkeypatch.delitem(sys.modules, "tensorflow")
+    assert startlog.filter_tensorflow_start_up(environ) is True
+    assert startlog.filter_tensorflow_start_up(environ) is False   # installed already
+    assert sum(isinstance(f, startlog._FirstImport) for f in sys.meta_path) == 1
+
+
+@pytest.mark.parametrize("devices, absent", [((), True), (("/dev/nvidia0",), False),
+                                             (("/proc/driver/nvidia",), False),
+                                             (("/dev/dxg",), False)])
+def test_a_gpu_is_absent_without_an_nvidia_or_wsl_device(monkeypatch, devices, absent):
+    monkeypatch.setattr(startlog.os.path, "exists", lambda path: path in devices)
+    assert startlog.gpu_absent() is absent
+
+
+@pytest.mark.parametrize("absent", [True, False])
+def test_command_line_filter_drops_the_cuinit_line_only_without_a_gpu(monkeypatch, absent):
+    import contextlib
+    seen = []
+
+    @contextlib.contextmanager
+    def filtered_stderr(level, no_gpu=False):
+        seen.append((level, no_gpu))
+        yield
+
+    monkeypatch.setattr(startlog, "_command_line_level", 2)
+    monkeypatch.setattr(startlog, "gpu_absent", lambda: absent)
+    monkeypatch.setattr(startlog, "filtered_stderr", filtered_stderr)
+    with startlog.command_line_filter():
+        pass
+    assert seen == [(2, absent)]
+
+
+def test_the_filter_passes_each_line_on_at_once():
+    """A line reaches the terminal when it is written, not when the filter's buffer fills
+    (TensorFlow's import can take seconds between lines)."""
+    import io
+    written = []
+
+    class Raw(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, b):
+            written.append(bytes(b))
+            return len(b)
+
+    def source():
+        for line in (b"kept\n", b"I0000 00:00:1.0 1 a.cc:1] hidden\n", b"also kept\n"):
+            yield line
+        assert b"".join(written) == b"kept\nalso kept\n"   # before the end of the input
+
+    startlog._filter_lines(2, source(), io.BufferedWriter(Raw()))
+    assert b"".join(written) == b"kept\nalso kept\n"

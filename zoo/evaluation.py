@@ -169,8 +169,12 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
     labels = list(raw.labels)
     k = len(labels)
     step = batch_size or serving.DEFAULT_BATCH_SIZE
-    own_size = serving.output_has_input_size(servable)
-    in_hw = tuple(servable.info["input"]["model_input_shape"][:2]) if not own_size else None
+    # Segmentation: masks at each image's size, or the centre of the resized image (in_hw)
+    # for an output smaller than the input. A classifier needs neither (nor the input record
+    # that an export without its zoo.json lacks).
+    own_size = task == "segmentation" and serving.output_has_input_size(servable)
+    in_hw = (tuple(servable.info["input"]["model_input_shape"][:2])
+             if task == "segmentation" and not own_size else None)
     confusion = np.zeros((k, k), np.int64)
     top_right = examples = 0
     for chunk in _chunks(raw, step):

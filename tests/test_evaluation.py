@@ -485,6 +485,8 @@ class _Answers(serving.Servable):
         self.info = {"dataset": {"name": dataset}, "input": {"model_input_shape": [8, 8, 1]},
                      **info}
         self.runtime, self.jit_compiled, self.runtime_choices = "tensorflow", False, {}
+        k = len(self.labels) or info.get("num_classes")
+        self.signature = {"outputs": {"probabilities": {"shape": [None, k]}}}
 
     def predict(self, images, batch_size=None):
         p = np.stack([self.answer(image) for image in images]).astype("float32")
@@ -629,3 +631,23 @@ def test_an_export_without_its_zoo_json_is_evaluated_on_the_dataset_given(digits
     r = evaluate(str(bare), "digits", runtime="tensorflow", jit_compile=False)
     expected = evaluate(path, runtime="tensorflow", jit_compile=False)
     assert (r["examples"], r["confusion_matrix"]) == (360, expected["confusion_matrix"])
+
+
+def test_an_export_without_its_zoo_json_is_refused_on_a_dataset_of_other_classes(
+        digits_model, tmp_path):
+    """Without zoo.json the class count comes from the signature's probabilities: a
+    10-class model on a 3-class folder gets the class-count refusal (it ended in numpy's
+    reshape error)."""
+    import shutil
+    path, _, _ = digits_model
+    bare = tmp_path / "lenet5" / "1"
+    shutil.copytree(path, bare)
+    os.remove(bare / "assets" / "zoo.json")
+    folder = tmp_path / "abc"
+    for label in ("a", "b", "c"):
+        (folder / label).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((8, 8), 25 * i, "uint8")).save(folder / label / f"{i}.png")
+    with pytest.raises(ValueError, match=r"^dataset 'folder:[^']*abc' has 3 classes, lenet5 "
+                                         r"predicts 10\.$"):
+        evaluate(str(bare), f"folder:{folder}", runtime="tensorflow", jit_compile=False)

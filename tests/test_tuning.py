@@ -240,6 +240,7 @@ def test_search_records_all_trials_a_failed_one_and_exports_the_best(tiny, tmp_p
     assert by_lr.loc[1e-2, "status"] == "COMPLETED" and by_lr.loc[1e38, "status"] == "FAILED"
     assert "loss became inf at batch 1 of epoch 1" in by_lr.loc[1e38, "message"]
     assert 0 <= by_lr.loc[1e-2, "score"] <= 1 and pd.isna(by_lr.loc[1e38, "score"])
+    assert by_lr.loc[1e-2, "best_step"] == 0       # one epoch: keras-tuner counts from 0
     assert (df["seconds"] > 0).all() and set(df["tuner"]) == {"tuner0"}
     for column in ("variant", "optimizer", "batch_size", "augment", "best_step"):
         assert column in df.columns

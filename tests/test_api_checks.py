@@ -34,6 +34,10 @@ def test_flags_must_be_booleans():
         zoo.alexnet(input_shape=(67, 67, 3), local_response_normalization="no")
     with pytest.raises(ValueError, match="googlenet: batch_norm must be True or False"):
         zoo.googlenet(batch_norm="yes")
+    for value in (1, 0):                      # equal to True and False, but no booleans
+        with pytest.raises(ValueError, match=f"lenet5: include_top must be True or False. "
+                                             f"Received: include_top={value}$"):
+            zoo.lenet5(include_top=value)
 
 
 def test_unknown_classifier_activation_names_are_refused():

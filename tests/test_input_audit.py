@@ -125,6 +125,8 @@ def test_a_model_too_large_for_the_memory_names_the_arguments():
                                                    r"beta='x'"),
     (lambda: LocalResponseNormalization(alpha=float("nan")), r"alpha must be a finite number "
                                                              r">= 0. Received: alpha=nan"),
+    (lambda: LocalResponseNormalization(beta=float("inf")), r"beta must be a finite number. "
+                                                            r"Received: beta=inf"),
 ])
 def test_custom_layers_name_a_bad_argument(make, message):
     # were: a TensorFlow InvalidArgumentError at the first call (pool_size 0, depth_radius

@@ -50,6 +50,15 @@ def test_split_points_cut_between_whole_elements(dumps):
     assert ja.split_points(body_of(x, key="inputs"), 2)[0] == "inputs"
 
 
+def test_split_points_after_a_long_first_element():
+    """A first element longer than the places the later cuts are looked for from: each
+    cut is still the first after the one before, and every run holds whole elements."""
+    body = b'{"instances": [[1,' + b" " * 200 + b'2], [3, 4], [5, 6]]}'
+    key, ranges = ja.split_points(body, 3)
+    assert [json.loads(b"[" + body[b:e] + b"]") for b, e in ranges] == [[[1, 2]], [[3, 4]],
+                                                                       [[5, 6]]]
+
+
 @pytest.mark.parametrize("body", [
     b'{"instances": [1, 2, 3, 4]}',                           # elements are numbers
     b'{"instances": [{"b64": "aa"}, {"b64": "bb"}]}',          # elements are objects
@@ -244,9 +253,12 @@ def test_split_parser_buffers_grow_and_leave_no_files(monkeypatch):
         (worker,) = s._pool
         size = worker.size
         assert size >= 1 << 20 and worker.buffer is not None and len(made) == 1
-        _, array = s.parse(body_of(large), np.float32)     # 3 images x 200x200x3 in the part
-        assert array.dtype == np.float32 and np.array_equal(array, large.astype(np.float32))
+        _, array = s.parse(body_of(large))                 # 3 images x 200x200x3 in the part
+        assert array.dtype == np.int64 and np.array_equal(array, large)    # 8 bytes a number
         assert worker.size > size and s._pool == [worker] and len(made) == 2
+        _, array = s.parse(body_of(large), np.float32)
+        assert array.dtype == np.float32 and np.array_equal(array, large.astype(np.float32))
+        assert s._pool == [worker] and len(made) == 2 and s.parsed == 3
         assert np.array_equal(s.parse(body_of(small))[1], small)   # the larger one stays
         assert worker.size > size and len(made) == 2
         assert made[0].startswith("/dev/shm/zoo-json-") or not os.path.isdir("/dev/shm")
@@ -281,6 +293,9 @@ def test_split_parser_leaves_small_bodies_and_no_workers_to_the_caller():
     assert ja.SplitParser(1, min_bytes=10 ** 9).parse(body_of(x)) is None
     none = ja.SplitParser(0, min_bytes=0)
     assert none.parse(body_of(x)) is None and none._pool == []
+    other = ja.SplitParser(1, min_bytes=0)          # another form: no process started
+    assert other.parse(b'{"model": "m", "instances": [[1], [2]]}') is None
+    assert other._pool == []
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ValueError, match=f"workers must be a non-negative integer. "
                                              f"Received: {bad!r}"):
@@ -313,6 +328,29 @@ def test_split_parser_replaces_a_dead_worker_and_stops_on_close():
     assert s.parse(body_of(x)) is None and s._pool == []
 
 
+def test_a_worker_failing_mid_body_takes_the_unanswered_one_down_too():
+    """The second worker dead when a body is sent: the first already holds its part, and
+    its answer, never read, would be read as the answer to its next part -- it is stopped
+    and replaced too, and the next bodies (of other image sizes) answer right."""
+    s = ja.SplitParser(2, min_bytes=0)
+    try:
+        x = pixels(9, seed=6)
+        assert np.array_equal(s.parse(body_of(x))[1], x)    # the buffers are mapped
+        first, second = s._pool
+        second.process.kill()
+        second.process.join()
+        s.start = lambda: None                              # not replaced before the call
+        assert s.parse(body_of(x)) is None
+        del s.start
+        assert not first.process.is_alive()
+        for size in (5, 4):
+            y = pixels(9, seed=size, size=size)
+            assert np.array_equal(s.parse(body_of(y))[1], y)
+        assert not {first, second} & set(s._pool)
+    finally:
+        s.close()
+
+
 def test_busy_workers_leave_the_body_to_the_caller(splitter):
     """Bodies parsed at once in several threads: each gets the workers free at that moment
     (none: ``None``), and every answer is right."""
@@ -335,6 +373,27 @@ def test_busy_workers_leave_the_body_to_the_caller(splitter):
     for t in threads:
         t.join()
     assert not errors and all(results) and len(results) >= 30
+
+
+def test_a_body_does_not_wait_for_busy_workers(splitter):
+    """Every worker held by another body: parse answers ``None`` at once (the caller parses
+    the body itself), it does not wait for one to be free."""
+    x = pixels(9, seed=7)
+    splitter.parse(body_of(x))                                 # the workers started
+    held = [w for w in splitter._pool if w.lock.acquire(blocking=False)]
+    got = []
+    thread = threading.Thread(target=lambda: got.append(splitter.parse(body_of(x))))
+    try:
+        assert len(held) == 2
+        thread.start()
+        thread.join(timeout=10)
+        assert not thread.is_alive() and got == [None]
+    finally:
+        for worker in held:
+            worker.lock.release()
+        if thread.ident is not None:
+            thread.join()
+    assert np.array_equal(splitter.parse(body_of(x))[1], x)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc (Linux)")

@@ -178,6 +178,37 @@ def test_parts_must_agree(threads):
     ragged = x.tolist()
     ragged[3][2][1] = [1, 2]                  # in the last run only
     assert js.scan_body(body_of(ragged), executor=threads, parts=2) is None
+    # Runs regular alone and of the same inner length, but of different depths: rows of
+    # two numbers, then images of two rows of one number each (4 numbers for 4 images).
+    deeper = b'{"instances": [[100000, 100000], [100000, 100000], [[1], [2]], [[3], [4]]]}'
+    from zoo.jsonarrays import array_span, cut_runs
+    start, end = array_span(deeper)[1:]
+    assert [deeper[b:e] for b, e in cut_runs(deeper, start, end, 2)] == [
+        b"[100000, 100000], [100000, 100000]", b"[[1], [2]], [[3], [4]]"]
+    assert js.scan_body(deeper, executor=threads, parts=2) is None
+    assert js.scan_body(deeper) is None
+
+
+def test_carriage_returns_are_white_space(threads):
+    """JSON's white space is space, tab, line feed and carriage return: a body written with
+    CRLF line ends (or lone CRs) reads as the plain one, in parts too."""
+    x = pixels(3, seed=13)
+    for newline in (b"\r\n", b"\r"):
+        body = body_of(x, indent=1).replace(b"\n", newline)
+        assert newline in body
+        for parts in (1, 2):
+            key, array = js.scan_body(body, executor=threads, parts=parts)
+            assert key == "instances" and np.array_equal(array, x)
+
+
+def test_one_digit_numbers_without_spaces_fill_their_range():
+    """n one-digit numbers and their n - 1 commas take 2n - 1 bytes: the most numbers a
+    range of that length can hold, room for every one of them."""
+    for values in ([7], [1, 2, 3], list(range(10))):
+        body = body_of(values, separators=(",", ":"))
+        for dtype in (None, np.float32):
+            key, array = js.scan_body(body, dtype)
+            assert array.tolist() == values
 
 
 def test_whatever_the_kernel_takes_is_json_of_the_same_numbers():
@@ -242,11 +273,21 @@ def test_split_parser_scans_large_bodies_on_its_threads():
         assert len(small) < 1000 and np.array_equal(s.scan(small)[1], pixels(1, size=2))
         assert s.scanned == 1                                  # read in the calling thread
         assert s.scan(b'{"instances": [[1, 2], [3]]}' + b" " * 1000) is None
+        exact = body_of(pixels(2, size=3))
+        exact = exact[:-1] + b" " * (1000 - len(exact)) + b"}"
+        assert len(exact) == 1000 and np.array_equal(s.scan(exact)[1], pixels(2, size=3))
+        assert s.scanned == 2                                  # from scan_min_bytes on
     finally:
         s.close()
     assert s._threads is None
     assert np.array_equal(s.scan(body_of(x))[1], x)           # after close: this thread
-    assert s.scanned == 1
+    assert s.scanned == 2
+    # Threads shut down by close() in another thread after this scan took them: the body
+    # is read in the calling thread.
+    late = SplitParser(1, scan_min_bytes=0)
+    late._threads = ThreadPoolExecutor(1)
+    late._threads.shutdown()
+    assert np.array_equal(late.scan(body_of(x))[1], x) and late.scanned == 0
 
 
 def test_split_parser_cuts_from_128_kb_by_default():
@@ -349,6 +390,10 @@ def test_too_little_room_is_read_again_with_enough(monkeypatch, threads):
             key, array = js.scan_body(body, dtype, executor=threads, parts=parts)
             assert np.array_equal(array, x)
     assert len(estimates) == 2 * (1 + 3)                    # then the bound of every range
+    # Room for all but the last number: that one is not written past the output's end.
+    monkeypatch.setattr(js, "_room", lambda buf, b, e: x.size - 1)
+    for dtype in (None, np.float32):
+        assert np.array_equal(js.scan_body(body, dtype)[1], x)
     # Short numbers first, long ones later: the estimate from the start falls short.
     monkeypatch.undo()
     mixed = [[1] * 30000 + [123456789] * 30000]

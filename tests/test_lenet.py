@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import keras
@@ -69,9 +71,11 @@ def test_shapes_for_other_inputs():
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(input_shape=(31, 32, 1)), "at least 32"),
+    (dict(input_shape=(32, 31, 1)), "at least 32"),
     (dict(num_classes=0), "num_classes must be an integer >= 1"),
     (dict(pooling="mean"), "pooling must be one of"),
     (dict(weights="/no/such/file.weights.h5"), "weights file not found"),
+    (dict(weights=os.path.dirname(os.path.abspath(__file__))), "weights file not found"),
     (dict(weights="imagenet"), "no published 'imagenet' weights"),
     (dict(variant="new"), "variant must be one of"),
     (dict(input_shape=(32, 32)), "three positive integers"),

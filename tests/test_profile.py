@@ -750,6 +750,42 @@ def test_stale_temporaries_are_removed_only_for_a_process_of_this_machine(tmp_pa
     assert sorted(os.listdir(tmp_path)) == sorted([elsewhere, mine])
 
 
+def test_atomic_write_replaces_the_file_rather_than_writing_into_it(tmp_path):
+    """The new content arrives by a rename onto the name: a reader that opened the old file,
+    or another name of it (a hard link), keeps the old content whole, never a half-written
+    file."""
+    target = tmp_path / "p.txt"
+    target.write_text("old")
+    os.link(target, tmp_path / "link.txt")
+    with open(target) as reader:
+        zoo.common.atomic_write_text(str(target), "new")
+        assert reader.read() == "old"
+    assert target.read_text() == "new" and (tmp_path / "link.txt").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["link.txt", "p.txt"]
+
+
+def test_stale_temporaries_of_odd_names_and_links_are_handled(tmp_path, monkeypatch):
+    """Names with a process id that is no ASCII integer or none a process can have stay, and
+    a dead writer's temporary that is a link to a directory goes as a link: what it leads
+    to is kept. A host name with a path separator makes no path of the prefix."""
+    import socket
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    host = socket.gethostname()
+    odd = [f".tmp-x1-{host}-a", f".tmp-\u00b2-{host}-b", f".tmp-{2 ** 70}-{host}-c"]
+    for name in odd:
+        (tmp_path / name).write_text("")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "data").write_text("data")
+    (tmp_path / f".tmp-{gone.pid}-{host}-link").symlink_to(kept)
+    zoo.common.remove_stale_temporaries(tmp_path, ".tmp-")
+    assert sorted(os.listdir(tmp_path)) == sorted(odd + ["kept"])
+    assert (kept / "data").read_text() == "data"
+    monkeypatch.setattr(socket, "gethostname", lambda: f"rack{os.sep}node")
+    assert zoo.common.temporary_prefix(".tmp-") == f".tmp-{os.getpid()}-rack_node-"
+
+
 def test_atomic_write_names_the_file_a_failed_write_was_for(tmp_path):
     """A write that failed (a full disk) said "[Errno 28] No space left on device" with no
     file, or named the hidden temporary file; it names the file asked for."""

@@ -67,6 +67,31 @@ def test_min_input_size_inverts_output_formula(ops, expected):
     assert size < 1
 
 
+def test_message_helpers_clip_text_and_name_an_exception_in_one_line():
+    assert common.clip_text("x" * 80) == "x" * 80
+    assert common.clip_text("x" * 81) == "x" * 77 + "..."
+    assert common.clip_text("abcdef", 5) == "ab..."
+    assert common.exception_line(ValueError("\n  first\nsecond")) == "ValueError: first"
+    assert common.exception_line(KeyError()) == "KeyError: "
+    assert [common.is_digits(t) for t in ("0", "12", "\u00b2", "\u0661", "", "1a")] == [
+        True, True, False, False, False, False]
+
+
+def test_image_signatures_of_the_formats_tensorflow_decodes():
+    assert common.has_image_signature(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d")
+    assert common.has_image_signature(b"RIFF\x24\x00\x00\x00WEBPVP8 ")
+    assert not common.has_image_signature(b"RIFF\x24\x00\x00\x00WAVEfmt ")   # a sound
+    assert not common.has_image_signature(b"GIF88a\x00\x00\x00\x00\x00\x00")
+
+
+def test_seeds_run_from_0_to_2_32_minus_1():
+    assert common.check_seed(0) == 0 and common.check_seed(2 ** 32 - 1) == 2 ** 32 - 1
+    for seed in (-1, 2 ** 32):
+        with pytest.raises(ValueError, match=rf"^seed must be an integer between 0 and "
+                                             rf"2\*\*32 - 1\. Received: seed={seed}$"):
+            common.check_seed(seed)
+
+
 def test_model_info_table_lists_every_model():
     df = zoo.registry.model_info_table()
     assert list(df["name"]) == zoo.list_models()

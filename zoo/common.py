@@ -58,12 +58,11 @@ MIN_SIZE_REASON = "the smallest size the architecture reduces to a valid output"
 
 
 def resolve_input_shape(model_name: str, input_shape, default_shape: Sequence[int],
-                        min_size: int, *, divisible_by: int = 1,
-                        min_reason: str = MIN_SIZE_REASON) -> tuple:
+                        min_size: int, *, min_reason: str = MIN_SIZE_REASON) -> tuple:
     """Check ``input_shape`` and fill in the paper's default.
 
     ``None`` gives ``default_shape``; ``(H, W, C)`` must have positive integer
-    entries with ``H, W >= min_size`` (and divisible by ``divisible_by``);
+    entries with ``H, W >= min_size``;
     ``min_reason`` says where the minimum comes from.
     """
     if input_shape is None:
@@ -82,9 +81,6 @@ def resolve_input_shape(model_name: str, input_shape, default_shape: Sequence[in
     if h < min_size or w < min_size:
         raise ValueError(f"{model_name}: input height and width must be at least {min_size} "
                          f"({min_reason}). Received: input_shape={shape}")
-    if divisible_by > 1 and (h % divisible_by or w % divisible_by):
-        raise ValueError(f"{model_name}: input height and width must be divisible by "
-                         f"{divisible_by}. Received: input_shape={shape}")
     return shape
 
 

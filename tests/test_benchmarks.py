@@ -119,11 +119,11 @@ def test_tiny_run_writes_table(tmp_path, monkeypatch):
 def test_reference_process_runs_without_the_zoo_settings():
     """benchmarks.worker: a child process with TensorFlow's own settings times its work."""
     from benchmarks.worker import Reference
-    with Reference(kind="predict", model="zoo:lenet5", shape=[32, 32, 1], batch=4, images=8,
+    with Reference(kind="predict", model="zoo:lenet5", shape=[32, 32, 1], batch=4, images=10,
                    classes=10, fused_bn=False) as ref:
         assert isinstance(ref.info["onednn"], bool) and ref.info["tensorflow"]
         items, seconds, cpu_seconds = ref.run()
-        assert items == 8 and seconds > 0 and cpu_seconds > 0
+        assert items == 8 and seconds > 0 and cpu_seconds > 0   # whole batches of 4
         assert ref.run()[0] == 8
     assert ref.proc.poll() is not None          # closed with the block
     with Reference(kind="train", model="zoo:lenet5", shape=[32, 32, 1], batch=4, classes=10,
@@ -218,16 +218,20 @@ def test_the_torch_resnet50_is_the_zoo_network():
     code = ("import json, torch\n"
             "from benchmarks.torch_resnet import ResNet50, count_parameters\n"
             "m = ResNet50(num_classes=1000).eval()\n"
-            "shapes = []\n"
+            "shapes, relus = [], []\n"
             "for c in m.modules():\n"
             "    if isinstance(c, torch.nn.Conv2d):\n"
             "        c.register_forward_hook(lambda c, i, o: shapes.append(o.shape[1:]))\n"
+            "    if isinstance(c, torch.nn.ReLU):\n"
+            "        c.register_forward_hook(lambda c, i, o: relus.append(1))\n"
             "m(torch.zeros(1, 3, 160, 160))\n"
-            "print(json.dumps([count_parameters(m), sorted((h, w, c) for c, h, w in shapes)]))")
+            "eps = sorted({c.eps for c in m.modules() if isinstance(c, torch.nn.BatchNorm2d)})\n"
+            "print(json.dumps([count_parameters(m), sorted((h, w, c) for c, h, w in shapes),\n"
+            "                  len(relus), eps]))")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                          text=True, timeout=300, check=True).stdout
-    (total, trainable), torch_shapes = json.loads(out.splitlines()[-1])
+    (total, trainable), torch_shapes, relus, eps = json.loads(out.splitlines()[-1])
     model = zoo.get_model("resnet50", input_shape=(160, 160, 3))
     assert total == model.count_params() == 25_636_712
     assert trainable == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
@@ -235,6 +239,12 @@ def test_the_torch_resnet50_is_the_zoo_network():
     assert len(convs) == len(torch_shapes) == 53
     assert sorted(list(layer.output.shape[1:]) for layer in convs) == torch_shapes
     assert torch_shapes[0] == [5, 5, 512]           # stride 32 in all
+    # a ReLU after the stem, each convolution of a block but its last, and each addition
+    activations = [layer for layer in model.layers if isinstance(layer, keras.layers.Activation)
+                   and layer.get_config()["activation"] == "relu"]
+    assert relus == len(activations) == 1 + 16 * 3
+    norms = {layer.epsilon for layer in model.layers if hasattr(layer, "epsilon")}
+    assert eps == sorted(norms) == [1.001e-5]
 
 
 @pytest.mark.skipif(_HAS_TORCH, reason="PyTorch is installed")
@@ -252,6 +262,11 @@ def test_profile_ops_sums_the_trace_by_op(tmp_path):
                                              logdir=str(tmp_path / "train"))
     assert list(table.columns) == ["op", "ms", "share", "calls"]
     assert all_ms > 0 and rate > 0 and logdir == str(tmp_path / "train")
+    # milliseconds: at most the step's wall time on every core a few times over (an op's
+    # time shows on the thread that runs it and on those it hands work to)
+    assert all_ms <= 1000 * (8 / rate) * 4 * (os.cpu_count() or 1)
+    from benchmarks.profile_ops import _WRAPPERS
+    assert not set(table["op"]) & _WRAPPERS
     assert (table["ms"] >= 0).all() and (table["calls"] >= 1).all()
     assert 0.9 <= table["share"].sum() <= 1.01          # top 50 covers LeNet-5's ops
     assert table["ms"].is_monotonic_decreasing
@@ -275,6 +290,26 @@ def test_profile_ops_says_the_precision_it_profiled(tmp_path, capsys, monkeypatc
     assert "mixed precision auto (float32);" in line
 
 
+def _items_per_run(monkeypatch, module):
+    """What each variant's runs return, by name, as ``module.measure`` runs them."""
+    items, measure = {}, module.measure
+
+    def counted(run, name):
+        def run_and_count():
+            done = run()
+            items.setdefault(name, []).append(done)
+            return done
+        return run_and_count
+
+    def spy(variants, **kwargs):
+        for v in variants:
+            v.run = counted(v.run, v.name)
+        return measure(variants, **kwargs)
+
+    monkeypatch.setattr(module, "measure", spy)
+    return items
+
+
 def test_train_section_measures_the_default_precision(monkeypatch):
     # On a CPU with AMX (or an AMD one with AVX512_BF16) the zoo's default trains in
     # bfloat16: the subject says so and the float32 zoo model is measured beside it.
@@ -282,9 +317,12 @@ def test_train_section_measures_the_default_precision(monkeypatch):
     from zoo import train as ztrain
     monkeypatch.setattr(ztrain, "_gpu_compute_capabilities", lambda: [])
     monkeypatch.setattr(ztrain, "_cpu_prefers_bfloat16", lambda: True)
-    rows = training.train_section(["lenet5"], image_size=32, batch_size=8, steps=1,
+    items = _items_per_run(monkeypatch, training)
+    rows = training.train_section(["lenet5"], image_size=32, batch_size=8, steps=2,
                                   repeats=2, warmup=1, with_torch=False, before=False,
                                   keras_here=False, bfloat16=True)
+    assert items and all(n == [16] * 3 for n in items.values())   # 2 steps of 8, 3 runs
+    assert {(r.input, r.batch) for r in rows} == {("32x32x1", 8)}
     variants = [r.variant for r in rows]
     assert variants[0].startswith("zoo defaults (") and variants[0].endswith(
         ", mixed_bfloat16)")
@@ -294,7 +332,10 @@ def test_train_section_measures_the_default_precision(monkeypatch):
     assert all(len(r.values) == 2 and min(r.values) > 0 for r in rows)
     # Each row's share of the peak is taken in the precision it computes in.
     assert [r.precision for r in rows] == ["bfloat16", "float32", "float32"]
-    assert len({r.gflop_per_item for r in rows}) == 1 and rows[0].gflop_per_item > 0
+    # a training step: 3 x the forward pass's FLOPs
+    import zoo
+    forward = core.model_gflop(zoo.get_model("lenet5"))
+    assert [r.gflop_per_item for r in rows] == [pytest.approx(3 * forward)] * 3
 
 
 def test_train_section_measures_opt_in_bfloat16_where_the_default_is_float32(monkeypatch):
@@ -317,13 +358,17 @@ def test_train_section_measures_opt_in_bfloat16_where_the_default_is_float32(mon
     assert all(len(r.values) == 2 and min(r.values) > 0 for r in rows)
 
 
-def test_the_machine_description_names_the_runtimes_that_ran_the_rows():
+def test_the_machine_description_names_the_runtimes_that_ran_the_rows(monkeypatch):
     """The Servable's rows run on LiteRT or OpenVINO, zoo serve's on its JSON readers: their
     versions are part of what was measured (they were left out)."""
     from importlib import metadata
     libraries = core.machine()["libraries"]
     for name in ("tensorflow", "keras", "ai-edge-litert", "openvino", "orjson", "pysimdjson"):
         assert libraries[name] == metadata.version(name), name
+    with monkeypatch.context() as m:      # a library not installed is left out
+        m.setattr(core, "_version", lambda name: None if name == "torch" else "1.0")
+        assert core.machine()["libraries"] == {
+            name: "1.0" for name in core.LIBRARIES if name != "torch"}
     md = core.markdown([], {**core.machine(), "load_average_end": None}, command="c",
                        seconds=60)
     assert f"openvino {metadata.version('openvino')}" in md
@@ -396,6 +441,11 @@ def test_a_target_row_says_its_ratio_on_its_busiest_repetitions():
     rows = rows_from(measured, variants, section="inference", model="m", metric="",
                      unit="img/s", subject="zoo")
     assert rows[1].note == "busy cores per repetition 1.8 1.8 1.7 1.7"
+    measured["keras"]["cores"] = [2.0, 1.5, 1.0, 2.0]   # 1.5 is 75% of 2.0: it counts
+    rows = rows_from(measured, variants, section="inference", model="m", metric="",
+                     unit="img/s", subject="zoo")
+    assert rows[1].note.endswith("; ratio 1.60 on its 3 of 4 repetitions with at least 75% "
+                                 "of its most busy cores")       # the median of 2.4, 1.5, 1.6
 
 
 def test_inference_section_measures_a_bfloat16_export_where_bfloat16_is_fast(monkeypatch):
@@ -497,6 +547,7 @@ def test_requests_for_fills_a_repetition():
     assert requests_for(1e6, 2) == 512                    # the cap ...
     assert requests_for(1e6, 600) == 600                  # ... unless the floor is more
     assert requests_for(500.0, 2, seconds=1.0) == 500
+    assert requests_for(10.0, 1) == 3                     # 2.5 calls fill 0.25 s: 3
     assert requests_for(float("inf"), 3) == 3 and requests_for(0.0, 3) == 3
 
 
@@ -520,12 +571,14 @@ def test_inference_repetitions_follow_the_preset_unless_asked():
     assert settings("--pipeline-models", "resnet50")["pipeline_models"] == ["resnet50"]
 
 
-def test_pipeline_section_short_epochs_at_a_size_of_its_own():
+def test_pipeline_section_short_epochs_at_a_size_of_its_own(monkeypatch):
     """The large models' form of the pipeline section (BIG_PIPELINE): a few batches per
     epoch at an input size and channels of its own, without the augmented variant; with
     tf.data's autotuning off in zoo.data (here), the pipeline with it on beside it."""
+    from benchmarks import training
     from benchmarks.training import pipeline_section
     from zoo.data import autotune_by_default
+    items = _items_per_run(monkeypatch, training)
     rows = [r.as_dict() for r in pipeline_section(
         model_name="lenet5", image_size=36, channels=3, batches=2, epochs=2, repeats=1,
         warmup=0, augmented=False)]
@@ -534,6 +587,7 @@ def test_pipeline_section_short_epochs_at_a_size_of_its_own():
         [] if autotune_by_default() else ["zoo.data pipeline, tf.data autotuning on (before)"])
     assert {r["input"] for r in rows} == {"36x36x3"} and {r["batch"] for r in rows} == {32}
     assert all(r["note"].startswith("64 images x 2 epochs per repetition") for r in rows)
+    assert items == {r["variant"]: [128, 128] for r in rows}   # a warm-up, a repetition
     assert all(float(r["median"]) > 0 for r in rows)
 
 
@@ -597,7 +651,9 @@ def test_results_go_to_an_ignored_folder_by_default():
     (["--serve-seconds", "inf"], "--serve-seconds: expected a number of seconds >= 0"),
     (["--accuracy-target", "98"], "--accuracy-target: expected a fraction in (0, 1]"),
 ])
-def test_bad_options_are_one_line_errors(capsys, tmp_path, argv, message):
+def test_bad_options_are_one_line_errors(capsys, tmp_path, monkeypatch, argv, message):
+    # an option taken for good must fail here, not start the whole benchmark
+    monkeypatch.setattr(bench.core, "machine", lambda: pytest.fail("ran past the refusal"))
     with pytest.raises(SystemExit) as exit_info:
         bench.main([*argv, "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
@@ -612,12 +668,17 @@ def test_bad_options_are_one_line_errors(capsys, tmp_path, argv, message):
                                       "inference, serve, pipeline, accuracy"),
     (["--models", "resnet5"], "unknown models ['resnet5'] in --models; registered: "),
     (["--pipeline-models", "resnet5"], "unknown models ['resnet5'] in --pipeline-models"),
+    (["--inference-models", "lenet5,resnet5"], "unknown models ['resnet5'] in "
+                                               "--inference-models"),
+    (["--serve-models", "resnet5"], "unknown models ['resnet5'] in --serve-models"),
     (["--pipeline-models", "lenet5,unet"], "--pipeline-models trains on digits, a "
                                            "classification dataset; received segmentation "
                                            "models ['unet']"),
 ])
-def test_unknown_sections_and_models_are_usage_errors(capsys, tmp_path, argv, message):
+def test_unknown_sections_and_models_are_usage_errors(capsys, tmp_path, monkeypatch, argv,
+                                                     message):
     # as bad option values (exit code 2, README: Performance); they exited with 1
+    monkeypatch.setattr(bench.core, "machine", lambda: pytest.fail("ran past the refusal"))
     with pytest.raises(SystemExit) as exit_info:
         bench.main([*argv, "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
@@ -637,6 +698,13 @@ def test_an_out_that_cannot_hold_files_is_a_one_line_error_before_any_run(tmp_pa
         assert str(exit_info.value) == (f"python -m benchmarks: error: --out {str(out)!r} "
                                         f"cannot hold the results: {reason}")
     assert taken.read_text() == ""
+    # a directory without write permission (root writes anywhere: os.access says no here)
+    out = tmp_path / "read-only"
+    monkeypatch.setattr(bench.os, "access", lambda path, mode: False)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--quick", "--out", str(out)])
+    assert str(exit_info.value) == (f"python -m benchmarks: error: --out {str(out)!r} "
+                                    "cannot hold the results: not writable")
 
 
 @pytest.mark.parametrize("stop,code,line", [
@@ -697,6 +765,12 @@ def test_segmentation_models_train_on_a_label_per_output_pixel(monkeypatch, tmp_
     x, y = batch((188, 188, 1), 3, 2, label_shape=(148, 148))
     assert x.shape == (3, 188, 188, 1) and y.shape == (3, 148, 148)
     assert set(np.unique(y)) == {0, 1}
+    from benchmarks.data import images, images_per_run
+    pixels = images((4, 4, 3), 200)
+    assert pixels.shape == (200, 4, 4, 3) and pixels.dtype == np.float32
+    assert (pixels.min(), pixels.max()) == (0, 255) and (pixels == np.round(pixels)).all()
+    # an inference repetition: whole batches, at least one
+    assert [images_per_run(4, n) for n in (10, 8, 3)] == [8, 8, 4]
     # the same images and labels as before for a classifier
     x1, y1 = batch((8, 8, 1), 4, 10)
     rng = np.random.default_rng(0)
@@ -808,3 +882,307 @@ def test_the_benchmark_processes_grow_their_gpu_memory_unless_told(preset, expec
                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-1] == expect
+
+
+def test_a_row_gives_the_median_and_quartiles_of_its_repetitions_and_its_ratios():
+    from benchmarks.core import Row
+    row = Row(section="train", model="m", variant="keras", metric="", unit="img/s",
+              values=[1.0, 2.0, 3.0, 4.0, 100.0], ratios=[1.0, 1.23456, 5.0],
+              target=1.23456, p50_ms=0.012345, p99_ms=float("nan"), first_seconds=12345.67)
+    d = row.as_dict()
+    assert (d["repeats"], d["median"], d["min"], d["max"], d["q1"], d["q3"]) == (
+        5, 3.0, 1.0, 100.0, 2.0, 4.0)                     # not the mean, 22
+    assert (d["ratio"], d["ratio_min"], d["ratio_max"]) == (1.235, 1.0, 5.0)
+    assert d["met"] == "yes"                              # reached exactly
+    assert d["p50_ms"] == 0.0123 and d["p99_ms"] is None and d["first_seconds"] == 12345.7
+    row.target = 1.3
+    assert row.as_dict()["met"] == "no"
+    row.target = None
+    assert row.as_dict()["met"] == ""
+
+
+def test_measure_warms_each_variant_up_then_rotates_their_order():
+    """Warm-up runs are untimed and the first one's time is kept; repetition r starts at
+    the r-th variant; a variant that fails is dropped from the repetitions that follow,
+    and its row says why."""
+    from benchmarks.core import Variant, measure, rows_from
+    calls = []
+
+    def variant(name, fail_on=None):
+        count = []
+
+        def run():
+            count.append(1)
+            calls.append(name)
+            if len(count) == fail_on:
+                raise RuntimeError(f"{name} broke")
+            if name == "a" and len(count) == 1:
+                time.sleep(0.05)                  # the first run compiles
+            return 1, 0.5                         # timed by itself: 2 items/s, no cores
+        return run
+
+    variants = [Variant("a", variant("a")), Variant("b", variant("b"), note="b's note"),
+                Variant("c", variant("c", fail_on=4)), Variant("d", variant("d", fail_on=1))]
+    measured = measure(variants, repeats=3, warmup=2)
+    assert calls == list("aabbccd") + list("abc") + list("bca") + list("ab")
+    assert [len(measured[n]["rates"]) for n in "abcd"] == [3, 3, 1, 0]
+    assert measured["a"]["rates"] == [2.0] * 3 and measured["a"]["cores"] == []
+    assert measured["a"]["first"] >= 0.05 and measured["b"]["first"] < 0.05
+    assert measured["d"]["first"] is None
+    assert [measured[n]["error"] for n in "abcd"] == ["", "", "RuntimeError: c broke",
+                                                      "RuntimeError: d broke"]
+    rows = rows_from(measured, variants, section="train", model="m", metric="", unit="img/s",
+                     subject="a", note="2 epochs")
+    assert [r.reference for r in rows] == [True, False, False, False]
+    assert [r.note for r in rows] == ["2 epochs", "2 epochs; b's note",
+                                      "2 epochs; failed: RuntimeError: c broke",
+                                      "2 epochs; failed: RuntimeError: d broke"]
+    assert rows[0].first_seconds == measured["a"]["first"]
+    assert [r.ratios for r in rows] == [[], [1.0] * 3, [1.0], []]
+
+
+def test_ratios_pair_the_repetitions_by_index():
+    from benchmarks.core import Variant, rows_from
+    measured = {"zoo": {"rates": [100.0, 300.0, 200.0], "cores": [], "first": 1.0, "error": ""},
+                "keras": {"rates": [100.0, 100.0, 400.0], "cores": [], "first": 2.0,
+                          "error": ""},
+                "torch": {"rates": [50.0, 150.0], "cores": [], "first": 3.0, "error": ""}}
+    variants = [Variant("zoo", None), Variant("keras", None, target=1.3),
+                Variant("torch", None, precision="bfloat16")]
+    rows = rows_from(measured, variants, section="train", model="m", metric="", unit="img/s",
+                     subject="zoo")
+    assert [r.ratios for r in rows] == [[], [1.0, 3.0, 0.5], [2.0, 2.0]]
+    keras = rows[1].as_dict()
+    assert (keras["ratio"], keras["ratio_min"], keras["ratio_max"]) == (1.0, 0.5, 3.0)
+    assert keras["ratio_of"] == "zoo / this" and keras["met"] == "no"
+    assert [r.precision for r in rows] == ["float32", "float32", "bfloat16"]
+    assert [r.first_seconds for r in rows] == [1.0, 2.0, 3.0]
+
+
+def _report_rows():
+    from benchmarks.core import Row
+    return [
+        Row(section="train", model="m", variant="zoo", metric="", unit="img/s",
+            values=[10.0, 20.0, 30.0, 40.0, 50.0], input="32x32x1", batch=16,
+            ratio_of="zoo / this", reference=True, precision="float32", gflop_per_item=2.0,
+            peak_gflops=240.0),
+        Row(section="train", model="m", variant="keras", metric="", unit="img/s",
+            values=[5.0, 10.0, 15.0, 20.0, 25.0], input="32x32x1", batch=16,
+            ratio_of="zoo / this", ratios=[2.0, 1.5, 2.5], target=1.3, note="a | b",
+            precision="bfloat16", gflop_per_item=2.0),
+        Row(section="serve", model="m", variant="in-process", metric="", unit="img/s",
+            values=[100.0, 200.0, 300.0], input="8x8x1", batch=32, clients=1,
+            reference=True),
+        Row(section="serve", model="m", variant="zoo serve, 8 clients", metric="",
+            unit="img/s", values=[50.0, 100.0, 150.0], input="8x8x1", batch=32, clients=8,
+            ratio_of="this / in-process", ratios=[0.5, 0.5, 0.5], target=0.85,
+            p50_ms=12.345, p99_ms=45.678),
+    ]
+
+
+def test_the_markdown_report_tables():
+    info = {"cpu": "CPU X", "cpu_flags": [], "cores": 4, "usable_cores": 2, "memory_gb": 7.5,
+            "gpus": [], "load_average": [1.0, 0.5, 0.25], "load_average_end": None,
+            "python": "3.11.7", "libraries": {"zoo": "0.1.0", "keras": "3.0"},
+            "torch_threads": 1, "finished": "2026-01-01 00:00 UTC",
+            "matmul_peak": {"float32": 240.0}, "matmul_peak_runs": 2}
+    md = core.markdown(_report_rows(), info, command="python -m benchmarks --quick",
+                       seconds=90)
+    lines = md.splitlines()
+    assert lines[:8] == [
+        "# zoo benchmarks", "",
+        "- command: `python -m benchmarks --quick`",
+        "- machine: CPU X (no AVX), 4 cores (2 usable), 7.5 GB RAM, GPU: none",
+        "- load average at start: [1.0, 0.5, 0.25]; at end: None",
+        "- software: Python 3.11.7, zoo 0.1.0, keras 3.0 (PyTorch threads: 1)",
+        "- wall time: 1.5 min; finished 2026-01-01 00:00 UTC",
+        "- peak: a 2048x2048 TensorFlow matmul in this process reaches 240 GFLOP/s in float32 "
+        "(best of 2 measurements in the run)"]
+    train = lines.index("## Training throughput")
+    assert lines[train + 1:train + 8] == [
+        "", "ratio = `zoo / this`", "",
+        "| model | input | batch | variant | median | min-max | IQR | GFLOP/s (of peak) "
+        "| ratio (min-max) | target | met | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| m | 32x32x1 | 16 | zoo | 30 img/s | 10-50 | 20-40 | 60 (25% of float32) "
+        "| reference |  |  |  |",
+        "| m | 32x32x1 | 16 | keras | 15 img/s | 5-25 | 10-20 | 30 (bfloat16) "
+        "| 2.00 (1.50-2.50) | >= 1.3 | yes | a / b |"]
+    serve = lines.index("## zoo serve vs in-process")
+    assert lines[serve + 1:] == [
+        "", "ratio = `this / in-process`", "",
+        "| model | input | batch | clients | variant | median | min-max | IQR | p50 ms | p99 ms "
+        "| ratio (min-max) | target | met | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| m | 8x8x1 | 32 | 1 | in-process | 200 img/s | 100-300 | 150-250 |  |  "
+        "| reference |  |  |  |",
+        "| m | 8x8x1 | 32 | 8 | zoo serve, 8 clients | 100 img/s | 50-150 | 75-125 | 12.3 | 45.7 "
+        "| 0.50 (0.50-0.50) | >= 0.85 | no |  |"]
+    assert "## Inference throughput" not in md      # no rows, no table
+    assert [line for line in lines if line.startswith("## ")] == [
+        "## Training throughput", "## zoo serve vs in-process"]
+
+
+def test_results_csv_has_a_line_per_row_with_empty_fields_for_missing_values(tmp_path):
+    path = tmp_path / "results.csv"
+    core.write_csv(_report_rows(), path)
+    with open(path) as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == core.COLUMNS
+        rows = list(reader)
+    assert [r["variant"] for r in rows] == ["zoo", "keras", "in-process",
+                                            "zoo serve, 8 clients"]
+    zoo_row, keras_row, _, serve_row = rows
+    assert (zoo_row["ratio"], zoo_row["target"], zoo_row["met"], zoo_row["clients"]) == (
+        "", "", "", "")
+    assert (zoo_row["gflops"], zoo_row["peak_share"], zoo_row["q1"]) == ("60.0", "0.25", "20.0")
+    assert (keras_row["ratio"], keras_row["met"], keras_row["note"]) == ("2.0", "yes", "a | b")
+    assert (serve_row["clients"], serve_row["p50_ms"], serve_row["p99_ms"]) == (
+        "8", "12.3", "45.7")
+
+
+def test_each_section_runs_with_its_settings(tmp_path, monkeypatch):
+    """What ``python -m benchmarks`` hands each section: the options given, else the preset's
+    (here --quick's), in the sections' run order; the matmul peak is the best of its two
+    measurements."""
+    from benchmarks import inference, training
+    from benchmarks.worker import Reference
+    from zoo.common import cpu_has_bfloat16
+    calls = []
+
+    def record(name):
+        def section(*args, **kwargs):
+            calls.append((name, args, kwargs))
+            return []
+        return section
+
+    for module, name in ((training, "train_section"), (training, "pipeline_section"),
+                         (training, "accuracy_section"), (inference, "inference_section"),
+                         (inference, "serve_section")):
+        monkeypatch.setattr(module, name, record(name))
+    peaks = iter([{"float32": 100.0, "bfloat16": 300.0}, {"float32": 120.0, "bfloat16": 250.0}])
+    monkeypatch.setattr(core, "matmul_peak",
+                        lambda dtypes: {k: v for k, v in next(peaks).items() if k in dtypes})
+    monkeypatch.setattr(Reference, "last_info", {"torch": {"threads": 1}})
+    out = tmp_path / "out"
+    assert bench.main([
+        "--quick", "--models", "lenet5,resnet50", "--image-size", "64", "--batch-size", "8",
+        "--repeats", "2", "--inference-repeats", "5", "--pipeline-repeats", "4",
+        "--inference-images", "48", "--batch-sizes", "4,16", "--serve-models",
+        "lenet5,resnet50", "--serve-batches", "1,32", "--clients", "1,8",
+        "--serve-image-size", "96", "--pipeline-models", "lenet5,resnet50",
+        "--accuracy-target", "0.9", "--accuracy-epochs", "3", "--torch-threads", "1",
+        "--out", str(out)]) == 0
+    train = dict(image_size=64, batch_size=8, steps=1, repeats=2, warmup=1, with_torch=True,
+                 keras_xla=False, zoo_keras_compile=False, before=False, keras_here=False,
+                 bfloat16=False, torch_threads=1)
+    assert calls == [
+        ("train_section", (["lenet5"],), train),
+        ("train_section", (["resnet50"],), train),
+        ("inference_section", (["resnet50"],), dict(
+            image_size=64, batch_sizes=[4, 16], images=48, repeats=5, warmup=1,
+            with_torch=True, bfloat16=False, torch_threads=1)),
+        # many clients with batches of a big model: one client only
+        ("serve_section", ([("lenet5", 1, [1, 8]), ("lenet5", 32, [1, 8]),
+                            ("resnet50", 1, [1, 8]), ("resnet50", 32, [1])],), dict(
+            image_sizes={"resnet50": 96}, repeats=2, warmup=1, requests_per_client=1,
+            min_requests=2, seconds=0.25, batch_waits=())),
+        ("pipeline_section", (), dict(epochs=2, repeats=4, warmup=1)),
+        ("pipeline_section", (), dict(model_name="resnet50", repeats=2, warmup=1,
+                                      augmented=False, **bench.BIG_PIPELINE)),
+        ("accuracy_section", (), dict(repeats=1, target=0.9, max_epochs=3))]
+    machine = json.loads((out / "machine.json").read_text())
+    assert machine["matmul_peak"] == ({"float32": 120.0, "bfloat16": 300.0}
+                                      if cpu_has_bfloat16() else {"float32": 120.0})
+    assert machine["matmul_peak_runs"] == 2 and machine["torch_threads"] == 1
+    md = (out / "results.md").read_text()
+    assert "(best of 2 measurements in the run)" in md and "(PyTorch threads: 1)" in md
+
+    # --sections runs those only, in the run order; --quick's settings otherwise
+    calls.clear()
+    peaks = iter([{"float32": 1.0}] * 2)
+    assert bench.main(["--quick", "--sections", "accuracy,inference", "--no-torch",
+                       "--out", str(out)]) == 0
+    assert calls == [
+        ("inference_section", (["resnet50"],), dict(
+            image_size=160, batch_sizes=[16], images=16, repeats=3, warmup=1,
+            with_torch=False, bfloat16=False, torch_threads=None)),
+        ("accuracy_section", (), dict(repeats=1, target=0.98, max_epochs=None))]
+
+
+def test_the_reference_process_runs_without_the_zoo_oneDNN_setting(monkeypatch):
+    """The child's environment: TensorFlow's own choice of kernels (no
+    TF_ENABLE_ONEDNN_OPTS, which importing zoo sets), and this checkout first on its path."""
+    from benchmarks.worker import Reference
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    monkeypatch.setattr(Reference, "COMMAND", (
+        "-c", "import json, os, sys; sys.stdin.readline(); print(json.dumps({'ok': True, "
+              "'onednn_opts': os.environ.get('TF_ENABLE_ONEDNN_OPTS'), "
+              "'path': os.environ['PYTHONPATH']}), flush=True)"))
+    with Reference(kind="predict", model="zoo:lenet5") as ref:
+        assert ref.info["onednn_opts"] is None
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        assert ref.info["path"].split(os.pathsep)[0] == root
+
+
+class _Clock:
+    """A stand-in for the ``time`` module: each timed call lasts the next of ``walls``
+    seconds and keeps the next of ``cpus`` CPU seconds busy."""
+
+    def __init__(self, walls, cpus):
+        self._wall = self._ticks(walls)
+        self._cpu = self._ticks(cpus)
+
+    @staticmethod
+    def _ticks(durations):
+        t = 0.0
+        for d in durations:
+            yield t
+            t += d
+            yield t
+
+    def perf_counter(self):
+        return next(self._wall)
+
+    def process_time(self):
+        return next(self._cpu)
+
+
+def test_autotune_calls_rates_busy_cores_and_slow_calls(monkeypatch):
+    """Images/s of a call are all its batches' images over its wall time, busy cores its CPU
+    seconds over that time; a call below 75% of the fastest is slow."""
+    from benchmarks import autotune_calls
+    # calls in order: autotuned, without, without, autotuned, autotuned, without
+    monkeypatch.setattr(autotune_calls, "time", _Clock(walls=[1.0, 2.0, 4.0, 1.0, 1.0, 1.0],
+                                                       cpus=[0.5, 1.0, 4.0, 0.5, 0.5, 0.5]))
+    measured = autotune_calls.measure_calls("lenet5", mode="evaluate", calls=3, batches=2,
+                                            batch_size=8, mixed_precision="off",
+                                            log=lambda line: None)
+    tuned, untuned = (measured[k] for k in autotune_calls.KINDS)
+    assert tuned == {"rates": [16.0, 16.0, 16.0], "cores": [0.5, 0.5, 0.5]}
+    assert untuned == {"rates": [8.0, 4.0, 16.0], "cores": [0.5, 1.0, 0.5]}
+    assert measured["slow_below"] == 12.0
+    table = autotune_calls.table(measured)
+    assert list(table["slow calls"]) == ["0 of 3", "2 of 3"]
+    assert list(table["median img/s"]) == [16.0, 8.0]
+    assert list(table["busy cores"]) == [0.5, 0.5]
+
+
+def test_profile_ops_rate_is_the_traced_steps_images_over_their_time(tmp_path, monkeypatch):
+    from benchmarks import profile_ops
+    monkeypatch.setattr(profile_ops, "time", _Clock(walls=[2.0], cpus=[]))
+    table, _, rate, _, _ = profile_ops.profile("lenet5", batch_size=8, steps=3, top=2,
+                                               mode="predict", logdir=str(tmp_path))
+    assert rate == 3 * 8 / 2.0
+    assert len(table) == 2                                # --top
+
+
+def test_the_benchmark_tools_defaults_are_those_their_usage_states():
+    from benchmarks import autotune_calls, profile_ops
+    args = profile_ops.build_parser().parse_args(["lenet5"])
+    assert (args.batch_size, args.steps, args.top, args.mode) == (16, 3, 25, "train")
+    assert "[--image-size 160] [--batch-size 16] [--steps 3]" in " ".join(
+        profile_ops.__doc__.split())
+    args = autotune_calls.build_parser().parse_args([])
+    assert (args.model, args.calls, args.batch_size, args.batches, args.mode) == (
+        "resnet50", 12, 32, 2, "predict")

@@ -1339,6 +1339,11 @@ def test_cli_serve_refuses_a_model_or_version_directory(capsys, tmp_path):
     assert one_error_line(capsys) == ("", (
         f"zoo: error: {tmp_path / 'bare' / 'saved_model.pb'} is a file, not a directory "
         f"{layout}"))
+    # Nothing there: the base directory is named as one (was "no such model directory",
+    # the name of a MODEL/ directory, which is refused as the served one)
+    assert cli.main(serve + [str(tmp_path / "missing")]) == 2
+    assert one_error_line(capsys) == ("", (
+        f"zoo: error: no such directory: {tmp_path / 'missing'} {layout}"))
 
 
 def test_serve_and_create_app_check_port_and_size_limit(tmp_path):

@@ -135,7 +135,7 @@ def check_base_dir(base_dir) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{base_dir} is a file, not a directory ({layout})")
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"no such model directory: {base_dir}")
+        raise FileNotFoundError(f"no such directory: {base_dir} ({layout})")
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         if is_digits(os.path.basename(path)):
             hint = f"serve {os.path.dirname(os.path.dirname(path))} instead"

@@ -150,7 +150,10 @@ def test_files_bytes_and_mixed_sizes(servable, tmp_path):
     (np.zeros((1, 2, 8, 8, 1)), r"expected images of shape \[batch, height, width, 1\]"),
     (np.zeros((0, 8, 8, 1)), "empty"),
     ([], "empty list"),
-    (np.array([["a", "b"]]), "pixel values must be numbers"),
+    (np.array([["a", "b"]]), r"pixel values must be numbers \(integers or floats\). "
+                             r"Received strings \(dtype <U1\).$"),
+    (np.array([[b"a"]]), r"Received strings \(dtype \|S1\).$"),
+    (np.zeros((1, 2, 2, 1), complex), r"Received dtype complex128.$"),
     (np.zeros((2, 8, 8, 1), bool), "pixel values must be numbers"),
     ([[[[0.0], [True]]]], r"Received booleans \(true or false\) among them"),
     (np.full((1, 8, 8, 1), np.nan), "finite"),

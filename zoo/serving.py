@@ -407,8 +407,10 @@ def _as_array(value) -> np.ndarray:
                          "height, width and channels, every value a number).")
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
                                    or np.issubdtype(array.dtype, np.floating)):
+        what = (f"strings (dtype {array.dtype})" if array.dtype.kind in "US"
+                else f"dtype {array.dtype}")
         raise ValueError(f"pixel values must be numbers (integers or floats). Received "
-                         f"dtype {array.dtype}.")
+                         f"{what}.")
     if isinstance(value, (list, tuple)):
         # numpy reads True and False among numbers as 1 and 0 (a JSON true in a REST
         # request's pixels was predicted as a pixel of 1).

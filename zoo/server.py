@@ -1048,7 +1048,11 @@ def handle_predict(servable, payload, batcher=None, *, wait=True) -> dict:
         else:
             outputs = batcher.predict(servable, images, signature, wait=wait)
     except ValueError as exc:
-        raise ServingError(400, str(exc)) from None
+        message = str(exc)
+        if isinstance(images, list) and message.startswith("images["):
+            # the Servable numbers a list's images; the request's are its rows or inputs
+            message = ("instances" if has_instances else "inputs") + message[len("images"):]
+        raise ServingError(400, message) from None
     except Exception as exc:
         import tensorflow as tf
         if isinstance(exc, tf.errors.InvalidArgumentError):

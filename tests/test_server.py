@@ -213,6 +213,12 @@ def test_b64_png_in_both_forms(server, local):
     np.testing.assert_allclose(r.json()["outputs"]["probabilities"], want_small, atol=1e-6)
 
 
+def _grey_png(side) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((side, side), np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 ERRORS = [
     ("post", "/v1/models/lenet5:predict", b"{not json", 400, "malformed JSON"),
     ("post", "/v1/models/lenet5:predict", b"[1, 2]", 400, "JSON object"),
@@ -226,6 +232,14 @@ ERRORS = [
      "1 channel"),
     ("post", "/v1/models/lenet5:predict", {"inputs": np.zeros((8, 8, 1)).tolist()}, 400,
      "must be a batch"),
+    # an image's own check, named by the request's row or input (was "images[1]: ...")
+    ("post", "/v1/models/lenet5:predict",
+     {"instances": [np.zeros((8, 8, 1)).tolist(), np.zeros((8, 8, 2)).tolist()]}, 400,
+     "instances[1]: lenet5 takes images with 1 channel(s); received 2 (array shape (8, 8, 2))"),
+    ("post", "/v1/models/lenet5:predict",
+     {"inputs": [{"b64": base64.b64encode(_grey_png(8)).decode()},
+                 np.zeros((8, 8, 2)).tolist()]}, 400,
+     "inputs[1]: lenet5 takes images with 1 channel(s); received 2 (array shape (8, 8, 2))"),
     ("post", "/v1/models/lenet5:predict", {"instances": [[[["a"]]]]}, 400,
      "pixel values must be numbers"),
     ("post", "/v1/models/lenet5:predict", {"instances": [[[[True]]]]}, 400,
@@ -1339,6 +1353,11 @@ def test_cli_serve_refuses_a_model_or_version_directory(capsys, tmp_path):
     assert one_error_line(capsys) == ("", (
         f"zoo: error: {tmp_path / 'bare' / 'saved_model.pb'} is a file, not a directory "
         f"{layout}"))
+    # Nothing there: the base directory is named as one (was "no such model directory",
+    # the name of a MODEL/ directory, which is refused as the served one)
+    assert cli.main(serve + [str(tmp_path / "missing")]) == 2
+    assert one_error_line(capsys) == ("", (
+        f"zoo: error: no such directory: {tmp_path / 'missing'} {layout}"))
 
 
 def test_serve_and_create_app_check_port_and_size_limit(tmp_path):

@@ -150,7 +150,10 @@ def test_files_bytes_and_mixed_sizes(servable, tmp_path):
     (np.zeros((1, 2, 8, 8, 1)), r"expected images of shape \[batch, height, width, 1\]"),
     (np.zeros((0, 8, 8, 1)), "empty"),
     ([], "empty list"),
-    (np.array([["a", "b"]]), "pixel values must be numbers"),
+    (np.array([["a", "b"]]), r"pixel values must be numbers \(integers or floats\). "
+                             r"Received strings \(dtype <U1\).$"),
+    (np.array([[b"a"]]), r"Received strings \(dtype \|S1\).$"),
+    (np.zeros((1, 2, 2, 1), complex), r"Received dtype complex128.$"),
     (np.zeros((2, 8, 8, 1), bool), "pixel values must be numbers"),
     ([[[[0.0], [True]]]], r"Received booleans \(true or false\) among them"),
     (np.full((1, 8, 8, 1), np.nan), "finite"),
@@ -903,6 +906,13 @@ def test_zoo_predict_refuses_options_the_model_cannot_use(exported, tmp_path, ca
         "zoo: error: --top-k ranks a classifier's labels; seg is a segmentation model, which "
         "writes masks (--out DIR)\n")
     assert not os.path.exists("masks")
+    # --out under a file: named before the model loads (was "[Errno 20] Not a directory:
+    # 'a.png/masks'" after it, naming neither the file nor what --out must be)
+    for out, message in (("a.png/masks", "--out a.png/masks is under a.png, which is a file"),
+                         ("a.png/x/y", "--out a.png/x/y is under a.png, which is a file"),
+                         ("a.png/", "--out a.png/ is a file")):
+        assert main(["predict", "models/seg", "a.png", "--out", out, "--no-xla"]) == 2
+        assert capsys.readouterr().err == f"zoo: error: {message}; masks go into a directory\n"
     assert main(["predict", str(base / "lenet5"), "a.png", "--out", "x", "--no-xla"]) == 2
     assert capsys.readouterr().err == (
         "zoo: error: --out is where a segmentation model's masks go; lenet5 is a classifier, "

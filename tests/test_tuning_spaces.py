@@ -433,6 +433,24 @@ def test_a_project_resumes_only_the_same_search(tmp_path):
         tsearch._check_project(str(project), {**fingerprint, "epochs": 3, "seed": 1}, **check)
     with pytest.raises(FileExistsError, match="pass resume=True"):
         tsearch._check_project(str(project), fingerprint, **{**check, "resume": False})
+    # A space that differs: the hyperparameters that differ are named, with their values
+    # before and now (was "it differs in: space" alone)
+    space = [{"name": "variant", "type": "choice", "values": "classic, modern"},
+             {"name": "clip_norm", "type": "choice", "values": "0, 1"},
+             {"name": "lr", "type": "float", "values": "0.0001 .. 0.1 (log)", "default": "0.001"},
+             {"family": "lenet5", "input_shape": [32, 32, 1], "num_classes": 10}]
+    (project / "search.json").write_text(json.dumps({**fingerprint, "space": space}))
+    now = [{"name": "variant", "type": "fixed", "values": "modern"},
+           {"name": "lr", "type": "float", "values": "0.0001 .. 0.1 (log)", "default": "0.01"},
+           {"name": "dropout", "type": "float", "values": "0 .. 0.5"},
+           {"family": "lenet5", "input_shape": [40, 40, 1], "num_classes": 10}]
+    with pytest.raises(ValueError, match=re.escape(
+            f"a different search already exists in {project} (it differs in: space; in the "
+            f"space: variant [classic, modern] before, [modern] now; lr default [0.001] before, "
+            f"[0.01] now; dropout only now; model input_shape [32, 32, 1] before, [40, 40, 1] "
+            f"now; clip_norm only before). Use --overwrite")):
+        tsearch._check_project(str(project), {**fingerprint, "space": now}, **check)
+    (project / "search.json").write_text(json.dumps(fingerprint))
     tsearch._check_project(str(project), {}, **{**check, "overwrite": True})
     tsearch._check_project(str(project), {}, **{**check, "role": "worker"})
     (project / "search.json").unlink()

@@ -599,6 +599,33 @@ def _differing_keys(a: dict, b: dict) -> list:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def _shown(value) -> str:
+    """A space entry's field in a message: text in brackets (``[0, 1]``: a list of choices
+    or a range as ``describe()`` writes it), anything else as it is."""
+    return f"[{value}]" if isinstance(value, str) else str(value)
+
+
+def _space_changes(old, new) -> list:
+    """How two fingerprints' spaces differ, one phrase per hyperparameter (``clip_norm [0, 1]
+    before, [0, 1, 5] now``, ``... only before``, ``... only now``) and for the model's
+    entry (the one without a name: family, input shape, classes)."""
+    def entries(space):
+        return {e.get("name", "model"): e for e in space or [] if isinstance(e, dict)}
+
+    a, b = entries(old), entries(new)
+    changes = []
+    for name in list(b) + [n for n in a if n not in b]:
+        if name not in a or name not in b:
+            changes.append(f"{name} only {'now' if name in b else 'before'}")
+            continue
+        keys = _differing_keys(a[name], b[name])
+        if "values" in keys:
+            keys = ["values"]    # the choices or range: what --set changes
+        changes.extend(f"{name}{'' if k == 'values' else ' ' + k} {_shown(a[name].get(k))} "
+                       f"before, {_shown(b[name].get(k))} now" for k in keys)
+    return changes
+
+
 def _project_exists(project_dir):
     return os.path.isdir(project_dir) and any(
         os.path.exists(os.path.join(project_dir, f)) for f in ("oracle.json", FINGERPRINT))
@@ -628,10 +655,13 @@ def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
                 from zoo.train import precision_value
                 hint = (f" To resume it as it ran, pass --mixed-precision "
                         f"{precision_value(old.get('mixed_precision'))}.")
+            space = (_space_changes(old.get("space"), fingerprint.get("space"))
+                     if "space" in keys else [])
             raise ValueError(
                 f"a different search already exists in {project_dir} (it differs in: "
-                f"{', '.join(keys)}). Use --overwrite to replace it or --project to choose "
-                f"another name.{hint}")
+                f"{', '.join(keys)}" + (f"; in the space: {'; '.join(space)}" if space else "")
+                + f"). Use --overwrite to replace it or --project to choose another "
+                f"name.{hint}")
 
 
 def _write_fingerprint(project_dir, fingerprint, role, overwrite):

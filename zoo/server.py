@@ -135,7 +135,7 @@ def check_base_dir(base_dir) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{base_dir} is a file, not a directory ({layout})")
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"no such model directory: {base_dir}")
+        raise FileNotFoundError(f"no such directory: {base_dir} ({layout})")
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         if is_digits(os.path.basename(path)):
             hint = f"serve {os.path.dirname(os.path.dirname(path))} instead"
@@ -1048,7 +1048,11 @@ def handle_predict(servable, payload, batcher=None, *, wait=True) -> dict:
         else:
             outputs = batcher.predict(servable, images, signature, wait=wait)
     except ValueError as exc:
-        raise ServingError(400, str(exc)) from None
+        message = str(exc)
+        if isinstance(images, list) and message.startswith("images["):
+            # the Servable numbers a list's images; the request's are its rows or inputs
+            message = ("instances" if has_instances else "inputs") + message[len("images"):]
+        raise ServingError(400, message) from None
     except Exception as exc:
         import tensorflow as tf
         if isinstance(exc, tf.errors.InvalidArgumentError):

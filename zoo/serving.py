@@ -407,8 +407,10 @@ def _as_array(value) -> np.ndarray:
                          "height, width and channels, every value a number).")
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
                                    or np.issubdtype(array.dtype, np.floating)):
+        what = (f"strings (dtype {array.dtype})" if array.dtype.kind in "US"
+                else f"dtype {array.dtype}")
         raise ValueError(f"pixel values must be numbers (integers or floats). Received "
-                         f"dtype {array.dtype}.")
+                         f"{what}.")
     if isinstance(value, (list, tuple)):
         # numpy reads True and False among numbers as 1 and 0 (a JSON true in a REST
         # request's pixels was predicted as a pixel of 1).
@@ -1460,8 +1462,8 @@ def configure_predict(parser):
                              f"{len(paths)} image file(s) and --digits {args.digits}")
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1. Received: {args.batch_size}")
-        if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
-            raise NotADirectoryError(f"--out {args.out} is a file; masks go into a directory")
+        if args.out is not None:
+            _check_out_dir(args.out)
         # Before the model loads (seconds for the large ones), every file's header is read:
         # a missing file or one that is no image is named at once. The pixels are decoded
         # batch by batch as they are predicted, so memory does not grow with their number.
@@ -1665,6 +1667,21 @@ def output_has_input_size(servable) -> bool:
     shapes = [(servable.info.get(key) or {}).get(shape) for key, shape in
               (("input", "model_input_shape"), ("output", "model_output_shape"))]
     return None not in shapes and list(shapes[0][:2]) == list(shapes[1][:2])
+
+
+def _check_out_dir(out) -> None:
+    """Refuse an ``--out`` that is a file, or lies under one (``notes.txt/masks``), before
+    the model loads: the masks' directory could not be made (it failed after the load with
+    ``[Errno 20] Not a directory``)."""
+    existing = out
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not existing or os.path.isdir(existing):
+        return
+    if os.path.normpath(existing) == os.path.normpath(out):   # "notes.txt/" too
+        raise NotADirectoryError(f"--out {out} is a file; masks go into a directory")
+    raise NotADirectoryError(f"--out {out} is under {existing}, which is a file; masks go "
+                             f"into a directory")
 
 
 def _write_masks(servable, images, names, args, sizes=None) -> None:

@@ -38,13 +38,20 @@ def _run_dir(path, model, info_json):
     return path
 
 
-def test_overwrite_must_be_true_or_false(model, tmp_path):
+def test_overwrite_must_be_true_or_false_and_go_with_a_version(model, tmp_path):
     first = zoo.export(model, tmp_path, name="m", version=3, lite=False)
     created = json.load(open(os.path.join(first, "assets", "zoo.json")))["created"]
     for value in ("no", 1, None):
         with pytest.raises(ValueError) as exc:
             zoo.export(model, tmp_path, name="m", version=3, overwrite=value, lite=False)
         assert str(exc.value) == f"overwrite must be True or False. Received: overwrite={value!r}"
+    # Without a version the export takes the next free one: overwrite would replace nothing.
+    with pytest.raises(ValueError) as exc:
+        zoo.export(model, tmp_path, name="m", overwrite=True, lite=False)
+    assert str(exc.value) == (
+        "overwrite=True (--overwrite) replaces the version given with version= (--version N); "
+        "without one the export takes the next free version and replaces nothing. Received: "
+        "overwrite=True, version=None")
     # version 3 was not replaced
     assert json.load(open(os.path.join(first, "assets", "zoo.json")))["created"] == created
     assert sorted(os.listdir(tmp_path / "m")) == ["3"]

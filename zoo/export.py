@@ -647,7 +647,8 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
             dict, or ``None`` (the model's own inputs: no normalisation, and no raw range
             recorded, so loaders check no pixel range; labels ``"0".."K-1"``, task from the
             output rank).
-        overwrite: replace an existing ``version``; otherwise an existing version raises.
+        overwrite: replace an existing ``version``; otherwise an existing version raises
+            (refused without a ``version``: the next free one replaces nothing).
         metrics: training/test metrics to record (default: those in a run's ``info``).
         lite: also write ``assets/serving_default.tflite``, the signature converted for the
             LiteRT runtime (float32 exports only). It is kept only if it matches the
@@ -685,6 +686,10 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         raise ValueError(f"lite must be True or False. Received: lite={lite!r}")
     if not isinstance(overwrite, bool):
         raise ValueError(f"overwrite must be True or False. Received: overwrite={overwrite!r}")
+    if overwrite and version is None:   # the next free version: nothing it could replace
+        raise ValueError("overwrite=True (--overwrite) replaces the version given with version= "
+                         "(--version N); without one the export takes the next free version "
+                         "and replaces nothing. Received: overwrite=True, version=None")
     base_dir = _check_base_dir(base_dir)
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise ValueError("export needs a built functional keras.Model with an Input. "
@@ -1251,7 +1256,7 @@ def configure_export(parser):
                         help="weights and compute dtype (inputs, outputs and the output "
                         "layer stay float32)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing version")
+                        help="replace the existing version given with --version")
     parser.add_argument("--no-lite", dest="lite", action="store_false",
                         help="do not write the LiteRT model (assets/serving_default.tflite) "
                         "that zoo.serving runs on CPUs")

@@ -77,7 +77,10 @@ def test_valid_sizes_from_the_architecture():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(input_shape=(570, 570, 1)), "input height 570 .* nearest valid: 556, 572"),
     (dict(input_shape=(572, 571, 1)), "input width 571 .* nearest valid: 556, 572"),
-    (dict(input_shape=(187, 187, 1)), "nearest valid: 188"),
+    (dict(input_shape=(187, 187, 1)), "nearest valid: 188. Received"),
+    (dict(input_shape=(32, 48, 1)), "nearest valid: 188. padding='same' \\(--model-arg "
+                                    "padding=same\\) takes 32x48, its output at the input's "
+                                    "size. Received: input_shape=\\(32, 48, 1\\)$"),
     (dict(input_shape=(60, 64, 3), padding="same"), "multiple of 2\\*\\*depth = 16; "
                                                       "nearest valid: 48, 64"),
     (dict(input_shape=(18, 16, 3), padding="same", depth=2), "nearest valid: 16, 20"),

@@ -160,8 +160,13 @@ def _check_size(shape, levels, padding):
         else:
             rule = ("a size for which every 2x2 max pooling sees an even size and the "
                     "unpadded convolutions leave a positive output")
+        same = ""
+        if padding == "valid" and all(output_size(s, levels, "same") is not None
+                                      for s in shape[:2]):
+            same = (f" padding='same' (--model-arg padding=same) takes {shape[0]}x{shape[1]}, "
+                    f"its output at the input's size.")
         raise ValueError(f"unet: input {what} {size} is not valid for padding={padding!r} with "
-                         f"depth={depth}: it must be {rule}; nearest valid: {nearest}. "
+                         f"depth={depth}: it must be {rule}; nearest valid: {nearest}.{same} "
                          f"Received: input_shape={tuple(shape)}")
 
 

@@ -650,3 +650,15 @@ def test_the_plot_steps_through_the_best_score_so_far_in_the_objectives_directio
     tsearch._plot(df, str(tmp_path / "max.png"), "val_accuracy", "max")
     assert steps == [([0, 2, 3], [0.5, 0.25, 0.25]), ([0, 2, 3], [0.5, 0.5, 0.75])]
     assert (tmp_path / "min.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_best_line_shows_floats_as_the_table_does(capsys):
+    """The summary line rounds floats to 6 significant digits, as the printed table (a
+    drawn learning rate read lr=0.005178545352737759 there, 0.00517855 in the table)."""
+    tsearch._print_best({"trial": "1", "objective": "val_accuracy", "score": 0.75,
+                         "hyperparameters": {"optimizer": "sgd", "lr": 0.005178545352737759,
+                                             "batch_size": 32, "label_smoothing": 0.15},
+                         "test": {"accuracy": 0.7}}, "p")
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "best trial 1: val_accuracy 0.7500 (optimizer=sgd, lr=0.00517855, batch_size=32, "
+        "label_smoothing=0.15)")

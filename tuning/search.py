@@ -1583,7 +1583,9 @@ def _print_best(best, project_dir):
     if best.get("trial") is None:
         print(f"no trial completed; results in {project_dir}")
         return
-    hps = ", ".join(f"{k}={v}" for k, v in best["hyperparameters"].items())
+    # Floats to 6 significant digits, as the table shows them (best.json keeps them all).
+    hps = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in best["hyperparameters"].items())
     test = ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items())
     print(f"best trial {best['trial']}: {best['objective']} {best['score']:.4f} ({hps})")
     print(f"test: {test}")

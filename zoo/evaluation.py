@@ -54,8 +54,8 @@ def _check_labels(servable, raw):
     labels = servable.labels
     k = servable.info.get("num_classes")
     if k is None and task == "classification":   # an export without its zoo.json
-        shape = (servable.signature["outputs"].get("probabilities") or {}).get("shape")
-        k = (2 if shape[-1] == 1 else shape[-1]) if shape and shape[-1] else None
+        units = servable.probability_units
+        k = 2 if units == 1 else units
     if labels and list(labels) != list(raw.labels):
         raise ValueError(f"dataset {raw.name!r} has the classes {_names(raw.labels)}, "
                          f"{servable.name} was trained on {_names(labels)}: a model is "

@@ -544,8 +544,7 @@ class Servable:
         raw_range = (self.info.get("input") or {}).get("raw_range")
         #: ``(low, high)`` of the raw pixels the default signature takes (``None``: unknown)
         self.raw_range = tuple(float(v) for v in raw_range) if raw_range else None
-        classes = (self.signature["outputs"].get("probabilities") or {}).get("shape")
-        classes = classes[-1] if classes else None
+        classes = self.probability_units
         if (record is not None and self.labels and classes
                 and len(self.labels) != classes and not (classes == 1 and len(self.labels) == 2)):
             raise ValueError(f'{os.path.join(self.path, ZOO_JSON)}: "labels" holds '
@@ -1136,6 +1135,13 @@ class Servable:
         if len(candidates) == 1:
             return candidates[0]
         return self.runtime_choices.get(_size_class(batch_size))
+
+    @property
+    def probability_units(self):
+        """The last size of the default signature's ``probabilities`` (the classes, or 1
+        for one sigmoid unit: two classes), or ``None`` where the signature does not say."""
+        shape = (self.signature["outputs"].get("probabilities") or {}).get("shape")
+        return shape[-1] if shape else None
 
     def runtime_report(self) -> dict:
         """What runs the default signature, as JSON (``zoo serve``'s metadata answer has it):

@@ -351,6 +351,18 @@ class ModelStore:
                         self._loading.discard(key)
             raise ServingError(503, error)
 
+    def _in_background(self, key, work, what):
+        """Run ``work()`` in a thread of its own named ``zoo-WHAT-NAME-VERSION``, with
+        ``key`` in :attr:`_background` until it ends (the caller added it, under the lock)."""
+        def run():
+            try:
+                work()
+            finally:
+                with self._lock:
+                    self._background.discard(key)
+
+        threading.Thread(target=run, name=f"zoo-{what}-{key[0]}-{key[1]}", daemon=True).start()
+
     def _load_in_background(self, name, version):
         """Load ``version`` of ``name`` in a thread of its own, unless it is loaded or such a
         load runs already (a failure is kept for the status, as any load's)."""
@@ -360,16 +372,13 @@ class ModelStore:
                 return
             self._background.add(key)
 
-        def run():
+        def load():
             try:
                 self._load(name, version)
             except ServingError:
                 pass
-            finally:
-                with self._lock:
-                    self._background.discard(key)
 
-        threading.Thread(target=run, name=f"zoo-load-{name}-{version}", daemon=True).start()
+        self._in_background(key, load, "load")
 
     def _reload_if_replaced(self, name, version):
         """Load ``version`` of ``name`` again, in the background, when its files changed
@@ -386,28 +395,24 @@ class ModelStore:
             self._background.add(key)
             self._loaded_stamps[key] = stamp   # tried once for these files
 
-        def run():
+        def reload():
             try:
                 servable = self._read(name, version)
             except Exception as exc:
                 _log.warning("model %r version %s was replaced on disk but could not be "
                              "loaded (the model loaded before goes on answering): %s", name,
                              version, self._load_error(exc))
-            else:
-                with self._lock:
-                    old = self._servables.get(key)
-                    if old is not None:   # not forgotten meanwhile (its directory removed)
-                        self._servables[key] = servable
-                if old is not None:
-                    _log.info("model %r version %s was replaced on disk: reloaded", name,
-                              version)
-                    del old
-                    gc.collect()   # as versions() does for a dropped version
-            finally:
-                with self._lock:
-                    self._background.discard(key)
+                return
+            with self._lock:
+                old = self._servables.get(key)
+                if old is not None:   # not forgotten meanwhile (its directory removed)
+                    self._servables[key] = servable
+            if old is not None:
+                _log.info("model %r version %s was replaced on disk: reloaded", name, version)
+                del old
+                gc.collect()   # as versions() does for a dropped version
 
-        threading.Thread(target=run, name=f"zoo-reload-{name}-{version}", daemon=True).start()
+        self._in_background(key, reload, "reload")
 
     def _answering(self, name, versions=None):
         """``(versions, the newest loaded version that may answer or None)`` for requests

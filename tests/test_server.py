@@ -255,7 +255,13 @@ ERRORS = [
      400, "pixel values must be finite float32 numbers, from -3.403e+38 to 3.403e+38; image 1 "
           "holds -1e+308"),
     ("post", "/v1/models/lenet5:predict", {"instances": [[[[0]], [[0], [1]]]]}, 400,
-     "regular numeric array"),
+     "instances[0] must form a regular numeric array (every image the same height, width and "
+     "channels, every value a number): instances[0][1] is a list of 2 where instances[0][0] "
+     "is a list of 1."),
+    ("post", "/v1/models/lenet5:predict", {"inputs": [[[[0]]], [[[0]], [[1]]]]}, 400,
+     "inputs must form a regular numeric array (every image the same height, width and "
+     "channels, every value a number): inputs[1] is a list of 2 where inputs[0] is a list of "
+     "1."),
     ("post", "/v1/models/lenet5:predict", {"instances": [{"b64": "***"}]}, 400,
      "invalid base64"),
     ("post", "/v1/models/lenet5:predict",
@@ -1134,7 +1140,8 @@ def test_large_pixel_list_requests_answer_like_small_ones(server, local):
     ragged = x.tolist()
     ragged[2][3] = ragged[2][3][:-1]
     r = c.post("/v1/models/lenet5/versions/1:predict", json={"instances": ragged})
-    assert r.status_code == 400 and "regular numeric array" in r.json()["error"]
+    assert r.status_code == 400 and r.json()["error"].endswith(
+        ": instances[2][3] is a list of 31 where instances[2][0] is a list of 32."), r.text
     r = c.post("/v1/models/lenet5/versions/1:predict", json={"inputs": x[0].tolist() * 30})
     assert r.status_code == 400 and "must be a batch" in r.json()["error"], r.text
     # The row format with a named input: each instance read into numpy, the same checks.

@@ -157,7 +157,18 @@ def test_files_bytes_and_mixed_sizes(servable, tmp_path):
     (np.zeros((2, 8, 8, 1), bool), "pixel values must be numbers"),
     ([[[[0.0], [True]]]], r"Received booleans \(true or false\) among them"),
     (np.full((1, 8, 8, 1), np.nan), "finite"),
-    ([[[0.0]], [[0.0], [1.0]]], "regular numeric array"),
+    ([[[0.0]], [[0.0], [1.0]]], r"images must form a regular numeric array \(every image "
+     r"the same height, width and channels, every value a number\): images\[1\] is a list "
+     r"of 2 where images\[0\] is a list of 1.$"),
+    # Where a ragged list is ragged, however deep, and values that are not numbers
+    ([np.zeros((4, 4, 1)).tolist(), np.zeros((4, 4, 1)).tolist()[:3] + [[[0]] * 3]],
+     r": images\[1\]\[3\] is a list of 3 where images\[0\]\[0\] is a list of 4.$"),
+    ([[[[0], [1]], [[2], 3]]], r": images\[0\]\[1\]\[1\] is a number where "
+                              r"images\[0\]\[0\]\[0\] is a list of 1.$"),
+    ([[[[0], [None]]]], r": images\[0\]\[0\]\[1\]\[0\] is None where "
+                        r"images\[0\]\[0\]\[0\]\[0\] is a number.$"),
+    ([[[[{}], [{}]]]], r": images\[0\]\[0\]\[0\]\[0\] is a dict where a number is "
+                       r"expected.$"),
     (b"not an image", "could not decode"),
     ({"images": 1}, "must be a numpy array"),
 ])

@@ -741,9 +741,11 @@ def _decode_value(value, servable, where):
                            f"{type(value).__name__} {str(value)[:40]!r}")
     from zoo.serving import _as_array
     try:
-        array = _as_array(value)
-    except ValueError as exc:
-        raise ServingError(400, f"{where}: {exc}") from None
+        array = _as_array(value, name=where)
+    except ValueError as exc:   # a ragged list's message names its place from `where` on
+        message = str(exc)
+        raise ServingError(400, message if message.startswith(where)
+                           else f"{where}: {message}") from None
     return array
 
 

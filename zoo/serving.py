@@ -41,6 +41,7 @@ import contextlib
 import io
 import json
 import math
+import numbers
 import os
 import threading
 import time
@@ -396,15 +397,49 @@ def _check_batch_size(batch_size) -> None:
                          f"{batch_size!r}")
 
 
-def _as_array(value) -> np.ndarray:
-    """A numeric array from an array-like, refusing strings, booleans and ragged lists."""
+def _irregularity(value, name: str):
+    """Where nested lists stop forming a regular numeric array, as ``name[i][j]``: level by
+    level, the first entry whose kind (a list of n, a number, ...) differs from the first
+    entry's at its level, or the first value that is not a number; ``None`` where none."""
+    def kind(item):
+        if isinstance(item, (list, tuple)) or getattr(item, "ndim", 0) > 0:
+            return f"a list of {len(item)}"
+        if item is None:
+            return "None"
+        if isinstance(item, (str, bytes)):
+            return "a string"
+        return "a number" if isinstance(item, numbers.Number) else f"a {type(item).__name__}"
+
+    def at(index):
+        return name + "".join(f"[{i}]" for i in index)
+
+    level = [((), value)]
+    while level:
+        first_index, first = level[0]
+        want = kind(first)
+        for index, item in level:
+            if kind(item) != want:
+                return f"{at(index)} is {kind(item)} where {at(first_index)} is {want}"
+        if not want.startswith("a list"):
+            return (None if want == "a number" else
+                    f"{at(first_index)} is {want} where a number is expected")
+        level = [(index + (i,), entry) for index, item in level
+                 for i, entry in enumerate(item)]
+    return None
+
+
+def _as_array(value, name: str = "images") -> np.ndarray:
+    """A numeric array from an array-like, refusing strings, booleans and ragged lists;
+    a ragged list's error names where it is ragged, as ``name[i][j]``."""
     try:
         array = np.asarray(value)
-    except ValueError as exc:  # ragged nested lists
-        raise ValueError(f"images must form a regular numeric array: {exc}") from None
-    if array.dtype == object:
-        raise ValueError("images must form a regular numeric array (every image the same "
-                         "height, width and channels, every value a number).")
+    except ValueError:  # ragged nested lists
+        array = None
+    if array is None or array.dtype == object:
+        where = _irregularity(value, name)
+        raise ValueError(f"{name} must form a regular numeric array (every image the same "
+                         f"height, width and channels, every value a number)"
+                         + (f": {where}." if where else "."))
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
                                    or np.issubdtype(array.dtype, np.floating)):
         what = (f"strings (dtype {array.dtype})" if array.dtype.kind in "US"

@@ -651,3 +651,83 @@ def test_an_export_without_its_zoo_json_is_refused_on_a_dataset_of_other_classes
     with pytest.raises(ValueError, match=r"^dataset 'folder:[^']*abc' has 3 classes, lenet5 "
                                          r"predicts 10\.$"):
         evaluate(str(bare), f"folder:{folder}", runtime="tensorflow", jit_compile=False)
+
+
+def _foreign_segmenter(path, in_hw, crop, classes=2):
+    """A SavedModel written by another tool: images ``[None, *in_hw, 1]`` to per-pixel
+    probabilities of ``classes`` classes (any beyond 2 never predicted) and a mask, ``crop``
+    pixels cut from each side (as unpadded convolutions do), no zoo.json."""
+    class Segmenter(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, *in_hw, 1], tf.float32,
+                                                    name="images")])
+        def serve(self, images):
+            p = tf.sigmoid((images - 100.0) / 20.0)       # bright pixels are class 1
+            if crop:
+                p = p[:, crop:-crop, crop:-crop]
+            probabilities = tf.concat([1.0 - p, p] + [p * 0.0] * (classes - 2), -1)
+            return {"probabilities": probabilities,
+                    "mask": tf.argmax(probabilities, -1)}
+
+    module = Segmenter()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return str(path)
+
+
+@pytest.mark.parametrize("in_hw, crop", [((None, None), 0), ((16, 16), 3)])
+def test_a_segmentation_export_without_zoo_json_is_scored_by_its_signature(tmp_path, in_hw,
+                                                                           crop):
+    """Without zoo.json a segmentation export's signature tells how its masks meet the
+    images: an output of any size (that of each image) or a fixed input size whose centre
+    the output covers. Both failed on the missing input record ("zoo: error: 'input'")."""
+    root = _cells(tmp_path / "cells", n=10)
+    if in_hw[0] is not None:    # a fixed-size model: images of its size only
+        for kind in ("images", "masks"):
+            for f in (root / kind).iterdir():
+                Image.open(f).resize((16, 16), Image.NEAREST).save(f)
+    path = _foreign_segmenter(tmp_path / "seg" / "1", in_hw, crop)
+    r = evaluate(path, str(root), split="all", ignore_label=255, runtime="tensorflow",
+                 jit_compile=False)
+    truth, predicted = [], []
+    for f in sorted((root / "images").iterdir()):
+        image = np.asarray(Image.open(f), "float32")
+        mask = np.asarray(Image.open(root / "masks" / f.name))
+        p = (image > 100).astype(np.int64)
+        if crop:
+            p, mask = p[crop:-crop, crop:-crop], mask[crop:-crop, crop:-crop]
+        truth.append(mask[mask != 255])
+        predicted.append(p[mask != 255])
+    truth, predicted = np.concatenate(truth), np.concatenate(predicted)
+    assert (r["task"], r["examples"], r["pixels"]) == ("segmentation", 10, len(truth))
+    assert r["confusion_matrix"] == metrics.confusion_matrix(truth, predicted,
+                                                             labels=[0, 1]).tolist()
+    # The class count comes from the signature, as a classifier's does.
+    path = _foreign_segmenter(tmp_path / "three" / "seg" / "1", in_hw, crop, classes=3)
+    with pytest.raises(ValueError, match=r"^dataset 'folder:[^']*cells' has 2 classes, seg "
+                                         r"predicts 3\.$"):
+        evaluate(path, str(root), split="all", ignore_label=255, runtime="tensorflow",
+                 jit_compile=False)
+
+
+def test_a_segmentation_export_without_zoo_json_that_resizes_images_is_refused(tmp_path):
+    """An export taking images of any size and answering masks of a fixed size resizes
+    them in its graph, to a size only its zoo.json records: without it, the refusal says
+    so (it failed on the missing input record, "zoo: error: 'input'")."""
+    class Resizing(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32,
+                                                    name="images")])
+        def serve(self, images):
+            p = tf.sigmoid(tf.image.resize(images, (12, 12))[:, 2:-2, 2:-2])
+            probabilities = tf.concat([1.0 - p, p], -1)
+            return {"probabilities": probabilities, "mask": tf.argmax(probabilities, -1)}
+
+    module = Resizing()
+    path = tmp_path / "seg" / "1"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    root = _cells(tmp_path / "cells", n=4)
+    with pytest.raises(ValueError, match=re.escape(
+            f"seg's signature takes images of any size and answers masks of 8x8; the input "
+            f"size its graph resizes images to, at which the masks are scored, is in "
+            f"{path / 'assets' / 'zoo.json'}, which is missing: restore it (zoo export "
+            f"writes it).")):
+        evaluate(str(path), str(root), split="all", ignore_label=255, runtime="tensorflow",
+                 jit_compile=False)

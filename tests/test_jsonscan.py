@@ -400,3 +400,12 @@ def test_too_little_room_is_read_again_with_enough(monkeypatch, threads):
     _, array = js.scan_body(body_of(mixed))
     assert np.array_equal(array, mixed)
     assert js._room(np.frombuffer(body_of(mixed), np.uint8), 15, 100000) < 60000
+
+
+def test_the_kernel_reads_nothing_past_the_end_of_its_range():
+    """A range is read up to its end only, whatever bytes follow it in the buffer: a minus
+    sign or a number cut at the range's end is not completed from the bytes beyond."""
+    assert js.scan_elements(b"1, -5", 0, 4) is None            # "1, -": no number after "-"
+    assert js.scan_elements(b"1, -5", 0, 5).tolist() == [1, -5]
+    assert js.scan_elements(b"1, 25", 0, 4).tolist() == [1, 2]  # "1, 2", the 5 beyond
+    assert js.scan_elements(b"1, 2.5", 0, 5) is None           # "1, 2." has no fraction

@@ -803,6 +803,29 @@ def test_two_class_folders_that_are_one_through_a_link_are_refused(tmp_path):
     assert data.load_splits(str(inside)).info.labels == ["cat", "dog", "hound"]
 
 
+def test_class_folders_sharing_a_name_prefix_are_distinct_and_a_link_among_many_is_found(
+        tmp_path):
+    """'cat', 'cat-2' and 'cat.b' are three folders (a path's prefix is no parent without
+    its separator); among 60 classes, a link into one of them is found wherever the two
+    labels sort (the folders are compared by path, neighbours only)."""
+    root = tmp_path / "train"
+    labels = ["cat", "cat-2", "cat.b"] + [f"c{i:02d}" for i in range(57)]
+    for label in labels:
+        os.makedirs(root / label)
+    os.makedirs(root / "cat" / "persian")
+    data._check_distinct_classes(str(root), labels)
+    os.symlink(root / "cat" / "persian", root / "a-persian")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Class folders 'cat' and 'a-persian' of '{root}' are one folder and a folder "
+            f"inside it ('a-persian' is in 'cat')")):
+        data._check_distinct_classes(str(root), sorted(labels + ["a-persian"]))
+    os.remove(root / "a-persian")
+    os.symlink(root / "c07", root / "z-c07")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Class folders 'c07' and 'z-c07' of '{root}' are the same folder")):
+        data._check_distinct_classes(str(root), labels + ["z-c07"])
+
+
 def test_folder_channels_are_colour_when_any_training_image_is(tmp_path):
     root = tmp_path / "mixed"
     rng = np.random.default_rng(0)

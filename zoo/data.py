@@ -1061,15 +1061,17 @@ def _check_distinct_classes(split_dir, labels):
     both labels."""
     real = {label: os.path.realpath(os.path.join(split_dir, label)) for label in labels
             if os.path.isdir(os.path.join(split_dir, label))}
-    for a in real:
-        for b in real:
-            if a != b and (real[a] == real[b] and a < b
-                           or real[b].startswith(real[a].rstrip(os.sep) + os.sep)):
-                how = ("are the same folder" if real[a] == real[b] else
-                       f"are one folder and a folder inside it ({b!r} is in {a!r})")
-                raise ValueError(f"Class folders {a!r} and {b!r} of {split_dir!r} {how}, "
-                                 f"through a symbolic link ({real[b]}): their images would "
-                                 f"have both labels. Remove the link, or merge the classes.")
+    # Sorted by path (with a separator after it), a folder is followed at once by one that
+    # is the same folder or inside it, if any is: neighbours are all that need comparing.
+    key = {label: path.rstrip(os.sep) + os.sep for label, path in real.items()}
+    order = sorted(real, key=lambda label: (key[label], label))
+    for a, b in zip(order, order[1:]):
+        if key[b].startswith(key[a]):
+            how = ("are the same folder" if real[a] == real[b] else
+                   f"are one folder and a folder inside it ({b!r} is in {a!r})")
+            raise ValueError(f"Class folders {a!r} and {b!r} of {split_dir!r} {how}, "
+                             f"through a symbolic link ({real[b]}): their images would "
+                             f"have both labels. Remove the link, or merge the classes.")
 
 
 def _classification_folder(root, name):

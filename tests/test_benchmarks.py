@@ -497,7 +497,7 @@ def test_serve_pipeline_and_accuracy_sections_write_their_rows(tmp_path, small_m
             "--repeats", "2", "--warmup", "1",
             "--requests-per-client", "1", "--min-requests", "2", "--serve-seconds", "0.1",
             "--pipeline-epochs", "1",
-            "--pipeline-repeats", "2", "--accuracy-repeats", "1", "--accuracy-target", "0.5",
+            "--pipeline-repeats", "1", "--accuracy-repeats", "1", "--accuracy-target", "0.5",
             "--accuracy-epochs", "4", "--out", str(out)]
     assert bench.main(argv) == 0
     with open(out / "results.csv") as f:

@@ -1753,6 +1753,34 @@ def test_a_chiefs_oracle_rewrites_trials_csv_as_each_trial_ends(tmp_path, monkey
     assert rows.loc[1, "message"] == "ValueError: out of memory"
 
 
+def test_a_chief_looks_every_second_whether_its_workers_have_stopped(tmp_path, monkeypatch):
+    """keras-tuner's chief, once it has told a worker to stop, looked every 20 s whether all
+    had stopped: a search of two workers sat idle for up to 20 s at its end. A chief's tuner
+    gives that module sleeps of at most a second, its other uses of ``time`` unchanged."""
+    import inspect
+    import time
+
+    from keras_tuner.src.distribute import oracle_chief
+
+    from tuning.search import _make_tuner
+    assert "time.sleep(20)" in inspect.getsource(oracle_chief.start_server)
+    monkeypatch.setattr(oracle_chief, "time", time)
+    kw = dict(max_trials=3, epochs=1, directory=str(tmp_path), seed=1,
+              max_consecutive_failed_trials=3, executions_per_trial=1)
+    _make_tuner("random", _hypermodel("lenet5"), "val_accuracy", project="single", **kw)
+    assert oracle_chief.time is time            # not a chief: keras-tuner's module as it is
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "1")
+    _make_tuner("random", _hypermodel("lenet5"), "val_accuracy", project="c", **kw)
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    oracle_chief.time.sleep(20)
+    oracle_chief.time.sleep(0.25)
+    assert slept == [1.0, 0.25]
+    assert oracle_chief.time.time is time.time and oracle_chief.time.monotonic is time.monotonic
+
+
 @SLOW_OK
 def test_the_chiefs_command_on_a_finished_search_returns_at_once(tiny, tmp_path, monkeypatch,
                                                                  finished):

@@ -445,38 +445,41 @@ def test_saved_model_cli_lists_the_named_signature(tmp_path):
 
 
 def test_versions_count_up_and_are_never_overwritten(tmp_path):
+    # lite=False throughout: the version numbering is the same with or without a LiteRT copy
     model = zoo.lenet5(variant="modern")
     umask = os.umask(0o022)
     try:
-        first = zoo.export(model, tmp_path, name="m")
+        first = zoo.export(model, tmp_path, name="m", lite=False)
     finally:
         os.umask(umask)
     # Readable by a server running as another user (the temporary directory it was
     # renamed from is made 0700).
     assert os.stat(first).st_mode & 0o777 == 0o755
-    second = zoo.export(model, tmp_path, name="m")
+    second = zoo.export(model, tmp_path, name="m", lite=False)
     assert [os.path.basename(first), os.path.basename(second)] == ["1", "2"]
-    assert zoo.export(model, tmp_path, name="m", version=7).endswith(os.path.join("m", "7"))
-    assert zoo.export(model, tmp_path, name="m").endswith(os.path.join("m", "8"))
+    assert zoo.export(model, tmp_path, name="m", lite=False,
+                      version=7).endswith(os.path.join("m", "7"))
+    assert zoo.export(model, tmp_path, name="m", lite=False).endswith(os.path.join("m", "8"))
     assert zoo_export.list_versions(tmp_path / "m") == [1, 2, 7, 8]
     # Directories named in other digits are no versions ("²": int() refuses it; "١" would
     # read as 1), for listing, serving and the next free number alike.
     for odd in ("²", "١"):
         shutil.copytree(second, tmp_path / "m" / odd)
     assert zoo_export.list_versions(tmp_path / "m") == [1, 2, 7, 8]
-    assert zoo.export(model, tmp_path, name="m").endswith(os.path.join("m", "9"))
+    assert zoo.export(model, tmp_path, name="m", lite=False).endswith(os.path.join("m", "9"))
     with pytest.raises(ValueError, match="^version must be an integer from 0 to"):
-        zoo.export(model, tmp_path, name="m", version="١")
+        zoo.export(model, tmp_path, name="m", lite=False, version="١")
     for odd in ("²", "١", "9"):
         shutil.rmtree(tmp_path / "m" / odd)
 
     before = open(os.path.join(first, "saved_model.pb"), "rb").read()
     with pytest.raises(FileExistsError, match="version 1 .* already exists"):
-        zoo.export(zoo.lenet5(variant="modern", num_classes=3), tmp_path, name="m", version=1)
+        zoo.export(zoo.lenet5(variant="modern", num_classes=3), tmp_path, name="m",
+                   lite=False, version=1)
     assert open(os.path.join(first, "saved_model.pb"), "rb").read() == before
 
     other = zoo.lenet5(variant="modern", num_classes=3)
-    zoo.export(other, tmp_path, name="m", version=1, overwrite=True)
+    zoo.export(other, tmp_path, name="m", lite=False, version=1, overwrite=True)
     out = serve_fn(first)(images=tf.zeros([1, 32, 32, 1]))
     assert out["probabilities"].shape == (1, 3)
     assert sorted(os.listdir(tmp_path / "m")) == ["1", "2", "7", "8"]  # no temporaries left

@@ -590,31 +590,12 @@ def test_zoo_train_says_epoch_for_one_and_epochs_for_more(tmp_path, capsys, monk
         assert line.startswith(f"lenet5 on digits: test accuracy 0.5000 {said}")
 
 
-def test_deterministic_runs_repeat_bit_for_bit(tmp_path):
-    # Op determinism is process-wide and cannot be turned off: each run in its own process.
-    def run(name):
-        r = subprocess.run([sys.executable, "-m", "zoo", "train", "lenet5", "--epochs", "3",
-                            "--deterministic", "--quiet", "--run-dir", str(tmp_path / name)],
-                           capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        assert r.returncode == 0, r.stderr[-2000:]
-        return (pd.read_csv(tmp_path / name / "history.csv"),
-                json.loads((tmp_path / name / "metrics.json").read_text()),
-                json.loads((tmp_path / name / "info.json").read_text()))
-
-    (h1, m1, i1), (h2, m2, i2) = run("a"), run("b")
-    assert i1["settings"]["deterministic"] is True
-    assert len(h1) == 3
-    for column in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        assert list(h1[column]) == list(h2[column]), column
-    assert m1["test_accuracy"] == m2["test_accuracy"]
-
-
 _DETERMINISTIC_XLA = """
 import json, sys
 import tensorflow as tf
 import zoo, zoo.common
 from zoo import data, train
+from zoo.cli import main
 tf.config.experimental.enable_op_determinism()
 gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
 zoo.common.visible_gpus = lambda: [gpu]
@@ -625,20 +606,58 @@ small = data.Splits(s.train.take(2), s.validation.take(1), s.test.take(1), s.inf
 train.fit(train.compile_model(zoo.lenet5(), jit_compile=False), small,
           epochs=1, run_dir=sys.argv[1], verbose=0, jit_compile=True, deterministic=True)
 info = json.load(open(sys.argv[1] + "/info.json"))
-print(json.dumps([auto, info["settings"]["jit_compile"], train.fit.last_model.jit_compile]))
+xla = [auto, info["settings"]["jit_compile"], train.fit.last_model.jit_compile]
+# then, in the same process, the first of test_deterministic_runs_repeat_bit_for_bit's runs
+code = main(["train", "lenet5", "--epochs", "3", "--deterministic", "--quiet", "--run-dir",
+             sys.argv[2]])
+print(json.dumps({"xla": xla, "train": code}))
 """
 
 
-def test_op_determinism_turns_xla_off_and_the_run_says_so(tmp_path):
+@pytest.fixture(scope="module")
+def deterministic_process(tmp_path_factory):
+    """One process with op determinism on (it cannot be turned off, so not this one): the
+    XLA check of test_op_determinism_turns_xla_off_and_the_run_says_so, then a
+    ``zoo train lenet5 --deterministic`` run that test_deterministic_runs_repeat_bit_for_bit
+    repeats in a process of its own. Returns the script's result and the run's directory."""
+    tmp = tmp_path_factory.mktemp("deterministic")
+    r = subprocess.run([sys.executable, "-c", _DETERMINISTIC_XLA, str(tmp / "xla"),
+                        str(tmp / "a")], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1]), tmp / "a"
+
+
+def test_deterministic_runs_repeat_bit_for_bit(deterministic_process, tmp_path):
+    # Op determinism is process-wide and cannot be turned off: each run in its own process,
+    # the first in deterministic_process's (after its XLA check's small fit there), the
+    # second in a fresh `python -m zoo train`.
+    def read(run_dir):
+        return (pd.read_csv(run_dir / "history.csv"),
+                json.loads((run_dir / "metrics.json").read_text()),
+                json.loads((run_dir / "info.json").read_text()))
+
+    out, first = deterministic_process
+    assert out["train"] == 0
+    r = subprocess.run([sys.executable, "-m", "zoo", "train", "lenet5", "--epochs", "3",
+                        "--deterministic", "--quiet", "--run-dir", str(tmp_path / "b")],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    (h1, m1, i1), (h2, m2, i2) = read(first), read(tmp_path / "b")
+    assert i1["settings"]["deterministic"] is True
+    assert len(h1) == 3
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert list(h1[column]) == list(h2[column]), column
+    assert m1["test_accuracy"] == m2["test_accuracy"]
+
+
+def test_op_determinism_turns_xla_off_and_the_run_says_so(deterministic_process):
     # Keras compiles without XLA where op determinism is on (not every op has a
     # deterministic XLA kernel): "auto" picked XLA on a GPU anyway (Keras then warned
     # "Model doesn't support jit_compile=True") and info.json recorded XLA for a run that
     # trained without it. In a process of its own: determinism cannot be turned off.
-    r = subprocess.run([sys.executable, "-c", _DETERMINISTIC_XLA, str(tmp_path / "run")],
-                       capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == [False, False, False]
+    assert deterministic_process[0]["xla"] == [False, False, False]
 
 
 class _Scale(keras.layers.Layer):

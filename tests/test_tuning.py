@@ -405,16 +405,51 @@ def test_rebatch_keeps_the_number_of_batches():
         list(rebatch(batched, 32))
 
 
-def test_search_on_a_named_dataset_warns_of_nothing(tmp_path):
+def _record_first_batches(monkeypatch):
+    """Make every model the search trains record the labels of its first training batch, read
+    from a new iterator of its data before it trains (in the returned list)."""
+    from tuning.hypermodels import ZooHyperModel
+    firsts = []
+    fit = ZooHyperModel.fit
+
+    def recording_fit(self, hp, model, x=None, *args, **kwargs):
+        firsts.append(next(iter(x))[1].numpy().tolist())
+        return fit(self, hp, model, x, *args, **kwargs)
+
+    monkeypatch.setattr(ZooHyperModel, "fit", recording_fit)
+    return firsts
+
+
+@pytest.fixture(scope="module")
+def named_search(tmp_path_factory):
+    """One search of 3 trials on a dataset given by its name (digits), run once for the tests
+    that look at it: ``(its table, the warnings it gave, the labels of each trial's first
+    training batch)``."""
+    import warnings
+    with pytest.MonkeyPatch.context() as monkeypatch, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        firsts = _record_first_batches(monkeypatch)
+        df = search("lenet5", "digits", tuner="random", max_trials=3, epochs=1,
+                    directory=str(tmp_path_factory.mktemp("named")), project="w", fix=FIX_ALL,
+                    set={"lr": [1e-2, 2e-2, 3e-2]}, verbose=0)
+    return df, list(caught), firsts
+
+
+def test_search_on_a_named_dataset_warns_of_nothing(named_search):
     # keras-tuner trials rebatch the data (its length is kept), the best model is reloaded
     # from a checkpoint with optimizer state: neither makes Keras warn.
-    import warnings
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        df = search("lenet5", "digits", tuner="random", max_trials=1, epochs=1,
-                    directory=str(tmp_path), project="w", fix=FIX_ALL, verbose=0)
-    assert list(df["status"]) == ["COMPLETED"]
+    df, caught, _ = named_search
+    assert list(df["status"]) == ["COMPLETED"] * 3
     assert _spurious(caught) == []
+
+
+def test_every_trial_reads_the_training_data_in_the_seeds_order(named_search):
+    # A shuffled pipeline reads in a new order each time: every trial gets a new one, so
+    # its order does not depend on the trials run before it in the process.
+    df, _, firsts = named_search
+    assert list(df["status"]) == ["COMPLETED"] * 3 and len(firsts) == 3
+    assert firsts[0] == firsts[1] == firsts[2] and len(set(firsts[0])) > 1
 
 
 def test_search_on_a_splits_of_unknown_length_warns_of_nothing(tiny, tmp_path):
@@ -468,25 +503,52 @@ def test_search_on_a_small_folder_logs_no_retracing_warning(tmp_path):
     assert logger.filters == filters
 
 
-def test_cross_validated_search_trains_k_models_per_trial_and_refits_the_best(tiny, tmp_path):
+CV = dict(tuner="random", max_trials=2, epochs=2, project="cv", fix=FIX_ALL,
+          set={"lr": [1e-2, 3e-2]})
+
+
+@pytest.fixture(scope="module")
+def cv_search(tiny, tmp_path_factory):
+    """One cross-validated search (cv=2: two folds of each of 2 trials, then the refit of the
+    best), run once for the tests that look at it: its table, the warnings it gave, the
+    trainings ``_CountFits`` saw, the labels of each model's first training batch and its
+    directory."""
+    import types
     import warnings
+    directory = tmp_path_factory.mktemp("cv")
     _CountFits.fits.clear()
-    with warnings.catch_warnings(record=True) as caught:
+    with pytest.MonkeyPatch.context() as monkeypatch, \
+            warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        df = search("lenet5", tiny, tuner="random", max_trials=2, epochs=2, cv=2,
-                    directory=str(tmp_path), project="cv", fix=FIX_ALL,
-                    set={"lr": [1e-2, 3e-2]}, callbacks=[_CountFits()])
-    assert _spurious(caught) == []            # the folds and the refit keep their length
+        firsts = _record_first_batches(monkeypatch)
+        df = search("lenet5", tiny, cv=2, directory=str(directory), callbacks=[_CountFits()],
+                    **CV)
+    return types.SimpleNamespace(df=df, caught=list(caught), fits=len(_CountFits.fits),
+                                 firsts=firsts, directory=directory)
+
+
+def test_cross_validated_search_trains_k_models_per_trial_and_refits_the_best(tiny, cv_search):
+    df = cv_search.df
+    assert _spurious(cv_search.caught) == []   # the folds and the refit keep their length
     assert list(df["status"]) == ["COMPLETED"] * 2
-    assert len(_CountFits.fits) == 2 * 2                    # 2 trials x 2 folds
+    assert cv_search.fits == 2 * 2                          # 2 trials x 2 folds
     best = df.attrs["best"]
     assert best["refit_epochs"] in (1, 2)
     assert 0 <= best["test"]["accuracy"] <= 1
-    assert json.loads((tmp_path / "cv" / "search.json").read_text())["cv"] == 2
+    assert json.loads((cv_search.directory / "cv" / "search.json").read_text())["cv"] == 2
     with pytest.raises(ValueError, match=r"a different search already exists .* differs in: "
                                          r"cv"):
-        search("lenet5", tiny, tuner="random", max_trials=2, epochs=2, cv=3,
-               directory=str(tmp_path), project="cv", fix=FIX_ALL, set={"lr": [1e-2, 3e-2]})
+        search("lenet5", tiny, cv=3, directory=str(cv_search.directory), **CV)
+
+
+def test_every_trial_reads_each_cv_fold_in_the_seeds_order(cv_search):
+    # The folds' train pipelines are made anew for each trial too: a fold read by the
+    # trial before would shuffle in a new order.
+    firsts = cv_search.firsts
+    # Two folds of two trials, then the refit of the best on all examples.
+    assert list(cv_search.df["status"]) == ["COMPLETED"] * 2 and len(firsts) == 5
+    assert firsts[0] == firsts[2] and firsts[1] == firsts[3]    # fold 0, fold 1 of each
+    assert firsts[0] != firsts[1] and len(set(firsts[0])) > 1
 
 
 def test_bad_input_errors(tiny, tmp_path):
@@ -770,43 +832,6 @@ def test_export_dir_goes_with_export_and_reaches_a_local_clusters_chief(tmp_path
     worker = tune.parse_args(commands["worker"][commands["worker"].index("lenet5"):])
     assert (chief.export, chief.export_dir) == (True, "sm")
     assert (worker.export, worker.export_dir) == (False, None)   # the chief exports
-
-
-def _record_first_batches(monkeypatch, batches):
-    """Make every model the search trains record the labels of its first training batch
-    (in the returned list) and train on ``batches`` batches only."""
-    from tuning.hypermodels import ZooHyperModel
-    firsts = []
-    fit = ZooHyperModel.fit
-
-    def recording_fit(self, hp, model, x=None, *args, **kwargs):
-        firsts.append(next(iter(x))[1].numpy().tolist())
-        return fit(self, hp, model, x.take(batches), *args, **kwargs)
-
-    monkeypatch.setattr(ZooHyperModel, "fit", recording_fit)
-    return firsts
-
-
-def test_every_trial_reads_the_training_data_in_the_seeds_order(tmp_path, monkeypatch):
-    # A shuffled pipeline reads in a new order each time: every trial gets a new one, so
-    # its order does not depend on the trials run before it in the process.
-    firsts = _record_first_batches(monkeypatch, 2)
-    df = search("lenet5", "digits", tuner="random", max_trials=3, epochs=1,
-                directory=str(tmp_path), fix=FIX_ALL, set={"lr": [1e-2, 2e-2, 3e-2]})
-    assert list(df["status"]) == ["COMPLETED"] * 3 and len(firsts) == 3
-    assert firsts[0] == firsts[1] == firsts[2] and len(set(firsts[0])) > 1
-
-
-def test_every_trial_reads_each_cv_fold_in_the_seeds_order(tiny, tmp_path, monkeypatch):
-    # The folds' train pipelines are made anew for each trial too: a fold read by the
-    # trial before would shuffle in a new order.
-    firsts = _record_first_batches(monkeypatch, 1)
-    df = search("lenet5", tiny, tuner="random", max_trials=2, epochs=1, cv=2,
-                directory=str(tmp_path), fix=FIX_ALL, set={"lr": [1e-2, 2e-2]})
-    # Two folds of two trials, then the refit of the best on all examples.
-    assert list(df["status"]) == ["COMPLETED"] * 2 and len(firsts) == 5
-    assert firsts[0] == firsts[2] and firsts[1] == firsts[3]    # fold 0, fold 1 of each
-    assert firsts[0] != firsts[1] and len(set(firsts[0])) > 1
 
 
 def test_deterministic_reaches_every_local_worker_and_turns_op_determinism_on(tmp_path):

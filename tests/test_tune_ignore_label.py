@@ -22,6 +22,10 @@ from zoo.cli import main as zoo_main
 
 from conftest import make_voc_folder  # noqa: E402
 
+# Searches run many full garbage collections: earlier tests' leftovers are not scanned in
+# each (conftest.freeze_leftovers).
+pytestmark = pytest.mark.usefixtures("leftovers_frozen")
+
 # A U-Net small enough for a trial of a few seconds, trained by plain SGD (fewer ops to trace
 # than Adam's).
 FIX = {"depth": 2, "base_filters": 4, "batch_norm": False, "upsampling": "transpose",

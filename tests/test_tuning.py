@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 import zoo
+from conftest import freeze_leftovers
 from tuning import hypermodels as hms
 from tuning.search import search
 
@@ -40,6 +41,9 @@ OVERRIDES = {
     "unet": {"depth": 2, "base_filters": 8, "batch_norm": True, "upsampling": "bilinear"},
 }
 SLOW_OK = pytest.mark.filterwarnings("ignore::UserWarning")
+# Searches run many full garbage collections: earlier tests' leftovers are not scanned in
+# each (conftest.freeze_leftovers; the module fixtures that search call it too).
+pytestmark = pytest.mark.usefixtures("leftovers_frozen")
 
 
 def _hypermodel(family, **kwargs):
@@ -210,6 +214,7 @@ FINISHED = dict(tuner="random", max_trials=2, epochs=1, fix={**FIX_ALL, "augment
 
 @pytest.fixture(scope="module")
 def _finished_search(tiny, tmp_path_factory):
+    freeze_leftovers()
     directory = tmp_path_factory.mktemp("finished")
     df = search("lenet5", tiny, directory=str(directory), project="f", **FINISHED)
     return directory / "f", df
@@ -426,6 +431,7 @@ def named_search(tmp_path_factory):
     that look at it: ``(its table, the warnings it gave, the labels of each trial's first
     training batch)``."""
     import warnings
+    freeze_leftovers()
     with pytest.MonkeyPatch.context() as monkeypatch, \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -515,6 +521,7 @@ def cv_search(tiny, tmp_path_factory):
     directory."""
     import types
     import warnings
+    freeze_leftovers()
     directory = tmp_path_factory.mktemp("cv")
     _CountFits.fits.clear()
     with pytest.MonkeyPatch.context() as monkeypatch, \

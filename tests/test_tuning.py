@@ -579,27 +579,17 @@ def test_bad_input_errors(tiny, tmp_path):
         search("unet", tiny, directory=str(tmp_path))
 
 
-def _tune_here(argv, capfd, monkeypatch, chief=None, timeout=400):
+def _tune_here(argv, capfd, monkeypatch, timeout=400):
     """``zoo tune ARGV`` run by ``zoo.cli.main`` in this process, as ``python -m tuning ARGV``
     runs it in a process of its own (whose start-up, a TensorFlow import, this spares): a
     --workers cluster's chief and workers are processes all the same, writing to this
-    process's stdout and stderr. ``chief``: Python code the cluster's chief runs in place of
-    ``-m tuning``, with the same arguments. Still running after ``timeout`` seconds, the
-    command is stopped (its processes with it) and says so on stderr. Returns ``(exit code,
-    stdout, stderr)``."""
+    process's stdout and stderr. Still running after ``timeout`` seconds, the command is
+    stopped (its processes with it) and says so on stderr. Returns ``(exit code, stdout,
+    stderr)``."""
     import signal
 
     from zoo.cli import main
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
-    if chief is not None:
-        real = subprocess.Popen
-
-        def popen(cmd, **kwargs):
-            if "--chief" in cmd:
-                assert cmd[1:3] == ["-m", "tuning"], cmd
-                cmd = [cmd[0], "-c", chief, *cmd[3:]]
-            return real(cmd, **kwargs)
-        monkeypatch.setattr(subprocess, "Popen", popen)
 
     def too_long(signum, frame):
         raise TimeoutError(f"zoo tune still ran after {timeout} s")
@@ -614,22 +604,6 @@ def _tune_here(argv, capfd, monkeypatch, chief=None, timeout=400):
         signal.signal(signal.SIGALRM, previous)
     out, err = capfd.readouterr()
     return code, out, err
-
-
-# A local cluster's chief run as `python -m tuning` runs it (TensorFlow's start-up filtered
-# as zoo.cli's), but for one thing of keras-tuner's: once its chief has told a worker to stop
-# while another still trains, it checks every 20 s whether all have stopped
-# (keras_tuner/src/distribute/oracle_chief.py), which left most searches of two workers idle
-# for up to 20 s at their end. This chief checks every second; the chief and the workers do
-# what they did.
-_CHIEF_CHECKING_EVERY_SECOND = """
-import runpy, time, types
-from zoo.startlog import for_command_line
-for_command_line()
-from keras_tuner.src.distribute import oracle_chief
-oracle_chief.time = types.SimpleNamespace(sleep=lambda seconds: time.sleep(min(seconds, 1)))
-runpy.run_module("tuning", run_name="__main__", alter_sys=True)
-"""
 
 
 def test_the_default_project_is_named_by_the_family_as_the_help_says(capsys):
@@ -673,7 +647,7 @@ def test_chief_and_two_workers_finish_all_trials(tmp_path, capfd, monkeypatch):
         ["lenet5", "--dataset", "digits", "--tuner", "random", "--max-trials", "3", "--epochs",
          "1", "--directory", str(tmp_path), "--project", "d", "--workers", "2", "--fix",
          "variant=modern", "--fix", "augment=0", "--set", "batch_size=128"],
-        capfd, monkeypatch, chief=_CHIEF_CHECKING_EVERY_SECOND)
+        capfd, monkeypatch)
     assert code == 0, err[-2000:]
     df = pd.read_csv(tmp_path / "d" / "trials.csv")
     assert len(df) == 3 and (df["status"] == "COMPLETED").all()

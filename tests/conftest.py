@@ -197,7 +197,6 @@ def pytest_collection_finish(session):
     gc.freeze()
 
 
-
 def freeze_leftovers():
     """The objects alive now go to the garbage collector's permanent generation, as those of
     the imports do at collection (:func:`pytest_collection_finish`), once the garbage among
@@ -210,6 +209,15 @@ def freeze_leftovers():
     import gc
     gc.collect()
     gc.freeze()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _leftovers_frozen_per_module():
+    """:func:`freeze_leftovers` as each test module begins: what the modules before it left
+    in this worker process is not scanned by its tests' full collections (its own tests'
+    leftovers are, up to the next module; the search tests freeze before each test)."""
+    freeze_leftovers()
+    yield
 
 
 @pytest.fixture

@@ -969,7 +969,10 @@ RESUME_SCRIPT = textwrap.dedent("""
     s = data.Splits(s.train.take(2), s.validation.take(1), s.test.take(1), s.info)
     inputs = keras.Input((8, 8, 1), name="images")
     x = keras.layers.Flatten(name="flat")(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(x))
+    # Named: the run records its model's name, and a Keras default name ("functional_8")
+    # counts the models made before in the process (the resume runs in pytest's).
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(x),
+                        name="linear")
     train.fit(model, s, epochs=6, run_dir=run_dir, verbose=0, early_stopping=False,
               callbacks=[Mark()])
 """)

@@ -83,6 +83,7 @@ def _mask_sizes(servable) -> tuple:
     each image's own size, else the model input's height and width, whose centre the
     output covers. Without its zoo.json, an export's signature tells: a fixed input size,
     or an output whose size follows the input's (both of any size)."""
+    from zoo import serving
     if "input" in servable.info:
         own_size = serving.output_has_input_size(servable)
         return own_size, (None if own_size else

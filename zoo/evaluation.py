@@ -89,8 +89,7 @@ def _mask_sizes(servable) -> tuple:
         return own_size, (None if own_size else
                           tuple(servable.info["input"]["model_input_shape"][:2]))
     in_hw = tuple(servable.input_shape[1:3])
-    out_hw = tuple((servable.signature["outputs"].get("probabilities") or {}).get(
-        "shape", [None] * 4)[1:3])
+    out_hw = tuple((servable.probabilities_shape or [None] * 4)[1:3])
     if None not in in_hw:     # images of that size only: no resize before the model
         return in_hw == out_hw, (None if in_hw == out_hw else in_hw)
     if out_hw == (None, None):

@@ -1172,10 +1172,16 @@ class Servable:
         return self.runtime_choices.get(_size_class(batch_size))
 
     @property
+    def probabilities_shape(self):
+        """The shape of the default signature's ``probabilities`` (``None`` for any size),
+        or ``None`` where the signature has no such output."""
+        return (self.signature["outputs"].get("probabilities") or {}).get("shape")
+
+    @property
     def probability_units(self):
         """The last size of the default signature's ``probabilities`` (the classes, or 1
         for one sigmoid unit: two classes), or ``None`` where the signature does not say."""
-        shape = (self.signature["outputs"].get("probabilities") or {}).get("shape")
+        shape = self.probabilities_shape
         return shape[-1] if shape else None
 
     def runtime_report(self) -> dict:

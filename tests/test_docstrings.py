@@ -12,7 +12,7 @@ MODULES = ["zoo", "zoo.data", "zoo.train", "zoo.export", "zoo.serving", "zoo.eva
            "zoo.tables", "zoo.features", "zoo.registry", "zoo.layers", "zoo.optimizers",
            "zoo.models.alexnet", "zoo.models.lenet", "zoo.models.inception",
            "zoo.models.resnet", "zoo.models.unet", "zoo.models.xception",
-           "tuning", "tuning.search", "tuning.hypermodels"]
+           "tuning", "tuning.search", "tuning.hypermodels", "tuning.assignments"]
 
 _SECTION = re.compile(r"^(\s*)([A-Z][A-Za-z ]*):\s*$")
 _ENTRY = re.compile(r"\s*(\*{0,2}\w+(?:\s*,\s*\*{0,2}\w+)*)\s*(?:\([^)]*\))?\s*:")

@@ -193,6 +193,12 @@ def test_space_describe_set_fix_and_errors():
         hms.get_hypermodel("vgg16")
     with pytest.raises(ValueError, match="--set expects NAME=VALUE"):
         hms.parse_assignments(["lr"])
+    # The command line's own list of families (tuning.assignments, without Keras) is the
+    # search spaces', and it reads every name as get_hypermodel does.
+    from tuning import assignments
+    assert assignments.FAMILIES == tuple(hms.HYPERMODELS)
+    for name in [*hms.HYPERMODELS, *hms.ALIASES]:
+        assert assignments.family_of(name) == hms.get_hypermodel(name).family
 
 
 @pytest.fixture(scope="module")
@@ -980,6 +986,33 @@ def test_a_local_cluster_refused_by_its_chief_reports_one_line(tmp_path, capfd, 
     assert code == 2
     assert err.strip().splitlines() == ["zoo: error: --epochs must be >= 1. Received: 0"]
     assert os.listdir(tmp_path) == []
+
+    # A model without a search space is refused before any process starts, by name.
+    code, _, err = _tune_here(["resnet101", "--directory", str(tmp_path), "--workers", "1"],
+                              capfd, monkeypatch)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "zoo: error: no search space for model 'resnet101'. Known: alexnet, googlenet, "
+        "inception_v3, lenet5, resnet, unet, xception, resnet18, resnet34, resnet50."]
+
+
+def test_a_local_cluster_command_starts_its_processes_without_tensorflow():
+    # zoo tune --workers N checks its arguments and starts the chief and the workers; the
+    # processes it starts import TensorFlow, Keras and keras-tuner, so it does not (~5 s).
+    code = ("import sys\n"
+            "from zoo.cli import main\n"
+            "search = __import__('importlib').import_module('tuning.search')\n"
+            "def started(args):\n"
+            "    heavy = sorted({'tensorflow', 'keras', 'keras_tuner'} & set(sys.modules))\n"
+            "    print(args.workers, args.ignore_label, args.set, args.mixed_precision, heavy)\n"
+            "    return 0\n"
+            "search._run_local_cluster = started\n"
+            "sys.exit(main(['tune', 'unet', '--workers', '2', '--ignore-label', '255',\n"
+            "               '--set', 'lr=1e-4:1e-2', '--mixed-precision', 'off']))\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert (r.returncode, r.stdout) == (0, "2 255 ['lr=1e-4:1e-2'] off []\n"), r.stderr[-2000:]
 
 
 # -- zoo tune --data-dir / --download ----------------------------------------------------------

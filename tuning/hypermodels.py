@@ -41,6 +41,8 @@ from typing import Any, Callable, Optional
 import keras
 import keras_tuner as kt
 
+from tuning.assignments import (ALIASES, FAMILIES, _parse_spec, check_set_fix, family_of,
+                                parse_assignments)
 from zoo.train import OPTIMIZERS
 
 __all__ = [
@@ -270,72 +272,6 @@ class Param:
             return self.fixed(values[0])
         default = self.default if self.default in values else values[0]
         return dataclasses.replace(self, kind="choice", values=tuple(values), default=default)
-
-
-def _parse_spec(spec):
-    """Text ``"a,b"`` -> list, ``"lo:hi"`` -> tuple, other text -> scalar text;
-    Python lists/tuples/scalars pass through (a tuple must have two entries)."""
-    if isinstance(spec, str):
-        text = spec.strip()
-        if "," in text:
-            return [v for v in (p.strip() for p in text.split(",")) if v]
-        if ":" in text:
-            lo, _, hi = text.partition(":")
-            return (lo, hi)
-        return text
-    if isinstance(spec, tuple):
-        if len(spec) != 2:
-            raise ValueError(f"a range is a (low, high) pair. Received: {spec!r}")
-        return spec
-    if isinstance(spec, (list, set, frozenset)):
-        if not spec:
-            raise ValueError("a list of values must not be empty")
-        return list(spec)
-    return spec
-
-
-def parse_assignments(items, what="--set") -> dict:
-    """``["lr=1e-3", "depth=18,34"]`` -> ``{"lr": "1e-3", "depth": "18,34"}``.
-
-    Args:
-        items: ``NAME=VALUE`` strings.
-        what: the option named in error messages.
-
-    Returns:
-        ``{name: value text}``.
-
-    Raises:
-        ValueError: an item without ``=`` or a name given twice.
-    """
-    result = {}
-    for item in items or ():
-        name, sep, value = str(item).partition("=")
-        name = name.strip()
-        if not sep or not name or not value.strip():
-            raise ValueError(f"{what} expects NAME=VALUE (e.g. lr=1e-3, depth=18,34, "
-                             f"lr=1e-4:1e-2). Received: {item!r}")
-        if name in result:
-            raise ValueError(f"{what} names {name!r} twice")
-        result[name] = value
-    return result
-
-
-def check_set_fix(set=None, fix=None):
-    """Refuse a hyperparameter both narrowed (``set``, ``--set``) and fixed (``fix``,
-    ``--fix``): one of them would silently win.
-
-    Args:
-        set: ``{name: spec}`` of narrowed hyperparameters, or ``None``.
-        fix: ``{name: value}`` of fixed hyperparameters, or ``None``.
-
-    Raises:
-        ValueError: a name in both.
-    """
-    for name in fix or {}:
-        if name in (set or {}):
-            raise ValueError(f"hyperparameter {name!r} is given to both fix (--fix "
-                             f"{name}={fix[name]}) and set (--set {name}={set[name]}); give it "
-                             f"to one of them")
 
 
 # -- the shared training space --------------------------------------------------------------
@@ -949,8 +885,6 @@ class UNetHyperModel(ZooHyperModel):
 HYPERMODELS = {cls.family: cls for cls in (
     LeNet5HyperModel, AlexNetHyperModel, GoogLeNetHyperModel, InceptionV3HyperModel,
     XceptionHyperModel, ResNetHyperModel, UNetHyperModel)}
-ALIASES = {"lenet": "lenet5", "inception": "inception_v3", "inceptionv3": "inception_v3",
-           "resnet18": ("resnet", 18), "resnet34": ("resnet", 34), "resnet50": ("resnet", 50)}
 
 
 def get_hypermodel(name: str, **kwargs) -> ZooHyperModel:
@@ -965,16 +899,13 @@ def get_hypermodel(name: str, **kwargs) -> ZooHyperModel:
         ValueError: an unknown name (the message lists the known ones); a hyperparameter
             given to both ``set`` and ``fix``.
     """
-    key = ALIASES.get(name, name)
     check_set_fix(kwargs.get("set"), kwargs.get("fix"))
     fix = dict(kwargs.pop("fix", None) or {})
+    key = ALIASES.get(name, name)
     if isinstance(key, tuple):
-        key, depth = key
+        _, depth = key
         if "depth" in fix and int(fix["depth"]) != depth:
             raise ValueError(f"{name} fixes depth={depth}; received fix depth={fix['depth']}. "
                              f"Tune 'resnet' to choose the depth.")
         fix["depth"] = depth
-    if key not in HYPERMODELS:
-        known = sorted(HYPERMODELS) + ["resnet18", "resnet34", "resnet50"]
-        raise ValueError(f"no search space for model {name!r}. Known: {', '.join(known)}.")
-    return HYPERMODELS[key](fix=fix, **kwargs)
+    return HYPERMODELS[family_of(name)](fix=fix, **kwargs)

@@ -1423,8 +1423,10 @@ def configure_tune(parser):
         ``run(args) -> int``: runs the command on the parsed arguments and returns its
         exit code.
     """
-    from zoo.cli import parse_shape
-    from zoo.train import AUTO_PRECISION_HELP, MIXED_PRECISION, _ignore_label_arg
+    # Nothing here imports TensorFlow or Keras: zoo tune --workers N only starts the
+    # processes that search (and checks its arguments first).
+    from zoo.cli import ignore_label_arg, parse_shape
+    from zoo.common import AUTO_PRECISION_HELP, MIXED_PRECISION
     parser.add_argument("model", help="family: lenet5, alexnet, googlenet, inception_v3, "
                         "xception, resnet (or resnet18/34/50), unet")
     parser.add_argument("--dataset", default=None,
@@ -1473,7 +1475,7 @@ def configure_tune(parser):
     parser.add_argument("--mixed-precision", default="auto", choices=MIXED_PRECISION,
                         help=f"trials' compute dtype, as in zoo train: {AUTO_PRECISION_HELP}, "
                         "off, float16, bfloat16")
-    parser.add_argument("--ignore-label", default=None, metavar="V", type=_ignore_label_arg,
+    parser.add_argument("--ignore-label", default=None, metavar="V", type=ignore_label_arg,
                         help="segmentation: the mask value of pixels no loss or metric counts "
                         "(Pascal VOC's 255), outside the classes 0..K-1 (default: none)")
     parser.add_argument("--cv", type=int, default=None, metavar="K",
@@ -1499,7 +1501,7 @@ def configure_tune(parser):
                         help="with --worker: this worker's number, 0, 1, 2, ...")
 
     def run(args):
-        from tuning.hypermodels import check_set_fix, get_hypermodel, parse_assignments
+        from tuning.assignments import check_set_fix, family_of, parse_assignments
         set_ = parse_assignments(args.set, "--set")
         fix = parse_assignments(args.fix, "--fix")
         check_set_fix(set_, fix)
@@ -1520,7 +1522,9 @@ def configure_tune(parser):
         check_seed(args.seed)
         if args.project is not None:
             _check_project_name(args.project)
+        family_of(args.model)   # a name without a search space is refused here, not by a chief
         if args.show_space:
+            from tuning.hypermodels import get_hypermodel
             hm = get_hypermodel(args.model, set=set_, fix=fix)
             print(_text(hm.describe()))
             return 0
@@ -1581,8 +1585,8 @@ def _stopped_line(args, dataset):
     try:
         import pandas as pd
 
-        from tuning.hypermodels import get_hypermodel
-        project = args.project or _default_project(get_hypermodel(args.model).family,
+        from tuning.assignments import family_of
+        project = args.project or _default_project(family_of(args.model),
                                                    dataset, args.tuner)
         project_dir = os.path.join(args.directory, project)
         done = int((pd.read_csv(os.path.join(project_dir, "trials.csv"))["status"]

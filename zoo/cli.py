@@ -147,6 +147,13 @@ def number_type(expected: str, accept):
     return parse
 
 
+def ignore_label_arg(text) -> int:
+    """``--ignore-label`` value of ``zoo train`` / ``zoo tune``: an integer mask value."""
+    from zoo.common import MAX_IGNORE_LABEL
+    return int(number_type(f"an integer from 0 to {MAX_IGNORE_LABEL}",
+                           lambda v: v.is_integer() and 0 <= v <= MAX_IGNORE_LABEL)(text))
+
+
 def version_line() -> str:
     """``zoo 0.1.0 (TensorFlow 2.21.0, Keras 3.15.1, keras-tuner 1.4.8, Python 3.11.7)``,
     read from the installed packages' metadata (nothing is imported)."""

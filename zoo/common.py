@@ -198,6 +198,19 @@ def check_bool(model_name: str, **kwargs) -> None:
 #: The largest seed: NumPy's and Keras' seeds are 32-bit.
 MAX_SEED = 2 ** 32 - 1
 
+#: The largest ignore label: masks are 8- or 16-bit files, and augmentation moves them as
+#: float32, exact for integers far beyond it.
+MAX_IGNORE_LABEL = 65535
+
+#: ``mixed_precision``'s values (``zoo train`` / ``zoo tune --mixed-precision``).
+MIXED_PRECISION = ("auto", "off", "float16", "bfloat16")
+
+#: What ``mixed_precision="auto"`` picks, in the ``--mixed-precision`` help of ``zoo train``
+#: and ``zoo tune``.
+AUTO_PRECISION_HELP = ("auto (float16 on GPUs with tensor cores, bfloat16 on CPUs with AMX and "
+                       "on AMD CPUs with AVX512_BF16 but for Xception below 40x40, else "
+                       "float32)")
+
 #: The test images of the embedded ``digits`` dataset (``zoo predict --digits N`` takes up to
 #: that many).
 DIGITS_TEST_SIZE = 360

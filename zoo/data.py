@@ -40,8 +40,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_bool, check_seed, clip_text,
-                         has_image_signature, is_finite_number, is_integer)
+from zoo.common import (DIGITS_TEST_SIZE, MAX_IGNORE_LABEL, TASKS, check_bool, check_seed,
+                         clip_text, has_image_signature, is_finite_number, is_integer)
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "check_augment_settings", "make_shapes", "digits_arrays",
@@ -1516,11 +1516,6 @@ def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ValueError(f"Unknown dataset {name!r}.{hint} Known datasets: "
                      f"{', '.join(list_datasets())} (folder:PATH or a path for a local folder).")
-
-
-#: The largest ignore label: masks are 8- or 16-bit files, and augmentation moves them as
-#: float32, exact for integers far beyond it.
-MAX_IGNORE_LABEL = 65535
 
 
 def _check_ignore_label(ignore_label):

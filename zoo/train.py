@@ -38,8 +38,9 @@ import tensorflow as tf
 from keras import ops
 
 from zoo import data as zdata
-from zoo.common import (TASKS, atomic_write, atomic_write_text, check_bool, check_seed,
-                         is_digits, is_integer, received_text, remove_path)
+from zoo.common import (AUTO_PRECISION_HELP, MIXED_PRECISION, TASKS, atomic_write,
+                         atomic_write_text, check_bool, check_seed, is_digits, is_integer,
+                         received_text, remove_path)
 
 __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
            "resolve_class_weight", "resolve_mixed_precision", "with_mixed_precision",
@@ -603,13 +604,6 @@ def resolve_jit_compile(jit_compile, *, strategy=None) -> bool:
     return bool(jit_compile)
 
 
-MIXED_PRECISION = ("auto", "off", "float16", "bfloat16")
-
-#: What ``mixed_precision="auto"`` picks, in the ``--mixed-precision`` help of ``zoo train``
-#: and ``zoo tune``.
-AUTO_PRECISION_HELP = ("auto (float16 on GPUs with tensor cores, bfloat16 on CPUs with AMX and "
-                       "on AMD CPUs with AVX512_BF16 but for Xception below 40x40, else "
-                       "float32)")
 
 
 def _gpu_compute_capabilities() -> list:
@@ -3174,12 +3168,6 @@ def _parse_bn_momentum(text):
     return number_type("auto, keep or a number in (0, 1)", lambda v: 0 < v < 1)(text)
 
 
-def _ignore_label_arg(text) -> int:
-    from zoo.cli import number_type
-    return int(number_type(f"an integer from 0 to {zdata.MAX_IGNORE_LABEL}",
-                           lambda v: v.is_integer() and 0 <= v <= zdata.MAX_IGNORE_LABEL)(text))
-
-
 def _parse_class_weight(text):
     """``--class-weight`` value: ``balanced``, or ``NAME=W`` (a class name or index and a
     finite weight >= 0) as ``(name, weight)``."""
@@ -3263,7 +3251,7 @@ def configure_train(parser):
         ``run(args) -> int``, the command (0 on success).
     """
     import argparse
-    from zoo.cli import number_type
+    from zoo.cli import ignore_label_arg, number_type
     parser.add_argument("model", help="registered model name (see `zoo list`)")
     parser.add_argument("--dataset", default=None,
                         help="digits (default for classifiers), shapes (default for "
@@ -3361,7 +3349,7 @@ def configure_train(parser):
                         "(n_samples / (n_classes * count) from the train split), or a class "
                         "name or index and its weight, e.g. cat=2.5 (repeatable; classes not "
                         "named get 1)")
-    parser.add_argument("--ignore-label", default=None, metavar="V", type=_ignore_label_arg,
+    parser.add_argument("--ignore-label", default=None, metavar="V", type=ignore_label_arg,
                         help="segmentation: the mask value of pixels no loss or metric counts "
                         "(Pascal VOC's 255), outside the classes 0..K-1 (default: none)")
     parser.add_argument("--export", action="store_true",

@@ -996,9 +996,16 @@ def test_a_local_cluster_refused_by_its_chief_reports_one_line(tmp_path, capfd, 
         "inception_v3, lenet5, resnet, unet, xception, resnet18, resnet34, resnet50."]
 
 
+def _python(code):
+    """``code`` run by a fresh Python (nothing imported yet), its output captured."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
 def test_a_local_cluster_command_starts_its_processes_without_tensorflow():
     # zoo tune --workers N checks its arguments and starts the chief and the workers; the
-    # processes it starts import TensorFlow, Keras and keras-tuner, so it does not (~5 s).
+    # processes it starts import TensorFlow, Keras and keras-tuner, so it does not (~6 s).
     code = ("import sys\n"
             "from zoo.cli import main\n"
             "search = __import__('importlib').import_module('tuning.search')\n"
@@ -1009,9 +1016,7 @@ def test_a_local_cluster_command_starts_its_processes_without_tensorflow():
             "search._run_local_cluster = started\n"
             "sys.exit(main(['tune', 'unet', '--workers', '2', '--ignore-label', '255',\n"
             "               '--set', 'lr=1e-4:1e-2', '--mixed-precision', 'off']))\n")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120, env=env)
+    r = _python(code)
     assert (r.returncode, r.stdout) == (0, "2 255 ['lr=1e-4:1e-2'] off []\n"), r.stderr[-2000:]
 
 
@@ -1112,9 +1117,7 @@ def test_import_tuning_reaches_its_submodules_and_stays_cheap():
             "else:\n"
             "    raise AssertionError('no AttributeError')\n"
             "print('ok')\n")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120, env=env)
+    r = _python(code)
     assert r.returncode == 0 and r.stdout == "ok\n", r.stderr[-2000:]
 
 

@@ -471,8 +471,11 @@ def test_zoo_train_cli_trains_exports_and_reports(tmp_path, capsys, monkeypatch,
     monkeypatch.setattr(train, "_gpu_compute_capabilities", lambda: [])
     monkeypatch.setattr(train, "_cpu_prefers_bfloat16", lambda: False)   # auto -> float32
     run = tmp_path / "run"
+    # The LiteRT model is made unless --no-lite says otherwise (its conversion is the
+    # export's slowest part).
+    no_lite = ["--no-lite"] if policy else []
     assert zoo_main(["train", "lenet5", "--epochs", "1", "--run-dir", str(run), "--quiet",
-                     "--mixed-precision", precision, "--export",
+                     "--mixed-precision", precision, "--export", *no_lite,
                      "--base-dir", str(tmp_path / "models")]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     metrics = json.loads((run / "metrics.json").read_text())
@@ -485,6 +488,8 @@ def test_zoo_train_cli_trains_exports_and_reports(tmp_path, capsys, monkeypatch,
     exported = line.rsplit("exported to ", 1)[1]
     assert exported == str(tmp_path / "models" / "lenet5" / "1")
     assert (tmp_path / "models" / "lenet5" / "1" / "saved_model.pb").is_file()
+    lite = tmp_path / "models" / "lenet5" / "1" / "assets" / "serving_default.tflite"
+    assert lite.is_file() is not no_lite
 
 
 def test_zoo_train_says_when_the_test_score_is_on_the_validation_split(tmp_path, capsys):
@@ -544,6 +549,8 @@ def test_zoo_train_exports_in_the_precision_asked(tmp_path, capsys):
     (["--no-early-stopping", "--patience", "3"], "--patience 3 goes with early stopping, "
                                                  "which --no-early-stopping turns off"),
     (["--base-dir", "models"], "--base-dir models goes with --export"),
+    (["--no-lite"], "--no-lite goes with --export (or export later: zoo export RUN_DIR "
+                    "--no-lite)"),
 ])
 def test_zoo_train_refuses_an_option_it_would_ignore(argv, message, tmp_path, capsys):
     # Before, the run trained without early stopping or export, exit code 0.

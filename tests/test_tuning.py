@@ -281,9 +281,19 @@ def test_search_records_all_trials_a_failed_one_and_exports_the_best(tiny, tmp_p
     assert rerun["export"] == best["export"] and rerun["exported_before"] is True
     assert sorted(os.listdir(versions)) == ["1"]
     assert json.loads((project / "best.json").read_text())["export"] == best["export"]
-    other = search("lenet5", tiny, export_dir=str(tmp_path / "other"), **again).attrs["best"]
+    lite = os.path.join("assets", "serving_default.tflite")
+    assert os.path.isfile(os.path.join(best["export"], lite))
+    other = search("lenet5", tiny, export_dir=str(tmp_path / "other"), export_lite=False,
+                   **again).attrs["best"]
     assert other["export"] == str(tmp_path / "other" / "lenet5_tuned" / "1")
     assert "exported_before" not in other
+    assert not os.path.exists(os.path.join(other["export"], lite))
+    # That export has no LiteRT model: a run that asks for one exports again.
+    with_lite = search("lenet5", tiny, export_dir=str(tmp_path / "other"),
+                       **again).attrs["best"]
+    assert with_lite["export"] == str(tmp_path / "other" / "lenet5_tuned" / "2")
+    assert "exported_before" not in with_lite and os.path.isfile(
+        os.path.join(with_lite["export"], lite))
     shutil.rmtree(tmp_path / "other")
     assert search("lenet5", tiny, export_dir=str(tmp_path / "other"),
                   **again).attrs["best"]["export"] == other["export"]
@@ -803,6 +813,8 @@ def test_export_dir_goes_with_export_and_reaches_a_local_clusters_chief(tmp_path
     assert main(["tune", "lenet5", "--export-dir", "sm", "--directory",
                  str(tmp_path / "runs")]) == 2
     assert capsys.readouterr().err.strip() == "zoo: error: --export-dir sm goes with --export"
+    assert main(["tune", "lenet5", "--no-lite", "--directory", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err.strip() == "zoo: error: --no-lite goes with --export"
     assert not (tmp_path / "runs").exists()
     search_module = importlib.import_module("tuning.search")
     commands = {}
@@ -813,11 +825,11 @@ def test_export_dir_goes_with_export_and_reaches_a_local_clusters_chief(tmp_path
     tune = argparse.ArgumentParser()
     search_module.configure_tune(tune)
     args = tune.parse_args(["lenet5", "--workers", "1", "--directory", str(tmp_path),
-                            "--export", "--export-dir", "sm"])
+                            "--export", "--export-dir", "sm", "--no-lite"])
     assert search_module._run_local_cluster(args) == 0
     chief = tune.parse_args(commands["chief"][commands["chief"].index("lenet5"):])
     worker = tune.parse_args(commands["worker"][commands["worker"].index("lenet5"):])
-    assert (chief.export, chief.export_dir) == (True, "sm")
+    assert (chief.export, chief.export_dir, chief.lite) == (True, "sm", False)
     assert (worker.export, worker.export_dir) == (False, None)   # the chief exports
 
 

@@ -914,7 +914,7 @@ def _check_objective(hypermodel, splits, objective):
 def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_trials=10,
            epochs=10, directory="tuning_runs", project=None, resume=True, overwrite=False,
            set=None, fix=None, export=False, export_dir="saved_models", export_name=None,
-           image_size=None, data_dir=None, download=False, seed=0,
+           export_lite=True, image_size=None, data_dir=None, download=False, seed=0,
            max_consecutive_failed_trials=3, executions_per_trial=1, jit_compile=False,
            mixed_precision="auto", callbacks=None, verbose=0, cv=None, deterministic=False,
            ignore_label=None):
@@ -946,6 +946,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         export: export the best model with ``zoo.export.export``.
         export_dir: base directory of the export.
         export_name: model name of the export (default: the best model's name).
+        export_lite: with ``export``, also write the export's LiteRT model (``lite`` of
+            ``zoo.export.export``; ``False`` is ``zoo tune --export --no-lite``).
         image_size: ``(H, W)`` model input; default: the dataset's, raised to the
             family's minimum input size where needed.
         data_dir: tensorflow-datasets data directory (as in ``zoo.data.load``). Where the
@@ -1027,7 +1029,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
                  image_size=image_size, callbacks=callbacks, verbose=verbose)
     # ("no" would count as True: a project deleted; 1 and 0 are no flags either)
     check_bool("search", resume=resume, overwrite=overwrite, export=export, download=download,
-               deterministic=deterministic)
+               deterministic=deterministic, export_lite=export_lite)
     if cv is not None:
         if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
             raise ValueError(f"cv must be None or an integer >= 2 (folds). Received: cv={cv!r}")
@@ -1199,7 +1201,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             kt_tuner.save()
 
         best = _best(kt_tuner, df, splits, hypermodel, export=export, export_dir=export_dir,
-                     export_name=export_name, objective=name, pooled=pooled, seed=seed)
+                     export_name=export_name, export_lite=export_lite, objective=name,
+                     pooled=pooled, seed=seed)
         _write_json(os.path.join(kt_tuner.project_dir, "best.json"), best)
         df.attrs["best"] = best
         df.attrs["project_dir"] = kt_tuner.project_dir
@@ -1325,7 +1328,7 @@ def _refit(hypermodel, trial, pooled, epochs, seed, batch_size=32):
 
 
 def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, objective,
-          pooled=None, seed=0):
+          export_lite=True, pooled=None, seed=0):
     """Evaluate (and export) the best completed trial's model."""
     completed = df[df["status"] == "COMPLETED"]
     if completed.empty:
@@ -1370,19 +1373,21 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
                                                   "mixed_precision")}}
         name = export_name or model.name
         source = kt_tuner.oracle._get_trial_dir(trial.trial_id)
-        best["export"] = _earlier_export(kt_tuner.project_dir, best, export_dir, name, source)
+        best["export"] = _earlier_export(kt_tuner.project_dir, best, export_dir, name, source,
+                                         export_lite)
         if best["export"] is None:
             best["export"] = zoo_export(model, base_dir=export_dir, name=name, info=run,
-                                        source=source)
+                                        source=source, lite=export_lite)
         else:
             best["exported_before"] = True
     return best
 
 
-def _earlier_export(project_dir, best, export_dir, name, source):
+def _earlier_export(project_dir, best, export_dir, name, source, lite=True):
     """The version directory an earlier run of this search exported ``best``'s model to,
     when it is still there, under ``export_dir/name``, with this trial, score and
-    ``source`` in its ``zoo.json``; else ``None``. A finished search run again
+    ``source`` in its ``zoo.json`` (and a LiteRT model, or the reason there is none, when
+    ``lite``: not one exported with ``lite=False``); else ``None``. A finished search run again
     with ``--export`` then reports that version instead of exporting the model once more."""
     before = _read_json(os.path.join(project_dir, "best.json"), {})
     path = before.get("export") if isinstance(before, dict) else None
@@ -1397,6 +1402,9 @@ def _earlier_export(project_dir, best, export_dir, name, source):
     settings = training.get("settings") or {}
     if training.get("source") != os.path.abspath(source) or \
             settings.get("trial") != best["trial"] or settings.get("score") != best["score"]:
+        return None
+    from zoo.export import LITE_NOT_REQUESTED
+    if lite and (record.get("lite") or {}).get("error") == LITE_NOT_REQUESTED:
         return None
     return path
 
@@ -1461,6 +1469,9 @@ def configure_tune(parser):
     parser.add_argument("--export", action="store_true", help="export the best model")
     parser.add_argument("--export-dir", default=None, metavar="DIR",
                         help="base directory of --export (default saved_models)")
+    parser.add_argument("--no-lite", dest="lite", action="store_false",
+                        help="with --export: no LiteRT model in the export, as zoo export "
+                        "--no-lite")
     parser.add_argument("--image-size", type=parse_shape, default=None, metavar="H,W",
                         help="model input size (default: the dataset's own, raised to the "
                              "family's smallest input where it is below; zoo train's default "
@@ -1516,6 +1527,8 @@ def configure_tune(parser):
                 raise ValueError(f"{flag} must be >= 1. Received: {value}")
         if args.export_dir is not None and not args.export:
             raise ValueError(f"--export-dir {args.export_dir} goes with --export")
+        if not args.lite and not args.export:
+            raise ValueError("--no-lite goes with --export")
         if args.quiet:
             args.verbose = 0
         # Checked here too, before a local cluster's processes start.
@@ -1551,7 +1564,7 @@ def configure_tune(parser):
                         max_trials=args.max_trials, epochs=args.epochs,
                         directory=args.directory, project=args.project,
                         overwrite=args.overwrite, set=set_, fix=fix, export=args.export,
-                        export_dir=args.export_dir or "saved_models",
+                        export_dir=args.export_dir or "saved_models", export_lite=args.lite,
                         image_size=args.image_size,
                         data_dir=args.data_dir, download=args.download, seed=args.seed,
                         jit_compile=args.jit, mixed_precision=args.mixed_precision,
@@ -1748,6 +1761,7 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
     chief_cmd += ["--overwrite"] if args.overwrite else []
     chief_cmd += ["--export"] if args.export else []
     chief_cmd += ["--export-dir", args.export_dir] if args.export_dir is not None else []
+    chief_cmd += [] if args.lite else ["--no-lite"]
 
     def leave_ctrl_c_to_the_cluster():
         # Ctrl-C reaches the terminal's whole process group: this process stops the

@@ -66,6 +66,8 @@ INPUT_NAME = "images"
 PRECISIONS = ("float32", "float16", "bfloat16")
 ZOO_JSON = os.path.join("assets", "zoo.json")
 LITE_FILE = os.path.join("assets", "serving_default.tflite")
+#: ``zoo.json``'s ``lite.error`` of an export made with ``lite=False`` (``--no-lite``).
+LITE_NOT_REQUESTED = "not requested (lite=False)"
 LITE_TOLERANCE = 1e-3      # largest |LiteRT - SavedModel| probability accepted on the check inputs
 TMP_PREFIX = ".tmp-"
 #: ``zoo.json: "format"`` of the exports written here (see the module's doc): raised only
@@ -837,7 +839,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         archive.write_out(tmp, verbose=False)
         record["gpu"] = _gpu_record(tmp)
         record["lite"] = (write_lite(tmp, serving_fn, record) if lite else
-                          {"file": None, "error": "not requested (lite=False)"})
+                          {"file": None, "error": LITE_NOT_REQUESTED})
         return _commit(tmp, model_dir, version, overwrite, record)
     except BaseException:
         if tmp is not None:

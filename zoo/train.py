@@ -3360,6 +3360,9 @@ def configure_train(parser):
                         choices=("float32", "float16", "bfloat16"),
                         help="with --export: the export's weights and compute dtype (default "
                         "float32, whatever the training precision; float16 for GPU servers)")
+    parser.add_argument("--no-lite", dest="lite", action="store_false",
+                        help="with --export: no LiteRT model in the export, as zoo export "
+                        "--no-lite")
     parser.add_argument("--batch-norm-momentum", type=_parse_bn_momentum, default="auto",
                         metavar="auto|keep|M",
                         help="momentum of the batch norms' moving statistics while training: "
@@ -3385,6 +3388,9 @@ def configure_train(parser):
         if args.base_dir is not None and not args.export:
             raise ValueError(f"--base-dir {args.base_dir} goes with --export (or export later: "
                              f"zoo export RUN_DIR --base-dir {args.base_dir})")
+        if not args.lite and not args.export:
+            raise ValueError("--no-lite goes with --export (or export later: zoo export "
+                             "RUN_DIR --no-lite)")
         for name, value in (("class_weight", class_weight),
                             ("label_smoothing", args.label_smoothing)):
             _refuse_for_segmentation(minfo.task, f"model {args.model!r}", name, value)
@@ -3485,7 +3491,8 @@ def configure_train(parser):
                 from zoo import export as zexport
                 path = zexport.export_run(run_dir, base_dir=args.base_dir or "saved_models",
                                           name=args.model,
-                                          precision=args.export_precision or "float32")
+                                          precision=args.export_precision or "float32",
+                                          lite=args.lite)
                 line += f", exported to {path}"
                 zexport.print_changed_classes_note(path, "train")
             print(line)

@@ -131,12 +131,15 @@ def test_hypermodel_builds_defaults_and_fixed_overrides_and_trains(family):
     keras.backend.clear_session()
 
 
-def test_cosine_lr_schedule_decays_over_the_trial_epochs():
+def _trial_rates(hm, schedule, lr, epochs, validate=False):
+    """The learning rate each epoch of a LeNet-5 trial of ``hm`` trained with, on 8 random
+    images, under ``schedule``."""
     import tensorflow as tf
-    hm = _hypermodel("lenet5")
+
+    from tuning.hypermodels import set_num_examples
     hp = kt.HyperParameters()
-    hp.Fixed("lr_schedule", "cosine")
-    hp.Fixed("lr", 0.01)
+    hp.Fixed("lr_schedule", schedule)
+    hp.Fixed("lr", lr)
     hp.Fixed("augment", 0.0)
     model = hm.build(hp)
     rng = np.random.default_rng(0)
@@ -148,13 +151,31 @@ def test_cosine_lr_schedule_decays_over_the_trial_epochs():
         def on_epoch_end(self, epoch, logs=None):
             rates.append(float(self.model.optimizer.learning_rate.numpy()))
 
-    from tuning.hypermodels import set_num_examples
     data = set_num_examples(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), 8)
-    hm.fit(hp, model, data, epochs=4, verbose=0, callbacks=[Record()])
+    hm.fit(hp, model, data, validation_data=data if validate else None, epochs=epochs,
+           verbose=0, callbacks=[Record()])
+    keras.backend.clear_session()
+    return rates
+
+
+def test_cosine_lr_schedule_decays_over_the_trial_epochs():
+    rates = _trial_rates(_hypermodel("lenet5"), "cosine", 0.01, 4)
     expected = [0.01 * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(4)]
     assert rates == pytest.approx(expected, rel=1e-5)   # 0.01, 0.0085, 0.005, 0.0015
-    keras.backend.clear_session()
 
+
+def test_plateau_lr_schedule_lowers_the_rate_when_the_validation_loss_stalls():
+    # Not a default choice (searches made before resume with their space); --set adds it.
+    # At a rate of 1e-30 no weight moves, so the validation loss never improves after the
+    # first epoch: the rate is divided by 10 after 3 epochs without improvement, as
+    # zoo train --lr-schedule plateau does.
+    hm = _hypermodel("lenet5", set={"lr_schedule": "constant,cosine,plateau"})
+    assert hm.params["lr_schedule"].values == ("constant", "cosine", "plateau")
+    with pytest.raises(ValueError, match="hyperparameter 'lr_schedule' must be constant, "
+                                         "cosine or plateau. Received: 'step'"):
+        _hypermodel("lenet5", set={"lr_schedule": "constant,step"})
+    rates = _trial_rates(hm, "plateau", 1e-30, 6, validate=True)
+    assert rates == pytest.approx([1e-30] * 4 + [1e-31] * 2, rel=1e-5)
 
 def test_space_describe_set_fix_and_errors():
     hm = _hypermodel("resnet", fix={"depth": "34"}, set={"lr": "1e-4:1e-2",

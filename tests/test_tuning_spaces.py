@@ -628,7 +628,7 @@ def test_a_local_clusters_processes_get_every_option_of_the_search():
     args = parser.parse_args(argv)
     again = vars(parser.parse_args(tsearch._argv(args)))
     cluster = {"workers", "chief", "worker", "worker_id", "overwrite", "export", "export_dir",
-               "show_space", "quiet"}
+               "lite", "show_space", "quiet"}
     want = {k: v for k, v in vars(args).items() if k not in cluster}
     assert {k: v for k, v in again.items() if k not in cluster} == want
     assert {k for k, v in vars(parser.parse_args(["resnet"])).items()

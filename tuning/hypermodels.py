@@ -43,7 +43,7 @@ import keras_tuner as kt
 
 from tuning.assignments import (ALIASES, FAMILIES, _parse_spec, check_set_fix, family_of,
                                 parse_assignments)
-from zoo.train import OPTIMIZERS
+from zoo.train import LR_SCHEDULES, OPTIMIZERS
 
 __all__ = [
     "Param", "ZooHyperModel", "LeNet5HyperModel", "AlexNetHyperModel", "GoogLeNetHyperModel",
@@ -288,10 +288,12 @@ TRAINING = (
           help="optimizer (zoo.train.compile_model; sgd has momentum 0.9)"),
     Param("lr", "float", 1e-3, min_value=1e-4, max_value=1e-1, sampling="log", grid_step=10,
           valid=_positive, valid_text="a finite number > 0", help="learning rate (log scale)"),
+    # plateau is not among the default choices (a search's space is part of its fingerprint:
+    # the searches made before would no longer resume); --set lr_schedule=... adds it.
     Param("lr_schedule", "choice", "constant", values=("constant", "cosine"), vtype=str,
-          strict=True, valid=lambda v: v in ("constant", "cosine"),
-          valid_text="constant or cosine",
-          help="learning-rate schedule over the trial's epochs (zoo.train.fit's lr_schedule)"),
+          valid=lambda v: v in LR_SCHEDULES, valid_text="constant, cosine or plateau",
+          help="learning-rate schedule over the trial's epochs (zoo.train.fit's lr_schedule; "
+               "plateau: --set lr_schedule=constant,cosine,plateau)"),
     Param("weight_decay", "choice", 0.0, values=(0.0, 1e-5, 1e-4, 1e-3),
           valid=lambda v: 0 <= v < math.inf, valid_text="a finite number >= 0",
           help="decoupled weight decay of the optimizer (0: none)"),
@@ -691,9 +693,16 @@ class ZooHyperModel(kt.HyperModel):
         if isinstance(validation_data, tf.data.Dataset):
             validation_data = _label_guard(validation_data, k, self.task, self.ignore_label)
         callbacks = list(kwargs.pop("callbacks", None) or []) + [FailOnNaN()]
-        if values.get("lr_schedule", "constant") == "cosine":
+        schedule = values.get("lr_schedule", "constant")
+        if schedule == "cosine":
             from zoo.train import cosine_schedule
             callbacks.append(cosine_schedule(values["lr"], int(kwargs.get("epochs", 1))))
+        elif schedule == "plateau":
+            # As zoo train's: divided by 10 after 3 epochs without a lower validation loss
+            # (zoo train's default --monitor), at most 3 times.
+            from zoo.train import PlateauSchedule
+            callbacks.append(PlateauSchedule("val_loss" if validation_data is not None
+                                             else "loss", "min", values["lr"]))
         kwargs.setdefault("shuffle", False)   # the pipeline shuffles; Keras would warn
         # Data of unknown length (a Splits passed in, which rebatching cannot count): no
         # "ran out of data" warning at the end of every trial's first epoch.

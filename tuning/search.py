@@ -1364,18 +1364,18 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
             "ignore_label": splits.info.ignore_label}
     if export:
         from zoo.export import export as zoo_export
-        # zoo.json: the trial's directory as the source, its hyperparameters as the
-        # settings, the test metrics, as an export of a training run records them.
-        run = {"dataset": splits.info.to_dict(), "task": splits.info.task,
-               "metrics": {f"test_{k}": v for k, v in best["test"].items()},
-               "settings": {k: best[k] for k in ("trial", "objective", "score",
-                                                  "hyperparameters", "refit_epochs",
-                                                  "mixed_precision")}}
         name = export_name or model.name
         source = kt_tuner.oracle._get_trial_dir(trial.trial_id)
         best["export"] = _earlier_export(kt_tuner.project_dir, best, export_dir, name, source,
                                          export_lite)
         if best["export"] is None:
+            # zoo.json: the trial's directory as the source, its hyperparameters as the
+            # settings, the test metrics, as an export of a training run records them.
+            run = {"dataset": splits.info.to_dict(), "task": splits.info.task,
+                   "metrics": {f"test_{k}": v for k, v in best["test"].items()},
+                   "settings": {k: best[k] for k in ("trial", "objective", "score",
+                                                      "hyperparameters", "refit_epochs",
+                                                      "mixed_precision")}}
             best["export"] = zoo_export(model, base_dir=export_dir, name=name, info=run,
                                         source=source, lite=export_lite)
         else:

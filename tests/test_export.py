@@ -688,6 +688,56 @@ def test_an_export_that_loses_its_version_to_another_says_so(tmp_path, monkeypat
     assert sorted(os.listdir(tmp_path / "m")) == ["3", "4", "5"]
 
 
+def test_exports_from_two_processes_at_once_each_take_their_own_version(tmp_path):
+    """Two processes export into one model directory at the same time, 3 times each, after
+    version 1: versions 2-7, each once, and no temporary left (README: Exporting). Their
+    first exports both rename into version 2 at once (each waits at its rename for the
+    other's), so one of them finds it taken and takes the next."""
+    go = tmp_path / "go"
+    script = textwrap.dedent(f"""
+        import glob, os, time
+        import zoo
+        real_rename, waited = os.rename, []
+        def rename_together(src, dst):
+            if os.path.basename(dst).isdigit() and not waited:
+                waited.append(True)
+                open({str(tmp_path)!r} + "/renaming-" + str(os.getpid()), "w").close()
+                deadline = time.monotonic() + 120
+                while (len(glob.glob({str(tmp_path)!r} + "/renaming-*")) < 2
+                       and time.monotonic() < deadline):
+                    time.sleep(0.01)
+            real_rename(src, dst)
+        os.rename = rename_together
+        model = zoo.lenet5(variant="modern")
+        open({str(tmp_path)!r} + "/ready-" + str(os.getpid()), "w").close()
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.01)
+        for _ in range(3):
+            print(os.path.basename(zoo.export(model, {str(tmp_path)!r}, name="m", lite=False)),
+                  flush=True)
+    """)
+    zoo.export(zoo.lenet5(variant="modern"), tmp_path, name="m", lite=False)
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        for proc in procs:
+            wait_for_marker(tmp_path / f"ready-{proc.pid}", proc, "an exporter never started")
+        go.touch()
+        outputs = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in outputs]
+    versions = [[int(v) for v in out.split()] for out, _ in outputs]
+    assert [len(v) for v in versions] == [3, 3]
+    assert sorted(versions[0] + versions[1]) == [2, 3, 4, 5, 6, 7]
+    assert sorted(os.listdir(tmp_path / "m")) == [str(v) for v in range(1, 8)]
+
+
 def test_an_export_with_other_classes_than_the_version_it_replaces_is_noted(tmp_path,
                                                                            capsys):
     """zoo train --export on digits, then on a folder of two classes, put both under

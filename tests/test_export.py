@@ -105,6 +105,8 @@ def test_every_model_round_trips_with_equal_outputs(name, tmp_path):
     ("xception", dict(input_shape=(71, 71, 3), num_classes=5), 0),         # separable conv -> BN
     ("unet", dict(input_shape=(32, 32, 3), base_filters=4, depth=2, padding="same",
                   batch_norm=True, num_classes=3), 0),
+    ("inception_v3", dict(input_shape=(75, 75, 3), num_classes=5), 0),
+    ("googlenet", dict(input_shape=(65, 65, 3), batch_norm=True, num_classes=5), 0),
 ])
 def test_fold_batch_norm_keeps_outputs_and_leaves_the_model_alone(name, kwargs, left):
     model = zoo.get_model(name, **kwargs)
@@ -123,8 +125,9 @@ def test_fold_batch_norm_keeps_outputs_and_leaves_the_model_alone(name, kwargs, 
     assert sum(isinstance(layer, zoo.layers.FoldedBatchNormalization)
                for layer in folded.layers) == len(bns) - left
     x = rng.uniform(0, 1, (2, *model.input_shape[1:])).astype("float32")
+    # Within 1e-6 (README; 2.4e-7 measured, U-Net)
     np.testing.assert_allclose(folded(x, training=False), model(x, training=False),
-                               rtol=1e-4, atol=1e-5)
+                               rtol=0, atol=1e-6)
     for a, b in zip(before, model.weights):    # the model itself is untouched
         np.testing.assert_array_equal(a, b.numpy())
     assert zoo_export.fold_batch_norm(zoo.get_model("lenet5")).name == "lenet5"  # nothing to fold

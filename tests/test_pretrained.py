@@ -284,6 +284,24 @@ def test_imagenet_weights_need_rgb_and_unet_a_backbone(args, message, tmp_path, 
     assert "\n" not in err and re.search(message, err), err
 
 
+@pytest.mark.parametrize("quiet", [True, False])
+def test_quiet_hides_the_download_of_published_weights(quiet, folder, tmp_path, monkeypatch,
+                                                       capsys):
+    """``--quiet``: one error line and nothing else; Keras' fetch of the published file
+    printed ``Downloading data from URL`` (and a progress bar) under it too."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))   # not in the cache
+    missing = zoo_weights.WeightFile("resnet50_notop.h5", (tmp_path / "nowhere").as_uri() + "/")
+    monkeypatch.setitem(R.WEIGHT_FILES, "resnet50", {True: missing, False: missing})
+    assert zoo_main(["train", "resnet50", "--weights", "imagenet", "--dataset",
+                     f"folder:{folder}", "--image-size", "32,32", "--epochs", "1",
+                     *(["--quiet"] if quiet else []), "--run-dir", str(tmp_path / "run")]) == 2
+    out, err = capsys.readouterr()
+    assert out == ("" if quiet else f"Downloading data from {missing.url}\n")
+    assert len(err.splitlines()) == 1 and err.startswith(
+        "zoo: error: resnet50: could not fetch the 'imagenet' weights resnet50_notop.h5"), err
+    assert keras.config.is_interactive_logging_enabled()   # restored
+
+
 # ---------------------------------------------------------------------------------------
 # fit: an output that is no classifier of the dataset
 

@@ -96,6 +96,40 @@ def png_b64(image):
     return base64.b64encode(buf.getvalue()).decode()
 
 
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_shuts_the_server_down_silently_with_code_0(tmp_path, sig):
+    """``zoo serve`` is a server: SIGTERM (a container stopping) and Ctrl-C shut it down
+    (uvicorn's shutdown) with exit code 0 and no ``zoo: terminated`` / ``zoo: interrupted``
+    line, where other commands end with 143 / 130 (README, Quick start)."""
+    import signal
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo", "serve", str(tmp_path), "--port", str(port)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as in a terminal (a process started in the background inherits SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        while True:   # up once it answers (uvicorn's handlers are in place)
+            assert proc.poll() is None, proc.communicate()
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/v1/models/none", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "zoo serve did not start in 240 s"
+                time.sleep(0.3)
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert err == ""
+    assert out.startswith("zoo serve: 0 model(s) under ") and len(out.splitlines()) == 1, out
+
+
 def test_binds_to_localhost_only(server):
     proc = subprocess.run(["ss", "-ltn"], capture_output=True, text=True) \
         if os.path.exists("/usr/bin/ss") or os.path.exists("/bin/ss") else None

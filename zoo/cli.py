@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as exc:   # Ctrl-C, SIGTERM
         return interrupted(exc, "zoo")
     except BrokenPipeError:
-        # The reader of stdout is gone (`zoo summary resnet50 | head`): stop quietly, as
+        # The reader of stdout is gone (`zoo summary resnet152 | head`): stop quietly, as
         # shell tools do, with stdout sent nowhere so that the flush at exit cannot fail.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

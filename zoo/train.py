@@ -3106,6 +3106,21 @@ class _null:
 
 
 @contextlib.contextmanager
+def keras_output_hidden():
+    """Keras' own messages and progress bars hidden (sent to absl's log, below the level it
+    shows), as ``zoo train --quiet`` has them: the fetch of published weights printed
+    ``Downloading data from URL`` and a progress bar (that line, before a failed fetch's
+    error line, too). Keras' setting is restored afterwards."""
+    was = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()
+    try:
+        yield
+    finally:
+        if was:
+            keras.config.enable_interactive_logging()
+
+
+@contextlib.contextmanager
 def quiet_unknown_length(*datasets):
     """A context in which ``model.fit`` over ``datasets`` (``None`` entries skipped) does
     not warn "Your input ran out of data" where one of them has no known length: Keras says
@@ -3377,6 +3392,10 @@ def configure_train(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def run(args):
+        with keras_output_hidden() if args.quiet else contextlib.nullcontext():
+            return train_command(args)
+
+    def train_command(args):
         from zoo.registry import model_info
         t0 = time.time()
         minfo = model_info(args.model)

@@ -304,6 +304,14 @@ ERRORS = [
      "unrecognised image format"),
     ("post", "/v1/models/lenet5:predict", {"instances": [{"pixels": 1}]}, 400,
      "named inputs must be exactly"),
+    # Pixels outside the model's raw range, or scaled to 0..1 for a 0..255 model: refused as
+    # Servable.predict refuses them (they were predicted as some other image).
+    ("post", "/v1/models/lenet5:predict", {"instances": [[[[0.25]], [[0.5]]]]}, 400,
+     "lenet5 takes raw pixels from 0 to 255 (info['input']['raw_range']); image 0 holds "
+     "fractions from 0.25 to 0.5: pixels scaled to 0..1? Multiply them by 255"),
+    ("post", "/v1/models/lenet5:predict", {"inputs": [[[[0]], [[9]]], [[[300]], [[0]]]]}, 400,
+     "lenet5 takes raw pixels from 0 to 255 (info['input']['raw_range']; it normalises them "
+     "itself); image 1 holds values from 0 to 300."),
     ("post", "/v1/models/lenet5:predict", {"inputs": {"x": [1]}}, 400, "input"),
     # JSON's true and false among the pixels, small and large bodies (were read as 1 and 0)
     ("post", "/v1/models/lenet5:predict", {"instances": [[[[0], [True]], [[9], [9]]]]}, 400,

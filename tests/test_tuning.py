@@ -1315,6 +1315,19 @@ def test_too_many_failed_trials_stop_the_search_with_one_line(tiny, tmp_path, ca
         assert "Traceback" in saved["message"] and "loss became " in saved["message"]
 
 
+def test_zoo_debug_prints_a_failed_trials_traceback(tiny, tmp_path, capsys, monkeypatch):
+    # README (Failures): a failed trial's traceback is in its trial.json, and ZOO_DEBUG=1
+    # prints it too (keras-tuner's DEBUG, which zoo tune otherwise turns off).
+    monkeypatch.setenv("ZOO_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="after 1 consecutive failed trial"):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+               directory=str(tmp_path), project="d", fix={**FIX_ALL, "lr": 1e38},
+               max_consecutive_failed_trials=1)
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "FailedTrialError" in err
+    assert "trial 0 failed: FailedTrialError: loss became " in err
+
+
 def test_a_chief_refuses_an_address_it_cannot_serve_on(tiny, tmp_path, monkeypatch):
     # gRPC binds with SO_REUSEPORT: a second chief on a port in use would serve beside
     # the first one, and workers would join either search.

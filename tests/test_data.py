@@ -282,6 +282,36 @@ def test_tfds_loaders_under_mock_data(name, tmp_path):
         assert len(s.info.mean) == len(s.info.std) == shape[2]
 
 
+
+@pytest.mark.parametrize("command, hidden", [
+    (["train", "lenet5", "--quiet"], True),
+    (["train", "lenet5"], False),
+    (["tune", "lenet5"], True),                    # --verbose 0, its default
+    (["tune", "lenet5", "--verbose", "2"], False)])
+def test_quiet_commands_hide_tensorflow_datasets_download_bars(command, hidden, tmp_path,
+                                                              monkeypatch, capsys):
+    # zoo train --quiet and zoo tune --verbose 0 print one error line, as the README says:
+    # a tfds download's progress bar ("Dl Completed...") came before it.
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    from zoo.cli import main
+
+    def fetch_and_fail(name, **kwargs):   # a download that shows its bar, then fails
+        with tqdm_utils.tqdm(total=1, desc="Dl Completed...", unit=" url") as bar:
+            bar.update(1)
+        raise FileNotFoundError("the download stopped")
+    monkeypatch.setattr(tfds, "load", fetch_and_fail)
+    runs = ["--run-dir", str(tmp_path / "run")] if command[0] == "train" else \
+        ["--directory", str(tmp_path / "runs")]
+    assert main([*command, "--dataset", "cifar10", "--download", *runs]) == 2
+    err = capsys.readouterr().err
+    assert ("Dl Completed" in err) is not hidden, err
+    assert len(err.strip().splitlines()) == 1 or not hidden, err
+    assert err.strip().splitlines()[-1].startswith("zoo: error: Dataset 'cifar10' is not "
+                                                   "available in ")
+    assert tqdm_utils._active     # restored
+
 def test_tfds_train_order_follows_the_seed(tmp_path):
     import tensorflow_datasets as tfds
     with tfds.testing.mock_data(num_examples=64):

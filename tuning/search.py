@@ -1559,17 +1559,19 @@ def configure_tune(parser):
         # collector as it is.
         gc.collect()
         gc.freeze()
+        from zoo.data import download_progress_hidden
         try:
-            df = search(args.model, dataset, tuner=args.tuner, objective=args.objective,
-                        max_trials=args.max_trials, epochs=args.epochs,
-                        directory=args.directory, project=args.project,
-                        overwrite=args.overwrite, set=set_, fix=fix, export=args.export,
-                        export_dir=args.export_dir or "saved_models", export_lite=args.lite,
-                        image_size=args.image_size,
-                        data_dir=args.data_dir, download=args.download, seed=args.seed,
-                        jit_compile=args.jit, mixed_precision=args.mixed_precision,
-                        deterministic=args.deterministic,
-                        verbose=args.verbose, cv=args.cv, ignore_label=args.ignore_label)
+            with download_progress_hidden() if args.verbose == 0 else contextlib.nullcontext():
+                df = search(args.model, dataset, tuner=args.tuner, objective=args.objective,
+                            max_trials=args.max_trials, epochs=args.epochs,
+                            directory=args.directory, project=args.project,
+                            overwrite=args.overwrite, set=set_, fix=fix, export=args.export,
+                            export_dir=args.export_dir or "saved_models", export_lite=args.lite,
+                            image_size=args.image_size,
+                            data_dir=args.data_dir, download=args.download, seed=args.seed,
+                            jit_compile=args.jit, mixed_precision=args.mixed_precision,
+                            deterministic=args.deterministic,
+                            verbose=args.verbose, cv=args.cv, ignore_label=args.ignore_label)
         except KeyboardInterrupt as exc:
             if os.environ.get(_CLUSTER_MEMBER):    # stopped by its --workers command,
                 from zoo.cli import signal_exit_code   # which speaks for the cluster

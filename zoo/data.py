@@ -30,6 +30,7 @@ classes that stop below it is refused, the message naming ``ignore_label=255``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import logging
@@ -748,6 +749,21 @@ def _offline_message(name, data_dir, exc):
             f"without download=True (--download). Get it once on a machine with internet: "
             f"`tfds build {name} --data_dir DIR` and pass data_dir=DIR (`--data-dir DIR`). "
             f"Datasets that need no download: {', '.join(OFFLINE_DATASETS)}. ({exc})")
+
+
+@contextlib.contextmanager
+def download_progress_hidden():
+    """tensorflow-datasets' progress bars (``Dl Completed...``, ``Generating splits...``
+    while ``download=True`` fetches and prepares a dataset) hidden, as ``zoo train --quiet``
+    and ``zoo tune --verbose 0`` have them; their setting is restored afterwards."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.utils import tqdm_utils
+    was = getattr(tqdm_utils, "_active", True)   # (tfds has a setter only)
+    tfds.display_progress_bar(False)
+    try:
+        yield
+    finally:
+        tfds.display_progress_bar(was)
 
 
 def _tfds_source(name, data_dir=None, download=False):

@@ -3110,11 +3110,13 @@ def keras_output_hidden():
     """Keras' own messages and progress bars hidden (sent to absl's log, below the level it
     shows), as ``zoo train --quiet`` has them: the fetch of published weights printed
     ``Downloading data from URL`` and a progress bar (that line, before a failed fetch's
-    error line, too). Keras' setting is restored afterwards."""
+    error line, too); tensorflow-datasets' download bars too
+    (:func:`zoo.data.download_progress_hidden`). The settings are restored afterwards."""
     was = keras.config.is_interactive_logging_enabled()
     keras.config.disable_interactive_logging()
     try:
-        yield
+        with zdata.download_progress_hidden():
+            yield
     finally:
         if was:
             keras.config.enable_interactive_logging()

@@ -1,5 +1,7 @@
 """Bad arguments at the Python API: clear errors that name what was received and what is
 allowed."""
+import re
+
 import pytest
 
 import zoo
@@ -53,3 +55,189 @@ def test_unet_refuses_a_softmax_over_one_class():
         zoo.unet(num_classes=1, input_shape=(188, 188, 1))
     model = zoo.unet(num_classes=1, output_activation="sigmoid", input_shape=(188, 188, 1))
     assert model.output_shape == (None, 4, 4, 1)
+
+
+def test_profile_refuses_a_model_name_and_names_what_it_takes():
+    # profile("lenet5") was "'lenet5' has no functional graph (a subclassed or unbuilt model)"
+    with pytest.raises(TypeError, match=r"^profile: model must be a keras.Model "
+                                        r"\(zoo.get_model\('lenet5'\) for a registered model\)\. "
+                                        r"Received: 'lenet5'$"):
+        zoo.profile("lenet5")
+    with pytest.raises(TypeError, match=r"^profile: model must be a keras.Model. Received: int "
+                                        r"object$"):
+        zoo.profile(5)
+
+
+def test_detect_family_and_generic_table_refuse_what_is_no_model():
+    from zoo.tables import detect_family, generic_table
+    # were AttributeErrors: "'int' object has no attribute 'layers'"
+    with pytest.raises(TypeError, match=r"^detect_family: expected a keras.Model. Received: "
+                                        r"int$"):
+        detect_family(5)
+    with pytest.raises(TypeError, match=r"^generic_table: expected a keras.Model. Received: "
+                                        r"str$"):
+        generic_table("lenet5")
+    assert detect_family(zoo.lenet5()) == "lenet"
+
+
+def test_list_versions_and_load_refuse_what_is_no_path(tmp_path, monkeypatch):
+    from zoo import serving
+    from zoo.export import latest_version, list_versions
+    # list_versions(None) listed the current directory's versions, list_versions(5) those
+    # of whatever directory file descriptor 5 was ("Bad file descriptor" if none);
+    # serving.load("") looked for a SavedModel in the current directory
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "saved_model.pb").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert list_versions(".") == [3]
+    for bad, error in ((None, TypeError), (5, TypeError), ("", ValueError)):
+        with pytest.raises(error, match=rf"^list_versions: model_dir must be the path of a "
+                                        rf"model directory. Received: model_dir={bad!r}$"):
+            list_versions(bad)
+        with pytest.raises(error, match=rf"^list_versions: .* Received: model_dir={bad!r}$"):
+            latest_version(bad)
+        with pytest.raises(error, match=rf"^path must be the path of a SavedModel directory "
+                                        rf"\(an export's version or model directory\)\. "
+                                        rf"Received: path={bad!r}$"):
+            serving.load(bad)
+
+
+def test_decode_image_channels_must_be_1_3_or_4_as_integers():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from zoo.serving import decode_image
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    # True decoded to 1 channel, 3.0 to 3; "3" was "this model takes 3"
+    for bad in (True, 3.0, "3", 2):
+        with pytest.raises(ValueError, match=rf"^images can be converted to 1, 3 or 4 channels "
+                                             rf"\(channels=None: the image's own\)\. "
+                                             rf"Received: channels={bad!r}$"):
+            decode_image(png, bad)
+    assert decode_image(png, np.int64(1)).shape == (4, 4, 1)
+    assert decode_image(png, None).shape == (4, 4, 3)
+
+
+def test_convert_channels_takes_an_integer_number_of_channels():
+    import numpy as np
+
+    from zoo.data import convert_channels
+    images = np.ones((1, 4, 4, 3), "float32")
+    # 1.5 and True converted to grey; None and "x" were int()'s TypeError and ValueError
+    for bad in (1.5, True, None, "x", 0):
+        with pytest.raises(ValueError, match=r"^convert_channels: channels must be an integer "
+                                             r">= 1 .* Received: channels="
+                                             + re.escape(repr(bad)) + "$"):
+            convert_channels(images, bad)
+    assert convert_channels(images, np.int64(1)).shape == (1, 4, 4, 1)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda T: T.SparseDiceLoss(smooth=float("nan")),
+     r"^SparseDiceLoss: smooth must be a finite number >= 0. Received: smooth=nan$"),
+    (lambda T: T.SparseDiceLoss(from_logits="no"),
+     r"^SparseDiceLoss: from_logits must be True or False. Received: from_logits='no'$"),
+    (lambda T: T.SparseDiceLoss(ignore_label=1.5),
+     r"^SparseDiceLoss: ignore_label must be None or an integer from 0 to 65535: .* "
+     r"Received: ignore_label=1.5$"),
+    (lambda T: T.CrossEntropyDiceLoss(dice_weight=-1),
+     r"^CrossEntropyDiceLoss: dice_weight must be a finite number >= 0. "
+     r"Received: dice_weight=-1$"),
+    (lambda T: T.CrossEntropyDiceLoss(smooth="1"), r"smooth must be a finite number >= 0"),
+    (lambda T: T.SparsePixelAccuracy(ignore_label=True),
+     r"^SparsePixelAccuracy: ignore_label must be None or an integer .* "
+     r"Received: ignore_label=True$"),
+    (lambda T: T.SparsePixelAccuracy(ignore_label=-1), r"Received: ignore_label=-1$"),
+])
+def test_segmentation_losses_and_metric_check_their_arguments(make, message):
+    # were taken as given: smooth=nan made every loss NaN, ignore_label=1.5 ignored the
+    # pixels of class 1 and True those of class 1, from_logits="no" applied a softmax,
+    # dice_weight=-1 rewarded a poor overlap; "1" was float()'s, "x" int()'s ValueError
+    from zoo import train
+    with pytest.raises(ValueError, match=message):
+        make(train)
+
+
+def test_segmentation_losses_take_numpy_numbers():
+    import numpy as np
+
+    from zoo import train
+    loss = train.CrossEntropyDiceLoss(dice_weight=np.float32(0.5), smooth=0,
+                                      ignore_label=np.int64(255))
+    assert (loss.dice_weight, loss.smooth, loss.ignore_label) == (0.5, 0.0, 255)
+    assert type(loss.ignore_label) is int
+    assert train.SparsePixelAccuracy(ignore_label=np.uint8(255)).ignore_label == 255
+
+
+# ---------------------------------------------------------------------------
+# tuning.hypermodels
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_classes": 0}, r"^LeNet5HyperModel: num_classes must be an integer >= 1. "
+                         r"Received: num_classes=0$"),
+    ({"num_classes": 1.5}, r"Received: num_classes=1.5$"),
+    ({"input_shape": (0, 0, 1)}, r"^LeNet5HyperModel: input_shape must be three positive "
+                                 r"integers .* Received: input_shape=\(0, 0, 1\)$"),
+    ({"input_shape": "x"}, r"Received: input_shape='x'$"),
+    ({"seed": -1}, r"^seed must be an integer between 0 and 2\*\*32 - 1. Received: seed=-1$"),
+    ({"jit_compile": "no"}, r"^LeNet5HyperModel: jit_compile must be 'auto', True or False. "
+                            r"Received: jit_compile='no'$"),
+    ({"mixed_precision": "float16"}, r"^LeNet5HyperModel: mixed_precision must be None "
+                                     r"\(float32\), 'mixed_bfloat16' or 'mixed_float16'. "
+                                     r"Received: mixed_precision='float16'$"),
+    ({"info": "digits"}, r"^LeNet5HyperModel: info must be a zoo.data.DatasetInfo or None. "
+                         r"Received: info='digits'$"),
+    ({"augmentation": {"flip": "yes"}}, r"^augmentation setting flip must be .* "
+                                        r"Received: flip='yes'$"),
+    ({"name": 5}, r"^LeNet5HyperModel: name must be a non-empty string or None. "
+                  r"Received: name=5$"),
+])
+def test_hypermodels_check_their_arguments_when_made(kwargs, message):
+    # were kept as given, to fail in every trial's build (num_classes=0, input_shape
+    # (0, 0, 1)), in its fit (info: "'str' object has no attribute 'input_shape'"), or
+    # never (jit_compile="no" compiled with XLA, mixed_precision="float16" built float32
+    # models, seed=-1 reached the augmentation layers)
+    from tuning.hypermodels import LeNet5HyperModel
+    with pytest.raises(ValueError, match=message):
+        LeNet5HyperModel(**kwargs)
+
+
+def test_hypermodels_take_numpy_integers():
+    import numpy as np
+
+    from tuning.hypermodels import LeNet5HyperModel
+    hm = LeNet5HyperModel(input_shape=np.array([16, 16, 1]), num_classes=np.int64(3),
+                          seed=np.int32(7), jit_compile="auto")
+    assert (hm.input_shape, hm.num_classes, hm.seed) == ((16, 16, 1), 3, 7)
+    assert all(type(v) is int for v in (*hm.input_shape, hm.num_classes, hm.seed))
+
+
+def test_rebatch_and_augment_dataset_check_their_arguments():
+    import numpy as np
+    import tensorflow as tf
+
+    from tuning.hypermodels import augment_dataset, rebatch
+    ds = tf.data.Dataset.from_tensor_slices((np.zeros((4, 8, 8, 1), "float32"),
+                                             np.zeros(4, "int32"))).batch(2)
+    # 0 was TensorFlow's InvalidArgumentError "Batch size must be greater than zero", 1.5
+    # batched by 1, "x" an AttributeError about element_spec
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=rf"^rebatch: batch_size must be an integer >= 1. "
+                                             rf"Received: batch_size={bad!r}$"):
+            rebatch(ds, bad)
+    with pytest.raises(ValueError, match=r"^rebatch: dataset must be a tf.data.Dataset. "
+                                         r"Received: dataset='x'$"):
+        rebatch("x", 2)
+    assert rebatch(ds, np.int64(4)).element_spec[0].shape.as_list() == [None, 8, 8, 1]
+    # NaN and inf augmented at full strength (min(1, nan * v) is 1); -1 was "augmentation
+    # setting rotation must be ... Received: rotation=-0.03"
+    for bad in (float("nan"), float("inf"), -1, "1"):
+        with pytest.raises(ValueError, match=rf"^augment_dataset: strength must be a finite "
+                                             rf"number >= 0. Received: strength={bad!r}$"):
+            augment_dataset(ds, bad)
+    assert augment_dataset(ds, 0) is ds

@@ -353,9 +353,18 @@ def rebatch(dataset, batch_size: int):
 
     Returns:
         The re-batched, prefetching dataset.
+
+    Raises:
+        ValueError: ``dataset`` is no ``tf.data.Dataset``, or ``batch_size`` no integer
+            >= 1.
     """
     import tensorflow as tf
-    batch_size = int(batch_size)
+
+    from zoo import common
+    if not isinstance(dataset, tf.data.Dataset):
+        raise ValueError(f"rebatch: dataset must be a tf.data.Dataset. "
+                         f"Received: dataset={common.received_text(dataset)}")
+    batch_size = common.check_int("rebatch", "batch_size", batch_size, 1)
     num_examples = None
     if _is_batched(dataset):
         num_examples = _NUM_EXAMPLES.get(dataset)
@@ -393,7 +402,12 @@ def augment_dataset(dataset, strength: float, *, info=None, settings=None, seed:
         seed: seed of the random layers.
         ignore_label: the masks' ignore label (``zoo.data.augmenter``); default:
             ``info.ignore_label``.
+
+    Raises:
+        ValueError: ``strength`` is no finite number >= 0.
     """
+    from zoo import common
+    strength = common.check_number("augment_dataset", "strength", strength, minimum=0)
     if not strength:
         return dataset
     import numpy as np
@@ -488,9 +502,31 @@ class ZooHyperModel(kt.HyperModel):
     def __init__(self, input_shape=None, num_classes=None, *, info=None, augmentation=None,
                  set=None, fix=None, jit_compile=False, mixed_precision=None, seed=0,
                  ignore_label=None, name=None):
-        super().__init__(name=name or self.family)
-        from zoo.data import _check_ignore_label
+        from zoo import common
+        from zoo.data import DatasetInfo, _check_ignore_label, check_augment_settings
         from zoo.registry import model_info
+        owner = type(self).__name__
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"{owner}: name must be a non-empty string or None. "
+                             f"Received: name={name!r}")
+        super().__init__(name=name or self.family)
+        if info is not None and not isinstance(info, DatasetInfo):
+            raise ValueError(f"{owner}: info must be a zoo.data.DatasetInfo or None. "
+                             f"Received: info={common.received_text(info)}")
+        if input_shape is not None:
+            input_shape = common.resolve_input_shape(owner, input_shape, (), 1)
+        if num_classes is not None:
+            num_classes = common.check_int(owner, "num_classes", num_classes, 1)
+        if augmentation is not None:
+            augmentation = check_augment_settings(augmentation)
+        if not (isinstance(jit_compile, bool) or jit_compile == "auto"):
+            raise ValueError(f"{owner}: jit_compile must be 'auto', True or False. "
+                             f"Received: jit_compile={jit_compile!r}")
+        if mixed_precision not in (None, "mixed_bfloat16", "mixed_float16"):
+            raise ValueError(f"{owner}: mixed_precision must be None (float32), "
+                             f"'mixed_bfloat16' or 'mixed_float16'. "
+                             f"Received: mixed_precision={mixed_precision!r}")
+        seed = common.check_seed(seed)
         ignore_label = _check_ignore_label(ignore_label)
         declared = getattr(info, "ignore_label", None)
         if ignore_label is None:

@@ -226,6 +226,22 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
+def check_path(owner: str, name: str, value, what: str) -> str:
+    """``value`` as a ``str`` path: a non-empty ``str`` or ``os.PathLike``, else a
+    ``TypeError`` (another type: ``None`` or an ``int``, which ``os.scandir`` takes for the
+    current directory or an open file descriptor) or a ``ValueError`` (``""``, which
+    ``os.path.abspath`` takes for the current directory) naming ``owner`` (if any),
+    ``name`` and ``what`` it must be."""
+    message = (f"{owner + ': ' if owner else ''}{name} must be the path of {what}. "
+               f"Received: {name}={clip_text(repr(value))}")
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(message)
+    path = os.fspath(value)
+    if not isinstance(path, str) or not path:
+        raise ValueError(message)
+    return path
+
+
 def check_weights(model_name: str, weights, published: Sequence[str] = ()) -> None:
     """``weights`` must be None, a published name, or an existing file."""
     if weights is None:

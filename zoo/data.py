@@ -357,7 +357,16 @@ def convert_channels(images, channels):
     """Raw images ``[..., H, W, C]`` as float32 with ``channels`` channels, values in the raw
     range: grey -> RGB repeats the channel, RGB -> grey uses the ITU-R 601 luma weights
     (``tf.image.rgb_to_grayscale``), RGBA drops alpha; the pipelines' conversion, which
-    the export embeds too."""
+    the export embeds too.
+
+    Raises:
+        ValueError: ``channels`` is no integer >= 1 (Python's or NumPy's), or the images'
+            channels cannot be converted to it.
+    """
+    # (1.5 was taken for 1 and True for 1; None and "x" were int()'s errors)
+    if not (is_integer(channels) and channels >= 1):
+        raise ValueError(f"convert_channels: channels must be an integer >= 1 (1 <-> 3, "
+                         f"4 -> 3 or 1 convert). Received: channels={_short(channels)}")
     c = int(channels)
     images = tf.cast(tf.convert_to_tensor(images), tf.float32)
     have = images.shape[-1]

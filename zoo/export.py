@@ -91,7 +91,14 @@ def list_versions(model_dir) -> list:
     Returns:
         A sorted list of ints; empty when ``model_dir`` does not exist or holds no
         version.
+
+    Raises:
+        TypeError: ``model_dir`` is no path (``None`` was the current directory, an
+            ``int`` an open file descriptor).
+        ValueError: ``model_dir`` is ``""``.
     """
+    model_dir = common.check_path("list_versions", "model_dir", model_dir,
+                                  "a model directory")
     try:
         entries = list(os.scandir(model_dir))
     except (FileNotFoundError, NotADirectoryError):

@@ -641,6 +641,7 @@ def profile(model, batch_size: int = 1) -> Profile:
         A :class:`Profile` with ``.layers`` (a ``pandas.DataFrame``) and ``.totals``.
 
     Raises:
+        TypeError: if ``model`` is no ``keras.Model`` (a model name, say).
         ValueError: if ``batch_size`` is not a positive integer, the model has no
             functional graph, or a tensor has an unknown (``None``) dimension
             besides the batch axis.
@@ -656,6 +657,13 @@ def profile(model, batch_size: int = 1) -> Profile:
         >>> p.totals.macs
         328096
     """
+    import keras
+    if not isinstance(model, keras.Model):
+        # (a name was "'lenet5' has no functional graph (a subclassed or unbuilt model)")
+        hint = (f" (zoo.get_model({model!r}) for a registered model)"
+                if isinstance(model, str) else "")
+        raise TypeError(f"profile: model must be a keras.Model{hint}. "
+                        f"Received: {common.received_text(model)}")
     if not common.is_integer(batch_size) or batch_size < 1:
         raise ValueError(f"profile: batch_size must be a positive integer. "
                          f"Received: batch_size={batch_size!r}")

@@ -50,7 +50,7 @@ from typing import Optional
 import numpy as np
 
 from zoo.cli import number_type
-from zoo.common import (DIGITS_TEST_SIZE, TASKS, clip_text, exception_line,
+from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_path, clip_text, exception_line,
                          has_image_signature, is_digits, is_finite_number, is_integer,
                          remove_path, remove_stale_temporaries, temporary_prefix,
                          visible_gpus)
@@ -111,8 +111,11 @@ def resolve_version_dir(path) -> tuple:
         FileNotFoundError: no such directory, a file, or a directory without a SavedModel
             or versions (a base directory of several models, a training run directory and
             a ``.keras`` file are named as such, with what to load instead).
+        TypeError: ``path`` is no path (``None``, a number).
+        ValueError: ``path`` is ``""`` (was taken for the current directory).
     """
-    path = os.path.abspath(os.fspath(path))
+    path = os.path.abspath(check_path("", "path", path, "a SavedModel directory (an export's "
+                                                        "version or model directory)"))
     export_first = (f"export it first (zoo export {path}, or zoo.export in Python) and load "
                     f"the export")
     if os.path.isfile(path):
@@ -302,9 +305,10 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
         IsADirectoryError: a path that is a directory.
     """
     from PIL import Image
-    if channels is not None and channels not in _MODES:
-        raise ValueError(f"images can be converted to 1, 3 or 4 channels; this model takes "
-                         f"{channels}.")
+    # (True was taken for 1 channel, 3.0 for 3; "3" was "this model takes 3")
+    if channels is not None and not (is_integer(channels) and channels in _MODES):
+        raise ValueError(f"images can be converted to 1, 3 or 4 channels (channels=None: "
+                         f"the image's own). Received: channels={clip_text(repr(channels))}")
     if isinstance(data, (bytes, bytearray, memoryview)):
         raw, what = bytes(data), "the image bytes"
         source = io.BytesIO(raw)
@@ -498,7 +502,7 @@ class Servable:
             one.
 
     Raises:
-        FileNotFoundError, ValueError: as for :func:`load`.
+        FileNotFoundError, TypeError, ValueError: as for :func:`load`.
 
     Example:
         >>> s = load("saved_models/lenet5")  # doctest: +SKIP
@@ -1387,10 +1391,12 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
 
     Raises:
         FileNotFoundError: no SavedModel at ``path``.
-        ValueError: a bad ``jit_compile`` or ``runtime``; ``runtime="litert"`` or
-            ``"openvino"`` for an export without a LiteRT model this LiteRT can run,
-            ``"openvino"`` where OpenVINO is missing or cannot run it; an export of a newer
-            format than this zoo reads, or a damaged ``zoo.json`` (:func:`read_record`); a
+        TypeError: ``path`` is no path.
+        ValueError: ``path`` is ``""``; a bad ``jit_compile`` or ``runtime``;
+            ``runtime="litert"`` or ``"openvino"`` for an export without a LiteRT model this
+            LiteRT can run, ``"openvino"`` where OpenVINO is missing or cannot run it; an
+            export of a newer format than this zoo reads, or a damaged ``zoo.json``
+            (:func:`read_record`); a
             SavedModel this TensorFlow cannot load, written with another TensorFlow
             version (named from ``zoo.json``).
 

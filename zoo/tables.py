@@ -72,14 +72,27 @@ def detect_family(model) -> Optional[str]:
 
     Returns:
         The family's name, or ``None`` for a model of no zoo family.
+
+    Raises:
+        TypeError: ``model`` is no ``keras.Model``.
     """
     import zoo.models  # noqa: F401  (families register their formats)
+    _check_model("detect_family", model)
     # Later families build on earlier ones (a U-Net may hold a ResNet encoder), so the
     # most recently registered formats are tried first.
     for family, (_, detect) in reversed(_FORMATS.items()):
         if detect(model):
             return family
     return None
+
+
+def _check_model(owner: str, model) -> None:
+    """A ``TypeError`` naming ``owner`` when ``model`` is no ``keras.Model`` (rather than
+    an ``AttributeError`` about ``.layers``)."""
+    import keras
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"{owner}: expected a keras.Model. "
+                        f"Received: {type(model).__name__}")
 
 
 def foreign_layers(model, family: str) -> list:
@@ -164,8 +177,12 @@ def generic_table(model) -> pd.DataFrame:
 
     Returns:
         A ``pandas.DataFrame`` with the columns :data:`GENERIC_COLUMNS`.
+
+    Raises:
+        TypeError: ``model`` is no ``keras.Model``.
     """
     import keras
+    _check_model("generic_table", model)
     records = []
     for layer in model.layers:
         kind = type(layer).__name__

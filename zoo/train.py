@@ -60,6 +60,23 @@ def _probabilities(y_pred, from_logits):
     return ops.softmax(y_pred, axis=-1) if from_logits else y_pred
 
 
+def _check_loss_args(owner, *, ignore_label, from_logits=False, smooth=0.0, dice_weight=0.0):
+    """The loss and metric arguments as ``(from_logits, smooth, dice_weight, ignore_label)``:
+    ``from_logits`` True or False, ``smooth`` and ``dice_weight`` finite numbers >= 0,
+    ``ignore_label`` None or an integer from 0 to 65535; else a ``ValueError`` naming the
+    argument and the value (a NaN smoothing or a fractional ignore label computed NaN or
+    silently nothing)."""
+    from zoo.common import check_number
+    check_bool(owner, from_logits=from_logits)
+    smooth = check_number(owner, "smooth", smooth, minimum=0)
+    dice_weight = check_number(owner, "dice_weight", dice_weight, minimum=0)
+    try:
+        ignore_label = zdata._check_ignore_label(ignore_label)
+    except ValueError as exc:
+        raise ValueError(f"{owner}: {exc}") from None
+    return from_logits, smooth, dice_weight, ignore_label
+
+
 def _sparse_masks(y_true, rank, ignore_label):
     """Integer masks ``y_true`` of ``rank`` dimensions (a trailing channel of 1 dropped) and
     the float32 weight of each pixel: 0 where the mask holds ``ignore_label``, else 1. The
@@ -89,6 +106,10 @@ class SparseDiceLoss(keras.losses.Loss):
         ignore_label: the mask value of pixels to leave out (``None``: none).
         reduction, name, dtype: as for every ``keras.losses.Loss``.
 
+    Raises:
+        ValueError: ``from_logits`` not True or False, ``smooth`` no finite number >= 0,
+            ``ignore_label`` not None or an integer from 0 to 65535.
+
     Example:
         >>> loss = SparseDiceLoss()
         >>> float(loss(np.zeros((1, 4, 4)), np.eye(3)[np.zeros((1, 4, 4), int)]))  # perfect
@@ -97,10 +118,10 @@ class SparseDiceLoss(keras.losses.Loss):
 
     def __init__(self, from_logits=False, smooth=1.0, ignore_label=None,
                  reduction="sum_over_batch_size", name="sparse_dice", dtype=None):
+        checked = _check_loss_args("SparseDiceLoss", from_logits=from_logits, smooth=smooth,
+                                   ignore_label=ignore_label)
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.from_logits = bool(from_logits)
-        self.smooth = float(smooth)
-        self.ignore_label = None if ignore_label is None else int(ignore_label)
+        self.from_logits, self.smooth, _, self.ignore_label = checked
 
     def call(self, y_true, y_pred):
         probs = _probabilities(y_pred, self.from_logits)
@@ -138,15 +159,19 @@ class CrossEntropyDiceLoss(keras.losses.Loss):
         ignore_label: the mask value of pixels to leave out (``None``: none), as Pascal
             VOC's 255.
         reduction, name, dtype: as for every ``keras.losses.Loss``.
+
+    Raises:
+        ValueError: ``from_logits`` not True or False, ``dice_weight`` or ``smooth`` no
+            finite number >= 0, ``ignore_label`` not None or an integer from 0 to 65535.
     """
 
     def __init__(self, from_logits=False, dice_weight=1.0, smooth=1.0, ignore_label=None,
                  reduction="sum_over_batch_size", name="ce_dice", dtype=None):
+        checked = _check_loss_args("CrossEntropyDiceLoss", from_logits=from_logits,
+                                   smooth=smooth, dice_weight=dice_weight,
+                                   ignore_label=ignore_label)
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.from_logits = bool(from_logits)
-        self.dice_weight = float(dice_weight)
-        self.smooth = float(smooth)
-        self.ignore_label = None if ignore_label is None else int(ignore_label)
+        self.from_logits, self.smooth, self.dice_weight, self.ignore_label = checked
         self._dice = SparseDiceLoss(from_logits=from_logits, smooth=smooth,
                                     ignore_label=ignore_label, reduction=None)
 
@@ -179,6 +204,9 @@ class SparsePixelAccuracy(keras.metrics.Metric):
             as ``SparseCategoricalAccuracy`` does).
         name, dtype: as for every ``keras.metrics.Metric``.
 
+    Raises:
+        ValueError: ``ignore_label`` not None or an integer from 0 to 65535.
+
     Example:
         >>> m = SparsePixelAccuracy(ignore_label=255)
         >>> m.update_state([[0, 1, 255]], np.eye(3)[[[0, 0, 1]]])
@@ -187,8 +215,9 @@ class SparsePixelAccuracy(keras.metrics.Metric):
     """
 
     def __init__(self, ignore_label=None, name="accuracy", dtype=None):
+        ignore_label = _check_loss_args("SparsePixelAccuracy", ignore_label=ignore_label)[3]
         super().__init__(name=name, dtype=dtype)
-        self.ignore_label = None if ignore_label is None else int(ignore_label)
+        self.ignore_label = ignore_label
         self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
 

@@ -241,3 +241,52 @@ def test_rebatch_and_augment_dataset_check_their_arguments():
                                              rf"number >= 0. Received: strength={bad!r}$"):
             augment_dataset(ds, bad)
     assert augment_dataset(ds, 0) is ds
+
+
+# ---------------------------------------------------------------------------
+# zoo.data
+
+
+def test_load_checks_shuffle_and_augment_for_every_split():
+    from zoo import data
+    # shuffle="no" shuffled (bool("no")); augment="yes" or a bad setting passed unseen
+    # with any split but train
+    for bad in ("no", 1):
+        with pytest.raises(ValueError, match=rf"^shuffle must be None \(the train split only\), "
+                                             rf"True or False. Received: shuffle={bad!r}$"):
+            data.load("digits", "test", shuffle=bad)
+    with pytest.raises(ValueError, match=r"^augment must be True, False or a dict of settings. "
+                                         r"Received: 'yes'$"):
+        data.load("digits", "test", augment="yes")
+    with pytest.raises(ValueError, match=r"^augmentation setting flip must be .* "
+                                         r"Received: flip='x'$"):
+        data.load("digits", "validation", augment={"flip": "x"})
+    assert data.load("digits", "test", augment=True, shuffle=False)[1].augmentation == {}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"raw_range": (255, 0)}, r"^augmenter: raw_range must be \(low, high\), finite numbers "
+                              r"with low < high, such as \(0.0, 255.0\). "
+                              r"Received: raw_range=\(255, 0\)$"),
+    ({"raw_range": (0, float("nan"))}, r"Received: raw_range=\(0, nan\)$"),
+    ({"raw_range": "x"}, r"Received: raw_range='x'$"),
+    ({"seed": -1}, r"^seed must be an integer between 0 and 2\*\*32 - 1. Received: seed=-1$"),
+    ({"ignore_label": 1.5}, r"^ignore_label must be None or an integer from 0 to 65535: .* "
+                            r"Received: ignore_label=1.5$"),
+])
+def test_augmenter_checks_its_keyword_arguments(kwargs, message):
+    # were taken as given: a reversed or NaN raw_range went to RandomContrast's clipping,
+    # seed=-1 and ignore_label=1.5 to the layers ("x" was Keras' "Argument `seed` must be
+    # an integer")
+    from zoo.data import augmenter
+    with pytest.raises(ValueError, match=message):
+        augmenter({"contrast": 0.2}, **kwargs)
+
+
+def test_augmenter_takes_numpy_values():
+    import numpy as np
+
+    from zoo.data import augmenter
+    aug = augmenter({"contrast": 0.2}, raw_range=np.array([0, 255]), seed=np.int64(3),
+                    ignore_label=np.uint8(255))
+    assert aug(np.ones((1, 4, 4, 1), "float32")).shape == (1, 4, 4, 1)

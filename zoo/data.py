@@ -522,9 +522,24 @@ def augmenter(settings: dict, *, raw_range=(0.0, 255.0), seed=0, ignore_label=No
         images ``[N, H, W, C]``; masks ``[N, H, W]`` (int) get the same geometric
         transformation with nearest-neighbour interpolation (the ignore label stays as it
         is) and no contrast change.
+
+    Raises:
+        ValueError: a setting :func:`check_augment_settings` refuses, a ``raw_range`` that
+            is no pair of finite numbers ``low < high``, a seed that is no integer from 0
+            to 2**32 - 1, an ``ignore_label`` that is no integer from 0 to 65535.
     """
     from keras import layers
     s = check_augment_settings(settings)
+    # (were taken as given: a reversed or NaN raw_range clipped every contrast-changed
+    # image to nothing useful, a negative seed or a fractional ignore label reached Keras)
+    low_high = _as_list(raw_range)
+    if not (low_high is not None and len(low_high) == 2
+            and all(map(is_finite_number, low_high)) and low_high[0] < low_high[1]):
+        raise ValueError(f"augmenter: raw_range must be (low, high), finite numbers with low < "
+                         f"high, such as (0.0, 255.0). Received: raw_range={_short(raw_range)}")
+    raw_range = tuple(float(v) for v in low_high)
+    seed = check_seed(seed)
+    ignore_label = _check_ignore_label(ignore_label)
     pipeline = []
     if s.get("flip"):
         pipeline.append(layers.RandomFlip(s["flip"], seed=seed, name="aug_flip"))
@@ -1806,8 +1821,9 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
 
     Raises:
         ValueError: unknown dataset or split, missing folder, data not available offline,
-            bad sizes, an ignore label that is no integer in 0..65535, one of the classes
-            or given for a classification dataset.
+            bad sizes, an ``augment`` or ``shuffle`` of another kind (for any split), an
+            ignore label that is no integer in 0..65535, one of the classes or given for a
+            classification dataset.
 
     Example:
         >>> ds, info = load("digits", "train", image_size=(32, 32), augment=True)
@@ -1819,12 +1835,16 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
     seed = check_seed(seed)
     autotune = _check_autotune(autotune)
     ignore_label = _check_ignore_label(ignore_label)
+    if shuffle is not None and not isinstance(shuffle, bool):   # ("no" shuffled)
+        raise ValueError(f"shuffle must be None (the train split only), True or False. "
+                         f"Received: shuffle={_short(shuffle)}")
     src = _source(name, data_dir, download, ignore_label)
-    settings = _augment_settings(src, augment) if split == "train" else {}
+    settings = _augment_settings(src, augment)   # checked for every split, used for train
+    settings = settings if split == "train" else {}
     info = _info(src, image_size, channels)
     info.augmentation = settings
     ds = _pipeline(src, info, split, batch_size=batch_size, augment=settings, seed=seed,
-                   shuffle=(split == "train") if shuffle is None else bool(shuffle),
+                   shuffle=(split == "train") if shuffle is None else shuffle,
                    autotune=autotune)
     return ds, info
 

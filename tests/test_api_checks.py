@@ -290,3 +290,40 @@ def test_augmenter_takes_numpy_values():
     aug = augmenter({"contrast": 0.2}, raw_range=np.array([0, 255]), seed=np.int64(3),
                     ignore_label=np.uint8(255))
     assert aug(np.ones((1, 4, 4, 1), "float32")).shape == (1, 4, 4, 1)
+
+
+# ---------------------------------------------------------------------------
+# zoo.export
+
+
+def test_export_takes_a_numpy_integer_version(tmp_path):
+    import numpy as np
+
+    from zoo.export import export
+    # was "version must be an integer ... Received: version=np.int64(4)"
+    path = export(zoo.lenet5(), base_dir=tmp_path, version=np.int64(4), lite=False)
+    assert path == str(tmp_path / "lenet5" / "4")
+
+
+def test_export_run_checks_its_options_before_loading_the_run(tmp_path):
+    from zoo.export import export_run
+    missing = tmp_path / "no_run"
+    # were checked by export once the model was loaded: a missing run (or a slow load)
+    # came first
+    with pytest.raises(ValueError, match=r"^precision must be one of float32, float16, "
+                                         r"bfloat16. Received: precision='int8'$"):
+        export_run(missing, base_dir=tmp_path, precision="int8")
+    with pytest.raises(ValueError, match=r"^version must be an integer .* Received: "
+                                         r"version=-1$"):
+        export_run(missing, base_dir=tmp_path, version=-1)
+    with pytest.raises(ValueError, match=r"^name must be a directory name .* Received: "
+                                         r"name='a/b'$"):
+        export_run(missing, base_dir=tmp_path, name="a/b")
+    # was os.fspath's "expected str, bytes or os.PathLike object, not NoneType"
+    with pytest.raises(TypeError, match=r"^export_run: run_dir_or_keras_file must be the path "
+                                        r"of a training run directory or a .keras file. "
+                                        r"Received: None$"):
+        export_run(None, base_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such run directory or .keras file"):
+        export_run(missing, base_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []

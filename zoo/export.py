@@ -622,12 +622,32 @@ def _check_version(version):
     received = version
     if isinstance(version, str) and common.is_digits(version):
         version = int(version)
-    if (isinstance(version, bool) or not isinstance(version, int)
-            or not 0 <= version <= MAX_VERSION):
+    # (a NumPy integer was refused)
+    if not common.is_integer(version) or not 0 <= version <= MAX_VERSION:
         raise ValueError(f"version must be an integer from 0 to {MAX_VERSION} (2**63-1, the "
                          f"largest TensorFlow Serving loads) or None (next free). "
                          f"Received: version={received!r}")
-    return version
+    return int(version)
+
+
+def _check_options(base_dir, name, version, precision, lite, overwrite) -> str:
+    """The export options :func:`export` and :func:`export_run` refuse before any work
+    (``name`` where given); returns ``base_dir`` as checked."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}. "
+                         f"Received: precision={precision!r}")
+    if not isinstance(lite, bool):
+        raise ValueError(f"lite must be True or False. Received: lite={lite!r}")
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite must be True or False. Received: overwrite={overwrite!r}")
+    if overwrite and version is None:   # the next free version: nothing it could replace
+        raise ValueError("overwrite=True (--overwrite) replaces the version given with version= "
+                         "(--version N); without one the export takes the next free version "
+                         "and replaces nothing. Received: overwrite=True, version=None")
+    _check_version(version)
+    if name is not None:
+        _check_name(name)
+    return _check_base_dir(base_dir)
 
 
 def export(model, base_dir="saved_models", name=None, version=None, precision="float32",
@@ -688,18 +708,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     import tensorflow as tf
     import zoo
 
-    if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}. "
-                         f"Received: precision={precision!r}")
-    if not isinstance(lite, bool):
-        raise ValueError(f"lite must be True or False. Received: lite={lite!r}")
-    if not isinstance(overwrite, bool):
-        raise ValueError(f"overwrite must be True or False. Received: overwrite={overwrite!r}")
-    if overwrite and version is None:   # the next free version: nothing it could replace
-        raise ValueError("overwrite=True (--overwrite) replaces the version given with version= "
-                         "(--version N); without one the export takes the next free version "
-                         "and replaces nothing. Received: overwrite=True, version=None")
-    base_dir = _check_base_dir(base_dir)
+    base_dir = _check_options(base_dir, name, version, precision, lite, overwrite)
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise ValueError("export needs a built functional keras.Model with an Input. "
                          f"Received: {type(model).__name__}")
@@ -1231,13 +1240,21 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
     Raises:
         FileNotFoundError: no run directory, ``model.keras``, ``info.json`` (in a run
             directory) or file.
-        ValueError: as in :func:`export`; an ``info.json`` that is not valid JSON, not an
-            object or holds a bad dataset field (the message names the file).
+        TypeError: ``run_dir_or_keras_file`` is no path.
+        ValueError: as in :func:`export` (its options are checked before the model is
+            loaded); an ``info.json`` that is not valid JSON, not an object or holds a bad
+            dataset field (the message names the file).
 
     Example:
         >>> export_run("runs/lenet5")  # doctest: +SKIP
         'saved_models/lenet5/2'
     """
+    if not isinstance(run_dir_or_keras_file, (str, os.PathLike)):
+        raise TypeError(f"export_run: run_dir_or_keras_file must be the path of a training "
+                        f"run directory or a .keras file. "
+                        f"Received: {common.received_text(run_dir_or_keras_file)}")
+    # Refused before the model is loaded (seconds for a large one), as export refuses them.
+    _check_options(base_dir, name, version, precision, lite, overwrite)
     model, info = _load_run(run_dir_or_keras_file)
     return export(model, base_dir=base_dir, name=name, version=version, precision=precision,
                   info=info, overwrite=overwrite, lite=lite, source=run_dir_or_keras_file)

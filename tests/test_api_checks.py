@@ -327,3 +327,28 @@ def test_export_run_checks_its_options_before_loading_the_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such run directory or .keras file"):
         export_run(missing, base_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------
+# zoo.evaluation
+
+
+def test_evaluate_takes_numpy_integers_and_names_a_keras_model(tmp_path):
+    import numpy as np
+
+    from zoo.evaluation import evaluate
+    from zoo.export import export
+    # batch_size=np.int64(64) was TensorFlow's "Expected bool for argument
+    # 'legacy_autotune' not np.False_"; a keras.Model was "path must be the path of a
+    # SavedModel directory"; a bad batch size came after the model was loaded
+    with pytest.raises(ValueError, match=r"^batch_size must be a positive integer or None. "
+                                         r"Received: 0$"):
+        evaluate(tmp_path / "missing", "digits", batch_size=0)
+    model = zoo.lenet5()
+    with pytest.raises(TypeError, match=r"^evaluate: model must be a zoo.serving.Servable or "
+                                        r"the path of an export .* Received: Functional "
+                                        r"object$"):
+        evaluate(model, "digits")
+    path = export(model, base_dir=tmp_path, lite=False)
+    result = evaluate(path, "digits", batch_size=np.int64(64), top_k=np.int64(2))
+    assert result["examples"] == 360 and type(result["top_k"]) is int

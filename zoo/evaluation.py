@@ -152,6 +152,8 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
         ``confusion_matrix`` over pixels.
 
     Raises:
+        TypeError: ``model`` is neither a ``Servable`` nor a path (a ``keras.Model``:
+            export it first).
         ValueError: a dataset of another task or other classes, no dataset recorded and
             none given, a bad split, batch size or ``top_k``; as :func:`zoo.data.load_raw`
             and :func:`zoo.serving.load`.
@@ -164,9 +166,17 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
     from zoo.common import is_integer
     if not is_integer(top_k) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer. Received: top_k={top_k!r}")
+    top_k = int(top_k)
+    serving._check_batch_size(batch_size)   # (before a model is loaded)
+    # (a NumPy batch size was TensorFlow's "Expected bool for argument 'legacy_autotune'")
+    batch_size = None if batch_size is None else int(batch_size)
+    if not isinstance(model, (serving.Servable, str, os.PathLike)):
+        from zoo.common import received_text
+        raise TypeError(f"evaluate: model must be a zoo.serving.Servable or the path of an "
+                        f"export (a model or version directory; zoo.export writes one from a "
+                        f"keras.Model). Received: {received_text(model)}")
     servable = model if isinstance(model, serving.Servable) else serving.load(
         model, jit_compile=jit_compile, runtime=runtime)
-    serving._check_batch_size(batch_size)
     recorded = servable.info.get("dataset") or {}
     if dataset is None:
         dataset = recorded.get("name")

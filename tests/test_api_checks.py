@@ -352,3 +352,29 @@ def test_evaluate_takes_numpy_integers_and_names_a_keras_model(tmp_path):
     path = export(model, base_dir=tmp_path, lite=False)
     result = evaluate(path, "digits", batch_size=np.int64(64), top_k=np.int64(2))
     assert result["examples"] == 360 and type(result["top_k"]) is int
+
+
+def test_hold_run_dir_checks_the_directory_and_the_names_of_a_new_one(tmp_path, monkeypatch):
+    from zoo.train import hold_run_dir
+    monkeypatch.chdir(tmp_path)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    # "" held the current directory; a file was "[Errno 17] File exists"; 5 was os.fspath's
+    # TypeError; without run_dir, a missing name was "'NoneType' object has no attribute
+    # 'replace'"
+    for bad, message in (("", r"^run_dir must be the path of a run directory .* "
+                              r"Received: run_dir=''$"),
+                         (5, r"Received: run_dir=5$"),
+                         (a_file, rf"^run_dir must be a directory, and {a_file} is a file")):
+        with pytest.raises(ValueError, match=message):
+            with hold_run_dir(bad):
+                pass
+    for kwargs, received in (({"dataset_name": "digits"}, "model_name=None"),
+                             ({"model_name": "lenet5", "dataset_name": 5}, "dataset_name=5")):
+        with pytest.raises(ValueError, match=rf"^hold_run_dir: model_name and dataset_name must "
+                                             rf"be non-empty strings .* Received: {received}$"):
+            with hold_run_dir(None, **kwargs):
+                pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+    with hold_run_dir(None, model_name="lenet5", dataset_name="digits") as path:
+        assert path.startswith(str(tmp_path / "runs" / "lenet5-digits-"))

@@ -2235,8 +2235,17 @@ def hold_run_dir(run_dir=None, *, model_name=None, dataset_name=None):
 
     Raises:
         FileExistsError: another process holds the directory (naming its process id).
+        ValueError: ``run_dir`` is no path where a directory can be made (``""`` was the
+            current directory, a file was ``[Errno 17] File exists``), or, without one,
+            ``model_name`` or ``dataset_name`` is no non-empty string.
     """
+    check_run_dir(run_dir)
     if run_dir is None:
+        for key, value in (("model_name", model_name), ("dataset_name", dataset_name)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"hold_run_dir: model_name and dataset_name must be non-empty "
+                                 f"strings (they name the new run directory) when run_dir is "
+                                 f"None. Received: {key}={zdata._short(value)}")
         path, made = _new_run_dir(model_name, dataset_name), True
     else:
         path = os.path.abspath(os.fspath(run_dir))

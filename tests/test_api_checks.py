@@ -378,3 +378,18 @@ def test_hold_run_dir_checks_the_directory_and_the_names_of_a_new_one(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
     with hold_run_dir(None, model_name="lenet5", dataset_name="digits") as path:
         assert path.startswith(str(tmp_path / "runs" / "lenet5-digits-"))
+
+
+def test_feature_extractor_names_a_builder_option_it_does_not_take():
+    from zoo.features import feature_extractor
+    # was "resnet18() got an unexpected keyword argument 'foo'"
+    with pytest.raises(TypeError, match=r"^resnet18 takes no argument\(s\) 'foo'; its "
+                                        r"arguments: input_shape, num_classes, "):
+        feature_extractor("resnet18", input_shape=(64, 64, 3), foo=1)
+
+
+def test_an_unknown_model_that_is_no_string_gets_no_suggestions():
+    # None was "Unknown model None. Did you mean: unet, googlenet, lenet5?"
+    for bad in (None, 5):
+        with pytest.raises(ValueError, match=rf"^Unknown model {bad!r}. Known models: alexnet, "):
+            get_model(bad)

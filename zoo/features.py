@@ -262,13 +262,15 @@ def feature_extractor(model_or_name, strides: Sequence[int] = DEFAULT_STRIDES, i
         ValueError: for an unknown or non-classifier name, options given with a
             built model, a ``trainable`` other than ``None``/``True``/``False``, or a
             backbone that reaches none of the strides.
+        TypeError: an option a named backbone's builder does not take (the message lists
+            the ones it does).
 
     Example:
         >>> fx = feature_extractor("xception", input_shape=(128, 128, 3))
         >>> [f["stride"] for f in fx.feature_info]
         [2, 4, 8, 16, 32]
     """
-    from zoo.registry import get_builder, model_info
+    from zoo.registry import get_model, model_info
     strides = _check_strides(strides)
     if trainable is not None and not isinstance(trainable, bool):
         raise ValueError("feature_extractor: trainable must be None (leave the layers as they "
@@ -282,8 +284,10 @@ def feature_extractor(model_or_name, strides: Sequence[int] = DEFAULT_STRIDES, i
             if key in kwargs:
                 raise ValueError(f"feature_extractor: {key} is set by the feature extractor. "
                                  f"Received: {key}={kwargs[key]!r}")
-        backbone = get_builder(model_or_name)(input_shape=input_shape, weights=weights,
-                                              include_top=False, **kwargs)
+        # (through get_model: an option the builder does not take is named with the ones
+        # it does, not "resnet18() got an unexpected keyword argument 'foo'")
+        backbone = get_model(model_or_name, input_shape=input_shape, weights=weights,
+                             include_top=False, **kwargs)
     elif isinstance(model_or_name, keras.Model):
         given = {k: v for k, v in dict(input_shape=input_shape, weights=weights, **kwargs).items()
                  if v is not None}

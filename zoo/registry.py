@@ -146,7 +146,9 @@ def _lookup(name):
     _ensure_loaded()
     if not isinstance(name, str) or name not in _REGISTRY:
         known = sorted(_REGISTRY)
-        close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.4)
+        # (None was "Unknown model None. Did you mean: unet, googlenet, lenet5?")
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4) \
+            if isinstance(name, str) else []
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(f"Unknown model {name!r}.{hint} "
                          f"Known models: {', '.join(known)}.")

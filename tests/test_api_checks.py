@@ -393,3 +393,27 @@ def test_an_unknown_model_that_is_no_string_gets_no_suggestions():
     for bad in (None, 5):
         with pytest.raises(ValueError, match=rf"^Unknown model {bad!r}. Known models: alexnet, "):
             get_model(bad)
+
+
+def test_data_helpers_refuse_arguments_of_another_kind():
+    import numpy as np
+
+    from zoo import data
+    from zoo.train import set_batch_norm_momentum
+    # were AttributeErrors: "'str' object has no attribute 'info'", "... 'with_options'",
+    # "... 'get'", "... '_flatten_layers'"
+    with pytest.raises(ValueError, match=r"^train_class_counts takes a zoo.data.Splits "
+                                         r"\(load_splits\(...\)\). Received: str$"):
+        data.train_class_counts("digits")
+    for helper in (data.without_autotune, data.with_default_autotune):
+        with pytest.raises(ValueError, match=r"^without_autotune takes a tf.data.Dataset. "
+                                             r"Received: ndarray$"):
+            helper(np.zeros(3))
+    with pytest.raises(ValueError, match=r"^info must be a dict of DatasetInfo fields. "
+                                         r"Received: str$"):
+        data.check_info_fields("digits")
+    with pytest.raises(ValueError, match=r"^set_batch_norm_momentum takes a keras.Model. "
+                                         r"Received: 'googlenet'$"):
+        set_batch_norm_momentum("googlenet")
+    # NumPy's booleans are booleans for shuffle, as for autotune
+    assert data.load("digits", "test", shuffle=np.bool_(False))[1].name == "digits"

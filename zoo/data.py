@@ -36,6 +36,7 @@ import difflib
 import logging
 import os
 import re
+from collections.abc import Mapping
 from typing import Optional
 
 import numpy as np
@@ -175,8 +176,13 @@ def check_info_fields(values, prefix="info.") -> None:
             ``"runs/x/info.json: dataset."``).
 
     Raises:
-        ValueError: naming the field, what it holds and what it allows.
+        ValueError: naming the field, what it holds and what it allows; ``values`` that
+            is no dict.
     """
+    if not isinstance(values, Mapping):   # (was "'str' object has no attribute 'get'")
+        raise ValueError(f"{prefix.rstrip('.') or 'info'} must be a dict of DatasetInfo "
+                         f"fields. Received: {type(values).__name__}")
+
     def bad(field, allowed):
         return ValueError(f"{prefix}{field} must be {allowed}. "
                           f"Received: {field}={_short(values[field])}")
@@ -1711,6 +1717,9 @@ def without_autotune(dataset):
         >>> without_autotune(ds).options().autotune.enabled
         False
     """
+    if not isinstance(dataset, tf.data.Dataset):   # (was an AttributeError: with_options)
+        raise ValueError(f"without_autotune takes a tf.data.Dataset. "
+                         f"Received: {type(dataset).__name__}")
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
@@ -1835,7 +1844,7 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
     seed = check_seed(seed)
     autotune = _check_autotune(autotune)
     ignore_label = _check_ignore_label(ignore_label)
-    if shuffle is not None and not isinstance(shuffle, bool):   # ("no" shuffled)
+    if shuffle is not None and not isinstance(shuffle, (bool, np.bool_)):   # ("no" shuffled)
         raise ValueError(f"shuffle must be None (the train split only), True or False. "
                          f"Received: shuffle={_short(shuffle)}")
     src = _source(name, data_dir, download, ignore_label)
@@ -1844,7 +1853,7 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
     info = _info(src, image_size, channels)
     info.augmentation = settings
     ds = _pipeline(src, info, split, batch_size=batch_size, augment=settings, seed=seed,
-                   shuffle=(split == "train") if shuffle is None else shuffle,
+                   shuffle=(split == "train") if shuffle is None else bool(shuffle),
                    autotune=autotune)
     return ds, info
 
@@ -1998,12 +2007,16 @@ def train_class_counts(splits: Splits) -> np.ndarray:
         ``splits.info.labels``.
 
     Raises:
-        ValueError: a segmentation dataset, or a label outside ``0..num_classes-1``.
+        ValueError: ``splits`` is no :class:`Splits`, a segmentation dataset, or a label
+            outside ``0..num_classes-1``.
 
     Example:
         >>> train_class_counts(load_splits("digits")).tolist()
         [124, 128, 124, 128, 127, 127, 127, 125, 121, 126]
     """
+    if not isinstance(splits, Splits):   # (was "'str' object has no attribute 'info'")
+        raise ValueError(f"train_class_counts takes a zoo.data.Splits (load_splits(...)). "
+                         f"Received: {type(splits).__name__}")
     info = splits.info
     if info.task != "classification":
         raise ValueError(f"Examples per class are counted for classification datasets; "

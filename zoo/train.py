@@ -1969,9 +1969,12 @@ def set_batch_norm_momentum(model, momentum="auto") -> Optional[float]:
         changed: the model has none, all are frozen, or, for ``"auto"``, none is above it).
 
     Raises:
-        ValueError: another ``momentum``.
+        ValueError: another ``momentum``, or a ``model`` that is no ``keras.Model``.
     """
     _check_batch_norm_momentum(momentum)
+    if not isinstance(model, keras.Model):   # (was "no attribute '_flatten_layers'")
+        raise ValueError(f"set_batch_norm_momentum takes a keras.Model. "
+                         f"Received: {received_text(model)}")
     if momentum is None:
         return None
     target = AUTO_BATCH_NORM_MOMENTUM if momentum == "auto" else float(momentum)

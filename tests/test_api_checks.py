@@ -417,3 +417,42 @@ def test_data_helpers_refuse_arguments_of_another_kind():
         set_batch_norm_momentum("googlenet")
     # NumPy's booleans are booleans for shuffle, as for autotune
     assert data.load("digits", "test", shuffle=np.bool_(False))[1].name == "digits"
+
+
+def test_plateau_schedule_and_resolve_jit_compile_check_their_arguments():
+    import numpy as np
+
+    from zoo.train import PlateauSchedule, resolve_jit_compile
+    # monitor "" or 5 were taken (and never found in the logs), done=5 was "'int' object is
+    # not iterable"; resolve_jit_compile took 1 and 0.0 for True and False (zoo.serving.load
+    # refuses them)
+    for bad in ("", 5):
+        with pytest.raises(ValueError, match=rf"^monitor must be the name of a logged "
+                                             rf"quantity, .* Received: monitor={bad!r}$"):
+            PlateauSchedule(bad, "min", 0.1)
+    for bad in (5, ["x"], "0.5"):
+        with pytest.raises(ValueError, match=rf"^done must be a list of the monitored values "
+                                             rf".* Received: done={re.escape(repr(bad))}$"):
+            PlateauSchedule("val_loss", "min", 0.1, done=bad)
+    schedule = PlateauSchedule("val_loss", "min", 0.1, done=(1.0, None, np.float32(2.0)))
+    assert (schedule.best, schedule.wait) == (1.0, 1)
+    for bad in (1, 0.0):
+        with pytest.raises(ValueError, match=rf"^jit_compile must be 'auto', True or False. "
+                                             rf"Received: jit_compile={bad!r}$"):
+            resolve_jit_compile(bad)
+    assert resolve_jit_compile(np.bool_(False)) is False
+
+
+def test_set_and_fix_must_be_dicts_that_do_not_overlap():
+    from tuning.hypermodels import LeNet5HyperModel, check_set_fix
+    # 5 was "'int' object is not iterable", "x" was taken for no names; a hyperparameter
+    # both narrowed and fixed was fixed, silently
+    with pytest.raises(ValueError, match=r"^set must be a dict of hyperparameter names to "
+                                         r"values, .* Received: set=5$"):
+        check_set_fix(5, None)
+    with pytest.raises(ValueError, match=r"^fix must be a dict .* Received: fix='x'$"):
+        check_set_fix(None, "x")
+    with pytest.raises(ValueError, match=r"^hyperparameter 'lr' is given to both fix"):
+        LeNet5HyperModel(set={"lr": "1e-3:1e-2"}, fix={"lr": 0.001})
+    with pytest.raises(ValueError, match=r"^set must be a dict .* Received: set='lr=0.1'$"):
+        LeNet5HyperModel(set="lr=0.1")

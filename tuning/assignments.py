@@ -89,8 +89,14 @@ def check_set_fix(set=None, fix=None):
         fix: ``{name: value}`` of fixed hyperparameters, or ``None``.
 
     Raises:
-        ValueError: a name in both.
+        ValueError: a name in both, or a ``set`` or ``fix`` that is neither a dict nor
+            ``None`` (5 was "'int' object is not iterable", "x" was taken for no names).
     """
+    for arg, value, example in (("set", set, "{'lr': '1e-4:1e-2'}"),
+                                ("fix", fix, "{'lr': 0.001}")):
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{arg} must be a dict of hyperparameter names to values, such "
+                             f"as {arg}={example}, or None. Received: {arg}={value!r}")
     for name in fix or {}:
         if name in (set or {}):
             raise ValueError(f"hyperparameter {name!r} is given to both fix (--fix "

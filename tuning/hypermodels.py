@@ -485,8 +485,11 @@ class ZooHyperModel(kt.HyperModel):
 
     Raises:
         ValueError: an unknown hyperparameter name (the message lists the known
-            ones) or a value the hyperparameter does not allow; an ``ignore_label`` that
-            is no integer from 0 to 65535 or differs from ``info.ignore_label``.
+            ones), one given to both ``set`` and ``fix``, or a value the hyperparameter does
+            not allow; an ``ignore_label`` that is no integer from 0 to 65535 or differs
+            from ``info.ignore_label``; any other argument of the wrong kind or range
+            (``num_classes=0``, ``jit_compile="no"``, an ``info`` that is no
+            ``zoo.data.DatasetInfo``, ...).
 
     Example:
         >>> import keras_tuner
@@ -527,6 +530,7 @@ class ZooHyperModel(kt.HyperModel):
                              f"'mixed_bfloat16' or 'mixed_float16'. "
                              f"Received: mixed_precision={mixed_precision!r}")
         seed = common.check_seed(seed)
+        check_set_fix(set, fix)   # (one given to both: fix won silently)
         ignore_label = _check_ignore_label(ignore_label)
         declared = getattr(info, "ignore_label", None)
         if ignore_label is None:
@@ -947,10 +951,14 @@ def get_hypermodel(name: str, **kwargs) -> ZooHyperModel:
     check_set_fix(kwargs.get("set"), kwargs.get("fix"))
     fix = dict(kwargs.pop("fix", None) or {})
     key = ALIASES.get(name, name)
+    depth = None
     if isinstance(key, tuple):
         _, depth = key
         if "depth" in fix and int(fix["depth"]) != depth:
             raise ValueError(f"{name} fixes depth={depth}; received fix depth={fix['depth']}. "
                              f"Tune 'resnet' to choose the depth.")
-        fix["depth"] = depth
-    return HYPERMODELS[family_of(name)](fix=fix, **kwargs)
+        fix.pop("depth", None)
+    hypermodel = HYPERMODELS[family_of(name)](fix=fix, **kwargs)
+    # The alias's own depth, after set: narrowing depth stays allowed (the constructor
+    # refuses a name given to both set and fix).
+    return hypermodel if depth is None else hypermodel.fix("depth", depth)

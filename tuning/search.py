@@ -95,11 +95,8 @@ def _check_types(*, objective, directory, set, fix, image_size, callbacks, verbo
     if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory):
         raise ValueError(f"directory must be a path (str or os.PathLike). "
                          f"Received: directory={directory!r}")
-    for arg, value, example in (("set", set, "{'lr': '1e-4:1e-2'}"),
-                                ("fix", fix, "{'lr': 0.001}")):
-        if value is not None and not isinstance(value, dict):
-            raise ValueError(f"{arg} must be a dict of hyperparameter names to values, such "
-                             f"as {arg}={example}, or None. Received: {arg}={value!r}")
+    from tuning.assignments import check_set_fix
+    check_set_fix(set, fix)
     if isinstance(image_size, (str, bytes)):      # not a sequence of two sizes
         raise ValueError(f"image_size must be (height, width) with positive integers. "
                          f"Received: image_size={image_size!r}")

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import json
 import math
+import numbers
 import os
 import re
 import shutil
@@ -627,7 +628,7 @@ def resolve_jit_compile(jit_compile, *, strategy=None) -> bool:
         if strategy is not None or tf.distribute.has_strategy() or is_op_determinism_enabled():
             return False
         return bool(visible_gpus())
-    if jit_compile not in (True, False):
+    if not isinstance(jit_compile, (bool, np.bool_)):   # (1 and 0.0 were taken, as in ==)
         raise ValueError(f"jit_compile must be 'auto', True or False. "
                          f"Received: jit_compile={jit_compile!r}")
     return bool(jit_compile)
@@ -1881,17 +1882,32 @@ class PlateauSchedule(keras.callbacks.Callback):
             schedule stands where a killed run's stood (the rate itself is restored with the
             optimizer).
         verbose: print a line when the rate is lowered.
+
+    Raises:
+        ValueError: a ``monitor`` that is no non-empty string, a ``mode`` other than
+            ``"min"``/``"max"``, a ``learning_rate`` that is no positive finite number, or
+            ``done`` that is no list of numbers or ``None``.
     """
 
     def __init__(self, monitor, mode, learning_rate, *, done=(), verbose=0):
         super().__init__()
+        if not isinstance(monitor, str) or not monitor:   # ("" or 5 were never found)
+            raise ValueError(f"monitor must be the name of a logged quantity, such as "
+                             f"'val_loss' or 'val_accuracy'. Received: monitor={monitor!r}")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max'. Received: mode={mode!r}")
         _check_learning_rate(learning_rate)
+        values = zdata._as_list(done)   # (5 was "'int' object is not iterable")
+        if values is None or not all(v is None or (isinstance(v, numbers.Real)
+                                                   and not isinstance(v, bool))
+                                     for v in values):
+            raise ValueError(f"done must be a list of the monitored values (numbers or None) "
+                             f"of the epochs trained before a resume. "
+                             f"Received: done={zdata._short(done)}")
         self.monitor, self.mode, self.verbose = monitor, mode, verbose
         self.lowest = float(learning_rate) * PLATEAU_LOWEST
         self.best, self.wait, self.rate = None, 0, float(learning_rate)
-        for value in done:
+        for value in values:
             self._step(value, self.rate)
 
     def _step(self, current, rate):

@@ -456,3 +456,21 @@ def test_set_and_fix_must_be_dicts_that_do_not_overlap():
         LeNet5HyperModel(set={"lr": "1e-3:1e-2"}, fix={"lr": 0.001})
     with pytest.raises(ValueError, match=r"^set must be a dict .* Received: set='lr=0.1'$"):
         LeNet5HyperModel(set="lr=0.1")
+
+
+def test_preprocess_refuses_what_is_no_array_of_pixels():
+    import numpy as np
+
+    from zoo import data
+    info = data.load_splits("digits").info
+    # None was TensorFlow's "Attempt to convert a value (None) with an unsupported type",
+    # "x" its UnimplementedError "Cast string to float is not supported", [[1]] its
+    # "'images' must have either 3 or 4 dimensions"
+    for bad, received in ((None, "None"), ("x", r"string of shape \(\)"),
+                          ([[1]], r"int32 of shape \(1, 1\)"),
+                          (np.zeros((1, 8, 8, 1), bool), r"bool of shape \(1, 8, 8, 1\)")):
+        with pytest.raises(ValueError, match=rf"^preprocess: images must be raw pixels, an "
+                                             rf"array of numbers \[N, H, W, C\] or \[H, W, C\]. "
+                                             rf"Received: {received}$"):
+            data.preprocess(bad, info)
+    assert data.preprocess(np.zeros((8, 8, 1), "uint8"), info).shape == (32, 32, 1)

@@ -43,7 +43,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.common import (DIGITS_TEST_SIZE, MAX_IGNORE_LABEL, TASKS, check_bool, check_seed,
-                         clip_text, has_image_signature, is_finite_number, is_integer)
+                         clip_text, has_image_signature, is_finite_number, is_integer,
+                         received_text)
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "check_augment_settings", "make_shapes", "digits_arrays",
@@ -432,11 +433,27 @@ def preprocess(images, info):
     Returns:
         float32 tensor ``[N, H, W, C]`` (``info.input_shape``), normalised.
 
+    Raises:
+        ValueError: ``info`` is no :class:`DatasetInfo` or dict form of one; ``images`` are
+            no array of numbers of rank 3 or 4 (None and strings were TensorFlow's errors
+            from deep inside).
+
     Example:
         >>> _, info = load("digits", image_size=(32, 32))
         >>> x = preprocess(np.zeros((2, 8, 8, 1), "float32"), info)   # (2, 32, 32, 1)
     """
     info = as_info(info, "preprocess")
+    wanted = ("preprocess: images must be raw pixels, an array of numbers [N, H, W, C] or "
+              "[H, W, C].")
+    if not tf.is_tensor(images):
+        try:
+            images = tf.convert_to_tensor(images)
+        except (ValueError, TypeError):
+            raise ValueError(f"{wanted} Received: {received_text(images)}") from None
+    rank = images.shape.rank
+    if not (images.dtype.is_floating or images.dtype.is_integer) or rank not in (None, 3, 4):
+        raise ValueError(f"{wanted} Received: {images.dtype.name} of shape "
+                         f"{tuple(images.shape)}")
     return normalize(resize_and_convert(images, info.input_shape), info)
 
 

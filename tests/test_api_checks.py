@@ -474,3 +474,13 @@ def test_preprocess_refuses_what_is_no_array_of_pixels():
                                              rf"Received: {received}$"):
             data.preprocess(bad, info)
     assert data.preprocess(np.zeros((8, 8, 1), "uint8"), info).shape == (32, 32, 1)
+
+
+def test_load_model_compile_must_be_a_boolean(tmp_path):
+    path = tmp_path / "lenet5.keras"
+    zoo.lenet5().save(path)
+    # compile="no" compiled the model (a truthy string)
+    with pytest.raises(ValueError, match=r"^load_model: compile must be True or False. "
+                                         r"Received: compile='no'$"):
+        zoo.load_model(path, compile="no")
+    assert zoo.load_model(path, compile=False).name == "lenet5"

@@ -310,13 +310,15 @@ def load_model(path, *, compile=True):
 
     Raises:
         FileNotFoundError: no such file, or a directory without ``model.keras``.
-        ValueError: a file that is not a ``.keras`` (zip) archive holding a config.json.
+        ValueError: a file that is not a ``.keras`` (zip) archive holding a config.json;
+            a ``compile`` that is not ``True`` or ``False``.
         TypeError: ``path`` is not a path.
     """
     import keras
     import zoo.layers  # noqa: F401  (registers the custom layers)
     import zoo.optimizers  # noqa: F401  (and optimizers)
     import zoo.train  # noqa: F401  (and losses)
+    check_bool("load_model", compile=compile)   # ("no" compiled)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load_model: path must be the path of a .keras file or a run "
                         f"directory. Received: {path!r}")

@@ -484,3 +484,22 @@ def test_load_model_compile_must_be_a_boolean(tmp_path):
                                          r"Received: compile='no'$"):
         zoo.load_model(path, compile="no")
     assert zoo.load_model(path, compile=False).name == "lenet5"
+
+
+def test_helpers_refuse_what_is_not_their_object():
+    import sys
+
+    import tuning.search  # noqa: F401  (the name is the function; the module is this one)
+    from zoo.serving import engine_text
+    trials_table = sys.modules["tuning.search"].trials_table
+    # were AttributeErrors ("'str' object has no attribute 'runtime'", "... 'start_order'")
+    # and os.fspath's "expected str, bytes or os.PathLike object, not int"
+    with pytest.raises(TypeError, match=r"^engine_text takes a zoo.serving.Servable. "
+                                        r"Received: str$"):
+        engine_text("saved_models/lenet5")
+    with pytest.raises(ValueError, match=r"^trials_table takes a keras_tuner oracle "
+                                         r"\(tuner.oracle\). Received: NoneType$"):
+        trials_table(None)
+    with pytest.raises(TypeError, match=r"^plot: path must be the path of a .png file. "
+                                        r"Received: path=5$"):
+        zoo.profile(zoo.lenet5()).plot(5)

@@ -477,8 +477,14 @@ def trials_table(oracle, project_dir=None, hp_names=None):
 
     Returns:
         A ``pandas.DataFrame``, one row per trial.
+
+    Raises:
+        ValueError: ``oracle`` is no keras_tuner oracle (was an AttributeError).
     """
     import pandas as pd
+    if not (hasattr(oracle, "trials") and hasattr(oracle, "start_order")):
+        raise ValueError(f"trials_table takes a keras_tuner oracle (tuner.oracle). "
+                         f"Received: {type(oracle).__name__}")
     timings = _read_timings(project_dir) if project_dir else {}
     order = list(oracle.start_order) + [t for t in oracle.trials if t not in oracle.start_order]
     records = []

@@ -253,10 +253,11 @@ class Profile:
             ``path``.
 
         Raises:
+            TypeError: if ``path`` is no path (was os.fspath's message).
             ValueError: if ``path`` does not end in ``.png``.
             FileNotFoundError: if the directory does not exist.
         """
-        path = os.fspath(path)
+        path = common.check_path("plot", "path", path, "a .png file")
         if not path.lower().endswith(".png"):
             raise ValueError(f"plot: the file name must end in .png. Received: {path!r}")
         check_plot_path(path, "plot")

@@ -1593,7 +1593,14 @@ def configure_predict(parser):
 def engine_text(servable) -> str:
     """What ran ``servable``'s batches, for people: ``"TensorFlow, XLA off"``, ``"LiteRT"``,
     ``"LiteRT; OpenVINO for batches of 16-31 images"`` (the runtimes ``runtime="auto"``
-    chose per batch size, so far)."""
+    chose per batch size, so far).
+
+    Raises:
+        TypeError: ``servable`` is no :class:`Servable` (was an AttributeError).
+    """
+    if not isinstance(servable, Servable):
+        raise TypeError(f"engine_text takes a zoo.serving.Servable. "
+                        f"Received: {type(servable).__name__}")
     engine = (f"TensorFlow, XLA {'on' if servable.jit_compiled else 'off'}"
               if servable.runtime == "tensorflow" else _ENGINE_NAMES[servable.runtime])
     for runtime in ("openvino", "tensorflow", "litert"):

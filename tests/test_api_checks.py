@@ -503,3 +503,19 @@ def test_helpers_refuse_what_is_not_their_object():
     with pytest.raises(TypeError, match=r"^plot: path must be the path of a .png file. "
                                         r"Received: path=5$"):
         zoo.profile(zoo.lenet5()).plot(5)
+
+
+def test_gpu_check_names_a_directory_without_a_saved_model(tmp_path):
+    from zoo.export import gpu_check
+    # a model directory was "[Errno 2] No such file or directory: '.../saved_model.pb'",
+    # a file NotADirectoryError, None os.fspath's TypeError
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for bad in (tmp_path, a_file):
+        with pytest.raises(FileNotFoundError, match=rf"^gpu_check: {bad} holds no "
+                                                    rf"saved_model.pb; pass a SavedModel "
+                                                    rf"directory"):
+            gpu_check(bad)
+    with pytest.raises(TypeError, match=r"^gpu_check: saved_model_dir must be the path of a "
+                                        r"SavedModel directory. Received: saved_model_dir=None$"):
+        gpu_check(None)

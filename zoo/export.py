@@ -967,11 +967,24 @@ def gpu_check(saved_model_dir, signature=SIGNATURE_NAME) -> dict:
 
     Raises:
         FileNotFoundError: no ``saved_model.pb`` in ``saved_model_dir``.
-        ValueError: the SavedModel has no signature ``signature``.
+        TypeError: ``saved_model_dir`` is no path.
+        ValueError: the SavedModel has no signature ``signature``; ``saved_model_dir``
+            is ``""``.
     """
     import tensorflow as tf
     from tensorflow.python.framework import kernels, op_def_registry
 
+    # (None was os.fspath's TypeError, a model directory "[Errno 2] No such file or
+    # directory: '.../saved_model.pb'", a file NotADirectoryError)
+    saved_model_dir = common.check_path("gpu_check", "saved_model_dir", saved_model_dir,
+                                        "a SavedModel directory")
+    if not os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb")):
+        raise FileNotFoundError(f"gpu_check: {saved_model_dir} holds no saved_model.pb; pass "
+                                f"a SavedModel directory (an export's version directory, "
+                                f"such as saved_models/lenet5/1).")
+    if not isinstance(signature, str):
+        raise ValueError(f"gpu_check: signature must be a signature name such as "
+                         f"{SIGNATURE_NAME!r}. Received: signature={signature!r}")
     nodes = signature_nodes(saved_model_dir, signature)
     pins = sorted({f"{fn or '<graph>'}/{n.name} ({n.op}) on {n.device}"
                    for fn, n in nodes if n.device})

@@ -68,16 +68,15 @@ def test_profile_refuses_a_model_name_and_names_what_it_takes():
         zoo.profile(5)
 
 
-def test_detect_family_and_generic_table_refuse_what_is_no_model():
-    from zoo.tables import detect_family, generic_table
+@pytest.mark.parametrize("function", ["detect_family", "generic_table"])
+@pytest.mark.parametrize("bad", [5, "lenet5"])
+def test_detect_family_and_generic_table_refuse_what_is_no_model(function, bad):
+    from zoo import tables
     # were AttributeErrors: "'int' object has no attribute 'layers'"
-    with pytest.raises(TypeError, match=r"^detect_family: expected a keras.Model. Received: "
-                                        r"int$"):
-        detect_family(5)
-    with pytest.raises(TypeError, match=r"^generic_table: expected a keras.Model. Received: "
-                                        r"str$"):
-        generic_table("lenet5")
-    assert detect_family(zoo.lenet5()) == "lenet"
+    with pytest.raises(TypeError, match=rf"^{function}: expected a keras.Model. Received: "
+                                        rf"{type(bad).__name__}$"):
+        getattr(tables, function)(bad)
+    assert tables.detect_family(zoo.lenet5()) == "lenet"
 
 
 def test_list_versions_and_load_refuse_what_is_no_path(tmp_path, monkeypatch):

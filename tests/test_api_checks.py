@@ -518,3 +518,24 @@ def test_gpu_check_names_a_directory_without_a_saved_model(tmp_path):
     with pytest.raises(TypeError, match=r"^gpu_check: saved_model_dir must be the path of a "
                                         r"SavedModel directory. Received: saved_model_dir=None$"):
         gpu_check(None)
+
+
+def test_search_takes_numpy_counts_and_refuses_export_options_without_export(tmp_path):
+    import sys
+
+    import numpy as np
+
+    import tuning.search  # noqa: F401
+    search = sys.modules["tuning.search"].search
+    # max_trials=np.int64(1) was "max_trials must be a positive integer"; export_name and
+    # export_lite=False were ignored without export=True (zoo tune refuses --no-lite and
+    # --export-dir without --export)
+    counts = dict(max_trials=np.int64(1), epochs=np.int32(1), executions_per_trial=np.int64(1),
+                  max_consecutive_failed_trials=np.int64(3))
+    with pytest.raises(ValueError, match=r"^export_name and export_lite=False go with "
+                                         r"export=True. Received: export=False, "
+                                         r"export_name='best'$"):
+        search("lenet5", "digits", directory=tmp_path, export_name="best", **counts)
+    with pytest.raises(ValueError, match=r"Received: export=False, export_lite=False$"):
+        search("lenet5", "digits", directory=tmp_path, export_lite=False, **counts)
+    assert list(tmp_path.iterdir()) == []

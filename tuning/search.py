@@ -31,7 +31,7 @@ import time
 import warnings
 
 from zoo.common import (atomic_write, atomic_write_text, check_bool, check_seed, is_digits,
-                         remove_path)
+                         is_integer, remove_path)
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -1009,7 +1009,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             in both ``set`` and ``fix``; a bad seed or project name; an objective the
             model does not report; too few examples for ``cv``; an ignore label that is
             no integer from 0 to 65535, inside the classes, given for a classification
-            dataset or not the ``Splits``' own; a different search in the same project.
+            dataset or not the ``Splits``' own; a different search in the same project;
+            ``export_name`` or ``export_lite=False`` without ``export=True``.
             Nothing is written (or overwritten) before these checks.
         FileExistsError: an existing project with ``resume=False``.
         RuntimeError: too many consecutive failed trials (the table is written first).
@@ -1023,16 +1024,28 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
 
     if tuner not in TUNERS:
         raise ValueError(f"unknown tuner {tuner!r}. Allowed: {', '.join(TUNERS)}.")
+    counts = {}
     for arg, value in (("max_trials", max_trials), ("epochs", epochs),
                        ("executions_per_trial", executions_per_trial),
                        ("max_consecutive_failed_trials", max_consecutive_failed_trials)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_integer(value) or value < 1:   # (a NumPy integer was refused)
             raise ValueError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
+        counts[arg] = int(value)
+    max_trials, epochs = counts["max_trials"], counts["epochs"]
+    executions_per_trial = counts["executions_per_trial"]
+    max_consecutive_failed_trials = counts["max_consecutive_failed_trials"]
     _check_types(objective=objective, directory=directory, set=set, fix=fix,
                  image_size=image_size, callbacks=callbacks, verbose=verbose)
     # ("no" would count as True: a project deleted; 1 and 0 are no flags either)
     check_bool("search", resume=resume, overwrite=overwrite, export=export, download=download,
                deterministic=deterministic, export_lite=export_lite)
+    if not export and (export_name is not None or not export_lite):
+        # (ignored without export, where zoo tune refuses --export-dir and --no-lite)
+        given = ", ".join(f"{k}={v!r}" for k, v in (("export_name", export_name),
+                                                    ("export_lite", export_lite))
+                          if v is not (None if k == "export_name" else True))
+        raise ValueError(f"export_name and export_lite=False go with export=True. "
+                         f"Received: export=False, {given}")
     if cv is not None:
         if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
             raise ValueError(f"cv must be None or an integer >= 2 (folds). Received: cv={cv!r}")

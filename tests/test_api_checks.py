@@ -538,4 +538,7 @@ def test_search_takes_numpy_counts_and_refuses_export_options_without_export(tmp
         search("lenet5", "digits", directory=tmp_path, export_name="best", **counts)
     with pytest.raises(ValueError, match=r"Received: export=False, export_lite=False$"):
         search("lenet5", "digits", directory=tmp_path, export_lite=False, **counts)
+    # cv=np.int64(3) was "cv must be None or an integer >= 2"
+    with pytest.raises(ValueError, match=r"^cv \(cross-validation\) works with the random, "):
+        search("lenet5", "digits", directory=tmp_path, cv=np.int64(3), **counts)
     assert list(tmp_path.iterdir()) == []

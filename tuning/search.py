@@ -1047,8 +1047,9 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         raise ValueError(f"export_name and export_lite=False go with export=True. "
                          f"Received: export=False, {given}")
     if cv is not None:
-        if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
+        if not is_integer(cv) or cv < 2:   # (a NumPy integer was refused)
             raise ValueError(f"cv must be None or an integer >= 2 (folds). Received: cv={cv!r}")
+        cv = int(cv)
         if executions_per_trial != 1:
             raise ValueError(f"cv trains one model per fold; executions_per_trial must be 1 "
                              f"with it. Received: executions_per_trial={executions_per_trial}")

@@ -305,3 +305,43 @@ def test_sigterm_as_interrupt_restores_the_handler_it_found():
         assert signal.getsignal(signal.SIGTERM) is own
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.parametrize("sig,code,line", [("SIGTERM", 143, "zoo: terminated"),
+                                           ("SIGINT", 130, "zoo: interrupted")])
+def test_a_signal_that_arrives_in_a_finalizer_still_stops_the_command(tmp_path, sig, code, line):
+    """A signal whose exception Python raised inside a finalizer (a weakref callback or
+    ``__del__``, run by the garbage collector in the middle of TensorFlow's and Keras' code)
+    was lost: Python printed "Exception ignored in ..." and its traceback, and the command
+    went on to the end with exit code 0 (seen with zoo tune, SIGTERM at 12 s). It now stops
+    the command as any other Ctrl-C or SIGTERM does."""
+    import signal
+    import textwrap
+    cleaned, finished = tmp_path / "cleaned", tmp_path / "finished"
+    script = textwrap.dedent(f"""
+        import os, signal, sys, time
+        from zoo import cli
+        class Finalized:
+            def __del__(self):   # the signal arrives while a finalizer runs
+                os.kill(os.getpid(), signal.{sig})
+                for _ in range(10 ** 6):
+                    pass
+        def configure_list(parser):
+            def run(args):
+                try:
+                    Finalized()
+                    for _ in range(50):
+                        time.sleep(0.1)
+                    open({str(finished)!r}, "w").close()
+                finally:
+                    open({str(cleaned)!r}, "w").close()
+                return 0
+            return run
+        cli.configure_list = configure_list
+        sys.exit(cli.main(["list"]))
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert (proc.returncode, proc.stderr.splitlines()) == (code, [line])
+    assert cleaned.exists() and not finished.exists()

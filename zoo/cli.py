@@ -45,22 +45,53 @@ class Terminated(KeyboardInterrupt):
     ``zoo train`` / ``zoo tune`` say how to resume."""
 
 
+def _terminate(signum, frame):
+    """SIGTERM's handler under :func:`sigterm_as_interrupt`."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
+
+def _signal_again(unraisable, previous_hook):
+    """``sys.unraisablehook`` under :func:`sigterm_as_interrupt`: a Ctrl-C or SIGTERM whose
+    exception was raised inside a finalizer (a weakref callback or ``__del__`` the garbage
+    collector ran in the middle of the command) cannot leave it, and Python would print
+    "Exception ignored in ..." with a traceback and go on, the signal lost. The signal is sent
+    again instead, from a thread a moment later, so that it reaches the command's own code
+    (sent at once, it would raise in this hook)."""
+    exc = unraisable.exc_value
+    if (not isinstance(exc, KeyboardInterrupt)
+            or threading.current_thread() is not threading.main_thread()):
+        previous_hook(unraisable)
+        return
+    if isinstance(exc, Terminated):
+        signum = signal.SIGTERM
+        signal.signal(signal.SIGTERM, _terminate)   # _terminate had set the default
+    elif signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signum = signal.SIGINT
+    else:   # a KeyboardInterrupt of no signal zoo can send again
+        previous_hook(unraisable)
+        return
+    again = threading.Timer(0.05, os.kill, args=(os.getpid(), signum))
+    again.daemon = True
+    again.start()
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """A context in which SIGTERM raises :class:`Terminated` (once: a second SIGTERM ends
-    the process at once); without it Python ends at SIGTERM, no ``finally`` run."""
+    the process at once); without it Python ends at SIGTERM, no ``finally`` run. A Ctrl-C or
+    SIGTERM that arrives while a finalizer runs is not lost (:func:`_signal_again`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def terminate(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: _signal_again(unraisable, previous_hook)
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 

@@ -589,6 +589,16 @@ def _host() -> str:
     return socket.gethostname().replace(os.sep, "_")
 
 
+def unwritable_directory(path):
+    """What keeps the directory ``path`` from being made or written in: ``path`` itself, a
+    directory without write permission, or its nearest existing parent directory when that
+    has none; ``None`` when nothing does (a file in the way is the caller's to name)."""
+    path = os.path.abspath(os.fspath(path))
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return None if os.access(path, os.W_OK | os.X_OK) else path
+
+
 def temporary_prefix(prefix) -> str:
     """``<prefix><pid>-<host>-``: the start of the name of a temporary file or directory of
     this process, which :func:`remove_stale_temporaries` removes once the process is gone."""

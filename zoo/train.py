@@ -40,7 +40,7 @@ from keras import ops
 from zoo import data as zdata
 from zoo.common import (AUTO_PRECISION_HELP, MIXED_PRECISION, TASKS, atomic_write,
                          atomic_write_text, check_bool, check_seed, is_digits, is_integer,
-                         received_text, remove_path)
+                         received_text, remove_path, unwritable_directory)
 
 __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
            "resolve_class_weight", "resolve_mixed_precision", "with_mixed_precision",
@@ -321,10 +321,10 @@ def check_run_dir(run_dir, what: str = "run_dir") -> None:
     if not os.path.isdir(parent):
         raise ValueError(f"{what} {path} cannot be made: {parent} is a file; use another "
                          f"run directory.")
-    if not os.access(path if os.path.isdir(path) else parent, os.W_OK | os.X_OK):
+    blocked = unwritable_directory(path)
+    if blocked is not None:
         raise ValueError(f"{what} {path} cannot be written: no write permission on "
-                         f"{path if os.path.isdir(path) else parent}; use another run "
-                         f"directory.")
+                         f"{blocked}; use another run directory.")
 
 
 # --------------------------------------------------------------------------------------
@@ -3412,6 +3412,9 @@ def configure_train(parser):
         if not args.lite and not args.export:
             raise ValueError("--no-lite goes with --export (or export later: zoo export "
                              "RUN_DIR --no-lite)")
+        if args.export:   # refused now, not after the training
+            from zoo import export as zexport
+            zexport.check_export_target(args.base_dir or "saved_models", args.model)
         for name, value in (("class_weight", class_weight),
                             ("label_smoothing", args.label_smoothing)):
             _refuse_for_segmentation(minfo.task, f"model {args.model!r}", name, value)

@@ -276,6 +276,15 @@ def test_train_refuses_empty_names(capsys, argv, expected):
     assert code == 2 and line.startswith(expected)
 
 
+def test_tune_refuses_an_empty_dataset_name(capsys, tmp_path):
+    # "" was taken for the default, as zoo train's was: a whole search on digits
+    code, line = one_error_line(capsys, ["tune", "lenet5", "--dataset", "", "--tuner", "random",
+                                         "--max-trials", "1", "--epochs", "1", "--directory",
+                                         str(tmp_path / "runs")])
+    assert code == 2 and line.startswith("zoo: error: Unknown dataset ''. Known datasets: ")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_train_refuses_a_file_as_run_directory(capsys, tmp_path):
     # was "[Errno 17] File exists: '...'" once the data was loaded and the model built
     path = tmp_path / "a_file"

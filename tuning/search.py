@@ -1558,7 +1558,9 @@ def configure_tune(parser):
             hm = get_hypermodel(args.model, set=set_, fix=fix)
             print(_text(hm.describe()))
             return 0
-        dataset = args.dataset or ("shapes" if args.model == "unet" else "digits")
+        # "" is no dataset (refused by the loader), not the default
+        dataset = (args.dataset if args.dataset is not None
+                   else "shapes" if args.model == "unet" else "digits")
         if args.workers is not None:
             try:
                 return _run_local_cluster(args)

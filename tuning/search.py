@@ -30,8 +30,8 @@ import threading
 import time
 import warnings
 
-from zoo.common import (atomic_write, atomic_write_text, check_bool, check_seed, is_digits,
-                         remove_path, unwritable_directory)
+from zoo.common import (atomic_write, atomic_write_text, check_bool, check_directory_target,
+                         check_seed, is_digits, remove_path)
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -116,22 +116,8 @@ def _check_export_target(export_dir, export_name):
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise NotADirectoryError(f"export_dir (--export-dir) is not a directory: "
                                  f"{os.fspath(export_dir)!r}")
-    _check_writable("export_dir (--export-dir)", export_dir)
-
-
-def _check_writable(what, directory):
-    """NotADirectoryError when a file is in the way of ``directory``, PermissionError when
-    it cannot be made or written in."""
-    existing = os.path.abspath(os.fspath(directory))
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise NotADirectoryError(f"{what} {os.fspath(directory)!r} cannot be made: {existing} "
-                                 f"is a file; pass another directory.")
-    blocked = unwritable_directory(directory)
-    if blocked is not None:
-        raise PermissionError(f"{what} {os.fspath(directory)!r} cannot be written: no write "
-                              f"permission on {blocked}; pass another directory.")
+    check_directory_target(export_dir, "export_dir (--export-dir)", "pass another directory",
+                           repr(os.fspath(export_dir)))
 
 
 def _default_project(family, dataset_name, tuner):
@@ -1061,7 +1047,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     ignore_label = _check_ignore_label(ignore_label)
     if project is not None:
         _check_project_name(project)
-    _check_writable("directory (--directory)", directory)
+    check_directory_target(directory, "directory (--directory)", "pass another directory",
+                           repr(os.fspath(directory)))
     if export:   # refused now, not after the whole search
         _check_export_target(export_dir, export_name)
     from zoo.train import resolve_mixed_precision

@@ -39,8 +39,8 @@ from keras import ops
 
 from zoo import data as zdata
 from zoo.common import (AUTO_PRECISION_HELP, MIXED_PRECISION, TASKS, atomic_write,
-                         atomic_write_text, check_bool, check_seed, is_digits, is_integer,
-                         received_text, remove_path, unwritable_directory)
+                         atomic_write_text, check_bool, check_directory_target, check_seed,
+                         is_digits, is_integer, received_text, remove_path)
 
 __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
            "resolve_class_weight", "resolve_mixed_precision", "with_mixed_precision",
@@ -315,16 +315,7 @@ def check_run_dir(run_dir, what: str = "run_dir") -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{what} must be a directory, and {path} is a file; use another "
                          f"run directory.")
-    parent = os.path.dirname(path)
-    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ValueError(f"{what} {path} cannot be made: {parent} is a file; use another "
-                         f"run directory.")
-    blocked = unwritable_directory(path)
-    if blocked is not None:
-        raise ValueError(f"{what} {path} cannot be written: no write permission on "
-                         f"{blocked}; use another run directory.")
+    check_directory_target(path, what, "use another run directory")
 
 
 # --------------------------------------------------------------------------------------

@@ -345,3 +345,45 @@ def test_a_signal_that_arrives_in_a_finalizer_still_stops_the_command(tmp_path, 
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert (proc.returncode, proc.stderr.splitlines()) == (code, [line])
     assert cleaned.exists() and not finished.exists()
+
+
+@pytest.mark.parametrize("sig,code,line", [("SIGTERM", 143, "zoo: terminated"),
+                                           ("SIGINT", 130, "zoo: interrupted")])
+def test_a_signal_keras_swallows_still_stops_the_training(tmp_path, sig, code, line):
+    """Keras reads each metric inside a bare ``except: pass`` (``pythonify_logs``): a signal
+    that arrived while it waited for a value was swallowed there, and the command trained on
+    to exit code 0 (zoo tune, SIGTERM at 5 s). The training now stops after that batch."""
+    import signal
+    import textwrap
+    finished = tmp_path / "finished"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import keras
+        import zoo
+        from zoo import cli, train
+        class Swallowing(keras.callbacks.Callback):   # as Keras' pythonify_logs does
+            def on_train_batch_end(self, batch, logs=None):
+                if batch == 1 and not hasattr(self, "done"):
+                    self.done = True
+                    try:
+                        os.kill(os.getpid(), signal.{sig})
+                        for _ in range(10 ** 7):
+                            pass
+                    except:  # noqa: E722
+                        pass
+        def configure_list(parser):
+            def run(args):
+                train.fit(zoo.lenet5(), "digits", epochs=3, verbose=0,
+                          run_dir={str(tmp_path / "run")!r}, callbacks=[Swallowing()])
+                open({str(finished)!r}, "w").close()
+                return 0
+            return run
+        cli.configure_list = configure_list
+        sys.exit(cli.main(["list"]))
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.splitlines()[-1] == line
+    assert not finished.exists()

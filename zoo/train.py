@@ -1678,6 +1678,20 @@ class _EarlyStopping(keras.callbacks.EarlyStopping):
             self.best, self.wait = self._resume
 
 
+class StopWhenInterrupted(keras.callbacks.Callback):
+    """Raise again, after each batch and epoch, a Ctrl-C or SIGTERM of the ``zoo`` command
+    that Keras swallowed (:func:`zoo.cli.raise_if_interrupted`): the training stops, its
+    clean-up runs, and the command says so, as for any other."""
+
+    async_safe = True   # no reason for Keras to run the batch hooks in step
+
+    def _check(self, *args, **kwargs):
+        from zoo.cli import raise_if_interrupted
+        raise_if_interrupted()
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = on_test_end = _check
+
+
 class _TerminateOnNaN(keras.callbacks.TerminateOnNaN):
     """Keras' ``TerminateOnNaN``, whose ``Batch N: Invalid loss, terminating training`` line
     is printed only with ``verbose`` (beside the progress bars): the run then fails with
@@ -2756,7 +2770,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             if early_stopping:
                 cbs.append(_EarlyStopping(monitor=monitor, mode=mode, patience=patience,
                                           restore_best_weights=True, resume=resume))
-            return cbs + callbacks
+            return cbs + callbacks + [StopWhenInterrupted()]
 
         def do_compile(jit):
             if not compile and model is given:

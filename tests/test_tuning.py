@@ -927,6 +927,21 @@ def test_a_project_name_must_be_one_directory_name(tiny, tmp_path, project):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_project_directory_of_other_files_is_refused(tiny, tmp_path, overwrite):
+    # was taken as the project, and --overwrite deleted those files with it
+    project_dir = tmp_path / "runs" / "p"
+    project_dir.mkdir(parents=True)
+    (project_dir / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError) as exc:
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, fix=FIX_ALL,
+               directory=str(tmp_path / "runs"), project="p", overwrite=overwrite)
+    assert str(exc.value) == (f"{project_dir} holds files of no search (notes.txt); choose "
+                              f"another --project or --directory (--overwrite replaces a "
+                              f"search, not other files)")
+    assert os.listdir(project_dir) == ["notes.txt"]
+
+
 def test_a_directory_the_search_cannot_write_in_is_named_before_it(tiny, tmp_path,
                                                                    monkeypatch):
     # were "[Errno 20] Not a directory: 'a_file/lenet5_digits_random'" and "[Errno 13]

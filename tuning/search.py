@@ -663,8 +663,17 @@ def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
     written or deleted here: :func:`_write_fingerprint` does it (``overwrite``
     deletes the project) once the search is known to be valid."""
     path = os.path.join(project_dir, FINGERPRINT)
-    if role == "worker" or overwrite:
-        return  # the chief owns the project directory; overwrite replaces it
+    if role == "worker":
+        return  # the chief owns the project directory
+    others = (sorted(e for e in os.listdir(project_dir) if not e.startswith("."))
+              if os.path.isdir(project_dir) and not _project_exists(project_dir) else [])
+    if others:   # the search would mix its files with them, and --overwrite delete them
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise FileExistsError(
+            f"{project_dir} holds files of no search ({shown}); choose another --project or "
+            f"--directory (--overwrite replaces a search, not other files)")
+    if overwrite:
+        return  # overwrite replaces the project
     if _project_exists(project_dir):
         if not resume:
             raise FileExistsError(

@@ -46,6 +46,14 @@ def _same_random_state_for_every_test():
     yield
 
 
+def deny_writes(monkeypatch, directory):
+    """``directory`` without write permission, as ``chmod 555`` would make it for a user
+    other than root (the tests may run as root, whom permissions do not stop)."""
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+        os.path.abspath(path) != os.path.abspath(directory) and access(path, mode, **kw)))
+
+
 def wait_for_marker(path, proc, what, seconds=240):
     """Wait until the subprocess ``proc`` has written the file ``path`` (the moment a test
     stops it at), or has ended; assert the file is there (``what``: what did not happen)."""

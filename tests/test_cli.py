@@ -305,3 +305,82 @@ def test_sigterm_as_interrupt_restores_the_handler_it_found():
         assert signal.getsignal(signal.SIGTERM) is own
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def zoo_list_running(setup, run_body):
+    """``zoo list`` in a fresh process, its command replaced by ``run_body`` (the body of
+    ``run(args)``, after the module-level ``setup``), with Ctrl-C as in a terminal; the
+    finished process."""
+    import signal
+    import textwrap
+    body = textwrap.indent(textwrap.dedent(run_body), " " * 8)
+    script = (textwrap.dedent(setup) + "from zoo import cli\n"
+              "def configure_list(parser):\n    def run(args):\n" + body +
+              "\n    return run\ncli.configure_list = configure_list\n"
+              "sys.exit(cli.main(['list']))\n")
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+@pytest.mark.parametrize("sig,code,line", [("SIGTERM", 143, "zoo: terminated"),
+                                           ("SIGINT", 130, "zoo: interrupted")])
+def test_a_signal_that_arrives_in_a_finalizer_still_stops_the_command(tmp_path, sig, code, line):
+    """A signal whose exception Python raised inside a finalizer (a weakref callback or
+    ``__del__``, run by the garbage collector in the middle of TensorFlow's and Keras' code)
+    was lost: Python printed "Exception ignored in ..." and its traceback, and the command
+    went on to the end with exit code 0 (seen with zoo tune, SIGTERM at 12 s). It now stops
+    the command as any other Ctrl-C or SIGTERM does."""
+    cleaned, finished = tmp_path / "cleaned", tmp_path / "finished"
+    proc = zoo_list_running(f"""
+        import os, signal, sys, time
+        class Finalized:
+            def __del__(self):   # the signal arrives while a finalizer runs
+                os.kill(os.getpid(), signal.{sig})
+                for _ in range(10 ** 6):
+                    pass
+    """, f"""
+        try:
+            Finalized()
+            for _ in range(50):
+                time.sleep(0.1)
+            open({str(finished)!r}, "w").close()
+        finally:
+            open({str(cleaned)!r}, "w").close()
+        return 0
+    """)
+    assert (proc.returncode, proc.stderr.splitlines()) == (code, [line])
+    assert cleaned.exists() and not finished.exists()
+
+
+@pytest.mark.parametrize("sig,code,line", [("SIGTERM", 143, "zoo: terminated"),
+                                           ("SIGINT", 130, "zoo: interrupted")])
+def test_a_signal_keras_swallows_still_stops_the_training(tmp_path, sig, code, line):
+    """Keras reads each metric inside a bare ``except: pass`` (``pythonify_logs``): a signal
+    that arrived while it waited for a value was swallowed there, and the command trained on
+    to exit code 0 (zoo tune, SIGTERM at 5 s). The training now stops after that batch."""
+    finished = tmp_path / "finished"
+    proc = zoo_list_running(f"""
+        import os, signal, sys
+        import keras
+        import zoo
+        from zoo import train
+        class Swallowing(keras.callbacks.Callback):   # as Keras' pythonify_logs does
+            def on_train_batch_end(self, batch, logs=None):
+                if batch == 1 and not hasattr(self, "done"):
+                    self.done = True
+                    try:
+                        os.kill(os.getpid(), signal.{sig})
+                        for _ in range(10 ** 7):
+                            pass
+                    except:  # noqa: E722
+                        pass
+    """, f"""
+        train.fit(zoo.lenet5(), "digits", epochs=3, verbose=0,
+                  run_dir={str(tmp_path / "run")!r}, callbacks=[Swallowing()])
+        open({str(finished)!r}, "w").close()
+        return 0
+    """)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.splitlines()[-1] == line
+    assert not finished.exists()

@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import zoo  # noqa: E402
 from zoo import export as zoo_export  # noqa: E402
+from conftest import deny_writes  # noqa: E402
 from zoo.data import DatasetInfo, load_splits  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,6 +119,20 @@ def test_a_base_dir_or_model_directory_that_is_a_file_is_named(model, tmp_path):
                                   "another base_dir (--base-dir) or name (--name).")
     assert sorted(os.listdir(tmp_path)) == ["afile", "models"]
     assert os.listdir(tmp_path / "models") == ["lenet5"]
+
+
+def test_a_base_dir_that_cannot_be_written_is_named_before_the_export(model, tmp_path,
+                                                                        monkeypatch):
+    # was "[Errno 13] Permission denied: 'ro/lenet5'", naming no option
+    deny_writes(monkeypatch, tmp_path)
+    for base_dir in (tmp_path, tmp_path / "sub"):
+        with pytest.raises(PermissionError) as exc:
+            zoo.export(model, base_dir, lite=False)
+        assert str(exc.value) == (f"no write permission on {tmp_path}: the export goes to "
+                                  f"{os.path.join(base_dir, 'lenet5')}/<version>; pass "
+                                  "another base_dir (--base-dir).")
+        with pytest.raises(PermissionError):
+            zoo_export.check_export_target(base_dir, "lenet5")
 
 
 DIGITS_SHAPE = "input_shape (32, 32, 1)"

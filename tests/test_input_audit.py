@@ -2,6 +2,7 @@
 and the list/table/summary/train commands: a ValueError or TypeError that names the value
 and what is allowed (one line at the CLI, exit code 2), never a deep Keras/TensorFlow error,
 a hang or a silent wrong result."""
+import os
 import re
 import time
 import warnings
@@ -275,6 +276,15 @@ def test_train_refuses_empty_names(capsys, argv, expected):
     assert code == 2 and line.startswith(expected)
 
 
+def test_tune_refuses_an_empty_dataset_name(capsys, tmp_path):
+    # "" was taken for the default, as zoo train's was: a whole search on digits
+    code, line = one_error_line(capsys, ["tune", "lenet5", "--dataset", "", "--tuner", "random",
+                                         "--max-trials", "1", "--epochs", "1", "--directory",
+                                         str(tmp_path / "runs")])
+    assert code == 2 and line.startswith("zoo: error: Unknown dataset ''. Known datasets: ")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_train_refuses_a_file_as_run_directory(capsys, tmp_path):
     # was "[Errno 17] File exists: '...'" once the data was loaded and the model built
     path = tmp_path / "a_file"
@@ -288,3 +298,30 @@ def test_train_refuses_a_file_as_run_directory(capsys, tmp_path):
     with pytest.raises(ValueError, match="run_dir must be a directory, and .* is a file"):
         fit(zoo.lenet5(), "digits", epochs=1, run_dir=path)
     assert path.read_text() == "x"
+
+
+@pytest.mark.parametrize("base_dir", ["a_file", "a_file/sub"])
+def test_train_export_refuses_a_base_dir_it_cannot_export_to_before_training(capsys, tmp_path,
+                                                                            base_dir):
+    # was refused by the export after the whole training, the run's path never printed
+    (tmp_path / "a_file").write_text("x")
+    base = tmp_path / base_dir
+    code, line = one_error_line(capsys, ["train", "lenet5", "--epochs", "1", "--export",
+                                         "--base-dir", str(base), "--run-dir",
+                                         str(tmp_path / "run")])
+    assert code == 2
+    assert line == (f"zoo: error: {tmp_path / 'a_file'} is a file, not a directory: the export "
+                    f"goes to {base / 'lenet5'}/<version>; pass another base_dir (--base-dir) "
+                    f"or name (--name).")
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]     # nothing trained
+
+
+def test_train_refuses_a_run_directory_it_cannot_write_in(tmp_path, monkeypatch):
+    from conftest import deny_writes
+    from zoo.train import check_run_dir
+    deny_writes(monkeypatch, tmp_path)
+    for run_dir in (tmp_path, tmp_path / "new" / "run"):
+        with pytest.raises(ValueError) as exc:
+            check_run_dir(run_dir, "--run-dir")
+        assert str(exc.value) == (f"--run-dir {run_dir} cannot be written: no write "
+                                  f"permission on {tmp_path}; use another run directory.")

@@ -809,6 +809,9 @@ def test_atomic_write_names_the_file_a_failed_write_was_for(tmp_path):
     (["summary", "lenet5", "--batch-size", "0"], "--batch-size must be a positive integer"),
     (["summary", "lenet5", "--plot", "/nonexistent-dir/p.png"], "directory does not exist"),
     (["summary", "lenet5", "--plot", "p.jpg"], "must name a .png file"),
+    # was "directory does not exist" for a directory path that is a file
+    (["summary", "lenet5", "--plot", f"{__file__}/p.png"],
+     f"--plot: {__file__!r} is a file, not a directory"),
     (["summary", "lenet5", "--format", "html"], "invalid choice"),
 ])
 def test_cli_errors_are_one_line(capsys, args, message):

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -1407,10 +1408,22 @@ def test_cli_serve_refuses_a_model_or_version_directory(capsys, tmp_path):
     assert cli.main(serve + [str(tmp_path / "missing")]) == 2
     assert one_error_line(capsys) == ("", (
         f"zoo: error: no such directory: {tmp_path / 'missing'} {layout}"))
+    # "": not the current directory (it was served)
+    assert cli.main(serve + [""]) == 2
+    assert one_error_line(capsys) == ("", (
+        "zoo: error: base_dir (BASE_DIR) must be the path of a directory ('.' for the current "
+        "directory; the base directory holds MODEL/VERSION/saved_model.pb). Received: "
+        "base_dir=''"))
 
 
 def test_serve_and_create_app_check_port_and_size_limit(tmp_path):
     from zoo.server import create_app, serve
+    # --host "": uvicorn bound every interface (the default is this machine only)
+    for bad in ("", " ", None):
+        with pytest.raises(ValueError, match=re.escape(
+                f"host (--host) must be the address to bind, such as 127.0.0.1 (this machine "
+                f"only) or 0.0.0.0 (every IPv4 interface). Received: host={bad!r}")):
+            serve(tmp_path / "missing", host=bad)
     for bad in (0, 65536, "8501", True):
         with pytest.raises(ValueError, match=f"port must be an integer from 1 to 65535. "
                                              f"Received: {bad!r}"):

@@ -924,6 +924,21 @@ def test_zoo_predict_refuses_options_the_model_cannot_use(exported, tmp_path, ca
                          ("a.png/", "--out a.png/ is a file")):
         assert main(["predict", "models/seg", "a.png", "--out", out, "--no-xla"]) == 2
         assert capsys.readouterr().err == f"zoo: error: {message}; masks go into a directory\n"
+    # an empty --out or one that cannot be written: named before the model loads too (were
+    # "[Errno 2] No such file or directory: ''" and "[Errno 13] Permission denied: ...")
+    assert main(["predict", "models/seg", "a.png", "--out", "", "--no-xla"]) == 2
+    assert capsys.readouterr().err == ("zoo: error: --out must be the path of a directory for "
+                                       "the masks (default: masks). Received: --out=''\n")
+    from conftest import deny_writes
+    (tmp_path / "ro").mkdir()
+    with monkeypatch.context() as m:
+        deny_writes(m, tmp_path / "ro")
+        for out in ("ro", "ro/masks"):
+            assert main(["predict", "models/seg", "a.png", "--out", out, "--no-xla"]) == 2
+            assert capsys.readouterr().err == (
+                f"zoo: error: --out {out} cannot be written: no write permission on "
+                f"{tmp_path / 'ro'}; masks go into a directory\n")
+    assert os.listdir(tmp_path / "ro") == []
     assert main(["predict", str(base / "lenet5"), "a.png", "--out", "x", "--no-xla"]) == 2
     assert capsys.readouterr().err == (
         "zoo: error: --out is where a segmentation model's masks go; lenet5 is a classifier, "

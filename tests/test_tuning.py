@@ -927,6 +927,48 @@ def test_a_project_name_must_be_one_directory_name(tiny, tmp_path, project):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_project_directory_of_other_files_is_refused(tiny, tmp_path, overwrite):
+    # was taken as the project, and --overwrite deleted those files with it
+    project_dir = tmp_path / "runs" / "p"
+    project_dir.mkdir(parents=True)
+    (project_dir / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError) as exc:
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, fix=FIX_ALL,
+               directory=str(tmp_path / "runs"), project="p", overwrite=overwrite)
+    assert str(exc.value) == (f"{project_dir} holds files of no search (notes.txt); choose "
+                              f"another --project or --directory (--overwrite replaces a "
+                              f"search, not other files)")
+    assert os.listdir(project_dir) == ["notes.txt"]
+
+
+def test_a_directory_the_search_cannot_write_in_is_named_before_it(tiny, tmp_path,
+                                                                   monkeypatch):
+    # were "[Errno 20] Not a directory: 'a_file/lenet5_digits_random'" and "[Errno 13]
+    # Permission denied: ...", naming no option
+    from conftest import deny_writes
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError) as exc:
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+               directory=str(tmp_path / "a_file"), fix=FIX_ALL)
+    assert str(exc.value) == (f"directory (--directory) '{tmp_path / 'a_file'}' cannot be "
+                              f"made: {tmp_path / 'a_file'} is a file; pass another directory.")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    deny_writes(monkeypatch, ro)
+    for kwargs in ({"directory": str(ro / "runs")},
+                   {"directory": str(tmp_path / "runs"), "export": True,
+                    "export_dir": str(ro)}):
+        what = "export_dir (--export-dir)" if "export_dir" in kwargs else "directory (--directory)"
+        path = kwargs.get("export_dir", kwargs["directory"])
+        with pytest.raises(ValueError) as exc:
+            search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, fix=FIX_ALL,
+                   **kwargs)
+        assert str(exc.value) == (f"{what} '{path}' cannot be written: no write permission "
+                                  f"on {ro}; pass another directory.")
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "ro"] and os.listdir(ro) == []
+
+
 def test_an_export_target_is_checked_before_the_search(tiny, tmp_path):
     with pytest.raises(ValueError, match=r"name must be a directory name .* "
                                          r"Received: name='\.\./x'"):

@@ -743,6 +743,8 @@ class ZooHyperModel(kt.HyperModel):
             from zoo.train import PlateauSchedule
             callbacks.append(PlateauSchedule("val_loss" if validation_data is not None
                                              else "loss", "min", values["lr"]))
+        from zoo.train import StopWhenInterrupted
+        callbacks = [*callbacks, StopWhenInterrupted()]
         kwargs.setdefault("shuffle", False)   # the pipeline shuffles; Keras would warn
         # Data of unknown length (a Splits passed in, which rebatching cannot count): no
         # "ran out of data" warning at the end of every trial's first epoch.

@@ -30,8 +30,8 @@ import threading
 import time
 import warnings
 
-from zoo.common import (atomic_write, atomic_write_text, check_bool, check_seed, is_digits,
-                         is_integer, remove_path)
+from zoo.common import (atomic_write, atomic_write_text, check_bool, check_directory_target,
+                         check_seed, is_digits, is_integer, remove_path)
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -113,6 +113,8 @@ def _check_export_target(export_dir, export_name):
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise NotADirectoryError(f"export_dir (--export-dir) is not a directory: "
                                  f"{os.fspath(export_dir)!r}")
+    check_directory_target(export_dir, "export_dir (--export-dir)", "pass another directory",
+                           repr(os.fspath(export_dir)))
 
 
 def _default_project(family, dataset_name, tuner):
@@ -664,8 +666,17 @@ def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
     written or deleted here: :func:`_write_fingerprint` does it (``overwrite``
     deletes the project) once the search is known to be valid."""
     path = os.path.join(project_dir, FINGERPRINT)
-    if role == "worker" or overwrite:
-        return  # the chief owns the project directory; overwrite replaces it
+    if role == "worker":
+        return  # the chief owns the project directory
+    others = (sorted(e for e in os.listdir(project_dir) if not e.startswith("."))
+              if os.path.isdir(project_dir) and not _project_exists(project_dir) else [])
+    if others:   # the search would mix its files with them, and --overwrite delete them
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise FileExistsError(
+            f"{project_dir} holds files of no search ({shown}); choose another --project or "
+            f"--directory (--overwrite replaces a search, not other files)")
+    if overwrite:
+        return  # overwrite replaces the project
     if _project_exists(project_dir):
         if not resume:
             raise FileExistsError(
@@ -1062,6 +1073,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     ignore_label = _check_ignore_label(ignore_label)
     if project is not None:
         _check_project_name(project)
+    check_directory_target(directory, "directory (--directory)", "pass another directory",
+                           repr(os.fspath(directory)))
     if export:   # refused now, not after the whole search
         _check_export_target(export_dir, export_name)
     from zoo.train import resolve_mixed_precision
@@ -1558,7 +1571,9 @@ def configure_tune(parser):
             hm = get_hypermodel(args.model, set=set_, fix=fix)
             print(_text(hm.describe()))
             return 0
-        dataset = args.dataset or ("shapes" if args.model == "unet" else "digits")
+        # "" is no dataset (refused by the loader), not the default
+        dataset = (args.dataset if args.dataset is not None
+                   else "shapes" if args.model == "unet" else "digits")
         if args.workers is not None:
             try:
                 return _run_local_cluster(args)

@@ -45,22 +45,84 @@ class Terminated(KeyboardInterrupt):
     ``zoo train`` / ``zoo tune`` say how to resume."""
 
 
+#: The interrupt (:class:`Terminated`, ``KeyboardInterrupt``) raised under
+#: :func:`sigterm_as_interrupt`, for :func:`raise_if_interrupted`.
+_raised = None
+
+
+def _terminate(signum, frame):
+    """SIGTERM's handler under :func:`sigterm_as_interrupt`."""
+    global _raised
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _raised = Terminated
+    raise Terminated()
+
+
+def _interrupt(signum, frame):
+    """SIGINT's handler under :func:`sigterm_as_interrupt`: Python's, remembered."""
+    global _raised
+    _raised = KeyboardInterrupt
+    signal.default_int_handler(signum, frame)
+
+
+def raise_if_interrupted() -> None:
+    """Raise again the Ctrl-C or SIGTERM this command was stopped by, for code that runs
+    after library code that may have swallowed it: Keras reads each metric inside a bare
+    ``except: pass`` (``pythonify_logs``), so a signal that arrives while it waits for a
+    metric's value was lost, and the command ran on to exit code 0. Nothing outside
+    :func:`sigterm_as_interrupt` (or before a signal)."""
+    if _raised is not None:
+        raise _raised()
+
+
+def _signal_again(unraisable, previous_hook):
+    """``sys.unraisablehook`` under :func:`sigterm_as_interrupt`: a Ctrl-C or SIGTERM whose
+    exception was raised inside a finalizer (a weakref callback or ``__del__`` the garbage
+    collector ran in the middle of the command) cannot leave it, and Python would print
+    "Exception ignored in ..." with a traceback and go on, the signal lost. The signal is sent
+    again instead, from a thread a moment later, so that it reaches the command's own code
+    (sent at once, it would raise in this hook)."""
+    exc = unraisable.exc_value
+    if (not isinstance(exc, KeyboardInterrupt)
+            or threading.current_thread() is not threading.main_thread()):
+        previous_hook(unraisable)
+        return
+    if isinstance(exc, Terminated):
+        signum = signal.SIGTERM
+        signal.signal(signal.SIGTERM, _terminate)   # _terminate had set the default
+    elif signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _interrupt):
+        signum = signal.SIGINT
+    else:   # a KeyboardInterrupt of no signal zoo can send again
+        previous_hook(unraisable)
+        return
+    again = threading.Timer(0.05, os.kill, args=(os.getpid(), signum))
+    again.daemon = True
+    again.start()
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """A context in which SIGTERM raises :class:`Terminated` (once: a second SIGTERM ends
-    the process at once); without it Python ends at SIGTERM, no ``finally`` run."""
+    the process at once); without it Python ends at SIGTERM, no ``finally`` run. A Ctrl-C or
+    SIGTERM that arrives while a finalizer runs is not lost (:func:`_signal_again`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def terminate(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    global _raised
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:   # not where Ctrl-C is ignored
+        signal.signal(signal.SIGINT, _interrupt)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: _signal_again(unraisable, previous_hook)
     try:
         yield
     finally:
+        _raised = None
+        sys.unraisablehook = previous_hook
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 

@@ -607,6 +607,40 @@ def _host() -> str:
     return socket.gethostname().replace(os.sep, "_")
 
 
+def nearest_existing(path) -> str:
+    """``path`` made absolute if it exists, else its nearest existing parent: where making
+    the directory ``path`` starts (a file there is in the way)."""
+    path = os.path.abspath(os.fspath(path))
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def unwritable_directory(path):
+    """What keeps the directory ``path`` from being made or written in: ``path`` itself, a
+    directory without write permission, or its nearest existing parent when that has none;
+    ``None`` when nothing does (a file in the way is the caller's to name)."""
+    existing = nearest_existing(path)
+    if not os.path.isdir(existing) or os.access(existing, os.W_OK | os.X_OK):
+        return None
+    return existing
+
+
+def check_directory_target(path, what: str, advice: str, shown=None) -> None:
+    """Refuse the directory ``path`` (to be made, or written in) when a file is in the way
+    (``{what} {shown} cannot be made: FILE is a file; {advice}.``) or it cannot be written
+    (``... cannot be written: no write permission on DIR; {advice}.``); ``shown``: how the
+    message shows ``path`` (default: as given)."""
+    shown = os.fspath(path) if shown is None else shown
+    existing = nearest_existing(path)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{what} {shown} cannot be made: {existing} is a file; {advice}.")
+    blocked = unwritable_directory(path)
+    if blocked is not None:
+        raise ValueError(f"{what} {shown} cannot be written: no write permission on "
+                         f"{blocked}; {advice}.")
+
+
 def temporary_prefix(prefix) -> str:
     """``<prefix><pid>-<host>-``: the start of the name of a temporary file or directory of
     this process, which :func:`remove_stale_temporaries` removes once the process is gone."""

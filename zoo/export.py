@@ -598,12 +598,25 @@ def _missing_dirs(path) -> list:
 
 
 def _check_model_dir(model_dir):
-    """ValueError naming the file when ``model_dir`` or one of its parents is one."""
+    """ValueError naming the file when ``model_dir`` or one of its parents is one;
+    PermissionError naming the directory the export cannot write in."""
     for path in _missing_dirs(model_dir):
         if os.path.exists(path):
             raise ValueError(f"{path} is a file, not a directory: the export goes to "
                              f"{model_dir}/<version>; pass another base_dir (--base-dir) "
                              "or name (--name).")
+    blocked = common.unwritable_directory(model_dir)
+    if blocked is not None:
+        raise PermissionError(f"no write permission on {blocked}: the export goes to "
+                              f"{model_dir}/<version>; pass another base_dir (--base-dir).")
+
+
+def check_export_target(base_dir, name) -> None:
+    """Refuse, before any work (``zoo train --export``'s training), what :func:`export` would
+    refuse of ``base_dir`` and ``name``: a bad path or name, a file in the way, a directory it
+    cannot write in."""
+    _check_name(name)
+    _check_model_dir(os.path.join(_check_base_dir(base_dir), name))
 
 
 def _check_name(name):

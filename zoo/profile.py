@@ -294,6 +294,8 @@ def check_plot_path(path, what: str) -> None:
     """``path`` can take the plot: its directory exists and is writable, and it is not a
     directory itself (checked before the work, not found out when the file is renamed)."""
     directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isfile(directory):   # "notes.txt/p.png"
+        raise NotADirectoryError(f"{what}: {directory!r} is a file, not a directory")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"{what}: directory does not exist: {directory!r}")
     if os.path.isdir(path):

@@ -128,10 +128,13 @@ def check_model_name(name) -> None:
 def check_base_dir(base_dir) -> None:
     """Raise ``ValueError`` for a model directory (``NAME/``, holding versions) or a version
     directory (``NAME/VERSION/``, holding ``saved_model.pb``) given as the base directory,
-    which holds ``NAME/VERSION/saved_model.pb``, or a file; ``FileNotFoundError`` for
-    nothing there."""
-    path = os.path.abspath(os.fspath(base_dir))
+    which holds ``NAME/VERSION/saved_model.pb``, a file or an empty path (not taken for the
+    current directory); ``FileNotFoundError`` for nothing there."""
     layout = "the base directory holds MODEL/VERSION/saved_model.pb"
+    if not isinstance(base_dir, (str, os.PathLike)) or not os.fspath(base_dir):
+        raise ValueError(f"base_dir (BASE_DIR) must be the path of a directory ('.' for the "
+                         f"current directory; {layout}). Received: base_dir={base_dir!r}")
+    path = os.path.abspath(os.fspath(base_dir))
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{base_dir} is a file, not a directory ({layout})")
     if not os.path.isdir(path):
@@ -1454,6 +1457,10 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
             or not 0 < keep_alive_seconds < math.inf):
         raise ValueError(f"keep_alive_seconds must be a positive number of seconds. "
                          f"Received: {keep_alive_seconds!r}")
+    if not isinstance(host, str) or not host.strip():   # "" would bind every interface
+        raise ValueError(f"host (--host) must be the address to bind, such as 127.0.0.1 "
+                         f"(this machine only) or 0.0.0.0 (every IPv4 interface). "
+                         f"Received: host={host!r}")
     check_base_dir(base_dir)
     app = create_app(base_dir, max_request_bytes=max_request_bytes, jit_compile=jit_compile,
                      runtime=runtime, preload=False, parse_workers=parse_workers,

@@ -53,7 +53,7 @@ from zoo.cli import number_type
 from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_path, clip_text, exception_line,
                          has_image_signature, is_digits, is_finite_number, is_integer,
                          remove_path, remove_stale_temporaries, temporary_prefix,
-                         visible_gpus)
+                         unwritable_directory, visible_gpus)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions)
 
@@ -1730,13 +1730,21 @@ def output_has_input_size(servable) -> bool:
 
 
 def _check_out_dir(out) -> None:
-    """Refuse an ``--out`` that is a file, or lies under one (``notes.txt/masks``), before
-    the model loads: the masks' directory could not be made (it failed after the load with
-    ``[Errno 20] Not a directory``)."""
+    """Refuse an ``--out`` that is empty, a file, under one (``notes.txt/masks``) or not
+    writable, before the model loads: the masks' directory could not be made (it failed
+    after the load with ``[Errno 20] Not a directory``, ``[Errno 13] Permission denied`` or,
+    for ``''``, ``[Errno 2] No such file or directory: ''``)."""
+    if not out:
+        raise ValueError("--out must be the path of a directory for the masks (default: "
+                         "masks). Received: --out=''")
     existing = out
     while existing and not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not existing or os.path.isdir(existing):
+        blocked = unwritable_directory(out)
+        if blocked is not None:
+            raise PermissionError(f"--out {out} cannot be written: no write permission on "
+                                  f"{blocked}; masks go into a directory")
         return
     if os.path.normpath(existing) == os.path.normpath(out):   # "notes.txt/" too
         raise NotADirectoryError(f"--out {out} is a file; masks go into a directory")

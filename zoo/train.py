@@ -40,8 +40,8 @@ from keras import ops
 
 from zoo import data as zdata
 from zoo.common import (AUTO_PRECISION_HELP, MIXED_PRECISION, TASKS, atomic_write,
-                         atomic_write_text, check_bool, check_seed, is_digits, is_integer,
-                         received_text, remove_path)
+                         atomic_write_text, check_bool, check_directory_target, check_seed,
+                         is_digits, is_integer, received_text, remove_path)
 
 __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
            "resolve_class_weight", "resolve_mixed_precision", "with_mixed_precision",
@@ -345,16 +345,7 @@ def check_run_dir(run_dir, what: str = "run_dir") -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{what} must be a directory, and {path} is a file; use another "
                          f"run directory.")
-    parent = os.path.dirname(path)
-    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ValueError(f"{what} {path} cannot be made: {parent} is a file; use another "
-                         f"run directory.")
-    if not os.access(path if os.path.isdir(path) else parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{what} {path} cannot be written: no write permission on "
-                         f"{path if os.path.isdir(path) else parent}; use another run "
-                         f"directory.")
+    check_directory_target(path, what, "use another run directory")
 
 
 # --------------------------------------------------------------------------------------
@@ -1717,6 +1708,20 @@ class _EarlyStopping(keras.callbacks.EarlyStopping):
             self.best, self.wait = self._resume
 
 
+class StopWhenInterrupted(keras.callbacks.Callback):
+    """Raise again, after each batch and epoch, a Ctrl-C or SIGTERM of the ``zoo`` command
+    that Keras swallowed (:func:`zoo.cli.raise_if_interrupted`): the training stops, its
+    clean-up runs, and the command says so, as for any other."""
+
+    async_safe = True   # no reason for Keras to run the batch hooks in step
+
+    def _check(self, *args, **kwargs):
+        from zoo.cli import raise_if_interrupted
+        raise_if_interrupted()
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = on_test_end = _check
+
+
 class _TerminateOnNaN(keras.callbacks.TerminateOnNaN):
     """Keras' ``TerminateOnNaN``, whose ``Batch N: Invalid loss, terminating training`` line
     is printed only with ``verbose`` (beside the progress bars): the run then fails with
@@ -2822,7 +2827,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             if early_stopping:
                 cbs.append(_EarlyStopping(monitor=monitor, mode=mode, patience=patience,
                                           restore_best_weights=True, resume=resume))
-            return cbs + callbacks
+            return cbs + callbacks + [StopWhenInterrupted()]
 
         def do_compile(jit):
             if not compile and model is given:
@@ -3469,6 +3474,9 @@ def configure_train(parser):
         if not args.lite and not args.export:
             raise ValueError("--no-lite goes with --export (or export later: zoo export "
                              "RUN_DIR --no-lite)")
+        if args.export:   # refused now, not after the training
+            from zoo import export as zexport
+            zexport.check_export_target(args.base_dir or "saved_models", args.model)
         for name, value in (("class_weight", class_weight),
                             ("label_smoothing", args.label_smoothing)):
             _refuse_for_segmentation(minfo.task, f"model {args.model!r}", name, value)

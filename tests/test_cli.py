@@ -278,6 +278,8 @@ def test_list_with_a_pattern_no_model_matches_is_an_error(monkeypatch, capsys):
     assert captured.err == ("zoo: error: no registered model matches 'ResNet*' (a shell-style, "
                             "case-sensitive pattern such as 'resnet*'). Known models: "
                             f"{', '.join(zoo.list_models())}\n")
+    assert cli.main(["list", ""]) == 2   # an empty pattern matches nothing (it listed all)
+    assert capsys.readouterr().err.startswith("zoo: error: no registered model matches '' ")
 
 
 def test_a_second_sigterm_ends_the_process_at_once():

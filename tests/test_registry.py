@@ -13,6 +13,7 @@ def test_list_models_and_pattern():
     assert {"lenet5", "alexnet"} <= set(names)
     assert zoo.list_models("lenet*") == ["lenet5"]
     assert zoo.list_models("nothing*") == []
+    assert zoo.list_models("") == []   # a pattern no name matches; None is every model
 
 
 def test_unknown_name_names_closest():

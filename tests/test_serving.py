@@ -864,10 +864,11 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
                                            f"{n}\n")
     assert main(["predict", str(base / "lenet5"), str(path), "--batch-size", "0"]) == 2
     assert capsys.readouterr().err == "zoo: error: --batch-size must be >= 1. Received: 0\n"
-    assert main(["predict", str(base / "lenet5"), str(tmp_path)]) == 2
-    assert capsys.readouterr().err == (f"zoo: error: {tmp_path} is a directory, not an image "
-                                       f"file: give the images in it ({tmp_path}/*.png), or "
-                                       f"list them with --files-from FILE\n")
+    for given in (str(tmp_path), f"{tmp_path}/"):   # (imgs/ was shown as imgs//*.png)
+        assert main(["predict", str(base / "lenet5"), given]) == 2
+        assert capsys.readouterr().err == (f"zoo: error: {given} is a directory, not an image "
+                                           f"file: give the images in it ({tmp_path}/*.png), "
+                                           f"or list them with --files-from FILE\n")
     # The images are read before the model loads: named even beside a model that is not there.
     (tmp_path / "notes.png").write_text("not an image")
     assert main(["predict", str(tmp_path / "no-model"), str(path),
@@ -877,6 +878,8 @@ def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
                                        f"format\n")
     assert main(["predict", str(tmp_path / "no-model"), str(tmp_path / "gone.png")]) == 2
     assert capsys.readouterr().err == f"zoo: error: no such image file: {tmp_path / 'gone.png'}\n"
+    assert main(["predict", str(tmp_path / "no-model"), ""]) == 2   # (said nothing after ":")
+    assert capsys.readouterr().err == "zoo: error: no such image file: '' (an empty path)\n"
 
 
 @pytest.mark.parametrize("level", ["0", None])

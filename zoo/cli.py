@@ -164,7 +164,7 @@ def configure_list(parser):
     def run(args):
         from zoo import tables
         from zoo.registry import list_models, model_info_table
-        if args.pattern and not list_models(args.pattern):
+        if args.pattern is not None and not list_models(args.pattern):   # ("" too)
             raise CLIError(f"no registered model matches {args.pattern!r} (a shell-style, "
                            f"case-sensitive pattern such as 'resnet*'). Known models: "
                            f"{', '.join(list_models())}")

@@ -137,7 +137,7 @@ def list_models(pattern: Optional[str] = None) -> list[str]:
                         f"'resnet*' or None. Received: {pattern!r}")
     _ensure_loaded()
     names = sorted(_REGISTRY)
-    if pattern:
+    if pattern is not None:   # ("" matches no name)
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     return names
 

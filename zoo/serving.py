@@ -358,6 +358,8 @@ def _decode_errors() -> tuple:
 def _image_path(data) -> str:
     """``data`` as a path to an existing file, else the error :func:`decode_image` raises."""
     path = os.fspath(data)
+    if not path:   # (was "no such image file: " with nothing after it)
+        raise FileNotFoundError("no such image file: '' (an empty path)")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a directory, not an image file")
     if not os.path.isfile(path):
@@ -1526,9 +1528,11 @@ def configure_predict(parser):
                 sizes.append(check_image_file(path))
             except IsADirectoryError as exc:
                 import shlex
+                folder = path.rstrip("/")   # (imgs/ was shown as imgs//*.png)
+                pattern = f"{shlex.quote(folder)}/*.png" if folder else "/*.png"
                 raise IsADirectoryError(
-                    f"{exc}: give the images in it ({shlex.quote(path)}/*.png), or list "
-                    f"them with --files-from FILE") from None
+                    f"{exc}: give the images in it ({pattern}), or list them with "
+                    f"--files-from FILE") from None
         servable = load(args.model_dir, jit_compile=not args.no_xla and "auto",
                         runtime=args.runtime)
         task = servable.task

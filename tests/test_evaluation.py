@@ -116,8 +116,8 @@ def test_datasets_of_other_classes_or_tasks_and_bad_arguments_are_refused(digits
         evaluate(path, "shapes")
     with pytest.raises(ValueError, match="split must be one of"):
         evaluate(path, split="dev")
-    with pytest.raises(ValueError, match=r"top_k must be a positive integer. Received: "
-                                         r"top_k=0"):
+    with pytest.raises(ValueError, match=r"top_k must be a positive integer or None \(5\)\. "
+                                         r"Received: top_k=0"):
         evaluate(path, top_k=0)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         evaluate(path, batch_size=0)
@@ -515,8 +515,20 @@ def test_a_refusal_names_at_most_twelve_classes(n, shown):
 def test_top_k_is_a_positive_integer(tmp_path):
     for top_k in (2.5, True, 0):
         with pytest.raises(ValueError, match=re.escape(
-                f"top_k must be a positive integer. Received: top_k={top_k!r}")):
+                f"top_k must be a positive integer or None (5). Received: top_k={top_k!r}")):
             evaluate(str(tmp_path), top_k=top_k)
+
+
+def test_top_k_is_refused_for_a_segmentation_model(tmp_path, monkeypatch, capsys):
+    # As zoo predict refuses --top-k for one; zoo evaluate ignored it.
+    model = _Answers(["a", "b"], None, "shapes", task="segmentation")
+    message = ("top_k (--top-k) ranks a classifier's labels; m is a segmentation model, "
+               "scored by pixel accuracy and IoU. Received: top_k=3")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        evaluate(model, top_k=3)
+    monkeypatch.setattr(serving, "load", lambda *args, **kwargs: model)
+    assert main(["evaluate", str(tmp_path), "--top-k", "3"]) == 2
+    assert capsys.readouterr().err == f"zoo: error: {message}\n"
 
 
 def test_the_centre_of_a_mask_is_cropped_by_its_height_and_width():
@@ -583,7 +595,7 @@ def test_zoo_evaluate_passes_each_option_on(monkeypatch, tmp_path, capsys):
     for text, ignore in ((" None ", None), ("none", None), ("0", 0)):
         assert main(["evaluate", model, "--ignore-label", text, "--format", "json"]) == 0
         assert seen.pop() == ((model, None, "test"), {
-            "batch_size": None, "top_k": 5, "data_dir": None, "ignore_label": ignore,
+            "batch_size": None, "top_k": None, "data_dir": None, "ignore_label": ignore,
             "runtime": "auto", "jit_compile": "auto"})
     capsys.readouterr()
     assert main(["evaluate", model, "--dataset", " "]) == 2

@@ -117,7 +117,7 @@ def _per_class(confusion, labels) -> list:
             for label, p, r, f, n in zip(labels, precision, recall, f1, actual)]
 
 
-def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, data_dir=None,
+def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=None, data_dir=None,
              download=False, ignore_label="model", runtime="auto", jit_compile="auto") -> dict:
     """Evaluate an exported model on a dataset split, through its serving signature.
 
@@ -130,7 +130,8 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
             a folder of new images, whatever its layout).
         batch_size: images per model call (default :data:`zoo.serving.DEFAULT_BATCH_SIZE`).
         top_k: classification: also count an image right when its label is among the
-            ``top_k`` most probable (reported when the model has more classes).
+            ``top_k`` most probable (reported when the model has more classes); ``None``:
+            5. Refused for a segmentation model (it has no labels to rank).
         data_dir, download: for tensorflow-datasets, as :func:`zoo.data.load`.
         ignore_label: segmentation: the mask value of pixels that count in no metric;
             ``"model"`` (default): the one the model was trained with (its ``zoo.json``),
@@ -155,7 +156,8 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
         TypeError: ``model`` is neither a ``Servable`` nor a path (a ``keras.Model``:
             export it first).
         ValueError: a dataset of another task or other classes, no dataset recorded and
-            none given, a bad split, batch size or ``top_k``; as :func:`zoo.data.load_raw`
+            none given, a bad split, batch size or ``top_k``, a ``top_k`` given for a
+            segmentation model; as :func:`zoo.data.load_raw`
             and :func:`zoo.serving.load`.
 
     Example:
@@ -164,9 +166,9 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
     """
     from zoo import data, serving
     from zoo.common import is_integer
-    if not is_integer(top_k) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer. Received: top_k={top_k!r}")
-    top_k = int(top_k)
+    if top_k is not None and (not is_integer(top_k) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None (5). "
+                         f"Received: top_k={top_k!r}")
     serving._check_batch_size(batch_size)   # (before a model is loaded)
     # (a NumPy batch size was TensorFlow's "Expected bool for argument 'legacy_autotune'")
     batch_size = None if batch_size is None else int(batch_size)
@@ -177,6 +179,12 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=5, dat
                         f"keras.Model). Received: {received_text(model)}")
     servable = model if isinstance(model, serving.Servable) else serving.load(
         model, jit_compile=jit_compile, runtime=runtime)
+    # An option of the other task is refused, not ignored (as zoo predict refuses --top-k).
+    if top_k is not None and servable.task == "segmentation":
+        raise ValueError(f"top_k (--top-k) ranks a classifier's labels; {servable.name} is "
+                         f"a segmentation model, scored by pixel accuracy and IoU. "
+                         f"Received: top_k={top_k!r}")
+    top_k = 5 if top_k is None else int(top_k)
     recorded = servable.info.get("dataset") or {}
     if dataset is None:
         dataset = recorded.get("name")
@@ -325,7 +333,7 @@ def configure_evaluate(parser):
     positive = number_type("a positive integer", lambda v: v >= 1 and v == int(v))
     parser.add_argument("--batch-size", type=positive, default=None,
                         help=f"images per model call (default: {serving.DEFAULT_BATCH_SIZE})")
-    parser.add_argument("--top-k", type=positive, default=5,
+    parser.add_argument("--top-k", type=positive, default=None,
                         help="classifiers: also report top-K accuracy (default: 5)")
     parser.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown",
                         help="markdown (for people: a summary line, the per-class table and "
@@ -357,7 +365,8 @@ def configure_evaluate(parser):
             raise FileNotFoundError(f"model directory not found: {args.model_dir}")
         batch_size = None if args.batch_size is None else int(args.batch_size)
         result = evaluate(args.model_dir, args.dataset, args.split, batch_size=batch_size,
-                          top_k=int(args.top_k), data_dir=args.data_dir, ignore_label=ignore,
+                          top_k=None if args.top_k is None else int(args.top_k),
+                          data_dir=args.data_dir, ignore_label=ignore,
                           runtime=args.runtime, jit_compile=not args.no_xla and "auto")
         if args.format == "json":
             print(json.dumps(result, indent=1))

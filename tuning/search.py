@@ -1052,11 +1052,10 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
                deterministic=deterministic, export_lite=export_lite)
     if not export and (export_name is not None or not export_lite):
         # (ignored without export, where zoo tune refuses --export-dir and --no-lite)
-        given = ", ".join(f"{k}={v!r}" for k, v in (("export_name", export_name),
-                                                    ("export_lite", export_lite))
-                          if v is not (None if k == "export_name" else True))
+        given = ([f"export_name={export_name!r}"] if export_name is not None else []) + \
+            ([] if export_lite else ["export_lite=False"])
         raise ValueError(f"export_name and export_lite=False go with export=True. "
-                         f"Received: export=False, {given}")
+                         f"Received: export=False, {', '.join(given)}")
     if cv is not None:
         if not is_integer(cv) or cv < 2:   # (a NumPy integer was refused)
             raise ValueError(f"cv must be None or an integer >= 2 (folds). Received: cv={cv!r}")

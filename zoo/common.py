@@ -635,10 +635,9 @@ def check_directory_target(path, what: str, advice: str, shown=None) -> None:
     existing = nearest_existing(path)
     if not os.path.isdir(existing):
         raise ValueError(f"{what} {shown} cannot be made: {existing} is a file; {advice}.")
-    blocked = unwritable_directory(path)
-    if blocked is not None:
+    if not os.access(existing, os.W_OK | os.X_OK):   # (unwritable_directory's test)
         raise ValueError(f"{what} {shown} cannot be written: no write permission on "
-                         f"{blocked}; {advice}.")
+                         f"{existing}; {advice}.")
 
 
 def temporary_prefix(prefix) -> str:

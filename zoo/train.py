@@ -625,8 +625,6 @@ def resolve_jit_compile(jit_compile, *, strategy=None) -> bool:
     return bool(jit_compile)
 
 
-
-
 def _gpu_compute_capabilities() -> list:
     """``(major, minor)`` of every visible GPU (``(0, 0)`` where TensorFlow does not say)."""
     import tensorflow as tf

@@ -213,6 +213,9 @@ def test_hypermodels_take_numpy_integers():
     hm = LeNet5HyperModel(input_shape=np.array([16, 16, 1]), num_classes=np.int64(3),
                           seed=np.int32(7), jit_compile="auto")
     assert (hm.input_shape, hm.num_classes, hm.seed) == ((16, 16, 1), 3, 7)
+    # jit_compile takes NumPy's bools, as zoo.train.compile_model does (np.bool_ was refused)
+    for flag in (True, False):
+        assert LeNet5HyperModel(jit_compile=np.bool_(flag)).jit_compile is flag
     assert all(type(v) is int for v in (*hm.input_shape, hm.num_classes, hm.seed))
 
 

@@ -593,6 +593,10 @@ def test_runtime_choices_and_errors(tmp_path):
     with_lite = zoo.export(model, tmp_path, info=INFO)
     with pytest.raises(ValueError, match="cannot be combined with runtime='litert'"):
         serving.load(with_lite, runtime="litert", jit_compile=True)
+    # NumPy's True is True: it was taken as "auto" (LiteRT, no XLA)
+    with pytest.raises(ValueError, match="cannot be combined with runtime='litert'"):
+        serving.load(with_lite, runtime="litert", jit_compile=np.bool_(True))
+    assert serving.load(with_lite, jit_compile=np.bool_(True)).jit_compiled
     xla = serving.load(with_lite, jit_compile=True)  # XLA asked for: TensorFlow runs it
     assert xla.runtime == "tensorflow" and "XLA" in xla.runtime_note and xla.jit_compiled
     assert serving.load(with_lite, runtime="litert", jit_compile=False).runtime == "litert"

@@ -522,9 +522,7 @@ class ZooHyperModel(kt.HyperModel):
             num_classes = common.check_int(owner, "num_classes", num_classes, 1)
         if augmentation is not None:
             augmentation = check_augment_settings(augmentation)
-        if not (isinstance(jit_compile, bool) or jit_compile == "auto"):
-            raise ValueError(f"{owner}: jit_compile must be 'auto', True or False. "
-                             f"Received: jit_compile={jit_compile!r}")
+        jit_compile = common.check_jit_compile(jit_compile, owner)
         if mixed_precision not in (None, "mixed_bfloat16", "mixed_float16"):
             raise ValueError(f"{owner}: mixed_precision must be None (float32), "
                              f"'mixed_bfloat16' or 'mixed_float16'. "

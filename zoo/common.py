@@ -187,6 +187,19 @@ def activation(owner: str, name: str, value):
                          f"(logits)") from None
 
 
+def check_jit_compile(jit_compile, owner: str = ""):
+    """``jit_compile`` as ``"auto"``, ``True`` or ``False``: the string, or a bool, Python's or
+    NumPy's (``np.bool_``, made a Python bool; ``1`` and ``0.0`` are refused)."""
+    import numpy as np
+    if isinstance(jit_compile, (bool, np.bool_)):
+        return bool(jit_compile)
+    if isinstance(jit_compile, str) and jit_compile == "auto":
+        return "auto"
+    prefix = f"{owner}: " if owner else ""
+    raise ValueError(f"{prefix}jit_compile must be 'auto', True or False. "
+                     f"Received: jit_compile={jit_compile!r}")
+
+
 def check_bool(model_name: str, **kwargs) -> None:
     """Each keyword's value must be True or False (not a truthy string such as ``"no"``)."""
     for key, value in kwargs.items():

@@ -50,9 +50,9 @@ from typing import Optional
 import numpy as np
 
 from zoo.cli import number_type
-from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_path, clip_text, exception_line,
-                         has_image_signature, is_digits, is_finite_number, is_integer,
-                         remove_path, remove_stale_temporaries, temporary_prefix,
+from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_jit_compile, check_path, clip_text,
+                         exception_line, has_image_signature, is_digits, is_finite_number,
+                         is_integer, remove_path, remove_stale_temporaries, temporary_prefix,
                          unwritable_directory, visible_gpus)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions)
@@ -61,7 +61,6 @@ __all__ = ["load", "Servable", "resolve_version_dir", "read_record", "decode_ima
            "check_image_file", "mask_at_size", "engine_text", "configure_predict",
            "configure_serve"]
 
-JIT_MODES = ("auto", True, False)
 RUNTIMES = ("auto", "litert", "openvino", "tensorflow")
 _WARMUP_BATCH = 8
 _BENCH_ROUNDS = 5
@@ -513,10 +512,7 @@ class Servable:
     """
 
     def __init__(self, path, *, jit_compile="auto", runtime="auto"):
-        if jit_compile not in JIT_MODES or isinstance(jit_compile, int) and not isinstance(
-                jit_compile, bool):
-            raise ValueError(f"jit_compile must be 'auto', True or False. Received: "
-                             f"jit_compile={jit_compile!r}")
+        jit_compile = check_jit_compile(jit_compile)   # (np.bool_(True) was taken as "auto")
         if not isinstance(runtime, str) or runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
                              f"Received: {runtime!r}")

@@ -40,8 +40,9 @@ from keras import ops
 
 from zoo import data as zdata
 from zoo.common import (AUTO_PRECISION_HELP, MIXED_PRECISION, TASKS, atomic_write,
-                         atomic_write_text, check_bool, check_directory_target, check_seed,
-                         is_digits, is_integer, received_text, remove_path)
+                         atomic_write_text, check_bool, check_directory_target,
+                         check_jit_compile, check_seed, is_digits, is_integer, received_text,
+                         remove_path)
 
 __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
            "resolve_class_weight", "resolve_mixed_precision", "with_mixed_precision",
@@ -611,6 +612,7 @@ def resolve_jit_compile(jit_compile, *, strategy=None) -> bool:
     Raises:
         ValueError: any other value.
     """
+    jit_compile = check_jit_compile(jit_compile)   # (1 and 0.0 were taken, as in ==)
     if jit_compile == "auto":
         import tensorflow as tf
 
@@ -619,10 +621,7 @@ def resolve_jit_compile(jit_compile, *, strategy=None) -> bool:
         if strategy is not None or tf.distribute.has_strategy() or is_op_determinism_enabled():
             return False
         return bool(visible_gpus())
-    if not isinstance(jit_compile, (bool, np.bool_)):   # (1 and 0.0 were taken, as in ==)
-        raise ValueError(f"jit_compile must be 'auto', True or False. "
-                         f"Received: jit_compile={jit_compile!r}")
-    return bool(jit_compile)
+    return jit_compile
 
 
 def _gpu_compute_capabilities() -> list:

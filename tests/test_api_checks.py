@@ -42,6 +42,22 @@ def test_flags_must_be_booleans():
             zoo.lenet5(include_top=value)
 
 
+@pytest.mark.parametrize("builder", list_models())
+def test_builders_check_the_model_name_before_building(builder):
+    # "" gave the default name; 5 and "a/b" were Keras' error after the whole model was built
+    for bad in ("", 5, "a/b"):
+        with pytest.raises(ValueError, match=rf"^{builder}: name must be None \(the default "
+                                             rf"name\) or a non-empty string without '/'. "
+                                             rf"Received: name={re.escape(repr(bad))}$"):
+            get_model(builder, name=bad)
+
+
+def test_builders_take_a_model_name():
+    assert zoo.lenet5(name="my net").name == "my net"
+    assert zoo.lenet5().name == "lenet5"
+    assert zoo.unet(name="seg", input_shape=(188, 188, 1)).name == "seg"
+
+
 def test_unknown_classifier_activation_names_are_refused():
     with pytest.raises(ValueError, match="lenet5: unknown classifier_activation 'bogus'; use a "
                                          "Keras activation name"):

@@ -84,11 +84,21 @@ def resolve_input_shape(model_name: str, input_shape, default_shape: Sequence[in
     return shape
 
 
+def check_model_name(model_name: str, name) -> None:
+    """A builder's ``name``: ``None`` (the builder's default name) or a non-empty string
+    without ``/`` (Keras refuses ``/``, after the whole model is built; ``""`` gave the
+    default name)."""
+    if name is not None and (not isinstance(name, str) or not name or "/" in name):
+        raise ValueError(f"{model_name}: name must be None (the default name) or a non-empty "
+                         f"string without '/'. Received: name={name!r}")
+
+
 def check_classifier_args(model_name: str, *, input_shape, default_shape, min_size,
                           num_classes, include_top, pooling, classifier_activation,
-                          weights, published_weights: Sequence[str] = (),
+                          weights, name, published_weights: Sequence[str] = (),
                           min_reason: str = MIN_SIZE_REASON) -> tuple:
     """Validate the shared classifier arguments; return the resolved input shape."""
+    check_model_name(model_name, name)
     check_int(model_name, "num_classes", num_classes, 1)
     if pooling not in POOLINGS:
         raise ValueError(f"{model_name}: pooling must be one of None, 'avg', 'max'. "

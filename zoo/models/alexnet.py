@@ -88,7 +88,7 @@ def alexnet(*, input_shape=None, num_classes=1000, include_top=True, pooling=Non
     shape = common.check_classifier_args(
         "alexnet", input_shape=input_shape, default_shape=(227, 227, 3), min_size=MIN_SIZE,
         num_classes=num_classes, include_top=include_top, pooling=pooling,
-        classifier_activation=classifier_activation, weights=weights)
+        classifier_activation=classifier_activation, weights=weights, name=name)
     rows = alexnet_rows(local_response_normalization, dropout)
     inputs = keras.Input(shape=shape, name="images")
     if include_top:

@@ -229,7 +229,7 @@ def googlenet(*, input_shape=None, num_classes=1000, include_top=True, pooling=N
     shape = common.check_classifier_args(
         "googlenet", input_shape=input_shape, default_shape=(224, 224, 3),
         min_size=GOOGLENET_MIN_SIZE, num_classes=num_classes, include_top=include_top,
-        pooling=pooling, classifier_activation=classifier_activation, weights=weights,
+        pooling=pooling, classifier_activation=classifier_activation, weights=weights, name=name,
         min_reason=GOOGLENET_MIN_REASON)
     common.check_bool("googlenet", aux_logits=aux_logits, batch_norm=batch_norm,
                 local_response_normalization=local_response_normalization)
@@ -510,7 +510,7 @@ def inception_v3(*, input_shape=None, num_classes=1000, include_top=True, poolin
     shape = common.check_classifier_args(
         "inception_v3", input_shape=input_shape, default_shape=(299, 299, 3),
         min_size=INCEPTION_V3_MIN_SIZE, num_classes=num_classes, include_top=include_top,
-        pooling=pooling, classifier_activation=classifier_activation, weights=weights,
+        pooling=pooling, classifier_activation=classifier_activation, weights=weights, name=name,
         published_weights=("imagenet",))
     weights = zoo_weights.resolve("inception_v3", weights, shape, include_top, num_classes,
                                   INCEPTION_V3_WEIGHTS)

@@ -86,7 +86,7 @@ def lenet5(*, input_shape=None, num_classes=10, include_top=True, pooling=None,
     shape = common.check_classifier_args(
         "lenet5", input_shape=input_shape, default_shape=(32, 32, 1), min_size=MIN_SIZE,
         num_classes=num_classes, include_top=include_top, pooling=pooling,
-        classifier_activation=classifier_activation, weights=weights)
+        classifier_activation=classifier_activation, weights=weights, name=name)
     rows = VARIANTS[variant]
     inputs = keras.Input(shape=shape, name="images")
     if include_top:

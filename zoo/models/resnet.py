@@ -313,7 +313,7 @@ def _resnet(model_name, *, input_shape, num_classes, include_top, pooling,
     shape = common.check_classifier_args(
         model_name, input_shape=input_shape, default_shape=DEFAULT_SHAPE,
         min_size=MIN_SIZES[model_name], num_classes=num_classes, include_top=include_top,
-        pooling=pooling, classifier_activation=classifier_activation, weights=weights,
+        pooling=pooling, classifier_activation=classifier_activation, weights=weights, name=name,
         published_weights=published)
     weights = zoo_weights.resolve(model_name, weights, shape, include_top, num_classes,
                                   WEIGHT_FILES.get(model_name, {}))

@@ -369,6 +369,7 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
         >>> pre = unet(backbone="resnet50", backbone_weights="imagenet",
         ...            input_shape=info.input_shape, imagenet_input=info)  # doctest: +SKIP
     """
+    common.check_model_name("unet", name)
     num_classes = common.check_int("unet", "num_classes", num_classes, 1)
     if output_activation not in OUTPUT_ACTIVATIONS:
         raise ValueError(f"unet: output_activation must be one of {OUTPUT_ACTIVATIONS}. "

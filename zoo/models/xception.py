@@ -207,7 +207,7 @@ def xception(*, input_shape=None, num_classes=1000, include_top=True, pooling=No
     shape = common.check_classifier_args(
         "xception", input_shape=input_shape, default_shape=(299, 299, 3), min_size=MIN_SIZE,
         num_classes=num_classes, include_top=include_top, pooling=pooling,
-        classifier_activation=classifier_activation, weights=weights,
+        classifier_activation=classifier_activation, weights=weights, name=name,
         published_weights=("imagenet",))
     weights = zoo_weights.resolve("xception", weights, shape, include_top, num_classes,
                                   WEIGHT_FILES)

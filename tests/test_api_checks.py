@@ -551,10 +551,13 @@ def test_search_takes_numpy_counts_and_refuses_export_options_without_export(tmp
     # --export-dir without --export)
     counts = dict(max_trials=np.int64(1), epochs=np.int32(1), executions_per_trial=np.int64(1),
                   max_consecutive_failed_trials=np.int64(3))
-    with pytest.raises(ValueError, match=r"^export_name and export_lite=False go with "
-                                         r"export=True. Received: export=False, "
+    with pytest.raises(ValueError, match=r"^export_dir, export_name and export_lite=False go "
+                                         r"with export=True. Received: export=False, "
                                          r"export_name='best'$"):
         search("lenet5", "digits", directory=tmp_path, export_name="best", **counts)
+    # so was export_dir
+    with pytest.raises(ValueError, match=r"Received: export=False, export_dir='sm'$"):
+        search("lenet5", "digits", directory=tmp_path, export_dir="sm", **counts)
     with pytest.raises(ValueError, match=r"Received: export=False, export_lite=False$"):
         search("lenet5", "digits", directory=tmp_path, export_lite=False, **counts)
     # cv=np.int64(3) was "cv must be None or an integer >= 2"

@@ -980,6 +980,15 @@ def test_an_export_target_is_checked_before_the_search(tiny, tmp_path):
         search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, export=True,
                export_dir=str(tmp_path / "file"), directory=str(tmp_path / "runs"),
                fix=FIX_ALL)
+    # "" passed, and the whole search ran before the export refused it
+    with pytest.raises(ValueError, match=r"^search: export_dir must be the path of the export's "
+                                         r"base directory \(--export-dir\). "
+                                         r"Received: export_dir=''$"):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, export=True,
+               export_dir="", directory=str(tmp_path / "runs"), fix=FIX_ALL)
+    with pytest.raises(TypeError, match=r"Received: export_dir=5$"):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1, export=True,
+               export_dir=5, directory=str(tmp_path / "runs"), fix=FIX_ALL)
     assert os.listdir(tmp_path) == ["file"]
 
 

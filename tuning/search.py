@@ -31,7 +31,7 @@ import time
 import warnings
 
 from zoo.common import (atomic_write, atomic_write_text, check_bool, check_directory_target,
-                         check_seed, is_digits, is_integer, remove_path)
+                         check_path, check_seed, is_digits, is_integer, remove_path)
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -105,16 +105,21 @@ def _check_types(*, objective, directory, set, fix, image_size, callbacks, verbo
     check_verbose(verbose)
 
 
-def _check_export_target(export_dir, export_name):
-    """The best model's export can go to ``export_dir`` under ``export_name``."""
+def _check_export_target(export_dir, export_name) -> str:
+    """The best model's export can go to ``export_dir`` under ``export_name``; returns
+    ``export_dir`` as a ``str``."""
     from zoo.export import _check_name
+    # ("" passed, and the whole search ran before the export refused it)
+    export_dir = check_path("search", "export_dir", export_dir,
+                            "the export's base directory (--export-dir)")
     if export_name is not None:
         _check_name(export_name)
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise NotADirectoryError(f"export_dir (--export-dir) is not a directory: "
                                  f"{os.fspath(export_dir)!r}")
     check_directory_target(export_dir, "export_dir (--export-dir)", "pass another directory",
-                           repr(os.fspath(export_dir)))
+                           repr(export_dir))
+    return export_dir
 
 
 def _default_project(family, dataset_name, tuner):
@@ -927,7 +932,7 @@ def _check_objective(hypermodel, splits, objective):
 
 def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_trials=10,
            epochs=10, directory="tuning_runs", project=None, resume=True, overwrite=False,
-           set=None, fix=None, export=False, export_dir="saved_models", export_name=None,
+           set=None, fix=None, export=False, export_dir=None, export_name=None,
            export_lite=True, image_size=None, data_dir=None, download=False, seed=0,
            max_consecutive_failed_trials=3, executions_per_trial=1, jit_compile=False,
            mixed_precision="auto", callbacks=None, verbose=0, cv=None, deterministic=False,
@@ -958,7 +963,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         set: ``{name: spec}`` narrowing the space (see :mod:`tuning.hypermodels`).
         fix: ``{name: value}`` fixing hyperparameters (not also in ``set``).
         export: export the best model with ``zoo.export.export``.
-        export_dir: base directory of the export.
+        export_dir: base directory of the export (default: ``saved_models``).
         export_name: model name of the export (default: the best model's name).
         export_lite: with ``export``, also write the export's LiteRT model (``lite`` of
             ``zoo.export.export``; ``False`` is ``zoo tune --export --no-lite``).
@@ -1021,7 +1026,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             model does not report; too few examples for ``cv``; an ignore label that is
             no integer from 0 to 65535, inside the classes, given for a classification
             dataset or not the ``Splits``' own; a different search in the same project;
-            ``export_name`` or ``export_lite=False`` without ``export=True``.
+            ``export_dir``, ``export_name`` or ``export_lite=False`` without
+            ``export=True``.
             Nothing is written (or overwritten) before these checks.
         FileExistsError: an existing project with ``resume=False``.
         RuntimeError: too many consecutive failed trials (the table is written first).
@@ -1050,12 +1056,15 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     # ("no" would count as True: a project deleted; 1 and 0 are no flags either)
     check_bool("search", resume=resume, overwrite=overwrite, export=export, download=download,
                deterministic=deterministic, export_lite=export_lite)
-    if not export and (export_name is not None or not export_lite):
+    if not export and (export_dir is not None or export_name is not None or not export_lite):
         # (ignored without export, where zoo tune refuses --export-dir and --no-lite)
-        given = ([f"export_name={export_name!r}"] if export_name is not None else []) + \
+        given = ([f"export_dir={export_dir!r}"] if export_dir is not None else []) + \
+            ([f"export_name={export_name!r}"] if export_name is not None else []) + \
             ([] if export_lite else ["export_lite=False"])
-        raise ValueError(f"export_name and export_lite=False go with export=True. "
+        raise ValueError(f"export_dir, export_name and export_lite=False go with export=True. "
                          f"Received: export=False, {', '.join(given)}")
+    if export_dir is None:
+        export_dir = "saved_models"
     if cv is not None:
         if not is_integer(cv) or cv < 2:   # (a NumPy integer was refused)
             raise ValueError(f"cv must be None or an integer >= 2 (folds). Received: cv={cv!r}")
@@ -1075,7 +1084,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     check_directory_target(directory, "directory (--directory)", "pass another directory",
                            repr(os.fspath(directory)))
     if export:   # refused now, not after the whole search
-        _check_export_target(export_dir, export_name)
+        export_dir = _check_export_target(export_dir, export_name)
     from zoo.train import resolve_mixed_precision
     policy = resolve_mixed_precision(mixed_precision)
     role = _role()
@@ -1597,7 +1606,7 @@ def configure_tune(parser):
                             max_trials=args.max_trials, epochs=args.epochs,
                             directory=args.directory, project=args.project,
                             overwrite=args.overwrite, set=set_, fix=fix, export=args.export,
-                            export_dir=args.export_dir or "saved_models", export_lite=args.lite,
+                            export_dir=args.export_dir, export_lite=args.lite,
                             image_size=args.image_size,
                             data_dir=args.data_dir, download=args.download, seed=args.seed,
                             jit_compile=args.jit, mixed_precision=args.mixed_precision,

@@ -562,6 +562,17 @@ def test_zoo_train_refuses_an_option_it_would_ignore(argv, message, tmp_path, ca
     assert not run.exists() and not (tmp_path / "models").exists()
 
 
+def test_zoo_train_refuses_an_empty_base_dir_before_training(tmp_path, capsys, monkeypatch):
+    # It trained and exported to saved_models, as if no --base-dir had been given
+    monkeypatch.chdir(tmp_path)
+    assert zoo_main(["train", "lenet5", "--epochs", "1", "--run-dir", "run", "--quiet",
+                     "--export", "--base-dir", ""]) == 2
+    err = capsys.readouterr().err
+    assert err == ("zoo: error: base_dir must be a directory path (a non-empty str or "
+                   "os.PathLike; '.' for the current directory). Received: base_dir=''\n")
+    assert os.listdir(tmp_path) == []
+
+
 def test_zoo_train_passes_patience_to_early_stopping(tmp_path, capsys, monkeypatch):
     seen = []
 

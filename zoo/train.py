@@ -3473,7 +3473,9 @@ def configure_train(parser):
                              "RUN_DIR --no-lite)")
         if args.export:   # refused now, not after the training
             from zoo import export as zexport
-            zexport.check_export_target(args.base_dir or "saved_models", args.model)
+            # ("--base-dir ''" exported to saved_models)
+            base_dir = "saved_models" if args.base_dir is None else args.base_dir
+            zexport.check_export_target(base_dir, args.model)
         for name, value in (("class_weight", class_weight),
                             ("label_smoothing", args.label_smoothing)):
             _refuse_for_segmentation(minfo.task, f"model {args.model!r}", name, value)
@@ -3572,7 +3574,7 @@ def configure_train(parser):
                     f"run dir {run_dir}")
             if args.export:
                 from zoo import export as zexport
-                path = zexport.export_run(run_dir, base_dir=args.base_dir or "saved_models",
+                path = zexport.export_run(run_dir, base_dir=base_dir,
                                           name=args.model,
                                           precision=args.export_precision or "float32",
                                           lite=args.lite)

@@ -209,6 +209,12 @@ def test_every_option_of_every_command_says_what_it_does(command):
     (RuntimeError("the GPU ran out of memory"), 1, "zoo: error: the GPU ran out of memory"),
     (RuntimeError(), 1, "zoo: error: RuntimeError"),
     (OSError(28, "No space left on device"), 1, "zoo: error: [Errno 28] No space left on device"),
+    # (TensorFlow's line, op and device details and all, said nothing of what to change)
+    ("oom", 1, "zoo: error: out of memory: OOM when allocating tensor with "
+               "shape[1,100000,100000,1] and type float; a smaller batch (--batch-size) or "
+               "input size (--image-size) needs less"),
+    (MemoryError(), 1, "zoo: error: out of memory: MemoryError; a smaller batch (--batch-size) "
+                       "or input size (--image-size) needs less"),
 ])
 def test_bad_input_exits_with_2_and_other_failures_with_1_in_one_line(monkeypatch, capsys, exc,
                                                                       code, line):
@@ -216,6 +222,15 @@ def test_bad_input_exits_with_2_and_other_failures_with_1_in_one_line(monkeypatc
     monkeypatch.delenv("ZOO_DEBUG", raising=False)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     monkeypatch.setattr(startlog, "_command_line_level", None)
+
+    if exc == "oom":   # as `zoo train lenet5 --image-size 100000,100000` ended
+        import tensorflow as tf
+        exc = tf.errors.ResourceExhaustedError(None, None, (
+            "{{function_node __wrapped__IteratorGetNext_output_types_1_device_/job:localhost/"
+            "replica:0/task:0/device:CPU:0}} OOM when allocating tensor with "
+            "shape[1,100000,100000,1] and type float on /job:localhost/replica:0/task:0/"
+            "device:CPU:0 by allocator mklcpu\n [[{{node resize/ResizeBilinear}}]] "
+            "[Op:IteratorGetNext] name: "))
 
     def configure_list(parser):
         def run(args):

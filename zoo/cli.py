@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -280,6 +281,22 @@ def _attach_dash_values(parser, args):
     return out
 
 
+#: What TensorFlow's out-of-memory errors say, within their op and device details.
+_OOM_RE = re.compile(r"OOM when allocating tensor with shape\[[^\]]*\] and type \w+")
+
+
+def error_line(exc: BaseException) -> str:
+    """``exc``'s message in one line; running out of memory (TensorFlow's
+    ``ResourceExhaustedError``, Python's ``MemoryError``) says so and what needs less."""
+    message = " ".join(str(exc).split())
+    if type(exc).__name__ == "ResourceExhaustedError" or isinstance(exc, MemoryError):
+        found = _OOM_RE.search(message)
+        detail = found.group(0) if found else message or type(exc).__name__
+        return (f"out of memory: {detail}; a smaller batch (--batch-size) or input size "
+                f"(--image-size) needs less")
+    return message or type(exc).__name__
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from zoo.startlog import for_command_line
@@ -308,8 +325,7 @@ def main(argv=None) -> int:
     except Exception as exc:  # one line, no traceback, for any failure
         if debug:
             raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"zoo: error: {message}", file=sys.stderr)
+        print(f"zoo: error: {error_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, (ValueError, CLIError, FileNotFoundError,
                                      FileExistsError, IsADirectoryError, NotADirectoryError,
                                      PermissionError, TypeError, KeyError)) else 1

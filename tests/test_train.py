@@ -2381,9 +2381,28 @@ def test_zoo_train_help_says_which_defaults_depend_on_model_and_dataset():
 
 def test_model_args_take_json_booleans():
     # Models with auxiliary classifiers (aux_logits=true) train: tests/test_aux_training.py.
-    assert train._parse_model_arg("aux_logits=true") == ("aux_logits", True)
-    assert train._parse_model_arg("batch_norm=False") == ("batch_norm", False)
-    assert train._parse_model_arg("padding=same") == ("padding", "same")
+    from zoo.train_cli import _parse_model_arg
+    assert _parse_model_arg("aux_logits=true") == ("aux_logits", True)
+    assert _parse_model_arg("batch_norm=False") == ("batch_norm", False)
+    assert _parse_model_arg("padding=same") == ("padding", "same")
+
+
+def test_zoo_train_parses_its_options_without_tensorflow():
+    # zoo train --help and an option's refusal imported TensorFlow and Keras first (5.4 s
+    # for the help); the training itself imports them (zoo.train.train_command)
+    code = ("import sys\n"
+            "from zoo.cli import main\n"
+            "for argv in (['train', '--help'], ['train', 'lenet5', '--lr', '-1']):\n"
+            "    try:\n"
+            "        main(argv)\n"
+            "    except SystemExit as exit:\n"
+            "        print(exit.code, sorted({'tensorflow', 'keras'} & set(sys.modules)))\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.stdout.endswith("0 []\n2 []\n"), (r.stdout[-500:], r.stderr[-2000:])
+    assert "--lr-schedule {constant,cosine,plateau}" in r.stdout
+    assert "argument --lr: expected a positive finite learning rate" in r.stderr
 
 
 # --- bad input: fit's other arguments, Splits of one's own, schedules, plots ---------------

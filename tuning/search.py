@@ -1499,7 +1499,7 @@ def configure_tune(parser):
                         "lo:hi a range (repeatable)")
     parser.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
                         help="fix a hyperparameter (repeatable)")
-    # As zoo train's (zoo.train.configure_train); neither is part of the search's
+    # As zoo train's (zoo.train_cli.configure_train); neither is part of the search's
     # fingerprint: where the data lives is not what it is.
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
     parser.add_argument("--download", action="store_true",

@@ -27,7 +27,7 @@ COMMANDS = {
     "list": ("zoo.cli", "list the registered models"),
     "table": ("zoo.cli", "print a model's layer table"),
     "summary": ("zoo.profile", "per-layer parameters, multiply-adds, memory, receptive field"),
-    "train": ("zoo.train", "train a model on a dataset"),
+    "train": ("zoo.train_cli", "train a model on a dataset"),
     "export": ("zoo.export", "export a trained model as a versioned SavedModel"),
     "predict": ("zoo.serving", "predict images with an exported model"),
     "evaluate": ("zoo.evaluation", "evaluate an exported model on a dataset split"),

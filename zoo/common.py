@@ -234,6 +234,26 @@ AUTO_PRECISION_HELP = ("auto (float16 on GPUs with tensor cores, bfloat16 on CPU
                        "on AMD CPUs with AVX512_BF16 but for Xception below 40x40, else "
                        "float32)")
 
+# Training settings that ``zoo train``'s options name (``zoo.train_cli``, which imports no
+# TensorFlow) as ``zoo.train`` uses them.
+
+#: The optimizers of ``zoo.train.fit`` and ``zoo train --optimizer``.
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
+
+#: The weight decay of ``adamw`` without one given (Keras' ``AdamW`` default).
+ADAMW_WEIGHT_DECAY = 0.004
+
+#: ``lr_schedule="plateau"``: the learning rate is divided by 10 after this many epochs in a
+#: row without improvement of the monitored value (AlexNet's and ResNet's papers divide it
+#: by 10 when the validation error stops improving), at most 3 times (down to 1/1000).
+PLATEAU_PATIENCE, PLATEAU_FACTOR, PLATEAU_LOWEST = 3, 0.1, 1e-3
+
+#: The learning-rate schedules of ``fit`` and ``zoo train --lr-schedule``.
+LR_SCHEDULES = ("constant", "cosine", "plateau")
+
+#: The weight of each auxiliary classifier's loss by default: the GoogLeNet paper's.
+AUX_LOSS_WEIGHT = 0.3
+
 #: The test images of the embedded ``digits`` dataset (``zoo predict --digits N`` takes up to
 #: that many).
 DIGITS_TEST_SIZE = 360

@@ -16,7 +16,6 @@ test metrics measured once at the end. The run directory holds::
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
 import json
@@ -39,10 +38,12 @@ import tensorflow as tf
 from keras import ops
 
 from zoo import data as zdata
-from zoo.common import (AUTO_PRECISION_HELP, MIXED_PRECISION, TASKS, atomic_write,
-                         atomic_write_text, check_bool, check_directory_target,
+from zoo.common import (ADAMW_WEIGHT_DECAY, AUX_LOSS_WEIGHT, LR_SCHEDULES, MIXED_PRECISION,
+                         OPTIMIZERS, PLATEAU_FACTOR, PLATEAU_LOWEST, PLATEAU_PATIENCE, TASKS,
+                         atomic_write, atomic_write_text, check_bool, check_directory_target,
                          check_jit_compile, check_seed, is_digits, is_integer, received_text,
                          remove_path)
+from zoo.train_cli import configure_train
 
 __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
            "resolve_class_weight", "resolve_mixed_precision", "with_mixed_precision",
@@ -271,9 +272,6 @@ class SparseSmoothedCrossEntropy(keras.losses.Loss):
 # --------------------------------------------------------------------------------------
 # Compile.
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
-
-
 def _outputs_probabilities(model) -> bool:
     """True if the model's output layer ends in softmax/sigmoid (else logits): its
     activation, a ``keras.layers.Softmax``, or a nested model's last layer, read as the
@@ -497,10 +495,6 @@ def _same_class_weights(a, b) -> bool:
     if wa is None or wb is None:
         return wa is wb
     return len(wa) == len(wb) and all(math.isclose(x, y, rel_tol=1e-9) for x, y in zip(wa, wb))
-
-
-#: The weight decay of ``adamw`` without one given (Keras' ``AdamW`` default).
-ADAMW_WEIGHT_DECAY = 0.004
 
 
 def _own_setting(optimizer, attr):
@@ -1861,13 +1855,6 @@ def cosine_schedule(learning_rate, epochs):
         lambda epoch: base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)))
 
 
-#: ``lr_schedule="plateau"``: the learning rate is divided by 10 after this many epochs in a
-#: row without improvement of the monitored value (AlexNet's and ResNet's papers divide it
-#: by 10 when the validation error stops improving), at most 3 times (down to 1/1000).
-PLATEAU_PATIENCE, PLATEAU_FACTOR, PLATEAU_LOWEST = 3, 0.1, 1e-3
-
-#: The learning-rate schedules of ``fit`` and ``zoo train --lr-schedule``.
-LR_SCHEDULES = ("constant", "cosine", "plateau")
 
 
 class PlateauSchedule(keras.callbacks.Callback):
@@ -2007,9 +1994,6 @@ def set_batch_norm_momentum(model, momentum="auto") -> Optional[float]:
 
 # Auxiliary classifiers (GoogLeNet's, paper section 5): trained with the main output, their
 # losses weighted, and left out at inference (exports and zoo predict use the main output).
-
-#: The weight of each auxiliary classifier's loss by default: the GoogLeNet paper's.
-AUX_LOSS_WEIGHT = 0.3
 
 
 def _check_aux_loss_weight(aux_loss_weight):
@@ -3200,68 +3184,6 @@ def quiet_unknown_length(*datasets):
 # --------------------------------------------------------------------------------------
 # CLI.
 
-def _seed_arg(text):
-    import argparse
-    value = int(text) if text.isdigit() else -1
-    if not 0 <= value < 2 ** 32:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1; "
-                                         f"received {text!r}")
-    return value
-
-
-def _parse_size(text):
-    try:
-        vals = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        vals = ()
-    if len(vals) == 1:
-        vals = vals * 2
-    if len(vals) != 2 or min(vals) < 1:
-        import argparse
-        raise argparse.ArgumentTypeError(f"expected H,W such as 32,32; received {text!r}")
-    return vals
-
-
-def _parse_model_arg(text):
-    import argparse
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE; received {text!r}")
-    key, value = text.split("=", 1)
-    if value.strip().lower() in ("true", "false"):   # aux_logits=true, as in JSON or YAML
-        return key.strip(), value.strip().lower() == "true"
-    try:
-        value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        pass  # a bare string such as padding=same
-    return key.strip(), value
-
-
-def _parse_bn_momentum(text):
-    """``--batch-norm-momentum`` value: ``auto``, ``keep`` (``None``) or a number in (0, 1)."""
-    from zoo.cli import number_type
-    if text in ("auto", "keep"):
-        return None if text == "keep" else text
-    return number_type("auto, keep or a number in (0, 1)", lambda v: 0 < v < 1)(text)
-
-
-def _parse_class_weight(text):
-    """``--class-weight`` value: ``balanced``, or ``NAME=W`` (a class name or index and a
-    finite weight >= 0) as ``(name, weight)``."""
-    import argparse
-    if text.strip() == "balanced":
-        return "balanced"
-    name, sep, value = text.rpartition("=")   # a folder's class name may hold "="
-    try:
-        weight = float(value)
-    except ValueError:
-        weight = float("nan")
-    if not sep or not name.strip() or not (math.isfinite(weight) and weight >= 0):
-        raise argparse.ArgumentTypeError(f"expected balanced or NAME=W (a class name or index "
-                                         f"and a finite weight >= 0, e.g. cat=2.5); received "
-                                         f"{text!r}")
-    return name.strip(), weight
-
-
 def _class_weight_option(values):
     """``fit``'s ``class_weight`` from the ``--class-weight`` values: ``None``,
     ``"balanced"`` or ``{name: weight}``."""
@@ -3317,270 +3239,137 @@ def _check_monitor_option(monitor, task, aux=False):
                          f"Received: --monitor {monitor}")
 
 
-def configure_train(parser):
-    """``zoo train MODEL [--dataset NAME] [--epochs N] ...``.
+def train_command(args) -> int:
+    """``zoo train``'s work once :func:`zoo.train_cli.configure_train` has parsed its
+    options: the checks, the data, the model, :func:`fit`, the export asked for and the
+    summary line. Returns the exit code (0)."""
+    with keras_output_hidden() if args.quiet else contextlib.nullcontext():
+        return _train_command(args)
 
-    Args:
-        parser: the ``zoo train`` subparser, to which the options are added.
 
-    Returns:
-        ``run(args) -> int``, the command (0 on success).
-    """
-    import argparse
-    from zoo.cli import ignore_label_arg, number_type
-    parser.add_argument("model", help="registered model name (see `zoo list`)")
-    parser.add_argument("--dataset", default=None,
-                        help="digits (default for classifiers), shapes (default for "
-                             "segmentation), mnist, fashion_mnist, cifar10, cifar100, malaria, "
-                             "oxford_iiit_pet, imagenette, folder:PATH")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="training epochs (default: per model and dataset)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="images per training step (default: per model and dataset)")
-    parser.add_argument("--image-size", type=_parse_size, default=None, metavar="H,W",
-                        help="model input size (default: per model and dataset: the "
-                             "model's default input; on digits its smallest, at least 32,32; "
-                             "unet on shapes 64,64)")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
-                        help="input channels (default: the dataset's)")
-    parser.add_argument("--lr", type=number_type("a positive finite learning rate",
-                                                  lambda v: 0 < v < math.inf),
-                        default=None,
-                        help="learning rate (default: per model and dataset: 1e-3, alexnet "
-                             "and googlenet 1e-4, lenet5 on digits and unet on shapes 2e-3)")
-    parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
-                        help="optimizer (default: adam)")
-    parser.add_argument("--weight-decay", type=number_type(
-                            "a finite weight decay >= 0", lambda v: 0 <= v < math.inf),
-                        default=None, metavar="WD",
-                        help="decoupled weight decay of the optimizer's updates, e.g. 1e-4 "
-                             f"(default: none; adamw: {ADAMW_WEIGHT_DECAY}, Keras' AdamW "
-                             f"default, which 0 turns off)")
-    parser.add_argument("--clip-norm", type=number_type(
-                            "a finite gradient norm > 0", lambda v: 0 < v < math.inf),
-                        default=None, metavar="N",
-                        help="clip each step's gradients to this global norm, e.g. 2.0 as "
-                             "Inception-v3's paper (default: no clipping)")
-    parser.add_argument("--label-smoothing", type=number_type(
-                            "a label smoothing in [0, 1)", lambda v: 0 <= v < 1),
-                        default=0.0, metavar="S",
-                        help="classification: label smoothing of the cross-entropy loss, "
-                             "e.g. 0.1 (default 0)")
-    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
-                        help="learning-rate schedule: constant, cosine (decay to 0 over "
-                             "the epochs) or plateau (divided by 10 after "
-                             f"{PLATEAU_PATIENCE} epochs without improvement, at most 3 "
-                             "times) (default: per model and dataset)")
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                        help="augment the training split (default: on)")
-    parser.add_argument("--run-dir", default=None, help="default runs/MODEL-DATASET-TIME; "
-                        "the same directory again resumes a killed run")
-    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
-    parser.add_argument("--download", action="store_true",
-                        help="let tensorflow-datasets download missing data")
-    parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
-                        help="compile with XLA (default: on GPUs only)")
-    parser.add_argument("--mixed-precision", nargs="?", const="float16", default="auto",
-                        choices=MIXED_PRECISION,
-                        help=f"compute dtype: {AUTO_PRECISION_HELP}, off, "
-                        "float16 (the default without a value), bfloat16 (opt-in on other CPUs "
-                        "with AVX512_BF16; measure)")
-    parser.add_argument("--monitor", default="val_loss", metavar="NAME",
-                        help="what early stopping, the best checkpoint and --lr-schedule "
-                             "plateau watch: val_loss (default), val_accuracy, val_mean_iou "
-                             "(segmentation) or val_total_loss (auxiliary classifiers: the "
-                             "weighted sum minimised); loss, accuracy, mean_iou or "
-                             "total_loss for the training split's")
-    parser.add_argument("--patience", type=int, default=None,
-                        help="with early stopping: epochs without improvement before it stops "
-                        "(default 8)")
-    parser.add_argument("--early-stopping", action=argparse.BooleanOptionalAction,
-                        default=None, help="stop when the monitored value (--monitor) "
-                        "stops improving (default: on, except where the model's defaults "
-                        "train a whole "
-                        "schedule, e.g. lenet5 on digits)")
-    parser.add_argument("--seed", type=_seed_arg, default=0, help="0 to 2**32 - 1")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="bit-for-bit reproducible runs (TensorFlow's op determinism; "
-                        "somewhat slower)")
-    parser.add_argument("--model-arg", type=_parse_model_arg, action="append", default=[],
-                        metavar="KEY=VALUE", help="builder option, e.g. base_filters=16")
-    parser.add_argument("--weights", default=None, metavar="imagenet|PATH",
-                        help="fine-tune from pretrained weights: the model's backbone "
-                        "(include_top=False, average pooling) with 'imagenet' (models with "
-                        "published weights; 3 channels) or a weights file (.h5, .weights.h5, "
-                        ".keras or a run directory), under a new softmax head of the "
-                        "dataset's classes; unet: its backbone's (--model-arg backbone=NAME)")
-    parser.add_argument("--freeze-backbone", action="store_true",
-                        help="with --weights: train the new head only (unet: the decoder); "
-                        "the backbone's batch norms stay in inference mode")
-    parser.add_argument("--imagenet-input", action=argparse.BooleanOptionalAction,
-                        default=None, help="with --weights: put the fixed conversion to "
-                        "the input of Keras' ImageNet weights in front of the backbone "
-                        "(default: when the weights are Keras' ImageNet ones: imagenet, a "
-                        "published file, a .keras file of a model trained behind it)")
-    parser.add_argument("--class-weight", type=_parse_class_weight, action="append",
-                        default=[], metavar="balanced|NAME=W",
-                        help="weight the training loss by class (classification): balanced "
-                        "(n_samples / (n_classes * count) from the train split), or a class "
-                        "name or index and its weight, e.g. cat=2.5 (repeatable; classes not "
-                        "named get 1)")
-    parser.add_argument("--ignore-label", default=None, metavar="V", type=ignore_label_arg,
-                        help="segmentation: the mask value of pixels no loss or metric counts "
-                        "(Pascal VOC's 255), outside the classes 0..K-1 (default: none)")
-    parser.add_argument("--export", action="store_true",
-                        help="export the trained model (zoo.export.export_run)")
-    parser.add_argument("--base-dir", default=None,
-                        help="with --export: the export base directory (default saved_models)")
-    parser.add_argument("--export-precision", default=None,
-                        choices=("float32", "float16", "bfloat16"),
-                        help="with --export: the export's weights and compute dtype (default "
-                        "float32, whatever the training precision; float16 for GPU servers)")
-    parser.add_argument("--no-lite", dest="lite", action="store_false",
-                        help="with --export: no LiteRT model in the export, as zoo export "
-                        "--no-lite")
-    parser.add_argument("--batch-norm-momentum", type=_parse_bn_momentum, default="auto",
-                        metavar="auto|keep|M",
-                        help="momentum of the batch norms' moving statistics while training: "
-                        "auto (default: 0.9 where the model has more, as Keras' 0.99), keep "
-                        "(the model's), or a number in (0, 1)")
-    parser.add_argument("--aux-loss-weight", type=number_type("a finite number >= 0",
-                                                              lambda v: 0 <= v < math.inf),
-                        default=None, metavar="W",
-                        help="the weight of each auxiliary classifier's loss, for a model "
-                        f"with them (googlenet --model-arg aux_logits=true; default "
-                        f"{AUX_LOSS_WEIGHT}, the paper's; the main output's is 1)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    def run(args):
-        with keras_output_hidden() if args.quiet else contextlib.nullcontext():
-            return train_command(args)
-
-    def train_command(args):
-        from zoo.registry import model_info
-        t0 = time.time()
-        minfo = model_info(args.model)
-        class_weight = _class_weight_option(args.class_weight)
-        if args.export_precision and not args.export:
-            raise ValueError(f"--export-precision {args.export_precision} goes with --export "
-                             f"(or export later: zoo export RUN_DIR --precision "
-                             f"{args.export_precision})")
-        if args.base_dir is not None and not args.export:
-            raise ValueError(f"--base-dir {args.base_dir} goes with --export (or export later: "
-                             f"zoo export RUN_DIR --base-dir {args.base_dir})")
-        if not args.lite and not args.export:
-            raise ValueError("--no-lite goes with --export (or export later: zoo export "
-                             "RUN_DIR --no-lite)")
-        if args.export:   # refused now, not after the training
+def _train_command(args):
+    from zoo.registry import model_info
+    t0 = time.time()
+    minfo = model_info(args.model)
+    class_weight = _class_weight_option(args.class_weight)
+    if args.export_precision and not args.export:
+        raise ValueError(f"--export-precision {args.export_precision} goes with --export "
+                         f"(or export later: zoo export RUN_DIR --precision "
+                         f"{args.export_precision})")
+    if args.base_dir is not None and not args.export:
+        raise ValueError(f"--base-dir {args.base_dir} goes with --export (or export later: "
+                         f"zoo export RUN_DIR --base-dir {args.base_dir})")
+    if not args.lite and not args.export:
+        raise ValueError("--no-lite goes with --export (or export later: zoo export "
+                         "RUN_DIR --no-lite)")
+    if args.export:   # refused now, not after the training
+        from zoo import export as zexport
+        # ("--base-dir ''" exported to saved_models)
+        base_dir = "saved_models" if args.base_dir is None else args.base_dir
+        zexport.check_export_target(base_dir, args.model)
+    for name, value in (("class_weight", class_weight),
+                        ("label_smoothing", args.label_smoothing)):
+        _refuse_for_segmentation(minfo.task, f"model {args.model!r}", name, value)
+    check_run_dir(args.run_dir, "--run-dir")
+    # "" is no dataset (refused by the loader), not the default
+    dataset = args.dataset if args.dataset is not None else default_dataset(args.model)
+    d = train_defaults(args.model, dataset)
+    epochs = args.epochs if args.epochs is not None else d["epochs"]
+    batch = args.batch_size if args.batch_size is not None else d["batch_size"]
+    lr = args.lr if args.lr is not None else d["learning_rate"]
+    augment = args.augment if args.augment is not None else d["augment"]
+    size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
+    patience = args.patience if args.patience is not None else PATIENCE
+    _check_monitor_option(args.monitor, minfo.task,
+                          aux=dict(args.model_arg).get("aux_logits") is True)
+    for value, flag, least in ((epochs, "--epochs", 1), (batch, "--batch-size", 1),
+                               (patience, "--patience", 0)):
+        if value < least:
+            raise ValueError(f"{flag} must be >= {least}. Received: {value}")
+    early_stopping = (d["early_stopping"] if args.early_stopping is None
+                      else args.early_stopping)
+    if args.patience is not None and not early_stopping:
+        raise ValueError(
+            f"--patience {args.patience} goes with early stopping, which " +
+            (f"{args.model} on {dataset} trains without by default (its whole schedule): "
+             f"add --early-stopping" if args.early_stopping is None
+             else "--no-early-stopping turns off"))
+    # --weights and --freeze-backbone, or U-Net's builder options of the same meaning.
+    given = dict(args.model_arg)
+    if "imagenet_input" in given:
+        raise ValueError(f"imagenet_input is set by --imagenet-input/--no-imagenet-input "
+                         f"(default: from the weights), not --model-arg. Received: "
+                         f"--model-arg imagenet_input={given['imagenet_input']}")
+    backbone_weights = given.pop("backbone_weights", None)
+    if args.weights is not None and backbone_weights is not None:
+        raise ValueError(f"--weights {args.weights} and --model-arg backbone_weights="
+                         f"{backbone_weights} both give the backbone's weights; give one")
+    if args.weights is not None:
+        backbone_weights = args.weights
+    freeze_backbone = args.freeze_backbone or bool(given.pop("freeze_backbone", False))
+    _precheck_pretrained(args.model, backbone_weights, freeze_backbone,
+                         args.imagenet_input, given)
+    keras.utils.set_random_seed(args.seed)
+    splits = zdata.load_splits(dataset, image_size=size, channels=args.channels,
+                               batch_size=batch, augment=augment, data_dir=args.data_dir,
+                               seed=args.seed, download=args.download,
+                               ignore_label=args.ignore_label)
+    model_args = {**d["model_args"], **given}
+    model = build_for_dataset(args.model, splits.info, backbone_weights=backbone_weights,
+                              freeze_backbone=freeze_backbone,
+                              imagenet_input=("auto" if args.imagenet_input is None
+                                              else args.imagenet_input),
+                              **model_args)
+    # Held until the command ends (the export included): a second zoo train into it
+    # is refused.
+    with hold_run_dir(args.run_dir, model_name=args.model,
+                      dataset_name=splits.info.name) as run_dir:
+        backup = os.path.join(run_dir, "backup")
+        done_before = _epochs_backed_up(backup)
+        try:
+            history = fit(model, splits, epochs=epochs, run_dir=run_dir, batch_size=batch,
+                          learning_rate=lr, optimizer=args.optimizer, augment=augment,
+                          jit_compile="auto" if args.xla is None else args.xla,
+                          mixed_precision=args.mixed_precision,
+                          early_stopping=early_stopping,
+                          patience=patience if early_stopping else None,
+                          seed=args.seed, verbose=0 if args.quiet else 1,
+                          model_name=args.model, model_args=model_args,
+                          lr_schedule=args.lr_schedule or d["lr_schedule"],
+                          deterministic=args.deterministic, class_weight=class_weight,
+                          batch_norm_momentum=args.batch_norm_momentum,
+                          aux_loss_weight=args.aux_loss_weight,
+                          weight_decay=args.weight_decay, clip_norm=args.clip_norm,
+                          label_smoothing=args.label_smoothing, monitor=args.monitor)
+        except BaseException as exc:
+            # Ctrl-C, or a failure after this command backed up an epoch (not a refusal to
+            # resume): say where the run waits to be resumed.
+            if _has_backup(backup) and (isinstance(exc, KeyboardInterrupt)
+                                        or _epochs_backed_up(backup) > done_before):
+                print(f"zoo train: stopped after epoch {_backup_epoch(backup)} of {epochs}; "
+                      f"the same command with --run-dir {run_dir} resumes it",
+                      file=sys.stderr)
+            raise
+        with open(os.path.join(run_dir, "metrics.json")) as f:
+            metrics = json.load(f)
+        with open(os.path.join(run_dir, "info.json")) as f:
+            policy = json.load(f)["settings"]["mixed_precision"]
+        key = "test_mean_iou" if splits.info.task == "segmentation" else "test_accuracy"
+        on_validation = (" (on the validation split: the dataset has no test split)"
+                         if splits.info.test_is_validation else "")
+        epochs_done = f"{len(history)} epoch{'' if len(history) == 1 else 's'}"
+        line = (f"{args.model} on {dataset}: {key.replace('_', ' ')} {metrics[key]:.4f}"
+                f"{on_validation} after {epochs_done}, "
+                f"{time.time() - t0:.1f} s "
+                f"(training {metrics['train_seconds']:.1f} s, {policy or 'float32'}), "
+                f"run dir {run_dir}")
+        if args.export:
             from zoo import export as zexport
-            # ("--base-dir ''" exported to saved_models)
-            base_dir = "saved_models" if args.base_dir is None else args.base_dir
-            zexport.check_export_target(base_dir, args.model)
-        for name, value in (("class_weight", class_weight),
-                            ("label_smoothing", args.label_smoothing)):
-            _refuse_for_segmentation(minfo.task, f"model {args.model!r}", name, value)
-        check_run_dir(args.run_dir, "--run-dir")
-        # "" is no dataset (refused by the loader), not the default
-        dataset = args.dataset if args.dataset is not None else default_dataset(args.model)
-        d = train_defaults(args.model, dataset)
-        epochs = args.epochs if args.epochs is not None else d["epochs"]
-        batch = args.batch_size if args.batch_size is not None else d["batch_size"]
-        lr = args.lr if args.lr is not None else d["learning_rate"]
-        augment = args.augment if args.augment is not None else d["augment"]
-        size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
-        patience = args.patience if args.patience is not None else PATIENCE
-        _check_monitor_option(args.monitor, minfo.task,
-                              aux=dict(args.model_arg).get("aux_logits") is True)
-        for value, flag, least in ((epochs, "--epochs", 1), (batch, "--batch-size", 1),
-                                   (patience, "--patience", 0)):
-            if value < least:
-                raise ValueError(f"{flag} must be >= {least}. Received: {value}")
-        early_stopping = (d["early_stopping"] if args.early_stopping is None
-                          else args.early_stopping)
-        if args.patience is not None and not early_stopping:
-            raise ValueError(
-                f"--patience {args.patience} goes with early stopping, which " +
-                (f"{args.model} on {dataset} trains without by default (its whole schedule): "
-                 f"add --early-stopping" if args.early_stopping is None
-                 else "--no-early-stopping turns off"))
-        # --weights and --freeze-backbone, or U-Net's builder options of the same meaning.
-        given = dict(args.model_arg)
-        if "imagenet_input" in given:
-            raise ValueError(f"imagenet_input is set by --imagenet-input/--no-imagenet-input "
-                             f"(default: from the weights), not --model-arg. Received: "
-                             f"--model-arg imagenet_input={given['imagenet_input']}")
-        backbone_weights = given.pop("backbone_weights", None)
-        if args.weights is not None and backbone_weights is not None:
-            raise ValueError(f"--weights {args.weights} and --model-arg backbone_weights="
-                             f"{backbone_weights} both give the backbone's weights; give one")
-        if args.weights is not None:
-            backbone_weights = args.weights
-        freeze_backbone = args.freeze_backbone or bool(given.pop("freeze_backbone", False))
-        _precheck_pretrained(args.model, backbone_weights, freeze_backbone,
-                             args.imagenet_input, given)
-        keras.utils.set_random_seed(args.seed)
-        splits = zdata.load_splits(dataset, image_size=size, channels=args.channels,
-                                   batch_size=batch, augment=augment, data_dir=args.data_dir,
-                                   seed=args.seed, download=args.download,
-                                   ignore_label=args.ignore_label)
-        model_args = {**d["model_args"], **given}
-        model = build_for_dataset(args.model, splits.info, backbone_weights=backbone_weights,
-                                  freeze_backbone=freeze_backbone,
-                                  imagenet_input=("auto" if args.imagenet_input is None
-                                                  else args.imagenet_input),
-                                  **model_args)
-        # Held until the command ends (the export included): a second zoo train into it
-        # is refused.
-        with hold_run_dir(args.run_dir, model_name=args.model,
-                          dataset_name=splits.info.name) as run_dir:
-            backup = os.path.join(run_dir, "backup")
-            done_before = _epochs_backed_up(backup)
-            try:
-                history = fit(model, splits, epochs=epochs, run_dir=run_dir, batch_size=batch,
-                              learning_rate=lr, optimizer=args.optimizer, augment=augment,
-                              jit_compile="auto" if args.xla is None else args.xla,
-                              mixed_precision=args.mixed_precision,
-                              early_stopping=early_stopping,
-                              patience=patience if early_stopping else None,
-                              seed=args.seed, verbose=0 if args.quiet else 1,
-                              model_name=args.model, model_args=model_args,
-                              lr_schedule=args.lr_schedule or d["lr_schedule"],
-                              deterministic=args.deterministic, class_weight=class_weight,
-                              batch_norm_momentum=args.batch_norm_momentum,
-                              aux_loss_weight=args.aux_loss_weight,
-                              weight_decay=args.weight_decay, clip_norm=args.clip_norm,
-                              label_smoothing=args.label_smoothing, monitor=args.monitor)
-            except BaseException as exc:
-                # Ctrl-C, or a failure after this command backed up an epoch (not a refusal to
-                # resume): say where the run waits to be resumed.
-                if _has_backup(backup) and (isinstance(exc, KeyboardInterrupt)
-                                            or _epochs_backed_up(backup) > done_before):
-                    print(f"zoo train: stopped after epoch {_backup_epoch(backup)} of {epochs}; "
-                          f"the same command with --run-dir {run_dir} resumes it",
-                          file=sys.stderr)
-                raise
-            with open(os.path.join(run_dir, "metrics.json")) as f:
-                metrics = json.load(f)
-            with open(os.path.join(run_dir, "info.json")) as f:
-                policy = json.load(f)["settings"]["mixed_precision"]
-            key = "test_mean_iou" if splits.info.task == "segmentation" else "test_accuracy"
-            on_validation = (" (on the validation split: the dataset has no test split)"
-                             if splits.info.test_is_validation else "")
-            epochs_done = f"{len(history)} epoch{'' if len(history) == 1 else 's'}"
-            line = (f"{args.model} on {dataset}: {key.replace('_', ' ')} {metrics[key]:.4f}"
-                    f"{on_validation} after {epochs_done}, "
-                    f"{time.time() - t0:.1f} s "
-                    f"(training {metrics['train_seconds']:.1f} s, {policy or 'float32'}), "
-                    f"run dir {run_dir}")
-            if args.export:
-                from zoo import export as zexport
-                path = zexport.export_run(run_dir, base_dir=base_dir,
-                                          name=args.model,
-                                          precision=args.export_precision or "float32",
-                                          lite=args.lite)
-                line += f", exported to {path}"
-                zexport.print_changed_classes_note(path, "train")
-            print(line)
-        return 0
-
-    return run
+            path = zexport.export_run(run_dir, base_dir=base_dir,
+                                      name=args.model,
+                                      precision=args.export_precision or "float32",
+                                      lite=args.lite)
+            line += f", exported to {path}"
+            zexport.print_changed_classes_note(path, "train")
+        print(line)
+    return 0

@@ -588,6 +588,25 @@ def test_segmentation_folder_refuses_what_it_would_pair_or_drop_unseen(tmp_path)
         data.load_splits(str(tmp_path))
 
 
+def test_segmentation_folder_refuses_masks_without_an_image(tmp_path):
+    """A mask whose image is missing was left out without a word."""
+    root = _seg_tree(tmp_path / "seg", 10)
+    for i in (3, 4, 5, 6):
+        (root / "images" / f"{i}.png").unlink()
+    with pytest.raises(ValueError, match=re.escape(
+            f"4 masks in '{root / 'masks'}' have no image in '{root / 'images'}' ('3.png', "
+            f"'4.png', '5.png', ...): each mask has its image's file name (any image "
+            f"extension). Add the images or remove the masks.")):
+        data.load_splits(str(root))
+    for i in (3, 4, 5):
+        (root / "masks" / f"{i}.png").unlink()
+    with pytest.raises(ValueError, match=re.escape(
+            f"1 mask in '{root / 'masks'}' has no image in '{root / 'images'}' ('6.png')")):
+        data.load_splits(str(root))
+    (root / "masks" / "6.png").unlink()
+    assert sum(data.load_splits(str(root)).info.splits.values()) == 6
+
+
 def _class_tree(root, layout, size=(6, 6)):
     """``layout``: {split: {label: number of images}}; returns ``root``."""
     for split, labels in layout.items():
@@ -831,6 +850,40 @@ def test_two_class_folders_that_are_one_through_a_link_are_refused(tmp_path):
     os.remove(inside / "train" / "persian")   # a link to a folder elsewhere is a class
     os.symlink(tmp_path / "same" / "dog", inside / "train" / "hound")
     assert data.load_splits(str(inside)).info.labels == ["cat", "dog", "hound"]
+
+
+def test_an_image_file_listed_twice_through_a_link_is_refused(tmp_path):
+    """A link inside a class folder to another class's folder (or to the folder above it),
+    a link to another class's file, or a hard link into the test split, read one image
+    under two labels or in two splits: refused, naming both paths."""
+    root = _class_tree(tmp_path / "c", {"train": {"cat": 3, "dog": 3}})
+    train = root / "train"
+    os.symlink("..", train / "dog" / "up")     # dog/up/cat/*.png: the cats again, as dogs
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root}' lists one image file twice, as 'train/cat/0.png' and "
+            f"'train/dog/up/cat/0.png' (through a symbolic or hard link): it would be read "
+            f"under two labels, 'cat' and 'dog'. Remove the link.")):
+        data.load_splits(str(root))
+    os.remove(train / "dog" / "up")
+    os.symlink(train / "cat" / "2.png", train / "dog" / "9.png")
+    with pytest.raises(ValueError, match=re.escape(
+            "as 'train/cat/2.png' and 'train/dog/9.png' (through a symbolic or hard link): "
+            "it would be read under two labels, 'cat' and 'dog'.")):
+        data.load_splits(str(root))
+    os.remove(train / "dog" / "9.png")
+    os.makedirs(root / "test" / "cat")
+    os.link(train / "cat" / "1.png", root / "test" / "cat" / "1.png")
+    with pytest.raises(ValueError, match=re.escape(
+            "as 'train/cat/1.png' and 'test/cat/1.png' (through a symbolic or hard link): it "
+            "would be read in the train and test splits.")):
+        data.load_splits(str(root))
+    os.remove(root / "test" / "cat" / "1.png")
+    whole = _class_tree(tmp_path / "w", {"": {"a": 10, "b": 10}})
+    os.symlink(whole / "a" / "0.png", whole / "a" / "0-again.png")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{whole}' lists one image file twice, as 'a/0-again.png' and "
+            f"'a/0.png' (through a symbolic or hard link): it would be read twice.")):
+        data.load_splits(str(whole))
 
 
 def test_class_folders_sharing_a_name_prefix_are_distinct_and_a_link_among_many_is_found(
@@ -1166,6 +1219,67 @@ def test_segmentation_train_folder_of_one_image_without_validation_is_refused(tm
             f"folder: add images, or a validation folder (validation/images + "
             f"validation/masks).")):
         data.load_splits(str(tmp_path))
+
+
+def test_segmentation_folder_of_one_or_two_images_is_refused(tmp_path):
+    """root/images + root/masks is split 80/10/10 with a test and a validation image at
+    least: of 1 or 2 images, no training image was left (an IndexError)."""
+    for n in (1, 2):
+        root = _seg_tree(tmp_path / str(n), n)
+        with pytest.raises(ValueError, match=re.escape(
+                f"Segmentation folder '{root}' has too few images to hold out a validation "
+                f"and a test split ({n} image{'' if n == 1 else 's'} with masks; the 80/10/10 "
+                f"split needs 3). Add images, or split them yourself into train/images + "
+                f"train/masks and validation/images + validation/masks.")):
+            data.load_splits(str(root))
+    assert data.load_splits(str(_seg_tree(tmp_path / "3", 3))).info.splits == {
+        "train": 1, "validation": 1, "test": 1}
+
+
+def test_segmentation_split_folders_left_out_unseen_are_refused(tmp_path):
+    """A split folder without images/ + masks/ beside segmentation split folders (masks/
+    misspelt mask/), or split folders beside root/images + root/masks, were left out
+    without a word: the split was taken out of train, or out of root/images."""
+    import shutil
+    _seg_tree(tmp_path / "a" / "train", 10)
+    os.makedirs(tmp_path / "a" / "val" / "images")
+    os.makedirs(tmp_path / "a" / "val" / "mask")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Segmentation folder '{tmp_path / 'a'}': its validation folder "
+            f"'{tmp_path / 'a' / 'val'}' has no images/ + masks/ (it holds images/, mask/), "
+            f"so the split would be left out. Give it images/ and masks/ (one mask per "
+            f"image, with its file name), or remove it.")):
+        data.load_splits(str(tmp_path / "a"))
+    shutil.rmtree(tmp_path / "a" / "val")
+    _seg_tree(tmp_path / "a" / "val", 2)
+    assert data.load_splits(str(tmp_path / "a")).info.splits == {
+        "train": 10, "validation": 2, "test": 2}
+    root = _seg_tree(tmp_path / "b", 10)
+    _seg_tree(root / "test", 2)
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root}' holds images/ + masks/ beside test/: one would be read, "
+            f"the other left out. Keep one layout: root/images + root/masks (split "
+            f"80/10/10), or root/train/images + root/train/masks (and validation/, test/).")):
+        data.load_splits(str(root))
+
+
+def test_segmentation_layout_named_otherwise_is_not_read_as_classes(tmp_path):
+    """images/ + labels/ (or Images/ + Masks/) was read as a classification folder of the
+    classes 'images' and 'labels': a classifier of images against their masks."""
+    for names in (("images", "labels"), ("Images", "Masks")):
+        root = _class_tree(tmp_path / names[1], {"": {n: 10 for n in names}})
+        shown = " and ".join(n + "/" for n in names if n.lower() in ("images", "masks"))
+        with pytest.raises(ValueError, match=re.escape(
+                f"Dataset folder '{root}' holds {shown} but not the pair images/ + masks/ of "
+                f"a segmentation folder: it would be read as class folders {sorted(names)}. "
+                f"Segmentation: name the folders images/ and masks/, in lower case (one mask "
+                f"per image, with its file name). Classification: rename {shown} (e.g. "
+                f"{names[0]}_/).")):
+            data.load_splits(str(root))
+    train = _class_tree(tmp_path / "split", {"train": {"images": 3, "gt": 3}})
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{train / 'train'}' holds images/ but not the pair")):
+        data.load_splits(str(train))
 
 
 # --- examples per class (class_weight="balanced" in zoo.train) --------------------------

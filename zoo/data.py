@@ -1083,17 +1083,36 @@ def _folder_source(root, data_dir=None, download=False, ignore_label=None):
                          f"as {_CLASSIFICATION_LAYOUT} (classification) or root/images + "
                          "root/masks (segmentation).")
     seg_roots = {}
-    if os.path.isdir(os.path.join(root, "images")) and os.path.isdir(os.path.join(root, "masks")):
+    split_dirs = {split: _find_split_dir(root, split) for split in SPLITS}
+    if _is_segmentation_dir(root):
         seg_roots = {"all": root}
+        beside = [os.path.basename(d) + "/" for d in split_dirs.values() if d]
+        if beside:   # (were left out without a word: the split was made of root/images)
+            raise ValueError(f"Dataset folder {root!r} holds images/ + masks/ beside "
+                             f"{' and '.join(beside)}: one would be read, the other left out. "
+                             f"Keep one layout: root/images + root/masks (split 80/10/10), "
+                             f"or root/train/images + root/train/masks (and validation/, "
+                             f"test/).")
     else:
-        for split in SPLITS:
-            d = _find_split_dir(root, split)
-            if d and os.path.isdir(os.path.join(d, "images")) and \
-                    os.path.isdir(os.path.join(d, "masks")):
-                seg_roots[split] = d
+        seg_roots = {split: d for split, d in split_dirs.items()
+                     if d and _is_segmentation_dir(d)}
+        for split, d in split_dirs.items():
+            if seg_roots and d and split not in seg_roots:   # (was left out without a word)
+                have = sorted(x + "/" for x in os.listdir(d) if _visible(x)
+                              and os.path.isdir(os.path.join(d, x)))
+                raise ValueError(f"Segmentation folder {root!r}: its {split} folder {d!r} "
+                                 f"has no images/ + masks/ (it holds "
+                                 f"{clip_text(', '.join(have), 120) or 'no folder'}), so the "
+                                 f"split would be left out. Give it images/ and masks/ (one "
+                                 f"mask per image, with its file name), or remove it.")
     if seg_roots:
         return _segmentation_folder(root, name, seg_roots, ignore_label)
     return _classification_folder(root, name)
+
+
+def _is_segmentation_dir(folder) -> bool:
+    """Whether ``folder`` holds the ``images/`` and ``masks/`` of a segmentation dataset."""
+    return all(os.path.isdir(os.path.join(folder, d)) for d in ("images", "masks"))
 
 
 _CLASSIFICATION_LAYOUT = ("root/train/<label>/*.png|jpg (+ root/validation, root/test), or "
@@ -1137,6 +1156,26 @@ def _check_distinct_classes(split_dir, labels):
                              f"have both labels. Remove the link, or merge the classes.")
 
 
+def _check_listed_once(root, files, labels):
+    """Refuse an image file that ``files`` (``{split: (paths, class indices)}``) list twice,
+    reached through a symbolic or hard link (a link in one class folder to another class's
+    folder or to a folder above, or to a file): it would have two labels, lie in two
+    splits, or count twice."""
+    seen = {}
+    for split, (paths, ys) in files.items():
+        for path, y in zip(paths, ys):
+            stat = os.stat(path)
+            first = seen.setdefault((stat.st_dev, stat.st_ino), (path, y, split))
+            if first[0] != path:
+                a, b = (os.path.relpath(p, root) for p in (first[0], path))
+                how = (f"under two labels, {labels[first[1]]!r} and {labels[y]!r}"
+                       if first[1] != y else f"in the {first[2]} and {split} splits"
+                       if first[2] != split else "twice")
+                raise ValueError(f"Dataset folder {root!r} lists one image file twice, as "
+                                 f"{a!r} and {b!r} (through a symbolic or hard link): it would "
+                                 f"be read {how}. Remove the link.")
+
+
 def _classification_folder(root, name):
     """``root/<split>/<label>/`` images: the labels are train's class folders, sorted; a
     class folder's subfolders belong to it; hidden files and folders are skipped. A missing
@@ -1175,6 +1214,15 @@ def _classification_folder(root, name):
     where = "<label>" if whole else "train/<label>"
     labels = sorted(d for d in os.listdir(split_dirs["train"])
                     if _visible(d) and os.path.isdir(os.path.join(split_dirs["train"], d)))
+    lookalike = [d for d in labels if d.lower() in ("images", "masks")]
+    if lookalike:   # (Images/ + Masks/, images/ + labels/ trained a classifier of the two)
+        shown = " and ".join(d + "/" for d in lookalike)
+        raise ValueError(f"Dataset folder {split_dirs['train']!r} holds {shown} but not the "
+                         f"pair images/ + masks/ of a segmentation folder: it would be read "
+                         f"as class folders {clip_text(repr(labels), 120)}. Segmentation: "
+                         f"name the folders images/ and masks/, in lower case (one mask per "
+                         f"image, with its file name). Classification: rename {shown} "
+                         f"(e.g. {lookalike[0]}_/).")
     if not labels:
         raise ValueError(f"Dataset folder {split_dirs['train']!r} has no " +
                          (f"subfolders. Expected {_CLASSIFICATION_LAYOUT}, or root/images + "
@@ -1220,6 +1268,7 @@ def _classification_folder(root, name):
                              f"class folders of {split_dirs[split]!r}. Add images, or remove "
                              "the folder (a missing validation folder is a fixed 10% of "
                              "train, a missing test folder the validation split).")
+    _check_listed_once(root, files, labels)
     if whole:   # fixed, stratified 10% test, then 10% validation of the rest
         paths, ys = files["train"]
         n = max(1, len(paths) // 10)
@@ -1399,6 +1448,17 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
             out.append((p, masks[stem]))
         if not out:
             raise ValueError(f"No images found in {os.path.join(d, 'images')!r}.")
+        stems = {os.path.splitext(os.path.basename(p))[0] for p in images}
+        orphans = sorted(m for stem, m in masks.items() if stem not in stems)
+        if orphans:   # (were left out without a word)
+            shown = ", ".join(repr(os.path.basename(m)) for m in orphans[:3])
+            one = len(orphans) == 1
+            raise ValueError(f"{len(orphans)} mask{'' if one else 's'} in "
+                             f"{os.path.join(d, 'masks')!r} {'has' if one else 'have'} no "
+                             f"image in {os.path.join(d, 'images')!r} ({shown}"
+                             f"{', ...' if len(orphans) > 3 else ''}): each mask has its "
+                             f"image's file name (any image extension). Add the images or "
+                             f"remove the masks.")
         return out
 
     test_is_validation = False
@@ -1406,6 +1466,12 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
         every = pairs(seg_roots["all"])
         order = np.random.default_rng(0).permutation(len(every))
         n = len(every)
+        if n < 3:   # (an empty train split failed with an IndexError)
+            raise ValueError(f"Segmentation folder {root!r} has too few images to hold out a "
+                             f"validation and a test split ({n} image{'' if n == 1 else 's'} "
+                             f"with masks; the 80/10/10 split needs 3). Add images, or split "
+                             f"them yourself into train/images + train/masks and "
+                             f"validation/images + validation/masks.")
         n_test, n_val = max(1, n // 10), max(1, n // 10)
         files = {"test": [every[i] for i in sorted(order[:n_test])],
                  "validation": [every[i] for i in sorted(order[n_test:n_test + n_val])],

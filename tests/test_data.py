@@ -634,6 +634,23 @@ def test_folder_images_the_pipeline_cannot_decode_are_refused_not_skipped(tmp_pa
     assert data.load_splits(f"folder:{root}").info.splits["train"] == 5
 
 
+def test_folder_reads_jpeg_s_other_extensions_and_refuses_svg(tmp_path):
+    """JPEG files named .jfif (as browsers save them), .jpe, .jif or .jfi were left out
+    without a word; SVG, TGA, PSD, ... files, which TensorFlow does not decode, too."""
+    root = _class_tree(tmp_path / "c", {"train": {"a": 4, "b": 4}})
+    for i, ext in enumerate((".jfif", ".JPE", ".jif", ".jfi")):
+        Image.fromarray(np.full((6, 6), 9, "uint8")).save(root / "train" / "b" / f"x{i}{ext}",
+                                                           format="JPEG")
+    s = data.load_splits(str(root))
+    held = np.bincount(data.to_arrays(s.validation)[1], minlength=2)
+    assert (data.train_class_counts(s) + held).tolist() == [4, 8]
+    (root / "train" / "a" / "logo.svg").write_text("<svg/>")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root / 'train' / 'a'}' holds 1 image in a format the pipeline "
+            f"cannot decode ('logo.svg')")):
+        data.load_splits(str(root))
+
+
 def test_folder_file_that_is_no_image_is_named(tmp_path):
     root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}})
     (root / "train" / "b" / "notes.png").write_text("not an image\n")
@@ -1102,6 +1119,34 @@ def test_folder_with_two_folders_for_one_split_is_refused(tmp_path):
             f"validation split. Keep one of them.")):
         data.load_splits(f"folder:{root}")
 
+
+def test_folder_named_like_a_split_beside_the_split_folders_is_refused(tmp_path):
+    """Test/, testing/ or val_set/ beside train/ were left out without a word (the test
+    split became the validation split); a folder named otherwise is no split and stays
+    ignored."""
+    root = _class_tree(tmp_path / "c", {"train": {"a": 5, "b": 5}, "Test": {"a": 1, "b": 1}})
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root}' holds Test/ beside train/: Test/ looks like a split but "
+            f"would be left out (the split folders are train/, validation/ (or val/, "
+            f"valid/) and test/, in lower case). Rename or remove it.")):
+        data.load_splits(str(root))
+    os.rename(root / "Test", root / "test")
+    _class_tree(root / "more", {"testing": {"a": 1}, "val_set": {"a": 1}})
+    for d in ("testing", "val_set"):
+        os.rename(root / "more" / d, root / d)
+    with pytest.raises(ValueError, match=re.escape(
+            f"holds testing/ and val_set/ beside test/ and train/: testing/ and val_set/ look "
+            f"like splits but would be left out")):
+        data.load_splits(str(root))
+    for d in ("testing", "val_set"):
+        os.rename(root / d, root / "more" / d)
+    assert data.load_splits(str(root)).info.splits == {"train": 9, "validation": 1,
+                                                       "test": 2}
+    seg = _seg_tree(tmp_path / "s" / "train", 10).parent
+    _seg_tree(seg / "dev", 2)
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{seg}' holds dev/ beside train/: dev/ looks like a split")):
+        data.load_splits(str(seg))
 
 
 def test_folder_split_names_val_and_valid_are_the_validation_split(tmp_path):

@@ -874,11 +874,15 @@ def _tfds_source(name, data_dir=None, download=False):
 
 # --- local folders --------------------------------------------------------------------
 
-_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+#: The extensions of images a dataset folder holds (.jfif, .jpe, .jif and .jfi are JPEG's
+#: less common ones, which were left out without a word).
+_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".jfif", ".jpe", ".jif",
+              ".jfi")
 #: Image formats TensorFlow's decoders do not read: a dataset folder holding them is refused
 #: (they would be left out without a word).
-_OTHER_IMAGE_EXT = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".ppm",
-                    ".pgm", ".pbm", ".pnm", ".ico", ".dng", ".raw", ".cr2", ".nef")
+_OTHER_IMAGE_EXT = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jpf",
+                    ".jpx", ".jxl", ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".dng", ".raw",
+                    ".cr2", ".nef", ".svg", ".tga", ".psd", ".exr", ".hdr", ".pcx", ".qoi")
 
 
 _DECODE_OP = "zoo_decode_image"
@@ -1084,6 +1088,17 @@ def _folder_source(root, data_dir=None, download=False, ignore_label=None):
                          "root/masks (segmentation).")
     seg_roots = {}
     split_dirs = {split: _find_split_dir(root, split) for split in SPLITS}
+    found = sorted(os.path.basename(d) + "/" for d in split_dirs.values() if d)
+    odd = sorted(d + "/" for d in os.listdir(root) if found and d + "/" not in found
+                 and _SPLIT_LIKE.fullmatch(d) and os.path.isdir(os.path.join(root, d)))
+    if odd:   # (Test/, testing/, dev/ beside train/ were left out without a word)
+        one = len(odd) == 1
+        raise ValueError(f"Dataset folder {root!r} holds {' and '.join(odd)} beside "
+                         f"{' and '.join(found)}: {' and '.join(odd)} "
+                         f"{'looks like a split' if one else 'look like splits'} but would "
+                         f"be left out (the split folders are train/, validation/ (or val/, "
+                         f"valid/) and test/, in lower case). Rename or remove "
+                         f"{'it' if one else 'them'}.")
     if _is_segmentation_dir(root):
         seg_roots = {"all": root}
         beside = [os.path.basename(d) + "/" for d in split_dirs.values() if d]

@@ -461,6 +461,11 @@ def test_autotune_changes_no_example():
 def test_bad_names_and_arguments(tmp_path):
     with pytest.raises(ValueError, match="Unknown dataset 'mnits'.*Did you mean: mnist"):
         data.load("mnits")
+    with pytest.raises(ValueError, match="Unknown dataset 'MNIST'. Did you mean: mnist, "):
+        data.load("MNIST")   # (was suggested nothing: the names were compared case by case)
+    with pytest.raises(ValueError, match="Unknown dataset 'Fashion-MNIST'. Did you mean: "
+                                         "fashion_mnist, "):
+        data.load("Fashion-MNIST")
     with pytest.raises(ValueError, match="not found"):
         data.load(f"folder:{tmp_path}/missing")
     with pytest.raises(ValueError, match="split must be one of"):

@@ -1656,7 +1656,8 @@ def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
         path = os.path.abspath(os.path.expanduser(name))
         return _with_ignore_label(_folder_source(path, ignore_label=ignore_label),
                                   ignore_label)
-    close = difflib.get_close_matches(name, list_datasets(), n=3, cutoff=0.5)
+    known = {n.lower(): n for n in list_datasets()}   # ('MNIST' was like no name)
+    close = [known[n] for n in difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)]
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ValueError(f"Unknown dataset {name!r}.{hint} Known datasets: "
                      f"{', '.join(list_datasets())} (folder:PATH or a path for a local folder).")

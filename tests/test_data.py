@@ -850,6 +850,26 @@ def test_folder_follows_linked_subfolders_once_and_names_a_broken_link(tmp_path)
         data.load_splits(f"folder:{root}")
 
 
+def test_a_link_to_a_missing_folder_is_refused_not_left_out(tmp_path):
+    """A class folder, or a class's subfolder, that is a link to a folder no longer there
+    (an unmounted disk) or a loop of links was left out without a word: a class lost."""
+    root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}})
+    os.symlink(tmp_path / "unmounted" / "c", root / "train" / "c")
+    with pytest.raises(ValueError, match=re.escape(
+            f"'{root}/train/c' is a symbolic link that leads to no file or folder "
+            f"('{tmp_path}/unmounted/c'): what it held would be left out. Remove the link or "
+            f"restore its target.")):
+        data.load_splits(str(root))
+    os.remove(root / "train" / "c")
+    os.symlink("more", root / "train" / "a" / "more")   # a loop
+    with pytest.raises(ValueError, match=re.escape(
+            f"'{root}/train/a/more' is a symbolic link that leads to no file or folder "
+            f"('more')")):
+        data.load_splits(str(root))
+    os.remove(root / "train" / "a" / "more")
+    assert data.load_splits(str(root)).info.labels == ["a", "b"]
+
+
 def test_two_class_folders_that_are_one_through_a_link_are_refused(tmp_path):
     """A class folder that is a link to another (kitty -> cat), or to a folder inside
     another's tree, would read the same images under two labels: refused, naming both."""

@@ -930,6 +930,9 @@ def _image_files(folder, *, recursive=False):
                          f"decode ({shown}{', ...' if len(other) > 3 else ''}): dataset "
                          f"folders hold .png, .jpg, .jpeg, .bmp, .gif and .webp images. "
                          f"Convert them (to PNG, say) or remove them.")
+    for path in paths:   # (a link to a missing folder, or a loop, was left out unseen)
+        if not path.lower().endswith(_IMAGE_EXT) and _broken_link(path):
+            _refuse_broken_link(path)
     paths = [p for p in paths if p.lower().endswith(_IMAGE_EXT)]
     for path in paths:
         if not os.path.exists(path):
@@ -940,6 +943,18 @@ def _image_files(folder, *, recursive=False):
                              "BMP or WebP signature. Remove or replace the file (dataset "
                              "folders hold .png, .jpg, .jpeg, .bmp, .gif and .webp images).")
     return paths
+
+
+def _broken_link(path) -> bool:
+    """Whether ``path`` is a symbolic link that leads to nothing (a missing target, or a
+    loop of links)."""
+    return os.path.islink(path) and not os.path.exists(path)
+
+
+def _refuse_broken_link(path):
+    raise ValueError(f"{path!r} is a symbolic link that leads to no file or folder "
+                     f"({os.readlink(path)!r}): what it held would be left out. Remove the "
+                     f"link or restore its target.")
 
 
 def _decode_failure(exc, name):
@@ -1226,6 +1241,10 @@ def _classification_folder(root, name):
         raise ValueError(f"Dataset folder {root!r} has no 'train' subfolder beside its "
                          f"validation or test folder. Expected {_CLASSIFICATION_LAYOUT}, or "
                          "root/images + root/masks for segmentation.")
+    for d in split_dirs.values():   # (a class folder linked to nothing was no class)
+        for entry in sorted(os.listdir(d)) if d else ():
+            if _visible(entry) and _broken_link(os.path.join(d, entry)):
+                _refuse_broken_link(os.path.join(d, entry))
     where = "<label>" if whole else "train/<label>"
     labels = sorted(d for d in os.listdir(split_dirs["train"])
                     if _visible(d) and os.path.isdir(os.path.join(split_dirs["train"], d)))

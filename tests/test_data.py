@@ -928,6 +928,34 @@ def test_an_image_file_listed_twice_through_a_link_is_refused(tmp_path):
         data.load_splits(str(whole))
 
 
+def test_a_segmentation_image_listed_twice_through_a_link_is_refused(tmp_path):
+    """An image linked into the test split's images/ (or twice into one images/ folder, which
+    the 80/10/10 split may put in two splits) is refused; masks may be shared (one empty
+    mask linked for many images)."""
+    root = tmp_path / "s"
+    _seg_tree(root / "train", 10)
+    _seg_tree(root / "test", 2, start=100)
+    os.link(root / "train" / "images" / "4.png", root / "test" / "images" / "9.png")
+    os.link(root / "train" / "masks" / "4.png", root / "test" / "masks" / "9.png")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root}' lists one image file twice, as 'test/images/9.png' and "
+            f"'train/images/4.png' (through a symbolic or hard link): it would be read in the "
+            f"test and ") + "(train|validation)" + re.escape(" splits. Remove the link.")):
+        data.load_splits(str(root))
+    whole = _seg_tree(tmp_path / "w", 10)
+    os.symlink(whole / "images" / "0.png", whole / "images" / "10.png")
+    Image.fromarray(np.full((4, 4), 1, "uint8")).save(whole / "masks" / "10.png")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{whole}' lists one image file twice, as ")):
+        data.load_splits(str(whole))
+    os.remove(whole / "images" / "10.png")
+    os.remove(whole / "masks" / "10.png")
+    for i in (1, 2):
+        os.remove(whole / "masks" / f"{i}.png")
+        os.symlink(whole / "masks" / "0.png", whole / "masks" / f"{i}.png")
+    assert sum(data.load_splits(str(whole)).info.splits.values()) == 10
+
+
 def test_class_folders_sharing_a_name_prefix_are_distinct_and_a_link_among_many_is_found(
         tmp_path):
     """'cat', 'cat-2' and 'cat.b' are three folders (a path's prefix is no parent without

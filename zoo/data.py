@@ -1186,11 +1186,13 @@ def _check_distinct_classes(split_dir, labels):
                              f"have both labels. Remove the link, or merge the classes.")
 
 
-def _check_listed_once(root, files, labels):
+def _check_listed_once(root, files, labels=None):
     """Refuse an image file that ``files`` (``{split: (paths, class indices)}``) list twice,
     reached through a symbolic or hard link (a link in one class folder to another class's
     folder or to a folder above, or to a file): it would have two labels, lie in two
-    splits, or count twice."""
+    splits, or count twice. ``labels``: the class names (``None``: a segmentation
+    folder's images). One path listed in two splits is the test split reusing validation's
+    files."""
     seen = {}
     for split, (paths, ys) in files.items():
         for path, y in zip(paths, ys):
@@ -1199,7 +1201,7 @@ def _check_listed_once(root, files, labels):
             if first[0] != path:
                 a, b = (os.path.relpath(p, root) for p in (first[0], path))
                 how = (f"under two labels, {labels[first[1]]!r} and {labels[y]!r}"
-                       if first[1] != y else f"in the {first[2]} and {split} splits"
+                       if labels and first[1] != y else f"in the {first[2]} and {split} splits"
                        if first[2] != split else "twice")
                 raise ValueError(f"Dataset folder {root!r} lists one image file twice, as "
                                  f"{a!r} and {b!r} (through a symbolic or hard link): it would "
@@ -1527,6 +1529,8 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
             files["train"] = [every[i] for i in sorted(order[n_val:])]
         test_is_validation = "test" not in files
         files.setdefault("test", files["validation"])
+    _check_listed_once(root, {split: ([image for image, _ in pairs_of], [0] * len(pairs_of))
+                              for split, pairs_of in files.items()})
     # Every pair is read once here, before any training starts: a mask must be a lossless
     # file of class indices at its image's size. The test split may reuse validation's files.
     pairs_seen = sorted({pair for split_files in files.values() for pair in split_files})

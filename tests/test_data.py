@@ -458,7 +458,7 @@ def test_autotune_changes_no_example():
     assert data.with_default_autotune(ds).options().autotune.enabled is False   # no GPU here
 
 
-def test_bad_names_and_arguments(tmp_path):
+def test_bad_names_and_arguments(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="Unknown dataset 'mnits'.*Did you mean: mnist"):
         data.load("mnits")
     with pytest.raises(ValueError, match="Unknown dataset 'MNIST'. Did you mean: mnist, "):
@@ -468,6 +468,16 @@ def test_bad_names_and_arguments(tmp_path):
         data.load("Fashion-MNIST")
     with pytest.raises(ValueError, match="not found"):
         data.load(f"folder:{tmp_path}/missing")
+    (tmp_path / "pets.zip").write_bytes(b"PK\x03\x04")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder is a file, not a folder (an archive is unpacked first): "
+            f"'{tmp_path}/pets.zip'. Expected a directory laid out as")):
+        data.load(str(tmp_path / "pets.zip"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder is a file, not a folder (an archive is unpacked first): "
+            f"'{tmp_path}/pets.zip'.")):
+        data.load("pets.zip")   # (was "Unknown dataset 'pets.zip'")
     with pytest.raises(ValueError, match="split must be one of"):
         data.load("digits", "dev")
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):

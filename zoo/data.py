@@ -1098,7 +1098,9 @@ def _decode_bytes(data, channels):
 def _folder_source(root, data_dir=None, download=False, ignore_label=None):
     name = f"folder:{root}"
     if not os.path.isdir(root):
-        raise ValueError(f"Dataset folder not found: {root!r}. Expected a directory laid out "
+        what = ("is a file, not a folder (an archive is unpacked first)"
+                if os.path.exists(root) else "not found")   # (a file was "not found")
+        raise ValueError(f"Dataset folder {what}: {root!r}. Expected a directory laid out "
                          f"as {_CLASSIFICATION_LAYOUT} (classification) or root/images + "
                          "root/masks (segmentation).")
     seg_roots = {}
@@ -1675,7 +1677,7 @@ def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
         path = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
         return _with_ignore_label(_folder_source(path, ignore_label=ignore_label),
                                   ignore_label)
-    if os.sep in name or name.startswith(".") or os.path.isdir(name):
+    if os.sep in name or name.startswith(".") or os.path.exists(name):   # (a file: named)
         path = os.path.abspath(os.path.expanduser(name))
         return _with_ignore_label(_folder_source(path, ignore_label=ignore_label),
                                   ignore_label)

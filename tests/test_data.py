@@ -864,19 +864,14 @@ def test_a_link_to_a_missing_folder_is_refused_not_left_out(tmp_path):
     """A class folder, or a class's subfolder, that is a link to a folder no longer there
     (an unmounted disk) or a loop of links was left out without a word: a class lost."""
     root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}})
-    os.symlink(tmp_path / "unmounted" / "c", root / "train" / "c")
-    with pytest.raises(ValueError, match=re.escape(
-            f"'{root}/train/c' is a symbolic link that leads to no file or folder "
-            f"('{tmp_path}/unmounted/c'): what it held would be left out. Remove the link or "
-            f"restore its target.")):
-        data.load_splits(str(root))
-    os.remove(root / "train" / "c")
-    os.symlink("more", root / "train" / "a" / "more")   # a loop
-    with pytest.raises(ValueError, match=re.escape(
-            f"'{root}/train/a/more' is a symbolic link that leads to no file or folder "
-            f"('more')")):
-        data.load_splits(str(root))
-    os.remove(root / "train" / "a" / "more")
+    for link, target in ((root / "train" / "c", tmp_path / "unmounted" / "c"),
+                         (root / "train" / "a" / "more", "more")):   # gone; a loop
+        os.symlink(target, link)
+        with pytest.raises(ValueError, match=re.escape(
+                f"'{link}' is a symbolic link that leads to no file or folder ('{target}'): "
+                f"what it held would be left out. Remove the link or restore its target.")):
+            data.load_splits(str(root))
+        os.remove(link)
     assert data.load_splits(str(root)).info.labels == ["a", "b"]
 
 
@@ -1320,25 +1315,23 @@ def test_segmentation_split_folders_without_test_serve_validation_as_test(tmp_pa
         {"train": 9, "validation": 1, "test": 2}, False)
 
 
-def test_segmentation_train_folder_of_one_image_without_validation_is_refused(tmp_path):
-    _seg_tree(tmp_path / "train", 1)
-    with pytest.raises(ValueError, match=re.escape(
-            f"Segmentation folder '{tmp_path / 'train'}' has one image and no validation "
-            f"folder: add images, or a validation folder (validation/images + "
-            f"validation/masks).")):
-        data.load_splits(str(tmp_path))
-
-
-def test_segmentation_folder_of_one_or_two_images_is_refused(tmp_path):
-    """root/images + root/masks is split 80/10/10 with a test and a validation image at
-    least: of 1 or 2 images, no training image was left (an IndexError)."""
+def test_segmentation_folders_too_small_to_split_are_refused(tmp_path):
+    """train/ of one image and no validation folder; root/images + root/masks, split
+    80/10/10 with a test and a validation image at least, of 1 or 2 images (no training
+    image was left: an IndexError)."""
+    _seg_tree(tmp_path / "split" / "train", 1)
+    cases = [(tmp_path / "split", f"Segmentation folder '{tmp_path / 'split' / 'train'}' has "
+              f"one image and no validation folder: add images, or a validation folder "
+              f"(validation/images + validation/masks).")]
     for n in (1, 2):
-        root = _seg_tree(tmp_path / str(n), n)
-        with pytest.raises(ValueError, match=re.escape(
-                f"Segmentation folder '{root}' has too few images to hold out a validation "
-                f"and a test split ({n} image{'' if n == 1 else 's'} with masks; the 80/10/10 "
-                f"split needs 3). Add images, or split them yourself into train/images + "
-                f"train/masks and validation/images + validation/masks.")):
+        cases.append((_seg_tree(tmp_path / str(n), n),
+                      f"Segmentation folder '{tmp_path / str(n)}' has too few images to hold "
+                      f"out a validation and a test split ({n} image{'' if n == 1 else 's'} "
+                      f"with masks; the 80/10/10 split needs 3). Add images, or split them "
+                      f"yourself into train/images + train/masks and validation/images + "
+                      f"validation/masks."))
+    for root, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
             data.load_splits(str(root))
     assert data.load_splits(str(_seg_tree(tmp_path / "3", 3))).info.splits == {
         "train": 1, "validation": 1, "test": 1}

@@ -933,6 +933,26 @@ def test_an_image_file_listed_twice_through_a_link_is_refused(tmp_path):
         data.load_splits(str(whole))
 
 
+def test_files_without_inode_numbers_are_told_apart_by_their_real_path(tmp_path,
+                                                                       monkeypatch):
+    """Where a file system gives no inode numbers (0, which Python documents as none), the
+    images are still distinct files, and a link is still found by its real path."""
+    root = _class_tree(tmp_path / "c", {"": {"cat": 5, "dog": 5}})
+    real_stat = os.stat
+
+    def no_inode(path, *args, **kwargs):
+        st = real_stat(path, *args, **kwargs)
+        return os.stat_result(st[:1] + (0,) + st[2:])   # st_ino is field 1
+
+    monkeypatch.setattr(data.os, "stat", no_inode)
+    assert sum(data.load_splits(str(root)).info.splits.values()) == 10
+    os.symlink(root / "cat" / "2.png", root / "dog" / "9.png")
+    with pytest.raises(ValueError, match=re.escape(
+            "as 'cat/2.png' and 'dog/9.png' (through a symbolic or hard link): it would be "
+            "read under two labels, 'cat' and 'dog'.")):
+        data.load_splits(str(root))
+
+
 def test_a_segmentation_image_listed_twice_through_a_link_is_refused(tmp_path):
     """An image linked into the test split's images/ (or twice into one images/ folder, which
     the 80/10/10 split may put in two splits) is refused; masks may be shared (one empty

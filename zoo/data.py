@@ -1198,8 +1198,9 @@ def _check_listed_once(root, files, labels=None):
     seen = {}
     for split, (paths, ys) in files.items():
         for path, y in zip(paths, ys):
-            stat = os.stat(path)
-            first = seen.setdefault((stat.st_dev, stat.st_ino), (path, y, split))
+            stat = os.stat(path)   # an inode number of 0 is none (some file systems)
+            key = (stat.st_dev, stat.st_ino) if stat.st_ino else os.path.realpath(path)
+            first = seen.setdefault(key, (path, y, split))
             if first[0] != path:
                 a, b = (os.path.relpath(p, root) for p in (first[0], path))
                 how = (f"under two labels, {labels[first[1]]!r} and {labels[y]!r}"

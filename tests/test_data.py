@@ -1225,6 +1225,12 @@ def test_folder_named_like_a_split_beside_the_split_folders_is_refused(tmp_path)
     with pytest.raises(ValueError, match=re.escape(
             f"Dataset folder '{seg}' holds dev/ beside train/: dev/ looks like a split")):
         data.load_splits(str(seg))
+    whole = _seg_tree(tmp_path / "w", 10)
+    _seg_tree(whole / "Test", 2)
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{whole}' holds Test/ beside images/ + masks/: Test/ looks like "
+            f"a split")):
+        data.load_splits(str(whole))
 
 
 def test_folder_split_names_val_and_valid_are_the_validation_split(tmp_path):

@@ -1106,17 +1106,18 @@ def _folder_source(root, data_dir=None, download=False, ignore_label=None):
     seg_roots = {}
     split_dirs = {split: _find_split_dir(root, split) for split in SPLITS}
     found = sorted(os.path.basename(d) + "/" for d in split_dirs.values() if d)
-    odd = sorted(d + "/" for d in os.listdir(root) if found and d + "/" not in found
+    seg_all = _is_segmentation_dir(root)
+    odd = sorted(d + "/" for d in os.listdir(root) if (found or seg_all) and d + "/" not in found
                  and _SPLIT_LIKE.fullmatch(d) and os.path.isdir(os.path.join(root, d)))
     if odd:   # (Test/, testing/, dev/ beside train/ were left out without a word)
         one = len(odd) == 1
         raise ValueError(f"Dataset folder {root!r} holds {' and '.join(odd)} beside "
-                         f"{' and '.join(found)}: {' and '.join(odd)} "
+                         f"{' and '.join(found) or 'images/ + masks/'}: {' and '.join(odd)} "
                          f"{'looks like a split' if one else 'look like splits'} but would "
                          f"be left out (the split folders are train/, validation/ (or val/, "
                          f"valid/) and test/, in lower case). Rename or remove "
                          f"{'it' if one else 'them'}.")
-    if _is_segmentation_dir(root):
+    if seg_all:
         seg_roots = {"all": root}
         beside = [os.path.basename(d) + "/" for d in split_dirs.values() if d]
         if beside:   # (were left out without a word: the split was made of root/images)

@@ -757,6 +757,14 @@ def test_folder_image_that_cannot_be_decoded_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"3 images could not be decoded \(.+\): "
                                          r"'train/a/1.png', 'train/b/0.png', 'train/b/2.png'\. "):
         data.load_splits(f"folder:{root}")
+    # Files beside the splits that no split reads (docs/diagram.svg, docs/scan.tif) were
+    # refused by the search for the damaged images, in place of naming them.
+    os.makedirs(root / "docs")
+    (root / "docs" / "diagram.svg").write_text("<svg/>")
+    (root / "docs" / "scan.tif").write_bytes(b"II*\x00")
+    with pytest.raises(ValueError, match=r"3 images could not be decoded \(.+\): "
+                                         r"'train/a/1.png', 'train/b/0.png', 'train/b/2.png'\. "):
+        data.load_splits(f"folder:{root}")
     # Cut inside its header: named by the channel check, which reads the headers of a sample.
     _truncate(root / "train" / "a" / "0.png", cut=len((root / "train" / "a" / "0.png")
                                                       .read_bytes()) - 12)

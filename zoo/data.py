@@ -900,12 +900,13 @@ def _visible(name) -> bool:
     return not name.startswith(".")
 
 
-def _image_files(folder, *, recursive=False):
+def _image_files(folder, *, recursive=False, checked=True):
     """The image files in ``folder`` (and, ``recursive``, its subfolders), sorted by path;
     hidden files and folders are skipped; linked subfolders are followed, each folder read
-    once (a link back to a folder above is no loop). A file with an image extension that
-    is not an image (its first bytes are no PNG, JPEG, GIF, BMP or WebP signature) or a
-    link to no file raises."""
+    once (a link back to a folder above is no loop). ``checked``: a file with an image
+    extension that is not an image (its first bytes are no PNG, JPEG, GIF, BMP or WebP
+    signature), an image in a format the pipeline cannot decode or a link to nothing
+    raises (``False``: the files with an image extension, as they are)."""
     folder = os.fspath(folder)
     if recursive:
         paths, seen = [], {os.path.realpath(folder)}
@@ -922,6 +923,8 @@ def _image_files(folder, *, recursive=False):
         paths = [os.path.join(folder, f) for f in os.listdir(folder)
                  if not os.path.isdir(os.path.join(folder, f))]
     paths = sorted(p for p in paths if _visible(os.path.basename(p)))
+    if not checked:
+        return [p for p in paths if p.lower().endswith(_IMAGE_EXT)]
     other = [p for p in paths if p.lower().endswith(_OTHER_IMAGE_EXT)]
     if other:
         shown = ", ".join(repr(os.path.relpath(p, folder)) for p in other[:3])
@@ -986,7 +989,9 @@ def _undecodable(folder) -> list:
     the failures; in a command line, file descriptor 2 is shut meanwhile (libjpeg writes a
     line of its own for each damaged JPEG)."""
     from zoo.startlog import command_line_quiet
-    paths = _image_files(folder, recursive=True)
+    # Unchecked: the folder beside its splits may hold other files (docs/diagram.svg), which
+    # were refused here in place of naming the damaged images.
+    paths = _image_files(folder, recursive=True, checked=False)
     if not paths:
         return []
     ds = (tf.data.Dataset.from_tensor_slices(paths)

@@ -1261,6 +1261,20 @@ def test_folder_split_with_a_class_train_does_not_have_is_refused(tmp_path):
             data.load_splits(str(root))
 
 
+def test_a_class_name_in_another_unicode_form_is_told_apart(tmp_path):
+    """'café' written as NFC in train/ and NFD in validation/ (as copies between systems
+    leave names) was refused as "labels not in train: ['café']. Train labels: ['café']"."""
+    import unicodedata
+    nfd = unicodedata.normalize("NFD", "café")
+    root = _class_tree(tmp_path / "c", {"train": {"café": 3, "tea": 3},
+                                        "validation": {nfd: 1, "tea": 1}})
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root / 'validation'}' has labels not in train: [{nfd!r}]. "
+            f"Train labels: ['café', 'tea']. {nfd!r} is train's 'café' in another Unicode "
+            f"form ('cafe\\u0301' against 'caf\\xe9'): rename the folder alike.")):
+        data.load_splits(str(root))
+
+
 def test_folder_splits_without_images_are_refused(tmp_path):
     empty_val = _class_tree(tmp_path / "e", {"train": {"a": 3, "b": 3},
                                              "validation": {"a": 0, "b": 0}})

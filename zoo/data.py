@@ -36,6 +36,7 @@ import difflib
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Optional
 
@@ -1304,8 +1305,16 @@ def _classification_folder(root, name):
         extra = sorted(set(x for x in os.listdir(d)
                            if _visible(x) and os.path.isdir(os.path.join(d, x))) - set(labels))
         if extra:
+            # (a name in another Unicode form, as copies between systems leave them, was
+            # shown twice alike: "labels not in train: ['café']. Train labels: ['café']")
+            nfc = {unicodedata.normalize("NFC", label): label for label in labels}
+            alike = [(x, nfc[unicodedata.normalize("NFC", x)]) for x in extra
+                     if unicodedata.normalize("NFC", x) in nfc]
+            hint = (f" {alike[0][0]!r} is train's {alike[0][1]!r} in another Unicode form "
+                    f"({ascii(alike[0][0])} against {ascii(alike[0][1])}): rename the folder "
+                    f"alike." if alike else "")
             raise ValueError(f"Dataset folder {d!r} has labels not in train: {extra}. "
-                             f"Train labels: {labels}.")
+                             f"Train labels: {labels}.{hint}")
         files[split] = (paths, ys)
     for split, (paths, _) in files.items():
         if not paths:

@@ -458,11 +458,26 @@ def test_autotune_changes_no_example():
     assert data.with_default_autotune(ds).options().autotune.enabled is False   # no GPU here
 
 
-def test_bad_names_and_arguments(tmp_path):
+def test_bad_names_and_arguments(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="Unknown dataset 'mnits'.*Did you mean: mnist"):
         data.load("mnits")
+    with pytest.raises(ValueError, match="Unknown dataset 'MNIST'. Did you mean: mnist, "):
+        data.load("MNIST")   # (was suggested nothing: the names were compared case by case)
+    with pytest.raises(ValueError, match="Unknown dataset 'Fashion-MNIST'. Did you mean: "
+                                         "fashion_mnist, "):
+        data.load("Fashion-MNIST")
     with pytest.raises(ValueError, match="not found"):
         data.load(f"folder:{tmp_path}/missing")
+    (tmp_path / "pets.zip").write_bytes(b"PK\x03\x04")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder is a file, not a folder (an archive is unpacked first): "
+            f"'{tmp_path}/pets.zip'. Expected a directory laid out as")):
+        data.load(str(tmp_path / "pets.zip"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder is a file, not a folder (an archive is unpacked first): "
+            f"'{tmp_path}/pets.zip'.")):
+        data.load("pets.zip")   # (was "Unknown dataset 'pets.zip'")
     with pytest.raises(ValueError, match="split must be one of"):
         data.load("digits", "dev")
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
@@ -588,6 +603,25 @@ def test_segmentation_folder_refuses_what_it_would_pair_or_drop_unseen(tmp_path)
         data.load_splits(str(tmp_path))
 
 
+def test_segmentation_folder_refuses_masks_without_an_image(tmp_path):
+    """A mask whose image is missing was left out without a word."""
+    root = _seg_tree(tmp_path / "seg", 10)
+    for i in (3, 4, 5, 6):
+        (root / "images" / f"{i}.png").unlink()
+    with pytest.raises(ValueError, match=re.escape(
+            f"4 masks in '{root / 'masks'}' have no image in '{root / 'images'}' ('3.png', "
+            f"'4.png', '5.png', ...): each mask has its image's file name (any image "
+            f"extension). Add the images or remove the masks.")):
+        data.load_splits(str(root))
+    for i in (3, 4, 5):
+        (root / "masks" / f"{i}.png").unlink()
+    with pytest.raises(ValueError, match=re.escape(
+            f"1 mask in '{root / 'masks'}' has no image in '{root / 'images'}' ('6.png')")):
+        data.load_splits(str(root))
+    (root / "masks" / "6.png").unlink()
+    assert sum(data.load_splits(str(root)).info.splits.values()) == 6
+
+
 def _class_tree(root, layout, size=(6, 6)):
     """``layout``: {split: {label: number of images}}; returns ``root``."""
     for split, labels in layout.items():
@@ -613,6 +647,23 @@ def test_folder_images_the_pipeline_cannot_decode_are_refused_not_skipped(tmp_pa
     for i in range(2):
         os.remove(root / "train" / "b" / f"scan{i}.TIF")
     assert data.load_splits(f"folder:{root}").info.splits["train"] == 5
+
+
+def test_folder_reads_jpeg_s_other_extensions_and_refuses_svg(tmp_path):
+    """JPEG files named .jfif (as browsers save them), .jpe, .jif or .jfi were left out
+    without a word; SVG, TGA, PSD, ... files, which TensorFlow does not decode, too."""
+    root = _class_tree(tmp_path / "c", {"train": {"a": 4, "b": 4}})
+    for i, ext in enumerate((".jfif", ".JPE", ".jif", ".jfi")):
+        Image.fromarray(np.full((6, 6), 9, "uint8")).save(root / "train" / "b" / f"x{i}{ext}",
+                                                           format="JPEG")
+    s = data.load_splits(str(root))
+    held = np.bincount(data.to_arrays(s.validation)[1], minlength=2)
+    assert (data.train_class_counts(s) + held).tolist() == [4, 8]
+    (root / "train" / "a" / "logo.svg").write_text("<svg/>")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root / 'train' / 'a'}' holds 1 image in a format the pipeline "
+            f"cannot decode ('logo.svg')")):
+        data.load_splits(str(root))
 
 
 def test_folder_file_that_is_no_image_is_named(tmp_path):
@@ -703,6 +754,14 @@ def test_folder_image_that_cannot_be_decoded_is_named(tmp_path):
     # Several, in any split (also those the statistics do not read): up to three named.
     for split, label, i in [("train", "b", 0), ("train", "b", 2)]:
         _truncate(root / split / label / f"{i}.png")
+    with pytest.raises(ValueError, match=r"3 images could not be decoded \(.+\): "
+                                         r"'train/a/1.png', 'train/b/0.png', 'train/b/2.png'\. "):
+        data.load_splits(f"folder:{root}")
+    # Files beside the splits that no split reads (docs/diagram.svg, docs/scan.tif) were
+    # refused by the search for the damaged images, in place of naming them.
+    os.makedirs(root / "docs")
+    (root / "docs" / "diagram.svg").write_text("<svg/>")
+    (root / "docs" / "scan.tif").write_bytes(b"II*\x00")
     with pytest.raises(ValueError, match=r"3 images could not be decoded \(.+\): "
                                          r"'train/a/1.png', 'train/b/0.png', 'train/b/2.png'\. "):
         data.load_splits(f"folder:{root}")
@@ -809,6 +868,21 @@ def test_folder_follows_linked_subfolders_once_and_names_a_broken_link(tmp_path)
         data.load_splits(f"folder:{root}")
 
 
+def test_a_link_to_a_missing_folder_is_refused_not_left_out(tmp_path):
+    """A class folder, or a class's subfolder, that is a link to a folder no longer there
+    (an unmounted disk) or a loop of links was left out without a word: a class lost."""
+    root = _class_tree(tmp_path / "c", {"train": {"a": 3, "b": 3}})
+    for link, target in ((root / "train" / "c", tmp_path / "unmounted" / "c"),
+                         (root / "train" / "a" / "more", "more")):   # gone; a loop
+        os.symlink(target, link)
+        with pytest.raises(ValueError, match=re.escape(
+                f"'{link}' is a symbolic link that leads to no file or folder ('{target}'): "
+                f"what it held would be left out. Remove the link or restore its target.")):
+            data.load_splits(str(root))
+        os.remove(link)
+    assert data.load_splits(str(root)).info.labels == ["a", "b"]
+
+
 def test_two_class_folders_that_are_one_through_a_link_are_refused(tmp_path):
     """A class folder that is a link to another (kitty -> cat), or to a folder inside
     another's tree, would read the same images under two labels: refused, naming both."""
@@ -831,6 +905,88 @@ def test_two_class_folders_that_are_one_through_a_link_are_refused(tmp_path):
     os.remove(inside / "train" / "persian")   # a link to a folder elsewhere is a class
     os.symlink(tmp_path / "same" / "dog", inside / "train" / "hound")
     assert data.load_splits(str(inside)).info.labels == ["cat", "dog", "hound"]
+
+
+def test_an_image_file_listed_twice_through_a_link_is_refused(tmp_path):
+    """A link inside a class folder to another class's folder (or to the folder above it),
+    a link to another class's file, or a hard link into the test split, read one image
+    under two labels or in two splits: refused, naming both paths."""
+    root = _class_tree(tmp_path / "c", {"train": {"cat": 3, "dog": 3}})
+    train = root / "train"
+    os.symlink("..", train / "dog" / "up")     # dog/up/cat/*.png: the cats again, as dogs
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root}' lists one image file twice, as 'train/cat/0.png' and "
+            f"'train/dog/up/cat/0.png' (through a symbolic or hard link): it would be read "
+            f"under two labels, 'cat' and 'dog'. Remove the link.")):
+        data.load_splits(str(root))
+    os.remove(train / "dog" / "up")
+    os.symlink(train / "cat" / "2.png", train / "dog" / "9.png")
+    with pytest.raises(ValueError, match=re.escape(
+            "as 'train/cat/2.png' and 'train/dog/9.png' (through a symbolic or hard link): "
+            "it would be read under two labels, 'cat' and 'dog'.")):
+        data.load_splits(str(root))
+    os.remove(train / "dog" / "9.png")
+    os.makedirs(root / "test" / "cat")
+    os.link(train / "cat" / "1.png", root / "test" / "cat" / "1.png")
+    with pytest.raises(ValueError, match=re.escape(
+            "as 'train/cat/1.png' and 'test/cat/1.png' (through a symbolic or hard link): it "
+            "would be read in the train and test splits.")):
+        data.load_splits(str(root))
+    os.remove(root / "test" / "cat" / "1.png")
+    whole = _class_tree(tmp_path / "w", {"": {"a": 10, "b": 10}})
+    os.symlink(whole / "a" / "0.png", whole / "a" / "0-again.png")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{whole}' lists one image file twice, as 'a/0-again.png' and "
+            f"'a/0.png' (through a symbolic or hard link): it would be read twice.")):
+        data.load_splits(str(whole))
+
+
+def test_files_without_inode_numbers_are_told_apart_by_their_real_path(tmp_path,
+                                                                       monkeypatch):
+    """Where a file system gives no inode numbers (0, which Python documents as none), the
+    images are still distinct files, and a link is still found by its real path."""
+    root = _class_tree(tmp_path / "c", {"": {"cat": 5, "dog": 5}})
+    real_stat = os.stat
+
+    def no_inode(path, *args, **kwargs):
+        st = real_stat(path, *args, **kwargs)
+        return os.stat_result(st[:1] + (0,) + st[2:])   # st_ino is field 1
+
+    monkeypatch.setattr(data.os, "stat", no_inode)
+    assert sum(data.load_splits(str(root)).info.splits.values()) == 10
+    os.symlink(root / "cat" / "2.png", root / "dog" / "9.png")
+    with pytest.raises(ValueError, match=re.escape(
+            "as 'cat/2.png' and 'dog/9.png' (through a symbolic or hard link): it would be "
+            "read under two labels, 'cat' and 'dog'.")):
+        data.load_splits(str(root))
+
+
+def test_a_segmentation_image_listed_twice_through_a_link_is_refused(tmp_path):
+    """An image linked into the test split's images/ (or twice into one images/ folder, which
+    the 80/10/10 split may put in two splits) is refused; masks may be shared (one empty
+    mask linked for many images)."""
+    root = tmp_path / "s"
+    _seg_tree(root / "train", 10)
+    _seg_tree(root / "test", 2, start=100)
+    os.link(root / "train" / "images" / "4.png", root / "test" / "images" / "9.png")
+    os.link(root / "train" / "masks" / "4.png", root / "test" / "masks" / "9.png")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root}' lists one image file twice, as 'test/images/9.png' and "
+            f"'train/images/4.png' (through a symbolic or hard link): it would be read in the "
+            f"test and ") + "(train|validation)" + re.escape(" splits. Remove the link.")):
+        data.load_splits(str(root))
+    whole = _seg_tree(tmp_path / "w", 10)
+    os.symlink(whole / "images" / "0.png", whole / "images" / "10.png")
+    Image.fromarray(np.full((4, 4), 1, "uint8")).save(whole / "masks" / "10.png")
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{whole}' lists one image file twice, as ")):
+        data.load_splits(str(whole))
+    os.remove(whole / "images" / "10.png")
+    os.remove(whole / "masks" / "10.png")
+    for i in (1, 2):
+        os.remove(whole / "masks" / f"{i}.png")
+        os.symlink(whole / "masks" / "0.png", whole / "masks" / f"{i}.png")
+    assert sum(data.load_splits(str(whole)).info.splits.values()) == 10
 
 
 def test_class_folders_sharing_a_name_prefix_are_distinct_and_a_link_among_many_is_found(
@@ -1050,6 +1206,40 @@ def test_folder_with_two_folders_for_one_split_is_refused(tmp_path):
         data.load_splits(f"folder:{root}")
 
 
+def test_folder_named_like_a_split_beside_the_split_folders_is_refused(tmp_path):
+    """Test/, testing/ or val_set/ beside train/ were left out without a word (the test
+    split became the validation split); a folder named otherwise is no split and stays
+    ignored."""
+    root = _class_tree(tmp_path / "c", {"train": {"a": 5, "b": 5}, "Test": {"a": 1, "b": 1}})
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root}' holds Test/ beside train/: Test/ looks like a split but "
+            f"would be left out (the split folders are train/, validation/ (or val/, "
+            f"valid/) and test/, in lower case). Rename or remove it.")):
+        data.load_splits(str(root))
+    os.rename(root / "Test", root / "test")
+    _class_tree(root / "more", {"testing": {"a": 1}, "val_set": {"a": 1}})
+    for d in ("testing", "val_set"):
+        os.rename(root / "more" / d, root / d)
+    with pytest.raises(ValueError, match=re.escape(
+            f"holds testing/ and val_set/ beside test/ and train/: testing/ and val_set/ look "
+            f"like splits but would be left out")):
+        data.load_splits(str(root))
+    for d in ("testing", "val_set"):
+        os.rename(root / d, root / "more" / d)
+    assert data.load_splits(str(root)).info.splits == {"train": 9, "validation": 1,
+                                                       "test": 2}
+    seg = _seg_tree(tmp_path / "s" / "train", 10).parent
+    _seg_tree(seg / "dev", 2)
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{seg}' holds dev/ beside train/: dev/ looks like a split")):
+        data.load_splits(str(seg))
+    whole = _seg_tree(tmp_path / "w", 10)
+    _seg_tree(whole / "Test", 2)
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{whole}' holds Test/ beside images/ + masks/: Test/ looks like "
+            f"a split")):
+        data.load_splits(str(whole))
+
 
 def test_folder_split_names_val_and_valid_are_the_validation_split(tmp_path):
     for name in ("val", "valid"):
@@ -1069,6 +1259,17 @@ def test_folder_split_with_a_class_train_does_not_have_is_refused(tmp_path):
                 f"Dataset folder '{root / split}' has labels not in train: ['c']. Train "
                 f"labels: ['a', 'b'].")):
             data.load_splits(str(root))
+    # 'café' as NFC in train/ and NFD in validation/ (as copies between systems leave names)
+    # read "labels not in train: ['café']. Train labels: ['café']": told apart.
+    import unicodedata
+    nfd = unicodedata.normalize("NFD", "café")
+    root = _class_tree(tmp_path / "nfd", {"train": {"café": 3, "tea": 3},
+                                          "validation": {nfd: 1, "tea": 1}})
+    told = (f"has labels not in train: [{nfd!r}]. Train labels: ['café', 'tea']. {nfd!r} is "
+            f"train's 'café' in another Unicode form ('cafe\\u0301' against 'caf\\xe9'): "
+            f"rename the folder alike.")
+    with pytest.raises(ValueError, match=re.escape(told)):
+        data.load_splits(str(root))
 
 
 def test_folder_splits_without_images_are_refused(tmp_path):
@@ -1159,13 +1360,72 @@ def test_segmentation_split_folders_without_test_serve_validation_as_test(tmp_pa
         {"train": 9, "validation": 1, "test": 2}, False)
 
 
-def test_segmentation_train_folder_of_one_image_without_validation_is_refused(tmp_path):
-    _seg_tree(tmp_path / "train", 1)
+def test_segmentation_folders_too_small_to_split_are_refused(tmp_path):
+    """train/ of one image and no validation folder; root/images + root/masks, split
+    80/10/10 with a test and a validation image at least, of 1 or 2 images (no training
+    image was left: an IndexError)."""
+    _seg_tree(tmp_path / "split" / "train", 1)
+    cases = [(tmp_path / "split", f"Segmentation folder '{tmp_path / 'split' / 'train'}' has "
+              f"one image and no validation folder: add images, or a validation folder "
+              f"(validation/images + validation/masks).")]
+    for n in (1, 2):
+        cases.append((_seg_tree(tmp_path / str(n), n),
+                      f"Segmentation folder '{tmp_path / str(n)}' has too few images to hold "
+                      f"out a validation and a test split ({n} image{'' if n == 1 else 's'} "
+                      f"with masks; the 80/10/10 split needs 3). Add images, or split them "
+                      f"yourself into train/images + train/masks and validation/images + "
+                      f"validation/masks."))
+    for root, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            data.load_splits(str(root))
+    assert data.load_splits(str(_seg_tree(tmp_path / "3", 3))).info.splits == {
+        "train": 1, "validation": 1, "test": 1}
+
+
+def test_segmentation_split_folders_left_out_unseen_are_refused(tmp_path):
+    """A split folder without images/ + masks/ beside segmentation split folders (masks/
+    misspelt mask/), or split folders beside root/images + root/masks, were left out
+    without a word: the split was taken out of train, or out of root/images."""
+    import shutil
+    _seg_tree(tmp_path / "a" / "train", 10)
+    os.makedirs(tmp_path / "a" / "val" / "images")
+    os.makedirs(tmp_path / "a" / "val" / "mask")
     with pytest.raises(ValueError, match=re.escape(
-            f"Segmentation folder '{tmp_path / 'train'}' has one image and no validation "
-            f"folder: add images, or a validation folder (validation/images + "
-            f"validation/masks).")):
-        data.load_splits(str(tmp_path))
+            f"Segmentation folder '{tmp_path / 'a'}': its validation folder "
+            f"'{tmp_path / 'a' / 'val'}' has no images/ + masks/ (it holds images/, mask/), "
+            f"so the split would be left out. Give it images/ and masks/ (one mask per "
+            f"image, with its file name), or remove it.")):
+        data.load_splits(str(tmp_path / "a"))
+    shutil.rmtree(tmp_path / "a" / "val")
+    _seg_tree(tmp_path / "a" / "val", 2)
+    assert data.load_splits(str(tmp_path / "a")).info.splits == {
+        "train": 10, "validation": 2, "test": 2}
+    root = _seg_tree(tmp_path / "b", 10)
+    _seg_tree(root / "test", 2)
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{root}' holds images/ + masks/ beside test/: one would be read, "
+            f"the other left out. Keep one layout: root/images + root/masks (split "
+            f"80/10/10), or root/train/images + root/train/masks (and validation/, test/).")):
+        data.load_splits(str(root))
+
+
+def test_segmentation_layout_named_otherwise_is_not_read_as_classes(tmp_path):
+    """images/ + labels/ (or Images/ + Masks/) was read as a classification folder of the
+    classes 'images' and 'labels': a classifier of images against their masks."""
+    for names in (("images", "labels"), ("Images", "Masks")):
+        root = _class_tree(tmp_path / names[1], {"": {n: 10 for n in names}})
+        shown = " and ".join(n + "/" for n in names if n.lower() in ("images", "masks"))
+        with pytest.raises(ValueError, match=re.escape(
+                f"Dataset folder '{root}' holds {shown} but not the pair images/ + masks/ of "
+                f"a segmentation folder: it would be read as class folders {sorted(names)}. "
+                f"Segmentation: name the folders images/ and masks/, in lower case (one mask "
+                f"per image, with its file name). Classification: rename {shown} (e.g. "
+                f"{names[0]}_/).")):
+            data.load_splits(str(root))
+    train = _class_tree(tmp_path / "split", {"train": {"images": 3, "gt": 3}})
+    with pytest.raises(ValueError, match=re.escape(
+            f"Dataset folder '{train / 'train'}' holds images/ but not the pair")):
+        data.load_splits(str(train))
 
 
 # --- examples per class (class_weight="balanced" in zoo.train) --------------------------

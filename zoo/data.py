@@ -36,6 +36,7 @@ import difflib
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Optional
 
@@ -874,11 +875,15 @@ def _tfds_source(name, data_dir=None, download=False):
 
 # --- local folders --------------------------------------------------------------------
 
-_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+#: The extensions of images a dataset folder holds (.jfif, .jpe, .jif and .jfi are JPEG's
+#: less common ones, which were left out without a word).
+_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".jfif", ".jpe", ".jif",
+              ".jfi")
 #: Image formats TensorFlow's decoders do not read: a dataset folder holding them is refused
 #: (they would be left out without a word).
-_OTHER_IMAGE_EXT = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".ppm",
-                    ".pgm", ".pbm", ".pnm", ".ico", ".dng", ".raw", ".cr2", ".nef")
+_OTHER_IMAGE_EXT = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jpf",
+                    ".jpx", ".jxl", ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".dng", ".raw",
+                    ".cr2", ".nef", ".svg", ".tga", ".psd", ".exr", ".hdr", ".pcx", ".qoi")
 
 
 _DECODE_OP = "zoo_decode_image"
@@ -896,12 +901,13 @@ def _visible(name) -> bool:
     return not name.startswith(".")
 
 
-def _image_files(folder, *, recursive=False):
+def _image_files(folder, *, recursive=False, checked=True):
     """The image files in ``folder`` (and, ``recursive``, its subfolders), sorted by path;
     hidden files and folders are skipped; linked subfolders are followed, each folder read
-    once (a link back to a folder above is no loop). A file with an image extension that
-    is not an image (its first bytes are no PNG, JPEG, GIF, BMP or WebP signature) or a
-    link to no file raises."""
+    once (a link back to a folder above is no loop). ``checked``: a file with an image
+    extension that is not an image (its first bytes are no PNG, JPEG, GIF, BMP or WebP
+    signature), an image in a format the pipeline cannot decode or a link to nothing
+    raises (``False``: the files with an image extension, as they are)."""
     folder = os.fspath(folder)
     if recursive:
         paths, seen = [], {os.path.realpath(folder)}
@@ -918,6 +924,8 @@ def _image_files(folder, *, recursive=False):
         paths = [os.path.join(folder, f) for f in os.listdir(folder)
                  if not os.path.isdir(os.path.join(folder, f))]
     paths = sorted(p for p in paths if _visible(os.path.basename(p)))
+    if not checked:
+        return [p for p in paths if p.lower().endswith(_IMAGE_EXT)]
     other = [p for p in paths if p.lower().endswith(_OTHER_IMAGE_EXT)]
     if other:
         shown = ", ".join(repr(os.path.relpath(p, folder)) for p in other[:3])
@@ -926,6 +934,9 @@ def _image_files(folder, *, recursive=False):
                          f"decode ({shown}{', ...' if len(other) > 3 else ''}): dataset "
                          f"folders hold .png, .jpg, .jpeg, .bmp, .gif and .webp images. "
                          f"Convert them (to PNG, say) or remove them.")
+    for path in paths:   # (a link to a missing folder, or a loop, was left out unseen)
+        if not path.lower().endswith(_IMAGE_EXT) and _broken_link(path):
+            _refuse_broken_link(path)
     paths = [p for p in paths if p.lower().endswith(_IMAGE_EXT)]
     for path in paths:
         if not os.path.exists(path):
@@ -936,6 +947,18 @@ def _image_files(folder, *, recursive=False):
                              "BMP or WebP signature. Remove or replace the file (dataset "
                              "folders hold .png, .jpg, .jpeg, .bmp, .gif and .webp images).")
     return paths
+
+
+def _broken_link(path) -> bool:
+    """Whether ``path`` is a symbolic link that leads to nothing (a missing target, or a
+    loop of links)."""
+    return os.path.islink(path) and not os.path.exists(path)
+
+
+def _refuse_broken_link(path):
+    raise ValueError(f"{path!r} is a symbolic link that leads to no file or folder "
+                     f"({os.readlink(path)!r}): what it held would be left out. Remove the "
+                     f"link or restore its target.")
 
 
 def _decode_failure(exc, name):
@@ -967,7 +990,9 @@ def _undecodable(folder) -> list:
     the failures; in a command line, file descriptor 2 is shut meanwhile (libjpeg writes a
     line of its own for each damaged JPEG)."""
     from zoo.startlog import command_line_quiet
-    paths = _image_files(folder, recursive=True)
+    # Unchecked: the folder beside its splits may hold other files (docs/diagram.svg), which
+    # were refused here in place of naming the damaged images.
+    paths = _image_files(folder, recursive=True, checked=False)
     if not paths:
         return []
     ds = (tf.data.Dataset.from_tensor_slices(paths)
@@ -1079,21 +1104,54 @@ def _decode_bytes(data, channels):
 def _folder_source(root, data_dir=None, download=False, ignore_label=None):
     name = f"folder:{root}"
     if not os.path.isdir(root):
-        raise ValueError(f"Dataset folder not found: {root!r}. Expected a directory laid out "
+        what = ("is a file, not a folder (an archive is unpacked first)"
+                if os.path.exists(root) else "not found")   # (a file was "not found")
+        raise ValueError(f"Dataset folder {what}: {root!r}. Expected a directory laid out "
                          f"as {_CLASSIFICATION_LAYOUT} (classification) or root/images + "
                          "root/masks (segmentation).")
     seg_roots = {}
-    if os.path.isdir(os.path.join(root, "images")) and os.path.isdir(os.path.join(root, "masks")):
+    split_dirs = {split: _find_split_dir(root, split) for split in SPLITS}
+    found = sorted(os.path.basename(d) + "/" for d in split_dirs.values() if d)
+    seg_all = _is_segmentation_dir(root)
+    odd = sorted(d + "/" for d in os.listdir(root) if (found or seg_all) and d + "/" not in found
+                 and _SPLIT_LIKE.fullmatch(d) and os.path.isdir(os.path.join(root, d)))
+    if odd:   # (Test/, testing/, dev/ beside train/ were left out without a word)
+        one = len(odd) == 1
+        raise ValueError(f"Dataset folder {root!r} holds {' and '.join(odd)} beside "
+                         f"{' and '.join(found) or 'images/ + masks/'}: {' and '.join(odd)} "
+                         f"{'looks like a split' if one else 'look like splits'} but would "
+                         f"be left out (the split folders are train/, validation/ (or val/, "
+                         f"valid/) and test/, in lower case). Rename or remove "
+                         f"{'it' if one else 'them'}.")
+    if seg_all:
         seg_roots = {"all": root}
+        beside = [os.path.basename(d) + "/" for d in split_dirs.values() if d]
+        if beside:   # (were left out without a word: the split was made of root/images)
+            raise ValueError(f"Dataset folder {root!r} holds images/ + masks/ beside "
+                             f"{' and '.join(beside)}: one would be read, the other left out. "
+                             f"Keep one layout: root/images + root/masks (split 80/10/10), "
+                             f"or root/train/images + root/train/masks (and validation/, "
+                             f"test/).")
     else:
-        for split in SPLITS:
-            d = _find_split_dir(root, split)
-            if d and os.path.isdir(os.path.join(d, "images")) and \
-                    os.path.isdir(os.path.join(d, "masks")):
-                seg_roots[split] = d
+        seg_roots = {split: d for split, d in split_dirs.items()
+                     if d and _is_segmentation_dir(d)}
+        for split, d in split_dirs.items():
+            if seg_roots and d and split not in seg_roots:   # (was left out without a word)
+                have = sorted(x + "/" for x in os.listdir(d) if _visible(x)
+                              and os.path.isdir(os.path.join(d, x)))
+                raise ValueError(f"Segmentation folder {root!r}: its {split} folder {d!r} "
+                                 f"has no images/ + masks/ (it holds "
+                                 f"{clip_text(', '.join(have), 120) or 'no folder'}), so the "
+                                 f"split would be left out. Give it images/ and masks/ (one "
+                                 f"mask per image, with its file name), or remove it.")
     if seg_roots:
         return _segmentation_folder(root, name, seg_roots, ignore_label)
     return _classification_folder(root, name)
+
+
+def _is_segmentation_dir(folder) -> bool:
+    """Whether ``folder`` holds the ``images/`` and ``masks/`` of a segmentation dataset."""
+    return all(os.path.isdir(os.path.join(folder, d)) for d in ("images", "masks"))
 
 
 _CLASSIFICATION_LAYOUT = ("root/train/<label>/*.png|jpg (+ root/validation, root/test), or "
@@ -1137,6 +1195,29 @@ def _check_distinct_classes(split_dir, labels):
                              f"have both labels. Remove the link, or merge the classes.")
 
 
+def _check_listed_once(root, files, labels=None):
+    """Refuse an image file that ``files`` (``{split: (paths, class indices)}``) list twice,
+    reached through a symbolic or hard link (a link in one class folder to another class's
+    folder or to a folder above, or to a file): it would have two labels, lie in two
+    splits, or count twice. ``labels``: the class names (``None``: a segmentation
+    folder's images). One path listed in two splits is the test split reusing validation's
+    files."""
+    seen = {}
+    for split, (paths, ys) in files.items():
+        for path, y in zip(paths, ys):
+            stat = os.stat(path)   # an inode number of 0 is none (some file systems)
+            key = (stat.st_dev, stat.st_ino) if stat.st_ino else os.path.realpath(path)
+            first = seen.setdefault(key, (path, y, split))
+            if first[0] != path:
+                a, b = (os.path.relpath(p, root) for p in (first[0], path))
+                how = (f"under two labels, {labels[first[1]]!r} and {labels[y]!r}"
+                       if labels and first[1] != y else f"in the {first[2]} and {split} splits"
+                       if first[2] != split else "twice")
+                raise ValueError(f"Dataset folder {root!r} lists one image file twice, as "
+                                 f"{a!r} and {b!r} (through a symbolic or hard link): it would "
+                                 f"be read {how}. Remove the link.")
+
+
 def _classification_folder(root, name):
     """``root/<split>/<label>/`` images: the labels are train's class folders, sorted; a
     class folder's subfolders belong to it; hidden files and folders are skipped. A missing
@@ -1172,9 +1253,22 @@ def _classification_folder(root, name):
         raise ValueError(f"Dataset folder {root!r} has no 'train' subfolder beside its "
                          f"validation or test folder. Expected {_CLASSIFICATION_LAYOUT}, or "
                          "root/images + root/masks for segmentation.")
+    for d in split_dirs.values():   # (a class folder linked to nothing was no class)
+        for entry in sorted(os.listdir(d)) if d else ():
+            if _visible(entry) and _broken_link(os.path.join(d, entry)):
+                _refuse_broken_link(os.path.join(d, entry))
     where = "<label>" if whole else "train/<label>"
     labels = sorted(d for d in os.listdir(split_dirs["train"])
                     if _visible(d) and os.path.isdir(os.path.join(split_dirs["train"], d)))
+    lookalike = [d for d in labels if d.lower() in ("images", "masks")]
+    if lookalike:   # (Images/ + Masks/, images/ + labels/ trained a classifier of the two)
+        shown = " and ".join(d + "/" for d in lookalike)
+        raise ValueError(f"Dataset folder {split_dirs['train']!r} holds {shown} but not the "
+                         f"pair images/ + masks/ of a segmentation folder: it would be read "
+                         f"as class folders {clip_text(repr(labels), 120)}. Segmentation: "
+                         f"name the folders images/ and masks/, in lower case (one mask per "
+                         f"image, with its file name). Classification: rename {shown} "
+                         f"(e.g. {lookalike[0]}_/).")
     if not labels:
         raise ValueError(f"Dataset folder {split_dirs['train']!r} has no " +
                          (f"subfolders. Expected {_CLASSIFICATION_LAYOUT}, or root/images + "
@@ -1211,8 +1305,16 @@ def _classification_folder(root, name):
         extra = sorted(set(x for x in os.listdir(d)
                            if _visible(x) and os.path.isdir(os.path.join(d, x))) - set(labels))
         if extra:
+            # (a name in another Unicode form, as copies between systems leave them, was
+            # shown twice alike: "labels not in train: ['café']. Train labels: ['café']")
+            nfc = {unicodedata.normalize("NFC", label): label for label in labels}
+            alike = [(x, nfc[unicodedata.normalize("NFC", x)]) for x in extra
+                     if unicodedata.normalize("NFC", x) in nfc]
+            hint = (f" {alike[0][0]!r} is train's {alike[0][1]!r} in another Unicode form "
+                    f"({ascii(alike[0][0])} against {ascii(alike[0][1])}): rename the folder "
+                    f"alike." if alike else "")
             raise ValueError(f"Dataset folder {d!r} has labels not in train: {extra}. "
-                             f"Train labels: {labels}.")
+                             f"Train labels: {labels}.{hint}")
         files[split] = (paths, ys)
     for split, (paths, _) in files.items():
         if not paths:
@@ -1220,6 +1322,7 @@ def _classification_folder(root, name):
                              f"class folders of {split_dirs[split]!r}. Add images, or remove "
                              "the folder (a missing validation folder is a fixed 10% of "
                              "train, a missing test folder the validation split).")
+    _check_listed_once(root, files, labels)
     if whole:   # fixed, stratified 10% test, then 10% validation of the rest
         paths, ys = files["train"]
         n = max(1, len(paths) // 10)
@@ -1399,6 +1502,17 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
             out.append((p, masks[stem]))
         if not out:
             raise ValueError(f"No images found in {os.path.join(d, 'images')!r}.")
+        stems = {os.path.splitext(os.path.basename(p))[0] for p in images}
+        orphans = sorted(m for stem, m in masks.items() if stem not in stems)
+        if orphans:   # (were left out without a word)
+            shown = ", ".join(repr(os.path.basename(m)) for m in orphans[:3])
+            one = len(orphans) == 1
+            raise ValueError(f"{len(orphans)} mask{'' if one else 's'} in "
+                             f"{os.path.join(d, 'masks')!r} {'has' if one else 'have'} no "
+                             f"image in {os.path.join(d, 'images')!r} ({shown}"
+                             f"{', ...' if len(orphans) > 3 else ''}): each mask has its "
+                             f"image's file name (any image extension). Add the images or "
+                             f"remove the masks.")
         return out
 
     test_is_validation = False
@@ -1406,6 +1520,12 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
         every = pairs(seg_roots["all"])
         order = np.random.default_rng(0).permutation(len(every))
         n = len(every)
+        if n < 3:   # (an empty train split failed with an IndexError)
+            raise ValueError(f"Segmentation folder {root!r} has too few images to hold out a "
+                             f"validation and a test split ({n} image{'' if n == 1 else 's'} "
+                             f"with masks; the 80/10/10 split needs 3). Add images, or split "
+                             f"them yourself into train/images + train/masks and "
+                             f"validation/images + validation/masks.")
         n_test, n_val = max(1, n // 10), max(1, n // 10)
         files = {"test": [every[i] for i in sorted(order[:n_test])],
                  "validation": [every[i] for i in sorted(order[n_test:n_test + n_val])],
@@ -1427,6 +1547,8 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
             files["train"] = [every[i] for i in sorted(order[n_val:])]
         test_is_validation = "test" not in files
         files.setdefault("test", files["validation"])
+    _check_listed_once(root, {split: ([image for image, _ in pairs_of], [0] * len(pairs_of))
+                              for split, pairs_of in files.items()})
     # Every pair is read once here, before any training starts: a mask must be a lossless
     # file of class indices at its image's size. The test split may reuse validation's files.
     pairs_seen = sorted({pair for split_files in files.values() for pair in split_files})
@@ -1571,11 +1693,12 @@ def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
         path = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
         return _with_ignore_label(_folder_source(path, ignore_label=ignore_label),
                                   ignore_label)
-    if os.sep in name or name.startswith(".") or os.path.isdir(name):
+    if os.sep in name or name.startswith(".") or os.path.exists(name):   # (a file: named)
         path = os.path.abspath(os.path.expanduser(name))
         return _with_ignore_label(_folder_source(path, ignore_label=ignore_label),
                                   ignore_label)
-    close = difflib.get_close_matches(name, list_datasets(), n=3, cutoff=0.5)
+    known = {n.lower(): n for n in list_datasets()}   # ('MNIST' was like no name)
+    close = [known[n] for n in difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)]
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ValueError(f"Unknown dataset {name!r}.{hint} Known datasets: "
                      f"{', '.join(list_datasets())} (folder:PATH or a path for a local folder).")

@@ -804,6 +804,14 @@ def test_folder_class_layout_needs_two_classes_with_images(tmp_path):
     (empty / "train" / "c" / "readme.txt").write_text("to do")
     with pytest.raises(ValueError, match=f"Class folder '{empty}/train/c' has no images"):
         data.load_splits(f"folder:{empty}")
+    # a folder unpacked from a macOS zip: its __MACOSX/ holds hidden ._* files only
+    mac = _class_tree(tmp_path, {"mac": {"a": 4, "b": 4}}) / "mac"
+    os.makedirs(mac / "__MACOSX" / "a")
+    (mac / "__MACOSX" / "a" / "._0.png").write_bytes(b"\x00\x05\x16\x07")
+    with pytest.raises(ValueError, match=r"__MACOSX' has no images \(.*\) \(__MACOSX/ holds the "
+                                         r"file metadata macOS adds to a zip archive, not "
+                                         r"images\); every class needs training images"):
+        data.load_splits(f"folder:{mac}")
 
 
 def test_segmentation_folder_masks_must_fit_labels_txt(seg_folder, tmp_path):

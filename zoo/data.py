@@ -1289,9 +1289,12 @@ def _classification_folder(root, name):
             if os.path.isdir(sub):
                 found = _image_files(sub, recursive=True)
                 if not found and split == "train":
+                    # (macOS' zip tool adds __MACOSX/, of hidden ._* files, to its archives)
+                    why = (" (__MACOSX/ holds the file metadata macOS adds to a zip archive, "
+                           "not images)" if label == "__MACOSX" else "")
                     raise ValueError(f"Class folder {sub!r} has no images (.png, .jpg, .jpeg, "
-                                     ".bmp, .gif, .webp); every class needs training images. Add "
-                                     "some or remove the folder.")
+                                     f".bmp, .gif, .webp){why}; every class needs training "
+                                     f"images. Add some or remove the folder.")
                 paths += found
                 ys += [k] * len(found)
         loose = sorted(x for x in os.listdir(d) if _visible(x) and x.lower().endswith(

@@ -275,6 +275,11 @@ ERRORS = [
      {"inputs": [{"b64": base64.b64encode(_grey_png(8)).decode()},
                  np.zeros((8, 8, 2)).tolist()]}, 400,
      "inputs[1]: lenet5 takes images with 1 channel(s); received 2 (array shape (8, 8, 2))"),
+    # b64 images that decode to more pixels than --max-request-mb (1 MB here) in all
+    ("post", "/v1/models/lenet5:predict",
+     {"instances": [{"b64": base64.b64encode(_grey_png(800)).decode()}] * 2}, 413,
+     "instances[1]: the request's images decode to more than the limit of 1048576 bytes of "
+     "pixels (800x800x1 here, 1280000 bytes so far)"),
     ("post", "/v1/models/lenet5:predict", {"instances": [[[["a"]]]]}, 400,
      "pixel values must be numbers"),
     ("post", "/v1/models/lenet5:predict", {"instances": [[[[True]]]]}, 400,

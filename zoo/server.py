@@ -30,6 +30,7 @@ import binascii
 import contextlib
 import functools
 import gc
+import io
 import logging
 import math
 import os
@@ -53,8 +54,8 @@ from zoo import jsonarrays, jsonscan
 from zoo.common import is_digits
 from zoo.export import SIGNATURE_NAME, list_versions
 
-__all__ = ["InlinePolicy", "ModelStore", "RequestBatcher", "ServingError", "check_origins",
-           "create_app", "http_protocol", "serve"]
+__all__ = ["InlinePolicy", "ModelStore", "PixelBudget", "RequestBatcher", "ServingError",
+           "check_origins", "create_app", "http_protocol", "serve"]
 
 #: Where load failures are reported: uvicorn's own log, beside its other lines.
 _log = logging.getLogger("uvicorn.error")
@@ -720,8 +721,42 @@ def gunzip_body(data, max_bytes: int) -> bytes:
                            f"Content-Encoding: gzip says ({exc})") from None
 
 
-def _decode_value(value, servable, where):
-    """One image from a JSON value: nested numbers or ``{"b64": "..."}``."""
+class PixelBudget:
+    """The bytes of pixels a request's ``{"b64": ...}`` images may decode to in all, as a
+    gzip body may decompress to at most the request size limit: a few hundred kilobytes
+    of compressed images of zeros hold gigabytes of pixels (six 9000x9000 grey PNGs in a
+    630 KB body took 13 s and 3 GB of memory to decode and predict). Each image's size is
+    read from its header, before it is decoded."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.taken = 0
+
+    def take(self, data: bytes, channels: int, where: str) -> None:
+        """Count the pixels ``data`` decodes to (width x height x ``channels``; every frame
+        of a GIF, which TensorFlow's decoder decodes in full); a 413 :class:`ServingError`
+        beyond the limit. Data whose header Pillow cannot read is left to the decoder's
+        error."""
+        from PIL import Image
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                (width, height), frames = img.size, 1
+                if img.format == "GIF":
+                    frames = img.n_frames
+        except Exception:   # not an image, or a decompression bomb: decode_image says so
+            return
+        size = width * height * channels * frames
+        self.taken += size
+        if self.taken > self.max_bytes:
+            animation = f" in {frames} frames" if frames > 1 else ""
+            raise ServingError(413, f"{where}: the request's images decode to more than the "
+                               f"limit of {self.max_bytes} bytes of pixels ({width}x{height}"
+                               f"x{channels}{animation} here, {self.taken} bytes so far)")
+
+
+def _decode_value(value, servable, where, budget=None):
+    """One image from a JSON value: nested numbers or ``{"b64": "..."}`` (its pixels
+    counted by ``budget``, a :class:`PixelBudget`, before it is decoded)."""
     if isinstance(value, dict):
         if set(value) != {"b64"}:
             raise ServingError(400, f"{where}: a binary value must be {{\"b64\": \"<base64 "
@@ -733,6 +768,8 @@ def _decode_value(value, servable, where):
             data = base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ServingError(400, f"{where}: invalid base64 data ({exc})") from None
+        if budget is not None:
+            budget.take(data, servable.channels, where)
         from zoo.serving import decode_image
         try:
             return decode_image(data, servable.channels)
@@ -752,7 +789,7 @@ def _decode_value(value, servable, where):
     return array
 
 
-def _images_from_instances(instances, servable, input_name):
+def _images_from_instances(instances, servable, input_name, budget=None):
     if isinstance(instances, np.ndarray):  # pixel lists parsed straight into an array
         if instances.ndim != 4:
             raise ServingError(400, f"instances[0]: each instance must be one image "
@@ -768,7 +805,7 @@ def _images_from_instances(instances, servable, input_name):
                 raise ServingError(400, f"instances[{i}]: named inputs must be exactly "
                                    f"{{\"{input_name}\": ...}}; received keys {sorted(row)}")
             row = row[input_name]
-        image = _decode_value(row, servable, f"instances[{i}]")
+        image = _decode_value(row, servable, f"instances[{i}]", budget)
         if image.ndim != 3:
             raise ServingError(400, f"instances[{i}]: each instance must be one image "
                                f"[height][width][channels]; received shape {image.shape}")
@@ -776,14 +813,14 @@ def _images_from_instances(instances, servable, input_name):
     return images
 
 
-def _images_from_inputs(inputs, servable, input_name):
+def _images_from_inputs(inputs, servable, input_name, budget=None):
     if isinstance(inputs, dict) and set(inputs) != {"b64"}:
         if set(inputs) != {input_name}:
             raise ServingError(400, f"'inputs' must name the signature's input "
                                f"{{\"{input_name}\": ...}}; received keys {sorted(inputs)}")
         inputs = inputs[input_name]
     if isinstance(inputs, dict):  # one b64 image
-        return [_decode_value(inputs, servable, "inputs")]
+        return [_decode_value(inputs, servable, "inputs", budget)]
     if isinstance(inputs, np.ndarray):  # pixel lists parsed straight into an array
         if inputs.ndim != 4:
             raise ServingError(400, f"'inputs' must be a batch [batch][height][width]"
@@ -793,7 +830,8 @@ def _images_from_inputs(inputs, servable, input_name):
         raise ServingError(400, "'inputs' must be a non-empty batch of images "
                            "[batch][height][width][channels] or a list of {\"b64\": ...}")
     if any(isinstance(v, dict) for v in inputs):
-        return [_decode_value(v, servable, f"inputs[{i}]") for i, v in enumerate(inputs)]
+        return [_decode_value(v, servable, f"inputs[{i}]", budget)
+                for i, v in enumerate(inputs)]
     batch = _decode_value(inputs, servable, "inputs")
     if batch.ndim != 4:
         raise ServingError(400, f"'inputs' must be a batch [batch][height][width][channels]; "
@@ -1024,10 +1062,13 @@ class InlinePolicy:
                         cost[1] = min(cost[1], seconds)
 
 
-def handle_predict(servable, payload, batcher=None, *, wait=True) -> dict:
+def handle_predict(servable, payload, batcher=None, *, wait=True,
+                   max_image_bytes=None) -> dict:
     """Answer one ``:predict`` request body (already parsed JSON), its prediction batched
     with concurrent requests' by ``batcher`` (a :class:`RequestBatcher`) if given
-    (``wait``: see :meth:`RequestBatcher.predict`)."""
+    (``wait``: see :meth:`RequestBatcher.predict`); ``max_image_bytes``: the most bytes of
+    pixels its ``{"b64": ...}`` images may decode to in all (413 beyond: :class:`PixelBudget`;
+    ``None``: no limit)."""
     if not isinstance(payload, dict):
         raise ServingError(400, "the request body must be a JSON object with 'instances' or "
                            "'inputs'")
@@ -1047,10 +1088,11 @@ def handle_predict(servable, payload, batcher=None, *, wait=True) -> dict:
                                f" (its keys: {', '.join(repr(k) for k in list(payload)[:8])})"
                                if payload else "")))
     name = servable.input_name
+    budget = None if max_image_bytes is None else PixelBudget(max_image_bytes)
     if has_instances:
-        images = _images_from_instances(payload["instances"], servable, name)
+        images = _images_from_instances(payload["instances"], servable, name, budget)
     else:
-        images = _images_from_inputs(payload["inputs"], servable, name)
+        images = _images_from_inputs(payload["inputs"], servable, name, budget)
     try:
         if batcher is None:
             outputs = servable.predict(images, batch_size=_PREDICT_BATCH,
@@ -1150,7 +1192,9 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
 
     Args:
         base_dir: directory of ``NAME/VERSION/`` SavedModels.
-        max_request_bytes: larger request bodies are refused with 413.
+        max_request_bytes: larger request bodies are refused with 413, and so are
+            requests whose ``{"b64": ...}`` images decode to more bytes of pixels in all
+            (:class:`PixelBudget`).
         jit_compile, runtime: passed to :func:`zoo.serving.load`.
         preload: load the newest version of every model at start-up.
         parse_workers: threads of the compiled reader (:mod:`zoo.jsonscan`) and worker
@@ -1377,7 +1421,8 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             dtype = np.dtype(servable.input_dtype.as_numpy_dtype)
             payload = parse_body(body, splitter,
                                  dtype if np.issubdtype(dtype, np.floating) else None)
-            return dumps(handle_predict(servable, payload, batcher, wait=wait))
+            return dumps(handle_predict(servable, payload, batcher, wait=wait,
+                                        max_image_bytes=max_request_bytes))
 
         servable = store.loaded(name, version)
         if servable is None:   # not loaded yet: its load is waited for off the thread pool
@@ -1426,7 +1471,7 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
         base_dir: directory of ``NAME/VERSION/`` SavedModels.
         host: address to bind; the default ``127.0.0.1`` accepts local clients only.
         port: TCP port (TensorFlow Serving's REST default, 8501).
-        max_request_bytes: request size limit (413 above it).
+        max_request_bytes: request size limit (413 above it; see :func:`create_app`).
         jit_compile, runtime: passed to :func:`zoo.serving.load`.
         parse_workers: JSON parsing worker processes (see :func:`create_app`).
         max_batch: the largest batch concurrent requests are combined into (see

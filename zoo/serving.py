@@ -1894,7 +1894,9 @@ def configure_serve(parser):
                         help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=_port_arg, default=8501, help="port (default 8501)")
     parser.add_argument("--max-request-mb", type=_mb_arg, default=64.0,
-                        help="largest request body accepted, in MB (default 64)")
+                        help="largest request body accepted, in MB (default 64), "
+                             "decompressed (gzip) and as the pixels its b64 images "
+                             "decode to")
     add_runtime_options(parser)
     parser.add_argument("--parse-workers", type=_parse_workers_arg, default="auto",
                         metavar="N|auto",

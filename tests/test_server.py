@@ -1052,6 +1052,26 @@ def test_a_name_given_twice_reads_as_its_last_value_at_any_body_size(images_per_
             splitter.close()
 
 
+@pytest.mark.parametrize("images", [1, 6], ids=["small", "large"])
+def test_a_byte_order_mark_is_malformed_json_at_any_body_size(images):
+    """orjson (and TensorFlow Serving's parser) refuse a body that begins with a UTF-8 byte
+    order mark; simdjson skipped it, so from 1 KB on such a body was answered."""
+    from zoo import server as srv
+    body = b"\xef\xbb\xbf" + json.dumps({"instances": [[[[0]] * 8] * 8] * images}).encode()
+    assert (len(body) >= srv._FAST_JSON_BYTES) == (images > 1)
+    splitter = srv.jsonarrays.SplitParser(1, min_bytes=0, scan_min_bytes=0)
+    try:
+        for parser in (None, splitter):
+            with pytest.raises(srv.ServingError) as info:
+                srv.parse_body(body, parser, np.dtype(np.float32))
+            assert info.value.status == 400
+            assert info.value.message.startswith(
+                "malformed JSON in the request body: UTF-8 byte order mark (BOM) is not "
+                "supported"), info.value.message
+    finally:
+        splitter.close()
+
+
 def test_parse_body_reads_named_rows_into_numpy():
     """The row format with a named input ([{"images": [...]}, ...]): simdjson reads each
     instance into numpy; rows of other kinds go to orjson, for the usual errors."""

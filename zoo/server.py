@@ -646,7 +646,11 @@ def parse_body(body: bytes, splitter=None, dtype=None):
             read); default: exact (int64 or float64). The simdjson path without the
             splitter gives the exact dtype.
     """
-    if len(body) >= _FAST_JSON_BYTES:
+    if body.startswith(_UTF8_BOM):
+        # simdjson skips a byte order mark that orjson refuses, as TensorFlow Serving's
+        # parser does: bodies of every size get the same answer.
+        splitter = None
+    elif len(body) >= _FAST_JSON_BYTES:
         parsed = _scan_pixels(body, splitter, dtype)
         payload = None if parsed is None else jsonarrays.payload_of(body, *parsed)
         if payload is not None:
@@ -657,7 +661,8 @@ def parse_body(body: bytes, splitter=None, dtype=None):
         if payload is not None:
             return payload
     # Bodies of b64 images go to orjson at once: no numbers to read into numpy there.
-    if len(body) >= _FAST_JSON_BYTES and b'"b64"' not in body:
+    if (len(body) >= _FAST_JSON_BYTES and b'"b64"' not in body
+            and not body.startswith(_UTF8_BOM)):
         payload = _read_pixels(body)
         if payload is not None:
             return payload
@@ -672,6 +677,8 @@ def parse_body(body: bytes, splitter=None, dtype=None):
         raise ServingError(400, f"malformed JSON in the request body: {exc}") from None
 
 
+#: A UTF-8 byte order mark, which JSON texts do not begin with (RFC 8259, 8.1).
+_UTF8_BOM = b"\xef\xbb\xbf"
 #: NaN and infinity as TensorFlow Serving's JSON parser reads them (and Python's json).
 _NON_FINITE_TOKEN = re.compile(rb"[\[,:]\s*-?(?:NaN|Infinity)\s*[\],}]")
 

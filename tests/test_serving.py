@@ -260,6 +260,13 @@ def test_bad_paths_and_batch_size(servable, tmp_path):
                                   servable.predict(x)["classes"])
     with pytest.raises(ValueError, match="unknown signature"):
         servable.predict(np.zeros((1, 8, 8, 1)), signature_name="classify")
+    # not a name: a list was a TypeError (unhashable), 0 and False ran the default signature
+    for name in (["serving_default"], 0, False, b"serving_default"):
+        with pytest.raises(ValueError) as info:
+            servable.predict(np.zeros((1, 8, 8, 1)), signature_name=name)
+        assert str(info.value) == (f"signature_name must be a signature's name, a string "
+                                   f"(None: the default); lenet5 has: serving_default. "
+                                   f"Received: {name!r}")
 
 
 def test_xla_compiled_at_load_matches_the_plain_function(exported, servable):

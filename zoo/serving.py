@@ -815,8 +815,15 @@ class Servable:
             A callable taking the signature's inputs and returning its outputs dict.
 
         Raises:
-            ValueError: an unknown signature name (the message lists the known ones).
+            ValueError: an unknown signature name, or one that is not a string (the
+                message lists the known ones).
         """
+        if signature_name is not None and not isinstance(signature_name, str):
+            # (a list was a TypeError, unhashable; 0 and False ran the default signature)
+            raise ValueError(f"signature_name must be a signature's name, a string (None: "
+                             f"the default); {self.name} has: "
+                             f"{', '.join(self.signature_names)}. Received: "
+                             f"{clip_text(repr(signature_name))}")
         name = signature_name or self.default_signature
         if name not in self._signatures:
             raise ValueError(f"unknown signature {name!r}; {self.name} has: "

@@ -71,6 +71,9 @@ _MODEL_PATH = re.compile(r"^(?P<name>[^/:]+)(?:(?i:/versions/)(?P<version>[^/:]+
 _LABEL_PATH = re.compile(
     r"^(?P<name>[^/:]+)(?i:/labels/)(?P<label>[^/:]+)(?:(?i:/metadata)|:[A-Za-z]+)?/?$")
 _PREFIX = "/v1/models"
+#: The verbs of TensorFlow Serving's POST endpoints (:classify and :regress are answered 400:
+#: zoo models have a predict signature only).
+_VERBS = (":predict", ":classify", ":regress")
 _PREDICT_BATCH = 64
 #: Bodies from this size on try the pixel-array fast path (one 32x32 greyscale image, 6.8 KB:
 #: 0.03 ms that way against 0.25 ms through orjson and numpy.asarray; 452 bytes: the same).
@@ -1313,7 +1316,14 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             exc.status_code, str(exc.detail))
         headers = None
         if exc.status_code == 405:   # the methods of the endpoint, not of the route
-            allowed = "POST" if ":" in path.rsplit("/", 1)[-1] else "GET, HEAD"
+            match = (_MODEL_PATH.match(path[len(_PREFIX) + 1:])
+                     if path.startswith(_PREFIX + "/") else None)
+            verb = match and match.group("rest")
+            verb = verb if verb and verb[0] == ":" else None
+            if match is None or verb is not None and verb not in _VERBS:
+                # as the endpoint's own methods answer it (no such endpoint)
+                return error(404, f"no such endpoint: {request.method} {path}")
+            allowed = "GET, HEAD" if verb is None else "POST"
             message += f" (allowed: {allowed})"
             headers = {"Allow": allowed}
         return error(exc.status_code, message, headers)
@@ -1394,6 +1404,9 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         name, version, rest = parse_path(path, "GET")
         if rest is None:
             return JSONResponse(await run_in_threadpool(store.status, name, version))
+        if rest not in (None, "/metadata", *_VERBS):   # as POST answers it
+            raise ServingError(404, f"no such endpoint: GET /v1/models/{path} (use POST "
+                               f"/v1/models/{name}[/versions/N]:predict)")
         if rest != "/metadata":
             raise ServingError(405, f"use POST for /v1/models/{path}", {"Allow": "POST"})
         servable = await get_servable(name, version)

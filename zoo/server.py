@@ -30,7 +30,6 @@ import binascii
 import contextlib
 import functools
 import gc
-import io
 import logging
 import math
 import os
@@ -742,19 +741,11 @@ class PixelBudget:
         self.max_bytes = max_bytes
         self.taken = 0
 
-    def take(self, data: bytes, channels: int, where: str) -> None:
-        """Count the pixels ``data`` decodes to (width x height x ``channels``; every frame
-        of a GIF, which TensorFlow's decoder decodes in full); a 413 :class:`ServingError`
-        beyond the limit. Data whose header Pillow cannot read is left to the decoder's
-        error."""
-        from PIL import Image
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                (width, height), frames = img.size, 1
-                if img.format == "GIF":
-                    frames = img.n_frames
-        except Exception:   # not an image, or a decompression bomb: decode_image says so
-            return
+    def take(self, img, channels: int, where: str) -> None:
+        """Count the pixels of ``img``, a Pillow image opened from its header (width x
+        height x ``channels``; every frame of a GIF, which TensorFlow's decoder decodes in
+        full); a 413 :class:`ServingError` beyond the limit."""
+        (width, height), frames = img.size, img.n_frames if img.format == "GIF" else 1
         size = width * height * channels * frames
         self.taken += size
         if self.taken > self.max_bytes:
@@ -778,11 +769,11 @@ def _decode_value(value, servable, where, budget=None):
             data = base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ServingError(400, f"{where}: invalid base64 data ({exc})") from None
-        if budget is not None:
-            budget.take(data, servable.channels, where)
         from zoo.serving import decode_image
+        count = None if budget is None else functools.partial(
+            budget.take, channels=servable.channels, where=where)
         try:
-            return decode_image(data, servable.channels)
+            return decode_image(data, servable.channels, before_decode=count)
         except ValueError as exc:
             raise ServingError(400, f"{where}: {exc}") from None
     if isinstance(value, (str, bool)) or value is None:

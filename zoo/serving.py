@@ -282,7 +282,7 @@ def _decode_as_trained(raw: bytes, channels: int):
         return None
 
 
-def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
+def decode_image(data, channels: Optional[int] = None, *, before_decode=None) -> np.ndarray:
     """Decode PNG/JPEG (any format Pillow reads) bytes or a file path to ``[H, W, C]`` uint8.
 
     PNG, JPEG, GIF, BMP and WebP images that end up with 1 or 3 channels are decoded exactly as
@@ -298,6 +298,9 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
         data: encoded image bytes, or a path.
         channels: 1, 3 or 4 to convert to (greyscale, RGB, RGBA); ``None`` keeps the
             image's own (palette images become RGB/RGBA, 16-bit grey 8-bit grey).
+        before_decode: called with the Pillow image opened from the header, before any
+            pixel is decoded (``zoo serve`` counts the pixels a request's images hold:
+            :class:`zoo.server.PixelBudget`); what it raises is raised.
 
     Raises:
         ValueError: the data is not an image Pillow can decode, or bad ``channels``.
@@ -320,6 +323,8 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
     try:
         # Opening reads the header only (and refuses decompression bombs).
         with Image.open(source) as img:
+            if before_decode is not None:
+                before_decode(img)
             mode = _MODES[channels] if channels is not None else _own_mode(img)
             array = None
             # The formats a folder dataset's pipeline reads: decoded with its TensorFlow code,

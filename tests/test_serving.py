@@ -1173,6 +1173,14 @@ def test_errors_in_a_list_name_the_image(servable, tmp_path):
                                       r"np\.moveaxis\(images, -3, -1\)\.$"),
         (np.zeros((2, 1, 8, 8)), r"received 8 \(array shape \(2, 1, 8, 8\)\)\. Channels "
                                  r"first\? Move them last: np\.moveaxis\(images, -3, -1\)\.$"),
+        # not an image: named by its index once (was "images[1]: images must form ...:
+        # images is None where ...")
+        ([good, None], r"^images\[1\] must form a regular numeric array \(every image the "
+                       r"same height, width and channels, every value a number\): images\[1\] "
+                       r"is None where a number is expected\.$"),
+        ([good, [[[0]], [[0], [1]]]], r"^images\[1\] must form a regular numeric array .*: "
+                                      r"images\[1\]\[1\] is a list of 2 where images\[1\]\[0\] "
+                                      r"is a list of 1\.$"),
     ]
     for images, message in cases:
         with warnings.catch_warnings():

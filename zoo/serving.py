@@ -840,8 +840,9 @@ class Servable:
 
     # -- inputs ------------------------------------------------------------------------
 
-    def _image_from(self, item) -> np.ndarray:
-        """One image ``[H, W, C]`` from a path, bytes, PIL image or array."""
+    def _image_from(self, item, name="images") -> np.ndarray:
+        """One image ``[H, W, C]`` from a path, bytes, PIL image or array (``name``: the
+        image's, for an array's errors)."""
         if isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
             return decode_image(item, self.channels)
         if hasattr(item, "convert") and hasattr(item, "getbands"):  # a PIL image
@@ -857,7 +858,7 @@ class Servable:
                 return arr
             arr = _pillow_pixels(item, _MODES.get(self.channels, "RGB"))
             return arr[..., None] if arr.ndim == 2 else arr
-        array = _as_array(item)
+        array = _as_array(item, name)
         if array.ndim == 2 and self.channels == 1:
             array = array[..., None]
         if array.ndim != 3:
@@ -868,14 +869,15 @@ class Servable:
     def _item(self, i, item, indexed) -> np.ndarray:
         """Image ``i`` of the input, its shape and channels checked on their own; where the
         input is a list (``indexed``), an error names the image's index (or its path)."""
+        name = f"images[{i}]"
         try:
-            image = self._image_from(item)
+            image = self._image_from(item, name)
             self._check_shape(image[None], image.shape)
         except (ValueError, OSError) as exc:
             if not indexed or isinstance(item, (str, os.PathLike)) and os.fspath(item) in str(
-                    exc):   # the path names it
+                    exc) or str(exc).startswith(name):   # the path, or the index, names it
                 raise
-            raise type(exc)(f"images[{i}]: {exc}") from None
+            raise type(exc)(f"{name}: {exc}") from None
         return image
 
     def _inputs(self, images) -> tuple:

@@ -1702,7 +1702,10 @@ def test_head_and_the_allow_header_of_405_answers(server):
                                   ("get", "/v1/models/lenet5:predict", "POST"),
                                   ("options", "/v1/models/lenet5/versions/1:predict", "POST"),
                                   # the endpoint of :predict/ (was "GET, HEAD")
-                                  ("delete", "/v1/models/lenet5:predict/", "POST")):
+                                  ("delete", "/v1/models/lenet5:predict/", "POST"),
+                                  # version labels' paths (400 for the methods they take)
+                                  ("put", "/v1/models/lenet5/labels/stable", "GET, HEAD"),
+                                  ("delete", "/v1/models/lenet5/labels/a:predict", "POST")):
         r = c.request(method, path)
         assert r.status_code == 405, (method, path, r.text)
         assert r.headers["allow"] == allowed, (method, path)
@@ -1710,13 +1713,14 @@ def test_head_and_the_allow_header_of_405_answers(server):
     # No endpoint, whatever the method, as POST answers an unknown verb (GET, PUT, ... were
     # 405 "allowed: POST")
     for method in ("get", "head", "put", "delete", "post"):
-        for path in ("/v1/models/lenet5:explode", "/v1/models/lenet5/versions/1:explode/"):
+        for path in ("/v1/models/lenet5:explode", "/v1/models/lenet5/versions/1:explode/",
+                     "/v1/models/a:b/c"):
             r = c.request(method, path)
             assert r.status_code == 404, (method, path, r.text)
             assert "allow" not in r.headers
             if method != "head":
-                assert r.json()["error"].startswith(
-                    f"no such endpoint: {method.upper()} {path}"), r.text
+                error = r.json()["error"]
+                assert error.startswith("no such endpoint: ") and path in error, r.text
     r = c.post("/v1/models/lenet5/versions/1", json={"instances": [[[[0]]]]})
     assert r.json() == {"error": "use GET for /v1/models/lenet5/versions/1"}
 

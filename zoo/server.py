@@ -68,7 +68,7 @@ _MODEL_PATH = re.compile(r"^(?P<name>[^/:]+)(?:(?i:/versions/)(?P<version>[^/:]+
 #: TensorFlow Serving's version labels (``/v1/models/NAME/labels/LABEL``), which a model
 #: config assigns; zoo serve has none.
 _LABEL_PATH = re.compile(
-    r"^(?P<name>[^/:]+)(?i:/labels/)(?P<label>[^/:]+)(?:(?i:/metadata)|:[A-Za-z]+)?/?$")
+    r"^(?P<name>[^/:]+)(?i:/labels/)(?P<label>[^/:]+)(?P<rest>(?i:/metadata)|:[A-Za-z]+)?/?$")
 _PREFIX = "/v1/models"
 #: The verbs of TensorFlow Serving's POST endpoints (:classify and :regress are answered 400:
 #: zoo models have a predict signature only).
@@ -1339,11 +1339,11 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             exc.status_code, str(exc.detail))
         headers = None
         if exc.status_code == 405:   # the methods of the endpoint, not of the route
-            match = (_MODEL_PATH.match(path[len(_PREFIX) + 1:])
-                     if path.startswith(_PREFIX + "/") else None)
+            tail = path[len(_PREFIX) + 1:] if path.startswith(_PREFIX + "/") else None
+            match = tail and (_MODEL_PATH.match(tail) or _LABEL_PATH.match(tail))
             verb = match and match.group("rest")
             verb = verb if verb and verb[0] == ":" else None
-            if match is None or verb is not None and verb not in _VERBS:
+            if not match or verb is not None and verb not in _VERBS:
                 # as the endpoint's own methods answer it (no such endpoint)
                 return error(404, f"no such endpoint: {request.method} {path}")
             allowed = "GET, HEAD" if verb is None else "POST"

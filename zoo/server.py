@@ -1427,7 +1427,7 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         name, version, rest = parse_path(path, "GET")
         if rest is None:
             return JSONResponse(await run_in_threadpool(store.status, name, version))
-        if rest not in (None, "/metadata", *_VERBS):   # as POST answers it
+        if rest not in ("/metadata", *_VERBS):   # no endpoint, as POST answers it
             raise ServingError(404, f"no such endpoint: GET /v1/models/{path} (use POST "
                                f"/v1/models/{name}[/versions/N]:predict)")
         if rest != "/metadata":

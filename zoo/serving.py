@@ -300,7 +300,8 @@ def decode_image(data, channels: Optional[int] = None, *, before_decode=None) ->
             image's own (palette images become RGB/RGBA, 16-bit grey 8-bit grey).
         before_decode: called with the Pillow image opened from the header, before any
             pixel is decoded (``zoo serve`` counts the pixels a request's images hold:
-            :class:`zoo.server.PixelBudget`); what it raises is raised.
+            :class:`zoo.server.PixelBudget`); it refuses the image by raising an exception
+            other than ``ValueError`` or ``OSError`` (those read as undecodable data).
 
     Raises:
         ValueError: the data is not an image Pillow can decode, or bad ``channels``.

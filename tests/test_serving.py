@@ -214,6 +214,26 @@ def test_top_k_names_probabilities_that_are_not_n_by_k(servable, shape):
         servable.top_k(np.full(shape, 0.1), 1)
 
 
+@pytest.mark.parametrize("probabilities", [[["a"] * 10], [[0.1] * 10, [0.1] * 9], None])
+def test_top_k_names_probabilities_that_are_not_numbers(servable, probabilities):
+    # (strings were numpy's UFuncTypeError, ragged rows its ValueError)
+    with pytest.raises(ValueError, match=re.escape(
+            f"top_k takes class probabilities [N, K] (a classifier's "
+            f"predict(...)['probabilities']), numbers; received {probabilities!r}"[:120])):
+        servable.top_k(probabilities, 1)
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, True, "4"])
+def test_runtime_for_and_trial_calls_take_a_positive_number_of_images(servable, n):
+    # (0 was a "negative shift count", 1.5 an AttributeError, -1 was answered None)
+    for method in (servable.runtime_for, servable.trial_calls):
+        with pytest.raises(ValueError, match=re.escape(
+                f"batch_size must be a positive integer (a number of images). Received: "
+                f"{n!r}")):
+            method(n)
+        method(np.int64(4))   # a NumPy integer (bit_length was an AttributeError)
+
+
 def test_a_binary_classifiers_sigmoid_unit_ranks_both_classes(tmp_path, capsys):
     """One sigmoid unit is P(class 1) (its ``classes`` output reads it so); top_k and zoo
     predict named it after class 0 ("cat 1.0000" for a dog)."""

@@ -1184,7 +1184,11 @@ class Servable:
         size class are still being timed (``runtime="auto"``).
 
         Args:
-            batch_size: the number of images in the batch."""
+            batch_size: the number of images in the batch, a positive integer.
+
+        Raises:
+            ValueError: ``batch_size`` is not a positive integer."""
+        batch_size = _check_images_count(batch_size)
         if not self._adaptive:
             return self.runtime
         candidates = self._candidates(batch_size)
@@ -1251,8 +1255,11 @@ class Servable:
         :meth:`runtime_for` tells when it has.
 
         Args:
-            batch_size: the number of images in a call."""
-        candidates = self._candidates(batch_size)
+            batch_size: the number of images in a call, a positive integer.
+
+        Raises:
+            ValueError: ``batch_size`` is not a positive integer."""
+        candidates = self._candidates(_check_images_count(batch_size))
         if not self._adaptive or len(candidates) == 1:
             return 0
         return 2 * len(candidates) * _TRIAL_MAX_ROUNDS
@@ -1303,11 +1310,19 @@ class Servable:
 
         Raises:
             ValueError: ``k`` is not a positive integer, or ``probabilities`` is not
-                ``[N, K]``.
+                ``[N, K]`` numbers.
         """
         if not is_integer(k) or k < 1:
             raise ValueError(f"k must be a positive integer. Received: {k!r}")
-        probabilities = np.asarray(probabilities)
+        given = probabilities
+        try:
+            probabilities = np.asarray(probabilities)
+        except ValueError:   # ragged lists
+            probabilities = np.asarray(None)
+        if probabilities.dtype.kind not in "iuf":   # (strings were numpy's UFuncTypeError)
+            raise ValueError(f"top_k takes class probabilities [N, K] (a classifier's "
+                             f"predict(...)['probabilities']), numbers; received "
+                             f"{clip_text(repr(given))}.")
         if probabilities.ndim != 2 or not probabilities.shape[-1]:
             raise ValueError(f"top_k takes class probabilities [N, K] (a classifier's "
                              f"predict(...)['probabilities']); received an array of shape "
@@ -1323,6 +1338,15 @@ class Servable:
         return (f"Servable(name={self.name!r}, version={self.version}, path={self.path!r}, "
                 f"runtime={self.runtime!r}, runtime_choices={self.runtime_choices!r}, "
                 f"jit_compiled={self.jit_compiled})")
+
+
+def _check_images_count(batch_size) -> int:
+    """``batch_size`` (a number of images) as an ``int``; ValueError unless it is a positive
+    integer (0 was a "negative shift count", 1.5 an AttributeError)."""
+    if not is_integer(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (a number of images). "
+                         f"Received: {clip_text(repr(batch_size))}")
+    return int(batch_size)
 
 
 def _size_class(batch_size: int) -> int:
@@ -1702,16 +1726,16 @@ def mask_at_size(probabilities, size) -> np.ndarray:
         An int64 array ``[H, W]`` of class indices.
 
     Raises:
-        ValueError: ``probabilities`` not 3-D, or a bad ``size``.
+        ValueError: ``probabilities`` not 3-D or empty, or a bad ``size``.
 
     Example:
         >>> out = servable.predict("photo.png")  # doctest: +SKIP
         >>> mask = mask_at_size(out["probabilities"][0], (480, 640))
     """
     probabilities = np.asarray(probabilities, dtype="float32")
-    if probabilities.ndim != 3:
-        raise ValueError(f"probabilities must be one image's [height, width, classes]; "
-                         f"received shape {probabilities.shape}")
+    if probabilities.ndim != 3 or 0 in probabilities.shape:   # (no classes: None came back)
+        raise ValueError(f"probabilities must be one image's [height, width, classes], "
+                         f"none of them 0; received shape {probabilities.shape}")
     if (isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2
             or not all(is_integer(v) and v >= 1 for v in size)):
         raise ValueError(f"size must be (height, width): two integers of at least 1; "

@@ -1797,6 +1797,21 @@ def test_idle_connections_stay_open_longer_than_load_balancers_keep_theirs(tmp_p
         server.serve(tmp_path, port=free_port(), parse_workers=0, keep_alive_seconds=0)
 
 
+def test_a_version_spelt_with_leading_zeros_is_served_as_its_number(server, tmp_path):
+    """TensorFlow Serving serves a version directory 00000123 (its example models' name) as
+    version 123; zoo serve listed it so but loaded 123/, which is not there: state END,
+    "no such SavedModel directory", and every request 503."""
+    from zoo.server import ModelStore
+    shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / "m" / "00000123")
+    store = ModelStore(tmp_path, jit_compile=False)
+    assert store.get("m").version == 123 and store.get("m", 123).version == 123
+    assert store.get("m").path == str(tmp_path / "m" / "00000123")
+    assert store.status("m") == {"model_version_status": [
+        {"version": "123", "state": "AVAILABLE",
+         "status": {"error_code": "OK", "error_message": ""}}]}
+    assert store.failure("m", 123) is None
+
+
 def test_a_model_directory_removed_is_freed_by_requests_for_other_models(server, tmp_path):
     """A whole model removed (or renamed) from the served directory is unloaded, as
     TensorFlow Serving unloads versions gone from disk, though no request names it again."""

@@ -68,6 +68,25 @@ def test_load_model_dir_takes_the_newest_version(exported, servable):
                                atol=1e-5)
 
 
+def test_a_version_spelt_with_leading_zeros_loads_as_its_number(exported, tmp_path):
+    """TensorFlow Serving reads a version directory 00000123 (its example models' name) as
+    version 123, and so does list_versions: loading the model directory looked for 123/,
+    which is not there ("SavedModel file does not exist")."""
+    import shutil
+    base, models = exported
+    shutil.copytree(base / "lenet5" / "1", tmp_path / "lenet5" / "1")
+    shutil.copytree(base / "lenet5" / "2", tmp_path / "lenet5" / "00000123")
+    loaded = serving.load(tmp_path / "lenet5", jit_compile=False)
+    assert (loaded.name, loaded.version, loaded.path) == (
+        "lenet5", 123, str(tmp_path / "lenet5" / "00000123"))
+    x = digits_arrays("test")[0][:2]
+    np.testing.assert_allclose(loaded.predict(x)["probabilities"], expected(models[2], x),
+                               atol=1e-5)
+    # The version's own spelling wins where both are there.
+    shutil.copytree(base / "lenet5" / "1", tmp_path / "lenet5" / "123")
+    assert serving.load(tmp_path / "lenet5").path == str(tmp_path / "lenet5" / "123")
+
+
 def test_missing_directories_raise(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such SavedModel directory"):
         serving.load(tmp_path / "nothing")

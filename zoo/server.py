@@ -51,7 +51,7 @@ from starlette.requests import ClientDisconnect
 
 from zoo import jsonarrays, jsonscan
 from zoo.common import is_digits
-from zoo.export import SIGNATURE_NAME, list_versions
+from zoo.export import SIGNATURE_NAME, list_versions, version_path
 
 __all__ = ["InlinePolicy", "ModelStore", "PixelBudget", "RequestBatcher", "ServingError",
            "check_origins", "create_app", "http_protocol", "serve"]
@@ -278,7 +278,7 @@ class ModelStore:
     def _stamp(self, name, version):
         """The version's files as (path, size, mtime): a load that failed is tried again
         once this changes."""
-        root = os.path.join(self.base_dir, name, str(version))
+        root = version_path(os.path.join(self.base_dir, name), version)
         stamp = []
         for folder, dirs, files in os.walk(root):
             dirs.sort()
@@ -306,7 +306,7 @@ class ModelStore:
         signatures kept: metadata answers need no file that may be removed meanwhile (a
         500 naming the server's path, before)."""
         from zoo.serving import load
-        path = os.path.join(self.base_dir, name, str(version))
+        path = version_path(os.path.join(self.base_dir, name), version)
         servable = load(path, jit_compile=self.jit_compile, runtime=self.runtime)
         servable.signature_defs = signature_def_map(path)
         return servable

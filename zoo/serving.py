@@ -55,7 +55,7 @@ from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_path, clip_text, exceptio
                          remove_path, remove_stale_temporaries, temporary_prefix,
                          unwritable_directory, visible_gpus)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
-                        ZOO_JSON, latest_version, list_versions)
+                        ZOO_JSON, latest_version, list_versions, version_path)
 
 __all__ = ["load", "Servable", "resolve_version_dir", "read_record", "decode_image",
            "check_image_file", "mask_at_size", "engine_text", "configure_predict",
@@ -147,7 +147,7 @@ def resolve_version_dir(path) -> tuple:
         raise FileNotFoundError(
             f"{path} holds no SavedModel: expected saved_model.pb in it or integer version "
             f"directories (1/, 2/, ...) holding one.{hint}")
-    return os.path.join(path, str(version)), os.path.basename(path), version
+    return version_path(path, version), os.path.basename(path), version
 
 
 def read_record(version_dir) -> Optional[dict]:

@@ -102,6 +102,23 @@ def test_the_newest_version_that_may_load_answers_and_others_must_exist(tmp_path
     assert info.value.status == 404 and "known models: m)" in info.value.message
 
 
+def test_a_version_spelt_twice_is_one_version(tmp_path):
+    """2 and 02 are both version 2 (as for TensorFlow Serving): listed once, not twice."""
+    from zoo.export import list_versions, version_path
+    _versions(tmp_path, "m", [1, 2])
+    (tmp_path / "m" / "02").mkdir()
+    (tmp_path / "m" / "02" / "saved_model.pb").write_bytes(b"")
+    assert list_versions(tmp_path / "m") == [1, 2]
+    assert version_path(tmp_path / "m", 2) == str(tmp_path / "m" / "2")   # its own spelling
+    store = ModelStore(str(tmp_path))
+    for v in (1, 2):   # (no load started in the background by the status)
+        store._failed[("m", v)] = ("could not be loaded", store._stamp("m", v))
+    assert [s["version"] for s in store.status("m")["model_version_status"]] == ["2", "1"]
+    with pytest.raises(ServingError) as info:
+        store.resolve("m", 3)
+    assert info.value.message.endswith("(available versions: 1, 2)")
+
+
 def test_a_version_that_failed_to_load_is_end_with_its_error(tmp_path):
     _versions(tmp_path, "m", [1, 2])
     store = ModelStore(str(tmp_path))

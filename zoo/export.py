@@ -89,8 +89,9 @@ def list_versions(model_dir) -> list:
         model_dir: a model directory (``saved_models/lenet5``).
 
     Returns:
-        A sorted list of ints; empty when ``model_dir`` does not exist or holds no
-        version.
+        A sorted list of ints, each once (``7`` and ``007`` are version 7, as for
+        TensorFlow Serving: :func:`version_path`); empty when ``model_dir`` does not exist
+        or holds no version.
 
     Raises:
         TypeError: ``model_dir`` is no path (``None`` was the current directory, an
@@ -108,7 +109,7 @@ def list_versions(model_dir) -> list:
         if common.is_digits(entry.name) and entry.is_dir() and os.path.isfile(
                 os.path.join(entry.path, "saved_model.pb")):
             versions.append(int(entry.name))
-    return sorted(versions)
+    return sorted(set(versions))   # 2 and 02 are one version (listed twice, before)
 
 
 def version_path(model_dir, version: int) -> str:

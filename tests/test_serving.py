@@ -87,6 +87,18 @@ def test_a_version_spelt_with_leading_zeros_loads_as_its_number(exported, tmp_pa
     assert serving.load(tmp_path / "lenet5").path == str(tmp_path / "lenet5" / "123")
 
 
+def test_an_empty_saved_model_pb_is_named_so(tmp_path):
+    """As a copy that has just begun leaves it (TensorFlow: "requires a `tags=` argument if
+    there is more than one MetaGraph ... there are 0 MetaGraphs")."""
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(ValueError) as info:
+        serving.load(tmp_path / "m")
+    assert str(info.value) == (f"the SavedModel in {tmp_path / 'm' / '1'} could not be "
+                               f"loaded: saved_model.pb is empty (0 bytes; a copy not "
+                               f"finished?)")
+
+
 def test_missing_directories_raise(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such SavedModel directory"):
         serving.load(tmp_path / "nothing")

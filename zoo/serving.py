@@ -553,8 +553,13 @@ class Servable:
                 # TensorSliceReader constructor: ... You may be trying to load on a different
                 # device ..."): its first line says why.
                 kind = FileNotFoundError if isinstance(exc, FileNotFoundError) else ValueError
+                reason = exception_line(exc)
+                with contextlib.suppress(OSError):
+                    if os.path.getsize(os.path.join(self.path, "saved_model.pb")) == 0:
+                        # (TensorFlow's words: "requires a `tags=` argument ... 0 MetaGraphs")
+                        reason = "saved_model.pb is empty (0 bytes; a copy not finished?)"
                 raise kind(f"the SavedModel in {self.path} could not be loaded: "
-                           f"{exception_line(exc)}") from exc
+                           f"{reason}") from exc
             raise ValueError(
                 f"TensorFlow {tf.__version__} cannot load the SavedModel in {self.path} "
                 f"({exception_line(exc)}); it was written with TensorFlow {written} "

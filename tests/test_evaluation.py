@@ -295,6 +295,11 @@ def test_mask_at_size_reads_one_sigmoid_unit_as_the_signature_does():
     assert serving.mask_at_size(p, (2, 4)).tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]
     two = np.concatenate([1 - p, p], -1)
     assert serving.mask_at_size(p, (5, 3)).tolist() == serving.mask_at_size(two, (5, 3)).tolist()
+    for empty in ((2, 2, 0), (0, 2, 1)):   # no classes: None came back
+        with pytest.raises(ValueError, match=re.escape(
+                f"probabilities must be one image's [height, width, classes], none of them "
+                f"0; received shape {empty}")):
+            serving.mask_at_size(np.zeros(empty), (4, 4))
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])

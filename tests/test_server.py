@@ -275,6 +275,11 @@ ERRORS = [
      {"inputs": [{"b64": base64.b64encode(_grey_png(8)).decode()},
                  np.zeros((8, 8, 2)).tolist()]}, 400,
      "inputs[1]: lenet5 takes images with 1 channel(s); received 2 (array shape (8, 8, 2))"),
+    # b64 images that decode to more pixels than --max-request-mb (1 MB here) in all
+    ("post", "/v1/models/lenet5:predict",
+     {"instances": [{"b64": base64.b64encode(_grey_png(800)).decode()}] * 2}, 413,
+     "instances[1]: the request's images decode to more than the limit of 1048576 bytes of "
+     "pixels (800x800x1 here, 1280000 bytes so far)"),
     ("post", "/v1/models/lenet5:predict", {"instances": [[[["a"]]]]}, 400,
      "pixel values must be numbers"),
     ("post", "/v1/models/lenet5:predict", {"instances": [[[[True]]]]}, 400,
@@ -1047,6 +1052,26 @@ def test_a_name_given_twice_reads_as_its_last_value_at_any_body_size(images_per_
             splitter.close()
 
 
+@pytest.mark.parametrize("images", [1, 6], ids=["small", "large"])
+def test_a_byte_order_mark_is_malformed_json_at_any_body_size(images):
+    """orjson (and TensorFlow Serving's parser) refuse a body that begins with a UTF-8 byte
+    order mark; simdjson skipped it, so from 1 KB on such a body was answered."""
+    from zoo import server as srv
+    body = b"\xef\xbb\xbf" + json.dumps({"instances": [[[[0]] * 8] * 8] * images}).encode()
+    assert (len(body) >= srv._FAST_JSON_BYTES) == (images > 1)
+    splitter = srv.jsonarrays.SplitParser(1, min_bytes=0, scan_min_bytes=0)
+    try:
+        for parser in (None, splitter):
+            with pytest.raises(srv.ServingError) as info:
+                srv.parse_body(body, parser, np.dtype(np.float32))
+            assert info.value.status == 400
+            assert info.value.message.startswith(
+                "malformed JSON in the request body: UTF-8 byte order mark (BOM) is not "
+                "supported"), info.value.message
+    finally:
+        splitter.close()
+
+
 def test_parse_body_reads_named_rows_into_numpy():
     """The row format with a named input ([{"images": [...]}, ...]): simdjson reads each
     instance into numpy; rows of other kinds go to orjson, for the usual errors."""
@@ -1675,11 +1700,27 @@ def test_head_and_the_allow_header_of_405_answers(server):
                                    "GET, HEAD"),
                                   ("put", "/v1/models/lenet5:predict", "POST"),
                                   ("get", "/v1/models/lenet5:predict", "POST"),
-                                  ("options", "/v1/models/lenet5/versions/1:predict", "POST")):
+                                  ("options", "/v1/models/lenet5/versions/1:predict", "POST"),
+                                  # the endpoint of :predict/ (was "GET, HEAD")
+                                  ("delete", "/v1/models/lenet5:predict/", "POST"),
+                                  # version labels' paths (400 for the methods they take)
+                                  ("put", "/v1/models/lenet5/labels/stable", "GET, HEAD"),
+                                  ("delete", "/v1/models/lenet5/labels/a:predict", "POST")):
         r = c.request(method, path)
         assert r.status_code == 405, (method, path, r.text)
         assert r.headers["allow"] == allowed, (method, path)
         assert r.json()["error"], r.text
+    # No endpoint, whatever the method, as POST answers an unknown verb (GET, PUT, ... were
+    # 405 "allowed: POST")
+    for method in ("get", "head", "put", "delete", "post"):
+        for path in ("/v1/models/lenet5:explode", "/v1/models/lenet5/versions/1:explode/",
+                     "/v1/models/a:b/c"):
+            r = c.request(method, path)
+            assert r.status_code == 404, (method, path, r.text)
+            assert "allow" not in r.headers
+            if method != "head":
+                error = r.json()["error"]
+                assert error.startswith("no such endpoint: ") and path in error, r.text
     r = c.post("/v1/models/lenet5/versions/1", json={"instances": [[[[0]]]]})
     assert r.json() == {"error": "use GET for /v1/models/lenet5/versions/1"}
 
@@ -1754,6 +1795,21 @@ def test_idle_connections_stay_open_longer_than_load_balancers_keep_theirs(tmp_p
     with pytest.raises(ValueError, match="keep_alive_seconds must be a positive number of "
                                          "seconds. Received: 0"):
         server.serve(tmp_path, port=free_port(), parse_workers=0, keep_alive_seconds=0)
+
+
+def test_a_version_spelt_with_leading_zeros_is_served_as_its_number(server, tmp_path):
+    """TensorFlow Serving serves a version directory 00000123 (its example models' name) as
+    version 123; zoo serve listed it so but loaded 123/, which is not there: state END,
+    "no such SavedModel directory", and every request 503."""
+    from zoo.server import ModelStore
+    shutil.copytree(server["base"] / "lenet5" / "1", tmp_path / "m" / "00000123")
+    store = ModelStore(tmp_path, jit_compile=False)
+    assert store.get("m").version == 123 and store.get("m", 123).version == 123
+    assert store.get("m").path == str(tmp_path / "m" / "00000123")
+    assert store.status("m") == {"model_version_status": [
+        {"version": "123", "state": "AVAILABLE",
+         "status": {"error_code": "OK", "error_message": ""}}]}
+    assert store.failure("m", 123) is None
 
 
 def test_a_model_directory_removed_is_freed_by_requests_for_other_models(server, tmp_path):

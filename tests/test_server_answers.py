@@ -18,6 +18,7 @@ class FakeServable:
 
     input_name = "images"
     signature_names = ("serving_default", "other")
+    channels = 1
 
     def __init__(self, *outputs):
         self.outputs = outputs
@@ -101,6 +102,23 @@ def test_the_newest_version_that_may_load_answers_and_others_must_exist(tmp_path
     assert info.value.status == 404 and "known models: m)" in info.value.message
 
 
+def test_a_version_spelt_twice_is_one_version(tmp_path):
+    """2 and 02 are both version 2 (as for TensorFlow Serving): listed once, not twice."""
+    from zoo.export import list_versions, version_path
+    _versions(tmp_path, "m", [1, 2])
+    (tmp_path / "m" / "02").mkdir()
+    (tmp_path / "m" / "02" / "saved_model.pb").write_bytes(b"")
+    assert list_versions(tmp_path / "m") == [1, 2]
+    assert version_path(tmp_path / "m", 2) == str(tmp_path / "m" / "2")   # its own spelling
+    store = ModelStore(str(tmp_path))
+    for v in (1, 2):   # (no load started in the background by the status)
+        store._failed[("m", v)] = ("could not be loaded", store._stamp("m", v))
+    assert [s["version"] for s in store.status("m")["model_version_status"]] == ["2", "1"]
+    with pytest.raises(ServingError) as info:
+        store.resolve("m", 3)
+    assert info.value.message.endswith("(available versions: 1, 2)")
+
+
 def test_a_version_that_failed_to_load_is_end_with_its_error(tmp_path):
     _versions(tmp_path, "m", [1, 2])
     store = ModelStore(str(tmp_path))
@@ -146,6 +164,67 @@ def test_a_gzip_body_may_decompress_to_exactly_the_limit():
     with pytest.raises(ServingError) as info:
         gunzip_body(gzip.compress(body), 100)
     assert info.value.status == 413
+
+
+def _b64_image(shape, format="PNG", frames=1) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+    images = [Image.fromarray(np.full(shape, 25 * i, np.uint8)) for i in range(frames)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format=format, save_all=frames > 1, append_images=images[1:])
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_b64_images_may_decode_to_at_most_the_limit_of_pixels():
+    """As a gzip body may decompress to at most the request limit: a few hundred KB of PNGs
+    of zeros hold gigabytes of pixels, which were decoded and predicted (six 9000x9000 ones
+    in a 630 KB body: 13 s and 3 GB). Sizes come from the headers, before any decoding."""
+    servable = FakeServable("probabilities")
+    payload = {"instances": [{"b64": _b64_image((10, 10))}] * 3}     # 3 x 100 bytes
+    assert len(json.loads(dumps(handle_predict(servable, payload, max_image_bytes=300)))[
+        "predictions"]) == 3
+    with pytest.raises(ServingError) as info:
+        handle_predict(servable, payload, max_image_bytes=299)
+    assert (info.value.status, info.value.message) == (
+        413, "instances[2]: the request's images decode to more than the limit of 299 bytes "
+             "of pixels (10x10x1 here, 300 bytes so far)")
+    # TensorFlow's GIF decoder decodes every frame: each counts, as far as the limit
+    servable.channels = 3
+    for frames, limit, shown, taken in ((3, 899, "3 frames", 900),
+                                        (9, 1000, "more than 4 frames", 1500)):
+        payload = {"inputs": {"images": [{"b64": _b64_image((10, 10), "GIF", frames)}]}}
+        with pytest.raises(ServingError) as info:
+            handle_predict(servable, payload, max_image_bytes=limit)
+        assert (info.value.status, info.value.message) == (
+            413, f"inputs[0]: the request's images decode to more than the limit of {limit} "
+                 f"bytes of pixels (10x10x3 in {shown} here, {taken} bytes so far)")
+
+
+@pytest.mark.parametrize("options", [{}, {"comment": b"zoo"}, {"loop": 0, "duration": 40},
+                                     {"disposal": 2}, {"optimize": False}])
+def test_gif_frames_are_counted_from_their_blocks_as_pillow_counts_them(options):
+    """Without decoding them, in ~0.4 us a frame (Pillow's n_frames: ~50 us)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from zoo.server import _gif_frames
+    rng = np.random.RandomState(0)
+    for frames, shape in ((1, (5, 5)), (3, (10, 10)), (7, (30, 40)), (4, (8, 8, 3))):
+        images = [Image.fromarray(rng.randint(0, 256, shape).astype(np.uint8))
+                  for _ in range(frames)]
+        buffer = io.BytesIO()
+        images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
+                       **options)
+        data = buffer.getvalue()
+        with Image.open(io.BytesIO(data)) as img:
+            assert _gif_frames(data, 100) == img.n_frames == frames
+        assert _gif_frames(data, 2) == min(frames, 2)
+    for damaged in (b"", b"GIF89a", b"GIF89a" + b"\xff" * 20):   # the decoder says why
+        assert _gif_frames(damaged, 5) == 1
 
 
 def test_request_limits_and_version_numbers_before_any_model(tmp_path):

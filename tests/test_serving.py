@@ -68,6 +68,37 @@ def test_load_model_dir_takes_the_newest_version(exported, servable):
                                atol=1e-5)
 
 
+def test_a_version_spelt_with_leading_zeros_loads_as_its_number(exported, tmp_path):
+    """TensorFlow Serving reads a version directory 00000123 (its example models' name) as
+    version 123, and so does list_versions: loading the model directory looked for 123/,
+    which is not there ("SavedModel file does not exist")."""
+    import shutil
+    base, models = exported
+    shutil.copytree(base / "lenet5" / "1", tmp_path / "lenet5" / "1")
+    shutil.copytree(base / "lenet5" / "2", tmp_path / "lenet5" / "00000123")
+    loaded = serving.load(tmp_path / "lenet5", jit_compile=False)
+    assert (loaded.name, loaded.version, loaded.path) == (
+        "lenet5", 123, str(tmp_path / "lenet5" / "00000123"))
+    x = digits_arrays("test")[0][:2]
+    np.testing.assert_allclose(loaded.predict(x)["probabilities"], expected(models[2], x),
+                               atol=1e-5)
+    # The version's own spelling wins where both are there.
+    shutil.copytree(base / "lenet5" / "1", tmp_path / "lenet5" / "123")
+    assert serving.load(tmp_path / "lenet5").path == str(tmp_path / "lenet5" / "123")
+
+
+def test_an_empty_saved_model_pb_is_named_so(tmp_path):
+    """As a copy that has just begun leaves it (TensorFlow: "requires a `tags=` argument if
+    there is more than one MetaGraph ... there are 0 MetaGraphs")."""
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(ValueError) as info:
+        serving.load(tmp_path / "m")
+    assert str(info.value) == (f"the SavedModel in {tmp_path / 'm' / '1'} could not be "
+                               f"loaded: saved_model.pb is empty (0 bytes; a copy not "
+                               f"finished?)")
+
+
 def test_missing_directories_raise(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such SavedModel directory"):
         serving.load(tmp_path / "nothing")
@@ -214,6 +245,26 @@ def test_top_k_names_probabilities_that_are_not_n_by_k(servable, shape):
         servable.top_k(np.full(shape, 0.1), 1)
 
 
+@pytest.mark.parametrize("probabilities", [[["a"] * 10], [[0.1] * 10, [0.1] * 9], None])
+def test_top_k_names_probabilities_that_are_not_numbers(servable, probabilities):
+    # (strings were numpy's UFuncTypeError, ragged rows its ValueError)
+    with pytest.raises(ValueError, match=re.escape(
+            f"top_k takes class probabilities [N, K] (a classifier's "
+            f"predict(...)['probabilities']), numbers; received {probabilities!r}"[:120])):
+        servable.top_k(probabilities, 1)
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, True, "4"])
+def test_runtime_for_and_trial_calls_take_a_positive_number_of_images(servable, n):
+    # (0 was a "negative shift count", 1.5 an AttributeError, -1 was answered None)
+    for method in (servable.runtime_for, servable.trial_calls):
+        with pytest.raises(ValueError, match=re.escape(
+                f"batch_size must be a positive integer (a number of images). Received: "
+                f"{n!r}")):
+            method(n)
+        method(np.int64(4))   # a NumPy integer (bit_length was an AttributeError)
+
+
 def test_a_binary_classifiers_sigmoid_unit_ranks_both_classes(tmp_path, capsys):
     """One sigmoid unit is P(class 1) (its ``classes`` output reads it so); top_k and zoo
     predict named it after class 0 ("cat 1.0000" for a dog)."""
@@ -260,6 +311,13 @@ def test_bad_paths_and_batch_size(servable, tmp_path):
                                   servable.predict(x)["classes"])
     with pytest.raises(ValueError, match="unknown signature"):
         servable.predict(np.zeros((1, 8, 8, 1)), signature_name="classify")
+    # not a name: a list was a TypeError (unhashable), 0 and False ran the default signature
+    for name in (["serving_default"], 0, False, b"serving_default"):
+        with pytest.raises(ValueError) as info:
+            servable.predict(np.zeros((1, 8, 8, 1)), signature_name=name)
+        assert str(info.value) == (f"signature_name must be a signature's name, a string "
+                                   f"(None: the default); lenet5 has: serving_default. "
+                                   f"Received: {name!r}")
 
 
 def test_xla_compiled_at_load_matches_the_plain_function(exported, servable):
@@ -1170,6 +1228,14 @@ def test_errors_in_a_list_name_the_image(servable, tmp_path):
                                       r"np\.moveaxis\(images, -3, -1\)\.$"),
         (np.zeros((2, 1, 8, 8)), r"received 8 \(array shape \(2, 1, 8, 8\)\)\. Channels "
                                  r"first\? Move them last: np\.moveaxis\(images, -3, -1\)\.$"),
+        # not an image: named by its index once (was "images[1]: images must form ...:
+        # images is None where ...")
+        ([good, None], r"^images\[1\] must form a regular numeric array \(every image the "
+                       r"same height, width and channels, every value a number\): images\[1\] "
+                       r"is None where a number is expected\.$"),
+        ([good, [[[0]], [[0], [1]]]], r"^images\[1\] must form a regular numeric array .*: "
+                                      r"images\[1\]\[1\] is a list of 2 where images\[1\]\[0\] "
+                                      r"is a list of 1\.$"),
     ]
     for images, message in cases:
         with warnings.catch_warnings():

@@ -59,7 +59,7 @@ from zoo import common
 
 __all__ = ["export", "export_run", "configure_export", "SIGNATURE_NAME", "INPUT_NAME",
            "PRECISIONS", "LITE_FILE", "FORMAT", "list_versions", "latest_version",
-           "gpu_check"]
+           "version_path", "gpu_check"]
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
@@ -89,8 +89,9 @@ def list_versions(model_dir) -> list:
         model_dir: a model directory (``saved_models/lenet5``).
 
     Returns:
-        A sorted list of ints; empty when ``model_dir`` does not exist or holds no
-        version.
+        A sorted list of ints, each once (``7`` and ``007`` are version 7, as for
+        TensorFlow Serving: :func:`version_path`); empty when ``model_dir`` does not exist
+        or holds no version.
 
     Raises:
         TypeError: ``model_dir`` is no path (``None`` was the current directory, an
@@ -108,7 +109,29 @@ def list_versions(model_dir) -> list:
         if common.is_digits(entry.name) and entry.is_dir() and os.path.isfile(
                 os.path.join(entry.path, "saved_model.pb")):
             versions.append(int(entry.name))
-    return sorted(versions)
+    return sorted(set(versions))   # 2 and 02 are one version (listed twice, before)
+
+
+def version_path(model_dir, version: int) -> str:
+    """The directory of ``version`` in ``model_dir``: ``model_dir/7``, or where that holds no
+    SavedModel, the version directory that spells its number otherwise (``007``, which
+    TensorFlow Serving and :func:`list_versions` read as 7: its example models are
+    ``00000123``); ``model_dir/7`` where there is none.
+
+    Args:
+        model_dir: a model directory, as for :func:`list_versions`.
+        version: a version it lists.
+
+    Returns:
+        The version directory's path.
+    """
+    path = os.path.join(model_dir, str(version))
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        for name in sorted(_number_names(model_dir)):
+            other = os.path.join(model_dir, name)
+            if int(name) == version and os.path.isfile(os.path.join(other, "saved_model.pb")):
+                return other
+    return path
 
 
 def latest_version(model_dir) -> Optional[int]:
@@ -153,7 +176,7 @@ def changed_classes_note(version_dir) -> Optional[str]:
     if not below:
         return None
     try:
-        new, old = (read_record(os.path.join(model_dir, str(v))) for v in (int(name), below[-1]))
+        new, old = (read_record(version_path(model_dir, v)) for v in (int(name), below[-1]))
     except ValueError:   # a damaged zoo.json is the loader's to name
         return None
     if new is None or old is None or _classes_of(new) == _classes_of(old):
@@ -196,7 +219,7 @@ def not_a_run_hint(path) -> str:
         what = ("an exported SavedModel" if not versions else
                 f"a model directory of exported SavedModels (versions "
                 f"{common.clip_text(', '.join(map(str, versions)))})")
-        version_dir = os.path.join(path, str(versions[-1])) if versions else path
+        version_dir = version_path(path, versions[-1]) if versions else path
         source = None
         with contextlib.suppress(OSError, ValueError, AttributeError):
             with open(os.path.join(version_dir, ZOO_JSON), encoding="utf-8") as f:

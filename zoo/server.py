@@ -51,10 +51,10 @@ from starlette.requests import ClientDisconnect
 
 from zoo import jsonarrays, jsonscan
 from zoo.common import is_digits
-from zoo.export import SIGNATURE_NAME, list_versions
+from zoo.export import SIGNATURE_NAME, list_versions, version_path
 
-__all__ = ["InlinePolicy", "ModelStore", "RequestBatcher", "ServingError", "check_origins",
-           "create_app", "http_protocol", "serve"]
+__all__ = ["InlinePolicy", "ModelStore", "PixelBudget", "RequestBatcher", "ServingError",
+           "check_origins", "create_app", "http_protocol", "serve"]
 
 #: Where load failures are reported: uvicorn's own log, beside its other lines.
 _log = logging.getLogger("uvicorn.error")
@@ -68,8 +68,11 @@ _MODEL_PATH = re.compile(r"^(?P<name>[^/:]+)(?:(?i:/versions/)(?P<version>[^/:]+
 #: TensorFlow Serving's version labels (``/v1/models/NAME/labels/LABEL``), which a model
 #: config assigns; zoo serve has none.
 _LABEL_PATH = re.compile(
-    r"^(?P<name>[^/:]+)(?i:/labels/)(?P<label>[^/:]+)(?:(?i:/metadata)|:[A-Za-z]+)?/?$")
+    r"^(?P<name>[^/:]+)(?i:/labels/)(?P<label>[^/:]+)(?P<rest>(?i:/metadata)|:[A-Za-z]+)?/?$")
 _PREFIX = "/v1/models"
+#: The verbs of TensorFlow Serving's POST endpoints (:classify and :regress are answered 400:
+#: zoo models have a predict signature only).
+_VERBS = (":predict", ":classify", ":regress")
 _PREDICT_BATCH = 64
 #: Bodies from this size on try the pixel-array fast path (one 32x32 greyscale image, 6.8 KB:
 #: 0.03 ms that way against 0.25 ms through orjson and numpy.asarray; 452 bytes: the same).
@@ -275,7 +278,7 @@ class ModelStore:
     def _stamp(self, name, version):
         """The version's files as (path, size, mtime): a load that failed is tried again
         once this changes."""
-        root = os.path.join(self.base_dir, name, str(version))
+        root = version_path(os.path.join(self.base_dir, name), version)
         stamp = []
         for folder, dirs, files in os.walk(root):
             dirs.sort()
@@ -303,7 +306,7 @@ class ModelStore:
         signatures kept: metadata answers need no file that may be removed meanwhile (a
         500 naming the server's path, before)."""
         from zoo.serving import load
-        path = os.path.join(self.base_dir, name, str(version))
+        path = version_path(os.path.join(self.base_dir, name), version)
         servable = load(path, jit_compile=self.jit_compile, runtime=self.runtime)
         servable.signature_defs = signature_def_map(path)
         return servable
@@ -645,7 +648,11 @@ def parse_body(body: bytes, splitter=None, dtype=None):
             read); default: exact (int64 or float64). The simdjson path without the
             splitter gives the exact dtype.
     """
-    if len(body) >= _FAST_JSON_BYTES:
+    if body.startswith(_UTF8_BOM):
+        # simdjson skips a byte order mark that orjson refuses, as TensorFlow Serving's
+        # parser does: bodies of every size get the same answer.
+        splitter = None
+    elif len(body) >= _FAST_JSON_BYTES:
         parsed = _scan_pixels(body, splitter, dtype)
         payload = None if parsed is None else jsonarrays.payload_of(body, *parsed)
         if payload is not None:
@@ -656,7 +663,8 @@ def parse_body(body: bytes, splitter=None, dtype=None):
         if payload is not None:
             return payload
     # Bodies of b64 images go to orjson at once: no numbers to read into numpy there.
-    if len(body) >= _FAST_JSON_BYTES and b'"b64"' not in body:
+    if (len(body) >= _FAST_JSON_BYTES and b'"b64"' not in body
+            and not body.startswith(_UTF8_BOM)):
         payload = _read_pixels(body)
         if payload is not None:
             return payload
@@ -671,6 +679,8 @@ def parse_body(body: bytes, splitter=None, dtype=None):
         raise ServingError(400, f"malformed JSON in the request body: {exc}") from None
 
 
+#: A UTF-8 byte order mark, which JSON texts do not begin with (RFC 8259, 8.1).
+_UTF8_BOM = b"\xef\xbb\xbf"
 #: NaN and infinity as TensorFlow Serving's JSON parser reads them (and Python's json).
 _NON_FINITE_TOKEN = re.compile(rb"[\[,:]\s*-?(?:NaN|Infinity)\s*[\],}]")
 
@@ -720,8 +730,66 @@ def gunzip_body(data, max_bytes: int) -> bytes:
                            f"Content-Encoding: gzip says ({exc})") from None
 
 
-def _decode_value(value, servable, where):
-    """One image from a JSON value: nested numbers or ``{"b64": "..."}``."""
+class PixelBudget:
+    """The bytes of pixels a request's ``{"b64": ...}`` images may decode to in all, as a
+    gzip body may decompress to at most the request size limit: a few hundred kilobytes
+    of compressed images of zeros hold gigabytes of pixels (six 9000x9000 grey PNGs in a
+    630 KB body took 13 s and 3 GB of memory to decode and predict). Each image's size is
+    read from its header, before it is decoded."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.taken = 0
+
+    def take(self, img, channels: int, where: str, data: bytes = b"") -> None:
+        """Count the pixels of ``img``, a Pillow image opened from its header (width x
+        height x ``channels``; every frame of a GIF, which TensorFlow's decoder decodes in
+        full, counted in its encoded ``data``); a 413 :class:`ServingError` beyond the
+        limit."""
+        width, height = img.size
+        frame = max(width * height * channels, 1)
+        frames = most = 1
+        if img.format == "GIF":
+            most = (self.max_bytes - self.taken) // frame + 1   # enough to go beyond
+            frames = _gif_frames(data, most + 1)                # (+1: are there more?)
+        self.taken += frame * frames
+        if self.taken > self.max_bytes:
+            animation = (f" in more than {most} frames" if frames > most else
+                         f" in {frames} frames" if frames > 1 else "")
+            raise ServingError(413, f"{where}: the request's images decode to more than the "
+                               f"limit of {self.max_bytes} bytes of pixels ({width}x{height}"
+                               f"x{channels}{animation} here, {self.taken} bytes so far)")
+
+
+def _gif_frames(data: bytes, most: int) -> int:
+    """The frames (image descriptors) of GIF ``data``, counted up to ``most``, walking its
+    blocks without decoding any (Pillow's ``n_frames`` took ~50 us a frame: seconds for a
+    body of tiny frames); where the blocks end early or go wrong, those counted so far
+    (the decoder then says what is wrong), at least 1."""
+    frames, size = 0, len(data)
+    pos = 13                                               # header, screen descriptor
+    if size > 10 and data[10] & 0x80:                      # a global colour table
+        pos += 3 << ((data[10] & 7) + 1)
+    while pos < size and frames < most:
+        block = data[pos]
+        if block == 0x21:                                  # an extension: label, blocks
+            pos += 2
+        elif block == 0x2C:                                # an image descriptor
+            frames += 1
+            if pos + 9 < size and data[pos + 9] & 0x80:    # a local colour table
+                pos += 3 << ((data[pos + 9] & 7) + 1)
+            pos += 11                                      # descriptor, LZW code size
+        else:                                              # the trailer, or damage
+            break
+        while pos < size and data[pos]:                    # data sub-blocks
+            pos += data[pos] + 1
+        pos += 1
+    return max(frames, 1)
+
+
+def _decode_value(value, servable, where, budget=None):
+    """One image from a JSON value: nested numbers or ``{"b64": "..."}`` (its pixels
+    counted by ``budget``, a :class:`PixelBudget`, before it is decoded)."""
     if isinstance(value, dict):
         if set(value) != {"b64"}:
             raise ServingError(400, f"{where}: a binary value must be {{\"b64\": \"<base64 "
@@ -734,8 +802,10 @@ def _decode_value(value, servable, where):
         except (binascii.Error, ValueError) as exc:
             raise ServingError(400, f"{where}: invalid base64 data ({exc})") from None
         from zoo.serving import decode_image
+        count = None if budget is None else functools.partial(
+            budget.take, channels=servable.channels, where=where, data=data)
         try:
-            return decode_image(data, servable.channels)
+            return decode_image(data, servable.channels, before_decode=count)
         except ValueError as exc:
             raise ServingError(400, f"{where}: {exc}") from None
     if isinstance(value, (str, bool)) or value is None:
@@ -752,7 +822,7 @@ def _decode_value(value, servable, where):
     return array
 
 
-def _images_from_instances(instances, servable, input_name):
+def _images_from_instances(instances, servable, input_name, budget=None):
     if isinstance(instances, np.ndarray):  # pixel lists parsed straight into an array
         if instances.ndim != 4:
             raise ServingError(400, f"instances[0]: each instance must be one image "
@@ -768,7 +838,7 @@ def _images_from_instances(instances, servable, input_name):
                 raise ServingError(400, f"instances[{i}]: named inputs must be exactly "
                                    f"{{\"{input_name}\": ...}}; received keys {sorted(row)}")
             row = row[input_name]
-        image = _decode_value(row, servable, f"instances[{i}]")
+        image = _decode_value(row, servable, f"instances[{i}]", budget)
         if image.ndim != 3:
             raise ServingError(400, f"instances[{i}]: each instance must be one image "
                                f"[height][width][channels]; received shape {image.shape}")
@@ -776,14 +846,14 @@ def _images_from_instances(instances, servable, input_name):
     return images
 
 
-def _images_from_inputs(inputs, servable, input_name):
+def _images_from_inputs(inputs, servable, input_name, budget=None):
     if isinstance(inputs, dict) and set(inputs) != {"b64"}:
         if set(inputs) != {input_name}:
             raise ServingError(400, f"'inputs' must name the signature's input "
                                f"{{\"{input_name}\": ...}}; received keys {sorted(inputs)}")
         inputs = inputs[input_name]
     if isinstance(inputs, dict):  # one b64 image
-        return [_decode_value(inputs, servable, "inputs")]
+        return [_decode_value(inputs, servable, "inputs", budget)]
     if isinstance(inputs, np.ndarray):  # pixel lists parsed straight into an array
         if inputs.ndim != 4:
             raise ServingError(400, f"'inputs' must be a batch [batch][height][width]"
@@ -793,7 +863,8 @@ def _images_from_inputs(inputs, servable, input_name):
         raise ServingError(400, "'inputs' must be a non-empty batch of images "
                            "[batch][height][width][channels] or a list of {\"b64\": ...}")
     if any(isinstance(v, dict) for v in inputs):
-        return [_decode_value(v, servable, f"inputs[{i}]") for i, v in enumerate(inputs)]
+        return [_decode_value(v, servable, f"inputs[{i}]", budget)
+                for i, v in enumerate(inputs)]
     batch = _decode_value(inputs, servable, "inputs")
     if batch.ndim != 4:
         raise ServingError(400, f"'inputs' must be a batch [batch][height][width][channels]; "
@@ -1024,10 +1095,13 @@ class InlinePolicy:
                         cost[1] = min(cost[1], seconds)
 
 
-def handle_predict(servable, payload, batcher=None, *, wait=True) -> dict:
+def handle_predict(servable, payload, batcher=None, *, wait=True,
+                   max_image_bytes=None) -> dict:
     """Answer one ``:predict`` request body (already parsed JSON), its prediction batched
     with concurrent requests' by ``batcher`` (a :class:`RequestBatcher`) if given
-    (``wait``: see :meth:`RequestBatcher.predict`)."""
+    (``wait``: see :meth:`RequestBatcher.predict`); ``max_image_bytes``: the most bytes of
+    pixels its ``{"b64": ...}`` images may decode to in all (413 beyond: :class:`PixelBudget`;
+    ``None``: no limit)."""
     if not isinstance(payload, dict):
         raise ServingError(400, "the request body must be a JSON object with 'instances' or "
                            "'inputs'")
@@ -1047,10 +1121,11 @@ def handle_predict(servable, payload, batcher=None, *, wait=True) -> dict:
                                f" (its keys: {', '.join(repr(k) for k in list(payload)[:8])})"
                                if payload else "")))
     name = servable.input_name
+    budget = None if max_image_bytes is None else PixelBudget(max_image_bytes)
     if has_instances:
-        images = _images_from_instances(payload["instances"], servable, name)
+        images = _images_from_instances(payload["instances"], servable, name, budget)
     else:
-        images = _images_from_inputs(payload["inputs"], servable, name)
+        images = _images_from_inputs(payload["inputs"], servable, name, budget)
     try:
         if batcher is None:
             outputs = servable.predict(images, batch_size=_PREDICT_BATCH,
@@ -1150,7 +1225,9 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
 
     Args:
         base_dir: directory of ``NAME/VERSION/`` SavedModels.
-        max_request_bytes: larger request bodies are refused with 413.
+        max_request_bytes: larger request bodies are refused with 413, and so are
+            requests whose ``{"b64": ...}`` images decode to more bytes of pixels in all
+            (:class:`PixelBudget`).
         jit_compile, runtime: passed to :func:`zoo.serving.load`.
         preload: load the newest version of every model at start-up.
         parse_workers: threads of the compiled reader (:mod:`zoo.jsonscan`) and worker
@@ -1262,7 +1339,14 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             exc.status_code, str(exc.detail))
         headers = None
         if exc.status_code == 405:   # the methods of the endpoint, not of the route
-            allowed = "POST" if ":" in path.rsplit("/", 1)[-1] else "GET, HEAD"
+            tail = path[len(_PREFIX) + 1:] if path.startswith(_PREFIX + "/") else None
+            match = tail and (_MODEL_PATH.match(tail) or _LABEL_PATH.match(tail))
+            verb = match and match.group("rest")
+            verb = verb if verb and verb[0] == ":" else None
+            if not match or verb is not None and verb not in _VERBS:
+                # as the endpoint's own methods answer it (no such endpoint)
+                return error(404, f"no such endpoint: {request.method} {path}")
+            allowed = "GET, HEAD" if verb is None else "POST"
             message += f" (allowed: {allowed})"
             headers = {"Allow": allowed}
         return error(exc.status_code, message, headers)
@@ -1343,6 +1427,9 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         name, version, rest = parse_path(path, "GET")
         if rest is None:
             return JSONResponse(await run_in_threadpool(store.status, name, version))
+        if rest not in ("/metadata", *_VERBS):   # no endpoint, as POST answers it
+            raise ServingError(404, f"no such endpoint: GET /v1/models/{path} (use POST "
+                               f"/v1/models/{name}[/versions/N]:predict)")
         if rest != "/metadata":
             raise ServingError(405, f"use POST for /v1/models/{path}", {"Allow": "POST"})
         servable = await get_servable(name, version)
@@ -1377,7 +1464,8 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
             dtype = np.dtype(servable.input_dtype.as_numpy_dtype)
             payload = parse_body(body, splitter,
                                  dtype if np.issubdtype(dtype, np.floating) else None)
-            return dumps(handle_predict(servable, payload, batcher, wait=wait))
+            return dumps(handle_predict(servable, payload, batcher, wait=wait,
+                                        max_image_bytes=max_request_bytes))
 
         servable = store.loaded(name, version)
         if servable is None:   # not loaded yet: its load is waited for off the thread pool
@@ -1426,7 +1514,7 @@ def serve(base_dir, *, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MA
         base_dir: directory of ``NAME/VERSION/`` SavedModels.
         host: address to bind; the default ``127.0.0.1`` accepts local clients only.
         port: TCP port (TensorFlow Serving's REST default, 8501).
-        max_request_bytes: request size limit (413 above it).
+        max_request_bytes: request size limit (413 above it; see :func:`create_app`).
         jit_compile, runtime: passed to :func:`zoo.serving.load`.
         parse_workers: JSON parsing worker processes (see :func:`create_app`).
         max_batch: the largest batch concurrent requests are combined into (see

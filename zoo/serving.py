@@ -55,7 +55,7 @@ from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_jit_compile, check_path, 
                          is_integer, remove_path, remove_stale_temporaries, temporary_prefix,
                          unwritable_directory, visible_gpus)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
-                        ZOO_JSON, latest_version, list_versions)
+                        ZOO_JSON, latest_version, list_versions, version_path)
 
 __all__ = ["load", "Servable", "resolve_version_dir", "read_record", "decode_image",
            "check_image_file", "mask_at_size", "engine_text", "configure_predict",
@@ -146,7 +146,7 @@ def resolve_version_dir(path) -> tuple:
         raise FileNotFoundError(
             f"{path} holds no SavedModel: expected saved_model.pb in it or integer version "
             f"directories (1/, 2/, ...) holding one.{hint}")
-    return os.path.join(path, str(version)), os.path.basename(path), version
+    return version_path(path, version), os.path.basename(path), version
 
 
 def read_record(version_dir) -> Optional[dict]:
@@ -281,7 +281,7 @@ def _decode_as_trained(raw: bytes, channels: int):
         return None
 
 
-def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
+def decode_image(data, channels: Optional[int] = None, *, before_decode=None) -> np.ndarray:
     """Decode PNG/JPEG (any format Pillow reads) bytes or a file path to ``[H, W, C]`` uint8.
 
     PNG, JPEG, GIF, BMP and WebP images that end up with 1 or 3 channels are decoded exactly as
@@ -297,6 +297,10 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
         data: encoded image bytes, or a path.
         channels: 1, 3 or 4 to convert to (greyscale, RGB, RGBA); ``None`` keeps the
             image's own (palette images become RGB/RGBA, 16-bit grey 8-bit grey).
+        before_decode: called with the Pillow image opened from the header, before any
+            pixel is decoded (``zoo serve`` counts the pixels a request's images hold:
+            :class:`zoo.server.PixelBudget`); it refuses the image by raising an exception
+            other than ``ValueError`` or ``OSError`` (those read as undecodable data).
 
     Raises:
         ValueError: the data is not an image Pillow can decode, or bad ``channels``.
@@ -319,6 +323,8 @@ def decode_image(data, channels: Optional[int] = None) -> np.ndarray:
     try:
         # Opening reads the header only (and refuses decompression bombs).
         with Image.open(source) as img:
+            if before_decode is not None:
+                before_decode(img)
             mode = _MODES[channels] if channels is not None else _own_mode(img)
             array = None
             # The formats a folder dataset's pipeline reads: decoded with its TensorFlow code,
@@ -543,8 +549,13 @@ class Servable:
                 # TensorSliceReader constructor: ... You may be trying to load on a different
                 # device ..."): its first line says why.
                 kind = FileNotFoundError if isinstance(exc, FileNotFoundError) else ValueError
+                reason = exception_line(exc)
+                with contextlib.suppress(OSError):
+                    if os.path.getsize(os.path.join(self.path, "saved_model.pb")) == 0:
+                        # (TensorFlow's words: "requires a `tags=` argument ... 0 MetaGraphs")
+                        reason = "saved_model.pb is empty (0 bytes; a copy not finished?)"
                 raise kind(f"the SavedModel in {self.path} could not be loaded: "
-                           f"{exception_line(exc)}") from exc
+                           f"{reason}") from exc
             raise ValueError(
                 f"TensorFlow {tf.__version__} cannot load the SavedModel in {self.path} "
                 f"({exception_line(exc)}); it was written with TensorFlow {written} "
@@ -811,8 +822,15 @@ class Servable:
             A callable taking the signature's inputs and returning its outputs dict.
 
         Raises:
-            ValueError: an unknown signature name (the message lists the known ones).
+            ValueError: an unknown signature name, or one that is not a string (the
+                message lists the known ones).
         """
+        if signature_name is not None and not isinstance(signature_name, str):
+            # (a list was a TypeError, unhashable; 0 and False ran the default signature)
+            raise ValueError(f"signature_name must be a signature's name, a string (None: "
+                             f"the default); {self.name} has: "
+                             f"{', '.join(self.signature_names)}. Received: "
+                             f"{clip_text(repr(signature_name))}")
         name = signature_name or self.default_signature
         if name not in self._signatures:
             raise ValueError(f"unknown signature {name!r}; {self.name} has: "
@@ -824,8 +842,9 @@ class Servable:
 
     # -- inputs ------------------------------------------------------------------------
 
-    def _image_from(self, item) -> np.ndarray:
-        """One image ``[H, W, C]`` from a path, bytes, PIL image or array."""
+    def _image_from(self, item, name="images") -> np.ndarray:
+        """One image ``[H, W, C]`` from a path, bytes, PIL image or array (``name``: the
+        image's, for an array's errors)."""
         if isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
             return decode_image(item, self.channels)
         if hasattr(item, "convert") and hasattr(item, "getbands"):  # a PIL image
@@ -841,7 +860,7 @@ class Servable:
                 return arr
             arr = _pillow_pixels(item, _MODES.get(self.channels, "RGB"))
             return arr[..., None] if arr.ndim == 2 else arr
-        array = _as_array(item)
+        array = _as_array(item, name)
         if array.ndim == 2 and self.channels == 1:
             array = array[..., None]
         if array.ndim != 3:
@@ -852,14 +871,15 @@ class Servable:
     def _item(self, i, item, indexed) -> np.ndarray:
         """Image ``i`` of the input, its shape and channels checked on their own; where the
         input is a list (``indexed``), an error names the image's index (or its path)."""
+        name = f"images[{i}]"
         try:
-            image = self._image_from(item)
+            image = self._image_from(item, name)
             self._check_shape(image[None], image.shape)
         except (ValueError, OSError) as exc:
             if not indexed or isinstance(item, (str, os.PathLike)) and os.fspath(item) in str(
-                    exc):   # the path names it
+                    exc) or str(exc).startswith(name):   # the path, or the index, names it
                 raise
-            raise type(exc)(f"images[{i}]: {exc}") from None
+            raise type(exc)(f"{name}: {exc}") from None
         return image
 
     def _inputs(self, images) -> tuple:
@@ -1165,7 +1185,11 @@ class Servable:
         size class are still being timed (``runtime="auto"``).
 
         Args:
-            batch_size: the number of images in the batch."""
+            batch_size: the number of images in the batch, a positive integer.
+
+        Raises:
+            ValueError: ``batch_size`` is not a positive integer."""
+        batch_size = _check_images_count(batch_size)
         if not self._adaptive:
             return self.runtime
         candidates = self._candidates(batch_size)
@@ -1232,8 +1256,11 @@ class Servable:
         :meth:`runtime_for` tells when it has.
 
         Args:
-            batch_size: the number of images in a call."""
-        candidates = self._candidates(batch_size)
+            batch_size: the number of images in a call, a positive integer.
+
+        Raises:
+            ValueError: ``batch_size`` is not a positive integer."""
+        candidates = self._candidates(_check_images_count(batch_size))
         if not self._adaptive or len(candidates) == 1:
             return 0
         return 2 * len(candidates) * _TRIAL_MAX_ROUNDS
@@ -1284,11 +1311,19 @@ class Servable:
 
         Raises:
             ValueError: ``k`` is not a positive integer, or ``probabilities`` is not
-                ``[N, K]``.
+                ``[N, K]`` numbers.
         """
         if not is_integer(k) or k < 1:
             raise ValueError(f"k must be a positive integer. Received: {k!r}")
-        probabilities = np.asarray(probabilities)
+        given = probabilities
+        try:
+            probabilities = np.asarray(probabilities)
+        except ValueError:   # ragged lists
+            probabilities = np.asarray(None)
+        if probabilities.dtype.kind not in "iuf":   # (strings were numpy's UFuncTypeError)
+            raise ValueError(f"top_k takes class probabilities [N, K] (a classifier's "
+                             f"predict(...)['probabilities']), numbers; received "
+                             f"{clip_text(repr(given))}.")
         if probabilities.ndim != 2 or not probabilities.shape[-1]:
             raise ValueError(f"top_k takes class probabilities [N, K] (a classifier's "
                              f"predict(...)['probabilities']); received an array of shape "
@@ -1304,6 +1339,15 @@ class Servable:
         return (f"Servable(name={self.name!r}, version={self.version}, path={self.path!r}, "
                 f"runtime={self.runtime!r}, runtime_choices={self.runtime_choices!r}, "
                 f"jit_compiled={self.jit_compiled})")
+
+
+def _check_images_count(batch_size) -> int:
+    """``batch_size`` (a number of images) as an ``int``; ValueError unless it is a positive
+    integer (0 was a "negative shift count", 1.5 an AttributeError)."""
+    if not is_integer(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (a number of images). "
+                         f"Received: {clip_text(repr(batch_size))}")
+    return int(batch_size)
 
 
 def _size_class(batch_size: int) -> int:
@@ -1683,16 +1727,16 @@ def mask_at_size(probabilities, size) -> np.ndarray:
         An int64 array ``[H, W]`` of class indices.
 
     Raises:
-        ValueError: ``probabilities`` not 3-D, or a bad ``size``.
+        ValueError: ``probabilities`` not 3-D or empty, or a bad ``size``.
 
     Example:
         >>> out = servable.predict("photo.png")  # doctest: +SKIP
         >>> mask = mask_at_size(out["probabilities"][0], (480, 640))
     """
     probabilities = np.asarray(probabilities, dtype="float32")
-    if probabilities.ndim != 3:
-        raise ValueError(f"probabilities must be one image's [height, width, classes]; "
-                         f"received shape {probabilities.shape}")
+    if probabilities.ndim != 3 or 0 in probabilities.shape:   # (no classes: None came back)
+        raise ValueError(f"probabilities must be one image's [height, width, classes], "
+                         f"none of them 0; received shape {probabilities.shape}")
     if (isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2
             or not all(is_integer(v) and v >= 1 for v in size)):
         raise ValueError(f"size must be (height, width): two integers of at least 1; "
@@ -1890,7 +1934,9 @@ def configure_serve(parser):
                         help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=_port_arg, default=8501, help="port (default 8501)")
     parser.add_argument("--max-request-mb", type=_mb_arg, default=64.0,
-                        help="largest request body accepted, in MB (default 64)")
+                        help="largest request body accepted, in MB (default 64), "
+                             "decompressed (gzip) and as the pixels its b64 images "
+                             "decode to")
     add_runtime_options(parser)
     parser.add_argument("--parse-workers", type=_parse_workers_arg, default="auto",
                         metavar="N|auto",

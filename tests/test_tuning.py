@@ -1338,6 +1338,42 @@ def test_a_reloaded_search_does_not_run_an_ended_trial_again(tiny, tmp_path, fin
     assert state["end_order"] == ["0", "1"] and state["run_times"] == {"0": 1, "1": 1}
 
 
+def test_a_resumed_grid_search_goes_on_through_its_grid(tmp_path):
+    # keras-tuner's grid oracle keeps where it is in the grid in memory only: reloaded, a
+    # finished grid search given more max_trials ran nothing more, and an interrupted one
+    # stopped on a KeyError of the trial it ran again.
+    from tuning.search import _make_tuner
+    hm = hms.get_hypermodel("lenet5", fix=FIX_ALL, set={"lr": [1e-3, 1e-2, 1e-1]})
+    hm.grid = True
+
+    def grid(max_trials):
+        return _make_tuner("grid", hm, "val_accuracy", max_trials=max_trials, epochs=1,
+                           directory=str(tmp_path), project="g", seed=0,
+                           max_consecutive_failed_trials=3, executions_per_trial=1)
+
+    def end(oracle, trial):
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+
+    oracle = grid(1).oracle
+    end(oracle, oracle.create_trial("tuner0"))
+    assert oracle.create_trial("tuner0").status == "STOPPED"     # max_trials reached
+    oracle = grid(3).oracle                                       # run again with more
+    interrupted = oracle.create_trial("tuner0")
+    assert interrupted.status == "RUNNING"                        # (was STOPPED)
+    oracle.save()                                                 # ... and killed
+    oracle = grid(3).oracle
+    again = oracle.create_trial("tuner0")
+    assert again.trial_id == interrupted.trial_id
+    end(oracle, again)
+    last = oracle.create_trial("tuner0")                          # (was a KeyError)
+    end(oracle, last)
+    assert [oracle.trials[t].hyperparameters.values["lr"] for t in oracle.start_order] == \
+        [1e-3, 1e-2, 1e-1]
+    assert grid(10).oracle.create_trial("tuner0").status == "STOPPED"   # the grid is done
+
+
 @SLOW_OK
 def test_too_many_failed_trials_stop_the_search_with_one_line(tiny, tmp_path, capsys):
     with pytest.raises(RuntimeError) as info:

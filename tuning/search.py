@@ -267,6 +267,7 @@ def _tuner_class(name):
             oracle = self.oracle
             ended = set(oracle.end_order)
             oracle._retry_queue = [t for t in oracle._retry_queue if t not in ended]
+            _restore_grid(oracle)
             if not self.zoo_hold_running:
                 return
             saved = (_read_json(oracle._get_oracle_fname(), {}) or {}).get("ongoing_trials", {})
@@ -280,6 +281,27 @@ def _tuner_class(name):
 
     ZooTuner.__name__ = f"Zoo{base.__name__}"
     return ZooTuner
+
+
+def _restore_grid(oracle):
+    """Where a reloaded grid ``oracle`` is in its grid. keras-tuner's grid oracle keeps it
+    in memory only (its trials in the grid's order, and the ended trials whose next point
+    is still to be made) and reloads neither: a finished grid search run again with a
+    larger ``max_trials`` ran no trial more, and an interrupted one, resumed, ran its
+    interrupted trial again and then stopped on a ``KeyError`` naming that trial."""
+    import functools
+
+    from keras_tuner.src.tuners.gridsearch import GridSearchOracle, LinkedList
+    if not isinstance(oracle, GridSearchOracle) or not oracle.trials:
+        return
+    values = {t: trial.hyperparameters.values for t, trial in oracle.trials.items()}
+    ordered = LinkedList()
+    for trial_id in sorted(values, key=functools.cmp_to_key(
+            lambda a, b: oracle._compare(values[a], values[b]))):
+        ordered.insert(trial_id)
+    oracle._ordered_ids = ordered
+    # keras-tuner queues each trial as it ends; one whose next point was made is skipped.
+    oracle._populate_next = [t for t in oracle.end_order if t in oracle.trials]
 
 
 def _save_state_atomically(oracle):

@@ -1371,17 +1371,20 @@ def _cv_folds(splits, k, seed, task, batch_size=32):
 
 def _refit(hypermodel, trial, pooled, epochs, seed, batch_size=32):
     """Train ``trial``'s hyperparameters on the pooled train + validation examples."""
+    import keras
     import tensorflow as tf
     x, y = pooled
     from tuning.hypermodels import set_num_examples
     from zoo.data import with_default_autotune
+    # Seeded here, so the refit's weights and its data's order do not depend on what ran
+    # before in this process: a finished search resumed in a new process refits the same
+    # model. (The shuffle's order depends on the global seed when it is made: made before
+    # the seed was set, the refit of a resumed search, in which no trial had set it, read
+    # the examples in another order and gave another model than its export.)
+    keras.utils.set_random_seed(seed)
     data = set_num_examples(with_default_autotune(
         tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
         .batch(batch_size).prefetch(tf.data.AUTOTUNE)), len(x))
-    # Seeded here, so the refit's weights do not depend on what ran before in this
-    # process: a finished search resumed in a new process refits the same model.
-    import keras
-    keras.utils.set_random_seed(seed)
     model = hypermodel.build(trial.hyperparameters)
     hypermodel.fit(trial.hyperparameters, model, data, epochs=epochs, verbose=0)
     return model

@@ -1325,6 +1325,30 @@ def test_seed_zero_searches_the_same_hyperparameters_every_time(tmp_path, tuner)
     assert drawn[0] == drawn[1]
 
 
+def test_the_bayesian_tuners_first_trials_are_the_random_tuners(tmp_path):
+    # As the README says: 3 random trials per declared hyperparameter (fixed ones too:
+    # LeNet-5's 8 give 24) before keras-tuner fits its Gaussian process, drawn as the random
+    # tuner draws them with the same seed.
+    from tuning.search import _make_tuner
+    hm = hms.get_hypermodel("lenet5", fix={"variant": "modern", "optimizer": "adam"})
+    assert len(hm.declared_names()) == 8
+    drawn = {}
+    for tuner in ("random", "bayesian"):
+        oracle = _make_tuner(tuner, hm, "val_accuracy", max_trials=30, epochs=1,
+                             directory=str(tmp_path), project=tuner, seed=3,
+                             max_consecutive_failed_trials=3, executions_per_trial=1).oracle
+        oracle.verbose = 0
+        drawn[tuner] = []
+        for i in range(24):
+            trial = oracle.create_trial("tuner0")
+            oracle.update_trial(trial.trial_id, {"val_accuracy": i % 7 / 10})
+            trial.status = "COMPLETED"
+            oracle.end_trial(trial)
+            drawn[tuner].append(trial.hyperparameters.values)
+    assert oracle.num_initial_points is None and len(oracle.hyperparameters.space) == 8
+    assert drawn["bayesian"] == drawn["random"]
+
+
 @SLOW_OK
 def test_a_reloaded_search_does_not_run_an_ended_trial_again(tiny, tmp_path, finished):
     # A chief saves its oracle before it lets an ended trial go, and not again once its

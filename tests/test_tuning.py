@@ -1349,6 +1349,32 @@ def test_the_bayesian_tuners_first_trials_are_the_random_tuners(tmp_path):
     assert drawn["bayesian"] == drawn["random"]
 
 
+def test_a_resumed_bayesian_search_of_seed_zero_proposes_the_same_trials(tmp_path):
+    # keras-tuner does not save the generator of its optimiser's starting points and made it
+    # anew from `seed or random.randint(1, 10000)`: resumed, a search of seed 0 (the
+    # default) proposed other trials each time once its Gaussian process was fitted.
+    import random
+
+    from tuning.search import _make_tuner
+
+    def bayesian():
+        return _make_tuner("bayesian", hms.get_hypermodel("lenet5"), "val_accuracy",
+                           max_trials=3, epochs=1, directory=str(tmp_path), project="b",
+                           seed=0, max_consecutive_failed_trials=3,
+                           executions_per_trial=1).oracle
+
+    oracle = bayesian()
+    trial = oracle.create_trial("tuner0")
+    oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+    starts = []
+    for other in (1, 2):      # another history of the process
+        random.seed(other)
+        starts.append(bayesian()._random_state.uniform(size=4).tolist())
+    assert starts[0] == starts[1]
+
+
 @SLOW_OK
 def test_a_reloaded_search_does_not_run_an_ended_trial_again(tiny, tmp_path, finished):
     # A chief saves its oracle before it lets an ended trial go, and not again once its

@@ -268,6 +268,12 @@ def _tuner_class(name):
             ended = set(oracle.end_order)
             oracle._retry_queue = [t for t in oracle._retry_queue if t not in ended]
             _restore_grid(oracle)
+            if hasattr(oracle, "_random_state"):
+                # BayesianOptimization's generator of the starting points of its optimiser
+                # is not saved: keras-tuner made it anew from `seed or random.randint(1,
+                # 10000)`, so a resumed search of seed 0 proposed other trials each time.
+                import numpy as np
+                oracle._random_state = np.random.RandomState(oracle.seed)
             if not self.zoo_hold_running:
                 return
             saved = (_read_json(oracle._get_oracle_fname(), {}) or {}).get("ongoing_trials", {})

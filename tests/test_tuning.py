@@ -546,6 +546,27 @@ def test_search_on_a_small_folder_logs_no_retracing_warning(tmp_path):
     assert logger.filters == filters
 
 
+def test_test_metrics_on_the_validation_split_say_so(tmp_path, capsys):
+    # A folder without a test split is tested on its validation split, which chose the best
+    # trial and, cross-validated, trained the refit: best.json and the summary line say so,
+    # as zoo train's does (they read "test: accuracy 0.7500" as if on unseen images).
+    from conftest import make_colour_folder
+    from tuning.search import _print_best
+    folder = make_colour_folder(tmp_path / "photos", ["blue", "green", "red"], (32, 32),
+                                counts=(("train", 8), ("validation", 4)))
+    df = search("lenet5", f"folder:{folder}", tuner="random", max_trials=1, epochs=1, cv=2,
+                directory=str(tmp_path), project="noval", fix=FIX_ALL)
+    best = df.attrs["best"]
+    assert best["test_is_validation"] is True and best["refit_epochs"] == 1
+    assert json.loads((tmp_path / "noval" / "best.json").read_text())["test_is_validation"]
+    _print_best(best, str(tmp_path / "noval"))
+    assert "\ntest (on the validation split: the dataset has no test split; the refit trained " \
+        "on it): accuracy " in capsys.readouterr().out
+    _print_best({**best, "refit_epochs": None}, str(tmp_path / "noval"))
+    assert "\ntest (on the validation split: the dataset has no test split): accuracy " in \
+        capsys.readouterr().out
+
+
 CV = dict(tuner="random", max_trials=2, epochs=2, project="cv", fix=FIX_ALL,
           set={"lr": [1e-2, 3e-2]})
 

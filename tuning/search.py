@@ -1431,6 +1431,10 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
             "test": {k: float(v) for k, v in test.items()}, "export": None,
             "refit_epochs": refit_epochs, "mixed_precision": hypermodel.mixed_precision,
             "ignore_label": splits.info.ignore_label}
+    if splits.info.test_is_validation:
+        # No test split of its own: the "test" metrics are the validation split's, which
+        # chose the best trial (and, cross-validated, which the refit trained on).
+        best["test_is_validation"] = True
     if export:
         from zoo.export import export as zoo_export
         name = export_name or model.name
@@ -1703,7 +1707,11 @@ def _print_best(best, project_dir):
                     for k, v in best["hyperparameters"].items())
     test = ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items())
     print(f"best trial {best['trial']}: {best['objective']} {best['score']:.4f} ({hps})")
-    print(f"test: {test}")
+    split = ""
+    if best.get("test_is_validation"):    # as zoo train's summary line says it
+        split = (" (on the validation split: the dataset has no test split"
+                 + ("; the refit trained on it" if best.get("refit_epochs") else "") + ")")
+    print(f"test{split}: {test}")
     if best.get("ignore_label") is not None:
         print(f"scores leave out the pixels labelled {best['ignore_label']} "
               f"(--ignore-label {best['ignore_label']})")

@@ -2115,6 +2115,26 @@ def test_the_chiefs_command_on_a_finished_search_returns_at_once(tiny, tmp_path,
     assert again.attrs["best"]["trial"] == done.attrs["best"]["trial"]
 
 
+def test_a_local_cluster_on_a_finished_search_returns_at_once(tmp_path, monkeypatch):
+    # Its chief prints the finished search's table and returns (exit code 0) without ever
+    # serving: the command said "zoo: error: the chief exited (code 0) before serving on
+    # 127.0.0.1:PORT" (exit code 1) after the chief's table.
+    import argparse
+    import importlib
+    search_module = importlib.import_module("tuning.search")
+    real, started = subprocess.Popen, []
+
+    def popen(cmd, **kwargs):
+        started.append("chief" if "--chief" in cmd else "worker")
+        return real([sys.executable, "-c", "print('the finished search')"])
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    tune = argparse.ArgumentParser()
+    search_module.configure_tune(tune)
+    args = tune.parse_args(["lenet5", "--workers", "2", "--directory", str(tmp_path)])
+    assert search_module._run_local_cluster(args) == 0
+    assert started == ["chief"]
+
+
 def test_a_chief_with_trials_left_gives_the_next_one_to_a_worker(tmp_path, monkeypatch):
     # The chief asks its oracle whether a trial is left; one it draws is the next worker's.
     from tuning.search import _make_tuner, _nothing_left

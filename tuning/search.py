@@ -1860,6 +1860,8 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
             code = chief.wait()
             if code > 0:   # the chief has said why, in its one line (bad input: code 2)
                 return code
+            if code == 0:  # a finished search: the chief printed its table and returned
+                return 0   # without serving, and no worker has a trial to run
             raise RuntimeError(f"the chief exited (code {code}) before serving on {host}:{port}")
         commands = {f"worker {i}": base + ["--worker", f"{host}:{port}", "--worker-id", str(i)]
                     for i in range(args.workers)}

@@ -1370,6 +1370,30 @@ def test_the_bayesian_tuners_first_trials_are_the_random_tuners(tmp_path):
     assert drawn["bayesian"] == drawn["random"]
 
 
+def test_a_grid_search_changes_the_last_hyperparameters_first(tmp_path):
+    # As the README says: LeNet-5's whole space is a grid of 19,200, and the first 10 trials
+    # differ in label_smoothing and augment only.
+    import math
+
+    from tuning.search import _make_tuner
+    hm = hms.get_hypermodel("lenet5")
+    hm.grid = True
+    oracle = _make_tuner("grid", hm, "val_accuracy", max_trials=10, epochs=1,
+                         directory=str(tmp_path), project="g", seed=0,
+                         max_consecutive_failed_trials=3, executions_per_trial=1).oracle
+    oracle.verbose = 0
+    assert math.prod(len(list(hp.values)) for hp in oracle.hyperparameters.space) == 19_200
+    drawn = []
+    for _ in range(10):
+        trial = oracle.create_trial("tuner0")
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+        drawn.append(trial.hyperparameters.values)
+    assert {k for values in drawn for k in values if values[k] != drawn[0][k]} == {
+        "label_smoothing", "augment"}
+
+
 def test_a_resumed_bayesian_search_of_seed_zero_proposes_the_same_trials(tmp_path):
     # keras-tuner does not save the generator of its optimiser's starting points and made it
     # anew from `seed or random.randint(1, 10000)`: resumed, a search of seed 0 (the

@@ -344,8 +344,8 @@ def test_the_best_trial_follows_the_objectives_direction(direction, best, monkey
     df = tsearch.trials_table(oracle, hp_names=["lr"])
     hm = hms.LeNet5HyperModel()
     result = tsearch._best(tuner, df, types.SimpleNamespace(
-        test=None, info=types.SimpleNamespace(ignore_label=None)), hm, export=False,
-        export_dir=None, export_name=None, objective="val_x")
+        test=None, info=types.SimpleNamespace(ignore_label=None, test_is_validation=False)),
+        hm, export=False, export_dir=None, export_name=None, objective="val_x")
     assert result["trial"] == best       # ties go to the earliest trial
     assert result["hyperparameters"] == {"lr": {"1": 0.2, "2": 0.3}[best]}
     assert result["score"] == {"1": 0.9, "2": 0.25}[best]

@@ -546,6 +546,33 @@ def test_search_on_a_small_folder_logs_no_retracing_warning(tmp_path):
     assert logger.filters == filters
 
 
+def test_a_folder_whose_images_changed_is_another_search(tmp_path):
+    # A named dataset's fingerprint was its name and input shape: a folder given images more
+    # resumed its search, whose trials were then scored, and its best model tested, on
+    # other data than the trials before. A search made before split sizes were part of the
+    # fingerprint still resumes.
+    import shutil
+
+    from conftest import make_colour_folder
+    folder = make_colour_folder(tmp_path / "photos", ["blue", "green", "red"], (32, 32),
+                                counts=(("train", 6), ("validation", 3), ("test", 3)))
+    kwargs = dict(tuner="random", max_trials=1, epochs=1, directory=str(tmp_path / "runs"),
+                  project="p", fix=FIX_ALL)
+    df = search("lenet5", f"folder:{folder}", **kwargs)
+    path = tmp_path / "runs" / "p" / "search.json"
+    fingerprint = json.loads(path.read_text())
+    assert fingerprint["dataset"]["splits"] == {"test": 9, "train": 18, "validation": 9}
+    shutil.copy(folder / "train" / "red" / "0.png", folder / "train" / "red" / "extra.png")
+    with pytest.raises(ValueError, match=r"differs in: dataset; in the dataset's split sizes: "
+                                         r"train 18 before, 19 now\)\. Use --overwrite"):
+        search("lenet5", f"folder:{folder}", **kwargs)
+    del fingerprint["dataset"]["splits"]       # a search made before
+    path.write_text(json.dumps(fingerprint))
+    again = search("lenet5", f"folder:{folder}", **kwargs)
+    assert list(again["score"]) == list(df["score"])
+    assert json.loads(path.read_text())["dataset"]["splits"]["train"] == 19
+
+
 def test_test_metrics_on_the_validation_split_say_so(tmp_path, capsys):
     # A folder without a test split is tested on its validation split, which chose the best
     # trial and, cross-validated, trained the refit: best.json and the summary line say so,

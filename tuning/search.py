@@ -638,12 +638,16 @@ def _write_results_as_trials_end(tuner, hypermodel, objective):
 
 def _dataset_key(dataset, splits):
     """What the data is, for the fingerprint. An ignore label is part of it; searches
-    without one keep the key they had before the zoo had ignore labels."""
+    without one keep the key they had before the zoo had ignore labels. So are the sizes of
+    a named dataset's splits (a folder's images added or removed make other data); a
+    search made before they were resumes (:func:`_as_made_before`)."""
     ignore_label = splits.info.ignore_label
     if isinstance(dataset, str):
         key = {"name": dataset, "input_shape": list(splits.info.input_shape)}
         if ignore_label is not None:
             key["ignore_label"] = ignore_label
+        if splits.info.splits:
+            key["splits"] = {k: int(v) for k, v in sorted(splits.info.splits.items())}
         return key
     info = splits.info.to_dict()
     if ignore_label is None:
@@ -655,6 +659,27 @@ def _dataset_key(dataset, splits):
         n = int(getattr(splits, split).cardinality().numpy())
         cardinality[split] = n
     return {"info": info, "batches": cardinality}
+
+
+def _as_made_before(old: dict, new: dict) -> dict:
+    """Fingerprint ``new`` as a search made before the split sizes of a named dataset were
+    part of it wrote it, when ``old`` is such a search's: it resumes as it did."""
+    data, before = new.get("dataset"), old.get("dataset")
+    if isinstance(data, dict) and "name" in data and "splits" in data and \
+            isinstance(before, dict) and "splits" not in before:
+        return {**new, "dataset": {k: v for k, v in data.items() if k != "splits"}}
+    return new
+
+
+def _split_size_changes(old, new) -> list:
+    """How the split sizes of two fingerprints' named datasets differ (``train 24 before,
+    25 now``); empty where either has none."""
+    before = old.get("splits") if isinstance(old, dict) else None
+    now = new.get("splits") if isinstance(new, dict) else None
+    if not isinstance(before, dict) or not isinstance(now, dict):
+        return []
+    return [f"{k} {before.get(k)} before, {now.get(k)} now"
+            for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
 
 
 def _differing_keys(a: dict, b: dict) -> list:
@@ -720,6 +745,7 @@ def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
             raise FileExistsError(
                 f"{project_dir} holds a keras-tuner project that is not a zoo search "
                 f"(no {FINGERPRINT}); use --overwrite or another --project")
+        fingerprint = _as_made_before(old, fingerprint)
         if old != fingerprint:
             keys = _differing_keys(old, fingerprint)
             hint = ""
@@ -729,9 +755,11 @@ def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
                         f"{precision_value(old.get('mixed_precision'))}.")
             space = (_space_changes(old.get("space"), fingerprint.get("space"))
                      if "space" in keys else [])
+            sizes = _split_size_changes(old.get("dataset"), fingerprint.get("dataset"))
             raise ValueError(
                 f"a different search already exists in {project_dir} (it differs in: "
                 f"{', '.join(keys)}" + (f"; in the space: {'; '.join(space)}" if space else "")
+                + (f"; in the dataset's split sizes: {', '.join(sizes)}" if sizes else "")
                 + f"). Use --overwrite to replace it or --project to choose another "
                 f"name.{hint}")
 

@@ -163,8 +163,10 @@ def test_zoo_tune_ignore_label_on_a_voc_folder(voc, tmp_path, capsys):
     assert "best trial 0: val_mean_iou " in out
     assert "scores leave out the pixels labelled 255 (--ignore-label 255)" in out
     project = runs / "v"
-    assert json.loads((project / "search.json").read_text())["dataset"] == {
-        "name": f"folder:{voc}", "input_shape": [32, 32, 3], "ignore_label": 255}
+    key = json.loads((project / "search.json").read_text())["dataset"]
+    assert key == {"name": f"folder:{voc}", "input_shape": [32, 32, 3], "ignore_label": 255,
+                   "splits": key["splits"]}
+    assert sorted(key["splits"]) == ["test", "train", "validation"]
     best = json.loads((project / "best.json").read_text())
     assert best["ignore_label"] == 255 and 0 < best["score"] <= 1
     assert pd.read_csv(project / "trials.csv")["score"][0] == pytest.approx(best["score"])

@@ -546,6 +546,54 @@ def test_search_on_a_small_folder_logs_no_retracing_warning(tmp_path):
     assert logger.filters == filters
 
 
+def test_a_folder_whose_images_changed_is_another_search(tmp_path):
+    # A named dataset's fingerprint was its name and input shape: a folder given images more
+    # resumed its search, whose trials were then scored, and its best model tested, on
+    # other data than the trials before. A search made before split sizes were part of the
+    # fingerprint still resumes.
+    import shutil
+
+    from conftest import make_colour_folder
+    folder = make_colour_folder(tmp_path / "photos", ["blue", "green", "red"], (32, 32),
+                                counts=(("train", 6), ("validation", 3), ("test", 3)))
+    kwargs = dict(tuner="random", max_trials=1, epochs=1, directory=str(tmp_path / "runs"),
+                  project="p", fix=FIX_ALL)
+    df = search("lenet5", f"folder:{folder}", **kwargs)
+    path = tmp_path / "runs" / "p" / "search.json"
+    fingerprint = json.loads(path.read_text())
+    assert fingerprint["dataset"]["splits"] == {"test": 9, "train": 18, "validation": 9}
+    shutil.copy(folder / "train" / "red" / "0.png", folder / "train" / "red" / "extra.png")
+    with pytest.raises(ValueError, match=r"differs in: dataset; in the dataset's split sizes: "
+                                         r"train 18 before, 19 now\)\. Use --overwrite"):
+        search("lenet5", f"folder:{folder}", **kwargs)
+    del fingerprint["dataset"]["splits"]       # a search made before
+    path.write_text(json.dumps(fingerprint))
+    again = search("lenet5", f"folder:{folder}", **kwargs)
+    assert list(again["score"]) == list(df["score"])
+    assert json.loads(path.read_text())["dataset"]["splits"]["train"] == 19
+
+
+def test_test_metrics_on_the_validation_split_say_so(tmp_path, capsys):
+    # A folder without a test split is tested on its validation split, which chose the best
+    # trial and, cross-validated, trained the refit: best.json and the summary line say so,
+    # as zoo train's does (they read "test: accuracy 0.7500" as if on unseen images).
+    from conftest import make_colour_folder
+    from tuning.search import _print_best
+    folder = make_colour_folder(tmp_path / "photos", ["blue", "green", "red"], (32, 32),
+                                counts=(("train", 8), ("validation", 4)))
+    df = search("lenet5", f"folder:{folder}", tuner="random", max_trials=1, epochs=1, cv=2,
+                directory=str(tmp_path), project="noval", fix=FIX_ALL)
+    best = df.attrs["best"]
+    assert best["test_is_validation"] is True and best["refit_epochs"] == 1
+    assert json.loads((tmp_path / "noval" / "best.json").read_text())["test_is_validation"]
+    _print_best(best, str(tmp_path / "noval"))
+    assert "\ntest (on the validation split: the dataset has no test split; the refit trained " \
+        "on it): accuracy " in capsys.readouterr().out
+    _print_best({**best, "refit_epochs": None}, str(tmp_path / "noval"))
+    assert "\ntest (on the validation split: the dataset has no test split): accuracy " in \
+        capsys.readouterr().out
+
+
 CV = dict(tuner="random", max_trials=2, epochs=2, project="cv", fix=FIX_ALL,
           set={"lr": [1e-2, 3e-2]})
 
@@ -1279,8 +1327,11 @@ def test_a_stepped_range_can_reach_its_top(family, name, set_, want):
 
 
 def test_the_refit_starts_from_the_seeds_weights_whatever_ran_before(monkeypatch):
-    """A cross-validated search's best trial is refitted from seeded weights: the same model
-    whether the search ran in this process or a finished one was resumed in a new one."""
+    """A cross-validated search's best trial is refitted from seeded weights, on its examples
+    in the seed's order: the same model whether the search ran in this process or a
+    finished one was resumed in a new one (where no trial had set TensorFlow's global seed,
+    on which a shuffle's order depends: its refit scored 0.8333 where the export of the
+    first run's scored 0.8111)."""
     import importlib
     search_module = importlib.import_module("tuning.search")
     hm = hms.get_hypermodel("lenet5", fix={"variant": "modern"})
@@ -1288,8 +1339,10 @@ def test_the_refit_starts_from_the_seeds_weights_whatever_ran_before(monkeypatch
     hp = kt.HyperParameters()
     hm.declare_hyperparameters(hp)
     trial = kt.engine.trial.Trial(hyperparameters=hp)
-    monkeypatch.setattr(hm, "fit", lambda *args, **kwargs: None)   # the weights as built
-    pooled = (np.zeros((4, 32, 32, 1), "float32"), np.zeros(4, "int32"))
+    orders = []
+    monkeypatch.setattr(hm, "fit", lambda hp, model, data, **kwargs: orders.append(
+        [int(v) for v in np.concatenate([y for _, y in data])]))  # the weights as built
+    pooled = (np.zeros((40, 32, 32, 1), "float32"), np.arange(40, dtype="int32") % 10)
     weights = []
     for noise in (1, 2):
         np.random.seed(noise)
@@ -1298,6 +1351,7 @@ def test_the_refit_starts_from_the_seeds_weights_whatever_ran_before(monkeypatch
         model = search_module._refit(hm, trial, pooled, 1, seed=7)
         weights.append([w.copy() for w in model.get_weights()])
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
+    assert orders[0] == orders[1] and sorted(orders[0]) == sorted(pooled[1].tolist())
 
 
 # -- seeds, reloads, failures, the chief's address ---------------------------------------------
@@ -1319,6 +1373,80 @@ def test_seed_zero_searches_the_same_hyperparameters_every_time(tmp_path, tuner)
     assert drawn[0] == drawn[1]
 
 
+def test_the_bayesian_tuners_first_trials_are_the_random_tuners(tmp_path):
+    # As the README says: 3 random trials per declared hyperparameter (fixed ones too:
+    # LeNet-5's 8 give 24) before keras-tuner fits its Gaussian process, drawn as the random
+    # tuner draws them with the same seed.
+    from tuning.search import _make_tuner
+    hm = hms.get_hypermodel("lenet5", fix={"variant": "modern", "optimizer": "adam"})
+    assert len(hm.declared_names()) == 8
+    drawn = {}
+    for tuner in ("random", "bayesian"):
+        oracle = _make_tuner(tuner, hm, "val_accuracy", max_trials=30, epochs=1,
+                             directory=str(tmp_path), project=tuner, seed=3,
+                             max_consecutive_failed_trials=3, executions_per_trial=1).oracle
+        oracle.verbose = 0
+        drawn[tuner] = []
+        for i in range(24):
+            trial = oracle.create_trial("tuner0")
+            oracle.update_trial(trial.trial_id, {"val_accuracy": i % 7 / 10})
+            trial.status = "COMPLETED"
+            oracle.end_trial(trial)
+            drawn[tuner].append(trial.hyperparameters.values)
+    assert oracle.num_initial_points is None and len(oracle.hyperparameters.space) == 8
+    assert drawn["bayesian"] == drawn["random"]
+
+
+def test_a_grid_search_changes_the_last_hyperparameters_first(tmp_path):
+    # As the README says: LeNet-5's whole space is a grid of 19,200, and the first 10 trials
+    # differ in label_smoothing and augment only.
+    import math
+
+    from tuning.search import _make_tuner
+    hm = hms.get_hypermodel("lenet5")
+    hm.grid = True
+    oracle = _make_tuner("grid", hm, "val_accuracy", max_trials=10, epochs=1,
+                         directory=str(tmp_path), project="g", seed=0,
+                         max_consecutive_failed_trials=3, executions_per_trial=1).oracle
+    oracle.verbose = 0
+    assert math.prod(len(list(hp.values)) for hp in oracle.hyperparameters.space) == 19_200
+    drawn = []
+    for _ in range(10):
+        trial = oracle.create_trial("tuner0")
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+        drawn.append(trial.hyperparameters.values)
+    assert {k for values in drawn for k in values if values[k] != drawn[0][k]} == {
+        "label_smoothing", "augment"}
+
+
+def test_a_resumed_bayesian_search_of_seed_zero_proposes_the_same_trials(tmp_path):
+    # keras-tuner does not save the generator of its optimiser's starting points and made it
+    # anew from `seed or random.randint(1, 10000)`: resumed, a search of seed 0 (the
+    # default) proposed other trials each time once its Gaussian process was fitted.
+    import random
+
+    from tuning.search import _make_tuner
+
+    def bayesian():
+        return _make_tuner("bayesian", hms.get_hypermodel("lenet5"), "val_accuracy",
+                           max_trials=3, epochs=1, directory=str(tmp_path), project="b",
+                           seed=0, max_consecutive_failed_trials=3,
+                           executions_per_trial=1).oracle
+
+    oracle = bayesian()
+    trial = oracle.create_trial("tuner0")
+    oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+    starts = []
+    for other in (1, 2):      # another history of the process
+        random.seed(other)
+        starts.append(bayesian()._random_state.uniform(size=4).tolist())
+    assert starts[0] == starts[1]
+
+
 @SLOW_OK
 def test_a_reloaded_search_does_not_run_an_ended_trial_again(tiny, tmp_path, finished):
     # A chief saves its oracle before it lets an ended trial go, and not again once its
@@ -1336,6 +1464,42 @@ def test_a_reloaded_search_does_not_run_an_ended_trial_again(tiny, tmp_path, fin
     assert list(again["score"]) == pytest.approx(list(finished["score"]))
     state = json.loads(oracle_file.read_text())
     assert state["end_order"] == ["0", "1"] and state["run_times"] == {"0": 1, "1": 1}
+
+
+def test_a_resumed_grid_search_goes_on_through_its_grid(tmp_path):
+    # keras-tuner's grid oracle keeps where it is in the grid in memory only: reloaded, a
+    # finished grid search given more max_trials ran nothing more, and an interrupted one
+    # stopped on a KeyError of the trial it ran again.
+    from tuning.search import _make_tuner
+    hm = hms.get_hypermodel("lenet5", fix=FIX_ALL, set={"lr": [1e-3, 1e-2, 1e-1]})
+    hm.grid = True
+
+    def grid(max_trials):
+        return _make_tuner("grid", hm, "val_accuracy", max_trials=max_trials, epochs=1,
+                           directory=str(tmp_path), project="g", seed=0,
+                           max_consecutive_failed_trials=3, executions_per_trial=1)
+
+    def end(oracle, trial):
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+
+    oracle = grid(1).oracle
+    end(oracle, oracle.create_trial("tuner0"))
+    assert oracle.create_trial("tuner0").status == "STOPPED"     # max_trials reached
+    oracle = grid(3).oracle                                       # run again with more
+    interrupted = oracle.create_trial("tuner0")
+    assert interrupted.status == "RUNNING"                        # (was STOPPED)
+    oracle.save()                                                 # ... and killed
+    oracle = grid(3).oracle
+    again = oracle.create_trial("tuner0")
+    assert again.trial_id == interrupted.trial_id
+    end(oracle, again)
+    last = oracle.create_trial("tuner0")                          # (was a KeyError)
+    end(oracle, last)
+    assert [oracle.trials[t].hyperparameters.values["lr"] for t in oracle.start_order] == \
+        [1e-3, 1e-2, 1e-1]
+    assert grid(10).oracle.create_trial("tuner0").status == "STOPPED"   # the grid is done
 
 
 @SLOW_OK
@@ -2000,6 +2164,26 @@ def test_the_chiefs_command_on_a_finished_search_returns_at_once(tiny, tmp_path,
         signal.signal(signal.SIGALRM, previous)
     assert list(again["score"]) == list(done["score"])
     assert again.attrs["best"]["trial"] == done.attrs["best"]["trial"]
+
+
+def test_a_local_cluster_on_a_finished_search_returns_at_once(tmp_path, monkeypatch):
+    # Its chief prints the finished search's table and returns (exit code 0) without ever
+    # serving: the command said "zoo: error: the chief exited (code 0) before serving on
+    # 127.0.0.1:PORT" (exit code 1) after the chief's table.
+    import argparse
+    import importlib
+    search_module = importlib.import_module("tuning.search")
+    real, started = subprocess.Popen, []
+
+    def popen(cmd, **kwargs):
+        started.append("chief" if "--chief" in cmd else "worker")
+        return real([sys.executable, "-c", "print('the finished search')"])
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    tune = argparse.ArgumentParser()
+    search_module.configure_tune(tune)
+    args = tune.parse_args(["lenet5", "--workers", "2", "--directory", str(tmp_path)])
+    assert search_module._run_local_cluster(args) == 0
+    assert started == ["chief"]
 
 
 def test_a_chief_with_trials_left_gives_the_next_one_to_a_worker(tmp_path, monkeypatch):

@@ -344,8 +344,8 @@ def test_the_best_trial_follows_the_objectives_direction(direction, best, monkey
     df = tsearch.trials_table(oracle, hp_names=["lr"])
     hm = hms.LeNet5HyperModel()
     result = tsearch._best(tuner, df, types.SimpleNamespace(
-        test=None, info=types.SimpleNamespace(ignore_label=None)), hm, export=False,
-        export_dir=None, export_name=None, objective="val_x")
+        test=None, info=types.SimpleNamespace(ignore_label=None, test_is_validation=False)),
+        hm, export=False, export_dir=None, export_name=None, objective="val_x")
     assert result["trial"] == best       # ties go to the earliest trial
     assert result["hyperparameters"] == {"lr": {"1": 0.2, "2": 0.3}[best]}
     assert result["score"] == {"1": 0.9, "2": 0.25}[best]
@@ -385,7 +385,8 @@ def test_a_cross_validated_best_trial_is_refit_for_its_best_epoch_count(monkeypa
     tuner = types.SimpleNamespace(oracle=oracle, load_model=None)
     result = tsearch._best(tuner, tsearch.trials_table(oracle, hp_names=["lr"]),
                            types.SimpleNamespace(test=None, info=types.SimpleNamespace(
-                               ignore_label=None)), hms.LeNet5HyperModel(), export=False,
+                               ignore_label=None, test_is_validation=False)),
+                           hms.LeNet5HyperModel(), export=False,
                            export_dir=None, export_name=None, objective="val_x",
                            pooled="pooled", seed=7)
     assert refits == [("1", "pooled", 5, 7)]      # best_step 4 counts from 0: 5 epochs

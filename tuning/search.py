@@ -267,6 +267,13 @@ def _tuner_class(name):
             oracle = self.oracle
             ended = set(oracle.end_order)
             oracle._retry_queue = [t for t in oracle._retry_queue if t not in ended]
+            _restore_grid(oracle)
+            if hasattr(oracle, "_random_state"):
+                # BayesianOptimization's generator of the starting points of its optimiser
+                # is not saved: keras-tuner made it anew from `seed or random.randint(1,
+                # 10000)`, so a resumed search of seed 0 proposed other trials each time.
+                import numpy as np
+                oracle._random_state = np.random.RandomState(oracle.seed)
             if not self.zoo_hold_running:
                 return
             saved = (_read_json(oracle._get_oracle_fname(), {}) or {}).get("ongoing_trials", {})
@@ -280,6 +287,27 @@ def _tuner_class(name):
 
     ZooTuner.__name__ = f"Zoo{base.__name__}"
     return ZooTuner
+
+
+def _restore_grid(oracle):
+    """Where a reloaded grid ``oracle`` is in its grid. keras-tuner's grid oracle keeps it
+    in memory only (its trials in the grid's order, and the ended trials whose next point
+    is still to be made) and reloads neither: a finished grid search run again with a
+    larger ``max_trials`` ran no trial more, and an interrupted one, resumed, ran its
+    interrupted trial again and then stopped on a ``KeyError`` naming that trial."""
+    import functools
+
+    from keras_tuner.src.tuners.gridsearch import GridSearchOracle, LinkedList
+    if not isinstance(oracle, GridSearchOracle) or not oracle.trials:
+        return
+    values = {t: trial.hyperparameters.values for t, trial in oracle.trials.items()}
+    ordered = LinkedList()
+    for trial_id in sorted(values, key=functools.cmp_to_key(
+            lambda a, b: oracle._compare(values[a], values[b]))):
+        ordered.insert(trial_id)
+    oracle._ordered_ids = ordered
+    # keras-tuner queues each trial as it ends; one whose next point was made is skipped.
+    oracle._populate_next = [t for t in oracle.end_order if t in oracle.trials]
 
 
 def _save_state_atomically(oracle):
@@ -610,12 +638,16 @@ def _write_results_as_trials_end(tuner, hypermodel, objective):
 
 def _dataset_key(dataset, splits):
     """What the data is, for the fingerprint. An ignore label is part of it; searches
-    without one keep the key they had before the zoo had ignore labels."""
+    without one keep the key they had before the zoo had ignore labels. So are the sizes of
+    a named dataset's splits (a folder's images added or removed make other data); a
+    search made before they were resumes (:func:`_as_made_before`)."""
     ignore_label = splits.info.ignore_label
     if isinstance(dataset, str):
         key = {"name": dataset, "input_shape": list(splits.info.input_shape)}
         if ignore_label is not None:
             key["ignore_label"] = ignore_label
+        if splits.info.splits:
+            key["splits"] = {k: int(v) for k, v in sorted(splits.info.splits.items())}
         return key
     info = splits.info.to_dict()
     if ignore_label is None:
@@ -627,6 +659,27 @@ def _dataset_key(dataset, splits):
         n = int(getattr(splits, split).cardinality().numpy())
         cardinality[split] = n
     return {"info": info, "batches": cardinality}
+
+
+def _as_made_before(old: dict, new: dict) -> dict:
+    """Fingerprint ``new`` as a search made before the split sizes of a named dataset were
+    part of it wrote it, when ``old`` is such a search's: it resumes as it did."""
+    data, before = new.get("dataset"), old.get("dataset")
+    if isinstance(data, dict) and "name" in data and "splits" in data and \
+            isinstance(before, dict) and "splits" not in before:
+        return {**new, "dataset": {k: v for k, v in data.items() if k != "splits"}}
+    return new
+
+
+def _split_size_changes(old, new) -> list:
+    """How the split sizes of two fingerprints' named datasets differ (``train 24 before,
+    25 now``); empty where either has none."""
+    before = old.get("splits") if isinstance(old, dict) else None
+    now = new.get("splits") if isinstance(new, dict) else None
+    if not isinstance(before, dict) or not isinstance(now, dict):
+        return []
+    return [f"{k} {before.get(k)} before, {now.get(k)} now"
+            for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
 
 
 def _differing_keys(a: dict, b: dict) -> list:
@@ -692,6 +745,7 @@ def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
             raise FileExistsError(
                 f"{project_dir} holds a keras-tuner project that is not a zoo search "
                 f"(no {FINGERPRINT}); use --overwrite or another --project")
+        fingerprint = _as_made_before(old, fingerprint)
         if old != fingerprint:
             keys = _differing_keys(old, fingerprint)
             hint = ""
@@ -701,9 +755,11 @@ def _check_project(project_dir, fingerprint, *, resume, overwrite, role):
                         f"{precision_value(old.get('mixed_precision'))}.")
             space = (_space_changes(old.get("space"), fingerprint.get("space"))
                      if "space" in keys else [])
+            sizes = _split_size_changes(old.get("dataset"), fingerprint.get("dataset"))
             raise ValueError(
                 f"a different search already exists in {project_dir} (it differs in: "
                 f"{', '.join(keys)}" + (f"; in the space: {'; '.join(space)}" if space else "")
+                + (f"; in the dataset's split sizes: {', '.join(sizes)}" if sizes else "")
                 + f"). Use --overwrite to replace it or --project to choose another "
                 f"name.{hint}")
 
@@ -1349,17 +1405,20 @@ def _cv_folds(splits, k, seed, task, batch_size=32):
 
 def _refit(hypermodel, trial, pooled, epochs, seed, batch_size=32):
     """Train ``trial``'s hyperparameters on the pooled train + validation examples."""
+    import keras
     import tensorflow as tf
     x, y = pooled
     from tuning.hypermodels import set_num_examples
     from zoo.data import with_default_autotune
+    # Seeded here, so the refit's weights and its data's order do not depend on what ran
+    # before in this process: a finished search resumed in a new process refits the same
+    # model. (The shuffle's order depends on the global seed when it is made: made before
+    # the seed was set, the refit of a resumed search, in which no trial had set it, read
+    # the examples in another order and gave another model than its export.)
+    keras.utils.set_random_seed(seed)
     data = set_num_examples(with_default_autotune(
         tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
         .batch(batch_size).prefetch(tf.data.AUTOTUNE)), len(x))
-    # Seeded here, so the refit's weights do not depend on what ran before in this
-    # process: a finished search resumed in a new process refits the same model.
-    import keras
-    keras.utils.set_random_seed(seed)
     model = hypermodel.build(trial.hyperparameters)
     hypermodel.fit(trial.hyperparameters, model, data, epochs=epochs, verbose=0)
     return model
@@ -1400,6 +1459,10 @@ def _best(kt_tuner, df, splits, hypermodel, *, export, export_dir, export_name, 
             "test": {k: float(v) for k, v in test.items()}, "export": None,
             "refit_epochs": refit_epochs, "mixed_precision": hypermodel.mixed_precision,
             "ignore_label": splits.info.ignore_label}
+    if splits.info.test_is_validation:
+        # No test split of its own: the "test" metrics are the validation split's, which
+        # chose the best trial (and, cross-validated, which the refit trained on).
+        best["test_is_validation"] = True
     if export:
         from zoo.export import export as zoo_export
         name = export_name or model.name
@@ -1672,7 +1735,11 @@ def _print_best(best, project_dir):
                     for k, v in best["hyperparameters"].items())
     test = ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items())
     print(f"best trial {best['trial']}: {best['objective']} {best['score']:.4f} ({hps})")
-    print(f"test: {test}")
+    split = ""
+    if best.get("test_is_validation"):    # as zoo train's summary line says it
+        split = (" (on the validation split: the dataset has no test split"
+                 + ("; the refit trained on it" if best.get("refit_epochs") else "") + ")")
+    print(f"test{split}: {test}")
     if best.get("ignore_label") is not None:
         print(f"scores leave out the pixels labelled {best['ignore_label']} "
               f"(--ignore-label {best['ignore_label']})")
@@ -1821,6 +1888,8 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
             code = chief.wait()
             if code > 0:   # the chief has said why, in its one line (bad input: code 2)
                 return code
+            if code == 0:  # a finished search: the chief printed its table and returned
+                return 0   # without serving, and no worker has a trial to run
             raise RuntimeError(f"the chief exited (code {code}) before serving on {host}:{port}")
         commands = {f"worker {i}": base + ["--worker", f"{host}:{port}", "--worker-id", str(i)]
                     for i in range(args.workers)}

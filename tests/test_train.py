@@ -123,6 +123,24 @@ def test_label_smoothing_reads_the_output_and_sgd_has_momentum():
     assert train.make_optimizer("sgd", 0.1).momentum == pytest.approx(0.9)
 
 
+def test_an_unknown_last_layer_is_read_by_its_numbers_as_the_export_reads_it():
+    """A head ending in a Lambda (or a dropout after the softmax) has no activation to read:
+    the loss reads it by its outputs, as the export's signature does. Before, it was taken
+    as logits, so the loss took a softmax of the softmax while the export read the same
+    model as probabilities."""
+    images = keras.Input((8, 8, 1))
+    scores = keras.layers.Dense(3)(keras.layers.Flatten()(images))
+    softmax = keras.layers.Lambda(lambda t: keras.ops.softmax(t))(scores)
+    for head in (softmax, keras.layers.Dropout(0.5)(keras.layers.Softmax()(scores))):
+        model = keras.Model(images, head)
+        assert train.compile_model(model).loss.get_config()["from_logits"] is False
+        assert zoo.export._output_kind(model, model.outputs[0], zoo.export._reading_sample(
+            (8, 8, 1))) == "probabilities"
+    doubled = keras.Model(images, keras.layers.Lambda(lambda t: 2.0 * t)(scores))
+    assert train.compile_model(doubled).loss.get_config()["from_logits"] is True
+
+
+
 def test_jit_compile_auto_means_gpu_only():
     import tensorflow as tf
     has_gpu = bool(tf.config.list_physical_devices("GPU"))

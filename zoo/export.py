@@ -387,8 +387,19 @@ def _activation_name(layer) -> Optional[str]:
     return str(name) if name else None
 
 
+def _reading_sample(input_shape):
+    """A zero image and three random ones of ``input_shape`` (H, W, C) to read an unknown
+    last layer's numbers by (on a zero image alone, a one-unit head's logit is its bias: 0
+    untrained, read as a probability)."""
+    import numpy as np
+    return np.concatenate([np.zeros((1, *input_shape)), np.random.default_rng(0).normal(
+        0.0, 1.0, (3, *input_shape))]).astype("float32")
+
+
 def _output_kind(model, output, sample) -> str:
-    """``"probabilities"`` or ``"logits"`` for the model's main output."""
+    """``"probabilities"`` or ``"logits"`` for the model's main output (``model``'s only
+    output is ``output``; ``sample``: :func:`_reading_sample`'s images, read when the last
+    layer's activation is unknown)."""
     name = _activation_name(_producer(output))
     if name in ("softmax", "sigmoid"):
         return "probabilities"
@@ -739,7 +750,6 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         >>> zoo.export(zoo.lenet5(), "saved_models")  # doctest: +SKIP
         'saved_models/lenet5/1'
     """
-    import numpy as np
     import keras
     import tensorflow as tf
     import zoo
@@ -828,11 +838,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     if len(labels) != num_classes and not (num_classes == 1 and len(labels) == 2):
         raise ValueError(f"{len(labels)} labels for {num_classes} classes.")
 
-    # A zero image and random ones to read an unknown last layer's numbers by (on a zero
-    # image alone, a one-unit head's logit is its bias: 0 untrained, read as a probability).
-    sample = np.concatenate([np.zeros((1, *model_input)), np.random.default_rng(0).normal(
-        0.0, 1.0, (3, *model_input))]).astype("float32")
-    kind = _output_kind(model, output, sample)
+    kind = _output_kind(model, output, _reading_sample(model_input))
     from zoo.startlog import command_line_filter
     # float16's first ops, where TensorFlow logs its note on the kernels that run them
     with command_line_filter() if precision == "float16" else contextlib.nullcontext():

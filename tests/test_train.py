@@ -123,6 +123,24 @@ def test_label_smoothing_reads_the_output_and_sgd_has_momentum():
     assert train.make_optimizer("sgd", 0.1).momentum == pytest.approx(0.9)
 
 
+def test_fit_refuses_a_model_without_defined_outputs_before_loading(tmp_path):
+    """A subclassed model (called once) or a Sequential model not built: the rule's one-line
+    ValueError before any data is loaded (it was Keras' AttributeError 'Subclassed' object
+    has no attribute 'outputs')."""
+    subclassed = subclassed_model("sub")
+    subclassed(np.zeros((1, 8, 8, 1), "float32"))
+    rule = ("fit trains keras.Models whose outputs are defined: functional models, and "
+            "Sequential models built with an input shape (keras.Input first, or "
+            "model.build(input_shape)). Received: ")
+    for model, received in [(subclassed, "subclassed model 'sub' (class Subclassed)"),
+                            (keras.Sequential([keras.layers.Dense(2)], name="seq"),
+                             "Sequential model 'seq', not built yet")]:
+        with pytest.raises(ValueError) as e:
+            train.fit(model, "no_such_dataset", epochs=1, run_dir=str(tmp_path / "run"),
+                      verbose=0)
+        assert str(e.value) == rule + received
+    assert not (tmp_path / "run").exists()
+
 def test_an_unknown_last_layer_is_read_by_its_numbers_as_the_export_reads_it():
     """A head ending in a Lambda (or a dropout after the softmax) has no activation to read:
     the loss reads it by its outputs, as the export's signature does. Before, it was taken

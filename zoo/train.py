@@ -2025,10 +2025,11 @@ def _aux_heads(model, model_name):
     classifier's ``[N, K]`` of the same shape, so that the labels go to each.
 
     Raises:
-        ValueError: several outputs of another kind.
+        ValueError: several outputs of another kind; a model whose outputs Keras does not
+            define (a subclassed model, a ``Sequential`` model not built yet).
     """
-    from zoo.common import main_output_index, output_layer_name
-    if len(model.outputs) == 1:
+    from zoo.common import main_output_index, model_outputs, output_layer_name
+    if len(model_outputs(model, "fit trains")) == 1:   # (a subclassed model: refused)
         return None
     main = main_output_index(model, "fit trains")
     shapes = [tuple(t.shape) for t in model.outputs]

@@ -141,6 +141,27 @@ def test_fit_refuses_a_model_without_defined_outputs_before_loading(tmp_path):
         assert str(e.value) == rule + received
     assert not (tmp_path / "run").exists()
 
+def test_fit_refuses_a_sigmoid_over_several_classes_before_loading(tmp_path):
+    """A sigmoid over K > 1 classes (multi-label scores), which the export refuses: refused
+    before any data is loaded for a model passed in, and for a registered name built with
+    the option (Keras trained it as probabilities scaled to sum to 1, served unscaled)."""
+    images = keras.Input((8, 8, 1))
+    model = keras.Model(images, keras.layers.Dense(3, activation="sigmoid", name="tags")(
+        keras.layers.Flatten()(images)))
+    rule = ("fit trains models with one class per image (per pixel): a softmax or logits "
+            "over the classes; a sigmoid over {} units gives each class a probability of its "
+            "own (multi-label), which do not sum to 1. Received: output {} from {} with a "
+            "sigmoid")
+    with pytest.raises(ValueError) as e:
+        train.fit(model, "no_such_dataset", epochs=1, run_dir=str(tmp_path / "run"),
+                  verbose=0)
+    assert str(e.value) == rule.format(3, (None, 3), "Dense 'tags'")
+    with pytest.raises(ValueError) as e:
+        train.fit("lenet5", "digits", epochs=1, run_dir=str(tmp_path / "run"), verbose=0,
+                  model_args={"variant": "modern", "classifier_activation": "sigmoid"})
+    assert str(e.value) == rule.format(10, (None, 10), "Dense 'Out'")
+    assert not (tmp_path / "run").exists()
+
 def test_an_unknown_last_layer_is_read_by_its_numbers_as_the_export_reads_it():
     """A head ending in a Lambda (or a dropout after the softmax) has no activation to read:
     the loss reads it by its outputs, as the export's signature does. Before, it was taken

@@ -387,6 +387,29 @@ def _activation_name(layer) -> Optional[str]:
     return str(name) if name else None
 
 
+def check_one_class_each(output, what, allowed="a softmax or logits over the classes, or "
+                                               "one sigmoid unit for two classes") -> None:
+    """Refuse an output that ends in a sigmoid over several units: each class gets a
+    probability of its own (multi-label), which do not sum to 1, where the zoo's losses,
+    signatures and metrics take one class per image (per pixel). ``output``: the model's
+    main output tensor; ``what`` ("fit trains", "export takes") starts the message and
+    ``allowed`` says what the caller takes instead.
+
+    Raises:
+        ValueError: a sigmoid (a layer's activation, or a nested model's last layer's) over
+            more than one output unit.
+    """
+    layer = _producer(output)
+    units = output.shape[-1]
+    if _activation_name(layer) != "sigmoid" or units in (1, None):
+        return
+    raise ValueError(f"{what} models with one class per image (per pixel): {allowed}; a "
+                     f"sigmoid over {units} units gives each class a probability of its own "
+                     f"(multi-label), which do not sum to 1. Received: output "
+                     f"{tuple(output.shape)} from {type(layer).__name__} {layer.name!r} with "
+                     f"a sigmoid")
+
+
 def _reading_sample(input_shape):
     """A zero image and three random ones of ``input_shape`` (H, W, C) to read an unknown
     last layer's numbers by (on a zero image alone, a one-unit head's logit is its bias: 0
@@ -805,6 +828,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
                          f"fit the task {task!r} (classification needs [N, K], segmentation "
                          "[N, H, W, K]; export a model with include_top=True).")
     num_classes = int(out_shape[-1])
+    check_one_class_each(output, "export takes")
 
     # The input the model sees and the raw input the signature takes.
     if dataset is not None:

@@ -2016,6 +2016,15 @@ def _check_aux_loss_weight(aux_loss_weight):
                          f"Received: aux_loss_weight={aux_loss_weight!r}")
 
 
+def _check_one_class_each(model):
+    """Refuse a main output ending in a sigmoid over several units (multi-label scores):
+    :func:`zoo.export.check_one_class_each`, so what fit trains exports."""
+    from zoo.common import main_output_index
+    from zoo.export import check_one_class_each
+    check_one_class_each(model.outputs[main_output_index(model, "fit trains")], "fit trains",
+                         "a softmax or logits over the classes")
+
+
 def _aux_heads(model, model_name):
     """``(main, aux)``: the output names (Keras' ``model.output_names``) of the main output
     and of the auxiliary classifiers of a model with several outputs, or ``None`` for a
@@ -2548,6 +2557,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         learning_rate = rate
     if isinstance(model, keras.Model):   # other kinds of several outputs: before any loading
         _aux_heads(model, model_name or model.name)
+        _check_one_class_each(model)
     for name, value in (("class_weight", class_weight), ("label_smoothing", label_smoothing)):
         # refused for segmentation before anything is loaded
         if not _given(value):
@@ -2581,6 +2591,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                                        augment=augment, data_dir=data_dir, seed=seed,
                                        download=download, ignore_label=ignore_label)
         model = build_for_dataset(model, splits.info, **model_args)
+        _check_one_class_each(model)
     else:
         if not isinstance(model, keras.Model):
             raise ValueError(f"model must be a keras.Model or a registered model name. "

@@ -955,6 +955,18 @@ def test_labels_outside_num_classes(digits8, tmp_path):
                                          "the model outputs 5"):
         train.fit(tiny_classifier(num_classes=5), digits8, epochs=1, run_dir=str(tmp_path),
                   verbose=0)
+    # A binary classifier's one sigmoid unit: fit's losses take one output per class (the
+    # message said to build the model with num_classes=2, which a sigmoid head refuses).
+    two = data.Splits(digits8.train, digits8.validation, digits8.test, data.DatasetInfo.from_dict(
+        {**digits8.info.to_dict(), "name": "pets", "num_classes": 2, "labels": ["cat", "dog"]}))
+    with pytest.raises(ValueError) as e:
+        train.fit(tiny_classifier(num_classes=1, activation="sigmoid"), two, epochs=1,
+                  run_dir=str(tmp_path), verbose=0)
+    assert str(e.value) == (
+        "labels outside num_classes: dataset 'pets' has 2 classes but the model outputs 1. "
+        "fit trains one output per class (a softmax or logits over them), not one sigmoid "
+        "unit or logit for P(class 1), which only the export and serving read: give the head "
+        "2 units.")
     # Data whose info claims fewer classes than its labels use: caught in the pipeline.
     info = data.DatasetInfo.from_dict({**digits8.info.to_dict(), "num_classes": 5,
                                        "labels": list("01234")})

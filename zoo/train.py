@@ -2630,9 +2630,13 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     task = info.task
     k = _num_outputs(model)
     if info.num_classes > k:
+        fix = (f"Build the model with num_classes={info.num_classes}" if k > 1 or
+               info.num_classes > 2 else
+               "fit trains one output per class (a softmax or logits over them), not one "
+               "sigmoid unit or logit for P(class 1), which only the export and serving "
+               "read: give the head 2 units")
         raise ValueError(f"labels outside num_classes: dataset {info.name!r} has "
-                         f"{info.num_classes} classes but the model outputs {k}. Build the "
-                         f"model with num_classes={info.num_classes}.")
+                         f"{info.num_classes} classes but the model outputs {k}. {fix}.")
     weights = resolve_class_weight(class_weight, splits)
     class_weights = _class_weight_record(class_weight, weights, info)
     # Keras' class_weight: every model output, so that no label falls outside it.

@@ -177,6 +177,18 @@ def test_an_unknown_last_layer_is_read_by_its_numbers_as_the_export_reads_it():
             (8, 8, 1))) == "probabilities"
     doubled = keras.Model(images, keras.layers.Lambda(lambda t: 2.0 * t)(scores))
     assert train.compile_model(doubled).loss.get_config()["from_logits"] is True
+    # A nested model's second output is its second output layer's (its first was read:
+    # features through a ReLU, so the softmax was taken as logits).
+    features = keras.layers.Dense(5, activation="relu", name="features")(
+        keras.layers.Flatten()(images))
+    inner = keras.Model(images, [features, keras.layers.Dense(3, activation="softmax")(
+        features)], name="inner")
+    outer = keras.Input((8, 8, 1))
+    second = keras.Model(outer, inner(outer)[1])
+    assert train.compile_model(second).loss.get_config()["from_logits"] is False
+    assert zoo.export._output_activation(second.outputs[0]) == "softmax"
+    assert zoo.export._output_activation(keras.Model(outer, inner(outer)[0]).outputs[0]) \
+        == "relu"
 
 
 

@@ -360,15 +360,26 @@ def _producer(tensor):
     return history[0] if history is not None else None
 
 
-def _activation_name(layer) -> Optional[str]:
-    """``"softmax"``/``"sigmoid"``/``"linear"`` of an output layer, ``None`` if unknown."""
+def _output_activation(tensor) -> Optional[str]:
+    """:func:`_activation_name` of the layer that computes ``tensor``, a model's output;
+    for a nested model's, of the layer computing the output of it taken (its second output
+    reads its second output layer, not its first)."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None
+    return _activation_name(history[0], history[2])
+
+
+def _activation_name(layer, index=0) -> Optional[str]:
+    """``"softmax"``/``"sigmoid"``/``"linear"`` of an output layer, ``None`` if unknown
+    (of a nested model, its output ``index``'s layer)."""
     import keras
     if layer is None:
         return None
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"
     if isinstance(layer, keras.Model) and layer.outputs:  # a nested model: its last layer
-        return _activation_name(_producer(layer.outputs[0]))
+        return _output_activation(layer.outputs[index])
     act = getattr(layer, "activation", "missing")
     if act == "missing":
         return None
@@ -401,7 +412,7 @@ def check_one_class_each(output, what, allowed="a softmax or logits over the cla
     """
     layer = _producer(output)
     units = output.shape[-1]
-    if _activation_name(layer) != "sigmoid" or units in (1, None):
+    if _output_activation(output) != "sigmoid" or units in (1, None):
         return
     raise ValueError(f"{what} models with one class per image (per pixel): {allowed}; a "
                      f"sigmoid over {units} units gives each class a probability of its own "
@@ -423,7 +434,7 @@ def _output_kind(model, output, sample) -> str:
     """``"probabilities"`` or ``"logits"`` for the model's main output (``model``'s only
     output is ``output``; ``sample``: :func:`_reading_sample`'s images, read when the last
     layer's activation is unknown)."""
-    name = _activation_name(_producer(output))
+    name = _output_activation(output)
     if name in ("softmax", "sigmoid"):
         return "probabilities"
     if name == "linear":

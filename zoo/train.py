@@ -274,19 +274,17 @@ class SparseSmoothedCrossEntropy(keras.losses.Loss):
 
 def _outputs_probabilities(model) -> bool:
     """True if the model's output layer ends in softmax/sigmoid (else logits): its
-    activation, a ``keras.layers.Softmax``, or a nested model's last layer, read as the
+    activation, a ``keras.layers.Softmax``, or a nested model's output layer, read as the
     export reads it (``zoo.export._output_kind``): a last layer of unknown activation (a
     ``Lambda``, a dropout after the head) by its outputs on a zero image and random ones
     where the input size is fixed (before, it was read as logits and a softmax it ends in
     was taken twice by the loss, while its export read it as probabilities)."""
-    from zoo.export import _activation_name, _output_kind, _producer, _reading_sample
+    from zoo.export import _output_activation, _output_kind, _reading_sample
     output = model.outputs[0]
-    name = _activation_name(_producer(output))
-    if name is not None:
-        return name in ("softmax", "sigmoid")
+    name = _output_activation(output)
     shape = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else (None,)
-    if None in shape:   # no size to read numbers at: logits, as the loss would take them
-        return False
+    if name in ("softmax", "sigmoid", "linear") or None in shape:
+        return name in ("softmax", "sigmoid")   # (no size to read numbers at: logits)
     head = model if len(model.outputs) == 1 else keras.Model(model.inputs, output)
     return _output_kind(head, output, _reading_sample(shape)) == "probabilities"
 

@@ -231,6 +231,28 @@ def test_a_sigmoid_over_several_units_is_refused_before_any_work(tmp_path):
     one = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(flat))
     assert zoo.export(one, tmp_path / "saved", name="one", lite=False).endswith("1")
 
+def test_a_model_of_any_input_size_needs_an_input_size_named_for_its_source(tmp_path,
+                                                                              capsys):
+    """A model built with keras.Input((None, None, C)) has no size for the signature to
+    resize to: export asks for info, and zoo export of a bare .keras file (which takes no
+    info) names what gives one (it said to pass info, which the command does not take)."""
+    from zoo.cli import main
+    inputs = keras.Input((None, None, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(pooled))
+    with pytest.raises(ValueError, match=r"^the model's input shape \(None, None, 3\) is not "
+                                         r"fixed; pass info \(a DatasetInfo\)"):
+        zoo.export(model, tmp_path / "saved")
+    path = str(tmp_path / "any.keras")
+    model.save(path)
+    assert main(["export", path, "--base-dir", str(tmp_path / "saved")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "zoo: error: the model's input shape (None, None, 3) is not fixed, and no info.json "
+        "gives the export an input size: export the run directory the model was trained in "
+        "(its info.json holds the dataset's), or save the model built with a fixed input "
+        f"shape. Received: {path}"]
+    assert not (tmp_path / "saved").exists()
+
 def digits_info(**kw):
     args = dict(name="digits", task="classification", num_classes=10,
                 labels=[f"digit {i}" for i in range(10)], input_shape=(32, 32, 1),

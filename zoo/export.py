@@ -856,9 +856,15 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         in_channels = int(raw_shape[-1]) if raw_shape and raw_shape[-1] else model_input[-1]
         raw_range = [float(v) for v in dataset.get("raw_range", (0.0, 255.0))]
     else:
-        if None in in_shape:
+        if None in in_shape and source is None:
             raise ValueError(f"the model's input shape {in_shape} is not fixed; pass info "
                              "(a DatasetInfo) so the export knows the input size.")
+        if None in in_shape:   # export_run, zoo export: no info.json beside the file
+            raise ValueError(f"the model's input shape {in_shape} is not fixed, and no "
+                             f"info.json gives the export an input size: export the run "
+                             f"directory the model was trained in (its info.json holds the "
+                             f"dataset's), or save the model built with a fixed input shape. "
+                             f"Received: {source}")
         model_input = tuple(int(v) for v in in_shape)
         in_channels = model_input[-1]
         # No dataset: the signature takes the model's own inputs, whatever their range

@@ -813,6 +813,21 @@ def test_rebuild_names_the_layer_class_keras_cannot_rebuild(tmp_path):
     with pytest.raises(ValueError) as e:
         export(scaled_model(), base_dir=tmp_path / "models", precision="bfloat16", lite=False)
     assert str(e.value) == _cannot_rebuild("bfloat16")
+    # A Lambda layer: what to write instead (Keras' own reason spoke of loading a file with
+    # safe_mode=False, and the fix of registering the class Lambda).
+    inputs = keras.Input((8, 8, 1), name="images")
+    halved = keras.layers.Lambda(lambda t: 0.5 * t, name="halve")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(halved))
+    lam = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled), name="lam")
+    with pytest.raises(ValueError) as e:
+        export(lam, base_dir=tmp_path / "models", precision="float16", lite=False)
+    assert str(e.value) == (
+        "precision 'float16' needs a copy of model 'lam' rebuilt from its config, and layer "
+        "class Lambda could not be rebuilt (Keras rebuilds no Lambda layer's Python function "
+        "from a config): write the function as a layer class registered with "
+        "@keras.saving.register_keras_serializable(), or train or export in float32 "
+        "(mixed_precision='off', precision='float32'). Received: layer 'halve' of class Lambda")
+    assert not (tmp_path / "models").exists()
     assert not (tmp_path / "models" / "scaled").exists()
     with pytest.raises(ValueError) as e:     # float32 is no way out of a float32 re-typing
         train._rebuild(scaled_model(), "float32", keep_outputs=False)

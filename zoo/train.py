@@ -1418,11 +1418,14 @@ def _rebuild_error(model, what, policy, exc) -> ValueError:
     """The one error of :func:`_rebuild` for a model Keras cannot rebuild from its config
     (``exc``, Keras' error): which layer classes, and how to do without."""
     from zoo.common import exception_line
-    fix = ("register the class with @keras.saving.register_keras_serializable() (with a "
+    layers = _unrebuildable_layers(model)
+    lambdas = bool(layers) and all(isinstance(layer, keras.layers.Lambda) for layer, _ in layers)
+    fix = ("write the function as a layer class registered with "
+           "@keras.saving.register_keras_serializable()" if lambdas else
+           "register the class with @keras.saving.register_keras_serializable() (with a "
            "get_config() that returns its __init__ arguments)")
     if policy and policy != "float32":
         fix += ", or train or export in float32 (mixed_precision='off', precision='float32')"
-    layers = _unrebuildable_layers(model)
     if not layers:
         return ValueError(f"{what} needs a copy of model {model.name!r} rebuilt from its "
                           f"config, and Keras could not rebuild it ({exception_line(exc)}): "
@@ -1431,6 +1434,8 @@ def _rebuild_error(model, what, policy, exc) -> ValueError:
     reason = exception_line(layers[0][1])
     if "Could not locate class" in reason:
         reason = "Keras cannot locate a class not registered with it"
+    elif lambdas:   # Keras' message says to load a file with safe_mode=False: none is loaded
+        reason = "Keras rebuilds no Lambda layer's Python function from a config"
     received = ", ".join(f"layer {layer.name!r} of class {type(layer).__name__}"
                          for layer, _ in layers)
     return ValueError(f"{what} needs a copy of model {model.name!r} rebuilt from its config, "

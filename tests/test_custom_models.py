@@ -247,3 +247,48 @@ def test_get_model_points_keras_applications_users_to_the_zoo_names():
                                         r"keras.applications' input_tensor: build the model, "
                                         r"then call it on the tensor"):
         zoo.get_model("lenet5", classes=3, input_tensor=None)
+
+
+def test_a_keras_file_needing_the_users_code_is_named_in_one_line(tmp_path, capsys):
+    """A custom layer class not registered in the loading process, and a Lambda layer (which
+    Keras loads only with safe_mode=False): one line naming what the file needs and how to
+    load it, for zoo.load_model and the commands (it was Keras' message with the whole
+    layer config)."""
+
+    class Twice(L.Layer):   # not registered: Keras cannot find it again
+        def call(self, x):
+            return 2.0 * x
+
+    images = keras.Input((8, 8, 1), name="img")
+    scores = L.Dense(3)(L.Flatten()(Twice(name="twice")(images)))
+    custom = keras.Model(images, scores)
+    plain = L.Dense(3)(L.Flatten()(images))
+    lam = keras.Model(images, L.Lambda(lambda t: 2.0 * t)(plain))
+    custom.save(tmp_path / "custom.keras")
+    lam.save(tmp_path / "lam.keras")
+    custom_error = (": Keras cannot load class 'Twice' of the model, which is not registered "
+                    "with it (code of the model's own): import the module that defines it "
+                    "with @keras.saving.register_keras_serializable() and load the file in "
+                    "Python (zoo.load_model, then zoo.export or zoo.profile on the model); "
+                    "zoo's commands know Keras' and the zoo's classes only.")
+    lambda_error = (": the model holds a Lambda layer whose function is Python code, which "
+                    "Keras loads only with safe_mode=False: for a file you trust, load it in "
+                    "Python with zoo.load_model(path, safe_mode=False), then zoo.export or "
+                    "zoo.profile the model; zoo's commands load in safe mode.")
+    for name, error in (("custom.keras", custom_error), ("lam.keras", lambda_error)):
+        path = str(tmp_path / name)
+        with pytest.raises(ValueError) as e:
+            zoo.load_model(path)
+        assert str(e.value) == path + error
+        for command in (["summary", path], ["table", path],
+                        ["export", path, "--base-dir", str(tmp_path / "saved")]):
+            assert main(command) == 2
+            assert capsys.readouterr().err.splitlines() == [f"zoo: error: {path}{error}"]
+    assert not (tmp_path / "saved").exists()
+    loaded = zoo.load_model(tmp_path / "lam.keras", safe_mode=False)
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), lam.predict(x, verbose=0),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match=r"^load_model: safe_mode must be True or False. "
+                                         r"Received: safe_mode='no'$"):
+        zoo.load_model(tmp_path / "lam.keras", safe_mode="no")

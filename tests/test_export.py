@@ -206,6 +206,53 @@ def test_an_unknown_last_layer_is_read_by_its_numbers(returns, units, tmp_path):
     assert np.abs(np.asarray(squash(want)) - want).max() > 1e-2   # squashed again differs
 
 
+def test_a_sigmoid_over_several_units_is_refused_before_any_work(tmp_path):
+    """A sigmoid over K > 1 units scores each class on its own (multi-label): its
+    probabilities do not sum to 1, and the signature's are one class's per image. Refused,
+    for a classifier and a segmentation head, a nested model's too, naming the layer (it was
+    exported as probabilities summing to anything); one sigmoid unit is P(class 1)."""
+    inputs = keras.Input((8, 8, 1), name="images")
+    flat = keras.layers.Flatten(name="flatten")(inputs)
+    multi = keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid", name="tags")(flat))
+    seg = keras.Model(inputs, keras.layers.Conv2D(2, 1, activation="sigmoid", name="px")(inputs))
+    outer = keras.Input((8, 8, 1))
+    nested = keras.Model(outer, multi(outer))
+    rule = ("export takes models with one class per image (per pixel): a softmax or logits "
+            "over the classes, or one sigmoid unit for two classes; a sigmoid over {} units "
+            "gives each class a probability of its own (multi-label), which do not sum to 1. "
+            "Received: output {} from {} with a sigmoid")
+    for model, units, shape, layer in [
+            (multi, 3, (None, 3), "Dense 'tags'"), (seg, 2, (None, 8, 8, 2), "Conv2D 'px'"),
+            (nested, 3, (None, 3), f"Functional {multi.name!r}")]:
+        with pytest.raises(ValueError) as e:
+            zoo.export(model, tmp_path / "saved", name="m")
+        assert str(e.value) == rule.format(units, shape, layer)
+    assert not (tmp_path / "saved").exists()
+    one = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(flat))
+    assert zoo.export(one, tmp_path / "saved", name="one", lite=False).endswith("1")
+
+def test_a_model_of_any_input_size_needs_an_input_size_named_for_its_source(tmp_path,
+                                                                              capsys):
+    """A model built with keras.Input((None, None, C)) has no size for the signature to
+    resize to: export asks for info, and zoo export of a bare .keras file (which takes no
+    info) names what gives one (it said to pass info, which the command does not take)."""
+    from zoo.cli import main
+    inputs = keras.Input((None, None, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(pooled))
+    with pytest.raises(ValueError, match=r"^the model's input shape \(None, None, 3\) is not "
+                                         r"fixed; pass info \(a DatasetInfo\)"):
+        zoo.export(model, tmp_path / "saved")
+    path = str(tmp_path / "any.keras")
+    model.save(path)
+    assert main(["export", path, "--base-dir", str(tmp_path / "saved")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "zoo: error: the model's input shape (None, None, 3) is not fixed, and no info.json "
+        "gives the export an input size: export the run directory the model was trained in "
+        "(its info.json holds the dataset's), or save the model built with a fixed input "
+        f"shape. Received: {path}"]
+    assert not (tmp_path / "saved").exists()
+
 def digits_info(**kw):
     args = dict(name="digits", task="classification", num_classes=10,
                 labels=[f"digit {i}" for i in range(10)], input_shape=(32, 32, 1),

@@ -123,6 +123,75 @@ def test_label_smoothing_reads_the_output_and_sgd_has_momentum():
     assert train.make_optimizer("sgd", 0.1).momentum == pytest.approx(0.9)
 
 
+def test_fit_refuses_a_model_without_defined_outputs_before_loading(tmp_path):
+    """A subclassed model (called once) or a Sequential model not built: the rule's one-line
+    ValueError before any data is loaded (it was Keras' AttributeError 'Subclassed' object
+    has no attribute 'outputs')."""
+    subclassed = subclassed_model("sub")
+    subclassed(np.zeros((1, 8, 8, 1), "float32"))
+    rule = ("fit trains keras.Models whose outputs are defined: functional models, and "
+            "Sequential models built with an input shape (keras.Input first, or "
+            "model.build(input_shape)). Received: ")
+    for model, received in [(subclassed, "subclassed model 'sub' (class Subclassed)"),
+                            (keras.Sequential([keras.layers.Dense(2)], name="seq"),
+                             "Sequential model 'seq', not built yet")]:
+        with pytest.raises(ValueError) as e:
+            train.fit(model, "no_such_dataset", epochs=1, run_dir=str(tmp_path / "run"),
+                      verbose=0)
+        assert str(e.value) == rule + received
+    assert not (tmp_path / "run").exists()
+
+def test_fit_refuses_a_sigmoid_over_several_classes_before_loading(tmp_path):
+    """A sigmoid over K > 1 classes (multi-label scores), which the export refuses: refused
+    before any data is loaded for a model passed in, and for a registered name built with
+    the option (Keras trained it as probabilities scaled to sum to 1, served unscaled)."""
+    images = keras.Input((8, 8, 1))
+    model = keras.Model(images, keras.layers.Dense(3, activation="sigmoid", name="tags")(
+        keras.layers.Flatten()(images)))
+    rule = ("fit trains models with one class per image (per pixel): a softmax or logits "
+            "over the classes; a sigmoid over {} units gives each class a probability of its "
+            "own (multi-label), which do not sum to 1. Received: output {} from {} with a "
+            "sigmoid")
+    with pytest.raises(ValueError) as e:
+        train.fit(model, "no_such_dataset", epochs=1, run_dir=str(tmp_path / "run"),
+                  verbose=0)
+    assert str(e.value) == rule.format(3, (None, 3), "Dense 'tags'")
+    with pytest.raises(ValueError) as e:
+        train.fit("lenet5", "digits", epochs=1, run_dir=str(tmp_path / "run"), verbose=0,
+                  model_args={"variant": "modern", "classifier_activation": "sigmoid"})
+    assert str(e.value) == rule.format(10, (None, 10), "Dense 'Out'")
+    assert not (tmp_path / "run").exists()
+
+def test_an_unknown_last_layer_is_read_by_its_numbers_as_the_export_reads_it():
+    """A head ending in a Lambda (or a dropout after the softmax) has no activation to read:
+    the loss reads it by its outputs, as the export's signature does. Before, it was taken
+    as logits, so the loss took a softmax of the softmax while the export read the same
+    model as probabilities."""
+    images = keras.Input((8, 8, 1))
+    scores = keras.layers.Dense(3)(keras.layers.Flatten()(images))
+    softmax = keras.layers.Lambda(lambda t: keras.ops.softmax(t))(scores)
+    for head in (softmax, keras.layers.Dropout(0.5)(keras.layers.Softmax()(scores))):
+        model = keras.Model(images, head)
+        assert train.compile_model(model).loss.get_config()["from_logits"] is False
+        assert zoo.export._output_kind(model, model.outputs[0], zoo.export._reading_sample(
+            (8, 8, 1))) == "probabilities"
+    doubled = keras.Model(images, keras.layers.Lambda(lambda t: 2.0 * t)(scores))
+    assert train.compile_model(doubled).loss.get_config()["from_logits"] is True
+    # A nested model's second output is its second output layer's (its first was read:
+    # features through a ReLU, so the softmax was taken as logits).
+    features = keras.layers.Dense(5, activation="relu", name="features")(
+        keras.layers.Flatten()(images))
+    inner = keras.Model(images, [features, keras.layers.Dense(3, activation="softmax")(
+        features)], name="inner")
+    outer = keras.Input((8, 8, 1))
+    second = keras.Model(outer, inner(outer)[1])
+    assert train.compile_model(second).loss.get_config()["from_logits"] is False
+    assert zoo.export._output_activation(second.outputs[0]) == "softmax"
+    assert zoo.export._output_activation(keras.Model(outer, inner(outer)[0]).outputs[0]) \
+        == "relu"
+
+
+
 def test_jit_compile_auto_means_gpu_only():
     import tensorflow as tf
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -744,6 +813,21 @@ def test_rebuild_names_the_layer_class_keras_cannot_rebuild(tmp_path):
     with pytest.raises(ValueError) as e:
         export(scaled_model(), base_dir=tmp_path / "models", precision="bfloat16", lite=False)
     assert str(e.value) == _cannot_rebuild("bfloat16")
+    # A Lambda layer: what to write instead (Keras' own reason spoke of loading a file with
+    # safe_mode=False, and the fix of registering the class Lambda).
+    inputs = keras.Input((8, 8, 1), name="images")
+    halved = keras.layers.Lambda(lambda t: 0.5 * t, name="halve")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(halved))
+    lam = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled), name="lam")
+    with pytest.raises(ValueError) as e:
+        export(lam, base_dir=tmp_path / "models", precision="float16", lite=False)
+    assert str(e.value) == (
+        "precision 'float16' needs a copy of model 'lam' rebuilt from its config, and layer "
+        "class Lambda could not be rebuilt (Keras rebuilds no Lambda layer's Python function "
+        "from a config): write the function as a layer class registered with "
+        "@keras.saving.register_keras_serializable(), or train or export in float32 "
+        "(mixed_precision='off', precision='float32'). Received: layer 'halve' of class Lambda")
+    assert not (tmp_path / "models").exists()
     assert not (tmp_path / "models" / "scaled").exists()
     with pytest.raises(ValueError) as e:     # float32 is no way out of a float32 re-typing
         train._rebuild(scaled_model(), "float32", keep_outputs=False)
@@ -898,6 +982,18 @@ def test_labels_outside_num_classes(digits8, tmp_path):
                                          "the model outputs 5"):
         train.fit(tiny_classifier(num_classes=5), digits8, epochs=1, run_dir=str(tmp_path),
                   verbose=0)
+    # A binary classifier's one sigmoid unit: fit's losses take one output per class (the
+    # message said to build the model with num_classes=2, which a sigmoid head refuses).
+    two = data.Splits(digits8.train, digits8.validation, digits8.test, data.DatasetInfo.from_dict(
+        {**digits8.info.to_dict(), "name": "pets", "num_classes": 2, "labels": ["cat", "dog"]}))
+    with pytest.raises(ValueError) as e:
+        train.fit(tiny_classifier(num_classes=1, activation="sigmoid"), two, epochs=1,
+                  run_dir=str(tmp_path), verbose=0)
+    assert str(e.value) == (
+        "labels outside num_classes: dataset 'pets' has 2 classes but the model outputs 1. "
+        "fit trains one output per class (a softmax or logits over them), not one sigmoid "
+        "unit or logit for P(class 1), which only the export and serving read: give the head "
+        "2 units.")
     # Data whose info claims fewer classes than its labels use: caught in the pipeline.
     info = data.DatasetInfo.from_dict({**digits8.info.to_dict(), "num_classes": 5,
                                        "labels": list("01234")})

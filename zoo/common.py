@@ -335,7 +335,7 @@ def check_keras_file(path) -> None:
                          f"config.json a .keras file holds (written by model.save)")
 
 
-def load_model(path, *, compile=True):
+def load_model(path, *, compile=True, safe_mode=True):
     """A Keras model the zoo saved: a ``.keras`` file (``model.save``, a run's
     ``model.keras`` or ``checkpoints/best.keras``) or a run directory (its ``model.keras``).
 
@@ -347,6 +347,8 @@ def load_model(path, *, compile=True):
     Args:
         path: a ``.keras`` file or a run directory holding ``model.keras``.
         compile: restore the optimizer, loss and metrics; ``False`` skips them.
+        safe_mode: Keras' ``safe_mode``: ``False`` loads a ``Lambda`` layer's Python
+            function (only for a file you trust: it runs code from the file).
 
     Returns:
         The ``keras.Model``.
@@ -354,14 +356,17 @@ def load_model(path, *, compile=True):
     Raises:
         FileNotFoundError: no such file, or a directory without ``model.keras``.
         ValueError: a file that is not a ``.keras`` (zip) archive holding a config.json;
-            a ``compile`` that is not ``True`` or ``False``.
+            a model holding a class or function not registered with Keras (a custom
+            layer whose module is not imported) or, with ``safe_mode=True``, a ``Lambda``
+            layer's Python function, named in one line; a ``compile`` or ``safe_mode``
+            that is not ``True`` or ``False``.
         TypeError: ``path`` is not a path.
     """
     import keras
     import zoo.layers  # noqa: F401  (registers the custom layers)
     import zoo.optimizers  # noqa: F401  (and optimizers)
     import zoo.train  # noqa: F401  (and losses)
-    check_bool("load_model", compile=compile)   # ("no" compiled)
+    check_bool("load_model", compile=compile, safe_mode=safe_mode)   # ("no" compiled)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load_model: path must be the path of a .keras file or a run "
                         f"directory. Received: {path!r}")
@@ -377,7 +382,36 @@ def load_model(path, *, compile=True):
     elif not os.path.isfile(path):
         raise FileNotFoundError(f"no such run directory or .keras file: {path!r}")
     check_keras_file(path)
-    return keras.saving.load_model(path, compile=compile)
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
+    except (TypeError, ValueError) as exc:
+        error = _custom_code_error(path, exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _custom_code_error(path, exc) -> Optional[ValueError]:
+    """The one-line error for a ``.keras`` file Keras cannot load without code of the user's
+    (Keras' own message spans the whole layer config), or ``None`` for another error."""
+    import re
+    text = str(exc)
+    missing = re.search(r"Could not locate (class|function) '([^']+)'", text)
+    if missing:
+        kind, name = missing.groups()
+        return ValueError(f"{path}: Keras cannot load {kind} {name!r} of the model, which is "
+                          f"not registered with it (code of the model's own): import the "
+                          f"module that defines it with @keras.saving."
+                          f"register_keras_serializable() and load the file in Python "
+                          f"(zoo.load_model, then zoo.export or zoo.profile on the model); "
+                          f"zoo's commands know Keras' and the zoo's classes only.")
+    if "deserialization of a `Lambda` layer" in text:
+        return ValueError(f"{path}: the model holds a Lambda layer whose function is Python "
+                          f"code, which Keras loads only with safe_mode=False: for a file you "
+                          f"trust, load it in Python with zoo.load_model(path, safe_mode="
+                          f"False), then zoo.export or zoo.profile the model; zoo's commands "
+                          f"load in safe mode.")
+    return None
 
 
 def load_weights_file(model, path) -> None:

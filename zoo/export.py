@@ -360,15 +360,26 @@ def _producer(tensor):
     return history[0] if history is not None else None
 
 
-def _activation_name(layer) -> Optional[str]:
-    """``"softmax"``/``"sigmoid"``/``"linear"`` of an output layer, ``None`` if unknown."""
+def _output_activation(tensor) -> Optional[str]:
+    """:func:`_activation_name` of the layer that computes ``tensor``, a model's output;
+    for a nested model's, of the layer computing the output of it taken (its second output
+    reads its second output layer, not its first)."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None
+    return _activation_name(history[0], history[2])
+
+
+def _activation_name(layer, index=0) -> Optional[str]:
+    """``"softmax"``/``"sigmoid"``/``"linear"`` of an output layer, ``None`` if unknown
+    (of a nested model, its output ``index``'s layer)."""
     import keras
     if layer is None:
         return None
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"
     if isinstance(layer, keras.Model) and layer.outputs:  # a nested model: its last layer
-        return _activation_name(_producer(layer.outputs[0]))
+        return _output_activation(layer.outputs[index])
     act = getattr(layer, "activation", "missing")
     if act == "missing":
         return None
@@ -387,9 +398,43 @@ def _activation_name(layer) -> Optional[str]:
     return str(name) if name else None
 
 
+def check_one_class_each(output, what, allowed="a softmax or logits over the classes, or "
+                                               "one sigmoid unit for two classes") -> None:
+    """Refuse an output that ends in a sigmoid over several units: each class gets a
+    probability of its own (multi-label), which do not sum to 1, where the zoo's losses,
+    signatures and metrics take one class per image (per pixel). ``output``: the model's
+    main output tensor; ``what`` ("fit trains", "export takes") starts the message and
+    ``allowed`` says what the caller takes instead.
+
+    Raises:
+        ValueError: a sigmoid (a layer's activation, or a nested model's last layer's) over
+            more than one output unit.
+    """
+    layer = _producer(output)
+    units = output.shape[-1]
+    if _output_activation(output) != "sigmoid" or units in (1, None):
+        return
+    raise ValueError(f"{what} models with one class per image (per pixel): {allowed}; a "
+                     f"sigmoid over {units} units gives each class a probability of its own "
+                     f"(multi-label), which do not sum to 1. Received: output "
+                     f"{tuple(output.shape)} from {type(layer).__name__} {layer.name!r} with "
+                     f"a sigmoid")
+
+
+def _reading_sample(input_shape):
+    """A zero image and three random ones of ``input_shape`` (H, W, C) to read an unknown
+    last layer's numbers by (on a zero image alone, a one-unit head's logit is its bias: 0
+    untrained, read as a probability)."""
+    import numpy as np
+    return np.concatenate([np.zeros((1, *input_shape)), np.random.default_rng(0).normal(
+        0.0, 1.0, (3, *input_shape))]).astype("float32")
+
+
 def _output_kind(model, output, sample) -> str:
-    """``"probabilities"`` or ``"logits"`` for the model's main output."""
-    name = _activation_name(_producer(output))
+    """``"probabilities"`` or ``"logits"`` for the model's main output (``model``'s only
+    output is ``output``; ``sample``: :func:`_reading_sample`'s images, read when the last
+    layer's activation is unknown)."""
+    name = _output_activation(output)
     if name in ("softmax", "sigmoid"):
         return "probabilities"
     if name == "linear":
@@ -739,7 +784,6 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         >>> zoo.export(zoo.lenet5(), "saved_models")  # doctest: +SKIP
         'saved_models/lenet5/1'
     """
-    import numpy as np
     import keras
     import tensorflow as tf
     import zoo
@@ -795,6 +839,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
                          f"fit the task {task!r} (classification needs [N, K], segmentation "
                          "[N, H, W, K]; export a model with include_top=True).")
     num_classes = int(out_shape[-1])
+    check_one_class_each(output, "export takes")
 
     # The input the model sees and the raw input the signature takes.
     if dataset is not None:
@@ -811,9 +856,15 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         in_channels = int(raw_shape[-1]) if raw_shape and raw_shape[-1] else model_input[-1]
         raw_range = [float(v) for v in dataset.get("raw_range", (0.0, 255.0))]
     else:
-        if None in in_shape:
+        if None in in_shape and source is None:
             raise ValueError(f"the model's input shape {in_shape} is not fixed; pass info "
                              "(a DatasetInfo) so the export knows the input size.")
+        if None in in_shape:   # export_run, zoo export: no info.json beside the file
+            raise ValueError(f"the model's input shape {in_shape} is not fixed, and no "
+                             f"info.json gives the export an input size: export the run "
+                             f"directory the model was trained in (its info.json holds the "
+                             f"dataset's), or save the model built with a fixed input shape. "
+                             f"Received: {source}")
         model_input = tuple(int(v) for v in in_shape)
         in_channels = model_input[-1]
         # No dataset: the signature takes the model's own inputs, whatever their range
@@ -828,11 +879,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     if len(labels) != num_classes and not (num_classes == 1 and len(labels) == 2):
         raise ValueError(f"{len(labels)} labels for {num_classes} classes.")
 
-    # A zero image and random ones to read an unknown last layer's numbers by (on a zero
-    # image alone, a one-unit head's logit is its bias: 0 untrained, read as a probability).
-    sample = np.concatenate([np.zeros((1, *model_input)), np.random.default_rng(0).normal(
-        0.0, 1.0, (3, *model_input))]).astype("float32")
-    kind = _output_kind(model, output, sample)
+    kind = _output_kind(model, output, _reading_sample(model_input))
     from zoo.startlog import command_line_filter
     # float16's first ops, where TensorFlow logs its note on the kernels that run them
     with command_line_filter() if precision == "float16" else contextlib.nullcontext():

@@ -274,10 +274,19 @@ class SparseSmoothedCrossEntropy(keras.losses.Loss):
 
 def _outputs_probabilities(model) -> bool:
     """True if the model's output layer ends in softmax/sigmoid (else logits): its
-    activation, a ``keras.layers.Softmax``, or a nested model's last layer, read as the
-    export reads it (``zoo.export._activation_name``)."""
-    from zoo.export import _activation_name, _producer
-    return _activation_name(_producer(model.outputs[0])) in ("softmax", "sigmoid")
+    activation, a ``keras.layers.Softmax``, or a nested model's output layer, read as the
+    export reads it (``zoo.export._output_kind``): a last layer of unknown activation (a
+    ``Lambda``, a dropout after the head) by its outputs on a zero image and random ones
+    where the input size is fixed (before, it was read as logits and a softmax it ends in
+    was taken twice by the loss, while its export read it as probabilities)."""
+    from zoo.export import _output_activation, _output_kind, _reading_sample
+    output = model.outputs[0]
+    name = _output_activation(output)
+    shape = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else (None,)
+    if name in ("softmax", "sigmoid", "linear") or None in shape:
+        return name in ("softmax", "sigmoid")   # (no size to read numbers at: logits)
+    head = model if len(model.outputs) == 1 else keras.Model(model.inputs, output)
+    return _output_kind(head, output, _reading_sample(shape)) == "probabilities"
 
 
 def _num_outputs(model) -> int:
@@ -1409,11 +1418,14 @@ def _rebuild_error(model, what, policy, exc) -> ValueError:
     """The one error of :func:`_rebuild` for a model Keras cannot rebuild from its config
     (``exc``, Keras' error): which layer classes, and how to do without."""
     from zoo.common import exception_line
-    fix = ("register the class with @keras.saving.register_keras_serializable() (with a "
+    layers = _unrebuildable_layers(model)
+    lambdas = bool(layers) and all(isinstance(layer, keras.layers.Lambda) for layer, _ in layers)
+    fix = ("write the function as a layer class registered with "
+           "@keras.saving.register_keras_serializable()" if lambdas else
+           "register the class with @keras.saving.register_keras_serializable() (with a "
            "get_config() that returns its __init__ arguments)")
     if policy and policy != "float32":
         fix += ", or train or export in float32 (mixed_precision='off', precision='float32')"
-    layers = _unrebuildable_layers(model)
     if not layers:
         return ValueError(f"{what} needs a copy of model {model.name!r} rebuilt from its "
                           f"config, and Keras could not rebuild it ({exception_line(exc)}): "
@@ -1422,6 +1434,8 @@ def _rebuild_error(model, what, policy, exc) -> ValueError:
     reason = exception_line(layers[0][1])
     if "Could not locate class" in reason:
         reason = "Keras cannot locate a class not registered with it"
+    elif lambdas:   # Keras' message says to load a file with safe_mode=False: none is loaded
+        reason = "Keras rebuilds no Lambda layer's Python function from a config"
     received = ", ".join(f"layer {layer.name!r} of class {type(layer).__name__}"
                          for layer, _ in layers)
     return ValueError(f"{what} needs a copy of model {model.name!r} rebuilt from its config, "
@@ -2005,6 +2019,15 @@ def _check_aux_loss_weight(aux_loss_weight):
                          f"Received: aux_loss_weight={aux_loss_weight!r}")
 
 
+def _check_one_class_each(model):
+    """Refuse a main output ending in a sigmoid over several units (multi-label scores):
+    :func:`zoo.export.check_one_class_each`, so what fit trains exports."""
+    from zoo.common import main_output_index
+    from zoo.export import check_one_class_each
+    check_one_class_each(model.outputs[main_output_index(model, "fit trains")], "fit trains",
+                         "a softmax or logits over the classes")
+
+
 def _aux_heads(model, model_name):
     """``(main, aux)``: the output names (Keras' ``model.output_names``) of the main output
     and of the auxiliary classifiers of a model with several outputs, or ``None`` for a
@@ -2014,10 +2037,11 @@ def _aux_heads(model, model_name):
     classifier's ``[N, K]`` of the same shape, so that the labels go to each.
 
     Raises:
-        ValueError: several outputs of another kind.
+        ValueError: several outputs of another kind; a model whose outputs Keras does not
+            define (a subclassed model, a ``Sequential`` model not built yet).
     """
-    from zoo.common import main_output_index, output_layer_name
-    if len(model.outputs) == 1:
+    from zoo.common import main_output_index, model_outputs, output_layer_name
+    if len(model_outputs(model, "fit trains")) == 1:   # (a subclassed model: refused)
         return None
     main = main_output_index(model, "fit trains")
     shapes = [tuple(t.shape) for t in model.outputs]
@@ -2536,6 +2560,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         learning_rate = rate
     if isinstance(model, keras.Model):   # other kinds of several outputs: before any loading
         _aux_heads(model, model_name or model.name)
+        _check_one_class_each(model)
     for name, value in (("class_weight", class_weight), ("label_smoothing", label_smoothing)):
         # refused for segmentation before anything is loaded
         if not _given(value):
@@ -2569,6 +2594,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                                        augment=augment, data_dir=data_dir, seed=seed,
                                        download=download, ignore_label=ignore_label)
         model = build_for_dataset(model, splits.info, **model_args)
+        _check_one_class_each(model)
     else:
         if not isinstance(model, keras.Model):
             raise ValueError(f"model must be a keras.Model or a registered model name. "
@@ -2607,9 +2633,13 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     task = info.task
     k = _num_outputs(model)
     if info.num_classes > k:
+        fix = (f"Build the model with num_classes={info.num_classes}" if k > 1 or
+               info.num_classes > 2 else
+               "fit trains one output per class (a softmax or logits over them), not one "
+               "sigmoid unit or logit for P(class 1), which only the export and serving "
+               "read: give the head 2 units")
         raise ValueError(f"labels outside num_classes: dataset {info.name!r} has "
-                         f"{info.num_classes} classes but the model outputs {k}. Build the "
-                         f"model with num_classes={info.num_classes}.")
+                         f"{info.num_classes} classes but the model outputs {k}. {fix}.")
     weights = resolve_class_weight(class_weight, splits)
     class_weights = _class_weight_record(class_weight, weights, info)
     # Keras' class_weight: every model output, so that no label falls outside it.

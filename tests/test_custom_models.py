@@ -50,6 +50,14 @@ def test_a_head_on_the_backbone_output_lists_every_layer():
     assert [layer.name for layer in foreign_layers(model, "lenet")] == ["flat", "head"]
 
 
+def test_sizes_a_model_leaves_open_are_question_marks():
+    # they read NonexNonex4
+    images = keras.Input((None, None, 4), name="img")
+    x = L.Conv2D(8, 3, name="conv")(images)
+    model = keras.Model(images, L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap")(x)))
+    assert list(layer_table(model)["Output"]) == ["?x?x4", "?x?x8", "8", "3"]
+
+
 def test_the_forced_family_table_leaves_the_users_layers_out():
     backbone = zoo.resnet18(input_shape=(32, 32, 3), include_top=False)
     expected = layer_table(backbone).set_index("layer name")["params"]

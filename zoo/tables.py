@@ -157,15 +157,22 @@ def layer_table(model, family: Optional[str] = None) -> pd.DataFrame:
     return make(model)
 
 
+def _dims(shape) -> str:
+    """``(28, 28, 6)`` -> ``"28x28x6"``; a size the model leaves open (``None``) is ``?``
+    (it read ``NonexNonex4``)."""
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
 def _output_str(layer) -> str:
-    """``"28x28x6"`` for one output, ``"28x28x6, 10"`` for several, ``""`` if unknown."""
+    """``"28x28x6"`` for one output, ``"28x28x6, 10"`` for several (``"?x?x8"`` for sizes
+    the model leaves open), ``""`` if unknown."""
     try:
         outputs = layer.output
     except (AttributeError, ValueError):
         return ""
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]
-    return ", ".join("x".join(str(d) for d in t.shape[1:]) for t in outputs)
+    return ", ".join(_dims(t.shape[1:]) for t in outputs)
 
 
 def generic_table(model) -> pd.DataFrame:
@@ -200,7 +207,7 @@ def generic_table(model) -> pd.DataFrame:
 
 def size_str(shape) -> str:
     """``(None, 28, 28, 6)`` -> ``"28x28"``."""
-    return "x".join(str(d) for d in shape[1:3])
+    return _dims(shape[1:3])
 
 
 def layer_names(model) -> set:

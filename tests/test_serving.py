@@ -1228,6 +1228,8 @@ def test_errors_in_a_list_name_the_image(servable, tmp_path):
                                       r"np\.moveaxis\(images, -3, -1\)\.$"),
         (np.zeros((2, 1, 8, 8)), r"received 8 \(array shape \(2, 1, 8, 8\)\)\. Channels "
                                  r"first\? Move them last: np\.moveaxis\(images, -3, -1\)\.$"),
+        # an empty array is no image of channels first (the hint said it might be)
+        ([[[[]]]], r"received 0 \(array shape \(1, 1, 1, 0\)\)\.$"),
         # not an image: named by its index once (was "images[1]: images must form ...:
         # images is None where ...")
         ([good, None], r"^images\[1\] must form a regular numeric array \(every image the "

@@ -995,8 +995,9 @@ class Servable:
                 f"an array of shape {tuple(shape)}.{self._channels_first(shape)}")
 
     def _channels_first(self, shape) -> str:
-        """A hint for an array ``[C, H, W]`` or ``[N, C, H, W]`` of the model's channels."""
-        if len(shape) in (3, 4) and shape[-3] == self.channels != shape[-1]:
+        """A hint for an array ``[C, H, W]`` or ``[N, C, H, W]`` of the model's channels (not
+        for an empty one: ``[1, 1, 0]`` is no image of channels first)."""
+        if len(shape) in (3, 4) and shape[-3] == self.channels != shape[-1] and 0 not in shape:
             return " Channels first? Move them last: np.moveaxis(images, -3, -1)."
         return ""
 

@@ -58,6 +58,16 @@ def test_sizes_a_model_leaves_open_are_question_marks():
     assert list(layer_table(model)["Output"]) == ["?x?x4", "?x?x8", "8", "3"]
 
 
+def test_a_model_not_built_yet_is_refused():
+    # its table listed every layer with 0 parameters and no output
+    model = keras.Sequential([L.Conv2D(4, 3), L.Flatten(), L.Dense(2)], name="later")
+    with pytest.raises(ValueError, match=r"^layer_table: model 'later' is not built yet, .* "
+                                         r"Received: Sequential model 'later', not built$"):
+        layer_table(model)
+    model.build((None, 8, 8, 1))
+    assert list(layer_table(model)["Params"]) == [40, 0, 2 * 144 + 2]
+
+
 def test_the_forced_family_table_leaves_the_users_layers_out():
     backbone = zoo.resnet18(input_shape=(32, 32, 3), include_top=False)
     expected = layer_table(backbone).set_index("layer name")["params"]

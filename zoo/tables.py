@@ -136,6 +136,11 @@ def layer_table(model, family: Optional[str] = None) -> pd.DataFrame:
     if not isinstance(model, keras.Model):
         raise TypeError(f"layer_table: expected a keras.Model or a registered model name. "
                         f"Received: {type(model).__name__}")
+    if not model.built:   # (its table listed every layer with 0 parameters and no output)
+        raise ValueError(f"layer_table: model {model.name!r} is not built yet, so its layers "
+                         f"have no weights or output shapes: build it with an input shape "
+                         f"(keras.Input first, or model.build(input_shape)). Received: "
+                         f"{type(model).__name__} model {model.name!r}, not built")
     if family is not None and family != GENERIC and family not in _FORMATS:
         raise ValueError(f"layer_table: unknown family {family!r}. Allowed: None (recognised "
                          f"from the layer names), {GENERIC!r} (one row per layer) or one of "

@@ -650,6 +650,43 @@ def test_an_export_without_its_zoo_json_is_evaluated_on_the_dataset_given(digits
     assert (r["examples"], r["confusion_matrix"]) == (360, expected["confusion_matrix"])
 
 
+@pytest.mark.parametrize("units", [10, 1])
+def test_a_classifier_without_a_classes_output_is_scored_by_its_probabilities(tmp_path,
+                                                                               units):
+    """A classifier's SavedModel written by another tool answers ``probabilities`` only:
+    its classes are their arg-max (one sigmoid unit: class 1 above 0.5); the report ended
+    in ``KeyError: 'classes'``."""
+    side = 8 if units == 10 else 6   # the digits', the photos' size
+
+    class Classifier(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, side, side, 1], tf.float32,
+                                                    name="images")])
+        def serve(self, images):
+            flat = tf.reshape(images, [-1, side * side])
+            if units == 1:
+                return {"probabilities": tf.sigmoid((flat[:, :1] - 120.0) / 20.0)}
+            return {"probabilities": tf.nn.softmax(flat[:, 18:28] / 4.0)}
+
+    module = Classifier()
+    path = str(tmp_path / "foreign" / "1")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    dataset = "digits" if units == 10 else str(_two_classes(tmp_path / "photos"))
+    split = "test" if units == 10 else "train"
+    r = evaluate(path, dataset, split, top_k=1, runtime="tensorflow", jit_compile=False)
+    images, y = zip(*data.load_raw(dataset, split).dataset.as_numpy_iterator())
+    p = serving.load(path, jit_compile=False).predict(np.stack(images))["probabilities"]
+    predicted = (p[:, 0] > 0.5).astype(int) if units == 1 else p.argmax(-1)
+    assert len(set(predicted)) > 1 and 0 < r["accuracy"] < 1
+    assert r["accuracy"] == metrics.accuracy_score(y, predicted) == r["top_k_accuracy"]
+    k = max(units, 2)
+    assert r["confusion_matrix"] == metrics.confusion_matrix(y, predicted,
+                                                             labels=range(k)).tolist()
+    np.testing.assert_allclose(
+        [r["macro"][key] for key in ("precision", "recall", "f1")],
+        metrics.precision_recall_fscore_support(y, predicted, average="macro",
+                                                zero_division=0)[:3])
+
+
 def test_an_export_without_its_zoo_json_is_refused_on_a_dataset_of_other_classes(
         digits_model, tmp_path):
     """Without zoo.json the class count comes from the signature's probabilities: a

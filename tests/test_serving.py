@@ -1551,3 +1551,28 @@ def test_no_xla_loads_the_export_without_xla_in_every_command(no_xla, want, monk
         assert main(argv + no_xla) == 2
     assert "zoo: error: stopped here" in capsys.readouterr().err
     assert seen == {"predict": want, "evaluate": want, "serve": want}
+
+
+def test_predict_digits_counts_a_foreign_classifiers_classes_from_its_probabilities(
+        tmp_path, capsys):
+    """A classifier's SavedModel written by another tool, with ``probabilities`` only:
+    ``--digits`` counts its arg-max as the answer (it ended in ``KeyError: 'classes'``)."""
+    from zoo.cli import main
+
+    class Classifier(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32,
+                                                    name="images")])
+        def serve(self, images):
+            return {"probabilities": tf.nn.softmax(tf.reshape(images, [-1, 64])[:, 18:28] / 4)}
+
+    module = Classifier()
+    path = str(tmp_path / "foreign" / "1")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    x, y = digits_arrays("test")
+    p = serving.load(path, jit_compile=False).predict(x[:20])["probabilities"]
+    right = int((p.argmax(-1) == y[:20]).sum())
+    assert 0 < right < 20
+    assert main(["predict", path, "--digits", "20", "--runtime", "tensorflow", "--no-xla",
+                 "--format", "csv"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"{right}/20 correct (foreign version 1, TensorFlow, XLA off)"

@@ -225,7 +225,7 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=None, 
             truth = np.asarray([int(t) for _, t in chunk])
             out = servable.predict(images, step)
             probabilities = serving.class_probabilities(out["probabilities"])
-            predicted = out["classes"].astype(np.int64)
+            predicted = serving.predicted_classes(out)
             confusion += np.bincount(truth * k + predicted, minlength=k * k).reshape(k, k)
             ranked = np.argsort(-probabilities, -1, kind="stable")[:, :top_k]
             top_right += int((ranked == truth[:, None]).any(1).sum())

@@ -58,8 +58,8 @@ from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE
                         ZOO_JSON, latest_version, list_versions, version_path)
 
 __all__ = ["load", "Servable", "resolve_version_dir", "read_record", "decode_image",
-           "check_image_file", "mask_at_size", "engine_text", "configure_predict",
-           "configure_serve"]
+           "check_image_file", "mask_at_size", "predicted_classes", "engine_text",
+           "configure_predict", "configure_serve"]
 
 RUNTIMES = ("auto", "litert", "openvino", "tensorflow")
 _WARMUP_BATCH = 8
@@ -1620,7 +1620,7 @@ def configure_predict(parser):
             print(to_text(table, args.format).rstrip())
         if truth is not None:
             labels = servable.labels or [str(i) for i in range(out["probabilities"].shape[-1])]
-            predicted = [labels[int(c)] for c in out["classes"]]
+            predicted = [labels[int(c)] for c in predicted_classes(out)]
             right = sum(p == t for p, t in zip(predicted, truth))
             # Below the table for people; on stderr beside csv and jsonl, which stay
             # machine-readable to their end.
@@ -1708,6 +1708,16 @@ def class_probabilities(probabilities) -> np.ndarray:
     if probabilities.shape[-1] == 1:
         return np.concatenate([1 - probabilities, probabilities], axis=-1)
     return probabilities
+
+
+def predicted_classes(outputs) -> np.ndarray:
+    """The class index (int64) of each image of a classifier's ``outputs``
+    (:meth:`Servable.predict`'s): its signature's ``classes``, or, for a SavedModel written
+    by another tool without that output, the arg-max of its ``probabilities`` (one sigmoid
+    unit: class 1 above 0.5, as the zoo's exports read it)."""
+    if "classes" in outputs:
+        return np.asarray(outputs["classes"]).astype(np.int64)
+    return class_probabilities(np.asarray(outputs["probabilities"])).argmax(-1).astype(np.int64)
 
 
 def mask_at_size(probabilities, size) -> np.ndarray:

@@ -419,6 +419,18 @@ def test_receptive_field_matches_measurement():
     assert last["jump_h"] == 2
 
 
+def test_dilated_transposed_convolution_widens_the_receptive_field():
+    """A transposed convolution's dilation spreads its kernel over d * (k - 1) + 1 input
+    pixels, as a convolution's does (it was ignored: 3 where 5 are seen)."""
+    ones = dict(use_bias=False, kernel_initializer="ones")
+    x = keras.Input((12, 12, 1), name="x")
+    y = L.Conv2DTranspose(1, 3, dilation_rate=(2, 3), name="up", **ones)(x)
+    model = keras.Model(x, y)
+    last = zprofile.profile(model).layers.iloc[-1]
+    assert (last["rf_h"], last["rf_w"]) == measured_receptive_field(model) == (5, 7)
+    assert (last["jump_h"], last["jump_w"]) == (1, 1)
+
+
 def test_overlapping_pooling_steps_by_its_strides():
     """A pooling window larger than its stride (AlexNet's and GoogLeNet's 3x3/2) moves by
     the stride, not by the window."""

@@ -60,8 +60,8 @@ axis) and jump (distance in input pixels between neighbouring output units):
 ``r_out = r_in + (k_eff - 1) * j_in`` and ``j_out = j_in * s`` for
 convolutions and pooling, ``k_eff = dilation * (k - 1) + 1``. Transposed
 convolutions and upsampling divide the jump by the stride, and an output unit
-of a transposed convolution sees ``ceil(k / s)`` input units
-(``r_out = r_in + (ceil(k / s) - 1) * j_in``); ``Resizing`` scales the jump by
+of a transposed convolution sees ``ceil(k_eff / s)`` input units
+(``r_out = r_in + (ceil(k_eff / s) - 1) * j_in``; Keras dilates only at stride 1); ``Resizing`` scales the jump by
 ``in_size / out_size``; an interpolation reading ``t`` input samples per axis
 (nearest 1, bilinear 2, bicubic 4, lanczos3 6, lanczos5 10, times ``in / out``
 when an ``"area"`` or ``antialias=True`` resize downscales) adds ``t - 1``
@@ -609,6 +609,8 @@ def _receptive_field(kind, op, ins, outs, rfs, n_axes):
     if kind == "transpose" and has_spatial:
         kernel = pad(_tuple(op.kernel_size, n_axes), 1)
         stride = pad(_tuple(op.strides, n_axes), 1)
+        dilation = pad(_tuple(getattr(op, "dilation_rate", 1), n_axes), 1)
+        kernel = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))   # Keras: d > 1 only at s 1
         r = tuple(ri + (math.ceil(k / s) - 1) * ji for ri, ji, k, s in zip(r, j, kernel, stride))
         return r, tuple(ji / s for ji, s in zip(j, stride))
     if kind in ("upsample", "resize") and has_spatial:

@@ -116,6 +116,13 @@ def test_merge_counts_one_op_per_extra_input():
     assert p.unknown == ()
 
 
+def test_average_merge_counts_its_division_as_average_pooling_does():
+    x = keras.Input((4, 4, 2), name="x")
+    a, b = conv(2, 1, "a")(x), conv(2, 1, "b")(x)
+    p = zprofile.profile(keras.Model(x, L.Average(name="avg")([x, a, b])))
+    assert row(p, "avg")["other_ops"] == 32 * (2 + 1)   # 2 additions and a division
+
+
 def test_custom_layers_lenet5():
     p = zprofile.profile(zoo.lenet5())
     macs = p.layers.set_index("name")["macs"].to_dict()

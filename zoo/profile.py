@@ -31,7 +31,8 @@ Counting conventions (all figures are for one batch of ``batch_size`` images;
   output, plus one division per output for averages), global pooling, the
   elementwise merges (``Add``, ``Subtract``, ``Multiply``, ``Average``,
   ``Maximum``, ``Minimum``, and ``keras.ops`` arithmetic used directly in a
-  functional graph: ``inputs - 1`` per element), batch normalisation
+  functional graph: ``inputs - 1`` per element, plus one division for
+  ``Average``), batch normalisation
   (a multiply and an add per element; at deployment it folds into the
   preceding convolution, so it is not a multiply-add of the network),
   ``Rescaling``/``Normalization`` (two per element), interpolating upsampling
@@ -527,7 +528,9 @@ def _cost(kind, op, ins, outs) -> tuple:
     if kind == "batchnorm":
         return 0, 2 * _size(out)
     if kind in ("merge", "elementwise_op"):
-        return 0, _size(out) * max(1, len(ins) - 1)
+        import keras
+        division = _size(out) if isinstance(op, keras.layers.Average) else 0   # as pooling's
+        return 0, _size(out) * max(1, len(ins) - 1) + division
     if kind == "affine":
         return 0, 2 * _size(out)
     if kind == "subsampling":

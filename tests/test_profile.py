@@ -438,6 +438,20 @@ def test_dilated_transposed_convolution_widens_the_receptive_field():
     assert (last["jump_h"], last["jump_w"]) == (1, 1)
 
 
+def test_a_fractional_receptive_field_rounds_up():
+    """After upsampling past the input's resolution the jump is below 1: two neighbouring
+    outputs of a nearest upsampling 1/2 pixel apart give 1.5, and the two pixels they can
+    read count as 2 (it was truncated to 1)."""
+    ones = dict(use_bias=False, kernel_initializer="ones")
+    x = keras.Input((6, 6, 1), name="x")
+    y = L.UpSampling2D(2, name="up")(x)
+    y = L.Conv2D(1, 2, name="c", **ones)(y)
+    model = keras.Model(x, y)
+    last = zprofile.profile(model).layers.iloc[-1]
+    assert (last["rf_h"], last["rf_w"]) == measured_receptive_field(model) == (2, 2)
+    assert last["jump_h"] == 0.5
+
+
 def test_overlapping_pooling_steps_by_its_strides():
     """A pooling window larger than its stride (AlexNet's and GoogLeNet's 3x3/2) moves by
     the stride, not by the window."""

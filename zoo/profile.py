@@ -71,7 +71,11 @@ pooling) see their whole input map (``r_in + (n - 1) * j_in``, jump
 ``j_in * n``). Layers with several inputs take the largest over their inputs
 (paths). The axes are those of the model's input with the most (an image
 beside a vector or a sequence; a 1-D path fills the first). Padding is
-ignored, so the receptive field can exceed the image.
+ignored, so the receptive field can exceed the image. Without upsampling the
+rule is exact; after upsampling or a transposed convolution it is an estimate
+(rounded up when fractional): nearest copies and strides that line up with the
+upsampling factor make the field measured on the graph differ by a few pixels,
+either way.
 """
 
 from __future__ import annotations
@@ -715,7 +719,8 @@ def profile(model, batch_size: int = 1) -> Profile:
             "other_ops": int(other) * batch_size,
             "activation_bytes": sum(_bytes(specs[k], batch_size) for k in call.outputs),
             "live_bytes": live[len(records)],
-            "rf_h": int(r[0]), "rf_w": int(r[1] if n_axes > 1 else r[0]),
+            # a fractional field (after upsampling) rounds up: 1.5 pixels are 2 pixels read
+            "rf_h": math.ceil(r[0]), "rf_w": math.ceil(r[1] if n_axes > 1 else r[0]),
             "jump_h": float(j[0]), "jump_w": float(j[1] if n_axes > 1 else j[0]),
         })
     layers = pd.DataFrame.from_records(records, columns=LAYER_COLUMNS)

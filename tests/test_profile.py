@@ -116,6 +116,13 @@ def test_merge_counts_one_op_per_extra_input():
     assert p.unknown == ()
 
 
+def test_average_merge_counts_its_division_as_average_pooling_does():
+    x = keras.Input((4, 4, 2), name="x")
+    a, b = conv(2, 1, "a")(x), conv(2, 1, "b")(x)
+    p = zprofile.profile(keras.Model(x, L.Average(name="avg")([x, a, b])))
+    assert row(p, "avg")["other_ops"] == 32 * (2 + 1)   # 2 additions and a division
+
+
 def test_custom_layers_lenet5():
     p = zprofile.profile(zoo.lenet5())
     macs = p.layers.set_index("name")["macs"].to_dict()
@@ -417,6 +424,32 @@ def test_receptive_field_matches_measurement():
     # up ceil(3/2) = 2 input pixels: 20x16 (jump 2), c4: 24x20
     assert (last["rf_h"], last["rf_w"]) == measured_receptive_field(model) == (24, 20)
     assert last["jump_h"] == 2
+
+
+def test_dilated_transposed_convolution_widens_the_receptive_field():
+    """A transposed convolution's dilation spreads its kernel over d * (k - 1) + 1 input
+    pixels, as a convolution's does (it was ignored: 3 where 5 are seen)."""
+    ones = dict(use_bias=False, kernel_initializer="ones")
+    x = keras.Input((12, 12, 1), name="x")
+    y = L.Conv2DTranspose(1, 3, dilation_rate=(2, 3), name="up", **ones)(x)
+    model = keras.Model(x, y)
+    last = zprofile.profile(model).layers.iloc[-1]
+    assert (last["rf_h"], last["rf_w"]) == measured_receptive_field(model) == (5, 7)
+    assert (last["jump_h"], last["jump_w"]) == (1, 1)
+
+
+def test_a_fractional_receptive_field_rounds_up():
+    """After upsampling past the input's resolution the jump is below 1: two neighbouring
+    outputs of a nearest upsampling 1/2 pixel apart give 1.5, and the two pixels they can
+    read count as 2 (it was truncated to 1)."""
+    ones = dict(use_bias=False, kernel_initializer="ones")
+    x = keras.Input((6, 6, 1), name="x")
+    y = L.UpSampling2D(2, name="up")(x)
+    y = L.Conv2D(1, 2, name="c", **ones)(y)
+    model = keras.Model(x, y)
+    last = zprofile.profile(model).layers.iloc[-1]
+    assert (last["rf_h"], last["rf_w"]) == measured_receptive_field(model) == (2, 2)
+    assert last["jump_h"] == 0.5
 
 
 def test_overlapping_pooling_steps_by_its_strides():

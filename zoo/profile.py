@@ -31,7 +31,8 @@ Counting conventions (all figures are for one batch of ``batch_size`` images;
   output, plus one division per output for averages), global pooling, the
   elementwise merges (``Add``, ``Subtract``, ``Multiply``, ``Average``,
   ``Maximum``, ``Minimum``, and ``keras.ops`` arithmetic used directly in a
-  functional graph: ``inputs - 1`` per element), batch normalisation
+  functional graph: ``inputs - 1`` per element, plus one division for
+  ``Average``), batch normalisation
   (a multiply and an add per element; at deployment it folds into the
   preceding convolution, so it is not a multiply-add of the network),
   ``Rescaling``/``Normalization`` (two per element), interpolating upsampling
@@ -60,8 +61,8 @@ axis) and jump (distance in input pixels between neighbouring output units):
 ``r_out = r_in + (k_eff - 1) * j_in`` and ``j_out = j_in * s`` for
 convolutions and pooling, ``k_eff = dilation * (k - 1) + 1``. Transposed
 convolutions and upsampling divide the jump by the stride, and an output unit
-of a transposed convolution sees ``ceil(k / s)`` input units
-(``r_out = r_in + (ceil(k / s) - 1) * j_in``); ``Resizing`` scales the jump by
+of a transposed convolution sees ``ceil(k_eff / s)`` input units
+(``r_out = r_in + (ceil(k_eff / s) - 1) * j_in``; Keras dilates only at stride 1); ``Resizing`` scales the jump by
 ``in_size / out_size``; an interpolation reading ``t`` input samples per axis
 (nearest 1, bilinear 2, bicubic 4, lanczos3 6, lanczos5 10, times ``in / out``
 when an ``"area"`` or ``antialias=True`` resize downscales) adds ``t - 1``
@@ -70,7 +71,11 @@ pooling) see their whole input map (``r_in + (n - 1) * j_in``, jump
 ``j_in * n``). Layers with several inputs take the largest over their inputs
 (paths). The axes are those of the model's input with the most (an image
 beside a vector or a sequence; a 1-D path fills the first). Padding is
-ignored, so the receptive field can exceed the image.
+ignored, so the receptive field can exceed the image. Without upsampling the
+rule is exact; after upsampling or a transposed convolution it is an estimate
+(rounded up when fractional): nearest copies and strides that line up with the
+upsampling factor make the field measured on the graph differ by a few pixels,
+either way.
 """
 
 from __future__ import annotations
@@ -527,7 +532,9 @@ def _cost(kind, op, ins, outs) -> tuple:
     if kind == "batchnorm":
         return 0, 2 * _size(out)
     if kind in ("merge", "elementwise_op"):
-        return 0, _size(out) * max(1, len(ins) - 1)
+        import keras
+        division = _size(out) if isinstance(op, keras.layers.Average) else 0   # as pooling's
+        return 0, _size(out) * max(1, len(ins) - 1) + division
     if kind == "affine":
         return 0, 2 * _size(out)
     if kind == "subsampling":
@@ -609,6 +616,8 @@ def _receptive_field(kind, op, ins, outs, rfs, n_axes):
     if kind == "transpose" and has_spatial:
         kernel = pad(_tuple(op.kernel_size, n_axes), 1)
         stride = pad(_tuple(op.strides, n_axes), 1)
+        dilation = pad(_tuple(getattr(op, "dilation_rate", 1), n_axes), 1)
+        kernel = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))   # Keras: d > 1 only at s 1
         r = tuple(ri + (math.ceil(k / s) - 1) * ji for ri, ji, k, s in zip(r, j, kernel, stride))
         return r, tuple(ji / s for ji, s in zip(j, stride))
     if kind in ("upsample", "resize") and has_spatial:
@@ -710,7 +719,8 @@ def profile(model, batch_size: int = 1) -> Profile:
             "other_ops": int(other) * batch_size,
             "activation_bytes": sum(_bytes(specs[k], batch_size) for k in call.outputs),
             "live_bytes": live[len(records)],
-            "rf_h": int(r[0]), "rf_w": int(r[1] if n_axes > 1 else r[0]),
+            # a fractional field (after upsampling) rounds up: 1.5 pixels are 2 pixels read
+            "rf_h": math.ceil(r[0]), "rf_w": math.ceil(r[1] if n_axes > 1 else r[0]),
             "jump_h": float(j[0]), "jump_w": float(j[1] if n_axes > 1 else j[0]),
         })
     layers = pd.DataFrame.from_records(records, columns=LAYER_COLUMNS)

@@ -116,7 +116,7 @@ def _check_export_target(export_dir, export_name) -> str:
         _check_name(export_name)
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise NotADirectoryError(f"export_dir (--export-dir) is not a directory: "
-                                 f"{os.fspath(export_dir)!r}")
+                                 f"{export_dir!r}")
     check_directory_target(export_dir, "export_dir (--export-dir)", "pass another directory",
                            repr(export_dir))
     return export_dir

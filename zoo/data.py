@@ -1146,7 +1146,7 @@ def _folder_source(root, data_dir=None, download=False, ignore_label=None):
                                  f"mask per image, with its file name), or remove it.")
     if seg_roots:
         return _segmentation_folder(root, name, seg_roots, ignore_label)
-    return _classification_folder(root, name)
+    return _classification_folder(root, name, split_dirs)
 
 
 def _is_segmentation_dir(folder) -> bool:
@@ -1218,14 +1218,14 @@ def _check_listed_once(root, files, labels=None):
                                  f"be read {how}. Remove the link.")
 
 
-def _classification_folder(root, name):
+def _classification_folder(root, name, split_dirs):
     """``root/<split>/<label>/`` images: the labels are train's class folders, sorted; a
     class folder's subfolders belong to it; hidden files and folders are skipped. A missing
     validation folder is a fixed, stratified 10% of train (a class's only image stays in
     train); a missing test folder is the validation split. A folder with no split folder
     at all holds the class folders itself (``root/<label>/``), split 80/10/10: fixed,
-    stratified test and validation parts of 10% each."""
-    split_dirs = {s: _find_split_dir(root, s) for s in SPLITS}
+    stratified test and validation parts of 10% each. ``split_dirs``: ``{split: its folder
+    or None}`` (:func:`_find_split_dir`, as :func:`_folder_source` found them)."""
     whole = all(d is None for d in split_dirs.values())   # root/<label>/*, split here
     if whole:
         split_like = sorted(d for d in os.listdir(root)

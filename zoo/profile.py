@@ -795,9 +795,10 @@ def _live_bytes(calls, output_keys, specs, batch_size) -> list:
 # Formatting helpers
 
 def _shape_str(shape) -> str:
+    from zoo.tables import _dims   # (the layer tables' HxWxC)
     if shape and isinstance(shape[0], tuple):
         return ", ".join(_shape_str(s) for s in shape)
-    return "x".join(str(d) for d in shape)
+    return _dims(shape)
 
 
 def _pair_str(h, w) -> str:

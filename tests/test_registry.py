@@ -1,3 +1,4 @@
+import os
 import re
 
 import pytest
@@ -26,12 +27,84 @@ def test_get_model_passes_the_builders_name_argument():
     assert zoo.get_model("lenet5", name="digits_net").name == "digits_net"
 
 
-def test_duplicate_registration_refused():
-    with pytest.raises(ValueError, match="already registered"):
+def test_duplicate_registration_refused(monkeypatch):
+    from zoo import registry
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    with pytest.raises(ValueError) as e:
         @register(family="lenet", paper="x", year=1, default_input_shape=(32, 32, 1),
                   min_input_size=32)
         def lenet5():  # noqa: F811
             pass
+    assert str(e.value) == "Model name 'lenet5' is already registered (by zoo.models.lenet)."
+
+    @register(family="lenet", paper="x", year=1, default_input_shape=(32, 32, 1),
+              min_input_size=32)
+    def dup_probe():
+        pass
+    with pytest.raises(ValueError, match=r"'dup_probe' is already registered \(by test_registry"):
+        register(family="lenet", paper="x", year=1, default_input_shape=(32, 32, 1),
+                 min_input_size=32)(dup_probe)
+    assert zoo.model_info("dup_probe").paper == "x"
+    assert zoo.get_model("dup_probe") is None and "dup_probe" in zoo.list_models("dup*")
+
+
+def test_builtin_takes_only_the_catalogs_builders():
+    from zoo.registry import builtin
+
+    def lenet5():
+        pass
+    with pytest.raises(ValueError, match=r"test_registry\.lenet5 is not a built-in builder of "
+                                         r"zoo\.catalog .*register a builder of one's own"):
+        builtin(lenet5)
+
+
+def test_catalog_agrees_with_the_builders_modules():
+    """The metadata ``zoo list`` reads without Keras (zoo.catalog) against what the builders'
+    modules derive: minimum input sizes from the layer data, published weights."""
+    import importlib
+
+    from zoo import catalog
+    from zoo.models import alexnet, inception, lenet, resnet, unet, xception
+    assert list(catalog.MODULES) == list(catalog.INFO)
+    assert all(info.name == name for name, info in catalog.INFO.items())
+    for name, module in catalog.MODULES.items():
+        builder = getattr(importlib.import_module(module), name)
+        assert builder is zoo.registry.get_builder(name) is getattr(zoo, name)
+        assert builder.zoo_info is catalog.INFO[name] is zoo.model_info(name)
+    derived = {"lenet5": lenet.MIN_SIZE, "alexnet": alexnet.MIN_SIZE,
+               "googlenet": inception.GOOGLENET_MIN_SIZE,
+               "inception_v3": inception.INCEPTION_V3_MIN_SIZE, "xception": xception.MIN_SIZE,
+               "unet": unet.MIN_SIZE, **resnet.MIN_SIZES}
+    assert {n: i.min_input_size for n, i in catalog.INFO.items()} == derived
+    assert catalog.INFO["unet"].default_input_shape == unet.DEFAULT_INPUT_SHAPE
+    for name in resnet.MIN_SIZES:
+        assert catalog.INFO[name].default_input_shape == resnet.DEFAULT_SHAPE
+        assert catalog.INFO[name].weights == (("imagenet",) if name in resnet.WEIGHT_FILES
+                                              else ()), name
+
+
+def test_zoo_list_and_model_info_load_no_keras():
+    """``zoo list``, ``list_models`` and ``model_info`` read zoo.catalog: no TensorFlow or
+    Keras (~5 s) until a builder is asked for."""
+    import subprocess
+    import sys
+    code = ("import sys, zoo\n"
+            "from zoo.cli import main\n"
+            "print(zoo.list_models('lenet*'), zoo.model_info('unet').task)\n"
+            "try:\n"
+            "    code = main(['list', 'resnet5*'])\n"
+            "except SystemExit as exit:\n"
+            "    code = exit.code\n"
+            "print('exit', code or 0)\n"
+            "print(sorted({'tensorflow', 'keras'} & set(sys.modules)))\n"
+            "from zoo import lenet5\n"
+            "print(lenet5.zoo_info.min_input_size, 'keras' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=120,
+                         check=True).stdout.splitlines()
+    assert out[0] == "['lenet5'] segmentation"
+    assert out[1].startswith("| name ") and out[3].startswith("| resnet50 ")
+    assert out[-3:] == ["exit 0", "[]", "32 True"]
 
 
 def test_model_info_fields():

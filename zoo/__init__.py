@@ -54,10 +54,9 @@ def __getattr__(name):
     if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
         return importlib.import_module(f"{__name__}.{name}")
     # Every registered builder is an attribute: ``from zoo import resnet50``.
-    from zoo.registry import _REGISTRY, _ensure_loaded
-    _ensure_loaded()
-    if name in _REGISTRY:
-        return _REGISTRY[name][0]
+    from zoo.registry import get_builder, registered_info
+    if registered_info(name) is not None:
+        return get_builder(name)
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")
 
 

@@ -831,9 +831,9 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     rank_task = {1: "classification", 3: "segmentation"}.get(len(out_shape))
     task = (dataset or {}).get("task") or run_task
     if task is None:
-        from zoo.registry import _REGISTRY, _ensure_loaded
-        _ensure_loaded()
-        task = _REGISTRY[model.name][1].task if model.name in _REGISTRY else rank_task
+        from zoo.registry import registered_info
+        info = registered_info(model.name)
+        task = info.task if info is not None else rank_task
     if task not in ("classification", "segmentation") or task != rank_task:
         raise ValueError(f"cannot export {model.name!r}: its output shape {out_shape} does not "
                          f"fit the task {task!r} (classification needs [N, K], segmentation "

@@ -1,9 +1,10 @@
 """The model registry: name -> builder + metadata.
 
-Every public builder is decorated with :func:`register`, which records a
-:class:`ModelInfo` beside it. ``list_models``, ``get_model`` and ``model_info``
-read the registry; nothing is discovered by import magic beyond importing
-``zoo.models`` once.
+The built-in models' metadata is a table (:mod:`zoo.catalog`) that imports neither
+TensorFlow nor Keras, so ``list_models``, ``model_info`` and ``model_info_table`` answer
+without the builders' modules; ``get_model`` and ``get_builder`` import the module of the
+builder asked for. The built-in builders are decorated with :func:`builtin`; a builder of
+one's own is registered with :func:`register`, which records a :class:`ModelInfo` beside it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import inspect
 import re
 from typing import Callable, Optional
 
-__all__ = ["ModelInfo", "register", "list_models", "get_model", "model_info"]
+__all__ = ["ModelInfo", "register", "builtin", "list_models", "get_model", "model_info"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +58,13 @@ class ModelInfo:
     bfloat16_min_input_size: int = 0
 
 
+# builders registered with register() (the built-in ones are in zoo.catalog)
 _REGISTRY: dict[str, tuple[Callable, ModelInfo]] = {}
+
+
+def _catalog():
+    from zoo import catalog
+    return catalog
 
 
 def register(*, family, paper, year, default_input_shape, min_input_size,
@@ -96,9 +103,9 @@ def register(*, family, paper, year, default_input_shape, min_input_size,
 
     def decorator(fn):
         key = name or fn.__name__
-        if key in _REGISTRY:
-            raise ValueError(f"Model name {key!r} is already registered "
-                             f"(by {_REGISTRY[key][0].__module__}).")
+        if key in _REGISTRY or key in _catalog().INFO:
+            owner = _REGISTRY[key][0].__module__ if key in _REGISTRY else _catalog().MODULES[key]
+            raise ValueError(f"Model name {key!r} is already registered (by {owner}).")
         info = ModelInfo(name=key, family=family, paper=paper, year=year,
                          task=task, default_input_shape=tuple(default_input_shape),
                          min_input_size=int(min_input_size), params=params,
@@ -113,9 +120,21 @@ def register(*, family, paper, year, default_input_shape, min_input_size,
     return decorator
 
 
-def _ensure_loaded():
-    # The builders register themselves when their modules are imported.
-    import zoo.models  # noqa: F401
+def builtin(fn):
+    """Decorator of the built-in builders: gives ``fn`` its :mod:`zoo.catalog` entry as
+    ``zoo_info`` (a builder's module is the catalog's for its name)."""
+    catalog = _catalog()
+    if catalog.MODULES.get(fn.__name__) != fn.__module__:
+        raise ValueError(f"{fn.__module__}.{fn.__name__} is not a built-in builder of "
+                         f"zoo.catalog (its builders: {', '.join(catalog.MODULES)}); "
+                         f"register a builder of one's own with zoo.registry.register")
+    fn.zoo_info = catalog.INFO[fn.__name__]
+    return fn
+
+
+def _names() -> list:
+    """Every registered name: the built-in ones, then those of :func:`register`."""
+    return [*_catalog().INFO, *_REGISTRY]
 
 
 def list_models(pattern: Optional[str] = None) -> list[str]:
@@ -135,24 +154,40 @@ def list_models(pattern: Optional[str] = None) -> list[str]:
     if pattern is not None and not isinstance(pattern, str):
         raise TypeError(f"list_models: pattern must be a shell-style pattern string such as "
                         f"'resnet*' or None. Received: {pattern!r}")
-    _ensure_loaded()
-    names = sorted(_REGISTRY)
+    names = sorted(_names())
     if pattern is not None:   # ("" matches no name)
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     return names
 
 
+def _unknown(name):
+    """The ValueError of a name that is not registered."""
+    known = sorted(_names())
+    # (None was "Unknown model None. Did you mean: unet, googlenet, lenet5?")
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.4) \
+        if isinstance(name, str) else []
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return ValueError(f"Unknown model {name!r}.{hint} Known models: {', '.join(known)}.")
+
+
+def registered_info(name) -> Optional[ModelInfo]:
+    """The :class:`ModelInfo` of a registered ``name``, or ``None`` (any other value)."""
+    if not isinstance(name, str):
+        return None
+    if name in _REGISTRY:
+        return _REGISTRY[name][1]
+    return _catalog().INFO.get(name)
+
+
 def _lookup(name):
-    _ensure_loaded()
-    if not isinstance(name, str) or name not in _REGISTRY:
-        known = sorted(_REGISTRY)
-        # (None was "Unknown model None. Did you mean: unet, googlenet, lenet5?")
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4) \
-            if isinstance(name, str) else []
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown model {name!r}.{hint} "
-                         f"Known models: {', '.join(known)}.")
-    return _REGISTRY[name]
+    """``(builder, info)`` of a registered name; a built-in builder's module is imported."""
+    if isinstance(name, str) and name in _REGISTRY:
+        return _REGISTRY[name]
+    info = registered_info(name)
+    if info is None:
+        raise _unknown(name)
+    import importlib
+    return getattr(importlib.import_module(_catalog().MODULES[name]), name), info
 
 
 # keras.applications arguments the builders spell or handle otherwise.
@@ -234,7 +269,10 @@ def model_info(name: str) -> ModelInfo:
     Raises:
         ValueError: an unknown ``name`` (the message suggests close names).
     """
-    return _lookup(name)[1]
+    info = registered_info(name)
+    if info is None:
+        raise _unknown(name)
+    return info
 
 
 def model_info_table(pattern: Optional[str] = None):

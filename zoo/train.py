@@ -720,16 +720,15 @@ def _check_auto_precision_args(models, input_shape) -> None:
 def _bfloat16_slower_at(models, input_shape) -> bool:
     """Whether every model named in ``models`` is registered with a
     ``bfloat16_min_input_size`` above the smaller side of ``input_shape``."""
-    from zoo.registry import _REGISTRY, _ensure_loaded
+    from zoo.registry import registered_info
     if models is None or input_shape is None:
         return False
     names = [models] if isinstance(models, str) else list(models)
     if not names or any(d is None for d in tuple(input_shape)[:2]):
         return False
-    _ensure_loaded()
     size = min(int(d) for d in tuple(input_shape)[:2])
-    return all(name in _REGISTRY and size < _REGISTRY[name][1].bfloat16_min_input_size
-               for name in names)
+    return all(registered_info(name) is not None
+               and size < registered_info(name).bfloat16_min_input_size for name in names)
 
 
 def with_mixed_precision(model, mixed_precision="auto"):

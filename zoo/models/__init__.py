@@ -1,4 +1,5 @@
-"""One module per family; importing this package registers every builder.
+"""One module per family; importing this package imports every builder (their metadata is
+in ``zoo.catalog``) and registers every family's layer-table format.
 
 The order matters: ``layer_table`` tries the most recently registered family first, and
 U-Net (which may hold any classifier as its encoder) comes last.

@@ -6,7 +6,7 @@ import keras
 
 from zoo import common, weights as zoo_weights
 from zoo.blocks import Row, build_rows, check_head_options, min_size_of_rows
-from zoo.registry import register
+from zoo.registry import builtin
 
 __all__ = ["alexnet", "alexnet_rows"]
 
@@ -43,10 +43,7 @@ def alexnet_rows(local_response_normalization=False, dropout=0.5):
 MIN_SIZE = min_size_of_rows(alexnet_rows())
 
 
-@register(family="alexnet", paper="Krizhevsky, Sutskever and Hinton, ImageNet classification "
-          "with deep convolutional neural networks", year=2012,
-          default_input_shape=(227, 227, 3), min_input_size=MIN_SIZE, params=62_378_344,
-          trainable_params=62_378_344)
+@builtin
 def alexnet(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
             classifier_activation="softmax", weights=None, name=None,
             local_response_normalization=False, dropout=0.5):

@@ -27,7 +27,7 @@ from zoo import layers as zoo_layers
 from zoo import common
 from zoo import weights as zoo_weights
 from zoo.blocks import check_head_options
-from zoo.registry import register
+from zoo.registry import builtin
 from zoo.tables import layer_names, layer_params, table_format
 
 __all__ = ["googlenet", "inception_v3", "googlenet_table", "inception_v3_table",
@@ -165,9 +165,7 @@ def _aux_classifier(x, name, *, num_classes, classifier_activation, batch_norm):
                         name=f"{name}_predictions")(x)
 
 
-@register(family="googlenet", paper="Szegedy et al., Going deeper with convolutions", year=2014,
-          default_input_shape=(224, 224, 3), min_input_size=GOOGLENET_MIN_SIZE,
-          params=6_998_552, trainable_params=6_998_552)
+@builtin
 def googlenet(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
               classifier_activation="softmax", weights=None, name=None,
               aux_logits=False, batch_norm=False, dropout=0.4,
@@ -455,10 +453,7 @@ def _v3_module(x, name, branches):
     return layers.Concatenate(axis=-1, name=name)(outputs)
 
 
-@register(family="inception_v3", paper="Szegedy et al., Rethinking the Inception architecture "
-          "for computer vision", year=2015, default_input_shape=(299, 299, 3),
-          min_input_size=INCEPTION_V3_MIN_SIZE, params=23_851_784,
-          trainable_params=23_817_352, weights=("imagenet",))
+@builtin
 def inception_v3(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
                  classifier_activation="softmax", weights=None, name=None):
     """Inception-v3, the network ``keras.applications.InceptionV3`` builds.

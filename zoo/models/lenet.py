@@ -6,7 +6,7 @@ import keras
 
 from zoo import common, weights as zoo_weights
 from zoo.blocks import Row, build_rows, check_head_options, min_size_of_rows
-from zoo.registry import register
+from zoo.registry import builtin
 
 __all__ = ["lenet5", "LENET5_ROWS", "LENET5_MODERN_ROWS"]
 
@@ -36,9 +36,7 @@ VARIANTS = {"classic": LENET5_ROWS, "modern": LENET5_MODERN_ROWS}
 MIN_SIZE = min_size_of_rows(LENET5_ROWS)
 
 
-@register(family="lenet", paper="LeCun et al., Gradient-based learning applied to document "
-          "recognition", year=1998, default_input_shape=(32, 32, 1), min_input_size=MIN_SIZE,
-          params=60_840, trainable_params=60_000, default_num_classes=10)
+@builtin
 def lenet5(*, input_shape=None, num_classes=10, include_top=True, pooling=None,
            classifier_activation="softmax", weights=None, name=None, variant="classic"):
     """LeNet-5.

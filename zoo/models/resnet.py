@@ -28,7 +28,7 @@ from zoo import layers as zoo_layers
 from zoo import common
 from zoo import weights as zoo_weights
 from zoo.blocks import check_head_options
-from zoo.registry import register
+from zoo.registry import builtin
 from zoo.tables import layer_names, size_str, table_format
 
 __all__ = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet50_v2",
@@ -325,20 +325,7 @@ def _resnet(model_name, *, input_shape, num_classes, include_top, pooling,
     return model
 
 
-_V1_PAPER = "He, Zhang, Ren and Sun, Deep residual learning for image recognition"
-_V2_PAPER = "He, Zhang, Ren and Sun, Identity mappings in deep residual networks"
-
-
-def _register(model_name, params, trainable):
-    depth, version = _MODELS[model_name]
-    return register(family="resnet", paper=_V1_PAPER if version == 1 else _V2_PAPER,
-                    year=2015 if version == 1 else 2016, default_input_shape=DEFAULT_SHAPE,
-                    min_input_size=MIN_SIZES[model_name], params=params,
-                    trainable_params=trainable,
-                    weights=("imagenet",) if model_name in WEIGHT_FILES else ())
-
-
-@_register("resnet18", None, 11_689_512)
+@builtin
 def resnet18(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
              classifier_activation="softmax", weights=None, name=None):
     """ResNet-18 (basic blocks, 2-2-2-2), convolutions without bias as in torchvision.
@@ -380,7 +367,7 @@ def resnet18(*, input_shape=None, num_classes=1000, include_top=True, pooling=No
                    classifier_activation=classifier_activation, weights=weights, name=name)
 
 
-@_register("resnet34", None, 21_797_672)
+@builtin
 def resnet34(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
              classifier_activation="softmax", weights=None, name=None):
     """ResNet-34 (basic blocks, 3-4-6-3), convolutions without bias as in torchvision.
@@ -391,7 +378,7 @@ def resnet34(*, input_shape=None, num_classes=1000, include_top=True, pooling=No
                    classifier_activation=classifier_activation, weights=weights, name=name)
 
 
-@_register("resnet50", 25_636_712, 25_583_592)
+@builtin
 def resnet50(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
              classifier_activation="softmax", weights=None, name=None):
     """ResNet-50 (bottlenecks, 3-4-6-3), the ``keras.applications.ResNet50``
@@ -407,7 +394,7 @@ def resnet50(*, input_shape=None, num_classes=1000, include_top=True, pooling=No
                    classifier_activation=classifier_activation, weights=weights, name=name)
 
 
-@_register("resnet101", 44_707_176, 44_601_832)
+@builtin
 def resnet101(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
               classifier_activation="softmax", weights=None, name=None):
     """ResNet-101 (bottlenecks, 3-4-23-3), the ``keras.applications.ResNet101``
@@ -419,7 +406,7 @@ def resnet101(*, input_shape=None, num_classes=1000, include_top=True, pooling=N
                    classifier_activation=classifier_activation, weights=weights, name=name)
 
 
-@_register("resnet152", 60_419_944, 60_268_520)
+@builtin
 def resnet152(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
               classifier_activation="softmax", weights=None, name=None):
     """ResNet-152 (bottlenecks, 3-8-36-3), the ``keras.applications.ResNet152``
@@ -431,7 +418,7 @@ def resnet152(*, input_shape=None, num_classes=1000, include_top=True, pooling=N
                    classifier_activation=classifier_activation, weights=weights, name=name)
 
 
-@_register("resnet50_v2", 25_613_800, 25_568_360)
+@builtin
 def resnet50_v2(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
                 classifier_activation="softmax", weights=None, name=None):
     """ResNet-50 v2 (pre-activation bottlenecks, 3-4-6-3; He et al., "Identity
@@ -445,7 +432,7 @@ def resnet50_v2(*, input_shape=None, num_classes=1000, include_top=True, pooling
                    classifier_activation=classifier_activation, weights=weights, name=name)
 
 
-@_register("resnet101_v2", 44_675_560, 44_577_896)
+@builtin
 def resnet101_v2(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
                  classifier_activation="softmax", weights=None, name=None):
     """ResNet-101 v2 (pre-activation, 3-4-23-3), the ``keras.applications.ResNet101V2``
@@ -457,7 +444,7 @@ def resnet101_v2(*, input_shape=None, num_classes=1000, include_top=True, poolin
                    classifier_activation=classifier_activation, weights=weights, name=name)
 
 
-@_register("resnet152_v2", 60_380_648, 60_236_904)
+@builtin
 def resnet152_v2(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
                  classifier_activation="softmax", weights=None, name=None):
     """ResNet-152 v2 (pre-activation, 3-8-36-3), the ``keras.applications.ResNet152V2``

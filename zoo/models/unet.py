@@ -20,7 +20,7 @@ from keras import layers
 from zoo import layers as zoo_layers
 from zoo import common
 from zoo import weights as zoo_weights
-from zoo.registry import register
+from zoo.registry import builtin
 from zoo.tables import layer_names, owned_by_any, size_str, table_format
 
 __all__ = ["Level", "unet_levels", "UNET_LEVELS", "unet", "valid_input_sizes",
@@ -286,10 +286,7 @@ def _backbone_unet(fx, base_filters, *, batch_norm, upsampling, dropout):
     return x
 
 
-@register(family="unet", paper="Ronneberger, Fischer and Brox, U-Net: Convolutional networks "
-          "for biomedical image segmentation", year=2015, task="segmentation",
-          default_input_shape=DEFAULT_INPUT_SHAPE, min_input_size=MIN_SIZE, params=31_030_658,
-          trainable_params=31_030_658, default_num_classes=2)
+@builtin
 def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=None,
          weights=None, padding=None, batch_norm=False, upsampling="transpose", depth=None,
          base_filters=64, dropout=0.0, backbone=None, backbone_weights=None,

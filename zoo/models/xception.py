@@ -18,7 +18,7 @@ from keras import layers
 from zoo import layers as zoo_layers
 from zoo import common, weights as zoo_weights
 from zoo.blocks import check_head_options
-from zoo.registry import register
+from zoo.registry import builtin
 from zoo.tables import layer_names, table_format
 
 __all__ = ["XceptionModule", "XCEPTION_MODULES", "xception", "xception_table"]
@@ -149,12 +149,7 @@ def build_modules(x, modules=XCEPTION_MODULES):
     return x
 
 
-@register(family="xception", paper="Chollet, Xception: Deep learning with depthwise separable "
-          "convolutions", year=2017, default_input_shape=(299, 299, 3), min_input_size=MIN_SIZE,
-          params=22_910_480, trainable_params=22_855_952, weights=("imagenet",),
-          # below 40x40 the middle flow works on 2x2 maps, where bfloat16 trained 0.76x as
-          # fast as float32 on both CPUs measured (benchmarks/README.md, item 31)
-          bfloat16_min_input_size=40)
+@builtin
 def xception(*, input_shape=None, num_classes=1000, include_top=True, pooling=None,
              classifier_activation="softmax", weights=None, name=None):
     """Xception.

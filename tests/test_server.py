@@ -310,6 +310,15 @@ ERRORS = [
      "unrecognised image format"),
     ("post", "/v1/models/lenet5:predict", {"instances": [{"pixels": 1}]}, 400,
      "named inputs must be exactly"),
+    # instances naming the input mixed with plain ones (were served)
+    ("post", "/v1/models/lenet5:predict",
+     {"instances": [{"images": [[[0]] * 8] * 8}, [[[0]] * 8] * 8]}, 400,
+     'instances[1]: every instance must name the input ({"images": ...}) or none must; '
+     'instances[0] does and instances[1] does not'),
+    ("post", "/v1/models/lenet5:predict",
+     {"instances": [{"b64": "AAAA"}, [[[0]] * 8] * 8, {"images": [[[0]] * 8] * 8}]}, 400,
+     'instances[2]: every instance must name the input ({"images": ...}) or none must; '
+     'instances[0] does not and instances[2] does'),
     # Pixels outside the model's raw range, or scaled to 0..1 for a 0..255 model: refused as
     # Servable.predict refuses them (they were predicted as some other image).
     ("post", "/v1/models/lenet5:predict", {"instances": [[[[0.25]], [[0.5]]]]}, 400,

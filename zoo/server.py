@@ -831,9 +831,19 @@ def _images_from_instances(instances, servable, input_name, budget=None):
         return instances
     if not isinstance(instances, list) or not instances:
         raise ServingError(400, "'instances' must be a non-empty list (one entry per image)")
+    def names_input(row):
+        return isinstance(row, dict) and set(row) != {"b64"}
+
+    named = names_input(instances[0])
+    for i, row in enumerate(instances):   # before any decoding
+        if names_input(row) != named:     # (TensorFlow Serving refuses such a list too)
+            raise ServingError(400, f"instances[{i}]: every instance must name the input "
+                               f"({{\"{input_name}\": ...}}) or none must; instances[0] "
+                               f"{'does' if named else 'does not'} and instances[{i}] "
+                               f"{'does not' if named else 'does'}")
     images = []
     for i, row in enumerate(instances):
-        if isinstance(row, dict) and set(row) != {"b64"}:
+        if named:
             if set(row) != {input_name}:
                 raise ServingError(400, f"instances[{i}]: named inputs must be exactly "
                                    f"{{\"{input_name}\": ...}}; received keys {sorted(row)}")

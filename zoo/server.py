@@ -95,6 +95,12 @@ DEFAULT_POLL_SECONDS = 1.0
 DEFAULT_KEEP_ALIVE_SECONDS = 75.0
 
 
+# The headers of an answer given before the request's body was read to its end (a body over
+# the size limit): the connection is closed after it, or the client would upload the rest
+# (gigabytes, perhaps) for the server to read and drop before the next request.
+_UNREAD_BODY = {"Connection": "close"}
+
+
 class ServingError(Exception):
     """An error answered as ``{"error": message}`` with an HTTP status (and ``headers``,
     such as a 405's ``Allow``)."""
@@ -1405,14 +1411,14 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
                 raise ServingError(400, f"invalid Content-Length {length!r}") from None
             if declared > max_request_bytes:
                 raise ServingError(413, f"request body of {declared} bytes exceeds the limit "
-                                   f"of {max_request_bytes} bytes")
+                                   f"of {max_request_bytes} bytes", _UNREAD_BODY)
         body = bytearray()
         try:
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > max_request_bytes:
                     raise ServingError(413, f"request body exceeds the limit of "
-                                       f"{max_request_bytes} bytes")
+                                       f"{max_request_bytes} bytes", _UNREAD_BODY)
         except ClientDisconnect:
             # Nobody to answer (uvicorn drops the answer): logged as a 400, no traceback.
             raise ServingError(400, f"the client disconnected after {len(body)} bytes of "

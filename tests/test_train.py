@@ -1929,6 +1929,32 @@ def test_a_run_killed_between_its_history_row_and_its_backup_trains_that_epoch_a
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
 
 
+def test_a_run_stopped_while_it_backs_up_an_epoch_leaves_no_half_written_file(
+        digits8, tmp_path, monkeypatch):
+    # A SIGTERM while the second epoch's backup was written (zoo train lenet5, stopped
+    # after epoch 5) left backup/.saving.weights.h5 beside the backup of the epoch before.
+    kw = dict(epochs=3, verbose=0, early_stopping=False, mixed_precision="off",
+              jit_compile=False)
+    save_weights, saved = keras.Model.save_weights, []
+
+    def stopped_while_writing(self, filepath, *args, **kwargs):
+        save_weights(self, filepath, *args, **kwargs)
+        saved.append(filepath)
+        if len(saved) == 2:        # written, not yet renamed onto the backup
+            raise _Killed()
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "save_weights", stopped_while_writing)
+        with pytest.raises(_Killed):
+            train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert os.path.basename(saved[-1]) == ".saving.weights.h5"
+    assert sorted(os.listdir(run / "backup")) == ["latest.weights.h5",
+                                                  "training_metadata.json", "zoo_run.json"]
+    assert train._backup_epoch(str(run / "backup")) == 1    # the epoch before stays
+    history = train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert history["epoch"].tolist() == [0, 1, 2]
+
+
 def test_a_resume_with_fewer_epochs_than_were_trained_is_refused(digits8, tmp_path):
     """Two epochs kept, then epochs=1: Keras would train nothing and the run would record
     epochs=1; refused before anything is written, and the killed run still resumes."""

@@ -740,6 +740,30 @@ def test_deterministic_runs_repeat_bit_for_bit(deterministic_process, tmp_path):
     assert m1["test_accuracy"] == m2["test_accuracy"]
 
 
+def test_the_readme_s_fit_call_is_zoo_train_lenet5(deterministic_process, tmp_path):
+    """README (Training): ``zoo train lenet5`` is ``train.fit("lenet5", "digits",
+    learning_rate=2e-3, lr_schedule="cosine", early_stopping=False, ...)``, bit for bit under
+    op determinism (3 epochs here). It showed ``fit(lenet5(), ...)``, whose model, built
+    before fit seeds Keras, starts from other initial weights."""
+    run = tmp_path / "c"
+    code = (f"from zoo import train\n"
+            f"train.fit('lenet5', 'digits', epochs=3, learning_rate=2e-3, lr_schedule='cosine', "
+            f"early_stopping=False, run_dir={str(run)!r}, verbose=0, deterministic=True)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    first = deterministic_process[1]
+    pd.testing.assert_frame_equal(pd.read_csv(run / "history.csv"),
+                                  pd.read_csv(first / "history.csv"))
+    info, cli_info = (json.loads((d / "info.json").read_text()) for d in (run, first))
+    assert info["settings"] == cli_info["settings"]
+    assert info["metrics"].pop("train_seconds") > 0 < cli_info["metrics"].pop("train_seconds")
+    assert info["metrics"] == cli_info["metrics"]
+    for got, want in zip(zoo.load_model(str(run)).get_weights(),
+                         zoo.load_model(str(first)).get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_op_determinism_turns_xla_off_and_the_run_says_so(deterministic_process):
     # Keras compiles without XLA where op determinism is on (not every op has a
     # deterministic XLA kernel): "auto" picked XLA on a GPU anyway (Keras then warned
@@ -2070,6 +2094,7 @@ def test_a_loss_that_is_no_finite_number_stops_training(verbose, capsys):
 
 @pytest.mark.parametrize("stop,code,line", [
     (KeyboardInterrupt, 130, "zoo: interrupted"),
+    (zoo.cli.Terminated, 143, "zoo: terminated"),   # SIGTERM (the README said 130 too)
     # A failure after an epoch was backed up (a full disk) keeps the run to resume from too,
     # but only Ctrl-C said so: a failure printed its error alone.
     (lambda: OSError(28, "No space left on device"), 1,

@@ -740,6 +740,30 @@ def test_deterministic_runs_repeat_bit_for_bit(deterministic_process, tmp_path):
     assert m1["test_accuracy"] == m2["test_accuracy"]
 
 
+def test_the_readme_s_fit_call_is_zoo_train_lenet5(deterministic_process, tmp_path):
+    """README (Training): ``zoo train lenet5`` is ``train.fit("lenet5", "digits",
+    learning_rate=2e-3, lr_schedule="cosine", early_stopping=False, ...)``, bit for bit under
+    op determinism (3 epochs here). It showed ``fit(lenet5(), ...)``, whose model, built
+    before fit seeds Keras, starts from other initial weights."""
+    run = tmp_path / "c"
+    code = (f"from zoo import train\n"
+            f"train.fit('lenet5', 'digits', epochs=3, learning_rate=2e-3, lr_schedule='cosine', "
+            f"early_stopping=False, run_dir={str(run)!r}, verbose=0, deterministic=True)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    first = deterministic_process[1]
+    pd.testing.assert_frame_equal(pd.read_csv(run / "history.csv"),
+                                  pd.read_csv(first / "history.csv"))
+    info, cli_info = (json.loads((d / "info.json").read_text()) for d in (run, first))
+    assert info["settings"] == cli_info["settings"]
+    assert info["metrics"].pop("train_seconds") > 0 < cli_info["metrics"].pop("train_seconds")
+    assert info["metrics"] == cli_info["metrics"]
+    for got, want in zip(zoo.load_model(str(run)).get_weights(),
+                         zoo.load_model(str(first)).get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_op_determinism_turns_xla_off_and_the_run_says_so(deterministic_process):
     # Keras compiles without XLA where op determinism is on (not every op has a
     # deterministic XLA kernel): "auto" picked XLA on a GPU anyway (Keras then warned
@@ -1929,6 +1953,32 @@ def test_a_run_killed_between_its_history_row_and_its_backup_trains_that_epoch_a
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
 
 
+def test_a_run_stopped_while_it_backs_up_an_epoch_leaves_no_half_written_file(
+        digits8, tmp_path, monkeypatch):
+    # A SIGTERM while the second epoch's backup was written (zoo train lenet5, stopped
+    # after epoch 5) left backup/.saving.weights.h5 beside the backup of the epoch before.
+    kw = dict(epochs=3, verbose=0, early_stopping=False, mixed_precision="off",
+              jit_compile=False)
+    save_weights, saved = keras.Model.save_weights, []
+
+    def stopped_while_writing(self, filepath, *args, **kwargs):
+        save_weights(self, filepath, *args, **kwargs)
+        saved.append(filepath)
+        if len(saved) == 2:        # written, not yet renamed onto the backup
+            raise _Killed()
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "save_weights", stopped_while_writing)
+        with pytest.raises(_Killed):
+            train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert os.path.basename(saved[-1]) == ".saving.weights.h5"
+    assert sorted(os.listdir(run / "backup")) == ["latest.weights.h5",
+                                                  "training_metadata.json", "zoo_run.json"]
+    assert train._backup_epoch(str(run / "backup")) == 1    # the epoch before stays
+    history = train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert history["epoch"].tolist() == [0, 1, 2]
+
+
 def test_a_resume_with_fewer_epochs_than_were_trained_is_refused(digits8, tmp_path):
     """Two epochs kept, then epochs=1: Keras would train nothing and the run would record
     epochs=1; refused before anything is written, and the killed run still resumes."""
@@ -2044,6 +2094,7 @@ def test_a_loss_that_is_no_finite_number_stops_training(verbose, capsys):
 
 @pytest.mark.parametrize("stop,code,line", [
     (KeyboardInterrupt, 130, "zoo: interrupted"),
+    (zoo.cli.Terminated, 143, "zoo: terminated"),   # SIGTERM (the README said 130 too)
     # A failure after an epoch was backed up (a full disk) keeps the run to resume from too,
     # but only Ctrl-C said so: a failure printed its error alone.
     (lambda: OSError(28, "No space left on device"), 1,

@@ -1650,13 +1650,18 @@ class _Backup(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         import h5py
         os.makedirs(self.backup_dir, exist_ok=True)
+        # (not common.atomic_write: Keras saves weights only to a name ending .weights.h5)
         tmp = os.path.join(self.backup_dir, ".saving.weights.h5")
-        self.model.save_weights(tmp, overwrite=True)
-        with h5py.File(tmp, "a") as f:
-            f.attrs["zoo_epoch"] = int(self._current_epoch)
-            if self._seconds is not None:
-                f.attrs["zoo_seconds"] = float(self._seconds())
-        os.replace(tmp, self._weights_path)
+        try:
+            self.model.save_weights(tmp, overwrite=True)
+            with h5py.File(tmp, "a") as f:
+                f.attrs["zoo_epoch"] = int(self._current_epoch)
+                if self._seconds is not None:
+                    f.attrs["zoo_seconds"] = float(self._seconds())
+            os.replace(tmp, self._weights_path)
+        except BaseException:   # Ctrl-C or SIGTERM while it writes: no half-written file
+            remove_path(tmp)
+            raise
         atomic_write_text(self._training_metadata_path, json.dumps(
             {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
 

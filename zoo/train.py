@@ -2727,7 +2727,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # The backup restores the optimizer's variables, its learning rate among them: a
         # resume with another one trained on at the old rate while info.json said the new.
         differ = [k for k in optimization if recorded.get(k) != optimization[k]]
-        started = ", ".join(f"{_OPTIMIZATION_FLAGS[k]} {recorded.get(k)}" for k in differ)
+        started = ", ".join(f"no {_OPTIMIZATION_FLAGS[k]}" if recorded.get(k) is None
+                            else f"{_OPTIMIZATION_FLAGS[k]} {recorded.get(k)}" for k in differ)
         given = ", ".join(f"{k}={optimization[k]!r}" for k in differ)
         raise ValueError(f"{run_dir} holds a killed run that trained with {started}; resume "
                          f"it with the same (its optimizer's state, learning rate included, "

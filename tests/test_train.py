@@ -2494,6 +2494,12 @@ def test_fit_trains_with_momentum_0_9_and_records_it(tmp_path, digits8):
     with pytest.raises(ValueError, match="batch_norm_momentum must be"):
         train.fit(model, digits8, run_dir=str(tmp_path / "c"), batch_norm_momentum=2)
     assert not (tmp_path / "c").exists()
+    # Under a mixed policy a rebuilt copy trains; the model passed in gets its weights and,
+    # as in float32, the momentum it trained with (it kept 0.99)
+    train.fit(model, digits8, epochs=1, run_dir=str(tmp_path / "d"), verbose=0,
+              mixed_precision="bfloat16", jit_compile=False)
+    assert train.fit.last_model is not model
+    assert model.get_layer("bn").momentum == train.fit.last_model.get_layer("bn").momentum == 0.9
 
 
 def test_zoo_train_defaults_per_model_on_digits():

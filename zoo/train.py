@@ -2916,8 +2916,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     for name in os.listdir(run_dir):   # trained: the old run is replaced (also one set
         if name.startswith(_PREVIOUS):  # aside by a run killed before it could put it back)
             shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
-    if model is not given:
+    if model is not given:   # the model passed in ends as the one that trained
         given.set_weights(model.get_weights())
+        set_batch_norm_momentum(given, batch_norm_momentum)
     test_metrics = {f"test_{k}": float(v) for k, v in test_metrics.items()}
     history = pd.read_csv(history_path) if os.path.exists(history_path) else pd.DataFrame()
     metrics = {**test_metrics, **_best_epoch_metrics(history, monitor)}

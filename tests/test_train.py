@@ -2573,6 +2573,10 @@ def test_zoo_train_parses_its_options_without_tensorflow():
     (dict(callbacks="abc"), r"Received: callbacks='abc'"),
     (dict(monitor=5), r"monitor must be the name of a logged quantity.*Received: monitor=5"),
     (dict(jit_compile="yes"), r"jit_compile must be 'auto', True or False"),
+    # (Keras compiled without XLA, with a warning; the refusal comes before determinism is on)
+    (dict(jit_compile=True, deterministic=True),
+     r"^XLA \(jit_compile=True, --xla\) does not go with op determinism \(deterministic=True, "
+     r"--deterministic\): .*Received: jit_compile=True, deterministic=True$"),
     (dict(run_dir=""), r"run_dir must be the path of a run directory.*Received: run_dir=''"),
     (dict(model_args=["x"]), r"model_args must be a dict"),
     # was recorded in info.json, whose run zoo export then refused

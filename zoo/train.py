@@ -2507,6 +2507,12 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     callbacks = check_callbacks(callbacks)
     check_run_dir(run_dir)
     resolve_jit_compile(jit_compile)   # a bad value, refused before any loading
+    if deterministic and check_jit_compile(jit_compile) is True:
+        # (Keras compiled without XLA then, with a warning the CLI's --quiet let through)
+        raise ValueError("XLA (jit_compile=True, --xla) does not go with op determinism "
+                         "(deterministic=True, --deterministic): TensorFlow's deterministic "
+                         "kernels do not run under XLA; give one of them. Received: "
+                         "jit_compile=True, deterministic=True")
     if not isinstance(monitor, str) or not monitor:
         raise ValueError(f"monitor must be the name of a logged quantity, such as 'val_loss' "
                          f"or 'val_accuracy'. Received: monitor={zdata._short(monitor)}")

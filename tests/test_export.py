@@ -147,6 +147,37 @@ def test_a_batch_norm_after_an_activated_convolution_is_not_folded():
     assert zoo_export.fold_batch_norm(model) is model
 
 
+def _nontrivial_statistics(bn):
+    bn.moving_mean.assign(np.linspace(-2.0, 3.0, bn.moving_mean.shape[0]))
+    bn.moving_variance.assign(np.linspace(0.1, 9.0, bn.moving_variance.shape[0]))
+    bn.gamma.assign(np.linspace(-1.5, 2.0, bn.gamma.shape[0]))
+
+
+def test_a_convolution_whose_output_is_returned_too_is_not_folded():
+    # conv -> BN where the model (or a nested model the outer one reads) also returns the
+    # convolution's own output: folding would return the normalised values there (off by
+    # ~4 before, on these statistics).
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    conv = keras.layers.Conv2D(3, 3, name="conv")(inputs)
+    bn = keras.layers.BatchNormalization(name="bn")
+    both = keras.Model(inputs, [bn(conv), conv], name="both")
+    _nontrivial_statistics(bn)
+    outer_in = keras.Input((6, 6, 2))
+    outer = keras.Model(outer_in, keras.layers.Add()(both(outer_in)), name="outer")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 6, 6, 2)).astype("float32")
+    assert zoo_export.fold_batch_norm(both) is both
+    assert zoo_export.fold_batch_norm(outer) is outer
+    # Fed only to the batch norm, it folds.
+    inputs = keras.Input((6, 6, 2))
+    bn = keras.layers.BatchNormalization(name="bn")
+    single = keras.Model(inputs, bn(keras.layers.Conv2D(3, 3, name="conv")(inputs)))
+    _nontrivial_statistics(bn)
+    folded = zoo_export.fold_batch_norm(single)
+    assert folded is not single
+    np.testing.assert_allclose(folded(x), single(x), rtol=0, atol=1e-5)
+
+
 def test_logits_get_softmax_in_the_signature(tmp_path):
     model = zoo.lenet5(variant="modern", classifier_activation=None, num_classes=4)
     fn = serve_fn(zoo.export(model, tmp_path))

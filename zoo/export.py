@@ -1209,7 +1209,8 @@ def _replace_version(tmp, target) -> bool:
     first."""
     try:
         if _exchange(tmp, target):
-            shutil.rmtree(tmp, ignore_errors=True)   # the old version's files now
+            # the old version's files now (a file, where a file had the version's name)
+            common.remove_path(tmp, ignore_errors=True)
             return True
     except FileNotFoundError:
         return False

@@ -178,6 +178,25 @@ def test_a_convolution_whose_output_is_returned_too_is_not_folded():
     np.testing.assert_allclose(folded(x), single(x), rtol=0, atol=1e-5)
 
 
+def test_a_convolution_with_lora_weights_is_exported_unfolded(tmp_path):
+    # Its kernel is kernel + lora_a @ lora_b: the fold set two weights on a copy that
+    # has four, and the export failed with Keras' set_weights error.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    conv = keras.layers.Conv2D(3, 3, name="conv")
+    bn = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, keras.layers.Softmax()(
+        keras.layers.GlobalAveragePooling2D()(bn(conv(inputs)))), name="lora")
+    _nontrivial_statistics(bn)
+    conv.enable_lora(2)
+    conv.lora_kernel_b.assign(np.full(conv.lora_kernel_b.shape, 0.5, "float32"))
+    assert zoo_export.fold_batch_norm(model) is model
+    path = zoo.export(model, tmp_path, lite=False)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 6, 6, 2)).astype("float32")
+    np.testing.assert_allclose(serve_fn(path)(images=tf.constant(x))["probabilities"],
+                               model(x), rtol=0, atol=1e-6)
+
+
 def test_logits_get_softmax_in_the_signature(tmp_path):
     model = zoo.lenet5(variant="modern", classifier_activation=None, num_classes=4)
     fn = serve_fn(zoo.export(model, tmp_path))

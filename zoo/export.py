@@ -492,8 +492,8 @@ def _cast_model(model, precision):
 def _foldable_pairs(model) -> dict:
     """``{batch norm layer: convolution}`` for every batch normalisation of ``model``'s top
     level whose only input is a ``Conv2D``/``SeparableConv2D`` (channels last, linear
-    activation, used once) that feeds nothing else and is no output of ``model`` (a
-    nested model's output is read by the model around it)."""
+    activation, used once, no LoRA weights) that feeds nothing else and is no output of
+    ``model`` (a nested model's output is read by the model around it)."""
     import keras
     pairs = {}
     returned = {id(_producer(t)) for t in model.outputs}
@@ -511,7 +511,8 @@ def _foldable_pairs(model) -> dict:
         if (len(conv._inbound_nodes) != 1 or len(conv._outbound_nodes) != 1
                 or conv.data_format != "channels_last"
                 or conv.activation is not keras.activations.linear
-                or id(conv) in returned):   # its output is the model's own, unnormalised
+                or id(conv) in returned   # its output is the model's own, unnormalised
+                or getattr(conv, "lora_enabled", False)):   # kernel + a low-rank product
             continue
         pairs[layer] = conv
     return pairs

@@ -178,6 +178,27 @@ def test_a_convolution_whose_output_is_returned_too_is_not_folded():
     np.testing.assert_allclose(folded(x), single(x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_folding_under_a_global_mixed_policy_keeps_a_float32_model_float32(policy):
+    # The identity left for the batch norm took the global policy: set for training, it
+    # rounded a float32 model's activations to float16 (1.1e-2 off here) or bfloat16 (8.7e-2).
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    bn = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 1)(
+        bn(keras.layers.Conv2D(4, 3)(inputs))))
+    _nontrivial_statistics(bn)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        folded = zoo_export.fold_batch_norm(model)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert folded.get_layer("bn").dtype_policy.name == "float32"
+    x = np.random.default_rng(0).normal(0, 10, (2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(folded(x), model(x), rtol=0, atol=1e-4)
+
+
 def test_a_convolution_with_lora_weights_is_exported_unfolded(tmp_path):
     # Its kernel is kernel + lora_a @ lora_b: the fold set two weights on a copy that
     # has four, and the export failed with Keras' set_weights error.

@@ -561,7 +561,9 @@ def fold_batch_norm(model):
         if id(layer) in nested:
             return nested[id(layer)]
         if id(layer) in folded_bn:
-            return FoldedBatchNormalization(name=layer.name)
+            # the batch norm's policy, not the global one (a mixed policy set for training
+            # would cast a float32 model's activations to float16 in the identity)
+            return FoldedBatchNormalization(name=layer.name, dtype=layer.dtype_policy.name)
         if id(layer) in folded_convs:
             clone = layer.__class__.from_config({**layer.get_config(), "use_bias": True})
             new_convs[id(layer)] = clone

@@ -469,11 +469,11 @@ def _output_layers(model) -> set:
 def _cast_model(model, precision):
     """The same model with weights and compute in ``precision`` (float32 in, any out).
 
-    In a float16 or bfloat16 copy the output layers (the classifier's softmax layer, the
-    segmentation head, LeNet-5's RBF units) keep float32 weights and compute, as they do
-    under the mixed policies the zoo trains with: the logits and their softmax are not
-    rounded to 8 (bfloat16) or 11 (float16) significant bits, and every op has float32
-    inputs where the precision matters most. A model trained under a mixed-precision
+    In a float16 or bfloat16 copy the output layers (the classifier's softmax ``Dense``
+    layer, LeNet-5's RBF units, U-Net's final softmax activation) keep float32 weights and
+    compute, as they do under the mixed policies the zoo trains with: a ``Dense`` head's
+    logits and their softmax are not rounded to 8 (bfloat16) or 11 (float16) significant
+    bits (U-Net's 1x1 convolution before its softmax layer computes in ``precision``). A model trained under a mixed-precision
     policy is rebuilt too, so a float32 export computes in float32.
     """
     import keras

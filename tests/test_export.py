@@ -179,7 +179,7 @@ def test_a_convolution_whose_output_is_returned_too_is_not_folded():
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_folding_under_a_global_mixed_policy_keeps_a_float32_model_float32(policy):
+def test_folding_under_a_global_mixed_policy_keeps_a_float32_model_float32(policy, tmp_path):
     # The identity left for the batch norm took the global policy: set for training, it
     # rounded a float32 model's activations to float16 (1.1e-2 off here) or bfloat16 (8.7e-2).
     keras.utils.set_random_seed(0)
@@ -192,11 +192,14 @@ def test_folding_under_a_global_mixed_policy_keeps_a_float32_model_float32(polic
     keras.config.set_dtype_policy(policy)
     try:
         folded = zoo_export.fold_batch_norm(model)
+        path = zoo.export(model, tmp_path, lite=False)   # (an export under that policy)
     finally:
         keras.config.set_dtype_policy(previous)
     assert folded.get_layer("bn").dtype_policy.name == "float32"
     x = np.random.default_rng(0).normal(0, 10, (2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(folded(x), model(x), rtol=0, atol=1e-4)
+    got = serve_fn(path)(images=tf.constant(x))["probabilities"]   # the logits' softmax
+    np.testing.assert_allclose(got, tf.nn.softmax(model(x)), rtol=0, atol=1e-5)
 
 
 def test_a_convolution_with_lora_weights_is_exported_unfolded(tmp_path):

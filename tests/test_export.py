@@ -202,6 +202,40 @@ def test_folding_under_a_global_mixed_policy_keeps_a_float32_model_float32(polic
     np.testing.assert_allclose(got, tf.nn.softmax(model(x)), rtol=0, atol=1e-5)
 
 
+class _StandardisedConv2D(keras.layers.Conv2D):
+    """A weight-standardised convolution: each output channel's kernel to mean 0, std 1."""
+
+    def convolution_op(self, inputs, kernel):
+        mean = keras.ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
+        std = keras.ops.std(kernel, axis=(0, 1, 2), keepdims=True)
+        return super().convolution_op(inputs, (kernel - mean) / (std + 1e-5))
+
+
+class _CallOverride(keras.layers.Conv2D):
+    def call(self, inputs):
+        return super().call(inputs) * 2.0
+
+
+@pytest.mark.parametrize("conv_class", [_StandardisedConv2D, _CallOverride])
+def test_a_convolution_subclass_computing_otherwise_is_not_folded(conv_class):
+    # Folding scales the kernel: a subclass that standardises it undid the scale (the
+    # export served other probabilities), one overriding call computes its own thing.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    bn = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, bn(conv_class(3, 3, name="conv")(inputs)))
+    _nontrivial_statistics(bn)
+    folded = zoo_export.fold_batch_norm(model)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 6, 6, 2)).astype("float32")
+    np.testing.assert_allclose(folded(x), model(x), rtol=0, atol=1e-5)
+    assert folded is model
+    # zoo.layers' convolutions compute as Keras' at inference: they fold.
+    inputs = keras.Input((6, 6, 2))
+    plain = keras.Model(inputs, keras.layers.BatchNormalization()(
+        zoo.layers.Conv2D(3, 3)(inputs)))
+    assert zoo_export.fold_batch_norm(plain) is not plain
+
+
 def test_a_convolution_with_lora_weights_is_exported_unfolded(tmp_path):
     # Its kernel is kernel + lora_a @ lora_b: the fold set two weights on a copy that
     # has four, and the export failed with Keras' set_weights error.

@@ -506,7 +506,7 @@ def _foldable_pairs(model) -> dict:
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             continue
         conv = inputs[0]._keras_history.operation
-        if not isinstance(conv, (keras.layers.Conv2D, keras.layers.SeparableConv2D)):
+        if not _plain_convolution(conv):
             continue
         if (len(conv._inbound_nodes) != 1 or len(conv._outbound_nodes) != 1
                 or conv.data_format != "channels_last"
@@ -516,6 +516,24 @@ def _foldable_pairs(model) -> dict:
             continue
         pairs[layer] = conv
     return pairs
+
+
+def _plain_convolution(layer) -> bool:
+    """Whether ``layer`` is a ``Conv2D``/``SeparableConv2D`` that convolves with its kernel as
+    Keras' does (at inference): Keras' or :mod:`zoo.layers`' class, or a subclass overriding
+    neither ``call`` nor ``convolution_op``. A subclass that transforms its kernel first (a
+    weight-standardised convolution) would undo the batch norm's scale folded into it."""
+    import keras
+
+    from zoo import layers
+    if not isinstance(layer, (keras.layers.Conv2D, keras.layers.SeparableConv2D)):
+        return False
+    cls = type(layer)
+    if cls.call not in (keras.layers.Conv2D.call, keras.layers.SeparableConv2D.call,
+                        layers.Conv2D.call, layers.SeparableConv2D.call):
+        return False
+    return (not isinstance(layer, keras.layers.Conv2D)
+            or cls.convolution_op is keras.layers.Conv2D.convolution_op)
 
 
 def fold_batch_norm(model):

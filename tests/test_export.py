@@ -236,6 +236,22 @@ def test_a_convolution_subclass_computing_otherwise_is_not_folded(conv_class):
     assert zoo_export.fold_batch_norm(plain) is not plain
 
 
+def test_a_batch_norm_subclass_computing_otherwise_is_not_folded():
+    class Shifted(keras.layers.BatchNormalization):
+        def call(self, inputs, training=None, mask=None):
+            return super().call(inputs, training=training, mask=mask) + 1.0
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    bn = Shifted(name="bn")
+    model = keras.Model(inputs, bn(keras.layers.Conv2D(3, 3)(inputs)))
+    _nontrivial_statistics(bn)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 6, 6, 2)).astype("float32")
+    folded = zoo_export.fold_batch_norm(model)
+    np.testing.assert_allclose(folded(x), model(x), rtol=0, atol=1e-5)   # was 1 off
+    assert folded is model
+
+
 def test_a_convolution_with_lora_weights_is_exported_unfolded(tmp_path):
     # Its kernel is kernel + lora_a @ lora_b: the fold set two weights on a copy that
     # has four, and the export failed with Keras' set_weights error.

@@ -492,14 +492,21 @@ def _cast_model(model, precision):
 def _foldable_pairs(model) -> dict:
     """``{batch norm layer: convolution}`` for every batch normalisation of ``model``'s top
     level whose only input is a ``Conv2D``/``SeparableConv2D`` (channels last, linear
-    activation, used once, no LoRA weights) that feeds nothing else and is no output of
-    ``model`` (a nested model's output is read by the model around it)."""
+    activation, used once, no LoRA weights, convolving as Keras' does:
+    :func:`_plain_convolution`) that feeds nothing else and is no output of ``model`` (a
+    nested model's output is read by the model around it); the batch norm is Keras' or
+    :mod:`zoo.layers`' (or a subclass that keeps its ``call``)."""
     import keras
+
+    from zoo import layers as zoo_layers
     pairs = {}
     returned = {id(_producer(t)) for t in model.outputs}
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization) or layer.renorm:
             continue
+        if type(layer).call not in (keras.layers.BatchNormalization.call,
+                                    zoo_layers.BatchNormalization.call):
+            continue   # a subclass computing something else than the affine map folded
         if len(layer._inbound_nodes) != 1 or layer.axis not in (-1, 3):
             continue
         inputs = layer._inbound_nodes[0].input_tensors

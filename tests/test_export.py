@@ -147,6 +147,130 @@ def test_a_batch_norm_after_an_activated_convolution_is_not_folded():
     assert zoo_export.fold_batch_norm(model) is model
 
 
+def _nontrivial_statistics(bn):
+    bn.moving_mean.assign(np.linspace(-2.0, 3.0, bn.moving_mean.shape[0]))
+    bn.moving_variance.assign(np.linspace(0.1, 9.0, bn.moving_variance.shape[0]))
+    bn.gamma.assign(np.linspace(-1.5, 2.0, bn.gamma.shape[0]))
+
+
+def test_a_convolution_whose_output_is_returned_too_is_not_folded():
+    # conv -> BN where the model (or a nested model the outer one reads) also returns the
+    # convolution's own output: folding would return the normalised values there (off by
+    # ~4 before, on these statistics).
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    conv = keras.layers.Conv2D(3, 3, name="conv")(inputs)
+    bn = keras.layers.BatchNormalization(name="bn")
+    both = keras.Model(inputs, [bn(conv), conv], name="both")
+    _nontrivial_statistics(bn)
+    outer_in = keras.Input((6, 6, 2))
+    outer = keras.Model(outer_in, keras.layers.Add()(both(outer_in)), name="outer")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 6, 6, 2)).astype("float32")
+    assert zoo_export.fold_batch_norm(both) is both
+    assert zoo_export.fold_batch_norm(outer) is outer
+    # Fed only to the batch norm, it folds.
+    inputs = keras.Input((6, 6, 2))
+    bn = keras.layers.BatchNormalization(name="bn")
+    single = keras.Model(inputs, bn(keras.layers.Conv2D(3, 3, name="conv")(inputs)))
+    _nontrivial_statistics(bn)
+    folded = zoo_export.fold_batch_norm(single)
+    assert folded is not single
+    np.testing.assert_allclose(folded(x), single(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_folding_under_a_global_mixed_policy_keeps_a_float32_model_float32(policy, tmp_path):
+    # The identity left for the batch norm took the global policy: set for training, it
+    # rounded a float32 model's activations to float16 (1.1e-2 off here) or bfloat16 (8.7e-2).
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    bn = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 1)(
+        bn(keras.layers.Conv2D(4, 3)(inputs))))
+    _nontrivial_statistics(bn)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        folded = zoo_export.fold_batch_norm(model)
+        path = zoo.export(model, tmp_path, lite=False)   # (an export under that policy)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert folded.get_layer("bn").dtype_policy.name == "float32"
+    x = np.random.default_rng(0).normal(0, 10, (2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(folded(x), model(x), rtol=0, atol=1e-4)
+    got = serve_fn(path)(images=tf.constant(x))["probabilities"]   # the logits' softmax
+    np.testing.assert_allclose(got, tf.nn.softmax(model(x)), rtol=0, atol=1e-5)
+
+
+class _StandardisedConv2D(keras.layers.Conv2D):
+    """A weight-standardised convolution: each output channel's kernel to mean 0, std 1."""
+
+    def convolution_op(self, inputs, kernel):
+        mean = keras.ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
+        std = keras.ops.std(kernel, axis=(0, 1, 2), keepdims=True)
+        return super().convolution_op(inputs, (kernel - mean) / (std + 1e-5))
+
+
+class _CallOverride(keras.layers.Conv2D):
+    def call(self, inputs):
+        return super().call(inputs) * 2.0
+
+
+@pytest.mark.parametrize("conv_class", [_StandardisedConv2D, _CallOverride])
+def test_a_convolution_subclass_computing_otherwise_is_not_folded(conv_class):
+    # Folding scales the kernel: a subclass that standardises it undid the scale (the
+    # export served other probabilities), one overriding call computes its own thing.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    bn = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, bn(conv_class(3, 3, name="conv")(inputs)))
+    _nontrivial_statistics(bn)
+    folded = zoo_export.fold_batch_norm(model)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 6, 6, 2)).astype("float32")
+    np.testing.assert_allclose(folded(x), model(x), rtol=0, atol=1e-5)
+    assert folded is model
+    # zoo.layers' convolutions compute as Keras' at inference: they fold.
+    inputs = keras.Input((6, 6, 2))
+    plain = keras.Model(inputs, keras.layers.BatchNormalization()(
+        zoo.layers.Conv2D(3, 3)(inputs)))
+    assert zoo_export.fold_batch_norm(plain) is not plain
+
+
+def test_a_batch_norm_subclass_computing_otherwise_is_not_folded():
+    class Shifted(keras.layers.BatchNormalization):
+        def call(self, inputs, training=None, mask=None):
+            return super().call(inputs, training=training, mask=mask) + 1.0
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    bn = Shifted(name="bn")
+    model = keras.Model(inputs, bn(keras.layers.Conv2D(3, 3)(inputs)))
+    _nontrivial_statistics(bn)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 6, 6, 2)).astype("float32")
+    folded = zoo_export.fold_batch_norm(model)
+    np.testing.assert_allclose(folded(x), model(x), rtol=0, atol=1e-5)   # was 1 off
+    assert folded is model
+
+
+def test_a_convolution_with_lora_weights_is_exported_unfolded(tmp_path):
+    # Its kernel is kernel + lora_a @ lora_b: the fold set two weights on a copy that
+    # has four, and the export failed with Keras' set_weights error.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    conv = keras.layers.Conv2D(3, 3, name="conv")
+    bn = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, keras.layers.Softmax()(
+        keras.layers.GlobalAveragePooling2D()(bn(conv(inputs)))), name="lora")
+    _nontrivial_statistics(bn)
+    conv.enable_lora(2)
+    conv.lora_kernel_b.assign(np.full(conv.lora_kernel_b.shape, 0.5, "float32"))
+    assert zoo_export.fold_batch_norm(model) is model
+    path = zoo.export(model, tmp_path, lite=False)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 6, 6, 2)).astype("float32")
+    np.testing.assert_allclose(serve_fn(path)(images=tf.constant(x))["probabilities"],
+                               model(x), rtol=0, atol=1e-6)
+
+
 def test_logits_get_softmax_in_the_signature(tmp_path):
     model = zoo.lenet5(variant="modern", classifier_activation=None, num_classes=4)
     fn = serve_fn(zoo.export(model, tmp_path))
@@ -386,6 +510,26 @@ def test_mixed_precision_model_exports_in_float32(tmp_path):
     want = np.asarray(model(preprocess(x, info), training=False))
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5, rtol=0)
     assert mixed.get_layer("conv1_conv").compute_dtype == "bfloat16"   # left alone
+
+
+@pytest.mark.parametrize("policy", ["float16", "bfloat16"])
+def test_a_model_with_reduced_precision_weights_folds_in_float32(policy, tmp_path):
+    # A model built under a plain float16 or bfloat16 policy keeps its weights in that type:
+    # the float32 export folded its batch norms into them rounded to that type (2.5e-4
+    # off for a float16 ResNet-18, 6.7e-4 for bfloat16); its float32 copy folds exactly.
+    keras.utils.set_random_seed(0)
+    model = built_under_global_policy(
+        policy, lambda: zoo.resnet18(input_shape=(32, 32, 3), num_classes=5))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(0, 0.5, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.3, 3.0, layer.moving_variance.shape))
+    path = zoo.export(model, tmp_path, lite=False)
+    x = rng.normal(0, 1, (8, 32, 32, 3)).astype("float32")
+    got = serve_fn(path)(images=tf.constant(x))["probabilities"].numpy()
+    want = np.asarray(zoo_export._cast_model(model, "float32")(x, training=False))
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
 
 
 def _has_gpu_kernels():

@@ -76,6 +76,21 @@ def test_a_version_spelled_otherwise_is_the_same_version(model, tmp_path):
     assert zoo.export(model, tmp_path, name="m", version="70", lite=False).endswith("70")
 
 
+def test_an_overwrite_of_a_file_named_as_the_version_leaves_nothing_behind(model, tmp_path):
+    # The directory holds other things: a file named 3 and notes. Swapped out by the
+    # overwrite, the file was kept as a hidden .tmp-<pid>-... entry (removed as a
+    # directory tree, which it is not).
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "3").write_text("not a version")
+    (tmp_path / "m" / "notes.txt").write_text("kept")
+    with pytest.raises(FileExistsError):
+        zoo.export(model, tmp_path, name="m", version=3, lite=False)
+    path = zoo.export(model, tmp_path, name="m", version=3, overwrite=True, lite=False)
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+    assert sorted(os.listdir(tmp_path / "m")) == ["3", "notes.txt"]
+    assert zoo_export.list_versions(tmp_path / "m") == [3]
+
+
 def test_empty_name_and_bad_base_dirs_are_refused(model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError) as exc:

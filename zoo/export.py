@@ -469,11 +469,11 @@ def _output_layers(model) -> set:
 def _cast_model(model, precision):
     """The same model with weights and compute in ``precision`` (float32 in, any out).
 
-    In a float16 or bfloat16 copy the output layers (the classifier's softmax layer, the
-    segmentation head, LeNet-5's RBF units) keep float32 weights and compute, as they do
-    under the mixed policies the zoo trains with: the logits and their softmax are not
-    rounded to 8 (bfloat16) or 11 (float16) significant bits, and every op has float32
-    inputs where the precision matters most. A model trained under a mixed-precision
+    In a float16 or bfloat16 copy the output layers (the classifier's softmax ``Dense``
+    layer, LeNet-5's RBF units, U-Net's final softmax activation) keep float32 weights and
+    compute, as they do under the mixed policies the zoo trains with: a ``Dense`` head's
+    logits and their softmax are not rounded to 8 (bfloat16) or 11 (float16) significant
+    bits (U-Net's 1x1 convolution before its softmax layer computes in ``precision``). A model trained under a mixed-precision
     policy is rebuilt too, so a float32 export computes in float32.
     """
     import keras
@@ -492,26 +492,55 @@ def _cast_model(model, precision):
 def _foldable_pairs(model) -> dict:
     """``{batch norm layer: convolution}`` for every batch normalisation of ``model``'s top
     level whose only input is a ``Conv2D``/``SeparableConv2D`` (channels last, linear
-    activation, used once) that feeds nothing else."""
+    activation, used once, no LoRA weights, convolving as Keras' does:
+    :func:`_plain_convolution`) that feeds nothing else and is no output of ``model`` (a
+    nested model's output is read by the model around it); the batch norm is Keras' or
+    :mod:`zoo.layers`' (or a subclass that keeps its ``call``)."""
     import keras
+
+    from zoo import layers as zoo_layers
     pairs = {}
+    returned = {id(_producer(t)) for t in model.outputs}
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization) or layer.renorm:
             continue
+        if type(layer).call not in (keras.layers.BatchNormalization.call,
+                                    zoo_layers.BatchNormalization.call):
+            continue   # a subclass computing something else than the affine map folded
         if len(layer._inbound_nodes) != 1 or layer.axis not in (-1, 3):
             continue
         inputs = layer._inbound_nodes[0].input_tensors
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             continue
         conv = inputs[0]._keras_history.operation
-        if not isinstance(conv, (keras.layers.Conv2D, keras.layers.SeparableConv2D)):
+        if not _plain_convolution(conv):
             continue
         if (len(conv._inbound_nodes) != 1 or len(conv._outbound_nodes) != 1
                 or conv.data_format != "channels_last"
-                or conv.activation is not keras.activations.linear):
+                or conv.activation is not keras.activations.linear
+                or id(conv) in returned   # its output is the model's own, unnormalised
+                or getattr(conv, "lora_enabled", False)):   # kernel + a low-rank product
             continue
         pairs[layer] = conv
     return pairs
+
+
+def _plain_convolution(layer) -> bool:
+    """Whether ``layer`` is a ``Conv2D``/``SeparableConv2D`` that convolves with its kernel as
+    Keras' does (at inference): Keras' or :mod:`zoo.layers`' class, or a subclass overriding
+    neither ``call`` nor ``convolution_op``. A subclass that transforms its kernel first (a
+    weight-standardised convolution) would undo the batch norm's scale folded into it."""
+    import keras
+
+    from zoo import layers
+    if not isinstance(layer, (keras.layers.Conv2D, keras.layers.SeparableConv2D)):
+        return False
+    cls = type(layer)
+    if cls.call not in (keras.layers.Conv2D.call, keras.layers.SeparableConv2D.call,
+                        layers.Conv2D.call, layers.SeparableConv2D.call):
+        return False
+    return (not isinstance(layer, keras.layers.Conv2D)
+            or cls.convolution_op is keras.layers.Conv2D.convolution_op)
 
 
 def fold_batch_norm(model):
@@ -557,7 +586,9 @@ def fold_batch_norm(model):
         if id(layer) in nested:
             return nested[id(layer)]
         if id(layer) in folded_bn:
-            return FoldedBatchNormalization(name=layer.name)
+            # the batch norm's policy, not the global one (a mixed policy set for training
+            # would cast a float32 model's activations to float16 in the identity)
+            return FoldedBatchNormalization(name=layer.name, dtype=layer.dtype_policy.name)
         if id(layer) in folded_convs:
             clone = layer.__class__.from_config({**layer.get_config(), "use_bias": True})
             new_convs[id(layer)] = clone
@@ -883,7 +914,12 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     from zoo.startlog import command_line_filter
     # float16's first ops, where TensorFlow logs its note on the kernels that run them
     with command_line_filter() if precision == "float16" else contextlib.nullcontext():
-        served = _cast_model(fold_batch_norm(model), precision)
+        # Folded where the weights are widest: a float32 export of a model with float16
+        # or bfloat16 variables folds its float32 copy (the folded weights were rounded
+        # to the model's type, 2.5e-4 off for a float16 ResNet-18), a reduced-precision
+        # export folds before the weights are rounded.
+        served = (fold_batch_norm(_cast_model(model, precision)) if precision == "float32"
+                  else _cast_model(fold_batch_norm(model), precision))
     serving_fn = _build_serving_fn(served, task=task, kind=kind, in_channels=in_channels,
                                    preprocess=_preprocess_fn(dataset))
     archive = keras.export.ExportArchive()
@@ -1206,7 +1242,8 @@ def _replace_version(tmp, target) -> bool:
     first."""
     try:
         if _exchange(tmp, target):
-            shutil.rmtree(tmp, ignore_errors=True)   # the old version's files now
+            # the old version's files now (a file, where a file had the version's name)
+            common.remove_path(tmp, ignore_errors=True)
             return True
     except FileNotFoundError:
         return False

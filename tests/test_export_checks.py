@@ -91,6 +91,36 @@ def test_an_overwrite_of_a_file_named_as_the_version_leaves_nothing_behind(model
     assert zoo_export.list_versions(tmp_path / "m") == [3]
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_every_file_of_a_version_reaches_the_disk_before_its_rename(model, tmp_path,
+                                                                     monkeypatch):
+    """After a power loss a version directory is whole or absent: each of its files and
+    directories is synced before the rename that makes it visible, and the model directory
+    after (only zoo.json was synced; the SavedModel's files could be empty)."""
+    events, real_fsync, real_rename = [], os.fsync, os.rename
+
+    def fsync(fd):
+        events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def rename(src, dst, *args, **kwargs):
+        events.append(("rename", os.fspath(src), os.fspath(dst)))
+        return real_rename(src, dst, *args, **kwargs)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    target = zoo.export(model, tmp_path, name="m", version=2)
+    (renamed,) = [e for e in events if e[0] == "rename" and e[2] == target]
+    before, after = events[:events.index(renamed)], events[events.index(renamed) + 1:]
+    synced = {path for _, path in before}
+    tmp = renamed[1]
+    for root, dirs, files in os.walk(target):
+        for entry in [*files, ""]:   # "": the directory itself
+            path = os.path.normpath(os.path.join(tmp, os.path.relpath(root, target), entry))
+            assert path in synced, path
+    assert os.path.isfile(os.path.join(target, "assets", "serving_default.tflite"))
+    assert ("sync", str(tmp_path / "m")) in after
+
+
 def test_empty_name_and_bad_base_dirs_are_refused(model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError) as exc:

@@ -1203,6 +1203,36 @@ def _write_record(tmp, record):
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
+    _sync_directory(os.path.join(tmp, "assets"))   # its entry, made by the first write
+
+
+def _sync_tree(path) -> None:
+    """``fsync`` every file and directory under ``path`` (``path`` included): the version's
+    files reach the disk before its rename makes it visible, so that after a power loss a
+    version directory is whole or absent (a rename can reach the disk before the data it
+    names; only ``zoo.json`` was synced, and the SavedModel's files could be empty)."""
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _sync_directory(root)
+
+
+def _sync_directory(path) -> None:
+    """``fsync`` the directory ``path`` (its entries: a rename in it), where the system can."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:   # (Windows cannot open a directory)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:   # a file system that does not sync directories
+        pass
+    finally:
+        os.close(fd)
 
 
 def _version_exists(version, name, model_dir) -> FileExistsError:
@@ -1261,7 +1291,15 @@ def _replace_version(tmp, target) -> bool:
 
 
 def _commit(tmp, model_dir, version, overwrite, record) -> str:
-    """Rename the finished temporary directory into its version directory."""
+    """Rename the finished temporary directory into its version directory (its files
+    synced to the disk first, and the model directory after)."""
+    target = _commit_unsynced(tmp, model_dir, version, overwrite, record)
+    _sync_directory(model_dir)
+    return target
+
+
+def _commit_unsynced(tmp, model_dir, version, overwrite, record) -> str:
+    _sync_tree(tmp)   # (zoo.json is written and synced below, with its version)
     auto = version is None
     if auto:
         version = _next_version(model_dir, record["name"])

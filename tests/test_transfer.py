@@ -221,6 +221,14 @@ def test_fold_batch_norm_folds_a_nested_backbone(backbone_file):
     ("resnet50_v2", (33, 47), [("conv1_conv", 2, (17, 24)), ("conv2_block2_out", 4, (9, 12)),
                                ("conv3_block3_out", 8, (5, 6)),
                                ("conv4_block5_out", 16, (3, 3)), ("post_relu", 32, (2, 2))]),
+    # At 14x14 conv1_pad makes 20x20: its size ratio, 0.7, rounded to 0.5 and halved every
+    # stride (conv1 at 1 and left out, conv5 at 16); zero padding keeps the grid.
+    ("resnet18", (14, 14), [("conv1_relu", 2, (7, 7)), ("conv2_block2_out", 4, (4, 4)),
+                            ("conv3_block2_out", 8, (2, 2)), ("conv4_block2_out", 16, (1, 1)),
+                            ("conv5_block2_out", 32, (1, 1))]),
+    ("resnet50_v2", (8, 14), [("conv1_conv", 2, (4, 7)), ("conv2_block2_out", 4, (2, 4)),
+                              ("conv3_block3_out", 8, (1, 2)),
+                              ("conv4_block5_out", 16, (1, 1)), ("post_relu", 32, (1, 1))]),
     ("xception", (20, 20), [("block1_conv2_act", 2, (7, 7)), ("block2_add", 4, (4, 4)),
                             ("block3_add", 8, (2, 2)), ("block12_add", 16, (1, 1)),
                             ("block14_sepconv2_act", 32, (1, 1))]),
@@ -243,6 +251,17 @@ def test_unet_on_a_backbone_at_an_odd_size_keeps_every_level():
     backbone = table[table["path"] == "backbone"]
     assert list(backbone["resolution"]) == ["17x17", "9x9", "5x5", "3x3", "2x2"]
     assert tuple(model.output.shape) == (None, 33, 33, 2)
+
+
+def test_unet_on_a_backbone_at_a_small_size_takes_the_maps_of_its_strides():
+    # depth=3: the skips at strides 2 and 4 (conv1, conv2), the bottom at 8 (conv3); at 8x8
+    # they were conv2, conv3 and conv4 (1x1), brought back up by resizing.
+    model = zoo.get_model("unet", backbone="resnet18", input_shape=(8, 8, 3), depth=3,
+                          base_filters=4)
+    skips = [model.get_layer(f"up{i}_concat").input[0]._keras_history[0].name for i in (2, 1)]
+    assert skips == ["conv2_block2_out", "conv1_relu"]
+    assert not [layer.name for layer in model.layers if layer.name.endswith("_resize")]
+    assert tuple(model.output.shape) == (None, 8, 8, 2)
 
 
 def test_feature_info_of_a_reloaded_extractor_reads_the_graph(tmp_path):

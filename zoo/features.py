@@ -7,8 +7,9 @@ taps are found generically from the graph and the output shapes, not from
 per-family lists:
 
 - the stride of a layer is the product of the strides of the convolutions and
-  poolings on its path from the input (a layer without ``strides``, or one that
-  enlarges its input, counts its own size ratio rounded to a power of two). It
+  poolings on its path from the input (zero padding and cropping count 1; another
+  layer without ``strides``, or one that enlarges its input, counts its own size
+  ratio rounded to a power of two). It
   does not depend on the input size: unpadded convolutions shrink the maps by
   more than their strides (Xception's 299x299 input gives 147, 74, 37, 19 and
   10; Inception-v3's 150x150 gives mixed7 at 7x7, stride 16, and mixed10 at
@@ -52,9 +53,14 @@ def _size_step(input_hw, output_hw) -> float:
 
 
 def _own_step(layer, input_hw, output_hw) -> float:
-    """The factor by which ``layer`` multiplies the stride: its ``strides`` when it
-    does not enlarge its input (a convolution or pooling, padded or not), else its
-    size ratio rounded to a power of two (upsampling, custom layers)."""
+    """The factor by which ``layer`` multiplies the stride: 1 for zero padding and
+    cropping, its ``strides`` when it does not enlarge its input (a convolution or
+    pooling, padded or not), else its size ratio rounded to a power of two
+    (upsampling, custom layers)."""
+    if isinstance(layer, (keras.layers.ZeroPadding2D, keras.layers.Cropping2D)):
+        # The same grid with a border added or cut. (Its size ratio, 14 / 20 = 0.7 for
+        # ResNet's conv1_pad on a 14x14 input, rounded to 0.5 and halved every stride after.)
+        return 1.0
     strides = getattr(layer, "strides", None)
     if strides is not None and output_hw[0] <= input_hw[0] and output_hw[1] <= input_hw[1]:
         values = tuple(strides) if isinstance(strides, (tuple, list)) else (strides,)

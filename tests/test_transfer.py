@@ -190,6 +190,36 @@ def test_feature_extractor_keeps_a_fine_tuned_backbones_flags(backbone_file):
         feature_extractor(model)
 
 
+def test_feature_extractor_of_a_head_on_a_nested_feature_map_names_the_backbone():
+    # The backbone's output a feature map (no pooling): the nested model was taken as the
+    # stride-32 tap, and Keras refused its output ("not connected to inputs").
+    backbone = zoo.resnet18(include_top=False, input_shape=SHAPE)
+    inputs = keras.Input(SHAPE, name="images")
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(backbone(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(pooled), name="pets")
+    with pytest.raises(ValueError, match=r"^feature_extractor: 'pets' reaches none of the "
+                                         r".* nested model 'resnet18': pass "
+                                         r"model.get_layer\('resnet18'\)\.$"):
+        feature_extractor(model)
+    # a convolution on it: its stride-32 map, but not those of 2 to 16 inside the backbone
+    conv = keras.layers.Conv2D(4, 1, activation="relu", name="conv")(backbone(inputs))
+    with pytest.raises(ValueError, match=r"reaches strides \[32\] of \(2, 4, 8, 16, 32\) "
+                                         r"outside nested models .* pass "
+                                         r"model.get_layer\('resnet18'\)"):
+        feature_extractor(keras.Model(inputs, conv))
+
+
+def test_feature_extractor_of_googlenet_with_auxiliary_classifiers_follows_the_main_path():
+    # The branches from 4a and 4d to the auxiliary outputs jumped over every layer after 4a:
+    # no stride-32 map, and 4a for 4e at 16.
+    shape = (65, 65, 3)
+    plain = feature_extractor(zoo.googlenet(input_shape=shape)).feature_info
+    assert [f["name"] for f in plain] == ["conv1_relu", "conv2_3x3_relu", "inception_3b",
+                                          "inception_4e", "inception_5b"]
+    assert feature_extractor(zoo.googlenet(input_shape=shape, aux_logits=True)).feature_info \
+        == plain
+
+
 def test_fold_batch_norm_folds_a_nested_backbone(backbone_file):
     model, backbone = _transfer_model(backbone_file)
     rng = np.random.default_rng(2)

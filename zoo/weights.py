@@ -179,6 +179,15 @@ def _load_error_text(exc, limit: int = 300) -> str:
     return common.clip_text(text, limit)
 
 
+def _check_keras_file(model_name: str, path: str) -> None:
+    """:func:`zoo.common.check_keras_file`, its error beginning with ``model_name`` as the
+    other errors of a weights file do."""
+    try:
+        common.check_keras_file(path)
+    except ValueError as exc:
+        raise ValueError(f"{model_name}: {exc}") from None
+
+
 def load_file(model, model_name: str, path, published: WeightFile = None) -> None:
     """Load the weights file ``path`` into ``model``, whatever its name: a ``.keras`` file
     (by layer name, see :func:`zoo.common.load_weights_file`), Keras 3 weights
@@ -206,12 +215,12 @@ def load_file(model, model_name: str, path, published: WeightFile = None) -> Non
         cached = ""
     if fmt == "other":
         if path.endswith(".keras"):
-            common.check_keras_file(path)   # its own error for a .keras name
+            _check_keras_file(model_name, path)   # its own error for a .keras name
         raise ValueError(f"{model_name}: {path} is not a weights file: neither HDF5 weights "
                          f"(.h5, .weights.h5) nor a .keras archive (an incomplete download?)."
                          f"{cached}")
     if fmt == "keras":
-        common.check_keras_file(path)   # a zip archive, but a .keras file's?
+        _check_keras_file(model_name, path)   # a zip archive, but a .keras file's?
     with _readable_name(path, fmt) as readable:
         # Keras warns of each layer it skips (a page of "Skipping nested container" lines on
         # stderr) before it raises: the error below says it; warnings of a load that works

@@ -183,6 +183,17 @@ def test_a_depth_the_backbone_does_not_reach_is_refused():
     assert model.count_params() == unet(backbone="lenet5", base_filters=4).count_params()
 
 
+def test_a_depth_that_leaves_one_feature_map_names_the_depth():
+    # AlexNet's first map is at stride 4: depth 2 leaves it alone (the error named no depth)
+    with pytest.raises(ValueError, match=r"^unet: backbone 'alexnet' gives feature maps at "
+                                         r"strides \[4\] only \(up to 2\*\*depth = 4\); at "
+                                         r"least two are needed. Allowed: a larger depth, or "
+                                         r"None \(the deepest it has\). Received: depth=2$"):
+        unet(backbone="alexnet", input_shape=(67, 67, 3), depth=2, base_filters=4)
+    assert tuple(unet(backbone="alexnet", input_shape=(67, 67, 3), depth=3,
+                      base_filters=4).output.shape) == (None, 67, 67, 2)
+
+
 @pytest.mark.parametrize("kwargs, reason", [
     (dict(depth=4), r"at least 16 \(a feature map at the deepest stride, 2\*\*depth = 16\)"),
     (dict(), r"at least 32 \(a feature map at the default deepest stride, 32; a smaller depth "

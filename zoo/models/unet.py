@@ -444,9 +444,12 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
             fx = _after_input(fx, conversion)
             fx.feature_info = taps
         if len(fx.outputs) < 2:
+            given = ("" if depth is None else
+                     f" Allowed: a larger depth, or None (the deepest it has). "
+                     f"Received: depth={depth}")
             raise ValueError(f"unet: backbone {backbone!r} gives feature maps at strides "
-                             f"{[f['stride'] for f in fx.feature_info]} only; at least two "
-                             "are needed.")
+                             f"{[f['stride'] for f in fx.feature_info]} only (up to 2**depth = "
+                             f"{max_stride}); at least two are needed.{given}")
         deepest = fx.feature_info[-1]["stride"]
         if depth is not None and deepest < max_stride:
             raise ValueError(f"unet: depth={depth} takes the backbone's feature maps down to "

@@ -154,9 +154,16 @@ def _legacy_mismatch(model, path: str) -> str:
         return (f"; the file stops before the model's {ours[len(theirs)]!r}: a file without "
                 f"the classifier top, for include_top=False")
     i = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
+    extra = [n for n in theirs if n not in set(ours)]
+    if extra and all(n.startswith("aux") for n in extra) and set(ours) <= set(theirs):
+        why = (f"the file's {len(extra)} layers of auxiliary classifiers, {extra[0]!r} to "
+               f"{extra[-1]!r}: a model trained with aux_logits=True, whose .keras file loads "
+               f"into this one by layer name")
+    else:
+        why = "another architecture's weights?"
     return (f"; the file has {len(theirs)} layers with weights, the model {len(ours)}, and the "
             f"first that differs is #{i + 1}: {theirs[i]!r} in the file, {ours[i]!r} in the "
-            f"model (another architecture's weights?)")
+            f"model ({why})")
 
 
 #: Why a Keras 3 ``.weights.h5`` file may not fit where a ``.keras`` file of the same model does.

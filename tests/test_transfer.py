@@ -172,6 +172,30 @@ def test_backbone_weights_from_a_keras_file(backbone_file, tmp_path):
         zoo.resnet18(input_shape=SHAPE, num_classes=3, weights=str(tmp_path / "pets.keras"))
 
 
+def test_a_keras_file_with_two_backbones_of_the_same_names_is_refused(tmp_path):
+    # two encoders of one architecture: the first one's weights were loaded, silently
+    inputs = keras.Input(SHAPE, name="images")
+    pooled = [keras.layers.GlobalAveragePooling2D(name=f"gap_{name}")(
+        zoo.resnet18(include_top=False, input_shape=SHAPE, name=name)(inputs))
+        for name in ("left", "right")]
+    keras.Model(inputs, keras.layers.Concatenate()(pooled), name="pair").save(
+        tmp_path / "pair.keras")
+    with pytest.raises(ValueError, match=r"^resnet18: the weights in .*pair\.keras do not fit "
+                                         r"this model \(40 of the model's layers with weights "
+                                         r"are in 'pair' more than once, e\.g\. 'conv1_conv' "
+                                         r"\(nested models 'left', 'right'\): save the one to "
+                                         r"load alone"):
+        zoo.resnet18(include_top=False, input_shape=SHAPE, weights=str(tmp_path / "pair.keras"))
+    # one backbone called twice (shared weights) is one source
+    backbone = zoo.resnet18(include_top=False, input_shape=SHAPE, name="shared")
+    twice = [keras.layers.GlobalAveragePooling2D(name=f"gap{i}")(backbone(x))
+             for i, x in enumerate((inputs, keras.layers.RandomFlip(name="flip")(inputs)))]
+    keras.Model(inputs, keras.layers.Concatenate()(twice)).save(tmp_path / "shared.keras")
+    loaded = zoo.resnet18(include_top=False, input_shape=SHAPE,
+                          weights=str(tmp_path / "shared.keras"))
+    assert _same(loaded.get_weights(), backbone.get_weights())
+
+
 def test_feature_extractor_keeps_a_fine_tuned_backbones_flags(backbone_file):
     model, backbone = _transfer_model(backbone_file)
     backbone.trainable = True

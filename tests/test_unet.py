@@ -183,6 +183,16 @@ def test_a_depth_the_backbone_does_not_reach_is_refused():
     assert model.count_params() == unet(backbone="lenet5", base_filters=4).count_params()
 
 
+def test_the_level_table_gives_a_backbones_maps_the_levels_of_their_strides():
+    # AlexNet at 67x67: C7_pool (1x1) is at stride 32; its size ratio, 67, made it level 6
+    model = unet(backbone="alexnet", input_shape=(67, 67, 3), base_filters=4)
+    table = zoo.layer_table(model, family="unet")
+    backbone = table[table["path"] == "backbone"]
+    assert list(backbone["level"]) == [2, 3, 4, 5]
+    assert list(backbone["resolution"]) == ["15x15", "7x7", "3x3", "1x1"]
+    assert list(table[table["path"] == "expanding"]["level"]) == [4, 3, 2, 0]
+
+
 def test_a_depth_that_leaves_one_feature_map_names_the_depth():
     # AlexNet's first map is at stride 4: depth 2 leaves it alone (the error named no depth)
     with pytest.raises(ValueError, match=r"^unet: backbone 'alexnet' gives feature maps at "

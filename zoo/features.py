@@ -32,7 +32,7 @@ import keras
 
 from zoo.common import is_integer, main_output_index, model_outputs
 
-__all__ = ["feature_extractor", "feature_info", "feature_layers"]
+__all__ = ["feature_extractor", "feature_info", "feature_layers", "layer_strides"]
 
 DEFAULT_STRIDES = (2, 4, 8, 16, 32)
 
@@ -100,6 +100,14 @@ def _graph_strides(model) -> dict:
             continue
         strides[id(layer)], sizes[id(layer)] = stride, hw
     return strides
+
+
+def layer_strides(model) -> dict:
+    """``{layer name: stride}`` for the layers of a functional ``model`` whose output is a
+    fixed-size feature map: the product of the strides on the path from the input (see the
+    module docstring), not the size ratio, which unpadded layers make larger."""
+    by_id = _graph_strides(model)
+    return {layer.name: by_id[id(layer)] for layer in model.layers if id(layer) in by_id}
 
 
 def _as_stride(value: float):

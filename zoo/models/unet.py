@@ -571,13 +571,18 @@ def unet_table(model):
                             taps.append(src)
         order = {id(layer): i for i, layer in enumerate(model.layers)}
         taps = sorted({id(t): t for t in taps}.values(), key=lambda t: order[id(t)])
+        from zoo.features import layer_strides
+        # The strides on the path, not the size ratio (67 for AlexNet's 1x1 C7_pool at
+        # 67x67 made it level 6, stride 64, for 32).
+        strides = layer_strides(model)
         image_h = model.inputs[0].shape[1]
         done = 0
         for tap in taps:
             upto = [layer for layer in backbone if order[id(layer)] <= order[id(tap)]]
             params = sum(layer.count_params() for layer in upto) - done
             done += params
-            stride = 2 ** round(math.log2(image_h / tap.output.shape[1]))
+            stride = strides.get(tap.name) or 2 ** round(math.log2(image_h /
+                                                                   tap.output.shape[1]))
             records.append({"level": int(math.log2(stride)), "path": "backbone",
                             "resolution": size_str(tap.output.shape),
                             "filters": int(tap.output.shape[-1]),

@@ -299,6 +299,12 @@ def check_weights(model_name: str, weights, published: Sequence[str] = ()) -> No
         if os.path.isfile(w):
             return
         names = "".join(f"{p!r}, " for p in published)
+        if os.path.isdir(w):
+            inside = os.path.join(w, "model.keras")
+            hint = f" (a run's: pass its {inside})" if os.path.isfile(inside) else ""
+            raise ValueError(f"{model_name}: weights is a directory{hint}. Received: "
+                             f"weights={w!r}. Allowed: None, {names}or the path of a weights "
+                             f"file.")
         raise ValueError(f"{model_name}: weights file not found. Received: weights={w!r}. "
                          f"Allowed: None, {names}or the path of an existing weights file.")
     raise ValueError(f"{model_name}: weights must be None, a name or a file path. "

@@ -245,12 +245,28 @@ def test_one_class_with_sigmoid_or_logits_builds():
                          classifier_activation="sigmoid")
     assert model.output_shape == (None, 1)
     assert model.get_layer("predictions").activation.__name__ == "sigmoid"
-    assert zoo.lenet5(num_classes=1, classifier_activation=None).output_shape == (None, 1)
+    assert zoo.lenet5(num_classes=1, classifier_activation=None,
+                      variant="modern").output_shape == (None, 1)
     with pytest.raises(ValueError, match="softmax over num_classes=1"):
         zoo.alexnet(input_shape=(67, 67, 3), num_classes=1,
                     classifier_activation=keras.activations.softmax)
     # without the top, num_classes plays no part
     assert zoo.lenet5(num_classes=1, include_top=False).output_shape == (None, 1, 1, 120)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", None])
+def test_one_class_on_the_classic_lenets_rbf_output_is_refused(activation):
+    # minus a squared distance: a sigmoid of it was at most 0.5 for every input (class 0)
+    model = zoo.lenet5(num_classes=1, classifier_activation=activation, variant="modern")
+    assert model.output_shape == (None, 1)
+    with pytest.raises(ValueError, match=r"^lenet5: the classic variant's output is minus the "
+                                         r"squared distance .* Allowed: num_classes >= 2, or "
+                                         r"variant='modern' for one sigmoid unit. Received: "
+                                         r"num_classes=1, variant='classic'$"):
+        zoo.lenet5(num_classes=1, classifier_activation=activation)
+    out = zoo.layers.RBFOutput(1, activation="sigmoid")(
+        np.random.default_rng(0).normal(0, 3, (64, 84)).astype("float32"))
+    assert float(np.max(out)) <= 0.5
 
 
 def test_a_numpy_integer_number_of_classes_is_taken():

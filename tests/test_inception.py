@@ -1,6 +1,8 @@
 """GoogLeNet and Inception-v3: parameter counts, the GoogLeNet table, weight
 compatibility with keras.applications.InceptionV3's HDF5 layout, shapes and sizes."""
 
+import warnings
+
 import h5py
 import keras
 import numpy as np
@@ -126,6 +128,19 @@ def test_googlenet_trained_with_auxiliary_heads_loads_without_them(tmp_path):
                             "for a model with layers added or left out (googlenet with and "
                             "without aux_logits) use the .keras file, which pairs them by name.")
     assert "Target variable" not in message and "\n" not in message
+    # a whole model saved as legacy HDF5 (model.save("aux.h5")) pairs layers by position too
+    # (it said "another architecture's weights?")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trained.save(tmp_path / "aux.h5")
+    with pytest.raises(ValueError, match=r"the first that differs is #58: 'aux1_conv' in the "
+                                         r"file, 'predictions' in the model \(the file's 6 "
+                                         r"layers of auxiliary classifiers, 'aux1_conv' to "
+                                         r"'aux2_predictions': a model trained with "
+                                         r"aux_logits=True, whose \.keras file loads into this "
+                                         r"one by layer name\)\.$"):
+        googlenet(input_shape=(65, 65, 3), num_classes=3, weights=tmp_path / "aux.h5")
+
 
 def test_googlenet_batch_norm():
     model = googlenet(batch_norm=True)

@@ -1,4 +1,5 @@
 import os
+import re
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def test_shapes_for_other_inputs():
     (dict(num_classes=0), "num_classes must be an integer >= 1"),
     (dict(pooling="mean"), "pooling must be one of"),
     (dict(weights="/no/such/file.weights.h5"), "weights file not found"),
-    (dict(weights=os.path.dirname(os.path.abspath(__file__))), "weights file not found"),
+    (dict(weights=os.path.dirname(os.path.abspath(__file__))), "weights is a directory. "),
     (dict(weights="imagenet"), "no published 'imagenet' weights"),
     (dict(variant="new"), "variant must be one of"),
     (dict(input_shape=(32, 32)), "three positive integers"),
@@ -85,10 +86,20 @@ def test_bad_arguments(kwargs, message):
         lenet5(**kwargs)
 
 
+def test_a_run_directory_as_weights_names_its_model_file(tmp_path):
+    # it said "weights file not found" of a directory that is there
+    (tmp_path / "model.keras").write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"^lenet5: weights is a directory \(a run's: pass its "
+                                         rf"{re.escape(str(tmp_path / 'model.keras'))}\)\. "
+                                         rf"Received: weights="):
+        lenet5(weights=str(tmp_path))
+
+
 def test_a_weights_file_named_keras_that_is_no_keras_file_is_named(tmp_path):
     (tmp_path / "w.keras").write_text("not a model")
-    with pytest.raises(ValueError, match=r"w\.keras is not a Keras model file: a \.keras file "
-                                         r"is a zip archive"):
+    # (it began with the path, where every other error of a weights file names the model)
+    with pytest.raises(ValueError, match=r"^lenet5: .*w\.keras is not a Keras model file: a "
+                                         r"\.keras file is a zip archive"):
         lenet5(weights=str(tmp_path / "w.keras"))
 
 

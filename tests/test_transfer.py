@@ -172,6 +172,30 @@ def test_backbone_weights_from_a_keras_file(backbone_file, tmp_path):
         zoo.resnet18(input_shape=SHAPE, num_classes=3, weights=str(tmp_path / "pets.keras"))
 
 
+def test_a_keras_file_with_two_backbones_of_the_same_names_is_refused(tmp_path):
+    # two encoders of one architecture: the first one's weights were loaded, silently
+    inputs = keras.Input(SHAPE, name="images")
+    pooled = [keras.layers.GlobalAveragePooling2D(name=f"gap_{name}")(
+        zoo.resnet18(include_top=False, input_shape=SHAPE, name=name)(inputs))
+        for name in ("left", "right")]
+    keras.Model(inputs, keras.layers.Concatenate()(pooled), name="pair").save(
+        tmp_path / "pair.keras")
+    with pytest.raises(ValueError, match=r"^resnet18: the weights in .*pair\.keras do not fit "
+                                         r"this model \(40 of the model's layers with weights "
+                                         r"are in 'pair' more than once, e\.g\. 'conv1_conv' "
+                                         r"\(nested models 'left', 'right'\): save the one to "
+                                         r"load alone"):
+        zoo.resnet18(include_top=False, input_shape=SHAPE, weights=str(tmp_path / "pair.keras"))
+    # one backbone called twice (shared weights) is one source
+    backbone = zoo.resnet18(include_top=False, input_shape=SHAPE, name="shared")
+    twice = [keras.layers.GlobalAveragePooling2D(name=f"gap{i}")(backbone(x))
+             for i, x in enumerate((inputs, keras.layers.RandomFlip(name="flip")(inputs)))]
+    keras.Model(inputs, keras.layers.Concatenate()(twice)).save(tmp_path / "shared.keras")
+    loaded = zoo.resnet18(include_top=False, input_shape=SHAPE,
+                          weights=str(tmp_path / "shared.keras"))
+    assert _same(loaded.get_weights(), backbone.get_weights())
+
+
 def test_feature_extractor_keeps_a_fine_tuned_backbones_flags(backbone_file):
     model, backbone = _transfer_model(backbone_file)
     backbone.trainable = True
@@ -188,6 +212,36 @@ def test_feature_extractor_keeps_a_fine_tuned_backbones_flags(backbone_file):
     with pytest.raises(ValueError, match=r"nested model 'resnet18': pass "
                                          r"model.get_layer\('resnet18'\)"):
         feature_extractor(model)
+
+
+def test_feature_extractor_of_a_head_on_a_nested_feature_map_names_the_backbone():
+    # The backbone's output a feature map (no pooling): the nested model was taken as the
+    # stride-32 tap, and Keras refused its output ("not connected to inputs").
+    backbone = zoo.resnet18(include_top=False, input_shape=SHAPE)
+    inputs = keras.Input(SHAPE, name="images")
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(backbone(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(pooled), name="pets")
+    with pytest.raises(ValueError, match=r"^feature_extractor: 'pets' reaches none of the "
+                                         r".* nested model 'resnet18': pass "
+                                         r"model.get_layer\('resnet18'\)\.$"):
+        feature_extractor(model)
+    # a convolution on it: its stride-32 map, but not those of 2 to 16 inside the backbone
+    conv = keras.layers.Conv2D(4, 1, activation="relu", name="conv")(backbone(inputs))
+    with pytest.raises(ValueError, match=r"reaches strides \[32\] of \(2, 4, 8, 16, 32\) "
+                                         r"outside nested models .* pass "
+                                         r"model.get_layer\('resnet18'\)"):
+        feature_extractor(keras.Model(inputs, conv))
+
+
+def test_feature_extractor_of_googlenet_with_auxiliary_classifiers_follows_the_main_path():
+    # The branches from 4a and 4d to the auxiliary outputs jumped over every layer after 4a:
+    # no stride-32 map, and 4a for 4e at 16.
+    shape = (65, 65, 3)
+    plain = feature_extractor(zoo.googlenet(input_shape=shape)).feature_info
+    assert [f["name"] for f in plain] == ["conv1_relu", "conv2_3x3_relu", "inception_3b",
+                                          "inception_4e", "inception_5b"]
+    assert feature_extractor(zoo.googlenet(input_shape=shape, aux_logits=True)).feature_info \
+        == plain
 
 
 def test_fold_batch_norm_folds_a_nested_backbone(backbone_file):
@@ -221,6 +275,14 @@ def test_fold_batch_norm_folds_a_nested_backbone(backbone_file):
     ("resnet50_v2", (33, 47), [("conv1_conv", 2, (17, 24)), ("conv2_block2_out", 4, (9, 12)),
                                ("conv3_block3_out", 8, (5, 6)),
                                ("conv4_block5_out", 16, (3, 3)), ("post_relu", 32, (2, 2))]),
+    # At 14x14 conv1_pad makes 20x20: its size ratio, 0.7, rounded to 0.5 and halved every
+    # stride (conv1 at 1 and left out, conv5 at 16); zero padding keeps the grid.
+    ("resnet18", (14, 14), [("conv1_relu", 2, (7, 7)), ("conv2_block2_out", 4, (4, 4)),
+                            ("conv3_block2_out", 8, (2, 2)), ("conv4_block2_out", 16, (1, 1)),
+                            ("conv5_block2_out", 32, (1, 1))]),
+    ("resnet50_v2", (8, 14), [("conv1_conv", 2, (4, 7)), ("conv2_block2_out", 4, (2, 4)),
+                              ("conv3_block3_out", 8, (1, 2)),
+                              ("conv4_block5_out", 16, (1, 1)), ("post_relu", 32, (1, 1))]),
     ("xception", (20, 20), [("block1_conv2_act", 2, (7, 7)), ("block2_add", 4, (4, 4)),
                             ("block3_add", 8, (2, 2)), ("block12_add", 16, (1, 1)),
                             ("block14_sepconv2_act", 32, (1, 1))]),
@@ -243,6 +305,17 @@ def test_unet_on_a_backbone_at_an_odd_size_keeps_every_level():
     backbone = table[table["path"] == "backbone"]
     assert list(backbone["resolution"]) == ["17x17", "9x9", "5x5", "3x3", "2x2"]
     assert tuple(model.output.shape) == (None, 33, 33, 2)
+
+
+def test_unet_on_a_backbone_at_a_small_size_takes_the_maps_of_its_strides():
+    # depth=3: the skips at strides 2 and 4 (conv1, conv2), the bottom at 8 (conv3); at 8x8
+    # they were conv2, conv3 and conv4 (1x1), brought back up by resizing.
+    model = zoo.get_model("unet", backbone="resnet18", input_shape=(8, 8, 3), depth=3,
+                          base_filters=4)
+    skips = [model.get_layer(f"up{i}_concat").input[0]._keras_history[0].name for i in (2, 1)]
+    assert skips == ["conv2_block2_out", "conv1_relu"]
+    assert not [layer.name for layer in model.layers if layer.name.endswith("_resize")]
+    assert tuple(model.output.shape) == (None, 8, 8, 2)
 
 
 def test_feature_info_of_a_reloaded_extractor_reads_the_graph(tmp_path):

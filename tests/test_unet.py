@@ -170,17 +170,40 @@ def test_resnet34_backbone_with_depth():
     assert list(table[table["path"] == "backbone"]["filters"]) == [64, 64, 128, 256]
 
 
-def test_a_depth_the_backbone_does_not_reach_is_refused():
+@pytest.mark.parametrize("kwargs, message", [
     # LeNet-5's feature maps stop at stride 4: depth 3 (stride 8) was built as depth 2.
-    with pytest.raises(ValueError, match=r"^unet: depth=3 takes the backbone's feature maps "
-                                         r"down to stride 2\*\*depth = 8; backbone 'lenet5' at "
-                                         r"32x32 reaches stride 4 at most. Allowed: depth <= 2, "
-                                         r"or None \(the deepest it has\). Received: depth=3$"):
-        unet(backbone="lenet5", depth=3)
+    (dict(backbone="lenet5", depth=3),
+     r"^unet: depth=3 takes the backbone's feature maps down to stride 2\*\*depth = 8; "
+     r"backbone 'lenet5' at 32x32 reaches stride 4 at most. Allowed: depth <= 2, or None "
+     r"\(the deepest it has\). Received: depth=3$"),
+    # AlexNet's first map is at stride 4: depth 2 leaves it alone (the error named no depth)
+    (dict(backbone="alexnet", input_shape=(67, 67, 3), depth=2),
+     r"^unet: backbone 'alexnet' gives feature maps at strides \[4\] only \(up to "
+     r"2\*\*depth = 4\); at least two are needed. Allowed: a larger depth, or None \(the "
+     r"deepest it has\). Received: depth=2$"),
+])
+def test_a_depth_the_backbone_cannot_take_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        unet(base_filters=4, **kwargs)
+
+
+def test_a_depth_the_backbone_reaches_builds():
     model = unet(backbone="lenet5", depth=2, base_filters=4)
     assert [layer.name for layer in model.layers if layer.name.endswith("_upconv")] \
         == ["up1_upconv", "up0_upconv"]
     assert model.count_params() == unet(backbone="lenet5", base_filters=4).count_params()
+    assert tuple(unet(backbone="alexnet", input_shape=(67, 67, 3), depth=3,
+                      base_filters=4).output.shape) == (None, 67, 67, 2)
+
+
+def test_the_level_table_gives_a_backbones_maps_the_levels_of_their_strides():
+    # AlexNet at 67x67: C7_pool (1x1) is at stride 32; its size ratio, 67, made it level 6
+    model = unet(backbone="alexnet", input_shape=(67, 67, 3), base_filters=4)
+    table = zoo.layer_table(model, family="unet")
+    backbone = table[table["path"] == "backbone"]
+    assert list(backbone["level"]) == [2, 3, 4, 5]
+    assert list(backbone["resolution"]) == ["15x15", "7x7", "3x3", "1x1"]
+    assert list(table[table["path"] == "expanding"]["level"]) == [4, 3, 2, 0]
 
 
 @pytest.mark.parametrize("kwargs, reason", [

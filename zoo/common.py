@@ -299,6 +299,12 @@ def check_weights(model_name: str, weights, published: Sequence[str] = ()) -> No
         if os.path.isfile(w):
             return
         names = "".join(f"{p!r}, " for p in published)
+        if os.path.isdir(w):
+            inside = os.path.join(w, "model.keras")
+            hint = f" (a run's: pass its {inside})" if os.path.isfile(inside) else ""
+            raise ValueError(f"{model_name}: weights is a directory{hint}. Received: "
+                             f"weights={w!r}. Allowed: None, {names}or the path of a weights "
+                             f"file.")
         raise ValueError(f"{model_name}: weights file not found. Received: weights={w!r}. "
                          f"Allowed: None, {names}or the path of an existing weights file.")
     raise ValueError(f"{model_name}: weights must be None, a name or a file path. "
@@ -425,8 +431,9 @@ def load_weights_file(model, path) -> None:
     loads by position when the weight shapes all match.
 
     Raises:
-        ValueError: a ``.keras`` file without a layer of ``model``'s or whose weights
-            have other shapes (naming them).
+        ValueError: a ``.keras`` file without a layer of ``model``'s, whose weights
+            have other shapes, or with several of its name (two nested backbones of one
+            architecture), naming them.
     """
     path = os.fspath(path)
     if path.endswith(".keras"):
@@ -436,23 +443,38 @@ def load_weights_file(model, path) -> None:
         model.load_weights(path)
 
 
-def _weighted_layers(model) -> dict:
-    """``{name: layer}`` of the layers with weights, nested models' layers included."""
+def _weighted_layers(model, duplicates: Optional[dict] = None) -> dict:
+    """``{name: layer}`` of the layers with weights, nested models' layers included (the
+    first of a name); ``duplicates`` gets ``{name: count}`` of the names that several
+    distinct layers have (two nested backbones of the same architecture)."""
     import keras
     found = {}
     for layer in model._flatten_layers(include_self=False):
         if layer.weights and not isinstance(layer, keras.Model):
-            found.setdefault(layer.name, layer)
+            first = found.setdefault(layer.name, layer)
+            if first is not layer and duplicates is not None:
+                duplicates[layer.name] = duplicates.get(layer.name, 1) + 1
     return found
 
 
 def _set_weights_by_name(model, other) -> None:
     """Copy ``other``'s weights into ``model`` layer by layer name (see
     :func:`load_weights_file`)."""
+    import keras
+
     def shapes(layer):
         return [tuple(w.shape) for w in layer.weights]
 
-    targets, sources = _weighted_layers(model), _weighted_layers(other)
+    twice = {}
+    targets, sources = _weighted_layers(model), _weighted_layers(other, twice)
+    ambiguous = [name for name in targets if name in twice]
+    if ambiguous:
+        nested = [layer.name for layer in other._flatten_layers(include_self=False)
+                  if isinstance(layer, keras.Model)]
+        raise ValueError(f"{len(ambiguous)} of the model's layers with weights are in "
+                         f"{other.name!r} more than once, e.g. {ambiguous[0]!r} (nested models "
+                         f"{', '.join(repr(n) for n in nested[:3])}): save the one to load "
+                         f"alone, get_layer(NAME).save_weights(...)")
     missing = [name for name in targets if name not in sources]
     if missing and len(missing) == len(targets):
         # No common names: the same architecture under other names loads by position.

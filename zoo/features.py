@@ -7,14 +7,16 @@ taps are found generically from the graph and the output shapes, not from
 per-family lists:
 
 - the stride of a layer is the product of the strides of the convolutions and
-  poolings on its path from the input (a layer without ``strides``, or one that
-  enlarges its input, counts its own size ratio rounded to a power of two). It
+  poolings on its path from the input (zero padding and cropping count 1; another
+  layer without ``strides``, or one that enlarges its input, counts its own size
+  ratio rounded to a power of two). It
   does not depend on the input size: unpadded convolutions shrink the maps by
   more than their strides (Xception's 299x299 input gives 147, 74, 37, 19 and
   10; Inception-v3's 150x150 gives mixed7 at 7x7, stride 16, and mixed10 at
   3x3, stride 32, where the size ratio, 50, would round to 64);
 - for each stride the tap is the last layer with that stride that is a *block
-  output*: a layer every path from the input to the output goes through (so
+  output*: a layer every path from the input to the output (the main one, for a
+  model with auxiliary classifiers) goes through (so
   not a tensor inside a residual or inception block), preferring activations,
   merges (add, concatenate) and layers with a built-in activation over
   pooling or batch-norm layers. Zero-padding layers are never taps (their maps
@@ -28,9 +30,9 @@ from typing import Optional, Sequence
 
 import keras
 
-from zoo.common import is_integer, model_outputs
+from zoo.common import is_integer, main_output_index, model_outputs
 
-__all__ = ["feature_extractor", "feature_info", "feature_layers"]
+__all__ = ["feature_extractor", "feature_info", "feature_layers", "layer_strides"]
 
 DEFAULT_STRIDES = (2, 4, 8, 16, 32)
 
@@ -52,9 +54,14 @@ def _size_step(input_hw, output_hw) -> float:
 
 
 def _own_step(layer, input_hw, output_hw) -> float:
-    """The factor by which ``layer`` multiplies the stride: its ``strides`` when it
-    does not enlarge its input (a convolution or pooling, padded or not), else its
-    size ratio rounded to a power of two (upsampling, custom layers)."""
+    """The factor by which ``layer`` multiplies the stride: 1 for zero padding and
+    cropping, its ``strides`` when it does not enlarge its input (a convolution or
+    pooling, padded or not), else its size ratio rounded to a power of two
+    (upsampling, custom layers)."""
+    if isinstance(layer, (keras.layers.ZeroPadding2D, keras.layers.Cropping2D)):
+        # The same grid with a border added or cut. (Its size ratio, 14 / 20 = 0.7 for
+        # ResNet's conv1_pad on a 14x14 input, rounded to 0.5 and halved every stride after.)
+        return 1.0
     strides = getattr(layer, "strides", None)
     if strides is not None and output_hw[0] <= input_hw[0] and output_hw[1] <= input_hw[1]:
         values = tuple(strides) if isinstance(strides, (tuple, list)) else (strides,)
@@ -95,6 +102,14 @@ def _graph_strides(model) -> dict:
     return strides
 
 
+def layer_strides(model) -> dict:
+    """``{layer name: stride}`` for the layers of a functional ``model`` whose output is a
+    fixed-size feature map: the product of the strides on the path from the input (see the
+    module docstring), not the size ratio, which unpadded layers make larger."""
+    by_id = _graph_strides(model)
+    return {layer.name: by_id[id(layer)] for layer in model.layers if id(layer) in by_id}
+
+
 def _as_stride(value: float):
     """An integer stride (``None`` for a fractional one, after upsampling)."""
     return int(value) if value >= 1 and float(value).is_integer() else None
@@ -106,6 +121,25 @@ def _parents(layer) -> list:
         for t in node.input_tensors:
             parents.append(t._keras_history[0])
     return parents
+
+
+def _main_path(model) -> list:
+    """``model.layers`` that its main output depends on: all of them, but for a model with
+    auxiliary classifiers (``googlenet(aux_logits=True)``), whose branches to the auxiliary
+    outputs would make every layer after inception 4a one that a path jumps over."""
+    if len(model.outputs) == 1:
+        return list(model.layers)
+    try:
+        index = main_output_index(model, "feature_extractor takes")
+    except ValueError:   # several outputs, none of them the main one
+        return list(model.layers)
+    kept, stack = set(), [model.outputs[index]._keras_history[0]]
+    while stack:
+        layer = stack.pop()
+        if id(layer) not in kept:
+            kept.add(id(layer))
+            stack.extend(_parents(layer))
+    return [layer for layer in model.layers if id(layer) in kept]
 
 
 def _preferred(layer) -> bool:
@@ -155,18 +189,19 @@ def feature_layers(model, strides: Sequence[int] = DEFAULT_STRIDES) -> list:
                          f"and width. Received inputs: {[tuple(t.shape) for t in model.inputs]}")
     input_hw = _spatial(model.inputs[0].shape)
     layer_strides = _graph_strides(model)
-    order = {id(layer): i for i, layer in enumerate(model.layers)}
+    path = _main_path(model)
+    order = {id(layer): i for i, layer in enumerate(path)}
     # A layer is a block output when no edge of the graph jumps over its position
     # in topological order (then every input-to-output path goes through it).
-    reach = [0] * len(model.layers)  # furthest later position an earlier layer feeds
-    for i, layer in enumerate(model.layers):
+    reach = [0] * len(path)  # furthest later position an earlier layer feeds
+    for i, layer in enumerate(path):
         for parent in _parents(layer):
             j = order.get(id(parent))
             if j is not None:
                 reach[j] = max(reach[j], i)
     furthest = -1
-    candidates = {}
-    for i, layer in enumerate(model.layers):
+    candidates, nested = {}, []
+    for i, layer in enumerate(path):
         bypassed = furthest > i
         furthest = max(furthest, reach[i])
         # The input is no tap (a Sequential model does not list its InputLayer: its
@@ -174,6 +209,12 @@ def feature_layers(model, strides: Sequence[int] = DEFAULT_STRIDES) -> list:
         if bypassed or isinstance(layer, (keras.layers.InputLayer, keras.layers.ZeroPadding2D)):
             continue
         s = _as_stride(layer_strides.get(id(layer), 0.5))
+        if isinstance(layer, keras.Model):
+            # No tap: its output tensor belongs to its own graph, not to this model's
+            # (a backbone nested under a head, called on the head's input).
+            if s is not None:
+                nested.append((layer.name, s))
+            continue
         if s not in strides:
             continue
         # Keep the last preferred layer of each stride; a non-preferred one only
@@ -181,12 +222,17 @@ def feature_layers(model, strides: Sequence[int] = DEFAULT_STRIDES) -> list:
         best = candidates.get(s)
         if best is None or _preferred(layer) or not _preferred(best):
             candidates[s] = layer
-    if not candidates:
-        nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
-        hint = (f"; its feature maps are inside the nested model {nested[0]!r}: pass "
-                f"model.get_layer({nested[0]!r})" if nested else "")
-        raise ValueError(f"feature_extractor: {model.name!r} reaches none of the strides "
-                         f"{strides} at input size {input_hw[0]}x{input_hw[1]}{hint}.")
+    inside = [(name, s) for name, s in nested
+              if any(t <= s and t not in candidates for t in strides)]
+    if not candidates or inside:
+        names = [n for n, _ in inside] or \
+            [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+        hint = (f"; its feature maps are inside the nested model {names[0]!r}: pass "
+                f"model.get_layer({names[0]!r})" if names else "")
+        found = f"reaches none of the strides {strides}" if not candidates else \
+            f"reaches strides {sorted(candidates)} of {strides} outside nested models"
+        raise ValueError(f"feature_extractor: {model.name!r} {found} at input size "
+                         f"{input_hw[0]}x{input_hw[1]}{hint}.")
     return [{"name": layer.name, "stride": s, "channels": int(layer.output.shape[-1]),
              "shape": tuple(int(d) for d in layer.output.shape[1:])}
             for s, layer in sorted(candidates.items())]

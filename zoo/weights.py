@@ -154,9 +154,16 @@ def _legacy_mismatch(model, path: str) -> str:
         return (f"; the file stops before the model's {ours[len(theirs)]!r}: a file without "
                 f"the classifier top, for include_top=False")
     i = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
+    extra = [n for n in theirs if n not in set(ours)]
+    if extra and all(n.startswith("aux") for n in extra) and set(ours) <= set(theirs):
+        why = (f"the file's {len(extra)} layers of auxiliary classifiers, {extra[0]!r} to "
+               f"{extra[-1]!r}: a model trained with aux_logits=True, whose .keras file loads "
+               f"into this one by layer name")
+    else:
+        why = "another architecture's weights?"
     return (f"; the file has {len(theirs)} layers with weights, the model {len(ours)}, and the "
             f"first that differs is #{i + 1}: {theirs[i]!r} in the file, {ours[i]!r} in the "
-            f"model (another architecture's weights?)")
+            f"model ({why})")
 
 
 #: Why a Keras 3 ``.weights.h5`` file may not fit where a ``.keras`` file of the same model does.
@@ -177,6 +184,15 @@ def _load_error_text(exc, limit: int = 300) -> str:
     text = re.sub(r" Target variable: .*?(?= List of objects that could not be loaded|$)", "",
                   text)
     return common.clip_text(text, limit)
+
+
+def _check_keras_file(model_name: str, path: str) -> None:
+    """:func:`zoo.common.check_keras_file`, its error beginning with ``model_name`` as the
+    other errors of a weights file do."""
+    try:
+        common.check_keras_file(path)
+    except ValueError as exc:
+        raise ValueError(f"{model_name}: {exc}") from None
 
 
 def load_file(model, model_name: str, path, published: WeightFile = None) -> None:
@@ -206,12 +222,12 @@ def load_file(model, model_name: str, path, published: WeightFile = None) -> Non
         cached = ""
     if fmt == "other":
         if path.endswith(".keras"):
-            common.check_keras_file(path)   # its own error for a .keras name
+            _check_keras_file(model_name, path)   # its own error for a .keras name
         raise ValueError(f"{model_name}: {path} is not a weights file: neither HDF5 weights "
                          f"(.h5, .weights.h5) nor a .keras archive (an incomplete download?)."
                          f"{cached}")
     if fmt == "keras":
-        common.check_keras_file(path)   # a zip archive, but a .keras file's?
+        _check_keras_file(model_name, path)   # a zip archive, but a .keras file's?
     with _readable_name(path, fmt) as readable:
         # Keras warns of each layer it skips (a page of "Skipping nested container" lines on
         # stderr) before it raises: the error below says it; warnings of a load that works

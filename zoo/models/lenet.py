@@ -56,7 +56,8 @@ def lenet5(*, input_shape=None, num_classes=10, include_top=True, pooling=None,
 
     Args:
         input_shape: ``(H, W, C)``; default ``(32, 32, 1)``; ``H, W >= 32``.
-        num_classes: number of output classes (default 10).
+        num_classes: number of output classes (default 10; at least 2 for the classic
+            variant, whose RBF outputs are never above 0).
         include_top: include F6 and the output layer; otherwise the model ends at C5.
         pooling: with ``include_top=False``: ``None`` (C5's feature map), ``"avg"`` or ``"max"``.
         classifier_activation: activation on the output (``None`` returns logits; for the
@@ -85,6 +86,12 @@ def lenet5(*, input_shape=None, num_classes=10, include_top=True, pooling=None,
         "lenet5", input_shape=input_shape, default_shape=(32, 32, 1), min_size=MIN_SIZE,
         num_classes=num_classes, include_top=include_top, pooling=pooling,
         classifier_activation=classifier_activation, weights=weights, name=name)
+    if variant == "classic" and include_top and num_classes == 1:
+        raise ValueError("lenet5: the classic variant's output is minus the squared distance to "
+                         "each class's RBF code, never above 0: one class would score at most "
+                         "0.5 after a sigmoid (0 as a logit) for every input. Allowed: "
+                         "num_classes >= 2, or variant='modern' for one sigmoid unit. Received: "
+                         "num_classes=1, variant='classic'")
     rows = VARIANTS[variant]
     inputs = keras.Input(shape=shape, name="images")
     if include_top:

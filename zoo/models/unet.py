@@ -444,9 +444,12 @@ def unet(*, input_shape=None, num_classes=2, output_activation="softmax", name=N
             fx = _after_input(fx, conversion)
             fx.feature_info = taps
         if len(fx.outputs) < 2:
+            given = ("" if depth is None else
+                     f" Allowed: a larger depth, or None (the deepest it has). "
+                     f"Received: depth={depth}")
             raise ValueError(f"unet: backbone {backbone!r} gives feature maps at strides "
-                             f"{[f['stride'] for f in fx.feature_info]} only; at least two "
-                             "are needed.")
+                             f"{[f['stride'] for f in fx.feature_info]} only (up to 2**depth = "
+                             f"{max_stride}); at least two are needed.{given}")
         deepest = fx.feature_info[-1]["stride"]
         if depth is not None and deepest < max_stride:
             raise ValueError(f"unet: depth={depth} takes the backbone's feature maps down to "
@@ -568,13 +571,18 @@ def unet_table(model):
                             taps.append(src)
         order = {id(layer): i for i, layer in enumerate(model.layers)}
         taps = sorted({id(t): t for t in taps}.values(), key=lambda t: order[id(t)])
+        from zoo.features import layer_strides
+        # The strides on the path, not the size ratio (67 for AlexNet's 1x1 C7_pool at
+        # 67x67 made it level 6, stride 64, for 32).
+        strides = layer_strides(model)
         image_h = model.inputs[0].shape[1]
         done = 0
         for tap in taps:
             upto = [layer for layer in backbone if order[id(layer)] <= order[id(tap)]]
             params = sum(layer.count_params() for layer in upto) - done
             done += params
-            stride = 2 ** round(math.log2(image_h / tap.output.shape[1]))
+            stride = strides.get(tap.name) or 2 ** round(math.log2(image_h /
+                                                                   tap.output.shape[1]))
             records.append({"level": int(math.log2(stride)), "path": "backbone",
                             "resolution": size_str(tap.output.shape),
                             "filters": int(tap.output.shape[-1]),

@@ -1523,6 +1523,8 @@ def test_counts_and_seeds_take_numpy_integers_and_refuse_the_rest():
     ("rotation", -1, "a number from 0 to 1"),
     ("rotation", "a", "a number from 0 to 1"),
     ("zoom", 5, "a number from 0 to 1"),
+    ("zoom", (-1.0, 0.5), "a number from 0 to 1 (a fraction of the size, in or out) or a "
+             "pair (low, high) from above -1 to 1"),   # was Keras' error
     ("translation", True, "a number from 0 to 1"),
     ("contrast", 2, "a number from 0 to 1"),
     ("fill_mode", "bogus", "'reflect', 'wrap', 'constant' or 'nearest'"),
@@ -1537,7 +1539,27 @@ def test_augmentation_settings_are_checked_by_name(setting, value, allowed):
     with pytest.raises(ValueError, match=message):
         data.augmenter({setting: value})
     settings = {"rotation": (-0.1, 0.2), "contrast": (0.1, 0.3), "flip": "vertical"}
-    assert data.check_augment_settings(settings) == settings
+    assert data.check_augment_settings(settings) == {
+        "rotation": [-0.1, 0.2], "contrast": [0.1, 0.3], "flip": "vertical"}
+
+
+def test_augmentation_settings_of_numpy_numbers_build_and_round_trip_through_json():
+    # NumPy's float32 and 1-D arrays pass the check, but Keras' layers refused them ("The
+    # `factor` argument should be a number ... Received: factor=0.10000000149011612"; an
+    # array pair: "The truth value of an array ... is ambiguous") and json refused them in
+    # info.json; a tuple came back from JSON as a list.
+    settings = {"rotation": np.float32(0.1), "zoom": np.array([-0.2, 0.1]),
+                "translation": (np.float32(0.05), 0.1), "contrast": np.float64(0.2),
+                "flip": np.str_("horizontal"), "fill_mode": np.str_("constant")}
+    checked = data.check_augment_settings(settings)
+    assert checked == {"rotation": pytest.approx(0.1), "zoom": [-0.2, 0.1],
+                       "translation": [pytest.approx(0.05), 0.1], "contrast": 0.2,
+                       "flip": "horizontal", "fill_mode": "constant"}
+    images = np.full((2, 8, 8, 1), 100.0, "float32")
+    assert data.augmenter(settings, seed=1)(images).shape == (2, 8, 8, 1)
+    _, info = data.load("digits", "train", image_size=(8, 8), augment=settings)
+    again = data.DatasetInfo.from_dict(json.loads(json.dumps(info.to_dict())))
+    assert again == info and again.augmentation == checked
 
 
 def test_make_shapes_refuses_counts_that_are_no_integers():

@@ -487,7 +487,7 @@ AUGMENT_SETTINGS = {
     "rotation": "a number from 0 to 1 (a fraction of a full turn, either way) or a pair "
                 "(low, high) from -1 to 1",
     "zoom": "a number from 0 to 1 (a fraction of the size, in or out) or a pair (low, high) "
-            "from -1 to 1",
+            "from above -1 to 1",
     "translation": "a number from 0 to 1 (a fraction of the size, either way) or a pair "
                    "(low, high) from -1 to 1",
     "contrast": "a number from 0 to 1 (a factor) or a pair (low, high) from 0 to 1",
@@ -501,7 +501,11 @@ def check_augment_settings(settings) -> dict:
     """``settings`` as a dict when each of its keys is one of :data:`AUGMENT_SETTINGS` with
     a value that setting allows, else a ``ValueError`` naming the setting, what it allows
     and what it holds (rather than Keras' error about a layer's ``factor`` once the
-    pipeline is built, or a flip mode or a NaN factor that silently did nothing)."""
+    pipeline is built, or a flip mode or a NaN factor that silently did nothing).
+
+    The values come back as Keras' layers and JSON take them: numbers as Python floats,
+    pairs as lists of two (a NumPy float32 or a 1-D array, which Keras refused, and a tuple,
+    which came back from ``info.json`` as a list)."""
     if not isinstance(settings, dict):
         raise ValueError(f"augmentation settings must be a dict of "
                          f"{', '.join(AUGMENT_SETTINGS)}. Received: {_short(settings)}")
@@ -509,22 +513,29 @@ def check_augment_settings(settings) -> dict:
     if unknown:
         raise ValueError(f"Unknown augmentation settings {sorted(map(str, unknown))}. Allowed: "
                          f"{', '.join(AUGMENT_SETTINGS)}.")
+    checked = {}
     for key, value in settings.items():
         if key == "flip":
             good = any(value is v or (isinstance(value, str) and value == v) for v in _FLIPS)
+            checked[key] = str(value) if isinstance(value, str) else value
         elif key == "fill_mode":
             good = isinstance(value, str) and value in _FILL_MODES
+            checked[key] = str(value) if good else value
         else:
             pair = _as_list(value)
             if pair is not None:
+                # (Keras' zoom takes no -1: a zoom in by the whole size)
                 good = (len(pair) == 2 and all(map(is_finite_number, pair))
-                        and (0 if key == "contrast" else -1) <= pair[0] <= pair[1] <= 1)
+                        and (0 if key == "contrast" else -1) <= pair[0] <= pair[1] <= 1
+                        and not (key == "zoom" and pair[0] == -1))
+                checked[key] = [float(v) for v in pair] if good else value
             else:
                 good = value is None or (is_finite_number(value) and 0 <= value <= 1)
+                checked[key] = None if value is None or not good else float(value)
         if not good:
             raise ValueError(f"augmentation setting {key} must be {AUGMENT_SETTINGS[key]}. "
                              f"Received: {key}={_short(value)}")
-    return dict(settings)
+    return checked
 
 
 def augmenter(settings: dict, *, raw_range=(0.0, 255.0), seed=0, ignore_label=None):

@@ -432,7 +432,8 @@ def preprocess(images, info):
         info: a :class:`DatasetInfo` or its dict form.
 
     Returns:
-        float32 tensor ``[N, H, W, C]`` (``info.input_shape``), normalised.
+        float32 tensor ``[N, H, W, C]`` (``info.input_shape``), normalised; ``[H, W, C]``
+        for one image ``[H', W', C']``.
 
     Raises:
         ValueError: ``info`` is no :class:`DatasetInfo` or dict form of one; ``images`` are

@@ -1,9 +1,11 @@
 """Tests of zoo.data: embedded sets, tfds loaders (mocked), folders, preprocessing,
 augmentation."""
 
+import contextlib
 import json
 import re
 import os
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -371,6 +373,71 @@ def test_a_tfds_dataset_not_on_disk_is_one_clear_error(tmp_path, caplog):
             f"without download=True (--download). Get it once on a machine with internet: "
             f"`tfds build mnist --data_dir DIR` and pass data_dir=DIR (`--data-dir DIR`).")
         assert [r.getMessage() for r in caplog.records if r.name == "absl"] == []
+
+
+def test_a_download_that_fails_is_one_line_saying_what_to_do(tmp_path, caplog, monkeypatch,
+                                                             capsys):
+    """download=True without a connection: requests' own error came after a page of urllib3
+    retry warnings and tfds' "Variant folder" record (`zoo train` exit code 1), and tfds'
+    "Downloading and preparing dataset" line was printed under zoo train --quiet too."""
+    import logging
+
+    import tensorflow_datasets as tfds
+
+    retrying = logging.getLogger("urllib3.connectionpool")
+    go_on = threading.Event()
+
+    def retry_later():   # another file of the download, still retrying after the error
+        go_on.wait(10)
+        retrying.warning("Retrying (Retry(total=0)) after connection broken")
+
+    def fetch_and_fail(name, **kwargs):   # what tfds.load does with no network
+        logging.getLogger("absl").warning("Variant folder ... has no dataset_info.json")
+        print("Downloading and preparing dataset Unknown size ...")
+        retrying.warning("Retrying (Retry(total=1)) after connection broken")
+        workers.append(threading.Thread(target=retry_later))
+        workers[-1].start()
+        raise ConnectionError(   # (requests' ConnectionError is an OSError too)
+            "HTTPSConnectionPool(host='example', port=443): Max retries exceeded\nwith url")
+    monkeypatch.setattr(tfds, "load", fetch_and_fail)
+    filters = list(retrying.filters)
+    for quiet in (False, True):
+        caplog.clear()
+        go_on.clear()
+        workers = []
+        with caplog.at_level(logging.INFO), pytest.raises(ValueError) as err, (
+                data.download_progress_hidden() if quiet else contextlib.nullcontext()):
+            data.load("mnist", data_dir=str(tmp_path), download=True)
+        go_on.set()
+        workers[0].join()
+        retrying.warning("a record of another thread")   # passes
+        assert str(err.value) == (
+            f"Dataset 'mnist' is not available in {tmp_path} and could not be downloaded "
+            f"(ConnectionError: HTTPSConnectionPool(host='example', port=443): Max retries "
+            f"exceeded with url). Check this machine's connection to the internet, or get it "
+            f"once on a machine with one: `tfds build mnist --data_dir DIR` and pass "
+            f"data_dir=DIR (`--data-dir DIR`). Datasets that need no download: digits, "
+            f"shapes, folder:PATH.")
+        assert [r.getMessage() for r in caplog.records] == ["a record of another thread"]
+        assert ("Downloading and preparing" in capsys.readouterr().out) is not quiet
+    retrying.filters[:] = filters
+    # tensorflow-datasets' download imports importlib_resources, which it does not declare
+    # on Python 3.9+: was `zoo: error: No module named 'importlib_resources'`, exit code 1.
+    def fail_to_import(name, **kwargs):
+        raise ModuleNotFoundError("No module named 'importlib_resources'",
+                                  name="importlib_resources")
+    monkeypatch.setattr(tfds, "load", fail_to_import)
+    with pytest.raises(ValueError, match=r"^tensorflow-datasets needs the Python module "
+                       r"'importlib_resources' to download dataset 'cifar10', and it is not "
+                       r"installed: pip install importlib_resources$"):
+        data.load("cifar10", data_dir=str(tmp_path), download=True)
+
+
+def test_tensorflow_datasets_finds_what_its_download_imports(tmp_path):
+    # The builder's code path, which a download reads its checksums from, is where
+    # tensorflow-datasets imports importlib_resources (declared in setup.cfg for it).
+    import tensorflow_datasets as tfds
+    assert type(tfds.builder("mnist", data_dir=str(tmp_path))).code_path.name == "mnist.py"
 
 
 def test_tfds_log_records_pass_on_when_the_data_loads(tmp_path, caplog, monkeypatch):

@@ -33,9 +33,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import io
 import logging
 import os
 import re
+import threading
 import unicodedata
 from collections.abc import Mapping
 from typing import Optional
@@ -803,12 +805,21 @@ def remap_trimap(mask):
     return tf.clip_by_value(tf.cast(mask, tf.int32) - 1, 0, 2)
 
 
-def _offline_message(name, data_dir, exc):
+def _offline_message(name, data_dir, exc, download=False):
+    """The one line that says a tensorflow-datasets dataset is not there (``download``:
+    and could not be downloaded) and how to get it; ``exc``: tensorflow-datasets' error."""
     where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    reason = clip_text(" ".join(str(exc).split()), 240)
+    if download:
+        return (f"Dataset {name!r} is not available in {where} and could not be downloaded "
+                f"({type(exc).__name__}: {reason}). Check this machine's connection to the "
+                f"internet, or get it once on a machine with one: `tfds build {name} "
+                f"--data_dir DIR` and pass data_dir=DIR (`--data-dir DIR`). Datasets that "
+                f"need no download: {', '.join(OFFLINE_DATASETS)}.")
     return (f"Dataset {name!r} is not available in {where} and nothing is downloaded "
             f"without download=True (--download). Get it once on a machine with internet: "
             f"`tfds build {name} --data_dir DIR` and pass data_dir=DIR (`--data-dir DIR`). "
-            f"Datasets that need no download: {', '.join(OFFLINE_DATASETS)}. ({exc})")
+            f"Datasets that need no download: {', '.join(OFFLINE_DATASETS)}. ({reason})")
 
 
 @contextlib.contextmanager
@@ -828,30 +839,63 @@ def download_progress_hidden():
 
 def _tfds_source(name, data_dir=None, download=False):
     import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
+    from tensorflow_datasets.core.download.extractor import ExtractError
+    from tensorflow_datasets.core.download.util import DownloadError
+    from tensorflow_datasets.core.utils import tqdm_utils
     splits, task, channels, raw_hw, default_size, stats, aug = _TFDS[name]
 
     def _load(split, **kwargs):
         # tfds logs (absl's Python logger) on its way to finding no data ("Variant folder
-        # ... has no dataset_info.json"): held back, and dropped when the error below says
-        # what happened in one line; passed on otherwise.
-        absl_logger, held = logging.getLogger("absl"), []
+        # ... has no dataset_info.json"), and urllib3 each retry of a download that cannot
+        # reach its server: held back, and dropped when the error below says what happened
+        # in one line; passed on otherwise.
+        loggers = [logging.getLogger(n) for n in ("absl", "urllib3.connectionpool")]
+        held = []
 
         def hold(record):
             held.append(record)
             return False
 
-        absl_logger.addFilter(hold)
+        for logger in loggers:
+            logger.addFilter(hold)
+        # With its bars hidden (download_progress_hidden: zoo train --quiet), the lines
+        # tensorflow-datasets prints around a download ("Downloading and preparing dataset
+        # ...") too.
+        quiet = download and not getattr(tqdm_utils, "_active", True)
+        threads_before = {t.ident for t in threading.enumerate()}
         try:
-            return tfds.load(name, split=splits[split], data_dir=data_dir,
-                             download=download, with_info=True, **kwargs)
+            with contextlib.redirect_stdout(io.StringIO()) if quiet else \
+                    contextlib.nullcontext():
+                return tfds.load(name, split=splits[split], data_dir=data_dir,
+                                 download=download, with_info=True, **kwargs)
         except (AssertionError, tfds.core.registered.DatasetNotFoundError,
                 FileNotFoundError, KeyError) as exc:   # KeyError: a folder of no splits
             held.clear()
-            raise ValueError(_offline_message(name, data_dir, exc)) from None
+            raise ValueError(_offline_message(name, data_dir, exc, download)) from None
+        except ModuleNotFoundError as exc:
+            # tensorflow-datasets' download imports importlib_resources, which it declares
+            # for Python < 3.9 only (setup.cfg declares it)
+            held.clear()
+            raise ValueError(f"tensorflow-datasets needs the Python module {exc.name!r} to "
+                             f"{'download' if download else 'load'} dataset {name!r}, and it "
+                             f"is not installed: pip install {exc.name}") from None
+        except (OSError, DownloadError, NonMatchingChecksumError, ExtractError) as exc:
+            if not download:
+                raise
+            held.clear()   # (was requests' own message after a page of urllib3 retries)
+            # The failed download's other threads go on retrying their files (the process
+            # waits for them at exit): their records are dropped too, after the error line.
+            workers = {t.ident for t in threading.enumerate()} - threads_before
+            if workers:
+                logging.getLogger("urllib3.connectionpool").addFilter(
+                    lambda record: record.thread not in workers)
+            raise ValueError(_offline_message(name, data_dir, exc, download)) from None
         finally:
-            absl_logger.removeFilter(hold)
+            for logger in loggers:
+                logger.removeFilter(hold)
             for record in held:
-                absl_logger.handle(record)
+                logging.getLogger(record.name).handle(record)
 
     _, tinfo = _load("train")
     label_feature = tinfo.features["label"]

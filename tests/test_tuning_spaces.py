@@ -271,6 +271,26 @@ def test_augment_strength_scales_the_datasets_own_settings(monkeypatch):
     hms.augment_dataset(data, 0.5, settings=settings)
     assert seen[-1] == dict(settings, rotation=0.025, zoom=0.3, translation=0.05)
     assert hms.augment_dataset(data, 0.0, settings=settings) is data
+    # pairs (low, high), bound by bound, in each setting's range (a TypeError before)
+    pairs = dict(rotation=[-0.1, 0.05], zoom=(-0.6, 0.2), translation=[-0.7, 0.3],
+                 contrast=[0.2, 0.6])
+    hms.augment_dataset(data, 2.0, settings=pairs)
+    assert seen[-1]["rotation"] == [-0.2, 0.1] and seen[-1]["contrast"] == [0.4, 1.0]
+    assert seen[-1]["translation"] == [-1.0, 0.6]
+    assert -1.0 < seen[-1]["zoom"][0] < -0.999999 and seen[-1]["zoom"][1] == 0.4
+    hms.augment_dataset(data, 0.5, settings=pairs)
+    assert seen[-1] == dict(rotation=[-0.05, 0.025], zoom=[-0.3, 0.1], translation=[-0.35, 0.15],
+                            contrast=[0.1, 0.3])
+
+
+def test_augment_dataset_runs_keras_layers_on_pair_settings():
+    import tensorflow as tf
+    data = tf.data.Dataset.from_tensor_slices(np.zeros((2, 8, 8, 1), "float32")).map(
+        lambda x: (x, 0)).batch(2)
+    settings = dict(flip=None, rotation=[-0.1, 0.05], zoom=[-0.6, 0.2], translation=[-0.1, 0.1],
+                    contrast=[0.0, 0.3], fill_mode="nearest")
+    images, _ = next(iter(hms.augment_dataset(data, 2.0, settings=settings)))
+    assert images.shape == (2, 8, 8, 1)
 
 
 @pytest.mark.parametrize("loss", [math.inf, -math.inf, math.nan])

@@ -381,6 +381,20 @@ GENERIC_AUGMENTATION = dict(flip=None, rotation=0.03, zoom=0.1, translation=0.1,
 _SCALED = ("rotation", "zoom", "translation", "contrast")
 
 
+def _scaled_setting(key, value, strength):
+    """An augmentation setting (:data:`_SCALED`) times ``strength``: a number capped at 1; a
+    pair ``(low, high)`` bound by bound, kept in the setting's range (contrast 0 to 1, the
+    others -1 to 1; a zoom pair's low bound above -1, which Keras refuses). A pair was a
+    ``TypeError`` (a list times a float)."""
+    import math
+    if not isinstance(value, (list, tuple)):
+        return min(1.0, value * strength) if value else value
+    low = 0.0 if key == "contrast" else -1.0
+    if key == "zoom":
+        low = math.nextafter(-1.0, 0.0)
+    return [min(1.0, max(low, float(v) * strength)) for v in value]
+
+
 def augment_dataset(dataset, strength: float, *, info=None, settings=None, seed: int = 0,
                     ignore_label=None):
     """Augment a batched ``(images, targets)`` dataset of normalised images.
@@ -415,7 +429,7 @@ def augment_dataset(dataset, strength: float, *, info=None, settings=None, seed:
 
     from zoo.data import augmenter
     settings = dict(settings or getattr(info, "augmentation", None) or GENERIC_AUGMENTATION)
-    scaled = {k: (min(1.0, v * strength) if k in _SCALED and v else v)
+    scaled = {k: (_scaled_setting(k, v, strength) if k in _SCALED and v is not None else v)
               for k, v in settings.items()}
     raw_range = tuple(info.raw_range) if info is not None else (-1e9, 1e9)
     if ignore_label is None:

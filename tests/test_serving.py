@@ -1331,6 +1331,85 @@ def test_zoo_predict_jsonl_and_file_lists(exported, servable, tmp_path, capsys, 
                                        f"({tmp_path / 'empty.txt'} lists none), or --digits N\n")
 
 
+def test_zoo_predict_csv_rows_each_name_their_image(exported, servable, tmp_path, capsys):
+    """CSV, read by programs row by row: each rank's row names its image and true label
+    (they were blank after an image's first row, as in the markdown table for people)."""
+    from zoo.cli import main
+    base, _ = exported
+    paths = []
+    for seed in (1, 2):
+        paths.append(str(tmp_path / f"{seed}.png"))
+        Image.fromarray(np.random.RandomState(seed).randint(0, 256, (8, 8)).astype("uint8")
+                        ).save(paths[-1])
+    assert main(["predict", str(base / "lenet5"), *paths, "--top-k", "3", "--no-xla",
+                 "--format", "csv"]) == 0
+    rows = [line.split(",") for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[0], r[1]) for r in rows] == [(p, str(k)) for p in paths for k in (1, 2, 3)]
+    probabilities = servable.predict(paths)["probabilities"]
+    assert [r[2] for r in rows] == [f"digit {j}" for p in probabilities
+                                    for j in np.argsort(-p, kind="stable")[:3]]
+    assert main(["predict", str(base / "lenet5"), "--digits", "2", "--top-k", "2", "--no-xla",
+                 "--format", "csv"]) == 0
+    _, y = digits_arrays("test")
+    rows = [line.split(",") for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[0], r[4]) for r in rows] == [(f"digits test #{i}", f"digit {y[i]}")
+                                            for i in (0, 0, 1, 1)]
+    # The markdown table, for people, names each image once.
+    assert main(["predict", str(base / "lenet5"), paths[0], "--top-k", "2", "--no-xla"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith(f"| {paths[0]} |") and lines[3].startswith("| ")
+    assert paths[0] not in lines[3]
+
+
+def test_zoo_predict_names_a_pattern_and_the_list_line_of_a_bad_path(exported, tmp_path,
+                                                                     capsys, monkeypatch):
+    """A missing file that is a wildcard pattern (quoted, or passed on by a shell as no file
+    matched it) is named as one, with what to do; a missing or bad path from --files-from
+    names its line (a list of thousands said only the path, a comment line looked like one)."""
+    from zoo.cli import main
+    base, _ = exported
+    model = str(base / "lenet5")
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8), "uint8")).save(tmp_path / name)
+    assert main(["predict", model, str(tmp_path / "*.png")]) == 2
+    assert capsys.readouterr().err == (
+        f"zoo: error: no such image file: {tmp_path}/*.png; it is a pattern (2 files match "
+        f"it), and zoo predict expands none: let the shell expand it (unquoted), or list the "
+        f"files with --files-from FILE\n")
+    assert main(["predict", model, str(tmp_path / "[a]*.png")]) == 2
+    assert "it is a pattern (1 file matches it)" in capsys.readouterr().err
+    assert main(["predict", model, str(tmp_path / "*.jpeg")]) == 2
+    assert capsys.readouterr().err == (
+        f"zoo: error: no such image file: {tmp_path}/*.jpeg; it is a pattern, which no file "
+        f"matches (zoo predict expands none)\n")
+    assert main(["predict", model, str(tmp_path / "c.png")]) == 2   # no pattern: as it was
+    assert capsys.readouterr().err == f"zoo: error: no such image file: {tmp_path}/c.png\n"
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    listing = tmp_path / "list.txt"
+    for lines, error in (
+            (["a.png", "", "# the second one", "b.png"], "no such image file: # the second one"
+             " (line 3 of {source})"),
+            (["a.png", "b.png", "missing.png"], "no such image file: missing.png (line 3 of "
+             "{source})"),
+            (["a.png", "notes.txt"], "could not decode notes.txt as an image (PNG, JPEG, ...): "
+             "unrecognised image format (line 2 of {source})"),
+            (["", ".", "a.png"], ". is a directory, not an image file (line 2 of {source}): "
+             "give the images in it (./*.png), or list them with --files-from FILE")):
+        listing.write_text("\n".join(lines) + "\n")
+        monkeypatch.chdir(tmp_path)
+        assert main(["predict", model, "--files-from", str(listing)]) == 2
+        assert capsys.readouterr().err == f"zoo: error: {error.format(source=listing)}\n"
+        monkeypatch.setattr("sys.stdin", io.StringIO(listing.read_text()))
+        assert main(["predict", model, "--files-from", "-"]) == 2
+        assert capsys.readouterr().err == (
+            f"zoo: error: {error.format(source='standard input')}\n")
+    # An argument's error names no line.
+    assert main(["predict", model, "a.png", "notes.txt"]) == 2
+    assert capsys.readouterr().err == ("zoo: error: could not decode notes.txt as an image "
+                                       "(PNG, JPEG, ...): unrecognised image format\n")
+
+
 def test_zoo_predict_reads_headers_first_and_pixels_batch_by_batch(exported, tmp_path, capsys,
                                                                    monkeypatch):
     """Before the model loads only headers are read (a missing or non-image file is still

@@ -1454,15 +1454,19 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
 # --------------------------------------------------------------------------------------
 # CLI: zoo predict.
 
-def _predict_table(servable, names, probabilities, top_k, truth=None):
+def _predict_table(servable, names, probabilities, top_k, truth=None, every_row=False):
+    """The top labels of each image, a row per rank; the image (and its true label) on its
+    first row only, for people, or with ``every_row`` on each (CSV: each row stands alone,
+    as a program reading it takes it)."""
     import pandas as pd
     rows = []
     for i, (name, best) in enumerate(zip(names, servable.top_k(probabilities, top_k))):
         for rank, (label, p) in enumerate(best, 1):
-            row = {"image": name if rank == 1 else "", "rank": rank, "label": label,
+            shown = rank == 1 or every_row
+            row = {"image": name if shown else "", "rank": rank, "label": label,
                    "probability": f"{p:.4f}"}
             if truth is not None:
-                row["true label"] = truth[i] if rank == 1 else ""
+                row["true label"] = truth[i] if shown else ""
             rows.append(row)
     return pd.DataFrame.from_records(rows)
 
@@ -1547,8 +1551,11 @@ def configure_predict(parser):
         if args.digits is not None and not 1 <= args.digits <= DIGITS_TEST_SIZE:
             raise ValueError(f"--digits must be from 1 to {DIGITS_TEST_SIZE}, the test images of "
                              f"the embedded digits. Received: {args.digits}")
-        paths = list(args.images) + (_read_file_list(args.files_from)
-                                     if args.files_from is not None else [])
+        listed = _read_file_list(args.files_from) if args.files_from is not None else []
+        paths = list(args.images) + [path for _, path in listed]
+        # Where each path came from, for the error naming one: an argument, or a list's line.
+        source = "standard input" if args.files_from == "-" else args.files_from
+        origins = [""] * len(args.images) + [f" (line {n} of {source})" for n, _ in listed]
         if not paths and args.digits is None:
             raise ValueError("give image files to predict" +
                              (f" ({args.files_from} lists none)" if args.files_from else "")
@@ -1564,7 +1571,7 @@ def configure_predict(parser):
         # a missing file or one that is no image is named at once. The pixels are decoded
         # batch by batch as they are predicted, so memory does not grow with their number.
         sizes = []
-        for path in paths:
+        for path, origin in zip(paths, origins):
             try:
                 sizes.append(check_image_file(path))
             except IsADirectoryError as exc:
@@ -1572,8 +1579,12 @@ def configure_predict(parser):
                 folder = path.rstrip("/")   # (imgs/ was shown as imgs//*.png)
                 pattern = f"{shlex.quote(folder)}/*.png" if folder else "/*.png"
                 raise IsADirectoryError(
-                    f"{exc}: give the images in it ({pattern}), or list them with "
+                    f"{exc}{origin}: give the images in it ({pattern}), or list them with "
                     f"--files-from FILE") from None
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"{exc}{origin}{_pattern_note(path)}") from None
+            except ValueError as exc:
+                raise ValueError(f"{exc}{origin}") from None
         servable = load(args.model_dir, jit_compile=not args.no_xla and "auto",
                         runtime=args.runtime)
         task = servable.task
@@ -1616,7 +1627,8 @@ def configure_predict(parser):
                                         truth))
         else:
             from zoo.tables import to_text
-            table = _predict_table(servable, names, out["probabilities"], args.top_k, truth)
+            table = _predict_table(servable, names, out["probabilities"], args.top_k, truth,
+                                   every_row=args.format == "csv")
             print(to_text(table, args.format).rstrip())
         if truth is not None:
             labels = servable.labels or [str(i) for i in range(out["probabilities"].shape[-1])]
@@ -1658,9 +1670,25 @@ def engine_text(servable) -> str:
     return engine
 
 
+def _pattern_note(path) -> str:
+    """For a missing image file whose name is a wildcard pattern (``photos/*.jpg``): what
+    became of it, as ``zoo predict`` takes file names and expands no pattern (a shell passes
+    one on as it is where no file matches it, or where it is quoted); else ``""``."""
+    import glob
+    if not glob.has_magic(path):
+        return ""
+    matches = len(glob.glob(path))
+    if not matches:
+        return "; it is a pattern, which no file matches (zoo predict expands none)"
+    files = f"{matches} files match" if matches > 1 else "1 file matches"
+    return (f"; it is a pattern ({files} it), and zoo predict expands none: let the shell "
+            f"expand it (unquoted), or list the files with --files-from FILE")
+
+
 def _read_file_list(source) -> list:
-    """The paths in ``source`` (a file, ``-`` for standard input), one a line; blank lines
-    are skipped, and nothing else is stripped (paths may start or end with spaces)."""
+    """The ``(line number, path)`` of each path in ``source`` (a file, ``-`` for standard
+    input), one a line, numbered from 1; blank lines are skipped, and nothing else is
+    stripped (paths may start or end with spaces)."""
     import sys
     if source == "-":
         text = sys.stdin.read()
@@ -1672,7 +1700,7 @@ def _read_file_list(source) -> list:
             raise FileNotFoundError(f"--files-from: no such file: {source}")
         with open(source, encoding="utf-8", errors="surrogateescape") as f:
             text = f.read()
-    return [line for line in text.splitlines() if line.strip()]
+    return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 def _top_k_records(servable, names, probabilities, top_k, truth=None) -> list:

@@ -1361,6 +1361,28 @@ def test_zoo_predict_csv_rows_each_name_their_image(exported, servable, tmp_path
     assert paths[0] not in lines[3]
 
 
+@pytest.mark.parametrize("fmt", ["markdown", "csv", "jsonl"])
+def test_zoo_predict_prints_a_file_name_that_is_not_utf8_as_its_bytes(exported, tmp_path,
+                                                                      monkeypatch, fmt):
+    """A file named in Latin-1 (``caf\\xe9.png``, Python's ``caf\\udce9.png``) is printed as
+    its bytes, as ``ls`` prints it: the markdown and CSV tables failed in pandas' Arrow
+    strings, and every format on a strict UTF-8 standard output (a UTF-8 locale's), with
+    ``UnicodeEncodeError`` and exit code 2 once the model had run."""
+    from zoo.cli import main
+    base, _ = exported
+    name = os.fsdecode(b"caf\xe9.png")
+    Image.fromarray(np.zeros((8, 8), "uint8")).save(tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr("sys.stdout", out)
+    assert main(["predict", str(base / "lenet5"), name, "--top-k", "1", "--no-xla",
+                 "--format", fmt]) == 0
+    out.flush()
+    written = out.buffer.getvalue()
+    assert {"markdown": b"| caf\xe9.png |", "csv": b"\ncaf\xe9.png,1,digit ",
+            "jsonl": b'{"image": "caf\xe9.png", '}[fmt] in written
+
+
 def test_zoo_predict_names_a_pattern_and_the_list_line_of_a_bad_path(exported, tmp_path,
                                                                      capsys, monkeypatch):
     """A missing file that is a wildcard pattern (quoted, or passed on by a shell as no file

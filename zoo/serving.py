@@ -1458,7 +1458,6 @@ def _predict_table(servable, names, probabilities, top_k, truth=None, every_row=
     """The top labels of each image, a row per rank; the image (and its true label) on its
     first row only, for people, or with ``every_row`` on each (CSV: each row stands alone,
     as a program reading it takes it)."""
-    import pandas as pd
     rows = []
     for i, (name, best) in enumerate(zip(names, servable.top_k(probabilities, top_k))):
         for rank, (label, p) in enumerate(best, 1):
@@ -1468,7 +1467,19 @@ def _predict_table(servable, names, probabilities, top_k, truth=None, every_row=
             if truth is not None:
                 row["true label"] = truth[i] if shown else ""
             rows.append(row)
-    return pd.DataFrame.from_records(rows)
+    return _text_table(rows)
+
+
+def _text_table(rows):
+    """``rows`` (dicts with the same keys) as a DataFrame whose text columns hold Python
+    strings: a file name that is not UTF-8 (``caf\\xe9.png`` from an old archive, read as
+    ``caf\\udce9.png``) failed pandas' Arrow strings (``UnicodeEncodeError``, exit code 2
+    after the model ran, and after the masks were written); it is printed as its bytes
+    (:func:`zoo.cli.names_as_their_bytes`)."""
+    import pandas as pd
+    return pd.DataFrame({key: pd.Series([row[key] for row in rows],
+                                        dtype=object if isinstance(value, str) else None)
+                         for key, value in rows[0].items()})
 
 
 def _mask_names(names) -> list:
@@ -1894,11 +1905,10 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
         _print_jsonl([{"image": r["image"], "mask": r["mask"], "most_pixels": r["most pixels"],
                        "share": r["share"]} for r in rows])
         return
-    import pandas as pd
     from zoo.tables import to_text
     for r in rows:
         r["share"] = f"{r['share']:.3f}"
-    print(to_text(pd.DataFrame.from_records(rows), args.format).rstrip())
+    print(to_text(_text_table(rows), args.format).rstrip())
 
 
 # --------------------------------------------------------------------------------------

@@ -1383,6 +1383,44 @@ def test_zoo_predict_prints_a_file_name_that_is_not_utf8_as_its_bytes(exported, 
             "jsonl": b'{"image": "caf\xe9.png", '}[fmt] in written
 
 
+def test_zoo_predict_reads_file_lists_with_a_byte_order_mark_and_in_utf16(
+        exported, tmp_path, capsys, monkeypatch):
+    """--files-from: a leading byte-order mark is no part of the first path (Notepad's UTF-8
+    lists: ``no such image file: \\ufeffa.png``), and a list with UTF-16's (Windows
+    PowerShell's ``dir -Name > list.txt``) is read as UTF-16 (it was read as bytes)."""
+    from zoo.cli import main
+    base, _ = exported
+    monkeypatch.chdir(tmp_path)
+    names = ["a.png", "b c.png", os.fsdecode(b"caf\xe9.png")]
+    for name in names:
+        Image.fromarray(np.zeros((8, 8), "uint8")).save(name)
+    text = "\r\n".join(names[:2]) + "\r\n"
+    for data in (b"\xef\xbb\xbf" + text.encode(), text.encode("utf-16"),
+                 text.encode("utf-16-be").join([b"\xfe\xff", b""])):
+        (tmp_path / "list.txt").write_bytes(data)
+        assert main(["predict", str(base / "lenet5"), "--files-from", "list.txt", "--top-k",
+                     "1", "--no-xla", "--format", "csv"]) == 0
+        assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == \
+            names[:2]
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+        assert main(["predict", str(base / "lenet5"), "--files-from", "-", "--top-k", "1",
+                     "--no-xla", "--format", "csv"]) == 0
+        assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == \
+            names[:2]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\ufeffa.png\n"))   # text only: no bytes
+    assert main(["predict", str(base / "lenet5"), "--files-from", "-", "--top-k", "1",
+                 "--no-xla", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("a.png,1,")
+    # A name that is not UTF-8 in a list read as bytes is the file's name.
+    (tmp_path / "list.txt").write_bytes(b"caf\xe9.png\n")
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr("sys.stdout", out)
+    assert main(["predict", str(base / "lenet5"), "--files-from", "list.txt", "--top-k", "1",
+                 "--no-xla", "--format", "csv"]) == 0
+    out.flush()
+    assert out.buffer.getvalue().startswith(b"image,rank,label,probability\ncaf\xe9.png,1,")
+
+
 def test_zoo_predict_names_a_pattern_and_the_list_line_of_a_bad_path(exported, tmp_path,
                                                                      capsys, monkeypatch):
     """A missing file that is a wildcard pattern (quoted, or passed on by a shell as no file

@@ -1696,21 +1696,34 @@ def _pattern_note(path) -> str:
             f"expand it (unquoted), or list the files with --files-from FILE")
 
 
+def _list_text(data: bytes) -> str:
+    """A file list's bytes as text: UTF-8 (bytes that are not: as Python reads such file
+    names), a leading byte-order mark dropped, and UTF-16 where such a mark says so (a list
+    that Windows PowerShell wrote with ``>``): before, the mark was read as the first path's
+    first character (``no such image file: \\ufeffa.png``), and UTF-16 as bytes."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        with contextlib.suppress(UnicodeDecodeError):
+            return data.decode("utf-16")
+    return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape")
+
+
 def _read_file_list(source) -> list:
     """The ``(line number, path)`` of each path in ``source`` (a file, ``-`` for standard
-    input), one a line, numbered from 1; blank lines are skipped, and nothing else is
-    stripped (paths may start or end with spaces)."""
+    input), one a line, numbered from 1 (:func:`_list_text`); blank lines are skipped, and
+    nothing else is stripped (paths may start or end with spaces)."""
     import sys
     if source == "-":
-        text = sys.stdin.read()
+        stream = getattr(sys.stdin, "buffer", None)
+        text = _list_text(stream.read()) if stream is not None else \
+            sys.stdin.read().removeprefix("\ufeff")
     else:
         if os.path.isdir(source):
             raise IsADirectoryError(f"--files-from {source} is a directory; expected a file "
                                     f"of image paths, one a line")
         if not os.path.isfile(source):
             raise FileNotFoundError(f"--files-from: no such file: {source}")
-        with open(source, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
+        with open(source, "rb") as f:
+            text = _list_text(f.read())
     return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 

@@ -785,3 +785,34 @@ def test_a_segmentation_export_without_zoo_json_that_resizes_images_is_refused(t
             f"writes it).")):
         evaluate(str(path), str(root), split="all", ignore_label=255, runtime="tensorflow",
                  jit_compile=False)
+
+
+def test_zoo_evaluate_names_a_folders_damaged_image_or_mask(digits_model, tmp_path, capsys):
+    """A folder's image that cannot be decoded (a truncated file) ends zoo evaluate with the
+    line training gives, naming the folder and the file (it was TensorFlow's error about
+    its pipeline, naming none, exit code 1); a damaged mask names the mask (it was Pillow's
+    ``image file is truncated`` alone)."""
+    path, _, _ = digits_model
+    x, y = data.digits_arrays("test")
+    root = tmp_path / "digits"
+    for i, (image, label) in enumerate(zip(x[:60], y[:60])):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[..., 0].astype("uint8")).save(root / str(label) / f"{i:02d}.png")
+    damaged = root / str(y[7]) / "07.png"
+    damaged.write_bytes(damaged.read_bytes()[:-20])
+    assert main(["evaluate", str(path), "--dataset", str(root), "--split", "all"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"zoo: error: Dataset folder '{root}': 1 image could not be decoded (Invalid PNG "
+        f"data, size {damaged.stat().st_size}): '{y[7]}/07.png'. Remove or replace the "
+        f"damaged (e.g. truncated) files.")
+
+    cells = _cells(tmp_path / "cells", n=10)
+    mask = cells / "masks" / "03.png"
+    mask.write_bytes(mask.read_bytes()[:60])
+    for split in ("all", "test"):   # read as the folder is listed, whatever the split
+        with pytest.raises(ValueError, match="^" + re.escape(
+                f"Mask '{mask}' could not be decoded (image file is truncated). Remove or "
+                f"replace the damaged (e.g. truncated) file.") + "$"):
+            data.load_raw(f"folder:{cells}", split, ignore_label=255)
+    with pytest.raises(FileNotFoundError):   # the system's own errors stay as they are
+        data._mask_values(str(tmp_path / "gone.png"))

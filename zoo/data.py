@@ -1429,9 +1429,23 @@ def _mask_values(path) -> np.ndarray:
     """The class indices a segmentation mask file holds, ``[H, W]`` (uint8, or int32 for
     16- and 32-bit files): grey PNG, BMP, GIF or lossless WebP values, a palette image's
     palette indices (as the Pascal VOC masks are stored), 1-bit images' 0 and 1, and colour
-    files whose pixels are grey (R = G = B). Colour-coded masks and JPEG files (lossy
-    compression changes the values along every edge) raise a ``ValueError`` naming the file.
+    files whose pixels are grey (R = G = B). Colour-coded masks, JPEG files (lossy
+    compression changes the values along every edge) and damaged files (a truncated PNG:
+    Pillow's ``OSError``, ``image file is truncated``, which named no file) raise a
+    ``ValueError`` naming the file.
     """
+    from PIL import Image
+    try:
+        return _mask_file_values(path)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        if getattr(exc, "errno", None) is not None:   # the system's (no permission): as it is
+            raise
+        raise ValueError(f"Mask {path!r} could not be decoded ({exc}). Remove or replace the "
+                         f"damaged (e.g. truncated) file.") from None
+
+
+def _mask_file_values(path) -> np.ndarray:
+    """:func:`_mask_values` of a file that Pillow may fail to read."""
     from PIL import Image
     with open(path, "rb") as f:
         head = f.read(16)

@@ -33,14 +33,25 @@ MAX_PRINTED_CLASSES = 20
 
 
 def _chunks(raw, size):
-    """Lists of at most ``size`` ``(image, target)`` NumPy pairs of ``raw.dataset``."""
+    """Lists of at most ``size`` ``(image, target)`` NumPy pairs of ``raw.dataset``. A
+    folder's image or mask that cannot be decoded (a truncated file) stops it with the
+    one-line ``ValueError`` naming the folder and the damaged files, as in training
+    (``zoo.data._decode_failure``): it was TensorFlow's error, naming no file."""
+    import tensorflow as tf
+    from zoo import data
     ds = raw.dataset.prefetch(2 * size)
     chunk = []
-    for image, target in ds.as_numpy_iterator():
-        chunk.append((image, target))
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
+    try:
+        for image, target in ds.as_numpy_iterator():
+            chunk.append((image, target))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    except tf.errors.InvalidArgumentError as exc:
+        error = data._decode_failure(exc, raw.name)
+        if error is None:
+            raise
+        raise error from None
     if chunk:
         yield chunk
 

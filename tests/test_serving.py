@@ -1470,6 +1470,22 @@ def test_zoo_predict_names_a_pattern_and_the_list_line_of_a_bad_path(exported, t
                                        "(PNG, JPEG, ...): unrecognised image format\n")
 
 
+def test_zoo_predict_names_a_pipe_or_a_device_as_no_regular_file(exported, tmp_path, capsys):
+    """A path that is there but no regular file (bash's ``<(...)``, a named pipe, a device)
+    is named as such: it was ``no such image file``."""
+    from zoo.cli import main
+    base, _ = exported
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for path in (str(pipe), os.devnull):
+        assert main(["predict", str(base / "lenet5"), path]) == 2
+        assert capsys.readouterr().err == (f"zoo: error: {path} is not a regular file (a pipe "
+                                           f"or a device): give an image file (save the image "
+                                           f"to a file first)\n")
+        with pytest.raises(ValueError, match="is not a regular file"):
+            serving.decode_image(path)
+
+
 def test_zoo_predict_reads_headers_first_and_pixels_batch_by_batch(exported, tmp_path, capsys,
                                                                    monkeypatch):
     """Before the model loads only headers are read (a missing or non-image file is still

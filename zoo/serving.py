@@ -367,6 +367,10 @@ def _image_path(data) -> str:
         raise FileNotFoundError("no such image file: '' (an empty path)")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a directory, not an image file")
+    if os.path.exists(path) and not os.path.isfile(path):
+        # (a pipe such as bash's <(...), a device: it was "no such image file")
+        raise ValueError(f"{path} is not a regular file (a pipe or a device): give an image "
+                         f"file (save the image to a file first)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such image file: {path}")
     return path
@@ -387,7 +391,8 @@ def check_image_file(path) -> tuple:
     Raises:
         FileNotFoundError: no such file.
         IsADirectoryError: ``path`` is a directory.
-        ValueError: a file that is not an image Pillow recognises.
+        ValueError: a file that is not an image Pillow recognises, or no regular file (a
+            pipe, a device).
     """
     from PIL import Image
     path = _image_path(path)

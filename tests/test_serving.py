@@ -1541,6 +1541,49 @@ def test_predict_removes_the_masks_a_killed_predict_left_half_written(tmp_path, 
     assert sorted(os.listdir(out)) == [live, "scene_mask.png"]
 
 
+def test_a_ctrl_c_while_masks_are_renamed_into_place_waits_for_the_renames(tmp_path, capsys,
+                                                                          monkeypatch):
+    """Masks go into --out all or none, also in one holding an earlier run's masks: a
+    Ctrl-C or SIGTERM that arrives while they are renamed into place stops the command
+    once every mask is there (it stopped halfway: the first new masks beside the earlier
+    run's others)."""
+    import signal
+    from zoo.cli import main
+    model = zoo.unet(input_shape=(16, 16, 3), num_classes=2, padding="same", depth=2,
+                     base_filters=4)
+    base = tmp_path / "models"
+    zoo.export(model, base, name="seg", lite=False)
+    paths = []
+    for i in range(4):
+        paths.append(str(tmp_path / f"p{i}.png"))
+        Image.fromarray(np.full((16, 16, 3), 40 * i, "uint8")).save(paths[-1])
+    out = tmp_path / "masks"
+    out.mkdir()
+    for i in range(4):
+        (out / f"p{i}_mask.png").write_bytes(b"an earlier run's mask")
+    replace = os.replace
+    for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        calls = []
+
+        def replace_and_signal(source, target):
+            calls.append(target)
+            replace(source, target)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signum)
+
+        monkeypatch.setattr(os, "replace", replace_and_signal)
+        assert main(["predict", str(base / "seg"), *paths, "--out", str(out), "--no-xla"]) \
+            == code
+        monkeypatch.setattr(os, "replace", replace)
+        assert len(calls) == 4 and sorted(os.listdir(out)) == [f"p{i}_mask.png"
+                                                                for i in range(4)]
+        for i in range(4):
+            assert Image.open(out / f"p{i}_mask.png").size == (16, 16)
+            (out / f"p{i}_mask.png").write_bytes(b"an earlier run's mask")
+        capsys.readouterr()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_segmentation_masks_are_written_all_or_none(tmp_path, capsys):
     from zoo.cli import main
     model = zoo.unet(input_shape=(32, 32, 3), num_classes=3, padding="same", depth=2,

@@ -127,6 +127,30 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """A context in which Ctrl-C and SIGTERM wait: each that arrives is handled as usual (a
+    ``KeyboardInterrupt``, :class:`Terminated`) once the block has run, for a short step
+    that must not stop halfway (renaming a command's finished files into place). Outside
+    the main thread, where no handler can be set, nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in handlers.items():
+        if callable(handler):   # (one that is ignored stays ignored)
+            signal.signal(signum, lambda number, frame: received.append((number, frame)))
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            if callable(handler):
+                signal.signal(signum, handler)
+        for signum, frame in received[:1]:
+            handlers[signum](signum, frame)
+
+
 def signal_exit_code(exc: KeyboardInterrupt) -> int:
     """The exit code a shell gives a process ended by the signal behind ``exc``: 143 for
     SIGTERM (:class:`Terminated`), 130 for Ctrl-C."""

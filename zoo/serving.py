@@ -1906,10 +1906,14 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
                 label = servable.labels[top] if top < len(servable.labels) else str(top)
                 rows[i] = {"image": names[i], "mask": os.path.join(args.out, mask_names[i]),
                            "most pixels": label, "share": round(counts[top] / mask.size, 3)}
-        for mask_name in mask_names:
-            os.replace(os.path.join(staging, mask_name), os.path.join(args.out, mask_name))
-            renamed.append(os.path.join(args.out, mask_name))
-        done = True
+        # All or none, also in an --out of earlier masks: a Ctrl-C or SIGTERM waits for the
+        # renames (it left the masks renamed so far beside the earlier run's others).
+        from zoo.cli import signals_deferred
+        with signals_deferred():
+            for mask_name in mask_names:
+                os.replace(os.path.join(staging, mask_name), os.path.join(args.out, mask_name))
+                renamed.append(os.path.join(args.out, mask_name))
+            done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not done:

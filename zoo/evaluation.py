@@ -292,6 +292,7 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=None, 
 def _report_tables(result):
     """``(per-class table, confusion-matrix table)`` as pandas DataFrames."""
     import pandas as pd
+    from zoo.tables import records_frame
     seg = result["task"] == "segmentation"
     keys = ("iou", "precision", "recall", "pixels") if seg else (
         "precision", "recall", "f1", "support")
@@ -299,10 +300,12 @@ def _report_tables(result):
     if not seg:
         rows.append(["(macro average)", *(result["macro"][key] for key in keys[:3]),
                      sum(c["support"] for c in result["per_class"])])
-    table = pd.DataFrame(rows, columns=["label", *keys])
+    # Labels as Python strings: a class folder's name that is not UTF-8 failed pandas' Arrow
+    # strings (tables.records_frame).
+    table = records_frame(rows, columns=["label", *keys])
     labels = [c["label"] for c in result["per_class"]]
-    confusion = pd.DataFrame(result["confusion_matrix"], columns=labels)
-    confusion.insert(0, "true \\ predicted", labels)
+    confusion = pd.DataFrame(result["confusion_matrix"], columns=pd.Index(labels, dtype=object))
+    confusion.insert(0, "true \\ predicted", pd.Series(labels, dtype=object))
     return table, confusion
 
 

@@ -1472,19 +1472,8 @@ def _predict_table(servable, names, probabilities, top_k, truth=None, every_row=
             if truth is not None:
                 row["true label"] = truth[i] if shown else ""
             rows.append(row)
-    return _text_table(rows)
-
-
-def _text_table(rows):
-    """``rows`` (dicts with the same keys) as a DataFrame whose text columns hold Python
-    strings: a file name that is not UTF-8 (``caf\\xe9.png`` from an old archive, read as
-    ``caf\\udce9.png``) failed pandas' Arrow strings (``UnicodeEncodeError``, exit code 2
-    after the model ran, and after the masks were written); it is printed as its bytes
-    (:func:`zoo.cli.names_as_their_bytes`)."""
-    import pandas as pd
-    return pd.DataFrame({key: pd.Series([row[key] for row in rows],
-                                        dtype=object if isinstance(value, str) else None)
-                         for key, value in rows[0].items()})
+    from zoo.tables import records_frame
+    return records_frame(rows)
 
 
 def _mask_names(names) -> list:
@@ -1927,10 +1916,10 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
         _print_jsonl([{"image": r["image"], "mask": r["mask"], "most_pixels": r["most pixels"],
                        "share": r["share"]} for r in rows])
         return
-    from zoo.tables import to_text
+    from zoo.tables import records_frame, to_text
     for r in rows:
         r["share"] = f"{r['share']:.3f}"
-    print(to_text(_text_table(rows), args.format).rstrip())
+    print(to_text(records_frame(rows), args.format).rstrip())
 
 
 # --------------------------------------------------------------------------------------

@@ -1371,16 +1371,19 @@ def test_zoo_predict_prints_a_file_name_that_is_not_utf8_as_its_bytes(exported, 
     from zoo.cli import main
     base, _ = exported
     name = os.fsdecode(b"caf\xe9.png")
-    Image.fromarray(np.zeros((8, 8), "uint8")).save(tmp_path / name)
+    for image in (name, "a|b.png"):   # (a markdown table escapes the |: in Python strings too)
+        Image.fromarray(np.zeros((8, 8), "uint8")).save(tmp_path / image)
     monkeypatch.chdir(tmp_path)
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
     monkeypatch.setattr("sys.stdout", out)
-    assert main(["predict", str(base / "lenet5"), name, "--top-k", "1", "--no-xla",
+    assert main(["predict", str(base / "lenet5"), name, "a|b.png", "--top-k", "1", "--no-xla",
                  "--format", fmt]) == 0
     out.flush()
     written = out.buffer.getvalue()
     assert {"markdown": b"| caf\xe9.png |", "csv": b"\ncaf\xe9.png,1,digit ",
             "jsonl": b'{"image": "caf\xe9.png", '}[fmt] in written
+    assert {"markdown": b"\n| a\\|b.png ", "csv": b"\na|b.png,1,digit ",
+            "jsonl": b'{"image": "a|b.png", '}[fmt] in written
 
 
 def test_zoo_predict_reads_file_lists_with_a_byte_order_mark_and_in_utf16(

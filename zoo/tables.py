@@ -386,8 +386,8 @@ def _escape_pipes(df):
             df[c].map(lambda v: isinstance(v, str) and "|" in v).any() for c in text):
         return df
     out = df.copy()
-    for c in text:
-        out[c] = out[c].map(escape)
+    for c in text:   # in the column's own dtype: Python strings stay so (records_frame)
+        out[c] = pd.Series([escape(v) for v in out[c]], index=out.index, dtype=out[c].dtype)
     out = out.rename(columns=escape)
     out.attrs = dict(df.attrs)
     return out

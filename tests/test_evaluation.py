@@ -2,6 +2,7 @@
 signature, against scikit-learn's metrics on the same predictions and against the Keras
 model on the training pipeline; zoo evaluate."""
 
+import io
 import json
 import os
 import re
@@ -785,3 +786,71 @@ def test_a_segmentation_export_without_zoo_json_that_resizes_images_is_refused(t
             f"writes it).")):
         evaluate(str(path), str(root), split="all", ignore_label=255, runtime="tensorflow",
                  jit_compile=False)
+
+
+def test_zoo_evaluate_names_a_folders_damaged_image_or_mask(digits_model, tmp_path, capsys):
+    """A folder's image that cannot be decoded (a truncated file) ends zoo evaluate with the
+    line training gives, naming the folder and the file (it was TensorFlow's error about
+    its pipeline, naming none, exit code 1); a damaged mask names the mask (it was Pillow's
+    ``image file is truncated`` alone)."""
+    path, _, _ = digits_model
+    x, y = data.digits_arrays("test")
+    root = tmp_path / "digits"
+    for i, (image, label) in enumerate(zip(x[:60], y[:60])):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[..., 0].astype("uint8")).save(root / str(label) / f"{i:02d}.png")
+    damaged = root / str(y[7]) / "07.png"
+    damaged.write_bytes(damaged.read_bytes()[:-20])
+    assert main(["evaluate", str(path), "--dataset", str(root), "--split", "all"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"zoo: error: Dataset folder '{root}': 1 image could not be decoded (Invalid PNG "
+        f"data, size {damaged.stat().st_size}): '{y[7]}/07.png'. Remove or replace the "
+        f"damaged (e.g. truncated) files.")
+
+    cells = _cells(tmp_path / "cells", n=10)
+    mask = cells / "masks" / "03.png"
+    mask.write_bytes(mask.read_bytes()[:60])
+    for split in ("all", "test"):   # read as the folder is listed, whatever the split
+        with pytest.raises(ValueError, match="^" + re.escape(
+                f"Mask '{mask}' could not be decoded (image file is truncated). Remove or "
+                f"replace the damaged (e.g. truncated) file.") + "$"):
+            data.load_raw(f"folder:{cells}", split, ignore_label=255)
+    with pytest.raises(FileNotFoundError):   # the system's own errors stay as they are
+        data._mask_values(str(tmp_path / "gone.png"))
+
+
+def test_names_that_are_not_utf8_are_read_evaluated_and_printed(digits_model, tmp_path,
+                                                                 monkeypatch):
+    """File and class folder names that are not UTF-8 (``caf\\xe9`` from an old archive,
+    Python's ``caf\\udce9``): a folder holding them is read (its list of paths failed
+    TensorFlow's conversion, "Error converting unicode string ...", in evaluation and in
+    training), and zoo evaluate prints such a label as its bytes (pandas' Arrow strings
+    failed on it with a UnicodeEncodeError)."""
+    from zoo import evaluation
+    path, _, _ = digits_model
+    x, y = data.digits_arrays("test")
+    root = tmp_path / "digits"
+    for i in range(40):
+        (root / str(y[i])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i][..., 0].astype("uint8")).save(
+            root / str(y[i]) / os.fsdecode(b"caf\xe9%02d.png" % i))
+    result = evaluate(path, f"folder:{root}", "all")
+    classes = serving.load(path).predict(x[:40])["classes"]
+    assert result["examples"] == 40
+    assert result["accuracy"] == pytest.approx(np.mean(classes == y[:40]))
+    cells = _cells(tmp_path / "cells", n=10)
+    for folder in ("images", "masks"):
+        for name in os.listdir(cells / folder):
+            os.rename(cells / folder / name, cells / folder / os.fsdecode(b"\xe9" + name.encode()))
+    raw = data.load_raw(f"folder:{cells}", "all", ignore_label=255)
+    assert sum(1 for _ in raw.dataset) == 10
+
+    report = _stand_in_report("classification", 2)
+    report["per_class"][0]["label"] = os.fsdecode(b"caf\xe9")
+    monkeypatch.setattr(evaluation, "evaluate", lambda *args, **kwargs: report)
+    for fmt, printed in (("markdown", b"| caf\xe9 "), ("csv", b"\ncaf\xe9,1.0,1.0,1.0,1\n")):
+        out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+        monkeypatch.setattr("sys.stdout", out)
+        assert main(["evaluate", str(tmp_path), "--format", fmt]) == 0
+        out.flush()
+        assert printed in out.buffer.getvalue()

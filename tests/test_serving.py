@@ -1331,6 +1331,164 @@ def test_zoo_predict_jsonl_and_file_lists(exported, servable, tmp_path, capsys, 
                                        f"({tmp_path / 'empty.txt'} lists none), or --digits N\n")
 
 
+def test_zoo_predict_csv_rows_each_name_their_image(exported, servable, tmp_path, capsys):
+    """CSV, read by programs row by row: each rank's row names its image and true label
+    (they were blank after an image's first row, as in the markdown table for people)."""
+    from zoo.cli import main
+    base, _ = exported
+    paths = []
+    for seed in (1, 2):
+        paths.append(str(tmp_path / f"{seed}.png"))
+        Image.fromarray(np.random.RandomState(seed).randint(0, 256, (8, 8)).astype("uint8")
+                        ).save(paths[-1])
+    assert main(["predict", str(base / "lenet5"), *paths, "--top-k", "3", "--no-xla",
+                 "--format", "csv"]) == 0
+    rows = [line.split(",") for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[0], r[1]) for r in rows] == [(p, str(k)) for p in paths for k in (1, 2, 3)]
+    probabilities = servable.predict(paths)["probabilities"]
+    assert [r[2] for r in rows] == [f"digit {j}" for p in probabilities
+                                    for j in np.argsort(-p, kind="stable")[:3]]
+    assert main(["predict", str(base / "lenet5"), "--digits", "2", "--top-k", "2", "--no-xla",
+                 "--format", "csv"]) == 0
+    _, y = digits_arrays("test")
+    rows = [line.split(",") for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[0], r[4]) for r in rows] == [(f"digits test #{i}", f"digit {y[i]}")
+                                            for i in (0, 0, 1, 1)]
+    # The markdown table, for people, names each image once.
+    assert main(["predict", str(base / "lenet5"), paths[0], "--top-k", "2", "--no-xla"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith(f"| {paths[0]} |") and lines[3].startswith("| ")
+    assert paths[0] not in lines[3]
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "csv", "jsonl"])
+def test_zoo_predict_prints_a_file_name_that_is_not_utf8_as_its_bytes(exported, tmp_path,
+                                                                      monkeypatch, fmt):
+    """A file named in Latin-1 (``caf\\xe9.png``, Python's ``caf\\udce9.png``) is printed as
+    its bytes, as ``ls`` prints it: the markdown and CSV tables failed in pandas' Arrow
+    strings, and every format on a strict UTF-8 standard output (a UTF-8 locale's), with
+    ``UnicodeEncodeError`` and exit code 2 once the model had run."""
+    from zoo.cli import main
+    base, _ = exported
+    name = os.fsdecode(b"caf\xe9.png")
+    for image in (name, "a|b.png"):   # (a markdown table escapes the |: in Python strings too)
+        Image.fromarray(np.zeros((8, 8), "uint8")).save(tmp_path / image)
+    monkeypatch.chdir(tmp_path)
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr("sys.stdout", out)
+    assert main(["predict", str(base / "lenet5"), name, "a|b.png", "--top-k", "1", "--no-xla",
+                 "--format", fmt]) == 0
+    out.flush()
+    written = out.buffer.getvalue()
+    assert {"markdown": b"| caf\xe9.png |", "csv": b"\ncaf\xe9.png,1,digit ",
+            "jsonl": b'{"image": "caf\xe9.png", '}[fmt] in written
+    assert {"markdown": b"\n| a\\|b.png ", "csv": b"\na|b.png,1,digit ",
+            "jsonl": b'{"image": "a|b.png", '}[fmt] in written
+
+
+def test_zoo_predict_reads_file_lists_with_a_byte_order_mark_and_in_utf16(
+        exported, tmp_path, capsys, monkeypatch):
+    """--files-from: a leading byte-order mark is no part of the first path (Notepad's UTF-8
+    lists: ``no such image file: \\ufeffa.png``), and a list with UTF-16's (Windows
+    PowerShell's ``dir -Name > list.txt``) is read as UTF-16 (it was read as bytes)."""
+    from zoo.cli import main
+    base, _ = exported
+    monkeypatch.chdir(tmp_path)
+    names = ["a.png", "b c.png", os.fsdecode(b"caf\xe9.png")]
+    for name in names:
+        Image.fromarray(np.zeros((8, 8), "uint8")).save(name)
+    text = "\r\n".join(names[:2]) + "\r\n"
+    for data in (b"\xef\xbb\xbf" + text.encode(), text.encode("utf-16"),
+                 text.encode("utf-16-be").join([b"\xfe\xff", b""])):
+        (tmp_path / "list.txt").write_bytes(data)
+        assert main(["predict", str(base / "lenet5"), "--files-from", "list.txt", "--top-k",
+                     "1", "--no-xla", "--format", "csv"]) == 0
+        assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == \
+            names[:2]
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+        assert main(["predict", str(base / "lenet5"), "--files-from", "-", "--top-k", "1",
+                     "--no-xla", "--format", "csv"]) == 0
+        assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == \
+            names[:2]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\ufeffa.png\n"))   # text only: no bytes
+    assert main(["predict", str(base / "lenet5"), "--files-from", "-", "--top-k", "1",
+                 "--no-xla", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("a.png,1,")
+    # A name that is not UTF-8 in a list read as bytes is the file's name.
+    (tmp_path / "list.txt").write_bytes(b"caf\xe9.png\n")
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr("sys.stdout", out)
+    assert main(["predict", str(base / "lenet5"), "--files-from", "list.txt", "--top-k", "1",
+                 "--no-xla", "--format", "csv"]) == 0
+    out.flush()
+    assert out.buffer.getvalue().startswith(b"image,rank,label,probability\ncaf\xe9.png,1,")
+
+
+def test_zoo_predict_names_a_pattern_and_the_list_line_of_a_bad_path(exported, tmp_path,
+                                                                     capsys, monkeypatch):
+    """A missing file that is a wildcard pattern (quoted, or passed on by a shell as no file
+    matched it) is named as one, with what to do; a missing or bad path from --files-from
+    names its line (a list of thousands said only the path, a comment line looked like one)."""
+    from zoo.cli import main
+    base, _ = exported
+    model = str(base / "lenet5")
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8), "uint8")).save(tmp_path / name)
+    assert main(["predict", model, str(tmp_path / "*.png")]) == 2
+    assert capsys.readouterr().err == (
+        f"zoo: error: no such image file: {tmp_path}/*.png; it is a pattern (2 files match "
+        f"it), and zoo predict expands none: let the shell expand it (unquoted), or list the "
+        f"files with --files-from FILE\n")
+    assert main(["predict", model, str(tmp_path / "[a]*.png")]) == 2
+    assert "it is a pattern (1 file matches it)" in capsys.readouterr().err
+    assert main(["predict", model, str(tmp_path / "*.jpeg")]) == 2
+    assert capsys.readouterr().err == (
+        f"zoo: error: no such image file: {tmp_path}/*.jpeg; it is a pattern, which no file "
+        f"matches (zoo predict expands none)\n")
+    assert main(["predict", model, str(tmp_path / "c.png")]) == 2   # no pattern: as it was
+    assert capsys.readouterr().err == f"zoo: error: no such image file: {tmp_path}/c.png\n"
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    listing = tmp_path / "list.txt"
+    for lines, error in (
+            (["a.png", "", "# the second one", "b.png"], "no such image file: # the second one"
+             " (line 3 of {source})"),
+            (["a.png", "b.png", "missing.png"], "no such image file: missing.png (line 3 of "
+             "{source})"),
+            (["a.png", "notes.txt"], "could not decode notes.txt as an image (PNG, JPEG, ...): "
+             "unrecognised image format (line 2 of {source})"),
+            (["", ".", "a.png"], ". is a directory, not an image file (line 2 of {source}): "
+             "give the images in it (./*.png), or list them with --files-from FILE")):
+        listing.write_text("\n".join(lines) + "\n")
+        monkeypatch.chdir(tmp_path)
+        assert main(["predict", model, "--files-from", str(listing)]) == 2
+        assert capsys.readouterr().err == f"zoo: error: {error.format(source=listing)}\n"
+        monkeypatch.setattr("sys.stdin", io.StringIO(listing.read_text()))
+        assert main(["predict", model, "--files-from", "-"]) == 2
+        assert capsys.readouterr().err == (
+            f"zoo: error: {error.format(source='standard input')}\n")
+    # An argument's error names no line.
+    assert main(["predict", model, "a.png", "notes.txt"]) == 2
+    assert capsys.readouterr().err == ("zoo: error: could not decode notes.txt as an image "
+                                       "(PNG, JPEG, ...): unrecognised image format\n")
+
+
+def test_zoo_predict_names_a_pipe_or_a_device_as_no_regular_file(exported, tmp_path, capsys):
+    """A path that is there but no regular file (bash's ``<(...)``, a named pipe, a device)
+    is named as such: it was ``no such image file``."""
+    from zoo.cli import main
+    base, _ = exported
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for path in (str(pipe), os.devnull):
+        assert main(["predict", str(base / "lenet5"), path]) == 2
+        assert capsys.readouterr().err == (f"zoo: error: {path} is not a regular file (a pipe "
+                                           f"or a device): give an image file (save the image "
+                                           f"to a file first)\n")
+        with pytest.raises(ValueError, match="is not a regular file"):
+            serving.decode_image(path)
+
+
 def test_zoo_predict_reads_headers_first_and_pixels_batch_by_batch(exported, tmp_path, capsys,
                                                                    monkeypatch):
     """Before the model loads only headers are read (a missing or non-image file is still
@@ -1384,6 +1542,49 @@ def test_predict_removes_the_masks_a_killed_predict_left_half_written(tmp_path, 
                  "--no-xla"]) == 0
     capsys.readouterr()
     assert sorted(os.listdir(out)) == [live, "scene_mask.png"]
+
+
+def test_a_ctrl_c_while_masks_are_renamed_into_place_waits_for_the_renames(tmp_path, capsys,
+                                                                          monkeypatch):
+    """Masks go into --out all or none, also in one holding an earlier run's masks: a
+    Ctrl-C or SIGTERM that arrives while they are renamed into place stops the command
+    once every mask is there (it stopped halfway: the first new masks beside the earlier
+    run's others)."""
+    import signal
+    from zoo.cli import main
+    model = zoo.unet(input_shape=(16, 16, 3), num_classes=2, padding="same", depth=2,
+                     base_filters=4)
+    base = tmp_path / "models"
+    zoo.export(model, base, name="seg", lite=False)
+    paths = []
+    for i in range(4):
+        paths.append(str(tmp_path / f"p{i}.png"))
+        Image.fromarray(np.full((16, 16, 3), 40 * i, "uint8")).save(paths[-1])
+    out = tmp_path / "masks"
+    out.mkdir()
+    for i in range(4):
+        (out / f"p{i}_mask.png").write_bytes(b"an earlier run's mask")
+    replace = os.replace
+    for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        calls = []
+
+        def replace_and_signal(source, target):
+            calls.append(target)
+            replace(source, target)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signum)
+
+        monkeypatch.setattr(os, "replace", replace_and_signal)
+        assert main(["predict", str(base / "seg"), *paths, "--out", str(out), "--no-xla"]) \
+            == code
+        monkeypatch.setattr(os, "replace", replace)
+        assert len(calls) == 4 and sorted(os.listdir(out)) == [f"p{i}_mask.png"
+                                                                for i in range(4)]
+        for i in range(4):
+            assert Image.open(out / f"p{i}_mask.png").size == (16, 16)
+            (out / f"p{i}_mask.png").write_bytes(b"an earlier run's mask")
+        capsys.readouterr()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_segmentation_masks_are_written_all_or_none(tmp_path, capsys):

@@ -127,6 +127,30 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """A context in which Ctrl-C and SIGTERM wait: each that arrives is handled as usual (a
+    ``KeyboardInterrupt``, :class:`Terminated`) once the block has run, for a short step
+    that must not stop halfway (renaming a command's finished files into place). Outside
+    the main thread, where no handler can be set, nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in handlers.items():
+        if callable(handler):   # (one that is ignored stays ignored)
+            signal.signal(signum, lambda number, frame: received.append((number, frame)))
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            if callable(handler):
+                signal.signal(signum, handler)
+        for signum, frame in received[:1]:
+            handlers[signum](signum, frame)
+
+
 def signal_exit_code(exc: KeyboardInterrupt) -> int:
     """The exit code a shell gives a process ended by the signal behind ``exc``: 143 for
     SIGTERM (:class:`Terminated`), 130 for Ctrl-C."""
@@ -297,8 +321,22 @@ def error_line(exc: BaseException) -> str:
     return message or type(exc).__name__
 
 
+def names_as_their_bytes(stream=None) -> None:
+    """Let ``stream`` (standard output) write the file names Python read from the system as
+    they are: one that is not UTF-8 (``caf\\xe9.png`` from an old archive) comes as
+    ``caf\\udce9.png``, which a strict UTF-8 stream (a UTF-8 locale's) refused with a
+    ``UnicodeEncodeError`` after the work was done (``zoo predict``'s table of that image);
+    ``surrogateescape`` writes it as its own bytes, as ``ls`` does, and as Python's own
+    streams do in the C locale."""
+    stream = sys.stdout if stream is None else stream
+    if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        with contextlib.suppress(Exception):   # (a stream that cannot: left as it is)
+            stream.reconfigure(errors="surrogateescape")
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    names_as_their_bytes()
     from zoo.startlog import for_command_line
     for_command_line()   # TF_CPP_MIN_LOG_LEVEL 2, TensorFlow's load-time lines obeying it too
     command = argv[0] if argv and argv[0] in COMMANDS else None

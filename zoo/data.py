@@ -1051,7 +1051,7 @@ def _undecodable(folder) -> list:
     paths = _image_files(folder, recursive=True, checked=False)
     if not paths:
         return []
-    ds = (tf.data.Dataset.from_tensor_slices(paths)
+    ds = (tf.data.Dataset.from_tensor_slices(_path_tensor(paths))
           .map(lambda p: (p, tf.shape(_decode(p, 3))), num_parallel_calls=tf.data.AUTOTUNE,
                deterministic=False)
           .ignore_errors())
@@ -1106,6 +1106,14 @@ def _find_split_dir(root, split):
 
 def _decode(path, channels):
     return _decode_bytes(tf.io.read_file(path), channels)
+
+
+def _path_tensor(paths):
+    """File paths as a string tensor of their bytes (``os.fsencode``), as TensorFlow's file
+    ops read them: a name that is not UTF-8 (``caf\\xe9.png`` from an old archive, Python's
+    ``caf\\udce9.png``) failed the conversion of the list ("Error converting unicode string
+    while converting Python sequence to Tensor"), ending training and evaluation."""
+    return tf.constant([os.fsencode(p) for p in paths], tf.string)
 
 
 def _decode_bytes(data, channels):
@@ -1412,7 +1420,7 @@ def _classification_folder(root, name, split_dirs):
 
     def decoded(paths, ys, seed=None):
         ds = _shuffled_list(tf.data.Dataset.from_tensor_slices(
-            (tf.constant(paths, tf.string), tf.constant(ys, tf.int32))), len(paths), seed)
+            (_path_tensor(paths), tf.constant(ys, tf.int32))), len(paths), seed)
         return ds.map(lambda p, y: (_decode(p, channels), y),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -1485,9 +1493,23 @@ def _mask_values(path) -> np.ndarray:
     """The class indices a segmentation mask file holds, ``[H, W]`` (uint8, or int32 for
     16- and 32-bit files): grey PNG, BMP, GIF or lossless WebP values, a palette image's
     palette indices (as the Pascal VOC masks are stored), 1-bit images' 0 and 1, and colour
-    files whose pixels are grey (R = G = B). Colour-coded masks and JPEG files (lossy
-    compression changes the values along every edge) raise a ``ValueError`` naming the file.
+    files whose pixels are grey (R = G = B). Colour-coded masks, JPEG files (lossy
+    compression changes the values along every edge) and damaged files (a truncated PNG:
+    Pillow's ``OSError``, ``image file is truncated``, which named no file) raise a
+    ``ValueError`` naming the file.
     """
+    from PIL import Image
+    try:
+        return _mask_file_values(path)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        if getattr(exc, "errno", None) is not None:   # the system's (no permission): as it is
+            raise
+        raise ValueError(f"Mask {path!r} could not be decoded ({exc}). Remove or replace the "
+                         f"damaged (e.g. truncated) file.") from None
+
+
+def _mask_file_values(path) -> np.ndarray:
+    """:func:`_mask_values` of a file that Pillow may fail to read."""
     from PIL import Image
     with open(path, "rb") as f:
         head = f.read(16)
@@ -1685,7 +1707,7 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
     channels, hw = _folder_channels(_spread(image_paths, _STATS_IMAGES))
 
     def read_mask(path):
-        out = _mask_values(path.decode() if isinstance(path, bytes) else path)
+        out = _mask_values(os.fsdecode(path))
         if binary:
             out = np.minimum(out, 1) if ignore is None else np.where(out == 255, 1, out)
         return out.astype("int32")[..., None]
@@ -1698,14 +1720,14 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
     def get(split, seed=None):
         ims = [p for p, _ in files[split]]
         ms = [m for _, m in files[split]]
-        ds = _shuffled_list(tf.data.Dataset.from_tensor_slices((tf.constant(ims),
-                                                                tf.constant(ms))),
+        ds = _shuffled_list(tf.data.Dataset.from_tensor_slices((_path_tensor(ims),
+                                                                _path_tensor(ms))),
                             len(ims), seed)
         return ds.map(lambda p, m: (_decode(p, channels), decode_mask(m)),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
     def stats_sample():   # images only, spread over the training split
-        paths = tf.constant(_spread(image_paths, _STATS_IMAGES))
+        paths = _path_tensor(_spread(image_paths, _STATS_IMAGES))
         return tf.data.Dataset.from_tensor_slices(paths).map(
             lambda p: (_decode(p, channels), 0), num_parallel_calls=tf.data.AUTOTUNE)
 

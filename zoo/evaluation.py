@@ -33,14 +33,25 @@ MAX_PRINTED_CLASSES = 20
 
 
 def _chunks(raw, size):
-    """Lists of at most ``size`` ``(image, target)`` NumPy pairs of ``raw.dataset``."""
+    """Lists of at most ``size`` ``(image, target)`` NumPy pairs of ``raw.dataset``. A
+    folder's image or mask that cannot be decoded (a truncated file) stops it with the
+    one-line ``ValueError`` naming the folder and the damaged files, as in training
+    (``zoo.data._decode_failure``): it was TensorFlow's error, naming no file."""
+    import tensorflow as tf
+    from zoo import data
     ds = raw.dataset.prefetch(2 * size)
     chunk = []
-    for image, target in ds.as_numpy_iterator():
-        chunk.append((image, target))
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
+    try:
+        for image, target in ds.as_numpy_iterator():
+            chunk.append((image, target))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    except tf.errors.InvalidArgumentError as exc:
+        error = data._decode_failure(exc, raw.name)
+        if error is None:
+            raise
+        raise error from None
     if chunk:
         yield chunk
 
@@ -281,6 +292,7 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=None, 
 def _report_tables(result):
     """``(per-class table, confusion-matrix table)`` as pandas DataFrames."""
     import pandas as pd
+    from zoo.tables import records_frame
     seg = result["task"] == "segmentation"
     keys = ("iou", "precision", "recall", "pixels") if seg else (
         "precision", "recall", "f1", "support")
@@ -288,10 +300,12 @@ def _report_tables(result):
     if not seg:
         rows.append(["(macro average)", *(result["macro"][key] for key in keys[:3]),
                      sum(c["support"] for c in result["per_class"])])
-    table = pd.DataFrame(rows, columns=["label", *keys])
+    # Labels as Python strings: a class folder's name that is not UTF-8 failed pandas' Arrow
+    # strings (tables.records_frame).
+    table = records_frame(rows, columns=["label", *keys])
     labels = [c["label"] for c in result["per_class"]]
-    confusion = pd.DataFrame(result["confusion_matrix"], columns=labels)
-    confusion.insert(0, "true \\ predicted", labels)
+    confusion = pd.DataFrame(result["confusion_matrix"], columns=pd.Index(labels, dtype=object))
+    confusion.insert(0, "true \\ predicted", pd.Series(labels, dtype=object))
     return table, confusion
 
 

@@ -367,6 +367,10 @@ def _image_path(data) -> str:
         raise FileNotFoundError("no such image file: '' (an empty path)")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a directory, not an image file")
+    if os.path.exists(path) and not os.path.isfile(path):
+        # (a pipe such as bash's <(...), a device: it was "no such image file")
+        raise ValueError(f"{path} is not a regular file (a pipe or a device): give an image "
+                         f"file (save the image to a file first)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such image file: {path}")
     return path
@@ -387,7 +391,8 @@ def check_image_file(path) -> tuple:
     Raises:
         FileNotFoundError: no such file.
         IsADirectoryError: ``path`` is a directory.
-        ValueError: a file that is not an image Pillow recognises.
+        ValueError: a file that is not an image Pillow recognises, or no regular file (a
+            pipe, a device).
     """
     from PIL import Image
     path = _image_path(path)
@@ -1454,17 +1459,21 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
 # --------------------------------------------------------------------------------------
 # CLI: zoo predict.
 
-def _predict_table(servable, names, probabilities, top_k, truth=None):
-    import pandas as pd
+def _predict_table(servable, names, probabilities, top_k, truth=None, every_row=False):
+    """The top labels of each image, a row per rank; the image (and its true label) on its
+    first row only, for people, or with ``every_row`` on each (CSV: each row stands alone,
+    as a program reading it takes it)."""
     rows = []
     for i, (name, best) in enumerate(zip(names, servable.top_k(probabilities, top_k))):
         for rank, (label, p) in enumerate(best, 1):
-            row = {"image": name if rank == 1 else "", "rank": rank, "label": label,
+            shown = rank == 1 or every_row
+            row = {"image": name if shown else "", "rank": rank, "label": label,
                    "probability": f"{p:.4f}"}
             if truth is not None:
-                row["true label"] = truth[i] if rank == 1 else ""
+                row["true label"] = truth[i] if shown else ""
             rows.append(row)
-    return pd.DataFrame.from_records(rows)
+    from zoo.tables import records_frame
+    return records_frame(rows)
 
 
 def _mask_names(names) -> list:
@@ -1547,8 +1556,11 @@ def configure_predict(parser):
         if args.digits is not None and not 1 <= args.digits <= DIGITS_TEST_SIZE:
             raise ValueError(f"--digits must be from 1 to {DIGITS_TEST_SIZE}, the test images of "
                              f"the embedded digits. Received: {args.digits}")
-        paths = list(args.images) + (_read_file_list(args.files_from)
-                                     if args.files_from is not None else [])
+        listed = _read_file_list(args.files_from) if args.files_from is not None else []
+        paths = list(args.images) + [path for _, path in listed]
+        # Where each path came from, for the error naming one: an argument, or a list's line.
+        source = "standard input" if args.files_from == "-" else args.files_from
+        origins = [""] * len(args.images) + [f" (line {n} of {source})" for n, _ in listed]
         if not paths and args.digits is None:
             raise ValueError("give image files to predict" +
                              (f" ({args.files_from} lists none)" if args.files_from else "")
@@ -1564,7 +1576,7 @@ def configure_predict(parser):
         # a missing file or one that is no image is named at once. The pixels are decoded
         # batch by batch as they are predicted, so memory does not grow with their number.
         sizes = []
-        for path in paths:
+        for path, origin in zip(paths, origins):
             try:
                 sizes.append(check_image_file(path))
             except IsADirectoryError as exc:
@@ -1572,8 +1584,12 @@ def configure_predict(parser):
                 folder = path.rstrip("/")   # (imgs/ was shown as imgs//*.png)
                 pattern = f"{shlex.quote(folder)}/*.png" if folder else "/*.png"
                 raise IsADirectoryError(
-                    f"{exc}: give the images in it ({pattern}), or list them with "
+                    f"{exc}{origin}: give the images in it ({pattern}), or list them with "
                     f"--files-from FILE") from None
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"{exc}{origin}{_pattern_note(path)}") from None
+            except ValueError as exc:
+                raise ValueError(f"{exc}{origin}") from None
         servable = load(args.model_dir, jit_compile=not args.no_xla and "auto",
                         runtime=args.runtime)
         task = servable.task
@@ -1616,7 +1632,8 @@ def configure_predict(parser):
                                         truth))
         else:
             from zoo.tables import to_text
-            table = _predict_table(servable, names, out["probabilities"], args.top_k, truth)
+            table = _predict_table(servable, names, out["probabilities"], args.top_k, truth,
+                                   every_row=args.format == "csv")
             print(to_text(table, args.format).rstrip())
         if truth is not None:
             labels = servable.labels or [str(i) for i in range(out["probabilities"].shape[-1])]
@@ -1658,21 +1675,50 @@ def engine_text(servable) -> str:
     return engine
 
 
+def _pattern_note(path) -> str:
+    """For a missing image file whose name is a wildcard pattern (``photos/*.jpg``): what
+    became of it, as ``zoo predict`` takes file names and expands no pattern (a shell passes
+    one on as it is where no file matches it, or where it is quoted); else ``""``."""
+    import glob
+    if not glob.has_magic(path):
+        return ""
+    matches = len(glob.glob(path))
+    if not matches:
+        return "; it is a pattern, which no file matches (zoo predict expands none)"
+    files = f"{matches} files match" if matches > 1 else "1 file matches"
+    return (f"; it is a pattern ({files} it), and zoo predict expands none: let the shell "
+            f"expand it (unquoted), or list the files with --files-from FILE")
+
+
+def _list_text(data: bytes) -> str:
+    """A file list's bytes as text: UTF-8 (bytes that are not: as Python reads such file
+    names), a leading byte-order mark dropped, and UTF-16 where such a mark says so (a list
+    that Windows PowerShell wrote with ``>``): before, the mark was read as the first path's
+    first character (``no such image file: \\ufeffa.png``), and UTF-16 as bytes."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        with contextlib.suppress(UnicodeDecodeError):
+            return data.decode("utf-16")
+    return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape")
+
+
 def _read_file_list(source) -> list:
-    """The paths in ``source`` (a file, ``-`` for standard input), one a line; blank lines
-    are skipped, and nothing else is stripped (paths may start or end with spaces)."""
+    """The ``(line number, path)`` of each path in ``source`` (a file, ``-`` for standard
+    input), one a line, numbered from 1 (:func:`_list_text`); blank lines are skipped, and
+    nothing else is stripped (paths may start or end with spaces)."""
     import sys
     if source == "-":
-        text = sys.stdin.read()
+        stream = getattr(sys.stdin, "buffer", None)
+        text = _list_text(stream.read()) if stream is not None else \
+            sys.stdin.read().removeprefix("\ufeff")
     else:
         if os.path.isdir(source):
             raise IsADirectoryError(f"--files-from {source} is a directory; expected a file "
                                     f"of image paths, one a line")
         if not os.path.isfile(source):
             raise FileNotFoundError(f"--files-from: no such file: {source}")
-        with open(source, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
-    return [line for line in text.splitlines() if line.strip()]
+        with open(source, "rb") as f:
+            text = _list_text(f.read())
+    return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 def _top_k_records(servable, names, probabilities, top_k, truth=None) -> list:
@@ -1849,10 +1895,14 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
                 label = servable.labels[top] if top < len(servable.labels) else str(top)
                 rows[i] = {"image": names[i], "mask": os.path.join(args.out, mask_names[i]),
                            "most pixels": label, "share": round(counts[top] / mask.size, 3)}
-        for mask_name in mask_names:
-            os.replace(os.path.join(staging, mask_name), os.path.join(args.out, mask_name))
-            renamed.append(os.path.join(args.out, mask_name))
-        done = True
+        # All or none, also in an --out of earlier masks: a Ctrl-C or SIGTERM waits for the
+        # renames (it left the masks renamed so far beside the earlier run's others).
+        from zoo.cli import signals_deferred
+        with signals_deferred():
+            for mask_name in mask_names:
+                os.replace(os.path.join(staging, mask_name), os.path.join(args.out, mask_name))
+                renamed.append(os.path.join(args.out, mask_name))
+            done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not done:
@@ -1866,11 +1916,10 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
         _print_jsonl([{"image": r["image"], "mask": r["mask"], "most_pixels": r["most pixels"],
                        "share": r["share"]} for r in rows])
         return
-    import pandas as pd
-    from zoo.tables import to_text
+    from zoo.tables import records_frame, to_text
     for r in rows:
         r["share"] = f"{r['share']:.3f}"
-    print(to_text(pd.DataFrame.from_records(rows), args.format).rstrip())
+    print(to_text(records_frame(rows), args.format).rstrip())
 
 
 # --------------------------------------------------------------------------------------

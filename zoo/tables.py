@@ -27,6 +27,7 @@ GENERIC = "layers"
 GENERIC_COLUMNS = ["Layer", "Type", "Output", "Params"]
 
 __all__ = ["layer_table", "generic_table", "table_format", "detect_family", "to_text",
+           "records_frame",
            "thousands", "GENERIC", "GENERIC_COLUMNS"]
 
 
@@ -319,6 +320,21 @@ def alexnet_table(model):
     return plain_table(model, _ALEXNET_ROWS, with_padding=True)
 
 
+def records_frame(rows, columns=None) -> pd.DataFrame:
+    """``rows`` (dicts with the same keys, or sequences in the order of ``columns``) as a
+    DataFrame whose text columns hold Python strings (object dtype), for :func:`to_text`:
+    a file or folder name that is not UTF-8 (``caf\\xe9.png`` from an old archive, Python's
+    ``caf\\udce9.png``; a class folder's, a model's label) failed pandas' Arrow strings
+    with a ``UnicodeEncodeError``; it is printed as its bytes
+    (:func:`zoo.cli.names_as_their_bytes`)."""
+    rows = [dict(zip(columns, row)) if columns is not None else row for row in rows]
+    keys = list(columns) if columns is not None else list(rows[0]) if rows else []
+    return pd.DataFrame({key: pd.Series([row[key] for row in rows],
+                                        dtype=object if rows and isinstance(rows[0][key], str)
+                                        else None)
+                         for key in keys}, columns=pd.Index(keys, dtype=object))
+
+
 def to_text(df: pd.DataFrame, fmt: str = "markdown") -> str:
     """Render a table as ``markdown`` (for people) or ``csv`` (for machines).
 
@@ -370,8 +386,8 @@ def _escape_pipes(df):
             df[c].map(lambda v: isinstance(v, str) and "|" in v).any() for c in text):
         return df
     out = df.copy()
-    for c in text:
-        out[c] = out[c].map(escape)
+    for c in text:   # in the column's own dtype: Python strings stay so (records_frame)
+        out[c] = pd.Series([escape(v) for v in out[c]], index=out.index, dtype=out[c].dtype)
     out = out.rename(columns=escape)
     out.attrs = dict(df.attrs)
     return out

@@ -1544,8 +1544,20 @@ def test_predict_removes_the_masks_a_killed_predict_left_half_written(tmp_path, 
     assert sorted(os.listdir(out)) == [live, "scene_mask.png"]
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test, as a command line starts with (a test run
+    before in the same process may have left another: the suite saw SIGINT change nothing),
+    the process's own again after."""
+    import signal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_a_ctrl_c_while_masks_are_renamed_into_place_waits_for_the_renames(tmp_path, capsys,
-                                                                          monkeypatch):
+                                                                          monkeypatch,
+                                                                          python_sigint):
     """Masks go into --out all or none, also in one holding an earlier run's masks: a
     Ctrl-C or SIGTERM that arrives while they are renamed into place stops the command
     once every mask is there (it stopped halfway: the first new masks beside the earlier

@@ -443,17 +443,17 @@ def load_weights_file(model, path) -> None:
         model.load_weights(path)
 
 
-def _weighted_layers(model, duplicates: Optional[dict] = None) -> dict:
+def _weighted_layers(model, duplicates: Optional[set] = None) -> dict:
     """``{name: layer}`` of the layers with weights, nested models' layers included (the
-    first of a name); ``duplicates`` gets ``{name: count}`` of the names that several
-    distinct layers have (two nested backbones of the same architecture)."""
+    first of a name); ``duplicates`` gets the names that several distinct layers have (two
+    nested backbones of the same architecture)."""
     import keras
     found = {}
     for layer in model._flatten_layers(include_self=False):
         if layer.weights and not isinstance(layer, keras.Model):
             first = found.setdefault(layer.name, layer)
             if first is not layer and duplicates is not None:
-                duplicates[layer.name] = duplicates.get(layer.name, 1) + 1
+                duplicates.add(layer.name)
     return found
 
 
@@ -465,7 +465,7 @@ def _set_weights_by_name(model, other) -> None:
     def shapes(layer):
         return [tuple(w.shape) for w in layer.weights]
 
-    twice = {}
+    twice = set()
     targets, sources = _weighted_layers(model), _weighted_layers(other, twice)
     ambiguous = [name for name in targets if name in twice]
     if ambiguous:

@@ -1213,26 +1213,24 @@ def _sync_tree(path) -> None:
     names; only ``zoo.json`` was synced, and the SavedModel's files could be empty)."""
     for root, dirs, files in os.walk(path, topdown=False):
         for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(os.path.join(root, name))
         _sync_directory(root)
 
 
-def _sync_directory(path) -> None:
-    """``fsync`` the directory ``path`` (its entries: a rename in it), where the system can."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:   # (Windows cannot open a directory)
-        return
+def _fsync(path) -> None:
+    """``fsync`` the file or directory ``path``."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    except OSError:   # a file system that does not sync directories
-        pass
     finally:
         os.close(fd)
+
+
+def _sync_directory(path) -> None:
+    """``fsync`` the directory ``path`` (its entries: a rename in it), where the system can
+    (Windows cannot open a directory; some file systems do not sync one)."""
+    with contextlib.suppress(OSError):
+        _fsync(path)
 
 
 def _version_exists(version, name, model_dir) -> FileExistsError:
@@ -1293,13 +1291,13 @@ def _replace_version(tmp, target) -> bool:
 def _commit(tmp, model_dir, version, overwrite, record) -> str:
     """Rename the finished temporary directory into its version directory (its files
     synced to the disk first, and the model directory after)."""
+    _sync_tree(tmp)   # (zoo.json is written and synced again with its version)
     target = _commit_unsynced(tmp, model_dir, version, overwrite, record)
     _sync_directory(model_dir)
     return target
 
 
 def _commit_unsynced(tmp, model_dir, version, overwrite, record) -> str:
-    _sync_tree(tmp)   # (zoo.json is written and synced below, with its version)
     auto = version is None
     if auto:
         version = _next_version(model_dir, record["name"])

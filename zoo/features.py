@@ -188,7 +188,7 @@ def feature_layers(model, strides: Sequence[int] = DEFAULT_STRIDES) -> list:
         raise ValueError("feature_extractor: the model needs one image input of fixed height "
                          f"and width. Received inputs: {[tuple(t.shape) for t in model.inputs]}")
     input_hw = _spatial(model.inputs[0].shape)
-    layer_strides = _graph_strides(model)
+    by_id = _graph_strides(model)
     path = _main_path(model)
     order = {id(layer): i for i, layer in enumerate(path)}
     # A layer is a block output when no edge of the graph jumps over its position
@@ -208,7 +208,7 @@ def feature_layers(model, strides: Sequence[int] = DEFAULT_STRIDES) -> list:
         # first layer is a layer of the network).
         if bypassed or isinstance(layer, (keras.layers.InputLayer, keras.layers.ZeroPadding2D)):
             continue
-        s = _as_stride(layer_strides.get(id(layer), 0.5))
+        s = _as_stride(by_id.get(id(layer), 0.5))
         if isinstance(layer, keras.Model):
             # No tap: its output tensor belongs to its own graph, not to this model's
             # (a backbone nested under a head, called on the head's input).

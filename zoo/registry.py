@@ -183,9 +183,7 @@ def _lookup(name):
     """``(builder, info)`` of a registered name; a built-in builder's module is imported."""
     if isinstance(name, str) and name in _REGISTRY:
         return _REGISTRY[name]
-    info = registered_info(name)
-    if info is None:
-        raise _unknown(name)
+    info = model_info(name)
     import importlib
     return getattr(importlib.import_module(_catalog().MODULES[name]), name), info
 

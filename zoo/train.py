@@ -727,8 +727,8 @@ def _bfloat16_slower_at(models, input_shape) -> bool:
     if not names or any(d is None for d in tuple(input_shape)[:2]):
         return False
     size = min(int(d) for d in tuple(input_shape)[:2])
-    return all(registered_info(name) is not None
-               and size < registered_info(name).bfloat16_min_input_size for name in names)
+    infos = [registered_info(name) for name in names]
+    return all(info is not None and size < info.bfloat16_min_input_size for info in infos)
 
 
 def with_mixed_precision(model, mixed_precision="auto"):

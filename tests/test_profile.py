@@ -797,6 +797,30 @@ def test_atomic_write_replaces_the_file_rather_than_writing_into_it(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["link.txt", "p.txt"]
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_atomic_write_syncs_the_file_before_its_rename_and_the_directory_after(tmp_path,
+                                                                              monkeypatch):
+    """After a power loss the file holds its old content or its new one: the data reaches
+    the disk before the rename (a rename can reach it before the data it names, leaving an
+    empty file under the name), and the directory's entry after."""
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst, *args, **kwargs):
+        events.append(("rename", os.fspath(src), os.fspath(dst)))
+        return real_replace(src, dst, *args, **kwargs)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = str(tmp_path / "run" / "info.json")
+    zoo.common.atomic_write_text(target, "{}")
+    (renamed,) = [e for e in events if e[0] == "rename"]
+    assert renamed[2] == target
+    assert events == [("sync", renamed[1]), renamed, ("sync", str(tmp_path / "run"))]
+
+
 def test_stale_temporaries_of_odd_names_and_links_are_handled(tmp_path, monkeypatch):
     """Names with a process id that is no ASCII integer or none a process can have stay, and
     a dead writer's temporary that is a link to a directory goes as a link: what it leads

@@ -1980,6 +1980,34 @@ def test_a_run_stopped_while_it_backs_up_an_epoch_leaves_no_half_written_file(
     assert history["epoch"].tolist() == [0, 1, 2]
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_every_file_of_a_run_reaches_the_disk_before_its_rename(digits8, tmp_path,
+                                                                  monkeypatch):
+    """After a power loss a run's files (the backup's weights, model.keras, info.json, ...)
+    hold their old content or their new one, never an empty file: each is synced before the
+    rename that gives it its name (only exports were)."""
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst, *args, **kwargs):
+        events.append(("rename", os.fspath(src), os.fspath(dst)))
+        return real_replace(src, dst, *args, **kwargs)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    run = tmp_path / "run"
+    train.fit(tiny_classifier(), digits8, run_dir=str(run), epochs=1, verbose=0,
+              mixed_precision="off", jit_compile=False, early_stopping=False)
+    renames = [e for e in events if e[0] == "rename"]
+    renamed_to = {os.path.relpath(dst, run) for _, _, dst in renames}
+    assert {os.path.join("backup", "latest.weights.h5"), "model.keras", "info.json",
+            "metrics.json"} <= renamed_to
+    for renamed in renames:
+        assert ("sync", renamed[1]) in events[:events.index(renamed)], renamed[2]
+
+
 def test_a_resume_with_fewer_epochs_than_were_trained_is_refused(digits8, tmp_path):
     """Two epochs kept, then epochs=1: Keras would train nothing and the run would record
     epochs=1; refused before anything is written, and the killed run still resumes."""

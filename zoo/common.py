@@ -797,6 +797,9 @@ def atomic_write(path, write) -> str:
         write: called with the temporary path (same directory and extension, so writers
             that pick a format from the name, such as ``savefig`` or ``model.save``, work).
 
+    The file's data is synced to the disk before the rename and the directory after it, so
+    that after a power loss ``path`` holds the old file or the new one, never an empty one.
+
     Returns:
         ``path``.
     """
@@ -817,6 +820,7 @@ def atomic_write(path, write) -> str:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600
+        fsync_path(tmp)   # its data on the disk before the rename that makes it ``path``
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):
@@ -825,7 +829,26 @@ def atomic_write(path, write) -> str:
             raise type(e)(e.errno, f"cannot write {os.fspath(path)!r}: "   # asked for, not
                                    f"{e.strerror or e}") from None        # the temporary
         raise
+    sync_directory(directory)   # the rename itself
     return path
+
+
+def fsync_path(path) -> None:
+    """``fsync`` the file or directory ``path``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_directory(path) -> None:
+    """``fsync`` the directory ``path`` (its entries: a rename in it), where the system can
+    (Windows cannot open a directory; some file systems do not sync one)."""
+    try:
+        fsync_path(path)
+    except OSError:
+        pass
 
 
 def atomic_write_text(path, text: str) -> str:

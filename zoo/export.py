@@ -1203,7 +1203,7 @@ def _write_record(tmp, record):
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-    _sync_directory(os.path.join(tmp, "assets"))   # its entry, made by the first write
+    common.sync_directory(os.path.join(tmp, "assets"))   # its entry, made by the first write
 
 
 def _sync_tree(path) -> None:
@@ -1213,24 +1213,8 @@ def _sync_tree(path) -> None:
     names; only ``zoo.json`` was synced, and the SavedModel's files could be empty)."""
     for root, dirs, files in os.walk(path, topdown=False):
         for name in files:
-            _fsync(os.path.join(root, name))
-        _sync_directory(root)
-
-
-def _fsync(path) -> None:
-    """``fsync`` the file or directory ``path``."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_directory(path) -> None:
-    """``fsync`` the directory ``path`` (its entries: a rename in it), where the system can
-    (Windows cannot open a directory; some file systems do not sync one)."""
-    with contextlib.suppress(OSError):
-        _fsync(path)
+            common.fsync_path(os.path.join(root, name))
+        common.sync_directory(root)
 
 
 def _version_exists(version, name, model_dir) -> FileExistsError:
@@ -1293,7 +1277,7 @@ def _commit(tmp, model_dir, version, overwrite, record) -> str:
     synced to the disk first, and the model directory after)."""
     _sync_tree(tmp)   # (zoo.json is written and synced again with its version)
     target = _commit_unsynced(tmp, model_dir, version, overwrite, record)
-    _sync_directory(model_dir)
+    common.sync_directory(model_dir)
     return target
 
 

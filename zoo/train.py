@@ -41,8 +41,8 @@ from zoo import data as zdata
 from zoo.common import (ADAMW_WEIGHT_DECAY, AUX_LOSS_WEIGHT, LR_SCHEDULES, MIXED_PRECISION,
                          OPTIMIZERS, PLATEAU_FACTOR, PLATEAU_LOWEST, PLATEAU_PATIENCE, TASKS,
                          atomic_write, atomic_write_text, check_bool, check_directory_target,
-                         check_jit_compile, check_seed, is_digits, is_integer, received_text,
-                         remove_path)
+                         check_jit_compile, check_seed, fsync_path, is_digits, is_integer,
+                         received_text, remove_path)
 from zoo.train_cli import configure_train
 
 __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
@@ -1658,6 +1658,7 @@ class _Backup(keras.callbacks.BackupAndRestore):
                 f.attrs["zoo_epoch"] = int(self._current_epoch)
                 if self._seconds is not None:
                     f.attrs["zoo_seconds"] = float(self._seconds())
+            fsync_path(tmp)   # on the disk before the rename (a power loss: old or new)
             os.replace(tmp, self._weights_path)
         except BaseException:   # Ctrl-C or SIGTERM while it writes: no half-written file
             remove_path(tmp)

@@ -1827,11 +1827,17 @@ def test_plateau_schedule_refusals(digits8, tmp_path, capsys, monkeypatch):
                                          r"'plateau'\. Received: lr_schedule='step'$"):
         train.fit(tiny_classifier(), digits8, epochs=1, run_dir=str(run), lr_schedule="step")
     assert not run.exists()
-    assert zoo_main(["train", "lenet5", "--lr-schedule", "plateau", "--early-stopping",
-                     "--patience", "2"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("zoo: error: lr_schedule='plateau' lowers the "
-                                              "learning rate after 3 epochs")
+    # The command names its options, and refuses before it loads any data.
+    loaded = []
+    with monkeypatch.context() as patch:
+        patch.setattr(train.zdata, "load_splits", lambda *a, **k: loaded.append(a))
+        assert zoo_main(["train", "lenet5", "--lr-schedule", "plateau", "--early-stopping",
+                         "--patience", "2"]) == 2
+    assert loaded == []
+    assert capsys.readouterr().err == (
+        "zoo: error: --lr-schedule plateau lowers the learning rate after 3 epochs without "
+        "improvement, and early stopping with --patience 2 would end the run first: give "
+        "--patience above 3 (default 8) or --no-early-stopping\n")
     seen = fit_arguments(monkeypatch)
     assert zoo_main(["train", "lenet5", "--lr-schedule", "plateau"]) == 1
     assert seen["lr_schedule"] == "plateau"

@@ -3337,6 +3337,13 @@ def _train_command(args):
             (f"{args.model} on {dataset} trains without by default (its whole schedule): "
              f"add --early-stopping" if args.early_stopping is None
              else "--no-early-stopping turns off"))
+    lr_schedule = args.lr_schedule or d["lr_schedule"]
+    if lr_schedule == "plateau" and early_stopping and patience <= PLATEAU_PATIENCE:
+        raise ValueError(f"--lr-schedule plateau lowers the learning rate after "
+                         f"{PLATEAU_PATIENCE} epochs without improvement, and early stopping "
+                         f"with --patience {patience} would end the run first: give "
+                         f"--patience above {PLATEAU_PATIENCE} (default {PATIENCE}) or "
+                         f"--no-early-stopping")
     # --weights and --freeze-backbone, or U-Net's builder options of the same meaning.
     given = dict(args.model_arg)
     if "imagenet_input" in given:
@@ -3378,7 +3385,7 @@ def _train_command(args):
                           patience=patience if early_stopping else None,
                           seed=args.seed, verbose=0 if args.quiet else 1,
                           model_name=args.model, model_args=model_args,
-                          lr_schedule=args.lr_schedule or d["lr_schedule"],
+                          lr_schedule=lr_schedule,
                           deterministic=args.deterministic, class_weight=class_weight,
                           batch_norm_momentum=args.batch_norm_momentum,
                           aux_loss_weight=args.aux_loss_weight,

@@ -290,6 +290,14 @@ def plain_table(model, rows: tuple, with_padding: bool) -> pd.DataFrame:
             "Padding": "" if dense else str(cfg.get("padding", "valid")).upper(),
             "Activation": _activation_of(model, layer),
         })
+    for pool in ("avg_pool", "max_pool"):   # include_top=False with pooling: its own row
+        if pool in names:
+            layer = model.get_layer(pool)
+            h, w, maps = layer.input.shape[1:]
+            records.append({
+                "Layer": pool, "Type": f"Global {'Avg' if pool == 'avg_pool' else 'Max'} Pooling",
+                "Maps": str(maps), "Size": "1x1", "Kernel size": f"{h}x{w}", "Stride": "",
+                "Padding": "", "Activation": ""})
     df = pd.DataFrame.from_records(records)
     if not with_padding:
         df = df.drop(columns=["Padding"])

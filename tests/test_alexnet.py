@@ -95,3 +95,19 @@ def test_table_spells_padding_types_and_activations_as_published(default, publis
     table = zoo.layer_table(default)
     assert table[columns].values.tolist() == expected[columns].values.tolist()
     assert table.set_index("Layer").loc["C3", columns].tolist() == ["Convolution", "SAME", "ReLU"]
+
+
+def test_table_shows_the_pooling_of_include_top_false():
+    """The global pooling of ``include_top=False`` is a row of its own (the tables of
+    pooling=None, "avg" and "max" were the same), over C7's pooled 6x6 map at 227x227."""
+    plain = zoo.layer_table(alexnet(include_top=False))
+    assert list(plain["Layer"])[-1] == "C7"
+    for pooling, kind in (("avg", "Avg"), ("max", "Max")):
+        model = alexnet(include_top=False, pooling=pooling)
+        table = zoo.layer_table(model)
+        assert table.iloc[:-1].equals(plain)
+        assert table.iloc[-1].to_dict() == {
+            "Layer": f"{pooling}_pool", "Type": f"Global {kind} Pooling", "Maps": "256",
+            "Size": "1x1", "Kernel size": "6x6", "Stride": "", "Padding": "", "Activation": "",
+            "Params": 0}
+        assert table["Params"].sum() == model.count_params()

@@ -211,3 +211,14 @@ def test_a_subsampling_row_whose_stride_is_not_its_window_is_refused():
     with pytest.raises(ValueError, match=r"^Row S2: a subsampling layer's stride is its "
                                          r"window \(2\). Received: stride=1$"):
         build_rows(inputs, [Row("S2", "subsample", None, 2, 1)])
+
+
+def test_table_shows_the_pooling_of_include_top_false():
+    """LeNet-5's table ends with the global pooling of ``include_top=False`` over C5's map."""
+    model = lenet5(include_top=False, pooling="max", input_shape=(40, 40, 1))
+    table = zoo.layer_table(model)
+    assert list(table["Layer"]) == ["In", "C1", "S2", "C3", "S4", "C5", "max_pool"]
+    assert table.iloc[-1].to_dict() == {
+        "Layer": "max_pool", "Type": "Global Max Pooling", "Maps": "120", "Size": "1x1",
+        "Kernel size": "3x3", "Stride": "", "Activation": "", "Params": 0}
+    assert list(zoo.layer_table(lenet5(include_top=False))["Layer"])[-1] == "C5"

@@ -604,7 +604,7 @@ def test_every_registered_model(profiles, name):
 
 PAPER_MACS = {"resnet18": 1.8e9, "resnet34": 3.6e9, "resnet50": 3.8e9, "resnet101": 7.6e9,
               "resnet152": 11.3e9}
-# shared/tables/README.md: an independent count on the keras.applications graphs.
+# tests/data/tables/README.md: an independent count on the keras.applications graphs.
 COUNTED_MACS = {"resnet50": 3.858e9, "resnet101": 7.570e9, "resnet152": 11.282e9,
                 "resnet50_v2": 3.482e9, "xception": 8.357e9, "inception_v3": 5.713e9}
 

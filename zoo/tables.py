@@ -262,7 +262,8 @@ def _plain_type(layer) -> str:
 
 def plain_table(model, rows: tuple, with_padding: bool) -> pd.DataFrame:
     """Géron-style table (LeNet-5, AlexNet): Layer, Type, Maps, Size, Kernel size,
-    Stride, [Padding], Activation — one row per main layer present in ``model``."""
+    Stride, [Padding], Activation — one row per main layer present in ``model``, then one for
+    the global pooling (``avg_pool``/``max_pool``) of ``include_top=False``."""
     names = layer_names(model)
     h, w, c = model.inputs[0].shape[1:]
     records = [{"Layer": "In", "Type": "Input", "Maps": str(c), "Size": f"{h}x{w}",
@@ -290,6 +291,16 @@ def plain_table(model, rows: tuple, with_padding: bool) -> pd.DataFrame:
             "Padding": "" if dense else str(cfg.get("padding", "valid")).upper(),
             "Activation": _activation_of(model, layer),
         })
+    from keras import layers as L
+    for pool in ("avg_pool", "max_pool"):   # include_top=False with pooling: its own row
+        layer = model.get_layer(pool) if pool in names else None
+        if isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)) \
+                and len(layer.input.shape) == 4:
+            h, w, maps = layer.input.shape[1:]
+            records.append({
+                "Layer": pool, "Type": f"Global {'Avg' if pool == 'avg_pool' else 'Max'} Pooling",
+                "Maps": str(maps), "Size": "1x1", "Kernel size": f"{h}x{w}", "Stride": "",
+                "Padding": "", "Activation": ""})
     df = pd.DataFrame.from_records(records)
     if not with_padding:
         df = df.drop(columns=["Padding"])

@@ -135,10 +135,18 @@ STEPS_SCRIPT = textwrap.dedent("""
             refused = None
         except ValueError as exc:
             refused = str(exc)
+        sp = splits()   # batches of a size the pipeline does not tell
+        odd = data.Splits(sp.train.unbatch().batch(33), sp.validation, sp.test, sp.info)
+        try:
+            train.fit("lenet5", odd, run_dir=os.path.join(base, "odd-splits"), **kw)
+            unknown = None
+        except ValueError as exc:
+            unknown = str(exc)
     print(json.dumps({
         "diff": max(float(np.abs(a - b).max()) for a, b in zip(one, two)),
         "losses": [one_loss, two_loss], "clip": clip, "refused": refused,
-        "odd_written": os.path.exists(os.path.join(base, "odd")),
+        "odd_written": [os.path.exists(os.path.join(base, d)) for d in ("odd", "odd-splits")],
+        "unknown": unknown,
     }))
 """)
 
@@ -165,4 +173,7 @@ def test_a_batch_that_does_not_split_among_the_replicas_is_refused(two_replica_s
     out = two_replica_steps
     assert out["refused"] is not None and "\n" not in out["refused"]
     assert "multiple of 2" in out["refused"] and "batch_size=33" in out["refused"]
-    assert not out["odd_written"]
+    assert out["odd_written"] == [False, False]
+    # a Splits whose batch size only its first batch tells: Keras' error, in one line
+    assert out["unknown"] is not None and "\n" not in out["unknown"], out["unknown"]
+    assert "multiple of 2" in out["unknown"] and "parts of 17 and 16" in out["unknown"]

@@ -1509,6 +1509,18 @@ def _optimizer_for(optimizer, strategy):
     return type(optimizer).from_config(optimizer.get_config())
 
 
+@contextlib.contextmanager
+def _uneven_parts_as_error(strategy):
+    """Raise :func:`_uneven_replica_parts`' ``ValueError`` for TensorFlow's error inside."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as exc:
+        error = _uneven_replica_parts(exc, strategy)
+        if error is None:
+            raise
+        raise error from None
+
+
 def _clip_summed_gradients(optimizer, strategy) -> None:
     """Make ``optimizer``, compiled under ``strategy``, clip each step's gradients of the
     global batch. Keras 3 clips each replica's part before it sums the parts (its
@@ -1563,13 +1575,32 @@ def _check_replica_batches(strategy, splits) -> None:
         if size is not None and size % replicas:
             sizes[name] = size
     if sizes:
-        received = (f"batch_size={splits.batch_size}" if splits.batch_size else
-                    ", ".join(f"{name} batches of {size}" for name, size in sizes.items()))
-        raise ValueError(f"the batches must split evenly among the {replicas} replicas of "
-                         f"the tf.distribute strategy fit trains under (Keras builds the "
-                         f"model from the first batch's parts, one per replica): use a batch "
-                         f"size that is a multiple of {replicas} (batch_size, --batch-size: "
-                         f"the global batch). Received: {received}")
+        raise _uneven_batches_error(replicas, f"batch_size={splits.batch_size}"
+                                    if splits.batch_size else ", ".join(
+                                        f"{name} batches of {size}"
+                                        for name, size in sizes.items()))
+
+
+def _uneven_batches_error(replicas, received) -> ValueError:
+    return ValueError(f"the batches must split evenly among the {replicas} replicas of the "
+                      f"tf.distribute strategy fit trains under (Keras builds the model from "
+                      f"the first batch's parts, one per replica): use a batch size that is "
+                      f"a multiple of {replicas} (batch_size, --batch-size: the global "
+                      f"batch). Received: {received}")
+
+
+def _uneven_replica_parts(exc, strategy) -> Optional[ValueError]:
+    """The one line for TensorFlow's error (``exc``) where Keras, under ``strategy``, built
+    the model from a first batch whose parts differ in size (a :class:`zoo.data.Splits` of
+    unknown batch size, a split smaller than the batch), else ``None``."""
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+    text = str(exc)
+    if replicas < 2 or "AddN" not in text or "must have the same size and shape" not in text:
+        return None
+    parts = re.findall(r"[Ii]nput \d+: \[(\d+)", text)
+    return _uneven_batches_error(replicas, "a first batch split into parts of "
+                                 + " and ".join(parts) + " examples" if parts else
+                                 "a first batch split into parts of different sizes")
 
 
 # --------------------------------------------------------------------------------------
@@ -2962,7 +2993,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # warns when it is left at True).
         # A label outside the classes, or a folder's image that cannot be decoded, in any
         # split: fit's one line, not TensorFlow's error.
-        with label_errors_as(ValueError, info.name):
+        with label_errors_as(ValueError, info.name), _uneven_parts_as_error(strategy):
             try:
                 with quiet_unknown_length(train, val):
                     model.fit(train, validation_data=val, epochs=fit_epochs, verbose=verbose,

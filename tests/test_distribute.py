@@ -135,6 +135,21 @@ STEPS_SCRIPT = textwrap.dedent("""
             refused = None
         except ValueError as exc:
             refused = str(exc)
+        # float16: the last of 10 batches has its second half, replica 1's part, 100 times
+        # brighter, which overflows its scaled float16 gradients (not replica 0's)
+        x, y = next(iter(data.load("digits", "train", shuffle=False, batch_size=320)[0]))
+        x = x.numpy()
+        x[-16:] *= 100.0
+        sp = splits()
+        bright = data.Splits(tf.data.Dataset.from_tensor_slices((x, y)).batch(32),
+                             sp.validation, sp.test, sp.info, batch_size=32)
+        steps = []
+        class Steps(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                steps.append([float(self.model.optimizer.dynamic_scale.numpy()),
+                              all(np.isfinite(w).all() for w in self.model.get_weights())])
+        train.fit("lenet5", bright, run_dir=os.path.join(base, "float16"), optimizer="sgd",
+                  callbacks=[Steps()], **dict(kw, mixed_precision="float16"))
         sp = splits()   # batches of a size the pipeline does not tell
         odd = data.Splits(sp.train.unbatch().batch(33), sp.validation, sp.test, sp.info)
         try:
@@ -146,7 +161,7 @@ STEPS_SCRIPT = textwrap.dedent("""
         "diff": max(float(np.abs(a - b).max()) for a, b in zip(one, two)),
         "losses": [one_loss, two_loss], "clip": clip, "refused": refused,
         "odd_written": [os.path.exists(os.path.join(base, d)) for d in ("odd", "odd-splits")],
-        "unknown": unknown,
+        "unknown": unknown, "float16_steps": steps,
     }))
 """)
 
@@ -167,6 +182,16 @@ def test_a_global_batch_over_two_replicas_trains_as_on_one_device(two_replica_st
     assert out["losses"][0] == pytest.approx(out["losses"][1], rel=1e-5)
     # the optimizer instance's settings trained (a copy made in the strategy's scope)
     assert out["clip"] == 10.0
+
+
+def test_float16_skips_a_step_whose_gradients_overflow_on_another_replica(
+        two_replica_steps):
+    # Keras' LossScaleOptimizer took the first replica's finite gradients for every
+    # replica's: the overflow on the second went into the weights (inf / NaN), the loss
+    # scale kept; the step is skipped and the scale halved, as on one device.
+    (before, _), (after, finite) = two_replica_steps["float16_steps"][-2:]
+    assert after == before / 2
+    assert finite
 
 
 def test_a_batch_that_does_not_split_among_the_replicas_is_refused(two_replica_steps):

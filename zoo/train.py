@@ -1509,6 +1509,32 @@ def _optimizer_for(optimizer, strategy):
     return type(optimizer).from_config(optimizer.get_config())
 
 
+def _check_finite_on_every_replica(optimizer, strategy) -> None:
+    """Make a ``LossScaleOptimizer`` compiled under ``strategy`` (several replicas) skip a
+    step whose gradients are not finite on any replica. Keras' takes the finiteness of the
+    first replica's gradients for all ("the same on each replica, since grads is
+    all-reduced"), but Keras 3 sums the replicas' gradients later, in the inner optimizer:
+    an overflow on another replica went into the step, and the weights became inf or NaN,
+    the loss scale kept. Here each replica's verdict is summed across them first."""
+    if strategy is None or strategy.num_replicas_in_sync < 2 or not isinstance(
+            optimizer, keras.optimizers.LossScaleOptimizer) or \
+            getattr(optimizer, "_checks_every_replica", False):
+        return
+    check = optimizer.check_finite
+
+    def check_every_replica(grads):
+        finite = check(grads)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync < 2:
+            return finite
+        bad = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                 tf.cast(tf.logical_not(finite), tf.float32))
+        return tf.equal(bad, 0.0)
+
+    optimizer.check_finite = check_every_replica
+    optimizer._checks_every_replica = True   # (compiled again: not wrapped twice)
+
+
 @contextlib.contextmanager
 def _uneven_parts_as_error(strategy):
     """Raise :func:`_uneven_replica_parts`' ``ValueError`` for TensorFlow's error inside."""
@@ -2980,6 +3006,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                     if heads is not None:
                         _compile_aux(model, heads, aux_loss_weight)
             _clip_summed_gradients(model.optimizer, strategy)
+            _check_finite_on_every_replica(model.optimizer, strategy)
 
         jit_compile = resolve_jit_compile(jit_compile, strategy=strategy)
         do_compile(jit_compile)

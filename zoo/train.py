@@ -1535,18 +1535,6 @@ def _check_finite_on_every_replica(optimizer, strategy) -> None:
     optimizer._checks_every_replica = True   # (compiled again: not wrapped twice)
 
 
-@contextlib.contextmanager
-def _uneven_parts_as_error(strategy):
-    """Raise :func:`_uneven_replica_parts`' ``ValueError`` for TensorFlow's error inside."""
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as exc:
-        error = _uneven_replica_parts(exc, strategy)
-        if error is None:
-            raise
-        raise error from None
-
-
 def _clip_summed_gradients(optimizer, strategy) -> None:
     """Make ``optimizer``, compiled under ``strategy``, clip each step's gradients of the
     global batch. Keras 3 clips each replica's part before it sums the parts (its
@@ -1627,6 +1615,18 @@ def _uneven_replica_parts(exc, strategy) -> Optional[ValueError]:
     return _uneven_batches_error(replicas, "a first batch split into parts of "
                                  + " and ".join(parts) + " examples" if parts else
                                  "a first batch split into parts of different sizes")
+
+
+@contextlib.contextmanager
+def _uneven_parts_as_error(strategy):
+    """Raise :func:`_uneven_replica_parts`' ``ValueError`` for TensorFlow's error inside."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as exc:
+        error = _uneven_replica_parts(exc, strategy)
+        if error is None:
+            raise
+        raise error from None
 
 
 # --------------------------------------------------------------------------------------

@@ -1494,6 +1494,141 @@ def _gpu_strategy():
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else None
 
 
+def _optimizer_for(optimizer, strategy):
+    """``optimizer`` (a name or an instance) as ``fit`` compiles with it under ``strategy``:
+    an instance whose variables were made outside the strategy's scope (any made before
+    ``fit``'s own strategy over several GPUs) is replaced by a new one of its config, made in
+    the scope (Keras' first update of one with slot variables, Adam's moments or SGD's
+    momentum, failed: "Mixing different tf.distribute.Strategy objects"); its settings
+    (learning rate or schedule, weight decay, clipping) are the same."""
+    if strategy is None or not isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer
+    iterations = getattr(optimizer.iterations, "value", optimizer.iterations)
+    if strategy.extended.variable_created_in_scope(iterations):
+        return optimizer
+    return type(optimizer).from_config(optimizer.get_config())
+
+
+def _check_finite_on_every_replica(optimizer, strategy) -> None:
+    """Make a ``LossScaleOptimizer`` compiled under ``strategy`` (several replicas) skip a
+    step whose gradients are not finite on any replica. Keras' takes the finiteness of the
+    first replica's gradients for all ("the same on each replica, since grads is
+    all-reduced"), but Keras 3 sums the replicas' gradients later, in the inner optimizer:
+    an overflow on another replica went into the step, and the weights became inf or NaN,
+    the loss scale kept. Here each replica's verdict is summed across them first."""
+    if strategy is None or strategy.num_replicas_in_sync < 2 or not isinstance(
+            optimizer, keras.optimizers.LossScaleOptimizer) or \
+            getattr(optimizer, "_checks_every_replica", False):
+        return
+    check = optimizer.check_finite
+
+    def check_every_replica(grads):
+        finite = check(grads)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync < 2:
+            return finite
+        bad = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                 tf.cast(tf.logical_not(finite), tf.float32))
+        return tf.equal(bad, 0.0)
+
+    optimizer.check_finite = check_every_replica
+    optimizer._checks_every_replica = True   # (compiled again: not wrapped twice)
+
+
+def _clip_summed_gradients(optimizer, strategy) -> None:
+    """Make ``optimizer``, compiled under ``strategy``, clip each step's gradients of the
+    global batch. Keras 3 clips each replica's part before it sums the parts (its
+    ``_clip_gradients``, then ``_all_reduce_sum_gradients``), so ``global_clipnorm``
+    (``clip_norm``) bounded the norm of each part, not the step's, and ``clipnorm`` and
+    ``clipvalue`` clipped the parts too. Here the sum comes first, in ``_clip_gradients``,
+    and is not taken again (the one all-reduce, as before); class, config and variables are
+    Keras'. Nothing changes without clipping, on one replica, or with gradient accumulation
+    (whose accumulators take the parts)."""
+    if strategy is None or strategy.num_replicas_in_sync < 2:
+        return
+    inner = getattr(optimizer, "inner_optimizer", optimizer)   # a LossScaleOptimizer's
+    if inner is None or getattr(inner, "_sums_before_clipping", False) or \
+            inner.gradient_accumulation_steps or not any(
+            getattr(inner, name, None) for name in ("global_clipnorm", "clipnorm", "clipvalue")):
+        return
+    clip, summed = inner._clip_gradients, inner._all_reduce_sum_gradients
+
+    def clip_the_sum(grads):
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync < 2:
+            return clip(grads)
+        grads = list(grads)
+        given = [i for i, g in enumerate(grads) if g is not None]
+        for i, g in zip(given, context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                                  [grads[i] for i in given])):
+            grads[i] = g
+        return clip(grads)
+
+    def already_summed(grads_and_vars):
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync < 2:
+            return summed(grads_and_vars)
+        return list(grads_and_vars)
+
+    inner._clip_gradients, inner._all_reduce_sum_gradients = clip_the_sum, already_summed
+    inner._sums_before_clipping = True   # (compiled again: not summed twice)
+
+
+def _check_replica_batches(strategy, splits) -> None:
+    """Refuse ``splits`` whose batches do not split evenly among ``strategy``'s replicas,
+    where their size is known (``Splits.batch_size``, else each pipeline's static batch
+    dimension): Keras builds the model under a strategy from the mean of the first batch's
+    per-replica parts, which fails for parts of different sizes (TensorFlow's ``AddN``
+    error). Later, smaller batches (an epoch's last) may split unevenly."""
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+    if replicas < 2:
+        return
+    sizes = {}
+    for name in ("train", "validation", "test"):
+        size = splits.batch_size or getattr(splits, name).element_spec[0].shape[0]
+        if size is not None and size % replicas:
+            sizes[name] = size
+    if sizes:
+        raise _uneven_batches_error(replicas, f"batch_size={splits.batch_size}"
+                                    if splits.batch_size else ", ".join(
+                                        f"{name} batches of {size}"
+                                        for name, size in sizes.items()))
+
+
+def _uneven_batches_error(replicas, received) -> ValueError:
+    return ValueError(f"the batches must split evenly among the {replicas} replicas of the "
+                      f"tf.distribute strategy fit trains under (Keras builds the model from "
+                      f"the first batch's parts, one per replica): use a batch size that is "
+                      f"a multiple of {replicas} (batch_size, --batch-size: the global "
+                      f"batch). Received: {received}")
+
+
+def _uneven_replica_parts(exc, strategy) -> Optional[ValueError]:
+    """The one line for TensorFlow's error (``exc``) where Keras, under ``strategy``, built
+    the model from a first batch whose parts differ in size (a :class:`zoo.data.Splits` of
+    unknown batch size, a split smaller than the batch), else ``None``."""
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+    text = str(exc)
+    if replicas < 2 or "AddN" not in text or "must have the same size and shape" not in text:
+        return None
+    parts = re.findall(r"[Ii]nput \d+: \[(\d+)", text)
+    return _uneven_batches_error(replicas, "a first batch split into parts of "
+                                 + " and ".join(parts) + " examples" if parts else
+                                 "a first batch split into parts of different sizes")
+
+
+@contextlib.contextmanager
+def _uneven_parts_as_error(strategy):
+    """Raise :func:`_uneven_replica_parts`' ``ValueError`` for TensorFlow's error inside."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as exc:
+        error = _uneven_replica_parts(exc, strategy)
+        if error is None:
+            raise
+        raise error from None
+
+
 # --------------------------------------------------------------------------------------
 # Files.
 
@@ -2367,7 +2502,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             close to, not equal to, an uninterrupted run's. A finished run's directory
             (same model and dataset) is trained in afresh, that run's files set aside
             first (put back if the new run fails before an epoch is backed up).
-        batch_size: batch size when ``dataset`` is a name.
+        batch_size: batch size when ``dataset`` is a name; under a strategy of several
+            replicas the global batch, split among them, a multiple of their number.
         learning_rate, optimizer, label_smoothing, weight_decay, clip_norm: see
             :func:`compile_model`.
         augment: the dataset's default augmentation (``None``/``True``), ``False``, or a
@@ -2465,7 +2601,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             ``patience`` or ``seed`` that are no integers in range, a ``verbose``, flag,
             ``callbacks`` or ``monitor`` of the wrong kind, a ``run_dir`` that is a file, a
             :class:`zoo.data.Splits` whose batches do not fit its info
-            (:func:`zoo.data.check_splits`)), a ``monitor`` the run does not log or a
+            (:func:`zoo.data.check_splits`), batches that do not split evenly among a
+            strategy's replicas), a ``monitor`` the run does not log or a
             training split that yields nothing (at the end of the first epoch), labels outside
             the model's classes, a model with several outputs that are not a main output
             and auxiliary classifiers, an ``aux_loss_weight`` for a model without auxiliary
@@ -2629,6 +2766,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                              f"dataset's input shape {tuple(want)}.")
     info = splits.info
     model_name = model_name or model.name
+    strategy = _strategy()
+    _check_replica_batches(strategy, splits)
     # now that the model and its input size are known ("auto" weighs them)
     policy = resolve_mixed_precision(mixed_precision,
                                      **_auto_precision_args(model, registered))
@@ -2755,7 +2894,6 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                              f"(--epochs), or use another run directory. Received: "
                              f"epochs={epochs}")
 
-    strategy = _strategy()
     # A rebuilt copy trains under a dtype policy or a strategy; the trained weights go back
     # into the model that was passed in, so it is the trained model (e.g. for a next stage
     # of fine-tuning).
@@ -2859,14 +2997,17 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             with scope:
                 if not compile:   # a rebuilt copy: compiled as the model passed in was
                     _compile_like(model, given)
-                    return
-                compile_model(model, task, optimizer=optimizer, learning_rate=learning_rate,
-                              jit_compile=jit, label_smoothing=label_smoothing,
-                              weight_decay=weight_decay, clip_norm=clip_norm,
-                              num_classes=info.num_classes,
-                              ignore_label=info.ignore_label)
-                if heads is not None:
-                    _compile_aux(model, heads, aux_loss_weight)
+                else:
+                    compile_model(model, task, optimizer=_optimizer_for(optimizer, strategy),
+                                  learning_rate=learning_rate,
+                                  jit_compile=jit, label_smoothing=label_smoothing,
+                                  weight_decay=weight_decay, clip_norm=clip_norm,
+                                  num_classes=info.num_classes,
+                                  ignore_label=info.ignore_label)
+                    if heads is not None:
+                        _compile_aux(model, heads, aux_loss_weight)
+            _clip_summed_gradients(model.optimizer, strategy)
+            _check_finite_on_every_replica(model.optimizer, strategy)
 
         jit_compile = resolve_jit_compile(jit_compile, strategy=strategy)
         do_compile(jit_compile)
@@ -2880,7 +3021,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # warns when it is left at True).
         # A label outside the classes, or a folder's image that cannot be decoded, in any
         # split: fit's one line, not TensorFlow's error.
-        with label_errors_as(ValueError, info.name):
+        with label_errors_as(ValueError, info.name), _uneven_parts_as_error(strategy):
             try:
                 with quiet_unknown_length(train, val):
                     model.fit(train, validation_data=val, epochs=fit_epochs, verbose=verbose,

@@ -191,6 +191,64 @@ def test_tune_resnet_cifar10_on_mock_data(tmp_path):
     assert re.search(r"test: \{'accuracy': [0-9.]+, 'loss': [0-9.]+\}", out)
 
 
+def refused(script, *args, cwd):
+    """Run an example that should refuse its arguments: exit code != 0, no traceback; returns
+    the last line of its standard error."""
+    r = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=cwd, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    _check_start_up_filtered(r.stderr)
+    return r.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_an_examples_bad_argument_is_one_line(script, tmp_path):
+    # The zoo refuses it in one line; the examples printed that line under a traceback.
+    line = refused(script, "--epochs", "0", cwd=tmp_path)
+    assert line == f"{script}: error: epochs must be a positive integer. Received: epochs=0"
+
+
+def test_finetune_resnet_folder_refuses_a_model_that_is_no_classifier(tmp_path):
+    # (was TypeError "unet takes no argument(s) 'include_top', 'pooling'", after the demo
+    # folder was written)
+    line = refused("finetune_resnet_folder.py", "--model", "unet", cwd=tmp_path)
+    assert "argument --model: invalid choice: 'unet'" in line and "'resnet18'" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tune_resnet_cifar10_refuses_a_negative_mock_count(tmp_path):
+    # (was TensorFlow's "Input dataset was expected to contain -3 elements" mid-search)
+    line = refused("tune_resnet_cifar10.py", "--mock", "-3", cwd=tmp_path)
+    assert line.endswith("argument --mock: expected a number of fake images per split (0: "
+                         "the real data); received -3")
+
+
+def test_tune_resnet_cifar10_downloads_through_the_search(tmp_path):
+    # --download is tuning.search's download=True, whose failure offline is the zoo's one
+    # line; the script's own tfds.builder(...).download_and_prepare() ended in requests'
+    # traceback. The search is replaced: what it is given is the point.
+    code = ("import runpy, sys\n"
+            "import pandas as pd\n"
+            "import tensorflow_datasets as tfds\n"
+            "import tuning\n"
+            "calls = []\n"
+            "def search(*args, **kwargs):\n"
+            "    calls.append(kwargs)\n"
+            "    df = pd.DataFrame({'trial': ['0'], 'message': ['']})\n"
+            "    df.attrs['best'] = {'trial': '0', 'hyperparameters': {}, 'test': {}}\n"
+            "    return df\n"
+            "def builder(*args, **kwargs):\n"
+            "    raise SystemExit('tfds.builder called')\n"
+            "tuning.search, tfds.builder = search, builder\n"
+            "sys.argv = [sys.argv[1], '--download', '--data-dir', 'tfds']\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "print('search got', calls[0]['download'], calls[0]['data_dir'])\n")
+    r = subprocess.run([sys.executable, "-c", code, str(EXAMPLES / "tune_resnet_cifar10.py")],
+                       cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.splitlines()[-1] == "search got True tfds"
+
+
 @pytest.mark.parametrize("script, model, dataset", [("train_lenet5_digits.py", "lenet5", "digits"),
                                                     ("unet_shapes.py", "unet", "shapes")])
 def test_a_training_example_says_its_default_epochs(script, model, dataset):

@@ -38,9 +38,10 @@ from zoo import data, features, get_model, list_models, model_info, train
 from zoo import weights as zoo_weights
 
 
-def make_demo_folder(root, per_class=40):
-    """Scenes from `shapes`, labelled by the shape covering the most pixels."""
-    images, masks = data.make_shapes(per_class * 6, seed=7)
+def make_demo_folder(root, scenes=240):
+    """``scenes`` scenes from `shapes`, labelled by the shape covering the most pixels (so
+    the classes are not balanced), 4 in 6 in train, 1 in 6 each in validation and test."""
+    images, masks = data.make_shapes(scenes, seed=7)
     names = data.SHAPES_LABELS
     for i, (img, mask) in enumerate(zip(images, masks)):
         counts = np.bincount(mask.ravel(), minlength=4)[1:]

@@ -35,7 +35,8 @@ def main():
     parser.add_argument("--tuner", default="hyperband",
                         choices=("hyperband", "random", "bayesian", "grid"))
     parser.add_argument("--max-trials", type=int, default=60)
-    parser.add_argument("--epochs", type=int, default=27, help="Hyperband's most epochs")
+    parser.add_argument("--epochs", type=int, default=27,
+                        help="epochs per trial (hyperband: the most one model trains)")
     parser.add_argument("--directory", default="tuning_runs")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--download", action="store_true")

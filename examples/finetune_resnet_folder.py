@@ -13,13 +13,16 @@ published file's path), and a fixed layer,
 were trained on (BGR minus the ImageNet mean for ResNet v1, [-1, 1] for the others); without
 it the backbone is random and the example only shows the mechanics. Any registered classifier
 works: stage 2 unfreezes the layers after the backbone's stride-16 feature map (ResNet's
-conv5_x, Xception's blocks 13-14, Inception-v3's mixed8-10; AlexNet's, whose stride-16 map is
-its last convolution's, after its stride-8 one), its batch norms kept frozen.
+conv5_x, with conv4's last block for v2, which strides there; Xception's blocks 13-14;
+Inception-v3's mixed8-10; AlexNet's, whose stride-16 map is its last convolution's, after its
+stride-8 one; LeNet-5's, which has strides 2 and 4 only, after C3), its batch norms kept
+frozen.
 """
 
 import argparse
 import json
 import os
+import sys
 
 from zoo.startlog import for_command_line
 
@@ -31,13 +34,14 @@ import keras
 import numpy as np
 from PIL import Image
 
-from zoo import data, features, get_model, train
+from zoo import data, features, get_model, list_models, model_info, train
 from zoo import weights as zoo_weights
 
 
-def make_demo_folder(root, per_class=40):
-    """Scenes from `shapes`, labelled by the shape covering the most pixels."""
-    images, masks = data.make_shapes(per_class * 6, seed=7)
+def make_demo_folder(root, scenes=240):
+    """``scenes`` scenes from `shapes`, labelled by the shape covering the most pixels (so
+    the classes are not balanced), 4 in 6 in train, 1 in 6 each in validation and test."""
+    images, masks = data.make_shapes(scenes, seed=7)
     names = data.SHAPES_LABELS
     for i, (img, mask) in enumerate(zip(images, masks)):
         counts = np.bincount(mask.ravel(), minlength=4)[1:]
@@ -51,7 +55,9 @@ def make_demo_folder(root, per_class=40):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--folder", default=None)
-    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--model", default="resnet18",
+                        choices=[n for n in list_models()
+                                 if model_info(n).task == "classification"])
     parser.add_argument("--weights", default=None,
                         help="imagenet (models with published weights: zoo list) or a file")
     parser.add_argument("--image-size", type=int, default=64)
@@ -79,9 +85,10 @@ def main():
     x = keras.layers.Dropout(0.2, name="head_dropout")(x)
     outputs = keras.layers.Dense(info.num_classes, activation="softmax", name="head")(x)
     model = keras.Model(inputs, outputs, name=f"{args.model}_finetuned")
+    head_dir = os.path.join(args.run_dir, "1_head")
     train.fit(model, splits, epochs=args.epochs, learning_rate=1e-3, model_name=args.model,
-              run_dir=os.path.join(args.run_dir, "1_head"), verbose=2)
-    print(f"head only: test accuracy {read_test_accuracy(train.fit.last_run_dir):.4f}")
+              run_dir=head_dir, verbose=2)
+    print(f"head only: test accuracy {read_test_accuracy(head_dir):.4f}")
 
     # 2. Unfreeze the top stage (the layers after the stride-16 feature map: ResNet's
     # conv5_x; after the one before where no layer after it has weights: AlexNet's last
@@ -99,11 +106,11 @@ def main():
             not isinstance(layer, keras.layers.BatchNormalization)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     print(f"fine-tuning {trainable:,} parameters (top stage + head)")
+    top_dir = os.path.join(args.run_dir, "2_top")
     history = train.fit(model, splits, epochs=args.epochs, learning_rate=1e-4,
-                        model_name=args.model, run_dir=os.path.join(args.run_dir, "2_top"),
-                        verbose=2)
+                        model_name=args.model, run_dir=top_dir, verbose=2)
     print(history.tail(1).to_string(index=False))
-    print(f"fine-tuned: test accuracy {read_test_accuracy(train.fit.last_run_dir):.4f}")
+    print(f"fine-tuned: test accuracy {read_test_accuracy(top_dir):.4f}")
 
 
 def read_test_accuracy(run_dir):
@@ -112,4 +119,7 @@ def read_test_accuracy(run_dir):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as exc:   # a bad argument: the zoo says it in one line
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {exc}")

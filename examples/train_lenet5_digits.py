@@ -8,6 +8,7 @@ The same run from the shell: ``zoo train lenet5``.
 
 import argparse
 import os
+import sys
 
 from zoo.startlog import for_command_line
 
@@ -50,4 +51,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as exc:   # a bad argument: the zoo says it in one line
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {exc}")

@@ -22,6 +22,8 @@ The same search from the command line::
 """
 
 import argparse
+import os
+import sys
 import time
 
 from zoo.startlog import for_command_line
@@ -81,4 +83,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as exc:   # a bad argument: the zoo says it in one line
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {exc}")

@@ -16,6 +16,8 @@ The same search on the command line, on one machine or spread over several
 
 import argparse
 import contextlib
+import os
+import sys
 
 from zoo.startlog import for_command_line
 
@@ -30,9 +32,11 @@ SPACE = {"depth": "18,34", "lr": "1e-4:1e-2", "batch_size": "64,128"}
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--tuner", default="hyperband")
+    parser.add_argument("--tuner", default="hyperband",
+                        choices=("hyperband", "random", "bayesian", "grid"))
     parser.add_argument("--max-trials", type=int, default=60)
-    parser.add_argument("--epochs", type=int, default=27, help="Hyperband's most epochs")
+    parser.add_argument("--epochs", type=int, default=27,
+                        help="epochs per trial (hyperband: the most one model trains)")
     parser.add_argument("--directory", default="tuning_runs")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--download", action="store_true")
@@ -40,10 +44,10 @@ def main():
                         help="fake N images per split instead of the real data")
     parser.add_argument("--export", action="store_true")
     args = parser.parse_args()
+    if args.mock < 0:
+        parser.error(f"argument --mock: expected a number of fake images per split (0: the "
+                     f"real data); received {args.mock}")
 
-    if args.download:
-        import tensorflow_datasets as tfds
-        tfds.builder("cifar10", data_dir=args.data_dir).download_and_prepare()
     mock = contextlib.nullcontext()
     if args.mock:
         import tensorflow_datasets as tfds
@@ -52,6 +56,7 @@ def main():
         df = tuning.search(
             "resnet", "cifar10", tuner=args.tuner, max_trials=args.max_trials,
             epochs=args.epochs, directory=args.directory, data_dir=args.data_dir,
+            download=args.download,
             project="resnet_cifar10_mock" if args.mock else None, overwrite=bool(args.mock),
             set=SPACE,
             export=args.export)
@@ -62,4 +67,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as exc:   # a bad argument: the zoo says it in one line
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {exc}")

@@ -8,6 +8,7 @@ The same run from the shell: ``zoo train unet --dataset shapes``.
 import argparse
 import json
 import os
+import sys
 
 from zoo.startlog import for_command_line
 
@@ -28,7 +29,8 @@ def main():
     args = parser.parse_args()
 
     # 64x64 RGB scenes; classes background, circle, square, triangle. Flips and shifts move
-    # image and mask together; validation and test are never augmented.
+    # image and mask together (contrast changes the image alone); validation and test are
+    # never augmented.
     splits = data.load_splits("shapes", image_size=(64, 64), batch_size=defaults["batch_size"],
                               augment=True)
     # A small U-Net: same padding (output = input size), 8 base filters, 3 poolings, batch
@@ -53,4 +55,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as exc:   # a bad argument: the zoo says it in one line
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {exc}")

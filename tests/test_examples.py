@@ -72,6 +72,49 @@ def test_every_example_is_tested():
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
+def _public_names_used(tree):
+    """``(module, name)`` of every name an example takes from ``zoo`` or ``tuning``: ``from
+    zoo.M import n``, and ``alias.n`` for ``from zoo import M as alias`` or ``import tuning``."""
+    import importlib
+    modules, used = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update({a.asname or a.name: a.name for a in node.names
+                            if a.name.split(".")[0] in ("zoo", "tuning")})
+        elif isinstance(node, ast.ImportFrom) and node.module.split(".")[0] in ("zoo", "tuning"):
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if importlib.util.find_spec(node.module) and \
+                        isinstance(getattr(importlib.import_module(node.module), alias.name),
+                                   type(importlib)):
+                    modules[alias.asname or alias.name] = full
+                else:
+                    used.append((node.module, alias.name))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in modules:
+            used.append((modules[node.value.id], node.attr))
+    return used
+
+
+def test_the_examples_use_the_public_api():
+    # train.train_defaults and data.SHAPES_LABELS were in no __all__ and not in the README,
+    # and finetune_resnet_folder.py read fit.last_run_dir, which neither documents.
+    import importlib
+    readme = (REPO / "README.md").read_text()
+    for script in sorted(EXAMPLES.glob("*.py")):
+        for module_name, name in _public_names_used(ast.parse(script.read_text())):
+            module = importlib.import_module(module_name)
+            public = getattr(module, "__all__", None)
+            assert not name.startswith("_") and hasattr(module, name), (script.name, name)
+            if public is not None:
+                assert name in public, (script.name, module_name, name)
+            else:    # (zoo.startlog, zoo.weights: the README names what is public)
+                assert f"{module_name}.{name}" in readme, (script.name, module_name, name)
+    source = (EXAMPLES / "finetune_resnet_folder.py").read_text()
+    assert "last_run_dir" not in source
+
+
 def test_every_examples_help_describes_it_with_its_docstrings_first_paragraph():
     # Two scripts' --help cut their description at the docstring's first line, mid-sentence
     # ("... a frozen ResNet backbone with a new head, then").
@@ -189,6 +232,64 @@ def test_tune_resnet_cifar10_on_mock_data(tmp_path):
               "--directory", "runs", cwd=tmp_path)
     assert re.search(r"best trial 0: \{'depth': (18|34),", out)
     assert re.search(r"test: \{'accuracy': [0-9.]+, 'loss': [0-9.]+\}", out)
+
+
+def refused(script, *args, cwd):
+    """Run an example that should refuse its arguments: exit code != 0, no traceback; returns
+    the last line of its standard error."""
+    r = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=cwd, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    _check_start_up_filtered(r.stderr)
+    return r.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_an_examples_bad_argument_is_one_line(script, tmp_path):
+    # The zoo refuses it in one line; the examples printed that line under a traceback.
+    line = refused(script, "--epochs", "0", cwd=tmp_path)
+    assert line == f"{script}: error: epochs must be a positive integer. Received: epochs=0"
+
+
+def test_finetune_resnet_folder_refuses_a_model_that_is_no_classifier(tmp_path):
+    # (was TypeError "unet takes no argument(s) 'include_top', 'pooling'", after the demo
+    # folder was written)
+    line = refused("finetune_resnet_folder.py", "--model", "unet", cwd=tmp_path)
+    assert "argument --model: invalid choice: 'unet'" in line and "'resnet18'" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tune_resnet_cifar10_refuses_a_negative_mock_count(tmp_path):
+    # (was TensorFlow's "Input dataset was expected to contain -3 elements" mid-search)
+    line = refused("tune_resnet_cifar10.py", "--mock", "-3", cwd=tmp_path)
+    assert line.endswith("argument --mock: expected a number of fake images per split (0: "
+                         "the real data); received -3")
+
+
+def test_tune_resnet_cifar10_downloads_through_the_search(tmp_path):
+    # --download is tuning.search's download=True, whose failure offline is the zoo's one
+    # line; the script's own tfds.builder(...).download_and_prepare() ended in requests'
+    # traceback. The search is replaced: what it is given is the point.
+    code = ("import runpy, sys\n"
+            "import pandas as pd\n"
+            "import tensorflow_datasets as tfds\n"
+            "import tuning\n"
+            "calls = []\n"
+            "def search(*args, **kwargs):\n"
+            "    calls.append(kwargs)\n"
+            "    df = pd.DataFrame({'trial': ['0'], 'message': ['']})\n"
+            "    df.attrs['best'] = {'trial': '0', 'hyperparameters': {}, 'test': {}}\n"
+            "    return df\n"
+            "def builder(*args, **kwargs):\n"
+            "    raise SystemExit('tfds.builder called')\n"
+            "tuning.search, tfds.builder = search, builder\n"
+            "sys.argv = [sys.argv[1], '--download', '--data-dir', 'tfds']\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "print('search got', calls[0]['download'], calls[0]['data_dir'])\n")
+    r = subprocess.run([sys.executable, "-c", code, str(EXAMPLES / "tune_resnet_cifar10.py")],
+                       cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.splitlines()[-1] == "search got True tfds"
 
 
 @pytest.mark.parametrize("script, model, dataset", [("train_lenet5_digits.py", "lenet5", "digits"),

@@ -239,6 +239,23 @@ def test_register_checks_bfloat16_min_input_size(monkeypatch):
         assert type(info.bfloat16_min_input_size) is int
 
 
+def test_register_checks_task(monkeypatch):
+    from zoo import registry
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    for value in ("detection", "Classification", None, 1):
+        with pytest.raises(ValueError) as e:
+            register(family="lenet", paper="x", year=1, default_input_shape=(32, 32, 1),
+                     min_input_size=32, task=value)
+        assert str(e.value) == (f"register: task must be one of 'classification', "
+                                f"'segmentation'. Received: task={value!r}")
+
+    @register(family="unet", paper="x", year=1, default_input_shape=(32, 32, 1),
+              min_input_size=32, task="segmentation")
+    def task_probe():
+        pass
+    assert zoo.model_info("task_probe").task == "segmentation"
+
+
 def test_default_num_classes_is_the_builders_default():
     import inspect
     for name in zoo.list_models():

@@ -135,6 +135,21 @@ def test_resnet_depth_picks_the_builder_and_the_models_weighed():
         hms.get_hypermodel("resnet34", fix={"depth": 18})
 
 
+def test_a_resnet_aliases_fixed_depth_is_checked_as_resnets():
+    # (was int()'s "invalid literal for int() with base 10: 'abc'" for zoo tune resnet34
+    # --fix depth=abc, a TypeError for None, and 34.5 taken as 34)
+    for value in ("abc", None, 34.5):
+        with pytest.raises(ValueError) as e:
+            hms.get_hypermodel("resnet34", fix={"depth": value})
+        assert str(e.value) == f"hyperparameter 'depth' takes int values. Received: {value!r}"
+        with pytest.raises(ValueError) as family:
+            hms.get_hypermodel("resnet", fix={"depth": value})
+        assert str(family.value) == str(e.value)
+    for value in (34, "34"):
+        hm = hms.get_hypermodel("resnet34", fix={"depth": value})
+        assert (hm.params["depth"].kind, hm.params["depth"].default) == ("fixed", 34)
+
+
 def test_unet_sizes_are_checked_on_height_and_width_for_every_depth():
     hm = hms.UNetHyperModel(input_shape=(32, 32, 1), num_classes=3)
     assert hm.min_input_size() == 32

@@ -965,14 +965,16 @@ def get_hypermodel(name: str, **kwargs) -> ZooHyperModel:
     check_set_fix(kwargs.get("set"), kwargs.get("fix"))
     fix = dict(kwargs.pop("fix", None) or {})
     key = ALIASES.get(name, name)
-    depth = None
-    if isinstance(key, tuple):
-        _, depth = key
-        if "depth" in fix and int(fix["depth"]) != depth:
-            raise ValueError(f"{name} fixes depth={depth}; received fix depth={fix['depth']}. "
-                             f"Tune 'resnet' to choose the depth.")
-        fix.pop("depth", None)
+    # A fixed depth is checked by the family's space first (its text form, "34", is 34; a
+    # value it does not allow is refused as for "resnet": was int()'s "invalid literal for
+    # int() with base 10: 'abc'", and 34.5 passed as 34).
     hypermodel = HYPERMODELS[family_of(name)](fix=fix, **kwargs)
+    if not isinstance(key, tuple):
+        return hypermodel
+    _, depth = key
+    if "depth" in fix and hypermodel.params["depth"].default != depth:
+        raise ValueError(f"{name} fixes depth={depth}; received fix depth={fix['depth']}. "
+                         f"Tune 'resnet' to choose the depth.")
     # The alias's own depth, after set: narrowing depth stays allowed (the constructor
     # refuses a name given to both set and fix).
-    return hypermodel if depth is None else hypermodel.fix("depth", depth)
+    return hypermodel.fix("depth", depth)

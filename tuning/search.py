@@ -1090,8 +1090,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
 
     Example:
         >>> df = search("lenet5", "digits", tuner="random", max_trials=5, epochs=10,
-        ...             fix={"variant": "modern"}, set={"lr": "1e-3:1e-2"})
-        >>> df[["trial", "status", "lr", "score"]]
+        ...             fix={"variant": "modern"}, set={"lr": "1e-3:1e-2"})  # doctest: +SKIP
+        >>> df[["trial", "status", "lr", "score"]]  # doctest: +SKIP
     """
     from tuning.hypermodels import ZooHyperModel, check_set_fix, get_hypermodel
 

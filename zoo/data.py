@@ -53,7 +53,7 @@ __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_d
            "augmenter", "check_augment_settings", "make_shapes", "digits_arrays",
            "train_class_counts", "OFFLINE_DATASETS", "check_info_fields", "check_splits",
            "autotune_by_default", "without_autotune", "with_default_autotune", "load_raw",
-           "RawSplit", "convert_channels"]
+           "RawSplit", "convert_channels", "SHAPES_LABELS"]
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
@@ -690,6 +690,7 @@ def _digits_source(data_dir=None, download=False):
 
 # --- shapes ---------------------------------------------------------------------------
 
+#: The classes of the ``shapes`` dataset: :func:`make_shapes`' mask values 0..3.
 SHAPES_LABELS = ["background", "circle", "square", "triangle"]
 _SHAPES_SIZES = {"train": 1000, "validation": 100, "test": 200}
 _SHAPES_SEEDS = {"train": 101, "validation": 202, "test": 303}

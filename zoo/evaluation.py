@@ -173,7 +173,7 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=None, 
 
     Example:
         >>> r = evaluate("saved_models/lenet5", "digits")  # doctest: +SKIP
-        >>> r["accuracy"], r["per_class"][3]["recall"]
+        >>> r["accuracy"], r["per_class"][3]["recall"]  # doctest: +SKIP
     """
     from zoo import data, serving
     from zoo.common import is_integer

@@ -91,10 +91,15 @@ def register(*, family, paper, year, default_input_shape, min_input_size,
         and returns the builder unchanged.
 
     Raises:
-        ValueError: ``bfloat16_min_input_size`` is not a non-negative integer; (when the
-            decorator is applied) the name is already registered.
+        ValueError: ``task`` is neither of the two, ``bfloat16_min_input_size`` is not a
+            non-negative integer; (when the decorator is applied) the name is already
+            registered.
     """
-    from zoo.common import is_integer
+    from zoo.common import TASKS, is_integer
+    if not isinstance(task, str) or task not in TASKS:
+        # (was recorded as given: a task that training, export and serving do not know)
+        raise ValueError(f"register: task must be one of {', '.join(map(repr, TASKS))}. "
+                         f"Received: task={task!r}")
     if not is_integer(bfloat16_min_input_size) or bfloat16_min_input_size < 0:
         raise ValueError(f"register: bfloat16_min_input_size must be a non-negative integer "
                          f"(the smallest input height and width at which "

@@ -1788,7 +1788,7 @@ def mask_at_size(probabilities, size) -> np.ndarray:
 
     Example:
         >>> out = servable.predict("photo.png")  # doctest: +SKIP
-        >>> mask = mask_at_size(out["probabilities"][0], (480, 640))
+        >>> mask = mask_at_size(out["probabilities"][0], (480, 640))  # doctest: +SKIP
     """
     probabilities = np.asarray(probabilities, dtype="float32")
     if probabilities.ndim != 3 or 0 in probabilities.shape:   # (no classes: None came back)

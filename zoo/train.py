@@ -50,7 +50,7 @@ __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
            "cosine_schedule", "PlateauSchedule", "set_batch_norm_momentum",
            "SparseDiceLoss", "CrossEntropyDiceLoss", "SparsePixelAccuracy", "build_for_dataset",
            "pretrained_classifier",
-           "configure_train", "TRAIN_DEFAULTS"]
+           "configure_train", "TRAIN_DEFAULTS", "train_defaults"]
 
 _PACKAGE = "zoo"
 

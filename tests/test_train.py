@@ -2014,6 +2014,36 @@ def test_every_file_of_a_run_reaches_the_disk_before_its_rename(digits8, tmp_pat
         assert ("sync", renamed[1]) in events[:events.index(renamed)], renamed[2]
 
 
+@pytest.mark.parametrize("policy", ["bfloat16", "float16"])
+def test_an_optimizer_instance_goes_on_in_a_second_fit_of_a_rebuilt_model(digits8, policy):
+    """Under a mixed policy the model trains as a rebuilt copy, for which the first fit
+    built the optimizer instance: a second fit given it again failed ("Unknown variable:
+    <Variable path=conv/kernel ...> ... recreate a new optimizer instance"). It goes on from
+    the first's step count and moments, as where the model trains as it is (float32), also
+    with fewer layers trainable (a stage of fine-tuning)."""
+    model, opt = tiny_classifier(), keras.optimizers.Adam(1e-3)
+    kw = dict(epochs=1, verbose=0, optimizer=opt, mixed_precision=policy, jit_compile=False,
+              early_stopping=False)
+    train.fit(model, digits8, **kw)
+    first = [np.array(v) for v in opt.variables]
+    assert int(opt.iterations.numpy()) == 3 and len(first) == 10   # 2 + 2 slots x 4
+
+    class Look(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            optimizer = self.model.optimizer
+            self.state = [np.array(v) for v in getattr(optimizer, "inner_optimizer",
+                                                       optimizer).variables]
+    look = Look()
+    train.fit(model, digits8, callbacks=[look], **kw)
+    assert len(look.state) == len(first)
+    for mine, theirs in zip(look.state, first):
+        np.testing.assert_array_equal(mine, theirs)
+    assert int(train.fit.last_model.optimizer.iterations.numpy()) == 6
+    model.get_layer("conv").trainable = False
+    train.fit(model, digits8, **kw)
+    assert int(train.fit.last_model.optimizer.iterations.numpy()) == 9
+
+
 def test_a_resume_with_fewer_epochs_than_were_trained_is_refused(digits8, tmp_path):
     """Two epochs kept, then epochs=1: Keras would train nothing and the run would record
     epochs=1; refused before anything is written, and the killed run still resumes."""

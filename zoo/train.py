@@ -1494,19 +1494,68 @@ def _gpu_strategy():
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else None
 
 
-def _optimizer_for(optimizer, strategy):
-    """``optimizer`` (a name or an instance) as ``fit`` compiles with it under ``strategy``:
-    an instance whose variables were made outside the strategy's scope (any made before
-    ``fit``'s own strategy over several GPUs) is replaced by a new one of its config, made in
-    the scope (Keras' first update of one with slot variables, Adam's moments or SGD's
-    momentum, failed: "Mixing different tf.distribute.Strategy objects"); its settings
-    (learning rate or schedule, weight decay, clipping) are the same."""
-    if strategy is None or not isinstance(optimizer, keras.optimizers.Optimizer):
+def _optimizer_for(optimizer, model, strategy):
+    """``optimizer`` (a name or an instance) as ``fit`` compiles ``model`` with it under
+    ``strategy`` (or none). An instance Keras would refuse is replaced by a new one of its
+    config (its settings: learning rate or schedule, weight decay, clipping), made here, so in
+    the strategy's scope:
+
+    - one whose variables were made outside the strategy's scope (any made before ``fit``'s
+      own strategy over several GPUs; Keras' first update of one with slot variables, Adam's
+      moments or SGD's momentum, failed: "Mixing different tf.distribute.Strategy objects");
+    - one already built for other variables than ``model``'s trainable ones (Keras: "Unknown
+      variable ... recreate a new optimizer instance"): passed to a second ``fit`` of a model
+      that trains as a rebuilt copy (a mixed policy, a strategy), whose first ``fit`` built it
+      for the first copy, or to a model whose trainable set changed (a stage of fine-tuning).
+
+    Where ``model``'s trainable variables are among those it was built for as rebuilt (the
+    same paths and shapes: a second ``fit`` of a rebuilt model, perhaps with fewer layers
+    trainable), the new one takes over its state (step count, moments), by variable path, so
+    that the second ``fit`` goes on as it does where the model trains as it is (Keras keeps an
+    instance built for a superset of the variables); else it starts afresh. The instance
+    passed keeps its own state: a later ``fit`` given it again goes on from its last new one."""
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
         return optimizer
-    iterations = getattr(optimizer.iterations, "value", optimizer.iterations)
-    if strategy.extended.variable_created_in_scope(iterations):
+    # The state is the one that trained last: the new one of an earlier fit, if any (only
+    # the last is kept: each holds the variables of the copy it trained).
+    given, optimizer = optimizer, getattr(optimizer, "_zoo_continued_by", None) or optimizer
+    built = bool(optimizer.built)
+    wanted = list(model.trainable_variables)
+    had = list(optimizer._trainable_variables) if built else []
+    known = {id(v) for v in had}
+    foreign = built and any(id(v) not in known for v in wanted)
+    outside = strategy is not None and not strategy.extended.variable_created_in_scope(
+        getattr(optimizer.iterations, "value", optimizer.iterations))
+    if not (foreign or outside):
         return optimizer
-    return type(optimizer).from_config(optimizer.get_config())
+    fresh = type(optimizer).from_config(optimizer.get_config())
+    given._zoo_continued_by = fresh
+    if built and {(v.path, tuple(v.shape)) for v in wanted} <= {
+            (v.path, tuple(v.shape)) for v in had}:
+        fresh._zoo_state_from = optimizer   # (taken once compiled: _take_optimizer_state)
+    return fresh
+
+
+def _take_optimizer_state(model) -> None:
+    """Build ``model``'s optimizer, compiled with a new one of :func:`_optimizer_for`'s
+    that takes over an earlier one's state, and give it that state (its variables by name:
+    the step count, the moments); built here, in the strategy's scope, once, also where
+    the loss scaling of float16 wraps it (whose ``build`` builds the one it wraps)."""
+    compiled = model.optimizer
+    inner = getattr(compiled, "inner_optimizer", None) or compiled
+    source = getattr(inner, "_zoo_state_from", None)
+    if source is None:
+        return
+    del inner._zoo_state_from
+    if not compiled.built:
+        compiled.build(model.trainable_variables)
+    # By the last part of the path: the rest is the name scope it was built in (a loss
+    # scaling's, "loss_scale_optimizer/adam/..."); a slot's name holds its variable's path.
+    old = {v.path.rsplit("/", 1)[-1]: v for v in source.variables}
+    for mine in inner.variables:
+        theirs = old.get(mine.path.rsplit("/", 1)[-1])
+        if theirs is not None and tuple(theirs.shape) == tuple(mine.shape):
+            mine.assign(theirs)
 
 
 def _check_finite_on_every_replica(optimizer, strategy) -> None:
@@ -2998,7 +3047,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                 if not compile:   # a rebuilt copy: compiled as the model passed in was
                     _compile_like(model, given)
                 else:
-                    compile_model(model, task, optimizer=_optimizer_for(optimizer, strategy),
+                    compile_model(model, task,
+                                  optimizer=_optimizer_for(optimizer, model, strategy),
                                   learning_rate=learning_rate,
                                   jit_compile=jit, label_smoothing=label_smoothing,
                                   weight_decay=weight_decay, clip_norm=clip_norm,
@@ -3006,6 +3056,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                                   ignore_label=info.ignore_label)
                     if heads is not None:
                         _compile_aux(model, heads, aux_loss_weight)
+                    _take_optimizer_state(model)
             _clip_summed_gradients(model.optimizer, strategy)
             _check_finite_on_every_replica(model.optimizer, strategy)
 

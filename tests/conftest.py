@@ -54,6 +54,25 @@ def deny_writes(monkeypatch, directory):
         os.path.abspath(path) != os.path.abspath(directory) and access(path, mode, **kw)))
 
 
+def record_syncs_and_renames(monkeypatch) -> list:
+    """Record, in order, each ``os.fsync`` (``("sync", the path of the file or directory)``)
+    and each ``os.rename``/``os.replace`` (``("rename", source, target)``) from here on;
+    returns the list the events go into (``fsync``'s paths are read from /proc/self/fd)."""
+    events = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    for name in ("rename", "replace"):
+        def renamed(src, dst, *args, _real=getattr(os, name), **kwargs):
+            events.append(("rename", os.fspath(src), os.fspath(dst)))
+            return _real(src, dst, *args, **kwargs)
+        monkeypatch.setattr(os, name, renamed)
+    return events
+
+
 def wait_for_marker(path, proc, what, seconds=240):
     """Wait until the subprocess ``proc`` has written the file ``path`` (the moment a test
     stops it at), or has ended; assert the file is there (``what``: what did not happen)."""

@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import zoo  # noqa: E402
 from zoo import export as zoo_export  # noqa: E402
-from conftest import deny_writes  # noqa: E402
+from conftest import deny_writes, record_syncs_and_renames  # noqa: E402
 from zoo.data import DatasetInfo, load_splits  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,17 +97,7 @@ def test_every_file_of_a_version_reaches_the_disk_before_its_rename(model, tmp_p
     """After a power loss a version directory is whole or absent: each of its files and
     directories is synced before the rename that makes it visible, and the model directory
     after (only zoo.json was synced; the SavedModel's files could be empty)."""
-    events, real_fsync, real_rename = [], os.fsync, os.rename
-
-    def fsync(fd):
-        events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
-        return real_fsync(fd)
-
-    def rename(src, dst, *args, **kwargs):
-        events.append(("rename", os.fspath(src), os.fspath(dst)))
-        return real_rename(src, dst, *args, **kwargs)
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "rename", rename)
+    events = record_syncs_and_renames(monkeypatch)
     target = zoo.export(model, tmp_path, name="m", version=2)
     (renamed,) = [e for e in events if e[0] == "rename" and e[2] == target]
     before, after = events[:events.index(renamed)], events[events.index(renamed) + 1:]

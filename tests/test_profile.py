@@ -20,7 +20,7 @@ from keras import layers as L
 
 import zoo
 import zoo.profile as zprofile
-from conftest import wait_for_marker
+from conftest import record_syncs_and_renames, wait_for_marker
 from zoo import cli
 from zoo.layers import PartialConv2D, RBFOutput, Subsampling
 
@@ -803,17 +803,7 @@ def test_atomic_write_syncs_the_file_before_its_rename_and_the_directory_after(t
     """After a power loss the file holds its old content or its new one: the data reaches
     the disk before the rename (a rename can reach it before the data it names, leaving an
     empty file under the name), and the directory's entry after."""
-    events, real_fsync, real_replace = [], os.fsync, os.replace
-
-    def fsync(fd):
-        events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
-        return real_fsync(fd)
-
-    def replace(src, dst, *args, **kwargs):
-        events.append(("rename", os.fspath(src), os.fspath(dst)))
-        return real_replace(src, dst, *args, **kwargs)
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
+    events = record_syncs_and_renames(monkeypatch)
     target = str(tmp_path / "run" / "info.json")
     zoo.common.atomic_write_text(target, "{}")
     (renamed,) = [e for e in events if e[0] == "rename"]

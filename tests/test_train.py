@@ -22,7 +22,8 @@ import zoo  # noqa: E402
 from zoo import data, train
 from zoo.cli import main as zoo_main
 
-from conftest import built_under_global_policy, subclassed_model  # noqa: E402
+from conftest import (built_under_global_policy, record_syncs_and_renames,  # noqa: E402
+                      subclassed_model)
 
 
 def tiny_classifier(input_shape=(8, 8, 1), num_classes=10, activation="softmax"):
@@ -1992,17 +1993,7 @@ def test_every_file_of_a_run_reaches_the_disk_before_its_rename(digits8, tmp_pat
     """After a power loss a run's files (the backup's weights, model.keras, info.json, ...)
     hold their old content or their new one, never an empty file: each is synced before the
     rename that gives it its name (only exports were)."""
-    events, real_fsync, real_replace = [], os.fsync, os.replace
-
-    def fsync(fd):
-        events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
-        return real_fsync(fd)
-
-    def replace(src, dst, *args, **kwargs):
-        events.append(("rename", os.fspath(src), os.fspath(dst)))
-        return real_replace(src, dst, *args, **kwargs)
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
+    events = record_syncs_and_renames(monkeypatch)
     run = tmp_path / "run"
     train.fit(tiny_classifier(), digits8, run_dir=str(run), epochs=1, verbose=0,
               mixed_precision="off", jit_compile=False, early_stopping=False)

@@ -1494,6 +1494,24 @@ def _gpu_strategy():
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else None
 
 
+def _check_plateau_patience(lr_schedule, early_stopping, patience, command=False) -> None:
+    """Refuse early stopping that would end a plateau schedule's run before its first
+    lowering, in ``fit``'s arguments or (``command``) ``zoo train``'s options."""
+    if lr_schedule != "plateau" or not early_stopping or patience > PLATEAU_PATIENCE:
+        return
+    if command:
+        raise ValueError(f"--lr-schedule plateau lowers the learning rate after "
+                         f"{PLATEAU_PATIENCE} epochs without improvement, and early stopping "
+                         f"with --patience {patience} would end the run first: give "
+                         f"--patience above {PLATEAU_PATIENCE} (default {PATIENCE}) or "
+                         f"--no-early-stopping")
+    raise ValueError(f"lr_schedule='plateau' lowers the learning rate after "
+                     f"{PLATEAU_PATIENCE} epochs without improvement, and early stopping "
+                     f"with patience={patience} would end the run first: give a patience "
+                     f"above {PLATEAU_PATIENCE} (default {PATIENCE}) or no early stopping. "
+                     f"Received: lr_schedule='plateau', patience={patience}")
+
+
 def _optimizer_for(optimizer, model, strategy):
     """``optimizer`` (a name or an instance) as ``fit`` compiles ``model`` with it under
     ``strategy`` (or none). An instance Keras would refuse is replaced by a new one of its
@@ -2685,12 +2703,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                          f"turns off. Received: patience={zdata._short(patience)}, "
                          f"early_stopping=False")
     patience = PATIENCE if patience is None else zdata.check_count("patience", patience, 0)
-    if lr_schedule == "plateau" and early_stopping and patience <= PLATEAU_PATIENCE:
-        raise ValueError(f"lr_schedule='plateau' lowers the learning rate after "
-                         f"{PLATEAU_PATIENCE} epochs without improvement, and early stopping "
-                         f"with patience={patience} would end the run first: give a patience "
-                         f"above {PLATEAU_PATIENCE} (default {PATIENCE}) or no early stopping. "
-                         f"Received: lr_schedule='plateau', patience={patience}")
+    _check_plateau_patience(lr_schedule, early_stopping, patience)
     callbacks = check_callbacks(callbacks)
     check_run_dir(run_dir)
     resolve_jit_compile(jit_compile)   # a bad value, refused before any loading
@@ -3530,12 +3543,7 @@ def _train_command(args):
              f"add --early-stopping" if args.early_stopping is None
              else "--no-early-stopping turns off"))
     lr_schedule = args.lr_schedule or d["lr_schedule"]
-    if lr_schedule == "plateau" and early_stopping and patience <= PLATEAU_PATIENCE:
-        raise ValueError(f"--lr-schedule plateau lowers the learning rate after "
-                         f"{PLATEAU_PATIENCE} epochs without improvement, and early stopping "
-                         f"with --patience {patience} would end the run first: give "
-                         f"--patience above {PLATEAU_PATIENCE} (default {PATIENCE}) or "
-                         f"--no-early-stopping")
+    _check_plateau_patience(lr_schedule, early_stopping, patience, command=True)
     # --weights and --freeze-backbone, or U-Net's builder options of the same meaning.
     given = dict(args.model_arg)
     if "imagenet_input" in given:

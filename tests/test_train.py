@@ -2035,6 +2035,23 @@ def test_an_optimizer_instance_goes_on_in_a_second_fit_of_a_rebuilt_model(digits
     assert int(train.fit.last_model.optimizer.iterations.numpy()) == 9
 
 
+def test_a_compiled_models_optimizer_goes_on_in_a_second_fit_of_a_rebuilt_model(digits8):
+    """fit(compile=False) of a model that trains as a rebuilt copy (a mixed policy) compiles
+    the copy with a new optimizer of the model's optimizer's config: each fit started afresh
+    (step count 3, 3), where the model trained as it is goes on (3, 6)."""
+    model = tiny_classifier()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy())
+    kw = dict(epochs=1, verbose=0, compile=False, mixed_precision="bfloat16",
+              jit_compile=False, early_stopping=False)
+    steps = []
+    for _ in range(2):
+        train.fit(model, digits8, **kw)
+        steps.append(int(train.fit.last_model.optimizer.iterations.numpy()))
+    assert steps == [3, 6]
+    assert not model.optimizer.built   # the model's own stays its own (built for no copy)
+
+
 def test_a_resume_with_fewer_epochs_than_were_trained_is_refused(digits8, tmp_path):
     """Two epochs kept, then epochs=1: Keras would train nothing and the run would record
     epochs=1; refused before anything is written, and the killed run still resumes."""

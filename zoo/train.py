@@ -1528,7 +1528,7 @@ def _optimizer_for(optimizer, model, strategy):
 
     Where ``model``'s trainable variables are among those it was built for as rebuilt (the
     same paths and shapes: a second ``fit`` of a rebuilt model, perhaps with fewer layers
-    trainable), the new one takes over its state (step count, moments), by variable path, so
+    trainable), the new one takes over its state (step count, moments), by variable name, so
     that the second ``fit`` goes on as it does where the model trains as it is (Keras keeps an
     instance built for a superset of the variables); else it starts afresh. The instance
     passed keeps its own state: a later ``fit`` given it again goes on from its last new one."""
@@ -1547,11 +1547,22 @@ def _optimizer_for(optimizer, model, strategy):
     if not (foreign or outside):
         return optimizer
     fresh = type(optimizer).from_config(optimizer.get_config())
-    given._zoo_continued_by = fresh
-    if built and {(v.path, tuple(v.shape)) for v in wanted} <= {
-            (v.path, tuple(v.shape)) for v in had}:
-        fresh._zoo_state_from = optimizer   # (taken once compiled: _take_optimizer_state)
+    _continue_with(given, fresh, model)
     return fresh
+
+
+def _continue_with(given, fresh, model) -> None:
+    """Make ``fresh``, a new optimizer of ``given``'s config for ``model``, take over the
+    state of the one that trained last in its place (``given`` or an earlier ``fresh``), once
+    compiled (:func:`_take_optimizer_state`): where ``model``'s trainable variables are among
+    those that one was built for (the same paths and shapes; else it starts afresh)."""
+    last = getattr(given, "_zoo_continued_by", None) or given
+    given._zoo_continued_by = fresh   # (only the last is kept: each holds its copy's variables)
+    if not last.built:
+        return
+    wanted = {(v.path, tuple(v.shape)) for v in model.trainable_variables}
+    if wanted <= {(v.path, tuple(v.shape)) for v in last._trainable_variables}:
+        fresh._zoo_state_from = last
 
 
 def _take_optimizer_state(model) -> None:
@@ -1560,7 +1571,7 @@ def _take_optimizer_state(model) -> None:
     the step count, the moments); built here, in the strategy's scope, once, also where
     the loss scaling of float16 wraps it (whose ``build`` builds the one it wraps)."""
     compiled = model.optimizer
-    inner = getattr(compiled, "inner_optimizer", None) or compiled
+    inner = _inner(compiled)
     source = getattr(inner, "_zoo_state_from", None)
     if source is None:
         return
@@ -2306,10 +2317,18 @@ def _compile_like(model, given) -> None:
         return
     kwargs = keras.saving.deserialize_keras_object(config)
     opt = kwargs.get("optimizer")
+    if isinstance(given.optimizer, keras.optimizers.Optimizer) and opt is not None:
+        # a second fit goes on from the first's state, as where ``given`` trains itself
+        _continue_with(_inner(given.optimizer), _inner(opt), model)
     if opt is not None and _computes_in_float16(model) and not isinstance(
             opt, keras.optimizers.LossScaleOptimizer):
         kwargs["optimizer"] = keras.optimizers.LossScaleOptimizer(opt)
     model.compile(**kwargs)
+
+
+def _inner(optimizer):
+    """The optimizer a ``LossScaleOptimizer`` wraps, else ``optimizer``."""
+    return getattr(optimizer, "inner_optimizer", None) or optimizer
 
 
 def _main_output_logs(logs, heads) -> dict:
@@ -2611,7 +2630,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         download: let tensorflow-datasets download missing data.
         compile: compile with :func:`compile_model` (``False``: keep the model's own
             compilation, which a rebuilt copy gets too (a new optimizer of its config, with
-            loss scaling in float16), and whose optimizer ``info.json`` records; a model
+            loss scaling in float16, going on from the state of the last that trained in
+            its place), and whose optimizer ``info.json`` records; a model
             that is not compiled is refused; so are ``label_smoothing`` and ``weight_decay``
             with it, settings of fit's compilation).
         class_weight: weights of the training examples by class, for imbalanced
@@ -3069,7 +3089,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
                                   ignore_label=info.ignore_label)
                     if heads is not None:
                         _compile_aux(model, heads, aux_loss_weight)
-                    _take_optimizer_state(model)
+                _take_optimizer_state(model)
             _clip_summed_gradients(model.optimizer, strategy)
             _check_finite_on_every_replica(model.optimizer, strategy)
 

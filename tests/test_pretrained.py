@@ -309,11 +309,16 @@ def test_quiet_hides_the_download_of_published_weights(quiet, folder, tmp_path, 
 # ---------------------------------------------------------------------------------------
 # fit: an output that is no classifier of the dataset
 
-def test_build_for_dataset_takes_weights_or_backbone_weights(backbone_file, splits):
+def test_options_fine_tuning_cannot_take_are_one_line_errors(backbone_file, splits):
     with pytest.raises(ValueError, match=r"^resnet18: weights \(a builder option.* both give "
                                          r"weights; give one"):   # was a TypeError
         train.build_for_dataset("resnet18", splits.info, backbone_weights=backbone_file,
                                 weights=backbone_file)
+    with pytest.raises(ValueError, match=r"^pretrained_classifier: aux_logits=True adds "
+                                         r"auxiliary classifiers to googlenet's own top, and "
+                                         r"fine-tuning builds the backbone without it"):
+        train.build_for_dataset("googlenet", splits.info, backbone_weights=backbone_file,
+                                aux_logits=True)   # said "needs include_top=True"
 
 
 def test_fit_refuses_a_backbones_features_and_takes_heads_of_ones_own(splits, tmp_path):

@@ -1110,6 +1110,11 @@ def pretrained_classifier(model_name, info: zdata.DatasetInfo, *, weights,
                              f"softmax head of the dataset's {info.num_classes} classes, with "
                              f"the weights given as weights=; {key} is not a builder option "
                              f"here. Received: {key}={model_args[key]!r}")
+    if model_args.get("aux_logits"):   # the builder said "needs include_top=True"
+        raise ValueError(f"{what}: aux_logits=True adds auxiliary classifiers to "
+                         f"{model_name}'s own top, and fine-tuning builds the backbone "
+                         f"without it (include_top=False) under a new head: fine-tune without "
+                         f"aux_logits. Received: aux_logits={model_args['aux_logits']!r}")
     pooling = model_args.pop("pooling", "avg")
     if pooling not in ("avg", "max"):
         raise ValueError(f"{what}: pooling must be 'avg' or 'max' (the features the head "

@@ -257,10 +257,14 @@ def test_a_killed_run_resumes_only_from_the_same_start(backbone_file, splits, tm
      r"--freeze-backbone goes with pretrained weights: add --weights imagenet\|PATH"),
     (["resnet18", "--weights", "BACKBONE", "--model-arg", "include_top=true"],
      r"include_top is not a builder option here. Received: include_top=True"),
+    (["resnet18", "--weights", "BACKBONE", "--model-arg", "weights=BACKBONE"],   # a TypeError
+     r"resnet18: weights \(a builder option, --model-arg weights=: the whole model's, its top "
+     r"included\) and backbone_weights \(--weights: .*\) both give weights; give one\. "
+     r"Received: weights='.*resnet18_notop.weights.h5', backbone_weights="),
 ])
 def test_combinations_that_cannot_work_are_one_line_errors(args, message, folder,
                                                             backbone_file, tmp_path, capsys):
-    args = [backbone_file if a == "BACKBONE" else a for a in args]
+    args = [a.replace("BACKBONE", backbone_file) for a in args]
     assert zoo_main(["train", *args, "--dataset", f"folder:{folder}", "--image-size", "32,32",
                      "--epochs", "1", "--quiet", "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
@@ -304,6 +308,18 @@ def test_quiet_hides_the_download_of_published_weights(quiet, folder, tmp_path, 
 
 # ---------------------------------------------------------------------------------------
 # fit: an output that is no classifier of the dataset
+
+def test_options_fine_tuning_cannot_take_are_one_line_errors(backbone_file, splits):
+    with pytest.raises(ValueError, match=r"^resnet18: weights \(a builder option.* both give "
+                                         r"weights; give one"):   # was a TypeError
+        train.build_for_dataset("resnet18", splits.info, backbone_weights=backbone_file,
+                                weights=backbone_file)
+    with pytest.raises(ValueError, match=r"^pretrained_classifier: aux_logits=True adds "
+                                         r"auxiliary classifiers to googlenet's own top, and "
+                                         r"fine-tuning builds the backbone without it"):
+        train.build_for_dataset("googlenet", splits.info, backbone_weights=backbone_file,
+                                aux_logits=True)   # said "needs include_top=True"
+
 
 def test_fit_refuses_a_backbones_features_and_takes_heads_of_ones_own(splits, tmp_path):
     kw = dict(epochs=1, verbose=0, mixed_precision="off")

@@ -172,6 +172,19 @@ def test_backbone_weights_from_a_keras_file(backbone_file, tmp_path):
         zoo.resnet18(input_shape=SHAPE, num_classes=3, weights=str(tmp_path / "pets.keras"))
 
 
+def test_a_keras_file_of_a_deeper_network_of_the_same_names_is_refused(tmp_path):
+    # ResNet-34's layer names include all of ResNet-18's: its conv2_block1-2, conv3_block1-2...
+    # loaded by name, silently, a network of blocks that never computed together (a legacy
+    # .h5 of ResNet-101 in a ResNet-50 was refused; the .keras file was not)
+    zoo.resnet34(include_top=False, input_shape=SHAPE, name="deeper").save(
+        tmp_path / "deeper.keras")
+    with pytest.raises(ValueError, match=r"^resnet18: the weights in .*deeper\.keras do not "
+                                         r"fit this model \('deeper' has 28 layers with "
+                                         r"weights between layers of the model's names, e\.g\. "
+                                         r"conv2_block3_1_conv: a deeper architecture"):
+        zoo.resnet18(include_top=False, input_shape=SHAPE, weights=str(tmp_path / "deeper.keras"))
+
+
 def test_a_keras_file_with_two_backbones_of_the_same_names_is_refused(tmp_path):
     # two encoders of one architecture: the first one's weights were loaded, silently
     inputs = keras.Input(SHAPE, name="images")

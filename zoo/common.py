@@ -432,8 +432,9 @@ def load_weights_file(model, path) -> None:
 
     Raises:
         ValueError: a ``.keras`` file without a layer of ``model``'s, whose weights
-            have other shapes, or with several of its name (two nested backbones of one
-            architecture), naming them.
+            have other shapes, with several of its name (two nested backbones of one
+            architecture), or with layers between those of ``model``'s names (a deeper
+            network of the family: ResNet-34's file in a ResNet-18), naming them.
     """
     path = os.fspath(path)
     if path.endswith(".keras"):
@@ -495,8 +496,62 @@ def _set_weights_by_name(model, other) -> None:
                          f"weights of other shapes, e.g. "
                          f"{'; '.join(mismatched[:2])}")
         raise ValueError("; ".join(parts))
+    between = _left_out_between(other, set(targets))
+    if between:
+        raise ValueError(f"{other.name!r} has {len(between)} layer"
+                         f"{'s' if len(between) > 1 else ''} with weights between layers of "
+                         f"the model's names, e.g. {between[0]}: a deeper architecture "
+                         f"whose names include the model's, not its weights")
     for name, layer in targets.items():
         layer.set_weights(sources[name].get_weights())
+
+
+def _left_out_between(other, names: set) -> list:
+    """The names of ``other``'s layers with weights (nested models' too) that are not in
+    ``names`` and lie on a path from a layer in ``names`` to another: blocks of a deeper
+    network of the same layer names (ResNet-101's ``conv4_block7`` in a ResNet-50), where
+    layers only before them (an input conversion) or only after them (a classifier, a
+    decoder, auxiliary classifiers) are a model's other parts."""
+    import keras
+    between = []
+    for model in [other, *other._flatten_layers(include_self=False)]:
+        ops = getattr(model, "operations", None) if isinstance(model, keras.Model) else None
+        if not ops:
+            continue
+        inside = {id(op) for op in ops}
+
+        def named(op):
+            if isinstance(op, keras.Model):
+                return any(layer.name in names
+                           for layer in op._flatten_layers(include_self=False))
+            return op.name in names and bool(op.weights)
+
+        parents = {id(op): [p.operation for node in getattr(op, "_inbound_nodes", ())
+                            for p in node.parent_nodes if id(p.operation) in inside]
+                   for op in ops}
+        if isinstance(model, keras.Sequential):
+            parents = {id(op): ops[i - 1:i] for i, op in enumerate(ops)}
+        children = {id(op): [] for op in ops}
+        for op in ops:
+            for p in parents[id(op)]:
+                children[id(p)].append(op)
+        start = [op for op in ops if named(op)]
+        after, before = _reached(start, children), _reached(start, parents)
+        between += [op.name for op in ops
+                    if op.weights and not isinstance(op, keras.Model) and op.name not in names
+                    and id(op) in before and id(op) in after]
+    return between
+
+
+def _reached(start, edges) -> set:
+    """The ids of the operations reached from ``start`` along ``edges`` (``{id: [op]}``)."""
+    reached, stack = set(), list(start)
+    while stack:
+        for op in edges[id(stack.pop())]:
+            if id(op) not in reached:
+                reached.add(id(op))
+                stack.append(op)
+    return reached
 
 
 def classifier_head(x, *, num_classes: int, include_top: bool, pooling: Optional[str],

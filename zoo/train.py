@@ -1110,6 +1110,11 @@ def pretrained_classifier(model_name, info: zdata.DatasetInfo, *, weights,
                              f"softmax head of the dataset's {info.num_classes} classes, with "
                              f"the weights given as weights=; {key} is not a builder option "
                              f"here. Received: {key}={model_args[key]!r}")
+    if model_args.get("aux_logits"):   # the builder said "needs include_top=True"
+        raise ValueError(f"{what}: aux_logits=True adds auxiliary classifiers to "
+                         f"{model_name}'s own top, and fine-tuning builds the backbone "
+                         f"without it (include_top=False) under a new head: fine-tune without "
+                         f"aux_logits. Received: aux_logits={model_args['aux_logits']!r}")
     pooling = model_args.pop("pooling", "avg")
     if pooling not in ("avg", "max"):
         raise ValueError(f"{what}: pooling must be 'avg' or 'max' (the features the head "
@@ -1200,6 +1205,7 @@ def build_for_dataset(model_name, info: zdata.DatasetInfo, *, backbone_weights=N
         return _build_segmenter(model_name, info, backbone_weights, freeze_backbone,
                                 imagenet_input, model_args)
     if backbone_weights is not None:
+        _refuse_two_weights(model_name, model_args, backbone_weights)
         return pretrained_classifier(model_name, info, weights=backbone_weights,
                                      freeze_backbone=freeze_backbone,
                                      imagenet_input=imagenet_input, **model_args)
@@ -1226,6 +1232,18 @@ def build_for_dataset(model_name, info: zdata.DatasetInfo, *, backbone_weights=N
     kwargs = dict(input_shape=tuple(info.input_shape), num_classes=info.num_classes)
     kwargs.update(model_args)
     return get_model(model_name, **kwargs)
+
+
+def _refuse_two_weights(model_name, model_args, backbone_weights):
+    """A classifier's ``weights`` builder option (the whole model's, top included) next to
+    ``backbone_weights`` (the backbone's, under a new head): one or the other (before, Python's
+    "multiple values for keyword argument 'weights'")."""
+    if "weights" in model_args:
+        raise ValueError(f"{model_name}: weights (a builder option, --model-arg weights=: the "
+                         f"whole model's, its top included) and backbone_weights (--weights: "
+                         f"the backbone's, under a new head of the dataset's classes) both give "
+                         f"weights; give one. Received: weights={model_args['weights']!r}, "
+                         f"backbone_weights={backbone_weights!r}")
 
 
 def _build_segmenter(model_name, info, backbone_weights, freeze_backbone, imagenet_input,
@@ -3486,6 +3504,8 @@ def _precheck_pretrained(model_name, weights, freeze_backbone, imagenet_input, m
                          f"(without them {model_name}'s backbone is random)")
     if weights is None:
         return
+    if minfo.task == "classification":
+        _refuse_two_weights(model_name, model_args, weights)
     if backbone is None:
         raise ValueError(f"{model_name} has no pretrained weights of its own; --weights are "
                          f"for its encoder, a classifier backbone: --model-arg backbone=resnet50 "

@@ -18,6 +18,7 @@ class FakeServable:
 
     def __init__(self):
         self.calls = []
+        self.steps = []   # the batch_size of each predict_batches call
         self.hold = threading.Event()
         self.hold.set()
         self.entered = threading.Event()
@@ -36,6 +37,7 @@ class FakeServable:
 
     def predict_batches(self, groups, batch_size=None, *, signature_name=None):
         (_, batch), *rest = groups
+        self.steps.append(batch_size)
         self.calls.append((signature_name, len(batch) + sum(len(b) for _, b in rest)))
         self.entered.set()
         assert self.hold.wait(10)
@@ -134,6 +136,20 @@ def test_large_or_mixed_requests_and_max_batch_0_run_alone():
         with pytest.raises(ValueError, match=f"max_batch must be a non-negative integer. "
                                              f"Received: {bad!r}"):
             RequestBatcher(bad)
+
+
+def test_a_max_batch_above_64_reaches_the_model_in_one_call():
+    servable, batcher = FakeServable(), RequestBatcher(128)
+    requests = [(image_batch(50, 100.0 * (i + 1)), "serving_default") for i in range(2)]
+    answers = run_at_once(batcher, servable, requests)
+    assert [n for _, n in servable.calls] == [1, 100]
+    assert servable.steps[1] >= 100          # one call of 100 images, not 64 and 36
+    for (images, _), answer in zip(requests, answers[1:]):
+        assert answer["first"].tolist() == [im[0, 0, 0] for im in images]
+    batcher.predict(servable, image_batch(300, 0.0), "serving_default")   # on its own
+    assert servable.steps[-1] == 128
+    RequestBatcher(8).predict(servable, image_batch(100, 0.0), "serving_default")
+    assert servable.steps[-1] == 64          # a small max_batch: requests' own batches
 
 
 def test_an_error_reaches_every_request_of_its_batch_and_the_queue_goes_on():

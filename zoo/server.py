@@ -909,7 +909,9 @@ class RequestBatcher:
     queue up, and when it finishes the queued ones run together as the next batch (up to
     ``max_batch`` images; the thread of the first of them runs it, then hands on to the next
     request still queued). Each request gets its own rows of the batch's outputs. Requests
-    of several image sizes, or of ``max_batch`` images or more, run on their own.
+    of several image sizes, or of ``max_batch`` images or more, run on their own. The model
+    runs up to :attr:`step` images per call (``max_batch``, at least 64), so a combined batch
+    is one call, however large ``max_batch`` is.
 
     Args:
         max_batch: the most images in one combined batch; below 2, requests are never
@@ -928,6 +930,9 @@ class RequestBatcher:
             raise ValueError(f"wait_ms must be a non-negative number of milliseconds. "
                              f"Received: {wait_ms!r}")
         self.max_batch = max_batch
+        #: the most images per model call: a combined batch runs whole (a max_batch above
+        #: 64 ran as calls of 64), a large request in batches of this many
+        self.step = max(max_batch, _PREDICT_BATCH)
         self.wait_seconds = wait_ms / 1000.0
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)   # a request joined a queue
@@ -943,7 +948,7 @@ class RequestBatcher:
         the event loop, where no other request can arrive meanwhile)."""
         groups = servable.to_batches(images)
         if len(groups) != 1 or len(groups[0][1]) >= self.max_batch:
-            return servable.predict_batches(groups, _PREDICT_BATCH,
+            return servable.predict_batches(groups, self.step,
                                             signature_name=signature_name)
         (_, batch), = groups                  # one group: every image, in order
         key = (servable, signature_name, batch.shape[1:])
@@ -986,7 +991,7 @@ class RequestBatcher:
             batch = (taken[0].images if len(taken) == 1 else
                      np.concatenate([p.images for p in taken]))
             outputs = servable.predict_batches([(np.arange(len(batch)), batch)],
-                                               _PREDICT_BATCH, signature_name=signature_name)
+                                               self.step, signature_name=signature_name)
             start = 0
             for p in taken:
                 p.result = {k: v[start:start + len(p.images)] for k, v in outputs.items()}

@@ -2329,6 +2329,43 @@ def test_a_stopped_cluster_member_leaves_the_words_to_its_command(member, tmp_pa
     assert [env.get(module._CLUSTER_MEMBER) for env in (envs[0], *envs[1])] == ["1"] * 3
 
 
+_MEMBER_STOPPED = """
+import os, runpy, signal, sys, time
+import tuning.assignments
+when, cleaned, runs = sys.argv[1:]
+def sigterm():       # to this process, as to the whole process group (a container's stop)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+def search(*args, **kwargs):
+    try:
+        sigterm()
+    finally:    # the search's clean-up (trials.csv, search.png), and the command's SIGTERM
+        sigterm()
+        open(cleaned, "w").close()
+if when == "before":     # still starting: TensorFlow's import, before the search
+    tuning.assignments.parse_assignments = lambda *args: sigterm()
+sys.modules["tuning.search"].search = search      # (tuning.search is the function)
+sys.argv = ["tuning", "lenet5", "--tuner", "random", "--directory", runs]
+runpy.run_module("tuning", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_a_cluster_member_stopped_anywhere_says_nothing_and_cleans_up(when, tmp_path):
+    # A worker stopped while it still imported TensorFlow (a Ctrl-C soon after the start)
+    # said "zoo: terminated" beside its command's two lines; and after a SIGTERM to the
+    # whole process group, the command's own SIGTERM to its chief (a second one) ended it
+    # in its clean-up, which left a half-written .search.png.tmp-... and no search.png.
+    from tuning.search import _CLUSTER_MEMBER
+    env = {**os.environ, _CLUSTER_MEMBER: "1"}
+    cleaned = tmp_path / "cleaned"
+    done = subprocess.run([sys.executable, "-c", _MEMBER_STOPPED, when, str(cleaned),
+                           str(tmp_path / "runs")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (143, "", "")
+    assert cleaned.exists() == (when == "during")
+
+
 @SLOW_OK
 def test_too_many_failed_trials_stop_a_cluster_with_one_line(tmp_path, capfd, monkeypatch):
     # The chief's oracle raised in the worker's request: the worker stopped with keras-tuner's

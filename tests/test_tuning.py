@@ -1091,14 +1091,21 @@ def test_cli_refuses_bad_input_before_it_writes_anything(capsys, tmp_path):
         "zoo: error: --worker-id must be >= 0. Received: -1")
     assert os.listdir(tmp_path) == []
     for flag, address in (("--chief", "127.0.0.1:99999"), ("--worker", "127.0.0.1:0"),
-                          ("--chief", "127.0.0.1"), ("--chief", ":8000")):
+                          ("--chief", "127.0.0.1"), ("--chief", ":8000"),
+                          # gRPC read "::1:8000" as another address: the chief, which had
+                          # checked it as ::1 port 8000, failed with gRPC's error (exit
+                          # code 1) and left its project behind
+                          ("--chief", "::1:8000"), ("--worker", "[10.0.0.1]:8000"),
+                          ("--chief", "[[::1]]:8000"), ("--chief", "[]:8000")):
         worker_id = ["--worker-id", "0"] if flag == "--worker" else []
         with pytest.raises(SystemExit) as exit_info:
             main(tiny_search + [flag, address, *worker_id, "--epochs", "0"])
         lines = capsys.readouterr().err.strip().splitlines()
         assert exit_info.value.code == 2 and len(lines) == 1
         assert lines[0].endswith(f"argument {flag}: expected HOST:PORT with a port from 1 to "
-                                 f"65535, such as 10.0.0.1:8000; received {address!r}")
+                                 f"65535, such as 10.0.0.1:8000 ([::1]:8000 for an IPv6 "
+                                 f"address); received {address!r}")
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_local_cluster_refused_by_its_chief_reports_one_line(tmp_path, capfd, monkeypatch):
@@ -1561,6 +1568,12 @@ def test_a_chief_refuses_an_address_it_cannot_serve_on(tiny, tmp_path, monkeypat
                                              rf"HOST:PORT$"):
             search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
                    directory=str(tmp_path), project="c", fix=FIX_ALL)
+    # An IPv6 address set without gRPC's brackets (it read "::1:8000" as another address).
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "::1")
+    with pytest.raises(ValueError, match=rf"^the chief cannot serve on ::1:{port}: an IPv6 "
+                                         rf"address goes in brackets, \[::1\]:{port}$"):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+               directory=str(tmp_path), project="c", fix=FIX_ALL)
     assert os.listdir(tmp_path) == []
 
 

@@ -829,12 +829,18 @@ def _lock_worker(project_dir, tuner_id):
 _JOINED = []
 
 
+def _socket_host(host):
+    """``host`` as sockets take it: an IPv6 address without the brackets gRPC's addresses
+    (``[::1]:8000``) need."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
 def _not_answering(host, port, timeout=2.0):
     """Why nothing takes a TCP connection at ``host:port`` now, or ``None`` if something
     does."""
     import socket
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((_socket_host(host), port), timeout=timeout):
             return None
     except socket.gaierror:
         return f"the name {host} does not resolve"
@@ -938,8 +944,11 @@ def _check_chief_address(host, port):
     either search: a port in use (or not on this machine) is refused before anything
     is written."""
     import socket
+    if ":" in host and _socket_host(host) == host:   # gRPC reads "::1:8000" otherwise
+        raise ValueError(f"the chief cannot serve on {host}:{port}: an IPv6 address goes in "
+                         f"brackets, [{host}]:{port}")
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(_socket_host(host), port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise ValueError(f"the chief cannot serve on {host}:{port}: unknown host "
                          f"({exc}). --chief takes an address of this machine") from None
@@ -1515,10 +1524,12 @@ def _earlier_export(project_dir, best, export_dir, name, source, lite=True):
 def _host_port(text):
     import argparse
     host, sep, port = str(text).rpartition(":")
-    if not sep or not host.strip() or not is_digits(port) or \
-            not 1 <= int(port) <= 65535:
+    bare = _socket_host(host)    # an IPv6 address, and only one, goes in brackets
+    if not sep or not bare.strip() or (":" in bare) != (bare != host) or "[" in bare or \
+            "]" in bare or not is_digits(port) or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port from 1 to 65535, "
-                                         f"such as 10.0.0.1:8000; received {text!r}")
+                                         f"such as 10.0.0.1:8000 ([::1]:8000 for an IPv6 "
+                                         f"address); received {text!r}")
     return host, int(port)
 
 

@@ -1885,6 +1885,45 @@ def test_a_local_cluster_starts_a_killed_worker_again(tmp_path, monkeypatch, cap
                                        "starting it again to run its trial again\n")
 
 
+_FAKE_CHIEF_KILLED = """
+import os, signal, socket, sys, time
+server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", int(sys.argv[1]))); server.listen(8)
+while not os.path.exists(sys.argv[2]):        # killed (out of memory, say) once it serves
+    time.sleep(0.1)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_local_cluster_whose_chief_is_killed_says_how_to_go_on(tmp_path, monkeypatch):
+    # A killed chief ended a --workers N cluster with "distributed search failed: chief
+    # (killed by SIGKILL)" alone; a worker stopped too often said that the same command
+    # resumes the search. Its workers are stopped.
+    import argparse
+    import importlib
+    search_module = importlib.import_module("tuning.search")   # not the function
+    real = subprocess.Popen
+    workers = []
+
+    def fake(cmd, **kwargs):
+        if "--chief" in cmd:
+            port = cmd[cmd.index("--chief") + 1].rsplit(":", 1)[1]
+            return real([sys.executable, "-c", _FAKE_CHIEF_KILLED, port, str(tmp_path / "w")])
+        workers.append(real([sys.executable, "-c", "import pathlib, sys, time; "
+                             "pathlib.Path(sys.argv[1]).touch(); time.sleep(60)",
+                             str(tmp_path / "w")]))
+        return workers[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", fake)
+    parser = argparse.ArgumentParser()
+    search_module.configure_tune(parser)
+    args = parser.parse_args(["lenet5", "--workers", "1", "--directory", str(tmp_path)])
+    with pytest.raises(RuntimeError, match=r"^distributed search failed: chief \(killed by "
+                                           r"SIGKILL\); the same command resumes the search$"):
+        search_module._run_local_cluster(args, poll=0.05)
+    assert [worker.returncode for worker in workers] == [-15]     # stopped (SIGTERM)
+
+
 _FAKE_TRAINING_WORKER = """
 import os, signal, socket, sys, time
 def stopped(signum, frame):        # did the chief outlive the worker's stop?

@@ -1928,7 +1928,8 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
             return chief.returncode   # stopped, or wait for it: stopped below)
         if chief.returncode != 0:
             raise RuntimeError(f"distributed search failed: chief "
-                               f"({_exit_text(chief.returncode)})")
+                               f"({_exit_text(chief.returncode)}); the same command resumes "
+                               f"the search")
         failed = []
         for name, proc in procs.items():
             if proc.wait() != 0:

@@ -1762,6 +1762,14 @@ def test_cli_quiet_is_verbose_0_and_ctrl_c_says_how_to_resume(tmp_path, capsys, 
     assert capsys.readouterr().err.splitlines() == [
         f"zoo tune: stopped with 1 trial completed; the same command resumes the search in "
         f"{project} (the interrupted trial runs again)", "zoo: interrupted"]
+    # With --overwrite, the same command would start it afresh (it said it resumed it).
+    assert main(["tune", "lenet5", "--tuner", "random", "--directory", runs,
+                 "--overwrite"]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        f"zoo tune: stopped with 1 trial completed; the same command without --overwrite "
+        f"resumes the search in {project} (the interrupted trial runs again)",
+        "zoo: interrupted"]
+    calls.pop()
     # --max-trials and --epochs are refused by their own names, before any search.
     for flag in ("--max-trials", "--epochs"):
         assert main(["tune", "lenet5", flag, "0", "--directory", runs]) == 2

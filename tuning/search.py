@@ -1722,9 +1722,10 @@ def _stopped_line(args, dataset):
                     == "COMPLETED").sum())
     except (OSError, ValueError, KeyError):     # stopped before the search began
         return "zoo tune: stopped before the search began"
-    return (f"zoo tune: stopped with {done} trial{'' if done == 1 else 's'} completed; the "
-            f"same command resumes the search in {project_dir} (the interrupted trial "
-            f"runs again)")
+    # (run again, --overwrite would start the search afresh)
+    again = "the same command without --overwrite" if args.overwrite else "the same command"
+    return (f"zoo tune: stopped with {done} trial{'' if done == 1 else 's'} completed; {again} "
+            f"resumes the search in {project_dir} (the interrupted trial runs again)")
 
 
 def _text(df):

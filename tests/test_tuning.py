@@ -515,6 +515,20 @@ def test_search_on_a_splits_of_unknown_length_warns_of_nothing(tiny, tmp_path):
     assert _spurious(caught) == []
 
 
+def test_a_hyperband_trial_that_goes_on_training_warns_of_nothing(tiny, tmp_path):
+    # Keras said "Skipping variable loading for optimizer 'sgd', because it has 2 variables
+    # whereas the saved optimizer has 12 variables" on stderr at every Hyperband trial that
+    # goes on training another's model (its optimizer starts afresh), at --verbose 0 too.
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = search("lenet5", tiny, tuner="hyperband", max_trials=4, epochs=3,
+                    directory=str(tmp_path), project="h", fix=FIX_ALL,
+                    set={"lr": [1e-2, 2e-2, 3e-2]})
+    assert list(df["status"]) == ["COMPLETED"] * 4 and list(df["epochs"]) == [1, 1, 1, 3]
+    assert _spurious(caught) == []
+
+
 def test_search_on_a_small_folder_logs_no_retracing_warning(tmp_path):
     # Each trial traces its own model's functions, and TensorFlow counts the traces of
     # every trial against one function: on a folder of 36 training images the second trial

@@ -165,6 +165,16 @@ def _tuner_class(name):
             self.hypermodel.declare_hyperparameters(hp)
             self.oracle.update_space(hp)
 
+        def _build_hypermodel(self, hp):
+            # A Hyperband trial that goes on training another's model loads that model's
+            # checkpoint, whose optimizer state the new model's optimizer, not built yet,
+            # does not take (it starts afresh, as keras-tuner's Hyperband has it): Keras
+            # warned of it on stderr at every such trial, whatever the verbosity.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore",
+                                        message="Skipping variable loading for optimizer")
+                return super()._build_hypermodel(hp)
+
         #: ``() -> [(train, held_out), ...]``: the cross-validation folds' pipelines made
         #: anew for each trial (a fold read by the trial before would shuffle in a new
         #: order), or None.

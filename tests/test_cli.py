@@ -308,6 +308,24 @@ def test_a_second_sigterm_ends_the_process_at_once():
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_a_second_sigterm_can_leave_the_clean_up_to_end():
+    # A zoo tune --workers N cluster's process (main(quiet_stop=True)): a SIGTERM to the
+    # whole process group, then its command's own, ended the chief in its clean-up.
+    import signal
+    before = signal.getsignal(signal.SIGTERM)
+    with cli.sigterm_as_interrupt(second_sigterm_ends=False):
+        handler = signal.getsignal(signal.SIGTERM)
+        with pytest.raises(cli.Terminated):
+            handler(signal.SIGTERM, None)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) == before
+    with cli.sigterm_as_interrupt():     # the next context: a second SIGTERM ends it again
+        with pytest.raises(cli.Terminated):
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_sigterm_as_interrupt_restores_the_handler_it_found():
     import signal
     before = signal.getsignal(signal.SIGTERM)

@@ -515,6 +515,20 @@ def test_search_on_a_splits_of_unknown_length_warns_of_nothing(tiny, tmp_path):
     assert _spurious(caught) == []
 
 
+def test_a_hyperband_trial_that_goes_on_training_warns_of_nothing(tiny, tmp_path):
+    # Keras said "Skipping variable loading for optimizer 'sgd', because it has 2 variables
+    # whereas the saved optimizer has 12 variables" on stderr at every Hyperband trial that
+    # goes on training another's model (its optimizer starts afresh), at --verbose 0 too.
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = search("lenet5", tiny, tuner="hyperband", max_trials=4, epochs=3,
+                    directory=str(tmp_path), project="h", fix=FIX_ALL,
+                    set={"lr": [1e-2, 2e-2, 3e-2]})
+    assert list(df["status"]) == ["COMPLETED"] * 4 and list(df["epochs"]) == [1, 1, 1, 3]
+    assert _spurious(caught) == []
+
+
 def test_search_on_a_small_folder_logs_no_retracing_warning(tmp_path):
     # Each trial traces its own model's functions, and TensorFlow counts the traces of
     # every trial against one function: on a folder of 36 training images the second trial
@@ -1091,14 +1105,21 @@ def test_cli_refuses_bad_input_before_it_writes_anything(capsys, tmp_path):
         "zoo: error: --worker-id must be >= 0. Received: -1")
     assert os.listdir(tmp_path) == []
     for flag, address in (("--chief", "127.0.0.1:99999"), ("--worker", "127.0.0.1:0"),
-                          ("--chief", "127.0.0.1"), ("--chief", ":8000")):
+                          ("--chief", "127.0.0.1"), ("--chief", ":8000"),
+                          # gRPC read "::1:8000" as another address: the chief, which had
+                          # checked it as ::1 port 8000, failed with gRPC's error (exit
+                          # code 1) and left its project behind
+                          ("--chief", "::1:8000"), ("--worker", "[10.0.0.1]:8000"),
+                          ("--chief", "[[::1]]:8000"), ("--chief", "[]:8000")):
         worker_id = ["--worker-id", "0"] if flag == "--worker" else []
         with pytest.raises(SystemExit) as exit_info:
             main(tiny_search + [flag, address, *worker_id, "--epochs", "0"])
         lines = capsys.readouterr().err.strip().splitlines()
         assert exit_info.value.code == 2 and len(lines) == 1
         assert lines[0].endswith(f"argument {flag}: expected HOST:PORT with a port from 1 to "
-                                 f"65535, such as 10.0.0.1:8000; received {address!r}")
+                                 f"65535, such as 10.0.0.1:8000 ([::1]:8000 for an IPv6 "
+                                 f"address); received {address!r}")
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_local_cluster_refused_by_its_chief_reports_one_line(tmp_path, capfd, monkeypatch):
@@ -1561,6 +1582,12 @@ def test_a_chief_refuses_an_address_it_cannot_serve_on(tiny, tmp_path, monkeypat
                                              rf"HOST:PORT$"):
             search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
                    directory=str(tmp_path), project="c", fix=FIX_ALL)
+    # An IPv6 address set without gRPC's brackets (it read "::1:8000" as another address).
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "::1")
+    with pytest.raises(ValueError, match=rf"^the chief cannot serve on ::1:{port}: an IPv6 "
+                                         rf"address goes in brackets, \[::1\]:{port}$"):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+               directory=str(tmp_path), project="c", fix=FIX_ALL)
     assert os.listdir(tmp_path) == []
 
 
@@ -1749,6 +1776,14 @@ def test_cli_quiet_is_verbose_0_and_ctrl_c_says_how_to_resume(tmp_path, capsys, 
     assert capsys.readouterr().err.splitlines() == [
         f"zoo tune: stopped with 1 trial completed; the same command resumes the search in "
         f"{project} (the interrupted trial runs again)", "zoo: interrupted"]
+    # With --overwrite, the same command would start it afresh (it said it resumed it).
+    assert main(["tune", "lenet5", "--tuner", "random", "--directory", runs,
+                 "--overwrite"]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        f"zoo tune: stopped with 1 trial completed; the same command without --overwrite "
+        f"resumes the search in {project} (the interrupted trial runs again)",
+        "zoo: interrupted"]
+    calls.pop()
     # --max-trials and --epochs are refused by their own names, before any search.
     for flag in ("--max-trials", "--epochs"):
         assert main(["tune", "lenet5", flag, "0", "--directory", runs]) == 2
@@ -1870,6 +1905,45 @@ def test_a_local_cluster_starts_a_killed_worker_again(tmp_path, monkeypatch, cap
     assert len(workers) == 2 and workers[0] == workers[1]      # the same --worker-id 0
     assert capsys.readouterr().err == ("zoo tune: worker 0 stopped (killed by SIGKILL); "
                                        "starting it again to run its trial again\n")
+
+
+_FAKE_CHIEF_KILLED = """
+import os, signal, socket, sys, time
+server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", int(sys.argv[1]))); server.listen(8)
+while not os.path.exists(sys.argv[2]):        # killed (out of memory, say) once it serves
+    time.sleep(0.1)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_local_cluster_whose_chief_is_killed_says_how_to_go_on(tmp_path, monkeypatch):
+    # A killed chief ended a --workers N cluster with "distributed search failed: chief
+    # (killed by SIGKILL)" alone; a worker stopped too often said that the same command
+    # resumes the search. Its workers are stopped.
+    import argparse
+    import importlib
+    search_module = importlib.import_module("tuning.search")   # not the function
+    real = subprocess.Popen
+    workers = []
+
+    def fake(cmd, **kwargs):
+        if "--chief" in cmd:
+            port = cmd[cmd.index("--chief") + 1].rsplit(":", 1)[1]
+            return real([sys.executable, "-c", _FAKE_CHIEF_KILLED, port, str(tmp_path / "w")])
+        workers.append(real([sys.executable, "-c", "import pathlib, sys, time; "
+                             "pathlib.Path(sys.argv[1]).touch(); time.sleep(60)",
+                             str(tmp_path / "w")]))
+        return workers[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", fake)
+    parser = argparse.ArgumentParser()
+    search_module.configure_tune(parser)
+    args = parser.parse_args(["lenet5", "--workers", "1", "--directory", str(tmp_path)])
+    with pytest.raises(RuntimeError, match=r"^distributed search failed: chief \(killed by "
+                                           r"SIGKILL\); the same command resumes the search$"):
+        search_module._run_local_cluster(args, poll=0.05)
+    assert [worker.returncode for worker in workers] == [-15]     # stopped (SIGTERM)
 
 
 _FAKE_TRAINING_WORKER = """
@@ -2327,6 +2401,43 @@ def test_a_stopped_cluster_member_leaves_the_words_to_its_command(member, tmp_pa
             "zoo tune: stopped before the search began", "zoo: terminated"]
     envs = module._cluster_envs(2)      # every process of a cluster is a member
     assert [env.get(module._CLUSTER_MEMBER) for env in (envs[0], *envs[1])] == ["1"] * 3
+
+
+_MEMBER_STOPPED = """
+import os, runpy, signal, sys, time
+import tuning.assignments
+when, cleaned, runs = sys.argv[1:]
+def sigterm():       # to this process, as to the whole process group (a container's stop)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+def search(*args, **kwargs):
+    try:
+        sigterm()
+    finally:    # the search's clean-up (trials.csv, search.png), and the command's SIGTERM
+        sigterm()
+        open(cleaned, "w").close()
+if when == "before":     # still starting: TensorFlow's import, before the search
+    tuning.assignments.parse_assignments = lambda *args: sigterm()
+sys.modules["tuning.search"].search = search      # (tuning.search is the function)
+sys.argv = ["tuning", "lenet5", "--tuner", "random", "--directory", runs]
+runpy.run_module("tuning", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_a_cluster_member_stopped_anywhere_says_nothing_and_cleans_up(when, tmp_path):
+    # A worker stopped while it still imported TensorFlow (a Ctrl-C soon after the start)
+    # said "zoo: terminated" beside its command's two lines; and after a SIGTERM to the
+    # whole process group, the command's own SIGTERM to its chief (a second one) ended it
+    # in its clean-up, which left a half-written .search.png.tmp-... and no search.png.
+    from tuning.search import _CLUSTER_MEMBER
+    env = {**os.environ, _CLUSTER_MEMBER: "1"}
+    cleaned = tmp_path / "cleaned"
+    done = subprocess.run([sys.executable, "-c", _MEMBER_STOPPED, when, str(cleaned),
+                           str(tmp_path / "runs")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (143, "", "")
+    assert cleaned.exists() == (when == "during")
 
 
 @SLOW_OK

@@ -165,6 +165,16 @@ def _tuner_class(name):
             self.hypermodel.declare_hyperparameters(hp)
             self.oracle.update_space(hp)
 
+        def _build_hypermodel(self, hp):
+            # A Hyperband trial that goes on training another's model loads that model's
+            # checkpoint, whose optimizer state the new model's optimizer, not built yet,
+            # does not take (it starts afresh, as keras-tuner's Hyperband has it): Keras
+            # warned of it on stderr at every such trial, whatever the verbosity.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore",
+                                        message="Skipping variable loading for optimizer")
+                return super()._build_hypermodel(hp)
+
         #: ``() -> [(train, held_out), ...]``: the cross-validation folds' pipelines made
         #: anew for each trial (a fold read by the trial before would shuffle in a new
         #: order), or None.
@@ -829,12 +839,18 @@ def _lock_worker(project_dir, tuner_id):
 _JOINED = []
 
 
+def _socket_host(host):
+    """``host`` as sockets take it: an IPv6 address without the brackets gRPC's addresses
+    (``[::1]:8000``) need."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
 def _not_answering(host, port, timeout=2.0):
     """Why nothing takes a TCP connection at ``host:port`` now, or ``None`` if something
     does."""
     import socket
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((_socket_host(host), port), timeout=timeout):
             return None
     except socket.gaierror:
         return f"the name {host} does not resolve"
@@ -938,8 +954,11 @@ def _check_chief_address(host, port):
     either search: a port in use (or not on this machine) is refused before anything
     is written."""
     import socket
+    if ":" in host and _socket_host(host) == host:   # gRPC reads "::1:8000" otherwise
+        raise ValueError(f"the chief cannot serve on {host}:{port}: an IPv6 address goes in "
+                         f"brackets, [{host}]:{port}")
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(_socket_host(host), port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise ValueError(f"the chief cannot serve on {host}:{port}: unknown host "
                          f"({exc}). --chief takes an address of this machine") from None
@@ -1515,10 +1534,12 @@ def _earlier_export(project_dir, best, export_dir, name, source, lite=True):
 def _host_port(text):
     import argparse
     host, sep, port = str(text).rpartition(":")
-    if not sep or not host.strip() or not is_digits(port) or \
-            not 1 <= int(port) <= 65535:
+    bare = _socket_host(host)    # an IPv6 address, and only one, goes in brackets
+    if not sep or not bare.strip() or (":" in bare) != (bare != host) or "[" in bare or \
+            "]" in bare or not is_digits(port) or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port from 1 to 65535, "
-                                         f"such as 10.0.0.1:8000; received {text!r}")
+                                         f"such as 10.0.0.1:8000 ([::1]:8000 for an IPv6 "
+                                         f"address); received {text!r}")
     return host, int(port)
 
 
@@ -1711,9 +1732,10 @@ def _stopped_line(args, dataset):
                     == "COMPLETED").sum())
     except (OSError, ValueError, KeyError):     # stopped before the search began
         return "zoo tune: stopped before the search began"
-    return (f"zoo tune: stopped with {done} trial{'' if done == 1 else 's'} completed; the "
-            f"same command resumes the search in {project_dir} (the interrupted trial "
-            f"runs again)")
+    # (run again, --overwrite would start the search afresh)
+    again = "the same command without --overwrite" if args.overwrite else "the same command"
+    return (f"zoo tune: stopped with {done} trial{'' if done == 1 else 's'} completed; {again} "
+            f"resumes the search in {project_dir} (the interrupted trial runs again)")
 
 
 def _text(df):
@@ -1917,7 +1939,8 @@ def _run_local_cluster(args, restarts=3, poll=0.5):
             return chief.returncode   # stopped, or wait for it: stopped below)
         if chief.returncode != 0:
             raise RuntimeError(f"distributed search failed: chief "
-                               f"({_exit_text(chief.returncode)})")
+                               f"({_exit_text(chief.returncode)}); the same command resumes "
+                               f"the search")
         failed = []
         for name, proc in procs.items():
             if proc.wait() != 0:

@@ -49,12 +49,14 @@ class Terminated(KeyboardInterrupt):
 #: The interrupt (:class:`Terminated`, ``KeyboardInterrupt``) raised under
 #: :func:`sigterm_as_interrupt`, for :func:`raise_if_interrupted`.
 _raised = None
+#: SIGTERM's handler once one has been raised under :func:`sigterm_as_interrupt`.
+_after_sigterm = signal.SIG_DFL
 
 
 def _terminate(signum, frame):
     """SIGTERM's handler under :func:`sigterm_as_interrupt`."""
     global _raised
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _after_sigterm)
     _raised = Terminated
     raise Terminated()
 
@@ -102,15 +104,18 @@ def _signal_again(unraisable, previous_hook):
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt():
+def sigterm_as_interrupt(*, second_sigterm_ends=True):
     """A context in which SIGTERM raises :class:`Terminated` (once: a second SIGTERM ends
-    the process at once); without it Python ends at SIGTERM, no ``finally`` run. A Ctrl-C or
-    SIGTERM that arrives while a finalizer runs is not lost (:func:`_signal_again`)."""
+    the process at once, or with ``second_sigterm_ends=False`` is ignored, for a process
+    whose parent stops it and kills it if it takes too long); without it Python ends at
+    SIGTERM, no ``finally`` run. A Ctrl-C or SIGTERM that arrives while a finalizer runs is
+    not lost (:func:`_signal_again`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    global _raised
+    global _raised, _after_sigterm
+    _after_sigterm = signal.SIG_DFL if second_sigterm_ends else signal.SIG_IGN
     previous = signal.signal(signal.SIGTERM, _terminate)
     previous_int = signal.getsignal(signal.SIGINT)
     if previous_int is signal.default_int_handler:   # not where Ctrl-C is ignored
@@ -120,7 +125,7 @@ def sigterm_as_interrupt():
     try:
         yield
     finally:
-        _raised = None
+        _raised, _after_sigterm = None, signal.SIG_DFL
         sys.unraisablehook = previous_hook
         if previous_int is signal.default_int_handler:
             signal.signal(signal.SIGINT, previous_int)
@@ -334,7 +339,13 @@ def names_as_their_bytes(stream=None) -> None:
             stream.reconfigure(errors="surrogateescape")
 
 
-def main(argv=None) -> int:
+def main(argv=None, *, quiet_stop=False) -> int:
+    """Run the ``zoo`` command ``argv`` (default: ``sys.argv[1:]``) and return its exit code.
+
+    ``quiet_stop``: for a process that another command started, stops and speaks for (a
+    ``zoo tune --workers N`` cluster's): a Ctrl-C or SIGTERM ends it with its exit code and
+    no line, wherever it arrives, and a second SIGTERM (a SIGTERM to the whole process
+    group, then the command's own) does not cut its clean-up short."""
     argv = list(sys.argv[1:] if argv is None else argv)
     names_as_their_bytes()
     from zoo.startlog import for_command_line
@@ -342,7 +353,7 @@ def main(argv=None) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else None
     debug = os.environ.get("ZOO_DEBUG")
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(second_sigterm_ends=not quiet_stop):
             parser = build_parser(command)
             args = parse_args(parser, argv)
             if not getattr(args, "run", None):
@@ -350,7 +361,7 @@ def main(argv=None) -> int:
                 return 2
             return int(args.run(args) or 0)
     except KeyboardInterrupt as exc:   # Ctrl-C, SIGTERM
-        return interrupted(exc, "zoo")
+        return signal_exit_code(exc) if quiet_stop else interrupted(exc, "zoo")
     except BrokenPipeError:
         # The reader of stdout is gone (`zoo summary resnet152 | head`): stop quietly, as
         # shell tools do, with stdout sent nowhere so that the flush at exit cannot fail.

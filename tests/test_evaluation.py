@@ -174,7 +174,9 @@ def test_segmentation_iou_equals_scikit_learns_and_the_ignore_label_counts_nowhe
     assert r["confusion_matrix"] == metrics.confusion_matrix(truth, predicted,
                                                              labels=[0, 1]).tolist()
     # Without the ignore label the masks' 255 is no class: refused as load refuses it.
-    with pytest.raises(ValueError, match="pass ignore_label=255"):
+    # The message names zoo evaluate's option too (it named zoo train's and zoo tune's only).
+    with pytest.raises(ValueError, match=r"pass ignore_label=255 \(zoo train, zoo tune or "
+                                         r"zoo evaluate --ignore-label 255\)"):
         evaluate(path, split="train", ignore_label=None)
 
 

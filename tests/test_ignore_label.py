@@ -33,8 +33,8 @@ def test_the_ignore_label_is_declared_and_recorded_in_the_dataset_info(voc):
     with pytest.raises(ValueError, match=r"hold the values 0, 1, 2, 255 \(4 in all\), not every "
                                          r"class 0..255: .* If 255 marks pixels to leave out of "
                                          r"training and evaluation \(as Pascal VOC's 255 marks "
-                                         r"object borders\), pass ignore_label=255 \(zoo train "
-                                         r"or zoo tune --ignore-label 255\).$"):
+                                         r"object borders\), pass ignore_label=255 \(zoo train, "
+                                         r"zoo tune or zoo evaluate --ignore-label 255\).$"):
         data.load_splits(str(voc))
     s = data.load_splits(str(voc), batch_size=4, ignore_label=np.int64(255))
     assert (s.info.num_classes, s.info.labels, s.info.ignore_label) == (3, ["0", "1", "2"], 255)

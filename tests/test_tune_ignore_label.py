@@ -141,8 +141,8 @@ def test_zoo_tune_ignore_label_on_a_voc_folder(voc, tmp_path, capsys):
     # Without the ignore label the folder is refused, the message saying what to pass.
     assert zoo_main(["tune", "unet", *small]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].endswith("pass ignore_label=255 (zoo train or zoo tune "
-                                             "--ignore-label 255).")
+    assert len(err) == 1 and err[0].endswith("pass ignore_label=255 (zoo train, zoo tune "
+                                             "or zoo evaluate --ignore-label 255).")
     with pytest.raises(SystemExit) as exit_info:
         zoo_main(["tune", "unet", *small, "--ignore-label", "-1"])
     assert exit_info.value.code == 2

@@ -1742,8 +1742,8 @@ def _ignore_hint(value) -> str:
     """The end of the message refusing masks whose largest value ``value`` lies beyond
     their classes: how to declare it the ignore label."""
     return (f" If {value} marks pixels to leave out of training and evaluation (as Pascal "
-            f"VOC's 255 marks object borders), pass ignore_label={value} (zoo train "
-            f"or zoo tune --ignore-label {value}).")
+            f"VOC's 255 marks object borders), pass ignore_label={value} (zoo train, "
+            f"zoo tune or zoo evaluate --ignore-label {value}).")
 
 
 _EMBEDDED = {"digits": _digits_source, "shapes": _shapes_source}

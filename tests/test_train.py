@@ -193,6 +193,17 @@ def test_an_unknown_last_layer_is_read_by_its_numbers_as_the_export_reads_it():
 
 
 
+def test_compile_model_refuses_one_output_unit():
+    # One sigmoid unit: its sparse cross-entropy failed at the first batch holding class 1.
+    for task, model in (("classification", tiny_classifier(num_classes=1, activation="sigmoid")),
+                        ("segmentation", zoo.unet(input_shape=(16, 16, 3), num_classes=1,
+                                                  output_activation="sigmoid", padding="same",
+                                                  depth=1, base_filters=2))):
+        with pytest.raises(ValueError, match=r"one output per class .* give the head 2 "
+                                             r"units. Received: output shape \(None, "):
+            train.compile_model(model, task)
+
+
 def test_jit_compile_auto_means_gpu_only():
     import tensorflow as tf
     has_gpu = bool(tf.config.list_physical_devices("GPU"))

@@ -821,7 +821,8 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
             ``clip_norm`` that is not a finite number > 0, either given with an optimizer
             instance, an ignore label for classification, that is
             no integer in 0..65535 or one of the model's classes, a ``num_classes`` that
-            is no positive integer, a ``model`` that is no ``keras.Model``.
+            is no positive integer, a ``model`` that is no ``keras.Model``, a model with
+            one output unit (one sigmoid or logit: give it one unit per class).
 
     Example:
         >>> from zoo import lenet5
@@ -834,6 +835,13 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
                              label_smoothing)
     if not isinstance(model, keras.Model):
         raise ValueError(f"compile_model takes a keras.Model. Received: {type(model).__name__}")
+    if _num_outputs(model) == 1:
+        # Its sparse cross-entropy over one channel failed at the first batch holding
+        # class 1 (TensorFlow's "label value of 1 ... outside the valid range of [0, 1)").
+        raise ValueError(f"compile_model's losses take one output per class (a softmax or "
+                         f"logits over them), not one sigmoid unit or logit for P(class 1), "
+                         f"which only the export and serving read: give the head 2 units. "
+                         f"Received: output shape {tuple(model.outputs[0].shape)}")
     num_classes = (_num_outputs(model) if num_classes is None
                    else zdata.check_count("num_classes", num_classes))
     ignore_label = zdata._check_ignore_label(ignore_label)

@@ -3522,9 +3522,12 @@ def _check_monitor_option(monitor, task, aux=False):
              + (["total_loss"] if aux else []))
     allowed = [f"val_{n}" for n in names] + names
     if monitor not in allowed:
+        hint = (" (total_loss, the weighted sum of the losses, is logged with auxiliary "
+                "classifiers: googlenet --model-arg aux_logits=true)"
+                if not aux and monitor in ("total_loss", "val_total_loss") else "")
         raise ValueError(f"--monitor must be one of {', '.join(allowed)} for a {task} model"
                          f"{' with auxiliary classifiers' if aux else ''}. "
-                         f"Received: --monitor {monitor}")
+                         f"Received: --monitor {monitor}{hint}")
 
 
 def train_command(args) -> int:

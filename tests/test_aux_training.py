@@ -260,7 +260,7 @@ def test_fit_refuses_an_aux_loss_weight_without_aux_classifiers(tmp_path):
     assert not run.exists()
 
 
-def test_zoo_train_refuses_bad_aux_loss_weights_in_one_line(capsys, tmp_path):
+def test_zoo_train_refuses_bad_aux_loss_weights_in_one_line(capsys, tmp_path, monkeypatch):
     for value in ("-1", "nan", "inf", "heavy"):
         with pytest.raises(SystemExit) as exit_info:
             zoo_main(["train", "googlenet", "--model-arg", "aux_logits=true",
@@ -271,13 +271,17 @@ def test_zoo_train_refuses_bad_aux_loss_weights_in_one_line(capsys, tmp_path):
         assert err.endswith(f"argument --aux-loss-weight: expected a finite number >= 0; "
                             f"received '{value}'")
     run = tmp_path / "run"
-    assert zoo_main(["train", "lenet5", "--aux-loss-weight", "0.5", "--run-dir", str(run),
-                     "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("zoo: error: aux_loss_weight weighs the losses "
-                                              "of auxiliary classifiers, and lenet5 has none")
-    assert err.endswith("Received: aux_loss_weight=0.5")
-    assert not run.exists()
+    # a model without auxiliary classifiers: refused before the data loads (it was after)
+    monkeypatch.setattr(data, "load_splits", lambda *a, **kw: pytest.fail("loaded"))
+    for model in ("lenet5", "googlenet"):
+        assert zoo_main(["train", model, "--aux-loss-weight", "0.5", "--run-dir", str(run),
+                         "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith(f"zoo: error: aux_loss_weight weighs the "
+                                                  f"losses of auxiliary classifiers, and {model} "
+                                                  f"has none")
+        assert err.endswith("Received: aux_loss_weight=0.5")
+        assert not run.exists()
 
 
 def test_export_tells_the_main_output_by_the_rule_fit_uses(tmp_path):

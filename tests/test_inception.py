@@ -142,6 +142,32 @@ def test_googlenet_trained_with_auxiliary_heads_loads_without_them(tmp_path):
         googlenet(input_shape=(65, 65, 3), num_classes=3, weights=tmp_path / "aux.h5")
 
 
+def test_googlenet_trained_without_auxiliary_heads_does_not_load_into_one_with_them(tmp_path):
+    """The other way round no file fits (none gives auxiliary classifiers it does not have):
+    each error says the file is of a model built without aux_logits, where the legacy file's
+    said "another architecture's weights?" and the .weights.h5 file's sent to the .keras
+    file, refused as well."""
+    plain = googlenet(input_shape=(65, 65, 3), num_classes=3)
+    plain.save(tmp_path / "plain.keras")
+    plain.save_weights(tmp_path / "plain.weights.h5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain.save(tmp_path / "plain.h5")
+    ends = {"keras": r"e\.g\. aux1_conv, aux2_conv, aux1_fc \(auxiliary classifiers: weights "
+                     r"of a model built without aux_logits, which load into one built so\)\)\.$",
+            "weights.h5": r"; a \.weights\.h5 file pairs layers by type and order, not by name: "
+                          r"weights of a model built without aux_logits load into one built so "
+                          r"only \(its \.keras file too\), and those of one trained with "
+                          r"aux_logits into one without from its \.keras file\.$",
+            "h5": r"\(the model's 6 layers of auxiliary classifiers, 'aux1_conv' to "
+                  r"'aux2_predictions', are not in the file: weights of a model built without "
+                  r"aux_logits, which load into one built so\)\.$"}
+    for ext, end in ends.items():
+        with pytest.raises(ValueError, match=end):
+            googlenet(aux_logits=True, input_shape=(65, 65, 3), num_classes=3,
+                      weights=tmp_path / f"plain.{ext}")
+
+
 def test_googlenet_batch_norm():
     model = googlenet(batch_norm=True)
     # 57 convolutions lose their biases (7,280 values); each gets gamma, beta

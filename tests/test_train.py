@@ -1818,8 +1818,12 @@ def test_zoo_train_monitor_option(tmp_path, capsys, monkeypatch):
                                             "classification model")):
         assert zoo_main(["train", model, "--monitor", monitor]) == 2
         err = capsys.readouterr().err.strip()
+        # the weighted sum without auxiliary classifiers: where it is logged
+        hint = (" (total_loss, the weighted sum of the losses, is logged with auxiliary "
+                "classifiers: googlenet --model-arg aux_logits=true)"
+                if monitor == "val_total_loss" else "")
         assert err == f"zoo: error: --monitor must be one of {allowed}. Received: --monitor " \
-                      f"{monitor}"
+                      f"{monitor}{hint}"
 
 
 def test_plateau_schedule_refusals(digits8, tmp_path, capsys, monkeypatch):

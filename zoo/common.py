@@ -489,8 +489,10 @@ def _set_weights_by_name(model, other) -> None:
     if missing or mismatched:
         parts = []
         if missing:
+            note = without_aux_note(missing, len(missing) < len(targets))
             parts.append(f"{len(missing)} of the model's {len(targets)} layers with weights "
-                         f"are not in {other.name!r}, e.g. {', '.join(missing[:3])}")
+                         f"are not in {other.name!r}, e.g. {', '.join(missing[:3])}"
+                         + (f" (auxiliary classifiers: {note})" if note else ""))
         if mismatched:
             parts.append(f"{len(mismatched)} layer{' has' if len(mismatched) == 1 else 's have'} "
                          f"weights of other shapes, e.g. "
@@ -663,6 +665,17 @@ def cpu_has_amx_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
     oneDNN runs bfloat16 convolutions and matrix products (``False`` where ``cpuinfo``
     cannot be read)."""
     return "amx_bf16" in cpu_flags(cpuinfo)
+
+
+def without_aux_note(missing, others_found=True) -> str:
+    """For weights that lack layers of a model: when those (``missing``, names) are all of
+    auxiliary classifiers (``aux...``, as ``googlenet(aux_logits=True)``'s) and the file
+    has the others (``others_found``), why: the file's model was built without them, and
+    its weights load into one built so (no file gives auxiliary classifiers it does not
+    have); else ``""``."""
+    if not missing or not others_found or not all(n.startswith("aux") for n in missing):
+        return ""
+    return "weights of a model built without aux_logits, which load into one built so"
 
 
 def main_output_index(model, what: str) -> int:

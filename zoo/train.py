@@ -2263,6 +2263,15 @@ def _check_aux_loss_weight(aux_loss_weight):
                          f"Received: aux_loss_weight={aux_loss_weight!r}")
 
 
+def _without_aux_classifiers(model_name, aux_loss_weight) -> ValueError:
+    """The error for an ``aux_loss_weight`` given for a model without auxiliary
+    classifiers (``fit``, and ``zoo train`` before the data loads)."""
+    return ValueError(f"aux_loss_weight weighs the losses of auxiliary classifiers, and "
+                      f"{model_name} has none (one output; googlenet has them with "
+                      f"aux_logits=True, --model-arg aux_logits=true). Received: "
+                      f"aux_loss_weight={aux_loss_weight!r}")
+
+
 def _check_one_class_each(model):
     """Refuse a main output ending in a sigmoid over several units (multi-label scores):
     :func:`zoo.export.check_one_class_each`, so what fit trains exports."""
@@ -2882,10 +2891,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     heads = _aux_heads(model, model_name)   # (main, aux) output names, None for one output
     pretrained = _pretrained_record(model)
     if heads is None and aux_loss_weight is not None:
-        raise ValueError(f"aux_loss_weight weighs the losses of auxiliary classifiers, and "
-                         f"{model_name} has none (one output; googlenet has them with "
-                         f"aux_logits=True, --model-arg aux_logits=true). Received: "
-                         f"aux_loss_weight={aux_loss_weight!r}")
+        raise _without_aux_classifiers(model_name, aux_loss_weight)
     if heads is not None and aux_loss_weight is None:
         aux_loss_weight = AUX_LOSS_WEIGHT
     task = info.task
@@ -3530,9 +3536,12 @@ def _check_monitor_option(monitor, task, aux=False):
              + (["total_loss"] if aux else []))
     allowed = [f"val_{n}" for n in names] + names
     if monitor not in allowed:
+        hint = (" (total_loss, the weighted sum of the losses, is logged with auxiliary "
+                "classifiers: googlenet --model-arg aux_logits=true)"
+                if not aux and monitor in ("total_loss", "val_total_loss") else "")
         raise ValueError(f"--monitor must be one of {', '.join(allowed)} for a {task} model"
                          f"{' with auxiliary classifiers' if aux else ''}. "
-                         f"Received: --monitor {monitor}")
+                         f"Received: --monitor {monitor}{hint}")
 
 
 def train_command(args) -> int:
@@ -3576,8 +3585,10 @@ def _train_command(args):
     augment = args.augment if args.augment is not None else d["augment"]
     size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
     patience = args.patience if args.patience is not None else PATIENCE
-    _check_monitor_option(args.monitor, minfo.task,
-                          aux=dict(args.model_arg).get("aux_logits") is True)
+    aux = dict(args.model_arg).get("aux_logits") is True
+    _check_monitor_option(args.monitor, minfo.task, aux=aux)
+    if args.aux_loss_weight is not None and not aux:   # before the data loads
+        raise _without_aux_classifiers(args.model, args.aux_loss_weight)
     for value, flag, least in ((epochs, "--epochs", 1), (batch, "--batch-size", 1),
                                (patience, "--patience", 0)):
         if value < least:

@@ -155,10 +155,15 @@ def _legacy_mismatch(model, path: str) -> str:
                 f"the classifier top, for include_top=False")
     i = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
     extra = [n for n in theirs if n not in set(ours)]
+    ours_only = [n for n in ours if n not in set(theirs)]
+    without_aux = common.without_aux_note(ours_only, set(theirs) <= set(ours))
     if extra and all(n.startswith("aux") for n in extra) and set(ours) <= set(theirs):
         why = (f"the file's {len(extra)} layers of auxiliary classifiers, {extra[0]!r} to "
                f"{extra[-1]!r}: a model trained with aux_logits=True, whose .keras file loads "
                f"into this one by layer name")
+    elif without_aux:
+        why = (f"the model's {len(ours_only)} layers of auxiliary classifiers, "
+               f"{ours_only[0]!r} to {ours_only[-1]!r}, are not in the file: {without_aux}")
     else:
         why = "another architecture's weights?"
     return (f"; the file has {len(theirs)} layers with weights, the model {len(ours)}, and the "
@@ -170,6 +175,11 @@ def _legacy_mismatch(model, path: str) -> str:
 _BY_POSITION = ("; a .weights.h5 file pairs layers by type and order, not by name: for a model "
                 "with layers added or left out (googlenet with and without aux_logits) use "
                 "the .keras file, which pairs them by name")
+#: The same, for a model with auxiliary classifiers, which no file without them fits.
+_BY_POSITION_AUX = ("; a .weights.h5 file pairs layers by type and order, not by name: weights "
+                    "of a model built without aux_logits load into one built so only (its "
+                    ".keras file too), and those of one trained with aux_logits into one "
+                    "without from its .keras file")
 
 
 _ASSIGN_BOILERPLATE = ("The shape of the target variable and the shape of the target value "
@@ -237,8 +247,10 @@ def load_file(model, model_name: str, path, published: WeightFile = None) -> Non
             try:
                 common.load_weights_file(model, readable)
             except (ValueError, OSError, KeyError) as exc:
+                has_aux = any(layer.name.startswith("aux") and layer.weights
+                              for layer in model.layers)
                 why = _legacy_mismatch(model, path) if fmt == "legacy" else \
-                    _BY_POSITION if fmt == "weights" else ""
+                    (_BY_POSITION_AUX if has_aux else _BY_POSITION) if fmt == "weights" else ""
                 raise ValueError(f"{model_name}: the weights in {path} do not fit this model "
                                  f"({_load_error_text(exc)}){why}.{cached}") from None
     for w in caught:

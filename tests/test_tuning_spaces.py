@@ -450,8 +450,8 @@ def test_a_chief_address_is_host_and_a_port_from_1_to_65535(text, want):
         assert tsearch._host_port(text) == want
         return
     with pytest.raises(argparse.ArgumentTypeError, match=re.escape(
-            f"expected HOST:PORT with a port from 1 to 65535, such as 10.0.0.1:8000; "
-            f"received {text!r}")):
+            f"expected HOST:PORT with a port from 1 to 65535, such as 10.0.0.1:8000 "
+            f"([::1]:8000 for an IPv6 address); received {text!r}")):
         tsearch._host_port(text)
 
 

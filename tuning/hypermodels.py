@@ -673,7 +673,8 @@ class ZooHyperModel(kt.HyperModel):
         return compile_model(
             model, self.task, optimizer=values["optimizer"], learning_rate=values["lr"],
             label_smoothing=values.get("label_smoothing", 0.0),
-            weight_decay=values["weight_decay"] or None, clip_norm=values["clip_norm"] or None,
+            # 0 is no decay for every optimizer (adamw's None would be Keras' default, 0.004)
+            weight_decay=values["weight_decay"], clip_norm=values["clip_norm"] or None,
             num_classes=self.num_classes,
             jit_compile=self.jit_compile, ignore_label=self.ignore_label)
 

@@ -25,8 +25,9 @@ Narrowing rules (the same for ``--set name=...`` on the command line):
   choices inside ``[lo, hi]``.
 
 Choices that name builder options (ResNet depth, LeNet variant, pooling, U-Net
-upsampling, optimizer) accept only their listed values; numbers accept any
-value in their valid range (learning rate > 0, dropout in [0, 1), ...).
+upsampling) accept only their listed values, the optimizer any of ``zoo train``'s
+(adamw, nadam and adagrad too); numbers accept any value in their valid range
+(learning rate > 0, dropout in [0, 1), ...).
 """
 
 from __future__ import annotations

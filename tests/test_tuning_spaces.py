@@ -90,6 +90,15 @@ def test_a_trials_training_choices_reach_the_compiled_model():
     keras.backend.clear_session()
 
 
+def test_weight_decay_0_is_none_for_adamw_too():
+    # --set optimizer=adam,adamw: a trial's weight_decay 0 trained adamw with Keras' 0.004
+    hm = hms.LeNet5HyperModel(fix={"optimizer": "adamw"})
+    assert float(hm.build(kt.HyperParameters()).optimizer.weight_decay) == 0.0
+    model = hm.build(_fixed(weight_decay=1e-4))
+    assert model.optimizer.weight_decay == pytest.approx(1e-4)
+    keras.backend.clear_session()
+
+
 def _head(model):
     kinds = [type(layer).__name__ for layer in model.layers]
     dropout = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]

@@ -25,8 +25,9 @@ Narrowing rules (the same for ``--set name=...`` on the command line):
   choices inside ``[lo, hi]``.
 
 Choices that name builder options (ResNet depth, LeNet variant, pooling, U-Net
-upsampling, optimizer) accept only their listed values; numbers accept any
-value in their valid range (learning rate > 0, dropout in [0, 1), ...).
+upsampling) accept only their listed values, the optimizer any of ``zoo train``'s
+(adamw, nadam and adagrad too); numbers accept any value in their valid range
+(learning rate > 0, dropout in [0, 1), ...).
 """
 
 from __future__ import annotations
@@ -673,7 +674,8 @@ class ZooHyperModel(kt.HyperModel):
         return compile_model(
             model, self.task, optimizer=values["optimizer"], learning_rate=values["lr"],
             label_smoothing=values.get("label_smoothing", 0.0),
-            weight_decay=values["weight_decay"] or None, clip_norm=values["clip_norm"] or None,
+            # 0 is no decay for every optimizer (adamw's None would be Keras' default, 0.004)
+            weight_decay=values["weight_decay"], clip_norm=values["clip_norm"] or None,
             num_classes=self.num_classes,
             jit_compile=self.jit_compile, ignore_label=self.ignore_label)
 

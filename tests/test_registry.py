@@ -89,6 +89,7 @@ def test_zoo_list_and_model_info_load_no_keras():
     import subprocess
     import sys
     code = ("import sys, zoo\n"
+            "from zoo import get_model, layer_table\n"
             "from zoo.cli import main\n"
             "print(zoo.list_models('lenet*'), zoo.model_info('unet').task)\n"
             "try:\n"

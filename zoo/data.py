@@ -1018,6 +1018,20 @@ def _refuse_broken_link(path):
                      f"link or restore its target.")
 
 
+@contextlib.contextmanager
+def tf_errors_as(translate):
+    """Inside, TensorFlow's ``InvalidArgumentError`` leaves as ``translate(exc)`` where that
+    gives an exception (the one line that names what failed: a damaged file, a label out of
+    range), from nothing; else as it is."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as exc:
+        error = translate(exc)
+        if error is None:
+            raise
+        raise error from None
+
+
 def _decode_failure(exc, name):
     """A ``ValueError`` for TensorFlow's error ``exc`` when an image of dataset ``name``
     could not be decoded while the pipeline read it (e.g. a truncated file), else ``None``.
@@ -1878,17 +1892,12 @@ def _stats(src: _Source, input_shape, max_images=None):
     total = np.zeros(c)
     total_sq = np.zeros(c)
     count = 0
-    try:
+    with tf_errors_as(lambda exc: _decode_failure(exc, src.name)):
         for img in ds.batch(64).as_numpy_iterator():
             pix = img.reshape(-1, c).astype("float64")
             total += pix.sum(0)
             total_sq += (pix ** 2).sum(0)
             count += len(pix)
-    except tf.errors.InvalidArgumentError as exc:
-        error = _decode_failure(exc, src.name)
-        if error is None:
-            raise
-        raise error from None
     mean = total / max(count, 1)
     std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean ** 2, 0.0))
     std = np.where(std < 1e-3, 1.0, std)

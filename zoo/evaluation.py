@@ -37,21 +37,15 @@ def _chunks(raw, size):
     folder's image or mask that cannot be decoded (a truncated file) stops it with the
     one-line ``ValueError`` naming the folder and the damaged files, as in training
     (``zoo.data._decode_failure``): it was TensorFlow's error, naming no file."""
-    import tensorflow as tf
     from zoo import data
     ds = raw.dataset.prefetch(2 * size)
     chunk = []
-    try:
+    with data.tf_errors_as(lambda exc: data._decode_failure(exc, raw.name)):
         for image, target in ds.as_numpy_iterator():
             chunk.append((image, target))
             if len(chunk) == size:
                 yield chunk
                 chunk = []
-    except tf.errors.InvalidArgumentError as exc:
-        error = data._decode_failure(exc, raw.name)
-        if error is None:
-            raise
-        raise error from None
     if chunk:
         yield chunk
 

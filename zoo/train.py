@@ -1650,8 +1650,8 @@ def _clip_summed_gradients(optimizer, strategy) -> None:
     (whose accumulators take the parts)."""
     if strategy is None or strategy.num_replicas_in_sync < 2:
         return
-    inner = getattr(optimizer, "inner_optimizer", optimizer)   # a LossScaleOptimizer's
-    if inner is None or getattr(inner, "_sums_before_clipping", False) or \
+    inner = _inner(optimizer)   # a LossScaleOptimizer's
+    if getattr(inner, "_sums_before_clipping", False) or \
             inner.gradient_accumulation_steps or not any(
             getattr(inner, name, None) for name in ("global_clipnorm", "clipnorm", "clipvalue")):
         return
@@ -1719,18 +1719,6 @@ def _uneven_replica_parts(exc, strategy) -> Optional[ValueError]:
     return _uneven_batches_error(replicas, "a first batch split into parts of "
                                  + " and ".join(parts) + " examples" if parts else
                                  "a first batch split into parts of different sizes")
-
-
-@contextlib.contextmanager
-def _uneven_parts_as_error(strategy):
-    """Raise :func:`_uneven_replica_parts`' ``ValueError`` for TensorFlow's error inside."""
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as exc:
-        error = _uneven_replica_parts(exc, strategy)
-        if error is None:
-            raise
-        raise error from None
 
 
 # --------------------------------------------------------------------------------------
@@ -2065,22 +2053,18 @@ def label_error_line(exc) -> Optional[str]:
     return line
 
 
-@contextlib.contextmanager
 def label_errors_as(error_type=ValueError, dataset=None):
-    """Inside, :func:`_label_guard`'s assertion leaves as ``error_type`` with its one line
-    (:func:`label_error_line`) instead of TensorFlow's error, and so does an image of the
-    dataset named ``dataset`` (a folder's) that cannot be decoded, naming the files
-    (``zoo.data._decode_failure``); any other error as it is."""
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as exc:
+    """A context inside which :func:`_label_guard`'s assertion leaves as ``error_type`` with
+    its one line (:func:`label_error_line`) instead of TensorFlow's error, and so does an
+    image of the dataset named ``dataset`` (a folder's) that cannot be decoded, naming the
+    files (``zoo.data._decode_failure``); any other error as it is."""
+    def translate(exc):
         line = label_error_line(exc)
         if line:
-            raise error_type(line) from None
+            return error_type(line)
         error = zdata._decode_failure(exc, dataset) if dataset is not None else None
-        if error is not None:
-            raise error_type(str(error)) from None
-        raise
+        return None if error is None else error_type(str(error))
+    return zdata.tf_errors_as(translate)
 
 
 def _crop_masks(ds, out_hw):
@@ -3137,7 +3121,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # warns when it is left at True).
         # A label outside the classes, or a folder's image that cannot be decoded, in any
         # split: fit's one line, not TensorFlow's error.
-        with label_errors_as(ValueError, info.name), _uneven_parts_as_error(strategy):
+        with label_errors_as(ValueError, info.name), \
+                zdata.tf_errors_as(lambda exc: _uneven_replica_parts(exc, strategy)):
             try:
                 with quiet_unknown_length(train, val):
                     model.fit(train, validation_data=val, epochs=fit_epochs, verbose=verbose,

@@ -1560,9 +1560,7 @@ def _optimizer_for(optimizer, model, strategy):
     passed keeps its own state: a later ``fit`` given it again goes on from its last new one."""
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         return optimizer
-    # The state is the one that trained last: the new one of an earlier fit, if any (only
-    # the last is kept: each holds the variables of the copy it trained).
-    given, optimizer = optimizer, getattr(optimizer, "_zoo_continued_by", None) or optimizer
+    given, optimizer = optimizer, _last_trained(optimizer)
     built = bool(optimizer.built)
     wanted = list(model.trainable_variables)
     had = list(optimizer._trainable_variables) if built else []
@@ -1577,12 +1575,18 @@ def _optimizer_for(optimizer, model, strategy):
     return fresh
 
 
+def _last_trained(optimizer):
+    """The optimizer that trained last in ``optimizer``'s place: the new one an earlier
+    ``fit`` made of it (:func:`_continue_with`), else ``optimizer`` itself."""
+    return getattr(optimizer, "_zoo_continued_by", None) or optimizer
+
+
 def _continue_with(given, fresh, model) -> None:
     """Make ``fresh``, a new optimizer of ``given``'s config for ``model``, take over the
     state of the one that trained last in its place (``given`` or an earlier ``fresh``), once
     compiled (:func:`_take_optimizer_state`): where ``model``'s trainable variables are among
     those that one was built for (the same paths and shapes; else it starts afresh)."""
-    last = getattr(given, "_zoo_continued_by", None) or given
+    last = _last_trained(given)
     given._zoo_continued_by = fresh   # (only the last is kept: each holds its copy's variables)
     if not last.built:
         return

@@ -765,10 +765,9 @@ def test_a_segmentation_export_without_zoo_json_is_scored_by_its_signature(tmp_p
                  jit_compile=False)
 
 
-def test_a_segmentation_export_without_zoo_json_that_resizes_images_is_refused(tmp_path):
-    """An export taking images of any size and answering masks of a fixed size resizes
-    them in its graph, to a size only its zoo.json records: without it, the refusal says
-    so (it failed on the missing input record, "zoo: error: 'input'")."""
+def _resizing_segmenter(path):
+    """A SavedModel without zoo.json taking images of any size and answering 8x8 masks:
+    the centre of the 12x12 its graph resizes them to."""
     class Resizing(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32,
                                                     name="images")])
@@ -778,8 +777,15 @@ def test_a_segmentation_export_without_zoo_json_that_resizes_images_is_refused(t
             return {"probabilities": probabilities, "mask": tf.argmax(probabilities, -1)}
 
     module = Resizing()
-    path = tmp_path / "seg" / "1"
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
+
+def test_a_segmentation_export_without_zoo_json_that_resizes_images_is_refused(tmp_path):
+    """An export taking images of any size and answering masks of a fixed size resizes
+    them in its graph, to a size only its zoo.json records: without it, the refusal says
+    so (it failed on the missing input record, "zoo: error: 'input'")."""
+    path = tmp_path / "seg" / "1"
+    _resizing_segmenter(path)
     root = _cells(tmp_path / "cells", n=4)
     with pytest.raises(ValueError, match=re.escape(
             f"seg's signature takes images of any size and answers masks of 8x8; the input "
@@ -788,6 +794,33 @@ def test_a_segmentation_export_without_zoo_json_that_resizes_images_is_refused(t
             f"writes it).")):
         evaluate(str(path), str(root), split="all", ignore_label=255, runtime="tensorflow",
                  jit_compile=False)
+
+
+def test_zoo_predict_refuses_a_segmentation_export_without_zoo_json_that_resizes_images(
+        tmp_path, capsys):
+    """zoo predict places masks on the images as zoo evaluate scores them: an export
+    without its zoo.json whose graph resizes images to a size only that file records is
+    refused in one line, with nothing written (it wrote 8x8 masks, the model's output, for
+    images of other sizes, where zoo evaluate refused the same export)."""
+    path = tmp_path / "seg" / "1"
+    _resizing_segmenter(path)
+    Image.fromarray(np.full((20, 30), 200, "uint8")).save(tmp_path / "a.png")
+    out = tmp_path / "masks"
+    assert main(["predict", str(path), str(tmp_path / "a.png"), "--out", str(out),
+                 "--runtime", "tensorflow", "--no-xla"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"zoo: error: seg's signature takes images of any size and "
+                   f"answers masks of 8x8; the input size its graph resizes images to, from "
+                   f"which the masks are brought to each image's size, is in "
+                   f"{path / 'assets' / 'zoo.json'}, which is missing: restore it (zoo "
+                   f"export writes it).")
+    assert not out.exists()
+    # One whose output follows its input's size (no resize in its graph) writes each
+    # image's mask at its own size.
+    seg = _foreign_segmenter(tmp_path / "any" / "seg" / "1", (None, None), 0)
+    assert main(["predict", seg, str(tmp_path / "a.png"), "--out", str(out),
+                 "--runtime", "tensorflow", "--no-xla"]) == 0
+    assert np.asarray(Image.open(out / "a_mask.png")).tolist() == np.ones((20, 30)).tolist()
 
 
 def test_zoo_evaluate_names_a_folders_damaged_image_or_mask(digits_model, tmp_path, capsys):

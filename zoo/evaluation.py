@@ -83,29 +83,6 @@ def _centre(mask, hw):
     return mask[top:top + hw[0], left:left + hw[1]]
 
 
-def _mask_sizes(servable) -> tuple:
-    """``(own_size, in_hw)`` of a segmentation export: whether its masks are brought to
-    each image's own size, else the model input's height and width, whose centre the
-    output covers. Without its zoo.json, an export's signature tells: a fixed input size,
-    or an output whose size follows the input's (both of any size)."""
-    from zoo import serving
-    if "input" in servable.info:
-        own_size = serving.output_has_input_size(servable)
-        return own_size, (None if own_size else
-                          tuple(servable.info["input"]["model_input_shape"][:2]))
-    in_hw = tuple(servable.input_shape[1:3])
-    out_hw = tuple((servable.probabilities_shape or [None] * 4)[1:3])
-    if None not in in_hw:     # images of that size only: no resize before the model
-        return in_hw == out_hw, (None if in_hw == out_hw else in_hw)
-    if out_hw == (None, None):
-        return True, None
-    raise ValueError(
-        f"{servable.name}'s signature takes images of any size and answers masks of "
-        f"{out_hw[0]}x{out_hw[1]}; the input size its graph resizes images to, at which the "
-        f"masks are scored, is in {os.path.join(servable.path, 'assets', 'zoo.json')}, "
-        f"which is missing: restore it (zoo export writes it).")
-
-
 def _per_class(confusion, labels) -> list:
     """Precision, recall, F1 and support of each class of ``confusion`` (rows: truth,
     columns: prediction); 0 where a ratio has nothing to divide by (as scikit-learn's
@@ -221,7 +198,8 @@ def evaluate(model, dataset=None, split="test", *, batch_size=None, top_k=None, 
     # Segmentation: masks at each image's size, or the centre of the resized image (in_hw)
     # for an output smaller than the input. A classifier needs neither (nor the input record
     # that an export without its zoo.json lacks).
-    own_size, in_hw = _mask_sizes(servable) if task == "segmentation" else (False, None)
+    own_size, in_hw = (serving.mask_sizes(servable, "at which the masks are scored")
+                       if task == "segmentation" else (False, None))
     confusion = np.zeros((k, k), np.int64)
     top_right = examples = 0
     for chunk in _chunks(raw, step):

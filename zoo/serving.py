@@ -1830,6 +1830,30 @@ def output_has_input_size(servable) -> bool:
     return None not in shapes and list(shapes[0][:2]) == list(shapes[1][:2])
 
 
+def mask_sizes(servable, use="from which the masks are brought to each image's size") -> tuple:
+    """``(own_size, in_hw)`` of a segmentation export: whether its masks are brought to
+    each image's own size, else the model input's height and width, whose centre the
+    output covers. Without its zoo.json, an export's signature tells: a fixed input size,
+    or an output whose size follows the input's (both of any size); one taking any size
+    and answering a fixed size is refused (the size its graph resizes images to is in
+    zoo.json only), ``use`` saying what that size is needed for."""
+    if "input" in servable.info:
+        own_size = output_has_input_size(servable)
+        return own_size, (None if own_size else
+                          tuple(servable.info["input"]["model_input_shape"][:2]))
+    in_hw = tuple(servable.input_shape[1:3])
+    out_hw = tuple((servable.probabilities_shape or [None] * 4)[1:3])
+    if None not in in_hw:     # images of that size only: no resize before the model
+        return in_hw == out_hw, (None if in_hw == out_hw else in_hw)
+    if out_hw == (None, None):
+        return True, None
+    raise ValueError(
+        f"{servable.name}'s signature takes images of any size and answers masks of "
+        f"{out_hw[0]}x{out_hw[1]}; the input size its graph resizes images to, {use}, is "
+        f"in {os.path.join(servable.path, 'assets', 'zoo.json')}, which is missing: restore "
+        f"it (zoo export writes it).")
+
+
 def _check_out_dir(out) -> None:
     """Refuse an ``--out`` that is empty, a file, under one (``notes.txt/masks``) or not
     writable, before the model loads: the masks' directory could not be made (it failed
@@ -1864,6 +1888,10 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
     import tempfile
     from PIL import Image
     mask_names = _mask_names(names)
+    # A model whose output has its input's size (padding="same") gets masks at each image's
+    # own size; an output smaller than the input (unpadded convolutions: the centre of the
+    # resized image) is written as it is. Known before anything is written.
+    own_size = sizes is not None and mask_sizes(servable)[0]
     for name, mask_name in zip(names, mask_names):   # a rename onto it would fail halfway
         target = os.path.join(args.out, mask_name)
         if os.path.isdir(target) and not os.path.islink(target):
@@ -1877,10 +1905,6 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
     rows = [None] * len(names)
     done = False
     renamed = []
-    # A model whose output has its input's size (padding="same") gets masks at each image's
-    # own size; an output smaller than the input (unpadded convolutions: the centre of the
-    # resized image) is written as it is.
-    own_size = sizes is not None and output_has_input_size(servable)
     try:
         for idx, out in servable.iter_predict(images, args.batch_size):
             for j, (i, mask) in enumerate(zip(idx, out["mask"])):

@@ -2007,10 +2007,11 @@ def test_every_file_of_a_run_reaches_the_disk_before_its_rename(digits8, tmp_pat
                                                                   monkeypatch):
     """After a power loss a run's files (the backup's weights, model.keras, info.json, ...)
     hold their old content or their new one, never an empty file: each is synced before the
-    rename that gives it its name (only exports were)."""
+    rename that gives it its name (only exports were), and history.csv's rows before the
+    backup of their epoch."""
     events = record_syncs_and_renames(monkeypatch)
     run = tmp_path / "run"
-    train.fit(tiny_classifier(), digits8, run_dir=str(run), epochs=1, verbose=0,
+    train.fit(tiny_classifier(), digits8, run_dir=str(run), epochs=2, verbose=0,
               mixed_precision="off", jit_compile=False, early_stopping=False)
     renames = [e for e in events if e[0] == "rename"]
     renamed_to = {os.path.relpath(dst, run) for _, _, dst in renames}
@@ -2018,6 +2019,13 @@ def test_every_file_of_a_run_reaches_the_disk_before_its_rename(digits8, tmp_pat
             "metrics.json"} <= renamed_to
     for renamed in renames:
         assert ("sync", renamed[1]) in events[:events.index(renamed)], renamed[2]
+    # history.csv, appended a row an epoch, reaches the disk before that epoch's backup,
+    # which a resume trusts (it lost its last rows to a power loss, unsynced).
+    backups = [i for i, e in enumerate(events)
+               if e[0] == "rename" and e[2] == str(run / "backup" / "latest.weights.h5")]
+    assert len(backups) == 2
+    for start, end in zip([0] + backups, backups):
+        assert ("sync", str(run / "history.csv")) in events[start:end]
 
 
 @pytest.mark.parametrize("policy", ["bfloat16", "float16"])

@@ -1963,6 +1963,16 @@ class StopWhenInterrupted(keras.callbacks.Callback):
     on_train_batch_end = on_test_batch_end = on_epoch_end = on_test_end = _check
 
 
+class _SyncedCSVLogger(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger whose rows reach the disk at each epoch's end, before the epoch's
+    backup (which follows it): a resume trusts the rows up to the backup's epoch, and after a
+    power loss an unsynced file could have lost them."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        os.fsync(self.csv_file.fileno())
+
+
 class _TerminateOnNaN(keras.callbacks.TerminateOnNaN):
     """Keras' ``TerminateOnNaN``, whose ``Batch N: Invalid loss, terminating training`` line
     is printed only with ``verbose`` (beside the progress bars): the run then fails with
@@ -3075,7 +3085,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             # TensorBoard logs the optimizer's rate as it finds it: before the plateau
             # schedule lowers it, as history.csv
             cbs += [_LearningRateLog(),
-                    keras.callbacks.CSVLogger(history_path, append=resuming),
+                    _SyncedCSVLogger(history_path, append=resuming),
                     _BestCheckpoint(best_path, monitor, mode,
                                     best=None if resume is None else resume[0]),
                     keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),

@@ -21,6 +21,7 @@ import zoo  # noqa: E402
 from zoo import data, serving  # noqa: E402
 from zoo.cli import main  # noqa: E402
 from zoo.evaluation import evaluate  # noqa: E402
+from conftest import record_syncs_and_renames  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -821,6 +822,28 @@ def test_zoo_predict_refuses_a_segmentation_export_without_zoo_json_that_resizes
     assert main(["predict", seg, str(tmp_path / "a.png"), "--out", str(out),
                  "--runtime", "tensorflow", "--no-xla"]) == 0
     assert np.asarray(Image.open(out / "a_mask.png")).tolist() == np.ones((20, 30)).tolist()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_zoo_predict_syncs_each_mask_before_its_rename(tmp_path, monkeypatch):
+    """After a power loss a mask of zoo predict is the earlier run's or this one's, never an
+    empty file: each is synced before the rename that gives it its name, and --out after."""
+    seg = _foreign_segmenter(tmp_path / "seg" / "1", (None, None), 0)
+    images = []
+    for i in range(3):
+        images.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.full((10, 12), 60 * i, "uint8")).save(images[-1])
+    out = tmp_path / "masks"
+    events = record_syncs_and_renames(monkeypatch)
+    assert main(["predict", seg, *images, "--out", str(out), "--runtime", "tensorflow",
+                 "--no-xla"]) == 0
+    renames = [(i, e) for i, e in enumerate(events)
+               if e[0] == "rename" and os.path.dirname(e[2]) == str(out)]
+    assert sorted(os.path.basename(e[2]) for _, e in renames) == [
+        "0_mask.png", "1_mask.png", "2_mask.png"]
+    for i, (_, source, _) in renames:
+        assert ("sync", source) in events[:i]
+    assert ("sync", str(out)) in events[renames[-1][0]:]
 
 
 def test_zoo_evaluate_names_a_folders_damaged_image_or_mask(digits_model, tmp_path, capsys):

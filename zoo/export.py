@@ -1211,9 +1211,9 @@ def _sync_tree(path) -> None:
     files reach the disk before its rename makes it visible, so that after a power loss a
     version directory is whole or absent (a rename can reach the disk before the data it
     names; only ``zoo.json`` was synced, and the SavedModel's files could be empty)."""
-    for root, dirs, files in os.walk(path, topdown=False):
-        for name in files:
-            common.fsync_path(os.path.join(root, name))
+    walked = list(os.walk(path, topdown=False))
+    common.fsync_paths(os.path.join(root, name) for root, _, files in walked for name in files)
+    for root, _, _ in walked:
         common.sync_directory(root)
 
 

@@ -51,9 +51,10 @@ import numpy as np
 
 from zoo.cli import number_type
 from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_jit_compile, check_path, clip_text,
-                         exception_line, has_image_signature, is_digits, is_finite_number,
-                         is_integer, remove_path, remove_stale_temporaries, temporary_prefix,
-                         unwritable_directory, visible_gpus)
+                         exception_line, fsync_paths, has_image_signature, is_digits,
+                         is_finite_number, is_integer, remove_path, remove_stale_temporaries,
+                         sync_directory, temporary_prefix, unwritable_directory,
+                         visible_gpus)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions, version_path)
 
@@ -1919,6 +1920,9 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
                 label = servable.labels[top] if top < len(servable.labels) else str(top)
                 rows[i] = {"image": names[i], "mask": os.path.join(args.out, mask_names[i]),
                            "most pixels": label, "share": round(counts[top] / mask.size, 3)}
+        # On the disk before their renames, so that after a power loss a mask is the earlier
+        # run's or this one's, never an empty file.
+        fsync_paths(os.path.join(staging, mask_name) for mask_name in mask_names)
         # All or none, also in an --out of earlier masks: a Ctrl-C or SIGTERM waits for the
         # renames (it left the masks renamed so far beside the earlier run's others).
         from zoo.cli import signals_deferred
@@ -1927,6 +1931,7 @@ def _write_masks(servable, images, names, args, sizes=None) -> None:
                 os.replace(os.path.join(staging, mask_name), os.path.join(args.out, mask_name))
                 renamed.append(os.path.join(args.out, mask_name))
             done = True
+        sync_directory(args.out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not done:

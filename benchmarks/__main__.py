@@ -64,7 +64,9 @@ PRESETS = {
 
 
 def _number_list(convert, ok, what):
-    """An argparse type: comma-separated numbers ``convert`` reads and ``ok`` accepts."""
+    """An argparse type: comma-separated numbers ``convert`` reads and ``ok`` accepts, each
+    once (``--clients 1,1`` gave two variants of one name, whose repetitions went into one
+    list of twice the length, paired with the reference's out of step)."""
     def parse(text):
         try:
             values = [convert(v) for v in text.split(",") if v.strip()]
@@ -73,7 +75,7 @@ def _number_list(convert, ok, what):
         if not values or not all(ok(v) for v in values):
             raise argparse.ArgumentTypeError(f"expected comma-separated {what}; "
                                              f"received {text!r}")
-        return values
+        return list(dict.fromkeys(values))
     return parse
 
 

@@ -639,6 +639,24 @@ def test_a_name_given_twice_is_measured_once():
     assert s["models"] == ["resnet50", "xception"]
 
 
+def test_a_number_given_twice_is_measured_once():
+    # --clients 1,1 made two serve variants of one name, whose 2 x repeats rates were
+    # paired by index with the in-process reference's repeats
+    s = bench.settings(bench.build_parser().parse_args(
+        ["--clients", "1,8,1", "--batch-sizes", "16,16,1", "--serve-batches", "32,32",
+         "--serve-batch-waits", "2,2.0,10"]))
+    assert (s["clients"], s["batch_sizes"], s["serve_batches"]) == ([1, 8], [16, 1], [32])
+    assert bench.build_parser().parse_args(
+        ["--serve-batch-waits", "2,2.0,10"]).serve_batch_waits == [2.0, 10.0]
+
+
+def test_measure_refuses_two_variants_of_one_name():
+    from benchmarks.core import Variant, measure
+    with pytest.raises(ValueError, match=r"received \['x'\] more than once"):
+        measure([Variant("ref", lambda: 1), Variant("x", lambda: 1), Variant("x", lambda: 2)],
+                repeats=1)
+
+
 def test_results_go_to_an_ignored_folder_by_default():
     """Not into benchmarks/results, where the committed runs live."""
     import subprocess

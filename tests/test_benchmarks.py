@@ -565,6 +565,16 @@ def test_requests_for_fills_a_repetition():
     assert requests_for(float("inf"), 3) == 3 and requests_for(0.0, 3) == 3
 
 
+def test_serve_latencies_are_those_of_the_timed_repetitions():
+    from benchmarks.inference import timed_latencies
+    warm, timed = [9.0] * 4, [1.0, 2.0, 3.0, 4.0] * 3
+    assert timed_latencies(warm + timed, 4, 3) == timed
+    # a variant whose second repetition failed: one timed repetition, not the warm-up's
+    # (it took the last 3 x 4 latencies, the warm-up's among them)
+    assert timed_latencies(warm + timed[:4], 4, 1) == timed[:4]
+    assert timed_latencies(warm, 4, 0) == []     # failed in its first repetition
+
+
 def test_http_ceiling():
     from benchmarks.inference import http_ceiling
     assert http_ceiling(1.0, 1.0) == 0.5

@@ -448,7 +448,7 @@ def markdown(rows, info: dict, *, command: str, seconds: float) -> str:
             if serve:
                 cells += [_fmt(d["p50_ms"]), _fmt(d["p99_ms"])]
             if work:
-                cells.append("" if d["gflops"] is None else f"{d['gflops']:.0f}" + (
+                cells.append("" if d["gflops"] is None else _fmt(d["gflops"]) + (
                     f" ({d['peak_share']:.0%} of {d['precision']})"
                     if d["peak_share"] is not None else f" ({d['precision']})"))
             cells += [ratio, "" if d["target"] is None else f">= {d['target']}", d["met"],

@@ -1065,6 +1065,12 @@ def test_the_markdown_report_tables():
         "| m | 8x8x1 | 32 | 8 | zoo serve, 8 clients | 100 img/s | 50-150 | 75-125 | 12.3 | 45.7 "
         "| 0.50 (0.50-0.50) | >= 0.85 | no |  |"]
     assert "## Inference throughput" not in md      # no rows, no table
+    # a small model's GFLOP/s as results.csv has it, three figures (it was "0")
+    small = _report_rows()[:1]
+    small[0].gflop_per_item = 0.00656                # 30 img/s x LeNet-5's forward pass
+    row = core.markdown(small, info, command="c", seconds=1).splitlines()[-1]
+    assert small[0].as_dict()["gflops"] == 0.197
+    assert "| 0.197 (0% of float32) |" in row
     assert [line for line in lines if line.startswith("## ")] == [
         "## Training throughput", "## zoo serve vs in-process"]
 

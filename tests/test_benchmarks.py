@@ -1233,8 +1233,13 @@ def test_the_benchmark_tools_defaults_are_those_their_usage_states():
     from benchmarks import autotune_calls, profile_ops
     args = profile_ops.build_parser().parse_args(["lenet5"])
     assert (args.batch_size, args.steps, args.top, args.mode) == (16, 3, 25, "train")
-    assert "[--image-size 160] [--batch-size 16] [--steps 3]" in " ".join(
+    assert "[--image-size SIZE] [--batch-size 16] [--steps 3]" in " ".join(
         profile_ops.__doc__.split())
     args = autotune_calls.build_parser().parse_args([])
     assert (args.model, args.calls, args.batch_size, args.batches, args.mode) == (
         "resnet50", 12, 32, 2, "predict")
+    # no --image-size: the model's input size (the usage said 160, ResNet-50 ran at 224)
+    assert args.image_size is None
+    for tool in (profile_ops, autotune_calls):
+        assert "default the model's input size: 224 for ResNet-50" in " ".join(
+            tool.__doc__.split())

@@ -138,9 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve-image-size", type=core.count_type(1), default=None,
                    help="input size of the large serve models (default: --image-size)")
     p.add_argument("--pipeline-epochs", type=core.count_type(1),
-                   help="epochs per pipeline repetition")
+                   help="epochs per repetition of LeNet-5's pipeline rows (the large "
+                   "models': BIG_PIPELINE's)")
     p.add_argument("--pipeline-repeats", type=core.count_type(1),
-                   help="pipeline repetitions (LeNet-5 epochs are short and noisy)")
+                   help="repetitions of LeNet-5's pipeline rows, whose epochs are short and "
+                   "noisy (default 7; quick: 3; the large models' take --repeats)")
     p.add_argument("--pipeline-models", type=_names,
                    help="models for the pipeline section (default lenet5,resnet50; quick: "
                    "lenet5); the large ones train on BIG_PIPELINE's short epochs")

@@ -2,5 +2,7 @@
 
 Run ``python -m benchmarks [--quick] [--models ...] [--out DIR]``; see
 :mod:`benchmarks.__main__` for the sections and options. Each comparison is measured in one
-process with the variants interleaved, and reported as a ratio against its reference.
+run with the variants interleaved (those that need TensorFlow's own settings, or PyTorch,
+in reference processes of their own: :mod:`benchmarks.worker`), and reported as a ratio
+against its reference.
 """

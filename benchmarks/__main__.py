@@ -64,7 +64,9 @@ PRESETS = {
 
 
 def _number_list(convert, ok, what):
-    """An argparse type: comma-separated numbers ``convert`` reads and ``ok`` accepts."""
+    """An argparse type: comma-separated numbers ``convert`` reads and ``ok`` accepts, each
+    once (``--clients 1,1`` gave two variants of one name, whose repetitions went into one
+    list of twice the length, paired with the reference's out of step)."""
     def parse(text):
         try:
             values = [convert(v) for v in text.split(",") if v.strip()]
@@ -73,7 +75,7 @@ def _number_list(convert, ok, what):
         if not values or not all(ok(v) for v in values):
             raise argparse.ArgumentTypeError(f"expected comma-separated {what}; "
                                              f"received {text!r}")
-        return values
+        return list(dict.fromkeys(values))
     return parse
 
 
@@ -136,9 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve-image-size", type=core.count_type(1), default=None,
                    help="input size of the large serve models (default: --image-size)")
     p.add_argument("--pipeline-epochs", type=core.count_type(1),
-                   help="epochs per pipeline repetition")
+                   help="epochs per repetition of LeNet-5's pipeline rows (the large "
+                   "models': BIG_PIPELINE's)")
     p.add_argument("--pipeline-repeats", type=core.count_type(1),
-                   help="pipeline repetitions (LeNet-5 epochs are short and noisy)")
+                   help="repetitions of LeNet-5's pipeline rows, whose epochs are short and "
+                   "noisy (default 7; quick: 3; the large models' take --repeats)")
     p.add_argument("--pipeline-models", type=_names,
                    help="models for the pipeline section (default lenet5,resnet50; quick: "
                    "lenet5); the large ones train on BIG_PIPELINE's short epochs")

@@ -2,8 +2,9 @@
 tf.data's autotuning.
 
 ``python -m benchmarks.autotune_calls [MODEL] [--mode predict|evaluate|fit] [--calls 12]
-[--image-size 160] [--batch-size 32] [--batches 2] [--mixed-precision auto]`` builds the zoo
-model (default ``resnet50``) compiled by ``zoo.train.compile_model``, and calls Keras'
+[--image-size SIZE] [--batch-size 32] [--batches 2] [--mixed-precision auto]`` builds the zoo
+model (default ``resnet50``, at ``--image-size``, default the model's input size: 224 for
+ResNet-50) compiled by ``zoo.train.compile_model``, and calls Keras'
 ``predict``, ``evaluate`` or ``fit`` (one epoch) ``--calls`` times on each of two pipelines
 of the same random images, ``--batches`` batches each (``map(AUTOTUNE)``, ``batch``,
 ``prefetch(AUTOTUNE)``): one with tf.data's default autotuning, one without it

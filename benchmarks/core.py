@@ -142,7 +142,15 @@ def measure(variants, *, repeats: int, warmup: int = 1) -> dict:
         "first": seconds of the first run, "error": message or ""}}``. Busy cores are CPU
         seconds over wall seconds: of this process's threads for a plain run, the
         variant's own figure when it times itself and gives one (none when it does not).
+
+    Raises:
+        ValueError: two variants have the same name.
     """
+    names = [v.name for v in variants]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:   # their repetitions would go into one list, out of step with the others'
+        raise ValueError(f"variants are kept by name, each must have its own; received "
+                         f"{twice} more than once")
     out = {v.name: {"rates": [], "cores": [], "first": None, "error": ""} for v in variants}
     alive = []
     for v in variants:
@@ -440,7 +448,7 @@ def markdown(rows, info: dict, *, command: str, seconds: float) -> str:
             if serve:
                 cells += [_fmt(d["p50_ms"]), _fmt(d["p99_ms"])]
             if work:
-                cells.append("" if d["gflops"] is None else f"{d['gflops']:.0f}" + (
+                cells.append("" if d["gflops"] is None else _fmt(d["gflops"]) + (
                     f" ({d['peak_share']:.0%} of {d['precision']})"
                     if d["peak_share"] is not None else f" ({d['precision']})"))
             cells += [ratio, "" if d["target"] is None else f">= {d['target']}", d["met"],

@@ -420,6 +420,13 @@ def http_ceiling(in_process_ms: float, round_trip_ms: float) -> float:
     return in_process_ms / (in_process_ms + round_trip_ms)
 
 
+def timed_latencies(latencies, per_repetition, repetitions) -> list:
+    """The latencies of a serve variant's ``repetitions`` timed repetitions of
+    ``per_repetition`` requests each, out of all its runs' (the warm-up's first; a run whose
+    burst failed added none, and none ran after it)."""
+    return latencies[max(0, len(latencies) - per_repetition * repetitions):]
+
+
 #: A serve repetition lasts at least this long (more requests for quick ones, up to
 #: SERVE_MAX_REQUESTS): two LeNet-5 requests, ~4 ms, measured the connection's start more
 #: than the server.
@@ -574,8 +581,9 @@ def serve_section(configs, *, image_sizes, repeats, warmup, requests_per_client,
                                                  over_http(c, key, body, to)), c, key))
                 variants += [v for v, _, _ in http]
                 measured = measure(variants, repeats=repeats, warmup=warmup)
-                for key in latencies:   # keep only timed repetitions' latencies
-                    latencies[key] = latencies[key][-(counts[key] * repeats):]
+                for v, _, key in http:
+                    latencies[key] = timed_latencies(latencies[key], counts[key],
+                                                     len(measured[v.name]["rates"]))
                 refs = measured[ref]["rates"]
                 trips = asyncio.run(_round_trips(f"{url}/v1/models/{name}", 20))
                 round_trip_ms = float(np.median(trips)) * 1000

@@ -1,8 +1,9 @@
 """Where a zoo model's training (or inference) step spends its time, by TensorFlow op.
 
-``python -m benchmarks.profile_ops MODEL [--image-size 160] [--batch-size 16] [--steps 3]
-[--mode train|predict] [--xla] [--top 25] [--logdir DIR]`` traces ``--steps`` steps with the
-TensorFlow profiler (``tf.profiler.experimental``) after two warm-up steps, then sums the
+``python -m benchmarks.profile_ops MODEL [--image-size SIZE] [--batch-size 16] [--steps 3]
+[--mode train|predict] [--xla] [--top 25] [--logdir DIR]`` traces ``--steps`` steps (at
+``--image-size``, default the model's input size: 224 for ResNet-50, where ``python -m
+benchmarks`` measures 160) with the TensorFlow profiler (``tf.profiler.experimental``) after two warm-up steps, then sums the
 trace's events per op type on TensorFlow's compute threads and prints the table (op, total
 ms, share of the compute time, calls). The trace stays in ``--logdir`` for TensorBoard's
 profile plugin.

@@ -565,6 +565,16 @@ def test_requests_for_fills_a_repetition():
     assert requests_for(float("inf"), 3) == 3 and requests_for(0.0, 3) == 3
 
 
+def test_serve_latencies_are_those_of_the_timed_repetitions():
+    from benchmarks.inference import timed_latencies
+    warm, timed = [9.0] * 4, [1.0, 2.0, 3.0, 4.0] * 3
+    assert timed_latencies(warm + timed, 4, 3) == timed
+    # a variant whose second repetition failed: one timed repetition, not the warm-up's
+    # (it took the last 3 x 4 latencies, the warm-up's among them)
+    assert timed_latencies(warm + timed[:4], 4, 1) == timed[:4]
+    assert timed_latencies(warm, 4, 0) == []     # failed in its first repetition
+
+
 def test_http_ceiling():
     from benchmarks.inference import http_ceiling
     assert http_ceiling(1.0, 1.0) == 0.5
@@ -637,6 +647,24 @@ def test_a_name_given_twice_is_measured_once():
     s = bench.settings(bench.build_parser().parse_args(
         ["--models", "resnet50,xception,resnet50", "--sections", "train,train"]))
     assert s["models"] == ["resnet50", "xception"]
+
+
+def test_a_number_given_twice_is_measured_once():
+    # --clients 1,1 made two serve variants of one name, whose 2 x repeats rates were
+    # paired by index with the in-process reference's repeats
+    s = bench.settings(bench.build_parser().parse_args(
+        ["--clients", "1,8,1", "--batch-sizes", "16,16,1", "--serve-batches", "32,32",
+         "--serve-batch-waits", "2,2.0,10"]))
+    assert (s["clients"], s["batch_sizes"], s["serve_batches"]) == ([1, 8], [16, 1], [32])
+    assert bench.build_parser().parse_args(
+        ["--serve-batch-waits", "2,2.0,10"]).serve_batch_waits == [2.0, 10.0]
+
+
+def test_measure_refuses_two_variants_of_one_name():
+    from benchmarks.core import Variant, measure
+    with pytest.raises(ValueError, match=r"received \['x'\] more than once"):
+        measure([Variant("ref", lambda: 1), Variant("x", lambda: 1), Variant("x", lambda: 2)],
+                repeats=1)
 
 
 def test_results_go_to_an_ignored_folder_by_default():
@@ -1037,6 +1065,12 @@ def test_the_markdown_report_tables():
         "| m | 8x8x1 | 32 | 8 | zoo serve, 8 clients | 100 img/s | 50-150 | 75-125 | 12.3 | 45.7 "
         "| 0.50 (0.50-0.50) | >= 0.85 | no |  |"]
     assert "## Inference throughput" not in md      # no rows, no table
+    # a small model's GFLOP/s as results.csv has it, three figures (it was "0")
+    small = _report_rows()[:1]
+    small[0].gflop_per_item = 0.00656                # 30 img/s x LeNet-5's forward pass
+    row = core.markdown(small, info, command="c", seconds=1).splitlines()[-1]
+    assert small[0].as_dict()["gflops"] == 0.197
+    assert "| 0.197 (0% of float32) |" in row
     assert [line for line in lines if line.startswith("## ")] == [
         "## Training throughput", "## zoo serve vs in-process"]
 
@@ -1199,8 +1233,13 @@ def test_the_benchmark_tools_defaults_are_those_their_usage_states():
     from benchmarks import autotune_calls, profile_ops
     args = profile_ops.build_parser().parse_args(["lenet5"])
     assert (args.batch_size, args.steps, args.top, args.mode) == (16, 3, 25, "train")
-    assert "[--image-size 160] [--batch-size 16] [--steps 3]" in " ".join(
+    assert "[--image-size SIZE] [--batch-size 16] [--steps 3]" in " ".join(
         profile_ops.__doc__.split())
     args = autotune_calls.build_parser().parse_args([])
     assert (args.model, args.calls, args.batch_size, args.batches, args.mode) == (
         "resnet50", 12, 32, 2, "predict")
+    # no --image-size: the model's input size (the usage said 160, ResNet-50 ran at 224)
+    assert args.image_size is None
+    for tool in (profile_ops, autotune_calls):
+        assert "default the model's input size: 224 for ResNet-50" in " ".join(
+            tool.__doc__.split())

@@ -514,6 +514,26 @@ def test_interpolation_kernels(layer, input_shape, taps, jump):
     assert r["other_ops"] == (0 if nearest else taps[0] * taps[1] * np.prod(r["output_shape"]))
 
 
+@pytest.mark.parametrize("size_in,size_out,taps,reads", [
+    # 16 -> 6: boxes of 8/3 pixels; [0, 2.67) covers 3 pixels, [2.67, 5.33) straddles 4:
+    # 3 + 4 + 3 + 3 + 4 + 3 per axis
+    (16, 6, 4, 20),
+    # 8 -> 12: boxes of 2/3 pixel; the 4 that cross a pixel edge read 2: 12 + 4 per axis
+    (8, 12, 2, 16),
+])
+def test_area_resize_reads_every_pixel_its_box_overlaps(size_in, size_out, taps, reads):
+    """An "area" output averages the input pixels its box overlaps: at a non-integer factor
+    a box can straddle one pixel more than in / out (it was counted as ceil(in / out)
+    samples, and 1 when upscaling)."""
+    x = keras.Input((size_in, size_in, 1), name="x")
+    model = keras.Model(x, L.Resizing(size_out, size_out, interpolation="area", name="l")(x))
+    r = zprofile.profile(model).layers.iloc[-1]
+    assert (r["rf_h"], r["rf_w"]) == measured_receptive_field(model) == (taps, taps)
+    deltas = np.eye(size_in ** 2, dtype="float32").reshape(-1, size_in, size_in, 1)
+    read = np.count_nonzero(model.predict(deltas, verbose=0) > 0)   # (input, output) pairs
+    assert r["other_ops"] == reads * reads == read
+
+
 def test_subsampling_steps_by_its_window():
     x = keras.Input((9, 9, 1), name="x")
     y = Subsampling(3, name="s")(conv(1, 3, "c", padding="same")(x))

@@ -38,8 +38,8 @@ Counting conventions (all figures are for one batch of ``batch_size`` images;
   ``Rescaling``/``Normalization`` (two per element), interpolating upsampling
   and ``Resizing`` (one per input sample read: 2x2 per output element for
   bilinear, 4x4 bicubic, 6x6 and 10x10 Lanczos, more for a downscaling
-  ``"area"`` or ``antialias=True`` resize) and the custom layers' extra
-  additions.
+  ``antialias=True`` resize; ``"area"`` reads the pixels each output's box
+  overlaps) and the custom layers' extra additions.
 - Activation functions, reshapes, padding, cropping, concatenation, dropout,
   noise and nearest-neighbour upsampling count zero arithmetic.
 - Any other layer counts zero and is named in a ``UserWarning`` (and in
@@ -65,16 +65,20 @@ of a transposed convolution sees ``ceil(k_eff / s)`` input units
 (``r_out = r_in + (ceil(k_eff / s) - 1) * j_in``; Keras dilates only at stride 1); ``Resizing`` scales the jump by
 ``in_size / out_size``; an interpolation reading ``t`` input samples per axis
 (nearest 1, bilinear 2, bicubic 4, lanczos3 6, lanczos5 10, times ``in / out``
-when an ``"area"`` or ``antialias=True`` resize downscales) adds ``t - 1``
-input steps. Layers that collapse the spatial axes (``Flatten``, global
-pooling) see their whole input map (``r_in + (n - 1) * j_in``, jump
+when an ``antialias=True`` resize downscales; ``"area"``: the most pixels an
+output's box of ``in / out`` pixels overlaps) adds ``t - 1`` input steps.
+Layers that collapse the spatial axes (``Flatten``, global pooling) see their
+whole input map (``r_in + (n - 1) * j_in``, jump
 ``j_in * n``). Layers with several inputs take the largest over their inputs
 (paths). The axes are those of the model's input with the most (an image
 beside a vector or a sequence; a 1-D path fills the first). Padding is
-ignored, so the receptive field can exceed the image. Without upsampling the
-rule is exact; after upsampling or a transposed convolution it is an estimate
-(rounded up when fractional): nearest copies and strides that line up with the
-upsampling factor make the field measured on the graph differ by a few pixels,
+ignored, so the receptive field can exceed the image. Without upsampling,
+resizing or transposed convolutions the rule is exact, as long as paths that
+meet are not shifted against each other (a crop that offsets one path widens
+the union of their windows past the largest); after them it is an
+estimate (rounded up when fractional): nearest copies, strides that line up with
+the upsampling factor and kernel taps of weight zero (bilinear at 3x downscaling
+reads one pixel) make the field measured on the graph differ by a few pixels,
 either way.
 """
 
@@ -549,27 +553,44 @@ def _cost(kind, op, ins, outs) -> tuple:
     if kind == "lrn":
         return _size(out) * (2 * op.depth_radius + 2), 2 * _size(out)
     if kind in ("upsample", "resize"):
-        if getattr(op, "interpolation", "nearest") == "nearest":
+        interpolation = getattr(op, "interpolation", "nearest")
+        spatial_in, spatial_out = _spatial(ins[0], op), _spatial(out, op)
+        if interpolation == "nearest":
             return 0, 0   # a copy
-        return 0, _prod(_interpolation_taps(op, _spatial(ins[0], op), _spatial(out, op))) \
-            * _size(out)
+        if interpolation == "area":   # each output its own box: the pixels each one overlaps
+            channels = _size(out) // _prod(spatial_out)
+            return 0, channels * _prod([sum(_area_overlaps(int(i), int(o)))
+                                        for i, o in zip(spatial_in, spatial_out)])
+        return 0, _prod(_interpolation_taps(op, spatial_in, spatial_out)) * _size(out)
     return 0, 0   # free layers, flatten
 
 
-#: Input samples per axis one output of ``tf.image.resize`` reads, by interpolation.
+#: Input samples per axis one output of ``tf.image.resize`` reads, by interpolation
+#: (``"area"``: see :func:`_area_overlaps`).
 _INTERPOLATION_TAPS = {"nearest": 1, "bilinear": 2, "bicubic": 4, "lanczos3": 6,
-                       "lanczos5": 10, "area": 1}
+                       "lanczos5": 10}
+
+
+def _area_overlaps(size_in: int, size_out: int) -> list:
+    """Input pixels each output of an ``"area"`` resize averages along one axis: output
+    ``k`` covers ``[k * in / out, (k + 1) * in / out)`` of the input, every pixel that box
+    overlaps (``in / out`` of them at an integer factor; one more where a box of a
+    non-integer factor straddles a pixel edge, so 2 when upscaling 8 -> 12)."""
+    return [-(-(k + 1) * size_in // size_out) - k * size_in // size_out
+            for k in range(size_out)]
 
 
 def _interpolation_taps(op, spatial_in, spatial_out) -> tuple:
     """Input samples per spatial axis that one output of an upsampling or resizing layer
-    reads: its kernel's taps, widened by the factor ``in / out`` of a downscaling
-    ``"area"`` or ``antialias=True`` resize (whose kernel spans the input pixels an output
-    covers)."""
+    reads (the most over its outputs): its kernel's taps, widened by the factor
+    ``in / out`` of a downscaling ``antialias=True`` resize (whose kernel spans the input
+    pixels an output covers); an ``"area"`` output reads the pixels its box overlaps."""
     interpolation = getattr(op, "interpolation", "nearest")
+    if interpolation == "area":
+        return tuple(max(_area_overlaps(int(i), int(o)))
+                     for i, o in zip(spatial_in, spatial_out))
     taps = _INTERPOLATION_TAPS.get(interpolation, 2)
-    widened = interpolation != "nearest" and (interpolation == "area"
-                                              or getattr(op, "antialias", False))
+    widened = interpolation != "nearest" and getattr(op, "antialias", False)
     return tuple(math.ceil(taps * max(Fraction(int(i), int(o)), 1)) if widened else taps
                  for i, o in zip(spatial_in, spatial_out))
 

@@ -372,6 +372,15 @@ def test_branches_take_the_largest_path_and_axes_differ():
     assert (row(p, "cat")["rf_h"], row(p, "cat")["rf_w"]) == (9, 9)
 
 
+def test_a_volume_reports_its_height_and_width():
+    """rf_h / rf_w of a 3-D input (depth, height, width) are its last two axes (they were
+    depth and height)."""
+    x = keras.Input((4, 6, 8, 1), name="x")
+    y = L.Conv3D(1, (1, 3, 5), strides=(1, 1, 2), name="c")(x)
+    r = zprofile.profile(keras.Model(x, y)).layers.iloc[-1]
+    assert (r["rf_h"], r["rf_w"], r["jump_h"], r["jump_w"]) == (3, 5, 1, 2)
+
+
 def test_strides_and_jumps_differ_per_axis():
     x = keras.Input((16, 16, 1), name="x")
     y = conv(1, 3, "c1", strides=(1, 2), padding="same")(x)       # jump 1x2

@@ -205,7 +205,7 @@ class Profile:
             layer's output; ``live_bytes`` all activations alive while the layer
             runs at inference, whose maximum is the inference peak; ``rf_*``
             receptive field and ``jump_*`` effective stride along height and
-            width, in input pixels).
+            width, in input pixels; a volume's last two axes, a sequence's one).
         totals: the whole-model :class:`Totals`.
         unknown: ``(name, type)`` of the layers without a cost rule (counted as zero).
     """
@@ -713,6 +713,7 @@ def profile(model, batch_size: int = 1) -> Profile:
     live = _live_bytes(calls, output_keys, specs, batch_size)
     peak = max(live)
     peak_at = calls[live.index(peak)].name
+    h_axis, w_axis = max(0, n_axes - 2), n_axes - 1   # of a volume (D, H, W): the last two
     rf = {}
     records = []
     unknown = []
@@ -741,8 +742,8 @@ def profile(model, batch_size: int = 1) -> Profile:
             "activation_bytes": sum(_bytes(specs[k], batch_size) for k in call.outputs),
             "live_bytes": live[len(records)],
             # a fractional field (after upsampling) rounds up: 1.5 pixels are 2 pixels read
-            "rf_h": math.ceil(r[0]), "rf_w": math.ceil(r[1] if n_axes > 1 else r[0]),
-            "jump_h": float(j[0]), "jump_w": float(j[1] if n_axes > 1 else j[0]),
+            "rf_h": math.ceil(r[h_axis]), "rf_w": math.ceil(r[w_axis]),
+            "jump_h": float(j[h_axis]), "jump_w": float(j[w_axis]),
         })
     layers = pd.DataFrame.from_records(records, columns=LAYER_COLUMNS)
     training = sum(_bytes(s, batch_size) for s in specs.values())

@@ -543,6 +543,23 @@ def test_area_resize_reads_every_pixel_its_box_overlaps(size_in, size_out, taps,
     assert r["other_ops"] == reads * reads == read
 
 
+def test_a_resize_to_another_aspect_ratio_steps_over_its_crop_or_padded_image():
+    """Resizing 16x8 to 4x4 interpolates a centre 8x8 crop (crop_to_aspect_ratio) or a
+    16x16 padded image (pad_to_aspect_ratio): neighbouring outputs are 2 or 4 input pixels
+    apart on both axes (the jump was 16 / 4 and 8 / 4 whatever the crop or padding)."""
+    ones = dict(use_bias=False, kernel_initializer="ones")
+    x = keras.Input((16, 8, 1), name="x")
+    y = L.Resizing(4, 4, crop_to_aspect_ratio=True, name="r")(x)   # bilinear by 2: 2 taps
+    model = keras.Model(x, L.Conv2D(1, 3, name="c", **ones)(y))
+    p = zprofile.profile(model)
+    assert (row(p, "r")["jump_h"], row(p, "r")["jump_w"]) == (2, 2)
+    assert (row(p, "c")["rf_h"], row(p, "c")["rf_w"]) == measured_receptive_field(model) == (
+        2 + 2 * 2, 2 + 2 * 2)
+    y = L.Resizing(4, 4, pad_to_aspect_ratio=True, name="r")(x)
+    r = zprofile.profile(keras.Model(x, y)).layers.iloc[-1]
+    assert (r["jump_h"], r["jump_w"], r["rf_h"], r["other_ops"]) == (4, 4, 2, 4 * 16)
+
+
 def test_subsampling_steps_by_its_window():
     x = keras.Input((9, 9, 1), name="x")
     y = Subsampling(3, name="s")(conv(1, 3, "c", padding="same")(x))

@@ -63,7 +63,8 @@ convolutions and pooling, ``k_eff = dilation * (k - 1) + 1``. Transposed
 convolutions and upsampling divide the jump by the stride, and an output unit
 of a transposed convolution sees ``ceil(k_eff / s)`` input units
 (``r_out = r_in + (ceil(k_eff / s) - 1) * j_in``; Keras dilates only at stride 1); ``Resizing`` scales the jump by
-``in_size / out_size``; an interpolation reading ``t`` input samples per axis
+``in_size / out_size`` (the size of its centre crop or padded image with
+``crop_to_aspect_ratio`` or ``pad_to_aspect_ratio``); an interpolation reading ``t`` input samples per axis
 (nearest 1, bilinear 2, bicubic 4, lanczos3 6, lanczos5 10, times ``in / out``
 when an ``antialias=True`` resize downscales; ``"area"``: the most pixels an
 output's box of ``in / out`` pixels overlaps) adds ``t - 1`` input steps.
@@ -554,7 +555,8 @@ def _cost(kind, op, ins, outs) -> tuple:
         return _size(out) * (2 * op.depth_radius + 2), 2 * _size(out)
     if kind in ("upsample", "resize"):
         interpolation = getattr(op, "interpolation", "nearest")
-        spatial_in, spatial_out = _spatial(ins[0], op), _spatial(out, op)
+        spatial_out = _spatial(out, op)
+        spatial_in = _resized_region(op, _spatial(ins[0], op), spatial_out)
         if interpolation == "nearest":
             return 0, 0   # a copy
         if interpolation == "area":   # each output its own box: the pixels each one overlaps
@@ -569,6 +571,24 @@ def _cost(kind, op, ins, outs) -> tuple:
 #: (``"area"``: see :func:`_area_overlaps`).
 _INTERPOLATION_TAPS = {"nearest": 1, "bilinear": 2, "bicubic": 4, "lanczos3": 6,
                        "lanczos5": 10}
+
+
+def _resized_region(op, spatial_in, spatial_out) -> tuple:
+    """``(height, width, ...)`` of the region a ``Resizing`` layer interpolates from: the
+    input, or with ``crop_to_aspect_ratio`` its centre crop and with
+    ``pad_to_aspect_ratio`` the padded image of the output's aspect ratio (as Keras
+    computes them), so a 16x8 input resized to 4x4 steps by 2 or 4 on both axes."""
+    spatial_in = tuple(int(v) for v in spatial_in)
+    crop, padded = (getattr(op, "crop_to_aspect_ratio", False),
+                    getattr(op, "pad_to_aspect_ratio", False))
+    if not (crop or padded) or len(spatial_in) < 2:
+        return spatial_in
+    (h, w), (th, tw) = spatial_in[:2], (int(v) for v in spatial_out[:2])
+    if crop:
+        region = (max(min(h, w * th // tw), 1), max(min(w, h * tw // th), 1))
+    else:
+        region = (max(h, w * th // tw), max(w, h * tw // th))
+    return region + spatial_in[2:]
 
 
 def _area_overlaps(size_in: int, size_out: int) -> list:
@@ -643,6 +663,7 @@ def _receptive_field(kind, op, ins, outs, rfs, n_axes):
         return r, tuple(ji / s for ji, s in zip(j, stride))
     if kind in ("upsample", "resize") and has_spatial:
         spatial_out = pad(_spatial(outs[0], op), 1)
+        spatial_in = _resized_region(op, spatial_in, spatial_out)
         taps = _interpolation_taps(op, spatial_in, spatial_out)
         r = tuple(ri + (t - 1) * ji for ri, ji, t in zip(r, j, taps))
         return r, tuple(ji * Fraction(i, o) for ji, i, o in zip(j, spatial_in, spatial_out))

@@ -928,7 +928,8 @@ def configure_summary(parser):
     from zoo.cli import add_format_option
     add_model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
-                        help="images per batch for activation memory (default: 1)")
+                        help="images per batch; the counts and activation memory are for one "
+                        "batch (default: 1)")
     add_format_option(parser)
     parser.add_argument("--plot", default=None, metavar="FILE.png",
                         help="draw multiply-adds and activation memory per layer")

@@ -266,6 +266,9 @@ class Profile:
             TypeError: if ``path`` is no path (was os.fspath's message).
             ValueError: if ``path`` does not end in ``.png``.
             FileNotFoundError: if the directory does not exist.
+            NotADirectoryError: if the directory is a file.
+            IsADirectoryError: if ``path`` is a directory.
+            PermissionError: if the directory is not writable.
         """
         path = common.check_path("plot", "path", path, "a .png file")
         if not path.lower().endswith(".png"):

@@ -62,9 +62,10 @@ axis) and jump (distance in input pixels between neighbouring output units):
 convolutions and pooling, ``k_eff = dilation * (k - 1) + 1``. Transposed
 convolutions and upsampling divide the jump by the stride, and an output unit
 of a transposed convolution sees ``ceil(k_eff / s)`` input units
-(``r_out = r_in + (ceil(k_eff / s) - 1) * j_in``; Keras dilates only at stride 1); ``Resizing`` scales the jump by
-``in_size / out_size`` (the size of its centre crop or padded image with
-``crop_to_aspect_ratio`` or ``pad_to_aspect_ratio``); an interpolation reading ``t`` input samples per axis
+(``r_out = r_in + (ceil(k_eff / s) - 1) * j_in``; Keras dilates only at
+stride 1); ``Resizing`` scales the jump by ``in_size / out_size`` (the size of
+its centre crop or padded image with ``crop_to_aspect_ratio`` or
+``pad_to_aspect_ratio``); an interpolation reading ``t`` input samples per axis
 (nearest 1, bilinear 2, bicubic 4, lanczos3 6, lanczos5 10, times ``in / out``
 when an ``antialias=True`` resize downscales; ``"area"``: the most pixels an
 output's box of ``in / out`` pixels overlaps) adds ``t - 1`` input steps.

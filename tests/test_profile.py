@@ -372,6 +372,15 @@ def test_branches_take_the_largest_path_and_axes_differ():
     assert (row(p, "cat")["rf_h"], row(p, "cat")["rf_w"]) == (9, 9)
 
 
+def test_a_volume_reports_its_height_and_width():
+    """rf_h / rf_w of a 3-D input (depth, height, width) are its last two axes (they were
+    depth and height)."""
+    x = keras.Input((4, 6, 8, 1), name="x")
+    y = L.Conv3D(1, (1, 3, 5), strides=(1, 1, 2), name="c")(x)
+    r = zprofile.profile(keras.Model(x, y)).layers.iloc[-1]
+    assert (r["rf_h"], r["rf_w"], r["jump_h"], r["jump_w"]) == (3, 5, 1, 2)
+
+
 def test_strides_and_jumps_differ_per_axis():
     x = keras.Input((16, 16, 1), name="x")
     y = conv(1, 3, "c1", strides=(1, 2), padding="same")(x)       # jump 1x2
@@ -512,6 +521,43 @@ def test_interpolation_kernels(layer, input_shape, taps, jump):
     assert (r["rf_h"], r["rf_w"], r["jump_h"]) == (taps[0], taps[1], jump)
     nearest = layer.interpolation == "nearest"
     assert r["other_ops"] == (0 if nearest else taps[0] * taps[1] * np.prod(r["output_shape"]))
+
+
+@pytest.mark.parametrize("size_in,size_out,taps,reads", [
+    # 16 -> 6: boxes of 8/3 pixels; [0, 2.67) covers 3 pixels, [2.67, 5.33) straddles 4:
+    # 3 + 4 + 3 + 3 + 4 + 3 per axis
+    (16, 6, 4, 20),
+    # 8 -> 12: boxes of 2/3 pixel; the 4 that cross a pixel edge read 2: 12 + 4 per axis
+    (8, 12, 2, 16),
+])
+def test_area_resize_reads_every_pixel_its_box_overlaps(size_in, size_out, taps, reads):
+    """An "area" output averages the input pixels its box overlaps: at a non-integer factor
+    a box can straddle one pixel more than in / out (it was counted as ceil(in / out)
+    samples, and 1 when upscaling)."""
+    x = keras.Input((size_in, size_in, 1), name="x")
+    model = keras.Model(x, L.Resizing(size_out, size_out, interpolation="area", name="l")(x))
+    r = zprofile.profile(model).layers.iloc[-1]
+    assert (r["rf_h"], r["rf_w"]) == measured_receptive_field(model) == (taps, taps)
+    deltas = np.eye(size_in ** 2, dtype="float32").reshape(-1, size_in, size_in, 1)
+    read = np.count_nonzero(model.predict(deltas, verbose=0) > 0)   # (input, output) pairs
+    assert r["other_ops"] == reads * reads == read
+
+
+def test_a_resize_to_another_aspect_ratio_steps_over_its_crop_or_padded_image():
+    """Resizing 16x8 to 4x4 interpolates a centre 8x8 crop (crop_to_aspect_ratio) or a
+    16x16 padded image (pad_to_aspect_ratio): neighbouring outputs are 2 or 4 input pixels
+    apart on both axes (the jump was 16 / 4 and 8 / 4 whatever the crop or padding)."""
+    ones = dict(use_bias=False, kernel_initializer="ones")
+    x = keras.Input((16, 8, 1), name="x")
+    y = L.Resizing(4, 4, crop_to_aspect_ratio=True, name="r")(x)   # bilinear by 2: 2 taps
+    model = keras.Model(x, L.Conv2D(1, 3, name="c", **ones)(y))
+    p = zprofile.profile(model)
+    assert (row(p, "r")["jump_h"], row(p, "r")["jump_w"]) == (2, 2)
+    assert (row(p, "c")["rf_h"], row(p, "c")["rf_w"]) == measured_receptive_field(model) == (
+        2 + 2 * 2, 2 + 2 * 2)
+    y = L.Resizing(4, 4, pad_to_aspect_ratio=True, name="r")(x)
+    r = zprofile.profile(keras.Model(x, y)).layers.iloc[-1]
+    assert (r["jump_h"], r["jump_w"], r["rf_h"], r["other_ops"]) == (4, 4, 2, 4 * 16)
 
 
 def test_subsampling_steps_by_its_window():

@@ -38,8 +38,8 @@ Counting conventions (all figures are for one batch of ``batch_size`` images;
   ``Rescaling``/``Normalization`` (two per element), interpolating upsampling
   and ``Resizing`` (one per input sample read: 2x2 per output element for
   bilinear, 4x4 bicubic, 6x6 and 10x10 Lanczos, more for a downscaling
-  ``"area"`` or ``antialias=True`` resize) and the custom layers' extra
-  additions.
+  ``antialias=True`` resize; ``"area"`` reads the pixels each output's box
+  overlaps) and the custom layers' extra additions.
 - Activation functions, reshapes, padding, cropping, concatenation, dropout,
   noise and nearest-neighbour upsampling count zero arithmetic.
 - Any other layer counts zero and is named in a ``UserWarning`` (and in
@@ -62,19 +62,25 @@ axis) and jump (distance in input pixels between neighbouring output units):
 convolutions and pooling, ``k_eff = dilation * (k - 1) + 1``. Transposed
 convolutions and upsampling divide the jump by the stride, and an output unit
 of a transposed convolution sees ``ceil(k_eff / s)`` input units
-(``r_out = r_in + (ceil(k_eff / s) - 1) * j_in``; Keras dilates only at stride 1); ``Resizing`` scales the jump by
-``in_size / out_size``; an interpolation reading ``t`` input samples per axis
+(``r_out = r_in + (ceil(k_eff / s) - 1) * j_in``; Keras dilates only at
+stride 1); ``Resizing`` scales the jump by ``in_size / out_size`` (the size of
+its centre crop or padded image with ``crop_to_aspect_ratio`` or
+``pad_to_aspect_ratio``); an interpolation reading ``t`` input samples per axis
 (nearest 1, bilinear 2, bicubic 4, lanczos3 6, lanczos5 10, times ``in / out``
-when an ``"area"`` or ``antialias=True`` resize downscales) adds ``t - 1``
-input steps. Layers that collapse the spatial axes (``Flatten``, global
-pooling) see their whole input map (``r_in + (n - 1) * j_in``, jump
+when an ``antialias=True`` resize downscales; ``"area"``: the most pixels an
+output's box of ``in / out`` pixels overlaps) adds ``t - 1`` input steps.
+Layers that collapse the spatial axes (``Flatten``, global pooling) see their
+whole input map (``r_in + (n - 1) * j_in``, jump
 ``j_in * n``). Layers with several inputs take the largest over their inputs
 (paths). The axes are those of the model's input with the most (an image
 beside a vector or a sequence; a 1-D path fills the first). Padding is
-ignored, so the receptive field can exceed the image. Without upsampling the
-rule is exact; after upsampling or a transposed convolution it is an estimate
-(rounded up when fractional): nearest copies and strides that line up with the
-upsampling factor make the field measured on the graph differ by a few pixels,
+ignored, so the receptive field can exceed the image. Without upsampling,
+resizing or transposed convolutions the rule is exact, as long as paths that
+meet are not shifted against each other (a crop that offsets one path widens
+the union of their windows past the largest); after them it is an
+estimate (rounded up when fractional): nearest copies, strides that line up with
+the upsampling factor and kernel taps of weight zero (bilinear at 3x downscaling
+reads one pixel) make the field measured on the graph differ by a few pixels,
 either way.
 """
 
@@ -201,7 +207,7 @@ class Profile:
             layer's output; ``live_bytes`` all activations alive while the layer
             runs at inference, whose maximum is the inference peak; ``rf_*``
             receptive field and ``jump_*`` effective stride along height and
-            width, in input pixels).
+            width, in input pixels; a volume's last two axes, a sequence's one).
         totals: the whole-model :class:`Totals`.
         unknown: ``(name, type)`` of the layers without a cost rule (counted as zero).
     """
@@ -261,6 +267,9 @@ class Profile:
             TypeError: if ``path`` is no path (was os.fspath's message).
             ValueError: if ``path`` does not end in ``.png``.
             FileNotFoundError: if the directory does not exist.
+            NotADirectoryError: if the directory is a file.
+            IsADirectoryError: if ``path`` is a directory.
+            PermissionError: if the directory is not writable.
         """
         path = common.check_path("plot", "path", path, "a .png file")
         if not path.lower().endswith(".png"):
@@ -549,27 +558,63 @@ def _cost(kind, op, ins, outs) -> tuple:
     if kind == "lrn":
         return _size(out) * (2 * op.depth_radius + 2), 2 * _size(out)
     if kind in ("upsample", "resize"):
-        if getattr(op, "interpolation", "nearest") == "nearest":
+        interpolation = getattr(op, "interpolation", "nearest")
+        spatial_out = _spatial(out, op)
+        spatial_in = _resized_region(op, _spatial(ins[0], op), spatial_out)
+        if interpolation == "nearest":
             return 0, 0   # a copy
-        return 0, _prod(_interpolation_taps(op, _spatial(ins[0], op), _spatial(out, op))) \
-            * _size(out)
+        if interpolation == "area":   # each output its own box: the pixels each one overlaps
+            channels = _size(out) // _prod(spatial_out)
+            return 0, channels * _prod([sum(_area_overlaps(int(i), int(o)))
+                                        for i, o in zip(spatial_in, spatial_out)])
+        return 0, _prod(_interpolation_taps(op, spatial_in, spatial_out)) * _size(out)
     return 0, 0   # free layers, flatten
 
 
-#: Input samples per axis one output of ``tf.image.resize`` reads, by interpolation.
+#: Input samples per axis one output of ``tf.image.resize`` reads, by interpolation
+#: (``"area"``: see :func:`_area_overlaps`).
 _INTERPOLATION_TAPS = {"nearest": 1, "bilinear": 2, "bicubic": 4, "lanczos3": 6,
-                       "lanczos5": 10, "area": 1}
+                       "lanczos5": 10}
+
+
+def _resized_region(op, spatial_in, spatial_out) -> tuple:
+    """``(height, width, ...)`` of the region a ``Resizing`` layer interpolates from: the
+    input, or with ``crop_to_aspect_ratio`` its centre crop and with
+    ``pad_to_aspect_ratio`` the padded image of the output's aspect ratio (as Keras
+    computes them), so a 16x8 input resized to 4x4 steps by 2 or 4 on both axes."""
+    spatial_in = tuple(int(v) for v in spatial_in)
+    crop, padded = (getattr(op, "crop_to_aspect_ratio", False),
+                    getattr(op, "pad_to_aspect_ratio", False))
+    if not (crop or padded) or len(spatial_in) < 2:
+        return spatial_in
+    (h, w), (th, tw) = spatial_in[:2], (int(v) for v in spatial_out[:2])
+    if crop:
+        region = (max(min(h, w * th // tw), 1), max(min(w, h * tw // th), 1))
+    else:
+        region = (max(h, w * th // tw), max(w, h * tw // th))
+    return region + spatial_in[2:]
+
+
+def _area_overlaps(size_in: int, size_out: int) -> list:
+    """Input pixels each output of an ``"area"`` resize averages along one axis: output
+    ``k`` covers ``[k * in / out, (k + 1) * in / out)`` of the input, every pixel that box
+    overlaps (``in / out`` of them at an integer factor; one more where a box of a
+    non-integer factor straddles a pixel edge, so 2 when upscaling 8 -> 12)."""
+    return [-(-(k + 1) * size_in // size_out) - k * size_in // size_out
+            for k in range(size_out)]
 
 
 def _interpolation_taps(op, spatial_in, spatial_out) -> tuple:
     """Input samples per spatial axis that one output of an upsampling or resizing layer
-    reads: its kernel's taps, widened by the factor ``in / out`` of a downscaling
-    ``"area"`` or ``antialias=True`` resize (whose kernel spans the input pixels an output
-    covers)."""
+    reads (the most over its outputs): its kernel's taps, widened by the factor
+    ``in / out`` of a downscaling ``antialias=True`` resize (whose kernel spans the input
+    pixels an output covers); an ``"area"`` output reads the pixels its box overlaps."""
     interpolation = getattr(op, "interpolation", "nearest")
+    if interpolation == "area":
+        return tuple(max(_area_overlaps(int(i), int(o)))
+                     for i, o in zip(spatial_in, spatial_out))
     taps = _INTERPOLATION_TAPS.get(interpolation, 2)
-    widened = interpolation != "nearest" and (interpolation == "area"
-                                              or getattr(op, "antialias", False))
+    widened = interpolation != "nearest" and getattr(op, "antialias", False)
     return tuple(math.ceil(taps * max(Fraction(int(i), int(o)), 1)) if widened else taps
                  for i, o in zip(spatial_in, spatial_out))
 
@@ -622,6 +667,7 @@ def _receptive_field(kind, op, ins, outs, rfs, n_axes):
         return r, tuple(ji / s for ji, s in zip(j, stride))
     if kind in ("upsample", "resize") and has_spatial:
         spatial_out = pad(_spatial(outs[0], op), 1)
+        spatial_in = _resized_region(op, spatial_in, spatial_out)
         taps = _interpolation_taps(op, spatial_in, spatial_out)
         r = tuple(ri + (t - 1) * ji for ri, ji, t in zip(r, j, taps))
         return r, tuple(ji * Fraction(i, o) for ji, i, o in zip(j, spatial_in, spatial_out))
@@ -692,6 +738,7 @@ def profile(model, batch_size: int = 1) -> Profile:
     live = _live_bytes(calls, output_keys, specs, batch_size)
     peak = max(live)
     peak_at = calls[live.index(peak)].name
+    h_axis, w_axis = max(0, n_axes - 2), n_axes - 1   # of a volume (D, H, W): the last two
     rf = {}
     records = []
     unknown = []
@@ -720,8 +767,8 @@ def profile(model, batch_size: int = 1) -> Profile:
             "activation_bytes": sum(_bytes(specs[k], batch_size) for k in call.outputs),
             "live_bytes": live[len(records)],
             # a fractional field (after upsampling) rounds up: 1.5 pixels are 2 pixels read
-            "rf_h": math.ceil(r[0]), "rf_w": math.ceil(r[1] if n_axes > 1 else r[0]),
-            "jump_h": float(j[0]), "jump_w": float(j[1] if n_axes > 1 else j[0]),
+            "rf_h": math.ceil(r[h_axis]), "rf_w": math.ceil(r[w_axis]),
+            "jump_h": float(j[h_axis]), "jump_w": float(j[w_axis]),
         })
     layers = pd.DataFrame.from_records(records, columns=LAYER_COLUMNS)
     training = sum(_bytes(s, batch_size) for s in specs.values())
@@ -885,7 +932,8 @@ def configure_summary(parser):
     from zoo.cli import add_format_option
     add_model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
-                        help="images per batch for activation memory (default: 1)")
+                        help="images per batch; the counts and activation memory are for one "
+                        "batch (default: 1)")
     add_format_option(parser)
     parser.add_argument("--plot", default=None, metavar="FILE.png",
                         help="draw multiply-adds and activation memory per layer")

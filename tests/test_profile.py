@@ -774,6 +774,17 @@ def test_cli_plot_into_a_directory_or_unwritable_place_is_refused_before_the_wor
     assert sorted(os.listdir(tmp_path)) == ["d.png", "f"]
 
 
+def test_cli_summary_whose_plot_fails_at_write_time_prints_no_table(capsys):
+    """A plot that only fails when written (/proc takes no files, yet passes the checks
+    before the work) ends zoo summary with one line and nothing on stdout: the table was
+    printed first, then the error."""
+    assert cli.main(["summary", "lenet5", "--plot", "/proc/zoo-summary.png"]) != 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("zoo: error: ") and captured.err.count("\n") == 1
+    assert "/proc/zoo-summary.png" in captured.err
+
+
 def test_atomic_write_removes_the_temporary_a_killed_writer_left(tmp_path):
     """A process killed while it writes (SIGKILL, SIGTERM) runs no clean-up: its temporary
     file stayed beside the target for good, one more per kill (a model's size each, for the

@@ -950,11 +950,12 @@ def configure_summary(parser):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = profile(model, batch_size=args.batch_size)
+        if args.plot:   # first: a plot that cannot be written fails with nothing printed
+            result.plot(args.plot)
         print(result.to_text(args.format).rstrip())
         for w in caught:
             print(f"zoo: warning: {w.message}", file=sys.stderr)
         if args.plot:
-            result.plot(args.plot)
             print(f"plot written to {args.plot}", file=sys.stderr)
         return 0
 

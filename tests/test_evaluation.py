@@ -76,8 +76,9 @@ def test_classification_report_equals_scikit_learns_on_the_served_predictions(di
 def test_a_folder_of_colour_images_is_converted_to_the_models_channels(digits_model,
                                                                         tmp_path):
     """The digits' test images stored as RGB PNGs in a folder of their classes: the
-    greyscale model sees them converted (grey -> RGB -> grey: x 0.9999), with the same
-    report but for images that sit on a decision boundary."""
+    greyscale model sees them as ``zoo predict`` reads the files (libpng's grey of an RGB
+    pixel r = g = b is that value), with the same report but for images that sit on a
+    decision boundary (the files hold the digits' pixels, multiples of 255/16, truncated)."""
     path, _, _ = digits_model
     x, y = data.digits_arrays("test")
     for split in ("train", "test"):
@@ -92,12 +93,58 @@ def test_a_folder_of_colour_images_is_converted_to_the_models_channels(digits_mo
     first, label = next(raw.dataset.as_numpy_iterator())   # the folder's first: class 0
     index = int(np.flatnonzero(y == 0)[0])
     assert first.shape == (8, 8, 1) and label == 0
-    np.testing.assert_allclose(first, x[index].astype("uint8") * 0.9999, atol=0.01)   # ITU-R 601
+    np.testing.assert_array_equal(first, x[index].astype("uint8"))
     on_folder = evaluate(path, f"folder:{tmp_path}")
     on_digits = evaluate(path, "digits")
     assert on_folder["examples"] == 360 and on_folder["dataset"] == f"folder:{tmp_path}"
     diff = np.abs(np.subtract(on_folder["confusion_matrix"], on_digits["confusion_matrix"]))
     assert diff.sum() <= 4   # each image that changes class moves two cells
+
+
+def test_a_folder_in_other_channels_is_scored_on_the_pixels_zoo_predict_reads(digits_model,
+                                                                              tmp_path):
+    """A greyscale model on a folder of colour PNGs and JPEGs: evaluation decodes each file
+    to one channel as ``zoo predict`` and ``zoo serve`` do (its decoder's grey), and scores
+    the answers they give. It decoded the files in colour and turned them grey with
+    ``rgb_to_grayscale``: up to 1 level off for the PNGs and 3.5 for the JPEGs, and a
+    prediction of 360 tinted digits changed. A grey folder for a colour model likewise."""
+    path, _, _ = digits_model
+    x, y = data.digits_arrays("test")
+    rng = np.random.default_rng(0)
+    files = []
+    for split, n in (("train", 60), ("test", 40)):   # train: some of every class
+        for i, (image, label) in enumerate(zip(x[:n], y[:n])):
+            folder = tmp_path / "colour" / split / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            tinted = image * rng.uniform(0.6, 1.0, 3) + rng.normal(0, 6, (8, 8, 3))
+            rgb = Image.fromarray(np.clip(tinted, 0, 255).astype(np.uint8)).resize((32, 32))
+            name = folder / (f"{i:02d}.jpg" if i % 2 else f"{i:02d}.png")
+            rgb.save(name, quality=90)
+            if split == "test":
+                files.append(str(name))
+    raw = data.load_raw(str(tmp_path / "colour"), "test", channels=1)
+    pixels = [image for image, _ in raw.dataset.as_numpy_iterator()]
+    files.sort(key=lambda f: (int(os.path.basename(os.path.dirname(f))), f))   # the listing
+    assert len(pixels) == len(files) == 40
+    for image, name in zip(pixels, files):
+        np.testing.assert_array_equal(image, serving.decode_image(name, 1), err_msg=name)
+    served = serving.load(path)
+    out = served.predict(files)
+    truth = np.asarray([int(os.path.basename(os.path.dirname(f))) for f in files])
+    r = evaluate(served, str(tmp_path / "colour"))
+    assert r["confusion_matrix"] == metrics.confusion_matrix(truth, out["classes"],
+                                                             labels=range(10)).tolist()
+    # A grey folder (one RGB file among grey ones) for a 3-channel input: each file's colours.
+    for i, mode in enumerate(("L", "L", "L", "L", "RGB", "L")):
+        folder = tmp_path / "grey" / ("train" if i < 4 else "test") / "ab"[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)).convert(mode).save(
+            folder / f"{i}.jpg", quality=90)
+    raw = data.load_raw(str(tmp_path / "grey"), "test", channels=3)
+    for (image, _), name in zip(raw.dataset.as_numpy_iterator(), ("test/a/4.jpg",
+                                                                   "test/b/5.jpg")):
+        np.testing.assert_array_equal(image, serving.decode_image(
+            str(tmp_path / "grey" / name), 3))
 
 
 def test_datasets_of_other_classes_or_tasks_and_bad_arguments_are_refused(digits_model,

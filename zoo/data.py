@@ -644,6 +644,8 @@ class _Source:
                                      # decoding, anew each pass (folders); else a shuffle
                                      # buffer of 4096 decoded examples
     test_is_validation: bool = False  # no test split of its own: validation's files serve
+    decoded_as: object = None        # (split, channels) -> the split's files decoded to that
+                                     # many channels, as zoo.serving decodes a file (folders)
 
 
 # --- digits ---------------------------------------------------------------------------
@@ -1433,14 +1435,17 @@ def _classification_folder(root, name, split_dirs):
     sample = _spread(list(zip(*files["train"])), _STATS_IMAGES)
     channels, hw = _folder_channels([p for p, _ in sample])
 
-    def decoded(paths, ys, seed=None):
+    def decoded(paths, ys, seed=None, to=channels):
         ds = _shuffled_list(tf.data.Dataset.from_tensor_slices(
             (_path_tensor(paths), tf.constant(ys, tf.int32))), len(paths), seed)
-        return ds.map(lambda p, y: (_decode(p, channels), y),
+        return ds.map(lambda p, y: (_decode(p, to), y),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
     def get(split, seed=None):
         return decoded(*files[split], seed)
+
+    def decoded_as(split, to):
+        return decoded(*files[split], to=to)
 
     def stats_sample():
         return decoded(*(list(v) for v in zip(*sample)))
@@ -1451,7 +1456,8 @@ def _classification_folder(root, name, split_dirs):
     sizes = {s: len(files[s][0]) for s in SPLITS}
     return _Source(name, "classification", labels, channels, (None, None, channels),
                    tuple(hw), _AUG_PHOTO, get, sizes, stats_sample=stats_sample,
-                   counts=counts, shuffles_files=True, test_is_validation=test_is_validation)
+                   counts=counts, shuffles_files=True, test_is_validation=test_is_validation,
+                   decoded_as=decoded_as)
 
 
 def _shuffled_list(ds, n, seed):
@@ -1732,14 +1738,17 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
         mask.set_shape([None, None, 1])
         return mask
 
-    def get(split, seed=None):
+    def get(split, seed=None, to=channels):
         ims = [p for p, _ in files[split]]
         ms = [m for _, m in files[split]]
         ds = _shuffled_list(tf.data.Dataset.from_tensor_slices((_path_tensor(ims),
                                                                 _path_tensor(ms))),
                             len(ims), seed)
-        return ds.map(lambda p, m: (_decode(p, channels), decode_mask(m)),
+        return ds.map(lambda p, m: (_decode(p, to), decode_mask(m)),
                       num_parallel_calls=tf.data.AUTOTUNE)
+
+    def decoded_as(split, to):
+        return get(split, to=to)
 
     def stats_sample():   # images only, spread over the training split
         paths = _path_tensor(_spread(image_paths, _STATS_IMAGES))
@@ -1749,7 +1758,8 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
     sizes = {s: len(files[s]) for s in SPLITS}
     return _Source(name, "segmentation", labels, channels, (None, None, channels), tuple(hw),
                    _AUG_SHAPES, get, sizes, stats_sample=stats_sample, ignore_label=ignore,
-                   shuffles_files=True, test_is_validation=test_is_validation)
+                   shuffles_files=True, test_is_validation=test_is_validation,
+                   decoded_as=decoded_as)
 
 
 def _ignore_hint(value) -> str:
@@ -2124,8 +2134,10 @@ def load_raw(name, split="test", *, channels=None, data_dir=None, download=False
         split: ``"train"``, ``"validation"`` (``"val"``), ``"test"``, or ``"all"``: every
             example once (train, validation, then test where it is not the validation
             split: a folder of new images, whatever its layout).
-        channels: 1 or 3 to convert the images to (grey <-> RGB, as :func:`load` does);
-            ``None``: the dataset's own.
+        channels: 1 or 3 to convert the images to: a folder's files are decoded to that
+            many channels as :func:`zoo.serving.decode_image` decodes a file (``zoo
+            predict``, ``zoo serve``), other datasets' images converted grey <-> RGB as
+            :func:`load` converts them; ``None``: the dataset's own.
 
     Returns:
         A :class:`RawSplit`: ``dataset``, unbatched, in a fixed order, of ``(image,
@@ -2155,9 +2167,18 @@ def load_raw(name, split="test", *, channels=None, data_dir=None, download=False
     seg = src.task == "segmentation"
     parts = [s for s in SPLITS if not (s == "test" and src.test_is_validation)] if every \
         else [split]
-    ds = src.get(parts[0])
+    def stored(part):
+        # A folder's files are decoded straight to ``c`` channels, as zoo.serving decodes
+        # them for zoo predict and zoo serve (a colour file's grey is its decoder's); the
+        # colour decode turned grey by convert_channels differed from it by up to 1 level
+        # for PNGs and 3.5 for JPEGs.
+        if src.decoded_as is not None and c != src.channels:
+            return src.decoded_as(part, c)
+        return src.get(part)
+
+    ds = stored(parts[0])
     for part in parts[1:]:
-        ds = ds.concatenate(src.get(part))
+        ds = ds.concatenate(stored(part))
     sizes = [src.sizes.get(part) for part in parts]
 
     def convert(x, y):

@@ -178,11 +178,15 @@ class ModelStore:
     Args:
         base_dir: directory of ``NAME/VERSION/`` SavedModels.
         jit_compile, runtime: passed to :func:`zoo.serving.load`.
+
+    Raises:
+        ValueError: a ``jit_compile`` or ``runtime`` :func:`zoo.serving.load` refuses.
     """
 
     def __init__(self, base_dir, *, jit_compile="auto", runtime="auto"):
+        from zoo.serving import check_load_options
         self.base_dir = os.path.abspath(os.fspath(base_dir))
-        self.jit_compile = jit_compile
+        self.jit_compile = check_load_options(jit_compile, runtime)
         self.runtime = runtime
         self._servables = {}
         self._loaded_stamps = {}   # (name, version) -> its files' stamp when it was loaded
@@ -194,6 +198,8 @@ class ModelStore:
         self._swept = -math.inf    # when the other models' directories were last checked
 
     def model_names(self) -> list:
+        """The names of the model directories under ``base_dir`` now, sorted (hidden ones
+        left out; none while ``base_dir`` does not exist)."""
         try:
             return sorted(e.name for e in os.scandir(self.base_dir)
                           if e.is_dir() and not e.name.startswith("."))
@@ -1280,15 +1286,24 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         A ``fastapi.FastAPI`` application (its ``state.store`` is the :class:`ModelStore`,
         ``state.splitter`` the :class:`~zoo.jsonarrays.SplitParser`, ``state.batcher`` the
         :class:`RequestBatcher`, ``state.inline`` the :class:`InlinePolicy`).
+
+    Raises:
+        ValueError: a bad argument (checked before anything starts; ``base_dir`` is not:
+            the models are looked for while the application runs): a ``jit_compile`` or
+            ``runtime`` :func:`zoo.serving.load` refuses, a ``preload`` that is not
+            ``True`` or ``False``, a number out of its range, ``allow_origins`` that are no
+            origins (:func:`check_origins`).
     """
-    from zoo.serving import RUNTIMES
+    from zoo.common import check_bool
+    from zoo.serving import check_load_options
     if (isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int)
             or max_request_bytes < 1):
         raise ValueError(f"max_request_bytes must be a positive integer. Received: "
                          f"{max_request_bytes!r}")
-    if not isinstance(runtime, str) or runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
-                         f"Received: {runtime!r}")
+    # Checked here, not when each model loads (a bad jit_compile was every model's load
+    # error, and the server ran with none).
+    jit_compile = check_load_options(jit_compile, runtime)
+    check_bool("create_app", preload=preload)
     if (isinstance(poll_seconds, bool) or not isinstance(poll_seconds, (int, float))
             or not 0 <= poll_seconds < math.inf):
         raise ValueError(f"poll_seconds must be a non-negative number of seconds (0: no "

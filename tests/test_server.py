@@ -1515,6 +1515,13 @@ def test_serve_and_create_app_check_load_options_before_any_model_loads(tmp_path
     with pytest.raises(ValueError, match=re.escape("create_app: preload must be True or "
                                                    "False. Received: preload='no'")):
         create_app(tmp_path, preload="no", parse_workers=0)
+    # The errors name create_app's (and serve's) arguments, not those of the classes they
+    # are passed to (max_ms, wait_ms).
+    for name in ("inline_ms", "batch_wait_ms"):
+        for make in (create_app, serve):
+            with pytest.raises(ValueError, match=f"^{name} must be a non-negative number of "
+                                                 f"milliseconds. Received: -1$"):
+                make(tmp_path, **{name: -1})
 
 def test_cli_serve_defaults_are_the_servers(tmp_path):
     from zoo import cli, server

@@ -906,6 +906,14 @@ class _Pending:
         self.lead = False
 
 
+def _check_ms(name, value) -> None:
+    """``value`` must be a finite number of milliseconds >= 0; the error names ``name``."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value < 0):
+        raise ValueError(f"{name} must be a non-negative number of milliseconds. "
+                         f"Received: {value!r}")
+
+
 class RequestBatcher:
     """Server-side batching of concurrent requests.
 
@@ -925,16 +933,16 @@ class RequestBatcher:
         wait_ms: how long a request that finds its model idle waits for more requests, in
             milliseconds; it runs as soon as ``max_batch`` images have arrived. 0 (the
             default): no waiting.
+
+    Raises:
+        ValueError: ``max_batch`` is no integer >= 0, ``wait_ms`` no finite number >= 0.
     """
 
     def __init__(self, max_batch: int = _PREDICT_BATCH, wait_ms: float = 0.0):
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 0:
             raise ValueError(f"max_batch must be a non-negative integer. Received: "
                              f"{max_batch!r}")
-        if (isinstance(wait_ms, bool) or not isinstance(wait_ms, (int, float))
-                or not math.isfinite(wait_ms) or wait_ms < 0):
-            raise ValueError(f"wait_ms must be a non-negative number of milliseconds. "
-                             f"Received: {wait_ms!r}")
+        _check_ms("wait_ms", wait_ms)
         self.max_batch = max_batch
         #: the most images per model call: a combined batch runs whole (a max_batch above
         #: 64 ran as calls of 64), a large request in batches of this many
@@ -1047,16 +1055,16 @@ class InlinePolicy:
     Args:
         max_ms: the longest predicted work, in milliseconds, answered on the event loop;
             0: every request goes to the thread pool.
+
+    Raises:
+        ValueError: ``max_ms`` is no finite number >= 0.
     """
 
     #: weight of the newest request in the moving average of seconds per byte
     SMOOTHING = 0.25
 
     def __init__(self, max_ms: float = DEFAULT_INLINE_MS):
-        if (isinstance(max_ms, bool) or not isinstance(max_ms, (int, float))
-                or not math.isfinite(max_ms) or max_ms < 0):
-            raise ValueError(f"max_ms must be a non-negative number of milliseconds. "
-                             f"Received: {max_ms!r}")
+        _check_ms("max_ms", max_ms)
         self.max_seconds = max_ms / 1000.0
         self._lock = threading.Lock()
         # servable -> [seconds per body byte (moving average), fastest request in seconds]
@@ -1304,6 +1312,8 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
     # error, and the server ran with none).
     jit_compile = check_load_options(jit_compile, runtime)
     check_bool("create_app", preload=preload)
+    _check_ms("inline_ms", inline_ms)           # (InlinePolicy named its own max_ms)
+    _check_ms("batch_wait_ms", batch_wait_ms)   # (RequestBatcher's wait_ms)
     if (isinstance(poll_seconds, bool) or not isinstance(poll_seconds, (int, float))
             or not 0 <= poll_seconds < math.inf):
         raise ValueError(f"poll_seconds must be a non-negative number of seconds (0: no "

@@ -1491,6 +1491,38 @@ def test_serve_and_create_app_check_port_and_size_limit(tmp_path):
             create_app(tmp_path, max_request_bytes=bad)
 
 
+
+def test_serve_and_create_app_check_load_options_before_any_model_loads(tmp_path):
+    # A jit_compile serving.load refuses was each model's load error: the server started
+    # and served none of them.
+    from zoo.server import ModelStore, create_app, serve
+    bad = "yes"
+    message = re.escape(f"jit_compile must be 'auto', True or False. Received: "
+                        f"jit_compile={bad!r}")
+    with socket.socket() as taken:   # without the check, serve fails to bind, not runs
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for make in (lambda: serve(tmp_path, jit_compile=bad, port=port),
+                     lambda: create_app(tmp_path, jit_compile=bad, parse_workers=0),
+                     lambda: ModelStore(tmp_path, jit_compile=bad)):
+            with pytest.raises(ValueError, match=message):
+                make()
+    with pytest.raises(ValueError, match="jit_compile=True compiles the TensorFlow function "
+                                         "with XLA; it cannot be combined with "
+                                         "runtime='litert'"):
+        create_app(tmp_path, jit_compile=True, runtime="litert", parse_workers=0)
+    with pytest.raises(ValueError, match=re.escape("create_app: preload must be True or "
+                                                   "False. Received: preload='no'")):
+        create_app(tmp_path, preload="no", parse_workers=0)
+    # The errors name create_app's (and serve's) arguments, not those of the classes they
+    # are passed to (max_ms, wait_ms).
+    for name in ("inline_ms", "batch_wait_ms"):
+        for make in (create_app, serve):
+            with pytest.raises(ValueError, match=f"^{name} must be a non-negative number of "
+                                                 f"milliseconds. Received: -1$"):
+                make(tmp_path, **{name: -1})
+
 def test_cli_serve_defaults_are_the_servers(tmp_path):
     from zoo import cli, server
     args = cli.build_parser("serve").parse_args(["serve", str(tmp_path)])

@@ -213,6 +213,12 @@ def test_an_ignore_label_the_data_does_not_declare_is_refused(splits, tmp_path):
         hms.UNetHyperModel(info=splits.info, ignore_label=254)
     assert str(mismatch.value) == ("ignore_label must be None or the data's ignore label, "
                                    "info.ignore_label=255. Received: ignore_label=254")
+    # A classifier's: the trials' compile_model refused it, each trial failing.
+    with pytest.raises(ValueError) as classifier:
+        hms.get_hypermodel("lenet5", ignore_label=255)
+    assert str(classifier.value) == ("LeNet5HyperModel: ignore_label is for segmentation (a "
+                                     "mask value to leave out); lenet5 is a classification "
+                                     "model. Received: ignore_label=255")
     no_ignore = data.Splits(splits.train, splits.validation, splits.test,
                             data.DatasetInfo.from_dict({**splits.info.to_dict(),
                                                         "ignore_label": None}))

@@ -418,6 +418,9 @@ def augment_dataset(dataset, strength: float, *, info=None, settings=None, seed:
         ignore_label: the masks' ignore label (``zoo.data.augmenter``); default:
             ``info.ignore_label``.
 
+    Returns:
+        The augmented dataset (``dataset`` itself for ``strength`` 0).
+
     Raises:
         ValueError: ``strength`` is no finite number >= 0.
     """
@@ -501,8 +504,8 @@ class ZooHyperModel(kt.HyperModel):
     Raises:
         ValueError: an unknown hyperparameter name (the message lists the known
             ones), one given to both ``set`` and ``fix``, or a value the hyperparameter does
-            not allow; an ``ignore_label`` that is no integer from 0 to 65535 or differs
-            from ``info.ignore_label``; any other argument of the wrong kind or range
+            not allow; an ``ignore_label`` that is no integer from 0 to 65535, differs
+            from ``info.ignore_label`` or is given to a classifier; any other argument of the wrong kind or range
             (``num_classes=0``, ``jit_compile="no"``, an ``info`` that is no
             ``zoo.data.DatasetInfo``, ...).
 
@@ -545,6 +548,11 @@ class ZooHyperModel(kt.HyperModel):
         seed = common.check_seed(seed)
         check_set_fix(set, fix)   # (one given to both: fix won silently)
         ignore_label = _check_ignore_label(ignore_label)
+        if ignore_label is not None and self.task != "segmentation":
+            # (the trials' compile_model refused it, each trial failing in the search)
+            raise ValueError(f"{owner}: ignore_label is for segmentation (a mask value to "
+                             f"leave out); {self.family} is a {self.task} model. Received: "
+                             f"ignore_label={ignore_label}")
         declared = getattr(info, "ignore_label", None)
         if ignore_label is None:
             ignore_label = declared

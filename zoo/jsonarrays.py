@@ -484,6 +484,7 @@ class SplitParser:
         JSON path answer it then.
 
         Args:
+            body: the request body (bytes of JSON text).
             dtype: the array's dtype (each part is converted where it is parsed); default:
                 int64 when every number is an integer, else float64 (exact).
         """

@@ -165,6 +165,7 @@ def scan_body(body: bytes, dtype=None, *, executor=None, parts: int = 1):
     ``None``.
 
     Args:
+        body: the request body (bytes of JSON text).
         dtype: the array's dtype (numbers are converted as they are read); default: int64
             when every number is an integer, else float64.
         executor: a ``concurrent.futures`` executor whose threads read ``parts - 1`` runs of

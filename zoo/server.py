@@ -178,11 +178,15 @@ class ModelStore:
     Args:
         base_dir: directory of ``NAME/VERSION/`` SavedModels.
         jit_compile, runtime: passed to :func:`zoo.serving.load`.
+
+    Raises:
+        ValueError: a ``jit_compile`` or ``runtime`` :func:`zoo.serving.load` refuses.
     """
 
     def __init__(self, base_dir, *, jit_compile="auto", runtime="auto"):
+        from zoo.serving import check_load_options
         self.base_dir = os.path.abspath(os.fspath(base_dir))
-        self.jit_compile = jit_compile
+        self.jit_compile = check_load_options(jit_compile, runtime)
         self.runtime = runtime
         self._servables = {}
         self._loaded_stamps = {}   # (name, version) -> its files' stamp when it was loaded
@@ -194,6 +198,8 @@ class ModelStore:
         self._swept = -math.inf    # when the other models' directories were last checked
 
     def model_names(self) -> list:
+        """The names of the model directories under ``base_dir`` now, sorted (hidden ones
+        left out; none while ``base_dir`` does not exist)."""
         try:
             return sorted(e.name for e in os.scandir(self.base_dir)
                           if e.is_dir() and not e.name.startswith("."))
@@ -900,6 +906,14 @@ class _Pending:
         self.lead = False
 
 
+def _check_ms(name, value) -> None:
+    """``value`` must be a finite number of milliseconds >= 0; the error names ``name``."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value < 0):
+        raise ValueError(f"{name} must be a non-negative number of milliseconds. "
+                         f"Received: {value!r}")
+
+
 class RequestBatcher:
     """Server-side batching of concurrent requests.
 
@@ -919,16 +933,16 @@ class RequestBatcher:
         wait_ms: how long a request that finds its model idle waits for more requests, in
             milliseconds; it runs as soon as ``max_batch`` images have arrived. 0 (the
             default): no waiting.
+
+    Raises:
+        ValueError: ``max_batch`` is no integer >= 0, ``wait_ms`` no finite number >= 0.
     """
 
     def __init__(self, max_batch: int = _PREDICT_BATCH, wait_ms: float = 0.0):
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 0:
             raise ValueError(f"max_batch must be a non-negative integer. Received: "
                              f"{max_batch!r}")
-        if (isinstance(wait_ms, bool) or not isinstance(wait_ms, (int, float))
-                or not math.isfinite(wait_ms) or wait_ms < 0):
-            raise ValueError(f"wait_ms must be a non-negative number of milliseconds. "
-                             f"Received: {wait_ms!r}")
+        _check_ms("wait_ms", wait_ms)
         self.max_batch = max_batch
         #: the most images per model call: a combined batch runs whole (a max_batch above
         #: 64 ran as calls of 64), a large request in batches of this many
@@ -1041,16 +1055,16 @@ class InlinePolicy:
     Args:
         max_ms: the longest predicted work, in milliseconds, answered on the event loop;
             0: every request goes to the thread pool.
+
+    Raises:
+        ValueError: ``max_ms`` is no finite number >= 0.
     """
 
     #: weight of the newest request in the moving average of seconds per byte
     SMOOTHING = 0.25
 
     def __init__(self, max_ms: float = DEFAULT_INLINE_MS):
-        if (isinstance(max_ms, bool) or not isinstance(max_ms, (int, float))
-                or not math.isfinite(max_ms) or max_ms < 0):
-            raise ValueError(f"max_ms must be a non-negative number of milliseconds. "
-                             f"Received: {max_ms!r}")
+        _check_ms("max_ms", max_ms)
         self.max_seconds = max_ms / 1000.0
         self._lock = threading.Lock()
         # servable -> [seconds per body byte (moving average), fastest request in seconds]
@@ -1280,15 +1294,26 @@ def create_app(base_dir, *, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, jit_com
         A ``fastapi.FastAPI`` application (its ``state.store`` is the :class:`ModelStore`,
         ``state.splitter`` the :class:`~zoo.jsonarrays.SplitParser`, ``state.batcher`` the
         :class:`RequestBatcher`, ``state.inline`` the :class:`InlinePolicy`).
+
+    Raises:
+        ValueError: a bad argument (checked before anything starts; ``base_dir`` is not:
+            the models are looked for while the application runs): a ``jit_compile`` or
+            ``runtime`` :func:`zoo.serving.load` refuses, a ``preload`` that is not
+            ``True`` or ``False``, a number out of its range, ``allow_origins`` that are no
+            origins (:func:`check_origins`).
     """
-    from zoo.serving import RUNTIMES
+    from zoo.common import check_bool
+    from zoo.serving import check_load_options
     if (isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int)
             or max_request_bytes < 1):
         raise ValueError(f"max_request_bytes must be a positive integer. Received: "
                          f"{max_request_bytes!r}")
-    if not isinstance(runtime, str) or runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
-                         f"Received: {runtime!r}")
+    # Checked here, not when each model loads (a bad jit_compile was every model's load
+    # error, and the server ran with none).
+    jit_compile = check_load_options(jit_compile, runtime)
+    check_bool("create_app", preload=preload)
+    _check_ms("inline_ms", inline_ms)           # (InlinePolicy named its own max_ms)
+    _check_ms("batch_wait_ms", batch_wait_ms)   # (RequestBatcher's wait_ms)
     if (isinstance(poll_seconds, bool) or not isinstance(poll_seconds, (int, float))
             or not 0 <= poll_seconds < math.inf):
         raise ValueError(f"poll_seconds must be a non-negative number of seconds (0: no "

@@ -476,6 +476,24 @@ def _as_array(value, name: str = "images") -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # The servable.
 
+def check_load_options(jit_compile, runtime):
+    """``jit_compile`` as :func:`load` takes it (``"auto"``, ``True`` or ``False``), checked
+    with ``runtime`` before anything is read.
+
+    Raises:
+        ValueError: a ``jit_compile`` or ``runtime`` of another value, or
+            ``jit_compile=True`` with ``runtime="litert"`` or ``"openvino"``.
+    """
+    jit_compile = check_jit_compile(jit_compile)   # (np.bool_(True) was taken as "auto")
+    if not isinstance(runtime, str) or runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
+                         f"Received: {runtime!r}")
+    if runtime in ("litert", "openvino") and jit_compile is True:
+        raise ValueError("jit_compile=True compiles the TensorFlow function with XLA; it "
+                         f"cannot be combined with runtime={runtime!r}.")
+    return jit_compile
+
+
 class Servable:
     """An exported model ready to predict.
 
@@ -524,13 +542,7 @@ class Servable:
     """
 
     def __init__(self, path, *, jit_compile="auto", runtime="auto"):
-        jit_compile = check_jit_compile(jit_compile)   # (np.bool_(True) was taken as "auto")
-        if not isinstance(runtime, str) or runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}. "
-                             f"Received: {runtime!r}")
-        if runtime in ("litert", "openvino") and jit_compile is True:
-            raise ValueError("jit_compile=True compiles the TensorFlow function with XLA; it "
-                             f"cannot be combined with runtime={runtime!r}.")
+        jit_compile = check_load_options(jit_compile, runtime)
         self.path, self.name, self.version = resolve_version_dir(path)
         # zoo.json first: an export of a newer format is refused by its number, before
         # TensorFlow reads a graph it may not understand.

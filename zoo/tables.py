@@ -363,6 +363,7 @@ def to_text(df: pd.DataFrame, fmt: str = "markdown") -> str:
         The text.
 
     Raises:
+        TypeError: ``df`` is no ``pandas.DataFrame``.
         ValueError: another ``fmt``.
     """
     if not isinstance(df, pd.DataFrame):

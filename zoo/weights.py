@@ -23,6 +23,9 @@ import warnings
 
 from zoo import common
 
+__all__ = ["WeightFile", "cache_path", "fetch", "load_file", "load", "resolve",
+           "expects_imagenet_input", "imagenet_input", "IMAGENET_INPUT"]
+
 KERAS_WEIGHTS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 
@@ -47,6 +50,10 @@ def cache_path(fname: str) -> str:
 
 def fetch(model_name: str, wf: WeightFile) -> str:
     """Local path of a published weights file, downloading it if needed.
+
+    Args:
+        model_name: the registered name (the error begins with it).
+        wf: the published file.
 
     Raises:
         ValueError: when the file is not cached and cannot be downloaded, saying
@@ -261,7 +268,18 @@ def load(model, model_name: str, weights, include_top: bool, files: dict) -> Non
     """Load ``weights`` (None, ``"imagenet"`` or a path) into ``model``.
 
     Args:
+        model: the built ``keras.Model``.
+        model_name: the registered name (errors begin with it; the published files are
+            cached under it).
+        weights: ``None`` (nothing is loaded), ``"imagenet"`` (the published file of
+            ``files``, fetched) or the path of a weights file (:func:`load_file`).
+        include_top: whether ``model`` has its classifier (which published file fits).
         files: ``{include_top: WeightFile}`` for this model's published files.
+
+    Raises:
+        ValueError: ``"imagenet"`` without a published file for ``include_top``, a file
+            that cannot be fetched (:func:`fetch`), or one that holds no Keras weights or
+            weights that do not fit ``model`` (:func:`load_file`).
     """
     if weights is None:
         return
@@ -283,6 +301,16 @@ def resolve(model_name: str, weights, shape: tuple, include_top: bool, num_class
             files: dict):
     """Check that ``weights="imagenet"`` fits the requested model and fetch the file
     before anything is built; other values of ``weights`` pass through.
+
+    Args:
+        model_name: the registered name (errors begin with it).
+        weights: the builder's ``weights`` argument.
+        shape: the model's input shape ``(H, W, C)``.
+        include_top, num_classes: the builder's arguments.
+        files: ``{include_top: WeightFile}`` for this model's published files.
+
+    Returns:
+        The local path of the published file for ``"imagenet"``, else ``weights``.
 
     Raises:
         ValueError: for ImageNet weights with other than 3 input channels, or with a

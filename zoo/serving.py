@@ -1848,8 +1848,13 @@ def mask_sizes(servable, use="from which the masks are brought to each image's s
     each image's own size, else the model input's height and width, whose centre the
     output covers. Without its zoo.json, an export's signature tells: a fixed input size,
     or an output whose size follows the input's (both of any size); one taking any size
-    and answering a fixed size is refused (the size its graph resizes images to is in
-    zoo.json only), ``use`` saying what that size is needed for."""
+    and answering a fixed size is refused, ``use`` saying what that size is needed for.
+
+    Raises:
+        ValueError: the export has no zoo.json and its signature takes images of any size
+            and answers masks of a fixed size (the size its graph resizes images to is in
+            zoo.json only).
+    """
     if "input" in servable.info:
         own_size = output_has_input_size(servable)
         return own_size, (None if own_size else

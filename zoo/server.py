@@ -51,7 +51,7 @@ from starlette.requests import ClientDisconnect
 
 from zoo import jsonarrays, jsonscan
 from zoo.common import is_digits
-from zoo.export import SIGNATURE_NAME, list_versions, version_path
+from zoo.export import MAX_NAME_BYTES, SIGNATURE_NAME, list_versions, version_path
 
 __all__ = ["InlinePolicy", "ModelStore", "PixelBudget", "RequestBatcher", "ServingError",
            "check_origins", "create_app", "http_protocol", "serve"]
@@ -114,11 +114,6 @@ class ServingError(Exception):
 
 # --------------------------------------------------------------------------------------
 # Models on disk.
-
-#: The longest model name, in bytes (UTF-8): a model is a directory, and file systems
-#: allow names of at most 255 bytes.
-MAX_NAME_BYTES = 255
-
 
 def check_model_name(name) -> None:
     """Raise a 400 :class:`ServingError` for a model name no directory can have."""

@@ -425,6 +425,24 @@ def test_a_websocket_upgrade_is_answered_as_plain_http(server):
     assert "WebSocket" not in (server["base"] / "server.log").read_text()
 
 
+@pytest.mark.parametrize("request_line", [b"CONNECT 127.0.0.1:80 HTTP/1.1",
+                                          b"CONNECT /v1/models/lenet5 HTTP/1.1"])
+def test_a_connect_request_gets_a_json_405(server, request_line):
+    # Found by generated requests: httptools stops at a CONNECT's headers as at an upgrade,
+    # Upgrade header or not, and reading it again without one recursed until a
+    # RecursionError dropped the connection, no answer, a traceback per level in the log.
+    port = int(server["url"].rsplit(":", 1)[1])
+    status, headers, body = _raw_answer(port, request_line + b"\r\nHost: x\r\n\r\n")
+    assert (status, headers["content-type"], headers["allow"], headers["connection"]) == \
+        (405, "application/json", "get, head, post", "close")   # (lowered by _raw_answer)
+    assert json.loads(body) == {"error": "method CONNECT not allowed: zoo serve is no proxy "
+                                         "(allowed: GET, HEAD, POST; requests are e.g. POST "
+                                         "/v1/models/NAME:predict with a JSON body); the "
+                                         "connection is closed"}
+    assert server["client"].get("/v1/models/lenet5").status_code == 200
+    assert "Traceback" not in (server["base"] / "server.log").read_text()
+
+
 @pytest.mark.parametrize("parser", ["httptools", "h11"])
 def test_both_of_uvicorns_parsers_read_an_upgrade_request_as_plain_http(parser):
     """A request asking to switch protocols, which the server never does, is read whole:

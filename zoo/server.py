@@ -1692,9 +1692,15 @@ MALFORMED_REQUEST = ("malformed HTTP request: the request line, a header or the 
 def _send_json_400(self, msg):
     """uvicorn's ``send_400_response`` (a request its parser refused: uvicorn logs ``msg``
     and closes the connection), answering ``{"error": ...}`` as every other client error."""
-    body = orjson.dumps({"error": MALFORMED_REQUEST})
-    head = [b"HTTP/1.1 400 Bad Request\r\n"]
-    for name, value in self.server_state.default_headers:     # server, date
+    _send_json_error(self, b"400 Bad Request", MALFORMED_REQUEST)
+
+
+def _send_json_error(self, status: bytes, message: str, headers=()):
+    """Answer ``{"error": message}`` with ``status`` (``b"400 Bad Request"``) from a uvicorn
+    protocol, outside the app, and close the connection."""
+    body = orjson.dumps({"error": message})
+    head = [b"HTTP/1.1 " + status + b"\r\n"]
+    for name, value in [*self.server_state.default_headers, *headers]:   # server, date
         head += [name, b": ", value, b"\r\n"]
     head += [b"content-type: application/json\r\n",
              b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
@@ -1755,6 +1761,16 @@ class _PlainHTTPUpgrades:
         except httptools.HttpParserUpgrade as exc:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
+                return
+            if self.parser.get_method() == b"CONNECT":
+                # httptools takes what follows a CONNECT's headers for a tunnel's bytes,
+                # Upgrade header or not: read again, the request stopped the parser again,
+                # until a RecursionError dropped the connection without an answer.
+                _send_json_error(self, b"405 Method Not Allowed",
+                                 f"method CONNECT not allowed: zoo serve is no proxy "
+                                 f"(allowed: GET, HEAD, POST; requests are e.g. POST "
+                                 f"/v1/models/NAME:predict with a JSON body); the connection "
+                                 f"is closed", [(b"allow", b"GET, HEAD, POST")])
                 return
             # The request again without its Upgrade header, then its body and whatever
             # followed it, through a new parser (httptools' stays stopped).

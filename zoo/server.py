@@ -591,8 +591,8 @@ def _pixels_payload(doc, body: bytes):
         if array is None:
             return None
         payload = {}
-        for key in keys:
-            item = doc[key]
+        for key, item in doc.items():   # (doc[key] looks through the keys: 200,000 names
+            # of a 2.4 MB body took minutes)
             if key != top:
                 payload[key] = (item.as_dict() if isinstance(item, simdjson.Object) else
                                 item.as_list() if isinstance(item, simdjson.Array) else item)

@@ -155,6 +155,18 @@ def test_elements_deeper_than_any_image_array_are_not_cut():
     assert time.perf_counter() - begin < 1
 
 
+@pytest.mark.parametrize("depth", [33, 65, 990])
+def test_numeric_array_leaves_arrays_deeper_than_numpy_takes_to_the_caller(depth):
+    # Found by generated requests: reshaping 65 or more levels raised NumPy's "maximum
+    # supported dimension for an ndarray" ValueError, which zoo serve answered 500.
+    parser = simdjson.Parser()
+    doc = parser.parse(b"[" * depth + b"7" + b"]" * depth)
+    assert ja.numeric_array(doc) is None
+    del doc
+    doc = parser.parse(b"[" * 32 + b"7" + b"]" * 32)
+    assert ja.numeric_array(doc).shape == (1,) * 32
+
+
 def test_payload_of_needs_the_body_key():
     assert ja.payload_of(b'{"instances": [[1], [2]]}', "inputs", "A") is None
 

@@ -1118,6 +1118,30 @@ def test_a_body_of_many_other_members_is_read_in_linear_time():
     assert len(payload) == 50_001 and payload["k49999"] == [49999, {"a": None}]
 
 
+def _nested(depth, leaf=b"0"):
+    return b"[" * depth + leaf + b"]" * depth
+
+
+@pytest.mark.parametrize("body,message", [
+    (b'{"instances": ' + _nested(990) + b"}", "instances[0] must form a regular numeric array"),
+    (b'{"instances": [' + _nested(500) + b"]}", "instances[0] must form a regular numeric array"),
+    (b'{"inputs": {"images": ' + _nested(990) + b"}}", "inputs must form a regular numeric array"),
+    (b'{"instances": [{"images": ' + _nested(500) + b"}]}",
+     "instances[0] must form a regular numeric array"),
+    (b'{"signature_name": ' + _nested(1020) + b', "instances": [[[[0]]]]}',
+     "'signature_name' must be a string; received list"),
+    (b'{"signature_name": ' + b'{"a": ' * 1020 + b"0" + b"}" * 1020
+     + b', "instances": [[[[0]]]]}', "'signature_name' must be a string; received dict"),
+], ids=["instances", "instance", "inputs", "named-row", "signature-list", "signature-dict"])
+def test_deeply_nested_values_get_a_400(server, body, message):
+    # Found by generated requests: arrays of 65 levels or more were 500s (NumPy's "maximum
+    # supported dimension for an ndarray"), and a signature_name nested 1,020 deep a 500
+    # (RecursionError from its repr in the error message).
+    r = server["client"].post("/v1/models/lenet5:predict", content=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith(message), r.json()
+
+
 @pytest.mark.parametrize("images", [1, 6], ids=["small", "large"])
 def test_a_byte_order_mark_is_malformed_json_at_any_body_size(images):
     """orjson (and TensorFlow Serving's parser) refuse a body that begins with a UTF-8 byte

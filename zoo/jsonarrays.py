@@ -63,6 +63,12 @@ def regular_pattern(shape) -> bytes:
     return pattern
 
 
+#: The most dimensions :func:`numeric_array` gives an array (NumPy 1's limit; NumPy 2's is
+#: 64): deeper nesting is left to the general path and its error (reshaping it raised
+#: NumPy's ValueError, a 500 from ``zoo serve``).
+_MAX_NDIM = 32
+
+
 def first_shape(value):
     """The shape read along the first elements of a simdjson array (``None`` if empty)."""
     import simdjson
@@ -100,7 +106,8 @@ def numeric_array(value, text=None):
     if flat is None:
         return None
     shape = first_shape(value)
-    if shape is None or int(np.prod(shape)) != flat.size or not is_regular(text, shape):
+    if (shape is None or len(shape) > _MAX_NDIM or int(np.prod(shape)) != flat.size
+            or not is_regular(text, shape)):
         return None
     return flat.reshape(shape)
 

@@ -1123,7 +1123,9 @@ def handle_predict(servable, payload, batcher=None, *, wait=True,
                            "'inputs'")
     signature = payload.get("signature_name", SIGNATURE_NAME)
     if not isinstance(signature, str):
-        raise ServingError(400, f"'signature_name' must be a string; received {signature!r}")
+        shown = repr(signature) if not isinstance(signature, (list, dict)) else \
+            type(signature).__name__   # (the repr of a deeply nested one raised RecursionError)
+        raise ServingError(400, f"'signature_name' must be a string; received {shown}")
     if signature == "":
         signature = SIGNATURE_NAME
     if signature not in servable.signature_names:

@@ -1142,6 +1142,34 @@ def test_deeply_nested_values_get_a_400(server, body, message):
     assert r.json()["error"].startswith(message), r.json()
 
 
+_MANY_NAMES = b",".join(b'"n%05d": [[[[0]]]]' % i for i in range(50_000))
+
+
+@pytest.mark.parametrize("body,message", [
+    (b'{"inputs": {' + _MANY_NAMES + b"}}",
+     "'inputs' must name the signature's input {\"images\": ...}; received keys ['n00000', "
+     "'n00001', 'n00002', 'n00003', 'n00004', 'n00005', 'n00006', 'n00007', 'n00008', "
+     "'n00009', ...] (50000 keys)"),
+    (b'{"instances": [{' + _MANY_NAMES + b"}]}",
+     "instances[0]: named inputs must be exactly {\"images\": ...}; received keys ['n00000', "
+     "'n00001', 'n00002', 'n00003', 'n00004', 'n00005', 'n00006', 'n00007', 'n00008', "
+     "'n00009', ...] (50000 keys)"),
+    (b'{"inputs": {"b64": "AA==", "' + b"k" * 100_000 + b'": 1}}',
+     "'inputs' must name the signature's input {\"images\": ...}; received keys "
+     "['b64', '" + "k" * 40 + "'...]"),
+    (b'{"instances": [{"images": {"b64": "AA==", "' + b"k" * 100_000 + b'": 1}}]}',
+     "instances[0]: a binary value must be {\"b64\": \"<base64 string>\"}; received keys "
+     "['b64', '" + "k" * 40 + "'...]"),
+    (b'{"signature_name": "' + b"s" * 1_000_000 + b'", "instances": [[[[0]]]]}',
+     "signature_name '" + "s" * 40 + "'... not found; this model has: serving_default"),
+], ids=["inputs", "named-row", "long-name", "b64", "signature"])
+def test_errors_repeat_a_bounded_part_of_the_names_received(server, body, message):
+    # Found by generated requests: the names of a 1 MB body were echoed whole, a 1 MB error.
+    r = server["client"].post("/v1/models/lenet5:predict", content=body)
+    assert r.status_code == 400
+    assert r.json() == {"error": message}
+
+
 @pytest.mark.parametrize("images", [1, 6], ids=["small", "large"])
 def test_a_byte_order_mark_is_malformed_json_at_any_body_size(images):
     """orjson (and TensorFlow Serving's parser) refuse a body that begins with a UTF-8 byte

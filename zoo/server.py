@@ -788,13 +788,32 @@ def _gif_frames(data: bytes, most: int) -> int:
     return max(frames, 1)
 
 
+#: How much of a client's names an error message repeats: a body of a million bytes of
+#: names was echoed whole.
+_SHOWN_KEYS = 10
+_SHOWN_CHARS = 40
+
+
+def _cut(text: str) -> str:
+    """``repr(text)``, cut to :data:`_SHOWN_CHARS` characters (``'abc'...``)."""
+    return repr(text) if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]!r}..."
+
+
+def _keys_shown(keys) -> str:
+    """The sorted names of a JSON object for an error message, the first
+    :data:`_SHOWN_KEYS` of them (each cut: :func:`_cut`) and how many there are."""
+    names = sorted(keys)
+    shown = "[" + ", ".join(_cut(name) for name in names[:_SHOWN_KEYS])
+    return shown + "]" if len(names) <= _SHOWN_KEYS else f"{shown}, ...] ({len(names)} keys)"
+
+
 def _decode_value(value, servable, where, budget=None):
     """One image from a JSON value: nested numbers or ``{"b64": "..."}`` (its pixels
     counted by ``budget``, a :class:`PixelBudget`, before it is decoded)."""
     if isinstance(value, dict):
         if set(value) != {"b64"}:
             raise ServingError(400, f"{where}: a binary value must be {{\"b64\": \"<base64 "
-                               f"string>\"}}; received keys {sorted(value)}")
+                               f"string>\"}}; received keys {_keys_shown(value)}")
         if not isinstance(value["b64"], str):
             raise ServingError(400, f"{where}: the \"b64\" value must be a base64 string; "
                                f"received {type(value['b64']).__name__}")
@@ -847,7 +866,7 @@ def _images_from_instances(instances, servable, input_name, budget=None):
         if named:
             if set(row) != {input_name}:
                 raise ServingError(400, f"instances[{i}]: named inputs must be exactly "
-                                   f"{{\"{input_name}\": ...}}; received keys {sorted(row)}")
+                                   f"{{\"{input_name}\": ...}}; received keys {_keys_shown(row)}")
             row = row[input_name]
         image = _decode_value(row, servable, f"instances[{i}]", budget)
         if image.ndim != 3:
@@ -861,7 +880,7 @@ def _images_from_inputs(inputs, servable, input_name, budget=None):
     if isinstance(inputs, dict) and set(inputs) != {"b64"}:
         if set(inputs) != {input_name}:
             raise ServingError(400, f"'inputs' must name the signature's input "
-                               f"{{\"{input_name}\": ...}}; received keys {sorted(inputs)}")
+                               f"{{\"{input_name}\": ...}}; received keys {_keys_shown(inputs)}")
         inputs = inputs[input_name]
     if isinstance(inputs, dict):  # one b64 image
         return [_decode_value(inputs, servable, "inputs", budget)]
@@ -1129,7 +1148,7 @@ def handle_predict(servable, payload, batcher=None, *, wait=True,
     if signature == "":
         signature = SIGNATURE_NAME
     if signature not in servable.signature_names:
-        raise ServingError(400, f"signature_name {signature!r} not found; this model has: "
+        raise ServingError(400, f"signature_name {_cut(signature)} not found; this model has: "
                            f"{', '.join(servable.signature_names)}")
     has_instances, has_inputs = "instances" in payload, "inputs" in payload
     if has_instances == has_inputs:

@@ -1437,7 +1437,7 @@ def test_cors_headers_only_for_the_origins_allowed(server, local, tmp_path):
 
 
 @pytest.mark.parametrize("origin", ["localhost:3000", "http://a.example/app", "ftp://a.example",
-                                    ""])
+                                    "", "http://a.example:99999", "https://a.example:0"])
 def test_allowed_origins_are_checked(capsys, tmp_path, origin):
     from zoo import cli
     from zoo.server import check_origins, create_app

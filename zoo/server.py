@@ -1695,7 +1695,10 @@ def check_origins(origins) -> tuple:
     checked = []
     for origin in origins:
         text = origin.rstrip("/") if isinstance(origin, str) else origin
-        if text != "*" and not (isinstance(text, str) and _ORIGIN.fullmatch(text)):
+        match = isinstance(text, str) and _ORIGIN.fullmatch(text)
+        if match and match.group(2) and not 1 <= int(match.group(2)[1:]) <= 65535:
+            match = None   # no browser sends port 0 or 99999 (they were taken)
+        if text != "*" and not match:
             raise ValueError(f"an allowed origin is '*' (any web page) or "
                              f"scheme://host[:port] with scheme http or https and no path, "
                              f"as browsers send it (e.g. https://example.com, "

@@ -269,6 +269,19 @@ def test_shapes_and_numbers_from_the_command_line():
             non_negative(text)
 
 
+@pytest.mark.parametrize("option", ["--batch-size", "--top-k"])
+@pytest.mark.parametrize("value", ["inf", "1e999", "Infinity"])
+def test_an_infinite_count_is_refused_by_the_option_parser(capsys, option, value):
+    # Found by generated option values: `zoo evaluate --batch-size 1e999` ended with
+    # "zoo: error: cannot convert float infinity to integer", exit code 1, no option named.
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(cli.build_parser("evaluate"), ["evaluate", "m", option, value])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"zoo evaluate: error: argument {option}: expected a positive integer; "
+        f"received '{value}'")
+
+
 @pytest.mark.parametrize("argv", [["train", "lenet5", "--lr", "--epochs", "2"],
                                   ["train", "lenet5", "--lr", "--epochs=2"],
                                   ["train", "lenet5", "--lr", "--", "2"],

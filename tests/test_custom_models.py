@@ -162,6 +162,19 @@ def test_zoo_summary_profiles_a_saved_model_with_a_custom_head(tmp_path, capsys)
     assert "--input-shape applies to a registered model name" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["summary", "table"])
+@pytest.mark.parametrize("name", ["nosuch/run", "../nosuch", "missing.keras"])
+def test_a_missing_saved_model_with_an_input_shape_is_named_as_missing(tmp_path, capsys,
+                                                                       monkeypatch, command,
+                                                                       name):
+    # Found by generated option values: `zoo table nosuch/run --input-shape 32,32,1` said
+    # "the saved model 'nosuch/run' has its own input size" of a path that does not exist.
+    monkeypatch.chdir(tmp_path)
+    assert main([command, name, "--input-shape", "32,32,1"]) == 2
+    assert capsys.readouterr().err == f"zoo: error: no such run directory or .keras file: " \
+                                      f"{name!r}\n"
+
+
 def test_a_directory_that_is_no_run_is_named_with_what_to_give_instead(tmp_path, capsys,
                                                                       monkeypatch):
     # An export, a model directory of exports, a zoo tune search or trial: zoo summary,

@@ -139,6 +139,22 @@ def test_a_name_that_is_no_plain_directory_name_is_refused(model, name, tmp_path
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("name", ["a" * 256, "m" * 300])
+def test_a_name_longer_than_a_directory_name_can_be_is_refused(model, name, tmp_path):
+    # Found by generated `zoo export RUN --name ...` values: 300 characters failed with
+    # "[Errno 36] File name too long" (exit code 1) after the work, the base directory made.
+    with pytest.raises(ValueError) as exc:
+        zoo.export(model, tmp_path / "models", name=name, lite=False)
+    assert str(exc.value) == (f"name must be at most 255 characters, the longest directory "
+                              f"name file systems allow. Received: a name of {len(name)} "
+                              f"characters, {name[:40]!r}...")
+    with pytest.raises(ValueError, match="at most 255 characters"):
+        zoo_export.check_export_target(tmp_path / "models", name)   # zoo train --export's
+    assert os.listdir(tmp_path) == []
+    assert os.path.basename(zoo.export(model, tmp_path, name="a" * 255, version=1,
+                                       lite=False)) == "1"
+
+
 def test_a_base_dir_or_model_directory_that_is_a_file_is_named(model, tmp_path):
     (tmp_path / "afile").write_text("")
     (tmp_path / "models").mkdir()

@@ -425,6 +425,24 @@ def test_a_websocket_upgrade_is_answered_as_plain_http(server):
     assert "WebSocket" not in (server["base"] / "server.log").read_text()
 
 
+@pytest.mark.parametrize("request_line", [b"CONNECT 127.0.0.1:80 HTTP/1.1",
+                                          b"CONNECT /v1/models/lenet5 HTTP/1.1"])
+def test_a_connect_request_gets_a_json_405(server, request_line):
+    # Found by generated requests: httptools stops at a CONNECT's headers as at an upgrade,
+    # Upgrade header or not, and reading it again without one recursed until a
+    # RecursionError dropped the connection, no answer, a traceback per level in the log.
+    port = int(server["url"].rsplit(":", 1)[1])
+    status, headers, body = _raw_answer(port, request_line + b"\r\nHost: x\r\n\r\n")
+    assert (status, headers["content-type"], headers["allow"], headers["connection"]) == \
+        (405, "application/json", "get, head, post", "close")   # (lowered by _raw_answer)
+    assert json.loads(body) == {"error": "method CONNECT not allowed: zoo serve is no proxy "
+                                         "(allowed: GET, HEAD, POST; requests are e.g. POST "
+                                         "/v1/models/NAME:predict with a JSON body); the "
+                                         "connection is closed"}
+    assert server["client"].get("/v1/models/lenet5").status_code == 200
+    assert "Traceback" not in (server["base"] / "server.log").read_text()
+
+
 @pytest.mark.parametrize("parser", ["httptools", "h11"])
 def test_both_of_uvicorns_parsers_read_an_upgrade_request_as_plain_http(parser):
     """A request asking to switch protocols, which the server never does, is read whole:
@@ -1084,6 +1102,74 @@ def test_a_name_given_twice_reads_as_its_last_value_at_any_body_size(images_per_
             splitter.close()
 
 
+def test_a_body_of_many_other_members_is_read_in_linear_time():
+    # Found by generated requests: simdjson's reading looked each member up by name among
+    # all of them, so a body of n other members took time n^2 (20,000 of them, 0.2 MB:
+    # 2.6 s; 50,000: 13 s; 200,000, 2.4 MB: a request the server was still reading
+    # minutes later); now ~0.3 s for 50,000 on the 2-core test machine.
+    from zoo import server as srv
+    pytest.importorskip("simdjson")
+    body = (b"{" + b",".join(b'"k%d":[%d,{"a":null}]' % (i, i) for i in range(50_000))
+            + b',"instances":[[[[0]]]]}')
+    start = time.perf_counter()
+    payload = srv.parse_body(body, None, np.dtype(np.float32))
+    assert time.perf_counter() - start < 5
+    assert isinstance(payload["instances"], np.ndarray)   # simdjson's reading, not orjson's
+    assert len(payload) == 50_001 and payload["k49999"] == [49999, {"a": None}]
+
+
+def _nested(depth, leaf=b"0"):
+    return b"[" * depth + leaf + b"]" * depth
+
+
+@pytest.mark.parametrize("body,message", [
+    (b'{"instances": ' + _nested(990) + b"}", "instances[0] must form a regular numeric array"),
+    (b'{"instances": [' + _nested(500) + b"]}", "instances[0] must form a regular numeric array"),
+    (b'{"inputs": {"images": ' + _nested(990) + b"}}", "inputs must form a regular numeric array"),
+    (b'{"instances": [{"images": ' + _nested(500) + b"}]}",
+     "instances[0] must form a regular numeric array"),
+    (b'{"signature_name": ' + _nested(1020) + b', "instances": [[[[0]]]]}',
+     "'signature_name' must be a string; received list"),
+    (b'{"signature_name": ' + b'{"a": ' * 1020 + b"0" + b"}" * 1020
+     + b', "instances": [[[[0]]]]}', "'signature_name' must be a string; received dict"),
+], ids=["instances", "instance", "inputs", "named-row", "signature-list", "signature-dict"])
+def test_deeply_nested_values_get_a_400(server, body, message):
+    # Found by generated requests: arrays of 65 levels or more were 500s (NumPy's "maximum
+    # supported dimension for an ndarray"), and a signature_name nested 1,020 deep a 500
+    # (RecursionError from its repr in the error message).
+    r = server["client"].post("/v1/models/lenet5:predict", content=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith(message), r.json()
+
+
+_MANY_NAMES = b",".join(b'"n%05d": [[[[0]]]]' % i for i in range(50_000))
+
+
+@pytest.mark.parametrize("body,message", [
+    (b'{"inputs": {' + _MANY_NAMES + b"}}",
+     "'inputs' must name the signature's input {\"images\": ...}; received keys ['n00000', "
+     "'n00001', 'n00002', 'n00003', 'n00004', 'n00005', 'n00006', 'n00007', 'n00008', "
+     "'n00009', ...] (50000 keys)"),
+    (b'{"instances": [{' + _MANY_NAMES + b"}]}",
+     "instances[0]: named inputs must be exactly {\"images\": ...}; received keys ['n00000', "
+     "'n00001', 'n00002', 'n00003', 'n00004', 'n00005', 'n00006', 'n00007', 'n00008', "
+     "'n00009', ...] (50000 keys)"),
+    (b'{"inputs": {"b64": "AA==", "' + b"k" * 100_000 + b'": 1}}',
+     "'inputs' must name the signature's input {\"images\": ...}; received keys "
+     "['b64', '" + "k" * 40 + "'...]"),
+    (b'{"instances": [{"images": {"b64": "AA==", "' + b"k" * 100_000 + b'": 1}}]}',
+     "instances[0]: a binary value must be {\"b64\": \"<base64 string>\"}; received keys "
+     "['b64', '" + "k" * 40 + "'...]"),
+    (b'{"signature_name": "' + b"s" * 1_000_000 + b'", "instances": [[[[0]]]]}',
+     "signature_name '" + "s" * 40 + "'... not found; this model has: serving_default"),
+], ids=["inputs", "named-row", "long-name", "b64", "signature"])
+def test_errors_repeat_a_bounded_part_of_the_names_received(server, body, message):
+    # Found by generated requests: the names of a 1 MB body were echoed whole, a 1 MB error.
+    r = server["client"].post("/v1/models/lenet5:predict", content=body)
+    assert r.status_code == 400
+    assert r.json() == {"error": message}
+
+
 @pytest.mark.parametrize("images", [1, 6], ids=["small", "large"])
 def test_a_byte_order_mark_is_malformed_json_at_any_body_size(images):
     """orjson (and TensorFlow Serving's parser) refuse a body that begins with a UTF-8 byte
@@ -1351,7 +1437,7 @@ def test_cors_headers_only_for_the_origins_allowed(server, local, tmp_path):
 
 
 @pytest.mark.parametrize("origin", ["localhost:3000", "http://a.example/app", "ftp://a.example",
-                                    ""])
+                                    "", "http://a.example:99999", "https://a.example:0"])
 def test_allowed_origins_are_checked(capsys, tmp_path, origin):
     from zoo import cli
     from zoo.server import check_origins, create_app

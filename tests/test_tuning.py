@@ -989,6 +989,21 @@ def test_a_project_name_must_be_one_directory_name(tiny, tmp_path, project):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("project", ["p" * 256, "é" * 128])
+def test_a_project_name_longer_than_a_directory_name_can_be_is_refused(tiny, tmp_path,
+                                                                       project):
+    # Found by generated option values: `zoo tune --project <300 characters>` failed with
+    # "[Errno 36] File name too long" (exit code 1), the --directory made.
+    size = len(project.encode())
+    with pytest.raises(ValueError) as exc:
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+               directory=str(tmp_path / "runs"), project=project, fix=FIX_ALL)
+    assert str(exc.value) == (f"project must be a directory name of at most 255 bytes, the "
+                              f"longest file systems allow. Received: a name of {size} bytes, "
+                              f"{project[:40]!r}...")
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_a_project_directory_of_other_files_is_refused(tiny, tmp_path, overwrite):
     # was taken as the project, and --overwrite deleted those files with it

@@ -233,7 +233,11 @@ def number_type(expected: str, accept):
             value = float(text)
         except ValueError:
             value = float("nan")
-        if not accept(value):
+        try:
+            accepted = accept(value)
+        except (OverflowError, ValueError):   # int(inf) in an integer check: was raised as
+            accepted = False                  # "cannot convert float infinity to integer"
+        if not accepted:
             raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
         return value
     return parse

@@ -63,6 +63,12 @@ def regular_pattern(shape) -> bytes:
     return pattern
 
 
+#: The most dimensions :func:`numeric_array` gives an array (NumPy 1's limit; NumPy 2's is
+#: 64): deeper nesting is left to the general path and its error (reshaping it raised
+#: NumPy's ValueError, a 500 from ``zoo serve``).
+_MAX_NDIM = 32
+
+
 def first_shape(value):
     """The shape read along the first elements of a simdjson array (``None`` if empty)."""
     import simdjson
@@ -100,7 +106,8 @@ def numeric_array(value, text=None):
     if flat is None:
         return None
     shape = first_shape(value)
-    if shape is None or int(np.prod(shape)) != flat.size or not is_regular(text, shape):
+    if (shape is None or len(shape) > _MAX_NDIM or int(np.prod(shape)) != flat.size
+            or not is_regular(text, shape)):
         return None
     return flat.reshape(shape)
 
@@ -167,6 +174,11 @@ _OPENING = re.compile(rb'\s*\{\s*(?:' + _SIGNATURE + rb'\s*,\s*)?"(instances|inp
 #: member last; searched in the body's last :data:`_TAIL_BYTES`.
 _CLOSING = re.compile(rb"\](\s*\})?\s*(?:,\s*" + _SIGNATURE + rb"\s*)?\}\s*\Z")
 _OPENERS = re.compile(rb"(?:\s*\[)+")
+#: The deepest elements :func:`cut_runs` cuts between (an image is 3 deep, a batch's
+#: elements; the compiled reader reads arrays of at most 8 dimensions): the cut's pattern
+#: grows with the depth, and its search took time depth^2 (100,000 brackets, a 0.2 MB
+#: body: 7 s, twice per request).
+_MAX_CUT_DEPTH = 8
 _TAIL_BYTES = 1024
 
 
@@ -231,6 +243,8 @@ def cut_runs(body: bytes, start: int, end: int, parts: int):
     if openers is None:  # the elements are not arrays
         return None
     depth = openers.group().count(b"[")
+    if depth > _MAX_CUT_DEPTH:   # read in one part (refused by the model's shape check)
+        return None
     cut = re.compile(rb"(\]" + rb"(?:\s*\])" * (depth - 1) + rb")\s*,\s*")
     ranges, begin = [], start
     for i in range(1, parts):

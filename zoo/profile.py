@@ -977,7 +977,8 @@ def summary_model(name: str, input_shape=None):
     (ends in ``.keras`` or contains a path separator: ``runs/pets``, ``./model.keras``),
     else the registered model ``name`` (at ``input_shape``, default its paper's)."""
     if name.endswith(".keras") or os.sep in name or (os.altsep and os.altsep in name):
-        if input_shape:
+        if input_shape and os.path.exists(name):   # else named as missing (it was
+            # called a saved model with its own input size)
             raise ValueError(f"--input-shape applies to a registered model name; the saved "
                              f"model {name!r} has its own input size")
         return common.load_model(name, compile=False)

@@ -51,7 +51,7 @@ from starlette.requests import ClientDisconnect
 
 from zoo import jsonarrays, jsonscan
 from zoo.common import is_digits
-from zoo.export import SIGNATURE_NAME, list_versions, version_path
+from zoo.export import MAX_NAME_BYTES, SIGNATURE_NAME, list_versions, version_path
 
 __all__ = ["InlinePolicy", "ModelStore", "PixelBudget", "RequestBatcher", "ServingError",
            "check_origins", "create_app", "http_protocol", "serve"]
@@ -114,11 +114,6 @@ class ServingError(Exception):
 
 # --------------------------------------------------------------------------------------
 # Models on disk.
-
-#: The longest model name, in bytes (UTF-8): a model is a directory, and file systems
-#: allow names of at most 255 bytes.
-MAX_NAME_BYTES = 255
-
 
 def check_model_name(name) -> None:
     """Raise a 400 :class:`ServingError` for a model name no directory can have."""
@@ -602,8 +597,8 @@ def _pixels_payload(doc, body: bytes):
         if array is None:
             return None
         payload = {}
-        for key in keys:
-            item = doc[key]
+        for key, item in doc.items():   # (doc[key] looks through the keys: 200,000 names
+            # of a 2.4 MB body took minutes)
             if key != top:
                 payload[key] = (item.as_dict() if isinstance(item, simdjson.Object) else
                                 item.as_list() if isinstance(item, simdjson.Array) else item)
@@ -799,13 +794,32 @@ def _gif_frames(data: bytes, most: int) -> int:
     return max(frames, 1)
 
 
+#: How much of a client's names an error message repeats: a body of a million bytes of
+#: names was echoed whole.
+_SHOWN_KEYS = 10
+_SHOWN_CHARS = 40
+
+
+def _cut(text: str) -> str:
+    """``repr(text)``, cut to :data:`_SHOWN_CHARS` characters (``'abc'...``)."""
+    return repr(text) if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]!r}..."
+
+
+def _keys_shown(keys) -> str:
+    """The sorted names of a JSON object for an error message, the first
+    :data:`_SHOWN_KEYS` of them (each cut: :func:`_cut`) and how many there are."""
+    names = sorted(keys)
+    shown = "[" + ", ".join(_cut(name) for name in names[:_SHOWN_KEYS])
+    return shown + "]" if len(names) <= _SHOWN_KEYS else f"{shown}, ...] ({len(names)} keys)"
+
+
 def _decode_value(value, servable, where, budget=None):
     """One image from a JSON value: nested numbers or ``{"b64": "..."}`` (its pixels
     counted by ``budget``, a :class:`PixelBudget`, before it is decoded)."""
     if isinstance(value, dict):
         if set(value) != {"b64"}:
             raise ServingError(400, f"{where}: a binary value must be {{\"b64\": \"<base64 "
-                               f"string>\"}}; received keys {sorted(value)}")
+                               f"string>\"}}; received keys {_keys_shown(value)}")
         if not isinstance(value["b64"], str):
             raise ServingError(400, f"{where}: the \"b64\" value must be a base64 string; "
                                f"received {type(value['b64']).__name__}")
@@ -858,7 +872,7 @@ def _images_from_instances(instances, servable, input_name, budget=None):
         if named:
             if set(row) != {input_name}:
                 raise ServingError(400, f"instances[{i}]: named inputs must be exactly "
-                                   f"{{\"{input_name}\": ...}}; received keys {sorted(row)}")
+                                   f"{{\"{input_name}\": ...}}; received keys {_keys_shown(row)}")
             row = row[input_name]
         image = _decode_value(row, servable, f"instances[{i}]", budget)
         if image.ndim != 3:
@@ -872,7 +886,7 @@ def _images_from_inputs(inputs, servable, input_name, budget=None):
     if isinstance(inputs, dict) and set(inputs) != {"b64"}:
         if set(inputs) != {input_name}:
             raise ServingError(400, f"'inputs' must name the signature's input "
-                               f"{{\"{input_name}\": ...}}; received keys {sorted(inputs)}")
+                               f"{{\"{input_name}\": ...}}; received keys {_keys_shown(inputs)}")
         inputs = inputs[input_name]
     if isinstance(inputs, dict):  # one b64 image
         return [_decode_value(inputs, servable, "inputs", budget)]
@@ -1142,11 +1156,13 @@ def handle_predict(servable, payload, batcher=None, *, wait=True,
                            "'inputs'")
     signature = payload.get("signature_name", SIGNATURE_NAME)
     if not isinstance(signature, str):
-        raise ServingError(400, f"'signature_name' must be a string; received {signature!r}")
+        shown = repr(signature) if not isinstance(signature, (list, dict)) else \
+            type(signature).__name__   # (the repr of a deeply nested one raised RecursionError)
+        raise ServingError(400, f"'signature_name' must be a string; received {shown}")
     if signature == "":
         signature = SIGNATURE_NAME
     if signature not in servable.signature_names:
-        raise ServingError(400, f"signature_name {signature!r} not found; this model has: "
+        raise ServingError(400, f"signature_name {_cut(signature)} not found; this model has: "
                            f"{', '.join(servable.signature_names)}")
     has_instances, has_inputs = "instances" in payload, "inputs" in payload
     if has_instances == has_inputs:
@@ -1704,7 +1720,10 @@ def check_origins(origins) -> tuple:
     checked = []
     for origin in origins:
         text = origin.rstrip("/") if isinstance(origin, str) else origin
-        if text != "*" and not (isinstance(text, str) and _ORIGIN.fullmatch(text)):
+        match = isinstance(text, str) and _ORIGIN.fullmatch(text)
+        if match and match.group(2) and not 1 <= int(match.group(2)[1:]) <= 65535:
+            match = None   # no browser sends port 0 or 99999 (they were taken)
+        if text != "*" and not match:
             raise ValueError(f"an allowed origin is '*' (any web page) or "
                              f"scheme://host[:port] with scheme http or https and no path, "
                              f"as browsers send it (e.g. https://example.com, "
@@ -1722,9 +1741,15 @@ MALFORMED_REQUEST = ("malformed HTTP request: the request line, a header or the 
 def _send_json_400(self, msg):
     """uvicorn's ``send_400_response`` (a request its parser refused: uvicorn logs ``msg``
     and closes the connection), answering ``{"error": ...}`` as every other client error."""
-    body = orjson.dumps({"error": MALFORMED_REQUEST})
-    head = [b"HTTP/1.1 400 Bad Request\r\n"]
-    for name, value in self.server_state.default_headers:     # server, date
+    _send_json_error(self, b"400 Bad Request", MALFORMED_REQUEST)
+
+
+def _send_json_error(self, status: bytes, message: str, headers=()):
+    """Answer ``{"error": message}`` with ``status`` (``b"400 Bad Request"``) from a uvicorn
+    protocol, outside the app, and close the connection."""
+    body = orjson.dumps({"error": message})
+    head = [b"HTTP/1.1 " + status + b"\r\n"]
+    for name, value in [*self.server_state.default_headers, *headers]:   # server, date
         head += [name, b": ", value, b"\r\n"]
     head += [b"content-type: application/json\r\n",
              b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
@@ -1785,6 +1810,16 @@ class _PlainHTTPUpgrades:
         except httptools.HttpParserUpgrade as exc:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
+                return
+            if self.parser.get_method() == b"CONNECT":
+                # httptools takes what follows a CONNECT's headers for a tunnel's bytes,
+                # Upgrade header or not: read again, the request stopped the parser again,
+                # until a RecursionError dropped the connection without an answer.
+                _send_json_error(self, b"405 Method Not Allowed",
+                                 f"method CONNECT not allowed: zoo serve is no proxy "
+                                 f"(allowed: GET, HEAD, POST; requests are e.g. POST "
+                                 f"/v1/models/NAME:predict with a JSON body); the connection "
+                                 f"is closed", [(b"allow", b"GET, HEAD, POST")])
                 return
             # The request again without its Upgrade header, then its body and whatever
             # followed it, through a new parser (httptools' stays stopped).

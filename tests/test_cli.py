@@ -432,3 +432,22 @@ def test_a_signal_keras_swallows_still_stops_the_training(tmp_path, sig, code, l
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.splitlines()[-1] == line
     assert not finished.exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "lenet5", "--epochs", "1", "--run-dir", "{long}/run"],
+    ["train", "lenet5", "--epochs", "1", "--export", "--base-dir", "{long}"],
+    ["predict", "{tmp}/no-model", "--digits", "2", "--out", "{long}/masks"],
+    ["tune", "lenet5", "--max-trials", "1", "--epochs", "1", "--directory", "{long}"],
+])
+def test_a_path_with_a_name_over_255_bytes_is_refused_before_any_work(args, tmp_path, capsys):
+    """No file system takes a file or directory name over 255 bytes: a run directory, an
+    export's base directory, --out or --directory with such a part failed with
+    "[Errno 36] File name too long" (exit code 1), after the training for some."""
+    long = str(tmp_path / ("x" * 300))
+    args = [a.format(long=long, tmp=tmp_path) for a in args]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("zoo: error: ")
+    assert "is 300 bytes, and a file or directory name has at most 255" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -793,12 +793,34 @@ def unwritable_directory(path):
     return existing
 
 
+#: The longest file or directory name, in bytes: file systems allow at most 255.
+MAX_NAME_BYTES = 255
+
+
+def check_name_lengths(path, what: str) -> None:
+    """Refuse ``path`` when one of its parts is longer than :data:`MAX_NAME_BYTES` bytes,
+    which no file system takes (``[Errno 36] File name too long`` once the work was done),
+    naming ``what`` the path is for.
+
+    Raises:
+        ValueError: a part of ``path`` longer than 255 bytes.
+    """
+    for part in os.fspath(path).split(os.sep):
+        size = len(os.fsencode(part))
+        if size > MAX_NAME_BYTES:
+            raise ValueError(f"{what} {clip_text(os.fspath(path))} cannot be made: its part "
+                             f"{clip_text(repr(part), 50)} is {size} bytes, and a file or "
+                             f"directory name has at most {MAX_NAME_BYTES}")
+
+
 def check_directory_target(path, what: str, advice: str, shown=None) -> None:
-    """Refuse the directory ``path`` (to be made, or written in) when a file is in the way
+    """Refuse the directory ``path`` (to be made, or written in) when a part of it is too
+    long for a name (:func:`check_name_lengths`), a file is in the way
     (``{what} {shown} cannot be made: FILE is a file; {advice}.``) or it cannot be written
     (``... cannot be written: no write permission on DIR; {advice}.``); ``shown``: how the
     message shows ``path`` (default: as given)."""
     shown = os.fspath(path) if shown is None else shown
+    check_name_lengths(path, what)
     existing = nearest_existing(path)
     if not os.path.isdir(existing):
         raise ValueError(f"{what} {shown} cannot be made: {existing} is a file; {advice}.")

@@ -699,6 +699,7 @@ def _missing_dirs(path) -> list:
 def _check_model_dir(model_dir):
     """ValueError naming the file when ``model_dir`` or one of its parents is one;
     PermissionError naming the directory the export cannot write in."""
+    common.check_name_lengths(model_dir, "the export's directory")
     for path in _missing_dirs(model_dir):
         if os.path.exists(path):
             raise ValueError(f"{path} is a file, not a directory: the export goes to "
@@ -720,7 +721,7 @@ def check_export_target(base_dir, name) -> None:
 
 #: The longest model name, in bytes (UTF-8): a model is a directory, and file systems
 #: allow names of at most 255 bytes.
-MAX_NAME_BYTES = 255
+MAX_NAME_BYTES = common.MAX_NAME_BYTES
 
 
 def _check_name(name):

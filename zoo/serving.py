@@ -50,11 +50,11 @@ from typing import Optional
 import numpy as np
 
 from zoo.cli import number_type
-from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_jit_compile, check_path, clip_text,
-                         exception_line, fsync_paths, has_image_signature, is_digits,
-                         is_finite_number, is_integer, remove_path, remove_stale_temporaries,
-                         sync_directory, temporary_prefix, unwritable_directory,
-                         visible_gpus)
+from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_jit_compile, check_name_lengths,
+                         check_path, clip_text, exception_line, fsync_paths,
+                         has_image_signature, is_digits, is_finite_number, is_integer,
+                         remove_path, remove_stale_temporaries, sync_directory,
+                         temporary_prefix, unwritable_directory, visible_gpus)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions, version_path)
 
@@ -1880,6 +1880,7 @@ def _check_out_dir(out) -> None:
     if not out:
         raise ValueError("--out must be the path of a directory for the masks (default: "
                          "masks). Received: --out=''")
+    check_name_lengths(out, "--out")
     existing = out
     while existing and not os.path.exists(existing):
         existing = os.path.dirname(existing)

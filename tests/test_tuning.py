@@ -803,9 +803,7 @@ def test_search_trains_small_xceptions_in_float32_as_fit_does(tiny, tmp_path, mo
     assert hms.get_hypermodel("resnet34").model_names() == ("resnet34",)
     assert hms.get_hypermodel("resnet", set={"depth": "18,34"}).model_names() == (
         "resnet18", "resnet34")
-    # one training batch: the precision is decided before the first
-    one_batch = zoo.data.Splits(tiny.train.take(1), tiny.validation, tiny.test, tiny.info)
-    df = search("xception", one_batch, tuner="random", max_trials=1, epochs=1,
+    df = search("xception", tiny, tuner="random", max_trials=1, epochs=1,
                 directory=str(tmp_path), project="x",
                 fix={"pooling": "avg", "dropout": 0.0, "optimizer": "sgd", "lr": 1e-2,
                      "lr_schedule": "constant", "weight_decay": 0.0, "batch_size": 32,

@@ -185,8 +185,13 @@ def test_finetune_resnet_folder(tmp_path):
 def test_finetune_resnet_folder_fine_tunes_a_top_stage_of_alexnet_too(tmp_path):
     # AlexNet's stride-16 feature map is its last convolution's: the layers after it hold no
     # weights, and stage 2 trained the head alone (771 parameters) as "top stage + head".
-    out = run("finetune_resnet_folder.py", "--model", "alexnet", "--epochs", "1",
-              "--image-size", "67", "--run-dir", "run", cwd=tmp_path)
+    # The count is printed once stage 1 is done: the run stops there, on one batch per split
+    # (stage 2 and the demo folder's 240 images are test_finetune_resnet_folder's).
+    folder = make_colour_folder(tmp_path / "folder", ["a", "b", "c"], (67, 67),
+                                counts=(("train", 4), ("validation", 2), ("test", 2)))
+    out = run_until("finetune_resnet_folder.py", "--model", "alexnet", "--folder", str(folder),
+                    "--epochs", "1", "--image-size", "67", "--run-dir", "run", cwd=tmp_path,
+                    stop="fine-tuning ")
     trainable = int(re.search(r"fine-tuning ([0-9,]+) parameters", out).group(1).replace(",", ""))
     assert trainable > 256 * 3 + 3                # more than the head's
 

@@ -5,7 +5,8 @@ Every classifier builder takes the same keyword-only arguments::
     input_shape=None, num_classes=1000, include_top=True, pooling=None,
     classifier_activation="softmax", weights=None, name=None
 
-(LeNet-5's ``num_classes`` is 10) and calls :func:`check_classifier_args` before it creates a single layer.
+(LeNet-5's ``num_classes`` is 10) and calls :func:`check_classifier_args` before it creates
+a single layer.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ import time
 import warnings
 
 from zoo.common import (atomic_write, atomic_write_text, check_bool, check_directory_target,
-                         check_path, check_seed, is_digits, is_integer, remove_path)
+                         check_path, check_seed, is_digits, is_integer, remove_path,
+                         require_tensorflow_backend)
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -1102,6 +1103,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         chief writes the table.
 
     Raises:
+        zoo.common.BackendError: Keras runs on a backend other than TensorFlow (a
+            ``ValueError``, raised before anything else).
         ValueError: unknown model, tuner, dataset or hyperparameter; a hyperparameter
             in both ``set`` and ``fix``; a bad seed or project name; an objective the
             model does not report; too few examples for ``cv``; an ignore label that is
@@ -1118,6 +1121,7 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         ...             fix={"variant": "modern"}, set={"lr": "1e-3:1e-2"})  # doctest: +SKIP
         >>> df[["trial", "status", "lr", "score"]]  # doctest: +SKIP
     """
+    require_tensorflow_backend("tuning.search.search")
     from tuning.hypermodels import ZooHyperModel, check_set_fix, get_hypermodel
 
     if tuner not in TUNERS:
@@ -1640,6 +1644,7 @@ def configure_tune(parser):
                         help="with --worker: this worker's number, 0, 1, 2, ...")
 
     def run(args):
+        require_tensorflow_backend("zoo tune")
         from tuning.assignments import check_set_fix, family_of, parse_assignments
         set_ = parse_assignments(args.set, "--set")
         fix = parse_assignments(args.fix, "--fix")

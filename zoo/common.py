@@ -607,6 +607,42 @@ def onednn_enabled() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+class BackendError(ValueError):
+    """Keras runs on a backend other than TensorFlow where the zoo needs TensorFlow's."""
+
+
+def require_tensorflow_backend(what: str) -> None:
+    """Raise :class:`BackendError` unless Keras runs on its TensorFlow backend.
+
+    The builders, layer tables, ``zoo.profile`` and ``zoo.features`` are Keras alone and run
+    on any backend; training, search and export are TensorFlow's (tf.data input pipelines,
+    TensorFlow's kernels and optimizers, SavedModels). On the torch backend ``zoo train
+    lenet5`` ran ~3x slower on a 2-core CPU (torch's OpenMP threads against TensorFlow's
+    thread pools in one process) to a test accuracy of 0.47 against 0.85; export failed deep
+    inside Keras. ``what`` names the refused work
+    (``"zoo train"``, ``"zoo.train.fit"``). A ``KERAS_BACKEND`` set before Keras is imported
+    is refused without importing it (and TensorFlow), as Keras would run on it.
+
+    Raises:
+        BackendError: Keras runs on another backend; the message names it, where it was
+            chosen (``KERAS_BACKEND`` or ``keras.json``) and what to set.
+    """
+    import sys
+    backend = os.environ.get("KERAS_BACKEND")
+    if not backend or "keras" in sys.modules:   # (Keras' own answer, once it is imported)
+        import keras
+        backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    if "KERAS_BACKEND" in os.environ:
+        chosen = f"KERAS_BACKEND={os.environ['KERAS_BACKEND']}"
+    else:
+        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+        chosen = f"\"backend\": \"{backend}\" in {os.path.join(home, 'keras.json')}"
+    raise BackendError(f"{what} needs Keras' TensorFlow backend; Keras runs on {backend} "
+                       f"({chosen}): set KERAS_BACKEND=tensorflow")
+
+
 def visible_gpus() -> list:
     """The GPUs TensorFlow computes on in this process: the physical GPUs left visible by
     ``CUDA_VISIBLE_DEVICES`` and ``tf.config.set_visible_devices`` (which hides GPUs from

@@ -815,6 +815,8 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         The path of the version directory, e.g. ``saved_models/lenet5/1``.
 
     Raises:
+        zoo.common.BackendError: Keras runs on a backend other than TensorFlow (a
+            ``ValueError``, raised before anything else).
         ValueError: bad base_dir, name, version, precision, info (a field of the dataset
             out of what it allows, named: :func:`zoo.data.check_info_fields`), metrics,
             overwrite or lite; a model without a fixed input, with several inputs, or whose
@@ -830,6 +832,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
     import tensorflow as tf
     import zoo
 
+    common.require_tensorflow_backend("zoo.export.export")
     base_dir = _check_options(base_dir, name, version, precision, lite, overwrite)
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise ValueError("export needs a built functional keras.Model with an Input. "
@@ -1402,6 +1405,8 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
         The version directory.
 
     Raises:
+        zoo.common.BackendError: Keras runs on a backend other than TensorFlow (a
+            ``ValueError``, raised before anything else).
         FileNotFoundError: no run directory, ``model.keras``, ``info.json`` (in a run
             directory) or file.
         TypeError: ``run_dir_or_keras_file`` is no path.
@@ -1413,6 +1418,7 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
         >>> export_run("runs/lenet5")  # doctest: +SKIP
         'saved_models/lenet5/2'
     """
+    common.require_tensorflow_backend("zoo.export.export_run")
     if not isinstance(run_dir_or_keras_file, (str, os.PathLike)):
         raise TypeError(f"export_run: run_dir_or_keras_file must be the path of a training "
                         f"run directory or a .keras file. "
@@ -1452,6 +1458,7 @@ def configure_export(parser):
                         "that zoo.serving runs on CPUs")
 
     def run(args):
+        common.require_tensorflow_backend("zoo export")
         path = export_run(args.source, base_dir=args.base_dir, name=args.name,
                           version=args.version, precision=args.precision,
                           overwrite=args.overwrite, lite=args.lite)

@@ -42,7 +42,7 @@ from zoo.common import (ADAMW_WEIGHT_DECAY, AUX_LOSS_WEIGHT, LR_SCHEDULES, MIXED
                          OPTIMIZERS, PLATEAU_FACTOR, PLATEAU_LOWEST, PLATEAU_PATIENCE, TASKS,
                          atomic_write, atomic_write_text, check_bool, check_directory_target,
                          check_jit_compile, check_seed, fsync_path, is_digits, is_integer,
-                         received_text, remove_path)
+                         received_text, remove_path, require_tensorflow_backend)
 from zoo.train_cli import configure_train
 
 __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
@@ -2714,6 +2714,8 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         The history as a ``pandas.DataFrame`` (one row per epoch, also after a resume).
 
     Raises:
+        zoo.common.BackendError: Keras runs on a backend other than TensorFlow (a
+            ``ValueError``, raised before anything else).
         ValueError: bad arguments (checked before anything is loaded or written: e.g. a
             learning rate that is not a positive finite number, label smoothing outside
             [0, 1), a negative weight decay, a ``class_weight`` of none of the allowed
@@ -2742,6 +2744,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         >>> history = fit(lenet5(), "digits", epochs=5, run_dir="runs/lenet5")  # doctest: +SKIP
         >>> history[["epoch", "accuracy", "val_accuracy"]].tail(1)  # doctest: +SKIP
     """
+    require_tensorflow_backend("zoo.train.fit")
     import pandas as pd
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {', '.join(map(repr, LR_SCHEDULES))}. "

@@ -8,7 +8,7 @@ import ast
 import math
 
 from zoo.common import (ADAMW_WEIGHT_DECAY, AUTO_PRECISION_HELP, AUX_LOSS_WEIGHT, LR_SCHEDULES,
-                        MIXED_PRECISION, OPTIMIZERS, PLATEAU_PATIENCE)
+                        MIXED_PRECISION, OPTIMIZERS, PLATEAU_PATIENCE, require_tensorflow_backend)
 
 __all__ = ["configure_train"]
 
@@ -211,6 +211,7 @@ def configure_train(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def run(args):
+        require_tensorflow_backend("zoo train")   # before TensorFlow's import
         from zoo.train import train_command
         return train_command(args)
 

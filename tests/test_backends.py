@@ -28,7 +28,7 @@ def test_training_export_and_search_refuse_another_backend_in_one_line(tmp_path,
     proc = run(["-m", "zoo", *args], {"KERAS_BACKEND": "torch"})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
-        f"zoo: error: zoo {command[0]} needs Keras' TensorFlow backend; Keras runs on torch "
+        f"zoo: error: zoo {command[0]} needs Keras' TensorFlow backend; Keras' backend is torch "
         f"(KERAS_BACKEND=torch): set KERAS_BACKEND=tensorflow"]
     assert sorted(os.listdir(tmp_path)) == []
 
@@ -46,7 +46,7 @@ def test_fit_refuses_the_backend_of_keras_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     keras_json = tmp_path / "keras.json"
     assert proc.stdout.strip() == (
-        f"zoo.train.fit needs Keras' TensorFlow backend; Keras runs on torch "
+        f"zoo.train.fit needs Keras' TensorFlow backend; Keras' backend is torch "
         f"(\"backend\": \"torch\" in {keras_json}): set KERAS_BACKEND=tensorflow")
     assert not (tmp_path / "run").exists()
 

@@ -639,7 +639,7 @@ def require_tensorflow_backend(what: str) -> None:
     else:
         home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
         chosen = f"\"backend\": \"{backend}\" in {os.path.join(home, 'keras.json')}"
-    raise BackendError(f"{what} needs Keras' TensorFlow backend; Keras runs on {backend} "
+    raise BackendError(f"{what} needs Keras' TensorFlow backend; Keras' backend is {backend} "
                        f"({chosen}): set KERAS_BACKEND=tensorflow")
 
 

@@ -347,6 +347,19 @@ def test_xla_compiled_at_load_matches_the_plain_function(exported, servable):
                                servable.predict(x)["probabilities"], atol=1e-5)
 
 
+def test_xla_traces_its_function_once_for_every_batch_and_image_size(exported):
+    """The XLA function takes the signature's input spec: batches of other sizes and images
+    of other sizes run through one trace (it traced once per batch and image size, each
+    trace kept for the servable's life: a server given images of many sizes traced on)."""
+    base, _ = exported
+    compiled = serving.load(base / "lenet5" / "2", jit_compile=True)
+    fn = compiled.function()
+    rng = np.random.RandomState(3)
+    for n, hw in ((3, (8, 8)), (5, (8, 8)), (3, (12, 10)), (20, (9, 14))):
+        assert compiled.predict(rng.randint(0, 256, (n, *hw, 1)))["classes"].shape == (n,)
+    assert fn.experimental_get_tracing_count() == 1
+
+
 class _Pending:
     """An output as a GPU returns it: the call has only queued the work, which ``numpy()``
     waits for."""
@@ -368,7 +381,7 @@ def test_xla_trial_times_the_results_not_the_launch(exported, monkeypatch):
     monkeypatch.setattr(auto, "_plain", lambda name: lambda images: {
         "probabilities": _Pending(0.05)})
 
-    def xla(fn, jit_compile):
+    def xla(fn, jit_compile, **kwargs):
         def run(images):
             time.sleep(0.01)
             return {"probabilities": _Pending(0.0)}

@@ -790,7 +790,9 @@ class Servable:
         """
         import tensorflow as tf
         plain = self._plain(self.default_signature)
-        compiled = tf.function(plain, jit_compile=True)
+        # One trace for every batch and image size (XLA still compiles each shape it meets).
+        compiled = tf.function(plain, jit_compile=True, input_signature=[
+            tf.TensorSpec([None, *self.input_shape[1:]], self.input_dtype)])
         shape = [_WARMUP_BATCH] + [d if d is not None else s for d, s in zip(
             self.input_shape[1:], self._warmup_hw() + [self.channels])]
         x = tf.zeros(shape, self.input_dtype)

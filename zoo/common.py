@@ -611,6 +611,29 @@ class BackendError(ValueError):
     """Keras runs on a backend other than TensorFlow where the zoo needs TensorFlow's."""
 
 
+def _keras_json_path() -> str:
+    """Where Keras reads its ``keras.json``: ``$KERAS_HOME``, else ``~/.keras`` (``/tmp/.keras``
+    when the home directory is not writable), as Keras' ``backend/config.py`` finds it."""
+    if os.environ.get("KERAS_HOME"):
+        return os.path.join(os.environ["KERAS_HOME"], "keras.json")
+    base = os.path.expanduser("~")
+    if not os.access(base, os.W_OK):
+        base = "/tmp"
+    return os.path.join(base, ".keras", "keras.json")
+
+
+def _keras_json() -> dict:
+    """Keras' ``keras.json`` settings (``{}`` where it is missing or no JSON object, as Keras
+    takes it)."""
+    import json
+    try:
+        with open(_keras_json_path()) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def require_tensorflow_backend(what: str) -> None:
     """Raise :class:`BackendError` unless Keras runs on its TensorFlow backend.
 
@@ -628,17 +651,17 @@ def require_tensorflow_backend(what: str) -> None:
             chosen (``KERAS_BACKEND`` or ``keras.json``) and what to set.
     """
     import sys
-    backend = os.environ.get("KERAS_BACKEND")
-    if not backend or "keras" in sys.modules:   # (Keras' own answer, once it is imported)
+    if "keras" in sys.modules:   # Keras' own answer, once it is imported
         import keras
         backend = keras.backend.backend()
+    else:   # as Keras will read it, without importing it (and TensorFlow: zoo tune --workers)
+        backend = os.environ.get("KERAS_BACKEND") or _keras_json().get("backend", "tensorflow")
     if backend == "tensorflow":
         return
     if "KERAS_BACKEND" in os.environ:
         chosen = f"KERAS_BACKEND={os.environ['KERAS_BACKEND']}"
     else:
-        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-        chosen = f"\"backend\": \"{backend}\" in {os.path.join(home, 'keras.json')}"
+        chosen = f"\"backend\": \"{backend}\" in {_keras_json_path()}"
     raise BackendError(f"{what} needs Keras' TensorFlow backend; Keras' backend is {backend} "
                        f"({chosen}): set KERAS_BACKEND=tensorflow")
 

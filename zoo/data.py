@@ -644,8 +644,8 @@ class _Source:
                                      # decoding, anew each pass (folders); else a shuffle
                                      # buffer of 4096 decoded examples
     test_is_validation: bool = False  # no test split of its own: validation's files serve
-    decoded_as: object = None        # (split, channels) -> the split's files decoded to that
-                                     # many channels, as zoo.serving decodes a file (folders)
+    decodes_to: bool = False         # get(split, to=C) decodes the files to C channels, as
+                                     # zoo.serving decodes a file (folders)
 
 
 # --- digits ---------------------------------------------------------------------------
@@ -1441,11 +1441,8 @@ def _classification_folder(root, name, split_dirs):
         return ds.map(lambda p, y: (_decode(p, to), y),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
-    def get(split, seed=None):
-        return decoded(*files[split], seed)
-
-    def decoded_as(split, to):
-        return decoded(*files[split], to=to)
+    def get(split, seed=None, to=channels):
+        return decoded(*files[split], seed, to)
 
     def stats_sample():
         return decoded(*(list(v) for v in zip(*sample)))
@@ -1457,7 +1454,7 @@ def _classification_folder(root, name, split_dirs):
     return _Source(name, "classification", labels, channels, (None, None, channels),
                    tuple(hw), _AUG_PHOTO, get, sizes, stats_sample=stats_sample,
                    counts=counts, shuffles_files=True, test_is_validation=test_is_validation,
-                   decoded_as=decoded_as)
+                   decodes_to=True)
 
 
 def _shuffled_list(ds, n, seed):
@@ -1747,9 +1744,6 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
         return ds.map(lambda p, m: (_decode(p, to), decode_mask(m)),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
-    def decoded_as(split, to):
-        return get(split, to=to)
-
     def stats_sample():   # images only, spread over the training split
         paths = _path_tensor(_spread(image_paths, _STATS_IMAGES))
         return tf.data.Dataset.from_tensor_slices(paths).map(
@@ -1759,7 +1753,7 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
     return _Source(name, "segmentation", labels, channels, (None, None, channels), tuple(hw),
                    _AUG_SHAPES, get, sizes, stats_sample=stats_sample, ignore_label=ignore,
                    shuffles_files=True, test_is_validation=test_is_validation,
-                   decoded_as=decoded_as)
+                   decodes_to=True)
 
 
 def _ignore_hint(value) -> str:
@@ -2172,8 +2166,8 @@ def load_raw(name, split="test", *, channels=None, data_dir=None, download=False
         # them for zoo predict and zoo serve (a colour file's grey is its decoder's); the
         # colour decode turned grey by convert_channels differed from it by up to 1 level
         # for PNGs and 3.5 for JPEGs.
-        if src.decoded_as is not None and c != src.channels:
-            return src.decoded_as(part, c)
+        if src.decodes_to and c != src.channels:
+            return src.get(part, to=c)
         return src.get(part)
 
     ds = stored(parts[0])

@@ -134,7 +134,7 @@ def _check_project_name(project):
             any(sep in project for sep in seps) or "\0" in project:
         raise ValueError(f"project must be a single directory name (no '/', not '.' or '..', "
                          f"not empty). Received: project={project!r}")
-    from zoo.export import MAX_NAME_BYTES
+    from zoo.common import MAX_NAME_BYTES
     size = len(project.encode("utf-8", "surrogateescape"))
     if size > MAX_NAME_BYTES:   # was "[Errno 36] File name too long" (exit code 1)
         raise ValueError(f"project must be a directory name of at most {MAX_NAME_BYTES} bytes, "

@@ -719,18 +719,13 @@ def check_export_target(base_dir, name) -> None:
     _check_model_dir(os.path.join(_check_base_dir(base_dir), name))
 
 
-#: The longest model name, in bytes (UTF-8): a model is a directory, and file systems
-#: allow names of at most 255 bytes.
-MAX_NAME_BYTES = common.MAX_NAME_BYTES
-
-
 def _check_name(name):
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError("name must be a directory name of letters, digits, '.', '_' or '-' "
                          f"(not starting with '.' or '-'). Received: name={name!r}")
-    if len(name) > MAX_NAME_BYTES:   # (ASCII by the pattern) was "[Errno 36] File name too
+    if len(name) > common.MAX_NAME_BYTES:   # (ASCII by the pattern) was "[Errno 36] File name too
         # long" once the model had been rebuilt, its base directory left behind
-        raise ValueError(f"name must be at most {MAX_NAME_BYTES} characters, the longest "
+        raise ValueError(f"name must be at most {common.MAX_NAME_BYTES} characters, the longest "
                          f"directory name file systems allow. Received: a name of "
                          f"{len(name)} characters, {name[:40]!r}...")
 

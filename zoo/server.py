@@ -50,8 +50,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from zoo import jsonarrays, jsonscan
-from zoo.common import is_digits
-from zoo.export import MAX_NAME_BYTES, SIGNATURE_NAME, list_versions, version_path
+from zoo.common import MAX_NAME_BYTES, is_digits
+from zoo.export import SIGNATURE_NAME, list_versions, version_path
 
 __all__ = ["InlinePolicy", "ModelStore", "PixelBudget", "RequestBatcher", "ServingError",
            "check_origins", "create_app", "http_protocol", "serve"]

@@ -1816,10 +1816,10 @@ class _PlainHTTPUpgrades:
                 # Upgrade header or not: read again, the request stopped the parser again,
                 # until a RecursionError dropped the connection without an answer.
                 _send_json_error(self, b"405 Method Not Allowed",
-                                 f"method CONNECT not allowed: zoo serve is no proxy "
-                                 f"(allowed: GET, HEAD, POST; requests are e.g. POST "
-                                 f"/v1/models/NAME:predict with a JSON body); the connection "
-                                 f"is closed", [(b"allow", b"GET, HEAD, POST")])
+                                 "method CONNECT not allowed: zoo serve is no proxy "
+                                 "(allowed: GET, HEAD, POST; requests are e.g. POST "
+                                 "/v1/models/NAME:predict with a JSON body); the connection "
+                                 "is closed", [(b"allow", b"GET, HEAD, POST")])
                 return
             # The request again without its Upgrade header, then its body and whatever
             # followed it, through a new parser (httptools' stays stopped).

@@ -153,14 +153,41 @@ def test_float16_exports_and_predictions_print_no_kernel_note(tmp_path):
                 if not line.startswith("zoo export: note: no info.json")] == []
 
 
+def test_a_colour_folder_read_in_grey_prints_no_kernel_note(tmp_path):
+    """The statistics pass over a colour folder converted to one channel runs uint8 ops
+    whose once-per-process oneDNN note (``DT_UINT8``, at ERROR level) it printed in every
+    such ``zoo train``: that pass runs in the filter, so a command line prints nothing."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+                tmp_path / label / f"{i}.png")
+    code = ("import sys\nfrom zoo import startlog\nstartlog.for_command_line()\n"
+            "from zoo import data\n"
+            "info = data.load('folder:' + sys.argv[1], channels=1, image_size=(32, 32))[1]\n"
+            "print(info.input_shape)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "(32, 32, 1)" and result.stderr == ""
+
+
+UINT8_LINE = ("E0000 00:00:1796673503.820476     777 util.cc:131] oneDNN supports DT_UINT8 "
+              "only on platforms with AVX-512. Falling back to the default Eigen-based "
+              "implementation if present.")
 HALF_LINE = ("E0000 00:00:1796465104.703924   13273 util.cc:131] oneDNN supports DT_HALF only "
              "on platforms with AVX-512. Falling back to the default Eigen-based implementation "
              "if present.")
 
 
 @pytest.mark.parametrize("level", [0, 1, 2, 3])
-def test_the_float16_fallback_note_is_hidden_as_a_warning(level):
+def test_the_float16_and_uint8_fallback_notes_are_hidden_as_warnings(level):
     assert startlog.hidden(HALF_LINE, level) == (level > 1)
+    assert startlog.hidden(UINT8_LINE, level) == (level > 1)
     assert not startlog.hidden(LINES[3], 2)   # another ERROR line stays
 
 
@@ -277,7 +304,8 @@ def test_only_a_command_lines_first_litert_interpreter_is_made_in_the_filter(mon
 
 @pytest.mark.parametrize("line", [
     "a program's own line: x] failed call to cuInit: y",
-    "a program's own line: x] oneDNN supports DT_HALF only on platforms with AVX-512"])
+    "a program's own line: x] oneDNN supports DT_HALF only on platforms with AVX-512",
+    "Eh: x] oneDNN supports DT_UINT8 on every platform"])
 def test_a_line_quoting_tensorflows_notes_is_no_error_line_of_its_own(line):
     assert not startlog.hidden(line, 3, no_gpu=True)
 

@@ -1896,7 +1896,9 @@ def _stats(src: _Source, input_shape, max_images=None):
     total = np.zeros(c)
     total_sq = np.zeros(c)
     count = 0
-    with tf_errors_as(lambda exc: _decode_failure(exc, src.name)):
+    from zoo.startlog import command_line_filter
+    # (TensorFlow's once-per-process note of uint8 ops falling back from oneDNN comes here)
+    with tf_errors_as(lambda exc: _decode_failure(exc, src.name)), command_line_filter():
         for img in ds.batch(64).as_numpy_iterator():
             pix = img.reshape(-1, c).astype("float64")
             total += pix.sum(0)

@@ -29,7 +29,10 @@ DT_HALF only on platforms with AVX-512. Falling back to the default Eigen-based
 implementation if present.`` the first time a process runs float16 ops: a note, at ERROR
 level, that Eigen's kernels run them (the results are right). The command lines run their
 first float16 ops (a float16 export, a float16 model served on TensorFlow) in the filter
-(:func:`command_line_filter`), which drops it below the level as it drops warnings.
+(:func:`command_line_filter`), which drops it below the level as it drops warnings. The same
+note for ``DT_UINT8`` comes from the uint8 ops of a dataset's first pass over its images
+(the statistics of a folder converted to another number of channels): that pass runs in the
+filter too.
 """
 
 from __future__ import annotations
@@ -70,14 +73,22 @@ def min_log_level(environ=None) -> int:
 #: The device files of an NVIDIA driver (Linux) or of WSL's GPU.
 GPU_DEVICES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg")
 CUINIT = "] failed call to cuInit"
-#: TensorFlow's ERROR line when float16 ops fall back from oneDNN to Eigen's kernels.
-HALF_FALLBACK = "] oneDNN supports DT_HALF only on platforms with"
+#: TensorFlow's ERROR line when ops of a type fall back from oneDNN to Eigen's kernels
+#: (``DT_HALF``, ``DT_UINT8``): its start and its end.
+DTYPE_FALLBACK = ("] oneDNN supports DT_", " only on platforms with")
 
 
 def gpu_absent() -> bool:
     """Whether this machine has no GPU device TensorFlow could use (none of
     :data:`GPU_DEVICES`)."""
     return not any(os.path.exists(p) for p in GPU_DEVICES)
+
+
+def _dtype_fallback(line: str) -> bool:
+    """Whether ``line`` is TensorFlow's note of a type's ops falling back to Eigen."""
+    start, end = DTYPE_FALLBACK
+    at = line.find(start)
+    return at >= 0 and end in line[at + len(start):]
 
 
 def hidden(line: str, level: int, no_gpu: bool = False) -> bool:
@@ -87,7 +98,7 @@ def hidden(line: str, level: int, no_gpu: bool = False) -> bool:
         return level > 0
     if no_gpu and level > 0 and line.startswith("E") and CUINIT in line:
         return True
-    if level > 1 and line.startswith("E") and HALF_FALLBACK in line:   # a note, as a warning
+    if level > 1 and line.startswith("E") and _dtype_fallback(line):   # a note, as a warning
         return True
     for prefix, severity in LITERT_PREFIXES.items():
         # One space after the colon: uvicorn's lines ("INFO:     ...") are not LiteRT's.
@@ -166,7 +177,7 @@ class _FirstImport(importlib.abc.MetaPathFinder):
 def command_line_filter():
     """In a command line (:func:`for_command_line`), file descriptor 2 through the filter
     for the ``with`` block, for TensorFlow's lines logged once per process at first use,
-    such as the float16 note (:data:`HALF_FALLBACK`); elsewhere nothing."""
+    such as the float16 and uint8 notes (:data:`DTYPE_FALLBACK`); elsewhere nothing."""
     if _command_line_level is None:
         yield
         return

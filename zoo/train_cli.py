@@ -8,9 +8,41 @@ import ast
 import math
 
 from zoo.common import (ADAMW_WEIGHT_DECAY, AUTO_PRECISION_HELP, AUX_LOSS_WEIGHT, LR_SCHEDULES,
-                        MIXED_PRECISION, OPTIMIZERS, PLATEAU_PATIENCE, require_tensorflow_backend)
+                        MIXED_PRECISION, OPTIMIZERS, PLATEAU_PATIENCE, check_run_dir,
+                        dataset_source, require_tensorflow_backend)
 
-__all__ = ["configure_train"]
+__all__ = ["configure_train", "check_counts", "export_base_dir"]
+
+
+def check_counts(epochs, batch_size, patience) -> None:
+    """``--epochs`` and ``--batch-size`` at least 1, ``--patience`` at least 0 (``None``:
+    the default, which is)."""
+    for value, flag, least in ((epochs, "--epochs", 1), (batch_size, "--batch-size", 1),
+                               (patience, "--patience", 0)):
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be >= {least}. Received: {value}")
+
+
+def export_base_dir(args) -> str:
+    """Where ``zoo train --export`` exports: ``--base-dir``, by default saved_models."""
+    # ("--base-dir ''" exported to saved_models)
+    return "saved_models" if args.base_dir is None else args.base_dir
+
+
+def _refuse_early(args) -> None:
+    """The refusals of ``zoo train``'s options that need neither TensorFlow nor Keras, made
+    before their import (~6 s): an unknown model or dataset, a dataset folder that is not
+    there, a count below its least, a run directory or export target that cannot be made.
+    :func:`zoo.train.train_command` makes them too, in their place among its checks."""
+    from zoo.registry import model_info
+    model_info(args.model)
+    if args.dataset is not None:
+        dataset_source(args.dataset)
+    check_counts(args.epochs, args.batch_size, args.patience)
+    check_run_dir(args.run_dir, "--run-dir")
+    if args.export:
+        from zoo.export import check_export_target
+        check_export_target(export_base_dir(args), args.model)
 
 
 def _seed_arg(text):
@@ -212,6 +244,7 @@ def configure_train(parser):
 
     def run(args):
         require_tensorflow_backend("zoo train")   # before TensorFlow's import
+        _refuse_early(args)
         from zoo.train import train_command
         return train_command(args)
 

@@ -454,9 +454,10 @@ def test_a_path_with_a_name_over_255_bytes_is_refused_before_any_work(args, tmp_
 
 
 def test_bad_names_counts_and_paths_are_refused_before_tensorflow_is_imported(tmp_path):
-    """A mistyped model or dataset name, a missing folder or file, a count below its least
-    and a directory that cannot be made were refused after TensorFlow's import (~6 s each
-    here): their checks need none and now come first. One process runs them in a row."""
+    """A mistyped model or dataset name, a missing folder or file, a count below its least,
+    an option without the one it goes with and a directory that cannot be made were refused
+    after TensorFlow's import (~6 s each here): their checks need none and now come first.
+    One process runs them in a row."""
     import json
     import os
     a_file = tmp_path / "a_file"
@@ -470,6 +471,9 @@ def test_bad_names_counts_and_paths_are_refused_before_tensorflow_is_imported(tm
         (["train", "lenet5", "--epochs", "0"], "--epochs must be >= 1. Received: 0"),
         (["train", "lenet5", "--batch-size", "0"], "--batch-size must be >= 1. Received: 0"),
         (["train", "lenet5", "--patience", "-1"], "--patience must be >= 0. Received: -1"),
+        (["train", "lenet5", "--monitor", "val_acc"], "--monitor must be one of val_loss, "
+         "val_accuracy, loss, accuracy for a classification model. Received: --monitor val_acc"),
+        (["train", "lenet5", "--no-lite"], "--no-lite goes with --export"),
         (["train", "lenet5", "--run-dir", f"{a_file}/run"],
          f"--run-dir {a_file}/run cannot be made: {a_file} is a file"),
         (["train", "lenet5", "--export", "--base-dir", f"{a_file}/sm"],

@@ -43,7 +43,8 @@ from zoo.common import (ADAMW_WEIGHT_DECAY, AUX_LOSS_WEIGHT, LR_SCHEDULES, MIXED
                          atomic_write, atomic_write_text, check_bool, check_jit_compile,
                          check_run_dir, check_seed, fsync_path, is_digits,
                          is_integer, received_text, remove_path, require_tensorflow_backend)
-from zoo.train_cli import check_counts, configure_train, export_base_dir
+from zoo.train_cli import (check_counts, check_export_options, check_monitor_option,
+                           configure_train, export_base_dir, with_aux_logits)
 
 __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
            "resolve_class_weight", "resolve_mixed_precision", "with_mixed_precision",
@@ -3510,22 +3511,6 @@ def _precheck_pretrained(model_name, weights, freeze_backbone, imagenet_input, m
         _refuse_unpublished_imagenet(backbone)
 
 
-def _check_monitor_option(monitor, task, aux=False):
-    """``zoo train --monitor``: one of the quantities a run of ``task`` logs (``aux``: a
-    model with auxiliary classifiers, which logs ``total_loss`` too), refused before
-    anything is loaded (``fit`` finds an unlogged one at the end of the first epoch)."""
-    names = (["loss", "accuracy"] + (["mean_iou"] if task == "segmentation" else [])
-             + (["total_loss"] if aux else []))
-    allowed = [f"val_{n}" for n in names] + names
-    if monitor not in allowed:
-        hint = (" (total_loss, the weighted sum of the losses, is logged with auxiliary "
-                "classifiers: googlenet --model-arg aux_logits=true)"
-                if not aux and monitor in ("total_loss", "val_total_loss") else "")
-        raise ValueError(f"--monitor must be one of {', '.join(allowed)} for a {task} model"
-                         f"{' with auxiliary classifiers' if aux else ''}. "
-                         f"Received: --monitor {monitor}{hint}")
-
-
 def train_command(args) -> int:
     """``zoo train``'s work once :func:`zoo.train_cli.configure_train` has parsed its
     options: the checks, the data, the model, :func:`fit`, the export asked for and the
@@ -3539,16 +3524,7 @@ def _train_command(args):
     t0 = time.time()
     minfo = model_info(args.model)
     class_weight = _class_weight_option(args.class_weight)
-    if args.export_precision and not args.export:
-        raise ValueError(f"--export-precision {args.export_precision} goes with --export "
-                         f"(or export later: zoo export RUN_DIR --precision "
-                         f"{args.export_precision})")
-    if args.base_dir is not None and not args.export:
-        raise ValueError(f"--base-dir {args.base_dir} goes with --export (or export later: "
-                         f"zoo export RUN_DIR --base-dir {args.base_dir})")
-    if not args.lite and not args.export:
-        raise ValueError("--no-lite goes with --export (or export later: zoo export "
-                         "RUN_DIR --no-lite)")
+    check_export_options(args)
     if args.export:   # refused now, not after the training
         from zoo import export as zexport
         base_dir = export_base_dir(args)
@@ -3566,8 +3542,8 @@ def _train_command(args):
     augment = args.augment if args.augment is not None else d["augment"]
     size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
     patience = args.patience if args.patience is not None else PATIENCE
-    aux = dict(args.model_arg).get("aux_logits") is True
-    _check_monitor_option(args.monitor, minfo.task, aux=aux)
+    aux = with_aux_logits(args)
+    check_monitor_option(args.monitor, minfo.task, aux=aux)
     if args.aux_loss_weight is not None and not aux:   # before the data loads
         raise _without_aux_classifiers(args.model, args.aux_loss_weight)
     check_counts(epochs, batch, patience)

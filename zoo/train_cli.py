@@ -11,7 +11,8 @@ from zoo.common import (ADAMW_WEIGHT_DECAY, AUTO_PRECISION_HELP, AUX_LOSS_WEIGHT
                         MIXED_PRECISION, OPTIMIZERS, PLATEAU_PATIENCE, check_run_dir,
                         dataset_source, require_tensorflow_backend)
 
-__all__ = ["configure_train", "check_counts", "export_base_dir"]
+__all__ = ["configure_train", "check_counts", "check_export_options", "check_monitor_option",
+           "export_base_dir", "with_aux_logits"]
 
 
 def check_counts(epochs, batch_size, patience) -> None:
@@ -29,20 +30,59 @@ def export_base_dir(args) -> str:
     return "saved_models" if args.base_dir is None else args.base_dir
 
 
+def check_monitor_option(monitor, task, aux=False):
+    """``zoo train --monitor``: one of the quantities a run of ``task`` logs (``aux``: a
+    model with auxiliary classifiers, which logs ``total_loss`` too), refused before
+    anything is loaded (``fit`` finds an unlogged one at the end of the first epoch)."""
+    names = (["loss", "accuracy"] + (["mean_iou"] if task == "segmentation" else [])
+             + (["total_loss"] if aux else []))
+    allowed = [f"val_{n}" for n in names] + names
+    if monitor not in allowed:
+        hint = (" (total_loss, the weighted sum of the losses, is logged with auxiliary "
+                "classifiers: googlenet --model-arg aux_logits=true)"
+                if not aux and monitor in ("total_loss", "val_total_loss") else "")
+        raise ValueError(f"--monitor must be one of {', '.join(allowed)} for a {task} model"
+                         f"{' with auxiliary classifiers' if aux else ''}. "
+                         f"Received: --monitor {monitor}{hint}")
+
+
+def with_aux_logits(args) -> bool:
+    """Whether ``zoo train`` builds the model with its auxiliary classifiers (``--model-arg
+    aux_logits=true``)."""
+    return dict(args.model_arg).get("aux_logits") is True
+
+
+def check_export_options(args) -> None:
+    """``zoo train``'s options that go with ``--export``, refused without it."""
+    if args.export_precision and not args.export:
+        raise ValueError(f"--export-precision {args.export_precision} goes with --export "
+                         f"(or export later: zoo export RUN_DIR --precision "
+                         f"{args.export_precision})")
+    if args.base_dir is not None and not args.export:
+        raise ValueError(f"--base-dir {args.base_dir} goes with --export (or export later: "
+                         f"zoo export RUN_DIR --base-dir {args.base_dir})")
+    if not args.lite and not args.export:
+        raise ValueError("--no-lite goes with --export (or export later: zoo export "
+                         "RUN_DIR --no-lite)")
+
+
 def _refuse_early(args) -> None:
     """The refusals of ``zoo train``'s options that need neither TensorFlow nor Keras, made
-    before their import (~6 s): an unknown model or dataset, a dataset folder that is not
-    there, a count below its least, a run directory or export target that cannot be made.
-    :func:`zoo.train.train_command` makes them too, in their place among its checks."""
+    before their import (~6 s), in the order :func:`zoo.train.train_command` makes them
+    too: an unknown model, an option of --export without it, an export target or run
+    directory that cannot be made, a quantity --monitor cannot watch, a count below its
+    least, an unknown dataset or a dataset folder that is not there."""
     from zoo.registry import model_info
-    model_info(args.model)
-    if args.dataset is not None:
-        dataset_source(args.dataset)
-    check_counts(args.epochs, args.batch_size, args.patience)
-    check_run_dir(args.run_dir, "--run-dir")
+    task = model_info(args.model).task
+    check_export_options(args)
     if args.export:
         from zoo.export import check_export_target
         check_export_target(export_base_dir(args), args.model)
+    check_run_dir(args.run_dir, "--run-dir")
+    check_monitor_option(args.monitor, task, aux=with_aux_logits(args))
+    check_counts(args.epochs, args.batch_size, args.patience)
+    if args.dataset is not None:
+        dataset_source(args.dataset)
 
 
 def _seed_arg(text):

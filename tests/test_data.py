@@ -525,6 +525,15 @@ def test_autotune_changes_no_example():
     assert data.with_default_autotune(ds).options().autotune.enabled is False   # no GPU here
 
 
+def test_the_dataset_names_the_commands_check_are_the_ones_zoo_data_loads():
+    """zoo train, zoo tune and zoo evaluate refuse an unknown dataset before TensorFlow's
+    import, by zoo.common's lists of names: the ones zoo.data's sources are keyed by."""
+    from zoo import common
+    assert sorted(common.EMBEDDED_DATASETS) == sorted(data._EMBEDDED)
+    assert sorted(common.TFDS_DATASETS) == sorted(data._TFDS)
+    assert data.list_datasets() == [*sorted(data._EMBEDDED), *sorted(data._TFDS), "folder:PATH"]
+
+
 def test_bad_names_and_arguments(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="Unknown dataset 'mnits'.*Did you mean: mnist"):
         data.load("mnits")

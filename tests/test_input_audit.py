@@ -318,7 +318,7 @@ def test_train_export_refuses_a_base_dir_it_cannot_export_to_before_training(cap
 
 def test_train_refuses_a_run_directory_it_cannot_write_in(tmp_path, monkeypatch):
     from conftest import deny_writes
-    from zoo.train import check_run_dir
+    from zoo.common import check_run_dir
     deny_writes(monkeypatch, tmp_path)
     for run_dir in (tmp_path, tmp_path / "new" / "run"):
         with pytest.raises(ValueError) as exc:

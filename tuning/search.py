@@ -31,8 +31,8 @@ import time
 import warnings
 
 from zoo.common import (atomic_write, atomic_write_text, check_bool, check_directory_target,
-                         check_path, check_seed, is_digits, is_integer, remove_path,
-                         require_tensorflow_backend)
+                         check_path, check_seed, dataset_source, is_digits, is_integer,
+                         remove_path, require_tensorflow_backend)
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -1677,6 +1677,7 @@ def configure_tune(parser):
         # "" is no dataset (refused by the loader), not the default
         dataset = (args.dataset if args.dataset is not None
                    else "shapes" if args.model == "unet" else "digits")
+        dataset_source(dataset)   # unknown, or no such folder: refused before TensorFlow's import
         if args.workers is not None:
             try:
                 return _run_local_cluster(args)

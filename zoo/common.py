@@ -259,6 +259,87 @@ AUX_LOSS_WEIGHT = 0.3
 #: that many).
 DIGITS_TEST_SIZE = 360
 
+#: The datasets :mod:`zoo.data` makes itself, offline, and those it loads from
+#: tensorflow-datasets by name: the names alone, here, so that a command refuses an unknown
+#: one before TensorFlow's import (:func:`dataset_source`); zoo.data's sources are keyed by
+#: them (tests/test_data.py holds the two to each other).
+EMBEDDED_DATASETS = ("digits", "shapes")
+TFDS_DATASETS = ("cifar10", "cifar100", "fashion_mnist", "imagenette", "malaria", "mnist",
+                 "oxford_iiit_pet")
+
+#: The names of a dataset's splits a caller may give, and the split each names.
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
+                 "valid": "validation", "test": "test"}
+
+
+def split_name(split, *, every=False) -> str:
+    """The split ``split`` names (``"val"`` is ``"validation"``, in any case); with
+    ``every``, ``"all"`` too (every image once: :func:`zoo.data.load_raw`).
+
+    Raises:
+        ValueError: any other value, naming the splits allowed.
+    """
+    if every and isinstance(split, str) and split.lower() == "all":
+        return "all"
+    key = SPLIT_ALIASES.get(split.lower()) if isinstance(split, str) else None
+    if key is None:
+        also = ", 'all'" if every else ""
+        raise ValueError(f"split must be one of 'train', 'validation' (or 'val'), "
+                         f"'test'{also}. Received: split={split!r}")
+    return key
+
+
+#: The layouts of a classification dataset's folder, for the messages that refuse one.
+CLASSIFICATION_LAYOUT = ("root/train/<label>/*.png|jpg (+ root/validation, root/test), or "
+                         "root/<label>/*.png|jpg (split 80/10/10 here)")
+
+
+def list_datasets() -> list:
+    """Names :func:`zoo.data.load` accepts (``folder:PATH`` stands for any local folder)."""
+    return sorted(EMBEDDED_DATASETS) + sorted(TFDS_DATASETS) + ["folder:PATH"]
+
+
+def dataset_source(name) -> tuple:
+    """Where :mod:`zoo.data` finds the dataset ``name``: ``("embedded", name)``,
+    ``("tfds", name)`` or ``("folder", absolute path of an existing directory)``
+    (``folder:PATH``, or a name that is a path). Imports nothing, so that ``zoo train``,
+    ``zoo tune`` and ``zoo evaluate`` refuse a mistyped name or a missing folder at once.
+
+    Raises:
+        ValueError: ``name`` is not a string or path, ``folder:`` without a path, no
+            folder at the path, an unknown name (the message suggests close ones).
+    """
+    if not isinstance(name, (str, os.PathLike)):
+        raise ValueError(f"Dataset name must be a string. Received: {name!r}")
+    name = os.fspath(name)
+    if name in EMBEDDED_DATASETS:
+        return "embedded", name
+    if name in TFDS_DATASETS:
+        return "tfds", name
+    if name.startswith("folder:"):
+        if not name[len("folder:"):].strip():
+            raise ValueError(f"folder:PATH needs the path of the dataset's folder, e.g. "
+                             f"folder:data/pets. Received: {name!r}")
+        root = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
+    elif os.sep in name or name.startswith(".") or os.path.exists(name):   # (a file: named)
+        root = os.path.abspath(os.path.expanduser(name))
+    else:
+        import difflib
+        known = {n.lower(): n for n in list_datasets()}   # ('MNIST' was like no name)
+        close = [known[n] for n in difflib.get_close_matches(name.lower(), known, n=3,
+                                                             cutoff=0.5)]
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown dataset {name!r}.{hint} Known datasets: "
+                         f"{', '.join(list_datasets())} (folder:PATH or a path for a local "
+                         f"folder).")
+    if not os.path.isdir(root):
+        what = ("is a file, not a folder (an archive is unpacked first)"
+                if os.path.exists(root) else "not found")   # (a file was "not found")
+        raise ValueError(f"Dataset folder {what}: {root!r}. Expected a directory laid out "
+                         f"as {CLASSIFICATION_LAYOUT} (classification) or root/images + "
+                         "root/masks (segmentation).")
+    return "folder", root
+
 
 def check_seed(seed) -> int:
     """``seed`` as an ``int``: an integer (Python or NumPy, not a bool) from 0 to
@@ -369,10 +450,6 @@ def load_model(path, *, compile=True, safe_mode=True):
             that is not ``True`` or ``False``.
         TypeError: ``path`` is not a path.
     """
-    import keras
-    import zoo.layers  # noqa: F401  (registers the custom layers)
-    import zoo.optimizers  # noqa: F401  (and optimizers)
-    import zoo.train  # noqa: F401  (and losses)
     check_bool("load_model", compile=compile, safe_mode=safe_mode)   # ("no" compiled)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load_model: path must be the path of a .keras file or a run "
@@ -389,6 +466,11 @@ def load_model(path, *, compile=True, safe_mode=True):
     elif not os.path.isfile(path):
         raise FileNotFoundError(f"no such run directory or .keras file: {path!r}")
     check_keras_file(path)
+    # Only now (a missing or broken file is refused without TensorFlow's import, ~6 s):
+    import keras
+    import zoo.layers  # noqa: F401  (registers the custom layers)
+    import zoo.optimizers  # noqa: F401  (and optimizers)
+    import zoo.train  # noqa: F401  (and losses)
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
     except (TypeError, ValueError) as exc:
@@ -887,6 +969,26 @@ def check_directory_target(path, what: str, advice: str, shown=None) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):   # (unwritable_directory's test)
         raise ValueError(f"{what} {shown} cannot be written: no write permission on "
                          f"{existing}; {advice}.")
+
+
+def check_run_dir(run_dir, what: str = "run_dir") -> None:
+    """``run_dir`` must be ``None`` (a new ``runs/<model>-<dataset>-<time>``) or a path where
+    a directory can be made: not empty, not an existing file, not under one, writable.
+    Checked before anything is loaded; ``what`` names the argument (``--run-dir``).
+
+    Raises:
+        ValueError: naming the argument, the path and what is wrong with it.
+    """
+    if run_dir is None:
+        return
+    if not isinstance(run_dir, (str, os.PathLike)) or not os.fspath(run_dir):
+        raise ValueError(f"{what} must be the path of a run directory (a new one, or a killed "
+                         f"run's to resume). Received: {what}={clip_text(repr(run_dir))}")
+    path = os.path.abspath(os.fspath(run_dir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{what} must be a directory, and {path} is a file; use another "
+                         f"run directory.")
+    check_directory_target(path, what, "use another run directory")
 
 
 def temporary_prefix(prefix) -> str:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import io
 import logging
 import os
@@ -45,9 +44,10 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from zoo.common import (DIGITS_TEST_SIZE, MAX_IGNORE_LABEL, TASKS, check_bool, check_seed,
-                         clip_text, has_image_signature, is_finite_number, is_integer,
-                         received_text)
+from zoo.common import (CLASSIFICATION_LAYOUT, DIGITS_TEST_SIZE, MAX_IGNORE_LABEL, TASKS,
+                         check_bool, check_seed, clip_text, dataset_source,
+                         has_image_signature, is_finite_number, is_integer, list_datasets,
+                         received_text, split_name)
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "check_augment_settings", "make_shapes", "digits_arrays",
@@ -56,8 +56,6 @@ __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_d
            "RawSplit", "convert_channels", "SHAPES_LABELS"]
 
 SPLITS = ("train", "validation", "test")
-_SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
-                  "valid": "validation", "test": "test"}
 OFFLINE_DATASETS = ("digits", "shapes", "folder:PATH")
 
 # ImageNet statistics on 0..255 pixels, for natural photographs.
@@ -665,7 +663,7 @@ def digits_arrays(split="train"):
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
-    split = _split_name(split)
+    split = split_name(split)
     bunch = load_digits()
     x = (bunch.images.astype("float32") * (255.0 / 16.0))[..., None]
     y = bunch.target.astype("int32")
@@ -1183,13 +1181,7 @@ def _decode_bytes(data, channels):
 
 
 def _folder_source(root, data_dir=None, download=False, ignore_label=None):
-    name = f"folder:{root}"
-    if not os.path.isdir(root):
-        what = ("is a file, not a folder (an archive is unpacked first)"
-                if os.path.exists(root) else "not found")   # (a file was "not found")
-        raise ValueError(f"Dataset folder {what}: {root!r}. Expected a directory laid out "
-                         f"as {_CLASSIFICATION_LAYOUT} (classification) or root/images + "
-                         "root/masks (segmentation).")
+    name = f"folder:{root}"   # (an existing directory: zoo.common.dataset_source)
     seg_roots = {}
     split_dirs = {split: _find_split_dir(root, split) for split in SPLITS}
     found = sorted(os.path.basename(d) + "/" for d in split_dirs.values() if d)
@@ -1234,9 +1226,6 @@ def _is_segmentation_dir(folder) -> bool:
     """Whether ``folder`` holds the ``images/`` and ``masks/`` of a segmentation dataset."""
     return all(os.path.isdir(os.path.join(folder, d)) for d in ("images", "masks"))
 
-
-_CLASSIFICATION_LAYOUT = ("root/train/<label>/*.png|jpg (+ root/validation, root/test), or "
-                          "root/<label>/*.png|jpg (split 80/10/10 here)")
 
 # Folder names a user may have given a split (Train/, training_set/, Test/, val_images/): with
 # no train/ folder beside them they would otherwise be read as classes.
@@ -1332,7 +1321,7 @@ def _classification_folder(root, name, split_dirs):
                 f"{'it' if len(found) == 1 else 'them'} (e.g. {found[0][:-1]}_/); else move "
                 f"the class folders into train/.")
         raise ValueError(f"Dataset folder {root!r} has no 'train' subfolder beside its "
-                         f"validation or test folder. Expected {_CLASSIFICATION_LAYOUT}, or "
+                         f"validation or test folder. Expected {CLASSIFICATION_LAYOUT}, or "
                          "root/images + root/masks for segmentation.")
     for d in split_dirs.values():   # (a class folder linked to nothing was no class)
         for entry in sorted(os.listdir(d)) if d else ():
@@ -1352,7 +1341,7 @@ def _classification_folder(root, name, split_dirs):
                          f"(e.g. {lookalike[0]}_/).")
     if not labels:
         raise ValueError(f"Dataset folder {split_dirs['train']!r} has no " +
-                         (f"subfolders. Expected {_CLASSIFICATION_LAYOUT}, or root/images + "
+                         (f"subfolders. Expected {CLASSIFICATION_LAYOUT}, or root/images + "
                           "root/masks for segmentation." if whole else
                           "label subfolders (expected train/<label>/*.png|jpg)."))
     if len(labels) < 2:
@@ -1767,41 +1756,21 @@ def _ignore_hint(value) -> str:
 _EMBEDDED = {"digits": _digits_source, "shapes": _shapes_source}
 
 
-def list_datasets() -> list:
-    """Names :func:`load` accepts (``folder:PATH`` stands for any local folder)."""
-    return sorted(_EMBEDDED) + sorted(_TFDS) + ["folder:PATH"]
-
-
 def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
-    if not isinstance(name, (str, os.PathLike)):
-        raise ValueError(f"Dataset name must be a string. Received: {name!r}")
+    if not isinstance(name, (str, os.PathLike)):   # (before data_dir's check, as it was)
+        dataset_source(name)
     if data_dir is not None and (not isinstance(data_dir, (str, os.PathLike))
                                  or not os.fspath(data_dir)):
         raise ValueError(f"data_dir must be None (tensorflow-datasets' default) or the path "
                          f"of a tensorflow-datasets data directory. "
                          f"Received: data_dir={_short(data_dir)}")
     check_bool("zoo.data", download=download)
-    name = os.fspath(name)
-    if name in _EMBEDDED:
-        return _with_ignore_label(_EMBEDDED[name](data_dir, download), ignore_label)
-    if name in _TFDS:
-        return _with_ignore_label(_tfds_source(name, data_dir, download), ignore_label)
-    if name.startswith("folder:"):
-        if not name[len("folder:"):].strip():
-            raise ValueError(f"folder:PATH needs the path of the dataset's folder, e.g. "
-                             f"folder:data/pets. Received: {name!r}")
-        path = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
-        return _with_ignore_label(_folder_source(path, ignore_label=ignore_label),
-                                  ignore_label)
-    if os.sep in name or name.startswith(".") or os.path.exists(name):   # (a file: named)
-        path = os.path.abspath(os.path.expanduser(name))
-        return _with_ignore_label(_folder_source(path, ignore_label=ignore_label),
-                                  ignore_label)
-    known = {n.lower(): n for n in list_datasets()}   # ('MNIST' was like no name)
-    close = [known[n] for n in difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)]
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ValueError(f"Unknown dataset {name!r}.{hint} Known datasets: "
-                     f"{', '.join(list_datasets())} (folder:PATH or a path for a local folder).")
+    kind, where = dataset_source(name)
+    if kind == "embedded":
+        return _with_ignore_label(_EMBEDDED[where](data_dir, download), ignore_label)
+    if kind == "tfds":
+        return _with_ignore_label(_tfds_source(where, data_dir, download), ignore_label)
+    return _with_ignore_label(_folder_source(where, ignore_label=ignore_label), ignore_label)
 
 
 def _check_ignore_label(ignore_label):
@@ -1841,14 +1810,6 @@ def _with_ignore_label(src: _Source, ignore_label) -> _Source:
         src = dataclasses.replace(src, labels=[v for i, v in enumerate(src.labels)
                                                if i != ignore_label])
     return dataclasses.replace(src, ignore_label=ignore_label)
-
-
-def _split_name(split):
-    key = _SPLIT_ALIASES.get(str(split).lower()) if isinstance(split, str) else None
-    if key is None:
-        raise ValueError(f"split must be one of 'train', 'validation' (or 'val'), 'test'. "
-                         f"Received: split={split!r}")
-    return key
 
 
 def _check_size(image_size):
@@ -2076,7 +2037,7 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
         >>> info.num_classes, info.input_shape
         (10, (32, 32, 1))
     """
-    split = _split_name(split)
+    split = split_name(split)
     batch_size = check_count("batch_size", batch_size)
     seed = check_seed(seed)
     autotune = _check_autotune(autotune)
@@ -2150,13 +2111,8 @@ def load_raw(name, split="test", *, channels=None, data_dir=None, download=False
         >>> raw.size, raw.raw_shape, raw.dataset.element_spec[0].shape
         (360, (8, 8, 1), TensorShape([8, 8, 1]))
     """
-    every = isinstance(split, str) and split.lower() == "all"
-    if not every:
-        try:
-            split = _split_name(split)
-        except ValueError:
-            raise ValueError(f"split must be one of 'train', 'validation' (or 'val'), 'test', "
-                             f"'all'. Received: split={split!r}") from None
+    split = split_name(split, every=True)
+    every = split == "all"
     ignore_label = _check_ignore_label(ignore_label)
     src = _source(name, data_dir, download, ignore_label)
     c = _channels_of(src, channels)

@@ -334,6 +334,7 @@ def configure_evaluate(parser):
     def run(args):
         import json
         import sys
+        from zoo.common import dataset_source, split_name
         from zoo.tables import to_text
         ignore = "model"
         if args.ignore_label is not None:
@@ -349,6 +350,10 @@ def configure_evaluate(parser):
             raise ValueError("--dataset needs a dataset name or folder. Received: ''")
         if not os.path.exists(args.model_dir):
             raise FileNotFoundError(f"model directory not found: {args.model_dir}")
+        # Refused before the model loads (with TensorFlow, ~6 s):
+        split_name(args.split, every=True)
+        if args.dataset is not None:   # unknown, or no such folder
+            dataset_source(args.dataset)
         batch_size = None if args.batch_size is None else int(args.batch_size)
         result = evaluate(args.model_dir, args.dataset, args.split, batch_size=batch_size,
                           top_k=None if args.top_k is None else int(args.top_k),

@@ -1345,7 +1345,6 @@ def _info_beside(keras_file) -> str:
 
 def _load_run(path):
     """``(model, info dict or None)`` from a run directory or a ``.keras`` file."""
-    import zoo.models  # noqa: F401
     path = os.fspath(path)
     if os.path.isdir(path):
         keras_file = os.path.join(path, "model.keras")
@@ -1379,6 +1378,7 @@ def _load_run(path):
             raise ValueError(f"{info_file} holds a JSON {type(info).__name__}, not the object "
                              f"zoo train writes ({{\"model\", \"dataset\", ...}}).")
         _resolve_info(info, source=info_file)  # checked before the model loads
+    import zoo.models  # noqa: F401  (only now: a bad path is refused without TensorFlow)
     model = common.load_model(keras_file, compile=False)
     return model, info
 

@@ -40,10 +40,11 @@ from keras import ops
 from zoo import data as zdata
 from zoo.common import (ADAMW_WEIGHT_DECAY, AUX_LOSS_WEIGHT, LR_SCHEDULES, MIXED_PRECISION,
                          OPTIMIZERS, PLATEAU_FACTOR, PLATEAU_LOWEST, PLATEAU_PATIENCE, TASKS,
-                         atomic_write, atomic_write_text, check_bool, check_directory_target,
-                         check_jit_compile, check_seed, fsync_path, is_digits, is_integer,
-                         received_text, remove_path, require_tensorflow_backend)
-from zoo.train_cli import configure_train
+                         atomic_write, atomic_write_text, check_bool, check_jit_compile,
+                         check_run_dir, check_seed, fsync_path, is_digits,
+                         is_integer, received_text, remove_path, require_tensorflow_backend)
+from zoo.train_cli import (check_counts, check_export_options, check_monitor_option,
+                           configure_train, export_base_dir, with_aux_logits)
 
 __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
            "resolve_class_weight", "resolve_mixed_precision", "with_mixed_precision",
@@ -334,26 +335,6 @@ def check_verbose(verbose) -> None:
     if isinstance(verbose, (bool, np.bool_)) or verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0 (silent), 1 (progress bars) or 2 (one line per "
                          f"epoch). Received: verbose={zdata._short(verbose)}")
-
-
-def check_run_dir(run_dir, what: str = "run_dir") -> None:
-    """``run_dir`` must be ``None`` (a new ``runs/<model>-<dataset>-<time>``) or a path where
-    a directory can be made: not empty, not an existing file, not under one, writable.
-    Checked before anything is loaded; ``what`` names the argument (``--run-dir``).
-
-    Raises:
-        ValueError: naming the argument, the path and what is wrong with it.
-    """
-    if run_dir is None:
-        return
-    if not isinstance(run_dir, (str, os.PathLike)) or not os.fspath(run_dir):
-        raise ValueError(f"{what} must be the path of a run directory (a new one, or a killed "
-                         f"run's to resume). Received: {what}={zdata._short(run_dir)}")
-    path = os.path.abspath(os.fspath(run_dir))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{what} must be a directory, and {path} is a file; use another "
-                         f"run directory.")
-    check_directory_target(path, what, "use another run directory")
 
 
 # --------------------------------------------------------------------------------------
@@ -3530,22 +3511,6 @@ def _precheck_pretrained(model_name, weights, freeze_backbone, imagenet_input, m
         _refuse_unpublished_imagenet(backbone)
 
 
-def _check_monitor_option(monitor, task, aux=False):
-    """``zoo train --monitor``: one of the quantities a run of ``task`` logs (``aux``: a
-    model with auxiliary classifiers, which logs ``total_loss`` too), refused before
-    anything is loaded (``fit`` finds an unlogged one at the end of the first epoch)."""
-    names = (["loss", "accuracy"] + (["mean_iou"] if task == "segmentation" else [])
-             + (["total_loss"] if aux else []))
-    allowed = [f"val_{n}" for n in names] + names
-    if monitor not in allowed:
-        hint = (" (total_loss, the weighted sum of the losses, is logged with auxiliary "
-                "classifiers: googlenet --model-arg aux_logits=true)"
-                if not aux and monitor in ("total_loss", "val_total_loss") else "")
-        raise ValueError(f"--monitor must be one of {', '.join(allowed)} for a {task} model"
-                         f"{' with auxiliary classifiers' if aux else ''}. "
-                         f"Received: --monitor {monitor}{hint}")
-
-
 def train_command(args) -> int:
     """``zoo train``'s work once :func:`zoo.train_cli.configure_train` has parsed its
     options: the checks, the data, the model, :func:`fit`, the export asked for and the
@@ -3559,20 +3524,10 @@ def _train_command(args):
     t0 = time.time()
     minfo = model_info(args.model)
     class_weight = _class_weight_option(args.class_weight)
-    if args.export_precision and not args.export:
-        raise ValueError(f"--export-precision {args.export_precision} goes with --export "
-                         f"(or export later: zoo export RUN_DIR --precision "
-                         f"{args.export_precision})")
-    if args.base_dir is not None and not args.export:
-        raise ValueError(f"--base-dir {args.base_dir} goes with --export (or export later: "
-                         f"zoo export RUN_DIR --base-dir {args.base_dir})")
-    if not args.lite and not args.export:
-        raise ValueError("--no-lite goes with --export (or export later: zoo export "
-                         "RUN_DIR --no-lite)")
+    check_export_options(args)
     if args.export:   # refused now, not after the training
         from zoo import export as zexport
-        # ("--base-dir ''" exported to saved_models)
-        base_dir = "saved_models" if args.base_dir is None else args.base_dir
+        base_dir = export_base_dir(args)
         zexport.check_export_target(base_dir, args.model)
     for name, value in (("class_weight", class_weight),
                         ("label_smoothing", args.label_smoothing)):
@@ -3587,14 +3542,11 @@ def _train_command(args):
     augment = args.augment if args.augment is not None else d["augment"]
     size = args.image_size or d["image_size"] or tuple(minfo.default_input_shape[:2])
     patience = args.patience if args.patience is not None else PATIENCE
-    aux = dict(args.model_arg).get("aux_logits") is True
-    _check_monitor_option(args.monitor, minfo.task, aux=aux)
+    aux = with_aux_logits(args)
+    check_monitor_option(args.monitor, minfo.task, aux=aux)
     if args.aux_loss_weight is not None and not aux:   # before the data loads
         raise _without_aux_classifiers(args.model, args.aux_loss_weight)
-    for value, flag, least in ((epochs, "--epochs", 1), (batch, "--batch-size", 1),
-                               (patience, "--patience", 0)):
-        if value < least:
-            raise ValueError(f"{flag} must be >= {least}. Received: {value}")
+    check_counts(epochs, batch, patience)
     early_stopping = (d["early_stopping"] if args.early_stopping is None
                       else args.early_stopping)
     if args.patience is not None and not early_stopping:

@@ -8,9 +8,81 @@ import ast
 import math
 
 from zoo.common import (ADAMW_WEIGHT_DECAY, AUTO_PRECISION_HELP, AUX_LOSS_WEIGHT, LR_SCHEDULES,
-                        MIXED_PRECISION, OPTIMIZERS, PLATEAU_PATIENCE, require_tensorflow_backend)
+                        MIXED_PRECISION, OPTIMIZERS, PLATEAU_PATIENCE, check_run_dir,
+                        dataset_source, require_tensorflow_backend)
 
-__all__ = ["configure_train"]
+__all__ = ["configure_train", "check_counts", "check_export_options", "check_monitor_option",
+           "export_base_dir", "with_aux_logits"]
+
+
+def check_counts(epochs, batch_size, patience) -> None:
+    """``--epochs`` and ``--batch-size`` at least 1, ``--patience`` at least 0 (``None``:
+    the default, which is)."""
+    for value, flag, least in ((epochs, "--epochs", 1), (batch_size, "--batch-size", 1),
+                               (patience, "--patience", 0)):
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be >= {least}. Received: {value}")
+
+
+def export_base_dir(args) -> str:
+    """Where ``zoo train --export`` exports: ``--base-dir``, by default saved_models."""
+    # ("--base-dir ''" exported to saved_models)
+    return "saved_models" if args.base_dir is None else args.base_dir
+
+
+def check_monitor_option(monitor, task, aux=False):
+    """``zoo train --monitor``: one of the quantities a run of ``task`` logs (``aux``: a
+    model with auxiliary classifiers, which logs ``total_loss`` too), refused before
+    anything is loaded (``fit`` finds an unlogged one at the end of the first epoch)."""
+    names = (["loss", "accuracy"] + (["mean_iou"] if task == "segmentation" else [])
+             + (["total_loss"] if aux else []))
+    allowed = [f"val_{n}" for n in names] + names
+    if monitor not in allowed:
+        hint = (" (total_loss, the weighted sum of the losses, is logged with auxiliary "
+                "classifiers: googlenet --model-arg aux_logits=true)"
+                if not aux and monitor in ("total_loss", "val_total_loss") else "")
+        raise ValueError(f"--monitor must be one of {', '.join(allowed)} for a {task} model"
+                         f"{' with auxiliary classifiers' if aux else ''}. "
+                         f"Received: --monitor {monitor}{hint}")
+
+
+def with_aux_logits(args) -> bool:
+    """Whether ``zoo train`` builds the model with its auxiliary classifiers (``--model-arg
+    aux_logits=true``)."""
+    return dict(args.model_arg).get("aux_logits") is True
+
+
+def check_export_options(args) -> None:
+    """``zoo train``'s options that go with ``--export``, refused without it."""
+    if args.export_precision and not args.export:
+        raise ValueError(f"--export-precision {args.export_precision} goes with --export "
+                         f"(or export later: zoo export RUN_DIR --precision "
+                         f"{args.export_precision})")
+    if args.base_dir is not None and not args.export:
+        raise ValueError(f"--base-dir {args.base_dir} goes with --export (or export later: "
+                         f"zoo export RUN_DIR --base-dir {args.base_dir})")
+    if not args.lite and not args.export:
+        raise ValueError("--no-lite goes with --export (or export later: zoo export "
+                         "RUN_DIR --no-lite)")
+
+
+def _refuse_early(args) -> None:
+    """The refusals of ``zoo train``'s options that need neither TensorFlow nor Keras, made
+    before their import (~6 s), in the order :func:`zoo.train.train_command` makes them
+    too: an unknown model, an option of --export without it, an export target or run
+    directory that cannot be made, a quantity --monitor cannot watch, a count below its
+    least, an unknown dataset or a dataset folder that is not there."""
+    from zoo.registry import model_info
+    task = model_info(args.model).task
+    check_export_options(args)
+    if args.export:
+        from zoo.export import check_export_target
+        check_export_target(export_base_dir(args), args.model)
+    check_run_dir(args.run_dir, "--run-dir")
+    check_monitor_option(args.monitor, task, aux=with_aux_logits(args))
+    check_counts(args.epochs, args.batch_size, args.patience)
+    if args.dataset is not None:
+        dataset_source(args.dataset)
 
 
 def _seed_arg(text):
@@ -212,6 +284,7 @@ def configure_train(parser):
 
     def run(args):
         require_tensorflow_backend("zoo train")   # before TensorFlow's import
+        _refuse_early(args)
         from zoo.train import train_command
         return train_command(args)
 

@@ -14,8 +14,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Packages the code imports by name that a declared package requires, so they are not
-#: declared again: package -> the package that brings it.
-COMES_WITH = {"protobuf": "tensorflow", "grpcio": "keras-tuner", "starlette": "fastapi",
+#: declared again: package -> the package that brings it (grpcio: keras-tuner requires it
+#: only from 1.4.8 on, TensorFlow in every version the zoo allows).
+COMES_WITH = {"protobuf": "tensorflow", "grpcio": "tensorflow", "starlette": "fastapi",
               "anyio": "starlette", "httptools": "uvicorn", "ml-dtypes": "tensorflow"}
 
 

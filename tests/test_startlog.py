@@ -124,10 +124,20 @@ CUINIT_LINE = ("E0000 00:00:1796457616.522186   18170 cuda_platform.cc:52] faile
                "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)")
 
 
+#: The same line from TensorFlow 2.20, in its own form (it was the second line of a CLI error).
+CUINIT_LINE_2_20 = ("2026-12-07 20:16:19.286831: E external/local_xla/xla/stream_executor/cuda/"
+                    "cuda_platform.cc:51] failed call to cuInit: INTERNAL: CUDA error: Failed "
+                    "call to cuInit: UNKNOWN ERROR (303)")
+
+
+@pytest.mark.parametrize("line", [CUINIT_LINE, CUINIT_LINE_2_20])
 @pytest.mark.parametrize("level", [0, 1, 2])
-def test_the_cuinit_error_is_hidden_only_without_a_gpu_device(level):
-    assert startlog.hidden(CUINIT_LINE, level, no_gpu=True) == (level > 0)
-    assert not startlog.hidden(CUINIT_LINE, level, no_gpu=False)
+def test_the_cuinit_error_is_hidden_only_without_a_gpu_device(level, line):
+    assert startlog.hidden(line, level, no_gpu=True) == (level > 0)
+    assert not startlog.hidden(line, level, no_gpu=False)
+    # The same words in a line that is no ERROR line of TensorFlow's stay.
+    assert not startlog.hidden("2026-12-07 20:16:19: W x.cc:1] failed call to cuInit", level,
+                               no_gpu=True)
     assert not startlog.hidden(LINES[3], level, no_gpu=True)   # another ERROR line stays
 
 

@@ -303,7 +303,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def _can_fuse(self, inputs, mask):
         return (keras.backend.backend() == "tensorflow" and mask is None
                 and len(inputs.shape) == 4 and self.axis in (-1, 3)
-                and not self.renorm and not self.synchronized
+                and not getattr(self, "renorm", False)  # Keras >= 3.14 has renorm
+                and not self.synchronized
                 and self.epsilon >= self._FUSED_MIN_EPSILON
                 and keras.backend.standardize_dtype(inputs.dtype)
                 in ("float32", "float16", "bfloat16"))

@@ -19,7 +19,8 @@ line, that first interpreter is made with the same filter (:func:`make_litert_in
 which reads LiteRT's ``INFO:``/``WARNING:``/``ERROR:`` lines by the same levels.
 
 TensorFlow's CUDA build logs ``E0000 ... cuda_platform.cc:52] failed call to cuInit: ...``
-at ERROR level when it first looks for GPUs on a machine with no NVIDIA driver: on every
+(TensorFlow 2.20: ``2026-12-07 20:16:19.286831: E external/.../cuda_platform.cc:51] failed
+call to cuInit: ...``) at ERROR level when it first looks for GPUs on a machine with no NVIDIA driver: on every
 command, though the machine has no GPU to find. Where no NVIDIA (or WSL GPU) device exists
 (:func:`gpu_absent`), the filtered import looks for the GPUs itself and the filter drops
 that line; on a machine with a GPU device it stays, as it then tells why the GPU is unused.
@@ -91,14 +92,24 @@ def _dtype_fallback(line: str) -> bool:
     return at >= 0 and end in line[at + len(start):]
 
 
+def _error_line(line: str) -> bool:
+    """Whether ``line`` is an ERROR line of TensorFlow's: ``E0000 ...`` (absl's form, 2.21) or
+    ``2026-12-07 20:16:19.286831: E ...`` (TensorFlow 2.20's own form)."""
+    if line.startswith("E"):
+        return True
+    date, sep, rest = line.partition(": ")
+    return (sep != "" and rest.startswith("E ") and len(date) >= 19 and date[4] == "-"
+            and date[:4].isdigit() and date[10] == " ")
+
+
 def hidden(line: str, level: int, no_gpu: bool = False) -> bool:
     """Whether the filter drops ``line`` at ``level`` (for tests and callers of their own);
     ``no_gpu``: also TensorFlow's ERROR line of a failed ``cuInit`` (see the module's doc)."""
     if line.rstrip("\r\n") == BANNER:
         return level > 0
-    if no_gpu and level > 0 and line.startswith("E") and CUINIT in line:
+    if no_gpu and level > 0 and CUINIT in line and _error_line(line):
         return True
-    if level > 1 and line.startswith("E") and _dtype_fallback(line):   # a note, as a warning
+    if level > 1 and _dtype_fallback(line) and _error_line(line):   # a note, as a warning
         return True
     for prefix, severity in LITERT_PREFIXES.items():
         # One space after the colon: uvicorn's lines ("INFO:     ...") are not LiteRT's.

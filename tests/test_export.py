@@ -194,23 +194,6 @@ def test_batch_norms_fold_on_a_keras_without_renorm():
     np.testing.assert_allclose(folded(x), model(x), rtol=0, atol=1e-5)
 
 
-def test_export_prints_nothing_on_a_keras_whose_write_out_has_no_verbose(tmp_path, capfd,
-                                                                         monkeypatch):
-    # ExportArchive.write_out takes verbose= from Keras 3.6 on; before, it always printed its
-    # endpoints and captured variables, and write_out(path, verbose=False) was a TypeError
-    # that failed every export (zoo train --export on Keras 3.3).
-    archive_class = type(keras.export.ExportArchive())   # (a backend's class on Keras 3.15)
-    write_out = archive_class.write_out
-
-    def old_write_out(self, filepath, options=None):
-        print("Saved artifact at ...: the endpoints")
-        return write_out(self, filepath, options=options)   # prints (verbose=True) too
-    monkeypatch.setattr(archive_class, "write_out", old_write_out)
-    path = zoo.export(zoo.get_model("lenet5"), tmp_path, lite=False)
-    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
-    assert "Saved artifact" not in capfd.readouterr().out
-
-
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_folding_under_a_global_mixed_policy_keeps_a_float32_model_float32(policy, tmp_path):
     # The identity left for the batch norm took the global policy: set for training, it

@@ -981,7 +981,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; servers may run as other users
-        _write_out_quietly(archive, tmp)
+        archive.write_out(tmp, verbose=False)
         record["gpu"] = _gpu_record(tmp)
         record["lite"] = (write_lite(tmp, serving_fn, record) if lite else
                           {"file": None, "error": LITE_NOT_REQUESTED})
@@ -995,19 +995,6 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
             except OSError:  # not empty: another export's meanwhile
                 break
         raise
-
-
-def _write_out_quietly(archive, path):
-    """``archive.write_out(path)`` without the list of endpoints and captured variables Keras
-    prints on standard output: ``verbose=False`` from Keras 3.6 on; Keras 3.3-3.5 have no such
-    argument and always print, so their print goes to a buffer that is dropped."""
-    import inspect
-    if "verbose" in inspect.signature(archive.write_out).parameters:
-        archive.write_out(path, verbose=False)
-    else:
-        import io
-        with contextlib.redirect_stdout(io.StringIO()):
-            archive.write_out(path)
 
 
 def _check_inputs(record) -> list:

@@ -167,14 +167,8 @@ def test_a_colour_folder_read_in_grey_prints_no_kernel_note(tmp_path):
     """The statistics pass over a colour folder converted to one channel runs uint8 ops
     whose once-per-process oneDNN note (``DT_UINT8``, at ERROR level) it printed in every
     such ``zoo train``: that pass runs in the filter, so a command line prints nothing."""
-    import numpy as np
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for label in ("a", "b"):
-        (tmp_path / label).mkdir()
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
-                tmp_path / label / f"{i}.png")
+    from conftest import make_colour_folder
+    make_colour_folder(tmp_path, ("a", "b"), (40, 40), counts=(("train", 3),))
     code = ("import sys\nfrom zoo import startlog\nstartlog.for_command_line()\n"
             "from zoo import data\n"
             "info = data.load('folder:' + sys.argv[1], channels=1, image_size=(32, 32))[1]\n"

@@ -235,6 +235,29 @@ def test_top_k_takes_a_positive_integer(servable, k):
     assert [len(row) for row in servable.top_k(probabilities, 50)] == [10, 10]
 
 
+def test_top_k_ranks_many_images_a_block_of_rows_at_a_time(servable, monkeypatch):
+    # One argsort of every row held a negated copy and an int64 index of the whole [N, K]
+    # array at once (zoo predict of 10,000 images of 1,000 classes: 120 MB more).
+    probabilities = np.random.default_rng(0).random((10, 10))
+    probabilities[:, 3] = probabilities[:, 7]   # ties rank the lower class first
+    expected = np.argsort(-probabilities, axis=-1, kind="stable")[:, :4]
+    sorted_rows, argsort = [], np.argsort
+
+    def counted(a, *args, **kwargs):
+        sorted_rows.append(len(a))
+        return argsort(a, *args, **kwargs)
+
+    monkeypatch.setattr(serving, "_TOP_K_ROWS", 3)
+    monkeypatch.setattr(serving.np, "argsort", counted)
+    ranked = servable.top_k(probabilities, 4)
+    assert sorted_rows == [3, 3, 3, 1]
+    assert [[label for label, _ in row] for row in ranked] == [[f"digit {j}" for j in row]
+                                                                     for row in expected]
+    assert [[p for _, p in row] for row in ranked] == [
+        [float(probabilities[i, j]) for j in row] for i, row in enumerate(expected)]
+    assert servable.top_k(np.zeros((0, 10)), 2) == []
+
+
 @pytest.mark.parametrize("shape", [(10,), (1, 4, 4, 10), (2, 0)])
 def test_top_k_names_probabilities_that_are_not_n_by_k(servable, shape):
     # (one image's row, a segmentation model's [N, H, W, K]: an IndexError and "The truth

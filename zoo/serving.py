@@ -92,6 +92,8 @@ DEFAULT_BATCH_SIZE = 64
 #: A list's decoded images of several sizes wait for a batch of their size until this many
 #: batches' worth are held (see ``Servable._stream``).
 _PENDING_BATCHES = 4
+#: Images :meth:`Servable.top_k` ranks at a time (its memory beyond the answer is bounded).
+_TOP_K_ROWS = 1024
 
 
 # --------------------------------------------------------------------------------------
@@ -1351,10 +1353,17 @@ class Servable:
                              f"{probabilities.shape}.")
         probabilities = class_probabilities(probabilities)
         k = min(int(k), probabilities.shape[-1])
-        order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
         labels = self.labels or [str(i) for i in range(probabilities.shape[-1])]
-        return [[(labels[j] if j < len(labels) else str(j), float(p[j])) for j in row]
-                for p, row in zip(probabilities, order)]
+        ranked = []
+        # Ranked _TOP_K_ROWS images at a time: one argsort of every row held a negated copy
+        # and an int64 index of the whole [N, K] array at once, 3x the probabilities
+        # (10,000 images of 1,000 classes: 120 MB beside their 40 MB).
+        for start in range(0, len(probabilities), _TOP_K_ROWS):
+            rows = probabilities[start:start + _TOP_K_ROWS]
+            order = np.argsort(-rows, axis=-1, kind="stable")[:, :k]
+            ranked += [[(labels[j] if j < len(labels) else str(j), float(p[j])) for j in row]
+                       for p, row in zip(rows, order)]
+        return ranked
 
     def __repr__(self):
         return (f"Servable(name={self.name!r}, version={self.version}, path={self.path!r}, "

@@ -1118,6 +1118,27 @@ def test_segmentation_predict_writes_mask_pngs(tmp_path, capsys):
                                        "files\n")
 
 
+def test_mask_names_of_many_images_of_one_name_are_found_in_one_pass(monkeypatch):
+    # Each image of a repeated name counted up from _1 again: 10,000 images named rgb.png
+    # in folders of their own tried 50 million names (7 s) before zoo predict wrote a mask.
+    tried, numbered = [], serving._numbered_mask_name
+
+    def counted(stem, number):
+        tried.append((stem, number))
+        return numbered(stem, number)
+
+    monkeypatch.setattr(serving, "_numbered_mask_name", counted)
+    names = [f"scene_{i:04d}/rgb.png" for i in range(1000)] + ["rgb_3.png", "x/rgb_3.png"]
+    names[500:500] = ["rgb_700.png"]   # a name of its own, which the numbering skips
+    result = serving._mask_names(names)
+    assert result[:3] == ["rgb_1_mask.png", "rgb_2_mask.png", "rgb_3_mask.png"]
+    assert result[500] == "rgb_700_mask.png"
+    assert result[699:702] == ["rgb_699_mask.png", "rgb_701_mask.png", "rgb_702_mask.png"]
+    assert result[-3:] == ["rgb_1001_mask.png", "rgb_3_1_mask.png", "rgb_3_2_mask.png"]
+    assert len(set(result)) == len(result)
+    assert len(tried) < 3 * len(names)
+
+
 def test_a_failed_predict_leaves_another_predicts_masks_in_the_out_it_made(tmp_path, capsys,
                                                                           monkeypatch):
     # Two predicts into one new --out: the one that made it failed and, before, removed the

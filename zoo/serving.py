@@ -1508,17 +1508,26 @@ def _mask_names(names) -> list:
              for name in names]
     counts = collections.Counter(stems)
     taken = {f"{s}_mask.png" for s in stems if counts[s] == 1}
+    # Each stem's numbering goes on from its last number (the names it passed stay taken):
+    # counting up from 1 again for each image made 10,000 images of one name (a/rgb.png,
+    # b/rgb.png, ...) try 50 million names, 7 s.
+    following = {}
     result = []
     for stem in stems:
         if counts[stem] == 1:
             result.append(f"{stem}_mask.png")
             continue
-        number = 1
-        while f"{stem}_{number}_mask.png" in taken:
+        number = following.get(stem, 1)
+        while _numbered_mask_name(stem, number) in taken:
             number += 1
-        taken.add(f"{stem}_{number}_mask.png")
-        result.append(f"{stem}_{number}_mask.png")
+        following[stem] = number + 1
+        taken.add(_numbered_mask_name(stem, number))
+        result.append(_numbered_mask_name(stem, number))
     return result
+
+
+def _numbered_mask_name(stem, number) -> str:
+    return f"{stem}_{number}_mask.png"
 
 
 #: ``--runtime`` of ``zoo predict`` and ``zoo serve``.

@@ -888,6 +888,41 @@ def test_a_savedmodel_this_tensorflow_cannot_load_names_the_version_that_wrote_i
             "TensorFlow 9.9.0, or export the model again with this one.")):
         serving.load(path, runtime="tensorflow")
 
+def test_zoo_predict_ranks_each_batch_as_it_comes(exported, servable, tmp_path, capsys,
+                                                 monkeypatch):
+    # Every image's probabilities were held until all were predicted, then ranked in one
+    # call: N x K floats for the k labels shown (100,000 images of 1,000 classes: 400 MB).
+    from zoo.cli import main
+    base, _ = exported
+    paths = []
+    for i in range(5):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.random.RandomState(i).randint(0, 256, (8, 8)).astype("uint8")).save(
+            paths[-1])
+    ranked_rows, top_k = [], serving.Servable.top_k
+
+    def counted(self, probabilities, k=5):
+        ranked_rows.append(len(probabilities))
+        return top_k(self, probabilities, k)
+
+    monkeypatch.setattr(serving.Servable, "top_k", counted)
+    assert main(["predict", str(base / "lenet5"), *paths, "--top-k", "2", "--batch-size", "2",
+                 "--no-xla", "--format", "jsonl"]) == 0
+    assert ranked_rows == [2, 2, 1]
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    probabilities = servable.predict(paths)["probabilities"]
+    assert [r["image"] for r in records] == paths
+    for record, p in zip(records, probabilities):
+        best = np.argsort(-p, kind="stable")[:2]
+        assert record["labels"] == [f"digit {j}" for j in best]
+        assert record["probabilities"] == pytest.approx(p[best], abs=1e-5)
+    ranked_rows.clear()
+    assert main(["predict", str(base / "lenet5"), "--digits", "3", "--top-k", "1",
+                 "--batch-size", "2", "--no-xla"]) == 0
+    assert ranked_rows == [2, 1]
+    assert re.search(r"^\d/3 correct \(lenet5 version 2, ", capsys.readouterr().out, re.M)
+
+
 def test_zoo_predict_prints_top_k(exported, servable, tmp_path, capsys):
     from zoo.cli import main
     base, _ = exported

@@ -1483,12 +1483,12 @@ def load(path, *, jit_compile="auto", runtime="auto") -> Servable:
 # --------------------------------------------------------------------------------------
 # CLI: zoo predict.
 
-def _predict_table(servable, names, probabilities, top_k, truth=None, every_row=False):
-    """The top labels of each image, a row per rank; the image (and its true label) on its
-    first row only, for people, or with ``every_row`` on each (CSV: each row stands alone,
-    as a program reading it takes it)."""
+def _predict_table(names, ranked, truth=None, every_row=False):
+    """The top labels of each image (``ranked``: :meth:`Servable.top_k`'s), a row per rank;
+    the image (and its true label) on its first row only, for people, or with ``every_row``
+    on each (CSV: each row stands alone, as a program reading it takes it)."""
     rows = []
-    for i, (name, best) in enumerate(zip(names, servable.top_k(probabilities, top_k))):
+    for i, (name, best) in enumerate(zip(names, ranked)):
         for rank, (label, p) in enumerate(best, 1):
             shown = rank == 1 or every_row
             row = {"image": name if shown else "", "rank": rank, "label": label,
@@ -1659,18 +1659,24 @@ def configure_predict(parser):
         if task == "segmentation":
             _write_masks(servable, images, names, args, sizes)
             return 0
-        out = servable.predict(images, batch_size=args.batch_size)
+        # Each batch's answers are ranked as they come and its probabilities let go: every
+        # image's were held until all were predicted, N x K floats for the k labels shown
+        # (100,000 images of 1,000 classes: 400 MB). Printed once all are ranked, as before.
+        ranked, classes, width = [None] * len(names), np.zeros(len(names), np.int64), 0
+        for idx, out in servable.iter_predict(images, args.batch_size):
+            for i, best in zip(idx, servable.top_k(out["probabilities"], args.top_k)):
+                ranked[i] = best
+            classes[idx] = predicted_classes(out)
+            width = out["probabilities"].shape[-1]
         if args.format == "jsonl":
-            _print_jsonl(_top_k_records(servable, names, out["probabilities"], args.top_k,
-                                        truth))
+            _print_jsonl(_top_k_records(names, ranked, truth))
         else:
             from zoo.tables import to_text
-            table = _predict_table(servable, names, out["probabilities"], args.top_k, truth,
-                                   every_row=args.format == "csv")
+            table = _predict_table(names, ranked, truth, every_row=args.format == "csv")
             print(to_text(table, args.format).rstrip())
         if truth is not None:
-            labels = servable.labels or [str(i) for i in range(out["probabilities"].shape[-1])]
-            predicted = [labels[int(c)] for c in predicted_classes(out)]
+            labels = servable.labels or [str(i) for i in range(width)]
+            predicted = [labels[int(c)] for c in classes]
             right = sum(p == t for p, t in zip(predicted, truth))
             # Below the table for people; on stderr beside csv and jsonl, which stay
             # machine-readable to their end.
@@ -1754,9 +1760,9 @@ def _read_file_list(source) -> list:
     return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
-def _top_k_records(servable, names, probabilities, top_k, truth=None) -> list:
+def _top_k_records(names, ranked, truth=None) -> list:
     records = []
-    for i, (name, best) in enumerate(zip(names, servable.top_k(probabilities, top_k))):
+    for i, (name, best) in enumerate(zip(names, ranked)):
         record = {"image": name, "labels": [label for label, _ in best],
                   "probabilities": [round(p, 6) for _, p in best]}
         if truth is not None:

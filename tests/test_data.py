@@ -1181,6 +1181,35 @@ def test_folder_validation_hold_out_is_stratified(tmp_path):
     assert np.bincount(data.to_arrays(s.validation)[1], minlength=2).tolist() == [3, 1]
 
 
+def test_stratified_holdout_reads_the_labels_in_one_sort_not_a_pass_per_class(monkeypatch):
+    # Each class's members were found by comparing every label with it: K passes over N
+    # labels (10,000 classes of 10 images: 0.5 s a holdout, twice for a flat folder).
+    rng = np.random.default_rng(1)
+    ys = np.repeat(np.arange(500), rng.integers(1, 8, 500)).tolist()
+    rng.shuffle(ys)
+    expected, rng = [], np.random.default_rng(0)   # the holdout as defined, class by class
+    held = data._stratified_holdout(ys, len(ys) // 10)
+    counts = np.bincount(ys)
+    quota = len(ys) // 10 * counts / len(ys)
+    take = np.minimum(np.floor(quota).astype(int), counts - 1)
+    for k in np.argsort(-(quota - np.floor(quota)), kind="stable"):
+        if take.sum() >= len(ys) // 10:
+            break
+        take[k] += take[k] < counts[k] - 1
+    for label, n in enumerate(take):
+        members = np.flatnonzero(np.asarray(ys) == label)
+        expected += members[rng.permutation(len(members))[:n]].tolist()
+    assert held == sorted(expected) and len(held) == len(ys) // 10
+    read = []
+    for name in ("flatnonzero", "argsort", "equal", "nonzero", "where"):
+        def counted(a, *args, _f=getattr(np, name), **kwargs):
+            read.append(np.size(a))
+            return _f(a, *args, **kwargs)
+        monkeypatch.setattr(data.np, name, counted)
+    assert data._stratified_holdout(ys, len(ys) // 10) == held
+    assert sum(read) < 4 * len(ys), sum(read)   # a few passes over the labels, not 500
+
+
 def test_folder_of_class_folders_is_split_80_10_10(tmp_path):
     """A folder holding only class folders (root/<label>/*, as most photo collections come)
     was refused for having no train/ folder: it is split here into fixed, stratified test and

@@ -73,6 +73,26 @@ def test_classification_report_equals_scikit_learns_on_the_served_predictions(di
     assert evaluate(path, "digits", "validation", batch_size=7)["examples"] == 180
 
 
+def test_a_classifiers_confusion_matrix_is_counted_without_a_k_by_k_array_per_batch(
+        digits_model, monkeypatch):
+    # Each batch's pairs were counted by a bincount of k * k cells: time and memory in k^2
+    # per batch of 64 images (1,000 classes: 8 MB, 10,000: 800 MB a batch).
+    path, _, _ = digits_model
+    counted = []
+    bincount = np.bincount
+
+    def recorded(x, weights=None, minlength=0):
+        counted.append(max(minlength, len(x)))
+        return bincount(x, weights, minlength)
+
+    reference = evaluate(path, batch_size=8)
+    monkeypatch.setattr(np, "bincount", recorded)
+    r = evaluate(path, batch_size=8)
+    assert r["confusion_matrix"] == reference["confusion_matrix"]
+    assert sum(map(sum, r["confusion_matrix"])) == 360
+    assert all(n < 100 for n in counted), counted   # nothing of k * k = 100 cells a batch
+
+
 def test_a_folder_of_colour_images_is_converted_to_the_models_channels(digits_model,
                                                                         tmp_path):
     """The digits' test images stored as RGB PNGs in a folder of their classes: the

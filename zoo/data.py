@@ -1464,15 +1464,20 @@ def _stratified_holdout(ys, n_val):
     classes, counts = np.unique(ys, return_counts=True)
     quota = n_val * counts / len(ys)
     take = np.minimum(np.floor(quota).astype(int), counts - 1)
+    taken = int(take.sum())
     for k in np.argsort(-(quota - np.floor(quota)), kind="stable"):
-        if take.sum() >= n_val:
+        if taken >= n_val:
             break
         if take[k] < counts[k] - 1:
             take[k] += 1
+            taken += 1
     rng = np.random.default_rng(0)
+    # Each class's indices in their order, from one stable sort of the labels: a comparison
+    # of every label with each class took K passes over N labels (10,000 classes of 10
+    # images: 0.5 s a holdout, 1.9 s for 20,000 of 10).
+    members_of = np.split(np.argsort(ys, kind="stable"), np.cumsum(counts)[:-1])
     out = []
-    for label, n in zip(classes, take):
-        members = np.flatnonzero(ys == label)
+    for members, n in zip(members_of, take):
         out += members[rng.permutation(len(members))[:n]].tolist()
     return sorted(out)
 

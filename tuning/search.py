@@ -1728,14 +1728,16 @@ def configure_tune(parser):
             _set_role("chief", *args.chief)
         elif args.worker:
             _set_role(f"tuner{args.worker_id}", *args.worker)
-        # The objects alive now (TensorFlow's, Keras', keras-tuner's: some 400,000) leave the
-        # garbage collector's reach for good: every trial ends with clear_session and a full
-        # collection, which scanned them all each time (8 LeNet-5 trials on digits: 29 s ->
-        # 21 s). The command's process only: a search called from Python leaves the caller's
-        # collector as it is.
+        # The search's imports (TensorFlow, Keras, keras-tuner: ~6 s, after every check above)
+        # first, then the objects alive (theirs: some 400,000) leave the garbage collector's
+        # reach for good: every trial ends with clear_session and a full collection, which
+        # scanned them all each time (8 LeNet-5 trials on digits: 29 s -> 21 s). The
+        # command's process only: a search called from Python leaves the caller's collector
+        # as it is.
+        import tuning.hypermodels  # noqa: F401
+        from zoo.data import download_progress_hidden
         gc.collect()
         gc.freeze()
-        from zoo.data import download_progress_hidden
         try:
             with download_progress_hidden() if args.verbose == 0 else contextlib.nullcontext():
                 df = search(args.model, dataset, **options)

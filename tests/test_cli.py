@@ -455,14 +455,25 @@ def test_a_path_with_a_name_over_255_bytes_is_refused_before_any_work(args, tmp_
 
 def test_bad_names_counts_and_paths_are_refused_before_tensorflow_is_imported(tmp_path):
     """A mistyped model or dataset name, a missing folder or file, a count below its least,
-    an option without the one it goes with and a directory that cannot be made were refused
-    after TensorFlow's import (~6 s each here): their checks need none and now come first.
-    One process runs them in a row."""
+    an option without the one it goes with, a directory that cannot be made (zoo tune's
+    --directory and --export-dir, zoo export's --base-dir), zoo tune's --cv and zoo export's
+    --version of an existing version were refused after TensorFlow's import (~6 s each
+    here): their checks need none and now come first. One process runs them in a row."""
     import json
     import os
+    import zipfile
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     missing = tmp_path / "missing"
+    # A run (its model.keras a zip with a config.json: the check made before the load) and a
+    # version 1 of its model already exported
+    run = tmp_path / "run"
+    run.mkdir()
+    with zipfile.ZipFile(run / "model.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+    (run / "info.json").write_text('{"model": "lenet5", "dataset": null}')
+    exported = tmp_path / "sm"
+    (exported / "lenet5" / "1").mkdir(parents=True)
     cases = [
         (["train", "lenet6"], "Unknown model 'lenet6'. Did you mean: lenet5"),
         (["train", "lenet5", "--dataset", "mnistt"], "Unknown dataset 'mnistt'. Did you mean"),
@@ -480,10 +491,25 @@ def test_bad_names_counts_and_paths_are_refused_before_tensorflow_is_imported(tm
          f"{a_file} is a file, not a directory: the export goes to"),
         (["tune", "lenet5", "--dataset", "mnistt"], "Unknown dataset 'mnistt'"),
         (["tune", "lenet5", "--dataset", f"folder:{missing}"], "Dataset folder not found"),
+        (["tune", "lenet5", "--cv", "1"],
+         "cv must be None or an integer >= 2 (folds). Received: cv=1"),
+        (["tune", "lenet5", "--cv", "2"], "cv (cross-validation) works with the random"),
+        (["tune", "lenet5", "--directory", f"{a_file}/runs"],
+         f"directory (--directory) '{a_file}/runs' cannot be made: {a_file} is a file"),
+        # (two mistakes: refused in search()'s order)
+        (["tune", "lenet5", "--directory", f"{a_file}/runs", "--cv", "1"], "cv must be None"),
+        (["tune", "lenet5", "--export", "--export-dir", f"{a_file}/sm"],
+         f"export_dir (--export-dir) '{a_file}/sm' cannot be made: {a_file} is a file"),
         (["evaluate", str(tmp_path), "--dataset", "mnistt"], "Unknown dataset 'mnistt'"),
         (["evaluate", str(tmp_path), "--split", "dev"], "split must be one of 'train', "
          "'validation' (or 'val'), 'test', 'all'. Received: split='dev'"),
         (["export", str(missing)], f"no such run directory or .keras file: '{missing}'"),
+        (["export", str(run), "--base-dir", f"{a_file}/sm"],
+         f"{a_file} is a file, not a directory: the export goes to {a_file}/sm/lenet5/"),
+        (["export", str(run), "--base-dir", str(exported), "--version", "1"],
+         f"version 1 of 'lenet5' already exists in {exported}/lenet5; pass overwrite=True"),
+        (["export", str(run / "model.keras"), "--name", "lenet5", "--base-dir", str(exported),
+          "--version", "1"], "version 1 of 'lenet5' already exists"),
         (["table", f"{missing}.keras"], "no such run directory or .keras file"),
         (["summary", f"{missing}/"], "no such run directory or .keras file"),
     ]
@@ -504,4 +530,6 @@ def test_bad_names_counts_and_paths_are_refused_before_tensorflow_is_imported(tm
         assert code == 2 and err.startswith(f"zoo: error: {message}"), (argv, code, err)
         assert err.count("\n") == 1, (argv, err)
         assert imported == [], (argv, imported)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]   # nothing written
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "a_file", "run", "run/info.json", "run/model.keras", "sm", "sm/lenet5",
+        "sm/lenet5/1"]   # nothing written

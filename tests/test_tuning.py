@@ -1138,13 +1138,16 @@ def test_cli_refuses_bad_input_before_it_writes_anything(capsys, tmp_path):
 
 
 def test_a_local_cluster_refused_by_its_chief_reports_one_line(tmp_path, capfd, monkeypatch):
+    # (a hyperparameter the space does not have: known once keras-tuner is imported, by the
+    # chief; --cv 1 was refused by it too, and is refused before it starts now)
     code, _, err = _tune_here(["lenet5", "--directory", str(tmp_path), "--tuner", "random",
-                               "--cv", "1", "--workers", "1"], capfd, monkeypatch)
+                               "--fix", "nosuch=1", "--workers", "1"], capfd, monkeypatch)
     assert code == 2
     assert err.strip().splitlines() == [
-        "zoo: error: cv must be None or an integer >= 2 (folds). Received: cv=1"]
+        "zoo: error: unknown hyperparameter 'nosuch' for lenet5. Known: variant, optimizer, "
+        "lr, lr_schedule, weight_decay, clip_norm, batch_size, augment, label_smoothing."]
     assert os.listdir(tmp_path) == []
-    # --epochs is refused before the chief starts.
+    # --epochs and --cv are refused before the chief starts.
 
     def started(cmd, **kwargs):
         raise AssertionError(f"started {cmd}")
@@ -1153,6 +1156,11 @@ def test_a_local_cluster_refused_by_its_chief_reports_one_line(tmp_path, capfd, 
                                "--workers", "1"], capfd, monkeypatch)
     assert code == 2
     assert err.strip().splitlines() == ["zoo: error: --epochs must be >= 1. Received: 0"]
+    code, _, err = _tune_here(["lenet5", "--directory", str(tmp_path), "--tuner", "random",
+                               "--cv", "1", "--workers", "1"], capfd, monkeypatch)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "zoo: error: cv must be None or an integer >= 2 (folds). Received: cv=1"]
     assert os.listdir(tmp_path) == []
 
     # A model without a search space is refused before any process starts, by name.

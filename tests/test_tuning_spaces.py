@@ -523,6 +523,33 @@ def test_zoo_tune_freezes_the_collector_before_its_search(monkeypatch, capsys):
     assert "zoo: error: stop here" in capsys.readouterr().err
 
 
+def test_zoo_tune_freezes_the_collector_after_the_searchs_imports(tmp_path):
+    """What the collector is spared is what TensorFlow, Keras and keras-tuner made: the freeze
+    came before their import once the command's checks were moved ahead of it (some 61,000
+    objects frozen instead of 409,000; 8 LeNet-5 trials of 2 epochs 35.7-38.1 s -> 29.4-30.3
+    s). A fresh process, as the command's is."""
+    import os
+    import subprocess
+    import sys
+    code = ("import gc, sys\n"
+            "import tuning.search as _\n"
+            "search = sys.modules['tuning.search']\n"
+            "def freeze():\n"
+            "    print(sorted({'tensorflow', 'keras', 'keras_tuner'} & set(sys.modules)))\n"
+            "gc.freeze = freeze\n"
+            "def stop(*args, **kwargs):\n"
+            "    raise ValueError('stop here')\n"
+            "search.search = stop\n"
+            "from zoo.cli import main\n"
+            "sys.exit(main(['tune', 'lenet5', '--directory', sys.argv[1]]))\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert (r.returncode, r.stdout) == (2, "['keras', 'keras_tuner', 'tensorflow']\n"), \
+        r.stderr[-2000:]
+    assert r.stderr.splitlines()[-1] == "zoo: error: stop here"
+
+
 def test_a_search_trains_at_the_datasets_size_raised_to_the_familys_smallest(tmp_path):
     """Not at the model's default input, as zoo train does (ResNet-18: 224x224)."""
     import argparse

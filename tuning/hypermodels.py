@@ -524,7 +524,8 @@ class ZooHyperModel(kt.HyperModel):
                  set=None, fix=None, jit_compile=False, mixed_precision=None, seed=0,
                  ignore_label=None, name=None):
         from zoo import common
-        from zoo.data import DatasetInfo, _check_ignore_label, check_augment_settings
+        from zoo.common import check_ignore_label
+        from zoo.data import DatasetInfo, check_augment_settings
         from zoo.registry import model_info
         owner = type(self).__name__
         if name is not None and (not isinstance(name, str) or not name):
@@ -547,7 +548,7 @@ class ZooHyperModel(kt.HyperModel):
                              f"Received: mixed_precision={mixed_precision!r}")
         seed = common.check_seed(seed)
         check_set_fix(set, fix)   # (one given to both: fix won silently)
-        ignore_label = _check_ignore_label(ignore_label)
+        ignore_label = check_ignore_label(ignore_label)
         if ignore_label is not None and self.task != "segmentation":
             # (the trials' compile_model refused it, each trial failing in the search)
             raise ValueError(f"{owner}: ignore_label is for segmentation (a mask value to "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import io
 import json
 import logging
@@ -30,9 +31,10 @@ import threading
 import time
 import warnings
 
-from zoo.common import (atomic_write, atomic_write_text, check_bool, check_directory_target,
-                         check_path, check_seed, dataset_source, is_digits, is_integer,
-                         remove_path, require_tensorflow_backend)
+from zoo.common import (atomic_write, atomic_write_text, check_bool, check_callbacks,
+                         check_directory_target, check_ignore_label, check_path, check_seed,
+                         check_verbose, dataset_source, is_digits, is_integer, remove_path,
+                         require_tensorflow_backend)
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -101,7 +103,6 @@ def _check_types(*, objective, directory, set, fix, image_size, callbacks, verbo
     if isinstance(image_size, (str, bytes)):      # not a sequence of two sizes
         raise ValueError(f"image_size must be (height, width) with positive integers. "
                          f"Received: image_size={image_size!r}")
-    from zoo.train import check_callbacks, check_verbose
     check_callbacks(callbacks)
     check_verbose(verbose)
 
@@ -121,6 +122,71 @@ def _check_export_target(export_dir, export_name) -> str:
     check_directory_target(export_dir, "export_dir (--export-dir)", "pass another directory",
                            repr(export_dir))
     return export_dir
+
+
+def _check_arguments(*args, **kwargs) -> dict:
+    """The arguments of ``search(*args, **kwargs)`` by name (search's defaults for those not
+    given), after the checks of :func:`search` that need neither TensorFlow nor Keras, made
+    here in its order before their import (~6 s): a tuner, count, flag, ``cv``, seed, ignore
+    label or project name it does not take, a ``directory`` or export target that cannot be
+    made. ``zoo tune`` makes them before its own imports too. The counts, ``cv`` and
+    ``ignore_label`` come back as ``int``, ``export_dir`` as the export's base directory."""
+    bound = _SEARCH_SIGNATURE.bind(*args, **kwargs)
+    bound.apply_defaults()
+    a = bound.arguments
+    (tuner, max_trials, epochs, executions_per_trial, max_consecutive_failed_trials, objective,
+     directory, set, fix, image_size, callbacks, verbose, resume, overwrite, export, download,
+     deterministic, export_lite, export_dir, export_name, cv, seed, ignore_label, project) = (
+        a[name] for name in (
+            "tuner", "max_trials", "epochs", "executions_per_trial",
+            "max_consecutive_failed_trials", "objective", "directory", "set", "fix",
+            "image_size", "callbacks", "verbose", "resume", "overwrite", "export", "download",
+            "deterministic", "export_lite", "export_dir", "export_name", "cv", "seed",
+            "ignore_label", "project"))
+    if tuner not in TUNERS:
+        raise ValueError(f"unknown tuner {tuner!r}. Allowed: {', '.join(TUNERS)}.")
+    counts = {}
+    for arg, value in (("max_trials", max_trials), ("epochs", epochs),
+                       ("executions_per_trial", executions_per_trial),
+                       ("max_consecutive_failed_trials", max_consecutive_failed_trials)):
+        if not is_integer(value) or value < 1:   # (a NumPy integer was refused)
+            raise ValueError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
+        counts[arg] = int(value)
+    executions_per_trial = counts["executions_per_trial"]
+    _check_types(objective=objective, directory=directory, set=set, fix=fix,
+                 image_size=image_size, callbacks=callbacks, verbose=verbose)
+    # ("no" would count as True: a project deleted; 1 and 0 are no flags either)
+    check_bool("search", resume=resume, overwrite=overwrite, export=export, download=download,
+               deterministic=deterministic, export_lite=export_lite)
+    if not export and (export_dir is not None or export_name is not None or not export_lite):
+        # (ignored without export, where zoo tune refuses --export-dir and --no-lite)
+        given = ([f"export_dir={export_dir!r}"] if export_dir is not None else []) + \
+            ([f"export_name={export_name!r}"] if export_name is not None else []) + \
+            ([] if export_lite else ["export_lite=False"])
+        raise ValueError(f"export_dir, export_name and export_lite=False go with export=True. "
+                         f"Received: export=False, {', '.join(given)}")
+    if export_dir is None:
+        export_dir = "saved_models"
+    if cv is not None:
+        if not is_integer(cv) or cv < 2:   # (a NumPy integer was refused)
+            raise ValueError(f"cv must be None or an integer >= 2 (folds). Received: cv={cv!r}")
+        cv = int(cv)
+        if executions_per_trial != 1:
+            raise ValueError(f"cv trains one model per fold; executions_per_trial must be 1 "
+                             f"with it. Received: executions_per_trial={executions_per_trial}")
+        if tuner == "hyperband":
+            raise ValueError("cv (cross-validation) works with the random, bayesian and grid "
+                             "tuners; hyperband continues one model's training across "
+                             "brackets. Received: tuner='hyperband'")
+    check_seed(seed)
+    ignore_label = check_ignore_label(ignore_label)
+    if project is not None:
+        _check_project_name(project)
+    check_directory_target(directory, "directory (--directory)", "pass another directory",
+                           repr(os.fspath(directory)))
+    if export:   # refused now, not after the whole search
+        export_dir = _check_export_target(export_dir, export_name)
+    return {**a, **counts, "export_dir": export_dir, "cv": cv, "ignore_label": ignore_label}
 
 
 def _default_project(family, dataset_name, tuner):
@@ -1122,54 +1188,12 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         >>> df[["trial", "status", "lr", "score"]]  # doctest: +SKIP
     """
     require_tensorflow_backend("tuning.search.search")
+    checked = _check_arguments(**locals())   # (locals(): the arguments, nothing else yet)
+    (max_trials, epochs, executions_per_trial, max_consecutive_failed_trials, export_dir, cv,
+     ignore_label) = (checked[name] for name in (
+        "max_trials", "epochs", "executions_per_trial", "max_consecutive_failed_trials",
+        "export_dir", "cv", "ignore_label"))
     from tuning.hypermodels import ZooHyperModel, check_set_fix, get_hypermodel
-
-    if tuner not in TUNERS:
-        raise ValueError(f"unknown tuner {tuner!r}. Allowed: {', '.join(TUNERS)}.")
-    counts = {}
-    for arg, value in (("max_trials", max_trials), ("epochs", epochs),
-                       ("executions_per_trial", executions_per_trial),
-                       ("max_consecutive_failed_trials", max_consecutive_failed_trials)):
-        if not is_integer(value) or value < 1:   # (a NumPy integer was refused)
-            raise ValueError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
-        counts[arg] = int(value)
-    max_trials, epochs = counts["max_trials"], counts["epochs"]
-    executions_per_trial = counts["executions_per_trial"]
-    max_consecutive_failed_trials = counts["max_consecutive_failed_trials"]
-    _check_types(objective=objective, directory=directory, set=set, fix=fix,
-                 image_size=image_size, callbacks=callbacks, verbose=verbose)
-    # ("no" would count as True: a project deleted; 1 and 0 are no flags either)
-    check_bool("search", resume=resume, overwrite=overwrite, export=export, download=download,
-               deterministic=deterministic, export_lite=export_lite)
-    if not export and (export_dir is not None or export_name is not None or not export_lite):
-        # (ignored without export, where zoo tune refuses --export-dir and --no-lite)
-        given = ([f"export_dir={export_dir!r}"] if export_dir is not None else []) + \
-            ([f"export_name={export_name!r}"] if export_name is not None else []) + \
-            ([] if export_lite else ["export_lite=False"])
-        raise ValueError(f"export_dir, export_name and export_lite=False go with export=True. "
-                         f"Received: export=False, {', '.join(given)}")
-    if export_dir is None:
-        export_dir = "saved_models"
-    if cv is not None:
-        if not is_integer(cv) or cv < 2:   # (a NumPy integer was refused)
-            raise ValueError(f"cv must be None or an integer >= 2 (folds). Received: cv={cv!r}")
-        cv = int(cv)
-        if executions_per_trial != 1:
-            raise ValueError(f"cv trains one model per fold; executions_per_trial must be 1 "
-                             f"with it. Received: executions_per_trial={executions_per_trial}")
-        if tuner == "hyperband":
-            raise ValueError("cv (cross-validation) works with the random, bayesian and grid "
-                             "tuners; hyperband continues one model's training across "
-                             "brackets. Received: tuner='hyperband'")
-    check_seed(seed)
-    from zoo.data import _check_ignore_label
-    ignore_label = _check_ignore_label(ignore_label)
-    if project is not None:
-        _check_project_name(project)
-    check_directory_target(directory, "directory (--directory)", "pass another directory",
-                           repr(os.fspath(directory)))
-    if export:   # refused now, not after the whole search
-        export_dir = _check_export_target(export_dir, export_name)
     from zoo.train import resolve_mixed_precision
     policy = resolve_mixed_precision(mixed_precision)
     role = _role()
@@ -1335,6 +1359,11 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         for fd in locks:
             if fd is not None:   # None: no file locks here (_lock)
                 os.close(fd)
+
+
+#: :func:`search`'s parameters and defaults, which :func:`_check_arguments` binds its
+#: arguments by (this function's, whatever the module's ``search`` is later set to).
+_SEARCH_SIGNATURE = inspect.signature(search)
 
 
 def _load(dataset, hypermodel, *, image_size, data_dir, seed, download=False,
@@ -1678,6 +1707,17 @@ def configure_tune(parser):
         dataset = (args.dataset if args.dataset is not None
                    else "shapes" if args.model == "unet" else "digits")
         dataset_source(dataset)   # unknown, or no such folder: refused before TensorFlow's import
+        options = dict(tuner=args.tuner, objective=args.objective, max_trials=args.max_trials,
+                       epochs=args.epochs, directory=args.directory, project=args.project,
+                       overwrite=args.overwrite, set=set_, fix=fix, export=args.export,
+                       export_dir=args.export_dir, export_lite=args.lite,
+                       image_size=args.image_size, data_dir=args.data_dir,
+                       download=args.download, seed=args.seed, jit_compile=args.jit,
+                       mixed_precision=args.mixed_precision, deterministic=args.deterministic,
+                       verbose=args.verbose, cv=args.cv, ignore_label=args.ignore_label)
+        # search's own checks that need no TensorFlow (--cv, --directory, --export-dir), before
+        # its import and before a cluster's processes start
+        _check_arguments(args.model, dataset, **options)
         if args.workers is not None:
             try:
                 return _run_local_cluster(args)
@@ -1688,26 +1728,19 @@ def configure_tune(parser):
             _set_role("chief", *args.chief)
         elif args.worker:
             _set_role(f"tuner{args.worker_id}", *args.worker)
-        # The objects alive now (TensorFlow's, Keras', keras-tuner's: some 400,000) leave the
-        # garbage collector's reach for good: every trial ends with clear_session and a full
-        # collection, which scanned them all each time (8 LeNet-5 trials on digits: 29 s ->
-        # 21 s). The command's process only: a search called from Python leaves the caller's
-        # collector as it is.
+        # The search's imports (TensorFlow, Keras, keras-tuner: ~6 s, after every check above)
+        # first, then the objects alive (theirs: some 400,000) leave the garbage collector's
+        # reach for good: every trial ends with clear_session and a full collection, which
+        # scanned them all each time (8 LeNet-5 trials on digits: 29 s -> 21 s). The
+        # command's process only: a search called from Python leaves the caller's collector
+        # as it is.
+        import tuning.hypermodels  # noqa: F401
+        from zoo.data import download_progress_hidden
         gc.collect()
         gc.freeze()
-        from zoo.data import download_progress_hidden
         try:
             with download_progress_hidden() if args.verbose == 0 else contextlib.nullcontext():
-                df = search(args.model, dataset, tuner=args.tuner, objective=args.objective,
-                            max_trials=args.max_trials, epochs=args.epochs,
-                            directory=args.directory, project=args.project,
-                            overwrite=args.overwrite, set=set_, fix=fix, export=args.export,
-                            export_dir=args.export_dir, export_lite=args.lite,
-                            image_size=args.image_size,
-                            data_dir=args.data_dir, download=args.download, seed=args.seed,
-                            jit_compile=args.jit, mixed_precision=args.mixed_precision,
-                            deterministic=args.deterministic,
-                            verbose=args.verbose, cv=args.cv, ignore_label=args.ignore_label)
+                df = search(args.model, dataset, **options)
         except KeyboardInterrupt as exc:
             if os.environ.get(_CLUSTER_MEMBER):    # stopped by its --workers command,
                 from zoo.cli import signal_exit_code   # which speaks for the cluster

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Mapping
 from typing import Iterable, Optional, Sequence
 
 POOLINGS = (None, "avg", "max")
@@ -341,6 +342,106 @@ def dataset_source(name) -> tuple:
     return "folder", root
 
 
+#: The fields of :class:`zoo.data.DatasetInfo` without a default: a dict form must have them.
+INFO_REQUIRED = ("name", "task", "num_classes", "labels", "input_shape")
+
+
+def as_list(value):
+    """``value`` as a list if it is a list, tuple or 1-D array, else ``None``."""
+    import numpy as np
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1):
+        return list(value)
+    return None
+
+
+def check_info_fields(values, prefix="info.") -> None:
+    """Check the :class:`zoo.data.DatasetInfo` fields present in ``values`` (a dict of field name ->
+    value: a dict form, or an instance's attributes); fields not in it are not checked.
+
+    Args:
+        values: ``{field: value}``.
+        prefix: what the messages put before a field's name (``"info."``,
+            ``"runs/x/info.json: dataset."``).
+
+    Raises:
+        ValueError: naming the field, what it holds and what it allows; ``values`` that
+            is no dict.
+
+    Here, not in :mod:`zoo.data`, so that ``zoo export`` checks a run's info.json before
+    TensorFlow's import.
+    """
+    import numpy as np
+    if not isinstance(values, Mapping):   # (was "'str' object has no attribute 'get'")
+        raise ValueError(f"{prefix.rstrip('.') or 'info'} must be a dict of DatasetInfo "
+                         f"fields. Received: {type(values).__name__}")
+
+    def bad(field, allowed):
+        return ValueError(f"{prefix}{field} must be {allowed}. "
+                          f"Received: {field}={clip_text(repr(values[field]))}")
+
+    if "name" in values and values["name"] is not None and not isinstance(values["name"], str):
+        raise bad("name", "the dataset's name (a str) or None")
+    if "task" in values and values["task"] is not None and (
+            not isinstance(values["task"], str) or values["task"] not in TASKS):
+        raise bad("task", " or ".join(map(repr, TASKS)))
+    num_classes = values.get("num_classes")
+    if "num_classes" in values and not (is_integer(num_classes) and num_classes >= 1):
+        raise bad("num_classes", "a positive integer")
+    if "labels" in values:
+        labels = as_list(values["labels"])
+        count = f"{num_classes} " if "num_classes" in values else ""
+        if labels is None or not all(isinstance(v, str) or is_integer(v) for v in labels):
+            raise bad("labels", f"a list of {count}class names (str)")
+        if "num_classes" in values and len(labels) != num_classes:
+            raise ValueError(f"{prefix}labels must be a list of {count}class names "
+                             f"(num_classes={num_classes}). Received: {len(labels)} label"
+                             f"{'' if len(labels) == 1 else 's'}")
+    shape = as_list(values.get("input_shape"))
+    if "input_shape" in values and (shape is None or len(shape) != 3 or not all(
+            is_integer(v) and v >= 1 for v in shape)):
+        raise bad("input_shape", "(height, width, channels): 3 positive integers")
+    if values.get("raw_shape") is not None:
+        raw = as_list(values["raw_shape"])
+        if raw is None or len(raw) != 3 or not all(v is None or is_integer(v) and v >= 1
+                                                   for v in raw):
+            raise bad("raw_shape", "None or (height, width, channels): 3 positive integers "
+                      "(None where they vary)")
+    if "raw_range" in values:
+        low_high = as_list(values["raw_range"])
+        if (low_high is None or len(low_high) != 2 or not all(map(is_finite_number, low_high))
+                or not low_high[0] < low_high[1]):
+            raise bad("raw_range", "(low, high): two finite numbers, low < high")
+    channels = int(shape[-1]) if "input_shape" in values else None
+    shape = tuple(int(v) for v in shape) if channels else None
+    for field, positive in (("mean", False), ("std", True)):
+        if field not in values:
+            continue
+        stats = as_list(values[field])
+        if (stats is None or not stats or len(stats) not in {1, channels or len(stats)}
+                or not all(is_finite_number(v) and (v > 0 or not positive) for v in stats)):
+            kind = "positive finite number" if positive else "finite number"
+            raise bad(field, f"a list of one {kind} (input_shape {shape} has one "
+                      f"channel)" if channels == 1 else
+                      f"a list of 1 or {channels} {kind}s (one for all channels, or one per "
+                      f"channel of input_shape {shape})" if channels else
+                      f"a list of {kind}s, one for all channels or one per channel")
+    if "splits" in values and not (isinstance(values["splits"], dict) and all(
+            isinstance(k, str) and is_integer(v) and v >= 0
+            for k, v in values["splits"].items())):
+        raise bad("splits", "a dict of split name -> number of examples")
+    if "augmentation" in values and not isinstance(values["augmentation"], dict):
+        raise bad("augmentation", "a dict of augmentation settings")
+    if "test_is_validation" in values and not isinstance(values["test_is_validation"],
+                                                         (bool, np.bool_)):
+        raise bad("test_is_validation", "True or False")
+    ignore = values.get("ignore_label")
+    if ignore is not None:
+        low = num_classes if is_integer(num_classes) else 0
+        if not (is_integer(ignore) and low <= ignore <= MAX_IGNORE_LABEL):
+            raise bad("ignore_label", f"None or an integer from {low} to {MAX_IGNORE_LABEL} "
+                      f"(a mask value outside the classes 0..num_classes-1)")
+
+
 def check_seed(seed) -> int:
     """``seed`` as an ``int``: an integer (Python or NumPy, not a bool) from 0 to
     :data:`MAX_SEED`, the seeds ``keras.utils.set_random_seed`` takes (as ``--seed``), else
@@ -349,6 +450,41 @@ def check_seed(seed) -> int:
         raise ValueError(f"seed must be an integer between 0 and 2**32 - 1. "
                          f"Received: seed={clip_text(repr(seed))}")
     return int(seed)
+
+
+def check_ignore_label(ignore_label):
+    """``ignore_label`` as an int, or ``None``; anything but an integer in
+    ``0..MAX_IGNORE_LABEL`` raises."""
+    if ignore_label is None:
+        return None
+    if not is_integer(ignore_label) or not 0 <= ignore_label <= MAX_IGNORE_LABEL:
+        raise ValueError(f"ignore_label must be None or an integer from 0 to "
+                         f"{MAX_IGNORE_LABEL}: the mask value of pixels to leave out of "
+                         f"training and evaluation, outside the classes 0..K-1 (Pascal VOC: "
+                         f"255). Received: ignore_label={ignore_label!r}")
+    return int(ignore_label)
+
+
+def check_callbacks(callbacks) -> list:
+    """``callbacks`` as a list when it is ``None`` or a list (or tuple) of
+    ``keras.callbacks.Callback``, else a ``ValueError`` (a single callback, a string).
+    Keras is imported only for callbacks given (``zoo tune``'s checks come before it)."""
+    if callbacks is None:
+        return []
+    import keras
+    if (not isinstance(callbacks, (list, tuple))
+            or not all(isinstance(c, keras.callbacks.Callback) for c in callbacks)):
+        raise ValueError(f"callbacks must be a list of keras.callbacks.Callback or None. "
+                         f"Received: callbacks={clip_text(repr(callbacks))}")
+    return list(callbacks)
+
+
+def check_verbose(verbose) -> None:
+    """Keras' progress output: 0, 1 or 2 (not a bool or another number)."""
+    import numpy as np
+    if isinstance(verbose, (bool, np.bool_)) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0 (silent), 1 (progress bars) or 2 (one line per "
+                         f"epoch). Received: verbose={clip_text(repr(verbose))}")
 
 
 def check_path(owner: str, name: str, value, what: str) -> str:

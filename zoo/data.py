@@ -38,16 +38,15 @@ import os
 import re
 import threading
 import unicodedata
-from collections.abc import Mapping
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
-from zoo.common import (CLASSIFICATION_LAYOUT, DIGITS_TEST_SIZE, MAX_IGNORE_LABEL, TASKS,
-                         check_bool, check_seed, clip_text, dataset_source,
-                         has_image_signature, is_finite_number, is_integer, list_datasets,
-                         received_text, split_name)
+from zoo.common import (CLASSIFICATION_LAYOUT, DIGITS_TEST_SIZE, INFO_REQUIRED, as_list,
+                         check_bool, check_ignore_label, check_info_fields, check_seed,
+                         clip_text, dataset_source, has_image_signature, is_finite_number,
+                         is_integer, list_datasets, received_text, split_name)
 
 __all__ = ["DatasetInfo", "Splits", "load", "load_splits", "preprocess", "list_datasets",
            "augmenter", "check_augment_settings", "make_shapes", "digits_arrays",
@@ -143,20 +142,9 @@ class DatasetInfo:
         return cls(**kw)
 
 
-#: The fields of :class:`DatasetInfo` without a default: a dict form must have them.
-INFO_REQUIRED = ("name", "task", "num_classes", "labels", "input_shape")
-
-
 def _short(value, limit=80) -> str:
     """``repr(value)``, cut to ``limit`` characters for a message."""
     return clip_text(repr(value), limit)
-
-
-def _as_list(value):
-    """``value`` as a list if it is a list, tuple or 1-D array, else ``None``."""
-    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1):
-        return list(value)
-    return None
 
 
 def check_count(name, value, low=1) -> int:
@@ -166,90 +154,6 @@ def check_count(name, value, low=1) -> int:
         allowed = "a positive integer" if low == 1 else "a non-negative integer"
         raise ValueError(f"{name} must be {allowed}. Received: {name}={_short(value)}")
     return int(value)
-
-
-def check_info_fields(values, prefix="info.") -> None:
-    """Check the :class:`DatasetInfo` fields present in ``values`` (a dict of field name ->
-    value: a dict form, or an instance's attributes); fields not in it are not checked.
-
-    Args:
-        values: ``{field: value}``.
-        prefix: what the messages put before a field's name (``"info."``,
-            ``"runs/x/info.json: dataset."``).
-
-    Raises:
-        ValueError: naming the field, what it holds and what it allows; ``values`` that
-            is no dict.
-    """
-    if not isinstance(values, Mapping):   # (was "'str' object has no attribute 'get'")
-        raise ValueError(f"{prefix.rstrip('.') or 'info'} must be a dict of DatasetInfo "
-                         f"fields. Received: {type(values).__name__}")
-
-    def bad(field, allowed):
-        return ValueError(f"{prefix}{field} must be {allowed}. "
-                          f"Received: {field}={_short(values[field])}")
-
-    if "name" in values and values["name"] is not None and not isinstance(values["name"], str):
-        raise bad("name", "the dataset's name (a str) or None")
-    if "task" in values and values["task"] is not None and (
-            not isinstance(values["task"], str) or values["task"] not in TASKS):
-        raise bad("task", " or ".join(map(repr, TASKS)))
-    num_classes = values.get("num_classes")
-    if "num_classes" in values and not (is_integer(num_classes) and num_classes >= 1):
-        raise bad("num_classes", "a positive integer")
-    if "labels" in values:
-        labels = _as_list(values["labels"])
-        count = f"{num_classes} " if "num_classes" in values else ""
-        if labels is None or not all(isinstance(v, str) or is_integer(v) for v in labels):
-            raise bad("labels", f"a list of {count}class names (str)")
-        if "num_classes" in values and len(labels) != num_classes:
-            raise ValueError(f"{prefix}labels must be a list of {count}class names "
-                             f"(num_classes={num_classes}). Received: {len(labels)} label"
-                             f"{'' if len(labels) == 1 else 's'}")
-    shape = _as_list(values.get("input_shape"))
-    if "input_shape" in values and (shape is None or len(shape) != 3 or not all(
-            is_integer(v) and v >= 1 for v in shape)):
-        raise bad("input_shape", "(height, width, channels): 3 positive integers")
-    if values.get("raw_shape") is not None:
-        raw = _as_list(values["raw_shape"])
-        if raw is None or len(raw) != 3 or not all(v is None or is_integer(v) and v >= 1
-                                                   for v in raw):
-            raise bad("raw_shape", "None or (height, width, channels): 3 positive integers "
-                      "(None where they vary)")
-    if "raw_range" in values:
-        low_high = _as_list(values["raw_range"])
-        if (low_high is None or len(low_high) != 2 or not all(map(is_finite_number, low_high))
-                or not low_high[0] < low_high[1]):
-            raise bad("raw_range", "(low, high): two finite numbers, low < high")
-    channels = int(shape[-1]) if "input_shape" in values else None
-    shape = tuple(int(v) for v in shape) if channels else None
-    for field, positive in (("mean", False), ("std", True)):
-        if field not in values:
-            continue
-        stats = _as_list(values[field])
-        if (stats is None or not stats or len(stats) not in {1, channels or len(stats)}
-                or not all(is_finite_number(v) and (v > 0 or not positive) for v in stats)):
-            kind = "positive finite number" if positive else "finite number"
-            raise bad(field, f"a list of one {kind} (input_shape {shape} has one "
-                      f"channel)" if channels == 1 else
-                      f"a list of 1 or {channels} {kind}s (one for all channels, or one per "
-                      f"channel of input_shape {shape})" if channels else
-                      f"a list of {kind}s, one for all channels or one per channel")
-    if "splits" in values and not (isinstance(values["splits"], dict) and all(
-            isinstance(k, str) and is_integer(v) and v >= 0
-            for k, v in values["splits"].items())):
-        raise bad("splits", "a dict of split name -> number of examples")
-    if "augmentation" in values and not isinstance(values["augmentation"], dict):
-        raise bad("augmentation", "a dict of augmentation settings")
-    if "test_is_validation" in values and not isinstance(values["test_is_validation"],
-                                                         (bool, np.bool_)):
-        raise bad("test_is_validation", "True or False")
-    ignore = values.get("ignore_label")
-    if ignore is not None:
-        low = num_classes if is_integer(num_classes) else 0
-        if not (is_integer(ignore) and low <= ignore <= MAX_IGNORE_LABEL):
-            raise bad("ignore_label", f"None or an integer from {low} to {MAX_IGNORE_LABEL} "
-                      f"(a mask value outside the classes 0..num_classes-1)")
 
 
 @dataclasses.dataclass
@@ -523,7 +427,7 @@ def check_augment_settings(settings) -> dict:
             good = isinstance(value, str) and value in _FILL_MODES
             checked[key] = str(value) if good else value
         else:
-            pair = _as_list(value)
+            pair = as_list(value)
             if pair is not None:
                 # (Keras' zoom takes no -1: a zoom in by the whole size)
                 good = (len(pair) == 2 and all(map(is_finite_number, pair))
@@ -568,14 +472,14 @@ def augmenter(settings: dict, *, raw_range=(0.0, 255.0), seed=0, ignore_label=No
     s = check_augment_settings(settings)
     # (were taken as given: a reversed or NaN raw_range clipped every contrast-changed
     # image to nothing useful, a negative seed or a fractional ignore label reached Keras)
-    low_high = _as_list(raw_range)
+    low_high = as_list(raw_range)
     if not (low_high is not None and len(low_high) == 2
             and all(map(is_finite_number, low_high)) and low_high[0] < low_high[1]):
         raise ValueError(f"augmenter: raw_range must be (low, high), finite numbers with low < "
                          f"high, such as (0.0, 255.0). Received: raw_range={_short(raw_range)}")
     raw_range = tuple(float(v) for v in low_high)
     seed = check_seed(seed)
-    ignore_label = _check_ignore_label(ignore_label)
+    ignore_label = check_ignore_label(ignore_label)
     pipeline = []
     if s.get("flip"):
         pipeline.append(layers.RandomFlip(s["flip"], seed=seed, name="aug_flip"))
@@ -1778,19 +1682,6 @@ def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
     return _with_ignore_label(_folder_source(where, ignore_label=ignore_label), ignore_label)
 
 
-def _check_ignore_label(ignore_label):
-    """``ignore_label`` as an int, or ``None``; anything but an integer in
-    ``0..MAX_IGNORE_LABEL`` raises."""
-    if ignore_label is None:
-        return None
-    if not is_integer(ignore_label) or not 0 <= ignore_label <= MAX_IGNORE_LABEL:
-        raise ValueError(f"ignore_label must be None or an integer from 0 to "
-                         f"{MAX_IGNORE_LABEL}: the mask value of pixels to leave out of "
-                         f"training and evaluation, outside the classes 0..K-1 (Pascal VOC: "
-                         f"255). Received: ignore_label={ignore_label!r}")
-    return int(ignore_label)
-
-
 def _with_ignore_label(src: _Source, ignore_label) -> _Source:
     """``src`` with its masks' ignore label: refused for classification and inside the
     classes, except that it may name ``src.ignorable_class``, which then is no class."""
@@ -2046,7 +1937,7 @@ def load(name, split="train", *, image_size=None, channels=None, batch_size=32, 
     batch_size = check_count("batch_size", batch_size)
     seed = check_seed(seed)
     autotune = _check_autotune(autotune)
-    ignore_label = _check_ignore_label(ignore_label)
+    ignore_label = check_ignore_label(ignore_label)
     if shuffle is not None and not isinstance(shuffle, (bool, np.bool_)):   # ("no" shuffled)
         raise ValueError(f"shuffle must be None (the train split only), True or False. "
                          f"Received: shuffle={_short(shuffle)}")
@@ -2118,7 +2009,7 @@ def load_raw(name, split="test", *, channels=None, data_dir=None, download=False
     """
     split = split_name(split, every=True)
     every = split == "all"
-    ignore_label = _check_ignore_label(ignore_label)
+    ignore_label = check_ignore_label(ignore_label)
     src = _source(name, data_dir, download, ignore_label)
     c = _channels_of(src, channels)
     seg = src.task == "segmentation"
@@ -2172,7 +2063,7 @@ def load_splits(name, *, image_size=None, channels=None, batch_size=32, augment=
     batch_size = check_count("batch_size", batch_size)
     seed = check_seed(seed)
     autotune = _check_autotune(autotune)
-    ignore_label = _check_ignore_label(ignore_label)
+    ignore_label = check_ignore_label(ignore_label)
     src = _source(name, data_dir, download, ignore_label)
     settings = _augment_settings(src, augment)
     info = _info(src, image_size, channels)

@@ -287,18 +287,19 @@ def _check_next_version(version, name):
 
 def _checked_dataset(dataset, what, prefix) -> dict:
     """A ``DatasetInfo`` or its dict form as a dict, its fields checked
-    (:func:`zoo.data.check_info_fields`); ``what`` names it in a message about missing keys,
+    (:func:`zoo.common.check_info_fields`); ``what`` names it in a message about missing keys,
     ``prefix`` goes before a field's name in the others."""
     import dataclasses
 
-    from zoo.data import INFO_REQUIRED, DatasetInfo, check_info_fields
-    if isinstance(dataset, DatasetInfo):
-        # Checked before to_dict(), which would fail on a bad value with int()'s message.
-        check_info_fields({f.name: getattr(dataset, f.name)
-                           for f in dataclasses.fields(dataset)}, prefix)
-        return dataset.to_dict()
-    if not isinstance(dataset, dict):  # another object with a dict form
-        dataset = dataset.to_dict()
+    from zoo.common import INFO_REQUIRED, check_info_fields
+    if not isinstance(dataset, dict):   # (a dict, info.json's, is checked without zoo.data)
+        from zoo.data import DatasetInfo
+        if isinstance(dataset, DatasetInfo):
+            # Checked before to_dict(), which would fail on a bad value with int()'s message.
+            check_info_fields({f.name: getattr(dataset, f.name)
+                               for f in dataclasses.fields(dataset)}, prefix)
+            return dataset.to_dict()
+        dataset = dataset.to_dict()   # another object with a dict form
     missing = [k for k in INFO_REQUIRED if k not in dataset]
     if missing:
         raise ValueError(f"{what} is missing {missing} (a DatasetInfo dict has "
@@ -316,7 +317,7 @@ def _resolve_info(info, source=None) -> tuple:
     dict (``{"model", "dataset", "metrics", "task"}``); the dataset's fields are checked.
     ``source``: the ``info.json`` file ``info`` was read from, named in the messages.
     """
-    from zoo.data import TASKS, _short
+    from zoo.common import TASKS, clip_text
     if info is None:
         return None, {}, None, None, None
     top = "info" if source is None else source
@@ -329,21 +330,21 @@ def _resolve_info(info, source=None) -> tuple:
         if dataset is not None and not isinstance(dataset, dict) and not hasattr(
                 dataset, "to_dict"):
             raise ValueError(f"{field}dataset must be a DatasetInfo dict or None. "
-                             f"Received: dataset={_short(dataset)}")
+                             f"Received: dataset={clip_text(repr(dataset))}")
         if dataset:
             dataset = _checked_dataset(dataset, f"{field}dataset", f"{field}dataset.")
         model = info.get("model")
         if model is not None and not isinstance(model, str):
             raise ValueError(f"{field}model must be the model's name (a str) or None. "
-                             f"Received: model={_short(model)}")
+                             f"Received: model={clip_text(repr(model))}")
         task = info.get("task")
         if task is not None and (not isinstance(task, str) or task not in TASKS):
             raise ValueError(f"{field}task must be {' or '.join(map(repr, TASKS))}. "
-                             f"Received: task={_short(task)}")
+                             f"Received: task={clip_text(repr(task))}")
         metrics = info.get("metrics")
         if metrics is not None and not isinstance(metrics, dict):
             raise ValueError(f"{field}metrics must be a dict or None. "
-                             f"Received: metrics={_short(metrics)}")
+                             f"Received: metrics={clip_text(repr(metrics))}")
         return dataset or None, dict(metrics or {}), task, model, info.get("settings")
     dataset = _checked_dataset(info, f"{top} dict" if source is None else top, field)
     return dataset, dict(dataset.get("metrics") or {}), dataset.get("task"), None, None
@@ -720,6 +721,22 @@ def check_export_target(base_dir, name) -> None:
     _check_model_dir(os.path.join(_check_base_dir(base_dir), name))
 
 
+def _check_target(base_dir, name, version, overwrite) -> str:
+    """The model directory ``base_dir/name`` (returned), refused where the export cannot go:
+    a file in the way, a directory it cannot write in, ``version`` there already (another
+    spelling of it, or itself without ``overwrite``), no next version (``version`` None)."""
+    model_dir = os.path.join(base_dir, name)
+    _check_model_dir(model_dir)
+    if version is not None:
+        _check_same_number(model_dir, version, name)
+    if version is not None and not overwrite and os.path.exists(
+            os.path.join(model_dir, str(version))):
+        raise _version_exists(version, name, model_dir)
+    if version is None:
+        _next_version(model_dir, name)  # before any work: a next version there must be
+    return model_dir
+
+
 def _check_name(name):
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError("name must be a directory name of letters, digits, '.', '_' or '-' "
@@ -850,15 +867,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         raise ValueError(f"metrics must be a dict. Received: {type(metrics).__name__}")
     metrics = dict(run_metrics if metrics is None else metrics)
 
-    model_dir = os.path.join(base_dir, name)
-    _check_model_dir(model_dir)
-    if version is not None:
-        _check_same_number(model_dir, version, name)
-    if version is not None and not overwrite and os.path.exists(
-            os.path.join(model_dir, str(version))):
-        raise _version_exists(version, name, model_dir)
-    if version is None:
-        _next_version(model_dir, name)  # before any work: a next version there must be
+    model_dir = _check_target(base_dir, name, version, overwrite)
 
     # The main output, its task and whether it is logits.
     output = _main_output(model)
@@ -1344,8 +1353,9 @@ def _info_beside(keras_file) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(keras_file)), "info.json")
 
 
-def _load_run(path):
-    """``(model, info dict or None)`` from a run directory or a ``.keras`` file."""
+def _run_files(path):
+    """``(.keras file, info dict or None)`` of a run directory or a ``.keras`` file, the
+    info checked (the model is not loaded: nothing here imports TensorFlow)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         keras_file = os.path.join(path, "model.keras")
@@ -1379,9 +1389,7 @@ def _load_run(path):
             raise ValueError(f"{info_file} holds a JSON {type(info).__name__}, not the object "
                              f"zoo train writes ({{\"model\", \"dataset\", ...}}).")
         _resolve_info(info, source=info_file)  # checked before the model loads
-    import zoo.models  # noqa: F401  (only now: a bad path is refused without TensorFlow)
-    model = common.load_model(keras_file, compile=False)
-    return model, info
+    return keras_file, info
 
 
 def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, version=None,
@@ -1420,8 +1428,18 @@ def export_run(run_dir_or_keras_file, base_dir="saved_models", name=None, versio
                         f"run directory or a .keras file. "
                         f"Received: {common.received_text(run_dir_or_keras_file)}")
     # Refused before the model is loaded (seconds for a large one), as export refuses them.
-    _check_options(base_dir, name, version, precision, lite, overwrite)
-    model, info = _load_run(run_dir_or_keras_file)
+    base = _check_options(base_dir, name, version, precision, lite, overwrite)
+    keras_file, info = _run_files(run_dir_or_keras_file)
+    # The export's directory, where its name is known without the model (--name, or the
+    # run's model name, as export takes them): refused before TensorFlow's import and the
+    # load too. export checks it again, in its place.
+    known = name if name is not None else _resolve_info(info)[3] or None
+    if known is not None:
+        common.check_keras_file(keras_file)   # (the load's first check, made before this)
+        _check_name(known)
+        _check_target(base, known, _check_version(version), overwrite)
+    import zoo.models  # noqa: F401  (only now: a bad path is refused without TensorFlow)
+    model = common.load_model(keras_file, compile=False)
     return export(model, base_dir=base_dir, name=name, version=version, precision=precision,
                   info=info, overwrite=overwrite, lite=lite, source=run_dir_or_keras_file)
 

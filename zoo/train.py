@@ -40,8 +40,9 @@ from keras import ops
 from zoo import data as zdata
 from zoo.common import (ADAMW_WEIGHT_DECAY, AUX_LOSS_WEIGHT, LR_SCHEDULES, MIXED_PRECISION,
                          OPTIMIZERS, PLATEAU_FACTOR, PLATEAU_LOWEST, PLATEAU_PATIENCE, TASKS,
-                         atomic_write, atomic_write_text, check_bool, check_jit_compile,
-                         check_run_dir, check_seed, fsync_path, is_digits,
+                         as_list, atomic_write, atomic_write_text, check_bool, check_callbacks,
+                         check_ignore_label, check_jit_compile, check_run_dir, check_seed,
+                         check_verbose, fsync_path, is_digits,
                          is_integer, received_text, remove_path, require_tensorflow_backend)
 from zoo.train_cli import (check_counts, check_export_options, check_monitor_option,
                            configure_train, export_base_dir, with_aux_logits)
@@ -75,7 +76,7 @@ def _check_loss_args(owner, *, ignore_label, from_logits=False, smooth=0.0, dice
     smooth = check_number(owner, "smooth", smooth, minimum=0)
     dice_weight = check_number(owner, "dice_weight", dice_weight, minimum=0)
     try:
-        ignore_label = zdata._check_ignore_label(ignore_label)
+        ignore_label = check_ignore_label(ignore_label)
     except ValueError as exc:
         raise ValueError(f"{owner}: {exc}") from None
     return from_logits, smooth, dice_weight, ignore_label
@@ -316,25 +317,6 @@ def _check_label_smoothing(label_smoothing):
     if not _is_number(label_smoothing) or not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be a number in [0, 1). "
                          f"Received: label_smoothing={label_smoothing!r}")
-
-
-def check_callbacks(callbacks) -> list:
-    """``callbacks`` as a list when it is ``None`` or a list (or tuple) of
-    ``keras.callbacks.Callback``, else a ``ValueError`` (a single callback, a string)."""
-    if callbacks is None:
-        return []
-    if (not isinstance(callbacks, (list, tuple))
-            or not all(isinstance(c, keras.callbacks.Callback) for c in callbacks)):
-        raise ValueError(f"callbacks must be a list of keras.callbacks.Callback or None. "
-                         f"Received: callbacks={zdata._short(callbacks)}")
-    return list(callbacks)
-
-
-def check_verbose(verbose) -> None:
-    """Keras' progress output: 0, 1 or 2 (not a bool or another number)."""
-    if isinstance(verbose, (bool, np.bool_)) or verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0 (silent), 1 (progress bars) or 2 (one line per "
-                         f"epoch). Received: verbose={zdata._short(verbose)}")
 
 
 # --------------------------------------------------------------------------------------
@@ -825,7 +807,7 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
                          f"Received: output shape {tuple(model.outputs[0].shape)}")
     num_classes = (_num_outputs(model) if num_classes is None
                    else zdata.check_count("num_classes", num_classes))
-    ignore_label = zdata._check_ignore_label(ignore_label)
+    ignore_label = check_ignore_label(ignore_label)
     if ignore_label is not None:
         if task != "segmentation":
             raise ValueError(f"ignore_label is for segmentation (a mask value to leave out); "
@@ -2123,7 +2105,7 @@ class PlateauSchedule(keras.callbacks.Callback):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max'. Received: mode={mode!r}")
         _check_learning_rate(learning_rate)
-        values = zdata._as_list(done)   # (5 was "'int' object is not iterable")
+        values = as_list(done)   # (5 was "'int' object is not iterable")
         if values is None or not all(v is None or (isinstance(v, numbers.Real)
                                                    and not isinstance(v, bool))
                                      for v in values):

@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional
 import keras
 import keras_tuner as kt
 
-from tuning.assignments import (ALIASES, FAMILIES, _parse_spec, check_set_fix, family_of,
+from tuning.assignments import (ALIASES, _parse_spec, check_set_fix, family_of,
                                 parse_assignments)
 from zoo.train import LR_SCHEDULES, OPTIMIZERS
 

@@ -831,7 +831,7 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         zoo.common.BackendError: Keras runs on a backend other than TensorFlow (a
             ``ValueError``, raised before anything else).
         ValueError: bad base_dir, name, version, precision, info (a field of the dataset
-            out of what it allows, named: :func:`zoo.data.check_info_fields`), metrics,
+            out of what it allows, named: :func:`zoo.common.check_info_fields`), metrics,
             overwrite or lite; a model without a fixed input, with several inputs, or whose
             output does not fit the task.
         FileExistsError: ``version`` exists and ``overwrite`` is False.

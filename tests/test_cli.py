@@ -520,7 +520,7 @@ def test_bad_names_counts_and_paths_are_refused_before_tensorflow_is_imported(tm
             "    with contextlib.redirect_stderr(err):\n"
             "        code = main(argv)\n"
             "    print(json.dumps([code, err.getvalue(),\n"
-            "                      sorted({'tensorflow', 'keras'} & set(sys.modules))]))\n")
+            "                      sorted({'tensorflow', 'keras', 'pandas'} & set(sys.modules))]))\n")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     r = subprocess.run([sys.executable, "-c", code, json.dumps([c[0] for c in cases])],
                        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
@@ -529,7 +529,10 @@ def test_bad_names_counts_and_paths_are_refused_before_tensorflow_is_imported(tm
     for (argv, message), (code, err, imported) in zip(cases, answers):
         assert code == 2 and err.startswith(f"zoo: error: {message}"), (argv, code, err)
         assert err.count("\n") == 1, (argv, err)
-        assert imported == [], (argv, imported)
+        # nor pandas (~0.5 s of `import zoo`, before), but where the command's own options
+        # come from zoo.profile, whose tables are pandas'
+        allowed = ["pandas"] if argv[0] in ("table", "summary") else []
+        assert imported in ([], allowed), (argv, imported)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
         "a_file", "run", "run/info.json", "run/model.keras", "sm", "sm/lenet5",
         "sm/lenet5/1"]   # nothing written

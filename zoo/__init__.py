@@ -23,11 +23,13 @@ if "tensorflow" not in _sys.modules:
     _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from zoo.registry import ModelInfo, get_model, list_models, model_info  # noqa: E402
-from zoo.tables import layer_table  # noqa: E402
 
 # Functions that live in modules with heavier imports, loaded on first use.
 _LAZY = {
     "feature_extractor": ("zoo.features", "feature_extractor"),
+    # (pandas, ~0.4-0.8 s, is most of ``import zoo`` otherwise: every command paid it, a
+    # refused one too)
+    "layer_table": ("zoo.tables", "layer_table"),
     "load_model": ("zoo.common", "load_model"),
 }
 # Modules named after their main function and callable as it

@@ -337,7 +337,6 @@ def configure_evaluate(parser):
         import json
         import sys
         from zoo.common import dataset_source, split_name
-        from zoo.tables import to_text
         ignore = "model"
         if args.ignore_label is not None:
             text = args.ignore_label.strip()
@@ -364,6 +363,7 @@ def configure_evaluate(parser):
         if args.format == "json":
             print(json.dumps(result, indent=1))
             return 0
+        from zoo.tables import to_text   # (pandas: after the checks, as TensorFlow)
         table, confusion = _report_tables(result)
         if args.format == "csv":
             print(to_text(table, "csv").rstrip())

@@ -229,3 +229,30 @@ def test_a_16_bit_pillow_image_predicts_as_its_file(files, tmp_path, channels):
     want = servable.predict(_trained_on(path, channels))["probabilities"]
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(servable.predict(path)["probabilities"], want)
+
+
+def test_a_colour_folder_read_in_grey_trains_on_the_pixels_serving_decodes(tmp_path):
+    """``zoo train --channels 1`` on a folder of colour JPEGs trained on the colour decode
+    turned grey (``rgb_to_grayscale``), where ``zoo predict``/``zoo serve`` (and ``zoo
+    evaluate``) decode a file straight to grey with libjpeg's own luma: up to 7.6 levels
+    apart. The pipeline and its statistics now read the folder as serving reads a file."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "validation", "test"):   # (train/ whole: the statistics' images)
+        for label in ("a", "b"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(3):
+                small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+                Image.fromarray(small).resize((32, 32), Image.BICUBIC).save(
+                    tmp_path / split / label / f"{i}.jpg", quality=75)
+    ds, info = data.load(f"folder:{tmp_path}", "test", channels=1, image_size=(32, 32),
+                         shuffle=False, batch_size=8)
+    trained = np.concatenate([x.numpy() for x, _ in ds]) * np.float32(info.std) + \
+        np.float32(info.mean)
+    files = sorted((tmp_path / "test").glob("*/*.jpg"))
+    served = np.stack([serving.decode_image(p, 1) for p in files]).astype("float32")
+    assert trained.shape == served.shape == (6, 32, 32, 1)
+    order = lambda batch: batch[np.argsort(batch.reshape(len(batch), -1).sum(1))]  # noqa: E731
+    np.testing.assert_allclose(order(trained), order(served), rtol=0, atol=1e-3)
+    train_files = sorted((tmp_path / "train").glob("*/*.jpg"))
+    grey = np.stack([serving.decode_image(p, 1) for p in train_files]).astype("float64")
+    assert info.mean == pytest.approx([grey.mean()], abs=1e-3)

@@ -546,8 +546,9 @@ class _Source:
                                      # decoding, anew each pass (folders); else a shuffle
                                      # buffer of 4096 decoded examples
     test_is_validation: bool = False  # no test split of its own: validation's files serve
-    decodes_to: bool = False         # get(split, to=C) decodes the files to C channels, as
-                                     # zoo.serving decodes a file (folders)
+    decodes_to: bool = False         # get(split, to=C) and stats_sample(to=C) decode the
+                                     # files to C channels, as zoo.serving decodes a file
+                                     # (folders): see _decoding_to
 
 
 # --- digits ---------------------------------------------------------------------------
@@ -1337,8 +1338,8 @@ def _classification_folder(root, name, split_dirs):
     def get(split, seed=None, to=channels):
         return decoded(*files[split], seed, to)
 
-    def stats_sample():
-        return decoded(*(list(v) for v in zip(*sample)))
+    def stats_sample(to=channels):
+        return decoded(*(list(v) for v in zip(*sample)), to=to)
 
     def counts(split):
         return _bincount(files[split][1], len(labels), name)
@@ -1642,10 +1643,10 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
         return ds.map(lambda p, m: (_decode(p, to), decode_mask(m)),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
-    def stats_sample():   # images only, spread over the training split
+    def stats_sample(to=channels):   # images only, spread over the training split
         paths = _path_tensor(_spread(image_paths, _STATS_IMAGES))
         return tf.data.Dataset.from_tensor_slices(paths).map(
-            lambda p: (_decode(p, channels), 0), num_parallel_calls=tf.data.AUTOTUNE)
+            lambda p: (_decode(p, to), 0), num_parallel_calls=tf.data.AUTOTUNE)
 
     sizes = {s: len(files[s]) for s in SPLITS}
     return _Source(name, "segmentation", labels, channels, (None, None, channels), tuple(hw),
@@ -1680,6 +1681,17 @@ def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
     if kind == "tfds":
         return _with_ignore_label(_tfds_source(where, data_dir, download), ignore_label)
     return _with_ignore_label(_folder_source(where, ignore_label=ignore_label), ignore_label)
+
+
+def _decoding_to(src: _Source, channels) -> dict:
+    """The keyword arguments of ``src.get`` and ``src.stats_sample`` for images of
+    ``channels`` channels: a folder's files decoded straight to them, as
+    :func:`zoo.serving.decode_image` decodes a file for ``zoo predict`` and ``zoo serve`` (a
+    colour file's grey is its decoder's), so that training, evaluation and serving see the
+    same pixels; other sources' images as stored, converted by :func:`resize_and_convert`.
+    (A colour JPEG turned grey by ``convert_channels`` differed from its decoder's grey by
+    up to 7.6 levels, where training used the one and serving the other.)"""
+    return {"to": channels} if src.decodes_to and channels != src.channels else {}
 
 
 def _with_ignore_label(src: _Source, ignore_label) -> _Source:
@@ -1748,14 +1760,13 @@ def _stats(src: _Source, input_shape, max_images=None):
                 w = np.array([0.2989, 0.5870, 0.1140])
                 mean, std = np.array([w @ mean]), np.array([w @ std])
         return [float(v) for v in mean], [float(v) for v in std]
-    ds = (src.stats_sample() if src.stats_sample is not None else src.get("train"))
+    to = _decoding_to(src, c)
+    ds = (src.stats_sample(**to) if src.stats_sample is not None else src.get("train", **to))
     ds = ds.take(max_images or _STATS_IMAGES).map(lambda x, y: resize_and_convert(x, input_shape))
     total = np.zeros(c)
     total_sq = np.zeros(c)
     count = 0
-    from zoo.startlog import command_line_filter
-    # (TensorFlow's once-per-process note of uint8 ops falling back from oneDNN comes here)
-    with tf_errors_as(lambda exc: _decode_failure(exc, src.name)), command_line_filter():
+    with tf_errors_as(lambda exc: _decode_failure(exc, src.name)):
         for img in ds.batch(64).as_numpy_iterator():
             pix = img.reshape(-1, c).astype("float64")
             total += pix.sum(0)
@@ -1839,6 +1850,7 @@ def _pipeline(src: _Source, info: DatasetInfo, split, *, batch_size, augment, se
               autotune=True):
     shape = info.input_shape
     seg = info.task == "segmentation"
+    to = _decoding_to(src, shape[2])
 
     def convert(x, y):
         x = resize_and_convert(x, shape)
@@ -1847,17 +1859,17 @@ def _pipeline(src: _Source, info: DatasetInfo, split, *, batch_size, augment, se
         return x, tf.cast(y, tf.int32)
 
     if src.small:
-        ds = src.get(split).map(convert, num_parallel_calls=tf.data.AUTOTUNE).cache()
+        ds = src.get(split, **to).map(convert, num_parallel_calls=tf.data.AUTOTUNE).cache()
         if shuffle:
             n = src.sizes.get(split, 2048)
             ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     else:
         if shuffle and src.shuffles_files:
-            ds = src.get(split, seed)
+            ds = src.get(split, seed, **to)
         elif shuffle:
-            ds = src.get(split).shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+            ds = src.get(split, **to).shuffle(4096, seed=seed, reshuffle_each_iteration=True)
         else:
-            ds = src.get(split)
+            ds = src.get(split, **to)
         ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
     if augment:
@@ -2015,18 +2027,10 @@ def load_raw(name, split="test", *, channels=None, data_dir=None, download=False
     seg = src.task == "segmentation"
     parts = [s for s in SPLITS if not (s == "test" and src.test_is_validation)] if every \
         else [split]
-    def stored(part):
-        # A folder's files are decoded straight to ``c`` channels, as zoo.serving decodes
-        # them for zoo predict and zoo serve (a colour file's grey is its decoder's); the
-        # colour decode turned grey by convert_channels differed from it by up to 1 level
-        # for PNGs and 3.5 for JPEGs.
-        if src.decodes_to and c != src.channels:
-            return src.get(part, to=c)
-        return src.get(part)
-
-    ds = stored(parts[0])
+    to = _decoding_to(src, c)
+    ds = src.get(parts[0], **to)
     for part in parts[1:]:
-        ds = ds.concatenate(stored(part))
+        ds = ds.concatenate(src.get(part, **to))
     sizes = [src.sizes.get(part) for part in parts]
 
     def convert(x, y):

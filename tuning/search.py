@@ -31,10 +31,10 @@ import threading
 import time
 import warnings
 
-from zoo.common import (atomic_write, atomic_write_text, check_bool, check_callbacks,
-                         check_directory_target, check_ignore_label, check_path, check_seed,
-                         check_verbose, dataset_source, is_digits, is_integer, remove_path,
-                         require_tensorflow_backend)
+from zoo.common import (MAX_NAME_BYTES, atomic_write, atomic_write_text, check_bool,
+                         check_callbacks, check_directory_target, check_ignore_label,
+                         check_path, check_seed, check_verbose, dataset_source, is_digits,
+                         is_integer, remove_path, require_tensorflow_backend)
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -200,7 +200,6 @@ def _check_project_name(project):
             any(sep in project for sep in seps) or "\0" in project:
         raise ValueError(f"project must be a single directory name (no '/', not '.' or '..', "
                          f"not empty). Received: project={project!r}")
-    from zoo.common import MAX_NAME_BYTES
     size = len(project.encode("utf-8", "surrogateescape"))
     if size > MAX_NAME_BYTES:   # was "[Errno 36] File name too long" (exit code 1)
         raise ValueError(f"project must be a directory name of at most {MAX_NAME_BYTES} bytes, "

@@ -1521,8 +1521,9 @@ def _mask_names(names) -> list:
         while _numbered_mask_name(stem, number) in taken:
             number += 1
         following[stem] = number + 1
-        taken.add(_numbered_mask_name(stem, number))
-        result.append(_numbered_mask_name(stem, number))
+        name = _numbered_mask_name(stem, number)
+        taken.add(name)
+        result.append(name)
     return result
 
 

@@ -172,6 +172,37 @@ def test_unet_sizes_are_checked_on_height_and_width_for_every_depth():
         hm.check_input_shape((36, 24, 1))
 
 
+def test_unet_fixed_depth_is_the_only_depth_its_size_rule_checks():
+    # --fix depth=2 kept the space's other depths in the rule: 36x36 was refused with "limit
+    # the space to depth 2 (--set depth=2)", the very space fixed
+    for space in ({"fix": {"depth": 2}}, {"set": {"depth": "2"}}, {"set": {"depth": "2:2"}}):
+        hm = hms.UNetHyperModel(input_shape=(36, 36, 1), num_classes=3, **space)
+        assert hm.min_input_size() == 4
+        hm.check_input_shape((36, 36, 1))
+        with pytest.raises(ValueError, match="received image size 36x38, which depth 2 of "
+                                             "the space does not fit: use a size that is a "
+                                             "multiple of 4$"):
+            hm.check_input_shape((36, 38, 1))
+    fixed = hms.ResNetHyperModel(fix={"depth": 34})
+    assert fixed.model_names() == ("resnet34",)
+    assert fixed.set("depth", "18,50").model_names() == ("resnet18", "resnet50")
+
+
+def test_unet_hypermodel_without_a_shape_builds_at_the_paper_size_made_valid():
+    # The builder's default, the paper's 572x572, is no size for same padding: UNetHyperModel()
+    # failed in every trial (572 is no multiple of 2**depth for any depth of 3..5)
+    assert hms.UNetHyperModel().input_shape == (576, 576, 1)
+    assert hms.UNetHyperModel(fix={"depth": 2}).input_shape == (572, 572, 1)
+    assert hms.UNetHyperModel(set={"depth": "2,3"}).input_shape == (576, 576, 1)
+    assert hms.UNetHyperModel(input_shape=(64, 64, 1)).input_shape == (64, 64, 1)
+    assert hms.LeNet5HyperModel().input_shape == (32, 32, 1)
+    hm = hms.UNetHyperModel(fix={"depth": 3, "base_filters": 2})
+    hm.check_input_shape(hm.input_shape)
+    model = hm.build_model(hm.defaults())
+    assert model.input_shape == (None, 576, 576, 1) and model.output_shape == (None, 576, 576, 2)
+    keras.backend.clear_session()
+
+
 def test_unet_batch_norm_reaches_the_builder():
     hm = hms.UNetHyperModel(input_shape=(16, 16, 1), num_classes=3,
                             fix={"depth": 2, "base_filters": 4})

@@ -226,6 +226,11 @@ class Param:
                              f"Received: {original!r}")
         return value
 
+    def choices(self) -> tuple:
+        """The values a trial can take of a fixed or choice hyperparameter (a fixed one
+        keeps the choices it was narrowed from in ``values``)."""
+        return (self.default,) if self.kind == "fixed" or not self.values else self.values
+
     def fixed(self, value) -> "Param":
         """This hyperparameter fixed to ``value``."""
         return dataclasses.replace(self, kind="fixed", default=self.convert(value))
@@ -562,6 +567,7 @@ class ZooHyperModel(kt.HyperModel):
                              f"info.ignore_label={declared}. Received: "
                              f"ignore_label={ignore_label}")
         defaults = model_info(self.builder)
+        default_shape = input_shape is None and info is None
         if input_shape is None:
             input_shape = info.input_shape if info is not None else defaults.default_input_shape
         if num_classes is None:
@@ -584,6 +590,8 @@ class ZooHyperModel(kt.HyperModel):
             self.set(key, spec)
         for key, value in (fix or {}).items():
             self.fix(key, value)
+        if default_shape:
+            self.input_shape = self.fit_default_shape(self.input_shape)
 
     # -- the space -----------------------------------------------------------------------
     def _param(self, name) -> Param:
@@ -697,6 +705,11 @@ class ZooHyperModel(kt.HyperModel):
         """Smallest input height/width the family's builder accepts."""
         from zoo.registry import model_info
         return model_info(self.builder).min_input_size
+
+    def fit_default_shape(self, shape) -> tuple:
+        """The input shape a hypermodel made without ``input_shape`` or ``info`` builds at,
+        from the builder's default ``shape`` (the paper's)."""
+        return tuple(shape)
 
     def check_input_shape(self, input_shape):
         """Raise a ``ValueError`` unless every point of the space builds at ``input_shape``
@@ -894,9 +907,7 @@ class ResNetHyperModel(_GlobalPoolHyperModel):
         return f"resnet{values['depth']}"
 
     def model_names(self) -> tuple:
-        depth = self.params["depth"]
-        depths = (depth.default,) if depth.kind == "fixed" else depth.values
-        return tuple(f"resnet{int(d)}" for d in depths)
+        return tuple(f"resnet{int(d)}" for d in self.params["depth"].choices())
 
 
 class UNetHyperModel(ZooHyperModel):
@@ -929,8 +940,15 @@ class UNetHyperModel(ZooHyperModel):
     def min_input_size(self) -> int:
         return 2 ** max(self._depths())
 
+    def fit_default_shape(self, shape) -> tuple:
+        """The paper's 572x572 (unpadded convolutions) raised to the next multiple of
+        ``2**depth`` for the deepest depth of the space (576 for depth 5), which same padding
+        needs: 572 built no point of the space."""
+        step = 2 ** max(int(d) for d in self._depths())
+        return tuple(-(-int(v) // step) * step for v in shape[:2]) + tuple(shape[2:])
+
     def _depths(self):
-        return self.params["depth"].values or (self.params["depth"].default,)
+        return self.params["depth"].choices()
 
     def check_input_shape(self, input_shape):
         """With ``padding="same"`` each depth needs a size that is a multiple of

@@ -402,6 +402,21 @@ def test_rows_report_their_gflops_and_share_of_the_peak():
     assert list(peak) == ["float32"] and peak["float32"] > 0
 
 
+def test_a_ratio_just_below_its_target_is_not_shown_rounded_up_to_it():
+    from benchmarks.core import Row, machine, markdown, ratio_text
+    assert [ratio_text(r, 1.5) for r in (1.4996, 1.52, 1.5, 1.49, 0.999999999)] == [
+        "1.4996", "1.52", "1.50", "1.49", "1.00"]
+    assert ratio_text(0.9999996, 1.0) == "0.999999" and ratio_text(2.346) == "2.35"
+    rows = [Row(section="inference", model="m", variant="ref", metric="", unit="img/s",
+                values=[1.0], reference=True),
+            Row(section="inference", model="m", variant="zoo", metric="", unit="img/s",
+                values=[1.5], ratios=[1.4996, 1.4996, 1.52], target=1.5)]
+    info = {**machine(), "load_average_end": None}
+    line = next(x for x in markdown(rows, info, command="c", seconds=1).splitlines()
+                if x.startswith("| m |") and "zoo" in x)
+    assert "| 1.4996 (1.50-1.52) | >= 1.5 | no |" in line
+
+
 def test_measure_reports_busy_cores_per_repetition():
     """CPU seconds over wall seconds: this process's for a plain run, the variant's own when
     it times itself and says, none when it does not. A reference that ran some calls on one

@@ -231,28 +231,82 @@ def test_a_16_bit_pillow_image_predicts_as_its_file(files, tmp_path, channels):
     np.testing.assert_array_equal(servable.predict(path)["probabilities"], want)
 
 
-def test_a_colour_folder_read_in_grey_trains_on_the_pixels_serving_decodes(tmp_path):
-    """``zoo train --channels 1`` on a folder of colour JPEGs trained on the colour decode
-    turned grey (``rgb_to_grayscale``), where ``zoo predict``/``zoo serve`` (and ``zoo
-    evaluate``) decode a file straight to grey with libjpeg's own luma: up to 7.6 levels
-    apart. The pipeline and its statistics now read the folder as serving reads a file."""
+def _colour_jpeg_folder(root):
     rng = np.random.default_rng(0)
     for split in ("train", "validation", "test"):   # (train/ whole: the statistics' images)
         for label in ("a", "b"):
-            (tmp_path / split / label).mkdir(parents=True)
+            (root / split / label).mkdir(parents=True)
             for i in range(3):
                 small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
                 Image.fromarray(small).resize((32, 32), Image.BICUBIC).save(
-                    tmp_path / split / label / f"{i}.jpg", quality=75)
-    ds, info = data.load(f"folder:{tmp_path}", "test", channels=1, image_size=(32, 32),
-                         shuffle=False, batch_size=8)
-    trained = np.concatenate([x.numpy() for x, _ in ds]) * np.float32(info.std) + \
-        np.float32(info.mean)
-    files = sorted((tmp_path / "test").glob("*/*.jpg"))
-    served = np.stack([serving.decode_image(p, 1) for p in files]).astype("float32")
-    assert trained.shape == served.shape == (6, 32, 32, 1)
-    order = lambda batch: batch[np.argsort(batch.reshape(len(batch), -1).sum(1))]  # noqa: E731
-    np.testing.assert_allclose(order(trained), order(served), rtol=0, atol=1e-3)
-    train_files = sorted((tmp_path / "train").glob("*/*.jpg"))
-    grey = np.stack([serving.decode_image(p, 1) for p in train_files]).astype("float64")
+                    root / split / label / f"{i}.jpg", quality=75)
+
+
+def test_a_colour_folder_read_in_grey_trains_on_the_pixels_its_export_sees(tmp_path):
+    """``zoo train --channels 1`` on a folder of colour JPEGs: the export takes the
+    dataset's own 3 channels (``raw_shape``) and turns them grey in its graph, so ``zoo
+    predict``, ``zoo serve`` (``{"b64": ...}``) and ``zoo evaluate`` decode the files in
+    colour. Training and its statistics must read them alike; decoding them straight to grey
+    (libjpeg's luma) trained on pixels up to 4 levels from what the export sees."""
+    import keras
+
+    import zoo
+    _colour_jpeg_folder(tmp_path / "photos")
+    name = f"folder:{tmp_path / 'photos'}"
+    ds, info = data.load(name, "test", channels=1, image_size=(32, 32), shuffle=False,
+                         batch_size=8)
+    trained = np.concatenate([x.numpy() for x, _ in ds])
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Conv2D(4, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(2),
+                              keras.layers.Softmax()])
+    zoo.export(model, tmp_path / "models", name="tiny", info=info, lite=False)
+    servable = serving.load(tmp_path / "models" / "tiny", runtime="tensorflow",
+                            jit_compile=False)
+    assert servable.channels == 3
+    files = sorted((tmp_path / "photos" / "test").glob("*/*.jpg"))   # the pipeline's order
+    raw = data.load_raw(name, "test", channels=servable.channels)
+    for seen in ([servable._image_from(p) for p in files],                  # zoo predict
+                 [servable._image_from(p.read_bytes()) for p in files],     # zoo serve b64
+                 [x.numpy() for x, _ in raw.dataset]):                      # zoo evaluate
+        pixels = data.preprocess(np.stack(seen).astype("float32"), info).numpy()
+        np.testing.assert_allclose(pixels * info.std[0], trained * info.std[0], rtol=0,
+                                   atol=1e-3)
+    np.testing.assert_allclose(servable.predict([str(p) for p in files])["probabilities"],
+                               model.predict(trained, verbose=0), rtol=0, atol=1e-5)
+    train_files = sorted((tmp_path / "photos" / "train").glob("*/*.jpg"))
+    colour = np.stack([serving.decode_image(p, 3) for p in train_files])
+    grey = data.convert_channels(colour, 1).numpy().astype("float64")
     assert info.mean == pytest.approx([grey.mean()], abs=1e-3)
+
+
+def test_a_grey_folder_read_in_colour_trains_on_the_pixels_its_export_sees(tmp_path):
+    """``zoo train --channels 3`` on a folder whose training images are grey: the export
+    takes one channel and tiles it, so a colour file among them (here in the test split,
+    which the folder's channels are not measured on) is served grey. Training read that
+    file in colour when it decoded the files straight to the model's channels."""
+    import keras
+
+    import zoo
+    rng = np.random.default_rng(0)
+    for i, mode in enumerate(("L", "L", "L", "L", "RGB", "L")):
+        folder = tmp_path / "grey" / ("train" if i < 4 else "test") / "ab"[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)).resize(
+            (14, 12)).convert(mode).save(folder / f"{i}.png")
+    name = f"folder:{tmp_path / 'grey'}"
+    ds, info = data.load(name, "test", channels=3, image_size=(12, 14), shuffle=False)
+    trained = np.concatenate([x.numpy() for x, _ in ds])
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12, 14, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(2), keras.layers.Softmax()])
+    zoo.export(model, tmp_path / "models", name="tiny", info=info, lite=False)
+    servable = serving.load(tmp_path / "models" / "tiny", runtime="tensorflow",
+                            jit_compile=False)
+    assert servable.channels == 1
+    files = sorted((tmp_path / "grey" / "test").glob("*/*.png"))
+    seen = np.stack([servable._image_from(p) for p in files]).astype("float32")
+    np.testing.assert_allclose(data.preprocess(seen, info).numpy() * info.std[0],
+                               trained * info.std[0], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(servable.predict([str(p) for p in files])["probabilities"],
+                               model.predict(trained, verbose=0), rtol=0, atol=1e-5)

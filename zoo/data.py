@@ -546,9 +546,9 @@ class _Source:
                                      # decoding, anew each pass (folders); else a shuffle
                                      # buffer of 4096 decoded examples
     test_is_validation: bool = False  # no test split of its own: validation's files serve
-    decodes_to: bool = False         # get(split, to=C) and stats_sample(to=C) decode the
-                                     # files to C channels, as zoo.serving decodes a file
-                                     # (folders): see _decoding_to
+    decodes_to: bool = False         # get(split, to=C) decodes the files to C channels,
+                                     # as zoo.serving decodes a file (folders): see
+                                     # _decoding_to
 
 
 # --- digits ---------------------------------------------------------------------------
@@ -1338,8 +1338,8 @@ def _classification_folder(root, name, split_dirs):
     def get(split, seed=None, to=channels):
         return decoded(*files[split], seed, to)
 
-    def stats_sample(to=channels):
-        return decoded(*(list(v) for v in zip(*sample)), to=to)
+    def stats_sample():
+        return decoded(*(list(v) for v in zip(*sample)))
 
     def counts(split):
         return _bincount(files[split][1], len(labels), name)
@@ -1643,10 +1643,10 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
         return ds.map(lambda p, m: (_decode(p, to), decode_mask(m)),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
-    def stats_sample(to=channels):   # images only, spread over the training split
+    def stats_sample():   # images only, spread over the training split
         paths = _path_tensor(_spread(image_paths, _STATS_IMAGES))
         return tf.data.Dataset.from_tensor_slices(paths).map(
-            lambda p: (_decode(p, to), 0), num_parallel_calls=tf.data.AUTOTUNE)
+            lambda p: (_decode(p, channels), 0), num_parallel_calls=tf.data.AUTOTUNE)
 
     sizes = {s: len(files[s]) for s in SPLITS}
     return _Source(name, "segmentation", labels, channels, (None, None, channels), tuple(hw),
@@ -1684,13 +1684,19 @@ def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
 
 
 def _decoding_to(src: _Source, channels) -> dict:
-    """The keyword arguments of ``src.get`` and ``src.stats_sample`` for images of
-    ``channels`` channels: a folder's files decoded straight to them, as
-    :func:`zoo.serving.decode_image` decodes a file for ``zoo predict`` and ``zoo serve`` (a
-    colour file's grey is its decoder's), so that training, evaluation and serving see the
-    same pixels; other sources' images as stored, converted by :func:`resize_and_convert`.
-    (A colour JPEG turned grey by ``convert_channels`` differed from its decoder's grey by
-    up to 7.6 levels, where training used the one and serving the other.)"""
+    """The keyword arguments of ``src.get`` for :func:`load_raw`'s images of ``channels``
+    channels, the input channels of the export it feeds: a folder's files decoded straight
+    to them, as :func:`zoo.serving.decode_image` decodes a file for that export in ``zoo
+    predict`` and ``zoo serve`` (a colour file's grey is its decoder's); other sources'
+    images as stored, converted by :func:`convert_channels`.
+
+    The training pipelines and their statistics do not use it: they decode a folder's files
+    to the dataset's own channels (``src.channels``), which an export of the model takes
+    (its ``raw_shape``), and convert them to the model's channels with
+    :func:`resize_and_convert`, as the export's graph does. (Decoding them straight to the
+    model's grey trained on libjpeg's luma, up to 4 levels from the float luma of the colour
+    decode that the export's graph computes for ``zoo evaluate``, ``zoo predict`` and ``zoo
+    serve``.)"""
     return {"to": channels} if src.decodes_to and channels != src.channels else {}
 
 
@@ -1760,13 +1766,15 @@ def _stats(src: _Source, input_shape, max_images=None):
                 w = np.array([0.2989, 0.5870, 0.1140])
                 mean, std = np.array([w @ mean]), np.array([w @ std])
         return [float(v) for v in mean], [float(v) for v in std]
-    to = _decoding_to(src, c)
-    ds = (src.stats_sample(**to) if src.stats_sample is not None else src.get("train", **to))
+    ds = src.stats_sample() if src.stats_sample is not None else src.get("train")
     ds = ds.take(max_images or _STATS_IMAGES).map(lambda x, y: resize_and_convert(x, input_shape))
     total = np.zeros(c)
     total_sq = np.zeros(c)
     count = 0
-    with tf_errors_as(lambda exc: _decode_failure(exc, src.name)):
+    from zoo.startlog import command_line_filter
+    # (TensorFlow's once-per-process note of uint8 ops falling back from oneDNN comes here,
+    # where a colour folder is measured in grey)
+    with tf_errors_as(lambda exc: _decode_failure(exc, src.name)), command_line_filter():
         for img in ds.batch(64).as_numpy_iterator():
             pix = img.reshape(-1, c).astype("float64")
             total += pix.sum(0)
@@ -1850,7 +1858,6 @@ def _pipeline(src: _Source, info: DatasetInfo, split, *, batch_size, augment, se
               autotune=True):
     shape = info.input_shape
     seg = info.task == "segmentation"
-    to = _decoding_to(src, shape[2])
 
     def convert(x, y):
         x = resize_and_convert(x, shape)
@@ -1859,17 +1866,17 @@ def _pipeline(src: _Source, info: DatasetInfo, split, *, batch_size, augment, se
         return x, tf.cast(y, tf.int32)
 
     if src.small:
-        ds = src.get(split, **to).map(convert, num_parallel_calls=tf.data.AUTOTUNE).cache()
+        ds = src.get(split).map(convert, num_parallel_calls=tf.data.AUTOTUNE).cache()
         if shuffle:
             n = src.sizes.get(split, 2048)
             ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     else:
         if shuffle and src.shuffles_files:
-            ds = src.get(split, seed, **to)
+            ds = src.get(split, seed)
         elif shuffle:
-            ds = src.get(split, **to).shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+            ds = src.get(split).shuffle(4096, seed=seed, reshuffle_each_iteration=True)
         else:
-            ds = src.get(split, **to)
+            ds = src.get(split)
         ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
     if augment:

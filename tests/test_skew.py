@@ -90,6 +90,8 @@ def _build(d):
         "photo.gif": (im, {}),
         "photo.bmp": (im, {}),
         "rgba.bmp": (rgba, {}),
+        "palette.bmp": (palette, {}),                  # 8-bit, a colour table of 64
+        "grey.bmp": (im.convert("L"), {}),             # 8-bit, a grey colour table
         "lossy.webp": (im, {"quality": 80}),
         "lossless.webp": (im, {"lossless": True}),
         "rgba.webp": (rgba, {"lossless": True}),
@@ -122,7 +124,8 @@ NAMES = ["baseline_q50.jpg", "baseline_q75.jpg", "baseline_q95.jpg", "big_q90.jp
          "exif_orientation_6.jpg", "rgb.png", "rgba.png", "palette.png",
          "palette_transparent.png", "grey.png", "gamma.png", "grey_gamma.png", "bilevel.png",
          "grey16.png", "rgb16.png",
-         "grey_alpha.png", "photo.gif", "photo.bmp", "rgba.bmp", "lossy.webp",
+         "grey_alpha.png", "photo.gif", "photo.bmp", "rgba.bmp", "palette.bmp", "grey.bmp",
+         "lossy.webp",
          "lossless.webp", "rgba.webp", "grey.webp"]
 
 
@@ -166,6 +169,23 @@ def test_a_cmyk_jpeg_in_a_greyscale_dataset_is_its_colour_decode_turned_grey(fil
     np.testing.assert_array_equal(grey, tf.image.rgb_to_grayscale(rgb).numpy())
     with pytest.raises(tf.errors.InvalidArgumentError):      # the decoder's own refusal
         tf.io.decode_jpeg(open(files["cmyk.jpg"], "rb").read(), channels=1)
+
+
+@pytest.mark.parametrize("name", ["palette.bmp", "grey.bmp"])
+def test_an_8_bit_bmp_is_read_in_its_colour_tables_colours(files, name):
+    """TensorFlow's BMP decoder reads an 8-bit BMP's palette indices as grey values: a
+    palette BMP trained (and was served) as an image of its indices, every pixel off (by up
+    to 128 levels here). Its indices are looked up in its colour table (grey for one
+    channel); a grey BMP's table gives each index its own value."""
+    with Image.open(files[name]) as image:
+        assert image.mode == ("P" if name == "palette.bmp" else "L")
+        colours = np.asarray(image.convert("RGB"))
+    rgb = _trained_on(files[name], 3)
+    np.testing.assert_array_equal(rgb, colours)
+    np.testing.assert_array_equal(_trained_on(files[name], 1),
+                                  tf.image.rgb_to_grayscale(colours).numpy())
+    np.testing.assert_array_equal(serving.decode_image(files[name]),
+                                  rgb if name == "palette.bmp" else rgb[..., :1])
 
 
 def test_webp_decodes_as_its_colour_for_any_channel_count(files):

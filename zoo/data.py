@@ -1036,6 +1036,41 @@ def _path_tensor(paths):
     return tf.constant([os.fsencode(p) for p in paths], tf.string)
 
 
+def _little_endian(data, offset, size):
+    """The integer of ``size`` (2: unsigned, 4: signed) bytes at ``offset`` of a string
+    tensor, as an int32."""
+    dtype = tf.uint16 if size == 2 else tf.int32
+    raw = tf.io.decode_raw(tf.strings.substr(data, offset, size), dtype, little_endian=True)
+    return tf.cast(raw[0], tf.int32)
+
+
+def _palette_bmp(data):
+    """Whether ``data`` (encoded bytes, a string tensor) is an 8-bit BMP with a colour table
+    (a Windows BMP header of 40 bytes or more). TensorFlow's BMP decoder reads such a file's
+    palette indices as grey values, whatever colours its table gives them."""
+    if tf.executing_eagerly() and not data.numpy().startswith(b"BM"):
+        return False   # (zoo.serving decoding a file: no eager ops for other formats)
+
+    def eight_bit():
+        return tf.logical_and(tf.equal(_little_endian(data, 28, 2), 8),
+                              tf.greater_equal(_little_endian(data, 14, 4), 40))
+    return tf.cond(tf.logical_and(tf.equal(tf.strings.substr(data, 0, 2), "BM"),
+                                  tf.greater_equal(tf.strings.length(data), 54)),
+                   eight_bit, lambda: tf.constant(False))
+
+
+def _bmp_colours(data):
+    """An 8-bit BMP's pixels ``[H, W, 3]``: its palette indices (TensorFlow's decode) looked
+    up in its colour table (BGRX entries after the header; 256 where the header counts 0)."""
+    indices = tf.io.decode_image(data, channels=0, expand_animations=False, name=_DECODE_OP)
+    count = _little_endian(data, 46, 4)
+    count = tf.where(tf.equal(count, 0), 256, count)
+    table = tf.io.decode_raw(tf.strings.substr(data, 14 + _little_endian(data, 14, 4),
+                                               4 * count), tf.uint8)
+    table = tf.reshape(table, [-1, 4])[:, 2::-1]
+    return tf.gather(table, tf.cast(indices[..., 0], tf.int32), name=_DECODE_OP)
+
+
 def _decode_bytes(data, channels):
     """Encoded image bytes (a string tensor) -> uint8 ``[H, W, channels]``, exactly as the
     folder datasets' pipelines decode their files (``channels`` 1 or 3).
@@ -1051,13 +1086,16 @@ def _decode_bytes(data, channels):
     # grey below.
     webp = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 4), "RIFF"),
                           tf.equal(tf.strings.substr(data, 8, 4), "WEBP"))
+    # An 8-bit BMP's colours are its colour table's (TensorFlow reads its indices as grey).
     if channels != 1:
         img = tf.cond(
             webp,
             lambda: tf.io.decode_image(data, channels=0, expand_animations=False,
                                        name=_DECODE_OP)[..., :3],
-            lambda: tf.io.decode_image(data, channels=channels, expand_animations=False,
-                                       name=_DECODE_OP))
+            lambda: tf.cond(_palette_bmp(data), lambda: _bmp_colours(data),
+                            lambda: tf.io.decode_image(data, channels=channels,
+                                                       expand_animations=False,
+                                                       name=_DECODE_OP)))
         img.set_shape([None, None, channels])
         return img
     # TensorFlow decodes GIF, BMP and WebP files to 3 or 4 channels only (channels=1 fails
@@ -1072,8 +1110,9 @@ def _decode_bytes(data, channels):
                    lambda: tf.constant(False))
 
     def grey_of_native():
-        native = tf.io.decode_image(data, channels=0, expand_animations=False,
-                                    name=_DECODE_OP)
+        native = tf.cond(_palette_bmp(data), lambda: _bmp_colours(data),
+                         lambda: tf.io.decode_image(data, channels=0, expand_animations=False,
+                                                    name=_DECODE_OP))
         return tf.cond(tf.shape(native)[-1] >= 3,
                        lambda: tf.image.rgb_to_grayscale(native[..., :3]),
                        lambda: native[..., :1])

@@ -88,6 +88,8 @@ def _build(d):
                                         + rgb[..., 1]).astype(np.uint16)), {}),
         "grey_alpha.png": (Image.merge("LA", (im.convert("L"), Image.fromarray(alpha))), {}),
         "photo.gif": (im, {}),
+        "animated.gif": (im, {"save_all": True, "append_images": [Image.fromarray(255 - rgb)],
+                              "duration": 100, "loop": 0}),
         "photo.bmp": (im, {}),
         "rgba.bmp": (rgba, {}),
         "palette.bmp": (palette, {}),                  # 8-bit, a colour table of 64
@@ -124,7 +126,7 @@ NAMES = ["baseline_q50.jpg", "baseline_q75.jpg", "baseline_q95.jpg", "big_q90.jp
          "exif_orientation_6.jpg", "rgb.png", "rgba.png", "palette.png",
          "palette_transparent.png", "grey.png", "gamma.png", "grey_gamma.png", "bilevel.png",
          "grey16.png", "rgb16.png",
-         "grey_alpha.png", "photo.gif", "photo.bmp", "rgba.bmp", "palette.bmp", "grey.bmp",
+         "grey_alpha.png", "photo.gif", "animated.gif", "photo.bmp", "rgba.bmp", "palette.bmp", "grey.bmp",
          "lossy.webp",
          "lossless.webp", "rgba.webp", "grey.webp"]
 
@@ -150,6 +152,14 @@ def test_the_images_own_channels_decode_as_trained(files, name, channels):
     that array when the model takes as many: it must be the training pixels too."""
     got = serving.decode_image(files[name])
     np.testing.assert_array_equal(got, _trained_on(files[name], channels))
+
+
+def test_an_animated_gif_is_its_first_frame_everywhere(files):
+    with Image.open(files["animated.gif"]) as image:
+        assert image.n_frames == 2
+        first = np.asarray(image.convert("RGB"))
+    np.testing.assert_array_equal(_trained_on(files["animated.gif"], 3), first)
+    np.testing.assert_array_equal(serving.decode_image(files["animated.gif"]), first)
 
 
 def test_exif_orientation_is_ignored_as_in_training(files):

@@ -88,8 +88,12 @@ def _build(d):
                                         + rgb[..., 1]).astype(np.uint16)), {}),
         "grey_alpha.png": (Image.merge("LA", (im.convert("L"), Image.fromarray(alpha))), {}),
         "photo.gif": (im, {}),
+        "animated.gif": (im, {"save_all": True, "append_images": [Image.fromarray(255 - rgb)],
+                              "duration": 100, "loop": 0}),
         "photo.bmp": (im, {}),
         "rgba.bmp": (rgba, {}),
+        "palette.bmp": (palette, {}),                  # 8-bit, a colour table of 64
+        "grey.bmp": (im.convert("L"), {}),             # 8-bit, a grey colour table
         "lossy.webp": (im, {"quality": 80}),
         "lossless.webp": (im, {"lossless": True}),
         "rgba.webp": (rgba, {"lossless": True}),
@@ -122,7 +126,8 @@ NAMES = ["baseline_q50.jpg", "baseline_q75.jpg", "baseline_q95.jpg", "big_q90.jp
          "exif_orientation_6.jpg", "rgb.png", "rgba.png", "palette.png",
          "palette_transparent.png", "grey.png", "gamma.png", "grey_gamma.png", "bilevel.png",
          "grey16.png", "rgb16.png",
-         "grey_alpha.png", "photo.gif", "photo.bmp", "rgba.bmp", "lossy.webp",
+         "grey_alpha.png", "photo.gif", "animated.gif", "photo.bmp", "rgba.bmp", "palette.bmp", "grey.bmp",
+         "lossy.webp",
          "lossless.webp", "rgba.webp", "grey.webp"]
 
 
@@ -149,6 +154,14 @@ def test_the_images_own_channels_decode_as_trained(files, name, channels):
     np.testing.assert_array_equal(got, _trained_on(files[name], channels))
 
 
+def test_an_animated_gif_is_its_first_frame_everywhere(files):
+    with Image.open(files["animated.gif"]) as image:
+        assert image.n_frames == 2
+        first = np.asarray(image.convert("RGB"))
+    np.testing.assert_array_equal(_trained_on(files["animated.gif"], 3), first)
+    np.testing.assert_array_equal(serving.decode_image(files["animated.gif"]), first)
+
+
 def test_exif_orientation_is_ignored_as_in_training(files):
     """Training does not rotate by the EXIF orientation tag; serving must not either."""
     assert Image.open(files["exif_orientation_6.jpg"]).getexif()[0x0112] == 6
@@ -166,6 +179,23 @@ def test_a_cmyk_jpeg_in_a_greyscale_dataset_is_its_colour_decode_turned_grey(fil
     np.testing.assert_array_equal(grey, tf.image.rgb_to_grayscale(rgb).numpy())
     with pytest.raises(tf.errors.InvalidArgumentError):      # the decoder's own refusal
         tf.io.decode_jpeg(open(files["cmyk.jpg"], "rb").read(), channels=1)
+
+
+@pytest.mark.parametrize("name", ["palette.bmp", "grey.bmp"])
+def test_an_8_bit_bmp_is_read_in_its_colour_tables_colours(files, name):
+    """TensorFlow's BMP decoder reads an 8-bit BMP's palette indices as grey values: a
+    palette BMP trained (and was served) as an image of its indices, every pixel off (by up
+    to 128 levels here). Its indices are looked up in its colour table (grey for one
+    channel); a grey BMP's table gives each index its own value."""
+    with Image.open(files[name]) as image:
+        assert image.mode == ("P" if name == "palette.bmp" else "L")
+        colours = np.asarray(image.convert("RGB"))
+    rgb = _trained_on(files[name], 3)
+    np.testing.assert_array_equal(rgb, colours)
+    np.testing.assert_array_equal(_trained_on(files[name], 1),
+                                  tf.image.rgb_to_grayscale(colours).numpy())
+    np.testing.assert_array_equal(serving.decode_image(files[name]),
+                                  rgb if name == "palette.bmp" else rgb[..., :1])
 
 
 def test_webp_decodes_as_its_colour_for_any_channel_count(files):
@@ -231,28 +261,82 @@ def test_a_16_bit_pillow_image_predicts_as_its_file(files, tmp_path, channels):
     np.testing.assert_array_equal(servable.predict(path)["probabilities"], want)
 
 
-def test_a_colour_folder_read_in_grey_trains_on_the_pixels_serving_decodes(tmp_path):
-    """``zoo train --channels 1`` on a folder of colour JPEGs trained on the colour decode
-    turned grey (``rgb_to_grayscale``), where ``zoo predict``/``zoo serve`` (and ``zoo
-    evaluate``) decode a file straight to grey with libjpeg's own luma: up to 7.6 levels
-    apart. The pipeline and its statistics now read the folder as serving reads a file."""
+def _colour_jpeg_folder(root):
     rng = np.random.default_rng(0)
     for split in ("train", "validation", "test"):   # (train/ whole: the statistics' images)
         for label in ("a", "b"):
-            (tmp_path / split / label).mkdir(parents=True)
+            (root / split / label).mkdir(parents=True)
             for i in range(3):
                 small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
                 Image.fromarray(small).resize((32, 32), Image.BICUBIC).save(
-                    tmp_path / split / label / f"{i}.jpg", quality=75)
-    ds, info = data.load(f"folder:{tmp_path}", "test", channels=1, image_size=(32, 32),
-                         shuffle=False, batch_size=8)
-    trained = np.concatenate([x.numpy() for x, _ in ds]) * np.float32(info.std) + \
-        np.float32(info.mean)
-    files = sorted((tmp_path / "test").glob("*/*.jpg"))
-    served = np.stack([serving.decode_image(p, 1) for p in files]).astype("float32")
-    assert trained.shape == served.shape == (6, 32, 32, 1)
-    order = lambda batch: batch[np.argsort(batch.reshape(len(batch), -1).sum(1))]  # noqa: E731
-    np.testing.assert_allclose(order(trained), order(served), rtol=0, atol=1e-3)
-    train_files = sorted((tmp_path / "train").glob("*/*.jpg"))
-    grey = np.stack([serving.decode_image(p, 1) for p in train_files]).astype("float64")
+                    root / split / label / f"{i}.jpg", quality=75)
+
+
+def test_a_colour_folder_read_in_grey_trains_on_the_pixels_its_export_sees(tmp_path):
+    """``zoo train --channels 1`` on a folder of colour JPEGs: the export takes the
+    dataset's own 3 channels (``raw_shape``) and turns them grey in its graph, so ``zoo
+    predict``, ``zoo serve`` (``{"b64": ...}``) and ``zoo evaluate`` decode the files in
+    colour. Training and its statistics must read them alike; decoding them straight to grey
+    (libjpeg's luma) trained on pixels up to 4 levels from what the export sees."""
+    import keras
+
+    import zoo
+    _colour_jpeg_folder(tmp_path / "photos")
+    name = f"folder:{tmp_path / 'photos'}"
+    ds, info = data.load(name, "test", channels=1, image_size=(32, 32), shuffle=False,
+                         batch_size=8)
+    trained = np.concatenate([x.numpy() for x, _ in ds])
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Conv2D(4, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(2),
+                              keras.layers.Softmax()])
+    zoo.export(model, tmp_path / "models", name="tiny", info=info, lite=False)
+    servable = serving.load(tmp_path / "models" / "tiny", runtime="tensorflow",
+                            jit_compile=False)
+    assert servable.channels == 3
+    files = sorted((tmp_path / "photos" / "test").glob("*/*.jpg"))   # the pipeline's order
+    raw = data.load_raw(name, "test", channels=servable.channels)
+    for seen in ([servable._image_from(p) for p in files],                  # zoo predict
+                 [servable._image_from(p.read_bytes()) for p in files],     # zoo serve b64
+                 [x.numpy() for x, _ in raw.dataset]):                      # zoo evaluate
+        pixels = data.preprocess(np.stack(seen).astype("float32"), info).numpy()
+        np.testing.assert_allclose(pixels * info.std[0], trained * info.std[0], rtol=0,
+                                   atol=1e-3)
+    np.testing.assert_allclose(servable.predict([str(p) for p in files])["probabilities"],
+                               model.predict(trained, verbose=0), rtol=0, atol=1e-5)
+    train_files = sorted((tmp_path / "photos" / "train").glob("*/*.jpg"))
+    colour = np.stack([serving.decode_image(p, 3) for p in train_files])
+    grey = data.convert_channels(colour, 1).numpy().astype("float64")
     assert info.mean == pytest.approx([grey.mean()], abs=1e-3)
+
+
+def test_a_grey_folder_read_in_colour_trains_on_the_pixels_its_export_sees(tmp_path):
+    """``zoo train --channels 3`` on a folder whose training images are grey: the export
+    takes one channel and tiles it, so a colour file among them (here in the test split,
+    which the folder's channels are not measured on) is served grey. Training read that
+    file in colour when it decoded the files straight to the model's channels."""
+    import keras
+
+    import zoo
+    rng = np.random.default_rng(0)
+    for i, mode in enumerate(("L", "L", "L", "L", "RGB", "L")):
+        folder = tmp_path / "grey" / ("train" if i < 4 else "test") / "ab"[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)).resize(
+            (14, 12)).convert(mode).save(folder / f"{i}.png")
+    name = f"folder:{tmp_path / 'grey'}"
+    ds, info = data.load(name, "test", channels=3, image_size=(12, 14), shuffle=False)
+    trained = np.concatenate([x.numpy() for x, _ in ds])
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12, 14, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(2), keras.layers.Softmax()])
+    zoo.export(model, tmp_path / "models", name="tiny", info=info, lite=False)
+    servable = serving.load(tmp_path / "models" / "tiny", runtime="tensorflow",
+                            jit_compile=False)
+    assert servable.channels == 1
+    files = sorted((tmp_path / "grey" / "test").glob("*/*.png"))
+    seen = np.stack([servable._image_from(p) for p in files]).astype("float32")
+    np.testing.assert_allclose(data.preprocess(seen, info).numpy() * info.std[0],
+                               trained * info.std[0], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(servable.predict([str(p) for p in files])["probabilities"],
+                               model.predict(trained, verbose=0), rtol=0, atol=1e-5)

@@ -164,10 +164,9 @@ def test_float16_exports_and_predictions_print_no_kernel_note(tmp_path):
 
 
 def test_a_colour_folder_read_in_grey_prints_no_kernel_note(tmp_path):
-    """A colour folder read in grey printed TensorFlow's once-per-process oneDNN note
-    (``DT_UINT8``, at ERROR level) in every such ``zoo train``, from the uint8 ops that
-    turned its colour decode grey; its files are decoded straight to grey now (as serving
-    decodes a file), and a command line prints nothing."""
+    """The statistics pass over a colour folder read in grey runs uint8 ops whose
+    once-per-process oneDNN note (``DT_UINT8``, at ERROR level) it printed in every such
+    ``zoo train``: that pass runs in the filter, so a command line prints nothing."""
     from conftest import make_colour_folder
     make_colour_folder(tmp_path, ("a", "b"), (40, 40), counts=(("train", 3),))
     code = ("import sys\nfrom zoo import startlog\nstartlog.for_command_line()\n"

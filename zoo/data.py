@@ -546,9 +546,9 @@ class _Source:
                                      # decoding, anew each pass (folders); else a shuffle
                                      # buffer of 4096 decoded examples
     test_is_validation: bool = False  # no test split of its own: validation's files serve
-    decodes_to: bool = False         # get(split, to=C) and stats_sample(to=C) decode the
-                                     # files to C channels, as zoo.serving decodes a file
-                                     # (folders): see _decoding_to
+    decodes_to: bool = False         # get(split, to=C) decodes the files to C channels,
+                                     # as zoo.serving decodes a file (folders): see
+                                     # _decoding_to
 
 
 # --- digits ---------------------------------------------------------------------------
@@ -1036,6 +1036,41 @@ def _path_tensor(paths):
     return tf.constant([os.fsencode(p) for p in paths], tf.string)
 
 
+def _little_endian(data, offset, size):
+    """The integer of ``size`` (2: unsigned, 4: signed) bytes at ``offset`` of a string
+    tensor, as an int32."""
+    dtype = tf.uint16 if size == 2 else tf.int32
+    raw = tf.io.decode_raw(tf.strings.substr(data, offset, size), dtype, little_endian=True)
+    return tf.cast(raw[0], tf.int32)
+
+
+def _palette_bmp(data):
+    """Whether ``data`` (encoded bytes, a string tensor) is an 8-bit BMP with a colour table
+    (a Windows BMP header of 40 bytes or more). TensorFlow's BMP decoder reads such a file's
+    palette indices as grey values, whatever colours its table gives them."""
+    if tf.executing_eagerly() and not data.numpy().startswith(b"BM"):
+        return False   # (zoo.serving decoding a file: no eager ops for other formats)
+
+    def eight_bit():
+        return tf.logical_and(tf.equal(_little_endian(data, 28, 2), 8),
+                              tf.greater_equal(_little_endian(data, 14, 4), 40))
+    return tf.cond(tf.logical_and(tf.equal(tf.strings.substr(data, 0, 2), "BM"),
+                                  tf.greater_equal(tf.strings.length(data), 54)),
+                   eight_bit, lambda: tf.constant(False))
+
+
+def _bmp_colours(data):
+    """An 8-bit BMP's pixels ``[H, W, 3]``: its palette indices (TensorFlow's decode) looked
+    up in its colour table (BGRX entries after the header; 256 where the header counts 0)."""
+    indices = tf.io.decode_image(data, channels=0, expand_animations=False, name=_DECODE_OP)
+    count = _little_endian(data, 46, 4)
+    count = tf.where(tf.equal(count, 0), 256, count)
+    table = tf.io.decode_raw(tf.strings.substr(data, 14 + _little_endian(data, 14, 4),
+                                               4 * count), tf.uint8)
+    table = tf.reshape(table, [-1, 4])[:, 2::-1]
+    return tf.gather(table, tf.cast(indices[..., 0], tf.int32), name=_DECODE_OP)
+
+
 def _decode_bytes(data, channels):
     """Encoded image bytes (a string tensor) -> uint8 ``[H, W, channels]``, exactly as the
     folder datasets' pipelines decode their files (``channels`` 1 or 3).
@@ -1051,13 +1086,16 @@ def _decode_bytes(data, channels):
     # grey below.
     webp = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 4), "RIFF"),
                           tf.equal(tf.strings.substr(data, 8, 4), "WEBP"))
+    # An 8-bit BMP's colours are its colour table's (TensorFlow reads its indices as grey).
     if channels != 1:
         img = tf.cond(
             webp,
             lambda: tf.io.decode_image(data, channels=0, expand_animations=False,
                                        name=_DECODE_OP)[..., :3],
-            lambda: tf.io.decode_image(data, channels=channels, expand_animations=False,
-                                       name=_DECODE_OP))
+            lambda: tf.cond(_palette_bmp(data), lambda: _bmp_colours(data),
+                            lambda: tf.io.decode_image(data, channels=channels,
+                                                       expand_animations=False,
+                                                       name=_DECODE_OP)))
         img.set_shape([None, None, channels])
         return img
     # TensorFlow decodes GIF, BMP and WebP files to 3 or 4 channels only (channels=1 fails
@@ -1072,8 +1110,9 @@ def _decode_bytes(data, channels):
                    lambda: tf.constant(False))
 
     def grey_of_native():
-        native = tf.io.decode_image(data, channels=0, expand_animations=False,
-                                    name=_DECODE_OP)
+        native = tf.cond(_palette_bmp(data), lambda: _bmp_colours(data),
+                         lambda: tf.io.decode_image(data, channels=0, expand_animations=False,
+                                                    name=_DECODE_OP))
         return tf.cond(tf.shape(native)[-1] >= 3,
                        lambda: tf.image.rgb_to_grayscale(native[..., :3]),
                        lambda: native[..., :1])
@@ -1338,8 +1377,8 @@ def _classification_folder(root, name, split_dirs):
     def get(split, seed=None, to=channels):
         return decoded(*files[split], seed, to)
 
-    def stats_sample(to=channels):
-        return decoded(*(list(v) for v in zip(*sample)), to=to)
+    def stats_sample():
+        return decoded(*(list(v) for v in zip(*sample)))
 
     def counts(split):
         return _bincount(files[split][1], len(labels), name)
@@ -1643,10 +1682,10 @@ def _segmentation_folder(root, name, seg_roots, ignore=None):
         return ds.map(lambda p, m: (_decode(p, to), decode_mask(m)),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
-    def stats_sample(to=channels):   # images only, spread over the training split
+    def stats_sample():   # images only, spread over the training split
         paths = _path_tensor(_spread(image_paths, _STATS_IMAGES))
         return tf.data.Dataset.from_tensor_slices(paths).map(
-            lambda p: (_decode(p, to), 0), num_parallel_calls=tf.data.AUTOTUNE)
+            lambda p: (_decode(p, channels), 0), num_parallel_calls=tf.data.AUTOTUNE)
 
     sizes = {s: len(files[s]) for s in SPLITS}
     return _Source(name, "segmentation", labels, channels, (None, None, channels), tuple(hw),
@@ -1684,13 +1723,19 @@ def _source(name, data_dir=None, download=False, ignore_label=None) -> _Source:
 
 
 def _decoding_to(src: _Source, channels) -> dict:
-    """The keyword arguments of ``src.get`` and ``src.stats_sample`` for images of
-    ``channels`` channels: a folder's files decoded straight to them, as
-    :func:`zoo.serving.decode_image` decodes a file for ``zoo predict`` and ``zoo serve`` (a
-    colour file's grey is its decoder's), so that training, evaluation and serving see the
-    same pixels; other sources' images as stored, converted by :func:`resize_and_convert`.
-    (A colour JPEG turned grey by ``convert_channels`` differed from its decoder's grey by
-    up to 7.6 levels, where training used the one and serving the other.)"""
+    """The keyword arguments of ``src.get`` for :func:`load_raw`'s images of ``channels``
+    channels, the input channels of the export it feeds: a folder's files decoded straight
+    to them, as :func:`zoo.serving.decode_image` decodes a file for that export in ``zoo
+    predict`` and ``zoo serve`` (a colour file's grey is its decoder's); other sources'
+    images as stored, converted by :func:`convert_channels`.
+
+    The training pipelines and their statistics do not use it: they decode a folder's files
+    to the dataset's own channels (``src.channels``), which an export of the model takes
+    (its ``raw_shape``), and convert them to the model's channels with
+    :func:`resize_and_convert`, as the export's graph does. (Decoding them straight to the
+    model's grey trained on libjpeg's luma, up to 4 levels from the float luma of the colour
+    decode that the export's graph computes for ``zoo evaluate``, ``zoo predict`` and ``zoo
+    serve``.)"""
     return {"to": channels} if src.decodes_to and channels != src.channels else {}
 
 
@@ -1760,13 +1805,15 @@ def _stats(src: _Source, input_shape, max_images=None):
                 w = np.array([0.2989, 0.5870, 0.1140])
                 mean, std = np.array([w @ mean]), np.array([w @ std])
         return [float(v) for v in mean], [float(v) for v in std]
-    to = _decoding_to(src, c)
-    ds = (src.stats_sample(**to) if src.stats_sample is not None else src.get("train", **to))
+    ds = src.stats_sample() if src.stats_sample is not None else src.get("train")
     ds = ds.take(max_images or _STATS_IMAGES).map(lambda x, y: resize_and_convert(x, input_shape))
     total = np.zeros(c)
     total_sq = np.zeros(c)
     count = 0
-    with tf_errors_as(lambda exc: _decode_failure(exc, src.name)):
+    from zoo.startlog import command_line_filter
+    # (TensorFlow's once-per-process note of uint8 ops falling back from oneDNN comes here,
+    # where a colour folder is measured in grey)
+    with tf_errors_as(lambda exc: _decode_failure(exc, src.name)), command_line_filter():
         for img in ds.batch(64).as_numpy_iterator():
             pix = img.reshape(-1, c).astype("float64")
             total += pix.sum(0)
@@ -1850,7 +1897,6 @@ def _pipeline(src: _Source, info: DatasetInfo, split, *, batch_size, augment, se
               autotune=True):
     shape = info.input_shape
     seg = info.task == "segmentation"
-    to = _decoding_to(src, shape[2])
 
     def convert(x, y):
         x = resize_and_convert(x, shape)
@@ -1859,17 +1905,17 @@ def _pipeline(src: _Source, info: DatasetInfo, split, *, batch_size, augment, se
         return x, tf.cast(y, tf.int32)
 
     if src.small:
-        ds = src.get(split, **to).map(convert, num_parallel_calls=tf.data.AUTOTUNE).cache()
+        ds = src.get(split).map(convert, num_parallel_calls=tf.data.AUTOTUNE).cache()
         if shuffle:
             n = src.sizes.get(split, 2048)
             ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     else:
         if shuffle and src.shuffles_files:
-            ds = src.get(split, seed, **to)
+            ds = src.get(split, seed)
         elif shuffle:
-            ds = src.get(split, **to).shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+            ds = src.get(split).shuffle(4096, seed=seed, reshuffle_each_iteration=True)
         else:
-            ds = src.get(split, **to)
+            ds = src.get(split)
         ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
     if augment:

@@ -30,8 +30,9 @@ DT_HALF only on platforms with AVX-512. Falling back to the default Eigen-based
 implementation if present.`` the first time a process runs float16 ops: a note, at ERROR
 level, that Eigen's kernels run them (the results are right). The command lines run their
 first float16 ops (a float16 export, a float16 model served on TensorFlow) in the filter
-(:func:`command_line_filter`), which drops it below the level as it drops warnings; the
-filter drops the same note of any other type (``DT_UINT8``) as well.
+(:func:`command_line_filter`), which drops it below the level as it drops warnings. The same
+note for ``DT_UINT8`` comes from the uint8 ops of a dataset's first pass over its images
+(the statistics of a colour folder read in grey): that pass runs in the filter too.
 """
 
 from __future__ import annotations

@@ -1807,6 +1807,11 @@ def test_cli_quiet_is_verbose_0_and_ctrl_c_says_how_to_resume(tmp_path, capsys, 
         f"resumes the search in {project} (the interrupted trial runs again)",
         "zoo: interrupted"]
     calls.pop()
+    # --verbose 1 asks for progress bars, which Keras redraws with carriage returns: in a
+    # file or a pipe (here, capsys) the trials print one line per epoch instead.
+    assert main(["tune", "lenet5", "--verbose", "1", "--directory", runs]) == 130
+    assert calls.pop()["verbose"] == 2
+    capsys.readouterr()
     # --max-trials and --epochs are refused by their own names, before any search.
     for flag in ("--max-trials", "--epochs"):
         assert main(["tune", "lenet5", flag, "0", "--directory", runs]) == 2

@@ -34,7 +34,7 @@ import warnings
 from zoo.common import (MAX_NAME_BYTES, atomic_write, atomic_write_text, check_bool,
                          check_callbacks, check_directory_target, check_ignore_label,
                          check_path, check_seed, check_verbose, dataset_source, is_digits,
-                         is_integer, remove_path, require_tensorflow_backend)
+                         is_integer, progress_verbose, remove_path, require_tensorflow_backend)
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -1690,8 +1690,8 @@ def configure_tune(parser):
             raise ValueError(f"--export-dir {args.export_dir} goes with --export")
         if not args.lite and not args.export:
             raise ValueError("--no-lite goes with --export")
-        if args.quiet:
-            args.verbose = 0
+        # (progress bars on a terminal only: one line per epoch in a file or a pipe)
+        args.verbose = 0 if args.quiet else progress_verbose(args.verbose)
         # Checked here too, before a local cluster's processes start.
         check_seed(args.seed)
         if args.project is not None:

@@ -1657,7 +1657,8 @@ def configure_tune(parser):
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
                         help="0 no progress output (the default), 1 keras-tuner's trial "
-                        "display and progress bars, 2 one line per epoch")
+                        "display and progress bars (one line per epoch where the output is "
+                        "no terminal), 2 one line per epoch")
     output.add_argument("--quiet", action="store_true",
                         help="no progress output, as zoo train --quiet (the same as "
                         "--verbose 0)")

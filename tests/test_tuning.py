@@ -1510,6 +1510,26 @@ def test_a_reloaded_search_does_not_run_an_ended_trial_again(tiny, tmp_path, fin
     assert state["end_order"] == ["0", "1"] and state["run_times"] == {"0": 1, "1": 1}
 
 
+def test_a_search_killed_as_it_made_a_trial_makes_it_again(tiny, tmp_path, finished):
+    # keras-tuner writes a new trial's trial.json, then oracle.json: killed between the
+    # two (SIGKILL), the search left a trial oracle.json never started, which its reloaded
+    # oracle counted as made: resumed with one trial more to run, it ran none and ended
+    # with that trial RUNNING.
+    kwargs = dict(directory=str(tmp_path), project="f", **{**FINISHED, "max_trials": 3})
+    project = tmp_path / "f"
+    made = json.loads((project / "trial_1" / "trial.json").read_text())
+    (project / "trial_2").mkdir()
+    (project / "trial_2" / "trial.json").write_text(json.dumps(
+        {**made, "trial_id": "2", "metrics": {"metrics": {}}, "score": None,
+         "best_step": 0, "status": "RUNNING"}))
+    _CountFits.fits.clear()
+    df = search("lenet5", tiny, callbacks=[_CountFits()], **kwargs)
+    assert len(_CountFits.fits) == 1                     # the third trial, made again
+    assert list(df["status"]) == ["COMPLETED"] * 3
+    assert df.loc[2, "lr"] not in list(finished["lr"])   # the lr still to try
+    assert json.loads((project / "oracle.json").read_text())["end_order"] == ["0", "1", "2"]
+
+
 def test_a_resumed_grid_search_goes_on_through_its_grid(tmp_path):
     # keras-tuner's grid oracle keeps where it is in the grid in memory only: reloaded, a
     # finished grid search given more max_trials ran nothing more, and an interrupted one

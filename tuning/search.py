@@ -347,6 +347,7 @@ def _tuner_class(name):
             else:       # the project of another tuner id: the tuner's own state is empty
                 self.oracle.reload()
             oracle = self.oracle
+            _forget_unstarted(oracle)
             ended = set(oracle.end_order)
             oracle._retry_queue = [t for t in oracle._retry_queue if t not in ended]
             _restore_grid(oracle)
@@ -369,6 +370,20 @@ def _tuner_class(name):
 
     ZooTuner.__name__ = f"Zoo{base.__name__}"
     return ZooTuner
+
+
+def _forget_unstarted(oracle):
+    """Drop the trials of a reloaded ``oracle`` that its ``oracle.json`` never started.
+    keras-tuner writes a new trial's ``trial.json``, then ``oracle.json``: a search killed
+    between the two (SIGKILL, out of memory) left a trial that the reloaded oracle counted
+    but had not started, so the resumed search ended one trial short, that trial
+    ``RUNNING`` for good. Dropped, with its directory (its ``trial.json`` alone), it is made
+    again, as it was: the oracle's random state is ``oracle.json``'s, from before it."""
+    started = set(oracle.start_order)
+    for trial_id in [t for t in oracle.trials if t not in started]:
+        del oracle.trials[trial_id]
+        shutil.rmtree(os.path.join(oracle._project_dir, f"trial_{trial_id}"),
+                      ignore_errors=True)
 
 
 def _restore_grid(oracle):

@@ -1361,9 +1361,13 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             # Its workers have stopped: the oracle's state without the trials it last let go.
             kt_tuner.save()
 
-        best = _best(kt_tuner, df, splits, hypermodel, export=export, export_dir=export_dir,
-                     export_name=export_name, export_lite=export_lite, objective=name,
-                     pooled=pooled, seed=seed)
+        try:
+            best = _best(kt_tuner, df, splits, hypermodel, export=export,
+                         export_dir=export_dir, export_name=export_name,
+                         export_lite=export_lite, objective=name, pooled=pooled, seed=seed)
+        except KeyboardInterrupt as exc:
+            exc.zoo_trials_done = True   # (zoo tune's line: no trial was interrupted)
+            raise
         _write_json(os.path.join(kt_tuner.project_dir, "best.json"), best)
         df.attrs["best"] = best
         df.attrs["project_dir"] = kt_tuner.project_dir
@@ -1760,7 +1764,8 @@ def configure_tune(parser):
             if os.environ.get(_CLUSTER_MEMBER):    # stopped by its --workers command,
                 from zoo.cli import signal_exit_code   # which speaks for the cluster
                 raise SystemExit(signal_exit_code(exc)) from None
-            print(_stopped_line(args, dataset), file=sys.stderr)
+            print(_stopped_line(args, dataset, getattr(exc, "zoo_trials_done", False)),
+                  file=sys.stderr)
             raise
         if df is None:
             print(f"worker {args.worker_id}: done")
@@ -1772,8 +1777,9 @@ def configure_tune(parser):
     return run
 
 
-def _stopped_line(args, dataset):
-    """What a Ctrl-C left: the trials completed so far and the command that goes on."""
+def _stopped_line(args, dataset, trials_done=False):
+    """What a Ctrl-C left: the trials completed so far and the command that goes on
+    (``trials_done``: stopped after the search's trials, testing or exporting the best)."""
     if args.worker:
         if not _JOINED:
             return (f"zoo tune: worker {args.worker_id} stopped before the chief at "
@@ -1794,8 +1800,13 @@ def _stopped_line(args, dataset):
         return "zoo tune: stopped before the search began"
     # (run again, --overwrite would start the search afresh)
     again = "the same command without --overwrite" if args.overwrite else "the same command"
-    return (f"zoo tune: stopped with {done} trial{'' if done == 1 else 's'} completed; {again} "
-            f"resumes the search in {project_dir} (the interrupted trial runs again)")
+    trials = f"{done} trial{'' if done == 1 else 's'} completed"
+    if trials_done:   # (it said the interrupted trial would run again)
+        return (f"zoo tune: stopped after the search's trials ({trials}), while testing or "
+                f"exporting the best; {again} finishes the search in {project_dir} with no "
+                f"trial run again")
+    return (f"zoo tune: stopped with {trials}; {again} resumes the search in {project_dir} "
+            f"(the interrupted trial runs again)")
 
 
 def _text(df):

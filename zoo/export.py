@@ -1365,9 +1365,9 @@ def _run_files(path):
     if os.path.isdir(path):
         keras_file = os.path.join(path, "model.keras")
         if not os.path.isfile(keras_file):
-            raise FileNotFoundError(f"{path} is no finished training run: it has no model.keras. "
-                                    "Pass a run directory (model.keras + info.json) or a "
-                                    ".keras file." + not_a_run_hint(path))
+            raise FileNotFoundError(f"{path} is no finished training run: it has no "
+                                    "model.keras. Pass a run directory (model.keras + "
+                                    "info.json) or a .keras file." + not_a_run_hint(path))
         if not os.path.isfile(os.path.join(path, "info.json")):
             # Without it the export would know no normalisation, labels or dataset.
             raise FileNotFoundError(

@@ -230,7 +230,9 @@ def not_a_run_hint(path) -> str:
                    f"from ({source})."
         return f" It is {what}, which holds no Keras model: give the run directory or " \
                f".keras file it was exported from."
-    if os.path.isdir(os.path.join(path, "backup")):   # (zoo.train's, while a run is unfinished)
+    # zoo.train's run state, kept in backup/ while a run is unfinished (a folder of one's
+    # own named backup is no run)
+    if os.path.isfile(os.path.join(path, "backup", "zoo_run.json")):
         return (f" It is a zoo train run that has not finished (it keeps backup/ until it "
                 f"does), so it has no model yet: the zoo train command that started it, "
                 f"with --run-dir {path}, resumes it if it was stopped.")

@@ -192,6 +192,11 @@ def test_a_directory_that_is_no_run_is_named_with_what_to_give_instead(tmp_path,
     (tmp_path / "tune" / "p" / "trial_0").mkdir(parents=True)
     (tmp_path / "tune" / "p" / "search.json").write_text("{}")
     (tmp_path / "tune" / "p" / "trial_0" / "trial.json").write_text("{}")
+    # A zoo train run stopped before it ended (Ctrl-C) was "not a training run".
+    (tmp_path / "runs" / "stopped" / "backup").mkdir(parents=True)
+    (tmp_path / "runs" / "stopped" / "backup" / "zoo_run.json").write_text("{}")
+    (tmp_path / "runs" / "stopped" / "history.csv").write_text("epoch,loss\n0,0.5\n")
+    (tmp_path / "mine" / "backup").mkdir(parents=True)      # a folder of one's own: no hint
     saved = "holds no Keras model: give the run "
     tune = ("whose trials keep weights only: the same zoo tune command with --export "
             "exports the best trial's model (best.json names it).")
@@ -203,13 +208,17 @@ def test_a_directory_that_is_no_run_is_named_with_what_to_give_instead(tmp_path,
                            f"which {saved}directory or .keras file it was exported from."),
             ("saved/pets/2", f"It is an exported SavedModel, which {saved}directory or .keras "
                              f"file it was exported from."),
+            ("runs/stopped", "It is a zoo train run that has not finished (it keeps "
+                             "backup/ until it does), so it has no model yet: the zoo train "
+                             "command that started it, with --run-dir runs/stopped, resumes "
+                             "it if it was stopped."),
             ("tune/p", f"It is a zoo tune search, {tune}"),
             ("tune/p/trial_0", f"It is a trial of a zoo tune search, {tune}")]:
         for command, error in (("summary", "is a directory without model.keras: expected a "
                                            "run directory or a .keras file."),
                                ("table", "is a directory without model.keras: expected a "
                                          "run directory or a .keras file."),
-                               ("export", "is not a training run: it has no model.keras. "
+                               ("export", "is no finished training run: it has no model.keras. "
                                           "Pass a run directory (model.keras + info.json) "
                                           "or a .keras file.")):
             assert main([command, path]) == 2
@@ -221,6 +230,10 @@ def test_a_directory_that_is_no_run_is_named_with_what_to_give_instead(tmp_path,
             f"zoo: error: pretrained_classifier: {path} is a directory without model.keras: "
             f"weights must be 'imagenet', a weights file or a run directory. Received: "
             f"weights={path!r}. {hint}"], path
+    assert main(["export", "mine"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "zoo: error: mine is no finished training run: it has no model.keras. Pass a run "
+        "directory (model.keras + info.json) or a .keras file."]
     # A directory named as a bare word is read as a model name: the error says how to
     # give it as a path.
     assert main(["summary", "runs"]) == 2

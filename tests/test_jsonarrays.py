@@ -359,6 +359,24 @@ def test_split_parser_replaces_a_dead_worker_and_stops_on_close():
     assert s.parse(body_of(x)) is None and s._pool == []
 
 
+def test_a_worker_leaves_a_ctrl_c_to_the_server():
+    """A Ctrl-C at the terminal reaches the server's whole process group: each worker
+    printed a KeyboardInterrupt traceback and died as zoo serve shut down. It goes on
+    until the server closes it."""
+    import signal
+    s = ja.SplitParser(1, min_bytes=0)
+    try:
+        x = pixels(5, seed=8)
+        assert np.array_equal(s.parse(body_of(x))[1], x)   # the worker is in its loop
+        (worker,) = s._pool
+        os.kill(worker.process.pid, signal.SIGINT)
+        assert np.array_equal(s.parse(body_of(x))[1], x)   # answered by the same worker
+        assert s._pool == [worker] and worker.process.is_alive()
+    finally:
+        s.close()
+    assert worker.process.exitcode == 0
+
+
 def test_a_worker_failing_mid_body_takes_the_unanswered_one_down_too():
     """The second worker dead when a body is sent: the first already holds its part, and
     its answer, never read, would be read as the answer to its next part -- it is stopped

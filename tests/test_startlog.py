@@ -372,3 +372,36 @@ def test_the_filter_passes_each_line_on_at_once():
 
     startlog._filter_lines(2, source(), io.BufferedWriter(Raw()))
     assert b"".join(written) == b"kept\nalso kept\n"
+
+
+def test_a_ctrl_c_at_the_terminal_leaves_the_filter_to_its_command(tmp_path):
+    """A Ctrl-C reaches the command's whole process group, the filter too: during
+    TensorFlow's import (the first seconds of every command) it printed a KeyboardInterrupt
+    traceback and dropped the command's lines after it. It ends when the command is done."""
+    import signal
+    script = tmp_path / "cmd.py"
+    script.write_text(textwrap.dedent("""
+        import os, signal, sys
+        from zoo import startlog
+        # The command handles its own (a handler, not SIG_IGN, which the filter would
+        # inherit): its clean-up closes the filter's pipe.
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
+        with startlog.filtered_stderr(2):
+            os.write(2, b"through the filter\\n")
+            sys.stdin.readline()                        # the Ctrl-C comes meanwhile
+            os.write(2, b"I0000 00:00:1.0 1 a.cc:1] hidden\\nafter the Ctrl-C\\n")
+        print("done", flush=True)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True,   # a group of its own, as a shell's job
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    try:
+        # The first line came through the filter: it is in its loop.
+        assert proc.stderr.readline() == b"through the filter\n"
+        os.killpg(proc.pid, signal.SIGINT)             # the terminal's Ctrl-C
+        out, err = proc.communicate(b"go\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (proc.returncode, out, err) == (0, b"done\n", b"after the Ctrl-C\n")

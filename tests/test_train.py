@@ -2219,6 +2219,64 @@ def test_zoo_train_interrupted_says_how_to_resume(tmp_path, capsys, monkeypatch,
     assert list(pd.read_csv(run / "history.csv")["epoch"]) == [0, 1]
 
 
+@pytest.mark.parametrize("stop,code,line", [
+    (KeyboardInterrupt, 130, "zoo: interrupted"),
+    (lambda: OSError(28, "No space left on device"), 1,
+     "zoo: error: [Errno 28] No space left on device")])
+def test_zoo_train_export_stopped_says_how_to_export_the_trained_run(tmp_path, capsys,
+                                                                     monkeypatch, stop, code,
+                                                                     line):
+    """Ctrl-C (or a failure) in zoo train --export's export, after the run was trained and
+    saved, said only `zoo: interrupted`; the same command then trained the run again, as
+    it starts a new run in a finished run's directory."""
+    import shlex
+    from zoo import export as zexport
+    export_run = zexport.export_run
+
+    def stopped(*args, **kwargs):
+        raise stop()
+
+    monkeypatch.setattr(zexport, "export_run", stopped)
+    run, base = tmp_path / "run", tmp_path / "models"
+    argv = ["train", "lenet5", "--epochs", "1", "--batch-size", "128", "--run-dir", str(run),
+            "--quiet", "--mixed-precision", "off", "--export", "--base-dir", str(base),
+            "--export-precision", "float16", "--no-lite"]
+    assert zoo_main(argv) == code
+    out, err = capsys.readouterr()
+    assert out.startswith("lenet5 on digits: test accuracy ") and out.endswith(
+        f"run dir {run}\n"), out
+    command = (f"zoo export {shlex.quote(str(run))} --base-dir {shlex.quote(str(base))} "
+               f"--name lenet5 --precision float16 --no-lite")
+    assert err.splitlines() == [f"zoo train: the export stopped; the run is trained and "
+                                f"saved, and {command} exports it (the same command would "
+                                f"train it again)", line]
+    if code == 130:   # the command named exports the trained run
+        monkeypatch.setattr(zexport, "export_run", export_run)
+        assert zoo_main(shlex.split(command)[1:]) == 0
+        assert (base / "lenet5" / "1" / "saved_model.pb").is_file()
+
+
+def test_zoo_train_prints_one_line_per_epoch_off_a_terminal(tmp_path, capsys):
+    """Keras redraws its progress bar with backspaces and carriage returns wherever the
+    posix module is loaded, a terminal or not: `zoo train > log` held every redraw."""
+    from zoo.common import progress_verbose
+    assert zoo_main(["train", "lenet5", "--epochs", "2", "--batch-size", "128", "--run-dir",
+                     str(tmp_path / "run"), "--mixed-precision", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "\r" not in out and "\b" not in out and "\x1b[" not in out, repr(out[:300])
+    lines = out.splitlines()
+    assert [lines[0], lines[2]] == ["Epoch 1/2", "Epoch 2/2"] and len(lines) == 5, lines
+    assert all(re.match(r"^10/10 - \d+s - .* - val_loss: ", lines[i]) for i in (1, 3)), lines
+    assert lines[4].startswith("lenet5 on digits: test accuracy ")
+    # On a terminal the bars stay; 0 and 2 stay as they were asked for.
+    import pty
+    leader, follower = pty.openpty()
+    with open(follower, "w") as terminal, open(tmp_path / "log", "w") as log:
+        assert [progress_verbose(v, terminal) for v in (0, 1, 2)] == [0, 1, 2]
+        assert [progress_verbose(v, log) for v in (0, 1, 2)] == [0, 2, 2]
+    os.close(leader)
+
+
 # --- loading a saved model in a fresh process ---------------------------------------------
 
 def test_zoo_load_model_reads_a_run_in_a_fresh_process(tmp_path):

@@ -1510,6 +1510,41 @@ def test_a_reloaded_search_does_not_run_an_ended_trial_again(tiny, tmp_path, fin
     assert state["end_order"] == ["0", "1"] and state["run_times"] == {"0": 1, "1": 1}
 
 
+def test_a_search_stopped_after_its_trials_says_so(tiny, tmp_path, finished, monkeypatch):
+    # Ctrl-C while the best trial was tested or exported: zoo tune said the interrupted
+    # trial would run again.
+    import importlib
+    module = importlib.import_module("tuning.search")   # (tuning.search is the function)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "_best", stopped)
+    with pytest.raises(KeyboardInterrupt) as info:
+        search("lenet5", tiny, directory=str(tmp_path), project="f", **FINISHED)
+    assert info.value.zoo_trials_done is True
+
+
+def test_a_search_killed_as_it_made_a_trial_makes_it_again(tiny, tmp_path, finished):
+    # keras-tuner writes a new trial's trial.json, then oracle.json: killed between the
+    # two (SIGKILL), the search left a trial oracle.json never started, which its reloaded
+    # oracle counted as made: resumed with one trial more to run, it ran none and ended
+    # with that trial RUNNING.
+    kwargs = dict(directory=str(tmp_path), project="f", **{**FINISHED, "max_trials": 3})
+    project = tmp_path / "f"
+    made = json.loads((project / "trial_1" / "trial.json").read_text())
+    (project / "trial_2").mkdir()
+    (project / "trial_2" / "trial.json").write_text(json.dumps(
+        {**made, "trial_id": "2", "metrics": {"metrics": {}}, "score": None,
+         "best_step": 0, "status": "RUNNING"}))
+    _CountFits.fits.clear()
+    df = search("lenet5", tiny, callbacks=[_CountFits()], **kwargs)
+    assert len(_CountFits.fits) == 1                     # the third trial, made again
+    assert list(df["status"]) == ["COMPLETED"] * 3
+    assert df.loc[2, "lr"] not in list(finished["lr"])   # the lr still to try
+    assert json.loads((project / "oracle.json").read_text())["end_order"] == ["0", "1", "2"]
+
+
 def test_a_resumed_grid_search_goes_on_through_its_grid(tmp_path):
     # keras-tuner's grid oracle keeps where it is in the grid in memory only: reloaded, a
     # finished grid search given more max_trials ran nothing more, and an interrupted one
@@ -1807,6 +1842,25 @@ def test_cli_quiet_is_verbose_0_and_ctrl_c_says_how_to_resume(tmp_path, capsys, 
         f"resumes the search in {project} (the interrupted trial runs again)",
         "zoo: interrupted"]
     calls.pop()
+    # Stopped after its trials, testing or exporting the best: no trial runs again.
+    done = KeyboardInterrupt()
+    done.zoo_trials_done = True
+
+    def stopped_after_its_trials(model, dataset, **kwargs):
+        raise done
+
+    monkeypatch.setattr(module, "search", stopped_after_its_trials)
+    assert main(["tune", "lenet5", "--tuner", "random", "--directory", runs]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        f"zoo tune: stopped after the search's trials (1 trial completed), while testing or "
+        f"exporting the best; the same command finishes the search in {project} with no "
+        f"trial run again", "zoo: interrupted"]
+    monkeypatch.setattr(module, "search", interrupted)
+    # --verbose 1 asks for progress bars, which Keras redraws with carriage returns: in a
+    # file or a pipe (here, capsys) the trials print one line per epoch instead.
+    assert main(["tune", "lenet5", "--verbose", "1", "--directory", runs]) == 130
+    assert calls.pop()["verbose"] == 2
+    capsys.readouterr()
     # --max-trials and --epochs are refused by their own names, before any search.
     for flag in ("--max-trials", "--epochs"):
         assert main(["tune", "lenet5", flag, "0", "--directory", runs]) == 2

@@ -34,7 +34,7 @@ import warnings
 from zoo.common import (MAX_NAME_BYTES, atomic_write, atomic_write_text, check_bool,
                          check_callbacks, check_directory_target, check_ignore_label,
                          check_path, check_seed, check_verbose, dataset_source, is_digits,
-                         is_integer, remove_path, require_tensorflow_backend)
+                         is_integer, progress_verbose, remove_path, require_tensorflow_backend)
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -347,6 +347,7 @@ def _tuner_class(name):
             else:       # the project of another tuner id: the tuner's own state is empty
                 self.oracle.reload()
             oracle = self.oracle
+            _forget_unstarted(oracle)
             ended = set(oracle.end_order)
             oracle._retry_queue = [t for t in oracle._retry_queue if t not in ended]
             _restore_grid(oracle)
@@ -369,6 +370,20 @@ def _tuner_class(name):
 
     ZooTuner.__name__ = f"Zoo{base.__name__}"
     return ZooTuner
+
+
+def _forget_unstarted(oracle):
+    """Drop the trials of a reloaded ``oracle`` that its ``oracle.json`` never started.
+    keras-tuner writes a new trial's ``trial.json``, then ``oracle.json``: a search killed
+    between the two (SIGKILL, out of memory) left a trial that the reloaded oracle counted
+    but had not started, so the resumed search ended one trial short, that trial
+    ``RUNNING`` for good. Dropped, with its directory (its ``trial.json`` alone), it is made
+    again, as it was: the oracle's random state is ``oracle.json``'s, from before it."""
+    started = set(oracle.start_order)
+    for trial_id in [t for t in oracle.trials if t not in started]:
+        del oracle.trials[trial_id]
+        shutil.rmtree(os.path.join(oracle._project_dir, f"trial_{trial_id}"),
+                      ignore_errors=True)
 
 
 def _restore_grid(oracle):
@@ -1346,9 +1361,13 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
             # Its workers have stopped: the oracle's state without the trials it last let go.
             kt_tuner.save()
 
-        best = _best(kt_tuner, df, splits, hypermodel, export=export, export_dir=export_dir,
-                     export_name=export_name, export_lite=export_lite, objective=name,
-                     pooled=pooled, seed=seed)
+        try:
+            best = _best(kt_tuner, df, splits, hypermodel, export=export,
+                         export_dir=export_dir, export_name=export_name,
+                         export_lite=export_lite, objective=name, pooled=pooled, seed=seed)
+        except KeyboardInterrupt as exc:
+            exc.zoo_trials_done = True   # (zoo tune's line: no trial was interrupted)
+            raise
         _write_json(os.path.join(kt_tuner.project_dir, "best.json"), best)
         df.attrs["best"] = best
         df.attrs["project_dir"] = kt_tuner.project_dir
@@ -1657,7 +1676,8 @@ def configure_tune(parser):
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
                         help="0 no progress output (the default), 1 keras-tuner's trial "
-                        "display and progress bars, 2 one line per epoch")
+                        "display and progress bars (one line per epoch where the output is "
+                        "no terminal), 2 one line per epoch")
     output.add_argument("--quiet", action="store_true",
                         help="no progress output, as zoo train --quiet (the same as "
                         "--verbose 0)")
@@ -1690,8 +1710,8 @@ def configure_tune(parser):
             raise ValueError(f"--export-dir {args.export_dir} goes with --export")
         if not args.lite and not args.export:
             raise ValueError("--no-lite goes with --export")
-        if args.quiet:
-            args.verbose = 0
+        # (progress bars on a terminal only: one line per epoch in a file or a pipe)
+        args.verbose = 0 if args.quiet else progress_verbose(args.verbose)
         # Checked here too, before a local cluster's processes start.
         check_seed(args.seed)
         if args.project is not None:
@@ -1744,7 +1764,8 @@ def configure_tune(parser):
             if os.environ.get(_CLUSTER_MEMBER):    # stopped by its --workers command,
                 from zoo.cli import signal_exit_code   # which speaks for the cluster
                 raise SystemExit(signal_exit_code(exc)) from None
-            print(_stopped_line(args, dataset), file=sys.stderr)
+            print(_stopped_line(args, dataset, getattr(exc, "zoo_trials_done", False)),
+                  file=sys.stderr)
             raise
         if df is None:
             print(f"worker {args.worker_id}: done")
@@ -1756,8 +1777,9 @@ def configure_tune(parser):
     return run
 
 
-def _stopped_line(args, dataset):
-    """What a Ctrl-C left: the trials completed so far and the command that goes on."""
+def _stopped_line(args, dataset, trials_done=False):
+    """What a Ctrl-C left: the trials completed so far and the command that goes on
+    (``trials_done``: stopped after the search's trials, testing or exporting the best)."""
     if args.worker:
         if not _JOINED:
             return (f"zoo tune: worker {args.worker_id} stopped before the chief at "
@@ -1778,8 +1800,13 @@ def _stopped_line(args, dataset):
         return "zoo tune: stopped before the search began"
     # (run again, --overwrite would start the search afresh)
     again = "the same command without --overwrite" if args.overwrite else "the same command"
-    return (f"zoo tune: stopped with {done} trial{'' if done == 1 else 's'} completed; {again} "
-            f"resumes the search in {project_dir} (the interrupted trial runs again)")
+    trials = f"{done} trial{'' if done == 1 else 's'} completed"
+    if trials_done:   # (it said the interrupted trial would run again)
+        return (f"zoo tune: stopped after the search's trials ({trials}), while testing or "
+                f"exporting the best; {again} finishes the search in {project_dir} with no "
+                f"trial run again")
+    return (f"zoo tune: stopped with {trials}; {again} resumes the search in {project_dir} "
+            f"(the interrupted trial runs again)")
 
 
 def _text(df):

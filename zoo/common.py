@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import sys
 from collections.abc import Mapping
 from typing import Iterable, Optional, Sequence
 
@@ -485,6 +486,22 @@ def check_verbose(verbose) -> None:
     if isinstance(verbose, (bool, np.bool_)) or verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0 (silent), 1 (progress bars) or 2 (one line per "
                          f"epoch). Received: verbose={clip_text(repr(verbose))}")
+
+
+def progress_verbose(verbose: int, stream=None) -> int:
+    """The Keras verbosity a command asked for ``verbose`` (0, 1, 2) runs with: 1, progress
+    bars redrawn in place, only where ``stream`` (standard output) is a terminal, and 2,
+    one line per epoch, where it is a file or a pipe (``zoo train ... > log``). Keras
+    redraws its bars with backspaces and carriage returns wherever it runs on a POSIX
+    system (it takes the ``posix`` module being loaded for a terminal), so a log held each
+    epoch's bar several times over, with its colour codes."""
+    stream = sys.stdout if stream is None else stream
+    if verbose != 1:
+        return verbose
+    try:
+        return 1 if stream.isatty() else 2
+    except (AttributeError, ValueError):   # no isatty, or a closed stream
+        return 2
 
 
 def check_path(owner: str, name: str, value, what: str) -> str:

@@ -206,8 +206,9 @@ def print_changed_classes_note(version_dir, command) -> None:
 def not_a_run_hint(path) -> str:
     """What a directory without ``model.keras`` is, where it is one the zoo writes, and what
     to give instead: ``" It is an exported SavedModel ...: give the run it was exported
-    from (runs/pets)."``, a model directory of exports, a ``zoo tune`` search or one of its
-    trials; ``""`` for any other directory. Appended to the errors of the commands that
+    from (runs/pets)."``, a model directory of exports, a ``zoo train`` run not finished
+    (stopped, or training now), a ``zoo tune`` search or one of its trials; ``""`` for any
+    other directory. Appended to the errors of the commands that
     read a run directory (``zoo export``, ``zoo summary``, ``zoo table``, ``zoo train
     --weights``)."""
     path = os.fspath(path)
@@ -229,6 +230,12 @@ def not_a_run_hint(path) -> str:
                    f"from ({source})."
         return f" It is {what}, which holds no Keras model: give the run directory or " \
                f".keras file it was exported from."
+    # zoo.train's run state, kept in backup/ while a run is unfinished (a folder of one's
+    # own named backup is no run)
+    if os.path.isfile(os.path.join(path, "backup", "zoo_run.json")):
+        return (f" It is a zoo train run that has not finished (it keeps backup/ until it "
+                f"does), so it has no model yet: the zoo train command that started it, "
+                f"with --run-dir {path}, resumes it if it was stopped.")
     search_dir = path if os.path.isfile(os.path.join(path, "search.json")) else None
     if search_dir is None and os.path.isfile(os.path.join(path, "trial.json")):
         parent = os.path.dirname(os.path.abspath(path))
@@ -1360,9 +1367,9 @@ def _run_files(path):
     if os.path.isdir(path):
         keras_file = os.path.join(path, "model.keras")
         if not os.path.isfile(keras_file):
-            raise FileNotFoundError(f"{path} is not a training run: it has no model.keras. "
-                                    "Pass a run directory (model.keras + info.json) or a "
-                                    ".keras file." + not_a_run_hint(path))
+            raise FileNotFoundError(f"{path} is no finished training run: it has no "
+                                    "model.keras. Pass a run directory (model.keras + "
+                                    "info.json) or a .keras file." + not_a_run_hint(path))
         if not os.path.isfile(os.path.join(path, "info.json")):
             # Without it the export would know no normalisation, labels or dataset.
             raise FileNotFoundError(

@@ -21,6 +21,7 @@ import mmap
 import multiprocessing
 import os
 import re
+import signal
 import tempfile
 import threading
 from typing import Optional
@@ -301,7 +302,10 @@ def _worker(conn) -> None:
     when a path is given). The answer goes into the buffer after the run (from the next
     multiple of 64 bytes), and the message back is its dtype and shape -- or empty when the
     run is not a regular numeric array. An empty message, or the server's end of the pipe
-    closing, stops the worker."""
+    closing, stops the worker. A Ctrl-C at the terminal, which reaches the server's whole
+    process group, is left to the server, which stops its workers: it printed a
+    KeyboardInterrupt traceback of each worker as ``zoo serve`` shut down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     buffer = None
     while True:
         try:

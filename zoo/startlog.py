@@ -37,6 +37,14 @@ note for ``DT_UINT8`` comes from the uint8 ops of a dataset's first pass over it
 
 from __future__ import annotations
 
+if __name__ == "__main__":   # the filter process of filtered_stderr, before its imports:
+    # a Ctrl-C at the terminal reaches the command's whole process group, this process too,
+    # which printed a KeyboardInterrupt traceback (in the ~6 s of TensorFlow's import that
+    # every command begins with) and stopped passing the command's lines on. It ends when
+    # the command closes its end of the pipe, or dies.
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
 import contextlib
 import importlib.abc
 import importlib.machinery

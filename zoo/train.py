@@ -42,8 +42,9 @@ from zoo.common import (ADAMW_WEIGHT_DECAY, AUX_LOSS_WEIGHT, LR_SCHEDULES, MIXED
                          OPTIMIZERS, PLATEAU_FACTOR, PLATEAU_LOWEST, PLATEAU_PATIENCE, TASKS,
                          as_list, atomic_write, atomic_write_text, check_bool, check_callbacks,
                          check_ignore_label, check_jit_compile, check_run_dir, check_seed,
-                         check_verbose, fsync_path, is_digits,
-                         is_integer, received_text, remove_path, require_tensorflow_backend)
+                         check_verbose, fsync_path, is_digits, is_integer,
+                         progress_verbose, received_text, remove_path,
+                         require_tensorflow_backend)
 from zoo.train_cli import (check_counts, check_export_options, check_monitor_option,
                            configure_train, export_base_dir, with_aux_logits)
 
@@ -3493,6 +3494,18 @@ def _precheck_pretrained(model_name, weights, freeze_backbone, imagenet_input, m
         _refuse_unpublished_imagenet(backbone)
 
 
+def _export_command(run_dir, base_dir, name, precision, lite) -> str:
+    """The ``zoo export`` command line that exports ``run_dir`` as ``zoo train --export``
+    with these settings does."""
+    import shlex
+    words = ["zoo", "export", run_dir, "--base-dir", base_dir, "--name", name]
+    if precision != "float32":
+        words += ["--precision", precision]
+    if not lite:
+        words.append("--no-lite")
+    return shlex.join(words)
+
+
 def train_command(args) -> int:
     """``zoo train``'s work once :func:`zoo.train_cli.configure_train` has parsed its
     options: the checks, the data, the model, :func:`fit`, the export asked for and the
@@ -3578,7 +3591,7 @@ def _train_command(args):
                           mixed_precision=args.mixed_precision,
                           early_stopping=early_stopping,
                           patience=patience if early_stopping else None,
-                          seed=args.seed, verbose=0 if args.quiet else 1,
+                          seed=args.seed, verbose=0 if args.quiet else progress_verbose(1),
                           model_name=args.model, model_args=model_args,
                           lr_schedule=lr_schedule,
                           deterministic=args.deterministic, class_weight=class_weight,
@@ -3610,10 +3623,18 @@ def _train_command(args):
                 f"run dir {run_dir}")
         if args.export:
             from zoo import export as zexport
-            path = zexport.export_run(run_dir, base_dir=base_dir,
-                                      name=args.model,
-                                      precision=args.export_precision or "float32",
-                                      lite=args.lite)
+            precision = args.export_precision or "float32"
+            try:
+                path = zexport.export_run(run_dir, base_dir=base_dir, name=args.model,
+                                          precision=precision, lite=args.lite)
+            except BaseException:
+                # The run is trained and saved; the same command would train it afresh
+                # (a finished run directory starts a new run): say how to export it.
+                print(line)
+                print(f"zoo train: the export stopped; the run is trained and saved, and "
+                      f"{_export_command(run_dir, base_dir, args.model, precision, args.lite)}"
+                      f" exports it (the same command would train it again)", file=sys.stderr)
+                raise
             line += f", exported to {path}"
             zexport.print_changed_classes_note(path, "train")
         print(line)

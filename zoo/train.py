@@ -3467,7 +3467,9 @@ def _replay_epochs(dataset, epochs):
     for _ in range(epochs):
         for _ in dataset:
             pass
-        if known:   # Keras makes the next epoch's iterator as one of known length ends
+        # Keras makes the next epoch's iterator as an epoch of data of known length ends;
+        # data of unknown length ends its epochs at the end of the data, and makes none
+        if known:
             iter(dataset)
 
 

@@ -1245,10 +1245,11 @@ def test_folder_of_class_folders_is_split_80_10_10(tmp_path):
 def test_images_added_to_a_folder_move_no_other_image_between_its_splits(tmp_path):
     """The split of a folder with no validation or test folder ranks each class's files by a
     hash of their path in the folder: an image added leaves every other in its split, but
-    for the one at a boundary its rank passes (at most one a split), and a copy of the
-    folder elsewhere splits alike. Before, each class's holdout was a random draw that one
-    more file drew anew: one image added to a class moved most of its held-out images (an
-    image added to a class of 310: 98 of its files changed split)."""
+    for one at a boundary its rank passes or the class's share moves (at most one a
+    boundary), and a copy of the folder elsewhere splits alike. Before, each class's holdout
+    was a random draw that one more file drew anew: one image added to a class moved most
+    of its held-out images (an image added to a class of 310: 98 of its files changed
+    split)."""
     import shutil
 
     def tree(root, seg=False):

@@ -841,11 +841,12 @@ def test_folder_image_that_cannot_be_decoded_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"3 images could not be decoded \(.+\): "
                                          r"'train/a/1.png', 'train/b/0.png', 'train/b/2.png'\. "):
         data.load_splits(f"folder:{root}")
-    # Cut inside its header: named by the channel check, which reads the headers of a sample.
-    _truncate(root / "train" / "a" / "0.png", cut=len((root / "train" / "a" / "0.png")
+    # Cut inside its header: named by the channel check, which reads the headers of a sample
+    # of the training split (a/2.png's; a/0.png is the validation split held out of train/).
+    _truncate(root / "train" / "a" / "2.png", cut=len((root / "train" / "a" / "2.png")
                                                       .read_bytes()) - 12)
     with pytest.raises(ValueError, match=re.escape(
-            f"{str(root / 'train' / 'a' / '0.png')!r} could not be read as an image "
+            f"{str(root / 'train' / 'a' / '2.png')!r} could not be read as an image "
             "(UnidentifiedImageError: its header is damaged or cut short). Remove or replace "
             "the file.")):
         data.load_splits(f"folder:{root}")
@@ -1054,10 +1055,13 @@ def test_a_segmentation_image_listed_twice_through_a_link_is_refused(tmp_path):
     _seg_tree(root / "test", 2, start=100)
     os.link(root / "train" / "images" / "4.png", root / "test" / "images" / "9.png")
     os.link(root / "train" / "masks" / "4.png", root / "test" / "masks" / "9.png")
+    # (named in the order of the splits: train's, the test folder's, validation's held out)
     with pytest.raises(ValueError, match=re.escape(
-            f"Dataset folder '{root}' lists one image file twice, as 'test/images/9.png' and "
-            f"'train/images/4.png' (through a symbolic or hard link): it would be read in the "
-            f"test and ") + "(train|validation)" + re.escape(" splits. Remove the link.")):
+            f"Dataset folder '{root}' lists one image file twice, as ") +
+            "('train/images/4.png' and 'test/images/9.png'|'test/images/9.png' and "
+            "'train/images/4.png')" + re.escape(" (through a symbolic or hard link): it would "
+                                                "be read in the ") +
+            "(train and test|test and validation)" + re.escape(" splits. Remove the link.")):
         data.load_splits(str(root))
     whole = _seg_tree(tmp_path / "w", 10)
     os.symlink(whole / "images" / "0.png", whole / "images" / "10.png")
@@ -1187,8 +1191,9 @@ def test_stratified_holdout_reads_the_labels_in_one_sort_not_a_pass_per_class(mo
     rng = np.random.default_rng(1)
     ys = np.repeat(np.arange(500), rng.integers(1, 8, 500)).tolist()
     rng.shuffle(ys)
-    expected, rng = [], np.random.default_rng(0)   # the holdout as defined, class by class
-    held = data._stratified_holdout(ys, len(ys) // 10)
+    ranks = rng.integers(0, 2 ** 63, len(ys)).tolist()
+    expected = []   # the holdout as defined, class by class
+    held = data._stratified_holdout(ys, len(ys) // 10, ranks)
     counts = np.bincount(ys)
     quota = len(ys) // 10 * counts / len(ys)
     take = np.minimum(np.floor(quota).astype(int), counts - 1)
@@ -1198,15 +1203,15 @@ def test_stratified_holdout_reads_the_labels_in_one_sort_not_a_pass_per_class(mo
         take[k] += take[k] < counts[k] - 1
     for label, n in enumerate(take):
         members = np.flatnonzero(np.asarray(ys) == label)
-        expected += members[rng.permutation(len(members))[:n]].tolist()
+        expected += sorted(members, key=ranks.__getitem__)[:n]
     assert held == sorted(expected) and len(held) == len(ys) // 10
     read = []
-    for name in ("flatnonzero", "argsort", "equal", "nonzero", "where"):
+    for name in ("flatnonzero", "argsort", "lexsort", "equal", "nonzero", "where"):
         def counted(a, *args, _f=getattr(np, name), **kwargs):
             read.append(np.size(a))
             return _f(a, *args, **kwargs)
         monkeypatch.setattr(data.np, name, counted)
-    assert data._stratified_holdout(ys, len(ys) // 10) == held
+    assert data._stratified_holdout(ys, len(ys) // 10, ranks) == held
     assert sum(read) < 4 * len(ys), sum(read)   # a few passes over the labels, not 500
 
 
@@ -1235,6 +1240,49 @@ def test_folder_of_class_folders_is_split_80_10_10(tmp_path):
     assert sorted(values(again.test)[0]) == sorted(test)
     assert sorted(values(again.validation)[0]) == sorted(val)
     assert data.load(str(root), "test", image_size=(4, 4))[1].splits == s.info.splits
+
+
+def test_images_added_to_a_folder_move_no_other_image_between_its_splits(tmp_path):
+    """The split of a folder with no validation or test folder ranks each class's files by a
+    hash of their path in the folder: an image added leaves every other in its split, but
+    for one at a boundary its rank passes or the class's share moves (at most one a
+    boundary), and a copy of the folder elsewhere splits alike. Before, each class's holdout
+    was a random draw that one more file drew anew: one image added to a class moved most
+    of its held-out images (an image added to a class of 310: 98 of its files changed
+    split)."""
+    import shutil
+
+    def tree(root, seg=False):
+        for k, label in enumerate(["images"] if seg else ["a", "b"]):
+            os.makedirs(root / label)
+            for i in range(60):   # each image one grey value of its own: 100 * k + i
+                Image.fromarray(np.full((4, 4), 100 * k + i, "uint8")).save(
+                    root / label / f"{i}.png")
+        if seg:
+            shutil.copytree(root / "images", root / "masks")   # masks of classes 0-59
+        return root
+
+    def splits(root):   # {grey value: split}
+        s = data.load_splits(str(root), batch_size=256, image_size=(4, 4))
+        where = {}
+        for split in ("train", "validation", "test"):
+            x, _ = data.to_arrays(getattr(s, split))
+            raw = x * np.array(s.info.std) + np.array(s.info.mean)
+            where.update((int(v), split) for v in np.round(raw[:, 0, 0, 0]))
+        return where
+
+    for seg in (False, True):
+        root = tree(tmp_path / f"seg{seg}", seg)
+        before = splits(root)
+        assert sorted(before) == list(range(60)) + ([] if seg else list(range(100, 160)))
+        assert splits(shutil.copytree(root, tmp_path / f"copy{seg}")) == before
+        for i, name in enumerate(["x.png", "y.png", "10a.png"]):   # one at a time
+            for folder in ["images", "masks"] if seg else ["a"]:
+                Image.fromarray(np.full((4, 4), 60 + i, "uint8")).save(root / folder / name)
+            after = splits(root)
+            moved = [v for v in before if after[v] != before[v]]
+            assert len(moved) <= 2 and all(v < 100 for v in moved), (seg, name, moved)
+            before = after
 
 
 def test_folder_of_class_folders_refusals(tmp_path):

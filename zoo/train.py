@@ -1853,6 +1853,9 @@ class _Backup(keras.callbacks.BackupAndRestore):
                 f.attrs["zoo_epoch"] = int(self._current_epoch)
                 if self._seconds is not None:
                     f.attrs["zoo_seconds"] = float(self._seconds())
+                states = _seed_states(self.model)
+                if states:
+                    f.attrs["zoo_seed_states"] = np.stack([v.numpy() for v in states])
             fsync_path(tmp)   # on the disk before the rename (a power loss: old or new)
             os.replace(tmp, self._weights_path)
         except BaseException:   # Ctrl-C or SIGTERM while it writes: no half-written file
@@ -1868,6 +1871,22 @@ class _Backup(keras.callbacks.BackupAndRestore):
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(self._weights_path)
         self.model._initial_epoch = _backup_epoch(self.backup_dir)
+        import h5py
+        with h5py.File(self._weights_path, "r") as f:
+            saved = f.attrs.get("zoo_seed_states")
+        states = _seed_states(self.model)
+        if saved is not None and len(saved) == len(states):
+            for variable, value in zip(states, saved):
+                variable.assign(value)
+
+
+def _seed_states(model):
+    """The state variables of ``model``'s random generators (a ``Dropout``'s, say), in the
+    model's order. Keras' weights files leave them out, so a resumed run's dropout drew the
+    masks of the first epochs again: :class:`_Backup` records them beside the epoch."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables
+            if id(v) not in weights and v.path.endswith("seed_generator_state")]
 
 
 class _BestCheckpoint(keras.callbacks.Callback):
@@ -2581,10 +2600,13 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             again with the same ``run_dir`` after a crash or ``kill -9``, training resumes
             from the last finished epoch, with the optimizer's state, the learning-rate
             schedule, early stopping and the best checkpoint where they stood; the data
-            order and augmentation start their random sequence again, so the result is
-            close to, not equal to, an uninterrupted run's. A finished run's directory
-            (same model and dataset) is trained in afresh, that run's files set aside
-            first (put back if the new run fails before an epoch is backed up).
+            order, augmentation and dropout go on where the killed run's stood (the epochs
+            done are read through again first, without training), so the result is an
+            uninterrupted run's, from a ``Splits`` not read yet in the process (as a new
+            process loads it; one already read goes on from where it stands). A finished
+            run's directory (same model and dataset) is trained in afresh, that run's
+            files set aside first (put back if the new run fails before an epoch is backed
+            up).
         batch_size: batch size when ``dataset`` is a name; under a strategy of several
             replicas the global batch, split among them, a multiple of their number.
         learning_rate, optimizer, label_smoothing, weight_decay, clip_norm: see
@@ -3104,6 +3126,10 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # split: fit's one line, not TensorFlow's error.
         with label_errors_as(ValueError, info.name), \
                 zdata.tf_errors_as(lambda exc: _uneven_replica_parts(exc, strategy)):
+            if resuming and 0 < done < fit_epochs:
+                replayed = time.time()
+                _replay_epochs(splits.train, done)
+                start += time.time() - replayed   # reading the data again, not training
             try:
                 with quiet_unknown_length(train, val):
                     model.fit(train, validation_data=val, epochs=fit_epochs, verbose=verbose,
@@ -3429,6 +3455,23 @@ def keras_output_hidden():
     finally:
         if was:
             keras.config.enable_interactive_logging()
+
+
+def _replay_epochs(dataset, epochs):
+    """Read ``dataset`` through ``epochs`` times, as the epochs a killed run trained did,
+    before its resumed run trains: a shuffle (``reshuffle_each_iteration``) and the random
+    augmentation layers of a :mod:`zoo.data` pipeline draw from generators that each pass
+    moves on, and a new process starts them from the seed again, so the resumed epochs read
+    the first epochs' order and transformations instead of those an uninterrupted run
+    reads next."""
+    known = int(dataset.cardinality()) >= 0
+    for _ in range(epochs):
+        for _ in dataset:
+            pass
+        # Keras makes the next epoch's iterator as an epoch of data of known length ends;
+        # data of unknown length ends its epochs at the end of the data, and makes none
+        if known:
+            iter(dataset)
 
 
 @contextlib.contextmanager

@@ -1702,6 +1702,34 @@ def test_a_resumed_run_reads_the_data_an_uninterrupted_run_reads(tmp_path, lengt
         np.testing.assert_array_equal(x, y)
 
 
+def test_replay_false_resumes_without_reading_the_epochs_done_again(digits8, tmp_path,
+                                                                      monkeypatch):
+    # (where the input pipeline limits training, reading the epochs done costs their time)
+    calls = []
+    real = train._replay_epochs
+    monkeypatch.setattr(train, "_replay_epochs",
+                        lambda ds, epochs: (calls.append(epochs), real(ds, epochs)))
+    kw = dict(epochs=3, verbose=0, early_stopping=False, mixed_precision="off",
+              jit_compile=False)
+    for replay, want in ((True, [2]), (False, [])):
+        run = tmp_path / str(replay)
+        with pytest.raises(_Killed):
+            train.fit(tiny_classifier(), digits8, run_dir=str(run), replay=replay,
+                      callbacks=[_KillAfterEpoch(1)], **kw)
+        assert calls == []           # a fresh run reads nothing again
+        history = train.fit(tiny_classifier(), digits8, run_dir=str(run), replay=replay, **kw)
+        assert calls == want and list(history["epoch"]) == [0, 1, 2]
+        calls.clear()
+    with pytest.raises(ValueError, match=r"fit: replay must be True or False. Received: "
+                                         r"replay='no'"):
+        train.fit(tiny_classifier(), digits8, replay="no", **kw)
+    import argparse
+    parser = argparse.ArgumentParser()
+    train.configure_train(parser)
+    assert parser.parse_args(["lenet5"]).replay is True
+    assert parser.parse_args(["lenet5", "--no-replay"]).replay is False
+
+
 def test_a_run_killed_before_learning_rates_were_logged_resumes_with_aligned_columns(
         digits8, tmp_path):
     # history.csv of a run started before the learning rate was logged has no such column;

@@ -2582,7 +2582,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         model_name=None, monitor="val_loss", label_smoothing=0.0, weight_decay=None,
         clip_norm=None, callbacks=None, model_args=None, download=False, compile=True,
         lr_schedule="constant", deterministic=False, class_weight=None,
-        batch_norm_momentum="auto", aux_loss_weight=None, ignore_label=None):
+        batch_norm_momentum="auto", aux_loss_weight=None, ignore_label=None, replay=True):
     """Train ``model`` on ``dataset`` and write a run directory.
 
     Args:
@@ -2601,9 +2601,9 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             from the last finished epoch, with the optimizer's state, the learning-rate
             schedule, early stopping and the best checkpoint where they stood; the data
             order, augmentation and dropout go on where the killed run's stood (the epochs
-            done are read through again first, without training), so the result is an
-            uninterrupted run's, from a ``Splits`` not read yet in the process (as a new
-            process loads it; one already read goes on from where it stands). A finished
+            done are read through again first, without training: ``replay``), so the result
+            is an uninterrupted run's, from a ``Splits`` not read yet in the process (as a
+            new process loads it; one already read goes on from where it stands). A finished
             run's directory (same model and dataset) is trained in afresh, that run's
             files set aside first (put back if the new run fails before an epoch is backed
             up).
@@ -2633,6 +2633,13 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
             seed, on the same machine and software, gives the same weights and metrics bit
             for bit. It is process-wide and stays on for everything after it (TensorFlow
             cannot turn it off), and costs some speed (LeNet-5 on digits: 6-17% slower).
+        replay: a resumed run reads the epochs done through again, without training, so
+            that its remaining epochs get the data order and augmentation of an
+            uninterrupted run (default). ``False`` skips that pass, which costs the input
+            pipeline's time of those epochs (all of their time where the pipeline is what
+            limits training): the remaining epochs then read the first epochs' order and
+            augmentation again, and the run ends close to, not equal to, an uninterrupted
+            one.
         data_dir, download: tensorflow-datasets data directory / allow downloads.
         verbose: Keras progress output (0, 1 progress bar, 2 one line per epoch).
         model_name: the registry name recorded in ``info.json`` (default: model.name).
@@ -2739,7 +2746,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
     seed = check_seed(seed)
     check_verbose(verbose)
     check_bool("fit", early_stopping=early_stopping, compile=compile,
-               deterministic=deterministic, download=download)
+               deterministic=deterministic, download=download, replay=replay)
     if patience is not None and early_stopping is False:
         raise ValueError(f"patience goes with early stopping, which early_stopping=False "
                          f"turns off. Received: patience={zdata._short(patience)}, "
@@ -3126,7 +3133,7 @@ def fit(model, dataset, *, epochs=10, run_dir=None, batch_size=32, learning_rate
         # split: fit's one line, not TensorFlow's error.
         with label_errors_as(ValueError, info.name), \
                 zdata.tf_errors_as(lambda exc: _uneven_replica_parts(exc, strategy)):
-            if resuming and 0 < done < fit_epochs:
+            if replay and resuming and 0 < done < fit_epochs:
                 replayed = time.time()
                 _replay_epochs(splits.train, done)
                 start += time.time() - replayed   # reading the data again, not training
@@ -3637,7 +3644,8 @@ def _train_command(args):
                           seed=args.seed, verbose=0 if args.quiet else progress_verbose(1),
                           model_name=args.model, model_args=model_args,
                           lr_schedule=lr_schedule,
-                          deterministic=args.deterministic, class_weight=class_weight,
+                          deterministic=args.deterministic, replay=args.replay,
+                          class_weight=class_weight,
                           batch_norm_momentum=args.batch_norm_momentum,
                           aux_loss_weight=args.aux_loss_weight,
                           weight_decay=args.weight_decay, clip_norm=args.clip_norm,

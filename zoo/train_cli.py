@@ -233,6 +233,10 @@ def configure_train(parser):
     parser.add_argument("--deterministic", action="store_true",
                         help="bit-for-bit reproducible runs (TensorFlow's op determinism; "
                         "somewhat slower)")
+    parser.add_argument("--no-replay", dest="replay", action="store_false",
+                        help="resuming a stopped run: skip reading the epochs done through "
+                        "again (which gives the rest an uninterrupted run's data order and "
+                        "augmentation) where the input pipeline limits training")
     parser.add_argument("--model-arg", type=_parse_model_arg, action="append", default=[],
                         metavar="KEY=VALUE", help="builder option, e.g. base_filters=16")
     parser.add_argument("--weights", default=None, metavar="imagenet|PATH",

@@ -202,6 +202,39 @@ def test_b64_images_may_decode_to_at_most_the_limit_of_pixels():
                  f"bytes of pixels (10x10x3 in {shown} here, {taken} bytes so far)")
 
 
+def test_b64_values_are_read_as_tensorflow_serving_reads_them():
+    """Its decoder (absl's Base64Unescape) skips whitespace anywhere and takes the padding
+    left out, or ``.`` for ``=``: line-wrapped base64 (``base64`` without ``-w0``, Python's
+    ``base64.encodebytes``) and unpadded base64 were refused with 400. Other alphabets,
+    wrong padding and stray characters still are, naming what is wrong."""
+    import base64
+
+    servable = FakeServable("probabilities")
+    image = _b64_image((5, 5))
+    raw = base64.b64decode(image)
+    assert image.endswith("=")   # (padded, so leaving it out is a different string)
+    want = answer(servable, {"instances": [{"b64": image}]})
+    for text in (base64.encodebytes(raw).decode(), image.rstrip("="),
+                 image.replace("=", "."), " " + image[:5] + "\r\n\t" + image[5:] + " \n"):
+        assert answer(servable, {"instances": [{"b64": text}]}) == want
+        assert answer(servable, {"inputs": {"images": [{"b64": text}]}}) == {
+            "outputs": want["predictions"]}
+    for text, problem in [
+            (image.rstrip("=") + "===", f"{len(image.rstrip('='))} base64 characters "
+                                        f"followed by 3 padding characters, where "
+                                        f"{image.count('=')} or none fit"),
+            (image.rstrip("=") + "A" * (5 - len(image.rstrip("=")) % 4),
+             f"{len(image.rstrip('=')) + 5 - len(image.rstrip('=')) % 4} base64 characters, "
+             f"which encode no whole number of bytes"),
+            ("ab-_", "it holds '-'; base64 is A-Z, a-z, 0-9, + and /, with = padding at the end"),
+            ("AA=A", "it holds '='; base64 is A-Z, a-z, 0-9, + and /, with = padding at the end"),
+    ]:
+        with pytest.raises(ServingError) as info:
+            handle_predict(servable, {"instances": [IMAGES[0], {"b64": text}]})
+        assert (info.value.status, info.value.message) == (
+            400, f"instances[1]: invalid base64 data ({problem})")
+
+
 @pytest.mark.parametrize("options", [{}, {"comment": b"zoo"}, {"loop": 0, "duration": 40},
                                      {"disposal": 2}, {"optimize": False}])
 def test_gif_frames_are_counted_from_their_blocks_as_pillow_counts_them(options):

@@ -813,6 +813,40 @@ def _keys_shown(keys) -> str:
     return shown + "]" if len(names) <= _SHOWN_KEYS else f"{shown}, ...] ({len(names)} keys)"
 
 
+#: The characters TensorFlow Serving's base64 decoder (``absl::Base64Unescape``) skips
+#: wherever they are: ASCII whitespace, such as the line breaks of ``base64`` without ``-w0``
+#: or Python's ``base64.encodebytes``.
+_B64_SPACE = re.compile(r"[ \t\n\v\f\r]+")
+_B64_NOT_DATA = re.compile(r"[^A-Za-z0-9+/]")
+
+
+def _b64decode(text: str, where: str) -> bytes:
+    """The bytes of a ``{"b64": text}`` value, read as TensorFlow Serving reads them
+    (``absl::Base64Unescape``): the standard alphabet, whitespace anywhere skipped, and the
+    padding either left out or exactly right (``=``, or ``.`` as absl also takes); a 400
+    :class:`ServingError` otherwise. Strict base64 alone refused the line-wrapped, unpadded
+    and dot-padded strings that TensorFlow Serving's clients may send."""
+    try:
+        return base64.b64decode(text, validate=True)   # the usual case, at C speed
+    except (binascii.Error, ValueError):
+        pass   # read again as below, for the message too
+    data = _B64_SPACE.sub("", text)
+    body = data.rstrip("=.")
+    pads, missing = len(data) - len(body), -len(body) % 4
+    bad = _B64_NOT_DATA.search(body)
+    if bad:
+        problem = (f"it holds {bad.group()!r}; base64 is A-Z, a-z, 0-9, + and /, with = "
+                   f"padding at the end")
+    elif len(body) % 4 == 1:
+        problem = f"{len(body)} base64 characters, which encode no whole number of bytes"
+    elif pads not in (0, missing):
+        problem = (f"{len(body)} base64 characters followed by {pads} padding characters, "
+                   f"where {missing} or none fit")
+    else:
+        return base64.b64decode(body + "=" * missing, validate=True)
+    raise ServingError(400, f"{where}: invalid base64 data ({problem})")
+
+
 def _decode_value(value, servable, where, budget=None):
     """One image from a JSON value: nested numbers or ``{"b64": "..."}`` (its pixels
     counted by ``budget``, a :class:`PixelBudget`, before it is decoded)."""
@@ -823,10 +857,7 @@ def _decode_value(value, servable, where, budget=None):
         if not isinstance(value["b64"], str):
             raise ServingError(400, f"{where}: the \"b64\" value must be a base64 string; "
                                f"received {type(value['b64']).__name__}")
-        try:
-            data = base64.b64decode(value["b64"], validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ServingError(400, f"{where}: invalid base64 data ({exc})") from None
+        data = _b64decode(value["b64"], where)
         from zoo.serving import decode_image
         count = None if budget is None else functools.partial(
             budget.take, channels=servable.channels, where=where, data=data)

@@ -215,6 +215,12 @@ def test_every_option_of_every_command_says_what_it_does(command):
                "input size (--image-size) needs less"),
     (MemoryError(), 1, "zoo: error: out of memory: MemoryError; a smaller batch (--batch-size) "
                        "or input size (--image-size) needs less"),
+    # (TensorFlow's for a full disk is a ResourceExhaustedError too: it was called out of
+    # memory, with advice on the batch size)
+    ("full disk", 1, "zoo: error: {{function_node __wrapped__SaveV2_dtypes_27_device_/job:"
+                     "localhost/replica:0/task:0/device:CPU:0}} /m/variables/variables_temp/"
+                     "part-00000-of-00001.data-00000-of-00001.tempstate966; No space left "
+                     "on device [Op:SaveV2]"),
 ])
 def test_bad_input_exits_with_2_and_other_failures_with_1_in_one_line(monkeypatch, capsys, exc,
                                                                       code, line):
@@ -231,6 +237,12 @@ def test_bad_input_exits_with_2_and_other_failures_with_1_in_one_line(monkeypatc
             "shape[1,100000,100000,1] and type float on /job:localhost/replica:0/task:0/"
             "device:CPU:0 by allocator mklcpu\n [[{{node resize/ResizeBilinear}}]] "
             "[Op:IteratorGetNext] name: "))
+    elif exc == "full disk":   # as zoo export into a full disk ended
+        import tensorflow as tf
+        exc = tf.errors.ResourceExhaustedError(None, None, (
+            "{{function_node __wrapped__SaveV2_dtypes_27_device_/job:localhost/replica:0/"
+            "task:0/device:CPU:0}} /m/variables/variables_temp/part-00000-of-00001.data-"
+            "00000-of-00001.tempstate966; No space left on device [Op:SaveV2]"))
 
     def configure_list(parser):
         def run(args):

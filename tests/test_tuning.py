@@ -1609,6 +1609,26 @@ def test_too_many_failed_trials_stop_the_search_with_one_line(tiny, tmp_path, ca
         assert "Traceback" in saved["message"] and "loss became " in saved["message"]
 
 
+def test_a_trial_checkpoint_into_a_full_disk_fails_the_trial_in_one_line(tiny, tmp_path,
+                                                                          capsys, monkeypatch):
+    # keras-tuner wrote a trial's best weights in place with HDF5, which went on writing
+    # into a full disk: a screenful of h5py's tracebacks, a half-written checkpoint, and a
+    # segmentation fault (exit code 139). The checkpoint is refused before it starts.
+    import collections
+    statvfs = os.statvfs
+    full = collections.namedtuple("statvfs", "f_bavail f_bfree f_frsize")(1, 1, 4096)
+    monkeypatch.setattr(os, "statvfs", lambda path: full if "trial_" in os.fspath(path)
+                        else statvfs(path))
+    with pytest.raises(RuntimeError, match="after 1 consecutive failed trial"):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+               directory=str(tmp_path), project="d", fix=FIX_ALL,
+               max_consecutive_failed_trials=1)
+    checkpoint = tmp_path / "d" / "trial_0" / "checkpoint.weights.h5"
+    assert (f"trial 0 failed: OSError: [Errno 28] cannot write {str(checkpoint)!r}: No space "
+            f"left on device (it needs about ") in capsys.readouterr().err
+    assert not any(name.endswith(".h5") for name in os.listdir(checkpoint.parent))
+
+
 def test_zoo_debug_prints_a_failed_trials_traceback(tiny, tmp_path, capsys, monkeypatch):
     # README (Failures): a failed trial's traceback is in its trial.json, and ZOO_DEBUG=1
     # prints it too (keras-tuner's DEBUG, which zoo tune otherwise turns off).

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import re
@@ -320,9 +321,12 @@ _OOM_RE = re.compile(r"OOM when allocating tensor with shape\[[^\]]*\] and type 
 
 def error_line(exc: BaseException) -> str:
     """``exc``'s message in one line; running out of memory (TensorFlow's
-    ``ResourceExhaustedError``, Python's ``MemoryError``) says so and what needs less."""
+    ``ResourceExhaustedError``, Python's ``MemoryError``) says so and what needs less. (A
+    full disk is a ``ResourceExhaustedError`` too, which says "No space left on device".)"""
     message = " ".join(str(exc).split())
-    if type(exc).__name__ == "ResourceExhaustedError" or isinstance(exc, MemoryError):
+    full_disk = any(os.strerror(code) in message for code in (errno.ENOSPC, errno.EDQUOT))
+    if not full_disk and (type(exc).__name__ == "ResourceExhaustedError"   # (TensorFlow's
+                          or isinstance(exc, MemoryError)):                # for both)
         found = _OOM_RE.search(message)
         detail = found.group(0) if found else message or type(exc).__name__
         return (f"out of memory: {detail}; a smaller batch (--batch-size) or input size "
@@ -378,6 +382,8 @@ def main(argv=None, *, quiet_stop=False) -> int:
     except Exception as exc:  # one line, no traceback, for any failure
         if debug:
             raise
+        from zoo.common import close_hdf5_files
+        close_hdf5_files()   # one a failed write left open (keras-tuner's save_weights)
         print(f"zoo: error: {error_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, (ValueError, CLIError, FileNotFoundError,
                                      FileExistsError, IsADirectoryError, NotADirectoryError,

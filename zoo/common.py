@@ -11,6 +11,8 @@ a single layer.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import numbers
 import os
@@ -1228,14 +1230,151 @@ def atomic_write(path, write) -> str:
         fsync_path(tmp)   # its data on the disk before the rename that makes it ``path``
         os.replace(tmp, path)
     except BaseException as e:
+        close_hdf5_files(tmp)   # (before it goes: a flush into the file removed)
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(e, OSError) and e.errno is not None:   # a full disk, say: the file
-            raise type(e)(e.errno, f"cannot write {os.fspath(path)!r}: "   # asked for, not
-                                   f"{e.strerror or e}") from None        # the temporary
+        if isinstance(e, OSError) and e.errno is not None:   # a full disk, say
+            raise write_error(e, path) from None
         raise
     sync_directory(directory)   # the rename itself
     return path
+
+
+def write_error(exc: OSError, path) -> OSError:
+    """``exc`` (an ``OSError`` with an ``errno``: a full disk, say) as the error of writing
+    ``path``, the file asked for rather than a temporary one beside it:
+    ``[Errno 28] cannot write '.../model.keras': No space left on device``. The system's
+    words for the errno, not the writer's: h5py's for a full disk filled a screen with its
+    buffer addresses and offsets."""
+    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    return type(exc)(exc.errno, f"cannot write {os.fspath(path)!r}: {reason}")
+
+
+#: The errors of a full disk: no space left, the user's quota exceeded.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(exc: BaseException, path) -> Optional[OSError]:
+    """``exc`` as the one-line error of a full disk while writing ``path``
+    (``[Errno 28] cannot write '...': No space left on device``), or ``None`` when it is not
+    one. Also TensorFlow's for a full disk (a ``ResourceExhaustedError`` from ``SaveV2``,
+    which the CLI took for running out of memory), which says so only in its text."""
+    if isinstance(exc, OSError):
+        code = exc.errno if exc.errno in DISK_FULL else None
+    else:
+        code = next((c for c in DISK_FULL if os.strerror(c) in str(exc)), None)
+    if code is None:
+        return None
+    return OSError(code, f"cannot write {os.fspath(path)!r}: {os.strerror(code)}")
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path):
+    """A block whose failure for a full disk (:func:`disk_full_error`) is raised as one
+    ``OSError`` naming ``path``, the output asked for, rather than the temporary file a
+    library was writing when the disk filled."""
+    try:
+        yield
+    except Exception as exc:
+        error = disk_full_error(exc, path)
+        if error is None:
+            raise
+        raise error from None
+
+
+def check_free_space(path, size: int) -> None:
+    """Refuse to write the file ``path`` of about ``size`` bytes where its disk has less
+    free, before the write starts: for a writer that cannot fail cleanly halfway (HDF5's,
+    behind Keras' ``save_weights``, went on writing into a full disk and could end the
+    process with a segmentation fault). Nothing where the system cannot tell.
+
+    Raises:
+        OSError: ``[Errno 28] cannot write '...': No space left on device (it needs about
+            N MB, the disk has M MB free)``.
+    """
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    try:
+        stat = os.statvfs(directory)
+    except (AttributeError, OSError):   # (Windows; a directory not made yet)
+        return
+    blocks = stat.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else stat.f_bavail
+    free = blocks * stat.f_frsize
+    if size > free:
+        raise OSError(errno.ENOSPC, f"cannot write {os.fspath(path)!r}: "
+                                    f"{os.strerror(errno.ENOSPC)} (it needs about "
+                                    f"{size / 1e6:.1f} MB, the disk has {free / 1e6:.1f} MB "
+                                    f"free)")
+
+
+def weights_file_size(model) -> int:
+    """About the most bytes ``model.save_weights`` writes: its variables' and its optimizer's,
+    and HDF5's records of each (0.9-1.2 KB a variable for LeNet-5, AlexNet and ResNet-50;
+    2 KB counted)."""
+    import numpy as np
+    variables = {id(v): v for v in model.variables}
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        variables.update((id(v), v) for v in optimizer.variables)
+    data = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+               for v in variables.values())
+    return data + 2048 * len(variables) + 65536
+
+
+def save_weights_file(model, path, amend=None) -> None:
+    """``model.save_weights(path)`` all at once: into ``.saving.NAME`` beside ``path`` (Keras
+    takes only a name ending ``.weights.h5``), amended by ``amend(tmp)`` if given, synced and
+    renamed onto ``path``. Refused before it starts where the disk has no room for it
+    (:func:`check_free_space`): HDF5 went on writing into a full disk and could end the
+    process with a segmentation fault. On any failure the temporary file goes, its HDF5 file
+    closed, and ``path`` is untouched; a full disk's error names ``path``.
+
+    Raises:
+        OSError: ``[Errno 28] cannot write 'PATH': No space left on device ...``.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, ".saving." + os.path.basename(path))
+    try:
+        size = os.path.getsize(path)   # the file it replaces: as big, for the same model
+    except OSError:
+        size = 0
+    check_free_space(path, max(size, weights_file_size(model)))
+    try:
+        model.save_weights(tmp, overwrite=True)
+        if amend is not None:
+            amend(tmp)
+        fsync_path(tmp)   # on the disk before the rename (a power loss: old or new)
+        os.replace(tmp, path)
+    except BaseException as e:   # Ctrl-C, SIGTERM, a full disk: no half-written file
+        close_hdf5_files(tmp)
+        remove_path(tmp)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise write_error(e, path) from None
+        raise
+    sync_directory(directory)
+
+
+def close_hdf5_files(path=None) -> None:
+    """Close the HDF5 files h5py still holds open at ``path`` (all of them if ``None``). A
+    write that failed inside Keras' ``save_weights`` (a full disk) leaves its file open, held
+    by the exception's traceback, and h5py's last flush of it when Python ends printed
+    "Exception ignored" tracebacks and could end the process with a segmentation fault (exit
+    code 139) after the command's one-line error. Nothing if h5py was not imported."""
+    h5py = sys.modules.get("h5py")
+    if h5py is None:
+        return
+    target = None if path is None else os.path.abspath(os.fspath(path))
+    try:
+        files = h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)
+    except Exception:
+        return
+    for file_id in files:
+        try:
+            if target is not None and os.path.abspath(os.fsdecode(file_id.name)) != target:
+                continue
+            h5py.File(file_id).close()
+        except Exception:   # its flush fails again (the disk is still full); closed all the same
+            pass
 
 
 def fsync_path(path) -> None:

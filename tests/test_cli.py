@@ -308,6 +308,30 @@ def test_an_option_name_or_dashes_after_an_option_are_no_value_of_it(capsys, arg
         "zoo train: error: argument --lr: expected one argument")
 
 
+@pytest.mark.parametrize("argv,model_dir,images", [
+    (["predict", "m", "--", "-scan.png"], "m", ["-scan.png"]),
+    (["predict", "--digits", "8", "--", "-models/lenet5"], "-models/lenet5", []),
+    (["predict", "--", "-m", "a.png", "-b.png"], "-m", ["a.png", "-b.png"]),
+    (["predict", "m", "--top-k", "3", "a.png", "--", "-b.png", "--top-k", "--"], "m",
+     ["a.png", "-b.png", "--top-k", "--"]),
+])
+def test_arguments_after_dashes_are_positional_even_when_they_start_with_a_dash(argv, model_dir,
+                                                                                images):
+    # Intermixed parsing dropped the "--" and then took "-scan.png" for an option:
+    # "unrecognized arguments: -scan.png", and a model directory named "-models/..." could
+    # not be given at all ("the following arguments are required: MODEL_DIR, IMAGE").
+    args = cli.parse_args(cli.build_parser("predict"), argv)
+    assert (args.model_dir, args.images) == (model_dir, images)
+
+
+def test_an_error_names_an_argument_after_dashes_as_given(capsys):
+    argv = ["export", "--"] + [f"-r{i}" for i in range(12)]
+    with pytest.raises(SystemExit):
+        cli.parse_args(cli.build_parser("export"), argv)
+    assert capsys.readouterr().err == (f"zoo export: error: unrecognized arguments: "
+                                       f"{' '.join(argv[3:])}\n")
+
+
 def test_list_with_a_pattern_no_model_matches_is_an_error(monkeypatch, capsys):
     from zoo import startlog
     monkeypatch.setattr(startlog, "_command_line_level", None)

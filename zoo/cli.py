@@ -222,7 +222,13 @@ def configure_table(parser):
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (``PROG: error: ...``, exit 2)."""
 
+    #: ``{stand-in: argument}`` of the arguments after ``--`` being parsed (:func:`parse_args`),
+    #: for a message that names one.
+    stand_ins = {}
+
     def error(self, message):
+        for stand_in in sorted(self.stand_ins, key=len, reverse=True):   # (\x0010 before \x001)
+            message = message.replace(stand_in, self.stand_ins[stand_in])
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -291,7 +297,29 @@ def parse_args(parser, argv):
     command_parser = getattr(parser, "command_parser", None)
     if command_parser is None:
         return parser.parse_args(argv)
-    return command_parser.parse_intermixed_args(_attach_dash_values(command_parser, argv[1:]))
+    args = _attach_dash_values(command_parser, argv[1:])
+    if "--" not in args:
+        return command_parser.parse_intermixed_args(args)
+    # ``--``: what follows is positional, a file named ``-scan.png`` too. Intermixed parsing
+    # drops the ``--`` in its first pass and took such a name for an option in its second
+    # (``zoo predict MODEL -- -scan.png``: "unrecognized arguments: -scan.png"; ``zoo predict
+    # --digits 8 -- -models/lenet5``: "the following arguments are required: MODEL_DIR"):
+    # each is parsed as a stand-in that cannot be an option (nor a command line's text, which
+    # holds no NUL), then put back.
+    at = args.index("--")
+    stand_ins = {f"\0{i}": value for i, value in enumerate(args[at + 1:])}
+    command_parser.stand_ins = stand_ins
+    try:
+        namespace = command_parser.parse_intermixed_args(args[:at + 1] + list(stand_ins))
+    finally:
+        command_parser.stand_ins = {}
+    for name, value in vars(namespace).items():
+        if isinstance(value, str):
+            setattr(namespace, name, stand_ins.get(value, value))
+        elif isinstance(value, list):
+            setattr(namespace, name, [stand_ins.get(v, v) if isinstance(v, str) else v
+                                      for v in value])
+    return namespace
 
 
 def _attach_dash_values(parser, args):

@@ -989,6 +989,26 @@ def test_a_project_name_must_be_one_directory_name(tiny, tmp_path, project):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_search_json_that_cannot_be_written_leaves_no_project(tiny, tmp_path, monkeypatch):
+    # On a full disk (or a path too long for the system), zoo tune ended with one line and
+    # left the project it made, its lock file alone, and the --directory above it.
+    import errno
+    import importlib
+    search_module = importlib.import_module("tuning.search")
+    write_json = search_module._write_json
+
+    def full(path, data):
+        if os.path.basename(path) == "search.json":
+            raise OSError(errno.ENOSPC, f"cannot write {path!r}: No space left on device")
+        write_json(path, data)
+
+    monkeypatch.setattr(search_module, "_write_json", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+               directory=str(tmp_path / "runs"), project="p", fix=FIX_ALL)
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("project", ["p" * 256, "é" * 128])
 def test_a_project_name_longer_than_a_directory_name_can_be_is_refused(tiny, tmp_path,
                                                                        project):

@@ -1308,8 +1308,10 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     retracing = _RetracingFilter()
     logging.getLogger("tensorflow").addFilter(retracing)
     try:
-        made = _write_fingerprint(project_dir, fingerprint, role, overwrite) or made
         try:
+            # (in the try: search.json that cannot be written, on a full disk say, left the
+            # project this call made, its lock file alone, and the directory above it)
+            made = _write_fingerprint(project_dir, fingerprint, role, overwrite) or made
             with _without_reload_line(quiet=not verbose):
                 kt_tuner = _make_tuner(
                     tuner, hypermodel, objective, max_trials=max_trials, epochs=epochs,
@@ -1319,6 +1321,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         except BaseException:
             if made:
                 shutil.rmtree(project_dir, ignore_errors=True)
+                if directory in empty_before:
+                    _remove_if_empty(directory)
             raise
         kt_tuner.zoo_folds = folds
         _record_train_size(splits, dataset)

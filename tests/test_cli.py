@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -486,6 +487,30 @@ def test_a_path_with_a_name_over_255_bytes_is_refused_before_any_work(args, tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("zoo: error: ")
     assert "is 300 bytes, and a file or directory name has at most 255" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "lenet5", "--epochs", "1", "--run-dir", "{long}/run"],
+    ["train", "lenet5", "--epochs", "1", "--export", "--base-dir", "{long}"],
+    ["predict", "{tmp}/no-model", "--digits", "2", "--out", "{long}/masks"],
+    ["tune", "lenet5", "--max-trials", "1", "--epochs", "1", "--directory", "{long}"],
+])
+def test_a_path_too_long_for_the_files_written_in_it_is_refused_before_any_work(
+        args, tmp_path, capsys):
+    """A directory whose path leaves too few of the system's 4095 bytes for the files in it
+    failed with TensorFlow's "File name too long" error, naming a temporary file (zoo export:
+    after converting the model; zoo train: once TensorBoard's first file was written), or
+    with "[Errno 36]" (zoo tune, its project's lock file left)."""
+    room = zoo.common.max_path_bytes(tmp_path) - len(os.fsencode(str(tmp_path)))
+    long = str(tmp_path / "/".join(["d" * 200] * ((room - 200) // 201)) / "x")
+    args = [a.format(long=long, tmp=tmp_path) for a in args]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("zoo: error: ")
+    assert re.search(r" is too long: its absolute path is \d+ bytes, and the system takes "
+                     r"paths of at most \d+, 256 of them kept for the files written in it; "
+                     r"use a shorter path$", err.strip())
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

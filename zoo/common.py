@@ -1094,13 +1094,31 @@ def unwritable_directory(path):
 MAX_NAME_BYTES = 255
 
 
+#: The bytes of a directory's path kept for the names of the files a command writes in it
+#: (an export's ``.tmp-<pid>-<host>-*/variables/variables_temp/part-...tempstate<digits>``:
+#: about 130 and the host's name; a run's ``logs/validation/events.out.tfevents...``).
+PATH_ROOM = 256
+
+
+def max_path_bytes(path) -> int:
+    """The longest path the system takes, in bytes (4095 on Linux, 1023 on macOS: its
+    ``PATH_MAX`` less the closing NUL), asked of ``path``'s nearest existing directory."""
+    try:
+        return os.pathconf(nearest_existing(path), "PC_PATH_MAX") - 1
+    except (AttributeError, OSError, ValueError):   # (Windows; a limit the system lacks)
+        return 4095
+
+
 def check_name_lengths(path, what: str) -> None:
     """Refuse ``path`` when one of its parts is longer than :data:`MAX_NAME_BYTES` bytes,
     which no file system takes (``[Errno 36] File name too long`` once the work was done),
-    naming ``what`` the path is for.
+    or when it leaves less than :data:`PATH_ROOM` bytes of the system's longest path
+    (:func:`max_path_bytes`) for the files written in it (the same error, from TensorFlow,
+    when its first file was written: after training, for an export), naming ``what`` the
+    path is for.
 
     Raises:
-        ValueError: a part of ``path`` longer than 255 bytes.
+        ValueError: a part of ``path`` longer than 255 bytes, or a path too long.
     """
     for part in os.fspath(path).split(os.sep):
         size = len(os.fsencode(part))
@@ -1108,6 +1126,13 @@ def check_name_lengths(path, what: str) -> None:
             raise ValueError(f"{what} {clip_text(os.fspath(path))} cannot be made: its part "
                              f"{clip_text(repr(part), 50)} is {size} bytes, and a file or "
                              f"directory name has at most {MAX_NAME_BYTES}")
+    size = len(os.fsencode(os.path.abspath(os.fspath(path))))
+    longest = max_path_bytes(path)
+    if size > longest - PATH_ROOM:
+        raise ValueError(f"{what} {clip_text(os.fspath(path))} is too long: its absolute path "
+                         f"is {size} bytes, and the system takes paths of at most {longest}, "
+                         f"{PATH_ROOM} of them kept for the files written in it; use a "
+                         f"shorter path")
 
 
 def check_directory_target(path, what: str, advice: str, shown=None) -> None:

@@ -1090,6 +1090,18 @@ def unwritable_directory(path):
     return existing
 
 
+def why_unwritable(directory) -> str:
+    """Why the directory ``directory`` cannot be written in, for a message: ``DIR is on a
+    read-only file system`` (a read-only mount, which permission bits do not show) or ``no
+    write permission on DIR``."""
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):   # (Windows)
+        read_only = False
+    return (f"{directory} is on a read-only file system" if read_only
+            else f"no write permission on {directory}")
+
+
 #: The longest file or directory name, in bytes: file systems allow at most 255.
 MAX_NAME_BYTES = 255
 
@@ -1139,7 +1151,8 @@ def check_directory_target(path, what: str, advice: str, shown=None) -> None:
     """Refuse the directory ``path`` (to be made, or written in) when a part of it is too
     long for a name (:func:`check_name_lengths`), a file is in the way
     (``{what} {shown} cannot be made: FILE is a file; {advice}.``) or it cannot be written
-    (``... cannot be written: no write permission on DIR; {advice}.``); ``shown``: how the
+    (``... cannot be written: no write permission on DIR; {advice}.``, or ``DIR is on a
+    read-only file system``: :func:`why_unwritable`); ``shown``: how the
     message shows ``path`` (default: as given)."""
     shown = os.fspath(path) if shown is None else shown
     check_name_lengths(path, what)
@@ -1147,8 +1160,8 @@ def check_directory_target(path, what: str, advice: str, shown=None) -> None:
     if not os.path.isdir(existing):
         raise ValueError(f"{what} {shown} cannot be made: {existing} is a file; {advice}.")
     if not os.access(existing, os.W_OK | os.X_OK):   # (unwritable_directory's test)
-        raise ValueError(f"{what} {shown} cannot be written: no write permission on "
-                         f"{existing}; {advice}.")
+        raise ValueError(f"{what} {shown} cannot be written: {why_unwritable(existing)}; "
+                         f"{advice}.")
 
 
 def check_run_dir(run_dir, what: str = "run_dir") -> None:

@@ -716,7 +716,7 @@ def _check_model_dir(model_dir):
                              "or name (--name).")
     blocked = common.unwritable_directory(model_dir)
     if blocked is not None:
-        raise PermissionError(f"no write permission on {blocked}: the export goes to "
+        raise PermissionError(f"{common.why_unwritable(blocked)}: the export goes to "
                               f"{model_dir}/<version>; pass another base_dir (--base-dir).")
 
 

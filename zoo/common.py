@@ -1353,8 +1353,12 @@ def weights_file_size(model) -> int:
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
         variables.update((id(v), v) for v in optimizer.variables)
-    data = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
-               for v in variables.values())
+    def itemsize(dtype):
+        try:
+            return np.dtype(dtype).itemsize   # (bfloat16 and float8: ml_dtypes', with Keras)
+        except TypeError:
+            return 8
+    data = sum(int(np.prod(v.shape)) * itemsize(v.dtype) for v in variables.values())
     return data + 2048 * len(variables) + 65536
 
 

@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -215,6 +216,12 @@ def test_every_option_of_every_command_says_what_it_does(command):
                "input size (--image-size) needs less"),
     (MemoryError(), 1, "zoo: error: out of memory: MemoryError; a smaller batch (--batch-size) "
                        "or input size (--image-size) needs less"),
+    # (TensorFlow's for a full disk is a ResourceExhaustedError too: it was called out of
+    # memory, with advice on the batch size)
+    ("full disk", 1, "zoo: error: {{function_node __wrapped__SaveV2_dtypes_27_device_/job:"
+                     "localhost/replica:0/task:0/device:CPU:0}} /m/variables/variables_temp/"
+                     "part-00000-of-00001.data-00000-of-00001.tempstate966; No space left "
+                     "on device [Op:SaveV2]"),
 ])
 def test_bad_input_exits_with_2_and_other_failures_with_1_in_one_line(monkeypatch, capsys, exc,
                                                                       code, line):
@@ -231,6 +238,12 @@ def test_bad_input_exits_with_2_and_other_failures_with_1_in_one_line(monkeypatc
             "shape[1,100000,100000,1] and type float on /job:localhost/replica:0/task:0/"
             "device:CPU:0 by allocator mklcpu\n [[{{node resize/ResizeBilinear}}]] "
             "[Op:IteratorGetNext] name: "))
+    elif exc == "full disk":   # as zoo export into a full disk ended
+        import tensorflow as tf
+        exc = tf.errors.ResourceExhaustedError(None, None, (
+            "{{function_node __wrapped__SaveV2_dtypes_27_device_/job:localhost/replica:0/"
+            "task:0/device:CPU:0}} /m/variables/variables_temp/part-00000-of-00001.data-"
+            "00000-of-00001.tempstate966; No space left on device [Op:SaveV2]"))
 
     def configure_list(parser):
         def run(args):
@@ -294,6 +307,30 @@ def test_an_option_name_or_dashes_after_an_option_are_no_value_of_it(capsys, arg
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "zoo train: error: argument --lr: expected one argument")
+
+
+@pytest.mark.parametrize("argv,model_dir,images", [
+    (["predict", "m", "--", "-scan.png"], "m", ["-scan.png"]),
+    (["predict", "--digits", "8", "--", "-models/lenet5"], "-models/lenet5", []),
+    (["predict", "--", "-m", "a.png", "-b.png"], "-m", ["a.png", "-b.png"]),
+    (["predict", "m", "--top-k", "3", "a.png", "--", "-b.png", "--top-k", "--"], "m",
+     ["a.png", "-b.png", "--top-k", "--"]),
+])
+def test_arguments_after_dashes_are_positional_even_when_they_start_with_a_dash(argv, model_dir,
+                                                                                images):
+    # Intermixed parsing dropped the "--" and then took "-scan.png" for an option:
+    # "unrecognized arguments: -scan.png", and a model directory named "-models/..." could
+    # not be given at all ("the following arguments are required: MODEL_DIR, IMAGE").
+    args = cli.parse_args(cli.build_parser("predict"), argv)
+    assert (args.model_dir, args.images) == (model_dir, images)
+
+
+def test_an_error_names_an_argument_after_dashes_as_given(capsys):
+    argv = ["export", "--"] + [f"-r{i}" for i in range(12)]
+    with pytest.raises(SystemExit):
+        cli.parse_args(cli.build_parser("export"), argv)
+    assert capsys.readouterr().err == (f"zoo export: error: unrecognized arguments: "
+                                       f"{' '.join(argv[3:])}\n")
 
 
 def test_list_with_a_pattern_no_model_matches_is_an_error(monkeypatch, capsys):
@@ -450,6 +487,30 @@ def test_a_path_with_a_name_over_255_bytes_is_refused_before_any_work(args, tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("zoo: error: ")
     assert "is 300 bytes, and a file or directory name has at most 255" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "lenet5", "--epochs", "1", "--run-dir", "{long}/run"],
+    ["train", "lenet5", "--epochs", "1", "--export", "--base-dir", "{long}"],
+    ["predict", "{tmp}/no-model", "--digits", "2", "--out", "{long}/masks"],
+    ["tune", "lenet5", "--max-trials", "1", "--epochs", "1", "--directory", "{long}"],
+])
+def test_a_path_too_long_for_the_files_written_in_it_is_refused_before_any_work(
+        args, tmp_path, capsys):
+    """A directory whose path leaves too few of the system's 4095 bytes for the files in it
+    failed with TensorFlow's "File name too long" error, naming a temporary file (zoo export:
+    after converting the model; zoo train: once TensorBoard's first file was written), or
+    with "[Errno 36]" (zoo tune, its project's lock file left)."""
+    room = zoo.common.max_path_bytes(tmp_path) - len(os.fsencode(str(tmp_path)))
+    long = str(tmp_path / "/".join(["d" * 200] * ((room - 200) // 201)) / "x")
+    args = [a.format(long=long, tmp=tmp_path) for a in args]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("zoo: error: ")
+    assert re.search(r" is too long: its absolute path is \d+ bytes, and the system takes "
+                     r"paths of at most \d+, 256 of them kept for the files written in it; "
+                     r"use a shorter path$", err.strip())
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

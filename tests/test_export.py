@@ -731,6 +731,35 @@ def test_failure_during_write_leaves_no_version_and_no_temporary(tmp_path, monke
     assert os.listdir(tmp_path) == []  # nor the model directory it made
 
 
+@pytest.mark.parametrize("where", ["savedmodel", "lite"])
+def test_a_full_disk_names_the_model_directory_and_leaves_nothing(tmp_path, monkeypatch, where):
+    """TensorFlow's error for a full disk while it saved the variables (a
+    ResourceExhaustedError, which zoo export called running out of memory, naming a
+    temporary file) and Python's while the LiteRT model was written ("[Errno 28] No space
+    left on device", no file named) name the model directory the export was for."""
+    import errno
+    if where == "savedmodel":
+        archive_class = type(keras.export.ExportArchive())
+        original = archive_class.write_out
+
+        def full(self, filepath, **kw):
+            original(self, filepath, **kw)
+            raise tf.errors.ResourceExhaustedError(None, None, (
+                f"{{{{function_node __wrapped__SaveV2}}}} {filepath}/variables/variables_temp/"
+                f"part-00000-of-00001.tempstate966; No space left on device [Op:SaveV2]"))
+        monkeypatch.setattr(archive_class, "write_out", full)
+    else:
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(zoo_export, "write_lite", full)
+    with pytest.raises(OSError) as info:
+        zoo.export(zoo.lenet5(variant="modern"), tmp_path / "models")
+    assert info.value.errno == errno.ENOSPC
+    model_dir = str(tmp_path / "models" / "lenet5")
+    assert str(info.value) == f"[Errno 28] cannot write {model_dir!r}: No space left on device"
+    assert os.listdir(tmp_path) == []
+
+
 def test_lite_conversion_failure_or_mismatch_leaves_a_working_export(tmp_path, monkeypatch):
     model = zoo.lenet5(variant="modern")
     x = raw_images(2, (32, 32, 1))

@@ -186,6 +186,26 @@ def test_a_base_dir_that_cannot_be_written_is_named_before_the_export(model, tmp
             zoo_export.check_export_target(base_dir, "lenet5")
 
 
+def test_a_base_dir_on_a_read_only_file_system_is_named_as_one(model, tmp_path, monkeypatch):
+    # A read-only mount (which permission bits do not show: root is refused there too) was
+    # called "no write permission on DIR".
+    import collections
+    deny_writes(monkeypatch, tmp_path)
+    statvfs = os.statvfs
+    mounted = collections.namedtuple("statvfs", "f_flag")(os.ST_RDONLY)
+    monkeypatch.setattr(os, "statvfs", lambda path: (
+        mounted if os.path.abspath(path) == str(tmp_path) else statvfs(path)))
+    with pytest.raises(PermissionError) as exc:
+        zoo.export(model, tmp_path, lite=False)
+    assert str(exc.value) == (f"{tmp_path} is on a read-only file system: the export goes to "
+                              f"{os.path.join(tmp_path, 'lenet5')}/<version>; pass another "
+                              f"base_dir (--base-dir).")
+    with pytest.raises(ValueError, match=rf"^--run-dir {tmp_path}/run cannot be written: "
+                                         rf"{tmp_path} is on a read-only file system; use "
+                                         rf"another run directory\.$"):
+        zoo.common.check_run_dir(str(tmp_path / "run"), "--run-dir")
+
+
 DIGITS_SHAPE = "input_shape (32, 32, 1)"
 
 

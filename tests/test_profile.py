@@ -908,6 +908,89 @@ def test_atomic_write_names_the_file_a_failed_write_was_for(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def _open_hdf5_files(directory) -> list:
+    import h5py
+    return [os.fsdecode(f.name) for f in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)
+            if os.fsdecode(f.name).startswith(str(directory))]
+
+
+def test_atomic_write_closes_the_hdf5_file_a_failed_write_left_open(tmp_path):
+    """An HDF5 writer that failed (a full disk) left its file open, held by the exception's
+    traceback: h5py's last flush of it, when Python ended, printed "Exception ignored"
+    tracebacks after the command's one line and could crash the process (exit code 139)."""
+    import errno
+    import h5py
+
+    def disk_full(tmp):
+        f = h5py.File(tmp, "w")
+        f.create_dataset("w", data=np.zeros(10))
+        raise OSError(errno.ENOSPC, "Can't synchronously write data (file write failed: "
+                                    "time = ..., buf = 0x55, offset = 4096)")
+
+    target = tmp_path / "weights.h5"
+    with pytest.raises(OSError) as info:
+        zoo.common.atomic_write(str(target), disk_full)
+    assert str(info.value) == (f"[Errno 28] cannot write {str(target)!r}: No space left on "
+                               f"device")    # the system's words, not HDF5's screenful
+    assert os.listdir(tmp_path) == []
+    assert _open_hdf5_files(tmp_path) == []
+
+
+def test_save_weights_file_refuses_a_disk_without_room_before_hdf5_writes(tmp_path,
+                                                                          monkeypatch):
+    """HDF5 went on writing into a full disk (Keras' save_weights: zoo train's backup, zoo
+    tune's trial checkpoint) and could end the process with a segmentation fault; the file
+    is refused before it starts, naming it, and nothing is written."""
+    import collections
+    import errno
+    import keras
+    model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(1000)])
+    size = zoo.common.weights_file_size(model)
+    assert size == 404_000 + 2 * 2048 + 65536   # 101,000 float32, HDF5's records counted
+    import types   # a dtype numpy does not know is counted at 8 bytes, not a failed backup
+    odd = types.SimpleNamespace(variables=[types.SimpleNamespace(shape=(10,), dtype="odd8")])
+    assert zoo.common.weights_file_size(odd) == 80 + 2048 + 65536
+    target = tmp_path / "latest.weights.h5"
+    statvfs = os.statvfs
+    full = collections.namedtuple("statvfs", "f_bavail f_bfree f_frsize")(50, 50, 4096)
+    monkeypatch.setattr(os, "statvfs", lambda path: full)
+    with pytest.raises(OSError) as info:
+        zoo.common.save_weights_file(model, target)
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value) == (f"[Errno 28] cannot write {str(target)!r}: No space left on "
+                               f"device (it needs about {size / 1e6:.1f} MB, the disk has "
+                               f"0.2 MB free)")
+    assert os.listdir(tmp_path) == []
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    zoo.common.save_weights_file(model, target)
+    assert os.listdir(tmp_path) == ["latest.weights.h5"]
+    assert os.path.getsize(target) <= size
+
+
+def test_save_weights_file_leaves_no_file_or_open_hdf5_file_when_the_write_fails(
+        tmp_path, monkeypatch):
+    """A disk that fills while Keras writes: the temporary file goes, closed, and the error
+    names the file asked for."""
+    import errno
+    import h5py
+    import keras
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    save_weights = keras.Model.save_weights
+
+    def disk_fills(self, filepath, *args, **kwargs):
+        save_weights(self, filepath, *args, **kwargs)
+        h5py.File(filepath, "a").create_dataset("more", data=np.zeros(10))  # left open
+        raise OSError(errno.ENOSPC, "Can't synchronously write data (file write failed)")
+
+    monkeypatch.setattr(keras.Model, "save_weights", disk_fills)
+    target = tmp_path / "checkpoint.weights.h5"
+    with pytest.raises(OSError, match=r"^\[Errno 28\] cannot write '.*/checkpoint\.weights\.h5': "
+                                      r"No space left on device$"):
+        zoo.common.save_weights_file(model, target)
+    assert os.listdir(tmp_path) == []
+    assert _open_hdf5_files(tmp_path) == []
+
+
 @pytest.mark.parametrize("args,message", [
     (["summary", "lenet6"], "Unknown model 'lenet6'"),
     (["summary", "lenet5", "--batch-size", "0"], "--batch-size must be a positive integer"),

@@ -1636,6 +1636,40 @@ def test_predict_removes_the_masks_a_killed_predict_left_half_written(tmp_path, 
     assert sorted(os.listdir(out)) == [live, "scene_mask.png"]
 
 
+def test_predict_into_a_full_disk_names_out_and_leaves_the_masks_as_they_were(
+        tmp_path, capsys, monkeypatch):
+    """A mask written into a full disk ended zoo predict with "[Errno 28] No space left on
+    device", naming no file; it names --out, whose earlier masks stay as they were."""
+    import errno
+    from zoo.cli import main
+    model = zoo.unet(input_shape=(32, 32, 3), num_classes=3, padding="same", depth=2,
+                     base_filters=4)
+    base = tmp_path / "models"
+    zoo.export(model, base, name="seg", lite=False)
+    images = []
+    for name in ("a", "b"):
+        images.append(str(tmp_path / f"{name}.png"))
+        Image.fromarray(np.zeros((32, 32, 3), "uint8")).save(images[-1])
+    out = tmp_path / "masks"
+    out.mkdir()
+    (out / "a_mask.png").write_bytes(b"earlier")
+    save = Image.Image.save
+
+    def full_at_second(self, fp, *args, **kwargs):
+        if os.path.basename(str(fp)) == "b_mask.png":
+            open(fp, "wb").write(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_at_second)
+    monkeypatch.delenv("ZOO_DEBUG", raising=False)
+    assert main(["predict", str(base / "seg"), *images, "--out", str(out), "--no-xla"]) == 1
+    assert capsys.readouterr().err == (f"zoo: error: [Errno 28] cannot write {str(out)!r}: "
+                                       f"No space left on device\n")
+    assert os.listdir(out) == ["a_mask.png"]
+    assert (out / "a_mask.png").read_bytes() == b"earlier"
+
+
 @pytest.fixture
 def python_sigint():
     """Python's own Ctrl-C handler for the test, as a command line starts with (a test run

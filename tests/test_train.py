@@ -2041,10 +2041,37 @@ def test_a_run_killed_between_its_history_row_and_its_backup_trains_that_epoch_a
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
 
 
+def test_a_backup_into_a_full_disk_is_refused_before_hdf5_writes(digits8, tmp_path,
+                                                                  monkeypatch):
+    # HDF5 went on writing the backup into a full disk: zoo train lenet5 ended with a
+    # screenful of h5py's tracebacks and a segmentation fault (exit code 139), and
+    # backup/.saving.weights.h5 stayed. Refused before it starts, naming the backup.
+    import collections
+    import errno
+    kw = dict(epochs=2, verbose=0, early_stopping=False, mixed_precision="off",
+              jit_compile=False)
+    statvfs = os.statvfs
+    full = collections.namedtuple("statvfs", "f_bavail f_bfree f_frsize")(1, 1, 4096)
+    run = tmp_path / "run"
+    monkeypatch.setattr(os, "statvfs", lambda path: full if "backup" in os.fspath(path)
+                        else statvfs(path))
+    with pytest.raises(OSError) as info:
+        train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value).startswith(f"[Errno 28] cannot write "
+                                      f"{str(run / 'backup' / 'latest.weights.h5')!r}: No "
+                                      f"space left on device (it needs about ")
+    assert os.listdir(run / "backup") == ["zoo_run.json"]
+    monkeypatch.setattr(os, "statvfs", statvfs)   # room again: the run starts afresh
+    assert train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)["epoch"].tolist() == [
+        0, 1]
+
+
 def test_a_run_stopped_while_it_backs_up_an_epoch_leaves_no_half_written_file(
         digits8, tmp_path, monkeypatch):
     # A SIGTERM while the second epoch's backup was written (zoo train lenet5, stopped
-    # after epoch 5) left backup/.saving.weights.h5 beside the backup of the epoch before.
+    # after epoch 5) left backup/.saving.latest.weights.h5 beside the backup of the epoch
+    # before.
     kw = dict(epochs=3, verbose=0, early_stopping=False, mixed_precision="off",
               jit_compile=False)
     save_weights, saved = keras.Model.save_weights, []
@@ -2059,7 +2086,7 @@ def test_a_run_stopped_while_it_backs_up_an_epoch_leaves_no_half_written_file(
         patch.setattr(keras.Model, "save_weights", stopped_while_writing)
         with pytest.raises(_Killed):
             train.fit(tiny_classifier(), digits8, run_dir=str(run), **kw)
-    assert os.path.basename(saved[-1]) == ".saving.weights.h5"
+    assert os.path.basename(saved[-1]) == ".saving.latest.weights.h5"
     assert sorted(os.listdir(run / "backup")) == ["latest.weights.h5",
                                                   "training_metadata.json", "zoo_run.json"]
     assert train._backup_epoch(str(run / "backup")) == 1    # the epoch before stays

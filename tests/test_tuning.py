@@ -989,6 +989,26 @@ def test_a_project_name_must_be_one_directory_name(tiny, tmp_path, project):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_search_json_that_cannot_be_written_leaves_no_project(tiny, tmp_path, monkeypatch):
+    # On a full disk (or a path too long for the system), zoo tune ended with one line and
+    # left the project it made, its lock file alone, and the --directory above it.
+    import errno
+    import importlib
+    search_module = importlib.import_module("tuning.search")
+    write_json = search_module._write_json
+
+    def full(path, data):
+        if os.path.basename(path) == "search.json":
+            raise OSError(errno.ENOSPC, f"cannot write {path!r}: No space left on device")
+        write_json(path, data)
+
+    monkeypatch.setattr(search_module, "_write_json", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+               directory=str(tmp_path / "runs"), project="p", fix=FIX_ALL)
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("project", ["p" * 256, "é" * 128])
 def test_a_project_name_longer_than_a_directory_name_can_be_is_refused(tiny, tmp_path,
                                                                        project):
@@ -1607,6 +1627,26 @@ def test_too_many_failed_trials_stop_the_search_with_one_line(tiny, tmp_path, ca
         saved = json.loads((tmp_path / "f" / f"trial_{trial}" / "trial.json").read_text())
         assert saved["status"] == "FAILED"
         assert "Traceback" in saved["message"] and "loss became " in saved["message"]
+
+
+def test_a_trial_checkpoint_into_a_full_disk_fails_the_trial_in_one_line(tiny, tmp_path,
+                                                                          capsys, monkeypatch):
+    # keras-tuner wrote a trial's best weights in place with HDF5, which went on writing
+    # into a full disk: a screenful of h5py's tracebacks, a half-written checkpoint, and a
+    # segmentation fault (exit code 139). The checkpoint is refused before it starts.
+    import collections
+    statvfs = os.statvfs
+    full = collections.namedtuple("statvfs", "f_bavail f_bfree f_frsize")(1, 1, 4096)
+    monkeypatch.setattr(os, "statvfs", lambda path: full if "trial_" in os.fspath(path)
+                        else statvfs(path))
+    with pytest.raises(RuntimeError, match="after 1 consecutive failed trial"):
+        search("lenet5", tiny, tuner="random", max_trials=1, epochs=1,
+               directory=str(tmp_path), project="d", fix=FIX_ALL,
+               max_consecutive_failed_trials=1)
+    checkpoint = tmp_path / "d" / "trial_0" / "checkpoint.weights.h5"
+    assert (f"trial 0 failed: OSError: [Errno 28] cannot write {str(checkpoint)!r}: No space "
+            f"left on device (it needs about ") in capsys.readouterr().err
+    assert not any(name.endswith(".h5") for name in os.listdir(checkpoint.parent))
 
 
 def test_zoo_debug_prints_a_failed_trials_traceback(tiny, tmp_path, capsys, monkeypatch):

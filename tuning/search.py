@@ -17,6 +17,7 @@ and ``best.json`` (best hyperparameters, score, test metrics, export path).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import inspect
 import io
@@ -34,7 +35,8 @@ import warnings
 from zoo.common import (MAX_NAME_BYTES, atomic_write, atomic_write_text, check_bool,
                          check_callbacks, check_directory_target, check_ignore_label,
                          check_path, check_seed, check_verbose, dataset_source, is_digits,
-                         is_integer, progress_verbose, remove_path, require_tensorflow_backend)
+                         is_integer, progress_verbose, remove_path, require_tensorflow_backend,
+                         save_weights_file)
 
 __all__ = ["search", "TUNERS", "trials_table", "configure_tune"]
 
@@ -52,6 +54,13 @@ _UNTUNED = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round
 
 
 # -- small helpers -------------------------------------------------------------------------
+
+def _save_checkpoint(callback):
+    """keras-tuner's ``SaveBestEpoch._save_model``: the trial's best weights, written by
+    :func:`zoo.common.save_weights_file` (all at once; a full disk refused before HDF5
+    starts)."""
+    save_weights_file(callback.model, callback.filepath)
+
 
 def _write_json(path, data):
     def write(tmp):
@@ -246,6 +255,16 @@ def _tuner_class(name):
                 warnings.filterwarnings("ignore",
                                         message="Skipping variable loading for optimizer")
                 return super()._build_hypermodel(hp)
+
+        def _build_and_fit_model(self, trial, *args, **kwargs):
+            # keras-tuner's checkpoint of a trial's best epoch (SaveBestEpoch) was written in
+            # place: killed meanwhile, half a file; on a full disk, HDF5 went on writing and
+            # could end the search with a segmentation fault. Written all at once instead.
+            from keras_tuner.src.engine import tuner_utils
+            for callback in kwargs.get("callbacks", ()):
+                if isinstance(callback, tuner_utils.SaveBestEpoch):
+                    callback._save_model = functools.partial(_save_checkpoint, callback)
+            return super()._build_and_fit_model(trial, *args, **kwargs)
 
         #: ``() -> [(train, held_out), ...]``: the cross-validation folds' pipelines made
         #: anew for each trial (a fold read by the trial before would shuffle in a new
@@ -1289,8 +1308,10 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
     retracing = _RetracingFilter()
     logging.getLogger("tensorflow").addFilter(retracing)
     try:
-        made = _write_fingerprint(project_dir, fingerprint, role, overwrite) or made
         try:
+            # (in the try: search.json that cannot be written, on a full disk say, left the
+            # project this call made, its lock file alone, and the directory above it)
+            made = _write_fingerprint(project_dir, fingerprint, role, overwrite) or made
             with _without_reload_line(quiet=not verbose):
                 kt_tuner = _make_tuner(
                     tuner, hypermodel, objective, max_trials=max_trials, epochs=epochs,
@@ -1300,6 +1321,8 @@ def search(model, dataset="digits", *, tuner="hyperband", objective=None, max_tr
         except BaseException:
             if made:
                 shutil.rmtree(project_dir, ignore_errors=True)
+                if directory in empty_before:
+                    _remove_if_empty(directory)
             raise
         kt_tuner.zoo_folds = folds
         _record_train_size(splits, dataset)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import re
@@ -221,7 +222,13 @@ def configure_table(parser):
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (``PROG: error: ...``, exit 2)."""
 
+    #: ``{stand-in: argument}`` of the arguments after ``--`` being parsed (:func:`parse_args`),
+    #: for a message that names one.
+    stand_ins = {}
+
     def error(self, message):
+        for stand_in in sorted(self.stand_ins, key=len, reverse=True):   # (\x0010 before \x001)
+            message = message.replace(stand_in, self.stand_ins[stand_in])
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -290,7 +297,29 @@ def parse_args(parser, argv):
     command_parser = getattr(parser, "command_parser", None)
     if command_parser is None:
         return parser.parse_args(argv)
-    return command_parser.parse_intermixed_args(_attach_dash_values(command_parser, argv[1:]))
+    args = _attach_dash_values(command_parser, argv[1:])
+    if "--" not in args:
+        return command_parser.parse_intermixed_args(args)
+    # ``--``: what follows is positional, a file named ``-scan.png`` too. Intermixed parsing
+    # drops the ``--`` in its first pass and took such a name for an option in its second
+    # (``zoo predict MODEL -- -scan.png``: "unrecognized arguments: -scan.png"; ``zoo predict
+    # --digits 8 -- -models/lenet5``: "the following arguments are required: MODEL_DIR"):
+    # each is parsed as a stand-in that cannot be an option (nor a command line's text, which
+    # holds no NUL), then put back.
+    at = args.index("--")
+    stand_ins = {f"\0{i}": value for i, value in enumerate(args[at + 1:])}
+    command_parser.stand_ins = stand_ins
+    try:
+        namespace = command_parser.parse_intermixed_args(args[:at + 1] + list(stand_ins))
+    finally:
+        command_parser.stand_ins = {}
+    for name, value in vars(namespace).items():
+        if isinstance(value, str):
+            setattr(namespace, name, stand_ins.get(value, value))
+        elif isinstance(value, list):
+            setattr(namespace, name, [stand_ins.get(v, v) if isinstance(v, str) else v
+                                      for v in value])
+    return namespace
 
 
 def _attach_dash_values(parser, args):
@@ -320,9 +349,12 @@ _OOM_RE = re.compile(r"OOM when allocating tensor with shape\[[^\]]*\] and type 
 
 def error_line(exc: BaseException) -> str:
     """``exc``'s message in one line; running out of memory (TensorFlow's
-    ``ResourceExhaustedError``, Python's ``MemoryError``) says so and what needs less."""
+    ``ResourceExhaustedError``, Python's ``MemoryError``) says so and what needs less. (A
+    full disk is a ``ResourceExhaustedError`` too, which says "No space left on device".)"""
     message = " ".join(str(exc).split())
-    if type(exc).__name__ == "ResourceExhaustedError" or isinstance(exc, MemoryError):
+    full_disk = any(os.strerror(code) in message for code in (errno.ENOSPC, errno.EDQUOT))
+    if not full_disk and (type(exc).__name__ == "ResourceExhaustedError"   # (TensorFlow's
+                          or isinstance(exc, MemoryError)):                # for both)
         found = _OOM_RE.search(message)
         detail = found.group(0) if found else message or type(exc).__name__
         return (f"out of memory: {detail}; a smaller batch (--batch-size) or input size "
@@ -378,6 +410,8 @@ def main(argv=None, *, quiet_stop=False) -> int:
     except Exception as exc:  # one line, no traceback, for any failure
         if debug:
             raise
+        from zoo.common import close_hdf5_files
+        close_hdf5_files()   # one a failed write left open (keras-tuner's save_weights)
         print(f"zoo: error: {error_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, (ValueError, CLIError, FileNotFoundError,
                                      FileExistsError, IsADirectoryError, NotADirectoryError,

@@ -11,6 +11,8 @@ a single layer.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import numbers
 import os
@@ -1088,17 +1090,47 @@ def unwritable_directory(path):
     return existing
 
 
+def why_unwritable(directory) -> str:
+    """Why the directory ``directory`` cannot be written in, for a message: ``DIR is on a
+    read-only file system`` (a read-only mount, which permission bits do not show) or ``no
+    write permission on DIR``."""
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):   # (Windows)
+        read_only = False
+    return (f"{directory} is on a read-only file system" if read_only
+            else f"no write permission on {directory}")
+
+
 #: The longest file or directory name, in bytes: file systems allow at most 255.
 MAX_NAME_BYTES = 255
+
+
+#: The bytes of a directory's path kept for the names of the files a command writes in it
+#: (an export's ``.tmp-<pid>-<host>-*/variables/variables_temp/part-...tempstate<digits>``:
+#: about 130 and the host's name; a run's ``logs/validation/events.out.tfevents...``).
+PATH_ROOM = 256
+
+
+def max_path_bytes(path) -> int:
+    """The longest path the system takes, in bytes (4095 on Linux, 1023 on macOS: its
+    ``PATH_MAX`` less the closing NUL), asked of ``path``'s nearest existing directory."""
+    try:
+        return os.pathconf(nearest_existing(path), "PC_PATH_MAX") - 1
+    except (AttributeError, OSError, ValueError):   # (Windows; a limit the system lacks)
+        return 4095
 
 
 def check_name_lengths(path, what: str) -> None:
     """Refuse ``path`` when one of its parts is longer than :data:`MAX_NAME_BYTES` bytes,
     which no file system takes (``[Errno 36] File name too long`` once the work was done),
-    naming ``what`` the path is for.
+    or when it leaves less than :data:`PATH_ROOM` bytes of the system's longest path
+    (:func:`max_path_bytes`) for the files written in it (the same error, from TensorFlow,
+    when its first file was written: after training, for an export), naming ``what`` the
+    path is for.
 
     Raises:
-        ValueError: a part of ``path`` longer than 255 bytes.
+        ValueError: a part of ``path`` longer than 255 bytes, or a path too long.
     """
     for part in os.fspath(path).split(os.sep):
         size = len(os.fsencode(part))
@@ -1106,13 +1138,21 @@ def check_name_lengths(path, what: str) -> None:
             raise ValueError(f"{what} {clip_text(os.fspath(path))} cannot be made: its part "
                              f"{clip_text(repr(part), 50)} is {size} bytes, and a file or "
                              f"directory name has at most {MAX_NAME_BYTES}")
+    size = len(os.fsencode(os.path.abspath(os.fspath(path))))
+    longest = max_path_bytes(path)
+    if size > longest - PATH_ROOM:
+        raise ValueError(f"{what} {clip_text(os.fspath(path))} is too long: its absolute path "
+                         f"is {size} bytes, and the system takes paths of at most {longest}, "
+                         f"{PATH_ROOM} of them kept for the files written in it; use a "
+                         f"shorter path")
 
 
 def check_directory_target(path, what: str, advice: str, shown=None) -> None:
     """Refuse the directory ``path`` (to be made, or written in) when a part of it is too
     long for a name (:func:`check_name_lengths`), a file is in the way
     (``{what} {shown} cannot be made: FILE is a file; {advice}.``) or it cannot be written
-    (``... cannot be written: no write permission on DIR; {advice}.``); ``shown``: how the
+    (``... cannot be written: no write permission on DIR; {advice}.``, or ``DIR is on a
+    read-only file system``: :func:`why_unwritable`); ``shown``: how the
     message shows ``path`` (default: as given)."""
     shown = os.fspath(path) if shown is None else shown
     check_name_lengths(path, what)
@@ -1120,8 +1160,8 @@ def check_directory_target(path, what: str, advice: str, shown=None) -> None:
     if not os.path.isdir(existing):
         raise ValueError(f"{what} {shown} cannot be made: {existing} is a file; {advice}.")
     if not os.access(existing, os.W_OK | os.X_OK):   # (unwritable_directory's test)
-        raise ValueError(f"{what} {shown} cannot be written: no write permission on "
-                         f"{existing}; {advice}.")
+        raise ValueError(f"{what} {shown} cannot be written: {why_unwritable(existing)}; "
+                         f"{advice}.")
 
 
 def check_run_dir(run_dir, what: str = "run_dir") -> None:
@@ -1228,14 +1268,155 @@ def atomic_write(path, write) -> str:
         fsync_path(tmp)   # its data on the disk before the rename that makes it ``path``
         os.replace(tmp, path)
     except BaseException as e:
+        close_hdf5_files(tmp)   # (before it goes: a flush into the file removed)
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(e, OSError) and e.errno is not None:   # a full disk, say: the file
-            raise type(e)(e.errno, f"cannot write {os.fspath(path)!r}: "   # asked for, not
-                                   f"{e.strerror or e}") from None        # the temporary
+        if isinstance(e, OSError) and e.errno is not None:   # a full disk, say
+            raise write_error(e, path) from None
         raise
     sync_directory(directory)   # the rename itself
     return path
+
+
+def write_error(exc: OSError, path) -> OSError:
+    """``exc`` (an ``OSError`` with an ``errno``: a full disk, say) as the error of writing
+    ``path``, the file asked for rather than a temporary one beside it:
+    ``[Errno 28] cannot write '.../model.keras': No space left on device``. The system's
+    words for the errno, not the writer's: h5py's for a full disk filled a screen with its
+    buffer addresses and offsets."""
+    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    return type(exc)(exc.errno, f"cannot write {os.fspath(path)!r}: {reason}")
+
+
+#: The errors of a full disk: no space left, the user's quota exceeded.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(exc: BaseException, path) -> Optional[OSError]:
+    """``exc`` as the one-line error of a full disk while writing ``path``
+    (``[Errno 28] cannot write '...': No space left on device``), or ``None`` when it is not
+    one. Also TensorFlow's for a full disk (a ``ResourceExhaustedError`` from ``SaveV2``,
+    which the CLI took for running out of memory), which says so only in its text."""
+    if isinstance(exc, OSError):
+        code = exc.errno if exc.errno in DISK_FULL else None
+    else:
+        code = next((c for c in DISK_FULL if os.strerror(c) in str(exc)), None)
+    if code is None:
+        return None
+    return OSError(code, f"cannot write {os.fspath(path)!r}: {os.strerror(code)}")
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path):
+    """A block whose failure for a full disk (:func:`disk_full_error`) is raised as one
+    ``OSError`` naming ``path``, the output asked for, rather than the temporary file a
+    library was writing when the disk filled."""
+    try:
+        yield
+    except Exception as exc:
+        error = disk_full_error(exc, path)
+        if error is None:
+            raise
+        raise error from None
+
+
+def check_free_space(path, size: int) -> None:
+    """Refuse to write the file ``path`` of about ``size`` bytes where its disk has less
+    free, before the write starts: for a writer that cannot fail cleanly halfway (HDF5's,
+    behind Keras' ``save_weights``, went on writing into a full disk and could end the
+    process with a segmentation fault). Nothing where the system cannot tell.
+
+    Raises:
+        OSError: ``[Errno 28] cannot write '...': No space left on device (it needs about
+            N MB, the disk has M MB free)``.
+    """
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    try:
+        stat = os.statvfs(directory)
+    except (AttributeError, OSError):   # (Windows; a directory not made yet)
+        return
+    blocks = stat.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else stat.f_bavail
+    free = blocks * stat.f_frsize
+    if size > free:
+        raise OSError(errno.ENOSPC, f"cannot write {os.fspath(path)!r}: "
+                                    f"{os.strerror(errno.ENOSPC)} (it needs about "
+                                    f"{size / 1e6:.1f} MB, the disk has {free / 1e6:.1f} MB "
+                                    f"free)")
+
+
+def weights_file_size(model) -> int:
+    """About the most bytes ``model.save_weights`` writes: its variables' and its optimizer's,
+    and HDF5's records of each (0.9-1.2 KB a variable for LeNet-5, AlexNet and ResNet-50;
+    2 KB counted)."""
+    import numpy as np
+    variables = {id(v): v for v in model.variables}
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        variables.update((id(v), v) for v in optimizer.variables)
+    def itemsize(dtype):
+        try:
+            return np.dtype(dtype).itemsize   # (bfloat16 and float8: ml_dtypes', with Keras)
+        except TypeError:
+            return 8
+    data = sum(int(np.prod(v.shape)) * itemsize(v.dtype) for v in variables.values())
+    return data + 2048 * len(variables) + 65536
+
+
+def save_weights_file(model, path, amend=None) -> None:
+    """``model.save_weights(path)`` all at once: into ``.saving.NAME`` beside ``path`` (Keras
+    takes only a name ending ``.weights.h5``), amended by ``amend(tmp)`` if given, synced and
+    renamed onto ``path``. Refused before it starts where the disk has no room for it
+    (:func:`check_free_space`): HDF5 went on writing into a full disk and could end the
+    process with a segmentation fault. On any failure the temporary file goes, its HDF5 file
+    closed, and ``path`` is untouched; a full disk's error names ``path``.
+
+    Raises:
+        OSError: ``[Errno 28] cannot write 'PATH': No space left on device ...``.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, ".saving." + os.path.basename(path))
+    try:
+        size = os.path.getsize(path)   # the file it replaces: as big, for the same model
+    except OSError:
+        size = 0
+    check_free_space(path, max(size, weights_file_size(model)))
+    try:
+        model.save_weights(tmp, overwrite=True)
+        if amend is not None:
+            amend(tmp)
+        fsync_path(tmp)   # on the disk before the rename (a power loss: old or new)
+        os.replace(tmp, path)
+    except BaseException as e:   # Ctrl-C, SIGTERM, a full disk: no half-written file
+        close_hdf5_files(tmp)
+        remove_path(tmp)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise write_error(e, path) from None
+        raise
+    sync_directory(directory)
+
+
+def close_hdf5_files(path=None) -> None:
+    """Close the HDF5 files h5py still holds open at ``path`` (all of them if ``None``). A
+    write that failed inside Keras' ``save_weights`` (a full disk) leaves its file open, held
+    by the exception's traceback, and h5py's last flush of it when Python ends printed
+    "Exception ignored" tracebacks and could end the process with a segmentation fault (exit
+    code 139) after the command's one-line error. Nothing if h5py was not imported."""
+    h5py = sys.modules.get("h5py")
+    if h5py is None:
+        return
+    target = None if path is None else os.path.abspath(os.fspath(path))
+    try:
+        files = h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)
+    except Exception:
+        return
+    for file_id in files:
+        try:
+            if target is not None and os.path.abspath(os.fsdecode(file_id.name)) != target:
+                continue
+            h5py.File(file_id).close()
+        except Exception:   # its flush fails again (the disk is still full); closed all the same
+            pass
 
 
 def fsync_path(path) -> None:

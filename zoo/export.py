@@ -716,7 +716,7 @@ def _check_model_dir(model_dir):
                              "or name (--name).")
     blocked = common.unwritable_directory(model_dir)
     if blocked is not None:
-        raise PermissionError(f"no write permission on {blocked}: the export goes to "
+        raise PermissionError(f"{common.why_unwritable(blocked)}: the export goes to "
                               f"{model_dir}/<version>; pass another base_dir (--base-dir).")
 
 
@@ -997,11 +997,12 @@ def export(model, base_dir="saved_models", name=None, version=None, precision="f
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; servers may run as other users
-        archive.write_out(tmp, verbose=False)
-        record["gpu"] = _gpu_record(tmp)
-        record["lite"] = (write_lite(tmp, serving_fn, record) if lite else
-                          {"file": None, "error": LITE_NOT_REQUESTED})
-        return _commit(tmp, model_dir, version, overwrite, record)
+        with common.disk_full_as_error(model_dir):
+            archive.write_out(tmp, verbose=False)
+            record["gpu"] = _gpu_record(tmp)
+            record["lite"] = (write_lite(tmp, serving_fn, record) if lite else
+                              {"file": None, "error": LITE_NOT_REQUESTED})
+            return _commit(tmp, model_dir, version, overwrite, record)
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

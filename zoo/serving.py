@@ -51,10 +51,11 @@ import numpy as np
 
 from zoo.cli import number_type
 from zoo.common import (DIGITS_TEST_SIZE, TASKS, check_jit_compile, check_name_lengths,
-                         check_path, clip_text, exception_line, fsync_paths,
+                         check_path, clip_text, disk_full_as_error, exception_line, fsync_paths,
                          has_image_signature, is_digits, is_finite_number, is_integer,
                          remove_path, remove_stale_temporaries, sync_directory,
-                         temporary_prefix, unwritable_directory, visible_gpus)
+                         temporary_prefix, unwritable_directory, visible_gpus,
+                         why_unwritable)
 from zoo.export import (FORMAT, INPUT_NAME, LITE_FILE, LITE_TOLERANCE, SIGNATURE_NAME,
                         ZOO_JSON, latest_version, list_versions, version_path)
 
@@ -1658,7 +1659,8 @@ def configure_predict(parser):
         else:
             images = names = paths
         if task == "segmentation":
-            _write_masks(servable, images, names, args, sizes)
+            with disk_full_as_error(args.out):   # (not the hidden directory's mask named)
+                _write_masks(servable, images, names, args, sizes)
             return 0
         # Each batch's answers are ranked as they come and its probabilities let go: every
         # image's were held until all were predicted, N x K floats for the k labels shown
@@ -1914,8 +1916,8 @@ def _check_out_dir(out) -> None:
     if not existing or os.path.isdir(existing):
         blocked = unwritable_directory(out)
         if blocked is not None:
-            raise PermissionError(f"--out {out} cannot be written: no write permission on "
-                                  f"{blocked}; masks go into a directory")
+            raise PermissionError(f"--out {out} cannot be written: {why_unwritable(blocked)}; "
+                                  f"masks go into a directory")
         return
     if os.path.normpath(existing) == os.path.normpath(out):   # "notes.txt/" too
         raise NotADirectoryError(f"--out {out} is a file; masks go into a directory")

@@ -42,9 +42,9 @@ from zoo.common import (ADAMW_WEIGHT_DECAY, AUX_LOSS_WEIGHT, LR_SCHEDULES, MIXED
                          OPTIMIZERS, PLATEAU_FACTOR, PLATEAU_LOWEST, PLATEAU_PATIENCE, TASKS,
                          as_list, atomic_write, atomic_write_text, check_bool, check_callbacks,
                          check_ignore_label, check_jit_compile, check_run_dir, check_seed,
-                         check_verbose, fsync_path, is_digits, is_integer,
+                         check_verbose, is_digits, is_integer,
                          progress_verbose, received_text, remove_path,
-                         require_tensorflow_backend)
+                         require_tensorflow_backend, save_weights_file)
 from zoo.train_cli import (check_counts, check_export_options, check_monitor_option,
                            configure_train, export_base_dir, with_aux_logits)
 
@@ -1845,10 +1845,8 @@ class _Backup(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         import h5py
         os.makedirs(self.backup_dir, exist_ok=True)
-        # (not common.atomic_write: Keras saves weights only to a name ending .weights.h5)
-        tmp = os.path.join(self.backup_dir, ".saving.weights.h5")
-        try:
-            self.model.save_weights(tmp, overwrite=True)
+
+        def amend(tmp):
             with h5py.File(tmp, "a") as f:
                 f.attrs["zoo_epoch"] = int(self._current_epoch)
                 if self._seconds is not None:
@@ -1856,11 +1854,8 @@ class _Backup(keras.callbacks.BackupAndRestore):
                 states = _seed_states(self.model)
                 if states:
                     f.attrs["zoo_seed_states"] = np.stack([v.numpy() for v in states])
-            fsync_path(tmp)   # on the disk before the rename (a power loss: old or new)
-            os.replace(tmp, self._weights_path)
-        except BaseException:   # Ctrl-C or SIGTERM while it writes: no half-written file
-            remove_path(tmp)
-            raise
+
+        save_weights_file(self.model, self._weights_path, amend)
         atomic_write_text(self._training_metadata_path, json.dumps(
             {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
 

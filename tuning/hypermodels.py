@@ -39,7 +39,7 @@ import weakref
 import keras
 import keras_tuner as kt
 
-from tuning.assignments import check_set_fix, family_of, parse_assignments
+from tuning.assignments import ALIASES, check_set_fix, family_of, parse_assignments  # noqa: F401
 from tuning.spaces import (ARCHITECTURES, HEAD, Param, apply_assignments, check_alias_depth,
                            check_image_size, clean_float, param_of, space)
 

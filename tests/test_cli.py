@@ -519,7 +519,8 @@ def test_bad_names_counts_and_paths_are_refused_before_tensorflow_is_imported(tm
     an option without the one it goes with, a directory that cannot be made (zoo tune's
     --directory and --export-dir, zoo export's --base-dir), zoo tune's --cv and zoo export's
     --version of an existing version were refused after TensorFlow's import (~6 s each
-    here): their checks need none and now come first. One process runs them in a row."""
+    here), an image size, hyperparameter or objective after the data was loaded too: their
+    checks need none and now come first. One process runs them in a row."""
     import json
     import os
     import zipfile
@@ -561,6 +562,61 @@ def test_bad_names_counts_and_paths_are_refused_before_tensorflow_is_imported(tm
         (["tune", "lenet5", "--directory", f"{a_file}/runs", "--cv", "1"], "cv must be None"),
         (["tune", "lenet5", "--export", "--export-dir", f"{a_file}/sm"],
          f"export_dir (--export-dir) '{a_file}/sm' cannot be made: {a_file} is a file"),
+        # An image size the model does not take (the builder's message; U-Net trains with
+        # padding=same depth=3 on shapes, which --model-arg changes), an unknown
+        # hyperparameter, a value it does not take, an objective no model of the space
+        # reports: refused after the data was loaded (7-15 s here)
+        (["train", "lenet5", "--image-size", "3"], "lenet5: input height and width must be "
+         "at least 32 (the smallest size the architecture reduces to a valid output). "
+         "Received: input_shape=(3, 3, 1)"),
+        (["train", "lenet5", "--dataset", "cifar10", "--image-size", "16"],
+         "lenet5: input height and width must be at least 32 (the smallest size the "
+         "architecture reduces to a valid output). Received: input_shape=(16, 16, 3)"),
+        (["train", "inception_v3", "--image-size", "50"], "inception_v3: input height and "
+         "width must be at least 75 (the smallest size"),
+        (["train", "googlenet", "--image-size", "40", "--channels", "3"], "googlenet: input "
+         "height and width must be at least 65 (the auxiliary classifiers' unpadded 5x5/3 "
+         "average pooling after inception 4a and 4d needs it"),
+        (["train", "unet", "--image-size", "100"], "unet: input height 100 is not valid for "
+         "padding='same' with depth=3: it must be a multiple of 2**depth = 8; nearest valid: "
+         "96, 104. Received: input_shape=(100, 100, 3)"),
+        (["train", "unet", "--image-size", "96,100", "--model-arg", "depth=4"],
+         "unet: input width 100 is not valid for padding='same' with depth=4: it must be a "
+         "multiple of 2**depth = 16; nearest valid: 96, 112."),
+        (["train", "unet", "--image-size", "64", "--model-arg", "padding=valid"],
+         "unet: input height 64 is not valid for padding='valid' with depth=3: it must be a "
+         "size for which every 2x2 max pooling sees an even size and the unpadded "
+         "convolutions leave a positive output; nearest valid: 92. padding='same' "
+         "(--model-arg padding=same) takes 64x64"),
+        (["tune", "lenet5", "--image-size", "3"],
+         "lenet5 needs images of at least 32x32; received image size 3x3"),
+        (["tune", "inception_v3", "--image-size", "50,50"],
+         "inception_v3 needs images of at least 75x75; received image size 50x50"),
+        (["tune", "unet", "--image-size", "100"], "unet needs an image size that is a "
+         "multiple of 2**depth; received image size 100x100, which depths 3, 4 and 5 of the "
+         "space do not fit: limit the space to depth 2 (--set depth=2) or use a size that is "
+         "a multiple of 32"),
+        (["tune", "unet", "--image-size", "32", "--set", "depth=2,6"], "unet needs an image "
+         "size that is a multiple of 2**depth; received image size 32x32, which depth 6 of "
+         "the space does not fit: limit the space to depth 2 (--set depth=2) or use a size "
+         "that is a multiple of 64"),
+        (["tune", "lenet5", "--set", "foo=1:3"], "unknown hyperparameter 'foo' for lenet5. "
+         "Known: variant, optimizer, lr, lr_schedule, weight_decay, clip_norm, batch_size, "
+         "augment, label_smoothing."),
+        (["tune", "lenet5", "--fix", "foo=3"], "unknown hyperparameter 'foo' for lenet5."),
+        (["tune", "unet", "--fix", "label_smoothing=0.1"],
+         "unknown hyperparameter 'label_smoothing' for unet."),
+        (["tune", "lenet5", "--show-space", "--set", "foo=1:3"],
+         "unknown hyperparameter 'foo' for lenet5."),
+        (["tune", "lenet5", "--set", "lr=abc"],
+         "hyperparameter 'lr' takes float values. Received: 'abc'"),
+        (["tune", "resnet34", "--fix", "depth=50"],
+         "resnet34 fixes depth=34; received fix depth=50. Tune 'resnet' to choose the depth."),
+        (["tune", "lenet5", "--objective", "val_foo"], "objective 'val_foo' is not a metric "
+         "the lenet5 model reports. Allowed: accuracy, loss, val_accuracy, val_loss."),
+        (["tune", "unet", "--objective", "val_foo:max"], "objective 'val_foo' is not a metric "
+         "the unet model reports. Allowed: accuracy, loss, mean_iou, val_accuracy, val_loss, "
+         "val_mean_iou."),
         (["evaluate", str(tmp_path), "--dataset", "mnistt"], "Unknown dataset 'mnistt'"),
         (["evaluate", str(tmp_path), "--split", "dev"], "split must be one of 'train', "
          "'validation' (or 'val'), 'test', 'all'. Received: split='dev'"),

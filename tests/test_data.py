@@ -532,6 +532,12 @@ def test_the_dataset_names_the_commands_check_are_the_ones_zoo_data_loads():
     assert sorted(common.EMBEDDED_DATASETS) == sorted(data._EMBEDDED)
     assert sorted(common.TFDS_DATASETS) == sorted(data._TFDS)
     assert data.list_datasets() == [*sorted(data._EMBEDDED), *sorted(data._TFDS), "folder:PATH"]
+    # zoo train checks an image size against the model with the data's channels before it
+    # loads the data: each named dataset's task and channels are its source's
+    sources = {name: (src.task, src.channels)
+               for name, src in ((n, get()) for n, get in data._EMBEDDED.items())}
+    sources.update({name: (row[1], row[2]) for name, row in data._TFDS.items()})
+    assert common.DATASET_KINDS == sources
 
 
 def test_bad_names_and_arguments(tmp_path, monkeypatch):

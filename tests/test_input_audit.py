@@ -78,7 +78,7 @@ def test_unet_with_a_large_depth_names_the_nearest_valid_size_at_once():
 @pytest.mark.parametrize("padding", ["valid", "same"])
 @pytest.mark.parametrize("depth", [1, 2, 4])
 def test_unet_nearest_valid_sizes_are_those_a_search_finds(padding, depth):
-    from zoo.models import unet as U
+    from zoo import input_sizes as U   # (U-Net's size arithmetic)
     levels = U.unet_levels(depth, 8)
     valid = [s for s in range(1, 800) if U.output_size(s, levels, padding) is not None]
     for size in range(1, 600):

@@ -1158,20 +1158,27 @@ def test_cli_refuses_bad_input_before_it_writes_anything(capsys, tmp_path):
 
 
 def test_a_local_cluster_refused_by_its_chief_reports_one_line(tmp_path, capfd, monkeypatch):
-    # (a hyperparameter the space does not have: known once keras-tuner is imported, by the
-    # chief; --cv 1 was refused by it too, and is refused before it starts now)
+    # (a dataset of another task than the model's: known once the chief has loaded it;
+    # --cv 1 and a hyperparameter the space does not have were refused by it too, and are
+    # refused before it starts now)
+    code, _, err = _tune_here(["unet", "--dataset", "digits", "--directory", str(tmp_path),
+                               "--tuner", "random", "--workers", "1"], capfd, monkeypatch)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "zoo: error: unet is a segmentation model; dataset 'digits' is a classification "
+        "dataset"]
+    assert os.listdir(tmp_path) == []
+    # --epochs, --cv and a hyperparameter's name are refused before the chief starts.
+
+    def started(cmd, **kwargs):
+        raise AssertionError(f"started {cmd}")
+    monkeypatch.setattr(subprocess, "Popen", started)
     code, _, err = _tune_here(["lenet5", "--directory", str(tmp_path), "--tuner", "random",
                                "--fix", "nosuch=1", "--workers", "1"], capfd, monkeypatch)
     assert code == 2
     assert err.strip().splitlines() == [
         "zoo: error: unknown hyperparameter 'nosuch' for lenet5. Known: variant, optimizer, "
         "lr, lr_schedule, weight_decay, clip_norm, batch_size, augment, label_smoothing."]
-    assert os.listdir(tmp_path) == []
-    # --epochs and --cv are refused before the chief starts.
-
-    def started(cmd, **kwargs):
-        raise AssertionError(f"started {cmd}")
-    monkeypatch.setattr(subprocess, "Popen", started)
     code, _, err = _tune_here(["lenet5", "--directory", str(tmp_path), "--epochs", "0",
                                "--workers", "1"], capfd, monkeypatch)
     assert code == 2

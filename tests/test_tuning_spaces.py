@@ -765,3 +765,47 @@ def test_the_best_line_shows_floats_as_the_table_does(capsys):
     assert capsys.readouterr().out.splitlines()[0] == (
         "best trial 1: val_accuracy 0.7500 (optimizer=sgd, lr=0.00517855, batch_size=32, "
         "label_smoothing=0.15)")
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet34", "unet"])
+def test_zoo_tunes_early_space_is_the_hypermodels(name):
+    """zoo tune checks --set/--fix against tuning.spaces.checked_space before Keras' import:
+    each family's space there is its hypermodel's (its builder, task and entries), narrowed
+    and fixed as the hypermodel narrows and fixes it."""
+    from tuning import spaces
+    from tuning.assignments import FAMILIES
+    from zoo.registry import model_info
+    assert sorted(spaces.BUILDERS) == sorted(FAMILIES) == sorted(hms.HYPERMODELS)
+    for family, cls in hms.HYPERMODELS.items():
+        assert cls.builder == spaces.BUILDERS[family], family
+        assert cls.ARCHITECTURE == spaces.ARCHITECTURES[family], family
+        assert cls.task == model_info(cls.builder).task, family
+    given = dict(set={"lr": "1e-3:1e-2", "batch_size": "16,32"}, fix={"augment": "0"})
+    early = spaces.checked_space(name, **given)
+    hm = hms.get_hypermodel(name, **given)
+    assert list(early) == list(hm.params)
+    assert [p.describe() for p in early.values()] == [p.describe()
+                                                       for p in hm.params.values()]
+
+
+def test_an_objective_zoo_tune_allows_early_is_what_the_search_finds_reported():
+    """zoo tune refuses an --objective before its imports by zoo.train_cli.logged_metrics;
+    the search's own check (after the data is loaded) evaluates the default model: the two
+    allow the same names, for a classifier and for U-Net."""
+    import tensorflow as tf
+
+    from zoo.train_cli import logged_metrics
+    for name, shape, classes in (("lenet5", (32, 32, 1), 10), ("unet", (16, 16, 3), 3)):
+        hm = hms.get_hypermodel(name, input_shape=shape, num_classes=classes,
+                                fix={"depth": 2, "base_filters": 16} if name == "unet" else {})
+        y = np.zeros((2,) + (shape[:2] if name == "unet" else ()), "int32")
+        splits = types.SimpleNamespace(validation=tf.data.Dataset.from_tensor_slices(
+            (np.zeros((2,) + shape, "float32"), y)).batch(2))
+        names = logged_metrics(hm.task)
+        allowed = sorted({*names, *(f"val_{n}" for n in names)})
+        with pytest.raises(ValueError) as late:
+            tsearch._check_objective(hm, splits, "val_foo")
+        with pytest.raises(ValueError) as early:
+            tsearch._check_objective_name("val_foo", hm.family, allowed)
+        assert str(late.value) == str(early.value)
+        assert str(late.value).endswith(f"Allowed: {', '.join(allowed)}.")

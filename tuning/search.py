@@ -1103,10 +1103,38 @@ def _check_objective(hypermodel, splits, objective):
     del model
     keras.backend.clear_session()
     gc.collect()
+    _check_objective_name(objective, hypermodel.family, allowed)
+
+
+def _check_objective_name(objective, family, allowed):
+    """Refuse an ``objective`` whose metric is not one of the ``allowed``."""
     name, _ = _direction(objective)
     if name not in allowed:
-        raise ValueError(f"objective {name!r} is not a metric the {hypermodel.family} model "
+        raise ValueError(f"objective {name!r} is not a metric the {family} model "
                          f"reports. Allowed: {', '.join(allowed)}.")
+
+
+def _refuse_early(model, dataset, set_, fix, image_size, objective):
+    """``zoo tune``'s refusals of its space, image size and objective (those of
+    :func:`search`, the same messages), made before TensorFlow's, Keras' and keras-tuner's
+    imports and before the data is loaded: a hyperparameter the space has not, or a value it
+    does not allow (:func:`tuning.spaces.checked_space`); an ``image_size`` some point of
+    the space does not build at, for data of the family's task; an objective no model of
+    it reports (:func:`zoo.train_cli.logged_metrics`: the quantities
+    :func:`_check_objective` finds)."""
+    from tuning.assignments import family_of
+    from tuning.spaces import BUILDERS, check_space_image_size, checked_space
+    from zoo.common import DATASET_KINDS
+    from zoo.registry import model_info
+    from zoo.train_cli import logged_metrics
+    params = checked_space(model, set_, fix)
+    family = family_of(model)
+    task = model_info(BUILDERS[family]).task
+    if image_size is not None and DATASET_KINDS.get(dataset, (task,))[0] == task:
+        check_space_image_size(family, params, tuple(image_size))
+    if objective is not None:
+        names = logged_metrics(task)
+        _check_objective_name(objective, family, sorted({*names, *(f"val_{n}" for n in names)}))
 
 
 # -- search -------------------------------------------------------------------------------------
@@ -1635,8 +1663,9 @@ def configure_tune(parser):
     """
     # Nothing here imports TensorFlow or Keras: zoo tune --workers N only starts the
     # processes that search (and checks its arguments first).
-    from zoo.cli import ignore_label_arg, parse_shape
+    from zoo.cli import ignore_label_arg
     from zoo.common import AUTO_PRECISION_HELP, MIXED_PRECISION
+    from zoo.train_cli import parse_image_size
     parser.add_argument("model", help="family: lenet5, alexnet, googlenet, inception_v3, "
                         "xception, resnet (or resnet18/34/50), unet")
     parser.add_argument("--dataset", default=None,
@@ -1674,7 +1703,7 @@ def configure_tune(parser):
     parser.add_argument("--no-lite", dest="lite", action="store_false",
                         help="with --export: no LiteRT model in the export, as zoo export "
                         "--no-lite")
-    parser.add_argument("--image-size", type=parse_shape, default=None, metavar="H,W",
+    parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="H,W",
                         help="model input size (default: the dataset's own, raised to the "
                              "family's smallest input where it is below; zoo train's default "
                              "is the model's default input)")
@@ -1717,6 +1746,7 @@ def configure_tune(parser):
     def run(args):
         require_tensorflow_backend("zoo tune")
         from tuning.assignments import check_set_fix, family_of, parse_assignments
+        from tuning.spaces import checked_space
         set_ = parse_assignments(args.set, "--set")
         fix = parse_assignments(args.fix, "--fix")
         check_set_fix(set_, fix)
@@ -1741,6 +1771,7 @@ def configure_tune(parser):
             _check_project_name(args.project)
         family_of(args.model)   # a name without a search space is refused here, not by a chief
         if args.show_space:
+            checked_space(args.model, set_, fix)   # its refusals before the imports
             from tuning.hypermodels import get_hypermodel
             hm = get_hypermodel(args.model, set=set_, fix=fix)
             print(_text(hm.describe()))
@@ -1760,6 +1791,7 @@ def configure_tune(parser):
         # search's own checks that need no TensorFlow (--cv, --directory, --export-dir), before
         # its import and before a cluster's processes start
         _check_arguments(args.model, dataset, **options)
+        _refuse_early(args.model, dataset, set_, fix, args.image_size, args.objective)
         if args.workers is not None:
             try:
                 return _run_local_cluster(args)

@@ -271,6 +271,15 @@ EMBEDDED_DATASETS = ("digits", "shapes")
 TFDS_DATASETS = ("cifar10", "cifar100", "fashion_mnist", "imagenette", "malaria", "mnist",
                  "oxford_iiit_pet")
 
+#: The task and channels of each named dataset (its source's in zoo.data, held to them by
+#: tests/test_data.py): ``zoo train`` checks an image size against a model before the data
+#: is loaded.
+DATASET_KINDS = {"digits": ("classification", 1), "shapes": ("segmentation", 3),
+                 "cifar10": ("classification", 3), "cifar100": ("classification", 3),
+                 "fashion_mnist": ("classification", 1), "imagenette": ("classification", 3),
+                 "malaria": ("classification", 3), "mnist": ("classification", 1),
+                 "oxford_iiit_pet": ("segmentation", 3)}
+
 #: The names of a dataset's splits a caller may give, and the split each names.
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
                  "valid": "validation", "test": "test"}

@@ -45,8 +45,10 @@ from zoo.common import (ADAMW_WEIGHT_DECAY, AUX_LOSS_WEIGHT, LR_SCHEDULES, MIXED
                          check_verbose, is_digits, is_integer,
                          progress_verbose, received_text, remove_path,
                          require_tensorflow_backend, save_weights_file)
-from zoo.train_cli import (check_counts, check_export_options, check_monitor_option,
-                           configure_train, export_base_dir, with_aux_logits)
+from zoo.train_cli import (GENERIC_DEFAULTS, MODEL_DEFAULTS, TRAIN_DEFAULTS,  # noqa: F401
+                           check_counts, check_export_options, check_monitor_option,
+                           configure_train, default_dataset, export_base_dir, train_defaults,
+                           with_aux_logits)
 
 __all__ = ["compile_model", "fit", "hold_run_dir", "resolve_jit_compile",
            "resolve_class_weight", "resolve_mixed_precision", "with_mixed_precision",
@@ -849,64 +851,6 @@ def compile_model(model, task="classification", *, optimizer="adam", learning_ra
 
 # --------------------------------------------------------------------------------------
 # Building for a dataset; precision and device placement.
-
-# Defaults of `zoo train` (and `fit` given a model name) per (model, dataset), measured on the
-# project's 2-core CPU; anything not listed uses GENERIC_DEFAULTS.
-# lenet5/digits: the whole 60-epoch cosine schedule, no early stopping: test accuracy
-# 0.9861 / 0.9833 / 0.9833 (seeds 0, 1, 2), 63-65 s of training on the idle 2 cores. With
-# early stopping (patience 8 on the 180-image validation loss) runs stopped after 24-30
-# epochs, still at a high learning rate: 0.9861 / 0.9917 / 0.9667.
-# unet/shapes: 24 epochs reached test mean IoU 0.886 (validation 0.914); 48 epochs 0.914
-# (validation 0.94), 865 s of training on a 2-core CPU shared with other jobs.
-GENERIC_DEFAULTS = dict(epochs=10, batch_size=32, learning_rate=1e-3, augment=True,
-                        lr_schedule="constant", image_size=None, model_args={},
-                        early_stopping=True)
-TRAIN_DEFAULTS = {
-    ("lenet5", "digits"): dict(epochs=60, batch_size=32, learning_rate=2e-3, augment=True,
-                               lr_schedule="cosine", early_stopping=False),
-    ("unet", "shapes"): dict(epochs=48, batch_size=8, learning_rate=2e-3, augment=True,
-                             lr_schedule="cosine", image_size=(64, 64),
-                             model_args={"base_filters": 8, "padding": "same", "depth": 3,
-                                         "batch_norm": True}),
-}
-
-
-# Per model on any dataset (under TRAIN_DEFAULTS). The networks without batch norm lose
-# their ReLUs under Adam at 1e-3 (measured on digits: GoogLeNet's output constant, at
-# chance, 0.10 after 5 epochs at 65x65; AlexNet at chance for its first epoch, 0.83 after 5
-# at 67x67); at 1e-4 GoogLeNet scored 0.92 after 10 epochs and AlexNet 0.97 after 5.
-MODEL_DEFAULTS = {"alexnet": dict(learning_rate=1e-4), "googlenet": dict(learning_rate=1e-4)}
-
-
-def train_defaults(model_name, dataset) -> dict:
-    """The ``zoo train`` defaults for ``model_name`` on ``dataset``.
-
-    Args:
-        model_name: a registered model name.
-        dataset: a dataset name.
-
-    Returns:
-        ``{"epochs", "batch_size", "learning_rate", "augment", "lr_schedule",
-        "image_size", "model_args", "early_stopping"}``: :data:`GENERIC_DEFAULTS`,
-        updated by :data:`MODEL_DEFAULTS` and then by :data:`TRAIN_DEFAULTS`.
-    """
-    out = {**GENERIC_DEFAULTS, **MODEL_DEFAULTS.get(model_name, {}),
-           **TRAIN_DEFAULTS.get((model_name, dataset), {})}
-    if dataset == "digits" and out["image_size"] is None:
-        # 8x8 images: a paper's input size only enlarges them, at its cost (AlexNet at
-        # 227x227: 42 s an epoch here, against 7 s at its smallest input, 67x67).
-        from zoo.registry import model_info
-        side = max(32, model_info(model_name).min_input_size)
-        out["image_size"] = (side, side)
-    out["model_args"] = dict(out["model_args"])
-    return out
-
-
-def default_dataset(model_name) -> str:
-    """``digits`` for classifiers, ``shapes`` for segmentation models."""
-    from zoo.registry import model_info
-    return "shapes" if model_info(model_name).task == "segmentation" else "digits"
-
 
 #: What ``imagenet_input`` may be in :func:`pretrained_classifier` and :func:`build_for_dataset`.
 IMAGENET_INPUT_CHOICES = ("auto", True, False)

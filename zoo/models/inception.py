@@ -27,6 +27,7 @@ from zoo import layers as zoo_layers
 from zoo import common
 from zoo import weights as zoo_weights
 from zoo.blocks import check_head_options
+from zoo.input_sizes import GOOGLENET_AUX_POOL, GOOGLENET_AUX_STRIDE, GOOGLENET_MIN_REASON
 from zoo.registry import builtin
 from zoo.tables import layer_names, layer_params, table_format
 
@@ -92,7 +93,8 @@ GOOGLENET_TABLE_1 = (
 # The two auxiliary classifiers (paper, section 5): (name, module they sit on).
 GOOGLENET_AUX = (("aux1", "inception_4a"), ("aux2", "inception_4d"))
 # 5x5/3 average pool, 1x1 conv 128, FC 1024, 70% dropout, FC to the classes.
-AUX_POOL, AUX_STRIDE, AUX_CONV, AUX_FC, AUX_DROPOUT = 5, 3, 128, 1024, 0.7
+AUX_POOL, AUX_STRIDE = GOOGLENET_AUX_POOL, GOOGLENET_AUX_STRIDE
+AUX_CONV, AUX_FC, AUX_DROPOUT = 128, 1024, 0.7
 
 
 def _googlenet_ops(table, stop_after=None):
@@ -126,10 +128,6 @@ def _googlenet_min_size(table=GOOGLENET_TABLE_1, aux=GOOGLENET_AUX):
 
 
 GOOGLENET_MIN_SIZE = _googlenet_min_size()
-GOOGLENET_MIN_REASON = (
-    f"the auxiliary classifiers' unpadded {AUX_POOL}x{AUX_POOL}/{AUX_STRIDE} average pooling "
-    f"after inception 4a and 4d needs it (the main path is padded throughout); the limit "
-    f"holds with aux_logits=False too: it is one network, trained with them and used without")
 
 
 def _conv_relu(x, filters, kernel, *, strides=1, batch_norm, name):

@@ -105,7 +105,7 @@ class Param:
         return self.off is not None and self.kind == "fixed" and self.default == self.off
 
     # -- declaring ---------------------------------------------------------------------
-    def declare(self, hp: kt.HyperParameters, grid: bool = False):
+    def declare(self, hp: "keras_tuner.HyperParameters", grid: bool = False):
         """Declare this hyperparameter on ``hp`` and return its current value."""
         if self.kind == "fixed":
             return hp.Fixed(self.name, self.default)

@@ -565,7 +565,7 @@ def test_bad_names_counts_and_paths_are_refused_before_tensorflow_is_imported(tm
         # An image size the model does not take (the builder's message; U-Net trains with
         # padding=same depth=3 on shapes, which --model-arg changes), an unknown
         # hyperparameter, a value it does not take, an objective no model of the space
-        # reports: refused after the data was loaded (7-15 s here)
+        # reports: refused here too (they were refused after the data was loaded, 5-28 s)
         (["train", "lenet5", "--image-size", "3"], "lenet5: input height and width must be "
          "at least 32 (the smallest size the architecture reduces to a valid output). "
          "Received: input_shape=(3, 3, 1)"),

@@ -41,7 +41,7 @@ import keras_tuner as kt
 
 from tuning.assignments import ALIASES, check_set_fix, family_of, parse_assignments  # noqa: F401
 from tuning.spaces import (ARCHITECTURES, HEAD, Param, apply_assignments, check_alias_depth,
-                           check_image_size, clean_float, param_of, space)
+                           check_space_image_size, clean_float, param_of, space)
 
 __all__ = [
     "Param", "ZooHyperModel", "LeNet5HyperModel", "AlexNetHyperModel", "GoogLeNetHyperModel",
@@ -436,8 +436,10 @@ class ZooHyperModel(kt.HyperModel):
 
     def check_input_shape(self, input_shape):
         """Raise a ``ValueError`` unless every point of the space builds at ``input_shape``
-        (checked before a search starts, so that no trial fails for its size)."""
-        check_image_size(self.family, input_shape, minimum=self.min_input_size())
+        (checked before a search starts, so that no trial fails for its size): the rule
+        ``zoo tune`` checks before its imports, :func:`tuning.spaces.check_space_image_size`
+        (U-Net, same padding: a multiple of ``2**depth`` for each depth of the space)."""
+        check_space_image_size(self.family, self.params, input_shape)
 
     def build_model(self, values):
         """The uncompiled model for hyperparameter ``values``."""
@@ -616,22 +618,14 @@ class UNetHyperModel(ZooHyperModel):
     ARCHITECTURE = ARCHITECTURES["unet"]
 
     def min_input_size(self) -> int:
-        return 2 ** max(self._depths())
+        return 2 ** max(self.params["depth"].choices())
 
     def fit_default_shape(self, shape) -> tuple:
         """The paper's 572x572 (unpadded convolutions) raised to the next multiple of
         ``2**depth`` for the deepest depth of the space (576 for depth 5), which same padding
         needs: 572 built no point of the space."""
-        step = 2 ** max(int(d) for d in self._depths())
+        step = self.min_input_size()
         return tuple(-(-int(v) // step) * step for v in shape[:2]) + tuple(shape[2:])
-
-    def _depths(self):
-        return self.params["depth"].choices()
-
-    def check_input_shape(self, input_shape):
-        """With ``padding="same"`` each depth needs a size that is a multiple of
-        ``2**depth``: a depth of the space that does not fit is refused, naming those that do."""
-        check_image_size(self.family, input_shape, depths=self._depths())
 
     def build_model(self, values):
         from zoo.registry import get_builder

@@ -1072,6 +1072,14 @@ def _bmp_colours(data):
     return tf.gather(table, tf.cast(indices[..., 0], tf.int32), name=_DECODE_OP)
 
 
+def _decode_colour_table(data, channels):
+    """``tf.io.decode_image(data, channels)``, but an 8-bit BMP in its colour table's
+    colours (:func:`_bmp_colours`, 3 channels) rather than its indices."""
+    return tf.cond(_palette_bmp(data), lambda: _bmp_colours(data),
+                   lambda: tf.io.decode_image(data, channels=channels, expand_animations=False,
+                                              name=_DECODE_OP))
+
+
 def _decode_bytes(data, channels):
     """Encoded image bytes (a string tensor) -> uint8 ``[H, W, channels]``, exactly as the
     folder datasets' pipelines decode their files (``channels`` 1 or 3).
@@ -1093,10 +1101,7 @@ def _decode_bytes(data, channels):
             webp,
             lambda: tf.io.decode_image(data, channels=0, expand_animations=False,
                                        name=_DECODE_OP)[..., :3],
-            lambda: tf.cond(_palette_bmp(data), lambda: _bmp_colours(data),
-                            lambda: tf.io.decode_image(data, channels=channels,
-                                                       expand_animations=False,
-                                                       name=_DECODE_OP)))
+            lambda: _decode_colour_table(data, channels))
         img.set_shape([None, None, channels])
         return img
     # TensorFlow decodes GIF, BMP and WebP files to 3 or 4 channels only (channels=1 fails
@@ -1111,9 +1116,7 @@ def _decode_bytes(data, channels):
                    lambda: tf.constant(False))
 
     def grey_of_native():
-        native = tf.cond(_palette_bmp(data), lambda: _bmp_colours(data),
-                         lambda: tf.io.decode_image(data, channels=0, expand_animations=False,
-                                                    name=_DECODE_OP))
+        native = _decode_colour_table(data, 0)
         return tf.cond(tf.shape(native)[-1] >= 3,
                        lambda: tf.image.rgb_to_grayscale(native[..., :3]),
                        lambda: native[..., :1])

@@ -1312,7 +1312,7 @@ def disk_full_error(exc: BaseException, path) -> Optional[OSError]:
         code = next((c for c in DISK_FULL if os.strerror(c) in str(exc)), None)
     if code is None:
         return None
-    return OSError(code, f"cannot write {os.fspath(path)!r}: {os.strerror(code)}")
+    return write_error(OSError(code, os.strerror(code)), path)
 
 
 @contextlib.contextmanager
